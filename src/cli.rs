@@ -1,0 +1,339 @@
+//! The command line: `serve` and the SCU tools a PACS engineer uses (`echo`, `find`,
+//! `store`, `move`, `get`), plus `generate` for synthetic test studies.
+
+use crate::config::Config;
+use crate::dimse::dataset::{QUERY_RETRIEVE_LEVEL, SPECIFIC_CHARACTER_SET};
+use crate::dimse::scu::{self, ScuOptions};
+use crate::dimse::{sop, status};
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
+use dicom_core::header::Header;
+use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
+use dicom_dictionary_std::StandardDataDictionary;
+use dicom_object::InMemDicomObject;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Parser)]
+#[command(name = "beeldbrug", version, about = "DICOM gateway for Dutch national image exchange")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway (DIMSE and HTTP listeners).
+    Serve {
+        /// Configuration file (TOML) on top of the embedded defaults.
+        #[arg(long, short = 'c')]
+        config: Option<PathBuf>,
+    },
+    /// C-ECHO a peer.
+    Echo(PeerArgs),
+    /// C-FIND: query a peer and print the matches.
+    Find {
+        #[command(flatten)]
+        peer: PeerArgs,
+        #[command(flatten)]
+        query: QueryArgs,
+        /// Print JSON (one object per match) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// C-STORE files and directories (recursively) to a peer.
+    Store {
+        #[command(flatten)]
+        peer: PeerArgs,
+        /// Files or directories.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// C-MOVE: ask a peer to send instances to a destination AE.
+    Move {
+        #[command(flatten)]
+        peer: PeerArgs,
+        #[command(flatten)]
+        query: QueryArgs,
+        /// Destination AE title.
+        #[arg(long)]
+        dest: String,
+    },
+    /// C-GET: retrieve instances from a peer into a directory.
+    Get {
+        #[command(flatten)]
+        peer: PeerArgs,
+        #[command(flatten)]
+        query: QueryArgs,
+        /// Output directory.
+        #[arg(long, short = 'o', default_value = ".")]
+        out: PathBuf,
+    },
+    /// Write deterministic synthetic studies (CT, MR, DX, multi-frame, encapsulated).
+    Generate(crate::testdata::GenerateArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PeerArgs {
+    /// Our (calling) AE title.
+    #[arg(long = "aet", default_value = "BEELDBRUG_SCU")]
+    pub aet: String,
+    /// The peer's (called) AE title.
+    #[arg(long = "aec", default_value = "BEELDBRUG")]
+    pub aec: String,
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    #[arg(long, default_value_t = 11112)]
+    pub port: u16,
+    /// Maximum PDU length we accept.
+    #[arg(long, default_value_t = 262_144)]
+    pub max_pdu: u32,
+}
+
+impl PeerArgs {
+    pub fn options(&self) -> ScuOptions {
+        let mut o = ScuOptions::new(&self.host, self.port, &self.aet, &self.aec);
+        o.link.max_pdu = self.max_pdu;
+        o
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Model {
+    Study,
+    Patient,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct QueryArgs {
+    /// Query/Retrieve level.
+    #[arg(long, short = 'L', default_value = "STUDY")]
+    pub level: String,
+    /// Information model.
+    #[arg(long, short = 'm', value_enum, default_value = "study")]
+    pub model: Model,
+    /// Keys as KEYWORD=value or gggg,eeee=value; an empty value asks for the attribute.
+    #[arg(long = "key", short = 'k')]
+    pub keys: Vec<String>,
+    /// Specific Character Set for the identifier (default: ISO_IR 192 when a value is not ASCII).
+    #[arg(long)]
+    pub charset: Option<String>,
+}
+
+impl QueryArgs {
+    fn sop_class(&self, service: &str) -> &'static str {
+        match (self.model, service) {
+            (Model::Study, "find") => sop::STUDY_ROOT_FIND,
+            (Model::Study, "move") => sop::STUDY_ROOT_MOVE,
+            (Model::Study, _) => sop::STUDY_ROOT_GET,
+            (Model::Patient, "find") => sop::PATIENT_ROOT_FIND,
+            (Model::Patient, "move") => sop::PATIENT_ROOT_MOVE,
+            (Model::Patient, _) => sop::PATIENT_ROOT_GET,
+        }
+    }
+
+    /// Build the identifier from `--level`, `--charset` and the `-k` keys.
+    pub fn identifier(&self) -> anyhow::Result<InMemDicomObject> {
+        let mut obj = InMemDicomObject::new_empty();
+        obj.put(DataElement::new(QUERY_RETRIEVE_LEVEL, VR::CS, PrimitiveValue::from(self.level.to_uppercase())));
+        let mut any_non_ascii = false;
+        for key in &self.keys {
+            let (name, value) = key.split_once('=').unwrap_or((key.as_str(), ""));
+            let (tag, vr) = resolve_key(name)?;
+            any_non_ascii |= !value.is_ascii();
+            let value = if value.is_empty() { PrimitiveValue::Empty } else { PrimitiveValue::from(value) };
+            obj.put(DataElement::new(tag, vr, value));
+        }
+        let charset = self.charset.clone().or_else(|| any_non_ascii.then(|| "ISO_IR 192".to_string()));
+        if let Some(cs) = charset {
+            obj.put(DataElement::new(SPECIFIC_CHARACTER_SET, VR::CS, PrimitiveValue::from(cs)));
+        }
+        Ok(obj)
+    }
+}
+
+/// `PatientName` or `0010,0010` → tag and VR from the standard dictionary.
+pub fn resolve_key(name: &str) -> anyhow::Result<(Tag, VR)> {
+    let name = name.trim();
+    if let Some((g, e)) = name.split_once(',') {
+        let tag = Tag(u16::from_str_radix(g.trim(), 16)?, u16::from_str_radix(e.trim(), 16)?);
+        let vr = StandardDataDictionary.by_tag(tag).map(|e| e.vr().relaxed()).unwrap_or(VR::LO);
+        return Ok((tag, vr));
+    }
+    match StandardDataDictionary.by_name(name) {
+        Some(entry) => Ok((entry.tag(), entry.vr().relaxed())),
+        None => bail!("unknown attribute keyword {name:?}"),
+    }
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { config } => serve(config.as_deref()).await,
+        Command::Echo(peer) => {
+            let status = scu::echo(&peer.options()).await?;
+            println!("C-ECHO {}: {}", peer.aec, status::describe(status));
+            ensure_success(status)
+        }
+        Command::Find { peer, query, json } => find(&peer, &query, json).await,
+        Command::Store { peer, paths } => store(&peer, &paths).await,
+        Command::Move { peer, query, dest } => {
+            let report = scu::move_study(&peer.options(), query.sop_class("move"), &query.identifier()?, &dest).await?;
+            println!(
+                "C-MOVE to {dest}: {} — {} completed, {} failed, {} warning",
+                status::describe(report.status),
+                report.completed,
+                report.failed,
+                report.warning
+            );
+            ensure_success(report.status)
+        }
+        Command::Get { peer, query, out } => {
+            let (report, files) = scu::get(&peer.options(), query.sop_class("get"), &query.identifier()?, &out).await?;
+            println!(
+                "C-GET: {} — {} completed, {} failed, {} warning; {} files in {}",
+                status::describe(report.status),
+                report.completed,
+                report.failed,
+                report.warning,
+                files.len(),
+                out.display()
+            );
+            ensure_success(report.status)
+        }
+        Command::Generate(args) => {
+            let files = crate::testdata::generate(&args)?;
+            println!("wrote {} files under {}", files.len(), args.out.display());
+            Ok(())
+        }
+    }
+}
+
+fn ensure_success(status: u16) -> anyhow::Result<()> {
+    match status::category(status) {
+        status::Category::Success | status::Category::Warning => Ok(()),
+        _ => bail!("peer answered {}", status::describe(status)),
+    }
+}
+
+async fn serve(config: Option<&Path>) -> anyhow::Result<()> {
+    let config = Config::load(config)?;
+    let running = crate::server::start(config).await?;
+    println!("beeldbrug: DIMSE on {}, HTTP on {}", running.dimse_addr, running.http_addr);
+    let token = running.shutdown.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: no new associations; finishing those in flight");
+        token.cancel();
+    });
+    running.wait().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn find(peer: &PeerArgs, query: &QueryArgs, json: bool) -> anyhow::Result<()> {
+    let identifier = query.identifier()?;
+    let (matches, status) = scu::find(&peer.options(), query.sop_class("find"), &identifier).await?;
+    let columns: Vec<Tag> = identifier
+        .iter()
+        .map(|e| e.tag())
+        .filter(|t| *t != SPECIFIC_CHARACTER_SET && *t != QUERY_RETRIEVE_LEVEL)
+        .collect();
+    let name = |t: Tag| StandardDataDictionary.by_tag(t).map(|e| e.alias().to_string()).unwrap_or_else(|| t.to_string());
+    let value = |m: &InMemDicomObject, t: Tag| m.element(t).ok().and_then(|e| e.to_str().ok()).map(|s| s.trim().to_string()).unwrap_or_default();
+    if json {
+        for m in &matches {
+            let row: serde_json::Map<String, serde_json::Value> = columns.iter().map(|&t| (name(t), value(m, t).into())).collect();
+            println!("{}", serde_json::Value::Object(row));
+        }
+    } else {
+        let header: Vec<String> = columns.iter().map(|&t| name(t)).collect();
+        let rows: Vec<Vec<String>> = matches.iter().map(|m| columns.iter().map(|&t| value(m, t)).collect()).collect();
+        print_table(&header, &rows);
+        eprintln!("{} matches; final status {}", matches.len(), status::describe(status));
+    }
+    ensure_success(status)
+}
+
+fn print_table(header: &[String], rows: &[Vec<String>]) {
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).chain([header[i].chars().count()]).max().unwrap_or(0))
+        .collect();
+    let line = |cells: &[String]| {
+        cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ")
+    };
+    println!("{}", line(header));
+    for r in rows {
+        println!("{}", line(r));
+    }
+}
+
+/// Files under the given paths, directories walked recursively, in a stable order.
+pub fn collect_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack: Vec<PathBuf> = paths.iter().rev().cloned().collect();
+    while let Some(p) = stack.pop() {
+        let meta = std::fs::metadata(&p).with_context(|| format!("cannot read {}", p.display()))?;
+        if meta.is_dir() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(&p)?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+            entries.sort();
+            stack.extend(entries.into_iter().rev());
+        } else {
+            out.push(p);
+        }
+    }
+    Ok(out)
+}
+
+async fn store(peer: &PeerArgs, paths: &[PathBuf]) -> anyhow::Result<()> {
+    let files = collect_files(paths)?;
+    let total: u64 = files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let started = std::time::Instant::now();
+    let mut done = 0u32;
+    let report = scu::store_files(&peer.options(), &files, |_, size| {
+        done += 1;
+        bar.inc(size);
+        bar.set_message(format!("{done}/{} files", files.len()));
+    })
+    .await?;
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64().max(1e-9);
+    println!(
+        "stored {} of {} files ({} with warnings), {:.1} MB in {:.2} s ({:.1} instances/s, {:.1} MB/s)",
+        report.sent,
+        files.len(),
+        report.warnings,
+        report.bytes as f64 / 1e6,
+        secs,
+        f64::from(report.sent) / secs,
+        report.bytes as f64 / 1e6 / secs
+    );
+    for (path, why) in &report.failed {
+        eprintln!("failed: {}: {why}", path.display());
+    }
+    if report.failed.is_empty() {
+        Ok(())
+    } else {
+        bail!("{} files failed", report.failed.len())
+    }
+}

@@ -1,0 +1,186 @@
+//! Typed configuration: the embedded default (`config/beeldbrug.toml`), an optional file, and
+//! `BEELDBRUG_<SECTION>__<KEY>` environment variables, merged in that order and validated at
+//! start. An error names the key and the problem.
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// The embedded default configuration.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../config/beeldbrug.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("configuration file {0} does not exist")]
+    MissingFile(PathBuf),
+    #[error("configuration key `{key}`: {problem}")]
+    Invalid { key: String, problem: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub dimse: DimseConfig,
+    pub http: HttpConfig,
+    pub storage: StorageConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DimseConfig {
+    pub ae_title: String,
+    pub listen: String,
+    pub max_associations: usize,
+    pub max_pdu: u32,
+    pub timeout_secs: u64,
+    pub allow_unknown_callers: bool,
+    pub check_called_ae: bool,
+    #[serde(default)]
+    pub peers: Vec<PeerConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    pub ae_title: String,
+    pub host: String,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    pub listen: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    pub data_dir: PathBuf,
+    pub index: String,
+}
+
+impl Config {
+    /// Load the embedded default, then `file` (if given), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Toml::string(EMBEDDED_DEFAULT));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::MissingFile(path.to_path_buf()));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment.merge(Env::prefixed("BEELDBRUG_").split("__"));
+        Self::from_figment(figment)
+    }
+
+    /// Load from TOML text on top of the embedded default (tests).
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        Self::from_figment(Figment::from(Toml::string(EMBEDDED_DEFAULT)).merge(Toml::string(text)))
+    }
+
+    fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
+        let config: Config = figment.extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks that serde cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, problem: String| ConfigError::Invalid { key: key.into(), problem };
+        check_ae_title(&self.dimse.ae_title).map_err(|p| invalid("dimse.ae_title", p))?;
+        self.dimse
+            .listen
+            .parse::<SocketAddr>()
+            .map_err(|e| invalid("dimse.listen", format!("{:?} is not host:port ({e})", self.dimse.listen)))?;
+        self.http
+            .listen
+            .parse::<SocketAddr>()
+            .map_err(|e| invalid("http.listen", format!("{:?} is not host:port ({e})", self.http.listen)))?;
+        if self.dimse.max_associations == 0 {
+            return Err(invalid("dimse.max_associations", "must be at least 1".into()));
+        }
+        // PS3.8 D.1: below 4 KiB is impractical; 16 MiB bounds what one peer can make us buffer.
+        if !(4096..=16 * 1024 * 1024).contains(&self.dimse.max_pdu) {
+            return Err(invalid("dimse.max_pdu", format!("{} is outside 4096..=16777216", self.dimse.max_pdu)));
+        }
+        if self.dimse.timeout_secs == 0 {
+            return Err(invalid("dimse.timeout_secs", "must be at least 1".into()));
+        }
+        for (i, peer) in self.dimse.peers.iter().enumerate() {
+            check_ae_title(&peer.ae_title).map_err(|p| invalid(&format!("dimse.peers[{i}].ae_title"), p))?;
+            if peer.host.trim().is_empty() {
+                return Err(invalid(&format!("dimse.peers[{i}].host"), "must not be empty".into()));
+            }
+        }
+        let index = self.index_url();
+        if !(index.starts_with("sqlite:") || index.starts_with("postgres:") || index.starts_with("postgresql:")) {
+            return Err(invalid("storage.index", format!("{index:?} is neither sqlite://... nor postgres://...")));
+        }
+        Ok(())
+    }
+
+    /// The index URL, defaulting to a SQLite file in the data directory.
+    pub fn index_url(&self) -> String {
+        if self.storage.index.trim().is_empty() {
+            format!("sqlite://{}", self.storage.data_dir.join("index.db").display())
+        } else {
+            self.storage.index.trim().to_string()
+        }
+    }
+
+    pub fn peer(&self, ae_title: &str) -> Option<&PeerConfig> {
+        self.dimse.peers.iter().find(|p| p.ae_title == ae_title.trim())
+    }
+}
+
+/// PS3.5 6.2 (AE): 1-16 characters, no backslash or control characters, not all spaces.
+pub fn check_ae_title(ae: &str) -> Result<(), String> {
+    if ae.trim().is_empty() {
+        return Err("an AE title must not be empty".into());
+    }
+    if ae.len() > 16 {
+        return Err(format!("{ae:?} is longer than 16 characters"));
+    }
+    if ae.chars().any(|c| c == '\\' || c.is_control() || !c.is_ascii()) {
+        return Err(format!("{ae:?} contains a backslash, control or non-ASCII character"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_is_valid_and_loopback() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.dimse.ae_title, "BEELDBRUG");
+        assert!(c.dimse.listen.starts_with("127.0.0.1:"));
+        assert!(c.http.listen.starts_with("127.0.0.1:"));
+        assert!(c.index_url().starts_with("sqlite://"));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let err = Config::from_toml("[dimse]\nae_title = \"THIS_AE_TITLE_IS_TOO_LONG\"").unwrap_err();
+        assert!(err.to_string().contains("dimse.ae_title"), "{err}");
+        let err = Config::from_toml("[dimse]\nmax_pdu = \"big\"").unwrap_err();
+        assert!(err.to_string().contains("max_pdu"), "{err}");
+        let err = Config::from_toml("[storage]\nindex = \"mysql://x\"").unwrap_err();
+        assert!(err.to_string().contains("storage.index"), "{err}");
+        let err = Config::from_toml("[dimse]\nlisten = \"nowhere\"").unwrap_err();
+        assert!(err.to_string().contains("dimse.listen"), "{err}");
+    }
+
+    #[test]
+    fn peers_parse() {
+        let c = Config::from_toml("[[dimse.peers]]\nae_title = \"STORESCP\"\nhost = \"127.0.0.1\"\nport = 4242\n").unwrap();
+        assert_eq!(c.peer("STORESCP").unwrap().port, 4242);
+        assert!(c.peer("OTHER").is_none());
+    }
+}

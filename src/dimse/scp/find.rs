@@ -1,0 +1,198 @@
+//! Query/Retrieve C-FIND as SCP, Patient Root and Study Root (PS3.4 C.4.1, C.6).
+//!
+//! The identifier becomes a core [`Query`]; each match goes back as a pending response with
+//! the requested keys filled in, and C-CANCEL is checked between matches (PS3.4 C.4.1.3.2).
+
+use super::ScpContext;
+use crate::core::query::{computed, indexed_attr, Level, Match, Matcher, Query};
+use crate::dimse::command::{CommandField, CommandSet};
+use crate::dimse::dataset::{self, is_latin1, QUERY_RETRIEVE_LEVEL, SPECIFIC_CHARACTER_SET};
+use crate::dimse::status::code;
+use crate::dimse::{sop, Association, AssociationError};
+use crate::trust::{Caller, Operation, Outcome};
+use dicom_core::header::Header;
+use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
+use dicom_object::InMemDicomObject;
+use std::collections::BTreeSet;
+
+/// Identifiers are small; more than this is a misbehaving peer.
+pub const MAX_IDENTIFIER: usize = 1024 * 1024;
+
+/// A parsed C-FIND identifier: the query, and the keys to return with their VRs.
+#[derive(Debug)]
+pub struct FindRequest {
+    pub query: Query,
+    pub return_keys: Vec<(Tag, VR)>,
+    /// ModalitiesInStudy as a matching key (PS3.4 C.6.2.1.2): matched after the index.
+    pub modalities: Option<Vec<String>>,
+    pub charset: String,
+}
+
+/// Interpret an identifier for `model` (a Find SOP class). `Err` is (status, comment).
+pub fn parse_identifier(obj: &InMemDicomObject, model: &str) -> Result<FindRequest, (u16, String)> {
+    let level = obj
+        .element(QUERY_RETRIEVE_LEVEL)
+        .ok()
+        .and_then(|e| e.to_str().ok())
+        .and_then(|s| Level::from_code(&s))
+        .ok_or((code::IDENTIFIER_MISMATCH, "missing or invalid Query/Retrieve Level".to_string()))?;
+    // PS3.4 C.6.2: the Study Root model has no PATIENT level.
+    if level == Level::Patient && (model == sop::STUDY_ROOT_FIND || model == sop::STUDY_ROOT_MOVE || model == sop::STUDY_ROOT_GET) {
+        return Err((code::IDENTIFIER_MISMATCH, "PATIENT level is not in the Study Root model".into()));
+    }
+    let charset = obj
+        .element(SPECIFIC_CHARACTER_SET)
+        .ok()
+        .and_then(|e| e.to_str().ok())
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    let mut query = Query::new(level);
+    let mut return_keys = Vec::new();
+    let mut modalities = None;
+    for element in obj.iter() {
+        let tag = element.tag();
+        if tag == QUERY_RETRIEVE_LEVEL || tag == SPECIFIC_CHARACTER_SET || tag.element() == 0x0000 {
+            continue;
+        }
+        return_keys.push((tag, element.vr()));
+        let value = if element.vr() == VR::SQ {
+            String::new()
+        } else {
+            element.to_str().map(|s| s.to_string()).unwrap_or_default()
+        };
+        if tag == computed::MODALITIES_IN_STUDY && !value.trim().is_empty() {
+            modalities = Some(value.split('\\').map(|m| m.trim().to_string()).collect());
+            continue;
+        }
+        // PS3.4 C.4.1.2.1: keys below the query level are not matched on.
+        if let Some(attr) = indexed_attr(tag).filter(|a| a.level <= level) {
+            query = query.with_key(attr, Matcher::parse(attr.kind, &value));
+        }
+    }
+    Ok(FindRequest { query, return_keys, modalities, charset })
+}
+
+/// The response identifier for one match, in the requester's character set where it can
+/// carry the values, else UTF-8 (ISO_IR 192).
+pub fn response_identifier(req: &FindRequest, m: &Match) -> InMemDicomObject {
+    let values: Vec<(Tag, VR, String)> = req
+        .return_keys
+        .iter()
+        .map(|&(tag, vr)| (tag, vr, m.get(&tag).cloned().unwrap_or_default()))
+        .collect();
+    let all_ascii = values.iter().all(|(_, _, v)| v.is_ascii());
+    let charset = if all_ascii && req.charset.is_empty() {
+        None
+    } else if req.charset.contains("ISO_IR 100") && values.iter().all(|(_, _, v)| is_latin1(v)) {
+        Some("ISO_IR 100")
+    } else if all_ascii {
+        Some(req.charset.as_str()).filter(|c| !c.is_empty())
+    } else {
+        Some("ISO_IR 192")
+    };
+    let mut obj = InMemDicomObject::new_empty();
+    if let Some(cs) = charset {
+        obj.put(DataElement::new(SPECIFIC_CHARACTER_SET, VR::CS, PrimitiveValue::from(cs)));
+    }
+    obj.put(DataElement::new(QUERY_RETRIEVE_LEVEL, VR::CS, PrimitiveValue::from(req.query.level.code())));
+    for (tag, vr, value) in values {
+        obj.put(DataElement::new(tag, vr, typed_value(vr, &value)));
+    }
+    obj
+}
+
+fn typed_value(vr: VR, value: &str) -> PrimitiveValue {
+    if value.is_empty() || vr == VR::SQ {
+        return PrimitiveValue::Empty;
+    }
+    let parts = value.split('\\');
+    match vr {
+        VR::US => PrimitiveValue::U16(parts.filter_map(|p| p.trim().parse().ok()).collect()),
+        VR::UL => PrimitiveValue::U32(parts.filter_map(|p| p.trim().parse().ok()).collect()),
+        VR::SS => PrimitiveValue::I16(parts.filter_map(|p| p.trim().parse().ok()).collect()),
+        VR::SL => PrimitiveValue::I32(parts.filter_map(|p| p.trim().parse().ok()).collect()),
+        _ => PrimitiveValue::Strs(parts.map(str::to_string).collect()),
+    }
+}
+
+fn modality_filter(modalities: &Option<Vec<String>>, m: &Match) -> bool {
+    let Some(wanted) = modalities else { return true };
+    let have = m.get(&computed::MODALITIES_IN_STUDY).map(String::as_str).unwrap_or("");
+    have.split('\\').any(|h| wanted.iter().any(|w| w == h))
+}
+
+pub async fn handle(
+    ctx: &ScpContext,
+    assoc: &mut Association,
+    context_id: u8,
+    rq: &CommandSet,
+    caller: &Caller,
+) -> Result<(), AssociationError> {
+    let pc = assoc.context(context_id).cloned().ok_or_else(|| AssociationError::Protocol("no such context".into()))?;
+    let message_id = rq.message_id.unwrap_or(0);
+    let final_rsp = |status: u16, comment: Option<String>| {
+        let mut rsp = CommandSet::response_to(rq, CommandField::CFindRsp, status);
+        rsp.error_comment = comment;
+        rsp
+    };
+    if !rq.has_data_set {
+        return assoc.send_command(context_id, &final_rsp(code::CANNOT_UNDERSTAND, Some("no identifier".into()))).await;
+    }
+    let bytes = assoc.receive_data_set(context_id, MAX_IDENTIFIER).await?;
+    let request = match dataset::decode(&bytes, &pc.transfer_syntax)
+        .map_err(|e| (code::CANNOT_UNDERSTAND, e.to_string()))
+        .and_then(|obj| parse_identifier(&obj, &pc.abstract_syntax))
+    {
+        Ok(r) => r,
+        Err((status, comment)) => return assoc.send_command(context_id, &final_rsp(status, Some(comment))).await,
+    };
+    if !ctx.trust.decide(caller, Operation::Find).is_permit() {
+        ctx.trust.audit(caller, Operation::Find, Outcome { result: "refused".into(), ..Default::default() }).await;
+        return assoc.send_command(context_id, &final_rsp(code::NOT_AUTHORIZED, None)).await;
+    }
+    let matches = match ctx.index.find(&request.query).await {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!(error = %e, "C-FIND index query failed");
+            return assoc.send_command(context_id, &final_rsp(code::OUT_OF_RESOURCES, Some("index unavailable".into()))).await;
+        }
+    };
+    let mut patients = BTreeSet::new();
+    let mut studies = BTreeSet::new();
+    let mut sent = 0u32;
+    let mut cancelled = false;
+    for m in matches.iter().filter(|m| modality_filter(&request.modalities, m)) {
+        if assoc.cancel_requested(message_id)? {
+            cancelled = true;
+            break;
+        }
+        let identifier = response_identifier(&request, m);
+        let data = match dataset::encode(&identifier, &pc.transfer_syntax) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode C-FIND response");
+                continue;
+            }
+        };
+        let pending = CommandSet::response_to(rq, CommandField::CFindRsp, code::PENDING).with_data_set(true);
+        assoc.send_command(context_id, &pending).await?;
+        assoc.send_data(context_id, &data).await?;
+        sent += 1;
+        if let Some(p) = m.get(&Tag(0x0010, 0x0020)) {
+            patients.insert(p.clone());
+        }
+        if let Some(s) = m.get(&Tag(0x0020, 0x000D)) {
+            studies.insert(s.clone());
+        }
+    }
+    let status = if cancelled { code::CANCEL } else { code::SUCCESS };
+    assoc.send_command(context_id, &final_rsp(status, None)).await?;
+    let outcome = Outcome {
+        patient_ids: patients.into_iter().collect(),
+        study_uids: studies.into_iter().collect(),
+        result: if cancelled { "cancelled" } else { "success" }.into(),
+        detail: format!("{} level, {} matches returned", request.query.level.code(), sent),
+    };
+    ctx.trust.audit(caller, Operation::Find, outcome).await;
+    Ok(())
+}

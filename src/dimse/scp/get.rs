@@ -1,0 +1,88 @@
+//! Query/Retrieve C-GET as SCP (PS3.4 C.4.3): the selected instances go back as C-STORE
+//! sub-operations on the same association, on contexts where the requestor took the SCP role.
+
+use super::move_::outcome_word;
+use super::retrieve::{selection_from, SubOps};
+use super::ScpContext;
+use crate::dimse::command::{CommandField, CommandSet};
+use crate::dimse::dataset;
+use crate::dimse::scu::{send_stored, SendError};
+use crate::dimse::status::code;
+use crate::dimse::{Association, AssociationError};
+use crate::trust::{Caller, Operation, Outcome};
+use std::collections::BTreeSet;
+
+pub async fn handle(
+    ctx: &ScpContext,
+    assoc: &mut Association,
+    context_id: u8,
+    rq: &CommandSet,
+    caller: &Caller,
+) -> Result<(), AssociationError> {
+    let pc = assoc.context(context_id).cloned().ok_or_else(|| AssociationError::Protocol("no such context".into()))?;
+    let fail = |status: u16, comment: &str| {
+        let mut rsp = CommandSet::response_to(rq, CommandField::CGetRsp, status);
+        rsp.error_comment = Some(comment.to_string());
+        rsp
+    };
+    if !rq.has_data_set {
+        return assoc.send_command(context_id, &fail(code::CANNOT_UNDERSTAND, "no identifier")).await;
+    }
+    let bytes = assoc.receive_data_set(context_id, super::find::MAX_IDENTIFIER).await?;
+    let selection = match dataset::decode(&bytes, &pc.transfer_syntax)
+        .map_err(|e| (code::CANNOT_UNDERSTAND, e.to_string()))
+        .and_then(|obj| selection_from(&obj))
+    {
+        Ok(s) => s,
+        Err((status, comment)) => return assoc.send_command(context_id, &fail(status, &comment)).await,
+    };
+    if !ctx.trust.decide(caller, Operation::Get).is_permit() {
+        ctx.trust.audit(caller, Operation::Get, Outcome { result: "refused".into(), ..Default::default() }).await;
+        return assoc.send_command(context_id, &fail(code::NOT_AUTHORIZED, "not authorized")).await;
+    }
+    let instances = match ctx.index.locate(&selection).await {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::error!(error = %e, "C-GET index lookup failed");
+            return assoc.send_command(context_id, &fail(code::OUT_OF_RESOURCES_MATCHES, "index unavailable")).await;
+        }
+    };
+    let message_id = rq.message_id.unwrap_or(0);
+    let mut counts = SubOps::new(instances.len());
+    let mut cancelled = false;
+    for instance in &instances {
+        // The cancel may arrive between sub-operations or while we wait for a C-STORE-RSP.
+        if cancelled || assoc.cancel_requested(message_id)? {
+            cancelled = true;
+            break;
+        }
+        match send_stored(assoc, &ctx.blobs, instance, None).await {
+            Ok(sent) => {
+                counts.record(&instance.sop_instance_uid, Some(sent.status));
+                cancelled = sent.cancel_for == Some(message_id);
+            }
+            Err(SendError::Association(e)) => return Err(e),
+            Err(e) => {
+                tracing::warn!(sop = %instance.sop_instance_uid, error = %e, "C-GET sub-operation failed");
+                counts.record(&instance.sop_instance_uid, None);
+            }
+        }
+        if counts.remaining > 0 && !cancelled {
+            assoc.send_command(context_id, &counts.pending(rq, CommandField::CGetRsp)).await?;
+        }
+    }
+    let (rsp, data) = counts.final_response(rq, CommandField::CGetRsp, cancelled);
+    assoc.send_command(context_id, &rsp).await?;
+    if let Some(obj) = data {
+        let bytes = dataset::encode(&obj, &pc.transfer_syntax).map_err(|e| AssociationError::Protocol(e.to_string()))?;
+        assoc.send_data(context_id, &bytes).await?;
+    }
+    let outcome = Outcome {
+        patient_ids: instances.iter().map(|i| i.patient_id.clone()).collect::<BTreeSet<_>>().into_iter().collect(),
+        study_uids: instances.iter().map(|i| i.study_instance_uid.clone()).collect::<BTreeSet<_>>().into_iter().collect(),
+        result: outcome_word(&counts, cancelled).into(),
+        detail: format!("{} completed, {} failed, {} warning", counts.completed, counts.failed, counts.warning),
+    };
+    ctx.trust.audit(caller, Operation::Get, outcome).await;
+    Ok(())
+}

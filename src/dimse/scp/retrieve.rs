@@ -1,0 +1,118 @@
+//! What C-MOVE and C-GET share (PS3.4 C.4.2, C.4.3): selecting instances by unique keys,
+//! counting sub-operations, and the pending/final responses.
+
+use crate::core::Selection;
+use crate::dimse::command::{CommandField, CommandSet};
+use crate::dimse::dataset::QUERY_RETRIEVE_LEVEL;
+use crate::dimse::status::{self, code, Category};
+use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
+use dicom_object::InMemDicomObject;
+
+/// Failed SOP Instance UID List (PS3.4 C.4.2.1.5).
+pub const FAILED_SOP_INSTANCE_UID_LIST: Tag = Tag(0x0008, 0x0058);
+
+/// Unique keys of a retrieve identifier (PS3.4 C.4.2.2.1) as a core selection.
+pub fn selection_from(obj: &InMemDicomObject) -> Result<Selection, (u16, String)> {
+    let list = |tag: Tag| -> Vec<String> {
+        obj.element(tag)
+            .ok()
+            .and_then(|e| e.to_str().ok())
+            .map(|s| {
+                s.split('\\')
+                    .map(|p| p.trim_matches(|c: char| c == ' ' || c == '\0').to_string())
+                    .filter(|p| !p.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    if obj.element(QUERY_RETRIEVE_LEVEL).is_err() {
+        return Err((code::IDENTIFIER_MISMATCH, "missing Query/Retrieve Level".into()));
+    }
+    let selection = Selection {
+        patient_ids: list(Tag(0x0010, 0x0020)),
+        study_uids: list(Tag(0x0020, 0x000D)),
+        series_uids: list(Tag(0x0020, 0x000E)),
+        sop_instance_uids: list(Tag(0x0008, 0x0018)),
+    };
+    if selection.is_empty() {
+        return Err((code::IDENTIFIER_MISMATCH, "identifier has no unique key".into()));
+    }
+    Ok(selection)
+}
+
+/// Sub-operation counters (PS3.4 C.4.2.1.6).
+#[derive(Debug, Default, Clone)]
+pub struct SubOps {
+    pub remaining: u16,
+    pub completed: u16,
+    pub failed: u16,
+    pub warning: u16,
+    pub failed_uids: Vec<String>,
+}
+
+impl SubOps {
+    pub fn new(total: usize) -> Self {
+        SubOps { remaining: total.min(u16::MAX as usize) as u16, ..Default::default() }
+    }
+
+    pub fn record(&mut self, sop_uid: &str, status: Option<u16>) {
+        self.remaining = self.remaining.saturating_sub(1);
+        match status.map(status::category) {
+            Some(Category::Success) => self.completed += 1,
+            Some(Category::Warning) => self.warning += 1,
+            _ => {
+                self.failed += 1;
+                self.failed_uids.push(sop_uid.to_string());
+            }
+        }
+    }
+
+    /// Everything not yet done counts as failed (connection lost, cancel does not count).
+    pub fn fail_remaining(&mut self, uids: &[String]) {
+        self.failed += self.remaining;
+        self.failed_uids.extend(uids.iter().cloned());
+        self.remaining = 0;
+    }
+
+    pub fn pending(&self, rq: &CommandSet, field: CommandField) -> CommandSet {
+        let mut rsp = CommandSet::response_to(rq, field, code::PENDING);
+        rsp.remaining = Some(self.remaining);
+        rsp.completed = Some(self.completed);
+        rsp.failed = Some(self.failed);
+        rsp.warning = Some(self.warning);
+        rsp
+    }
+
+    /// The final response (PS3.4 C.4.2.1.5): success, warning B000 when some failed,
+    /// A702 when all failed, FE00 when cancelled; with the failed UID list as data set.
+    pub fn final_response(&self, rq: &CommandSet, field: CommandField, cancelled: bool) -> (CommandSet, Option<InMemDicomObject>) {
+        let status = if cancelled {
+            code::CANCEL
+        } else if self.failed == 0 && self.warning == 0 {
+            code::SUCCESS
+        } else if self.completed == 0 && self.warning == 0 {
+            code::OUT_OF_RESOURCES_SUBOPS
+        } else {
+            code::WARNING_SUBOPS_FAILED
+        };
+        let mut rsp = CommandSet::response_to(rq, field, status);
+        // PS3.4 C.4.2.1.6: remaining is only present in the final response when cancelled.
+        if cancelled {
+            rsp.remaining = Some(self.remaining);
+        }
+        rsp.completed = Some(self.completed);
+        rsp.failed = Some(self.failed);
+        rsp.warning = Some(self.warning);
+        let data = (!self.failed_uids.is_empty()).then(|| {
+            let mut obj = InMemDicomObject::new_empty();
+            obj.put(DataElement::new(
+                FAILED_SOP_INSTANCE_UID_LIST,
+                VR::UI,
+                PrimitiveValue::Strs(self.failed_uids.iter().cloned().collect()),
+            ));
+            obj
+        });
+        rsp.has_data_set = data.is_some();
+        (rsp, data)
+    }
+}

@@ -1,0 +1,206 @@
+//! Storage SOP classes as SCP (PS3.4 Annex B).
+//!
+//! The data set streams from the association into a temp file behind a Part 10 header; it
+//! is fsynced, parsed up to Pixel Data for indexing, renamed into place and indexed, and
+//! only then acknowledged. Any failure on the way removes the temp file: nothing half-written
+//! stays, and a re-sent instance replaces the old one (same key, index upsert).
+
+use super::{drain_data_set, ScpContext};
+use crate::dimse::command::{CommandField, CommandSet};
+use crate::dimse::dataset::{file_header, PIXEL_DATA};
+use crate::dimse::status::code;
+use crate::dimse::{Association, AssociationError, Event};
+use crate::store::{BlobStore, InstanceRecord, PendingBlob};
+use crate::trust::{Caller, Operation, Outcome, Trust};
+use dicom_core::Tag;
+use std::collections::BTreeSet;
+
+/// Stores on one association, audited once when it ends (one "instances transferred"
+/// event per association, PS3.15 A.5.3.6 style).
+#[derive(Debug, Default)]
+pub struct StoreTally {
+    pub stored: u32,
+    pub failed: u32,
+    pub patient_ids: BTreeSet<String>,
+    pub study_uids: BTreeSet<String>,
+}
+
+impl StoreTally {
+    pub async fn audit(&self, trust: &Trust, caller: &Caller) {
+        if self.stored == 0 && self.failed == 0 {
+            return;
+        }
+        let result = match (self.stored, self.failed) {
+            (_, 0) => "success",
+            (0, _) => "failure",
+            _ => "partial",
+        };
+        let outcome = Outcome {
+            patient_ids: self.patient_ids.iter().cloned().collect(),
+            study_uids: self.study_uids.iter().cloned().collect(),
+            result: result.into(),
+            detail: format!("{} instances stored, {} failed", self.stored, self.failed),
+        };
+        trust.audit(caller, Operation::Store, outcome).await;
+    }
+}
+
+/// Why a store failed, as the C-STORE status and an error comment.
+struct Failure(u16, String);
+
+pub async fn handle(
+    ctx: &ScpContext,
+    assoc: &mut Association,
+    context_id: u8,
+    rq: &CommandSet,
+    caller: &Caller,
+    tally: &mut StoreTally,
+) -> Result<(), AssociationError> {
+    let result = store(ctx, assoc, context_id, rq, caller).await?;
+    let mut rsp;
+    match result {
+        Ok((status, record)) => {
+            tally.stored += 1;
+            tally.patient_ids.insert(record.patient_id().to_string());
+            tally.study_uids.insert(record.study_instance_uid().to_string());
+            rsp = CommandSet::response_to(rq, CommandField::CStoreRsp, status);
+        }
+        Err(Failure(status, comment)) => {
+            tally.failed += 1;
+            tracing::warn!(peer = %assoc.peer, sop = ?rq.affected_sop_instance, status, %comment, "C-STORE failed");
+            rsp = CommandSet::response_to(rq, CommandField::CStoreRsp, status);
+            rsp.error_comment = Some(comment);
+        }
+    }
+    assoc.send_command(context_id, &rsp).await
+}
+
+/// Outer `Err`: the association is broken. Inner `Err`: this instance failed, the
+/// association goes on.
+async fn store(
+    ctx: &ScpContext,
+    assoc: &mut Association,
+    context_id: u8,
+    rq: &CommandSet,
+    caller: &Caller,
+) -> Result<Result<(u16, InstanceRecord), Failure>, AssociationError> {
+    if !rq.has_data_set {
+        return Ok(Err(Failure(code::CANNOT_UNDERSTAND, "C-STORE-RQ without a data set".into())));
+    }
+    let pc = assoc.context(context_id).cloned().ok_or_else(|| AssociationError::Protocol("no such context".into()))?;
+    let sop_class = rq.affected_sop_class.clone().unwrap_or_default();
+    let sop_instance = rq.affected_sop_instance.clone().unwrap_or_default();
+    // PS3.4 B.2.3: the SOP class must be the one negotiated for this context.
+    if sop_class != pc.abstract_syntax {
+        drain_data_set(assoc).await?;
+        return Ok(Err(Failure(code::SOP_CLASS_NOT_SUPPORTED, "SOP class differs from presentation context".into())));
+    }
+    if !ctx.trust.decide(caller, Operation::Store).is_permit() {
+        drain_data_set(assoc).await?;
+        return Ok(Err(Failure(code::NOT_AUTHORIZED, "not authorized to store".into())));
+    }
+    let header = match file_header(&sop_class, &sop_instance, &pc.transfer_syntax, &assoc.calling_ae) {
+        Ok(h) => h,
+        Err(e) => {
+            drain_data_set(assoc).await?;
+            return Ok(Err(Failure(code::CANNOT_UNDERSTAND, e.to_string())));
+        }
+    };
+    let mut blob = match ctx.blobs.begin().await {
+        Ok(b) => b,
+        Err(e) => {
+            drain_data_set(assoc).await?;
+            return Ok(Err(Failure(code::OUT_OF_RESOURCES, e.to_string())));
+        }
+    };
+    // Receive: a dropped `blob` (association error) removes the temp file.
+    let mut write_error = blob.write(&header).await.err();
+    loop {
+        match assoc.next_event().await? {
+            Event::Data(pdv) => {
+                if pdv.context_id != context_id {
+                    return Err(AssociationError::Protocol("data set fragment on another context".into()));
+                }
+                if write_error.is_none() {
+                    write_error = blob.write(&pdv.data).await.err();
+                }
+                if pdv.is_last {
+                    break;
+                }
+            }
+            Event::Aborted => return Err(AssociationError::Aborted),
+            other => {
+                return Err(AssociationError::Protocol(format!(
+                    "expected C-STORE data set, got {}",
+                    crate::dimse::association::describe_event(&other)
+                )))
+            }
+        }
+    }
+    if let Some(e) = write_error {
+        blob.abort().await;
+        return Ok(Err(Failure(code::OUT_OF_RESOURCES, format!("cannot write: {e}"))));
+    }
+    Ok(persist(&ctx.blobs, ctx.index.as_ref(), blob, &sop_class, &sop_instance, &pc.transfer_syntax).await)
+}
+
+/// Make a received instance durable and indexed: fsync, parse, rename, upsert.
+async fn persist(
+    blobs: &BlobStore,
+    index: &dyn crate::store::Index,
+    mut blob: PendingBlob,
+    sop_class: &str,
+    sop_instance: &str,
+    transfer_syntax: &str,
+) -> Result<(u16, InstanceRecord), Failure> {
+    if let Err(e) = blob.flush_and_sync().await {
+        blob.abort().await;
+        return Err(Failure(code::OUT_OF_RESOURCES, format!("cannot sync: {e}")));
+    }
+    let path = blob.temp_path().to_path_buf();
+    let parsed = tokio::task::spawn_blocking(move || {
+        dicom_object::OpenFileOptions::new()
+            .read_until(PIXEL_DATA)
+            .open_file(&path)
+            .map(|obj| InstanceRecord::from_object(&obj))
+    })
+    .await;
+    let mut record = match parsed {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            blob.abort().await;
+            return Err(Failure(code::CANNOT_UNDERSTAND, format!("data set does not parse: {e}")));
+        }
+        Err(e) => {
+            blob.abort().await;
+            return Err(Failure(code::PROCESSING_FAILURE, format!("parser task failed: {e}")));
+        }
+    };
+    if record.sop_instance_uid() != sop_instance {
+        blob.abort().await;
+        return Err(Failure(code::CANNOT_UNDERSTAND, "SOP Instance UID differs from the command".into()));
+    }
+    let key = match BlobStore::key_for(record.study_instance_uid(), record.series_instance_uid(), sop_instance) {
+        Ok(k) => k,
+        Err(e) => {
+            blob.abort().await;
+            return Err(Failure(code::CANNOT_UNDERSTAND, format!("missing or invalid UIDs: {e}")));
+        }
+    };
+    let size = match blob.commit(blobs, &key).await {
+        Ok(size) => size,
+        Err(e) => return Err(Failure(code::OUT_OF_RESOURCES, format!("cannot store: {e}"))),
+    };
+    record.blob_key = key;
+    record.size_bytes = size;
+    record.transfer_syntax_uid = transfer_syntax.to_string();
+    if let Err(e) = index.upsert_instance(&record).await {
+        // Not indexed means not acknowledged: remove the blob so the store stays consistent.
+        let _ = blobs.remove(&record.blob_key).await;
+        return Err(Failure(code::OUT_OF_RESOURCES, format!("cannot index: {e}")));
+    }
+    // PS3.4 B.2.3: B007 when the data set's SOP class is not the one in the command.
+    let dataset_class = record.get(Tag(0x0008, 0x0016)).unwrap_or("");
+    let status = if dataset_class == sop_class { code::SUCCESS } else { code::WARNING_DATASET_MISMATCH };
+    Ok((status, record))
+}

@@ -1,0 +1,88 @@
+//! The SCU side: open an association to a peer and run C-ECHO, C-FIND, C-STORE, C-MOVE and
+//! C-GET. Used by the CLI and by the SCP for C-MOVE / C-GET sub-operations.
+
+mod find;
+mod get;
+mod move_;
+pub mod send;
+
+use super::association::{Association, AssociationError};
+use super::command::{CommandField, CommandSet};
+use super::negotiate::{request, LinkOptions, ProposedContext};
+use super::sop;
+use super::Event;
+use std::time::Duration;
+use tokio::net::TcpStream;
+
+pub use find::find;
+pub use get::{get, GetReport};
+pub use move_::{move_study, MoveReport};
+pub use send::{propose_for_files, send_file, send_stored, store_files, SendError, StoreReport};
+
+/// Where and as whom to connect.
+#[derive(Debug, Clone)]
+pub struct ScuOptions {
+    pub host: String,
+    pub port: u16,
+    pub calling_ae: String,
+    pub called_ae: String,
+    pub link: LinkOptions,
+    pub connect_timeout: Duration,
+}
+
+impl ScuOptions {
+    pub fn new(host: &str, port: u16, calling_ae: &str, called_ae: &str) -> Self {
+        ScuOptions {
+            host: host.to_string(),
+            port,
+            calling_ae: calling_ae.to_string(),
+            called_ae: called_ae.to_string(),
+            link: LinkOptions::default(),
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Open an association proposing `contexts`. TCP_NODELAY is set: without it each small
+/// command PDU waits for a delayed ACK.
+pub async fn connect(opts: &ScuOptions, contexts: &[ProposedContext]) -> Result<Association, AssociationError> {
+    let addr = format!("{}:{}", opts.host, opts.port);
+    let stream = match tokio::time::timeout(opts.connect_timeout, TcpStream::connect(&addr)).await {
+        Err(_) => return Err(super::pdu::PduError::Timeout(opts.connect_timeout).into()),
+        Ok(r) => r.map_err(super::pdu::PduError::Io)?,
+    };
+    let _ = stream.set_nodelay(true);
+    request(stream, addr, &opts.calling_ae, &opts.called_ae, &opts.link, contexts).await
+}
+
+/// Uncompressed syntaxes, explicit first.
+pub fn native_syntaxes() -> Vec<String> {
+    vec![sop::EXPLICIT_VR_LE.to_string(), sop::IMPLICIT_VR_LE.to_string()]
+}
+
+/// C-ECHO (PS3.7 9.1.5): returns the status.
+pub async fn echo(opts: &ScuOptions) -> Result<u16, AssociationError> {
+    let ctx = ProposedContext { abstract_syntax: sop::VERIFICATION.into(), transfer_syntaxes: native_syntaxes(), we_are_scp: false };
+    let mut assoc = connect(opts, &[ctx]).await?;
+    let pc = assoc.contexts[0].id;
+    let id = assoc.next_message_id();
+    assoc.send_command(pc, &CommandSet::request(CommandField::CEchoRq, id, sop::VERIFICATION)).await?;
+    let status = wait_response(&mut assoc, CommandField::CEchoRsp, id).await?.status();
+    assoc.release().await?;
+    Ok(status)
+}
+
+/// Wait for the response to message `id`, skipping nothing else: anything else is a
+/// protocol error for a synchronous association.
+pub(crate) async fn wait_response(assoc: &mut Association, field: CommandField, id: u16) -> Result<CommandSet, AssociationError> {
+    match assoc.next_event().await? {
+        Event::Command { command, .. } if command.field == field && command.message_id_responded == Some(id) => Ok(command),
+        Event::Aborted => Err(AssociationError::Aborted),
+        Event::ReleaseRequested => Err(AssociationError::Released),
+        other => Err(AssociationError::Protocol(format!(
+            "expected {}, got {}",
+            field.name(),
+            super::association::describe_event(&other)
+        ))),
+    }
+}

@@ -1,0 +1,197 @@
+//! C-STORE as SCU (PS3.4 B.2): from files on disk (CLI) and from the blob store
+//! (C-MOVE / C-GET sub-operations). Data sets stream from disk one PDU at a time.
+
+use super::{connect, ScuOptions};
+use crate::core::InstanceLocation;
+use crate::dimse::association::{Association, AssociationError};
+use crate::dimse::command::{CommandField, CommandSet};
+use crate::dimse::dataset::{self, read_layout, DatasetError};
+use crate::dimse::negotiate::ProposedContext;
+use crate::dimse::{sop, Event};
+use crate::store::BlobStore;
+use std::io::SeekFrom;
+use std::path::{Path, PathBuf};
+use tokio::io::AsyncSeekExt;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error(transparent)]
+    Association(#[from] AssociationError),
+    #[error(transparent)]
+    Dataset(#[from] DatasetError),
+    #[error("peer accepted no context for SOP class {sop_class} in transfer syntax {transfer_syntax}")]
+    NoContext { sop_class: String, transfer_syntax: String },
+    #[error("cannot read {0}: {1}")]
+    Io(String, std::io::Error),
+}
+
+impl SendError {
+    /// Errors that end the association, as opposed to failing one instance.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, SendError::Association(_))
+    }
+}
+
+/// The result of one C-STORE sub-operation.
+#[derive(Debug, Clone, Copy)]
+pub struct Sent {
+    pub status: u16,
+    /// A C-CANCEL-RQ for this message ID arrived while we waited (C-GET, PS3.4 C.4.3.3).
+    pub cancel_for: Option<u16>,
+}
+
+/// Send one Part 10 file over `assoc`, streaming its data set. Uses a context for its SOP
+/// class in its own transfer syntax, or re-encodes an uncompressed data set into another
+/// uncompressed syntax the peer accepted.
+pub async fn send_file(
+    assoc: &mut Association,
+    path: &Path,
+    originator: Option<(&str, u16)>,
+) -> Result<Sent, SendError> {
+    let p = path.to_path_buf();
+    let layout = tokio::task::spawn_blocking(move || read_layout(&p))
+        .await
+        .map_err(|e| SendError::Io(path.display().to_string(), std::io::Error::other(e)))??;
+    let sop_class = layout.meta.media_storage_sop_class_uid().to_string();
+    let sop_instance = layout.meta.media_storage_sop_instance_uid().to_string();
+    let stored_ts = layout.meta.transfer_syntax().to_string();
+    let pc = assoc
+        .context_for(&sop_class, Some(&stored_ts))
+        .cloned()
+        .filter(|pc| pc.transfer_syntax == stored_ts || (sop::is_native_le(&pc.transfer_syntax) && sop::is_native_le(&stored_ts)))
+        .ok_or_else(|| SendError::NoContext { sop_class: sop_class.clone(), transfer_syntax: stored_ts.clone() })?;
+
+    let id = assoc.next_message_id();
+    let mut rq = CommandSet::request(CommandField::CStoreRq, id, &sop_class).with_data_set(true);
+    rq.affected_sop_instance = Some(sop_instance);
+    if let Some((ae, msg)) = originator {
+        rq.move_originator_ae = Some(ae.to_string());
+        rq.move_originator_id = Some(msg);
+    }
+    if pc.transfer_syntax == stored_ts {
+        let mut file = tokio::fs::File::open(path).await.map_err(|e| SendError::Io(path.display().to_string(), e))?;
+        file.seek(SeekFrom::Start(layout.dataset_offset))
+            .await
+            .map_err(|e| SendError::Io(path.display().to_string(), e))?;
+        assoc.send_command(pc.id, &rq).await?;
+        assoc.send_data_from(pc.id, &mut file, layout.dataset_len()).await?;
+    } else {
+        // Implicit <-> explicit VR little endian: re-encode in memory (uncompressed only).
+        let p = path.to_path_buf();
+        let target = pc.transfer_syntax.clone();
+        let bytes = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, DatasetError> {
+            let obj = dicom_object::open_file(&p).map_err(|e| DatasetError::Parse(e.to_string()))?;
+            dataset::encode(&obj, &target)
+        })
+        .await
+        .map_err(|e| SendError::Io(path.display().to_string(), std::io::Error::other(e)))??;
+        assoc.send_command(pc.id, &rq).await?;
+        assoc.send_data(pc.id, &bytes).await?;
+    }
+    let mut cancel_for = None;
+    loop {
+        match assoc.next_event().await? {
+            Event::Command { command, .. } if command.field == CommandField::CStoreRsp && command.message_id_responded == Some(id) => {
+                return Ok(Sent { status: command.status(), cancel_for });
+            }
+            Event::Command { command, .. } if command.field == CommandField::CCancelRq => {
+                cancel_for = command.message_id_responded;
+            }
+            Event::Aborted => return Err(AssociationError::Aborted.into()),
+            other => {
+                return Err(AssociationError::Protocol(format!(
+                    "expected C-STORE-RSP, got {}",
+                    crate::dimse::association::describe_event(&other)
+                ))
+                .into())
+            }
+        }
+    }
+}
+
+/// Send an instance from the blob store.
+pub async fn send_stored(
+    assoc: &mut Association,
+    blobs: &BlobStore,
+    instance: &InstanceLocation,
+    originator: Option<(&str, u16)>,
+) -> Result<Sent, SendError> {
+    send_file(assoc, &blobs.path(&instance.blob_key), originator).await
+}
+
+/// Contexts for a set of (SOP class, transfer syntax) pairs: each pair as stored, plus an
+/// uncompressed alternative per SOP class.
+pub fn propose_for(pairs: impl IntoIterator<Item = (String, String)>) -> Vec<ProposedContext> {
+    let mut out: Vec<ProposedContext> = Vec::new();
+    for (class, ts) in pairs {
+        let add = |out: &mut Vec<ProposedContext>, tss: Vec<String>| {
+            if !out.iter().any(|c| c.abstract_syntax == class && c.transfer_syntaxes == tss) {
+                out.push(ProposedContext { abstract_syntax: class.clone(), transfer_syntaxes: tss, we_are_scp: false });
+            }
+        };
+        add(&mut out, vec![ts.clone()]);
+        if sop::is_native_le(&ts) {
+            add(&mut out, super::native_syntaxes());
+        }
+    }
+    out.truncate(128);
+    out
+}
+
+/// Read the meta of each file and propose what they need.
+pub fn propose_for_files(files: &[PathBuf]) -> (Vec<ProposedContext>, Vec<(PathBuf, String)>) {
+    let mut pairs = Vec::new();
+    let mut unreadable = Vec::new();
+    for f in files {
+        match read_layout(f) {
+            Ok(l) => pairs.push((l.meta.media_storage_sop_class_uid().to_string(), l.meta.transfer_syntax().to_string())),
+            Err(e) => unreadable.push((f.clone(), e.to_string())),
+        }
+    }
+    (propose_for(pairs), unreadable)
+}
+
+/// Outcome of sending many files.
+#[derive(Debug, Default)]
+pub struct StoreReport {
+    pub sent: u32,
+    pub warnings: u32,
+    pub failed: Vec<(PathBuf, String)>,
+    pub bytes: u64,
+}
+
+/// Send files over one association, calling `progress` after each.
+pub async fn store_files(
+    opts: &ScuOptions,
+    files: &[PathBuf],
+    mut progress: impl FnMut(&Path, u64),
+) -> Result<StoreReport, AssociationError> {
+    let (contexts, unreadable) = propose_for_files(files);
+    let mut report = StoreReport { failed: unreadable, ..Default::default() };
+    if contexts.is_empty() {
+        return Ok(report);
+    }
+    let mut assoc = connect(opts, &contexts).await?;
+    for f in files {
+        if report.failed.iter().any(|(p, _)| p == f) {
+            continue;
+        }
+        let size = std::fs::metadata(f).map(|m| m.len()).unwrap_or(0);
+        match send_file(&mut assoc, f, None).await {
+            Ok(sent) => match crate::dimse::status::category(sent.status) {
+                crate::dimse::status::Category::Success => report.sent += 1,
+                crate::dimse::status::Category::Warning => {
+                    report.sent += 1;
+                    report.warnings += 1;
+                }
+                _ => report.failed.push((f.clone(), crate::dimse::status::describe(sent.status))),
+            },
+            Err(SendError::Association(e)) => return Err(e),
+            Err(e) => report.failed.push((f.clone(), e.to_string())),
+        }
+        report.bytes += size;
+        progress(f, size);
+    }
+    assoc.release().await?;
+    Ok(report)
+}

@@ -1,0 +1,96 @@
+//! SOP classes and transfer syntaxes the DIMSE front knows (PS3.4 Annex B/C, PS3.6 Annex A).
+
+pub const VERIFICATION: &str = "1.2.840.10008.1.1";
+pub const PATIENT_ROOT_FIND: &str = "1.2.840.10008.5.1.4.1.2.1.1";
+pub const PATIENT_ROOT_MOVE: &str = "1.2.840.10008.5.1.4.1.2.1.2";
+pub const PATIENT_ROOT_GET: &str = "1.2.840.10008.5.1.4.1.2.1.3";
+pub const STUDY_ROOT_FIND: &str = "1.2.840.10008.5.1.4.1.2.2.1";
+pub const STUDY_ROOT_MOVE: &str = "1.2.840.10008.5.1.4.1.2.2.2";
+pub const STUDY_ROOT_GET: &str = "1.2.840.10008.5.1.4.1.2.2.3";
+
+pub const IMPLICIT_VR_LE: &str = "1.2.840.10008.1.2";
+pub const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
+pub const DEFLATED_EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1.99";
+pub const EXPLICIT_VR_BE: &str = "1.2.840.10008.1.2.2";
+pub const JPEG_BASELINE: &str = "1.2.840.10008.1.2.4.50";
+pub const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
+
+/// Storage SOP classes live under this root (PS3.4 B.5, PS3.6 Annex A), KOS and SR included.
+const STORAGE_ROOT: &str = "1.2.840.10008.5.1.4.1.1.";
+
+/// Is this a Storage SOP class we accept (PS3.4 B.5)?
+pub fn is_storage(sop_class: &str) -> bool {
+    sop_class.starts_with(STORAGE_ROOT)
+        && sop_class[STORAGE_ROOT.len()..].chars().all(|c| c.is_ascii_digit() || c == '.')
+}
+
+pub fn is_find(sop_class: &str) -> bool {
+    matches!(sop_class, PATIENT_ROOT_FIND | STUDY_ROOT_FIND)
+}
+
+pub fn is_move(sop_class: &str) -> bool {
+    matches!(sop_class, PATIENT_ROOT_MOVE | STUDY_ROOT_MOVE)
+}
+
+pub fn is_get(sop_class: &str) -> bool {
+    matches!(sop_class, PATIENT_ROOT_GET | STUDY_ROOT_GET)
+}
+
+/// Uncompressed little-endian syntaxes that any data set can be re-encoded into.
+pub fn is_native_le(ts: &str) -> bool {
+    matches!(ts, IMPLICIT_VR_LE | EXPLICIT_VR_LE)
+}
+
+/// Transfer syntaxes we can receive and store as received: every syntax the registry knows
+/// whose data set encoding we can parse for indexing (deflate is not built in).
+pub fn can_store_syntax(ts: &str) -> bool {
+    if ts == DEFLATED_EXPLICIT_VR_LE {
+        return false;
+    }
+    use dicom_encoding::TransferSyntaxIndex;
+    dicom_transfer_syntax_registry::TransferSyntaxRegistry.get(ts).is_some()
+}
+
+/// Common storage SOP classes proposed when we act as the C-GET SCU storage SCP.
+pub const COMMON_STORAGE: &[&str] = &[
+    "1.2.840.10008.5.1.4.1.1.2",      // CT
+    "1.2.840.10008.5.1.4.1.1.2.1",    // Enhanced CT
+    "1.2.840.10008.5.1.4.1.1.4",      // MR
+    "1.2.840.10008.5.1.4.1.1.4.1",    // Enhanced MR
+    "1.2.840.10008.5.1.4.1.1.1",      // CR
+    "1.2.840.10008.5.1.4.1.1.1.1",    // DX for presentation
+    "1.2.840.10008.5.1.4.1.1.1.1.1",  // DX for processing
+    "1.2.840.10008.5.1.4.1.1.1.2",    // MG for presentation
+    "1.2.840.10008.5.1.4.1.1.6.1",    // US
+    "1.2.840.10008.5.1.4.1.1.3.1",    // US multi-frame
+    "1.2.840.10008.5.1.4.1.1.7",      // SC
+    "1.2.840.10008.5.1.4.1.1.7.2",    // SC multi-frame byte
+    "1.2.840.10008.5.1.4.1.1.7.3",    // SC multi-frame word
+    "1.2.840.10008.5.1.4.1.1.7.4",    // SC multi-frame true colour
+    "1.2.840.10008.5.1.4.1.1.12.1",   // XA
+    "1.2.840.10008.5.1.4.1.1.20",     // NM
+    "1.2.840.10008.5.1.4.1.1.128",    // PET
+    "1.2.840.10008.5.1.4.1.1.88.11",  // Basic Text SR
+    "1.2.840.10008.5.1.4.1.1.88.22",  // Enhanced SR
+    "1.2.840.10008.5.1.4.1.1.88.33",  // Comprehensive SR
+    "1.2.840.10008.5.1.4.1.1.88.59",  // Key Object Selection
+    "1.2.840.10008.5.1.4.1.1.104.1",  // Encapsulated PDF
+    "1.2.840.10008.5.1.4.1.1.481.1",  // RT Image
+    "1.2.840.10008.5.1.4.1.1.66",     // Raw data
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_sop_classes() {
+        assert!(is_storage("1.2.840.10008.5.1.4.1.1.2"));
+        assert!(is_storage("1.2.840.10008.5.1.4.1.1.88.59"));
+        assert!(!is_storage("1.2.840.10008.5.1.4.1.2.2.1"));
+        assert!(!is_storage("1.2.3.4"));
+        assert!(is_find(STUDY_ROOT_FIND) && is_move(PATIENT_ROOT_MOVE) && is_get(STUDY_ROOT_GET));
+        assert!(can_store_syntax(JPEG_BASELINE) && can_store_syntax(RLE_LOSSLESS));
+        assert!(!can_store_syntax("1.2.3.4.5"));
+    }
+}

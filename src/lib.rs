@@ -1,0 +1,26 @@
+//! beeldbrug: a DICOM gateway for Dutch national image exchange (Twiin "Beeldbeschikbaarheid").
+//!
+//! The layout follows fronts → core → sources:
+//!
+//! - [`dimse`]: the DIMSE front, our own message layer on `dicom-ul`'s PDU codec: PDU framing
+//!   with strict size checks and timeouts, association negotiation, command sets, status
+//!   tables, and one module per service class (echo, store, find, move, get) as SCP and SCU.
+//! - [`http`]: the HTTP listener (`/health` today; DICOMweb joins it under `/dicomweb`).
+//! - [`core`]: the one query model ([`core::Query`]) and retrieve model ([`core::Selection`])
+//!   that every front translates into.
+//! - [`trust`]: the one decision point every query and retrieval passes, and its audit trail.
+//! - [`store`]: blobs on the filesystem and the index (SQLite or PostgreSQL).
+//! - [`cli`]: the command line (serve, echo, find, store, move, get, generate).
+//! - [`config`]: typed configuration (embedded default TOML, file, `BEELDBRUG_*` environment).
+//! - [`server`]: wiring it together for `beeldbrug serve`.
+//! - [`testdata`]: the deterministic synthetic-study generator used by tests and benchmarks.
+
+pub mod cli;
+pub mod config;
+pub mod core;
+pub mod dimse;
+pub mod http;
+pub mod server;
+pub mod store;
+pub mod testdata;
+pub mod trust;

@@ -1,0 +1,79 @@
+//! `beeldbrug serve`: open the store and index, bind the DIMSE and HTTP listeners, and run
+//! until shutdown; then stop accepting and let in-flight work finish.
+
+use crate::config::Config;
+use crate::dimse::scp::{self, ScpContext};
+use crate::store::{open_index, BlobStore};
+use crate::trust::Trust;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot create data directory {0}: {1}")]
+    DataDir(String, std::io::Error),
+    #[error(transparent)]
+    Blob(#[from] crate::store::BlobError),
+    #[error(transparent)]
+    Index(#[from] crate::store::IndexError),
+    #[error("cannot listen on {0}: {1}")]
+    Bind(String, std::io::Error),
+}
+
+/// A started gateway: its bound addresses and the handle that stops it.
+pub struct Running {
+    pub dimse_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub shutdown: CancellationToken,
+    pub context: Arc<ScpContext>,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl Running {
+    /// Stop accepting and wait for in-flight associations and requests to finish.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// Wait until the listeners end (after `shutdown` is cancelled).
+    pub async fn wait(mut self) {
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Open everything and start serving in the background.
+pub async fn start(config: Config) -> Result<Running, ServeError> {
+    let config = Arc::new(config);
+    std::fs::create_dir_all(&config.storage.data_dir)
+        .map_err(|e| ServeError::DataDir(config.storage.data_dir.display().to_string(), e))?;
+    let blobs = BlobStore::open(&config.storage.data_dir).await?;
+    let index = open_index(&config.index_url()).await?;
+    let trust = Arc::new(Trust::new(&config, index.clone()));
+    let context = Arc::new(ScpContext::new(config.clone(), index, blobs, trust));
+
+    let dimse = TcpListener::bind(&config.dimse.listen)
+        .await
+        .map_err(|e| ServeError::Bind(config.dimse.listen.clone(), e))?;
+    let http = TcpListener::bind(&config.http.listen)
+        .await
+        .map_err(|e| ServeError::Bind(config.http.listen.clone(), e))?;
+    let dimse_addr = dimse.local_addr().map_err(|e| ServeError::Bind(config.dimse.listen.clone(), e))?;
+    let http_addr = http.local_addr().map_err(|e| ServeError::Bind(config.http.listen.clone(), e))?;
+
+    let shutdown = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    let (ctx, token) = (context.clone(), shutdown.clone());
+    tasks.spawn(async move { scp::serve(dimse, ctx, token.cancelled_owned()).await });
+    let token = shutdown.clone();
+    tasks.spawn(async move {
+        let serve = axum::serve(http, crate::http::router()).with_graceful_shutdown(token.cancelled_owned());
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "HTTP listener failed");
+        }
+    });
+    tracing::info!(%dimse_addr, %http_addr, ae_title = %config.dimse.ae_title, "beeldbrug serving");
+    Ok(Running { dimse_addr, http_addr, shutdown, context, tasks })
+}

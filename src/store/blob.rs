@@ -1,0 +1,403 @@
+//! Filesystem blob store: one file per instance under `data_dir/blobs/study/series/sop.dcm`.
+//!
+//! Writes go to a fresh temp file under `data_dir/tmp` ([`PendingBlob`]), are fsynced, and
+//! are renamed into place ([`PendingBlob::commit`]), after which the parent directory is
+//! fsynced too: a blob is either whole or absent, also after a crash. Whatever a crash leaves
+//! in `tmp` is deleted by [`BlobStore::open`].
+
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::io::{AsyncWriteExt, BufWriter};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    #[error("blob store I/O error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid blob key: {0}")]
+    BadKey(String),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> BlobError + '_ {
+    move |source| BlobError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Size of the write buffer of a [`PendingBlob`].
+const WRITE_BUFFER: usize = 256 * 1024;
+
+/// Longest UID accepted in a key (UIDs are at most 64 characters; some systems exceed that).
+const MAX_UID_LEN: usize = 128;
+
+/// Distinguishes temp files created by this process.
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+#[derive(Debug, Clone)]
+pub struct BlobStore {
+    /// `data_dir/blobs`
+    root: PathBuf,
+    /// `data_dir/tmp`
+    tmp: PathBuf,
+}
+
+/// A UID usable as a path component: dot-separated runs of digits.
+fn valid_uid(uid: &str) -> bool {
+    !uid.is_empty()
+        && uid.len() <= MAX_UID_LEN
+        && uid
+            .split('.')
+            .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// A key that stays inside the root: relative, `/`-separated components of
+/// `[0-9A-Za-z._-]` that do not start with a dot.
+fn check_key(key: &str) -> Result<(), BlobError> {
+    let ok = !key.is_empty()
+        && key.split('/').all(|c| {
+            !c.is_empty()
+                && !c.starts_with('.')
+                && c.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        })
+        && Path::new(key)
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)));
+    if ok {
+        Ok(())
+    } else {
+        Err(BlobError::BadKey(key.to_string()))
+    }
+}
+
+/// fsync a directory, so that entries created or renamed in it are durable.
+async fn sync_dir(dir: &Path) -> Result<(), BlobError> {
+    let owned = dir.to_path_buf();
+    let result = tokio::task::spawn_blocking(move || std::fs::File::open(&owned)?.sync_all())
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|r| r);
+    result.map_err(io_err(dir))
+}
+
+impl BlobStore {
+    /// Open the store under `data_dir`, creating `blobs` and `tmp` as needed, and delete
+    /// everything left in `tmp` (half-written blobs of a previous run).
+    pub async fn open(data_dir: &Path) -> Result<Self, BlobError> {
+        let root = data_dir.join("blobs");
+        let tmp = data_dir.join("tmp");
+        for dir in [&root, &tmp] {
+            tokio::fs::create_dir_all(dir).await.map_err(io_err(dir))?;
+        }
+        let mut entries = tokio::fs::read_dir(&tmp).await.map_err(io_err(&tmp))?;
+        while let Some(entry) = entries.next_entry().await.map_err(io_err(&tmp))? {
+            let path = entry.path();
+            let is_dir = entry.file_type().await.map(|t| t.is_dir()).unwrap_or(false);
+            let removed = if is_dir {
+                tokio::fs::remove_dir_all(&path).await
+            } else {
+                tokio::fs::remove_file(&path).await
+            };
+            match removed {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(BlobError::Io { path, source: e }),
+            }
+        }
+        Ok(BlobStore { root, tmp })
+    }
+
+    /// The key of an instance's blob: `study/series/sop.dcm`. Each UID must be dot-separated
+    /// digits (so that no key can leave the root).
+    pub fn key_for(study_uid: &str, series_uid: &str, sop_uid: &str) -> Result<String, BlobError> {
+        for uid in [study_uid, series_uid, sop_uid] {
+            if !valid_uid(uid) {
+                return Err(BlobError::BadKey(format!("{uid:?} is not a UID")));
+            }
+        }
+        Ok(format!("{study_uid}/{series_uid}/{sop_uid}.dcm"))
+    }
+
+    /// Where the blob of `key` lives (the key is not checked here).
+    pub fn path(&self, key: &str) -> PathBuf {
+        self.root.join(key)
+    }
+
+    /// Start writing a new blob into a fresh temp file.
+    pub async fn begin(&self) -> Result<PendingBlob, BlobError> {
+        loop {
+            let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            let path = self
+                .tmp
+                .join(format!("{}-{nanos}-{n}.part", std::process::id()));
+            match tokio::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .await
+            {
+                Ok(file) => {
+                    return Ok(PendingBlob {
+                        file: BufWriter::with_capacity(WRITE_BUFFER, file),
+                        path,
+                        len: 0,
+                        done: false,
+                    })
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(BlobError::Io { path, source: e }),
+            }
+        }
+    }
+
+    pub async fn open_read(&self, key: &str) -> Result<tokio::fs::File, BlobError> {
+        check_key(key)?;
+        let path = self.path(key);
+        tokio::fs::File::open(&path).await.map_err(io_err(&path))
+    }
+
+    /// Delete a blob; a missing blob is not an error.
+    pub async fn remove(&self, key: &str) -> Result<(), BlobError> {
+        check_key(key)?;
+        let path = self.path(key);
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(BlobError::Io { path, source: e }),
+        }
+    }
+
+    pub async fn exists(&self, key: &str) -> bool {
+        check_key(key).is_ok() && tokio::fs::try_exists(self.path(key)).await.unwrap_or(false)
+    }
+}
+
+/// A blob being written. Dropped without [`commit`](Self::commit) or [`abort`](Self::abort),
+/// its temp file is removed.
+pub struct PendingBlob {
+    file: BufWriter<tokio::fs::File>,
+    path: PathBuf,
+    len: u64,
+    /// Committed or aborted: nothing left for `Drop` to clean up.
+    done: bool,
+}
+
+impl std::fmt::Debug for PendingBlob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingBlob")
+            .field("path", &self.path)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl PendingBlob {
+    pub async fn write(&mut self, bytes: &[u8]) -> Result<(), BlobError> {
+        self.file
+            .write_all(bytes)
+            .await
+            .map_err(io_err(&self.path))?;
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn temp_path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Flush the buffer and fsync the temp file; after this it can be read by path.
+    pub async fn flush_and_sync(&mut self) -> Result<(), BlobError> {
+        self.file.flush().await.map_err(io_err(&self.path))?;
+        self.file
+            .get_ref()
+            .sync_all()
+            .await
+            .map_err(io_err(&self.path))
+    }
+
+    /// Make the blob durable under `key`, atomically replacing an existing blob; returns
+    /// its size. On error the temp file is removed (when `self` drops).
+    pub async fn commit(mut self, store: &BlobStore, key: &str) -> Result<u64, BlobError> {
+        check_key(key)?;
+        self.flush_and_sync().await?;
+        let target = store.path(key);
+        let parent = target.parent().unwrap_or(&store.root).to_path_buf();
+        // Directories about to be created: their entries must be made durable as well.
+        let mut missing = Vec::new();
+        let mut dir = parent.as_path();
+        while dir != store.root && !tokio::fs::try_exists(dir).await.unwrap_or(false) {
+            missing.push(dir.to_path_buf());
+            match dir.parent() {
+                Some(up) => dir = up,
+                None => break,
+            }
+        }
+        tokio::fs::create_dir_all(&parent)
+            .await
+            .map_err(io_err(&parent))?;
+        tokio::fs::rename(&self.path, &target)
+            .await
+            .map_err(io_err(&target))?;
+        self.done = true;
+        sync_dir(&parent).await?;
+        for created in missing.iter().rev() {
+            if let Some(up) = created.parent() {
+                sync_dir(up).await?;
+            }
+        }
+        Ok(self.len)
+    }
+
+    /// Give up: delete the temp file.
+    pub async fn abort(mut self) {
+        self.done = true;
+        let _ = tokio::fs::remove_file(&self.path).await;
+    }
+}
+
+impl Drop for PendingBlob {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn tmp_entries(dir: &Path) -> usize {
+        std::fs::read_dir(dir.join("tmp")).unwrap().count()
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn commit_makes_blob_appear() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).await.unwrap();
+        let key = BlobStore::key_for("1.2.3", "1.2.3.4", "1.2.3.4.5").unwrap();
+        assert_eq!(key, "1.2.3/1.2.3.4/1.2.3.4.5.dcm");
+        assert!(!store.exists(&key).await);
+        let mut blob = store.begin().await.unwrap();
+        blob.write(b"DICM").await.unwrap();
+        blob.write(&[7u8; 300_000]).await.unwrap();
+        assert_eq!(blob.len(), 300_004);
+        blob.flush_and_sync().await.unwrap();
+        assert_eq!(std::fs::metadata(blob.temp_path()).unwrap().len(), 300_004);
+        assert_eq!(blob.commit(&store, &key).await.unwrap(), 300_004);
+        assert!(store.exists(&key).await);
+        let content = std::fs::read(store.path(&key)).unwrap();
+        assert_eq!(&content[..4], b"DICM");
+        assert_eq!(content.len(), 300_004);
+        let mut f = store.open_read(&key).await.unwrap();
+        let mut read = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut f, &mut read)
+            .await
+            .unwrap();
+        assert_eq!(read, content);
+        assert_eq!(tmp_entries(dir.path()).await, 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn commit_replaces_existing_blob() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).await.unwrap();
+        let key = BlobStore::key_for("1", "2", "3").unwrap();
+        for content in [&b"first version"[..], b"second"] {
+            let mut blob = store.begin().await.unwrap();
+            blob.write(content).await.unwrap();
+            blob.commit(&store, &key).await.unwrap();
+        }
+        assert_eq!(std::fs::read(store.path(&key)).unwrap(), b"second");
+        store.remove(&key).await.unwrap();
+        assert!(!store.exists(&key).await);
+        store.remove(&key).await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn drop_and_abort_leave_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).await.unwrap();
+        let mut blob = store.begin().await.unwrap();
+        blob.write(b"partial").await.unwrap();
+        let temp = blob.temp_path().to_path_buf();
+        assert!(temp.exists());
+        drop(blob);
+        assert!(!temp.exists());
+        let mut blob = store.begin().await.unwrap();
+        blob.write(b"partial").await.unwrap();
+        blob.abort().await;
+        assert_eq!(tmp_entries(dir.path()).await, 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn open_cleans_leftover_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).await.unwrap();
+        let mut blob = store.begin().await.unwrap();
+        blob.write(b"half").await.unwrap();
+        blob.flush_and_sync().await.unwrap();
+        std::mem::forget(blob); // as if the process died
+        std::fs::write(dir.path().join("tmp/stray"), b"x").unwrap();
+        assert_eq!(tmp_entries(dir.path()).await, 2);
+        let _store = BlobStore::open(dir.path()).await.unwrap();
+        assert_eq!(tmp_entries(dir.path()).await, 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn bad_keys_are_rejected() {
+        for (study, series, sop) in [
+            ("../x", "1", "2"),
+            ("1.2/3", "1", "2"),
+            ("", "1", "2"),
+            ("1", "..", "2"),
+            ("1", "2", "."),
+            ("1", "2", "1.2a"),
+            ("1", "2", "1..2"),
+        ] {
+            assert!(
+                matches!(
+                    BlobStore::key_for(study, series, sop),
+                    Err(BlobError::BadKey(_))
+                ),
+                "{study:?} {series:?} {sop:?}"
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).await.unwrap();
+        for key in ["../x", "/etc/passwd", "a/../../b", "", "a//b", ".hidden"] {
+            assert!(
+                matches!(store.open_read(key).await, Err(BlobError::BadKey(_))),
+                "{key:?}"
+            );
+            assert!(
+                matches!(store.remove(key).await, Err(BlobError::BadKey(_))),
+                "{key:?}"
+            );
+            assert!(!store.exists(key).await);
+            let blob = store.begin().await.unwrap();
+            assert!(matches!(
+                blob.commit(&store, key).await,
+                Err(BlobError::BadKey(_))
+            ));
+        }
+        assert_eq!(tmp_entries(dir.path()).await, 0);
+    }
+}

@@ -1,0 +1,89 @@
+//! The index: patients, studies, series and instances with the attributes C-FIND and QIDO
+//! match on. Two backends share one trait and one test suite: SQLite (embedded default) and
+//! PostgreSQL (for several gateway processes sharing one database).
+
+use crate::core::{InstanceLocation, Match, Query, Selection};
+use crate::store::InstanceRecord;
+use async_trait::async_trait;
+
+mod postgres;
+mod sql;
+mod sqlite;
+
+pub use postgres::PostgresIndex;
+pub use sqlite::SqliteIndex;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("index database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("index migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("unsupported index URL {0:?}: expected sqlite://... or postgres://...")]
+    UnsupportedUrl(String),
+    #[error("instance record is missing {0}")]
+    MissingKey(&'static str),
+}
+
+/// Whether an upsert added a new instance or replaced one with the same SOP Instance UID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpsertOutcome {
+    Inserted,
+    Replaced,
+}
+
+/// One audit event (the trust seam writes exactly one per operation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent {
+    /// UTC, RFC 3339.
+    pub time: String,
+    /// e.g. "C-FIND", "C-STORE", "C-MOVE", "C-GET", "C-ECHO".
+    pub operation: String,
+    /// Who asked: the calling AE title (later: organisation / professional).
+    pub actor: String,
+    /// From where: peer socket address.
+    pub source: String,
+    /// Patient IDs concerned, joined with `\` (may be empty).
+    pub patient_ids: String,
+    /// Study Instance UIDs concerned, joined with `\` (may be empty).
+    pub study_uids: String,
+    /// "success", "refused", "failure" ...
+    pub outcome: String,
+    /// Free text: the grounds for the decision, counts, error.
+    pub detail: String,
+}
+
+#[async_trait]
+pub trait Index: Send + Sync + std::fmt::Debug {
+    /// Insert or replace one instance (and create/update its patient, study and series rows).
+    /// Re-sending an instance replaces the old row: no duplicates.
+    async fn upsert_instance(&self, record: &InstanceRecord) -> Result<UpsertOutcome, IndexError>;
+
+    /// Matches at `query.level`, in a stable order (by the level's unique key), honouring
+    /// limit and offset.
+    async fn find(&self, query: &Query) -> Result<Vec<Match>, IndexError>;
+
+    /// Every instance the selection names, ordered by study, series, instance number.
+    async fn locate(&self, selection: &Selection) -> Result<Vec<InstanceLocation>, IndexError>;
+
+    /// Remove one instance; empty series/studies/patients are removed too.
+    /// Returns the removed instance's blob key, if it existed.
+    async fn remove_instance(&self, sop_instance_uid: &str) -> Result<Option<String>, IndexError>;
+
+    /// Append one audit event.
+    async fn record_audit(&self, event: &AuditEvent) -> Result<(), IndexError>;
+
+    /// Audit events, newest last (for tests and the admin CLI).
+    async fn audit_events(&self, limit: u32) -> Result<Vec<AuditEvent>, IndexError>;
+}
+
+/// Open (and migrate) the index named by a `sqlite://...` or `postgres://...` URL.
+pub async fn open_index(url: &str) -> Result<std::sync::Arc<dyn Index>, IndexError> {
+    if url.starts_with("sqlite:") {
+        Ok(std::sync::Arc::new(SqliteIndex::open(url).await?))
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Ok(std::sync::Arc::new(PostgresIndex::open(url).await?))
+    } else {
+        Err(IndexError::UnsupportedUrl(url.to_string()))
+    }
+}

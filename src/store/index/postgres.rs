@@ -1,0 +1,71 @@
+//! The PostgreSQL index backend, for several gateway processes sharing one database.
+
+use super::sql::{migrator, Dialect, SqlIndex};
+use super::{AuditEvent, Index, IndexError, UpsertOutcome};
+use crate::core::{InstanceLocation, Match, Query, Selection};
+use crate::store::InstanceRecord;
+use async_trait::async_trait;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use std::time::Duration;
+
+const MIGRATIONS: &[(i64, &str, &str)] =
+    &[(1, "init", include_str!("migrations/postgres/0001_init.sql"))];
+
+/// The index in a PostgreSQL database (`postgres://user@host/db`).
+#[derive(Debug, Clone)]
+pub struct PostgresIndex {
+    inner: SqlIndex<sqlx::Postgres>,
+}
+
+impl PostgresIndex {
+    /// Connect (pool of 8) and migrate (migrations take an advisory lock, so several
+    /// gateways may start at once).
+    pub async fn open(url: &str) -> Result<Self, IndexError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect(url)
+            .await?;
+        migrator(MIGRATIONS).run(&pool).await?;
+        Ok(PostgresIndex {
+            inner: SqlIndex::new(pool, Dialect::Postgres),
+        })
+    }
+
+    /// The connection pool (for the admin CLI and tests).
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    /// Close every connection.
+    pub async fn close(&self) {
+        self.inner.pool.close().await;
+    }
+}
+
+#[async_trait]
+impl Index for PostgresIndex {
+    async fn upsert_instance(&self, record: &InstanceRecord) -> Result<UpsertOutcome, IndexError> {
+        self.inner.upsert_instance(record).await
+    }
+
+    async fn find(&self, query: &Query) -> Result<Vec<Match>, IndexError> {
+        self.inner.find(query).await
+    }
+
+    async fn locate(&self, selection: &Selection) -> Result<Vec<InstanceLocation>, IndexError> {
+        self.inner.locate(selection).await
+    }
+
+    async fn remove_instance(&self, sop_instance_uid: &str) -> Result<Option<String>, IndexError> {
+        self.inner.remove_instance(sop_instance_uid).await
+    }
+
+    async fn record_audit(&self, event: &AuditEvent) -> Result<(), IndexError> {
+        self.inner.record_audit(event).await
+    }
+
+    async fn audit_events(&self, limit: u32) -> Result<Vec<AuditEvent>, IndexError> {
+        self.inner.audit_events(limit).await
+    }
+}

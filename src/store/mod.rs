@@ -1,0 +1,14 @@
+//! Sources of stored data: blobs (the DICOM files) and the index (what they contain).
+//!
+//! - [`blob`]: the filesystem blob store; writes go to a temp file, are fsynced and renamed
+//!   into place so a blob is either whole or absent.
+//! - [`index`]: the [`Index`] trait with SQLite (embedded default) and PostgreSQL backends.
+//! - [`record`]: [`InstanceRecord`], the indexed attributes extracted from one instance.
+
+pub mod blob;
+pub mod index;
+pub mod record;
+
+pub use blob::{BlobStore, BlobError, PendingBlob};
+pub use index::{open_index, AuditEvent, Index, IndexError, UpsertOutcome};
+pub use record::InstanceRecord;

@@ -1,0 +1,118 @@
+//! The one decision point every query, retrieval and store passes, whatever the front, and
+//! its audit trail: exactly one audit event per operation.
+//!
+//! Today the decision is by AE title (known peers, or any AE when configured). Later work
+//! adds the mTLS peer, the caller's token, consent and policy behind the same [`Trust::decide`].
+
+use crate::config::Config;
+use crate::store::{AuditEvent, Index};
+use std::sync::Arc;
+
+/// Who is asking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// Calling AE title (DIMSE) or client identity (HTTP).
+    pub ae_title: String,
+    /// Peer socket address.
+    pub address: String,
+}
+
+/// What they ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Echo,
+    Find,
+    Store,
+    Move,
+    Get,
+}
+
+impl Operation {
+    pub fn name(self) -> &'static str {
+        match self {
+            Operation::Echo => "C-ECHO",
+            Operation::Find => "C-FIND",
+            Operation::Store => "C-STORE",
+            Operation::Move => "C-MOVE",
+            Operation::Get => "C-GET",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Permit,
+    /// Refused, with the grounds (never patient data).
+    Deny(String),
+}
+
+impl Decision {
+    pub fn is_permit(&self) -> bool {
+        matches!(self, Decision::Permit)
+    }
+}
+
+/// The outcome of one operation, for its audit event.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    pub patient_ids: Vec<String>,
+    pub study_uids: Vec<String>,
+    /// "success", "refused", "failure", "cancelled", "partial".
+    pub result: String,
+    pub detail: String,
+}
+
+#[derive(Debug)]
+pub struct Trust {
+    allow_unknown_callers: bool,
+    known_aes: Vec<String>,
+    index: Arc<dyn Index>,
+}
+
+impl Trust {
+    pub fn new(config: &Config, index: Arc<dyn Index>) -> Self {
+        Trust {
+            allow_unknown_callers: config.dimse.allow_unknown_callers,
+            known_aes: config.dimse.peers.iter().map(|p| p.ae_title.clone()).collect(),
+            index,
+        }
+    }
+
+    /// May this caller open an association at all?
+    pub fn admit(&self, caller: &Caller) -> Decision {
+        if self.allow_unknown_callers || self.known_aes.iter().any(|a| a == caller.ae_title.trim()) {
+            Decision::Permit
+        } else {
+            Decision::Deny(format!("calling AE {:?} is not a known peer", caller.ae_title))
+        }
+    }
+
+    /// The decision for one operation. Every front calls this before it answers.
+    pub fn decide(&self, caller: &Caller, _operation: Operation) -> Decision {
+        self.admit(caller)
+    }
+
+    /// Record the one audit event of an operation. An audit failure is logged loudly but
+    /// does not undo an operation that already happened.
+    pub async fn audit(&self, caller: &Caller, operation: Operation, outcome: Outcome) {
+        let event = AuditEvent {
+            time: now_rfc3339(),
+            operation: operation.name().to_string(),
+            actor: caller.ae_title.clone(),
+            source: caller.address.clone(),
+            patient_ids: outcome.patient_ids.join("\\"),
+            study_uids: outcome.study_uids.join("\\"),
+            outcome: outcome.result,
+            detail: outcome.detail,
+        };
+        if let Err(e) = self.index.record_audit(&event).await {
+            tracing::error!(error = %e, operation = event.operation, "could not record audit event");
+        }
+    }
+}
+
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
