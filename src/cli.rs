@@ -15,7 +15,11 @@ use dicom_object::InMemDicomObject;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Parser)]
-#[command(name = "beeldbrug", version, about = "DICOM gateway for Dutch national image exchange")]
+#[command(
+    name = "beeldbrug",
+    version,
+    about = "DICOM gateway for Dutch national image exchange"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -135,18 +139,33 @@ impl QueryArgs {
     /// Build the identifier from `--level`, `--charset` and the `-k` keys.
     pub fn identifier(&self) -> anyhow::Result<InMemDicomObject> {
         let mut obj = InMemDicomObject::new_empty();
-        obj.put(DataElement::new(QUERY_RETRIEVE_LEVEL, VR::CS, PrimitiveValue::from(self.level.to_uppercase())));
+        obj.put(DataElement::new(
+            QUERY_RETRIEVE_LEVEL,
+            VR::CS,
+            PrimitiveValue::from(self.level.to_uppercase()),
+        ));
         let mut any_non_ascii = false;
         for key in &self.keys {
             let (name, value) = key.split_once('=').unwrap_or((key.as_str(), ""));
             let (tag, vr) = resolve_key(name)?;
             any_non_ascii |= !value.is_ascii();
-            let value = if value.is_empty() { PrimitiveValue::Empty } else { PrimitiveValue::from(value) };
+            let value = if value.is_empty() {
+                PrimitiveValue::Empty
+            } else {
+                PrimitiveValue::from(value)
+            };
             obj.put(DataElement::new(tag, vr, value));
         }
-        let charset = self.charset.clone().or_else(|| any_non_ascii.then(|| "ISO_IR 192".to_string()));
+        let charset = self
+            .charset
+            .clone()
+            .or_else(|| any_non_ascii.then(|| "ISO_IR 192".to_string()));
         if let Some(cs) = charset {
-            obj.put(DataElement::new(SPECIFIC_CHARACTER_SET, VR::CS, PrimitiveValue::from(cs)));
+            obj.put(DataElement::new(
+                SPECIFIC_CHARACTER_SET,
+                VR::CS,
+                PrimitiveValue::from(cs),
+            ));
         }
         Ok(obj)
     }
@@ -156,8 +175,14 @@ impl QueryArgs {
 pub fn resolve_key(name: &str) -> anyhow::Result<(Tag, VR)> {
     let name = name.trim();
     if let Some((g, e)) = name.split_once(',') {
-        let tag = Tag(u16::from_str_radix(g.trim(), 16)?, u16::from_str_radix(e.trim(), 16)?);
-        let vr = StandardDataDictionary.by_tag(tag).map(|e| e.vr().relaxed()).unwrap_or(VR::LO);
+        let tag = Tag(
+            u16::from_str_radix(g.trim(), 16)?,
+            u16::from_str_radix(e.trim(), 16)?,
+        );
+        let vr = StandardDataDictionary
+            .by_tag(tag)
+            .map(|e| e.vr().relaxed())
+            .unwrap_or(VR::LO);
         return Ok((tag, vr));
     }
     match StandardDataDictionary.by_name(name) {
@@ -177,7 +202,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Find { peer, query, json } => find(&peer, &query, json).await,
         Command::Store { peer, paths } => store(&peer, &paths).await,
         Command::Move { peer, query, dest } => {
-            let report = scu::move_study(&peer.options(), query.sop_class("move"), &query.identifier()?, &dest).await?;
+            let report = scu::move_study(
+                &peer.options(),
+                query.sop_class("move"),
+                &query.identifier()?,
+                &dest,
+            )
+            .await?;
             println!(
                 "C-MOVE to {dest}: {} — {} completed, {} failed, {} warning",
                 status::describe(report.status),
@@ -188,7 +219,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             ensure_success(report.status)
         }
         Command::Get { peer, query, out } => {
-            let (report, files) = scu::get(&peer.options(), query.sop_class("get"), &query.identifier()?, &out).await?;
+            let (report, files) = scu::get(
+                &peer.options(),
+                query.sop_class("get"),
+                &query.identifier()?,
+                &out,
+            )
+            .await?;
             println!(
                 "C-GET: {} — {} completed, {} failed, {} warning; {} files in {}",
                 status::describe(report.status),
@@ -218,7 +255,10 @@ fn ensure_success(status: u16) -> anyhow::Result<()> {
 async fn serve(config: Option<&Path>) -> anyhow::Result<()> {
     let config = Config::load(config)?;
     let running = crate::server::start(config).await?;
-    println!("beeldbrug: DIMSE on {}, HTTP on {}", running.dimse_addr, running.http_addr);
+    println!(
+        "beeldbrug: DIMSE on {}, HTTP on {}",
+        running.dimse_addr, running.http_addr
+    );
     let token = running.shutdown.clone();
     tokio::spawn(async move {
         shutdown_signal().await;
@@ -233,13 +273,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
     }
     #[cfg(not(unix))]
@@ -248,34 +289,67 @@ async fn shutdown_signal() {
 
 async fn find(peer: &PeerArgs, query: &QueryArgs, json: bool) -> anyhow::Result<()> {
     let identifier = query.identifier()?;
-    let (matches, status) = scu::find(&peer.options(), query.sop_class("find"), &identifier).await?;
+    let (matches, status) =
+        scu::find(&peer.options(), query.sop_class("find"), &identifier).await?;
     let columns: Vec<Tag> = identifier
         .iter()
         .map(|e| e.tag())
         .filter(|t| *t != SPECIFIC_CHARACTER_SET && *t != QUERY_RETRIEVE_LEVEL)
         .collect();
-    let name = |t: Tag| StandardDataDictionary.by_tag(t).map(|e| e.alias().to_string()).unwrap_or_else(|| t.to_string());
-    let value = |m: &InMemDicomObject, t: Tag| m.element(t).ok().and_then(|e| e.to_str().ok()).map(|s| s.trim().to_string()).unwrap_or_default();
+    let name = |t: Tag| {
+        StandardDataDictionary
+            .by_tag(t)
+            .map(|e| e.alias().to_string())
+            .unwrap_or_else(|| t.to_string())
+    };
+    let value = |m: &InMemDicomObject, t: Tag| {
+        m.element(t)
+            .ok()
+            .and_then(|e| e.to_str().ok())
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    };
     if json {
         for m in &matches {
-            let row: serde_json::Map<String, serde_json::Value> = columns.iter().map(|&t| (name(t), value(m, t).into())).collect();
+            let row: serde_json::Map<String, serde_json::Value> = columns
+                .iter()
+                .map(|&t| (name(t), value(m, t).into()))
+                .collect();
             println!("{}", serde_json::Value::Object(row));
         }
     } else {
         let header: Vec<String> = columns.iter().map(|&t| name(t)).collect();
-        let rows: Vec<Vec<String>> = matches.iter().map(|m| columns.iter().map(|&t| value(m, t)).collect()).collect();
+        let rows: Vec<Vec<String>> = matches
+            .iter()
+            .map(|m| columns.iter().map(|&t| value(m, t)).collect())
+            .collect();
         print_table(&header, &rows);
-        eprintln!("{} matches; final status {}", matches.len(), status::describe(status));
+        eprintln!(
+            "{} matches; final status {}",
+            matches.len(),
+            status::describe(status)
+        );
     }
     ensure_success(status)
 }
 
 fn print_table(header: &[String], rows: &[Vec<String>]) {
     let widths: Vec<usize> = (0..header.len())
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).chain([header[i].chars().count()]).max().unwrap_or(0))
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].chars().count())
+                .chain([header[i].chars().count()])
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let line = |cells: &[String]| {
-        cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ")
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
     };
     println!("{}", line(header));
     for r in rows {
@@ -290,7 +364,9 @@ pub fn collect_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     while let Some(p) = stack.pop() {
         let meta = std::fs::metadata(&p).with_context(|| format!("cannot read {}", p.display()))?;
         if meta.is_dir() {
-            let mut entries: Vec<PathBuf> = std::fs::read_dir(&p)?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(&p)?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .collect();
             entries.sort();
             stack.extend(entries.into_iter().rev());
         } else {
@@ -302,11 +378,17 @@ pub fn collect_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
 
 async fn store(peer: &PeerArgs, paths: &[PathBuf]) -> anyhow::Result<()> {
     let files = collect_files(paths)?;
-    let total: u64 = files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
+    let total: u64 = files
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
     let bar = indicatif::ProgressBar::new(total);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} {msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let started = std::time::Instant::now();
     let mut done = 0u32;

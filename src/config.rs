@@ -91,35 +91,58 @@ impl Config {
 
     /// Checks that serde cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key: &str, problem: String| ConfigError::Invalid { key: key.into(), problem };
+        let invalid = |key: &str, problem: String| ConfigError::Invalid {
+            key: key.into(),
+            problem,
+        };
         check_ae_title(&self.dimse.ae_title).map_err(|p| invalid("dimse.ae_title", p))?;
-        self.dimse
-            .listen
-            .parse::<SocketAddr>()
-            .map_err(|e| invalid("dimse.listen", format!("{:?} is not host:port ({e})", self.dimse.listen)))?;
-        self.http
-            .listen
-            .parse::<SocketAddr>()
-            .map_err(|e| invalid("http.listen", format!("{:?} is not host:port ({e})", self.http.listen)))?;
+        self.dimse.listen.parse::<SocketAddr>().map_err(|e| {
+            invalid(
+                "dimse.listen",
+                format!("{:?} is not host:port ({e})", self.dimse.listen),
+            )
+        })?;
+        self.http.listen.parse::<SocketAddr>().map_err(|e| {
+            invalid(
+                "http.listen",
+                format!("{:?} is not host:port ({e})", self.http.listen),
+            )
+        })?;
         if self.dimse.max_associations == 0 {
-            return Err(invalid("dimse.max_associations", "must be at least 1".into()));
+            return Err(invalid(
+                "dimse.max_associations",
+                "must be at least 1".into(),
+            ));
         }
         // PS3.8 D.1: below 4 KiB is impractical; 16 MiB bounds what one peer can make us buffer.
         if !(4096..=16 * 1024 * 1024).contains(&self.dimse.max_pdu) {
-            return Err(invalid("dimse.max_pdu", format!("{} is outside 4096..=16777216", self.dimse.max_pdu)));
+            return Err(invalid(
+                "dimse.max_pdu",
+                format!("{} is outside 4096..=16777216", self.dimse.max_pdu),
+            ));
         }
         if self.dimse.timeout_secs == 0 {
             return Err(invalid("dimse.timeout_secs", "must be at least 1".into()));
         }
         for (i, peer) in self.dimse.peers.iter().enumerate() {
-            check_ae_title(&peer.ae_title).map_err(|p| invalid(&format!("dimse.peers[{i}].ae_title"), p))?;
+            check_ae_title(&peer.ae_title)
+                .map_err(|p| invalid(&format!("dimse.peers[{i}].ae_title"), p))?;
             if peer.host.trim().is_empty() {
-                return Err(invalid(&format!("dimse.peers[{i}].host"), "must not be empty".into()));
+                return Err(invalid(
+                    &format!("dimse.peers[{i}].host"),
+                    "must not be empty".into(),
+                ));
             }
         }
         let index = self.index_url();
-        if !(index.starts_with("sqlite:") || index.starts_with("postgres:") || index.starts_with("postgresql:")) {
-            return Err(invalid("storage.index", format!("{index:?} is neither sqlite://... nor postgres://...")));
+        if !(index.starts_with("sqlite:")
+            || index.starts_with("postgres:")
+            || index.starts_with("postgresql:"))
+        {
+            return Err(invalid(
+                "storage.index",
+                format!("{index:?} is neither sqlite://... nor postgres://..."),
+            ));
         }
         Ok(())
     }
@@ -127,14 +150,20 @@ impl Config {
     /// The index URL, defaulting to a SQLite file in the data directory.
     pub fn index_url(&self) -> String {
         if self.storage.index.trim().is_empty() {
-            format!("sqlite://{}", self.storage.data_dir.join("index.db").display())
+            format!(
+                "sqlite://{}",
+                self.storage.data_dir.join("index.db").display()
+            )
         } else {
             self.storage.index.trim().to_string()
         }
     }
 
     pub fn peer(&self, ae_title: &str) -> Option<&PeerConfig> {
-        self.dimse.peers.iter().find(|p| p.ae_title == ae_title.trim())
+        self.dimse
+            .peers
+            .iter()
+            .find(|p| p.ae_title == ae_title.trim())
     }
 }
 
@@ -146,8 +175,13 @@ pub fn check_ae_title(ae: &str) -> Result<(), String> {
     if ae.len() > 16 {
         return Err(format!("{ae:?} is longer than 16 characters"));
     }
-    if ae.chars().any(|c| c == '\\' || c.is_control() || !c.is_ascii()) {
-        return Err(format!("{ae:?} contains a backslash, control or non-ASCII character"));
+    if ae
+        .chars()
+        .any(|c| c == '\\' || c.is_control() || !c.is_ascii())
+    {
+        return Err(format!(
+            "{ae:?} contains a backslash, control or non-ASCII character"
+        ));
     }
     Ok(())
 }
@@ -167,7 +201,8 @@ mod tests {
 
     #[test]
     fn errors_name_the_key() {
-        let err = Config::from_toml("[dimse]\nae_title = \"THIS_AE_TITLE_IS_TOO_LONG\"").unwrap_err();
+        let err =
+            Config::from_toml("[dimse]\nae_title = \"THIS_AE_TITLE_IS_TOO_LONG\"").unwrap_err();
         assert!(err.to_string().contains("dimse.ae_title"), "{err}");
         let err = Config::from_toml("[dimse]\nmax_pdu = \"big\"").unwrap_err();
         assert!(err.to_string().contains("max_pdu"), "{err}");
@@ -179,7 +214,10 @@ mod tests {
 
     #[test]
     fn peers_parse() {
-        let c = Config::from_toml("[[dimse.peers]]\nae_title = \"STORESCP\"\nhost = \"127.0.0.1\"\nport = 4242\n").unwrap();
+        let c = Config::from_toml(
+            "[[dimse.peers]]\nae_title = \"STORESCP\"\nhost = \"127.0.0.1\"\nport = 4242\n",
+        )
+        .unwrap();
         assert_eq!(c.peer("STORESCP").unwrap().port, 4242);
         assert!(c.peer("OTHER").is_none());
     }

@@ -60,8 +60,12 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let http = TcpListener::bind(&config.http.listen)
         .await
         .map_err(|e| ServeError::Bind(config.http.listen.clone(), e))?;
-    let dimse_addr = dimse.local_addr().map_err(|e| ServeError::Bind(config.dimse.listen.clone(), e))?;
-    let http_addr = http.local_addr().map_err(|e| ServeError::Bind(config.http.listen.clone(), e))?;
+    let dimse_addr = dimse
+        .local_addr()
+        .map_err(|e| ServeError::Bind(config.dimse.listen.clone(), e))?;
+    let http_addr = http
+        .local_addr()
+        .map_err(|e| ServeError::Bind(config.http.listen.clone(), e))?;
 
     let shutdown = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
@@ -69,11 +73,18 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     tasks.spawn(async move { scp::serve(dimse, ctx, token.cancelled_owned()).await });
     let token = shutdown.clone();
     tasks.spawn(async move {
-        let serve = axum::serve(http, crate::http::router()).with_graceful_shutdown(token.cancelled_owned());
+        let serve = axum::serve(http, crate::http::router())
+            .with_graceful_shutdown(token.cancelled_owned());
         if let Err(e) = serve.await {
             tracing::error!(error = %e, "HTTP listener failed");
         }
     });
     tracing::info!(%dimse_addr, %http_addr, ae_title = %config.dimse.ae_title, "beeldbrug serving");
-    Ok(Running { dimse_addr, http_addr, shutdown, context, tasks })
+    Ok(Running {
+        dimse_addr,
+        http_addr,
+        shutdown,
+        context,
+        tasks,
+    })
 }

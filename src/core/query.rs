@@ -78,30 +78,128 @@ macro_rules! attr {
 
 /// Every attribute the index can match on and return (PS3.4 C.6.1.1 / C.6.2.1 keys).
 pub static INDEXED_ATTRS: &[IndexedAttr] = &[
-    attr!(0x0010, 0x0010, "PatientName", Patient, PersonName, "patient_name"),
+    attr!(
+        0x0010,
+        0x0010,
+        "PatientName",
+        Patient,
+        PersonName,
+        "patient_name"
+    ),
     attr!(0x0010, 0x0020, "PatientID", Patient, Text, "patient_id"),
-    attr!(0x0010, 0x0021, "IssuerOfPatientID", Patient, Text, "issuer_of_patient_id"),
-    attr!(0x0010, 0x0030, "PatientBirthDate", Patient, Date, "patient_birth_date"),
+    attr!(
+        0x0010,
+        0x0021,
+        "IssuerOfPatientID",
+        Patient,
+        Text,
+        "issuer_of_patient_id"
+    ),
+    attr!(
+        0x0010,
+        0x0030,
+        "PatientBirthDate",
+        Patient,
+        Date,
+        "patient_birth_date"
+    ),
     attr!(0x0010, 0x0040, "PatientSex", Patient, Text, "patient_sex"),
-    attr!(0x0020, 0x000D, "StudyInstanceUID", Study, Uid, "study_instance_uid"),
+    attr!(
+        0x0020,
+        0x000D,
+        "StudyInstanceUID",
+        Study,
+        Uid,
+        "study_instance_uid"
+    ),
     attr!(0x0008, 0x0020, "StudyDate", Study, Date, "study_date"),
     attr!(0x0008, 0x0030, "StudyTime", Study, Time, "study_time"),
-    attr!(0x0008, 0x0050, "AccessionNumber", Study, Text, "accession_number"),
+    attr!(
+        0x0008,
+        0x0050,
+        "AccessionNumber",
+        Study,
+        Text,
+        "accession_number"
+    ),
     attr!(0x0020, 0x0010, "StudyID", Study, Text, "study_id"),
-    attr!(0x0008, 0x1030, "StudyDescription", Study, Text, "study_description"),
-    attr!(0x0008, 0x0090, "ReferringPhysicianName", Study, PersonName, "referring_physician_name"),
-    attr!(0x0020, 0x000E, "SeriesInstanceUID", Series, Uid, "series_instance_uid"),
+    attr!(
+        0x0008,
+        0x1030,
+        "StudyDescription",
+        Study,
+        Text,
+        "study_description"
+    ),
+    attr!(
+        0x0008,
+        0x0090,
+        "ReferringPhysicianName",
+        Study,
+        PersonName,
+        "referring_physician_name"
+    ),
+    attr!(
+        0x0020,
+        0x000E,
+        "SeriesInstanceUID",
+        Series,
+        Uid,
+        "series_instance_uid"
+    ),
     attr!(0x0008, 0x0060, "Modality", Series, Text, "modality"),
-    attr!(0x0020, 0x0011, "SeriesNumber", Series, Text, "series_number"),
-    attr!(0x0008, 0x103E, "SeriesDescription", Series, Text, "series_description"),
-    attr!(0x0018, 0x0015, "BodyPartExamined", Series, Text, "body_part_examined"),
+    attr!(
+        0x0020,
+        0x0011,
+        "SeriesNumber",
+        Series,
+        Text,
+        "series_number"
+    ),
+    attr!(
+        0x0008,
+        0x103E,
+        "SeriesDescription",
+        Series,
+        Text,
+        "series_description"
+    ),
+    attr!(
+        0x0018,
+        0x0015,
+        "BodyPartExamined",
+        Series,
+        Text,
+        "body_part_examined"
+    ),
     attr!(0x0008, 0x0021, "SeriesDate", Series, Date, "series_date"),
-    attr!(0x0008, 0x0018, "SOPInstanceUID", Image, Uid, "sop_instance_uid"),
+    attr!(
+        0x0008,
+        0x0018,
+        "SOPInstanceUID",
+        Image,
+        Uid,
+        "sop_instance_uid"
+    ),
     attr!(0x0008, 0x0016, "SOPClassUID", Image, Uid, "sop_class_uid"),
-    attr!(0x0020, 0x0013, "InstanceNumber", Image, Text, "instance_number"),
+    attr!(
+        0x0020,
+        0x0013,
+        "InstanceNumber",
+        Image,
+        Text,
+        "instance_number"
+    ),
     attr!(0x0028, 0x0010, "Rows", Image, Text, "rows"),
     attr!(0x0028, 0x0011, "Columns", Image, Text, "columns"),
-    attr!(0x0028, 0x0008, "NumberOfFrames", Image, Text, "number_of_frames"),
+    attr!(
+        0x0028,
+        0x0008,
+        "NumberOfFrames",
+        Image,
+        Text,
+        "number_of_frames"
+    ),
 ];
 
 /// Attributes computed by the index per level (PS3.4 C.6.1.1.x, "additional" keys).
@@ -138,7 +236,10 @@ pub enum Matcher {
     /// `*` any run, `?` one character (C.2.2.2.4).
     Wildcard(String),
     /// Inclusive range; an open end is `None` (C.2.2.2.5). Values are `YYYYMMDD` / `HHMMSS...`.
-    Range { from: Option<String>, to: Option<String> },
+    Range {
+        from: Option<String>,
+        to: Option<String>,
+    },
     /// Any of these UIDs (C.2.2.2.2).
     UidList(Vec<String>),
     /// PN only: case- and accent-insensitive prefix match per name component (QIDO fuzzymatching).
@@ -163,7 +264,10 @@ impl Matcher {
             AttrKind::Date | AttrKind::Time if value.contains('-') => {
                 let (from, to) = value.split_once('-').unwrap_or((value, ""));
                 let opt = |s: &str| (!s.trim().is_empty()).then(|| s.trim().to_string());
-                Matcher::Range { from: opt(from), to: opt(to) }
+                Matcher::Range {
+                    from: opt(from),
+                    to: opt(to),
+                }
             }
             AttrKind::Date | AttrKind::Time => Matcher::Single(value.to_string()),
             AttrKind::Text | AttrKind::PersonName => {
@@ -196,7 +300,12 @@ pub struct Query {
 
 impl Query {
     pub fn new(level: Level) -> Self {
-        Query { level, keys: Vec::new(), limit: None, offset: 0 }
+        Query {
+            level,
+            keys: Vec::new(),
+            limit: None,
+            offset: 0,
+        }
     }
 
     /// Add a matching key; universal matches are kept out (they constrain nothing).

@@ -8,7 +8,7 @@
 //! gives back-pressure to the peer when we write to disk slower than it sends.
 
 use super::command::{CommandError, CommandField, CommandSet, MAX_COMMAND_SET};
-use super::pdu::{Frame, Pdv, PduError, PduReader, PduWriter};
+use super::pdu::{Frame, PduError, PduReader, PduWriter, Pdv};
 use dicom_ul::pdu::{AbortRQSource, Pdu};
 use std::collections::VecDeque;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
@@ -49,7 +49,10 @@ pub struct PresentationContext {
 /// What arrives on an association.
 #[derive(Debug)]
 pub enum Event {
-    Command { context_id: u8, command: CommandSet },
+    Command {
+        context_id: u8,
+        command: CommandSet,
+    },
     /// One data set fragment; `is_last` closes the data set.
     Data(Pdv),
     ReleaseRequested,
@@ -112,12 +115,22 @@ impl Association {
     }
 
     /// First accepted context for an abstract syntax, preferring `transfer_syntax` if given.
-    pub fn context_for(&self, abstract_syntax: &str, transfer_syntax: Option<&str>) -> Option<&PresentationContext> {
-        let mut candidates = self.contexts.iter().filter(|c| c.abstract_syntax == abstract_syntax);
+    pub fn context_for(
+        &self,
+        abstract_syntax: &str,
+        transfer_syntax: Option<&str>,
+    ) -> Option<&PresentationContext> {
+        let mut candidates = self
+            .contexts
+            .iter()
+            .filter(|c| c.abstract_syntax == abstract_syntax);
         match transfer_syntax {
             Some(ts) => {
                 let all: Vec<_> = candidates.collect();
-                all.iter().find(|c| c.transfer_syntax == ts).or(all.first()).copied()
+                all.iter()
+                    .find(|c| c.transfer_syntax == ts)
+                    .or(all.first())
+                    .copied()
             }
             None => candidates.next(),
         }
@@ -189,7 +202,9 @@ impl Association {
             }
             if pdv.is_command {
                 if self.command_context.is_some_and(|c| c != pdv.context_id) {
-                    return Err(AssociationError::Protocol("command fragments on two contexts".into()));
+                    return Err(AssociationError::Protocol(
+                        "command fragments on two contexts".into(),
+                    ));
                 }
                 self.command_context = Some(pdv.context_id);
                 if self.command_buf.len() + pdv.data.len() > MAX_COMMAND_SET {
@@ -200,7 +215,10 @@ impl Association {
                     let command = CommandSet::decode(&self.command_buf);
                     self.command_buf.clear();
                     let context_id = self.command_context.take().unwrap_or(pdv.context_id);
-                    return Ok(Some(Event::Command { context_id, command: command? }));
+                    return Ok(Some(Event::Command {
+                        context_id,
+                        command: command?,
+                    }));
                 }
             } else {
                 if self.command_context.is_some() {
@@ -214,7 +232,10 @@ impl Association {
         Ok(None)
     }
 
-    fn absorb(&mut self, frame: Option<Result<Frame, PduError>>) -> Result<Option<Event>, AssociationError> {
+    fn absorb(
+        &mut self,
+        frame: Option<Result<Frame, PduError>>,
+    ) -> Result<Option<Event>, AssociationError> {
         match frame {
             None => Err(PduError::Closed.into()),
             Some(Err(e)) => Err(e.into()),
@@ -234,16 +255,24 @@ impl Association {
 
     /// Collect a whole (small) data set: identifiers and responses. Larger than `limit` is
     /// a protocol error rather than unbounded memory.
-    pub async fn receive_data_set(&mut self, context_id: u8, limit: usize) -> Result<Vec<u8>, AssociationError> {
+    pub async fn receive_data_set(
+        &mut self,
+        context_id: u8,
+        limit: usize,
+    ) -> Result<Vec<u8>, AssociationError> {
         let mut out = Vec::new();
         loop {
             match self.next_event().await? {
                 Event::Data(pdv) => {
                     if pdv.context_id != context_id {
-                        return Err(AssociationError::Protocol("data set on another context".into()));
+                        return Err(AssociationError::Protocol(
+                            "data set on another context".into(),
+                        ));
                     }
                     if out.len() + pdv.data.len() > limit {
-                        return Err(AssociationError::Protocol(format!("data set larger than {limit} bytes")));
+                        return Err(AssociationError::Protocol(format!(
+                            "data set larger than {limit} bytes"
+                        )));
                     }
                     out.extend_from_slice(&pdv.data);
                     if pdv.is_last {
@@ -267,7 +296,11 @@ impl Association {
     }
 
     /// Send a command set, in its own PDU(s).
-    pub async fn send_command(&mut self, context_id: u8, command: &CommandSet) -> Result<(), AssociationError> {
+    pub async fn send_command(
+        &mut self,
+        context_id: u8,
+        command: &CommandSet,
+    ) -> Result<(), AssociationError> {
         let bytes = command.encode();
         self.send_fragments(context_id, true, &bytes).await?;
         self.writer.flush().await?;
@@ -281,16 +314,25 @@ impl Association {
         Ok(())
     }
 
-    async fn send_fragments(&mut self, context_id: u8, is_command: bool, data: &[u8]) -> Result<(), AssociationError> {
+    async fn send_fragments(
+        &mut self,
+        context_id: u8,
+        is_command: bool,
+        data: &[u8],
+    ) -> Result<(), AssociationError> {
         let max = self.max_fragment();
         if data.is_empty() {
-            self.writer.write_pdv(context_id, is_command, true, &[]).await?;
+            self.writer
+                .write_pdv(context_id, is_command, true, &[])
+                .await?;
             return Ok(());
         }
         let mut chunks = data.chunks(max).peekable();
         while let Some(chunk) = chunks.next() {
             let last = chunks.peek().is_none();
-            self.writer.write_pdv(context_id, is_command, last, chunk).await?;
+            self.writer
+                .write_pdv(context_id, is_command, last, chunk)
+                .await?;
         }
         Ok(())
     }
@@ -316,7 +358,9 @@ impl Association {
                 .await
                 .map_err(|e| AssociationError::Pdu(PduError::Io(e)))?;
             remaining -= n as u64;
-            self.writer.write_pdv(context_id, false, remaining == 0, &buf[..n]).await?;
+            self.writer
+                .write_pdv(context_id, false, remaining == 0, &buf[..n])
+                .await?;
         }
         self.writer.flush().await?;
         Ok(())
@@ -351,7 +395,9 @@ impl Association {
     pub async fn abort(mut self) {
         let _ = self
             .writer
-            .write_pdu(&Pdu::AbortRQ { source: AbortRQSource::ServiceUser })
+            .write_pdu(&Pdu::AbortRQ {
+                source: AbortRQSource::ServiceUser,
+            })
             .await;
         self.writer.shutdown().await;
     }

@@ -201,12 +201,20 @@ impl CommandSet {
         uid(tags::REQUESTED_SOP_CLASS, &self.requested_sop_class);
         put_u16(&mut body, tags::COMMAND_FIELD, self.field as u16);
         opt_u16(&mut body, tags::MESSAGE_ID, self.message_id);
-        opt_u16(&mut body, tags::MESSAGE_ID_RESPONDED, self.message_id_responded);
+        opt_u16(
+            &mut body,
+            tags::MESSAGE_ID_RESPONDED,
+            self.message_id_responded,
+        );
         if let Some(v) = &self.move_destination {
             put_text(&mut body, tags::MOVE_DESTINATION, v, b' ');
         }
         opt_u16(&mut body, tags::PRIORITY, self.priority);
-        let ds_type = if self.has_data_set { HAS_DATA_SET } else { NO_DATA_SET };
+        let ds_type = if self.has_data_set {
+            HAS_DATA_SET
+        } else {
+            NO_DATA_SET
+        };
         put_u16(&mut body, tags::DATA_SET_TYPE, ds_type);
         opt_u16(&mut body, tags::STATUS, self.status);
         if let Some((g, e)) = self.offending_element {
@@ -216,7 +224,11 @@ impl CommandSet {
         }
         if let Some(v) = &self.error_comment {
             // LO: at most 64 characters.
-            let v: String = v.chars().filter(|c| c.is_ascii() && !c.is_control()).take(64).collect();
+            let v: String = v
+                .chars()
+                .filter(|c| c.is_ascii() && !c.is_control())
+                .take(64)
+                .collect();
             put_text(&mut body, tags::ERROR_COMMENT, &v, b' ');
         }
         opt_u16(&mut body, tags::ERROR_ID, self.error_id);
@@ -252,7 +264,9 @@ impl CommandSet {
         let mut c = CommandSet::new(CommandField::CEchoRq);
         let mut has_data_set = false;
         while pos < bytes.len() {
-            let head = bytes.get(pos..pos + 8).ok_or(CommandError::Truncated(pos))?;
+            let head = bytes
+                .get(pos..pos + 8)
+                .ok_or(CommandError::Truncated(pos))?;
             let group = u16::from_le_bytes([head[0], head[1]]);
             let element = u16::from_le_bytes([head[2], head[3]]);
             let length = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
@@ -376,13 +390,28 @@ mod tests {
 
     #[test]
     fn rejects_garbage_without_panicking() {
-        assert_eq!(CommandSet::decode(&[0, 0, 0, 1]), Err(CommandError::Truncated(0)));
+        assert_eq!(
+            CommandSet::decode(&[0, 0, 0, 1]),
+            Err(CommandError::Truncated(0))
+        );
         let mut bad = vec![0, 0, 0x00, 0x01, 0xFF, 0xFF, 0xFF, 0xFF];
-        assert!(matches!(CommandSet::decode(&bad), Err(CommandError::BadLength { .. })));
+        assert!(matches!(
+            CommandSet::decode(&bad),
+            Err(CommandError::BadLength { .. })
+        ));
         bad = vec![8, 0, 0x10, 0x00, 0, 0, 0, 0];
-        assert!(matches!(CommandSet::decode(&bad), Err(CommandError::WrongGroup { .. })));
-        assert_eq!(CommandSet::decode(&[]), Err(CommandError::MissingCommandField));
+        assert!(matches!(
+            CommandSet::decode(&bad),
+            Err(CommandError::WrongGroup { .. })
+        ));
+        assert_eq!(
+            CommandSet::decode(&[]),
+            Err(CommandError::MissingCommandField)
+        );
         let unknown = [0, 0, 0x00, 0x01, 2, 0, 0, 0, 0x34, 0x12];
-        assert_eq!(CommandSet::decode(&unknown), Err(CommandError::UnknownCommandField(0x1234)));
+        assert_eq!(
+            CommandSet::decode(&unknown),
+            Err(CommandError::UnknownCommandField(0x1234))
+        );
     }
 }

@@ -2,9 +2,9 @@
 //! syntax, and the file meta header of stored instances (PS3.10 7.1).
 
 use dicom_core::Tag;
+use dicom_encoding::TransferSyntaxIndex;
 use dicom_object::meta::FileMetaTableBuilder;
 use dicom_object::{FileMetaTable, InMemDicomObject};
-use dicom_encoding::TransferSyntaxIndex;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use std::io::Read;
 use std::path::Path;
@@ -34,7 +34,8 @@ fn syntax(ts: &str) -> Result<&'static dicom_encoding::TransferSyntax, DatasetEr
 /// Decode a data set received on a context with transfer syntax `ts`. Text is decoded with
 /// the data set's own Specific Character Set.
 pub fn decode(bytes: &[u8], ts: &str) -> Result<InMemDicomObject, DatasetError> {
-    InMemDicomObject::read_dataset_with_ts(bytes, syntax(ts)?).map_err(|e| DatasetError::Parse(e.to_string()))
+    InMemDicomObject::read_dataset_with_ts(bytes, syntax(ts)?)
+        .map_err(|e| DatasetError::Parse(e.to_string()))
 }
 
 /// Encode a data set in transfer syntax `ts`; text is encoded in the Specific Character
@@ -47,7 +48,12 @@ pub fn encode(obj: &InMemDicomObject, ts: &str) -> Result<Vec<u8>, DatasetError>
 }
 
 /// The preamble, magic code and file meta group for a received instance (PS3.10 7.1).
-pub fn file_header(sop_class: &str, sop_instance: &str, ts: &str, source_ae: &str) -> Result<Vec<u8>, DatasetError> {
+pub fn file_header(
+    sop_class: &str,
+    sop_instance: &str,
+    ts: &str,
+    source_ae: &str,
+) -> Result<Vec<u8>, DatasetError> {
     let meta = FileMetaTableBuilder::new()
         .media_storage_sop_class_uid(sop_class)
         .media_storage_sop_instance_uid(sop_instance)
@@ -59,7 +65,8 @@ pub fn file_header(sop_class: &str, sop_instance: &str, ts: &str, source_ae: &st
         .map_err(|e| DatasetError::Encode(e.to_string()))?;
     let mut out = vec![0u8; 128];
     out.extend_from_slice(b"DICM");
-    meta.write(&mut out).map_err(|e| DatasetError::Encode(e.to_string()))?;
+    meta.write(&mut out)
+        .map_err(|e| DatasetError::Encode(e.to_string()))?;
     Ok(out)
 }
 
@@ -79,18 +86,27 @@ impl FileLayout {
 
 /// Read the meta group of a Part 10 file (with preamble) without reading the data set.
 pub fn read_layout(path: &Path) -> Result<FileLayout, DatasetError> {
-    let err = |problem: String| DatasetError::File { path: path.display().to_string(), problem };
+    let err = |problem: String| DatasetError::File {
+        path: path.display().to_string(),
+        problem,
+    };
     let mut file = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
     let file_len = file.metadata().map_err(|e| err(e.to_string()))?.len();
     let mut preamble = [0u8; 128];
-    file.read_exact(&mut preamble).map_err(|e| err(format!("no preamble: {e}")))?;
-    let meta = FileMetaTable::from_reader(&mut file).map_err(|e| err(format!("no file meta group: {e}")))?;
+    file.read_exact(&mut preamble)
+        .map_err(|e| err(format!("no preamble: {e}")))?;
+    let meta = FileMetaTable::from_reader(&mut file)
+        .map_err(|e| err(format!("no file meta group: {e}")))?;
     // preamble + "DICM" + (0002,0000) UL element (12 bytes) + the rest of the group.
     let dataset_offset = 128 + 4 + 12 + u64::from(meta.information_group_length);
     if dataset_offset > file_len {
         return Err(err("file meta group longer than the file".into()));
     }
-    Ok(FileLayout { meta, dataset_offset, file_len })
+    Ok(FileLayout {
+        meta,
+        dataset_offset,
+        file_len,
+    })
 }
 
 /// Is this text representable in ISO 8859-1 (ISO_IR 100)?
@@ -106,10 +122,21 @@ mod tests {
     #[test]
     fn latin1_round_trip_keeps_diacritics() {
         let mut obj = InMemDicomObject::new_empty();
-        obj.put(DataElement::new(SPECIFIC_CHARACTER_SET, VR::CS, PrimitiveValue::from("ISO_IR 100")));
-        obj.put(DataElement::new(Tag(0x0010, 0x0010), VR::PN, PrimitiveValue::from("Müller^Zoë")));
+        obj.put(DataElement::new(
+            SPECIFIC_CHARACTER_SET,
+            VR::CS,
+            PrimitiveValue::from("ISO_IR 100"),
+        ));
+        obj.put(DataElement::new(
+            Tag(0x0010, 0x0010),
+            VR::PN,
+            PrimitiveValue::from("Müller^Zoë"),
+        ));
         let bytes = encode(&obj, "1.2.840.10008.1.2").unwrap();
-        assert!(bytes.windows(3).any(|w| w == [b'M', 0xFC, b'l']), "Latin-1 bytes expected");
+        assert!(
+            bytes.windows(3).any(|w| w == [b'M', 0xFC, b'l']),
+            "Latin-1 bytes expected"
+        );
         let back = decode(&bytes, "1.2.840.10008.1.2").unwrap();
         let name = back.element(Tag(0x0010, 0x0010)).unwrap().to_str().unwrap();
         assert_eq!(name.trim_end(), "Müller^Zoë");
@@ -119,7 +146,13 @@ mod tests {
     fn header_layout_reads_back() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.dcm");
-        let mut bytes = file_header("1.2.840.10008.5.1.4.1.1.2", "1.2.3", "1.2.840.10008.1.2.1", "AE").unwrap();
+        let mut bytes = file_header(
+            "1.2.840.10008.5.1.4.1.1.2",
+            "1.2.3",
+            "1.2.840.10008.1.2.1",
+            "AE",
+        )
+        .unwrap();
         let header_len = bytes.len() as u64;
         bytes.extend_from_slice(&[8, 0, 0x18, 0, b'U', b'I', 2, 0, b'1', 0]);
         std::fs::write(&path, &bytes).unwrap();

@@ -1,7 +1,9 @@
 //! Association establishment (PS3.8 7.1, PS3.7 Annex D): accepting an A-ASSOCIATE-RQ as the
 //! acceptor, and requesting one as the requestor.
 
-use super::association::{Association, AssociationError, BoxedReader, BoxedWriter, PresentationContext};
+use super::association::{
+    Association, AssociationError, BoxedReader, BoxedWriter, PresentationContext,
+};
 use super::pdu::{Frame, PduError, PduReader, PduWriter};
 use dicom_ul::pdu::{
     AbortRQServiceProviderReason, AbortRQSource, AssociationAC, AssociationRJ, AssociationRJResult,
@@ -29,7 +31,10 @@ pub struct LinkOptions {
 
 impl Default for LinkOptions {
     fn default() -> Self {
-        LinkOptions { max_pdu: 262_144, timeout: Duration::from_secs(60) }
+        LinkOptions {
+            max_pdu: 262_144,
+            timeout: Duration::from_secs(60),
+        }
     }
 }
 
@@ -49,11 +54,15 @@ impl Refusal {
         let (result, source) = match self {
             Refusal::CallingAeNotRecognized => (
                 AssociationRJResult::Permanent,
-                AssociationRJSource::ServiceUser(AssociationRJServiceUserReason::CallingAETitleNotRecognized),
+                AssociationRJSource::ServiceUser(
+                    AssociationRJServiceUserReason::CallingAETitleNotRecognized,
+                ),
             ),
             Refusal::CalledAeNotRecognized => (
                 AssociationRJResult::Permanent,
-                AssociationRJSource::ServiceUser(AssociationRJServiceUserReason::CalledAETitleNotRecognized),
+                AssociationRJSource::ServiceUser(
+                    AssociationRJServiceUserReason::CalledAETitleNotRecognized,
+                ),
             ),
             Refusal::LocalLimitExceeded => (
                 AssociationRJResult::Transient,
@@ -73,7 +82,10 @@ pub trait AcceptPolicy: Send + Sync {
     /// Admit or refuse the association as a whole (AE titles, peer address, limits).
     fn admit(&self, rq: &AssociationRQ) -> Result<(), Refusal>;
     /// Pick the transfer syntax for a proposed context, or say why not (PS3.8 9.3.3.2).
-    fn choose_transfer_syntax(&self, pc: &PresentationContextProposed) -> Result<String, PresentationContextResultReason>;
+    fn choose_transfer_syntax(
+        &self,
+        pc: &PresentationContextProposed,
+    ) -> Result<String, PresentationContextResultReason>;
 }
 
 fn split<S>(stream: S) -> (BoxedReader, BoxedWriter)
@@ -92,7 +104,10 @@ fn peer_max_pdu(items: &[UserVariableItem], ours: u32) -> u32 {
     // 0 means "no limit" (PS3.8 D.1); never send more than we would accept ourselves.
     match announced {
         Some(0) | None => ours,
-        Some(n) => n.clamp(dicom_ul::pdu::MINIMUM_PDU_SIZE, ours.max(dicom_ul::pdu::MINIMUM_PDU_SIZE)),
+        Some(n) => n.clamp(
+            dicom_ul::pdu::MINIMUM_PDU_SIZE,
+            ours.max(dicom_ul::pdu::MINIMUM_PDU_SIZE),
+        ),
     }
 }
 
@@ -129,9 +144,14 @@ where
         Ok(Frame::Other(Pdu::AssociationRQ(rq))) => rq,
         Ok(other) => {
             abort_provider(&mut writer, AbortRQServiceProviderReason::UnexpectedPdu).await;
-            return Err(AssociationError::Protocol(format!("expected A-ASSOCIATE-RQ, got {}", describe_frame(&other))));
+            return Err(AssociationError::Protocol(format!(
+                "expected A-ASSOCIATE-RQ, got {}",
+                describe_frame(&other)
+            )));
         }
-        Err(e @ (PduError::UnknownType(_) | PduError::TooLarge { .. } | PduError::Malformed(_))) => {
+        Err(
+            e @ (PduError::UnknownType(_) | PduError::TooLarge { .. } | PduError::Malformed(_)),
+        ) => {
             abort_provider(&mut writer, AbortRQServiceProviderReason::UnrecognizedPdu).await;
             return Err(e.into());
         }
@@ -196,7 +216,11 @@ where
     let ac = AssociationAC {
         protocol_version: 1,
         calling_ae_title: rq.calling_ae_title.clone(),
-        called_ae_title: if rq.called_ae_title.trim().is_empty() { ae_title.to_string() } else { rq.called_ae_title.clone() },
+        called_ae_title: if rq.called_ae_title.trim().is_empty() {
+            ae_title.to_string()
+        } else {
+            rq.called_ae_title.clone()
+        },
         application_context_name: APPLICATION_CONTEXT.to_string(),
         presentation_contexts: results,
         user_variables: user_items(link.max_pdu, role_replies),
@@ -250,13 +274,18 @@ where
         })
         .collect();
     if pcs.len() > 128 {
-        return Err(AssociationError::Protocol("more than 128 presentation contexts".into()));
+        return Err(AssociationError::Protocol(
+            "more than 128 presentation contexts".into(),
+        ));
     }
     let mut roles = Vec::new();
     for p in proposed.iter().filter(|p| p.we_are_scp) {
         let item = UserVariableItem::ScuScpRoleSelectionSubItem(
             p.abstract_syntax.clone(),
-            RequestorRoles { scu: false, scp: true },
+            RequestorRoles {
+                scu: false,
+                scp: true,
+            },
         );
         if !roles.contains(&item) {
             roles.push(item);
@@ -276,11 +305,17 @@ where
     let ac = match reader.read().await? {
         Frame::Other(Pdu::AssociationAC(ac)) => ac,
         Frame::Other(Pdu::AssociationRJ(rj)) => {
-            return Err(AssociationError::Rejected(format!("{:?} / {:?}", rj.result, rj.source)))
+            return Err(AssociationError::Rejected(format!(
+                "{:?} / {:?}",
+                rj.result, rj.source
+            )))
         }
         Frame::Other(Pdu::AbortRQ { .. }) => return Err(AssociationError::Aborted),
         other => {
-            return Err(AssociationError::Protocol(format!("expected A-ASSOCIATE-AC, got {}", describe_frame(&other))))
+            return Err(AssociationError::Protocol(format!(
+                "expected A-ASSOCIATE-AC, got {}",
+                describe_frame(&other)
+            )))
         }
     };
     let accepted_scp_role: Vec<String> = ac
@@ -306,7 +341,11 @@ where
         })
         .collect();
     if contexts.is_empty() {
-        let _ = writer.write_pdu(&Pdu::AbortRQ { source: AbortRQSource::ServiceUser }).await;
+        let _ = writer
+            .write_pdu(&Pdu::AbortRQ {
+                source: AbortRQSource::ServiceUser,
+            })
+            .await;
         writer.shutdown().await;
         return Err(AssociationError::NoContexts);
     }
@@ -323,7 +362,11 @@ where
 }
 
 async fn abort_provider(writer: &mut PduWriter<BoxedWriter>, reason: AbortRQServiceProviderReason) {
-    let _ = writer.write_pdu(&Pdu::AbortRQ { source: AbortRQSource::ServiceProvider(reason) }).await;
+    let _ = writer
+        .write_pdu(&Pdu::AbortRQ {
+            source: AbortRQSource::ServiceProvider(reason),
+        })
+        .await;
     writer.shutdown().await;
 }
 

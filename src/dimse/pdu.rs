@@ -99,7 +99,11 @@ pub struct PduReader<R> {
 
 impl<R: AsyncRead + Unpin> PduReader<R> {
     pub fn new(inner: R, max_pdu: u32, timeout: Duration) -> Self {
-        PduReader { inner, max_pdu, timeout }
+        PduReader {
+            inner,
+            max_pdu,
+            timeout,
+        }
     }
 
     /// Read one whole PDU. The length field is checked before any body is read, so a peer
@@ -119,7 +123,10 @@ impl<R: AsyncRead + Unpin> PduReader<R> {
             // PS3.8 9.3.5: the P-DATA body may not exceed the maximum length we announced.
             pdu_type::P_DATA_TF => self.max_pdu.saturating_add(6),
             pdu_type::ASSOCIATE_RQ | pdu_type::ASSOCIATE_AC => MAX_ASSOCIATION_PDU,
-            pdu_type::ASSOCIATE_RJ | pdu_type::RELEASE_RQ | pdu_type::RELEASE_RP | pdu_type::ABORT => 64,
+            pdu_type::ASSOCIATE_RJ
+            | pdu_type::RELEASE_RQ
+            | pdu_type::RELEASE_RP
+            | pdu_type::ABORT => 64,
             other => return Err(PduError::UnknownType(other)),
         };
         if length > limit {
@@ -235,7 +242,10 @@ mod tests {
     async fn huge_length_is_refused_before_reading() {
         let bytes: &[u8] = &[0x04, 0, 0xFF, 0xFF, 0xFF, 0xFF];
         let mut reader = PduReader::new(bytes, 16384, Duration::from_secs(1));
-        assert!(matches!(reader.read().await, Err(PduError::TooLarge { .. })));
+        assert!(matches!(
+            reader.read().await,
+            Err(PduError::TooLarge { .. })
+        ));
     }
 
     #[tokio::test(flavor = "multi_thread")]

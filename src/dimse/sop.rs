@@ -21,7 +21,9 @@ const STORAGE_ROOT: &str = "1.2.840.10008.5.1.4.1.1.";
 /// Is this a Storage SOP class we accept (PS3.4 B.5)?
 pub fn is_storage(sop_class: &str) -> bool {
     sop_class.starts_with(STORAGE_ROOT)
-        && sop_class[STORAGE_ROOT.len()..].chars().all(|c| c.is_ascii_digit() || c == '.')
+        && sop_class[STORAGE_ROOT.len()..]
+            .chars()
+            .all(|c| c.is_ascii_digit() || c == '.')
 }
 
 pub fn is_find(sop_class: &str) -> bool {
@@ -48,35 +50,37 @@ pub fn can_store_syntax(ts: &str) -> bool {
         return false;
     }
     use dicom_encoding::TransferSyntaxIndex;
-    dicom_transfer_syntax_registry::TransferSyntaxRegistry.get(ts).is_some()
+    dicom_transfer_syntax_registry::TransferSyntaxRegistry
+        .get(ts)
+        .is_some()
 }
 
 /// Common storage SOP classes proposed when we act as the C-GET SCU storage SCP.
 pub const COMMON_STORAGE: &[&str] = &[
-    "1.2.840.10008.5.1.4.1.1.2",      // CT
-    "1.2.840.10008.5.1.4.1.1.2.1",    // Enhanced CT
-    "1.2.840.10008.5.1.4.1.1.4",      // MR
-    "1.2.840.10008.5.1.4.1.1.4.1",    // Enhanced MR
-    "1.2.840.10008.5.1.4.1.1.1",      // CR
-    "1.2.840.10008.5.1.4.1.1.1.1",    // DX for presentation
-    "1.2.840.10008.5.1.4.1.1.1.1.1",  // DX for processing
-    "1.2.840.10008.5.1.4.1.1.1.2",    // MG for presentation
-    "1.2.840.10008.5.1.4.1.1.6.1",    // US
-    "1.2.840.10008.5.1.4.1.1.3.1",    // US multi-frame
-    "1.2.840.10008.5.1.4.1.1.7",      // SC
-    "1.2.840.10008.5.1.4.1.1.7.2",    // SC multi-frame byte
-    "1.2.840.10008.5.1.4.1.1.7.3",    // SC multi-frame word
-    "1.2.840.10008.5.1.4.1.1.7.4",    // SC multi-frame true colour
-    "1.2.840.10008.5.1.4.1.1.12.1",   // XA
-    "1.2.840.10008.5.1.4.1.1.20",     // NM
-    "1.2.840.10008.5.1.4.1.1.128",    // PET
-    "1.2.840.10008.5.1.4.1.1.88.11",  // Basic Text SR
-    "1.2.840.10008.5.1.4.1.1.88.22",  // Enhanced SR
-    "1.2.840.10008.5.1.4.1.1.88.33",  // Comprehensive SR
-    "1.2.840.10008.5.1.4.1.1.88.59",  // Key Object Selection
-    "1.2.840.10008.5.1.4.1.1.104.1",  // Encapsulated PDF
-    "1.2.840.10008.5.1.4.1.1.481.1",  // RT Image
-    "1.2.840.10008.5.1.4.1.1.66",     // Raw data
+    "1.2.840.10008.5.1.4.1.1.2",     // CT
+    "1.2.840.10008.5.1.4.1.1.2.1",   // Enhanced CT
+    "1.2.840.10008.5.1.4.1.1.4",     // MR
+    "1.2.840.10008.5.1.4.1.1.4.1",   // Enhanced MR
+    "1.2.840.10008.5.1.4.1.1.1",     // CR
+    "1.2.840.10008.5.1.4.1.1.1.1",   // DX for presentation
+    "1.2.840.10008.5.1.4.1.1.1.1.1", // DX for processing
+    "1.2.840.10008.5.1.4.1.1.1.2",   // MG for presentation
+    "1.2.840.10008.5.1.4.1.1.6.1",   // US
+    "1.2.840.10008.5.1.4.1.1.3.1",   // US multi-frame
+    "1.2.840.10008.5.1.4.1.1.7",     // SC
+    "1.2.840.10008.5.1.4.1.1.7.2",   // SC multi-frame byte
+    "1.2.840.10008.5.1.4.1.1.7.3",   // SC multi-frame word
+    "1.2.840.10008.5.1.4.1.1.7.4",   // SC multi-frame true colour
+    "1.2.840.10008.5.1.4.1.1.12.1",  // XA
+    "1.2.840.10008.5.1.4.1.1.20",    // NM
+    "1.2.840.10008.5.1.4.1.1.128",   // PET
+    "1.2.840.10008.5.1.4.1.1.88.11", // Basic Text SR
+    "1.2.840.10008.5.1.4.1.1.88.22", // Enhanced SR
+    "1.2.840.10008.5.1.4.1.1.88.33", // Comprehensive SR
+    "1.2.840.10008.5.1.4.1.1.88.59", // Key Object Selection
+    "1.2.840.10008.5.1.4.1.1.104.1", // Encapsulated PDF
+    "1.2.840.10008.5.1.4.1.1.481.1", // RT Image
+    "1.2.840.10008.5.1.4.1.1.66",    // Raw data
 ];
 
 #[cfg(test)]

@@ -58,44 +58,153 @@ pub struct StatusEntry {
 }
 
 const fn row(from: u16, to: u16, category: Category, meaning: &'static str) -> StatusEntry {
-    StatusEntry { from, to, category, meaning }
+    StatusEntry {
+        from,
+        to,
+        category,
+        meaning,
+    }
 }
 
 /// The general status table (PS3.7 C.1-C.5) with the C-STORE/C-FIND/C-MOVE/C-GET specifics
 /// of PS3.4 B.2.3 and C.4. First match wins, so specific rows precede ranges.
 pub static STATUS_TABLE: &[StatusEntry] = &[
     row(0x0000, 0x0000, Category::Success, "Success"),
-    row(0xFF00, 0xFF00, Category::Pending, "Pending: matches/sub-operations are continuing"),
-    row(0xFF01, 0xFF01, Category::Pending, "Pending: optional keys not supported"),
-    row(0xFE00, 0xFE00, Category::Cancel, "Cancel: terminated by C-CANCEL"),
-    row(0x0001, 0x0001, Category::Warning, "Warning: requested optional attributes not supported"),
-    row(0x0107, 0x0107, Category::Warning, "Warning: attribute list error"),
-    row(0x0116, 0x0116, Category::Warning, "Warning: attribute value out of range"),
-    row(0xB000, 0xB000, Category::Warning, "Warning: coercion of data elements / sub-operations complete with failures"),
-    row(0xB006, 0xB006, Category::Warning, "Warning: elements discarded"),
-    row(0xB007, 0xB007, Category::Warning, "Warning: data set does not match SOP class"),
+    row(
+        0xFF00,
+        0xFF00,
+        Category::Pending,
+        "Pending: matches/sub-operations are continuing",
+    ),
+    row(
+        0xFF01,
+        0xFF01,
+        Category::Pending,
+        "Pending: optional keys not supported",
+    ),
+    row(
+        0xFE00,
+        0xFE00,
+        Category::Cancel,
+        "Cancel: terminated by C-CANCEL",
+    ),
+    row(
+        0x0001,
+        0x0001,
+        Category::Warning,
+        "Warning: requested optional attributes not supported",
+    ),
+    row(
+        0x0107,
+        0x0107,
+        Category::Warning,
+        "Warning: attribute list error",
+    ),
+    row(
+        0x0116,
+        0x0116,
+        Category::Warning,
+        "Warning: attribute value out of range",
+    ),
+    row(
+        0xB000,
+        0xB000,
+        Category::Warning,
+        "Warning: coercion of data elements / sub-operations complete with failures",
+    ),
+    row(
+        0xB006,
+        0xB006,
+        Category::Warning,
+        "Warning: elements discarded",
+    ),
+    row(
+        0xB007,
+        0xB007,
+        Category::Warning,
+        "Warning: data set does not match SOP class",
+    ),
     row(0xB001, 0xBFFF, Category::Warning, "Warning"),
-    row(0x0110, 0x0110, Category::Failure, "Failure: processing failure"),
-    row(0x0122, 0x0122, Category::Failure, "Refused: SOP class not supported"),
+    row(
+        0x0110,
+        0x0110,
+        Category::Failure,
+        "Failure: processing failure",
+    ),
+    row(
+        0x0122,
+        0x0122,
+        Category::Failure,
+        "Refused: SOP class not supported",
+    ),
     row(0x0124, 0x0124, Category::Failure, "Refused: not authorized"),
-    row(0x0211, 0x0211, Category::Failure, "Failure: unrecognized operation"),
-    row(0xA700, 0xA700, Category::Failure, "Refused: out of resources"),
-    row(0xA701, 0xA701, Category::Failure, "Refused: out of resources, unable to calculate number of matches"),
-    row(0xA702, 0xA702, Category::Failure, "Refused: out of resources, unable to perform sub-operations"),
-    row(0xA801, 0xA801, Category::Failure, "Refused: move destination unknown"),
-    row(0xA900, 0xA900, Category::Failure, "Error: data set does not match SOP class"),
-    row(0xA700, 0xA7FF, Category::Failure, "Refused: out of resources"),
-    row(0xA900, 0xA9FF, Category::Failure, "Error: data set does not match SOP class"),
-    row(0xC000, 0xCFFF, Category::Failure, "Error: cannot understand"),
+    row(
+        0x0211,
+        0x0211,
+        Category::Failure,
+        "Failure: unrecognized operation",
+    ),
+    row(
+        0xA700,
+        0xA700,
+        Category::Failure,
+        "Refused: out of resources",
+    ),
+    row(
+        0xA701,
+        0xA701,
+        Category::Failure,
+        "Refused: out of resources, unable to calculate number of matches",
+    ),
+    row(
+        0xA702,
+        0xA702,
+        Category::Failure,
+        "Refused: out of resources, unable to perform sub-operations",
+    ),
+    row(
+        0xA801,
+        0xA801,
+        Category::Failure,
+        "Refused: move destination unknown",
+    ),
+    row(
+        0xA900,
+        0xA900,
+        Category::Failure,
+        "Error: data set does not match SOP class",
+    ),
+    row(
+        0xA700,
+        0xA7FF,
+        Category::Failure,
+        "Refused: out of resources",
+    ),
+    row(
+        0xA900,
+        0xA9FF,
+        Category::Failure,
+        "Error: data set does not match SOP class",
+    ),
+    row(
+        0xC000,
+        0xCFFF,
+        Category::Failure,
+        "Error: cannot understand",
+    ),
 ];
 
 pub fn lookup(status: u16) -> Option<&'static StatusEntry> {
-    STATUS_TABLE.iter().find(|e| (e.from..=e.to).contains(&status))
+    STATUS_TABLE
+        .iter()
+        .find(|e| (e.from..=e.to).contains(&status))
 }
 
 /// Category of a status; anything not in the table is a failure (PS3.7 C.4).
 pub fn category(status: u16) -> Category {
-    lookup(status).map(|e| e.category).unwrap_or(Category::Failure)
+    lookup(status)
+        .map(|e| e.category)
+        .unwrap_or(Category::Failure)
 }
 
 pub fn meaning(status: u16) -> &'static str {

@@ -9,6 +9,6 @@ pub mod blob;
 pub mod index;
 pub mod record;
 
-pub use blob::{BlobStore, BlobError, PendingBlob};
+pub use blob::{BlobError, BlobStore, PendingBlob};
 pub use index::{open_index, AuditEvent, Index, IndexError, UpsertOutcome};
 pub use record::InstanceRecord;

@@ -58,8 +58,12 @@ impl InstanceRecord {
     pub fn from_object(obj: &dicom_object::InMemDicomObject) -> InstanceRecord {
         let mut values = BTreeMap::new();
         for attr in INDEXED_ATTRS {
-            let Ok(element) = obj.element(attr.tag) else { continue };
-            let Ok(parts) = element.value().to_multi_str() else { continue };
+            let Ok(element) = obj.element(attr.tag) else {
+                continue;
+            };
+            let Ok(parts) = element.value().to_multi_str() else {
+                continue;
+            };
             let joined = parts
                 .iter()
                 .map(|s| s.trim_matches(|c: char| c == ' ' || c == '\0'))
@@ -69,6 +73,9 @@ impl InstanceRecord {
                 values.insert(attr.tag, joined);
             }
         }
-        InstanceRecord { values, ..Default::default() }
+        InstanceRecord {
+            values,
+            ..Default::default()
+        }
     }
 }

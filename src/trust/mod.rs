@@ -73,17 +73,26 @@ impl Trust {
     pub fn new(config: &Config, index: Arc<dyn Index>) -> Self {
         Trust {
             allow_unknown_callers: config.dimse.allow_unknown_callers,
-            known_aes: config.dimse.peers.iter().map(|p| p.ae_title.clone()).collect(),
+            known_aes: config
+                .dimse
+                .peers
+                .iter()
+                .map(|p| p.ae_title.clone())
+                .collect(),
             index,
         }
     }
 
     /// May this caller open an association at all?
     pub fn admit(&self, caller: &Caller) -> Decision {
-        if self.allow_unknown_callers || self.known_aes.iter().any(|a| a == caller.ae_title.trim()) {
+        if self.allow_unknown_callers || self.known_aes.iter().any(|a| a == caller.ae_title.trim())
+        {
             Decision::Permit
         } else {
-            Decision::Deny(format!("calling AE {:?} is not a known peer", caller.ae_title))
+            Decision::Deny(format!(
+                "calling AE {:?} is not a known peer",
+                caller.ae_title
+            ))
         }
     }
 

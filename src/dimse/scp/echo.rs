@@ -13,10 +13,27 @@ pub async fn handle(
     rq: &CommandSet,
     caller: &Caller,
 ) -> Result<(), AssociationError> {
-    let status = if ctx.trust.decide(caller, Operation::Echo).is_permit() { code::SUCCESS } else { code::NOT_AUTHORIZED };
+    let status = if ctx.trust.decide(caller, Operation::Echo).is_permit() {
+        code::SUCCESS
+    } else {
+        code::NOT_AUTHORIZED
+    };
     let rsp = CommandSet::response_to(rq, CommandField::CEchoRsp, status);
     assoc.send_command(context_id, &rsp).await?;
-    let result = if status == code::SUCCESS { "success" } else { "refused" };
-    ctx.trust.audit(caller, Operation::Echo, Outcome { result: result.into(), ..Default::default() }).await;
+    let result = if status == code::SUCCESS {
+        "success"
+    } else {
+        "refused"
+    };
+    ctx.trust
+        .audit(
+            caller,
+            Operation::Echo,
+            Outcome {
+                result: result.into(),
+                ..Default::default()
+            },
+        )
+        .await;
     Ok(())
 }

@@ -35,10 +35,20 @@ pub fn parse_identifier(obj: &InMemDicomObject, model: &str) -> Result<FindReque
         .ok()
         .and_then(|e| e.to_str().ok())
         .and_then(|s| Level::from_code(&s))
-        .ok_or((code::IDENTIFIER_MISMATCH, "missing or invalid Query/Retrieve Level".to_string()))?;
+        .ok_or((
+            code::IDENTIFIER_MISMATCH,
+            "missing or invalid Query/Retrieve Level".to_string(),
+        ))?;
     // PS3.4 C.6.2: the Study Root model has no PATIENT level.
-    if level == Level::Patient && (model == sop::STUDY_ROOT_FIND || model == sop::STUDY_ROOT_MOVE || model == sop::STUDY_ROOT_GET) {
-        return Err((code::IDENTIFIER_MISMATCH, "PATIENT level is not in the Study Root model".into()));
+    if level == Level::Patient
+        && (model == sop::STUDY_ROOT_FIND
+            || model == sop::STUDY_ROOT_MOVE
+            || model == sop::STUDY_ROOT_GET)
+    {
+        return Err((
+            code::IDENTIFIER_MISMATCH,
+            "PATIENT level is not in the Study Root model".into(),
+        ));
     }
     let charset = obj
         .element(SPECIFIC_CHARACTER_SET)
@@ -69,7 +79,12 @@ pub fn parse_identifier(obj: &InMemDicomObject, model: &str) -> Result<FindReque
             query = query.with_key(attr, Matcher::parse(attr.kind, &value));
         }
     }
-    Ok(FindRequest { query, return_keys, modalities, charset })
+    Ok(FindRequest {
+        query,
+        return_keys,
+        modalities,
+        charset,
+    })
 }
 
 /// The response identifier for one match, in the requester's character set where it can
@@ -92,9 +107,17 @@ pub fn response_identifier(req: &FindRequest, m: &Match) -> InMemDicomObject {
     };
     let mut obj = InMemDicomObject::new_empty();
     if let Some(cs) = charset {
-        obj.put(DataElement::new(SPECIFIC_CHARACTER_SET, VR::CS, PrimitiveValue::from(cs)));
+        obj.put(DataElement::new(
+            SPECIFIC_CHARACTER_SET,
+            VR::CS,
+            PrimitiveValue::from(cs),
+        ));
     }
-    obj.put(DataElement::new(QUERY_RETRIEVE_LEVEL, VR::CS, PrimitiveValue::from(req.query.level.code())));
+    obj.put(DataElement::new(
+        QUERY_RETRIEVE_LEVEL,
+        VR::CS,
+        PrimitiveValue::from(req.query.level.code()),
+    ));
     for (tag, vr, value) in values {
         obj.put(DataElement::new(tag, vr, typed_value(vr, &value)));
     }
@@ -116,8 +139,13 @@ fn typed_value(vr: VR, value: &str) -> PrimitiveValue {
 }
 
 fn modality_filter(modalities: &Option<Vec<String>>, m: &Match) -> bool {
-    let Some(wanted) = modalities else { return true };
-    let have = m.get(&computed::MODALITIES_IN_STUDY).map(String::as_str).unwrap_or("");
+    let Some(wanted) = modalities else {
+        return true;
+    };
+    let have = m
+        .get(&computed::MODALITIES_IN_STUDY)
+        .map(String::as_str)
+        .unwrap_or("");
     have.split('\\').any(|h| wanted.iter().any(|w| w == h))
 }
 
@@ -128,7 +156,10 @@ pub async fn handle(
     rq: &CommandSet,
     caller: &Caller,
 ) -> Result<(), AssociationError> {
-    let pc = assoc.context(context_id).cloned().ok_or_else(|| AssociationError::Protocol("no such context".into()))?;
+    let pc = assoc
+        .context(context_id)
+        .cloned()
+        .ok_or_else(|| AssociationError::Protocol("no such context".into()))?;
     let message_id = rq.message_id.unwrap_or(0);
     let final_rsp = |status: u16, comment: Option<String>| {
         let mut rsp = CommandSet::response_to(rq, CommandField::CFindRsp, status);
@@ -136,7 +167,12 @@ pub async fn handle(
         rsp
     };
     if !rq.has_data_set {
-        return assoc.send_command(context_id, &final_rsp(code::CANNOT_UNDERSTAND, Some("no identifier".into()))).await;
+        return assoc
+            .send_command(
+                context_id,
+                &final_rsp(code::CANNOT_UNDERSTAND, Some("no identifier".into())),
+            )
+            .await;
     }
     let bytes = assoc.receive_data_set(context_id, MAX_IDENTIFIER).await?;
     let request = match dataset::decode(&bytes, &pc.transfer_syntax)
@@ -144,24 +180,47 @@ pub async fn handle(
         .and_then(|obj| parse_identifier(&obj, &pc.abstract_syntax))
     {
         Ok(r) => r,
-        Err((status, comment)) => return assoc.send_command(context_id, &final_rsp(status, Some(comment))).await,
+        Err((status, comment)) => {
+            return assoc
+                .send_command(context_id, &final_rsp(status, Some(comment)))
+                .await
+        }
     };
     if !ctx.trust.decide(caller, Operation::Find).is_permit() {
-        ctx.trust.audit(caller, Operation::Find, Outcome { result: "refused".into(), ..Default::default() }).await;
-        return assoc.send_command(context_id, &final_rsp(code::NOT_AUTHORIZED, None)).await;
+        ctx.trust
+            .audit(
+                caller,
+                Operation::Find,
+                Outcome {
+                    result: "refused".into(),
+                    ..Default::default()
+                },
+            )
+            .await;
+        return assoc
+            .send_command(context_id, &final_rsp(code::NOT_AUTHORIZED, None))
+            .await;
     }
     let matches = match ctx.index.find(&request.query).await {
         Ok(m) => m,
         Err(e) => {
             tracing::error!(error = %e, "C-FIND index query failed");
-            return assoc.send_command(context_id, &final_rsp(code::OUT_OF_RESOURCES, Some("index unavailable".into()))).await;
+            return assoc
+                .send_command(
+                    context_id,
+                    &final_rsp(code::OUT_OF_RESOURCES, Some("index unavailable".into())),
+                )
+                .await;
         }
     };
     let mut patients = BTreeSet::new();
     let mut studies = BTreeSet::new();
     let mut sent = 0u32;
     let mut cancelled = false;
-    for m in matches.iter().filter(|m| modality_filter(&request.modalities, m)) {
+    for m in matches
+        .iter()
+        .filter(|m| modality_filter(&request.modalities, m))
+    {
         if assoc.cancel_requested(message_id)? {
             cancelled = true;
             break;
@@ -174,7 +233,8 @@ pub async fn handle(
                 continue;
             }
         };
-        let pending = CommandSet::response_to(rq, CommandField::CFindRsp, code::PENDING).with_data_set(true);
+        let pending =
+            CommandSet::response_to(rq, CommandField::CFindRsp, code::PENDING).with_data_set(true);
         assoc.send_command(context_id, &pending).await?;
         assoc.send_data(context_id, &data).await?;
         sent += 1;
@@ -185,13 +245,23 @@ pub async fn handle(
             studies.insert(s.clone());
         }
     }
-    let status = if cancelled { code::CANCEL } else { code::SUCCESS };
-    assoc.send_command(context_id, &final_rsp(status, None)).await?;
+    let status = if cancelled {
+        code::CANCEL
+    } else {
+        code::SUCCESS
+    };
+    assoc
+        .send_command(context_id, &final_rsp(status, None))
+        .await?;
     let outcome = Outcome {
         patient_ids: patients.into_iter().collect(),
         study_uids: studies.into_iter().collect(),
         result: if cancelled { "cancelled" } else { "success" }.into(),
-        detail: format!("{} level, {} matches returned", request.query.level.code(), sent),
+        detail: format!(
+            "{} level, {} matches returned",
+            request.query.level.code(),
+            sent
+        ),
     };
     ctx.trust.audit(caller, Operation::Find, outcome).await;
     Ok(())

@@ -19,32 +19,59 @@ pub async fn handle(
     rq: &CommandSet,
     caller: &Caller,
 ) -> Result<(), AssociationError> {
-    let pc = assoc.context(context_id).cloned().ok_or_else(|| AssociationError::Protocol("no such context".into()))?;
+    let pc = assoc
+        .context(context_id)
+        .cloned()
+        .ok_or_else(|| AssociationError::Protocol("no such context".into()))?;
     let fail = |status: u16, comment: &str| {
         let mut rsp = CommandSet::response_to(rq, CommandField::CGetRsp, status);
         rsp.error_comment = Some(comment.to_string());
         rsp
     };
     if !rq.has_data_set {
-        return assoc.send_command(context_id, &fail(code::CANNOT_UNDERSTAND, "no identifier")).await;
+        return assoc
+            .send_command(context_id, &fail(code::CANNOT_UNDERSTAND, "no identifier"))
+            .await;
     }
-    let bytes = assoc.receive_data_set(context_id, super::find::MAX_IDENTIFIER).await?;
+    let bytes = assoc
+        .receive_data_set(context_id, super::find::MAX_IDENTIFIER)
+        .await?;
     let selection = match dataset::decode(&bytes, &pc.transfer_syntax)
         .map_err(|e| (code::CANNOT_UNDERSTAND, e.to_string()))
         .and_then(|obj| selection_from(&obj))
     {
         Ok(s) => s,
-        Err((status, comment)) => return assoc.send_command(context_id, &fail(status, &comment)).await,
+        Err((status, comment)) => {
+            return assoc
+                .send_command(context_id, &fail(status, &comment))
+                .await
+        }
     };
     if !ctx.trust.decide(caller, Operation::Get).is_permit() {
-        ctx.trust.audit(caller, Operation::Get, Outcome { result: "refused".into(), ..Default::default() }).await;
-        return assoc.send_command(context_id, &fail(code::NOT_AUTHORIZED, "not authorized")).await;
+        ctx.trust
+            .audit(
+                caller,
+                Operation::Get,
+                Outcome {
+                    result: "refused".into(),
+                    ..Default::default()
+                },
+            )
+            .await;
+        return assoc
+            .send_command(context_id, &fail(code::NOT_AUTHORIZED, "not authorized"))
+            .await;
     }
     let instances = match ctx.index.locate(&selection).await {
         Ok(i) => i,
         Err(e) => {
             tracing::error!(error = %e, "C-GET index lookup failed");
-            return assoc.send_command(context_id, &fail(code::OUT_OF_RESOURCES_MATCHES, "index unavailable")).await;
+            return assoc
+                .send_command(
+                    context_id,
+                    &fail(code::OUT_OF_RESOURCES_MATCHES, "index unavailable"),
+                )
+                .await;
         }
     };
     let message_id = rq.message_id.unwrap_or(0);
@@ -68,20 +95,36 @@ pub async fn handle(
             }
         }
         if counts.remaining > 0 && !cancelled {
-            assoc.send_command(context_id, &counts.pending(rq, CommandField::CGetRsp)).await?;
+            assoc
+                .send_command(context_id, &counts.pending(rq, CommandField::CGetRsp))
+                .await?;
         }
     }
     let (rsp, data) = counts.final_response(rq, CommandField::CGetRsp, cancelled);
     assoc.send_command(context_id, &rsp).await?;
     if let Some(obj) = data {
-        let bytes = dataset::encode(&obj, &pc.transfer_syntax).map_err(|e| AssociationError::Protocol(e.to_string()))?;
+        let bytes = dataset::encode(&obj, &pc.transfer_syntax)
+            .map_err(|e| AssociationError::Protocol(e.to_string()))?;
         assoc.send_data(context_id, &bytes).await?;
     }
     let outcome = Outcome {
-        patient_ids: instances.iter().map(|i| i.patient_id.clone()).collect::<BTreeSet<_>>().into_iter().collect(),
-        study_uids: instances.iter().map(|i| i.study_instance_uid.clone()).collect::<BTreeSet<_>>().into_iter().collect(),
+        patient_ids: instances
+            .iter()
+            .map(|i| i.patient_id.clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect(),
+        study_uids: instances
+            .iter()
+            .map(|i| i.study_instance_uid.clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect(),
         result: outcome_word(&counts, cancelled).into(),
-        detail: format!("{} completed, {} failed, {} warning", counts.completed, counts.failed, counts.warning),
+        detail: format!(
+            "{} completed, {} failed, {} warning",
+            counts.completed, counts.failed, counts.warning
+        ),
     };
     ctx.trust.audit(caller, Operation::Get, outcome).await;
     Ok(())

@@ -40,17 +40,32 @@ pub struct ScpContext {
 }
 
 impl ScpContext {
-    pub fn new(config: Arc<Config>, index: Arc<dyn Index>, blobs: BlobStore, trust: Arc<Trust>) -> Self {
+    pub fn new(
+        config: Arc<Config>,
+        index: Arc<dyn Index>,
+        blobs: BlobStore,
+        trust: Arc<Trust>,
+    ) -> Self {
         let link = LinkOptions {
             max_pdu: config.dimse.max_pdu,
             timeout: Duration::from_secs(config.dimse.timeout_secs),
         };
-        ScpContext { config, index, blobs, trust, link }
+        ScpContext {
+            config,
+            index,
+            blobs,
+            trust,
+            link,
+        }
     }
 }
 
 /// Serve DIMSE on `listener` until `shutdown` completes, then finish in-flight associations.
-pub async fn serve(listener: TcpListener, ctx: Arc<ScpContext>, shutdown: impl Future<Output = ()>) {
+pub async fn serve(
+    listener: TcpListener,
+    ctx: Arc<ScpContext>,
+    shutdown: impl Future<Output = ()>,
+) {
     let permits = Arc::new(Semaphore::new(ctx.config.dimse.max_associations));
     let mut tasks = JoinSet::new();
     tokio::pin!(shutdown);
@@ -85,7 +100,10 @@ pub async fn serve(listener: TcpListener, ctx: Arc<ScpContext>, shutdown: impl F
         }
     }
     drop(listener);
-    tracing::info!(in_flight = tasks.len(), "DIMSE listener closed; waiting for associations in flight");
+    tracing::info!(
+        in_flight = tasks.len(),
+        "DIMSE listener closed; waiting for associations in flight"
+    );
     while tasks.join_next().await.is_some() {}
 }
 
@@ -95,14 +113,27 @@ impl AcceptPolicy for Busy {
     fn admit(&self, _rq: &AssociationRQ) -> Result<(), Refusal> {
         Err(Refusal::LocalLimitExceeded)
     }
-    fn choose_transfer_syntax(&self, _pc: &PresentationContextProposed) -> Result<String, PresentationContextResultReason> {
+    fn choose_transfer_syntax(
+        &self,
+        _pc: &PresentationContextProposed,
+    ) -> Result<String, PresentationContextResultReason> {
         Err(PresentationContextResultReason::NoReason)
     }
 }
 
 async fn refuse_busy(socket: TcpStream, peer: String, ctx: Arc<ScpContext>) {
-    let link = LinkOptions { timeout: Duration::from_secs(5), ..ctx.link.clone() };
-    let _ = accept(socket, peer.clone(), &ctx.config.dimse.ae_title, &link, &Busy).await;
+    let link = LinkOptions {
+        timeout: Duration::from_secs(5),
+        ..ctx.link.clone()
+    };
+    let _ = accept(
+        socket,
+        peer.clone(),
+        &ctx.config.dimse.ae_title,
+        &link,
+        &Busy,
+    )
+    .await;
     tracing::warn!(%peer, "association refused: limit of {} reached", ctx.config.dimse.max_associations);
 }
 
@@ -119,16 +150,26 @@ impl AcceptPolicy for Policy<'_> {
         if self.ctx.config.dimse.check_called_ae && rq.called_ae_title.trim() != ours {
             return Err(Refusal::CalledAeNotRecognized);
         }
-        let caller = Caller { ae_title: rq.calling_ae_title.trim().to_string(), address: self.peer.to_string() };
+        let caller = Caller {
+            ae_title: rq.calling_ae_title.trim().to_string(),
+            address: self.peer.to_string(),
+        };
         if !self.ctx.trust.admit(&caller).is_permit() {
             return Err(Refusal::CallingAeNotRecognized);
         }
         Ok(())
     }
 
-    fn choose_transfer_syntax(&self, pc: &PresentationContextProposed) -> Result<String, PresentationContextResultReason> {
+    fn choose_transfer_syntax(
+        &self,
+        pc: &PresentationContextProposed,
+    ) -> Result<String, PresentationContextResultReason> {
         let abs = pc.abstract_syntax.as_str();
-        let accept_ts: fn(&str) -> bool = if abs == sop::VERIFICATION || sop::is_find(abs) || sop::is_move(abs) || sop::is_get(abs) {
+        let accept_ts: fn(&str) -> bool = if abs == sop::VERIFICATION
+            || sop::is_find(abs)
+            || sop::is_move(abs)
+            || sop::is_get(abs)
+        {
             sop::is_native_le
         } else if sop::is_storage(abs) {
             sop::can_store_syntax
@@ -146,15 +187,29 @@ impl AcceptPolicy for Policy<'_> {
 }
 
 async fn handle_connection(socket: TcpStream, peer: String, ctx: Arc<ScpContext>) {
-    let policy = Policy { ctx: &ctx, peer: &peer };
-    let mut assoc = match accept(socket, peer.clone(), &ctx.config.dimse.ae_title, &ctx.link, &policy).await {
+    let policy = Policy {
+        ctx: &ctx,
+        peer: &peer,
+    };
+    let mut assoc = match accept(
+        socket,
+        peer.clone(),
+        &ctx.config.dimse.ae_title,
+        &ctx.link,
+        &policy,
+    )
+    .await
+    {
         Ok(a) => a,
         Err(e) => {
             tracing::info!(%peer, error = %e, "association not established");
             return;
         }
     };
-    let caller = Caller { ae_title: assoc.calling_ae.clone(), address: peer.clone() };
+    let caller = Caller {
+        ae_title: assoc.calling_ae.clone(),
+        address: peer.clone(),
+    };
     tracing::debug!(%peer, calling = %caller.ae_title, contexts = assoc.contexts.len(), "association accepted");
     let mut tally = StoreTally::default();
     let ending = serve_association(&ctx, &mut assoc, &caller, &mut tally).await;
@@ -182,22 +237,44 @@ async fn serve_association(
 ) -> Result<Ending, AssociationError> {
     loop {
         match assoc.next_event().await? {
-            Event::Command { context_id, command } => match command.field {
-                CommandField::CEchoRq => echo::handle(ctx, assoc, context_id, &command, caller).await?,
-                CommandField::CStoreRq => store::handle(ctx, assoc, context_id, &command, caller, tally).await?,
-                CommandField::CFindRq => find::handle(ctx, assoc, context_id, &command, caller).await?,
-                CommandField::CMoveRq => move_::handle(ctx, assoc, context_id, &command, caller).await?,
-                CommandField::CGetRq => get::handle(ctx, assoc, context_id, &command, caller).await?,
+            Event::Command {
+                context_id,
+                command,
+            } => match command.field {
+                CommandField::CEchoRq => {
+                    echo::handle(ctx, assoc, context_id, &command, caller).await?
+                }
+                CommandField::CStoreRq => {
+                    store::handle(ctx, assoc, context_id, &command, caller, tally).await?
+                }
+                CommandField::CFindRq => {
+                    find::handle(ctx, assoc, context_id, &command, caller).await?
+                }
+                CommandField::CMoveRq => {
+                    move_::handle(ctx, assoc, context_id, &command, caller).await?
+                }
+                CommandField::CGetRq => {
+                    get::handle(ctx, assoc, context_id, &command, caller).await?
+                }
                 // A cancel that arrives after its operation finished is ignored (PS3.7 9.3.2.3).
                 CommandField::CCancelRq => {}
                 other => {
-                    return Err(AssociationError::Protocol(format!("unexpected {} from requestor", other.name())))
+                    return Err(AssociationError::Protocol(format!(
+                        "unexpected {} from requestor",
+                        other.name()
+                    )))
                 }
             },
             Event::ReleaseRequested => return Ok(Ending::Released),
             Event::Aborted => return Ok(Ending::Aborted),
-            Event::Data(_) => return Err(AssociationError::Protocol("data set without a command".into())),
-            Event::ReleaseReplied => return Err(AssociationError::Protocol("unexpected A-RELEASE-RP".into())),
+            Event::Data(_) => {
+                return Err(AssociationError::Protocol(
+                    "data set without a command".into(),
+                ))
+            }
+            Event::ReleaseReplied => {
+                return Err(AssociationError::Protocol("unexpected A-RELEASE-RP".into()))
+            }
         }
     }
 }

@@ -6,7 +6,7 @@ use super::retrieve::{selection_from, SubOps};
 use super::ScpContext;
 use crate::dimse::command::{CommandField, CommandSet};
 use crate::dimse::dataset;
-use crate::dimse::scu::{self, send_stored, SendError, ScuOptions};
+use crate::dimse::scu::{self, send_stored, ScuOptions, SendError};
 use crate::dimse::status::code;
 use crate::dimse::{Association, AssociationError};
 use crate::trust::{Caller, Operation, Outcome};
@@ -19,53 +19,105 @@ pub async fn handle(
     rq: &CommandSet,
     caller: &Caller,
 ) -> Result<(), AssociationError> {
-    let pc = assoc.context(context_id).cloned().ok_or_else(|| AssociationError::Protocol("no such context".into()))?;
+    let pc = assoc
+        .context(context_id)
+        .cloned()
+        .ok_or_else(|| AssociationError::Protocol("no such context".into()))?;
     let fail = |status: u16, comment: &str| {
         let mut rsp = CommandSet::response_to(rq, CommandField::CMoveRsp, status);
         rsp.error_comment = Some(comment.to_string());
         rsp
     };
     if !rq.has_data_set {
-        return assoc.send_command(context_id, &fail(code::CANNOT_UNDERSTAND, "no identifier")).await;
+        return assoc
+            .send_command(context_id, &fail(code::CANNOT_UNDERSTAND, "no identifier"))
+            .await;
     }
-    let bytes = assoc.receive_data_set(context_id, super::find::MAX_IDENTIFIER).await?;
+    let bytes = assoc
+        .receive_data_set(context_id, super::find::MAX_IDENTIFIER)
+        .await?;
     let selection = match dataset::decode(&bytes, &pc.transfer_syntax)
         .map_err(|e| (code::CANNOT_UNDERSTAND, e.to_string()))
         .and_then(|obj| selection_from(&obj))
     {
         Ok(s) => s,
-        Err((status, comment)) => return assoc.send_command(context_id, &fail(status, &comment)).await,
+        Err((status, comment)) => {
+            return assoc
+                .send_command(context_id, &fail(status, &comment))
+                .await
+        }
     };
     let destination = rq.move_destination.clone().unwrap_or_default();
     // PS3.4 C.4.2.1.5: A801 when the destination is not a known AE.
     let Some(peer) = ctx.config.peer(&destination).cloned() else {
         ctx.trust
-            .audit(caller, Operation::Move, Outcome { result: "failure".into(), detail: format!("unknown destination {destination:?}"), ..Default::default() })
+            .audit(
+                caller,
+                Operation::Move,
+                Outcome {
+                    result: "failure".into(),
+                    detail: format!("unknown destination {destination:?}"),
+                    ..Default::default()
+                },
+            )
             .await;
-        return assoc.send_command(context_id, &fail(code::MOVE_DESTINATION_UNKNOWN, "move destination unknown")).await;
+        return assoc
+            .send_command(
+                context_id,
+                &fail(code::MOVE_DESTINATION_UNKNOWN, "move destination unknown"),
+            )
+            .await;
     };
     if !ctx.trust.decide(caller, Operation::Move).is_permit() {
-        ctx.trust.audit(caller, Operation::Move, Outcome { result: "refused".into(), ..Default::default() }).await;
-        return assoc.send_command(context_id, &fail(code::NOT_AUTHORIZED, "not authorized")).await;
+        ctx.trust
+            .audit(
+                caller,
+                Operation::Move,
+                Outcome {
+                    result: "refused".into(),
+                    ..Default::default()
+                },
+            )
+            .await;
+        return assoc
+            .send_command(context_id, &fail(code::NOT_AUTHORIZED, "not authorized"))
+            .await;
     }
     let instances = match ctx.index.locate(&selection).await {
         Ok(i) => i,
         Err(e) => {
             tracing::error!(error = %e, "C-MOVE index lookup failed");
-            return assoc.send_command(context_id, &fail(code::OUT_OF_RESOURCES_MATCHES, "index unavailable")).await;
+            return assoc
+                .send_command(
+                    context_id,
+                    &fail(code::OUT_OF_RESOURCES_MATCHES, "index unavailable"),
+                )
+                .await;
         }
     };
     let mut counts = SubOps::new(instances.len());
     let mut cancelled = false;
     let message_id = rq.message_id.unwrap_or(0);
     if !instances.is_empty() {
-        let mut opts = ScuOptions::new(&peer.host, peer.port, &ctx.config.dimse.ae_title, &peer.ae_title);
+        let mut opts = ScuOptions::new(
+            &peer.host,
+            peer.port,
+            &ctx.config.dimse.ae_title,
+            &peer.ae_title,
+        );
         opts.link = ctx.link.clone();
-        let contexts = scu::send::propose_for(instances.iter().map(|i| (i.sop_class_uid.clone(), i.transfer_syntax_uid.clone())));
+        let contexts = scu::send::propose_for(
+            instances
+                .iter()
+                .map(|i| (i.sop_class_uid.clone(), i.transfer_syntax_uid.clone())),
+        );
         match scu::connect(&opts, &contexts).await {
             Err(e) => {
                 tracing::warn!(destination, error = %e, "cannot open association to move destination");
-                let uids: Vec<String> = instances.iter().map(|i| i.sop_instance_uid.clone()).collect();
+                let uids: Vec<String> = instances
+                    .iter()
+                    .map(|i| i.sop_instance_uid.clone())
+                    .collect();
                 counts.fail_remaining(&uids);
             }
             Ok(mut sub) => {
@@ -80,7 +132,10 @@ pub async fn handle(
                         Ok(sent) => counts.record(&instance.sop_instance_uid, Some(sent.status)),
                         Err(SendError::Association(e)) => {
                             tracing::warn!(destination, error = %e, "move destination association lost");
-                            let rest: Vec<String> = instances[n..].iter().map(|i| i.sop_instance_uid.clone()).collect();
+                            let rest: Vec<String> = instances[n..]
+                                .iter()
+                                .map(|i| i.sop_instance_uid.clone())
+                                .collect();
                             counts.fail_remaining(&rest);
                             lost = true;
                             break;
@@ -91,7 +146,9 @@ pub async fn handle(
                         }
                     }
                     if counts.remaining > 0 {
-                        assoc.send_command(context_id, &counts.pending(rq, CommandField::CMoveRsp)).await?;
+                        assoc
+                            .send_command(context_id, &counts.pending(rq, CommandField::CMoveRsp))
+                            .await?;
                     }
                 }
                 if !lost {
@@ -103,14 +160,28 @@ pub async fn handle(
     let (rsp, data) = counts.final_response(rq, CommandField::CMoveRsp, cancelled);
     assoc.send_command(context_id, &rsp).await?;
     if let Some(obj) = data {
-        let bytes = dataset::encode(&obj, &pc.transfer_syntax).map_err(|e| AssociationError::Protocol(e.to_string()))?;
+        let bytes = dataset::encode(&obj, &pc.transfer_syntax)
+            .map_err(|e| AssociationError::Protocol(e.to_string()))?;
         assoc.send_data(context_id, &bytes).await?;
     }
     let outcome = Outcome {
-        patient_ids: instances.iter().map(|i| i.patient_id.clone()).collect::<BTreeSet<_>>().into_iter().collect(),
-        study_uids: instances.iter().map(|i| i.study_instance_uid.clone()).collect::<BTreeSet<_>>().into_iter().collect(),
+        patient_ids: instances
+            .iter()
+            .map(|i| i.patient_id.clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect(),
+        study_uids: instances
+            .iter()
+            .map(|i| i.study_instance_uid.clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect(),
         result: outcome_word(&counts, cancelled).into(),
-        detail: format!("to {destination}: {} completed, {} failed, {} warning", counts.completed, counts.failed, counts.warning),
+        detail: format!(
+            "to {destination}: {} completed, {} failed, {} warning",
+            counts.completed, counts.failed, counts.warning
+        ),
     };
     ctx.trust.audit(caller, Operation::Move, outcome).await;
     Ok(())

@@ -26,7 +26,10 @@ pub fn selection_from(obj: &InMemDicomObject) -> Result<Selection, (u16, String)
             .unwrap_or_default()
     };
     if obj.element(QUERY_RETRIEVE_LEVEL).is_err() {
-        return Err((code::IDENTIFIER_MISMATCH, "missing Query/Retrieve Level".into()));
+        return Err((
+            code::IDENTIFIER_MISMATCH,
+            "missing Query/Retrieve Level".into(),
+        ));
     }
     let selection = Selection {
         patient_ids: list(Tag(0x0010, 0x0020)),
@@ -35,7 +38,10 @@ pub fn selection_from(obj: &InMemDicomObject) -> Result<Selection, (u16, String)
         sop_instance_uids: list(Tag(0x0008, 0x0018)),
     };
     if selection.is_empty() {
-        return Err((code::IDENTIFIER_MISMATCH, "identifier has no unique key".into()));
+        return Err((
+            code::IDENTIFIER_MISMATCH,
+            "identifier has no unique key".into(),
+        ));
     }
     Ok(selection)
 }
@@ -52,7 +58,10 @@ pub struct SubOps {
 
 impl SubOps {
     pub fn new(total: usize) -> Self {
-        SubOps { remaining: total.min(u16::MAX as usize) as u16, ..Default::default() }
+        SubOps {
+            remaining: total.min(u16::MAX as usize) as u16,
+            ..Default::default()
+        }
     }
 
     pub fn record(&mut self, sop_uid: &str, status: Option<u16>) {
@@ -85,7 +94,12 @@ impl SubOps {
 
     /// The final response (PS3.4 C.4.2.1.5): success, warning B000 when some failed,
     /// A702 when all failed, FE00 when cancelled; with the failed UID list as data set.
-    pub fn final_response(&self, rq: &CommandSet, field: CommandField, cancelled: bool) -> (CommandSet, Option<InMemDicomObject>) {
+    pub fn final_response(
+        &self,
+        rq: &CommandSet,
+        field: CommandField,
+        cancelled: bool,
+    ) -> (CommandSet, Option<InMemDicomObject>) {
         let status = if cancelled {
             code::CANCEL
         } else if self.failed == 0 && self.warning == 0 {

@@ -62,7 +62,9 @@ pub async fn handle(
         Ok((status, record)) => {
             tally.stored += 1;
             tally.patient_ids.insert(record.patient_id().to_string());
-            tally.study_uids.insert(record.study_instance_uid().to_string());
+            tally
+                .study_uids
+                .insert(record.study_instance_uid().to_string());
             rsp = CommandSet::response_to(rq, CommandField::CStoreRsp, status);
         }
         Err(Failure(status, comment)) => {
@@ -85,21 +87,38 @@ async fn store(
     caller: &Caller,
 ) -> Result<Result<(u16, InstanceRecord), Failure>, AssociationError> {
     if !rq.has_data_set {
-        return Ok(Err(Failure(code::CANNOT_UNDERSTAND, "C-STORE-RQ without a data set".into())));
+        return Ok(Err(Failure(
+            code::CANNOT_UNDERSTAND,
+            "C-STORE-RQ without a data set".into(),
+        )));
     }
-    let pc = assoc.context(context_id).cloned().ok_or_else(|| AssociationError::Protocol("no such context".into()))?;
+    let pc = assoc
+        .context(context_id)
+        .cloned()
+        .ok_or_else(|| AssociationError::Protocol("no such context".into()))?;
     let sop_class = rq.affected_sop_class.clone().unwrap_or_default();
     let sop_instance = rq.affected_sop_instance.clone().unwrap_or_default();
     // PS3.4 B.2.3: the SOP class must be the one negotiated for this context.
     if sop_class != pc.abstract_syntax {
         drain_data_set(assoc).await?;
-        return Ok(Err(Failure(code::SOP_CLASS_NOT_SUPPORTED, "SOP class differs from presentation context".into())));
+        return Ok(Err(Failure(
+            code::SOP_CLASS_NOT_SUPPORTED,
+            "SOP class differs from presentation context".into(),
+        )));
     }
     if !ctx.trust.decide(caller, Operation::Store).is_permit() {
         drain_data_set(assoc).await?;
-        return Ok(Err(Failure(code::NOT_AUTHORIZED, "not authorized to store".into())));
+        return Ok(Err(Failure(
+            code::NOT_AUTHORIZED,
+            "not authorized to store".into(),
+        )));
     }
-    let header = match file_header(&sop_class, &sop_instance, &pc.transfer_syntax, &assoc.calling_ae) {
+    let header = match file_header(
+        &sop_class,
+        &sop_instance,
+        &pc.transfer_syntax,
+        &assoc.calling_ae,
+    ) {
         Ok(h) => h,
         Err(e) => {
             drain_data_set(assoc).await?;
@@ -119,7 +138,9 @@ async fn store(
         match assoc.next_event().await? {
             Event::Data(pdv) => {
                 if pdv.context_id != context_id {
-                    return Err(AssociationError::Protocol("data set fragment on another context".into()));
+                    return Err(AssociationError::Protocol(
+                        "data set fragment on another context".into(),
+                    ));
                 }
                 if write_error.is_none() {
                     write_error = blob.write(&pdv.data).await.err();
@@ -139,9 +160,20 @@ async fn store(
     }
     if let Some(e) = write_error {
         blob.abort().await;
-        return Ok(Err(Failure(code::OUT_OF_RESOURCES, format!("cannot write: {e}"))));
+        return Ok(Err(Failure(
+            code::OUT_OF_RESOURCES,
+            format!("cannot write: {e}"),
+        )));
     }
-    Ok(persist(&ctx.blobs, ctx.index.as_ref(), blob, &sop_class, &sop_instance, &pc.transfer_syntax).await)
+    Ok(persist(
+        &ctx.blobs,
+        ctx.index.as_ref(),
+        blob,
+        &sop_class,
+        &sop_instance,
+        &pc.transfer_syntax,
+    )
+    .await)
 }
 
 /// Make a received instance durable and indexed: fsync, parse, rename, upsert.
@@ -169,27 +201,48 @@ async fn persist(
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
             blob.abort().await;
-            return Err(Failure(code::CANNOT_UNDERSTAND, format!("data set does not parse: {e}")));
+            return Err(Failure(
+                code::CANNOT_UNDERSTAND,
+                format!("data set does not parse: {e}"),
+            ));
         }
         Err(e) => {
             blob.abort().await;
-            return Err(Failure(code::PROCESSING_FAILURE, format!("parser task failed: {e}")));
+            return Err(Failure(
+                code::PROCESSING_FAILURE,
+                format!("parser task failed: {e}"),
+            ));
         }
     };
     if record.sop_instance_uid() != sop_instance {
         blob.abort().await;
-        return Err(Failure(code::CANNOT_UNDERSTAND, "SOP Instance UID differs from the command".into()));
+        return Err(Failure(
+            code::CANNOT_UNDERSTAND,
+            "SOP Instance UID differs from the command".into(),
+        ));
     }
-    let key = match BlobStore::key_for(record.study_instance_uid(), record.series_instance_uid(), sop_instance) {
+    let key = match BlobStore::key_for(
+        record.study_instance_uid(),
+        record.series_instance_uid(),
+        sop_instance,
+    ) {
         Ok(k) => k,
         Err(e) => {
             blob.abort().await;
-            return Err(Failure(code::CANNOT_UNDERSTAND, format!("missing or invalid UIDs: {e}")));
+            return Err(Failure(
+                code::CANNOT_UNDERSTAND,
+                format!("missing or invalid UIDs: {e}"),
+            ));
         }
     };
     let size = match blob.commit(blobs, &key).await {
         Ok(size) => size,
-        Err(e) => return Err(Failure(code::OUT_OF_RESOURCES, format!("cannot store: {e}"))),
+        Err(e) => {
+            return Err(Failure(
+                code::OUT_OF_RESOURCES,
+                format!("cannot store: {e}"),
+            ))
+        }
     };
     record.blob_key = key;
     record.size_bytes = size;
@@ -197,10 +250,17 @@ async fn persist(
     if let Err(e) = index.upsert_instance(&record).await {
         // Not indexed means not acknowledged: remove the blob so the store stays consistent.
         let _ = blobs.remove(&record.blob_key).await;
-        return Err(Failure(code::OUT_OF_RESOURCES, format!("cannot index: {e}")));
+        return Err(Failure(
+            code::OUT_OF_RESOURCES,
+            format!("cannot index: {e}"),
+        ));
     }
     // PS3.4 B.2.3: B007 when the data set's SOP class is not the one in the command.
     let dataset_class = record.get(Tag(0x0008, 0x0016)).unwrap_or("");
-    let status = if dataset_class == sop_class { code::SUCCESS } else { code::WARNING_DATASET_MISMATCH };
+    let status = if dataset_class == sop_class {
+        code::SUCCESS
+    } else {
+        code::WARNING_DATASET_MISMATCH
+    };
     Ok((status, record))
 }

@@ -16,10 +16,15 @@ pub async fn find(
     model: &str,
     identifier: &InMemDicomObject,
 ) -> Result<(Vec<InMemDicomObject>, u16), AssociationError> {
-    let ctx = ProposedContext { abstract_syntax: model.to_string(), transfer_syntaxes: native_syntaxes(), we_are_scp: false };
+    let ctx = ProposedContext {
+        abstract_syntax: model.to_string(),
+        transfer_syntaxes: native_syntaxes(),
+        we_are_scp: false,
+    };
     let mut assoc = connect(opts, &[ctx]).await?;
     let pc = assoc.contexts[0].clone();
-    let bytes = dataset::encode(identifier, &pc.transfer_syntax).map_err(|e| AssociationError::Protocol(e.to_string()))?;
+    let bytes = dataset::encode(identifier, &pc.transfer_syntax)
+        .map_err(|e| AssociationError::Protocol(e.to_string()))?;
     let id = assoc.next_message_id();
     let rq = CommandSet::request(CommandField::CFindRq, id, model).with_data_set(true);
     assoc.send_command(pc.id, &rq).await?;
@@ -36,10 +41,17 @@ pub async fn find(
                 )))
             }
         };
-        let data = if rsp.has_data_set { Some(assoc.receive_data_set(pc.id, 16 * 1024 * 1024).await?) } else { None };
+        let data = if rsp.has_data_set {
+            Some(assoc.receive_data_set(pc.id, 16 * 1024 * 1024).await?)
+        } else {
+            None
+        };
         if status::category(rsp.status()) == Category::Pending {
             if let Some(d) = data {
-                results.push(dataset::decode(&d, &pc.transfer_syntax).map_err(|e| AssociationError::Protocol(e.to_string()))?);
+                results.push(
+                    dataset::decode(&d, &pc.transfer_syntax)
+                        .map_err(|e| AssociationError::Protocol(e.to_string()))?,
+                );
             }
         } else {
             break rsp.status();

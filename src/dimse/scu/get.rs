@@ -16,39 +16,72 @@ use tokio::io::AsyncWriteExt;
 pub type GetReport = (MoveReport, Vec<PathBuf>);
 
 fn get_contexts(model: &str) -> Vec<ProposedContext> {
-    let mut contexts = vec![ProposedContext { abstract_syntax: model.to_string(), transfer_syntaxes: native_syntaxes(), we_are_scp: false }];
+    let mut contexts = vec![ProposedContext {
+        abstract_syntax: model.to_string(),
+        transfer_syntaxes: native_syntaxes(),
+        we_are_scp: false,
+    }];
     for class in sop::COMMON_STORAGE {
-        for tss in [native_syntaxes(), vec![sop::JPEG_BASELINE.to_string()], vec![sop::RLE_LOSSLESS.to_string()]] {
-            contexts.push(ProposedContext { abstract_syntax: class.to_string(), transfer_syntaxes: tss, we_are_scp: true });
+        for tss in [
+            native_syntaxes(),
+            vec![sop::JPEG_BASELINE.to_string()],
+            vec![sop::RLE_LOSSLESS.to_string()],
+        ] {
+            contexts.push(ProposedContext {
+                abstract_syntax: class.to_string(),
+                transfer_syntaxes: tss,
+                we_are_scp: true,
+            });
         }
     }
     contexts
 }
 
 /// Retrieve the instances named by `identifier` into `out_dir` as Part 10 files.
-pub async fn get(opts: &ScuOptions, model: &str, identifier: &InMemDicomObject, out_dir: &Path) -> Result<GetReport, AssociationError> {
-    tokio::fs::create_dir_all(out_dir).await.map_err(crate::dimse::pdu::PduError::Io)?;
+pub async fn get(
+    opts: &ScuOptions,
+    model: &str,
+    identifier: &InMemDicomObject,
+    out_dir: &Path,
+) -> Result<GetReport, AssociationError> {
+    tokio::fs::create_dir_all(out_dir)
+        .await
+        .map_err(crate::dimse::pdu::PduError::Io)?;
     let mut assoc = connect(opts, &get_contexts(model)).await?;
     let pc = assoc
         .context_for(model, None)
         .cloned()
         .ok_or(AssociationError::NoContexts)?;
-    let bytes = dataset::encode(identifier, &pc.transfer_syntax).map_err(|e| AssociationError::Protocol(e.to_string()))?;
+    let bytes = dataset::encode(identifier, &pc.transfer_syntax)
+        .map_err(|e| AssociationError::Protocol(e.to_string()))?;
     let id = assoc.next_message_id();
-    assoc.send_command(pc.id, &CommandSet::request(CommandField::CGetRq, id, model).with_data_set(true)).await?;
+    assoc
+        .send_command(
+            pc.id,
+            &CommandSet::request(CommandField::CGetRq, id, model).with_data_set(true),
+        )
+        .await?;
     assoc.send_data(pc.id, &bytes).await?;
     let mut report = MoveReport::default();
     let mut files = Vec::new();
     loop {
         match assoc.next_event().await? {
-            Event::Command { context_id, command } if command.field == CommandField::CStoreRq => {
-                let (status, path) = receive_store(&mut assoc, context_id, &command, out_dir).await?;
+            Event::Command {
+                context_id,
+                command,
+            } if command.field == CommandField::CStoreRq => {
+                let (status, path) =
+                    receive_store(&mut assoc, context_id, &command, out_dir).await?;
                 files.extend(path);
                 let rsp = CommandSet::response_to(&command, CommandField::CStoreRsp, status);
                 assoc.send_command(context_id, &rsp).await?;
             }
             Event::Command { command, .. } if command.field == CommandField::CGetRsp => {
-                let data = if command.has_data_set { Some(assoc.receive_data_set(pc.id, 16 * 1024 * 1024).await?) } else { None };
+                let data = if command.has_data_set {
+                    Some(assoc.receive_data_set(pc.id, 16 * 1024 * 1024).await?)
+                } else {
+                    None
+                };
                 if status::category(command.status()) == Category::Pending {
                     report.pending.push(command.remaining.unwrap_or(0));
                     continue;
@@ -82,10 +115,18 @@ async fn receive_store(
     rq: &CommandSet,
     out_dir: &Path,
 ) -> Result<(u16, Option<PathBuf>), AssociationError> {
-    let pc = assoc.context(context_id).cloned().ok_or_else(|| AssociationError::Protocol("no such context".into()))?;
+    let pc = assoc
+        .context(context_id)
+        .cloned()
+        .ok_or_else(|| AssociationError::Protocol("no such context".into()))?;
     let sop_uid = rq.affected_sop_instance.clone().unwrap_or_default();
     let safe = !sop_uid.is_empty() && sop_uid.chars().all(|c| c.is_ascii_digit() || c == '.');
-    let header = file_header(rq.affected_sop_class.as_deref().unwrap_or(""), &sop_uid, &pc.transfer_syntax, &assoc.called_ae);
+    let header = file_header(
+        rq.affected_sop_class.as_deref().unwrap_or(""),
+        &sop_uid,
+        &pc.transfer_syntax,
+        &assoc.called_ae,
+    );
     let target = out_dir.join(format!("{sop_uid}.dcm"));
     let temp = out_dir.join(format!(".{sop_uid}.part"));
     let mut file = match (safe, header) {
@@ -120,7 +161,10 @@ async fn receive_store(
         let _ = tokio::fs::remove_file(&temp).await;
         return Ok((code::OUT_OF_RESOURCES, None));
     };
-    if f.flush().await.is_err() || f.sync_all().await.is_err() || tokio::fs::rename(&temp, &target).await.is_err() {
+    if f.flush().await.is_err()
+        || f.sync_all().await.is_err()
+        || tokio::fs::rename(&temp, &target).await.is_err()
+    {
         let _ = tokio::fs::remove_file(&temp).await;
         return Ok((code::OUT_OF_RESOURCES, None));
     }

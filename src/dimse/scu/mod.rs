@@ -45,38 +45,71 @@ impl ScuOptions {
 
 /// Open an association proposing `contexts`. TCP_NODELAY is set: without it each small
 /// command PDU waits for a delayed ACK.
-pub async fn connect(opts: &ScuOptions, contexts: &[ProposedContext]) -> Result<Association, AssociationError> {
+pub async fn connect(
+    opts: &ScuOptions,
+    contexts: &[ProposedContext],
+) -> Result<Association, AssociationError> {
     let addr = format!("{}:{}", opts.host, opts.port);
     let stream = match tokio::time::timeout(opts.connect_timeout, TcpStream::connect(&addr)).await {
         Err(_) => return Err(super::pdu::PduError::Timeout(opts.connect_timeout).into()),
         Ok(r) => r.map_err(super::pdu::PduError::Io)?,
     };
     let _ = stream.set_nodelay(true);
-    request(stream, addr, &opts.calling_ae, &opts.called_ae, &opts.link, contexts).await
+    request(
+        stream,
+        addr,
+        &opts.calling_ae,
+        &opts.called_ae,
+        &opts.link,
+        contexts,
+    )
+    .await
 }
 
 /// Uncompressed syntaxes, explicit first.
 pub fn native_syntaxes() -> Vec<String> {
-    vec![sop::EXPLICIT_VR_LE.to_string(), sop::IMPLICIT_VR_LE.to_string()]
+    vec![
+        sop::EXPLICIT_VR_LE.to_string(),
+        sop::IMPLICIT_VR_LE.to_string(),
+    ]
 }
 
 /// C-ECHO (PS3.7 9.1.5): returns the status.
 pub async fn echo(opts: &ScuOptions) -> Result<u16, AssociationError> {
-    let ctx = ProposedContext { abstract_syntax: sop::VERIFICATION.into(), transfer_syntaxes: native_syntaxes(), we_are_scp: false };
+    let ctx = ProposedContext {
+        abstract_syntax: sop::VERIFICATION.into(),
+        transfer_syntaxes: native_syntaxes(),
+        we_are_scp: false,
+    };
     let mut assoc = connect(opts, &[ctx]).await?;
     let pc = assoc.contexts[0].id;
     let id = assoc.next_message_id();
-    assoc.send_command(pc, &CommandSet::request(CommandField::CEchoRq, id, sop::VERIFICATION)).await?;
-    let status = wait_response(&mut assoc, CommandField::CEchoRsp, id).await?.status();
+    assoc
+        .send_command(
+            pc,
+            &CommandSet::request(CommandField::CEchoRq, id, sop::VERIFICATION),
+        )
+        .await?;
+    let status = wait_response(&mut assoc, CommandField::CEchoRsp, id)
+        .await?
+        .status();
     assoc.release().await?;
     Ok(status)
 }
 
 /// Wait for the response to message `id`, skipping nothing else: anything else is a
 /// protocol error for a synchronous association.
-pub(crate) async fn wait_response(assoc: &mut Association, field: CommandField, id: u16) -> Result<CommandSet, AssociationError> {
+pub(crate) async fn wait_response(
+    assoc: &mut Association,
+    field: CommandField,
+    id: u16,
+) -> Result<CommandSet, AssociationError> {
     match assoc.next_event().await? {
-        Event::Command { command, .. } if command.field == field && command.message_id_responded == Some(id) => Ok(command),
+        Event::Command { command, .. }
+            if command.field == field && command.message_id_responded == Some(id) =>
+        {
+            Ok(command)
+        }
         Event::Aborted => Err(AssociationError::Aborted),
         Event::ReleaseRequested => Err(AssociationError::Released),
         other => Err(AssociationError::Protocol(format!(

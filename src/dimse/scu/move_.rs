@@ -28,10 +28,15 @@ pub async fn move_study(
     identifier: &InMemDicomObject,
     destination: &str,
 ) -> Result<MoveReport, AssociationError> {
-    let ctx = ProposedContext { abstract_syntax: model.to_string(), transfer_syntaxes: native_syntaxes(), we_are_scp: false };
+    let ctx = ProposedContext {
+        abstract_syntax: model.to_string(),
+        transfer_syntaxes: native_syntaxes(),
+        we_are_scp: false,
+    };
     let mut assoc = connect(opts, &[ctx]).await?;
     let pc = assoc.contexts[0].clone();
-    let bytes = dataset::encode(identifier, &pc.transfer_syntax).map_err(|e| AssociationError::Protocol(e.to_string()))?;
+    let bytes = dataset::encode(identifier, &pc.transfer_syntax)
+        .map_err(|e| AssociationError::Protocol(e.to_string()))?;
     let id = assoc.next_message_id();
     let mut rq = CommandSet::request(CommandField::CMoveRq, id, model).with_data_set(true);
     rq.move_destination = Some(destination.to_string());
@@ -49,7 +54,11 @@ pub async fn move_study(
                 )))
             }
         };
-        let data = if rsp.has_data_set { Some(assoc.receive_data_set(pc.id, 16 * 1024 * 1024).await?) } else { None };
+        let data = if rsp.has_data_set {
+            Some(assoc.receive_data_set(pc.id, 16 * 1024 * 1024).await?)
+        } else {
+            None
+        };
         if status::category(rsp.status()) == Category::Pending {
             report.pending.push(rsp.remaining.unwrap_or(0));
             continue;
@@ -70,7 +79,15 @@ pub async fn move_study(
 pub(crate) fn failed_uids(data: &[u8], ts: &str) -> Vec<String> {
     dataset::decode(data, ts)
         .ok()
-        .and_then(|o| o.element(dicom_core::Tag(0x0008, 0x0058)).ok().and_then(|e| e.to_str().ok().map(|s| s.to_string())))
-        .map(|s| s.split('\\').map(|p| p.trim_end_matches('\0').to_string()).collect())
+        .and_then(|o| {
+            o.element(dicom_core::Tag(0x0008, 0x0058))
+                .ok()
+                .and_then(|e| e.to_str().ok().map(|s| s.to_string()))
+        })
+        .map(|s| {
+            s.split('\\')
+                .map(|p| p.trim_end_matches('\0').to_string())
+                .collect()
+        })
         .unwrap_or_default()
 }

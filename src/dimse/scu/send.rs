@@ -19,8 +19,13 @@ pub enum SendError {
     Association(#[from] AssociationError),
     #[error(transparent)]
     Dataset(#[from] DatasetError),
-    #[error("peer accepted no context for SOP class {sop_class} in transfer syntax {transfer_syntax}")]
-    NoContext { sop_class: String, transfer_syntax: String },
+    #[error(
+        "peer accepted no context for SOP class {sop_class} in transfer syntax {transfer_syntax}"
+    )]
+    NoContext {
+        sop_class: String,
+        transfer_syntax: String,
+    },
     #[error("cannot read {0}: {1}")]
     Io(String, std::io::Error),
 }
@@ -58,8 +63,14 @@ pub async fn send_file(
     let pc = assoc
         .context_for(&sop_class, Some(&stored_ts))
         .cloned()
-        .filter(|pc| pc.transfer_syntax == stored_ts || (sop::is_native_le(&pc.transfer_syntax) && sop::is_native_le(&stored_ts)))
-        .ok_or_else(|| SendError::NoContext { sop_class: sop_class.clone(), transfer_syntax: stored_ts.clone() })?;
+        .filter(|pc| {
+            pc.transfer_syntax == stored_ts
+                || (sop::is_native_le(&pc.transfer_syntax) && sop::is_native_le(&stored_ts))
+        })
+        .ok_or_else(|| SendError::NoContext {
+            sop_class: sop_class.clone(),
+            transfer_syntax: stored_ts.clone(),
+        })?;
 
     let id = assoc.next_message_id();
     let mut rq = CommandSet::request(CommandField::CStoreRq, id, &sop_class).with_data_set(true);
@@ -69,18 +80,23 @@ pub async fn send_file(
         rq.move_originator_id = Some(msg);
     }
     if pc.transfer_syntax == stored_ts {
-        let mut file = tokio::fs::File::open(path).await.map_err(|e| SendError::Io(path.display().to_string(), e))?;
+        let mut file = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| SendError::Io(path.display().to_string(), e))?;
         file.seek(SeekFrom::Start(layout.dataset_offset))
             .await
             .map_err(|e| SendError::Io(path.display().to_string(), e))?;
         assoc.send_command(pc.id, &rq).await?;
-        assoc.send_data_from(pc.id, &mut file, layout.dataset_len()).await?;
+        assoc
+            .send_data_from(pc.id, &mut file, layout.dataset_len())
+            .await?;
     } else {
         // Implicit <-> explicit VR little endian: re-encode in memory (uncompressed only).
         let p = path.to_path_buf();
         let target = pc.transfer_syntax.clone();
         let bytes = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, DatasetError> {
-            let obj = dicom_object::open_file(&p).map_err(|e| DatasetError::Parse(e.to_string()))?;
+            let obj =
+                dicom_object::open_file(&p).map_err(|e| DatasetError::Parse(e.to_string()))?;
             dataset::encode(&obj, &target)
         })
         .await
@@ -91,8 +107,14 @@ pub async fn send_file(
     let mut cancel_for = None;
     loop {
         match assoc.next_event().await? {
-            Event::Command { command, .. } if command.field == CommandField::CStoreRsp && command.message_id_responded == Some(id) => {
-                return Ok(Sent { status: command.status(), cancel_for });
+            Event::Command { command, .. }
+                if command.field == CommandField::CStoreRsp
+                    && command.message_id_responded == Some(id) =>
+            {
+                return Ok(Sent {
+                    status: command.status(),
+                    cancel_for,
+                });
             }
             Event::Command { command, .. } if command.field == CommandField::CCancelRq => {
                 cancel_for = command.message_id_responded;
@@ -125,8 +147,15 @@ pub fn propose_for(pairs: impl IntoIterator<Item = (String, String)>) -> Vec<Pro
     let mut out: Vec<ProposedContext> = Vec::new();
     for (class, ts) in pairs {
         let add = |out: &mut Vec<ProposedContext>, tss: Vec<String>| {
-            if !out.iter().any(|c| c.abstract_syntax == class && c.transfer_syntaxes == tss) {
-                out.push(ProposedContext { abstract_syntax: class.clone(), transfer_syntaxes: tss, we_are_scp: false });
+            if !out
+                .iter()
+                .any(|c| c.abstract_syntax == class && c.transfer_syntaxes == tss)
+            {
+                out.push(ProposedContext {
+                    abstract_syntax: class.clone(),
+                    transfer_syntaxes: tss,
+                    we_are_scp: false,
+                });
             }
         };
         add(&mut out, vec![ts.clone()]);
@@ -144,7 +173,10 @@ pub fn propose_for_files(files: &[PathBuf]) -> (Vec<ProposedContext>, Vec<(PathB
     let mut unreadable = Vec::new();
     for f in files {
         match read_layout(f) {
-            Ok(l) => pairs.push((l.meta.media_storage_sop_class_uid().to_string(), l.meta.transfer_syntax().to_string())),
+            Ok(l) => pairs.push((
+                l.meta.media_storage_sop_class_uid().to_string(),
+                l.meta.transfer_syntax().to_string(),
+            )),
             Err(e) => unreadable.push((f.clone(), e.to_string())),
         }
     }
@@ -167,7 +199,10 @@ pub async fn store_files(
     mut progress: impl FnMut(&Path, u64),
 ) -> Result<StoreReport, AssociationError> {
     let (contexts, unreadable) = propose_for_files(files);
-    let mut report = StoreReport { failed: unreadable, ..Default::default() };
+    let mut report = StoreReport {
+        failed: unreadable,
+        ..Default::default()
+    };
     if contexts.is_empty() {
         return Ok(report);
     }
@@ -184,7 +219,9 @@ pub async fn store_files(
                     report.sent += 1;
                     report.warnings += 1;
                 }
-                _ => report.failed.push((f.clone(), crate::dimse::status::describe(sent.status))),
+                _ => report
+                    .failed
+                    .push((f.clone(), crate::dimse::status::describe(sent.status))),
             },
             Err(SendError::Association(e)) => return Err(e),
             Err(e) => report.failed.push((f.clone(), e.to_string())),

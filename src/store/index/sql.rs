@@ -162,8 +162,6 @@ fn like_pattern(value: &str) -> String {
     out
 }
 
-const LEVELS: [Level; 4] = [Level::Patient, Level::Study, Level::Series, Level::Image];
-
 fn table(level: Level) -> &'static str {
     match level {
         Level::Patient => "patient",
@@ -611,7 +609,10 @@ pub(crate) struct SqlIndex<DB: Database> {
 
 impl<DB: Database> Clone for SqlIndex<DB> {
     fn clone(&self) -> Self {
-        SqlIndex { pool: self.pool.clone(), dialect: self.dialect }
+        SqlIndex {
+            pool: self.pool.clone(),
+            dialect: self.dialect,
+        }
     }
 }
 

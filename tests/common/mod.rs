@@ -1,0 +1,133 @@
+//! Shared test support: a gateway on 127.0.0.1:0 with a temp data dir, and real peers.
+#![allow(dead_code)]
+
+use beeldbrug::config::Config;
+use beeldbrug::server::{start, Running};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub struct Gateway {
+    pub running: Option<Running>,
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub http_port: u16,
+}
+
+impl Gateway {
+    /// Start a gateway with extra TOML on top of the defaults (listeners on port 0).
+    pub async fn start(extra_toml: &str) -> Gateway {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let toml = format!(
+            "[dimse]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n[storage]\ndata_dir = \"{}\"\n{}",
+            dir.path().join("data").display(),
+            extra_toml
+        );
+        let config = Config::from_toml(&merge_sections(&toml)).expect("test config");
+        let running = start(config).await.expect("gateway starts");
+        let port = running.dimse_addr.port();
+        let http_port = running.http_addr.port();
+        Gateway {
+            running: Some(running),
+            dir,
+            port,
+            http_port,
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn context(&self) -> &beeldbrug::dimse::scp::ScpContext {
+        &self.running.as_ref().expect("running").context
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(r) = self.running.take() {
+            r.stop().await;
+        }
+    }
+}
+
+/// TOML forbids a table twice; tests pass `[dimse]` keys too, so fold repeated sections.
+fn merge_sections(toml: &str) -> String {
+    let mut sections: Vec<(String, Vec<String>)> = vec![(String::new(), vec![])];
+    for line in toml.lines() {
+        let t = line.trim();
+        if t.starts_with('[') && !t.starts_with("[[") {
+            if let Some(pos) = sections.iter().position(|(name, _)| name == t) {
+                let s = sections.remove(pos);
+                sections.push(s);
+            } else {
+                sections.push((t.to_string(), vec![]));
+            }
+        } else if t.starts_with("[[") {
+            sections.push((t.to_string(), vec![]));
+            // array tables are never merged: give it a unique key
+            let last = sections.len() - 1;
+            sections[last].0 = format!("{t}#{last}");
+        } else {
+            let last = sections.len() - 1;
+            sections[last].1.push(line.to_string());
+        }
+    }
+    let mut out = String::new();
+    for (name, lines) in sections {
+        if !name.is_empty() {
+            out.push_str(name.split('#').next().unwrap_or(&name));
+            out.push('\n');
+        }
+        for l in lines {
+            out.push_str(&l);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Fail (never skip) when a real peer is missing, saying how to install it.
+pub fn require_tool(tool: &str) -> PathBuf {
+    let candidates = [format!("/usr/bin/{tool}"), format!("/usr/sbin/{tool}")];
+    for c in &candidates {
+        if Path::new(c).exists() {
+            return PathBuf::from(c);
+        }
+    }
+    panic!("required peer `{tool}` is not installed: run `apt-get install -y dcmtk orthanc` (or `bash .ci/run`, which installs the test peers)");
+}
+
+/// Run a DCMTK tool (from /usr/bin, never pynetdicom's shadows) with TCP_NODELAY=1.
+pub fn dcmtk(tool: &str, args: &[&str]) -> std::process::Output {
+    let path = require_tool(tool);
+    Command::new(path)
+        .args(args)
+        .env("TCP_NODELAY", "1")
+        .output()
+        .expect("run DCMTK tool")
+}
+
+/// A free TCP port on loopback (for peers that cannot bind port 0 themselves).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// Generate a small deterministic data set into `dir`.
+pub fn generate(dir: &Path, encapsulated: bool) -> Vec<beeldbrug::testdata::GeneratedFile> {
+    let args = beeldbrug::testdata::GenerateArgs {
+        out: dir.to_path_buf(),
+        seed: 7,
+        patients: 2,
+        ct_slices: 4,
+        mr_slices: 2,
+        dx: false,
+        multiframe_frames: 0,
+        frame_size: 64,
+        encapsulated,
+        implicit: true,
+    };
+    beeldbrug::testdata::generate(&args).expect("generate test data")
+}

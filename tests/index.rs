@@ -1,0 +1,908 @@
+//! One test suite for the `Index` trait, run against both backends: SQLite (a file in a temp
+//! dir) and PostgreSQL (a fresh database per test on the server named by
+//! `BEELDBRUG_TEST_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432/test`).
+//! The PostgreSQL tests fail, rather than skip, when no server is reachable.
+
+use beeldbrug::core::query::{computed, indexed_attr_by_keyword};
+use beeldbrug::core::{Level, Match, Matcher, Query, Selection};
+use beeldbrug::store::index::{PostgresIndex, SqliteIndex};
+use beeldbrug::store::{AuditEvent, Index, IndexError, InstanceRecord, UpsertOutcome};
+use dicom_core::Tag;
+use sqlx::Connection;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+const CT: &str = "1.2.840.10008.5.1.4.1.1.2";
+const MR: &str = "1.2.840.10008.5.1.4.1.1.4";
+const SR: &str = "1.2.840.10008.5.1.4.1.1.88.11";
+const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures
+
+fn record(values: &[(&str, &str)]) -> InstanceRecord {
+    let mut r = InstanceRecord {
+        transfer_syntax_uid: EXPLICIT_LE.to_string(),
+        ..Default::default()
+    };
+    for (keyword, value) in values {
+        let attr = indexed_attr_by_keyword(keyword).unwrap_or_else(|| panic!("{keyword}"));
+        r.values.insert(attr.tag, value.to_string());
+    }
+    r.blob_key = format!(
+        "{}/{}/{}.dcm",
+        r.study_instance_uid(),
+        r.series_instance_uid(),
+        r.sop_instance_uid()
+    );
+    r.size_bytes = 1000 + r.sop_instance_uid().len() as u64;
+    r
+}
+
+struct Inst {
+    patient: (&'static str, &'static str),
+    study: (&'static str, &'static str, &'static str),
+    series: (&'static str, &'static str),
+    sop: (&'static str, &'static str, &'static str),
+}
+
+/// Patients P1 (Müller^Zoë: studies 1.2.1 and 1.2.2), P2 (Jansen^Piet: 1.3.1),
+/// P3 (Mulder^Anna: 1.4.1); 8 instances in 5 series.
+fn fixture() -> Vec<InstanceRecord> {
+    const P1: (&str, &str) = ("P1", "Müller^Zoë");
+    const P2: (&str, &str) = ("P2", "Jansen^Piet");
+    const P3: (&str, &str) = ("P3", "Mulder^Anna");
+    let insts = [
+        Inst {
+            patient: P1,
+            study: ("1.2.1", "20240110", "A1"),
+            series: ("1.2.1.1", "CT"),
+            sop: ("1.2.1.1.9", CT, "1"),
+        },
+        Inst {
+            patient: P1,
+            study: ("1.2.1", "20240110", "A1"),
+            series: ("1.2.1.1", "CT"),
+            sop: ("1.2.1.1.5", CT, "2"),
+        },
+        Inst {
+            patient: P1,
+            study: ("1.2.1", "20240110", "A1"),
+            series: ("1.2.1.1", "CT"),
+            sop: ("1.2.1.1.1", CT, "10"),
+        },
+        Inst {
+            patient: P1,
+            study: ("1.2.1", "20240110", "A1"),
+            series: ("1.2.1.2", "SR"),
+            sop: ("1.2.1.2.1", SR, "abc"),
+        },
+        Inst {
+            patient: P1,
+            study: ("1.2.2", "20240301", "A_2"),
+            series: ("1.2.2.1", "MR"),
+            sop: ("1.2.2.1.1", MR, "1"),
+        },
+        Inst {
+            patient: P2,
+            study: ("1.3.1", "20230615", "AX2"),
+            series: ("1.3.1.1", "CT"),
+            sop: ("1.3.1.1.1", CT, "1"),
+        },
+        Inst {
+            patient: P3,
+            study: ("1.4.1", "20250101", "100%"),
+            series: ("1.4.1.1", "MR"),
+            sop: ("1.4.1.1.1", MR, "1"),
+        },
+        Inst {
+            patient: P3,
+            study: ("1.4.1", "20250101", "100%"),
+            series: ("1.4.1.1", "MR"),
+            sop: ("1.4.1.1.2", MR, "2"),
+        },
+    ];
+    insts
+        .iter()
+        .map(|i| {
+            record(&[
+                ("PatientID", i.patient.0),
+                ("PatientName", i.patient.1),
+                ("PatientBirthDate", "19800101"),
+                ("PatientSex", "O"),
+                ("StudyInstanceUID", i.study.0),
+                ("StudyDate", i.study.1),
+                ("StudyTime", "101500"),
+                ("AccessionNumber", i.study.2),
+                ("StudyDescription", "Onderzoek"),
+                ("ReferringPhysicianName", "de Vries^Jan"),
+                ("SeriesInstanceUID", i.series.0),
+                ("Modality", i.series.1),
+                ("SeriesNumber", "1"),
+                ("SOPInstanceUID", i.sop.0),
+                ("SOPClassUID", i.sop.1),
+                ("InstanceNumber", i.sop.2),
+                ("Rows", "512"),
+                ("Columns", "512"),
+            ])
+        })
+        .collect()
+}
+
+async fn load(index: &dyn Index) {
+    for r in fixture() {
+        assert_eq!(
+            index.upsert_instance(&r).await.unwrap(),
+            UpsertOutcome::Inserted
+        );
+    }
+}
+
+fn attr(keyword: &str) -> &'static beeldbrug::core::IndexedAttr {
+    indexed_attr_by_keyword(keyword).unwrap()
+}
+
+fn tag(keyword: &str) -> Tag {
+    attr(keyword).tag
+}
+
+async fn find(index: &dyn Index, level: Level, keys: &[(&str, Matcher)]) -> Vec<Match> {
+    let mut q = Query::new(level);
+    for (keyword, m) in keys {
+        q = q.with_key(attr(keyword), m.clone());
+    }
+    index.find(&q).await.unwrap()
+}
+
+/// The values of one attribute over the matches.
+fn column(matches: &[Match], keyword: &str) -> Vec<String> {
+    matches.iter().map(|m| m[&tag(keyword)].clone()).collect()
+}
+
+async fn uids(index: &dyn Index, level: Level, keys: &[(&str, Matcher)]) -> Vec<String> {
+    let key = match level {
+        Level::Patient => "PatientID",
+        Level::Study => "StudyInstanceUID",
+        Level::Series => "SeriesInstanceUID",
+        Level::Image => "SOPInstanceUID",
+    };
+    column(&find(index, level, keys).await, key)
+}
+
+fn single(v: &str) -> Matcher {
+    Matcher::Single(v.to_string())
+}
+
+fn wild(v: &str) -> Matcher {
+    Matcher::Wildcard(v.to_string())
+}
+
+fn range(from: Option<&str>, to: Option<&str>) -> Matcher {
+    Matcher::Range {
+        from: from.map(str::to_string),
+        to: to.map(str::to_string),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Behaviours (each runs on both backends)
+
+async fn find_at_each_level(index: &dyn Index) {
+    load(index).await;
+
+    let patients = find(index, Level::Patient, &[]).await;
+    assert_eq!(column(&patients, "PatientID"), ["P1", "P2", "P3"]);
+    let p1 = &patients[0];
+    assert_eq!(p1[&tag("PatientName")], "Müller^Zoë");
+    assert_eq!(p1[&tag("IssuerOfPatientID")], "");
+    assert_eq!(p1[&computed::NUMBER_OF_PATIENT_RELATED_STUDIES], "2");
+    assert_eq!(p1[&computed::NUMBER_OF_PATIENT_RELATED_SERIES], "3");
+    assert_eq!(p1[&computed::NUMBER_OF_PATIENT_RELATED_INSTANCES], "5");
+    assert!(!p1.contains_key(&tag("StudyInstanceUID")));
+
+    let studies = find(index, Level::Study, &[]).await;
+    assert_eq!(
+        column(&studies, "StudyInstanceUID"),
+        ["1.2.1", "1.2.2", "1.3.1", "1.4.1"]
+    );
+    let s = &studies[0];
+    assert_eq!(s[&tag("PatientID")], "P1");
+    assert_eq!(s[&tag("PatientName")], "Müller^Zoë");
+    assert_eq!(s[&tag("StudyDate")], "20240110");
+    assert_eq!(s[&tag("ReferringPhysicianName")], "de Vries^Jan");
+    assert_eq!(s[&tag("StudyID")], "");
+    assert_eq!(s[&computed::NUMBER_OF_STUDY_RELATED_SERIES], "2");
+    assert_eq!(s[&computed::NUMBER_OF_STUDY_RELATED_INSTANCES], "4");
+    assert_eq!(s[&computed::MODALITIES_IN_STUDY], "CT\\SR");
+    assert_eq!(s[&computed::SOP_CLASSES_IN_STUDY], format!("{CT}\\{SR}"));
+    assert_eq!(studies[3][&computed::MODALITIES_IN_STUDY], "MR");
+    assert_eq!(
+        studies[3][&computed::NUMBER_OF_STUDY_RELATED_INSTANCES],
+        "2"
+    );
+    assert!(!s.contains_key(&tag("Modality")));
+    assert!(!s.contains_key(&computed::NUMBER_OF_PATIENT_RELATED_STUDIES));
+
+    let series = find(index, Level::Series, &[]).await;
+    assert_eq!(
+        column(&series, "SeriesInstanceUID"),
+        ["1.2.1.1", "1.2.1.2", "1.2.2.1", "1.3.1.1", "1.4.1.1"]
+    );
+    assert_eq!(series[0][&tag("Modality")], "CT");
+    assert_eq!(series[0][&tag("StudyInstanceUID")], "1.2.1");
+    assert_eq!(series[0][&tag("PatientID")], "P1");
+    assert_eq!(series[0][&tag("BodyPartExamined")], "");
+    assert_eq!(
+        series[0][&computed::NUMBER_OF_SERIES_RELATED_INSTANCES],
+        "3"
+    );
+    assert!(!series[0].contains_key(&computed::MODALITIES_IN_STUDY));
+
+    let images = find(index, Level::Image, &[]).await;
+    assert_eq!(images.len(), 8);
+    assert_eq!(images[0][&tag("SOPInstanceUID")], "1.2.1.1.1");
+    for m in &images {
+        for a in beeldbrug::core::INDEXED_ATTRS {
+            assert!(
+                m.contains_key(&a.tag),
+                "{} missing at IMAGE level",
+                a.keyword
+            );
+        }
+    }
+    assert_eq!(images[0][&tag("InstanceNumber")], "10");
+    assert_eq!(images[0][&tag("Rows")], "512");
+    assert_eq!(images[0][&tag("NumberOfFrames")], "");
+    assert_eq!(images[0][&tag("SOPClassUID")], CT);
+}
+
+async fn reupsert_replaces(index: &dyn Index) {
+    load(index).await;
+    let mut r = fixture().remove(0);
+    r.values.insert(tag("InstanceNumber"), "42".into());
+    r.values
+        .insert(tag("PatientName"), "Müller-de Boer^Zoë".into());
+    r.values.remove(&tag("PatientBirthDate")); // absent now: the old value stays
+    r.size_bytes = 7;
+    assert_eq!(
+        index.upsert_instance(&r).await.unwrap(),
+        UpsertOutcome::Replaced
+    );
+    let sop = [("SOPInstanceUID", single("1.2.1.1.9"))];
+    let found = find(index, Level::Image, &sop).await;
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0][&tag("InstanceNumber")], "42");
+    assert_eq!(found[0][&tag("PatientName")], "Müller-de Boer^Zoë");
+    assert_eq!(found[0][&tag("PatientBirthDate")], "19800101");
+    assert_eq!(find(index, Level::Image, &[]).await.len(), 8);
+    let loc = index
+        .locate(&Selection {
+            sop_instance_uids: vec!["1.2.1.1.9".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(loc.len(), 1);
+    assert_eq!(loc[0].size_bytes, 7);
+
+    // Re-sent with a different series, study and patient: it moves, and the emptied
+    // parents go away.
+    let mut moved = fixture().remove(5); // P2's only instance
+    moved
+        .values
+        .insert(tag("SeriesInstanceUID"), "1.5.1.1".into());
+    moved.values.insert(tag("StudyInstanceUID"), "1.5.1".into());
+    moved.values.insert(tag("PatientID"), "P5".into());
+    assert_eq!(
+        index.upsert_instance(&moved).await.unwrap(),
+        UpsertOutcome::Replaced
+    );
+    assert_eq!(uids(index, Level::Patient, &[]).await, ["P1", "P3", "P5"]);
+    assert_eq!(
+        uids(index, Level::Series, &[("PatientID", single("P5"))]).await,
+        ["1.5.1.1"]
+    );
+    assert!(!uids(index, Level::Study, &[])
+        .await
+        .contains(&"1.3.1".to_string()));
+    assert_eq!(find(index, Level::Image, &[]).await.len(), 8);
+}
+
+async fn missing_keys(index: &dyn Index) {
+    let full = fixture().remove(0);
+    for keyword in ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"] {
+        let mut r = full.clone();
+        r.values.remove(&tag(keyword));
+        let err = index.upsert_instance(&r).await.unwrap_err();
+        assert!(
+            matches!(err, IndexError::MissingKey(k) if k == keyword),
+            "{err}"
+        );
+    }
+    // An empty Patient ID is a key like any other.
+    let mut r = full.clone();
+    r.values.remove(&tag("PatientID"));
+    assert_eq!(
+        index.upsert_instance(&r).await.unwrap(),
+        UpsertOutcome::Inserted
+    );
+    let patients = find(index, Level::Patient, &[]).await;
+    assert_eq!(column(&patients, "PatientID"), [""]);
+    assert_eq!(column(&patients, "PatientName"), ["Müller^Zoë"]);
+}
+
+async fn matching(index: &dyn Index) {
+    load(index).await;
+    // Single value.
+    assert_eq!(
+        uids(index, Level::Patient, &[("PatientID", single("P2"))]).await,
+        ["P2"]
+    );
+    assert!(uids(index, Level::Patient, &[("PatientID", single("p2"))])
+        .await
+        .is_empty());
+    assert_eq!(
+        uids(index, Level::Study, &[("AccessionNumber", single("A1"))]).await,
+        ["1.2.1"]
+    );
+    // Wildcards.
+    assert_eq!(
+        uids(index, Level::Patient, &[("PatientName", wild("Mül*"))]).await,
+        ["P1"]
+    );
+    assert_eq!(
+        uids(index, Level::Patient, &[("PatientName", wild("Mu*"))]).await,
+        ["P3"]
+    );
+    assert_eq!(
+        uids(index, Level::Patient, &[("PatientID", wild("P?"))]).await,
+        ["P1", "P2", "P3"]
+    );
+    assert_eq!(
+        uids(index, Level::Patient, &[("PatientName", wild("M?l*"))]).await,
+        ["P1"]
+    );
+    assert_eq!(
+        uids(index, Level::Patient, &[("PatientName", wild("*^Pie?"))]).await,
+        ["P2"]
+    );
+    // `_` and `%` in values are literals, not LIKE wildcards.
+    assert_eq!(
+        uids(index, Level::Study, &[("AccessionNumber", wild("A_*"))]).await,
+        ["1.2.2"]
+    );
+    assert_eq!(
+        uids(index, Level::Study, &[("AccessionNumber", wild("1?0%"))]).await,
+        ["1.4.1"]
+    );
+    assert!(
+        uids(index, Level::Study, &[("AccessionNumber", wild("1%*"))])
+            .await
+            .is_empty()
+    );
+    // Date ranges, closed and open at either end.
+    let date = |m| [("StudyDate", m)];
+    assert_eq!(
+        uids(
+            index,
+            Level::Study,
+            &date(range(Some("20240101"), Some("20240331")))
+        )
+        .await,
+        ["1.2.1", "1.2.2"]
+    );
+    assert_eq!(
+        uids(index, Level::Study, &date(range(Some("20240301"), None))).await,
+        ["1.2.2", "1.4.1"]
+    );
+    assert_eq!(
+        uids(index, Level::Study, &date(range(None, Some("20231231")))).await,
+        ["1.3.1"]
+    );
+    assert_eq!(
+        uids(index, Level::Study, &date(single("20240110"))).await,
+        ["1.2.1"]
+    );
+    // Dates parsed from request values.
+    let parsed = Matcher::parse(attr("StudyDate").kind, "20240110-20240301");
+    assert_eq!(
+        uids(index, Level::Study, &date(parsed)).await,
+        ["1.2.1", "1.2.2"]
+    );
+    // Time range.
+    let time = |m| [("StudyTime", m)];
+    assert_eq!(
+        uids(
+            index,
+            Level::Study,
+            &time(range(Some("1000"), Some("1100")))
+        )
+        .await
+        .len(),
+        4
+    );
+    assert!(uids(index, Level::Study, &time(range(Some("1100"), None)))
+        .await
+        .is_empty());
+    // UID lists.
+    let list = Matcher::UidList(vec!["1.3.1".into(), "1.2.1".into(), "9.9".into()]);
+    assert_eq!(
+        uids(index, Level::Study, &[("StudyInstanceUID", list)]).await,
+        ["1.2.1", "1.3.1"]
+    );
+    // Universal matching constrains nothing.
+    assert_eq!(
+        uids(index, Level::Study, &[("StudyDate", Matcher::Universal)])
+            .await
+            .len(),
+        4
+    );
+    // Several keys together.
+    assert_eq!(
+        uids(
+            index,
+            Level::Study,
+            &[
+                ("PatientID", single("P1")),
+                ("StudyDate", range(Some("20240201"), None))
+            ]
+        )
+        .await,
+        ["1.2.2"]
+    );
+    // Keys on a level above the query level go through the join.
+    assert_eq!(
+        uids(
+            index,
+            Level::Series,
+            &[("PatientName", single("Jansen^Piet"))]
+        )
+        .await,
+        ["1.3.1.1"]
+    );
+    assert_eq!(
+        uids(
+            index,
+            Level::Image,
+            &[("Modality", single("MR")), ("PatientID", single("P1"))]
+        )
+        .await,
+        ["1.2.2.1.1"]
+    );
+    // Keys on a level below: some series or instance of the entity must match.
+    assert_eq!(
+        uids(index, Level::Study, &[("Modality", single("MR"))]).await,
+        ["1.2.2", "1.4.1"]
+    );
+    assert_eq!(
+        uids(index, Level::Patient, &[("Modality", single("SR"))]).await,
+        ["P1"]
+    );
+    assert_eq!(
+        uids(
+            index,
+            Level::Patient,
+            &[("SOPClassUID", single(CT)), ("Modality", single("CT"))]
+        )
+        .await,
+        ["P1", "P2"]
+    );
+}
+
+async fn person_names(index: &dyn Index) {
+    load(index).await;
+    let mut padded = record(&[
+        ("PatientID", "P9"),
+        ("PatientName", "Øster^Ævar^^^"),
+        ("StudyInstanceUID", "1.9"),
+        ("SeriesInstanceUID", "1.9.1"),
+        ("SOPInstanceUID", "1.9.1.1"),
+    ]);
+    padded.size_bytes = 1;
+    index.upsert_instance(&padded).await.unwrap();
+    let name = |m| [("PatientName", m)];
+    // Exact, with diacritics.
+    assert_eq!(
+        uids(index, Level::Patient, &name(single("Müller^Zoë"))).await,
+        ["P1"]
+    );
+    // Trailing empty components are insignificant, on either side.
+    assert_eq!(
+        uids(index, Level::Patient, &name(single("Müller^Zoë^^"))).await,
+        ["P1"]
+    );
+    assert_eq!(
+        uids(index, Level::Patient, &name(single("Øster^Ævar"))).await,
+        ["P9"]
+    );
+    // Case-sensitive single value and wildcard matching.
+    assert!(uids(index, Level::Patient, &name(single("müller^zoë")))
+        .await
+        .is_empty());
+    assert!(uids(index, Level::Patient, &name(single("Muller^Zoe")))
+        .await
+        .is_empty());
+    assert!(uids(index, Level::Patient, &name(wild("mül*")))
+        .await
+        .is_empty());
+    // Fuzzy: case- and accent-insensitive prefix, of the name or one of its components.
+    let fuzzy = |v: &str| name(Matcher::Fuzzy(v.to_string()));
+    assert_eq!(uids(index, Level::Patient, &fuzzy("muller")).await, ["P1"]);
+    assert_eq!(
+        uids(index, Level::Patient, &fuzzy("MÜLLER^zoe")).await,
+        ["P1"]
+    );
+    assert_eq!(uids(index, Level::Patient, &fuzzy("zoe")).await, ["P1"]);
+    assert_eq!(
+        uids(index, Level::Patient, &fuzzy("mul")).await,
+        ["P1", "P3"]
+    );
+    assert_eq!(uids(index, Level::Patient, &fuzzy("oster")).await, ["P9"]);
+    assert_eq!(uids(index, Level::Patient, &fuzzy("aevar")).await, ["P9"]);
+    assert!(uids(index, Level::Patient, &fuzzy("uller"))
+        .await
+        .is_empty());
+    // Referring physician (a study-level PN), with a word prefix.
+    let referring = [("ReferringPhysicianName", Matcher::Fuzzy("vries".into()))];
+    assert_eq!(uids(index, Level::Study, &referring).await.len(), 4);
+}
+
+async fn paging(index: &dyn Index) {
+    load(index).await;
+    let all = uids(index, Level::Image, &[]).await;
+    let mut sorted = all.clone();
+    sorted.sort();
+    assert_eq!(all, sorted);
+    let mut paged = Vec::new();
+    for page in 0..4 {
+        let q = Query {
+            limit: Some(3),
+            offset: page * 3,
+            ..Query::new(Level::Image)
+        };
+        let rows = index.find(&q).await.unwrap();
+        assert!(rows.len() <= 3);
+        paged.extend(column(&rows, "SOPInstanceUID"));
+    }
+    assert_eq!(paged, all);
+    let q = Query {
+        offset: 6,
+        ..Query::new(Level::Image)
+    };
+    assert_eq!(
+        column(&index.find(&q).await.unwrap(), "SOPInstanceUID"),
+        all[6..]
+    );
+    let q = Query {
+        limit: Some(0),
+        ..Query::new(Level::Image)
+    };
+    assert!(index.find(&q).await.unwrap().is_empty());
+    // Paging a study query keeps the multi-valued attributes with their study.
+    let q = Query {
+        limit: Some(2),
+        offset: 1,
+        ..Query::new(Level::Study)
+    };
+    let rows = index.find(&q).await.unwrap();
+    assert_eq!(column(&rows, "StudyInstanceUID"), ["1.2.2", "1.3.1"]);
+    assert_eq!(rows[0][&computed::MODALITIES_IN_STUDY], "MR");
+    assert_eq!(rows[1][&computed::MODALITIES_IN_STUDY], "CT");
+}
+
+async fn locate(index: &dyn Index) {
+    load(index).await;
+    let sops = |sel: Selection| async move {
+        index
+            .locate(&sel)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|l| l.sop_instance_uid)
+            .collect::<Vec<_>>()
+    };
+    let study = Selection {
+        study_uids: vec!["1.2.1".into()],
+        ..Default::default()
+    };
+    // By series, then instance number (1, 2, 10; non-numeric last), not by UID.
+    assert_eq!(
+        sops(study).await,
+        ["1.2.1.1.9", "1.2.1.1.5", "1.2.1.1.1", "1.2.1.2.1"]
+    );
+    let series = Selection {
+        series_uids: vec!["1.2.1.2".into(), "1.4.1.1".into()],
+        ..Default::default()
+    };
+    assert_eq!(sops(series).await, ["1.2.1.2.1", "1.4.1.1.1", "1.4.1.1.2"]);
+    let inst = Selection {
+        sop_instance_uids: vec!["1.4.1.1.2".into(), "1.2.2.1.1".into(), "7.7".into()],
+        ..Default::default()
+    };
+    assert_eq!(sops(inst).await, ["1.2.2.1.1", "1.4.1.1.2"]);
+    let patient = Selection {
+        patient_ids: vec!["P1".into()],
+        ..Default::default()
+    };
+    assert_eq!(sops(patient).await.len(), 5);
+    let mismatch = Selection {
+        patient_ids: vec!["P2".into()],
+        study_uids: vec!["1.2.1".into()],
+        ..Default::default()
+    };
+    assert!(sops(mismatch).await.is_empty());
+    assert!(sops(Selection::default()).await.is_empty());
+
+    let loc = index
+        .locate(&Selection {
+            sop_instance_uids: vec!["1.3.1.1.1".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let expected = fixture().remove(5);
+    assert_eq!(loc.len(), 1);
+    let l = &loc[0];
+    assert_eq!(l.patient_id, "P2");
+    assert_eq!(l.study_instance_uid, "1.3.1");
+    assert_eq!(l.series_instance_uid, "1.3.1.1");
+    assert_eq!(l.sop_class_uid, CT);
+    assert_eq!(l.transfer_syntax_uid, EXPLICIT_LE);
+    assert_eq!(l.blob_key, expected.blob_key);
+    assert_eq!(l.size_bytes, expected.size_bytes);
+}
+
+async fn remove_instance(index: &dyn Index) {
+    load(index).await;
+    // One of several: the parents stay.
+    let key = index.remove_instance("1.2.1.1.5").await.unwrap();
+    assert_eq!(key.as_deref(), Some("1.2.1/1.2.1.1/1.2.1.1.5.dcm"));
+    assert_eq!(
+        find(
+            index,
+            Level::Series,
+            &[("SeriesInstanceUID", single("1.2.1.1"))]
+        )
+        .await[0][&computed::NUMBER_OF_SERIES_RELATED_INSTANCES],
+        "2"
+    );
+    // The last instance of P2: its series, study and patient go too.
+    assert!(index.remove_instance("1.3.1.1.1").await.unwrap().is_some());
+    assert_eq!(uids(index, Level::Patient, &[]).await, ["P1", "P3"]);
+    assert_eq!(
+        uids(index, Level::Study, &[]).await,
+        ["1.2.1", "1.2.2", "1.4.1"]
+    );
+    assert!(!uids(index, Level::Series, &[])
+        .await
+        .contains(&"1.3.1.1".to_string()));
+    // The last instance of a series of P1: only that series goes.
+    index.remove_instance("1.2.1.2.1").await.unwrap();
+    let s = find(
+        index,
+        Level::Study,
+        &[("StudyInstanceUID", single("1.2.1"))],
+    )
+    .await;
+    assert_eq!(s[0][&computed::MODALITIES_IN_STUDY], "CT");
+    assert_eq!(s[0][&computed::NUMBER_OF_STUDY_RELATED_SERIES], "1");
+    // Unknown: nothing.
+    assert_eq!(index.remove_instance("1.3.1.1.1").await.unwrap(), None);
+    assert_eq!(find(index, Level::Image, &[]).await.len(), 5);
+}
+
+async fn audit_round_trip(index: &dyn Index) {
+    assert!(index.audit_events(10).await.unwrap().is_empty());
+    let events: Vec<AuditEvent> = (0..3)
+        .map(|i| AuditEvent {
+            time: format!("2025-01-0{}T10:00:00Z", i + 1),
+            operation: ["C-FIND", "C-MOVE", "C-STORE"][i].to_string(),
+            actor: "MODALITY1".into(),
+            source: "10.0.0.5:40000".into(),
+            patient_ids: "P1\\P2".into(),
+            study_uids: if i == 1 {
+                "1.2.1".into()
+            } else {
+                String::new()
+            },
+            outcome: if i == 2 {
+                "refused".into()
+            } else {
+                "success".into()
+            },
+            detail: format!("event {i}: Zoë's \"detail\""),
+        })
+        .collect();
+    for e in &events {
+        index.record_audit(e).await.unwrap();
+    }
+    assert_eq!(index.audit_events(10).await.unwrap(), events);
+    assert_eq!(index.audit_events(2).await.unwrap(), events[1..]);
+}
+
+async fn concurrent_upserts(index: &dyn Index) {
+    let tasks = (0..40).map(|i| async move {
+        let r = record(&[
+            ("PatientID", "PC"),
+            ("PatientName", "Concurrent^Carla"),
+            ("StudyInstanceUID", "1.8"),
+            ("SeriesInstanceUID", &format!("1.8.{}", i % 4)),
+            ("SOPInstanceUID", &format!("1.8.{}.{i}", i % 4)),
+            ("Modality", "CT"),
+        ]);
+        index.upsert_instance(&r).await.unwrap();
+    });
+    futures::future::join_all(tasks).await;
+    let patients = find(index, Level::Patient, &[]).await;
+    assert_eq!(patients.len(), 1);
+    assert_eq!(
+        patients[0][&computed::NUMBER_OF_PATIENT_RELATED_SERIES],
+        "4"
+    );
+    assert_eq!(
+        patients[0][&computed::NUMBER_OF_PATIENT_RELATED_INSTANCES],
+        "40"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backends
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn unique_suffix() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "{}_{}_{}",
+        std::process::id(),
+        nanos % 1_000_000_000_000,
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+fn postgres_url() -> String {
+    std::env::var("BEELDBRUG_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.into())
+}
+
+/// `url` with its database name replaced.
+fn with_database(url: &str, db: &str) -> String {
+    let (base, params) = match url.split_once('?') {
+        Some((b, p)) => (b, format!("?{p}")),
+        None => (url, String::new()),
+    };
+    let base = match base.rsplit_once('/') {
+        Some((head, _)) if head.contains("//") && !head.ends_with('/') => head,
+        _ => base,
+    };
+    format!("{base}/{db}{params}")
+}
+
+/// A fresh database on the test server, dropped again by [`PgDb::drop_db`].
+struct PgDb {
+    admin_url: String,
+    name: String,
+    index: PostgresIndex,
+}
+
+impl PgDb {
+    async fn create() -> PgDb {
+        let admin_url = postgres_url();
+        let mut admin = sqlx::PgConnection::connect(&admin_url)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                "PostgreSQL is not reachable at {admin_url}: {e}\n\
+                 The index tests need a PostgreSQL server. Start one, e.g.\n  \
+                 docker run -d -p 5432:5432 -e POSTGRES_HOST_AUTH_METHOD=trust postgres:16\n  \
+                 createdb -h 127.0.0.1 -U postgres test\n\
+                 or point BEELDBRUG_TEST_POSTGRES_URL at a database whose user may CREATE DATABASE."
+            )
+            });
+        let name = format!("bb_test_{}", unique_suffix());
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .unwrap_or_else(|e| panic!("CREATE DATABASE {name} on {admin_url}: {e}"));
+        let _ = admin.close().await;
+        let index = PostgresIndex::open(&with_database(&admin_url, &name))
+            .await
+            .unwrap_or_else(|e| panic!("opening the index in {name}: {e}"));
+        PgDb {
+            admin_url,
+            name,
+            index,
+        }
+    }
+
+    async fn drop_db(self) {
+        self.index.close().await;
+        if let Ok(mut admin) = sqlx::PgConnection::connect(&self.admin_url).await {
+            let _ = sqlx::query(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .execute(&mut admin)
+            .await;
+            let _ = admin.close().await;
+        }
+    }
+}
+
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $name() {
+                    let dir = tempfile::tempdir().unwrap();
+                    let url = format!("sqlite://{}", dir.path().join("index.db").display());
+                    let index = super::SqliteIndex::open(&url).await.unwrap();
+                    super::$name(&index).await;
+                    index.close().await;
+                }
+            )*
+        }
+
+        mod postgres {
+            use futures::FutureExt;
+
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $name() {
+                    let db = super::PgDb::create().await;
+                    let result = super::AssertUnwindSafe(super::$name(&db.index)).catch_unwind().await;
+                    db.drop_db().await;
+                    if let Err(panic) = result {
+                        std::panic::resume_unwind(panic);
+                    }
+                }
+            )*
+        }
+    };
+}
+
+backend_tests!(
+    find_at_each_level,
+    reupsert_replaces,
+    missing_keys,
+    matching,
+    person_names,
+    paging,
+    locate,
+    remove_instance,
+    audit_round_trip,
+    concurrent_upserts,
+);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_index_reopens_with_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("index.db").display());
+    let index = SqliteIndex::open(&url).await.unwrap();
+    load(&index).await;
+    index.close().await;
+    let index = SqliteIndex::open(&url).await.unwrap();
+    assert_eq!(find(&index, Level::Image, &[]).await.len(), 8);
+    index.close().await;
+}
+
+#[test]
+fn database_name_replacement() {
+    assert_eq!(
+        with_database("postgres://postgres@127.0.0.1:5432/test", "x"),
+        "postgres://postgres@127.0.0.1:5432/x"
+    );
+    assert_eq!(
+        with_database("postgres://u:p@h/test?sslmode=disable", "x"),
+        "postgres://u:p@h/x?sslmode=disable"
+    );
+    assert_eq!(
+        with_database("postgres://h:5432", "x"),
+        "postgres://h:5432/x"
+    );
+}
