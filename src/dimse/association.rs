@@ -416,11 +416,10 @@ pub fn describe_event(event: &Event) -> String {
 async fn read_loop(mut reader: PduReader<BoxedReader>, tx: mpsc::Sender<Result<Frame, PduError>>) {
     loop {
         let frame = reader.read().await;
-        let stop = match &frame {
-            Err(_) => true,
-            Ok(Frame::Other(Pdu::AbortRQ { .. })) | Ok(Frame::Other(Pdu::ReleaseRP)) => true,
-            _ => false,
-        };
+        let stop = matches!(
+            &frame,
+            Err(_) | Ok(Frame::Other(Pdu::AbortRQ { .. })) | Ok(Frame::Other(Pdu::ReleaseRP))
+        );
         if tx.send(frame).await.is_err() || stop {
             return;
         }

@@ -20,17 +20,6 @@ impl SplitMix64 {
         mix64(self.state)
     }
 
-    /// Uniform integer in `-amplitude..=amplitude`.
-    #[inline]
-    pub(crate) fn noise(&mut self, amplitude: i32) -> i32 {
-        if amplitude <= 0 {
-            return 0;
-        }
-        let span = (2 * amplitude + 1) as u64;
-        // multiply-shift instead of modulo: unbiased enough and branch-free
-        (((self.next_u64() >> 32) * span) >> 32) as i32 - amplitude
-    }
-
     /// Uniform integer in `0..n` (n > 0).
     pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.next_u64() % n
@@ -79,14 +68,5 @@ mod tests {
         assert!(a.len() <= 64);
         assert!(a.starts_with("2.25."));
         assert!(!a[5..].starts_with('0'));
-    }
-
-    #[test]
-    fn noise_in_range() {
-        let mut r = SplitMix64::new(7);
-        for _ in 0..10_000 {
-            let n = r.noise(5);
-            assert!((-5..=5).contains(&n));
-        }
     }
 }
