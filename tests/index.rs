@@ -359,7 +359,7 @@ async fn matching(index: &dyn Index) {
         ["P1", "P2", "P3"]
     );
     assert_eq!(
-        uids(index, Level::Patient, &[("PatientName", wild("M?l*"))]).await,
+        uids(index, Level::Patient, &[("PatientName", wild("M?ll*"))]).await,
         ["P1"]
     );
     assert_eq!(

@@ -324,55 +324,70 @@ fn returned_attrs(level: Level) -> Vec<&'static IndexedAttr> {
     INDEXED_ATTRS.iter().filter(|a| a.level <= level).collect()
 }
 
-/// Computed attributes of `level` that are plain counts, with their SQL expressions.
-fn computed_counts(level: Level) -> Vec<(Tag, &'static str)> {
+/// What one aggregate query over a page of matches yields.
+#[derive(Debug, Clone, Copy)]
+enum Aggregate {
+    /// Rows `(id, count, count, ...)`: one count per tag.
+    Counts(&'static [Tag]),
+    /// Rows `(id, value)`: the distinct non-empty values, sorted, joined with `\`.
+    Values(Tag),
+}
+
+/// The computed attributes of `level` (PS3.4 C.6.1.1.x), as aggregate queries over the ids
+/// of one page of matches (`{ids}` stands for the comma-separated row ids). Computing them
+/// per page, not per row in the main query, keeps paging cheap whatever the plan.
+fn computed_queries(level: Level) -> &'static [(Aggregate, &'static str)] {
+    const PATIENT: &[Tag] = &[
+        computed::NUMBER_OF_PATIENT_RELATED_STUDIES,
+        computed::NUMBER_OF_PATIENT_RELATED_SERIES,
+        computed::NUMBER_OF_PATIENT_RELATED_INSTANCES,
+    ];
+    const STUDY: &[Tag] = &[
+        computed::NUMBER_OF_STUDY_RELATED_SERIES,
+        computed::NUMBER_OF_STUDY_RELATED_INSTANCES,
+    ];
+    const SERIES: &[Tag] = &[computed::NUMBER_OF_SERIES_RELATED_INSTANCES];
     match level {
-        Level::Patient => vec![
-            (
-                computed::NUMBER_OF_PATIENT_RELATED_STUDIES,
-                "(SELECT CAST(COUNT(*) AS TEXT) FROM study x WHERE x.patient_pk = p.id)",
-            ),
-            (
-                computed::NUMBER_OF_PATIENT_RELATED_SERIES,
-                "(SELECT CAST(COUNT(*) AS TEXT) FROM series x JOIN study y ON y.id = x.study_pk \
-                 WHERE y.patient_pk = p.id)",
-            ),
-            (
-                computed::NUMBER_OF_PATIENT_RELATED_INSTANCES,
-                "(SELECT CAST(COUNT(*) AS TEXT) FROM instance x JOIN series y ON y.id = x.series_pk \
-                 JOIN study z ON z.id = y.study_pk WHERE z.patient_pk = p.id)",
-            ),
-        ],
-        Level::Study => vec![
-            (
-                computed::NUMBER_OF_STUDY_RELATED_SERIES,
-                "(SELECT CAST(COUNT(*) AS TEXT) FROM series x WHERE x.study_pk = st.id)",
-            ),
-            (
-                computed::NUMBER_OF_STUDY_RELATED_INSTANCES,
-                "(SELECT CAST(COUNT(*) AS TEXT) FROM instance x JOIN series y ON y.id = x.series_pk \
-                 WHERE y.study_pk = st.id)",
-            ),
-        ],
-        Level::Series => vec![(
-            computed::NUMBER_OF_SERIES_RELATED_INSTANCES,
-            "(SELECT CAST(COUNT(*) AS TEXT) FROM instance x WHERE x.series_pk = se.id)",
+        Level::Patient => &[(
+            Aggregate::Counts(PATIENT),
+            "SELECT st.patient_pk, COUNT(DISTINCT st.id), COUNT(DISTINCT se.id), COUNT(i.id) \
+             FROM study st LEFT JOIN series se ON se.study_pk = st.id \
+             LEFT JOIN instance i ON i.series_pk = se.id \
+             WHERE st.patient_pk IN ({ids}) GROUP BY st.patient_pk",
         )],
-        Level::Image => vec![],
+        Level::Study => &[
+            (
+                Aggregate::Counts(STUDY),
+                "SELECT se.study_pk, COUNT(DISTINCT se.id), COUNT(i.id) \
+                 FROM series se LEFT JOIN instance i ON i.series_pk = se.id \
+                 WHERE se.study_pk IN ({ids}) GROUP BY se.study_pk",
+            ),
+            (
+                Aggregate::Values(computed::MODALITIES_IN_STUDY),
+                "SELECT DISTINCT study_pk, modality FROM series WHERE study_pk IN ({ids})",
+            ),
+            (
+                Aggregate::Values(computed::SOP_CLASSES_IN_STUDY),
+                "SELECT DISTINCT se.study_pk, i.sop_class_uid FROM instance i \
+                 JOIN series se ON se.id = i.series_pk WHERE se.study_pk IN ({ids})",
+            ),
+        ],
+        Level::Series => &[(
+            Aggregate::Counts(SERIES),
+            "SELECT series_pk, COUNT(*) FROM instance WHERE series_pk IN ({ids}) GROUP BY series_pk",
+        )],
+        Level::Image => &[],
     }
 }
 
 /// The main query of [`Index::find`](super::Index::find). Columns: [`returned_attrs`], then
-/// [`computed_counts`], then (study level only) `st.id` for the multi-valued attributes.
+/// the row id of the level's table (for [`computed_queries`]).
 pub(crate) fn find_sql(dialect: Dialect, query: &Query) -> Sql {
     let level = query.level;
     let mut sql = Sql::new(dialect);
     sql.push("SELECT ");
     let mut columns: Vec<String> = returned_attrs(level).iter().map(|a| qualified(a)).collect();
-    columns.extend(computed_counts(level).iter().map(|(_, e)| e.to_string()));
-    if level == Level::Study {
-        columns.push("st.id".to_string());
-    }
+    columns.push(format!("{}.id", alias(level)));
     sql.push(&columns.join(", "));
     sql.push(" FROM ").push(&chain(level, Level::Patient));
 
@@ -461,20 +476,15 @@ fn upsert_entity_sql(
     let key = unique_column(level);
     let attrs: Vec<&IndexedAttr> = INDEXED_ATTRS.iter().filter(|a| a.level == level).collect();
     let mut names: Vec<&str> = Vec::new();
-    let mut sql = Sql::new(dialect);
-    let mut values = Sql::new(dialect);
+    let mut values: Vec<Bind> = Vec::new();
     let mut set: Vec<String> = Vec::new();
     for attr in &attrs {
         let value = record.get(attr.tag).unwrap_or("");
-        let value = value.trim_end_matches('\0');
         names.push(attr.column);
-        if !values.binds.is_empty() {
-            values.push(", ");
-        }
-        values.bind(value);
+        values.push(Bind::Text(value.to_string()));
         if let Some(norm) = norm_column(attr) {
             names.push(norm);
-            values.push(", ").bind(&normalize_name(value));
+            values.push(Bind::Text(normalize_name(value)));
             set.push(format!(
                 "{norm} = CASE WHEN excluded.{c} <> '' THEN excluded.{norm} ELSE {tbl}.{norm} END",
                 c = attr.column
@@ -490,19 +500,19 @@ fn upsert_entity_sql(
     if let Some(id) = parent_id {
         let fk = parent_fk(level);
         names.push(fk);
-        values.push(", ").bind_int(id);
+        values.push(Bind::Int(id));
         set.push(format!("{fk} = excluded.{fk}"));
     }
-    // Re-number the placeholders: `values` was built on its own.
+    let mut sql = Sql::new(dialect);
     sql.push(&format!(
         "INSERT INTO {tbl} ({}) VALUES (",
         names.join(", ")
     ));
-    for (i, b) in values.binds.iter().enumerate() {
+    for (i, value) in values.iter().enumerate() {
         if i > 0 {
             sql.push(", ");
         }
-        match b {
+        match value {
             Bind::Text(t) => sql.bind(t),
             Bind::Int(n) => sql.bind_int(*n),
         };
@@ -797,87 +807,86 @@ where
         let sql = find_sql(self.dialect, query);
         let rows = Self::query(&sql).fetch_all(&self.pool).await?;
         let attrs = returned_attrs(query.level);
-        let counts = computed_counts(query.level);
         let mut matches = Vec::with_capacity(rows.len());
-        let mut study_ids = Vec::new();
+        let mut ids = Vec::with_capacity(rows.len());
         for row in &rows {
             let mut m = Match::new();
             for (i, attr) in attrs.iter().enumerate() {
                 m.insert(attr.tag, row.try_get::<String, usize>(i)?);
             }
-            for (j, (tag, _)) in counts.iter().enumerate() {
-                m.insert(*tag, row.try_get::<String, usize>(attrs.len() + j)?);
-            }
-            if query.level == Level::Study {
-                study_ids.push(row.try_get::<i64, usize>(attrs.len() + counts.len())?);
-            }
+            ids.push(row.try_get::<i64, usize>(attrs.len())?);
             matches.push(m);
         }
-        if query.level == Level::Study && !study_ids.is_empty() {
-            let (modalities, sop_classes) = self.study_value_sets(&study_ids).await?;
-            for (m, id) in matches.iter_mut().zip(&study_ids) {
-                let join = |sets: &BTreeMap<i64, BTreeSet<String>>| {
-                    sets.get(id)
-                        .map(|s| s.iter().cloned().collect::<Vec<_>>().join("\\"))
-                        .unwrap_or_default()
-                };
-                m.insert(computed::MODALITIES_IN_STUDY, join(&modalities));
-                m.insert(computed::SOP_CLASSES_IN_STUDY, join(&sop_classes));
-            }
-        }
+        drop(rows);
+        self.add_computed(query.level, &ids, &mut matches).await?;
         Ok(matches)
     }
 
-    /// Modalities and SOP classes of the given studies (by row id): two queries per 500.
-    #[allow(clippy::type_complexity)]
-    async fn study_value_sets(
+    /// Fill in the computed attributes of `matches` (whose row ids are `ids`): a few
+    /// aggregate queries per 500 matches.
+    async fn add_computed(
         &self,
-        study_ids: &[i64],
-    ) -> Result<
-        (
-            BTreeMap<i64, BTreeSet<String>>,
-            BTreeMap<i64, BTreeSet<String>>,
-        ),
-        IndexError,
-    > {
-        let mut modalities: BTreeMap<i64, BTreeSet<String>> = BTreeMap::new();
-        let mut sop_classes: BTreeMap<i64, BTreeSet<String>> = BTreeMap::new();
-        for chunk in study_ids.chunks(500) {
+        level: Level,
+        ids: &[i64],
+        matches: &mut [Match],
+    ) -> Result<(), IndexError> {
+        let queries = computed_queries(level);
+        for m in matches.iter_mut() {
+            for (aggregate, _) in queries {
+                match aggregate {
+                    Aggregate::Counts(tags) => m.extend(tags.iter().map(|t| (*t, "0".to_string()))),
+                    Aggregate::Values(tag) => {
+                        m.insert(*tag, String::new());
+                    }
+                }
+            }
+        }
+        if queries.is_empty() {
+            return Ok(());
+        }
+        let position: BTreeMap<i64, usize> =
+            ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+        for chunk in ids.chunks(500) {
             // Row ids are integers from the database itself: safe to inline.
             let list = chunk
                 .iter()
                 .map(i64::to_string)
                 .collect::<Vec<_>>()
                 .join(", ");
-            for (text, target) in [
-                (
-                    format!(
-                        "SELECT DISTINCT study_pk, modality FROM series WHERE study_pk IN ({list})"
-                    ),
-                    &mut modalities,
-                ),
-                (
-                    format!(
-                        "SELECT DISTINCT se.study_pk, i.sop_class_uid FROM instance i \
-                         JOIN series se ON se.id = i.series_pk WHERE se.study_pk IN ({list})"
-                    ),
-                    &mut sop_classes,
-                ),
-            ] {
+            for (aggregate, text) in queries {
+                let text = text.replace("{ids}", &list);
                 let rows = sqlx::query::<DB>(&text)
                     .persistent(false)
                     .fetch_all(&self.pool)
                     .await?;
+                let mut sets: BTreeMap<usize, BTreeSet<String>> = BTreeMap::new();
                 for row in rows {
-                    let id: i64 = row.try_get(0usize)?;
-                    let value: String = row.try_get(1usize)?;
-                    if !value.is_empty() {
-                        target.entry(id).or_default().insert(value);
+                    let Some(&at) = position.get(&row.try_get::<i64, usize>(0)?) else {
+                        continue;
+                    };
+                    match aggregate {
+                        Aggregate::Counts(tags) => {
+                            for (j, tag) in tags.iter().enumerate() {
+                                let count: i64 = row.try_get(j + 1)?;
+                                matches[at].insert(*tag, count.to_string());
+                            }
+                        }
+                        Aggregate::Values(_) => {
+                            let value: String = row.try_get(1usize)?;
+                            if !value.is_empty() {
+                                sets.entry(at).or_default().insert(value);
+                            }
+                        }
+                    }
+                }
+                if let Aggregate::Values(tag) = aggregate {
+                    for (at, values) in sets {
+                        matches[at].insert(*tag, values.into_iter().collect::<Vec<_>>().join("\\"));
                     }
                 }
             }
         }
-        Ok((modalities, sop_classes))
+        Ok(())
     }
 
     pub async fn locate(&self, selection: &Selection) -> Result<Vec<InstanceLocation>, IndexError> {
