@@ -74,7 +74,8 @@ impl Config {
             }
             figment = figment.merge(Toml::file(path));
         }
-        figment = figment.merge(Env::prefixed("BEELDBRUG_").split("__"));
+        // BEELDBRUG_LOG is the log filter (main.rs), not a configuration key.
+        figment = figment.merge(Env::prefixed("BEELDBRUG_").ignore(&["log"]).split("__"));
         Self::from_figment(figment)
     }
 

@@ -1,0 +1,247 @@
+#!/usr/bin/env bash
+# Ingest benchmark: send one generated CT study with DCMTK storescu to
+#   (a) beeldbrug serve (release build), (b) DCMTK storescp (writing to disk),
+#   (c) Orthanc (default SQLite index),
+# REPS times each (a fresh, empty store for every run), and report the median
+# instances/s and MB/s per target. Part 2 measures beeldbrug's peak RSS (VmHWM) while it
+# receives one multi-frame instance of >= 2 GB, against its idle RSS.
+#
+# Usage: benches/ingest.sh            (see benches/README.md)
+# Environment (defaults in brackets):
+#   BENCH_DIR [/tmp/beeldbrug-bench]  inputs, stores and logs
+#   CT_SLICES [200]   slices of the CT study (512x512x16 bit, ~0.5 MB each: ~100 MB)
+#   REPS      [5]     runs per target
+#   SKIP_LARGE [0]    1 skips part 2
+#   MF_FRAMES [1024] MF_SIZE [1024]   part 2 instance: frames of MF_SIZE^2 16-bit pixels
+#   PDU       [131072]  max PDU every receiver announces (DCMTK and Orthanc max out here)
+#   BB_PORT [11300] BB_HTTP_PORT [11301] STORESCP_PORT [11302]
+#   ORTHANC_PORT [11303] ORTHANC_HTTP_PORT [11304]      all on 127.0.0.1
+#   ORTHANC [/usr/sbin/Orthanc]   CARGO_TARGET_DIR [<repo>/target]   BEELDBRUG_LOG [info]
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH_DIR=${BENCH_DIR:-/tmp/beeldbrug-bench}
+CT_SLICES=${CT_SLICES:-200}
+REPS=${REPS:-5}
+SKIP_LARGE=${SKIP_LARGE:-0}
+MF_FRAMES=${MF_FRAMES:-1024}
+MF_SIZE=${MF_SIZE:-1024}
+PDU=${PDU:-131072}
+HOST=127.0.0.1
+BB_PORT=${BB_PORT:-11300}
+BB_HTTP_PORT=${BB_HTTP_PORT:-11301}
+STORESCP_PORT=${STORESCP_PORT:-11302}
+ORTHANC_PORT=${ORTHANC_PORT:-11303}
+ORTHANC_HTTP_PORT=${ORTHANC_HTTP_PORT:-11304}
+ORTHANC=${ORTHANC:-/usr/sbin/Orthanc}
+BB=${CARGO_TARGET_DIR:-$ROOT/target}/release/beeldbrug
+export TCP_NODELAY=1 # DCMTK: disable Nagle (otherwise small PDUs wait for delayed ACKs)
+
+die() { echo "ingest.sh: $*" >&2; exit 1; }
+log() { echo "== $*" >&2; }
+
+for tool in storescu storescp echoscu; do
+    [ -x "/usr/bin/$tool" ] || die "DCMTK $tool missing: apt-get install -y dcmtk"
+done
+[ -x "$ORTHANC" ] || die "Orthanc missing ($ORTHANC): apt-get install -y orthanc"
+command -v curl >/dev/null || die "curl missing: apt-get install -y curl"
+
+# --- processes: everything started here is killed on exit --------------------------------
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+
+# wait_echo AE PORT PID LOG: until the peer answers C-ECHO (fail if it dies first)
+wait_echo() {
+    local i
+    for i in $(seq 1 300); do
+        /usr/bin/echoscu -aec "$1" "$HOST" "$2" >/dev/null 2>&1 && return 0
+        kill -0 "$3" 2>/dev/null || { tail -20 "$4" >&2; die "$1 exited before answering (log: $4)"; }
+        sleep 0.1
+    done
+    tail -20 "$4" >&2
+    die "$1 did not answer C-ECHO on port $2 within 30 s"
+}
+
+# Each start_* sets PID and leaves the target ready; $1 is a fresh directory.
+start_beeldbrug() {
+    BEELDBRUG_DIMSE__LISTEN=$HOST:$BB_PORT BEELDBRUG_HTTP__LISTEN=$HOST:$BB_HTTP_PORT \
+        BEELDBRUG_DIMSE__MAX_PDU=$PDU BEELDBRUG_STORAGE__DATA_DIR="$1/data" \
+        BEELDBRUG_LOG=${BEELDBRUG_LOG:-info} \
+        "$BB" serve >"$1/beeldbrug.log" 2>&1 &
+    PID=$!
+    PIDS+=("$PID")
+    wait_echo BEELDBRUG "$BB_PORT" "$PID" "$1/beeldbrug.log"
+}
+count_beeldbrug() { find "$1/data/blobs" -type f -name '*.dcm' | wc -l; }
+
+start_storescp() {
+    mkdir -p "$1/out"
+    /usr/bin/storescp -aet STORESCP --max-pdu "$PDU" --output-directory "$1/out" "$STORESCP_PORT" \
+        >"$1/storescp.log" 2>&1 &
+    PID=$!
+    PIDS+=("$PID")
+    wait_echo STORESCP "$STORESCP_PORT" "$PID" "$1/storescp.log"
+}
+count_storescp() { find "$1/out" -type f | wc -l; }
+
+start_orthanc() {
+    cat >"$1/orthanc.json" <<EOF
+{
+  "Name": "beeldbrug-bench",
+  "StorageDirectory": "$1/storage",
+  "IndexDirectory": "$1/storage",
+  "Plugins": [],
+  "HttpPort": $ORTHANC_HTTP_PORT,
+  "RemoteAccessAllowed": false,
+  "AuthenticationEnabled": false,
+  "DicomAet": "ORTHANC",
+  "DicomPort": $ORTHANC_PORT,
+  "DicomCheckCalledAet": false,
+  "DicomAlwaysAllowEcho": true,
+  "DicomAlwaysAllowStore": true,
+  "MaximumPduLength": $PDU
+}
+EOF
+    "$ORTHANC" "$1/orthanc.json" >"$1/orthanc.log" 2>&1 &
+    PID=$!
+    PIDS+=("$PID")
+    wait_echo ORTHANC "$ORTHANC_PORT" "$PID" "$1/orthanc.log"
+}
+count_orthanc() {
+    curl -sf "http://$HOST:$ORTHANC_HTTP_PORT/statistics" | sed -n 's/.*"CountInstances" *: *\([0-9]*\).*/\1/p'
+}
+
+# send AE PORT LOG PATH: storescu PATH (recursively), print the wall time in seconds
+send() {
+    local t0 t1
+    t0=$(date +%s.%N)
+    /usr/bin/storescu -aet BENCH -aec "$1" --max-pdu "$PDU" +sd +r +sp "*.dcm" "$HOST" "$2" "$4" >"$3" 2>&1 \
+        || { tail -20 "$3" >&2; die "storescu to $1 failed (log: $3)"; }
+    t1=$(date +%s.%N)
+    awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f\n", b - a }'
+}
+
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+rss_kb() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
+fmt() { awk -v x="$1" -v d="${2:-1}" 'BEGIN { printf "%.*f", d, x }'; }
+
+# --- build and inputs ---------------------------------------------------------------------
+log "building beeldbrug (release)"
+(cd "$ROOT" && cargo build --release --quiet)
+[ -x "$BB" ] || die "no release binary at $BB"
+mkdir -p "$BENCH_DIR"
+
+CT_DIR=$BENCH_DIR/input-ct-$CT_SLICES
+if [ ! -f "$CT_DIR.complete" ]; then
+    log "generating a CT study of $CT_SLICES slices into $CT_DIR"
+    rm -rf "$CT_DIR"
+    "$BB" generate -o "$CT_DIR" --seed 1 --patients 1 --ct-slices "$CT_SLICES" --mr-slices 0 >/dev/null
+    touch "$CT_DIR.complete"
+fi
+N=$(find "$CT_DIR" -type f -name '*.dcm' | wc -l)
+BYTES=$(find "$CT_DIR" -type f -name '*.dcm' -printf '%s\n' | awk '{ s += $1 } END { print s }')
+MB=$(awk -v b="$BYTES" 'BEGIN { printf "%.1f", b / 1e6 }')
+[ "$N" -gt 0 ] || die "no input files in $CT_DIR"
+
+# --- part 1: throughput ---------------------------------------------------------------------
+TARGETS=(beeldbrug storescp orthanc)
+declare -A AE=([beeldbrug]=BEELDBRUG [storescp]=STORESCP [orthanc]=ORTHANC)
+declare -A PORT=([beeldbrug]=$BB_PORT [storescp]=$STORESCP_PORT [orthanc]=$ORTHANC_PORT)
+declare -A TIMES=()
+
+log "part 1: $N instances, $MB MB, $REPS runs per target (targets interleaved)"
+for rep in $(seq 1 "$REPS"); do
+    for t in "${TARGETS[@]}"; do
+        dir=$BENCH_DIR/run-$t
+        rm -rf "$dir"
+        mkdir -p "$dir"
+        "start_$t" "$dir"
+        sync # earlier runs' dirty pages must not land in this run's fsyncs
+        secs=$(send "${AE[$t]}" "${PORT[$t]}" "$dir/storescu.log" "$CT_DIR")
+        got=$("count_$t" "$dir")
+        stop "$PID"
+        [ "$got" = "$N" ] || die "$t holds $got of $N instances after run $rep (see $dir)"
+        TIMES[$t]="${TIMES[$t]:-} $secs"
+        log "run $rep $t: $secs s"
+    done
+done
+for t in "${TARGETS[@]}"; do rm -rf "$BENCH_DIR/run-$t"; done
+
+declare -A MED=() IPS=() MBS=()
+for t in "${TARGETS[@]}"; do
+    # shellcheck disable=SC2086 # word splitting intended
+    MED[$t]=$(median ${TIMES[$t]})
+    IPS[$t]=$(awk -v n="$N" -v s="${MED[$t]}" 'BEGIN { printf "%.1f", n / s }')
+    MBS[$t]=$(awk -v b="$BYTES" -v s="${MED[$t]}" 'BEGIN { printf "%.1f", b / 1e6 / s }')
+done
+ratio() { awk -v a="${IPS[$1]}" -v b="${IPS[$2]}" 'BEGIN { printf "%.2f", a / b }'; }
+
+# --- part 2: peak RSS while receiving one large instance ------------------------------------
+LARGE=""
+if [ "$SKIP_LARGE" != "1" ]; then
+    MF_DIR=$BENCH_DIR/input-mf-${MF_FRAMES}x$MF_SIZE
+    if [ ! -f "$MF_DIR.complete" ]; then
+        log "generating a multi-frame instance ($MF_FRAMES frames of ${MF_SIZE}x$MF_SIZE) into $MF_DIR"
+        rm -rf "$MF_DIR"
+        "$BB" generate -o "$MF_DIR" --seed 1 --patients 1 --ct-slices 0 --mr-slices 0 \
+            --multiframe-frames "$MF_FRAMES" --frame-size "$MF_SIZE" >/dev/null
+        touch "$MF_DIR.complete"
+    fi
+    MF_FILE=$(find "$MF_DIR" -type f -name '*.dcm' | head -1)
+    MF_BYTES=$(stat -c %s "$MF_FILE")
+    dir=$BENCH_DIR/run-large
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    start_beeldbrug "$dir"
+    sleep 2
+    IDLE_RSS=$(rss_kb "$PID" VmRSS)
+    IDLE_HWM=$(rss_kb "$PID" VmHWM)
+    sync
+    log "part 2: sending $MF_BYTES bytes in one instance to beeldbrug (idle RSS $IDLE_RSS kB)"
+    MF_SECS=$(send BEELDBRUG "$BB_PORT" "$dir/storescu.log" "$MF_FILE")
+    PEAK=$(rss_kb "$PID" VmHWM)
+    AFTER_RSS=$(rss_kb "$PID" VmRSS)
+    got=$(count_beeldbrug "$dir")
+    stored=$(find "$dir/data/blobs" -type f -name '*.dcm' -printf '%s\n' | head -1)
+    stop "$PID"
+    rm -rf "$dir"
+    [ "$got" = "1" ] || die "beeldbrug holds $got instances after the large send"
+    LARGE=$(
+        cat <<EOF
+
+Peak RSS of beeldbrug receiving one $(fmt "$(awk -v b="$MF_BYTES" 'BEGIN { print b / 1e9 }')" 2) GB instance ($MF_FRAMES frames of ${MF_SIZE}x$MF_SIZE, 16-bit; stored blob $stored bytes):
+
+| idle VmRSS | idle VmHWM | peak VmHWM (after receive) | peak above idle RSS | VmRSS after | time | MB/s |
+|---:|---:|---:|---:|---:|---:|---:|
+| $((IDLE_RSS / 1024)) MiB | $((IDLE_HWM / 1024)) MiB | $((PEAK / 1024)) MiB | $(((PEAK - IDLE_RSS) / 1024)) MiB | $((AFTER_RSS / 1024)) MiB | $MF_SECS s | $(awk -v b="$MF_BYTES" -v s="$MF_SECS" 'BEGIN { printf "%.1f", b / 1e6 / s }') |
+EOF
+    )
+fi
+
+# --- report -----------------------------------------------------------------------------------
+REPORT=$BENCH_DIR/results.md
+{
+    echo "## beeldbrug ingest benchmark, $(date -u +%Y-%m-%dT%H:%MZ)"
+    echo
+    echo "Machine: $(nproc) CPUs ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)), $(free -g | awk '/^Mem:/ { print $2 }') GiB RAM; $BENCH_DIR on $(df -hT "$BENCH_DIR" | awk 'NR == 2 { print $2 " (" $1 ")" }')."
+    echo "Versions: beeldbrug $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?'), $(/usr/bin/storescu --version | head -1 | tr -d '$'), Orthanc $("$ORTHANC" --version | head -1 | awk '{ print $2 }')."
+    echo "Input: $N CT instances (512x512, 16-bit, Explicit VR LE), $MB MB, sent by storescu over one association, max PDU $PDU; $REPS runs per target, medians."
+    echo
+    echo "| target | median time | instances/s | MB/s | runs (s) |"
+    echo "|---|---:|---:|---:|---|"
+    for t in "${TARGETS[@]}"; do
+        echo "| $t | ${MED[$t]} s | ${IPS[$t]} | ${MBS[$t]} | ${TIMES[$t]# } |"
+    done
+    echo
+    echo "Ratios (instances/s): beeldbrug/storescp = $(ratio beeldbrug storescp), beeldbrug/Orthanc = $(ratio beeldbrug orthanc), Orthanc/storescp = $(ratio orthanc storescp)."
+    echo "$LARGE"
+} | tee "$REPORT"
+log "report written to $REPORT"
