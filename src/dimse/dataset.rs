@@ -34,8 +34,139 @@ fn syntax(ts: &str) -> Result<&'static dicom_encoding::TransferSyntax, DatasetEr
 /// Decode a data set received on a context with transfer syntax `ts`. Text is decoded with
 /// the data set's own Specific Character Set.
 pub fn decode(bytes: &[u8], ts: &str) -> Result<InMemDicomObject, DatasetError> {
+    check_structure(bytes, bytes.len() as u64, ts)?;
     InMemDicomObject::read_dataset_with_ts(bytes, syntax(ts)?)
         .map_err(|e| DatasetError::Parse(e.to_string()))
+}
+
+/// Deepest nesting of sequences [`check_structure`] lets through. dicom-parser recurses once
+/// per level (and so do drop and encode); real data sets (SR trees included) stay far below.
+pub const MAX_SEQUENCE_DEPTH: usize = 64;
+
+/// Walk the element headers of the `len` bytes of a data set in `source` (transfer syntax
+/// `ts`) before it is handed to dicom-parser, which allocates and zeroes an announced value
+/// length before reading it and recurses per sequence level: every defined length must fit
+/// in what is left of the data set, and sequences may nest at most [`MAX_SEQUENCE_DEPTH`]
+/// deep. Without this a peer could make us zero 4 GiB for a 20-byte data set, or overflow
+/// the stack (aborting the process) with deeply nested sequences.
+///
+/// Stops at top-level Pixel Data (where indexing stops reading) or at the end; anything
+/// else odd is left for the parser to report. Reads `source` once, front to back, and keeps
+/// no values in memory.
+pub fn check_structure<R: Read>(mut source: R, len: u64, ts: &str) -> Result<(), DatasetError> {
+    use dicom_core::header::{Length, SequenceItemHeader};
+    use dicom_core::VR;
+
+    enum Open {
+        Sequence(Option<u64>),
+        Item(Option<u64>),
+        Fragments,
+    }
+    let decoder = syntax(ts)?
+        .decoder_for::<R>()
+        .ok_or_else(|| DatasetError::UnknownTransferSyntax(ts.to_string()))?;
+    let bad = |problem: String| DatasetError::Parse(problem);
+    let parse = |e: dicom_encoding::decode::Error| DatasetError::Parse(e.to_string());
+    // The end of a value of `length` starting at `pos`, if it fits.
+    let fits = |pos: u64, length: u32, what: &str| -> Result<u64, DatasetError> {
+        let end = pos + u64::from(length);
+        if end > len {
+            return Err(bad(format!(
+                "{what} at byte {pos} announces {length} bytes, but only {} remain",
+                len - pos
+            )));
+        }
+        Ok(end)
+    };
+    let mut pos = 0u64;
+    let mut stack: Vec<Open> = Vec::new();
+    loop {
+        // Close the containers of defined length that end here.
+        while let Some(Open::Sequence(Some(end)) | Open::Item(Some(end))) = stack.last() {
+            match pos.cmp(end) {
+                std::cmp::Ordering::Less => break,
+                std::cmp::Ordering::Equal => {
+                    stack.pop();
+                }
+                std::cmp::Ordering::Greater => {
+                    return Err(bad(format!(
+                        "element at byte {pos} overruns its sequence or item"
+                    )))
+                }
+            }
+        }
+        if pos >= len {
+            return Ok(());
+        }
+        match stack.last() {
+            Some(Open::Sequence(_)) | Some(Open::Fragments) => {
+                let header = decoder.decode_item_header(&mut source).map_err(parse)?;
+                pos += 8;
+                match header {
+                    SequenceItemHeader::Item { len: Length(n) }
+                        if matches!(stack.last(), Some(Open::Fragments)) =>
+                    {
+                        // A pixel data fragment: bytes, not a data set.
+                        let end = fits(pos, n, "pixel data fragment")?;
+                        std::io::copy(&mut (&mut source).take(end - pos), &mut std::io::sink())
+                            .map_err(|e| bad(e.to_string()))?;
+                        pos = end;
+                    }
+                    SequenceItemHeader::Item { len: n } => {
+                        let end = match n.get() {
+                            Some(n) => Some(fits(pos, n, "item")?),
+                            None => None,
+                        };
+                        stack.push(Open::Item(end));
+                    }
+                    SequenceItemHeader::SequenceDelimiter => {
+                        stack.pop();
+                    }
+                    SequenceItemHeader::ItemDelimiter => {
+                        return Err(bad(format!("item delimiter outside an item at byte {pos}")))
+                    }
+                }
+            }
+            Some(Open::Item(_)) | None => {
+                let (header, n) = decoder.decode_header(&mut source).map_err(parse)?;
+                pos += n as u64;
+                if header.tag == Tag(0xFFFE, 0xE00D) {
+                    if matches!(stack.last(), Some(Open::Item(_))) {
+                        stack.pop();
+                    }
+                    continue;
+                }
+                if stack.is_empty() && header.tag == PIXEL_DATA {
+                    return Ok(());
+                }
+                if header.vr == VR::SQ || header.len.is_undefined() {
+                    if header.tag == PIXEL_DATA && header.len.is_undefined() {
+                        stack.push(Open::Fragments);
+                        continue;
+                    }
+                    let depth = stack
+                        .iter()
+                        .filter(|o| matches!(o, Open::Sequence(_)))
+                        .count();
+                    if depth >= MAX_SEQUENCE_DEPTH {
+                        return Err(bad(format!(
+                            "sequences nested deeper than {MAX_SEQUENCE_DEPTH} levels at byte {pos}"
+                        )));
+                    }
+                    let end = match header.len.get() {
+                        Some(n) => Some(fits(pos, n, "sequence")?),
+                        None => None,
+                    };
+                    stack.push(Open::Sequence(end));
+                } else {
+                    let end = fits(pos, header.len.0, "element")?;
+                    std::io::copy(&mut (&mut source).take(end - pos), &mut std::io::sink())
+                        .map_err(|e| bad(e.to_string()))?;
+                    pos = end;
+                }
+            }
+        }
+    }
 }
 
 /// Encode a data set in transfer syntax `ts`; text is encoded in the Specific Character
@@ -109,6 +240,26 @@ pub fn read_layout(path: &Path) -> Result<FileLayout, DatasetError> {
     })
 }
 
+/// [`check_structure`] for the data set of a Part 10 file.
+pub fn check_file_structure(path: &Path) -> Result<(), DatasetError> {
+    use std::io::{Seek, SeekFrom};
+    let layout = read_layout(path)?;
+    let mut file = std::fs::File::open(path).map_err(|e| DatasetError::File {
+        path: path.display().to_string(),
+        problem: e.to_string(),
+    })?;
+    file.seek(SeekFrom::Start(layout.dataset_offset))
+        .map_err(|e| DatasetError::File {
+            path: path.display().to_string(),
+            problem: e.to_string(),
+        })?;
+    check_structure(
+        std::io::BufReader::new(file),
+        layout.dataset_len(),
+        layout.meta.transfer_syntax(),
+    )
+}
+
 /// Is this text representable in ISO 8859-1 (ISO_IR 100)?
 pub fn is_latin1(text: &str) -> bool {
     text.chars().all(|c| (c as u32) < 0x100)
@@ -118,6 +269,43 @@ pub fn is_latin1(text: &str) -> bool {
 mod tests {
     use super::*;
     use dicom_core::{DataElement, PrimitiveValue, VR};
+
+    #[test]
+    fn structure_check_passes_generated_files_and_stops_bombs() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = crate::testdata::GenerateArgs {
+            out: dir.path().to_path_buf(),
+            seed: 3,
+            patients: 1,
+            ct_slices: 2,
+            mr_slices: 1,
+            dx: false,
+            multiframe_frames: 2,
+            frame_size: 32,
+            encapsulated: true,
+            implicit: true,
+        };
+        for f in crate::testdata::generate(&args).unwrap() {
+            check_file_structure(&f.path)
+                .unwrap_or_else(|e| panic!("{} ({}): {e}", f.path.display(), f.transfer_syntax));
+        }
+        let explicit = "1.2.840.10008.1.2.1";
+        // (0009,1010) OB announcing ~4 GiB.
+        let huge = [
+            9, 0, 0x10, 0x10, b'O', b'B', 0, 0, 0xF0, 0xFF, 0xFF, 0xFF, 1, 2,
+        ];
+        assert!(check_structure(&huge[..], huge.len() as u64, explicit).is_err());
+        assert!(decode(&huge, explicit).is_err());
+        let mut deep = Vec::new();
+        for _ in 0..=MAX_SEQUENCE_DEPTH {
+            deep.extend_from_slice(&[
+                0x40, 0, 0x30, 0xA7, b'S', b'Q', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF,
+            ]);
+            deep.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
+        }
+        assert!(check_structure(&deep[..], deep.len() as u64, explicit).is_err());
+        assert!(check_structure(&[][..], 0, explicit).is_ok());
+    }
 
     #[test]
     fn latin1_round_trip_keeps_diacritics() {

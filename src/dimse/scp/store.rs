@@ -7,7 +7,7 @@
 
 use super::{drain_data_set, ScpContext};
 use crate::dimse::command::{CommandField, CommandSet};
-use crate::dimse::dataset::{file_header, PIXEL_DATA};
+use crate::dimse::dataset::{check_file_structure, file_header, DatasetError, PIXEL_DATA};
 use crate::dimse::status::code;
 use crate::dimse::{Association, AssociationError, Event};
 use crate::store::{BlobStore, InstanceRecord, PendingBlob};
@@ -191,10 +191,16 @@ async fn persist(
     }
     let path = blob.temp_path().to_path_buf();
     let parsed = tokio::task::spawn_blocking(move || {
+        // Lengths and nesting first: the parser trusts both (see `check_structure`).
+        check_file_structure(&path).map_err(|e| match e {
+            DatasetError::Parse(problem) => problem,
+            other => other.to_string(),
+        })?;
         dicom_object::OpenFileOptions::new()
             .read_until(PIXEL_DATA)
             .open_file(&path)
             .map(|obj| InstanceRecord::from_object(&obj))
+            .map_err(|e| e.to_string())
     })
     .await;
     let mut record = match parsed {
