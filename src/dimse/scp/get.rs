@@ -1,8 +1,7 @@
 //! Query/Retrieve C-GET as SCP (PS3.4 C.4.3): the selected instances go back as C-STORE
 //! sub-operations on the same association, on contexts where the requestor took the SCP role.
 
-use super::move_::outcome_word;
-use super::retrieve::{selection_from, SubOps};
+use super::retrieve::{self, selection_from, SubOps};
 use super::ScpContext;
 use crate::dimse::command::{CommandField, CommandSet};
 use crate::dimse::dataset;
@@ -10,7 +9,6 @@ use crate::dimse::scu::{send_stored, SendError};
 use crate::dimse::status::code;
 use crate::dimse::{Association, AssociationError};
 use crate::trust::{Caller, Operation, Outcome};
-use std::collections::BTreeSet;
 
 pub async fn handle(
     ctx: &ScpContext,
@@ -100,32 +98,17 @@ pub async fn handle(
                 .await?;
         }
     }
-    let (rsp, data) = counts.final_response(rq, CommandField::CGetRsp, cancelled);
-    assoc.send_command(context_id, &rsp).await?;
-    if let Some(obj) = data {
-        let bytes = dataset::encode(&obj, &pc.transfer_syntax)
-            .map_err(|e| AssociationError::Protocol(e.to_string()))?;
-        assoc.send_data(context_id, &bytes).await?;
-    }
-    let outcome = Outcome {
-        patient_ids: instances
-            .iter()
-            .map(|i| i.patient_id.clone())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect(),
-        study_uids: instances
-            .iter()
-            .map(|i| i.study_instance_uid.clone())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect(),
-        result: outcome_word(&counts, cancelled).into(),
-        detail: format!(
-            "{} completed, {} failed, {} warning",
-            counts.completed, counts.failed, counts.warning
-        ),
-    };
+    retrieve::send_final(
+        assoc,
+        context_id,
+        &pc.transfer_syntax,
+        rq,
+        CommandField::CGetRsp,
+        &counts,
+        cancelled,
+    )
+    .await?;
+    let outcome = retrieve::outcome(&instances, &counts, cancelled, "");
     ctx.trust.audit(caller, Operation::Get, outcome).await;
     Ok(())
 }

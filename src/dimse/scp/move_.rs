@@ -2,7 +2,7 @@
 //! new association to a configured destination AE, with a pending response after each
 //! sub-operation and C-CANCEL checked between them.
 
-use super::retrieve::{selection_from, SubOps};
+use super::retrieve::{self, selection_from, SubOps};
 use super::ScpContext;
 use crate::dimse::command::{CommandField, CommandSet};
 use crate::dimse::dataset;
@@ -10,7 +10,6 @@ use crate::dimse::scu::{self, send_stored, ScuOptions, SendError};
 use crate::dimse::status::code;
 use crate::dimse::{Association, AssociationError};
 use crate::trust::{Caller, Operation, Outcome};
-use std::collections::BTreeSet;
 
 pub async fn handle(
     ctx: &ScpContext,
@@ -157,44 +156,22 @@ pub async fn handle(
             }
         }
     }
-    let (rsp, data) = counts.final_response(rq, CommandField::CMoveRsp, cancelled);
-    assoc.send_command(context_id, &rsp).await?;
-    if let Some(obj) = data {
-        let bytes = dataset::encode(&obj, &pc.transfer_syntax)
-            .map_err(|e| AssociationError::Protocol(e.to_string()))?;
-        assoc.send_data(context_id, &bytes).await?;
-    }
-    let outcome = Outcome {
-        patient_ids: instances
-            .iter()
-            .map(|i| i.patient_id.clone())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect(),
-        study_uids: instances
-            .iter()
-            .map(|i| i.study_instance_uid.clone())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect(),
-        result: outcome_word(&counts, cancelled).into(),
-        detail: format!(
-            "to {destination}: {} completed, {} failed, {} warning",
-            counts.completed, counts.failed, counts.warning
-        ),
-    };
+    retrieve::send_final(
+        assoc,
+        context_id,
+        &pc.transfer_syntax,
+        rq,
+        CommandField::CMoveRsp,
+        &counts,
+        cancelled,
+    )
+    .await?;
+    let outcome = retrieve::outcome(
+        &instances,
+        &counts,
+        cancelled,
+        &format!("to {destination}: "),
+    );
     ctx.trust.audit(caller, Operation::Move, outcome).await;
     Ok(())
-}
-
-pub(super) fn outcome_word(counts: &SubOps, cancelled: bool) -> &'static str {
-    if cancelled {
-        "cancelled"
-    } else if counts.failed == 0 {
-        "success"
-    } else if counts.completed == 0 {
-        "failure"
-    } else {
-        "partial"
-    }
 }

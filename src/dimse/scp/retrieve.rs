@@ -130,3 +130,59 @@ impl SubOps {
         (rsp, data)
     }
 }
+
+/// Send the final C-MOVE/C-GET response, with the failed UID list as its data set.
+pub async fn send_final(
+    assoc: &mut crate::dimse::Association,
+    context_id: u8,
+    transfer_syntax: &str,
+    rq: &CommandSet,
+    field: CommandField,
+    counts: &SubOps,
+    cancelled: bool,
+) -> Result<(), crate::dimse::AssociationError> {
+    let (rsp, data) = counts.final_response(rq, field, cancelled);
+    assoc.send_command(context_id, &rsp).await?;
+    if let Some(obj) = data {
+        let bytes = crate::dimse::dataset::encode(&obj, transfer_syntax)
+            .map_err(|e| crate::dimse::AssociationError::Protocol(e.to_string()))?;
+        assoc.send_data(context_id, &bytes).await?;
+    }
+    Ok(())
+}
+
+/// The audit outcome of a retrieve: the patients and studies it touched and its counts.
+pub fn outcome(
+    instances: &[crate::core::InstanceLocation],
+    counts: &SubOps,
+    cancelled: bool,
+    prefix: &str,
+) -> crate::trust::Outcome {
+    use std::collections::BTreeSet;
+    let distinct = |f: fn(&crate::core::InstanceLocation) -> &String| {
+        instances
+            .iter()
+            .map(|i| f(i).clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect()
+    };
+    let result = if cancelled {
+        "cancelled"
+    } else if counts.failed == 0 {
+        "success"
+    } else if counts.completed == 0 {
+        "failure"
+    } else {
+        "partial"
+    };
+    crate::trust::Outcome {
+        patient_ids: distinct(|i| &i.patient_id),
+        study_uids: distinct(|i| &i.study_instance_uid),
+        result: result.into(),
+        detail: format!(
+            "{prefix}{} completed, {} failed, {} warning",
+            counts.completed, counts.failed, counts.warning
+        ),
+    }
+}
