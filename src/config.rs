@@ -27,6 +27,7 @@ pub struct Config {
     pub dimse: DimseConfig,
     pub http: HttpConfig,
     pub storage: StorageConfig,
+    pub dicomweb: DicomwebConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -55,6 +56,25 @@ pub struct PeerConfig {
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     pub listen: String,
+}
+
+/// DICOMweb (PS3.18) under `/dicomweb` on the HTTP listener.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DicomwebConfig {
+    /// Serve requests that carry no credentials (demo default; production: false).
+    pub allow_anonymous: bool,
+    /// Base URL written into RetrieveURL and BulkDataURI; empty: taken from the Host header.
+    pub public_url: String,
+    /// Most QIDO-RS results per request; a larger `limit` is cut and answered with a warning.
+    pub max_results: u32,
+    /// Largest STOW-RS request body, in bytes (413 above it).
+    pub max_request_bytes: u64,
+    /// Largest single instance in a STOW-RS request, in bytes (413 above it).
+    pub max_instance_bytes: u64,
+    /// Origins allowed by CORS (browser viewers); `["*"]` allows any, empty disables CORS.
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -134,6 +154,22 @@ impl Config {
                     "must not be empty".into(),
                 ));
             }
+        }
+        if self.dicomweb.max_results == 0 {
+            return Err(invalid("dicomweb.max_results", "must be at least 1".into()));
+        }
+        if self.dicomweb.max_instance_bytes > self.dicomweb.max_request_bytes {
+            return Err(invalid(
+                "dicomweb.max_instance_bytes",
+                "must not exceed dicomweb.max_request_bytes".into(),
+            ));
+        }
+        let public = self.dicomweb.public_url.trim();
+        if !(public.is_empty() || public.starts_with("http://") || public.starts_with("https://")) {
+            return Err(invalid(
+                "dicomweb.public_url",
+                format!("{public:?} is not an http(s) URL"),
+            ));
         }
         let index = self.index_url();
         if !(index.starts_with("sqlite:")

@@ -5,7 +5,8 @@
 //! - [`dimse`]: the DIMSE front, our own message layer on `dicom-ul`'s PDU codec: PDU framing
 //!   with strict size checks and timeouts, association negotiation, command sets, status
 //!   tables, and one module per service class (echo, store, find, move, get) as SCP and SCU.
-//! - [`http`]: the HTTP listener (`/health` today; DICOMweb joins it under `/dicomweb`).
+//! - [`http`]: the HTTP listener: `/health`, and [`dicomweb`] under `/dicomweb`.
+//! - [`dicomweb`]: the DICOMweb front (PS3.18): QIDO-RS, WADO-RS, STOW-RS, streamed.
 //! - [`core`]: the one query model ([`core::Query`]) and retrieve model ([`core::Selection`])
 //!   that every front translates into.
 //! - [`trust`]: the one decision point every query and retrieval passes, and its audit trail.
@@ -18,6 +19,7 @@
 pub mod cli;
 pub mod config;
 pub mod core;
+pub mod dicomweb;
 pub mod dimse;
 pub mod http;
 pub mod server;

@@ -72,9 +72,11 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let (ctx, token) = (context.clone(), shutdown.clone());
     tasks.spawn(async move { scp::serve(dimse, ctx, token.cancelled_owned()).await });
     let token = shutdown.clone();
+    let web_state = context.clone();
     tasks.spawn(async move {
-        let serve = axum::serve(http, crate::http::router())
-            .with_graceful_shutdown(token.cancelled_owned());
+        let app =
+            crate::http::router(web_state).into_make_service_with_connect_info::<SocketAddr>();
+        let serve = axum::serve(http, app).with_graceful_shutdown(token.cancelled_owned());
         if let Err(e) = serve.await {
             tracing::error!(error = %e, "HTTP listener failed");
         }

@@ -53,7 +53,11 @@ pub const MAX_SEQUENCE_DEPTH: usize = 64;
 /// Stops at top-level Pixel Data (where indexing stops reading) or at the end; anything
 /// else odd is left for the parser to report. Reads `source` once, front to back, and keeps
 /// no values in memory.
-pub fn check_structure<R: Read>(mut source: R, len: u64, ts: &str) -> Result<(), DatasetError> {
+pub fn check_structure<R: Read>(
+    mut source: R,
+    len: u64,
+    ts: &str,
+) -> Result<Option<PixelDataAt>, DatasetError> {
     use dicom_core::header::{Length, SequenceItemHeader};
     use dicom_core::VR;
 
@@ -96,7 +100,7 @@ pub fn check_structure<R: Read>(mut source: R, len: u64, ts: &str) -> Result<(),
             }
         }
         if pos >= len {
-            return Ok(());
+            return Ok(None);
         }
         match stack.last() {
             Some(Open::Sequence(_)) | Some(Open::Fragments) => {
@@ -137,7 +141,11 @@ pub fn check_structure<R: Read>(mut source: R, len: u64, ts: &str) -> Result<(),
                     continue;
                 }
                 if stack.is_empty() && header.tag == PIXEL_DATA {
-                    return Ok(());
+                    return Ok(Some(PixelDataAt {
+                        value_offset: pos,
+                        vr: header.vr,
+                        len: header.len.get(),
+                    }));
                 }
                 if header.vr == VR::SQ || header.len.is_undefined() {
                     if header.tag == PIXEL_DATA && header.len.is_undefined() {
@@ -167,6 +175,16 @@ pub fn check_structure<R: Read>(mut source: R, len: u64, ts: &str) -> Result<(),
             }
         }
     }
+}
+
+/// Where top-level Pixel Data starts, as found by [`check_structure`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PixelDataAt {
+    /// Offset of the value (just after the element header) from the start of the data set.
+    pub value_offset: u64,
+    pub vr: dicom_core::VR,
+    /// Value length; `None` when undefined (encapsulated pixel data, PS3.5 A.4).
+    pub len: Option<u32>,
 }
 
 /// Encode a data set in transfer syntax `ts`; text is encoded in the Specific Character
@@ -242,6 +260,12 @@ pub fn read_layout(path: &Path) -> Result<FileLayout, DatasetError> {
 
 /// [`check_structure`] for the data set of a Part 10 file.
 pub fn check_file_structure(path: &Path) -> Result<(), DatasetError> {
+    locate_pixel_data(path).map(|_| ())
+}
+
+/// [`check_structure`] for the data set of a Part 10 file, with the file's layout and where
+/// its top-level Pixel Data value starts (offset from the start of the file).
+pub fn locate_pixel_data(path: &Path) -> Result<(FileLayout, Option<PixelDataAt>), DatasetError> {
     use std::io::{Seek, SeekFrom};
     let layout = read_layout(path)?;
     let mut file = std::fs::File::open(path).map_err(|e| DatasetError::File {
@@ -253,11 +277,16 @@ pub fn check_file_structure(path: &Path) -> Result<(), DatasetError> {
             path: path.display().to_string(),
             problem: e.to_string(),
         })?;
-    check_structure(
+    let pixel = check_structure(
         std::io::BufReader::new(file),
         layout.dataset_len(),
         layout.meta.transfer_syntax(),
-    )
+    )?
+    .map(|at| PixelDataAt {
+        value_offset: at.value_offset + layout.dataset_offset,
+        ..at
+    });
+    Ok((layout, pixel))
 }
 
 /// Is this text representable in ISO 8859-1 (ISO_IR 100)?

@@ -3,10 +3,12 @@
 //! - [`blob`]: the filesystem blob store; writes go to a temp file, are fsynced and renamed
 //!   into place so a blob is either whole or absent.
 //! - [`index`]: the [`Index`] trait with SQLite (embedded default) and PostgreSQL backends.
+//! - [`ingest`]: the one path by which an instance enters the store (C-STORE and STOW-RS).
 //! - [`record`]: [`InstanceRecord`], the indexed attributes extracted from one instance.
 
 pub mod blob;
 pub mod index;
+pub mod ingest;
 pub mod record;
 
 pub use blob::{BlobError, BlobStore, PendingBlob};

@@ -25,6 +25,12 @@ pub enum Operation {
     Store,
     Move,
     Get,
+    /// QIDO-RS search (PS3.18 10.6).
+    QidoRs,
+    /// WADO-RS retrieve (PS3.18 10.4).
+    WadoRs,
+    /// STOW-RS store (PS3.18 10.5).
+    StowRs,
 }
 
 impl Operation {
@@ -35,6 +41,9 @@ impl Operation {
             Operation::Store => "C-STORE",
             Operation::Move => "C-MOVE",
             Operation::Get => "C-GET",
+            Operation::QidoRs => "QIDO-RS",
+            Operation::WadoRs => "WADO-RS",
+            Operation::StowRs => "STOW-RS",
         }
     }
 }
@@ -52,6 +61,19 @@ impl Decision {
     }
 }
 
+impl Operation {
+    /// Operations that arrive over HTTP (DICOMweb) rather than DIMSE.
+    pub fn is_web(self) -> bool {
+        matches!(
+            self,
+            Operation::QidoRs | Operation::WadoRs | Operation::StowRs
+        )
+    }
+}
+
+/// The caller name of an HTTP request that carries no credentials.
+pub const ANONYMOUS: &str = "anonymous";
+
 /// The outcome of one operation, for its audit event.
 #[derive(Debug, Clone, Default)]
 pub struct Outcome {
@@ -66,6 +88,7 @@ pub struct Outcome {
 pub struct Trust {
     allow_unknown_callers: bool,
     known_aes: Vec<String>,
+    allow_anonymous_web: bool,
     index: Arc<dyn Index>,
 }
 
@@ -79,6 +102,7 @@ impl Trust {
                 .iter()
                 .map(|p| p.ae_title.clone())
                 .collect(),
+            allow_anonymous_web: config.dicomweb.allow_anonymous,
             index,
         }
     }
@@ -97,7 +121,16 @@ impl Trust {
     }
 
     /// The decision for one operation. Every front calls this before it answers.
-    pub fn decide(&self, caller: &Caller, _operation: Operation) -> Decision {
+    pub fn decide(&self, caller: &Caller, operation: Operation) -> Decision {
+        if operation.is_web() {
+            // No HTTP credentials exist yet (tokens and mTLS come with the trust issue), so an
+            // HTTP caller is anonymous, admitted only where the configuration allows it.
+            return if self.allow_anonymous_web {
+                Decision::Permit
+            } else {
+                Decision::Deny("anonymous DICOMweb access is disabled".into())
+            };
+        }
         self.admit(caller)
     }
 

@@ -7,12 +7,12 @@
 
 use super::{drain_data_set, ScpContext};
 use crate::dimse::command::{CommandField, CommandSet};
-use crate::dimse::dataset::{check_file_structure, file_header, DatasetError, PIXEL_DATA};
+use crate::dimse::dataset::file_header;
 use crate::dimse::status::code;
 use crate::dimse::{Association, AssociationError, Event};
-use crate::store::{BlobStore, InstanceRecord, PendingBlob};
+use crate::store::ingest::{persist, Expected};
+use crate::store::InstanceRecord;
 use crate::trust::{Caller, Operation, Outcome, Trust};
-use dicom_core::Tag;
 use std::collections::BTreeSet;
 
 /// Stores on one association, audited once when it ends (one "instances transferred"
@@ -165,108 +165,13 @@ async fn store(
             format!("cannot write: {e}"),
         )));
     }
-    Ok(persist(
-        &ctx.blobs,
-        ctx.index.as_ref(),
-        blob,
-        &sop_class,
-        &sop_instance,
-        &pc.transfer_syntax,
-    )
-    .await)
-}
-
-/// Make a received instance durable and indexed: fsync, parse, rename, upsert.
-async fn persist(
-    blobs: &BlobStore,
-    index: &dyn crate::store::Index,
-    mut blob: PendingBlob,
-    sop_class: &str,
-    sop_instance: &str,
-    transfer_syntax: &str,
-) -> Result<(u16, InstanceRecord), Failure> {
-    if let Err(e) = blob.flush_and_sync().await {
-        blob.abort().await;
-        return Err(Failure(code::OUT_OF_RESOURCES, format!("cannot sync: {e}")));
-    }
-    let path = blob.temp_path().to_path_buf();
-    let parsed = tokio::task::spawn_blocking(move || {
-        // Lengths and nesting first: the parser trusts both (see `check_structure`).
-        check_file_structure(&path).map_err(|e| match e {
-            DatasetError::Parse(problem) => problem,
-            other => other.to_string(),
-        })?;
-        dicom_object::OpenFileOptions::new()
-            .read_until(PIXEL_DATA)
-            .open_file(&path)
-            .map(|obj| InstanceRecord::from_object(&obj))
-            .map_err(|e| e.to_string())
-    })
-    .await;
-    let mut record = match parsed {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => {
-            blob.abort().await;
-            return Err(Failure(
-                code::CANNOT_UNDERSTAND,
-                format!("data set does not parse: {e}"),
-            ));
-        }
-        Err(e) => {
-            blob.abort().await;
-            return Err(Failure(
-                code::PROCESSING_FAILURE,
-                format!("parser task failed: {e}"),
-            ));
-        }
+    let expected = Expected {
+        sop_class: Some(&sop_class),
+        sop_instance: Some(&sop_instance),
+        study_uid: None,
     };
-    if record.sop_instance_uid() != sop_instance {
-        blob.abort().await;
-        return Err(Failure(
-            code::CANNOT_UNDERSTAND,
-            "SOP Instance UID differs from the command".into(),
-        ));
-    }
-    let key = match BlobStore::key_for(
-        record.study_instance_uid(),
-        record.series_instance_uid(),
-        sop_instance,
-    ) {
-        Ok(k) => k,
-        Err(e) => {
-            blob.abort().await;
-            return Err(Failure(
-                code::CANNOT_UNDERSTAND,
-                format!("missing or invalid UIDs: {e}"),
-            ));
-        }
-    };
-    let size = match blob.commit(blobs, &key).await {
-        Ok(size) => size,
-        Err(e) => {
-            return Err(Failure(
-                code::OUT_OF_RESOURCES,
-                format!("cannot store: {e}"),
-            ))
-        }
-    };
-    record.blob_key = key;
-    record.size_bytes = size;
-    record.transfer_syntax_uid = transfer_syntax.to_string();
-    if let Err(e) = index.upsert_instance(&record).await {
-        // Not indexed means not acknowledged: remove the blob so the store stays consistent.
-        let _ = blobs.remove(&record.blob_key).await;
-        return Err(Failure(
-            code::OUT_OF_RESOURCES,
-            format!("cannot index: {e}"),
-        ));
-    }
-    // PS3.4 B.2.3: B007 when the data set's SOP class is not the one in the command.
-    let dataset_class = record.get(Tag(0x0008, 0x0016)).unwrap_or("");
-    let status = if dataset_class == sop_class {
-        code::SUCCESS
-    } else {
-        code::WARNING_DATASET_MISMATCH
-    };
-    Ok((status, record))
+    Ok(persist(&ctx.blobs, ctx.index.as_ref(), blob, expected)
+        .await
+        .map(|ok| (ok.status, ok.record))
+        .map_err(|f| Failure(f.status, f.reason)))
 }

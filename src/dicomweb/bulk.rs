@@ -1,0 +1,404 @@
+//! WADO-RS frames and bulk data (PS3.18 10.4.1.1.5, 10.4.1.1.6): only the bytes asked for are
+//! read from the stored file, found through [`PixelLayout`] without reading the pixel data.
+
+use super::frames::{parse_frame_list, FrameError, PixelLayout, Ranges};
+use super::media::{
+    covers, frame_media_type, parse_accept, MediaRange, EXPLICIT_VR_LE, IMPLICIT_VR_LE,
+};
+use super::multipart::{self, BodySender};
+use super::wado::{self, selection, send_file_range, SendError};
+use super::{WebCaller, WebError, WebState};
+use crate::core::InstanceLocation;
+use crate::dimse::dataset::PIXEL_DATA;
+use crate::store::BlobStore;
+use crate::trust::Caller;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use dicom_core::value::Value;
+use dicom_core::Tag;
+use dicom_object::InMemDicomObject;
+use tokio::io::AsyncSeekExt;
+
+impl From<FrameError> for WebError {
+    fn from(e: FrameError) -> Self {
+        match e {
+            FrameError::BadList(_) => WebError::BadRequest(e.to_string()),
+            FrameError::NoSuchFrame(..) | FrameError::NoPixelData => {
+                WebError::NotFound(e.to_string())
+            }
+            _ => WebError::Internal(e.to_string()),
+        }
+    }
+}
+
+/// How frames go out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum FrameForm {
+    /// The stored bytes (native slice or compressed bitstream), typed as `media`.
+    AsStored { media: String },
+    /// Decoded to native pixels (`application/octet-stream`, Explicit VR Little Endian).
+    Decoded,
+}
+
+/// PS3.18 8.7.3.5.2 / Table 8.7.3-5: choose a frame representation the client accepts.
+fn choose_form(accept: &[MediaRange], layout: &PixelLayout) -> Option<FrameForm> {
+    let stored_media = frame_media_type(&layout.transfer_syntax);
+    for range in accept {
+        if !covers(&range.essence, "multipart/related") {
+            continue;
+        }
+        let inner = range
+            .param("type")
+            .unwrap_or("application/octet-stream")
+            .to_ascii_lowercase();
+        let ts = range.param("transfer-syntax");
+        // Native little-endian pixels are the same bytes in either uncompressed LE syntax.
+        let native_le = !layout.is_encapsulated()
+            && matches!(
+                layout.transfer_syntax.as_str(),
+                EXPLICIT_VR_LE | IMPLICIT_VR_LE
+            )
+            && matches!(ts, Some(EXPLICIT_VR_LE | IMPLICIT_VR_LE));
+        let ts_as_stored = matches!(ts, None | Some("*"))
+            || ts == Some(layout.transfer_syntax.as_str())
+            || native_le;
+        if covers(&inner, stored_media) && ts_as_stored {
+            return Some(FrameForm::AsStored {
+                media: stored_media.to_string(),
+            });
+        }
+        if inner == "application/octet-stream" && ts == Some("*") {
+            return Some(FrameForm::AsStored {
+                media: stored_media.to_string(),
+            });
+        }
+        let native_wanted = ts.is_none() || ts == Some(EXPLICIT_VR_LE);
+        if inner == "application/octet-stream" && native_wanted && layout.is_encapsulated() {
+            let decodable = super::transcode::plan(
+                &layout.transfer_syntax,
+                &super::media::SyntaxRequest::Uid(EXPLICIT_VR_LE.into()),
+            ) != super::transcode::Plan::Impossible;
+            if decodable {
+                return Some(FrameForm::Decoded);
+            }
+        }
+    }
+    None
+}
+
+/// Read the data set (up to Pixel Data) and the pixel layout of a stored instance.
+async fn read_instance(
+    blobs: &BlobStore,
+    loc: &InstanceLocation,
+) -> Result<(InMemDicomObject, Option<PixelLayout>), WebError> {
+    let path = blobs.path(&loc.blob_key);
+    tokio::task::spawn_blocking(move || {
+        let obj = dicom_object::OpenFileOptions::new()
+            .read_until(PIXEL_DATA)
+            .open_file(&path)
+            .map_err(|e| WebError::Internal(format!("stored instance does not parse: {e}")))?
+            .into_inner();
+        let layout = match PixelLayout::read(&path, &obj) {
+            Ok(l) => Some(l),
+            Err(FrameError::NoPixelData) => None,
+            Err(e) => return Err(e.into()),
+        };
+        Ok((obj, layout))
+    })
+    .await
+    .map_err(|e| WebError::Internal(e.to_string()))?
+}
+
+pub async fn frames(
+    State(state): State<WebState>,
+    c: WebCaller,
+    headers: HeaderMap,
+    Path((study, series, sop, list)): Path<(String, String, String, String)>,
+) -> Result<Response, WebError> {
+    let caller = c.0;
+    let numbers = parse_frame_list(&list)?;
+    let locations = wado::locate(
+        &state,
+        &caller,
+        &selection(&study, Some(&series), Some(&sop)),
+    )
+    .await?;
+    let loc = locations[0].clone();
+    let (_, layout) = read_instance(&state.blobs, &loc).await?;
+    let layout = layout.ok_or(FrameError::NoPixelData)?;
+    let ranges: Vec<Ranges> = numbers
+        .iter()
+        .map(|n| layout.frame(*n))
+        .collect::<Result<_, _>>()?;
+    let accept = parse_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    let Some(form) = choose_form(&accept, &layout) else {
+        return Err(WebError::NotAcceptable(format!(
+            "frames of this instance are offered as multipart/related; type=\"{}\" (stored, transfer-syntax={}) \
+             or decoded where possible as application/octet-stream",
+            frame_media_type(&layout.transfer_syntax),
+            layout.transfer_syntax
+        )));
+    };
+    let boundary = multipart::new_boundary();
+    let (tx, body) = multipart::channel_body();
+    let (inner, part_type) = match &form {
+        FrameForm::AsStored { media } if layout.is_encapsulated() => (
+            media.clone(),
+            format!("{media}; transfer-syntax={}", layout.transfer_syntax),
+        ),
+        FrameForm::AsStored { media } => (media.clone(), media.clone()),
+        FrameForm::Decoded => (
+            "application/octet-stream".to_string(),
+            "application/octet-stream".to_string(),
+        ),
+    };
+    let content_type = multipart::content_type(&boundary, &inner, None);
+    let path = state.blobs.path(&loc.blob_key);
+    let detail = format!("frames {list} of one instance");
+    tokio::spawn(async move {
+        let result = match form {
+            FrameForm::AsStored { .. } => {
+                send_stored_frames(&tx, &boundary, &part_type, &path, &ranges).await
+            }
+            FrameForm::Decoded => send_decoded_frames(&tx, &boundary, &path, &numbers).await,
+        };
+        let outcome = match result {
+            Ok(()) => match tx.send(multipart::closing(&boundary)).await {
+                Ok(()) => "success",
+                Err(_) => "cancelled",
+            },
+            Err(SendError::Disconnected) => "cancelled",
+            Err(SendError::Failed(problem)) => {
+                tx.fail(problem).await;
+                "failure"
+            }
+        };
+        wado::audit(&state, &caller, &locations, outcome, detail).await;
+    });
+    Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
+}
+
+async fn send_stored_frames(
+    tx: &BodySender,
+    boundary: &str,
+    part_type: &str,
+    path: &std::path::Path,
+    frames: &[Ranges],
+) -> Result<(), SendError> {
+    let mut file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| SendError::Failed(e.to_string()))?;
+    for ranges in frames {
+        let len: u64 = ranges.iter().map(|r| r.1).sum();
+        tx.send(multipart::part_header(boundary, part_type, Some(len), None))
+            .await?;
+        for &(offset, len) in ranges {
+            file.seek(std::io::SeekFrom::Start(offset))
+                .await
+                .map_err(|e| SendError::Failed(e.to_string()))?;
+            send_file_range(tx, &mut file, len).await?;
+        }
+        tx.send(multipart::part_end()).await?;
+    }
+    Ok(())
+}
+
+/// Decode compressed frames to native pixels (the whole instance is read: dicom-pixeldata
+/// decodes from a data set in memory).
+async fn send_decoded_frames(
+    tx: &BodySender,
+    boundary: &str,
+    path: &std::path::Path,
+    numbers: &[u32],
+) -> Result<(), SendError> {
+    use dicom_pixeldata::PixelDecoder;
+    let path = path.to_path_buf();
+    let numbers = numbers.to_vec();
+    let frames = tokio::task::spawn_blocking(move || -> Result<Vec<Vec<u8>>, String> {
+        let obj = dicom_object::open_file(&path).map_err(|e| e.to_string())?;
+        numbers
+            .iter()
+            .map(|n| {
+                obj.decode_pixel_data_frame(n - 1)
+                    .map(|d| d.data().to_vec())
+                    .map_err(|e| e.to_string())
+            })
+            .collect()
+    })
+    .await
+    .map_err(|e| SendError::Failed(e.to_string()))?
+    .map_err(SendError::Failed)?;
+    for frame in frames {
+        tx.send(multipart::part_header(
+            boundary,
+            "application/octet-stream",
+            Some(frame.len() as u64),
+            None,
+        ))
+        .await?;
+        tx.send(Bytes::from(frame)).await?;
+        tx.send(multipart::part_end()).await?;
+    }
+    Ok(())
+}
+
+/// Does the client take a bare `application/octet-stream` body (needed for Range)?
+fn wants_bare(accept: &[MediaRange]) -> bool {
+    accept
+        .first()
+        .is_some_and(|r| r.essence == "application/octet-stream")
+}
+
+/// Parse a bulk data path: `GGGGEEEE` or `GGGGEEEE/item/GGGGEEEE/...`.
+fn parse_tag_path(path: &str) -> Option<(Vec<(Tag, usize)>, Tag)> {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    if parts.len() % 2 == 0 || parts.len() > 33 {
+        return None;
+    }
+    let tag = |s: &str| -> Option<Tag> {
+        (s.len() == 8 && s.bytes().all(|b| b.is_ascii_hexdigit())).then(|| {
+            Tag(
+                u16::from_str_radix(&s[..4], 16).unwrap_or(0),
+                u16::from_str_radix(&s[4..], 16).unwrap_or(0),
+            )
+        })
+    };
+    let mut items = Vec::new();
+    for pair in parts[..parts.len() - 1].chunks(2) {
+        items.push((tag(pair[0])?, pair[1].parse().ok()?));
+    }
+    Some((items, tag(parts[parts.len() - 1])?))
+}
+
+fn value_at(obj: &InMemDicomObject, items: &[(Tag, usize)], last: Tag) -> Option<Vec<u8>> {
+    let mut current = obj;
+    for (tag, index) in items {
+        match current.element(*tag).ok()?.value() {
+            Value::Sequence(seq) => current = seq.items().get(*index)?,
+            _ => return None,
+        }
+    }
+    match current.element(last).ok()?.value() {
+        Value::Primitive(p) => Some(p.to_bytes().into_owned()),
+        _ => None,
+    }
+}
+
+pub async fn bulkdata(
+    State(state): State<WebState>,
+    c: WebCaller,
+    headers: HeaderMap,
+    Path((study, series, sop, tag_path)): Path<(String, String, String, String)>,
+) -> Result<Response, WebError> {
+    let caller: Caller = c.0;
+    let (items, last) = parse_tag_path(&tag_path)
+        .ok_or_else(|| WebError::BadRequest(format!("invalid bulk data path {tag_path:?}")))?;
+    let locations = wado::locate(
+        &state,
+        &caller,
+        &selection(&study, Some(&series), Some(&sop)),
+    )
+    .await?;
+    let loc = locations[0].clone();
+    let accept = parse_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    let (obj, layout) = read_instance(&state.blobs, &loc).await?;
+    let detail = format!("bulk data {tag_path} of one instance");
+    if items.is_empty() && last == PIXEL_DATA {
+        let layout = layout.ok_or(FrameError::NoPixelData)?;
+        if let Some(value) = layout.native_value {
+            let path = state.blobs.path(&loc.blob_key);
+            let response = if wants_bare(&accept) {
+                super::ranged::file_slice_response(
+                    &path,
+                    Some(value),
+                    "application/octet-stream",
+                    &headers,
+                )
+                .await?
+            } else {
+                let ranges = vec![vec![value]];
+                stored_multipart(
+                    &path,
+                    "application/octet-stream",
+                    "application/octet-stream",
+                    ranges,
+                )
+            };
+            wado::audit(&state, &caller, &locations, "success", detail).await;
+            return Ok(response);
+        }
+        // Encapsulated: every frame as stored, one part each.
+        let media = frame_media_type(&layout.transfer_syntax);
+        let ranges: Vec<Ranges> = (1..=layout.number_of_frames)
+            .map(|n| layout.frame(n))
+            .collect::<Result<_, _>>()?;
+        let part_type = format!("{media}; transfer-syntax={}", layout.transfer_syntax);
+        let path = state.blobs.path(&loc.blob_key);
+        wado::audit(&state, &caller, &locations, "success", detail).await;
+        return Ok(stored_multipart(&path, media, &part_type, ranges));
+    }
+    let bytes = value_at(&obj, &items, last)
+        .ok_or_else(|| WebError::NotFound(format!("no bulk data at {tag_path}")))?;
+    wado::audit(&state, &caller, &locations, "success", detail).await;
+    if wants_bare(&accept) {
+        return super::ranged::bytes_response(
+            Bytes::from(bytes),
+            "application/octet-stream",
+            &headers,
+        );
+    }
+    let boundary = multipart::new_boundary();
+    let mut body = Vec::with_capacity(bytes.len() + 256);
+    body.extend_from_slice(&multipart::part_header(
+        &boundary,
+        "application/octet-stream",
+        Some(bytes.len() as u64),
+        None,
+    ));
+    body.extend_from_slice(&bytes);
+    body.extend_from_slice(&multipart::part_end());
+    body.extend_from_slice(&multipart::closing(&boundary));
+    let ct = multipart::content_type(&boundary, "application/octet-stream", None);
+    Ok(([(header::CONTENT_TYPE, ct)], body).into_response())
+}
+
+/// A multipart body of byte ranges of a stored file, one part per entry of `parts`.
+fn stored_multipart(
+    path: &std::path::Path,
+    inner: &str,
+    part_type: &str,
+    parts: Vec<Ranges>,
+) -> Response {
+    let boundary = multipart::new_boundary();
+    let (tx, body) = multipart::channel_body();
+    let ct = multipart::content_type(&boundary, inner, None);
+    let (path, part_type) = (path.to_path_buf(), part_type.to_string());
+    tokio::spawn(async move {
+        match send_stored_frames(&tx, &boundary, &part_type, &path, &parts).await {
+            Ok(()) => {
+                let _ = tx.send(multipart::closing(&boundary)).await;
+            }
+            Err(SendError::Failed(p)) => tx.fail(p).await,
+            Err(SendError::Disconnected) => {}
+        }
+    });
+    ([(header::CONTENT_TYPE, ct)], body).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tag_paths() {
+        assert_eq!(parse_tag_path("7FE00010"), Some((vec![], PIXEL_DATA)));
+        assert_eq!(
+            parse_tag_path("00540016/0/00181072"),
+            Some((vec![(Tag(0x0054, 0x0016), 0)], Tag(0x0018, 0x1072)))
+        );
+        assert_eq!(parse_tag_path("00540016/0"), None);
+        assert_eq!(parse_tag_path("zz"), None);
+    }
+}

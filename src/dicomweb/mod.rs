@@ -1,0 +1,210 @@
+//! The DICOMweb front (DICOM PS3.18) under `/dicomweb`: QIDO-RS search, WADO-RS retrieve and
+//! STOW-RS store, answered from beeldbrug's own store and streamed.
+//!
+//! - [`qido`] / [`qido_params`]: search at study, series and instance level (PS3.18 10.6).
+//! - [`wado`]: instances, metadata and bulk data (PS3.18 10.4); [`frames`] finds frames inside
+//!   a stored file; [`rendered`] makes JPEG/PNG images; [`transcode`] changes syntaxes.
+//! - [`stow`]: store over HTTP (PS3.18 10.5), through the same ingest path as C-STORE.
+//! - [`media`], [`json`], [`multipart`]: media types, the DICOM JSON model, multipart bodies.
+//!
+//! Every request asks the trust decision point first and leaves one audit event.
+
+pub mod bulk;
+pub mod frames;
+pub mod json;
+pub mod media;
+pub mod multipart;
+pub mod qido;
+pub mod qido_params;
+pub mod ranged;
+pub mod rendered;
+pub mod stow;
+pub mod transcode;
+pub mod wado;
+
+use crate::dimse::scp::ScpContext;
+use crate::trust::{Caller, Operation, Outcome, ANONYMOUS};
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Shared state of the DICOMweb handlers: the same store, index and trust as the DIMSE side.
+pub type WebState = Arc<ScpContext>;
+
+/// A request that cannot be answered, as an HTTP status and a readable message.
+#[derive(Debug, thiserror::Error)]
+pub enum WebError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    NotAcceptable(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("requested range not satisfiable")]
+    RangeNotSatisfiable(u64),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl WebError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            WebError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            WebError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            WebError::NotFound(_) => StatusCode::NOT_FOUND,
+            WebError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
+            WebError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            WebError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            WebError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
+            WebError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for WebError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(error = %self, "DICOMweb request failed");
+        }
+        let mut response = (status, format!("{self}\n")).into_response();
+        let headers = response.headers_mut();
+        match &self {
+            WebError::Unauthorized(_) => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            WebError::RangeNotSatisfiable(len) => {
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                    headers.insert(header::CONTENT_RANGE, v);
+                }
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+impl From<crate::store::IndexError> for WebError {
+    fn from(e: crate::store::IndexError) -> Self {
+        WebError::Internal(e.to_string())
+    }
+}
+
+/// The caller of an HTTP request: anonymous until tokens and mTLS arrive (issue 5).
+#[derive(Debug, Clone)]
+pub struct WebCaller(pub Caller);
+
+impl<S: Send + Sync> FromRequestParts<S> for WebCaller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let address = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(a)| a.to_string())
+            .unwrap_or_default();
+        Ok(WebCaller(Caller {
+            ae_title: ANONYMOUS.into(),
+            address,
+        }))
+    }
+}
+
+/// Ask the decision point; a refusal is audited here and answered 401.
+pub async fn admit(
+    state: &WebState,
+    caller: &Caller,
+    operation: Operation,
+) -> Result<(), WebError> {
+    match state.trust.decide(caller, operation) {
+        crate::trust::Decision::Permit => Ok(()),
+        crate::trust::Decision::Deny(why) => {
+            let outcome = Outcome {
+                result: "refused".into(),
+                detail: why.clone(),
+                ..Default::default()
+            };
+            state.trust.audit(caller, operation, outcome).await;
+            Err(WebError::Unauthorized(why))
+        }
+    }
+}
+
+/// The base URL of this service for RetrieveURL and BulkDataURI (`.../dicomweb`).
+pub fn base_url(state: &WebState, headers: &HeaderMap) -> String {
+    let configured = state
+        .config
+        .dicomweb
+        .public_url
+        .trim()
+        .trim_end_matches('/');
+    if !configured.is_empty() {
+        return configured.to_string();
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| {
+            h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+        })
+        .unwrap_or("localhost");
+    format!("http://{host}/dicomweb")
+}
+
+/// The `/dicomweb` routes (PS3.18 Table 10.3-1 resources).
+pub fn router(state: WebState) -> Router {
+    let instance = "/studies/{study}/series/{series}/instances/{instance}";
+    Router::new()
+        .route("/studies", get(qido::studies).post(stow::store_any))
+        .route("/studies/{study}", get(wado::study).post(stow::store_study))
+        .route("/studies/{study}/metadata", get(wado::study_metadata))
+        .route("/studies/{study}/series", get(qido::study_series))
+        .route("/studies/{study}/instances", get(qido::study_instances))
+        .route("/studies/{study}/series/{series}", get(wado::series))
+        .route(
+            "/studies/{study}/series/{series}/metadata",
+            get(wado::series_metadata),
+        )
+        .route(
+            "/studies/{study}/series/{series}/instances",
+            get(qido::series_instances),
+        )
+        .route(instance, get(wado::instance))
+        .route(
+            &format!("{instance}/metadata"),
+            get(wado::instance_metadata),
+        )
+        .route(&format!("{instance}/rendered"), get(rendered::instance))
+        .route(
+            &format!("{instance}/thumbnail"),
+            get(rendered::instance_thumbnail),
+        )
+        .route(&format!("{instance}/frames/{{frames}}"), get(bulk::frames))
+        .route(
+            &format!("{instance}/frames/{{frames}}/rendered"),
+            get(rendered::frame),
+        )
+        .route(
+            &format!("{instance}/frames/{{frames}}/thumbnail"),
+            get(rendered::frame_thumbnail),
+        )
+        .route(
+            &format!("{instance}/bulkdata/{{*path}}"),
+            get(bulk::bulkdata),
+        )
+        .route("/series", get(qido::all_series))
+        .route("/instances", get(qido::all_instances))
+        .with_state(state)
+}

@@ -1,0 +1,396 @@
+//! STOW-RS (PS3.18 10.5): `multipart/related; type="application/dicom"` parsed as a stream
+//! (multer, boundary from the media type), each part written to a temp file and stored through
+//! the same ingest path as C-STORE — durable and indexed before the response.
+//!
+//! Status (PS3.18 10.5.3): 200 all stored, 202 some failed or stored with warnings, 409 none
+//! stored, 400 a malformed request, 415 an unsupported media type, 413 over the size limits.
+//! A part that breaks off leaves nothing: its temp file is removed.
+
+use super::json::{put, tag_key};
+use super::media::parse_media_type;
+use super::{admit, base_url, WebCaller, WebError, WebState};
+use crate::dimse::dataset::read_layout;
+use crate::dimse::status::code;
+use crate::store::ingest::{persist, Expected};
+use crate::trust::{Caller, Operation, Outcome};
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use dicom_core::{Tag, VR};
+use futures::StreamExt;
+use serde_json::{Map, Value as Json};
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+const RETRIEVE_URL: Tag = Tag(0x0008, 0x1190);
+const FAILED_SOP_SEQUENCE: Tag = Tag(0x0008, 0x1198);
+const REFERENCED_SOP_SEQUENCE: Tag = Tag(0x0008, 0x1199);
+const REFERENCED_SOP_CLASS: Tag = Tag(0x0008, 0x1150);
+const REFERENCED_SOP_INSTANCE: Tag = Tag(0x0008, 0x1155);
+const FAILURE_REASON: Tag = Tag(0x0008, 0x1197);
+const WARNING_REASON: Tag = Tag(0x0008, 0x1196);
+
+/// The outcome of one part.
+#[derive(Debug, Clone)]
+struct PartResult {
+    sop_class: String,
+    sop_instance: String,
+    study: String,
+    series: String,
+    patient: String,
+    /// 0 success, Bxxx warning, other failure (C-STORE statuses, PS3.18 10.5.3.2).
+    status: u16,
+    reason: String,
+}
+
+impl PartResult {
+    fn failed(&self) -> bool {
+        !(self.status == code::SUCCESS || (0xB000..=0xBFFF).contains(&self.status))
+    }
+}
+
+pub async fn store_any(
+    State(s): State<WebState>,
+    c: WebCaller,
+    h: HeaderMap,
+    body: Body,
+) -> Result<Response, WebError> {
+    store(s, c.0, h, None, body).await
+}
+
+pub async fn store_study(
+    State(s): State<WebState>,
+    c: WebCaller,
+    h: HeaderMap,
+    Path(study): Path<String>,
+    body: Body,
+) -> Result<Response, WebError> {
+    store(s, c.0, h, Some(study), body).await
+}
+
+/// The boundary of an acceptable request, or why it is not acceptable.
+pub fn request_boundary(content_type: Option<&str>) -> Result<String, WebError> {
+    let unsupported = || {
+        WebError::UnsupportedMediaType(
+            "STOW-RS takes multipart/related; type=\"application/dicom\" (PS3.18 10.5.1.2)".into(),
+        )
+    };
+    let media = content_type
+        .and_then(parse_media_type)
+        .ok_or_else(unsupported)?;
+    if media.essence != "multipart/related" {
+        return Err(unsupported());
+    }
+    if !media
+        .param("type")
+        .unwrap_or("application/dicom")
+        .eq_ignore_ascii_case("application/dicom")
+    {
+        return Err(WebError::UnsupportedMediaType(
+            "only application/dicom parts are accepted; metadata with bulk data is not supported"
+                .into(),
+        ));
+    }
+    match media.param("boundary") {
+        Some(b) if !b.is_empty() && b.len() <= 70 => Ok(b.to_string()),
+        _ => Err(WebError::BadRequest(
+            "multipart/related without a valid boundary parameter".into(),
+        )),
+    }
+}
+
+async fn store(
+    state: WebState,
+    caller: Caller,
+    headers: HeaderMap,
+    study: Option<String>,
+    body: Body,
+) -> Result<Response, WebError> {
+    admit(&state, &caller, Operation::StowRs).await?;
+    let result = receive(&state, &headers, study.as_deref(), body).await;
+    let (parts, error) = match result {
+        Ok(parts) => (parts, None),
+        Err((parts, e)) => (parts, Some(e)),
+    };
+    let stored = parts.iter().filter(|p| !p.failed()).count();
+    let outcome = Outcome {
+        patient_ids: distinct(parts.iter().filter(|p| !p.failed()).map(|p| &p.patient)),
+        study_uids: distinct(parts.iter().filter(|p| !p.failed()).map(|p| &p.study)),
+        result: match (stored, parts.len() - stored, &error) {
+            (_, 0, None) => "success",
+            (0, _, _) => "failure",
+            _ => "partial",
+        }
+        .into(),
+        detail: match &error {
+            Some(e) => format!("{stored} instances stored, then: {e}"),
+            None => format!("{stored} of {} instances stored", parts.len()),
+        },
+    };
+    state.trust.audit(&caller, Operation::StowRs, outcome).await;
+    if let Some(e) = error {
+        return Err(e);
+    }
+    if parts.is_empty() {
+        return Err(WebError::BadRequest(
+            "the request holds no parts (check the boundary)".into(),
+        ));
+    }
+    Ok(response(
+        &base_url(&state, &headers),
+        &parts,
+        study.as_deref(),
+    ))
+}
+
+fn distinct<'a>(values: impl Iterator<Item = &'a String>) -> Vec<String> {
+    values
+        .filter(|v| !v.is_empty())
+        .cloned()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+/// Read every part. On a request-level error, the parts stored before it are returned too.
+async fn receive(
+    state: &WebState,
+    headers: &HeaderMap,
+    study: Option<&str>,
+    body: Body,
+) -> Result<Vec<PartResult>, (Vec<PartResult>, WebError)> {
+    let limits = &state.config.dicomweb;
+    let boundary = request_boundary(
+        headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+    )
+    .map_err(|e| (vec![], e))?;
+    let too_large = |what: &str, limit: u64| {
+        WebError::PayloadTooLarge(format!("{what} exceeds the limit of {limit} bytes"))
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limits.max_request_bytes) {
+        return Err((vec![], too_large("the request", limits.max_request_bytes)));
+    }
+    // Count what arrives; past the limit, the stream ends in an error that multer reports.
+    let over_limit = Arc::new(AtomicBool::new(false));
+    let flag = over_limit.clone();
+    let max = limits.max_request_bytes;
+    let mut seen = 0u64;
+    let stream = body.into_data_stream().map(move |chunk| {
+        let chunk = chunk.map_err(std::io::Error::other)?;
+        seen += chunk.len() as u64;
+        if seen > max {
+            flag.store(true, Ordering::Relaxed);
+            return Err(std::io::Error::other("request body over the size limit"));
+        }
+        Ok(chunk)
+    });
+    let mut multipart = multer::Multipart::new(stream, boundary);
+    let mut parts = Vec::new();
+    let malformed = |e: multer::Error, flag: &AtomicBool| {
+        if flag.load(Ordering::Relaxed) {
+            too_large("the request", max)
+        } else {
+            WebError::BadRequest(format!("malformed multipart body: {e}"))
+        }
+    };
+    loop {
+        let mut field = match multipart.next_field().await {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => return Err((parts, malformed(e, &over_limit))),
+        };
+        let part_type = field
+            .content_type()
+            .map(|m| m.essence_str().to_ascii_lowercase());
+        let mut blob = match state.blobs.begin().await {
+            Ok(b) => b,
+            Err(e) => return Err((parts, WebError::Internal(e.to_string()))),
+        };
+        let mut write_error = None;
+        let mut head = Vec::with_capacity(132);
+        loop {
+            match field.chunk().await {
+                Ok(Some(chunk)) => {
+                    if head.len() < 132 {
+                        let take = (132 - head.len()).min(chunk.len());
+                        head.extend_from_slice(&chunk[..take]);
+                    }
+                    if blob.len() + chunk.len() as u64 > limits.max_instance_bytes {
+                        return Err((parts, too_large("an instance", limits.max_instance_bytes)));
+                    }
+                    if write_error.is_none() {
+                        write_error = blob.write(&chunk).await.err();
+                    }
+                }
+                Ok(None) => break,
+                // The part broke off: `blob` drops here and its temp file goes with it.
+                Err(e) => return Err((parts, malformed(e, &over_limit))),
+            }
+        }
+        let failure = |status: u16, reason: String| PartResult {
+            sop_class: String::new(),
+            sop_instance: String::new(),
+            study: String::new(),
+            series: String::new(),
+            patient: String::new(),
+            status,
+            reason,
+        };
+        if part_type
+            .as_deref()
+            .is_some_and(|t| t != "application/dicom")
+        {
+            blob.abort().await;
+            parts.push(failure(
+                code::CANNOT_UNDERSTAND,
+                format!(
+                    "part is {}, not application/dicom",
+                    part_type.unwrap_or_default()
+                ),
+            ));
+            continue;
+        }
+        if head.len() < 132 || &head[128..132] != b"DICM" {
+            blob.abort().await;
+            parts.push(failure(
+                code::CANNOT_UNDERSTAND,
+                "part is not a DICOM Part 10 file".into(),
+            ));
+            continue;
+        }
+        if let Some(e) = write_error {
+            blob.abort().await;
+            parts.push(failure(
+                code::OUT_OF_RESOURCES,
+                format!("cannot write: {e}"),
+            ));
+            continue;
+        }
+        // The meta group names the instance even when the data set turns out bad.
+        let _ = blob.flush_and_sync().await;
+        let meta = read_layout(blob.temp_path()).ok().map(|l| l.meta);
+        let mut result = failure(code::SUCCESS, String::new());
+        if let Some(meta) = &meta {
+            result.sop_class = meta
+                .media_storage_sop_class_uid()
+                .trim_end_matches('\0')
+                .to_string();
+            result.sop_instance = meta
+                .media_storage_sop_instance_uid()
+                .trim_end_matches('\0')
+                .to_string();
+        }
+        let expected = Expected {
+            study_uid: study,
+            ..Default::default()
+        };
+        match persist(&state.blobs, state.index.as_ref(), blob, expected).await {
+            Ok(ingested) => {
+                let r = &ingested.record;
+                result.sop_class = r.get(Tag(0x0008, 0x0016)).unwrap_or_default().to_string();
+                result.sop_instance = r.sop_instance_uid().to_string();
+                result.study = r.study_instance_uid().to_string();
+                result.series = r.series_instance_uid().to_string();
+                result.patient = r.patient_id().to_string();
+                result.status = ingested.status;
+            }
+            Err(f) => {
+                result.status = f.status;
+                result.reason = f.reason;
+            }
+        }
+        parts.push(result);
+    }
+    Ok(parts)
+}
+
+/// The STOW-RS response body and status (PS3.18 10.5.3, Table 10.5.3-1).
+fn response(base: &str, parts: &[PartResult], study: Option<&str>) -> Response {
+    let mut body = Map::new();
+    let studies: BTreeSet<&str> = parts
+        .iter()
+        .filter(|p| !p.failed())
+        .map(|p| p.study.as_str())
+        .collect();
+    if let Some(one) =
+        study.or_else(|| (studies.len() == 1).then(|| *studies.iter().next().expect("one")))
+    {
+        put(
+            &mut body,
+            RETRIEVE_URL,
+            VR::UR,
+            &format!("{base}/studies/{one}"),
+        );
+    }
+    let mut referenced = Vec::new();
+    let mut failed = Vec::new();
+    for p in parts {
+        let mut item = Map::new();
+        put(&mut item, REFERENCED_SOP_CLASS, VR::UI, &p.sop_class);
+        put(&mut item, REFERENCED_SOP_INSTANCE, VR::UI, &p.sop_instance);
+        if p.failed() {
+            put(&mut item, FAILURE_REASON, VR::US, &p.status.to_string());
+            failed.push(Json::Object(item));
+        } else {
+            let url = format!(
+                "{base}/studies/{}/series/{}/instances/{}",
+                p.study, p.series, p.sop_instance
+            );
+            put(&mut item, RETRIEVE_URL, VR::UR, &url);
+            if p.status != code::SUCCESS {
+                put(&mut item, WARNING_REASON, VR::US, &p.status.to_string());
+            }
+            referenced.push(Json::Object(item));
+        }
+    }
+    if !failed.is_empty() {
+        body.insert(
+            tag_key(FAILED_SOP_SEQUENCE),
+            serde_json::json!({"vr": "SQ", "Value": failed}),
+        );
+    }
+    if !referenced.is_empty() {
+        body.insert(
+            tag_key(REFERENCED_SOP_SEQUENCE),
+            serde_json::json!({"vr": "SQ", "Value": referenced}),
+        );
+    }
+    let n_failed = parts.iter().filter(|p| p.failed()).count();
+    let warnings = parts
+        .iter()
+        .any(|p| p.status != code::SUCCESS && !p.failed());
+    let status = if n_failed == parts.len() {
+        StatusCode::CONFLICT
+    } else if n_failed > 0 || warnings {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    let mut response = (
+        status,
+        [(header::CONTENT_TYPE, "application/dicom+json")],
+        Json::Object(body).to_string(),
+    )
+        .into_response();
+    // The FailureReason codes say little: the reasons go along as warnings (RFC 7234 5.5).
+    for p in parts.iter().filter(|p| p.failed()).take(20) {
+        tracing::warn!(sop = %p.sop_instance, status = p.status, reason = %p.reason, "STOW-RS part failed");
+        let text = format!(
+            "299 beeldbrug: \"{}: {}\"",
+            p.sop_instance,
+            p.reason.replace('"', "'")
+        );
+        if let Ok(v) = axum::http::HeaderValue::from_str(&text) {
+            response.headers_mut().append(header::WARNING, v);
+        }
+    }
+    response
+}

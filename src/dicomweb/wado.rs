@@ -1,0 +1,449 @@
+//! WADO-RS instance and metadata retrieval (PS3.18 10.4): studies, series and instances as
+//! `multipart/related; type="application/dicom"` streamed part by part from the blob store,
+//! and `/metadata` as a streamed DICOM JSON array with BulkDataURIs.
+
+use super::json::{dataset_json, tag_key, BulkData};
+use super::media::{instance_choices, parse_accept, Framing, SyntaxRequest};
+use super::multipart::{self, BodySender, Disconnected};
+use super::transcode::{plan, transcode_file, Plan};
+use super::{admit, base_url, WebCaller, WebError, WebState};
+use crate::core::{InstanceLocation, Selection};
+use crate::dimse::dataset::{locate_pixel_data, PIXEL_DATA};
+use crate::store::BlobStore;
+use crate::trust::{Caller, Operation, Outcome};
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use bytes::{Bytes, BytesMut};
+use serde_json::Value as Json;
+use std::collections::BTreeSet;
+use tokio::io::AsyncReadExt;
+
+/// Read size when streaming a blob.
+pub const CHUNK: usize = 256 * 1024;
+
+pub fn selection(study: &str, series: Option<&str>, instance: Option<&str>) -> Selection {
+    Selection {
+        study_uids: vec![study.to_string()],
+        series_uids: series.map(|s| vec![s.to_string()]).unwrap_or_default(),
+        sop_instance_uids: instance.map(|s| vec![s.to_string()]).unwrap_or_default(),
+        ..Default::default()
+    }
+}
+
+/// Audit one WADO-RS operation over `locations`.
+pub async fn audit(
+    state: &WebState,
+    caller: &Caller,
+    locations: &[InstanceLocation],
+    result: &str,
+    detail: String,
+) {
+    let patients: BTreeSet<String> = locations.iter().map(|l| l.patient_id.clone()).collect();
+    let studies: BTreeSet<String> = locations
+        .iter()
+        .map(|l| l.study_instance_uid.clone())
+        .collect();
+    let outcome = Outcome {
+        patient_ids: patients.into_iter().collect(),
+        study_uids: studies.into_iter().collect(),
+        result: result.into(),
+        detail,
+    };
+    state.trust.audit(caller, Operation::WadoRs, outcome).await;
+}
+
+/// Admit the caller and find the selected instances; 404 (audited) when there are none.
+pub async fn locate(
+    state: &WebState,
+    caller: &Caller,
+    selection: &Selection,
+) -> Result<Vec<InstanceLocation>, WebError> {
+    admit(state, caller, Operation::WadoRs).await?;
+    let locations = state.index.locate(selection).await?;
+    if locations.is_empty() {
+        let what = format!(
+            "no instances for study {:?} series {:?} instance {:?}",
+            selection.study_uids, selection.series_uids, selection.sop_instance_uids
+        );
+        audit(state, caller, &[], "failure", what.clone()).await;
+        return Err(WebError::NotFound(what));
+    }
+    Ok(locations)
+}
+
+pub async fn study(
+    State(s): State<WebState>,
+    c: WebCaller,
+    h: HeaderMap,
+    Path(study): Path<String>,
+) -> Result<Response, WebError> {
+    retrieve(s, c.0, h, selection(&study, None, None), false).await
+}
+
+pub async fn series(
+    State(s): State<WebState>,
+    c: WebCaller,
+    h: HeaderMap,
+    Path((study, series)): Path<(String, String)>,
+) -> Result<Response, WebError> {
+    retrieve(s, c.0, h, selection(&study, Some(&series), None), false).await
+}
+
+pub async fn instance(
+    State(s): State<WebState>,
+    c: WebCaller,
+    h: HeaderMap,
+    Path((study, series, sop)): Path<(String, String, String)>,
+) -> Result<Response, WebError> {
+    retrieve(
+        s,
+        c.0,
+        h,
+        selection(&study, Some(&series), Some(&sop)),
+        true,
+    )
+    .await
+}
+
+async fn retrieve(
+    state: WebState,
+    caller: Caller,
+    headers: HeaderMap,
+    selection: Selection,
+    single_resource: bool,
+) -> Result<Response, WebError> {
+    let locations = locate(&state, &caller, &selection).await?;
+    let accept = parse_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    let choices = instance_choices(&accept, single_resource);
+    if choices.is_empty() {
+        return Err(WebError::NotAcceptable(
+            "acceptable: multipart/related; type=\"application/dicom\" (PS3.18 10.4.1.2)".into(),
+        ));
+    }
+    let producible = |ts: &SyntaxRequest| {
+        locations
+            .iter()
+            .all(|l| plan(&l.transfer_syntax_uid, ts) != Plan::Impossible)
+    };
+    let Some((framing, syntax)) = choices.iter().find(|(_, ts)| producible(ts)).cloned() else {
+        let stored: BTreeSet<&str> = locations
+            .iter()
+            .map(|l| l.transfer_syntax_uid.as_str())
+            .collect();
+        let detail = format!(
+            "cannot produce the requested transfer syntax from instances stored as {stored:?}; \
+             ask for transfer-syntax=* to get them as stored"
+        );
+        audit(&state, &caller, &locations, "failure", detail.clone()).await;
+        return Err(WebError::NotAcceptable(detail));
+    };
+    if framing == Framing::Single {
+        let loc = locations.into_iter().next().expect("one instance");
+        return single_instance(&state, &caller, &headers, loc, &syntax).await;
+    }
+    let boundary = multipart::new_boundary();
+    let (tx, body) = multipart::channel_body();
+    let content_type = multipart::content_type(&boundary, "application/dicom", None);
+    let task_state = state.clone();
+    tokio::spawn(async move {
+        let total = locations.len();
+        let mut sent = 0usize;
+        let mut result = "success";
+        for loc in &locations {
+            match send_instance(&task_state.blobs, &tx, &boundary, loc, &syntax).await {
+                Ok(()) => sent += 1,
+                Err(SendError::Disconnected) => {
+                    result = "cancelled";
+                    break;
+                }
+                Err(SendError::Failed(problem)) => {
+                    tracing::error!(sop = %loc.sop_instance_uid, %problem, "WADO-RS retrieve failed");
+                    tx.fail(problem).await;
+                    result = "failure";
+                    break;
+                }
+            }
+        }
+        if sent == total && tx.send(multipart::closing(&boundary)).await.is_err() {
+            result = "cancelled";
+        }
+        let detail = format!("{sent} of {total} instances sent");
+        audit(&task_state, &caller, &locations, result, detail).await;
+    });
+    Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
+}
+
+/// Why a part could not be sent.
+#[derive(Debug)]
+pub enum SendError {
+    Disconnected,
+    Failed(String),
+}
+
+impl From<Disconnected> for SendError {
+    fn from(_: Disconnected) -> Self {
+        SendError::Disconnected
+    }
+}
+
+/// One instance as a part: streamed from its blob, or transcoded first.
+async fn send_instance(
+    blobs: &BlobStore,
+    tx: &BodySender,
+    boundary: &str,
+    loc: &InstanceLocation,
+    syntax: &SyntaxRequest,
+) -> Result<(), SendError> {
+    match plan(&loc.transfer_syntax_uid, syntax) {
+        Plan::AsStored => {
+            let mut file = blobs
+                .open_read(&loc.blob_key)
+                .await
+                .map_err(|e| SendError::Failed(e.to_string()))?;
+            let len = file
+                .metadata()
+                .await
+                .map_err(|e| SendError::Failed(e.to_string()))?
+                .len();
+            let ct = format!(
+                "application/dicom; transfer-syntax={}",
+                loc.transfer_syntax_uid
+            );
+            tx.send(multipart::part_header(boundary, &ct, Some(len), None))
+                .await?;
+            send_file_range(tx, &mut file, len).await?;
+        }
+        Plan::Transcode(target) => {
+            let bytes = transcode_blob(blobs, loc, &target).await?;
+            let ct = format!("application/dicom; transfer-syntax={target}");
+            tx.send(multipart::part_header(
+                boundary,
+                &ct,
+                Some(bytes.len() as u64),
+                None,
+            ))
+            .await?;
+            tx.send(Bytes::from(bytes)).await?;
+        }
+        Plan::Impossible => {
+            return Err(SendError::Failed(format!(
+                "cannot produce the requested syntax from {}",
+                loc.transfer_syntax_uid
+            )))
+        }
+    }
+    tx.send(multipart::part_end()).await?;
+    Ok(())
+}
+
+async fn transcode_blob(
+    blobs: &BlobStore,
+    loc: &InstanceLocation,
+    target: &str,
+) -> Result<Vec<u8>, SendError> {
+    let path = blobs.path(&loc.blob_key);
+    let target = target.to_string();
+    tokio::task::spawn_blocking(move || transcode_file(&path, &target))
+        .await
+        .map_err(|e| SendError::Failed(e.to_string()))?
+        .map_err(|e| SendError::Failed(e.to_string()))
+}
+
+/// Stream `len` bytes from the file's current position, in [`CHUNK`]s.
+pub async fn send_file_range(
+    tx: &BodySender,
+    file: &mut tokio::fs::File,
+    len: u64,
+) -> Result<(), SendError> {
+    let mut left = len;
+    while left > 0 {
+        let want = left.min(CHUNK as u64) as usize;
+        let mut buf = BytesMut::with_capacity(want);
+        while buf.len() < want {
+            let n = (&mut *file)
+                .take((want - buf.len()) as u64)
+                .read_buf(&mut buf)
+                .await
+                .map_err(|e| SendError::Failed(e.to_string()))?;
+            if n == 0 {
+                return Err(SendError::Failed("blob is shorter than expected".into()));
+            }
+        }
+        left -= buf.len() as u64;
+        tx.send(buf.freeze()).await?;
+    }
+    Ok(())
+}
+
+/// A single-instance resource as a bare `application/dicom` body, with ETag and Range.
+async fn single_instance(
+    state: &WebState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    loc: InstanceLocation,
+    syntax: &SyntaxRequest,
+) -> Result<Response, WebError> {
+    let locations = [loc.clone()];
+    let response = match plan(&loc.transfer_syntax_uid, syntax) {
+        Plan::AsStored => {
+            let ct = format!(
+                "application/dicom; transfer-syntax={}",
+                loc.transfer_syntax_uid
+            );
+            let path = state.blobs.path(&loc.blob_key);
+            super::ranged::file_response(&path, &ct, headers).await?
+        }
+        Plan::Transcode(target) => {
+            let bytes = transcode_blob(&state.blobs, &loc, &target)
+                .await
+                .map_err(|e| WebError::Internal(format!("{e:?}")))?;
+            let ct = format!("application/dicom; transfer-syntax={target}");
+            super::ranged::bytes_response(Bytes::from(bytes), &ct, headers)?
+        }
+        Plan::Impossible => {
+            return Err(WebError::NotAcceptable(
+                "cannot produce the requested transfer syntax".into(),
+            ))
+        }
+    };
+    audit(
+        state,
+        caller,
+        &locations,
+        "success",
+        "1 instance sent".into(),
+    )
+    .await;
+    Ok(response)
+}
+
+pub async fn study_metadata(
+    State(s): State<WebState>,
+    c: WebCaller,
+    h: HeaderMap,
+    Path(study): Path<String>,
+) -> Result<Response, WebError> {
+    metadata(s, c.0, h, selection(&study, None, None)).await
+}
+
+pub async fn series_metadata(
+    State(s): State<WebState>,
+    c: WebCaller,
+    h: HeaderMap,
+    Path((study, series)): Path<(String, String)>,
+) -> Result<Response, WebError> {
+    metadata(s, c.0, h, selection(&study, Some(&series), None)).await
+}
+
+pub async fn instance_metadata(
+    State(s): State<WebState>,
+    c: WebCaller,
+    h: HeaderMap,
+    Path((study, series, sop)): Path<(String, String, String)>,
+) -> Result<Response, WebError> {
+    metadata(s, c.0, h, selection(&study, Some(&series), Some(&sop))).await
+}
+
+/// The metadata of the selected instances as one JSON array, streamed instance by instance.
+async fn metadata(
+    state: WebState,
+    caller: Caller,
+    headers: HeaderMap,
+    selection: Selection,
+) -> Result<Response, WebError> {
+    let locations = locate(&state, &caller, &selection).await?;
+    let accept = parse_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    if !accept.iter().any(|r| {
+        super::media::covers(&r.essence, "application/dicom+json")
+            || r.essence == "application/json"
+    }) {
+        return Err(WebError::NotAcceptable(
+            "metadata is offered as application/dicom+json".into(),
+        ));
+    }
+    let base = base_url(&state, &headers);
+    let (tx, body) = multipart::channel_body();
+    let task_state = state.clone();
+    tokio::spawn(async move {
+        let mut result = "success";
+        let mut sent = 0;
+        for (i, loc) in locations.iter().enumerate() {
+            let json = match instance_json(&task_state.blobs, loc, &base).await {
+                Ok(j) => j,
+                Err(problem) => {
+                    tracing::error!(sop = %loc.sop_instance_uid, %problem, "metadata failed");
+                    tx.fail(problem).await;
+                    result = "failure";
+                    break;
+                }
+            };
+            let mut chunk = Vec::with_capacity(4096);
+            chunk.push(if i == 0 { b'[' } else { b',' });
+            if serde_json::to_writer(&mut chunk, &json).is_err() {
+                result = "failure";
+                break;
+            }
+            if i + 1 == locations.len() {
+                chunk.push(b']');
+            }
+            if tx.send(Bytes::from(chunk)).await.is_err() {
+                result = "cancelled";
+                break;
+            }
+            sent += 1;
+        }
+        audit(
+            &task_state,
+            &caller,
+            &locations,
+            result,
+            format!("metadata of {sent} instances"),
+        )
+        .await;
+    });
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/dicom+json"),
+        )],
+        body,
+    )
+        .into_response())
+}
+
+/// The base of an instance's bulk data URIs.
+pub fn bulk_base(base: &str, loc: &InstanceLocation) -> String {
+    format!(
+        "{base}/studies/{}/series/{}/instances/{}/bulkdata",
+        loc.study_instance_uid, loc.series_instance_uid, loc.sop_instance_uid
+    )
+}
+
+/// One instance's metadata: its data set up to Pixel Data, and Pixel Data as a BulkDataURI.
+async fn instance_json(
+    blobs: &BlobStore,
+    loc: &InstanceLocation,
+    base: &str,
+) -> Result<Json, String> {
+    let path = blobs.path(&loc.blob_key);
+    let bulk = bulk_base(base, loc);
+    tokio::task::spawn_blocking(move || {
+        let obj = dicom_object::OpenFileOptions::new()
+            .read_until(PIXEL_DATA)
+            .open_file(&path)
+            .map_err(|e| e.to_string())?;
+        let mut json = dataset_json(&obj, &BulkData { base: &bulk }, "");
+        let (_, pixel) = locate_pixel_data(&path).map_err(|e| e.to_string())?;
+        if let (Some(at), Json::Object(map)) = (pixel, &mut json) {
+            let key = tag_key(PIXEL_DATA);
+            map.insert(
+                key.clone(),
+                serde_json::json!({ "vr": at.vr.to_string(), "BulkDataURI": format!("{bulk}/{key}") }),
+            );
+        }
+        Ok(json)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}

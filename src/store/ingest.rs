@@ -1,0 +1,170 @@
+//! The one path by which an instance enters the store, whatever the front (C-STORE, STOW-RS):
+//! a received Part 10 file in a [`PendingBlob`] is fsynced, checked and parsed up to Pixel
+//! Data, renamed into place and indexed; only then is it acknowledged. Any failure removes
+//! the temp file, so nothing half-written stays.
+
+use super::{BlobStore, Index, InstanceRecord, PendingBlob};
+use crate::dimse::dataset::{check_file_structure, read_layout, DatasetError, PIXEL_DATA};
+use crate::dimse::status::code;
+use dicom_core::Tag;
+
+/// What the sender claimed about the instance; each given value must match the data set.
+#[derive(Debug, Clone, Default)]
+pub struct Expected<'a> {
+    /// SOP Class UID of the command (C-STORE) — a mismatch is warning B007, not a failure.
+    pub sop_class: Option<&'a str>,
+    /// SOP Instance UID of the command (C-STORE).
+    pub sop_instance: Option<&'a str>,
+    /// Study Instance UID of the request URL (STOW-RS `/studies/{study}`).
+    pub study_uid: Option<&'a str>,
+}
+
+/// Why an instance was not stored: the C-STORE status (PS3.4 B.2.3), also used as the STOW-RS
+/// FailureReason (PS3.18 10.5.3), and a readable reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestFailure {
+    pub status: u16,
+    pub reason: String,
+}
+
+impl IngestFailure {
+    pub fn new(status: u16, reason: impl Into<String>) -> Self {
+        IngestFailure {
+            status,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A stored instance: the success or warning status and what was indexed.
+#[derive(Debug, Clone)]
+pub struct Ingested {
+    pub status: u16,
+    pub record: InstanceRecord,
+}
+
+/// Make a received Part 10 file durable and indexed: fsync, check, parse, rename, upsert.
+pub async fn persist(
+    blobs: &BlobStore,
+    index: &dyn Index,
+    mut blob: PendingBlob,
+    expected: Expected<'_>,
+) -> Result<Ingested, IngestFailure> {
+    if let Err(e) = blob.flush_and_sync().await {
+        blob.abort().await;
+        return Err(IngestFailure::new(
+            code::OUT_OF_RESOURCES,
+            format!("cannot sync: {e}"),
+        ));
+    }
+    let path = blob.temp_path().to_path_buf();
+    let parsed = tokio::task::spawn_blocking(move || {
+        // Lengths and nesting first: the parser trusts both (see `check_structure`).
+        check_file_structure(&path).map_err(|e| match e {
+            DatasetError::Parse(problem) => problem,
+            DatasetError::File { problem, .. } => problem,
+            other => other.to_string(),
+        })?;
+        let transfer_syntax = read_layout(&path)
+            .map(|l| l.meta.transfer_syntax().trim_end_matches('\0').to_string())
+            .map_err(|e| e.to_string())?;
+        dicom_object::OpenFileOptions::new()
+            .read_until(PIXEL_DATA)
+            .open_file(&path)
+            .map(|obj| (InstanceRecord::from_object(&obj), transfer_syntax))
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    let (mut record, transfer_syntax) = match parsed {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            blob.abort().await;
+            return Err(IngestFailure::new(
+                code::CANNOT_UNDERSTAND,
+                format!("data set does not parse: {e}"),
+            ));
+        }
+        Err(e) => {
+            blob.abort().await;
+            return Err(IngestFailure::new(
+                code::PROCESSING_FAILURE,
+                format!("parser task failed: {e}"),
+            ));
+        }
+    };
+    if let Some(failure) = mismatch(&record, &expected) {
+        blob.abort().await;
+        return Err(failure);
+    }
+    let key = match BlobStore::key_for(
+        record.study_instance_uid(),
+        record.series_instance_uid(),
+        record.sop_instance_uid(),
+    ) {
+        Ok(k) => k,
+        Err(e) => {
+            blob.abort().await;
+            return Err(IngestFailure::new(
+                code::CANNOT_UNDERSTAND,
+                format!("missing or invalid UIDs: {e}"),
+            ));
+        }
+    };
+    let size = blob
+        .commit(blobs, &key)
+        .await
+        .map_err(|e| IngestFailure::new(code::OUT_OF_RESOURCES, format!("cannot store: {e}")))?;
+    record.blob_key = key;
+    record.size_bytes = size;
+    record.transfer_syntax_uid = transfer_syntax;
+    if let Err(e) = index.upsert_instance(&record).await {
+        // Not indexed means not acknowledged: remove the blob so the store stays consistent.
+        let _ = blobs.remove(&record.blob_key).await;
+        return Err(IngestFailure::new(
+            code::OUT_OF_RESOURCES,
+            format!("cannot index: {e}"),
+        ));
+    }
+    // PS3.4 B.2.3: B007 when the data set's SOP class is not the one in the command.
+    let dataset_class = record.get(SOP_CLASS_UID).unwrap_or("");
+    let status = match expected.sop_class {
+        Some(class) if class != dataset_class => code::WARNING_DATASET_MISMATCH,
+        _ => code::SUCCESS,
+    };
+    Ok(Ingested { status, record })
+}
+
+const SOP_CLASS_UID: Tag = Tag(0x0008, 0x0016);
+
+/// A failure when the data set contradicts what the sender said about it.
+fn mismatch(record: &InstanceRecord, expected: &Expected<'_>) -> Option<IngestFailure> {
+    let no_class = expected.sop_class.is_none() && record.get(SOP_CLASS_UID).is_none();
+    if record.sop_instance_uid().is_empty() || no_class {
+        // PS3.18 10.5.3: an instance without SOP Class/Instance UID cannot be stored.
+        return Some(IngestFailure::new(
+            code::IDENTIFIER_MISMATCH,
+            "data set has no SOP Class UID or SOP Instance UID",
+        ));
+    }
+    if let Some(sop) = expected.sop_instance {
+        if record.sop_instance_uid() != sop {
+            return Some(IngestFailure::new(
+                code::CANNOT_UNDERSTAND,
+                "SOP Instance UID differs from the command",
+            ));
+        }
+    }
+    if let Some(study) = expected.study_uid {
+        if record.study_instance_uid() != study {
+            // PS3.18 10.5.3.2: an instance of another study than the target is a failure.
+            return Some(IngestFailure::new(
+                code::IDENTIFIER_MISMATCH,
+                format!(
+                    "Study Instance UID {} differs from the study in the URL {study}",
+                    record.study_instance_uid()
+                ),
+            ));
+        }
+    }
+    None
+}
