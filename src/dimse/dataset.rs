@@ -141,6 +141,10 @@ pub fn check_structure<R: Read>(
                     continue;
                 }
                 if stack.is_empty() && header.tag == PIXEL_DATA {
+                    // A truncated file must not pass for a stored image: the value must fit.
+                    if let Some(n) = header.len.get() {
+                        fits(pos, n, "Pixel Data")?;
+                    }
                     return Ok(Some(PixelDataAt {
                         value_offset: pos,
                         vr: header.vr,

@@ -1,6 +1,8 @@
 //! Shared test support: a gateway on 127.0.0.1:0 with a temp data dir, and real peers.
 #![allow(dead_code)]
 
+pub mod http;
+
 use beeldbrug::config::Config;
 use beeldbrug::server::{start, Running};
 use std::path::{Path, PathBuf};
@@ -16,9 +18,23 @@ pub struct Gateway {
 impl Gateway {
     /// Start a gateway with extra TOML on top of the defaults (listeners on port 0).
     pub async fn start(extra_toml: &str) -> Gateway {
+        Self::start_on("127.0.0.1:0", extra_toml).await
+    }
+
+    /// Start with HTTP on a fixed free port whose URL is the DICOMweb `public_url`: clients
+    /// such as dicomweb-client send a Host header without the port, so a URL built from
+    /// Host would lose it.
+    pub async fn start_public(extra_toml: &str) -> Gateway {
+        let port = free_port();
+        let extra =
+            format!("[dicomweb]\npublic_url = \"http://127.0.0.1:{port}/dicomweb\"\n{extra_toml}");
+        Self::start_on(&format!("127.0.0.1:{port}"), &extra).await
+    }
+
+    async fn start_on(http_listen: &str, extra_toml: &str) -> Gateway {
         let dir = tempfile::tempdir().expect("temp dir");
         let toml = format!(
-            "[dimse]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n[storage]\ndata_dir = \"{}\"\n{}",
+            "[dimse]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"{http_listen}\"\n[storage]\ndata_dir = \"{}\"\n{}",
             dir.path().join("data").display(),
             extra_toml
         );
@@ -32,6 +48,10 @@ impl Gateway {
             port,
             http_port,
         }
+    }
+
+    pub fn dicomweb_url(&self) -> String {
+        format!("http://127.0.0.1:{}/dicomweb", self.http_port)
     }
 
     pub fn data_dir(&self) -> PathBuf {
