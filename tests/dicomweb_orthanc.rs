@@ -56,7 +56,6 @@ const QIDO_ALL: &[&str] = &[
     "study instances",
     "all instances",
 ];
-const QIDO_INSTANCES: &[&str] = &["series instances", "study instances", "all instances"];
 const STUDY_TAGS: &[&str] = &[
     "00080020", "00080030", "00080050", "00080090", "00100010", "00100020", "00100030", "00100040",
     "00200010",
@@ -66,15 +65,12 @@ const KNOWN: &[Known] = &[
     Known {
         levels: QIDO_ALL,
         tags: &["00080005"],
-        diff: Diff::Differs,
-        reason: "beeldbrug bug: Specific Character Set in QIDO results is always ISO_IR 192 \
-                 when a value is not ASCII (qido.rs: 'JSON is UTF-8, say so'), but PS3.18 \
-                 F.2.2 Note 3 (CP-2518) says it reflects the source data set's encoding, not \
-                 the JSON's (UTF-8 per RFC 8259): wrong for the ISO_IR 100 patient, and \
-                 inconsistent with beeldbrug's own WADO-RS metadata, which keeps the source \
-                 value. Orthanc is wrong the other way: it always reports its DefaultEncoding \
-                 (ISO_IR 100), also for the ISO_IR 192 patient. Current Tables 10.6.3-3/4/5 no \
-                 longer list (0008,0005) at all (2019e's 10.6.3-3 did: 'if known').",
+        diff: Diff::OnlyOrthanc,
+        reason: "beeldbrug follows PS3.18: Specific Character Set would reflect the source \
+                 data set's encoding (F.2.2 Note 3, CP-2518), which the index does not keep, \
+                 and current Tables 10.6.3-3/4/5 no longer list (0008,0005) (2019e's \
+                 10.6.3-3 did: 'if known'), so beeldbrug leaves it out. Orthanc always \
+                 reports its DefaultEncoding (ISO_IR 100), also for the ISO_IR 192 patient.",
     },
     Known {
         levels: QIDO_ALL,
@@ -101,24 +97,6 @@ const KNOWN: &[Known] = &[
         reason: "Orthanc adds series-level attributes to Study's Series' Instances; PS3.18 \
                  10.6.3.3.3 requires Series attributes only for All Instances and Study's \
                  Instances. Permitted extras; beeldbrug returns what PS3.18 requires.",
-    },
-    Known {
-        levels: QIDO_INSTANCES,
-        tags: &["00280100"],
-        diff: Diff::OnlyOrthanc,
-        reason: "beeldbrug bug: Bits Allocated (0028,0100) is in Table 10.6.3-5 ('shall be \
-                 present if known') and every image has it (16 here, 8 for JPEG Baseline); \
-                 beeldbrug's index does not keep it, so instance results lack it. Orthanc \
-                 follows PS3.18.",
-    },
-    Known {
-        levels: QIDO_INSTANCES,
-        tags: &["00280008"],
-        diff: Diff::OnlyBeeldbrug,
-        reason: "beeldbrug bug: single-frame instances without Number of Frames get an empty \
-                 {\"vr\":\"IS\"}; PS3.18 10.6.3.3.3 returns Table 10.6.3-5 attributes 'if \
-                 present in the Instance' (Number of Frames: 'shall be present if known'), so \
-                 it should be absent, as Orthanc does.",
     },
     Known {
         levels: &["metadata"],

@@ -1,13 +1,21 @@
-//! Replays the cargo-fuzz corpora (`fuzz/corpus/command_set`, `fuzz/corpus/pdata`) through
-//! the same functions and checks as the fuzz targets in `fuzz/fuzz_targets/`, so CI
+//! Replays the cargo-fuzz corpora (`fuzz/corpus/command_set`, `fuzz/corpus/pdata`,
+//! `fuzz/corpus/qido_query`, `fuzz/corpus/multipart`) through the same functions and checks as the fuzz targets in `fuzz/fuzz_targets/`, so CI
 //! exercises every seed and every input the fuzzer kept without needing the fuzzer (or a
 //! nightly toolchain). Keep the checks here in step with the targets.
 
+use beeldbrug::core::query::indexed_attr;
+use beeldbrug::core::{AttrKind, Level, Matcher, Query, INDEXED_ATTRS};
+use beeldbrug::dicomweb::frames::parse_frame_list;
+use beeldbrug::dicomweb::media::{instance_choices, parse_accept, parse_media_type, Framing};
+use beeldbrug::dicomweb::qido_params::{parse, IncludeFields, QidoError, QidoRequest};
+use beeldbrug::dicomweb::rendered::parse_params;
+use beeldbrug::dicomweb::stow::request_boundary;
 use beeldbrug::dimse::command::{CommandSet, MAX_COMMAND_SET};
 use beeldbrug::dimse::negotiate::{accept, AcceptPolicy, LinkOptions, Refusal};
 use beeldbrug::dimse::pdu::{parse_pdata, Frame, PduReader, Pdv};
 use beeldbrug::dimse::Event;
 use bytes::Bytes;
+use dicom_core::Tag;
 use dicom_ul::pdu::{
     write_pdu, AssociationRQ, Pdu, PresentationContextProposed, PresentationContextResultReason,
     UserVariableItem,
@@ -191,4 +199,328 @@ async fn pdata_corpus_replays() {
     }
     assert!(parsed > 0, "no corpus file parses as a P-DATA-TF body");
     assert!(events > 0, "no corpus file produced a DIMSE event");
+}
+
+// ---------------------------------------------------------------------------------------
+// qido_query (QIDO-RS query strings, WADO-RS frame lists and /rendered parameters)
+// ---------------------------------------------------------------------------------------
+
+const LEVELS: [Level; 4] = [Level::Patient, Level::Study, Level::Series, Level::Image];
+const CAPS: [u32; 3] = [0, 1000, u32::MAX];
+const SCOPE_UID: &str = "1.2.826.0.1.3680043.2.1125.1";
+
+/// Same as `check_qido` in `fuzz/fuzz_targets/qido_query.rs`; returns how many parses
+/// succeeded.
+fn check_qido(raw: &str) -> usize {
+    let mut ok = 0;
+    for level in LEVELS {
+        for max in CAPS {
+            let outcome = parse(Query::new(level), raw, max);
+            ok += check_qido_outcome(raw, level, max, false, outcome);
+            let study = indexed_attr(Tag(0x0020, 0x000D)).expect("StudyInstanceUID is indexed");
+            let scoped = Query::new(level).with_key(study, Matcher::Single(SCOPE_UID.to_string()));
+            let outcome = parse(scoped, raw, max);
+            ok += check_qido_outcome(raw, level, max, true, outcome);
+        }
+    }
+    ok
+}
+
+fn check_qido_outcome(
+    raw: &str,
+    level: Level,
+    max: u32,
+    scoped: bool,
+    outcome: Result<QidoRequest, QidoError>,
+) -> usize {
+    let r = match outcome {
+        Ok(r) => r,
+        Err(e) => {
+            assert!(
+                !e.to_string().is_empty(),
+                "{raw:?}: error without a message"
+            );
+            return 0;
+        }
+    };
+    let q = &r.query;
+    assert_eq!(q.level, level);
+    match q.limit {
+        Some(n) => assert!(n <= max, "{raw:?}: limit {n} over the cap {max}"),
+        None => panic!("{raw:?}: no limit set"),
+    }
+    if scoped {
+        let first = q.keys.first().expect("scope key kept");
+        assert_eq!(first.attr.keyword, "StudyInstanceUID");
+        assert_eq!(first.matcher, Matcher::Single(SCOPE_UID.to_string()));
+    }
+    for key in &q.keys {
+        assert!(
+            INDEXED_ATTRS.iter().any(|a| std::ptr::eq(a, key.attr)),
+            "{raw:?}: key on {} is not an indexed attribute",
+            key.attr.keyword
+        );
+        check_matcher(raw, key.attr.kind, key.attr.keyword, &key.matcher);
+    }
+    if let IncludeFields::Listed(tags) = &r.include {
+        assert!(
+            tags.len() <= raw.len(),
+            "{raw:?}: more include fields than text"
+        );
+    }
+    for w in &r.warnings {
+        assert!(!w.is_empty());
+    }
+    1
+}
+
+/// Same as `check_matcher` in `fuzz/fuzz_targets/qido_query.rs`.
+fn check_matcher(raw: &str, kind: AttrKind, keyword: &str, matcher: &Matcher) {
+    let is_uid = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 64
+            && s.split('.')
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let is_date = |s: &str| s.len() == 8 && s.bytes().all(|b| b.is_ascii_digit());
+    let is_time = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    let context = || format!("{raw:?}: {keyword} {matcher:?}");
+    match (kind, matcher) {
+        (_, Matcher::Universal) => panic!("{}: universal key kept", context()),
+        (AttrKind::Uid, Matcher::Single(u)) => assert!(is_uid(u), "{}", context()),
+        (AttrKind::Uid, Matcher::UidList(l)) => {
+            assert!(l.len() >= 2 && l.iter().all(|u| is_uid(u)), "{}", context())
+        }
+        (AttrKind::Uid, _) => panic!("{}: UID key with another matcher", context()),
+        (AttrKind::Date | AttrKind::Time, m) => {
+            let valid = if kind == AttrKind::Date {
+                is_date
+            } else {
+                is_time
+            };
+            match m {
+                Matcher::Single(v) => assert!(valid(v), "{}", context()),
+                Matcher::Range { from, to } => {
+                    assert!(from.is_some() || to.is_some(), "{}", context());
+                    assert!(
+                        from.iter().chain(to).all(|v| valid(v)),
+                        "{}: bad range end",
+                        context()
+                    );
+                }
+                _ => panic!("{}: date/time key with another matcher", context()),
+            }
+        }
+        (AttrKind::Text, Matcher::UidList(l)) => {
+            assert_eq!(keyword, "Modality", "{}", context());
+            assert!(!l.is_empty(), "{}", context());
+        }
+        (AttrKind::Text | AttrKind::PersonName, Matcher::Single(v) | Matcher::Wildcard(v)) => {
+            assert!(!v.chars().any(char::is_control), "{}", context())
+        }
+        (AttrKind::PersonName, Matcher::Fuzzy(v)) => {
+            assert!(!v.is_empty(), "{}", context());
+        }
+        _ => panic!("{}: unexpected matcher", context()),
+    }
+}
+
+fn check_frame_list(raw: &str) {
+    match parse_frame_list(raw) {
+        Ok(frames) => {
+            assert!(!frames.is_empty() && frames.len() <= 100_000, "{raw:?}");
+            assert!(frames.iter().all(|&f| f > 0), "{raw:?}: frame 0 accepted");
+        }
+        Err(e) => assert!(!e.to_string().is_empty()),
+    }
+}
+
+fn check_render_params(raw: &str) {
+    match parse_params(raw) {
+        Ok(p) => {
+            assert!(
+                (1..=100).contains(&p.quality),
+                "{raw:?}: quality {}",
+                p.quality
+            );
+            if let Some((w, h)) = p.viewport {
+                assert!(
+                    (1..=8192).contains(&w) && (1..=8192).contains(&h),
+                    "{raw:?}"
+                );
+            }
+            if let Some(w) = p.window {
+                assert!(w.width > 0.0, "{raw:?}: window width {}", w.width);
+                assert!(
+                    w.center.is_finite() && w.width.is_finite(),
+                    "{raw:?}: window {w:?} is not finite"
+                );
+            }
+        }
+        Err(e) => assert!(!e.to_string().is_empty()),
+    }
+}
+
+#[test]
+fn qido_query_corpus_replays() {
+    let mut parsed = 0;
+    for (path, bytes) in corpus("qido_query") {
+        let raw = String::from_utf8_lossy(&bytes);
+        let result = std::panic::catch_unwind(|| {
+            let ok = check_qido(&raw);
+            check_frame_list(&raw);
+            check_render_params(&raw);
+            ok
+        });
+        match result {
+            Ok(ok) => parsed += ok,
+            Err(_) => panic!("{} fails", path.display()),
+        }
+    }
+    // The seeds include valid queries: the checks on `Ok` must have run.
+    assert!(parsed > 0, "no corpus file parses as a QIDO-RS query");
+}
+
+// ---------------------------------------------------------------------------------------
+// multipart (STOW-RS Content-Type and body)
+// ---------------------------------------------------------------------------------------
+
+/// One field as read: name, file name, content type essence, header count, data.
+#[derive(Debug, PartialEq, Eq)]
+struct Part {
+    name: Option<String>,
+    file_name: Option<String>,
+    content_type: Option<String>,
+    headers: usize,
+    data: Vec<u8>,
+}
+
+/// The header line (up to `\n`, a trailing `\r` dropped) and the body.
+fn split_input(data: &[u8]) -> (Option<&str>, &[u8]) {
+    let (line, body) = match data.iter().position(|&b| b == b'\n') {
+        Some(i) => (&data[..i], &data[i + 1..]),
+        None => (data, &[][..]),
+    };
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    (std::str::from_utf8(line).ok(), body)
+}
+
+/// Same as `check_media` in `fuzz/fuzz_targets/multipart.rs`.
+fn check_media(header: Option<&str>) {
+    if let Some(m) = header.and_then(parse_media_type) {
+        assert_eq!(m.essence, m.essence.to_ascii_lowercase());
+        assert!(m.essence.contains('/') && !m.essence.contains(char::is_whitespace));
+        assert!((0.0..=1.0).contains(&m.q), "q {}", m.q);
+        assert!(m.params.iter().all(|(k, _)| *k == k.to_ascii_lowercase()));
+    }
+    let ranges = parse_accept(header);
+    assert!(ranges.iter().all(|r| r.q > 0.0 && r.q <= 1.0));
+    assert!(
+        ranges.windows(2).all(|w| w[0].q >= w[1].q),
+        "not best first"
+    );
+    if header.is_none_or(|h| h.trim().is_empty()) {
+        assert_eq!(ranges.len(), 1);
+        assert_eq!(ranges[0].essence, "*/*");
+    }
+    let choices = instance_choices(&ranges, false);
+    assert!(choices.iter().all(|(f, _)| *f == Framing::Multipart));
+    assert!(choices.len() <= ranges.len());
+    assert!(instance_choices(&ranges, true).len() <= ranges.len());
+}
+
+/// Same as `read_all` in `fuzz/fuzz_targets/multipart.rs`.
+async fn read_all(boundary: &str, chunks: Vec<Bytes>) -> Result<Vec<Part>, String> {
+    let total: usize = chunks.iter().map(Bytes::len).sum();
+    let stream = futures::stream::iter(chunks.into_iter().map(Ok::<Bytes, std::io::Error>));
+    let mut multipart = multer::Multipart::new(stream, boundary);
+    let mut parts = Vec::new();
+    let mut seen = 0usize;
+    loop {
+        let mut field = match multipart.next_field().await {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => return Err(message(e)),
+        };
+        assert!(parts.len() <= total, "more fields than body bytes");
+        let mut part = Part {
+            name: field.name().map(str::to_string),
+            file_name: field.file_name().map(str::to_string),
+            content_type: field
+                .content_type()
+                .map(|m| m.essence_str().to_ascii_lowercase()),
+            headers: field.headers().len(),
+            data: Vec::new(),
+        };
+        loop {
+            match field.chunk().await {
+                Ok(Some(chunk)) => {
+                    seen += chunk.len();
+                    assert!(seen <= total, "fields hold more bytes than the body");
+                    part.data.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(e) => return Err(message(e)),
+            }
+        }
+        parts.push(part);
+    }
+    Ok(parts)
+}
+
+fn message(e: multer::Error) -> String {
+    let m = e.to_string();
+    assert!(!m.is_empty(), "multer error without a message: {e:?}");
+    m
+}
+
+/// Same as `check_multipart` in `fuzz/fuzz_targets/multipart.rs`; returns the number of
+/// parts read when the body was read to its end.
+async fn check_multipart(data: &[u8]) -> usize {
+    let (header, body) = split_input(data);
+    check_media(header);
+    let Ok(boundary) = request_boundary(header) else {
+        return 0;
+    };
+    assert!(!boundary.is_empty() && boundary.len() <= 70, "{boundary:?}");
+    let media = header
+        .and_then(parse_media_type)
+        .expect("accepted type parses");
+    assert_eq!(media.essence, "multipart/related");
+    let whole = read_all(&boundary, vec![Bytes::copy_from_slice(body)]).await;
+    let size = 1 + body.len() % 7;
+    let pieces = body.chunks(size).map(Bytes::copy_from_slice).collect();
+    let split = read_all(&boundary, pieces).await;
+    if let Ok(parts) = &whole {
+        if !parts.is_empty() {
+            let delimiter = format!("--{boundary}");
+            assert!(
+                body.windows(delimiter.len())
+                    .any(|w| w == delimiter.as_bytes()),
+                "parts without a delimiter"
+            );
+        }
+    }
+    match (&whole, &split) {
+        (Ok(a), Ok(b)) => assert_eq!(a, b, "chunking changes the parts"),
+        (Err(_), Err(_)) => {}
+        _ => panic!("chunking changes the outcome: {whole:?} vs {split:?}"),
+    }
+    whole.map_or(0, |parts| parts.len())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn multipart_corpus_replays() {
+    let mut parts = 0;
+    for (path, bytes) in corpus("multipart") {
+        let name = path.display().to_string();
+        // A panic inside the task fails the join; a hang fails the timeout.
+        let replay = tokio::spawn(async move { check_multipart(&bytes).await });
+        parts += tokio::time::timeout(Duration::from_secs(10), replay)
+            .await
+            .unwrap_or_else(|_| panic!("{name} hangs"))
+            .unwrap_or_else(|e| panic!("{name} fails: {e}"));
+    }
+    // The seeds include valid bodies: the part checks must have run.
+    assert!(parts > 0, "no corpus file yields a part");
 }

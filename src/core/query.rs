@@ -200,6 +200,14 @@ pub static INDEXED_ATTRS: &[IndexedAttr] = &[
         Text,
         "number_of_frames"
     ),
+    attr!(
+        0x0028,
+        0x0100,
+        "BitsAllocated",
+        Image,
+        Text,
+        "bits_allocated"
+    ),
 ];
 
 /// Attributes computed by the index per level (PS3.4 C.6.1.1.x, "additional" keys).

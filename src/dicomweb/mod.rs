@@ -170,6 +170,11 @@ pub fn router(state: WebState) -> Router {
         .route("/studies", get(qido::studies).post(stow::store_any))
         .route("/studies/{study}", get(wado::study).post(stow::store_study))
         .route("/studies/{study}/metadata", get(wado::study_metadata))
+        .route("/studies/{study}/thumbnail", get(rendered::study_thumbnail))
+        .route(
+            "/studies/{study}/series/{series}/thumbnail",
+            get(rendered::series_thumbnail),
+        )
         .route("/studies/{study}/series", get(qido::study_series))
         .route("/studies/{study}/instances", get(qido::study_instances))
         .route("/studies/{study}/series/{series}", get(wado::series))
@@ -206,5 +211,8 @@ pub fn router(state: WebState) -> Router {
         )
         .route("/series", get(qido::all_series))
         .route("/instances", get(qido::all_instances))
+        // Unknown resources get their 404 inside the layers (CORS included), so a browser
+        // sees the 404 rather than a CORS failure.
+        .fallback(|| async { WebError::NotFound("no such DICOMweb resource".into()) })
         .with_state(state)
 }

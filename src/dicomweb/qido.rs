@@ -60,6 +60,7 @@ fn required(level: Level) -> &'static [&'static str] {
             "InstanceNumber",
             "Rows",
             "Columns",
+            "BitsAllocated",
             "NumberOfFrames",
         ],
     }
@@ -117,7 +118,9 @@ fn returned_tags(level: Level, scope: &Scope, include: &IncludeFields) -> BTreeS
 fn result_json(m: &Match, level: Level, tags: &BTreeSet<Tag>, base: &str) -> Json {
     let mut obj = Map::new();
     for tag in tags {
-        if let Some(value) = m.get(tag) {
+        // PS3.18 10.6.3.3.3: attributes are returned "if present"; the index keeps an absent
+        // value as empty, so empty ones are left out.
+        if let Some(value) = m.get(tag).filter(|v| !v.is_empty()) {
             put(&mut obj, *tag, vr_of(*tag), value);
         }
     }
@@ -144,10 +147,8 @@ fn result_json(m: &Match, level: Level, tags: &BTreeSet<Tag>, base: &str) -> Jso
     put(&mut obj, RETRIEVE_URL, VR::UR, &url);
     // Everything indexed is on local disk (PS3.4 C.4.23.1.1 "ONLINE").
     put(&mut obj, INSTANCE_AVAILABILITY, VR::CS, "ONLINE");
-    // JSON is UTF-8 (F.2): say so when a value is not plain ASCII.
-    if m.values().any(|v| !v.is_ascii()) {
-        put(&mut obj, Tag(0x0008, 0x0005), VR::CS, "ISO_IR 192");
-    }
+    // No Specific Character Set: it would name the source encoding (PS3.18 F.2.2 Note 3),
+    // which the index does not keep; JSON text is Unicode either way.
     Json::Object(obj)
 }
 

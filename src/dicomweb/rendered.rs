@@ -1,5 +1,6 @@
 //! WADO-RS rendered and thumbnail resources (PS3.18 10.4.1.1.3, 10.4.1.1.4, 8.3.5.1): one
-//! frame as `image/jpeg` (default) or `image/png`, with `window`, `viewport` and `quality`.
+//! frame (of a representative instance, for study and series thumbnails) as `image/jpeg`
+//! (default) or `image/png`, with `window`, `viewport` and `quality`.
 //! Without `window` the instance's own first window (or its VOI LUT) is used, and min-max
 //! normalisation where it has none.
 
@@ -7,6 +8,7 @@ use super::frames::parse_frame_list;
 use super::media::{covers, parse_accept};
 use super::wado::{self, selection};
 use super::{WebCaller, WebError, WebState};
+use crate::core::{InstanceLocation, Selection};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
@@ -144,11 +146,22 @@ pub fn render(
     Ok(out)
 }
 
+/// The instance that stands for a study or series: the middle one of its largest series.
+fn representative(locations: &[InstanceLocation]) -> &InstanceLocation {
+    let mut best: &[InstanceLocation] = &locations[..1];
+    for series in locations.chunk_by(|a, b| a.series_instance_uid == b.series_instance_uid) {
+        if series.len() > best.len() {
+            best = series;
+        }
+    }
+    &best[best.len() / 2]
+}
+
 async fn respond(
     state: WebState,
     caller: WebCaller,
     headers: HeaderMap,
-    ids: (String, String, String),
+    selection: Selection,
     frame: u32,
     raw: Option<String>,
     thumbnail: bool,
@@ -156,12 +169,8 @@ async fn respond(
     let caller = caller.0;
     let params = parse_params(raw.as_deref().unwrap_or(""))?;
     let format = output_format(&headers)?;
-    let locations = wado::locate(
-        &state,
-        &caller,
-        &selection(&ids.0, Some(&ids.1), Some(&ids.2)),
-    )
-    .await?;
+    let found = wado::locate(&state, &caller, &selection).await?;
+    let locations = vec![representative(&found).clone()];
     let path = state.blobs.path(&locations[0].blob_key);
     let rendered =
         tokio::task::spawn_blocking(move || render(&path, frame, &params, thumbnail, format))
@@ -207,7 +216,7 @@ pub async fn instance(
     Path(ids): Path<(String, String, String)>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, WebError> {
-    respond(s, c, h, ids, 1, q, false).await
+    respond(s, c, h, instance_selection(ids), 1, q, false).await
 }
 
 pub async fn instance_thumbnail(
@@ -217,7 +226,33 @@ pub async fn instance_thumbnail(
     Path(ids): Path<(String, String, String)>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, WebError> {
-    respond(s, c, h, ids, 1, q, true).await
+    respond(s, c, h, instance_selection(ids), 1, q, true).await
+}
+
+fn instance_selection(ids: (String, String, String)) -> Selection {
+    selection(&ids.0, Some(&ids.1), Some(&ids.2))
+}
+
+/// A study's thumbnail: its representative instance (PS3.18 10.4.1.1.4).
+pub async fn study_thumbnail(
+    State(s): State<WebState>,
+    c: WebCaller,
+    h: HeaderMap,
+    Path(study): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, WebError> {
+    respond(s, c, h, selection(&study, None, None), 1, q, true).await
+}
+
+/// A series' thumbnail: its middle instance (PS3.18 10.4.1.1.4).
+pub async fn series_thumbnail(
+    State(s): State<WebState>,
+    c: WebCaller,
+    h: HeaderMap,
+    Path((study, series)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, WebError> {
+    respond(s, c, h, selection(&study, Some(&series), None), 1, q, true).await
 }
 
 pub async fn frame(
@@ -228,7 +263,7 @@ pub async fn frame(
     RawQuery(q): RawQuery,
 ) -> Result<Response, WebError> {
     let n = single_frame(&list)?;
-    respond(s, c, h, (st, se, sop), n, q, false).await
+    respond(s, c, h, instance_selection((st, se, sop)), n, q, false).await
 }
 
 pub async fn frame_thumbnail(
@@ -239,7 +274,7 @@ pub async fn frame_thumbnail(
     RawQuery(q): RawQuery,
 ) -> Result<Response, WebError> {
     let n = single_frame(&list)?;
-    respond(s, c, h, (st, se, sop), n, q, true).await
+    respond(s, c, h, instance_selection((st, se, sop)), n, q, true).await
 }
 
 #[cfg(test)]

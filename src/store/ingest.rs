@@ -142,7 +142,7 @@ fn mismatch(record: &InstanceRecord, expected: &Expected<'_>) -> Option<IngestFa
     if record.sop_instance_uid().is_empty() || no_class {
         // PS3.18 10.5.3: an instance without SOP Class/Instance UID cannot be stored.
         return Some(IngestFailure::new(
-            code::IDENTIFIER_MISMATCH,
+            code::CANNOT_UNDERSTAND,
             "data set has no SOP Class UID or SOP Instance UID",
         ));
     }

@@ -51,19 +51,10 @@ if (!serveOnly && !existsSync(chromiumPath)) {
   setupError(`${chromiumPath} is missing: run \`apt-get install -y chromium\` (or set CHROMIUM)`);
 }
 
-// Requests to the gateway that OHIF makes, that fail today, and that OHIF works around: they
-// are reported in `tolerated_requests` but do not fail the run. Delete an entry once the
-// gateway answers it, so that a regression fails again.
-const KNOWN_GAPS = [
-  {
-    method: 'GET',
-    // PS3.18 10.4.1 series-level thumbnail, asked for by the study-list preview
-    // (thumbnailRequestStrategy 'fetch'); OHIF then falls back to QIDO-RS
-    // .../instances?limit=1 and the instance-level /thumbnail, which works.
-    path: /^\/studies\/[0-9.]+\/series\/[0-9.]+\/thumbnail$/,
-    why: 'series-level /thumbnail is not served (404, without CORS headers); OHIF falls back to the instance thumbnail',
-  },
-];
+// Requests to the gateway that may fail without failing the run (reported in
+// `tolerated_requests`): none today. Add an entry, with why, only for a known gap that OHIF
+// works around, and delete it once the gateway answers, so that a regression fails again.
+const KNOWN_GAPS = [];
 
 // ---- QIDO-RS directly: what the study list must show ------------------------------------
 async function qido(path) {

@@ -8,8 +8,14 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use std::time::Duration;
 
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "init", include_str!("migrations/postgres/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("migrations/postgres/0001_init.sql")),
+    (
+        2,
+        "bits_allocated",
+        include_str!("migrations/postgres/0002_bits_allocated.sql"),
+    ),
+];
 
 /// The index in a PostgreSQL database (`postgres://user@host/db`).
 #[derive(Debug, Clone)]

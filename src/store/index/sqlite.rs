@@ -11,8 +11,14 @@ use sqlx::sqlite::{
 use std::str::FromStr;
 use std::time::Duration;
 
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "init", include_str!("migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("migrations/sqlite/0001_init.sql")),
+    (
+        2,
+        "bits_allocated",
+        include_str!("migrations/sqlite/0002_bits_allocated.sql"),
+    ),
+];
 
 /// The index in a SQLite database (`sqlite://path/to/index.db`).
 #[derive(Debug, Clone)]
