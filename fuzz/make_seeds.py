@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
-"""Write the hand-made seed inputs of fuzz/corpus/{command_set,pdata} (run from fuzz/).
+"""Write the hand-made seed inputs of fuzz/corpus/{command_set,pdata,qido_query,multipart}
+(run from fuzz/).
 
-Files named seed-* are made here; anything else in the corpus came from the fuzzer.
+Files named seed-* are made here; anything else in the corpus came from the fuzzer
+(crash-*: minimized findings, kept as regression inputs). qido_query runs best with its
+dictionary: cargo +nightly fuzz run qido_query --sanitizer none -- -dict=qido_query.dict
 """
 import os
 import struct
@@ -103,7 +106,82 @@ pdata_seeds["seed-raw-associate-echo-release"] = RQ + pdata(pdv(1, True, True, e
 pdata_seeds["seed-raw-associate-unknown-abstract"] = associate_rq([(1, b"1.2.3.4.5.6")])
 pdata_seeds["seed-raw-associate-truncated"] = RQ[:-7]
 
-for target, seeds in (("command_set", command_seeds), ("pdata", pdata_seeds)):
+# QIDO-RS query strings, WADO-RS frame lists and /rendered parameters (one text each).
+qido_seeds = {
+    "seed-keywords": b"PatientName=M%C3%BCller*&PatientID=999912345&AccessionNumber=A1?3",
+    "seed-tags": b"00100010=Jansen^Jan&00100020=999912345&0020000D=1.2.3.4",
+    "seed-date-range": b"StudyDate=20200101-20201231&StudyTime=080000-170000.5",
+    "seed-open-ranges": b"StudyDate=-20201231&PatientBirthDate=19700101-&StudyTime=0800-",
+    "seed-uid-list": b"StudyInstanceUID=1.2.3,1.2.4%5C1.2.5&SeriesInstanceUID=1.2.840.10008.1",
+    "seed-includefield": b"includefield=StudyDescription,00081030&includefield=all",
+    "seed-paging": b"limit=25&offset=50",
+    "seed-limit-over-cap": b"limit=4294967295&offset=4294967295",
+    "seed-fuzzy": b"PatientName=muller&fuzzymatching=true",
+    "seed-fuzzy-wildcard": b"PatientName=M%C3%BC*l?r&fuzzymatching=true",
+    "seed-modalities": b"ModalitiesInStudy=CT,MR%5CUS&StudyDescription=thorax",
+    "seed-percent-plus": b"PatientName=van+der+Berg%5Ejan&StudyDescription=%2A",
+    "seed-mueller-raw-utf8": "PatientName=Müller&ReferringPhysicianName=Dr%20M%C3%BCller".encode(),
+    "seed-unindexed": b"PatientWeight=70&SOPClassesInStudy=1.2.840.10008.5.1.4.1.1.2",
+    "seed-empty-values": b"PatientName=&StudyDate=&StudyInstanceUID=&limit=0",
+    "seed-empty": b"",
+    "seed-bad-date": b"StudyDate=20201301",
+    "seed-bad-range-order": b"StudyDate=20201231-20200101",
+    "seed-bad-time": b"StudyTime=25",
+    "seed-bad-uid": b"StudyInstanceUID=1.2.abc",
+    "seed-bad-limit": b"limit=-1",
+    "seed-bad-fuzzy": b"fuzzymatching=yes",
+    "seed-bad-keyword": b"NoSuchAttribute=1&includefield=Bogus",
+    "seed-bad-tag": b"0010001G=x",
+    "seed-bad-percent": b"PatientName=%ZZ%C3",
+    "seed-control-char": b"PatientName=a%01b",
+    "seed-frames": b"1,2,3",
+    "seed-frames-bad": b"0,,x",
+    "seed-rendered": b"window=40,400,linear&viewport=512,512&quality=80",
+    "seed-rendered-bad": b"window=40,0&viewport=0,9000&quality=101",
+}
+
+CT_HEADER = b'multipart/related; type="application/dicom"; boundary=BOUNDARY'
+DICM = b"\0" * 128 + b"DICM" + b"\2\0\1\0OB\0\0\2\0\0\0\0\1"
+
+def body(*parts, close=True, boundary=b"BOUNDARY"):
+    out = b""
+    for headers, data in parts:
+        out += b"--" + boundary + b"\r\n" + b"".join(h + b"\r\n" for h in headers) + b"\r\n" + data + b"\r\n"
+    if close:
+        out += b"--" + boundary + b"--\r\n"
+    return out
+
+DICOM_PART = ([b"Content-Type: application/dicom"], DICM)
+multipart_seeds = {
+    "seed-one-part": CT_HEADER + b"\r\n" + body(DICOM_PART),
+    "seed-two-parts": CT_HEADER + b"\n" + body(DICOM_PART, ([b"Content-Type: Application/DICOM",
+                                                            b"Content-Location: x"], b"second")),
+    "seed-quoted-boundary": b'Multipart/Related; boundary="a:b c"; type=application/dicom\n'
+        + body(DICOM_PART, boundary=b"a:b c"),
+    "seed-preamble-epilogue": CT_HEADER + b"\n" + b"preamble\r\n" + body(DICOM_PART) + b"epilogue",
+    "seed-no-parts": CT_HEADER + b"\n" + b"--BOUNDARY--\r\n",
+    "seed-empty-body": CT_HEADER + b"\n",
+    "seed-no-boundary-param": b'multipart/related; type="application/dicom"\n' + body(DICOM_PART),
+    "seed-wrong-boundary": CT_HEADER + b"\n" + body(DICOM_PART, boundary=b"OTHER"),
+    "seed-long-boundary": b"multipart/related; boundary=" + b"b" * 71 + b"\n" + body(DICOM_PART, boundary=b"b" * 71),
+    "seed-truncated-part": CT_HEADER + b"\n" + body(DICOM_PART)[:100],
+    "seed-no-closing-delimiter": CT_HEADER + b"\n" + body(DICOM_PART, close=False),
+    "seed-other-content-type": CT_HEADER + b"\n" + body(([b"Content-Type: application/dicom+json"], b"[{}]"),
+                                                       DICOM_PART),
+    "seed-part-without-headers": CT_HEADER + b"\n" + body(([], b"plain")),
+    "seed-huge-header-line": CT_HEADER + b"\n" + body(([b"X-Long: " + b"x" * 9000], b"data")),
+    "seed-many-headers": CT_HEADER + b"\n" + body(([b"X-H%d: v" % i for i in range(40)], b"data")),
+    "seed-bad-header": CT_HEADER + b"\n" + body(([b"no colon here"], b"data")),
+    "seed-form-data": b"multipart/form-data; boundary=BOUNDARY\n" + body(
+        ([b'Content-Disposition: form-data; name="file"; filename="a.dcm"'], DICM)),
+    "seed-type-not-dicom": b'multipart/related; type="application/dicom+xml"; boundary=BOUNDARY\n' + body(DICOM_PART),
+    "seed-accept-list": b'multipart/related; type="application/dicom"; boundary=B; q=0.5, application/dicom;q=0.9, */*;q=0\n',
+    "seed-bad-q": b"multipart/related; boundary=B; q=7\n--B--",
+    "seed-lf-only": CT_HEADER + b"\n" + body(DICOM_PART).replace(b"\r\n", b"\n"),
+}
+
+for target, seeds in (("command_set", command_seeds), ("pdata", pdata_seeds),
+                      ("qido_query", qido_seeds), ("multipart", multipart_seeds)):
     os.makedirs(os.path.join("corpus", target), exist_ok=True)
     for name, data in seeds.items():
         with open(os.path.join("corpus", target, name), "wb") as f:
