@@ -160,6 +160,10 @@ fn matching_key(
     let Some(attr) = indexed_attr(tag) else {
         return Ok(None);
     };
+    // No value of a matching key may carry control characters, tabs and newlines included.
+    if value.chars().any(char::is_control) {
+        return Err(bad("control characters are not allowed"));
+    }
     let matcher = match attr.kind {
         AttrKind::Uid => {
             let list = split_list(value);
@@ -190,12 +194,7 @@ fn matching_key(
                 Matcher::Fuzzy(v.to_string())
             }
         }
-        AttrKind::Text | AttrKind::PersonName => {
-            if value.chars().any(|c| c.is_control()) {
-                return Err(bad("control characters are not allowed"));
-            }
-            Matcher::parse(attr.kind, value)
-        }
+        AttrKind::Text | AttrKind::PersonName => Matcher::parse(attr.kind, value),
     };
     Ok(Some((attr, matcher)))
 }
@@ -252,7 +251,8 @@ fn is_time(s: &str) -> bool {
 
 /// A single value or an `a-b` range whose given ends pass `valid` (PS3.4 C.2.2.2.5).
 fn check_range(value: &str, valid: fn(&str) -> bool) -> Result<(), ()> {
-    let v = value.trim();
+    // Trim exactly what `Matcher::parse` trims, so that what is checked is what is matched.
+    let v = value.trim_matches([' ', '\0']);
     if v.is_empty() {
         return Ok(());
     }
@@ -334,6 +334,10 @@ mod tests {
             "includefield=Bogus",
             "0010001G=x",
             "ModalitiesInStudy=c t",
+            "PatientName=M%1F*r&fuzzymatching=true",
+            "StudyDate=%09",
+            "PatientBirthDate=%0A00001010",
+            "StudyDate=%E2%80%8320200101",
         ] {
             let err = study(raw).unwrap_err();
             assert!(!err.to_string().is_empty(), "{raw}");

@@ -51,7 +51,12 @@ pub fn parse_params(raw: &str) -> Result<RenderParams, WebError> {
                     .map(|p| p.trim().parse().ok())
                     .collect();
                 match nums.as_deref() {
-                    Some([center, width]) if *width > 0.0 && parts.len() <= 3 => {
+                    Some([center, width])
+                        if center.is_finite()
+                            && width.is_finite()
+                            && *width > 0.0
+                            && parts.len() <= 3 =>
+                    {
                         params.window = Some(WindowLevel {
                             center: *center,
                             width: *width,
@@ -296,6 +301,8 @@ mod tests {
         for bad in [
             "window=40",
             "window=40,0",
+            "window=NaN,10",
+            "window=0,inf",
             "viewport=0,10",
             "quality=0",
             "quality=abc",
