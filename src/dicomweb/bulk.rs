@@ -19,7 +19,6 @@ use bytes::Bytes;
 use dicom_core::value::Value;
 use dicom_core::Tag;
 use dicom_object::InMemDicomObject;
-use tokio::io::AsyncSeekExt;
 
 impl From<FrameError> for WebError {
     fn from(e: FrameError) -> Self {
@@ -187,7 +186,7 @@ async fn send_stored_frames(
     path: &std::path::Path,
     frames: &[Ranges],
 ) -> Result<(), SendError> {
-    let mut file = tokio::fs::File::open(path)
+    let file = tokio::fs::File::open(path)
         .await
         .map_err(|e| SendError::Failed(e.to_string()))?;
     for ranges in frames {
@@ -195,10 +194,7 @@ async fn send_stored_frames(
         tx.send(multipart::part_header(boundary, part_type, Some(len), None))
             .await?;
         for &(offset, len) in ranges {
-            file.seek(std::io::SeekFrom::Start(offset))
-                .await
-                .map_err(|e| SendError::Failed(e.to_string()))?;
-            send_file_range(tx, &mut file, len).await?;
+            send_file_range(tx, &file, offset, len).await?;
         }
         tx.send(multipart::part_end()).await?;
     }

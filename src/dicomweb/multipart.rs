@@ -74,6 +74,11 @@ impl BodySender {
         self.0.send(Ok(chunk)).await.map_err(|_| Disconnected)
     }
 
+    /// [`send`](Self::send) from a blocking thread (never from async code).
+    pub fn blocking_send(&self, chunk: Bytes) -> Result<(), Disconnected> {
+        self.0.blocking_send(Ok(chunk)).map_err(|_| Disconnected)
+    }
+
     /// End the body with an error: the client sees a broken transfer, never a short
     /// but well-formed answer.
     pub async fn fail(&self, problem: String) {

@@ -9,7 +9,6 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use std::path::Path;
-use tokio::io::AsyncSeekExt;
 
 /// A satisfiable byte range `start..start+len` of a `total`-byte representation; `None`
 /// when the header is absent, not a single bytes range, or refers to another ETag (serve
@@ -106,7 +105,7 @@ pub async fn file_slice_response(
     content_type: &str,
     headers: &HeaderMap,
 ) -> Result<Response, WebError> {
-    let mut file = tokio::fs::File::open(path)
+    let file = tokio::fs::File::open(path)
         .await
         .map_err(|e| WebError::Internal(format!("cannot open stored instance: {e}")))?;
     let meta = file
@@ -125,11 +124,8 @@ pub async fn file_slice_response(
     }
     let range = parse_range(headers, total, &etag)?;
     let (start, len) = range.unwrap_or((0, total));
-    file.seek(std::io::SeekFrom::Start(offset + start))
-        .await
-        .map_err(|e| WebError::Internal(e.to_string()))?;
     let (tx, body) = multipart::channel_body();
-    tokio::spawn(async move { stream(tx, file, len).await });
+    tokio::spawn(async move { stream(tx, file, offset + start, len).await });
     let mut response = body.into_response();
     base_headers(&mut response, content_type, &etag, len);
     if range.is_some() {
@@ -138,8 +134,9 @@ pub async fn file_slice_response(
     Ok(response)
 }
 
-async fn stream(tx: BodySender, mut file: tokio::fs::File, len: u64) {
-    if let Err(super::wado::SendError::Failed(problem)) = send_file_range(&tx, &mut file, len).await
+async fn stream(tx: BodySender, file: tokio::fs::File, offset: u64, len: u64) {
+    if let Err(super::wado::SendError::Failed(problem)) =
+        send_file_range(&tx, &file, offset, len).await
     {
         tx.fail(problem).await;
     }

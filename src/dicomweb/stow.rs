@@ -12,6 +12,7 @@ use super::{admit, base_url, WebCaller, WebError, WebState};
 use crate::dimse::dataset::read_layout;
 use crate::dimse::status::code;
 use crate::store::ingest::{persist, Expected};
+use crate::store::PendingBlob;
 use crate::trust::{Caller, Operation, Outcome};
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -154,6 +155,44 @@ fn distinct<'a>(values: impl Iterator<Item = &'a String>) -> Vec<String> {
         .collect()
 }
 
+/// Parts being stored while the next ones arrive: each is fsynced, parsed and indexed on a
+/// task of its own, so that disk and index work overlaps with receiving.
+const PARTS_IN_FLIGHT: usize = 4;
+
+/// A part's outcome, known now or once its store task ends.
+enum Part {
+    Done(PartResult),
+    Storing(tokio::task::JoinHandle<PartResult>),
+}
+
+/// The outcomes in request order (waiting for the parts still being stored).
+async fn settle(parts: Vec<Part>) -> Vec<PartResult> {
+    let mut out = Vec::with_capacity(parts.len());
+    for part in parts {
+        out.push(match part {
+            Part::Done(r) => r,
+            Part::Storing(task) => task.await.unwrap_or_else(|e| {
+                PartResult::failure(code::PROCESSING_FAILURE, format!("store task failed: {e}"))
+            }),
+        });
+    }
+    out
+}
+
+impl PartResult {
+    fn failure(status: u16, reason: String) -> PartResult {
+        PartResult {
+            sop_class: String::new(),
+            sop_instance: String::new(),
+            study: String::new(),
+            series: String::new(),
+            patient: String::new(),
+            status,
+            reason,
+        }
+    }
+}
+
 /// Read every part. On a request-level error, the parts stored before it are returned too.
 async fn receive(
     state: &WebState,
@@ -193,7 +232,8 @@ async fn receive(
         Ok(chunk)
     });
     let mut multipart = multer::Multipart::new(stream, boundary);
-    let mut parts = Vec::new();
+    let mut parts: Vec<Part> = Vec::new();
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(PARTS_IN_FLIGHT));
     let malformed = |e: multer::Error, flag: &AtomicBool| {
         if flag.load(Ordering::Relaxed) {
             too_large("the request", max)
@@ -201,22 +241,22 @@ async fn receive(
             WebError::BadRequest(format!("malformed multipart body: {e}"))
         }
     };
-    loop {
+    let error = loop {
         let mut field = match multipart.next_field().await {
             Ok(Some(f)) => f,
-            Ok(None) => break,
-            Err(e) => return Err((parts, malformed(e, &over_limit))),
+            Ok(None) => break None,
+            Err(e) => break Some(malformed(e, &over_limit)),
         };
         let part_type = field
             .content_type()
             .map(|m| m.essence_str().to_ascii_lowercase());
         let mut blob = match state.blobs.begin().await {
             Ok(b) => b,
-            Err(e) => return Err((parts, WebError::Internal(e.to_string()))),
+            Err(e) => break Some(WebError::Internal(e.to_string())),
         };
         let mut write_error = None;
         let mut head = Vec::with_capacity(132);
-        loop {
+        let broken = loop {
             match field.chunk().await {
                 Ok(Some(chunk)) => {
                     if head.len() < 132 {
@@ -224,92 +264,99 @@ async fn receive(
                         head.extend_from_slice(&chunk[..take]);
                     }
                     if blob.len() + chunk.len() as u64 > limits.max_instance_bytes {
-                        return Err((parts, too_large("an instance", limits.max_instance_bytes)));
+                        break Some(too_large("an instance", limits.max_instance_bytes));
                     }
                     if write_error.is_none() {
                         write_error = blob.write(&chunk).await.err();
                     }
                 }
-                Ok(None) => break,
-                // The part broke off: `blob` drops here and its temp file goes with it.
-                Err(e) => return Err((parts, malformed(e, &over_limit))),
+                Ok(None) => break None,
+                Err(e) => break Some(malformed(e, &over_limit)),
             }
-        }
-        let failure = |status: u16, reason: String| PartResult {
-            sop_class: String::new(),
-            sop_instance: String::new(),
-            study: String::new(),
-            series: String::new(),
-            patient: String::new(),
-            status,
-            reason,
         };
-        if part_type
+        if broken.is_some() {
+            // The part broke off: `blob` drops here and its temp file goes with it.
+            break broken;
+        }
+        let rejected = if part_type
             .as_deref()
             .is_some_and(|t| t != "application/dicom")
         {
-            blob.abort().await;
-            parts.push(failure(
+            Some(PartResult::failure(
                 code::CANNOT_UNDERSTAND,
                 format!(
                     "part is {}, not application/dicom",
                     part_type.unwrap_or_default()
                 ),
-            ));
-            continue;
-        }
-        if head.len() < 132 || &head[128..132] != b"DICM" {
-            blob.abort().await;
-            parts.push(failure(
+            ))
+        } else if head.len() < 132 || &head[128..132] != b"DICM" {
+            Some(PartResult::failure(
                 code::CANNOT_UNDERSTAND,
                 "part is not a DICOM Part 10 file".into(),
-            ));
-            continue;
-        }
-        if let Some(e) = write_error {
-            blob.abort().await;
-            parts.push(failure(
-                code::OUT_OF_RESOURCES,
-                format!("cannot write: {e}"),
-            ));
-            continue;
-        }
-        // The meta group names the instance even when the data set turns out bad.
-        let _ = blob.flush_and_sync().await;
-        let meta = read_layout(blob.temp_path()).ok().map(|l| l.meta);
-        let mut result = failure(code::SUCCESS, String::new());
-        if let Some(meta) = &meta {
-            result.sop_class = meta
-                .media_storage_sop_class_uid()
-                .trim_end_matches('\0')
-                .to_string();
-            result.sop_instance = meta
-                .media_storage_sop_instance_uid()
-                .trim_end_matches('\0')
-                .to_string();
-        }
-        let expected = Expected {
-            study_uid: study,
-            ..Default::default()
+            ))
+        } else {
+            write_error
+                .map(|e| PartResult::failure(code::OUT_OF_RESOURCES, format!("cannot write: {e}")))
         };
-        match persist(&state.blobs, state.index.as_ref(), blob, expected).await {
-            Ok(ingested) => {
-                let r = &ingested.record;
-                result.sop_class = r.get(Tag(0x0008, 0x0016)).unwrap_or_default().to_string();
-                result.sop_instance = r.sop_instance_uid().to_string();
-                result.study = r.study_instance_uid().to_string();
-                result.series = r.series_instance_uid().to_string();
-                result.patient = r.patient_id().to_string();
-                result.status = ingested.status;
-            }
-            Err(f) => {
-                result.status = f.status;
-                result.reason = f.reason;
-            }
+        if let Some(result) = rejected {
+            blob.abort().await;
+            parts.push(Part::Done(result));
+            continue;
         }
-        parts.push(result);
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            break Some(WebError::Internal("store tasks closed".into()));
+        };
+        let (state, study) = (state.clone(), study.map(str::to_string));
+        parts.push(Part::Storing(tokio::spawn(async move {
+            let result = store_part(&state, blob, study.as_deref()).await;
+            drop(permit);
+            result
+        })));
+    };
+    let parts = settle(parts).await;
+    match error {
+        None => Ok(parts),
+        Some(e) => Err((parts, e)),
     }
-    Ok(parts)
+}
+
+/// Store one received part through the shared ingest path.
+async fn store_part(state: &WebState, mut blob: PendingBlob, study: Option<&str>) -> PartResult {
+    let mut result = PartResult::failure(code::SUCCESS, String::new());
+    // The meta group names the instance even when the data set turns out bad.
+    let _ = blob.flush_and_sync().await;
+    if let Ok(layout) = read_layout(blob.temp_path()) {
+        result.sop_class = layout
+            .meta
+            .media_storage_sop_class_uid()
+            .trim_end_matches('\0')
+            .to_string();
+        result.sop_instance = layout
+            .meta
+            .media_storage_sop_instance_uid()
+            .trim_end_matches('\0')
+            .to_string();
+    }
+    let expected = Expected {
+        study_uid: study,
+        ..Default::default()
+    };
+    match persist(&state.blobs, state.index.as_ref(), blob, expected).await {
+        Ok(ingested) => {
+            let r = &ingested.record;
+            result.sop_class = r.get(Tag(0x0008, 0x0016)).unwrap_or_default().to_string();
+            result.sop_instance = r.sop_instance_uid().to_string();
+            result.study = r.study_instance_uid().to_string();
+            result.series = r.series_instance_uid().to_string();
+            result.patient = r.patient_id().to_string();
+            result.status = ingested.status;
+        }
+        Err(f) => {
+            result.status = f.status;
+            result.reason = f.reason;
+        }
+    }
+    result
 }
 
 /// The STOW-RS response body and status (PS3.18 10.5.3, Table 10.5.3-1).

@@ -14,13 +14,12 @@ use crate::trust::{Caller, Operation, Outcome};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use serde_json::Value as Json;
 use std::collections::BTreeSet;
-use tokio::io::AsyncReadExt;
 
 /// Read size when streaming a blob.
-pub const CHUNK: usize = 256 * 1024;
+pub const CHUNK: usize = 1024 * 1024;
 
 pub fn selection(study: &str, series: Option<&str>, instance: Option<&str>) -> Selection {
     Selection {
@@ -197,7 +196,7 @@ async fn send_instance(
 ) -> Result<(), SendError> {
     match plan(&loc.transfer_syntax_uid, syntax) {
         Plan::AsStored => {
-            let mut file = blobs
+            let file = blobs
                 .open_read(&loc.blob_key)
                 .await
                 .map_err(|e| SendError::Failed(e.to_string()))?;
@@ -212,7 +211,7 @@ async fn send_instance(
             );
             tx.send(multipart::part_header(boundary, &ct, Some(len), None))
                 .await?;
-            send_file_range(tx, &mut file, len).await?;
+            send_file_range(tx, &file, 0, len).await?;
         }
         Plan::Transcode(target) => {
             let bytes = transcode_blob(blobs, loc, &target).await?;
@@ -250,28 +249,40 @@ async fn transcode_blob(
         .map_err(|e| SendError::Failed(e.to_string()))
 }
 
-/// Stream `len` bytes from the file's current position, in [`CHUNK`]s.
+/// Stream `len` bytes of `file` from `offset`, in [`CHUNK`]s. The reads run on one blocking
+/// thread for the whole range (std reads into fresh buffers, no per-chunk hop to the blocking
+/// pool); the bounded channel still paces them to the client.
 pub async fn send_file_range(
     tx: &BodySender,
-    file: &mut tokio::fs::File,
+    file: &tokio::fs::File,
+    offset: u64,
     len: u64,
 ) -> Result<(), SendError> {
+    let failed = |e: std::io::Error| SendError::Failed(e.to_string());
+    let file = file.try_clone().await.map_err(failed)?.into_std().await;
+    let tx = tx.clone();
+    tokio::task::spawn_blocking(move || pump(file, offset, len, &tx))
+        .await
+        .map_err(|e| SendError::Failed(e.to_string()))?
+}
+
+fn pump(mut file: std::fs::File, offset: u64, len: u64, tx: &BodySender) -> Result<(), SendError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let failed = |e: std::io::Error| SendError::Failed(e.to_string());
+    file.seek(SeekFrom::Start(offset)).map_err(failed)?;
     let mut left = len;
     while left > 0 {
-        let want = left.min(CHUNK as u64) as usize;
-        let mut buf = BytesMut::with_capacity(want);
-        while buf.len() < want {
-            let n = (&mut *file)
-                .take((want - buf.len()) as u64)
-                .read_buf(&mut buf)
-                .await
-                .map_err(|e| SendError::Failed(e.to_string()))?;
-            if n == 0 {
-                return Err(SendError::Failed("blob is shorter than expected".into()));
-            }
+        let want = left.min(CHUNK as u64);
+        let mut buf = Vec::with_capacity(want as usize);
+        (&mut file)
+            .take(want)
+            .read_to_end(&mut buf)
+            .map_err(failed)?;
+        if buf.len() as u64 != want {
+            return Err(SendError::Failed("blob is shorter than expected".into()));
         }
-        left -= buf.len() as u64;
-        tx.send(buf.freeze()).await?;
+        left -= want;
+        tx.blocking_send(Bytes::from(buf))?;
     }
     Ok(())
 }
