@@ -1,39 +1,14 @@
 //! `CommandSet::decode` on arbitrary bytes: it must never panic, and whatever it accepts
-//! must survive a round trip through `encode` (see `check_round_trip`).
+//! must survive a round trip through `encode`. The checks, and what they assert, are in
+//! `fuzz/checks/command_set.rs`, shared with the corpus replay in `tests/fuzz_corpus.rs`.
 #![no_main]
 
-use beeldbrug::dimse::command::{CommandSet, MAX_COMMAND_SET};
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    if let Ok(decoded) = CommandSet::decode(data) {
-        check_round_trip(decoded);
-    }
-});
-
-/// decode(encode(c)) == c, up to what `encode` normalises on purpose: the Error Comment
-/// (LO) is sent as at most 64 printable ASCII characters, and trailing padding is trimmed
-/// on decode. Keep in step with `tests/fuzz_corpus.rs`.
-fn check_round_trip(decoded: CommandSet) {
-    let encoded = decoded.encode();
-    assert_eq!(encoded.len() % 2, 0, "odd-length command set");
-    if encoded.len() > MAX_COMMAND_SET {
-        // Padding can push a command set of exactly the limit over it; not a real case.
-        return;
-    }
-    let again = CommandSet::decode(&encoded).expect("an encoded command set decodes");
-    let mut expected = decoded;
-    expected.error_comment = expected.error_comment.map(|c| {
-        c.chars()
-            .filter(|c| c.is_ascii() && !c.is_control())
-            .take(64)
-            .collect::<String>()
-            .trim_matches(|c| c == ' ' || c == '\0')
-            .to_string()
-    });
-    assert_eq!(again, expected);
-    // Once normalised, the round trip is exact and the encoding a fixed point.
-    let stable = again.encode();
-    assert_eq!(CommandSet::decode(&stable).as_ref(), Ok(&again));
-    assert_eq!(CommandSet::decode(&stable).map(|c| c.encode()), Ok(stable));
+mod checks {
+    include!("../checks/command_set.rs");
 }
+
+fuzz_target!(|data: &[u8]| {
+    checks::check_decode(data);
+});
