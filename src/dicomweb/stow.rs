@@ -324,7 +324,8 @@ async fn receive(
 async fn store_part(state: &WebState, mut blob: PendingBlob, study: Option<&str>) -> PartResult {
     let mut result = PartResult::failure(code::SUCCESS, String::new());
     // The meta group names the instance even when the data set turns out bad.
-    let _ = blob.flush_and_sync().await;
+    // (persist fsyncs it; reading the meta group only needs the buffer written out.)
+    let _ = blob.flush().await;
     if let Ok(layout) = read_layout(blob.temp_path()) {
         result.sop_class = layout
             .meta

@@ -222,6 +222,11 @@ impl PendingBlob {
         &self.path
     }
 
+    /// Flush the buffer to the temp file (no fsync); after this it can be read by path.
+    pub async fn flush(&mut self) -> Result<(), BlobError> {
+        self.file.flush().await.map_err(io_err(&self.path))
+    }
+
     /// Flush the buffer and fsync the temp file; after this it can be read by path.
     pub async fn flush_and_sync(&mut self) -> Result<(), BlobError> {
         self.file.flush().await.map_err(io_err(&self.path))?;
