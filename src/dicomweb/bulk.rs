@@ -6,7 +6,8 @@ use super::media::{
     covers, frame_media_type, parse_accept, MediaRange, EXPLICIT_VR_LE, IMPLICIT_VR_LE,
 };
 use super::multipart::{self, BodySender};
-use super::wado::{self, selection, send_file_range, SendError};
+use super::producer::{self, SendError};
+use super::wado::{self, selection};
 use super::{WebCaller, WebError, WebState};
 use crate::core::InstanceLocation;
 use crate::dimse::dataset::PIXEL_DATA;
@@ -159,46 +160,36 @@ pub async fn frames(
     tokio::spawn(async move {
         let result = match form {
             FrameForm::AsStored { .. } => {
-                send_stored_frames(&tx, &boundary, &part_type, &path, &ranges).await
+                let sender = tx.clone();
+                let parts = ranges;
+                tokio::task::spawn_blocking(move || {
+                    producer::ranges(&path, &parts, &part_type, &boundary, &sender)
+                })
+                .await
+                .unwrap_or_else(|e| Err(SendError::Failed(e.to_string())))
             }
-            FrameForm::Decoded => send_decoded_frames(&tx, &boundary, &path, &numbers).await,
+            FrameForm::Decoded => {
+                let sent = match send_decoded_frames(&tx, &boundary, &path, &numbers).await {
+                    Ok(()) => tx
+                        .send(multipart::closing(&boundary))
+                        .await
+                        .map_err(SendError::from),
+                    Err(e) => Err(e),
+                };
+                if let Err(SendError::Failed(problem)) = &sent {
+                    tx.fail(problem.clone()).await;
+                }
+                sent
+            }
         };
         let outcome = match result {
-            Ok(()) => match tx.send(multipart::closing(&boundary)).await {
-                Ok(()) => "success",
-                Err(_) => "cancelled",
-            },
+            Ok(()) => "success",
             Err(SendError::Disconnected) => "cancelled",
-            Err(SendError::Failed(problem)) => {
-                tx.fail(problem).await;
-                "failure"
-            }
+            Err(SendError::Failed(_)) => "failure",
         };
         wado::audit(&state, &caller, &locations, outcome, detail).await;
     });
     Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
-}
-
-async fn send_stored_frames(
-    tx: &BodySender,
-    boundary: &str,
-    part_type: &str,
-    path: &std::path::Path,
-    frames: &[Ranges],
-) -> Result<(), SendError> {
-    let file = tokio::fs::File::open(path)
-        .await
-        .map_err(|e| SendError::Failed(e.to_string()))?;
-    for ranges in frames {
-        let len: u64 = ranges.iter().map(|r| r.1).sum();
-        tx.send(multipart::part_header(boundary, part_type, Some(len), None))
-            .await?;
-        for &(offset, len) in ranges {
-            send_file_range(tx, &file, offset, len).await?;
-        }
-        tx.send(multipart::part_end()).await?;
-    }
-    Ok(())
 }
 
 /// Decode compressed frames to native pixels (the whole instance is read: dicom-pixeldata
@@ -371,14 +362,8 @@ fn stored_multipart(
     let (tx, body) = multipart::channel_body();
     let ct = multipart::content_type(&boundary, inner, None);
     let (path, part_type) = (path.to_path_buf(), part_type.to_string());
-    tokio::spawn(async move {
-        match send_stored_frames(&tx, &boundary, &part_type, &path, &parts).await {
-            Ok(()) => {
-                let _ = tx.send(multipart::closing(&boundary)).await;
-            }
-            Err(SendError::Failed(p)) => tx.fail(p).await,
-            Err(SendError::Disconnected) => {}
-        }
+    tokio::task::spawn_blocking(move || {
+        producer::ranges(&path, &parts, &part_type, &boundary, &tx)
     });
     ([(header::CONTENT_TYPE, ct)], body).into_response()
 }

@@ -5,7 +5,8 @@
 //! - [`wado`]: instances, metadata and bulk data (PS3.18 10.4); [`frames`] finds frames inside
 //!   a stored file; [`rendered`] makes JPEG/PNG images; [`transcode`] changes syntaxes.
 //! - [`stow`]: store over HTTP (PS3.18 10.5), through the same ingest path as C-STORE.
-//! - [`media`], [`json`], [`multipart`]: media types, the DICOM JSON model, multipart bodies.
+//! - [`media`], [`json`], [`multipart`]: media types, the DICOM JSON model, multipart bodies;
+//!   [`producer`] writes streamed bodies from one blocking thread per response.
 //!
 //! Every request asks the trust decision point first and leaves one audit event.
 
@@ -14,6 +15,7 @@ pub mod frames;
 pub mod json;
 pub mod media;
 pub mod multipart;
+pub mod producer;
 pub mod qido;
 pub mod qido_params;
 pub mod ranged;

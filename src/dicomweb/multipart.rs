@@ -79,6 +79,11 @@ impl BodySender {
         self.0.blocking_send(Ok(chunk)).map_err(|_| Disconnected)
     }
 
+    /// [`fail`](Self::fail) from a blocking thread.
+    pub fn blocking_fail(&self, problem: String) {
+        let _ = self.0.blocking_send(Err(std::io::Error::other(problem)));
+    }
+
     /// End the body with an error: the client sees a broken transfer, never a short
     /// but well-formed answer.
     pub async fn fail(&self, problem: String) {

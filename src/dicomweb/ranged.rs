@@ -2,8 +2,8 @@
 //! `Range` (RFC 9110 13.1.2, 14), so that a broken transfer of a large instance or bulk value
 //! resumes where it stopped.
 
-use super::multipart::{self, BodySender};
-use super::wado::send_file_range;
+use super::multipart;
+use super::producer;
 use super::WebError;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -124,22 +124,16 @@ pub async fn file_slice_response(
     }
     let range = parse_range(headers, total, &etag)?;
     let (start, len) = range.unwrap_or((0, total));
+    drop(file);
     let (tx, body) = multipart::channel_body();
-    tokio::spawn(async move { stream(tx, file, offset + start, len).await });
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || producer::single_range(&path, offset + start, len, &tx));
     let mut response = body.into_response();
     base_headers(&mut response, content_type, &etag, len);
     if range.is_some() {
         content_range(&mut response, start, len, total);
     }
     Ok(response)
-}
-
-async fn stream(tx: BodySender, file: tokio::fs::File, offset: u64, len: u64) {
-    if let Err(super::wado::SendError::Failed(problem)) =
-        send_file_range(&tx, &file, offset, len).await
-    {
-        tx.fail(problem).await;
-    }
 }
 
 /// An in-memory representation (a transcoded instance) with the same ETag/Range handling.

@@ -4,7 +4,8 @@
 
 use super::json::{dataset_json, tag_key, BulkData};
 use super::media::{instance_choices, parse_accept, Framing, SyntaxRequest};
-use super::multipart::{self, BodySender, Disconnected};
+use super::multipart;
+use super::producer::{self, SendError};
 use super::transcode::{plan, transcode_file, Plan};
 use super::{admit, base_url, WebCaller, WebError, WebState};
 use crate::core::{InstanceLocation, Selection};
@@ -17,9 +18,6 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::Value as Json;
 use std::collections::BTreeSet;
-
-/// Read size when streaming a blob.
-pub const CHUNK: usize = 1024 * 1024;
 
 pub fn selection(study: &str, series: Option<&str>, instance: Option<&str>) -> Selection {
     Selection {
@@ -146,145 +144,38 @@ async fn retrieve(
     let content_type = multipart::content_type(&boundary, "application/dicom", None);
     let task_state = state.clone();
     tokio::spawn(async move {
-        let total = locations.len();
-        let mut sent = 0usize;
-        let mut result = "success";
-        for loc in &locations {
-            match send_instance(&task_state.blobs, &tx, &boundary, loc, &syntax).await {
-                Ok(()) => sent += 1,
-                Err(SendError::Disconnected) => {
-                    result = "cancelled";
-                    break;
-                }
-                Err(SendError::Failed(problem)) => {
-                    tracing::error!(sop = %loc.sop_instance_uid, %problem, "WADO-RS retrieve failed");
-                    tx.fail(problem).await;
-                    result = "failure";
-                    break;
-                }
-            }
-        }
-        if sent == total && tx.send(multipart::closing(&boundary)).await.is_err() {
-            result = "cancelled";
-        }
-        let detail = format!("{sent} of {total} instances sent");
+        let blobs = task_state.blobs.clone();
+        let produced = tokio::task::spawn_blocking(move || {
+            let (sent, end) = producer::instances(&blobs, &locations, &syntax, &boundary, &tx);
+            (locations, sent, end)
+        })
+        .await;
+        let Ok((locations, sent, end)) = produced else {
+            tracing::error!("WADO-RS producer task failed");
+            return;
+        };
+        let result = match end {
+            Ok(()) => "success",
+            Err(SendError::Disconnected) => "cancelled",
+            Err(SendError::Failed(_)) => "failure",
+        };
+        let detail = format!("{sent} of {} instances sent", locations.len());
         audit(&task_state, &caller, &locations, result, detail).await;
     });
     Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
-}
-
-/// Why a part could not be sent.
-#[derive(Debug)]
-pub enum SendError {
-    Disconnected,
-    Failed(String),
-}
-
-impl From<Disconnected> for SendError {
-    fn from(_: Disconnected) -> Self {
-        SendError::Disconnected
-    }
-}
-
-/// One instance as a part: streamed from its blob, or transcoded first.
-async fn send_instance(
-    blobs: &BlobStore,
-    tx: &BodySender,
-    boundary: &str,
-    loc: &InstanceLocation,
-    syntax: &SyntaxRequest,
-) -> Result<(), SendError> {
-    match plan(&loc.transfer_syntax_uid, syntax) {
-        Plan::AsStored => {
-            let file = blobs
-                .open_read(&loc.blob_key)
-                .await
-                .map_err(|e| SendError::Failed(e.to_string()))?;
-            let len = file
-                .metadata()
-                .await
-                .map_err(|e| SendError::Failed(e.to_string()))?
-                .len();
-            let ct = format!(
-                "application/dicom; transfer-syntax={}",
-                loc.transfer_syntax_uid
-            );
-            tx.send(multipart::part_header(boundary, &ct, Some(len), None))
-                .await?;
-            send_file_range(tx, &file, 0, len).await?;
-        }
-        Plan::Transcode(target) => {
-            let bytes = transcode_blob(blobs, loc, &target).await?;
-            let ct = format!("application/dicom; transfer-syntax={target}");
-            tx.send(multipart::part_header(
-                boundary,
-                &ct,
-                Some(bytes.len() as u64),
-                None,
-            ))
-            .await?;
-            tx.send(Bytes::from(bytes)).await?;
-        }
-        Plan::Impossible => {
-            return Err(SendError::Failed(format!(
-                "cannot produce the requested syntax from {}",
-                loc.transfer_syntax_uid
-            )))
-        }
-    }
-    tx.send(multipart::part_end()).await?;
-    Ok(())
 }
 
 async fn transcode_blob(
     blobs: &BlobStore,
     loc: &InstanceLocation,
     target: &str,
-) -> Result<Vec<u8>, SendError> {
+) -> Result<Vec<u8>, String> {
     let path = blobs.path(&loc.blob_key);
     let target = target.to_string();
     tokio::task::spawn_blocking(move || transcode_file(&path, &target))
         .await
-        .map_err(|e| SendError::Failed(e.to_string()))?
-        .map_err(|e| SendError::Failed(e.to_string()))
-}
-
-/// Stream `len` bytes of `file` from `offset`, in [`CHUNK`]s. The reads run on one blocking
-/// thread for the whole range (std reads into fresh buffers, no per-chunk hop to the blocking
-/// pool); the bounded channel still paces them to the client.
-pub async fn send_file_range(
-    tx: &BodySender,
-    file: &tokio::fs::File,
-    offset: u64,
-    len: u64,
-) -> Result<(), SendError> {
-    let failed = |e: std::io::Error| SendError::Failed(e.to_string());
-    let file = file.try_clone().await.map_err(failed)?.into_std().await;
-    let tx = tx.clone();
-    tokio::task::spawn_blocking(move || pump(file, offset, len, &tx))
-        .await
-        .map_err(|e| SendError::Failed(e.to_string()))?
-}
-
-fn pump(mut file: std::fs::File, offset: u64, len: u64, tx: &BodySender) -> Result<(), SendError> {
-    use std::io::{Read, Seek, SeekFrom};
-    let failed = |e: std::io::Error| SendError::Failed(e.to_string());
-    file.seek(SeekFrom::Start(offset)).map_err(failed)?;
-    let mut left = len;
-    while left > 0 {
-        let want = left.min(CHUNK as u64);
-        let mut buf = Vec::with_capacity(want as usize);
-        (&mut file)
-            .take(want)
-            .read_to_end(&mut buf)
-            .map_err(failed)?;
-        if buf.len() as u64 != want {
-            return Err(SendError::Failed("blob is shorter than expected".into()));
-        }
-        left -= want;
-        tx.blocking_send(Bytes::from(buf))?;
-    }
-    Ok(())
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
 }
 
 /// A single-instance resource as a bare `application/dicom` body, with ETag and Range.
@@ -308,7 +199,7 @@ async fn single_instance(
         Plan::Transcode(target) => {
             let bytes = transcode_blob(&state.blobs, &loc, &target)
                 .await
-                .map_err(|e| WebError::Internal(format!("{e:?}")))?;
+                .map_err(WebError::Internal)?;
             let ct = format!("application/dicom; transfer-syntax={target}");
             super::ranged::bytes_response(Bytes::from(bytes), &ct, headers)?
         }

@@ -164,6 +164,13 @@ impl BlobStore {
         tokio::fs::File::open(&path).await.map_err(io_err(&path))
     }
 
+    /// [`open_read`](Self::open_read) for blocking code.
+    pub fn open_read_blocking(&self, key: &str) -> Result<std::fs::File, BlobError> {
+        check_key(key)?;
+        let path = self.path(key);
+        std::fs::File::open(&path).map_err(io_err(&path))
+    }
+
     /// Delete a blob; a missing blob is not an error.
     pub async fn remove(&self, key: &str) -> Result<(), BlobError> {
         check_key(key)?;
