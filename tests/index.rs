@@ -652,6 +652,48 @@ async fn locate(index: &dyn Index) {
     assert_eq!(l.size_bytes, expected.size_bytes);
 }
 
+/// Pages of `locate` add up to the whole answer, in the same order; the distinct transfer
+/// syntaxes of a selection are what WADO-RS decides a 406 on before streaming.
+async fn locate_in_pages(index: &dyn Index) {
+    load(index).await;
+    let patient = Selection {
+        patient_ids: vec!["P1".into()],
+        ..Default::default()
+    };
+    let whole = index.locate(&patient).await.unwrap();
+    assert_eq!(whole.len(), 5);
+    for page_size in [1u32, 2, 5, 7] {
+        let mut paged = Vec::new();
+        let mut offset = 0;
+        loop {
+            let page = index
+                .locate_page(&patient, offset, page_size)
+                .await
+                .unwrap();
+            assert!(page.len() <= page_size as usize);
+            let last = page.len() < page_size as usize;
+            paged.extend(page);
+            if last {
+                break;
+            }
+            offset += page_size;
+        }
+        assert_eq!(paged, whole, "pages of {page_size}");
+    }
+    assert_eq!(
+        index.transfer_syntaxes(&patient).await.unwrap(),
+        [EXPLICIT_LE]
+    );
+    assert!(index
+        .transfer_syntaxes(&Selection {
+            study_uids: vec!["9.9.9".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .is_empty());
+}
+
 async fn remove_instance(index: &dyn Index) {
     load(index).await;
     // One of several: the parents stay.
@@ -874,6 +916,7 @@ backend_tests!(
     person_names,
     paging,
     locate,
+    locate_in_pages,
     remove_instance,
     audit_round_trip,
     concurrent_upserts,

@@ -102,14 +102,16 @@ impl<'a> BlockingBody<'a> {
     }
 }
 
-/// Every instance as a `multipart/related; type="application/dicom"` part, then the closing
-/// delimiter. Returns how many instances went out whole, and how it ended.
+/// Every instance as a `multipart/related; type="application/dicom"` part, then, when
+/// `close`, the closing delimiter. Returns how many instances went out whole, and how it
+/// ended.
 pub fn instances(
     blobs: &BlobStore,
     locations: &[InstanceLocation],
     syntax: &SyntaxRequest,
     boundary: &str,
     tx: &BodySender,
+    close: bool,
 ) -> (usize, Result<(), SendError>) {
     let mut body = BlockingBody::new(tx);
     for (sent, loc) in locations.iter().enumerate() {
@@ -121,9 +123,12 @@ pub fn instances(
             return (sent, Err(e));
         }
     }
-    let end = body
-        .put(&multipart::closing(boundary))
-        .and_then(|()| body.flush());
+    let end = if close {
+        body.put(&multipart::closing(boundary))
+    } else {
+        Ok(())
+    }
+    .and_then(|()| body.flush());
     (locations.len(), end)
 }
 

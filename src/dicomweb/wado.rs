@@ -36,18 +36,49 @@ pub async fn audit(
     result: &str,
     detail: String,
 ) {
-    let patients: BTreeSet<String> = locations.iter().map(|l| l.patient_id.clone()).collect();
-    let studies: BTreeSet<String> = locations
-        .iter()
-        .map(|l| l.study_instance_uid.clone())
-        .collect();
-    let outcome = Outcome {
-        patient_ids: patients.into_iter().collect(),
-        study_uids: studies.into_iter().collect(),
-        result: result.into(),
-        detail,
-    };
-    state.trust.audit(caller, Operation::WadoRs, outcome).await;
+    let mut touched = Touched::default();
+    touched.add(locations);
+    touched.audit(state, caller, result, detail).await;
+}
+
+/// The patients and studies a retrieve touched, gathered page by page for its audit event.
+#[derive(Debug, Default)]
+pub struct Touched {
+    patients: BTreeSet<String>,
+    studies: BTreeSet<String>,
+}
+
+impl Touched {
+    pub fn add(&mut self, locations: &[InstanceLocation]) {
+        for l in locations {
+            if !self.patients.contains(&l.patient_id) {
+                self.patients.insert(l.patient_id.clone());
+            }
+            if !self.studies.contains(&l.study_instance_uid) {
+                self.studies.insert(l.study_instance_uid.clone());
+            }
+        }
+    }
+
+    pub async fn audit(self, state: &WebState, caller: &Caller, result: &str, detail: String) {
+        let outcome = Outcome {
+            patient_ids: self.patients.into_iter().collect(),
+            study_uids: self.studies.into_iter().collect(),
+            result: result.into(),
+            detail,
+        };
+        state.trust.audit(caller, Operation::WadoRs, outcome).await;
+    }
+}
+
+/// 404 for a selection that names no stored instance (audited).
+async fn not_found(state: &WebState, caller: &Caller, selection: &Selection) -> WebError {
+    let what = format!(
+        "no instances for study {:?} series {:?} instance {:?}",
+        selection.study_uids, selection.series_uids, selection.sop_instance_uids
+    );
+    audit(state, caller, &[], "failure", what.clone()).await;
+    WebError::NotFound(what)
 }
 
 /// Admit the caller and find the selected instances; 404 (audited) when there are none.
@@ -59,12 +90,7 @@ pub async fn locate(
     admit(state, caller, Operation::WadoRs).await?;
     let locations = state.index.locate(selection).await?;
     if locations.is_empty() {
-        let what = format!(
-            "no instances for study {:?} series {:?} instance {:?}",
-            selection.study_uids, selection.series_uids, selection.sop_instance_uids
-        );
-        audit(state, caller, &[], "failure", what.clone()).await;
-        return Err(WebError::NotFound(what));
+        return Err(not_found(state, caller, selection).await);
     }
     Ok(locations)
 }
@@ -103,6 +129,10 @@ pub async fn instance(
     .await
 }
 
+/// Instances per index page while a study streams: the instance list in memory stays
+/// bounded whatever the study's size.
+const PAGE: u32 = 256;
+
 async fn retrieve(
     state: WebState,
     caller: Caller,
@@ -110,7 +140,11 @@ async fn retrieve(
     selection: Selection,
     single_resource: bool,
 ) -> Result<Response, WebError> {
-    let locations = locate(&state, &caller, &selection).await?;
+    admit(&state, &caller, Operation::WadoRs).await?;
+    let stored = state.index.transfer_syntaxes(&selection).await?;
+    if stored.is_empty() {
+        return Err(not_found(&state, &caller, &selection).await);
+    }
     let accept = parse_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     let choices = instance_choices(&accept, single_resource);
     if choices.is_empty() {
@@ -118,49 +152,62 @@ async fn retrieve(
             "acceptable: multipart/related; type=\"application/dicom\" (PS3.18 10.4.1.2)".into(),
         ));
     }
-    let producible = |ts: &SyntaxRequest| {
-        locations
-            .iter()
-            .all(|l| plan(&l.transfer_syntax_uid, ts) != Plan::Impossible)
-    };
+    // Decided before the first byte: a syntax some instance cannot be given in is a 406.
+    let producible = |ts: &SyntaxRequest| stored.iter().all(|s| plan(s, ts) != Plan::Impossible);
     let Some((framing, syntax)) = choices.iter().find(|(_, ts)| producible(ts)).cloned() else {
-        let stored: BTreeSet<&str> = locations
-            .iter()
-            .map(|l| l.transfer_syntax_uid.as_str())
-            .collect();
         let detail = format!(
             "cannot produce the requested transfer syntax from instances stored as {stored:?}; \
              ask for transfer-syntax=* to get them as stored"
         );
+        let locations = state.index.locate(&selection).await?;
         audit(&state, &caller, &locations, "failure", detail.clone()).await;
         return Err(WebError::NotAcceptable(detail));
     };
     if framing == Framing::Single {
-        let loc = locations.into_iter().next().expect("one instance");
+        let locations = state.index.locate(&selection).await?;
+        let Some(loc) = locations.into_iter().next() else {
+            return Err(not_found(&state, &caller, &selection).await);
+        };
         return single_instance(&state, &caller, &headers, loc, &syntax).await;
     }
     let boundary = multipart::new_boundary();
     let (tx, body) = multipart::channel_body();
     let content_type = multipart::content_type(&boundary, "application/dicom", None);
-    let task_state = state.clone();
     tokio::spawn(async move {
-        let blobs = task_state.blobs.clone();
-        let produced = tokio::task::spawn_blocking(move || {
-            let (sent, end) = producer::instances(&blobs, &locations, &syntax, &boundary, &tx);
-            (locations, sent, end)
-        })
-        .await;
-        let Ok((locations, sent, end)) = produced else {
-            tracing::error!("WADO-RS producer task failed");
-            return;
+        let (mut touched, mut sent, mut offset) = (Touched::default(), 0usize, 0u32);
+        let result = loop {
+            let page = match state.index.locate_page(&selection, offset, PAGE).await {
+                Ok(page) => page,
+                Err(e) => {
+                    tx.fail(e.to_string()).await;
+                    break "failure";
+                }
+            };
+            touched.add(&page);
+            let last = page.len() < PAGE as usize;
+            let (blobs, syntax, boundary, tx) = (
+                state.blobs.clone(),
+                syntax.clone(),
+                boundary.clone(),
+                tx.clone(),
+            );
+            let produced = tokio::task::spawn_blocking(move || {
+                producer::instances(&blobs, &page, &syntax, &boundary, &tx, last)
+            })
+            .await;
+            let Ok((page_sent, end)) = produced else {
+                break "failure";
+            };
+            sent += page_sent;
+            match end {
+                Ok(()) if last => break "success",
+                Ok(()) => offset += PAGE,
+                Err(SendError::Disconnected) => break "cancelled",
+                Err(SendError::Failed(_)) => break "failure",
+            }
         };
-        let result = match end {
-            Ok(()) => "success",
-            Err(SendError::Disconnected) => "cancelled",
-            Err(SendError::Failed(_)) => "failure",
-        };
-        let detail = format!("{sent} of {} instances sent", locations.len());
-        audit(&task_state, &caller, &locations, result, detail).await;
+        let detail = format!("{sent} instances sent");
+        touched.audit(&state, &caller, result, detail).await;
     });
     Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
 }

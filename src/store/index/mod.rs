@@ -66,6 +66,18 @@ pub trait Index: Send + Sync + std::fmt::Debug {
     /// Every instance the selection names, ordered by study, series, instance number.
     async fn locate(&self, selection: &Selection) -> Result<Vec<InstanceLocation>, IndexError>;
 
+    /// One page (`limit` from `offset`) of [`locate`](Self::locate)'s answer, so that a large
+    /// study streams with a bounded instance list in memory.
+    async fn locate_page(
+        &self,
+        selection: &Selection,
+        offset: u32,
+        limit: u32,
+    ) -> Result<Vec<InstanceLocation>, IndexError>;
+
+    /// The distinct transfer syntaxes of the instances a selection names (empty: none).
+    async fn transfer_syntaxes(&self, selection: &Selection) -> Result<Vec<String>, IndexError>;
+
     /// Remove one instance; empty series/studies/patients are removed too.
     /// Returns the removed instance's blob key, if it existed.
     async fn remove_instance(&self, sop_instance_uid: &str) -> Result<Option<String>, IndexError>;

@@ -60,7 +60,20 @@ impl Index for PostgresIndex {
     }
 
     async fn locate(&self, selection: &Selection) -> Result<Vec<InstanceLocation>, IndexError> {
-        self.inner.locate(selection).await
+        self.inner.locate(selection, None).await
+    }
+
+    async fn locate_page(
+        &self,
+        selection: &Selection,
+        offset: u32,
+        limit: u32,
+    ) -> Result<Vec<InstanceLocation>, IndexError> {
+        self.inner.locate(selection, Some((offset, limit))).await
+    }
+
+    async fn transfer_syntaxes(&self, selection: &Selection) -> Result<Vec<String>, IndexError> {
+        self.inner.transfer_syntaxes(selection).await
     }
 
     async fn remove_instance(&self, sop_instance_uid: &str) -> Result<Option<String>, IndexError> {

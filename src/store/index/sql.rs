@@ -432,16 +432,14 @@ pub(crate) fn find_sql(dialect: Dialect, query: &Query) -> Sql {
     sql
 }
 
-/// The query of [`Index::locate`](super::Index::locate); `None` for an empty selection.
-pub(crate) fn locate_sql(dialect: Dialect, selection: &Selection) -> Option<Sql> {
+/// `SELECT <columns> FROM ... WHERE ...` over the instances a selection names; `None` for an
+/// empty selection.
+fn selection_sql(dialect: Dialect, columns: &str, selection: &Selection) -> Option<Sql> {
     if selection.is_empty() {
         return None;
     }
     let mut sql = Sql::new(dialect);
-    sql.push(
-        "SELECT p.patient_id, st.study_instance_uid, se.series_instance_uid, i.sop_instance_uid, \
-         i.sop_class_uid, i.transfer_syntax_uid, i.blob_key, i.size_bytes FROM ",
-    );
+    sql.push(columns).push(" FROM ");
     sql.push(&chain(Level::Image, Level::Patient));
     let mut first = true;
     for (col, values) in [
@@ -457,10 +455,29 @@ pub(crate) fn locate_sql(dialect: Dialect, selection: &Selection) -> Option<Sql>
         first = false;
         sql.push(col).push(" IN ").bind_list(values);
     }
+    Some(sql)
+}
+
+/// The query of [`Index::locate`](super::Index::locate); `None` for an empty selection.
+/// With `page` = (offset, limit): one page of the same order.
+pub(crate) fn locate_sql(
+    dialect: Dialect,
+    selection: &Selection,
+    page: Option<(u32, u32)>,
+) -> Option<Sql> {
+    let mut sql = selection_sql(
+        dialect,
+        "SELECT p.patient_id, st.study_instance_uid, se.series_instance_uid, i.sop_instance_uid, \
+         i.sop_class_uid, i.transfer_syntax_uid, i.blob_key, i.size_bytes",
+        selection,
+    )?;
     sql.push(
         " ORDER BY st.study_instance_uid, se.series_instance_uid, i.instance_number_int, \
          i.instance_number, i.sop_instance_uid",
     );
+    if let Some((offset, limit)) = page {
+        sql.limit_offset(Some(limit), offset);
+    }
     Some(sql)
 }
 
@@ -889,8 +906,28 @@ where
         Ok(())
     }
 
-    pub async fn locate(&self, selection: &Selection) -> Result<Vec<InstanceLocation>, IndexError> {
-        let Some(sql) = locate_sql(self.dialect, selection) else {
+    pub async fn transfer_syntaxes(
+        &self,
+        selection: &Selection,
+    ) -> Result<Vec<String>, IndexError> {
+        let columns = "SELECT DISTINCT i.transfer_syntax_uid";
+        let Some(sql) = selection_sql(self.dialect, columns, selection) else {
+            return Ok(Vec::new());
+        };
+        let rows = Self::query(&sql).fetch_all(&self.pool).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            out.push(row.try_get::<String, usize>(0)?);
+        }
+        Ok(out)
+    }
+
+    pub async fn locate(
+        &self,
+        selection: &Selection,
+        page: Option<(u32, u32)>,
+    ) -> Result<Vec<InstanceLocation>, IndexError> {
+        let Some(sql) = locate_sql(self.dialect, selection, page) else {
             return Ok(Vec::new());
         };
         let rows = Self::query(&sql).fetch_all(&self.pool).await?;
