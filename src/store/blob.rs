@@ -75,13 +75,10 @@ fn check_key(key: &str) -> Result<(), BlobError> {
 }
 
 /// fsync a directory, so that entries created or renamed in it are durable.
-async fn sync_dir(dir: &Path) -> Result<(), BlobError> {
-    let owned = dir.to_path_buf();
-    let result = tokio::task::spawn_blocking(move || std::fs::File::open(&owned)?.sync_all())
-        .await
-        .map_err(std::io::Error::other)
-        .and_then(|r| r);
-    result.map_err(io_err(dir))
+fn sync_dir_blocking(dir: &Path) -> Result<(), BlobError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
 }
 
 impl BlobStore {
@@ -245,42 +242,99 @@ impl PendingBlob {
     }
 
     /// Make the blob durable under `key`, atomically replacing an existing blob; returns
-    /// its size. On error the temp file is removed (when `self` drops).
-    pub async fn commit(mut self, store: &BlobStore, key: &str) -> Result<u64, BlobError> {
+    /// its size. On error the temp file is removed.
+    pub async fn commit(self, store: &BlobStore, key: &str) -> Result<u64, BlobError> {
         check_key(key)?;
-        self.flush_and_sync().await?;
+        let blob = self.into_blocking().await?;
         let target = store.path(key);
-        let parent = target.parent().unwrap_or(&store.root).to_path_buf();
-        // Directories about to be created: their entries must be made durable as well.
-        let mut missing = Vec::new();
-        let mut dir = parent.as_path();
-        while dir != store.root && !tokio::fs::try_exists(dir).await.unwrap_or(false) {
-            missing.push(dir.to_path_buf());
-            match dir.parent() {
-                Some(up) => dir = up,
-                None => break,
-            }
-        }
-        tokio::fs::create_dir_all(&parent)
+        let (store, key) = (store.clone(), key.to_string());
+        tokio::task::spawn_blocking(move || blob.commit(&store, &key))
             .await
-            .map_err(io_err(&parent))?;
-        tokio::fs::rename(&self.path, &target)
+            .map_err(|e| BlobError::Io {
+                path: target,
+                source: std::io::Error::other(e),
+            })?
+    }
+
+    /// Flush the buffer and hand the temp file to blocking code, so that the rest of an
+    /// ingest (fsync, parse, rename) runs on one thread rather than hopping per step.
+    pub async fn into_blocking(mut self) -> Result<BlockingBlob, BlobError> {
+        self.file.flush().await.map_err(io_err(&self.path))?;
+        let file = self
+            .file
+            .get_ref()
+            .try_clone()
             .await
-            .map_err(io_err(&target))?;
+            .map_err(io_err(&self.path))?
+            .into_std()
+            .await;
+        // From here the BlockingBlob owns the temp file and its cleanup.
         self.done = true;
-        sync_dir(&parent).await?;
-        for created in missing.iter().rev() {
-            if let Some(up) = created.parent() {
-                sync_dir(up).await?;
-            }
-        }
-        Ok(self.len)
+        Ok(BlockingBlob {
+            file,
+            path: std::mem::take(&mut self.path),
+            len: self.len,
+            done: false,
+        })
     }
 
     /// Give up: delete the temp file.
     pub async fn abort(mut self) {
         self.done = true;
         let _ = tokio::fs::remove_file(&self.path).await;
+    }
+}
+
+/// A written temp file in blocking hands. Dropped without [`commit`](Self::commit), it is
+/// removed.
+#[derive(Debug)]
+pub struct BlockingBlob {
+    file: std::fs::File,
+    path: PathBuf,
+    len: u64,
+    done: bool,
+}
+
+impl BlockingBlob {
+    pub fn temp_path(&self) -> &Path {
+        &self.path
+    }
+
+    /// fsync the temp file, rename it to `key` (atomically replacing an older blob) and
+    /// fsync the directories whose entries changed; returns the size.
+    pub fn commit(mut self, store: &BlobStore, key: &str) -> Result<u64, BlobError> {
+        check_key(key)?;
+        self.file.sync_all().map_err(io_err(&self.path))?;
+        let target = store.path(key);
+        let parent = target.parent().unwrap_or(&store.root).to_path_buf();
+        // Directories about to be created: their entries must be made durable as well.
+        let mut missing = Vec::new();
+        let mut dir = parent.as_path();
+        while dir != store.root && !dir.exists() {
+            missing.push(dir.to_path_buf());
+            match dir.parent() {
+                Some(up) => dir = up,
+                None => break,
+            }
+        }
+        std::fs::create_dir_all(&parent).map_err(io_err(&parent))?;
+        std::fs::rename(&self.path, &target).map_err(io_err(&target))?;
+        self.done = true;
+        sync_dir_blocking(&parent)?;
+        for created in missing.iter().rev() {
+            if let Some(up) = created.parent() {
+                sync_dir_blocking(up)?;
+            }
+        }
+        Ok(self.len)
+    }
+}
+
+impl Drop for BlockingBlob {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 

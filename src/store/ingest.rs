@@ -1,8 +1,9 @@
 //! The one path by which an instance enters the store, whatever the front (C-STORE, STOW-RS):
-//! a received Part 10 file in a [`PendingBlob`] is fsynced, checked and parsed up to Pixel
-//! Data, renamed into place and indexed; only then is it acknowledged. Any failure removes
+//! a received Part 10 file in a [`PendingBlob`] is checked and parsed up to Pixel Data,
+//! fsynced, renamed into place and indexed; only then is it acknowledged. Any failure removes
 //! the temp file, so nothing half-written stays.
 
+use super::blob::BlockingBlob;
 use super::{BlobStore, Index, InstanceRecord, PendingBlob};
 use crate::dimse::dataset::{check_file_structure, read_layout, DatasetError, PIXEL_DATA};
 use crate::dimse::status::code;
@@ -43,80 +44,25 @@ pub struct Ingested {
     pub record: InstanceRecord,
 }
 
-/// Make a received Part 10 file durable and indexed: fsync, check, parse, rename, upsert.
+/// Make a received Part 10 file durable and indexed: check and parse it, fsync and rename it
+/// into place (all on one blocking thread), then upsert it into the index.
 pub async fn persist(
     blobs: &BlobStore,
     index: &dyn Index,
-    mut blob: PendingBlob,
+    blob: PendingBlob,
     expected: Expected<'_>,
 ) -> Result<Ingested, IngestFailure> {
-    if let Err(e) = blob.flush_and_sync().await {
-        blob.abort().await;
-        return Err(IngestFailure::new(
-            code::OUT_OF_RESOURCES,
-            format!("cannot sync: {e}"),
-        ));
-    }
-    let path = blob.temp_path().to_path_buf();
-    let parsed = tokio::task::spawn_blocking(move || {
-        // Lengths and nesting first: the parser trusts both (see `check_structure`).
-        check_file_structure(&path).map_err(|e| match e {
-            DatasetError::Parse(problem) => problem,
-            DatasetError::File { problem, .. } => problem,
-            other => other.to_string(),
-        })?;
-        let transfer_syntax = read_layout(&path)
-            .map(|l| l.meta.transfer_syntax().trim_end_matches('\0').to_string())
-            .map_err(|e| e.to_string())?;
-        dicom_object::OpenFileOptions::new()
-            .read_until(PIXEL_DATA)
-            .open_file(&path)
-            .map(|obj| (InstanceRecord::from_object(&obj), transfer_syntax))
-            .map_err(|e| e.to_string())
-    })
-    .await;
-    let (mut record, transfer_syntax) = match parsed {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => {
-            blob.abort().await;
-            return Err(IngestFailure::new(
-                code::CANNOT_UNDERSTAND,
-                format!("data set does not parse: {e}"),
-            ));
-        }
-        Err(e) => {
-            blob.abort().await;
-            return Err(IngestFailure::new(
-                code::PROCESSING_FAILURE,
-                format!("parser task failed: {e}"),
-            ));
-        }
-    };
-    if let Some(failure) = mismatch(&record, &expected) {
-        blob.abort().await;
-        return Err(failure);
-    }
-    let key = match BlobStore::key_for(
-        record.study_instance_uid(),
-        record.series_instance_uid(),
-        record.sop_instance_uid(),
-    ) {
-        Ok(k) => k,
-        Err(e) => {
-            blob.abort().await;
-            return Err(IngestFailure::new(
-                code::CANNOT_UNDERSTAND,
-                format!("missing or invalid UIDs: {e}"),
-            ));
-        }
-    };
-    let size = blob
-        .commit(blobs, &key)
+    let blob = blob
+        .into_blocking()
         .await
-        .map_err(|e| IngestFailure::new(code::OUT_OF_RESOURCES, format!("cannot store: {e}")))?;
-    record.blob_key = key;
-    record.size_bytes = size;
-    record.transfer_syntax_uid = transfer_syntax;
+        .map_err(|e| IngestFailure::new(code::OUT_OF_RESOURCES, format!("cannot write: {e}")))?;
+    let owned = OwnedExpected::from(&expected);
+    let store = blobs.clone();
+    let record = tokio::task::spawn_blocking(move || check_and_commit(&store, blob, &owned))
+        .await
+        .map_err(|e| {
+            IngestFailure::new(code::PROCESSING_FAILURE, format!("ingest task failed: {e}"))
+        })??;
     if let Err(e) = index.upsert_instance(&record).await {
         // Not indexed means not acknowledged: remove the blob so the store stays consistent.
         let _ = blobs.remove(&record.blob_key).await;
@@ -132,6 +78,79 @@ pub async fn persist(
         _ => code::SUCCESS,
     };
     Ok(Ingested { status, record })
+}
+
+/// [`Expected`] with owned values, for the blocking half.
+#[derive(Debug, Default)]
+struct OwnedExpected {
+    sop_class: Option<String>,
+    sop_instance: Option<String>,
+    study_uid: Option<String>,
+}
+
+impl From<&Expected<'_>> for OwnedExpected {
+    fn from(e: &Expected<'_>) -> Self {
+        OwnedExpected {
+            sop_class: e.sop_class.map(str::to_string),
+            sop_instance: e.sop_instance.map(str::to_string),
+            study_uid: e.study_uid.map(str::to_string),
+        }
+    }
+}
+
+/// The blocking half of [`persist`]: structure check, parse up to Pixel Data, the checks of
+/// `expected`, then fsync and rename. Any failure drops `blob`, which removes the temp file.
+fn check_and_commit(
+    store: &BlobStore,
+    blob: BlockingBlob,
+    expected: &OwnedExpected,
+) -> Result<InstanceRecord, IngestFailure> {
+    let path = blob.temp_path().to_path_buf();
+    let unparsable = |problem: String| {
+        IngestFailure::new(
+            code::CANNOT_UNDERSTAND,
+            format!("data set does not parse: {problem}"),
+        )
+    };
+    // Lengths and nesting first: the parser trusts both (see `check_structure`).
+    check_file_structure(&path).map_err(|e| match e {
+        DatasetError::Parse(problem) | DatasetError::File { problem, .. } => unparsable(problem),
+        other => unparsable(other.to_string()),
+    })?;
+    let transfer_syntax = read_layout(&path)
+        .map(|l| l.meta.transfer_syntax().trim_end_matches('\0').to_string())
+        .map_err(|e| unparsable(e.to_string()))?;
+    let obj = dicom_object::OpenFileOptions::new()
+        .read_until(PIXEL_DATA)
+        .open_file(&path)
+        .map_err(|e| unparsable(e.to_string()))?;
+    let mut record = InstanceRecord::from_object(&obj);
+    let borrowed = Expected {
+        sop_class: expected.sop_class.as_deref(),
+        sop_instance: expected.sop_instance.as_deref(),
+        study_uid: expected.study_uid.as_deref(),
+    };
+    if let Some(failure) = mismatch(&record, &borrowed) {
+        return Err(failure);
+    }
+    let key = BlobStore::key_for(
+        record.study_instance_uid(),
+        record.series_instance_uid(),
+        record.sop_instance_uid(),
+    )
+    .map_err(|e| {
+        IngestFailure::new(
+            code::CANNOT_UNDERSTAND,
+            format!("missing or invalid UIDs: {e}"),
+        )
+    })?;
+    let size = blob
+        .commit(store, &key)
+        .map_err(|e| IngestFailure::new(code::OUT_OF_RESOURCES, format!("cannot store: {e}")))?;
+    record.blob_key = key;
+    record.size_bytes = size;
+    record.transfer_syntax_uid = transfer_syntax;
+    Ok(record)
 }
 
 const SOP_CLASS_UID: Tag = Tag(0x0008, 0x0016);
