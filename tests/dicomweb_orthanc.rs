@@ -22,13 +22,12 @@
 mod common;
 
 use beeldbrug::dimse::sop;
+use common::peer::PeerProcess;
 use common::{free_port, generate, require_tool, Gateway};
 use serde_json::{Map, Value as Json};
 use std::collections::BTreeMap;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
 
 const PLUGIN: &str = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so";
 
@@ -113,14 +112,13 @@ const KNOWN: &[Known] = &[
 
 /// Orthanc in its own process group, killed (and reaped) when dropped.
 struct Orthanc {
-    child: Child,
-    log: PathBuf,
+    process: PeerProcess,
     http_port: u16,
     dicom_port: u16,
 }
 
 impl Orthanc {
-    fn start(dir: &Path) -> Orthanc {
+    async fn start(dir: &Path) -> Orthanc {
         let program = require_tool("Orthanc");
         assert!(
             Path::new(PLUGIN).exists(),
@@ -149,59 +147,19 @@ impl Orthanc {
         });
         let cfg = dir.join("orthanc.json");
         std::fs::write(&cfg, serde_json::to_vec_pretty(&config).expect("json")).expect("config");
-        let log = dir.join("orthanc.log");
-        let out = std::fs::File::create(&log).expect("log");
-        let child = Command::new(program)
-            .process_group(0)
-            .arg(&cfg)
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("log"))
-            .stderr(out)
-            .spawn()
-            .expect("start Orthanc");
-        let mut orthanc = Orthanc {
-            child,
-            log,
+        let args = [cfg.display().to_string()];
+        let mut process = PeerProcess::spawn("orthanc", &program, &args, dir);
+        process.wait_for_port(http_port).await;
+        process.wait_for_port(dicom_port).await;
+        Orthanc {
+            process,
             http_port,
             dicom_port,
-        };
-        orthanc.wait_for(http_port);
-        orthanc.wait_for(dicom_port);
-        orthanc
-    }
-
-    fn wait_for(&mut self, port: u16) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("Orthanc exited ({status}):\n{}", self.log_tail());
-            }
-            let log = self.log_tail();
-            assert!(
-                Instant::now() < deadline,
-                "Orthanc port {port} not open in 30 s:\n{log}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
     fn log_tail(&self) -> String {
-        let text =
-            String::from_utf8_lossy(&std::fs::read(&self.log).unwrap_or_default()).into_owned();
-        let lines: Vec<&str> = text.lines().rev().take(40).collect();
-        lines.into_iter().rev().collect::<Vec<_>>().join("\n")
-    }
-}
-
-impl Drop for Orthanc {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.child.id())])
-            .stderr(Stdio::null())
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.log_tail()
     }
 }
 
@@ -404,18 +362,22 @@ impl Comparison {
 async fn dicomweb_answers_match_orthanc_or_differ_as_documented() {
     let gateway = Gateway::start("").await;
     let (dimse_port, http_port) = (gateway.port, gateway.http_port);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let orthanc = Orthanc::start(dir.path()).await;
     // Everything below blocks (processes, curl); the gateway keeps serving on the runtime.
-    let result = tokio::task::spawn_blocking(move || compare_all(dimse_port, http_port)).await;
+    let result = tokio::task::spawn_blocking(move || {
+        compare_all(dimse_port, http_port, &orthanc, dir.path());
+        drop(orthanc);
+    })
+    .await;
     gateway.stop().await;
     if let Err(e) = result {
         std::panic::resume_unwind(e.into_panic());
     }
 }
 
-fn compare_all(dimse_port: u16, http_port: u16) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let orthanc = Orthanc::start(dir.path());
-    let files = generate(&dir.path().join("data"), true);
+fn compare_all(dimse_port: u16, http_port: u16, orthanc: &Orthanc, dir: &Path) {
+    let files = generate(&dir.join("data"), true);
     assert_eq!(files.len(), 36, "fixture shape changed");
     store(orthanc.dicom_port, "ORTHANC", &files);
     store(dimse_port, "BEELDBRUG", &files);
@@ -497,5 +459,4 @@ fn compare_all(dimse_port: u16, http_port: u16) {
         "documented beeldbrug bugs no longer occur; remove their KNOWN entries:\n{}",
         fixed.join("\n")
     );
-    drop(orthanc);
 }

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod peer;
 
 use beeldbrug::config::Config;
 use beeldbrug::server::{start, Running};
