@@ -267,6 +267,15 @@ async fn unknown_uids_bad_queries_and_unacceptable_media() {
     let r = request(
         port,
         "GET",
+        "/dicomweb/studies",
+        &[("Accept", "application/dicom+xml")],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 406, "QIDO as XML: {}", r.text());
+    let r = request(
+        port,
+        "GET",
         &format!("{instance}/rendered"),
         &[("Accept", "image/gif")],
         b"",

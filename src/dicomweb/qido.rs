@@ -2,6 +2,7 @@
 //! `application/dicom+json` with the attributes PS3.18 Table 10.6.3-3/4/5 requires per level.
 
 use super::json::{put, vr_of};
+use super::media::{covers, parse_accept};
 use super::qido_params::{self, IncludeFields};
 use super::{admit, base_url, WebCaller, WebError, WebState};
 use crate::core::query::indexed_attr_by_keyword;
@@ -162,6 +163,16 @@ async fn search(
 ) -> Result<Response, WebError> {
     let caller = caller.0;
     admit(&state, &caller, Operation::QidoRs).await?;
+    // PS3.18 10.6.1.2: answers are DICOM JSON here (the XML model is not offered).
+    let accept = parse_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    if !accept
+        .iter()
+        .any(|r| covers(&r.essence, "application/dicom+json") || r.essence == "application/json")
+    {
+        return Err(WebError::NotAcceptable(
+            "search results are offered as application/dicom+json".into(),
+        ));
+    }
     let mut query = Query::new(level);
     for (keyword, uid) in [
         ("StudyInstanceUID", &scope.study),
