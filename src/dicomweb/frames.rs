@@ -233,7 +233,7 @@ mod tests {
 
     #[test]
     fn fragments_map_through_the_offset_table() {
-        // BOT: frame 1 at 0, frame 2 at 20 (two fragments of 4 bytes + 8-byte headers = 24?).
+        // Frame 1 is two fragments, frame 2 one; the BOT holds each frame's first item offset.
         let f1a = item((0xFFFE, 0xE000), &[1, 1, 1, 1]);
         let f1b = item((0xFFFE, 0xE000), &[2, 2, 2, 2]);
         let f2 = item((0xFFFE, 0xE000), &[3, 3]);

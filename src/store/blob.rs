@@ -231,16 +231,6 @@ impl PendingBlob {
         self.file.flush().await.map_err(io_err(&self.path))
     }
 
-    /// Flush the buffer and fsync the temp file; after this it can be read by path.
-    pub async fn flush_and_sync(&mut self) -> Result<(), BlobError> {
-        self.file.flush().await.map_err(io_err(&self.path))?;
-        self.file
-            .get_ref()
-            .sync_all()
-            .await
-            .map_err(io_err(&self.path))
-    }
-
     /// Make the blob durable under `key`, atomically replacing an existing blob; returns
     /// its size. On error the temp file is removed.
     pub async fn commit(self, store: &BlobStore, key: &str) -> Result<u64, BlobError> {
@@ -365,7 +355,7 @@ mod tests {
         blob.write(b"DICM").await.unwrap();
         blob.write(&[7u8; 300_000]).await.unwrap();
         assert_eq!(blob.len(), 300_004);
-        blob.flush_and_sync().await.unwrap();
+        blob.flush().await.unwrap();
         assert_eq!(std::fs::metadata(blob.temp_path()).unwrap().len(), 300_004);
         assert_eq!(blob.commit(&store, &key).await.unwrap(), 300_004);
         assert!(store.exists(&key).await);
@@ -419,7 +409,7 @@ mod tests {
         let store = BlobStore::open(dir.path()).await.unwrap();
         let mut blob = store.begin().await.unwrap();
         blob.write(b"half").await.unwrap();
-        blob.flush_and_sync().await.unwrap();
+        blob.flush().await.unwrap();
         std::mem::forget(blob); // as if the process died
         std::fs::write(dir.path().join("tmp/stray"), b"x").unwrap();
         assert_eq!(tmp_entries(dir.path()).await, 2);
