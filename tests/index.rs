@@ -331,6 +331,24 @@ async fn missing_keys(index: &dyn Index) {
     assert_eq!(column(&patients, "PatientName"), ["Müller^Zoë"]);
 }
 
+/// A batch is one transaction: all of it is indexed, or (one record without its keys) none.
+async fn batch_upserts(index: &dyn Index) {
+    let records = fixture();
+    let mut broken = records.clone();
+    broken[3].values.remove(&tag("SeriesInstanceUID"));
+    assert!(index.upsert_instances(&broken).await.is_err());
+    assert!(
+        find(index, Level::Image, &[]).await.is_empty(),
+        "nothing of a failed batch"
+    );
+    let outcomes = index.upsert_instances(&records).await.unwrap();
+    assert!(outcomes.iter().all(|o| *o == UpsertOutcome::Inserted));
+    assert_eq!(find(index, Level::Image, &[]).await.len(), records.len());
+    let again = index.upsert_instances(&records[..2]).await.unwrap();
+    assert_eq!(again, [UpsertOutcome::Replaced, UpsertOutcome::Replaced]);
+    assert_eq!(find(index, Level::Image, &[]).await.len(), records.len());
+}
+
 async fn matching(index: &dyn Index) {
     load(index).await;
     // Single value.
@@ -912,6 +930,7 @@ backend_tests!(
     find_at_each_level,
     reupsert_replaces,
     missing_keys,
+    batch_upserts,
     matching,
     person_names,
     paging,

@@ -1,6 +1,8 @@
 //! STOW-RS (PS3.18 10.5): `multipart/related; type="application/dicom"` parsed as a stream
 //! (multer, boundary from the media type), each part written to a temp file and stored through
-//! the same ingest path as C-STORE — durable and indexed before the response.
+//! the same ingest path as C-STORE (checked, parsed, fsynced, renamed; up to 4 parts at once
+//! while the next arrive), then indexed in batches of one transaction each — durable and
+//! indexed before the response.
 //!
 //! Status (PS3.18 10.5.3): 200 all stored, 202 some failed or stored with warnings, 409 none
 //! stored, 400 a malformed request, 415 an unsupported media type, 413 over the size limits.
@@ -11,8 +13,8 @@ use super::media::parse_media_type;
 use super::{admit, base_url, WebCaller, WebError, WebState};
 use crate::dimse::dataset::read_layout;
 use crate::dimse::status::code;
-use crate::store::ingest::{persist, Expected};
-use crate::store::PendingBlob;
+use crate::store::ingest::{index_batch, store_blob, Expected};
+use crate::store::{InstanceRecord, PendingBlob};
 use crate::trust::{Caller, Operation, Outcome};
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -44,6 +46,8 @@ struct PartResult {
     /// 0 success, Bxxx warning, other failure (C-STORE statuses, PS3.18 10.5.3.2).
     status: u16,
     reason: String,
+    /// Stored in the blob store, waiting to be indexed with the rest of its batch.
+    unindexed: Option<InstanceRecord>,
 }
 
 impl PartResult {
@@ -161,7 +165,7 @@ const PARTS_IN_FLIGHT: usize = 4;
 
 /// A part's outcome, known now or once its store task ends.
 enum Part {
-    Done(PartResult),
+    Done(Box<PartResult>),
     Storing(tokio::task::JoinHandle<PartResult>),
 }
 
@@ -170,7 +174,7 @@ async fn settle(parts: Vec<Part>) -> Vec<PartResult> {
     let mut out = Vec::with_capacity(parts.len());
     for part in parts {
         out.push(match part {
-            Part::Done(r) => r,
+            Part::Done(r) => *r,
             Part::Storing(task) => task.await.unwrap_or_else(|e| {
                 PartResult::failure(code::PROCESSING_FAILURE, format!("store task failed: {e}"))
             }),
@@ -189,6 +193,7 @@ impl PartResult {
             patient: String::new(),
             status,
             reason,
+            unindexed: None,
         }
     }
 }
@@ -300,7 +305,7 @@ async fn receive(
         };
         if let Some(result) = rejected {
             blob.abort().await;
-            parts.push(Part::Done(result));
+            parts.push(Part::Done(Box::new(result)));
             continue;
         }
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
@@ -313,7 +318,8 @@ async fn receive(
             result
         })));
     };
-    let parts = settle(parts).await;
+    let mut parts = settle(parts).await;
+    index_parts(state, &mut parts).await;
     match error {
         None => Ok(parts),
         Some(e) => Err((parts, e)),
@@ -342,7 +348,7 @@ async fn store_part(state: &WebState, mut blob: PendingBlob, study: Option<&str>
         study_uid: study,
         ..Default::default()
     };
-    match persist(&state.blobs, state.index.as_ref(), blob, expected).await {
+    match store_blob(&state.blobs, blob, expected).await {
         Ok(ingested) => {
             let r = &ingested.record;
             result.sop_class = r.get(Tag(0x0008, 0x0016)).unwrap_or_default().to_string();
@@ -351,6 +357,7 @@ async fn store_part(state: &WebState, mut blob: PendingBlob, study: Option<&str>
             result.series = r.series_instance_uid().to_string();
             result.patient = r.patient_id().to_string();
             result.status = ingested.status;
+            result.unindexed = Some(ingested.record);
         }
         Err(f) => {
             result.status = f.status;
@@ -358,6 +365,28 @@ async fn store_part(state: &WebState, mut blob: PendingBlob, study: Option<&str>
         }
     }
     result
+}
+
+/// Parts indexed per transaction: one commit (one WAL fsync) per batch, not per instance.
+const INDEX_BATCH: usize = 256;
+
+/// Index the stored parts a batch at a time; each is durable and indexed before the response
+/// goes out (PS3.18 10.5.3). A batch that cannot be indexed fails all its parts.
+async fn index_parts(state: &WebState, parts: &mut [PartResult]) {
+    let mut stored: Vec<&mut PartResult> =
+        parts.iter_mut().filter(|p| p.unindexed.is_some()).collect();
+    for batch in stored.chunks_mut(INDEX_BATCH) {
+        let records: Vec<InstanceRecord> = batch
+            .iter_mut()
+            .filter_map(|p| p.unindexed.take())
+            .collect();
+        if let Err(f) = index_batch(&state.blobs, state.index.as_ref(), &records).await {
+            for part in batch.iter_mut() {
+                part.status = f.status;
+                part.reason = f.reason.clone();
+            }
+        }
+    }
 }
 
 /// The STOW-RS response body and status (PS3.18 10.5.3, Table 10.5.3-1).

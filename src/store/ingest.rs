@@ -52,6 +52,18 @@ pub async fn persist(
     blob: PendingBlob,
     expected: Expected<'_>,
 ) -> Result<Ingested, IngestFailure> {
+    let stored = store_blob(blobs, blob, expected).await?;
+    index_batch(blobs, index, std::slice::from_ref(&stored.record)).await?;
+    Ok(stored)
+}
+
+/// The first half of [`persist`]: the instance is durable in the blob store but not yet in
+/// the index, so not yet to be acknowledged; [`index_batch`] completes it.
+pub async fn store_blob(
+    blobs: &BlobStore,
+    blob: PendingBlob,
+    expected: Expected<'_>,
+) -> Result<Ingested, IngestFailure> {
     let blob = blob
         .into_blocking()
         .await
@@ -63,14 +75,6 @@ pub async fn persist(
         .map_err(|e| {
             IngestFailure::new(code::PROCESSING_FAILURE, format!("ingest task failed: {e}"))
         })??;
-    if let Err(e) = index.upsert_instance(&record).await {
-        // Not indexed means not acknowledged: remove the blob so the store stays consistent.
-        let _ = blobs.remove(&record.blob_key).await;
-        return Err(IngestFailure::new(
-            code::OUT_OF_RESOURCES,
-            format!("cannot index: {e}"),
-        ));
-    }
     // PS3.4 B.2.3: B007 when the data set's SOP class is not the one in the command.
     let dataset_class = record.get(SOP_CLASS_UID).unwrap_or("");
     let status = match expected.sop_class {
@@ -78,6 +82,29 @@ pub async fn persist(
         _ => code::SUCCESS,
     };
     Ok(Ingested { status, record })
+}
+
+/// The second half of [`persist`] for any number of stored instances, in one index
+/// transaction (one commit). If it fails, their blobs are removed: not indexed means not
+/// acknowledged, and the store stays consistent.
+pub async fn index_batch(
+    blobs: &BlobStore,
+    index: &dyn Index,
+    records: &[InstanceRecord],
+) -> Result<(), IngestFailure> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    if let Err(e) = index.upsert_instances(records).await {
+        for record in records {
+            let _ = blobs.remove(&record.blob_key).await;
+        }
+        return Err(IngestFailure::new(
+            code::OUT_OF_RESOURCES,
+            format!("cannot index: {e}"),
+        ));
+    }
+    Ok(())
 }
 
 /// [`Expected`] with owned values, for the blocking half.

@@ -59,6 +59,13 @@ pub trait Index: Send + Sync + std::fmt::Debug {
     /// Re-sending an instance replaces the old row: no duplicates.
     async fn upsert_instance(&self, record: &InstanceRecord) -> Result<UpsertOutcome, IndexError>;
 
+    /// [`upsert_instance`](Self::upsert_instance) for several instances in one transaction:
+    /// all are indexed or none (a request's worth of STOW-RS parts, one commit).
+    async fn upsert_instances(
+        &self,
+        records: &[InstanceRecord],
+    ) -> Result<Vec<UpsertOutcome>, IndexError>;
+
     /// Matches at `query.level`, in a stable order (by the level's unique key), honouring
     /// limit and offset.
     async fn find(&self, query: &Query) -> Result<Vec<Match>, IndexError>;

@@ -55,6 +55,13 @@ impl Index for PostgresIndex {
         self.inner.upsert_instance(record).await
     }
 
+    async fn upsert_instances(
+        &self,
+        records: &[InstanceRecord],
+    ) -> Result<Vec<UpsertOutcome>, IndexError> {
+        self.inner.upsert_instances(records).await
+    }
+
     async fn find(&self, query: &Query) -> Result<Vec<Match>, IndexError> {
         self.inner.find(query).await
     }

@@ -751,6 +751,31 @@ where
         &self,
         record: &InstanceRecord,
     ) -> Result<UpsertOutcome, IndexError> {
+        let mut tx = self.begin_write().await?;
+        let outcome = self.upsert_in(&mut tx, record).await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// Several instances in one transaction (one commit, one WAL fsync): all or none.
+    pub async fn upsert_instances(
+        &self,
+        records: &[InstanceRecord],
+    ) -> Result<Vec<UpsertOutcome>, IndexError> {
+        let mut tx = self.begin_write().await?;
+        let mut outcomes = Vec::with_capacity(records.len());
+        for record in records {
+            outcomes.push(self.upsert_in(&mut tx, record).await?);
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    async fn upsert_in(
+        &self,
+        tx: &mut Transaction<'static, DB>,
+        record: &InstanceRecord,
+    ) -> Result<UpsertOutcome, IndexError> {
         let study_uid = record.study_instance_uid();
         let series_uid = record.series_instance_uid();
         let sop_uid = record.sop_instance_uid();
@@ -763,7 +788,6 @@ where
         if sop_uid.is_empty() {
             return Err(IndexError::MissingKey("SOPInstanceUID"));
         }
-        let mut tx = self.begin_write().await?;
 
         // Where the instance, its series and its study hang now (they may move).
         let mut sql = self.sql();
@@ -773,27 +797,27 @@ where
              WHERE i.sop_instance_uid = ",
         )
         .bind(sop_uid);
-        let old_instance = Self::fetch_ids(&mut tx, &sql).await?;
+        let old_instance = Self::fetch_ids(tx, &sql).await?;
         let mut sql = self.sql();
         sql.push(
             "SELECT se.study_pk, st.patient_pk FROM series se JOIN study st ON st.id = se.study_pk \
              WHERE se.series_instance_uid = ",
         )
         .bind(series_uid);
-        let old_series = Self::fetch_ids(&mut tx, &sql).await?;
+        let old_series = Self::fetch_ids(tx, &sql).await?;
         let mut sql = self.sql();
         sql.push("SELECT patient_pk FROM study WHERE study_instance_uid = ")
             .bind(study_uid);
-        let old_study = Self::fetch_ids(&mut tx, &sql).await?;
+        let old_study = Self::fetch_ids(tx, &sql).await?;
 
         let sql = upsert_entity_sql(self.dialect, Level::Patient, record, None);
-        let patient_id = Self::insert_returning_id(&mut tx, &sql).await?;
+        let patient_id = Self::insert_returning_id(tx, &sql).await?;
         let sql = upsert_entity_sql(self.dialect, Level::Study, record, Some(patient_id));
-        let study_id = Self::insert_returning_id(&mut tx, &sql).await?;
+        let study_id = Self::insert_returning_id(tx, &sql).await?;
         let sql = upsert_entity_sql(self.dialect, Level::Series, record, Some(study_id));
-        let series_id = Self::insert_returning_id(&mut tx, &sql).await?;
+        let series_id = Self::insert_returning_id(tx, &sql).await?;
         let sql = upsert_instance_sql(self.dialect, record, series_id, &now_rfc3339());
-        Self::insert_returning_id(&mut tx, &sql).await?;
+        Self::insert_returning_id(tx, &sql).await?;
 
         let mut parents = Parents::default();
         if let Some(ids) = &old_instance {
@@ -811,8 +835,7 @@ where
         parents.series.retain(|id| *id != series_id);
         parents.studies.retain(|id| *id != study_id);
         parents.patients.retain(|id| *id != patient_id);
-        self.prune(&mut tx, parents).await?;
-        tx.commit().await?;
+        self.prune(tx, parents).await?;
         Ok(if old_instance.is_some() {
             UpsertOutcome::Replaced
         } else {
