@@ -60,8 +60,8 @@ CLIENT=$ROOT/benches/dicomweb_bench.py
 ACCEPT='multipart/related; type="application/dicom"; transfer-syntax=*'
 export TCP_NODELAY=1 # DCMTK: disable Nagle (otherwise small PDUs wait for delayed ACKs)
 
-die() { echo "dicomweb.sh: $*" >&2; exit 1; }
-log() { echo "== $*" >&2; }
+# shellcheck source=lib.sh
+source "$ROOT/benches/lib.sh"
 
 for tool in storescu echoscu; do
     [ -x "/usr/bin/$tool" ] || die "DCMTK $tool missing: apt-get install -y dcmtk"
@@ -72,32 +72,6 @@ for tool in curl socat python3; do
     command -v "$tool" >/dev/null || die "$tool missing: apt-get install -y $tool"
 done
 python3 -c 'import requests' 2>/dev/null || die "python3 requests missing: pip install requests"
-
-# --- processes: everything started here is killed on exit --------------------------------
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
-
-# wait_ready AE PORT URL PID LOG: until the peer answers C-ECHO and URL (fail if it dies first)
-wait_ready() {
-    local i
-    for i in $(seq 1 300); do
-        if /usr/bin/echoscu -aec "$1" "$HOST" "$2" >/dev/null 2>&1 && curl -sf -o /dev/null "$3"; then
-            return 0
-        fi
-        kill -0 "$4" 2>/dev/null || { tail -20 "$5" >&2; die "$1 exited before answering (log: $5)"; }
-        sleep 0.1
-    done
-    tail -20 "$5" >&2
-    die "$1 did not answer C-ECHO on port $2 and $3 within 30 s"
-}
 
 # Each start_* sets PID and BASE (the DICOMweb root) and leaves the server ready; $1 is its
 # directory, created empty by the caller or kept from an earlier start (restart).

@@ -37,38 +37,14 @@ ORTHANC=${ORTHANC:-/usr/sbin/Orthanc}
 BB=${CARGO_TARGET_DIR:-$ROOT/target}/release/beeldbrug
 export TCP_NODELAY=1 # DCMTK: disable Nagle (otherwise small PDUs wait for delayed ACKs)
 
-die() { echo "ingest.sh: $*" >&2; exit 1; }
-log() { echo "== $*" >&2; }
+# shellcheck source=lib.sh
+source "$ROOT/benches/lib.sh"
 
 for tool in storescu storescp echoscu; do
     [ -x "/usr/bin/$tool" ] || die "DCMTK $tool missing: apt-get install -y dcmtk"
 done
 [ -x "$ORTHANC" ] || die "Orthanc missing ($ORTHANC): apt-get install -y orthanc"
 command -v curl >/dev/null || die "curl missing: apt-get install -y curl"
-
-# --- processes: everything started here is killed on exit --------------------------------
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
-
-# wait_echo AE PORT PID LOG: until the peer answers C-ECHO (fail if it dies first)
-wait_echo() {
-    local i
-    for i in $(seq 1 300); do
-        /usr/bin/echoscu -aec "$1" "$HOST" "$2" >/dev/null 2>&1 && return 0
-        kill -0 "$3" 2>/dev/null || { tail -20 "$4" >&2; die "$1 exited before answering (log: $4)"; }
-        sleep 0.1
-    done
-    tail -20 "$4" >&2
-    die "$1 did not answer C-ECHO on port $2 within 30 s"
-}
 
 # Each start_* sets PID and leaves the target ready; $1 is a fresh directory.
 start_beeldbrug() {
@@ -78,7 +54,7 @@ start_beeldbrug() {
         "$BB" serve >"$1/beeldbrug.log" 2>&1 &
     PID=$!
     PIDS+=("$PID")
-    wait_echo BEELDBRUG "$BB_PORT" "$PID" "$1/beeldbrug.log"
+    wait_ready BEELDBRUG "$BB_PORT" "" "$PID" "$1/beeldbrug.log"
 }
 count_beeldbrug() { find "$1/data/blobs" -type f -name '*.dcm' | wc -l; }
 
@@ -88,7 +64,7 @@ start_storescp() {
         >"$1/storescp.log" 2>&1 &
     PID=$!
     PIDS+=("$PID")
-    wait_echo STORESCP "$STORESCP_PORT" "$PID" "$1/storescp.log"
+    wait_ready STORESCP "$STORESCP_PORT" "" "$PID" "$1/storescp.log"
 }
 count_storescp() { find "$1/out" -type f | wc -l; }
 
@@ -113,7 +89,7 @@ EOF
     "$ORTHANC" "$1/orthanc.json" >"$1/orthanc.log" 2>&1 &
     PID=$!
     PIDS+=("$PID")
-    wait_echo ORTHANC "$ORTHANC_PORT" "$PID" "$1/orthanc.log"
+    wait_ready ORTHANC "$ORTHANC_PORT" "" "$PID" "$1/orthanc.log"
 }
 count_orthanc() {
     curl -sf "http://$HOST:$ORTHANC_HTTP_PORT/statistics" | sed -n 's/.*"CountInstances" *: *\([0-9]*\).*/\1/p'
