@@ -7,7 +7,7 @@ use super::media::{
 };
 use super::multipart::{self, BodySender};
 use super::producer::{self, SendError};
-use super::wado::{self, selection};
+use super::wado;
 use super::{WebCaller, WebError, WebState};
 use crate::core::InstanceLocation;
 use crate::dimse::dataset::PIXEL_DATA;
@@ -119,13 +119,8 @@ pub async fn frames(
 ) -> Result<Response, WebError> {
     let caller = c.0;
     let numbers = parse_frame_list(&list)?;
-    let locations = wado::locate(
-        &state,
-        &caller,
-        &selection(&study, Some(&series), Some(&sop)),
-    )
-    .await?;
-    let loc = locations[0].clone();
+    let loc = wado::locate_instance(&state, &caller, &study, &series, &sop).await?;
+    let locations = [loc.clone()];
     let (_, layout) = read_instance(&state.blobs, &loc).await?;
     let layout = layout.ok_or(FrameError::NoPixelData)?;
     let ranges: Vec<Ranges> = numbers
@@ -222,7 +217,6 @@ async fn send_decoded_frames(
             boundary,
             "application/octet-stream",
             Some(frame.len() as u64),
-            None,
         ))
         .await?;
         tx.send(Bytes::from(frame)).await?;
@@ -282,13 +276,8 @@ pub async fn bulkdata(
     let caller: Caller = c.0;
     let (items, last) = parse_tag_path(&tag_path)
         .ok_or_else(|| WebError::BadRequest(format!("invalid bulk data path {tag_path:?}")))?;
-    let locations = wado::locate(
-        &state,
-        &caller,
-        &selection(&study, Some(&series), Some(&sop)),
-    )
-    .await?;
-    let loc = locations[0].clone();
+    let loc = wado::locate_instance(&state, &caller, &study, &series, &sop).await?;
+    let locations = [loc.clone()];
     let accept = parse_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     let (obj, layout) = read_instance(&state.blobs, &loc).await?;
     let detail = format!("bulk data {tag_path} of one instance");
@@ -297,7 +286,7 @@ pub async fn bulkdata(
         if let Some(value) = layout.native_value {
             let path = state.blobs.path(&loc.blob_key);
             let response = if wants_bare(&accept) {
-                super::ranged::file_slice_response(
+                super::ranged::file_response(
                     &path,
                     Some(value),
                     "application/octet-stream",
@@ -342,7 +331,6 @@ pub async fn bulkdata(
         &boundary,
         "application/octet-stream",
         Some(bytes.len() as u64),
-        None,
     ));
     body.extend_from_slice(&bytes);
     body.extend_from_slice(&multipart::part_end());

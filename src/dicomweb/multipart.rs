@@ -34,18 +34,10 @@ pub fn content_type(boundary: &str, inner: &str, transfer_syntax: Option<&str>) 
 }
 
 /// The delimiter and headers that open one part.
-pub fn part_header(
-    boundary: &str,
-    content_type: &str,
-    length: Option<u64>,
-    location: Option<&str>,
-) -> Bytes {
+pub fn part_header(boundary: &str, content_type: &str, length: Option<u64>) -> Bytes {
     let mut h = format!("--{boundary}\r\nContent-Type: {content_type}\r\n");
     if let Some(len) = length {
         h.push_str(&format!("Content-Length: {len}\r\n"));
-    }
-    if let Some(loc) = location {
-        h.push_str(&format!("Content-Location: {loc}\r\n"));
     }
     h.push_str("\r\n");
     Bytes::from(h)

@@ -147,7 +147,7 @@ fn instance(
                 "application/dicom; transfer-syntax={}",
                 loc.transfer_syntax_uid
             );
-            body.put(&multipart::part_header(boundary, &ct, Some(len), None))?;
+            body.put(&multipart::part_header(boundary, &ct, Some(len)))?;
             body.copy(&mut file, 0, len)?;
         }
         Plan::Transcode(target) => {
@@ -157,7 +157,6 @@ fn instance(
                 boundary,
                 &ct,
                 Some(bytes.len() as u64),
-                None,
             ))?;
             body.put(&bytes)?;
         }
@@ -184,12 +183,7 @@ pub fn ranges(
         let mut file = std::fs::File::open(path).map_err(failed)?;
         for ranges in parts {
             let len = ranges.iter().map(|r| r.1).sum();
-            body.put(&multipart::part_header(
-                boundary,
-                part_type,
-                Some(len),
-                None,
-            ))?;
+            body.put(&multipart::part_header(boundary, part_type, Some(len)))?;
             for &(offset, len) in ranges {
                 body.copy(&mut file, offset, len)?;
             }

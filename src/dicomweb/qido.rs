@@ -240,13 +240,11 @@ async fn search(
     Ok(response)
 }
 
-type Qs = RawQuery;
-
 pub async fn studies(
     State(s): State<WebState>,
     c: WebCaller,
     h: HeaderMap,
-    RawQuery(q): Qs,
+    RawQuery(q): RawQuery,
 ) -> Result<Response, WebError> {
     search(s, c, h, Level::Study, Scope::default(), q).await
 }
@@ -255,7 +253,7 @@ pub async fn all_series(
     State(s): State<WebState>,
     c: WebCaller,
     h: HeaderMap,
-    RawQuery(q): Qs,
+    RawQuery(q): RawQuery,
 ) -> Result<Response, WebError> {
     search(s, c, h, Level::Series, Scope::default(), q).await
 }
@@ -264,7 +262,7 @@ pub async fn all_instances(
     State(s): State<WebState>,
     c: WebCaller,
     h: HeaderMap,
-    RawQuery(q): Qs,
+    RawQuery(q): RawQuery,
 ) -> Result<Response, WebError> {
     search(s, c, h, Level::Image, Scope::default(), q).await
 }
@@ -274,7 +272,7 @@ pub async fn study_series(
     c: WebCaller,
     h: HeaderMap,
     Path(study): Path<String>,
-    RawQuery(q): Qs,
+    RawQuery(q): RawQuery,
 ) -> Result<Response, WebError> {
     let scope = Scope {
         study: Some(study),
@@ -288,7 +286,7 @@ pub async fn study_instances(
     c: WebCaller,
     h: HeaderMap,
     Path(study): Path<String>,
-    RawQuery(q): Qs,
+    RawQuery(q): RawQuery,
 ) -> Result<Response, WebError> {
     let scope = Scope {
         study: Some(study),
@@ -302,7 +300,7 @@ pub async fn series_instances(
     c: WebCaller,
     h: HeaderMap,
     Path((study, series)): Path<(String, String)>,
-    RawQuery(q): Qs,
+    RawQuery(q): RawQuery,
 ) -> Result<Response, WebError> {
     let scope = Scope {
         study: Some(study),

@@ -89,29 +89,17 @@ fn not_modified(etag: &str) -> Response {
     r
 }
 
-/// `len` bytes of the file at `path` from `offset`, as one resource (a stored instance, or a
-/// bulk value inside one). The ETag changes whenever the file is replaced.
+/// The file at `path`, or the `(offset, len)` slice of it, as one resource (a stored instance,
+/// or a bulk value inside one). The ETag changes whenever the file is replaced.
 pub async fn file_response(
-    path: &Path,
-    content_type: &str,
-    headers: &HeaderMap,
-) -> Result<Response, WebError> {
-    file_slice_response(path, None, content_type, headers).await
-}
-
-pub async fn file_slice_response(
     path: &Path,
     slice: Option<(u64, u64)>,
     content_type: &str,
     headers: &HeaderMap,
 ) -> Result<Response, WebError> {
-    let file = tokio::fs::File::open(path)
+    let meta = tokio::fs::metadata(path)
         .await
-        .map_err(|e| WebError::Internal(format!("cannot open stored instance: {e}")))?;
-    let meta = file
-        .metadata()
-        .await
-        .map_err(|e| WebError::Internal(e.to_string()))?;
+        .map_err(|e| WebError::Internal(format!("cannot read stored instance: {e}")))?;
     let (offset, total) = slice.unwrap_or((0, meta.len()));
     let modified = meta
         .modified()
@@ -124,7 +112,6 @@ pub async fn file_slice_response(
     }
     let range = parse_range(headers, total, &etag)?;
     let (start, len) = range.unwrap_or((0, total));
-    drop(file);
     let (tx, body) = multipart::channel_body();
     let path = path.to_path_buf();
     tokio::task::spawn_blocking(move || producer::single_range(&path, offset + start, len, &tx));

@@ -51,12 +51,8 @@ pub struct Touched {
 impl Touched {
     pub fn add(&mut self, locations: &[InstanceLocation]) {
         for l in locations {
-            if !self.patients.contains(&l.patient_id) {
-                self.patients.insert(l.patient_id.clone());
-            }
-            if !self.studies.contains(&l.study_instance_uid) {
-                self.studies.insert(l.study_instance_uid.clone());
-            }
+            self.patients.insert(l.patient_id.clone());
+            self.studies.insert(l.study_instance_uid.clone());
         }
     }
 
@@ -93,6 +89,19 @@ pub async fn locate(
         return Err(not_found(state, caller, selection).await);
     }
     Ok(locations)
+}
+
+/// [`locate`] for one instance named by its three UIDs.
+pub async fn locate_instance(
+    state: &WebState,
+    caller: &Caller,
+    study: &str,
+    series: &str,
+    sop: &str,
+) -> Result<InstanceLocation, WebError> {
+    let sel = selection(study, Some(series), Some(sop));
+    let mut found = locate(state, caller, &sel).await?;
+    Ok(found.swap_remove(0))
 }
 
 pub async fn study(
@@ -133,6 +142,59 @@ pub async fn instance(
 /// bounded whatever the study's size.
 const PAGE: u32 = 256;
 
+/// The instances of a selection, [`PAGE`] index rows at a time, in `locate` order.
+struct Pages {
+    selection: Selection,
+    offset: u32,
+    done: bool,
+}
+
+impl Pages {
+    fn new(selection: Selection) -> Self {
+        Pages {
+            selection,
+            offset: 0,
+            done: false,
+        }
+    }
+
+    /// The next page; `None` after the last one.
+    async fn next(
+        &mut self,
+        index: &dyn crate::store::Index,
+    ) -> Result<Option<Vec<InstanceLocation>>, crate::store::IndexError> {
+        if self.done {
+            return Ok(None);
+        }
+        let page = index
+            .locate_page(&self.selection, self.offset, PAGE)
+            .await?;
+        self.offset += PAGE;
+        self.done = page.len() < PAGE as usize;
+        Ok(Some(page))
+    }
+
+    /// Whether the page just returned was the last one.
+    fn at_end(&self) -> bool {
+        self.done
+    }
+}
+
+/// Admit the caller and check that the selection names stored instances (404, audited, when
+/// not); returns their distinct transfer syntaxes.
+async fn admit_stored(
+    state: &WebState,
+    caller: &Caller,
+    selection: &Selection,
+) -> Result<Vec<String>, WebError> {
+    admit(state, caller, Operation::WadoRs).await?;
+    let stored = state.index.transfer_syntaxes(selection).await?;
+    if stored.is_empty() {
+        return Err(not_found(state, caller, selection).await);
+    }
+    Ok(stored)
+}
+
 async fn retrieve(
     state: WebState,
     caller: Caller,
@@ -140,11 +202,7 @@ async fn retrieve(
     selection: Selection,
     single_resource: bool,
 ) -> Result<Response, WebError> {
-    admit(&state, &caller, Operation::WadoRs).await?;
-    let stored = state.index.transfer_syntaxes(&selection).await?;
-    if stored.is_empty() {
-        return Err(not_found(&state, &caller, &selection).await);
-    }
+    let stored = admit_stored(&state, &caller, &selection).await?;
     let accept = parse_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     let choices = instance_choices(&accept, single_resource);
     if choices.is_empty() {
@@ -174,17 +232,19 @@ async fn retrieve(
     let (tx, body) = multipart::channel_body();
     let content_type = multipart::content_type(&boundary, "application/dicom", None);
     tokio::spawn(async move {
-        let (mut touched, mut sent, mut offset) = (Touched::default(), 0usize, 0u32);
+        let (mut touched, mut sent) = (Touched::default(), 0usize);
+        let mut pages = Pages::new(selection);
         let result = loop {
-            let page = match state.index.locate_page(&selection, offset, PAGE).await {
-                Ok(page) => page,
+            let page = match pages.next(state.index.as_ref()).await {
+                Ok(Some(page)) => page,
+                Ok(None) => break "success",
                 Err(e) => {
                     tx.fail(e.to_string()).await;
                     break "failure";
                 }
             };
             touched.add(&page);
-            let last = page.len() < PAGE as usize;
+            let last = pages.at_end();
             let (blobs, syntax, boundary, tx) = (
                 state.blobs.clone(),
                 syntax.clone(),
@@ -201,7 +261,7 @@ async fn retrieve(
             sent += page_sent;
             match end {
                 Ok(()) if last => break "success",
-                Ok(()) => offset += PAGE,
+                Ok(()) => {}
                 Err(SendError::Disconnected) => break "cancelled",
                 Err(SendError::Failed(_)) => break "failure",
             }
@@ -241,7 +301,7 @@ async fn single_instance(
                 loc.transfer_syntax_uid
             );
             let path = state.blobs.path(&loc.blob_key);
-            super::ranged::file_response(&path, &ct, headers).await?
+            super::ranged::file_response(&path, None, &ct, headers).await?
         }
         Plan::Transcode(target) => {
             let bytes = transcode_blob(&state.blobs, &loc, &target)
@@ -301,7 +361,7 @@ async fn metadata(
     headers: HeaderMap,
     selection: Selection,
 ) -> Result<Response, WebError> {
-    let locations = locate(&state, &caller, &selection).await?;
+    admit_stored(&state, &caller, &selection).await?;
     let accept = parse_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     if !accept.iter().any(|r| {
         super::media::covers(&r.essence, "application/dicom+json")
@@ -313,43 +373,51 @@ async fn metadata(
     }
     let base = base_url(&state, &headers);
     let (tx, body) = multipart::channel_body();
-    let task_state = state.clone();
     tokio::spawn(async move {
-        let mut result = "success";
-        let mut sent = 0;
-        for (i, loc) in locations.iter().enumerate() {
-            let json = match instance_json(&task_state.blobs, loc, &base).await {
-                Ok(j) => j,
-                Err(problem) => {
-                    tracing::error!(sop = %loc.sop_instance_uid, %problem, "metadata failed");
-                    tx.fail(problem).await;
-                    result = "failure";
-                    break;
+        let (mut touched, mut sent) = (Touched::default(), 0usize);
+        let mut pages = Pages::new(selection);
+        // One JSON array over all pages: `[` before the first instance, `,` between.
+        let result = 'pages: loop {
+            let page = match pages.next(state.index.as_ref()).await {
+                Ok(Some(page)) => page,
+                Ok(None) => break "success",
+                Err(e) => {
+                    tx.fail(e.to_string()).await;
+                    break "failure";
                 }
             };
-            let mut chunk = Vec::with_capacity(4096);
-            chunk.push(if i == 0 { b'[' } else { b',' });
-            if serde_json::to_writer(&mut chunk, &json).is_err() {
-                result = "failure";
-                break;
+            touched.add(&page);
+            for loc in &page {
+                let json = match instance_json(&state.blobs, loc, &base).await {
+                    Ok(j) => j,
+                    Err(problem) => {
+                        tracing::error!(sop = %loc.sop_instance_uid, %problem, "metadata failed");
+                        tx.fail(problem).await;
+                        break 'pages "failure";
+                    }
+                };
+                let mut chunk = Vec::with_capacity(4096);
+                chunk.push(if sent == 0 { b'[' } else { b',' });
+                if serde_json::to_writer(&mut chunk, &json).is_err() {
+                    tx.fail("metadata does not serialize".into()).await;
+                    break 'pages "failure";
+                }
+                if tx.send(Bytes::from(chunk)).await.is_err() {
+                    break 'pages "cancelled";
+                }
+                sent += 1;
             }
-            if i + 1 == locations.len() {
-                chunk.push(b']');
+            if pages.at_end() {
+                break "success";
             }
-            if tx.send(Bytes::from(chunk)).await.is_err() {
-                result = "cancelled";
-                break;
-            }
-            sent += 1;
-        }
-        audit(
-            &task_state,
-            &caller,
-            &locations,
-            result,
-            format!("metadata of {sent} instances"),
-        )
-        .await;
+        };
+        let close: &'static [u8] = if sent == 0 { b"[]" } else { b"]" };
+        let result = match result {
+            "success" if tx.send(Bytes::from_static(close)).await.is_err() => "cancelled",
+            other => other,
+        };
+        let detail = format!("metadata of {sent} instances");
+        touched.audit(&state, &caller, result, detail).await;
     });
     Ok((
         [(

@@ -5,7 +5,7 @@
 
 use super::blob::BlockingBlob;
 use super::{BlobStore, Index, InstanceRecord, PendingBlob};
-use crate::dimse::dataset::{check_file_structure, read_layout, DatasetError, PIXEL_DATA};
+use crate::dimse::dataset::{locate_pixel_data, DatasetError, PIXEL_DATA};
 use crate::dimse::status::code;
 use dicom_core::Tag;
 
@@ -140,13 +140,16 @@ fn check_and_commit(
         )
     };
     // Lengths and nesting first: the parser trusts both (see `check_structure`).
-    check_file_structure(&path).map_err(|e| match e {
+    // The same walk reads the meta group, so the transfer syntax comes with it.
+    let (layout, _) = locate_pixel_data(&path).map_err(|e| match e {
         DatasetError::Parse(problem) | DatasetError::File { problem, .. } => unparsable(problem),
         other => unparsable(other.to_string()),
     })?;
-    let transfer_syntax = read_layout(&path)
-        .map(|l| l.meta.transfer_syntax().trim_end_matches('\0').to_string())
-        .map_err(|e| unparsable(e.to_string()))?;
+    let transfer_syntax = layout
+        .meta
+        .transfer_syntax()
+        .trim_end_matches('\0')
+        .to_string();
     let obj = dicom_object::OpenFileOptions::new()
         .read_until(PIXEL_DATA)
         .open_file(&path)
