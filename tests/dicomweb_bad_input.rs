@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::http::{multipart, request, send};
+use common::http::{multipart, request, send, stow_files};
 use common::Gateway;
 use std::path::Path;
 use tokio::io::AsyncReadExt;
@@ -180,18 +180,7 @@ async fn unknown_uids_bad_queries_and_unacceptable_media() {
     let port = gateway.http_port;
     let data = tempfile::tempdir().unwrap();
     let files = small_files(data.path());
-    for f in &files {
-        let body = multipart(
-            "XyZ",
-            &[("application/dicom", &std::fs::read(&f.path).unwrap())],
-        );
-        assert_eq!(
-            stow(port, "/dicomweb/studies", DICOM_PARTS, &body)
-                .await
-                .status,
-            200
-        );
-    }
+    assert_eq!(stow_files(port, &files).await.status, 200);
     let f = &files[0];
     let unknown = "1.2.3.4.5.6.7.8.9";
     for path in [
@@ -334,6 +323,26 @@ async fn single_instances_resume_with_range_and_etag() {
     )
     .await;
     assert_eq!(beyond.status, 416);
+
+    // Bulk data resumes too: Pixel Data as a bare octet stream, a range of it.
+    let (_, at) = beeldbrug::dimse::dataset::locate_pixel_data(&f.path).unwrap();
+    let at = at.expect("the CT has Pixel Data");
+    let start = at.value_offset as usize;
+    let pixels = &bytes[start..start + at.len.unwrap() as usize];
+    let bulk = format!("{path}/bulkdata/7FE00010");
+    let octets = ("Accept", "application/octet-stream");
+    let part = request(
+        port,
+        "GET",
+        &bulk,
+        &[octets, ("Range", "bytes=100-299")],
+        b"",
+    )
+    .await;
+    assert_eq!(part.status, 206, "{}", part.text());
+    assert_eq!(part.body, pixels[100..300]);
+    let all = request(port, "GET", &bulk, &[octets], b"").await;
+    assert_eq!(all.body, pixels);
     gateway.stop().await;
 }
 

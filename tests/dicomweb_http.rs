@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::http::{multipart, request};
+use common::http::{request, stow_files};
 use common::Gateway;
 use std::process::Command;
 
@@ -24,22 +24,8 @@ fn curl(args: &[&str]) -> String {
 async fn load(gateway: &Gateway) -> Vec<beeldbrug::testdata::GeneratedFile> {
     let data = tempfile::tempdir().unwrap();
     let files = common::generate(data.path(), false);
-    for f in &files {
-        let body = multipart(
-            "B",
-            &[("application/dicom", &std::fs::read(&f.path).unwrap())],
-        );
-        let ct = "multipart/related; type=\"application/dicom\"; boundary=B";
-        let r = request(
-            gateway.http_port,
-            "POST",
-            "/dicomweb/studies",
-            &[("Content-Type", ct)],
-            &body,
-        )
-        .await;
-        assert_eq!(r.status, 200, "{}", r.text());
-    }
+    let r = stow_files(gateway.http_port, &files).await;
+    assert_eq!(r.status, 200, "{}", r.text());
     files
 }
 
@@ -155,19 +141,7 @@ async fn a_study_larger_than_one_index_page_streams_whole() {
         .iter()
         .map(|f| std::fs::read(&f.path).unwrap())
         .collect();
-    let refs: Vec<(&str, &[u8])> = parts
-        .iter()
-        .map(|p| ("application/dicom", p.as_slice()))
-        .collect();
-    let ct = "multipart/related; type=\"application/dicom\"; boundary=B";
-    let r = request(
-        gateway.http_port,
-        "POST",
-        "/dicomweb/studies",
-        &[("Content-Type", ct)],
-        &multipart("B", &refs),
-    )
-    .await;
+    let r = stow_files(gateway.http_port, &files).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let accept = "multipart/related; type=\"application/dicom\"; transfer-syntax=*";
     let path = format!("/dicomweb/studies/{}", files[0].study_uid);
@@ -205,6 +179,22 @@ async fn a_study_larger_than_one_index_page_streams_whole() {
         rest = &rest[head_end + 4 + len..];
     }
     assert_eq!(got.len(), 300, "every instance, across index pages");
+    // The metadata of the same study is one JSON array across the same pages.
+    let r = request(
+        gateway.http_port,
+        "GET",
+        &format!("{path}/metadata"),
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let metadata = r.json();
+    let metadata = metadata.as_array().unwrap();
+    assert_eq!(metadata.len(), 300);
+    assert!(metadata
+        .iter()
+        .all(|m| m["7FE00010"]["BulkDataURI"].is_string()));
     // Generated slices are written in instance-number order: the same order comes back.
     assert!(
         got == parts,

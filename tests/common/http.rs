@@ -140,3 +140,25 @@ pub fn multipart(boundary: &str, parts: &[(&str, &[u8])]) -> Vec<u8> {
     body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
     body
 }
+
+/// STOW-RS all `files` in one request to `/dicomweb/studies`.
+pub async fn stow_files(port: u16, files: &[beeldbrug::testdata::GeneratedFile]) -> HttpResponse {
+    let bytes: Vec<Vec<u8>> = files
+        .iter()
+        .map(|f| std::fs::read(&f.path).expect("generated file"))
+        .collect();
+    let parts: Vec<(&str, &[u8])> = bytes
+        .iter()
+        .map(|b| ("application/dicom", b.as_slice()))
+        .collect();
+    let ct = "multipart/related; type=\"application/dicom\"; boundary=StowFiles";
+    let body = multipart("StowFiles", &parts);
+    request(
+        port,
+        "POST",
+        "/dicomweb/studies",
+        &[("Content-Type", ct)],
+        &body,
+    )
+    .await
+}

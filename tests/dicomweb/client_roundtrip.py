@@ -113,6 +113,13 @@ def main(base, folder):
             tolerance = 1 if src.file_meta.TransferSyntaxUID == JPEG_BASELINE else 0
             check(got.shape == want.shape and np.abs(got - want).max() <= tolerance,
                   f"pixels of {ds.SOPInstanceUID} ({src.file_meta.TransferSyntaxUID})")
+        # Study and series thumbnails: a representative instance, rendered small.
+        series_uid = expected[0].SeriesInstanceUID
+        for url in (f"{base}/studies/{uid}/thumbnail", f"{base}/studies/{uid}/series/{series_uid}/thumbnail"):
+            response = client._session.get(url, headers={"Accept": "image/jpeg"})
+            check(response.status_code == 200, f"{url}: {response.status_code}")
+            thumb = Image.open(io.BytesIO(response.content))
+            check(max(thumb.size) <= 128 and np.asarray(thumb).std() > 1, f"thumbnail {url}")
         same = client.retrieve_study(uid, media_types=AS_STORED)
         check(len(same) == len(expected), "retrieve_study as stored")
 
