@@ -128,6 +128,13 @@ async fn stow_reports_each_failed_part() {
         // PS3.18 10.5.3 / PS3.4 B.2.3: 0xC000 cannot understand.
         assert_eq!(item["00081197"]["Value"][0], 0xC000, "{item}");
     }
+    // The cut-short file still names its instance (from its meta group); the others cannot.
+    assert_eq!(
+        failed[2]["00081155"]["Value"][0], files[0].sop_uid,
+        "{:?}",
+        failed
+    );
+    assert!(failed[0]["00081155"].get("Value").is_none());
     assert_eq!(r.headers_named("Warning").len(), 3, "reasons as warnings");
     assert_eq!(instance_count(&gateway).await, 1);
 

@@ -11,7 +11,6 @@
 use super::json::{put, tag_key};
 use super::media::parse_media_type;
 use super::{admit, base_url, WebCaller, WebError, WebState};
-use crate::dimse::dataset::read_layout;
 use crate::dimse::status::code;
 use crate::store::ingest::{index_batch, store_blob, Expected};
 use crate::store::{InstanceRecord, PendingBlob};
@@ -327,23 +326,7 @@ async fn receive(
 }
 
 /// Store one received part through the shared ingest path.
-async fn store_part(state: &WebState, mut blob: PendingBlob, study: Option<&str>) -> PartResult {
-    let mut result = PartResult::failure(code::SUCCESS, String::new());
-    // The meta group names the instance even when the data set turns out bad.
-    // (persist fsyncs it; reading the meta group only needs the buffer written out.)
-    let _ = blob.flush().await;
-    if let Ok(layout) = read_layout(blob.temp_path()) {
-        result.sop_class = layout
-            .meta
-            .media_storage_sop_class_uid()
-            .trim_end_matches('\0')
-            .to_string();
-        result.sop_instance = layout
-            .meta
-            .media_storage_sop_instance_uid()
-            .trim_end_matches('\0')
-            .to_string();
-    }
+async fn store_part(state: &WebState, blob: PendingBlob, study: Option<&str>) -> PartResult {
     let expected = Expected {
         study_uid: study,
         ..Default::default()
@@ -351,20 +334,24 @@ async fn store_part(state: &WebState, mut blob: PendingBlob, study: Option<&str>
     match store_blob(&state.blobs, blob, expected).await {
         Ok(ingested) => {
             let r = &ingested.record;
-            result.sop_class = r.get(Tag(0x0008, 0x0016)).unwrap_or_default().to_string();
-            result.sop_instance = r.sop_instance_uid().to_string();
-            result.study = r.study_instance_uid().to_string();
-            result.series = r.series_instance_uid().to_string();
-            result.patient = r.patient_id().to_string();
-            result.status = ingested.status;
-            result.unindexed = Some(ingested.record);
+            PartResult {
+                sop_class: r.get(Tag(0x0008, 0x0016)).unwrap_or_default().to_string(),
+                sop_instance: r.sop_instance_uid().to_string(),
+                study: r.study_instance_uid().to_string(),
+                series: r.series_instance_uid().to_string(),
+                patient: r.patient_id().to_string(),
+                status: ingested.status,
+                reason: String::new(),
+                unindexed: Some(ingested.record),
+            }
         }
-        Err(f) => {
-            result.status = f.status;
-            result.reason = f.reason;
-        }
+        // The meta group names the instance even when the data set turns out bad.
+        Err(f) => PartResult {
+            sop_class: f.sop_class,
+            sop_instance: f.sop_instance,
+            ..PartResult::failure(f.status, f.reason)
+        },
     }
-    result
 }
 
 /// Parts indexed per transaction: one commit (one WAL fsync) per batch, not per instance.

@@ -270,17 +270,24 @@ pub fn check_file_structure(path: &Path) -> Result<(), DatasetError> {
 /// [`check_structure`] for the data set of a Part 10 file, with the file's layout and where
 /// its top-level Pixel Data value starts (offset from the start of the file).
 pub fn locate_pixel_data(path: &Path) -> Result<(FileLayout, Option<PixelDataAt>), DatasetError> {
-    use std::io::{Seek, SeekFrom};
     let layout = read_layout(path)?;
-    let mut file = std::fs::File::open(path).map_err(|e| DatasetError::File {
+    let pixel = pixel_data_in(path, &layout)?;
+    Ok((layout, pixel))
+}
+
+/// [`check_structure`] for the data set of a Part 10 file whose meta group is already read.
+pub fn pixel_data_in(
+    path: &Path,
+    layout: &FileLayout,
+) -> Result<Option<PixelDataAt>, DatasetError> {
+    use std::io::{Seek, SeekFrom};
+    let file_error = |e: std::io::Error| DatasetError::File {
         path: path.display().to_string(),
         problem: e.to_string(),
-    })?;
+    };
+    let mut file = std::fs::File::open(path).map_err(file_error)?;
     file.seek(SeekFrom::Start(layout.dataset_offset))
-        .map_err(|e| DatasetError::File {
-            path: path.display().to_string(),
-            problem: e.to_string(),
-        })?;
+        .map_err(file_error)?;
     let pixel = check_structure(
         std::io::BufReader::new(file),
         layout.dataset_len(),
@@ -290,7 +297,7 @@ pub fn locate_pixel_data(path: &Path) -> Result<(FileLayout, Option<PixelDataAt>
         value_offset: at.value_offset + layout.dataset_offset,
         ..at
     });
-    Ok((layout, pixel))
+    Ok(pixel)
 }
 
 /// Is this text representable in ISO 8859-1 (ISO_IR 100)?

@@ -5,7 +5,7 @@
 
 use super::blob::BlockingBlob;
 use super::{BlobStore, Index, InstanceRecord, PendingBlob};
-use crate::dimse::dataset::{locate_pixel_data, DatasetError, PIXEL_DATA};
+use crate::dimse::dataset::{pixel_data_in, read_layout, DatasetError, PIXEL_DATA};
 use crate::dimse::status::code;
 use dicom_core::Tag;
 
@@ -26,6 +26,10 @@ pub struct Expected<'a> {
 pub struct IngestFailure {
     pub status: u16,
     pub reason: String,
+    /// SOP Class and Instance UIDs from the file's meta group, when it could be read (so that
+    /// a STOW-RS FailedSOPSequence item can name the instance).
+    pub sop_class: String,
+    pub sop_instance: String,
 }
 
 impl IngestFailure {
@@ -33,7 +37,22 @@ impl IngestFailure {
         IngestFailure {
             status,
             reason: reason.into(),
+            sop_class: String::new(),
+            sop_instance: String::new(),
         }
+    }
+
+    /// The same failure, naming the instance of `meta`.
+    fn of(mut self, meta: &dicom_object::FileMetaTable) -> Self {
+        self.sop_class = meta
+            .media_storage_sop_class_uid()
+            .trim_end_matches('\0')
+            .into();
+        self.sop_instance = meta
+            .media_storage_sop_instance_uid()
+            .trim_end_matches('\0')
+            .into();
+        self
     }
 }
 
@@ -139,21 +158,19 @@ fn check_and_commit(
             format!("data set does not parse: {problem}"),
         )
     };
-    // Lengths and nesting first: the parser trusts both (see `check_structure`).
-    // The same walk reads the meta group, so the transfer syntax comes with it.
-    let (layout, _) = locate_pixel_data(&path).map_err(|e| match e {
+    let parse_error = |e: DatasetError| match e {
         DatasetError::Parse(problem) | DatasetError::File { problem, .. } => unparsable(problem),
         other => unparsable(other.to_string()),
-    })?;
-    let transfer_syntax = layout
-        .meta
-        .transfer_syntax()
-        .trim_end_matches('\0')
-        .to_string();
+    };
+    let layout = read_layout(&path).map_err(parse_error)?;
+    let meta = &layout.meta;
+    // Lengths and nesting first: the parser trusts both (see `check_structure`).
+    pixel_data_in(&path, &layout).map_err(|e| parse_error(e).of(meta))?;
+    let transfer_syntax = meta.transfer_syntax().trim_end_matches('\0').to_string();
     let obj = dicom_object::OpenFileOptions::new()
         .read_until(PIXEL_DATA)
         .open_file(&path)
-        .map_err(|e| unparsable(e.to_string()))?;
+        .map_err(|e| unparsable(e.to_string()).of(meta))?;
     let mut record = InstanceRecord::from_object(&obj);
     let borrowed = Expected {
         sop_class: expected.sop_class.as_deref(),
@@ -161,7 +178,7 @@ fn check_and_commit(
         study_uid: expected.study_uid.as_deref(),
     };
     if let Some(failure) = mismatch(&record, &borrowed) {
-        return Err(failure);
+        return Err(failure.of(meta));
     }
     let key = BlobStore::key_for(
         record.study_instance_uid(),
@@ -173,10 +190,11 @@ fn check_and_commit(
             code::CANNOT_UNDERSTAND,
             format!("missing or invalid UIDs: {e}"),
         )
+        .of(meta)
     })?;
-    let size = blob
-        .commit(store, &key)
-        .map_err(|e| IngestFailure::new(code::OUT_OF_RESOURCES, format!("cannot store: {e}")))?;
+    let size = blob.commit(store, &key).map_err(|e| {
+        IngestFailure::new(code::OUT_OF_RESOURCES, format!("cannot store: {e}")).of(meta)
+    })?;
     record.blob_key = key;
     record.size_bytes = size;
     record.transfer_syntax_uid = transfer_syntax;
