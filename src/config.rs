@@ -2,6 +2,7 @@
 //! `BEELDBRUG_<SECTION>__<KEY>` environment variables, merged in that order and validated at
 //! start. An error names the key and the problem.
 
+pub use crate::pacs::config::{CacheConfig, PacsConfig, RetrieveMode};
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
@@ -28,6 +29,10 @@ pub struct Config {
     pub http: HttpConfig,
     pub storage: StorageConfig,
     pub dicomweb: DicomwebConfig,
+    pub cache: CacheConfig,
+    /// The local PACS (gateway mode); absent: beeldbrug answers from its own store only.
+    #[serde(default)]
+    pub pacs: Option<PacsConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -170,6 +175,9 @@ impl Config {
                 "dicomweb.public_url",
                 format!("{public:?} is not an http(s) URL"),
             ));
+        }
+        if let Some(pacs) = &self.pacs {
+            pacs.validate(&self.dimse.ae_title)?;
         }
         let index = self.index_url();
         if !(index.starts_with("sqlite:")

@@ -22,6 +22,7 @@ pub mod core;
 pub mod dicomweb;
 pub mod dimse;
 pub mod http;
+pub mod pacs;
 pub mod server;
 pub mod store;
 pub mod testdata;

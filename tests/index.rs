@@ -5,7 +5,7 @@
 
 use beeldbrug::core::query::{computed, indexed_attr_by_keyword};
 use beeldbrug::core::{Level, Match, Matcher, Query, Selection};
-use beeldbrug::store::index::{PostgresIndex, SqliteIndex};
+use beeldbrug::store::index::{CachedStudy, PostgresIndex, SqliteIndex};
 use beeldbrug::store::{AuditEvent, Index, IndexError, InstanceRecord, UpsertOutcome};
 use dicom_core::Tag;
 use sqlx::Connection;
@@ -751,6 +751,108 @@ async fn remove_instance(index: &dyn Index) {
     assert_eq!(find(index, Level::Image, &[]).await.len(), 5);
 }
 
+async fn cache_state_and_eviction(index: &dyn Index) {
+    load(index).await;
+    let study = |uid: &str| Selection {
+        study_uids: vec![uid.into()],
+        ..Default::default()
+    };
+    let series_total = index.count_instances(&study("1.2.1")).await.unwrap();
+    assert_eq!(
+        series_total,
+        index.locate(&study("1.2.1")).await.unwrap().len() as u64
+    );
+    assert_eq!(index.count_instances(&study("9.9")).await.unwrap(), 0);
+    assert_eq!(index.cached_study("1.2.1").await.unwrap(), None);
+    for (uid, access) in [("1.2.1", 20), ("1.2.2", 10)] {
+        let state = CachedStudy {
+            study_instance_uid: uid.into(),
+            pacs_instances: 7,
+            complete: false,
+            checked_at: 5,
+            last_access: access,
+        };
+        index.put_cached_study(&state).await.unwrap();
+    }
+    let mut state = index.cached_study("1.2.1").await.unwrap().unwrap();
+    assert_eq!(
+        (state.pacs_instances, state.complete, state.last_access),
+        (7, false, 20)
+    );
+    state.complete = true;
+    state.pacs_instances = 3;
+    index.put_cached_study(&state).await.unwrap();
+    assert_eq!(index.cached_study("1.2.1").await.unwrap().unwrap(), state);
+    // Least recently used first, with their bytes; uncached studies (1.4.1) are not listed.
+    let lru = index.cache_lru().await.unwrap();
+    assert_eq!(
+        lru.iter().map(|(u, _)| u.as_str()).collect::<Vec<_>>(),
+        ["1.2.2", "1.2.1"]
+    );
+    let bytes: u64 = index
+        .locate(&study("1.2.1"))
+        .await
+        .unwrap()
+        .iter()
+        .map(|l| l.size_bytes)
+        .sum();
+    assert!(bytes > 0);
+    assert_eq!(lru[1].1, bytes);
+    // Evicting a study removes its rows and cache state, and returns its blob keys.
+    let keys = index.remove_study("1.2.1").await.unwrap();
+    assert_eq!(keys.len() as u64, series_total);
+    assert_eq!(index.count_instances(&study("1.2.1")).await.unwrap(), 0);
+    assert_eq!(index.cached_study("1.2.1").await.unwrap(), None);
+    assert!(!uids(index, Level::Study, &[])
+        .await
+        .contains(&"1.2.1".to_string()));
+    // P1 keeps its other study.
+    assert!(uids(index, Level::Patient, &[])
+        .await
+        .contains(&"P1".to_string()));
+}
+
+async fn forward_queue(index: &dyn Index) {
+    let items = [
+        ("1.2.1".to_string(), "1.2.1.1.1".to_string()),
+        ("1.2.1".into(), "1.2.1.1.2".into()),
+    ];
+    index.enqueue_forward(&items, "GTK-A", 100).await.unwrap();
+    assert!(index.forward_jobs(Some(99), 10).await.unwrap().is_empty());
+    let due = index.forward_jobs(Some(100), 10).await.unwrap();
+    assert_eq!(due.len(), 2);
+    assert_eq!(due[0].sop_instance_uid, "1.2.1.1.1");
+    assert_eq!(
+        (
+            due[0].state.as_str(),
+            due[0].attempts,
+            due[0].sender.as_str()
+        ),
+        ("queued", 0, "GTK-A")
+    );
+    index
+        .update_forward(due[0].id, "done", 100, "")
+        .await
+        .unwrap();
+    index
+        .update_forward(due[1].id, "queued", 160, "association refused")
+        .await
+        .unwrap();
+    assert!(index.forward_jobs(Some(150), 10).await.unwrap().is_empty());
+    let all = index.forward_jobs(None, 10).await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(
+        (
+            all[0].state.as_str(),
+            all[0].attempts,
+            all[0].last_error.as_str()
+        ),
+        ("queued", 1, "association refused")
+    );
+    assert_eq!(all[1].state, "done");
+    assert_eq!(index.forward_jobs(Some(160), 10).await.unwrap().len(), 1);
+}
+
 async fn audit_round_trip(index: &dyn Index) {
     assert!(index.audit_events(10).await.unwrap().is_empty());
     let events: Vec<AuditEvent> = (0..3)
@@ -939,6 +1041,8 @@ backend_tests!(
     remove_instance,
     audit_round_trip,
     concurrent_upserts,
+    cache_state_and_eviction,
+    forward_queue,
 );
 
 #[tokio::test(flavor = "multi_thread")]

@@ -14,6 +14,9 @@ pub const DEFLATED_EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1.99";
 pub const EXPLICIT_VR_BE: &str = "1.2.840.10008.1.2.2";
 pub const JPEG_BASELINE: &str = "1.2.840.10008.1.2.4.50";
 pub const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
+pub const JPEG_LOSSLESS_SV1: &str = "1.2.840.10008.1.2.4.70";
+pub const JPEG_2000_LOSSLESS: &str = "1.2.840.10008.1.2.4.90";
+pub const JPEG_2000: &str = "1.2.840.10008.1.2.4.91";
 
 /// Storage SOP classes live under this root (PS3.4 B.5, PS3.6 Annex A), KOS and SR included.
 const STORAGE_ROOT: &str = "1.2.840.10008.5.1.4.1.1.";

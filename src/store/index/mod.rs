@@ -6,10 +6,12 @@ use crate::core::{InstanceLocation, Match, Query, Selection};
 use crate::store::InstanceRecord;
 use async_trait::async_trait;
 
+mod gateway;
 mod postgres;
 mod sql;
 mod sqlite;
 
+pub use gateway::{CachedStudy, ForwardJob};
 pub use postgres::PostgresIndex;
 pub use sqlite::SqliteIndex;
 
@@ -88,6 +90,46 @@ pub trait Index: Send + Sync + std::fmt::Debug {
     /// Remove one instance; empty series/studies/patients are removed too.
     /// Returns the removed instance's blob key, if it existed.
     async fn remove_instance(&self, sop_instance_uid: &str) -> Result<Option<String>, IndexError>;
+
+    /// How many instances a selection names.
+    async fn count_instances(&self, selection: &Selection) -> Result<u64, IndexError>;
+
+    /// The cache state of a study fetched from the local PACS.
+    async fn cached_study(&self, study_uid: &str) -> Result<Option<CachedStudy>, IndexError>;
+
+    /// Insert or replace a study's cache state.
+    async fn put_cached_study(&self, study: &CachedStudy) -> Result<(), IndexError>;
+
+    /// Cached studies, least recently used first, with the bytes each holds.
+    async fn cache_lru(&self) -> Result<Vec<(String, u64)>, IndexError>;
+
+    /// Remove a whole study and its cache state; returns its blob keys.
+    async fn remove_study(&self, study_uid: &str) -> Result<Vec<String>, IndexError>;
+
+    /// Queue `(study, sop instance)` pairs for forwarding to the PACS, due at `now`.
+    async fn enqueue_forward(
+        &self,
+        items: &[(String, String)],
+        sender: &str,
+        now: i64,
+    ) -> Result<(), IndexError>;
+
+    /// Forward jobs: with `due_at`, the queued ones due by then (oldest first); else the
+    /// newest `limit` of every state.
+    async fn forward_jobs(
+        &self,
+        due_at: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<ForwardJob>, IndexError>;
+
+    /// Record an attempt of a forward job.
+    async fn update_forward(
+        &self,
+        id: i64,
+        state: &str,
+        next_attempt_at: i64,
+        error: &str,
+    ) -> Result<(), IndexError>;
 
     /// Append one audit event.
     async fn record_audit(&self, event: &AuditEvent) -> Result<(), IndexError>;

@@ -93,7 +93,7 @@ impl Sql {
     }
 
     /// `LIMIT x OFFSET y`, as each backend accepts it.
-    fn limit_offset(&mut self, limit: Option<u32>, offset: u32) -> &mut Self {
+    pub(super) fn limit_offset(&mut self, limit: Option<u32>, offset: u32) -> &mut Self {
         match (limit, offset, self.dialect) {
             (Some(l), 0, _) => self.push(&format!(" LIMIT {l}")),
             (Some(l), o, _) => self.push(&format!(" LIMIT {l} OFFSET {o}")),
@@ -434,7 +434,7 @@ pub(crate) fn find_sql(dialect: Dialect, query: &Query) -> Sql {
 
 /// `SELECT <columns> FROM ... WHERE ...` over the instances a selection names; `None` for an
 /// empty selection.
-fn selection_sql(dialect: Dialect, columns: &str, selection: &Selection) -> Option<Sql> {
+pub(super) fn selection_sql(dialect: Dialect, columns: &str, selection: &Selection) -> Option<Sql> {
     if selection.is_empty() {
         return None;
     }
@@ -645,10 +645,10 @@ impl<DB: Database> Clone for SqlIndex<DB> {
 
 /// Where an existing instance, series or study hangs (row ids), to prune emptied parents.
 #[derive(Debug, Default)]
-struct Parents {
-    series: Vec<i64>,
-    studies: Vec<i64>,
-    patients: Vec<i64>,
+pub(super) struct Parents {
+    pub series: Vec<i64>,
+    pub studies: Vec<i64>,
+    pub patients: Vec<i64>,
 }
 
 impl<DB> SqlIndex<DB>
@@ -669,7 +669,7 @@ where
         SqlIndex { pool, dialect }
     }
 
-    fn query(sql: &Sql) -> sqlx::query::Query<'_, DB, DB::Arguments<'_>> {
+    pub(super) fn query(sql: &Sql) -> sqlx::query::Query<'_, DB, DB::Arguments<'_>> {
         let mut q = sqlx::query::<DB>(&sql.text);
         for b in &sql.binds {
             q = match b {
@@ -682,14 +682,14 @@ where
 
     /// A write transaction. SQLite takes the write lock up front (`BEGIN IMMEDIATE`) so that
     /// a transaction which reads first never fails to upgrade under concurrent writers.
-    async fn begin_write(&self) -> Result<Transaction<'static, DB>, IndexError> {
+    pub(super) async fn begin_write(&self) -> Result<Transaction<'static, DB>, IndexError> {
         Ok(match self.dialect {
             Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Dialect::Postgres => self.pool.begin().await?,
         })
     }
 
-    fn sql(&self) -> Sql {
+    pub(super) fn sql(&self) -> Sql {
         Sql::new(self.dialect)
     }
 
@@ -719,7 +719,7 @@ where
     }
 
     /// Delete the given series, studies and patients where they no longer have children.
-    async fn prune(
+    pub(super) async fn prune(
         &self,
         tx: &mut Transaction<'static, DB>,
         parents: Parents,

@@ -1,7 +1,7 @@
 //! The SQLite index backend (embedded default): one database file in WAL mode.
 
 use super::sql::{migrator, Dialect, SqlIndex};
-use super::{AuditEvent, Index, IndexError, UpsertOutcome};
+use super::{AuditEvent, CachedStudy, ForwardJob, Index, IndexError, UpsertOutcome};
 use crate::core::{InstanceLocation, Match, Query, Selection};
 use crate::store::InstanceRecord;
 use async_trait::async_trait;
@@ -17,6 +17,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "bits_allocated",
         include_str!("migrations/sqlite/0002_bits_allocated.sql"),
+    ),
+    (
+        3,
+        "gateway",
+        include_str!("migrations/sqlite/0003_gateway.sql"),
     ),
 ];
 
@@ -98,6 +103,55 @@ impl Index for SqliteIndex {
 
     async fn remove_instance(&self, sop_instance_uid: &str) -> Result<Option<String>, IndexError> {
         self.inner.remove_instance(sop_instance_uid).await
+    }
+
+    async fn count_instances(&self, selection: &Selection) -> Result<u64, IndexError> {
+        self.inner.count_instances(selection).await
+    }
+
+    async fn cached_study(&self, study_uid: &str) -> Result<Option<CachedStudy>, IndexError> {
+        self.inner.cached_study(study_uid).await
+    }
+
+    async fn put_cached_study(&self, study: &CachedStudy) -> Result<(), IndexError> {
+        self.inner.put_cached_study(study).await
+    }
+
+    async fn cache_lru(&self) -> Result<Vec<(String, u64)>, IndexError> {
+        self.inner.cache_lru().await
+    }
+
+    async fn remove_study(&self, study_uid: &str) -> Result<Vec<String>, IndexError> {
+        self.inner.remove_study(study_uid).await
+    }
+
+    async fn enqueue_forward(
+        &self,
+        items: &[(String, String)],
+        sender: &str,
+        now: i64,
+    ) -> Result<(), IndexError> {
+        self.inner.enqueue_forward(items, sender, now).await
+    }
+
+    async fn forward_jobs(
+        &self,
+        due_at: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<ForwardJob>, IndexError> {
+        self.inner.forward_jobs(due_at, limit).await
+    }
+
+    async fn update_forward(
+        &self,
+        id: i64,
+        state: &str,
+        next_attempt_at: i64,
+        error: &str,
+    ) -> Result<(), IndexError> {
+        self.inner
+            .update_forward(id, state, next_attempt_at, error)
+            .await
     }
 
     async fn record_audit(&self, event: &AuditEvent) -> Result<(), IndexError> {
