@@ -35,6 +35,14 @@ pub enum AssociationError {
     Released,
 }
 
+impl AssociationError {
+    /// A rejection the peer marked transient (PS3.8 9.3.4: e.g. local limit exceeded): worth
+    /// retrying later.
+    pub fn is_transient_rejection(&self) -> bool {
+        matches!(self, AssociationError::Rejected(why) if why.starts_with("Transient"))
+    }
+}
+
 /// An accepted presentation context.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PresentationContext {

@@ -58,6 +58,17 @@ pub fn can_store_syntax(ts: &str) -> bool {
         .is_some()
 }
 
+/// Storage classes without pixel data among [`COMMON_STORAGE`] (SR, KOS, PDF, raw data):
+/// there is nothing to compress.
+pub fn is_image_storage(sop_class: &str) -> bool {
+    is_storage(sop_class)
+        && !sop_class.starts_with("1.2.840.10008.5.1.4.1.1.88.")
+        && !matches!(
+            sop_class,
+            "1.2.840.10008.5.1.4.1.1.104.1" | "1.2.840.10008.5.1.4.1.1.66"
+        )
+}
+
 /// Common storage SOP classes proposed when we act as the C-GET SCU storage SCP.
 pub const COMMON_STORAGE: &[&str] = &[
     "1.2.840.10008.5.1.4.1.1.2",     // CT

@@ -79,3 +79,19 @@ impl InstanceRecord {
         }
     }
 }
+
+impl InstanceRecord {
+    /// Where this (stored) instance lives, as the retrieve model names it.
+    pub fn location(&self) -> crate::core::InstanceLocation {
+        crate::core::InstanceLocation {
+            patient_id: self.patient_id().to_string(),
+            study_instance_uid: self.study_instance_uid().to_string(),
+            series_instance_uid: self.series_instance_uid().to_string(),
+            sop_instance_uid: self.sop_instance_uid().to_string(),
+            sop_class_uid: self.get(Tag(0x0008, 0x0016)).unwrap_or("").to_string(),
+            transfer_syntax_uid: self.transfer_syntax_uid.clone(),
+            blob_key: self.blob_key.clone(),
+            size_bytes: self.size_bytes,
+        }
+    }
+}

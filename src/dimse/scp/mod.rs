@@ -9,7 +9,7 @@ mod find;
 mod get;
 mod move_;
 mod retrieve;
-mod store;
+pub(crate) mod store;
 
 use super::association::{Association, AssociationError, Event};
 use super::command::CommandField;

@@ -10,7 +10,7 @@ use crate::dimse::command::{CommandField, CommandSet};
 use crate::dimse::dataset::file_header;
 use crate::dimse::status::code;
 use crate::dimse::{Association, AssociationError, Event};
-use crate::store::ingest::{persist, Expected};
+use crate::store::ingest::{persist, Expected, Ingested};
 use crate::store::InstanceRecord;
 use crate::trust::{Caller, Operation, Outcome, Trust};
 use std::collections::BTreeSet;
@@ -46,7 +46,7 @@ impl StoreTally {
 }
 
 /// Why a store failed, as the C-STORE status and an error comment.
-struct Failure(u16, String);
+pub(crate) struct Failure(pub u16, pub String);
 
 pub async fn handle(
     ctx: &ScpContext,
@@ -97,7 +97,6 @@ async fn store(
         .cloned()
         .ok_or_else(|| AssociationError::Protocol("no such context".into()))?;
     let sop_class = rq.affected_sop_class.clone().unwrap_or_default();
-    let sop_instance = rq.affected_sop_instance.clone().unwrap_or_default();
     // PS3.4 B.2.3: the SOP class must be the one negotiated for this context.
     if sop_class != pc.abstract_syntax {
         drain_data_set(assoc).await?;
@@ -113,6 +112,24 @@ async fn store(
             "not authorized to store".into(),
         )));
     }
+    Ok(receive_instance(&ctx.blobs, ctx.index.as_ref(), assoc, context_id, rq, &pc)
+        .await?
+        .map(|ok| (ok.status, ok.record)))
+}
+
+/// Receive the data set of a C-STORE-RQ from `assoc` and make it durable and indexed
+/// (PS3.4 B.2.3 statuses). Used by the Storage SCP and by C-GET / C-MOVE retrieves from the
+/// PACS. Outer `Err`: the association is broken; inner: this instance failed.
+pub(crate) async fn receive_instance(
+    blobs: &crate::store::BlobStore,
+    index: &dyn crate::store::Index,
+    assoc: &mut Association,
+    context_id: u8,
+    rq: &CommandSet,
+    pc: &crate::dimse::association::PresentationContext,
+) -> Result<Result<Ingested, Failure>, AssociationError> {
+    let sop_class = rq.affected_sop_class.clone().unwrap_or_default();
+    let sop_instance = rq.affected_sop_instance.clone().unwrap_or_default();
     let header = match file_header(
         &sop_class,
         &sop_instance,
@@ -125,7 +142,7 @@ async fn store(
             return Ok(Err(Failure(code::CANNOT_UNDERSTAND, e.to_string())));
         }
     };
-    let mut blob = match ctx.blobs.begin().await {
+    let mut blob = match blobs.begin().await {
         Ok(b) => b,
         Err(e) => {
             drain_data_set(assoc).await?;
@@ -170,8 +187,7 @@ async fn store(
         sop_instance: Some(&sop_instance),
         study_uid: None,
     };
-    Ok(persist(&ctx.blobs, ctx.index.as_ref(), blob, expected)
+    Ok(persist(blobs, index, blob, expected)
         .await
-        .map(|ok| (ok.status, ok.record))
         .map_err(|f| Failure(f.status, f.reason)))
 }

@@ -14,7 +14,7 @@ use super::Event;
 use std::time::Duration;
 use tokio::net::TcpStream;
 
-pub use find::find;
+pub use find::{find, find_context, find_raw};
 pub use get::{get, GetReport};
 pub use move_::{move_study, MoveReport};
 pub use send::{propose_for_files, send_file, send_stored, store_files, SendError, StoreReport};

@@ -12,6 +12,7 @@ mod sql;
 mod sqlite;
 
 pub use gateway::{CachedStudy, ForwardJob};
+pub use sql::normalize_name;
 pub use postgres::PostgresIndex;
 pub use sqlite::SqliteIndex;
 

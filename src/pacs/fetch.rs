@@ -1,0 +1,316 @@
+//! Retrieves from the PACS into the store: C-GET (PS3.4 C.4.3), where the instances come back
+//! as C-STORE sub-operations on our own association, and C-MOVE (PS3.4 C.4.2) to our own
+//! Storage SCP. Each instance is made durable and indexed through the ingest path, then
+//! handed to `out` before its sub-operation is acknowledged: `out` holds one instance, so a
+//! consumer that falls behind holds the PACS back. A cancelled token sends C-CANCEL
+//! (PS3.7 9.3.2.3 / 9.3.3.3) and the retrieve ends with the PACS's final response.
+
+use super::{Pacs, PacsError};
+use crate::core::{InstanceLocation, Selection};
+use crate::dimse::association::{describe_event, AssociationError};
+use crate::dimse::command::{CommandField, CommandSet};
+use crate::dimse::dataset::{self, QUERY_RETRIEVE_LEVEL};
+use crate::dimse::negotiate::ProposedContext;
+use crate::dimse::scp::store::{receive_instance, Failure};
+use crate::dimse::status::{self, Category};
+use crate::dimse::{sop, Association, Event};
+use crate::store::{BlobStore, Index};
+use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
+use dicom_object::InMemDicomObject;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// The final counts of a retrieve, and how many instances reached the store.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FetchReport {
+    pub status: u16,
+    pub completed: u16,
+    pub failed: u16,
+    pub warning: u16,
+    /// Instances stored and handed on.
+    pub received: usize,
+    /// Every storage context we proposed compressed was accepted, and the PACS failed all.
+    pub compressed_failed: bool,
+}
+
+/// Where fetched instances go.
+pub struct Sink<'a> {
+    pub blobs: &'a BlobStore,
+    pub index: &'a dyn Index,
+    pub out: &'a mpsc::Sender<InstanceLocation>,
+    pub cancel: &'a CancellationToken,
+}
+
+/// The retrieve identifier for a selection (PS3.4 C.6.2.1 unique keys, Study Root).
+pub fn identifier(selection: &Selection) -> InMemDicomObject {
+    let mut obj = InMemDicomObject::new_empty();
+    obj.put(DataElement::new(
+        QUERY_RETRIEVE_LEVEL,
+        VR::CS,
+        PrimitiveValue::from(selection.level().code()),
+    ));
+    for (tag, list) in [
+        (Tag(0x0020, 0x000D), &selection.study_uids),
+        (Tag(0x0020, 0x000E), &selection.series_uids),
+        (Tag(0x0008, 0x0018), &selection.sop_instance_uids),
+    ] {
+        if !list.is_empty() {
+            obj.put(DataElement::new(
+                tag,
+                VR::UI,
+                PrimitiveValue::Strs(list.iter().cloned().collect()),
+            ));
+        }
+    }
+    obj
+}
+
+/// Storage contexts for C-GET (we take the SCP role, PS3.7 D.3.3.4): per SOP class one
+/// context with the uncompressed syntaxes and, for image classes, one per compressed syntax,
+/// so the PACS can send each instance as it holds it. At most 127 besides the model.
+pub fn storage_contexts(syntaxes: &[String], compressed: bool) -> Vec<ProposedContext> {
+    let native: Vec<String> = syntaxes
+        .iter()
+        .filter(|ts| sop::is_native_le(ts))
+        .cloned()
+        .collect();
+    let mut out = Vec::new();
+    for class in sop::COMMON_STORAGE {
+        out.push(ProposedContext {
+            abstract_syntax: class.to_string(),
+            transfer_syntaxes: native.clone(),
+            we_are_scp: true,
+        });
+    }
+    if compressed {
+        for class in sop::COMMON_STORAGE.iter().filter(|c| sop::is_image_storage(c)) {
+            for ts in syntaxes.iter().filter(|ts| !sop::is_native_le(ts)) {
+                if out.len() >= 127 {
+                    return out;
+                }
+                out.push(ProposedContext {
+                    abstract_syntax: class.to_string(),
+                    transfer_syntaxes: vec![ts.clone()],
+                    we_are_scp: true,
+                });
+            }
+        }
+    }
+    out
+}
+
+fn model_context(model: &str) -> ProposedContext {
+    ProposedContext {
+        abstract_syntax: model.to_string(),
+        transfer_syntaxes: crate::dimse::scu::native_syntaxes(),
+        we_are_scp: false,
+    }
+}
+
+fn cancel_rq(message_id: u16) -> CommandSet {
+    let mut rq = CommandSet::new(CommandField::CCancelRq);
+    rq.message_id_responded = Some(message_id);
+    rq
+}
+
+/// Apply one C-GET/C-MOVE response to the report; true when it was the final one.
+async fn response(
+    assoc: &mut Association,
+    context_id: u8,
+    rsp: &CommandSet,
+    report: &mut FetchReport,
+) -> Result<bool, AssociationError> {
+    if rsp.has_data_set {
+        // Failed SOP Instance UID List (PS3.4 C.4.2.1.5): only counted here.
+        assoc.receive_data_set(context_id, 16 * 1024 * 1024).await?;
+    }
+    if status::category(rsp.status()) == Category::Pending {
+        return Ok(false);
+    }
+    report.status = rsp.status();
+    report.completed = rsp.completed.unwrap_or(0);
+    report.failed = rsp.failed.unwrap_or(0);
+    report.warning = rsp.warning.unwrap_or(0);
+    Ok(true)
+}
+
+/// C-GET the selection. With `compressed` false only uncompressed syntaxes are proposed
+/// (the retry for a PACS that accepts compressed syntaxes and then cannot send them).
+pub async fn get(
+    pacs: &Pacs,
+    selection: &Selection,
+    compressed: bool,
+    sink: &Sink<'_>,
+) -> Result<FetchReport, PacsError> {
+    let model = sop::STUDY_ROOT_GET;
+    let mut contexts = vec![model_context(model)];
+    contexts.extend(storage_contexts(&pacs.config.transfer_syntaxes, compressed));
+    let mut conn = pacs.connect(&contexts).await?;
+    let assoc = &mut conn.assoc;
+    let err = |e: AssociationError| pacs.error(e);
+    let Some(pc) = assoc.context_for(model, None).cloned() else {
+        let _ = conn.release().await;
+        return Err(PacsError::NotSupported("C-GET (Study Root)"));
+    };
+    let compressed_accepted = assoc
+        .contexts
+        .iter()
+        .any(|c| c.requestor_is_scp && !sop::is_native_le(&c.transfer_syntax));
+    let id = assoc.next_message_id();
+    let bytes = dataset::encode(&identifier(selection), &pc.transfer_syntax)
+        .map_err(|e| PacsError::Retrieve(e.to_string()))?;
+    let rq = CommandSet::request(CommandField::CGetRq, id, model).with_data_set(true);
+    assoc.send_command(pc.id, &rq).await.map_err(err)?;
+    assoc.send_data(pc.id, &bytes).await.map_err(err)?;
+    let mut report = FetchReport::default();
+    let mut cancel_sent = false;
+    loop {
+        let event = tokio::select! {
+            e = assoc.next_event() => e.map_err(err)?,
+            _ = sink.cancel.cancelled(), if !cancel_sent => {
+                cancel_sent = true;
+                assoc.send_command(pc.id, &cancel_rq(id)).await.map_err(err)?;
+                continue;
+            }
+        };
+        match event {
+            Event::Command {
+                context_id,
+                command,
+            } if command.field == CommandField::CStoreRq => {
+                let status = store_one(assoc, context_id, &command, sink, &mut report)
+                    .await
+                    .map_err(err)?;
+                let rsp = CommandSet::response_to(&command, CommandField::CStoreRsp, status);
+                assoc.send_command(context_id, &rsp).await.map_err(err)?;
+            }
+            Event::Command {
+                context_id,
+                command,
+            } if command.field == CommandField::CGetRsp => {
+                if response(assoc, context_id, &command, &mut report)
+                    .await
+                    .map_err(err)?
+                {
+                    break;
+                }
+            }
+            other => {
+                return Err(err(AssociationError::Protocol(format!(
+                    "unexpected {} during C-GET",
+                    describe_event(&other)
+                ))))
+            }
+        }
+    }
+    let _ = conn.release().await;
+    report.compressed_failed = compressed_accepted
+        && report.received == 0
+        && report.failed > 0
+        && status::category(report.status) != Category::Cancel;
+    finish(report, sink)
+}
+
+/// One C-STORE sub-operation of a C-GET: stored, indexed, handed on; returns its status.
+async fn store_one(
+    assoc: &mut Association,
+    context_id: u8,
+    rq: &CommandSet,
+    sink: &Sink<'_>,
+    report: &mut FetchReport,
+) -> Result<u16, AssociationError> {
+    let pc = assoc
+        .context(context_id)
+        .cloned()
+        .ok_or_else(|| AssociationError::Protocol("no such context".into()))?;
+    match receive_instance(sink.blobs, sink.index, assoc, context_id, rq, &pc).await? {
+        Ok(ingested) => {
+            report.received += 1;
+            // The consumer went away: the instance is cached anyway; cancel follows.
+            let _ = sink.out.send(ingested.record.location()).await;
+            Ok(ingested.status)
+        }
+        Err(Failure(status, why)) => {
+            tracing::warn!(sop = ?rq.affected_sop_instance, status, %why, "instance from PACS not stored");
+            Ok(status)
+        }
+    }
+}
+
+/// C-MOVE the selection to our own Storage SCP, which hands each stored instance over
+/// through the [`MoveHub`](super::moves::MoveHub). A final response that comes before all
+/// sub-operations have arrived (some PACS send it early) is followed by waiting for the rest,
+/// each within the configured gap.
+pub async fn move_(
+    pacs: &Pacs,
+    selection: &Selection,
+    sink: &Sink<'_>,
+) -> Result<FetchReport, PacsError> {
+    let model = sop::STUDY_ROOT_MOVE;
+    let mut conn = pacs.connect(&[model_context(model)]).await?;
+    let err = |e: AssociationError| pacs.error(e);
+    let gap = Duration::from_secs(pacs.config.move_gap_secs);
+    let assoc = &mut conn.assoc;
+    let Some(pc) = assoc.context_for(model, None).cloned() else {
+        let _ = conn.release().await;
+        return Err(PacsError::NotSupported("C-MOVE (Study Root)"));
+    };
+    let id = assoc.next_message_id();
+    let mut ticket = pacs.moves.expect(id, selection);
+    let bytes = dataset::encode(&identifier(selection), &pc.transfer_syntax)
+        .map_err(|e| PacsError::Retrieve(e.to_string()))?;
+    let mut rq = CommandSet::request(CommandField::CMoveRq, id, model).with_data_set(true);
+    rq.move_destination = Some(pacs.our_ae.clone());
+    assoc.send_command(pc.id, &rq).await.map_err(err)?;
+    assoc.send_data(pc.id, &bytes).await.map_err(err)?;
+    let mut report = FetchReport::default();
+    let (mut cancel_sent, mut finished) = (false, false);
+    // Until the final response, and then until every reported sub-operation has arrived.
+    while !finished || report.received < (report.completed + report.warning) as usize {
+        if finished && cancel_sent {
+            break;
+        }
+        tokio::select! {
+            event = assoc.next_event(), if !finished => match event.map_err(err)? {
+                Event::Command { context_id, command } if command.field == CommandField::CMoveRsp => {
+                    finished = response(assoc, context_id, &command, &mut report).await.map_err(err)?;
+                }
+                other => return Err(err(AssociationError::Protocol(format!(
+                    "unexpected {} during C-MOVE",
+                    describe_event(&other)
+                )))),
+            },
+            arrived = ticket.rx.recv() => {
+                if let Some(loc) = arrived {
+                    report.received += 1;
+                    let _ = sink.out.send(loc).await;
+                }
+            }
+            _ = sink.cancel.cancelled(), if !cancel_sent => {
+                cancel_sent = true;
+                if !finished {
+                    assoc.send_command(pc.id, &cancel_rq(id)).await.map_err(err)?;
+                }
+            }
+            _ = tokio::time::sleep(gap), if finished => {
+                return Err(PacsError::Retrieve(format!(
+                    "C-MOVE reported {} sub-operations completed but only {} arrived within {}s",
+                    report.completed + report.warning, report.received, gap.as_secs()
+                )));
+            }
+        }
+    }
+    drop(ticket);
+    let _ = conn.release().await;
+    finish(report, sink)
+}
+
+/// A cancelled retrieve is an error (the partial study is not complete); otherwise the
+/// report, whose status and counts the caller judges.
+fn finish(report: FetchReport, sink: &Sink<'_>) -> Result<FetchReport, PacsError> {
+    if status::category(report.status) == Category::Cancel || sink.cancel.is_cancelled() {
+        return Err(PacsError::Cancelled);
+    }
+    Ok(report)
+}

@@ -1,0 +1,142 @@
+//! The C-STORE sub-operations of a C-MOVE arrive on our own Storage SCP, on an association
+//! the PACS opens (PS3.4 C.4.2.2). The SCP hands each stored instance to the retrieve that
+//! asked for it. Matching uses the Move Originator Message ID when the PACS sends it
+//! (PS3.7 9.3.1.1) and the instance's UIDs always, since some PACS leave the originator out.
+//!
+//! Each retrieve's channel holds one instance: the SCP waits to acknowledge the next
+//! sub-operation until the retrieve took the last one, so a slow client slows the PACS.
+
+use crate::core::{InstanceLocation, Selection};
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+
+#[derive(Debug)]
+struct Waiter {
+    id: u64,
+    message_id: u16,
+    selection: Selection,
+    tx: mpsc::Sender<InstanceLocation>,
+}
+
+/// The C-MOVEs in flight, waiting for their sub-operations.
+#[derive(Debug, Default, Clone)]
+pub struct MoveHub {
+    waiting: Arc<Mutex<(u64, Vec<Waiter>)>>,
+}
+
+/// A registered C-MOVE: receives its instances; unregisters when dropped.
+#[derive(Debug)]
+pub struct MoveTicket {
+    hub: MoveHub,
+    id: u64,
+    pub rx: mpsc::Receiver<InstanceLocation>,
+}
+
+impl Drop for MoveTicket {
+    fn drop(&mut self) {
+        let mut waiting = self.hub.lock();
+        waiting.1.retain(|w| w.id != self.id);
+    }
+}
+
+fn selects(selection: &Selection, loc: &InstanceLocation) -> bool {
+    let within = |list: &[String], uid: &str| list.is_empty() || list.iter().any(|u| u == uid);
+    within(&selection.study_uids, &loc.study_instance_uid)
+        && within(&selection.series_uids, &loc.series_instance_uid)
+        && within(&selection.sop_instance_uids, &loc.sop_instance_uid)
+        && within(&selection.patient_ids, &loc.patient_id)
+}
+
+impl MoveHub {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (u64, Vec<Waiter>)> {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Register a C-MOVE with message ID `message_id` for `selection` before it is sent.
+    pub fn expect(&self, message_id: u16, selection: &Selection) -> MoveTicket {
+        let (tx, rx) = mpsc::channel(1);
+        let mut waiting = self.lock();
+        waiting.0 += 1;
+        let id = waiting.0;
+        waiting.1.push(Waiter {
+            id,
+            message_id,
+            selection: selection.clone(),
+            tx,
+        });
+        MoveTicket {
+            hub: self.clone(),
+            id,
+            rx,
+        }
+    }
+
+    /// The retrieve a stored sub-operation belongs to, if any: the one whose selection holds
+    /// the instance, preferring the one whose message ID the PACS named.
+    pub fn route(
+        &self,
+        originator_id: Option<u16>,
+        loc: &InstanceLocation,
+    ) -> Option<mpsc::Sender<InstanceLocation>> {
+        let waiting = self.lock();
+        let mut candidates = waiting.1.iter().filter(|w| selects(&w.selection, loc));
+        let first = candidates.next()?;
+        let chosen = match originator_id {
+            Some(id) if first.message_id != id => std::iter::once(first)
+                .chain(candidates)
+                .find(|w| w.message_id == id)
+                .unwrap_or(first),
+            _ => first,
+        };
+        Some(chosen.tx.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loc(study: &str, series: &str, sop: &str) -> InstanceLocation {
+        InstanceLocation {
+            patient_id: "P".into(),
+            study_instance_uid: study.into(),
+            series_instance_uid: series.into(),
+            sop_instance_uid: sop.into(),
+            sop_class_uid: String::new(),
+            transfer_syntax_uid: String::new(),
+            blob_key: String::new(),
+            size_bytes: 0,
+        }
+    }
+
+    #[test]
+    fn routes_by_uids_and_message_id() {
+        let hub = MoveHub::default();
+        let study = |s: &str| Selection {
+            study_uids: vec![s.into()],
+            ..Default::default()
+        };
+        let a = hub.expect(1, &study("1.1"));
+        let b = hub.expect(2, &study("1.1"));
+        let series = Selection {
+            series_uids: vec!["1.2.9".into()],
+            ..study("1.2")
+        };
+        let c = hub.expect(1, &series);
+        // Without an originator: the first whose selection holds it.
+        assert!(hub.route(None, &loc("1.1", "x", "y")).unwrap().same_channel(&a_tx(&hub, a.id)));
+        // With one: the matching message ID wins.
+        assert!(hub.route(Some(2), &loc("1.1", "x", "y")).unwrap().same_channel(&a_tx(&hub, b.id)));
+        // A series selection takes only its series; an unknown study goes nowhere.
+        assert!(hub.route(Some(1), &loc("1.2", "1.2.9", "z")).unwrap().same_channel(&a_tx(&hub, c.id)));
+        assert!(hub.route(Some(1), &loc("1.2", "1.2.8", "z")).is_none());
+        assert!(hub.route(None, &loc("9.9", "x", "y")).is_none());
+        drop(a);
+        drop(b);
+        assert!(hub.route(None, &loc("1.1", "x", "y")).is_none());
+    }
+
+    fn a_tx(hub: &MoveHub, id: u64) -> mpsc::Sender<InstanceLocation> {
+        hub.lock().1.iter().find(|w| w.id == id).unwrap().tx.clone()
+    }
+}

@@ -1,0 +1,286 @@
+//! One PACS retrieve per selection, shared by every request that needs it (DESIGN flow 1).
+//!
+//! A [`Fetch`] collects the instances of one running retrieve as they become durable; each
+//! request follows it with a [`Follower`], from the first instance, whenever it joined.
+//! Back-pressure: the retrieve waits before acknowledging the next sub-operation while the
+//! slowest follower is more than [`WINDOW`] instances behind, so a slow client slows the PACS
+//! and nothing piles up (the instances are on disk either way). When the last follower goes
+//! away before the end, the retrieve is cancelled (C-CANCEL).
+
+use crate::core::{InstanceLocation, Selection};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// How far the retrieve may run ahead of its slowest follower, in instances.
+pub const WINDOW: usize = 4;
+
+/// How a retrieve ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum End {
+    /// The PACS delivered what it reported (the counts), `received` instances.
+    Complete { received: usize },
+    /// Ended early or failed: the instances so far are cached but the whole is not served
+    /// as complete.
+    Incomplete(String),
+}
+
+#[derive(Debug, Default)]
+struct State {
+    arrived: Vec<InstanceLocation>,
+    end: Option<End>,
+    /// Follower id → instances it has taken.
+    followers: BTreeMap<u64, usize>,
+    next_id: u64,
+}
+
+/// One running retrieve.
+#[derive(Debug)]
+pub struct Fetch {
+    pub key: String,
+    pub selection: Selection,
+    state: Mutex<State>,
+    /// Bumped on every change; everyone waits on it.
+    changed: watch::Sender<u64>,
+    pub cancel: CancellationToken,
+}
+
+impl Fetch {
+    fn new(key: String, selection: Selection) -> Arc<Fetch> {
+        Arc::new(Fetch {
+            key,
+            selection,
+            state: Mutex::new(State::default()),
+            changed: watch::channel(0).0,
+            cancel: CancellationToken::new(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn bump(&self) {
+        self.changed.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// Start following from the first instance.
+    pub fn follow(self: &Arc<Self>) -> Follower {
+        let id = {
+            let mut state = self.lock();
+            state.next_id += 1;
+            let id = state.next_id;
+            state.followers.insert(id, 0);
+            id
+        };
+        Follower {
+            fetch: self.clone(),
+            id,
+            next: 0,
+            seen: self.changed.subscribe(),
+        }
+    }
+
+    /// The retrieve stored one more instance: wait while the slowest follower is more than
+    /// [`WINDOW`] behind (or until cancelled).
+    pub async fn arrived(&self, loc: InstanceLocation) {
+        let mut seen = self.changed.subscribe();
+        {
+            self.lock().arrived.push(loc);
+        }
+        self.bump();
+        loop {
+            {
+                let state = self.lock();
+                let slowest = state.followers.values().min().copied();
+                let ahead = slowest.map_or(0, |s| state.arrived.len().saturating_sub(s));
+                if ahead <= WINDOW || self.cancel.is_cancelled() {
+                    return;
+                }
+            }
+            tokio::select! {
+                r = seen.changed() => if r.is_err() { return },
+                _ = self.cancel.cancelled() => return,
+            }
+        }
+    }
+
+    pub fn finish(&self, end: End) {
+        self.lock().end = Some(end);
+        self.bump();
+    }
+
+    pub fn received(&self) -> usize {
+        self.lock().arrived.len()
+    }
+}
+
+/// One request's view of a [`Fetch`].
+#[derive(Debug)]
+pub struct Follower {
+    fetch: Arc<Fetch>,
+    id: u64,
+    next: usize,
+    seen: watch::Receiver<u64>,
+}
+
+impl Follower {
+    pub fn fetch(&self) -> &Arc<Fetch> {
+        &self.fetch
+    }
+
+    /// The next instance; `Ok(None)` when the retrieve ended complete, `Err` when it ended
+    /// incomplete.
+    pub async fn next(&mut self) -> Result<Option<InstanceLocation>, String> {
+        loop {
+            self.seen.borrow_and_update();
+            {
+                let mut state = self.fetch.lock();
+                if let Some(loc) = state.arrived.get(self.next).cloned() {
+                    self.next += 1;
+                    state.followers.insert(self.id, self.next);
+                    drop(state);
+                    self.fetch.bump();
+                    return Ok(Some(loc));
+                }
+                match &state.end {
+                    Some(End::Complete { .. }) => return Ok(None),
+                    Some(End::Incomplete(why)) => return Err(why.clone()),
+                    None => {}
+                }
+            }
+            if self.seen.changed().await.is_err() {
+                return Err("retrieve went away".into());
+            }
+        }
+    }
+
+    /// Follow to the end (metadata, frames and rendered requests need the instances cached
+    /// before they answer).
+    pub async fn wait_complete(mut self) -> Result<usize, String> {
+        let mut n = 0;
+        while self.next().await?.is_some() {
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let last_gone = {
+            let mut state = self.fetch.lock();
+            state.followers.remove(&self.id);
+            state.followers.is_empty() && state.end.is_none()
+        };
+        if last_gone {
+            tracing::info!(fetch = %self.fetch.key, "every client left; cancelling the PACS retrieve");
+            self.fetch.cancel.cancel();
+        }
+        self.fetch.bump();
+    }
+}
+
+/// The retrieves running now, by selection.
+#[derive(Debug, Default)]
+pub struct Fetches {
+    active: Mutex<HashMap<String, Arc<Fetch>>>,
+    /// Studies being streamed from the cache (pinned against eviction), with a count.
+    pins: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// A stable key for a selection.
+pub fn key(selection: &Selection) -> String {
+    format!(
+        "{}|{}|{}",
+        selection.study_uids.join("\\"),
+        selection.series_uids.join("\\"),
+        selection.sop_instance_uids.join("\\")
+    )
+}
+
+/// Keeps a study from eviction while it is streamed.
+#[derive(Debug)]
+pub struct Pin {
+    pins: Arc<Mutex<HashMap<String, usize>>>,
+    study: String,
+}
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        let mut pins = self.pins.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = pins.get_mut(&self.study) {
+            *n -= 1;
+            if *n == 0 {
+                pins.remove(&self.study);
+            }
+        }
+    }
+}
+
+impl Fetches {
+    /// Follow the running retrieve of `selection`, or start one with `start` (which gets the
+    /// new [`Fetch`] to drive, after the first follower is registered).
+    pub fn join(
+        &self,
+        selection: &Selection,
+        start: impl FnOnce(Arc<Fetch>),
+    ) -> (Follower, bool) {
+        let key = key(selection);
+        let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(fetch) = active.get(&key) {
+            if !fetch.cancel.is_cancelled() {
+                return (fetch.follow(), false);
+            }
+        }
+        let fetch = Fetch::new(key.clone(), selection.clone());
+        let follower = fetch.follow();
+        active.insert(key, fetch.clone());
+        drop(active);
+        start(fetch);
+        (follower, true)
+    }
+
+    /// Follow a running retrieve of exactly this selection, if there is one.
+    pub fn running(&self, selection: &Selection) -> Option<Follower> {
+        let active = self.active.lock().unwrap_or_else(|e| e.into_inner());
+        active
+            .get(&key(selection))
+            .filter(|f| !f.cancel.is_cancelled())
+            .map(|f| f.follow())
+    }
+
+    /// The retrieve ended: later requests decide afresh.
+    pub fn done(&self, fetch: &Arc<Fetch>) {
+        let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
+        if active.get(&fetch.key).is_some_and(|f| Arc::ptr_eq(f, fetch)) {
+            active.remove(&fetch.key);
+        }
+    }
+
+    pub fn pin(&self, study: &str) -> Pin {
+        let mut pins = self.pins.lock().unwrap_or_else(|e| e.into_inner());
+        *pins.entry(study.to_string()).or_default() += 1;
+        Pin {
+            pins: self.pins.clone(),
+            study: study.to_string(),
+        }
+    }
+
+    /// Is the study streamed or being fetched now?
+    pub fn pinned(&self, study: &str) -> bool {
+        let pinned = self
+            .pins
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(study);
+        pinned
+            || self
+                .active
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .any(|f| f.selection.study_uids.iter().any(|s| s == study))
+    }
+}
