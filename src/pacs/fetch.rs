@@ -32,6 +32,10 @@ pub struct FetchReport {
     pub received: usize,
     /// Every storage context we proposed compressed was accepted, and the PACS failed all.
     pub compressed_failed: bool,
+    /// C-MOVE: sub-operations that came without Move Originator fields.
+    pub without_originator: usize,
+    /// C-MOVE: the final response came before every sub-operation had arrived.
+    pub final_before_subops: bool,
 }
 
 /// Where fetched instances go.
@@ -84,7 +88,10 @@ pub fn storage_contexts(syntaxes: &[String], compressed: bool) -> Vec<ProposedCo
         });
     }
     if compressed {
-        for class in sop::COMMON_STORAGE.iter().filter(|c| sop::is_image_storage(c)) {
+        for class in sop::COMMON_STORAGE
+            .iter()
+            .filter(|c| sop::is_image_storage(c))
+        {
             for ts in syntaxes.iter().filter(|ts| !sop::is_native_le(ts)) {
                 if out.len() >= 127 {
                     return out;
@@ -275,6 +282,8 @@ pub async fn move_(
             event = assoc.next_event(), if !finished => match event.map_err(err)? {
                 Event::Command { context_id, command } if command.field == CommandField::CMoveRsp => {
                     finished = response(assoc, context_id, &command, &mut report).await.map_err(err)?;
+                    report.final_before_subops = finished
+                        && report.received < (report.completed + report.warning) as usize;
                 }
                 other => return Err(err(AssociationError::Protocol(format!(
                     "unexpected {} during C-MOVE",
@@ -282,9 +291,10 @@ pub async fn move_(
                 )))),
             },
             arrived = ticket.rx.recv() => {
-                if let Some(loc) = arrived {
+                if let Some(arrival) = arrived {
                     report.received += 1;
-                    let _ = sink.out.send(loc).await;
+                    report.without_originator += usize::from(!arrival.with_originator);
+                    let _ = sink.out.send(arrival.loc).await;
                 }
             }
             _ = sink.cancel.cancelled(), if !cancel_sent => {

@@ -140,7 +140,8 @@ impl Gateway {
             let complete = whole_study && matches!(end, End::Complete { .. });
             let keep_complete = !whole_study
                 && matches!(self.index.cached_study(study).await, Ok(Some(s)) if s.complete);
-            self.record(study, reported, complete || keep_complete).await;
+            self.record(study, reported, complete || keep_complete)
+                .await;
         }
         fetch.finish(end);
         self.fetches.done(&fetch);
@@ -181,7 +182,9 @@ impl Gateway {
     pub async fn find(&self, query: &Query, max_results: usize) -> Result<Vec<Match>, PacsError> {
         let unique = INDEXED_ATTRS
             .iter()
-            .find(|a| a.level == query.level.max(Level::Study) && a.kind == crate::core::AttrKind::Uid)
+            .find(|a| {
+                a.level == query.level.max(Level::Study) && a.kind == crate::core::AttrKind::Uid
+            })
             .map(|a| a.tag)
             .unwrap_or(dicom_core::Tag(0x0020, 0x000D));
         let unique = if query.level == Level::Patient {
@@ -195,11 +198,17 @@ impl Gateway {
         unpaged.limit = Some(window.min(u32::MAX as usize) as u32);
         unpaged.offset = 0;
         let from_cache = self.index.find(&unpaged).await.unwrap_or_default();
-        let mut merged: std::collections::BTreeMap<String, Match> = std::collections::BTreeMap::new();
+        let mut merged: std::collections::BTreeMap<String, Match> =
+            std::collections::BTreeMap::new();
         for m in from_cache.into_iter().chain(from_pacs) {
-            let Some(key) = m.get(&unique).cloned() else { continue };
+            let Some(key) = m.get(&unique).cloned() else {
+                continue;
+            };
             // The PACS row wins (it comes second), keeping cache values it left empty.
-            merged.entry(key).and_modify(|old| old.extend(m.clone())).or_insert(m);
+            merged
+                .entry(key)
+                .and_modify(|old| old.extend(m.clone()))
+                .or_insert(m);
         }
         let limit = query.limit.map_or(usize::MAX, |l| l as usize);
         Ok(merged

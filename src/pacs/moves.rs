@@ -10,12 +10,20 @@ use crate::core::{InstanceLocation, Selection};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
+/// One sub-operation's instance, stored, and whether the PACS named us as its originator
+/// (Move Originator Message ID present, PS3.7 9.3.1.1).
+#[derive(Debug, Clone)]
+pub struct Arrival {
+    pub loc: InstanceLocation,
+    pub with_originator: bool,
+}
+
 #[derive(Debug)]
 struct Waiter {
     id: u64,
     message_id: u16,
     selection: Selection,
-    tx: mpsc::Sender<InstanceLocation>,
+    tx: mpsc::Sender<Arrival>,
 }
 
 /// The C-MOVEs in flight, waiting for their sub-operations.
@@ -29,7 +37,7 @@ pub struct MoveHub {
 pub struct MoveTicket {
     hub: MoveHub,
     id: u64,
-    pub rx: mpsc::Receiver<InstanceLocation>,
+    pub rx: mpsc::Receiver<Arrival>,
 }
 
 impl Drop for MoveTicket {
@@ -77,7 +85,7 @@ impl MoveHub {
         &self,
         originator_id: Option<u16>,
         loc: &InstanceLocation,
-    ) -> Option<mpsc::Sender<InstanceLocation>> {
+    ) -> Option<mpsc::Sender<Arrival>> {
         let waiting = self.lock();
         let mut candidates = waiting.1.iter().filter(|w| selects(&w.selection, loc));
         let first = candidates.next()?;
@@ -124,11 +132,20 @@ mod tests {
         };
         let c = hub.expect(1, &series);
         // Without an originator: the first whose selection holds it.
-        assert!(hub.route(None, &loc("1.1", "x", "y")).unwrap().same_channel(&a_tx(&hub, a.id)));
+        assert!(hub
+            .route(None, &loc("1.1", "x", "y"))
+            .unwrap()
+            .same_channel(&a_tx(&hub, a.id)));
         // With one: the matching message ID wins.
-        assert!(hub.route(Some(2), &loc("1.1", "x", "y")).unwrap().same_channel(&a_tx(&hub, b.id)));
+        assert!(hub
+            .route(Some(2), &loc("1.1", "x", "y"))
+            .unwrap()
+            .same_channel(&a_tx(&hub, b.id)));
         // A series selection takes only its series; an unknown study goes nowhere.
-        assert!(hub.route(Some(1), &loc("1.2", "1.2.9", "z")).unwrap().same_channel(&a_tx(&hub, c.id)));
+        assert!(hub
+            .route(Some(1), &loc("1.2", "1.2.9", "z"))
+            .unwrap()
+            .same_channel(&a_tx(&hub, c.id)));
         assert!(hub.route(Some(1), &loc("1.2", "1.2.8", "z")).is_none());
         assert!(hub.route(None, &loc("9.9", "x", "y")).is_none());
         drop(a);
@@ -136,7 +153,7 @@ mod tests {
         assert!(hub.route(None, &loc("1.1", "x", "y")).is_none());
     }
 
-    fn a_tx(hub: &MoveHub, id: u64) -> mpsc::Sender<InstanceLocation> {
+    fn a_tx(hub: &MoveHub, id: u64) -> mpsc::Sender<Arrival> {
         hub.lock().1.iter().find(|w| w.id == id).unwrap().tx.clone()
     }
 }

@@ -8,8 +8,8 @@ use crate::core::query::{computed, indexed_attr, Level, Match, Matcher, Query, I
 use crate::core::Selection;
 use crate::dimse::dataset::{self, QUERY_RETRIEVE_LEVEL, SPECIFIC_CHARACTER_SET};
 use crate::dimse::scu::{find_context, find_raw};
-use crate::dimse::status::{self, Category};
 use crate::dimse::sop;
+use crate::dimse::status::{self, Category};
 use crate::store::index::normalize_name;
 use dicom_core::header::Header;
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
@@ -163,8 +163,7 @@ pub fn matches_locally(query: &Query, m: &Match) -> bool {
         Matcher::Fuzzy(q) => {
             let q = normalize_name(q.trim());
             let v = normalize_name(m.get(&key.attr.tag).map(String::as_str).unwrap_or(""));
-            v.starts_with(&q)
-                || v.split(['^', ' ', '=']).any(|part| part.starts_with(&q))
+            v.starts_with(&q) || v.split(['^', ' ', '=']).any(|part| part.starts_with(&q))
         }
         _ => true,
     })
@@ -178,13 +177,16 @@ impl Pacs {
         let found = find_raw(&mut conn.assoc, model, &identifier(query), max_results).await;
         let _ = conn.release().await;
         let (raw, status, ts) = found.map_err(|e| self.error(e))?;
-        if !matches!(status::category(status), Category::Success | Category::Cancel) {
+        if !matches!(
+            status::category(status),
+            Category::Success | Category::Cancel
+        ) {
             return Err(PacsError::FindStatus(status));
         }
         let mut out = Vec::with_capacity(raw.len());
         for r in &raw {
-            let obj = decode_match(r, &ts, &self.config.default_charset)
-                .map_err(PacsError::Retrieve)?;
+            let obj =
+                decode_match(r, &ts, &self.config.default_charset).map_err(PacsError::Retrieve)?;
             let m = to_match(&obj);
             if matches_locally(query, &m) {
                 out.push(m);
@@ -265,12 +267,25 @@ mod tests {
                 Matcher::Single("CT".into()),
             );
         let obj = identifier(&q);
-        let s = |tag| obj.element(tag).unwrap().to_str().unwrap().trim().to_string();
+        let s = |tag| {
+            obj.element(tag)
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .trim()
+                .to_string()
+        };
         assert_eq!(s(QUERY_RETRIEVE_LEVEL), "STUDY");
-        assert_eq!(s(Tag(0x0010, 0x0010)), "", "fuzzy is matched here, not by the PACS");
+        assert_eq!(
+            s(Tag(0x0010, 0x0010)),
+            "",
+            "fuzzy is matched here, not by the PACS"
+        );
         assert_eq!(s(Tag(0x0008, 0x0020)), "20200101-");
         assert_eq!(s(computed::MODALITIES_IN_STUDY), "CT");
-        assert!(obj.element(computed::NUMBER_OF_STUDY_RELATED_INSTANCES).is_ok());
+        assert!(obj
+            .element(computed::NUMBER_OF_STUDY_RELATED_INSTANCES)
+            .is_ok());
     }
 
     #[test]

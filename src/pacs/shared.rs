@@ -222,11 +222,7 @@ impl Drop for Pin {
 impl Fetches {
     /// Follow the running retrieve of `selection`, or start one with `start` (which gets the
     /// new [`Fetch`] to drive, after the first follower is registered).
-    pub fn join(
-        &self,
-        selection: &Selection,
-        start: impl FnOnce(Arc<Fetch>),
-    ) -> (Follower, bool) {
+    pub fn join(&self, selection: &Selection, start: impl FnOnce(Arc<Fetch>)) -> (Follower, bool) {
         let key = key(selection);
         let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(fetch) = active.get(&key) {
@@ -254,7 +250,10 @@ impl Fetches {
     /// The retrieve ended: later requests decide afresh.
     pub fn done(&self, fetch: &Arc<Fetch>) {
         let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
-        if active.get(&fetch.key).is_some_and(|f| Arc::ptr_eq(f, fetch)) {
+        if active
+            .get(&fetch.key)
+            .is_some_and(|f| Arc::ptr_eq(f, fetch))
+        {
             active.remove(&fetch.key);
         }
     }

@@ -101,6 +101,8 @@ impl Trust {
                 .peers
                 .iter()
                 .map(|p| p.ae_title.clone())
+                // The local PACS stores into us (C-MOVE sub-operations, its own sends).
+                .chain(config.pacs.iter().map(|p| p.ae_title.clone()))
                 .collect(),
             allow_anonymous_web: config.dicomweb.allow_anonymous,
             index,

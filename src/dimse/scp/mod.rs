@@ -37,6 +37,9 @@ pub struct ScpContext {
     pub blobs: BlobStore,
     pub trust: Arc<Trust>,
     pub link: LinkOptions,
+    /// Gateway mode: the local PACS behind the cache (`[pacs]`); `None` answers from the
+    /// store only.
+    pub gateway: Option<Arc<crate::pacs::gateway::Gateway>>,
 }
 
 impl ScpContext {
@@ -50,12 +53,22 @@ impl ScpContext {
             max_pdu: config.dimse.max_pdu,
             timeout: Duration::from_secs(config.dimse.timeout_secs),
         };
+        let gateway = config.pacs.clone().map(|pacs| {
+            Arc::new(crate::pacs::gateway::Gateway {
+                pacs: crate::pacs::Pacs::new(pacs, &config.dimse.ae_title),
+                fetches: Default::default(),
+                blobs: blobs.clone(),
+                index: index.clone(),
+                cache: config.cache.clone(),
+            })
+        });
         ScpContext {
             config,
             index,
             blobs,
             trust,
             link,
+            gateway,
         }
     }
 }

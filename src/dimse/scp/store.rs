@@ -60,6 +60,19 @@ pub async fn handle(
     let mut rsp;
     match result {
         Ok((status, record)) => {
+            // A sub-operation of one of our C-MOVEs: hand it to the retrieve waiting for it;
+            // the response waits until that retrieve took it (back-pressure to the PACS).
+            if let Some(gateway) = &ctx.gateway {
+                let loc = record.location();
+                if let Some(tx) = gateway.pacs.moves.route(rq.move_originator_id, &loc) {
+                    let with_originator = rq.move_originator_id.is_some();
+                    let arrival = crate::pacs::moves::Arrival {
+                        loc,
+                        with_originator,
+                    };
+                    let _ = tx.send(arrival).await;
+                }
+            }
             tally.stored += 1;
             tally.patient_ids.insert(record.patient_id().to_string());
             tally
@@ -112,9 +125,11 @@ async fn store(
             "not authorized to store".into(),
         )));
     }
-    Ok(receive_instance(&ctx.blobs, ctx.index.as_ref(), assoc, context_id, rq, &pc)
-        .await?
-        .map(|ok| (ok.status, ok.record)))
+    Ok(
+        receive_instance(&ctx.blobs, ctx.index.as_ref(), assoc, context_id, rq, &pc)
+            .await?
+            .map(|ok| (ok.status, ok.record)),
+    )
 }
 
 /// Receive the data set of a C-STORE-RQ from `assoc` and make it durable and indexed

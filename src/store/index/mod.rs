@@ -12,8 +12,8 @@ mod sql;
 mod sqlite;
 
 pub use gateway::{CachedStudy, ForwardJob};
-pub use sql::normalize_name;
 pub use postgres::PostgresIndex;
+pub use sql::normalize_name;
 pub use sqlite::SqliteIndex;
 
 #[derive(Debug, thiserror::Error)]
