@@ -2,7 +2,9 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod orthanc;
 pub mod peer;
+pub mod quirky;
 
 use beeldbrug::config::Config;
 use beeldbrug::server::{start, Running};
