@@ -2,7 +2,6 @@
 #![allow(dead_code)]
 
 pub mod http;
-pub mod orthanc;
 pub mod peer;
 pub mod quirky;
 
