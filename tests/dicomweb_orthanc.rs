@@ -21,15 +21,13 @@
 
 mod common;
 
-use beeldbrug::dimse::sop;
-use common::peer::PeerProcess;
-use common::{free_port, generate, require_tool, Gateway};
+use common::orthanc::{store, Orthanc};
+use common::{generate, Gateway};
 use serde_json::{Map, Value as Json};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
-const PLUGIN: &str = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so";
 
 /// Which side has an attribute the other lacks, or has it with another value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -108,93 +106,8 @@ const KNOWN: &[Known] = &[
 ];
 
 // ---------------------------------------------------------------------------------------------
-// Orthanc
-
-/// Orthanc in its own process group, killed (and reaped) when dropped.
-struct Orthanc {
-    process: PeerProcess,
-    http_port: u16,
-    dicom_port: u16,
-}
-
-impl Orthanc {
-    async fn start(dir: &Path) -> Orthanc {
-        let program = require_tool("Orthanc");
-        assert!(
-            Path::new(PLUGIN).exists(),
-            "Orthanc's DICOMweb plugin {PLUGIN} is not installed: run `apt-get install -y \
-             orthanc-dicomweb` (or `bash .ci/run`, which installs the test peers)"
-        );
-        let (http_port, dicom_port) = (free_port(), free_port());
-        let storage = dir.join("orthanc-storage");
-        let config = serde_json::json!({
-            "Name": "beeldbrug-dicomweb-test",
-            "StorageDirectory": storage,
-            "IndexDirectory": storage,
-            "Plugins": [PLUGIN],
-            "HttpPort": http_port,
-            "RemoteAccessAllowed": false,
-            "AuthenticationEnabled": false,
-            "DicomServerEnabled": true,
-            "DicomAet": "ORTHANC",
-            "DicomPort": dicom_port,
-            "DicomCheckCalledAet": false,
-            "DicomAlwaysAllowStore": true,
-            "UnknownSopClassAccepted": true,
-            "SaveJobs": false,
-            "DicomWeb": { "Enable": true, "Root": "/dicom-web/",
-                          "StudiesMetadata": "Full", "SeriesMetadata": "Full" },
-        });
-        let cfg = dir.join("orthanc.json");
-        std::fs::write(&cfg, serde_json::to_vec_pretty(&config).expect("json")).expect("config");
-        let args = [cfg.display().to_string()];
-        let mut process = PeerProcess::spawn("orthanc", &program, &args, dir);
-        process.wait_for_port(http_port).await;
-        process.wait_for_port(dicom_port).await;
-        Orthanc {
-            process,
-            http_port,
-            dicom_port,
-        }
-    }
-
-    fn log_tail(&self) -> String {
-        self.process.log_tail()
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
-// Loading and fetching
-
-/// C-STORE `files` with storescu, one association per transfer syntax family (storescu
-/// proposes uncompressed syntaxes only unless told: `-xr` RLE, `-xy` JPEG Baseline).
-fn store(port: u16, aec: &str, files: &[beeldbrug::testdata::GeneratedFile]) {
-    for (flag, ts) in [
-        (None, None),
-        (Some("-xr"), Some(sop::RLE_LOSSLESS)),
-        (Some("-xy"), Some(sop::JPEG_BASELINE)),
-    ] {
-        let paths: Vec<String> = files
-            .iter()
-            .filter(|f| match ts {
-                None => sop::is_native_le(&f.transfer_syntax),
-                Some(ts) => f.transfer_syntax == ts,
-            })
-            .map(|f| f.path.display().to_string())
-            .collect();
-        assert!(!paths.is_empty(), "no files for {flag:?}");
-        let port = port.to_string();
-        let mut args: Vec<&str> = flag.into_iter().collect();
-        args.extend(["-aec", aec, "127.0.0.1", port.as_str()]);
-        args.extend(paths.iter().map(String::as_str));
-        let out = common::dcmtk("storescu", &args);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            out.status.success() && !stderr.contains("E:"),
-            "storescu {flag:?} to {aec} failed: {stderr}"
-        );
-    }
-}
+// Fetching
 
 /// GET `url` as application/dicom+json with curl; a 204 (no matches) is an empty array.
 fn get_json(url: &str) -> Json {

@@ -15,6 +15,7 @@ pub mod frames;
 pub mod json;
 pub mod media;
 pub mod multipart;
+pub mod passthrough;
 pub mod producer;
 pub mod qido;
 pub mod qido_params;
@@ -53,6 +54,9 @@ pub enum WebError {
     PayloadTooLarge(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// The local PACS (gateway mode) could not answer.
+    #[error("{0}")]
+    BadGateway(String),
     #[error("requested range not satisfiable")]
     RangeNotSatisfiable(u64),
     #[error("{0}")]
@@ -70,6 +74,7 @@ impl WebError {
             WebError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             WebError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             WebError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            WebError::BadGateway(_) => StatusCode::BAD_GATEWAY,
         }
     }
 }

@@ -199,7 +199,20 @@ async fn search(
             return Err(WebError::BadRequest(e.to_string()));
         }
     };
-    let matches = state.index.find(&request.query).await?;
+    // Gateway mode: the PACS is the source of truth, merged with what only the cache holds.
+    let matches = match &state.gateway {
+        Some(gateway) => {
+            let max = state.config.dicomweb.max_results as usize;
+            match gateway.find(&request.query, max).await {
+                Ok(m) => m,
+                Err(e) => {
+                    let e = super::passthrough::pacs_failed(&state, &caller, Operation::QidoRs, e);
+                    return Err(e.await);
+                }
+            }
+        }
+        None => state.index.find(&request.query).await?,
+    };
     let base = base_url(&state, &headers);
     let tags = returned_tags(level, &scope, &request.include);
     let body: Vec<Json> = matches

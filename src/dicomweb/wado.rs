@@ -9,6 +9,7 @@ use super::producer::{self, SendError};
 use super::transcode::{plan, transcode_file, Plan};
 use super::{admit, base_url, WebCaller, WebError, WebState};
 use crate::core::{InstanceLocation, Selection};
+use crate::pacs::gateway::Source;
 use crate::dimse::dataset::{locate_pixel_data, PIXEL_DATA};
 use crate::store::BlobStore;
 use crate::trust::{Caller, Operation, Outcome};
@@ -84,6 +85,7 @@ pub async fn locate(
     selection: &Selection,
 ) -> Result<Vec<InstanceLocation>, WebError> {
     admit(state, caller, Operation::WadoRs).await?;
+    super::passthrough::ensure_cached(state, caller, selection).await?;
     let locations = state.index.locate(selection).await?;
     if locations.is_empty() {
         return Err(not_found(state, caller, selection).await);
@@ -202,6 +204,33 @@ async fn retrieve(
     selection: Selection,
     single_resource: bool,
 ) -> Result<Response, WebError> {
+    admit(&state, &caller, Operation::WadoRs).await?;
+    let mut pin = None;
+    if let (Some(gateway), Some(study)) = (state.gateway.clone(), selection.study_uids.first()) {
+        match gateway.resolve(&selection).await {
+            Ok(Source::Pacs(follower)) => {
+                let streamed = super::passthrough::retrieve(
+                    state.clone(),
+                    caller.clone(),
+                    &headers,
+                    selection.clone(),
+                    single_resource,
+                    follower,
+                )
+                .await?;
+                if let Some(response) = streamed {
+                    return Ok(response);
+                }
+            }
+            Ok(Source::Cache) => {}
+            Err(e) => {
+                let e = super::passthrough::pacs_failed(&state, &caller, Operation::WadoRs, e);
+                return Err(e.await);
+            }
+        }
+        // Streamed from the cache: not evicted meanwhile.
+        pin = Some(gateway.fetches.pin(study));
+    }
     let stored = admit_stored(&state, &caller, &selection).await?;
     let accept = parse_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     let choices = instance_choices(&accept, single_resource);
@@ -232,6 +261,7 @@ async fn retrieve(
     let (tx, body) = multipart::channel_body();
     let content_type = multipart::content_type(&boundary, "application/dicom", None);
     tokio::spawn(async move {
+        let _pin = pin;
         let (mut touched, mut sent) = (Touched::default(), 0usize);
         let mut pages = Pages::new(selection);
         let result = loop {
@@ -361,6 +391,8 @@ async fn metadata(
     headers: HeaderMap,
     selection: Selection,
 ) -> Result<Response, WebError> {
+    admit(&state, &caller, Operation::WadoRs).await?;
+    super::passthrough::ensure_cached(&state, &caller, &selection).await?;
     admit_stored(&state, &caller, &selection).await?;
     let accept = parse_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     if !accept.iter().any(|r| {

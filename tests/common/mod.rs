@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod orthanc;
 pub mod peer;
 pub mod quirky;
 
