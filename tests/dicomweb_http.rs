@@ -147,37 +147,7 @@ async fn a_study_larger_than_one_index_page_streams_whole() {
     let path = format!("/dicomweb/studies/{}", files[0].study_uid);
     let r = request(gateway.http_port, "GET", &path, &[("Accept", accept)], b"").await;
     assert_eq!(r.status, 200);
-    let boundary = r
-        .header("Content-Type")
-        .unwrap()
-        .split("boundary=")
-        .nth(1)
-        .unwrap()
-        .to_string();
-    let delimiter = format!("--{boundary}");
-    let body = r.body;
-    let mut got = Vec::new();
-    let mut rest = &body[..];
-    while let Some(at) = rest
-        .windows(delimiter.len())
-        .position(|w| w == delimiter.as_bytes())
-    {
-        rest = &rest[at + delimiter.len()..];
-        if rest.starts_with(b"--") {
-            break;
-        }
-        let head_end = rest.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-        let head = String::from_utf8_lossy(&rest[..head_end]).to_string();
-        let len: usize = head
-            .lines()
-            .find_map(|l| l.strip_prefix("Content-Length: "))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        got.push(rest[head_end + 4..head_end + 4 + len].to_vec());
-        rest = &rest[head_end + 4 + len..];
-    }
+    let got = multipart_parts(&r);
     assert_eq!(got.len(), 300, "every instance, across index pages");
     // The metadata of the same study is one JSON array across the same pages.
     let r = request(

@@ -71,37 +71,28 @@ pub fn identifier(selection: &Selection) -> InMemDicomObject {
 }
 
 /// Storage contexts for C-GET (we take the SCP role, PS3.7 D.3.3.4): per SOP class one
-/// context with the uncompressed syntaxes and, for image classes, one per compressed syntax,
-/// so the PACS can send each instance as it holds it. At most 127 besides the model.
+/// context per uncompressed syntax and, for image classes, per compressed syntax, so that the
+/// PACS can send each instance as it holds it (a PACS picks the context whose syntax matches
+/// the stored one; with both uncompressed syntaxes in one context it would convert). At most
+/// 127 besides the model (PS3.8 9.3.2.2: 128 contexts): the last syntaxes are cut first.
 pub fn storage_contexts(syntaxes: &[String], compressed: bool) -> Vec<ProposedContext> {
-    let native: Vec<String> = syntaxes
-        .iter()
-        .filter(|ts| sop::is_native_le(ts))
-        .cloned()
-        .collect();
     let mut out = Vec::new();
-    for class in sop::COMMON_STORAGE {
-        out.push(ProposedContext {
-            abstract_syntax: class.to_string(),
-            transfer_syntaxes: native.clone(),
-            we_are_scp: true,
-        });
-    }
-    if compressed {
-        for class in sop::COMMON_STORAGE
+    for ts in syntaxes
+        .iter()
+        .filter(|ts| sop::is_native_le(ts) || compressed)
+    {
+        let classes = sop::COMMON_STORAGE
             .iter()
-            .filter(|c| sop::is_image_storage(c))
-        {
-            for ts in syntaxes.iter().filter(|ts| !sop::is_native_le(ts)) {
-                if out.len() >= 127 {
-                    return out;
-                }
-                out.push(ProposedContext {
-                    abstract_syntax: class.to_string(),
-                    transfer_syntaxes: vec![ts.clone()],
-                    we_are_scp: true,
-                });
+            .filter(|c| sop::is_native_le(ts) || sop::is_image_storage(c));
+        for class in classes {
+            if out.len() >= 127 {
+                return out;
             }
+            out.push(ProposedContext {
+                abstract_syntax: class.to_string(),
+                transfer_syntaxes: vec![ts.clone()],
+                we_are_scp: true,
+            });
         }
     }
     out

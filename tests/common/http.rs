@@ -162,3 +162,43 @@ pub async fn stow_files(port: u16, files: &[beeldbrug::testdata::GeneratedFile])
     )
     .await
 }
+
+/// The bodies of a `multipart/related` response's parts, in order (each part must carry a
+/// Content-Length, as beeldbrug's do).
+pub fn multipart_parts(r: &HttpResponse) -> Vec<Vec<u8>> {
+    let boundary = r
+        .header("Content-Type")
+        .expect("Content-Type")
+        .split("boundary=")
+        .nth(1)
+        .expect("boundary")
+        .trim_matches('"')
+        .to_string();
+    let delimiter = format!("--{boundary}");
+    let mut got = Vec::new();
+    let mut rest = &r.body[..];
+    while let Some(at) = rest
+        .windows(delimiter.len())
+        .position(|w| w == delimiter.as_bytes())
+    {
+        rest = &rest[at + delimiter.len()..];
+        if rest.starts_with(b"--") {
+            break;
+        }
+        let head_end = rest
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("part head");
+        let head = String::from_utf8_lossy(&rest[..head_end]).to_string();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .expect("part Content-Length")
+            .trim()
+            .parse()
+            .expect("length");
+        got.push(rest[head_end + 4..head_end + 4 + len].to_vec());
+        rest = &rest[head_end + 4 + len..];
+    }
+    got
+}

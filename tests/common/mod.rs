@@ -1,6 +1,7 @@
 //! Shared test support: a gateway on 127.0.0.1:0 with a temp data dir, and real peers.
 #![allow(dead_code)]
 
+pub mod gateway_mode;
 pub mod http;
 pub mod orthanc;
 pub mod peer;
@@ -24,6 +25,17 @@ impl Gateway {
         Self::start_on("127.0.0.1:0", extra_toml).await
     }
 
+    /// Start with the DIMSE listener on a fixed port (a peer must know it in advance, e.g.
+    /// as a C-MOVE destination).
+    pub async fn start_dimse_on(dimse_port: u16, extra_toml: &str) -> Gateway {
+        Self::start_full(
+            &format!("127.0.0.1:{dimse_port}"),
+            "127.0.0.1:0",
+            extra_toml,
+        )
+        .await
+    }
+
     /// Start with HTTP on a fixed free port whose URL is the DICOMweb `public_url`: clients
     /// such as dicomweb-client send a Host header without the port, so a URL built from
     /// Host would lose it.
@@ -35,9 +47,13 @@ impl Gateway {
     }
 
     async fn start_on(http_listen: &str, extra_toml: &str) -> Gateway {
+        Self::start_full("127.0.0.1:0", http_listen, extra_toml).await
+    }
+
+    async fn start_full(dimse_listen: &str, http_listen: &str, extra_toml: &str) -> Gateway {
         let dir = tempfile::tempdir().expect("temp dir");
         let toml = format!(
-            "[dimse]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"{http_listen}\"\n[storage]\ndata_dir = \"{}\"\n{}",
+            "[dimse]\nlisten = \"{dimse_listen}\"\n[http]\nlisten = \"{http_listen}\"\n[storage]\ndata_dir = \"{}\"\n{}",
             dir.path().join("data").display(),
             extra_toml
         );
