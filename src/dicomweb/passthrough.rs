@@ -89,7 +89,7 @@ pub async fn retrieve(
                 Ok(Some(_)) => continue,
                 Ok(None) => {
                     let close = multipart::closing(&boundary);
-                    if tx.send(bytes::Bytes::from(close)).await.is_err() {
+                    if tx.send(close).await.is_err() {
                         break "cancelled";
                     }
                     break "success";
