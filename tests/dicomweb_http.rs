@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::http::{request, stow_files};
+use common::http::{multipart_parts, request, stow_files};
 use common::Gateway;
 use std::process::Command;
 
