@@ -75,6 +75,18 @@ pub enum Command {
     },
     /// Write deterministic synthetic studies (CT, MR, DX, multi-frame, encapsulated).
     Generate(crate::testdata::GenerateArgs),
+    /// List the queue of instances forwarded to the PACS (gateway mode), newest first.
+    Forward {
+        /// Configuration file (TOML) on top of the embedded defaults: names the index.
+        #[arg(long, short = 'c')]
+        config: Option<PathBuf>,
+        /// Print JSON (one object per job) instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Most jobs listed.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
 }
 
 #[derive(Debug, Clone, Args)]
@@ -237,6 +249,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             ensure_success(report.status)
         }
+        Command::Forward {
+            config,
+            json,
+            limit,
+        } => forward_queue(config.as_deref(), json, limit).await,
         Command::Generate(args) => {
             let files = crate::testdata::generate(&args)?;
             println!("wrote {} files under {}", files.len(), args.out.display());
@@ -418,4 +435,44 @@ async fn store(peer: &PeerArgs, paths: &[PathBuf]) -> anyhow::Result<()> {
     } else {
         bail!("{} files failed", report.failed.len())
     }
+}
+
+/// `beeldbrug forward`: the forward queue from the configured index.
+async fn forward_queue(config: Option<&Path>, json: bool, limit: u32) -> anyhow::Result<()> {
+    use crate::pacs::forward;
+    let config = Config::load(config)?;
+    let index = crate::store::open_index(&config.index_url()).await?;
+    let jobs = forward::queue(index.as_ref(), limit).await?;
+    if json {
+        for job in &jobs {
+            println!("{}", forward::job_json(job));
+        }
+        return Ok(());
+    }
+    let header = [
+        "ID", "STATE", "ATTEMPTS", "NEXT", "ERROR", "STUDY", "SOP", "SENDER",
+    ]
+    .map(String::from);
+    let rows: Vec<Vec<String>> = jobs
+        .iter()
+        .map(|j| {
+            vec![
+                j.id.to_string(),
+                j.state.clone(),
+                j.attempts.to_string(),
+                forward::next_attempt(j).unwrap_or_else(|| "-".into()),
+                j.last_error.clone(),
+                j.study_instance_uid.clone(),
+                j.sop_instance_uid.clone(),
+                j.sender.clone(),
+            ]
+        })
+        .collect();
+    print_table(&header, &rows);
+    let n = jobs.len();
+    match &config.pacs {
+        Some(p) => eprintln!("{n} jobs; PACS {} at {}:{}", p.ae_title, p.host, p.port),
+        None => eprintln!("{n} jobs; no [pacs] configured: nothing is forwarded"),
+    }
+    Ok(())
 }

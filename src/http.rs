@@ -1,5 +1,5 @@
-//! The HTTP listener: `/health`, and DICOMweb under `/dicomweb` with gzip for JSON answers and
-//! CORS for browser viewers where configured.
+//! The HTTP listener: `/health`, DICOMweb under `/dicomweb` with gzip for JSON answers and
+//! CORS for browser viewers where configured, and read-only admin views under `/admin`.
 
 use crate::dicomweb::{self, WebState};
 use axum::http::{header, HeaderMap, HeaderValue, Method};
@@ -12,6 +12,9 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub fn router(state: WebState) -> Router {
     let cors = cors_layer(&state.config.dicomweb.cors_origins);
+    let admin = Router::new()
+        .route("/admin/forward", get(forward_queue))
+        .with_state(state.clone());
     let mut web = dicomweb::router(state).layer(CompressionLayer::new().gzip(true).compress_when(
         // DICOM and images are compressed already or too big to gain: JSON only.
         SizeAbove::new(512).and(|_, _, headers: &HeaderMap, _: &_| is_json(headers)),
@@ -21,6 +24,7 @@ pub fn router(state: WebState) -> Router {
     }
     Router::new()
         .route("/health", get(health))
+        .merge(admin)
         .nest("/dicomweb", web)
 }
 
@@ -64,4 +68,34 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
 
 async fn health() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok", "service": "beeldbrug", "version": env!("CARGO_PKG_VERSION") }))
+}
+
+/// Query of `GET /admin/forward`.
+#[derive(Debug, serde::Deserialize)]
+struct QueueQuery {
+    limit: Option<u32>,
+}
+
+/// `GET /admin/forward`: the queue of instances forwarded to the PACS, newest first
+/// (`?limit=`, default 100). Behind the same trust decision as DICOMweb: a caller without
+/// credentials only where `dicomweb.allow_anonymous`.
+async fn forward_queue(
+    axum::extract::State(state): axum::extract::State<WebState>,
+    caller: dicomweb::WebCaller,
+    axum::extract::Query(q): axum::extract::Query<QueueQuery>,
+) -> Result<Json<serde_json::Value>, dicomweb::WebError> {
+    dicomweb::admit(&state, &caller.0, crate::trust::Operation::QidoRs).await?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
+    let jobs = crate::pacs::forward::queue(state.index.as_ref(), limit).await?;
+    let pacs = state.config.pacs.as_ref();
+    Ok(Json(json!({
+        "pacs": pacs.map(|p| json!({
+            "ae_title": p.ae_title,
+            "host": p.host,
+            "port": p.port,
+            "forward_stow": p.forward_stow,
+            "forward_except": p.forward_except,
+        })),
+        "jobs": jobs.iter().map(crate::pacs::forward::job_json).collect::<Vec<_>>(),
+    })))
 }

@@ -81,6 +81,11 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             tracing::error!(error = %e, "HTTP listener failed");
         }
     });
+    if context.gateway.is_some() {
+        // Gateway mode: the queue of STOW-RS studies for the PACS (pacs::forward).
+        let (ctx, token) = (context.clone(), shutdown.clone());
+        tasks.spawn(crate::pacs::forward::run(ctx, token));
+    }
     tracing::info!(%dimse_addr, %http_addr, ae_title = %config.dimse.ae_title, "beeldbrug serving");
     Ok(Running {
         dimse_addr,

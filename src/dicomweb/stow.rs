@@ -119,6 +119,16 @@ async fn store(
         Err((parts, e)) => (parts, Some(e)),
     };
     let stored = parts.iter().filter(|p| !p.failed()).count();
+    if let Some(gateway) = &state.gateway {
+        // Gateway mode: what another hospital sends goes on to the local PACS (pacs::forward).
+        let items: Vec<(String, String)> = parts
+            .iter()
+            .filter(|p| !p.failed())
+            .map(|p| (p.study.clone(), p.sop_instance.clone()))
+            .collect();
+        crate::pacs::forward::enqueue_stow(gateway, state.index.as_ref(), &caller.ae_title, &items)
+            .await;
+    }
     let outcome = Outcome {
         patient_ids: distinct(parts.iter().filter(|p| !p.failed()).map(|p| &p.patient)),
         study_uids: distinct(parts.iter().filter(|p| !p.failed()).map(|p| &p.study)),

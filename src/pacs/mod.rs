@@ -10,10 +10,13 @@
 //!   SCP, to the retrieve that asked for them.
 //! - [`shared`]: one retrieve per study shared by every request, with back-pressure and
 //!   cancellation; [`cache`]: when the cache may answer, refresh and eviction.
+//! - [`forward`]: studies received by STOW-RS forwarded to the PACS by C-STORE, through a
+//!   durable queue with retries.
 
 pub mod cache;
 pub mod config;
 pub mod fetch;
+pub mod forward;
 pub mod gateway;
 pub mod moves;
 pub mod query;
@@ -68,6 +71,8 @@ pub struct Pacs {
     permits: Arc<Semaphore>,
     mode: RwLock<RetrieveMode>,
     pub moves: moves::MoveHub,
+    /// The forward queue worker's wake-up and retry policy.
+    pub forward: forward::Forwarder,
 }
 
 /// How long a refused association (transient, local limit) is retried before it fails.
@@ -82,6 +87,7 @@ impl Pacs {
             our_ae: our_ae.to_string(),
             permits,
             moves: moves::MoveHub::default(),
+            forward: forward::Forwarder::default(),
         }
     }
 
