@@ -144,7 +144,10 @@ pub async fn get(
     let model = sop::STUDY_ROOT_GET;
     let mut contexts = vec![model_context(model)];
     contexts.extend(storage_contexts(&pacs.config.transfer_syntaxes, compressed));
-    let mut conn = pacs.connect(&contexts).await?;
+    let mut conn = pacs
+        .connect(&contexts)
+        .await
+        .map_err(|e| e.unsupported_as("C-GET (Study Root)"))?;
     let assoc = &mut conn.assoc;
     let err = |e: AssociationError| pacs.error(e);
     let Some(pc) = assoc.context_for(model, None).cloned() else {
@@ -246,7 +249,10 @@ pub async fn move_(
     sink: &Sink<'_>,
 ) -> Result<FetchReport, PacsError> {
     let model = sop::STUDY_ROOT_MOVE;
-    let mut conn = pacs.connect(&[model_context(model)]).await?;
+    let mut conn = pacs
+        .connect(&[model_context(model)])
+        .await
+        .map_err(|e| e.unsupported_as("C-MOVE (Study Root)"))?;
     let err = |e: AssociationError| pacs.error(e);
     let gap = Duration::from_secs(pacs.config.move_gap_secs);
     let assoc = &mut conn.assoc;

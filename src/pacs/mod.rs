@@ -10,6 +10,8 @@
 //!   SCP, to the retrieve that asked for them.
 //! - [`shared`]: one retrieve per study shared by every request, with back-pressure and
 //!   cancellation; [`cache`]: when the cache may answer, refresh and eviction.
+//! - [`probe`]: the capability probe: what the PACS supports, as a report, and the retrieve
+//!   mode it recommends.
 //! - [`forward`]: studies received by STOW-RS forwarded to the PACS by C-STORE, through a
 //!   durable queue with retries.
 
@@ -19,6 +21,7 @@ pub mod fetch;
 pub mod forward;
 pub mod gateway;
 pub mod moves;
+pub mod probe;
 pub mod query;
 pub mod shared;
 
@@ -47,6 +50,20 @@ pub enum PacsError {
     NotSupported(&'static str),
     #[error("retrieve cancelled")]
     Cancelled,
+}
+
+impl PacsError {
+    /// An association on which the PACS accepted none of our contexts means it does not
+    /// offer the service at all.
+    pub fn unsupported_as(self, service: &'static str) -> PacsError {
+        match self {
+            PacsError::Association {
+                source: AssociationError::NoContexts,
+                ..
+            } => PacsError::NotSupported(service),
+            other => other,
+        }
+    }
 }
 
 /// An open association toward the PACS, holding one of the `max_associations` permits.

@@ -31,6 +31,19 @@ pub fn dataset_of(part10: &[u8]) -> (String, Vec<u8>) {
     (uid, part10[start..].to_vec())
 }
 
+/// The transfer syntax a Part 10 file's meta group names (0002,0010).
+pub fn syntax_of(part10: &[u8]) -> String {
+    let meta = &part10[132..];
+    let at = meta
+        .windows(4)
+        .position(|w| w == [0x02, 0x00, 0x10, 0x00])
+        .expect("transfer syntax UID");
+    let len = u16::from_le_bytes(meta[at + 6..at + 8].try_into().unwrap()) as usize;
+    String::from_utf8_lossy(&meta[at + 8..at + 8 + len])
+        .trim_end_matches(['\0', ' '])
+        .to_string()
+}
+
 /// Data sets by SOP Instance UID.
 pub fn datasets(parts: &[Vec<u8>]) -> BTreeMap<String, Vec<u8>> {
     parts.iter().map(|p| dataset_of(p)).collect()
