@@ -28,7 +28,6 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
-
 /// Which side has an attribute the other lacks, or has it with another value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Diff {
