@@ -75,6 +75,21 @@ pub enum Command {
     },
     /// Write deterministic synthetic studies (CT, MR, DX, multi-frame, encapsulated).
     Generate(crate::testdata::GenerateArgs),
+    /// Check what the PACS (`[pacs]`) supports and print an interoperability report.
+    Probe {
+        /// Configuration file (TOML) on top of the embedded defaults; must have `[pacs]`.
+        #[arg(long, short = 'c')]
+        config: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Study to query below STUDY level and retrieve from (default: one the PACS lists).
+        #[arg(long)]
+        study: Option<String>,
+        /// Seconds each check may take.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
     /// List the queue of instances forwarded to the PACS (gateway mode), newest first.
     Forward {
         /// Configuration file (TOML) on top of the embedded defaults: names the index.
@@ -254,6 +269,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             json,
             limit,
         } => forward_queue(config.as_deref(), json, limit).await,
+        Command::Probe {
+            config,
+            json,
+            study,
+            timeout,
+        } => probe(config.as_deref(), json, study, timeout).await,
         Command::Generate(args) => {
             let files = crate::testdata::generate(&args)?;
             println!("wrote {} files under {}", files.len(), args.out.display());
@@ -283,6 +304,33 @@ async fn serve(config: Option<&Path>) -> anyhow::Result<()> {
         token.cancel();
     });
     running.wait().await;
+    Ok(())
+}
+
+/// `beeldbrug probe`: the report on stdout; fails when the PACS did not answer C-ECHO.
+async fn probe(
+    config: Option<&Path>,
+    json: bool,
+    study: Option<String>,
+    timeout: u64,
+) -> anyhow::Result<()> {
+    let options = crate::pacs::probe::ProbeOptions {
+        study,
+        check_timeout: std::time::Duration::from_secs(timeout.max(1)),
+        ..Default::default()
+    };
+    let report = crate::pacs::probe::standalone(Config::load(config)?, options).await?;
+    if json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{report}");
+    }
+    if !report.echo_ok() {
+        bail!(
+            "the PACS did not answer C-ECHO: {}",
+            report.echo.check.detail
+        );
+    }
     Ok(())
 }
 

@@ -86,6 +86,12 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         let (ctx, token) = (context.clone(), shutdown.clone());
         tasks.spawn(crate::pacs::forward::run(ctx, token));
     }
+    if let Some(gateway) = context.gateway.clone() {
+        if gateway.pacs.config.probe_at_start {
+            // Gateway mode: what the PACS supports, logged; the retrieve mode when `auto`.
+            crate::pacs::probe::spawn_at_start(gateway, dimse_addr.to_string(), shutdown.clone());
+        }
+    }
     tracing::info!(%dimse_addr, %http_addr, ae_title = %config.dimse.ae_title, "beeldbrug serving");
     Ok(Running {
         dimse_addr,
