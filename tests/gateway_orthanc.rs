@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::gateway_mode::{audit_details, datasets, pacs_toml, wado, AS_STORED};
+use common::gateway_mode::{audit_details, becomes_complete, datasets, pacs_toml, wado, AS_STORED};
 use common::http::{request, stow_files};
 use common::orthanc::{store, Orthanc};
 use common::{free_port, generate, Gateway};
@@ -112,9 +112,8 @@ async fn gateway_matches_cache(retrieve: &str) {
             via_pacs == cached,
             "{study}: the same data sets, byte for byte"
         );
-        let state = gateway.context().index.cached_study(study).await.unwrap();
         assert!(
-            state.is_some_and(|s| s.complete),
+            becomes_complete(gateway.context(), study).await,
             "{study} is complete in the cache"
         );
     }

@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::gateway_mode::{audit_details, datasets, pacs_toml, syntax_of, wado, AS_STORED};
+use common::gateway_mode::{
+    audit_details, becomes_complete, datasets, pacs_toml, syntax_of, wado, AS_STORED,
+};
 use common::http::{dechunk, multipart_parts, send};
 use common::quirky::QuirkyPacs;
 use common::{free_port, generate, Gateway};
@@ -85,6 +87,10 @@ impl Setup {
     }
 
     async fn complete(&self) -> bool {
+        becomes_complete(self.gateway.context(), &self.study).await
+    }
+
+    async fn complete_now(&self) -> bool {
         let index = &self.gateway.context().index;
         matches!(index.cached_study(&self.study).await, Ok(Some(s)) if s.complete)
     }
@@ -190,7 +196,7 @@ async fn a_client_that_leaves_cancels_the_pacs_retrieve() {
         assert!(Instant::now() < deadline, "{audits:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(!s.complete().await, "a cancelled fetch is not complete");
+    assert!(!s.complete_now().await, "a cancelled fetch is not complete");
     // The next request gets the whole study.
     s.retrieve_whole().await;
     assert!(s.complete().await);

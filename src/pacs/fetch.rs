@@ -11,9 +11,11 @@ use crate::dimse::association::{describe_event, AssociationError};
 use crate::dimse::command::{CommandField, CommandSet};
 use crate::dimse::dataset::{self, QUERY_RETRIEVE_LEVEL};
 use crate::dimse::negotiate::ProposedContext;
-use crate::dimse::scp::store::{receive_instance, Failure};
+use crate::dimse::scp::store::{expected, receive_blob, Failure};
 use crate::dimse::status::{self, Category};
 use crate::dimse::{sop, Association, Event};
+use crate::store::ingest::{index_batch, store_blob_deferred};
+use crate::store::InstanceRecord;
 use crate::store::{BlobStore, Index};
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_object::InMemDicomObject;
@@ -36,6 +38,8 @@ pub struct FetchReport {
     pub without_originator: usize,
     /// C-MOVE: the final response came before every sub-operation had arrived.
     pub final_before_subops: bool,
+    /// Stored but not indexed (the index failed): not in the cache.
+    pub index_failed: usize,
 }
 
 /// Where fetched instances go.
@@ -165,46 +169,11 @@ pub async fn get(
     assoc.send_command(pc.id, &rq).await.map_err(err)?;
     assoc.send_data(pc.id, &bytes).await.map_err(err)?;
     let mut report = FetchReport::default();
-    let mut cancel_sent = false;
-    loop {
-        let event = tokio::select! {
-            e = assoc.next_event() => e.map_err(err)?,
-            _ = sink.cancel.cancelled(), if !cancel_sent => {
-                cancel_sent = true;
-                assoc.send_command(pc.id, &cancel_rq(id)).await.map_err(err)?;
-                continue;
-            }
-        };
-        match event {
-            Event::Command {
-                context_id,
-                command,
-            } if command.field == CommandField::CStoreRq => {
-                let status = store_one(assoc, context_id, &command, sink, &mut report)
-                    .await
-                    .map_err(err)?;
-                let rsp = CommandSet::response_to(&command, CommandField::CStoreRsp, status);
-                assoc.send_command(context_id, &rsp).await.map_err(err)?;
-            }
-            Event::Command {
-                context_id,
-                command,
-            } if command.field == CommandField::CGetRsp => {
-                if response(assoc, context_id, &command, &mut report)
-                    .await
-                    .map_err(err)?
-                {
-                    break;
-                }
-            }
-            other => {
-                return Err(err(AssociationError::Protocol(format!(
-                    "unexpected {} during C-GET",
-                    describe_event(&other)
-                ))))
-            }
-        }
-    }
+    let mut unindexed = Vec::new();
+    // However the exchange ends, what was stored gets indexed.
+    let exchanged = get_responses(assoc, &pc, id, sink, &mut report, &mut unindexed).await;
+    index_pending(sink, &mut unindexed, &mut report).await;
+    exchanged.map_err(err)?;
     let _ = conn.release().await;
     report.compressed_failed = compressed_accepted
         && report.received == 0
@@ -213,30 +182,109 @@ pub async fn get(
     finish(report, sink)
 }
 
-/// One C-STORE sub-operation of a C-GET: stored, indexed, handed on; returns its status.
+/// The C-GET exchange after the request: sub-operations stored and answered, responses
+/// counted, C-CANCEL sent once the sink is cancelled; until the final response.
+async fn get_responses(
+    assoc: &mut Association,
+    pc: &crate::dimse::association::PresentationContext,
+    id: u16,
+    sink: &Sink<'_>,
+    report: &mut FetchReport,
+    unindexed: &mut Vec<InstanceRecord>,
+) -> Result<(), AssociationError> {
+    let mut cancel_sent = false;
+    loop {
+        let event = tokio::select! {
+            e = assoc.next_event() => e?,
+            _ = sink.cancel.cancelled(), if !cancel_sent => {
+                cancel_sent = true;
+                assoc.send_command(pc.id, &cancel_rq(id)).await?;
+                continue;
+            }
+        };
+        match event {
+            Event::Command {
+                context_id,
+                command,
+            } if command.field == CommandField::CStoreRq => {
+                let status =
+                    store_one(assoc, context_id, &command, sink, report, unindexed).await?;
+                let rsp = CommandSet::response_to(&command, CommandField::CStoreRsp, status);
+                assoc.send_command(context_id, &rsp).await?;
+            }
+            Event::Command {
+                context_id,
+                command,
+            } if command.field == CommandField::CGetRsp => {
+                if response(assoc, context_id, &command, report).await? {
+                    return Ok(());
+                }
+            }
+            other => {
+                return Err(AssociationError::Protocol(format!(
+                    "unexpected {} during C-GET",
+                    describe_event(&other)
+                )))
+            }
+        }
+    }
+}
+
+/// Instances stored but not yet indexed: a C-GET indexes them [`INDEX_BATCH`] at a time,
+/// one transaction each, instead of one commit per instance.
+const INDEX_BATCH: usize = 64;
+
+/// One C-STORE sub-operation of a C-GET: stored (fsync deferred: the PACS holds the
+/// original, and the whole retrieve is synced before it counts as complete), handed on, and
+/// queued for indexing; returns its status.
 async fn store_one(
     assoc: &mut Association,
     context_id: u8,
     rq: &CommandSet,
     sink: &Sink<'_>,
     report: &mut FetchReport,
+    unindexed: &mut Vec<InstanceRecord>,
 ) -> Result<u16, AssociationError> {
     let pc = assoc
         .context(context_id)
         .cloned()
         .ok_or_else(|| AssociationError::Protocol("no such context".into()))?;
-    match receive_instance(sink.blobs, sink.index, assoc, context_id, rq, &pc).await? {
+    let blob = match receive_blob(sink.blobs, assoc, context_id, rq, &pc).await? {
+        Ok(blob) => blob,
+        Err(Failure(status, why)) => {
+            tracing::warn!(sop = ?rq.affected_sop_instance, status, %why, "instance from PACS not stored");
+            return Ok(status);
+        }
+    };
+    match store_blob_deferred(sink.blobs, blob, expected(rq)).await {
         Ok(ingested) => {
             report.received += 1;
             // The consumer went away: the instance is cached anyway; cancel follows.
             let _ = sink.out.send(ingested.record.location()).await;
+            unindexed.push(ingested.record);
+            if unindexed.len() >= INDEX_BATCH {
+                index_pending(sink, unindexed, report).await;
+            }
             Ok(ingested.status)
         }
-        Err(Failure(status, why)) => {
-            tracing::warn!(sop = ?rq.affected_sop_instance, status, %why, "instance from PACS not stored");
-            Ok(status)
+        Err(f) => {
+            tracing::warn!(sop = ?rq.affected_sop_instance, status = f.status, reason = %f.reason, "instance from PACS not stored");
+            Ok(f.status)
         }
     }
+}
+
+/// Index the stored instances waiting for it; a failure counts them as failed.
+async fn index_pending(
+    sink: &Sink<'_>,
+    unindexed: &mut Vec<InstanceRecord>,
+    report: &mut FetchReport,
+) {
+    if let Err(e) = index_batch(sink.blobs, sink.index, unindexed).await {
+        tracing::error!(reason = %e.reason, n = unindexed.len(), "cannot index instances from the PACS");
+        report.index_failed += unindexed.len();
+    }
+    unindexed.clear();
 }
 
 /// C-MOVE the selection to our own Storage SCP, which hands each stored instance over

@@ -135,15 +135,28 @@ impl Gateway {
             Err(e) => End::Incomplete(e.to_string()),
         };
         tracing::info!(fetch = %fetch.key, ?end, "PACS retrieve ended");
+        let streamed_whole = matches!(end, End::Complete { .. });
+        // The followers have it all; the cache counts it only once it is durable.
+        fetch.finish(end);
+        let durable = {
+            let (blobs, keys) = (self.blobs.clone(), fetch.blob_keys());
+            match tokio::task::spawn_blocking(move || blobs.sync_blocking(&keys)).await {
+                Ok(Ok(())) => true,
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "cannot make fetched instances durable");
+                    false
+                }
+                Err(_) => false,
+            }
+        };
         if let Some(study) = fetch.selection.study_uids.first() {
             let whole_study = fetch.selection.level() == Level::Study;
-            let complete = whole_study && matches!(end, End::Complete { .. });
+            let complete = whole_study && streamed_whole && durable;
             let keep_complete = !whole_study
                 && matches!(self.index.cached_study(study).await, Ok(Some(s)) if s.complete);
             self.record(study, reported, complete || keep_complete)
                 .await;
         }
-        fetch.finish(end);
         self.fetches.done(&fetch);
         self.evict().await;
     }
@@ -225,5 +238,6 @@ fn delivered(report: &FetchReport, received: usize, reported: u64) -> bool {
         status::category(report.status),
         Category::Success | Category::Warning
     ) && report.failed == 0
+        && report.index_failed == 0
         && received as u64 >= reported
 }

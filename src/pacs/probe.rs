@@ -268,6 +268,8 @@ pub struct CharsetSection {
     /// Matches with non-ASCII text and no Specific Character Set (decoded as
     /// `default_charset`, PS3.5 6.1.2.3 would make them ASCII).
     pub non_ascii_without_charset: usize,
+    /// Matches with text their declared Specific Character Set cannot decode.
+    pub undecodable_text: usize,
     pub assumed_when_missing: String,
 }
 
@@ -302,7 +304,8 @@ pub struct Retrieved {
 pub struct GetSection {
     #[serde(flatten)]
     pub check: Check,
-    pub instance: Option<String>,
+    /// What was retrieved: `SOPInstanceUID=...` (or a whole study without C-FIND).
+    pub selection: Option<String>,
     /// The PACS accepted our SCP role for storage (PS3.7 D.3.3.4), needed for C-GET.
     pub storage_role_accepted: Option<bool>,
     /// Every sub-operation failed in the compressed syntaxes it accepted; retried with
@@ -316,7 +319,8 @@ pub struct GetSection {
 pub struct MoveSection {
     #[serde(flatten)]
     pub check: Check,
-    pub instance: Option<String>,
+    /// What was retrieved: `SOPInstanceUID=...` (or a whole study without C-FIND).
+    pub selection: Option<String>,
     pub destination: String,
     /// False: 0xA801, the PACS does not know our AE title as a destination.
     pub destination_known: Option<bool>,
@@ -824,6 +828,7 @@ struct CharsetTally {
     matches: usize,
     without: usize,
     non_ascii_without: usize,
+    undecodable_text: usize,
 }
 
 fn keyword(tag: Tag) -> String {
@@ -839,13 +844,33 @@ fn text(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
     (!v.is_empty()).then(|| v.to_string())
 }
 
+fn texts(obj: &InMemDicomObject) -> impl Iterator<Item = Option<String>> + '_ {
+    obj.iter()
+        .filter(|e| {
+            matches!(
+                e.vr(),
+                VR::PN | VR::LO | VR::SH | VR::LT | VR::ST | VR::UT | VR::UC
+            )
+        })
+        .map(|e| e.to_str().ok().map(|s| s.into_owned()))
+}
+
 fn has_non_ascii_text(obj: &InMemDicomObject) -> bool {
-    obj.iter().any(|e| {
-        matches!(
-            e.vr(),
-            VR::PN | VR::LO | VR::SH | VR::LT | VR::ST | VR::UT | VR::UC
-        ) && e.to_str().is_ok_and(|s| !s.is_ascii())
-    })
+    texts(obj).any(|t| t.is_some_and(|s| !s.is_ascii()))
+}
+
+/// Text that its declared character set cannot decode (e.g. Latin-1 bytes declared UTF-8):
+/// dicom-encoding writes each such byte as `\ooo` (octal, 200 to 377).
+fn has_undecodable_text(obj: &InMemDicomObject) -> bool {
+    let escaped = |s: &str| {
+        s.as_bytes().windows(4).any(|w| {
+            w[0] == b'\\'
+                && matches!(w[1], b'2' | b'3')
+                && (b'0'..=b'7').contains(&w[2])
+                && (b'0'..=b'7').contains(&w[3])
+        })
+    };
+    texts(obj).any(|t| t.is_none_or(|s| s.contains('\u{FFFD}') || escaped(&s)))
 }
 
 /// The Patient Root PATIENT-level identifier (PS3.4 C.6.1.1.2): patient keys only.
@@ -957,6 +982,7 @@ async fn find_once(
         let obj = match text(&plain, SPECIFIC_CHARACTER_SET) {
             Some(cs) => {
                 tally.seen.insert(cs);
+                tally.undecodable_text += usize::from(has_undecodable_text(&plain));
                 plain
             }
             None => {
@@ -992,7 +1018,7 @@ async fn find_once(
             } else {
                 Outcome::Warning
             },
-            format!("{} matches{undecodable}", matches.len()),
+            format!("{} match(es){undecodable}", matches.len()),
             started,
         ),
         Category::Cancel | Category::Pending => Check::new(
@@ -1122,6 +1148,14 @@ async fn check_find(
         }
     }
 
+    // No instance found (a PACS without C-FIND): the whole study named on the command line.
+    if selection.is_none() {
+        selection = options.study.clone().map(|study| Selection {
+            study_uids: vec![study],
+            ..Selection::default()
+        });
+    }
+
     // QIDO-RS "all series" asks the PACS without a StudyInstanceUID: a relational query
     // (PS3.4 C.4.1.2.2.1), which not every PACS supports.
     let hierarchical = sections
@@ -1151,35 +1185,44 @@ async fn check_find(
     }
     sections.push(relational);
 
+    let (outcome, detail) = if tally.matches == 0 {
+        (Outcome::Skipped, "no matches to look at".to_string())
+    } else if tally.non_ascii_without > 0 || tally.undecodable_text > 0 {
+        let mut why = Vec::new();
+        if tally.non_ascii_without > 0 {
+            why.push(format!(
+                "{} of {} matches carry non-ASCII text without Specific Character Set (read \
+                 as {})",
+                tally.non_ascii_without, tally.matches, pacs.config.default_charset
+            ));
+        }
+        if tally.undecodable_text > 0 {
+            why.push(format!(
+                "{} of {} matches hold text their Specific Character Set cannot decode",
+                tally.undecodable_text, tally.matches
+            ));
+        }
+        (Outcome::Warning, why.join("; "))
+    } else if tally.without == 0 {
+        let n = tally.matches;
+        (
+            Outcome::Ok,
+            format!("{n} matches, all with Specific Character Set"),
+        )
+    } else {
+        let (n, without) = (tally.matches, tally.without);
+        (
+            Outcome::Ok,
+            format!("{n} matches, {without} without Specific Character Set (all ASCII)"),
+        )
+    };
     let charsets = CharsetSection {
-        check: Check::new(
-            if tally.matches == 0 {
-                Outcome::Skipped
-            } else if tally.non_ascii_without > 0 {
-                Outcome::Warning
-            } else {
-                Outcome::Ok
-            },
-            if tally.matches == 0 {
-                "no matches to look at".to_string()
-            } else if tally.non_ascii_without > 0 {
-                format!(
-                    "{} of {} matches carry non-ASCII text without Specific Character Set \
-                     (read as {})",
-                    tally.non_ascii_without, tally.matches, pacs.config.default_charset
-                )
-            } else {
-                format!(
-                    "{} matches, {} without Specific Character Set (all ASCII)",
-                    tally.matches, tally.without
-                )
-            },
-            started,
-        ),
+        check: Check::new(outcome, detail, started),
         seen: tally.seen.into_iter().collect(),
         matches: tally.matches,
         matches_without_charset: tally.without,
         non_ascii_without_charset: tally.non_ascii_without,
+        undecodable_text: tally.undecodable_text,
         assumed_when_missing: pacs.config.default_charset.clone(),
     };
     (sections, charsets, selection)
@@ -1255,6 +1298,17 @@ async fn retrieve(
     (result, arrived)
 }
 
+fn describe(selection: &Selection) -> String {
+    match (
+        selection.sop_instance_uids.first(),
+        selection.study_uids.first(),
+    ) {
+        (Some(sop), _) => format!("SOPInstanceUID={sop}"),
+        (None, Some(study)) => format!("StudyInstanceUID={study}"),
+        (None, None) => "-".into(),
+    }
+}
+
 fn retrieved(report: &FetchReport, arrived: &[InstanceLocation]) -> Retrieved {
     Retrieved {
         status: report.status,
@@ -1294,7 +1348,7 @@ async fn check_get(
     let started = Instant::now();
     let mut section = GetSection {
         check: Check::new(Outcome::Skipped, "", started),
-        instance: selection.and_then(|s| s.sop_instance_uids.first().cloned()),
+        selection: selection.map(describe),
         storage_role_accepted: None,
         retried_uncompressed: false,
         result: None,
@@ -1384,7 +1438,7 @@ async fn check_move(
     let started = Instant::now();
     let mut section = MoveSection {
         check: Check::new(Outcome::Skipped, "", started),
-        instance: selection.and_then(|s| s.sop_instance_uids.first().cloned()),
+        selection: selection.map(describe),
         destination: pacs.our_ae.clone(),
         destination_known: None,
         move_originator: None,
@@ -1498,6 +1552,13 @@ fn quirks(report: &ProbeReport) -> Vec<String> {
             report.character_sets.assumed_when_missing
         ));
     }
+    if report.character_sets.undecodable_text > 0 {
+        out.push(
+            "C-FIND answers hold text their Specific Character Set cannot decode (e.g. the \
+             query's ISO_IR 192 echoed over Latin-1 bytes, PS3.5 6.1.2.5)"
+                .to_string(),
+        );
+    }
     if report.get.retried_uncompressed && report.get.check.outcome.works() {
         out.push(
             "C-GET: accepts compressed storage syntaxes and then fails every sub-operation: \
@@ -1524,7 +1585,7 @@ fn quirks(report: &ProbeReport) -> Vec<String> {
 fn line(f: &mut fmt::Formatter<'_>, what: &str, check: &Check) -> fmt::Result {
     writeln!(
         f,
-        "{what:<22} {:<13} {}",
+        "{what:<26} {:<13} {}",
         check.outcome.label(),
         check.detail
     )
@@ -1593,7 +1654,7 @@ impl fmt::Display for ProbeReport {
             for s in &a.services {
                 writeln!(
                     f,
-                    "    {:<22} {}",
+                    "    {:<24} {}",
                     s.name,
                     match &s.transfer_syntax {
                         Some(ts) => format!("accepted ({})", Syntax::of(ts).name),
@@ -1624,18 +1685,20 @@ impl fmt::Display for ProbeReport {
         writeln!(f, "    sent by C-MOVE: {}", sent(&t.sent_by_move))?;
         let g = &self.get;
         line(f, "C-GET", &g.check)?;
-        if let Some(i) = &g.instance {
-            writeln!(f, "    instance {i}")?;
+        if let Some(s) = g.selection.as_ref().filter(|_| g.result.is_some()) {
+            writeln!(f, "    {s}")?;
         }
-        writeln!(
-            f,
-            "    storage SCP role: {}",
-            yes_no(g.storage_role_accepted, "accepted", "not accepted")
-        )?;
+        if g.storage_role_accepted.is_some() {
+            writeln!(
+                f,
+                "    storage SCP role (PS3.7 D.3.3.4): {}",
+                yes_no(g.storage_role_accepted, "accepted", "not accepted")
+            )?;
+        }
         let m = &self.move_;
         line(f, "C-MOVE", &m.check)?;
-        if let Some(i) = &m.instance {
-            writeln!(f, "    instance {i} to {}", m.destination)?;
+        if let Some(s) = m.selection.as_ref().filter(|_| m.result.is_some()) {
+            writeln!(f, "    {s} to {}", m.destination)?;
         }
         if m.result.is_some() {
             writeln!(
@@ -1685,6 +1748,25 @@ mod tests {
             "JPEG Baseline (1.2.840.10008.1.2.4.50)"
         );
         assert_eq!(Syntax::of("1.2.3").to_string(), "1.2.3");
+    }
+
+    #[test]
+    fn latin1_declared_utf8_is_undecodable_text() {
+        // (0008,0005) CS "ISO_IR 192" and (0010,0010) PN "M\xFCller" (Latin-1), explicit LE.
+        let mut raw = vec![0x08, 0x00, 0x05, 0x00, b'C', b'S', 10, 0];
+        raw.extend_from_slice(b"ISO_IR 192");
+        raw.extend_from_slice(&[0x10, 0x00, 0x10, 0x00, b'P', b'N', 6, 0]);
+        raw.extend_from_slice(&[b'M', 0xFC, b'l', b'l', b'e', b'r']);
+        let obj = dataset::decode(&raw, sop::EXPLICIT_VR_LE).unwrap();
+        assert!(has_undecodable_text(&obj));
+        let utf8 = "M\u{fc}ller".as_bytes().to_vec();
+        let mut raw = raw[..26].to_vec();
+        raw[24] = utf8.len() as u8 + 1;
+        raw.extend_from_slice(&utf8);
+        raw.push(b' ');
+        let obj = dataset::decode(&raw, sop::EXPLICIT_VR_LE).unwrap();
+        assert!(!has_undecodable_text(&obj));
+        assert!(has_non_ascii_text(&obj));
     }
 
     #[test]

@@ -111,6 +111,15 @@ impl Fetch {
         self.bump();
     }
 
+    /// The blob keys of the instances stored so far.
+    pub fn blob_keys(&self) -> Vec<String> {
+        self.lock()
+            .arrived
+            .iter()
+            .map(|l| l.blob_key.clone())
+            .collect()
+    }
+
     pub fn received(&self) -> usize {
         self.lock().arrived.len()
     }

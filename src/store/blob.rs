@@ -162,6 +162,29 @@ impl BlobStore {
     }
 
     /// [`open_read`](Self::open_read) for blocking code.
+    /// Make blobs stored unsynced durable: fsync each file, then each directory holding
+    /// them (blocking; one pass for a whole retrieve).
+    pub fn sync_blocking(&self, keys: &[String]) -> Result<(), BlobError> {
+        let mut dirs = std::collections::BTreeSet::new();
+        for key in keys {
+            let path = self.path(key);
+            std::fs::File::open(&path)
+                .and_then(|f| f.sync_all())
+                .map_err(io_err(&path))?;
+            let mut dir = path.parent();
+            while let Some(d) = dir {
+                if !dirs.insert(d.to_path_buf()) || d == self.root {
+                    break;
+                }
+                dir = d.parent();
+            }
+        }
+        for dir in dirs.iter().rev() {
+            sync_dir_blocking(dir)?;
+        }
+        Ok(())
+    }
+
     pub fn open_read_blocking(&self, key: &str) -> Result<std::fs::File, BlobError> {
         check_key(key)?;
         let path = self.path(key);
@@ -292,9 +315,20 @@ impl BlockingBlob {
 
     /// fsync the temp file, rename it to `key` (atomically replacing an older blob) and
     /// fsync the directories whose entries changed; returns the size.
-    pub fn commit(mut self, store: &BlobStore, key: &str) -> Result<u64, BlobError> {
+    pub fn commit(self, store: &BlobStore, key: &str) -> Result<u64, BlobError> {
+        self.commit_with(store, key, true)
+    }
+
+    /// Rename into place without the fsyncs (see [`BlobStore::sync_blocking`]).
+    pub fn commit_unsynced(self, store: &BlobStore, key: &str) -> Result<u64, BlobError> {
+        self.commit_with(store, key, false)
+    }
+
+    fn commit_with(mut self, store: &BlobStore, key: &str, sync: bool) -> Result<u64, BlobError> {
         check_key(key)?;
-        self.file.sync_all().map_err(io_err(&self.path))?;
+        if sync {
+            self.file.sync_all().map_err(io_err(&self.path))?;
+        }
         let target = store.path(key);
         let parent = target.parent().unwrap_or(&store.root).to_path_buf();
         // Directories about to be created: their entries must be made durable as well.
@@ -310,6 +344,9 @@ impl BlockingBlob {
         std::fs::create_dir_all(&parent).map_err(io_err(&parent))?;
         std::fs::rename(&self.path, &target).map_err(io_err(&target))?;
         self.done = true;
+        if !sync {
+            return Ok(self.len);
+        }
         sync_dir_blocking(&parent)?;
         for created in missing.iter().rev() {
             if let Some(up) = created.parent() {

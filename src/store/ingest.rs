@@ -83,13 +83,33 @@ pub async fn store_blob(
     blob: PendingBlob,
     expected: Expected<'_>,
 ) -> Result<Ingested, IngestFailure> {
+    store_blob_with(blobs, blob, expected, true).await
+}
+
+/// [`store_blob`] without the fsyncs: the file is renamed into place but may not survive a
+/// power loss yet. For copies of data held elsewhere (the cache of PACS retrieves), made
+/// durable in one pass with [`BlobStore::sync_blocking`] before they count.
+pub async fn store_blob_deferred(
+    blobs: &BlobStore,
+    blob: PendingBlob,
+    expected: Expected<'_>,
+) -> Result<Ingested, IngestFailure> {
+    store_blob_with(blobs, blob, expected, false).await
+}
+
+async fn store_blob_with(
+    blobs: &BlobStore,
+    blob: PendingBlob,
+    expected: Expected<'_>,
+    sync: bool,
+) -> Result<Ingested, IngestFailure> {
     let blob = blob
         .into_blocking()
         .await
         .map_err(|e| IngestFailure::new(code::OUT_OF_RESOURCES, format!("cannot write: {e}")))?;
     let owned = OwnedExpected::from(&expected);
     let store = blobs.clone();
-    let record = tokio::task::spawn_blocking(move || check_and_commit(&store, blob, &owned))
+    let record = tokio::task::spawn_blocking(move || check_and_commit(&store, blob, &owned, sync))
         .await
         .map_err(|e| {
             IngestFailure::new(code::PROCESSING_FAILURE, format!("ingest task failed: {e}"))
@@ -150,6 +170,7 @@ fn check_and_commit(
     store: &BlobStore,
     blob: BlockingBlob,
     expected: &OwnedExpected,
+    sync: bool,
 ) -> Result<InstanceRecord, IngestFailure> {
     let path = blob.temp_path().to_path_buf();
     let unparsable = |problem: String| {
@@ -192,7 +213,12 @@ fn check_and_commit(
         )
         .of(meta)
     })?;
-    let size = blob.commit(store, &key).map_err(|e| {
+    let committed = if sync {
+        blob.commit(store, &key)
+    } else {
+        blob.commit_unsynced(store, &key)
+    };
+    let size = committed.map_err(|e| {
         IngestFailure::new(code::OUT_OF_RESOURCES, format!("cannot store: {e}")).of(meta)
     })?;
     record.blob_key = key;

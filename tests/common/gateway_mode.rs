@@ -73,3 +73,18 @@ pub async fn audit_details(
         .map(|e| (e.outcome, e.detail))
         .collect()
 }
+
+/// Whether `study` becomes complete in the cache within a few seconds (the cache records a
+/// fetched study as complete once it is durable, just after the last part went out).
+pub async fn becomes_complete(ctx: &beeldbrug::dimse::scp::ScpContext, study: &str) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if matches!(ctx.index.cached_study(study).await, Ok(Some(s)) if s.complete) {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -133,8 +133,8 @@ async fn store(
 }
 
 /// Receive the data set of a C-STORE-RQ from `assoc` and make it durable and indexed
-/// (PS3.4 B.2.3 statuses). Used by the Storage SCP and by C-GET / C-MOVE retrieves from the
-/// PACS. Outer `Err`: the association is broken; inner: this instance failed.
+/// (PS3.4 B.2.3 statuses). Outer `Err`: the association is broken; inner: this instance
+/// failed.
 pub(crate) async fn receive_instance(
     blobs: &crate::store::BlobStore,
     index: &dyn crate::store::Index,
@@ -143,6 +143,33 @@ pub(crate) async fn receive_instance(
     rq: &CommandSet,
     pc: &crate::dimse::association::PresentationContext,
 ) -> Result<Result<Ingested, Failure>, AssociationError> {
+    let blob = match receive_blob(blobs, assoc, context_id, rq, pc).await? {
+        Ok(blob) => blob,
+        Err(failure) => return Ok(Err(failure)),
+    };
+    Ok(persist(blobs, index, blob, expected(rq))
+        .await
+        .map_err(|f| Failure(f.status, f.reason)))
+}
+
+/// What a C-STORE-RQ says about its instance, to check against the data set.
+pub(crate) fn expected(rq: &CommandSet) -> Expected<'_> {
+    Expected {
+        sop_class: rq.affected_sop_class.as_deref(),
+        sop_instance: rq.affected_sop_instance.as_deref(),
+        study_uid: None,
+    }
+}
+
+/// Receive the data set of a C-STORE-RQ into a temp file behind a Part 10 header (used by
+/// the Storage SCP and by C-GET retrieves from the PACS).
+pub(crate) async fn receive_blob(
+    blobs: &crate::store::BlobStore,
+    assoc: &mut Association,
+    context_id: u8,
+    rq: &CommandSet,
+    pc: &crate::dimse::association::PresentationContext,
+) -> Result<Result<crate::store::PendingBlob, Failure>, AssociationError> {
     let sop_class = rq.affected_sop_class.clone().unwrap_or_default();
     let sop_instance = rq.affected_sop_instance.clone().unwrap_or_default();
     let header = match file_header(
@@ -197,12 +224,5 @@ pub(crate) async fn receive_instance(
             format!("cannot write: {e}"),
         )));
     }
-    let expected = Expected {
-        sop_class: Some(&sop_class),
-        sop_instance: Some(&sop_instance),
-        study_uid: None,
-    };
-    Ok(persist(blobs, index, blob, expected)
-        .await
-        .map_err(|f| Failure(f.status, f.reason)))
+    Ok(Ok(blob))
 }
