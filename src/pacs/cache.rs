@@ -36,9 +36,9 @@ impl Gateway {
         }
     }
 
-    /// Remove least recently used studies until the cache is within `max_bytes`.
-    /// Returns the studies removed.
-    pub async fn evict(&self) -> Vec<String> {
+    /// Remove least recently used studies until the cache is within `max_bytes`, never
+    /// `keep` (the study just fetched, wanted now). Returns the studies removed.
+    pub async fn evict(&self, keep: Option<&str>) -> Vec<String> {
         let max = self.cache.max_bytes;
         if max == 0 {
             return Vec::new();
@@ -56,7 +56,7 @@ impl Gateway {
             if total <= max {
                 break;
             }
-            if self.fetches.pinned(&study) {
+            if keep == Some(study.as_str()) || self.fetches.pinned(&study) {
                 continue;
             }
             match self.index.remove_study(&study).await {

@@ -158,7 +158,8 @@ impl Gateway {
                 .await;
         }
         self.fetches.done(&fetch);
-        self.evict().await;
+        let study = fetch.selection.study_uids.first().map(String::as_str);
+        self.evict(study).await;
     }
 
     /// C-GET or C-MOVE as configured or probed; C-GET retried uncompressed when the PACS
