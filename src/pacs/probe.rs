@@ -11,45 +11,26 @@
 //! still run. With `retrieve = "auto"` the gateway takes its retrieve mode from
 //! [`ProbeReport::recommended`].
 
+mod association;
 mod find;
-mod negotiate;
 mod report;
 mod retrieve;
 
 pub use report::*;
 
+use association::{check_association, check_echo};
+use find::check_find;
+use retrieve::{check_get, check_move, Store};
+
 use super::config::RetrieveMode;
-use super::fetch::{self, FetchReport, Sink};
 use super::gateway::Gateway;
-use super::query::{decode_match, identifier};
 use super::{Pacs, PacsError};
 use crate::config::Config;
-use crate::core::query::{computed, indexed_attr_by_keyword, Level, Matcher, Query, INDEXED_ATTRS};
-use crate::core::{InstanceLocation, Selection};
 use crate::dimse::association::AssociationError;
-use crate::dimse::dataset::{self, QUERY_RETRIEVE_LEVEL, SPECIFIC_CHARACTER_SET};
-use crate::dimse::negotiate::{self, LinkOptions, ProposedContext};
-use crate::dimse::pdu::{Frame, PduReader, PduWriter};
-use crate::dimse::scu::{find_context, find_raw, native_syntaxes, ScuOptions};
-use crate::dimse::sop;
-use crate::dimse::status::{self, Category};
 use crate::store::{BlobStore, Index};
-use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
-use dicom_core::header::Header;
-use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
-use dicom_dictionary_std::StandardDataDictionary;
-use dicom_object::InMemDicomObject;
-use dicom_ul::pdu::{
-    AssociationRJResult, AssociationRQ, Pdu, PresentationContextProposed,
-    PresentationContextResultReason, RequestorRoles, UserVariableItem,
-};
-use serde::Serialize;
-use std::collections::BTreeSet;
-use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// How the probe runs.

@@ -1,56 +1,38 @@
 //! Association negotiation, done by hand to see the whole A-ASSOCIATE-AC (PS3.8 7.1,
 //! PS3.7 D.3.3), and C-ECHO.
 
-use super::config::RetrieveMode;
-use super::fetch::{self, FetchReport, Sink};
-use super::gateway::Gateway;
-use super::query::{decode_match, identifier};
-use super::{Pacs, PacsError};
-use crate::config::Config;
-use crate::core::query::{computed, indexed_attr_by_keyword, Level, Matcher, Query, INDEXED_ATTRS};
-use crate::core::{InstanceLocation, Selection};
-use crate::dimse::association::AssociationError;
-use crate::dimse::dataset::{self, QUERY_RETRIEVE_LEVEL, SPECIFIC_CHARACTER_SET};
+use super::report::*;
+use super::{rejected_context, timed_out, within, ProbeOptions};
 use crate::dimse::negotiate::{self, LinkOptions, ProposedContext};
 use crate::dimse::pdu::{Frame, PduReader, PduWriter};
-use crate::dimse::scu::{find_context, find_raw, native_syntaxes, ScuOptions};
-use crate::dimse::sop;
+use crate::dimse::scu::{native_syntaxes, ScuOptions};
 use crate::dimse::status::{self, Category};
-use crate::store::{BlobStore, Index};
-use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
-use dicom_core::header::Header;
-use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
-use dicom_dictionary_std::StandardDataDictionary;
-use dicom_object::InMemDicomObject;
+use crate::pacs::Pacs;
 use dicom_ul::pdu::{
     AssociationRJResult, AssociationRQ, Pdu, PresentationContextProposed,
     PresentationContextResultReason, RequestorRoles, UserVariableItem,
 };
-use serde::Serialize;
-use std::collections::BTreeSet;
-use std::fmt;
-use std::future::Future;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 // ---------------------------------------------------------------------------------------------
 // Association negotiation, done by hand to see the whole A-ASSOCIATE-AC
 
-struct Negotiated {
-    max_pdu: Option<u32>,
-    implementation_class_uid: Option<String>,
-    implementation_version_name: Option<String>,
+pub(super) struct Negotiated {
+    pub(super) max_pdu: Option<u32>,
+    pub(super) implementation_class_uid: Option<String>,
+    pub(super) implementation_version_name: Option<String>,
     /// Per proposed context, in order: the accepted transfer syntax.
-    accepted: Vec<Option<String>>,
+    pub(super) accepted: Vec<Option<String>>,
     /// SOP classes for which the PACS accepted our SCP role.
-    scp_roles: Vec<String>,
+    pub(super) scp_roles: Vec<String>,
 }
 
 /// Propose `proposed`, read the answer, release. A transient rejection (PS3.8 9.3.4, a PACS
 /// at its association limit) is retried until the caller's timeout.
-async fn negotiate(pacs: &Pacs, proposed: &[ProposedContext]) -> Result<Negotiated, String> {
+pub(super) async fn negotiate(
+    pacs: &Pacs,
+    proposed: &[ProposedContext],
+) -> Result<Negotiated, String> {
     let opts = pacs.scu_options(LinkOptions::default().max_pdu);
     loop {
         match negotiate_once(&opts, proposed).await {
@@ -182,7 +164,7 @@ async fn negotiate_once(
     Ok(n)
 }
 
-async fn check_association(
+pub(super) async fn check_association(
     pacs: &Pacs,
     options: &ProbeOptions,
 ) -> (AssociationSection, SyntaxSection) {
@@ -288,7 +270,7 @@ async fn check_association(
     (assoc, storage)
 }
 
-async fn check_echo(pacs: &Pacs, options: &ProbeOptions) -> EchoSection {
+pub(super) async fn check_echo(pacs: &Pacs, options: &ProbeOptions) -> EchoSection {
     let started = Instant::now();
     match within(options.check_timeout, pacs.echo()).await {
         None => EchoSection {

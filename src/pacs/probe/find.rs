@@ -1,39 +1,23 @@
 //! C-FIND at each level (PS3.4 C.4.1, C.6) with the return keys beeldbrug asks for, and the
 //! character sets of the answers (PS3.5 6.1.2.5).
 
-use super::config::RetrieveMode;
-use super::fetch::{self, FetchReport, Sink};
-use super::gateway::Gateway;
-use super::query::{decode_match, identifier};
-use super::{Pacs, PacsError};
-use crate::config::Config;
+use super::report::*;
+use super::{rejected_context, timed_out, within, ProbeOptions};
 use crate::core::query::{computed, indexed_attr_by_keyword, Level, Matcher, Query, INDEXED_ATTRS};
-use crate::core::{InstanceLocation, Selection};
-use crate::dimse::association::AssociationError;
+use crate::core::Selection;
 use crate::dimse::dataset::{self, QUERY_RETRIEVE_LEVEL, SPECIFIC_CHARACTER_SET};
-use crate::dimse::negotiate::{self, LinkOptions, ProposedContext};
-use crate::dimse::pdu::{Frame, PduReader, PduWriter};
-use crate::dimse::scu::{find_context, find_raw, native_syntaxes, ScuOptions};
+use crate::dimse::scu::{find_context, find_raw};
 use crate::dimse::sop;
 use crate::dimse::status::{self, Category};
-use crate::store::{BlobStore, Index};
+use crate::pacs::query::{decode_match, identifier};
+use crate::pacs::{Pacs, PacsError};
 use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
 use dicom_core::header::Header;
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::StandardDataDictionary;
 use dicom_object::InMemDicomObject;
-use dicom_ul::pdu::{
-    AssociationRJResult, AssociationRQ, Pdu, PresentationContextProposed,
-    PresentationContextResultReason, RequestorRoles, UserVariableItem,
-};
-use serde::Serialize;
 use std::collections::BTreeSet;
-use std::fmt;
-use std::future::Future;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+use std::time::Instant;
 
 // ---------------------------------------------------------------------------------------------
 // C-FIND
@@ -275,7 +259,7 @@ fn pick(matches: &[InMemDicomObject], uid: Tag, count: Tag) -> Option<String> {
         .or_else(|| with_uid().next().map(|(u, _)| u))
 }
 
-async fn check_find(
+pub(super) async fn check_find(
     pacs: &Pacs,
     options: &ProbeOptions,
 ) -> (Vec<FindSection>, CharsetSection, Option<Selection>) {

@@ -1,38 +1,10 @@
 //! The probe's report: its sections, and the text a PACS vendor reads.
 
-use super::config::RetrieveMode;
-use super::fetch::{self, FetchReport, Sink};
-use super::gateway::Gateway;
-use super::query::{decode_match, identifier};
-use super::{Pacs, PacsError};
-use crate::config::Config;
-use crate::core::query::{computed, indexed_attr_by_keyword, Level, Matcher, Query, INDEXED_ATTRS};
-use crate::core::{InstanceLocation, Selection};
-use crate::dimse::association::AssociationError;
-use crate::dimse::dataset::{self, QUERY_RETRIEVE_LEVEL, SPECIFIC_CHARACTER_SET};
-use crate::dimse::negotiate::{self, LinkOptions, ProposedContext};
-use crate::dimse::pdu::{Frame, PduReader, PduWriter};
-use crate::dimse::scu::{find_context, find_raw, native_syntaxes, ScuOptions};
 use crate::dimse::sop;
-use crate::dimse::status::{self, Category};
-use crate::store::{BlobStore, Index};
-use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
-use dicom_core::header::Header;
-use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
-use dicom_dictionary_std::StandardDataDictionary;
-use dicom_object::InMemDicomObject;
-use dicom_ul::pdu::{
-    AssociationRJResult, AssociationRQ, Pdu, PresentationContextProposed,
-    PresentationContextResultReason, RequestorRoles, UserVariableItem,
-};
+use crate::pacs::config::RetrieveMode;
 use serde::Serialize;
-use std::collections::BTreeSet;
 use std::fmt;
-use std::future::Future;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+use std::time::Instant;
 
 /// What a check found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -74,7 +46,7 @@ pub struct Check {
 }
 
 impl Check {
-    fn new(outcome: Outcome, detail: impl Into<String>, started: Instant) -> Check {
+    pub(super) fn new(outcome: Outcome, detail: impl Into<String>, started: Instant) -> Check {
         Check {
             outcome,
             detail: detail.into(),
@@ -91,7 +63,7 @@ pub struct Syntax {
 }
 
 impl Syntax {
-    fn of(uid: &str) -> Syntax {
+    pub(super) fn of(uid: &str) -> Syntax {
         let uid = uid.trim_end_matches(['\0', ' ']);
         let name = match uid {
             sop::IMPLICIT_VR_LE => "Implicit VR Little Endian",
@@ -130,10 +102,10 @@ const JPEG_EXTENDED: &str = "1.2.840.10008.1.2.4.51";
 const JPEG_LS_LOSSLESS: &str = "1.2.840.10008.1.2.4.80";
 const JPEG_LS_NEAR_LOSSLESS: &str = "1.2.840.10008.1.2.4.81";
 const HTJ2K_LOSSLESS: &str = "1.2.840.10008.1.2.4.201";
-const CT_IMAGE_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.2";
+pub(super) const CT_IMAGE_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.2";
 
 /// Transfer syntaxes proposed for CT Image Storage besides the configured ones.
-const STANDARD_SYNTAXES: &[&str] = &[
+pub(super) const STANDARD_SYNTAXES: &[&str] = &[
     sop::EXPLICIT_VR_LE,
     sop::IMPLICIT_VR_LE,
     sop::EXPLICIT_VR_BE,
@@ -150,7 +122,7 @@ const STANDARD_SYNTAXES: &[&str] = &[
 ];
 
 /// The Query/Retrieve services proposed in the negotiation check (PS3.4 C.6).
-const SERVICES: &[(&str, &str)] = &[
+pub(super) const SERVICES: &[(&str, &str)] = &[
     ("Verification", sop::VERIFICATION),
     ("Patient Root C-FIND", sop::PATIENT_ROOT_FIND),
     ("Patient Root C-MOVE", sop::PATIENT_ROOT_MOVE),

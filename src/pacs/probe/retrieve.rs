@@ -1,35 +1,16 @@
 //! A real C-GET (PS3.4 C.4.3) and C-MOVE (PS3.4 C.4.2) of one instance into the store.
 
-use super::config::RetrieveMode;
-use super::fetch::{self, FetchReport, Sink};
-use super::gateway::Gateway;
-use super::query::{decode_match, identifier};
-use super::{Pacs, PacsError};
-use crate::config::Config;
-use crate::core::query::{computed, indexed_attr_by_keyword, Level, Matcher, Query, INDEXED_ATTRS};
+use super::association::negotiate;
+use super::report::*;
+use super::{rejected_context, timed_out, within, ProbeOptions};
 use crate::core::{InstanceLocation, Selection};
-use crate::dimse::association::AssociationError;
-use crate::dimse::dataset::{self, QUERY_RETRIEVE_LEVEL, SPECIFIC_CHARACTER_SET};
-use crate::dimse::negotiate::{self, LinkOptions, ProposedContext};
-use crate::dimse::pdu::{Frame, PduReader, PduWriter};
-use crate::dimse::scu::{find_context, find_raw, native_syntaxes, ScuOptions};
+use crate::dimse::negotiate::ProposedContext;
+use crate::dimse::scu::native_syntaxes;
 use crate::dimse::sop;
 use crate::dimse::status::{self, Category};
+use crate::pacs::fetch::{self, FetchReport, Sink};
+use crate::pacs::{Pacs, PacsError};
 use crate::store::{BlobStore, Index};
-use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
-use dicom_core::header::Header;
-use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
-use dicom_dictionary_std::StandardDataDictionary;
-use dicom_object::InMemDicomObject;
-use dicom_ul::pdu::{
-    AssociationRJResult, AssociationRQ, Pdu, PresentationContextProposed,
-    PresentationContextResultReason, RequestorRoles, UserVariableItem,
-};
-use serde::Serialize;
-use std::collections::BTreeSet;
-use std::fmt;
-use std::future::Future;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -37,9 +18,9 @@ use tokio_util::sync::CancellationToken;
 // ---------------------------------------------------------------------------------------------
 // Retrieves
 
-struct Store<'a> {
-    blobs: &'a BlobStore,
-    index: &'a dyn Index,
+pub(super) struct Store<'a> {
+    pub(super) blobs: &'a BlobStore,
+    pub(super) index: &'a dyn Index,
 }
 
 #[derive(Clone, Copy)]
@@ -145,7 +126,7 @@ fn delivered(report: &FetchReport) -> bool {
         && report.received > 0
 }
 
-async fn check_get(
+pub(super) async fn check_get(
     pacs: &Pacs,
     store: &Store<'_>,
     selection: Option<&Selection>,
@@ -235,7 +216,7 @@ async fn check_get(
     section
 }
 
-async fn check_move(
+pub(super) async fn check_move(
     pacs: &Pacs,
     store: &Store<'_>,
     selection: Option<&Selection>,
