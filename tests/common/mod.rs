@@ -1,8 +1,10 @@
 //! Shared test support: a gateway on 127.0.0.1:0 with a temp data dir, and real peers.
 #![allow(dead_code)]
 
+pub mod dcmqrscp;
 pub mod gateway_mode;
 pub mod http;
+pub mod ohif;
 pub mod orthanc;
 pub mod peer;
 pub mod quirky;
