@@ -350,6 +350,25 @@ async fn cli_probe_prints_json_and_text_for_dcmqrscp() {
         assert!(text.contains(needle), "{needle:?} missing:\n{text}");
     }
     eprintln!("{text}");
+
+    // `beeldbrug serve` holds the DIMSE port: the probe runs without its C-MOVE check.
+    let toml = gateway_toml(
+        dir.path(),
+        our_port,
+        "QRSCP",
+        port,
+        "probe_at_start = false",
+    );
+    let serving = start_gateway(&toml).await;
+    let out = run(&["probe", "-c", &cfg, "--json", "--timeout", "30"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let json: serde_json::Value = serde_json::from_str(&stdout).expect("one JSON document");
+    assert_eq!(json["get"]["outcome"], "ok", "{stdout}");
+    assert_eq!(json["move"]["outcome"], "skipped", "{stdout}");
+    let why = json["move"]["detail"].as_str().unwrap_or_default();
+    assert!(why.contains("cannot listen"), "{why}");
+    serving.stop().await;
     let _ = files;
 }
 
@@ -388,9 +407,11 @@ fn cli_probe_needs_a_pacs_and_fails_when_it_does_not_answer() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stdout}");
     assert!(stderr.contains("C-ECHO"), "{stderr}");
+    eprintln!("{stdout}");
     for needle in [
         "Association                FAILED",
-        "C-ECHO",
+        "C-ECHO                     FAILED",
+        "not run: no association",
         "Retrieve: recommended none",
     ] {
         assert!(stdout.contains(needle), "{needle:?} missing:\n{stdout}");

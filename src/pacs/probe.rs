@@ -97,10 +97,15 @@ pub async fn run(
         .unwrap_or_default();
     let (association, mut transfer_syntaxes) = check_association(pacs, options).await;
     let echo = check_echo(pacs, options).await;
-    let (find, character_sets, selection) = check_find(pacs, options).await;
+    // No association at all (down, unreachable, refuses us): the rest would only time out.
+    let unreachable = (association.check.outcome == Outcome::Failed
+        && echo.check.outcome == Outcome::Failed)
+        .then(|| format!("not run: no association ({})", association.check.detail));
+    let skip = unreachable.as_deref();
+    let (find, character_sets, selection) = check_find(pacs, options, skip).await;
     let store = Store { blobs, index };
-    let get = check_get(pacs, &store, selection.as_ref(), options).await;
-    let move_ = check_move(pacs, &store, selection.as_ref(), options).await;
+    let get = check_get(pacs, &store, selection.as_ref(), options, skip).await;
+    let move_ = check_move(pacs, &store, selection.as_ref(), options, skip).await;
     transfer_syntaxes.sent_by_get = get.result.as_ref().and_then(|r| r.transfer_syntax.clone());
     transfer_syntaxes.sent_by_move = move_
         .result

@@ -259,13 +259,21 @@ fn pick(matches: &[InMemDicomObject], uid: Tag, count: Tag) -> Option<String> {
         .or_else(|| with_uid().next().map(|(u, _)| u))
 }
 
+/// The C-FIND sections, the character sets seen, and the instance to retrieve. `skip`: why
+/// nothing can be asked (no association).
 pub(super) async fn check_find(
     pacs: &Pacs,
     options: &ProbeOptions,
+    skip: Option<&str>,
 ) -> (Vec<FindSection>, CharsetSection, Option<Selection>) {
     let started = Instant::now();
     let mut tally = CharsetTally::default();
     let mut sections = Vec::new();
+    if let Some(why) = skip {
+        let mut charsets = charset_section(tally, pacs, started);
+        charsets.check.detail = why.to_string();
+        return (sections, charsets, None);
+    }
     let (patient, _) = find_once(
         pacs,
         sop::PATIENT_ROOT_FIND,
@@ -384,7 +392,10 @@ pub(super) async fn check_find(
             "0 matches where the hierarchical query found some: hierarchical queries only?".into();
     }
     sections.push(relational);
+    (sections, charset_section(tally, pacs, started), selection)
+}
 
+fn charset_section(tally: CharsetTally, pacs: &Pacs, started: Instant) -> CharsetSection {
     let (outcome, detail) = if tally.matches == 0 {
         (Outcome::Skipped, "no matches to look at".to_string())
     } else if tally.non_ascii_without > 0 || tally.undecodable_text > 0 {
@@ -416,7 +427,7 @@ pub(super) async fn check_find(
             format!("{n} matches, {without} without Specific Character Set (all ASCII)"),
         )
     };
-    let charsets = CharsetSection {
+    CharsetSection {
         check: Check::new(outcome, detail, started),
         seen: tally.seen.into_iter().collect(),
         matches: tally.matches,
@@ -424,22 +435,12 @@ pub(super) async fn check_find(
         non_ascii_without_charset: tally.non_ascii_without,
         undecodable_text: tally.undecodable_text,
         assumed_when_missing: pacs.config.default_charset.clone(),
-    };
-    (sections, charsets, selection)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn syntax_names() {
-        assert_eq!(
-            Syntax::of("1.2.840.10008.1.2.4.50\0").to_string(),
-            "JPEG Baseline (1.2.840.10008.1.2.4.50)"
-        );
-        assert_eq!(Syntax::of("1.2.3").to_string(), "1.2.3");
-    }
 
     #[test]
     fn latin1_declared_utf8_is_undecodable_text() {

@@ -393,15 +393,21 @@ impl fmt::Display for ProbeReport {
         }
         let c = &self.character_sets;
         line(f, "Character sets", &c.check)?;
-        writeln!(f, "    seen: {}", list(&c.seen))?;
+        if c.matches > 0 {
+            writeln!(f, "    seen: {}", list(&c.seen))?;
+        }
         let t = &self.transfer_syntaxes;
         line(f, "Storage syntaxes", &t.check)?;
-        writeln!(f, "    {}", t.sop_class)?;
-        writeln!(f, "    accepted: {}", syntaxes(&t.accepted))?;
-        writeln!(f, "    refused: {}", syntaxes(&t.refused))?;
+        if t.check.outcome != Outcome::Skipped {
+            writeln!(f, "    {}", t.sop_class)?;
+            writeln!(f, "    accepted: {}", syntaxes(&t.accepted))?;
+            writeln!(f, "    refused: {}", syntaxes(&t.refused))?;
+        }
         let sent = |s: &Option<Syntax>| s.as_ref().map_or("-".to_string(), Syntax::to_string);
-        writeln!(f, "    sent by C-GET: {}", sent(&t.sent_by_get))?;
-        writeln!(f, "    sent by C-MOVE: {}", sent(&t.sent_by_move))?;
+        if t.sent_by_get.is_some() || t.sent_by_move.is_some() {
+            writeln!(f, "    sent by C-GET: {}", sent(&t.sent_by_get))?;
+            writeln!(f, "    sent by C-MOVE: {}", sent(&t.sent_by_move))?;
+        }
         let g = &self.get;
         line(f, "C-GET", &g.check)?;
         if let Some(s) = g.selection.as_ref().filter(|_| g.result.is_some()) {
@@ -453,5 +459,19 @@ impl fmt::Display for ProbeReport {
                 .map_or("none (neither C-GET nor C-MOVE worked)", mode),
             mode(self.configured_retrieve)
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syntax_names() {
+        assert_eq!(
+            Syntax::of("1.2.840.10008.1.2.4.50\0").to_string(),
+            "JPEG Baseline (1.2.840.10008.1.2.4.50)"
+        );
+        assert_eq!(Syntax::of("1.2.3").to_string(), "1.2.3");
     }
 }

@@ -131,6 +131,7 @@ pub(super) async fn check_get(
     store: &Store<'_>,
     selection: Option<&Selection>,
     options: &ProbeOptions,
+    skip: Option<&str>,
 ) -> GetSection {
     let started = Instant::now();
     let mut section = GetSection {
@@ -140,6 +141,10 @@ pub(super) async fn check_get(
         retried_uncompressed: false,
         result: None,
     };
+    if let Some(why) = skip {
+        section.check.detail = why.to_string();
+        return section;
+    }
     // Is the C-GET model offered, and our SCP role for storage (PS3.7 D.3.3.4)?
     let proposed = [
         ProposedContext {
@@ -221,6 +226,7 @@ pub(super) async fn check_move(
     store: &Store<'_>,
     selection: Option<&Selection>,
     options: &ProbeOptions,
+    skip: Option<&str>,
 ) -> MoveSection {
     let started = Instant::now();
     let mut section = MoveSection {
@@ -233,8 +239,8 @@ pub(super) async fn check_move(
         final_waits: None,
         result: None,
     };
-    if let Some(why) = &options.skip_move {
-        section.check.detail = why.clone();
+    if let Some(why) = skip.or(options.skip_move.as_deref()) {
+        section.check.detail = why.to_string();
         return section;
     }
     let Some(selection) = selection else {
