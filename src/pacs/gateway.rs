@@ -102,6 +102,32 @@ impl Gateway {
         }
     }
 
+    /// After a series or instance was fetched: the study is complete when the cache now
+    /// holds as many instances as the PACS reports for the whole study (a viewer fetches
+    /// series by series). The study's own count is kept, never a series' count.
+    async fn record_part(&self, study: &str, fetched_whole: bool) {
+        let previous = self.index.cached_study(study).await.ok().flatten();
+        let whole = Selection {
+            study_uids: vec![study.to_string()],
+            ..Default::default()
+        };
+        let counted = match fetched_whole {
+            true => self.pacs.count(&whole).await.ok(),
+            false => None,
+        };
+        let (reported, complete) = match counted {
+            Some(n) if n > 0 => {
+                let cached = self.index.count_instances(&whole).await.unwrap_or(0);
+                (n, cached >= n)
+            }
+            _ => match &previous {
+                Some(p) => (p.pacs_instances, p.complete),
+                None => (0, false),
+            },
+        };
+        self.record(study, reported, complete).await;
+    }
+
     /// Run one retrieve to its end, feeding its followers; then record the cache state,
     /// end the fetch and evict what no longer fits.
     async fn drive(self: Arc<Self>, fetch: Arc<Fetch>, reported: u64) {
@@ -150,12 +176,12 @@ impl Gateway {
             }
         };
         if let Some(study) = fetch.selection.study_uids.first() {
-            let whole_study = fetch.selection.level() == Level::Study;
-            let complete = whole_study && streamed_whole && durable;
-            let keep_complete = !whole_study
-                && matches!(self.index.cached_study(study).await, Ok(Some(s)) if s.complete);
-            self.record(study, reported, complete || keep_complete)
-                .await;
+            if fetch.selection.level() == Level::Study {
+                self.record(study, reported, streamed_whole && durable)
+                    .await;
+            } else {
+                self.record_part(study, streamed_whole && durable).await;
+            }
         }
         self.fetches.done(&fetch);
         let study = fetch.selection.study_uids.first().map(String::as_str);
