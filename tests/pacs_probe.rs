@@ -446,6 +446,15 @@ async fn start_up_probe_sets_the_retrieve_mode() {
 // The quirky PACS
 
 async fn probe_quirky(flags: &[&str], study: bool) -> (ProbeReport, QuirkyPacs) {
+    probe_quirky_knowing(flags, study, OUR_AE).await
+}
+
+/// The quirky PACS knowing our DIMSE port as the C-MOVE destination `known_as`.
+async fn probe_quirky_knowing(
+    flags: &[&str],
+    study: bool,
+    known_as: &str,
+) -> (ProbeReport, QuirkyPacs) {
     let dir = tempfile::tempdir().expect("temp dir");
     let files = generate(&dir.path().join("in"), false);
     let our_port = free_port();
@@ -453,7 +462,7 @@ async fn probe_quirky(flags: &[&str], study: bool) -> (ProbeReport, QuirkyPacs) 
         &dir.path().join("in"),
         "QUIRKY",
         flags,
-        &[(OUR_AE, our_port)],
+        &[(known_as, our_port)],
     );
     let toml = gateway_toml(
         dir.path(),
@@ -566,5 +575,17 @@ async fn quirky_compressed_then_failed_is_retried_uncompressed() {
     let context = format!("{report}\n{}", pacs.log_tail());
     assert!(report.get.retried_uncompressed, "{context}");
     assert_eq!(report.get.check.outcome, Outcome::Warning, "{context}");
+    assert_eq!(report.recommended, Some(RetrieveMode::CGet));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn quirky_that_does_not_know_us_refuses_the_move() {
+    let (report, pacs) = probe_quirky_knowing(&[], false, "SOMEONE_ELSE").await;
+    let context = format!("{report}\n{}", pacs.log_tail());
+    let m = &report.move_;
+    assert_eq!(m.check.outcome, Outcome::Failed, "{context}");
+    assert_eq!(m.destination_known, Some(false), "{context}");
+    assert_eq!(m.result.as_ref().map(|r| r.status), Some(0xA801));
+    assert!(m.check.detail.contains("register AE BBPROBE"), "{context}");
     assert_eq!(report.recommended, Some(RetrieveMode::CGet));
 }
