@@ -11,7 +11,10 @@
 //!   that every front translates into.
 //! - [`trust`]: the one decision point every query and retrieval passes, and its audit trail.
 //! - [`store`]: blobs on the filesystem and the index (SQLite or PostgreSQL).
-//! - [`cli`]: the command line (serve, echo, find, store, move, get, generate).
+//! - [`pacs`]: gateway mode: the hospital's PACS as the source behind the cache (C-FIND for
+//!   queries, C-GET / C-MOVE retrieves streamed as they arrive and shared between requests,
+//!   cache rules, the capability probe, forwarding STOW-RS studies to the PACS).
+//! - [`cli`]: the command line (serve, echo, find, store, move, get, generate, probe, forward).
 //! - [`config`]: typed configuration (embedded default TOML, file, `BEELDBRUG_*` environment).
 //! - [`server`]: wiring it together for `beeldbrug serve`.
 //! - [`testdata`]: the deterministic synthetic-study generator used by tests and benchmarks.

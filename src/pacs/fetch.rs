@@ -308,7 +308,8 @@ pub async fn move_(
         let _ = conn.release().await;
         return Err(PacsError::NotSupported("C-MOVE (Study Root)"));
     };
-    let id = assoc.next_message_id();
+    // Unique across our associations, so the Move Originator Message ID names this C-MOVE.
+    let id = pacs.next_message_id();
     let mut ticket = pacs.moves.expect(id, selection);
     let bytes = dataset::encode(&identifier(selection), &pc.transfer_syntax)
         .map_err(|e| PacsError::Retrieve(e.to_string()))?;
@@ -324,6 +325,16 @@ pub async fn move_(
             break;
         }
         tokio::select! {
+            // Sub-operations first: one our SCP acknowledged may otherwise look late next
+            // to a final response that came after it.
+            biased;
+            arrived = ticket.rx.recv() => {
+                if let Some(arrival) = arrived {
+                    report.received += 1;
+                    report.without_originator += usize::from(!arrival.with_originator);
+                    let _ = sink.out.send(arrival.loc).await;
+                }
+            }
             event = assoc.next_event(), if !finished => match event.map_err(err)? {
                 Event::Command { context_id, command } if command.field == CommandField::CMoveRsp => {
                     finished = response(assoc, context_id, &command, &mut report).await.map_err(err)?;
@@ -335,13 +346,6 @@ pub async fn move_(
                     describe_event(&other)
                 )))),
             },
-            arrived = ticket.rx.recv() => {
-                if let Some(arrival) = arrived {
-                    report.received += 1;
-                    report.without_originator += usize::from(!arrival.with_originator);
-                    let _ = sink.out.send(arrival.loc).await;
-                }
-            }
             _ = sink.cancel.cancelled(), if !cancel_sent => {
                 cancel_sent = true;
                 if !finished {

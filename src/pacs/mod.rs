@@ -87,6 +87,7 @@ pub struct Pacs {
     pub our_ae: String,
     permits: Arc<Semaphore>,
     mode: RwLock<RetrieveMode>,
+    message_ids: std::sync::atomic::AtomicU16,
     pub moves: moves::MoveHub,
     /// The forward queue worker's wake-up and retry policy.
     pub forward: forward::Forwarder,
@@ -100,6 +101,7 @@ impl Pacs {
         let permits = Arc::new(Semaphore::new(config.max_associations));
         Pacs {
             mode: RwLock::new(config.retrieve),
+            message_ids: std::sync::atomic::AtomicU16::new(1),
             config,
             our_ae: our_ae.to_string(),
             permits,
@@ -162,6 +164,17 @@ impl Pacs {
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
                 Err(e) => return Err(self.error(e)),
+            }
+        }
+    }
+
+    /// A message ID unique among our requests to the PACS (wrapping, never 0).
+    pub fn next_message_id(&self) -> u16 {
+        use std::sync::atomic::Ordering;
+        loop {
+            let id = self.message_ids.fetch_add(1, Ordering::Relaxed);
+            if id != 0 {
+                return id;
             }
         }
     }
