@@ -1,7 +1,7 @@
 //! Replays the cargo-fuzz corpora (`fuzz/corpus/command_set`, `fuzz/corpus/pdata`,
-//! `fuzz/corpus/qido_query`, `fuzz/corpus/multipart`) through the same checks as the fuzz
-//! targets in `fuzz/fuzz_targets/`, so CI exercises every seed and every input the fuzzer
-//! kept without needing the fuzzer (or a nightly toolchain). The checks are in
+//! `fuzz/corpus/qido_query`, `fuzz/corpus/multipart`, `fuzz/corpus/pacs_answer`) through
+//! the same checks as the fuzz targets in `fuzz/fuzz_targets/`, so CI exercises every seed
+//! and every input the fuzzer kept without needing the fuzzer (or a nightly toolchain). The checks are in
 //! `fuzz/checks/<target>.rs`, included here and by each fuzz target: one copy of each.
 
 use std::path::{Path, PathBuf};
@@ -19,6 +19,9 @@ mod qido_checks {
 }
 mod multipart_checks {
     include!("../fuzz/checks/multipart.rs");
+}
+mod pacs_answer_checks {
+    include!("../fuzz/checks/pacs_answer.rs");
 }
 
 /// Every regular, non-hidden file of one corpus, with its contents.
@@ -106,4 +109,14 @@ fn multipart_corpus_replays() {
     }
     // The seeds include valid bodies: the part checks must have run.
     assert!(parts > 0, "no corpus file yields a part");
+}
+
+#[test]
+fn pacs_answer_corpus_replays() {
+    let mut decoded = 0;
+    for (path, bytes) in corpus("pacs_answer") {
+        decoded += replay(&path, bytes, pacs_answer_checks::check_answer);
+    }
+    // The seeds include real C-FIND answers: the match checks must have run.
+    assert!(decoded > 0, "no corpus file decodes as a match identifier");
 }

@@ -6,14 +6,16 @@
 use super::{Pacs, PacsError};
 use crate::core::query::{computed, indexed_attr, Level, Match, Matcher, Query, INDEXED_ATTRS};
 use crate::core::Selection;
-use crate::dimse::dataset::{self, QUERY_RETRIEVE_LEVEL, SPECIFIC_CHARACTER_SET};
+use crate::dimse::dataset::{self, PIXEL_DATA, QUERY_RETRIEVE_LEVEL, SPECIFIC_CHARACTER_SET};
 use crate::dimse::scu::{find_context, find_raw};
 use crate::dimse::sop;
 use crate::dimse::status::{self, Category};
 use crate::store::index::normalize_name;
 use dicom_core::header::Header;
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
+use dicom_encoding::TransferSyntaxIndex;
 use dicom_object::InMemDicomObject;
+use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
 /// Computed return keys asked for per level (PS3.4 C.6.2.1.x optional keys).
 fn computed_keys(level: Level) -> &'static [Tag] {
@@ -101,10 +103,19 @@ pub fn to_match(obj: &InMemDicomObject) -> Match {
     let mut m = Match::new();
     for element in obj.iter() {
         let tag = element.tag();
+        // The computed attributes by name: (0020,1201), (0020,1203) ... are not attributes.
         let known = indexed_attr(tag).is_some()
-            || (tag.group() == 0x0020 && (0x1200..=0x1209).contains(&tag.element()))
-            || tag == computed::MODALITIES_IN_STUDY
-            || tag == computed::SOP_CLASSES_IN_STUDY;
+            || matches!(
+                tag,
+                computed::NUMBER_OF_PATIENT_RELATED_STUDIES
+                    | computed::NUMBER_OF_PATIENT_RELATED_SERIES
+                    | computed::NUMBER_OF_PATIENT_RELATED_INSTANCES
+                    | computed::NUMBER_OF_STUDY_RELATED_SERIES
+                    | computed::NUMBER_OF_STUDY_RELATED_INSTANCES
+                    | computed::NUMBER_OF_SERIES_RELATED_INSTANCES
+                    | computed::MODALITIES_IN_STUDY
+                    | computed::SOP_CLASSES_IN_STUDY
+            );
         if !known || element.vr() == VR::SQ {
             continue;
         }
@@ -116,7 +127,8 @@ pub fn to_match(obj: &InMemDicomObject) -> Match {
             .map(|v| v.trim_matches(|c: char| c == ' ' || c == '\0'))
             .collect::<Vec<_>>()
             .join("\\");
-        if !value.is_empty() {
+        // Only empty values (`\`, `\\`) is no value: it must not replace what the cache has.
+        if value.split('\\').any(|v| !v.is_empty()) {
             m.insert(tag, value);
         }
     }
@@ -130,6 +142,7 @@ pub fn decode_match(
     ts: &str,
     default_charset: &str,
 ) -> Result<InMemDicomObject, String> {
+    check_value_lengths(raw, ts)?;
     let obj = dataset::decode(raw, ts).map_err(|e| e.to_string())?;
     if obj.element(SPECIFIC_CHARACTER_SET).is_ok() || raw.is_ascii() {
         return Ok(obj);
@@ -137,6 +150,59 @@ pub fn decode_match(
     let mut with = charset_element(ts, default_charset);
     with.extend_from_slice(raw);
     dataset::decode(&with, ts).map_err(|e| e.to_string())
+}
+
+/// Refuse, before dicom-parser sees it, an identifier it would read out of step (dicom-rs
+/// 0.10): a binary value (US, SL, FD, AT, OW ...) whose length is not a whole number of
+/// values is read as `length / size` values, after which the parser takes value bytes for
+/// the next element header and allocates and zeroes the length that announces, up to 4 GiB
+/// per element (found by the `pacs_answer` fuzz target). `dataset::check_structure` reads
+/// the headers in step, so it cannot see this. Walks every element header as the parser
+/// does, into sequence items (undefined lengths are sequences to it); anything else wrong
+/// is left for the parser to report.
+fn check_value_lengths(raw: &[u8], ts: &str) -> Result<(), String> {
+    // As `dataset::decode` finds the syntax; one it cannot read is its error to report.
+    let Some(decoder) = TransferSyntaxRegistry
+        .get(ts.trim_end_matches('\0'))
+        .and_then(|s| s.decoder_for::<&[u8]>())
+    else {
+        return Ok(());
+    };
+    let mut rest = raw;
+    while rest.len() >= 8 {
+        if rest[..2] == [0xFE, 0xFF] {
+            // An item or a delimiter: tag and length; the item's elements follow.
+            rest = &rest[8..];
+            continue;
+        }
+        let Ok((header, _)) = decoder.decode_header(&mut rest) else {
+            return Ok(());
+        };
+        let Some(len) = header.len.get().filter(|_| header.vr != VR::SQ) else {
+            if header.tag == PIXEL_DATA {
+                // Fragments, not elements; no identifier has them.
+                return Err("encapsulated Pixel Data in a match identifier".into());
+            }
+            continue;
+        };
+        let size = match header.vr {
+            VR::US | VR::SS | VR::OW => 2,
+            VR::UL | VR::SL | VR::FL | VR::OF | VR::OL | VR::AT => 4,
+            VR::FD | VR::OD | VR::SV | VR::UV | VR::OV => 8,
+            _ => 1,
+        };
+        if len % size != 0 {
+            return Err(format!(
+                "{} {:?} of {len} bytes is not a whole number of values",
+                header.tag, header.vr
+            ));
+        }
+        match rest.get(len as usize..) {
+            Some(next) => rest = next,
+            None => return Ok(()),
+        }
+    }
+    Ok(())
 }
 
 /// (0008,0005) encoded on its own, to put in front of a data set that has none: no element
@@ -166,6 +232,15 @@ pub fn matches_locally(query: &Query, m: &Match) -> bool {
             v.starts_with(&q) || v.split(['^', ' ', '=']).any(|part| part.starts_with(&q))
         }
         _ => true,
+    })
+}
+
+/// The instances the PACS reports in the computed attribute `tag` (a Number of ... Related
+/// Instances) over all `matches`; `None` when a match leaves it out, or when the counts add
+/// up past `u64` (a PACS's number, not to be trusted: `+` would panic or wrap around).
+pub fn reported_count(matches: &[Match], tag: Tag) -> Option<u64> {
+    matches.iter().try_fold(0u64, |sum, m| {
+        sum.checked_add(m.get(&tag)?.trim().parse::<u64>().ok()?)
     })
 }
 
@@ -225,11 +300,7 @@ impl Pacs {
         };
         let matches = self.find(&query, usize::MAX).await?;
         if let Some(tag) = counted {
-            let reported: Option<u64> = matches
-                .iter()
-                .map(|m| m.get(&tag).and_then(|v| v.trim().parse::<u64>().ok()))
-                .sum();
-            if let Some(n) = reported {
+            if let Some(n) = reported_count(&matches, tag) {
                 return Ok(n);
             }
             if matches.is_empty() {
@@ -296,6 +367,36 @@ mod tests {
         let obj = decode_match(&raw, sop::EXPLICIT_VR_LE, "ISO_IR 100").unwrap();
         let m = to_match(&obj);
         assert_eq!(m[&Tag(0x0010, 0x0010)], "Müller");
+    }
+
+    #[test]
+    fn binary_values_of_a_broken_length_are_refused() {
+        // (0028,0010) US of 3 bytes, then (0010,0010) PN "AB": read out of step, the
+        // parser would take "\x01" + the PN header for a header announcing ~4 GiB.
+        let mut raw = vec![0x28, 0x00, 0x10, 0x00, b'U', b'S', 3, 0, 0, 2, 1];
+        raw.extend_from_slice(&[0x10, 0x00, 0x10, 0x00, b'P', b'N', 2, 0, b'A', b'B']);
+        let err = decode_match(&raw, sop::EXPLICIT_VR_LE, "ISO_IR 100").unwrap_err();
+        assert!(err.contains("whole number"), "{err}");
+        // The same with a US of 2 bytes decodes.
+        raw.remove(10);
+        raw[6] = 2;
+        let m = to_match(&decode_match(&raw, sop::EXPLICIT_VR_LE, "ISO_IR 100").unwrap());
+        assert_eq!(m[&Tag(0x0028, 0x0010)], "512");
+        assert_eq!(m[&Tag(0x0010, 0x0010)], "AB");
+    }
+
+    #[test]
+    fn reported_counts_do_not_overflow() {
+        let tag = computed::NUMBER_OF_STUDY_RELATED_INSTANCES;
+        let m = |n: &str| Match::from([(tag, n.to_string())]);
+        assert_eq!(reported_count(&[m("7"), m(" 5 ")], tag), Some(12));
+        assert_eq!(reported_count(&[m("7"), Match::new()], tag), None);
+        let huge = m("18446744073709551615");
+        assert_eq!(
+            reported_count(std::slice::from_ref(&huge), tag),
+            Some(u64::MAX)
+        );
+        assert_eq!(reported_count(&[huge, m("1")], tag), None, "no wrap-around");
     }
 
     #[test]
