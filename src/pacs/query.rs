@@ -6,16 +6,14 @@
 use super::{Pacs, PacsError};
 use crate::core::query::{computed, indexed_attr, Level, Match, Matcher, Query, INDEXED_ATTRS};
 use crate::core::Selection;
-use crate::dimse::dataset::{self, PIXEL_DATA, QUERY_RETRIEVE_LEVEL, SPECIFIC_CHARACTER_SET};
+use crate::dimse::dataset::{self, QUERY_RETRIEVE_LEVEL, SPECIFIC_CHARACTER_SET};
 use crate::dimse::scu::{find_context, find_raw};
 use crate::dimse::sop;
 use crate::dimse::status::{self, Category};
 use crate::store::index::normalize_name;
 use dicom_core::header::Header;
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
-use dicom_encoding::TransferSyntaxIndex;
 use dicom_object::InMemDicomObject;
-use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
 /// Computed return keys asked for per level (PS3.4 C.6.2.1.x optional keys).
 fn computed_keys(level: Level) -> &'static [Tag] {
@@ -142,7 +140,6 @@ pub fn decode_match(
     ts: &str,
     default_charset: &str,
 ) -> Result<InMemDicomObject, String> {
-    check_value_lengths(raw, ts)?;
     let obj = dataset::decode(raw, ts).map_err(|e| e.to_string())?;
     if obj.element(SPECIFIC_CHARACTER_SET).is_ok() || raw.is_ascii() {
         return Ok(obj);
@@ -150,59 +147,6 @@ pub fn decode_match(
     let mut with = charset_element(ts, default_charset);
     with.extend_from_slice(raw);
     dataset::decode(&with, ts).map_err(|e| e.to_string())
-}
-
-/// Refuse, before dicom-parser sees it, an identifier it would read out of step (dicom-rs
-/// 0.10): a binary value (US, SL, FD, AT, OW ...) whose length is not a whole number of
-/// values is read as `length / size` values, after which the parser takes value bytes for
-/// the next element header and allocates and zeroes the length that announces, up to 4 GiB
-/// per element (found by the `pacs_answer` fuzz target). `dataset::check_structure` reads
-/// the headers in step, so it cannot see this. Walks every element header as the parser
-/// does, into sequence items (undefined lengths are sequences to it); anything else wrong
-/// is left for the parser to report.
-fn check_value_lengths(raw: &[u8], ts: &str) -> Result<(), String> {
-    // As `dataset::decode` finds the syntax; one it cannot read is its error to report.
-    let Some(decoder) = TransferSyntaxRegistry
-        .get(ts.trim_end_matches('\0'))
-        .and_then(|s| s.decoder_for::<&[u8]>())
-    else {
-        return Ok(());
-    };
-    let mut rest = raw;
-    while rest.len() >= 8 {
-        if rest[..2] == [0xFE, 0xFF] {
-            // An item or a delimiter: tag and length; the item's elements follow.
-            rest = &rest[8..];
-            continue;
-        }
-        let Ok((header, _)) = decoder.decode_header(&mut rest) else {
-            return Ok(());
-        };
-        let Some(len) = header.len.get().filter(|_| header.vr != VR::SQ) else {
-            if header.tag == PIXEL_DATA {
-                // Fragments, not elements; no identifier has them.
-                return Err("encapsulated Pixel Data in a match identifier".into());
-            }
-            continue;
-        };
-        let size = match header.vr {
-            VR::US | VR::SS | VR::OW => 2,
-            VR::UL | VR::SL | VR::FL | VR::OF | VR::OL | VR::AT => 4,
-            VR::FD | VR::OD | VR::SV | VR::UV | VR::OV => 8,
-            _ => 1,
-        };
-        if len % size != 0 {
-            return Err(format!(
-                "{} {:?} of {len} bytes is not a whole number of values",
-                header.tag, header.vr
-            ));
-        }
-        match rest.get(len as usize..) {
-            Some(next) => rest = next,
-            None => return Ok(()),
-        }
-    }
-    Ok(())
 }
 
 /// (0008,0005) encoded on its own, to put in front of a data set that has none: no element
