@@ -12,13 +12,15 @@ use crate::dimse::command::{CommandField, CommandSet};
 use crate::dimse::dataset::{self, QUERY_RETRIEVE_LEVEL};
 use crate::dimse::negotiate::ProposedContext;
 use crate::dimse::scp::store::{expected, receive_blob, Failure};
+use crate::dimse::status::code;
 use crate::dimse::status::{self, Category};
 use crate::dimse::{sop, Association, Event};
-use crate::store::ingest::{index_batch, store_blob_deferred};
+use crate::store::ingest::{index_batch, store_blob_deferred, IngestFailure, Ingested};
 use crate::store::InstanceRecord;
 use crate::store::{BlobStore, Index};
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_object::InMemDicomObject;
+use futures::stream::{FuturesOrdered, StreamExt};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -38,8 +40,8 @@ pub struct FetchReport {
     pub without_originator: usize,
     /// C-MOVE: the final response came before every sub-operation had arrived.
     pub final_before_subops: bool,
-    /// Stored but not indexed (the index failed): not in the cache.
-    pub index_failed: usize,
+    /// Acknowledged to the PACS but not stored or not indexed: not in the cache.
+    pub not_cached: usize,
 }
 
 /// Where fetched instances go.
@@ -182,8 +184,21 @@ pub async fn get(
     finish(report, sink)
 }
 
-/// The C-GET exchange after the request: sub-operations stored and answered, responses
-/// counted, C-CANCEL sent once the sink is cancelled; until the final response.
+/// Sub-operations received and acknowledged whose instances are still being checked and
+/// stored: the PACS sends the next ones meanwhile. Beyond this many the association is not
+/// read, so back-pressure still reaches the PACS.
+const IN_FLIGHT: usize = 4;
+
+/// Instances stored but not yet indexed: a C-GET indexes them [`INDEX_BATCH`] at a time,
+/// one transaction each, instead of one commit per instance.
+const INDEX_BATCH: usize = 64;
+
+/// The C-GET exchange after the request, until the final response and every instance
+/// stored: each sub-operation's data set goes to a temp file and is acknowledged at once
+/// (the PACS holds the original; an instance that then fails to store leaves the retrieve
+/// incomplete, never a cached study counted whole), while up to [`IN_FLIGHT`] instances are
+/// checked, stored (fsync deferred until the whole retrieve, see the driver), handed on in
+/// order and queued for indexing. C-CANCEL is sent once the sink is cancelled.
 async fn get_responses(
     assoc: &mut Association,
     pc: &crate::dimse::association::PresentationContext,
@@ -192,72 +207,81 @@ async fn get_responses(
     report: &mut FetchReport,
     unindexed: &mut Vec<InstanceRecord>,
 ) -> Result<(), AssociationError> {
-    let mut cancel_sent = false;
+    let mut storing = FuturesOrdered::new();
+    let (mut cancel_sent, mut finished) = (false, false);
     loop {
-        let event = tokio::select! {
-            e = assoc.next_event() => e?,
-            _ = sink.cancel.cancelled(), if !cancel_sent => {
+        if finished && storing.is_empty() {
+            return Ok(());
+        }
+        tokio::select! {
+            biased;
+            Some(stored) = storing.next(), if !storing.is_empty() => {
+                hand_on(stored, sink, report, unindexed).await;
+            }
+            _ = sink.cancel.cancelled(), if !cancel_sent && !finished => {
                 cancel_sent = true;
                 assoc.send_command(pc.id, &cancel_rq(id)).await?;
-                continue;
             }
-        };
-        match event {
-            Event::Command {
-                context_id,
-                command,
-            } if command.field == CommandField::CStoreRq => {
-                let status =
-                    store_one(assoc, context_id, &command, sink, report, unindexed).await?;
-                let rsp = CommandSet::response_to(&command, CommandField::CStoreRsp, status);
-                assoc.send_command(context_id, &rsp).await?;
-            }
-            Event::Command {
-                context_id,
-                command,
-            } if command.field == CommandField::CGetRsp => {
-                if response(assoc, context_id, &command, report).await? {
-                    return Ok(());
+            event = assoc.next_event(), if !finished && storing.len() < IN_FLIGHT => match event? {
+                Event::Command { context_id, command } if command.field == CommandField::CStoreRq => {
+                    let received = receive(assoc, context_id, &command, sink).await?;
+                    let status = received.as_ref().err().copied().unwrap_or(code::SUCCESS);
+                    let rsp = CommandSet::response_to(&command, CommandField::CStoreRsp, status);
+                    if let Ok(blob) = received {
+                        let blobs = sink.blobs;
+                        storing.push_back(async move {
+                            let stored = store_blob_deferred(blobs, blob, expected(&command)).await;
+                            (command.affected_sop_instance, stored)
+                        });
+                    }
+                    assoc.send_command(context_id, &rsp).await?;
                 }
-            }
-            other => {
-                return Err(AssociationError::Protocol(format!(
-                    "unexpected {} during C-GET",
-                    describe_event(&other)
-                )))
-            }
+                Event::Command { context_id, command } if command.field == CommandField::CGetRsp => {
+                    finished = response(assoc, context_id, &command, report).await?;
+                }
+                other => {
+                    return Err(AssociationError::Protocol(format!(
+                        "unexpected {} during C-GET",
+                        describe_event(&other)
+                    )))
+                }
+            },
         }
     }
 }
 
-/// Instances stored but not yet indexed: a C-GET indexes them [`INDEX_BATCH`] at a time,
-/// one transaction each, instead of one commit per instance.
-const INDEX_BATCH: usize = 64;
-
-/// One C-STORE sub-operation of a C-GET: stored (fsync deferred: the PACS holds the
-/// original, and the whole retrieve is synced before it counts as complete), handed on, and
-/// queued for indexing; returns its status.
-async fn store_one(
+/// Receive one sub-operation's data set into a temp file; `Err` is the failure status.
+async fn receive(
     assoc: &mut Association,
     context_id: u8,
     rq: &CommandSet,
     sink: &Sink<'_>,
-    report: &mut FetchReport,
-    unindexed: &mut Vec<InstanceRecord>,
-) -> Result<u16, AssociationError> {
+) -> Result<Result<crate::store::PendingBlob, u16>, AssociationError> {
     let pc = assoc
         .context(context_id)
         .cloned()
         .ok_or_else(|| AssociationError::Protocol("no such context".into()))?;
-    let blob = match receive_blob(sink.blobs, assoc, context_id, rq, &pc).await? {
-        Ok(blob) => blob,
-        Err(Failure(status, why)) => {
-            tracing::warn!(sop = ?rq.affected_sop_instance, status, %why, "instance from PACS not stored");
-            return Ok(status);
-        }
-    };
-    match store_blob_deferred(sink.blobs, blob, expected(rq)).await {
-        Ok(ingested) => {
+    Ok(
+        match receive_blob(sink.blobs, assoc, context_id, rq, &pc).await? {
+            Ok(blob) => Ok(blob),
+            Err(Failure(status, why)) => {
+                tracing::warn!(sop = ?rq.affected_sop_instance, status, %why, "instance from PACS not received");
+                Err(status)
+            }
+        },
+    )
+}
+
+/// A stored instance goes to the consumer (waiting for it: back-pressure) and into the next
+/// index batch; one that failed to store leaves the retrieve incomplete.
+async fn hand_on(
+    stored: (Option<String>, Result<Ingested, IngestFailure>),
+    sink: &Sink<'_>,
+    report: &mut FetchReport,
+    unindexed: &mut Vec<InstanceRecord>,
+) {
+    match stored {
+        (_, Ok(ingested)) => {
             report.received += 1;
             // The consumer went away: the instance is cached anyway; cancel follows.
             let _ = sink.out.send(ingested.record.location()).await;
@@ -265,11 +289,10 @@ async fn store_one(
             if unindexed.len() >= INDEX_BATCH {
                 index_pending(sink, unindexed, report).await;
             }
-            Ok(ingested.status)
         }
-        Err(f) => {
-            tracing::warn!(sop = ?rq.affected_sop_instance, status = f.status, reason = %f.reason, "instance from PACS not stored");
-            Ok(f.status)
+        (sop, Err(f)) => {
+            tracing::warn!(?sop, status = f.status, reason = %f.reason, "instance from PACS not stored");
+            report.not_cached += 1;
         }
     }
 }
@@ -282,7 +305,7 @@ async fn index_pending(
 ) {
     if let Err(e) = index_batch(sink.blobs, sink.index, unindexed).await {
         tracing::error!(reason = %e.reason, n = unindexed.len(), "cannot index instances from the PACS");
-        report.index_failed += unindexed.len();
+        report.not_cached += unindexed.len();
     }
     unindexed.clear();
 }

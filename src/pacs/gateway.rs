@@ -265,6 +265,6 @@ fn delivered(report: &FetchReport, received: usize, reported: u64) -> bool {
         status::category(report.status),
         Category::Success | Category::Warning
     ) && report.failed == 0
-        && report.index_failed == 0
+        && report.not_cached == 0
         && received as u64 >= reported
 }
