@@ -1,0 +1,438 @@
+#!/usr/bin/env bash
+# Gateway-mode benchmark: one CT study (default 2000 slices, ~1.05 GB) held only by Orthanc,
+# retrieved in one run
+#   1. directly from Orthanc with DCMTK getscu (C-GET, files written to BENCH_DIR), and
+#   2. by WADO-RS through beeldbrug `serve` with `[pacs] retrieve = "c-get"` (release build),
+#      a freshly started process on an empty data dir each time (cache miss): beeldbrug
+#      C-GETs the study from Orthanc and streams each instance into the multipart response
+#      as it arrives; then
+#   3. the same WADO-RS again on the same process once the fetch has ended (cache hit).
+# 1 and 2 alternate, REPS runs each; medians. Time to first byte, total time, the time from
+# the PACS's first C-STORE sub-operation to the first body byte (the DIMSE messages are
+# time-stamped on `lo` by benches/gateway_bench.py), beeldbrug's peak RSS (VmHWM) above its
+# idle RSS, and CPU time of beeldbrug and Orthanc per retrieve. Then, for comparison:
+#   4. MOVE_REPS cache misses with `retrieve = "c-move"` and as many direct `movescu` runs;
+#   5. PHASE_REPS more getscu runs and C-GET cache misses, alternating, with every packet of
+#      the PACS's association time-stamped (`gateway_bench.py --timeline`): per sub-operation,
+#      the transfer (C-STORE-RQ to the last data packet), the receiver's turn (last data
+#      packet to its C-STORE-RSP: what getscu or beeldbrug does before it answers) and the
+#      PACS's turn (C-STORE-RSP to the next C-STORE-RQ); summed over the study. Their totals
+#      are not used above (the capture costs CPU);
+#   6. NAGLE_REPS direct getscu runs and C-GET cache misses with Orthanc started without
+#      TCP_NODELAY (DCMTK, and so Orthanc, leaves Nagle's algorithm on unless TCP_NODELAY is
+#      set in its environment; Debian's orthanc service does not set it).
+#
+# Usage: benches/gateway.sh            (see benches/README.md)
+# Environment (defaults in brackets):
+#   BENCH_DIR [/tmp/beeldbrug-gateway-bench]  inputs, Orthanc's store (kept), runs, logs
+#   CT_SLICES [2000]  slices of the CT study (512x512x16 bit, ~0.5 MB each)
+#   REPS [5]          runs of 1 and 2 (and 3)
+#   MOVE_REPS [1]     runs of part 4 (0 skips it)
+#   PHASE_REPS [3]    runs of part 5 (0 skips it; needs root)
+#   NAGLE_REPS [1]    runs of part 6 (0 skips it)
+#   PDU [131072]      max PDU Orthanc and getscu/movescu announce (DCMTK's maximum);
+#                     beeldbrug announces its default 262144 toward the PACS
+#   BB_PORT [11330] BB_HTTP_PORT [11331] ORTHANC_PORT [11332] ORTHANC_HTTP_PORT [11333]
+#   MOVESCU_PORT [11334]                                  all on 127.0.0.1
+#   ORTHANC [/usr/sbin/Orthanc]
+#   BB_BIN [unset]    a beeldbrug binary to measure instead of building this checkout;
+#                     BB_LABEL [unset] says in the report what it was built from
+#   CARGO_TARGET_DIR [<repo>/target]   BEELDBRUG_LOG [info]
+# Needs root (or CAP_NET_RAW) for the time stamps of part 2's "first sub-operation"; without
+# it those columns stay empty.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH_DIR=${BENCH_DIR:-/tmp/beeldbrug-gateway-bench}
+CT_SLICES=${CT_SLICES:-2000}
+REPS=${REPS:-5}
+MOVE_REPS=${MOVE_REPS:-1}
+PHASE_REPS=${PHASE_REPS:-3}
+NAGLE_REPS=${NAGLE_REPS:-1}
+PDU=${PDU:-131072}
+HOST=127.0.0.1
+BB_PORT=${BB_PORT:-11330}
+BB_HTTP_PORT=${BB_HTTP_PORT:-11331}
+ORTHANC_PORT=${ORTHANC_PORT:-11332}
+ORTHANC_HTTP_PORT=${ORTHANC_HTTP_PORT:-11333}
+MOVESCU_PORT=${MOVESCU_PORT:-11334}
+ORTHANC=${ORTHANC:-/usr/sbin/Orthanc}
+BB_BIN=${BB_BIN:-}
+CLIENT=$ROOT/benches/gateway_bench.py
+ACCEPT='multipart/related; type="application/dicom"; transfer-syntax=*'
+export TCP_NODELAY=1 # DCMTK (getscu, movescu, storescu and Orthanc): Nagle off
+
+# shellcheck source=lib.sh
+source "$ROOT/benches/lib.sh"
+
+for tool in storescu echoscu getscu movescu; do
+    [ -x "/usr/bin/$tool" ] || die "DCMTK $tool missing: apt-get install -y dcmtk"
+done
+[ -x "$ORTHANC" ] || die "Orthanc missing ($ORTHANC): apt-get install -y orthanc"
+for tool in curl python3; do
+    command -v "$tool" >/dev/null || die "$tool missing: apt-get install -y $tool"
+done
+if python3 -c 'import socket; socket.socket(socket.AF_PACKET, socket.SOCK_RAW).close()' 2>/dev/null; then
+    SNIFF=1
+else
+    SNIFF=0
+    PHASE_REPS=0
+    log "no raw socket (not root?): the first-sub-operation times and part 5 are left out"
+fi
+
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.4f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+maxof() { printf '%s\n' "$@" | sort -g | tail -1; }
+cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%.2f\n", ($12 + $13) / hz }' "/proc/$1/stat"; }
+rss_kb() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f\n", b - a }'; }
+sub_s() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f\n", a - b }'; }
+mbs() { awk -v b="$1" -v s="$2" 'BEGIN { printf "%.1f", b / 1e6 / s }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+ms() { awk -v s="$1" 'BEGIN { if (s == "") print ""; else printf "%.1f", s * 1000 }'; }
+json() { python3 -c 'import json, sys; v = json.load(sys.stdin); [v := v.get(k, "") if isinstance(v, dict) else "" for k in sys.argv[1:]]; print(v)' "$@"; }
+join_runs() { local IFS=' '; echo "$*"; }
+# gap JSON A B: B - A of the sniffed times (seconds), empty when either is missing
+gap() { python3 -c 'import json, sys; v = json.loads(sys.argv[1]); s = v.get("sniff", {}); a, b = sys.argv[2:]; t = {"request": 0.0, "first_byte": v.get("first_byte")}; ta = t[a] if a in t else s.get(a); tb = t[b] if b in t else s.get(b); print("" if ta is None or tb is None else round(tb - ta, 4))' "$1" "$2" "$3"; }
+
+START=$(now)
+START_LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
+# --- build and inputs -------------------------------------------------------------------------
+mkdir -p "$BENCH_DIR"
+BB=$BENCH_DIR/beeldbrug # a copy: a rebuild of the checkout during the run cannot change it
+if [ -n "$BB_BIN" ]; then
+    [ -x "$BB_BIN" ] || die "BB_BIN=$BB_BIN is not an executable"
+    BB_VERSION="binary $BB_BIN${BB_LABEL:+ ($BB_LABEL)}"
+else
+    log "building beeldbrug (release)"
+    (cd "$ROOT" && cargo build --release --quiet)
+    BB_BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/beeldbrug
+    [ -x "$BB_BIN" ] || die "no release binary at $BB_BIN"
+    BB_VERSION="$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo ' + uncommitted changes in src/')"
+fi
+cp "$BB_BIN" "$BB.tmp" && mv "$BB.tmp" "$BB"
+BB_VERSION="$BB_VERSION, sha256 $(sha256sum "$BB" | cut -c1-12)"
+
+CT_DIR=$BENCH_DIR/input-ct-$CT_SLICES
+if [ ! -f "$CT_DIR.complete" ]; then
+    log "generating $CT_DIR"
+    rm -rf "$CT_DIR"
+    "$BB" generate -o "$CT_DIR" --seed 1 --patients 1 --ct-slices "$CT_SLICES" --mr-slices 0 >/dev/null
+    touch "$CT_DIR.complete"
+fi
+N=$(find "$CT_DIR" -type f -name '*.dcm' | wc -l)
+BYTES=$(find "$CT_DIR" -type f -name '*.dcm' -printf '%s\n' | awk '{ s += $1 } END { print s }')
+MB=$(awk -v b="$BYTES" 'BEGIN { printf "%.1f", b / 1e6 }')
+STUDY=$(find "$CT_DIR" -mindepth 2 -maxdepth 2 -type d -printf '%f\n' -quit)
+[ "$N" = "$CT_SLICES" ] || die "$CT_DIR holds $N files, expected $CT_SLICES"
+
+# --- Orthanc: the PACS, loaded once (its store is kept in BENCH_DIR for the next run) ---------
+ORTHANC_DIR=$BENCH_DIR/orthanc-ct-$CT_SLICES
+# start_orthanc NODELAY: 1 with TCP_NODELAY in its environment, 0 without; sets OPID
+start_orthanc() {
+    mkdir -p "$ORTHANC_DIR"
+    cat >"$ORTHANC_DIR/orthanc.json" <<EOF
+{
+  "Name": "beeldbrug-gateway-bench",
+  "StorageDirectory": "$ORTHANC_DIR/storage",
+  "IndexDirectory": "$ORTHANC_DIR/storage",
+  "Plugins": [],
+  "HttpPort": $ORTHANC_HTTP_PORT,
+  "RemoteAccessAllowed": false,
+  "AuthenticationEnabled": false,
+  "DicomAet": "ORTHANC",
+  "DicomPort": $ORTHANC_PORT,
+  "DicomCheckCalledAet": false,
+  "DicomAlwaysAllowEcho": true,
+  "DicomAlwaysAllowStore": true,
+  "DicomAlwaysAllowGet": true,
+  "DicomAlwaysAllowMove": true,
+  "DicomModalities": {
+    "BEELDBRUG": ["BEELDBRUG", "$HOST", $BB_PORT],
+    "MOVESCU": ["MOVESCU", "$HOST", $MOVESCU_PORT]
+  },
+  "MaximumPduLength": $PDU,
+  "SyncStorageArea": false,
+  "SaveJobs": false
+}
+EOF
+    if [ "$1" = 1 ]; then
+        "$ORTHANC" "$ORTHANC_DIR/orthanc.json" >>"$ORTHANC_DIR/orthanc.log" 2>&1 &
+    else
+        env -u TCP_NODELAY "$ORTHANC" "$ORTHANC_DIR/orthanc.json" >>"$ORTHANC_DIR/orthanc.log" 2>&1 &
+    fi
+    OPID=$!
+    PIDS+=("$OPID")
+    wait_ready ORTHANC "$ORTHANC_PORT" "http://$HOST:$ORTHANC_HTTP_PORT/system" "$OPID" "$ORTHANC_DIR/orthanc.log"
+}
+count_orthanc() {
+    curl -sf "http://$HOST:$ORTHANC_HTTP_PORT/statistics" | sed -n 's/.*"CountInstances" *: *\([0-9]*\).*/\1/p'
+}
+if [ ! -f "$ORTHANC_DIR.complete" ]; then
+    rm -rf "$ORTHANC_DIR"
+    start_orthanc 1
+    log "loading the study ($N instances, $MB MB) into Orthanc with storescu"
+    t0=$(now)
+    /usr/bin/storescu -aet BENCH -aec ORTHANC --max-pdu "$PDU" +sd +r +sp "*.dcm" "$HOST" "$ORTHANC_PORT" "$CT_DIR" \
+        >"$ORTHANC_DIR/storescu.log" 2>&1 || { tail -20 "$ORTHANC_DIR/storescu.log" >&2; die "storescu to Orthanc failed"; }
+    log "loaded in $(since "$t0") s"
+    [ "$(count_orthanc)" = "$N" ] || die "Orthanc holds $(count_orthanc) of $N instances after the load"
+    stop "$OPID"
+    sync
+    touch "$ORTHANC_DIR.complete"
+fi
+start_orthanc 1
+[ "$(count_orthanc)" = "$N" ] || die "Orthanc holds $(count_orthanc) instances, expected $N (rm -rf $ORTHANC_DIR* to reload)"
+ORTHANC_VERSION=$(curl -sf "http://$HOST:$ORTHANC_HTTP_PORT/system" | json Version)
+
+# --- beeldbrug in gateway mode -----------------------------------------------------------------
+# start_beeldbrug DIR MODE: a fresh process on DIR/data (MODE c-get or c-move); sets PID
+start_beeldbrug() {
+    mkdir -p "$1"
+    cat >"$1/beeldbrug.toml" <<EOF
+[dimse]
+ae_title = "BEELDBRUG"
+listen = "$HOST:$BB_PORT"
+
+[http]
+listen = "$HOST:$BB_HTTP_PORT"
+
+[storage]
+data_dir = "$1/data"
+
+[pacs]
+ae_title = "ORTHANC"
+host = "$HOST"
+port = $ORTHANC_PORT
+retrieve = "$2"
+probe_at_start = false
+forward_stow = false
+EOF
+    BEELDBRUG_LOG=${BEELDBRUG_LOG:-info} "$BB" serve -c "$1/beeldbrug.toml" >>"$1/beeldbrug.log" 2>&1 &
+    PID=$!
+    PIDS+=("$PID")
+    wait_ready BEELDBRUG "$BB_PORT" "http://$HOST:$BB_HTTP_PORT/health" "$PID" "$1/beeldbrug.log"
+}
+SNIFF_ARGS=()
+[ "$SNIFF" = 1 ] && SNIFF_ARGS=(--pacs-port "$ORTHANC_PORT" --bb-port "$BB_PORT")
+URL=http://$HOST:$BB_HTTP_PORT/dicomweb/studies/$STUDY
+
+# Nothing is deleted until the end, not even what an aborted run left: ext4 without a
+# journal creates files more slowly for minutes after many were deleted (recently_deleted()
+# in its inode allocator), which would tax whichever ran next.
+RUN_DIR=$BENCH_DIR/runs
+[ -e "$RUN_DIR" ] && mv "$RUN_DIR" "$RUN_DIR.stale.$$"
+mkdir -p "$RUN_DIR"
+
+# Results: R[KEY.WHAT] holds one word per run.
+declare -A R=()
+add() { if [ -n "${R[$1]:-}" ]; then R[$1]+=" $2"; else R[$1]=$2; fi; }
+# shellcheck disable=SC2086 # word splitting intended
+med() { median ${R[$1]:-}; }
+runs() { echo "${R[$1]:-}"; }
+
+# phases KEY JSON: the per-sub-operation phases of a --timeline run, when there are some
+phases() {
+    local v
+    [ -n "${TIMELINE:-}" ] || return 0
+    for v in transfer receiver pacs; do
+        add "$1.ph_$v" "$(echo "$2" | json phases "$v" sum_s)"
+        add "$1.ph_${v}_ms" "$(echo "$2" | json phases "$v" median_ms)"
+    done
+    add "$1.ph_n" "$(echo "$2" | json phases sub_operations)"
+}
+
+# direct TOOL KEY: one getscu (or movescu) of the whole study into a new directory
+direct() {
+    local tool=$1 key=$2 dir c0 out
+    local -a args sniff=()
+    dir=$(mktemp -d "$RUN_DIR/$key-XXXX")
+    if [ "$tool" = getscu ]; then
+        args=(-aet GETSCU)
+        [ "$SNIFF" = 1 ] && sniff=(--pacs-port "$ORTHANC_PORT")
+    else
+        args=(-aet MOVESCU -aem MOVESCU +P "$MOVESCU_PORT")
+        [ "$SNIFF" = 1 ] && sniff=(--pacs-port "$ORTHANC_PORT" --bb-port "$MOVESCU_PORT")
+    fi
+    args+=(-aec ORTHANC --max-pdu "$PDU" -S -k QueryRetrieveLevel=STUDY -k "StudyInstanceUID=$STUDY" -od "$dir" "$HOST" "$ORTHANC_PORT")
+    sync
+    c0=$(cpu_s "$OPID")
+    [ -n "${TIMELINE:-}" ] && sniff+=(--timeline)
+    out=$(python3 "$CLIENT" get --tool "$tool" "${sniff[@]}" "$dir" -- "${args[@]}") || die "$tool failed"
+    phases "$key" "$out"
+    add "$key.ocpu" "$(sub_s "$(cpu_s "$OPID")" "$c0")"
+    [ "$(echo "$out" | json files)" = "$N" ] || die "$tool wrote $(echo "$out" | json files) of $N files"
+    add "$key.total" "$(echo "$out" | json total)"
+    add "$key.subop" "$(gap "$out" request c_store_rq)"
+    add "$key.pacs" "$(gap "$out" c_get_rq c_store_rq)$(gap "$out" c_move_rq c_store_rq)"
+    log "$key ($tool): $(echo "$out" | json total) s, first C-STORE-RQ after $(gap "$out" request c_store_rq) s"
+    settle "$dir"
+}
+
+# settle DIR: write back and drop from the page cache the files a run wrote, so that the
+# memory does not fill up with them run after run (reclaim would slow the later runs)
+settle() {
+    sync
+    python3 "$CLIENT" evict "$1" >/dev/null
+}
+
+# miss KEY MODE [HIT]: a fresh beeldbrug on an empty data dir, WADO-RS of the study (cache
+# miss), wait until the cache records it complete; with HIT, WADO-RS again (cache hit)
+miss() {
+    local key=$1 mode=$2 hit=${3:-} dir out out2 idle hwm c0 o0 got
+    dir=$(mktemp -d "$RUN_DIR/$key-XXXX")
+    start_beeldbrug "$dir" "$mode"
+    sleep 2
+    idle=$(rss_kb "$PID" VmRSS)
+    sync
+    c0=$(cpu_s "$PID")
+    o0=$(cpu_s "$OPID")
+    out=$(python3 "$CLIENT" wado "$URL" --accept "$ACCEPT" "${SNIFF_ARGS[@]}" ${TIMELINE:+--timeline}) || die "WADO-RS ($key) failed (see $dir)"
+    phases "$key" "$out"
+    add "$key.bcpu" "$(sub_s "$(cpu_s "$PID")" "$c0")"
+    add "$key.ocpu" "$(sub_s "$(cpu_s "$OPID")" "$o0")"
+    hwm=$(rss_kb "$PID" VmHWM)
+    [ "$(echo "$out" | json parts)" = "$N" ] || die "WADO-RS ($key) gave $(echo "$out" | json parts) parts, expected $N"
+    WSIZE=$(echo "$out" | json bytes)
+    add "$key.total" "$(echo "$out" | json total)"
+    add "$key.ttfb" "$(echo "$out" | json first_byte)"
+    add "$key.head" "$(echo "$out" | json headers)"
+    add "$key.subop" "$(gap "$out" request c_store_rq)"
+    add "$key.pacs" "$(gap "$out" c_get_rq c_store_rq)$(gap "$out" c_move_rq c_store_rq)"
+    add "$key.after" "$(gap "$out" c_store_rq first_byte)"
+    add "$key.idle" "$idle"
+    add "$key.hwm" "$hwm"
+    add "$key.above" "$((hwm - idle))"
+    # the fetch ends (files synced, study recorded complete) a little after the response
+    out2=$(python3 "$CLIENT" wait-cached "$dir/data/index.db" "$STUDY") \
+        || die "the study never became complete in the cache (see $dir)"
+    add "$key.sync" "$(echo "$out2" | json waited)"
+    got=$(find "$dir/data/blobs" -type f -name '*.dcm' | wc -l)
+    [ "$got" = "$N" ] || die "beeldbrug cached $got of $N instances (see $dir)"
+    log "$key (beeldbrug $mode): $(echo "$out" | json total) s, first byte $(echo "$out" | json first_byte) s ($(gap "$out" c_store_rq first_byte) s after the first C-STORE-RQ), VmHWM $((hwm / 1024)) MiB (idle $((idle / 1024)) MiB), complete in the cache $(echo "$out2" | json waited) s later"
+    if [ -n "$hit" ]; then
+        sync
+        c0=$(cpu_s "$PID")
+        out=$(python3 "$CLIENT" wado "$URL" --accept "$ACCEPT") || die "WADO-RS ($hit) failed (see $dir)"
+        add "$hit.bcpu" "$(sub_s "$(cpu_s "$PID")" "$c0")"
+        [ "$(echo "$out" | json parts)" = "$N" ] || die "WADO-RS ($hit) gave $(echo "$out" | json parts) parts"
+        add "$hit.total" "$(echo "$out" | json total)"
+        add "$hit.ttfb" "$(echo "$out" | json first_byte)"
+        add "$hit.hwm" "$(rss_kb "$PID" VmHWM)"
+        log "$hit (beeldbrug, cache): $(echo "$out" | json total) s, first byte $(echo "$out" | json first_byte) s"
+    fi
+    stop "$PID"
+    settle "$dir"
+}
+
+log "study: $N instances, $MB MB; one untimed getscu (--ignore) to warm Orthanc"
+python3 "$CLIENT" get "$RUN_DIR" -- -aet GETSCU -aec ORTHANC --max-pdu "$PDU" -S -k QueryRetrieveLevel=STUDY \
+    -k "StudyInstanceUID=$STUDY" --ignore "$HOST" "$ORTHANC_PORT" >/dev/null || die "warm-up getscu failed"
+
+# --- parts 1-3: getscu and beeldbrug C-GET (miss, then hit), alternating ------------------------
+for rep in $(seq 1 "$REPS"); do
+    log "run $rep of $REPS"
+    if [ $((rep % 2)) = 1 ]; then
+        direct getscu get
+        miss miss c-get hit
+    else
+        miss miss c-get hit
+        direct getscu get
+    fi
+done
+
+# --- part 4: C-MOVE ---------------------------------------------------------------------------
+for rep in $(seq 1 "$MOVE_REPS"); do
+    log "C-MOVE run $rep of $MOVE_REPS"
+    direct movescu movescu
+    miss move c-move
+done
+
+# --- part 5: where the time goes: every packet time-stamped -------------------------------------
+for rep in $(seq 1 "$PHASE_REPS"); do
+    log "phases run $rep of $PHASE_REPS"
+    if [ $((rep % 2)) = 1 ]; then
+        TIMELINE=1 direct getscu ph-get
+        TIMELINE=1 miss ph-miss c-get
+    else
+        TIMELINE=1 miss ph-miss c-get
+        TIMELINE=1 direct getscu ph-get
+    fi
+done
+
+# --- part 6: Orthanc with Nagle's algorithm on --------------------------------------------------
+if [ "$NAGLE_REPS" != 0 ]; then
+    log "Orthanc restarted without TCP_NODELAY"
+    stop "$OPID"
+    start_orthanc 0
+    for rep in $(seq 1 "$NAGLE_REPS"); do
+        log "Nagle run $rep of $NAGLE_REPS"
+        direct getscu nagle-get
+        miss nagle-miss c-get
+    done
+fi
+stop "$OPID"
+END_LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
+WALL=$(since "$START")
+rm -rf "$RUN_DIR" "$RUN_DIR".stale.*
+
+# --- report -------------------------------------------------------------------------------------
+G=$(med get.total)
+M=$(med miss.total)
+H=$(med hit.total)
+mib() { awk -v k="$1" 'BEGIN { if (k == "") print ""; else printf "%.0f", k / 1024 }'; }
+f2() { awk -v x="$1" 'BEGIN { if (x == "") print ""; else printf "%.2f", x }'; }
+# row LABEL KEY: one line of the results table
+row() {
+    local k=$2 t
+    t=$(med "$k.total")
+    echo "| $1 | $(ms "$(med "$k.subop")") | $(ms "$(med "$k.ttfb")") | $(ms "$(med "$k.after")") | $(f2 "$t") s | $(mbs "$BYTES" "$t") | **$(ratio "$t" "$G")** | $(f2 "$(med "$k.bcpu")") | $(f2 "$(med "$k.ocpu")") | $(runs "$k.total") |"
+}
+REPORT=$BENCH_DIR/results.md
+{
+    echo "## beeldbrug gateway-mode benchmark, $(date -u +%Y-%m-%dT%H:%MZ)"
+    echo
+    echo "Machine: $(nproc) CPUs ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)), $(free -g | awk '/^Mem:/ { print $2 }') GiB RAM; $BENCH_DIR on $(df -hT "$BENCH_DIR" | awk 'NR == 2 { print $2 " (" $1 ")" }'); whole run $WALL s; load average (1/5/15 min) $START_LOAD at the start, $END_LOAD at the end."
+    echo "Versions: beeldbrug $BB_VERSION, Orthanc $ORTHANC_VERSION, $(/usr/bin/getscu --version | awk 'NR == 1' | tr -d '$'), Python $(python3 -c 'import platform; print(platform.python_version())')."
+    echo
+    echo "$N CT instances (512x512, 16-bit, Explicit VR LE), $MB MB, held by Orthanc only. $REPS runs of getscu and of beeldbrug (fresh process, empty data dir: cache miss, then the same request again once the study is complete in the cache: hit), alternating; medians. Times from the request (getscu started / HTTP request written); *first C-STORE-RQ*: the PACS's first sub-operation on the wire; *after sub-op*: first body byte minus first C-STORE-RQ. MB/s and ratio: study bytes / total time, total / getscu's median. CPU: user + system seconds of beeldbrug / Orthanc per retrieve."
+    echo
+    echo "| retrieve | first C-STORE-RQ (ms) | first byte (ms) | after sub-op (ms) | total | MB/s | / getscu | beeldbrug CPU (s) | Orthanc CPU (s) | runs (s) |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    row "getscu (C-GET, files to disk)" get
+    row "beeldbrug WADO-RS, cache miss (C-GET)" miss
+    row "beeldbrug WADO-RS, cache hit" hit
+    if [ "$MOVE_REPS" != 0 ]; then
+        row "movescu (C-MOVE to itself, files to disk)" movescu
+        row "beeldbrug WADO-RS, cache miss (C-MOVE)" move
+    fi
+    if [ "$NAGLE_REPS" != 0 ]; then
+        row "getscu, Orthanc without TCP_NODELAY" nagle-get
+        row "beeldbrug miss (C-GET), Orthanc without TCP_NODELAY" nagle-miss
+    fi
+    echo
+    echo "Response: $WSIZE bytes (multipart framing included). PACS latency, C-GET-RQ to first C-STORE-RQ (median): getscu $(ms "$(med get.pacs)") ms, beeldbrug $(ms "$(med miss.pacs)") ms; beeldbrug's response head after $(ms "$(med miss.head)") ms (before it asks the PACS: C-FIND count, then C-GET). After a miss the study was recorded complete in the cache (files synced) $(med miss.sync) s after the response ended (runs: $(runs miss.sync))."
+    echo
+    echo "beeldbrug memory (\`/proc/<pid>/status\`, fresh process each miss): idle VmRSS $(mib "$(med miss.idle)") MiB, VmHWM after the miss $(mib "$(med miss.hwm)") MiB, **$(mib "$(med miss.above)") MiB above idle** (median; max $(mib "$(maxof ${R[miss.above]})") MiB; runs in kB: $(runs miss.above)); VmHWM after the hit too: $(mib "$(med hit.hwm)") MiB.$( [ "$MOVE_REPS" != 0 ] && echo " C-MOVE miss: $(mib "$(med move.above)") MiB above idle.")"
+    if [ "$PHASE_REPS" != 0 ]; then
+        echo
+        echo "Where the time goes (part 5: $PHASE_REPS more runs each with every packet of the PACS association time-stamped, medians of the per-run sums over the $(printf '%.0f' "$(med ph-get.ph_n)") sub-operations; in brackets the median sub-operation):"
+        echo
+        echo "| | transfer: C-STORE-RQ → last data packet | receiver: last data packet → C-STORE-RSP | PACS: C-STORE-RSP → next C-STORE-RQ | total (runs) |"
+        echo "|---|---:|---:|---:|---|"
+        for k in ph-get ph-miss; do
+            name="getscu"
+            [ "$k" = ph-miss ] && name="beeldbrug cache miss (C-GET)"
+            echo "| $name | $(med "$k.ph_transfer") s ($(med "$k.ph_transfer_ms") ms) | $(med "$k.ph_receiver") s ($(med "$k.ph_receiver_ms") ms) | $(med "$k.ph_pacs") s ($(med "$k.ph_pacs_ms") ms) | $(f2 "$(med "$k.total")") s ($(runs "$k.total")) |"
+        done
+    fi
+    echo
+    echo "| aim | measured | met? |"
+    echo "|---|---|---|"
+    echo "| cache miss total ≤ 1.1 × direct getscu | $(ratio "$M" "$G") × ($M s vs $G s) | $(awk -v r="$(ratio "$M" "$G")" 'BEGIN { print (r <= 1.1) ? "yes" : "**no**" }') |"
+    echo "| first byte ≤ 100 ms after the PACS's first sub-operation | $(ms "$(med miss.after)") ms (max $(ms "$(maxof ${R[miss.after]:-0})") ms) | $(awk -v a="$(med miss.after)" 'BEGIN { print (a == "") ? "?" : (a <= 0.1) ? "yes" : "**no**" }') |"
+    echo "| peak RSS ≤ 64 MB above idle | $(mib "$(med miss.above)") MiB (max $(mib "$(maxof ${R[miss.above]})") MiB) | $(awk -v k="$(maxof ${R[miss.above]})" 'BEGIN { print (k * 1024 <= 64e6) ? "yes" : "**no**" }') |"
+    echo
+    echo "Cache hit: $H s ($(mbs "$BYTES" "$H") MB/s), $(ratio "$H" "$G") × getscu, $(ratio "$H" "$M") × the miss."
+} | tee "$REPORT"
+log "report written to $REPORT"
