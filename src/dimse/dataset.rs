@@ -262,8 +262,10 @@ pub fn read_layout(path: &Path) -> Result<FileLayout, DatasetError> {
         path: path.display().to_string(),
         problem,
     };
-    let mut file = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
+    let file = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
     let file_len = file.metadata().map_err(|e| err(e.to_string()))?.len();
+    // The meta group is read a few bytes at a time: one buffered read instead of dozens.
+    let mut file = std::io::BufReader::with_capacity(4096, file);
     let mut preamble = [0u8; 128];
     file.read_exact(&mut preamble)
         .map_err(|e| err(format!("no preamble: {e}")))?;
