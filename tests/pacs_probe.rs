@@ -12,6 +12,7 @@ use beeldbrug::pacs::config::RetrieveMode;
 use beeldbrug::pacs::probe::{self, Outcome, ProbeOptions, ProbeReport};
 use beeldbrug::server::Running;
 use beeldbrug::testdata::GeneratedFile;
+use common::orthanc::Orthanc;
 use common::peer::PeerProcess;
 use common::quirky::QuirkyPacs;
 use common::{free_port, generate, require_tool};
@@ -122,38 +123,11 @@ fn accepted_syntaxes(report: &ProbeReport) -> BTreeSet<&str> {
 // ---------------------------------------------------------------------------------------------
 // Orthanc
 
-async fn start_orthanc(dir: &Path, our_port: u16) -> (PeerProcess, u16) {
-    let program = require_tool("Orthanc");
-    let (dicom_port, http_port) = (free_port(), free_port());
-    let storage = dir.join("orthanc-storage");
-    let config = serde_json::json!({
-        "Name": "beeldbrug-probe-test",
-        "StorageDirectory": storage,
-        "IndexDirectory": storage,
-        "Plugins": [],
-        "HttpPort": http_port,
-        "RemoteAccessAllowed": false,
-        "AuthenticationEnabled": false,
-        "DicomServerEnabled": true,
-        "DicomAet": "ORTHANC",
-        "DicomPort": dicom_port,
-        "DicomCheckCalledAet": false,
-        "DicomAlwaysAllowEcho": true,
-        "DicomAlwaysAllowStore": true,
-        "DicomAlwaysAllowFind": true,
-        "DicomAlwaysAllowGet": true,
-        "DicomAlwaysAllowMove": true,
-        "UnknownSopClassAccepted": true,
-        "DicomModalities": { "beeldbrug": [OUR_AE, "127.0.0.1", our_port] },
-        "DicomAssociationCloseDelay": 0,
-        "SaveJobs": false,
-    });
-    let cfg = dir.join("orthanc.json");
-    std::fs::write(&cfg, serde_json::to_vec_pretty(&config).expect("json")).expect("config");
-    let mut peer = PeerProcess::spawn("orthanc", &program, &[cfg.display().to_string()], dir);
-    peer.wait_for_port(http_port).await;
-    peer.wait_for_port(dicom_port).await;
-    (peer, dicom_port)
+/// Orthanc (tests/common/orthanc.rs) knowing our AE as a C-MOVE destination.
+async fn start_orthanc(dir: &Path, our_port: u16) -> (Orthanc, u16) {
+    let orthanc = Orthanc::start_with(dir, &[(OUR_AE, our_port)]).await;
+    let port = orthanc.dicom_port;
+    (orthanc, port)
 }
 
 #[tokio::test(flavor = "multi_thread")]
