@@ -7,7 +7,7 @@ mod common;
 use common::gateway_mode::{
     audit_details, becomes_complete, datasets, pacs_toml, syntax_of, wado, AS_STORED,
 };
-use common::http::{dechunk, multipart_parts, send};
+use common::http::{dechunk, send};
 use common::quirky::QuirkyPacs;
 use common::{free_port, generate, Gateway};
 use std::collections::BTreeMap;
@@ -100,6 +100,20 @@ impl Setup {
     }
 }
 
+/// Whether `body` (dechunked) holds the whole first part of a multipart response: its
+/// head and as many bytes as its Content-Length says.
+fn first_part_whole(body: &[u8]) -> bool {
+    let Some(head_end) = body.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&body[..head_end]);
+    let len: Option<usize> = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .and_then(|v| v.trim().parse().ok());
+    len.is_some_and(|len| body.len() >= head_end + 4 + len)
+}
+
 /// Read a streamed multipart response until its first part is whole; the elapsed time.
 async fn first_part_after(
     port: u16,
@@ -113,33 +127,9 @@ async fn first_part_after(
         let n = stream.read(&mut buf).await.unwrap();
         assert!(n > 0, "response ended before one part");
         raw.extend_from_slice(&buf[..n]);
-        let Some(head_end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
-            continue;
-        };
-        let head = String::from_utf8_lossy(&raw[..head_end]).to_string();
-        let mut response = common::http::HttpResponse {
-            status: 200,
-            headers: head
-                .lines()
-                .filter_map(|l| l.split_once(':'))
-                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-                .collect(),
-            body: dechunk(&raw[head_end + 4..]),
-        };
-        // One whole part followed by the start of the next delimiter is not needed: a part
-        // whose Content-Length worth of bytes is here is whole.
-        response.body.extend_from_slice(b"\r\n--");
-        if let Some(boundary) = response
-            .header("Content-Type")
-            .and_then(|c| c.split("boundary=").nth(1))
-        {
-            let closing = format!("\r\n--{}--", boundary.trim_matches('"'));
-            let mut body = response.body.clone();
-            body.truncate(body.len() - 4);
-            body.extend_from_slice(closing.as_bytes());
-            response.body = body;
-            if std::panic::catch_unwind(|| multipart_parts(&response)).is_ok_and(|p| !p.is_empty())
-            {
+        // Response head, then the chunked body whose first part starts at its delimiter.
+        if let Some(head_end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            if first_part_whole(&dechunk(&raw[head_end + 4..])) {
                 return (stream, started.elapsed());
             }
         }

@@ -12,10 +12,10 @@ use beeldbrug::pacs::config::RetrieveMode;
 use beeldbrug::pacs::probe::{self, Outcome, ProbeOptions, ProbeReport};
 use beeldbrug::server::Running;
 use beeldbrug::testdata::GeneratedFile;
-use common::orthanc::Orthanc;
-use common::peer::PeerProcess;
+use common::dcmqrscp::Dcmqrscp;
+use common::orthanc::{store, Orthanc};
 use common::quirky::QuirkyPacs;
-use common::{free_port, generate, require_tool};
+use common::{free_port, generate};
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
@@ -59,20 +59,6 @@ async fn probe_gateway(running: &Running) -> ProbeReport {
 
 fn studies(files: &[GeneratedFile]) -> BTreeSet<String> {
     files.iter().map(|f| f.study_uid.clone()).collect()
-}
-
-/// C-STORE the generated (uncompressed) files with DCMTK storescu.
-fn store(port: u16, aec: &str, files: &[GeneratedFile]) {
-    let port = port.to_string();
-    let mut args = vec!["-aec", aec, "127.0.0.1", port.as_str()];
-    let paths: Vec<String> = files.iter().map(|f| f.path.display().to_string()).collect();
-    args.extend(paths.iter().map(String::as_str));
-    let out = common::dcmtk("storescu", &args);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && !stderr.contains("E:"),
-        "storescu to {aec} failed: {stderr}"
-    );
 }
 
 fn find<'a>(report: &'a ProbeReport, level: &str) -> &'a probe::FindSection {
@@ -199,27 +185,12 @@ async fn orthanc_gets_and_moves_with_originator_and_a_waiting_final_response() {
 // ---------------------------------------------------------------------------------------------
 // DCMTK dcmqrscp
 
-/// dcmqrscp (fork per association; see tests/scu_peers.rs) with one AE `QRSCP` and our AE in
-/// its host table as a C-MOVE destination.
-async fn start_dcmqrscp(dir: &Path, our_port: u16, extra: &[&str]) -> (PeerProcess, u16) {
-    let program = require_tool("dcmqrscp");
-    let port = free_port();
-    let storage = dir.join("qrscp-storage");
-    std::fs::create_dir_all(&storage).expect("storage area");
-    let cfg = format!(
-        "NetworkTCPPort  = {port}\nMaxPDUSize      = 65536\nMaxAssociations = 16\n\n\
-         HostTable BEGIN\nbeeldbrug = ({OUR_AE}, 127.0.0.1, {our_port})\nHostTable END\n\n\
-         VendorTable BEGIN\nVendorTable END\n\n\
-         AETable BEGIN\nQRSCP {} RW (100, 1024mb) ANY\nAETable END\n",
-        storage.display(),
-    );
-    let cfg_path = dir.join("dcmqrscp.cfg");
-    std::fs::write(&cfg_path, cfg).expect("write dcmqrscp.cfg");
-    let mut args = vec!["-c".to_string(), cfg_path.display().to_string()];
-    args.extend(extra.iter().map(|a| a.to_string()));
-    let mut peer = PeerProcess::spawn("dcmqrscp", &program, &args, dir);
-    peer.wait_for_port(port).await;
-    (peer, port)
+/// dcmqrscp (tests/common/dcmqrscp.rs) with one AE `QRSCP` and our AE in its host table as
+/// a C-MOVE destination.
+async fn start_dcmqrscp(dir: &Path, our_port: u16, extra: &[&str]) -> (Dcmqrscp, u16) {
+    let qrscp = Dcmqrscp::start(dir, "QRSCP", &[(OUR_AE, our_port)], extra).await;
+    let port = qrscp.port;
+    (qrscp, port)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -228,7 +199,7 @@ async fn dcmqrscp_without_c_get_moves() {
     let files = generate(&dir.path().join("in"), false);
     let our_port = free_port();
     let (qrscp, port) = start_dcmqrscp(dir.path(), our_port, &["--disable-get"]).await;
-    store(port, "QRSCP", &files);
+    qrscp.load(&files);
     let toml = gateway_toml(
         dir.path(),
         our_port,
@@ -274,7 +245,7 @@ async fn cli_probe_prints_json_and_text_for_dcmqrscp() {
     let files = generate(&dir.path().join("in"), false);
     let our_port = free_port();
     let (qrscp, port) = start_dcmqrscp(dir.path(), our_port, &[]).await;
-    store(port, "QRSCP", &files);
+    qrscp.load(&files);
     let cfg = dir.path().join("beeldbrug.toml");
     std::fs::write(&cfg, gateway_toml(dir.path(), our_port, "QRSCP", port, "")).unwrap();
     let cfg = cfg.display().to_string();
@@ -399,7 +370,7 @@ async fn start_up_probe_sets_the_retrieve_mode() {
     let files = generate(&dir.path().join("in"), false);
     let our_port = free_port();
     let (qrscp, port) = start_dcmqrscp(dir.path(), our_port, &["--disable-get"]).await;
-    store(port, "QRSCP", &files);
+    qrscp.load(&files);
     let toml = gateway_toml(dir.path(), our_port, "QRSCP", port, "retrieve = \"auto\"");
     let running = start_gateway(&toml).await;
     let gateway = running.context.gateway.clone().expect("gateway mode");

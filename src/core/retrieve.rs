@@ -21,6 +21,15 @@ impl Selection {
             && self.sop_instance_uids.is_empty()
     }
 
+    /// Does the selection name this instance? (An empty list at a level constrains nothing.)
+    pub fn contains(&self, loc: &InstanceLocation) -> bool {
+        let within = |list: &[String], uid: &str| list.is_empty() || list.iter().any(|u| u == uid);
+        within(&self.patient_ids, &loc.patient_id)
+            && within(&self.study_uids, &loc.study_instance_uid)
+            && within(&self.series_uids, &loc.series_instance_uid)
+            && within(&self.sop_instance_uids, &loc.sop_instance_uid)
+    }
+
     /// The deepest level the selection names.
     pub fn level(&self) -> Level {
         if !self.sop_instance_uids.is_empty() {

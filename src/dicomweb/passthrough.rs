@@ -8,7 +8,7 @@ use super::multipart;
 use super::producer::{self, SendError};
 use super::wado::Touched;
 use super::{WebError, WebState};
-use crate::core::{InstanceLocation, Selection};
+use crate::core::Selection;
 use crate::pacs::shared::Follower;
 use crate::pacs::PacsError;
 use crate::trust::{Caller, Operation, Outcome};
@@ -47,12 +47,6 @@ pub async fn ensure_cached(
     }
 }
 
-fn selected(selection: &Selection, loc: &InstanceLocation) -> bool {
-    let within = |list: &[String], uid: &str| list.is_empty() || list.iter().any(|u| u == uid);
-    within(&selection.series_uids, &loc.series_instance_uid)
-        && within(&selection.sop_instance_uids, &loc.sop_instance_uid)
-}
-
 /// Stream a selection from a running PACS retrieve. `None`: the request wants a single
 /// `application/dicom` body, which the caller answers from the cache once the retrieve is
 /// done.
@@ -85,7 +79,7 @@ pub async fn retrieve(
         let (mut touched, mut sent) = (Touched::default(), 0usize);
         let result = loop {
             let loc = match follower.next().await {
-                Ok(Some(loc)) if selected(&selection, &loc) => loc,
+                Ok(Some(loc)) if selection.contains(&loc) => loc,
                 Ok(Some(_)) => continue,
                 Ok(None) => {
                     let close = multipart::closing(&boundary);

@@ -68,6 +68,16 @@ pub enum Event {
     Aborted,
 }
 
+/// What the acceptor said of itself in its A-ASSOCIATE-AC (PS3.7 D.3.3): kept for reports
+/// such as the PACS capability probe. Empty on associations we accepted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// The maximum PDU length it announced (0: no limit).
+    pub max_pdu: Option<u32>,
+    pub implementation_class_uid: Option<String>,
+    pub implementation_version_name: Option<String>,
+}
+
 pub struct Association {
     writer: PduWriter<BoxedWriter>,
     incoming: mpsc::Receiver<Result<Frame, PduError>>,
@@ -81,6 +91,8 @@ pub struct Association {
     pub peer: String,
     /// Largest PDU we may send (the peer's announced maximum, capped by ours).
     pub send_max_pdu: u32,
+    /// The acceptor's A-ASSOCIATE-AC details, when we requested the association.
+    pub peer_info: PeerInfo,
     next_message_id: u16,
 }
 
@@ -114,6 +126,7 @@ impl Association {
             called_ae,
             peer,
             send_max_pdu,
+            peer_info: PeerInfo::default(),
             next_message_id: 1,
         }
     }

@@ -350,7 +350,7 @@ where
         return Err(AssociationError::NoContexts);
     }
     let send_max_pdu = peer_max_pdu(&ac.user_variables, link.max_pdu);
-    Ok(Association::start(
+    let mut assoc = Association::start(
         reader,
         writer,
         contexts,
@@ -358,7 +358,21 @@ where
         called_ae.to_string(),
         peer,
         send_max_pdu,
-    ))
+    );
+    for item in &ac.user_variables {
+        let text = |s: &str| Some(s.trim_matches(|c: char| c == '\0' || c == ' ').to_string());
+        match item {
+            UserVariableItem::MaxLength(n) => assoc.peer_info.max_pdu = Some(*n),
+            UserVariableItem::ImplementationClassUID(uid) => {
+                assoc.peer_info.implementation_class_uid = text(uid)
+            }
+            UserVariableItem::ImplementationVersionName(v) => {
+                assoc.peer_info.implementation_version_name = text(v)
+            }
+            _ => {}
+        }
+    }
+    Ok(assoc)
 }
 
 async fn abort_provider(writer: &mut PduWriter<BoxedWriter>, reason: AbortRQServiceProviderReason) {

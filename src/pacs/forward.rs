@@ -11,6 +11,7 @@
 //!   attempt, or `failed` after [`RetryPolicy::max_attempts`].
 //! - [`queue`] / [`job_json`]: the queue as `beeldbrug forward` and `GET /admin/forward` show it.
 
+use super::cache::now;
 use super::gateway::Gateway;
 use crate::core::{InstanceLocation, Selection};
 use crate::dimse::scp::ScpContext;
@@ -416,8 +417,4 @@ pub fn next_attempt(job: &ForwardJob) -> Option<String> {
             t.format(&time::format_description::well_known::Rfc3339)
                 .ok()
         })
-}
-
-fn now() -> i64 {
-    super::cache::now()
 }

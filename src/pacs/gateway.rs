@@ -6,11 +6,12 @@ use super::config::{CacheConfig, RetrieveMode};
 use super::fetch::{self, FetchReport, Sink};
 use super::shared::{End, Fetch, Fetches, Follower};
 use super::{Pacs, PacsError};
-use crate::core::query::{Level, Match, Query, INDEXED_ATTRS};
+use crate::core::query::{Level, Match, Query};
 use crate::core::Selection;
 use crate::dimse::status::{self, Category};
 use crate::store::index::CachedStudy;
 use crate::store::{BlobStore, Index};
+use dicom_core::Tag;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -220,17 +221,12 @@ impl Gateway {
     /// (e.g. studies received by STOW-RS): one row per unique key, in unique-key order,
     /// paged by the query's limit and offset.
     pub async fn find(&self, query: &Query, max_results: usize) -> Result<Vec<Match>, PacsError> {
-        let unique = INDEXED_ATTRS
-            .iter()
-            .find(|a| {
-                a.level == query.level.max(Level::Study) && a.kind == crate::core::AttrKind::Uid
-            })
-            .map(|a| a.tag)
-            .unwrap_or(dicom_core::Tag(0x0020, 0x000D));
-        let unique = if query.level == Level::Patient {
-            dicom_core::Tag(0x0010, 0x0020)
-        } else {
-            unique
+        // Rows are merged and ordered by the unique key of the query level (PS3.4 C.6.1).
+        let unique = match query.level {
+            Level::Patient => Tag(0x0010, 0x0020),
+            Level::Study => Tag(0x0020, 0x000D),
+            Level::Series => Tag(0x0020, 0x000E),
+            Level::Image => Tag(0x0008, 0x0018),
         };
         let window = max_results.saturating_add(query.offset as usize);
         let from_pacs = self.pacs.find(query, window).await?;

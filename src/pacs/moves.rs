@@ -47,14 +47,6 @@ impl Drop for MoveTicket {
     }
 }
 
-fn selects(selection: &Selection, loc: &InstanceLocation) -> bool {
-    let within = |list: &[String], uid: &str| list.is_empty() || list.iter().any(|u| u == uid);
-    within(&selection.study_uids, &loc.study_instance_uid)
-        && within(&selection.series_uids, &loc.series_instance_uid)
-        && within(&selection.sop_instance_uids, &loc.sop_instance_uid)
-        && within(&selection.patient_ids, &loc.patient_id)
-}
-
 impl MoveHub {
     fn lock(&self) -> std::sync::MutexGuard<'_, (u64, Vec<Waiter>)> {
         self.waiting.lock().unwrap_or_else(|e| e.into_inner())
@@ -87,7 +79,7 @@ impl MoveHub {
         loc: &InstanceLocation,
     ) -> Option<mpsc::Sender<Arrival>> {
         let waiting = self.lock();
-        let mut candidates = waiting.1.iter().filter(|w| selects(&w.selection, loc));
+        let mut candidates = waiting.1.iter().filter(|w| w.selection.contains(loc));
         let first = candidates.next()?;
         let chosen = match originator_id {
             Some(id) if first.message_id != id => std::iter::once(first)

@@ -1,21 +1,17 @@
-//! Association negotiation, done by hand to see the whole A-ASSOCIATE-AC (PS3.8 7.1,
-//! PS3.7 D.3.3), and C-ECHO.
+//! Association negotiation, reporting what the A-ASSOCIATE-AC says (PS3.8 7.1, PS3.7 D.3.3,
+//! kept on the association as `peer_info`), and C-ECHO.
 
 use super::report::*;
 use super::{rejected_context, timed_out, within, ProbeOptions};
-use crate::dimse::negotiate::{self, LinkOptions, ProposedContext};
-use crate::dimse::pdu::{Frame, PduReader, PduWriter};
-use crate::dimse::scu::{native_syntaxes, ScuOptions};
+use crate::dimse::association::AssociationError;
+use crate::dimse::negotiate::{LinkOptions, ProposedContext};
+use crate::dimse::scu::{connect, native_syntaxes, ScuOptions};
 use crate::dimse::status::{self, Category};
 use crate::pacs::Pacs;
-use dicom_ul::pdu::{
-    AssociationRJResult, AssociationRQ, Pdu, PresentationContextProposed,
-    PresentationContextResultReason, RequestorRoles, UserVariableItem,
-};
 use std::time::{Duration, Instant};
 
 // ---------------------------------------------------------------------------------------------
-// Association negotiation, done by hand to see the whole A-ASSOCIATE-AC
+// Association negotiation
 
 pub(super) struct Negotiated {
     pub(super) max_pdu: Option<u32>,
@@ -46,122 +42,50 @@ pub(super) async fn negotiate(
     }
 }
 
-/// Err((transient, why)).
+/// Err((transient, why)). A PACS that accepts none of the contexts is an answer (nothing
+/// accepted), not an error.
 async fn negotiate_once(
     opts: &ScuOptions,
     proposed: &[ProposedContext],
 ) -> Result<Negotiated, (bool, String)> {
-    let fail = |why: String| (false, why);
-    let addr = format!("{}:{}", opts.host, opts.port);
-    let stream = tokio::time::timeout(opts.connect_timeout, tokio::net::TcpStream::connect(&addr))
-        .await
-        .map_err(|_| fail(format!("cannot connect to {addr}: timed out")))?
-        .map_err(|e| fail(format!("cannot connect to {addr}: {e}")))?;
-    let _ = stream.set_nodelay(true);
-    let (r, w) = stream.into_split();
-    let mut reader = PduReader::new(r, opts.link.max_pdu, opts.link.timeout);
-    let mut writer = PduWriter::new(w, opts.link.timeout);
-    let contexts: Vec<PresentationContextProposed> = proposed
-        .iter()
-        .enumerate()
-        .map(|(i, p)| PresentationContextProposed {
-            id: (i * 2 + 1) as u8,
-            abstract_syntax: p.abstract_syntax.clone(),
-            transfer_syntaxes: p.transfer_syntaxes.clone(),
+    let mut assoc = match connect(opts, proposed).await {
+        Ok(assoc) => assoc,
+        Err(AssociationError::NoContexts) => {
+            return Ok(Negotiated {
+                max_pdu: None,
+                implementation_class_uid: None,
+                implementation_version_name: None,
+                accepted: vec![None; proposed.len()],
+                scp_roles: Vec::new(),
+            })
+        }
+        Err(e) => return Err((e.is_transient_rejection(), e.to_string())),
+    };
+    // `request` numbers the proposed contexts 1, 3, 5, ... in order (PS3.8 9.3.2.2).
+    let accepted = (0..proposed.len())
+        .map(|i| {
+            let id = (i * 2 + 1) as u8;
+            assoc
+                .context(id)
+                .map(|c| c.transfer_syntax.trim_end_matches('\0').to_string())
         })
         .collect();
-    let mut user_variables = vec![
-        UserVariableItem::MaxLength(opts.link.max_pdu),
-        UserVariableItem::ImplementationClassUID(negotiate::IMPLEMENTATION_CLASS_UID.into()),
-        UserVariableItem::ImplementationVersionName(negotiate::IMPLEMENTATION_VERSION.into()),
-    ];
-    let mut role_classes: Vec<&str> = Vec::new();
-    for p in proposed.iter().filter(|p| p.we_are_scp) {
-        if !role_classes.contains(&p.abstract_syntax.as_str()) {
-            role_classes.push(&p.abstract_syntax);
-            user_variables.push(UserVariableItem::ScuScpRoleSelectionSubItem(
-                p.abstract_syntax.clone(),
-                RequestorRoles {
-                    scu: false,
-                    scp: true,
-                },
-            ));
+    let mut scp_roles: Vec<String> = Vec::new();
+    for c in assoc.contexts.iter().filter(|c| c.requestor_is_scp) {
+        if !scp_roles.contains(&c.abstract_syntax) {
+            scp_roles.push(c.abstract_syntax.clone());
         }
     }
-    let rq = AssociationRQ {
-        protocol_version: 1,
-        calling_ae_title: opts.calling_ae.clone(),
-        called_ae_title: opts.called_ae.clone(),
-        application_context_name: negotiate::APPLICATION_CONTEXT.to_string(),
-        presentation_contexts: contexts.clone(),
-        user_variables,
-    };
-    let io = |e: crate::dimse::pdu::PduError| fail(e.to_string());
-    writer
-        .write_pdu(&Pdu::AssociationRQ(rq))
-        .await
-        .map_err(io)?;
-    writer.flush().await.map_err(io)?;
-    let ac = match reader.read().await.map_err(io)? {
-        Frame::Other(Pdu::AssociationAC(ac)) => ac,
-        Frame::Other(Pdu::AssociationRJ(rj)) => {
-            let transient = matches!(rj.result, AssociationRJResult::Transient);
-            return Err((
-                transient,
-                format!("association rejected: {:?} / {:?}", rj.result, rj.source),
-            ));
-        }
-        Frame::Other(Pdu::AbortRQ { source }) => {
-            return Err(fail(format!(
-                "association aborted by the PACS ({source:?})"
-            )))
-        }
-        _ => return Err(fail("expected A-ASSOCIATE-AC".into())),
-    };
-    let mut n = Negotiated {
-        max_pdu: None,
-        implementation_class_uid: None,
-        implementation_version_name: None,
-        accepted: vec![None; proposed.len()],
-        scp_roles: Vec::new(),
-    };
-    for item in &ac.user_variables {
-        match item {
-            UserVariableItem::MaxLength(len) => n.max_pdu = Some(*len),
-            UserVariableItem::ImplementationClassUID(uid) => {
-                n.implementation_class_uid = Some(uid.trim_end_matches('\0').to_string())
-            }
-            UserVariableItem::ImplementationVersionName(v) => {
-                n.implementation_version_name = Some(v.trim().to_string())
-            }
-            UserVariableItem::ScuScpRoleSelectionSubItem(uid, roles) if roles.scp => {
-                n.scp_roles.push(uid.trim_end_matches('\0').to_string())
-            }
-            _ => {}
-        }
-    }
-    for result in &ac.presentation_contexts {
-        if result.reason != PresentationContextResultReason::Acceptance {
-            continue;
-        }
-        let i = (result.id as usize).saturating_sub(1) / 2;
-        if let Some(slot) = n.accepted.get_mut(i) {
-            *slot = Some(result.transfer_syntax.trim_end_matches('\0').to_string());
-        }
-    }
-    // A-RELEASE (PS3.8 7.2); the answer is awaited briefly, then the connection closes.
-    if writer.write_pdu(&Pdu::ReleaseRQ).await.is_ok() {
-        let _ = tokio::time::timeout(Duration::from_secs(5), async {
-            while let Ok(frame) = reader.read().await {
-                if matches!(frame, Frame::Other(Pdu::ReleaseRP)) {
-                    break;
-                }
-            }
-        })
-        .await;
-    }
-    writer.shutdown().await;
-    Ok(n)
+    let info = std::mem::take(&mut assoc.peer_info);
+    // A-RELEASE (PS3.8 7.2), awaited briefly.
+    let _ = tokio::time::timeout(Duration::from_secs(5), assoc.release()).await;
+    Ok(Negotiated {
+        max_pdu: info.max_pdu,
+        implementation_class_uid: info.implementation_class_uid,
+        implementation_version_name: info.implementation_version_name,
+        accepted,
+        scp_roles,
+    })
 }
 
 pub(super) async fn check_association(
