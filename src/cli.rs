@@ -90,6 +90,10 @@ pub enum Command {
         #[arg(long, default_value_t = 30)]
         timeout: u64,
     },
+    /// Run a Mitz consent simulator (XACML closed question over SOAP) for tests and demos.
+    MitzSim(crate::trust::consent::simulator::SimulatorArgs),
+    /// Read the audit trail per patient (BSN) and verify its hash chain.
+    Audit(crate::trust::audit::cli::AuditArgs),
     /// List the queue of instances forwarded to the PACS (gateway mode), newest first.
     Forward {
         /// Configuration file (TOML) on top of the embedded defaults: names the index.
@@ -275,6 +279,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             study,
             timeout,
         } => probe(config.as_deref(), json, study, timeout).await,
+        Command::MitzSim(args) => crate::trust::consent::simulator::run(args).await,
+        Command::Audit(args) => crate::trust::audit::cli::run(args).await,
         Command::Generate(args) => {
             let files = crate::testdata::generate(&args)?;
             println!("wrote {} files under {}", files.len(), args.out.display());

@@ -33,6 +33,12 @@ pub struct Config {
     /// The local PACS (gateway mode); absent: beeldbrug answers from its own store only.
     #[serde(default)]
     pub pacs: Option<PacsConfig>,
+    /// TLS on the listeners (absent: plain TCP, the loopback demo default).
+    #[serde(default)]
+    pub tls: crate::trust::tls::TlsConfig,
+    /// Participants, tokens, consent and audit.
+    #[serde(default)]
+    pub trust: crate::trust::TrustConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -55,6 +61,10 @@ pub struct PeerConfig {
     pub ae_title: String,
     pub host: String,
     pub port: u16,
+    /// When set, this AE must connect over DICOM TLS with the certificate of this SHA-256
+    /// fingerprint (`openssl x509 -fingerprint -sha256`).
+    #[serde(default)]
+    pub certificate_sha256: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

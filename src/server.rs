@@ -18,6 +18,8 @@ pub enum ServeError {
     Blob(#[from] crate::store::BlobError),
     #[error(transparent)]
     Index(#[from] crate::store::IndexError),
+    #[error(transparent)]
+    Trust(#[from] crate::trust::TrustError),
     #[error("cannot listen on {0}: {1}")]
     Bind(String, std::io::Error),
 }
@@ -51,7 +53,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         .map_err(|e| ServeError::DataDir(config.storage.data_dir.display().to_string(), e))?;
     let blobs = BlobStore::open(&config.storage.data_dir).await?;
     let index = open_index(&config.index_url()).await?;
-    let trust = Arc::new(Trust::new(&config, index.clone()));
+    let trust = Arc::new(Trust::new(&config, index.clone())?);
     let context = Arc::new(ScpContext::new(config.clone(), index, blobs, trust));
 
     let dimse = TcpListener::bind(&config.dimse.listen)

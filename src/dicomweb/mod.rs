@@ -121,10 +121,7 @@ impl<S: Send + Sync> FromRequestParts<S> for WebCaller {
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(a)| a.to_string())
             .unwrap_or_default();
-        Ok(WebCaller(Caller {
-            ae_title: ANONYMOUS.into(),
-            address,
-        }))
+        Ok(WebCaller(Caller::new(ANONYMOUS, address)))
     }
 }
 
@@ -136,7 +133,7 @@ pub async fn admit(
 ) -> Result<(), WebError> {
     match state.trust.decide(caller, operation) {
         crate::trust::Decision::Permit => Ok(()),
-        crate::trust::Decision::Deny(why) => {
+        crate::trust::Decision::Unauthenticated(why) | crate::trust::Decision::Deny(why) => {
             let outcome = Outcome {
                 result: "refused".into(),
                 detail: why.clone(),

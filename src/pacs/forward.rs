@@ -317,10 +317,10 @@ async fn forward_study(
             .into(),
             detail,
         };
-        let us = Caller {
-            ae_title: pacs.config.calling_ae(&pacs.our_ae).to_string(),
-            address: format!("{}:{}", pacs.config.host, pacs.config.port),
-        };
+        let us = Caller::new(
+            pacs.config.calling_ae(&pacs.our_ae),
+            format!("{}:{}", pacs.config.host, pacs.config.port),
+        );
         ctx.trust.audit(&us, Operation::Store, outcome).await;
     }
     recorded

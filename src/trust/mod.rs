@@ -1,20 +1,82 @@
 //! The one decision point every query, retrieval and store passes, whatever the front, and
-//! its audit trail: exactly one audit event per operation.
+//! its audit trail: exactly one audit record per operation (REFERENCE §2, §4).
 //!
-//! Today the decision is by AE title (known peers, or any AE when configured). Later work
-//! adds the mTLS peer, the caller's token, consent and policy behind the same [`Trust::decide`].
+//! - [`tls`]: rustls for the listeners and toward the PACS; the verified peer certificate.
+//! - [`participants`]: certificate fingerprint → remote gateway (URA, homeCommunityId).
+//! - [`claims`], [`jwt`], [`saml`]: who the caller says it is, verified.
+//! - [`consent`]: the Mitz-style consent check, and its simulator.
+//! - [`policy`]: the decision itself, from all of the above.
+//! - [`audit`]: the NEN 7513 store (hash-chained) and PS3.15 audit messages over syslog/TLS.
+
+pub mod audit;
+pub mod claims;
+pub mod consent;
+pub mod jwt;
+pub mod participants;
+pub mod policy;
+pub mod saml;
+pub mod tls;
+
+pub use claims::{ClaimSource, Claims};
+pub use participants::Participant;
 
 use crate::config::Config;
-use crate::store::{AuditEvent, Index};
+use crate::store::Index;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 use std::sync::Arc;
 
+/// `[trust]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrustConfig {
+    /// TOML file of `[[participant]]` entries: the remote gateways that may connect.
+    pub participants_file: Option<PathBuf>,
+    /// Our own organisation (URA). Callers of another organisation are outside the hospital.
+    pub own_ura: String,
+    /// HTTP callers must present a valid bearer JWT or XUA assertion (production: true).
+    pub require_token: bool,
+    pub jwt: jwt::JwtConfig,
+    pub saml: saml::SamlConfig,
+    pub consent: consent::ConsentConfig,
+    pub audit: audit::AuditConfig,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrustError {
+    #[error(transparent)]
+    Participants(#[from] participants::ParticipantsError),
+    #[error("trust.jwt: {0}")]
+    Jwt(jwt::TokenError),
+    #[error("trust.saml: {0}")]
+    Saml(jwt::TokenError),
+}
+
 /// Who is asking.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Caller {
     /// Calling AE title (DIMSE) or client identity (HTTP).
     pub ae_title: String,
     /// Peer socket address.
     pub address: String,
+    /// SHA-256 fingerprint of the verified TLS client certificate, if any.
+    pub certificate_sha256: Option<String>,
+    /// The remote gateway that certificate belongs to, if it is on the participant list.
+    pub participant: Option<Arc<Participant>>,
+    /// Verified claims (token, assertion, or configured for a DIMSE peer).
+    pub claims: Option<Claims>,
+    /// Credentials were presented but did not verify: why (refused with 401).
+    pub credential_error: Option<String>,
+}
+
+impl Caller {
+    pub fn new(ae_title: impl Into<String>, address: impl Into<String>) -> Caller {
+        Caller {
+            ae_title: ae_title.into(),
+            address: address.into(),
+            ..Default::default()
+        }
+    }
 }
 
 /// What they ask for.
@@ -31,6 +93,8 @@ pub enum Operation {
     WadoRs,
     /// STOW-RS store (PS3.18 10.5).
     StowRs,
+    /// Reading the audit trail (NEN 7513: access to the log is itself logged).
+    AuditRead,
 }
 
 impl Operation {
@@ -44,6 +108,7 @@ impl Operation {
             Operation::QidoRs => "QIDO-RS",
             Operation::WadoRs => "WADO-RS",
             Operation::StowRs => "STOW-RS",
+            Operation::AuditRead => "AUDIT-READ",
         }
     }
 }
@@ -51,13 +116,23 @@ impl Operation {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     Permit,
-    /// Refused, with the grounds (never patient data).
+    /// No or bad credentials (HTTP 401), with the reason (never patient data).
+    Unauthenticated(String),
+    /// Known caller, not allowed (HTTP 403; DIMSE refusal status), with the reason.
     Deny(String),
 }
 
 impl Decision {
     pub fn is_permit(&self) -> bool {
         matches!(self, Decision::Permit)
+    }
+
+    /// The reason of a refusal; empty for Permit.
+    pub fn reason(&self) -> &str {
+        match self {
+            Decision::Permit => "",
+            Decision::Unauthenticated(why) | Decision::Deny(why) => why,
+        }
     }
 }
 
@@ -66,7 +141,7 @@ impl Operation {
     pub fn is_web(self) -> bool {
         matches!(
             self,
-            Operation::QidoRs | Operation::WadoRs | Operation::StowRs
+            Operation::QidoRs | Operation::WadoRs | Operation::StowRs | Operation::AuditRead
         )
     }
 }
@@ -84,17 +159,30 @@ pub struct Outcome {
     pub detail: String,
 }
 
+/// The decision point: the configuration and the services it asks.
 #[derive(Debug)]
 pub struct Trust {
     allow_unknown_callers: bool,
     known_aes: Vec<String>,
     allow_anonymous_web: bool,
-    index: Arc<dyn Index>,
+    pub(crate) config: TrustConfig,
+    /// DIMSE peers as configured (AE title, address, optional certificate and claims).
+    pub(crate) dimse_peers: Vec<crate::config::PeerConfig>,
+    pub participants: participants::Participants,
+    pub jwt: jwt::JwtVerifier,
+    pub saml: saml::SamlVerifier,
+    pub consent: consent::Consent,
+    pub audit: audit::Audit,
 }
 
 impl Trust {
-    pub fn new(config: &Config, index: Arc<dyn Index>) -> Self {
-        Trust {
+    pub fn new(config: &Config, index: Arc<dyn Index>) -> Result<Self, TrustError> {
+        let trust = &config.trust;
+        let participants = match &trust.participants_file {
+            Some(path) => participants::Participants::load(path)?,
+            None => participants::Participants::default(),
+        };
+        Ok(Trust {
             allow_unknown_callers: config.dimse.allow_unknown_callers,
             known_aes: config
                 .dimse
@@ -105,8 +193,14 @@ impl Trust {
                 .chain(config.pacs.iter().map(|p| p.ae_title.clone()))
                 .collect(),
             allow_anonymous_web: config.dicomweb.allow_anonymous,
-            index,
-        }
+            config: trust.clone(),
+            dimse_peers: config.dimse.peers.clone(),
+            participants,
+            jwt: jwt::JwtVerifier::new(&trust.jwt).map_err(TrustError::Jwt)?,
+            saml: saml::SamlVerifier::new(&trust.saml).map_err(TrustError::Saml)?,
+            consent: consent::Consent::new(&trust.consent),
+            audit: audit::Audit::new(&trust.audit, index),
+        })
     }
 
     /// May this caller open an association at all?
@@ -122,36 +216,51 @@ impl Trust {
         }
     }
 
-    /// The decision for one operation. Every front calls this before it answers.
+    /// The decision for one operation, before any patient is known. Every front calls this
+    /// before it answers; [`Trust::patient_access`] then decides per patient.
     pub fn decide(&self, caller: &Caller, operation: Operation) -> Decision {
         if operation.is_web() {
-            // No HTTP credentials exist yet (tokens and mTLS come with the trust issue), so an
-            // HTTP caller is anonymous, admitted only where the configuration allows it.
+            if let Some(why) = &caller.credential_error {
+                return Decision::Unauthenticated(why.clone());
+            }
+            if caller.claims.is_some() || caller.participant.is_some() {
+                return Decision::Permit;
+            }
             return if self.allow_anonymous_web {
                 Decision::Permit
             } else {
-                Decision::Deny("anonymous DICOMweb access is disabled".into())
+                Decision::Unauthenticated("anonymous DICOMweb access is disabled".into())
             };
         }
         self.admit(caller)
     }
 
-    /// Record the one audit event of an operation. An audit failure is logged loudly but
-    /// does not undo an operation that already happened.
+    /// Record the one audit record of an operation.
     pub async fn audit(&self, caller: &Caller, operation: Operation, outcome: Outcome) {
-        let event = AuditEvent {
+        let claims = caller.claims.as_ref();
+        let claim = |f: fn(&Claims) -> &String| claims.map(f).cloned().unwrap_or_default();
+        let entry = audit::AuditEntry {
             time: now_rfc3339(),
             operation: operation.name().to_string(),
-            actor: caller.ae_title.clone(),
-            source: caller.address.clone(),
-            patient_ids: outcome.patient_ids.join("\\"),
-            study_uids: outcome.study_uids.join("\\"),
             outcome: outcome.result,
             detail: outcome.detail,
+            gateway: caller
+                .participant
+                .as_ref()
+                .map(|p| p.name.clone())
+                .unwrap_or_else(|| caller.ae_title.clone()),
+            certificate_sha256: caller.certificate_sha256.clone().unwrap_or_default(),
+            organisation_ura: claim(|c| &c.organisation_ura),
+            professional_uzi: claim(|c| &c.professional_uzi),
+            role: claim(|c| &c.role),
+            purpose_of_use: claim(|c| &c.purpose_of_use),
+            token_id: claim(|c| &c.token_id),
+            source_address: caller.address.clone(),
+            grounds: String::new(),
+            patient_ids: outcome.patient_ids,
+            study_uids: outcome.study_uids,
         };
-        if let Err(e) = self.index.record_audit(&event).await {
-            tracing::error!(error = %e, operation = event.operation, "could not record audit event");
-        }
+        self.audit.record(entry).await;
     }
 }
 

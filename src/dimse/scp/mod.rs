@@ -163,10 +163,7 @@ impl AcceptPolicy for Policy<'_> {
         if self.ctx.config.dimse.check_called_ae && rq.called_ae_title.trim() != ours {
             return Err(Refusal::CalledAeNotRecognized);
         }
-        let caller = Caller {
-            ae_title: rq.calling_ae_title.trim().to_string(),
-            address: self.peer.to_string(),
-        };
+        let caller = Caller::new(rq.calling_ae_title.trim(), self.peer);
         if !self.ctx.trust.admit(&caller).is_permit() {
             return Err(Refusal::CallingAeNotRecognized);
         }
@@ -219,10 +216,7 @@ async fn handle_connection(socket: TcpStream, peer: String, ctx: Arc<ScpContext>
             return;
         }
     };
-    let caller = Caller {
-        ae_title: assoc.calling_ae.clone(),
-        address: peer.clone(),
-    };
+    let caller = Caller::new(assoc.calling_ae.clone(), peer.clone());
     tracing::debug!(%peer, calling = %caller.ae_title, contexts = assoc.contexts.len(), "association accepted");
     let mut tally = StoreTally::default();
     let ending = serve_association(&ctx, &mut assoc, &caller, &mut tally).await;
