@@ -65,6 +65,14 @@ pub struct PeerConfig {
     /// fingerprint (`openssl x509 -fingerprint -sha256`).
     #[serde(default)]
     pub certificate_sha256: Option<String>,
+    /// Claims of this AE's requests, for a peer that is another organisation (consent and
+    /// patient checks apply): its URA, RoleCodeNL role and purpose of use.
+    #[serde(default)]
+    pub organisation_ura: Option<String>,
+    #[serde(default)]
+    pub role: Option<String>,
+    #[serde(default)]
+    pub purpose_of_use: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

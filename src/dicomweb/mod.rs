@@ -12,6 +12,7 @@
 
 pub mod bulk;
 pub mod frames;
+pub mod guard;
 pub mod json;
 pub mod media;
 pub mod multipart;
@@ -46,6 +47,9 @@ pub enum WebError {
     BadRequest(String),
     #[error("{0}")]
     Unauthorized(String),
+    /// Authenticated, not allowed (participant list, role, patient, consent).
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -68,6 +72,7 @@ impl WebError {
         match self {
             WebError::BadRequest(_) => StatusCode::BAD_REQUEST,
             WebError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            WebError::Forbidden(_) => StatusCode::FORBIDDEN,
             WebError::NotFound(_) => StatusCode::NOT_FOUND,
             WebError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             WebError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -108,20 +113,44 @@ impl From<crate::store::IndexError> for WebError {
     }
 }
 
-/// The caller of an HTTP request: anonymous until tokens and mTLS arrive (issue 5).
+/// The caller of an HTTP request: its address, the verified TLS client certificate and the
+/// participant it belongs to, and the claims of its token (`Authorization: Bearer <JWT>`, or
+/// `Authorization: SAML <base64 XUA assertion>`). Credentials that fail to verify are kept as
+/// `credential_error`: [`admit`] answers 401 and audits it.
 #[derive(Debug, Clone)]
 pub struct WebCaller(pub Caller);
 
-impl<S: Send + Sync> FromRequestParts<S> for WebCaller {
+impl FromRequestParts<WebState> for WebCaller {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &WebState,
+    ) -> Result<Self, Self::Rejection> {
         let address = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(a)| a.to_string())
             .unwrap_or_default();
-        Ok(WebCaller(Caller::new(ANONYMOUS, address)))
+        let mut caller = Caller::new(ANONYMOUS, address);
+        if let Some(peer) = parts.extensions.get::<crate::trust::tls::TlsPeer>() {
+            caller.certificate_sha256 = Some(peer.certificate_sha256.clone());
+            caller.participant = state.trust.participants.lookup(&peer.certificate_sha256);
+            caller.ae_title = match &caller.participant {
+                Some(p) => p.name.clone(),
+                None => peer.subject.clone(),
+            };
+        }
+        if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
+            match state
+                .trust
+                .verify_credentials(value.as_bytes(), caller.participant.as_deref())
+            {
+                Ok(claims) => caller.claims = Some(claims),
+                Err(why) => caller.credential_error = Some(why),
+            }
+        }
+        Ok(WebCaller(caller))
     }
 }
 
@@ -133,14 +162,17 @@ pub async fn admit(
 ) -> Result<(), WebError> {
     match state.trust.decide(caller, operation) {
         crate::trust::Decision::Permit => Ok(()),
-        crate::trust::Decision::Unauthenticated(why) | crate::trust::Decision::Deny(why) => {
+        refusal => {
             let outcome = Outcome {
                 result: "refused".into(),
-                detail: why.clone(),
+                detail: refusal.reason().to_string(),
                 ..Default::default()
             };
             state.trust.audit(caller, operation, outcome).await;
-            Err(WebError::Unauthorized(why))
+            Err(match refusal {
+                crate::trust::Decision::Unauthenticated(why) => WebError::Unauthorized(why),
+                _ => WebError::Forbidden(refusal.reason().to_string()),
+            })
         }
     }
 }

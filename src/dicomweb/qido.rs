@@ -199,6 +199,8 @@ async fn search(
             return Err(WebError::BadRequest(e.to_string()));
         }
     };
+    let mut request = request;
+    request.query = state.trust.scope_query(&caller, request.query);
     // Gateway mode: the PACS is the source of truth, merged with what only the cache holds.
     let matches = match &state.gateway {
         Some(gateway) => {
@@ -213,6 +215,21 @@ async fn search(
         }
         None => state.index.find(&request.query).await?,
     };
+    // Only the patients this caller may see (token binding, consent); a search that names a
+    // patient who is refused is a 403, others just leave the withheld patients out.
+    let (matches, decisions) = state.trust.filter_matches(&caller, matches).await;
+    let grounds = crate::trust::policy::grounds(&decisions);
+    if let Some(refused) = crate::trust::policy::named_patient_refused(&request.query, &decisions) {
+        let outcome = Outcome {
+            result: "refused".into(),
+            detail: refused.clone(),
+            grounds,
+            patient_ids: decisions.keys().cloned().collect(),
+            ..Default::default()
+        };
+        state.trust.audit(&caller, Operation::QidoRs, outcome).await;
+        return Err(WebError::Forbidden(refused));
+    }
     let base = base_url(&state, &headers);
     let tags = returned_tags(level, &scope, &request.include);
     let body: Vec<Json> = matches
@@ -233,6 +250,7 @@ async fn search(
         study_uids: distinct("StudyInstanceUID"),
         result: "success".into(),
         detail: format!("{} {} matches", matches.len(), level.code()),
+        grounds,
     };
     state.trust.audit(&caller, Operation::QidoRs, outcome).await;
 

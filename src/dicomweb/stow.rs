@@ -142,6 +142,7 @@ async fn store(
             Some(e) => format!("{stored} instances stored, then: {e}"),
             None => format!("{stored} of {} instances stored", parts.len()),
         },
+        grounds: String::new(),
     };
     state.trust.audit(&caller, Operation::StowRs, outcome).await;
     if let Some(e) = error {

@@ -63,6 +63,7 @@ impl Touched {
             study_uids: self.studies.into_iter().collect(),
             result: result.into(),
             detail,
+            grounds: String::new(),
         };
         state.trust.audit(caller, Operation::WadoRs, outcome).await;
     }
@@ -78,13 +79,23 @@ async fn not_found(state: &WebState, caller: &Caller, selection: &Selection) -> 
     WebError::NotFound(what)
 }
 
+/// The whole decision for a retrieve: the caller, then the patients of the selection.
+async fn admit_retrieve(
+    state: &WebState,
+    caller: &Caller,
+    selection: &Selection,
+) -> Result<(), WebError> {
+    admit(state, caller, Operation::WadoRs).await?;
+    super::guard::admit_patients(state, caller, Operation::WadoRs, selection).await
+}
+
 /// Admit the caller and find the selected instances; 404 (audited) when there are none.
 pub async fn locate(
     state: &WebState,
     caller: &Caller,
     selection: &Selection,
 ) -> Result<Vec<InstanceLocation>, WebError> {
-    admit(state, caller, Operation::WadoRs).await?;
+    admit_retrieve(state, caller, selection).await?;
     super::passthrough::ensure_cached(state, caller, selection).await?;
     let locations = state.index.locate(selection).await?;
     if locations.is_empty() {
@@ -204,7 +215,7 @@ async fn retrieve(
     selection: Selection,
     single_resource: bool,
 ) -> Result<Response, WebError> {
-    admit(&state, &caller, Operation::WadoRs).await?;
+    admit_retrieve(&state, &caller, &selection).await?;
     let mut pin = None;
     if let (Some(gateway), Some(study)) = (state.gateway.clone(), selection.study_uids.first()) {
         match gateway.resolve(&selection).await {
@@ -391,7 +402,7 @@ async fn metadata(
     headers: HeaderMap,
     selection: Selection,
 ) -> Result<Response, WebError> {
-    admit(&state, &caller, Operation::WadoRs).await?;
+    admit_retrieve(&state, &caller, &selection).await?;
     super::passthrough::ensure_cached(&state, &caller, &selection).await?;
     admit_stored(&state, &caller, &selection).await?;
     let accept = parse_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));

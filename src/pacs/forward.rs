@@ -316,6 +316,7 @@ async fn forward_study(
             }
             .into(),
             detail,
+            grounds: String::new(),
         };
         let us = Caller::new(
             pacs.config.calling_ae(&pacs.our_ae),

@@ -36,6 +36,8 @@ pub struct TrustConfig {
     pub own_ura: String,
     /// HTTP callers must present a valid bearer JWT or XUA assertion (production: true).
     pub require_token: bool,
+    /// RoleCodeNL codes that may see image data; empty: any role.
+    pub allowed_roles: Vec<String>,
     pub jwt: jwt::JwtConfig,
     pub saml: saml::SamlConfig,
     pub consent: consent::ConsentConfig,
@@ -157,6 +159,8 @@ pub struct Outcome {
     /// "success", "refused", "failure", "cancelled", "partial".
     pub result: String,
     pub detail: String,
+    /// On what grounds it was permitted or refused (consent answers, ...), no patient data.
+    pub grounds: String,
 }
 
 /// The decision point: the configuration and the services it asks.
@@ -219,25 +223,71 @@ impl Trust {
     /// The decision for one operation, before any patient is known. Every front calls this
     /// before it answers; [`Trust::patient_access`] then decides per patient.
     pub fn decide(&self, caller: &Caller, operation: Operation) -> Decision {
-        if operation.is_web() {
-            if let Some(why) = &caller.credential_error {
-                return Decision::Unauthenticated(why.clone());
-            }
-            if caller.claims.is_some() || caller.participant.is_some() {
-                return Decision::Permit;
-            }
-            return if self.allow_anonymous_web {
-                Decision::Permit
-            } else {
-                Decision::Unauthenticated("anonymous DICOMweb access is disabled".into())
-            };
+        let admitted = if operation.is_web() {
+            self.admit_web(caller)
+        } else {
+            self.admit(caller)
+        };
+        match admitted {
+            Decision::Permit => self.check_claims(caller),
+            refusal => refusal,
         }
-        self.admit(caller)
+    }
+
+    /// HTTP: a verified certificate must belong to a participant (403 otherwise); claims
+    /// that failed to verify are a 401; without credentials only where configured.
+    fn admit_web(&self, caller: &Caller) -> Decision {
+        if let Some(why) = &caller.credential_error {
+            return Decision::Unauthenticated(why.clone());
+        }
+        if caller.certificate_sha256.is_some() && caller.participant.is_none() {
+            return Decision::Deny("the client certificate is not on the participant list".into());
+        }
+        if caller.claims.is_some() {
+            return Decision::Permit;
+        }
+        if self.config.require_token {
+            return Decision::Unauthenticated("a bearer token or XUA assertion is required".into());
+        }
+        if caller.participant.is_some() || self.allow_anonymous_web {
+            Decision::Permit
+        } else {
+            Decision::Unauthenticated("anonymous DICOMweb access is disabled".into())
+        }
+    }
+
+    /// Verify an HTTP `Authorization` header value: `Bearer <JWT>` (RFC 6750 2.1) or
+    /// `SAML <base64 XUA assertion>`. The error is a short reason for the 401.
+    pub fn verify_credentials(
+        &self,
+        header: &[u8],
+        gateway: Option<&Participant>,
+    ) -> Result<Claims, String> {
+        let value = std::str::from_utf8(header).map_err(|_| "malformed Authorization header")?;
+        let (scheme, credentials) = value
+            .trim()
+            .split_once(' ')
+            .ok_or("malformed Authorization header")?;
+        let credentials = credentials.trim();
+        if scheme.eq_ignore_ascii_case("bearer") {
+            self.jwt.verify(credentials).map_err(|e| e.to_string())
+        } else if scheme.eq_ignore_ascii_case("saml") {
+            use base64::Engine;
+            let xml = base64::engine::general_purpose::STANDARD
+                .decode(credentials)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or("the SAML assertion is not base64 of UTF-8 XML")?;
+            self.saml.verify(&xml, gateway).map_err(|e| e.to_string())
+        } else {
+            Err(format!("unsupported authorization scheme {scheme:?}"))
+        }
     }
 
     /// Record the one audit record of an operation.
     pub async fn audit(&self, caller: &Caller, operation: Operation, outcome: Outcome) {
-        let claims = caller.claims.as_ref();
+        let configured = self.effective_claims(caller);
+        let claims = configured.as_ref();
         let claim = |f: fn(&Claims) -> &String| claims.map(f).cloned().unwrap_or_default();
         let entry = audit::AuditEntry {
             time: now_rfc3339(),
@@ -256,7 +306,7 @@ impl Trust {
             purpose_of_use: claim(|c| &c.purpose_of_use),
             token_id: claim(|c| &c.token_id),
             source_address: caller.address.clone(),
-            grounds: String::new(),
+            grounds: outcome.grounds,
             patient_ids: outcome.patient_ids,
             study_uids: outcome.study_uids,
         };

@@ -1,1 +1,258 @@
-//! The policy: one decision per query and retrieval, on every front (issue 5, item 4).
+//! The policy (issue 5, item 4): one decision for every query and retrieval, on every front.
+//!
+//! [`Trust::decide`](super::Trust::decide) admits the caller before anything is read: peer
+//! authenticated (participant certificate, or a known AE inside the hospital), claims valid,
+//! role allowed. Then, for each patient whose data would leave, [`Trust::patient_access`]:
+//! the patient is the one the token is bound to (if it is bound), the patient has a BSN, and
+//! consent permits (REFERENCE §2: "no BSN, no exchange"; Deny and Indeterminate refuse).
+
+use super::consent::{ConsentDecision, ConsentRequest};
+use super::{Caller, ClaimSource, Claims, Decision, Trust};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A patient's decision with the grounds that go into the audit record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatientDecision {
+    pub decision: Decision,
+    /// The consent answer, when consent was asked.
+    pub consent: Option<ConsentDecision>,
+}
+
+impl PatientDecision {
+    fn permit(consent: Option<ConsentDecision>) -> Self {
+        PatientDecision {
+            decision: Decision::Permit,
+            consent,
+        }
+    }
+
+    fn deny(why: impl Into<String>, consent: Option<ConsentDecision>) -> Self {
+        PatientDecision {
+            decision: Decision::Deny(why.into()),
+            consent,
+        }
+    }
+}
+
+/// Is this a BSN: 9 digits passing the 11-test (REFERENCE §2)?
+pub fn is_bsn(value: &str) -> bool {
+    let digits: Vec<u32> = value.chars().filter_map(|c| c.to_digit(10)).collect();
+    if digits.len() != 9 || value.len() != 9 {
+        return false;
+    }
+    let sum: i64 = digits
+        .iter()
+        .enumerate()
+        .map(|(i, &d)| {
+            let weight = if i == 8 { -1 } else { 9 - i as i64 };
+            weight * d as i64
+        })
+        .sum();
+    sum % 11 == 0 && sum != 0
+}
+
+impl Trust {
+    /// The claims that count for this caller: verified claims, else those configured for its
+    /// `[[dimse.peers]]` entry (a DIMSE caller inside or outside the hospital).
+    pub fn effective_claims(&self, caller: &Caller) -> Option<Claims> {
+        if let Some(claims) = &caller.claims {
+            return Some(claims.clone());
+        }
+        let peer = self
+            .dimse_peers
+            .iter()
+            .find(|p| p.ae_title == caller.ae_title.trim())?;
+        let ura = peer.organisation_ura.clone()?;
+        Some(Claims {
+            source: ClaimSource::Configured,
+            issuer: "config".into(),
+            subject: peer.ae_title.clone(),
+            organisation_ura: ura,
+            professional_uzi: String::new(),
+            role: peer.role.clone().unwrap_or_default(),
+            purpose_of_use: peer.purpose_of_use.clone().unwrap_or_default(),
+            patient_bsn: None,
+            token_id: String::new(),
+            expires_at: i64::MAX,
+        })
+    }
+
+    /// Checks on the claims alone, before any data is read: the role may see images.
+    pub(super) fn check_claims(&self, caller: &Caller) -> Decision {
+        let Some(claims) = self.effective_claims(caller) else {
+            return Decision::Permit;
+        };
+        let roles = &self.config.allowed_roles;
+        if !roles.is_empty() && !roles.iter().any(|r| r == &claims.role) {
+            return Decision::Deny(format!("role {:?} may not see image data", claims.role));
+        }
+        Decision::Permit
+    }
+
+    /// Whether the answer depends on the patient: the claims bind a patient, or the caller is
+    /// another organisation asking for a purpose that needs consent. When false, the fronts
+    /// skip the per-patient checks (and their lookups) entirely.
+    pub fn patient_scoped(&self, caller: &Caller) -> bool {
+        match self.effective_claims(caller) {
+            Some(claims) => claims.patient_bsn.is_some() || self.needs_consent(&claims),
+            None => false,
+        }
+    }
+
+    fn needs_consent(&self, claims: &Claims) -> bool {
+        let own = self.config.own_ura.trim();
+        let other_organisation = own.is_empty() || claims.organisation_ura != own;
+        other_organisation && self.consent.needed_for(&claims.purpose_of_use)
+    }
+
+    /// May data of this patient (the data set's Patient ID) go to this caller?
+    pub async fn patient_access(&self, caller: &Caller, patient_id: &str) -> PatientDecision {
+        let Some(claims) = self.effective_claims(caller) else {
+            return PatientDecision::permit(None);
+        };
+        let patient_id = patient_id.trim();
+        if let Some(bound) = &claims.patient_bsn {
+            if bound != patient_id {
+                return PatientDecision::deny("the token is bound to another patient", None);
+            }
+        }
+        if !self.needs_consent(&claims) {
+            return PatientDecision::permit(None);
+        }
+        if !is_bsn(patient_id) {
+            return PatientDecision::deny("the patient has no BSN: no exchange", None);
+        }
+        let request = ConsentRequest {
+            bsn: patient_id.to_string(),
+            requester_ura: claims.organisation_ura.clone(),
+            provider_uzi: claims.professional_uzi.clone(),
+            role: claims.role.clone(),
+            purpose_of_use: claims.purpose_of_use.clone(),
+        };
+        let answer = self.consent.decide(&request).await;
+        if self.consent.permits(answer) {
+            PatientDecision::permit(Some(answer))
+        } else {
+            PatientDecision::deny(format!("consent: {answer:?}"), Some(answer))
+        }
+    }
+
+    /// [`Trust::patient_access`] for several patients at once.
+    pub async fn patients_access<'a>(
+        &self,
+        caller: &Caller,
+        patient_ids: impl IntoIterator<Item = &'a str>,
+    ) -> BTreeMap<String, PatientDecision> {
+        let distinct: BTreeSet<&str> = patient_ids.into_iter().collect();
+        let mut out = BTreeMap::new();
+        for id in distinct {
+            out.insert(id.to_string(), self.patient_access(caller, id).await);
+        }
+        out
+    }
+}
+
+impl Trust {
+    /// A query of a caller whose claims are bound to one patient asks for that patient only
+    /// (so paging counts only what may be returned); a query naming another patient stays
+    /// as it is and is refused by [`Trust::filter_matches`].
+    pub fn scope_query(
+        &self,
+        caller: &Caller,
+        query: crate::core::query::Query,
+    ) -> crate::core::query::Query {
+        let Some(bsn) = self.effective_claims(caller).and_then(|c| c.patient_bsn) else {
+            return query;
+        };
+        let names_patient = query.keys.iter().any(|k| k.attr.keyword == "PatientID");
+        match crate::core::query::indexed_attr_by_keyword("PatientID") {
+            Some(attr) if !names_patient => query.with_key(attr, crate::core::Matcher::Single(bsn)),
+            _ => query,
+        }
+    }
+
+    /// Keep the query matches whose patient this caller may see (PS3.4 C.4.1 / PS3.18 10.6:
+    /// a withheld patient's matches are simply not returned). Returns the decisions too, for
+    /// the audit record. Matches without a Patient ID are withheld when the answer is
+    /// patient-scoped.
+    pub async fn filter_matches(
+        &self,
+        caller: &Caller,
+        matches: Vec<crate::core::query::Match>,
+    ) -> (
+        Vec<crate::core::query::Match>,
+        BTreeMap<String, PatientDecision>,
+    ) {
+        if !self.patient_scoped(caller) {
+            return (matches, BTreeMap::new());
+        }
+        const PATIENT_ID: dicom_core::Tag = dicom_core::Tag(0x0010, 0x0020);
+        let decisions = self
+            .patients_access(
+                caller,
+                matches
+                    .iter()
+                    .map(|m| m.get(&PATIENT_ID).map(String::as_str).unwrap_or("")),
+            )
+            .await;
+        let kept = matches
+            .into_iter()
+            .filter(|m| {
+                let id = m.get(&PATIENT_ID).map(String::as_str).unwrap_or("");
+                decisions.get(id).is_some_and(|d| d.decision.is_permit())
+            })
+            .collect();
+        (kept, decisions)
+    }
+}
+
+/// The refusal of the one patient a query names by a single-valued PatientID, if refused:
+/// such a query is answered with a refusal rather than an empty result.
+pub fn named_patient_refused(
+    query: &crate::core::query::Query,
+    decisions: &BTreeMap<String, PatientDecision>,
+) -> Option<String> {
+    let named = query.keys.iter().find_map(|k| match &k.matcher {
+        crate::core::Matcher::Single(v) if k.attr.keyword == "PatientID" => Some(v.clone()),
+        _ => None,
+    })?;
+    match decisions.get(&named) {
+        Some(d) if !d.decision.is_permit() => Some(d.decision.reason().to_string()),
+        _ => None,
+    }
+}
+
+/// The grounds of a set of patient decisions, for the audit record (no patient data).
+pub fn grounds(decisions: &BTreeMap<String, PatientDecision>) -> String {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for d in decisions.values() {
+        let key = match (&d.decision, d.consent) {
+            (Decision::Permit, Some(c)) => format!("permitted (consent {c:?})"),
+            (Decision::Permit, None) => "permitted".to_string(),
+            (refusal, _) => format!("refused ({})", refusal.reason()),
+        };
+        *counts.entry(key).or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .map(|(k, n)| format!("{n} patient(s) {k}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bsn_eleven_test() {
+        assert!(is_bsn("999999990"));
+        assert!(is_bsn("123456782"));
+        assert!(is_bsn("111222333"));
+        assert!(!is_bsn("123456789"));
+        assert!(!is_bsn("12345678"));
+        assert!(!is_bsn("000000000"));
+        assert!(!is_bsn("12345678a"));
+        assert!(!is_bsn("PAT-0001"));
+    }
+}

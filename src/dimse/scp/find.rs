@@ -201,6 +201,8 @@ pub async fn handle(
             .send_command(context_id, &final_rsp(code::NOT_AUTHORIZED, None))
             .await;
     }
+    let mut request = request;
+    request.query = ctx.trust.scope_query(caller, request.query);
     let matches = match ctx.index.find(&request.query).await {
         Ok(m) => m,
         Err(e) => {
@@ -213,6 +215,23 @@ pub async fn handle(
                 .await;
         }
     };
+    // Only the patients this caller may see (token binding, consent); a query naming a
+    // refused patient is refused (PS3.7 C.5: 0124H not authorized), without patient data.
+    let (matches, decisions) = ctx.trust.filter_matches(caller, matches).await;
+    let grounds = crate::trust::policy::grounds(&decisions);
+    if let Some(refused) = crate::trust::policy::named_patient_refused(&request.query, &decisions) {
+        let outcome = Outcome {
+            result: "refused".into(),
+            detail: refused,
+            grounds,
+            patient_ids: decisions.keys().cloned().collect(),
+            ..Default::default()
+        };
+        ctx.trust.audit(caller, Operation::Find, outcome).await;
+        return assoc
+            .send_command(context_id, &final_rsp(code::NOT_AUTHORIZED, None))
+            .await;
+    }
     let mut patients = BTreeSet::new();
     let mut studies = BTreeSet::new();
     let mut sent = 0u32;
@@ -262,6 +281,7 @@ pub async fn handle(
             request.query.level.code(),
             sent
         ),
+        grounds,
     };
     ctx.trust.audit(caller, Operation::Find, outcome).await;
     Ok(())

@@ -72,6 +72,12 @@ pub async fn handle(
                 .await;
         }
     };
+    if let Some(refusal) = super::retrieve::patients_refused(&ctx.trust, caller, &instances).await {
+        ctx.trust.audit(caller, Operation::Get, refusal).await;
+        return assoc
+            .send_command(context_id, &fail(code::NOT_AUTHORIZED, "not authorized"))
+            .await;
+    }
     let message_id = rq.message_id.unwrap_or(0);
     let mut counts = SubOps::new(instances.len());
     let mut cancelled = false;

@@ -94,6 +94,12 @@ pub async fn handle(
                 .await;
         }
     };
+    if let Some(refusal) = super::retrieve::patients_refused(&ctx.trust, caller, &instances).await {
+        ctx.trust.audit(caller, Operation::Move, refusal).await;
+        return assoc
+            .send_command(context_id, &fail(code::NOT_AUTHORIZED, "not authorized"))
+            .await;
+    }
     let mut counts = SubOps::new(instances.len());
     let mut cancelled = false;
     let message_id = rq.message_id.unwrap_or(0);

@@ -151,6 +151,28 @@ pub async fn send_final(
     Ok(())
 }
 
+/// The per-patient decision (issue 5) for the instances a C-MOVE or C-GET would send: the
+/// audit outcome of the refusal when any patient may not be seen by this caller. Nothing is
+/// sent then (PS3.7 C.5: 0124H).
+pub async fn patients_refused(
+    trust: &crate::trust::Trust,
+    caller: &crate::trust::Caller,
+    instances: &[crate::core::InstanceLocation],
+) -> Option<crate::trust::Outcome> {
+    if !trust.patient_scoped(caller) {
+        return None;
+    }
+    let decisions = trust
+        .patients_access(caller, instances.iter().map(|i| i.patient_id.as_str()))
+        .await;
+    let refused = decisions.values().find(|d| !d.decision.is_permit())?;
+    let mut outcome = outcome(instances, &SubOps::new(0), false, "");
+    outcome.result = "refused".into();
+    outcome.detail = refused.decision.reason().to_string();
+    outcome.grounds = crate::trust::policy::grounds(&decisions);
+    Some(outcome)
+}
+
 /// The audit outcome of a retrieve: the patients and studies it touched and its counts.
 pub fn outcome(
     instances: &[crate::core::InstanceLocation],
@@ -184,5 +206,6 @@ pub fn outcome(
             "{prefix}{} completed, {} failed, {} warning",
             counts.completed, counts.failed, counts.warning
         ),
+        grounds: String::new(),
     }
 }

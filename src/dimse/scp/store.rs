@@ -40,6 +40,7 @@ impl StoreTally {
             study_uids: self.study_uids.iter().cloned().collect(),
             result: result.into(),
             detail: format!("{} instances stored, {} failed", self.stored, self.failed),
+            grounds: String::new(),
         };
         trust.audit(caller, Operation::Store, outcome).await;
     }
