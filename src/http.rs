@@ -14,6 +14,7 @@ pub fn router(state: WebState) -> Router {
     let cors = cors_layer(&state.config.dicomweb.cors_origins);
     let admin = Router::new()
         .route("/admin/forward", get(forward_queue))
+        .route("/admin/audit", get(audit_trail))
         .with_state(state.clone());
     let mut web = dicomweb::router(state).layer(CompressionLayer::new().gzip(true).compress_when(
         // DICOM and images are compressed already or too big to gain: JSON only.
@@ -97,5 +98,76 @@ async fn forward_queue(
             "forward_except": p.forward_except,
         })),
         "jobs": jobs.iter().map(crate::pacs::forward::job_json).collect::<Vec<_>>(),
+    })))
+}
+
+/// Query of `GET /admin/audit`.
+#[derive(Debug, serde::Deserialize)]
+struct AuditQuery {
+    bsn: Option<String>,
+    limit: Option<u32>,
+}
+
+/// `GET /admin/audit?bsn=...`: one patient's audit records (NEN 7513: who saw their data),
+/// oldest first (`?limit=` newest, default 1000), with the verification of the whole hash
+/// chain. Behind the trust decision for `AuditRead`; the read itself is recorded.
+async fn audit_trail(
+    axum::extract::State(state): axum::extract::State<WebState>,
+    caller: dicomweb::WebCaller,
+    axum::extract::Query(q): axum::extract::Query<AuditQuery>,
+) -> Result<Json<serde_json::Value>, dicomweb::WebError> {
+    use crate::trust::{Operation, Outcome};
+    dicomweb::admit(&state, &caller.0, Operation::AuditRead).await?;
+    let Some(bsn) = q
+        .bsn
+        .map(|b| b.trim().to_string())
+        .filter(|b| !b.is_empty())
+    else {
+        let outcome = Outcome {
+            result: "failure".into(),
+            detail: "no bsn given".into(),
+            ..Default::default()
+        };
+        state
+            .trust
+            .audit(&caller.0, Operation::AuditRead, outcome)
+            .await;
+        return Err(dicomweb::WebError::BadRequest("give ?bsn=".into()));
+    };
+    let limit = q.limit.unwrap_or(1000).clamp(1, 100_000);
+    let trail = match state.trust.audit.patient_trail(&bsn, limit).await {
+        Ok(t) => t,
+        Err(e) => {
+            let outcome = Outcome {
+                patient_ids: vec![bsn],
+                result: "failure".into(),
+                detail: e.to_string(),
+                ..Default::default()
+            };
+            state
+                .trust
+                .audit(&caller.0, Operation::AuditRead, outcome)
+                .await;
+            return Err(dicomweb::WebError::Internal(e.to_string()));
+        }
+    };
+    let outcome = Outcome {
+        patient_ids: vec![bsn],
+        result: "success".into(),
+        detail: format!(
+            "{} audit records of one patient read; {}",
+            trail.records.len(),
+            crate::trust::audit::cli::describe(&trail.verification)
+        ),
+        ..Default::default()
+    };
+    state
+        .trust
+        .audit(&caller.0, Operation::AuditRead, outcome)
+        .await;
+    Ok(Json(json!({
+        "patient_id": trail.patient_id,
+        "records": trail.records,
+        "verification": trail.verification,
     })))
 }

@@ -6,11 +6,13 @@ use crate::core::{InstanceLocation, Match, Query, Selection};
 use crate::store::InstanceRecord;
 use async_trait::async_trait;
 
+pub mod audit;
 mod gateway;
 mod postgres;
 mod sql;
 mod sqlite;
 
+pub use audit::{AuditRecord, OutboxMessage, GENESIS_HASH};
 pub use gateway::{CachedStudy, ForwardJob};
 pub use postgres::PostgresIndex;
 pub use sql::normalize_name;
@@ -132,11 +134,63 @@ pub trait Index: Send + Sync + std::fmt::Debug {
         error: &str,
     ) -> Result<(), IndexError>;
 
-    /// Append one audit event.
+    /// Append one audit event to the chain (the fields it lacks stay empty).
     async fn record_audit(&self, event: &AuditEvent) -> Result<(), IndexError>;
 
-    /// Audit events, newest last (for tests and the admin CLI).
+    /// The newest `limit` audit records as events, newest last (for tests and the admin CLI).
     async fn audit_events(&self, limit: u32) -> Result<Vec<AuditEvent>, IndexError>;
+
+    /// Append a record to the audit hash chain, serialised against every other writer of the
+    /// database, and queue its syslog message (if any) in the same transaction. Returns the
+    /// record with its `seq`, `prev_hash` and `hash`.
+    async fn append_audit(
+        &self,
+        record: &AuditRecord,
+        syslog: Option<&str>,
+    ) -> Result<AuditRecord, IndexError>;
+
+    /// Up to `limit` chain records after `after_seq`, in chain order.
+    async fn audit_records(
+        &self,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, IndexError>;
+
+    /// The newest `limit` records naming one patient (BSN, bare or in XDS form), oldest first.
+    async fn audit_records_for_patient(
+        &self,
+        patient_id: &str,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, IndexError>;
+
+    /// The chain head: last `seq` and `hash` (0 and [`GENESIS_HASH`] while empty).
+    async fn audit_head(&self) -> Result<(i64, String), IndexError>;
+
+    /// Rows of the per-patient lookup (checked by the chain walk).
+    async fn audit_patient_rows(&self) -> Result<i64, IndexError>;
+
+    /// Claim due syslog messages for `owner` until `until` (Unix seconds), oldest first.
+    async fn claim_audit_outbox(
+        &self,
+        owner: &str,
+        now: i64,
+        until: i64,
+        limit: u32,
+    ) -> Result<Vec<OutboxMessage>, IndexError>;
+
+    /// Remove syslog messages the receiver took.
+    async fn delete_audit_outbox(&self, ids: &[i64]) -> Result<(), IndexError>;
+
+    /// Syslog messages whose write failed: due again at `retry_at`.
+    async fn retry_audit_outbox(
+        &self,
+        ids: &[i64],
+        retry_at: i64,
+        error: &str,
+    ) -> Result<(), IndexError>;
+
+    /// Syslog messages waiting.
+    async fn audit_outbox_len(&self) -> Result<u64, IndexError>;
 }
 
 /// Open (and migrate) the index named by a `sqlite://...` or `postgres://...` URL.

@@ -1002,57 +1002,9 @@ where
     }
 
     pub async fn record_audit(&self, event: &AuditEvent) -> Result<(), IndexError> {
-        let mut sql = self.sql();
-        sql.push(
-            "INSERT INTO audit_event (time, operation, actor, source, patient_ids, study_uids, \
-             outcome, detail) VALUES (",
-        );
-        for (i, v) in [
-            &event.time,
-            &event.operation,
-            &event.actor,
-            &event.source,
-            &event.patient_ids,
-            &event.study_uids,
-            &event.outcome,
-            &event.detail,
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            if i > 0 {
-                sql.push(", ");
-            }
-            sql.bind(v);
-        }
-        sql.push(")");
-        Self::query(&sql).execute(&self.pool).await?;
-        Ok(())
-    }
-
-    pub async fn audit_events(&self, limit: u32) -> Result<Vec<AuditEvent>, IndexError> {
-        let mut sql = self.sql();
-        sql.push(
-            "SELECT time, operation, actor, source, patient_ids, study_uids, outcome, detail FROM \
-             (SELECT * FROM audit_event ORDER BY id DESC",
-        );
-        sql.limit_offset(Some(limit), 0);
-        sql.push(") newest ORDER BY id");
-        let rows = Self::query(&sql).fetch_all(&self.pool).await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
-            out.push(AuditEvent {
-                time: row.try_get(0usize)?,
-                operation: row.try_get(1usize)?,
-                actor: row.try_get(2usize)?,
-                source: row.try_get(3usize)?,
-                patient_ids: row.try_get(4usize)?,
-                study_uids: row.try_get(5usize)?,
-                outcome: row.try_get(6usize)?,
-                detail: row.try_get(7usize)?,
-            });
-        }
-        Ok(out)
+        self.append_audit(&super::audit::AuditRecord::from(event), None)
+            .await
+            .map(|_| ())
     }
 }
 

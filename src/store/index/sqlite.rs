@@ -1,7 +1,10 @@
 //! The SQLite index backend (embedded default): one database file in WAL mode.
 
 use super::sql::{migrator, Dialect, SqlIndex};
-use super::{AuditEvent, CachedStudy, ForwardJob, Index, IndexError, UpsertOutcome};
+use super::{
+    AuditEvent, AuditRecord, CachedStudy, ForwardJob, Index, IndexError, OutboxMessage,
+    UpsertOutcome,
+};
 use crate::core::{InstanceLocation, Match, Query, Selection};
 use crate::store::InstanceRecord;
 use async_trait::async_trait;
@@ -22,6 +25,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "gateway",
         include_str!("migrations/sqlite/0003_gateway.sql"),
+    ),
+    (
+        4,
+        "audit_chain",
+        include_str!("migrations/sqlite/0004_audit_chain.sql"),
     ),
 ];
 
@@ -160,5 +168,68 @@ impl Index for SqliteIndex {
 
     async fn audit_events(&self, limit: u32) -> Result<Vec<AuditEvent>, IndexError> {
         self.inner.audit_events(limit).await
+    }
+
+    async fn append_audit(
+        &self,
+        record: &AuditRecord,
+        syslog: Option<&str>,
+    ) -> Result<AuditRecord, IndexError> {
+        self.inner.append_audit(record, syslog).await
+    }
+
+    async fn audit_records(
+        &self,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, IndexError> {
+        self.inner.audit_records(after_seq, limit).await
+    }
+
+    async fn audit_records_for_patient(
+        &self,
+        patient_id: &str,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, IndexError> {
+        self.inner
+            .audit_records_for_patient(patient_id, limit)
+            .await
+    }
+
+    async fn audit_head(&self) -> Result<(i64, String), IndexError> {
+        self.inner.audit_head().await
+    }
+
+    async fn audit_patient_rows(&self) -> Result<i64, IndexError> {
+        self.inner.audit_patient_rows().await
+    }
+
+    async fn claim_audit_outbox(
+        &self,
+        owner: &str,
+        now: i64,
+        until: i64,
+        limit: u32,
+    ) -> Result<Vec<OutboxMessage>, IndexError> {
+        self.inner
+            .claim_audit_outbox(owner, now, until, limit)
+            .await
+    }
+
+    async fn delete_audit_outbox(&self, ids: &[i64]) -> Result<(), IndexError> {
+        self.inner.delete_audit_outbox(ids).await
+    }
+
+    async fn retry_audit_outbox(
+        &self,
+        ids: &[i64],
+        retry_at: i64,
+        error: &str,
+    ) -> Result<(), IndexError> {
+        self.inner.retry_audit_outbox(ids, retry_at, error).await
+    }
+
+    async fn audit_outbox_len(&self) -> Result<u64, IndexError> {
+        self.inner.audit_outbox_len().await
     }
 }

@@ -1,6 +1,8 @@
 //! `beeldbrug audit`: read the audit trail per patient (BSN) and verify its hash chain.
-//! Reading the trail is itself recorded.
+//! Reading the trail is itself recorded (an AUDIT-READ record naming the patient, NEN 7513).
 
+use super::{Audit, AuditEntry, Verification};
+use crate::config::Config;
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -11,9 +13,98 @@ pub struct AuditArgs {
     /// The patient (BSN) whose records to list.
     #[arg(long)]
     pub bsn: Option<String>,
+    /// Walk the whole hash chain and report the first broken record (exit status 2 if any).
+    #[arg(long)]
+    pub verify: bool,
+    /// One JSON object on stdout: `records` and `verification`.
+    #[arg(long)]
+    pub json: bool,
+    /// At most this many (newest) records.
+    #[arg(long, default_value_t = 10_000)]
+    pub limit: u32,
 }
 
 pub async fn run(args: AuditArgs) -> anyhow::Result<()> {
-    let _ = args;
-    anyhow::bail!("audit: not built yet")
+    if args.bsn.is_none() && !args.verify {
+        anyhow::bail!("audit: give --bsn <BSN> to list a patient's records, or --verify");
+    }
+    let config = Config::load(args.config.as_deref())?;
+    let index = crate::store::open_index(&config.index_url()).await?;
+    // No sender here: a message for the read waits in the outbox for the running gateway.
+    let audit = Audit::queue_only(&config.trust.audit, index);
+
+    let (records, verification) = match &args.bsn {
+        Some(bsn) => {
+            let trail = audit.patient_trail(bsn, args.limit.max(1)).await?;
+            let entry = AuditEntry {
+                time: crate::trust::now_rfc3339(),
+                operation: crate::trust::Operation::AuditRead.name().into(),
+                outcome: "success".into(),
+                detail: format!(
+                    "beeldbrug audit: {} records of one patient read",
+                    trail.records.len()
+                ),
+                gateway: "beeldbrug-cli".into(),
+                source_address: format!(
+                    "local:{}",
+                    std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+                ),
+                grounds: "local administrator (command line)".into(),
+                patient_ids: vec![bsn.clone()],
+                ..Default::default()
+            };
+            // Reading without leaving a trace is not allowed: fail if the read is not recorded.
+            audit.append(entry).await?;
+            (Some(trail.records), trail.verification)
+        }
+        None => (None, audit.verify().await?),
+    };
+
+    if args.json {
+        let out = serde_json::json!({
+            "patient_id": args.bsn,
+            "records": records,
+            "verification": verification,
+        });
+        println!("{out}");
+    } else {
+        if let Some(records) = &records {
+            println!(
+                "{:>6}  {:<30}  {:<10}  {:<9}  {:<16}  {:<10}  {:<9}  {:<8}  {:<22}  DETAIL",
+                "SEQ", "TIME", "OPERATION", "OUTCOME", "GATEWAY", "UZI", "URA", "ROLE", "FROM"
+            );
+            for r in records {
+                println!(
+                    "{:>6}  {:<30}  {:<10}  {:<9}  {:<16}  {:<10}  {:<9}  {:<8}  {:<22}  {}",
+                    r.seq,
+                    r.time,
+                    r.operation,
+                    r.outcome,
+                    r.gateway,
+                    r.professional_uzi,
+                    r.organisation_ura,
+                    r.role,
+                    r.source_address,
+                    r.detail
+                );
+            }
+            eprintln!("{} records", records.len());
+        }
+        eprintln!("{}", describe(&verification));
+    }
+    if args.verify && !verification.ok {
+        std::process::exit(2);
+    }
+    Ok(())
+}
+
+/// One line on the state of the chain.
+pub fn describe(v: &Verification) -> String {
+    match &v.broken {
+        None => format!("chain: ok ({} records)", v.records),
+        Some(b) => format!(
+            "chain: BROKEN at record {}: {} ({} records verified before it)",
+            b.seq, b.reason, v.records
+        ),
+    }
 }

@@ -1,18 +1,84 @@
 //! The audit trail: exactly one record per query, retrieval, store and refusal.
 //!
 //! Every record goes to the local NEN 7513 store (who, patient, what, when in UTC, from
-//! where, on what grounds, outcome), and as a DICOM PS3.15 A.5 audit message to syslog.
+//! where, on what grounds, outcome), a hash chain in the index ([`chain`]), and as a DICOM
+//! PS3.15 A.5 audit message ([`dicom`]) to a syslog receiver over TLS ([`syslog`]), through
+//! a durable outbox in the index. docs/audit.md has the mapping and the configuration.
+//!
+//! - [`chain`]: verifying the hash chain.
+//! - [`dicom`]: the PS3.15 audit message of a record.
+//! - [`syslog`]: RFC 5424 messages, RFC 5425 framing over TLS, the background sender.
+//! - [`cli`]: `beeldbrug audit`.
 
+pub mod chain;
 pub mod cli;
+pub mod dicom;
+pub mod syslog;
 
-use crate::store::{AuditEvent, Index};
+pub use chain::{Broken, Verification};
+
+use crate::store::index::AuditRecord;
+use crate::store::{Index, IndexError};
 use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
 
 /// `[trust.audit]`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct AuditConfig {}
+pub struct AuditConfig {
+    /// The syslog receiver (RFC 5425 over TLS). Unset: no audit messages are queued or sent;
+    /// the local chain is still written.
+    pub syslog_host: Option<String>,
+    /// RFC 5425 port.
+    pub syslog_port: u16,
+    /// The name the receiver's certificate must carry (default: `syslog_host`).
+    pub syslog_server_name: Option<String>,
+    /// CAs trusted for the receiver's certificate (PEM). Required with `syslog_host`.
+    pub ca_file: Option<PathBuf>,
+    /// Our client certificate and key (PEM) for mutual TLS with the receiver.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// RFC 5424 APP-NAME, and the PS3.15 AuditSourceID.
+    pub app_name: String,
+    /// RFC 5424 HOSTNAME and our NetworkAccessPointID (default: the system host name).
+    pub hostname: Option<String>,
+    /// PS3.15 AuditEnterpriseSiteID: our organisation (URA), if set.
+    pub site_id: String,
+    /// Longest wait between attempts while the receiver is down, seconds.
+    pub retry_max_secs: u64,
+    /// How often the outbox is looked at without new records, seconds.
+    pub poll_secs: u64,
+    /// Messages per connection.
+    pub batch: u32,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            syslog_host: None,
+            syslog_port: 6514,
+            syslog_server_name: None,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            app_name: "beeldbrug".into(),
+            hostname: None,
+            site_id: String::new(),
+            retry_max_secs: 300,
+            poll_secs: 5,
+            batch: 100,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("audit trail: {0}")]
+    Index(#[from] IndexError),
+}
 
 /// One audit record, as the fronts and the decision point describe it.
 #[derive(Debug, Clone, Default)]
@@ -21,7 +87,8 @@ pub struct AuditEntry {
     pub time: String,
     /// "C-FIND", "WADO-RS", ... (`Operation::name`).
     pub operation: String,
-    /// "success", "refused", "failure", "cancelled", "partial".
+    /// "success", "refused", "failure", "cancelled", "partial" ("unauthenticated": refused
+    /// for missing or bad credentials).
     pub outcome: String,
     /// Free text without patient data.
     pub detail: String,
@@ -37,40 +104,189 @@ pub struct AuditEntry {
     pub token_id: String,
     /// Peer address.
     pub source_address: String,
-    /// On what grounds: the decision and its reasons (consent outcome, ...).
+    /// On what grounds: the decision and its reasons (consent outcome, ...). A refusal for
+    /// credentials starts with "unauthenticated".
     pub grounds: String,
     /// Patients (BSN) and studies concerned.
     pub patient_ids: Vec<String>,
     pub study_uids: Vec<String>,
 }
 
+impl From<AuditEntry> for AuditRecord {
+    fn from(e: AuditEntry) -> Self {
+        AuditRecord {
+            seq: 0,
+            time: e.time,
+            operation: e.operation,
+            outcome: e.outcome,
+            detail: e.detail,
+            gateway: e.gateway,
+            certificate_sha256: e.certificate_sha256,
+            organisation_ura: e.organisation_ura,
+            professional_uzi: e.professional_uzi,
+            role: e.role,
+            purpose_of_use: e.purpose_of_use,
+            token_id: e.token_id,
+            source_address: e.source_address,
+            grounds: e.grounds,
+            patient_ids: e.patient_ids,
+            study_uids: e.study_uids,
+            prev_hash: String::new(),
+            hash: String::new(),
+        }
+    }
+}
+
+/// One patient's records and the state of the whole chain.
+#[derive(Debug, Clone, Serialize)]
+pub struct PatientTrail {
+    pub patient_id: String,
+    pub records: Vec<AuditRecord>,
+    pub verification: Verification,
+}
+
 /// Writes audit records.
-#[derive(Debug)]
 pub struct Audit {
     index: Arc<dyn Index>,
+    source: dicom::Source,
+    header: syslog::Header,
+    /// Syslog configured: queue a message with each record.
+    queue: bool,
+    wake: Arc<Notify>,
+}
+
+impl std::fmt::Debug for Audit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Audit")
+            .field("source", &self.source)
+            .field("queue", &self.queue)
+            .finish()
+    }
 }
 
 impl Audit {
+    /// The audit trail over `index`; with `syslog_host` set, also the background sender
+    /// (spawned here on the current tokio runtime).
     pub fn new(config: &AuditConfig, index: Arc<dyn Index>) -> Audit {
-        let _ = config;
-        Audit { index }
+        let audit = Self::queue_only(config, index);
+        if let Some(host) = config.syslog_host.clone().filter(|h| !h.trim().is_empty()) {
+            let target = syslog::Target {
+                server_name: config
+                    .syslog_server_name
+                    .clone()
+                    .unwrap_or_else(|| host.clone()),
+                host,
+                port: config.syslog_port,
+                ca_file: config.ca_file.clone(),
+                cert_file: config.cert_file.clone(),
+                key_file: config.key_file.clone(),
+                retry_max: Duration::from_secs(config.retry_max_secs.max(1)),
+                poll: Duration::from_secs(config.poll_secs.max(1)),
+                batch: config.batch.clamp(1, 10_000),
+            };
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    let sender =
+                        syslog::Sender::new(audit.index.clone(), target, audit.wake.clone());
+                    runtime.spawn(sender.run());
+                }
+                Err(_) => tracing::error!(
+                    "AUDIT: no async runtime to send audit messages on; they stay queued"
+                ),
+            }
+        }
+        audit
+    }
+
+    /// The audit trail without a sender: records (and, with `syslog_host`, queued messages
+    /// for a running gateway to send). For short-lived commands.
+    pub fn queue_only(config: &AuditConfig, index: Arc<dyn Index>) -> Audit {
+        let host = config
+            .hostname
+            .clone()
+            .unwrap_or_else(syslog::system_hostname);
+        Audit {
+            index,
+            source: dicom::Source {
+                app_name: if config.app_name.trim().is_empty() {
+                    "beeldbrug".into()
+                } else {
+                    config.app_name.clone()
+                },
+                site_id: config.site_id.clone(),
+                host: host.clone(),
+            },
+            header: syslog::Header {
+                hostname: host,
+                app_name: config.app_name.clone(),
+                procid: std::process::id().to_string(),
+            },
+            queue: config
+                .syslog_host
+                .as_deref()
+                .is_some_and(|h| !h.trim().is_empty()),
+            wake: Arc::new(Notify::new()),
+        }
     }
 
     /// Record one entry. A failure is logged loudly but does not undo an operation that
     /// already happened.
     pub async fn record(&self, entry: AuditEntry) {
-        let event = AuditEvent {
-            time: entry.time,
-            operation: entry.operation,
-            actor: entry.gateway,
-            source: entry.source_address,
-            patient_ids: entry.patient_ids.join("\\"),
-            study_uids: entry.study_uids.join("\\"),
-            outcome: entry.outcome,
-            detail: entry.detail,
-        };
-        if let Err(e) = self.index.record_audit(&event).await {
-            tracing::error!(error = %e, operation = event.operation, "could not record audit event");
+        if let Err(e) = self.append(entry).await {
+            tracing::error!(error = %e, "AUDIT RECORD LOST: could not record an audit event");
         }
+    }
+
+    /// Record one entry; the stored record (with its place in the chain) or why not.
+    pub async fn append(&self, entry: AuditEntry) -> Result<AuditRecord, AuditError> {
+        let record = AuditRecord::from(entry);
+        let message = if self.queue {
+            match dicom::message(&record, &self.source) {
+                Ok(xml) => xml.map(|xml| syslog::message(&self.header, &record.time, &xml)),
+                Err(e) => {
+                    tracing::error!(error = %e, operation = record.operation, "AUDIT: no syslog message for a record");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let stored = self.index.append_audit(&record, message.as_deref()).await?;
+        if message.is_some() {
+            self.wake.notify_one();
+        }
+        Ok(stored)
+    }
+
+    /// Walk the whole chain.
+    pub async fn verify(&self) -> Result<Verification, AuditError> {
+        Ok(chain::verify(self.index.as_ref()).await?)
+    }
+
+    /// The newest `limit` records of one patient, and the chain's verification. The caller
+    /// records the read itself (an AUDIT-READ entry naming the patient).
+    pub async fn patient_trail(
+        &self,
+        patient_id: &str,
+        limit: u32,
+    ) -> Result<PatientTrail, AuditError> {
+        let mut records = self
+            .index
+            .audit_records_for_patient(patient_id, limit)
+            .await?;
+        // The lookup table is outside the chain: keep only records whose (hashed) content
+        // names the patient.
+        let key = crate::store::index::audit::patient_key(patient_id);
+        records.retain(|r| r.patient_keys().contains(&key));
+        Ok(PatientTrail {
+            patient_id: patient_id.to_string(),
+            records,
+            verification: self.verify().await?,
+        })
+    }
+
+    /// The PS3.15 message a record maps to (for tests and tools).
+    pub fn dicom_message(&self, record: &AuditRecord) -> Option<String> {
+        dicom::message(record, &self.source).ok().flatten()
     }
 }
