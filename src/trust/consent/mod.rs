@@ -1,22 +1,121 @@
-//! Patient consent, Mitz style (REFERENCE §2): the "closed question", an XACML
-//! `XACMLAuthzDecisionQuery` over SOAP with mTLS, answered Permit / Deny / Indeterminate /
-//! NotApplicable, with a short-lived cache.
+//! Patient consent, Mitz style (REFERENCE §2): before metadata or pixels of a patient leave,
+//! the data holder asks the "closed question" — may this requester (URA, UZI, role) see data
+//! of this patient (BSN), held by a facility of our type, for this purpose of use? — as an
+//! XACML `XACMLAuthzDecisionQuery` (SAML 2.0 profile of XACML v2.0) over SOAP 1.2 with mTLS,
+//! answered Permit / Deny / Indeterminate / NotApplicable (XACML 2.0 core §6.11). Answers are
+//! kept a short while. Deny and Indeterminate refuse; NotApplicable (no consent registered)
+//! refuses unless configured otherwise. A service that is down, slow or answers garbage gives
+//! Indeterminate with a logged reason.
+//!
+//! - [`xacml`]: the messages (query, response, SOAP faults), both directions.
+//! - [`client`]: one question over HTTP(S).
+//! - [`cache`]: the short-lived decision cache.
+//! - [`simulator`]: `beeldbrug mitz-sim`, a test and demo stand-in for Mitz.
 
+pub mod cache;
+pub mod client;
+mod dom;
 pub mod simulator;
+pub mod xacml;
 
+use crate::config::ConfigError;
 use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-/// `[trust.consent]`; empty `url`: no consent service (every decision NotApplicable).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ConsentConfig {
-    /// The Mitz (or simulator) endpoint.
-    pub url: String,
-    /// Purposes of use that need consent.
-    pub purposes: Vec<String>,
+/// What NotApplicable (no consent or refusal registered for this patient) means here.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NotApplicable {
+    Permit,
+    /// Mitz: without the patient's explicit consent nothing is made available.
+    #[default]
+    Deny,
 }
 
-/// What is asked: may `requester` see data of `bsn` for `purpose_of_use`?
+/// `[trust.consent]`; empty `url`: no consent service (no check needed, every decision
+/// NotApplicable).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsentConfig {
+    /// The Mitz (or simulator) endpoint: `https://…` (mTLS) or `http://…` (local tests).
+    pub url: String,
+    /// Purposes of use that need consent; `"*"` (the default) is every purpose, an absent
+    /// one included. Compared without regard to ASCII case.
+    pub purposes: Vec<String>,
+    /// `"deny"` (default) or `"permit"`.
+    pub not_applicable: NotApplicable,
+    /// How long an answer is kept, seconds; 0 keeps none.
+    pub cache_secs: u64,
+    /// The whole exchange (connect, TLS, answer), seconds.
+    pub timeout_secs: u64,
+    /// Our facility type (healthcare-facility-type-code, 2.16.840.1.113883.2.4.15.1060),
+    /// e.g. `Z3` (ziekenhuis).
+    pub facility_type: String,
+    /// Our own URA as the data holder (`author-institution:id`); empty: left out.
+    pub custodian_ura: String,
+    /// `saml:Issuer` of our queries.
+    pub issuer: String,
+    /// CAs trusted for the Mitz server certificate (PEM); required for `https`.
+    pub ca_file: Option<PathBuf>,
+    /// Our client certificate chain (PEM) for mTLS.
+    pub cert_file: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub key_file: Option<PathBuf>,
+}
+
+impl Default for ConsentConfig {
+    fn default() -> Self {
+        ConsentConfig {
+            url: String::new(),
+            purposes: vec!["*".into()],
+            not_applicable: NotApplicable::Deny,
+            cache_secs: 60,
+            timeout_secs: 5,
+            facility_type: "Z3".into(),
+            custodian_ura: String::new(),
+            issuer: "beeldbrug".into(),
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+        }
+    }
+}
+
+impl ConsentConfig {
+    /// Checks serde cannot express; errors name the key. Certificate files are read in
+    /// [`Consent::new`], which logs a bad one (every decision is then Indeterminate).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, problem: &str| ConfigError::Invalid {
+            key: format!("trust.consent.{key}"),
+            problem: problem.to_string(),
+        };
+        if self.url.is_empty() {
+            return Ok(());
+        }
+        let https = self.url.starts_with("https://");
+        if !https && !self.url.starts_with("http://") {
+            return Err(invalid("url", "must start with https:// or http://"));
+        }
+        if https && self.ca_file.is_none() {
+            return Err(invalid("ca_file", "required with an https url"));
+        }
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            return Err(invalid("cert_file", "cert_file and key_file go together"));
+        }
+        if self.timeout_secs == 0 {
+            return Err(invalid("timeout_secs", "must be at least 1"));
+        }
+        if self.purposes.is_empty() {
+            return Err(invalid("purposes", "empty: nothing would be checked"));
+        }
+        Ok(())
+    }
+}
+
+/// What is asked: may `requester` see data of `bsn` for `purpose_of_use`? The whole request
+/// is the cache key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ConsentRequest {
     pub bsn: String,
@@ -26,8 +125,8 @@ pub struct ConsentRequest {
     pub purpose_of_use: String,
 }
 
-/// The XACML decision (XACML 2.0 core, 6.11).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The XACML decision (XACML 2.0 core §6.11).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ConsentDecision {
     Permit,
     Deny,
@@ -35,33 +134,325 @@ pub enum ConsentDecision {
     NotApplicable,
 }
 
+impl ConsentDecision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConsentDecision::Permit => "Permit",
+            ConsentDecision::Deny => "Deny",
+            ConsentDecision::Indeterminate => "Indeterminate",
+            ConsentDecision::NotApplicable => "NotApplicable",
+        }
+    }
+
+    /// The `<Decision>` text (xs:string enumeration, case-sensitive).
+    pub fn parse(text: &str) -> Option<ConsentDecision> {
+        [
+            ConsentDecision::Permit,
+            ConsentDecision::Deny,
+            ConsentDecision::Indeterminate,
+            ConsentDecision::NotApplicable,
+        ]
+        .into_iter()
+        .find(|d| d.as_str() == text)
+    }
+
+    /// Of two results, the one that lets less through (deny-overrides order).
+    pub fn stricter(self, other: ConsentDecision) -> ConsentDecision {
+        fn rank(d: ConsentDecision) -> u8 {
+            match d {
+                ConsentDecision::Deny => 3,
+                ConsentDecision::Indeterminate => 2,
+                ConsentDecision::NotApplicable => 1,
+                ConsentDecision::Permit => 0,
+            }
+        }
+        if rank(other) > rank(self) {
+            other
+        } else {
+            self
+        }
+    }
+}
+
+impl std::fmt::Display for ConsentDecision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A decision and how it came about, for the audit record's grounds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsentOutcome {
+    pub decision: ConsentDecision,
+    /// Answered from the cache.
+    pub cached: bool,
+    /// Why there is no real answer (Indeterminate from an error); never patient data.
+    pub reason: Option<String>,
+}
+
 /// The consent check with its cache.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Consent {
     config: ConsentConfig,
+    cache: cache::DecisionCache,
+    /// The endpoint, or why it could not be set up (bad url, unreadable certificate).
+    endpoint: Result<client::Endpoint, String>,
+}
+
+impl Default for Consent {
+    fn default() -> Self {
+        Consent::new(&ConsentConfig::default())
+    }
 }
 
 impl Consent {
     pub fn new(config: &ConsentConfig) -> Consent {
+        let endpoint = if config.url.is_empty() {
+            Err("no consent service configured".to_string())
+        } else {
+            client::Endpoint::new(
+                &config.url,
+                config.ca_file.as_ref(),
+                config.cert_file.as_ref(),
+                config.key_file.as_ref(),
+            )
+            .map_err(|e| {
+                tracing::error!(error = %e, "trust.consent: every consent decision will be Indeterminate");
+                e.to_string()
+            })
+        };
         Consent {
             config: config.clone(),
+            cache: cache::DecisionCache::new(Duration::from_secs(config.cache_secs)),
+            endpoint,
         }
     }
 
     /// Does this purpose of use need a consent check?
     pub fn needed_for(&self, purpose_of_use: &str) -> bool {
-        !self.config.url.is_empty() && self.config.purposes.iter().any(|p| p == purpose_of_use)
+        !self.config.url.is_empty()
+            && self
+                .config
+                .purposes
+                .iter()
+                .any(|p| p == "*" || p.eq_ignore_ascii_case(purpose_of_use))
     }
 
     /// The decision; a service that cannot be reached gives Indeterminate.
     pub async fn decide(&self, request: &ConsentRequest) -> ConsentDecision {
-        let _ = request;
-        ConsentDecision::Indeterminate
+        self.check(request).await.decision
+    }
+
+    /// The decision with how it came about. Answers of the service are cached; Indeterminate
+    /// never is (it stands for an error, here or at the service, worth asking again).
+    pub async fn check(&self, request: &ConsentRequest) -> ConsentOutcome {
+        let outcome = |decision, cached, reason: Option<String>| ConsentOutcome {
+            decision,
+            cached,
+            reason,
+        };
+        if self.config.url.is_empty() {
+            return outcome(ConsentDecision::NotApplicable, false, None);
+        }
+        if request.bsn.trim().is_empty() {
+            // REFERENCE §2: no BSN, no exchange.
+            return outcome(
+                ConsentDecision::Indeterminate,
+                false,
+                Some("no BSN to ask consent for".into()),
+            );
+        }
+        if let Some(decision) = self.cache.get(request) {
+            return outcome(decision, true, None);
+        }
+        let endpoint = match &self.endpoint {
+            Ok(endpoint) => endpoint,
+            Err(why) => {
+                tracing::warn!(reason = %why, "consent check: Indeterminate");
+                return outcome(ConsentDecision::Indeterminate, false, Some(why.clone()));
+            }
+        };
+        let question = xacml::Question {
+            id: new_id(),
+            message_id: format!("urn:uuid:{}", new_uuid()),
+            bsn: request.bsn.trim().to_string(),
+            requester_ura: request.requester_ura.clone(),
+            provider_uzi: request.provider_uzi.clone(),
+            role: request.role.clone(),
+            purpose_of_use: request.purpose_of_use.clone(),
+            facility_type: self.config.facility_type.clone(),
+            custodian_ura: self.config.custodian_ura.clone(),
+        };
+        let timeout = Duration::from_secs(self.config.timeout_secs.max(1));
+        match endpoint.ask(&question, &self.config.issuer, timeout).await {
+            Ok(ConsentDecision::Indeterminate) => {
+                let why = "the consent service answered Indeterminate".to_string();
+                tracing::warn!(query = %question.id, "consent check: {why}");
+                outcome(ConsentDecision::Indeterminate, false, Some(why))
+            }
+            Ok(decision) => {
+                tracing::debug!(query = %question.id, %decision, "consent check");
+                self.cache.put(request, decision);
+                outcome(decision, false, None)
+            }
+            Err(e) => {
+                tracing::warn!(query = %question.id, url = %endpoint.url, error = %e, "consent check failed: Indeterminate");
+                outcome(ConsentDecision::Indeterminate, false, Some(e.to_string()))
+            }
+        }
     }
 
     /// May data leave on this decision? Deny and Indeterminate never; NotApplicable per
     /// configuration.
     pub fn permits(&self, decision: ConsentDecision) -> bool {
-        matches!(decision, ConsentDecision::Permit)
+        match decision {
+            ConsentDecision::Permit => true,
+            ConsentDecision::NotApplicable => self.config.not_applicable == NotApplicable::Permit,
+            ConsentDecision::Deny | ConsentDecision::Indeterminate => false,
+        }
+    }
+}
+
+/// 16 bytes that differ per call and process (SHA-256 of time, a counter and the process
+/// id): identifiers, not secrets.
+fn unique_bytes() -> [u8; 16] {
+    use sha2::Digest;
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = sha2::Sha256::new();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    hasher.update(nanos.to_le_bytes());
+    hasher.update(COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+    hasher.update(std::process::id().to_le_bytes());
+    let digest = hasher.finalize();
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&digest[..16]);
+    out
+}
+
+/// A SAML ID (xs:ID, an NCName: starts with `_`).
+pub(crate) fn new_id() -> String {
+    let hex: String = unique_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    format!("_{hex}")
+}
+
+/// A version-4-shaped UUID for WS-Addressing MessageIDs.
+pub(crate) fn new_uuid() -> String {
+    let mut b = unique_bytes();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_purposes() {
+        let off = Consent::new(&ConsentConfig::default());
+        assert!(!off.needed_for("TREATMENT"));
+        let all = Consent::new(&ConsentConfig {
+            url: "http://127.0.0.1:9/".into(),
+            ..Default::default()
+        });
+        assert!(all.needed_for("TREATMENT") && all.needed_for(""));
+        let some = Consent::new(&ConsentConfig {
+            url: "http://127.0.0.1:9/".into(),
+            purposes: vec!["TREATMENT".into(), "COC".into()],
+            ..Default::default()
+        });
+        assert!(some.needed_for("treatment") && some.needed_for("COC"));
+        assert!(!some.needed_for("ETREAT"));
+    }
+
+    #[test]
+    fn permits_per_configuration() {
+        let deny = Consent::default();
+        assert!(deny.permits(ConsentDecision::Permit));
+        assert!(!deny.permits(ConsentDecision::Deny));
+        assert!(!deny.permits(ConsentDecision::Indeterminate));
+        assert!(!deny.permits(ConsentDecision::NotApplicable));
+        let permit = Consent::new(&ConsentConfig {
+            not_applicable: NotApplicable::Permit,
+            ..Default::default()
+        });
+        assert!(permit.permits(ConsentDecision::NotApplicable));
+        assert!(!permit.permits(ConsentDecision::Indeterminate));
+    }
+
+    #[test]
+    fn validate_names_the_key() {
+        let bad = |c: ConsentConfig| match c.validate() {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => panic!("{other:?}"),
+        };
+        let url = |u: &str| ConsentConfig {
+            url: u.into(),
+            ..Default::default()
+        };
+        assert!(ConsentConfig::default().validate().is_ok());
+        assert!(url("http://localhost:1/mitz").validate().is_ok());
+        assert_eq!(bad(url("ftp://x")), "trust.consent.url");
+        assert_eq!(bad(url("https://mitz")), "trust.consent.ca_file");
+        assert_eq!(
+            bad(ConsentConfig {
+                timeout_secs: 0,
+                ..url("http://x")
+            }),
+            "trust.consent.timeout_secs"
+        );
+    }
+
+    #[test]
+    fn ids_are_ncnames_and_unique() {
+        let (a, b) = (new_id(), new_id());
+        assert_ne!(a, b);
+        assert!(a.starts_with('_') && a.len() == 33);
+        let u = new_uuid();
+        assert_eq!(u.len(), 36);
+        assert_eq!(&u[14..15], "4");
+    }
+
+    #[tokio::test]
+    async fn unreachable_or_misconfigured_is_indeterminate() {
+        let request = ConsentRequest {
+            bsn: "999999990".into(),
+            requester_ura: "00000666".into(),
+            provider_uzi: String::new(),
+            role: String::new(),
+            purpose_of_use: "TREATMENT".into(),
+        };
+        let bad_tls = Consent::new(&ConsentConfig {
+            url: "https://127.0.0.1:9/".into(),
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            ..Default::default()
+        });
+        let outcome = bad_tls.check(&request).await;
+        assert_eq!(outcome.decision, ConsentDecision::Indeterminate);
+        assert!(outcome.reason.is_some());
+        let no_bsn = ConsentRequest {
+            bsn: " ".into(),
+            ..request.clone()
+        };
+        let plain = Consent::new(&ConsentConfig {
+            url: "http://127.0.0.1:9/".into(),
+            ..Default::default()
+        });
+        assert_eq!(plain.decide(&no_bsn).await, ConsentDecision::Indeterminate);
+        assert_eq!(
+            Consent::default().decide(&request).await,
+            ConsentDecision::NotApplicable
+        );
     }
 }
