@@ -79,6 +79,10 @@ pub struct PeerConfig {
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     pub listen: String,
+    /// Allow a listener beyond loopback without mTLS or with anonymous DICOMweb (a demo in a
+    /// container). Otherwise such a configuration is refused at start: secure by default.
+    #[serde(default)]
+    pub allow_insecure_public: bool,
 }
 
 /// DICOMweb (PS3.18) under `/dicomweb` on the HTTP listener.
@@ -152,6 +156,8 @@ impl Config {
                 format!("{:?} is not host:port ({e})", self.http.listen),
             )
         })?;
+        self.check_secure_by_default()
+            .map_err(|p| invalid("http.listen", p))?;
         if self.dimse.max_associations == 0 {
             return Err(invalid(
                 "dimse.max_associations",
@@ -205,6 +211,32 @@ impl Config {
             return Err(invalid(
                 "storage.index",
                 format!("{index:?} is neither sqlite://... nor postgres://..."),
+            ));
+        }
+        Ok(())
+    }
+
+    /// REFERENCE §2: other gateways reach us only over mTLS with a token. An HTTP listener
+    /// beyond loopback therefore needs `[tls]` with a client CA and no anonymous DICOMweb,
+    /// unless `http.allow_insecure_public` says this is a demo.
+    fn check_secure_by_default(&self) -> Result<(), String> {
+        let Ok(addr) = self.http.listen.parse::<SocketAddr>() else {
+            return Ok(()); // reported as a bad address by validate
+        };
+        if addr.ip().is_loopback() || self.http.allow_insecure_public {
+            return Ok(());
+        }
+        let mtls = self.tls.cert_file.is_some() && self.tls.client_ca_file.is_some();
+        if !mtls {
+            return Err(format!(
+                "{addr} is reachable beyond loopback but [tls] has no cert_file and client_ca_file (mTLS); \
+                 configure them, bind 127.0.0.1, or set http.allow_insecure_public = true for a demo"
+            ));
+        }
+        if self.dicomweb.allow_anonymous && !self.trust.require_token {
+            return Err(format!(
+                "{addr} is reachable beyond loopback with dicomweb.allow_anonymous = true; \
+                 set it false (and trust.require_token = true), or http.allow_insecure_public = true for a demo"
             ));
         }
         Ok(())
@@ -273,6 +305,23 @@ mod tests {
         assert!(err.to_string().contains("storage.index"), "{err}");
         let err = Config::from_toml("[dimse]\nlisten = \"nowhere\"").unwrap_err();
         assert!(err.to_string().contains("dimse.listen"), "{err}");
+    }
+
+    #[test]
+    fn public_listener_needs_mtls_and_no_anonymous_access() {
+        let err = Config::from_toml("[http]\nlisten = \"0.0.0.0:8080\"").unwrap_err();
+        assert!(err.to_string().contains("mTLS"), "{err}");
+        let tls =
+            "[tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\nclient_ca_file = \"ca.pem\"\n";
+        let err =
+            Config::from_toml(&format!("{tls}[http]\nlisten = \"0.0.0.0:8080\"")).unwrap_err();
+        assert!(err.to_string().contains("allow_anonymous"), "{err}");
+        Config::from_toml(&format!(
+            "{tls}[http]\nlisten = \"0.0.0.0:8080\"\n[dicomweb]\nallow_anonymous = false\n"
+        ))
+        .unwrap();
+        Config::from_toml("[http]\nlisten = \"0.0.0.0:8080\"\nallow_insecure_public = true")
+            .unwrap();
     }
 
     #[test]
