@@ -1,9 +1,14 @@
 //! `beeldbrug serve`: open the store and index, bind the DIMSE and HTTP listeners, and run
 //! until shutdown; then stop accepting and let in-flight work finish.
+//!
+//! With `[tls] cert_file` the HTTP listener speaks HTTPS only (mutual TLS when
+//! `client_ca_file` is set), `[tls] dimse_listen` adds a DICOM TLS listener (PS3.15 B.1), and
+//! a task reloads certificates, CRLs and the participant list without restart.
 
 use crate::config::Config;
 use crate::dimse::scp::{self, ScpContext};
 use crate::store::{open_index, BlobStore};
+use crate::trust::tls::{TlsState, Watcher};
 use crate::trust::Trust;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,12 +27,20 @@ pub enum ServeError {
     Trust(#[from] crate::trust::TrustError),
     #[error("cannot listen on {0}: {1}")]
     Bind(String, std::io::Error),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::trust::tls::TlsError),
 }
 
 /// A started gateway: its bound addresses and the handle that stops it.
 pub struct Running {
     pub dimse_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    /// The DICOM TLS listener (`tls.dimse_listen`), if any.
+    pub dimse_tls_addr: Option<SocketAddr>,
+    /// The live TLS configurations (reloaded in the background).
+    pub tls: Arc<TlsState>,
     pub shutdown: CancellationToken,
     pub context: Arc<ScpContext>,
     tasks: tokio::task::JoinSet<()>,
@@ -49,12 +62,18 @@ impl Running {
 /// Open everything and start serving in the background.
 pub async fn start(config: Config) -> Result<Running, ServeError> {
     let config = Arc::new(config);
+    config.tls.validate()?;
+    // Certificates, keys, CAs and CRLs are read now: a bad file stops the start, named.
+    let tls = Arc::new(TlsState::new(&config)?);
     std::fs::create_dir_all(&config.storage.data_dir)
         .map_err(|e| ServeError::DataDir(config.storage.data_dir.display().to_string(), e))?;
     let blobs = BlobStore::open(&config.storage.data_dir).await?;
     let index = open_index(&config.index_url()).await?;
     let trust = Arc::new(Trust::new(&config, index.clone())?);
-    let context = Arc::new(ScpContext::new(config.clone(), index, blobs, trust));
+    let context = Arc::new(ScpContext::new(config.clone(), index, blobs, trust.clone()));
+    if let Some(gateway) = &context.gateway {
+        gateway.pacs.set_tls(tls.clone());
+    }
 
     let dimse = TcpListener::bind(&config.dimse.listen)
         .await
@@ -68,21 +87,55 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let http_addr = http
         .local_addr()
         .map_err(|e| ServeError::Bind(config.http.listen.clone(), e))?;
+    let dimse_tls = match &config.tls.dimse_listen {
+        Some(listen) => {
+            let listener = TcpListener::bind(listen)
+                .await
+                .map_err(|e| ServeError::Bind(listen.clone(), e))?;
+            let addr = listener
+                .local_addr()
+                .map_err(|e| ServeError::Bind(listen.clone(), e))?;
+            Some((listener, addr))
+        }
+        None => None,
+    };
+    let dimse_tls_addr = dimse_tls.as_ref().map(|(_, a)| *a);
 
     let shutdown = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
     let (ctx, token) = (context.clone(), shutdown.clone());
     tasks.spawn(async move { scp::serve(dimse, ctx, token.cancelled_owned()).await });
+    if let Some((listener, _)) = dimse_tls {
+        let (ctx, token, tls) = (context.clone(), shutdown.clone(), tls.clone());
+        tasks.spawn(
+            async move { scp::serve_tls(listener, ctx, tls, token.cancelled_owned()).await },
+        );
+    }
     let token = shutdown.clone();
     let web_state = context.clone();
-    tasks.spawn(async move {
-        let app =
-            crate::http::router(web_state).into_make_service_with_connect_info::<SocketAddr>();
-        let serve = axum::serve(http, app).with_graceful_shutdown(token.cancelled_owned());
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "HTTP listener failed");
-        }
-    });
+    if tls.http().is_some() {
+        let tls = tls.clone();
+        tasks.spawn(async move {
+            let router = crate::http::router(web_state);
+            crate::trust::tls::listener::serve(http, router, tls, token).await;
+        });
+    } else {
+        tasks.spawn(async move {
+            let app =
+                crate::http::router(web_state).into_make_service_with_connect_info::<SocketAddr>();
+            let serve = axum::serve(http, app).with_graceful_shutdown(token.cancelled_owned());
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "HTTP listener failed");
+            }
+        });
+    }
+    let watcher = Watcher {
+        state: tls.clone(),
+        trust,
+    };
+    if !watcher.idle() {
+        tasks.spawn(watcher.run(shutdown.clone()));
+    }
     if context.gateway.is_some() {
         // Gateway mode: the queue of STOW-RS studies for the PACS (pacs::forward).
         let (ctx, token) = (context.clone(), shutdown.clone());
@@ -94,10 +147,12 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             crate::pacs::probe::spawn_at_start(gateway, dimse_addr.to_string(), shutdown.clone());
         }
     }
-    tracing::info!(%dimse_addr, %http_addr, ae_title = %config.dimse.ae_title, "beeldbrug serving");
+    tracing::info!(%dimse_addr, %http_addr, dimse_tls = ?dimse_tls_addr, https = tls.http().is_some(), ae_title = %config.dimse.ae_title, "beeldbrug serving");
     Ok(Running {
         dimse_addr,
         http_addr,
+        dimse_tls_addr,
+        tls,
         shutdown,
         context,
         tasks,

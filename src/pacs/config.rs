@@ -30,9 +30,16 @@ pub struct PacsConfig {
     /// destination, so the PACS must know it with our DIMSE listener's address).
     #[serde(default)]
     pub calling_ae: String,
-    /// DICOM TLS toward the PACS (PS3.15 B.1). Not available yet: refused at start.
+    /// DICOM TLS toward the PACS (PS3.15 B.1): the PACS's certificate is verified against
+    /// `ca_file`; ours is `[tls] cert_file`/`key_file` when set (mutual TLS).
     #[serde(default)]
     pub tls: bool,
+    /// CAs (PEM) trusted for the PACS's certificate; required with `tls`.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// The name checked against the PACS's certificate; empty: `host`.
+    #[serde(default)]
+    pub server_name: String,
     /// Associations open to the PACS at once; more requests wait in a queue.
     #[serde(default = "defaults::max_associations")]
     pub max_associations: usize,
@@ -92,10 +99,16 @@ impl PacsConfig {
         if self.port == 0 {
             return Err(invalid("port", "must not be 0".into()));
         }
-        if self.tls {
+        if self.tls && self.ca_file.is_none() {
+            return Err(invalid(
+                "ca_file",
+                "required with pacs.tls (the CAs that sign the PACS's certificate)".into(),
+            ));
+        }
+        if !self.tls && (self.ca_file.is_some() || !self.server_name.is_empty()) {
             return Err(invalid(
                 "tls",
-                "DICOM TLS toward the PACS is not available yet (it comes with mTLS)".into(),
+                "ca_file and server_name need tls = true".into(),
             ));
         }
         if self.max_associations == 0 {
@@ -131,6 +144,15 @@ impl PacsConfig {
             ));
         }
         Ok(())
+    }
+
+    /// The name the PACS's certificate must carry (PS3.15 B.1: the server is authenticated).
+    pub fn tls_server_name(&self) -> &str {
+        if self.server_name.trim().is_empty() {
+            self.host.trim()
+        } else {
+            self.server_name.trim()
+        }
     }
 
     /// Our AE title toward the PACS.

@@ -91,6 +91,9 @@ pub struct Pacs {
     pub moves: moves::MoveHub,
     /// The forward queue worker's wake-up and retry policy.
     pub forward: forward::Forwarder,
+    /// DICOM TLS toward the PACS (`pacs.tls`): the live client configuration, set at start
+    /// and swapped on reload ([`Pacs::set_tls`]).
+    tls: RwLock<Option<Arc<crate::trust::tls::TlsState>>>,
 }
 
 /// How long a refused association (transient, local limit) is retried before it fails.
@@ -107,7 +110,14 @@ impl Pacs {
             permits,
             moves: moves::MoveHub::default(),
             forward: forward::Forwarder::default(),
+            tls: RwLock::new(None),
         }
+    }
+
+    /// Where the TLS client configuration toward the PACS comes from (`pacs.tls`). Without
+    /// it a `tls = true` PACS is never connected to (fail closed).
+    pub fn set_tls(&self, tls: Arc<crate::trust::tls::TlsState>) {
+        *self.tls.write().unwrap_or_else(|e| e.into_inner()) = Some(tls);
     }
 
     /// SCU options toward the PACS. The read timeout covers the longest pause between
@@ -124,6 +134,16 @@ impl Pacs {
             timeout: Duration::from_secs(self.config.timeout_secs.max(self.config.move_gap_secs)),
         };
         opts.connect_timeout = Duration::from_secs(self.config.connect_timeout_secs);
+        if self.config.tls {
+            opts.require_tls = true;
+            opts.tls_server_name = self.config.tls_server_name().to_string();
+            opts.tls = self
+                .tls
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .and_then(|t| t.pacs_client());
+        }
         opts
     }
 

@@ -7,6 +7,7 @@ pub mod http;
 pub mod ohif;
 pub mod orthanc;
 pub mod peer;
+pub mod pki;
 pub mod quirky;
 
 use beeldbrug::config::Config;

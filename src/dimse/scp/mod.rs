@@ -3,6 +3,11 @@
 //! The listener is capped: at most `max_associations` run at once and the next one gets an
 //! A-ASSOCIATE-RJ "local limit exceeded" (PS3.8 Table 9-21). On shutdown it stops accepting
 //! (new connections are refused) and waits for the associations in flight to finish.
+//!
+//! [`serve_tls`] is the same listener over DICOM TLS (PS3.15 B.1): the handshake comes first
+//! (its own timeout, in the connection's task, so a slow client never holds the accept loop),
+//! then the association. The cap is shared by both listeners. A `[[dimse.peers]]` entry with
+//! `certificate_sha256` is only admitted over TLS with exactly that certificate.
 
 mod echo;
 mod find;
@@ -18,12 +23,14 @@ use super::pdu::PduError;
 use super::sop;
 use crate::config::Config;
 use crate::store::{BlobStore, Index};
+use crate::trust::tls::{TlsPeer, TlsState};
 use crate::trust::{Caller, Trust};
 use dicom_ul::pdu::{AssociationRQ, PresentationContextProposed, PresentationContextResultReason};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -40,6 +47,8 @@ pub struct ScpContext {
     /// Gateway mode: the local PACS behind the cache (`[pacs]`); `None` answers from the
     /// store only.
     pub gateway: Option<Arc<crate::pacs::gateway::Gateway>>,
+    /// `dimse.max_associations`, shared by the plain and the TLS listener.
+    permits: Arc<Semaphore>,
 }
 
 impl ScpContext {
@@ -62,6 +71,7 @@ impl ScpContext {
                 cache: config.cache.clone(),
             })
         });
+        let permits = Arc::new(Semaphore::new(config.dimse.max_associations));
         ScpContext {
             config,
             index,
@@ -69,6 +79,7 @@ impl ScpContext {
             trust,
             link,
             gateway,
+            permits,
         }
     }
 }
@@ -79,7 +90,30 @@ pub async fn serve(
     ctx: Arc<ScpContext>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let permits = Arc::new(Semaphore::new(ctx.config.dimse.max_associations));
+    serve_on(listener, ctx, None, shutdown).await
+}
+
+/// Serve DICOM TLS (PS3.15 B.1) on `listener`: each connection gets the TLS configuration
+/// current when it was accepted (reloaded without restart, see `trust::tls::reload`).
+pub async fn serve_tls(
+    listener: TcpListener,
+    ctx: Arc<ScpContext>,
+    tls: Arc<TlsState>,
+    shutdown: impl Future<Output = ()>,
+) {
+    serve_on(listener, ctx, Some(tls), shutdown).await
+}
+
+/// Longest a DICOM TLS client may take to finish its handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn serve_on(
+    listener: TcpListener,
+    ctx: Arc<ScpContext>,
+    tls: Option<Arc<TlsState>>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let permits = ctx.permits.clone();
     let mut tasks = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -97,15 +131,48 @@ pub async fn serve(
                 };
                 let _ = socket.set_nodelay(true);
                 let ctx = ctx.clone();
-                match permits.clone().try_acquire_owned() {
-                    Ok(permit) => {
+                let permit = permits.clone().try_acquire_owned().ok();
+                let peer = addr.to_string();
+                match &tls {
+                    None => {
                         tasks.spawn(async move {
-                            handle_connection(socket, addr.to_string(), ctx).await;
-                            drop(permit);
+                            match permit {
+                                Some(_permit) => handle_connection(socket, peer, ctx, None).await,
+                                None => refuse_busy(socket, peer, ctx).await,
+                            }
                         });
                     }
-                    Err(_) => {
-                        tasks.spawn(refuse_busy(socket, addr.to_string(), ctx));
+                    Some(tls) => {
+                        let Some(config) = tls.dimse() else {
+                            tracing::error!("DICOM TLS listener without a TLS configuration");
+                            break;
+                        };
+                        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+                        tasks.spawn(async move {
+                            let stream = match tokio::time::timeout(
+                                HANDSHAKE_TIMEOUT,
+                                acceptor.accept(socket),
+                            )
+                            .await
+                            {
+                                Ok(Ok(s)) => s,
+                                Ok(Err(e)) => {
+                                    tracing::info!(%peer, error = %e, "DICOM TLS handshake refused");
+                                    return;
+                                }
+                                Err(_) => {
+                                    tracing::info!(%peer, "DICOM TLS handshake timed out");
+                                    return;
+                                }
+                            };
+                            let tls_peer = TlsPeer::of(stream.get_ref().1);
+                            match permit {
+                                Some(_permit) => {
+                                    handle_connection(stream, peer, ctx, tls_peer).await
+                                }
+                                None => refuse_busy(stream, peer, ctx).await,
+                            }
+                        });
                     }
                 }
             }
@@ -134,7 +201,10 @@ impl AcceptPolicy for Busy {
     }
 }
 
-async fn refuse_busy(socket: TcpStream, peer: String, ctx: Arc<ScpContext>) {
+async fn refuse_busy<S>(socket: S, peer: String, ctx: Arc<ScpContext>)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
     let link = LinkOptions {
         timeout: Duration::from_secs(5),
         ..ctx.link.clone()
@@ -155,6 +225,7 @@ async fn refuse_busy(socket: TcpStream, peer: String, ctx: Arc<ScpContext>) {
 struct Policy<'a> {
     ctx: &'a ScpContext,
     peer: &'a str,
+    tls: Option<&'a TlsPeer>,
 }
 
 impl AcceptPolicy for Policy<'_> {
@@ -163,9 +234,28 @@ impl AcceptPolicy for Policy<'_> {
         if self.ctx.config.dimse.check_called_ae && rq.called_ae_title.trim() != ours {
             return Err(Refusal::CalledAeNotRecognized);
         }
-        let caller = Caller::new(rq.calling_ae_title.trim(), self.peer);
+        let calling = rq.calling_ae_title.trim();
+        let mut caller = Caller::new(calling, self.peer);
+        caller.certificate_sha256 = self.tls.map(|p| p.certificate_sha256.clone());
         if !self.ctx.trust.admit(&caller).is_permit() {
             return Err(Refusal::CallingAeNotRecognized);
+        }
+        if let Some(expected) = self
+            .ctx
+            .config
+            .peer(calling)
+            .and_then(|p| p.certificate_sha256.as_deref())
+        {
+            let presented = self.tls.map(|p| p.certificate_sha256.as_str());
+            if !presented.is_some_and(|fp| crate::trust::tls::same_fingerprint(fp, expected)) {
+                tracing::warn!(
+                    peer = %self.peer,
+                    calling,
+                    presented = presented.unwrap_or("(no TLS client certificate)"),
+                    "association refused: the peer's certificate is not the one configured"
+                );
+                return Err(Refusal::CallingAeNotRecognized);
+            }
         }
         Ok(())
     }
@@ -196,10 +286,14 @@ impl AcceptPolicy for Policy<'_> {
     }
 }
 
-async fn handle_connection(socket: TcpStream, peer: String, ctx: Arc<ScpContext>) {
+async fn handle_connection<S>(socket: S, peer: String, ctx: Arc<ScpContext>, tls: Option<TlsPeer>)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
     let policy = Policy {
         ctx: &ctx,
         peer: &peer,
+        tls: tls.as_ref(),
     };
     let mut assoc = match accept(
         socket,
@@ -216,7 +310,11 @@ async fn handle_connection(socket: TcpStream, peer: String, ctx: Arc<ScpContext>
             return;
         }
     };
-    let caller = Caller::new(assoc.calling_ae.clone(), peer.clone());
+    let mut caller = Caller::new(assoc.calling_ae.clone(), peer.clone());
+    if let Some(tls) = &tls {
+        caller.participant = ctx.trust.participants.lookup(&tls.certificate_sha256);
+        caller.certificate_sha256 = Some(tls.certificate_sha256.clone());
+    }
     tracing::debug!(%peer, calling = %caller.ae_title, contexts = assoc.contexts.len(), "association accepted");
     let mut tally = StoreTally::default();
     let ending = serve_association(&ctx, &mut assoc, &caller, &mut tally).await;

@@ -11,6 +11,7 @@ use super::command::{CommandField, CommandSet};
 use super::negotiate::{request, LinkOptions, ProposedContext};
 use super::sop;
 use super::Event;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
 
@@ -28,6 +29,13 @@ pub struct ScuOptions {
     pub called_ae: String,
     pub link: LinkOptions,
     pub connect_timeout: Duration,
+    /// DICOM TLS (PS3.15 B.1): the client configuration, and the name the peer's
+    /// certificate must carry (empty: `host`).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    pub tls_server_name: String,
+    /// Refuse to connect in the clear (the peer is configured for TLS but no client
+    /// configuration was loaded): fail closed rather than send patient data in the clear.
+    pub require_tls: bool,
 }
 
 impl ScuOptions {
@@ -39,22 +47,63 @@ impl ScuOptions {
             called_ae: called_ae.to_string(),
             link: LinkOptions::default(),
             connect_timeout: Duration::from_secs(10),
+            tls: None,
+            tls_server_name: String::new(),
+            require_tls: false,
         }
     }
 }
 
 /// Open an association proposing `contexts`. TCP_NODELAY is set: without it each small
-/// command PDU waits for a delayed ACK.
+/// command PDU waits for a delayed ACK. With `opts.tls` the association runs over DICOM TLS
+/// (PS3.15 B.1), the handshake within `connect_timeout`.
 pub async fn connect(
     opts: &ScuOptions,
     contexts: &[ProposedContext],
 ) -> Result<Association, AssociationError> {
+    use super::pdu::PduError;
+    if opts.require_tls && opts.tls.is_none() {
+        return Err(AssociationError::Protocol(
+            "DICOM TLS is required toward this peer but no TLS client configuration is loaded"
+                .into(),
+        ));
+    }
     let addr = format!("{}:{}", opts.host, opts.port);
     let stream = match tokio::time::timeout(opts.connect_timeout, TcpStream::connect(&addr)).await {
-        Err(_) => return Err(super::pdu::PduError::Timeout(opts.connect_timeout).into()),
-        Ok(r) => r.map_err(super::pdu::PduError::Io)?,
+        Err(_) => return Err(PduError::Timeout(opts.connect_timeout).into()),
+        Ok(r) => r.map_err(PduError::Io)?,
     };
     let _ = stream.set_nodelay(true);
+    let Some(tls) = &opts.tls else {
+        return request(
+            stream,
+            addr,
+            &opts.calling_ae,
+            &opts.called_ae,
+            &opts.link,
+            contexts,
+        )
+        .await;
+    };
+    let name = if opts.tls_server_name.trim().is_empty() {
+        opts.host.trim()
+    } else {
+        opts.tls_server_name.trim()
+    };
+    let server_name = rustls_pki_types::ServerName::try_from(name.to_string()).map_err(|e| {
+        PduError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{name:?} is not a TLS server name: {e}"),
+        ))
+    })?;
+    let connector = tokio_rustls::TlsConnector::from(tls.clone());
+    let stream =
+        match tokio::time::timeout(opts.connect_timeout, connector.connect(server_name, stream))
+            .await
+        {
+            Err(_) => return Err(PduError::Timeout(opts.connect_timeout).into()),
+            Ok(r) => r.map_err(PduError::Io)?,
+        };
     request(
         stream,
         addr,
