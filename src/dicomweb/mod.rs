@@ -146,7 +146,12 @@ impl FromRequestParts<WebState> for WebCaller {
                 .trust
                 .verify_credentials(value.as_bytes(), caller.participant.as_deref())
             {
-                Ok(claims) => caller.claims = Some(claims),
+                Ok(claims) => {
+                    if caller.participant.is_none() {
+                        caller.ae_title = claims.subject.clone();
+                    }
+                    caller.claims = Some(claims);
+                }
                 Err(why) => caller.credential_error = Some(why),
             }
         }
