@@ -475,15 +475,22 @@ fn entry(writer: usize, i: usize) -> AuditEntry {
 /// Two writers (two connection pools, as two gateway processes) append to one chain
 /// concurrently: it stays whole and gapless; an edit and a removal are found.
 async fn two_writers(a: Arc<dyn Index>, b: Arc<dyn Index>, n: usize) {
-    let config = AuditConfig::default();
-    let writers = [a.clone(), b].into_iter().enumerate().map(|(w, index)| {
-        let audit = Audit::queue_only(&config, index);
-        tokio::spawn(async move {
-            for i in 0..n {
-                audit.append(entry(w, i)).await.expect("append");
-            }
-        })
-    });
+    // A syslog host queues a message with each record (queue_only starts no sender).
+    let config = AuditConfig {
+        syslog_host: Some("127.0.0.1".into()),
+        ..Default::default()
+    };
+    let writers = [a.clone(), b.clone()]
+        .into_iter()
+        .enumerate()
+        .map(|(w, index)| {
+            let audit = Audit::queue_only(&config, index);
+            tokio::spawn(async move {
+                for i in 0..n {
+                    audit.append(entry(w, i)).await.expect("append");
+                }
+            })
+        });
     for w in futures::future::join_all(writers).await {
         w.expect("writer");
     }
@@ -497,6 +504,48 @@ async fn two_writers(a: Arc<dyn Index>, b: Arc<dyn Index>, n: usize) {
         .unwrap();
     assert_eq!(patient.len(), n);
     assert!(patient.iter().all(|r| r.patient_ids == ["999999990"]));
+
+    // The outbox: two senders claiming at once never get the same message.
+    let total = 2 * n as u64;
+    assert_eq!(a.audit_outbox_len().await.unwrap(), total);
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let (x, y) = tokio::join!(
+        a.claim_audit_outbox("sender-a", now, now + 60, 1000),
+        b.claim_audit_outbox("sender-b", now, now + 60, 1000)
+    );
+    let (x, y) = (x.unwrap(), y.unwrap());
+    let mut ids: Vec<i64> = x.iter().chain(&y).map(|m| m.id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len() as u64, total, "{} + {} claimed", x.len(), y.len());
+    assert!(x
+        .iter()
+        .chain(&y)
+        .all(|m| m.message.contains("<AuditMessage>")));
+    // Claimed: nothing is due; a failed batch is due again when its retry time comes.
+    assert!(a
+        .claim_audit_outbox("c", now, now + 60, 1000)
+        .await
+        .unwrap()
+        .is_empty());
+    let x_ids: Vec<i64> = x.iter().map(|m| m.id).collect();
+    let y_ids: Vec<i64> = y.iter().map(|m| m.id).collect();
+    a.retry_audit_outbox(&x_ids, now + 5, "receiver down")
+        .await
+        .unwrap();
+    b.delete_audit_outbox(&y_ids).await.unwrap();
+    assert_eq!(a.audit_outbox_len().await.unwrap(), x_ids.len() as u64);
+    assert!(a
+        .claim_audit_outbox("d", now, now + 60, 1000)
+        .await
+        .unwrap()
+        .is_empty());
+    let again = a
+        .claim_audit_outbox("e", now + 5, now + 65, 1000)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), x_ids.len());
+    assert!(again.iter().all(|m| m.attempts == 1));
 }
 
 #[tokio::test(flavor = "multi_thread")]
