@@ -221,7 +221,10 @@ pub fn query_envelope(
     )
 }
 
-/// The SOAP 1.2 envelope of the answer (what Mitz, here the simulator, sends).
+/// The SOAP 1.2 envelope of the answer (what Mitz, here the simulator, sends). The statement
+/// is a `saml:Statement` of `xsi:type` `xacml-saml:XACMLAuthzDecisionStatementType`: the
+/// profile's own element has no substitution group, so this is the form a SAML assertion
+/// schema accepts (and what OpenSAML and IPF write).
 pub fn response_envelope(
     q: &Question,
     decision: ConsentDecision,
@@ -252,14 +255,14 @@ pub fn response_envelope(
 <samlp:Status><samlp:StatusCode Value="{STATUS_SUCCESS}"/></samlp:Status>
 <saml:Assertion ID="{assertion_id}" Version="2.0" IssueInstant="{issue_instant}">
 <saml:Issuer>{issuer}</saml:Issuer>
-<xacml-saml:XACMLAuthzDecisionStatement xmlns:xacml-saml="{XACML_SAML}">
+<saml:Statement xmlns:xsi="{XSI}" xmlns:xacml-saml="{XACML_SAML}" xsi:type="xacml-saml:XACMLAuthzDecisionStatementType">
 <xacml-context:Response xmlns:xacml-context="{XACML_CONTEXT}">
 <xacml-context:Result>
 <xacml-context:Decision>{decision}</xacml-context:Decision>
 <xacml-context:Status><xacml-context:StatusCode Value="{status}"/></xacml-context:Status>
 </xacml-context:Result>
 </xacml-context:Response>
-</xacml-saml:XACMLAuthzDecisionStatement>
+</saml:Statement>
 </saml:Assertion>
 </samlp:Response>
 </env:Body>
@@ -571,9 +574,11 @@ mod tests {
         );
     }
 
+    type Expect = fn(&XacmlError) -> bool;
+
     #[test]
     fn refuses_what_is_not_an_answer() {
-        let cases: [(&[u8], fn(&XacmlError) -> bool); 8] = [
+        let cases: [(&[u8], Expect); 8] = [
             (b"garbage", |e| matches!(e, XacmlError::Xml(_))),
             (b"<html><body>502 Bad Gateway</body></html>", |e| {
                 matches!(e, XacmlError::NotSoap12(_))
