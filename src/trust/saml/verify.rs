@@ -538,3 +538,50 @@ fn is_ncname(id: &str) -> bool {
         && id.len() <= 256
         && chars.all(|c| c.is_alphanumeric() || "_-.".contains(c))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A real third-party assertion (NHN's test XUA IdP, samples/xua) with its certificate
+    /// pinned: the sample was re-indented after signing, so its Reference digest no longer
+    /// matches (`xmlsec1 --verify` says "References (ok/all): 0/1" too) and it is refused as
+    /// badly signed, not misread. Skipped where the shared samples are not present.
+    #[test]
+    fn nhn_sample_with_a_broken_digest_is_refused() {
+        let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/schemas/samples/xua/nhn-no_SamlToken01.xml");
+        let Ok(xml) = std::fs::read_to_string(&sample) else {
+            eprintln!("skipped: {} not found", sample.display());
+            return;
+        };
+        let root = xml::parse(&xml).unwrap();
+        let cert = root
+            .descendants()
+            .into_iter()
+            .find(|e| e.is(NS_DSIG, "X509Certificate"))
+            .unwrap()
+            .text
+            .clone();
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("nhn.pem");
+        std::fs::write(
+            &pem,
+            format!("-----BEGIN CERTIFICATE-----\n{cert}\n-----END CERTIFICATE-----\n"),
+        )
+        .unwrap();
+        let config = |cert_file| SamlConfig {
+            trusted_issuers: vec![TrustedIssuerConfig {
+                issuer: "https://helseid-xdssaml.test.nhn.no".into(),
+                cert_file,
+                gateways: Vec::new(),
+                local: true,
+            }],
+            ..Default::default()
+        };
+        let verifier = SamlVerifier::new(&config(pem)).unwrap();
+        let during = parse_time("2025-07-31T18:55:00Z").unwrap();
+        let err = verifier.verify_at(&xml, None, during).unwrap_err();
+        assert_eq!(err, TokenError::BadSignature);
+    }
+}
