@@ -168,9 +168,16 @@ pub async fn admit(
     match state.trust.decide(caller, operation) {
         crate::trust::Decision::Permit => Ok(()),
         refusal => {
+            // "unauthenticated: ..." grounds make the audit message a User Authentication
+            // (PS3.15 A.5.3.11) rather than a Security Alert.
+            let grounds = match &refusal {
+                crate::trust::Decision::Unauthenticated(why) => format!("unauthenticated: {why}"),
+                _ => String::new(),
+            };
             let outcome = Outcome {
                 result: "refused".into(),
                 detail: refusal.reason().to_string(),
+                grounds,
                 ..Default::default()
             };
             state.trust.audit(caller, operation, outcome).await;

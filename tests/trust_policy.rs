@@ -1,0 +1,400 @@
+//! Issue 5, end to end: one decision for every query and retrieval on every front. A remote
+//! organisation with a valid token asks QIDO-RS, WADO-RS, C-FIND and C-MOVE for patients whose
+//! consent the Mitz simulator answers Permit / Deny / Indeterminate / NotApplicable; a token
+//! bound to one patient cannot reach another; a role that may not see images is refused; and
+//! every refusal leaves exactly one audit record.
+
+mod common;
+#[path = "common/mitz.rs"]
+mod mitz;
+#[path = "common/tokens.rs"]
+mod tokens;
+
+use beeldbrug::trust::consent::ConsentDecision;
+use common::http::request;
+use common::Gateway;
+use mitz::MitzSim;
+use std::collections::BTreeMap;
+use tokens::{mint_jwt, JwtIdp};
+
+const ISSUER: &str = "https://auth.test.example";
+const AUDIENCE: &str = "beeldbrug-policy-test";
+const OWN_URA: &str = "12345678";
+const REMOTE_URA: &str = "87654321";
+const SPECIALIST: &str = "01.015";
+/// HL7 v3 PurposeOfUse (2.16.840.1.113883.1.11.20448): treatment.
+const PURPOSE: &str = "TREAT";
+
+/// Tokens of the test issuer for the remote organisation: a fresh `jti` each.
+struct Issuer(JwtIdp);
+
+impl Issuer {
+    fn token(&self, role: &str, bsn: Option<&str>) -> String {
+        mint_jwt(&self.0, |c| {
+            c["ura"] = REMOTE_URA.into();
+            c["role"] = role.into();
+            c["purpose_of_use"] = PURPOSE.into();
+            match bsn {
+                Some(bsn) => c["bsn"] = bsn.into(),
+                None => {
+                    c.as_object_mut().unwrap().remove("bsn");
+                }
+            }
+        })
+    }
+}
+
+struct Setup {
+    gateway: Gateway,
+    _mitz: MitzSim,
+    issuer: Issuer,
+    /// Patient (BSN) → its study UIDs; patients[0..4] get Permit, Deny, Indeterminate,
+    /// NotApplicable.
+    studies: BTreeMap<String, Vec<String>>,
+    patients: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+const DECISIONS: [ConsentDecision; 4] = [
+    ConsentDecision::Permit,
+    ConsentDecision::Deny,
+    ConsentDecision::Indeterminate,
+    ConsentDecision::NotApplicable,
+];
+
+async fn setup(move_destination_port: u16) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = beeldbrug::testdata::GenerateArgs::with_defaults(dir.path().join("data"));
+    args.patients = 4;
+    args.ct_slices = 2;
+    args.mr_slices = 1;
+    args.frame_size = 32;
+    let files = beeldbrug::testdata::generate(&args).unwrap();
+    let mut studies: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut patients = Vec::new();
+    for f in &files {
+        if !patients.contains(&f.patient_id) {
+            patients.push(f.patient_id.clone());
+        }
+        let list = studies.entry(f.patient_id.clone()).or_default();
+        if !list.contains(&f.study_uid) {
+            list.push(f.study_uid.clone());
+        }
+    }
+    assert_eq!(patients.len(), 4, "four patients generated");
+    let rows: Vec<(&str, ConsentDecision)> =
+        patients.iter().map(String::as_str).zip(DECISIONS).collect();
+    let mitz = MitzSim::start(&rows);
+    let issuer = Issuer(JwtIdp::new(dir.path(), ISSUER, AUDIENCE));
+    let toml = format!(
+        r#"
+[[dimse.peers]]
+ae_title = "REMOTE_GTK"
+host = "127.0.0.1"
+port = {move_destination_port}
+organisation_ura = "{REMOTE_URA}"
+role = "{SPECIALIST}"
+purpose_of_use = "{PURPOSE}"
+[dicomweb]
+allow_anonymous = false
+[trust]
+own_ura = "{OWN_URA}"
+require_token = true
+allowed_roles = ["{SPECIALIST}"]
+{}
+[trust.consent]
+url = "{}"
+purposes = ["{PURPOSE}"]
+cache_secs = 30
+timeout_secs = 5
+"#,
+        issuer.0.config_toml(),
+        mitz.url
+    );
+    let gateway = Gateway::start(&toml).await;
+    let port = gateway.port.to_string();
+    let mut store_args = vec!["-aec", "BEELDBRUG", "127.0.0.1", port.as_str(), "+sd", "+r"];
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    store_args.push(data);
+    let out = common::dcmtk("storescu", &store_args);
+    assert!(out.status.success(), "storescu: {out:?}");
+    Setup {
+        gateway,
+        _mitz: mitz,
+        issuer,
+        studies,
+        patients,
+        _dir: dir,
+    }
+}
+
+async fn get(s: &Setup, path: &str, token: &str, accept: &str) -> common::http::HttpResponse {
+    let auth = format!("Bearer {token}");
+    request(
+        s.gateway.http_port,
+        "GET",
+        path,
+        &[("Authorization", auth.as_str()), ("Accept", accept)],
+        b"",
+    )
+    .await
+}
+
+const MULTIPART: &str = "multipart/related; type=\"application/dicom\"";
+const JSON: &str = "application/dicom+json";
+
+async fn audit_records(s: &Setup) -> Vec<beeldbrug::store::AuditEvent> {
+    s.gateway
+        .context()
+        .index
+        .audit_events(100_000)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn qido_and_wado_follow_consent() {
+    let s = setup(common::free_port()).await;
+    for (patient, decision) in s.patients.iter().zip(DECISIONS) {
+        let study = &s.studies[patient][0];
+        let before = audit_records(&s).await.len();
+        let qido = get(
+            &s,
+            &format!("/dicomweb/studies?PatientID={patient}"),
+            &s.issuer.token(SPECIALIST, None),
+            JSON,
+        )
+        .await;
+        let wado = get(
+            &s,
+            &format!("/dicomweb/studies/{study}"),
+            &s.issuer.token(SPECIALIST, None),
+            MULTIPART,
+        )
+        .await;
+        let metadata = get(
+            &s,
+            &format!("/dicomweb/studies/{study}/metadata"),
+            &s.issuer.token(SPECIALIST, None),
+            JSON,
+        )
+        .await;
+        if decision == ConsentDecision::Permit {
+            assert_eq!(qido.status, 200, "{decision:?}: {}", qido.text());
+            let found = qido.json();
+            assert_eq!(found.as_array().unwrap().len(), s.studies[patient].len());
+            assert_eq!(wado.status, 200, "{decision:?}: {}", wado.text());
+            assert!(!common::http::multipart_parts(&wado).is_empty());
+            assert_eq!(metadata.status, 200);
+        } else {
+            for r in [&qido, &wado, &metadata] {
+                assert_eq!(r.status, 403, "{decision:?}: {}", r.text());
+                assert!(
+                    !r.text().contains(patient.as_str()),
+                    "no patient data in a refusal"
+                );
+            }
+            assert!(wado.text().contains("consent"), "{}", wado.text());
+        }
+        // Exactly one audit record per request, refusals included.
+        let records = audit_records(&s).await;
+        assert_eq!(records.len() - before, 3, "{decision:?}: {records:?}");
+    }
+    // A search without a patient key returns only the patients that consented.
+    let all = get(
+        &s,
+        "/dicomweb/studies",
+        &s.issuer.token(SPECIALIST, None),
+        JSON,
+    )
+    .await;
+    assert_eq!(all.status, 200, "{}", all.text());
+    let ids: Vec<String> = all
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["00100020"]["Value"][0].as_str().unwrap().to_string())
+        .collect();
+    assert!(!ids.is_empty());
+    assert!(ids.iter().all(|id| id == &s.patients[0]), "{ids:?}");
+    s.gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn token_bound_to_one_patient_cannot_reach_another() {
+    let s = setup(common::free_port()).await;
+    let (a, b) = (&s.patients[0], &s.patients[1]);
+    let own = get(
+        &s,
+        &format!("/dicomweb/studies/{}", s.studies[a][0]),
+        &s.issuer.token(SPECIALIST, Some(a)),
+        MULTIPART,
+    )
+    .await;
+    assert_eq!(own.status, 200, "{}", own.text());
+    let other = get(
+        &s,
+        &format!("/dicomweb/studies/{}", s.studies[b][0]),
+        &s.issuer.token(SPECIALIST, Some(a)),
+        MULTIPART,
+    )
+    .await;
+    assert_eq!(other.status, 403, "{}", other.text());
+    assert!(other.text().contains("another patient"), "{}", other.text());
+    // A search is narrowed to the bound patient; naming another one is refused.
+    let search = get(
+        &s,
+        "/dicomweb/studies",
+        &s.issuer.token(SPECIALIST, Some(a)),
+        JSON,
+    )
+    .await;
+    assert_eq!(search.status, 200);
+    assert!(search
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|m| m["00100020"]["Value"][0] == a.as_str()));
+    let named = get(
+        &s,
+        &format!("/dicomweb/studies?PatientID={b}"),
+        &s.issuer.token(SPECIALIST, Some(a)),
+        JSON,
+    )
+    .await;
+    assert_eq!(named.status, 403);
+    s.gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn credentials_and_roles_are_checked_before_anything_is_read() {
+    let s = setup(common::free_port()).await;
+    let study = &s.studies[&s.patients[0]][0];
+    let path = format!("/dicomweb/studies/{study}");
+    let before = audit_records(&s).await.len();
+    // No token at all.
+    let none = request(
+        s.gateway.http_port,
+        "GET",
+        &path,
+        &[("Accept", MULTIPART)],
+        b"",
+    )
+    .await;
+    assert_eq!(none.status, 401);
+    // A token that does not verify (signature cut off).
+    let good = s.issuer.token(SPECIALIST, None);
+    let cut = &good[..good.rfind('.').unwrap() + 4];
+    assert_eq!(get(&s, &path, cut, MULTIPART).await.status, 401);
+    // The same token twice: the second use is a replay.
+    assert_eq!(get(&s, &path, &good, MULTIPART).await.status, 200);
+    assert_eq!(get(&s, &path, &good, MULTIPART).await.status, 401);
+    // A role that may not see images.
+    let nurse = get(&s, &path, &s.issuer.token("30.000", None), MULTIPART).await;
+    assert_eq!(nurse.status, 403, "{}", nurse.text());
+    let records = audit_records(&s).await;
+    let new = &records[before..];
+    assert_eq!(new.len(), 5, "{new:?}");
+    assert_eq!(
+        new.iter().filter(|r| r.outcome == "refused").count(),
+        4,
+        "{new:?}"
+    );
+    s.gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dimse_find_and_move_follow_consent() {
+    let destination = common::free_port();
+    let s = setup(destination).await;
+    let recv = tempfile::tempdir().unwrap();
+    let dest_port = destination.to_string();
+    let recv_path = recv.path().to_str().unwrap().to_string();
+    // The remote organisation's own Storage SCP, the C-MOVE destination.
+    let _storescp = common::peer::PeerProcess::spawn(
+        "storescp",
+        &common::require_tool("storescp"),
+        &[
+            "-aet".into(),
+            "REMOTE_GTK".into(),
+            "-od".into(),
+            recv_path.clone(),
+            dest_port.clone(),
+        ],
+        recv.path(),
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let port = s.gateway.port.to_string();
+    for (patient, decision) in s.patients.iter().zip(DECISIONS) {
+        let find = common::dcmtk(
+            "findscu",
+            &[
+                "-v",
+                "-S",
+                "-aet",
+                "REMOTE_GTK",
+                "-aec",
+                "BEELDBRUG",
+                "127.0.0.1",
+                &port,
+                "-k",
+                "QueryRetrieveLevel=STUDY",
+                "-k",
+                &format!("PatientID={patient}"),
+                "-k",
+                "StudyInstanceUID",
+            ],
+        );
+        let log = format!(
+            "{}{}",
+            String::from_utf8_lossy(&find.stdout),
+            String::from_utf8_lossy(&find.stderr)
+        );
+        let answers = log.matches("(Pending)").count();
+        let study = &s.studies[patient][0];
+        let before = std::fs::read_dir(recv.path()).unwrap().count();
+        let mv = common::dcmtk(
+            "movescu",
+            &[
+                "-v",
+                "-S",
+                "-aet",
+                "REMOTE_GTK",
+                "-aec",
+                "BEELDBRUG",
+                "-aem",
+                "REMOTE_GTK",
+                "127.0.0.1",
+                &port,
+                "-k",
+                "QueryRetrieveLevel=STUDY",
+                "-k",
+                &format!("StudyInstanceUID={study}"),
+            ],
+        );
+        let mv_log = format!(
+            "{}{}",
+            String::from_utf8_lossy(&mv.stdout),
+            String::from_utf8_lossy(&mv.stderr)
+        );
+        let received = std::fs::read_dir(recv.path()).unwrap().count() - before;
+        if decision == ConsentDecision::Permit {
+            assert!(log.contains(study.as_str()), "{decision:?}: {log}");
+            assert_eq!(answers, s.studies[patient].len(), "{decision:?}: {log}");
+            assert!(received > 0, "{decision:?}: {mv_log}");
+        } else {
+            assert!(!log.contains(study.as_str()), "{decision:?}: {log}");
+            // PS3.7 C.5: 0124H "Refused: not authorized" (DCMTK does not name it).
+            assert!(
+                log.contains("Status: 0x124"),
+                "{decision:?}: {answers} {log}"
+            );
+            assert!(mv_log.contains("Status: 0x124"), "{decision:?}: {mv_log}");
+            assert_eq!(received, 0, "{decision:?}: {mv_log}");
+        }
+    }
+    s.gateway.stop().await;
+}
