@@ -211,10 +211,10 @@ impl JwtVerifier {
         let keys = issuer.jwks.keys();
         let candidates: Vec<&jwks::VerifyingKey> = keys
             .iter()
+            // A `kid` (RFC 7515 4.1.4) picks the key; keys without one stay candidates.
             .filter(|k| match (&header.kid, &k.kid) {
                 (Some(want), Some(have)) => want == have,
-                (Some(_), None) => false,
-                (None, _) => true,
+                _ => true,
             })
             .collect();
         if candidates.is_empty() {
