@@ -70,10 +70,9 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let blobs = BlobStore::open(&config.storage.data_dir).await?;
     let index = open_index(&config.index_url()).await?;
     let trust = Arc::new(Trust::new(&config, index.clone())?);
-    let context = Arc::new(ScpContext::new(config.clone(), index, blobs, trust.clone()));
-    if let Some(gateway) = &context.gateway {
-        gateway.pacs.set_tls(tls.clone());
-    }
+    let context = Arc::new(
+        ScpContext::new(config.clone(), index, blobs, trust.clone()).with_tls(tls.clone()),
+    );
 
     let dimse = TcpListener::bind(&config.dimse.listen)
         .await

@@ -49,6 +49,8 @@ pub struct ScpContext {
     pub gateway: Option<Arc<crate::pacs::gateway::Gateway>>,
     /// `dimse.max_associations`, shared by the plain and the TLS listener.
     permits: Arc<Semaphore>,
+    /// The live TLS configurations (`TlsState::peer_client` toward TLS peers).
+    pub tls: Arc<TlsState>,
 }
 
 impl ScpContext {
@@ -80,7 +82,17 @@ impl ScpContext {
             link,
             gateway,
             permits,
+            tls: Arc::new(TlsState::disabled()),
         }
+    }
+
+    /// The TLS configurations loaded at start (server start sets them).
+    pub fn with_tls(mut self, tls: Arc<TlsState>) -> Self {
+        if let Some(gateway) = &self.gateway {
+            gateway.pacs.set_tls(tls.clone());
+        }
+        self.tls = tls;
+        self
     }
 }
 

@@ -41,12 +41,14 @@ pub struct TlsState {
     http: Option<Live<rustls::ServerConfig>>,
     dimse: Option<Live<rustls::ServerConfig>>,
     pacs: Option<Live<rustls::ClientConfig>>,
+    peers: Option<Live<rustls::ClientConfig>>,
 }
 
 struct Built {
     http: Option<Arc<rustls::ServerConfig>>,
     dimse: Option<Arc<rustls::ServerConfig>>,
     pacs: Option<Arc<rustls::ClientConfig>>,
+    peers: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl TlsState {
@@ -64,11 +66,13 @@ impl TlsState {
             http: None,
             dimse: None,
             pacs: None,
+            peers: None,
         };
         let built = state.build()?;
         state.http = built.http.map(Live::new);
         state.dimse = built.dimse.map(Live::new);
         state.pacs = built.pacs.map(Live::new);
+        state.peers = built.peers.map(Live::new);
         Ok(state)
     }
 
@@ -80,6 +84,7 @@ impl TlsState {
             http: None,
             dimse: None,
             pacs: None,
+            peers: None,
         }
     }
 
@@ -92,18 +97,26 @@ impl TlsState {
         } else {
             (None, None)
         };
+        let ours = self
+            .config
+            .cert_file
+            .as_deref()
+            .zip(self.config.key_file.as_deref());
         let pacs = match &self.pacs_ca {
-            Some(ca) => {
-                let ours = self
-                    .config
-                    .cert_file
-                    .as_deref()
-                    .zip(self.config.key_file.as_deref());
-                Some(client_config(ca, ours)?)
-            }
+            Some(ca) => Some(client_config(ca, ours)?),
             None => None,
         };
-        Ok(Built { http, dimse, pacs })
+        // Toward remote gateways (C-MOVE destinations): the same CAs we accept them by.
+        let peers = match (&self.config.client_ca_file, ours) {
+            (Some(ca), Some(_)) => Some(client_config(ca, ours)?),
+            _ => None,
+        };
+        Ok(Built {
+            http,
+            dimse,
+            pacs,
+            peers,
+        })
     }
 
     /// Rebuild everything; swap only when all of it built.
@@ -116,6 +129,9 @@ impl TlsState {
             live.set(new);
         }
         if let (Some(live), Some(new)) = (&self.pacs, built.pacs) {
+            live.set(new);
+        }
+        if let (Some(live), Some(new)) = (&self.peers, built.peers) {
             live.set(new);
         }
         Ok(())
@@ -134,6 +150,13 @@ impl TlsState {
     /// The client configuration toward the PACS (`pacs.tls`).
     pub fn pacs_client(&self) -> Option<Arc<rustls::ClientConfig>> {
         self.pacs.as_ref().map(Live::get)
+    }
+
+    /// The client configuration toward remote gateways (`[[dimse.peers]]` with a
+    /// `certificate_sha256`, e.g. as C-MOVE destinations): their certificates verified against
+    /// `tls.client_ca_file`, ours presented. `None` without `client_ca_file`.
+    pub fn peer_client(&self) -> Option<Arc<rustls::ClientConfig>> {
+        self.peers.as_ref().map(Live::get)
     }
 
     pub fn config(&self) -> &TlsConfig {
