@@ -231,7 +231,7 @@ impl Watcher {
             }
             let due = last_full.elapsed() >= refresh;
             let tls_now = stamps(&tls_files);
-            if due || tls_now != tls_seen {
+            if !tls_files.is_empty() && (due || tls_now != tls_seen) {
                 match self.state.reload() {
                     Ok(()) => {
                         tracing::info!(
