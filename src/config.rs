@@ -203,6 +203,8 @@ impl Config {
         if let Some(pacs) = &self.pacs {
             pacs.validate(&self.dimse.ae_title)?;
         }
+        self.tls.validate()?;
+        self.trust.consent.validate()?;
         let index = self.index_url();
         if !(index.starts_with("sqlite:")
             || index.starts_with("postgres:")

@@ -202,7 +202,14 @@ impl Trust {
             participants,
             jwt: jwt::JwtVerifier::new(&trust.jwt).map_err(TrustError::Jwt)?,
             saml: saml::SamlVerifier::new(&trust.saml).map_err(TrustError::Saml)?,
-            consent: consent::Consent::new(&trust.consent),
+            consent: consent::Consent::new(&{
+                // We are the data holder the closed question names.
+                let mut c = trust.consent.clone();
+                if c.custodian_ura.is_empty() {
+                    c.custodian_ura = trust.own_ura.clone();
+                }
+                c
+            }),
             audit: audit::Audit::new(&trust.audit, index),
         })
     }

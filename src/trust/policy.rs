@@ -16,6 +16,9 @@ pub struct PatientDecision {
     pub decision: Decision,
     /// The consent answer, when consent was asked.
     pub consent: Option<ConsentDecision>,
+    /// Why the consent service gave no usable answer (for the audit grounds only: the caller
+    /// is told just the decision).
+    pub consent_failure: Option<String>,
 }
 
 impl PatientDecision {
@@ -23,6 +26,7 @@ impl PatientDecision {
         PatientDecision {
             decision: Decision::Permit,
             consent,
+            consent_failure: None,
         }
     }
 
@@ -30,6 +34,7 @@ impl PatientDecision {
         PatientDecision {
             decision: Decision::Deny(why.into()),
             consent,
+            consent_failure: None,
         }
     }
 }
@@ -129,11 +134,14 @@ impl Trust {
             role: claims.role.clone(),
             purpose_of_use: claims.purpose_of_use.clone(),
         };
-        let answer = self.consent.decide(&request).await;
+        let checked = self.consent.check(&request).await;
+        let answer = checked.decision;
         if self.consent.permits(answer) {
             PatientDecision::permit(Some(answer))
         } else {
-            PatientDecision::deny(format!("consent: {answer:?}"), Some(answer))
+            let mut refusal = PatientDecision::deny(format!("consent: {answer:?}"), Some(answer));
+            refusal.consent_failure = checked.reason;
+            refusal
         }
     }
 
@@ -229,7 +237,10 @@ pub fn grounds(decisions: &BTreeMap<String, PatientDecision>) -> String {
         let key = match (&d.decision, d.consent) {
             (Decision::Permit, Some(c)) => format!("permitted (consent {c:?})"),
             (Decision::Permit, None) => "permitted".to_string(),
-            (refusal, _) => format!("refused ({})", refusal.reason()),
+            (refusal, _) => match &d.consent_failure {
+                Some(failure) => format!("refused ({}: {failure})", refusal.reason()),
+                None => format!("refused ({})", refusal.reason()),
+            },
         };
         *counts.entry(key).or_default() += 1;
     }
