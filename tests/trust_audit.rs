@@ -20,24 +20,16 @@ use std::sync::Arc;
 use std::time::Duration;
 use syslog::SyslogReceiver;
 
-const SCHEMA: &str = "/work/shared/schemas/dicom-audit/DICOM-PS3.15-2020.rng";
-
-/// The schema: `../shared/schemas` next to the checkout, or where `BEELDBRUG_SCHEMAS` says.
+/// The schema: the vendored copy in `tests/schemas`, or where `BEELDBRUG_SCHEMAS` says.
 fn schema() -> String {
-    let candidates = [
-        std::env::var("BEELDBRUG_SCHEMAS")
-            .map(|d| format!("{d}/dicom-audit/DICOM-PS3.15-2020.rng"))
-            .unwrap_or_default(),
-        format!(
-            "{}/../shared/schemas/dicom-audit/DICOM-PS3.15-2020.rng",
-            env!("CARGO_MANIFEST_DIR")
-        ),
-        SCHEMA.to_string(),
-    ];
-    candidates
-        .into_iter()
-        .find(|c| !c.is_empty() && Path::new(c).exists())
-        .unwrap_or_else(|| panic!("DICOM audit schema not found (set BEELDBRUG_SCHEMAS)"))
+    let dir = std::env::var("BEELDBRUG_SCHEMAS")
+        .unwrap_or_else(|_| format!("{}/tests/schemas", env!("CARGO_MANIFEST_DIR")));
+    let path = format!("{dir}/dicom-audit/DICOM-PS3.15-2020.rng");
+    assert!(
+        Path::new(&path).exists(),
+        "DICOM audit schema not found at {path}"
+    );
+    path
 }
 
 /// Validate with `xmllint --relaxng`; `Err` carries xmllint's complaint.

@@ -431,11 +431,11 @@ pub fn verify_xmlsec(signed: &str, cert_pem: &Path) -> Result<(), String> {
     }
 }
 
-/// The shared schemas folder (/work/shared/schemas, or `BEELDBRUG_SCHEMAS`).
+/// The schemas folder: the vendored copy in `tests/schemas`, or `BEELDBRUG_SCHEMAS`.
 pub fn schemas_dir() -> PathBuf {
     std::env::var_os("BEELDBRUG_SCHEMAS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/schemas"))
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/schemas"))
 }
 
 /// Validate an assertion against SAML 2.0 + xmldsig + HL7 V3 data types with xmllint
