@@ -398,3 +398,27 @@ async fn dimse_find_and_move_follow_consent() {
     }
     s.gateway.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_association_is_audited_once() {
+    let gateway = Gateway::start("[dimse]\nallow_unknown_callers = false\n").await;
+    let port = gateway.port.to_string();
+    let echo = common::dcmtk(
+        "echoscu",
+        &["-aet", "STRANGER", "-aec", "BEELDBRUG", "127.0.0.1", &port],
+    );
+    assert!(!echo.status.success(), "{echo:?}");
+    let mut records = Vec::new();
+    for _ in 0..50 {
+        records = gateway.context().index.audit_events(100).await.unwrap();
+        if !records.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].operation, "A-ASSOCIATE");
+    assert_eq!(records[0].outcome, "refused");
+    assert_eq!(records[0].actor, "STRANGER");
+    gateway.stop().await;
+}

@@ -71,6 +71,8 @@ pub enum ProbeError {
     Blob(#[from] crate::store::BlobError),
     #[error(transparent)]
     Index(#[from] crate::store::IndexError),
+    #[error("TLS toward the PACS: {0}")]
+    Tls(String),
 }
 
 /// Probe the gateway's PACS, fetching into the gateway's store (the C-MOVE instance arrives
@@ -175,6 +177,10 @@ pub async fn standalone(
             let blobs = BlobStore::open(&config.storage.data_dir).await?;
             let index = crate::store::open_index(&config.index_url()).await?;
             let pacs = Pacs::new(pacs_config, &config.dimse.ae_title);
+            // `[pacs] tls = true`: the same DICOM TLS client as `serve` uses.
+            let tls = crate::trust::tls::TlsState::new(&config)
+                .map_err(|e| ProbeError::Tls(e.to_string()))?;
+            pacs.set_tls(std::sync::Arc::new(tls));
             Ok(run(&pacs, &blobs, index.as_ref(), &options).await)
         }
         Err(e) => Err(e.into()),

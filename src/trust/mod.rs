@@ -97,6 +97,8 @@ pub enum Operation {
     StowRs,
     /// Reading the audit trail (NEN 7513: access to the log is itself logged).
     AuditRead,
+    /// Opening a DIMSE association (PS3.8 7.1); audited when refused.
+    Associate,
 }
 
 impl Operation {
@@ -111,6 +113,7 @@ impl Operation {
             Operation::WadoRs => "WADO-RS",
             Operation::StowRs => "STOW-RS",
             Operation::AuditRead => "AUDIT-READ",
+            Operation::Associate => "A-ASSOCIATE",
         }
     }
 }

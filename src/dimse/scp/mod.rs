@@ -240,6 +240,24 @@ struct Policy<'a> {
     tls: Option<&'a TlsPeer>,
 }
 
+impl Policy<'_> {
+    /// A refused association is audited like any refusal (one record). `admit` runs inside
+    /// the negotiation, synchronously, so the record is written by a task of its own.
+    fn audit_refusal(&self, caller: Caller, why: String) {
+        let trust = self.ctx.trust.clone();
+        tokio::spawn(async move {
+            let outcome = crate::trust::Outcome {
+                result: "refused".into(),
+                detail: why,
+                ..Default::default()
+            };
+            trust
+                .audit(&caller, crate::trust::Operation::Associate, outcome)
+                .await;
+        });
+    }
+}
+
 impl AcceptPolicy for Policy<'_> {
     fn admit(&self, rq: &AssociationRQ) -> Result<(), Refusal> {
         let ours = &self.ctx.config.dimse.ae_title;
@@ -249,7 +267,8 @@ impl AcceptPolicy for Policy<'_> {
         let calling = rq.calling_ae_title.trim();
         let mut caller = Caller::new(calling, self.peer);
         caller.certificate_sha256 = self.tls.map(|p| p.certificate_sha256.clone());
-        if !self.ctx.trust.admit(&caller).is_permit() {
+        if let crate::trust::Decision::Deny(why) = self.ctx.trust.admit(&caller) {
+            self.audit_refusal(caller, why);
             return Err(Refusal::CallingAeNotRecognized);
         }
         if let Some(expected) = self
@@ -266,6 +285,8 @@ impl AcceptPolicy for Policy<'_> {
                     presented = presented.unwrap_or("(no TLS client certificate)"),
                     "association refused: the peer's certificate is not the one configured"
                 );
+                let why = "the TLS client certificate is not the one configured for this AE";
+                self.audit_refusal(caller, why.into());
                 return Err(Refusal::CallingAeNotRecognized);
             }
         }

@@ -111,6 +111,11 @@ pub async fn handle(
             &peer.ae_title,
         );
         opts.link = ctx.link.clone();
+        if peer.certificate_sha256.is_some() {
+            // A destination pinned to a certificate talks DICOM TLS both ways (PS3.15 B.1).
+            opts.tls = ctx.tls.peer_client();
+            opts.require_tls = true;
+        }
         let contexts = scu::send::propose_for(
             instances
                 .iter()
