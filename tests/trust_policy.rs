@@ -63,6 +63,10 @@ const DECISIONS: [ConsentDecision; 4] = [
 ];
 
 async fn setup(move_destination_port: u16) -> Setup {
+    setup_with(move_destination_port, "").await
+}
+
+async fn setup_with(move_destination_port: u16, extra_toml: &str) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let mut args = beeldbrug::testdata::GenerateArgs::with_defaults(dir.path().join("data"));
     args.patients = 4;
@@ -107,6 +111,7 @@ url = "{}"
 purposes = ["{PURPOSE}"]
 cache_secs = 30
 timeout_secs = 5
+{extra_toml}
 "#,
         issuer.0.config_toml(),
         mitz.url
@@ -421,4 +426,76 @@ async fn a_refused_association_is_audited_once() {
     assert_eq!(records[0].outcome, "refused");
     assert_eq!(records[0].actor, "STRANGER");
     gateway.stop().await;
+}
+
+/// The whole path of issue 5's "done": a remote gateway with a participant certificate (mTLS),
+/// a valid token and consent retrieves a study over HTTPS with curl; without consent it is
+/// refused; the audit record names the participant and the organisation.
+#[tokio::test(flavor = "multi_thread")]
+async fn remote_gateway_with_certificate_token_and_consent_retrieves_a_study() {
+    let pki = common::pki::Pki::new();
+    let participants = pki.path().join("participants.toml");
+    std::fs::write(
+        &participants,
+        common::pki::Pki::participants_toml(&[(
+            "GtK Oost",
+            REMOTE_URA,
+            "urn:oid:2.16.528.1.1007.3.3.87654321",
+            &pki.client,
+        )]),
+    )
+    .unwrap();
+    let tls = format!(
+        "[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\nclient_ca_file = \"{}\"\ncrl_files = [\"{}\"]\n\
+         [trust]\nparticipants_file = \"{}\"\n",
+        pki.server.cert.display(),
+        pki.server.key.display(),
+        pki.ca_file.display(),
+        pki.crl_file.display(),
+        participants.display()
+    );
+    let s = setup_with(common::free_port(), &tls).await;
+    let curl = |study: &str, token: &str| {
+        let out_dir = tempfile::tempdir().unwrap();
+        let body = out_dir.path().join("body");
+        let out = std::process::Command::new(common::require_tool("curl"))
+            .args(["-sS", "--max-time", "20", "-o"])
+            .arg(&body)
+            .args(["-w", "%{http_code}", "--cacert"])
+            .arg(&pki.ca_file)
+            .arg("--cert")
+            .arg(&pki.client.cert)
+            .arg("--key")
+            .arg(&pki.client.key)
+            .args(["-H", &format!("Authorization: Bearer {token}")])
+            .args(["-H", &format!("Accept: {MULTIPART}")])
+            .arg(format!(
+                "https://127.0.0.1:{}/dicomweb/studies/{study}",
+                s.gateway.http_port
+            ))
+            .output()
+            .expect("curl");
+        let status = String::from_utf8_lossy(&out.stdout).to_string();
+        (status, std::fs::read(&body).unwrap_or_default())
+    };
+    let permitted = &s.studies[&s.patients[0]][0];
+    let (status, body) = curl(permitted, &s.issuer.token(SPECIALIST, None));
+    assert_eq!(status, "200", "{}", String::from_utf8_lossy(&body));
+    assert!(
+        body.windows(4).any(|w| w == b"DICM"),
+        "a DICOM part arrived"
+    );
+    let denied = &s.studies[&s.patients[1]][0];
+    let (status, _) = curl(denied, &s.issuer.token(SPECIALIST, None));
+    assert_eq!(status, "403");
+    let records = audit_records(&s).await;
+    let wado: Vec<_> = records
+        .iter()
+        .filter(|r| r.operation == "WADO-RS")
+        .collect();
+    assert_eq!(wado.len(), 2, "{wado:?}");
+    assert_eq!(wado[0].outcome, "success");
+    assert_eq!(wado[0].actor, "GtK Oost", "the participant is the actor");
+    assert_eq!(wado[1].outcome, "refused");
+    s.gateway.stop().await;
 }
