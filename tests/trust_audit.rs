@@ -458,7 +458,12 @@ fn entry(writer: usize, i: usize) -> AuditEntry {
         outcome: "success".into(),
         detail: format!("writer {writer} record {i}"),
         gateway: format!("GW{writer}"),
-        patient_ids: vec![if i % 2 == 0 { "999999990" } else { "999999989" }.into()],
+        patient_ids: vec![if i.is_multiple_of(2) {
+            "999999990"
+        } else {
+            "999999989"
+        }
+        .into()],
         study_uids: vec![format!("1.2.{writer}.{i}")],
         ..Default::default()
     }

@@ -235,7 +235,7 @@ fn wants_bare(accept: &[MediaRange]) -> bool {
 /// Parse a bulk data path: `GGGGEEEE` or `GGGGEEEE/item/GGGGEEEE/...`.
 fn parse_tag_path(path: &str) -> Option<(Vec<(Tag, usize)>, Tag)> {
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
-    if parts.len() % 2 == 0 || parts.len() > 33 {
+    if parts.len().is_multiple_of(2) || parts.len() > 33 {
         return None;
     }
     let tag = |s: &str| -> Option<Tag> {
