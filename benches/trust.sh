@@ -14,7 +14,8 @@
 # before each timed part, never timed):
 #   1. WADO-RS retrieve of one cached CT study (CT_SLICES slices, Accept multipart/related;
 #      type="application/dicom"; transfer-syntax=*), WADO_REPS runs per mode, alternating,
-#      median seconds and the on/off ratio;
+#      median seconds and the on/off ratio; then CURL_REPS retrieves per mode with curl (C
+#      client, new connection each), so that the client's TLS cost is not Python's;
 #   2. QIDO-RS `/studies?PatientID=<one patient>` and `/studies?limit=25` without keys,
 #      QIDO_QUERIES each per mode, every query sent to each mode in turn, p50/p99;
 #   3. FRESH_QUERIES PatientID searches with a new connection (TCP + TLS handshake) per
@@ -29,9 +30,10 @@
 #   QIDO_PATIENTS [500]  patients in the QIDO data, a 1-slice CT and a 1-slice MR study each
 #   QIDO_QUERIES [300]   timed searches of each kind per mode (after an untimed warm-up)
 #   FRESH_QUERIES [100]  timed PatientID searches on a new connection each, per mode; 0 skips
+#   CURL_REPS [5]        retrieves per mode with curl (new connection each), after part 1; 0 skips
 #   PLAIN_TOKENS [1]     also measure the `tokens` mode (trust on, plain HTTP); 0 skips it
-#   PERF [0]             1: also `perf record` the `on` server during an extra QIDO run
-#                        (report in $BENCH_DIR/perf-on.txt)
+#   PERF [0]             1: also `perf record` (DWARF call graphs) the `on` server during an
+#                        extra, untimed QIDO run (profiles in $BENCH_DIR/perf-on*.txt)
 #   PDU [131072]         max PDU of the storescu loads
 #   BASE_PORT [11340]    DIMSE/HTTP ports BASE_PORT..BASE_PORT+5 on 127.0.0.1
 #   BB_BIN [unset]       a beeldbrug binary to measure instead of building this checkout;
@@ -46,6 +48,7 @@ WADO_REPS=${WADO_REPS:-15}
 QIDO_PATIENTS=${QIDO_PATIENTS:-500}
 QIDO_QUERIES=${QIDO_QUERIES:-300}
 FRESH_QUERIES=${FRESH_QUERIES:-100}
+CURL_REPS=${CURL_REPS:-5}
 PLAIN_TOKENS=${PLAIN_TOKENS:-1}
 PERF=${PERF:-0}
 PDU=${PDU:-131072}
@@ -301,7 +304,7 @@ json.dump({
             "ura": "$REMOTE_URA", "uzi": "900000001", "role": "$ROLE", "purpose_of_use": "TREATMENT"},
     "accept": '$ACCEPT', "study": "$STUDY", "parts": $N,
     "patients": patients[1:],  # the QIDO tree's patients (the first is the CT study's)
-    "wado_reps": $WADO_REPS, "qido_queries": $QIDO_QUERIES, "fresh_queries": $FRESH_QUERIES,
+    "wado_reps": $WADO_REPS, "qido_queries": $QIDO_QUERIES, "fresh_queries": $FRESH_QUERIES, "curl_reps": $CURL_REPS,
     "mitz_url": "$MITZ_URL", "seed": 1,
 }, open(sys.argv[1], "w"), indent=1)
 EOF
@@ -320,22 +323,26 @@ done
 
 if [ "$PERF" = 1 ]; then
     log "perf record of the on server during an extra run (not part of the figures)"
-    perf record -F 999 -g -p "${SPID[on]}" -o "$BENCH_DIR/perf-on.data" -- sleep 3600 >/dev/null 2>&1 &
+    perf record -F 499 --call-graph dwarf,16384 -p "${SPID[on]}" -o "$BENCH_DIR/perf-on.data" -- sleep 3600 >/dev/null 2>&1 &
     PERF_PID=$!
     sleep 1
     python3 - "$CONFIG" "$BENCH_DIR/run-perf.json" <<'EOF'
 import json, sys
 c = json.load(open(sys.argv[1]))
 c["modes"] = {"on": c["modes"]["on"]}
-c["fresh_queries"] = 0
+c.update(fresh_queries=0, wado_reps=0, curl_reps=0)
 json.dump(c, open(sys.argv[2], "w"))
 EOF
     python3 "$CLIENT" run "$BENCH_DIR/run-perf.json" >/dev/null
     kill -INT "$PERF_PID"
     wait "$PERF_PID" || true
-    perf report -i "$BENCH_DIR/perf-on.data" --no-children --sort dso,symbol --stdio 2>/dev/null | head -80 >"$BENCH_DIR/perf-on.txt"
+    # flat profile, and the share of samples under each part of the trust path (children)
+    perf report -i "$BENCH_DIR/perf-on.data" --no-children --sort dso,symbol -g none --percent-limit 0.5 \
+        --stdio 2>/dev/null | sed -E 's/[[:space:]]+-[[:space:]]+-[[:space:]]*$//' >"$BENCH_DIR/perf-on.txt" || true
+    perf report -i "$BENCH_DIR/perf-on.data" --children --sort symbol -g none --stdio 2>/dev/null \
+        | grep -E 'trust::|rustls::|dicomweb::|audit|consent|jwt|jsonwebtoken|sqlx|qido|Index' \
+        | sed -E 's/[[:space:]]+-[[:space:]]+-[[:space:]]*$//' | head -60 >"$BENCH_DIR/perf-on-children.txt" || true
 fi
-
 # --- report -----------------------------------------------------------------------------------
 REPORT=$BENCH_DIR/results.md
 {

@@ -30,6 +30,7 @@ import random
 import socket
 import ssl
 import statistics
+import subprocess
 import sys
 import time
 import urllib.parse
@@ -111,6 +112,7 @@ class Mode:
         if self.https:
             self.ctx = ssl.create_default_context(cafile=m["ca"])
             self.ctx.load_cert_chain(m["cert"], m["key"])
+            self.ctx_files = (m["ca"], m["cert"], m["key"])
         self.conn = None
         self.tokens = []
         self.server_ticks = 0
@@ -297,11 +299,37 @@ def cmd_run(args):
             wado[m.name]["bytes"] = size
         log("retrieve %d: %s" % (i + 1, ", ".join(f"{m.name} {wado[m.name]['total'][-1]:.3f} s" for m in modes)))
     for m in modes:
+        if not wado[m.name]["total"]:
+            continue
         w = wado[m.name]
         w.update(median_s=round(med(w["total"]), 4), ttfb_median_ms=round(med(w["ttfb"]) * 1000, 2),
                  total=[round(x, 4) for x in w["total"]], ttfb=None, **m.cpu())
         w["mb_s"] = round(w["bytes"] / 1e6 / w["median_s"], 1)
         out["modes"][m.name]["wado"] = w
+
+    # (1b) the same retrieve with curl (C, OpenSSL), a new connection (and TLS handshake) per
+    # retrieve, into /dev/null: the client's own cost is not Python's
+    if cfg.get("curl_reps", 0) > 0:
+        cw = {m.name: [] for m in modes}
+        for i in range(cfg["curl_reps"]):
+            for m in orders(i):
+                cmd = ["curl", "-sS", "-o", "/dev/null", "-H", f"Accept: {accept}",
+                       "-w", "%{http_code} %{time_total} %{size_download}"]
+                if m.token:
+                    m.mint(1)
+                    cmd += ["-H", "Authorization: " + m.tokens.pop()]
+                if m.https:
+                    cmd += ["--cacert", m.ctx_files[0], "--cert", m.ctx_files[1], "--key", m.ctx_files[2]]
+                scheme = "https" if m.https else "http"
+                cmd.append(f"{scheme}://{m.host}:{m.port}{m.root}/studies/{study}")
+                res = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.split()
+                if res[0] != "200":
+                    sys.exit(f"{m.name}: curl WADO-RS HTTP {res[0]}")
+                cw[m.name].append(float(res[1]))
+        for m in modes:
+            out["modes"][m.name]["wado_curl"] = {
+                "median_s": round(med(cw[m.name]), 4), "total": [round(x, 4) for x in cw[m.name]]}
+        log("curl retrieves: " + ", ".join(f"{m.name} median {med(cw[m.name]):.3f} s" for m in modes))
 
     # (2) QIDO-RS, interleaved per query: the same query goes to every mode in turn
     def qido_block(kind, paths, fresh=False):
@@ -358,7 +386,7 @@ def cmd_report(args):
     label = {n: r["modes"][n]["label"] for n in names}
     p = print
 
-    p("### WADO-RS retrieve of the cached study")
+    p("### WADO-RS retrieve of the cached study (Python http.client, keep-alive)")
     p()
     p("| mode | median time | ratio to off | first byte (median) | MB/s | server CPU / retrieve | client CPU / retrieve | runs (s) |")
     p("|---|---:|---:|---:|---:|---:|---:|---|")
@@ -375,6 +403,18 @@ def cmd_report(args):
         p()
         p(f"Per-rep ratio {label[n]} / {label[base]}: median **{med(pairs):.3f}**, "
           f"range {min(pairs):.3f}-{max(pairs):.3f} ({len(pairs)} pairs).")
+    if "wado_curl" in r["modes"][base]:
+        c0 = r["modes"][base]["wado_curl"]
+        p()
+        p("Same retrieve with `curl -o /dev/null` (C client, OpenSSL), a NEW connection (TCP + TLS handshake) per retrieve:")
+        p()
+        p("| mode | median time | ratio to off | per-rep ratio (median) | runs (s) |")
+        p("|---|---:|---:|---:|---|")
+        for n in names:
+            c = r["modes"][n]["wado_curl"]
+            pairs = [a / b for a, b in zip(c["total"], c0["total"])]
+            p(f"| {label[n]} | {c['median_s']:.4f} s | **{c['median_s'] / c0['median_s']:.3f}** "
+              f"| {med(pairs):.3f} | {' '.join(f'{x:.3f}' for x in c['total'])} |")
     p()
     titles = {
         "patient_id": "QIDO-RS `/studies?PatientID=<one patient>` (keep-alive)",
