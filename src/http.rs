@@ -134,6 +134,22 @@ async fn audit_trail(
             .await;
         return Err(dicomweb::WebError::BadRequest("give ?bsn=".into()));
     };
+    // A token bound to one patient reads that patient's trail only.
+    let access = state.trust.patient_access(&caller.0, &bsn).await;
+    if !access.decision.is_permit() {
+        let why = access.decision.reason().to_string();
+        let outcome = Outcome {
+            patient_ids: vec![bsn],
+            result: "refused".into(),
+            detail: why.clone(),
+            ..Default::default()
+        };
+        state
+            .trust
+            .audit(&caller.0, Operation::AuditRead, outcome)
+            .await;
+        return Err(dicomweb::WebError::Forbidden(why));
+    }
     let limit = q.limit.unwrap_or(1000).clamp(1, 100_000);
     let trail = match state.trust.audit.patient_trail(&bsn, limit).await {
         Ok(t) => t,

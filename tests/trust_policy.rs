@@ -30,8 +30,12 @@ struct Issuer(JwtIdp);
 
 impl Issuer {
     fn token(&self, role: &str, bsn: Option<&str>) -> String {
+        self.token_of(REMOTE_URA, role, bsn)
+    }
+
+    fn token_of(&self, ura: &str, role: &str, bsn: Option<&str>) -> String {
         mint_jwt(&self.0, |c| {
-            c["ura"] = REMOTE_URA.into();
+            c["ura"] = ura.into();
             c["role"] = role.into();
             c["purpose_of_use"] = PURPOSE.into();
             match bsn {
@@ -406,8 +410,25 @@ async fn dimse_find_and_move_follow_consent() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refused_association_is_audited_once() {
-    let gateway = Gateway::start("[dimse]\nallow_unknown_callers = false\n").await;
+    let gateway = Gateway::start(
+        "[dimse]\nallow_unknown_callers = false\n\
+         [[dimse.peers]]\nae_title = \"NEARBY\"\nhost = \"localhost\"\nport = 104\n\
+         [[dimse.peers]]\nae_title = \"FARAWAY\"\nhost = \"192.0.2.1\"\nport = 104\n",
+    )
+    .await;
     let port = gateway.port.to_string();
+    // A known AE from its host is admitted (and C-ECHO leaves no record)...
+    let near = common::dcmtk(
+        "echoscu",
+        &["-aet", "NEARBY", "-aec", "BEELDBRUG", "127.0.0.1", &port],
+    );
+    assert!(near.status.success(), "{near:?}");
+    // ...a known AE from another address is not.
+    let far = common::dcmtk(
+        "echoscu",
+        &["-aet", "FARAWAY", "-aec", "BEELDBRUG", "127.0.0.1", &port],
+    );
+    assert!(!far.status.success(), "{far:?}");
     let echo = common::dcmtk(
         "echoscu",
         &["-aet", "STRANGER", "-aec", "BEELDBRUG", "127.0.0.1", &port],
@@ -416,15 +437,27 @@ async fn a_refused_association_is_audited_once() {
     let mut records = Vec::new();
     for _ in 0..50 {
         records = gateway.context().index.audit_events(100).await.unwrap();
-        if !records.is_empty() {
+        if records
+            .iter()
+            .filter(|r| r.operation == "A-ASSOCIATE")
+            .count()
+            >= 2
+        {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    assert_eq!(records.len(), 1, "{records:?}");
-    assert_eq!(records[0].operation, "A-ASSOCIATE");
-    assert_eq!(records[0].outcome, "refused");
-    assert_eq!(records[0].actor, "STRANGER");
+    let refused: Vec<_> = records
+        .iter()
+        .filter(|r| r.operation == "A-ASSOCIATE")
+        .collect();
+    assert_eq!(refused.len(), 2, "{records:?}");
+    assert!(refused.iter().all(|r| r.outcome == "refused"));
+    let actors: Vec<&str> = refused.iter().map(|r| r.actor.as_str()).collect();
+    assert!(
+        actors.contains(&"STRANGER") && actors.contains(&"FARAWAY"),
+        "{actors:?}"
+    );
     gateway.stop().await;
 }
 
@@ -497,5 +530,42 @@ async fn remote_gateway_with_certificate_token_and_consent_retrieves_a_study() {
     assert_eq!(wado[0].outcome, "success");
     assert_eq!(wado[0].actor, "GtK Oost", "the participant is the actor");
     assert_eq!(wado[1].outcome, "refused");
+    s.gateway.stop().await;
+}
+
+/// NEN 7513: the trail per patient is for our own organisation; a remote caller is refused,
+/// and each read (refusals too) is itself recorded.
+#[tokio::test(flavor = "multi_thread")]
+async fn only_our_own_organisation_reads_the_audit_trail() {
+    let s = setup(common::free_port()).await;
+    let patient = &s.patients[0];
+    let path = format!("/admin/audit?bsn={patient}");
+    let remote = get(&s, &path, &s.issuer.token(SPECIALIST, None), JSON).await;
+    assert_eq!(remote.status, 403, "{}", remote.text());
+    let own = get(
+        &s,
+        &path,
+        &s.issuer.token_of(OWN_URA, SPECIALIST, None),
+        JSON,
+    )
+    .await;
+    assert_eq!(own.status, 200, "{}", own.text());
+    let trail = own.json();
+    assert!(trail.to_string().contains("C-STORE"), "{trail}");
+    // A token bound to another patient does not read this one's trail.
+    let bound = get(
+        &s,
+        &path,
+        &s.issuer.token_of(OWN_URA, SPECIALIST, Some(&s.patients[1])),
+        JSON,
+    )
+    .await;
+    assert_eq!(bound.status, 403, "{}", bound.text());
+    let reads = audit_records(&s)
+        .await
+        .into_iter()
+        .filter(|r| r.operation == "AUDIT-READ")
+        .count();
+    assert_eq!(reads, 3);
     s.gateway.stop().await;
 }

@@ -569,7 +569,7 @@ async fn bad_tls_configuration_stops_the_start_naming_the_problem() {
             "[storage]\ndata_dir = \"{}\"\n{tls}",
             pki.path().join("data").display()
         );
-        beeldbrug::config::Config::from_toml(&toml).unwrap()
+        beeldbrug::config::Config::from_toml(&toml).map_err(|e| e.to_string())
     };
     let cases: Vec<(String, String)> = vec![
         (format!("[tls]\ncert_file = \"{}\"\n", pki.server.cert.display()), "tls.key_file".into()),
@@ -597,12 +597,16 @@ async fn bad_tls_configuration_stops_the_start_naming_the_problem() {
         ),
     ];
     for (tls, expected) in cases {
-        let err = match beeldbrug::server::start(base(&tls)).await {
-            Ok(r) => {
-                r.stop().await;
-                panic!("started with {tls}")
-            }
-            Err(e) => e.to_string(),
+        // Key-level problems are found when the configuration loads, file problems at start.
+        let err = match base(&tls) {
+            Err(e) => e,
+            Ok(config) => match beeldbrug::server::start(config).await {
+                Ok(r) => {
+                    r.stop().await;
+                    panic!("started with {tls}")
+                }
+                Err(e) => e.to_string(),
+            },
         };
         assert!(err.contains(&expected), "{tls}: {err}");
     }

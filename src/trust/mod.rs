@@ -170,7 +170,8 @@ pub struct Outcome {
 #[derive(Debug)]
 pub struct Trust {
     allow_unknown_callers: bool,
-    known_aes: Vec<String>,
+    /// Known AEs with the host each must connect from.
+    known_aes: Vec<(String, String)>,
     allow_anonymous_web: bool,
     pub(crate) config: TrustConfig,
     /// DIMSE peers as configured (AE title, address, optional certificate and claims).
@@ -195,9 +196,14 @@ impl Trust {
                 .dimse
                 .peers
                 .iter()
-                .map(|p| p.ae_title.clone())
+                .map(|p| (p.ae_title.clone(), p.host.clone()))
                 // The local PACS stores into us (C-MOVE sub-operations, its own sends).
-                .chain(config.pacs.iter().map(|p| p.ae_title.clone()))
+                .chain(
+                    config
+                        .pacs
+                        .iter()
+                        .map(|p| (p.ae_title.clone(), p.host.clone())),
+                )
                 .collect(),
             allow_anonymous_web: config.dicomweb.allow_anonymous,
             config: trust.clone(),
@@ -217,16 +223,45 @@ impl Trust {
         })
     }
 
-    /// May this caller open an association at all?
+    /// May this caller open an association at all? Inside the hospital a DIMSE caller is
+    /// authorised by its AE title and the address it connects from (the host of its
+    /// `[[dimse.peers]]` entry); the certificate, where configured, is checked by the
+    /// listener. With `allow_unknown_callers` any AE from anywhere is admitted (demo).
     pub fn admit(&self, caller: &Caller) -> Decision {
-        if self.allow_unknown_callers || self.known_aes.iter().any(|a| a == caller.ae_title.trim())
-        {
+        if self.allow_unknown_callers {
+            return Decision::Permit;
+        }
+        let ae = caller.ae_title.trim();
+        let hosts: Vec<&str> = self
+            .known_aes
+            .iter()
+            .filter(|(a, _)| a == ae)
+            .map(|(_, h)| h.as_str())
+            .collect();
+        if hosts.is_empty() {
+            return Decision::Deny(format!("calling AE {ae:?} is not a known peer"));
+        }
+        let from = caller
+            .address
+            .parse::<std::net::SocketAddr>()
+            .map(|a| a.ip().to_canonical());
+        match from {
+            Ok(ip) if hosts.iter().any(|h| host_has_address(h, ip)) => Decision::Permit,
+            _ => Decision::Deny(format!(
+                "calling AE {ae:?} connected from {}, not from its configured host",
+                caller.address
+            )),
+        }
+    }
+
+    /// [`Trust::admit`] for an operation on an association already admitted: the AE title
+    /// only (the address was checked when the association opened).
+    fn admit_ae(&self, caller: &Caller) -> Decision {
+        let ae = caller.ae_title.trim();
+        if self.allow_unknown_callers || self.known_aes.iter().any(|(a, _)| a == ae) {
             Decision::Permit
         } else {
-            Decision::Deny(format!(
-                "calling AE {:?} is not a known peer",
-                caller.ae_title
-            ))
+            Decision::Deny(format!("calling AE {ae:?} is not a known peer"))
         }
     }
 
@@ -236,11 +271,29 @@ impl Trust {
         let admitted = if operation.is_web() {
             self.admit_web(caller)
         } else {
-            self.admit(caller)
+            self.admit_ae(caller)
         };
         match admitted {
+            Decision::Permit if operation == Operation::AuditRead => self.check_auditor(caller),
             Decision::Permit => self.check_claims(caller),
             refusal => refusal,
+        }
+    }
+
+    /// The audit trail is read by our own organisation (NEN 7513 officers, the patient's
+    /// care team): a remote participant or a token of another organisation gets 403. In the
+    /// loopback demo (anonymous allowed, no claims) it is open like everything else.
+    fn check_auditor(&self, caller: &Caller) -> Decision {
+        if caller.participant.is_some() {
+            return Decision::Deny("a remote gateway may not read the audit trail".into());
+        }
+        match self.effective_claims(caller) {
+            Some(c)
+                if self.config.own_ura.is_empty() || c.organisation_ura != self.config.own_ura =>
+            {
+                Decision::Deny("only our own organisation may read the audit trail".into())
+            }
+            _ => Decision::Permit,
         }
     }
 
@@ -322,6 +375,18 @@ impl Trust {
         };
         self.audit.record(entry).await;
     }
+}
+
+/// Does `host` (an IP literal or a name, resolved now) have address `ip`?
+fn host_has_address(host: &str, ip: std::net::IpAddr) -> bool {
+    use std::net::ToSocketAddrs;
+    if let Ok(literal) = host.parse::<std::net::IpAddr>() {
+        return literal.to_canonical() == ip;
+    }
+    (host, 0)
+        .to_socket_addrs()
+        .map(|mut addrs| addrs.any(|a| a.ip().to_canonical() == ip))
+        .unwrap_or(false)
 }
 
 pub fn now_rfc3339() -> String {
