@@ -150,6 +150,11 @@ async fn get(s: &Setup, path: &str, token: &str, accept: &str) -> common::http::
     .await
 }
 
+/// A GET with a fresh specialist's token (each token once: the `jti` replay cache).
+async fn get_as_specialist(s: &Setup, path: &str, accept: &str) -> common::http::HttpResponse {
+    get(s, path, &s.issuer.token(SPECIALIST, None), accept).await
+}
+
 const MULTIPART: &str = "multipart/related; type=\"application/dicom\"";
 const JSON: &str = "application/dicom+json";
 
@@ -168,27 +173,11 @@ async fn qido_and_wado_follow_consent() {
     for (patient, decision) in s.patients.iter().zip(DECISIONS) {
         let study = &s.studies[patient][0];
         let before = audit_records(&s).await.len();
-        let qido = get(
-            &s,
-            &format!("/dicomweb/studies?PatientID={patient}"),
-            &s.issuer.token(SPECIALIST, None),
-            JSON,
-        )
-        .await;
-        let wado = get(
-            &s,
-            &format!("/dicomweb/studies/{study}"),
-            &s.issuer.token(SPECIALIST, None),
-            MULTIPART,
-        )
-        .await;
-        let metadata = get(
-            &s,
-            &format!("/dicomweb/studies/{study}/metadata"),
-            &s.issuer.token(SPECIALIST, None),
-            JSON,
-        )
-        .await;
+        let qido =
+            get_as_specialist(&s, &format!("/dicomweb/studies?PatientID={patient}"), JSON).await;
+        let wado = get_as_specialist(&s, &format!("/dicomweb/studies/{study}"), MULTIPART).await;
+        let metadata =
+            get_as_specialist(&s, &format!("/dicomweb/studies/{study}/metadata"), JSON).await;
         if decision == ConsentDecision::Permit {
             assert_eq!(qido.status, 200, "{decision:?}: {}", qido.text());
             let found = qido.json();
@@ -211,13 +200,7 @@ async fn qido_and_wado_follow_consent() {
         assert_eq!(records.len() - before, 3, "{decision:?}: {records:?}");
     }
     // A search without a patient key returns only the patients that consented.
-    let all = get(
-        &s,
-        "/dicomweb/studies",
-        &s.issuer.token(SPECIALIST, None),
-        JSON,
-    )
-    .await;
+    let all = get_as_specialist(&s, "/dicomweb/studies", JSON).await;
     assert_eq!(all.status, 200, "{}", all.text());
     let ids: Vec<String> = all
         .json()
@@ -540,7 +523,7 @@ async fn only_our_own_organisation_reads_the_audit_trail() {
     let s = setup(common::free_port()).await;
     let patient = &s.patients[0];
     let path = format!("/admin/audit?bsn={patient}");
-    let remote = get(&s, &path, &s.issuer.token(SPECIALIST, None), JSON).await;
+    let remote = get_as_specialist(&s, &path, JSON).await;
     assert_eq!(remote.status, 403, "{}", remote.text());
     let own = get(
         &s,

@@ -5,7 +5,7 @@
 mod common;
 
 use beeldbrug::trust::tls::{client_config, fingerprint};
-use common::http::{dechunk, multipart_parts, HttpResponse};
+use common::http::{multipart_parts, parse, HttpResponse};
 use common::peer::PeerProcess;
 use common::pki::{CertFiles, Pki};
 use common::{dcmtk, free_port, generate, require_tool, Gateway};
@@ -80,36 +80,6 @@ async fn https(
         return Err("connection closed without an answer".into());
     }
     Ok((parse(&raw), server))
-}
-
-fn parse(raw: &[u8]) -> HttpResponse {
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no head in {:?}", String::from_utf8_lossy(raw)));
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .expect("status line");
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
-    let mut body = raw[split + 4..].to_vec();
-    if headers
-        .iter()
-        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"))
-    {
-        body = dechunk(&body);
-    }
-    HttpResponse {
-        status,
-        headers,
-        body,
-    }
 }
 
 /// A refusal that names `alert` (rustls prints the alert the server sent).

@@ -172,21 +172,9 @@ pub struct GeneratedFile {
     pub charset: String,
 }
 
-/// Does `bsn` pass the BSN 11-test (elfproef)?
-///
-/// Nine ASCII digits d1..d9 with 9·d1 + 8·d2 + … + 2·d8 − d9 ≡ 0 (mod 11), not all zeros.
-pub fn bsn_is_valid(bsn: &str) -> bool {
-    let b = bsn.as_bytes();
-    if b.len() != 9 || !b.iter().all(u8::is_ascii_digit) || b.iter().all(|&c| c == b'0') {
-        return false;
-    }
-    let weighted: i64 = b[..8]
-        .iter()
-        .zip((2..=9).rev())
-        .map(|(&c, w)| i64::from(c - b'0') * w)
-        .sum();
-    (weighted - i64::from(b[8] - b'0')).rem_euclid(11) == 0
-}
+/// Does `bsn` pass the BSN 11-test (elfproef)? The trust policy's
+/// [`is_bsn`](crate::trust::policy::is_bsn), under the name the generator's callers know.
+pub use crate::trust::policy::is_bsn as bsn_is_valid;
 
 /// A valid, fictitious BSN derived deterministically from `rng_seed`.
 ///

@@ -39,21 +39,21 @@ impl PatientDecision {
     }
 }
 
-/// Is this a BSN: 9 digits passing the 11-test (REFERENCE §2)?
+/// Is this a BSN: nine ASCII digits d1..d9 passing the 11-test (elfproef, REFERENCE §2),
+/// 9·d1 + 8·d2 + … + 2·d8 − d9 ≡ 0 (mod 11) with a sum that is not zero? The one 11-test of
+/// the crate: the policy, the token claims, the audit messages and the test data use it.
 pub fn is_bsn(value: &str) -> bool {
-    let digits: Vec<u32> = value.chars().filter_map(|c| c.to_digit(10)).collect();
-    if digits.len() != 9 || value.len() != 9 {
+    let b = value.as_bytes();
+    if b.len() != 9 || !b.iter().all(u8::is_ascii_digit) {
         return false;
     }
-    let sum: i64 = digits
+    let weighted: i64 = b[..8]
         .iter()
-        .enumerate()
-        .map(|(i, &d)| {
-            let weight = if i == 8 { -1 } else { 9 - i as i64 };
-            weight * d as i64
-        })
+        .zip((2..=9).rev())
+        .map(|(&c, w)| i64::from(c - b'0') * w)
         .sum();
-    sum % 11 == 0 && sum != 0
+    let sum = weighted - i64::from(b[8] - b'0');
+    sum != 0 && sum % 11 == 0
 }
 
 impl Trust {
@@ -265,5 +265,9 @@ mod tests {
         assert!(!is_bsn("000000000"));
         assert!(!is_bsn("12345678a"));
         assert!(!is_bsn("PAT-0001"));
+        // a zero sum is no BSN even though 0 ≡ 0 (mod 11)
+        assert!(!is_bsn("100000009"));
+        assert!(!is_bsn("000000012"));
+        assert!(!is_bsn("99999999\u{e9}"));
     }
 }

@@ -80,7 +80,8 @@ pub async fn request(
     parse(&raw)
 }
 
-fn parse(raw: &[u8]) -> HttpResponse {
+/// A whole response as read off the wire (head, then the body, de-chunked if chunked).
+pub fn parse(raw: &[u8]) -> HttpResponse {
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")

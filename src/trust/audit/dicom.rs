@@ -18,6 +18,7 @@
 //! and the outcome.
 
 use crate::store::index::AuditRecord;
+use crate::trust::policy::is_bsn;
 use quick_xml::events::{BytesDecl, BytesText, Event};
 use quick_xml::Writer;
 
@@ -82,23 +83,6 @@ pub fn event_of(record: &AuditRecord) -> Option<Kind> {
 /// or the grounds say so (`Decision::Unauthenticated`).
 fn is_authentication_failure(record: &AuditRecord) -> bool {
     record.outcome == "unauthenticated" || record.grounds.starts_with("unauthenticated")
-}
-
-/// A bare BSN: nine digits passing the 11-test (REFERENCE §2).
-pub fn is_bsn(id: &str) -> bool {
-    let digits: Vec<u32> = id.chars().filter_map(|c| c.to_digit(10)).collect();
-    if digits.len() != 9 || id.len() != 9 {
-        return false;
-    }
-    let sum: i64 = digits
-        .iter()
-        .enumerate()
-        .map(|(i, d)| {
-            let weight = if i == 8 { -1 } else { 9 - i as i64 };
-            weight * i64::from(*d)
-        })
-        .sum();
-    sum % 11 == 0 && sum != 0
 }
 
 /// A patient ID in the form the message carries: a BSN as

@@ -371,7 +371,7 @@ pub(crate) fn check_code(value: &str, name: &str) -> Result<(), TokenError> {
 
 /// A BSN: nine digits passing the 11-test. The reason never repeats the value.
 pub(crate) fn check_bsn(value: &str, name: &str) -> Result<(), TokenError> {
-    if !crate::testdata::bsn_is_valid(value) {
+    if !crate::trust::policy::is_bsn(value) {
         return Err(TokenError::InvalidClaim(
             name.into(),
             "not a valid BSN".into(),
