@@ -4,7 +4,7 @@
 
 use super::{WebError, WebState};
 use crate::core::query::{indexed_attr_by_keyword, Level, Query};
-use crate::core::{Matcher, Selection};
+use crate::core::{Match, Matcher, Selection};
 use crate::trust::{policy, Caller, Operation, Outcome};
 use dicom_core::Tag;
 use std::collections::BTreeSet;
@@ -12,6 +12,9 @@ use std::collections::BTreeSet;
 const PATIENT_ID: Tag = Tag(0x0010, 0x0020);
 
 /// The patients of the selected studies: from the index, else (gateway mode) from the PACS.
+/// A match without a Patient ID counts as the empty ID, and in gateway mode so does a study
+/// the PACS did not find (its retrieve may still deliver instances): a patient-scoped caller
+/// is refused those rather than let through unchecked.
 async fn patients_of(state: &WebState, selection: &Selection) -> Result<Vec<String>, WebError> {
     let attr = indexed_attr_by_keyword("StudyInstanceUID").expect("indexed");
     let mut patients = BTreeSet::new();
@@ -24,11 +27,21 @@ async fn patients_of(state: &WebState, selection: &Selection) -> Result<Vec<Stri
                     .find(&query, 1)
                     .await
                     .map_err(|e| WebError::BadGateway(e.to_string()))?;
+                if found.is_empty() {
+                    patients.insert(String::new());
+                }
             }
         }
-        patients.extend(found.iter().filter_map(|m| m.get(&PATIENT_ID).cloned()));
+        patients.extend(patient_ids(&found));
     }
     Ok(patients.into_iter().collect())
+}
+
+/// The Patient ID of each match; the empty ID where a match has none.
+fn patient_ids(found: &[Match]) -> impl Iterator<Item = String> + '_ {
+    found
+        .iter()
+        .map(|m| m.get(&PATIENT_ID).cloned().unwrap_or_default())
 }
 
 /// 403 (audited, no patient data in the answer) when a patient of the selection may not be
@@ -61,4 +74,20 @@ pub async fn admit_patients(
     };
     state.trust.audit(caller, operation, outcome).await;
     Err(WebError::Forbidden(reason))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_match_without_patient_id_is_the_empty_patient() {
+        let mut with = Match::new();
+        with.insert(PATIENT_ID, "999999990".into());
+        let without = Match::new();
+        let ids: Vec<String> = patient_ids(&[with, without]).collect();
+        // The empty ID is refused for a patient-scoped caller (no BSN, not the bound one):
+        // dropping it would let a study with no Patient ID through unchecked.
+        assert_eq!(ids, ["999999990", ""]);
+    }
 }

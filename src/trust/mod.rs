@@ -383,14 +383,55 @@ fn host_has_address(host: &str, ip: std::net::IpAddr) -> bool {
     if let Ok(literal) = host.parse::<std::net::IpAddr>() {
         return literal.to_canonical() == ip;
     }
-    (host, 0)
-        .to_socket_addrs()
-        .map(|mut addrs| addrs.any(|a| a.ip().to_canonical() == ip))
-        .unwrap_or(false)
+    let resolve = || {
+        (host, 0)
+            .to_socket_addrs()
+            .map(|mut addrs| addrs.any(|a| a.ip().to_canonical() == ip))
+            .unwrap_or(false)
+    };
+    // A name is resolved with the system resolver, which blocks (up to its timeouts). On a
+    // runtime worker (association admission runs there) the worker's other tasks move to
+    // another thread meanwhile instead of stalling behind the lookup.
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(resolve)
+        }
+        _ => resolve(),
+    }
 }
 
 pub fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_has_address;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+    #[test]
+    fn a_host_name_resolves_outside_and_on_either_runtime() {
+        assert!(host_has_address("127.0.0.1", LOOPBACK));
+        assert!(!host_has_address("127.0.0.2", LOOPBACK));
+        assert!(host_has_address("localhost", LOOPBACK));
+        // On a multi-threaded runtime the lookup leaves the worker; on a current-thread
+        // runtime (where that is not possible) it runs in place.
+        let multi = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        assert!(multi.block_on(async {
+            tokio::spawn(async { host_has_address("localhost", LOOPBACK) })
+                .await
+                .unwrap()
+        }));
+        let single = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        assert!(single.block_on(async { host_has_address("localhost", LOOPBACK) }));
+    }
 }
