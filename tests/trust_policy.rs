@@ -66,8 +66,11 @@ const DECISIONS: [ConsentDecision; 4] = [
     ConsentDecision::NotApplicable,
 ];
 
+/// Tokens required, specialists only.
+const STRICT: &str = "[trust]\nrequire_token = true\nallowed_roles = [\"01.015\"]\n";
+
 async fn setup(move_destination_port: u16) -> Setup {
-    setup_with(move_destination_port, "").await
+    setup_with(move_destination_port, STRICT).await
 }
 
 async fn setup_with(move_destination_port: u16, extra_toml: &str) -> Setup {
@@ -107,8 +110,6 @@ purpose_of_use = "{PURPOSE}"
 allow_anonymous = false
 [trust]
 own_ura = "{OWN_URA}"
-require_token = true
-allowed_roles = ["{SPECIALIST}"]
 {}
 [trust.consent]
 url = "{}"
@@ -450,50 +451,9 @@ async fn a_refused_association_is_audited_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn remote_gateway_with_certificate_token_and_consent_retrieves_a_study() {
     let pki = common::pki::Pki::new();
-    let participants = pki.path().join("participants.toml");
-    std::fs::write(
-        &participants,
-        common::pki::Pki::participants_toml(&[(
-            "GtK Oost",
-            REMOTE_URA,
-            "urn:oid:2.16.528.1.1007.3.3.87654321",
-            &pki.client,
-        )]),
-    )
-    .unwrap();
-    let tls = format!(
-        "[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\nclient_ca_file = \"{}\"\ncrl_files = [\"{}\"]\n\
-         [trust]\nparticipants_file = \"{}\"\n",
-        pki.server.cert.display(),
-        pki.server.key.display(),
-        pki.ca_file.display(),
-        pki.crl_file.display(),
-        participants.display()
-    );
-    let s = setup_with(common::free_port(), &tls).await;
-    let curl = |study: &str, token: &str| {
-        let out_dir = tempfile::tempdir().unwrap();
-        let body = out_dir.path().join("body");
-        let out = std::process::Command::new(common::require_tool("curl"))
-            .args(["-sS", "--max-time", "20", "-o"])
-            .arg(&body)
-            .args(["-w", "%{http_code}", "--cacert"])
-            .arg(&pki.ca_file)
-            .arg("--cert")
-            .arg(&pki.client.cert)
-            .arg("--key")
-            .arg(&pki.client.key)
-            .args(["-H", &format!("Authorization: Bearer {token}")])
-            .args(["-H", &format!("Accept: {MULTIPART}")])
-            .arg(format!(
-                "https://127.0.0.1:{}/dicomweb/studies/{study}",
-                s.gateway.http_port
-            ))
-            .output()
-            .expect("curl");
-        let status = String::from_utf8_lossy(&out.stdout).to_string();
-        (status, std::fs::read(&body).unwrap_or_default())
-    };
+    let tls = tls_toml(&pki);
+    let s = setup_with(common::free_port(), &format!("{tls}{STRICT}")).await;
+    let curl = |study: &str, token: &str| curl_study(&pki, s.gateway.http_port, study, Some(token));
     let permitted = &s.studies[&s.patients[0]][0];
     let (status, body) = curl(permitted, &s.issuer.token(SPECIALIST, None));
     assert_eq!(status, "200", "{}", String::from_utf8_lossy(&body));
@@ -550,5 +510,75 @@ async fn only_our_own_organisation_reads_the_audit_trail() {
         .filter(|r| r.operation == "AUDIT-READ")
         .count();
     assert_eq!(reads, 3);
+    s.gateway.stop().await;
+}
+
+/// `[tls]` (mTLS with the test PKI) and a participants file naming the test client as
+/// "GtK Oost" of the remote organisation.
+fn tls_toml(pki: &common::pki::Pki) -> String {
+    let participants = pki.path().join("participants.toml");
+    std::fs::write(
+        &participants,
+        common::pki::Pki::participants_toml(&[(
+            "GtK Oost",
+            REMOTE_URA,
+            "urn:oid:2.16.528.1.1007.3.3.87654321",
+            &pki.client,
+        )]),
+    )
+    .unwrap();
+    format!(
+        "[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\nclient_ca_file = \"{}\"\ncrl_files = [\"{}\"]\n\
+         [trust]\nparticipants_file = \"{}\"\n",
+        pki.server.cert.display(),
+        pki.server.key.display(),
+        pki.ca_file.display(),
+        pki.crl_file.display(),
+        participants.display()
+    )
+}
+
+/// GET a study over HTTPS with curl as the test client ("GtK Oost"): the status and body.
+fn curl_study(
+    pki: &common::pki::Pki,
+    port: u16,
+    study: &str,
+    token: Option<&str>,
+) -> (String, Vec<u8>) {
+    let out_dir = tempfile::tempdir().unwrap();
+    let body = out_dir.path().join("body");
+    let mut cmd = std::process::Command::new(common::require_tool("curl"));
+    cmd.args(["-sS", "--max-time", "20", "-o"])
+        .arg(&body)
+        .args(["-w", "%{http_code}", "--cacert"])
+        .arg(&pki.ca_file)
+        .arg("--cert")
+        .arg(&pki.client.cert)
+        .arg("--key")
+        .arg(&pki.client.key)
+        .args(["-H", &format!("Accept: {MULTIPART}")]);
+    if let Some(token) = token {
+        cmd.args(["-H", &format!("Authorization: Bearer {token}")]);
+    }
+    let out = cmd
+        .arg(format!("https://127.0.0.1:{port}/dicomweb/studies/{study}"))
+        .output()
+        .expect("curl");
+    let status = String::from_utf8_lossy(&out.stdout).to_string();
+    (status, std::fs::read(&body).unwrap_or_default())
+}
+
+/// A participant that presents no token (tokens not required) is still another
+/// organisation: its retrieves need the patient's consent like a token holder's.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_participant_without_a_token_still_needs_consent() {
+    let pki = common::pki::Pki::new();
+    let s = setup_with(common::free_port(), &tls_toml(&pki)).await;
+    let port = s.gateway.http_port;
+    let (status, body) = curl_study(&pki, port, &s.studies[&s.patients[0]][0], None);
+    assert_eq!(status, "200", "{}", String::from_utf8_lossy(&body));
+    let (status, body) = curl_study(&pki, port, &s.studies[&s.patients[1]][0], None);
+    assert_eq!(status, "403", "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("consent"));
     s.gateway.stop().await;
 }

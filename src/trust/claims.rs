@@ -11,6 +11,8 @@ pub enum ClaimSource {
     Saml,
     /// Configured for a DIMSE peer inside the hospital (`[[dimse.peers]]`).
     Configured,
+    /// A participant (mTLS certificate) that presented no token: its organisation only.
+    Participant,
 }
 
 /// Verified claims of one request. Only ever built by a verifier (jwt, saml) or from

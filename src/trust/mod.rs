@@ -69,6 +69,8 @@ pub struct Caller {
     pub claims: Option<Claims>,
     /// Credentials were presented but did not verify: why (refused with 401).
     pub credential_error: Option<String>,
+    /// The caller came over DIMSE: only then do `[[dimse.peers]]` claims apply to it.
+    pub dimse: bool,
 }
 
 impl Caller {
@@ -77,6 +79,14 @@ impl Caller {
             ae_title: ae_title.into(),
             address: address.into(),
             ..Default::default()
+        }
+    }
+
+    /// A DIMSE caller: its calling AE title and address.
+    pub fn dimse(ae_title: impl Into<String>, address: impl Into<String>) -> Caller {
+        Caller {
+            dimse: true,
+            ..Caller::new(ae_title, address)
         }
     }
 }

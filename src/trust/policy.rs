@@ -63,6 +63,25 @@ impl Trust {
         if let Some(claims) = &caller.claims {
             return Some(claims.clone());
         }
+        if let Some(participant) = &caller.participant {
+            // A remote gateway without a token is still another organisation: its patient
+            // answers need consent (no purpose claimed, so whatever the purposes list says).
+            return Some(Claims {
+                source: ClaimSource::Participant,
+                issuer: "participants".into(),
+                subject: participant.name.clone(),
+                organisation_ura: participant.ura.clone(),
+                professional_uzi: String::new(),
+                role: String::new(),
+                purpose_of_use: String::new(),
+                patient_bsn: None,
+                token_id: String::new(),
+                expires_at: i64::MAX,
+            });
+        }
+        if !caller.dimse {
+            return None;
+        }
         let peer = self
             .dimse_peers
             .iter()
@@ -107,7 +126,10 @@ impl Trust {
     fn needs_consent(&self, claims: &Claims) -> bool {
         let own = self.config.own_ura.trim();
         let other_organisation = own.is_empty() || claims.organisation_ura != own;
-        other_organisation && self.consent.needed_for(&claims.purpose_of_use)
+        let purpose_needs_consent = self.consent.needed_for(&claims.purpose_of_use)
+            // No claimed purpose: consent is asked whenever a consent service is configured.
+            || (claims.source == ClaimSource::Participant && self.consent.is_configured());
+        other_organisation && purpose_needs_consent
     }
 
     /// May data of this patient (the data set's Patient ID) go to this caller?

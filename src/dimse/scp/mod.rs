@@ -265,7 +265,7 @@ impl AcceptPolicy for Policy<'_> {
             return Err(Refusal::CalledAeNotRecognized);
         }
         let calling = rq.calling_ae_title.trim();
-        let mut caller = Caller::new(calling, self.peer);
+        let mut caller = Caller::dimse(calling, self.peer);
         caller.certificate_sha256 = self.tls.map(|p| p.certificate_sha256.clone());
         if let crate::trust::Decision::Deny(why) = self.ctx.trust.admit(&caller) {
             self.audit_refusal(caller, why);
@@ -343,7 +343,7 @@ where
             return;
         }
     };
-    let mut caller = Caller::new(assoc.calling_ae.clone(), peer.clone());
+    let mut caller = Caller::dimse(assoc.calling_ae.clone(), peer.clone());
     if let Some(tls) = &tls {
         caller.participant = ctx.trust.participants.lookup(&tls.certificate_sha256);
         caller.certificate_sha256 = Some(tls.certificate_sha256.clone());

@@ -229,6 +229,11 @@ impl Consent {
     }
 
     /// Does this purpose of use need a consent check?
+    /// Is a consent service configured at all?
+    pub fn is_configured(&self) -> bool {
+        !self.config.url.is_empty()
+    }
+
     pub fn needed_for(&self, purpose_of_use: &str) -> bool {
         !self.config.url.is_empty()
             && self
