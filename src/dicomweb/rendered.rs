@@ -172,9 +172,18 @@ async fn respond(
     thumbnail: bool,
 ) -> Result<Response, WebError> {
     let caller = caller.0;
-    let params = parse_params(raw.as_deref().unwrap_or(""))?;
-    let format = output_format(&headers)?;
+    // Admitted (and audited when refused) before anything else; a bad request is then a
+    // failure with its own record, like every other request.
     let found = wado::locate(&state, &caller, &selection).await?;
+    let checked = parse_params(raw.as_deref().unwrap_or(""))
+        .and_then(|params| Ok((params, output_format(&headers)?)));
+    let (params, format) = match checked {
+        Ok(ok) => ok,
+        Err(e) => {
+            wado::audit(&state, &caller, &[], "failure", e.to_string()).await;
+            return Err(e);
+        }
+    };
     let locations = vec![representative(&found).clone()];
     let path = state.blobs.path(&locations[0].blob_key);
     let rendered =
