@@ -32,3 +32,22 @@ wait_ready() {
     tail -20 "$5" >&2
     die "$1 did not answer on port $2${3:+ and $3} within 30 s"
 }
+
+# The beeldbrug binary under test: $BB_BIN (described by $BB_LABEL) or a release build of this
+# checkout, copied to $BENCH_DIR/beeldbrug so that a rebuild of the checkout during the run
+# changes nothing. Sets BB and BB_VERSION (what it was built from, and its sha256).
+prepare_beeldbrug() {
+    BB=$BENCH_DIR/beeldbrug
+    if [ -n "${BB_BIN:-}" ]; then
+        [ -x "$BB_BIN" ] || die "BB_BIN=$BB_BIN is not an executable"
+        BB_VERSION="binary $BB_BIN${BB_LABEL:+ ($BB_LABEL)}"
+    else
+        log "building beeldbrug (release)"
+        (cd "$ROOT" && cargo build --release --quiet)
+        BB_BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/beeldbrug
+        [ -x "$BB_BIN" ] || die "no release binary at $BB_BIN"
+        BB_VERSION="$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo ' + uncommitted changes in src/')"
+    fi
+    cp "$BB_BIN" "$BB.tmp" && mv "$BB.tmp" "$BB"
+    BB_VERSION="$BB_VERSION, sha256 $(sha256sum "$BB" | cut -c1-12)"
+}

@@ -101,19 +101,7 @@ START_DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
 START_LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
 # --- build and inputs ---------------------------------------------------------------------
 mkdir -p "$BENCH_DIR"
-BB=$BENCH_DIR/beeldbrug # a copy: a rebuild of the checkout during the run changes nothing
-if [ -n "$BB_BIN" ]; then
-    [ -x "$BB_BIN" ] || die "BB_BIN=$BB_BIN is not an executable"
-    BB_VERSION="binary $BB_BIN${BB_LABEL:+ ($BB_LABEL)}"
-else
-    log "building beeldbrug (release)"
-    (cd "$ROOT" && cargo build --release --quiet)
-    BB_BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/beeldbrug
-    [ -x "$BB_BIN" ] || die "no release binary at $BB_BIN"
-    BB_VERSION="$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo ' + uncommitted changes in src/')"
-fi
-cp "$BB_BIN" "$BB.tmp" && mv "$BB.tmp" "$BB"
-BB_VERSION="$BB_VERSION, sha256 $(sha256sum "$BB" | cut -c1-12)"
+prepare_beeldbrug
 
 gen "ct-$CT_SLICES" --seed 1 --patients 1 --ct-slices "$CT_SLICES" --mr-slices 0
 CT_DIR=$GEN_DIR
