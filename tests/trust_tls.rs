@@ -6,9 +6,9 @@ mod common;
 
 use beeldbrug::trust::tls::{client_config, fingerprint};
 use common::http::{multipart_parts, parse, HttpResponse};
-use common::peer::PeerProcess;
+use common::orthanc::Orthanc;
 use common::pki::{CertFiles, Pki};
-use common::{dcmtk, free_port, generate, require_tool, Gateway};
+use common::{dcmtk, generate, require_tool, Gateway};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -432,41 +432,16 @@ async fn dicom_tls_listener_checks_the_peer_certificate() {
 }
 
 /// Orthanc with DICOM TLS only, requiring our client certificate.
-async fn orthanc_tls(dir: &Path, pki: &Pki) -> (PeerProcess, u16, u16) {
-    let program = require_tool("Orthanc");
+async fn orthanc_tls(dir: &Path, pki: &Pki) -> Orthanc {
     let cert = pki.issue_server("orthanc", &["127.0.0.1", "localhost"]);
-    let (http_port, dicom_port) = (free_port(), free_port());
-    let storage = dir.join("orthanc-storage");
-    let config = serde_json::json!({
-        "Name": "beeldbrug-tls-test",
-        "StorageDirectory": storage,
-        "IndexDirectory": storage,
-        "HttpPort": http_port,
-        "RemoteAccessAllowed": false,
-        "AuthenticationEnabled": false,
-        "DicomServerEnabled": true,
-        "DicomAet": "ORTHANC",
-        "DicomPort": dicom_port,
-        "DicomCheckCalledAet": false,
-        "DicomAlwaysAllowEcho": true,
-        "DicomAlwaysAllowStore": true,
-        "DicomAlwaysAllowFind": true,
-        "DicomAlwaysAllowGet": true,
-        "DicomAlwaysAllowMove": true,
-        "UnknownSopClassAccepted": true,
-        "SaveJobs": false,
+    let tls = serde_json::json!({
         "DicomTlsEnabled": true,
         "DicomTlsCertificate": cert.cert,
         "DicomTlsPrivateKey": cert.key,
         "DicomTlsTrustedCertificates": pki.ca_file,
         "DicomTlsRemoteCertificateRequired": true,
     });
-    let cfg = dir.join("orthanc.json");
-    std::fs::write(&cfg, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
-    let mut process = PeerProcess::spawn("orthanc", &program, &[cfg.display().to_string()], dir);
-    process.wait_for_port(http_port).await;
-    process.wait_for_port(dicom_port).await;
-    (process, http_port, dicom_port)
+    Orthanc::start_configured(dir, &[], tls).await
 }
 
 /// HTTPS without a client certificate (the gateway has no `client_ca_file` here).
@@ -493,7 +468,8 @@ async fn gateway_retrieves_from_orthanc_over_dicom_tls() {
     let pki = Pki::new();
     let dir = tempfile::tempdir().unwrap();
     let files = generate(&dir.path().join("src"), false);
-    let (orthanc, orthanc_http, orthanc_dicom) = orthanc_tls(dir.path(), &pki).await;
+    let orthanc = orthanc_tls(dir.path(), &pki).await;
+    let (orthanc_http, orthanc_dicom) = (orthanc.http_port, orthanc.dicom_port);
     for f in &files {
         let body = std::fs::read(&f.path).unwrap();
         let r = common::http::request(orthanc_http, "POST", "/instances", &[], &body).await;

@@ -22,6 +22,16 @@ impl Orthanc {
 
     /// Start with `modalities` (AE title, port on 127.0.0.1) known as C-MOVE destinations.
     pub async fn start_with(dir: &Path, modalities: &[(&str, u16)]) -> Orthanc {
+        Self::start_configured(dir, modalities, serde_json::json!({})).await
+    }
+
+    /// [`Orthanc::start_with`], with the keys of `extra` (a JSON object) added to or
+    /// replacing those of the generated configuration (e.g. DICOM TLS).
+    pub async fn start_configured(
+        dir: &Path,
+        modalities: &[(&str, u16)],
+        extra: serde_json::Value,
+    ) -> Orthanc {
         let program = require_tool("Orthanc");
         assert!(
             Path::new(PLUGIN).exists(),
@@ -34,7 +44,7 @@ impl Orthanc {
             .iter()
             .map(|(ae, port)| (ae.to_string(), serde_json::json!([ae, "127.0.0.1", port])))
             .collect();
-        let config = serde_json::json!({
+        let mut config = serde_json::json!({
             "Name": "beeldbrug-test",
             "StorageDirectory": storage,
             "IndexDirectory": storage,
@@ -57,6 +67,9 @@ impl Orthanc {
             "DicomWeb": { "Enable": true, "Root": "/dicom-web/",
                           "StudiesMetadata": "Full", "SeriesMetadata": "Full" },
         });
+        if let (Some(config), Some(extra)) = (config.as_object_mut(), extra.as_object()) {
+            config.extend(extra.clone());
+        }
         let cfg = dir.join("orthanc.json");
         std::fs::write(&cfg, serde_json::to_vec_pretty(&config).expect("json")).expect("config");
         let args = [cfg.display().to_string()];
