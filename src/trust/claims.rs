@@ -39,3 +39,27 @@ pub struct Claims {
     /// Expiry, seconds since the Unix epoch.
     pub expires_at: i64,
 }
+
+impl Claims {
+    /// Claims that come from our own configuration rather than a token: an organisation
+    /// (`subject` = the participant or AE it was configured for), no professional, role,
+    /// purpose or patient until the caller sets them; they do not expire.
+    pub fn of_organisation(source: ClaimSource, subject: &str, organisation_ura: &str) -> Claims {
+        Claims {
+            source,
+            issuer: match source {
+                ClaimSource::Participant => "participants",
+                _ => "config",
+            }
+            .into(),
+            subject: subject.into(),
+            organisation_ura: organisation_ura.into(),
+            professional_uzi: String::new(),
+            role: String::new(),
+            purpose_of_use: String::new(),
+            patient_bsn: None,
+            token_id: String::new(),
+            expires_at: i64::MAX,
+        }
+    }
+}

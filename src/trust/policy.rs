@@ -66,18 +66,11 @@ impl Trust {
         if let Some(participant) = &caller.participant {
             // A remote gateway without a token is still another organisation: its patient
             // answers need consent (no purpose claimed, so whatever the purposes list says).
-            return Some(Claims {
-                source: ClaimSource::Participant,
-                issuer: "participants".into(),
-                subject: participant.name.clone(),
-                organisation_ura: participant.ura.clone(),
-                professional_uzi: String::new(),
-                role: String::new(),
-                purpose_of_use: String::new(),
-                patient_bsn: None,
-                token_id: String::new(),
-                expires_at: i64::MAX,
-            });
+            return Some(Claims::of_organisation(
+                ClaimSource::Participant,
+                &participant.name,
+                &participant.ura,
+            ));
         }
         if !caller.dimse {
             return None;
@@ -86,19 +79,11 @@ impl Trust {
             .dimse_peers
             .iter()
             .find(|p| p.ae_title == caller.ae_title.trim())?;
-        let ura = peer.organisation_ura.clone()?;
-        Some(Claims {
-            source: ClaimSource::Configured,
-            issuer: "config".into(),
-            subject: peer.ae_title.clone(),
-            organisation_ura: ura,
-            professional_uzi: String::new(),
-            role: peer.role.clone().unwrap_or_default(),
-            purpose_of_use: peer.purpose_of_use.clone().unwrap_or_default(),
-            patient_bsn: None,
-            token_id: String::new(),
-            expires_at: i64::MAX,
-        })
+        let ura = peer.organisation_ura.as_deref()?;
+        let mut claims = Claims::of_organisation(ClaimSource::Configured, &peer.ae_title, ura);
+        claims.role = peer.role.clone().unwrap_or_default();
+        claims.purpose_of_use = peer.purpose_of_use.clone().unwrap_or_default();
+        Some(claims)
     }
 
     /// Checks on the claims alone, before any data is read: the role may see images.
