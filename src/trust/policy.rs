@@ -152,18 +152,22 @@ impl Trust {
         }
     }
 
-    /// [`Trust::patient_access`] for several patients at once.
+    /// [`Trust::patient_access`] for several patients at once: the consent questions of a
+    /// search's page go out together, not one round trip after another.
     pub async fn patients_access<'a>(
         &self,
         caller: &Caller,
         patient_ids: impl IntoIterator<Item = &'a str>,
     ) -> BTreeMap<String, PatientDecision> {
         let distinct: BTreeSet<&str> = patient_ids.into_iter().collect();
-        let mut out = BTreeMap::new();
-        for id in distinct {
-            out.insert(id.to_string(), self.patient_access(caller, id).await);
-        }
-        out
+        let decisions =
+            futures::future::join_all(distinct.iter().map(|id| self.patient_access(caller, id)))
+                .await;
+        distinct
+            .into_iter()
+            .map(str::to_string)
+            .zip(decisions)
+            .collect()
     }
 }
 
