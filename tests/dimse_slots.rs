@@ -342,7 +342,7 @@ async fn one_address_cannot_take_every_association_slot() {
     let first = scu::connect(&opts(gw.port), &verification)
         .await
         .expect("first association");
-    let (_second, answer) = associate_from("127.0.0.1", gw.port).await;
+    let (second, answer) = associate_from("127.0.0.1", gw.port).await;
     assert_eq!(answer, Answer::Accepted);
     let (_, answer) = associate_from("127.0.0.1", gw.port).await;
     assert_eq!(
@@ -350,7 +350,7 @@ async fn one_address_cannot_take_every_association_slot() {
         "a third from the same address"
     );
 
-    let (_other, answer) = associate_from("127.0.0.2", gw.port).await;
+    let (other, answer) = associate_from("127.0.0.2", gw.port).await;
     assert_eq!(answer, Answer::Accepted, "another address gets a slot");
     let (_, answer) = associate_from("127.0.0.3", gw.port).await;
     assert_eq!(answer, LOCAL_LIMIT_EXCEEDED, "beyond max_associations");
@@ -369,6 +369,8 @@ async fn one_address_cannot_take_every_association_slot() {
         assert!(Instant::now() < deadline, "no slot after a release");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Closed, so that the stop need not wait for them.
+    drop((second, other));
     gw.stop().await;
 }
 

@@ -180,8 +180,9 @@ impl Admission {
         }
     }
 
-    /// How many connections are pending, and how many associations run (tests, status).
-    pub fn counts(&self) -> (usize, usize) {
+    /// How many connections are pending, and how many associations run.
+    #[cfg(test)]
+    fn counts(&self) -> (usize, usize) {
         let state = self.state();
         (state.pending.len(), state.associations)
     }
