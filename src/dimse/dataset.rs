@@ -443,6 +443,93 @@ mod tests {
         assert!(check_structure(Cursor::new(&[][..]), 0, explicit).is_ok());
     }
 
+    /// Explicit VR Little Endian header with a 4-byte length (OB, SQ ...).
+    fn long_header(group: u16, element: u16, vr: &[u8; 2], len: u32) -> Vec<u8> {
+        let mut out = group.to_le_bytes().to_vec();
+        out.extend_from_slice(&element.to_le_bytes());
+        out.extend_from_slice(vr);
+        out.extend_from_slice(&[0, 0]);
+        out.extend_from_slice(&len.to_le_bytes());
+        out
+    }
+
+    const ITEM: [u8; 8] = [0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF];
+    const ITEM_END: [u8; 8] = [0xFE, 0xFF, 0x0D, 0xE0, 0, 0, 0, 0];
+    const SEQUENCE_END: [u8; 8] = [0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0];
+
+    /// Native Pixel Data of 4 bytes, then `trailer`.
+    fn after_pixel_data(trailer: &[u8]) -> Vec<u8> {
+        let mut out = long_header(0x7FE0, 0x0010, b"OW", 4);
+        out.extend_from_slice(&[1, 2, 3, 4]);
+        out.extend_from_slice(trailer);
+        out
+    }
+
+    fn check(bytes: &[u8]) -> Result<Option<PixelDataAt>, DatasetError> {
+        check_structure(
+            Cursor::new(bytes),
+            bytes.len() as u64,
+            "1.2.840.10008.1.2.1",
+        )
+    }
+
+    /// `depth` undefined-length sequences, each in an item, closed.
+    fn nested(depth: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        for level in 0..depth {
+            let tag = if level == 0 {
+                (0xFFFA, 0xFFFA)
+            } else {
+                (0x0040, 0xA730)
+            };
+            out.extend_from_slice(&long_header(tag.0, tag.1, b"SQ", 0xFFFF_FFFF));
+            out.extend_from_slice(&ITEM);
+        }
+        for _ in 0..depth {
+            out.extend_from_slice(&ITEM_END);
+            out.extend_from_slice(&SEQUENCE_END);
+        }
+        out
+    }
+
+    #[test]
+    fn structure_check_walks_past_pixel_data() {
+        // Where Pixel Data is stays known, whatever follows it.
+        let at = check(&after_pixel_data(&nested(MAX_SEQUENCE_DEPTH)))
+            .unwrap()
+            .expect("Pixel Data");
+        assert_eq!((at.value_offset, at.len, at.vr), (12, Some(4), VR::OW));
+        // Issue 18: nesting after Pixel Data counts as much as before it.
+        let too_deep = after_pixel_data(&nested(MAX_SEQUENCE_DEPTH + 1));
+        assert!(check(&too_deep).is_err());
+        assert!(check(&after_pixel_data(&nested(1000))).is_err());
+        // A value after Pixel Data announcing more than arrives.
+        let mut truncated = long_header(0xFFFA, 0xFFFA, b"SQ", 0xFFFF_FFFF);
+        truncated.extend_from_slice(&ITEM);
+        truncated.extend_from_slice(&long_header(0x0042, 0x0011, b"OB", 200 << 20));
+        truncated.extend_from_slice(&[0u8; 1024]);
+        assert!(check(&after_pixel_data(&truncated)).is_err());
+        // Cut short where a delimiter should come: an unclosed sequence, item or fragments.
+        let mut unclosed = long_header(0xFFFA, 0xFFFA, b"SQ", 0xFFFF_FFFF);
+        assert!(check(&after_pixel_data(&unclosed)).is_err());
+        unclosed.extend_from_slice(&ITEM);
+        assert!(check(&after_pixel_data(&unclosed)).is_err());
+        let mut fragments = long_header(0x7FE0, 0x0010, b"OB", 0xFFFF_FFFF);
+        fragments.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0, 0, 0, 0]);
+        fragments.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 2, 0, 0, 0, 9, 9]);
+        assert!(check(&fragments).is_err(), "no sequence delimiter");
+        fragments.extend_from_slice(&SEQUENCE_END);
+        let at = check(&fragments).unwrap().expect("Pixel Data");
+        assert_eq!((at.value_offset, at.len), (12, None));
+        // Large values are seeked over, and the walk still ends in the right place.
+        let mut large = long_header(0x7FE0, 0x0010, b"OB", 1 << 20);
+        large.extend_from_slice(&vec![7u8; 1 << 20]);
+        large.extend_from_slice(&nested(2));
+        assert!(check(&large).unwrap().is_some());
+        large.truncate(large.len() - 1);
+        assert!(check(&large).is_err());
+    }
+
     #[test]
     fn latin1_round_trip_keeps_diacritics() {
         let mut obj = InMemDicomObject::new_empty();
