@@ -10,6 +10,9 @@
 //! - [`core`]: the one query model ([`core::Query`]) and retrieve model ([`core::Selection`])
 //!   that every front translates into.
 //! - [`trust`]: the one decision point every query and retrieval passes, and its audit trail.
+//! - [`xml`]: the one XML reader (namespace-resolved element tree, size, depth and node
+//!   limits, no DTDs) for the SOAP and SAML messages the trust layer and later the XDS-I front
+//!   read.
 //! - [`store`]: blobs on the filesystem and the index (SQLite or PostgreSQL).
 //! - [`pacs`]: gateway mode: the hospital's PACS as the source behind the cache (C-FIND for
 //!   queries, C-GET / C-MOVE retrieves streamed as they arrive and shared between requests,
@@ -30,3 +33,4 @@ pub mod server;
 pub mod store;
 pub mod testdata;
 pub mod trust;
+pub mod xml;
