@@ -20,7 +20,8 @@
 //! - [`cli`]: the command line (serve, echo, find, store, move, get, generate, probe, forward).
 //! - [`config`]: typed configuration (embedded default TOML, file, `BEELDBRUG_*` environment).
 //! - [`server`]: wiring it together for `beeldbrug serve`.
-//! - [`testdata`]: the deterministic synthetic-study generator used by tests and benchmarks.
+//! - [`testdata`]: the deterministic synthetic-study generator used by tests and benchmarks
+//!   (`test-data/README.md` says why it lives here and how to make data).
 
 pub mod cli;
 pub mod config;
