@@ -181,10 +181,14 @@ pub async fn handle(
         .map_err(|e| (code::CANNOT_UNDERSTAND, e))
         .and_then(|(obj, assumed)| {
             if assumed {
+                // Latin-1 text with accents is almost never valid UTF-8: a hint for the
+                // operator whose peers send UTF-8 unannounced (then set ISO_IR 192).
+                let valid_utf8 = std::str::from_utf8(&bytes).is_ok();
                 tracing::info!(
                     calling_ae = %assoc.calling_ae,
                     peer = %assoc.peer,
                     charset = %default_charset,
+                    valid_utf8,
                     "C-FIND identifier has non-ASCII values but no Specific Character Set \
                      (0008,0005): read as dimse.default_charset"
                 );
