@@ -140,13 +140,24 @@ pub fn decode_match(
     ts: &str,
     default_charset: &str,
 ) -> Result<InMemDicomObject, String> {
+    decode_with_default_charset(raw, ts, default_charset).map(|(obj, _)| obj)
+}
+
+/// [`decode_match`] for any identifier (a PACS's match, a peer's C-FIND request), and
+/// whether `default_charset` had to be assumed (for the log).
+pub fn decode_with_default_charset(
+    raw: &[u8],
+    ts: &str,
+    default_charset: &str,
+) -> Result<(InMemDicomObject, bool), String> {
     let obj = dataset::decode(raw, ts).map_err(|e| e.to_string())?;
     if obj.element(SPECIFIC_CHARACTER_SET).is_ok() || raw.is_ascii() {
-        return Ok(obj);
+        return Ok((obj, false));
     }
     let mut with = charset_element(ts, default_charset);
     with.extend_from_slice(raw);
-    dataset::decode(&with, ts).map_err(|e| e.to_string())
+    let obj = dataset::decode(&with, ts).map_err(|e| e.to_string())?;
+    Ok((obj, true))
 }
 
 /// (0008,0005) encoded on its own, to put in front of a data set that has none: no element
