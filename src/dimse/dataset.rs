@@ -44,6 +44,43 @@ pub fn decode(bytes: &[u8], ts: &str) -> Result<InMemDicomObject, DatasetError> 
         .map_err(|e| DatasetError::Parse(e.to_string()))
 }
 
+/// Decode an identifier (a PACS's C-FIND match, a peer's C-FIND request) with
+/// `default_charset` assumed when it has non-ASCII bytes but no Specific Character Set
+/// (PS3.5 6.1.2.3 would make them invalid; many PACS mean Latin-1), and whether it had to be
+/// assumed (for the log).
+pub fn decode_with_default_charset(
+    raw: &[u8],
+    ts: &str,
+    default_charset: &str,
+) -> Result<(InMemDicomObject, bool), String> {
+    let obj = decode(raw, ts).map_err(|e| e.to_string())?;
+    if obj.element(SPECIFIC_CHARACTER_SET).is_ok() || raw.is_ascii() {
+        return Ok((obj, false));
+    }
+    let mut with = charset_element(ts, default_charset);
+    with.extend_from_slice(raw);
+    let obj = decode(&with, ts).map_err(|e| e.to_string())?;
+    Ok((obj, true))
+}
+
+/// (0008,0005) encoded on its own, to put in front of a data set that has none: no element
+/// of a C-FIND identifier sorts before it.
+fn charset_element(ts: &str, charset: &str) -> Vec<u8> {
+    let mut value = charset.as_bytes().to_vec();
+    if value.len() % 2 == 1 {
+        value.push(b' ');
+    }
+    let mut out = vec![0x08, 0x00, 0x05, 0x00];
+    if ts == crate::dimse::sop::IMPLICIT_VR_LE {
+        out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    } else {
+        out.extend_from_slice(b"CS");
+        out.extend_from_slice(&(value.len() as u16).to_le_bytes());
+    }
+    out.extend_from_slice(&value);
+    out
+}
+
 /// Deepest nesting of sequences [`check_structure`] lets through. dicom-parser recurses once
 /// per level (and so do drop and encode); real data sets (SR trees included) stay far below.
 pub const MAX_SEQUENCE_DEPTH: usize = 64;

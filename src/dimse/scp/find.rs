@@ -6,10 +6,10 @@
 use super::ScpContext;
 use crate::core::query::{computed, indexed_attr, Level, Match, Matcher, Query};
 use crate::dimse::command::{CommandField, CommandSet};
+use crate::dimse::dataset::decode_with_default_charset;
 use crate::dimse::dataset::{self, is_latin1, QUERY_RETRIEVE_LEVEL, SPECIFIC_CHARACTER_SET};
 use crate::dimse::status::code;
 use crate::dimse::{sop, Association, AssociationError};
-use crate::pacs::query::decode_with_default_charset;
 use crate::trust::{Caller, Operation, Outcome};
 use dicom_core::header::Header;
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
