@@ -14,8 +14,10 @@ pub const EMBEDDED_DEFAULT: &str = include_str!("../config/beeldbrug.toml");
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// What the loader found wrong, each problem once, with its key as written (the file's
+    /// key path, or the environment variable's name).
     #[error("configuration: {0}")]
-    Load(#[from] Box<figment::Error>),
+    Load(String),
     #[error("configuration file {0} does not exist")]
     MissingFile(PathBuf),
     #[error("configuration key `{key}`: {problem}")]
@@ -109,6 +111,10 @@ pub struct DicomwebConfig {
 pub struct StorageConfig {
     pub data_dir: PathBuf,
     pub index: String,
+    /// Days a study received by STOW-RS (sent by another hospital) is kept after its last
+    /// receipt, then deleted (audited); 0: kept for ever.
+    #[serde(default)]
+    pub keep_received_days: u32,
 }
 
 impl Config {
@@ -121,8 +127,13 @@ impl Config {
             }
             figment = figment.merge(Toml::file(path));
         }
-        // BEELDBRUG_LOG is the log filter (main.rs), not a configuration key.
-        figment = figment.merge(Env::prefixed("BEELDBRUG_").ignore(&["log"]).split("__"));
+        // BEELDBRUG_LOG and BEELDBRUG_LOG_FORMAT set up logging (main.rs) before any
+        // configuration is read: they are not configuration keys.
+        figment = figment.merge(
+            Env::prefixed("BEELDBRUG_")
+                .ignore(&["log", "log_format"])
+                .split("__"),
+        );
         Self::from_figment(figment)
     }
 
@@ -132,7 +143,9 @@ impl Config {
     }
 
     fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
-        let config: Config = figment.extract().map_err(Box::new)?;
+        let config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Load(describe_load_error(e)))?;
         config.validate()?;
         Ok(config)
     }
@@ -262,6 +275,39 @@ impl Config {
             .iter()
             .find(|p| p.ae_title == ae_title.trim())
     }
+}
+
+/// Each problem of a failed load once, as "key `dimse.max_pdu` (environment variable
+/// BEELDBRUG_DIMSE__MAX_PDU): invalid type ...": the key path, and where it came from as the
+/// user wrote it (figment lowercases environment keys; its metadata names the variable).
+fn describe_load_error(error: figment::Error) -> String {
+    error
+        .into_iter()
+        .map(|e| {
+            let mut path = e.path.clone();
+            if let figment::error::Kind::UnknownField(field, _) = &e.kind {
+                path.push(field.clone());
+            }
+            let key = path.join(".");
+            let origin = e.metadata.as_ref().and_then(|m| match &m.source {
+                Some(figment::Source::File(file)) => Some(format!("in {}", file.display())),
+                _ if m.name.contains("environment") && !path.is_empty() => {
+                    let profile = e.profile.clone().unwrap_or_default();
+                    Some(format!(
+                        "environment variable {}",
+                        m.interpolate(&profile, &path)
+                    ))
+                }
+                _ => None,
+            });
+            match (key.is_empty(), origin) {
+                (true, _) => e.kind.to_string(),
+                (false, Some(origin)) => format!("key `{key}` ({origin}): {}", e.kind),
+                (false, None) => format!("key `{key}`: {}", e.kind),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// PS3.5 6.2 (AE): 1-16 characters, no backslash or control characters, not all spaces.
