@@ -284,19 +284,12 @@ fn describe_load_error(error: figment::Error) -> String {
     error
         .into_iter()
         .map(|e| {
-            let mut path = e.path.clone();
-            if let figment::error::Kind::UnknownField(field, _) = &e.kind {
-                path.push(field.clone());
-            }
+            let path = &e.path;
             let key = path.join(".");
             let origin = e.metadata.as_ref().and_then(|m| match &m.source {
                 Some(figment::Source::File(file)) => Some(format!("in {}", file.display())),
                 _ if m.name.contains("environment") && !path.is_empty() => {
-                    let profile = e.profile.clone().unwrap_or_default();
-                    Some(format!(
-                        "environment variable {}",
-                        m.interpolate(&profile, &path)
-                    ))
+                    Some(format!("environment variable {}", env_var_name(path)))
                 }
                 _ => None,
             });
@@ -308,6 +301,16 @@ fn describe_load_error(error: figment::Error) -> String {
         })
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// The environment variable that set `path`, spelled as in the environment (figment matches
+/// names without regard to case and reports them lowercased).
+fn env_var_name(path: &[String]) -> String {
+    let wanted = format!("BEELDBRUG_{}", path.join("__"));
+    std::env::vars_os()
+        .filter_map(|(name, _)| name.into_string().ok())
+        .find(|name| name.eq_ignore_ascii_case(&wanted))
+        .unwrap_or_else(|| wanted.to_ascii_uppercase())
 }
 
 /// PS3.5 6.2 (AE): 1-16 characters, no backslash or control characters, not all spaces.

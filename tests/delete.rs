@@ -19,10 +19,25 @@ use std::process::Command;
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
+fn postgres_admin_url() -> String {
+    std::env::var("BEELDBRUG_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// Drop a database made by [`postgres_database`].
+async fn drop_postgres_database(url: &str) {
+    let name = url.rsplit('/').next().unwrap_or_default();
+    if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_admin_url()).await {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut conn)
+            .await;
+        let _ = conn.close().await;
+    }
+}
+
 /// A fresh PostgreSQL database on the test server (`BEELDBRUG_TEST_POSTGRES_URL`); its URL.
 async fn postgres_database() -> String {
-    let admin = std::env::var("BEELDBRUG_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let admin = postgres_admin_url();
     let mut conn = sqlx::PgConnection::connect(&admin)
         .await
         .unwrap_or_else(|e| panic!("PostgreSQL is not reachable at {admin}: {e}"));
@@ -114,16 +129,17 @@ fn studies(files: &[GeneratedFile]) -> Vec<String> {
     s
 }
 
-/// The newest audit record.
+/// The newest `DELETE` audit record.
 async fn last_audit(gw: &Gateway) -> beeldbrug::store::index::AuditRecord {
     let index = &gw.context().index;
-    let (head, _) = index.audit_head().await.unwrap();
     index
-        .audit_records(head - 1, 1)
+        .audit_records(0, 100_000)
         .await
         .unwrap()
-        .pop()
-        .expect("an audit record")
+        .into_iter()
+        .rev()
+        .find(|r| r.operation == "DELETE")
+        .expect("a DELETE audit record")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -217,6 +233,7 @@ async fn delete_over_dicomweb_sqlite() {
 async fn delete_over_dicomweb_postgres() {
     let url = postgres_database().await;
     delete_over_dicomweb(&format!("[storage]\nindex = \"{url}\"\n")).await;
+    drop_postgres_database(&url).await;
 }
 
 /// Only our own organisation deletes: a token of another organisation gets 403, no token
@@ -455,6 +472,7 @@ async fn retention_deletes_received_studies_sqlite() {
 async fn retention_deletes_received_studies_postgres() {
     let url = postgres_database().await;
     retention(&format!("[storage]\nindex = \"{url}\"\n")).await;
+    drop_postgres_database(&url).await;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -143,7 +143,7 @@ fn traffic(s: &Served, files: &[beeldbrug::testdata::GeneratedFile]) -> String {
         "{base}/studies/{}/series?PatientName=Secret^Name",
         f.study_uid
     ));
-    assert_eq!(status, 200);
+    assert_eq!(status, 204, "no such patient name");
     let (status, id) = curl_get(&format!(
         "{base}/studies/{}/series/{}",
         f.study_uid, f.series_uid
