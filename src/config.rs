@@ -49,6 +49,15 @@ pub struct DimseConfig {
     pub ae_title: String,
     pub listen: String,
     pub max_associations: usize,
+    /// Associations one source address may hold at once (the rest stay for other peers).
+    pub max_associations_per_address: usize,
+    /// ARTIM (PS3.8 9.1.5): seconds from TCP accept (a TLS handshake included) within which
+    /// the whole A-ASSOCIATE-RQ must arrive; otherwise the connection is closed.
+    pub artim_secs: u64,
+    /// Connections still waiting for their A-ASSOCIATE-RQ, from all addresses and from one;
+    /// beyond either the oldest is closed. They hold no association slot.
+    pub max_pending: usize,
+    pub max_pending_per_address: usize,
     pub max_pdu: u32,
     pub timeout_secs: u64,
     pub allow_unknown_callers: bool,
@@ -176,6 +185,24 @@ impl Config {
                 "dimse.max_associations",
                 "must be at least 1".into(),
             ));
+        }
+        for (key, value) in [
+            (
+                "dimse.max_associations_per_address",
+                self.dimse.max_associations_per_address,
+            ),
+            ("dimse.max_pending", self.dimse.max_pending),
+            (
+                "dimse.max_pending_per_address",
+                self.dimse.max_pending_per_address,
+            ),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1".into()));
+            }
+        }
+        if self.dimse.artim_secs == 0 {
+            return Err(invalid("dimse.artim_secs", "must be at least 1".into()));
         }
         // PS3.8 D.1: below 4 KiB is impractical; 16 MiB bounds what one peer can make us buffer.
         if !(4096..=16 * 1024 * 1024).contains(&self.dimse.max_pdu) {

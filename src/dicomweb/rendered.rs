@@ -115,7 +115,8 @@ pub fn render(
     thumbnail: bool,
     format: image::ImageFormat,
 ) -> Result<Vec<u8>, String> {
-    let obj = dicom_object::open_file(path).map_err(|e| e.to_string())?;
+    let (obj, _) = crate::dimse::dataset::open_stored(path, crate::dimse::dataset::Extent::Whole)
+        .map_err(|e| e.to_string())?;
     let decoded = obj
         .decode_pixel_data_frame(frame - 1)
         .map_err(|e| format!("cannot decode frame {frame}: {e}"))?;
