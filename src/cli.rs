@@ -94,6 +94,8 @@ pub enum Command {
     MitzSim(crate::trust::consent::simulator::SimulatorArgs),
     /// Read the audit trail per patient (BSN) and verify its hash chain.
     Audit(crate::trust::audit::cli::AuditArgs),
+    /// Delete a study, series or instance from the store (index and files), audited.
+    Delete(DeleteArgs),
     /// List the queue of instances forwarded to the PACS (gateway mode), newest first.
     Forward {
         /// Configuration file (TOML) on top of the embedded defaults: names the index.
@@ -106,6 +108,22 @@ pub enum Command {
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DeleteArgs {
+    /// Configuration file (TOML) on top of the embedded defaults: names the store and index.
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
+    /// Study Instance UID.
+    #[arg(long)]
+    pub study: String,
+    /// Series Instance UID (within the study): delete only this series.
+    #[arg(long)]
+    pub series: Option<String>,
+    /// SOP Instance UID (within the series): delete only this instance.
+    #[arg(long, requires = "series")]
+    pub instance: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -281,6 +299,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         } => probe(config.as_deref(), json, study, timeout).await,
         Command::MitzSim(args) => crate::trust::consent::simulator::run(args).await,
         Command::Audit(args) => crate::trust::audit::cli::run(args).await,
+        Command::Delete(args) => delete(args).await,
         Command::Generate(args) => {
             let files = crate::testdata::generate(&args)?;
             println!("wrote {} files under {}", files.len(), args.out.display());
@@ -489,6 +508,48 @@ async fn store(peer: &PeerArgs, paths: &[PathBuf]) -> anyhow::Result<()> {
     } else {
         bail!("{} files failed", report.failed.len())
     }
+}
+
+/// `beeldbrug delete`: the same delete path as DICOMweb `DELETE`, as the local administrator.
+/// The delete is recorded in the audit trail; a delete that cannot be recorded is an error.
+async fn delete(args: DeleteArgs) -> anyhow::Result<()> {
+    use crate::trust::audit::{Audit, AuditEntry};
+    let config = Config::load(args.config.as_deref())?;
+    let blobs = crate::store::BlobStore::open(&config.storage.data_dir).await?;
+    let index = crate::store::open_index(&config.index_url()).await?;
+    // No sender here: the audit message waits in the outbox for the running gateway.
+    let audit = Audit::queue_only(&config.trust.audit, index.clone());
+    let selection = crate::core::Selection {
+        study_uids: vec![args.study.trim().to_string()],
+        series_uids: args.series.iter().map(|s| s.trim().to_string()).collect(),
+        sop_instance_uids: args.instance.iter().map(|s| s.trim().to_string()).collect(),
+        ..Default::default()
+    };
+    let deleted = crate::store::delete::delete(index.as_ref(), &blobs, &selection).await?;
+    if deleted.is_empty() {
+        bail!("nothing matched: no such study, series or instance in the store");
+    }
+    let entry = AuditEntry {
+        time: crate::trust::now_rfc3339(),
+        operation: crate::trust::Operation::Delete.name().into(),
+        outcome: "success".into(),
+        detail: format!("beeldbrug delete: {}", deleted.describe()),
+        gateway: "beeldbrug-cli".into(),
+        source_address: format!(
+            "local:{}",
+            std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+        ),
+        grounds: "local administrator (command line)".into(),
+        patient_ids: deleted.patient_ids.clone(),
+        study_uids: deleted.study_uids.clone(),
+        ..Default::default()
+    };
+    audit
+        .append(entry)
+        .await
+        .context("the delete is done but could not be recorded in the audit trail")?;
+    println!("{}", deleted.describe());
+    Ok(())
 }
 
 /// `beeldbrug forward`: the forward queue from the configured index.

@@ -14,8 +14,10 @@ pub const EMBEDDED_DEFAULT: &str = include_str!("../config/beeldbrug.toml");
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// What the loader found wrong, each problem once, with its key as written (the file's
+    /// key path, or the environment variable's name).
     #[error("configuration: {0}")]
-    Load(#[from] Box<figment::Error>),
+    Load(String),
     #[error("configuration file {0} does not exist")]
     MissingFile(PathBuf),
     #[error("configuration key `{key}`: {problem}")]
@@ -131,6 +133,10 @@ pub struct DicomwebConfig {
 pub struct StorageConfig {
     pub data_dir: PathBuf,
     pub index: String,
+    /// Days a study received by STOW-RS (sent by another hospital) is kept after its last
+    /// receipt, then deleted (audited); 0: kept for ever.
+    #[serde(default)]
+    pub keep_received_days: u32,
 }
 
 impl Config {
@@ -143,8 +149,13 @@ impl Config {
             }
             figment = figment.merge(Toml::file(path));
         }
-        // BEELDBRUG_LOG is the log filter (main.rs), not a configuration key.
-        figment = figment.merge(Env::prefixed("BEELDBRUG_").ignore(&["log"]).split("__"));
+        // BEELDBRUG_LOG and BEELDBRUG_LOG_FORMAT set up logging (main.rs) before any
+        // configuration is read: they are not configuration keys.
+        figment = figment.merge(
+            Env::prefixed("BEELDBRUG_")
+                .ignore(&["log", "log_format"])
+                .split("__"),
+        );
         Self::from_figment(figment)
     }
 
@@ -154,7 +165,9 @@ impl Config {
     }
 
     fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
-        let config: Config = figment.extract().map_err(Box::new)?;
+        let config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Load(describe_load_error(e)))?;
         config.validate()?;
         Ok(config)
     }
@@ -347,6 +360,42 @@ impl Config {
             .iter()
             .find(|p| p.ae_title == ae_title.trim())
     }
+}
+
+/// Each problem of a failed load once, as "key `dimse.max_pdu` (environment variable
+/// BEELDBRUG_DIMSE__MAX_PDU): invalid type ...": the key path, and where it came from as the
+/// user wrote it (figment lowercases environment keys; its metadata names the variable).
+fn describe_load_error(error: figment::Error) -> String {
+    error
+        .into_iter()
+        .map(|e| {
+            let path = &e.path;
+            let key = path.join(".");
+            let origin = e.metadata.as_ref().and_then(|m| match &m.source {
+                Some(figment::Source::File(file)) => Some(format!("in {}", file.display())),
+                _ if m.name.contains("environment") && !path.is_empty() => {
+                    Some(format!("environment variable {}", env_var_name(path)))
+                }
+                _ => None,
+            });
+            match (key.is_empty(), origin) {
+                (true, _) => e.kind.to_string(),
+                (false, Some(origin)) => format!("key `{key}` ({origin}): {}", e.kind),
+                (false, None) => format!("key `{key}`: {}", e.kind),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The environment variable that set `path`, spelled as in the environment (figment matches
+/// names without regard to case and reports them lowercased).
+fn env_var_name(path: &[String]) -> String {
+    let wanted = format!("BEELDBRUG_{}", path.join("__"));
+    std::env::vars_os()
+        .filter_map(|(name, _)| name.into_string().ok())
+        .find(|name| name.eq_ignore_ascii_case(&wanted))
+        .unwrap_or_else(|| wanted.to_ascii_uppercase())
 }
 
 /// PS3.5 6.2 (AE): 1-16 characters, no backslash or control characters, not all spaces.

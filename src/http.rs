@@ -27,6 +27,8 @@ pub fn router(state: WebState) -> Router {
         .route("/health", get(health))
         .merge(admin)
         .nest("/dicomweb", web)
+        // One operations-log line per request, with its id (oplog).
+        .layer(axum::middleware::from_fn(crate::oplog::http_requests))
 }
 
 fn is_json(headers: &HeaderMap) -> bool {

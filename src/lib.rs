@@ -20,6 +20,7 @@
 //! - [`cli`]: the command line (serve, echo, find, store, move, get, generate, probe, forward).
 //! - [`config`]: typed configuration (embedded default TOML, file, `BEELDBRUG_*` environment).
 //! - [`server`]: wiring it together for `beeldbrug serve`.
+//! - [`oplog`]: logging setup and the operations log (one line per association and request).
 //! - [`testdata`]: the deterministic synthetic-study generator used by tests and benchmarks
 //!   (`test-data/README.md` says why it lives here and how to make data).
 
@@ -29,6 +30,7 @@ pub mod core;
 pub mod dicomweb;
 pub mod dimse;
 pub mod http;
+pub mod oplog;
 pub mod pacs;
 pub mod server;
 pub mod store;

@@ -3,13 +3,13 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("BEELDBRUG_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    match beeldbrug::oplog::LogFormat::from_env() {
+        Ok(format) => beeldbrug::oplog::init(format),
+        Err(e) => {
+            eprintln!("beeldbrug: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    }
     let cli = beeldbrug::cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -69,6 +69,10 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         .map_err(|e| ServeError::DataDir(config.storage.data_dir.display().to_string(), e))?;
     let blobs = BlobStore::open(&config.storage.data_dir).await?;
     let index = open_index(&config.index_url()).await?;
+    // Deletes a crash interrupted (store::delete): their files go before anything is served.
+    crate::store::delete::sweep(index.as_ref(), &blobs)
+        .await
+        .map_err(|crate::store::delete::DeleteError::Index(e)| e)?;
     let trust = Arc::new(Trust::new(&config, index.clone())?);
     let context = Arc::new(
         ScpContext::new(config.clone(), index, blobs, trust.clone()).with_tls(tls.clone()),
@@ -134,6 +138,16 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     };
     if !watcher.idle() {
         tasks.spawn(watcher.run(shutdown.clone()));
+    }
+    if config.storage.keep_received_days > 0 {
+        // Studies received by STOW-RS are deleted after storage.keep_received_days.
+        tasks.spawn(crate::store::retention::run(
+            context.index.clone(),
+            context.blobs.clone(),
+            context.trust.clone(),
+            config.storage.keep_received_days,
+            shutdown.clone(),
+        ));
     }
     if context.gateway.is_some() {
         // Gateway mode: the queue of STOW-RS studies for the PACS (pacs::forward).

@@ -32,6 +32,52 @@ fn config_error_names_the_key_and_exits_non_zero() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
 }
 
+/// Issue 12 item 9: each configuration problem is printed once, with its key as the user
+/// wrote it: the environment variable's name (not figment's lowercased key) or the key path
+/// of the file.
+#[test]
+fn config_errors_are_printed_once_with_the_key_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_beeldbrug"))
+        .args(["serve"])
+        .env("BEELDBRUG_DIMSE__MAX_PDU", "abc")
+        .env("BEELDBRUG_STORAGE__DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("BEELDBRUG_DIMSE__MAX_PDU"), "{stderr}");
+    assert!(stderr.contains("dimse.max_pdu"), "{stderr}");
+    assert!(!stderr.contains("beeldbrug_dimse__max_pdu"), "{stderr}");
+    assert_eq!(stderr.matches("abc").count(), 1, "printed once: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[dimse]\nmax_pdu = \"big\"\n").unwrap();
+    let out = beeldbrug(&["serve", "--config", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("dimse.max_pdu"), "{stderr}");
+    assert!(
+        stderr.contains(bad.to_str().unwrap()),
+        "names the file: {stderr}"
+    );
+    assert_eq!(stderr.matches("big").count(), 1, "printed once: {stderr}");
+
+    std::fs::write(&bad, "[dimse]\nMax_Pdu = 5000\n").unwrap();
+    let out = beeldbrug(&["serve", "--config", bad.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("dimse.Max_Pdu"), "as written: {stderr}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_beeldbrug"))
+        .args(["serve"])
+        .env("BEELDBRUG_LOG_FORMAT", "xml")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("BEELDBRUG_LOG_FORMAT"));
+}
+
 #[test]
 fn shipped_example_configs_are_valid() {
     for name in ["config/beeldbrug.toml", "config/production.toml"] {

@@ -5,12 +5,14 @@
 //! - [`wado`]: instances, metadata and bulk data (PS3.18 10.4); [`frames`] finds frames inside
 //!   a stored file; [`rendered`] makes JPEG/PNG images; [`transcode`] changes syntaxes.
 //! - [`stow`]: store over HTTP (PS3.18 10.5), through the same ingest path as C-STORE.
+//! - [`delete`]: `DELETE` of a study, series or instance (our own organisation only).
 //! - [`media`], [`json`], [`multipart`]: media types, the DICOM JSON model, multipart bodies;
 //!   [`producer`] writes streamed bodies from one blocking thread per response.
 //!
 //! Every request asks the trust decision point first and leaves one audit event.
 
 pub mod bulk;
+pub mod delete;
 pub mod frames;
 pub mod guard;
 pub mod json;
@@ -133,6 +135,10 @@ impl FromRequestParts<WebState> for WebCaller {
             .map(|ConnectInfo(a)| a.to_string())
             .unwrap_or_default();
         let mut caller = Caller::new(ANONYMOUS, address);
+        caller.request_id = parts
+            .extensions
+            .get::<crate::oplog::RequestId>()
+            .map(|r| r.0.clone());
         if let Some(peer) = parts.extensions.get::<crate::trust::tls::TlsPeer>() {
             caller.certificate_sha256 = Some(peer.certificate_sha256.clone());
             caller.participant = state.trust.participants.lookup(&peer.certificate_sha256);
@@ -216,7 +222,12 @@ pub fn router(state: WebState) -> Router {
     let instance = "/studies/{study}/series/{series}/instances/{instance}";
     Router::new()
         .route("/studies", get(qido::studies).post(stow::store_any))
-        .route("/studies/{study}", get(wado::study).post(stow::store_study))
+        .route(
+            "/studies/{study}",
+            get(wado::study)
+                .post(stow::store_study)
+                .delete(delete::study),
+        )
         .route("/studies/{study}/metadata", get(wado::study_metadata))
         .route("/studies/{study}/thumbnail", get(rendered::study_thumbnail))
         .route(
@@ -225,7 +236,10 @@ pub fn router(state: WebState) -> Router {
         )
         .route("/studies/{study}/series", get(qido::study_series))
         .route("/studies/{study}/instances", get(qido::study_instances))
-        .route("/studies/{study}/series/{series}", get(wado::series))
+        .route(
+            "/studies/{study}/series/{series}",
+            get(wado::series).delete(delete::series),
+        )
         .route(
             "/studies/{study}/series/{series}/metadata",
             get(wado::series_metadata),
@@ -234,7 +248,7 @@ pub fn router(state: WebState) -> Router {
             "/studies/{study}/series/{series}/instances",
             get(qido::series_instances),
         )
-        .route(instance, get(wado::instance))
+        .route(instance, get(wado::instance).delete(delete::instance))
         .route(
             &format!("{instance}/metadata"),
             get(wado::instance_metadata),

@@ -129,6 +129,19 @@ async fn store(
         crate::pacs::forward::enqueue_stow(gateway, state.index.as_ref(), &caller.ae_title, &items)
             .await;
     }
+    // Another hospital sent these: storage.keep_received_days counts from now (retention).
+    let received = distinct(parts.iter().filter(|p| !p.failed()).map(|p| &p.study));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    if let Err(e) = state
+        .index
+        .note_received(&received, &caller.ae_title, now)
+        .await
+    {
+        tracing::warn!(error = %e, "cannot note the receipt of STOW-RS studies for retention");
+    }
     let outcome = Outcome {
         patient_ids: distinct(parts.iter().filter(|p| !p.failed()).map(|p| &p.patient)),
         study_uids: distinct(parts.iter().filter(|p| !p.failed()).map(|p| &p.study)),

@@ -94,6 +94,9 @@ pub struct Association {
     /// The acceptor's A-ASSOCIATE-AC details, when we requested the association.
     pub peer_info: PeerInfo,
     next_message_id: u16,
+    /// Instances sent by C-GET and C-MOVE sub-operations of this association (SCP side),
+    /// for its operations-log line.
+    pub instances_sent: u32,
 }
 
 impl Drop for Association {
@@ -128,6 +131,7 @@ impl Association {
             send_max_pdu,
             peer_info: PeerInfo::default(),
             next_message_id: 1,
+            instances_sent: 0,
         }
     }
 

@@ -59,11 +59,23 @@ impl Gateway {
             if keep == Some(study.as_str()) || self.fetches.pinned(&study) {
                 continue;
             }
-            match self.index.remove_study(&study).await {
-                Ok(keys) => {
-                    for key in keys {
-                        let _ = self.blobs.remove(&key).await;
-                    }
+            // The one delete path (store::delete): rows and queued files in one transaction,
+            // so a crash mid-eviction leaves no file behind for good.
+            let selection = crate::core::Selection {
+                study_uids: vec![study.clone()],
+                ..Default::default()
+            };
+            let deleted =
+                crate::store::delete::delete(self.index.as_ref(), &self.blobs, &selection)
+                    .await
+                    .map(|_| ());
+            // A cached study whose instances are gone already still has its cache row.
+            let deleted = match deleted {
+                Ok(()) => self.index.remove_study(&study).await.map(|_| ()),
+                Err(crate::store::delete::DeleteError::Index(e)) => Err(e),
+            };
+            match deleted {
+                Ok(()) => {
                     total = total.saturating_sub(bytes);
                     tracing::info!(%study, bytes, "evicted from the cache");
                     removed.push(study);

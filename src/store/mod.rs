@@ -5,11 +5,15 @@
 //! - [`index`]: the [`Index`] trait with SQLite (embedded default) and PostgreSQL backends.
 //! - [`ingest`]: the one path by which an instance enters the store (C-STORE and STOW-RS).
 //! - [`record`]: [`InstanceRecord`], the indexed attributes extracted from one instance.
+//! - [`delete`]: the one delete path (index rows, then blobs; crash-safe with a queue).
+//! - [`retention`]: `storage.keep_received_days` for studies received by STOW-RS.
 
 pub mod blob;
+pub mod delete;
 pub mod index;
 pub mod ingest;
 pub mod record;
+pub mod retention;
 
 pub use blob::{BlobError, BlobStore, PendingBlob};
 pub use index::{open_index, AuditEvent, Index, IndexError, UpsertOutcome};

@@ -71,6 +71,9 @@ pub struct Caller {
     pub credential_error: Option<String>,
     /// The caller came over DIMSE: only then do `[[dimse.peers]]` claims apply to it.
     pub dimse: bool,
+    /// The id of the association or HTTP request in the operations log (`oplog`): its
+    /// audit records end their detail with `(request <id>)`.
+    pub request_id: Option<String>,
 }
 
 impl Caller {
@@ -109,6 +112,9 @@ pub enum Operation {
     AuditRead,
     /// Opening a DIMSE association (PS3.8 7.1); audited when refused.
     Associate,
+    /// Deleting studies, series or instances (DICOMweb `DELETE`, `beeldbrug delete`,
+    /// retention).
+    Delete,
 }
 
 impl Operation {
@@ -124,6 +130,7 @@ impl Operation {
             Operation::StowRs => "STOW-RS",
             Operation::AuditRead => "AUDIT-READ",
             Operation::Associate => "A-ASSOCIATE",
+            Operation::Delete => "DELETE",
         }
     }
 }
@@ -156,7 +163,11 @@ impl Operation {
     pub fn is_web(self) -> bool {
         matches!(
             self,
-            Operation::QidoRs | Operation::WadoRs | Operation::StowRs | Operation::AuditRead
+            Operation::QidoRs
+                | Operation::WadoRs
+                | Operation::StowRs
+                | Operation::AuditRead
+                | Operation::Delete
         )
     }
 }
@@ -285,6 +296,7 @@ impl Trust {
         };
         match admitted {
             Decision::Permit if operation == Operation::AuditRead => self.check_auditor(caller),
+            Decision::Permit if operation == Operation::Delete => self.check_deleter(caller),
             Decision::Permit => self.check_claims(caller),
             refusal => refusal,
         }
@@ -304,6 +316,38 @@ impl Trust {
                 Decision::Deny("only our own organisation may read the audit trail".into())
             }
             _ => Decision::Permit,
+        }
+    }
+
+    /// Deleting is for our own organisation, as reading the audit trail ([`check_auditor`]),
+    /// and stricter for a caller without claims: only from loopback (an operator on the
+    /// gateway's own host, or the demo default), never from the network even where
+    /// `http.allow_insecure_public` admits anonymous DICOMweb.
+    fn check_deleter(&self, caller: &Caller) -> Decision {
+        if caller.participant.is_some() {
+            return Decision::Deny("a remote gateway may not delete".into());
+        }
+        match self.effective_claims(caller) {
+            Some(c)
+                if self.config.own_ura.is_empty() || c.organisation_ura != self.config.own_ura =>
+            {
+                Decision::Deny("only our own organisation may delete".into())
+            }
+            Some(_) => Decision::Permit,
+            None => {
+                let loopback = caller
+                    .address
+                    .parse::<std::net::SocketAddr>()
+                    .is_ok_and(|a| a.ip().to_canonical().is_loopback());
+                if loopback {
+                    Decision::Permit
+                } else {
+                    Decision::Unauthenticated(
+                        "deleting without a token of our own organisation is allowed from loopback only"
+                            .into(),
+                    )
+                }
+            }
         }
     }
 
@@ -362,11 +406,16 @@ impl Trust {
         let configured = self.effective_claims(caller);
         let claims = configured.as_ref();
         let claim = |f: fn(&Claims) -> &String| claims.map(f).cloned().unwrap_or_default();
+        let detail = match &caller.request_id {
+            Some(id) if outcome.detail.is_empty() => format!("(request {id})"),
+            Some(id) => format!("{} (request {id})", outcome.detail),
+            None => outcome.detail,
+        };
         let entry = audit::AuditEntry {
             time: now_rfc3339(),
             operation: operation.name().to_string(),
             outcome: outcome.result,
-            detail: outcome.detail,
+            detail,
             gateway: caller
                 .participant
                 .as_ref()

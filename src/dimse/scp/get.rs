@@ -116,5 +116,8 @@ pub async fn handle(
     .await?;
     let outcome = retrieve::outcome(&instances, &counts, cancelled, "");
     ctx.trust.audit(caller, Operation::Get, outcome).await;
+    assoc.instances_sent = assoc
+        .instances_sent
+        .saturating_add(u32::from(counts.completed));
     Ok(())
 }

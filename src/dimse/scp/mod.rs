@@ -213,6 +213,10 @@ struct Policy<'a> {
     pending: &'a Pending,
     /// Taken by `admit` once everything else admits the association; held while it runs.
     slot: OnceLock<Slot>,
+    /// The association's id in the operations log and its audit records.
+    request_id: &'a str,
+    /// The calling AE title of the request, once seen (for the log line of a rejection).
+    calling: OnceLock<String>,
 }
 
 impl Policy<'_> {
@@ -235,6 +239,7 @@ impl Policy<'_> {
 
 impl AcceptPolicy for Policy<'_> {
     fn admit(&self, rq: &AssociationRQ) -> Result<(), Refusal> {
+        let _ = self.calling.set(rq.calling_ae_title.trim().to_string());
         let ours = &self.ctx.config.dimse.ae_title;
         if self.ctx.config.dimse.check_called_ae && rq.called_ae_title.trim() != ours {
             return Err(Refusal::CalledAeNotRecognized);
@@ -242,6 +247,7 @@ impl AcceptPolicy for Policy<'_> {
         let calling = rq.calling_ae_title.trim();
         let mut caller = Caller::dimse(calling, self.peer);
         caller.certificate_sha256 = self.tls.map(|p| p.certificate_sha256.clone());
+        caller.request_id = Some(self.request_id.to_string());
         if let crate::trust::Decision::Deny(why) = self.ctx.trust.admit(&caller) {
             self.audit_refusal(caller, why);
             return Err(Refusal::CallingAeNotRecognized);
@@ -317,6 +323,8 @@ async fn handle_connection<S>(
 ) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
+    let started = std::time::Instant::now();
+    let request_id = crate::oplog::request_id();
     let peer = addr.to_string();
     let policy = Policy {
         ctx: &ctx,
@@ -324,6 +332,8 @@ async fn handle_connection<S>(
         tls: tls.as_ref(),
         pending: &pending,
         slot: OnceLock::new(),
+        request_id: &request_id,
+        calling: OnceLock::new(),
     };
     let accepted = tokio::select! {
         closed = pending.closed() => {
@@ -342,6 +352,19 @@ async fn handle_connection<S>(
         Ok(a) => a,
         Err(e) => {
             tracing::info!(%peer, error = %e, "association not established");
+            let outcome = match e {
+                AssociationError::Rejected(_) => "rejected",
+                _ => "aborted",
+            };
+            let calling = policy.calling.get().map(String::as_str).unwrap_or("");
+            crate::oplog::association(
+                &request_id,
+                calling,
+                &peer,
+                outcome,
+                &Default::default(),
+                started,
+            );
             return;
         }
     };
@@ -353,22 +376,38 @@ async fn handle_connection<S>(
     };
     drop(pending);
     let mut caller = Caller::dimse(assoc.calling_ae.clone(), peer.clone());
+    caller.request_id = Some(request_id.clone());
     if let Some(tls) = &tls {
         caller.participant = ctx.trust.participants.lookup(&tls.certificate_sha256);
         caller.certificate_sha256 = Some(tls.certificate_sha256.clone());
     }
     tracing::debug!(%peer, calling = %caller.ae_title, contexts = assoc.contexts.len(), "association accepted");
     let mut tally = StoreTally::default();
-    let ending = serve_association(&ctx, &mut assoc, &caller, &mut tally).await;
+    let mut activity = crate::oplog::AssociationActivity::default();
+    let ending = serve_association(&ctx, &mut assoc, &caller, &mut tally, &mut activity).await;
     tally.audit(&ctx.trust, &caller).await;
-    match ending {
-        Ok(Ending::Released) => assoc.reply_release().await,
-        Ok(Ending::Aborted) | Err(AssociationError::Pdu(PduError::Closed)) => {}
+    activity.stored = tally.stored;
+    activity.sent = assoc.instances_sent;
+    let outcome = match ending {
+        Ok(Ending::Released) => {
+            assoc.reply_release().await;
+            "released"
+        }
+        Ok(Ending::Aborted) | Err(AssociationError::Pdu(PduError::Closed)) => "aborted",
         Err(e) => {
             tracing::warn!(%peer, error = %e, "aborting association");
             assoc.abort().await;
+            "aborted"
         }
-    }
+    };
+    crate::oplog::association(
+        &request_id,
+        &caller.ae_title,
+        &peer,
+        outcome,
+        &activity,
+        started,
+    );
 }
 
 enum Ending {
@@ -381,6 +420,7 @@ async fn serve_association(
     assoc: &mut Association,
     caller: &Caller,
     tally: &mut StoreTally,
+    activity: &mut crate::oplog::AssociationActivity,
 ) -> Result<Ending, AssociationError> {
     loop {
         match assoc.next_event().await? {
@@ -389,18 +429,23 @@ async fn serve_association(
                 command,
             } => match command.field {
                 CommandField::CEchoRq => {
+                    activity.echo += 1;
                     echo::handle(ctx, assoc, context_id, &command, caller).await?
                 }
                 CommandField::CStoreRq => {
+                    activity.store += 1;
                     store::handle(ctx, assoc, context_id, &command, caller, tally).await?
                 }
                 CommandField::CFindRq => {
+                    activity.find += 1;
                     find::handle(ctx, assoc, context_id, &command, caller).await?
                 }
                 CommandField::CMoveRq => {
+                    activity.move_ += 1;
                     move_::handle(ctx, assoc, context_id, &command, caller).await?
                 }
                 CommandField::CGetRq => {
+                    activity.get += 1;
                     get::handle(ctx, assoc, context_id, &command, caller).await?
                 }
                 // A cancel that arrives after its operation finished is ignored (PS3.7 9.3.2.3).

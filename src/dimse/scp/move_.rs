@@ -184,5 +184,8 @@ pub async fn handle(
         &format!("to {destination}: "),
     );
     ctx.trust.audit(caller, Operation::Move, outcome).await;
+    assoc.instances_sent = assoc
+        .instances_sent
+        .saturating_add(u32::from(counts.completed));
     Ok(())
 }

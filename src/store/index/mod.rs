@@ -7,6 +7,7 @@ use crate::store::InstanceRecord;
 use async_trait::async_trait;
 
 pub mod audit;
+mod delete;
 mod gateway;
 mod postgres;
 mod sql;
@@ -191,6 +192,39 @@ pub trait Index: Send + Sync + std::fmt::Debug {
 
     /// Syslog messages waiting.
     async fn audit_outbox_len(&self) -> Result<u64, IndexError>;
+
+    /// Remove every instance the selection names, with the series, studies and patients
+    /// left empty, and queue their blob keys for deletion, in one transaction: once this
+    /// returns nothing of it is found or served. Returns the removed instances.
+    async fn delete_instances(
+        &self,
+        selection: &Selection,
+        now: i64,
+    ) -> Result<Vec<InstanceLocation>, IndexError>;
+
+    /// Up to `limit` blob keys queued for deletion, oldest first.
+    async fn queued_blob_deletions(&self, limit: u32) -> Result<Vec<String>, IndexError>;
+
+    /// Which of `keys` an instance row references (stored again since it was queued).
+    async fn blob_keys_in_use(&self, keys: &[String]) -> Result<Vec<String>, IndexError>;
+
+    /// Take keys off the deletion queue.
+    async fn clear_blob_deletions(&self, keys: &[String]) -> Result<(), IndexError>;
+
+    /// Note that studies were received by STOW-RS from `sender` at `now` (Unix seconds).
+    async fn note_received(
+        &self,
+        study_uids: &[String],
+        sender: &str,
+        now: i64,
+    ) -> Result<(), IndexError>;
+
+    /// Received studies last received before `cutoff`, oldest first, without instances
+    /// still queued for the PACS.
+    async fn received_before(&self, cutoff: i64, limit: u32) -> Result<Vec<String>, IndexError>;
+
+    /// Forget the receipt of a study that is no longer in the index.
+    async fn forget_received(&self, study_uid: &str) -> Result<(), IndexError>;
 }
 
 /// Open (and migrate) the index named by a `sqlite://...` or `postgres://...` URL.

@@ -22,6 +22,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "audit_chain",
         include_str!("migrations/postgres/0004_audit_chain.sql"),
     ),
+    (
+        5,
+        "delete",
+        include_str!("migrations/postgres/0005_delete.sql"),
+    ),
 ];
 
 /// The index in a PostgreSQL database (`postgres://user@host/db`).

@@ -1192,6 +1192,53 @@ macro_rules! delegate_index_to_inner {
                 async fn audit_outbox_len(&self) -> Result<u64, IndexError> {
                     self.inner.audit_outbox_len().await
                 }
+
+                async fn delete_instances(
+                    &self,
+                    selection: &Selection,
+                    now: i64,
+                ) -> Result<Vec<InstanceLocation>, IndexError> {
+                    self.inner.delete_instances(selection, now).await
+                }
+
+                async fn queued_blob_deletions(
+                    &self,
+                    limit: u32,
+                ) -> Result<Vec<String>, IndexError> {
+                    self.inner.queued_blob_deletions(limit).await
+                }
+
+                async fn blob_keys_in_use(
+                    &self,
+                    keys: &[String],
+                ) -> Result<Vec<String>, IndexError> {
+                    self.inner.blob_keys_in_use(keys).await
+                }
+
+                async fn clear_blob_deletions(&self, keys: &[String]) -> Result<(), IndexError> {
+                    self.inner.clear_blob_deletions(keys).await
+                }
+
+                async fn note_received(
+                    &self,
+                    study_uids: &[String],
+                    sender: &str,
+                    now: i64,
+                ) -> Result<(), IndexError> {
+                    self.inner.note_received(study_uids, sender, now).await
+                }
+
+                async fn received_before(
+                    &self,
+                    cutoff: i64,
+                    limit: u32,
+                ) -> Result<Vec<String>, IndexError> {
+                    self.inner.received_before(cutoff, limit).await
+                }
+
+                async fn forget_received(&self, study_uid: &str) -> Result<(), IndexError> {
+                    self.inner.forget_received(study_uid).await
+                }
             }
         };
     };

@@ -25,6 +25,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "audit_chain",
         include_str!("migrations/sqlite/0004_audit_chain.sql"),
     ),
+    (
+        5,
+        "delete",
+        include_str!("migrations/sqlite/0005_delete.sql"),
+    ),
 ];
 
 /// The index in a SQLite database (`sqlite://path/to/index.db`).

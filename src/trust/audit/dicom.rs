@@ -11,6 +11,7 @@
 //! | C-MOVE, C-GET, WADO-RS (we send) | DICOM Instances Transferred (110104, A.5.3.4), action R |
 //! | C-STORE, STOW-RS (we receive) | DICOM Instances Transferred (110104, A.5.3.4), action C |
 //! | AUDIT-READ | Audit Log Used (110101, A.5.3.1) |
+//! | DELETE (operator, retention) | DICOM Instances Accessed (110103, A.5.3.6), action D |
 //! | C-ECHO (permitted) | none: verification concerns no patient and PS3.15 has no event for it |
 //!
 //! The record is written once the operation has ended, so Begin Transferring (110102), which
@@ -54,7 +55,11 @@ pub struct Source {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     AuditLogUsed,
-    InstancesTransferred { we_send: bool },
+    /// Instances deleted from the store (DICOM Instances Accessed, action D).
+    InstancesDeleted,
+    InstancesTransferred {
+        we_send: bool,
+    },
     Query,
     SecurityAlert,
     UserAuthentication,
@@ -75,6 +80,7 @@ pub fn event_of(record: &AuditRecord) -> Option<Kind> {
         "C-MOVE" | "C-GET" | "WADO-RS" => Some(Kind::InstancesTransferred { we_send: true }),
         "C-STORE" | "STOW-RS" => Some(Kind::InstancesTransferred { we_send: false }),
         "AUDIT-READ" => Some(Kind::AuditLogUsed),
+        "DELETE" => Some(Kind::InstancesDeleted),
         _ => None,
     }
 }
@@ -201,6 +207,7 @@ pub fn message(record: &AuditRecord, source: &Source) -> Result<Option<String>, 
     };
     let (code, meaning, action) = match event {
         Kind::AuditLogUsed => ("110101", "Audit Log Used", "R"),
+        Kind::InstancesDeleted => ("110103", "DICOM Instances Accessed", "D"),
         Kind::InstancesTransferred { we_send: true } => {
             ("110104", "DICOM Instances Transferred", "R")
         }
@@ -532,5 +539,19 @@ mod tests {
         assert!(message(&record("C-ECHO", "success"), &source)
             .unwrap()
             .is_none());
+    }
+
+    #[test]
+    fn a_delete_is_instances_accessed_with_action_d() {
+        assert_eq!(
+            event_of(&record("DELETE", "success")),
+            Some(Kind::InstancesDeleted)
+        );
+        let xml = message(&record("DELETE", "success"), &Source::default())
+            .unwrap()
+            .unwrap();
+        assert!(xml.contains("csd-code=\"110103\""), "{xml}");
+        assert!(xml.contains("EventActionCode=\"D\""), "{xml}");
+        assert!(xml.contains("999999990^^^&amp;2.16.840.1.113883.2.4.6.3&amp;ISO"));
     }
 }

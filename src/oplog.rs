@@ -1,0 +1,246 @@
+//! The operations log: what an operator reads to see the gateway at work, at `info`, one line
+//! per DIMSE association and one per HTTP request, each with the request id that the audit
+//! records of that association or request carry too (their detail ends in
+//! `(request <id>)`). No patient data: an HTTP line names the route template
+//! (`/dicomweb/studies/{study}`), never the UIDs or the query string.
+//!
+//! Output: text, with colours only on a terminal, or JSON lines (`BEELDBRUG_LOG_FORMAT=json`);
+//! the filter is `BEELDBRUG_LOG` (default `info`). docs/operations.md lists the fields.
+
+use axum::body::Body;
+use axum::extract::{MatchedPath, Request};
+use axum::http::{HeaderValue, Response};
+use axum::middleware::Next;
+use bytes::Bytes;
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
+use std::io::IsTerminal;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+/// The response header carrying the request id (also in the log line and the audit detail).
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl LogFormat {
+    /// `BEELDBRUG_LOG_FORMAT`: `text` (default) or `json`; anything else is an error.
+    pub fn from_env() -> Result<LogFormat, String> {
+        match std::env::var("BEELDBRUG_LOG_FORMAT") {
+            Err(_) => Ok(LogFormat::Text),
+            Ok(v) => match v.trim().to_ascii_lowercase().as_str() {
+                "" | "text" => Ok(LogFormat::Text),
+                "json" => Ok(LogFormat::Json),
+                _ => Err(format!(
+                    "BEELDBRUG_LOG_FORMAT={v:?}: expected \"text\" or \"json\""
+                )),
+            },
+        }
+    }
+}
+
+/// Install the global subscriber on stderr: `BEELDBRUG_LOG` filter, the given format, ANSI
+/// colours only when stderr is a terminal.
+pub fn init(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BEELDBRUG_LOG")
+        .unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_ansi(false)
+            .init(),
+    }
+}
+
+/// A new request id: unique within this process and, with the start time in it, across
+/// restarts (`<start seconds, hex>-<sequence>`).
+pub fn request_id() -> String {
+    static START: OnceLock<u64> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let start = *START.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    });
+    format!("{start:x}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The request id of an HTTP request (a request extension set by [`http_requests`]).
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// What one DIMSE association did, counted as it runs.
+#[derive(Debug, Clone, Default)]
+pub struct AssociationActivity {
+    pub echo: u32,
+    pub find: u32,
+    pub store: u32,
+    pub move_: u32,
+    pub get: u32,
+    /// Instances stored (C-STORE successes).
+    pub stored: u32,
+    /// Instances sent (C-GET and C-MOVE sub-operations completed).
+    pub sent: u32,
+}
+
+/// The one line of an association: `outcome` is accepted (still open: never logged),
+/// rejected, aborted or released.
+pub fn association(
+    id: &str,
+    calling_ae: &str,
+    peer: &str,
+    outcome: &str,
+    activity: &AssociationActivity,
+    started: Instant,
+) {
+    tracing::info!(
+        target: "beeldbrug::oplog",
+        request_id = %id,
+        calling_ae = %calling_ae,
+        peer = %peer,
+        outcome = %outcome,
+        echoes = activity.echo,
+        finds = activity.find,
+        stores = activity.store,
+        moves = activity.move_,
+        gets = activity.get,
+        stored = activity.stored,
+        sent = activity.sent,
+        duration_ms = started.elapsed().as_millis() as u64,
+        "association"
+    );
+}
+
+/// Axum middleware: give the request an id (extension and `X-Request-Id` response header)
+/// and log its line once the response body has been sent (or dropped).
+pub async fn http_requests(mut request: Request, next: Next) -> Response<Body> {
+    let started = Instant::now();
+    let id = request_id();
+    let method = request.method().to_string();
+    // The route template, never the path: the path holds UIDs (patient data).
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "(no route)".into());
+    request.extensions_mut().insert(RequestId(id.clone()));
+    let response = next.run(request).await;
+    let (mut parts, body) = response.into_parts();
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        parts.headers.insert(REQUEST_ID_HEADER, v);
+    }
+    let line = RequestLine {
+        id,
+        method,
+        route,
+        status: parts.status.as_u16(),
+        bytes: 0,
+        started,
+        logged: false,
+    };
+    Response::from_parts(parts, Body::new(CountedBody { inner: body, line }))
+}
+
+/// The fields of one HTTP log line, logged when the body ends or is dropped.
+struct RequestLine {
+    id: String,
+    method: String,
+    route: String,
+    status: u16,
+    bytes: u64,
+    started: Instant,
+    logged: bool,
+}
+
+impl RequestLine {
+    fn log(&mut self, complete: bool) {
+        if self.logged {
+            return;
+        }
+        self.logged = true;
+        tracing::info!(
+            target: "beeldbrug::oplog",
+            request_id = %self.id,
+            method = %self.method,
+            route = %self.route,
+            status = self.status,
+            bytes = self.bytes,
+            complete,
+            duration_ms = self.started.elapsed().as_millis() as u64,
+            "http request"
+        );
+    }
+}
+
+/// A response body that counts the bytes it yields and logs the request's line at its end.
+struct CountedBody {
+    inner: Body,
+    line: RequestLine,
+}
+
+impl HttpBody for CountedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.line.bytes += data.len() as u64;
+                }
+            }
+            Poll::Ready(None) => self.line.log(true),
+            Poll::Ready(Some(Err(_))) => self.line.log(false),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for CountedBody {
+    fn drop(&mut self) {
+        // A body that ended is logged already; one dropped early (client gone) is not
+        // complete. An empty body may never be polled.
+        let complete = self.inner.is_end_stream();
+        self.line.log(complete);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_distinct() {
+        let a = request_id();
+        let b = request_id();
+        assert_ne!(a, b);
+        assert!(a.contains('-'));
+    }
+}

@@ -1,0 +1,239 @@
+//! The one delete path (DICOMweb `DELETE`, `beeldbrug delete`, retention): index rows first,
+//! then blobs.
+//!
+//! 1. One index transaction removes the instances (and the series, studies and patients left
+//!    empty) and queues their blob keys in `blob_deletion`. From its commit on, nothing of
+//!    it is found (C-FIND, QIDO-RS) or located for a retrieve (C-MOVE, C-GET, WADO-RS).
+//! 2. The blob files are removed, then their keys leave the queue.
+//!
+//! A crash between 1 and 2 leaves files that nothing serves, named in the queue;
+//! [`sweep`] (at every start, and with each retention pass) removes them. The reverse order
+//! (files first) could leave rows whose files are gone: found by a search, failing on
+//! retrieve. A key that an instance row references again (the instance was sent anew after
+//! the delete) is only taken off the queue, its file kept.
+
+use super::{BlobStore, Index, IndexError};
+use crate::core::{InstanceLocation, Selection};
+use std::collections::BTreeSet;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeleteError {
+    #[error(transparent)]
+    Index(#[from] IndexError),
+}
+
+/// What a delete removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Deleted {
+    pub instances: usize,
+    pub bytes: u64,
+    /// Distinct patients and studies of the removed instances.
+    pub patient_ids: Vec<String>,
+    pub study_uids: Vec<String>,
+    /// Blob files whose removal failed: they stay queued for the next [`sweep`].
+    pub blobs_left: usize,
+}
+
+impl Deleted {
+    pub fn is_empty(&self) -> bool {
+        self.instances == 0
+    }
+
+    /// "N instances (B bytes) of S studies deleted" for audit details and logs.
+    pub fn describe(&self) -> String {
+        let mut text = format!(
+            "{} instances ({} bytes) of {} studies deleted",
+            self.instances,
+            self.bytes,
+            self.study_uids.len()
+        );
+        if self.blobs_left > 0 {
+            text.push_str(&format!(
+                "; {} files left for the next sweep",
+                self.blobs_left
+            ));
+        }
+        text
+    }
+}
+
+/// Unix seconds now.
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Delete what the selection names (an empty selection deletes nothing).
+pub async fn delete(
+    index: &dyn Index,
+    blobs: &BlobStore,
+    selection: &Selection,
+) -> Result<Deleted, DeleteError> {
+    if selection.is_empty() {
+        return Ok(Deleted::default());
+    }
+    let removed = index.delete_instances(selection, now()).await?;
+    let keys: Vec<String> = removed.iter().map(|l| l.blob_key.clone()).collect();
+    let blobs_left = purge(index, blobs, &keys).await?;
+    Ok(summarise(&removed, blobs_left))
+}
+
+fn summarise(removed: &[InstanceLocation], blobs_left: usize) -> Deleted {
+    let distinct = |f: fn(&InstanceLocation) -> &String| {
+        removed
+            .iter()
+            .map(f)
+            .filter(|v| !v.is_empty())
+            .cloned()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect::<Vec<_>>()
+    };
+    Deleted {
+        instances: removed.len(),
+        bytes: removed.iter().map(|l| l.size_bytes).sum(),
+        patient_ids: distinct(|l| &l.patient_id),
+        study_uids: distinct(|l| &l.study_instance_uid),
+        blobs_left,
+    }
+}
+
+/// Remove the files of queued keys and take them off the queue; returns how many could not
+/// be removed (they stay queued).
+async fn purge(index: &dyn Index, blobs: &BlobStore, keys: &[String]) -> Result<usize, IndexError> {
+    if keys.is_empty() {
+        return Ok(0);
+    }
+    let in_use: BTreeSet<String> = index.blob_keys_in_use(keys).await?.into_iter().collect();
+    let mut done = Vec::with_capacity(keys.len());
+    let mut left = 0;
+    for key in keys {
+        if in_use.contains(key) {
+            done.push(key.clone());
+            continue;
+        }
+        match blobs.remove(key).await {
+            Ok(()) => {
+                remove_empty_parents(blobs, key).await;
+                done.push(key.clone());
+            }
+            Err(super::BlobError::BadKey(_)) => done.push(key.clone()),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot remove a deleted instance's file; retried at the next sweep");
+                left += 1;
+            }
+        }
+    }
+    index.clear_blob_deletions(&done).await?;
+    Ok(left)
+}
+
+/// Remove the series and study directories a removed blob leaves empty (best effort: a
+/// directory that an ingest fills again meanwhile is simply not empty).
+async fn remove_empty_parents(blobs: &BlobStore, key: &str) {
+    let path = blobs.path(key);
+    let root = blobs.path("");
+    let mut dir = path.parent();
+    while let Some(d) = dir {
+        if d == root || !d.starts_with(&root) || tokio::fs::remove_dir(d).await.is_err() {
+            break;
+        }
+        dir = d.parent();
+    }
+}
+
+/// Finish deletions a crash interrupted: remove the files still queued. Returns how many
+/// keys were taken off the queue.
+pub async fn sweep(index: &dyn Index, blobs: &BlobStore) -> Result<usize, DeleteError> {
+    const BATCH: u32 = 1000;
+    let mut cleared = 0;
+    loop {
+        let keys = index.queued_blob_deletions(BATCH).await?;
+        if keys.is_empty() {
+            break;
+        }
+        let left = purge(index, blobs, &keys).await?;
+        cleared += keys.len() - left;
+        if left > 0 {
+            // Files that cannot be removed now: try again at the next sweep.
+            break;
+        }
+    }
+    if cleared > 0 {
+        tracing::info!(
+            files = cleared,
+            "removed the files of deleted instances left by an interrupted delete"
+        );
+    }
+    Ok(cleared)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::index::SqliteIndex;
+    use crate::store::InstanceRecord;
+
+    fn record(study: &str, series: &str, sop: &str) -> InstanceRecord {
+        let mut r = InstanceRecord::default();
+        r.values
+            .insert(dicom_core::Tag(0x0010, 0x0020), "P1".to_string());
+        r.values
+            .insert(dicom_core::Tag(0x0020, 0x000D), study.to_string());
+        r.values
+            .insert(dicom_core::Tag(0x0020, 0x000E), series.to_string());
+        r.values
+            .insert(dicom_core::Tag(0x0008, 0x0018), sop.to_string());
+        r.blob_key = BlobStore::key_for(study, series, sop).unwrap();
+        r.size_bytes = 4;
+        r
+    }
+
+    /// A crash after the index transaction and before the files went: the rows are gone
+    /// (nothing is served), the files are queued, and the sweep at the next start removes
+    /// them — but not a file whose instance was stored again meanwhile.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn sweep_finishes_an_interrupted_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = BlobStore::open(dir.path()).await.unwrap();
+        let url = format!("sqlite://{}", dir.path().join("index.db").display());
+        let index = SqliteIndex::open(&url).await.unwrap();
+        let records = [
+            record("1.2", "1.2.1", "1.2.1.1"),
+            record("1.2", "1.2.1", "1.2.1.2"),
+        ];
+        for r in &records {
+            let mut blob = blobs.begin().await.unwrap();
+            blob.write(b"DICM").await.unwrap();
+            blob.commit(&blobs, &r.blob_key).await.unwrap();
+            index.upsert_instance(r).await.unwrap();
+        }
+        let selection = Selection {
+            study_uids: vec!["1.2".into()],
+            ..Default::default()
+        };
+        // Step 1 only, as if the process died right after the commit.
+        let removed = index.delete_instances(&selection, now()).await.unwrap();
+        assert_eq!(removed.len(), 2);
+        assert!(index.locate(&selection).await.unwrap().is_empty());
+        assert_eq!(index.queued_blob_deletions(10).await.unwrap().len(), 2);
+        // The second instance is sent again before the restart.
+        index.upsert_instance(&records[1]).await.unwrap();
+
+        assert_eq!(sweep(&index, &blobs).await.unwrap(), 2);
+        assert!(!blobs.exists(&records[0].blob_key).await);
+        assert!(blobs.exists(&records[1].blob_key).await);
+        assert!(index.queued_blob_deletions(10).await.unwrap().is_empty());
+        assert_eq!(sweep(&index, &blobs).await.unwrap(), 0);
+
+        // The full path removes rows, files and the emptied directories.
+        let deleted = delete(&index, &blobs, &selection).await.unwrap();
+        assert_eq!(deleted.instances, 1);
+        assert_eq!(deleted.patient_ids, vec!["P1".to_string()]);
+        assert!(!dir.path().join("blobs/1.2").exists());
+        assert!(delete(&index, &blobs, &selection).await.unwrap().is_empty());
+        index.close().await;
+    }
+}

@@ -1,0 +1,100 @@
+//! `storage.keep_received_days`: studies another hospital sent us (STOW-RS) are deleted that
+//! many days after their last receipt, through the one delete path ([`super::delete`]),
+//! with one audit record per study. Studies fetched from the local PACS have their own rule
+//! (`cache.max_bytes`, least recently used); what the hospital stored itself by C-STORE is
+//! never expired. A study with instances still queued for the PACS waits until they went.
+
+use super::delete::{self, DeleteError, Deleted};
+use super::{BlobStore, Index};
+use crate::core::Selection;
+use crate::trust::audit::{Audit, AuditEntry};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How often the retention pass (and the sweep of interrupted deletes) runs.
+pub const PASS_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Studies per pass; the rest wait for the next.
+const STUDIES_PER_PASS: u32 = 1000;
+
+/// Delete the received studies whose last receipt is more than `keep_days` before `now`
+/// (Unix seconds; a parameter so tests need not wait days). Returns what each delete
+/// removed, per study. `keep_days` 0 keeps everything.
+pub async fn expire_received(
+    index: &dyn Index,
+    blobs: &BlobStore,
+    audit: &Audit,
+    keep_days: u32,
+    now: i64,
+) -> Result<Vec<(String, Deleted)>, DeleteError> {
+    if keep_days == 0 {
+        return Ok(Vec::new());
+    }
+    let cutoff = now.saturating_sub(i64::from(keep_days) * 86_400);
+    let mut out = Vec::new();
+    for study in index.received_before(cutoff, STUDIES_PER_PASS).await? {
+        let selection = Selection {
+            study_uids: vec![study.clone()],
+            ..Default::default()
+        };
+        let deleted = delete::delete(index, blobs, &selection).await?;
+        if deleted.is_empty() {
+            // Gone already (evicted, or deleted by an operator): only the receipt remains.
+            index.forget_received(&study).await?;
+            continue;
+        }
+        tracing::info!(
+            instances = deleted.instances,
+            bytes = deleted.bytes,
+            keep_days,
+            "retention: deleted a received study"
+        );
+        audit
+            .record(AuditEntry {
+                time: crate::trust::now_rfc3339(),
+                operation: crate::trust::Operation::Delete.name().into(),
+                outcome: "success".into(),
+                detail: format!("retention: {}", deleted.describe()),
+                gateway: "beeldbrug-retention".into(),
+                source_address: "local".into(),
+                grounds: format!("storage.keep_received_days = {keep_days}"),
+                patient_ids: deleted.patient_ids.clone(),
+                study_uids: deleted.study_uids.clone(),
+                ..Default::default()
+            })
+            .await;
+        out.push((study, deleted));
+    }
+    Ok(out)
+}
+
+/// Every [`PASS_INTERVAL`] (the first pass at once): finish interrupted deletes, then
+/// expire received studies, until `shutdown`.
+pub async fn run(
+    index: Arc<dyn Index>,
+    blobs: BlobStore,
+    trust: Arc<crate::trust::Trust>,
+    keep_days: u32,
+    shutdown: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(PASS_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        if let Err(e) = delete::sweep(index.as_ref(), &blobs).await {
+            tracing::warn!(error = %e, "cannot finish interrupted deletes");
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        if let Err(e) = expire_received(index.as_ref(), &blobs, &trust.audit, keep_days, now).await
+        {
+            tracing::warn!(error = %e, "retention pass failed; tried again next pass");
+        }
+    }
+}
