@@ -16,7 +16,9 @@
 //!   cache rules, the capability probe, forwarding STOW-RS studies to the PACS).
 //! - [`cli`]: the command line (serve, echo, find, store, move, get, generate, probe, forward).
 //! - [`config`]: typed configuration (embedded default TOML, file, `BEELDBRUG_*` environment).
-//! - [`server`]: wiring it together for `beeldbrug serve`.
+//! - [`server`]: wiring it together for `beeldbrug serve`, and the shutdown deadline.
+//! - [`readiness`]: `/ready`, the checks that the gateway can take work (index, blobs, disk,
+//!   audit trail, PACS).
 //! - [`testdata`]: the deterministic synthetic-study generator used by tests and benchmarks.
 
 pub mod cli;
@@ -26,6 +28,7 @@ pub mod dicomweb;
 pub mod dimse;
 pub mod http;
 pub mod pacs;
+pub mod readiness;
 pub mod server;
 pub mod store;
 pub mod testdata;

@@ -2,7 +2,8 @@
 //!
 //! The listener is capped: at most `max_associations` run at once and the next one gets an
 //! A-ASSOCIATE-RJ "local limit exceeded" (PS3.8 Table 9-21). On shutdown it stops accepting
-//! (new connections are refused) and waits for the associations in flight to finish.
+//! (new connections are refused) and waits for the associations in flight to finish, until
+//! the shutdown deadline aborts those left (`ScpContext::abort`).
 //!
 //! [`serve_tls`] is the same listener over DICOM TLS (PS3.15 B.1): the handshake comes first
 //! (its own timeout, in the connection's task, so a slow client never holds the accept loop),
@@ -51,6 +52,9 @@ pub struct ScpContext {
     permits: Arc<Semaphore>,
     /// The live TLS configurations (`TlsState::peer_client` toward TLS peers).
     pub tls: Arc<TlsState>,
+    /// Cancelled when the shutdown deadline passes: associations still open get an A-ABORT
+    /// and the HTTP listeners stop (`server::Running::stop_within`).
+    pub abort: tokio_util::sync::CancellationToken,
 }
 
 impl ScpContext {
@@ -83,6 +87,7 @@ impl ScpContext {
             gateway,
             permits,
             tls: Arc::new(TlsState::disabled()),
+            abort: Default::default(),
         }
     }
 
@@ -267,6 +272,13 @@ impl AcceptPolicy for Policy<'_> {
         let calling = rq.calling_ae_title.trim();
         let mut caller = Caller::dimse(calling, self.peer);
         caller.certificate_sha256 = self.tls.map(|p| p.certificate_sha256.clone());
+        // Fail closed: nothing is served while the audit trail cannot be written (PS3.8
+        // Table 9-21: transient, temporary congestion; the peer tries again later).
+        if let Some(why) = self.ctx.trust.audit_unavailable() {
+            tracing::warn!(peer = %self.peer, calling, "association refused: {why}");
+            self.audit_refusal(caller, why);
+            return Err(Refusal::TemporaryCongestion);
+        }
         if let crate::trust::Decision::Deny(why) = self.ctx.trust.admit(&caller) {
             self.audit_refusal(caller, why);
             return Err(Refusal::CallingAeNotRecognized);
@@ -350,10 +362,19 @@ where
     }
     tracing::debug!(%peer, calling = %caller.ae_title, contexts = assoc.contexts.len(), "association accepted");
     let mut tally = StoreTally::default();
-    let ending = serve_association(&ctx, &mut assoc, &caller, &mut tally).await;
+    // At the shutdown deadline the operation in progress is dropped: a store not yet
+    // answered leaves no acknowledged instance behind (its temp file goes with it).
+    let ending = tokio::select! {
+        ending = serve_association(&ctx, &mut assoc, &caller, &mut tally) => ending,
+        _ = ctx.abort.cancelled() => Ok(Ending::ShutDown),
+    };
     tally.audit(&ctx.trust, &caller).await;
     match ending {
         Ok(Ending::Released) => assoc.reply_release().await,
+        Ok(Ending::ShutDown) => {
+            tracing::warn!(%peer, "shutdown deadline: aborting association");
+            assoc.abort().await;
+        }
         Ok(Ending::Aborted) | Err(AssociationError::Pdu(PduError::Closed)) => {}
         Err(e) => {
             tracing::warn!(%peer, error = %e, "aborting association");
@@ -365,6 +386,8 @@ where
 enum Ending {
     Released,
     Aborted,
+    /// The shutdown deadline passed (we abort).
+    ShutDown,
 }
 
 async fn serve_association(

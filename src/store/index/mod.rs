@@ -191,6 +191,10 @@ pub trait Index: Send + Sync + std::fmt::Debug {
 
     /// Syslog messages waiting.
     async fn audit_outbox_len(&self) -> Result<u64, IndexError>;
+
+    /// Prove the index takes writes: rewrite one row and commit (a full disk, a read-only
+    /// file or a lost database connection fail it). For `/ready` and the audit trail.
+    async fn probe_write(&self) -> Result<(), IndexError>;
 }
 
 /// Open (and migrate) the index named by a `sqlite://...` or `postgres://...` URL.

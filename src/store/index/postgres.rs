@@ -1,6 +1,8 @@
 //! The PostgreSQL index backend, for several gateway processes sharing one database.
 
-use super::sql::{delegate_index_to_inner, migrator, Dialect, SqlIndex};
+use super::sql::{
+    delegate_index_to_inner, migrator, release_outside_transaction, Dialect, SqlIndex,
+};
 use super::IndexError;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use std::time::Duration;
@@ -22,6 +24,12 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "audit_chain",
         include_str!("migrations/postgres/0004_audit_chain.sql"),
     ),
+    // 5 is taken by the delete journal (issue 12, item 10).
+    (
+        6,
+        "readiness",
+        include_str!("migrations/postgres/0006_readiness.sql"),
+    ),
 ];
 
 /// The index in a PostgreSQL database (`postgres://user@host/db`).
@@ -37,6 +45,7 @@ impl PostgresIndex {
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(30))
+            .after_release(release_outside_transaction)
             .connect(url)
             .await?;
         migrator(MIGRATIONS).run(&pool).await?;

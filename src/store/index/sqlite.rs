@@ -1,6 +1,8 @@
 //! The SQLite index backend (embedded default): one database file in WAL mode.
 
-use super::sql::{delegate_index_to_inner, migrator, Dialect, SqlIndex};
+use super::sql::{
+    delegate_index_to_inner, migrator, release_outside_transaction, Dialect, SqlIndex,
+};
 use super::IndexError;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -25,6 +27,12 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "audit_chain",
         include_str!("migrations/sqlite/0004_audit_chain.sql"),
     ),
+    // 5 is taken by the delete journal (issue 12, item 10).
+    (
+        6,
+        "readiness",
+        include_str!("migrations/sqlite/0006_readiness.sql"),
+    ),
 ];
 
 /// The index in a SQLite database (`sqlite://path/to/index.db`).
@@ -47,7 +55,9 @@ impl SqliteIndex {
             .pragma("case_sensitive_like", "ON");
         // Each connection to an in-memory database is a database of its own: keep one.
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-        let mut pool = SqlitePoolOptions::new().max_connections(if in_memory { 1 } else { 4 });
+        let mut pool = SqlitePoolOptions::new()
+            .max_connections(if in_memory { 1 } else { 4 })
+            .after_release(release_outside_transaction);
         if in_memory {
             pool = pool.idle_timeout(None).max_lifetime(None);
         }
