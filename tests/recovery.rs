@@ -442,7 +442,9 @@ async fn sqlite_admin(data_dir: &Path) -> sqlx::SqlitePool {
 
 /// Item 6: when the audit trail cannot be written, nothing is served (DIMSE association
 /// refused, C-STORE not acknowledged, QIDO-RS/WADO-RS 503) and `/ready` says so with the
-/// count of failed writes; once the trail takes writes again, so does the gateway.
+/// count of failed writes; a retrieval checks the trail before any data goes out, a search
+/// is not answered when its record fails; once the trail takes writes again, so does the
+/// gateway.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unwritable_audit_trail_closes_the_gateway_until_it_recovers() {
     let src = tempfile::tempdir().unwrap();
@@ -451,29 +453,45 @@ async fn an_unwritable_audit_trail_closes_the_gateway_until_it_recovers() {
     let run = storescu(gw.port, &first);
     assert!(run.all_succeeded(first.len()), "{}", run.log);
     let chain_before = gw.context().trust.audit.verify().await.unwrap().records;
+    let study = common::generate(&src.path().join("c"), false);
+    let study = &study[0].study_uid;
 
-    // The audit store refuses writes (a trigger, as a full or broken database would).
+    // Writes into the index fail (triggers, as a full or broken database would): the audit
+    // records (`audit`) and the write probe (`probe`) each on their own switch.
     let admin = sqlite_admin(&gw.data_dir()).await;
+    let fail = "BEGIN SELECT RAISE(ABORT, 'index write refused (test)'); END";
     for statement in [
-        "CREATE TABLE test_fault (failing INTEGER NOT NULL)",
-        "INSERT INTO test_fault VALUES (1)",
-        "CREATE TRIGGER fail_audit BEFORE INSERT ON audit_record \
-           WHEN (SELECT failing FROM test_fault) BEGIN SELECT RAISE(ABORT, 'audit store unavailable (test)'); END",
-        "CREATE TRIGGER fail_probe BEFORE INSERT ON readiness_probe \
-           WHEN (SELECT failing FROM test_fault) BEGIN SELECT RAISE(ABORT, 'audit store unavailable (test)'); END",
-        "CREATE TRIGGER fail_probe_update BEFORE UPDATE ON readiness_probe \
-           WHEN (SELECT failing FROM test_fault) BEGIN SELECT RAISE(ABORT, 'audit store unavailable (test)'); END",
+        "CREATE TABLE test_fault (audit INTEGER NOT NULL, probe INTEGER NOT NULL)".to_string(),
+        "INSERT INTO test_fault VALUES (0, 0)".into(),
+        format!("CREATE TRIGGER fail_audit BEFORE INSERT ON audit_record WHEN (SELECT audit FROM test_fault) {fail}"),
+        format!("CREATE TRIGGER fail_probe BEFORE INSERT ON readiness_probe WHEN (SELECT probe FROM test_fault) {fail}"),
+        format!("CREATE TRIGGER fail_probe_update BEFORE UPDATE ON readiness_probe WHEN (SELECT probe FROM test_fault) {fail}"),
     ] {
-        sqlx::query(statement)
+        sqlx::query(&statement)
             .execute(&admin)
             .await
             .unwrap_or_else(|e| panic!("{statement}: {e}"));
     }
+    let switch = |audit: bool, probe: bool| {
+        let admin = admin.clone();
+        async move {
+            sqlx::query("UPDATE test_fault SET audit = ?, probe = ?")
+                .bind(audit)
+                .bind(probe)
+                .execute(&admin)
+                .await
+                .unwrap();
+        }
+    };
 
-    // A search whose record cannot be written is not answered (503), and closes the gate.
-    let (status, body) = curl(gw.http_port, "/dicomweb/studies");
-    assert_eq!(status, 503, "QIDO-RS without its audit record: {body}");
-    // Now nothing is served at all.
+    // The index stops taking writes. A retrieval asks first: refused before any data.
+    switch(true, true).await;
+    let (status, body) = curl(gw.http_port, &format!("/dicomweb/studies/{study}"));
+    assert_eq!(
+        status, 503,
+        "WADO-RS must be refused before any data goes out: {body}"
+    );
+    // From now on nothing is served at all.
     assert!(
         !echoscu(gw.port),
         "association admitted without an audit trail"
@@ -484,26 +502,41 @@ async fn an_unwritable_audit_trail_closes_the_gateway_until_it_recovers() {
         "a C-STORE acknowledged without an audit trail:\n{}",
         run.log
     );
-    let study = &common::generate(&src.path().join("c"), false)[0].study_uid;
-    let (status, _) = curl(gw.http_port, &format!("/dicomweb/studies/{study}"));
-    assert_eq!(
-        status, 503,
-        "WADO-RS must be refused before any data goes out"
+    let get = tempfile::tempdir().unwrap();
+    let getscu = dcmtk(
+        "getscu",
+        &[
+            "-S",
+            "-aec",
+            "BEELDBRUG",
+            "-od",
+            &get.path().display().to_string(),
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            &format!("StudyInstanceUID={study}"),
+            "127.0.0.1",
+            &gw.port.to_string(),
+        ],
     );
+    assert_eq!(
+        std::fs::read_dir(get.path()).unwrap().count(),
+        0,
+        "C-GET sent data without an audit trail: {}",
+        String::from_utf8_lossy(&getscu.stderr)
+    );
+    let (status, _) = curl(gw.http_port, "/dicomweb/studies");
+    assert_eq!(status, 503);
     let (status, body) = curl(gw.http_port, "/ready");
     assert_eq!(status, 503, "{body}");
     let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert!(
-        ready["failing"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|f| f == "audit"),
-        "{ready}"
-    );
+    let failing = ready["failing"].as_array().unwrap();
+    assert!(failing.iter().any(|f| f == "audit"), "{ready}");
     assert_eq!(ready["checks"]["audit"]["ok"], false, "{ready}");
-    let failures = gw.context().trust.audit.health().failures();
-    assert!(failures >= 1, "failed audit writes are counted");
+    assert!(
+        gw.context().trust.audit.health().failures() >= 1,
+        "failed writes are counted"
+    );
     assert!(
         ready["checks"]["audit"]["detail"]
             .as_str()
@@ -512,11 +545,20 @@ async fn an_unwritable_audit_trail_closes_the_gateway_until_it_recovers() {
         "{ready}"
     );
 
-    // The store takes writes again: within a few seconds the gateway serves again.
-    sqlx::query("UPDATE test_fault SET failing = 0")
-        .execute(&admin)
+    // Only the audit records fail now: the probe reopens the gate, but a search whose
+    // record cannot be written is not answered.
+    switch(true, false).await;
+    becomes_ready(gw.http_port, Duration::from_secs(10))
         .await
-        .unwrap();
+        .expect("the write probe passes again");
+    let (status, body) = curl(gw.http_port, "/dicomweb/studies");
+    assert_eq!(
+        status, 503,
+        "QIDO-RS answered without its audit record: {body}"
+    );
+
+    // Everything takes writes again: within seconds the gateway serves again.
+    switch(false, false).await;
     becomes_ready(gw.http_port, Duration::from_secs(10))
         .await
         .expect("ready again once the audit trail takes writes");
@@ -586,6 +628,37 @@ async fn ready_names_the_failing_check() {
     becomes_ready(gw.http_port, Duration::from_secs(10))
         .await
         .expect("ready again once space is free");
+    gw.stop().await;
+}
+
+/// Item 7, gateway mode: `/ready` includes the PACS (C-ECHO to DCMTK dcmqrscp) and names
+/// it when the PACS is down.
+#[tokio::test(flavor = "multi_thread")]
+async fn ready_checks_the_pacs_in_gateway_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let pacs = common::dcmqrscp::Dcmqrscp::start(dir.path(), "PACS", &[], &[]).await;
+    let toml = format!(
+        "[storage]\nmin_free_bytes = 0\n{}",
+        common::gateway_mode::pacs_toml("PACS", pacs.port, "c-get", "")
+    );
+    let gw = Gateway::start(&toml).await;
+    let (status, body) = curl(gw.http_port, "/ready");
+    assert_eq!(status, 200, "{body}");
+    let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(ready["checks"]["pacs"]["ok"], true, "{ready}");
+    gw.stop().await;
+    let port = pacs.port;
+    drop(pacs);
+
+    let toml = format!(
+        "[storage]\nmin_free_bytes = 0\n{}",
+        common::gateway_mode::pacs_toml("PACS", port, "c-get", "connect_timeout_secs = 2")
+    );
+    let gw = Gateway::start(&toml).await;
+    let (status, body) = curl(gw.http_port, "/ready");
+    assert_eq!(status, 503, "{body}");
+    let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(ready["failing"], serde_json::json!(["pacs"]), "{ready}");
     gw.stop().await;
 }
 

@@ -172,7 +172,12 @@ pub async fn admit(
     caller: &Caller,
     operation: Operation,
 ) -> Result<(), WebError> {
-    match state.trust.decide(caller, operation) {
+    let decision = if operation == Operation::WadoRs {
+        state.trust.decide_before_data(caller, operation).await
+    } else {
+        state.trust.decide(caller, operation)
+    };
+    match decision {
         crate::trust::Decision::Permit => Ok(()),
         refusal => {
             // "unauthenticated: ..." grounds make the audit message a User Authentication

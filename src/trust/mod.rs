@@ -237,6 +237,21 @@ impl Trust {
         })
     }
 
+    /// [`Trust::decide`] for an operation about to send data whose audit record is written
+    /// when it ends (C-MOVE, C-GET, WADO-RS): permitted only if the audit trail takes a
+    /// write now, so that no data goes out while its record could not be written.
+    pub async fn decide_before_data(&self, caller: &Caller, operation: Operation) -> Decision {
+        match self.decide(caller, operation) {
+            Decision::Permit => match self.audit.probe().await {
+                Ok(()) => Decision::Permit,
+                Err(_) => Decision::Unavailable(
+                    "the audit trail cannot be written; try again later".into(),
+                ),
+            },
+            refusal => refusal,
+        }
+    }
+
     /// Why nothing may be served now (fail closed, see [`audit::AuditHealth`]), if so.
     pub fn audit_unavailable(&self) -> Option<String> {
         self.audit

@@ -293,6 +293,19 @@ impl Audit {
         Ok(stored)
     }
 
+    /// Prove the trail takes a write now (a write in the index, not a record): a
+    /// retrieval's record is written when the transfer ends, with its counts, so this is
+    /// asked before its data goes out. A failure counts and closes the gate like a record's.
+    pub async fn probe(&self) -> Result<(), AuditError> {
+        match self.index.probe_write().await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.note_failure(&e, "probe before a retrieval");
+                Err(e.into())
+            }
+        }
+    }
+
     /// Whether the trail can be written (shared with the decision point and `/ready`).
     pub fn health(&self) -> &AuditHealth {
         &self.health
@@ -301,11 +314,8 @@ impl Audit {
     /// A write failed: say so at error level (what was done by whom, without patient data:
     /// the log is no place for BSNs), count it, close the gate and start trying again.
     fn write_failed(&self, record: &AuditRecord, error: &IndexError) {
-        let failures = self.health.failures.fetch_add(1, Ordering::Relaxed) + 1;
-        self.health.failing.store(true, Ordering::Release);
         tracing::error!(
             %error,
-            failures,
             time = %record.time,
             operation = %record.operation,
             outcome = %record.outcome,
@@ -313,6 +323,19 @@ impl Audit {
             source = %record.source_address,
             patients = record.patient_ids.len(),
             studies = record.study_uids.len(),
+            "AUDIT WRITE FAILED: this record is not in the audit trail"
+        );
+        self.note_failure(error, "record");
+    }
+
+    /// Count a failed write, close the gate and start trying again.
+    fn note_failure(&self, error: &IndexError, what: &str) {
+        let failures = self.health.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        self.health.failing.store(true, Ordering::Release);
+        tracing::error!(
+            %error,
+            failures,
+            what,
             "AUDIT WRITE FAILED: operations are refused until the audit trail can be written"
         );
         if self.health.recovering.swap(true, Ordering::AcqRel) {
