@@ -14,7 +14,7 @@ mod common;
 use beeldbrug::core::{Level, Query};
 use common::postgres::FreshDatabase;
 use common::smallfs::SmallFs;
-use common::{dcmtk, generate, Gateway};
+use common::{dcmtk, Gateway};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
