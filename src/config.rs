@@ -68,12 +68,34 @@ pub struct DimseConfig {
     pub ae_title: String,
     pub listen: String,
     pub max_associations: usize,
+    /// Associations one source address may hold at once (the rest stay for other peers).
+    pub max_associations_per_address: usize,
+    /// ARTIM (PS3.8 9.1.5): seconds from TCP accept (a TLS handshake included) within which
+    /// the whole A-ASSOCIATE-RQ must arrive; otherwise the connection is closed.
+    pub artim_secs: u64,
+    /// Connections still waiting for their A-ASSOCIATE-RQ, from all addresses and from one;
+    /// beyond either the oldest is closed. They hold no association slot.
+    pub max_pending: usize,
+    pub max_pending_per_address: usize,
     pub max_pdu: u32,
     pub timeout_secs: u64,
     pub allow_unknown_callers: bool,
     pub check_called_ae: bool,
     #[serde(default)]
     pub peers: Vec<PeerConfig>,
+    /// Allow a DIMSE listener beyond loopback that admits any caller
+    /// (`allow_unknown_callers`), as `http.allow_insecure_public` does for HTTP (a demo in a
+    /// container). Otherwise such a configuration is refused at start.
+    #[serde(default)]
+    pub allow_insecure_public: bool,
+    /// The character set assumed for a C-FIND identifier with non-ASCII bytes and no
+    /// Specific Character Set (PS3.5 6.1.2.3 would make it ASCII; Latin-1 is the usual truth).
+    #[serde(default = "default_dimse_charset")]
+    pub default_charset: String,
+}
+
+fn default_dimse_charset() -> String {
+    "ISO_IR 100".into()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -187,17 +209,47 @@ impl Config {
         })?;
         self.check_secure_by_default()
             .map_err(|p| invalid("http.listen", p))?;
+        self.check_dimse_secure_by_default()?;
         if self.dimse.max_associations == 0 {
             return Err(invalid(
                 "dimse.max_associations",
                 "must be at least 1".into(),
             ));
         }
+        for (key, value) in [
+            (
+                "dimse.max_associations_per_address",
+                self.dimse.max_associations_per_address,
+            ),
+            ("dimse.max_pending", self.dimse.max_pending),
+            (
+                "dimse.max_pending_per_address",
+                self.dimse.max_pending_per_address,
+            ),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1".into()));
+            }
+        }
+        if self.dimse.artim_secs == 0 {
+            return Err(invalid("dimse.artim_secs", "must be at least 1".into()));
+        }
         // PS3.8 D.1: below 4 KiB is impractical; 16 MiB bounds what one peer can make us buffer.
         if !(4096..=16 * 1024 * 1024).contains(&self.dimse.max_pdu) {
             return Err(invalid(
                 "dimse.max_pdu",
                 format!("{} is outside 4096..=16777216", self.dimse.max_pdu),
+            ));
+        }
+        if dicom_encoding::text::SpecificCharacterSet::from_code(self.dimse.default_charset.trim())
+            .is_none()
+        {
+            return Err(invalid(
+                "dimse.default_charset",
+                format!(
+                    "{:?} is not a Specific Character Set (PS3.3 C.12.1.1.2), e.g. \"ISO_IR 100\"",
+                    self.dimse.default_charset
+                ),
             ));
         }
         if self.dimse.timeout_secs == 0 {
@@ -269,6 +321,39 @@ impl Config {
                 "{addr} is reachable beyond loopback with dicomweb.allow_anonymous = true; \
                  set it false (and trust.require_token = true), or http.allow_insecure_public = true for a demo"
             ));
+        }
+        Ok(())
+    }
+
+    /// The rule of [`Self::check_secure_by_default`] for DIMSE: a listener beyond loopback
+    /// must check its callers (`allow_unknown_callers = false`: known AE titles from their
+    /// configured hosts; on the DICOM TLS listener, a client certificate also does), unless
+    /// `dimse.allow_insecure_public` says this is a demo.
+    fn check_dimse_secure_by_default(&self) -> Result<(), ConfigError> {
+        if !self.dimse.allow_unknown_callers || self.dimse.allow_insecure_public {
+            return Ok(());
+        }
+        let beyond_loopback =
+            |listen: &str| matches!(listen.parse::<SocketAddr>(), Ok(a) if !a.ip().is_loopback());
+        let refuse = |key: &str, addr: &str, how: &str| ConfigError::Invalid {
+            key: key.into(),
+            problem: format!(
+                "{addr} is reachable beyond loopback and dimse.allow_unknown_callers = true \
+                 admits any caller; set it false and list the callers in [[dimse.peers]]{how}, \
+                 bind 127.0.0.1, or set dimse.allow_insecure_public = true for a demo"
+            ),
+        };
+        if beyond_loopback(&self.dimse.listen) {
+            return Err(refuse("dimse.listen", &self.dimse.listen, ""));
+        }
+        if let Some(tls_listen) = &self.tls.dimse_listen {
+            if beyond_loopback(tls_listen) && self.tls.client_ca_file.is_none() {
+                return Err(refuse(
+                    "tls.dimse_listen",
+                    tls_listen,
+                    " (or require client certificates: tls.client_ca_file)",
+                ));
+            }
         }
         Ok(())
     }
@@ -353,6 +438,24 @@ mod tests {
         .unwrap();
         Config::from_toml("[http]\nlisten = \"0.0.0.0:8080\"\nallow_insecure_public = true")
             .unwrap();
+    }
+
+    #[test]
+    fn public_dimse_listener_needs_a_caller_check() {
+        let err = Config::from_toml("[dimse]\nlisten = \"0.0.0.0:11112\"").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("dimse.listen"), "{err}");
+        assert!(text.contains("dimse.allow_insecure_public"), "{err}");
+        Config::from_toml("[dimse]\nlisten = \"0.0.0.0:11112\"\nallow_unknown_callers = false")
+            .unwrap();
+        Config::from_toml("[dimse]\nlisten = \"0.0.0.0:11112\"\nallow_insecure_public = true")
+            .unwrap();
+        // The DICOM TLS listener: a required client certificate is a caller check.
+        let tls =
+            "[tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\ndimse_listen = \"0.0.0.0:2762\"\n";
+        let err = Config::from_toml(tls).unwrap_err();
+        assert!(err.to_string().contains("tls.dimse_listen"), "{err}");
+        Config::from_toml(&format!("{tls}client_ca_file = \"ca.pem\"\n")).unwrap();
     }
 
     #[test]

@@ -10,6 +10,9 @@
 //! - [`core`]: the one query model ([`core::Query`]) and retrieve model ([`core::Selection`])
 //!   that every front translates into.
 //! - [`trust`]: the one decision point every query and retrieval passes, and its audit trail.
+//! - [`xml`]: the one XML reader (namespace-resolved element tree, size, depth and node
+//!   limits, no DTDs) for the SOAP and SAML messages the trust layer and later the XDS-I front
+//!   read.
 //! - [`store`]: blobs on the filesystem and the index (SQLite or PostgreSQL).
 //! - [`pacs`]: gateway mode: the hospital's PACS as the source behind the cache (C-FIND for
 //!   queries, C-GET / C-MOVE retrieves streamed as they arrive and shared between requests,
@@ -19,7 +22,8 @@
 //! - [`server`]: wiring it together for `beeldbrug serve`, and the shutdown deadline.
 //! - [`readiness`]: `/ready`, the checks that the gateway can take work (index, blobs, disk,
 //!   audit trail, PACS).
-//! - [`testdata`]: the deterministic synthetic-study generator used by tests and benchmarks.
+//! - [`testdata`]: the deterministic synthetic-study generator used by tests and benchmarks
+//!   (`test-data/README.md` says why it lives here and how to make data).
 
 pub mod cli;
 pub mod config;
@@ -33,3 +37,4 @@ pub mod server;
 pub mod store;
 pub mod testdata;
 pub mod trust;
+pub mod xml;

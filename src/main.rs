@@ -13,6 +13,10 @@ fn main() -> std::process::ExitCode {
     let cli = beeldbrug::cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Defence in depth only: data sets are checked before dicom-rs parses them (nesting
+        // at most `dataset::MAX_SEQUENCE_DEPTH`), but its parser, encoder and drop recurse
+        // per sequence level; 8 MiB (not 2) for workers and blocking threads keeps headroom.
+        .thread_stack_size(8 * 1024 * 1024)
         .build()
     {
         Ok(rt) => rt,

@@ -5,6 +5,9 @@
 //!    failure DIMSE status, or a closed connection, and never a hang (every wait is bounded);
 //! 2. nothing is left in `<data_dir>/tmp`, and nothing half-written in `<data_dir>/blobs`;
 //! 3. the gateway still serves: a following C-ECHO returns status 0.
+//!
+//! Each case is a function of a running gateway: its own test runs it on a gateway of its
+//! own, and `one_gateway_survives_every_case` runs them all against one gateway process.
 
 mod common;
 
@@ -204,6 +207,12 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Instances in the blob store now (a case run on a gateway that served others first
+/// compares with this).
+fn blob_count(data_dir: &Path) -> usize {
+    files_under(&data_dir.join("blobs")).len()
+}
+
 /// (2): `tmp` is (or soon becomes) empty, and `blobs` holds exactly `expected_blobs` whole
 /// instances.
 async fn assert_no_leftovers(data_dir: &Path, expected_blobs: usize) {
@@ -250,6 +259,12 @@ async fn next_command(assoc: &mut Association) -> CommandSet {
 #[tokio::test(flavor = "multi_thread")]
 async fn random_bytes_instead_of_associate_rq() {
     let gw = Gateway::start("").await;
+    random_bytes_instead_of_associate_rq_case(&gw).await;
+    gw.stop().await;
+}
+
+async fn random_bytes_instead_of_associate_rq_case(gw: &Gateway) {
+    let before = blob_count(&gw.data_dir());
     let mut inputs: Vec<Vec<u8>> = (1..=6)
         .map(|seed| pseudo_random(seed, 64 + 97 * seed as usize))
         .collect();
@@ -280,15 +295,20 @@ async fn random_bytes_instead_of_associate_rq() {
             &input[..input.len().min(8)]
         );
     }
-    assert_no_leftovers(&gw.data_dir(), 0).await;
+    assert_no_leftovers(&gw.data_dir(), before).await;
     assert_serves(gw.port).await;
-    gw.stop().await;
 }
 
 /// A peer that sends garbage and then just waits is cut off by the PDU timeout.
 #[tokio::test(flavor = "multi_thread")]
 async fn random_bytes_then_silence_hits_the_timeout() {
     let gw = Gateway::start("[dimse]\ntimeout_secs = 1").await;
+    random_bytes_then_silence_hits_the_timeout_case(&gw).await;
+    gw.stop().await;
+}
+
+async fn random_bytes_then_silence_hits_the_timeout_case(gw: &Gateway) {
+    let before = blob_count(&gw.data_dir());
     let mut stream = connect_raw(gw.port).await;
     // A plausible A-ASSOCIATE-RQ header announcing more than is ever sent.
     let mut input = vec![0x01, 0x00, 0x00, 0x00, 0x10, 0x00];
@@ -302,9 +322,8 @@ async fn random_bytes_then_silence_hits_the_timeout() {
         "took {:?}",
         started.elapsed()
     );
-    assert_no_leftovers(&gw.data_dir(), 0).await;
+    assert_no_leftovers(&gw.data_dir(), before).await;
     assert_serves(gw.port).await;
-    gw.stop().await;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -314,6 +333,12 @@ async fn random_bytes_then_silence_hits_the_timeout() {
 #[tokio::test(flavor = "multi_thread")]
 async fn four_gib_associate_rq_is_refused() {
     let gw = Gateway::start("").await;
+    four_gib_associate_rq_is_refused_case(&gw).await;
+    gw.stop().await;
+}
+
+async fn four_gib_associate_rq_is_refused_case(gw: &Gateway) {
+    let before = blob_count(&gw.data_dir());
     let mut stream = connect_raw(gw.port).await;
     stream
         .write_all(&[0x01, 0x00, 0xFF, 0xFF, 0xFF, 0xFF])
@@ -322,14 +347,19 @@ async fn four_gib_associate_rq_is_refused() {
     // No shutdown: the gateway must refuse on the header alone, not wait for 4 GiB.
     let end = expect_clean_end(&mut stream).await;
     assert!(matches!(end, End::Aborted | End::Closed), "{end:?}");
-    assert_no_leftovers(&gw.data_dir(), 0).await;
+    assert_no_leftovers(&gw.data_dir(), before).await;
     assert_serves(gw.port).await;
-    gw.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn four_gib_pdata_is_refused() {
     let gw = Gateway::start("").await;
+    four_gib_pdata_is_refused_case(&gw).await;
+    gw.stop().await;
+}
+
+async fn four_gib_pdata_is_refused_case(gw: &Gateway) {
+    let before = blob_count(&gw.data_dir());
     let mut stream = associate_raw(gw.port, sop::VERIFICATION).await;
     stream
         .write_all(&[0x04, 0x00, 0xFF, 0xFF, 0xFF, 0xFF])
@@ -356,9 +386,8 @@ async fn four_gib_pdata_is_refused() {
         .unwrap();
     let end = expect_clean_end(&mut stream).await;
     assert!(matches!(end, End::Aborted | End::Closed), "{end:?}");
-    assert_no_leftovers(&gw.data_dir(), 0).await;
+    assert_no_leftovers(&gw.data_dir(), before).await;
     assert_serves(gw.port).await;
-    gw.stop().await;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -368,6 +397,12 @@ async fn four_gib_pdata_is_refused() {
 #[tokio::test(flavor = "multi_thread")]
 async fn truncated_pdata_stores_nothing() {
     let gw = Gateway::start("").await;
+    truncated_pdata_stores_nothing_case(&gw).await;
+    gw.stop().await;
+}
+
+async fn truncated_pdata_stores_nothing_case(gw: &Gateway) {
+    let before = blob_count(&gw.data_dir());
     let mut stream = associate_raw(gw.port, CT_IMAGE_STORAGE).await;
     let mut rq =
         CommandSet::request(CommandField::CStoreRq, 1, CT_IMAGE_STORAGE).with_data_set(true);
@@ -388,15 +423,20 @@ async fn truncated_pdata_stores_nothing() {
     stream.shutdown().await.unwrap(); // closed mid-PDU
     let end = expect_clean_end(&mut stream).await;
     assert!(matches!(end, End::Aborted | End::Closed), "{end:?}");
-    assert_no_leftovers(&gw.data_dir(), 0).await;
+    assert_no_leftovers(&gw.data_dir(), before).await;
     assert_serves(gw.port).await;
-    gw.stop().await;
 }
 
 /// The same, but the connection is dropped entirely in the middle of a PDV.
 #[tokio::test(flavor = "multi_thread")]
 async fn connection_dropped_mid_pdv_stores_nothing() {
     let gw = Gateway::start("").await;
+    connection_dropped_mid_pdv_stores_nothing_case(&gw).await;
+    gw.stop().await;
+}
+
+async fn connection_dropped_mid_pdv_stores_nothing_case(gw: &Gateway) {
+    let before = blob_count(&gw.data_dir());
     let mut stream = associate_raw(gw.port, CT_IMAGE_STORAGE).await;
     let mut rq =
         CommandSet::request(CommandField::CStoreRq, 1, CT_IMAGE_STORAGE).with_data_set(true);
@@ -409,11 +449,10 @@ async fn connection_dropped_mid_pdv_stores_nothing() {
     partial.truncate(3000);
     stream.write_all(&partial).await.unwrap();
     drop(stream);
-    assert_no_leftovers(&gw.data_dir(), 0).await;
+    assert_no_leftovers(&gw.data_dir(), before).await;
     assert_serves(gw.port).await;
     // The server must also have finished with the dropped association by now.
-    assert_no_leftovers(&gw.data_dir(), 0).await;
-    gw.stop().await;
+    assert_no_leftovers(&gw.data_dir(), before).await;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -450,6 +489,12 @@ fn nested(depth: usize, inner: &[u8]) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread")]
 async fn unparsable_data_set_fails_and_association_goes_on() {
     let gw = Gateway::start("").await;
+    unparsable_data_set_fails_and_association_goes_on_case(&gw).await;
+    gw.stop().await;
+}
+
+async fn unparsable_data_set_fails_and_association_goes_on_case(gw: &Gateway) {
+    let before = blob_count(&gw.data_dir());
     let src = tempfile::tempdir().unwrap();
     let good = ct_file(src.path());
 
@@ -520,7 +565,7 @@ async fn unparsable_data_set_fails_and_association_goes_on() {
             rsp.status(),
             rsp.error_comment
         );
-        assert_no_leftovers(&gw.data_dir(), 0).await;
+        assert_no_leftovers(&gw.data_dir(), before).await;
     }
 
     // The association is still in step: a valid instance is stored.
@@ -533,9 +578,8 @@ async fn unparsable_data_set_fails_and_association_goes_on() {
         .await
         .unwrap()
         .expect("release");
-    assert_no_leftovers(&gw.data_dir(), 1).await;
+    assert_no_leftovers(&gw.data_dir(), before + 1).await;
     assert_serves(gw.port).await;
-    gw.stop().await;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -545,6 +589,12 @@ async fn unparsable_data_set_fails_and_association_goes_on() {
 #[tokio::test(flavor = "multi_thread")]
 async fn unknown_sop_class_context_is_rejected() {
     let gw = Gateway::start("").await;
+    unknown_sop_class_context_is_rejected_case(&gw).await;
+    gw.stop().await;
+}
+
+async fn unknown_sop_class_context_is_rejected_case(gw: &Gateway) {
+    let before = blob_count(&gw.data_dir());
     let unknown = ProposedContext {
         abstract_syntax: UNKNOWN_SOP_CLASS.into(),
         transfer_syntaxes: scu::native_syntaxes(),
@@ -681,9 +731,8 @@ async fn unknown_sop_class_context_is_rejected() {
             || log.to_lowercase().contains("unknown sop class"),
         "storescu should fail on the context, not on the connection: {log}"
     );
-    assert_no_leftovers(&gw.data_dir(), 0).await;
+    assert_no_leftovers(&gw.data_dir(), before).await;
     assert_serves(gw.port).await;
-    gw.stop().await;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -696,6 +745,12 @@ async fn unknown_calling_ae_is_rejected() {
         "[dimse]\nallow_unknown_callers = false\n[[dimse.peers]]\nae_title = \"TEST\"\nhost = \"127.0.0.1\"\nport = 4242\n",
     )
     .await;
+    unknown_calling_ae_is_rejected_case(&gw).await;
+    gw.stop().await;
+}
+
+async fn unknown_calling_ae_is_rejected_case(gw: &Gateway) {
+    let before = blob_count(&gw.data_dir());
     // Raw: A-ASSOCIATE-RJ, permanent (1), service user (1), calling AE not recognized (3).
     let mut stream = connect_raw(gw.port).await;
     stream
@@ -721,10 +776,9 @@ async fn unknown_calling_ae_is_rejected() {
         }
         other => panic!("expected a rejection, got {other:?}"),
     }
-    assert_no_leftovers(&gw.data_dir(), 0).await;
+    assert_no_leftovers(&gw.data_dir(), before).await;
     // The known peer is accepted.
     assert_serves(gw.port).await;
-    gw.stop().await;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -734,17 +788,36 @@ async fn unknown_calling_ae_is_rejected() {
 #[tokio::test(flavor = "multi_thread")]
 async fn associations_beyond_the_limit_are_rejected() {
     let gw = Gateway::start("[dimse]\nmax_associations = 2").await;
+    associations_beyond_the_limit_are_rejected_case(&gw).await;
+    gw.stop().await;
+}
+
+async fn associations_beyond_the_limit_are_rejected_case(gw: &Gateway) {
+    let before = blob_count(&gw.data_dir());
     let verification = [ProposedContext {
         abstract_syntax: sop::VERIFICATION.into(),
         transfer_syntaxes: scu::native_syntaxes(),
         we_are_scp: false,
     }];
-    let first = scu::connect(&opts(gw.port), &verification)
-        .await
-        .expect("first association");
-    let second = scu::connect(&opts(gw.port), &verification)
-        .await
-        .expect("second association");
+    // Take every slot. On a gateway that served other cases first, connections those ended
+    // may still be letting go of theirs: wait for each slot, boundedly.
+    let limit = gw.context().config.dimse.max_associations;
+    let mut held = Vec::with_capacity(limit);
+    let deadline = Instant::now() + WAIT;
+    while held.len() < limit {
+        match tokio::time::timeout(WAIT, scu::connect(&opts(gw.port), &verification))
+            .await
+            .expect("associating timed out")
+        {
+            Ok(assoc) => held.push(assoc),
+            Err(AssociationError::Rejected(_)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("association {} of {limit}: {e}", held.len() + 1),
+        }
+    }
+    let mut held = held.into_iter();
+    let first = held.next().expect("first association");
 
     // Raw: A-ASSOCIATE-RJ, transient (2), service provider presentation (3), local limit
     // exceeded (2).
@@ -792,13 +865,14 @@ async fn associations_beyond_the_limit_are_rejected() {
             Err(e) => panic!("no slot after a release: {e}"),
         }
     }
-    tokio::time::timeout(WAIT, second.release())
-        .await
-        .unwrap()
-        .expect("release");
-    assert_no_leftovers(&gw.data_dir(), 0).await;
+    for other in held {
+        tokio::time::timeout(WAIT, other.release())
+            .await
+            .unwrap()
+            .expect("release");
+    }
+    assert_no_leftovers(&gw.data_dir(), before).await;
     assert_serves(gw.port).await;
-    gw.stop().await;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -808,6 +882,11 @@ async fn associations_beyond_the_limit_are_rejected() {
 #[tokio::test(flavor = "multi_thread")]
 async fn graceful_shutdown_finishes_open_association() {
     let mut gw = Gateway::start("").await;
+    graceful_shutdown_finishes_open_association_case(&mut gw).await;
+}
+
+async fn graceful_shutdown_finishes_open_association_case(gw: &mut Gateway) {
+    let before = blob_count(&gw.data_dir());
     let port = gw.port;
     let verification = [ProposedContext {
         abstract_syntax: sop::VERIFICATION.into(),
@@ -882,5 +961,553 @@ async fn graceful_shutdown_finishes_open_association() {
         .await
         .expect("shutdown did not finish after the last association ended")
         .unwrap();
-    assert_no_leftovers(&gw.data_dir(), 0).await;
+    assert_no_leftovers(&gw.data_dir(), before).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// 9. Hostile data sets: whole up to Pixel Data, hostile after it (issue 18)
+// ---------------------------------------------------------------------------------------
+
+/// A native CT in `transfer_syntax`, not the one other cases store.
+fn ct_in(dir: &Path, transfer_syntax: &str) -> beeldbrug::testdata::GeneratedFile {
+    generate(dir, false)
+        .into_iter()
+        .rev()
+        .find(|f| f.sop_class_uid == CT_IMAGE_STORAGE && f.transfer_syntax == transfer_syntax)
+        .expect("a CT in the transfer syntax")
+}
+
+fn explicit_ct(dir: &Path) -> beeldbrug::testdata::GeneratedFile {
+    ct_in(dir, sop::EXPLICIT_VR_LE)
+}
+
+/// The data set of a Part 10 file: everything after its file meta group.
+fn data_set_of(path: &Path) -> Vec<u8> {
+    let layout = beeldbrug::dimse::dataset::read_layout(path).expect("file meta");
+    std::fs::read(path).expect("read file")[layout.dataset_offset as usize..].to_vec()
+}
+
+/// A trailing element after Pixel Data holding `depth` nested sequences of undefined length,
+/// in Explicit or Implicit VR Little Endian: Digital Signatures Sequence (FFFA,FFFA), the
+/// one standard sequence that follows Pixel Data, then Content Sequences (0040,A730).
+fn trailing_nested(depth: usize, explicit: bool) -> Vec<u8> {
+    let open = |group: u16, element: u16| {
+        if explicit {
+            element_long(group, element, b"SQ", 0xFFFF_FFFF, &[])
+        } else {
+            // PS3.5 7.1.3: tag and a 4-byte length, no VR.
+            let mut header = group.to_le_bytes().to_vec();
+            header.extend_from_slice(&element.to_le_bytes());
+            header.extend_from_slice(&[0xFF; 4]);
+            header
+        }
+    };
+    let mut out = Vec::new();
+    for level in 0..depth {
+        let (group, element) = if level == 0 {
+            (0xFFFA, 0xFFFA)
+        } else {
+            (0x0040, 0xA730)
+        };
+        out.extend_from_slice(&open(group, element));
+        out.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
+    }
+    for _ in 0..depth {
+        out.extend_from_slice(&[0xFE, 0xFF, 0x0D, 0xE0, 0, 0, 0, 0]); // item delimiter
+        out.extend_from_slice(&[0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]); // sequence delimiter
+    }
+    out
+}
+
+/// Nested sequences after Pixel Data whose last element, an OB, announces 200 MB; 1 MB of it
+/// follows, then the data set ends (no delimiters): a data set cut short.
+fn trailing_truncated_ob() -> Vec<u8> {
+    let mut out = element_long(0xFFFA, 0xFFFA, b"SQ", 0xFFFF_FFFF, &[]);
+    out.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
+    for _ in 0..3 {
+        out.extend_from_slice(&element_long(0x0040, 0xA730, b"SQ", 0xFFFF_FFFF, &[]));
+        out.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
+    }
+    // (0042,0011) Encapsulated Document.
+    out.extend_from_slice(&element_long(
+        0x0042,
+        0x0011,
+        b"OB",
+        200 * 1024 * 1024,
+        &pseudo_random(18, 1024 * 1024),
+    ));
+    out
+}
+
+/// C-STORE `data` (an Explicit VR Little Endian data set of `file`'s instance) over a fresh
+/// association; the C-STORE-RSP status.
+async fn c_store_data_set(
+    port: u16,
+    file: &beeldbrug::testdata::GeneratedFile,
+    data: &[u8],
+) -> u16 {
+    let contexts = [ProposedContext {
+        abstract_syntax: CT_IMAGE_STORAGE.into(),
+        transfer_syntaxes: vec![sop::EXPLICIT_VR_LE.into()],
+        we_are_scp: false,
+    }];
+    let mut assoc = tokio::time::timeout(WAIT, scu::connect(&opts(port), &contexts))
+        .await
+        .unwrap()
+        .expect("associate");
+    let pc = assoc.contexts[0].id;
+    let id = assoc.next_message_id();
+    let mut rq =
+        CommandSet::request(CommandField::CStoreRq, id, CT_IMAGE_STORAGE).with_data_set(true);
+    rq.affected_sop_instance = Some(file.sop_uid.clone());
+    assoc.send_command(pc, &rq).await.unwrap();
+    tokio::time::timeout(WAIT, assoc.send_data(pc, data))
+        .await
+        .expect("sending timed out")
+        .unwrap();
+    let rsp = next_command(&mut assoc).await;
+    assert_eq!(rsp.field, CommandField::CStoreRsp);
+    assert_eq!(rsp.message_id_responded, Some(id));
+    tokio::time::timeout(WAIT, assoc.release())
+        .await
+        .unwrap()
+        .expect("release");
+    rsp.status()
+}
+
+/// STOW-RS `data` (the data set of `file`'s instance) as one Part 10 part; the
+/// FailureReason (0008,1197) of its failed-SOP item, or `None` when it was stored.
+async fn stow_data_set(
+    http_port: u16,
+    file: &beeldbrug::testdata::GeneratedFile,
+    data: &[u8],
+) -> Option<u64> {
+    let mut part = beeldbrug::dimse::dataset::file_header(
+        CT_IMAGE_STORAGE,
+        &file.sop_uid,
+        sop::EXPLICIT_VR_LE,
+        "TEST",
+    )
+    .unwrap();
+    part.extend_from_slice(data);
+    let body = common::http::multipart("Hostile18", &[("application/dicom", &part)]);
+    let r = common::http::request(
+        http_port,
+        "POST",
+        "/dicomweb/studies",
+        &[(
+            "Content-Type",
+            "multipart/related; type=\"application/dicom\"; boundary=Hostile18",
+        )],
+        &body,
+    )
+    .await;
+    if r.status == 200 {
+        return None;
+    }
+    assert_eq!(r.status, 409, "STOW-RS of one bad part: {}", r.text());
+    let json = r.json();
+    json["00081198"]["Value"][0]["00081197"]["Value"][0].as_u64()
+}
+
+/// Nothing of `sop_uid` is kept: no temp file, no blob beyond `blobs`, no index row.
+async fn assert_not_kept(gw: &Gateway, blobs: usize, sop_uid: &str) {
+    assert_no_leftovers(&gw.data_dir(), blobs).await;
+    let selection = beeldbrug::core::Selection {
+        sop_instance_uids: vec![sop_uid.to_string()],
+        ..Default::default()
+    };
+    let rows = gw
+        .context()
+        .index
+        .count_instances(&selection)
+        .await
+        .unwrap();
+    assert_eq!(rows, 0, "{sop_uid} is findable");
+}
+
+/// Issue 18 (1): 1,000 nested sequences after Pixel Data were acknowledged (the structure
+/// check stopped at Pixel Data) and crashed the gateway on the next conversion. They are
+/// refused now, over C-STORE (0xC000) and STOW-RS (FailureReason 0xC000), and nothing stays.
+#[tokio::test(flavor = "multi_thread")]
+async fn trailing_deep_nesting_is_refused() {
+    let gw = Gateway::start("").await;
+    trailing_deep_nesting_is_refused_case(&gw).await;
+    gw.stop().await;
+}
+
+async fn trailing_deep_nesting_is_refused_case(gw: &Gateway) {
+    let before = blob_count(&gw.data_dir());
+    let src = tempfile::tempdir().unwrap();
+    let ct = explicit_ct(src.path());
+    let mut hostile = data_set_of(&ct.path);
+    hostile.extend_from_slice(&trailing_nested(1000, true));
+    let status = c_store_data_set(gw.port, &ct, &hostile).await;
+    assert_eq!(status & 0xF000, 0xC000, "C-STORE status 0x{status:04X}");
+    assert_not_kept(gw, before, &ct.sop_uid).await;
+    assert_eq!(
+        stow_data_set(gw.http_port, &ct, &hostile).await,
+        Some(0xC000)
+    );
+    assert_not_kept(gw, before, &ct.sop_uid).await;
+    // Nesting up to the limit is still accepted; one level more is not.
+    let mut deepest = data_set_of(&ct.path);
+    deepest.extend_from_slice(&trailing_nested(64, true));
+    let mut too_deep = data_set_of(&ct.path);
+    too_deep.extend_from_slice(&trailing_nested(65, true));
+    let status = c_store_data_set(gw.port, &ct, &too_deep).await;
+    assert_eq!(status & 0xF000, 0xC000, "65 levels: status 0x{status:04X}");
+    assert_not_kept(gw, before, &ct.sop_uid).await;
+    assert_eq!(
+        c_store_data_set(gw.port, &ct, &deepest).await,
+        0,
+        "64 levels"
+    );
+    let selection = beeldbrug::core::Selection {
+        sop_instance_uids: vec![ct.sop_uid.clone()],
+        ..Default::default()
+    };
+    // Leave the store as found (a shared gateway's later cases count its blobs).
+    let key = gw
+        .context()
+        .index
+        .remove_instance(&ct.sop_uid)
+        .await
+        .unwrap()
+        .expect("the 64-level instance was indexed");
+    assert_eq!(
+        gw.context()
+            .index
+            .count_instances(&selection)
+            .await
+            .unwrap(),
+        0
+    );
+    std::fs::remove_file(gw.data_dir().join("blobs").join(key)).unwrap();
+    assert_no_leftovers(&gw.data_dir(), before).await;
+    assert_serves(gw.port).await;
+}
+
+/// Issue 18 (2): a data set whole up to Pixel Data, then nested sequences whose last OB
+/// announces 200 MB of which 1 MB arrives, was acknowledged and findable. Refused now, over
+/// C-STORE and STOW-RS, and nothing is kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn truncated_trailing_value_is_refused() {
+    let gw = Gateway::start("").await;
+    truncated_trailing_value_is_refused_case(&gw).await;
+    gw.stop().await;
+}
+
+async fn truncated_trailing_value_is_refused_case(gw: &Gateway) {
+    let before = blob_count(&gw.data_dir());
+    let src = tempfile::tempdir().unwrap();
+    let ct = explicit_ct(src.path());
+    let mut truncated = data_set_of(&ct.path);
+    truncated.extend_from_slice(&trailing_truncated_ob());
+    let status = c_store_data_set(gw.port, &ct, &truncated).await;
+    assert_eq!(status & 0xF000, 0xC000, "C-STORE status 0x{status:04X}");
+    assert_not_kept(gw, before, &ct.sop_uid).await;
+    assert_eq!(
+        stow_data_set(gw.http_port, &ct, &truncated).await,
+        Some(0xC000)
+    );
+    assert_not_kept(gw, before, &ct.sop_uid).await;
+    assert_serves(gw.port).await;
+}
+
+/// Put the Part 10 file `bytes` straight into the blob store and the index, bypassing
+/// ingest (as an older version, a restore or another tool could have): its blob key.
+async fn place_in_store(gw: &Gateway, bytes: &[u8]) -> beeldbrug::store::InstanceRecord {
+    let staged = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(staged.path(), bytes).unwrap();
+    // Up to Pixel Data only: the hostile part after it would take this test down too.
+    let obj = dicom_object::OpenFileOptions::new()
+        .read_until(beeldbrug::dimse::dataset::PIXEL_DATA)
+        .open_file(staged.path())
+        .expect("the placed instance parses up to Pixel Data");
+    let mut record = beeldbrug::store::InstanceRecord::from_object(&obj);
+    record.blob_key = beeldbrug::store::BlobStore::key_for(
+        record.study_instance_uid(),
+        record.series_instance_uid(),
+        record.sop_instance_uid(),
+    )
+    .unwrap();
+    record.size_bytes = bytes.len() as u64;
+    record.transfer_syntax_uid = obj.meta().transfer_syntax().trim_end_matches('\0').into();
+    let path = gw.context().blobs.path(&record.blob_key);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, bytes).unwrap();
+    gw.context()
+        .index
+        .upsert_instances(std::slice::from_ref(&record))
+        .await
+        .expect("index the placed instance");
+    record
+}
+
+/// GET `path` and read whatever arrives: a streamed response that fails part-way ends
+/// without its last chunk (or with a reset), which is not an error here.
+async fn get_whatever_arrives(port: u16, path: &str, accept: &str) -> common::http::HttpResponse {
+    let mut stream = common::http::send(port, "GET", path, &[("Accept", accept)], b"").await;
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 64 * 1024];
+    loop {
+        match tokio::time::timeout(WAIT, stream.read(&mut buf))
+            .await
+            .expect("response hangs")
+        {
+            Ok(0) | Err(_) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+        }
+    }
+    common::http::parse(&raw)
+}
+
+/// The request failed and said so: an error status, or a streamed 200 whose body was cut
+/// off (a multipart body without its close delimiter, JSON that does not parse).
+fn failed_cleanly(r: &common::http::HttpResponse) -> bool {
+    if r.status >= 400 {
+        return true;
+    }
+    let content_type = r.header("Content-Type").unwrap_or("");
+    if let Some(boundary) = content_type.split("boundary=").nth(1) {
+        let close = format!("--{}--", boundary.trim_matches('"'));
+        return !r.body.windows(close.len()).any(|w| w == close.as_bytes());
+    }
+    serde_json::from_slice::<serde_json::Value>(&r.body).is_err()
+}
+
+/// C-GET one instance with pynetdicom (`tests/scu/c_get_implicit.py`), offering only
+/// Implicit VR Little Endian; its JSON report.
+async fn c_get_implicit_only(
+    port: u16,
+    record: &beeldbrug::store::InstanceRecord,
+) -> serde_json::Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scu/c_get_implicit.py");
+    let args = [
+        script.to_str().unwrap().to_string(),
+        "127.0.0.1".into(),
+        port.to_string(),
+        "TEST".into(),
+        "BEELDBRUG".into(),
+        record.study_instance_uid().into(),
+        record.series_instance_uid().into(),
+        record.sop_instance_uid().into(),
+    ];
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new("python3").args(&args).output()
+        }),
+    )
+    .await
+    .expect("the pynetdicom C-GET hung")
+    .unwrap()
+    .expect("run python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "pynetdicom C-GET report ({e}): {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// C-GET one instance with DCMTK getscu as it comes (it proposes Explicit VR Little and Big
+/// Endian for the storage sub-operations, not Implicit); the files received and its log.
+async fn getscu_instance(
+    port: u16,
+    record: &beeldbrug::store::InstanceRecord,
+) -> (Vec<PathBuf>, String) {
+    let out_dir = tempfile::tempdir().unwrap();
+    let args: Vec<String> = [
+        "-v",
+        "-S",
+        "-to",
+        "10",
+        "-ta",
+        "10",
+        "-td",
+        "10",
+        "-aet",
+        "TEST",
+        "-aec",
+        "BEELDBRUG",
+        "-od",
+        out_dir.path().to_str().unwrap(),
+        "-k",
+        "QueryRetrieveLevel=IMAGE",
+        "-k",
+        &format!("StudyInstanceUID={}", record.study_instance_uid()),
+        "-k",
+        &format!("SeriesInstanceUID={}", record.series_instance_uid()),
+        "-k",
+        &format!("SOPInstanceUID={}", record.sop_instance_uid()),
+        "127.0.0.1",
+        &port.to_string(),
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    let run = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            dcmtk("getscu", &args)
+        }),
+    )
+    .await
+    .expect("getscu hung")
+    .unwrap();
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    (files_under(out_dir.path()), log)
+}
+
+/// Issue 18 (1): instances with 1,000 nested sequences after Pixel Data, placed straight into
+/// the store (whatever ingest checks, such files can be there), then retrieved through every
+/// path that converts them: C-GET offering only Implicit VR Little Endian (pynetdicom) for
+/// one stored in Explicit VR, DCMTK getscu (Explicit VR only) for one stored in Implicit VR,
+/// WADO-RS with transfer-syntax=1.2.840.10008.1.2, metadata, rendered, frames, bulk data.
+/// Each request fails on its own; the gateway goes on serving. Before the fix the first
+/// conversion overflowed the stack and aborted the process.
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_instance_in_the_store_fails_each_retrieve_alone() {
+    let gw = Gateway::start("").await;
+    hostile_instance_in_the_store_fails_each_retrieve_alone_case(&gw).await;
+    gw.stop().await;
+}
+
+async fn hostile_instance_in_the_store_fails_each_retrieve_alone_case(gw: &Gateway) {
+    let before = blob_count(&gw.data_dir());
+    let src = tempfile::tempdir().unwrap();
+    let mut placed = Vec::new();
+    for (ts, explicit) in [(sop::EXPLICIT_VR_LE, true), (sop::IMPLICIT_VR_LE, false)] {
+        let ct = ct_in(src.path(), ts);
+        let mut bytes = std::fs::read(&ct.path).unwrap();
+        bytes.extend_from_slice(&trailing_nested(1000, explicit));
+        placed.push(place_in_store(gw, &bytes).await);
+    }
+    let (explicit, implicit) = (&placed[0], &placed[1]);
+
+    // C-GET, Explicit VR stored, Implicit VR wanted: the sub-operation fails, the C-GET ends
+    // with a final response on an association still in step.
+    let report = c_get_implicit_only(gw.port, explicit).await;
+    assert_eq!(report["received"], serde_json::json!([]), "{report}");
+    assert_eq!(report["counts"]["failed"], 1, "{report}");
+    assert_eq!(report["established_to_the_end"], true, "{report}");
+    assert_serves(gw.port).await;
+
+    // C-GET by DCMTK getscu, Implicit VR stored, Explicit VR wanted.
+    let (received, log) = getscu_instance(gw.port, implicit).await;
+    assert!(received.is_empty(), "getscu received {received:?}: {log}");
+    assert!(
+        log.contains("Final status report") && log.contains("Failed Suboperations    : 1"),
+        "the C-GET must end with a final response counting one failure: {log}"
+    );
+    assert_serves(gw.port).await;
+
+    // WADO-RS, every conversion path.
+    let uids = |r: &beeldbrug::store::InstanceRecord| {
+        (
+            r.study_instance_uid().to_string(),
+            r.series_instance_uid().to_string(),
+            r.sop_instance_uid().to_string(),
+        )
+    };
+    let (study, series, instance) = uids(explicit);
+    let base = format!("/dicomweb/studies/{study}/series/{series}/instances/{instance}");
+    let implicit_ts = "transfer-syntax=1.2.840.10008.1.2";
+    let dicom_parts = "multipart/related; type=\"application/dicom\"";
+    let (other_study, other_series, other_instance) = uids(implicit);
+    let requests = [
+        (base.clone(), format!("{dicom_parts}; {implicit_ts}")),
+        (
+            format!("/dicomweb/studies/{study}"),
+            format!("{dicom_parts}; {implicit_ts}"),
+        ),
+        (base.clone(), format!("application/dicom; {implicit_ts}")),
+        // Stored in Implicit VR: the default (Explicit VR) needs a conversion too.
+        (
+            format!(
+                "/dicomweb/studies/{other_study}/series/{other_series}/instances/{other_instance}"
+            ),
+            dicom_parts.to_string(),
+        ),
+        (format!("{base}/metadata"), "application/dicom+json".into()),
+        (
+            format!("/dicomweb/studies/{study}/metadata"),
+            "application/dicom+json".into(),
+        ),
+        (format!("{base}/rendered"), "image/jpeg".into()),
+        (format!("{base}/thumbnail"), "image/jpeg".into()),
+        (
+            format!("{base}/frames/1"),
+            "multipart/related; type=\"application/octet-stream\"".into(),
+        ),
+        (
+            format!("{base}/bulkdata/7FE00010"),
+            "application/octet-stream".into(),
+        ),
+    ];
+    for (path, accept) in &requests {
+        let r = get_whatever_arrives(gw.http_port, path, accept).await;
+        assert!(
+            failed_cleanly(&r),
+            "GET {path} ({accept}): {} {}",
+            r.status,
+            String::from_utf8_lossy(&r.body[..r.body.len().min(300)])
+        );
+        let health = common::http::request(gw.http_port, "GET", "/health", &[], b"").await;
+        assert_eq!(health.status, 200, "/health after GET {path}");
+    }
+    assert_serves(gw.port).await;
+
+    // Leave the store as found (a shared gateway's later cases count its blobs).
+    for record in &placed {
+        gw.context()
+            .index
+            .remove_instance(record.sop_instance_uid())
+            .await
+            .unwrap()
+            .expect("the placed instance was indexed");
+        std::fs::remove_file(gw.context().blobs.path(&record.blob_key)).unwrap();
+    }
+    assert_no_leftovers(&gw.data_dir(), before).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// 10. Everything against one gateway
+// ---------------------------------------------------------------------------------------
+
+/// Every case of this file against ONE gateway process, one after another (issue 18: "the
+/// process survives everything in tests/bad_input.rs and the new cases in one run"), with
+/// a configuration that serves each: a short PDU timeout, only known callers (TEST is
+/// known). At the end it still answers C-ECHO and `/health`, and then shuts down cleanly.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_gateway_survives_every_case() {
+    let mut gw = Gateway::start(
+        "[dimse]\ntimeout_secs = 2\nallow_unknown_callers = false\n[[dimse.peers]]\nae_title = \"TEST\"\nhost = \"127.0.0.1\"\nport = 4242\n",
+    )
+    .await;
+    random_bytes_instead_of_associate_rq_case(&gw).await;
+    random_bytes_then_silence_hits_the_timeout_case(&gw).await;
+    four_gib_associate_rq_is_refused_case(&gw).await;
+    four_gib_pdata_is_refused_case(&gw).await;
+    truncated_pdata_stores_nothing_case(&gw).await;
+    connection_dropped_mid_pdv_stores_nothing_case(&gw).await;
+    unparsable_data_set_fails_and_association_goes_on_case(&gw).await;
+    unknown_sop_class_context_is_rejected_case(&gw).await;
+    unknown_calling_ae_is_rejected_case(&gw).await;
+    associations_beyond_the_limit_are_rejected_case(&gw).await;
+    trailing_deep_nesting_is_refused_case(&gw).await;
+    truncated_trailing_value_is_refused_case(&gw).await;
+    hostile_instance_in_the_store_fails_each_retrieve_alone_case(&gw).await;
+    assert_serves(gw.port).await;
+    let health = common::http::request(gw.http_port, "GET", "/health", &[], b"").await;
+    assert_eq!(health.status, 200, "/health at the end");
+    graceful_shutdown_finishes_open_association_case(&mut gw).await;
 }

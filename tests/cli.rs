@@ -42,6 +42,84 @@ fn shipped_example_configs_are_valid() {
     }
 }
 
+/// config/production.toml through the loader `beeldbrug serve` uses (file over the embedded
+/// default): it has what docs/trust.md says a GtK has.
+#[test]
+fn production_config_loads_through_the_real_loader() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/production.toml");
+    let config = beeldbrug::config::Config::load(Some(&path)).unwrap();
+    assert!(!config.dimse.allow_unknown_callers);
+    assert!(!config.dicomweb.allow_anonymous);
+    assert!(config.trust.require_token);
+    assert!(config.tls.client_ca_file.is_some());
+    assert!(
+        !config.trust.allowed_roles.is_empty(),
+        "an allowed-roles list"
+    );
+    assert!(config.trust.audit.syslog_host.is_some(), "[trust.audit]");
+    assert!(config.trust.audit.ca_file.is_some());
+    assert!(!config.trust.consent.url.is_empty(), "[trust.consent]");
+}
+
+/// Issue 12 item 3: DIMSE beyond loopback admitting any caller is refused at start, the
+/// message naming the key that allows it; with that key set it starts.
+#[test]
+fn public_dimse_listener_without_caller_check_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("public.toml");
+    let toml = |extra: &str| {
+        format!(
+            "[dimse]\nlisten = \"0.0.0.0:0\"\nallow_unknown_callers = true\n{extra}\n\
+             [http]\nlisten = \"127.0.0.1:0\"\n[storage]\ndata_dir = \"{}\"\n",
+            dir.path().join("data").display()
+        )
+    };
+    let serve = || {
+        Command::new(env!("CARGO_BIN_EXE_beeldbrug"))
+            .args(["serve", "--config", config.to_str().unwrap()])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run beeldbrug serve")
+    };
+    let exited_within = |child: &mut std::process::Child, secs: u64| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        None
+    };
+
+    std::fs::write(&config, toml("")).unwrap();
+    let mut child = serve();
+    let status = exited_within(&mut child, 20);
+    if status.is_none() {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "serve started with any caller on 0.0.0.0: {stderr}"
+    );
+    assert!(stderr.contains("dimse.allow_insecure_public"), "{stderr}");
+    assert!(stderr.contains("dimse.listen"), "{stderr}");
+
+    std::fs::write(&config, toml("allow_insecure_public = true")).unwrap();
+    let mut child = serve();
+    let status = exited_within(&mut child, 3);
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        status.is_none(),
+        "the demo setting did not start: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn environment_overrides_a_key() {
     let dir = tempfile::tempdir().unwrap();

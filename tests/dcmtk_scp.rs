@@ -1145,6 +1145,62 @@ async fn findscu_finds_both_muller_zoe_in_utf8_and_latin1() {
     gw.stop().await;
 }
 
+/// Issue 12 item 11: a query with non-ASCII bytes and no Specific Character Set is read with
+/// `dimse.default_charset`. ISO_IR 100 by default (as many systems send Latin-1 without
+/// saying so): a Latin-1 `Müller*` finds both `Müller^Zoë`, answered in Latin-1 declared as
+/// such, the character set the peer evidently uses. A peer that sends UTF-8 without saying so
+/// is served by setting the key to ISO_IR 192.
+#[tokio::test(flavor = "multi_thread")]
+async fn findscu_without_charset_is_read_as_the_default() {
+    let (gw, _src, files) = gateway_with_studies("", false).await;
+    let both = sorted(
+        files
+            .iter()
+            .filter(|f| f.patient_name == "Müller^Zoë")
+            .map(|f| f.patient_id.clone()),
+    );
+    assert_eq!(both.len(), 2);
+    // No SpecificCharacterSet key: findscu sends no (0008,0005).
+    let query_with_bytes = |name_bytes: Vec<u8>| {
+        let mut name = b"PatientName=".to_vec();
+        name.extend(name_bytes);
+        let mut query = keys(&["QueryRetrieveLevel=STUDY", "PatientID"]);
+        query.extend([OsString::from("-k"), OsStr::from_bytes(&name).to_owned()]);
+        query
+    };
+    let r = find_ok_os(&gw, "-S", query_with_bytes(latin1("Müller*"))).await;
+    assert_eq!(
+        sorted(values(&r, tags::PATIENT_ID)),
+        both,
+        "{} answers",
+        r.len()
+    );
+    for resp in &r {
+        assert_eq!(text(resp, tags::SPECIFIC_CHARACTER_SET), "ISO_IR 100");
+        assert_eq!(text(resp, tags::PATIENT_NAME), "Müller^Zoë");
+    }
+    // UTF-8 bytes read as Latin-1 are "MÃ¼ller*": no match (and the log says what was assumed).
+    let r = find_ok_os(&gw, "-S", query_with_bytes("Müller*".as_bytes().to_vec())).await;
+    assert!(r.is_empty(), "{} answers", r.len());
+    gw.stop().await;
+
+    // A site whose systems send UTF-8 without saying so.
+    let (gw, _src, _files) =
+        gateway_with_studies("[dimse]\ndefault_charset = \"ISO_IR 192\"\n", false).await;
+    let r = find_ok_os(&gw, "-S", query_with_bytes("Müller*".as_bytes().to_vec())).await;
+    assert_eq!(
+        sorted(values(&r, tags::PATIENT_ID)),
+        both,
+        "{} answers",
+        r.len()
+    );
+    for resp in &r {
+        assert_eq!(text(resp, tags::SPECIFIC_CHARACTER_SET), "ISO_IR 192");
+        assert_eq!(text(resp, tags::PATIENT_NAME), "Müller^Zoë");
+    }
+    gw.stop().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // 4. C-MOVE to a DCMTK storescp
 

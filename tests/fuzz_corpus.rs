@@ -1,5 +1,6 @@
 //! Replays the cargo-fuzz corpora (`fuzz/corpus/command_set`, `fuzz/corpus/pdata`,
-//! `fuzz/corpus/qido_query`, `fuzz/corpus/multipart`, `fuzz/corpus/pacs_answer`) through
+//! `fuzz/corpus/qido_query`, `fuzz/corpus/multipart`, `fuzz/corpus/pacs_answer`,
+//! `fuzz/corpus/stored_dataset`) through
 //! the same checks as the fuzz targets in `fuzz/fuzz_targets/`, so CI exercises every seed
 //! and every input the fuzzer kept without needing the fuzzer (or a nightly toolchain). The checks are in
 //! `fuzz/checks/<target>.rs`, included here and by each fuzz target: one copy of each.
@@ -22,6 +23,9 @@ mod multipart_checks {
 }
 mod pacs_answer_checks {
     include!("../fuzz/checks/pacs_answer.rs");
+}
+mod stored_dataset_checks {
+    include!("../fuzz/checks/stored_dataset.rs");
 }
 
 /// Every regular, non-hidden file of one corpus, with its contents.
@@ -119,4 +123,15 @@ fn pacs_answer_corpus_replays() {
     }
     // The seeds include real C-FIND answers: the match checks must have run.
     assert!(decoded > 0, "no corpus file decodes as a match identifier");
+}
+
+#[test]
+fn stored_dataset_corpus_replays() {
+    let mut accepted = 0;
+    for (path, bytes) in corpus("stored_dataset") {
+        accepted += replay(&path, bytes, stored_dataset_checks::check_stored);
+    }
+    // The seeds include whole CT data sets: the retrieve paths of stored instances must
+    // have run, not only those of refused ones.
+    assert!(accepted > 0, "no corpus file is accepted by ingest");
 }

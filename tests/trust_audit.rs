@@ -620,3 +620,157 @@ async fn postgres_chain_with_two_writers() {
             .await;
     }
 }
+
+/// Issue 12 item 1: one C-STORE association of five patients (DCMTK storescu), then one
+/// patient's trail read with curl over `/admin/audit` and with `beeldbrug audit --bsn`: the
+/// C-STORE record is shown with the other four patients and their studies removed, while
+/// the stored record keeps them all and the chain still verifies against it.
+async fn trail_of_one_patient_hides_the_others(index_url: Option<&str>) {
+    let index_line = index_url
+        .map(|u| format!("index = \"{u}\"\n"))
+        .unwrap_or_default();
+    let gw = Gateway::start(&format!("[storage]\n{index_line}")).await;
+    let index = gw.context().index.clone();
+    let data = tempfile::tempdir().unwrap();
+    let files = beeldbrug::testdata::generate(&beeldbrug::testdata::GenerateArgs {
+        out: data.path().to_path_buf(),
+        seed: 12,
+        patients: 5,
+        ct_slices: 1,
+        mr_slices: 1,
+        dx: false,
+        multiframe_frames: 0,
+        frame_size: 32,
+        encapsulated: false,
+        implicit: false,
+    })
+    .expect("generate");
+    let patients: std::collections::BTreeSet<String> =
+        files.iter().map(|f| f.patient_id.clone()).collect();
+    assert_eq!(patients.len(), 5);
+    let studies_of = |bsn: &str| -> Vec<String> {
+        let set: std::collections::BTreeSet<String> = files
+            .iter()
+            .filter(|f| f.patient_id == bsn)
+            .map(|f| f.study_uid.clone())
+            .collect();
+        set.into_iter().collect()
+    };
+
+    let port = gw.port.to_string();
+    let mut args = vec!["-aet", "STORESCU", "-aec", "BEELDBRUG", "127.0.0.1", &port];
+    let paths: Vec<String> = files.iter().map(|f| f.path.display().to_string()).collect();
+    args.extend(paths.iter().map(String::as_str));
+    let out = dcmtk("storescu", &args);
+    assert!(
+        out.status.success(),
+        "storescu: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The association's one record is written when it ends.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let stored = loop {
+        let events = index.audit_events(100).await.unwrap();
+        if let Some(e) = events.iter().find(|e| e.operation == "C-STORE") {
+            break e.clone();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no C-STORE record");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    for p in &patients {
+        assert!(stored.patient_ids.contains(p.as_str()), "{stored:?}");
+    }
+
+    let check = |answer: &serde_json::Value, bsn: &str| {
+        assert_eq!(answer["verification"]["ok"], true, "{answer}");
+        let records = answer["records"].as_array().expect("records");
+        let store = records
+            .iter()
+            .find(|r| r["operation"] == "C-STORE")
+            .unwrap_or_else(|| panic!("no C-STORE record for {bsn}: {answer}"));
+        assert_eq!(store["patient_ids"], serde_json::json!([bsn]), "{store}");
+        assert_eq!(
+            store["study_uids"],
+            serde_json::json!(studies_of(bsn)),
+            "{store}"
+        );
+        assert_eq!(store["redacted"], true, "{store}");
+        assert!(store.get("hash").is_none(), "{store}");
+        let text = answer.to_string();
+        for other in patients.iter().filter(|p| *p != bsn) {
+            assert!(!text.contains(other.as_str()), "{other} shown: {text}");
+            for study in studies_of(other) {
+                assert!(!text.contains(&study), "{study} shown: {text}");
+            }
+        }
+    };
+
+    // curl, as an operator or a patient's portal would read it.
+    let bsn = patients.iter().next().unwrap().clone();
+    let out = Command::new("curl")
+        .args(["-sS", "-f"])
+        .arg(format!(
+            "http://127.0.0.1:{}/admin/audit?bsn={bsn}",
+            gw.http_port
+        ))
+        .output()
+        .expect("run curl");
+    assert!(
+        out.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    check(&answer, &bsn);
+
+    // The CLI, another process on the same index, for another patient.
+    let config_file = gw.dir.path().join("cli.toml");
+    std::fs::write(
+        &config_file,
+        format!(
+            "[storage]\ndata_dir = \"{}\"\n{index_line}",
+            gw.data_dir().display()
+        ),
+    )
+    .unwrap();
+    let other = patients.iter().nth(3).unwrap().clone();
+    let out = cli(&config_file, &["--bsn", &other, "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    check(&answer, &other);
+
+    // The stored record is untouched: all five patients, and the chain verifies over it.
+    let records = index.audit_records(0, 100).await.unwrap();
+    let store = records.iter().find(|r| r.operation == "C-STORE").unwrap();
+    assert_eq!(store.patient_keys().len(), 5, "{store:?}");
+    let out = cli(&config_file, &["--verify", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(answer["verification"]["ok"], true, "{answer}");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_trail_of_one_patient_hides_the_others() {
+    trail_of_one_patient_hides_the_others(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_trail_of_one_patient_hides_the_others() {
+    let (admin_url, url) = fresh_postgres().await;
+    trail_of_one_patient_hides_the_others(Some(&url)).await;
+    let name = url.rsplit('/').next().unwrap().to_string();
+    if let Ok(mut admin) = sqlx::PgConnection::connect(&admin_url).await {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut admin)
+            .await;
+    }
+}

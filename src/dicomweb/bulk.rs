@@ -10,7 +10,7 @@ use super::producer::{self, SendError};
 use super::wado;
 use super::{WebCaller, WebError, WebState};
 use crate::core::InstanceLocation;
-use crate::dimse::dataset::PIXEL_DATA;
+use crate::dimse::dataset::{open_stored, Extent, PIXEL_DATA};
 use crate::store::BlobStore;
 use crate::trust::Caller;
 use axum::extract::{Path, State};
@@ -95,11 +95,9 @@ async fn read_instance(
 ) -> Result<(InMemDicomObject, Option<PixelLayout>), WebError> {
     let path = blobs.path(&loc.blob_key);
     tokio::task::spawn_blocking(move || {
-        let obj = dicom_object::OpenFileOptions::new()
-            .read_until(PIXEL_DATA)
-            .open_file(&path)
-            .map_err(|e| WebError::Internal(format!("stored instance does not parse: {e}")))?
-            .into_inner();
+        let (obj, _) = open_stored(&path, Extent::UpToPixelData)
+            .map_err(|e| WebError::Internal(format!("stored instance does not parse: {e}")))?;
+        let obj = obj.into_inner();
         let layout = match PixelLayout::read(&path, &obj) {
             Ok(l) => Some(l),
             Err(FrameError::NoPixelData) => None,
@@ -199,7 +197,7 @@ async fn send_decoded_frames(
     let path = path.to_path_buf();
     let numbers = numbers.to_vec();
     let frames = tokio::task::spawn_blocking(move || -> Result<Vec<Vec<u8>>, String> {
-        let obj = dicom_object::open_file(&path).map_err(|e| e.to_string())?;
+        let (obj, _) = open_stored(&path, Extent::Whole).map_err(|e| e.to_string())?;
         numbers
             .iter()
             .map(|n| {

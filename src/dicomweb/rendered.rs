@@ -9,6 +9,7 @@ use super::media::{covers, parse_accept};
 use super::wado::{self, selection};
 use super::{WebCaller, WebError, WebState};
 use crate::core::{InstanceLocation, Selection};
+use crate::dimse::dataset::{open_stored, Extent};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
@@ -115,7 +116,7 @@ pub fn render(
     thumbnail: bool,
     format: image::ImageFormat,
 ) -> Result<Vec<u8>, String> {
-    let obj = dicom_object::open_file(path).map_err(|e| e.to_string())?;
+    let (obj, _) = open_stored(path, Extent::Whole).map_err(|e| e.to_string())?;
     let decoded = obj
         .decode_pixel_data_frame(frame - 1)
         .map_err(|e| format!("cannot decode frame {frame}: {e}"))?;

@@ -6,6 +6,7 @@
 //! instances that need no change are streamed from disk untouched.
 
 use super::media::{SyntaxRequest, EXPLICIT_VR_LE, IMPLICIT_VR_LE};
+use crate::dimse::dataset::{open_stored, Extent};
 use dicom_encoding::TransferSyntaxIndex;
 use dicom_pixeldata::Transcode;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
@@ -53,7 +54,8 @@ pub fn transcode_file(path: &Path, target: &str) -> Result<Vec<u8>, TranscodeErr
     let ts = TransferSyntaxRegistry
         .get(target)
         .ok_or_else(|| TranscodeError::Unknown(target.to_string()))?;
-    let mut obj = dicom_object::open_file(path).map_err(|e| TranscodeError::Read(e.to_string()))?;
+    let (mut obj, _) =
+        open_stored(path, Extent::Whole).map_err(|e| TranscodeError::Read(e.to_string()))?;
     obj.transcode(ts)
         .map_err(|e| TranscodeError::Transcode(target.to_string(), e.to_string()))?;
     let mut out = Vec::new();

@@ -9,7 +9,7 @@ use super::producer::{self, SendError};
 use super::transcode::{plan, transcode_file, Plan};
 use super::{admit, base_url, WebCaller, WebError, WebState};
 use crate::core::{InstanceLocation, Selection};
-use crate::dimse::dataset::{locate_pixel_data, PIXEL_DATA};
+use crate::dimse::dataset::{open_stored, Extent, PIXEL_DATA};
 use crate::pacs::gateway::Source;
 use crate::store::BlobStore;
 use crate::trust::{Caller, Operation, Outcome};
@@ -489,12 +489,9 @@ async fn instance_json(
     let path = blobs.path(&loc.blob_key);
     let bulk = bulk_base(base, loc);
     tokio::task::spawn_blocking(move || {
-        let obj = dicom_object::OpenFileOptions::new()
-            .read_until(PIXEL_DATA)
-            .open_file(&path)
-            .map_err(|e| e.to_string())?;
+        let (obj, pixel) =
+            open_stored(&path, Extent::UpToPixelData).map_err(|e| e.to_string())?;
         let mut json = dataset_json(&obj, &BulkData { base: &bulk }, "");
-        let (_, pixel) = locate_pixel_data(&path).map_err(|e| e.to_string())?;
         if let (Some(at), Json::Object(map)) = (pixel, &mut json) {
             let key = tag_key(PIXEL_DATA);
             map.insert(

@@ -4,9 +4,9 @@
 use dicom_core::Tag;
 use dicom_encoding::TransferSyntaxIndex;
 use dicom_object::meta::FileMetaTableBuilder;
-use dicom_object::{FileMetaTable, InMemDicomObject};
+use dicom_object::{DefaultDicomObject, FileMetaTable, InMemDicomObject, OpenFileOptions};
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
@@ -32,16 +32,53 @@ fn syntax(ts: &str) -> Result<&'static dicom_encoding::TransferSyntax, DatasetEr
 }
 
 /// Decode a data set received on a context with transfer syntax `ts` (identifiers and
-/// responses: no Pixel Data, whose value [`check_structure`] does not walk past). Text is
-/// decoded with the data set's own Specific Character Set.
+/// responses, which hold no Pixel Data), after [`check_structure`]. Text is decoded with the
+/// data set's own Specific Character Set.
 pub fn decode(bytes: &[u8], ts: &str) -> Result<InMemDicomObject, DatasetError> {
-    if check_structure(bytes, bytes.len() as u64, ts)?.is_some() {
+    if check_structure(std::io::Cursor::new(bytes), bytes.len() as u64, ts)?.is_some() {
         return Err(DatasetError::Parse(
             "Pixel Data in an identifier or response".into(),
         ));
     }
     InMemDicomObject::read_dataset_with_ts(bytes, syntax(ts)?)
         .map_err(|e| DatasetError::Parse(e.to_string()))
+}
+
+/// Decode an identifier (a PACS's C-FIND match, a peer's C-FIND request) with
+/// `default_charset` assumed when it has non-ASCII bytes but no Specific Character Set
+/// (PS3.5 6.1.2.3 would make them invalid; many PACS mean Latin-1), and whether it had to be
+/// assumed (for the log).
+pub fn decode_with_default_charset(
+    raw: &[u8],
+    ts: &str,
+    default_charset: &str,
+) -> Result<(InMemDicomObject, bool), String> {
+    let obj = decode(raw, ts).map_err(|e| e.to_string())?;
+    if obj.element(SPECIFIC_CHARACTER_SET).is_ok() || raw.is_ascii() {
+        return Ok((obj, false));
+    }
+    let mut with = charset_element(ts, default_charset);
+    with.extend_from_slice(raw);
+    let obj = decode(&with, ts).map_err(|e| e.to_string())?;
+    Ok((obj, true))
+}
+
+/// (0008,0005) encoded on its own, to put in front of a data set that has none: no element
+/// of a C-FIND identifier sorts before it.
+fn charset_element(ts: &str, charset: &str) -> Vec<u8> {
+    let mut value = charset.as_bytes().to_vec();
+    if value.len() % 2 == 1 {
+        value.push(b' ');
+    }
+    let mut out = vec![0x08, 0x00, 0x05, 0x00];
+    if ts == crate::dimse::sop::IMPLICIT_VR_LE {
+        out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    } else {
+        out.extend_from_slice(b"CS");
+        out.extend_from_slice(&(value.len() as u16).to_le_bytes());
+    }
+    out.extend_from_slice(&value);
+    out
 }
 
 /// Deepest nesting of sequences [`check_structure`] lets through. dicom-parser recurses once
@@ -51,14 +88,18 @@ pub const MAX_SEQUENCE_DEPTH: usize = 64;
 /// Walk the element headers of the `len` bytes of a data set in `source` (transfer syntax
 /// `ts`) before it is handed to dicom-parser, which allocates and zeroes an announced value
 /// length before reading it and recurses per sequence level: every defined length must fit
-/// in what is left of the data set, and sequences may nest at most [`MAX_SEQUENCE_DEPTH`]
-/// deep. Without this a peer could make us zero 4 GiB for a 20-byte data set, or overflow
-/// the stack (aborting the process) with deeply nested sequences.
+/// in what is left of the data set, sequences may nest at most [`MAX_SEQUENCE_DEPTH`] deep,
+/// and every sequence, item and fragment list of undefined length must be closed by its
+/// delimiter before the end (PS3.5 7.5.1, A.4), so a data set cut short fails. Without this
+/// a peer could make us zero 4 GiB for a 20-byte data set, overflow the stack (aborting the
+/// process) with deeply nested sequences, or get a truncated instance acknowledged.
 ///
-/// Stops at top-level Pixel Data (where indexing stops reading) or at the end; anything
-/// else odd is left for the parser to report. Reads `source` once, front to back, and keeps
-/// no values in memory.
-pub fn check_structure<R: Read>(
+/// Walks the whole data set, after Pixel Data too: what follows Pixel Data is parsed when
+/// an instance is transcoded or sent in another transfer syntax. Values are skipped, not
+/// read (large ones by seeking), so a large image costs a few reads. Returns where the
+/// top-level Pixel Data value starts, if there is one; anything else odd is left for the
+/// parser to report.
+pub fn check_structure<R: Read + Seek>(
     mut source: R,
     len: u64,
     ts: &str,
@@ -89,6 +130,7 @@ pub fn check_structure<R: Read>(
     };
     let mut pos = 0u64;
     let mut stack: Vec<Open> = Vec::new();
+    let mut pixel = None;
     loop {
         // Close the containers of defined length that end here.
         while let Some(Open::Sequence(Some(end)) | Open::Item(Some(end))) = stack.last() {
@@ -105,20 +147,34 @@ pub fn check_structure<R: Read>(
             }
         }
         if pos >= len {
-            return Ok(None);
+            if let Some(open) = stack.last() {
+                let what = match open {
+                    Open::Sequence(_) => "a sequence",
+                    Open::Item(_) => "a sequence item",
+                    Open::Fragments => "encapsulated Pixel Data",
+                };
+                return Err(bad(format!(
+                    "data set ends inside {what} of undefined length (truncated)"
+                )));
+            }
+            return Ok(pixel);
         }
         match stack.last() {
             Some(Open::Sequence(_)) | Some(Open::Fragments) => {
                 let header = decoder.decode_item_header(&mut source).map_err(parse)?;
                 pos += 8;
+                if pos > len {
+                    return Err(bad(format!(
+                        "item header overruns the data set at byte {pos}"
+                    )));
+                }
                 match header {
                     SequenceItemHeader::Item { len: Length(n) }
                         if matches!(stack.last(), Some(Open::Fragments)) =>
                     {
                         // A pixel data fragment: bytes, not a data set.
                         let end = fits(pos, n, "pixel data fragment")?;
-                        std::io::copy(&mut (&mut source).take(end - pos), &mut std::io::sink())
-                            .map_err(|e| bad(e.to_string()))?;
+                        skip(&mut source, end - pos)?;
                         pos = end;
                     }
                     SequenceItemHeader::Item { len: n } => {
@@ -139,22 +195,30 @@ pub fn check_structure<R: Read>(
             Some(Open::Item(_)) | None => {
                 let (header, n) = decoder.decode_header(&mut source).map_err(parse)?;
                 pos += n as u64;
+                if pos > len {
+                    return Err(bad(format!(
+                        "element header overruns the data set at byte {pos}"
+                    )));
+                }
                 if header.tag == Tag(0xFFFE, 0xE00D) {
                     if matches!(stack.last(), Some(Open::Item(_))) {
                         stack.pop();
                     }
                     continue;
                 }
-                if stack.is_empty() && header.tag == PIXEL_DATA {
-                    // A truncated file must not pass for a stored image: the value must fit.
-                    if let Some(n) = header.len.get() {
-                        fits(pos, n, "Pixel Data")?;
-                    }
-                    return Ok(Some(PixelDataAt {
+                if stack.is_empty() && header.tag == PIXEL_DATA && pixel.is_none() {
+                    pixel = Some(PixelDataAt {
                         value_offset: pos,
                         vr: header.vr,
                         len: header.len.get(),
-                    }));
+                    });
+                    if let Some(n) = header.len.get() {
+                        // Native pixel data; a truncated file must not pass for an image.
+                        let end = fits(pos, n, "Pixel Data")?;
+                        skip(&mut source, end - pos)?;
+                        pos = end;
+                        continue;
+                    }
                 }
                 if header.vr == VR::SQ || header.len.is_undefined() {
                     if header.tag == PIXEL_DATA && header.len.is_undefined() {
@@ -191,13 +255,30 @@ pub fn check_structure<R: Read>(
                         )));
                     }
                     let end = fits(pos, header.len.0, "element")?;
-                    std::io::copy(&mut (&mut source).take(end - pos), &mut std::io::sink())
-                        .map_err(|e| bad(e.to_string()))?;
+                    skip(&mut source, end - pos)?;
                     pos = end;
                 }
             }
         }
     }
+}
+
+/// Skip `n` bytes of `source`: small values are read (cheap in a buffered reader, which a
+/// seek would empty), large ones are seeked over.
+fn skip<R: Read + Seek>(source: &mut R, n: u64) -> Result<(), DatasetError> {
+    const READ_UP_TO: u64 = 64 * 1024;
+    let io = |e: std::io::Error| DatasetError::Parse(format!("cannot skip a value: {e}"));
+    if n <= READ_UP_TO {
+        let copied = std::io::copy(&mut source.take(n), &mut std::io::sink()).map_err(io)?;
+        if copied < n {
+            return Err(DatasetError::Parse("data set ends inside a value".into()));
+        }
+    } else {
+        // `fits` has checked that the value ends within the data set.
+        let offset = i64::try_from(n).map_err(|_| DatasetError::Parse("value too long".into()))?;
+        source.seek(SeekFrom::Current(offset)).map_err(io)?;
+    }
+    Ok(())
 }
 
 /// Where top-level Pixel Data starts, as found by [`check_structure`].
@@ -301,7 +382,6 @@ pub fn pixel_data_in(
     path: &Path,
     layout: &FileLayout,
 ) -> Result<Option<PixelDataAt>, DatasetError> {
-    use std::io::{Seek, SeekFrom};
     let file_error = |e: std::io::Error| DatasetError::File {
         path: path.display().to_string(),
         problem: e.to_string(),
@@ -321,6 +401,37 @@ pub fn pixel_data_in(
     Ok(pixel)
 }
 
+/// How much of a stored instance [`open_stored`] parses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Extent {
+    /// The data set up to top-level Pixel Data (attributes only).
+    UpToPixelData,
+    /// The whole data set.
+    Whole,
+}
+
+/// Parse the stored Part 10 file at `path`, but only after [`check_structure`] has passed its
+/// whole data set: whatever ingest let through (an older version, a file placed in the store
+/// by other means), dicom-parser never meets nesting deeper than [`MAX_SEQUENCE_DEPTH`] or a
+/// length beyond the file, and a bad file fails this one request. Every path that parses a
+/// stored instance goes through here. Blocking. Also returns where top-level Pixel Data
+/// starts (offset from the start of the file).
+pub fn open_stored(
+    path: &Path,
+    extent: Extent,
+) -> Result<(DefaultDicomObject, Option<PixelDataAt>), DatasetError> {
+    let (_, pixel) = locate_pixel_data(path)?;
+    let options = match extent {
+        Extent::UpToPixelData => OpenFileOptions::new().read_until(PIXEL_DATA),
+        Extent::Whole => OpenFileOptions::new(),
+    };
+    let object = options.open_file(path).map_err(|e| DatasetError::File {
+        path: path.display().to_string(),
+        problem: e.to_string(),
+    })?;
+    Ok((object, pixel))
+}
+
 /// Is this text representable in ISO 8859-1 (ISO_IR 100)?
 pub fn is_latin1(text: &str) -> bool {
     text.chars().all(|c| (c as u32) < 0x100)
@@ -330,6 +441,7 @@ pub fn is_latin1(text: &str) -> bool {
 mod tests {
     use super::*;
     use dicom_core::{DataElement, PrimitiveValue, VR};
+    use std::io::Cursor;
 
     #[test]
     fn structure_check_passes_generated_files_and_stops_bombs() {
@@ -355,7 +467,7 @@ mod tests {
         let huge = [
             9, 0, 0x10, 0x10, b'O', b'B', 0, 0, 0xF0, 0xFF, 0xFF, 0xFF, 1, 2,
         ];
-        assert!(check_structure(&huge[..], huge.len() as u64, explicit).is_err());
+        assert!(check_structure(Cursor::new(&huge[..]), huge.len() as u64, explicit).is_err());
         assert!(decode(&huge, explicit).is_err());
         let mut deep = Vec::new();
         for _ in 0..=MAX_SEQUENCE_DEPTH {
@@ -364,8 +476,95 @@ mod tests {
             ]);
             deep.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
         }
-        assert!(check_structure(&deep[..], deep.len() as u64, explicit).is_err());
-        assert!(check_structure(&[][..], 0, explicit).is_ok());
+        assert!(check_structure(Cursor::new(&deep[..]), deep.len() as u64, explicit).is_err());
+        assert!(check_structure(Cursor::new(&[][..]), 0, explicit).is_ok());
+    }
+
+    /// Explicit VR Little Endian header with a 4-byte length (OB, SQ ...).
+    fn long_header(group: u16, element: u16, vr: &[u8; 2], len: u32) -> Vec<u8> {
+        let mut out = group.to_le_bytes().to_vec();
+        out.extend_from_slice(&element.to_le_bytes());
+        out.extend_from_slice(vr);
+        out.extend_from_slice(&[0, 0]);
+        out.extend_from_slice(&len.to_le_bytes());
+        out
+    }
+
+    const ITEM: [u8; 8] = [0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF];
+    const ITEM_END: [u8; 8] = [0xFE, 0xFF, 0x0D, 0xE0, 0, 0, 0, 0];
+    const SEQUENCE_END: [u8; 8] = [0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0];
+
+    /// Native Pixel Data of 4 bytes, then `trailer`.
+    fn after_pixel_data(trailer: &[u8]) -> Vec<u8> {
+        let mut out = long_header(0x7FE0, 0x0010, b"OW", 4);
+        out.extend_from_slice(&[1, 2, 3, 4]);
+        out.extend_from_slice(trailer);
+        out
+    }
+
+    fn check(bytes: &[u8]) -> Result<Option<PixelDataAt>, DatasetError> {
+        check_structure(
+            Cursor::new(bytes),
+            bytes.len() as u64,
+            "1.2.840.10008.1.2.1",
+        )
+    }
+
+    /// `depth` undefined-length sequences, each in an item, closed.
+    fn nested(depth: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        for level in 0..depth {
+            let tag = if level == 0 {
+                (0xFFFA, 0xFFFA)
+            } else {
+                (0x0040, 0xA730)
+            };
+            out.extend_from_slice(&long_header(tag.0, tag.1, b"SQ", 0xFFFF_FFFF));
+            out.extend_from_slice(&ITEM);
+        }
+        for _ in 0..depth {
+            out.extend_from_slice(&ITEM_END);
+            out.extend_from_slice(&SEQUENCE_END);
+        }
+        out
+    }
+
+    #[test]
+    fn structure_check_walks_past_pixel_data() {
+        // Where Pixel Data is stays known, whatever follows it.
+        let at = check(&after_pixel_data(&nested(MAX_SEQUENCE_DEPTH)))
+            .unwrap()
+            .expect("Pixel Data");
+        assert_eq!((at.value_offset, at.len, at.vr), (12, Some(4), VR::OW));
+        // Issue 18: nesting after Pixel Data counts as much as before it.
+        let too_deep = after_pixel_data(&nested(MAX_SEQUENCE_DEPTH + 1));
+        assert!(check(&too_deep).is_err());
+        assert!(check(&after_pixel_data(&nested(1000))).is_err());
+        // A value after Pixel Data announcing more than arrives.
+        let mut truncated = long_header(0xFFFA, 0xFFFA, b"SQ", 0xFFFF_FFFF);
+        truncated.extend_from_slice(&ITEM);
+        truncated.extend_from_slice(&long_header(0x0042, 0x0011, b"OB", 200 << 20));
+        truncated.extend_from_slice(&[0u8; 1024]);
+        assert!(check(&after_pixel_data(&truncated)).is_err());
+        // Cut short where a delimiter should come: an unclosed sequence, item or fragments.
+        let mut unclosed = long_header(0xFFFA, 0xFFFA, b"SQ", 0xFFFF_FFFF);
+        assert!(check(&after_pixel_data(&unclosed)).is_err());
+        unclosed.extend_from_slice(&ITEM);
+        assert!(check(&after_pixel_data(&unclosed)).is_err());
+        let mut fragments = long_header(0x7FE0, 0x0010, b"OB", 0xFFFF_FFFF);
+        fragments.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0, 0, 0, 0]);
+        fragments.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 2, 0, 0, 0, 9, 9]);
+        assert!(check(&fragments).is_err(), "no sequence delimiter");
+        fragments.extend_from_slice(&SEQUENCE_END);
+        let at = check(&fragments).unwrap().expect("Pixel Data");
+        assert_eq!((at.value_offset, at.len), (12, None));
+        // Large values are seeked over, and the walk still ends in the right place.
+        let mut large = long_header(0x7FE0, 0x0010, b"OB", 1 << 20);
+        large.extend_from_slice(&vec![7u8; 1 << 20]);
+        large.extend_from_slice(&nested(2));
+        assert!(check(&large).unwrap().is_some());
+        large.truncate(large.len() - 1);
+        assert!(check(&large).is_err());
     }
 
     #[test]

@@ -140,31 +140,7 @@ pub fn decode_match(
     ts: &str,
     default_charset: &str,
 ) -> Result<InMemDicomObject, String> {
-    let obj = dataset::decode(raw, ts).map_err(|e| e.to_string())?;
-    if obj.element(SPECIFIC_CHARACTER_SET).is_ok() || raw.is_ascii() {
-        return Ok(obj);
-    }
-    let mut with = charset_element(ts, default_charset);
-    with.extend_from_slice(raw);
-    dataset::decode(&with, ts).map_err(|e| e.to_string())
-}
-
-/// (0008,0005) encoded on its own, to put in front of a data set that has none: no element
-/// of a C-FIND identifier sorts before it.
-fn charset_element(ts: &str, charset: &str) -> Vec<u8> {
-    let mut value = charset.as_bytes().to_vec();
-    if value.len() % 2 == 1 {
-        value.push(b' ');
-    }
-    let mut out = vec![0x08, 0x00, 0x05, 0x00];
-    if ts == sop::IMPLICIT_VR_LE {
-        out.extend_from_slice(&(value.len() as u32).to_le_bytes());
-    } else {
-        out.extend_from_slice(b"CS");
-        out.extend_from_slice(&(value.len() as u16).to_le_bytes());
-    }
-    out.extend_from_slice(&value);
-    out
+    dataset::decode_with_default_charset(raw, ts, default_charset).map(|(obj, _)| obj)
 }
 
 /// Does a match satisfy the keys a PACS is not trusted to match (fuzzy person names)?

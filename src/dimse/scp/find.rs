@@ -6,6 +6,7 @@
 use super::ScpContext;
 use crate::core::query::{computed, indexed_attr, Level, Match, Matcher, Query};
 use crate::dimse::command::{CommandField, CommandSet};
+use crate::dimse::dataset::decode_with_default_charset;
 use crate::dimse::dataset::{self, is_latin1, QUERY_RETRIEVE_LEVEL, SPECIFIC_CHARACTER_SET};
 use crate::dimse::status::code;
 use crate::dimse::{sop, Association, AssociationError};
@@ -175,10 +176,25 @@ pub async fn handle(
             .await;
     }
     let bytes = assoc.receive_data_set(context_id, MAX_IDENTIFIER).await?;
-    let request = match dataset::decode(&bytes, &pc.transfer_syntax)
-        .map_err(|e| (code::CANNOT_UNDERSTAND, e.to_string()))
-        .and_then(|obj| parse_identifier(&obj, &pc.abstract_syntax))
-    {
+    let default_charset = ctx.config.dimse.default_charset.trim();
+    let request = match decode_with_default_charset(&bytes, &pc.transfer_syntax, default_charset)
+        .map_err(|e| (code::CANNOT_UNDERSTAND, e))
+        .and_then(|(obj, assumed)| {
+            if assumed {
+                // Latin-1 text with accents is almost never valid UTF-8: a hint for the
+                // operator whose peers send UTF-8 unannounced (then set ISO_IR 192).
+                let valid_utf8 = std::str::from_utf8(&bytes).is_ok();
+                tracing::info!(
+                    calling_ae = %assoc.calling_ae,
+                    peer = %assoc.peer,
+                    charset = %default_charset,
+                    valid_utf8,
+                    "C-FIND identifier has non-ASCII values but no Specific Character Set \
+                     (0008,0005): read as dimse.default_charset"
+                );
+            }
+            parse_identifier(&obj, &pc.abstract_syntax)
+        }) {
         Ok(r) => r,
         Err((status, comment)) => {
             return assoc

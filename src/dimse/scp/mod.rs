@@ -1,15 +1,22 @@
 //! The DIMSE listener and the SCP side of each service class.
 //!
-//! The listener is capped: at most `max_associations` run at once and the next one gets an
-//! A-ASSOCIATE-RJ "local limit exceeded" (PS3.8 Table 9-21). On shutdown it stops accepting
-//! (new connections are refused) and waits for the associations in flight to finish, until
-//! the shutdown deadline aborts those left (`ScpContext::abort`).
+//! The listener is capped: at most `max_associations` run at once (and at most
+//! `max_associations_per_address` from one address) and the next one gets an
+//! A-ASSOCIATE-RJ "local limit exceeded" (PS3.8 Table 9-21). A connection holds no slot
+//! until its A-ASSOCIATE-RQ is in: until then it is pending, closed by the ARTIM timer
+//! (`artim_secs`, PS3.8 9.1.5) and bounded in number (`max_pending`,
+//! `max_pending_per_address`; beyond them the oldest pending connection is closed), so idle
+//! or trickling connections cannot lock real peers out (see `admission.rs`). On shutdown it
+//! stops accepting (new connections are refused) and waits for the associations in flight
+//! to finish, until the shutdown deadline aborts those left (`ScpContext::abort`).
 //!
 //! [`serve_tls`] is the same listener over DICOM TLS (PS3.15 B.1): the handshake comes first
-//! (its own timeout, in the connection's task, so a slow client never holds the accept loop),
-//! then the association. The cap is shared by both listeners. A `[[dimse.peers]]` entry with
-//! `certificate_sha256` is only admitted over TLS with exactly that certificate.
+//! (in the connection's task, so a slow client never holds the accept loop; it counts
+//! against the same ARTIM deadline), then the association. The limits are shared by both
+//! listeners. A `[[dimse.peers]]` entry with `certificate_sha256` is only admitted over TLS
+//! with exactly that certificate.
 
+mod admission;
 mod echo;
 mod find;
 mod get;
@@ -26,13 +33,14 @@ use crate::config::Config;
 use crate::store::{BlobStore, Index};
 use crate::trust::tls::{TlsPeer, TlsState};
 use crate::trust::{Caller, Trust};
+use admission::{Admission, Closed, Full, Limits, Pending, Slot};
 use dicom_ul::pdu::{AssociationRQ, PresentationContextProposed, PresentationContextResultReason};
 use std::future::Future;
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 pub use store::StoreTally;
@@ -48,8 +56,8 @@ pub struct ScpContext {
     /// Gateway mode: the local PACS behind the cache (`[pacs]`); `None` answers from the
     /// store only.
     pub gateway: Option<Arc<crate::pacs::gateway::Gateway>>,
-    /// `dimse.max_associations`, shared by the plain and the TLS listener.
-    permits: Arc<Semaphore>,
+    /// Pending connections and association slots, shared by the plain and the TLS listener.
+    admission: Arc<Admission>,
     /// The live TLS configurations (`TlsState::peer_client` toward TLS peers).
     pub tls: Arc<TlsState>,
     /// Cancelled when the shutdown deadline passes: associations still open get an A-ABORT
@@ -77,7 +85,7 @@ impl ScpContext {
                 cache: config.cache.clone(),
             })
         });
-        let permits = Arc::new(Semaphore::new(config.dimse.max_associations));
+        let admission = Admission::new(Limits::of(&config.dimse));
         ScpContext {
             config,
             index,
@@ -85,7 +93,7 @@ impl ScpContext {
             trust,
             link,
             gateway,
-            permits,
+            admission,
             tls: Arc::new(TlsState::disabled()),
             abort: Default::default(),
         }
@@ -121,16 +129,12 @@ pub async fn serve_tls(
     serve_on(listener, ctx, Some(tls), shutdown).await
 }
 
-/// Longest a DICOM TLS client may take to finish its handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 async fn serve_on(
     listener: TcpListener,
     ctx: Arc<ScpContext>,
     tls: Option<Arc<TlsState>>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let permits = ctx.permits.clone();
     let mut tasks = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -148,16 +152,10 @@ async fn serve_on(
                 };
                 let _ = socket.set_nodelay(true);
                 let ctx = ctx.clone();
-                let permit = permits.clone().try_acquire_owned().ok();
-                let peer = addr.to_string();
+                let pending = ctx.admission.pending(addr);
                 match &tls {
                     None => {
-                        tasks.spawn(async move {
-                            match permit {
-                                Some(_permit) => handle_connection(socket, peer, ctx, None).await,
-                                None => refuse_busy(socket, peer, ctx).await,
-                            }
-                        });
+                        tasks.spawn(handle_connection(socket, addr, ctx, None, pending));
                     }
                     Some(tls) => {
                         let Some(config) = tls.dimse() else {
@@ -166,29 +164,22 @@ async fn serve_on(
                         };
                         let acceptor = tokio_rustls::TlsAcceptor::from(config);
                         tasks.spawn(async move {
-                            let stream = match tokio::time::timeout(
-                                HANDSHAKE_TIMEOUT,
-                                acceptor.accept(socket),
-                            )
-                            .await
-                            {
-                                Ok(Ok(s)) => s,
-                                Ok(Err(e)) => {
-                                    tracing::info!(%peer, error = %e, "DICOM TLS handshake refused");
+                            let handshake = tokio::select! {
+                                closed = pending.closed() => {
+                                    log_closed(closed, &addr, &ctx, "during the DICOM TLS handshake");
                                     return;
                                 }
-                                Err(_) => {
-                                    tracing::info!(%peer, "DICOM TLS handshake timed out");
+                                handshake = acceptor.accept(socket) => handshake,
+                            };
+                            let stream = match handshake {
+                                Ok(s) => s,
+                                Err(e) => {
+                                    tracing::info!(peer = %addr, error = %e, "DICOM TLS handshake refused");
                                     return;
                                 }
                             };
                             let tls_peer = TlsPeer::of(stream.get_ref().1);
-                            match permit {
-                                Some(_permit) => {
-                                    handle_connection(stream, peer, ctx, tls_peer).await
-                                }
-                                None => refuse_busy(stream, peer, ctx).await,
-                            }
+                            handle_connection(stream, addr, ctx, tls_peer, pending).await
                         });
                     }
                 }
@@ -204,37 +195,17 @@ async fn serve_on(
     while tasks.join_next().await.is_some() {}
 }
 
-struct Busy;
-
-impl AcceptPolicy for Busy {
-    fn admit(&self, _rq: &AssociationRQ) -> Result<(), Refusal> {
-        Err(Refusal::LocalLimitExceeded)
+/// A pending connection is closed: say why (PS3.8 9.1.5), without anything from the peer.
+fn log_closed(closed: Closed, peer: &SocketAddr, ctx: &ScpContext, when: &str) {
+    match closed {
+        Closed::Artim => tracing::info!(
+            %peer,
+            artim_secs = ctx.admission.limits().artim.as_secs(),
+            "connection closed {when}: no A-ASSOCIATE-RQ within the ARTIM time (dimse.artim_secs)"
+        ),
+        // Logged when displaced, with the limit that did it.
+        Closed::Displaced => {}
     }
-    fn choose_transfer_syntax(
-        &self,
-        _pc: &PresentationContextProposed,
-    ) -> Result<String, PresentationContextResultReason> {
-        Err(PresentationContextResultReason::NoReason)
-    }
-}
-
-async fn refuse_busy<S>(socket: S, peer: String, ctx: Arc<ScpContext>)
-where
-    S: AsyncRead + AsyncWrite + Send + 'static,
-{
-    let link = LinkOptions {
-        timeout: Duration::from_secs(5),
-        ..ctx.link.clone()
-    };
-    let _ = accept(
-        socket,
-        peer.clone(),
-        &ctx.config.dimse.ae_title,
-        &link,
-        &Busy,
-    )
-    .await;
-    tracing::warn!(%peer, "association refused: limit of {} reached", ctx.config.dimse.max_associations);
 }
 
 /// What we accept: verification, the query/retrieve models, and every storage SOP class
@@ -243,6 +214,9 @@ struct Policy<'a> {
     ctx: &'a ScpContext,
     peer: &'a str,
     tls: Option<&'a TlsPeer>,
+    pending: &'a Pending,
+    /// Taken by `admit` once everything else admits the association; held while it runs.
+    slot: OnceLock<Slot>,
 }
 
 impl Policy<'_> {
@@ -302,7 +276,21 @@ impl AcceptPolicy for Policy<'_> {
                 return Err(Refusal::CallingAeNotRecognized);
             }
         }
-        Ok(())
+        // Last, so that a caller refused for who it is never takes a slot.
+        match self.pending.admit() {
+            Ok(slot) => {
+                let _ = self.slot.set(slot);
+                Ok(())
+            }
+            Err(full) => {
+                let limit = match full {
+                    Full::Listener(n) => format!("dimse.max_associations ({n})"),
+                    Full::Address(n) => format!("dimse.max_associations_per_address ({n})"),
+                };
+                tracing::warn!(peer = %self.peer, calling, %limit, "association refused: limit reached");
+                Err(Refusal::LocalLimitExceeded)
+            }
+        }
     }
 
     fn choose_transfer_syntax(
@@ -331,30 +319,50 @@ impl AcceptPolicy for Policy<'_> {
     }
 }
 
-async fn handle_connection<S>(socket: S, peer: String, ctx: Arc<ScpContext>, tls: Option<TlsPeer>)
-where
+async fn handle_connection<S>(
+    socket: S,
+    addr: SocketAddr,
+    ctx: Arc<ScpContext>,
+    tls: Option<TlsPeer>,
+    pending: Pending,
+) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
+    let peer = addr.to_string();
     let policy = Policy {
         ctx: &ctx,
         peer: &peer,
         tls: tls.as_ref(),
+        pending: &pending,
+        slot: OnceLock::new(),
     };
-    let mut assoc = match accept(
-        socket,
-        peer.clone(),
-        &ctx.config.dimse.ae_title,
-        &ctx.link,
-        &policy,
-    )
-    .await
-    {
+    let accepted = tokio::select! {
+        closed = pending.closed() => {
+            log_closed(closed, &addr, &ctx, "before its association");
+            return;
+        }
+        accepted = accept(
+            socket,
+            peer.clone(),
+            &ctx.config.dimse.ae_title,
+            &ctx.link,
+            &policy,
+        ) => accepted,
+    };
+    let mut assoc = match accepted {
         Ok(a) => a,
         Err(e) => {
             tracing::info!(%peer, error = %e, "association not established");
             return;
         }
     };
+    // Accepted means admitted: the slot is ours until the association ends.
+    let Some(_slot) = policy.slot.into_inner() else {
+        tracing::error!(%peer, "association accepted without a slot");
+        assoc.abort().await;
+        return;
+    };
+    drop(pending);
     let mut caller = Caller::dimse(assoc.calling_ae.clone(), peer.clone());
     if let Some(tls) = &tls {
         caller.participant = ctx.trust.participants.lookup(&tls.certificate_sha256);

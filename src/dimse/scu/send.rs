@@ -95,8 +95,7 @@ pub async fn send_file(
         let p = path.to_path_buf();
         let target = pc.transfer_syntax.clone();
         let bytes = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, DatasetError> {
-            let obj =
-                dicom_object::open_file(&p).map_err(|e| DatasetError::Parse(e.to_string()))?;
+            let (obj, _) = dataset::open_stored(&p, dataset::Extent::Whole)?;
             dataset::encode(&obj, &target)
         })
         .await

@@ -8,11 +8,13 @@
 //! - [`chain`]: verifying the hash chain.
 //! - [`dicom`]: the PS3.15 audit message of a record.
 //! - [`syslog`]: RFC 5424 messages, RFC 5425 framing over TLS, the background sender.
+//! - [`redact`]: one patient's view of a record that names other patients too.
 //! - [`cli`]: `beeldbrug audit`.
 
 pub mod chain;
 pub mod cli;
 pub mod dicom;
+pub mod redact;
 pub mod syslog;
 
 pub use chain::{Broken, Verification};
@@ -141,11 +143,12 @@ impl From<AuditEntry> for AuditRecord {
     }
 }
 
-/// One patient's records and the state of the whole chain.
+/// One patient's records (other patients removed, [`redact`]) and the state of the whole
+/// chain (walked over the stored records).
 #[derive(Debug, Clone, Serialize)]
 pub struct PatientTrail {
     pub patient_id: String,
-    pub records: Vec<AuditRecord>,
+    pub records: Vec<redact::RecordView>,
     pub verification: Verification,
 }
 
@@ -387,11 +390,43 @@ impl Audit {
         // names the patient.
         let key = crate::store::index::audit::patient_key(patient_id);
         records.retain(|r| r.patient_keys().contains(&key));
+        let studies = self
+            .study_patients(redact::studies_to_resolve(&records, patient_id))
+            .await?;
         Ok(PatientTrail {
             patient_id: patient_id.to_string(),
-            records,
+            records: records
+                .iter()
+                .map(|r| redact::view(r, patient_id, &studies))
+                .collect(),
             verification: self.verify().await?,
         })
+    }
+
+    /// The Patient ID of each of `studies` the index knows (the ones it does not know are
+    /// left out, and so not shown to a reader of one patient's trail).
+    async fn study_patients<'a>(
+        &self,
+        studies: impl Iterator<Item = &'a str>,
+    ) -> Result<redact::StudyPatients, AuditError> {
+        use crate::core::query::{indexed_attr_by_keyword, Level, Query};
+        let studies: std::collections::BTreeSet<&str> = studies.collect();
+        let studies: Vec<String> = studies.into_iter().map(str::to_string).collect();
+        let study_attr = indexed_attr_by_keyword("StudyInstanceUID").expect("indexed");
+        let mut owners = redact::StudyPatients::new();
+        for chunk in studies.chunks(500) {
+            let query = Query::new(Level::Study)
+                .with_key(study_attr, crate::core::Matcher::UidList(chunk.to_vec()));
+            for found in self.index.find(&query).await? {
+                if let (Some(study), Some(patient)) = (
+                    found.get(&dicom_core::Tag(0x0020, 0x000D)),
+                    found.get(&dicom_core::Tag(0x0010, 0x0020)),
+                ) {
+                    owners.insert(study.clone(), patient.clone());
+                }
+            }
+        }
+        Ok(owners)
     }
 
     /// The PS3.15 message a record maps to (for tests and tools).

@@ -14,7 +14,6 @@
 
 pub mod cache;
 pub mod client;
-mod dom;
 pub mod simulator;
 pub mod xacml;
 

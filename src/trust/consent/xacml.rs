@@ -12,9 +12,8 @@
 //! (2.16.840.1.113883.2.4.15.111), facility type in 2.16.840.1.113883.2.4.15.1060, purpose of
 //! use in HL7 PurposeOfUse (2.16.840.1.113883.1.11.20448).
 
-use super::dom::{self, DomError, Element};
 use super::ConsentDecision;
-use quick_xml::escape::escape;
+use crate::xml::{self, escape, Element, XmlError};
 
 pub const SOAP12: &str = "http://www.w3.org/2003/05/soap-envelope";
 pub const SOAP11: &str = "http://schemas.xmlsoap.org/soap/envelope/";
@@ -65,7 +64,7 @@ const XACML_STATUS_ERROR: &str = "urn:oasis:names:tc:xacml:1.0:status:processing
 #[derive(Debug, thiserror::Error)]
 pub enum XacmlError {
     #[error(transparent)]
-    Xml(#[from] DomError),
+    Xml(#[from] XmlError),
     #[error("not a SOAP 1.2 envelope (root {0})")]
     NotSoap12(String),
     #[error("SOAP envelope without a Body")]
@@ -299,10 +298,7 @@ pub fn fault_envelope(code: FaultCode, reason: &str) -> String {
 /// `mustUnderstand` that is not WS-Addressing is a MustUnderstand fault (part 1 §5.2.3).
 fn body(root: &Element) -> Result<&Element, XacmlError> {
     if !root.is(SOAP12, "Envelope") {
-        return Err(XacmlError::NotSoap12(format!(
-            "{{{}}}{}",
-            root.ns, root.name
-        )));
+        return Err(XacmlError::NotSoap12(root.expanded_name()));
     }
     if let Some(header) = root.child(SOAP12, "Header") {
         for block in &header.children {
@@ -310,11 +306,8 @@ fn body(root: &Element) -> Result<&Element, XacmlError> {
                 block.attr_ns(SOAP12, "mustUnderstand").map(str::trim),
                 Some("true") | Some("1")
             );
-            if must && block.ns != WSA {
-                return Err(XacmlError::MustUnderstand(format!(
-                    "{{{}}}{}",
-                    block.ns, block.name
-                )));
+            if must && !block.in_ns(WSA) {
+                return Err(XacmlError::MustUnderstand(block.expanded_name()));
             }
         }
     }
@@ -338,7 +331,7 @@ fn body(root: &Element) -> Result<&Element, XacmlError> {
 /// Read an answer: the decision, or why there is none. `asked` is the query's ID; an answer
 /// that names another one is refused (SAML core §3.2.2 `InResponseTo`).
 pub fn parse_response(xml: &[u8], asked: Option<&str>) -> Result<ConsentDecision, XacmlError> {
-    let root = dom::parse(xml)?;
+    let root = xml::parse(xml)?;
     let body = body(&root)?;
     if let Some(response) = body.child(SAMLP, "Response") {
         let status = response
@@ -362,14 +355,13 @@ pub fn parse_response(xml: &[u8], asked: Option<&str>) -> Result<ConsentDecision
     // The decision of every Result of every XACML context Response in the body: inside the
     // assertion's statement (either as `xacml-saml:XACMLAuthzDecisionStatement` or as
     // `saml:Statement xsi:type="…XACMLAuthzDecisionStatementType"`), or bare.
-    let mut decisions = Vec::new();
-    body.descendants(
-        &|e| (e.ns == XACML_CONTEXT || e.ns == XACML3) && e.name == "Result",
-        &mut decisions,
-    );
+    let results = body
+        .descendants()
+        .filter(|e| e.is(XACML_CONTEXT, "Result") || e.is(XACML3, "Result"));
     let mut combined: Option<ConsentDecision> = None;
-    for result in decisions {
-        let Some(decision) = result.child(&result.ns, "Decision") else {
+    for result in results {
+        let ns = result.ns.as_deref().unwrap_or_default();
+        let Some(decision) = result.child(ns, "Decision") else {
             return Err(XacmlError::NoDecision);
         };
         let d = ConsentDecision::parse(decision.trimmed()).ok_or_else(|| {
@@ -423,7 +415,7 @@ fn cv_value(section: Option<&Element>, id: &str) -> String {
 
 /// Read a closed question (the simulator's side).
 pub fn parse_query(xml: &[u8]) -> Result<Question, XacmlError> {
-    let root = dom::parse(xml)?;
+    let root = xml::parse(xml)?;
     let body = body(&root)?;
     let message_id = root
         .child(SOAP12, "Header")

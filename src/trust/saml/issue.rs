@@ -5,10 +5,10 @@
 //! Element order follows saml-schema-assertion-2.0.xsd (Issuer, Signature, Subject,
 //! Conditions, statements), so the result validates against the SAML 2.0 schema.
 
-use super::xml::escape;
 use super::*;
 use crate::trust::claims::Claims;
 use crate::trust::jwt::TokenError;
+use crate::xml::escape;
 use bergshamra::core::algorithm as alg;
 use bergshamra::{DsigContext, KeysManager};
 use std::sync::atomic::{AtomicU64, Ordering};

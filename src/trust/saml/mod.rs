@@ -9,7 +9,6 @@
 
 pub mod issue;
 pub mod verify;
-pub mod xml;
 
 pub use issue::SamlIssuer;
 pub use verify::SamlVerifier;

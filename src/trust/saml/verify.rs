@@ -1,15 +1,15 @@
 //! Verify an XUA assertion (IHE ITI TF-2b 3.40.4.1; SAML core 2.3.3, 2.5.1; XML-DSig 3.2).
 //!
-//! Order: parse (quick-xml), trusted issuer, gateway binding, signature structure (the one
+//! Order: parse ([`crate::xml`]), trusted issuer, gateway binding, signature structure (the one
 //! Reference must be the Assertion itself: no wrapping), signature value (bergshamra, with
 //! the issuer's configured keys only), validity window, audience, attributes, replay.
 
-use super::xml::{self, Element};
 use super::*;
 use crate::trust::claims::{ClaimSource, Claims};
 use crate::trust::jwt::replay::ReplayCache;
 use crate::trust::jwt::{check_bsn, check_code, check_identifier, TokenError, LEEWAY_SECS};
 use crate::trust::participants::Participant;
+use crate::xml::{self, Element, Limits};
 use bergshamra::core::algorithm as alg;
 use bergshamra::{DsigContext, KeyUsage, KeysManager, VerifyResult};
 
@@ -26,6 +26,12 @@ const SIGNATURE_METHODS: &[&str] = &[
 const DIGEST_METHODS: &[&str] = &[alg::SHA256, alg::SHA384, alg::SHA512];
 /// Transforms accepted in the Reference (SAML core 5.4.3, 5.4.4).
 const TRANSFORMS: &[&str] = &[alg::ENVELOPED_SIGNATURE, alg::EXC_C14N];
+/// An assertion is a few KiB and nests about 8 deep; anything far beyond is not one.
+const ASSERTION_LIMITS: Limits = Limits {
+    max_bytes: 256 * 1024,
+    max_depth: 32,
+    ..Limits::DEFAULT
+};
 /// Attribute names that XML-DSig implementations treat as element IDs.
 const ID_ATTRIBUTES: &[&str] = &["ID", "Id", "id", "AssertionID"];
 
@@ -156,7 +162,8 @@ impl SamlVerifier {
                 "SAML assertions are not accepted".into(),
             ));
         }
-        let root = xml::parse(assertion_xml).map_err(TokenError::Malformed)?;
+        let root = xml::parse_with(assertion_xml.as_bytes(), &ASSERTION_LIMITS)
+            .map_err(|e| TokenError::Malformed(e.to_string()))?;
         if !root.is(NS_SAML, "Assertion") {
             return Err(TokenError::Malformed("not a SAML 2.0 Assertion".into()));
         }
@@ -297,7 +304,7 @@ impl SamlVerifier {
 /// SAML core 5.4.2). Together with the Assertion being the document element, the element
 /// the signature covers is the element the attributes are read from.
 fn check_signature_structure(root: &Element, id: &str) -> Result<(), TokenError> {
-    let all = root.descendants();
+    let all: Vec<&Element> = root.descendants().collect();
     let signatures = all.iter().filter(|e| e.is(NS_DSIG, "Signature")).count();
     let direct = root.children_named(NS_DSIG, "Signature").count();
     match (signatures, direct) {
@@ -503,7 +510,7 @@ impl Value {
             let wrapped = format!(
                 "<v xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\" xmlns:hl7=\"{NS_HL7}\">{text}</v>"
             );
-            let parsed = xml::parse(&wrapped)
+            let parsed = xml::parse_with(wrapped.as_bytes(), &ASSERTION_LIMITS)
                 .map_err(|_| TokenError::InvalidClaim(label.into(), "unreadable value".into()))?;
             return parsed
                 .children
@@ -555,10 +562,9 @@ mod tests {
             eprintln!("skipped: {} not found", sample.display());
             return;
         };
-        let root = xml::parse(&xml).unwrap();
+        let root = xml::parse(xml.as_bytes()).unwrap();
         let cert = root
             .descendants()
-            .into_iter()
             .find(|e| e.is(NS_DSIG, "X509Certificate"))
             .unwrap()
             .text
