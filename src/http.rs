@@ -1,6 +1,8 @@
-//! The HTTP listener: `/health` (liveness), `/ready` (readiness, [`crate::readiness`]),
+//! The HTTP listener: `/health` (liveness), `/ready` (readiness, [`ready`]),
 //! DICOMweb under `/dicomweb` with gzip for JSON answers and CORS for browser viewers where
 //! configured, and read-only admin views under `/admin`.
+
+pub mod ready;
 
 use crate::dicomweb::{self, WebState};
 use axum::http::{header, HeaderMap, HeaderValue, Method};
@@ -76,12 +78,12 @@ async fn health() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok", "service": "beeldbrug", "version": env!("CARGO_PKG_VERSION") }))
 }
 
-/// `GET /ready`: 200 when every check of [`crate::readiness`] passes, else 503 naming the
+/// `GET /ready`: 200 when every check of [`ready`] passes, else 503 naming the
 /// failing ones; the body has each check's result either way.
 async fn ready(
     axum::extract::State(state): axum::extract::State<WebState>,
 ) -> (axum::http::StatusCode, Json<serde_json::Value>) {
-    let readiness = crate::readiness::check(&state).await;
+    let readiness = ready::check(&state).await;
     let status = if readiness.ready {
         axum::http::StatusCode::OK
     } else {

@@ -11,7 +11,7 @@
 //! Each check has a short timeout, so a hung disk or PACS fails the check instead of the
 //! probe of a load balancer or Kubernetes.
 
-use crate::dimse::scp::ScpContext;
+use crate::dicomweb::WebState;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -38,7 +38,7 @@ pub struct Readiness {
 }
 
 /// Run every check (concurrently; each bounded by [`CHECK_TIMEOUT`]).
-pub async fn check(ctx: &ScpContext) -> Readiness {
+pub async fn check(ctx: &WebState) -> Readiness {
     let min_free = ctx.config.storage.min_free_bytes;
     let data_dir = ctx.blobs.data_dir().to_path_buf();
     let (index, blobs, disk, pacs) = tokio::join!(
