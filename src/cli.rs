@@ -317,19 +317,66 @@ fn ensure_success(status: u16) -> anyhow::Result<()> {
 
 async fn serve(config: Option<&Path>) -> anyhow::Result<()> {
     let config = Config::load(config)?;
+    let grace = std::time::Duration::from_secs(config.server.shutdown_grace_secs);
+    let mut signals = ShutdownSignals::new()?;
     let running = crate::server::start(config).await?;
     println!(
         "beeldbrug: DIMSE on {}, HTTP on {}",
         running.dimse_addr, running.http_addr
     );
-    let token = running.shutdown.clone();
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        tracing::info!("shutting down: no new associations; finishing those in flight");
-        token.cancel();
-    });
-    running.wait().await;
+    signals.next().await;
+    tracing::info!(
+        grace_secs = grace.as_secs(),
+        "shutting down: no new associations or requests; finishing those in flight \
+         (a second SIGINT/SIGTERM stops at once)"
+    );
+    tokio::select! {
+        drained = running.stop_within(grace) => {
+            if drained {
+                tracing::info!("shut down: everything in flight finished");
+            }
+        }
+        _ = signals.next() => {
+            // Everything acknowledged is durable already (fsync and commit come before
+            // the answer); what is in flight was never acknowledged.
+            tracing::warn!("second signal: stopping at once");
+            std::process::exit(130);
+        }
+    }
     Ok(())
+}
+
+/// SIGINT (Ctrl-C) and SIGTERM, each time they arrive.
+struct ShutdownSignals {
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn new() -> anyhow::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(ShutdownSignals {
+                interrupt: signal(SignalKind::interrupt())?,
+                terminate: signal(SignalKind::terminate())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(ShutdownSignals {})
+    }
+
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 /// `beeldbrug probe`: the report on stdout; fails when the PACS did not answer C-ECHO.
@@ -357,24 +404,6 @@ async fn probe(
         );
     }
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }
 
 async fn find(peer: &PeerArgs, query: &QueryArgs, json: bool) -> anyhow::Result<()> {

@@ -41,6 +41,27 @@ pub struct Config {
     /// Participants, tokens, consent and audit.
     #[serde(default)]
     pub trust: crate::trust::TrustConfig,
+    /// The process as a whole (shutdown).
+    #[serde(default)]
+    pub server: ServerConfig,
+}
+
+/// `[server]`: what concerns both listeners.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// On SIGTERM/SIGINT: how long associations and HTTP requests in flight may take to
+    /// finish, in seconds; then associations get an A-ABORT and connections are closed. Below
+    /// Kubernetes' 30 s and systemd's 90 s, so the process ends before it is killed.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            shutdown_grace_secs: 20,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -137,6 +158,14 @@ pub struct StorageConfig {
     /// receipt, then deleted (audited); 0: kept for ever.
     #[serde(default)]
     pub keep_received_days: u32,
+    /// `/ready` fails when the data directory's filesystem has less free space, in bytes.
+    #[serde(default = "default_min_free_bytes")]
+    pub min_free_bytes: u64,
+}
+
+/// 1 GiB: room for a few studies in flight and the index's write-ahead log.
+fn default_min_free_bytes() -> u64 {
+    1 << 30
 }
 
 impl Config {

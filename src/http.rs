@@ -1,5 +1,8 @@
-//! The HTTP listener: `/health`, DICOMweb under `/dicomweb` with gzip for JSON answers and
-//! CORS for browser viewers where configured, and read-only admin views under `/admin`.
+//! The HTTP listener: `/health` (liveness), `/ready` (readiness, [`ready`]),
+//! DICOMweb under `/dicomweb` with gzip for JSON answers and CORS for browser viewers where
+//! configured, and read-only admin views under `/admin`.
+
+pub mod ready;
 
 use crate::dicomweb::{self, WebState};
 use axum::http::{header, HeaderMap, HeaderValue, Method};
@@ -16,6 +19,9 @@ pub fn router(state: WebState) -> Router {
         .route("/admin/forward", get(forward_queue))
         .route("/admin/audit", get(audit_trail))
         .with_state(state.clone());
+    let probes = Router::new()
+        .route("/ready", get(ready))
+        .with_state(state.clone());
     let mut web = dicomweb::router(state).layer(CompressionLayer::new().gzip(true).compress_when(
         // DICOM and images are compressed already or too big to gain: JSON only.
         SizeAbove::new(512).and(|_, _, headers: &HeaderMap, _: &_| is_json(headers)),
@@ -25,6 +31,7 @@ pub fn router(state: WebState) -> Router {
     }
     Router::new()
         .route("/health", get(health))
+        .merge(probes)
         .merge(admin)
         .nest("/dicomweb", web)
         // One operations-log line per request, with its id (oplog).
@@ -71,6 +78,27 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
 
 async fn health() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok", "service": "beeldbrug", "version": env!("CARGO_PKG_VERSION") }))
+}
+
+/// `GET /ready`: 200 when every check of [`ready`] passes, else 503 naming the
+/// failing ones; the body has each check's result either way.
+async fn ready(
+    axum::extract::State(state): axum::extract::State<WebState>,
+) -> (axum::http::StatusCode, Json<serde_json::Value>) {
+    let readiness = ready::check(&state).await;
+    let status = if readiness.ready {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({
+            "status": if readiness.ready { "ready" } else { "unavailable" },
+            "failing": readiness.failing,
+            "checks": readiness.checks,
+        })),
+    )
 }
 
 /// Query of `GET /admin/forward`.

@@ -5,7 +5,8 @@
 //! - [`dimse`]: the DIMSE front, our own message layer on `dicom-ul`'s PDU codec: PDU framing
 //!   with strict size checks and timeouts, association negotiation, command sets, status
 //!   tables, and one module per service class (echo, store, find, move, get) as SCP and SCU.
-//! - [`http`]: the HTTP listener: `/health`, and [`dicomweb`] under `/dicomweb`.
+//! - [`http`]: the HTTP listener: `/health`, `/ready` (the checks that the gateway can take
+//!   work: index, blobs, disk, audit trail, PACS), and [`dicomweb`] under `/dicomweb`.
 //! - [`dicomweb`]: the DICOMweb front (PS3.18): QIDO-RS, WADO-RS, STOW-RS, streamed.
 //! - [`core`]: the one query model ([`core::Query`]) and retrieve model ([`core::Selection`])
 //!   that every front translates into.
@@ -19,7 +20,7 @@
 //!   cache rules, the capability probe, forwarding STOW-RS studies to the PACS).
 //! - [`cli`]: the command line (serve, echo, find, store, move, get, generate, probe, forward).
 //! - [`config`]: typed configuration (embedded default TOML, file, `BEELDBRUG_*` environment).
-//! - [`server`]: wiring it together for `beeldbrug serve`.
+//! - [`server`]: wiring it together for `beeldbrug serve`, and the shutdown deadline.
 //! - [`oplog`]: logging setup and the operations log (one line per association and request).
 //! - [`testdata`]: the deterministic synthetic-study generator used by tests and benchmarks
 //!   (`test-data/README.md` says why it lives here and how to make data).

@@ -1,5 +1,6 @@
 //! `beeldbrug serve`: open the store and index, bind the DIMSE and HTTP listeners, and run
-//! until shutdown; then stop accepting and let in-flight work finish.
+//! until shutdown; then stop accepting and let in-flight work finish, up to
+//! `server.shutdown_grace_secs`, after which the rest is aborted ([`Running::stop_within`]).
 //!
 //! With `[tls] cert_file` the HTTP listener speaks HTTPS only (mutual TLS when
 //! `client_ca_file` is set), `[tls] dimse_listen` adds a DICOM TLS listener (PS3.15 B.1), and
@@ -11,7 +12,9 @@ use crate::store::{open_index, BlobStore};
 use crate::trust::tls::{TlsState, Watcher};
 use crate::trust::Trust;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -19,6 +22,10 @@ use tokio_util::sync::CancellationToken;
 pub enum ServeError {
     #[error("cannot create data directory {0}: {1}")]
     DataDir(String, std::io::Error),
+    #[error("data directory {0} is not writable: {1}")]
+    DataDirNotWritable(String, std::io::Error),
+    #[error("the index ({0}) does not take writes: {1}")]
+    IndexNotWritable(String, crate::store::IndexError),
     #[error(transparent)]
     Blob(#[from] crate::store::BlobError),
     #[error(transparent)]
@@ -46,11 +53,41 @@ pub struct Running {
     tasks: tokio::task::JoinSet<()>,
 }
 
+/// After the deadline, how long aborting what is left may take before we stop waiting.
+const ABORT_WAIT: Duration = Duration::from_secs(5);
+
 impl Running {
     /// Stop accepting and wait for in-flight associations and requests to finish.
     pub async fn stop(mut self) {
         self.shutdown.cancel();
         while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// Stop accepting; give associations and requests in flight `grace` to finish, then
+    /// abort the rest: associations get an A-ABORT (PS3.8 7.3), HTTP listeners stop and
+    /// their connections close with the process. Whatever was acknowledged is durable by
+    /// then (a C-STORE or STOW-RS is answered only after fsync and commit), so cutting the
+    /// rest loses nothing acknowledged. Returns whether everything finished in time.
+    pub async fn stop_within(mut self, grace: Duration) -> bool {
+        self.shutdown.cancel();
+        let drained = tokio::time::timeout(grace, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await
+        .is_ok();
+        if !drained {
+            tracing::warn!(
+                grace_secs = grace.as_secs(),
+                "shutdown deadline (server.shutdown_grace_secs) reached: aborting associations \
+                 and closing connections still open"
+            );
+            self.context.abort.cancel();
+            let _ = tokio::time::timeout(ABORT_WAIT, async {
+                while self.tasks.join_next().await.is_some() {}
+            })
+            .await;
+        }
+        drained
     }
 
     /// Wait until the listeners end (after `shutdown` is cancelled).
@@ -67,8 +104,17 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let tls = Arc::new(TlsState::new(&config)?);
     std::fs::create_dir_all(&config.storage.data_dir)
         .map_err(|e| ServeError::DataDir(config.storage.data_dir.display().to_string(), e))?;
+    // An existing but read-only directory (or a full disk) would only show at the first
+    // store: say so now, with the path.
+    check_writable(&config.storage.data_dir).map_err(|e| {
+        ServeError::DataDirNotWritable(config.storage.data_dir.display().to_string(), e)
+    })?;
     let blobs = BlobStore::open(&config.storage.data_dir).await?;
     let index = open_index(&config.index_url()).await?;
+    index
+        .probe_write()
+        .await
+        .map_err(|e| ServeError::IndexNotWritable(redacted_url(&config.index_url()), e))?;
     // Deletes a crash interrupted (store::delete): their files go before anything is served.
     crate::store::delete::sweep(index.as_ref(), &blobs)
         .await
@@ -118,17 +164,25 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let web_state = context.clone();
     if tls.http().is_some() {
         let tls = tls.clone();
+        let abort = context.abort.clone();
         tasks.spawn(async move {
             let router = crate::http::router(web_state);
-            crate::trust::tls::listener::serve(http, router, tls, token).await;
+            tokio::select! {
+                _ = crate::trust::tls::listener::serve(http, router, tls, token) => {}
+                _ = abort.cancelled() => {}
+            }
         });
     } else {
+        let abort = context.abort.clone();
         tasks.spawn(async move {
             let app =
                 crate::http::router(web_state).into_make_service_with_connect_info::<SocketAddr>();
             let serve = axum::serve(http, app).with_graceful_shutdown(token.cancelled_owned());
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "HTTP listener failed");
+            tokio::select! {
+                served = serve => if let Err(e) = served {
+                    tracing::error!(error = %e, "HTTP listener failed");
+                },
+                _ = abort.cancelled() => {}
             }
         });
     }
@@ -170,4 +224,49 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         context,
         tasks,
     })
+}
+
+/// Create, fsync and remove a small file in `dir`.
+fn check_writable(dir: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let probe = dir.join(format!(".beeldbrug-write-check-{}", std::process::id()));
+    let written = std::fs::File::create(&probe).and_then(|mut f| {
+        f.write_all(b"beeldbrug\n")?;
+        f.sync_all()
+    });
+    let removed = std::fs::remove_file(&probe);
+    written?;
+    match removed {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// An index URL without its password, for messages.
+fn redacted_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_url_password_is_hidden() {
+        assert_eq!(
+            redacted_url("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(redacted_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redacted_url("sqlite:///x/index.db"), "sqlite:///x/index.db");
+    }
 }

@@ -8,9 +8,10 @@ use beeldbrug::core::{Level, Match, Matcher, Query, Selection};
 use beeldbrug::store::index::{CachedStudy, PostgresIndex, SqliteIndex};
 use beeldbrug::store::{AuditEvent, Index, IndexError, InstanceRecord, UpsertOutcome};
 use dicom_core::Tag;
-use sqlx::Connection;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, Ordering};
+
+#[path = "common/postgres.rs"]
+mod pg;
 
 const CT: &str = "1.2.840.10008.5.1.4.1.1.2";
 const MR: &str = "1.2.840.10008.5.1.4.1.1.4";
@@ -910,88 +911,24 @@ async fn concurrent_upserts(index: &dyn Index) {
 // ---------------------------------------------------------------------------------------------
 // Backends
 
-static COUNTER: AtomicU64 = AtomicU64::new(0);
-
-fn unique_suffix() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "{}_{}_{}",
-        std::process::id(),
-        nanos % 1_000_000_000_000,
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
-
-fn postgres_url() -> String {
-    std::env::var("BEELDBRUG_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.into())
-}
-
-/// `url` with its database name replaced.
-fn with_database(url: &str, db: &str) -> String {
-    let (base, params) = match url.split_once('?') {
-        Some((b, p)) => (b, format!("?{p}")),
-        None => (url, String::new()),
-    };
-    let base = match base.rsplit_once('/') {
-        Some((head, _)) if head.contains("//") && !head.ends_with('/') => head,
-        _ => base,
-    };
-    format!("{base}/{db}{params}")
-}
-
-/// A fresh database on the test server, dropped again by [`PgDb::drop_db`].
+/// A fresh database on the test server with the index opened in it.
 struct PgDb {
-    admin_url: String,
-    name: String,
+    db: pg::FreshDatabase,
     index: PostgresIndex,
 }
 
 impl PgDb {
     async fn create() -> PgDb {
-        let admin_url = postgres_url();
-        let mut admin = sqlx::PgConnection::connect(&admin_url)
+        let db = pg::FreshDatabase::create().await;
+        let index = PostgresIndex::open(&db.url)
             .await
-            .unwrap_or_else(|e| {
-                panic!(
-                "PostgreSQL is not reachable at {admin_url}: {e}\n\
-                 The index tests need a PostgreSQL server. Start one, e.g.\n  \
-                 docker run -d -p 5432:5432 -e POSTGRES_HOST_AUTH_METHOD=trust postgres:16\n  \
-                 createdb -h 127.0.0.1 -U postgres test\n\
-                 or point BEELDBRUG_TEST_POSTGRES_URL at a database whose user may CREATE DATABASE."
-            )
-            });
-        let name = format!("bb_test_{}", unique_suffix());
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
-            .await
-            .unwrap_or_else(|e| panic!("CREATE DATABASE {name} on {admin_url}: {e}"));
-        let _ = admin.close().await;
-        let index = PostgresIndex::open(&with_database(&admin_url, &name))
-            .await
-            .unwrap_or_else(|e| panic!("opening the index in {name}: {e}"));
-        PgDb {
-            admin_url,
-            name,
-            index,
-        }
+            .unwrap_or_else(|e| panic!("opening the index in {}: {e}", db.name));
+        PgDb { db, index }
     }
 
     async fn drop_db(self) {
         self.index.close().await;
-        if let Ok(mut admin) = sqlx::PgConnection::connect(&self.admin_url).await {
-            let _ = sqlx::query(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .execute(&mut admin)
-            .await;
-            let _ = admin.close().await;
-        }
+        self.db.drop_db().await;
     }
 }
 
@@ -1060,15 +997,15 @@ async fn sqlite_index_reopens_with_data() {
 #[test]
 fn database_name_replacement() {
     assert_eq!(
-        with_database("postgres://postgres@127.0.0.1:5432/test", "x"),
+        pg::with_database("postgres://postgres@127.0.0.1:5432/test", "x"),
         "postgres://postgres@127.0.0.1:5432/x"
     );
     assert_eq!(
-        with_database("postgres://u:p@h/test?sslmode=disable", "x"),
+        pg::with_database("postgres://u:p@h/test?sslmode=disable", "x"),
         "postgres://u:p@h/x?sslmode=disable"
     );
     assert_eq!(
-        with_database("postgres://h:5432", "x"),
+        pg::with_database("postgres://h:5432", "x"),
         "postgres://h:5432/x"
     );
 }

@@ -67,6 +67,9 @@ pub enum WebError {
     RangeNotSatisfiable(u64),
     #[error("{0}")]
     Internal(String),
+    /// Nothing is served now (the audit trail cannot be written): 503, try again later.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl WebError {
@@ -82,6 +85,7 @@ impl WebError {
             WebError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             WebError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             WebError::BadGateway(_) => StatusCode::BAD_GATEWAY,
+            WebError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -97,6 +101,9 @@ impl IntoResponse for WebError {
         match &self {
             WebError::Unauthorized(_) => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            WebError::Unavailable(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             }
             WebError::RangeNotSatisfiable(len) => {
                 if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
@@ -171,7 +178,12 @@ pub async fn admit(
     caller: &Caller,
     operation: Operation,
 ) -> Result<(), WebError> {
-    match state.trust.decide(caller, operation) {
+    let decision = if operation == Operation::WadoRs {
+        state.trust.decide_before_data(caller, operation).await
+    } else {
+        state.trust.decide(caller, operation)
+    };
+    match decision {
         crate::trust::Decision::Permit => Ok(()),
         refusal => {
             // "unauthenticated: ..." grounds make the audit message a User Authentication
@@ -189,6 +201,7 @@ pub async fn admit(
             state.trust.audit(caller, operation, outcome).await;
             Err(match refusal {
                 crate::trust::Decision::Unauthenticated(why) => WebError::Unauthorized(why),
+                crate::trust::Decision::Unavailable(why) => WebError::Unavailable(why),
                 _ => WebError::Forbidden(refusal.reason().to_string()),
             })
         }

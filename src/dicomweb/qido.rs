@@ -252,7 +252,14 @@ async fn search(
         detail: format!("{} {} matches", matches.len(), level.code()),
         grounds,
     };
-    state.trust.audit(&caller, Operation::QidoRs, outcome).await;
+    // Fail closed: no answer leaves without its audit record.
+    if let Err(e) = state
+        .trust
+        .audit_before_answer(&caller, Operation::QidoRs, outcome)
+        .await
+    {
+        return Err(WebError::Unavailable(e.to_string()));
+    }
 
     // PS3.18 8.3.4.4.1: no matches is 204 with an empty body (CP-2473 would make it 200).
     let mut response = if body.is_empty() {

@@ -157,7 +157,15 @@ async fn store(
         },
         grounds: String::new(),
     };
-    state.trust.audit(&caller, Operation::StowRs, outcome).await;
+    // Fail closed: without its audit record the store is not acknowledged (503). What was
+    // stored stays; the client sends again and the same instances replace themselves.
+    if let Err(e) = state
+        .trust
+        .audit_before_answer(&caller, Operation::StowRs, outcome)
+        .await
+    {
+        return Err(WebError::Unavailable(e.to_string()));
+    }
     if let Some(e) = error {
         return Err(e);
     }

@@ -45,6 +45,9 @@ pub enum Refusal {
     CalledAeNotRecognized,
     /// Transient: too many associations right now (service-provider, local limit exceeded).
     LocalLimitExceeded,
+    /// Transient: we cannot serve anyone now (service-provider, temporary congestion), e.g.
+    /// the audit trail cannot be written.
+    TemporaryCongestion,
     NoReason,
 }
 
@@ -67,6 +70,10 @@ impl Refusal {
             Refusal::LocalLimitExceeded => (
                 AssociationRJResult::Transient,
                 AssociationRJSource::ServiceProviderPresentation(Presentation::LocalLimitExceeded),
+            ),
+            Refusal::TemporaryCongestion => (
+                AssociationRJResult::Transient,
+                AssociationRJSource::ServiceProviderPresentation(Presentation::TemporaryCongestion),
             ),
             Refusal::NoReason => (
                 AssociationRJResult::Permanent,

@@ -155,6 +155,29 @@ impl BlobStore {
         }
     }
 
+    /// Prove the store takes writes: a small temp file written, fsynced (a full disk may
+    /// only refuse the blocks then) and deleted. For `/ready`.
+    pub async fn probe_write(&self) -> Result<(), BlobError> {
+        let mut blob = self.begin().await?;
+        blob.write(b"beeldbrug readiness probe\n").await?;
+        let blob = blob.into_blocking().await?;
+        let path = blob.temp_path().to_path_buf();
+        let synced = tokio::task::spawn_blocking(move || {
+            let result = blob.file.sync_all();
+            drop(blob); // removes the temp file
+            result
+        })
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|r| r);
+        synced.map_err(|source| BlobError::Io { path, source })
+    }
+
+    /// The data directory (parent of `blobs` and `tmp`).
+    pub fn data_dir(&self) -> &Path {
+        self.root.parent().unwrap_or(&self.root)
+    }
+
     pub async fn open_read(&self, key: &str) -> Result<tokio::fs::File, BlobError> {
         check_key(key)?;
         let path = self.path(key);

@@ -50,7 +50,9 @@ pub async fn expire_received(
             keep_days,
             "retention: deleted a received study"
         );
-        audit
+        // The study is gone either way; a failed record marks the trail unwritable (fail
+        // closed, see `AuditHealth`) and is logged there.
+        if let Err(e) = audit
             .record(AuditEntry {
                 time: crate::trust::now_rfc3339(),
                 operation: crate::trust::Operation::Delete.name().into(),
@@ -63,7 +65,10 @@ pub async fn expire_received(
                 study_uids: deleted.study_uids.clone(),
                 ..Default::default()
             })
-            .await;
+            .await
+        {
+            tracing::error!(error = %e, "retention: the delete's audit record was not written");
+        }
         out.push((study, deleted));
     }
     Ok(out)

@@ -142,6 +142,8 @@ pub enum Decision {
     Unauthenticated(String),
     /// Known caller, not allowed (HTTP 403; DIMSE refusal status), with the reason.
     Deny(String),
+    /// Nobody is served now: the audit trail cannot be written (HTTP 503; DIMSE refusal).
+    Unavailable(String),
 }
 
 impl Decision {
@@ -153,7 +155,9 @@ impl Decision {
     pub fn reason(&self) -> &str {
         match self {
             Decision::Permit => "",
-            Decision::Unauthenticated(why) | Decision::Deny(why) => why,
+            Decision::Unauthenticated(why) | Decision::Deny(why) | Decision::Unavailable(why) => {
+                why
+            }
         }
     }
 }
@@ -244,6 +248,29 @@ impl Trust {
         })
     }
 
+    /// [`Trust::decide`] for an operation about to send data whose audit record is written
+    /// when it ends (C-MOVE, C-GET, WADO-RS): permitted only if the audit trail takes a
+    /// write now, so that no data goes out while its record could not be written.
+    pub async fn decide_before_data(&self, caller: &Caller, operation: Operation) -> Decision {
+        match self.decide(caller, operation) {
+            Decision::Permit => match self.audit.probe().await {
+                Ok(()) => Decision::Permit,
+                Err(_) => Decision::Unavailable(
+                    "the audit trail cannot be written; try again later".into(),
+                ),
+            },
+            refusal => refusal,
+        }
+    }
+
+    /// Why nothing may be served now (fail closed, see [`audit::AuditHealth`]), if so.
+    pub fn audit_unavailable(&self) -> Option<String> {
+        self.audit
+            .health()
+            .is_failing()
+            .then(|| "the audit trail cannot be written; try again later".to_string())
+    }
+
     /// May this caller open an association at all? Inside the hospital a DIMSE caller is
     /// authorised by its AE title and the address it connects from (the host of its
     /// `[[dimse.peers]]` entry); the certificate, where configured, is checked by the
@@ -289,6 +316,9 @@ impl Trust {
     /// The decision for one operation, before any patient is known. Every front calls this
     /// before it answers; [`Trust::patient_access`] then decides per patient.
     pub fn decide(&self, caller: &Caller, operation: Operation) -> Decision {
+        if let Some(why) = self.audit_unavailable() {
+            return Decision::Unavailable(why);
+        }
         let admitted = if operation.is_web() {
             self.admit_web(caller)
         } else {
@@ -401,8 +431,22 @@ impl Trust {
         }
     }
 
-    /// Record the one audit record of an operation.
+    /// Record the one audit record of an operation whose answer has gone out already (or
+    /// is a refusal): a failure is logged and closes the gate for the operations after it
+    /// ([`audit::AuditHealth`]).
     pub async fn audit(&self, caller: &Caller, operation: Operation, outcome: Outcome) {
+        let _ = self.audit_before_answer(caller, operation, outcome).await;
+    }
+
+    /// Record the one audit record of an operation before its answer goes out: on `Err`
+    /// the caller refuses instead (HTTP 503, DIMSE failure status), so that no answer
+    /// leaves unaudited.
+    pub async fn audit_before_answer(
+        &self,
+        caller: &Caller,
+        operation: Operation,
+        outcome: Outcome,
+    ) -> Result<(), audit::AuditError> {
         let configured = self.effective_claims(caller);
         let claims = configured.as_ref();
         let claim = |f: fn(&Claims) -> &String| claims.map(f).cloned().unwrap_or_default();
@@ -432,7 +476,7 @@ impl Trust {
             patient_ids: outcome.patient_ids,
             study_uids: outcome.study_uids,
         };
-        self.audit.record(entry).await;
+        self.audit.record(entry).await
     }
 }
 

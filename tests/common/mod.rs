@@ -8,7 +8,9 @@ pub mod ohif;
 pub mod orthanc;
 pub mod peer;
 pub mod pki;
+pub mod postgres;
 pub mod quirky;
+pub mod smallfs;
 
 use beeldbrug::config::Config;
 use beeldbrug::server::{start, Running};
@@ -18,6 +20,7 @@ use std::process::Command;
 pub struct Gateway {
     pub running: Option<Running>,
     pub dir: tempfile::TempDir,
+    data: PathBuf,
     pub port: u16,
     pub http_port: u16,
 }
@@ -53,11 +56,26 @@ impl Gateway {
         Self::start_full("127.0.0.1:0", http_listen, extra_toml).await
     }
 
+    /// Start with the data directory at `data_dir` (e.g. on a small filesystem).
+    pub async fn start_in(data_dir: &Path, extra_toml: &str) -> Gateway {
+        Self::start_with("127.0.0.1:0", "127.0.0.1:0", Some(data_dir), extra_toml).await
+    }
+
     async fn start_full(dimse_listen: &str, http_listen: &str, extra_toml: &str) -> Gateway {
+        Self::start_with(dimse_listen, http_listen, None, extra_toml).await
+    }
+
+    async fn start_with(
+        dimse_listen: &str,
+        http_listen: &str,
+        data_dir: Option<&Path>,
+        extra_toml: &str,
+    ) -> Gateway {
         let dir = tempfile::tempdir().expect("temp dir");
+        let data_dir = data_dir.map_or_else(|| dir.path().join("data"), Path::to_path_buf);
         let toml = format!(
             "[dimse]\nlisten = \"{dimse_listen}\"\n[http]\nlisten = \"{http_listen}\"\n[storage]\ndata_dir = \"{}\"\n{}",
-            dir.path().join("data").display(),
+            data_dir.display(),
             extra_toml
         );
         let config = Config::from_toml(&merge_sections(&toml)).expect("test config");
@@ -67,6 +85,7 @@ impl Gateway {
         Gateway {
             running: Some(running),
             dir,
+            data: data_dir,
             port,
             http_port,
         }
@@ -77,7 +96,7 @@ impl Gateway {
     }
 
     pub fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
+        self.data.clone()
     }
 
     pub fn context(&self) -> &beeldbrug::dimse::scp::ScpContext {

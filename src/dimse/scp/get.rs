@@ -8,7 +8,7 @@ use crate::dimse::dataset;
 use crate::dimse::scu::{send_stored, SendError};
 use crate::dimse::status::code;
 use crate::dimse::{Association, AssociationError};
-use crate::trust::{Caller, Operation, Outcome};
+use crate::trust::{Caller, Decision, Operation, Outcome};
 
 pub async fn handle(
     ctx: &ScpContext,
@@ -45,7 +45,8 @@ pub async fn handle(
                 .await
         }
     };
-    if !ctx.trust.decide(caller, Operation::Get).is_permit() {
+    let decision = ctx.trust.decide_before_data(caller, Operation::Get).await;
+    if !decision.is_permit() {
         ctx.trust
             .audit(
                 caller,
@@ -56,9 +57,13 @@ pub async fn handle(
                 },
             )
             .await;
-        return assoc
-            .send_command(context_id, &fail(code::NOT_AUTHORIZED, "not authorized"))
-            .await;
+        // Fail closed (audit trail not writable): out of resources, try later (PS3.4
+        // C.4.2.1.4 / C.4.3.1.4: A702).
+        let (status, comment) = match &decision {
+            Decision::Unavailable(why) => (code::OUT_OF_RESOURCES_SUBOPS, why.as_str()),
+            _ => (code::NOT_AUTHORIZED, "not authorized"),
+        };
+        return assoc.send_command(context_id, &fail(status, comment)).await;
     }
     let instances = match ctx.index.locate(&selection).await {
         Ok(i) => i,

@@ -8,7 +8,7 @@
 //! `max_pending_per_address`; beyond them the oldest pending connection is closed), so idle
 //! or trickling connections cannot lock real peers out (see `admission.rs`). On shutdown it
 //! stops accepting (new connections are refused) and waits for the associations in flight
-//! to finish.
+//! to finish, until the shutdown deadline aborts those left (`ScpContext::abort`).
 //!
 //! [`serve_tls`] is the same listener over DICOM TLS (PS3.15 B.1): the handshake comes first
 //! (in the connection's task, so a slow client never holds the accept loop; it counts
@@ -60,6 +60,9 @@ pub struct ScpContext {
     admission: Arc<Admission>,
     /// The live TLS configurations (`TlsState::peer_client` toward TLS peers).
     pub tls: Arc<TlsState>,
+    /// Cancelled when the shutdown deadline passes: associations still open get an A-ABORT
+    /// and the HTTP listeners stop (`server::Running::stop_within`).
+    pub abort: tokio_util::sync::CancellationToken,
 }
 
 impl ScpContext {
@@ -92,6 +95,7 @@ impl ScpContext {
             gateway,
             admission,
             tls: Arc::new(TlsState::disabled()),
+            abort: Default::default(),
         }
     }
 
@@ -248,6 +252,13 @@ impl AcceptPolicy for Policy<'_> {
         let mut caller = Caller::dimse(calling, self.peer);
         caller.certificate_sha256 = self.tls.map(|p| p.certificate_sha256.clone());
         caller.request_id = Some(self.request_id.to_string());
+        // Fail closed: nothing is served while the audit trail cannot be written (PS3.8
+        // Table 9-21: transient, temporary congestion; the peer tries again later).
+        if let Some(why) = self.ctx.trust.audit_unavailable() {
+            tracing::warn!(peer = %self.peer, calling, "association refused: {why}");
+            self.audit_refusal(caller, why);
+            return Err(Refusal::TemporaryCongestion);
+        }
         if let crate::trust::Decision::Deny(why) = self.ctx.trust.admit(&caller) {
             self.audit_refusal(caller, why);
             return Err(Refusal::CallingAeNotRecognized);
@@ -384,7 +395,12 @@ async fn handle_connection<S>(
     tracing::debug!(%peer, calling = %caller.ae_title, contexts = assoc.contexts.len(), "association accepted");
     let mut tally = StoreTally::default();
     let mut activity = crate::oplog::AssociationActivity::default();
-    let ending = serve_association(&ctx, &mut assoc, &caller, &mut tally, &mut activity).await;
+    // At the shutdown deadline the operation in progress is dropped: a store not yet
+    // answered leaves no acknowledged instance behind (its temp file goes with it).
+    let ending = tokio::select! {
+        ending = serve_association(&ctx, &mut assoc, &caller, &mut tally, &mut activity) => ending,
+        _ = ctx.abort.cancelled() => Ok(Ending::ShutDown),
+    };
     tally.audit(&ctx.trust, &caller).await;
     activity.stored = tally.stored;
     activity.sent = assoc.instances_sent;
@@ -392,6 +408,11 @@ async fn handle_connection<S>(
         Ok(Ending::Released) => {
             assoc.reply_release().await;
             "released"
+        }
+        Ok(Ending::ShutDown) => {
+            tracing::warn!(%peer, "shutdown deadline: aborting association");
+            assoc.abort().await;
+            "aborted at the shutdown deadline"
         }
         Ok(Ending::Aborted) | Err(AssociationError::Pdu(PduError::Closed)) => "aborted",
         Err(e) => {
@@ -413,6 +434,8 @@ async fn handle_connection<S>(
 enum Ending {
     Released,
     Aborted,
+    /// The shutdown deadline passed (we abort).
+    ShutDown,
 }
 
 async fn serve_association(

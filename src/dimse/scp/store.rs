@@ -12,7 +12,7 @@ use crate::dimse::status::code;
 use crate::dimse::{Association, AssociationError, Event};
 use crate::store::ingest::{persist, Expected, Ingested};
 use crate::store::InstanceRecord;
-use crate::trust::{Caller, Operation, Outcome, Trust};
+use crate::trust::{Caller, Decision, Operation, Outcome, Trust};
 use std::collections::BTreeSet;
 
 /// Stores on one association, audited once when it ends (one "instances transferred"
@@ -119,12 +119,21 @@ async fn store(
             "SOP class differs from presentation context".into(),
         )));
     }
-    if !ctx.trust.decide(caller, Operation::Store).is_permit() {
-        drain_data_set(assoc).await?;
-        return Ok(Err(Failure(
-            code::NOT_AUTHORIZED,
-            "not authorized to store".into(),
-        )));
+    match ctx.trust.decide(caller, Operation::Store) {
+        Decision::Permit => {}
+        // Fail closed (audit trail not writable): refused as out of resources, so the
+        // sender tries again later (PS3.4 B.2.3: A7xx).
+        Decision::Unavailable(why) => {
+            drain_data_set(assoc).await?;
+            return Ok(Err(Failure(code::OUT_OF_RESOURCES, why)));
+        }
+        _ => {
+            drain_data_set(assoc).await?;
+            return Ok(Err(Failure(
+                code::NOT_AUTHORIZED,
+                "not authorized to store".into(),
+            )));
+        }
     }
     Ok(
         receive_instance(&ctx.blobs, ctx.index.as_ref(), assoc, context_id, rq, &pc)

@@ -225,6 +225,9 @@ pub trait Index: Send + Sync + std::fmt::Debug {
 
     /// Forget the receipt of a study that is no longer in the index.
     async fn forget_received(&self, study_uid: &str) -> Result<(), IndexError>;
+    /// Prove the index takes writes: rewrite one row and commit (a full disk, a read-only
+    /// file or a lost database connection fail it). For `/ready` and the audit trail.
+    async fn probe_write(&self) -> Result<(), IndexError>;
 }
 
 /// Open (and migrate) the index named by a `sqlite://...` or `postgres://...` URL.

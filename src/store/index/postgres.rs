@@ -1,6 +1,8 @@
 //! The PostgreSQL index backend, for several gateway processes sharing one database.
 
-use super::sql::{delegate_index_to_inner, migrator, Dialect, SqlIndex};
+use super::sql::{
+    delegate_index_to_inner, migrator, release_outside_transaction, Dialect, SqlIndex,
+};
 use super::IndexError;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use std::time::Duration;
@@ -27,6 +29,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "delete",
         include_str!("migrations/postgres/0005_delete.sql"),
     ),
+    (
+        6,
+        "readiness",
+        include_str!("migrations/postgres/0006_readiness.sql"),
+    ),
 ];
 
 /// The index in a PostgreSQL database (`postgres://user@host/db`).
@@ -42,6 +49,7 @@ impl PostgresIndex {
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(30))
+            .after_release(release_outside_transaction)
             .connect(url)
             .await?;
         migrator(MIGRATIONS).run(&pool).await?;

@@ -603,6 +603,38 @@ fn now_rfc3339() -> String {
         .unwrap_or_default()
 }
 
+/// Pool hook (`after_release`, both backends): a connection that comes back to the pool still
+/// inside a transaction is closed instead of being handed to the next caller.
+///
+/// Every write goes through sqlx's `Transaction` (rolled back on drop); nothing runs a bare
+/// `BEGIN` on a pooled connection. But when SQLite fails a statement or the COMMIT with
+/// SQLITE_FULL or SQLITE_IOERR it may roll the whole transaction back by itself
+/// (sqlite.org/lang_transaction.html, "Response To Errors Within A Transaction"); the later
+/// `ROLLBACK` then fails ("no transaction is active") and sqlx's transaction depth stays at 1.
+/// Such a connection answered every later write with "attempted to call begin_with at
+/// non-zero transaction depth" until restart (issue 12, item 5). A new connection costs a
+/// file open; a poisoned one costs every write it is given.
+pub(crate) fn release_outside_transaction<C: sqlx::Connection>(
+    conn: &mut C,
+    _meta: sqlx::pool::PoolConnectionMetadata,
+) -> futures::future::BoxFuture<'_, Result<bool, sqlx::Error>> {
+    Box::pin(async move {
+        if conn.is_in_transaction() {
+            // A dropped Transaction queues its ROLLBACK (SQLite: on the connection's worker
+            // thread; PostgreSQL: sent with the next message). A ping runs after it.
+            conn.ping().await?;
+        }
+        if conn.is_in_transaction() {
+            tracing::warn!(
+                "an index connection came back inside a transaction (a failed COMMIT or \
+                 ROLLBACK, e.g. on a full disk); closing it"
+            );
+            return Ok(false);
+        }
+        Ok(true)
+    })
+}
+
 /// The migrations of one backend, from SQL compiled into the binary (`(version, name, sql)`).
 pub(crate) fn migrator(
     migrations: &[(i64, &'static str, &'static str)],
@@ -1001,6 +1033,23 @@ where
         Ok(Some(blob_key))
     }
 
+    pub async fn probe_write(&self) -> Result<(), IndexError> {
+        // A value that differs every time: SQLite skips writing a row whose bytes are
+        // unchanged, and such a probe would pass on a full disk.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let mut tx = self.begin_write().await?;
+        let mut sql = self.sql();
+        sql.push("INSERT INTO readiness_probe (id, probed_at) VALUES (1, ")
+            .bind(&format!("{} {nanos}", now_rfc3339()))
+            .push(") ON CONFLICT (id) DO UPDATE SET probed_at = excluded.probed_at");
+        Self::query(&sql).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     pub async fn record_audit(&self, event: &AuditEvent) -> Result<(), IndexError> {
         self.append_audit(&super::audit::AuditRecord::from(event), None)
             .await
@@ -1238,6 +1287,10 @@ macro_rules! delegate_index_to_inner {
 
                 async fn forget_received(&self, study_uid: &str) -> Result<(), IndexError> {
                     self.inner.forget_received(study_uid).await
+                }
+
+                async fn probe_write(&self) -> Result<(), IndexError> {
+                    self.inner.probe_write().await
                 }
             }
         };

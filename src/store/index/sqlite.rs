@@ -1,6 +1,8 @@
 //! The SQLite index backend (embedded default): one database file in WAL mode.
 
-use super::sql::{delegate_index_to_inner, migrator, Dialect, SqlIndex};
+use super::sql::{
+    delegate_index_to_inner, migrator, release_outside_transaction, Dialect, SqlIndex,
+};
 use super::IndexError;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -30,6 +32,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "delete",
         include_str!("migrations/sqlite/0005_delete.sql"),
     ),
+    (
+        6,
+        "readiness",
+        include_str!("migrations/sqlite/0006_readiness.sql"),
+    ),
 ];
 
 /// The index in a SQLite database (`sqlite://path/to/index.db`).
@@ -52,7 +59,9 @@ impl SqliteIndex {
             .pragma("case_sensitive_like", "ON");
         // Each connection to an in-memory database is a database of its own: keep one.
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-        let mut pool = SqlitePoolOptions::new().max_connections(if in_memory { 1 } else { 4 });
+        let mut pool = SqlitePoolOptions::new()
+            .max_connections(if in_memory { 1 } else { 4 })
+            .after_release(release_outside_transaction);
         if in_memory {
             pool = pool.idle_timeout(None).max_lifetime(None);
         }

@@ -23,9 +23,13 @@ use crate::store::index::AuditRecord;
 use crate::store::{Index, IndexError};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
+
+/// How often a failing audit trail is tried again (a write in the index).
+const RECOVERY_PROBE: Duration = Duration::from_secs(1);
 
 /// `[trust.audit]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -148,9 +152,33 @@ pub struct PatientTrail {
     pub verification: Verification,
 }
 
+/// Whether the audit trail can be written. NEN 7513 wants every access recorded, so the
+/// gateway fails closed: after a write failed, the decision point refuses every operation
+/// (DIMSE: association refused, transient; HTTP: 503) and `/ready` fails, until a write in
+/// the index succeeds again (tried every second).
+#[derive(Debug, Default)]
+pub struct AuditHealth {
+    failing: AtomicBool,
+    failures: AtomicU64,
+    recovering: AtomicBool,
+}
+
+impl AuditHealth {
+    /// The last audit write failed and no write has succeeded since.
+    pub fn is_failing(&self) -> bool {
+        self.failing.load(Ordering::Acquire)
+    }
+
+    /// Audit writes that failed since start.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+}
+
 /// Writes audit records.
 pub struct Audit {
     index: Arc<dyn Index>,
+    health: Arc<AuditHealth>,
     source: dicom::Source,
     header: syslog::Header,
     /// Syslog configured: queue a message with each record.
@@ -210,6 +238,7 @@ impl Audit {
             .unwrap_or_else(syslog::system_hostname);
         Audit {
             index,
+            health: Arc::default(),
             source: dicom::Source {
                 app_name: if config.app_name.trim().is_empty() {
                     "beeldbrug".into()
@@ -232,12 +261,11 @@ impl Audit {
         }
     }
 
-    /// Record one entry. A failure is logged loudly but does not undo an operation that
-    /// already happened.
-    pub async fn record(&self, entry: AuditEntry) {
-        if let Err(e) = self.append(entry).await {
-            tracing::error!(error = %e, "AUDIT RECORD LOST: could not record an audit event");
-        }
+    /// Record one entry. A failure is logged at error, counted, and closes the gate (see
+    /// [`AuditHealth`]): the operations after it are refused until the trail is writable.
+    /// The caller learns of it when its answer has not gone out yet and refuses then too.
+    pub async fn record(&self, entry: AuditEntry) -> Result<(), AuditError> {
+        self.append(entry).await.map(|_| ())
     }
 
     /// Record one entry; the stored record (with its place in the chain) or why not.
@@ -254,11 +282,92 @@ impl Audit {
         } else {
             None
         };
-        let stored = self.index.append_audit(&record, message.as_deref()).await?;
+        let stored = match self.index.append_audit(&record, message.as_deref()).await {
+            Ok(stored) => stored,
+            Err(e) => {
+                self.write_failed(&record, &e);
+                return Err(e.into());
+            }
+        };
+        self.health.failing.store(false, Ordering::Release);
         if message.is_some() {
             self.wake.notify_one();
         }
         Ok(stored)
+    }
+
+    /// Prove the trail takes a write now (a write in the index, not a record): a
+    /// retrieval's record is written when the transfer ends, with its counts, so this is
+    /// asked before its data goes out. A failure counts and closes the gate like a record's.
+    pub async fn probe(&self) -> Result<(), AuditError> {
+        match self.index.probe_write().await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.note_failure(&e, "probe before a retrieval");
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Whether the trail can be written (shared with the decision point and `/ready`).
+    pub fn health(&self) -> &AuditHealth {
+        &self.health
+    }
+
+    /// A write failed: say so at error level (what was done by whom, without patient data:
+    /// the log is no place for BSNs), count it, close the gate and start trying again.
+    fn write_failed(&self, record: &AuditRecord, error: &IndexError) {
+        tracing::error!(
+            %error,
+            time = %record.time,
+            operation = %record.operation,
+            outcome = %record.outcome,
+            gateway = %record.gateway,
+            source = %record.source_address,
+            patients = record.patient_ids.len(),
+            studies = record.study_uids.len(),
+            "AUDIT WRITE FAILED: this record is not in the audit trail"
+        );
+        self.note_failure(error, "record");
+    }
+
+    /// Count a failed write, close the gate and start trying again.
+    fn note_failure(&self, error: &IndexError, what: &str) {
+        let failures = self.health.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        self.health.failing.store(true, Ordering::Release);
+        tracing::error!(
+            %error,
+            failures,
+            what,
+            "AUDIT WRITE FAILED: operations are refused until the audit trail can be written"
+        );
+        if self.health.recovering.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (index, health) = (self.index.clone(), self.health.clone());
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            health.recovering.store(false, Ordering::Release);
+            return;
+        };
+        runtime.spawn(async move {
+            loop {
+                while health.is_failing() {
+                    tokio::time::sleep(RECOVERY_PROBE).await;
+                    match index.probe_write().await {
+                        Ok(()) => {
+                            health.failing.store(false, Ordering::Release);
+                            tracing::info!("audit trail writable again: operations resume");
+                        }
+                        Err(e) => tracing::debug!(error = %e, "audit trail still not writable"),
+                    }
+                }
+                health.recovering.store(false, Ordering::Release);
+                // A failure between the last probe and here found `recovering` still set.
+                if !health.is_failing() || health.recovering.swap(true, Ordering::AcqRel) {
+                    break;
+                }
+            }
+        });
     }
 
     /// Walk the whole chain.
