@@ -21,6 +21,10 @@ use std::time::{Duration, Instant};
 
 const MIB: u64 = 1024 * 1024;
 
+/// These tests fill, remount and free small filesystems and time their recovery: run alone,
+/// one at a time, so that no other test's processes or writes touch their disks meanwhile.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// `curl` a URL on the gateway: status and body.
 fn curl(port: u16, path: &str) -> (u16, String) {
     let out = Command::new("curl")
@@ -233,9 +237,12 @@ fn audit_record(n: usize) -> beeldbrug::store::index::AuditRecord {
 /// to call begin_with at non-zero transaction depth" for good).
 #[tokio::test(flavor = "multi_thread")]
 async fn sqlite_index_writes_recover_after_the_disk_was_full() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     use beeldbrug::store::index::SqliteIndex;
     use beeldbrug::store::Index;
-    let fs = SmallFs::mount(4 * MIB);
+    // Room enough that the writes after the filler is gone do not fill it again (the WAL
+    // grows with them).
+    let fs = SmallFs::mount(16 * MIB);
     let url = format!("sqlite://{}", fs.path().join("index.db").display());
     let index = std::sync::Arc::new(SqliteIndex::open(&url).await.expect("open"));
     for n in 0..20 {
@@ -306,6 +313,7 @@ async fn sqlite_index_writes_recover_after_the_disk_was_full() {
 /// at non-zero transaction depth" until restart).
 #[tokio::test(flavor = "multi_thread")]
 async fn sqlite_gateway_recovers_after_the_disk_was_full() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let fs = SmallFs::mount(32 * MIB);
     let src = tempfile::tempdir().unwrap();
     let (first, second) = two_data_sets(src.path());
@@ -354,6 +362,7 @@ async fn sqlite_gateway_recovers_after_the_disk_was_full() {
 /// without a restart, on every connection of the pool.
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_gateway_recovers_after_failed_transactions() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let db = FreshDatabase::create().await;
     let fs = SmallFs::mount(32 * MIB);
     let src = tempfile::tempdir().unwrap();
@@ -447,6 +456,7 @@ async fn sqlite_admin(data_dir: &Path) -> sqlx::SqlitePool {
 /// gateway.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unwritable_audit_trail_closes_the_gateway_until_it_recovers() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let src = tempfile::tempdir().unwrap();
     let (first, second) = two_data_sets(src.path());
     let gw = Gateway::start("[storage]\nmin_free_bytes = 0\n").await;
@@ -574,6 +584,7 @@ async fn an_unwritable_audit_trail_closes_the_gateway_until_it_recovers() {
 /// free-space floor, and a data directory whose filesystem filled up (and then had room).
 #[tokio::test(flavor = "multi_thread")]
 async fn ready_names_the_failing_check() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let gw = Gateway::start("[storage]\nmin_free_bytes = 0\n").await;
     let (status, body) = curl(gw.http_port, "/ready");
     assert_eq!(status, 200, "{body}");
@@ -635,6 +646,7 @@ async fn ready_names_the_failing_check() {
 /// it when the PACS is down.
 #[tokio::test(flavor = "multi_thread")]
 async fn ready_checks_the_pacs_in_gateway_mode() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let pacs = common::dcmqrscp::Dcmqrscp::start(dir.path(), "PACS", &[], &[]).await;
     let toml = format!(
@@ -666,6 +678,7 @@ async fn ready_checks_the_pacs_in_gateway_mode() {
 /// and names the path (a read-only mount: root ignores permission bits).
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_refuses_a_read_only_data_directory() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let fs = SmallFs::mount(8 * MIB);
     let data = fs.path().join("data");
     // A data directory as a previous run left it.
