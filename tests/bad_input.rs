@@ -803,7 +803,9 @@ async fn associations_beyond_the_limit_are_rejected_case(gw: &Gateway) {
     // may still be letting go of theirs: wait for each slot, boundedly.
     // From one address (all of ours are 127.0.0.1) the per-address limit comes first.
     let dimse = &gw.context().config.dimse;
-    let limit = dimse.max_associations.min(dimse.max_associations_per_address);
+    let limit = dimse
+        .max_associations
+        .min(dimse.max_associations_per_address);
     let mut held = Vec::with_capacity(limit);
     let deadline = Instant::now() + WAIT;
     while held.len() < limit {
