@@ -1491,6 +1491,24 @@ async fn hostile_instance_in_the_store_fails_each_retrieve_alone_case(gw: &Gatew
 /// process survives everything in tests/bad_input.rs and the new cases in one run"), with
 /// a configuration that serves each: a short PDU timeout, only known callers (TEST is
 /// known). At the end it still answers C-ECHO and `/health`, and then shuts down cleanly.
+/// Issue 18 item 3 inside the one-process run: 25 connections that never send a byte and 25
+/// that sent the start of an A-ASSOCIATE-RQ and stopped hold no association slot, so a real
+/// peer is still served while they are open (before the fix: "Local Limit Exceeded").
+/// `tests/dimse_slots.rs` times this and the ARTIM closing.
+async fn half_open_connections_do_not_lock_peers_out_case(gw: &Gateway) {
+    let mut held = Vec::with_capacity(50);
+    for n in 0..50 {
+        let mut stream = connect_raw(gw.port).await;
+        if n % 2 == 1 {
+            // PDU type 1 and the first bytes of its length: an A-ASSOCIATE-RQ begun.
+            stream.write_all(&[0x01, 0x00, 0x00]).await.unwrap();
+        }
+        held.push(stream);
+    }
+    assert_serves(gw.port).await;
+    drop(held);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn one_gateway_survives_every_case() {
     let mut gw = Gateway::start(
@@ -1510,6 +1528,7 @@ async fn one_gateway_survives_every_case() {
     trailing_deep_nesting_is_refused_case(&gw).await;
     truncated_trailing_value_is_refused_case(&gw).await;
     hostile_instance_in_the_store_fails_each_retrieve_alone_case(&gw).await;
+    half_open_connections_do_not_lock_peers_out_case(&gw).await;
     assert_serves(gw.port).await;
     let health = common::http::request(gw.http_port, "GET", "/health", &[], b"").await;
     assert_eq!(health.status, 200, "/health at the end");
