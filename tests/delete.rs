@@ -11,45 +11,13 @@ use beeldbrug::config::Config;
 use beeldbrug::core::Selection;
 use beeldbrug::testdata::GeneratedFile;
 use common::http::request;
+use common::postgres::FreshDatabase;
 use common::Gateway;
-use sqlx::Connection;
 use std::path::Path;
 use std::process::Command;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-fn postgres_admin_url() -> String {
-    std::env::var("BEELDBRUG_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-/// Drop a database made by [`postgres_database`].
-async fn drop_postgres_database(url: &str) {
-    let name = url.rsplit('/').next().unwrap_or_default();
-    if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_admin_url()).await {
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .execute(&mut conn)
-            .await;
-        let _ = conn.close().await;
-    }
-}
-
-/// A fresh PostgreSQL database on the test server (`BEELDBRUG_TEST_POSTGRES_URL`); its URL.
-async fn postgres_database() -> String {
-    let admin = postgres_admin_url();
-    let mut conn = sqlx::PgConnection::connect(&admin)
-        .await
-        .unwrap_or_else(|e| panic!("PostgreSQL is not reachable at {admin}: {e}"));
-    let name = format!("bb_delete_{}_{}", std::process::id(), common::free_port());
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    let _ = conn.close().await;
-    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
-    format!("{base}/{name}")
-}
 
 /// storescu every file into the gateway; they must all be stored.
 fn storescu(gw: &Gateway, files: &[GeneratedFile]) {
@@ -231,9 +199,9 @@ async fn delete_over_dicomweb_sqlite() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn delete_over_dicomweb_postgres() {
-    let url = postgres_database().await;
-    delete_over_dicomweb(&format!("[storage]\nindex = \"{url}\"\n")).await;
-    drop_postgres_database(&url).await;
+    let db = FreshDatabase::create().await;
+    delete_over_dicomweb(&format!("[storage]\nindex = \"{}\"\n", db.url)).await;
+    db.drop_db().await;
 }
 
 /// Only our own organisation deletes: a token of another organisation gets 403, no token
@@ -470,9 +438,9 @@ async fn retention_deletes_received_studies_sqlite() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn retention_deletes_received_studies_postgres() {
-    let url = postgres_database().await;
-    retention(&format!("[storage]\nindex = \"{url}\"\n")).await;
-    drop_postgres_database(&url).await;
+    let db = FreshDatabase::create().await;
+    retention(&format!("[storage]\nindex = \"{}\"\n", db.url)).await;
+    db.drop_db().await;
 }
 
 // ---------------------------------------------------------------------------------------------

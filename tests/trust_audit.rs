@@ -12,6 +12,7 @@ use beeldbrug::store::index::{AuditRecord, PostgresIndex, SqliteIndex};
 use beeldbrug::store::Index;
 use beeldbrug::trust::audit::{self, Audit, AuditConfig, AuditEntry};
 use common::http::request;
+use common::postgres::FreshDatabase;
 use common::{dcmtk, free_port, generate, Gateway};
 use sqlx::Connection;
 use std::path::Path;
@@ -554,36 +555,11 @@ async fn sqlite_chain_with_two_writers() {
     two_writers(a.clone(), b, 30).await;
 }
 
-const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
-
-/// A fresh database on the test server (`BEELDBRUG_TEST_POSTGRES_URL`); fails, never skips,
-/// when no server answers.
-async fn fresh_postgres() -> (String, String) {
-    let admin_url = std::env::var("BEELDBRUG_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| DEFAULT_POSTGRES_URL.into());
-    let mut admin = sqlx::PgConnection::connect(&admin_url)
-        .await
-        .unwrap_or_else(|e| panic!("PostgreSQL is not reachable at {admin_url}: {e}"));
-    let name = format!(
-        "bb_audit_{}_{}",
-        std::process::id(),
-        time::OffsetDateTime::now_utc().unix_timestamp_nanos() % 1_000_000_000
-    );
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    admin.close().await.unwrap();
-    let base = admin_url.split('?').next().unwrap();
-    let base = base.rsplit_once('/').map(|(h, _)| h).unwrap_or(base);
-    (admin_url.clone(), format!("{base}/{name}"))
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_chain_with_two_writers() {
-    let (admin_url, url) = fresh_postgres().await;
-    let a = Arc::new(PostgresIndex::open(&url).await.unwrap());
-    let b = Arc::new(PostgresIndex::open(&url).await.unwrap());
+    let db = FreshDatabase::create().await;
+    let a = Arc::new(PostgresIndex::open(&db.url).await.unwrap());
+    let b = Arc::new(PostgresIndex::open(&db.url).await.unwrap());
     two_writers(a.clone(), b.clone(), 40).await;
 
     // An edited record is found; put back, the chain is whole again; a removed one is found.
@@ -613,12 +589,7 @@ async fn postgres_chain_with_two_writers() {
     assert_eq!(v.broken.as_ref().map(|b| b.seq), Some(30), "{v:?}");
     a.close().await;
     b.close().await;
-    let name = url.rsplit('/').next().unwrap().to_string();
-    if let Ok(mut admin) = sqlx::PgConnection::connect(&admin_url).await {
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .execute(&mut admin)
-            .await;
-    }
+    db.drop_db().await;
 }
 
 /// Issue 12 item 1: one C-STORE association of five patients (DCMTK storescu), then one
@@ -765,12 +736,7 @@ async fn sqlite_trail_of_one_patient_hides_the_others() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_trail_of_one_patient_hides_the_others() {
-    let (admin_url, url) = fresh_postgres().await;
-    trail_of_one_patient_hides_the_others(Some(&url)).await;
-    let name = url.rsplit('/').next().unwrap().to_string();
-    if let Ok(mut admin) = sqlx::PgConnection::connect(&admin_url).await {
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .execute(&mut admin)
-            .await;
-    }
+    let db = FreshDatabase::create().await;
+    trail_of_one_patient_hides_the_others(Some(&db.url)).await;
+    db.drop_db().await;
 }
