@@ -332,20 +332,33 @@ impl Trust {
         }
     }
 
-    /// The audit trail is read by our own organisation (NEN 7513 officers, the patient's
-    /// care team): a remote participant or a token of another organisation gets 403. In the
-    /// loopback demo (anonymous allowed, no claims) it is open like everything else.
-    fn check_auditor(&self, caller: &Caller) -> Decision {
+    /// Acts for our own organisation only: a remote participant or a token of another
+    /// organisation is refused (`what` names the act). `Ok(true)`: claims of our own
+    /// organisation; `Ok(false)`: no claims at all (anonymous, where that was admitted).
+    fn own_organisation(&self, caller: &Caller, what: &str) -> Result<bool, Decision> {
         if caller.participant.is_some() {
-            return Decision::Deny("a remote gateway may not read the audit trail".into());
+            return Err(Decision::Deny(format!("a remote gateway may not {what}")));
         }
         match self.effective_claims(caller) {
             Some(c)
                 if self.config.own_ura.is_empty() || c.organisation_ura != self.config.own_ura =>
             {
-                Decision::Deny("only our own organisation may read the audit trail".into())
+                Err(Decision::Deny(format!(
+                    "only our own organisation may {what}"
+                )))
             }
-            _ => Decision::Permit,
+            Some(_) => Ok(true),
+            None => Ok(false),
+        }
+    }
+
+    /// The audit trail is read by our own organisation (NEN 7513 officers, the patient's
+    /// care team). In the loopback demo (anonymous allowed, no claims) it is open like
+    /// everything else.
+    fn check_auditor(&self, caller: &Caller) -> Decision {
+        match self.own_organisation(caller, "read the audit trail") {
+            Ok(_) => Decision::Permit,
+            Err(refusal) => refusal,
         }
     }
 
@@ -354,17 +367,9 @@ impl Trust {
     /// gateway's own host, or the demo default), never from the network even where
     /// `http.allow_insecure_public` admits anonymous DICOMweb.
     fn check_deleter(&self, caller: &Caller) -> Decision {
-        if caller.participant.is_some() {
-            return Decision::Deny("a remote gateway may not delete".into());
-        }
-        match self.effective_claims(caller) {
-            Some(c)
-                if self.config.own_ura.is_empty() || c.organisation_ura != self.config.own_ura =>
-            {
-                Decision::Deny("only our own organisation may delete".into())
-            }
-            Some(_) => Decision::Permit,
-            None => {
+        match self.own_organisation(caller, "delete") {
+            Ok(true) => Decision::Permit,
+            Ok(false) => {
                 let loopback = caller
                     .address
                     .parse::<std::net::SocketAddr>()
@@ -378,6 +383,7 @@ impl Trust {
                     )
                 }
             }
+            Err(refusal) => refusal,
         }
     }
 
