@@ -3,7 +3,8 @@
 
 The graph is read from `use crate::…` / `use super::…` / `use self::…` trees and from inline
 `crate::…` / `super::…` paths, with comments, string literals and `#[cfg(test)]` items left
-out. Nodes are files (`pacs/cache.rs`) and top-level modules (`pacs`). A module's own
+out. Nodes are files (`pacs/cache.rs`) and top-level modules (`pacs`; a front inside a
+module, `dimse/scp`, counts as a module of its own: it is a layer above its parent). A module's own
 submodules are its parts, so a parent naming its children (`mod x; pub use x::Y;`) is no
 edge; `pub use` re-exports are followed to the file that defines the name.
 
@@ -204,7 +205,14 @@ def path_back(graph, start, goal):
 
 def problems(src):
     files_edges = edges(load(src))
-    top = lambda rel: rel.split("/")[0].removesuffix(".rs")
+    # A front inside a module (dimse::scp, the DIMSE front, over dimse, the protocol layer
+    # its SCU side shares with the sources) is a layer of its own.
+    def top(rel):
+        for front in FRONTS:
+            prefix = front.replace("::", "/")
+            if "/" in prefix and (rel.startswith(prefix + "/") or rel == prefix + ".rs"):
+                return prefix
+        return rel.split("/")[0].removesuffix(".rs")
     module_of = lambda rel: "::".join(p for p in rel.removesuffix(".rs").split("/") if p != "mod")
     fgraph, mgraph, found = defaultdict(set), defaultdict(set), {}
     for (a, b) in files_edges:

@@ -548,7 +548,7 @@ async fn delete(args: DeleteArgs) -> anyhow::Result<()> {
     let index = crate::store::open_index(&config.index_url()).await?;
     // No sender here: the audit message waits in the outbox for the running gateway.
     let audit = Audit::queue_only(&config.trust.audit, index.clone());
-    let selection = crate::core::Selection {
+    let selection = crate::model::Selection {
         study_uids: vec![args.study.trim().to_string()],
         series_uids: args.series.iter().map(|s| s.trim().to_string()).collect(),
         sop_instance_uids: args.instance.iter().map(|s| s.trim().to_string()).collect(),

@@ -94,6 +94,11 @@ pub struct DimseConfig {
     /// Specific Character Set (PS3.5 6.1.2.3 would make it ASCII; Latin-1 is the usual truth).
     #[serde(default = "default_dimse_charset")]
     pub default_charset: String,
+    /// Route DIMSE C-FIND, C-MOVE and C-GET to the `[pacs]` as well as the cache, for a
+    /// workstation that can reach only one AE: it finds and retrieves what only the PACS
+    /// holds through beeldbrug, streamed through (`core::Routes`).
+    #[serde(default)]
+    pub proxy_pacs: bool,
 }
 
 fn default_dimse_charset() -> String {

@@ -31,6 +31,7 @@ pub mod core;
 pub mod dicomweb;
 pub mod dimse;
 pub mod http;
+pub mod model;
 pub mod oplog;
 pub mod pacs;
 pub mod server;

@@ -7,7 +7,9 @@
 //! a task reloads certificates, CRLs and the participant list without restart.
 
 use crate::config::Config;
+use crate::core::{CacheRules, Core, Front};
 use crate::dimse::scp::{self, ScpContext};
+use crate::pacs::source::PacsSource;
 use crate::store::{open_index, BlobStore};
 use crate::trust::tls::{TlsState, Watcher};
 use crate::trust::Trust;
@@ -96,6 +98,37 @@ impl Running {
     }
 }
 
+/// The core and its sources, with the routes from each front to them (DESIGN "core"):
+/// DICOMweb reaches the cache and the PACS; DIMSE the cache, and the PACS too with
+/// `dimse.proxy_pacs`.
+pub fn compose_core(
+    config: &Config,
+    index: &Arc<dyn crate::store::Index>,
+    blobs: &BlobStore,
+    trust: &Arc<Trust>,
+) -> (Arc<Core>, Option<Arc<PacsSource>>) {
+    let rules = CacheRules {
+        max_bytes: config.cache.max_bytes,
+        refresh_secs: config.cache.refresh_secs,
+    };
+    let mut builder = Core::builder(trust.clone(), index.clone(), blobs.clone()).cache_rules(rules);
+    let gateway = config.pacs.clone().map(|pacs| {
+        Arc::new(PacsSource {
+            pacs: crate::pacs::Pacs::new(pacs, &config.dimse.ae_title),
+            blobs: blobs.clone(),
+            index: index.clone(),
+        })
+    });
+    if let Some(pacs) = &gateway {
+        let mut fronts = vec![Front::Web];
+        if config.dimse.proxy_pacs {
+            fronts.push(Front::Dimse);
+        }
+        builder = builder.source(pacs.clone(), &fronts);
+    }
+    (builder.build(), gateway)
+}
+
 /// Open everything and start serving in the background.
 pub async fn start(config: Config) -> Result<Running, ServeError> {
     let config = Arc::new(config);
@@ -120,8 +153,10 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         .await
         .map_err(|crate::store::delete::DeleteError::Index(e)| e)?;
     let trust = Arc::new(Trust::new(&config, index.clone())?);
+    let (core, gateway) = compose_core(&config, &index, &blobs, &trust);
     let context = Arc::new(
-        ScpContext::new(config.clone(), index, blobs, trust.clone()).with_tls(tls.clone()),
+        ScpContext::new(config.clone(), index, blobs, trust.clone(), core, gateway)
+            .with_tls(tls.clone()),
     );
 
     let dimse = TcpListener::bind(&config.dimse.listen)

@@ -5,7 +5,8 @@
 use beeldbrug::core::query::{computed, indexed_attr, indexed_attr_by_keyword};
 use beeldbrug::core::{Level, Match, Matcher, Query};
 use beeldbrug::dimse::sop::{EXPLICIT_VR_LE, IMPLICIT_VR_LE};
-use beeldbrug::pacs::query::{decode_match, matches_locally, reported_count, to_match};
+use beeldbrug::core::query::matches_fuzzy;
+use beeldbrug::pacs::query::{decode_match, reported_count, to_match};
 use beeldbrug::store::index::normalize_name;
 use dicom_core::Tag;
 
@@ -27,7 +28,7 @@ const COMPUTED: [Tag; 8] = [
     computed::SOP_CLASSES_IN_STUDY,
 ];
 
-/// The person names matched fuzzily by `matches_locally`.
+/// The person names matched fuzzily by `matches_fuzzy`.
 const PERSON_NAMES: [&str; 2] = ["PatientName", "ReferringPhysicianName"];
 
 /// A C-FIND match identifier from the PACS, as arbitrary bytes:
@@ -37,7 +38,7 @@ const PERSON_NAMES: [&str; 2] = ["PatientName", "ReferringPhysicianName"];
 /// 2. `to_match` on what decodes: only indexed or computed attributes, every value (and
 ///    every value of a multi-valued one) non-empty, without leading or trailing spaces or
 ///    NULs (`check_match`);
-/// 3. `matches_locally` with fuzzy person-name queries: empty queries match everything, a
+/// 3. `matches_fuzzy` with fuzzy person-name queries: empty queries match everything, a
 ///    name matches its own components, a name without the query in it does not match, and
 ///    two keys match when both do (`check_fuzzy`);
 /// 4. `reported_count` (what `Pacs::count` sums) over every match decoded, several times
@@ -107,20 +108,20 @@ fn fuzzy(keys: &[(&str, &str)]) -> Query {
         })
 }
 
-/// `matches_locally` with fuzzy person-name queries on one match.
+/// `matches_fuzzy` with fuzzy person-name queries on one match.
 fn check_fuzzy(m: &Match) {
     for keyword in PERSON_NAMES {
         let tag = indexed_attr_by_keyword(keyword).expect("indexed").tag;
         let value = m.get(&tag).map(String::as_str).unwrap_or("");
         let normalized = normalize_name(value);
         // Empty (or blank) queries are universal.
-        assert!(matches_locally(&fuzzy(&[(keyword, "")]), m));
-        assert!(matches_locally(&fuzzy(&[(keyword, "  ")]), m));
+        assert!(matches_fuzzy(&fuzzy(&[(keyword, "")]), m));
+        assert!(matches_fuzzy(&fuzzy(&[(keyword, "  ")]), m));
         // A name without the query in it cannot match it.
         for text in ["muller", "zoe", "jansen^piet"] {
             if !normalized.contains(&normalize_name(text)) {
                 assert!(
-                    !matches_locally(&fuzzy(&[(keyword, text)]), m),
+                    !matches_fuzzy(&fuzzy(&[(keyword, text)]), m),
                     "{value:?} matches {text:?}"
                 );
             }
@@ -132,12 +133,12 @@ fn check_fuzzy(m: &Match) {
                 continue;
             }
             assert!(
-                matches_locally(&fuzzy(&[(keyword, part)]), m),
+                matches_fuzzy(&fuzzy(&[(keyword, part)]), m),
                 "{value:?} does not match its component {part:?}"
             );
             let first: String = part.chars().take(1).collect();
             assert!(
-                matches_locally(&fuzzy(&[(keyword, &first)]), m),
+                matches_fuzzy(&fuzzy(&[(keyword, &first)]), m),
                 "{value:?} does not match {first:?}"
             );
         }
@@ -146,14 +147,14 @@ fn check_fuzzy(m: &Match) {
     let [a, b] = PERSON_NAMES;
     for (x, y) in [("muller", "zoe"), ("", "muller"), ("zoe", "")] {
         assert_eq!(
-            matches_locally(&fuzzy(&[(a, x), (b, y)]), m),
-            matches_locally(&fuzzy(&[(a, x)]), m) && matches_locally(&fuzzy(&[(b, y)]), m),
+            matches_fuzzy(&fuzzy(&[(a, x), (b, y)]), m),
+            matches_fuzzy(&fuzzy(&[(a, x)]), m) && matches_fuzzy(&fuzzy(&[(b, y)]), m),
         );
     }
     // Keys the PACS matched are not matched again.
     let study = indexed_attr_by_keyword("StudyInstanceUID").expect("indexed");
     let q = Query::new(Level::Study).with_key(study, Matcher::Single("1.2.3".into()));
-    assert!(matches_locally(&q, m));
+    assert!(matches_fuzzy(&q, m));
 }
 
 /// `reported_count` over `matches`, and over them three times: the exact sum, or `None`.

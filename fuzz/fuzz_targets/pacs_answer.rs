@@ -1,6 +1,6 @@
 //! C-FIND match identifiers from the PACS on arbitrary bytes: `pacs::query::decode_match`
 //! (Explicit and Implicit VR Little Endian, a few default character sets), `to_match`,
-//! `matches_locally` with fuzzy person-name queries and `reported_count`. The checks, and
+//! `matches_fuzzy` with fuzzy person-name queries and `reported_count`. The checks, and
 //! what they assert, are in `fuzz/checks/pacs_answer.rs`, shared with the corpus replay in
 //! `tests/fuzz_corpus.rs`.
 #![no_main]

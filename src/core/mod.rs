@@ -1,7 +1,356 @@
-//! Core: the one query model and the one retrieve model that all fronts share.
+//! Core: the one place where a query or a retrieve is answered, whichever front asked
+//! (DESIGN "core"). Fronts only translate their wire into a [`Query`] or a [`Selection`] and
+//! back; [`Core`] does the rest:
+//!
+//! 1. [`Core::admit`]: the trust decision for the operation; a refusal is audited there, a
+//!    permit becomes a [`Ticket`] that owes the operation's one audit record
+//!    ([`ticket`]).
+//! 2. [`Core::query`]: the query scoped to what the caller may ask, answered by the cache
+//!    and the sources its front may reach ([`Routes`]), merged, de-duplicated and paged
+//!    after the merge ([`route`]), names matched fuzzily where a source cannot, and the
+//!    answers limited to the patients the caller may see ([`decide`]).
+//! 3. [`Core::retrieve`]: the patients decided before the first byte, then the cache or a
+//!    fetch from a source ([`route`]: cache rules in [`cache`]), one fetch per selection
+//!    shared by every request, pinned against eviction, cancelled when the last consumer
+//!    goes away ([`follow`]); the front reads [`Instances`].
+//!
+//! Sources sit behind one trait ([`source::Source`]): the local PACS (`crate::pacs`) today,
+//! other hospitals' gateways next. The core knows the store (the cache) and trust, and
+//! nothing of the fronts or of how a source works.
 
-pub mod query;
-pub mod retrieve;
+pub mod cache;
+pub mod decide;
+pub mod follow;
+pub mod instances;
+pub mod route;
+pub mod source;
+pub mod ticket;
 
-pub use query::{AttrKind, IndexedAttr, Level, Match, Matcher, Query, QueryKey, INDEXED_ATTRS};
-pub use retrieve::{InstanceLocation, Selection};
+pub use cache::CacheRules;
+pub use instances::Instances;
+// The models, for the fronts: they speak to the core in its terms.
+pub use crate::model::{query, retrieve};
+pub use crate::model::{
+    AttrKind, IndexedAttr, InstanceLocation, Level, Match, Matcher, Query, QueryKey, Selection,
+    INDEXED_ATTRS,
+};
+pub use source::{Source, SourceError, SourceErrorKind};
+pub use ticket::Ticket;
+
+use crate::store::{BlobStore, Index, IndexError};
+use crate::trust::{Operation, Trust};
+use follow::Fetches;
+use route::Answer;
+use std::sync::Arc;
+
+/// The fronts, for [`Routes`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Front {
+    /// DIMSE C-FIND, C-MOVE, C-GET (the hospital's PACS and workstations).
+    Dimse,
+    /// DICOMweb QIDO-RS and WADO-RS.
+    Web,
+    /// XDS-I / XCA-I (other hospitals' gateways).
+    Xds,
+}
+
+impl Front {
+    /// The front an operation arrives on.
+    pub fn of(operation: Operation) -> Front {
+        match operation {
+            Operation::Find | Operation::Move | Operation::Get => Front::Dimse,
+            _ => Front::Web,
+        }
+    }
+}
+
+/// Which sources each front may reach, by index into the core's sources: stated here, in one
+/// place, rather than implied by which file calls what. The cache answers every front.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Routes {
+    pub dimse: Vec<usize>,
+    pub web: Vec<usize>,
+    pub xds: Vec<usize>,
+}
+
+impl Routes {
+    fn of(&self, front: Front) -> &[usize] {
+        match front {
+            Front::Dimse => &self.dimse,
+            Front::Web => &self.web,
+            Front::Xds => &self.xds,
+        }
+    }
+}
+
+/// Why a request was refused: each front answers its own way (401/403/503, 0124/A7xx).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// No or bad credentials.
+    Unauthenticated(String),
+    /// Known caller, not allowed (participant, role, patient, consent).
+    Forbidden(String),
+    /// Nothing is served now (the audit trail cannot be written).
+    Unavailable(String),
+}
+
+impl Refusal {
+    pub fn reason(&self) -> &str {
+        match self {
+            Refusal::Unauthenticated(r) | Refusal::Forbidden(r) | Refusal::Unavailable(r) => r,
+        }
+    }
+}
+
+/// Why the core could not answer. Every one has been audited by the time a front sees it.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    #[error("{}", .0.reason())]
+    Refused(Refusal),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Source(#[from] SourceError),
+    #[error("index: {0}")]
+    Index(#[from] IndexError),
+}
+
+/// How a front wants the instances of a retrieve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// From the first instance, as a fetch stores them (multipart, DIMSE sub-operations).
+    Streamed,
+    /// Only once all are in the cache (metadata, frames, bulk data, rendered, one instance).
+    Cached,
+}
+
+/// A query's answers, with the ticket whose record the front writes once they went out.
+#[derive(Debug)]
+pub struct Found {
+    pub matches: Vec<Match>,
+    pub ticket: Ticket,
+}
+
+/// A retrieve under way.
+#[derive(Debug)]
+pub struct Retrieval {
+    pub instances: Instances,
+    /// How many instances to expect: the cache's count, or what the source reported.
+    pub expected: u64,
+    /// "cache", or the name of the source the instances stream from.
+    pub from: &'static str,
+    /// The transfer syntaxes the instances are stored in, when known before the first byte
+    /// (from the cache): a front plans its encoding from them.
+    pub stored_syntaxes: Option<Vec<String>>,
+    pub ticket: Ticket,
+}
+
+/// The core: trust, the cache, the sources and the routes between fronts and sources.
+#[derive(Debug)]
+pub struct Core {
+    trust: Arc<Trust>,
+    index: Arc<dyn Index>,
+    blobs: BlobStore,
+    cache: CacheRules,
+    fetches: Fetches,
+    sources: Vec<Arc<dyn Source>>,
+    routes: Routes,
+}
+
+/// Builds a [`Core`] (`server::start` is the composition root).
+#[derive(Debug)]
+pub struct CoreBuilder {
+    core: Core,
+}
+
+impl CoreBuilder {
+    pub fn cache_rules(mut self, rules: CacheRules) -> Self {
+        self.core.cache = rules;
+        self
+    }
+
+    /// Add a source, reachable from `fronts`.
+    pub fn source(mut self, source: Arc<dyn Source>, fronts: &[Front]) -> Self {
+        let at = self.core.sources.len();
+        self.core.sources.push(source);
+        for front in fronts {
+            match front {
+                Front::Dimse => self.core.routes.dimse.push(at),
+                Front::Web => self.core.routes.web.push(at),
+                Front::Xds => self.core.routes.xds.push(at),
+            }
+        }
+        self
+    }
+
+    pub fn build(self) -> Arc<Core> {
+        Arc::new(self.core)
+    }
+}
+
+impl Core {
+    pub fn builder(trust: Arc<Trust>, index: Arc<dyn Index>, blobs: BlobStore) -> CoreBuilder {
+        CoreBuilder {
+            core: Core {
+                trust,
+                index,
+                blobs,
+                cache: CacheRules::default(),
+                fetches: Fetches::default(),
+                sources: Vec::new(),
+                routes: Routes::default(),
+            },
+        }
+    }
+
+    pub fn routes(&self) -> &Routes {
+        &self.routes
+    }
+
+    /// The store the cache's instances are read from (senders open them by their key).
+    pub fn blobs(&self) -> &BlobStore {
+        &self.blobs
+    }
+
+    /// The sources the front of `operation` may reach.
+    fn sources_for(&self, operation: Operation) -> Vec<Arc<dyn Source>> {
+        self.routes
+            .of(Front::of(operation))
+            .iter()
+            .filter_map(|&i| self.sources.get(i).cloned())
+            .collect()
+    }
+
+    /// Answer a query: at most `max_results` matches (the query's own limit and offset
+    /// page them). On `Err` the ticket's record has been written.
+    pub async fn query(
+        &self,
+        mut ticket: Ticket,
+        query: Query,
+        max_results: usize,
+    ) -> Result<Found, CoreError> {
+        let query = self.trust.scope_query(ticket.caller(), query);
+        let sources = self.sources_for(ticket.operation());
+        let answered = match self.merge_find(&query, max_results, &sources).await {
+            Ok(matches) => self.filter_matches(&mut ticket, &query, matches).await,
+            Err(e) => Err(e),
+        };
+        match answered {
+            Ok(matches) => Ok(Found { matches, ticket }),
+            Err(e) => Err(fail(ticket, e).await),
+        }
+    }
+
+    /// Start a retrieve: the patients decided, then the cache or a fetch. On `Err` the
+    /// ticket's record has been written (refused, not found, source failed).
+    pub async fn retrieve(
+        self: &Arc<Self>,
+        mut ticket: Ticket,
+        selection: Selection,
+        delivery: Delivery,
+    ) -> Result<Retrieval, CoreError> {
+        let sources = self.sources_for(ticket.operation());
+        match self.plan(&mut ticket, &selection, &sources, delivery).await {
+            Ok(planned) => Ok(planned.into_retrieval(ticket)),
+            Err(e) => Err(fail(ticket, e).await),
+        }
+    }
+
+    async fn plan(
+        self: &Arc<Self>,
+        ticket: &mut Ticket,
+        selection: &Selection,
+        sources: &[Arc<dyn Source>],
+        delivery: Delivery,
+    ) -> Result<Planned, CoreError> {
+        // Patients are decided on what the cache holds as well: a patient-level selection
+        // names no study to look up.
+        let located = match self.trust.patient_scoped(ticket.caller()) {
+            true => self.index.locate(selection).await?,
+            false => Vec::new(),
+        };
+        self.admit_patients(ticket, selection, sources, &located)
+            .await?;
+        if let Answer::Fetch(follower) = self.resolve(selection, sources).await? {
+            let (name, reported) = (follower.fetch().source_name, follower.fetch().reported);
+            match delivery {
+                Delivery::Streamed => {
+                    return Ok(Planned {
+                        instances: Instances::fetch(follower, selection.clone(), name),
+                        expected: reported,
+                        from: name,
+                        stored_syntaxes: None,
+                    })
+                }
+                Delivery::Cached => {
+                    follower
+                        .wait_complete()
+                        .await
+                        .map_err(|why| SourceError::new(name, SourceErrorKind::Failed, why))?;
+                }
+            }
+        }
+        let stored = self.index.transfer_syntaxes(selection).await?;
+        if stored.is_empty() {
+            return Err(CoreError::NotFound(format!(
+                "no instances for study {:?} series {:?} instance {:?}",
+                selection.study_uids, selection.series_uids, selection.sop_instance_uids
+            )));
+        }
+        let expected = self.index.count_instances(selection).await?;
+        let pin = selection
+            .study_uids
+            .first()
+            .map(|study| self.fetches.pin(study));
+        Ok(Planned {
+            instances: Instances::cache(self.index.clone(), selection.clone(), pin),
+            expected,
+            from: "cache",
+            stored_syntaxes: Some(stored),
+        })
+    }
+
+    /// Every instance of a selection once the cache holds them all (frames, bulk data,
+    /// rendered: one instance, or a few). On `Err` the ticket's record has been written.
+    pub async fn locate(
+        self: &Arc<Self>,
+        ticket: Ticket,
+        selection: Selection,
+    ) -> Result<(Vec<InstanceLocation>, Ticket), CoreError> {
+        let mut retrieval = self.retrieve(ticket, selection, Delivery::Cached).await?;
+        match retrieval.instances.rest().await {
+            Ok(all) => Ok((all, retrieval.ticket)),
+            Err(e) => Err(fail(retrieval.ticket, e).await),
+        }
+    }
+}
+
+/// A retrieve planned, before it has its ticket back.
+struct Planned {
+    instances: Instances,
+    expected: u64,
+    from: &'static str,
+    stored_syntaxes: Option<Vec<String>>,
+}
+
+impl Planned {
+    fn into_retrieval(self, ticket: Ticket) -> Retrieval {
+        Retrieval {
+            instances: self.instances,
+            expected: self.expected,
+            from: self.from,
+            stored_syntaxes: self.stored_syntaxes,
+            ticket,
+        }
+    }
+}
+
+/// Write the record of an operation that ends with `error`, and hand the error on.
+async fn fail(ticket: Ticket, error: CoreError) -> CoreError {
+    let result = match &error {
+        CoreError::Refused(_) => "refused",
+        _ => "failure",
+    };
+    ticket.finish(result, error.to_string()).await;
+    error
+}

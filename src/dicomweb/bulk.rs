@@ -117,22 +117,15 @@ pub async fn frames(
 ) -> Result<Response, WebError> {
     let caller = c.0;
     let numbers = parse_frame_list(&list)?;
-    let loc = wado::locate_instance(&state, &caller, &study, &series, &sop).await?;
-    let locations = [loc.clone()];
-    let (_, layout) = read_instance(&state.blobs, &loc).await?;
-    let layout = layout.ok_or(FrameError::NoPixelData)?;
-    let ranges: Vec<Ranges> = numbers
-        .iter()
-        .map(|n| layout.frame(*n))
-        .collect::<Result<_, _>>()?;
-    let accept = parse_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
-    let Some(form) = choose_form(&accept, &layout) else {
-        return Err(WebError::NotAcceptable(format!(
-            "frames of this instance are offered as multipart/related; type=\"{}\" (stored, transfer-syntax={}) \
-             or decoded where possible as application/octet-stream",
-            frame_media_type(&layout.transfer_syntax),
-            layout.transfer_syntax
-        )));
+    let (loc, mut ticket) = wado::locate_instance(&state, &caller, &study, &series, &sop).await?;
+    ticket.touch(std::slice::from_ref(&loc));
+    let planned = plan_frames(&state, &loc, &numbers, &headers).await;
+    let (layout, ranges, form) = match planned {
+        Ok(p) => p,
+        Err(e) => {
+            ticket.finish("failure", e.to_string()).await;
+            return Err(e);
+        }
     };
     let boundary = multipart::new_boundary();
     let (tx, body) = multipart::channel_body();
@@ -148,7 +141,7 @@ pub async fn frames(
         ),
     };
     let content_type = multipart::content_type(&boundary, &inner, None);
-    let path = state.blobs.path(&loc.blob_key);
+    let path = state.core.blobs().path(&loc.blob_key);
     let detail = format!("frames {list} of one instance");
     tokio::spawn(async move {
         let result = match form {
@@ -180,9 +173,35 @@ pub async fn frames(
             Err(SendError::Disconnected) => "cancelled",
             Err(SendError::Failed(_)) => "failure",
         };
-        wado::audit(&state, &caller, &locations, outcome, detail).await;
+        ticket.finish(outcome, detail).await;
     });
     Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
+}
+
+/// The frames' layout, their byte ranges and the form they go in; a 4xx when the instance
+/// has none of them or the client takes no form offered.
+async fn plan_frames(
+    state: &WebState,
+    loc: &InstanceLocation,
+    numbers: &[u32],
+    headers: &HeaderMap,
+) -> Result<(PixelLayout, Vec<Ranges>, FrameForm), WebError> {
+    let (_, layout) = read_instance(state.core.blobs(), loc).await?;
+    let layout = layout.ok_or(FrameError::NoPixelData)?;
+    let ranges: Vec<Ranges> = numbers
+        .iter()
+        .map(|n| layout.frame(*n))
+        .collect::<Result<_, _>>()?;
+    let accept = parse_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    let Some(form) = choose_form(&accept, &layout) else {
+        return Err(WebError::NotAcceptable(format!(
+            "frames of this instance are offered as multipart/related; type=\"{}\" (stored, transfer-syntax={}) \
+             or decoded where possible as application/octet-stream",
+            frame_media_type(&layout.transfer_syntax),
+            layout.transfer_syntax
+        )));
+    };
+    Ok((layout, ranges, form))
 }
 
 /// Decode compressed frames to native pixels (the whole instance is read: dicom-pixeldata
@@ -274,34 +293,48 @@ pub async fn bulkdata(
     let caller: Caller = c.0;
     let (items, last) = parse_tag_path(&tag_path)
         .ok_or_else(|| WebError::BadRequest(format!("invalid bulk data path {tag_path:?}")))?;
-    let loc = wado::locate_instance(&state, &caller, &study, &series, &sop).await?;
-    let locations = [loc.clone()];
-    let accept = parse_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
-    let (obj, layout) = read_instance(&state.blobs, &loc).await?;
+    let (loc, mut ticket) = wado::locate_instance(&state, &caller, &study, &series, &sop).await?;
+    ticket.touch(std::slice::from_ref(&loc));
     let detail = format!("bulk data {tag_path} of one instance");
+    let answered = bulk_response(&state, &loc, (&items, last, &tag_path), &headers).await;
+    match &answered {
+        Ok(_) => ticket.finish("success", detail).await,
+        Err(e) => ticket.finish("failure", e.to_string()).await,
+    }
+    answered
+}
+
+/// One bulk data value: Pixel Data as stored (native: one range of the file, with Range
+/// support; encapsulated: one part per frame), any other value from the parsed data set.
+async fn bulk_response(
+    state: &WebState,
+    loc: &InstanceLocation,
+    (items, last, tag_path): (&[(Tag, usize)], Tag, &str),
+    headers: &HeaderMap,
+) -> Result<Response, WebError> {
+    let accept = parse_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    let (obj, layout) = read_instance(state.core.blobs(), loc).await?;
+    let path = state.core.blobs().path(&loc.blob_key);
     if items.is_empty() && last == PIXEL_DATA {
         let layout = layout.ok_or(FrameError::NoPixelData)?;
         if let Some(value) = layout.native_value {
-            let path = state.blobs.path(&loc.blob_key);
-            let response = if wants_bare(&accept) {
+            return if wants_bare(&accept) {
                 super::ranged::file_response(
                     &path,
                     Some(value),
                     "application/octet-stream",
-                    &headers,
+                    headers,
                 )
-                .await?
+                .await
             } else {
                 let ranges = vec![vec![value]];
-                stored_multipart(
+                Ok(stored_multipart(
                     &path,
                     "application/octet-stream",
                     "application/octet-stream",
                     ranges,
-                )
+                ))
             };
-            wado::audit(&state, &caller, &locations, "success", detail).await;
-            return Ok(response);
         }
         // Encapsulated: every frame as stored, one part each.
         let media = frame_media_type(&layout.transfer_syntax);
@@ -309,18 +342,15 @@ pub async fn bulkdata(
             .map(|n| layout.frame(n))
             .collect::<Result<_, _>>()?;
         let part_type = format!("{media}; transfer-syntax={}", layout.transfer_syntax);
-        let path = state.blobs.path(&loc.blob_key);
-        wado::audit(&state, &caller, &locations, "success", detail).await;
         return Ok(stored_multipart(&path, media, &part_type, ranges));
     }
-    let bytes = value_at(&obj, &items, last)
+    let bytes = value_at(&obj, items, last)
         .ok_or_else(|| WebError::NotFound(format!("no bulk data at {tag_path}")))?;
-    wado::audit(&state, &caller, &locations, "success", detail).await;
     if wants_bare(&accept) {
         return super::ranged::bytes_response(
             Bytes::from(bytes),
             "application/octet-stream",
-            &headers,
+            headers,
         );
     }
     let boundary = multipart::new_boundary();

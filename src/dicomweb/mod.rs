@@ -9,16 +9,16 @@
 //! - [`media`], [`json`], [`multipart`]: media types, the DICOM JSON model, multipart bodies;
 //!   [`producer`] writes streamed bodies from one blocking thread per response.
 //!
-//! Every request asks the trust decision point first and leaves one audit event.
+//! Searches and retrieves are answered by the core (`crate::core`), which asks the trust
+//! decision point and owes each request its one audit event; this front translates HTTP into
+//! its queries and selections and writes the answers.
 
 pub mod bulk;
 pub mod delete;
 pub mod frames;
-pub mod guard;
 pub mod json;
 pub mod media;
 pub mod multipart;
-pub mod passthrough;
 pub mod producer;
 pub mod qido;
 pub mod qido_params;
@@ -113,6 +113,23 @@ impl IntoResponse for WebError {
             _ => {}
         }
         response
+    }
+}
+
+impl From<crate::core::CoreError> for WebError {
+    fn from(e: crate::core::CoreError) -> Self {
+        use crate::core::{CoreError, Refusal};
+        match e {
+            CoreError::Refused(Refusal::Unauthenticated(why)) => WebError::Unauthorized(why),
+            CoreError::Refused(Refusal::Forbidden(why)) => WebError::Forbidden(why),
+            CoreError::Refused(Refusal::Unavailable(why)) => WebError::Unavailable(why),
+            CoreError::NotFound(why) => WebError::NotFound(why),
+            CoreError::Source(e) => WebError::BadGateway(format!(
+                "the {} could not answer: {}",
+                e.source_name, e.message
+            )),
+            CoreError::Index(e) => WebError::Internal(e.to_string()),
+        }
     }
 }
 

@@ -4,11 +4,11 @@
 use super::json::{put, vr_of};
 use super::media::{covers, parse_accept};
 use super::qido_params::{self, IncludeFields};
-use super::{admit, base_url, WebCaller, WebError, WebState};
+use super::{base_url, WebCaller, WebError, WebState};
 use crate::core::query::indexed_attr_by_keyword;
 use crate::core::query::{computed, Level, Match, Query, INDEXED_ATTRS};
-use crate::core::Matcher;
-use crate::trust::{Operation, Outcome};
+use crate::core::{Found, Matcher};
+use crate::trust::Operation;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -162,16 +162,16 @@ async fn search(
     raw: Option<String>,
 ) -> Result<Response, WebError> {
     let caller = caller.0;
-    admit(&state, &caller, Operation::QidoRs).await?;
+    let ticket = state.core.admit(&caller, Operation::QidoRs).await?;
     // PS3.18 10.6.1.2: answers are DICOM JSON here (the XML model is not offered).
     let accept = parse_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     if !accept
         .iter()
         .any(|r| covers(&r.essence, "application/dicom+json") || r.essence == "application/json")
     {
-        return Err(WebError::NotAcceptable(
-            "search results are offered as application/dicom+json".into(),
-        ));
+        let why = "search results are offered as application/dicom+json";
+        ticket.finish("failure", why).await;
+        return Err(WebError::NotAcceptable(why.into()));
     }
     let mut query = Query::new(level);
     for (keyword, uid) in [
@@ -190,46 +190,18 @@ async fn search(
     ) {
         Ok(r) => r,
         Err(e) => {
-            let outcome = Outcome {
-                result: "failure".into(),
-                detail: e.to_string(),
-                ..Default::default()
-            };
-            state.trust.audit(&caller, Operation::QidoRs, outcome).await;
+            ticket.finish("failure", e.to_string()).await;
             return Err(WebError::BadRequest(e.to_string()));
         }
     };
-    let mut request = request;
-    request.query = state.trust.scope_query(&caller, request.query);
-    // Gateway mode: the PACS is the source of truth, merged with what only the cache holds.
-    let matches = match &state.gateway {
-        Some(gateway) => {
-            let max = state.config.dicomweb.max_results as usize;
-            match gateway.find(&request.query, max).await {
-                Ok(m) => m,
-                Err(e) => {
-                    let e = super::passthrough::pacs_failed(&state, &caller, Operation::QidoRs, e);
-                    return Err(e.await);
-                }
-            }
-        }
-        None => state.index.find(&request.query).await?,
-    };
-    // Only the patients this caller may see (token binding, consent); a search that names a
-    // patient who is refused is a 403, others just leave the withheld patients out.
-    let (matches, decisions) = state.trust.filter_matches(&caller, matches).await;
-    let grounds = crate::trust::policy::grounds(&decisions);
-    if let Some(refused) = crate::trust::policy::named_patient_refused(&request.query, &decisions) {
-        let outcome = Outcome {
-            result: "refused".into(),
-            detail: refused.clone(),
-            grounds,
-            patient_ids: decisions.keys().cloned().collect(),
-            ..Default::default()
-        };
-        state.trust.audit(&caller, Operation::QidoRs, outcome).await;
-        return Err(WebError::Forbidden(refused));
-    }
+    // The cache, and in gateway mode the PACS (the source of truth) merged with what only
+    // the cache holds; only the patients this caller may see (a search naming a refused
+    // patient is a 403).
+    let max = state.config.dicomweb.max_results as usize;
+    let Found {
+        matches,
+        mut ticket,
+    } = state.core.query(ticket, request.query, max).await?;
     let base = base_url(&state, &headers);
     let tags = returned_tags(level, &scope, &request.include);
     let body: Vec<Json> = matches
@@ -237,27 +209,12 @@ async fn search(
         .map(|m| result_json(m, level, &tags, &base))
         .collect();
 
-    let distinct = |k: &str| -> Vec<String> {
-        let tag = keyword_tag(k).expect("indexed");
-        let set: BTreeSet<String> = matches
-            .iter()
-            .filter_map(|m| m.get(&tag).cloned())
-            .collect();
-        set.into_iter().collect()
-    };
-    let outcome = Outcome {
-        patient_ids: distinct("PatientID"),
-        study_uids: distinct("StudyInstanceUID"),
-        result: "success".into(),
-        detail: format!("{} {} matches", matches.len(), level.code()),
-        grounds,
-    };
+    for m in &matches {
+        ticket.touch_match(m);
+    }
+    let detail = format!("{} {} matches", matches.len(), level.code());
     // Fail closed: no answer leaves without its audit record.
-    if let Err(e) = state
-        .trust
-        .audit_before_answer(&caller, Operation::QidoRs, outcome)
-        .await
-    {
+    if let Err(e) = ticket.finish_before_answer("success", detail).await {
         return Err(WebError::Unavailable(e.to_string()));
     }
 

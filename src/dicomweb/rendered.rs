@@ -175,32 +175,29 @@ async fn respond(
     let caller = caller.0;
     // Admitted (and audited when refused) before anything else; a bad request is then a
     // failure with its own record, like every other request.
-    let found = wado::locate(&state, &caller, &selection).await?;
+    let (found, mut ticket) = wado::locate(&state, &caller, &selection).await?;
     let checked = parse_params(raw.as_deref().unwrap_or(""))
         .and_then(|params| Ok((params, output_format(&headers)?)));
     let (params, format) = match checked {
         Ok(ok) => ok,
         Err(e) => {
-            wado::audit(&state, &caller, &[], "failure", e.to_string()).await;
+            ticket.finish("failure", e.to_string()).await;
             return Err(e);
         }
     };
-    let locations = vec![representative(&found).clone()];
-    let path = state.blobs.path(&locations[0].blob_key);
+    let chosen = representative(&found).clone();
+    ticket.touch(std::slice::from_ref(&chosen));
+    let path = state.core.blobs().path(&chosen.blob_key);
     let rendered =
         tokio::task::spawn_blocking(move || render(&path, frame, &params, thumbnail, format))
             .await
-            .map_err(|e| WebError::Internal(e.to_string()))?;
+            .map_err(|e| e.to_string())
+            .and_then(|r| r);
     match rendered {
         Ok(bytes) => {
-            wado::audit(
-                &state,
-                &caller,
-                &locations,
-                "success",
-                format!("rendered frame {frame}"),
-            )
-            .await;
+            ticket
+                .finish("success", format!("rendered frame {frame}"))
+                .await;
             let ct = if format == image::ImageFormat::Png {
                 "image/png"
             } else {
@@ -209,7 +206,7 @@ async fn respond(
             Ok(([(header::CONTENT_TYPE, ct)], bytes).into_response())
         }
         Err(problem) => {
-            wado::audit(&state, &caller, &locations, "failure", problem.clone()).await;
+            ticket.finish("failure", problem.clone()).await;
             Err(WebError::NotAcceptable(problem))
         }
     }

@@ -1,24 +1,24 @@
 //! WADO-RS instance and metadata retrieval (PS3.18 10.4): studies, series and instances as
-//! `multipart/related; type="application/dicom"` streamed part by part from the blob store,
-//! and `/metadata` as a streamed DICOM JSON array with BulkDataURIs.
+//! `multipart/related; type="application/dicom"` streamed part by part, and `/metadata` as a
+//! streamed DICOM JSON array with BulkDataURIs. Where the instances come from (the cache, or
+//! a fetch from the PACS streamed as it arrives) is the core's business: this front reads
+//! [`Instances`] and writes them.
 
 use super::json::{dataset_json, tag_key, BulkData};
 use super::media::{instance_choices, parse_accept, Framing, SyntaxRequest};
 use super::multipart;
 use super::producer::{self, SendError};
 use super::transcode::{plan, transcode_file, Plan};
-use super::{admit, base_url, WebCaller, WebError, WebState};
-use crate::core::{InstanceLocation, Selection};
+use super::{base_url, WebCaller, WebError, WebState};
+use crate::core::{Delivery, InstanceLocation, Instances, Retrieval, Selection, Ticket};
 use crate::dimse::dataset::{open_stored, Extent, PIXEL_DATA};
-use crate::pacs::gateway::Source;
 use crate::store::BlobStore;
-use crate::trust::{Caller, Operation, Outcome};
+use crate::trust::{Caller, Operation};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::Value as Json;
-use std::collections::BTreeSet;
 
 pub fn selection(study: &str, series: Option<&str>, instance: Option<&str>) -> Selection {
     Selection {
@@ -29,79 +29,16 @@ pub fn selection(study: &str, series: Option<&str>, instance: Option<&str>) -> S
     }
 }
 
-/// Audit one WADO-RS operation over `locations`.
-pub async fn audit(
-    state: &WebState,
-    caller: &Caller,
-    locations: &[InstanceLocation],
-    result: &str,
-    detail: String,
-) {
-    let mut touched = Touched::default();
-    touched.add(locations);
-    touched.audit(state, caller, result, detail).await;
-}
-
-/// The patients and studies a retrieve touched, gathered page by page for its audit event.
-#[derive(Debug, Default)]
-pub struct Touched {
-    patients: BTreeSet<String>,
-    studies: BTreeSet<String>,
-}
-
-impl Touched {
-    pub fn add(&mut self, locations: &[InstanceLocation]) {
-        for l in locations {
-            self.patients.insert(l.patient_id.clone());
-            self.studies.insert(l.study_instance_uid.clone());
-        }
-    }
-
-    pub async fn audit(self, state: &WebState, caller: &Caller, result: &str, detail: String) {
-        let outcome = Outcome {
-            patient_ids: self.patients.into_iter().collect(),
-            study_uids: self.studies.into_iter().collect(),
-            result: result.into(),
-            detail,
-            grounds: String::new(),
-        };
-        state.trust.audit(caller, Operation::WadoRs, outcome).await;
-    }
-}
-
-/// 404 for a selection that names no stored instance (audited).
-async fn not_found(state: &WebState, caller: &Caller, selection: &Selection) -> WebError {
-    let what = format!(
-        "no instances for study {:?} series {:?} instance {:?}",
-        selection.study_uids, selection.series_uids, selection.sop_instance_uids
-    );
-    audit(state, caller, &[], "failure", what.clone()).await;
-    WebError::NotFound(what)
-}
-
-/// The whole decision for a retrieve: the caller, then the patients of the selection.
-async fn admit_retrieve(
-    state: &WebState,
-    caller: &Caller,
-    selection: &Selection,
-) -> Result<(), WebError> {
-    admit(state, caller, Operation::WadoRs).await?;
-    super::guard::admit_patients(state, caller, Operation::WadoRs, selection).await
-}
-
-/// Admit the caller and find the selected instances; 404 (audited) when there are none.
+/// Admit the caller and find the selected instances once the cache holds them all (frames,
+/// bulk data, rendered); 404 when there are none. Refusals and failures are audited by the
+/// core; on success the ticket owes the request's record.
 pub async fn locate(
     state: &WebState,
     caller: &Caller,
     selection: &Selection,
-) -> Result<Vec<InstanceLocation>, WebError> {
-    admit_retrieve(state, caller, selection).await?;
-    super::passthrough::ensure_cached(state, caller, selection).await?;
-    let locations = state.index.locate(selection).await?;
-    if locations.is_empty() {
-        return Err(not_found(state, caller, selection).await);
-    }
-    Ok(locations)
+) -> Result<(Vec<InstanceLocation>, Ticket), WebError> {
+    let ticket = state.core.admit(caller, Operation::WadoRs).await?;
+    Ok(state.core.locate(ticket, selection.clone()).await?)
 }
 
 /// [`locate`] for one instance named by its three UIDs.
@@ -111,10 +48,10 @@ pub async fn locate_instance(
     study: &str,
     series: &str,
     sop: &str,
-) -> Result<InstanceLocation, WebError> {
+) -> Result<(InstanceLocation, Ticket), WebError> {
     let sel = selection(study, Some(series), Some(sop));
-    let mut found = locate(state, caller, &sel).await?;
-    Ok(found.swap_remove(0))
+    let (mut found, ticket) = locate(state, caller, &sel).await?;
+    Ok((found.swap_remove(0), ticket))
 }
 
 pub async fn study(
@@ -151,62 +88,8 @@ pub async fn instance(
     .await
 }
 
-/// Instances per index page while a study streams: the instance list in memory stays
-/// bounded whatever the study's size.
-const PAGE: u32 = 256;
-
-/// The instances of a selection, [`PAGE`] index rows at a time, in `locate` order.
-struct Pages {
-    selection: Selection,
-    offset: u32,
-    done: bool,
-}
-
-impl Pages {
-    fn new(selection: Selection) -> Self {
-        Pages {
-            selection,
-            offset: 0,
-            done: false,
-        }
-    }
-
-    /// The next page; `None` after the last one.
-    async fn next(
-        &mut self,
-        index: &dyn crate::store::Index,
-    ) -> Result<Option<Vec<InstanceLocation>>, crate::store::IndexError> {
-        if self.done {
-            return Ok(None);
-        }
-        let page = index
-            .locate_page(&self.selection, self.offset, PAGE)
-            .await?;
-        self.offset += PAGE;
-        self.done = page.len() < PAGE as usize;
-        Ok(Some(page))
-    }
-
-    /// Whether the page just returned was the last one.
-    fn at_end(&self) -> bool {
-        self.done
-    }
-}
-
-/// Admit the caller and check that the selection names stored instances (404, audited, when
-/// not); returns their distinct transfer syntaxes.
-async fn admit_stored(
-    state: &WebState,
-    caller: &Caller,
-    selection: &Selection,
-) -> Result<Vec<String>, WebError> {
-    admit(state, caller, Operation::WadoRs).await?;
-    let stored = state.index.transfer_syntaxes(selection).await?;
-    if stored.is_empty() {
-        return Err(not_found(state, caller, selection).await);
-    }
-    Ok(stored)
-}
+const NOT_ACCEPTABLE: &str =
+    "acceptable: multipart/related; type=\"application/dicom\" (PS3.18 10.4.1.2)";
 
 async fn retrieve(
     state: WebState,
@@ -215,102 +98,127 @@ async fn retrieve(
     selection: Selection,
     single_resource: bool,
 ) -> Result<Response, WebError> {
-    admit_retrieve(&state, &caller, &selection).await?;
-    let mut pin = None;
-    if let (Some(gateway), Some(study)) = (state.gateway.clone(), selection.study_uids.first()) {
-        match gateway.resolve(&selection).await {
-            Ok(Source::Pacs(follower)) => {
-                let streamed = super::passthrough::retrieve(
-                    state.clone(),
-                    caller.clone(),
-                    &headers,
-                    selection.clone(),
-                    single_resource,
-                    follower,
-                )
-                .await?;
-                if let Some(response) = streamed {
-                    return Ok(response);
-                }
-            }
-            Ok(Source::Cache) => {}
-            Err(e) => {
-                let e = super::passthrough::pacs_failed(&state, &caller, Operation::WadoRs, e);
-                return Err(e.await);
-            }
-        }
-        // Streamed from the cache: not evicted meanwhile.
-        pin = Some(gateway.fetches.pin(study));
-    }
-    let stored = admit_stored(&state, &caller, &selection).await?;
+    let ticket = state.core.admit(&caller, Operation::WadoRs).await?;
     let accept = parse_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     let choices = instance_choices(&accept, single_resource);
     if choices.is_empty() {
-        return Err(WebError::NotAcceptable(
-            "acceptable: multipart/related; type=\"application/dicom\" (PS3.18 10.4.1.2)".into(),
-        ));
+        ticket.finish("failure", NOT_ACCEPTABLE).await;
+        return Err(WebError::NotAcceptable(NOT_ACCEPTABLE.into()));
     }
-    // Decided before the first byte: a syntax some instance cannot be given in is a 406.
-    let producible = |ts: &SyntaxRequest| stored.iter().all(|s| plan(s, ts) != Plan::Impossible);
-    let Some((framing, syntax)) = choices.iter().find(|(_, ts)| producible(ts)).cloned() else {
+    // A single `application/dicom` body is answered once the instance is cached; parts
+    // stream from the first instance.
+    let delivery = match choices[0].0 {
+        Framing::Single => Delivery::Cached,
+        _ => Delivery::Streamed,
+    };
+    let mut retrieval = state.core.retrieve(ticket, selection, delivery).await?;
+    // Decided before the first byte where the stored syntaxes are known: a syntax some
+    // instance cannot be given in is a 406. Instances streamed from a fetch are planned one
+    // by one (the first choice; one that cannot be produced fails its part).
+    let chosen = match &retrieval.stored_syntaxes {
+        Some(stored) => {
+            let producible =
+                |ts: &SyntaxRequest| stored.iter().all(|s| plan(s, ts) != Plan::Impossible);
+            choices.iter().find(|(_, ts)| producible(ts)).cloned()
+        }
+        None => choices.first().cloned(),
+    };
+    let Some((framing, syntax)) = chosen else {
         let detail = format!(
-            "cannot produce the requested transfer syntax from instances stored as {stored:?}; \
-             ask for transfer-syntax=* to get them as stored"
+            "cannot produce the requested transfer syntax from instances stored as {:?}; \
+             ask for transfer-syntax=* to get them as stored",
+            retrieval.stored_syntaxes.unwrap_or_default()
         );
-        let locations = state.index.locate(&selection).await?;
-        audit(&state, &caller, &locations, "failure", detail.clone()).await;
+        if let Ok(all) = retrieval.instances.rest().await {
+            retrieval.ticket.touch(&all);
+        }
+        retrieval.ticket.finish("failure", detail.clone()).await;
         return Err(WebError::NotAcceptable(detail));
     };
     if framing == Framing::Single {
-        let locations = state.index.locate(&selection).await?;
-        let Some(loc) = locations.into_iter().next() else {
-            return Err(not_found(&state, &caller, &selection).await);
+        let first = match retrieval.instances.next_batch().await {
+            Some(Ok(batch)) => batch.into_iter().next(),
+            _ => None,
         };
-        return single_instance(&state, &caller, &headers, loc, &syntax).await;
+        let Some(loc) = first else {
+            retrieval.ticket.finish("failure", "no instance").await;
+            return Err(WebError::NotFound("no instance".into()));
+        };
+        return single_instance(&state, retrieval.ticket, &headers, loc, &syntax).await;
     }
     let boundary = multipart::new_boundary();
     let (tx, body) = multipart::channel_body();
     let content_type = multipart::content_type(&boundary, "application/dicom", None);
     tokio::spawn(async move {
-        let _pin = pin;
-        let (mut touched, mut sent) = (Touched::default(), 0usize);
-        let mut pages = Pages::new(selection);
-        let result = loop {
-            let page = match pages.next(state.index.as_ref()).await {
-                Ok(Some(page)) => page,
-                Ok(None) => break "success",
-                Err(e) => {
-                    tx.fail(e.to_string()).await;
-                    break "failure";
-                }
-            };
-            touched.add(&page);
-            let last = pages.at_end();
-            let (blobs, syntax, boundary, tx) = (
-                state.blobs.clone(),
-                syntax.clone(),
-                boundary.clone(),
-                tx.clone(),
-            );
-            let produced = tokio::task::spawn_blocking(move || {
-                producer::instances(&blobs, &page, &syntax, &boundary, &tx, last)
-            })
-            .await;
-            let Ok((page_sent, end)) = produced else {
-                break "failure";
-            };
-            sent += page_sent;
-            match end {
-                Ok(()) if last => break "success",
-                Ok(()) => {}
-                Err(SendError::Disconnected) => break "cancelled",
-                Err(SendError::Failed(_)) => break "failure",
-            }
-        };
-        let detail = format!("{sent} instances sent");
-        touched.audit(&state, &caller, result, detail).await;
+        let Retrieval {
+            mut instances,
+            mut ticket,
+            from,
+            ..
+        } = retrieval;
+        let (result, sent) =
+            send_instances(&state, &mut instances, &mut ticket, &syntax, &boundary, &tx).await;
+        // A fetch whose last follower leaves is cancelled: before the record is written.
+        drop(instances);
+        let mut detail = format!("{sent} instances sent");
+        if from != "cache" {
+            detail.push_str(&format!(", streamed from the {from}"));
+        }
+        ticket.finish(result, detail).await;
     });
     Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
+}
+
+/// Write every instance as a part, a batch per blocking producer call (a page from the
+/// cache; one instance from a fetch, flushed to the client at once); then the closing
+/// boundary. Returns the audit result and the instances sent.
+async fn send_instances(
+    state: &WebState,
+    instances: &mut Instances,
+    ticket: &mut Ticket,
+    syntax: &SyntaxRequest,
+    boundary: &str,
+    tx: &multipart::BodySender,
+) -> (&'static str, usize) {
+    let mut sent = 0usize;
+    loop {
+        let batch = match instances.next_batch().await {
+            Some(Ok(batch)) => batch,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "WADO-RS retrieve ended incomplete");
+                tx.fail(e.to_string()).await;
+                return ("failure", sent);
+            }
+            None => {
+                if tx.send(multipart::closing(boundary)).await.is_err() {
+                    return ("cancelled", sent);
+                }
+                return ("success", sent);
+            }
+        };
+        ticket.touch(&batch);
+        let last = instances.at_end();
+        let (blobs, syntax, boundary_owned, tx_owned) = (
+            state.core.blobs().clone(),
+            syntax.clone(),
+            boundary.to_string(),
+            tx.clone(),
+        );
+        let produced = tokio::task::spawn_blocking(move || {
+            producer::instances(&blobs, &batch, &syntax, &boundary_owned, &tx_owned, last)
+        })
+        .await;
+        let Ok((batch_sent, end)) = produced else {
+            return ("failure", sent);
+        };
+        sent += batch_sent;
+        match end {
+            Ok(()) if last => return ("success", sent),
+            Ok(()) => {}
+            Err(SendError::Disconnected) => return ("cancelled", sent),
+            Err(SendError::Failed(_)) => return ("failure", sent),
+        }
+    }
 }
 
 async fn transcode_blob(
@@ -329,43 +237,42 @@ async fn transcode_blob(
 /// A single-instance resource as a bare `application/dicom` body, with ETag and Range.
 async fn single_instance(
     state: &WebState,
-    caller: &Caller,
+    mut ticket: Ticket,
     headers: &HeaderMap,
     loc: InstanceLocation,
     syntax: &SyntaxRequest,
 ) -> Result<Response, WebError> {
-    let locations = [loc.clone()];
+    ticket.touch(std::slice::from_ref(&loc));
+    let blobs = state.core.blobs();
     let response = match plan(&loc.transfer_syntax_uid, syntax) {
         Plan::AsStored => {
             let ct = format!(
                 "application/dicom; transfer-syntax={}",
                 loc.transfer_syntax_uid
             );
-            let path = state.blobs.path(&loc.blob_key);
-            super::ranged::file_response(&path, None, &ct, headers).await?
+            let path = blobs.path(&loc.blob_key);
+            super::ranged::file_response(&path, None, &ct, headers).await
         }
         Plan::Transcode(target) => {
-            let bytes = transcode_blob(&state.blobs, &loc, &target)
-                .await
-                .map_err(WebError::Internal)?;
+            let bytes = match transcode_blob(blobs, &loc, &target).await {
+                Ok(b) => b,
+                Err(problem) => {
+                    ticket.finish("failure", problem.clone()).await;
+                    return Err(WebError::Internal(problem));
+                }
+            };
             let ct = format!("application/dicom; transfer-syntax={target}");
-            super::ranged::bytes_response(Bytes::from(bytes), &ct, headers)?
+            super::ranged::bytes_response(Bytes::from(bytes), &ct, headers)
         }
-        Plan::Impossible => {
-            return Err(WebError::NotAcceptable(
-                "cannot produce the requested transfer syntax".into(),
-            ))
-        }
+        Plan::Impossible => Err(WebError::NotAcceptable(
+            "cannot produce the requested transfer syntax".into(),
+        )),
     };
-    audit(
-        state,
-        caller,
-        &locations,
-        "success",
-        "1 instance sent".into(),
-    )
-    .await;
-    Ok(response)
+    match &response {
+        Ok(_) => ticket.finish("success", "1 instance sent").await,
+        Err(e) => ticket.finish("failure", e.to_string()).await,
+    }
+    response
 }
 
 pub async fn study_metadata(
@@ -402,56 +309,59 @@ async fn metadata(
     headers: HeaderMap,
     selection: Selection,
 ) -> Result<Response, WebError> {
-    admit_retrieve(&state, &caller, &selection).await?;
-    super::passthrough::ensure_cached(&state, &caller, &selection).await?;
-    admit_stored(&state, &caller, &selection).await?;
+    let ticket = state.core.admit(&caller, Operation::WadoRs).await?;
     let accept = parse_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     if !accept.iter().any(|r| {
         super::media::covers(&r.essence, "application/dicom+json")
             || r.essence == "application/json"
     }) {
-        return Err(WebError::NotAcceptable(
-            "metadata is offered as application/dicom+json".into(),
-        ));
+        let why = "metadata is offered as application/dicom+json";
+        ticket.finish("failure", why).await;
+        return Err(WebError::NotAcceptable(why.into()));
     }
+    let retrieval = state
+        .core
+        .retrieve(ticket, selection, Delivery::Cached)
+        .await?;
     let base = base_url(&state, &headers);
     let (tx, body) = multipart::channel_body();
     tokio::spawn(async move {
-        let (mut touched, mut sent) = (Touched::default(), 0usize);
-        let mut pages = Pages::new(selection);
-        // One JSON array over all pages: `[` before the first instance, `,` between.
-        let result = 'pages: loop {
-            let page = match pages.next(state.index.as_ref()).await {
-                Ok(Some(page)) => page,
-                Ok(None) => break "success",
-                Err(e) => {
+        let Retrieval {
+            mut instances,
+            mut ticket,
+            ..
+        } = retrieval;
+        let mut sent = 0usize;
+        // One JSON array over all batches: `[` before the first instance, `,` between.
+        let result = 'batches: loop {
+            let batch = match instances.next_batch().await {
+                Some(Ok(batch)) => batch,
+                None => break "success",
+                Some(Err(e)) => {
                     tx.fail(e.to_string()).await;
                     break "failure";
                 }
             };
-            touched.add(&page);
-            for loc in &page {
-                let json = match instance_json(&state.blobs, loc, &base).await {
+            ticket.touch(&batch);
+            for loc in &batch {
+                let json = match instance_json(state.core.blobs(), loc, &base).await {
                     Ok(j) => j,
                     Err(problem) => {
                         tracing::error!(sop = %loc.sop_instance_uid, %problem, "metadata failed");
                         tx.fail(problem).await;
-                        break 'pages "failure";
+                        break 'batches "failure";
                     }
                 };
                 let mut chunk = Vec::with_capacity(4096);
                 chunk.push(if sent == 0 { b'[' } else { b',' });
                 if serde_json::to_writer(&mut chunk, &json).is_err() {
                     tx.fail("metadata does not serialize".into()).await;
-                    break 'pages "failure";
+                    break 'batches "failure";
                 }
                 if tx.send(Bytes::from(chunk)).await.is_err() {
-                    break 'pages "cancelled";
+                    break 'batches "cancelled";
                 }
                 sent += 1;
-            }
-            if pages.at_end() {
-                break "success";
             }
         };
         let close: &'static [u8] = if sent == 0 { b"[]" } else { b"]" };
@@ -459,8 +369,9 @@ async fn metadata(
             "success" if tx.send(Bytes::from_static(close)).await.is_err() => "cancelled",
             other => other,
         };
-        let detail = format!("metadata of {sent} instances");
-        touched.audit(&state, &caller, result, detail).await;
+        ticket
+            .finish(result, format!("metadata of {sent} instances"))
+            .await;
     });
     Ok((
         [(

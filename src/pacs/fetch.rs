@@ -6,7 +6,6 @@
 //! (PS3.7 9.3.2.3 / 9.3.3.3) and the retrieve ends with the PACS's final response.
 
 use super::{Pacs, PacsError};
-use crate::core::{InstanceLocation, Selection};
 use crate::dimse::association::{describe_event, AssociationError};
 use crate::dimse::command::{CommandField, CommandSet};
 use crate::dimse::dataset::{self, QUERY_RETRIEVE_LEVEL};
@@ -15,42 +14,16 @@ use crate::dimse::scp::store::{expected, receive_blob, Failure};
 use crate::dimse::status::code;
 use crate::dimse::status::{self, Category};
 use crate::dimse::{sop, Association, Event};
+use crate::model::Selection;
 use crate::store::ingest::{index_batch, store_blob_deferred, IngestFailure, Ingested};
 use crate::store::InstanceRecord;
-use crate::store::{BlobStore, Index};
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_object::InMemDicomObject;
 use futures::stream::{FuturesOrdered, StreamExt};
 use std::time::Duration;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
-/// The final counts of a retrieve, and how many instances reached the store.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FetchReport {
-    pub status: u16,
-    pub completed: u16,
-    pub failed: u16,
-    pub warning: u16,
-    /// Instances stored and handed on.
-    pub received: usize,
-    /// Every storage context we proposed compressed was accepted, and the PACS failed all.
-    pub compressed_failed: bool,
-    /// C-MOVE: sub-operations that came without Move Originator fields.
-    pub without_originator: usize,
-    /// C-MOVE: the final response came before every sub-operation had arrived.
-    pub final_before_subops: bool,
-    /// Acknowledged to the PACS but not stored or not indexed: not in the cache.
-    pub not_cached: usize,
-}
-
-/// Where fetched instances go.
-pub struct Sink<'a> {
-    pub blobs: &'a BlobStore,
-    pub index: &'a dyn Index,
-    pub out: &'a mpsc::Sender<InstanceLocation>,
-    pub cancel: &'a CancellationToken,
-}
+// A fetch's report and sink are the core's, shared by every source.
+pub use crate::core::source::{FetchReport, Sink};
 
 /// The retrieve identifier for a selection (PS3.4 C.6.2.1 unique keys, Study Root).
 pub fn identifier(selection: &Selection) -> InMemDicomObject {

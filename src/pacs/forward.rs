@@ -11,12 +11,12 @@
 //!   attempt, or `failed` after [`RetryPolicy::max_attempts`].
 //! - [`queue`] / [`job_json`]: the queue as `beeldbrug forward` and `GET /admin/forward` show it.
 
-use super::cache::now;
-use super::gateway::Gateway;
-use crate::core::{InstanceLocation, Selection};
+use super::source::PacsSource as Gateway;
+use crate::core::cache::now;
 use crate::dimse::scp::ScpContext;
 use crate::dimse::scu::send::{propose_for, send_stored, SendError};
 use crate::dimse::status::{self, Category};
+use crate::model::{InstanceLocation, Selection};
 use crate::store::index::ForwardJob;
 use crate::store::{Index, IndexError};
 use crate::trust::{Caller, Operation, Outcome};

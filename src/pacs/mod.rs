@@ -8,22 +8,19 @@
 //! - [`fetch`]: C-GET and C-MOVE retrieves that store each instance as it arrives.
 //! - [`moves`]: routes the C-STORE sub-operations of our C-MOVEs, which arrive on our own
 //!   SCP, to the retrieve that asked for them.
-//! - [`shared`]: one retrieve per study shared by every request, with back-pressure and
-//!   cancellation; [`cache`]: when the cache may answer, refresh and eviction.
+//! - [`source`]: the PACS behind the core's one `Source` contract (find, count, fetch).
 //! - [`probe`]: the capability probe: what the PACS supports, as a report, and the retrieve
 //!   mode it recommends.
 //! - [`forward`]: studies received by STOW-RS forwarded to the PACS by C-STORE, through a
 //!   durable queue with retries.
 
-pub mod cache;
 pub mod config;
 pub mod fetch;
 pub mod forward;
-pub mod gateway;
 pub mod moves;
 pub mod probe;
 pub mod query;
-pub mod shared;
+pub mod source;
 
 use crate::dimse::association::{Association, AssociationError};
 use crate::dimse::negotiate::{LinkOptions, ProposedContext};

@@ -6,7 +6,7 @@
 //! Each retrieve's channel holds one instance: the SCP waits to acknowledge the next
 //! sub-operation until the retrieve took the last one, so a slow client slows the PACS.
 
-use crate::core::{InstanceLocation, Selection};
+use crate::model::{InstanceLocation, Selection};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 

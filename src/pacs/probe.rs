@@ -23,7 +23,7 @@ use find::check_find;
 use retrieve::{check_get, check_move, Store};
 
 use super::config::RetrieveMode;
-use super::gateway::Gateway;
+use super::source::PacsSource as Gateway;
 use super::{Pacs, PacsError};
 use crate::config::Config;
 use crate::dimse::association::AssociationError;

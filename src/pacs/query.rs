@@ -4,13 +4,12 @@
 //! is matched here on the results.
 
 use super::{Pacs, PacsError};
-use crate::core::query::{computed, indexed_attr, Level, Match, Matcher, Query, INDEXED_ATTRS};
-use crate::core::Selection;
 use crate::dimse::dataset::{self, QUERY_RETRIEVE_LEVEL, SPECIFIC_CHARACTER_SET};
 use crate::dimse::scu::{find_context, find_raw};
 use crate::dimse::sop;
 use crate::dimse::status::{self, Category};
-use crate::store::index::normalize_name;
+use crate::model::query::{computed, indexed_attr, Level, Match, Matcher, Query, INDEXED_ATTRS};
+use crate::model::Selection;
 use dicom_core::header::Header;
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_object::InMemDicomObject;
@@ -30,10 +29,10 @@ fn computed_keys(level: Level) -> &'static [Tag] {
 
 fn vr_of(tag: Tag) -> VR {
     match indexed_attr(tag).map(|a| a.kind) {
-        Some(crate::core::AttrKind::PersonName) => VR::PN,
-        Some(crate::core::AttrKind::Date) => VR::DA,
-        Some(crate::core::AttrKind::Time) => VR::TM,
-        Some(crate::core::AttrKind::Uid) => VR::UI,
+        Some(crate::model::AttrKind::PersonName) => VR::PN,
+        Some(crate::model::AttrKind::Date) => VR::DA,
+        Some(crate::model::AttrKind::Time) => VR::TM,
+        Some(crate::model::AttrKind::Uid) => VR::UI,
         _ => match tag {
             computed::MODALITIES_IN_STUDY | QUERY_RETRIEVE_LEVEL => VR::CS,
             Tag(0x0008, 0x0060) | Tag(0x0010, 0x0040) => VR::CS,
@@ -143,18 +142,6 @@ pub fn decode_match(
     dataset::decode_with_default_charset(raw, ts, default_charset).map(|(obj, _)| obj)
 }
 
-/// Does a match satisfy the keys a PACS is not trusted to match (fuzzy person names)?
-pub fn matches_locally(query: &Query, m: &Match) -> bool {
-    query.keys.iter().all(|key| match &key.matcher {
-        Matcher::Fuzzy(q) => {
-            let q = normalize_name(q.trim());
-            let v = normalize_name(m.get(&key.attr.tag).map(String::as_str).unwrap_or(""));
-            v.starts_with(&q) || v.split(['^', ' ', '=']).any(|part| part.starts_with(&q))
-        }
-        _ => true,
-    })
-}
-
 /// The instances the PACS reports in the computed attribute `tag` (a Number of ... Related
 /// Instances) over all `matches`; `None` when a match leaves it out, or when the counts add
 /// up past `u64` (a PACS's number, not to be trusted: `+` would panic or wrap around).
@@ -182,10 +169,8 @@ impl Pacs {
         for r in &raw {
             let obj =
                 decode_match(r, &ts, &self.config.default_charset).map_err(PacsError::Retrieve)?;
-            let m = to_match(&obj);
-            if matches_locally(query, &m) {
-                out.push(m);
-            }
+            // Fuzzy name keys are left to the core (`Capabilities::fuzzy_names`).
+            out.push(to_match(&obj));
         }
         Ok(out)
     }
@@ -195,7 +180,7 @@ impl Pacs {
     pub async fn count(&self, selection: &Selection) -> Result<u64, PacsError> {
         let level = selection.level();
         let uid_key = |keyword: &str, list: &[String]| {
-            let attr = crate::core::query::indexed_attr_by_keyword(keyword).expect("indexed");
+            let attr = crate::model::query::indexed_attr_by_keyword(keyword).expect("indexed");
             let matcher = match list {
                 [one] => Matcher::Single(one.clone()),
                 many => Matcher::UidList(many.to_vec()),
@@ -237,7 +222,7 @@ impl Pacs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::query::indexed_attr_by_keyword;
+    use crate::model::query::indexed_attr_by_keyword;
 
     #[test]
     fn identifier_maps_keys() {
@@ -317,18 +302,5 @@ mod tests {
             Some(u64::MAX)
         );
         assert_eq!(reported_count(&[huge, m("1")], tag), None, "no wrap-around");
-    }
-
-    #[test]
-    fn fuzzy_matching_on_results() {
-        let q = Query::new(Level::Study).with_key(
-            indexed_attr_by_keyword("PatientName").unwrap(),
-            Matcher::Fuzzy("zoe".into()),
-        );
-        let mut m = Match::new();
-        m.insert(Tag(0x0010, 0x0010), "Müller^Zoë".into());
-        assert!(matches_locally(&q, &m));
-        m.insert(Tag(0x0010, 0x0010), "Jansen^Piet".into());
-        assert!(!matches_locally(&q, &m));
     }
 }

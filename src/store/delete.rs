@@ -13,7 +13,7 @@
 //! the delete) is only taken off the queue, its file kept.
 
 use super::{BlobStore, Index, IndexError};
-use crate::core::{InstanceLocation, Selection};
+use crate::model::{InstanceLocation, Selection};
 use std::collections::BTreeSet;
 
 #[derive(Debug, thiserror::Error)]

@@ -1,6 +1,6 @@
 //! The attributes of one instance that the index stores.
 
-use crate::core::query::{Level, INDEXED_ATTRS};
+use crate::model::query::{Level, INDEXED_ATTRS};
 use dicom_core::Tag;
 use std::collections::BTreeMap;
 
@@ -82,8 +82,8 @@ impl InstanceRecord {
 
 impl InstanceRecord {
     /// Where this (stored) instance lives, as the retrieve model names it.
-    pub fn location(&self) -> crate::core::InstanceLocation {
-        crate::core::InstanceLocation {
+    pub fn location(&self) -> crate::model::InstanceLocation {
+        crate::model::InstanceLocation {
             patient_id: self.patient_id().to_string(),
             study_instance_uid: self.study_instance_uid().to_string(),
             series_instance_uid: self.series_instance_uid().to_string(),

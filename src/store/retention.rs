@@ -6,7 +6,7 @@
 
 use super::delete::{self, DeleteError, Deleted};
 use super::{BlobStore, Index};
-use crate::core::Selection;
+use crate::model::Selection;
 use crate::trust::audit::{Audit, AuditEntry};
 use std::sync::Arc;
 use std::time::Duration;

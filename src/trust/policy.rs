@@ -178,14 +178,16 @@ impl Trust {
     pub fn scope_query(
         &self,
         caller: &Caller,
-        query: crate::core::query::Query,
-    ) -> crate::core::query::Query {
+        query: crate::model::query::Query,
+    ) -> crate::model::query::Query {
         let Some(bsn) = self.effective_claims(caller).and_then(|c| c.patient_bsn) else {
             return query;
         };
         let names_patient = query.keys.iter().any(|k| k.attr.keyword == "PatientID");
-        match crate::core::query::indexed_attr_by_keyword("PatientID") {
-            Some(attr) if !names_patient => query.with_key(attr, crate::core::Matcher::Single(bsn)),
+        match crate::model::query::indexed_attr_by_keyword("PatientID") {
+            Some(attr) if !names_patient => {
+                query.with_key(attr, crate::model::Matcher::Single(bsn))
+            }
             _ => query,
         }
     }
@@ -197,9 +199,9 @@ impl Trust {
     pub async fn filter_matches(
         &self,
         caller: &Caller,
-        matches: Vec<crate::core::query::Match>,
+        matches: Vec<crate::model::query::Match>,
     ) -> (
-        Vec<crate::core::query::Match>,
+        Vec<crate::model::query::Match>,
         BTreeMap<String, PatientDecision>,
     ) {
         if !self.patient_scoped(caller) {
@@ -228,11 +230,11 @@ impl Trust {
 /// The refusal of the one patient a query names by a single-valued PatientID, if refused:
 /// such a query is answered with a refusal rather than an empty result.
 pub fn named_patient_refused(
-    query: &crate::core::query::Query,
+    query: &crate::model::query::Query,
     decisions: &BTreeMap<String, PatientDecision>,
 ) -> Option<String> {
     let named = query.keys.iter().find_map(|k| match &k.matcher {
-        crate::core::Matcher::Single(v) if k.attr.keyword == "PatientID" => Some(v.clone()),
+        crate::model::Matcher::Single(v) if k.attr.keyword == "PatientID" => Some(v.clone()),
         _ => None,
     })?;
     match decisions.get(&named) {

@@ -5,16 +5,16 @@
 
 use super::ScpContext;
 use crate::core::query::{computed, indexed_attr, Level, Match, Matcher, Query};
+use crate::core::{CoreError, Found};
 use crate::dimse::command::{CommandField, CommandSet};
 use crate::dimse::dataset::decode_with_default_charset;
 use crate::dimse::dataset::{self, is_latin1, QUERY_RETRIEVE_LEVEL, SPECIFIC_CHARACTER_SET};
 use crate::dimse::status::code;
 use crate::dimse::{sop, Association, AssociationError};
-use crate::trust::{Caller, Operation, Outcome};
+use crate::trust::{Caller, Operation};
 use dicom_core::header::Header;
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_object::InMemDicomObject;
-use std::collections::BTreeSet;
 
 /// Identifiers are small; more than this is a misbehaving peer.
 pub const MAX_IDENTIFIER: usize = 1024 * 1024;
@@ -202,54 +202,30 @@ pub async fn handle(
                 .await
         }
     };
-    if !ctx.trust.decide(caller, Operation::Find).is_permit() {
-        ctx.trust
-            .audit(
-                caller,
-                Operation::Find,
-                Outcome {
-                    result: "refused".into(),
-                    ..Default::default()
-                },
-            )
-            .await;
-        return assoc
-            .send_command(context_id, &final_rsp(code::NOT_AUTHORIZED, None))
-            .await;
-    }
-    let mut request = request;
-    request.query = ctx.trust.scope_query(caller, request.query);
-    let matches = match ctx.index.find(&request.query).await {
-        Ok(m) => m,
+    let answered = match ctx.core.admit(caller, Operation::Find).await {
+        Ok(ticket) => {
+            ctx.core
+                .query(ticket, request.query.clone(), usize::MAX)
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    let Found {
+        matches,
+        mut ticket,
+    } = match answered {
+        Ok(found) => found,
         Err(e) => {
-            tracing::error!(error = %e, "C-FIND index query failed");
+            if let CoreError::Index(e) = &e {
+                tracing::error!(error = %e, "C-FIND index query failed");
+            }
+            let (status, comment) = super::retrieve::status_of(&e, CommandField::CFindRsp);
+            let comment = (status != code::NOT_AUTHORIZED).then_some(comment);
             return assoc
-                .send_command(
-                    context_id,
-                    &final_rsp(code::OUT_OF_RESOURCES, Some("index unavailable".into())),
-                )
+                .send_command(context_id, &final_rsp(status, comment))
                 .await;
         }
     };
-    // Only the patients this caller may see (token binding, consent); a query naming a
-    // refused patient is refused (PS3.7 C.5: 0124H not authorized), without patient data.
-    let (matches, decisions) = ctx.trust.filter_matches(caller, matches).await;
-    let grounds = crate::trust::policy::grounds(&decisions);
-    if let Some(refused) = crate::trust::policy::named_patient_refused(&request.query, &decisions) {
-        let outcome = Outcome {
-            result: "refused".into(),
-            detail: refused,
-            grounds,
-            patient_ids: decisions.keys().cloned().collect(),
-            ..Default::default()
-        };
-        ctx.trust.audit(caller, Operation::Find, outcome).await;
-        return assoc
-            .send_command(context_id, &final_rsp(code::NOT_AUTHORIZED, None))
-            .await;
-    }
-    let mut patients = BTreeSet::new();
-    let mut studies = BTreeSet::new();
     let mut sent = 0u32;
     let mut cancelled = false;
     for m in matches
@@ -273,12 +249,7 @@ pub async fn handle(
         assoc.send_command(context_id, &pending).await?;
         assoc.send_data(context_id, &data).await?;
         sent += 1;
-        if let Some(p) = m.get(&Tag(0x0010, 0x0020)) {
-            patients.insert(p.clone());
-        }
-        if let Some(s) = m.get(&Tag(0x0020, 0x000D)) {
-            studies.insert(s.clone());
-        }
+        ticket.touch_match(m);
     }
     let status = if cancelled {
         code::CANCEL
@@ -288,17 +259,13 @@ pub async fn handle(
     assoc
         .send_command(context_id, &final_rsp(status, None))
         .await?;
-    let outcome = Outcome {
-        patient_ids: patients.into_iter().collect(),
-        study_uids: studies.into_iter().collect(),
-        result: if cancelled { "cancelled" } else { "success" }.into(),
-        detail: format!(
-            "{} level, {} matches returned",
-            request.query.level.code(),
-            sent
-        ),
-        grounds,
-    };
-    ctx.trust.audit(caller, Operation::Find, outcome).await;
+    let detail = format!(
+        "{} level, {} matches returned",
+        request.query.level.code(),
+        sent
+    );
+    ticket
+        .finish(if cancelled { "cancelled" } else { "success" }, detail)
+        .await;
     Ok(())
 }

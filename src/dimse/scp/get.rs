@@ -3,12 +3,13 @@
 
 use super::retrieve::{self, selection_from, SubOps};
 use super::ScpContext;
+use crate::core::{CoreError, Delivery, Retrieval};
 use crate::dimse::command::{CommandField, CommandSet};
 use crate::dimse::dataset;
 use crate::dimse::scu::{send_stored, SendError};
 use crate::dimse::status::code;
 use crate::dimse::{Association, AssociationError};
-use crate::trust::{Caller, Decision, Operation, Outcome};
+use crate::trust::{Caller, Operation};
 
 pub async fn handle(
     ctx: &ScpContext,
@@ -45,70 +46,82 @@ pub async fn handle(
                 .await
         }
     };
-    let decision = ctx.trust.decide_before_data(caller, Operation::Get).await;
-    if !decision.is_permit() {
-        ctx.trust
-            .audit(
-                caller,
-                Operation::Get,
-                Outcome {
-                    result: "refused".into(),
-                    ..Default::default()
-                },
+    let message_id = rq.message_id.unwrap_or(0);
+    let answered = match ctx.core.admit(caller, Operation::Get).await {
+        Ok(ticket) => {
+            ctx.core
+                .retrieve(ticket, selection, Delivery::Streamed)
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    let mut retrieval = match answered {
+        Ok(r) => r,
+        // Nothing selected: a C-GET with no sub-operations (audited by the core).
+        Err(CoreError::NotFound(_)) => {
+            let counts = SubOps::new(0);
+            return retrieve::send_final(
+                assoc,
+                context_id,
+                &pc.transfer_syntax,
+                rq,
+                CommandField::CGetRsp,
+                &counts,
+                false,
             )
             .await;
-        // Fail closed (audit trail not writable): out of resources, try later (PS3.4
-        // C.4.2.1.4 / C.4.3.1.4: A702).
-        let (status, comment) = match &decision {
-            Decision::Unavailable(why) => (code::OUT_OF_RESOURCES_SUBOPS, why.as_str()),
-            _ => (code::NOT_AUTHORIZED, "not authorized"),
-        };
-        return assoc.send_command(context_id, &fail(status, comment)).await;
-    }
-    let instances = match ctx.index.locate(&selection).await {
-        Ok(i) => i,
+        }
         Err(e) => {
-            tracing::error!(error = %e, "C-GET index lookup failed");
+            let (status, comment) = retrieve::status_of(&e, CommandField::CGetRsp);
             return assoc
-                .send_command(
-                    context_id,
-                    &fail(code::OUT_OF_RESOURCES_MATCHES, "index unavailable"),
-                )
+                .send_command(context_id, &fail(status, &comment))
                 .await;
         }
     };
-    if let Some(refusal) = super::retrieve::patients_refused(&ctx.trust, caller, &instances).await {
-        ctx.trust.audit(caller, Operation::Get, refusal).await;
-        return assoc
-            .send_command(context_id, &fail(code::NOT_AUTHORIZED, "not authorized"))
-            .await;
-    }
-    let message_id = rq.message_id.unwrap_or(0);
-    let mut counts = SubOps::new(instances.len());
+    let mut counts = SubOps::new(retrieval.expected as usize);
     let mut cancelled = false;
-    for instance in &instances {
-        // The cancel may arrive between sub-operations or while we wait for a C-STORE-RSP.
-        if cancelled || assoc.cancel_requested(message_id)? {
-            cancelled = true;
-            break;
-        }
-        match send_stored(assoc, &ctx.blobs, instance, None).await {
-            Ok(sent) => {
-                counts.record(&instance.sop_instance_uid, Some(sent.status));
-                cancelled = sent.cancel_for == Some(message_id);
-            }
-            Err(SendError::Association(e)) => return Err(e),
+    'batches: while let Some(batch) = retrieval.instances.next_batch().await {
+        let batch = match batch {
+            Ok(b) => b,
             Err(e) => {
-                tracing::warn!(sop = %instance.sop_instance_uid, error = %e, "C-GET sub-operation failed");
-                counts.record(&instance.sop_instance_uid, None);
+                tracing::warn!(error = %e, "C-GET retrieve ended early");
+                counts.fail_remaining(&[]);
+                break;
             }
-        }
-        if counts.remaining > 0 && !cancelled {
-            assoc
-                .send_command(context_id, &counts.pending(rq, CommandField::CGetRsp))
-                .await?;
+        };
+        retrieval.ticket.touch(&batch);
+        for instance in &batch {
+            // The cancel may arrive between sub-operations or while we wait for a C-STORE-RSP.
+            if cancelled || assoc.cancel_requested(message_id)? {
+                cancelled = true;
+                break 'batches;
+            }
+            match send_stored(assoc, ctx.core.blobs(), instance, None).await {
+                Ok(sent) => {
+                    counts.record(&instance.sop_instance_uid, Some(sent.status));
+                    cancelled = sent.cancel_for == Some(message_id);
+                }
+                Err(SendError::Association(e)) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(sop = %instance.sop_instance_uid, error = %e, "C-GET sub-operation failed");
+                    counts.record(&instance.sop_instance_uid, None);
+                }
+            }
+            if counts.remaining > 0 && !cancelled {
+                assoc
+                    .send_command(context_id, &counts.pending(rq, CommandField::CGetRsp))
+                    .await?;
+            }
         }
     }
+    // A fetch stops when its last follower goes: C-CANCEL toward the PACS on a cancel.
+    let Retrieval {
+        instances,
+        ticket,
+        from,
+        ..
+    } = retrieval;
+    drop(instances);
     retrieve::send_final(
         assoc,
         context_id,
@@ -119,8 +132,10 @@ pub async fn handle(
         cancelled,
     )
     .await?;
-    let outcome = retrieve::outcome(&instances, &counts, cancelled, "");
-    ctx.trust.audit(caller, Operation::Get, outcome).await;
+    let detail = retrieve::detail_of(&counts, "", from);
+    ticket
+        .finish(retrieve::result_of(&counts, cancelled), detail)
+        .await;
     assoc.instances_sent = assoc
         .instances_sent
         .saturating_add(u32::from(counts.completed));

@@ -53,9 +53,11 @@ pub struct ScpContext {
     pub blobs: BlobStore,
     pub trust: Arc<Trust>,
     pub link: LinkOptions,
-    /// Gateway mode: the local PACS behind the cache (`[pacs]`); `None` answers from the
-    /// store only.
-    pub gateway: Option<Arc<crate::pacs::gateway::Gateway>>,
+    /// Where every query and retrieve is answered (C-FIND, C-MOVE, C-GET, QIDO-RS, WADO-RS).
+    pub core: Arc<crate::core::Core>,
+    /// Gateway mode: the local PACS (`[pacs]`), for what is not a query or retrieve: the
+    /// C-MOVE arrivals, STOW-RS forwarding, `/ready`, the probe.
+    pub gateway: Option<Arc<crate::pacs::source::PacsSource>>,
     /// Pending connections and association slots, shared by the plain and the TLS listener.
     admission: Arc<Admission>,
     /// The live TLS configurations (`TlsState::peer_client` toward TLS peers).
@@ -71,20 +73,13 @@ impl ScpContext {
         index: Arc<dyn Index>,
         blobs: BlobStore,
         trust: Arc<Trust>,
+        core: Arc<crate::core::Core>,
+        gateway: Option<Arc<crate::pacs::source::PacsSource>>,
     ) -> Self {
         let link = LinkOptions {
             max_pdu: config.dimse.max_pdu,
             timeout: Duration::from_secs(config.dimse.timeout_secs),
         };
-        let gateway = config.pacs.clone().map(|pacs| {
-            Arc::new(crate::pacs::gateway::Gateway {
-                pacs: crate::pacs::Pacs::new(pacs, &config.dimse.ae_title),
-                fetches: Default::default(),
-                blobs: blobs.clone(),
-                index: index.clone(),
-                cache: config.cache.clone(),
-            })
-        });
         let admission = Admission::new(Limits::of(&config.dimse));
         ScpContext {
             config,
@@ -92,6 +87,7 @@ impl ScpContext {
             blobs,
             trust,
             link,
+            core,
             gateway,
             admission,
             tls: Arc::new(TlsState::disabled()),

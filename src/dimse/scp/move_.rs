@@ -4,12 +4,15 @@
 
 use super::retrieve::{self, selection_from, SubOps};
 use super::ScpContext;
+use crate::core::{CoreError, Delivery, InstanceLocation, Retrieval};
 use crate::dimse::command::{CommandField, CommandSet};
 use crate::dimse::dataset;
 use crate::dimse::scu::{self, send_stored, ScuOptions, SendError};
+use crate::dimse::sop;
 use crate::dimse::status::code;
 use crate::dimse::{Association, AssociationError};
-use crate::trust::{Caller, Decision, Operation, Outcome};
+use crate::trust::{Caller, Operation};
+use std::collections::VecDeque;
 
 pub async fn handle(
     ctx: &ScpContext,
@@ -47,18 +50,19 @@ pub async fn handle(
         }
     };
     let destination = rq.move_destination.clone().unwrap_or_default();
+    let ticket = match ctx.core.admit(caller, Operation::Move).await {
+        Ok(t) => t,
+        Err(e) => {
+            let (status, comment) = retrieve::status_of(&e, CommandField::CMoveRsp);
+            return assoc
+                .send_command(context_id, &fail(status, &comment))
+                .await;
+        }
+    };
     // PS3.4 C.4.2.1.5: A801 when the destination is not a known AE.
     let Some(peer) = ctx.config.peer(&destination).cloned() else {
-        ctx.trust
-            .audit(
-                caller,
-                Operation::Move,
-                Outcome {
-                    result: "failure".into(),
-                    detail: format!("unknown destination {destination:?}"),
-                    ..Default::default()
-                },
-            )
+        ticket
+            .finish("failure", format!("unknown destination {destination:?}"))
             .await;
         return assoc
             .send_command(
@@ -67,48 +71,58 @@ pub async fn handle(
             )
             .await;
     };
-    let decision = ctx.trust.decide_before_data(caller, Operation::Move).await;
-    if !decision.is_permit() {
-        ctx.trust
-            .audit(
-                caller,
-                Operation::Move,
-                Outcome {
-                    result: "refused".into(),
-                    ..Default::default()
-                },
+    let mut retrieval = match ctx
+        .core
+        .retrieve(ticket, selection, Delivery::Streamed)
+        .await
+    {
+        Ok(r) => r,
+        // Nothing selected: a C-MOVE with no sub-operations (audited by the core).
+        Err(CoreError::NotFound(_)) => {
+            let counts = SubOps::new(0);
+            return retrieve::send_final(
+                assoc,
+                context_id,
+                &pc.transfer_syntax,
+                rq,
+                CommandField::CMoveRsp,
+                &counts,
+                false,
             )
             .await;
-        // Fail closed (audit trail not writable): out of resources, try later (PS3.4
-        // C.4.2.1.4 / C.4.3.1.4: A702).
-        let (status, comment) = match &decision {
-            Decision::Unavailable(why) => (code::OUT_OF_RESOURCES_SUBOPS, why.as_str()),
-            _ => (code::NOT_AUTHORIZED, "not authorized"),
-        };
-        return assoc.send_command(context_id, &fail(status, comment)).await;
-    }
-    let instances = match ctx.index.locate(&selection).await {
-        Ok(i) => i,
+        }
         Err(e) => {
-            tracing::error!(error = %e, "C-MOVE index lookup failed");
+            let (status, comment) = retrieve::status_of(&e, CommandField::CMoveRsp);
             return assoc
-                .send_command(
-                    context_id,
-                    &fail(code::OUT_OF_RESOURCES_MATCHES, "index unavailable"),
-                )
+                .send_command(context_id, &fail(status, &comment))
                 .await;
         }
     };
-    if let Some(refusal) = super::retrieve::patients_refused(&ctx.trust, caller, &instances).await {
-        ctx.trust.audit(caller, Operation::Move, refusal).await;
-        return assoc
-            .send_command(context_id, &fail(code::NOT_AUTHORIZED, "not authorized"))
-            .await;
-    }
-    let mut counts = SubOps::new(instances.len());
+    let from_cache = retrieval.from == "cache";
+    let mut counts = SubOps::new(retrieval.expected as usize);
     let mut cancelled = false;
     let message_id = rq.message_id.unwrap_or(0);
-    if !instances.is_empty() {
+    // From the cache every instance is known now: the sub-association proposes exactly what
+    // they need. A fetch is sent on as it arrives: the first instance, and the common
+    // storage classes uncompressed, are proposed.
+    let mut queue: VecDeque<InstanceLocation> = VecDeque::new();
+    let first = match from_cache {
+        true => retrieval.instances.rest().await,
+        false => retrieval
+            .instances
+            .next_batch()
+            .await
+            .unwrap_or(Ok(Vec::new())),
+    };
+    match first {
+        Ok(batch) => queue.extend(batch),
+        Err(e) => {
+            tracing::warn!(error = %e, "C-MOVE retrieve ended early");
+            counts.fail_remaining(&[]);
+        }
+    }
+    retrieval.ticket.touch(queue.make_contiguous());
+    if !queue.is_empty() {
         let mut opts = ScuOptions::new(
             &peer.host,
             peer.port,
@@ -121,34 +135,54 @@ pub async fn handle(
             opts.tls = ctx.tls.peer_client();
             opts.require_tls = true;
         }
-        let contexts = scu::send::propose_for(
-            instances
-                .iter()
-                .map(|i| (i.sop_class_uid.clone(), i.transfer_syntax_uid.clone())),
-        );
+        let mut pairs: Vec<(String, String)> = queue
+            .iter()
+            .map(|i| (i.sop_class_uid.clone(), i.transfer_syntax_uid.clone()))
+            .collect();
+        if !from_cache {
+            pairs.extend(
+                sop::COMMON_STORAGE
+                    .iter()
+                    .map(|c| (c.to_string(), sop::EXPLICIT_VR_LE.to_string())),
+            );
+        }
+        let contexts = scu::send::propose_for(pairs);
         match scu::connect(&opts, &contexts).await {
             Err(e) => {
                 tracing::warn!(destination, error = %e, "cannot open association to move destination");
-                let uids: Vec<String> = instances
-                    .iter()
-                    .map(|i| i.sop_instance_uid.clone())
-                    .collect();
+                let uids: Vec<String> = queue.iter().map(|i| i.sop_instance_uid.clone()).collect();
                 counts.fail_remaining(&uids);
             }
             Ok(mut sub) => {
                 let mut lost = false;
-                for (n, instance) in instances.iter().enumerate() {
+                loop {
+                    let instance = match queue.pop_front() {
+                        Some(i) => i,
+                        None => match retrieval.instances.next_batch().await {
+                            Some(Ok(batch)) => {
+                                retrieval.ticket.touch(&batch);
+                                queue.extend(batch);
+                                continue;
+                            }
+                            Some(Err(e)) => {
+                                tracing::warn!(error = %e, "C-MOVE retrieve ended early");
+                                counts.fail_remaining(&[]);
+                                break;
+                            }
+                            None => break,
+                        },
+                    };
                     if assoc.cancel_requested(message_id)? {
                         cancelled = true;
                         break;
                     }
                     let originator = Some((assoc.calling_ae.as_str(), message_id));
-                    match send_stored(&mut sub, &ctx.blobs, instance, originator).await {
+                    match send_stored(&mut sub, ctx.core.blobs(), &instance, originator).await {
                         Ok(sent) => counts.record(&instance.sop_instance_uid, Some(sent.status)),
                         Err(SendError::Association(e)) => {
                             tracing::warn!(destination, error = %e, "move destination association lost");
-                            let rest: Vec<String> = instances[n..]
-                                .iter()
+                            let rest: Vec<String> = std::iter::once(&instance)
+                                .chain(queue.iter())
                                 .map(|i| i.sop_instance_uid.clone())
                                 .collect();
                             counts.fail_remaining(&rest);
@@ -172,6 +206,14 @@ pub async fn handle(
             }
         }
     }
+    // A fetch stops when its last follower goes: C-CANCEL toward the PACS on a cancel.
+    let Retrieval {
+        instances,
+        ticket,
+        from,
+        ..
+    } = retrieval;
+    drop(instances);
     retrieve::send_final(
         assoc,
         context_id,
@@ -182,13 +224,10 @@ pub async fn handle(
         cancelled,
     )
     .await?;
-    let outcome = retrieve::outcome(
-        &instances,
-        &counts,
-        cancelled,
-        &format!("to {destination}: "),
-    );
-    ctx.trust.audit(caller, Operation::Move, outcome).await;
+    let detail = retrieve::detail_of(&counts, &format!("to {destination}: "), from);
+    ticket
+        .finish(retrieve::result_of(&counts, cancelled), detail)
+        .await;
     assoc.instances_sent = assoc
         .instances_sent
         .saturating_add(u32::from(counts.completed));

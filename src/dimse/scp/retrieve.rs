@@ -1,7 +1,7 @@
 //! What C-MOVE and C-GET share (PS3.4 C.4.2, C.4.3): selecting instances by unique keys,
 //! counting sub-operations, and the pending/final responses.
 
-use crate::core::Selection;
+use crate::core::{CoreError, Refusal, Selection};
 use crate::dimse::command::{CommandField, CommandSet};
 use crate::dimse::dataset::QUERY_RETRIEVE_LEVEL;
 use crate::dimse::status::{self, code, Category};
@@ -151,45 +151,34 @@ pub async fn send_final(
     Ok(())
 }
 
-/// The per-patient decision (issue 5) for the instances a C-MOVE or C-GET would send: the
-/// audit outcome of the refusal when any patient may not be seen by this caller. Nothing is
-/// sent then (PS3.7 C.5: 0124H).
-pub async fn patients_refused(
-    trust: &crate::trust::Trust,
-    caller: &crate::trust::Caller,
-    instances: &[crate::core::InstanceLocation],
-) -> Option<crate::trust::Outcome> {
-    if !trust.patient_scoped(caller) {
-        return None;
+/// The status of a C-FIND, C-MOVE or C-GET the core could not answer, and its comment
+/// (PS3.4 C.4.1.1.4, C.4.2.1.5, C.4.3.1.4; PS3.7 C.5). Nothing about a patient goes in the
+/// comment of a refusal.
+pub fn status_of(error: &CoreError, field: CommandField) -> (u16, String) {
+    let find = field == CommandField::CFindRsp;
+    match error {
+        CoreError::Refused(Refusal::Unavailable(why)) => {
+            // Fail closed (audit trail not writable): out of resources, try later.
+            let status = if find {
+                code::OUT_OF_RESOURCES
+            } else {
+                code::OUT_OF_RESOURCES_SUBOPS
+            };
+            (status, why.clone())
+        }
+        CoreError::Refused(_) => (code::NOT_AUTHORIZED, "not authorized".into()),
+        CoreError::Index(_) if find => (code::OUT_OF_RESOURCES, "index unavailable".into()),
+        CoreError::Index(_) => (code::OUT_OF_RESOURCES_MATCHES, "index unavailable".into()),
+        CoreError::Source(e) if find => (code::OUT_OF_RESOURCES, e.to_string()),
+        // Cxxx: unable to process (PS3.4 C.4.2.1.5).
+        CoreError::Source(e) => (code::CANNOT_UNDERSTAND, e.to_string()),
+        CoreError::NotFound(why) => (code::SUCCESS, why.clone()),
     }
-    let decisions = trust
-        .patients_access(caller, instances.iter().map(|i| i.patient_id.as_str()))
-        .await;
-    let refused = decisions.values().find(|d| !d.decision.is_permit())?;
-    let mut outcome = outcome(instances, &SubOps::new(0), false, "");
-    outcome.result = "refused".into();
-    outcome.detail = refused.decision.reason().to_string();
-    outcome.grounds = crate::trust::policy::grounds(&decisions);
-    Some(outcome)
 }
 
-/// The audit outcome of a retrieve: the patients and studies it touched and its counts.
-pub fn outcome(
-    instances: &[crate::core::InstanceLocation],
-    counts: &SubOps,
-    cancelled: bool,
-    prefix: &str,
-) -> crate::trust::Outcome {
-    use std::collections::BTreeSet;
-    let distinct = |f: fn(&crate::core::InstanceLocation) -> &String| {
-        instances
-            .iter()
-            .map(|i| f(i).clone())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect()
-    };
-    let result = if cancelled {
+/// The audit result of a retrieve from its counts.
+pub fn result_of(counts: &SubOps, cancelled: bool) -> &'static str {
+    if cancelled {
         "cancelled"
     } else if counts.failed == 0 {
         "success"
@@ -197,15 +186,18 @@ pub fn outcome(
         "failure"
     } else {
         "partial"
-    };
-    crate::trust::Outcome {
-        patient_ids: distinct(|i| &i.patient_id),
-        study_uids: distinct(|i| &i.study_instance_uid),
-        result: result.into(),
-        detail: format!(
-            "{prefix}{} completed, {} failed, {} warning",
-            counts.completed, counts.failed, counts.warning
-        ),
-        grounds: String::new(),
     }
+}
+
+/// The audit detail of a retrieve: its counts, and where the instances came from when not
+/// from the cache.
+pub fn detail_of(counts: &SubOps, prefix: &str, from: &str) -> String {
+    let mut detail = format!(
+        "{prefix}{} completed, {} failed, {} warning",
+        counts.completed, counts.failed, counts.warning
+    );
+    if from != "cache" {
+        detail.push_str(&format!(", streamed from the {from}"));
+    }
+    detail
 }

@@ -2,12 +2,12 @@
 //! (C-MOVE / C-GET sub-operations). Data sets stream from disk one PDU at a time.
 
 use super::{connect, ScuOptions};
-use crate::core::InstanceLocation;
 use crate::dimse::association::{Association, AssociationError};
 use crate::dimse::command::{CommandField, CommandSet};
 use crate::dimse::dataset::{self, read_layout, DatasetError};
 use crate::dimse::negotiate::ProposedContext;
 use crate::dimse::{sop, Event};
+use crate::model::InstanceLocation;
 use crate::store::BlobStore;
 use std::io::SeekFrom;
 use std::path::{Path, PathBuf};

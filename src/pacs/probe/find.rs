@@ -3,12 +3,14 @@
 
 use super::report::*;
 use super::{rejected_context, timed_out, within, ProbeOptions};
-use crate::core::query::{computed, indexed_attr_by_keyword, Level, Matcher, Query, INDEXED_ATTRS};
-use crate::core::Selection;
 use crate::dimse::dataset::{self, QUERY_RETRIEVE_LEVEL, SPECIFIC_CHARACTER_SET};
 use crate::dimse::scu::{find_context, find_raw};
 use crate::dimse::sop;
 use crate::dimse::status::{self, Category};
+use crate::model::query::{
+    computed, indexed_attr_by_keyword, Level, Matcher, Query, INDEXED_ATTRS,
+};
+use crate::model::Selection;
 use crate::pacs::query::{decode_match, identifier};
 use crate::pacs::{Pacs, PacsError};
 use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
@@ -88,8 +90,8 @@ fn patient_identifier() -> InMemDicomObject {
     ));
     for attr in INDEXED_ATTRS.iter().filter(|a| a.level == Level::Patient) {
         let vr = match attr.kind {
-            crate::core::AttrKind::PersonName => VR::PN,
-            crate::core::AttrKind::Date => VR::DA,
+            crate::model::AttrKind::PersonName => VR::PN,
+            crate::model::AttrKind::Date => VR::DA,
             _ if attr.keyword == "PatientSex" => VR::CS,
             _ => VR::LO,
         };

@@ -3,11 +3,11 @@
 use super::association::negotiate;
 use super::report::*;
 use super::{rejected_context, timed_out, within, ProbeOptions};
-use crate::core::{InstanceLocation, Selection};
 use crate::dimse::negotiate::ProposedContext;
 use crate::dimse::scu::native_syntaxes;
 use crate::dimse::sop;
 use crate::dimse::status::{self, Category};
+use crate::model::{InstanceLocation, Selection};
 use crate::pacs::fetch::{self, FetchReport, Sink};
 use crate::pacs::{Pacs, PacsError};
 use crate::store::{BlobStore, Index};

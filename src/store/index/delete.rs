@@ -10,7 +10,7 @@
 
 use super::sql::{selection_sql, Parents, Sql, SqlIndex};
 use super::IndexError;
-use crate::core::{InstanceLocation, Selection};
+use crate::model::{InstanceLocation, Selection};
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Type};
 use std::collections::BTreeSet;
 

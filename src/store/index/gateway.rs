@@ -4,7 +4,7 @@
 
 use super::sql::{selection_sql, Parents, SqlIndex};
 use super::IndexError;
-use crate::core::Selection;
+use crate::model::Selection;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Type};
 
 /// What the cache knows of a study fetched from the PACS.

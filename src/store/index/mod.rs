@@ -2,7 +2,7 @@
 //! match on. Two backends share one trait and one test suite: SQLite (embedded default) and
 //! PostgreSQL (for several gateway processes sharing one database).
 
-use crate::core::{InstanceLocation, Match, Query, Selection};
+use crate::model::{InstanceLocation, Match, Query, Selection};
 use crate::store::InstanceRecord;
 use async_trait::async_trait;
 
@@ -13,10 +13,10 @@ mod postgres;
 mod sql;
 mod sqlite;
 
+pub use crate::model::query::normalize_name;
 pub use audit::{AuditRecord, OutboxMessage, GENESIS_HASH};
 pub use gateway::{CachedStudy, ForwardJob};
 pub use postgres::PostgresIndex;
-pub use sql::normalize_name;
 pub use sqlite::SqliteIndex;
 
 #[derive(Debug, thiserror::Error)]

@@ -4,10 +4,10 @@
 //! migrations and [`Dialect`] (placeholders, `LIMIT` quirks, how a write transaction begins).
 
 use super::{AuditEvent, IndexError, UpsertOutcome};
-use crate::core::query::{
-    computed, AttrKind, IndexedAttr, Level, Match, Matcher, Query, INDEXED_ATTRS,
+use crate::model::query::{
+    computed, normalize_name, AttrKind, IndexedAttr, Level, Match, Matcher, Query, INDEXED_ATTRS,
 };
-use crate::core::{InstanceLocation, Selection};
+use crate::model::{InstanceLocation, Selection};
 use crate::store::InstanceRecord;
 use dicom_core::Tag;
 use sqlx::{
@@ -102,47 +102,6 @@ impl Sql {
             (None, o, Dialect::Postgres) => self.push(&format!(" OFFSET {o}")),
         }
     }
-}
-
-/// Lowercase and strip diacritics, for fuzzy person-name matching (`_norm` columns).
-/// Covers Latin-1 and Latin Extended-A letters and combining marks (U+0300..U+036F).
-pub fn normalize_name(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars().flat_map(char::to_lowercase) {
-        let mapped: &str = match c {
-            'à' | 'á' | 'â' | 'ã' | 'ä' | 'å' | 'ā' | 'ă' | 'ą' => "a",
-            'æ' => "ae",
-            'ç' | 'ć' | 'ĉ' | 'ċ' | 'č' => "c",
-            'ď' | 'đ' | 'ð' => "d",
-            'è' | 'é' | 'ê' | 'ë' | 'ē' | 'ĕ' | 'ė' | 'ę' | 'ě' => "e",
-            'ĝ' | 'ğ' | 'ġ' | 'ģ' => "g",
-            'ĥ' | 'ħ' => "h",
-            'ì' | 'í' | 'î' | 'ï' | 'ĩ' | 'ī' | 'ĭ' | 'į' | 'ı' => "i",
-            'ĳ' => "ij",
-            'ĵ' => "j",
-            'ķ' | 'ĸ' => "k",
-            'ĺ' | 'ļ' | 'ľ' | 'ŀ' | 'ł' => "l",
-            'ñ' | 'ń' | 'ņ' | 'ň' | 'ŉ' | 'ŋ' => "n",
-            'ò' | 'ó' | 'ô' | 'õ' | 'ö' | 'ø' | 'ō' | 'ŏ' | 'ő' => "o",
-            'œ' => "oe",
-            'ŕ' | 'ŗ' | 'ř' => "r",
-            'ś' | 'ŝ' | 'ş' | 'š' | 'ſ' => "s",
-            'ß' => "ss",
-            'ţ' | 'ť' | 'ŧ' => "t",
-            'þ' => "th",
-            'ù' | 'ú' | 'û' | 'ü' | 'ũ' | 'ū' | 'ŭ' | 'ů' | 'ű' | 'ų' => "u",
-            'ŵ' => "w",
-            'ý' | 'ÿ' | 'ŷ' => "y",
-            'ź' | 'ż' | 'ž' => "z",
-            '\u{0300}'..='\u{036F}' => "",
-            _ => {
-                out.push(c);
-                continue;
-            }
-        };
-        out.push_str(mapped);
-    }
-    out
 }
 
 /// A DICOM wildcard value (`*`, `?`) as a LIKE pattern with `\` as escape character.
@@ -1062,7 +1021,7 @@ where
 macro_rules! delegate_index_to_inner {
     ($backend:ty) => {
         const _: () = {
-            use $crate::core::{InstanceLocation, Match, Query, Selection};
+            use $crate::model::{InstanceLocation, Match, Query, Selection};
             use $crate::store::index::{
                 AuditEvent, AuditRecord, CachedStudy, ForwardJob, Index, IndexError, OutboxMessage,
                 UpsertOutcome,
@@ -1301,7 +1260,7 @@ pub(super) use delegate_index_to_inner;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::query::indexed_attr_by_keyword;
+    use crate::model::query::indexed_attr_by_keyword;
 
     #[test]
     fn normalizes_names() {

@@ -409,14 +409,14 @@ impl Audit {
         &self,
         studies: impl Iterator<Item = &'a str>,
     ) -> Result<redact::StudyPatients, AuditError> {
-        use crate::core::query::{indexed_attr_by_keyword, Level, Query};
+        use crate::model::query::{indexed_attr_by_keyword, Level, Query};
         let studies: std::collections::BTreeSet<&str> = studies.collect();
         let studies: Vec<String> = studies.into_iter().map(str::to_string).collect();
         let study_attr = indexed_attr_by_keyword("StudyInstanceUID").expect("indexed");
         let mut owners = redact::StudyPatients::new();
         for chunk in studies.chunks(500) {
             let query = Query::new(Level::Study)
-                .with_key(study_attr, crate::core::Matcher::UidList(chunk.to_vec()));
+                .with_key(study_attr, crate::model::Matcher::UidList(chunk.to_vec()));
             for found in self.index.find(&query).await? {
                 if let (Some(study), Some(patient)) = (
                     found.get(&dicom_core::Tag(0x0020, 0x000D)),

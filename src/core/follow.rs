@@ -1,11 +1,11 @@
-//! One PACS retrieve per selection, shared by every request that needs it (DESIGN flow 1).
+//! One fetch per selection, shared by every request that needs it (DESIGN flow 1).
 //!
 //! A [`Fetch`] collects the instances of one running retrieve as they become durable; each
 //! request follows it with a [`Follower`], from the first instance, whenever it joined.
 //! Back-pressure: the retrieve waits before acknowledging the next sub-operation while the
 //! slowest follower is more than [`WINDOW`] instances behind, so a slow client slows the PACS
 //! and nothing piles up (the instances are on disk either way). When the last follower goes
-//! away before the end, the retrieve is cancelled (C-CANCEL).
+//! away before the end, the retrieve is cancelled (a PACS gets a C-CANCEL).
 
 use crate::core::{InstanceLocation, Selection};
 use std::collections::{BTreeMap, HashMap};
@@ -40,6 +40,10 @@ struct State {
 pub struct Fetch {
     pub key: String,
     pub selection: Selection,
+    /// How many instances the source reported for the selection.
+    pub reported: u64,
+    /// The source it comes from ([`crate::core::Source::name`]).
+    pub source_name: &'static str,
     state: Mutex<State>,
     /// Bumped on every change; everyone waits on it.
     changed: watch::Sender<u64>,
@@ -47,10 +51,17 @@ pub struct Fetch {
 }
 
 impl Fetch {
-    fn new(key: String, selection: Selection) -> Arc<Fetch> {
+    fn new(
+        key: String,
+        selection: Selection,
+        reported: u64,
+        source_name: &'static str,
+    ) -> Arc<Fetch> {
         Arc::new(Fetch {
             key,
             selection,
+            reported,
+            source_name,
             state: Mutex::new(State::default()),
             changed: watch::channel(0).0,
             cancel: CancellationToken::new(),
@@ -231,7 +242,13 @@ impl Drop for Pin {
 impl Fetches {
     /// Follow the running retrieve of `selection`, or start one with `start` (which gets the
     /// new [`Fetch`] to drive, after the first follower is registered).
-    pub fn join(&self, selection: &Selection, start: impl FnOnce(Arc<Fetch>)) -> (Follower, bool) {
+    pub fn join(
+        &self,
+        selection: &Selection,
+        reported: u64,
+        source_name: &'static str,
+        start: impl FnOnce(Arc<Fetch>),
+    ) -> (Follower, bool) {
         let key = key(selection);
         let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(fetch) = active.get(&key) {
@@ -239,7 +256,7 @@ impl Fetches {
                 return (fetch.follow(), false);
             }
         }
-        let fetch = Fetch::new(key.clone(), selection.clone());
+        let fetch = Fetch::new(key.clone(), selection.clone(), reported, source_name);
         let follower = fetch.follow();
         active.insert(key, fetch.clone());
         drop(active);

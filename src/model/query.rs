@@ -325,6 +325,79 @@ impl Query {
     }
 }
 
+/// Does a match satisfy the query's fuzzy person-name keys (QIDO-RS `fuzzymatching`)?
+/// For sources that cannot match names fuzzily: they are asked without those keys and the
+/// core matches here, as the index does (case- and accent-insensitive, prefix per component).
+pub fn matches_fuzzy(query: &Query, m: &Match) -> bool {
+    query.keys.iter().all(|key| match &key.matcher {
+        Matcher::Fuzzy(q) => {
+            let q = normalize_name(q.trim());
+            let v = normalize_name(m.get(&key.attr.tag).map(String::as_str).unwrap_or(""));
+            v.starts_with(&q) || v.split(['^', ' ', '=']).any(|part| part.starts_with(&q))
+        }
+        _ => true,
+    })
+}
+
+/// Lowercase and strip diacritics, for fuzzy person-name matching (`_norm` columns).
+/// Covers Latin-1 and Latin Extended-A letters and combining marks (U+0300..U+036F).
+pub fn normalize_name(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars().flat_map(char::to_lowercase) {
+        let mapped: &str = match c {
+            'à' | 'á' | 'â' | 'ã' | 'ä' | 'å' | 'ā' | 'ă' | 'ą' => "a",
+            'æ' => "ae",
+            'ç' | 'ć' | 'ĉ' | 'ċ' | 'č' => "c",
+            'ď' | 'đ' | 'ð' => "d",
+            'è' | 'é' | 'ê' | 'ë' | 'ē' | 'ĕ' | 'ė' | 'ę' | 'ě' => "e",
+            'ĝ' | 'ğ' | 'ġ' | 'ģ' => "g",
+            'ĥ' | 'ħ' => "h",
+            'ì' | 'í' | 'î' | 'ï' | 'ĩ' | 'ī' | 'ĭ' | 'į' | 'ı' => "i",
+            'ĳ' => "ij",
+            'ĵ' => "j",
+            'ķ' | 'ĸ' => "k",
+            'ĺ' | 'ļ' | 'ľ' | 'ŀ' | 'ł' => "l",
+            'ñ' | 'ń' | 'ņ' | 'ň' | 'ŉ' | 'ŋ' => "n",
+            'ò' | 'ó' | 'ô' | 'õ' | 'ö' | 'ø' | 'ō' | 'ŏ' | 'ő' => "o",
+            'œ' => "oe",
+            'ŕ' | 'ŗ' | 'ř' => "r",
+            'ś' | 'ŝ' | 'ş' | 'š' | 'ſ' => "s",
+            'ß' => "ss",
+            'ţ' | 'ť' | 'ŧ' => "t",
+            'þ' => "th",
+            'ù' | 'ú' | 'û' | 'ü' | 'ũ' | 'ū' | 'ŭ' | 'ů' | 'ű' | 'ų' => "u",
+            'ŵ' => "w",
+            'ý' | 'ÿ' | 'ŷ' => "y",
+            'ź' | 'ż' | 'ž' => "z",
+            '\u{0300}'..='\u{036F}' => "",
+            _ => {
+                out.push(c);
+                continue;
+            }
+        };
+        out.push_str(mapped);
+    }
+    out
+}
+
 /// One answer row: values by tag, for the query level and the levels above it, plus the
 /// computed attributes of [`computed`]. Multi-valued values are joined with `\`.
 pub type Match = BTreeMap<Tag, String>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fuzzy_matching_on_results() {
+        let q = Query::new(Level::Study).with_key(
+            indexed_attr_by_keyword("PatientName").unwrap(),
+            Matcher::Fuzzy("zoe".into()),
+        );
+        let mut m = Match::new();
+        m.insert(Tag(0x0010, 0x0010), "Müller^Zoë".into());
+        assert!(matches_fuzzy(&q, &m));
+        m.insert(Tag(0x0010, 0x0010), "Jansen^Piet".into());
+        assert!(!matches_fuzzy(&q, &m));
+    }
+}

@@ -1,4 +1,5 @@
-//! The cache rules of gateway mode: when the cache may answer for a selection, and eviction.
+//! The cache rules: when the cache may answer for a selection, and eviction. They hold for
+//! every source behind the cache alike.
 //!
 //! - A study counts as complete only once a fetch delivered as many instances as the PACS
 //!   reported (or the cache already held that many); a partial fetch stays incomplete and is
@@ -9,8 +10,19 @@
 //!   studies being fetched or streamed. Studies that only arrived by C-STORE or STOW-RS have
 //!   no cache state and are never evicted.
 
-use super::gateway::Gateway;
+use super::Core;
 use crate::store::index::CachedStudy;
+
+/// `[cache]`: how long a complete study is trusted and how much is kept.
+#[derive(Debug, Clone, Default)]
+pub struct CacheRules {
+    /// Most bytes of fetched studies kept; least recently used studies are evicted above it.
+    /// 0: no limit.
+    pub max_bytes: u64,
+    /// A complete cached study is re-checked against its source's instance count after this
+    /// many seconds.
+    pub refresh_secs: u64,
+}
 
 /// Unix seconds now.
 pub fn now() -> i64 {
@@ -25,7 +37,7 @@ pub fn fresh(state: &CachedStudy, refresh_secs: u64, now: i64) -> bool {
     state.complete && now.saturating_sub(state.checked_at) < refresh_secs as i64
 }
 
-impl Gateway {
+impl Core {
     /// Note that a cached study was used (least-recently-used order).
     pub async fn touch(&self, study: &str) {
         if let Ok(Some(mut state)) = self.index.cached_study(study).await {

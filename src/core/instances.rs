@@ -1,0 +1,127 @@
+//! The instances of a retrieve, as a front reads them: from the cache an index page at a
+//! time, from a running fetch as each instance arrives. Either way the front holds a
+//! bounded list, whatever the study's size.
+
+use super::follow::{Follower, Pin};
+use super::source::{SourceError, SourceErrorKind};
+use super::{CoreError, InstanceLocation, Selection};
+use crate::store::Index;
+use std::sync::Arc;
+
+/// Instances per index page while a study streams from the cache.
+pub const PAGE: u32 = 256;
+
+/// The instances a retrieve sends, in order.
+#[derive(Debug)]
+pub struct Instances {
+    kind: Kind,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Cache {
+        index: Arc<dyn Index>,
+        selection: Selection,
+        offset: u32,
+        done: bool,
+        /// The study is not evicted while it streams.
+        _pin: Option<Pin>,
+    },
+    Fetch {
+        follower: Follower,
+        selection: Selection,
+        source_name: &'static str,
+    },
+}
+
+impl Instances {
+    pub(super) fn cache(index: Arc<dyn Index>, selection: Selection, pin: Option<Pin>) -> Self {
+        Instances {
+            kind: Kind::Cache {
+                index,
+                selection,
+                offset: 0,
+                done: false,
+                _pin: pin,
+            },
+        }
+    }
+
+    pub(super) fn fetch(
+        follower: Follower,
+        selection: Selection,
+        source_name: &'static str,
+    ) -> Self {
+        Instances {
+            kind: Kind::Fetch {
+                follower,
+                selection,
+                source_name,
+            },
+        }
+    }
+
+    /// The next instances: up to a page from the cache, the next arrival (one) from a
+    /// fetch; `None` after the last. An `Err` ends the retrieve (a fetch that ended
+    /// incomplete, the index unreachable).
+    pub async fn next_batch(&mut self) -> Option<Result<Vec<InstanceLocation>, CoreError>> {
+        match &mut self.kind {
+            Kind::Cache {
+                index,
+                selection,
+                offset,
+                done,
+                ..
+            } => {
+                if *done {
+                    return None;
+                }
+                let page = match index.locate_page(selection, *offset, PAGE).await {
+                    Ok(p) => p,
+                    Err(e) => return Some(Err(e.into())),
+                };
+                *offset += PAGE;
+                *done = page.len() < PAGE as usize;
+                if page.is_empty() {
+                    return None;
+                }
+                Some(Ok(page))
+            }
+            Kind::Fetch {
+                follower,
+                selection,
+                source_name,
+            } => loop {
+                match follower.next().await {
+                    // A fetch of a wider selection (a study) serves a narrower one too.
+                    Ok(Some(loc)) if selection.contains(&loc) => return Some(Ok(vec![loc])),
+                    Ok(Some(_)) => continue,
+                    Ok(None) => return None,
+                    Err(why) => {
+                        let e = SourceError::new(source_name, SourceErrorKind::Failed, why);
+                        return Some(Err(CoreError::Source(e)));
+                    }
+                }
+            },
+        }
+    }
+
+    /// Whether the batch just returned was the last (known for the cache only: a fetch
+    /// knows it is over when it says so).
+    pub fn at_end(&self) -> bool {
+        match &self.kind {
+            Kind::Cache { done, .. } => *done,
+            Kind::Fetch { .. } => false,
+        }
+    }
+
+    /// Everything left, in one list (a C-MOVE that lost its destination names them all as
+    /// failed). A running fetch is followed to its end.
+    pub async fn rest(&mut self) -> Result<Vec<InstanceLocation>, CoreError> {
+        let mut all = Vec::new();
+        while let Some(batch) = self.next_batch().await {
+            all.extend(batch?);
+        }
+        Ok(all)
+    }
+}

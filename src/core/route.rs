@@ -1,0 +1,255 @@
+//! Where a request is answered from: the cache, or a fetch from one of the sources its front
+//! may reach, streamed as it arrives (DESIGN flow 1); and queries merged from the sources
+//! and the cache.
+
+use super::cache::{fresh, now};
+use super::follow::{End, Fetch, Follower};
+use super::source::{Sink, Source, SourceError};
+use super::{Core, Selection};
+use crate::model::query::{matches_fuzzy, Level, Match, Query};
+use crate::store::index::CachedStudy;
+use dicom_core::Tag;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// Where a selection is answered from.
+#[derive(Debug)]
+pub enum Answer {
+    /// The cache holds it all.
+    Cache,
+    /// A fetch from a source, followed from its first instance.
+    Fetch(Follower),
+}
+
+impl Core {
+    /// Decide where `selection` is answered from; starts or joins a fetch from the first of
+    /// `sources` that holds more than the cache when the cache does not hold it all.
+    pub(super) async fn resolve(
+        self: &Arc<Self>,
+        selection: &Selection,
+        sources: &[Arc<dyn Source>],
+    ) -> Result<Answer, SourceError> {
+        let Some(study) = selection.study_uids.first().cloned() else {
+            return Ok(Answer::Cache);
+        };
+        if sources.is_empty() {
+            return Ok(Answer::Cache);
+        }
+        if let Some(follower) = self.fetches.running(selection) {
+            return Ok(Answer::Fetch(follower));
+        }
+        let cached = self.index.count_instances(selection).await.unwrap_or(0);
+        let state = self.index.cached_study(&study).await.ok().flatten();
+        let trusted = state
+            .as_ref()
+            .is_some_and(|s| fresh(s, self.cache.refresh_secs, now()));
+        if cached > 0 && (selection.level() == Level::Image || trusted) {
+            self.touch(&study).await;
+            return Ok(Answer::Cache);
+        }
+        let mut first_error = None;
+        for source in sources {
+            let reported = match source.count(selection).await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(error = %e, %study, "source cannot count the selection");
+                    first_error.get_or_insert(e);
+                    continue;
+                }
+            };
+            if reported == 0 {
+                continue;
+            }
+            // The cache holds as much as the source: answered from the cache.
+            if cached >= reported {
+                if selection.level() == Level::Study {
+                    self.record(&study, reported, true).await;
+                }
+                self.touch(&study).await;
+                return Ok(Answer::Cache);
+            }
+            let (core, source) = (self.clone(), source.clone());
+            let (follower, _) =
+                self.fetches
+                    .join(selection, reported, source.name(), move |fetch| {
+                        tokio::spawn(async move { core.drive(fetch, source, reported).await });
+                    });
+            return Ok(Answer::Fetch(follower));
+        }
+        match first_error {
+            // Unknown to the sources that answered, or none answered but the cache holds
+            // some: whatever the cache holds (e.g. received by STOW-RS).
+            Some(e) if cached == 0 => Err(e),
+            Some(e) => {
+                tracing::warn!(error = %e, %study, "source unreachable; answering from the cache");
+                Ok(Answer::Cache)
+            }
+            None => {
+                self.touch(&study).await;
+                Ok(Answer::Cache)
+            }
+        }
+    }
+
+    async fn record(&self, study: &str, reported: u64, complete: bool) {
+        let now = now();
+        let state = CachedStudy {
+            study_instance_uid: study.to_string(),
+            pacs_instances: reported,
+            complete,
+            checked_at: now,
+            last_access: now,
+        };
+        if let Err(e) = self.index.put_cached_study(&state).await {
+            tracing::warn!(error = %e, study, "cannot record cache state");
+        }
+    }
+
+    /// After a series or instance was fetched: the study is complete when the cache now
+    /// holds as many instances as the source reports for the whole study (a viewer fetches
+    /// series by series). The study's own count is kept, never a series' count.
+    async fn record_part(&self, study: &str, source: &dyn Source, fetched_whole: bool) {
+        let previous = self.index.cached_study(study).await.ok().flatten();
+        let whole = Selection {
+            study_uids: vec![study.to_string()],
+            ..Default::default()
+        };
+        let counted = match fetched_whole {
+            true => source.count(&whole).await.ok(),
+            false => None,
+        };
+        let (reported, complete) = match counted {
+            Some(n) if n > 0 => {
+                let cached = self.index.count_instances(&whole).await.unwrap_or(0);
+                (n, cached >= n)
+            }
+            _ => match &previous {
+                Some(p) => (p.pacs_instances, p.complete),
+                None => (0, false),
+            },
+        };
+        self.record(study, reported, complete).await;
+    }
+
+    /// Run one fetch to its end, feeding its followers; then record the cache state, end the
+    /// fetch and evict what no longer fits.
+    async fn drive(self: Arc<Self>, fetch: Arc<Fetch>, source: Arc<dyn Source>, reported: u64) {
+        let (tx, mut rx) = mpsc::channel(1);
+        let result = {
+            let sink = Sink {
+                blobs: &self.blobs,
+                index: self.index.as_ref(),
+                out: &tx,
+                cancel: &fetch.cancel,
+            };
+            let run = source.fetch(&fetch.selection, &sink);
+            tokio::pin!(run);
+            loop {
+                tokio::select! {
+                    r = &mut run => break r,
+                    Some(loc) = rx.recv() => fetch.arrived(loc).await,
+                }
+            }
+        };
+        while let Ok(loc) = rx.try_recv() {
+            fetch.arrived(loc).await;
+        }
+        let received = fetch.received();
+        let end = match result {
+            Ok(report) if report.delivered(received, reported) => End::Complete { received },
+            Ok(report) => End::Incomplete(format!(
+                "{} delivered {received} of {reported} instances (status 0x{:04X}, {} failed)",
+                source.name(),
+                report.status,
+                report.failed
+            )),
+            Err(e) => End::Incomplete(e.to_string()),
+        };
+        tracing::info!(fetch = %fetch.key, source = source.name(), ?end, "fetch ended");
+        let streamed_whole = matches!(end, End::Complete { .. });
+        // The followers have it all; the cache counts it only once it is durable.
+        fetch.finish(end);
+        let durable = {
+            let (blobs, keys) = (self.blobs.clone(), fetch.blob_keys());
+            match tokio::task::spawn_blocking(move || blobs.sync_blocking(&keys)).await {
+                Ok(Ok(())) => true,
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "cannot make fetched instances durable");
+                    false
+                }
+                Err(_) => false,
+            }
+        };
+        if let Some(study) = fetch.selection.study_uids.first() {
+            if fetch.selection.level() == Level::Study {
+                self.record(study, reported, streamed_whole && durable)
+                    .await;
+            } else {
+                self.record_part(study, source.as_ref(), streamed_whole && durable)
+                    .await;
+            }
+        }
+        self.fetches.done(&fetch);
+        let study = fetch.selection.study_uids.first().map(String::as_str);
+        self.evict(study).await;
+    }
+
+    /// A query answered by `sources`, merged with what the cache holds that they do not
+    /// (e.g. studies received by STOW-RS): one row per unique key, in unique-key order,
+    /// paged by the query's limit and offset after the merge. Without sources, the cache
+    /// alone (paged by the index).
+    pub(super) async fn merge_find(
+        &self,
+        query: &Query,
+        max_results: usize,
+        sources: &[Arc<dyn Source>],
+    ) -> Result<Vec<Match>, super::CoreError> {
+        if sources.is_empty() {
+            return Ok(self.index.find(query).await?);
+        }
+        // Rows are merged and ordered by the unique key of the query level (PS3.4 C.6.1).
+        let unique = match query.level {
+            Level::Patient => Tag(0x0010, 0x0020),
+            Level::Study => Tag(0x0020, 0x000D),
+            Level::Series => Tag(0x0020, 0x000E),
+            Level::Image => Tag(0x0008, 0x0018),
+        };
+        let window = max_results.saturating_add(query.offset as usize);
+        let mut from_sources = Vec::new();
+        for source in sources {
+            let capabilities = source.capabilities();
+            if !capabilities.query_levels.contains(&query.level) {
+                continue;
+            }
+            let mut found = source.find(query, window).await?;
+            // Where a source cannot match names fuzzily, it was asked for more and the core
+            // matches (PS3.18 8.3.4.1 fuzzymatching).
+            if !capabilities.fuzzy_names {
+                found.retain(|m| matches_fuzzy(query, m));
+            }
+            from_sources.extend(found);
+        }
+        let mut unpaged = query.clone();
+        unpaged.limit = Some(window.min(u32::MAX as usize) as u32);
+        unpaged.offset = 0;
+        let from_cache = self.index.find(&unpaged).await.unwrap_or_default();
+        let mut merged: BTreeMap<String, Match> = BTreeMap::new();
+        for m in from_cache.into_iter().chain(from_sources) {
+            let Some(key) = m.get(&unique).cloned() else {
+                continue;
+            };
+            // A source's row wins (it comes later), keeping cache values it left empty.
+            merged
+                .entry(key)
+                .and_modify(|old| old.extend(m.clone()))
+                .or_insert(m);
+        }
+        let limit = query.limit.map_or(usize::MAX, |l| l as usize);
+        Ok(merged
+            .into_values()
+            .skip(query.offset as usize)
+            .take(limit)
+            .collect())
+    }
+}

@@ -1,0 +1,123 @@
+//! The one contract every source behind the cache keeps (DESIGN "sources"): the local PACS
+//! today, other hospitals' gateways (`remote`) next. The core asks a source to find, to
+//! count and to fetch; it never looks inside how (C-FIND, C-GET, C-MOVE, an XCA query).
+//!
+//! A fetch stores each instance through the [`Sink`] as it arrives and hands its location
+//! on before it asks for the next one: the sink's `out` holds one instance, so a consumer
+//! that falls behind holds the source back (pynetdicom's "one narrow streaming contract").
+
+use crate::model::query::{Level, Match, Query};
+use crate::model::retrieve::{InstanceLocation, Selection};
+use crate::store::{BlobStore, Index};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Why a source could not answer.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{source_name}: {message}")]
+pub struct SourceError {
+    /// The source's [`Source::name`].
+    pub source_name: &'static str,
+    pub kind: SourceErrorKind,
+    pub message: String,
+}
+
+/// What kind of failure: the fronts answer each differently (502, C000, A702...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceErrorKind {
+    /// No connection, refused, timed out.
+    Unreachable,
+    /// The source does not offer what was asked (no C-GET, no such query level).
+    NotSupported,
+    /// It answered, with a failure.
+    Failed,
+    /// The consumer went away and the fetch was cancelled.
+    Cancelled,
+}
+
+impl SourceError {
+    pub fn new(
+        source_name: &'static str,
+        kind: SourceErrorKind,
+        message: impl Into<String>,
+    ) -> Self {
+        SourceError {
+            source_name,
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// What a source can do, for the core to plan with.
+#[derive(Debug, Clone, Default)]
+pub struct Capabilities {
+    /// Query levels it answers (a PACS without PATIENT level, a remote gateway with STUDY only).
+    pub query_levels: Vec<Level>,
+    /// Whether it can fetch at all.
+    pub retrieve: bool,
+    /// Whether it matches person names fuzzily itself; when not, the core matches them.
+    pub fuzzy_names: bool,
+}
+
+/// The final counts of a fetch, and how many instances reached the store.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FetchReport {
+    /// The source's final status (a DIMSE status for a PACS).
+    pub status: u16,
+    /// The source ended with success or a warning (its own status table decides).
+    pub ok: bool,
+    pub completed: u16,
+    pub failed: u16,
+    pub warning: u16,
+    /// Instances stored and handed on.
+    pub received: usize,
+    /// Every storage context proposed compressed was accepted, and the PACS failed all.
+    pub compressed_failed: bool,
+    /// C-MOVE: sub-operations that came without Move Originator fields.
+    pub without_originator: usize,
+    /// C-MOVE: the final response came before every sub-operation had arrived.
+    pub final_before_subops: bool,
+    /// Acknowledged to the source but not stored or not indexed: not in the cache.
+    pub not_cached: usize,
+}
+
+impl FetchReport {
+    /// Did the fetch deliver all of the `reported` instances, durable and indexed?
+    pub fn delivered(&self, received: usize, reported: u64) -> bool {
+        self.ok && self.failed == 0 && self.not_cached == 0 && received as u64 >= reported
+    }
+}
+
+/// Where fetched instances go: stored in `blobs`, indexed in `index`, then handed to `out`
+/// (one slot: back-pressure). `cancel` is set when every consumer left.
+pub struct Sink<'a> {
+    pub blobs: &'a BlobStore,
+    pub index: &'a dyn Index,
+    pub out: &'a mpsc::Sender<InstanceLocation>,
+    pub cancel: &'a CancellationToken,
+}
+
+/// A source behind the cache.
+#[async_trait::async_trait]
+pub trait Source: Send + Sync + std::fmt::Debug {
+    /// A short name for logs and audit details ("local PACS").
+    fn name(&self) -> &'static str;
+
+    /// What it can do.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Matches for `query`, at most `window` of them (the query's limit and offset are the
+    /// core's business: it pages after merging).
+    async fn find(&self, query: &Query, window: usize) -> Result<Vec<Match>, SourceError>;
+
+    /// How many instances the source holds for a selection (0: none).
+    async fn count(&self, selection: &Selection) -> Result<u64, SourceError>;
+
+    /// Fetch the selection into the sink, instance by instance.
+    async fn fetch(
+        &self,
+        selection: &Selection,
+        sink: &Sink<'_>,
+    ) -> Result<FetchReport, SourceError>;
+}

@@ -1,0 +1,109 @@
+//! The local PACS as a [`Source`] behind the cache: C-FIND for queries and counts, C-GET or
+//! C-MOVE (as configured or probed) for fetches.
+
+use super::config::RetrieveMode;
+use super::fetch::{self, FetchReport, Sink};
+use super::{Pacs, PacsError};
+use crate::core::source::{Capabilities, Source, SourceError, SourceErrorKind};
+use crate::dimse::association::AssociationError;
+use crate::dimse::status::{self, Category};
+use crate::model::query::{Level, Match, Query};
+use crate::model::Selection;
+use crate::store::{BlobStore, Index};
+use std::sync::Arc;
+
+/// The name the PACS goes by in logs, audit details and error messages.
+pub const NAME: &str = "local PACS";
+
+/// Gateway mode: the hospital's PACS behind the cache (`[pacs]`).
+#[derive(Debug)]
+pub struct PacsSource {
+    pub pacs: Pacs,
+    /// Where the capability probe stores what it fetches (the gateway's own store).
+    pub blobs: BlobStore,
+    pub index: Arc<dyn Index>,
+}
+
+impl From<PacsError> for SourceError {
+    fn from(e: PacsError) -> Self {
+        let kind = match &e {
+            PacsError::Association {
+                source: AssociationError::NoContexts,
+                ..
+            }
+            | PacsError::NotSupported(_) => SourceErrorKind::NotSupported,
+            PacsError::Association { .. } => SourceErrorKind::Unreachable,
+            PacsError::FindStatus(_) | PacsError::Retrieve(_) => SourceErrorKind::Failed,
+            PacsError::Cancelled => SourceErrorKind::Cancelled,
+        };
+        SourceError::new(NAME, kind, e.to_string())
+    }
+}
+
+impl PacsSource {
+    /// C-GET or C-MOVE as configured or probed; C-GET retried uncompressed when the PACS
+    /// accepted compressed syntaxes and then failed every sub-operation.
+    async fn retrieve(
+        &self,
+        selection: &Selection,
+        sink: &Sink<'_>,
+    ) -> Result<FetchReport, PacsError> {
+        let mode = self.pacs.mode();
+        if mode == RetrieveMode::CMove {
+            return fetch::move_(&self.pacs, selection, sink).await;
+        }
+        let got = match fetch::get(&self.pacs, selection, true, sink).await {
+            Ok(r) if r.compressed_failed => {
+                tracing::warn!("PACS failed every instance in a compressed syntax it accepted; retrying uncompressed");
+                fetch::get(&self.pacs, selection, false, sink).await
+            }
+            other => other,
+        };
+        match got {
+            Err(PacsError::NotSupported(_)) if mode == RetrieveMode::Auto => {
+                tracing::info!("PACS does not offer C-GET; using C-MOVE from now on");
+                self.pacs.set_mode(RetrieveMode::CMove);
+                fetch::move_(&self.pacs, selection, sink).await
+            }
+            other => other,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Source for PacsSource {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            // Study Root (PS3.4 C.6.2): no PATIENT level.
+            query_levels: vec![Level::Study, Level::Series, Level::Image],
+            retrieve: true,
+            // C-FIND matches names by wildcard at best (PS3.4 C.2.2.2.4), never fuzzily.
+            fuzzy_names: false,
+        }
+    }
+
+    async fn find(&self, query: &Query, window: usize) -> Result<Vec<Match>, SourceError> {
+        Ok(self.pacs.find(query, window).await?)
+    }
+
+    async fn count(&self, selection: &Selection) -> Result<u64, SourceError> {
+        Ok(self.pacs.count(selection).await?)
+    }
+
+    async fn fetch(
+        &self,
+        selection: &Selection,
+        sink: &Sink<'_>,
+    ) -> Result<FetchReport, SourceError> {
+        let mut report = self.retrieve(selection, sink).await?;
+        report.ok = matches!(
+            status::category(report.status),
+            Category::Success | Category::Warning
+        );
+        Ok(report)
+    }
+}
