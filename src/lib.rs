@@ -1,26 +1,35 @@
 //! beeldbrug: a DICOM gateway for Dutch national image exchange (Twiin "Beeldbeschikbaarheid").
 //!
-//! The layout follows fronts → core → sources:
+//! The layout follows the data, fronts → core → sources; each layer knows nothing above it:
 //!
-//! - [`dimse`]: the DIMSE front, our own message layer on `dicom-ul`'s PDU codec: PDU framing
-//!   with strict size checks and timeouts, association negotiation, command sets, status
-//!   tables, and one module per service class (echo, store, find, move, get) as SCP and SCU.
-//! - [`http`]: the HTTP listener: `/health`, `/ready` (the checks that the gateway can take
-//!   work: index, blobs, disk, audit trail, PACS), and [`dicomweb`] under `/dicomweb`.
-//! - [`dicomweb`]: the DICOMweb front (PS3.18): QIDO-RS, WADO-RS, STOW-RS, streamed.
-//! - [`core`]: the one query model ([`core::Query`]) and retrieve model ([`core::Selection`])
-//!   that every front translates into.
-//! - [`trust`]: the one decision point every query and retrieval passes, and its audit trail.
+//! - Fronts translate a wire protocol into the core's terms and back, nothing more:
+//!   - [`dimse`]: the DIMSE layer, our own message layer on `dicom-ul`'s PDU codec: PDU
+//!     framing with strict size checks and timeouts, association negotiation, command sets,
+//!     status tables, the SCU side (used by the PACS source and the CLI), and in
+//!     [`dimse::scp`] the DIMSE front: the listener and one module per service class (echo,
+//!     store, find, move, get).
+//!   - [`http`]: the HTTP listener: `/health`, `/ready` (the checks that the gateway can take
+//!     work: index, blobs, disk, audit trail, PACS), and [`dicomweb`] under `/dicomweb`.
+//!   - [`dicomweb`]: the DICOMweb front (PS3.18): QIDO-RS, WADO-RS, STOW-RS, streamed.
+//! - [`core`]: where every query and retrieve is answered: the trust decision and the one
+//!   audit record of each operation, the routes from each front to the sources, the cache
+//!   or a shared, streamed fetch from a source, queries merged over the sources.
+//! - [`model`]: the one query model ([`model::Query`]) and retrieve model
+//!   ([`model::Selection`]) every layer shares.
+//! - [`trust`]: the decision point (callers, tokens, XUA, consent, patients) and the audit
+//!   trail.
+//! - Sources, behind [`core::Source`]:
+//!   - [`store`]: the cache: blobs on the filesystem and the index (SQLite or PostgreSQL),
+//!     and the one ingest path of C-STORE and STOW-RS.
+//!   - [`pacs`]: the hospital's PACS (C-FIND for queries, C-GET / C-MOVE retrieves, the
+//!     capability probe, forwarding STOW-RS studies to the PACS).
 //! - [`xml`]: the one XML reader (namespace-resolved element tree, size, depth and node
 //!   limits, no DTDs) for the SOAP and SAML messages the trust layer and later the XDS-I front
 //!   read.
-//! - [`store`]: blobs on the filesystem and the index (SQLite or PostgreSQL).
-//! - [`pacs`]: gateway mode: the hospital's PACS as the source behind the cache (C-FIND for
-//!   queries, C-GET / C-MOVE retrieves streamed as they arrive and shared between requests,
-//!   cache rules, the capability probe, forwarding STOW-RS studies to the PACS).
+//! - [`server`]: the composition root: builds the core with its sources and routes
+//!   (`server::compose_core`), starts the listeners, and the shutdown deadline.
 //! - [`cli`]: the command line (serve, echo, find, store, move, get, generate, probe, forward).
 //! - [`config`]: typed configuration (embedded default TOML, file, `BEELDBRUG_*` environment).
-//! - [`server`]: wiring it together for `beeldbrug serve`, and the shutdown deadline.
 //! - [`oplog`]: logging setup and the operations log (one line per association and request).
 //! - [`testdata`]: the deterministic synthetic-study generator used by tests and benchmarks
 //!   (`test-data/README.md` says why it lives here and how to make data).
