@@ -238,10 +238,10 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             shutdown.clone(),
         ));
     }
-    if context.gateway.is_some() {
+    if let Some(gateway) = context.gateway.clone() {
         // Gateway mode: the queue of STOW-RS studies for the PACS (pacs::forward).
-        let (ctx, token) = (context.clone(), shutdown.clone());
-        tasks.spawn(crate::pacs::forward::run(ctx, token));
+        let (trust, token) = (context.trust.clone(), shutdown.clone());
+        tasks.spawn(crate::pacs::forward::run(gateway, trust, token));
     }
     if let Some(gateway) = context.gateway.clone() {
         if gateway.pacs.config.probe_at_start {

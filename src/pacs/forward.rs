@@ -13,13 +13,12 @@
 
 use super::source::PacsSource as Gateway;
 use crate::core::cache::now;
-use crate::dimse::scp::ScpContext;
 use crate::dimse::scu::send::{propose_for, send_stored, SendError};
 use crate::dimse::status::{self, Category};
 use crate::model::{InstanceLocation, Selection};
 use crate::store::index::ForwardJob;
 use crate::store::{Index, IndexError};
-use crate::trust::{Caller, Operation, Outcome};
+use crate::trust::{Caller, Operation, Outcome, Trust};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
@@ -141,15 +140,12 @@ pub async fn enqueue_stow(
 
 /// The worker: forward due jobs until `shutdown`. Does nothing without `[pacs]`. A pass in
 /// progress at shutdown is dropped; its unfinished jobs stay queued for the next start.
-pub async fn run(ctx: Arc<ScpContext>, shutdown: CancellationToken) {
-    let Some(gateway) = ctx.gateway.clone() else {
-        return;
-    };
+pub async fn run(gateway: Arc<Gateway>, trust: Arc<Trust>, shutdown: CancellationToken) {
     tracing::info!(pacs = %gateway.pacs.config.ae_title, "forward queue worker started");
     loop {
         let more = tokio::select! {
             _ = shutdown.cancelled() => break,
-            more = pass(&ctx, &gateway) => more,
+            more = pass(&trust, &gateway) => more,
         };
         if more {
             continue;
@@ -166,8 +162,8 @@ pub async fn run(ctx: Arc<ScpContext>, shutdown: CancellationToken) {
 
 /// One pass over the due jobs, a study at a time. True when a full batch was taken and
 /// recorded (more may be due at once); an index in trouble waits for the next poll.
-async fn pass(ctx: &ScpContext, gateway: &Gateway) -> bool {
-    let jobs = match ctx.index.forward_jobs(Some(now()), BATCH).await {
+async fn pass(trust: &Trust, gateway: &Gateway) -> bool {
+    let jobs = match gateway.index.forward_jobs(Some(now()), BATCH).await {
         Ok(jobs) => jobs,
         Err(e) => {
             tracing::error!(error = %e, "cannot read the forward queue");
@@ -187,7 +183,7 @@ async fn pass(ctx: &ScpContext, gateway: &Gateway) -> bool {
         }
     }
     for (study, jobs) in studies {
-        full &= forward_study(ctx, gateway, &study, &jobs).await;
+        full &= forward_study(trust, gateway, &study, &jobs).await;
     }
     full
 }
@@ -203,12 +199,7 @@ enum Attempt {
 
 /// One attempt at a study's due jobs over one association. False when the index could not
 /// be read or written.
-async fn forward_study(
-    ctx: &ScpContext,
-    gateway: &Gateway,
-    study: &str,
-    jobs: &[ForwardJob],
-) -> bool {
+async fn forward_study(trust: &Trust, gateway: &Gateway, study: &str, jobs: &[ForwardJob]) -> bool {
     let pacs = &gateway.pacs;
     let selection = Selection {
         study_uids: vec![study.to_string()],
@@ -222,7 +213,7 @@ async fn forward_study(
     };
     // The outcome per SOP Instance UID (a SOP stored twice has two jobs, sent once).
     let mut results: BTreeMap<String, Attempt> = BTreeMap::new();
-    let located = match ctx.index.locate(&selection).await {
+    let located = match gateway.index.locate(&selection).await {
         Ok(l) => l,
         Err(e) => {
             tracing::error!(error = %e, study, "forward: index lookup failed");
@@ -238,7 +229,7 @@ async fn forward_study(
         }
     }
     if !located.is_empty() {
-        send_all(ctx, gateway, &located, &mut results).await;
+        send_all(gateway, &located, &mut results).await;
     }
 
     let policy = pacs.forward.policy();
@@ -269,7 +260,11 @@ async fn forward_study(
         if state == FAILED {
             tracing::warn!(job = job.id, sop = %job.sop_instance_uid, attempts, error, "forward to the PACS given up");
         }
-        if let Err(e) = ctx.index.update_forward(job.id, state, next, error).await {
+        if let Err(e) = gateway
+            .index
+            .update_forward(job.id, state, next, error)
+            .await
+        {
             tracing::error!(error = %e, job = job.id, "cannot record a forward attempt");
             recorded = false;
         }
@@ -322,7 +317,7 @@ async fn forward_study(
             pacs.config.calling_ae(&pacs.our_ae),
             format!("{}:{}", pacs.config.host, pacs.config.port),
         );
-        ctx.trust.audit(&us, Operation::Store, outcome).await;
+        trust.audit(&us, Operation::Store, outcome).await;
     }
     recorded
 }
@@ -330,7 +325,6 @@ async fn forward_study(
 /// C-STORE the located instances over one association (PS3.4 B.2); every outcome goes into
 /// `results`.
 async fn send_all(
-    ctx: &ScpContext,
     gateway: &Gateway,
     located: &[InstanceLocation],
     results: &mut BTreeMap<String, Attempt>,
@@ -356,7 +350,7 @@ async fn send_all(
             results.insert(l.sop_instance_uid.clone(), Attempt::Retry(why.clone()));
             continue;
         }
-        let attempt = match send_stored(&mut assoc.assoc, &ctx.blobs, l, None).await {
+        let attempt = match send_stored(&mut assoc.assoc, &gateway.blobs, l, None).await {
             Ok(sent) => match status::category(sent.status) {
                 Category::Success | Category::Warning => Attempt::Sent,
                 _ => Attempt::Retry(format!(
