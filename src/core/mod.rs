@@ -310,6 +310,31 @@ impl Core {
         })
     }
 
+    /// Instances stored with us by STOW-RS (`(study, SOP instance)` pairs, indexed already):
+    /// the sources the web front reaches may take them on (the PACS forwards them), and the
+    /// studies' retention (`storage.keep_received_days`) counts from now.
+    pub async fn received(&self, sender: &str, items: &[(String, String)]) {
+        if items.is_empty() {
+            return;
+        }
+        for source in self.sources_for(Operation::StowRs) {
+            source.received(sender, items).await;
+        }
+        let studies: Vec<String> = items
+            .iter()
+            .map(|(study, _)| study.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if let Err(e) = self
+            .index
+            .note_received(&studies, sender, cache::now())
+            .await
+        {
+            tracing::warn!(error = %e, "cannot note the receipt of STOW-RS studies for retention");
+        }
+    }
+
     /// Every instance of a selection once the cache holds them all (frames, bulk data,
     /// rendered: one instance, or a few). On `Err` the ticket's record has been written.
     pub async fn locate(

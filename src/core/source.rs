@@ -120,4 +120,9 @@ pub trait Source: Send + Sync + std::fmt::Debug {
         selection: &Selection,
         sink: &Sink<'_>,
     ) -> Result<FetchReport, SourceError>;
+
+    /// Instances another party stored with us (STOW-RS), indexed already, as
+    /// `(study, SOP instance)` pairs: a source that keeps the hospital's archive (the PACS)
+    /// may take them on. Nothing by default.
+    async fn received(&self, _sender: &str, _items: &[(String, String)]) {}
 }

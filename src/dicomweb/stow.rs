@@ -119,29 +119,14 @@ async fn store(
         Err((parts, e)) => (parts, Some(e)),
     };
     let stored = parts.iter().filter(|p| !p.failed()).count();
-    if let Some(gateway) = &state.gateway {
-        // Gateway mode: what another hospital sends goes on to the local PACS (pacs::forward).
-        let items: Vec<(String, String)> = parts
-            .iter()
-            .filter(|p| !p.failed())
-            .map(|p| (p.study.clone(), p.sop_instance.clone()))
-            .collect();
-        crate::pacs::forward::enqueue_stow(gateway, state.index.as_ref(), &caller.ae_title, &items)
-            .await;
-    }
-    // Another hospital sent these: storage.keep_received_days counts from now (retention).
-    let received = distinct(parts.iter().filter(|p| !p.failed()).map(|p| &p.study));
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    if let Err(e) = state
-        .index
-        .note_received(&received, &caller.ae_title, now)
-        .await
-    {
-        tracing::warn!(error = %e, "cannot note the receipt of STOW-RS studies for retention");
-    }
+    // Another hospital sent these: in gateway mode they go on to the local PACS, and
+    // storage.keep_received_days counts from now (retention).
+    let items: Vec<(String, String)> = parts
+        .iter()
+        .filter(|p| !p.failed())
+        .map(|p| (p.study.clone(), p.sop_instance.clone()))
+        .collect();
+    state.core.received(&caller.ae_title, &items).await;
     let outcome = Outcome {
         patient_ids: distinct(parts.iter().filter(|p| !p.failed()).map(|p| &p.patient)),
         study_uids: distinct(parts.iter().filter(|p| !p.failed()).map(|p| &p.study)),

@@ -97,47 +97,6 @@ impl Forwarder {
     }
 }
 
-/// Does `[pacs]` forward what `sender` stores by STOW-RS?
-pub fn forwards_from(gateway: &Gateway, sender: &str) -> bool {
-    let config = &gateway.pacs.config;
-    config.forward_stow
-        && !config
-            .forward_except
-            .iter()
-            .any(|s| s.trim() == sender.trim())
-}
-
-/// Queue instances a sender stored by STOW-RS (`(study, sop instance)` pairs, indexed
-/// already) for the PACS, when forwarding applies to that sender. A queue that cannot be
-/// written is logged: the instances stay stored either way.
-pub async fn enqueue_stow(
-    gateway: &Gateway,
-    index: &dyn Index,
-    sender: &str,
-    items: &[(String, String)],
-) {
-    if items.is_empty() || !forwards_from(gateway, sender) {
-        return;
-    }
-    match index.enqueue_forward(items, sender, now()).await {
-        Ok(()) => {
-            tracing::info!(
-                sender,
-                instances = items.len(),
-                pacs = %gateway.pacs.config.ae_title,
-                "queued for forwarding to the PACS"
-            );
-            gateway.pacs.forward.wake();
-        }
-        Err(e) => tracing::error!(
-            error = %e,
-            sender,
-            instances = items.len(),
-            "cannot queue STOW-RS instances for forwarding to the PACS"
-        ),
-    }
-}
-
 /// The worker: forward due jobs until `shutdown`. Does nothing without `[pacs]`. A pass in
 /// progress at shutdown is dropped; its unfinished jobs stay queued for the next start.
 pub async fn run(gateway: Arc<Gateway>, trust: Arc<Trust>, shutdown: CancellationToken) {

@@ -4,6 +4,7 @@
 use super::config::RetrieveMode;
 use super::fetch::{self, FetchReport, Sink};
 use super::{Pacs, PacsError};
+use crate::core::cache::now;
 use crate::core::source::{Capabilities, Source, SourceError, SourceErrorKind};
 use crate::dimse::association::AssociationError;
 use crate::dimse::status::{self, Category};
@@ -41,6 +42,16 @@ impl From<PacsError> for SourceError {
 }
 
 impl PacsSource {
+    /// Does `[pacs]` forward what `sender` stores by STOW-RS?
+    pub fn forwards_from(&self, sender: &str) -> bool {
+        let config = &self.pacs.config;
+        config.forward_stow
+            && !config
+                .forward_except
+                .iter()
+                .any(|s| s.trim() == sender.trim())
+    }
+
     /// C-GET or C-MOVE as configured or probed; C-GET retried uncompressed when the PACS
     /// accepted compressed syntaxes and then failed every sub-operation.
     async fn retrieve(
@@ -92,6 +103,32 @@ impl Source for PacsSource {
 
     async fn count(&self, selection: &Selection) -> Result<u64, SourceError> {
         Ok(self.pacs.count(selection).await?)
+    }
+
+    /// STOW-RS studies go on to the PACS through the durable forward queue (`[pacs]
+    /// forward_stow`, `forward_except`).
+    async fn received(&self, sender: &str, items: &[(String, String)]) {
+        if !self.forwards_from(sender) {
+            return;
+        }
+        match self.index.enqueue_forward(items, sender, now()).await {
+            Ok(()) => {
+                tracing::info!(
+                    sender,
+                    instances = items.len(),
+                    pacs = %self.pacs.config.ae_title,
+                    "queued for forwarding to the PACS"
+                );
+                self.pacs.forward.wake();
+            }
+            // The instances stay stored either way.
+            Err(e) => tracing::error!(
+                error = %e,
+                sender,
+                instances = items.len(),
+                "cannot queue STOW-RS instances for forwarding to the PACS"
+            ),
+        }
     }
 
     async fn fetch(
