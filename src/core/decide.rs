@@ -67,7 +67,7 @@ impl Core {
         ticket.set_grounds(policy::grounds(&decisions));
         if let Some(refused) = policy::named_patient_refused(query, &decisions) {
             let patients: Vec<String> = decisions.keys().cloned().collect();
-            ticket.touch_patients(&patients, &[]);
+            ticket.touch_ids(&patients, &[]);
             return Err(CoreError::Refused(Refusal::Forbidden(refused)));
         }
         Ok(matches)
@@ -100,7 +100,7 @@ impl Core {
             return Ok(());
         };
         let reason = refused.decision.reason().to_string();
-        ticket.touch_patients(&patients, &selection.study_uids);
+        ticket.touch_ids(&patients, &selection.study_uids);
         ticket.set_grounds(policy::grounds(&decisions));
         Err(CoreError::Refused(Refusal::Forbidden(reason)))
     }

@@ -55,6 +55,14 @@ pub enum Front {
 }
 
 impl Front {
+    pub fn name(self) -> &'static str {
+        match self {
+            Front::Dimse => "DIMSE",
+            Front::Web => "DICOMweb",
+            Front::Xds => "XDS",
+        }
+    }
+
     /// The front an operation arrives on.
     pub fn of(operation: Operation) -> Front {
         match operation {
@@ -308,6 +316,41 @@ impl Core {
             from: "cache",
             stored_syntaxes: Some(stored),
         })
+    }
+
+    /// Delete a selection from the cache (our own organisation only: the trust decision
+    /// for [`Operation::Delete`] said so): rows and files in the one delete path
+    /// (`store::delete`). Writes the ticket's record; `Ok` with how many instances went.
+    pub async fn delete(
+        &self,
+        mut ticket: Ticket,
+        selection: Selection,
+    ) -> Result<usize, CoreError> {
+        let deleted =
+            crate::store::delete::delete(self.index.as_ref(), &self.blobs, &selection).await;
+        match deleted {
+            Ok(d) if d.is_empty() => {
+                ticket.touch_ids(&[], &selection.study_uids);
+                ticket.finish("failure", "nothing matched").await;
+                Err(CoreError::NotFound(
+                    "no such study, series or instance".into(),
+                ))
+            }
+            Ok(d) => {
+                ticket.touch_ids(&d.patient_ids, &d.study_uids);
+                ticket.set_grounds(format!(
+                    "operator delete ({})",
+                    Front::of(ticket.operation()).name()
+                ));
+                ticket.finish("success", d.describe()).await;
+                Ok(d.instances)
+            }
+            Err(crate::store::delete::DeleteError::Index(e)) => {
+                ticket.touch_ids(&[], &selection.study_uids);
+                ticket.finish("failure", e.to_string()).await;
+                Err(CoreError::Index(e))
+            }
+        }
     }
 
     /// Instances stored with us by STOW-RS (`(study, SOP instance)` pairs, indexed already):

@@ -68,8 +68,9 @@ impl Ticket {
         }
     }
 
-    /// Patients named without instances (a refused selection).
-    pub(super) fn touch_patients(&mut self, patients: &[String], studies: &[String]) {
+    /// Patients and studies the operation touched, by their IDs (a refused selection, what
+    /// a store or a delete changed).
+    pub fn touch_ids(&mut self, patients: &[String], studies: &[String]) {
         self.patients.extend(patients.iter().cloned());
         self.studies.extend(studies.iter().cloned());
     }

@@ -9,10 +9,9 @@
 //! operator on the host); never a remote gateway (`Trust::decide`, [`Operation::Delete`]).
 //! Each request leaves one audit record naming the patients and studies removed.
 
-use super::{admit, WebCaller, WebError, WebState};
+use super::{WebCaller, WebError, WebState};
 use crate::core::Selection;
-use crate::store::delete;
-use crate::trust::{Operation, Outcome};
+use crate::trust::Operation;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 
@@ -60,40 +59,7 @@ async fn remove(
     WebCaller(caller): WebCaller,
     selection: Selection,
 ) -> Result<StatusCode, WebError> {
-    admit(state, &caller, Operation::Delete).await?;
-    let result = delete::delete(state.index.as_ref(), &state.blobs, &selection).await;
-    let (outcome, answer) = match result {
-        Ok(deleted) if deleted.is_empty() => (
-            Outcome {
-                study_uids: selection.study_uids.clone(),
-                result: "failure".into(),
-                detail: "nothing matched".into(),
-                ..Default::default()
-            },
-            Err(WebError::NotFound(
-                "no such study, series or instance".into(),
-            )),
-        ),
-        Ok(deleted) => (
-            Outcome {
-                detail: deleted.describe(),
-                patient_ids: deleted.patient_ids,
-                study_uids: deleted.study_uids,
-                result: "success".into(),
-                grounds: "operator delete (DICOMweb)".into(),
-            },
-            Ok(StatusCode::NO_CONTENT),
-        ),
-        Err(e) => (
-            Outcome {
-                study_uids: selection.study_uids.clone(),
-                result: "failure".into(),
-                detail: e.to_string(),
-                ..Default::default()
-            },
-            Err(WebError::Internal(e.to_string())),
-        ),
-    };
-    state.trust.audit(&caller, Operation::Delete, outcome).await;
-    answer
+    let ticket = state.core.admit(&caller, Operation::Delete).await?;
+    state.core.delete(ticket, selection).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

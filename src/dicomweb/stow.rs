@@ -10,11 +10,11 @@
 
 use super::json::{put, tag_key};
 use super::media::parse_media_type;
-use super::{admit, base_url, WebCaller, WebError, WebState};
+use super::{base_url, WebCaller, WebError, WebState};
 use crate::dimse::status::code;
 use crate::store::ingest::{index_batch, store_blob, Expected};
 use crate::store::{InstanceRecord, PendingBlob};
-use crate::trust::{Caller, Operation, Outcome};
+use crate::trust::{Caller, Operation};
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -112,7 +112,7 @@ async fn store(
     study: Option<String>,
     body: Body,
 ) -> Result<Response, WebError> {
-    admit(&state, &caller, Operation::StowRs).await?;
+    let mut ticket = state.core.admit(&caller, Operation::StowRs).await?;
     let result = receive(&state, &headers, study.as_deref(), body).await;
     let (parts, error) = match result {
         Ok(parts) => (parts, None),
@@ -127,28 +127,21 @@ async fn store(
         .map(|p| (p.study.clone(), p.sop_instance.clone()))
         .collect();
     state.core.received(&caller.ae_title, &items).await;
-    let outcome = Outcome {
-        patient_ids: distinct(parts.iter().filter(|p| !p.failed()).map(|p| &p.patient)),
-        study_uids: distinct(parts.iter().filter(|p| !p.failed()).map(|p| &p.study)),
-        result: match (stored, parts.len() - stored, &error) {
-            (_, 0, None) => "success",
-            (0, _, _) => "failure",
-            _ => "partial",
-        }
-        .into(),
-        detail: match &error {
-            Some(e) => format!("{stored} instances stored, then: {e}"),
-            None => format!("{stored} of {} instances stored", parts.len()),
-        },
-        grounds: String::new(),
+    let patients = distinct(parts.iter().filter(|p| !p.failed()).map(|p| &p.patient));
+    let studies = distinct(parts.iter().filter(|p| !p.failed()).map(|p| &p.study));
+    ticket.touch_ids(&patients, &studies);
+    let result = match (stored, parts.len() - stored, &error) {
+        (_, 0, None) => "success",
+        (0, _, _) => "failure",
+        _ => "partial",
+    };
+    let detail = match &error {
+        Some(e) => format!("{stored} instances stored, then: {e}"),
+        None => format!("{stored} of {} instances stored", parts.len()),
     };
     // Fail closed: without its audit record the store is not acknowledged (503). What was
     // stored stays; the client sends again and the same instances replace themselves.
-    if let Err(e) = state
-        .trust
-        .audit_before_answer(&caller, Operation::StowRs, outcome)
-        .await
-    {
+    if let Err(e) = ticket.finish_before_answer(result, detail).await {
         return Err(WebError::Unavailable(e.to_string()));
     }
     if let Some(e) = error {
