@@ -19,7 +19,10 @@
 //!   queries, C-GET / C-MOVE retrieves streamed as they arrive and shared between requests,
 //!   cache rules, the capability probe, forwarding STOW-RS studies to the PACS).
 //! - [`cli`]: the command line (serve, echo, find, store, move, get, generate, probe, forward).
-//! - [`config`]: typed configuration (embedded default TOML, file, `BEELDBRUG_*` environment).
+//! - [`config`]: typed configuration (embedded default TOML, file, `BEELDBRUG_*` environment),
+//!   every section's types included: it imports none of the modules it configures.
+//! - [`sop`]: the SOP class and transfer syntax UIDs that the fronts, the sources and the
+//!   configuration name (also `dimse::sop`).
 //! - [`server`]: wiring it together for `beeldbrug serve`, and the shutdown deadline.
 //! - [`oplog`]: logging setup and the operations log (one line per association and request).
 //! - [`testdata`]: the deterministic synthetic-study generator used by tests and benchmarks
@@ -34,6 +37,7 @@ pub mod http;
 pub mod oplog;
 pub mod pacs;
 pub mod server;
+pub mod sop;
 pub mod store;
 pub mod testdata;
 pub mod trust;
