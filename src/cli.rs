@@ -5,6 +5,7 @@ use crate::config::Config;
 use crate::dimse::dataset::{QUERY_RETRIEVE_LEVEL, SPECIFIC_CHARACTER_SET};
 use crate::dimse::scu::{self, ScuOptions};
 use crate::dimse::{sop, status};
+use crate::pacs::probe::{self, ProbeOptions, ProbeReport};
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
@@ -386,12 +387,12 @@ async fn probe(
     study: Option<String>,
     timeout: u64,
 ) -> anyhow::Result<()> {
-    let options = crate::pacs::probe::ProbeOptions {
+    let options = ProbeOptions {
         study,
         check_timeout: std::time::Duration::from_secs(timeout.max(1)),
         ..Default::default()
     };
-    let report = crate::pacs::probe::standalone(Config::load(config)?, options).await?;
+    let report = probe_standalone(Config::load(config)?, options).await?;
     if json {
         println!("{}", report.to_json());
     } else {
@@ -404,6 +405,50 @@ async fn probe(
         );
     }
     Ok(())
+}
+
+/// `beeldbrug probe`: start the gateway in-process (its Storage SCP on `dimse.listen`, the
+/// address the PACS knows us by, receives the C-MOVE), probe, stop. When that address is
+/// taken (a running `beeldbrug serve`), probe without the C-MOVE check. Here rather than in
+/// `pacs::probe`, which `server` starts: the probe does not start the server it runs in.
+async fn probe_standalone(
+    mut config: Config,
+    mut options: ProbeOptions,
+) -> anyhow::Result<ProbeReport> {
+    const NO_PACS: &str = "no [pacs] section in the configuration: there is no PACS to probe";
+    let Some(pacs_config) = config.pacs.as_mut() else {
+        bail!(NO_PACS);
+    };
+    pacs_config.probe_at_start = false;
+    let pacs_config = pacs_config.clone();
+    config.http.listen = "127.0.0.1:0".into();
+    let listen = config.dimse.listen.clone();
+    options.our_address.get_or_insert_with(|| listen.clone());
+    match crate::server::start(config.clone()).await {
+        Ok(running) => {
+            let report = match running.context.gateway.clone() {
+                Some(gateway) => Ok(probe::run_gateway(&gateway, &options).await),
+                None => Err(anyhow::anyhow!(NO_PACS)),
+            };
+            running.stop().await;
+            report
+        }
+        Err(crate::server::ServeError::Bind(addr, e)) if addr == listen => {
+            options.skip_move = Some(format!(
+                "cannot listen on {listen} for the sub-operations ({e}); if `beeldbrug serve` \
+                 runs there, its start-up probe reports C-MOVE"
+            ));
+            let blobs = crate::store::BlobStore::open(&config.storage.data_dir).await?;
+            let index = crate::store::open_index(&config.index_url()).await?;
+            let pacs = crate::pacs::Pacs::new(pacs_config, &config.dimse.ae_title);
+            // `[pacs] tls = true`: the same DICOM TLS client as `serve` uses.
+            let tls = crate::trust::tls::TlsState::new(&config)
+                .map_err(|e| anyhow::anyhow!("TLS toward the PACS: {e}"))?;
+            pacs.set_tls(std::sync::Arc::new(tls));
+            Ok(probe::run(&pacs, &blobs, index.as_ref(), &options).await)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn find(peer: &PeerArgs, query: &QueryArgs, json: bool) -> anyhow::Result<()> {

@@ -1,13 +1,23 @@
 //! Typed configuration: the embedded default (`config/beeldbrug.toml`), an optional file, and
 //! `BEELDBRUG_<SECTION>__<KEY>` environment variables, merged in that order and validated at
 //! start. An error names the key and the problem.
+//!
+//! The sections that other modules own ([`pacs`], [`tls`], [`trust`]) have their types here
+//! too, in files of their own: the configuration is read before anything it configures and
+//! imports none of it.
 
-pub use crate::pacs::config::{CacheConfig, PacsConfig, RetrieveMode};
+pub mod pacs;
+pub mod tls;
+pub mod trust;
+
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
+pub use pacs::{CacheConfig, PacsConfig, RetrieveMode};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+pub use tls::TlsConfig;
+pub use trust::TrustConfig;
 
 /// The embedded default configuration.
 pub const EMBEDDED_DEFAULT: &str = include_str!("../config/beeldbrug.toml");
@@ -37,10 +47,10 @@ pub struct Config {
     pub pacs: Option<PacsConfig>,
     /// TLS on the listeners (absent: plain TCP, the loopback demo default).
     #[serde(default)]
-    pub tls: crate::trust::tls::TlsConfig,
+    pub tls: TlsConfig,
     /// Participants, tokens, consent and audit.
     #[serde(default)]
-    pub trust: crate::trust::TrustConfig,
+    pub trust: TrustConfig,
     /// The process as a whole (shutdown).
     #[serde(default)]
     pub server: ServerConfig,

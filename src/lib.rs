@@ -29,7 +29,10 @@
 //! - [`server`]: the composition root: builds the core with its sources and routes
 //!   (`server::compose_core`), starts the listeners, and the shutdown deadline.
 //! - [`cli`]: the command line (serve, echo, find, store, move, get, generate, probe, forward).
-//! - [`config`]: typed configuration (embedded default TOML, file, `BEELDBRUG_*` environment).
+//! - [`config`]: typed configuration (embedded default TOML, file, `BEELDBRUG_*` environment),
+//!   every section's types included: it imports none of the modules it configures.
+//! - [`sop`]: the SOP class and transfer syntax UIDs that the fronts, the sources and the
+//!   configuration name (also `dimse::sop`).
 //! - [`oplog`]: logging setup and the operations log (one line per association and request).
 //! - [`testdata`]: the deterministic synthetic-study generator used by tests and benchmarks
 //!   (`test-data/README.md` says why it lives here and how to make data).
@@ -44,6 +47,7 @@ pub mod model;
 pub mod oplog;
 pub mod pacs;
 pub mod server;
+pub mod sop;
 pub mod store;
 pub mod testdata;
 pub mod trust;

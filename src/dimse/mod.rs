@@ -18,7 +18,7 @@ pub mod negotiate;
 pub mod pdu;
 pub mod scp;
 pub mod scu;
-pub mod sop;
+pub use crate::sop;
 pub mod status;
 
 pub use association::{Association, AssociationError, Event, PresentationContext};

@@ -25,7 +25,6 @@ use retrieve::{check_get, check_move, Store};
 use super::config::RetrieveMode;
 use super::source::PacsSource as Gateway;
 use super::{Pacs, PacsError};
-use crate::config::Config;
 use crate::dimse::association::AssociationError;
 use crate::store::{BlobStore, Index};
 use std::future::Future;
@@ -58,21 +57,6 @@ impl Default for ProbeOptions {
             skip_move: None,
         }
     }
-}
-
-/// Why `beeldbrug probe` cannot run.
-#[derive(Debug, thiserror::Error)]
-pub enum ProbeError {
-    #[error("no [pacs] section in the configuration: there is no PACS to probe")]
-    NoPacs,
-    #[error(transparent)]
-    Serve(#[from] crate::server::ServeError),
-    #[error(transparent)]
-    Blob(#[from] crate::store::BlobError),
-    #[error(transparent)]
-    Index(#[from] crate::store::IndexError),
-    #[error("TLS toward the PACS: {0}")]
-    Tls(String),
 }
 
 /// Probe the gateway's PACS, fetching into the gateway's store (the C-MOVE instance arrives
@@ -143,48 +127,6 @@ pub async fn run(
     };
     report.quirks = quirks(&report);
     report
-}
-
-/// `beeldbrug probe`: start the gateway in-process (its Storage SCP on `dimse.listen`, the
-/// address the PACS knows us by, receives the C-MOVE), probe, stop. When that address is
-/// taken (a running `beeldbrug serve`), probe without the C-MOVE check.
-pub async fn standalone(
-    mut config: Config,
-    mut options: ProbeOptions,
-) -> Result<ProbeReport, ProbeError> {
-    let Some(pacs_config) = config.pacs.as_mut() else {
-        return Err(ProbeError::NoPacs);
-    };
-    pacs_config.probe_at_start = false;
-    let pacs_config = pacs_config.clone();
-    config.http.listen = "127.0.0.1:0".into();
-    let listen = config.dimse.listen.clone();
-    options.our_address.get_or_insert_with(|| listen.clone());
-    match crate::server::start(config.clone()).await {
-        Ok(running) => {
-            let report = match running.context.gateway.clone() {
-                Some(gateway) => Ok(run_gateway(&gateway, &options).await),
-                None => Err(ProbeError::NoPacs),
-            };
-            running.stop().await;
-            report
-        }
-        Err(crate::server::ServeError::Bind(addr, e)) if addr == listen => {
-            options.skip_move = Some(format!(
-                "cannot listen on {listen} for the sub-operations ({e}); if `beeldbrug serve` \
-                 runs there, its start-up probe reports C-MOVE"
-            ));
-            let blobs = BlobStore::open(&config.storage.data_dir).await?;
-            let index = crate::store::open_index(&config.index_url()).await?;
-            let pacs = Pacs::new(pacs_config, &config.dimse.ae_title);
-            // `[pacs] tls = true`: the same DICOM TLS client as `serve` uses.
-            let tls = crate::trust::tls::TlsState::new(&config)
-                .map_err(|e| ProbeError::Tls(e.to_string()))?;
-            pacs.set_tls(std::sync::Arc::new(tls));
-            Ok(run(&pacs, &blobs, index.as_ref(), &options).await)
-        }
-        Err(e) => Err(e.into()),
-    }
 }
 
 /// `serve` with `[pacs] probe_at_start`: once the listeners are up, probe, log the report,

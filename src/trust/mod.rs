@@ -22,27 +22,10 @@ pub use participants::Participant;
 
 use crate::config::Config;
 use crate::store::Index;
-use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
 use std::sync::Arc;
 
-/// `[trust]`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TrustConfig {
-    /// TOML file of `[[participant]]` entries: the remote gateways that may connect.
-    pub participants_file: Option<PathBuf>,
-    /// Our own organisation (URA). Callers of another organisation are outside the hospital.
-    pub own_ura: String,
-    /// HTTP callers must present a valid bearer JWT or XUA assertion (production: true).
-    pub require_token: bool,
-    /// RoleCodeNL codes that may see image data; empty: any role.
-    pub allowed_roles: Vec<String>,
-    pub jwt: jwt::JwtConfig,
-    pub saml: saml::SamlConfig,
-    pub consent: consent::ConsentConfig,
-    pub audit: audit::AuditConfig,
-}
+// The settings' types live in `config/trust.rs` (config imports no module it configures).
+pub use crate::config::trust::TrustConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrustError {

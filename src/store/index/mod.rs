@@ -1,21 +1,26 @@
 //! The index: patients, studies, series and instances with the attributes C-FIND and QIDO
 //! match on. Two backends share one trait and one test suite: SQLite (embedded default) and
 //! PostgreSQL (for several gateway processes sharing one database).
+//!
+//! This file holds the trait and the types it speaks in (with `audit.rs`, `cache_state.rs`
+//! and `forward_queue.rs`); `sql/` implements it once for both backends, one file per
+//! concern; `sqlite.rs` and `postgres.rs` add their connections and migrations.
 
 use crate::model::{InstanceLocation, Match, Query, Selection};
 use crate::store::InstanceRecord;
 use async_trait::async_trait;
 
 pub mod audit;
-mod delete;
-mod gateway;
+mod cache_state;
+mod forward_queue;
 mod postgres;
 mod sql;
 mod sqlite;
 
 pub use crate::model::query::normalize_name;
 pub use audit::{AuditRecord, OutboxMessage, GENESIS_HASH};
-pub use gateway::{CachedStudy, ForwardJob};
+pub use cache_state::CachedStudy;
+pub use forward_queue::ForwardJob;
 pub use postgres::PostgresIndex;
 pub use sqlite::SqliteIndex;
 

@@ -21,8 +21,7 @@ pub use chain::{Broken, Verification};
 
 use crate::store::index::AuditRecord;
 use crate::store::{Index, IndexError};
-use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use serde::Serialize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,54 +30,8 @@ use tokio::sync::Notify;
 /// How often a failing audit trail is tried again (a write in the index).
 const RECOVERY_PROBE: Duration = Duration::from_secs(1);
 
-/// `[trust.audit]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AuditConfig {
-    /// The syslog receiver (RFC 5425 over TLS). Unset: no audit messages are queued or sent;
-    /// the local chain is still written.
-    pub syslog_host: Option<String>,
-    /// RFC 5425 port.
-    pub syslog_port: u16,
-    /// The name the receiver's certificate must carry (default: `syslog_host`).
-    pub syslog_server_name: Option<String>,
-    /// CAs trusted for the receiver's certificate (PEM). Required with `syslog_host`.
-    pub ca_file: Option<PathBuf>,
-    /// Our client certificate and key (PEM) for mutual TLS with the receiver.
-    pub cert_file: Option<PathBuf>,
-    pub key_file: Option<PathBuf>,
-    /// RFC 5424 APP-NAME, and the PS3.15 AuditSourceID.
-    pub app_name: String,
-    /// RFC 5424 HOSTNAME and our NetworkAccessPointID (default: the system host name).
-    pub hostname: Option<String>,
-    /// PS3.15 AuditEnterpriseSiteID: our organisation (URA), if set.
-    pub site_id: String,
-    /// Longest wait between attempts while the receiver is down, seconds.
-    pub retry_max_secs: u64,
-    /// How often the outbox is looked at without new records, seconds.
-    pub poll_secs: u64,
-    /// Messages per connection.
-    pub batch: u32,
-}
-
-impl Default for AuditConfig {
-    fn default() -> Self {
-        AuditConfig {
-            syslog_host: None,
-            syslog_port: 6514,
-            syslog_server_name: None,
-            ca_file: None,
-            cert_file: None,
-            key_file: None,
-            app_name: "beeldbrug".into(),
-            hostname: None,
-            site_id: String::new(),
-            retry_max_secs: 300,
-            poll_secs: 5,
-            batch: 100,
-        }
-    }
-}
+// The settings' types live in `config/trust.rs` (config imports no module it configures).
+pub use crate::config::trust::AuditConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {

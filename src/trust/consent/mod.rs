@@ -17,101 +17,12 @@ pub mod client;
 pub mod simulator;
 pub mod xacml;
 
-use crate::config::ConfigError;
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// What NotApplicable (no consent or refusal registered for this patient) means here.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NotApplicable {
-    Permit,
-    /// Mitz: without the patient's explicit consent nothing is made available.
-    #[default]
-    Deny,
-}
-
-/// `[trust.consent]`; empty `url`: no consent service (no check needed, every decision
-/// NotApplicable).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ConsentConfig {
-    /// The Mitz (or simulator) endpoint: `https://…` (mTLS) or `http://…` (local tests).
-    pub url: String,
-    /// Purposes of use that need consent; `"*"` (the default) is every purpose, an absent
-    /// one included. Compared without regard to ASCII case.
-    pub purposes: Vec<String>,
-    /// `"deny"` (default) or `"permit"`.
-    pub not_applicable: NotApplicable,
-    /// How long an answer is kept, seconds; 0 keeps none.
-    pub cache_secs: u64,
-    /// The whole exchange (connect, TLS, answer), seconds.
-    pub timeout_secs: u64,
-    /// Our facility type (healthcare-facility-type-code, 2.16.840.1.113883.2.4.15.1060),
-    /// e.g. `Z3` (ziekenhuis).
-    pub facility_type: String,
-    /// Our own URA as the data holder (`author-institution:id`); empty: left out.
-    pub custodian_ura: String,
-    /// `saml:Issuer` of our queries.
-    pub issuer: String,
-    /// CAs trusted for the Mitz server certificate (PEM); required for `https`.
-    pub ca_file: Option<PathBuf>,
-    /// Our client certificate chain (PEM) for mTLS.
-    pub cert_file: Option<PathBuf>,
-    /// Its private key (PEM).
-    pub key_file: Option<PathBuf>,
-}
-
-impl Default for ConsentConfig {
-    fn default() -> Self {
-        ConsentConfig {
-            url: String::new(),
-            purposes: vec!["*".into()],
-            not_applicable: NotApplicable::Deny,
-            cache_secs: 60,
-            timeout_secs: 5,
-            facility_type: "Z3".into(),
-            custodian_ura: String::new(),
-            issuer: "beeldbrug".into(),
-            ca_file: None,
-            cert_file: None,
-            key_file: None,
-        }
-    }
-}
-
-impl ConsentConfig {
-    /// Checks serde cannot express; errors name the key. Certificate files are read in
-    /// [`Consent::new`], which logs a bad one (every decision is then Indeterminate).
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key: &str, problem: &str| ConfigError::Invalid {
-            key: format!("trust.consent.{key}"),
-            problem: problem.to_string(),
-        };
-        if self.url.is_empty() {
-            return Ok(());
-        }
-        let https = self.url.starts_with("https://");
-        if !https && !self.url.starts_with("http://") {
-            return Err(invalid("url", "must start with https:// or http://"));
-        }
-        if https && self.ca_file.is_none() {
-            return Err(invalid("ca_file", "required with an https url"));
-        }
-        if self.cert_file.is_some() != self.key_file.is_some() {
-            return Err(invalid("cert_file", "cert_file and key_file go together"));
-        }
-        if self.timeout_secs == 0 {
-            return Err(invalid("timeout_secs", "must be at least 1"));
-        }
-        if self.purposes.is_empty() {
-            return Err(invalid("purposes", "empty: nothing would be checked"));
-        }
-        Ok(())
-    }
-}
+// The settings' types live in `config/trust.rs` (config imports no module it configures).
+pub use crate::config::trust::{ConsentConfig, NotApplicable};
 
 /// What is asked: may `requester` see data of `bsn` for `purpose_of_use`? The whole request
 /// is the cache key.
@@ -361,6 +272,7 @@ pub(crate) fn new_uuid() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::ConfigError;
 
     #[test]
     fn defaults_and_purposes() {

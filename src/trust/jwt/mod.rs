@@ -14,7 +14,7 @@ pub mod replay;
 use super::claims::{ClaimSource, Claims};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::Validation;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 /// Requesting organisation, URA (OID 2.16.528.1.1007.3.3).
 pub const CLAIM_URA: &str = "ura";
@@ -30,36 +30,8 @@ pub const CLAIM_BSN: &str = "bsn";
 /// Clock leeway for `exp` / `nbf` (and the SAML validity window), seconds.
 pub const LEEWAY_SECS: i64 = 30;
 
-/// `[trust.jwt]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct JwtConfig {
-    /// Trusted issuers; empty: bearer JWTs are not accepted.
-    pub issuers: Vec<IssuerConfig>,
-    /// A token whose `exp` lies further ahead than this is refused (bounds the replay
-    /// cache and the harm of a leaked token). Seconds; default 3600.
-    pub max_lifetime_secs: i64,
-}
-
-impl Default for JwtConfig {
-    fn default() -> Self {
-        JwtConfig {
-            issuers: Vec::new(),
-            max_lifetime_secs: 3600,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IssuerConfig {
-    /// `iss` value.
-    pub issuer: String,
-    /// The issuer's JSON Web Key Set (RFC 7517), a file; read again when it changes.
-    pub jwks_file: std::path::PathBuf,
-    /// Required `aud`.
-    pub audience: String,
-}
+// The settings' types live in `config/trust.rs` (config imports no module it configures).
+pub use crate::config::trust::{IssuerConfig, JwtConfig};
 
 /// Why a token or assertion was refused (or a configuration not loaded). The texts are
 /// short and carry no patient data: they go into a 401 and into the audit trail.

@@ -13,9 +13,6 @@ pub mod verify;
 pub use issue::SamlIssuer;
 pub use verify::SamlVerifier;
 
-use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
-
 /// SAML 2.0 assertion namespace (SAML core 2.2).
 pub const NS_SAML: &str = "urn:oasis:names:tc:SAML:2.0:assertion";
 /// XML-DSig namespace.
@@ -52,43 +49,8 @@ pub const OID_PURPOSE_OF_USE: &str = "2.16.840.1.113883.1.11.20448";
 /// The longest validity window accepted or issued (REFERENCE §2: at most 10 minutes).
 pub const MAX_WINDOW_SECS: i64 = 600;
 
-/// `[trust.saml]`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SamlConfig {
-    /// Issuers whose assertions we accept; empty: XUA assertions are not accepted.
-    pub trusted_issuers: Vec<TrustedIssuerConfig>,
-    /// If set, an incoming assertion must be restricted to this audience (SAML core
-    /// 2.5.1.4 AudienceRestriction).
-    pub audience: Option<String>,
-    /// Our own issuer name in the assertions we issue (`<saml2:Issuer>`).
-    pub issuer: String,
-    /// Our signing certificate (PEM) for the assertions we issue.
-    pub signing_cert_file: Option<PathBuf>,
-    /// Its private key (PEM, PKCS#8 or PKCS#1 RSA, or EC P-256).
-    pub signing_key_file: Option<PathBuf>,
-    /// Validity of the assertions we issue, seconds (1..=600; default 300).
-    pub validity_secs: Option<i64>,
-}
-
-/// One `[[trust.saml.trusted_issuers]]` entry.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TrustedIssuerConfig {
-    /// The assertion's `<saml2:Issuer>`.
-    pub issuer: String,
-    /// The issuer's signing certificate(s), PEM (several for a rollover). Only these keys
-    /// verify its assertions; a certificate in the message's KeyInfo is never trusted.
-    pub cert_file: PathBuf,
-    /// The remote gateways (participant name or certificate SHA-256 fingerprint) its
-    /// assertions may arrive from over mTLS.
-    #[serde(default)]
-    pub gateways: Vec<String>,
-    /// Its assertions may also arrive from a caller that is not a remote gateway (inside
-    /// the hospital). Default false.
-    #[serde(default)]
-    pub local: bool,
-}
+// The settings' types live in `config/trust.rs` (config imports no module it configures).
+pub use crate::config::trust::{SamlConfig, TrustedIssuerConfig};
 
 /// Strip `urn:oid:` from an OID.
 pub(crate) fn bare_oid(oid: &str) -> &str {

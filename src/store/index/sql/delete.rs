@@ -8,9 +8,12 @@
 //! a short query rather than a walk of every blob, and it never mistakes a blob an ingest has
 //! just renamed into place (its row not yet committed) for an orphan.
 
-use super::sql::{selection_sql, Parents, Sql, SqlIndex};
-use super::IndexError;
+use super::instances::Parents;
+use super::query::selection_sql;
+use super::statement::Sql;
+use super::SqlIndex;
 use crate::model::{InstanceLocation, Selection};
+use crate::store::index::IndexError;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Type};
 use std::collections::BTreeSet;
 

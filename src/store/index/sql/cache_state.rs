@@ -1,41 +1,10 @@
-//! Index tables of gateway mode: the cache state of studies fetched from the local PACS
-//! (for completeness, refresh and least-recently-used eviction) and the queue of instances
-//! to forward to the PACS.
+//! The cache state of studies fetched from the local PACS (for completeness, refresh and
+//! least-recently-used eviction), and removing a whole cached study.
 
-use super::sql::{selection_sql, Parents, SqlIndex};
-use super::IndexError;
-use crate::model::Selection;
+use super::instances::Parents;
+use super::SqlIndex;
+use crate::store::index::{CachedStudy, IndexError};
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Type};
-
-/// What the cache knows of a study fetched from the PACS.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CachedStudy {
-    pub study_instance_uid: String,
-    /// Instances the PACS reported when last checked.
-    pub pacs_instances: u64,
-    /// The cache held all of them after a fetch.
-    pub complete: bool,
-    /// Unix seconds.
-    pub checked_at: i64,
-    pub last_access: i64,
-}
-
-/// One instance waiting to be (or that was) forwarded to the PACS.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ForwardJob {
-    pub id: i64,
-    pub sop_instance_uid: String,
-    pub study_instance_uid: String,
-    /// Who sent it to us (the STOW-RS caller).
-    pub sender: String,
-    /// `queued`, `done` or `failed` (gave up).
-    pub state: String,
-    pub attempts: i64,
-    /// Unix seconds.
-    pub next_attempt_at: i64,
-    pub last_error: String,
-    pub created_at: String,
-}
 
 impl<DB> SqlIndex<DB>
 where
@@ -51,14 +20,6 @@ where
     i64: Type<DB>,
     usize: ColumnIndex<DB::Row>,
 {
-    pub async fn count_instances(&self, selection: &Selection) -> Result<u64, IndexError> {
-        let Some(sql) = selection_sql(self.dialect, "SELECT COUNT(*)", selection) else {
-            return Ok(0);
-        };
-        let row = Self::query(&sql).fetch_one(&self.pool).await?;
-        Ok(u64::try_from(row.try_get::<i64, usize>(0)?).unwrap_or(0))
-    }
-
     pub async fn cached_study(&self, study: &str) -> Result<Option<CachedStudy>, IndexError> {
         let mut sql = self.sql();
         sql.push(
@@ -167,100 +128,5 @@ where
         self.prune(&mut tx, parents).await?;
         tx.commit().await?;
         Ok(keys)
-    }
-
-    /// Queue instances for forwarding, due now.
-    pub async fn enqueue_forward(
-        &self,
-        items: &[(String, String)],
-        sender: &str,
-        now: i64,
-    ) -> Result<(), IndexError> {
-        if items.is_empty() {
-            return Ok(());
-        }
-        let mut tx = self.begin_write().await?;
-        let created = crate::trust::now_rfc3339();
-        for (study, sop) in items {
-            let mut sql = self.sql();
-            sql.push(
-                "INSERT INTO forward_job (sop_instance_uid, study_instance_uid, sender, state, \
-                 attempts, next_attempt_at, last_error, created_at) VALUES (",
-            )
-            .bind(sop)
-            .push(", ")
-            .bind(study)
-            .push(", ")
-            .bind(sender)
-            .push(", 'queued', 0, ")
-            .bind_int(now)
-            .push(", '', ")
-            .bind(&created)
-            .push(")");
-            Self::query(&sql).execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Forward jobs, newest first; `due_at`: only queued ones due by then, oldest first.
-    pub async fn forward_jobs(
-        &self,
-        due_at: Option<i64>,
-        limit: u32,
-    ) -> Result<Vec<ForwardJob>, IndexError> {
-        let mut sql = self.sql();
-        sql.push(
-            "SELECT id, sop_instance_uid, study_instance_uid, sender, state, attempts, \
-             next_attempt_at, last_error, created_at FROM forward_job",
-        );
-        match due_at {
-            Some(now) => {
-                sql.push(" WHERE state = 'queued' AND next_attempt_at <= ")
-                    .bind_int(now)
-                    .push(" ORDER BY id");
-            }
-            None => {
-                sql.push(" ORDER BY id DESC");
-            }
-        }
-        sql.limit_offset(Some(limit), 0);
-        let rows = Self::query(&sql).fetch_all(&self.pool).await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
-            out.push(ForwardJob {
-                id: row.try_get(0usize)?,
-                sop_instance_uid: row.try_get(1usize)?,
-                study_instance_uid: row.try_get(2usize)?,
-                sender: row.try_get(3usize)?,
-                state: row.try_get(4usize)?,
-                attempts: row.try_get(5usize)?,
-                next_attempt_at: row.try_get(6usize)?,
-                last_error: row.try_get(7usize)?,
-                created_at: row.try_get(8usize)?,
-            });
-        }
-        Ok(out)
-    }
-
-    /// Record one attempt of a job: its new state, when to try next, and the error.
-    pub async fn update_forward(
-        &self,
-        id: i64,
-        state: &str,
-        next_attempt_at: i64,
-        error: &str,
-    ) -> Result<(), IndexError> {
-        let mut sql = self.sql();
-        sql.push("UPDATE forward_job SET state = ")
-            .bind(state)
-            .push(", attempts = attempts + 1, next_attempt_at = ")
-            .bind_int(next_attempt_at)
-            .push(", last_error = ")
-            .bind(error)
-            .push(" WHERE id = ")
-            .bind_int(id);
-        Self::query(&sql).execute(&self.pool).await?;
-        Ok(())
     }
 }

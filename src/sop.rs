@@ -1,4 +1,5 @@
-//! SOP classes and transfer syntaxes the DIMSE front knows (PS3.4 Annex B/C, PS3.6 Annex A).
+//! SOP classes and transfer syntaxes beeldbrug knows (PS3.4 Annex B/C, PS3.6 Annex A): the UIDs
+//! the DIMSE front negotiates and the configuration checks. Also named `dimse::sop`.
 
 pub const VERIFICATION: &str = "1.2.840.10008.1.1";
 pub const PATIENT_ROOT_FIND: &str = "1.2.840.10008.5.1.4.1.2.1.1";

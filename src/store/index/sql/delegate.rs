@@ -1,0 +1,243 @@
+//! The [`Index`](crate::store::index::Index) implementation of each backend: every method
+//! forwarded to the [`SqlIndex`](super::SqlIndex) it wraps.
+
+/// The [`Index`](super::Index) implementation of a backend that wraps a [`SqlIndex`] in a
+/// field `inner`: every method is the `SqlIndex` method of the same name (both backends).
+macro_rules! delegate_index_to_inner {
+    ($backend:ty) => {
+        const _: () = {
+            use $crate::model::{InstanceLocation, Match, Query, Selection};
+            use $crate::store::index::{
+                AuditEvent, AuditRecord, CachedStudy, ForwardJob, Index, IndexError, OutboxMessage,
+                UpsertOutcome,
+            };
+            use $crate::store::InstanceRecord;
+
+            #[async_trait::async_trait]
+            impl Index for $backend {
+                async fn upsert_instance(
+                    &self,
+                    record: &InstanceRecord,
+                ) -> Result<UpsertOutcome, IndexError> {
+                    self.inner.upsert_instance(record).await
+                }
+
+                async fn upsert_instances(
+                    &self,
+                    records: &[InstanceRecord],
+                ) -> Result<Vec<UpsertOutcome>, IndexError> {
+                    self.inner.upsert_instances(records).await
+                }
+
+                async fn find(&self, query: &Query) -> Result<Vec<Match>, IndexError> {
+                    self.inner.find(query).await
+                }
+
+                async fn locate(
+                    &self,
+                    selection: &Selection,
+                ) -> Result<Vec<InstanceLocation>, IndexError> {
+                    self.inner.locate(selection, None).await
+                }
+
+                async fn locate_page(
+                    &self,
+                    selection: &Selection,
+                    offset: u32,
+                    limit: u32,
+                ) -> Result<Vec<InstanceLocation>, IndexError> {
+                    self.inner.locate(selection, Some((offset, limit))).await
+                }
+
+                async fn transfer_syntaxes(
+                    &self,
+                    selection: &Selection,
+                ) -> Result<Vec<String>, IndexError> {
+                    self.inner.transfer_syntaxes(selection).await
+                }
+
+                async fn remove_instance(
+                    &self,
+                    sop_instance_uid: &str,
+                ) -> Result<Option<String>, IndexError> {
+                    self.inner.remove_instance(sop_instance_uid).await
+                }
+
+                async fn count_instances(&self, selection: &Selection) -> Result<u64, IndexError> {
+                    self.inner.count_instances(selection).await
+                }
+
+                async fn cached_study(
+                    &self,
+                    study_uid: &str,
+                ) -> Result<Option<CachedStudy>, IndexError> {
+                    self.inner.cached_study(study_uid).await
+                }
+
+                async fn put_cached_study(&self, study: &CachedStudy) -> Result<(), IndexError> {
+                    self.inner.put_cached_study(study).await
+                }
+
+                async fn cache_lru(&self) -> Result<Vec<(String, u64)>, IndexError> {
+                    self.inner.cache_lru().await
+                }
+
+                async fn remove_study(&self, study_uid: &str) -> Result<Vec<String>, IndexError> {
+                    self.inner.remove_study(study_uid).await
+                }
+
+                async fn enqueue_forward(
+                    &self,
+                    items: &[(String, String)],
+                    sender: &str,
+                    now: i64,
+                ) -> Result<(), IndexError> {
+                    self.inner.enqueue_forward(items, sender, now).await
+                }
+
+                async fn forward_jobs(
+                    &self,
+                    due_at: Option<i64>,
+                    limit: u32,
+                ) -> Result<Vec<ForwardJob>, IndexError> {
+                    self.inner.forward_jobs(due_at, limit).await
+                }
+
+                async fn update_forward(
+                    &self,
+                    id: i64,
+                    state: &str,
+                    next_attempt_at: i64,
+                    error: &str,
+                ) -> Result<(), IndexError> {
+                    self.inner
+                        .update_forward(id, state, next_attempt_at, error)
+                        .await
+                }
+
+                async fn record_audit(&self, event: &AuditEvent) -> Result<(), IndexError> {
+                    self.inner.record_audit(event).await
+                }
+
+                async fn audit_events(&self, limit: u32) -> Result<Vec<AuditEvent>, IndexError> {
+                    self.inner.audit_events(limit).await
+                }
+
+                async fn append_audit(
+                    &self,
+                    record: &AuditRecord,
+                    syslog: Option<&str>,
+                ) -> Result<AuditRecord, IndexError> {
+                    self.inner.append_audit(record, syslog).await
+                }
+
+                async fn audit_records(
+                    &self,
+                    after_seq: i64,
+                    limit: u32,
+                ) -> Result<Vec<AuditRecord>, IndexError> {
+                    self.inner.audit_records(after_seq, limit).await
+                }
+
+                async fn audit_records_for_patient(
+                    &self,
+                    patient_id: &str,
+                    limit: u32,
+                ) -> Result<Vec<AuditRecord>, IndexError> {
+                    self.inner
+                        .audit_records_for_patient(patient_id, limit)
+                        .await
+                }
+
+                async fn audit_head(&self) -> Result<(i64, String), IndexError> {
+                    self.inner.audit_head().await
+                }
+
+                async fn audit_patient_rows(&self) -> Result<i64, IndexError> {
+                    self.inner.audit_patient_rows().await
+                }
+
+                async fn claim_audit_outbox(
+                    &self,
+                    owner: &str,
+                    now: i64,
+                    until: i64,
+                    limit: u32,
+                ) -> Result<Vec<OutboxMessage>, IndexError> {
+                    self.inner
+                        .claim_audit_outbox(owner, now, until, limit)
+                        .await
+                }
+
+                async fn delete_audit_outbox(&self, ids: &[i64]) -> Result<(), IndexError> {
+                    self.inner.delete_audit_outbox(ids).await
+                }
+
+                async fn retry_audit_outbox(
+                    &self,
+                    ids: &[i64],
+                    retry_at: i64,
+                    error: &str,
+                ) -> Result<(), IndexError> {
+                    self.inner.retry_audit_outbox(ids, retry_at, error).await
+                }
+
+                async fn audit_outbox_len(&self) -> Result<u64, IndexError> {
+                    self.inner.audit_outbox_len().await
+                }
+
+                async fn delete_instances(
+                    &self,
+                    selection: &Selection,
+                    now: i64,
+                ) -> Result<Vec<InstanceLocation>, IndexError> {
+                    self.inner.delete_instances(selection, now).await
+                }
+
+                async fn queued_blob_deletions(
+                    &self,
+                    limit: u32,
+                ) -> Result<Vec<String>, IndexError> {
+                    self.inner.queued_blob_deletions(limit).await
+                }
+
+                async fn blob_keys_in_use(
+                    &self,
+                    keys: &[String],
+                ) -> Result<Vec<String>, IndexError> {
+                    self.inner.blob_keys_in_use(keys).await
+                }
+
+                async fn clear_blob_deletions(&self, keys: &[String]) -> Result<(), IndexError> {
+                    self.inner.clear_blob_deletions(keys).await
+                }
+
+                async fn note_received(
+                    &self,
+                    study_uids: &[String],
+                    sender: &str,
+                    now: i64,
+                ) -> Result<(), IndexError> {
+                    self.inner.note_received(study_uids, sender, now).await
+                }
+
+                async fn received_before(
+                    &self,
+                    cutoff: i64,
+                    limit: u32,
+                ) -> Result<Vec<String>, IndexError> {
+                    self.inner.received_before(cutoff, limit).await
+                }
+
+                async fn forget_received(&self, study_uid: &str) -> Result<(), IndexError> {
+                    self.inner.forget_received(study_uid).await
+                }
+
+                async fn probe_write(&self) -> Result<(), IndexError> {
+                    self.inner.probe_write().await
+                }
+            }
+        };
+    };
+}
+pub(in crate::store::index) use delegate_index_to_inner;

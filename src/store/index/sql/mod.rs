@@ -1,0 +1,102 @@
+//! What the SQLite and PostgreSQL backends share: [`SqlIndex`], the [`Index`](super::Index)
+//! logic written once over any sqlx database, one file per concern. The backends only add
+//! their connection options, migrations and [`Dialect`] (placeholders, `LIMIT` quirks, how a
+//! write transaction begins).
+//!
+//! - [`statement`]: SQL text and its bound parameters, per dialect;
+//! - [`schema`]: the tables and columns of the four query levels, the name normalisation;
+//! - [`query`]: C-FIND/QIDO matching, locating and counting instances;
+//! - [`instances`]: storing and removing instances (with their emptied parents);
+//! - [`cache_state`], [`forward_queue`]: the gateway mode's tables;
+//! - [`audit`]: the audit hash chain, its per-patient lookup and the syslog outbox;
+//! - [`delete`]: deletion with its blob queue, and the studies received by STOW-RS;
+//! - [`readiness`]: the write probe of `/ready`;
+//! - [`pool`]: the pool hook and the migrator both backends use;
+//! - [`delegate`]: the `Index` implementation of a backend, forwarded to its `SqlIndex`.
+
+mod audit;
+mod cache_state;
+mod delegate;
+mod delete;
+mod forward_queue;
+mod instances;
+mod pool;
+mod query;
+mod readiness;
+mod schema;
+mod statement;
+
+pub(super) use delegate::delegate_index_to_inner;
+pub(super) use pool::{migrator, release_outside_transaction};
+pub(crate) use statement::Dialect;
+
+use super::IndexError;
+use sqlx::{
+    ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Transaction, Type,
+};
+use statement::{Bind, Sql};
+
+/// The [`Index`](super::Index) logic over one sqlx database; the backends wrap it.
+#[derive(Debug)]
+pub(crate) struct SqlIndex<DB: Database> {
+    pub pool: Pool<DB>,
+    pub dialect: Dialect,
+}
+
+impl<DB: Database> Clone for SqlIndex<DB> {
+    fn clone(&self) -> Self {
+        SqlIndex {
+            pool: self.pool.clone(),
+            dialect: self.dialect,
+        }
+    }
+}
+
+impl<DB> SqlIndex<DB>
+where
+    DB: Database + sqlx::database::HasStatementCache,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> String: Encode<'q, DB>,
+    for<'q> i64: Encode<'q, DB>,
+    for<'r> String: Decode<'r, DB>,
+    for<'r> i64: Decode<'r, DB>,
+    String: Type<DB>,
+    i64: Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+{
+    pub fn new(pool: Pool<DB>, dialect: Dialect) -> Self {
+        SqlIndex { pool, dialect }
+    }
+
+    pub(super) fn query(sql: &Sql) -> sqlx::query::Query<'_, DB, DB::Arguments<'_>> {
+        let mut q = sqlx::query::<DB>(&sql.text);
+        for b in &sql.binds {
+            q = match b {
+                Bind::Text(s) => q.bind(s.clone()),
+                Bind::Int(n) => q.bind(*n),
+            };
+        }
+        q
+    }
+
+    /// A write transaction. SQLite takes the write lock up front (`BEGIN IMMEDIATE`) so that
+    /// a transaction which reads first never fails to upgrade under concurrent writers.
+    pub(super) async fn begin_write(&self) -> Result<Transaction<'static, DB>, IndexError> {
+        Ok(match self.dialect {
+            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Dialect::Postgres => self.pool.begin().await?,
+        })
+    }
+
+    pub(super) fn sql(&self) -> Sql {
+        Sql::new(self.dialect)
+    }
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}

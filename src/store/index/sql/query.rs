@@ -1,0 +1,446 @@
+//! Matching and locating: the main query of C-FIND and QIDO-RS with its keys (PS3.4
+//! C.2.2.2) and computed attributes (PS3.4 C.6.1.1.x), the instances a selection names,
+//! their transfer syntaxes and their count.
+
+use super::schema::{
+    alias, chain, child, norm_column, normalize_name, parent_fk, qualified, unique_column,
+};
+use super::statement::{Dialect, Sql};
+use super::SqlIndex;
+use crate::model::query::{
+    computed, AttrKind, IndexedAttr, Level, Match, Matcher, Query, INDEXED_ATTRS,
+};
+use crate::model::{InstanceLocation, Selection};
+use crate::store::index::IndexError;
+use dicom_core::Tag;
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Type};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A DICOM wildcard value (`*`, `?`) as a LIKE pattern with `\` as escape character.
+fn like_pattern(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 4);
+    for c in value.chars() {
+        match c {
+            '*' => out.push('%'),
+            '?' => out.push('_'),
+            '%' | '_' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// Append the condition one key puts on its attribute (PS3.4 C.2.2.2).
+fn push_condition(sql: &mut Sql, attr: &IndexedAttr, matcher: &Matcher) {
+    let col = qualified(attr);
+    match matcher {
+        Matcher::Universal => {
+            sql.push("1 = 1");
+        }
+        Matcher::Single(value) if attr.kind == AttrKind::PersonName => {
+            // Trailing empty components are insignificant: "A^B" equals "A^B^^^".
+            let base = value.trim_end_matches('^');
+            let variants: Vec<String> =
+                (0..5).map(|n| format!("{base}{}", "^".repeat(n))).collect();
+            sql.push(&col).push(" IN ").bind_list(&variants);
+        }
+        Matcher::Single(value) => {
+            sql.push(&col).push(" = ").bind(value);
+        }
+        Matcher::Wildcard(value) => {
+            sql.push(&col)
+                .push(" LIKE ")
+                .bind(&like_pattern(value))
+                .push(" ESCAPE '\\'");
+        }
+        Matcher::Range { from, to } => {
+            // An empty stored value has no date to compare: it never matches a range.
+            sql.push("(").push(&col).push(" <> ''");
+            if let Some(from) = from {
+                sql.push(" AND ").push(&col).push(" >= ").bind(from);
+            }
+            if let Some(to) = to {
+                sql.push(" AND ").push(&col).push(" <= ").bind(to);
+            }
+            sql.push(")");
+        }
+        Matcher::UidList(uids) => {
+            let uids: Vec<String> = uids.iter().filter(|u| !u.is_empty()).cloned().collect();
+            if uids.is_empty() {
+                sql.push("1 = 0");
+            } else {
+                sql.push(&col).push(" IN ").bind_list(&uids);
+            }
+        }
+        Matcher::Fuzzy(value) => match norm_column(attr) {
+            Some(norm) => {
+                // Prefix of the whole name, of any component, or of any word in one.
+                let norm = format!("{}.{norm}", alias(attr.level));
+                let p = like_pattern(&normalize_name(value.trim()));
+                sql.push("(");
+                for (i, pattern) in [format!("{p}%"), format!("%^{p}%"), format!("% {p}%")]
+                    .iter()
+                    .enumerate()
+                {
+                    if i > 0 {
+                        sql.push(" OR ");
+                    }
+                    sql.push(&norm)
+                        .push(" LIKE ")
+                        .bind(pattern)
+                        .push(" ESCAPE '\\'");
+                }
+                sql.push(")");
+            }
+            None => {
+                sql.push(&col).push(" = ").bind(value);
+            }
+        },
+    }
+}
+
+/// The indexed attributes returned at `level`: its own and those of the levels above.
+fn returned_attrs(level: Level) -> Vec<&'static IndexedAttr> {
+    INDEXED_ATTRS.iter().filter(|a| a.level <= level).collect()
+}
+
+/// What one aggregate query over a page of matches yields.
+#[derive(Debug, Clone, Copy)]
+enum Aggregate {
+    /// Rows `(id, count, count, ...)`: one count per tag.
+    Counts(&'static [Tag]),
+    /// Rows `(id, value)`: the distinct non-empty values, sorted, joined with `\`.
+    Values(Tag),
+}
+
+/// The computed attributes of `level` (PS3.4 C.6.1.1.x), as aggregate queries over the ids
+/// of one page of matches (`{ids}` stands for the comma-separated row ids). Computing them
+/// per page, not per row in the main query, keeps paging cheap whatever the plan.
+fn computed_queries(level: Level) -> &'static [(Aggregate, &'static str)] {
+    const PATIENT: &[Tag] = &[
+        computed::NUMBER_OF_PATIENT_RELATED_STUDIES,
+        computed::NUMBER_OF_PATIENT_RELATED_SERIES,
+        computed::NUMBER_OF_PATIENT_RELATED_INSTANCES,
+    ];
+    const STUDY: &[Tag] = &[
+        computed::NUMBER_OF_STUDY_RELATED_SERIES,
+        computed::NUMBER_OF_STUDY_RELATED_INSTANCES,
+    ];
+    const SERIES: &[Tag] = &[computed::NUMBER_OF_SERIES_RELATED_INSTANCES];
+    match level {
+        Level::Patient => &[(
+            Aggregate::Counts(PATIENT),
+            "SELECT st.patient_pk, COUNT(DISTINCT st.id), COUNT(DISTINCT se.id), COUNT(i.id) \
+             FROM study st LEFT JOIN series se ON se.study_pk = st.id \
+             LEFT JOIN instance i ON i.series_pk = se.id \
+             WHERE st.patient_pk IN ({ids}) GROUP BY st.patient_pk",
+        )],
+        Level::Study => &[
+            (
+                Aggregate::Counts(STUDY),
+                "SELECT se.study_pk, COUNT(DISTINCT se.id), COUNT(i.id) \
+                 FROM series se LEFT JOIN instance i ON i.series_pk = se.id \
+                 WHERE se.study_pk IN ({ids}) GROUP BY se.study_pk",
+            ),
+            (
+                Aggregate::Values(computed::MODALITIES_IN_STUDY),
+                "SELECT DISTINCT study_pk, modality FROM series WHERE study_pk IN ({ids})",
+            ),
+            (
+                Aggregate::Values(computed::SOP_CLASSES_IN_STUDY),
+                "SELECT DISTINCT se.study_pk, i.sop_class_uid FROM instance i \
+                 JOIN series se ON se.id = i.series_pk WHERE se.study_pk IN ({ids})",
+            ),
+        ],
+        Level::Series => &[(
+            Aggregate::Counts(SERIES),
+            "SELECT series_pk, COUNT(*) FROM instance WHERE series_pk IN ({ids}) GROUP BY series_pk",
+        )],
+        Level::Image => &[],
+    }
+}
+
+/// The main query of [`Index::find`](super::Index::find). Columns: [`returned_attrs`], then
+/// the row id of the level's table (for [`computed_queries`]).
+pub(crate) fn find_sql(dialect: Dialect, query: &Query) -> Sql {
+    let level = query.level;
+    let mut sql = Sql::new(dialect);
+    sql.push("SELECT ");
+    let mut columns: Vec<String> = returned_attrs(level).iter().map(|a| qualified(a)).collect();
+    columns.push(format!("{}.id", alias(level)));
+    sql.push(&columns.join(", "));
+    sql.push(" FROM ").push(&chain(level, Level::Patient));
+
+    let keys: Vec<_> = query
+        .keys
+        .iter()
+        .filter(|k| k.matcher != Matcher::Universal)
+        .collect();
+    let mut first = true;
+    let mut and = |sql: &mut Sql| {
+        sql.push(if first { " WHERE " } else { " AND " });
+        first = false;
+    };
+    for key in keys.iter().filter(|k| k.attr.level <= level) {
+        and(&mut sql);
+        push_condition(&mut sql, key.attr, &key.matcher);
+    }
+    // Keys on attributes below the query level: some entity below must match them all.
+    let below: Vec<_> = keys.iter().filter(|k| k.attr.level > level).collect();
+    if let (Some(deepest), Some(next)) = (below.iter().map(|k| k.attr.level).max(), child(level)) {
+        and(&mut sql);
+        sql.push("EXISTS (SELECT 1 FROM ")
+            .push(&chain(deepest, next));
+        sql.push(&format!(
+            " WHERE {}.{} = {}.id",
+            alias(next),
+            parent_fk(next),
+            alias(level)
+        ));
+        for key in below {
+            sql.push(" AND ");
+            push_condition(&mut sql, key.attr, &key.matcher);
+        }
+        sql.push(")");
+    }
+    sql.push(&format!(
+        " ORDER BY {}.{}",
+        alias(level),
+        unique_column(level)
+    ));
+    sql.limit_offset(query.limit, query.offset);
+    sql
+}
+
+/// `SELECT <columns> FROM ... WHERE ...` over the instances a selection names; `None` for an
+/// empty selection.
+pub(super) fn selection_sql(dialect: Dialect, columns: &str, selection: &Selection) -> Option<Sql> {
+    if selection.is_empty() {
+        return None;
+    }
+    let mut sql = Sql::new(dialect);
+    sql.push(columns).push(" FROM ");
+    sql.push(&chain(Level::Image, Level::Patient));
+    let mut first = true;
+    for (col, values) in [
+        ("p.patient_id", &selection.patient_ids),
+        ("st.study_instance_uid", &selection.study_uids),
+        ("se.series_instance_uid", &selection.series_uids),
+        ("i.sop_instance_uid", &selection.sop_instance_uids),
+    ] {
+        if values.is_empty() {
+            continue;
+        }
+        sql.push(if first { " WHERE " } else { " AND " });
+        first = false;
+        sql.push(col).push(" IN ").bind_list(values);
+    }
+    Some(sql)
+}
+
+/// The query of [`Index::locate`](super::Index::locate); `None` for an empty selection.
+/// With `page` = (offset, limit): one page of the same order.
+pub(crate) fn locate_sql(
+    dialect: Dialect,
+    selection: &Selection,
+    page: Option<(u32, u32)>,
+) -> Option<Sql> {
+    let mut sql = selection_sql(
+        dialect,
+        "SELECT p.patient_id, st.study_instance_uid, se.series_instance_uid, i.sop_instance_uid, \
+         i.sop_class_uid, i.transfer_syntax_uid, i.blob_key, i.size_bytes",
+        selection,
+    )?;
+    sql.push(
+        " ORDER BY st.study_instance_uid, se.series_instance_uid, i.instance_number_int, \
+         i.instance_number, i.sop_instance_uid",
+    );
+    if let Some((offset, limit)) = page {
+        sql.limit_offset(Some(limit), offset);
+    }
+    Some(sql)
+}
+
+impl<DB> SqlIndex<DB>
+where
+    DB: Database + sqlx::database::HasStatementCache,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> String: Encode<'q, DB>,
+    for<'q> i64: Encode<'q, DB>,
+    for<'r> String: Decode<'r, DB>,
+    for<'r> i64: Decode<'r, DB>,
+    String: Type<DB>,
+    i64: Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+{
+    pub async fn find(&self, query: &Query) -> Result<Vec<Match>, IndexError> {
+        let sql = find_sql(self.dialect, query);
+        let rows = Self::query(&sql).fetch_all(&self.pool).await?;
+        let attrs = returned_attrs(query.level);
+        let mut matches = Vec::with_capacity(rows.len());
+        let mut ids = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let mut m = Match::new();
+            for (i, attr) in attrs.iter().enumerate() {
+                m.insert(attr.tag, row.try_get::<String, usize>(i)?);
+            }
+            ids.push(row.try_get::<i64, usize>(attrs.len())?);
+            matches.push(m);
+        }
+        drop(rows);
+        self.add_computed(query.level, &ids, &mut matches).await?;
+        Ok(matches)
+    }
+
+    /// Fill in the computed attributes of `matches` (whose row ids are `ids`): a few
+    /// aggregate queries per 500 matches.
+    async fn add_computed(
+        &self,
+        level: Level,
+        ids: &[i64],
+        matches: &mut [Match],
+    ) -> Result<(), IndexError> {
+        let queries = computed_queries(level);
+        for m in matches.iter_mut() {
+            for (aggregate, _) in queries {
+                match aggregate {
+                    Aggregate::Counts(tags) => m.extend(tags.iter().map(|t| (*t, "0".to_string()))),
+                    Aggregate::Values(tag) => {
+                        m.insert(*tag, String::new());
+                    }
+                }
+            }
+        }
+        if queries.is_empty() {
+            return Ok(());
+        }
+        let position: BTreeMap<i64, usize> =
+            ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+        for chunk in ids.chunks(500) {
+            // Row ids are integers from the database itself: safe to inline.
+            let list = chunk
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ");
+            for (aggregate, text) in queries {
+                let text = text.replace("{ids}", &list);
+                let rows = sqlx::query::<DB>(&text)
+                    .persistent(false)
+                    .fetch_all(&self.pool)
+                    .await?;
+                let mut sets: BTreeMap<usize, BTreeSet<String>> = BTreeMap::new();
+                for row in rows {
+                    let Some(&at) = position.get(&row.try_get::<i64, usize>(0)?) else {
+                        continue;
+                    };
+                    match aggregate {
+                        Aggregate::Counts(tags) => {
+                            for (j, tag) in tags.iter().enumerate() {
+                                let count: i64 = row.try_get(j + 1)?;
+                                matches[at].insert(*tag, count.to_string());
+                            }
+                        }
+                        Aggregate::Values(_) => {
+                            let value: String = row.try_get(1usize)?;
+                            if !value.is_empty() {
+                                sets.entry(at).or_default().insert(value);
+                            }
+                        }
+                    }
+                }
+                if let Aggregate::Values(tag) = aggregate {
+                    for (at, values) in sets {
+                        matches[at].insert(*tag, values.into_iter().collect::<Vec<_>>().join("\\"));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn transfer_syntaxes(
+        &self,
+        selection: &Selection,
+    ) -> Result<Vec<String>, IndexError> {
+        let columns = "SELECT DISTINCT i.transfer_syntax_uid";
+        let Some(sql) = selection_sql(self.dialect, columns, selection) else {
+            return Ok(Vec::new());
+        };
+        let rows = Self::query(&sql).fetch_all(&self.pool).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            out.push(row.try_get::<String, usize>(0)?);
+        }
+        Ok(out)
+    }
+
+    pub async fn locate(
+        &self,
+        selection: &Selection,
+        page: Option<(u32, u32)>,
+    ) -> Result<Vec<InstanceLocation>, IndexError> {
+        let Some(sql) = locate_sql(self.dialect, selection, page) else {
+            return Ok(Vec::new());
+        };
+        let rows = Self::query(&sql).fetch_all(&self.pool).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            out.push(InstanceLocation {
+                patient_id: row.try_get(0usize)?,
+                study_instance_uid: row.try_get(1usize)?,
+                series_instance_uid: row.try_get(2usize)?,
+                sop_instance_uid: row.try_get(3usize)?,
+                sop_class_uid: row.try_get(4usize)?,
+                transfer_syntax_uid: row.try_get(5usize)?,
+                blob_key: row.try_get(6usize)?,
+                size_bytes: u64::try_from(row.try_get::<i64, usize>(7)?).unwrap_or(0),
+            });
+        }
+        Ok(out)
+    }
+
+    pub async fn count_instances(&self, selection: &Selection) -> Result<u64, IndexError> {
+        let Some(sql) = selection_sql(self.dialect, "SELECT COUNT(*)", selection) else {
+            return Ok(0);
+        };
+        let row = Self::query(&sql).fetch_one(&self.pool).await?;
+        Ok(u64::try_from(row.try_get::<i64, usize>(0)?).unwrap_or(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::query::indexed_attr_by_keyword;
+
+    #[test]
+    fn like_patterns_escape_literals() {
+        assert_eq!(like_pattern("Mül*"), "Mül%");
+        assert_eq!(like_pattern("a?b"), "a_b");
+        assert_eq!(like_pattern("100%_\\*"), "100\\%\\_\\\\%");
+    }
+
+    #[test]
+    fn placeholders_follow_dialect() {
+        let attr = indexed_attr_by_keyword("PatientID").unwrap();
+        let q = Query::new(Level::Study).with_key(attr, Matcher::Single("P1".into()));
+        let s = find_sql(Dialect::Postgres, &q);
+        assert!(s.text.contains("p.patient_id = $1"), "{}", s.text);
+        let s = find_sql(Dialect::Sqlite, &q);
+        assert!(s.text.contains("p.patient_id = ?"), "{}", s.text);
+        let q = Query {
+            offset: 5,
+            ..Query::new(Level::Patient)
+        };
+        assert!(find_sql(Dialect::Sqlite, &q)
+            .text
+            .ends_with("LIMIT -1 OFFSET 5"));
+        assert!(find_sql(Dialect::Postgres, &q).text.ends_with(" OFFSET 5"));
+    }
+}

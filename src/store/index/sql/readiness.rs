@@ -1,0 +1,37 @@
+//! The write probe of `/ready`: proof that the index still takes writes.
+
+use super::{now_rfc3339, SqlIndex};
+use crate::store::index::IndexError;
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Type};
+
+impl<DB> SqlIndex<DB>
+where
+    DB: Database + sqlx::database::HasStatementCache,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> String: Encode<'q, DB>,
+    for<'q> i64: Encode<'q, DB>,
+    for<'r> String: Decode<'r, DB>,
+    for<'r> i64: Decode<'r, DB>,
+    String: Type<DB>,
+    i64: Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+{
+    pub async fn probe_write(&self) -> Result<(), IndexError> {
+        // A value that differs every time: SQLite skips writing a row whose bytes are
+        // unchanged, and such a probe would pass on a full disk.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let mut tx = self.begin_write().await?;
+        let mut sql = self.sql();
+        sql.push("INSERT INTO readiness_probe (id, probed_at) VALUES (1, ")
+            .bind(&format!("{} {nanos}", now_rfc3339()))
+            .push(") ON CONFLICT (id) DO UPDATE SET probed_at = excluded.probed_at");
+        Self::query(&sql).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
