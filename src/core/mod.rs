@@ -24,6 +24,7 @@ pub mod follow;
 pub mod instances;
 pub mod route;
 pub mod source;
+pub mod stored;
 pub mod ticket;
 
 pub use cache::CacheRules;
@@ -35,6 +36,7 @@ pub use crate::model::{
     INDEXED_ATTRS,
 };
 pub use source::{Source, SourceError, SourceErrorKind};
+pub use stored::{LocalFile, Stored};
 pub use ticket::Ticket;
 
 use crate::store::{BlobStore, Index, IndexError};
@@ -159,6 +161,7 @@ pub struct Core {
     trust: Arc<Trust>,
     index: Arc<dyn Index>,
     blobs: BlobStore,
+    stored: Stored,
     cache: CacheRules,
     fetches: Fetches,
     sources: Vec<Arc<dyn Source>>,
@@ -202,6 +205,7 @@ impl Core {
             core: Core {
                 trust,
                 index,
+                stored: Stored::new(blobs.clone()),
                 blobs,
                 cache: CacheRules::default(),
                 fetches: Fetches::default(),
@@ -215,9 +219,9 @@ impl Core {
         &self.routes
     }
 
-    /// The store the cache's instances are read from (senders open them by their key).
-    pub fn blobs(&self) -> &BlobStore {
-        &self.blobs
+    /// Where the fronts read the cache's instances.
+    pub fn stored(&self) -> &Stored {
+        &self.stored
     }
 
     /// The sources the front of `operation` may reach.

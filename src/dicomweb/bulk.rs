@@ -10,8 +10,8 @@ use super::producer::{self, SendError};
 use super::wado;
 use super::{WebCaller, WebError, WebState};
 use crate::core::InstanceLocation;
+use crate::core::Stored;
 use crate::dimse::dataset::{open_stored, Extent, PIXEL_DATA};
-use crate::store::BlobStore;
 use crate::trust::Caller;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap};
@@ -90,10 +90,10 @@ fn choose_form(accept: &[MediaRange], layout: &PixelLayout) -> Option<FrameForm>
 
 /// Read the data set (up to Pixel Data) and the pixel layout of a stored instance.
 async fn read_instance(
-    blobs: &BlobStore,
+    stored: &Stored,
     loc: &InstanceLocation,
 ) -> Result<(InMemDicomObject, Option<PixelLayout>), WebError> {
-    let path = blobs.path(&loc.blob_key);
+    let path = stored.local_file(loc).path().to_path_buf();
     tokio::task::spawn_blocking(move || {
         let (obj, _) = open_stored(&path, Extent::UpToPixelData)
             .map_err(|e| WebError::Internal(format!("stored instance does not parse: {e}")))?;
@@ -141,7 +141,7 @@ pub async fn frames(
         ),
     };
     let content_type = multipart::content_type(&boundary, &inner, None);
-    let path = state.core.blobs().path(&loc.blob_key);
+    let path = state.core.stored().local_file(&loc).path().to_path_buf();
     let detail = format!("frames {list} of one instance");
     tokio::spawn(async move {
         let result = match form {
@@ -186,7 +186,7 @@ async fn plan_frames(
     numbers: &[u32],
     headers: &HeaderMap,
 ) -> Result<(PixelLayout, Vec<Ranges>, FrameForm), WebError> {
-    let (_, layout) = read_instance(state.core.blobs(), loc).await?;
+    let (_, layout) = read_instance(state.core.stored(), loc).await?;
     let layout = layout.ok_or(FrameError::NoPixelData)?;
     let ranges: Vec<Ranges> = numbers
         .iter()
@@ -313,8 +313,8 @@ async fn bulk_response(
     headers: &HeaderMap,
 ) -> Result<Response, WebError> {
     let accept = parse_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
-    let (obj, layout) = read_instance(state.core.blobs(), loc).await?;
-    let path = state.core.blobs().path(&loc.blob_key);
+    let (obj, layout) = read_instance(state.core.stored(), loc).await?;
+    let path = state.core.stored().local_file(loc).path().to_path_buf();
     if items.is_empty() && last == PIXEL_DATA {
         let layout = layout.ok_or(FrameError::NoPixelData)?;
         if let Some(value) = layout.native_value {

@@ -8,7 +8,7 @@ use super::media::SyntaxRequest;
 use super::multipart::{self, BodySender};
 use super::transcode::{plan, transcode_file, Plan};
 use crate::core::InstanceLocation;
-use crate::store::BlobStore;
+use crate::core::Stored;
 use bytes::Bytes;
 use std::io::{Read, Seek, SeekFrom};
 
@@ -106,7 +106,7 @@ impl<'a> BlockingBody<'a> {
 /// `close`, the closing delimiter. Returns how many instances went out whole, and how it
 /// ended.
 pub fn instances(
-    blobs: &BlobStore,
+    stored: &Stored,
     locations: &[InstanceLocation],
     syntax: &SyntaxRequest,
     boundary: &str,
@@ -115,7 +115,7 @@ pub fn instances(
 ) -> (usize, Result<(), SendError>) {
     let mut body = BlockingBody::new(tx);
     for (sent, loc) in locations.iter().enumerate() {
-        if let Err(e) = instance(&mut body, blobs, loc, syntax, boundary) {
+        if let Err(e) = instance(&mut body, stored, loc, syntax, boundary) {
             if let SendError::Failed(problem) = &e {
                 tracing::error!(sop = %loc.sop_instance_uid, %problem, "WADO-RS retrieve failed");
                 body.fail(problem.clone());
@@ -134,14 +134,14 @@ pub fn instances(
 
 fn instance(
     body: &mut BlockingBody<'_>,
-    blobs: &BlobStore,
+    stored: &Stored,
     loc: &InstanceLocation,
     syntax: &SyntaxRequest,
     boundary: &str,
 ) -> Result<(), SendError> {
     match plan(&loc.transfer_syntax_uid, syntax) {
         Plan::AsStored => {
-            let mut file = blobs.open_read_blocking(&loc.blob_key).map_err(failed)?;
+            let mut file = stored.open_blocking(loc).map_err(failed)?;
             let len = file.metadata().map_err(failed)?.len();
             let ct = format!(
                 "application/dicom; transfer-syntax={}",
@@ -151,7 +151,7 @@ fn instance(
             body.copy(&mut file, 0, len)?;
         }
         Plan::Transcode(target) => {
-            let bytes = transcode_file(&blobs.path(&loc.blob_key), &target).map_err(failed)?;
+            let bytes = transcode_file(stored.local_file(loc).path(), &target).map_err(failed)?;
             let ct = format!("application/dicom; transfer-syntax={target}");
             body.put(&multipart::part_header(
                 boundary,

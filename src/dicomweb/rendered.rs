@@ -187,7 +187,7 @@ async fn respond(
     };
     let chosen = representative(&found).clone();
     ticket.touch(std::slice::from_ref(&chosen));
-    let path = state.core.blobs().path(&chosen.blob_key);
+    let path = state.core.stored().local_file(&chosen).path().to_path_buf();
     let rendered =
         tokio::task::spawn_blocking(move || render(&path, frame, &params, thumbnail, format))
             .await

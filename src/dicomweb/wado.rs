@@ -10,9 +10,8 @@ use super::multipart;
 use super::producer::{self, SendError};
 use super::transcode::{plan, transcode_file, Plan};
 use super::{base_url, WebCaller, WebError, WebState};
-use crate::core::{Delivery, InstanceLocation, Instances, Retrieval, Selection, Ticket};
+use crate::core::{Delivery, InstanceLocation, Instances, Retrieval, Selection, Stored, Ticket};
 use crate::dimse::dataset::{open_stored, Extent, PIXEL_DATA};
-use crate::store::BlobStore;
 use crate::trust::{Caller, Operation};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue};
@@ -198,14 +197,14 @@ async fn send_instances(
         };
         ticket.touch(&batch);
         let last = instances.at_end();
-        let (blobs, syntax, boundary_owned, tx_owned) = (
-            state.core.blobs().clone(),
+        let (stored, syntax, boundary_owned, tx_owned) = (
+            state.core.stored().clone(),
             syntax.clone(),
             boundary.to_string(),
             tx.clone(),
         );
         let produced = tokio::task::spawn_blocking(move || {
-            producer::instances(&blobs, &batch, &syntax, &boundary_owned, &tx_owned, last)
+            producer::instances(&stored, &batch, &syntax, &boundary_owned, &tx_owned, last)
         })
         .await;
         let Ok((batch_sent, end)) = produced else {
@@ -222,11 +221,11 @@ async fn send_instances(
 }
 
 async fn transcode_blob(
-    blobs: &BlobStore,
+    stored: &Stored,
     loc: &InstanceLocation,
     target: &str,
 ) -> Result<Vec<u8>, String> {
-    let path = blobs.path(&loc.blob_key);
+    let path = stored.local_file(loc).path().to_path_buf();
     let target = target.to_string();
     tokio::task::spawn_blocking(move || transcode_file(&path, &target))
         .await
@@ -243,18 +242,18 @@ async fn single_instance(
     syntax: &SyntaxRequest,
 ) -> Result<Response, WebError> {
     ticket.touch(std::slice::from_ref(&loc));
-    let blobs = state.core.blobs();
+    let stored = state.core.stored();
     let response = match plan(&loc.transfer_syntax_uid, syntax) {
         Plan::AsStored => {
             let ct = format!(
                 "application/dicom; transfer-syntax={}",
                 loc.transfer_syntax_uid
             );
-            let path = blobs.path(&loc.blob_key);
-            super::ranged::file_response(&path, None, &ct, headers).await
+            let file = stored.local_file(&loc);
+            super::ranged::file_response(file.path(), None, &ct, headers).await
         }
         Plan::Transcode(target) => {
-            let bytes = match transcode_blob(blobs, &loc, &target).await {
+            let bytes = match transcode_blob(stored, &loc, &target).await {
                 Ok(b) => b,
                 Err(problem) => {
                     ticket.finish("failure", problem.clone()).await;
@@ -344,7 +343,7 @@ async fn metadata(
             };
             ticket.touch(&batch);
             for loc in &batch {
-                let json = match instance_json(state.core.blobs(), loc, &base).await {
+                let json = match instance_json(state.core.stored(), loc, &base).await {
                     Ok(j) => j,
                     Err(problem) => {
                         tracing::error!(sop = %loc.sop_instance_uid, %problem, "metadata failed");
@@ -393,11 +392,11 @@ pub fn bulk_base(base: &str, loc: &InstanceLocation) -> String {
 
 /// One instance's metadata: its data set up to Pixel Data, and Pixel Data as a BulkDataURI.
 async fn instance_json(
-    blobs: &BlobStore,
+    stored: &Stored,
     loc: &InstanceLocation,
     base: &str,
 ) -> Result<Json, String> {
-    let path = blobs.path(&loc.blob_key);
+    let path = stored.local_file(loc).path().to_path_buf();
     let bulk = bulk_base(base, loc);
     tokio::task::spawn_blocking(move || {
         let (obj, pixel) =

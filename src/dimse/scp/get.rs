@@ -6,7 +6,7 @@ use super::ScpContext;
 use crate::core::{CoreError, Delivery, Retrieval};
 use crate::dimse::command::{CommandField, CommandSet};
 use crate::dimse::dataset;
-use crate::dimse::scu::{send_stored, SendError};
+use crate::dimse::scu::{send_file, SendError};
 use crate::dimse::status::code;
 use crate::dimse::{Association, AssociationError};
 use crate::trust::{Caller, Operation};
@@ -96,7 +96,7 @@ pub async fn handle(
                 cancelled = true;
                 break 'batches;
             }
-            match send_stored(assoc, ctx.core.blobs(), instance, None).await {
+            match send_file(assoc, ctx.core.stored().local_file(instance).path(), None).await {
                 Ok(sent) => {
                     counts.record(&instance.sop_instance_uid, Some(sent.status));
                     cancelled = sent.cancel_for == Some(message_id);

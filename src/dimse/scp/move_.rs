@@ -7,7 +7,7 @@ use super::ScpContext;
 use crate::core::{CoreError, Delivery, InstanceLocation, Retrieval};
 use crate::dimse::command::{CommandField, CommandSet};
 use crate::dimse::dataset;
-use crate::dimse::scu::{self, send_stored, ScuOptions, SendError};
+use crate::dimse::scu::{self, send_file, ScuOptions, SendError};
 use crate::dimse::sop;
 use crate::dimse::status::code;
 use crate::dimse::{Association, AssociationError};
@@ -177,7 +177,13 @@ pub async fn handle(
                         break;
                     }
                     let originator = Some((assoc.calling_ae.as_str(), message_id));
-                    match send_stored(&mut sub, ctx.core.blobs(), &instance, originator).await {
+                    match send_file(
+                        &mut sub,
+                        ctx.core.stored().local_file(&instance).path(),
+                        originator,
+                    )
+                    .await
+                    {
                         Ok(sent) => counts.record(&instance.sop_instance_uid, Some(sent.status)),
                         Err(SendError::Association(e)) => {
                             tracing::warn!(destination, error = %e, "move destination association lost");
