@@ -26,6 +26,9 @@ pub mod route;
 pub mod source;
 pub mod ticket;
 
+#[cfg(test)]
+mod tests;
+
 pub use cache::CacheRules;
 pub use instances::Instances;
 // The models, for the fronts: they speak to the core in its terms.
