@@ -644,8 +644,10 @@ async fn queries_merge_the_cache_and_the_source() {
     assert!(!description.is_empty(), "the generator writes one");
 
     let source = Arc::new(FakeSource::new(Vec::new()).with_rows(vec![
+        study_row("2.25.77", &[(PATIENT_NAME, "Jansen^Pieter")]),
+        study_row("2.25.88", &[(PATIENT_NAME, "MULLER^ANNA")]),
         // The cached study as the source sees it: its accession number differs, and it
-        // leaves the description empty.
+        // leaves the description empty. Last, so that a window of two leaves it out.
         study_row(
             &cached_uid,
             &[
@@ -654,8 +656,6 @@ async fn queries_merge_the_cache_and_the_source() {
                 (PATIENT_NAME, "Müller^Zoë"),
             ],
         ),
-        study_row("2.25.77", &[(PATIENT_NAME, "Jansen^Pieter")]),
-        study_row("2.25.88", &[(PATIENT_NAME, "MULLER^ANNA")]),
     ]));
     let core = h.core(&source, &[Front::Web]);
     let mut all_uids = vec![cached_uid.clone(), "2.25.77".into(), "2.25.88".into()];
@@ -689,7 +689,8 @@ async fn queries_merge_the_cache_and_the_source() {
     let page = query(&core, &web_caller(), Operation::QidoRs, page).await;
     assert_eq!(uids_of(&page), all_uids[1..3]);
 
-    // At most max_results, with or without a limit.
+    // At most max_results, with or without a limit: the source's first two and the
+    // cache's one are three rows, two go out.
     let ticket = core.admit(&web_caller(), Operation::QidoRs).await.unwrap();
     let found = core
         .query(ticket, Query::new(Level::Study), 2)
@@ -764,4 +765,66 @@ async fn routes_decide_which_fronts_reach_a_source() {
     assert_eq!(got.from, NAME);
     assert_eq!(drain(got).await, sops(&held));
     assert_eq!(source.fetches(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_consumer_leaving_does_not_cancel_the_other() {
+    let h = Harness::new().await;
+    let held = mr_series(1, 6);
+    let source = Arc::new(FakeSource::new(held.clone()).with_delay(Duration::from_millis(50)));
+    let core = h.core(&source, &[Front::Web]);
+    let study = study_of(&held);
+
+    let caller = web_caller();
+    let (a, b) = tokio::join!(
+        retrieve(&core, &caller, Operation::WadoRs, &study),
+        retrieve(&core, &caller, Operation::WadoRs, &study),
+    );
+    let (mut a, b) = (a.expect("first retrieve"), b.expect("second retrieve"));
+    a.instances
+        .next_batch()
+        .await
+        .expect("an instance")
+        .expect("no error");
+    drop(a);
+    assert_eq!(drain(b).await, sops(&held));
+    assert!(!source.calls.cancelled.load(Ordering::SeqCst));
+    assert_eq!(source.fetches(), 1);
+    fetch_ended(&core, &study.study_uids[0]).await;
+    let state = h.index.cached_study(&study.study_uids[0]).await.unwrap();
+    assert!(state.is_some_and(|s| s.complete));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cached_delivery_waits_for_the_whole_fetch() {
+    let h = Harness::new().await;
+    let held = mr_series(1, 4);
+    let source = Arc::new(FakeSource::new(held.clone()).with_delay(Duration::from_millis(20)));
+    let core = h.core(&source, &[Front::Web]);
+    // One instance (frames, rendered): only once it is in the cache.
+    let one = Selection {
+        study_uids: vec![held[2].study_uid.clone()],
+        series_uids: vec![held[2].series_uid.clone()],
+        sop_instance_uids: vec![held[2].sop_uid.clone()],
+        ..Default::default()
+    };
+    let ticket = core.admit(&web_caller(), Operation::WadoRs).await.unwrap();
+    let (located, ticket) = core.locate(ticket, one).await.expect("located");
+    ticket.finish("success", "").await;
+    assert_eq!(located.len(), 1);
+    assert_eq!(located[0].sop_instance_uid, held[2].sop_uid);
+    assert!(core.blobs().exists(&located[0].blob_key).await);
+    assert_eq!((source.fetches(), source.stored()), (1, 1));
+
+    // A study, delivered cached: planned from what the cache then holds.
+    let ticket = core.admit(&web_caller(), Operation::WadoRs).await.unwrap();
+    let whole = core
+        .retrieve(ticket, study_of(&held), Delivery::Cached)
+        .await
+        .expect("retrieve");
+    assert_eq!(whole.from, "cache");
+    assert_eq!(whole.expected, 4);
+    assert!(whole.stored_syntaxes.is_some());
+    assert_eq!(source.stored(), 1 + 4, "the whole study was fetched before");
+    assert_eq!(drain(whole).await, sops(&held));
 }
