@@ -78,6 +78,8 @@ struct FakeSource {
     unreachable: AtomicBool,
     /// After this many instances a fetch stores nothing more until it is cancelled.
     stall_after: AtomicUsize,
+    /// After this many instances a fetch fails (the association to the PACS dropped).
+    fail_after: AtomicUsize,
     calls: Calls,
 }
 
@@ -93,6 +95,7 @@ impl FakeSource {
             delay: Duration::ZERO,
             unreachable: AtomicBool::new(false),
             stall_after: AtomicUsize::new(NO_STALL),
+            fail_after: AtomicUsize::new(NO_STALL),
             calls: Calls::default(),
         }
     }
@@ -208,6 +211,13 @@ impl Source for FakeSource {
         };
         let selected = self.instances.iter().filter(|i| i.selected_by(selection));
         for (n, instance) in selected.enumerate() {
+            if n >= self.fail_after.load(Ordering::SeqCst) {
+                return Err(SourceError::new(
+                    NAME,
+                    SourceErrorKind::Unreachable,
+                    "association aborted",
+                ));
+            }
             let stalled = n >= self.stall_after.load(Ordering::SeqCst);
             let delay = self.delay;
             let wait = async move {
@@ -827,4 +837,95 @@ async fn a_cached_delivery_waits_for_the_whole_fetch() {
     assert!(whole.stored_syntaxes.is_some());
     assert_eq!(source.stored(), 1 + 4, "the whole study was fetched before");
     assert_eq!(drain(whole).await, sops(&held));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_study_streamed_from_the_cache_is_not_evicted() {
+    let h = Harness::new().await;
+    let (a, b, c) = (mr_series(1, 2), mr_series(2, 2), mr_series(3, 2));
+    let one_study: u64 = a.iter().map(|i| i.bytes.len() as u64).sum();
+    let source = Arc::new(FakeSource::new([a.clone(), b.clone(), c.clone()].concat()));
+    // Room for about one study.
+    let core = Core::builder(h.trust.clone(), h.index.clone(), h.blobs.clone())
+        .cache_rules(CacheRules {
+            max_bytes: one_study + one_study / 2,
+            refresh_secs: 300,
+        })
+        .source(source.clone(), &[Front::Web])
+        .build();
+    let held = |study: &Selection| {
+        let index = h.index.clone();
+        let study = study.clone();
+        async move { index.count_instances(&study).await.unwrap() }
+    };
+    let fetch = |study: Selection| {
+        let core = core.clone();
+        async move {
+            let retrieval = retrieve(&core, &web_caller(), Operation::WadoRs, &study)
+                .await
+                .expect("retrieve");
+            assert_eq!(retrieval.from, NAME);
+            drain(retrieval).await;
+            fetch_ended(&core, &study.study_uids[0]).await;
+        }
+    };
+
+    fetch(study_of(&a)).await;
+    // A streams from the cache (pinned) while B is fetched: B is over the limit, but A
+    // is being read and B was just wanted.
+    let streaming = retrieve(&core, &web_caller(), Operation::WadoRs, &study_of(&a))
+        .await
+        .expect("retrieve");
+    assert_eq!(streaming.from, "cache");
+    fetch(study_of(&b)).await;
+    assert_eq!(held(&study_of(&a)).await, 2, "evicted while streamed");
+    assert_eq!(held(&study_of(&b)).await, 2);
+    assert_eq!(drain(streaming).await, sops(&a));
+
+    // Unpinned, the least recently used go once the next fetch ends.
+    fetch(study_of(&c)).await;
+    assert_eq!(held(&study_of(&a)).await, 0);
+    assert_eq!(held(&study_of(&b)).await, 0);
+    assert_eq!(
+        held(&study_of(&c)).await,
+        2,
+        "the study just fetched was evicted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fetch_that_fails_midway_ends_the_stream_with_the_error() {
+    let h = Harness::new().await;
+    let held = mr_series(1, 5);
+    let source = Arc::new(FakeSource::new(held.clone()));
+    source.fail_after.store(3, Ordering::SeqCst);
+    let core = h.core(&source, &[Front::Web]);
+    let study = study_of(&held);
+
+    let mut retrieval = retrieve(&core, &web_caller(), Operation::WadoRs, &study)
+        .await
+        .expect("retrieve");
+    let mut got = Vec::new();
+    let error = loop {
+        match retrieval.instances.next_batch().await {
+            Some(Ok(batch)) => got.extend(batch.into_iter().map(|l| l.sop_instance_uid)),
+            Some(Err(e)) => break e,
+            None => panic!("the stream ended as if complete after {got:?}"),
+        }
+    };
+    assert_eq!(got, sops(&held[..3]), "what came before the failure");
+    assert!(matches!(error, CoreError::Source(_)), "{error:?}");
+    assert!(error.to_string().contains("association aborted"), "{error}");
+    retrieval.ticket.finish("failure", error.to_string()).await;
+    fetch_ended(&core, &study.study_uids[0]).await;
+    let state = h.index.cached_study(&study.study_uids[0]).await.unwrap();
+    assert!(!state.is_some_and(|s| s.complete));
+
+    // The part is cached, not served as the whole: the next request fetches again.
+    source.fail_after.store(NO_STALL, Ordering::SeqCst);
+    let again = retrieve(&core, &web_caller(), Operation::WadoRs, &study)
+        .await
+        .expect("retrieve again");
+    assert_eq!(again.from, NAME);
+    assert_eq!(drain(again).await, sops(&held));
 }
