@@ -27,6 +27,9 @@ pub mod source;
 pub mod stored;
 pub mod ticket;
 
+#[cfg(test)]
+mod tests;
+
 pub use cache::CacheRules;
 pub use instances::Instances;
 // The models, for the fronts: they speak to the core in its terms.

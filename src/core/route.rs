@@ -206,7 +206,9 @@ impl Core {
         sources: &[Arc<dyn Source>],
     ) -> Result<Vec<Match>, super::CoreError> {
         if sources.is_empty() {
-            return Ok(self.index.find(query).await?);
+            let mut found = self.index.find(query).await?;
+            found.truncate(max_results);
+            return Ok(found);
         }
         // Rows are merged and ordered by the unique key of the query level (PS3.4 C.6.1).
         let unique = match query.level {
@@ -239,17 +241,32 @@ impl Core {
             let Some(key) = m.get(&unique).cloned() else {
                 continue;
             };
-            // A source's row wins (it comes later), keeping cache values it left empty.
+            // A source's row wins (it comes later), keeping cache values it left empty: an
+            // empty value is no value (a remote's QIDO-RS attribute without "Value").
             merged
                 .entry(key)
-                .and_modify(|old| old.extend(m.clone()))
+                .and_modify(|old| {
+                    old.extend(
+                        m.iter()
+                            .filter(|(_, v)| has_value(v))
+                            .map(|(t, v)| (*t, v.clone())),
+                    )
+                })
                 .or_insert(m);
         }
-        let limit = query.limit.map_or(usize::MAX, |l| l as usize);
+        // The query's limit, and never more than `max_results` (a query without a limit).
+        let limit = query
+            .limit
+            .map_or(max_results, |l| (l as usize).min(max_results));
         Ok(merged
             .into_values()
             .skip(query.offset as usize)
             .take(limit)
             .collect())
     }
+}
+
+/// Does a value of a match hold anything (`\\`, a multi-valued value of empty values, does not)?
+fn has_value(value: &str) -> bool {
+    value.split('\\').any(|v| !v.trim().is_empty())
 }
