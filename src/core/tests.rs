@@ -823,7 +823,7 @@ async fn a_cached_delivery_waits_for_the_whole_fetch() {
     ticket.finish("success", "").await;
     assert_eq!(located.len(), 1);
     assert_eq!(located[0].sop_instance_uid, held[2].sop_uid);
-    assert!(core.blobs().exists(&located[0].blob_key).await);
+    assert!(core.blobs.exists(&located[0].blob_key).await);
     assert_eq!((source.fetches(), source.stored()), (1, 1));
 
     // A study, delivered cached: planned from what the cache then holds.
