@@ -11,8 +11,8 @@
 //!   attempt, or `failed` after [`RetryPolicy::max_attempts`].
 //! - [`queue`] / [`job_json`]: the queue as `beeldbrug forward` and `GET /admin/forward` show it.
 
-use super::cache::now;
 use super::gateway::Gateway;
+use crate::clock::unix_seconds as now;
 use crate::core::{InstanceLocation, Selection};
 use crate::dimse::scp::ScpContext;
 use crate::dimse::scu::send::{propose_for, send_stored, SendError};
