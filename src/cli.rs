@@ -604,7 +604,7 @@ async fn delete(args: DeleteArgs) -> anyhow::Result<()> {
         bail!("nothing matched: no such study, series or instance in the store");
     }
     let entry = AuditEntry {
-        time: crate::trust::now_rfc3339(),
+        time: crate::clock::now_rfc3339(),
         operation: crate::trust::Operation::Delete.name().into(),
         outcome: "success".into(),
         detail: format!("beeldbrug delete: {}", deleted.describe()),

@@ -33,11 +33,13 @@
 //!   every section's types included: it imports none of the modules it configures.
 //! - [`sop`]: the SOP class and transfer syntax UIDs that the fronts, the sources and the
 //!   configuration name (also `dimse::sop`).
+//! - [`clock`]: the wall clock (RFC 3339 and Unix seconds) every record and queue reads.
 //! - [`oplog`]: logging setup and the operations log (one line per association and request).
 //! - [`testdata`]: the deterministic synthetic-study generator used by tests and benchmarks
 //!   (`test-data/README.md` says why it lives here and how to make data).
 
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod core;
 pub mod dicomweb;

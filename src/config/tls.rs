@@ -49,7 +49,8 @@ impl TlsConfig {
     }
 
     /// Checks serde cannot express; errors name the key. Files are read at start
-    /// ([`server_config`](crate::trust::tls::server_config)), where a missing or bad file is named too.
+    /// ([`server_config`](crate::trust::tls::server_config)), where a missing or bad file is
+    /// named too.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key: &str, problem: &str| ConfigError::Invalid {
             key: format!("tls.{key}"),

@@ -152,7 +152,8 @@ impl Default for ConsentConfig {
 
 impl ConsentConfig {
     /// Checks serde cannot express; errors name the key. Certificate files are read in
-    /// [`Consent::new`](crate::trust::consent::Consent::new), which logs a bad one (every decision is then Indeterminate).
+    /// [`Consent::new`](crate::trust::consent::Consent::new), which logs a bad one (every
+    /// decision is then Indeterminate).
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key: &str, problem: &str| ConfigError::Invalid {
             key: format!("trust.consent.{key}"),

@@ -25,12 +25,7 @@ pub struct CacheRules {
 }
 
 /// Unix seconds now.
-pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+pub use crate::clock::unix_seconds as now;
 
 /// Is a complete cached study still fresh?
 pub fn fresh(state: &CachedStudy, refresh_secs: u64, now: i64) -> bool {

@@ -12,7 +12,7 @@
 //! - [`queue`] / [`job_json`]: the queue as `beeldbrug forward` and `GET /admin/forward` show it.
 
 use super::source::PacsSource as Gateway;
-use crate::core::cache::now;
+use crate::clock::unix_seconds as now;
 use crate::dimse::scu::send::{propose_for, send_stored, SendError};
 use crate::dimse::status::{self, Category};
 use crate::model::{InstanceLocation, Selection};

@@ -4,7 +4,7 @@
 use super::config::RetrieveMode;
 use super::fetch::{self, FetchReport, Sink};
 use super::{Pacs, PacsError};
-use crate::core::cache::now;
+use crate::clock::unix_seconds as now;
 use crate::core::source::{Capabilities, Source, SourceError, SourceErrorKind};
 use crate::dimse::association::AssociationError;
 use crate::dimse::status::{self, Category};

@@ -13,6 +13,7 @@
 //! the delete) is only taken off the queue, its file kept.
 
 use super::{BlobStore, Index, IndexError};
+use crate::clock::unix_seconds;
 use crate::model::{InstanceLocation, Selection};
 use std::collections::BTreeSet;
 
@@ -57,14 +58,6 @@ impl Deleted {
     }
 }
 
-/// Unix seconds now.
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 /// Delete what the selection names (an empty selection deletes nothing).
 pub async fn delete(
     index: &dyn Index,
@@ -74,7 +67,7 @@ pub async fn delete(
     if selection.is_empty() {
         return Ok(Deleted::default());
     }
-    let removed = index.delete_instances(selection, now()).await?;
+    let removed = index.delete_instances(selection, unix_seconds()).await?;
     let keys: Vec<String> = removed.iter().map(|l| l.blob_key.clone()).collect();
     let blobs_left = purge(index, blobs, &keys).await?;
     Ok(summarise(&removed, blobs_left))
@@ -215,7 +208,10 @@ mod tests {
             ..Default::default()
         };
         // Step 1 only, as if the process died right after the commit.
-        let removed = index.delete_instances(&selection, now()).await.unwrap();
+        let removed = index
+            .delete_instances(&selection, unix_seconds())
+            .await
+            .unwrap();
         assert_eq!(removed.len(), 2);
         assert!(index.locate(&selection).await.unwrap().is_empty());
         assert_eq!(index.queued_blob_deletions(10).await.unwrap().len(), 2);

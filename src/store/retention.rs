@@ -7,7 +7,7 @@
 use super::delete::{self, DeleteError, Deleted};
 use super::{BlobStore, Index};
 use crate::model::Selection;
-use crate::trust::audit::{Audit, AuditEntry};
+use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -18,13 +18,24 @@ pub const PASS_INTERVAL: Duration = Duration::from_secs(3600);
 /// Studies per pass; the rest wait for the next.
 const STUDIES_PER_PASS: u32 = 1000;
 
+/// Where retention records each study it deleted: the audit trail, one record per study
+/// (`trust::audit::Audit` and `trust::Trust` implement it). A trait of the store's, because
+/// the audit trail is written to the store: the store names no part of the trust layer.
+#[async_trait]
+pub trait RetentionAudit: Send + Sync {
+    type Error: std::fmt::Display;
+
+    /// Record that `deleted` (one received study) went under `storage.keep_received_days`.
+    async fn record_expired(&self, keep_days: u32, deleted: &Deleted) -> Result<(), Self::Error>;
+}
+
 /// Delete the received studies whose last receipt is more than `keep_days` before `now`
 /// (Unix seconds; a parameter so tests need not wait days). Returns what each delete
 /// removed, per study. `keep_days` 0 keeps everything.
-pub async fn expire_received(
+pub async fn expire_received<A: RetentionAudit + ?Sized>(
     index: &dyn Index,
     blobs: &BlobStore,
-    audit: &Audit,
+    audit: &A,
     keep_days: u32,
     now: i64,
 ) -> Result<Vec<(String, Deleted)>, DeleteError> {
@@ -52,21 +63,7 @@ pub async fn expire_received(
         );
         // The study is gone either way; a failed record marks the trail unwritable (fail
         // closed, see `AuditHealth`) and is logged there.
-        if let Err(e) = audit
-            .record(AuditEntry {
-                time: crate::trust::now_rfc3339(),
-                operation: crate::trust::Operation::Delete.name().into(),
-                outcome: "success".into(),
-                detail: format!("retention: {}", deleted.describe()),
-                gateway: "beeldbrug-retention".into(),
-                source_address: "local".into(),
-                grounds: format!("storage.keep_received_days = {keep_days}"),
-                patient_ids: deleted.patient_ids.clone(),
-                study_uids: deleted.study_uids.clone(),
-                ..Default::default()
-            })
-            .await
-        {
+        if let Err(e) = audit.record_expired(keep_days, &deleted).await {
             tracing::error!(error = %e, "retention: the delete's audit record was not written");
         }
         out.push((study, deleted));
@@ -76,10 +73,10 @@ pub async fn expire_received(
 
 /// Every [`PASS_INTERVAL`] (the first pass at once): finish interrupted deletes, then
 /// expire received studies, until `shutdown`.
-pub async fn run(
+pub async fn run<A: RetentionAudit + 'static>(
     index: Arc<dyn Index>,
     blobs: BlobStore,
-    trust: Arc<crate::trust::Trust>,
+    audit: Arc<A>,
     keep_days: u32,
     shutdown: CancellationToken,
 ) {
@@ -93,11 +90,9 @@ pub async fn run(
         if let Err(e) = delete::sweep(index.as_ref(), &blobs).await {
             tracing::warn!(error = %e, "cannot finish interrupted deletes");
         }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
-        if let Err(e) = expire_received(index.as_ref(), &blobs, &trust.audit, keep_days, now).await
+        let now = crate::clock::unix_seconds();
+        if let Err(e) =
+            expire_received(index.as_ref(), &blobs, audit.as_ref(), keep_days, now).await
         {
             tracing::warn!(error = %e, "retention pass failed; tried again next pass");
         }

@@ -19,6 +19,8 @@ pub mod tls;
 
 pub use claims::{ClaimSource, Claims};
 pub use participants::Participant;
+// The clock of the records; also named here for the callers that stamp records.
+pub use crate::clock::now_rfc3339;
 
 use crate::config::Config;
 use crate::store::Index;
@@ -469,6 +471,20 @@ impl Trust {
     }
 }
 
+/// Retention records through the audit trail of the process.
+#[async_trait::async_trait]
+impl crate::store::retention::RetentionAudit for Trust {
+    type Error = audit::AuditError;
+
+    async fn record_expired(
+        &self,
+        keep_days: u32,
+        deleted: &crate::store::delete::Deleted,
+    ) -> Result<(), audit::AuditError> {
+        self.audit.record_expired(keep_days, deleted).await
+    }
+}
+
 /// Does `host` (an IP literal or a name, resolved now) have address `ip`?
 fn host_has_address(host: &str, ip: std::net::IpAddr) -> bool {
     use std::net::ToSocketAddrs;
@@ -490,12 +506,6 @@ fn host_has_address(host: &str, ip: std::net::IpAddr) -> bool {
         }
         _ => resolve(),
     }
-}
-
-pub fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -37,7 +37,7 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<()> {
         Some(bsn) => {
             let trail = audit.patient_trail(bsn, args.limit.max(1)).await?;
             let entry = AuditEntry {
-                time: crate::trust::now_rfc3339(),
+                time: crate::clock::now_rfc3339(),
                 operation: crate::trust::Operation::AuditRead.name().into(),
                 outcome: "success".into(),
                 detail: format!(

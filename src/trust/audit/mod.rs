@@ -19,7 +19,9 @@ pub mod syslog;
 
 pub use chain::{Broken, Verification};
 
+use crate::store::delete::Deleted;
 use crate::store::index::AuditRecord;
+use crate::store::retention::RetentionAudit;
 use crate::store::{Index, IndexError};
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -385,5 +387,27 @@ impl Audit {
     /// The PS3.15 message a record maps to (for tests and tools).
     pub fn dicom_message(&self, record: &AuditRecord) -> Option<String> {
         dicom::message(record, &self.source).ok().flatten()
+    }
+}
+
+/// Retention's record of a received study it deleted (`storage.keep_received_days`).
+#[async_trait::async_trait]
+impl RetentionAudit for Audit {
+    type Error = AuditError;
+
+    async fn record_expired(&self, keep_days: u32, deleted: &Deleted) -> Result<(), AuditError> {
+        self.record(AuditEntry {
+            time: crate::clock::now_rfc3339(),
+            operation: super::Operation::Delete.name().into(),
+            outcome: "success".into(),
+            detail: format!("retention: {}", deleted.describe()),
+            gateway: "beeldbrug-retention".into(),
+            source_address: "local".into(),
+            grounds: format!("storage.keep_received_days = {keep_days}"),
+            patient_ids: deleted.patient_ids.clone(),
+            study_uids: deleted.study_uids.clone(),
+            ..Default::default()
+        })
+        .await
     }
 }

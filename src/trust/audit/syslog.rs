@@ -8,6 +8,7 @@
 //! attempt leaves them for a retry with exponential backoff. Delivery is at least once: a
 //! connection lost after the receiver took a batch sends that batch again.
 
+use crate::clock::unix_seconds;
 use crate::store::index::OutboxMessage;
 use crate::store::Index;
 use std::path::PathBuf;
@@ -127,10 +128,6 @@ pub fn system_hostname() -> String {
     String::new()
 }
 
-fn unix_now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
-}
-
 /// The background sender: started once per [`Audit`](super::Audit) with a syslog target.
 pub struct Sender {
     index: Arc<dyn Index>,
@@ -171,7 +168,7 @@ impl Sender {
         let Some(tls) = self.tls.clone() else { return };
         let mut delay = Duration::from_secs(1);
         loop {
-            let now = unix_now();
+            let now = unix_seconds();
             // A claim outlives any attempt (connect and write time out well before).
             let until = now + 120;
             let owner = format!(
@@ -212,7 +209,7 @@ impl Sender {
                         retry_secs = delay.as_secs(),
                         "AUDIT: syslog receiver unreachable; audit messages stay queued"
                     );
-                    let retry_at = unix_now() + i64::try_from(delay.as_secs()).unwrap_or(60);
+                    let retry_at = unix_seconds() + i64::try_from(delay.as_secs()).unwrap_or(60);
                     if let Err(e) = self
                         .index
                         .retry_audit_outbox(&ids, retry_at, &e.to_string())

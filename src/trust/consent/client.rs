@@ -109,7 +109,7 @@ impl Endpoint {
         timeout: Duration,
     ) -> Result<ConsentDecision, ClientError> {
         let envelope =
-            xacml::query_envelope(question, issuer, &crate::trust::now_rfc3339(), &self.url);
+            xacml::query_envelope(question, issuer, &crate::clock::now_rfc3339(), &self.url);
         let answer = tokio::time::timeout(timeout, self.post(envelope))
             .await
             .map_err(|_| ClientError::Timeout(timeout))??;

@@ -177,7 +177,7 @@ impl Simulator {
                     &q,
                     decision,
                     "urn:beeldbrug:mitz-sim",
-                    &crate::trust::now_rfc3339(),
+                    &crate::clock::now_rfc3339(),
                     &super::new_id(),
                     &super::new_id(),
                 );

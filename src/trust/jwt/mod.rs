@@ -151,7 +151,7 @@ impl JwtVerifier {
 
     /// Verify a bearer token (the part after `Authorization: Bearer `, RFC 6750 2.1).
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
-        self.verify_at(token, now())
+        self.verify_at(token, crate::clock::unix_seconds())
     }
 
     fn verify_at(&self, token: &str, now: i64) -> Result<Claims, TokenError> {
@@ -303,10 +303,6 @@ fn map_error(kind: &ErrorKind) -> TokenError {
         ErrorKind::InvalidClaimFormat(c) => TokenError::InvalidClaim(c.clone(), "format".into()),
         _ => TokenError::Malformed("cannot be decoded".into()),
     }
-}
-
-fn now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
 /// A required string claim (numbers are accepted for identifiers issued as JSON numbers).

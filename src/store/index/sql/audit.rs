@@ -185,7 +185,8 @@ where
         rows.iter().map(Self::record_from_row).collect()
     }
 
-    /// The chain head: the last record's `seq` and `hash` (0 and [`GENESIS_HASH`] if empty).
+    /// The chain head: the last record's `seq` and `hash` (0 and
+    /// [`GENESIS_HASH`](crate::store::index::GENESIS_HASH) if empty).
     pub async fn audit_head(&self) -> Result<(i64, String), IndexError> {
         let mut sql = self.sql();
         sql.push("SELECT seq, hash FROM audit_chain_head WHERE id = 1");

@@ -1,8 +1,9 @@
 //! The [`Index`](crate::store::index::Index) implementation of each backend: every method
 //! forwarded to the [`SqlIndex`](super::SqlIndex) it wraps.
 
-/// The [`Index`](super::Index) implementation of a backend that wraps a [`SqlIndex`] in a
-/// field `inner`: every method is the `SqlIndex` method of the same name (both backends).
+/// The [`Index`](crate::store::index::Index) implementation of a backend that wraps a
+/// [`SqlIndex`](super::SqlIndex) in a field `inner`: every method is the `SqlIndex` method of
+/// the same name (both backends).
 macro_rules! delegate_index_to_inner {
     ($backend:ty) => {
         const _: () = {

@@ -30,7 +30,7 @@ where
             return Ok(());
         }
         let mut tx = self.begin_write().await?;
-        let created = crate::trust::now_rfc3339();
+        let created = crate::clock::now_rfc3339();
         for (study, sop) in items {
             let mut sql = self.sql();
             sql.push(

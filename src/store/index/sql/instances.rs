@@ -3,7 +3,8 @@
 
 use super::schema::{child, norm_column, normalize_name, parent_fk, table, unique_column};
 use super::statement::{Bind, Dialect, Sql};
-use super::{now_rfc3339, SqlIndex};
+use super::SqlIndex;
+use crate::clock::now_rfc3339;
 use crate::model::query::{IndexedAttr, Level, INDEXED_ATTRS};
 use crate::store::index::{IndexError, UpsertOutcome};
 use crate::store::InstanceRecord;

@@ -94,9 +94,3 @@ where
         Sql::new(self.dialect)
     }
 }
-
-fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}

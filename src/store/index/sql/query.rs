@@ -163,7 +163,7 @@ fn computed_queries(level: Level) -> &'static [(Aggregate, &'static str)] {
     }
 }
 
-/// The main query of [`Index::find`](super::Index::find). Columns: [`returned_attrs`], then
+/// The main query of [`Index::find`](crate::store::index::Index::find). Columns: [`returned_attrs`], then
 /// the row id of the level's table (for [`computed_queries`]).
 pub(crate) fn find_sql(dialect: Dialect, query: &Query) -> Sql {
     let level = query.level;
@@ -241,7 +241,7 @@ pub(super) fn selection_sql(dialect: Dialect, columns: &str, selection: &Selecti
     Some(sql)
 }
 
-/// The query of [`Index::locate`](super::Index::locate); `None` for an empty selection.
+/// The query of [`Index::locate`](crate::store::index::Index::locate); `None` for an empty selection.
 /// With `page` = (offset, limit): one page of the same order.
 pub(crate) fn locate_sql(
     dialect: Dialect,

@@ -1,6 +1,7 @@
 //! The write probe of `/ready`: proof that the index still takes writes.
 
-use super::{now_rfc3339, SqlIndex};
+use super::SqlIndex;
+use crate::clock::now_rfc3339;
 use crate::store::index::IndexError;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Type};
 
