@@ -13,7 +13,7 @@
 
 use super::source::PacsSource as Gateway;
 use crate::clock::unix_seconds as now;
-use crate::dimse::scu::send::{propose_for, send_stored, SendError};
+use crate::dimse::scu::send::{propose_for, send_file, SendError};
 use crate::dimse::status::{self, Category};
 use crate::model::{InstanceLocation, Selection};
 use crate::store::index::ForwardJob;
@@ -309,7 +309,9 @@ async fn send_all(
             results.insert(l.sop_instance_uid.clone(), Attempt::Retry(why.clone()));
             continue;
         }
-        let attempt = match send_stored(&mut assoc.assoc, &gateway.blobs, l, None).await {
+        // The instance's blob as stored (PS3.10 file), sent as it is.
+        let file = gateway.blobs.path(&l.blob_key);
+        let attempt = match send_file(&mut assoc.assoc, &file, None).await {
             Ok(sent) => match status::category(sent.status) {
                 Category::Success | Category::Warning => Attempt::Sent,
                 _ => Attempt::Retry(format!(

@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 pub use find::{find, find_context, find_raw};
 pub use get::{get, GetReport};
 pub use move_::{move_study, MoveReport};
-pub use send::{propose_for_files, send_file, send_stored, store_files, SendError, StoreReport};
+pub use send::{propose_for_files, send_file, store_files, SendError, StoreReport};
 
 /// Where and as whom to connect.
 #[derive(Debug, Clone)]

@@ -7,8 +7,6 @@ use crate::dimse::command::{CommandField, CommandSet};
 use crate::dimse::dataset::{self, read_layout, DatasetError};
 use crate::dimse::negotiate::ProposedContext;
 use crate::dimse::{sop, Event};
-use crate::model::InstanceLocation;
-use crate::store::BlobStore;
 use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
 use tokio::io::AsyncSeekExt;
@@ -128,16 +126,6 @@ pub async fn send_file(
             }
         }
     }
-}
-
-/// Send an instance from the blob store.
-pub async fn send_stored(
-    assoc: &mut Association,
-    blobs: &BlobStore,
-    instance: &InstanceLocation,
-    originator: Option<(&str, u16)>,
-) -> Result<Sent, SendError> {
-    send_file(assoc, &blobs.path(&instance.blob_key), originator).await
 }
 
 /// Contexts for a set of (SOP class, transfer syntax) pairs: each pair as stored, plus an
