@@ -579,6 +579,27 @@ async fn orthanc_pacs_only_studies_found_and_retrieved_through_beeldbrug() {
         "movescu CT study to storescp",
     );
 
+    // The second patient's CT study, RLE (dcmcrle) and Implicit VR series: a streamed
+    // C-MOVE does not know the syntaxes before the first instance arrives, yet each goes on
+    // as Orthanc sent it.
+    let (ok, out) = dcmtk(
+        "movescu",
+        scu_args(port, &options, &study_keys("STUDY", &rle.study_uid)),
+    )
+    .await;
+    assert!(
+        ok && out.contains("Received Final Move Response (Success)"),
+        "movescu of a study in two syntaxes:\n{out}"
+    );
+    let mut moved = of_study(&files, &ct.study_uid);
+    moved.extend(of_study(&files, &rle.study_uid));
+    assert_byte_exact(
+        &part10_under(&scp.dir),
+        &held,
+        &moved,
+        "movescu RLE and Implicit VR CT study to storescp",
+    );
+
     // After the retrieves, a study now in the cache as well is still found once.
     let again = find(port, &study_query(&[])).await;
     assert_eq!(again.len(), expected_studies.len(), "each study once");
@@ -588,7 +609,7 @@ async fn orthanc_pacs_only_studies_found_and_retrieved_through_beeldbrug() {
     let finds = audit_details(ctx, "C-FIND").await;
     assert_eq!(finds.len(), 5, "{finds:?}");
     assert!(finds.iter().all(|(o, _)| o == "success"), "{finds:?}");
-    for (operation, count) in [("C-GET", 3), ("C-MOVE", 1)] {
+    for (operation, count) in [("C-GET", 3), ("C-MOVE", 2)] {
         let records = audit_details(ctx, operation).await;
         assert_eq!(records.len(), count, "{operation}: {records:?}");
         assert!(
