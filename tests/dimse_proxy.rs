@@ -9,14 +9,14 @@
 //! dcmqrscp converts on the way out, what DCMTK dcmconv makes of its copy. The file meta
 //! group is each writer's own (PS3.10 7.1) and is not compared.
 //!
-//! - Orthanc as the PACS (C-GET): C-FIND at STUDY, SERIES and IMAGE level finds the
+//! - Orthanc as the PACS (fetched by C-GET, and by C-MOVE): C-FIND at STUDY, SERIES and IMAGE level finds the
 //!   PACS-only studies with their attributes, merged with a study only the cache holds, each
 //!   once; getscu (uncompressed, DCMTK-made RLE and JPEG Lossless) and movescu to storescp
 //!   retrieve them byte-exact; one audit record per operation, each saying the instances
 //!   were streamed from the PACS.
 //! - The same gateway without proxy_pacs: C-FIND and C-GET reach the cache only (QIDO-RS
 //!   still reaches the PACS).
-//! - dcmqrscp as the PACS (C-GET): the same C-FIND and C-GET, byte-exact.
+//! - dcmqrscp as the PACS (by C-GET, and by C-MOVE): the same C-FIND and C-GET, byte-exact.
 //! - A C-CANCEL of a C-MOVE and a getscu killed mid C-GET: beeldbrug keeps answering, the
 //!   fetch from the PACS stops (the cache does not fill up nor call the study complete) and
 //!   the next C-GET of the study retrieves all of it.
@@ -345,8 +345,8 @@ async fn cache_state(gateway: &Gateway, study: &str) -> (u64, bool) {
 // ---------------------------------------------------------------------------------------------
 // 1. Orthanc
 
-#[tokio::test(flavor = "multi_thread")]
-async fn orthanc_pacs_only_studies_found_and_retrieved_through_beeldbrug() {
+/// Orthanc as the PACS, fetched from by `retrieve` (`c-get` or `c-move`).
+async fn orthanc_through_the_proxy(retrieve: &str) {
     let dir = tempfile::tempdir().unwrap();
     let files = studies_with_dcmtk_encodings(dir.path());
     let our_port = free_port();
@@ -364,7 +364,7 @@ async fn orthanc_pacs_only_studies_found_and_retrieved_through_beeldbrug() {
         assert!(syntaxes.contains(ts), "Orthanc holds {ts}: {syntaxes:?}");
     }
     let scp = StoreScp::start(dir.path(), &[]).await;
-    let pacs = pacs_toml("ORTHANC", orthanc.dicom_port, "c-get", "");
+    let pacs = pacs_toml("ORTHANC", orthanc.dicom_port, retrieve, "");
     let gateway =
         Gateway::start_dimse_on(our_port, &format!("{pacs}{PROXY}{}", scp.peer_toml())).await;
     let port = gateway.port;
@@ -649,6 +649,16 @@ async fn orthanc_pacs_only_studies_found_and_retrieved_through_beeldbrug() {
     drop(orthanc);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn orthanc_by_c_get_pacs_only_studies_found_and_retrieved_through_beeldbrug() {
+    orthanc_through_the_proxy("c-get").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn orthanc_by_c_move_pacs_only_studies_found_and_retrieved_through_beeldbrug() {
+    orthanc_through_the_proxy("c-move").await;
+}
+
 /// How many studies `files` hold.
 fn of_patient_studies(files: &[GeneratedFile]) -> usize {
     files
@@ -661,8 +671,8 @@ fn of_patient_studies(files: &[GeneratedFile]) -> usize {
 // ---------------------------------------------------------------------------------------------
 // 2. dcmqrscp
 
-#[tokio::test(flavor = "multi_thread")]
-async fn dcmqrscp_pacs_only_studies_found_and_retrieved_through_beeldbrug() {
+/// dcmqrscp as the PACS, fetched from by `retrieve` (`c-get` or `c-move`).
+async fn dcmqrscp_through_the_proxy(retrieve: &str) {
     let dir = tempfile::tempdir().unwrap();
     let files = generate(&dir.path().join("src"), false);
     let our_port = free_port();
@@ -684,7 +694,7 @@ async fn dcmqrscp_pacs_only_studies_found_and_retrieved_through_beeldbrug() {
         std::fs::write(&path, stored_file(&pacs.storage, uid)).unwrap();
         path
     };
-    let toml = pacs_toml("DCMQRSCP", pacs.port, "c-get", "");
+    let toml = pacs_toml("DCMQRSCP", pacs.port, retrieve, "");
     let gateway = Gateway::start_dimse_on(our_port, &format!("{toml}{PROXY}")).await;
     let port = gateway.port;
 
@@ -758,8 +768,103 @@ async fn dcmqrscp_pacs_only_studies_found_and_retrieved_through_beeldbrug() {
     gateway.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn dcmqrscp_by_c_get_pacs_only_studies_found_and_retrieved_through_beeldbrug() {
+    dcmqrscp_through_the_proxy("c-get").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dcmqrscp_by_c_move_pacs_only_studies_found_and_retrieved_through_beeldbrug() {
+    dcmqrscp_through_the_proxy("c-move").await;
+}
+
 // ---------------------------------------------------------------------------------------------
-// 3. Cancel, and a client that goes away
+// 3. A PACS that gives up mid-retrieve
+
+/// VL Photographic Image Storage: a storage class beeldbrug does not propose to the PACS
+/// (not among `sop::COMMON_STORAGE`), so Orthanc cannot send it by C-GET.
+const VL_PHOTOGRAPHIC: &str = "1.2.840.10008.5.1.4.1.1.77.1.4";
+
+/// Orthanc 1.10.1 ends a C-GET at an instance it has no presentation context for ("No
+/// presentation context for: (VLp)"). Through the proxy: what it sent arrives byte-exact,
+/// the workstation hears the retrieve was not whole, the audit record says so and the cache
+/// does not call the study complete.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pacs_that_gives_up_mid_retrieve_leaves_a_partial_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = GenerateArgs {
+        seed: 5,
+        patients: 1,
+        ct_slices: 5,
+        mr_slices: 1,
+        ..GenerateArgs::with_defaults(dir.path().join("src"))
+    };
+    let mut files = beeldbrug::testdata::generate(&args).expect("generate");
+    files.retain(|f| f.sop_class_uid != MR_IMAGE_STORAGE);
+    // One slice in a class beeldbrug does not ask the PACS for (dcmodify also updates the
+    // file meta).
+    let odd = &mut files[2];
+    let path = odd.path.display().to_string();
+    let tag = format!("(0008,0016)={VL_PHOTOGRAPHIC}");
+    let run = common::dcmtk("dcmodify", &["-nb", "-m", &tag, &path]);
+    assert!(
+        run.status.success(),
+        "dcmodify: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    odd.sop_class_uid = VL_PHOTOGRAPHIC.into();
+    let odd = odd.sop_uid.clone();
+    let study = files[0].study_uid.clone();
+    let total = files.len() as u64;
+    let orthanc = Orthanc::start(dir.path()).await;
+    store(orthanc.dicom_port, "ORTHANC", &files);
+    let held = orthanc_holds(&orthanc).await;
+    assert_eq!(held.len(), files.len());
+    let pacs = pacs_toml("ORTHANC", orthanc.dicom_port, "c-get", "");
+    let gateway = Gateway::start(&format!("{pacs}{PROXY}")).await;
+
+    let out = tempfile::tempdir().unwrap();
+    let od = out.path().display().to_string();
+    let (_, text) = dcmtk(
+        "getscu",
+        scu_args(
+            gateway.port,
+            &["-v", "-S", "-od", &od],
+            &study_keys("STUDY", &study),
+        ),
+    )
+    .await;
+    let context = format!("{text}\n{}", orthanc.log_tail());
+    let got = part10_under(out.path());
+    assert!(!got.contains_key(&odd), "{context}");
+    let sent: Vec<&GeneratedFile> = files
+        .iter()
+        .filter(|f| got.contains_key(&f.sop_uid))
+        .collect();
+    assert_byte_exact(&got, &held, &sent, &format!("what Orthanc sent\n{context}"));
+    // B000 with the counts (PS3.4 C.4.3.1.4): what arrived completed, the rest failed.
+    let failed = total as usize - got.len();
+    for line in [
+        "Received C-GET Response (Warning: SubOperationsCompleteOneOrMoreFailures)".to_string(),
+        format!("Number of Completed Suboperations : {}", got.len()),
+        format!("Number of Failed Suboperations    : {failed}"),
+    ] {
+        assert!(text.contains(&line), "{line}\n{context}");
+    }
+    let gets = audit_details(gateway.context(), "C-GET").await;
+    assert_eq!(gets.len(), 1, "{gets:?}");
+    assert_eq!(gets[0].0, "partial", "{gets:?}");
+    let (count, complete) = cache_state(&gateway, &study).await;
+    assert!(
+        count < total && !complete,
+        "cache: {count} of {total}, complete {complete}"
+    );
+    gateway.stop().await;
+    drop(orthanc);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Cancel, and a client that goes away
 
 /// Whether the cache, a few seconds after a retrieve was given up, holds fewer than `total`
 /// instances of `study` and does not call it complete (the fetch was stopped).
