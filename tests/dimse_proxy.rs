@@ -874,8 +874,8 @@ async fn fetch_stopped(gateway: &Gateway, study: &str, total: u64) -> (u64, bool
     (count, count < total && !complete)
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn cancelled_or_abandoned_retrieve_through_the_proxy_stops_the_fetch() {
+/// A C-CANCEL, then a client that goes away, with Orthanc fetched from by `retrieve`.
+async fn cancelled_or_abandoned(retrieve: &str) {
     let dir = tempfile::tempdir().unwrap();
     // One CT study of 40 slices of 512 KB: more than loopback buffers hold.
     let args = GenerateArgs {
@@ -897,7 +897,7 @@ async fn cancelled_or_abandoned_retrieve_through_the_proxy_stops_the_fetch() {
     store(orthanc.dicom_port, "ORTHANC", &files);
     // A destination that pauses a second after each instance: the cancel comes mid-retrieve.
     let scp = StoreScp::start(dir.path(), &["--sleep-after", "1"]).await;
-    let pacs = pacs_toml("ORTHANC", orthanc.dicom_port, "c-get", "");
+    let pacs = pacs_toml("ORTHANC", orthanc.dicom_port, retrieve, "");
     let gateway =
         Gateway::start_dimse_on(our_port, &format!("{pacs}{PROXY}{}", scp.peer_toml())).await;
     let port = gateway.port;
@@ -984,4 +984,14 @@ async fn cancelled_or_abandoned_retrieve_through_the_proxy_stops_the_fetch() {
     );
     gateway.stop().await;
     drop(orthanc);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancelled_or_abandoned_retrieve_by_c_get_through_the_proxy_stops_the_fetch() {
+    cancelled_or_abandoned("c-get").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancelled_or_abandoned_retrieve_by_c_move_through_the_proxy_stops_the_fetch() {
+    cancelled_or_abandoned("c-move").await;
 }

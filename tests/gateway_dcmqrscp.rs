@@ -12,7 +12,6 @@
 
 mod common;
 
-use beeldbrug::dimse::sop;
 use beeldbrug::pacs::config::RetrieveMode;
 use common::dcmqrscp::{dcmconv, Dcmqrscp};
 use common::gateway_mode::{
