@@ -9,17 +9,19 @@
 //! dcmqrscp converts on the way out, what DCMTK dcmconv makes of its copy. The file meta
 //! group is each writer's own (PS3.10 7.1) and is not compared.
 //!
-//! - Orthanc as the PACS (fetched by C-GET, and by C-MOVE): C-FIND at STUDY, SERIES and IMAGE level finds the
-//!   PACS-only studies with their attributes, merged with a study only the cache holds, each
-//!   once; getscu (uncompressed, DCMTK-made RLE and JPEG Lossless) and movescu to storescp
-//!   retrieve them byte-exact; one audit record per operation, each saying the instances
-//!   were streamed from the PACS.
+//! - Orthanc as the PACS (fetched by C-GET, and by C-MOVE): C-FIND at STUDY, SERIES and
+//!   IMAGE level finds the PACS-only studies with their attributes, merged with a study only
+//!   the cache holds, each once; getscu (uncompressed, DCMTK-made RLE and JPEG Lossless) and
+//!   movescu to storescp (a study in two syntaxes among them) retrieve them byte-exact; one
+//!   audit record per operation, each retrieve saying it was streamed from the PACS.
 //! - The same gateway without proxy_pacs: C-FIND and C-GET reach the cache only (QIDO-RS
 //!   still reaches the PACS).
 //! - dcmqrscp as the PACS (by C-GET, and by C-MOVE): the same C-FIND and C-GET, byte-exact.
-//! - A C-CANCEL of a C-MOVE and a getscu killed mid C-GET: beeldbrug keeps answering, the
-//!   fetch from the PACS stops (the cache does not fill up nor call the study complete) and
-//!   the next C-GET of the study retrieves all of it.
+//! - Orthanc ending a C-GET early: what it sent arrives byte-exact, the rest is counted as
+//!   failed (B000), audited as partial, and the study is not complete in the cache.
+//! - A C-CANCEL of a C-MOVE and a getscu killed mid C-GET (Orthanc fetched by C-GET, and by
+//!   C-MOVE): beeldbrug keeps answering, the fetch from the PACS stops (the cache neither
+//!   fills up nor calls the study complete) and the next C-GET retrieves all of it.
 
 mod common;
 
@@ -619,6 +621,30 @@ async fn orthanc_through_the_proxy(retrieve: &str) {
             "{operation}: {records:?}"
         );
     }
+    // Each retrieve's record names the patient and study it streamed (PS3.15 A.5.3.1).
+    let retrieved: Vec<(String, String, String)> = ctx
+        .index
+        .audit_events(10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.operation == "C-GET" || e.operation == "C-MOVE")
+        .map(|e| (e.operation, e.patient_ids, e.study_uids))
+        .collect();
+    let expected: Vec<(String, String, String)> = [
+        ("C-GET", first_mr),
+        ("C-GET", &rle),
+        ("C-GET", jpeg),
+        ("C-MOVE", ct),
+        ("C-MOVE", &rle),
+    ]
+    .iter()
+    .map(|(op, f)| (op.to_string(), f.patient_id.clone(), f.study_uid.clone()))
+    .collect();
+    assert_eq!(
+        retrieved, expected,
+        "patients and studies in the audit trail"
+    );
     gateway.stop().await;
 
     // Without proxy_pacs, DIMSE reaches the cache only; DICOMweb still reaches the PACS.
@@ -642,7 +668,7 @@ async fn orthanc_through_the_proxy(retrieve: &str) {
     assert_eq!(qido.status, 200, "{}", qido.text());
     assert_eq!(
         qido.json().as_array().map(Vec::len),
-        Some(of_patient_studies(&files)),
+        Some(study_count(&files)),
         "QIDO-RS reaches the PACS"
     );
     plain.stop().await;
@@ -660,7 +686,7 @@ async fn orthanc_by_c_move_pacs_only_studies_found_and_retrieved_through_beeldbr
 }
 
 /// How many studies `files` hold.
-fn of_patient_studies(files: &[GeneratedFile]) -> usize {
+fn study_count(files: &[GeneratedFile]) -> usize {
     files
         .iter()
         .map(|f| f.study_uid.as_str())
@@ -759,7 +785,7 @@ async fn dcmqrscp_through_the_proxy(retrieve: &str) {
         );
     }
     let gets = audit_details(gateway.context(), "C-GET").await;
-    assert_eq!(gets.len(), of_patient_studies(&files), "{gets:?}");
+    assert_eq!(gets.len(), study_count(&files), "{gets:?}");
     assert!(
         gets.iter()
             .all(|(o, d)| o == "success" && d.contains("streamed from the local PACS")),
