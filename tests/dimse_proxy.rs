@@ -82,11 +82,16 @@ fn scu_args(port: u16, options: &[&str], keys: &[String]) -> Vec<String> {
 
 /// A Study Root C-FIND by findscu that must succeed: its responses (`-X` files).
 async fn find(port: u16, keys: &[String]) -> Vec<DefaultDicomObject> {
+    find_in(port, "-S", keys).await
+}
+
+/// [`find`] in `model`: `-S` Study Root, `-P` Patient Root.
+async fn find_in(port: u16, model: &str, keys: &[String]) -> Vec<DefaultDicomObject> {
     let out = tempfile::tempdir().unwrap();
     let dir = out.path().display().to_string();
     let (ok, text) = dcmtk(
         "findscu",
-        scu_args(port, &["-v", "-S", "-X", "-od", &dir], keys),
+        scu_args(port, &["-v", model, "-X", "-od", &dir], keys),
     )
     .await;
     assert!(
@@ -102,9 +107,14 @@ async fn find(port: u16, keys: &[String]) -> Vec<DefaultDicomObject> {
 /// A Study Root C-GET by getscu (with `options`, e.g. a preferred syntax) that must succeed
 /// without errors or warnings: what it wrote.
 async fn get(port: u16, options: &[&str], keys: &[String]) -> Held {
+    get_in(port, "-S", options, keys).await
+}
+
+/// [`get`] in `model`: `-S` Study Root, `-P` Patient Root.
+async fn get_in(port: u16, model: &str, options: &[&str], keys: &[String]) -> Held {
     let out = tempfile::tempdir().unwrap();
     let dir = out.path().display().to_string();
-    let mut all = vec!["-v", "-S", "-od", &dir];
+    let mut all = vec!["-v", model, "-od", &dir];
     all.extend(options);
     let (ok, text) = dcmtk("getscu", scu_args(port, &all, keys)).await;
     assert!(
@@ -475,6 +485,17 @@ async fn orthanc_through_the_proxy(retrieve: &str) {
         "studies of patient {}",
         second.patient_id
     );
+    // The same in the Patient Root model, as many workstations ask.
+    let patient_root = find_in(
+        port,
+        "-P",
+        &study_query(&[&format!("PatientID={}", second.patient_id)]),
+    )
+    .await
+    .iter()
+    .map(|r| text(r, tags::STUDY_INSTANCE_UID))
+    .collect::<BTreeSet<_>>();
+    assert_eq!(patient_root, of_second, "Patient Root, STUDY level");
 
     // SERIES and IMAGE level in the PACS-only CT study of the second patient.
     let rle = files
@@ -539,12 +560,15 @@ async fn orthanc_through_the_proxy(retrieve: &str) {
     let got = get(port, &[], &study_keys("STUDY", &first_mr.study_uid)).await;
     let mr_study = of_study(&files, &first_mr.study_uid);
     assert_byte_exact(&got, &held, &mr_study, "getscu MR study");
-    let got = get(port, &["+xr"], &series_keys(&rle)).await;
+    // The RLE series in the Patient Root model (PS3.4 C.6.1: the patient's key too).
+    let mut keys = series_keys(&rle);
+    keys.push(format!("PatientID={}", rle.patient_id));
+    let got = get_in(port, "-P", &["+xr"], &keys).await;
     assert_byte_exact(
         &got,
         &held,
         &of_series(&files, &rle.series_uid),
-        "getscu RLE series (dcmcrle)",
+        "getscu -P RLE series (dcmcrle)",
     );
     let jpeg = files
         .iter()
@@ -609,7 +633,7 @@ async fn orthanc_through_the_proxy(retrieve: &str) {
     // One audit record per operation; each retrieve streamed from the PACS.
     let ctx = gateway.context();
     let finds = audit_details(ctx, "C-FIND").await;
-    assert_eq!(finds.len(), 5, "{finds:?}");
+    assert_eq!(finds.len(), 6, "{finds:?}");
     assert!(finds.iter().all(|(o, _)| o == "success"), "{finds:?}");
     for (operation, count) in [("C-GET", 3), ("C-MOVE", 2)] {
         let records = audit_details(ctx, operation).await;
