@@ -12,9 +12,8 @@
 
 mod common;
 
-use beeldbrug::dimse::sop;
 use beeldbrug::pacs::config::RetrieveMode;
-use common::dcmqrscp::Dcmqrscp;
+use common::dcmqrscp::{dcmconv, Dcmqrscp};
 use common::gateway_mode::{
     audit_details, dataset_of, datasets, pacs_toml, syntax_of, wado, AS_STORED,
 };
@@ -205,24 +204,6 @@ impl Setup {
             "the second retrieves came from the cache"
         );
     }
-}
-
-/// `path` converted by DCMTK dcmconv to `syntax` (Explicit or Implicit VR Little Endian).
-fn dcmconv(path: &std::path::Path, syntax: &str) -> Vec<u8> {
-    let flag = match syntax {
-        sop::EXPLICIT_VR_LE => "+te",
-        sop::IMPLICIT_VR_LE => "+ti",
-        other => panic!("dcmqrscp sent {} in {other}", path.display()),
-    };
-    let out = path.with_extension(format!("{}.dcm", &flag[1..]));
-    let (src, dst) = (path.display().to_string(), out.display().to_string());
-    let run = common::dcmtk("dcmconv", &[flag, &src, &dst]);
-    assert!(
-        run.status.success(),
-        "dcmconv {flag} {src}: {}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    std::fs::read(&out).unwrap()
 }
 
 /// The cache state of `study` once its retrieve has recorded it: the response may end

@@ -93,8 +93,8 @@ pub const MAX_COMMAND_SET: usize = 64 * 1024;
 pub enum CommandError {
     #[error("command set truncated at byte {0}")]
     Truncated(usize),
-    #[error("command set element (0000,{element:04X}) is not in group 0000")]
-    WrongGroup { element: u16 },
+    #[error("command set element ({group:04X},{element:04X}) is not in group 0000")]
+    WrongGroup { group: u16, element: u16 },
     #[error("command set element (0000,{element:04X}) has a bad value length {length}")]
     BadLength { element: u16, length: u32 },
     #[error("command set lacks Command Field (0000,0100)")]
@@ -270,14 +270,22 @@ impl CommandSet {
             let group = u16::from_le_bytes([head[0], head[1]]);
             let element = u16::from_le_bytes([head[2], head[3]]);
             let length = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
-            if group != 0x0000 {
-                return Err(CommandError::WrongGroup { element });
+            if group != 0x0000 && pos == 0 {
+                return Err(CommandError::WrongGroup { group, element });
             }
             let start = pos + 8;
             let end = start
                 .checked_add(length as usize)
                 .filter(|&e| e <= bytes.len())
                 .ok_or(CommandError::BadLength { element, length })?;
+            // A command set holds group 0000 only (PS3.7 6.3.1), but DCMTK-based peers put
+            // status detail after it: Orthanc's C-GET-RSP carries the Failed SOP Instance
+            // UID List (0008,0058) there once a sub-operation failed. Not ours to read:
+            // skipped, rather than losing the association over it.
+            if group != 0x0000 {
+                pos = end;
+                continue;
+            }
             let value = &bytes[start..end];
             let us = || -> Result<u16, CommandError> {
                 match value {
@@ -408,10 +416,41 @@ mod tests {
             CommandSet::decode(&[]),
             Err(CommandError::MissingCommandField)
         );
+        assert_eq!(
+            CommandError::WrongGroup {
+                group: 8,
+                element: 0x10
+            }
+            .to_string(),
+            "command set element (0008,0010) is not in group 0000"
+        );
         let unknown = [0, 0, 0x00, 0x01, 2, 0, 0, 0, 0x34, 0x12];
         assert_eq!(
             CommandSet::decode(&unknown),
             Err(CommandError::UnknownCommandField(0x1234))
         );
+    }
+
+    /// A pending C-GET-RSP as Orthanc 1.10.1 sent it after a failed sub-operation: the
+    /// Failed SOP Instance UID List (0008,0058), with its group length, after the command.
+    #[test]
+    fn skips_status_detail_after_the_command_elements() {
+        let mut rsp = CommandSet::new(CommandField::CGetRsp);
+        rsp.affected_sop_class = Some("1.2.840.10008.5.1.4.1.2.2.3".into());
+        rsp.message_id_responded = Some(1);
+        rsp.status = Some(0xFF00);
+        rsp.remaining = Some(32);
+        rsp.completed = Some(7);
+        rsp.failed = Some(1);
+        rsp.warning = Some(0);
+        let mut bytes = rsp.encode();
+        let uid = b"2.25.297538177358699168197819920760703595200";
+        bytes.extend([8, 0, 0, 0, 4, 0, 0, 0]);
+        bytes.extend((8 + uid.len() as u32).to_le_bytes());
+        bytes.extend([8, 0, 0x58, 0]);
+        bytes.extend((uid.len() as u32).to_le_bytes());
+        bytes.extend(uid);
+        let back = CommandSet::decode(&bytes).expect("status detail skipped");
+        assert_eq!(back, rsp);
     }
 }

@@ -96,3 +96,22 @@ impl Dcmqrscp {
         self.process.log_tail()
     }
 }
+
+/// `path` converted by DCMTK dcmconv to `syntax` (Explicit or Implicit VR Little Endian): what
+/// dcmqrscp sends of a file it holds in the other one.
+pub fn dcmconv(path: &std::path::Path, syntax: &str) -> Vec<u8> {
+    let flag = match syntax {
+        beeldbrug::dimse::sop::EXPLICIT_VR_LE => "+te",
+        beeldbrug::dimse::sop::IMPLICIT_VR_LE => "+ti",
+        other => panic!("dcmqrscp sent {} in {other}", path.display()),
+    };
+    let out = path.with_extension(format!("{}.dcm", &flag[1..]));
+    let (src, dst) = (path.display().to_string(), out.display().to_string());
+    let run = super::dcmtk("dcmconv", &[flag, &src, &dst]);
+    assert!(
+        run.status.success(),
+        "dcmconv {flag} {src}: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    std::fs::read(&out).unwrap()
+}

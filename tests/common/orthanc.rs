@@ -89,12 +89,27 @@ impl Orthanc {
 }
 
 /// C-STORE `files` with storescu, one association per transfer syntax family (storescu
-/// proposes uncompressed syntaxes only unless told: `-xr` RLE, `-xy` JPEG Baseline).
+/// proposes uncompressed syntaxes only unless told: `-xr` RLE, `-xy` JPEG Baseline, `-xs`
+/// JPEG Lossless SV1). A file in any other syntax is refused here rather than left out.
 pub fn store(port: u16, aec: &str, files: &[beeldbrug::testdata::GeneratedFile]) {
+    let storable = [
+        sop::RLE_LOSSLESS,
+        sop::JPEG_BASELINE,
+        sop::JPEG_LOSSLESS_SV1,
+    ];
+    for f in files {
+        assert!(
+            sop::is_native_le(&f.transfer_syntax) || storable.contains(&f.transfer_syntax.as_str()),
+            "store() has no storescu option for {} ({})",
+            f.path.display(),
+            f.transfer_syntax
+        );
+    }
     for (flag, ts) in [
         (None, None),
         (Some("-xr"), Some(sop::RLE_LOSSLESS)),
         (Some("-xy"), Some(sop::JPEG_BASELINE)),
+        (Some("-xs"), Some(sop::JPEG_LOSSLESS_SV1)),
     ] {
         let paths: Vec<String> = files
             .iter()

@@ -7,6 +7,7 @@ use super::ScpContext;
 use crate::core::{CoreError, Delivery, InstanceLocation, Retrieval};
 use crate::dimse::command::{CommandField, CommandSet};
 use crate::dimse::dataset;
+use crate::dimse::negotiate::ProposedContext;
 use crate::dimse::scu::{self, send_file, ScuOptions, SendError};
 use crate::dimse::sop;
 use crate::dimse::status::code;
@@ -135,18 +136,19 @@ pub async fn handle(
             opts.tls = ctx.tls.peer_client();
             opts.require_tls = true;
         }
-        let mut pairs: Vec<(String, String)> = queue
+        let pairs = queue
             .iter()
-            .map(|i| (i.sop_class_uid.clone(), i.transfer_syntax_uid.clone()))
-            .collect();
+            .map(|i| (i.sop_class_uid.clone(), i.transfer_syntax_uid.clone()));
+        let mut contexts = scu::send::propose_for(pairs);
         if !from_cache {
-            pairs.extend(
-                sop::COMMON_STORAGE
-                    .iter()
-                    .map(|c| (c.to_string(), sop::EXPLICIT_VR_LE.to_string())),
-            );
+            // The rest arrive in the syntaxes beeldbrug asked the PACS for.
+            let syntaxes = ctx
+                .config
+                .pacs
+                .as_ref()
+                .map_or_else(scu::native_syntaxes, |p| p.transfer_syntaxes.clone());
+            contexts = streamed_contexts(contexts, &syntaxes);
         }
-        let contexts = scu::send::propose_for(pairs);
         match scu::connect(&opts, &contexts).await {
             Err(e) => {
                 tracing::warn!(destination, error = %e, "cannot open association to move destination");
@@ -238,4 +240,87 @@ pub async fn handle(
         .instances_sent
         .saturating_add(u32::from(counts.completed));
     Ok(())
+}
+
+/// The contexts of a sub-association opened before the instances are known (streamed from a
+/// source): after `first` (for the instances at hand), for each syntax the rest may arrive
+/// in, a context per common storage class (image classes only for compressed syntaxes),
+/// one syntax each, so that each instance goes on as it arrived: with several syntaxes in
+/// one context the destination picks one and the others would have to be converted, which
+/// is impossible for compressed ones (PS3.8 9.3.2.2). At most 128 contexts: the last
+/// syntaxes are cut first.
+fn streamed_contexts(
+    mut contexts: Vec<ProposedContext>,
+    syntaxes: &[String],
+) -> Vec<ProposedContext> {
+    for ts in syntaxes {
+        let classes = sop::COMMON_STORAGE
+            .iter()
+            .filter(|c| sop::is_native_le(ts) || sop::is_image_storage(c));
+        for class in classes {
+            let proposed = ProposedContext {
+                abstract_syntax: class.to_string(),
+                transfer_syntaxes: vec![ts.clone()],
+                we_are_scp: false,
+            };
+            let known = contexts.iter().any(|c| {
+                c.abstract_syntax == proposed.abstract_syntax
+                    && c.transfer_syntaxes == proposed.transfer_syntaxes
+            });
+            if !known {
+                contexts.push(proposed);
+            }
+        }
+    }
+    contexts.truncate(128);
+    contexts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streamed_contexts_propose_each_syntax_alone_and_at_most_128() {
+        let first = scu::send::propose_for([(
+            sop::COMMON_STORAGE[0].to_string(),
+            sop::RLE_LOSSLESS.to_string(),
+        )]);
+        let syntaxes: Vec<String> = [
+            sop::EXPLICIT_VR_LE,
+            sop::IMPLICIT_VR_LE,
+            sop::JPEG_BASELINE,
+            sop::JPEG_LOSSLESS_SV1,
+            sop::RLE_LOSSLESS,
+            sop::JPEG_2000_LOSSLESS,
+            sop::JPEG_2000,
+        ]
+        .map(String::from)
+        .to_vec();
+        let contexts = streamed_contexts(first.clone(), &syntaxes);
+        assert_eq!(
+            (&contexts[0].abstract_syntax, &contexts[0].transfer_syntaxes),
+            (&first[0].abstract_syntax, &first[0].transfer_syntaxes),
+            "the instance at hand first"
+        );
+        assert_eq!(contexts.len(), 128);
+        assert!(contexts.iter().all(|c| c.transfer_syntaxes.len() == 1));
+        let has = |class: &str, ts: &str| {
+            contexts
+                .iter()
+                .any(|c| c.abstract_syntax == class && c.transfer_syntaxes == [ts])
+        };
+        let (ct, sr) = (sop::COMMON_STORAGE[0], "1.2.840.10008.5.1.4.1.1.88.22");
+        assert!(has(ct, sop::IMPLICIT_VR_LE) && has(ct, sop::JPEG_LOSSLESS_SV1));
+        assert!(has(sr, sop::IMPLICIT_VR_LE));
+        assert!(
+            !has(sr, sop::RLE_LOSSLESS),
+            "no compressed syntax without pixel data"
+        );
+        let rle_ct = contexts
+            .iter()
+            .filter(|c| c.abstract_syntax == ct && c.transfer_syntaxes == [sop::RLE_LOSSLESS])
+            .count();
+        assert_eq!(rle_ct, 1, "no duplicates");
+    }
 }
