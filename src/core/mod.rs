@@ -155,6 +155,9 @@ pub struct Retrieval {
     /// The transfer syntaxes the instances are stored in, when known before the first byte
     /// (from the cache): a front plans its encoding from them.
     pub stored_syntaxes: Option<Vec<String>>,
+    /// Streamed from a source: the syntaxes its instances may arrive in
+    /// ([`source::Capabilities::transfer_syntaxes`]).
+    pub source_syntaxes: Option<Vec<String>>,
     pub ticket: Ticket,
 }
 
@@ -290,12 +293,17 @@ impl Core {
             let (name, reported) = (follower.fetch().source_name, follower.fetch().reported);
             match delivery {
                 Delivery::Streamed => {
+                    let source_syntaxes = sources
+                        .iter()
+                        .find(|s| s.name() == name)
+                        .map(|s| s.capabilities().transfer_syntaxes);
                     return Ok(Planned {
                         instances: Instances::fetch(follower, selection.clone(), name),
                         expected: reported,
                         from: name,
                         stored_syntaxes: None,
-                    })
+                        source_syntaxes,
+                    });
                 }
                 Delivery::Cached => {
                     follower
@@ -322,6 +330,7 @@ impl Core {
             expected,
             from: "cache",
             stored_syntaxes: Some(stored),
+            source_syntaxes: None,
         })
     }
 
@@ -406,6 +415,7 @@ struct Planned {
     expected: u64,
     from: &'static str,
     stored_syntaxes: Option<Vec<String>>,
+    source_syntaxes: Option<Vec<String>>,
 }
 
 impl Planned {
@@ -415,6 +425,7 @@ impl Planned {
             expected: self.expected,
             from: self.from,
             stored_syntaxes: self.stored_syntaxes,
+            source_syntaxes: self.source_syntaxes,
             ticket,
         }
     }

@@ -58,6 +58,9 @@ pub struct Capabilities {
     pub retrieve: bool,
     /// Whether it matches person names fuzzily itself; when not, the core matches them.
     pub fuzzy_names: bool,
+    /// The transfer syntaxes its instances may arrive in (what a PACS is asked for): a
+    /// front that forwards a fetch before it has seen every instance prepares for these.
+    pub transfer_syntaxes: Vec<String>,
 }
 
 /// The final counts of a fetch, and how many instances reached the store.

@@ -173,6 +173,7 @@ impl Source for FakeSource {
             query_levels: vec![Level::Study, Level::Series, Level::Image],
             retrieve: true,
             fuzzy_names: self.fuzzy_names,
+            transfer_syntaxes: vec![crate::sop::EXPLICIT_VR_LE.to_string()],
         }
     }
 

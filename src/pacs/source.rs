@@ -94,6 +94,7 @@ impl Source for PacsSource {
             retrieve: true,
             // C-FIND matches names by wildcard at best (PS3.4 C.2.2.2.4), never fuzzily.
             fuzzy_names: false,
+            transfer_syntaxes: self.pacs.config.transfer_syntaxes.clone(),
         }
     }
 

@@ -140,14 +140,9 @@ pub async fn handle(
             .iter()
             .map(|i| (i.sop_class_uid.clone(), i.transfer_syntax_uid.clone()));
         let mut contexts = scu::send::propose_for(pairs);
-        if !from_cache {
-            // The rest arrive in the syntaxes beeldbrug asked the PACS for.
-            let syntaxes = ctx
-                .config
-                .pacs
-                .as_ref()
-                .map_or_else(scu::native_syntaxes, |p| p.transfer_syntaxes.clone());
-            contexts = streamed_contexts(contexts, &syntaxes);
+        if let Some(syntaxes) = &retrieval.source_syntaxes {
+            // The rest arrive in the syntaxes the source may deliver.
+            contexts = streamed_contexts(contexts, syntaxes);
         }
         match scu::connect(&opts, &contexts).await {
             Err(e) => {
