@@ -117,7 +117,9 @@ async fn forward_queue(
 ) -> Result<Json<serde_json::Value>, dicomweb::WebError> {
     dicomweb::admit(&state, &caller.0, crate::trust::Operation::QidoRs).await?;
     let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
-    let jobs = crate::pacs::forward::queue(state.index.as_ref(), limit).await?;
+    let jobs = crate::pacs::forward::queue(state.index.as_ref(), limit)
+        .await
+        .map_err(|e| dicomweb::WebError::Internal(e.to_string()))?;
     let pacs = state.config.pacs.as_ref();
     Ok(Json(json!({
         "pacs": pacs.map(|p| json!({

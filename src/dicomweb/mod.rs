@@ -133,12 +133,6 @@ impl From<crate::core::CoreError> for WebError {
     }
 }
 
-impl From<crate::store::IndexError> for WebError {
-    fn from(e: crate::store::IndexError) -> Self {
-        WebError::Internal(e.to_string())
-    }
-}
-
 /// The caller of an HTTP request: its address, the verified TLS client certificate and the
 /// participant it belongs to, and the claims of its token (`Authorization: Bearer <JWT>`, or
 /// `Authorization: SAML <base64 XUA assertion>`). Credentials that fail to verify are kept as

@@ -4,7 +4,7 @@ use super::ScpContext;
 use crate::dimse::command::{CommandField, CommandSet};
 use crate::dimse::status::code;
 use crate::dimse::{Association, AssociationError};
-use crate::trust::{Caller, Operation, Outcome};
+use crate::trust::{Caller, Operation};
 
 pub async fn handle(
     ctx: &ScpContext,
@@ -13,27 +13,16 @@ pub async fn handle(
     rq: &CommandSet,
     caller: &Caller,
 ) -> Result<(), AssociationError> {
-    let status = if ctx.trust.decide(caller, Operation::Echo).is_permit() {
-        code::SUCCESS
-    } else {
-        code::NOT_AUTHORIZED
+    // A refusal is audited by the core; a permit's record is written once answered.
+    let ticket = ctx.core.admit(caller, Operation::Echo).await.ok();
+    let status = match ticket {
+        Some(_) => code::SUCCESS,
+        None => code::NOT_AUTHORIZED,
     };
     let rsp = CommandSet::response_to(rq, CommandField::CEchoRsp, status);
     assoc.send_command(context_id, &rsp).await?;
-    let result = if status == code::SUCCESS {
-        "success"
-    } else {
-        "refused"
-    };
-    ctx.trust
-        .audit(
-            caller,
-            Operation::Echo,
-            Outcome {
-                result: result.into(),
-                ..Default::default()
-            },
-        )
-        .await;
+    if let Some(ticket) = ticket {
+        ticket.finish("success", "").await;
+    }
     Ok(())
 }
