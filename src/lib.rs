@@ -33,6 +33,10 @@
 //!   every section's types included: it imports none of the modules it configures.
 //! - [`sop`]: the SOP class and transfer syntax UIDs that the fronts, the sources and the
 //!   configuration name (also `dimse::sop`).
+//! - [`dataset`]: DICOM files and data sets as stored: the structure check before any
+//!   parse, encoding, Pixel Data location (also `dimse::dataset`); [`status`]: the DICOM
+//!   status codes and their categories (PS3.7 C, also `dimse::status`). Leaves, below the
+//!   store and the DIMSE layer alike.
 //! - [`clock`]: the wall clock (RFC 3339 and Unix seconds) every record and queue reads.
 //! - [`oplog`]: logging setup and the operations log (one line per association and request).
 //! - [`testdata`]: the deterministic synthetic-study generator used by tests and benchmarks
@@ -42,6 +46,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod core;
+pub mod dataset;
 pub mod dicomweb;
 pub mod dimse;
 pub mod http;
@@ -50,6 +55,7 @@ pub mod oplog;
 pub mod pacs;
 pub mod server;
 pub mod sop;
+pub mod status;
 pub mod store;
 pub mod testdata;
 pub mod trust;

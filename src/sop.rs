@@ -98,6 +98,11 @@ pub const COMMON_STORAGE: &[&str] = &[
     "1.2.840.10008.5.1.4.1.1.66",    // Raw data
 ];
 
+/// Our implementation class UID and version name: in the A-ASSOCIATE-RQ/AC (PS3.7 D.3.3.2)
+/// and in the file meta of what we write (PS3.10 7.1).
+pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.167357264195187632104622547151208377125";
+pub const IMPLEMENTATION_VERSION: &str = "BEELDBRUG_010";
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,21 +5,20 @@
 //! - [`negotiate`]: association establishment as acceptor and requestor (PS3.8 7.1, PS3.7 D.3).
 //! - [`association`]: an established association; command/data reassembly (PS3.7 E, PS3.8 E).
 //! - [`command`]: command set encode/decode (PS3.7 9.3, E.1).
-//! - [`status`]: status codes as a table (PS3.7 Annex C).
-//! - [`dataset`]: identifiers on the wire and the Part 10 header of stored instances.
-//! - [`sop`]: the SOP classes and transfer syntaxes we speak.
+//! - [`status`], [`dataset`], [`sop`]: status codes, data sets and UIDs, shared with the
+//!   store (top-level modules, named here too).
 //! - [`scp`]: the listener and the SCP side of C-ECHO, C-STORE, C-FIND, C-MOVE and C-GET.
 //! - [`scu`]: the SCU side of the same services (CLI and C-MOVE sub-operations).
 
 pub mod association;
 pub mod command;
-pub mod dataset;
+pub use crate::dataset;
 pub mod negotiate;
 pub mod pdu;
 pub mod scp;
 pub mod scu;
 pub use crate::sop;
-pub mod status;
+pub use crate::status;
 
 pub use association::{Association, AssociationError, Event, PresentationContext};
 pub use command::{CommandField, CommandSet};

@@ -16,9 +16,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 /// DICOM application context name (PS3.7 A.2.1).
 pub const APPLICATION_CONTEXT: &str = "1.2.840.10008.3.1.1.1";
-/// Our implementation class UID and version name (PS3.7 D.3.3.2).
-pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.167357264195187632104622547151208377125";
-pub const IMPLEMENTATION_VERSION: &str = "BEELDBRUG_010";
+/// Our implementation class UID and version name (PS3.7 D.3.3.2), as in the files we write.
+pub use crate::sop::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION};
 
 /// Transport and limits shared by both sides.
 #[derive(Debug, Clone)]

@@ -71,7 +71,7 @@ fn charset_element(ts: &str, charset: &str) -> Vec<u8> {
         value.push(b' ');
     }
     let mut out = vec![0x08, 0x00, 0x05, 0x00];
-    if ts == crate::dimse::sop::IMPLICIT_VR_LE {
+    if ts == crate::sop::IMPLICIT_VR_LE {
         out.extend_from_slice(&(value.len() as u32).to_le_bytes());
     } else {
         out.extend_from_slice(b"CS");
@@ -311,8 +311,8 @@ pub fn file_header(
         .media_storage_sop_class_uid(sop_class)
         .media_storage_sop_instance_uid(sop_instance)
         .transfer_syntax(ts)
-        .implementation_class_uid(super::negotiate::IMPLEMENTATION_CLASS_UID)
-        .implementation_version_name(super::negotiate::IMPLEMENTATION_VERSION)
+        .implementation_class_uid(crate::sop::IMPLEMENTATION_CLASS_UID)
+        .implementation_version_name(crate::sop::IMPLEMENTATION_VERSION)
         .source_application_entity_title(source_ae)
         .build()
         .map_err(|e| DatasetError::Encode(e.to_string()))?;
