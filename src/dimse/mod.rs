@@ -7,6 +7,8 @@
 //! - [`command`]: command set encode/decode (PS3.7 9.3, E.1).
 //! - [`status`]: status codes as a table (PS3.7 Annex C).
 //! - [`dataset`]: identifiers on the wire and the Part 10 header of stored instances.
+//! - [`receive`]: the data set of a C-STORE-RQ into a temp file or a cache fill (Storage SCP
+//!   and C-GET sub-operations), and the hook for our C-MOVEs' sub-operations.
 //! - [`sop`]: the SOP classes and transfer syntaxes we speak.
 //! - [`scp`]: the listener and the SCP side of C-ECHO, C-STORE, C-FIND, C-MOVE and C-GET.
 //! - [`scu`]: the SCU side of the same services (CLI and C-MOVE sub-operations).
@@ -16,6 +18,7 @@ pub mod command;
 pub mod dataset;
 pub mod negotiate;
 pub mod pdu;
+pub mod receive;
 pub mod scp;
 pub mod scu;
 pub mod sop;

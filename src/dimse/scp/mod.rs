@@ -28,6 +28,7 @@ use super::association::{Association, AssociationError, Event};
 use super::command::CommandField;
 use super::negotiate::{accept, AcceptPolicy, LinkOptions, Refusal};
 use super::pdu::PduError;
+use super::receive::MoveArrivals;
 use super::sop;
 use crate::config::Config;
 use crate::store::{BlobStore, Index};
@@ -56,6 +57,9 @@ pub struct ScpContext {
     /// Gateway mode: the local PACS behind the cache (`[pacs]`); `None` answers from the
     /// store only.
     pub gateway: Option<Arc<crate::pacs::gateway::Gateway>>,
+    /// Gateway mode: our C-MOVE retrieves waiting for the sub-operations the Storage SCP
+    /// receives.
+    pub move_arrivals: Option<Arc<dyn MoveArrivals>>,
     /// Pending connections and association slots, shared by the plain and the TLS listener.
     admission: Arc<Admission>,
     /// The live TLS configurations (`TlsState::peer_client` toward TLS peers).
@@ -85,6 +89,9 @@ impl ScpContext {
                 cache: config.cache.clone(),
             })
         });
+        let move_arrivals = gateway
+            .as_ref()
+            .map(|g| Arc::new(g.pacs.moves.clone()) as Arc<dyn MoveArrivals>);
         let admission = Admission::new(Limits::of(&config.dimse));
         ScpContext {
             config,
@@ -93,6 +100,7 @@ impl ScpContext {
             trust,
             link,
             gateway,
+            move_arrivals,
             admission,
             tls: Arc::new(TlsState::disabled()),
             abort: Default::default(),
@@ -489,23 +497,6 @@ async fn serve_association(
             }
             Event::ReleaseReplied => {
                 return Err(AssociationError::Protocol("unexpected A-RELEASE-RP".into()))
-            }
-        }
-    }
-}
-
-/// Read and discard the rest of a data set we will not use (so the association stays in step).
-pub(crate) async fn drain_data_set(assoc: &mut Association) -> Result<(), AssociationError> {
-    loop {
-        match assoc.next_event().await? {
-            Event::Data(pdv) if pdv.is_last => return Ok(()),
-            Event::Data(_) => continue,
-            Event::Aborted => return Err(AssociationError::Aborted),
-            other => {
-                return Err(AssociationError::Protocol(format!(
-                    "expected data set, got {}",
-                    super::association::describe_event(&other)
-                )))
             }
         }
     }
