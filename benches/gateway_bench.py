@@ -17,6 +17,12 @@ request (the HTTP request written, or getscu started).
   evict DIR...
         drop the (synced, clean) page-cache pages of every file under DIR
         (posix_fadvise DONTNEED), so that earlier runs' files do not fill the memory.
+  serve-copy DIR --port P
+        the loopback baseline of a cache hit: a minimal HTTP/1.1 server on 127.0.0.1:P that
+        answers each GET with every file under DIR (sorted by path) as one
+        multipart/related body in chunked transfer coding, like beeldbrug's WADO-RS
+        response: each file read with one read() and written with one writev(). Read
+        it with `wado`. Runs until killed.
   wait-cached INDEX_DB STUDY_UID [--timeout 120]
         wait until beeldbrug's SQLite index records the study as cached and complete (the
         fetch has ended and its files are synced); prints the seconds waited.
@@ -299,6 +305,44 @@ def cmd_evict(args):
     print(json.dumps({"files": files}))
 
 
+def cmd_serve_copy(args):
+    files = sorted(os.path.join(root, n) for root, _, names in os.walk(args.dir) for n in names)
+    boundary = "copy-baseline-boundary"
+    head = (
+        "HTTP/1.1 200 OK\r\n"
+        f'Content-Type: multipart/related; type="application/dicom"; boundary={boundary}\r\n'
+        "Transfer-Encoding: chunked\r\n\r\n"
+    ).encode()
+    part_head = f"\r\n--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+    closing = f"\r\n--{boundary}--\r\n".encode()
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", args.port))
+    srv.listen(4)
+    while True:
+        conn, _ = srv.accept()
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with conn:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                got = conn.recv(65536)
+                if not got:
+                    break
+                request += got
+            if not request:
+                continue
+            conn.sendall(head)
+            for path in files:
+                with open(path, "rb") as f:
+                    data = f.read()
+                size = len(part_head) + len(data)
+                pieces = [b"%x\r\n" % size, part_head, data, b"\r\n"]
+                sent = conn.sendmsg(pieces)
+                if sent < sum(map(len, pieces)):
+                    conn.sendall(b"".join(pieces)[sent:])
+            conn.sendall(b"%x\r\n" % len(closing) + closing + b"\r\n0\r\n\r\n")
+
+
 def cmd_wait_cached(args):
     import sqlite3
 
@@ -341,6 +385,10 @@ def main():
     p = sub.add_parser("evict")
     p.add_argument("dirs", nargs="+")
     p.set_defaults(func=cmd_evict)
+    p = sub.add_parser("serve-copy")
+    p.add_argument("dir")
+    p.add_argument("--port", type=int, required=True)
+    p.set_defaults(func=cmd_serve_copy)
     p = sub.add_parser("wait-cached")
     p.add_argument("db")
     p.add_argument("study")
