@@ -496,7 +496,9 @@ mod tests {
         // first: results come in the order finished.
         let (first, second) = (&files[0], &files[1]);
         let mut a = fill.begin(first.0[..400].to_vec());
-        a.push(Bytes::copy_from_slice(&first.0[400..])).await.unwrap();
+        a.push(Bytes::copy_from_slice(&first.0[400..]))
+            .await
+            .unwrap();
         give(&fill, &second.0, &second.1).await;
         let expected = Expected {
             sop_instance: Some(&first.1),
