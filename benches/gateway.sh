@@ -395,6 +395,10 @@ for rep in $(seq 1 "$PHASE_REPS"); do
         TIMELINE=1 miss ph-miss c-get
         TIMELINE=1 direct getscu ph-get
     fi
+    if [ "$MOVE_REPS" != 0 ]; then
+        TIMELINE=1 direct movescu ph-movescu
+        TIMELINE=1 miss ph-move c-move
+    fi
 done
 
 # --- part 6: Orthanc with Nagle's algorithm on --------------------------------------------------
@@ -474,9 +478,15 @@ REPORT=$BENCH_DIR/results.md
         echo
         echo "| | transfer: C-STORE-RQ → last data packet | receiver: last data packet → C-STORE-RSP | PACS: C-STORE-RSP → next C-STORE-RQ | total (runs) |"
         echo "|---|---:|---:|---:|---|"
-        for k in ph-get ph-miss; do
-            name="getscu"
-            [ "$k" = ph-miss ] && name="beeldbrug cache miss (C-GET)"
+        keys="ph-get ph-miss"
+        [ "$MOVE_REPS" != 0 ] && keys+=" ph-movescu ph-move"
+        for k in $keys; do
+            case $k in
+                ph-get) name="getscu" ;;
+                ph-miss) name="beeldbrug cache miss (C-GET)" ;;
+                ph-movescu) name="storescp (movescu's C-MOVE)" ;;
+                ph-move) name="beeldbrug cache miss (C-MOVE)" ;;
+            esac
             echo "| $name | $(med "$k.ph_transfer") s ($(med "$k.ph_transfer_ms") ms) | $(med "$k.ph_receiver") s ($(med "$k.ph_receiver_ms") ms) | $(med "$k.ph_pacs") s ($(med "$k.ph_pacs_ms") ms) | $(f2 "$(med "$k.total")") s ($(runs "$k.total")) |"
         done
     fi
