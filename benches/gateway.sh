@@ -265,7 +265,13 @@ direct() {
     c0=$(cpu_s "$OPID")
     [ -n "${TIMELINE:-}" ] && sniff+=(--timeline)
     out=$(python3 "$CLIENT" get --tool "$tool" "${sniff[@]}" "$dir" -- "${args[@]}") || die "$tool failed"
-    [ -n "$scp_pid" ] && stop "$scp_pid"
+    local ccpu
+    ccpu=$(echo "$out" | json cpu)
+    if [ -n "$scp_pid" ]; then
+        ccpu=$(awk -v a="$ccpu" -v b="$(cpu_s "$scp_pid")" 'BEGIN { printf "%.2f", a + b }')
+        stop "$scp_pid"
+    fi
+    add "$key.ccpu" "$ccpu"
     phases "$key" "$out"
     add "$key.ocpu" "$(sub_s "$(cpu_s "$OPID")" "$c0")"
     [ "$(echo "$out" | json files)" = "$N" ] || die "$tool wrote $(echo "$out" | json files) of $N files"
@@ -312,6 +318,7 @@ miss() {
     phases "$key" "$out"
     add "$key.bcpu" "$(sub_s "$(cpu_s "$PID")" "$c0")"
     add "$key.ocpu" "$(sub_s "$(cpu_s "$OPID")" "$o0")"
+    add "$key.ccpu" "$(echo "$out" | json cpu)"
     hwm=$(rss_kb "$PID" VmHWM)
     [ "$(echo "$out" | json parts)" = "$N" ] || die "WADO-RS ($key) gave $(echo "$out" | json parts) parts, expected $N"
     WSIZE=$(echo "$out" | json bytes)
@@ -336,6 +343,7 @@ miss() {
         c0=$(cpu_s "$PID")
         out=$(python3 "$CLIENT" wado "$URL" --accept "$ACCEPT") || die "WADO-RS ($hit) failed (see $dir)"
         add "$hit.bcpu" "$(sub_s "$(cpu_s "$PID")" "$c0")"
+        add "$hit.ccpu" "$(echo "$out" | json cpu)"
         [ "$(echo "$out" | json parts)" = "$N" ] || die "WADO-RS ($hit) gave $(echo "$out" | json parts) parts"
         add "$hit.total" "$(echo "$out" | json total)"
         add "$hit.ttfb" "$(echo "$out" | json first_byte)"
@@ -350,6 +358,7 @@ miss() {
         stop "$cpid"
         [ "$(echo "$out" | json parts)" = "$N" ] || die "loopback copy gave $(echo "$out" | json parts) parts"
         add copy.total "$(echo "$out" | json total)"
+        add copy.ccpu "$(echo "$out" | json cpu)"
         add copy.ttfb "$(echo "$out" | json first_byte)"
         log "copy (loopback baseline): $(echo "$out" | json total) s"
     fi
@@ -440,7 +449,7 @@ f2() { awk -v x="$1" 'BEGIN { if (x == "") print ""; else printf "%.2f", x }'; }
 row() {
     local k=$2 t base=${3:-$G} bl=${4:-getscu}
     t=$(med "$k.total")
-    echo "| $1 | $(ms "$(med "$k.subop")") | $(ms "$(med "$k.ttfb")") | $(ms "$(med "$k.after")") | $(f2 "$t") s | $(mbs "$BYTES" "$t") | **$(ratio "$t" "$base")** × $bl | $(f2 "$(med "$k.bcpu")") | $(f2 "$(med "$k.ocpu")") | $(runs "$k.total") |"
+    echo "| $1 | $(ms "$(med "$k.subop")") | $(ms "$(med "$k.ttfb")") | $(ms "$(med "$k.after")") | $(f2 "$t") s | $(mbs "$BYTES" "$t") | **$(ratio "$t" "$base")** × $bl | $(f2 "$(med "$k.bcpu")") | $(f2 "$(med "$k.ocpu")") | $(f2 "$(med "$k.ccpu")") | $(runs "$k.total") |"
 }
 # aim LABEL MEASURED OK: one line of the aims table
 aim() { echo "| $1 | $2 | $(if [ "$3" = 1 ]; then echo yes; elif [ "$3" = 0 ]; then echo "**no**"; else echo "?"; fi) |"; }
@@ -452,10 +461,10 @@ REPORT=$BENCH_DIR/results.md
     echo "Machine: $(nproc) CPUs ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)), $(free -g | awk '/^Mem:/ { print $2 }') GiB RAM; $BENCH_DIR on $(df -hT "$BENCH_DIR" | awk 'NR == 2 { print $2 " (" $1 ")" }'); whole run $WALL s; load average (1/5/15 min) $START_LOAD at the start, $END_LOAD at the end."
     echo "Versions: beeldbrug $BB_VERSION, Orthanc $ORTHANC_VERSION, $(/usr/bin/getscu --version | awk 'NR == 1' | tr -d '$'), Python $(python3 -c 'import platform; print(platform.python_version())')."
     echo
-    echo "$N CT instances (512x512, 16-bit, Explicit VR LE), $MB MB, held by Orthanc only. $REPS runs of getscu and of beeldbrug (fresh process, empty data dir: cache miss, then the same request again once the study is complete in the cache: hit), alternating; medians. Times from the request (getscu started / HTTP request written); *first C-STORE-RQ*: the PACS's first sub-operation on the wire; *after sub-op*: first body byte minus first C-STORE-RQ. MB/s and ratio: study bytes / total time, total / getscu's median. CPU: user + system seconds of beeldbrug / Orthanc per retrieve."
+    echo "$N CT instances (512x512, 16-bit, Explicit VR LE), $MB MB, held by Orthanc only. $REPS runs of getscu and of beeldbrug (fresh process, empty data dir: cache miss, then the same request again once the study is complete in the cache: hit), alternating; medians. Times from the request (getscu started / HTTP request written); *first C-STORE-RQ*: the PACS's first sub-operation on the wire; *after sub-op*: first body byte minus first C-STORE-RQ. MB/s and ratio: study bytes / total time, total / getscu's median. CPU: user + system seconds of beeldbrug / Orthanc / the client per retrieve (client: the Python WADO-RS client, or getscu, or movescu + storescp)."
     echo
-    echo "| retrieve | first C-STORE-RQ (ms) | first byte (ms) | after sub-op (ms) | total | MB/s | ratio | beeldbrug CPU (s) | Orthanc CPU (s) | runs (s) |"
-    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    echo "| retrieve | first C-STORE-RQ (ms) | first byte (ms) | after sub-op (ms) | total | MB/s | ratio | beeldbrug CPU (s) | Orthanc CPU (s) | client CPU (s) | runs (s) |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
     row "getscu (C-GET, files to disk)" get
     row "beeldbrug WADO-RS, cache miss (C-GET)" miss
     row "beeldbrug WADO-RS, cache hit" hit "$C" "loopback copy"

@@ -226,6 +226,7 @@ def cmd_wado(args):
     conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sniffer = Sniffer(args.pacs_port, args.bb_port, args.timeline) if args.pacs_port else None
     path = url.path + ("?" + url.query if url.query else "")
+    cpu0 = time.process_time()
     t0 = time.time()
     conn.request("GET", path, headers={"Accept": args.accept, "Accept-Encoding": "identity"})
     r = conn.getresponse()
@@ -251,8 +252,11 @@ def cmd_wado(args):
         count += buf.count(delim)
         tail = buf[-(len(delim) - 1) :]
     t_end = time.time()
+    cpu = time.process_time() - cpu0
     conn.close()
     out = {
+        # this process's CPU seconds while it read the response (the sniffer's included)
+        "cpu": round(cpu, 3),
         "headers": round(t_head - t0, 4),
         "first_byte": round((t_first or t_end) - t0, 4),
         "total": round(t_end - t0, 4),
@@ -270,9 +274,14 @@ def cmd_wado(args):
 def cmd_get(args):
     argv = ["/usr/bin/" + args.tool] + [a for a in args.tool_args if a != "--"]
     sniffer = Sniffer(args.pacs_port, args.bb_port, args.timeline) if args.pacs_port else None
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.time()
     p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     t_end = time.time()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     if p.returncode != 0 or b"E:" in p.stdout or b"F:" in p.stdout:
         sys.exit(f"{args.tool} failed ({p.returncode}): {p.stdout[-2000:].decode(errors='replace')}")
     files = total = 0
@@ -280,7 +289,7 @@ def cmd_get(args):
         if entry.is_file():
             files += 1
             total += entry.stat().st_size
-    out = {"total": round(t_end - t0, 4), "files": files, "bytes": total}
+    out = {"total": round(t_end - t0, 4), "files": files, "bytes": total, "cpu": round(cpu, 3)}
     if sniffer:
         out["sniff"] = sniffer.close(t0)
         if args.timeline:
