@@ -186,13 +186,15 @@ start_orthanc 1
 ORTHANC_VERSION=$(curl -sf "http://$HOST:$ORTHANC_HTTP_PORT/system" | json Version)
 
 # --- beeldbrug in gateway mode -----------------------------------------------------------------
-# start_beeldbrug DIR MODE: a fresh process on DIR/data (MODE c-get or c-move); sets PID
+# start_beeldbrug DIR MODE [EXTRA]: a fresh process on DIR/data (MODE c-get or c-move; EXTRA:
+# more lines for the [dimse] table); sets PID
 start_beeldbrug() {
     mkdir -p "$1"
     cat >"$1/beeldbrug.toml" <<EOF
 [dimse]
 ae_title = "BEELDBRUG"
 listen = "$HOST:$BB_PORT"
+${3:-}
 
 [http]
 listen = "$HOST:$BB_HTTP_PORT"
@@ -260,7 +262,11 @@ direct() {
         args=(-aet MOVECLIENT -aem MOVESCU)
         [ "$SNIFF" = 1 ] && sniff=(--pacs-port "$ORTHANC_PORT" --bb-port "$MOVESCU_PORT")
     fi
-    args+=(-aec ORTHANC --max-pdu "$PDU" -S -k QueryRetrieveLevel=STUDY -k "StudyInstanceUID=$STUDY" "$HOST" "$ORTHANC_PORT")
+    # DIRECT_AEC / DIRECT_PORT: whom to ask (default Orthanc). A DIMSE proxy row (getscu
+    # against beeldbrug with `[dimse] proxy_pacs = true`, issue 11) would start beeldbrug with
+    # that key (start_beeldbrug DIR MODE EXTRA) and call
+    # `DIRECT_AEC=BEELDBRUG DIRECT_PORT=$BB_PORT direct getscu proxy-get`, then `row`.
+    args+=(-aec "${DIRECT_AEC:-ORTHANC}" --max-pdu "$PDU" -S -k QueryRetrieveLevel=STUDY -k "StudyInstanceUID=$STUDY" "$HOST" "${DIRECT_PORT:-$ORTHANC_PORT}")
     sync
     c0=$(cpu_s "$OPID")
     [ -n "${TIMELINE:-}" ] && sniff+=(--timeline)
