@@ -216,6 +216,45 @@ mod tests {
         assert!(hub.route(None, &loc("1.1", "x", "y")).is_none());
     }
 
+    #[tokio::test(flavor = "multi_thread")]
+    async fn sub_operations_naming_our_c_move_go_into_its_fill() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = crate::store::BlobStore::open(dir.path()).await.unwrap();
+        let (fill, _filled) = crate::store::ingest::cache_fill(&blobs);
+        let hub = MoveHub::default();
+        let study = |s: &str| Selection {
+            study_uids: vec![s.into()],
+            ..Default::default()
+        };
+        let ticket = hub.expect_into(7, &study("1.1"), "BEELDBRUG", fill);
+        let plain = hub.expect(9, &study("1.2"));
+        let rq = |id: Option<u16>, ae: Option<&str>| {
+            let mut rq = CommandSet::request(
+                crate::dimse::CommandField::CStoreRq,
+                1,
+                "1.2.840.10008.5.1.4.1.1.2",
+            );
+            rq.move_originator_id = id;
+            rq.move_originator_ae = ae.map(str::to_string);
+            rq
+        };
+        // Our message ID and AE title (padded as on the wire), or the ID alone.
+        assert!(hub.fill_for(&rq(Some(7), Some("BEELDBRUG "))).is_some());
+        assert!(hub.fill_for(&rq(Some(7), None)).is_some());
+        // Another system's C-MOVE with the same ID, another ID, no originator, or a C-MOVE
+        // registered without a fill: stored by the SCP as an ordinary C-STORE.
+        assert!(hub.fill_for(&rq(Some(7), Some("OTHER"))).is_none());
+        assert!(hub.fill_for(&rq(Some(8), Some("BEELDBRUG"))).is_none());
+        assert!(hub.fill_for(&rq(None, None)).is_none());
+        assert!(hub.fill_for(&rq(Some(9), None)).is_none());
+        drop(ticket);
+        assert!(
+            hub.fill_for(&rq(Some(7), None)).is_none(),
+            "gone with its ticket"
+        );
+        drop(plain);
+    }
+
     fn a_tx(hub: &MoveHub, id: u64) -> mpsc::Sender<Arrival> {
         hub.lock().1.iter().find(|w| w.id == id).unwrap().tx.clone()
     }
