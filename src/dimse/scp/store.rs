@@ -6,10 +6,10 @@
 //! stays, and a re-sent instance replaces the old one (same key, index upsert).
 //!
 //! One exception: a sub-operation of one of our own C-MOVEs, named by its Move Originator
-//! fields ([`MoveArrivals::fill_for`](crate::dimse::receive::MoveArrivals::fill_for)), is a copy of what the PACS holds. It goes into that
-//! retrieve's cache fill like a C-GET sub-operation: acknowledged once its data set is in,
-//! stored behind it without fsync, indexed and made durable by the retrieve, which counts it
-//! only then.
+//! fields (see [`MoveArrivals`](crate::dimse::receive::MoveArrivals)), is a copy of what
+//! the PACS holds. It goes into that retrieve's cache fill like a C-GET sub-operation:
+//! acknowledged once its data set is in, stored behind it without fsync, indexed and made
+//! durable by the retrieve, which counts it only then.
 
 use super::ScpContext;
 use crate::dimse::command::{CommandField, CommandSet};
