@@ -17,6 +17,12 @@ request (the HTTP request written, or getscu started).
   evict DIR...
         drop the (synced, clean) page-cache pages of every file under DIR
         (posix_fadvise DONTNEED), so that earlier runs' files do not fill the memory.
+  serve-copy DIR --port P
+        the loopback baseline of a cache hit: a minimal HTTP/1.1 server on 127.0.0.1:P that
+        answers each GET with every file under DIR (sorted by path) as one
+        multipart/related body in chunked transfer coding, like beeldbrug's WADO-RS
+        response: each file read with one read() and written with one writev(). Read
+        it with `wado`. Runs until killed.
   wait-cached INDEX_DB STUDY_UID [--timeout 120]
         wait until beeldbrug's SQLite index records the study as cached and complete (the
         fetch has ended and its files are synced); prints the seconds waited.
@@ -220,6 +226,7 @@ def cmd_wado(args):
     conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sniffer = Sniffer(args.pacs_port, args.bb_port, args.timeline) if args.pacs_port else None
     path = url.path + ("?" + url.query if url.query else "")
+    cpu0 = time.process_time()
     t0 = time.time()
     conn.request("GET", path, headers={"Accept": args.accept, "Accept-Encoding": "identity"})
     r = conn.getresponse()
@@ -245,8 +252,11 @@ def cmd_wado(args):
         count += buf.count(delim)
         tail = buf[-(len(delim) - 1) :]
     t_end = time.time()
+    cpu = time.process_time() - cpu0
     conn.close()
     out = {
+        # this process's CPU seconds while it read the response (the sniffer's included)
+        "cpu": round(cpu, 3),
         "headers": round(t_head - t0, 4),
         "first_byte": round((t_first or t_end) - t0, 4),
         "total": round(t_end - t0, 4),
@@ -264,9 +274,14 @@ def cmd_wado(args):
 def cmd_get(args):
     argv = ["/usr/bin/" + args.tool] + [a for a in args.tool_args if a != "--"]
     sniffer = Sniffer(args.pacs_port, args.bb_port, args.timeline) if args.pacs_port else None
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.time()
     p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     t_end = time.time()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     if p.returncode != 0 or b"E:" in p.stdout or b"F:" in p.stdout:
         sys.exit(f"{args.tool} failed ({p.returncode}): {p.stdout[-2000:].decode(errors='replace')}")
     files = total = 0
@@ -274,7 +289,7 @@ def cmd_get(args):
         if entry.is_file():
             files += 1
             total += entry.stat().st_size
-    out = {"total": round(t_end - t0, 4), "files": files, "bytes": total}
+    out = {"total": round(t_end - t0, 4), "files": files, "bytes": total, "cpu": round(cpu, 3)}
     if sniffer:
         out["sniff"] = sniffer.close(t0)
         if args.timeline:
@@ -297,6 +312,44 @@ def cmd_evict(args):
                 finally:
                     os.close(fd)
     print(json.dumps({"files": files}))
+
+
+def cmd_serve_copy(args):
+    files = sorted(os.path.join(root, n) for root, _, names in os.walk(args.dir) for n in names)
+    boundary = "copy-baseline-boundary"
+    head = (
+        "HTTP/1.1 200 OK\r\n"
+        f'Content-Type: multipart/related; type="application/dicom"; boundary={boundary}\r\n'
+        "Transfer-Encoding: chunked\r\n\r\n"
+    ).encode()
+    part_head = f"\r\n--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+    closing = f"\r\n--{boundary}--\r\n".encode()
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", args.port))
+    srv.listen(4)
+    while True:
+        conn, _ = srv.accept()
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with conn:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                got = conn.recv(65536)
+                if not got:
+                    break
+                request += got
+            if not request:
+                continue
+            conn.sendall(head)
+            for path in files:
+                with open(path, "rb") as f:
+                    data = f.read()
+                size = len(part_head) + len(data)
+                pieces = [b"%x\r\n" % size, part_head, data, b"\r\n"]
+                sent = conn.sendmsg(pieces)
+                if sent < sum(map(len, pieces)):
+                    conn.sendall(b"".join(pieces)[sent:])
+            conn.sendall(b"%x\r\n" % len(closing) + closing + b"\r\n0\r\n\r\n")
 
 
 def cmd_wait_cached(args):
@@ -341,6 +394,10 @@ def main():
     p = sub.add_parser("evict")
     p.add_argument("dirs", nargs="+")
     p.set_defaults(func=cmd_evict)
+    p = sub.add_parser("serve-copy")
+    p.add_argument("dir")
+    p.add_argument("--port", type=int, required=True)
+    p.set_defaults(func=cmd_serve_copy)
     p = sub.add_parser("wait-cached")
     p.add_argument("db")
     p.add_argument("study")

@@ -190,9 +190,12 @@ impl Core {
                     .await;
             }
         }
-        self.fetches.done(&fetch);
         let study = fetch.selection.study_uids.first().map(String::as_str);
         self.evict(study).await;
+        // Last: while it is listed the study is not evicted, and a request for the same
+        // selection follows this fetch (its instances are all there) instead of deciding
+        // afresh on a cache state still being written.
+        self.fetches.done(&fetch);
     }
 
     /// A query answered by `sources`, merged with what the cache holds that they do not

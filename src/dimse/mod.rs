@@ -7,6 +7,8 @@
 //! - [`command`]: command set encode/decode (PS3.7 9.3, E.1).
 //! - [`status`], [`dataset`], [`sop`]: status codes, data sets and UIDs, shared with the
 //!   store (top-level modules, named here too).
+//! - [`receive`]: the data set of a C-STORE-RQ into a temp file or a cache fill (Storage SCP
+//!   and C-GET sub-operations), and the hook for our C-MOVEs' sub-operations.
 //! - [`scp`]: the listener and the SCP side of C-ECHO, C-STORE, C-FIND, C-MOVE and C-GET.
 //! - [`scu`]: the SCU side of the same services (CLI and C-MOVE sub-operations).
 
@@ -15,6 +17,7 @@ pub mod command;
 pub use crate::dataset;
 pub mod negotiate;
 pub mod pdu;
+pub mod receive;
 pub mod scp;
 pub mod scu;
 pub use crate::sop;

@@ -1,26 +1,29 @@
 //! Retrieves from the PACS into the store: C-GET (PS3.4 C.4.3), where the instances come back
 //! as C-STORE sub-operations on our own association, and C-MOVE (PS3.4 C.4.2) to our own
-//! Storage SCP. Each instance is made durable and indexed through the ingest path, then
-//! handed to `out` before its sub-operation is acknowledged: `out` holds one instance, so a
-//! consumer that falls behind holds the PACS back. A cancelled token sends C-CANCEL
-//! (PS3.7 9.3.2.3 / 9.3.3.3) and the retrieve ends with the PACS's final response.
+//! Storage SCP. Each sub-operation's data set goes into the retrieve's cache fill
+//! (`store::ingest::cache_fill`) and is acknowledged once it is in; the fill's thread writes,
+//! checks and renames it behind, in order, and the retrieve hands each stored instance to
+//! `out` and indexes it in batches, concurrently with the next transfer. The queues between
+//! them are bounded and `out` holds one instance, so a consumer that falls behind holds the
+//! PACS back. A cancelled token sends C-CANCEL (PS3.7 9.3.2.3 / 9.3.3.3) and the retrieve
+//! ends with the PACS's final response.
 
 use super::{Pacs, PacsError};
 use crate::dimse::association::{describe_event, AssociationError};
 use crate::dimse::command::{CommandField, CommandSet};
 use crate::dimse::dataset::{self, QUERY_RETRIEVE_LEVEL};
 use crate::dimse::negotiate::ProposedContext;
-use crate::dimse::scp::store::{expected, receive_blob, Failure};
+use crate::dimse::receive::{receive_into_fill, Failure};
 use crate::dimse::status::code;
 use crate::dimse::status::{self, Category};
 use crate::dimse::{sop, Association, Event};
 use crate::model::Selection;
-use crate::store::ingest::{index_batch, store_blob_deferred, IngestFailure, Ingested};
+use crate::store::ingest::{cache_fill, index_batch, FillWriter, Filled};
 use crate::store::InstanceRecord;
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_object::InMemDicomObject;
-use futures::stream::{FuturesOrdered, StreamExt};
 use std::time::Duration;
+use tokio::sync::mpsc;
 
 // A fetch's report and sink are the core's, shared by every source.
 pub use crate::core::source::{FetchReport, Sink};
@@ -144,10 +147,17 @@ pub async fn get(
     assoc.send_command(pc.id, &rq).await.map_err(err)?;
     assoc.send_data(pc.id, &bytes).await.map_err(err)?;
     let mut report = FetchReport::default();
-    let mut unindexed = Vec::new();
-    // However the exchange ends, what was stored gets indexed.
-    let exchanged = get_responses(assoc, &pc, id, sink, &mut report, &mut unindexed).await;
-    index_pending(sink, &mut unindexed, &mut report).await;
+    let (fill, filled) = cache_fill(sink.blobs);
+    let (to_index, indexing) = mpsc::unbounded_channel();
+    // Three at once: the exchange with the PACS, handing on what the fill stored, and
+    // indexing it. However the exchange ends, what was stored gets handed on and indexed.
+    let (exchanged, (received, not_stored), not_indexed) = tokio::join!(
+        get_responses(assoc, &pc, id, sink, fill, &mut report),
+        take_filled(filled, sink, to_index),
+        index_behind(sink, indexing),
+    );
+    report.received = received;
+    report.not_cached = not_stored + not_indexed;
     exchanged.map_err(err)?;
     let _ = conn.release().await;
     report.compressed_failed = compressed_accepted
@@ -157,60 +167,43 @@ pub async fn get(
     finish(report, sink)
 }
 
-/// Sub-operations received and acknowledged whose instances are still being checked and
-/// stored: the PACS sends the next ones meanwhile. Beyond this many the association is not
-/// read, so back-pressure still reaches the PACS.
-const IN_FLIGHT: usize = 4;
-
-/// Instances stored but not yet indexed: a C-GET indexes them [`INDEX_BATCH`] at a time,
-/// one transaction each, instead of one commit per instance.
+/// Instances stored but not yet indexed: they are indexed [`INDEX_BATCH`] at a time, one
+/// transaction each, instead of one commit per instance.
 const INDEX_BATCH: usize = 64;
 
-/// The C-GET exchange after the request, until the final response and every instance
-/// stored: each sub-operation's data set goes to a temp file and is acknowledged at once
-/// (the PACS holds the original; an instance that then fails to store leaves the retrieve
-/// incomplete, never a cached study counted whole), while up to [`IN_FLIGHT`] instances are
-/// checked, stored (fsync deferred until the whole retrieve, see the driver), handed on in
-/// order and queued for indexing. C-CANCEL is sent once the sink is cancelled.
+/// The C-GET exchange after the request, until the final response: each sub-operation's
+/// data set goes into the cache fill and is acknowledged once it is all there (the PACS
+/// holds the original; an instance that then fails to store leaves the retrieve
+/// incomplete, never a cached study counted whole). The fill's bounded queue is the
+/// back-pressure: while it is full, the association is not read. C-CANCEL is sent once
+/// the sink is cancelled. `fill` is dropped on return, which ends the fill once it has
+/// stored what it was given.
 async fn get_responses(
     assoc: &mut Association,
     pc: &crate::dimse::association::PresentationContext,
     id: u16,
     sink: &Sink<'_>,
+    fill: FillWriter,
     report: &mut FetchReport,
-    unindexed: &mut Vec<InstanceRecord>,
 ) -> Result<(), AssociationError> {
-    let mut storing = FuturesOrdered::new();
-    let (mut cancel_sent, mut finished) = (false, false);
+    let mut cancel_sent = false;
     loop {
-        if finished && storing.is_empty() {
-            return Ok(());
-        }
         tokio::select! {
             biased;
-            Some(stored) = storing.next(), if !storing.is_empty() => {
-                hand_on(stored, sink, report, unindexed).await;
-            }
-            _ = sink.cancel.cancelled(), if !cancel_sent && !finished => {
+            _ = sink.cancel.cancelled(), if !cancel_sent => {
                 cancel_sent = true;
                 assoc.send_command(pc.id, &cancel_rq(id)).await?;
             }
-            event = assoc.next_event(), if !finished && storing.len() < IN_FLIGHT => match event? {
+            event = assoc.next_event() => match event? {
                 Event::Command { context_id, command } if command.field == CommandField::CStoreRq => {
-                    let received = receive(assoc, context_id, &command, sink).await?;
-                    let status = received.as_ref().err().copied().unwrap_or(code::SUCCESS);
+                    let status = receive(assoc, context_id, &command, &fill).await?;
                     let rsp = CommandSet::response_to(&command, CommandField::CStoreRsp, status);
-                    if let Ok(blob) = received {
-                        let blobs = sink.blobs;
-                        storing.push_back(async move {
-                            let stored = store_blob_deferred(blobs, blob, expected(&command)).await;
-                            (command.affected_sop_instance, stored)
-                        });
-                    }
                     assoc.send_command(context_id, &rsp).await?;
                 }
                 Event::Command { context_id, command } if command.field == CommandField::CGetRsp => {
-                    finished = response(assoc, context_id, &command, report).await?;
+                    if response(assoc, context_id, &command, report).await? {
+                        return Ok(());
+                    }
                 }
                 other => {
                     return Err(AssociationError::Protocol(format!(
@@ -223,64 +216,90 @@ async fn get_responses(
     }
 }
 
-/// Receive one sub-operation's data set into a temp file; `Err` is the failure status.
+/// Receive one sub-operation's data set into the cache fill; the C-STORE status to answer.
 async fn receive(
     assoc: &mut Association,
     context_id: u8,
     rq: &CommandSet,
-    sink: &Sink<'_>,
-) -> Result<Result<crate::store::PendingBlob, u16>, AssociationError> {
+    fill: &FillWriter,
+) -> Result<u16, AssociationError> {
     let pc = assoc
         .context(context_id)
         .cloned()
         .ok_or_else(|| AssociationError::Protocol("no such context".into()))?;
     Ok(
-        match receive_blob(sink.blobs, assoc, context_id, rq, &pc).await? {
-            Ok(blob) => Ok(blob),
+        match receive_into_fill(fill, assoc, context_id, rq, &pc).await? {
+            Ok(()) => code::SUCCESS,
             Err(Failure(status, why)) => {
                 tracing::warn!(sop = ?rq.affected_sop_instance, status, %why, "instance from PACS not received");
-                Err(status)
+                status
             }
         },
     )
 }
 
-/// A stored instance goes to the consumer (waiting for it: back-pressure) and into the next
-/// index batch; one that failed to store leaves the retrieve incomplete.
-async fn hand_on(
-    stored: (Option<String>, Result<Ingested, IngestFailure>),
+/// Hand on what the fill stored, in order, until it ends: (handed on, not stored).
+async fn take_filled(
+    mut filled: mpsc::Receiver<Filled>,
     sink: &Sink<'_>,
-    report: &mut FetchReport,
-    unindexed: &mut Vec<InstanceRecord>,
-) {
-    match stored {
-        (_, Ok(ingested)) => {
-            report.received += 1;
+    to_index: mpsc::UnboundedSender<InstanceRecord>,
+) -> (usize, usize) {
+    let (mut received, mut not_stored) = (0, 0);
+    while let Some(one) = filled.recv().await {
+        if hand_on(one, sink, &to_index).await {
+            received += 1;
+        } else {
+            not_stored += 1;
+        }
+    }
+    (received, not_stored)
+}
+
+/// A stored instance goes to the consumer (waiting for it: back-pressure) and to the
+/// indexer (true). One that failed to store leaves the retrieve incomplete (false).
+async fn hand_on(
+    filled: Filled,
+    sink: &Sink<'_>,
+    to_index: &mpsc::UnboundedSender<InstanceRecord>,
+) -> bool {
+    match filled.stored {
+        Ok(ingested) => {
             // The consumer went away: the instance is cached anyway; cancel follows.
             let _ = sink.out.send(ingested.record.location()).await;
-            unindexed.push(ingested.record);
-            if unindexed.len() >= INDEX_BATCH {
-                index_pending(sink, unindexed, report).await;
-            }
+            let _ = to_index.send(ingested.record);
+            true
         }
-        (sop, Err(f)) => {
+        Err(f) => {
+            let sop = filled.sop_instance;
             tracing::warn!(?sop, status = f.status, reason = %f.reason, "instance from PACS not stored");
-            report.not_cached += 1;
+            false
         }
     }
 }
 
-/// Index the stored instances waiting for it; a failure counts them as failed.
-async fn index_pending(
+/// Index the records sent to it, [`INDEX_BATCH`] per transaction and the rest when the
+/// senders are gone; returns how many could not be indexed (their blobs are removed, so
+/// the retrieve is not counted complete).
+async fn index_behind(
     sink: &Sink<'_>,
-    unindexed: &mut Vec<InstanceRecord>,
-    report: &mut FetchReport,
-) {
-    if let Err(e) = index_batch(sink.blobs, sink.index, unindexed).await {
-        tracing::error!(reason = %e.reason, n = unindexed.len(), "cannot index instances from the PACS");
-        report.not_cached += unindexed.len();
+    mut records: mpsc::UnboundedReceiver<InstanceRecord>,
+) -> usize {
+    let mut batch = Vec::with_capacity(INDEX_BATCH);
+    let mut failed = 0;
+    loop {
+        let room = INDEX_BATCH - batch.len();
+        let n = records.recv_many(&mut batch, room).await;
+        if n == 0 || batch.len() >= INDEX_BATCH {
+            if let Err(e) = index_batch(sink.blobs, sink.index, &batch).await {
+                tracing::error!(reason = %e.reason, n = batch.len(), "cannot index instances from the PACS");
+                failed += batch.len();
+            }
+            batch.clear();
+        }
+        if n == 0 {
+            return failed;
+        }
     }
-    unindexed.clear();
 }
 
 /// C-MOVE the selection to our own Storage SCP, which hands each stored instance over
@@ -306,7 +325,10 @@ pub async fn move_(
     };
     // Unique across our associations, so the Move Originator Message ID names this C-MOVE.
     let id = pacs.next_message_id();
-    let mut ticket = pacs.moves.expect(id, selection);
+    // The sub-operations that name this C-MOVE go into the fill, the others are stored by
+    // the SCP and arrive on the ticket (see `MoveHub`).
+    let (fill, mut filled) = cache_fill(sink.blobs);
+    let mut ticket = pacs.moves.expect_into(id, selection, &pacs.our_ae, fill);
     let bytes = dataset::encode(&identifier(selection), &pc.transfer_syntax)
         .map_err(|e| PacsError::Retrieve(e.to_string()))?;
     let mut rq = CommandSet::request(CommandField::CMoveRq, id, model).with_data_set(true);
@@ -314,51 +336,131 @@ pub async fn move_(
     assoc.send_command(pc.id, &rq).await.map_err(err)?;
     assoc.send_data(pc.id, &bytes).await.map_err(err)?;
     let mut report = FetchReport::default();
-    let (mut cancel_sent, mut finished) = (false, false);
-    // Until the final response, and then until every reported sub-operation has arrived.
-    while !finished || report.received < (report.completed + report.warning) as usize {
-        if finished && cancel_sent {
-            break;
+    let (to_index, indexing) = mpsc::unbounded_channel();
+    let exchange = async {
+        // Acknowledged by our SCP but not stored (failed the fill's checks).
+        let mut not_stored = 0usize;
+        let (mut cancel_sent, mut finished) = (false, false);
+        // Until the final response, and then until every reported sub-operation has arrived.
+        let result = loop {
+            let reported = (report.completed + report.warning) as usize;
+            if finished && (cancel_sent || report.received + not_stored >= reported) {
+                break Ok(());
+            }
+            tokio::select! {
+                // Sub-operations first: one our SCP acknowledged may otherwise look late next
+                // to a final response that came after it.
+                biased;
+                Some(one) = filled.recv() => {
+                    match take_moved(one, selection, sink, &to_index).await {
+                        Taken::HandedOn => report.received += 1,
+                        Taken::NotStored => not_stored += 1,
+                        Taken::Foreign => {}
+                    }
+                }
+                arrived = ticket.rx.recv() => {
+                    if let Some(arrival) = arrived {
+                        report.received += 1;
+                        report.without_originator += usize::from(!arrival.with_originator);
+                        let _ = sink.out.send(arrival.loc).await;
+                    }
+                }
+                event = assoc.next_event(), if !finished => match event {
+                    Ok(Event::Command { context_id, command }) if command.field == CommandField::CMoveRsp => {
+                        finished = match response(assoc, context_id, &command, &mut report).await {
+                            Ok(f) => f,
+                            Err(e) => break Err(err(e)),
+                        };
+                        report.final_before_subops = finished
+                            && report.received + not_stored < (report.completed + report.warning) as usize;
+                    }
+                    Ok(other) => break Err(err(AssociationError::Protocol(format!(
+                        "unexpected {} during C-MOVE",
+                        describe_event(&other)
+                    )))),
+                    Err(e) => break Err(err(e)),
+                },
+                _ = sink.cancel.cancelled(), if !cancel_sent => {
+                    cancel_sent = true;
+                    if !finished {
+                        if let Err(e) = assoc.send_command(pc.id, &cancel_rq(id)).await {
+                            break Err(err(e));
+                        }
+                    }
+                }
+                _ = tokio::time::sleep(gap), if finished => {
+                    break Err(PacsError::Retrieve(format!(
+                        "C-MOVE reported {} sub-operations completed but only {} arrived within {}s",
+                        report.completed + report.warning, report.received, gap.as_secs()
+                    )));
+                }
+            }
+        };
+        // No more sub-operations go into the fill; those it still holds (acknowledged, so
+        // not in the PACS's counts if the exchange broke) are handed on and indexed too.
+        drop(ticket);
+        loop {
+            tokio::select! {
+                one = filled.recv() => match one {
+                    Some(one) => {
+                        if let Taken::HandedOn = take_moved(one, selection, sink, &to_index).await {
+                            report.received += 1;
+                        }
+                    }
+                    None => break,
+                },
+                _ = tokio::time::sleep(gap) => break,
+            }
         }
-        tokio::select! {
-            // Sub-operations first: one our SCP acknowledged may otherwise look late next
-            // to a final response that came after it.
-            biased;
-            arrived = ticket.rx.recv() => {
-                if let Some(arrival) = arrived {
-                    report.received += 1;
-                    report.without_originator += usize::from(!arrival.with_originator);
-                    let _ = sink.out.send(arrival.loc).await;
-                }
-            }
-            event = assoc.next_event(), if !finished => match event.map_err(err)? {
-                Event::Command { context_id, command } if command.field == CommandField::CMoveRsp => {
-                    finished = response(assoc, context_id, &command, &mut report).await.map_err(err)?;
-                    report.final_before_subops = finished
-                        && report.received < (report.completed + report.warning) as usize;
-                }
-                other => return Err(err(AssociationError::Protocol(format!(
-                    "unexpected {} during C-MOVE",
-                    describe_event(&other)
-                )))),
-            },
-            _ = sink.cancel.cancelled(), if !cancel_sent => {
-                cancel_sent = true;
-                if !finished {
-                    assoc.send_command(pc.id, &cancel_rq(id)).await.map_err(err)?;
-                }
-            }
-            _ = tokio::time::sleep(gap), if finished => {
-                return Err(PacsError::Retrieve(format!(
-                    "C-MOVE reported {} sub-operations completed but only {} arrived within {}s",
-                    report.completed + report.warning, report.received, gap.as_secs()
-                )));
-            }
-        }
-    }
-    drop(ticket);
+        drop(to_index);
+        (result, not_stored)
+    };
+    let ((result, not_stored), not_indexed) = tokio::join!(exchange, index_behind(sink, indexing));
+    report.not_cached += not_stored + not_indexed;
+    result?;
     let _ = conn.release().await;
     finish(report, sink)
+}
+
+/// What became of a sub-operation of our C-MOVE that went into the fill.
+enum Taken {
+    HandedOn,
+    /// It failed the checks or could not be written.
+    NotStored,
+    /// Stored, but outside the selection: not ours after all (another system's C-MOVE to
+    /// us with the same Message ID and no Move Originator AE title). Kept as an ordinary
+    /// C-STORE: synced and indexed, not handed on.
+    Foreign,
+}
+
+async fn take_moved(
+    one: Filled,
+    selection: &Selection,
+    sink: &Sink<'_>,
+    to_index: &mpsc::UnboundedSender<InstanceRecord>,
+) -> Taken {
+    let foreign = match &one.stored {
+        Ok(ingested) if !selection.contains(&ingested.record.location()) => {
+            Some(ingested.record.clone())
+        }
+        _ => None,
+    };
+    if let Some(record) = foreign {
+        let (blobs, keys) = (sink.blobs.clone(), vec![record.blob_key.clone()]);
+        match tokio::task::spawn_blocking(move || blobs.sync_blocking(&keys)).await {
+            Ok(Ok(())) => {
+                let _ = to_index.send(record);
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot make a received instance durable"),
+            Err(e) => tracing::error!(error = %e, "cannot make a received instance durable"),
+        }
+        return Taken::Foreign;
+    }
+    if hand_on(one, sink, to_index).await {
+        Taken::HandedOn
+    } else {
+        Taken::NotStored
+    }
 }
 
 /// A cancelled retrieve is an error (the partial study is not complete); otherwise the

@@ -124,17 +124,45 @@ impl BlobStore {
         self.root.join(key)
     }
 
+    /// A temp file name not used before by this process.
+    fn fresh_temp_path(&self) -> PathBuf {
+        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        self.tmp
+            .join(format!("{}-{nanos}-{n}.part", std::process::id()))
+    }
+
+    /// [`begin`](Self::begin) for blocking code: the temp file is written with plain
+    /// `std::fs` writes (into the page cache: a memory copy, no hand-off per write).
+    pub fn begin_blocking(&self) -> Result<BlockingBlob, BlobError> {
+        loop {
+            let path = self.fresh_temp_path();
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(file) => {
+                    return Ok(BlockingBlob {
+                        file,
+                        path,
+                        len: 0,
+                        done: false,
+                    })
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(BlobError::Io { path, source: e }),
+            }
+        }
+    }
+
     /// Start writing a new blob into a fresh temp file.
     pub async fn begin(&self) -> Result<PendingBlob, BlobError> {
         loop {
-            let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0);
-            let path = self
-                .tmp
-                .join(format!("{}-{nanos}-{n}.part", std::process::id()));
+            let path = self.fresh_temp_path();
             match tokio::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -334,6 +362,23 @@ pub struct BlockingBlob {
 impl BlockingBlob {
     pub fn temp_path(&self) -> &Path {
         &self.path
+    }
+
+    /// Append to the temp file (no buffer: callers write large pieces).
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), BlobError> {
+        use std::io::Write;
+        self.file.write_all(bytes).map_err(io_err(&self.path))?;
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 
     /// fsync the temp file, rename it to `key` (atomically replacing an older blob) and

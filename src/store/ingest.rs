@@ -2,12 +2,20 @@
 //! a received Part 10 file in a [`PendingBlob`] is checked and parsed up to Pixel Data,
 //! fsynced, renamed into place and indexed; only then is it acknowledged. Any failure removes
 //! the temp file, so nothing half-written stays.
+//!
+//! The cache fill of a PACS retrieve ([`cache_fill`]) runs the same checks on copies of what
+//! the PACS holds, without an fsync per instance, behind the sub-operations' answers.
 
 use super::blob::BlockingBlob;
 use super::{BlobStore, Index, InstanceRecord, PendingBlob};
 use crate::dimse::dataset::{pixel_data_in, read_layout, DatasetError, PIXEL_DATA};
 use crate::dimse::status::code;
+use bytes::Bytes;
 use dicom_core::Tag;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::sync::mpsc;
 
 /// What the sender claimed about the instance; each given value must match the data set.
 #[derive(Debug, Clone, Default)]
@@ -83,44 +91,17 @@ pub async fn store_blob(
     blob: PendingBlob,
     expected: Expected<'_>,
 ) -> Result<Ingested, IngestFailure> {
-    store_blob_with(blobs, blob, expected, true).await
-}
-
-/// [`store_blob`] without the fsyncs: the file is renamed into place but may not survive a
-/// power loss yet. For copies of data held elsewhere (the cache of PACS retrieves), made
-/// durable in one pass with [`BlobStore::sync_blocking`] before they count.
-pub async fn store_blob_deferred(
-    blobs: &BlobStore,
-    blob: PendingBlob,
-    expected: Expected<'_>,
-) -> Result<Ingested, IngestFailure> {
-    store_blob_with(blobs, blob, expected, false).await
-}
-
-async fn store_blob_with(
-    blobs: &BlobStore,
-    blob: PendingBlob,
-    expected: Expected<'_>,
-    sync: bool,
-) -> Result<Ingested, IngestFailure> {
     let blob = blob
         .into_blocking()
         .await
         .map_err(|e| IngestFailure::new(code::OUT_OF_RESOURCES, format!("cannot write: {e}")))?;
     let owned = OwnedExpected::from(&expected);
     let store = blobs.clone();
-    let record = tokio::task::spawn_blocking(move || check_and_commit(&store, blob, &owned, sync))
+    tokio::task::spawn_blocking(move || check_and_commit(&store, blob, &owned, true))
         .await
         .map_err(|e| {
             IngestFailure::new(code::PROCESSING_FAILURE, format!("ingest task failed: {e}"))
-        })??;
-    // PS3.4 B.2.3: B007 when the data set's SOP class is not the one in the command.
-    let dataset_class = record.get(SOP_CLASS_UID).unwrap_or("");
-    let status = match expected.sop_class {
-        Some(class) if class != dataset_class => code::WARNING_DATASET_MISMATCH,
-        _ => code::SUCCESS,
-    };
-    Ok(Ingested { status, record })
+        })?
 }
 
 /// The second half of [`persist`] for any number of stored instances, in one index
@@ -147,8 +128,8 @@ pub async fn index_batch(
 }
 
 /// [`Expected`] with owned values, for the blocking half.
-#[derive(Debug, Default)]
-struct OwnedExpected {
+#[derive(Debug, Default, Clone)]
+pub struct OwnedExpected {
     sop_class: Option<String>,
     sop_instance: Option<String>,
     study_uid: Option<String>,
@@ -171,7 +152,7 @@ fn check_and_commit(
     blob: BlockingBlob,
     expected: &OwnedExpected,
     sync: bool,
-) -> Result<InstanceRecord, IngestFailure> {
+) -> Result<Ingested, IngestFailure> {
     let path = blob.temp_path().to_path_buf();
     let unparsable = |problem: String| {
         IngestFailure::new(
@@ -224,10 +205,210 @@ fn check_and_commit(
     record.blob_key = key;
     record.size_bytes = size;
     record.transfer_syntax_uid = transfer_syntax;
-    Ok(record)
+    // PS3.4 B.2.3: B007 when the data set's SOP class is not the one in the command.
+    let dataset_class = record.get(SOP_CLASS_UID).unwrap_or("");
+    let status = match &expected.sop_class {
+        Some(class) if class != dataset_class => code::WARNING_DATASET_MISMATCH,
+        _ => code::SUCCESS,
+    };
+    Ok(Ingested { status, record })
 }
 
 const SOP_CLASS_UID: Tag = Tag(0x0008, 0x0016);
+
+/// Bytes of an instance collected before they go to the fill's thread as one piece: most
+/// instances travel whole, in one hand-off; a large one in pieces of about this size.
+const PIECE_BYTES: usize = 2 * 1024 * 1024;
+
+/// Pieces queued for the fill's thread. With [`PIECE_BYTES`] this bounds what one retrieve
+/// holds in memory (~16 MiB). When the disk or the consumer is slower than the PACS, the
+/// receiver waits here and stops reading the association: back-pressure reaches the PACS.
+const PIECES_QUEUED: usize = 8;
+
+/// Stored instances waiting to be handed on.
+const RESULTS_QUEUED: usize = 4;
+
+/// Sends instances to a cache fill (see [`cache_fill`]); clones share the fill.
+#[derive(Debug, Clone)]
+pub struct FillWriter {
+    tx: mpsc::Sender<Piece>,
+    next_id: Arc<AtomicU64>,
+}
+
+/// One instance's result from a cache fill, in the order the instances were finished.
+#[derive(Debug)]
+pub struct Filled {
+    /// The SOP Instance UID the sender named (for the log when it failed).
+    pub sop_instance: Option<String>,
+    pub stored: Result<Ingested, IngestFailure>,
+}
+
+/// Part of one instance on its way to the fill's thread.
+#[derive(Debug)]
+struct Piece {
+    instance: u64,
+    /// The first piece: the Part 10 header the temp file starts with.
+    header: Option<Vec<u8>>,
+    chunks: Vec<Bytes>,
+    /// The last piece: what the sender said of the instance.
+    end: Option<OwnedExpected>,
+    /// The sender gave up on the instance (association broken): remove its temp file.
+    abandon: bool,
+}
+
+/// The fill's thread has stopped (its results are no longer taken).
+#[derive(Debug, thiserror::Error)]
+#[error("the cache fill has stopped")]
+pub struct FillStopped;
+
+/// Start the cache fill of one PACS retrieve. The instances given to the [`FillWriter`] are
+/// written to temp files, checked, parsed up to Pixel Data and renamed into place on one
+/// blocking thread of their own, with plain `std::fs` calls; their results come out of the
+/// receiver in the order they were finished. The receiver of the data (a C-GET exchange, the
+/// Storage SCP for a C-MOVE) only collects the PDVs as they arrive (no copy) and can answer
+/// each sub-operation as soon as its data set is in, while the thread writes it: per
+/// instance one hand-off instead of one per write, flush and step.
+///
+/// Nothing is fsynced: the instances are copies of what the PACS holds, renamed into place
+/// without fsync (they may not survive a power loss yet) and made durable in one pass
+/// ([`BlobStore::sync_blocking`]) before the retrieve counts the study as cached. The thread ends when every writer is gone and what it was given is
+/// done, or when the receiver is dropped.
+pub fn cache_fill(blobs: &BlobStore) -> (FillWriter, mpsc::Receiver<Filled>) {
+    let (tx, pieces) = mpsc::channel(PIECES_QUEUED);
+    let (results, rx) = mpsc::channel(RESULTS_QUEUED);
+    let store = blobs.clone();
+    tokio::task::spawn_blocking(move || run_fill(&store, pieces, results));
+    let writer = FillWriter {
+        tx,
+        next_id: Arc::new(AtomicU64::new(0)),
+    };
+    (writer, rx)
+}
+
+impl FillWriter {
+    /// Start an instance whose Part 10 file begins with `header`.
+    pub fn begin(&self, header: Vec<u8>) -> FillInstance<'_> {
+        FillInstance {
+            writer: self,
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            len: header.len(),
+            header: Some(header),
+            chunks: Vec::new(),
+            sent: false,
+            finished: false,
+        }
+    }
+}
+
+/// One instance being given to a cache fill. Dropped unfinished, its temp file is removed.
+#[derive(Debug)]
+pub struct FillInstance<'a> {
+    writer: &'a FillWriter,
+    id: u64,
+    header: Option<Vec<u8>>,
+    chunks: Vec<Bytes>,
+    /// Bytes collected and not yet sent.
+    len: usize,
+    /// A piece went to the thread (which then holds a temp file for it).
+    sent: bool,
+    finished: bool,
+}
+
+impl FillInstance<'_> {
+    /// Add the next bytes of the data set.
+    pub async fn push(&mut self, data: Bytes) -> Result<(), FillStopped> {
+        self.len += data.len();
+        self.chunks.push(data);
+        if self.len >= PIECE_BYTES {
+            self.send(None).await?;
+        }
+        Ok(())
+    }
+
+    /// The data set is complete: the thread stores it and reports the result.
+    pub async fn finish(mut self, expected: &Expected<'_>) -> Result<(), FillStopped> {
+        let sent = self.send(Some(OwnedExpected::from(expected))).await;
+        self.finished = true;
+        sent
+    }
+
+    async fn send(&mut self, end: Option<OwnedExpected>) -> Result<(), FillStopped> {
+        let piece = Piece {
+            instance: self.id,
+            header: self.header.take(),
+            chunks: std::mem::take(&mut self.chunks),
+            end,
+            abandon: false,
+        };
+        self.len = 0;
+        self.sent = true;
+        self.writer.tx.send(piece).await.map_err(|_| FillStopped)
+    }
+}
+
+impl Drop for FillInstance<'_> {
+    fn drop(&mut self) {
+        if self.sent && !self.finished {
+            // If the queue is full the temp file goes when the fill ends.
+            let _ = self.writer.tx.try_send(Piece {
+                instance: self.id,
+                header: None,
+                chunks: Vec::new(),
+                end: None,
+                abandon: true,
+            });
+        }
+    }
+}
+
+/// The fill's thread (see [`cache_fill`]).
+fn run_fill(store: &BlobStore, mut pieces: mpsc::Receiver<Piece>, results: mpsc::Sender<Filled>) {
+    let cannot_write = |e: super::BlobError| {
+        IngestFailure::new(code::OUT_OF_RESOURCES, format!("cannot write: {e}"))
+    };
+    // Instances begun and not finished: more than one only when several associations
+    // deliver to one retrieve (C-MOVE). Dropping a blob removes its temp file.
+    let mut open: HashMap<u64, Result<BlockingBlob, IngestFailure>> = HashMap::new();
+    while let Some(piece) = pieces.blocking_recv() {
+        if piece.abandon {
+            open.remove(&piece.instance);
+            continue;
+        }
+        if piece.header.is_some() {
+            open.insert(piece.instance, store.begin_blocking().map_err(cannot_write));
+        }
+        let Some(entry) = open.get_mut(&piece.instance) else {
+            continue;
+        };
+        if let Ok(blob) = entry {
+            let written = piece
+                .header
+                .iter()
+                .map(Vec::as_slice)
+                .chain(piece.chunks.iter().map(|c| &c[..]))
+                .try_for_each(|bytes| blob.write(bytes));
+            if let Err(e) = written {
+                *entry = Err(cannot_write(e));
+            }
+        }
+        let Some(expected) = piece.end else {
+            continue;
+        };
+        let stored = match open.remove(&piece.instance) {
+            Some(Ok(blob)) => check_and_commit(store, blob, &expected, false),
+            Some(Err(failure)) => Err(failure),
+            None => continue,
+        };
+        let filled = Filled {
+            sop_instance: expected.sop_instance,
+            stored,
+        };
+        if results.blocking_send(filled).is_err() {
+            // Nobody takes the results any more: the retrieve is over.
+            return;
+        }
+    }
+}
 
 /// A failure when the data set contradicts what the sender said about it.
 fn mismatch(record: &InstanceRecord, expected: &Expected<'_>) -> Option<IngestFailure> {
@@ -260,4 +441,99 @@ fn mismatch(record: &InstanceRecord, expected: &Expected<'_>) -> Option<IngestFa
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp_entries(dir: &std::path::Path) -> usize {
+        std::fs::read_dir(dir.join("tmp")).unwrap().count()
+    }
+
+    /// Two generated CT slices as Part 10 files, with their SOP Instance UIDs.
+    fn two_instances(dir: &std::path::Path) -> Vec<(Vec<u8>, String)> {
+        let args = crate::testdata::GenerateArgs {
+            ct_slices: 2,
+            mr_slices: 0,
+            patients: 1,
+            ..crate::testdata::GenerateArgs::with_defaults(dir)
+        };
+        crate::testdata::generate(&args)
+            .unwrap()
+            .into_iter()
+            .map(|f| (std::fs::read(&f.path).unwrap(), f.sop_uid))
+            .collect()
+    }
+
+    /// Give `file` to the fill: its first 400 bytes as the header, the rest in 3 chunks.
+    async fn give(fill: &FillWriter, file: &[u8], sop: &str) {
+        let mut instance = fill.begin(file[..400].to_vec());
+        let rest = Bytes::copy_from_slice(&file[400..]);
+        let third = rest.len() / 3;
+        for chunk in [
+            rest.slice(..third),
+            rest.slice(third..2 * third),
+            rest.slice(2 * third..),
+        ] {
+            instance.push(chunk).await.unwrap();
+        }
+        let expected = Expected {
+            sop_instance: Some(sop),
+            ..Default::default()
+        };
+        instance.finish(&expected).await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_fill_stores_in_order_checks_and_leaves_no_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = two_instances(&dir.path().join("src"));
+        let store = BlobStore::open(&dir.path().join("data")).await.unwrap();
+        let (fill, mut filled) = cache_fill(&store);
+
+        // Two instances begun at once (two associations of one C-MOVE), the second finished
+        // first: results come in the order finished.
+        let (first, second) = (&files[0], &files[1]);
+        let mut a = fill.begin(first.0[..400].to_vec());
+        a.push(Bytes::copy_from_slice(&first.0[400..]))
+            .await
+            .unwrap();
+        give(&fill, &second.0, &second.1).await;
+        let expected = Expected {
+            sop_instance: Some(&first.1),
+            ..Default::default()
+        };
+        a.finish(&expected).await.unwrap();
+        for (file, sop) in [second, first] {
+            let got = filled.recv().await.unwrap();
+            let ingested = got.stored.unwrap();
+            assert_eq!(ingested.record.sop_instance_uid(), sop);
+            assert_eq!(ingested.status, code::SUCCESS);
+            let path = store.path(&ingested.record.blob_key);
+            assert_eq!(&std::fs::read(path).unwrap(), file, "byte-exact");
+        }
+
+        // A data set that does not parse, and one that is not the instance the command named.
+        let truncated = &first.0[..first.0.len() / 2];
+        give(&fill, truncated, &first.1).await;
+        let failure = filled.recv().await.unwrap().stored.unwrap_err();
+        assert_eq!(failure.status, code::CANNOT_UNDERSTAND);
+        give(&fill, &first.0, "1.2.3.4").await;
+        let failure = filled.recv().await.unwrap().stored.unwrap_err();
+        assert_eq!(failure.status, code::CANNOT_UNDERSTAND);
+
+        // An instance given up half-way (its association broke) after a piece went out.
+        let mut dropped = fill.begin(first.0[..400].to_vec());
+        dropped
+            .push(Bytes::from(vec![0u8; PIECE_BYTES]))
+            .await
+            .unwrap();
+        drop(dropped);
+
+        // The fill ends once its writers are gone; no temp file stays.
+        drop(fill);
+        assert!(filled.recv().await.is_none());
+        assert_eq!(tmp_entries(&dir.path().join("data")), 0);
+    }
 }

@@ -28,6 +28,7 @@ use super::association::{Association, AssociationError, Event};
 use super::command::CommandField;
 use super::negotiate::{accept, AcceptPolicy, LinkOptions, Refusal};
 use super::pdu::PduError;
+use super::receive::MoveArrivals;
 use super::sop;
 use crate::config::Config;
 use crate::store::{BlobStore, Index};
@@ -58,6 +59,9 @@ pub struct ScpContext {
     /// Gateway mode: the local PACS (`[pacs]`), for what is not a query or retrieve: the
     /// C-MOVE arrivals, STOW-RS forwarding, `/ready`, the probe.
     pub gateway: Option<Arc<crate::pacs::source::PacsSource>>,
+    /// Gateway mode: our C-MOVE retrieves waiting for the sub-operations the Storage SCP
+    /// receives.
+    pub move_arrivals: Option<Arc<dyn MoveArrivals>>,
     /// Pending connections and association slots, shared by the plain and the TLS listener.
     admission: Arc<Admission>,
     /// The live TLS configurations (`TlsState::peer_client` toward TLS peers).
@@ -80,6 +84,9 @@ impl ScpContext {
             max_pdu: config.dimse.max_pdu,
             timeout: Duration::from_secs(config.dimse.timeout_secs),
         };
+        let move_arrivals = gateway
+            .as_ref()
+            .map(|g| Arc::new(g.pacs.moves.clone()) as Arc<dyn MoveArrivals>);
         let admission = Admission::new(Limits::of(&config.dimse));
         ScpContext {
             config,
@@ -89,6 +96,7 @@ impl ScpContext {
             link,
             core,
             gateway,
+            move_arrivals,
             admission,
             tls: Arc::new(TlsState::disabled()),
             abort: Default::default(),
@@ -485,23 +493,6 @@ async fn serve_association(
             }
             Event::ReleaseReplied => {
                 return Err(AssociationError::Protocol("unexpected A-RELEASE-RP".into()))
-            }
-        }
-    }
-}
-
-/// Read and discard the rest of a data set we will not use (so the association stays in step).
-pub(crate) async fn drain_data_set(assoc: &mut Association) -> Result<(), AssociationError> {
-    loop {
-        match assoc.next_event().await? {
-            Event::Data(pdv) if pdv.is_last => return Ok(()),
-            Event::Data(_) => continue,
-            Event::Aborted => return Err(AssociationError::Aborted),
-            other => {
-                return Err(AssociationError::Protocol(format!(
-                    "expected data set, got {}",
-                    super::association::describe_event(&other)
-                )))
             }
         }
     }

@@ -4,13 +4,19 @@
 //! is fsynced, parsed up to Pixel Data for indexing, renamed into place and indexed, and
 //! only then acknowledged. Any failure on the way removes the temp file: nothing half-written
 //! stays, and a re-sent instance replaces the old one (same key, index upsert).
+//!
+//! One exception: a sub-operation of one of our own C-MOVEs, named by its Move Originator
+//! fields (see [`MoveArrivals`](crate::dimse::receive::MoveArrivals)), is a copy of what
+//! the PACS holds. It goes into that retrieve's cache fill like a C-GET sub-operation:
+//! acknowledged once its data set is in, stored behind it without fsync, indexed and made
+//! durable by the retrieve, which counts it only then.
 
-use super::{drain_data_set, ScpContext};
+use super::ScpContext;
 use crate::dimse::command::{CommandField, CommandSet};
-use crate::dimse::dataset::file_header;
+use crate::dimse::receive::{drain_data_set, expected, receive_blob, receive_into_fill, Failure};
 use crate::dimse::status::code;
-use crate::dimse::{Association, AssociationError, Event};
-use crate::store::ingest::{persist, Expected, Ingested};
+use crate::dimse::{Association, AssociationError};
+use crate::store::ingest::{persist, Ingested};
 use crate::store::InstanceRecord;
 use crate::trust::{Caller, Decision, Operation, Outcome, Trust};
 use std::collections::BTreeSet;
@@ -46,9 +52,6 @@ impl StoreTally {
     }
 }
 
-/// Why a store failed, as the C-STORE status and an error comment.
-pub(crate) struct Failure(pub u16, pub String);
-
 pub async fn handle(
     ctx: &ScpContext,
     assoc: &mut Association,
@@ -60,19 +63,14 @@ pub async fn handle(
     let result = store(ctx, assoc, context_id, rq, caller).await?;
     let mut rsp;
     match result {
-        Ok((status, record)) => {
-            // A sub-operation of one of our C-MOVEs: hand it to the retrieve waiting for it;
-            // the response waits until that retrieve took it (back-pressure to the PACS).
-            if let Some(gateway) = &ctx.gateway {
-                let loc = record.location();
-                if let Some(tx) = gateway.pacs.moves.route(rq.move_originator_id, &loc) {
-                    let with_originator = rq.move_originator_id.is_some();
-                    let arrival = crate::pacs::moves::Arrival {
-                        loc,
-                        with_originator,
-                    };
-                    let _ = tx.send(arrival).await;
-                }
+        Ok(Stored::Durable(status, record)) => {
+            // Maybe a sub-operation of one of our C-MOVEs whose PACS left out the Move
+            // Originator: hand it to the retrieve waiting for it; the response waits until
+            // that retrieve took it (back-pressure to the PACS).
+            if let Some(arrivals) = &ctx.move_arrivals {
+                arrivals
+                    .stored(rq.move_originator_id, record.location())
+                    .await;
             }
             tally.stored += 1;
             tally.patient_ids.insert(record.patient_id().to_string());
@@ -80,6 +78,11 @@ pub async fn handle(
                 .study_uids
                 .insert(record.study_instance_uid().to_string());
             rsp = CommandSet::response_to(rq, CommandField::CStoreRsp, status);
+        }
+        Ok(Stored::Filled) => {
+            // Counted; its patient and study are in the audit record of the retrieve.
+            tally.stored += 1;
+            rsp = CommandSet::response_to(rq, CommandField::CStoreRsp, code::SUCCESS);
         }
         Err(Failure(status, comment)) => {
             tally.failed += 1;
@@ -91,6 +94,14 @@ pub async fn handle(
     assoc.send_command(context_id, &rsp).await
 }
 
+/// How an instance was taken in.
+enum Stored {
+    /// Durable and indexed: the status (success or warning) and what was indexed.
+    Durable(u16, InstanceRecord),
+    /// A sub-operation of our own C-MOVE, handed to its retrieve's cache fill.
+    Filled,
+}
+
 /// Outer `Err`: the association is broken. Inner `Err`: this instance failed, the
 /// association goes on.
 async fn store(
@@ -99,7 +110,7 @@ async fn store(
     context_id: u8,
     rq: &CommandSet,
     caller: &Caller,
-) -> Result<Result<(u16, InstanceRecord), Failure>, AssociationError> {
+) -> Result<Result<Stored, Failure>, AssociationError> {
     if !rq.has_data_set {
         return Ok(Err(Failure(
             code::CANNOT_UNDERSTAND,
@@ -135,10 +146,16 @@ async fn store(
             )));
         }
     }
+    let fill = ctx.move_arrivals.as_ref().and_then(|a| a.fill_for(rq));
+    if let Some(fill) = fill {
+        return Ok(receive_into_fill(&fill, assoc, context_id, rq, &pc)
+            .await?
+            .map(|()| Stored::Filled));
+    }
     Ok(
         receive_instance(&ctx.blobs, ctx.index.as_ref(), assoc, context_id, rq, &pc)
             .await?
-            .map(|ok| (ok.status, ok.record)),
+            .map(|ok| Stored::Durable(ok.status, ok.record)),
     )
 }
 
@@ -160,79 +177,4 @@ pub(crate) async fn receive_instance(
     Ok(persist(blobs, index, blob, expected(rq))
         .await
         .map_err(|f| Failure(f.status, f.reason)))
-}
-
-/// What a C-STORE-RQ says about its instance, to check against the data set.
-pub(crate) fn expected(rq: &CommandSet) -> Expected<'_> {
-    Expected {
-        sop_class: rq.affected_sop_class.as_deref(),
-        sop_instance: rq.affected_sop_instance.as_deref(),
-        study_uid: None,
-    }
-}
-
-/// Receive the data set of a C-STORE-RQ into a temp file behind a Part 10 header (used by
-/// the Storage SCP and by C-GET retrieves from the PACS).
-pub(crate) async fn receive_blob(
-    blobs: &crate::store::BlobStore,
-    assoc: &mut Association,
-    context_id: u8,
-    rq: &CommandSet,
-    pc: &crate::dimse::association::PresentationContext,
-) -> Result<Result<crate::store::PendingBlob, Failure>, AssociationError> {
-    let sop_class = rq.affected_sop_class.clone().unwrap_or_default();
-    let sop_instance = rq.affected_sop_instance.clone().unwrap_or_default();
-    let header = match file_header(
-        &sop_class,
-        &sop_instance,
-        &pc.transfer_syntax,
-        &assoc.calling_ae,
-    ) {
-        Ok(h) => h,
-        Err(e) => {
-            drain_data_set(assoc).await?;
-            return Ok(Err(Failure(code::CANNOT_UNDERSTAND, e.to_string())));
-        }
-    };
-    let mut blob = match blobs.begin().await {
-        Ok(b) => b,
-        Err(e) => {
-            drain_data_set(assoc).await?;
-            return Ok(Err(Failure(code::OUT_OF_RESOURCES, e.to_string())));
-        }
-    };
-    // Receive: a dropped `blob` (association error) removes the temp file.
-    let mut write_error = blob.write(&header).await.err();
-    loop {
-        match assoc.next_event().await? {
-            Event::Data(pdv) => {
-                if pdv.context_id != context_id {
-                    return Err(AssociationError::Protocol(
-                        "data set fragment on another context".into(),
-                    ));
-                }
-                if write_error.is_none() {
-                    write_error = blob.write(&pdv.data).await.err();
-                }
-                if pdv.is_last {
-                    break;
-                }
-            }
-            Event::Aborted => return Err(AssociationError::Aborted),
-            other => {
-                return Err(AssociationError::Protocol(format!(
-                    "expected C-STORE data set, got {}",
-                    crate::dimse::association::describe_event(&other)
-                )))
-            }
-        }
-    }
-    if let Some(e) = write_error {
-        blob.abort().await;
-        return Ok(Err(Failure(
-            code::OUT_OF_RESOURCES,
-            format!("cannot write: {e}"),
-        )));
-    }
-    Ok(Ok(blob))
 }
