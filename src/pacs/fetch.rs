@@ -328,6 +328,9 @@ pub async fn move_(
     // The sub-operations that name this C-MOVE go into the fill, the others are stored by
     // the SCP and arrive on the ticket (see `MoveHub`).
     let (fill, mut filled) = cache_fill(sink.blobs);
+    // What our SCP took in for this C-MOVE, stored yet or not: to tell a final response
+    // that truly comes before its sub-operations from one that only overtook the fill.
+    let acknowledged = fill.finished_count();
     let mut ticket = pacs.moves.expect_into(id, selection, &pacs.our_ae, fill);
     let bytes = dataset::encode(&identifier(selection), &pc.transfer_syntax)
         .map_err(|e| PacsError::Retrieve(e.to_string()))?;
@@ -340,6 +343,8 @@ pub async fn move_(
     let exchange = async {
         // Acknowledged by our SCP but not stored (failed the fill's checks).
         let mut not_stored = 0usize;
+        // Sub-operations stored by the SCP and matched by their UIDs (no originator).
+        let mut by_ticket = 0usize;
         let (mut cancel_sent, mut finished) = (false, false);
         // Until the final response, and then until every reported sub-operation has arrived.
         let result = loop {
@@ -361,6 +366,7 @@ pub async fn move_(
                 arrived = ticket.rx.recv() => {
                     if let Some(arrival) = arrived {
                         report.received += 1;
+                        by_ticket += 1;
                         report.without_originator += usize::from(!arrival.with_originator);
                         let _ = sink.out.send(arrival.loc).await;
                     }
@@ -371,8 +377,9 @@ pub async fn move_(
                             Ok(f) => f,
                             Err(e) => break Err(err(e)),
                         };
+                        let taken_in = acknowledged.get() as usize + by_ticket;
                         report.final_before_subops = finished
-                            && report.received + not_stored < (report.completed + report.warning) as usize;
+                            && taken_in < (report.completed + report.warning) as usize;
                     }
                     Ok(other) => break Err(err(AssociationError::Protocol(format!(
                         "unexpected {} during C-MOVE",

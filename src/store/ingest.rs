@@ -233,6 +233,19 @@ const RESULTS_QUEUED: usize = 4;
 pub struct FillWriter {
     tx: mpsc::Sender<Piece>,
     next_id: Arc<AtomicU64>,
+    /// Instances whose data set was complete and given to the thread: what the receiver
+    /// has acknowledged, whether or not the thread has stored it yet.
+    finished: Arc<AtomicU64>,
+}
+
+/// See [`FillWriter::finished_count`].
+#[derive(Debug, Clone)]
+pub struct FinishedCount(Arc<AtomicU64>);
+
+impl FinishedCount {
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
 }
 
 /// One instance's result from a cache fill, in the order the instances were finished.
@@ -281,11 +294,19 @@ pub fn cache_fill(blobs: &BlobStore) -> (FillWriter, mpsc::Receiver<Filled>) {
     let writer = FillWriter {
         tx,
         next_id: Arc::new(AtomicU64::new(0)),
+        finished: Arc::new(AtomicU64::new(0)),
     };
     (writer, rx)
 }
 
 impl FillWriter {
+    /// A count of the instances given to the fill complete (acknowledged to their sender;
+    /// the thread may still be storing them). It does not keep the fill open, as a writer
+    /// would.
+    pub fn finished_count(&self) -> FinishedCount {
+        FinishedCount(self.finished.clone())
+    }
+
     /// Start an instance whose Part 10 file begins with `header`.
     pub fn begin(&self, header: Vec<u8>) -> FillInstance<'_> {
         FillInstance {
@@ -329,6 +350,9 @@ impl FillInstance<'_> {
     pub async fn finish(mut self, expected: &Expected<'_>) -> Result<(), FillStopped> {
         let sent = self.send(Some(OwnedExpected::from(expected))).await;
         self.finished = true;
+        if sent.is_ok() {
+            self.writer.finished.fetch_add(1, Ordering::AcqRel);
+        }
         sent
     }
 

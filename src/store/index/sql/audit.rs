@@ -5,11 +5,12 @@
 //! SQLite, `SELECT ... FOR UPDATE` of the head row in PostgreSQL, so several gateway
 //! processes sharing one database append one chain.
 
+use super::sql_impl;
 use super::statement::Dialect;
 use super::SqlIndex;
 use crate::store::index::audit::{patient_key, AuditRecord, OutboxMessage};
 use crate::store::index::{AuditEvent, IndexError};
-use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Type};
+use sqlx::Row;
 
 const RECORD_COLUMNS: &str = "seq, time, operation, outcome, detail, gateway, \
     certificate_sha256, organisation_ura, professional_uzi, role, purpose_of_use, token_id, \
@@ -25,20 +26,7 @@ fn parse_list(text: &str) -> Vec<String> {
     serde_json::from_str(text).unwrap_or_else(|_| vec![text.to_string()])
 }
 
-impl<DB> SqlIndex<DB>
-where
-    DB: Database + sqlx::database::HasStatementCache,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> String: Encode<'q, DB>,
-    for<'q> i64: Encode<'q, DB>,
-    for<'r> String: Decode<'r, DB>,
-    for<'r> i64: Decode<'r, DB>,
-    String: Type<DB>,
-    i64: Type<DB>,
-    usize: ColumnIndex<DB::Row>,
-{
+sql_impl! {
     /// Append `record` to the chain (its `seq`, `prev_hash` and `hash` are set here) and, in
     /// the same transaction, queue `syslog` for the sender. Returns the record as stored.
     pub async fn append_audit(

@@ -2,24 +2,12 @@
 //! least-recently-used eviction), and removing a whole cached study.
 
 use super::instances::Parents;
+use super::sql_impl;
 use super::SqlIndex;
 use crate::store::index::{CachedStudy, IndexError};
-use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Type};
+use sqlx::Row;
 
-impl<DB> SqlIndex<DB>
-where
-    DB: Database + sqlx::database::HasStatementCache,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> String: Encode<'q, DB>,
-    for<'q> i64: Encode<'q, DB>,
-    for<'r> String: Decode<'r, DB>,
-    for<'r> i64: Decode<'r, DB>,
-    String: Type<DB>,
-    i64: Type<DB>,
-    usize: ColumnIndex<DB::Row>,
-{
+sql_impl! {
     pub async fn cached_study(&self, study: &str) -> Result<Option<CachedStudy>, IndexError> {
         let mut sql = self.sql();
         sql.push(

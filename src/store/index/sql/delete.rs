@@ -10,11 +10,12 @@
 
 use super::instances::Parents;
 use super::query::selection_sql;
+use super::sql_impl;
 use super::statement::Sql;
 use super::SqlIndex;
 use crate::model::{InstanceLocation, Selection};
 use crate::store::index::IndexError;
-use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Type};
+use sqlx::Row;
 use std::collections::BTreeSet;
 
 /// Rows per statement where a list of ids or keys is inlined or bound.
@@ -32,20 +33,7 @@ fn push_list(sql: &mut Sql, values: &[String]) {
     sql.push(")");
 }
 
-impl<DB> SqlIndex<DB>
-where
-    DB: Database + sqlx::database::HasStatementCache,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> String: Encode<'q, DB>,
-    for<'q> i64: Encode<'q, DB>,
-    for<'r> String: Decode<'r, DB>,
-    for<'r> i64: Decode<'r, DB>,
-    String: Type<DB>,
-    i64: Type<DB>,
-    usize: ColumnIndex<DB::Row>,
-{
+sql_impl! {
     /// Remove every instance the selection names, prune the series, studies and patients
     /// left empty (with a removed study's cache and receipt rows), stop queued forwards of
     /// the removed instances, and queue their blob keys in `blob_deletion`: one transaction.

@@ -2,15 +2,15 @@
 //! series rows, and the pruning of parents an instance left empty.
 
 use super::schema::{child, norm_column, normalize_name, parent_fk, table, unique_column};
+use super::sql_impl;
 use super::statement::{Bind, Dialect, Sql};
 use super::SqlIndex;
 use crate::clock::now_rfc3339;
 use crate::model::query::{IndexedAttr, Level, INDEXED_ATTRS};
 use crate::store::index::{IndexError, UpsertOutcome};
 use crate::store::InstanceRecord;
-use sqlx::{
-    ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Transaction, Type,
-};
+use sqlx::Row;
+use sqlx::Transaction;
 use std::collections::BTreeSet;
 
 /// `INSERT ... ON CONFLICT DO UPDATE ... RETURNING id` for the patient, study or series row of
@@ -137,20 +137,7 @@ pub(super) struct Parents {
     pub patients: Vec<i64>,
 }
 
-impl<DB> SqlIndex<DB>
-where
-    DB: Database + sqlx::database::HasStatementCache,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> String: Encode<'q, DB>,
-    for<'q> i64: Encode<'q, DB>,
-    for<'r> String: Decode<'r, DB>,
-    for<'r> i64: Decode<'r, DB>,
-    String: Type<DB>,
-    i64: Type<DB>,
-    usize: ColumnIndex<DB::Row>,
-{
+sql_impl! {
     async fn fetch_ids(
         tx: &mut Transaction<'static, DB>,
         sql: &Sql,

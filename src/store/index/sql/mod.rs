@@ -31,9 +31,7 @@ pub(super) use pool::{migrator, release_outside_transaction};
 pub(crate) use statement::Dialect;
 
 use super::IndexError;
-use sqlx::{
-    ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Transaction, Type,
-};
+use sqlx::{Database, Pool, Transaction};
 use statement::{Bind, Sql};
 
 /// The [`Index`](super::Index) logic over one sqlx database; the backends wrap it.
@@ -52,20 +50,31 @@ impl<DB: Database> Clone for SqlIndex<DB> {
     }
 }
 
-impl<DB> SqlIndex<DB>
-where
-    DB: Database + sqlx::database::HasStatementCache,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> String: Encode<'q, DB>,
-    for<'q> i64: Encode<'q, DB>,
-    for<'r> String: Decode<'r, DB>,
-    for<'r> i64: Decode<'r, DB>,
-    String: Type<DB>,
-    i64: Type<DB>,
-    usize: ColumnIndex<DB::Row>,
-{
+/// `impl<DB> SqlIndex<DB>` with the bounds every query needs of a sqlx database (SQLite
+/// and PostgreSQL meet them): written once here, used by each concern's file.
+macro_rules! sql_impl {
+    ($($body:tt)*) => {
+        impl<DB> SqlIndex<DB>
+        where
+            DB: ::sqlx::Database + ::sqlx::database::HasStatementCache,
+            for<'c> &'c mut DB::Connection: ::sqlx::Executor<'c, Database = DB>,
+            for<'c> &'c ::sqlx::Pool<DB>: ::sqlx::Executor<'c, Database = DB>,
+            for<'q> DB::Arguments<'q>: ::sqlx::IntoArguments<'q, DB>,
+            for<'q> String: ::sqlx::Encode<'q, DB>,
+            for<'q> i64: ::sqlx::Encode<'q, DB>,
+            for<'r> String: ::sqlx::Decode<'r, DB>,
+            for<'r> i64: ::sqlx::Decode<'r, DB>,
+            String: ::sqlx::Type<DB>,
+            i64: ::sqlx::Type<DB>,
+            usize: ::sqlx::ColumnIndex<DB::Row>,
+        {
+            $($body)*
+        }
+    };
+}
+pub(crate) use sql_impl;
+
+sql_impl! {
     pub fn new(pool: Pool<DB>, dialect: Dialect) -> Self {
         SqlIndex { pool, dialect }
     }

@@ -5,6 +5,7 @@
 use super::schema::{
     alias, chain, child, norm_column, normalize_name, parent_fk, qualified, unique_column,
 };
+use super::sql_impl;
 use super::statement::{Dialect, Sql};
 use super::SqlIndex;
 use crate::model::query::{
@@ -13,7 +14,7 @@ use crate::model::query::{
 use crate::model::{InstanceLocation, Selection};
 use crate::store::index::IndexError;
 use dicom_core::Tag;
-use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Type};
+use sqlx::Row;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A DICOM wildcard value (`*`, `?`) as a LIKE pattern with `\` as escape character.
@@ -264,20 +265,7 @@ pub(crate) fn locate_sql(
     Some(sql)
 }
 
-impl<DB> SqlIndex<DB>
-where
-    DB: Database + sqlx::database::HasStatementCache,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> String: Encode<'q, DB>,
-    for<'q> i64: Encode<'q, DB>,
-    for<'r> String: Decode<'r, DB>,
-    for<'r> i64: Decode<'r, DB>,
-    String: Type<DB>,
-    i64: Type<DB>,
-    usize: ColumnIndex<DB::Row>,
-{
+sql_impl! {
     pub async fn find(&self, query: &Query) -> Result<Vec<Match>, IndexError> {
         let sql = find_sql(self.dialect, query);
         let rows = Self::query(&sql).fetch_all(&self.pool).await?;

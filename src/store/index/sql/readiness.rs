@@ -1,24 +1,11 @@
 //! The write probe of `/ready`: proof that the index still takes writes.
 
+use super::sql_impl;
 use super::SqlIndex;
 use crate::clock::now_rfc3339;
 use crate::store::index::IndexError;
-use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Type};
 
-impl<DB> SqlIndex<DB>
-where
-    DB: Database + sqlx::database::HasStatementCache,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> String: Encode<'q, DB>,
-    for<'q> i64: Encode<'q, DB>,
-    for<'r> String: Decode<'r, DB>,
-    for<'r> i64: Decode<'r, DB>,
-    String: Type<DB>,
-    i64: Type<DB>,
-    usize: ColumnIndex<DB::Row>,
-{
+sql_impl! {
     pub async fn probe_write(&self) -> Result<(), IndexError> {
         // A value that differs every time: SQLite skips writing a row whose bytes are
         // unchanged, and such a probe would pass on a full disk.
