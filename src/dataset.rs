@@ -401,6 +401,26 @@ pub fn pixel_data_in(
     Ok(pixel)
 }
 
+/// Can this build decode every data set and pixel data of syntax `ts`, to re-encode it
+/// uncompressed (dicom-pixeldata's decoders, see Cargo.toml)?
+pub fn can_decode(ts: &str) -> bool {
+    TransferSyntaxRegistry
+        .get(ts.trim_end_matches('\0'))
+        .is_some_and(|ts| ts.can_decode_all())
+}
+
+/// The stored Part 10 file at `path`, parsed whole and re-encoded in memory into `target`
+/// (decoding compressed pixel data, inflating a deflated data set). Blocking. dicom-rs has
+/// no streaming transcoder: one instance at a time is held.
+pub fn transcode_stored(path: &Path, target: &str) -> Result<DefaultDicomObject, DatasetError> {
+    use dicom_pixeldata::Transcode;
+    let ts = syntax(target)?;
+    let (mut obj, _) = open_stored(path, Extent::Whole)?;
+    obj.transcode(ts)
+        .map_err(|e| DatasetError::Encode(format!("cannot transcode to {target}: {e}")))?;
+    Ok(obj)
+}
+
 /// How much of a stored instance [`open_stored`] parses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Extent {
