@@ -101,10 +101,7 @@ async fn stow(port: u16, files: &[&Path]) -> common::http::HttpResponse {
 async fn wado_rs_decodes_every_stored_syntax() {
     let gw = Gateway::start("").await;
     let dir = tempfile::tempdir().unwrap();
-    let mut made = make(dir.path());
-    // Deflate is not stored yet.
-    made.instances
-        .retain(|i| field(i, "transfer_syntax") != DEFLATED);
+    let made = make(dir.path());
     let sent: Vec<&Path> = made
         .instances
         .iter()
@@ -225,5 +222,135 @@ async fn wado_rs_decodes_every_stored_syntax() {
         );
     }
     assert_pixels(dir.path(), &entries);
+    gw.stop().await;
+}
+
+/// Deflate in (issue 13): a deflated instance arrives by C-STORE (pynetdicom) and by STOW-RS,
+/// is stored deflated and indexed (QIDO-RS finds it); a truncated or
+/// corrupted deflate stream is refused cleanly (409, FailureReason 0xC000) and the gateway
+/// goes on serving.
+#[tokio::test(flavor = "multi_thread")]
+async fn deflated_instances_are_indexed_and_broken_streams_refused() {
+    let gw = Gateway::start("").await;
+    let dir = tempfile::tempdir().unwrap();
+    let made = make(dir.path());
+    let deflated = made
+        .instances
+        .iter()
+        .find(|i| field(i, "transfer_syntax") == DEFLATED)
+        .expect("a deflated instance");
+    let bytes = std::fs::read(field(deflated, "sent")).unwrap();
+    // The data set starts after the meta group (its length at bytes 140..144, PS3.10 7.1):
+    // cut the deflate stream short, or flip bits in its first block header and code tables.
+    let group_len = u32::from_le_bytes(bytes[140..144].try_into().unwrap()) as usize;
+    let meta_end = 144 + group_len;
+    let truncated = dir.path().join("truncated.dcm");
+    std::fs::write(&truncated, &bytes[..bytes.len() - 100]).unwrap();
+    let mut corrupt = bytes.clone();
+    for b in &mut corrupt[meta_end..meta_end + 16] {
+        *b ^= 0x5A;
+    }
+    let corrupted = dir.path().join("corrupted.dcm");
+    std::fs::write(&corrupted, &corrupt).unwrap();
+    for broken in [&truncated, &corrupted] {
+        let refused = stow(gw.http_port, &[broken.as_path()]).await;
+        assert_eq!(
+            refused.status,
+            409,
+            "{}: {}",
+            broken.display(),
+            refused.text()
+        );
+        let failed = &refused.json()["00081198"]["Value"][0];
+        assert_eq!(failed["00081197"]["Value"][0], 0xC000, "{}", refused.text());
+    }
+    // C-STORE in Deflated Explicit VR LE: pynetdicom proposes the file's own syntax only (-cx)
+    // and sends the data set deflated (DCMTK storescu would inflate it first).
+    let port = gw.port.to_string();
+    let file = field(deflated, "sent").to_string();
+    let store = tokio::task::spawn_blocking(move || {
+        Command::new("python3")
+            .args(["-m", "pynetdicom", "storescu", "-cx", "-d"])
+            .args([
+                "-aet",
+                "TEST",
+                "-aec",
+                "BEELDBRUG",
+                "127.0.0.1",
+                &port,
+                &file,
+            ])
+            .output()
+            .expect("run pynetdicom storescu")
+    })
+    .await
+    .unwrap();
+    let log = String::from_utf8_lossy(&store.stderr).to_string();
+    assert!(
+        log.contains("Deflated Explicit VR Little Endian") && log.contains("Accepted"),
+        "the context was not deflated: {log}"
+    );
+    assert!(
+        store.status.success() && log.contains("Status: 0x0000"),
+        "C-STORE: {log}"
+    );
+    // Stored as received, deflated; decoded for Explicit VR LE.
+    let url = format!(
+        "/dicomweb/studies/{}/series/{}/instances/{}",
+        made.study,
+        made.series,
+        field(deflated, "sop")
+    );
+    let as_stored = request(
+        gw.http_port,
+        "GET",
+        &url,
+        &[(
+            "Accept",
+            "multipart/related; type=\"application/dicom\"; transfer-syntax=*",
+        )],
+        b"",
+    )
+    .await;
+    assert!(
+        String::from_utf8_lossy(&as_stored.body).contains(&format!("transfer-syntax={DEFLATED}")),
+        "not stored deflated"
+    );
+    let default = request(
+        gw.http_port,
+        "GET",
+        &url,
+        &[("Accept", "multipart/related; type=\"application/dicom\"")],
+        b"",
+    )
+    .await;
+    assert_eq!(default.status, 200, "{}", default.text());
+    let got = dir.path().join("c-store-deflated.dcm");
+    std::fs::write(&got, &multipart_parts(&default)[0]).unwrap();
+    assert_pixels(
+        dir.path(),
+        &[serde_json::json!({ "source": field(deflated, "source"), "got": got })],
+    );
+    // STOW-RS of the same instance replaces it.
+    let stored = stow(gw.http_port, &[Path::new(field(deflated, "sent"))]).await;
+    assert_eq!(stored.status, 200, "{}", stored.text());
+    let found = request(
+        gw.http_port,
+        "GET",
+        &format!(
+            "/dicomweb/studies/{}/instances?SOPInstanceUID={}",
+            made.study,
+            field(deflated, "sop")
+        ),
+        &[("Accept", "application/dicom+json")],
+        b"",
+    )
+    .await;
+    assert_eq!(found.status, 200, "{}", found.text());
+    let found = found.json();
+    assert_eq!(found.as_array().map(Vec::len), Some(1), "{found}");
+    // Attributes read from the inflated data set.
+    assert_eq!(found[0]["00280010"]["Value"][0], 96, "{found}");
+    assert_eq!(found[0]["00200013"]["Value"][0], 7, "{found}");
     gw.stop().await;
 }
