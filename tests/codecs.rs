@@ -8,9 +8,11 @@
 mod common;
 
 use common::http::{multipart, multipart_parts, request};
-use common::Gateway;
+use common::peer::PeerProcess;
+use common::{dcmtk, Gateway};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
 const DEFLATED: &str = "1.2.840.10008.1.2.1.99";
@@ -76,6 +78,7 @@ fn assert_pixels(dir: &Path, entries: &[serde_json::Value]) {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(report.lines().count(), entries.len(), "{report}");
+    eprintln!("{report}");
 }
 
 async fn stow(port: u16, files: &[&Path]) -> common::http::HttpResponse {
@@ -221,6 +224,189 @@ async fn wado_rs_decodes_every_stored_syntax() {
             "{name} thumbnail"
         );
     }
+    assert_pixels(dir.path(), &entries);
+    gw.stop().await;
+}
+
+/// Store every instance made: the compressed ones by C-STORE (DCMTK dcmsend, told never to
+/// decompress: each file goes in its own syntax), the deflated one by STOW-RS (DCMTK inflates
+/// it before sending, see issue 13).
+async fn store_all(gw: &Gateway, made: &Made) {
+    let (deflated, compressed): (Vec<_>, Vec<_>) = made
+        .instances
+        .iter()
+        .partition(|i| field(i, "transfer_syntax") == DEFLATED);
+    let mut args: Vec<String> = ["-dn", "-aet", "TEST", "-aec", "BEELDBRUG", "127.0.0.1"]
+        .map(String::from)
+        .to_vec();
+    args.push(gw.port.to_string());
+    args.extend(compressed.iter().map(|i| field(i, "sent").to_string()));
+    let store = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        dcmtk("dcmsend", &args)
+    })
+    .await
+    .unwrap();
+    assert!(
+        store.status.success(),
+        "dcmsend: {}",
+        String::from_utf8_lossy(&store.stderr)
+    );
+    let deflated_files: Vec<&Path> = deflated
+        .iter()
+        .map(|i| Path::new(field(i, "sent")))
+        .collect();
+    assert_eq!(stow(gw.http_port, &deflated_files).await.status, 200);
+}
+
+/// Pair each made instance with the received file named after its SOP Instance UID (DCMTK
+/// getscu and storescp prefix a modality code).
+fn received_pairs(made: &Made, dir: &Path, log: &str) -> Vec<serde_json::Value> {
+    let received: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .collect();
+    assert_eq!(received.len(), made.instances.len(), "{log}");
+    made.instances
+        .iter()
+        .map(|instance| {
+            let sop = field(instance, "sop");
+            let got = received
+                .iter()
+                .find(|p| p.file_name().unwrap().to_string_lossy().ends_with(sop))
+                .unwrap_or_else(|| panic!("{sop} not received: {log}"));
+            serde_json::json!({
+                "source": field(instance, "source"),
+                "got": got,
+                "tolerance": instance["tolerance"],
+                "uncompressed": true,
+            })
+        })
+        .collect()
+}
+
+/// C-GET of the whole study by DCMTK `getscu` proposing only uncompressed syntaxes (`-xe`):
+/// every instance arrives, re-encoded by beeldbrug, pixel-equal to its source. Before issue
+/// 13 this ended in "Out of Resources – Sub-operations" with nothing received.
+#[tokio::test(flavor = "multi_thread")]
+async fn getscu_proposing_only_uncompressed_receives_every_instance_decoded() {
+    let gw = Gateway::start("").await;
+    let dir = tempfile::tempdir().unwrap();
+    let made = make(dir.path());
+    store_all(&gw, &made).await;
+
+    let out_dir = dir.path().join("received");
+    std::fs::create_dir(&out_dir).unwrap();
+    let args: Vec<String> = [
+        "-xe",
+        "-to",
+        "20",
+        "-ta",
+        "20",
+        "-td",
+        "60",
+        "-aet",
+        "TEST",
+        "-aec",
+        "BEELDBRUG",
+        "-od",
+        out_dir.to_str().unwrap(),
+        "-k",
+        "QueryRetrieveLevel=STUDY",
+        "-k",
+        &format!("StudyInstanceUID={}", made.study),
+        "127.0.0.1",
+        &gw.port.to_string(),
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    let get = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            dcmtk("getscu", &args)
+        }),
+    )
+    .await
+    .expect("getscu hung")
+    .unwrap();
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&get.stdout),
+        String::from_utf8_lossy(&get.stderr)
+    );
+    assert!(get.status.success(), "getscu: {log}");
+    let entries = received_pairs(&made, &out_dir, &log);
+    assert_pixels(dir.path(), &entries);
+    gw.stop().await;
+}
+
+/// C-MOVE of the whole study to a DCMTK storescp left on its defaults (uncompressed syntaxes
+/// only): every instance arrives decoded, pixel-equal to its source.
+#[tokio::test(flavor = "multi_thread")]
+async fn movescu_to_an_uncompressed_only_destination_delivers_every_instance_decoded() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("received");
+    std::fs::create_dir(&out_dir).unwrap();
+    let dest_port = common::free_port();
+    let args: Vec<String> = [
+        "-aet",
+        "DEST",
+        "--output-directory",
+        out_dir.to_str().unwrap(),
+        &dest_port.to_string(),
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut storescp = PeerProcess::spawn(
+        "storescp",
+        &common::require_tool("storescp"),
+        &args,
+        dir.path(),
+    );
+    storescp.wait_for_port(dest_port).await;
+    let gw = Gateway::start(&format!(
+        "[[dimse.peers]]\nae_title = \"DEST\"\nhost = \"127.0.0.1\"\nport = {dest_port}\n"
+    ))
+    .await;
+    let made = make(dir.path());
+    store_all(&gw, &made).await;
+    let args: Vec<String> = [
+        "-aet",
+        "TEST",
+        "-aec",
+        "BEELDBRUG",
+        "-aem",
+        "DEST",
+        "-k",
+        "QueryRetrieveLevel=STUDY",
+        "-k",
+        &format!("StudyInstanceUID={}", made.study),
+        "127.0.0.1",
+        &gw.port.to_string(),
+    ]
+    .map(String::from)
+    .to_vec();
+    let run = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            dcmtk("movescu", &args)
+        }),
+    )
+    .await
+    .expect("movescu hung")
+    .unwrap();
+    let log = format!(
+        "{}{}\n{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr),
+        storescp.log_tail()
+    );
+    assert!(run.status.success(), "movescu: {log}");
+    let entries = received_pairs(&made, &out_dir, &log);
     assert_pixels(dir.path(), &entries);
     gw.stop().await;
 }

@@ -4,7 +4,8 @@ make OUT_DIR: writes, per codec, the uncompressed source (source-NAME.dcm) and t
 encoded by an independent encoder (NAME.dcm): DCMTK dcmcjpls / dcmcjpeg / dcmcrle, pydicom with
 pylibjpeg-openjpeg (JPEG 2000), pydicom (Deflate). Prints a JSON manifest.
 
-compare MANIFEST.json: each entry {"source": path, "got": path, "raw": bool, "tolerance": int};
+compare MANIFEST.json: each entry {"source": path, "got": path, "raw": bool, "tolerance": int,
+"uncompressed": bool};
 "got" is a Part 10 file (pixels decoded by pydicom and its plugins) or, with "raw", native frame
 bytes. Prints the largest difference per entry; exits 1 on any beyond its tolerance.
 """
@@ -118,6 +119,9 @@ def compare(manifest):
             ds = pydicom.dcmread(entry["got"])
             got = ds.pixel_array.astype(np.int64)
             ts = str(ds.file_meta.TransferSyntaxUID)
+            if entry.get("uncompressed") and ts not in ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1"):
+                print(f"{entry['got']}: {ts} is not uncompressed (FAIL)")
+                failed = True
         worst = int(np.abs(src - got).max()) if src.shape == got.shape else -1
         ok = worst >= 0 and worst <= entry.get("tolerance", 0)
         failed |= not ok

@@ -44,8 +44,11 @@ pub struct Sent {
 }
 
 /// Send one Part 10 file over `assoc`, streaming its data set. Uses a context for its SOP
-/// class in its own transfer syntax, or re-encodes an uncompressed data set into another
-/// uncompressed syntax the peer accepted.
+/// class in its own transfer syntax; else, when this build can decode the stored syntax,
+/// one in an uncompressed syntax the peer accepted, re-encoding the instance into it (PS3.4
+/// C.4.2.3.1 and C.4.3.3.1 let the SCP send a sub-operation in any syntax accepted for the
+/// class; a peer proposing only Explicit VR LE still receives a JPEG 2000 study). The
+/// re-encoded instance is held in memory, one at a time.
 pub async fn send_file(
     assoc: &mut Association,
     path: &Path,
@@ -58,13 +61,8 @@ pub async fn send_file(
     let sop_class = layout.meta.media_storage_sop_class_uid().to_string();
     let sop_instance = layout.meta.media_storage_sop_instance_uid().to_string();
     let stored_ts = layout.meta.transfer_syntax().to_string();
-    let pc = assoc
-        .context_for(&sop_class, Some(&stored_ts))
+    let pc = context_to_send(assoc, &sop_class, &stored_ts)
         .cloned()
-        .filter(|pc| {
-            pc.transfer_syntax == stored_ts
-                || (sop::is_native_le(&pc.transfer_syntax) && sop::is_native_le(&stored_ts))
-        })
         .ok_or_else(|| SendError::NoContext {
             sop_class: sop_class.clone(),
             transfer_syntax: stored_ts.clone(),
@@ -89,11 +87,12 @@ pub async fn send_file(
             .send_data_from(pc.id, &mut file, layout.dataset_len())
             .await?;
     } else {
-        // Implicit <-> explicit VR little endian: re-encode in memory (uncompressed only).
+        // Re-encode in memory into the accepted uncompressed syntax: decode compressed pixel
+        // data, inflate a deflated data set, or just change the VR encoding.
         let p = path.to_path_buf();
         let target = pc.transfer_syntax.clone();
         let bytes = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, DatasetError> {
-            let (obj, _) = dataset::open_stored(&p, dataset::Extent::Whole)?;
+            let obj = dataset::transcode_stored(&p, &target)?;
             dataset::encode(&obj, &target)
         })
         .await
@@ -128,8 +127,32 @@ pub async fn send_file(
     }
 }
 
+/// The accepted context to send an instance of `sop_class` stored in `stored_ts` on: one in
+/// that syntax, else one in an uncompressed syntax it can be re-encoded into.
+fn context_to_send<'a>(
+    assoc: &'a Association,
+    sop_class: &str,
+    stored_ts: &str,
+) -> Option<&'a crate::dimse::association::PresentationContext> {
+    let for_class = || {
+        assoc
+            .contexts
+            .iter()
+            .filter(move |c| c.abstract_syntax == sop_class)
+    };
+    for_class()
+        .find(|c| c.transfer_syntax == stored_ts)
+        .or_else(|| {
+            for_class().find(|c| {
+                sop::is_native_le(&c.transfer_syntax)
+                    && (sop::is_native_le(stored_ts) || dataset::can_decode(stored_ts))
+            })
+        })
+}
+
 /// Contexts for a set of (SOP class, transfer syntax) pairs: each pair as stored, plus an
-/// uncompressed alternative per SOP class.
+/// uncompressed alternative per SOP class when the stored syntax is uncompressed or can be
+/// decoded (the destination may not accept the compressed one).
 pub fn propose_for(pairs: impl IntoIterator<Item = (String, String)>) -> Vec<ProposedContext> {
     let mut out: Vec<ProposedContext> = Vec::new();
     for (class, ts) in pairs {
@@ -146,7 +169,7 @@ pub fn propose_for(pairs: impl IntoIterator<Item = (String, String)>) -> Vec<Pro
             }
         };
         add(&mut out, vec![ts.clone()]);
-        if sop::is_native_le(&ts) {
+        if sop::is_native_le(&ts) || dataset::can_decode(&ts) {
             add(&mut out, super::native_syntaxes());
         }
     }
