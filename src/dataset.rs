@@ -540,8 +540,11 @@ pub fn transcode_stored(path: &Path, target: &str) -> Result<DefaultDicomObject,
     use dicom_pixeldata::Transcode;
     let ts = syntax(target)?;
     let (mut obj, _) = open_stored(path, Extent::Whole)?;
-    obj.transcode(ts)
-        .map_err(|e| DatasetError::Encode(format!("cannot transcode to {target}: {e}")))?;
+    // dicom-rs 0.10's RLE decoder indexes past the end of a truncated segment (panics): a
+    // broken codestream must fail this one instance with a reason, like any decode error.
+    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| obj.transcode(ts)))
+        .map_err(|_| DatasetError::Encode(format!("the decoder failed (panicked) on {target}")))?;
+    decoded.map_err(|e| DatasetError::Encode(format!("cannot transcode to {target}: {e}")))?;
     Ok(obj)
 }
 

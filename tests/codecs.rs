@@ -540,3 +540,124 @@ async fn deflated_instances_are_indexed_and_broken_streams_refused() {
     assert_eq!(found[0]["00200013"]["Value"][0], 7, "{found}");
     gw.stop().await;
 }
+
+/// Issue 13: a truncated or garbled codestream inside a well-formed data set (stored as is:
+/// ingest does not decode) fails the request that decodes it, cleanly: never a panic, never a
+/// hung response, and the gateway goes on serving.
+#[tokio::test(flavor = "multi_thread")]
+async fn broken_codestreams_fail_cleanly_on_every_decoding_path() {
+    let gw = Gateway::start("").await;
+    let dir = tempfile::tempdir().unwrap();
+    let made = make(dir.path());
+    let out = python(&["broken", dir.path().to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let broken: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let files: Vec<&Path> = broken.iter().map(|b| Path::new(field(b, "sent"))).collect();
+    let stored = stow(gw.http_port, &files).await;
+    assert_eq!(stored.status, 200, "{}", stored.text());
+    for instance in &broken {
+        let (name, sop) = (field(instance, "name"), field(instance, "sop"));
+        let url = format!(
+            "/dicomweb/studies/{}/series/{}/instances/{sop}",
+            made.study, made.series
+        );
+        for (path, accept) in [
+            (url.clone(), "multipart/related; type=\"application/dicom\""),
+            (
+                format!("{url}/frames/1"),
+                "multipart/related; type=\"application/octet-stream\"",
+            ),
+            (format!("{url}/rendered"), "image/png"),
+        ] {
+            let answer = tokio::time::timeout(
+                Duration::from_secs(30),
+                request(gw.http_port, "GET", &path, &[("Accept", accept)], b""),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("{name} {path}: no answer"));
+            // A decoder may make something of a garbled stream; of a truncated one no whole
+            // answer: an error status, or a multipart body broken off before its closing
+            // delimiter (the client sees a failed transfer, PS3.18 8.7.1.2 framing).
+            if name.starts_with("truncated") {
+                let whole = answer.status == 200 && answer.body.ends_with(b"--\r\n");
+                let rendered = answer.status == 200 && path.ends_with("rendered");
+                assert!(
+                    !whole && !rendered,
+                    "{name} {path}: a whole answer from half a codestream ({})",
+                    answer.status
+                );
+            }
+        }
+    }
+    // C-GET proposing only Explicit VR LE: the sub-operations of the truncated instances
+    // fail (each named, PS3.4 C.4.3.1.3.1), the association goes on and ends properly.
+    let out_dir = dir.path().join("received");
+    std::fs::create_dir(&out_dir).unwrap();
+    let args: Vec<String> = [
+        "-v",
+        "-xe",
+        "-aet",
+        "TEST",
+        "-aec",
+        "BEELDBRUG",
+        "-od",
+        out_dir.to_str().unwrap(),
+        "-k",
+        "QueryRetrieveLevel=STUDY",
+        "-k",
+        &format!("StudyInstanceUID={}", made.study),
+        "127.0.0.1",
+        &gw.port.to_string(),
+    ]
+    .map(String::from)
+    .to_vec();
+    let get = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            dcmtk("getscu", &args)
+        }),
+    )
+    .await
+    .expect("getscu hung")
+    .unwrap();
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&get.stdout),
+        String::from_utf8_lossy(&get.stderr)
+    );
+    let truncated = broken
+        .iter()
+        .filter(|b| field(b, "name").starts_with("truncated"))
+        .count();
+    let count = |what: &str| -> usize {
+        log.lines()
+            .filter_map(|l| l.split_once(&format!("Number of {what} Suboperations")))
+            .filter_map(|(_, n)| n.trim_start_matches([' ', ':']).trim().parse().ok())
+            .next_back()
+            .unwrap_or_else(|| panic!("no {what} count: {log}"))
+    };
+    // Garbled JPEG-LS and JPEG lossless streams fail to decode too; J2K and RLE decoders
+    // make an image of theirs.
+    assert!(
+        count("Failed") >= truncated,
+        "each truncated instance a failed sub-operation: {log}"
+    );
+    assert_eq!(count("Completed") + count("Failed"), broken.len(), "{log}");
+    let received = std::fs::read_dir(&out_dir).unwrap().count();
+    assert_eq!(received, count("Completed"), "{log}");
+    let alive = request(
+        gw.http_port,
+        "GET",
+        "/dicomweb/studies",
+        &[("Accept", "application/dicom+json")],
+        b"",
+    )
+    .await;
+    assert_eq!(alive.status, 200);
+    gw.stop().await;
+}

@@ -107,6 +107,29 @@ def make(out):
     print(json.dumps({"study": study, "series": series, "instances": made}))
 
 
+def broken(out):
+    """Each encoded instance of `make` with its codestream cut in half and, separately, with
+    its middle overwritten: well-formed data sets (the structure check passes) whose pixel
+    data no decoder can trust. Prints the paths as JSON."""
+    from pydicom.encaps import encapsulate, generate_frames
+
+    made = []
+    for name in ["jpegls", "jpeg-lossless", "rle", "j2k-lossless", "j2k"]:
+        ds = pydicom.dcmread(f"{out}/{name}.dcm")
+        frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+        cut = frame[: len(frame) // 2]
+        middle = len(frame) // 2
+        garbled = frame[:middle] + bytes((b ^ 0xA5) for b in frame[middle : middle + 64]) + frame[middle + 64 :]
+        for kind, stream in (("truncated", cut), ("garbled", garbled)):
+            ds.PixelData = encapsulate([stream if len(stream) % 2 == 0 else stream + b"\0"])
+            ds.SOPInstanceUID = generate_uid()
+            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+            path = f"{out}/{kind}-{name}.dcm"
+            ds.save_as(path, enforce_file_format=True)
+            made.append({"name": f"{kind}-{name}", "sent": path, "sop": str(ds.SOPInstanceUID)})
+    print(json.dumps(made))
+
+
 def compare(manifest):
     failed = False
     for entry in json.load(open(manifest)):
@@ -130,4 +153,4 @@ def compare(manifest):
 
 
 if __name__ == "__main__":
-    {"make": make, "compare": compare}[sys.argv[1]](sys.argv[2])
+    {"make": make, "broken": broken, "compare": compare}[sys.argv[1]](sys.argv[2])
