@@ -43,16 +43,37 @@ pub struct Sent {
     pub cancel_for: Option<u16>,
 }
 
-/// Send one Part 10 file over `assoc`, streaming its data set. Uses a context for its SOP
-/// class in its own transfer syntax; else, when this build can decode the stored syntax,
-/// one in an uncompressed syntax the peer accepted, re-encoding the instance into it (PS3.4
-/// C.4.2.3.1 and C.4.3.3.1 let the SCP send a sub-operation in any syntax accepted for the
-/// class; a peer proposing only Explicit VR LE still receives a JPEG 2000 study). The
-/// re-encoded instance is held in memory, one at a time.
+/// Which stored instances [`send_file`] may re-encode when the peer accepted no context in
+/// their own syntax.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fallback {
+    /// Uncompressed ones only, into another uncompressed syntax (the CLI and the forward to
+    /// the PACS: a compressed file goes as it is or fails, never silently decompressed).
+    Uncompressed,
+    /// Also compressed or deflated ones this build can decode: C-GET/C-MOVE sub-operations,
+    /// where a peer proposing only Explicit VR LE must still receive a JPEG 2000 study
+    /// (issue 13).
+    Decode,
+}
+
+/// [`send_file_with`] re-encoding uncompressed instances only.
 pub async fn send_file(
     assoc: &mut Association,
     path: &Path,
     originator: Option<(&str, u16)>,
+) -> Result<Sent, SendError> {
+    send_file_with(assoc, path, originator, Fallback::Uncompressed).await
+}
+
+/// Send one Part 10 file over `assoc`, streaming its data set. Uses a context for its SOP
+/// class in its own transfer syntax; else, as `fallback` allows, one in an uncompressed
+/// syntax the peer accepted, re-encoding the instance into it (held in memory, one at a
+/// time).
+pub async fn send_file_with(
+    assoc: &mut Association,
+    path: &Path,
+    originator: Option<(&str, u16)>,
+    fallback: Fallback,
 ) -> Result<Sent, SendError> {
     let p = path.to_path_buf();
     let layout = tokio::task::spawn_blocking(move || read_layout(&p))
@@ -61,7 +82,7 @@ pub async fn send_file(
     let sop_class = layout.meta.media_storage_sop_class_uid().to_string();
     let sop_instance = layout.meta.media_storage_sop_instance_uid().to_string();
     let stored_ts = layout.meta.transfer_syntax().to_string();
-    let pc = context_to_send(assoc, &sop_class, &stored_ts)
+    let pc = context_to_send(assoc, &sop_class, &stored_ts, fallback)
         .cloned()
         .ok_or_else(|| SendError::NoContext {
             sop_class: sop_class.clone(),
@@ -133,7 +154,10 @@ fn context_to_send<'a>(
     assoc: &'a Association,
     sop_class: &str,
     stored_ts: &str,
+    fallback: Fallback,
 ) -> Option<&'a crate::dimse::association::PresentationContext> {
+    let convertible = sop::is_native_le(stored_ts)
+        || (fallback == Fallback::Decode && dataset::can_decode(stored_ts));
     let for_class = || {
         assoc
             .contexts
@@ -142,18 +166,21 @@ fn context_to_send<'a>(
     };
     for_class()
         .find(|c| c.transfer_syntax == stored_ts)
-        .or_else(|| {
-            for_class().find(|c| {
-                sop::is_native_le(&c.transfer_syntax)
-                    && (sop::is_native_le(stored_ts) || dataset::can_decode(stored_ts))
-            })
-        })
+        .or_else(|| for_class().find(|c| convertible && sop::is_native_le(&c.transfer_syntax)))
+}
+
+/// [`propose_for_with`] for instances sent with [`Fallback::Uncompressed`].
+pub fn propose_for(pairs: impl IntoIterator<Item = (String, String)>) -> Vec<ProposedContext> {
+    propose_for_with(pairs, Fallback::Uncompressed)
 }
 
 /// Contexts for a set of (SOP class, transfer syntax) pairs: each pair as stored, plus an
-/// uncompressed alternative per SOP class when the stored syntax is uncompressed or can be
-/// decoded (the destination may not accept the compressed one).
-pub fn propose_for(pairs: impl IntoIterator<Item = (String, String)>) -> Vec<ProposedContext> {
+/// uncompressed alternative per SOP class when the stored syntax is uncompressed, or, with
+/// [`Fallback::Decode`], can be decoded (the destination may not accept the compressed one).
+pub fn propose_for_with(
+    pairs: impl IntoIterator<Item = (String, String)>,
+    fallback: Fallback,
+) -> Vec<ProposedContext> {
     let mut out: Vec<ProposedContext> = Vec::new();
     for (class, ts) in pairs {
         let add = |out: &mut Vec<ProposedContext>, tss: Vec<String>| {
@@ -169,7 +196,7 @@ pub fn propose_for(pairs: impl IntoIterator<Item = (String, String)>) -> Vec<Pro
             }
         };
         add(&mut out, vec![ts.clone()]);
-        if sop::is_native_le(&ts) || dataset::can_decode(&ts) {
+        if sop::is_native_le(&ts) || (fallback == Fallback::Decode && dataset::can_decode(&ts)) {
             add(&mut out, super::native_syntaxes());
         }
     }
