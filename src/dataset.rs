@@ -389,6 +389,12 @@ pub fn pixel_data_in(
     let mut file = std::fs::File::open(path).map_err(file_error)?;
     file.seek(SeekFrom::Start(layout.dataset_offset))
         .map_err(file_error)?;
+    let ts = layout.meta.transfer_syntax().trim_end_matches('\0');
+    if ts == crate::sop::DEFLATED_EXPLICIT_VR_LE {
+        check_deflated(file, layout.dataset_len())?;
+        // Offsets in the inflated stream say nothing about the file: no byte ranges to serve.
+        return Ok(None);
+    }
     let pixel = check_structure(
         std::io::BufReader::new(file),
         layout.dataset_len(),
@@ -399,6 +405,147 @@ pub fn pixel_data_in(
         ..at
     });
     Ok(pixel)
+}
+
+/// Most bytes a deflated data set may inflate to (checked while streaming, never held): far
+/// above real instances, far below what a deflate bomb would make us walk.
+pub const MAX_INFLATED_LEN: u64 = 4 << 30;
+
+/// [`check_structure`] for a Deflated Explicit VR Little Endian data set (PS3.5 A.5) of
+/// `len` bytes in `source`: the raw deflate stream is inflated twice through a bounded
+/// reader, once to learn the inflated length, once to walk it, and must end with its final
+/// block within `len` bytes: a truncated or lying stream is a parse error, never a panic.
+/// Where Pixel Data starts is an offset in the inflated data set.
+pub fn check_deflated<R: Read + Seek>(
+    source: R,
+    len: u64,
+) -> Result<Option<PixelDataAt>, DatasetError> {
+    let mut source = std::io::BufReader::new(source);
+    let start = source
+        .stream_position()
+        .map_err(|e| DatasetError::Parse(format!("cannot read the deflated data set: {e}")))?;
+    let inflated_len = std::io::copy(
+        &mut Inflater::new((&mut source).take(len)),
+        &mut std::io::sink(),
+    )
+    .map_err(|e| DatasetError::Parse(format!("deflated data set: {e}")))?;
+    source
+        .seek(SeekFrom::Start(start))
+        .map_err(|e| DatasetError::Parse(format!("cannot read the deflated data set: {e}")))?;
+    check_structure(
+        ForwardOnly(std::io::BufReader::new(Inflater::new(source.take(len)))),
+        inflated_len,
+        crate::sop::EXPLICIT_VR_LE,
+    )
+}
+
+/// Raw deflate (RFC 1951) decoding that insists on the final block: flate2's readers end
+/// quietly when the input runs out mid-stream. Inflates at most [`MAX_INFLATED_LEN`] bytes.
+struct Inflater<R> {
+    input: std::io::BufReader<R>,
+    state: flate2::Decompress,
+    done: bool,
+}
+
+impl<R: Read> Inflater<R> {
+    fn new(input: R) -> Self {
+        Inflater {
+            input: std::io::BufReader::with_capacity(64 * 1024, input),
+            state: flate2::Decompress::new(false),
+            done: false,
+        }
+    }
+}
+
+impl<R: Read> Read for Inflater<R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        use std::io::{BufRead, Error, ErrorKind};
+        if self.done || out.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            let input = self.input.fill_buf()?;
+            let at_end = input.is_empty();
+            let (in_before, out_before) = (self.state.total_in(), self.state.total_out());
+            let status = self
+                .state
+                .decompress(input, out, flate2::FlushDecompress::None)
+                .map_err(|e| Error::new(ErrorKind::InvalidData, e))?;
+            let consumed = (self.state.total_in() - in_before) as usize;
+            let produced = (self.state.total_out() - out_before) as usize;
+            self.input.consume(consumed);
+            if self.state.total_out() > MAX_INFLATED_LEN {
+                return Err(Error::new(
+                    ErrorKind::InvalidData,
+                    format!("inflates to more than {MAX_INFLATED_LEN} bytes"),
+                ));
+            }
+            if matches!(status, flate2::Status::StreamEnd) {
+                self.done = true;
+                return Ok(produced);
+            }
+            if produced > 0 {
+                return Ok(produced);
+            }
+            if at_end {
+                return Err(Error::new(
+                    ErrorKind::UnexpectedEof,
+                    "deflate stream ends before its final block (truncated)",
+                ));
+            }
+            if consumed == 0 {
+                return Err(Error::new(ErrorKind::InvalidData, "deflate stream stalls"));
+            }
+        }
+    }
+}
+
+/// A reader that [`check_structure`] may "seek" forward only, by reading and dropping.
+struct ForwardOnly<R>(R);
+
+impl<R: Read> Read for ForwardOnly<R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(out)
+    }
+}
+
+impl<R: Read> Seek for ForwardOnly<R> {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        match to {
+            SeekFrom::Current(n) if n >= 0 => {
+                let n = n as u64;
+                let skipped = std::io::copy(&mut (&mut self.0).take(n), &mut std::io::sink())?;
+                if skipped < n {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+                Ok(0)
+            }
+            _ => Err(std::io::Error::other("a stream seeks forward only")),
+        }
+    }
+}
+
+/// Can this build decode every data set and pixel data of syntax `ts`, to re-encode it
+/// uncompressed (dicom-pixeldata's decoders, see Cargo.toml)?
+pub fn can_decode(ts: &str) -> bool {
+    TransferSyntaxRegistry
+        .get(ts.trim_end_matches('\0'))
+        .is_some_and(|ts| ts.can_decode_all())
+}
+
+/// The stored Part 10 file at `path`, parsed whole and re-encoded in memory into `target`
+/// (decoding compressed pixel data, inflating a deflated data set). Blocking. dicom-rs has
+/// no streaming transcoder: one instance at a time is held.
+pub fn transcode_stored(path: &Path, target: &str) -> Result<DefaultDicomObject, DatasetError> {
+    use dicom_pixeldata::Transcode;
+    let ts = syntax(target)?;
+    let (mut obj, _) = open_stored(path, Extent::Whole)?;
+    // dicom-rs 0.10's RLE decoder indexes past the end of a truncated segment (panics): a
+    // broken codestream must fail this one instance with a reason, like any decode error.
+    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| obj.transcode(ts)))
+        .map_err(|_| DatasetError::Encode(format!("the decoder failed (panicked) on {target}")))?;
+    decoded.map_err(|e| DatasetError::Encode(format!("cannot transcode to {target}: {e}")))?;
+    Ok(obj)
 }
 
 /// How much of a stored instance [`open_stored`] parses.
@@ -565,6 +712,39 @@ mod tests {
         assert!(check(&large).unwrap().is_some());
         large.truncate(large.len() - 1);
         assert!(check(&large).is_err());
+    }
+
+    fn deflated(bytes: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut encoder =
+            flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(bytes).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    #[test]
+    fn deflated_data_sets_are_checked_inflated() {
+        let plain = after_pixel_data(&nested(3));
+        let packed = deflated(&plain);
+        let check = |bytes: &[u8]| check_deflated(Cursor::new(bytes), bytes.len() as u64);
+        let at = check(&packed).unwrap().expect("Pixel Data");
+        assert_eq!(at.value_offset, 12, "an offset in the inflated data set");
+        // PS3.5 A.5: a pad byte after the stream is allowed.
+        let mut padded = packed.clone();
+        padded.push(0);
+        assert!(check(&padded).is_ok());
+        // Cut anywhere, the stream lacks its final block: a clean failure.
+        for cut in [1, packed.len() / 2, packed.len() - 1] {
+            assert!(check(&packed[..cut]).is_err(), "cut at {cut}");
+        }
+        assert!(check(b"not a deflate stream at all").is_err());
+        // What inflates is checked like any data set: nesting past the limit fails.
+        let too_deep = deflated(&after_pixel_data(&nested(MAX_SEQUENCE_DEPTH + 1)));
+        assert!(check(&too_deep).is_err());
+        // An element announcing more than the inflated data set holds.
+        let mut lying = long_header(0x0009, 0x1010, b"OB", 0xFFF0_0000);
+        lying.extend_from_slice(&[1, 2, 3, 4]);
+        assert!(check(&deflated(&lying)).is_err());
     }
 
     #[test]

@@ -48,11 +48,9 @@ pub fn is_native_le(ts: &str) -> bool {
 }
 
 /// Transfer syntaxes we can receive and store as received: every syntax the registry knows
-/// whose data set encoding we can parse for indexing (deflate is not built in).
+/// whose data set encoding we can parse for indexing (Deflated Explicit VR LE included: it is
+/// inflated for the checks and the index, and stored deflated).
 pub fn can_store_syntax(ts: &str) -> bool {
-    if ts == DEFLATED_EXPLICIT_VR_LE {
-        return false;
-    }
     use dicom_encoding::TransferSyntaxIndex;
     dicom_transfer_syntax_registry::TransferSyntaxRegistry
         .get(ts)
@@ -115,6 +113,7 @@ mod tests {
         assert!(!is_storage("1.2.3.4"));
         assert!(is_find(STUDY_ROOT_FIND) && is_move(PATIENT_ROOT_MOVE) && is_get(STUDY_ROOT_GET));
         assert!(can_store_syntax(JPEG_BASELINE) && can_store_syntax(RLE_LOSSLESS));
+        assert!(can_store_syntax(DEFLATED_EXPLICIT_VR_LE) && can_store_syntax(JPEG_2000));
         assert!(!can_store_syntax("1.2.3.4.5"));
     }
 }

@@ -1,15 +1,13 @@
 //! Changing a stored instance's transfer syntax for WADO-RS (PS3.18 8.7.3.5): only to the
 //! uncompressed little-endian syntaxes, decoding compressed pixel data where dicom-pixeldata
-//! has a decoder. Anything else is refused up front (406), never answered wrongly.
+//! has a decoder (JPEG, JPEG-LS, JPEG 2000, RLE; a deflated data set is inflated). Anything
+//! else is refused up front (406), never answered wrongly.
 //!
 //! Transcoding works on the whole instance in memory (dicom-rs has no streaming transcoder);
 //! instances that need no change are streamed from disk untouched.
 
 use super::media::{SyntaxRequest, EXPLICIT_VR_LE, IMPLICIT_VR_LE};
-use crate::dimse::dataset::{open_stored, Extent};
-use dicom_encoding::TransferSyntaxIndex;
-use dicom_pixeldata::Transcode;
-use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+use crate::dimse::dataset::{can_decode, transcode_stored};
 use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
@@ -42,22 +40,22 @@ pub fn plan(stored: &str, wanted: &SyntaxRequest) -> Plan {
     if target != EXPLICIT_VR_LE && target != IMPLICIT_VR_LE {
         return Plan::Impossible;
     }
-    match TransferSyntaxRegistry.get(stored) {
-        Some(ts) if ts.can_decode_all() => Plan::Transcode(target.to_string()),
-        _ => Plan::Impossible,
+    if can_decode(stored) {
+        Plan::Transcode(target.to_string())
+    } else {
+        Plan::Impossible
     }
 }
 
 /// The whole Part 10 file at `path` in transfer syntax `target` (blocking: call from
 /// `spawn_blocking`).
 pub fn transcode_file(path: &Path, target: &str) -> Result<Vec<u8>, TranscodeError> {
-    let ts = TransferSyntaxRegistry
-        .get(target)
-        .ok_or_else(|| TranscodeError::Unknown(target.to_string()))?;
-    let (mut obj, _) =
-        open_stored(path, Extent::Whole).map_err(|e| TranscodeError::Read(e.to_string()))?;
-    obj.transcode(ts)
-        .map_err(|e| TranscodeError::Transcode(target.to_string(), e.to_string()))?;
+    use crate::dimse::dataset::DatasetError;
+    let obj = transcode_stored(path, target).map_err(|e| match e {
+        DatasetError::UnknownTransferSyntax(uid) => TranscodeError::Unknown(uid),
+        DatasetError::Encode(problem) => TranscodeError::Transcode(target.to_string(), problem),
+        other => TranscodeError::Read(other.to_string()),
+    })?;
     let mut out = Vec::new();
     obj.write_all(&mut out)
         .map_err(|e| TranscodeError::Transcode(target.to_string(), e.to_string()))?;
@@ -84,8 +82,22 @@ mod tests {
             plan(IMPLICIT_VR_LE, &evrle),
             Plan::Transcode(EXPLICIT_VR_LE.into())
         );
-        // JPEG 2000: no decoder in this build.
-        assert_eq!(plan("1.2.840.10008.1.2.4.90", &evrle), Plan::Impossible);
+        // JPEG 2000, JPEG-LS and Deflate are decoded in this build (issue 13).
+        for stored in [
+            "1.2.840.10008.1.2.4.90",
+            "1.2.840.10008.1.2.4.91",
+            "1.2.840.10008.1.2.4.80",
+            "1.2.840.10008.1.2.4.81",
+            "1.2.840.10008.1.2.1.99",
+        ] {
+            assert_eq!(
+                plan(stored, &evrle),
+                Plan::Transcode(EXPLICIT_VR_LE.into()),
+                "{stored}"
+            );
+        }
+        // No JPEG XL decoder in this build.
+        assert_eq!(plan("1.2.840.10008.1.2.4.110", &evrle), Plan::Impossible);
         // Encoding into a compressed syntax is not offered.
         let jpeg = SyntaxRequest::Uid("1.2.840.10008.1.2.4.50".into());
         assert_eq!(plan(EXPLICIT_VR_LE, &jpeg), Plan::Impossible);

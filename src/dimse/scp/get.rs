@@ -6,7 +6,8 @@ use super::ScpContext;
 use crate::core::{CoreError, Delivery, Retrieval};
 use crate::dimse::command::{CommandField, CommandSet};
 use crate::dimse::dataset;
-use crate::dimse::scu::{send_file, SendError};
+use crate::dimse::scu::send::{send_file_with, Fallback};
+use crate::dimse::scu::SendError;
 use crate::dimse::status::code;
 use crate::dimse::{Association, AssociationError};
 use crate::trust::{Caller, Operation};
@@ -96,7 +97,9 @@ pub async fn handle(
                 cancelled = true;
                 break 'batches;
             }
-            match send_file(assoc, ctx.core.stored().local_file(instance).path(), None).await {
+            // A peer proposing only uncompressed syntaxes gets compressed instances decoded.
+            let path = ctx.core.stored().local_file(instance).path().to_path_buf();
+            match send_file_with(assoc, &path, None, Fallback::Decode).await {
                 Ok(sent) => {
                     counts.record(&instance.sop_instance_uid, Some(sent.status));
                     cancelled = sent.cancel_for == Some(message_id);

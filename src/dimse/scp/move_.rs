@@ -8,7 +8,8 @@ use crate::core::{CoreError, Delivery, InstanceLocation, Retrieval};
 use crate::dimse::command::{CommandField, CommandSet};
 use crate::dimse::dataset;
 use crate::dimse::negotiate::ProposedContext;
-use crate::dimse::scu::{self, send_file, ScuOptions, SendError};
+use crate::dimse::scu::send::{send_file_with, Fallback};
+use crate::dimse::scu::{self, ScuOptions, SendError};
 use crate::dimse::sop;
 use crate::dimse::status::code;
 use crate::dimse::{Association, AssociationError};
@@ -139,7 +140,8 @@ pub async fn handle(
         let pairs = queue
             .iter()
             .map(|i| (i.sop_class_uid.clone(), i.transfer_syntax_uid.clone()));
-        let mut contexts = scu::send::propose_for(pairs);
+        // Each syntax as stored, and uncompressed for a destination that takes no other.
+        let mut contexts = scu::send::propose_for_with(pairs, Fallback::Decode);
         if let Some(syntaxes) = &retrieval.source_syntaxes {
             // The rest arrive in the syntaxes the source may deliver.
             contexts = streamed_contexts(contexts, syntaxes);
@@ -174,10 +176,11 @@ pub async fn handle(
                         break;
                     }
                     let originator = Some((assoc.calling_ae.as_str(), message_id));
-                    match send_file(
+                    match send_file_with(
                         &mut sub,
                         ctx.core.stored().local_file(&instance).path(),
                         originator,
+                        Fallback::Decode,
                     )
                     .await
                     {
@@ -277,10 +280,13 @@ mod tests {
 
     #[test]
     fn streamed_contexts_propose_each_syntax_alone_and_at_most_128() {
-        let first = scu::send::propose_for([(
-            sop::COMMON_STORAGE[0].to_string(),
-            sop::RLE_LOSSLESS.to_string(),
-        )]);
+        let first = scu::send::propose_for_with(
+            [(
+                sop::COMMON_STORAGE[0].to_string(),
+                sop::RLE_LOSSLESS.to_string(),
+            )],
+            Fallback::Decode,
+        );
         let syntaxes: Vec<String> = [
             sop::EXPLICIT_VR_LE,
             sop::IMPLICIT_VR_LE,
@@ -299,7 +305,10 @@ mod tests {
             "the instance at hand first"
         );
         assert_eq!(contexts.len(), 128);
-        assert!(contexts.iter().all(|c| c.transfer_syntaxes.len() == 1));
+        // One syntax each, but for the uncompressed fallback of the instance at hand (issue 13).
+        assert!(contexts.iter().all(
+            |c| c.transfer_syntaxes.len() == 1 || c.transfer_syntaxes == scu::native_syntaxes()
+        ));
         let has = |class: &str, ts: &str| {
             contexts
                 .iter()

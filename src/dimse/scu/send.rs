@@ -43,13 +43,37 @@ pub struct Sent {
     pub cancel_for: Option<u16>,
 }
 
-/// Send one Part 10 file over `assoc`, streaming its data set. Uses a context for its SOP
-/// class in its own transfer syntax, or re-encodes an uncompressed data set into another
-/// uncompressed syntax the peer accepted.
+/// Which stored instances [`send_file`] may re-encode when the peer accepted no context in
+/// their own syntax.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fallback {
+    /// Uncompressed ones only, into another uncompressed syntax (the CLI and the forward to
+    /// the PACS: a compressed file goes as it is or fails, never silently decompressed).
+    Uncompressed,
+    /// Also compressed or deflated ones this build can decode: C-GET/C-MOVE sub-operations,
+    /// where a peer proposing only Explicit VR LE must still receive a JPEG 2000 study
+    /// (issue 13).
+    Decode,
+}
+
+/// [`send_file_with`] re-encoding uncompressed instances only.
 pub async fn send_file(
     assoc: &mut Association,
     path: &Path,
     originator: Option<(&str, u16)>,
+) -> Result<Sent, SendError> {
+    send_file_with(assoc, path, originator, Fallback::Uncompressed).await
+}
+
+/// Send one Part 10 file over `assoc`, streaming its data set. Uses a context for its SOP
+/// class in its own transfer syntax; else, as `fallback` allows, one in an uncompressed
+/// syntax the peer accepted, re-encoding the instance into it (held in memory, one at a
+/// time).
+pub async fn send_file_with(
+    assoc: &mut Association,
+    path: &Path,
+    originator: Option<(&str, u16)>,
+    fallback: Fallback,
 ) -> Result<Sent, SendError> {
     let p = path.to_path_buf();
     let layout = tokio::task::spawn_blocking(move || read_layout(&p))
@@ -58,13 +82,8 @@ pub async fn send_file(
     let sop_class = layout.meta.media_storage_sop_class_uid().to_string();
     let sop_instance = layout.meta.media_storage_sop_instance_uid().to_string();
     let stored_ts = layout.meta.transfer_syntax().to_string();
-    let pc = assoc
-        .context_for(&sop_class, Some(&stored_ts))
+    let pc = context_to_send(assoc, &sop_class, &stored_ts, fallback)
         .cloned()
-        .filter(|pc| {
-            pc.transfer_syntax == stored_ts
-                || (sop::is_native_le(&pc.transfer_syntax) && sop::is_native_le(&stored_ts))
-        })
         .ok_or_else(|| SendError::NoContext {
             sop_class: sop_class.clone(),
             transfer_syntax: stored_ts.clone(),
@@ -89,11 +108,12 @@ pub async fn send_file(
             .send_data_from(pc.id, &mut file, layout.dataset_len())
             .await?;
     } else {
-        // Implicit <-> explicit VR little endian: re-encode in memory (uncompressed only).
+        // Re-encode in memory into the accepted uncompressed syntax: decode compressed pixel
+        // data, inflate a deflated data set, or just change the VR encoding.
         let p = path.to_path_buf();
         let target = pc.transfer_syntax.clone();
         let bytes = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, DatasetError> {
-            let (obj, _) = dataset::open_stored(&p, dataset::Extent::Whole)?;
+            let obj = dataset::transcode_stored(&p, &target)?;
             dataset::encode(&obj, &target)
         })
         .await
@@ -128,9 +148,39 @@ pub async fn send_file(
     }
 }
 
-/// Contexts for a set of (SOP class, transfer syntax) pairs: each pair as stored, plus an
-/// uncompressed alternative per SOP class.
+/// The accepted context to send an instance of `sop_class` stored in `stored_ts` on: one in
+/// that syntax, else one in an uncompressed syntax it can be re-encoded into.
+fn context_to_send<'a>(
+    assoc: &'a Association,
+    sop_class: &str,
+    stored_ts: &str,
+    fallback: Fallback,
+) -> Option<&'a crate::dimse::association::PresentationContext> {
+    let convertible = sop::is_native_le(stored_ts)
+        || (fallback == Fallback::Decode && dataset::can_decode(stored_ts));
+    let for_class = || {
+        assoc
+            .contexts
+            .iter()
+            .filter(move |c| c.abstract_syntax == sop_class)
+    };
+    for_class()
+        .find(|c| c.transfer_syntax == stored_ts)
+        .or_else(|| for_class().find(|c| convertible && sop::is_native_le(&c.transfer_syntax)))
+}
+
+/// [`propose_for_with`] for instances sent with [`Fallback::Uncompressed`].
 pub fn propose_for(pairs: impl IntoIterator<Item = (String, String)>) -> Vec<ProposedContext> {
+    propose_for_with(pairs, Fallback::Uncompressed)
+}
+
+/// Contexts for a set of (SOP class, transfer syntax) pairs: each pair as stored, plus an
+/// uncompressed alternative per SOP class when the stored syntax is uncompressed, or, with
+/// [`Fallback::Decode`], can be decoded (the destination may not accept the compressed one).
+pub fn propose_for_with(
+    pairs: impl IntoIterator<Item = (String, String)>,
+    fallback: Fallback,
+) -> Vec<ProposedContext> {
     let mut out: Vec<ProposedContext> = Vec::new();
     for (class, ts) in pairs {
         let add = |out: &mut Vec<ProposedContext>, tss: Vec<String>| {
@@ -146,7 +196,7 @@ pub fn propose_for(pairs: impl IntoIterator<Item = (String, String)>) -> Vec<Pro
             }
         };
         add(&mut out, vec![ts.clone()]);
-        if sop::is_native_le(&ts) {
+        if sop::is_native_le(&ts) || (fallback == Fallback::Decode && dataset::can_decode(&ts)) {
             add(&mut out, super::native_syntaxes());
         }
     }

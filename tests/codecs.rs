@@ -1,0 +1,663 @@
+//! Issue 13: instances in the syntaxes PACS archive in, made by independent encoders (DCMTK
+//! `dcmcjpls`, `dcmcjpeg`, `dcmcrle`; pydicom with pylibjpeg-openjpeg for JPEG 2000; pydicom
+//! for Deflate, see `tests/codecs/codecs.py`), stored through STOW-RS and C-STORE, then
+//! retrieved decoded by WADO-RS (default syntax, `/frames`, `/rendered`, `/thumbnail`) and by
+//! DCMTK `getscu` proposing only uncompressed syntaxes. Pixels are checked with pydicom: equal
+//! to the source for lossless syntaxes, within the encoder's bound for lossy ones.
+
+mod common;
+
+use common::http::{multipart, multipart_parts, request};
+use common::peer::PeerProcess;
+use common::{dcmtk, Gateway};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
+const DEFLATED: &str = "1.2.840.10008.1.2.1.99";
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/codecs/codecs.py")
+}
+
+/// Run the test data script; fail (never skip) when its Python packages are missing.
+fn python(args: &[&str]) -> std::process::Output {
+    let probe = Command::new("python3")
+        .args(["-c", "import pydicom, numpy, pylibjpeg, openjpeg, jpeg_ls"])
+        .output()
+        .expect("python3 must be installed");
+    assert!(
+        probe.status.success(),
+        "pydicom with pylibjpeg-openjpeg and pyjpegls is needed: run `pip install pydicom numpy \
+         pylibjpeg pylibjpeg-openjpeg pyjpegls` (or `bash .ci/run`): {}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
+    Command::new("python3")
+        .arg(script())
+        .args(args)
+        .output()
+        .expect("run python3")
+}
+
+struct Made {
+    study: String,
+    series: String,
+    instances: Vec<serde_json::Value>,
+}
+
+/// The uncompressed sources and their encoded copies, made in `dir`.
+fn make(dir: &Path) -> Made {
+    let out = python(&["make", dir.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "test data: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let manifest: serde_json::Value = serde_json::from_slice(&out.stdout).expect("manifest");
+    Made {
+        study: manifest["study"].as_str().unwrap().to_string(),
+        series: manifest["series"].as_str().unwrap().to_string(),
+        instances: manifest["instances"].as_array().unwrap().clone(),
+    }
+}
+
+fn field<'a>(instance: &'a serde_json::Value, name: &str) -> &'a str {
+    instance[name].as_str().unwrap_or_else(|| panic!("{name}"))
+}
+
+/// Compare received pixels with their sources (entries as `codecs.py compare` takes them).
+fn assert_pixels(dir: &Path, entries: &[serde_json::Value]) {
+    let manifest = dir.join(format!("compare-{}.json", entries.len()));
+    std::fs::write(&manifest, serde_json::to_vec(entries).unwrap()).unwrap();
+    let out = python(&["compare", manifest.to_str().unwrap()]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "pixels differ:\n{report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(report.lines().count(), entries.len(), "{report}");
+    eprintln!("{report}");
+}
+
+async fn stow(port: u16, files: &[&Path]) -> common::http::HttpResponse {
+    let bytes: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(f).unwrap()).collect();
+    let parts: Vec<(&str, &[u8])> = bytes
+        .iter()
+        .map(|b| ("application/dicom", b.as_slice()))
+        .collect();
+    let ct = "multipart/related; type=\"application/dicom\"; boundary=Codecs";
+    request(
+        port,
+        "POST",
+        "/dicomweb/studies",
+        &[("Content-Type", ct)],
+        &multipart("Codecs", &parts),
+    )
+    .await
+}
+
+/// STOW-RS every encoded instance; WADO-RS gives each back as stored with `transfer-syntax=*`,
+/// decoded by default, as decoded frames, rendered and as a thumbnail.
+#[tokio::test(flavor = "multi_thread")]
+async fn wado_rs_decodes_every_stored_syntax() {
+    let gw = Gateway::start("").await;
+    let dir = tempfile::tempdir().unwrap();
+    let made = make(dir.path());
+    let sent: Vec<&Path> = made
+        .instances
+        .iter()
+        .map(|i| Path::new(field(i, "sent")))
+        .collect();
+    let stored = stow(gw.http_port, &sent).await;
+    assert_eq!(stored.status, 200, "STOW-RS: {}", stored.text());
+
+    let mut entries = Vec::new();
+    for instance in &made.instances {
+        let (name, sop) = (field(instance, "name"), field(instance, "sop"));
+        let url = format!(
+            "/dicomweb/studies/{}/series/{}/instances/{sop}",
+            made.study, made.series
+        );
+        // As stored: the very bytes that were sent (a deflated data set stays deflated).
+        let as_stored = request(
+            gw.http_port,
+            "GET",
+            &url,
+            &[(
+                "Accept",
+                "multipart/related; type=\"application/dicom\"; transfer-syntax=*",
+            )],
+            b"",
+        )
+        .await;
+        assert_eq!(as_stored.status, 200, "{name} as stored");
+        let parts = multipart_parts(&as_stored);
+        assert_eq!(parts.len(), 1, "{name}");
+        assert!(
+            parts[0] == std::fs::read(field(instance, "sent")).unwrap(),
+            "{name}: not the stored bytes"
+        );
+
+        // Default syntax: Explicit VR Little Endian, decoded here (PS3.18 8.7.3.5.2).
+        let default = request(
+            gw.http_port,
+            "GET",
+            &url,
+            &[("Accept", "multipart/related; type=\"application/dicom\"")],
+            b"",
+        )
+        .await;
+        assert_eq!(default.status, 200, "{name} default: {}", default.text());
+        assert!(
+            String::from_utf8_lossy(&default.body)
+                .contains(&format!("transfer-syntax={EXPLICIT_VR_LE}")),
+            "{name}: part not in Explicit VR LE"
+        );
+        let got = dir.path().join(format!("wado-{name}.dcm"));
+        std::fs::write(&got, &multipart_parts(&default)[0]).unwrap();
+        entries.push(serde_json::json!({
+            "source": field(instance, "source"),
+            "got": got,
+            "tolerance": instance["tolerance"],
+        }));
+
+        let rows = instance["rows"].as_u64().unwrap() as u32;
+        let columns = instance["columns"].as_u64().unwrap() as u32;
+        if field(instance, "transfer_syntax") != DEFLATED {
+            // Decoded frames: native pixels, 16 bits little endian.
+            let frames = request(
+                gw.http_port,
+                "GET",
+                &format!("{url}/frames/1"),
+                &[(
+                    "Accept",
+                    "multipart/related; type=\"application/octet-stream\"",
+                )],
+                b"",
+            )
+            .await;
+            assert_eq!(frames.status, 200, "{name} frames: {}", frames.text());
+            let frame = multipart_parts(&frames).remove(0);
+            assert_eq!(frame.len() as u32, rows * columns * 2, "{name} frame size");
+            let raw = dir.path().join(format!("frame-{name}.raw"));
+            std::fs::write(&raw, &frame).unwrap();
+            entries.push(serde_json::json!({
+                "source": field(instance, "source"),
+                "got": raw,
+                "raw": true,
+                "tolerance": instance["tolerance"],
+            }));
+        }
+
+        // Rendered (PNG, full size) and thumbnail (JPEG).
+        let rendered = request(
+            gw.http_port,
+            "GET",
+            &format!("{url}/rendered"),
+            &[("Accept", "image/png")],
+            b"",
+        )
+        .await;
+        assert_eq!(rendered.status, 200, "{name} rendered: {}", rendered.text());
+        assert_eq!(rendered.header("Content-Type"), Some("image/png"), "{name}");
+        assert!(rendered.body.starts_with(b"\x89PNG\r\n\x1a\n"), "{name}");
+        // IHDR: width and height, big endian, after the signature and chunk header.
+        let size = |at: usize| u32::from_be_bytes(rendered.body[at..at + 4].try_into().unwrap());
+        assert_eq!(
+            (size(16), size(20)),
+            (columns, rows),
+            "{name} rendered size"
+        );
+        let thumbnail = request(
+            gw.http_port,
+            "GET",
+            &format!("{url}/thumbnail"),
+            &[("Accept", "image/jpeg")],
+            b"",
+        )
+        .await;
+        assert_eq!(thumbnail.status, 200, "{name} thumbnail");
+        assert!(
+            thumbnail.body.starts_with(&[0xFF, 0xD8]),
+            "{name} thumbnail"
+        );
+    }
+    assert_pixels(dir.path(), &entries);
+    gw.stop().await;
+}
+
+/// Store every instance made: the compressed ones by C-STORE (DCMTK dcmsend, told never to
+/// decompress: each file goes in its own syntax), the deflated one by STOW-RS (DCMTK inflates
+/// it before sending, see issue 13).
+async fn store_all(gw: &Gateway, made: &Made) {
+    let (deflated, compressed): (Vec<_>, Vec<_>) = made
+        .instances
+        .iter()
+        .partition(|i| field(i, "transfer_syntax") == DEFLATED);
+    let mut args: Vec<String> = ["-dn", "-aet", "TEST", "-aec", "BEELDBRUG", "127.0.0.1"]
+        .map(String::from)
+        .to_vec();
+    args.push(gw.port.to_string());
+    args.extend(compressed.iter().map(|i| field(i, "sent").to_string()));
+    let store = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        dcmtk("dcmsend", &args)
+    })
+    .await
+    .unwrap();
+    assert!(
+        store.status.success(),
+        "dcmsend: {}",
+        String::from_utf8_lossy(&store.stderr)
+    );
+    let deflated_files: Vec<&Path> = deflated
+        .iter()
+        .map(|i| Path::new(field(i, "sent")))
+        .collect();
+    assert_eq!(stow(gw.http_port, &deflated_files).await.status, 200);
+}
+
+/// Pair each made instance with the received file named after its SOP Instance UID (DCMTK
+/// getscu and storescp prefix a modality code).
+fn received_pairs(made: &Made, dir: &Path, log: &str) -> Vec<serde_json::Value> {
+    let received: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .collect();
+    assert_eq!(received.len(), made.instances.len(), "{log}");
+    made.instances
+        .iter()
+        .map(|instance| {
+            let sop = field(instance, "sop");
+            let got = received
+                .iter()
+                .find(|p| p.file_name().unwrap().to_string_lossy().ends_with(sop))
+                .unwrap_or_else(|| panic!("{sop} not received: {log}"));
+            serde_json::json!({
+                "source": field(instance, "source"),
+                "got": got,
+                "tolerance": instance["tolerance"],
+                "uncompressed": true,
+            })
+        })
+        .collect()
+}
+
+/// C-GET of the whole study by DCMTK `getscu` proposing only uncompressed syntaxes (`-xe`):
+/// every instance arrives, re-encoded by beeldbrug, pixel-equal to its source. Before issue
+/// 13 this ended in "Out of Resources – Sub-operations" with nothing received.
+#[tokio::test(flavor = "multi_thread")]
+async fn getscu_proposing_only_uncompressed_receives_every_instance_decoded() {
+    let gw = Gateway::start("").await;
+    let dir = tempfile::tempdir().unwrap();
+    let made = make(dir.path());
+    store_all(&gw, &made).await;
+
+    let out_dir = dir.path().join("received");
+    std::fs::create_dir(&out_dir).unwrap();
+    let args: Vec<String> = [
+        "-xe",
+        "-to",
+        "20",
+        "-ta",
+        "20",
+        "-td",
+        "60",
+        "-aet",
+        "TEST",
+        "-aec",
+        "BEELDBRUG",
+        "-od",
+        out_dir.to_str().unwrap(),
+        "-k",
+        "QueryRetrieveLevel=STUDY",
+        "-k",
+        &format!("StudyInstanceUID={}", made.study),
+        "127.0.0.1",
+        &gw.port.to_string(),
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    let get = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            dcmtk("getscu", &args)
+        }),
+    )
+    .await
+    .expect("getscu hung")
+    .unwrap();
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&get.stdout),
+        String::from_utf8_lossy(&get.stderr)
+    );
+    assert!(get.status.success(), "getscu: {log}");
+    let entries = received_pairs(&made, &out_dir, &log);
+    assert_pixels(dir.path(), &entries);
+    gw.stop().await;
+}
+
+/// C-MOVE of the whole study to a DCMTK storescp left on its defaults (uncompressed syntaxes
+/// only): every instance arrives decoded, pixel-equal to its source.
+#[tokio::test(flavor = "multi_thread")]
+async fn movescu_to_an_uncompressed_only_destination_delivers_every_instance_decoded() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("received");
+    std::fs::create_dir(&out_dir).unwrap();
+    let dest_port = common::free_port();
+    let args: Vec<String> = [
+        "-aet",
+        "DEST",
+        "--output-directory",
+        out_dir.to_str().unwrap(),
+        &dest_port.to_string(),
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut storescp = PeerProcess::spawn(
+        "storescp",
+        &common::require_tool("storescp"),
+        &args,
+        dir.path(),
+    );
+    storescp.wait_for_port(dest_port).await;
+    let gw = Gateway::start(&format!(
+        "[[dimse.peers]]\nae_title = \"DEST\"\nhost = \"127.0.0.1\"\nport = {dest_port}\n"
+    ))
+    .await;
+    let made = make(dir.path());
+    store_all(&gw, &made).await;
+    let args: Vec<String> = [
+        "-aet",
+        "TEST",
+        "-aec",
+        "BEELDBRUG",
+        "-aem",
+        "DEST",
+        "-k",
+        "QueryRetrieveLevel=STUDY",
+        "-k",
+        &format!("StudyInstanceUID={}", made.study),
+        "127.0.0.1",
+        &gw.port.to_string(),
+    ]
+    .map(String::from)
+    .to_vec();
+    let run = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            dcmtk("movescu", &args)
+        }),
+    )
+    .await
+    .expect("movescu hung")
+    .unwrap();
+    let log = format!(
+        "{}{}\n{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr),
+        storescp.log_tail()
+    );
+    assert!(run.status.success(), "movescu: {log}");
+    let entries = received_pairs(&made, &out_dir, &log);
+    assert_pixels(dir.path(), &entries);
+    gw.stop().await;
+}
+
+/// Deflate in (issue 13): a deflated instance arrives by C-STORE (pynetdicom) and by STOW-RS,
+/// is stored deflated and indexed (QIDO-RS finds it); a truncated or
+/// corrupted deflate stream is refused cleanly (409, FailureReason 0xC000) and the gateway
+/// goes on serving.
+#[tokio::test(flavor = "multi_thread")]
+async fn deflated_instances_are_indexed_and_broken_streams_refused() {
+    let gw = Gateway::start("").await;
+    let dir = tempfile::tempdir().unwrap();
+    let made = make(dir.path());
+    let deflated = made
+        .instances
+        .iter()
+        .find(|i| field(i, "transfer_syntax") == DEFLATED)
+        .expect("a deflated instance");
+    let bytes = std::fs::read(field(deflated, "sent")).unwrap();
+    // The data set starts after the meta group (its length at bytes 140..144, PS3.10 7.1):
+    // cut the deflate stream short, or flip bits in its first block header and code tables.
+    let group_len = u32::from_le_bytes(bytes[140..144].try_into().unwrap()) as usize;
+    let meta_end = 144 + group_len;
+    let truncated = dir.path().join("truncated.dcm");
+    std::fs::write(&truncated, &bytes[..bytes.len() - 100]).unwrap();
+    let mut corrupt = bytes.clone();
+    for b in &mut corrupt[meta_end..meta_end + 16] {
+        *b ^= 0x5A;
+    }
+    let corrupted = dir.path().join("corrupted.dcm");
+    std::fs::write(&corrupted, &corrupt).unwrap();
+    for broken in [&truncated, &corrupted] {
+        let refused = stow(gw.http_port, &[broken.as_path()]).await;
+        assert_eq!(
+            refused.status,
+            409,
+            "{}: {}",
+            broken.display(),
+            refused.text()
+        );
+        let failed = &refused.json()["00081198"]["Value"][0];
+        assert_eq!(failed["00081197"]["Value"][0], 0xC000, "{}", refused.text());
+    }
+    // C-STORE in Deflated Explicit VR LE: pynetdicom proposes the file's own syntax only (-cx)
+    // and sends the data set deflated (DCMTK storescu would inflate it first).
+    let port = gw.port.to_string();
+    let file = field(deflated, "sent").to_string();
+    let store = tokio::task::spawn_blocking(move || {
+        Command::new("python3")
+            .args(["-m", "pynetdicom", "storescu", "-cx", "-d"])
+            .args([
+                "-aet",
+                "TEST",
+                "-aec",
+                "BEELDBRUG",
+                "127.0.0.1",
+                &port,
+                &file,
+            ])
+            .output()
+            .expect("run pynetdicom storescu")
+    })
+    .await
+    .unwrap();
+    let log = String::from_utf8_lossy(&store.stderr).to_string();
+    assert!(
+        log.contains("Deflated Explicit VR Little Endian") && log.contains("Accepted"),
+        "the context was not deflated: {log}"
+    );
+    assert!(
+        store.status.success() && log.contains("Status: 0x0000"),
+        "C-STORE: {log}"
+    );
+    // Stored as received, deflated; decoded for Explicit VR LE.
+    let url = format!(
+        "/dicomweb/studies/{}/series/{}/instances/{}",
+        made.study,
+        made.series,
+        field(deflated, "sop")
+    );
+    let as_stored = request(
+        gw.http_port,
+        "GET",
+        &url,
+        &[(
+            "Accept",
+            "multipart/related; type=\"application/dicom\"; transfer-syntax=*",
+        )],
+        b"",
+    )
+    .await;
+    assert!(
+        String::from_utf8_lossy(&as_stored.body).contains(&format!("transfer-syntax={DEFLATED}")),
+        "not stored deflated"
+    );
+    let default = request(
+        gw.http_port,
+        "GET",
+        &url,
+        &[("Accept", "multipart/related; type=\"application/dicom\"")],
+        b"",
+    )
+    .await;
+    assert_eq!(default.status, 200, "{}", default.text());
+    let got = dir.path().join("c-store-deflated.dcm");
+    std::fs::write(&got, &multipart_parts(&default)[0]).unwrap();
+    assert_pixels(
+        dir.path(),
+        &[serde_json::json!({ "source": field(deflated, "source"), "got": got })],
+    );
+    // STOW-RS of the same instance replaces it.
+    let stored = stow(gw.http_port, &[Path::new(field(deflated, "sent"))]).await;
+    assert_eq!(stored.status, 200, "{}", stored.text());
+    let found = request(
+        gw.http_port,
+        "GET",
+        &format!(
+            "/dicomweb/studies/{}/instances?SOPInstanceUID={}",
+            made.study,
+            field(deflated, "sop")
+        ),
+        &[("Accept", "application/dicom+json")],
+        b"",
+    )
+    .await;
+    assert_eq!(found.status, 200, "{}", found.text());
+    let found = found.json();
+    assert_eq!(found.as_array().map(Vec::len), Some(1), "{found}");
+    // Attributes read from the inflated data set.
+    assert_eq!(found[0]["00280010"]["Value"][0], 96, "{found}");
+    assert_eq!(found[0]["00200013"]["Value"][0], 7, "{found}");
+    gw.stop().await;
+}
+
+/// Issue 13: a truncated or garbled codestream inside a well-formed data set (stored as is:
+/// ingest does not decode) fails the request that decodes it, cleanly: never a panic, never a
+/// hung response, and the gateway goes on serving.
+#[tokio::test(flavor = "multi_thread")]
+async fn broken_codestreams_fail_cleanly_on_every_decoding_path() {
+    let gw = Gateway::start("").await;
+    let dir = tempfile::tempdir().unwrap();
+    let made = make(dir.path());
+    let out = python(&["broken", dir.path().to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let broken: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let files: Vec<&Path> = broken.iter().map(|b| Path::new(field(b, "sent"))).collect();
+    let stored = stow(gw.http_port, &files).await;
+    assert_eq!(stored.status, 200, "{}", stored.text());
+    for instance in &broken {
+        let (name, sop) = (field(instance, "name"), field(instance, "sop"));
+        let url = format!(
+            "/dicomweb/studies/{}/series/{}/instances/{sop}",
+            made.study, made.series
+        );
+        for (path, accept) in [
+            (url.clone(), "multipart/related; type=\"application/dicom\""),
+            (
+                format!("{url}/frames/1"),
+                "multipart/related; type=\"application/octet-stream\"",
+            ),
+            (format!("{url}/rendered"), "image/png"),
+        ] {
+            let answer = tokio::time::timeout(
+                Duration::from_secs(30),
+                request(gw.http_port, "GET", &path, &[("Accept", accept)], b""),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("{name} {path}: no answer"));
+            // A decoder may make something of a garbled stream; of a truncated one no whole
+            // answer: an error status, or a multipart body broken off before its closing
+            // delimiter (the client sees a failed transfer, PS3.18 8.7.1.2 framing).
+            if name.starts_with("truncated") {
+                let whole = answer.status == 200 && answer.body.ends_with(b"--\r\n");
+                let rendered = answer.status == 200 && path.ends_with("rendered");
+                assert!(
+                    !whole && !rendered,
+                    "{name} {path}: a whole answer from half a codestream ({})",
+                    answer.status
+                );
+            }
+        }
+    }
+    // C-GET proposing only Explicit VR LE: the sub-operations of the truncated instances
+    // fail (each named, PS3.4 C.4.3.1.3.1), the association goes on and ends properly.
+    let out_dir = dir.path().join("received");
+    std::fs::create_dir(&out_dir).unwrap();
+    let args: Vec<String> = [
+        "-v",
+        "-xe",
+        "-aet",
+        "TEST",
+        "-aec",
+        "BEELDBRUG",
+        "-od",
+        out_dir.to_str().unwrap(),
+        "-k",
+        "QueryRetrieveLevel=STUDY",
+        "-k",
+        &format!("StudyInstanceUID={}", made.study),
+        "127.0.0.1",
+        &gw.port.to_string(),
+    ]
+    .map(String::from)
+    .to_vec();
+    let get = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            dcmtk("getscu", &args)
+        }),
+    )
+    .await
+    .expect("getscu hung")
+    .unwrap();
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&get.stdout),
+        String::from_utf8_lossy(&get.stderr)
+    );
+    let truncated = broken
+        .iter()
+        .filter(|b| field(b, "name").starts_with("truncated"))
+        .count();
+    let count = |what: &str| -> usize {
+        log.lines()
+            .filter_map(|l| l.split_once(&format!("Number of {what} Suboperations")))
+            .filter_map(|(_, n)| n.trim_start_matches([' ', ':']).trim().parse().ok())
+            .next_back()
+            .unwrap_or_else(|| panic!("no {what} count: {log}"))
+    };
+    // Garbled JPEG-LS and JPEG lossless streams fail to decode too; J2K and RLE decoders
+    // make an image of theirs.
+    assert!(
+        count("Failed") >= truncated,
+        "each truncated instance a failed sub-operation: {log}"
+    );
+    assert_eq!(count("Completed") + count("Failed"), broken.len(), "{log}");
+    let received = std::fs::read_dir(&out_dir).unwrap().count();
+    assert_eq!(received, count("Completed"), "{log}");
+    let alive = request(
+        gw.http_port,
+        "GET",
+        "/dicomweb/studies",
+        &[("Accept", "application/dicom+json")],
+        b"",
+    )
+    .await;
+    assert_eq!(alive.status, 200);
+    gw.stop().await;
+}

@@ -1,0 +1,156 @@
+"""Test data for tests/codecs.rs from independent encoders, and pixel checks with pydicom.
+
+make OUT_DIR: writes, per codec, the uncompressed source (source-NAME.dcm) and the instance
+encoded by an independent encoder (NAME.dcm): DCMTK dcmcjpls / dcmcjpeg / dcmcrle, pydicom with
+pylibjpeg-openjpeg (JPEG 2000), pydicom (Deflate). Prints a JSON manifest.
+
+compare MANIFEST.json: each entry {"source": path, "got": path, "raw": bool, "tolerance": int,
+"uncompressed": bool};
+"got" is a Part 10 file (pixels decoded by pydicom and its plugins) or, with "raw", native frame
+bytes. Prints the largest difference per entry; exits 1 on any beyond its tolerance.
+"""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import (
+    CTImageStorage,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    JPEG2000,
+    JPEG2000Lossless,
+    generate_uid,
+)
+
+
+def source(study, series, number, rows, cols, seed):
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
+    ds.SOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.PatientName = "Codec^Test"
+    ds.PatientID = "CODEC-13"
+    ds.StudyInstanceUID = study
+    ds.SeriesInstanceUID = series
+    ds.StudyID = "13"
+    ds.AccessionNumber = "CODEC13"
+    ds.StudyDate = "20261205"
+    ds.Modality = "CT"
+    ds.SeriesNumber = 1
+    ds.InstanceNumber = number
+    ds.Rows, ds.Columns = rows, cols
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
+    ds.PixelRepresentation = 0
+    ds.WindowCenter, ds.WindowWidth = 2048, 4096
+    # A gradient with a disc and seeded noise: structure for the codecs, no constant runs.
+    y, x = np.mgrid[0:rows, 0:cols]
+    rng = np.random.default_rng(seed)
+    pixels = (x * 40 + y * 25) % 3000
+    pixels = pixels + np.where((x - cols / 2) ** 2 + (y - rows / 2) ** 2 < (rows / 3) ** 2, 900, 0)
+    pixels = pixels + rng.integers(0, 64, size=(rows, cols))
+    ds.PixelData = pixels.astype(np.uint16).tobytes()
+    return ds
+
+
+def make(out):
+    study, series = generate_uid(), generate_uid()
+    made = []
+    codecs = ["jpegls", "jpegls-near", "jpeg-lossless", "rle", "j2k-lossless", "j2k", "deflate"]
+    for number, name in enumerate(codecs, start=1):
+        ds = source(study, series, number, 96, 80, number)
+        src = f"{out}/source-{name}.dcm"
+        ds.save_as(src, enforce_file_format=True)
+        enc = f"{out}/{name}.dcm"
+        tolerance = 0
+        if name == "jpegls":
+            subprocess.run(["dcmcjpls", src, enc], check=True)
+        elif name == "jpegls-near":
+            # NEAR=2: every sample within 2 of the source (ISO 14495-1).
+            subprocess.run(["dcmcjpls", "+en", src, enc], check=True)
+            tolerance = 2
+        elif name == "jpeg-lossless":
+            subprocess.run(["dcmcjpeg", "+e1", src, enc], check=True)
+        elif name == "rle":
+            subprocess.run(["dcmcrle", src, enc], check=True)
+        elif name == "j2k-lossless":
+            ds.compress(JPEG2000Lossless, encoding_plugin="pylibjpeg")
+            ds.save_as(enc, enforce_file_format=True)
+        elif name == "j2k":
+            ds.compress(JPEG2000, encoding_plugin="pylibjpeg", j2k_psnr=[60])
+            ds.save_as(enc, enforce_file_format=True)
+            tolerance = 64
+        elif name == "deflate":
+            ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+            ds.save_as(enc, enforce_file_format=True)
+        meta = pydicom.dcmread(enc, stop_before_pixels=True)
+        made.append(
+            {
+                "name": name,
+                "source": src,
+                "sent": enc,
+                "sop": str(meta.SOPInstanceUID),
+                "transfer_syntax": str(meta.file_meta.TransferSyntaxUID),
+                "rows": 96,
+                "columns": 80,
+                "tolerance": tolerance,
+            }
+        )
+    print(json.dumps({"study": study, "series": series, "instances": made}))
+
+
+def broken(out):
+    """Each encoded instance of `make` with its codestream cut in half and, separately, with
+    its middle overwritten: well-formed data sets (the structure check passes) whose pixel
+    data no decoder can trust. Prints the paths as JSON."""
+    from pydicom.encaps import encapsulate, generate_frames
+
+    made = []
+    for name in ["jpegls", "jpeg-lossless", "rle", "j2k-lossless", "j2k"]:
+        ds = pydicom.dcmread(f"{out}/{name}.dcm")
+        frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+        cut = frame[: len(frame) // 2]
+        middle = len(frame) // 2
+        garbled = frame[:middle] + bytes((b ^ 0xA5) for b in frame[middle : middle + 64]) + frame[middle + 64 :]
+        for kind, stream in (("truncated", cut), ("garbled", garbled)):
+            ds.PixelData = encapsulate([stream if len(stream) % 2 == 0 else stream + b"\0"])
+            ds.SOPInstanceUID = generate_uid()
+            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+            path = f"{out}/{kind}-{name}.dcm"
+            ds.save_as(path, enforce_file_format=True)
+            made.append({"name": f"{kind}-{name}", "sent": path, "sop": str(ds.SOPInstanceUID)})
+    print(json.dumps(made))
+
+
+def compare(manifest):
+    failed = False
+    for entry in json.load(open(manifest)):
+        src = pydicom.dcmread(entry["source"]).pixel_array.astype(np.int64)
+        if entry.get("raw"):
+            raw = open(entry["got"], "rb").read()
+            got = np.frombuffer(raw, dtype="<u2").astype(np.int64).reshape(src.shape)
+            ts = "raw"
+        else:
+            ds = pydicom.dcmread(entry["got"])
+            got = ds.pixel_array.astype(np.int64)
+            ts = str(ds.file_meta.TransferSyntaxUID)
+            if entry.get("uncompressed") and ts not in ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1"):
+                print(f"{entry['got']}: {ts} is not uncompressed (FAIL)")
+                failed = True
+        worst = int(np.abs(src - got).max()) if src.shape == got.shape else -1
+        ok = worst >= 0 and worst <= entry.get("tolerance", 0)
+        failed |= not ok
+        print(f"{entry['got']}: {ts} largest difference {worst} ({'ok' if ok else 'FAIL'})")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    {"make": make, "broken": broken, "compare": compare}[sys.argv[1]](sys.argv[2])
