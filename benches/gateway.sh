@@ -49,6 +49,8 @@
 #   NAGLE_REPS [1]    runs of part 6 (0 skips it)
 #   PROXY_REPS [REPS] runs of part 8, C-GET and C-MOVE each (0 skips it)
 #   PROXY_RETRIEVE [c-get]  how the proxying beeldbrug fetches from Orthanc (`[pacs] retrieve`)
+#   TRUNCATE_RUNS [unset]  1: truncate each run's files to zero length once counted (the
+#                     disk then needs ~3 GB besides the input, instead of ~1 GB per run)
 #   PROFILE_REPS [0]  1: part 7, one more C-GET (and C-MOVE) cache miss under `perf record`
 #                     and `perf stat` (needs perf); profiles in BENCH_DIR/perf-*.txt
 #   PDU [131072]      max PDU Orthanc and getscu/movescu announce (DCMTK's maximum);
@@ -318,9 +320,11 @@ direct() {
 
 # settle DIR: write back and drop from the page cache the files a run wrote, so that the
 # memory does not fill up with them run after run (reclaim would slow the later runs)
+# (with TRUNCATE_RUNS=1: truncate them to zero length, after they were counted: the blocks go
+# back, the inodes stay, so the disk need not hold every run's files and ext4 sees no deletes)
 settle() {
     sync
-    python3 "$CLIENT" evict "$1" >/dev/null
+    python3 "$CLIENT" evict ${TRUNCATE_RUNS:+--truncate} "$1" >/dev/null
 }
 
 # profile_start KEY / profile_stop KEY: perf record and perf stat of beeldbrug ($PID)
