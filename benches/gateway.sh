@@ -241,6 +241,14 @@ URL=http://$HOST:$BB_HTTP_PORT/dicomweb/studies/$STUDY
 RUN_DIR=$BENCH_DIR/runs
 [ -e "$RUN_DIR" ] && mv "$RUN_DIR" "$RUN_DIR.stale.$$"
 mkdir -p "$RUN_DIR"
+# every run's files stay until the end (unless TRUNCATE_RUNS): say so before the disk fills up
+if [ -z "${TRUNCATE_RUNS:-}" ]; then
+    studies=$((2 * REPS + 2 * MOVE_REPS + 4 * PHASE_REPS + 2 * NAGLE_REPS + 7 * PROXY_REPS + 6 * PROFILE_REPS))
+    need_mb=$(awk -v n="$studies" -v mb="$MB" 'BEGIN { printf "%.0f", n * mb * 1.05 }')
+    free_mb=$(df -Pm "$RUN_DIR" | awk 'NR == 2 { print $4 }')
+    [ "$free_mb" -ge "$need_mb" ] \
+        || die "the runs' files need ~$need_mb MB, $free_mb MB free in $RUN_DIR: free some, lower the REPS, or set TRUNCATE_RUNS=1"
+fi
 
 # Results: R[KEY.WHAT] holds one word per run.
 declare -A R=()
