@@ -27,7 +27,17 @@
 #   6. NAGLE_REPS direct getscu runs and C-GET cache misses with Orthanc started without
 #      TCP_NODELAY (DCMTK, and so Orthanc, leaves Nagle's algorithm on unless TCP_NODELAY is
 #      set in its environment; Debian's orthanc service does not set it);
-#   7. with PROFILE_REPS=1, one C-GET and one C-MOVE miss under perf (not in the tables).
+#   7. with PROFILE_REPS=1, one C-GET and one C-MOVE miss under perf (not in the tables);
+#   8. (run after part 5, before part 6 restarts Orthanc) the DIMSE proxy (`[dimse]
+#      proxy_pacs = true`, docs/gateway.md; issue 11): PROXY_REPS
+#      runs of getscu against beeldbrug (a fresh process on an empty data dir: cache miss,
+#      beeldbrug fetches the study from Orthanc by PROXY_RETRIEVE and passes each instance on
+#      as a C-STORE sub-operation on getscu's association; then, once the study is complete
+#      in the cache, getscu again: hit) alternating with direct getscu against Orthanc; then
+#      PROXY_REPS runs of movescu against beeldbrug into a storescp (a [[dimse.peers]] entry
+#      of beeldbrug) alternating with direct movescu into the same kind of storescp. Each
+#      row: the PACS's first C-STORE-RQ, the first sub-operation at the client (time-stamped
+#      on `lo`), beeldbrug's CPU time and peak RSS above idle; every run's files counted.
 #
 # Usage: benches/gateway.sh            (see benches/README.md)
 # Environment (defaults in brackets):
@@ -37,6 +47,10 @@
 #   MOVE_REPS [3]     runs of part 4 (0 skips it)
 #   PHASE_REPS [3]    runs of part 5 (0 skips it; needs root)
 #   NAGLE_REPS [1]    runs of part 6 (0 skips it)
+#   PROXY_REPS [REPS] runs of part 8, C-GET and C-MOVE each (0 skips it)
+#   PROXY_RETRIEVE [c-get]  how the proxying beeldbrug fetches from Orthanc (`[pacs] retrieve`)
+#   TRUNCATE_RUNS [unset]  1: truncate each run's files to zero length once counted (the
+#                     disk then needs ~3 GB besides the input, instead of ~1 GB per run)
 #   PROFILE_REPS [0]  1: part 7, one more C-GET (and C-MOVE) cache miss under `perf record`
 #                     and `perf stat` (needs perf); profiles in BENCH_DIR/perf-*.txt
 #   PDU [131072]      max PDU Orthanc and getscu/movescu announce (DCMTK's maximum);
@@ -60,6 +74,8 @@ MOVE_REPS=${MOVE_REPS:-3}
 PHASE_REPS=${PHASE_REPS:-3}
 NAGLE_REPS=${NAGLE_REPS:-1}
 PROFILE_REPS=${PROFILE_REPS:-0}
+PROXY_REPS=${PROXY_REPS:-$REPS}
+PROXY_RETRIEVE=${PROXY_RETRIEVE:-c-get}
 PDU=${PDU:-131072}
 HOST=127.0.0.1
 BB_PORT=${BB_PORT:-11330}
@@ -225,6 +241,14 @@ URL=http://$HOST:$BB_HTTP_PORT/dicomweb/studies/$STUDY
 RUN_DIR=$BENCH_DIR/runs
 [ -e "$RUN_DIR" ] && mv "$RUN_DIR" "$RUN_DIR.stale.$$"
 mkdir -p "$RUN_DIR"
+# every run's files stay until the end (unless TRUNCATE_RUNS): say so before the disk fills up
+if [ -z "${TRUNCATE_RUNS:-}" ]; then
+    studies=$((2 * REPS + 2 * MOVE_REPS + 4 * PHASE_REPS + 2 * NAGLE_REPS + 7 * PROXY_REPS + 6 * PROFILE_REPS))
+    need_mb=$(awk -v n="$studies" -v mb="$MB" 'BEGIN { printf "%.0f", n * mb * 1.05 }')
+    free_mb=$(df -Pm "$RUN_DIR" | awk 'NR == 2 { print $4 }')
+    [ "$free_mb" -ge "$need_mb" ] \
+        || die "the runs' files need ~$need_mb MB, $free_mb MB free in $RUN_DIR: free some, lower the REPS, or set TRUNCATE_RUNS=1"
+fi
 
 # Results: R[KEY.WHAT] holds one word per run.
 declare -A R=()
@@ -249,10 +273,12 @@ direct() {
     local tool=$1 key=$2 dir c0 out
     local -a args sniff=()
     dir=$(mktemp -d "$RUN_DIR/$key-XXXX")
-    local scp_pid=
+    local scp_pid= bpid=${PROXY_PID:-} b0=
     if [ "$tool" = getscu ]; then
         args=(-aet GETSCU -od "$dir")
         [ "$SNIFF" = 1 ] && sniff=(--pacs-port "$ORTHANC_PORT")
+        # through the proxy: the sub-operations beeldbrug sends on getscu's association
+        [ "$SNIFF" = 1 ] && [ -n "$bpid" ] && sniff+=(--client-port "$BB_PORT")
     else
         # the destination: storescp as AE MOVESCU (known to Orthanc), its files into $dir
         /usr/bin/storescp -aet MOVESCU --max-pdu "$PDU" -od "$dir" "$MOVESCU_PORT" >"$dir.storescp.log" 2>&1 &
@@ -260,17 +286,23 @@ direct() {
         PIDS+=("$scp_pid")
         wait_ready MOVESCU "$MOVESCU_PORT" "" "$scp_pid" "$dir.storescp.log"
         args=(-aet MOVECLIENT -aem MOVESCU)
-        [ "$SNIFF" = 1 ] && sniff=(--pacs-port "$ORTHANC_PORT" --bb-port "$MOVESCU_PORT")
+        if [ -n "$bpid" ]; then
+            # through the proxy (fetching by C-GET): the PACS's sub-operations come on
+            # beeldbrug's C-GET association, beeldbrug's go to storescp
+            [ "$SNIFF" = 1 ] && sniff=(--pacs-port "$ORTHANC_PORT" --client-port "$MOVESCU_PORT")
+        else
+            [ "$SNIFF" = 1 ] && sniff=(--pacs-port "$ORTHANC_PORT" --bb-port "$MOVESCU_PORT")
+        fi
     fi
-    # DIRECT_AEC / DIRECT_PORT: whom to ask (default Orthanc). A DIMSE proxy row (getscu
-    # against beeldbrug with `[dimse] proxy_pacs = true`, issue 11) would start beeldbrug with
-    # that key (start_beeldbrug DIR MODE EXTRA) and call
-    # `DIRECT_AEC=BEELDBRUG DIRECT_PORT=$BB_PORT direct getscu proxy-get`, then `row`.
+    # DIRECT_AEC / DIRECT_PORT: whom to ask (default Orthanc); PROXY_PID: beeldbrug's pid when
+    # that is beeldbrug as a DIMSE proxy (its CPU time is counted, see `proxy`).
     args+=(-aec "${DIRECT_AEC:-ORTHANC}" --max-pdu "$PDU" -S -k QueryRetrieveLevel=STUDY -k "StudyInstanceUID=$STUDY" "$HOST" "${DIRECT_PORT:-$ORTHANC_PORT}")
     sync
     c0=$(cpu_s "$OPID")
+    [ -n "$bpid" ] && b0=$(cpu_s "$bpid")
     [ -n "${TIMELINE:-}" ] && sniff+=(--timeline)
-    out=$(python3 "$CLIENT" get --tool "$tool" "${sniff[@]}" "$dir" -- "${args[@]}") || die "$tool failed"
+    out=$(python3 "$CLIENT" get --tool "$tool" "${sniff[@]}" "$dir" -- "${args[@]}") || die "$tool ($key) failed"
+    [ -n "$bpid" ] && add "$key.bcpu" "$(sub_s "$(cpu_s "$bpid")" "$b0")"
     local ccpu
     ccpu=$(echo "$out" | json cpu)
     if [ -n "$scp_pid" ]; then
@@ -284,43 +316,55 @@ direct() {
     add "$key.total" "$(echo "$out" | json total)"
     add "$key.subop" "$(gap "$out" request c_store_rq)"
     add "$key.pacs" "$(gap "$out" c_get_rq c_store_rq)$(gap "$out" c_move_rq c_store_rq)"
-    log "$key ($tool): $(echo "$out" | json total) s, first C-STORE-RQ after $(gap "$out" request c_store_rq) s"
+    if [ -n "$bpid" ]; then
+        # the proxy's first sub-operation at the client, from the request and from the PACS's
+        # first sub-operation (in the table's "first byte" and "after sub-op" columns)
+        add "$key.ttfb" "$(gap "$out" request client_c_store_rq)"
+        add "$key.after" "$(gap "$out" c_store_rq client_c_store_rq)"
+    fi
+    log "$key ($tool${bpid:+ against beeldbrug}): $(echo "$out" | json total) s, $(echo "$out" | json files) files, first C-STORE-RQ from the PACS after $(gap "$out" request c_store_rq) s${bpid:+, at the client after $(gap "$out" request client_c_store_rq) s}"
     settle "$dir"
 }
 
 # settle DIR: write back and drop from the page cache the files a run wrote, so that the
 # memory does not fill up with them run after run (reclaim would slow the later runs)
+# (with TRUNCATE_RUNS=1: truncate them to zero length, after they were counted: the blocks go
+# back, the inodes stay, so the disk need not hold every run's files and ext4 sees no deletes)
 settle() {
     sync
-    python3 "$CLIENT" evict "$1" >/dev/null
+    python3 "$CLIENT" evict ${TRUNCATE_RUNS:+--truncate} "$1" >/dev/null
+}
+
+# profile_start KEY / profile_stop KEY: perf record and perf stat of beeldbrug ($PID)
+profile_start() {
+    perf stat -e task-clock,context-switches,cpu-migrations,page-faults -p "$PID" -o "$BENCH_DIR/perf-stat-$1.txt" &
+    PERF_STAT_PID=$!
+    perf record -F 999 -g -p "$PID" -o "$BENCH_DIR/perf-$1.data" >/dev/null 2>&1 &
+    PERF_PID=$!
+    sleep 1
+}
+profile_stop() {
+    kill -INT "$PERF_PID" "$PERF_STAT_PID"
+    wait "$PERF_PID" "$PERF_STAT_PID" || true
+    perf report -i "$BENCH_DIR/perf-$1.data" --no-children --stdio --sort sym --percent-limit 1 -g none \
+        2>/dev/null | grep -v '^$' | head -60 >"$BENCH_DIR/perf-$1.txt"
+    log "$1: profile in $BENCH_DIR/perf-$1.txt, counters in $BENCH_DIR/perf-stat-$1.txt"
 }
 
 # miss KEY MODE [HIT]: a fresh beeldbrug on an empty data dir, WADO-RS of the study (cache
 # miss), wait until the cache records it complete; with HIT, WADO-RS again (cache hit)
 miss() {
-    local key=$1 mode=$2 hit=${3:-} dir out out2 idle hwm c0 o0 got cpid perf_pid stat_pid
+    local key=$1 mode=$2 hit=${3:-} dir out out2 idle hwm c0 o0 got cpid
     dir=$(mktemp -d "$RUN_DIR/$key-XXXX")
     start_beeldbrug "$dir" "$mode"
     sleep 2
     idle=$(rss_kb "$PID" VmRSS)
     sync
-    if [ -n "${PROFILE:-}" ]; then
-        perf stat -e task-clock,context-switches,cpu-migrations,page-faults -p "$PID" -o "$BENCH_DIR/perf-stat-$key.txt" &
-        stat_pid=$!
-        perf record -F 999 -g -p "$PID" -o "$BENCH_DIR/perf-$key.data" >/dev/null 2>&1 &
-        perf_pid=$!
-        sleep 1
-    fi
+    [ -n "${PROFILE:-}" ] && profile_start "$key"
     c0=$(cpu_s "$PID")
     o0=$(cpu_s "$OPID")
     out=$(python3 "$CLIENT" wado "$URL" --accept "$ACCEPT" "${SNIFF_ARGS[@]}" ${TIMELINE:+--timeline}) || die "WADO-RS ($key) failed (see $dir)"
-    if [ -n "${PROFILE:-}" ]; then
-        kill -INT "$perf_pid" "$stat_pid"
-        wait "$perf_pid" "$stat_pid" || true
-        perf report -i "$BENCH_DIR/perf-$key.data" --no-children --stdio --sort sym --percent-limit 1 -g none \
-            2>/dev/null | grep -v '^$' | head -60 >"$BENCH_DIR/perf-$key.txt"
-        log "$key: profile in $BENCH_DIR/perf-$key.txt, counters in $BENCH_DIR/perf-stat-$key.txt"
-    fi
+    [ -n "${PROFILE:-}" ] && profile_stop "$key"
     phases "$key" "$out"
     add "$key.bcpu" "$(sub_s "$(cpu_s "$PID")" "$c0")"
     add "$key.ocpu" "$(sub_s "$(cpu_s "$OPID")" "$o0")"
@@ -372,6 +416,43 @@ miss() {
     settle "$dir"
 }
 
+# proxy TOOL KEY [HIT]: a fresh beeldbrug with `[dimse] proxy_pacs = true` on an empty data
+# dir; TOOL (getscu, or movescu into storescp) against it for the PACS-only study (cache miss:
+# beeldbrug fetches it from Orthanc and passes each instance on); with HIT, once the study is
+# complete in the cache, getscu against the same process again (cache hit)
+proxy() {
+    local tool=$1 key=$2 hit=${3:-} dir idle hwm out2 got
+    dir=$(mktemp -d "$RUN_DIR/$key-XXXX")
+    # storescp, the C-MOVE destination of both movescu rows, is a known AE of beeldbrug
+    start_beeldbrug "$dir" "$PROXY_RETRIEVE" "proxy_pacs = true
+
+[[dimse.peers]]
+ae_title = \"MOVESCU\"
+host = \"$HOST\"
+port = $MOVESCU_PORT"
+    sleep 2
+    idle=$(rss_kb "$PID" VmRSS)
+    [ -n "${PROFILE:-}" ] && profile_start "$key"
+    PROXY_PID=$PID DIRECT_AEC=BEELDBRUG DIRECT_PORT=$BB_PORT direct "$tool" "$key"
+    [ -n "${PROFILE:-}" ] && profile_stop "$key"
+    hwm=$(rss_kb "$PID" VmHWM)
+    add "$key.idle" "$idle"
+    add "$key.hwm" "$hwm"
+    add "$key.above" "$((hwm - idle))"
+    out2=$(python3 "$CLIENT" wait-cached "$dir/data/index.db" "$STUDY") \
+        || die "the study never became complete in the cache (see $dir)"
+    add "$key.sync" "$(echo "$out2" | json waited)"
+    got=$(find "$dir/data/blobs" -type f -name '*.dcm' | wc -l)
+    [ "$got" = "$N" ] || die "beeldbrug cached $got of $N instances (see $dir)"
+    log "$key: VmHWM $((hwm / 1024)) MiB (idle $((idle / 1024)) MiB), complete in the cache $(echo "$out2" | json waited) s later"
+    if [ -n "$hit" ]; then
+        PROXY_PID=$PID DIRECT_AEC=BEELDBRUG DIRECT_PORT=$BB_PORT direct getscu "$hit"
+        add "$hit.hwm" "$(rss_kb "$PID" VmHWM)"
+    fi
+    stop "$PID"
+    settle "$dir"
+}
+
 log "study: $N instances, $MB MB; one untimed getscu (--ignore) to warm Orthanc"
 python3 "$CLIENT" get "$RUN_DIR" -- -aet GETSCU -aec ORTHANC --max-pdu "$PDU" -S -k QueryRetrieveLevel=STUDY \
     -k "StudyInstanceUID=$STUDY" --ignore "$HOST" "$ORTHANC_PORT" >/dev/null || die "warm-up getscu failed"
@@ -416,6 +497,27 @@ for rep in $(seq 1 "$PHASE_REPS"); do
     fi
 done
 
+# --- part 8: the DIMSE proxy (getscu / movescu against beeldbrug), alternating (before part 6 restarts Orthanc)
+for rep in $(seq 1 "$PROXY_REPS"); do
+    log "DIMSE proxy C-GET run $rep of $PROXY_REPS"
+    if [ $((rep % 2)) = 1 ]; then
+        direct getscu pget
+        proxy getscu proxy-get proxy-hit
+    else
+        proxy getscu proxy-get proxy-hit
+        direct getscu pget
+    fi
+done
+for rep in $(seq 1 "$PROXY_REPS"); do
+    log "DIMSE proxy C-MOVE run $rep of $PROXY_REPS"
+    if [ $((rep % 2)) = 1 ]; then
+        direct movescu pmovescu
+        proxy movescu proxy-move
+    else
+        proxy movescu proxy-move
+        direct movescu pmovescu
+    fi
+done
 # --- part 6: Orthanc with Nagle's algorithm on --------------------------------------------------
 if [ "$NAGLE_REPS" != 0 ]; then
     log "Orthanc restarted without TCP_NODELAY"
@@ -434,6 +536,10 @@ if [ "$PROFILE_REPS" != 0 ]; then
     start_orthanc 1
     PROFILE=1 miss prof-get c-get
     [ "$MOVE_REPS" != 0 ] && PROFILE=1 miss prof-move c-move
+    if [ "$PROXY_REPS" != 0 ]; then
+        PROFILE=1 proxy getscu prof-proxy-get
+        PROFILE=1 proxy movescu prof-proxy-move
+    fi
 fi
 stop "$OPID"
 END_LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -459,6 +565,17 @@ row() {
 }
 # aim LABEL MEASURED OK: one line of the aims table
 aim() { echo "| $1 | $2 | $(if [ "$3" = 1 ]; then echo yes; elif [ "$3" = 0 ]; then echo "**no**"; else echo "?"; fi) |"; }
+# pairs A B: the median (min-max) of the per-pair ratios, run i of A against run i of B (the
+# runs alternate, so each pair ran next to each other)
+pairs() {
+    local -a a b r=()
+    local i
+    read -ra a <<<"${R[$1.total]:-}"
+    read -ra b <<<"${R[$2.total]:-}"
+    for i in "${!a[@]}"; do [ -n "${b[$i]:-}" ] && r+=("$(ratio "${a[$i]}" "${b[$i]}")"); done
+    [ "${#r[@]}" = 0 ] && return 0
+    echo "$(f2 "$(median "${r[@]}")") ($(printf '%s\n' "${r[@]}" | sort -g | head -1)-$(maxof "${r[@]}"))"
+}
 le() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "") print "?"; else print (a <= b) ? 1 : 0 }'; }
 REPORT=$BENCH_DIR/results.md
 {
@@ -479,6 +596,13 @@ REPORT=$BENCH_DIR/results.md
         row "movescu into storescp (C-MOVE, files to disk)" movescu
         row "beeldbrug WADO-RS, cache miss (C-MOVE)" move "$MV" movescu
     fi
+    if [ "$PROXY_REPS" != 0 ]; then
+        row "getscu against Orthanc (DIMSE proxy part)" pget
+        row "getscu against beeldbrug as DIMSE proxy, cache miss" proxy-get "$(med pget.total)" getscu
+        row "getscu against beeldbrug as DIMSE proxy, cache hit" proxy-hit "$(med pget.total)" getscu
+        row "movescu into storescp, against Orthanc (DIMSE proxy part)" pmovescu "$(med pmovescu.total)" movescu
+        row "movescu into storescp, against beeldbrug as DIMSE proxy, cache miss" proxy-move "$(med pmovescu.total)" movescu
+    fi
     if [ "$NAGLE_REPS" != 0 ]; then
         row "getscu, Orthanc without TCP_NODELAY" nagle-get
         row "beeldbrug miss (C-GET), Orthanc without TCP_NODELAY" nagle-miss
@@ -487,6 +611,13 @@ REPORT=$BENCH_DIR/results.md
     echo "Response: $WSIZE bytes (multipart framing included). PACS latency, C-GET-RQ to first C-STORE-RQ (median): getscu $(ms "$(med get.pacs)") ms, beeldbrug $(ms "$(med miss.pacs)") ms; beeldbrug's response head after $(ms "$(med miss.head)") ms (before it asks the PACS: C-FIND count, then C-GET). After a miss the study was recorded complete in the cache (files synced) $(med miss.sync) s after the response ended (runs: $(runs miss.sync))."
     echo
     echo "beeldbrug memory (\`/proc/<pid>/status\`, fresh process each miss): idle VmRSS $(mib "$(med miss.idle)") MiB, VmHWM after the miss $(mib "$(med miss.hwm)") MiB, **$(mib "$(med miss.above)") MiB above idle** (median; max $(mib "$(maxof ${R[miss.above]})") MiB; runs in kB: $(runs miss.above)); VmHWM after the hit too: $(mib "$(med hit.hwm)") MiB.$( [ "$MOVE_REPS" != 0 ] && echo " C-MOVE miss: $(mib "$(med move.above)") MiB above idle.")"
+    echo
+    echo "Medians of the per-pair ratios (min-max): C-GET miss / getscu $(pairs miss get); hit / copy $(pairs hit copy)$( [ "$MOVE_REPS" != 0 ] && echo "; C-MOVE miss / movescu $(pairs move movescu)")$( [ "$PROXY_REPS" != 0 ] && echo "; DIMSE proxy: getscu miss / getscu $(pairs proxy-get pget), hit / getscu $(pairs proxy-hit pget), movescu miss / movescu $(pairs proxy-move pmovescu)")."
+    if [ "$PROXY_REPS" != 0 ]; then
+        echo
+        # shellcheck disable=SC2086 # word splitting intended
+        echo "DIMSE proxy (part 8, beeldbrug fetching by $PROXY_RETRIEVE, fresh process and data dir per miss): in its rows *first byte* is the first C-STORE-RQ beeldbrug sends to the client (getscu, or storescp for movescu), *after sub-op* that minus the PACS's first C-STORE-RQ to beeldbrug. beeldbrug CPU: while the client ran. Memory: getscu miss $(mib "$(med proxy-get.above)") MiB above idle (max $(mib "$(maxof ${R[proxy-get.above]})") MiB; idle $(mib "$(med proxy-get.idle)") MiB), movescu miss $(mib "$(med proxy-move.above)") MiB (max $(mib "$(maxof ${R[proxy-move.above]})") MiB); VmHWM after the hit too $(mib "$(med proxy-hit.hwm)") MiB. The study was complete in the cache $(med proxy-get.sync) s (getscu) / $(med proxy-move.sync) s (movescu) after the client exited. PACS latency, C-GET-RQ to first C-STORE-RQ: getscu $(ms "$(med pget.pacs)") ms, beeldbrug $(ms "$(med proxy-get.pacs)") ms."
+    fi
     if [ "$PHASE_REPS" != 0 ]; then
         echo
         echo "Where the time goes (part 5: $PHASE_REPS more runs each with every packet of the PACS association time-stamped, medians of the per-run sums over the $(printf '%.0f' "$(med ph-get.ph_n)") sub-operations; in brackets the median sub-operation):"
@@ -515,6 +646,15 @@ REPORT=$BENCH_DIR/results.md
     aim "first byte ≤ 100 ms after the PACS's first sub-operation" "$(ms "$(med miss.after)") ms (max $(ms "$(maxof ${R[miss.after]:-0})") ms)$( [ "$MOVE_REPS" != 0 ] && echo "; C-MOVE $(ms "$(med move.after)") ms")" "$(le "$(maxof ${R[miss.after]:-})" 0.1)"
     # shellcheck disable=SC2086 # word splitting intended
     aim "peak RSS ≤ 64 MB above idle" "$(mib "$(med miss.above)") MiB (max $(mib "$(maxof ${R[miss.above]})") MiB)$( [ "$MOVE_REPS" != 0 ] && echo "; C-MOVE $(mib "$(med move.above)") MiB (max $(mib "$(maxof ${R[move.above]})") MiB)")" "$(le "$(maxof ${R[miss.above]} ${R[move.above]:-})" 62500)"
+    if [ "$PROXY_REPS" != 0 ]; then
+        PG=$(med pget.total) PM=$(med proxy-get.total) PMV=$(med pmovescu.total) PMM=$(med proxy-move.total)
+        aim "DIMSE proxy: getscu miss ≤ 1.1 × direct getscu" "$(ratio "$PM" "$PG") × ($PM s vs $PG s); per pair $(pairs proxy-get pget)" "$(le "$(ratio "$PM" "$PG")" 1.1)"
+        aim "DIMSE proxy: movescu miss ≤ 1.2 × direct movescu into storescp" "$(ratio "$PMM" "$PMV") × ($PMM s vs $PMV s); per pair $(pairs proxy-move pmovescu)" "$(le "$(ratio "$PMM" "$PMV")" 1.2)"
+        # shellcheck disable=SC2086 # word splitting intended
+        aim "DIMSE proxy: first sub-operation at the client ≤ 100 ms after the PACS's first" "getscu $(ms "$(med proxy-get.after)") ms (max $(ms "$(maxof ${R[proxy-get.after]:-0})") ms); movescu $(ms "$(med proxy-move.after)") ms (max $(ms "$(maxof ${R[proxy-move.after]:-0})") ms)" "$(le "$(maxof ${R[proxy-get.after]:-} ${R[proxy-move.after]:-})" 0.1)"
+        # shellcheck disable=SC2086 # word splitting intended
+        aim "DIMSE proxy: peak RSS ≤ 64 MB above idle" "getscu $(mib "$(med proxy-get.above)") MiB, movescu $(mib "$(med proxy-move.above)") MiB (max $(mib "$(maxof ${R[proxy-get.above]} ${R[proxy-move.above]})") MiB)" "$(le "$(maxof ${R[proxy-get.above]} ${R[proxy-move.above]})" 62500)"
+    fi
     aim "cache hit ≥ 0.9 × a loopback copy of the same files (time ≤ 1/0.9)" "$(ratio "$C" "$H") × ($H s vs $C s)" "$(le "$(ratio "$H" "$C")" 1.111)"
     echo
     echo "Cache hit: $H s ($(mbs "$BYTES" "$H") MB/s), $(ratio "$H" "$G") × getscu, $(ratio "$H" "$M") × the miss; loopback copy $C s ($(mbs "$BYTES" "$C") MB/s)."

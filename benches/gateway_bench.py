@@ -103,11 +103,14 @@ C_MOVE_RQ = command_field(0x0021)
 class Sniffer:
     """Kernel time stamps of the first C-FIND-RQ / C-GET-RQ / C-MOVE-RQ sent to the PACS and
     of the first C-STORE-RQ the PACS sends (on our C-GET association, or to our C-MOVE
-    destination port)."""
+    destination port); with client_port, also of the first C-STORE-RQ on a connection to or
+    from that port (`client_c_store_rq`: the first sub-operation beeldbrug as a DIMSE proxy
+    passes on to getscu, or to movescu's storescp)."""
 
-    def __init__(self, pacs_port, bb_port=None, timeline=False):
+    def __init__(self, pacs_port, bb_port=None, timeline=False, client_port=None):
         self.pacs_port = pacs_port
         self.bb_port = bb_port
+        self.client_port = client_port
         self.seen = {}
         # timeline: every packet of the PACS's associations, (stamp, from_pacs, payload
         # length, start of payload), until closed
@@ -128,7 +131,10 @@ class Sniffer:
         self.thread.start()
 
     def run(self):
-        while not self.stop.is_set() and ("c_store_rq" not in self.seen or self.timeline is not None):
+        def done():
+            return "c_store_rq" in self.seen and (not self.client_port or "client_c_store_rq" in self.seen)
+
+        while not self.stop.is_set() and (not done() or self.timeline is not None):
             try:
                 data, anc, _, addr = self.sock.recvmsg(70000, 64)
             except socket.timeout:
@@ -158,6 +164,13 @@ class Sniffer:
                 for name, pattern in (("c_find_rq", C_FIND_RQ), ("c_get_rq", C_GET_RQ), ("c_move_rq", C_MOVE_RQ)):
                     if name not in self.seen and pattern in payload:
                         self.seen[name] = stamp
+            if (
+                self.client_port
+                and self.client_port in (sport, dport)
+                and "client_c_store_rq" not in self.seen
+                and C_STORE_RQ in payload
+            ):
+                self.seen["client_c_store_rq"] = stamp
             from_pacs = sport == self.pacs_port or (self.bb_port and dport == self.bb_port)
             if from_pacs and "c_store_rq" not in self.seen and C_STORE_RQ in payload:
                 self.seen["c_store_rq"] = stamp
@@ -273,7 +286,7 @@ def cmd_wado(args):
 
 def cmd_get(args):
     argv = ["/usr/bin/" + args.tool] + [a for a in args.tool_args if a != "--"]
-    sniffer = Sniffer(args.pacs_port, args.bb_port, args.timeline) if args.pacs_port else None
+    sniffer = Sniffer(args.pacs_port, args.bb_port, args.timeline, args.client_port) if args.pacs_port else None
     import resource
 
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -303,11 +316,16 @@ def cmd_evict(args):
         for root, _, names in os.walk(top):
             for name in names:
                 try:
-                    fd = os.open(os.path.join(root, name), os.O_RDONLY)
+                    fd = os.open(os.path.join(root, name), os.O_WRONLY if args.truncate else os.O_RDONLY)
                 except OSError:
                     continue
                 try:
-                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                    if args.truncate:
+                        # frees the blocks but keeps the inode: no ext4 recently_deleted()
+                        # slowdown for the next run, as deleting would bring
+                        os.ftruncate(fd, 0)
+                    else:
+                        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
                     files += 1
                 finally:
                     os.close(fd)
@@ -387,11 +405,13 @@ def main():
     p.add_argument("--tool", choices=["getscu", "movescu"], default="getscu")
     p.add_argument("--pacs-port", type=int)
     p.add_argument("--bb-port", type=int, help="movescu's +P port (its storage SCP)")
+    p.add_argument("--client-port", type=int, help="time-stamp the first C-STORE-RQ to or from this port too")
     p.add_argument("--timeline", action="store_true", help="time-stamp every packet: `phases`")
     p.add_argument("outdir")
     p.add_argument("tool_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_get)
     p = sub.add_parser("evict")
+    p.add_argument("--truncate", action="store_true", help="truncate the files to zero length instead")
     p.add_argument("dirs", nargs="+")
     p.set_defaults(func=cmd_evict)
     p = sub.add_parser("serve-copy")
