@@ -3,7 +3,7 @@
 
 use super::retrieve::{self, selection_from, SubOps};
 use super::ScpContext;
-use crate::core::{CoreError, Delivery, Retrieval};
+use crate::core::{Delivery, Retrieval};
 use crate::dimse::command::{CommandField, CommandSet};
 use crate::dimse::dataset;
 use crate::dimse::scu::send::{send_file_with, Fallback};
@@ -58,24 +58,9 @@ pub async fn handle(
     };
     let mut retrieval = match answered {
         Ok(r) => r,
-        // Nothing selected: a C-GET with no sub-operations (audited by the core).
-        Err(CoreError::NotFound(_)) => {
-            let counts = SubOps::new(0);
-            return retrieve::send_final(
-                assoc,
-                context_id,
-                &pc.transfer_syntax,
-                rq,
-                CommandField::CGetRsp,
-                &counts,
-                false,
-            )
-            .await;
-        }
         Err(e) => {
-            let (status, comment) = retrieve::status_of(&e, CommandField::CGetRsp);
-            return assoc
-                .send_command(context_id, &fail(status, &comment))
+            let ts = &pc.transfer_syntax;
+            return retrieve::send_unstarted(assoc, context_id, ts, rq, CommandField::CGetRsp, &e)
                 .await;
         }
     };

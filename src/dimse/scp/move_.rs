@@ -4,7 +4,7 @@
 
 use super::retrieve::{self, selection_from, SubOps};
 use super::ScpContext;
-use crate::core::{CoreError, Delivery, InstanceLocation, Retrieval};
+use crate::core::{Delivery, InstanceLocation, Retrieval};
 use crate::dimse::command::{CommandField, CommandSet};
 use crate::dimse::dataset;
 use crate::dimse::negotiate::ProposedContext;
@@ -79,24 +79,9 @@ pub async fn handle(
         .await
     {
         Ok(r) => r,
-        // Nothing selected: a C-MOVE with no sub-operations (audited by the core).
-        Err(CoreError::NotFound(_)) => {
-            let counts = SubOps::new(0);
-            return retrieve::send_final(
-                assoc,
-                context_id,
-                &pc.transfer_syntax,
-                rq,
-                CommandField::CMoveRsp,
-                &counts,
-                false,
-            )
-            .await;
-        }
         Err(e) => {
-            let (status, comment) = retrieve::status_of(&e, CommandField::CMoveRsp);
-            return assoc
-                .send_command(context_id, &fail(status, &comment))
+            let ts = &pc.transfer_syntax;
+            return retrieve::send_unstarted(assoc, context_id, ts, rq, CommandField::CMoveRsp, &e)
                 .await;
         }
     };

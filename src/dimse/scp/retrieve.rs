@@ -176,6 +176,36 @@ pub fn status_of(error: &CoreError, field: CommandField) -> (u16, String) {
     }
 }
 
+/// Answer a C-MOVE or C-GET the core could not start (its record is written): nothing
+/// selected is a final response without sub-operations (PS3.4 C.4.2.1.5: success, 0
+/// completed); anything else a failure status with its comment ([`status_of`]).
+pub async fn send_unstarted(
+    assoc: &mut crate::dimse::Association,
+    context_id: u8,
+    transfer_syntax: &str,
+    rq: &CommandSet,
+    field: CommandField,
+    error: &CoreError,
+) -> Result<(), crate::dimse::AssociationError> {
+    if let CoreError::NotFound(_) = error {
+        let counts = SubOps::new(0);
+        return send_final(
+            assoc,
+            context_id,
+            transfer_syntax,
+            rq,
+            field,
+            &counts,
+            false,
+        )
+        .await;
+    }
+    let (status, comment) = status_of(error, field);
+    let mut rsp = CommandSet::response_to(rq, field, status);
+    rsp.error_comment = Some(comment);
+    assoc.send_command(context_id, &rsp).await
+}
+
 /// The audit result of a retrieve from its counts.
 pub fn result_of(counts: &SubOps, cancelled: bool) -> &'static str {
     if cancelled {
