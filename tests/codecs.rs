@@ -100,6 +100,20 @@ async fn stow(port: u16, files: &[&Path]) -> common::http::HttpResponse {
 
 /// STOW-RS every encoded instance; WADO-RS gives each back as stored with `transfer-syntax=*`,
 /// decoded by default, as decoded frames, rendered and as a thumbnail.
+/// A DCMTK tool on a blocking thread, at most two minutes: its output.
+async fn run_tool(tool: &'static str, args: Vec<String>) -> std::process::Output {
+    tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            dcmtk(tool, &args)
+        }),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{tool} hung"))
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn wado_rs_decodes_every_stored_syntax() {
     let gw = Gateway::start("").await;
@@ -322,16 +336,7 @@ async fn getscu_proposing_only_uncompressed_receives_every_instance_decoded() {
     .into_iter()
     .map(String::from)
     .collect();
-    let get = tokio::time::timeout(
-        Duration::from_secs(120),
-        tokio::task::spawn_blocking(move || {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            dcmtk("getscu", &args)
-        }),
-    )
-    .await
-    .expect("getscu hung")
-    .unwrap();
+    let get = run_tool("getscu", args).await;
     let log = format!(
         "{}{}",
         String::from_utf8_lossy(&get.stdout),
@@ -389,16 +394,7 @@ async fn movescu_to_an_uncompressed_only_destination_delivers_every_instance_dec
     ]
     .map(String::from)
     .to_vec();
-    let run = tokio::time::timeout(
-        Duration::from_secs(120),
-        tokio::task::spawn_blocking(move || {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            dcmtk("movescu", &args)
-        }),
-    )
-    .await
-    .expect("movescu hung")
-    .unwrap();
+    let run = run_tool("movescu", args).await;
     let log = format!(
         "{}{}\n{}",
         String::from_utf8_lossy(&run.stdout),
@@ -615,16 +611,7 @@ async fn broken_codestreams_fail_cleanly_on_every_decoding_path() {
     ]
     .map(String::from)
     .to_vec();
-    let get = tokio::time::timeout(
-        Duration::from_secs(120),
-        tokio::task::spawn_blocking(move || {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            dcmtk("getscu", &args)
-        }),
-    )
-    .await
-    .expect("getscu hung")
-    .unwrap();
+    let get = run_tool("getscu", args).await;
     let log = format!(
         "{}{}",
         String::from_utf8_lossy(&get.stdout),

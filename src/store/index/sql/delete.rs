@@ -59,16 +59,7 @@ sql_impl! {
         let mut ids = Vec::with_capacity(rows.len());
         let mut parents = Parents::default();
         for row in &rows {
-            removed.push(InstanceLocation {
-                patient_id: row.try_get(0usize)?,
-                study_instance_uid: row.try_get(1usize)?,
-                series_instance_uid: row.try_get(2usize)?,
-                sop_instance_uid: row.try_get(3usize)?,
-                sop_class_uid: row.try_get(4usize)?,
-                transfer_syntax_uid: row.try_get(5usize)?,
-                blob_key: row.try_get(6usize)?,
-                size_bytes: u64::try_from(row.try_get::<i64, usize>(7)?).unwrap_or(0),
-            });
+            removed.push(Self::location(row)?);
             ids.push(row.try_get::<i64, usize>(8)?);
             parents.series.push(row.try_get(9usize)?);
             parents.studies.push(row.try_get(10usize)?);

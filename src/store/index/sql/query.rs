@@ -377,20 +377,22 @@ sql_impl! {
             return Ok(Vec::new());
         };
         let rows = Self::query(&sql).fetch_all(&self.pool).await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
-            out.push(InstanceLocation {
-                patient_id: row.try_get(0usize)?,
-                study_instance_uid: row.try_get(1usize)?,
-                series_instance_uid: row.try_get(2usize)?,
-                sop_instance_uid: row.try_get(3usize)?,
-                sop_class_uid: row.try_get(4usize)?,
-                transfer_syntax_uid: row.try_get(5usize)?,
-                blob_key: row.try_get(6usize)?,
-                size_bytes: u64::try_from(row.try_get::<i64, usize>(7)?).unwrap_or(0),
-            });
-        }
-        Ok(out)
+        rows.iter().map(Self::location).collect()
+    }
+
+    /// An instance's location from the first eight columns of a row, in the order
+    /// `locate_sql` selects them (the delete selects them first too).
+    pub(super) fn location(row: &DB::Row) -> Result<InstanceLocation, IndexError> {
+        Ok(InstanceLocation {
+            patient_id: row.try_get(0usize)?,
+            study_instance_uid: row.try_get(1usize)?,
+            series_instance_uid: row.try_get(2usize)?,
+            sop_instance_uid: row.try_get(3usize)?,
+            sop_class_uid: row.try_get(4usize)?,
+            transfer_syntax_uid: row.try_get(5usize)?,
+            blob_key: row.try_get(6usize)?,
+            size_bytes: u64::try_from(row.try_get::<i64, usize>(7)?).unwrap_or(0),
+        })
     }
 
     pub async fn count_instances(&self, selection: &Selection) -> Result<u64, IndexError> {
