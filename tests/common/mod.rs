@@ -168,12 +168,25 @@ pub fn dcmtk(tool: &str, args: &[&str]) -> std::process::Output {
 }
 
 /// A free TCP port on loopback (for peers that cannot bind port 0 themselves).
+/// A port for a server that must be told its port before it starts (a peer's C-MOVE
+/// destination, Orthanc's config). It comes from below the kernel's ephemeral range
+/// (32768–60999 on Linux): a port taken from that range with `bind(0)` and released can be
+/// handed to another test's outgoing connection before the server binds it (CI saw
+/// AddrInUse). Ports are spread by process id and never handed out twice in one process.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7919);
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (LOW + start.wrapping_add(n) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {LOW}..{}", LOW + SPAN)
 }
 
 /// Generate a small deterministic data set into `dir`.
