@@ -2,13 +2,14 @@
 //! `BEELDBRUG_<SECTION>__<KEY>` environment variables, merged in that order and validated at
 //! start. An error names the key and the problem.
 //!
-//! The sections that other modules own ([`pacs`], [`tls`], [`trust`]) have their types here
+//! The sections that other modules own ([`pacs`], [`tls`], [`trust`], [`xds`]) have their types here
 //! too, in files of their own: the configuration is read before anything it configures and
 //! imports none of it.
 
 pub mod pacs;
 pub mod tls;
 pub mod trust;
+pub mod xds;
 
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
@@ -18,6 +19,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 pub use tls::TlsConfig;
 pub use trust::TrustConfig;
+pub use xds::XdsConfig;
 
 /// The embedded default configuration.
 pub const EMBEDDED_DEFAULT: &str = include_str!("../config/beeldbrug.toml");
@@ -54,6 +56,9 @@ pub struct Config {
     /// The process as a whole (shutdown).
     #[serde(default)]
     pub server: ServerConfig,
+    /// XDS-I publication and the XCA-I responding gateway (off by default).
+    #[serde(default)]
+    pub xds: XdsConfig,
 }
 
 /// `[server]`: what concerns both listeners.
@@ -238,6 +243,7 @@ impl Config {
         self.check_secure_by_default()
             .map_err(|p| invalid("http.listen", p))?;
         self.check_dimse_secure_by_default()?;
+        self.xds.validate()?;
         if self.dimse.max_associations == 0 {
             return Err(invalid(
                 "dimse.max_associations",
