@@ -5,16 +5,38 @@
 pub mod ready;
 
 use crate::dicomweb::{self, WebState};
+use crate::pacs::source::PacsSource;
+use crate::store::{BlobStore, Index};
+use axum::extract::FromRef;
 use axum::http::{header, HeaderMap, HeaderValue, Method};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
+use std::sync::Arc;
 use tower_http::compression::predicate::{Predicate, SizeAbove};
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-pub fn router(state: WebState) -> Router {
-    let cors = cors_layer(&state.config.dicomweb.cors_origins);
+/// What the HTTP listener serves from: the DICOMweb front's state (the core and trust), and
+/// for `/ready` and `/admin`, which are no front, the index, the blobs and the PACS they
+/// check and read themselves.
+#[derive(Debug, Clone)]
+pub struct HttpState {
+    pub web: WebState,
+    pub index: Arc<dyn Index>,
+    pub blobs: BlobStore,
+    /// Gateway mode: the local PACS (`/ready` asks it for C-ECHO).
+    pub gateway: Option<Arc<PacsSource>>,
+}
+
+impl FromRef<HttpState> for WebState {
+    fn from_ref(state: &HttpState) -> WebState {
+        state.web.clone()
+    }
+}
+
+pub fn router(state: HttpState) -> Router {
+    let cors = cors_layer(&state.web.config.dicomweb.cors_origins);
     let admin = Router::new()
         .route("/admin/forward", get(forward_queue))
         .route("/admin/audit", get(audit_trail))
@@ -22,10 +44,11 @@ pub fn router(state: WebState) -> Router {
     let probes = Router::new()
         .route("/ready", get(ready))
         .with_state(state.clone());
-    let mut web = dicomweb::router(state).layer(CompressionLayer::new().gzip(true).compress_when(
-        // DICOM and images are compressed already or too big to gain: JSON only.
-        SizeAbove::new(512).and(|_, _, headers: &HeaderMap, _: &_| is_json(headers)),
-    ));
+    let mut web =
+        dicomweb::router(state.web).layer(CompressionLayer::new().gzip(true).compress_when(
+            // DICOM and images are compressed already or too big to gain: JSON only.
+            SizeAbove::new(512).and(|_, _, headers: &HeaderMap, _: &_| is_json(headers)),
+        ));
     if let Some(cors) = cors {
         web = web.layer(cors);
     }
@@ -83,7 +106,7 @@ async fn health() -> Json<serde_json::Value> {
 /// `GET /ready`: 200 when every check of [`ready`] passes, else 503 naming the
 /// failing ones; the body has each check's result either way.
 async fn ready(
-    axum::extract::State(state): axum::extract::State<WebState>,
+    axum::extract::State(state): axum::extract::State<HttpState>,
 ) -> (axum::http::StatusCode, Json<serde_json::Value>) {
     let readiness = ready::check(&state).await;
     let status = if readiness.ready {
@@ -111,16 +134,16 @@ struct QueueQuery {
 /// (`?limit=`, default 100). Behind the same trust decision as DICOMweb: a caller without
 /// credentials only where `dicomweb.allow_anonymous`.
 async fn forward_queue(
-    axum::extract::State(state): axum::extract::State<WebState>,
+    axum::extract::State(state): axum::extract::State<HttpState>,
     caller: dicomweb::WebCaller,
     axum::extract::Query(q): axum::extract::Query<QueueQuery>,
 ) -> Result<Json<serde_json::Value>, dicomweb::WebError> {
-    dicomweb::admit(&state, &caller.0, crate::trust::Operation::QidoRs).await?;
+    dicomweb::admit(&state.web, &caller.0, crate::trust::Operation::QidoRs).await?;
     let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
     let jobs = crate::pacs::forward::queue(state.index.as_ref(), limit)
         .await
         .map_err(|e| dicomweb::WebError::Internal(e.to_string()))?;
-    let pacs = state.config.pacs.as_ref();
+    let pacs = state.web.config.pacs.as_ref();
     Ok(Json(json!({
         "pacs": pacs.map(|p| json!({
             "ae_title": p.ae_title,

@@ -11,23 +11,28 @@
 //!   - [`http`]: the HTTP listener: `/health`, `/ready` (the checks that the gateway can take
 //!     work: index, blobs, disk, audit trail, PACS), and [`dicomweb`] under `/dicomweb`.
 //!   - [`dicomweb`]: the DICOMweb front (PS3.18): QIDO-RS, WADO-RS, STOW-RS, streamed.
-//! - [`core`]: where every query and retrieve is answered: the trust decision and the one
-//!   audit record of each operation, the routes from each front to the sources, the cache
-//!   or a shared, streamed fetch from a source, queries merged over the sources.
-//! - [`model`]: the one query model ([`model::Query`]) and retrieve model
-//!   ([`model::Selection`]) every layer shares.
+//! - [`core`]: where every query and retrieve is answered and every stored instance taken
+//!   in: the trust decision and the one audit record of each operation, the routes from
+//!   each front to the sources, the cache or a shared, streamed fetch from a source, queries
+//!   merged over the sources, and the one ingest path of C-STORE and STOW-RS (bytes as they
+//!   arrive, acknowledged once fsynced and indexed).
+//! - [`model`]: the one query model ([`model::Query`]), retrieve model
+//!   ([`model::Selection`]) and ingest model ([`model::Expected`], [`model::IngestFailure`])
+//!   every layer shares.
 //! - [`trust`]: the decision point (callers, tokens, XUA, consent, patients) and the audit
 //!   trail.
 //! - Sources, behind [`core::Source`]:
 //!   - [`store`]: the cache: blobs on the filesystem and the index (SQLite or PostgreSQL),
-//!     and the one ingest path of C-STORE and STOW-RS.
+//!     and the checks, fsync and indexing behind the core's ingest path
+//!     ([`store::ingest`]).
 //!   - [`pacs`]: the hospital's PACS (C-FIND for queries, C-GET / C-MOVE retrieves, the
 //!     capability probe, forwarding STOW-RS studies to the PACS).
 //! - [`xml`]: the one XML reader (namespace-resolved element tree, size, depth and node
 //!   limits, no DTDs) for the SOAP and SAML messages the trust layer and later the XDS-I front
 //!   read.
 //! - [`server`]: the composition root: builds the core with its sources and routes
-//!   (`server::compose_core`), starts the listeners, and the shutdown deadline.
+//!   (`server::compose_core`), starts the listeners, and the shutdown deadline; what it
+//!   opened is in `server::Context` (the fronts see only the core and trust).
 //! - [`cli`]: the command line (serve, echo, find, store, move, get, generate, probe, forward).
 //! - [`config`]: typed configuration (embedded default TOML, file, `BEELDBRUG_*` environment),
 //!   every section's types included: it imports none of the modules it configures.

@@ -8,9 +8,11 @@
 
 use crate::config::Config;
 use crate::core::{CacheRules, Core, Front};
+use crate::dimse::receive::MoveArrivals;
 use crate::dimse::scp::{self, ScpContext};
+use crate::http::HttpState;
 use crate::pacs::source::PacsSource;
-use crate::store::{open_index, BlobStore};
+use crate::store::{open_index, BlobStore, Index};
 use crate::trust::tls::{TlsState, Watcher};
 use crate::trust::Trust;
 use std::net::SocketAddr;
@@ -51,8 +53,24 @@ pub struct Running {
     /// The live TLS configurations (reloaded in the background).
     pub tls: Arc<TlsState>,
     pub shutdown: CancellationToken,
-    pub context: Arc<ScpContext>,
+    pub context: Arc<Context>,
     tasks: tokio::task::JoinSet<()>,
+}
+
+/// What the composition root opened and wired. The fronts see only [`Context::fronts`] (the
+/// core and trust); the rest is for what is no front: `/ready` and `/admin`, the background
+/// tasks (retention, STOW-RS forwarding, the probe), the CLI and tests.
+#[derive(Debug)]
+pub struct Context {
+    pub config: Arc<Config>,
+    pub trust: Arc<Trust>,
+    pub index: Arc<dyn Index>,
+    pub blobs: BlobStore,
+    pub core: Arc<Core>,
+    /// Gateway mode: the local PACS (`[pacs]`).
+    pub gateway: Option<Arc<PacsSource>>,
+    /// The DIMSE and DICOMweb fronts' context.
+    pub fronts: Arc<ScpContext>,
 }
 
 /// After the deadline, how long aborting what is left may take before we stop waiting.
@@ -83,7 +101,7 @@ impl Running {
                 "shutdown deadline (server.shutdown_grace_secs) reached: aborting associations \
                  and closing connections still open"
             );
-            self.context.abort.cancel();
+            self.context.fronts.abort.cancel();
             let _ = tokio::time::timeout(ABORT_WAIT, async {
                 while self.tasks.join_next().await.is_some() {}
             })
@@ -154,10 +172,25 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         .map_err(|crate::store::delete::DeleteError::Index(e)| e)?;
     let trust = Arc::new(Trust::new(&config, index.clone())?);
     let (core, gateway) = compose_core(&config, &index, &blobs, &trust);
-    let context = Arc::new(
-        ScpContext::new(config.clone(), index, blobs, trust.clone(), core, gateway)
+    if let Some(gateway) = &gateway {
+        gateway.pacs.set_tls(tls.clone());
+    }
+    let move_arrivals = gateway
+        .as_ref()
+        .map(|g| Arc::new(g.pacs.moves.clone()) as Arc<dyn MoveArrivals>);
+    let fronts = Arc::new(
+        ScpContext::new(config.clone(), trust.clone(), core.clone(), move_arrivals)
             .with_tls(tls.clone()),
     );
+    let context = Arc::new(Context {
+        config: config.clone(),
+        trust: trust.clone(),
+        index,
+        blobs,
+        core,
+        gateway,
+        fronts,
+    });
 
     let dimse = TcpListener::bind(&config.dimse.listen)
         .await
@@ -187,19 +220,24 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
 
     let shutdown = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
-    let (ctx, token) = (context.clone(), shutdown.clone());
+    let (ctx, token) = (context.fronts.clone(), shutdown.clone());
     tasks.spawn(async move { scp::serve(dimse, ctx, token.cancelled_owned()).await });
     if let Some((listener, _)) = dimse_tls {
-        let (ctx, token, tls) = (context.clone(), shutdown.clone(), tls.clone());
+        let (ctx, token, tls) = (context.fronts.clone(), shutdown.clone(), tls.clone());
         tasks.spawn(
             async move { scp::serve_tls(listener, ctx, tls, token.cancelled_owned()).await },
         );
     }
     let token = shutdown.clone();
-    let web_state = context.clone();
+    let web_state = HttpState {
+        web: context.fronts.clone(),
+        index: context.index.clone(),
+        blobs: context.blobs.clone(),
+        gateway: context.gateway.clone(),
+    };
     if tls.http().is_some() {
         let tls = tls.clone();
-        let abort = context.abort.clone();
+        let abort = context.fronts.abort.clone();
         tasks.spawn(async move {
             let router = crate::http::router(web_state);
             tokio::select! {
@@ -208,7 +246,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             }
         });
     } else {
-        let abort = context.abort.clone();
+        let abort = context.fronts.abort.clone();
         tasks.spawn(async move {
             let app =
                 crate::http::router(web_state).into_make_service_with_connect_info::<SocketAddr>();

@@ -209,7 +209,7 @@ impl Setup {
 /// The cache state of `study` once its retrieve has recorded it: the response may end
 /// just before the retrieve writes the state (after the fetched instances are durable).
 async fn settled_state(
-    ctx: &beeldbrug::dimse::scp::ScpContext,
+    ctx: &beeldbrug::server::Context,
     study: &str,
 ) -> Option<beeldbrug::store::index::CachedStudy> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);

@@ -47,7 +47,7 @@ fn pacs_toml(port: u16, extra: &str) -> String {
 }
 
 /// Retry after one second, poll five times a second: a test waits seconds, not minutes.
-fn fast_retries(ctx: &beeldbrug::dimse::scp::ScpContext) {
+fn fast_retries(ctx: &beeldbrug::server::Context) {
     let gateway = ctx.gateway.as_ref().expect("gateway mode");
     gateway.pacs.forward.set_policy(RetryPolicy {
         delays: vec![Duration::from_secs(1)],
@@ -56,13 +56,13 @@ fn fast_retries(ctx: &beeldbrug::dimse::scp::ScpContext) {
     });
 }
 
-async fn jobs(ctx: &beeldbrug::dimse::scp::ScpContext) -> Vec<ForwardJob> {
+async fn jobs(ctx: &beeldbrug::server::Context) -> Vec<ForwardJob> {
     ctx.index.forward_jobs(None, 10_000).await.expect("queue")
 }
 
 /// Wait until `done(jobs)` holds; fail with the queue after `secs`.
 async fn wait_queue(
-    ctx: &beeldbrug::dimse::scp::ScpContext,
+    ctx: &beeldbrug::server::Context,
     secs: u64,
     what: &str,
     done: impl Fn(&[ForwardJob]) -> bool,

@@ -1,6 +1,6 @@
-//! Core: the one place where a query or a retrieve is answered, whichever front asked
-//! (DESIGN "core"). Fronts only translate their wire into a [`Query`] or a [`Selection`] and
-//! back; [`Core`] does the rest:
+//! Core: the one place where a query or a retrieve is answered, and where a stored instance
+//! comes in, whichever front asked (DESIGN "core"). Fronts only translate their wire into a
+//! [`Query`], a [`Selection`] or an instance's bytes and back; [`Core`] does the rest:
 //!
 //! 1. [`Core::admit`]: the trust decision for the operation; a refusal is audited there, a
 //!    permit becomes a [`Ticket`] that owes the operation's one audit record
@@ -13,6 +13,10 @@
 //!    fetch from a source ([`route`]: cache rules in [`cache`]), one fetch per selection
 //!    shared by every request, pinned against eviction, cancelled when the last consumer
 //!    goes away ([`follow`]); the front reads [`Instances`].
+//! 4. [`Core::ingest`]: the one ingest path of C-STORE and STOW-RS ([`ingest`]): the bytes
+//!    as they arrive ([`Incoming`]), checked, fsynced and indexed before the front
+//!    acknowledges; the ticket (or, for the C-STOREs of an association, [`Stores`]) owes
+//!    the record.
 //!
 //! Sources sit behind one trait ([`source::Source`]): the local PACS (`crate::pacs`) today,
 //! other hospitals' gateways next. The core knows the store (the cache) and trust, and
@@ -21,6 +25,7 @@
 pub mod cache;
 pub mod decide;
 pub mod follow;
+pub mod ingest;
 pub mod instances;
 pub mod route;
 pub mod source;
@@ -31,6 +36,7 @@ pub mod ticket;
 mod tests;
 
 pub use cache::CacheRules;
+pub use ingest::{Durable, Expected, Incoming, IngestFailure, StoredInstance, Stores};
 pub use instances::Instances;
 // The models, for the fronts: they speak to the core in its terms.
 pub use crate::model::{query, retrieve};

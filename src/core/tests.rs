@@ -930,3 +930,190 @@ async fn a_fetch_that_fails_midway_ends_the_stream_with_the_error() {
     assert_eq!(again.from, NAME);
     assert_eq!(drain(again).await, sops(&held));
 }
+
+/// Give the core an instance's bytes in three pieces, as a front does while they arrive.
+async fn incoming(core: &Core, bytes: &[u8]) -> super::Incoming {
+    let mut incoming = core.incoming().await.expect("incoming");
+    let third = bytes.len() / 3;
+    for piece in [
+        &bytes[..third],
+        &bytes[third..2 * third],
+        &bytes[2 * third..],
+    ] {
+        incoming.write(piece).await.expect("write");
+    }
+    assert_eq!(incoming.len(), bytes.len() as u64);
+    incoming
+}
+
+fn temp_files(h: &Harness) -> usize {
+    std::fs::read_dir(h.blobs.data_dir().join("tmp"))
+        .expect("tmp dir")
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_instance_is_acknowledged_durable_and_indexed() {
+    let h = Harness::new().await;
+    let held = mr_series(3, 3);
+    let source = Arc::new(FakeSource::new(Vec::new()));
+    let core = h.core(&source, &[Front::Web]);
+    let mut ticket = core
+        .admit(&web_caller(), Operation::StowRs)
+        .await
+        .expect("admitted");
+
+    // One instance at once (C-STORE): checked against what the sender said, then indexed.
+    let first = &held[0];
+    let expected = Expected {
+        sop_instance: Some(&first.sop_uid),
+        sop_class: Some("1.2.840.10008.5.1.4.1.1.4"),
+        ..Default::default()
+    };
+    let stored = core
+        .ingest(&mut ticket, incoming(&core, &first.bytes).await, expected)
+        .await
+        .expect("stored");
+    assert_eq!(stored.status, crate::status::code::SUCCESS);
+    assert_eq!(stored.location.sop_instance_uid, first.sop_uid);
+    assert_eq!(stored.location.study_instance_uid, first.study_uid);
+    let file = core.stored().local_file(&stored.location);
+    assert_eq!(
+        std::fs::read(file.path()).unwrap(),
+        first.bytes,
+        "byte-exact"
+    );
+
+    // A SOP class other than the command's is stored with warning B007.
+    let second = &held[1];
+    let other_class = Expected {
+        sop_class: Some("1.2.840.10008.5.1.4.1.1.2"),
+        ..Default::default()
+    };
+    let warned = core
+        .ingest(
+            &mut ticket,
+            incoming(&core, &second.bytes).await,
+            other_class,
+        )
+        .await
+        .expect("stored with a warning");
+    assert_eq!(warned.status, crate::status::code::WARNING_DATASET_MISMATCH);
+
+    // Not the instance the sender named, another study than the URL's, bytes that do not
+    // parse, bytes given up on: failures that leave nothing behind.
+    let third = &held[2];
+    let wrong_sop = Expected {
+        sop_instance: Some("1.2.3.4"),
+        ..Default::default()
+    };
+    let failure = core
+        .ingest(&mut ticket, incoming(&core, &third.bytes).await, wrong_sop)
+        .await
+        .unwrap_err();
+    assert_eq!(failure.status, crate::status::code::CANNOT_UNDERSTAND);
+    assert_eq!(
+        failure.sop_instance, third.sop_uid,
+        "named from the meta group"
+    );
+    let wrong_study = Expected {
+        study_uid: Some("1.2.3.4"),
+        ..Default::default()
+    };
+    let failure = core
+        .ingest(
+            &mut ticket,
+            incoming(&core, &third.bytes).await,
+            wrong_study,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(failure.status, crate::status::code::IDENTIFIER_MISMATCH);
+    let half = &third.bytes[..third.bytes.len() / 2];
+    let failure = core
+        .ingest(
+            &mut ticket,
+            incoming(&core, half).await,
+            Expected::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(failure.status, crate::status::code::CANNOT_UNDERSTAND);
+    incoming(&core, &third.bytes).await.abort().await;
+    drop(incoming(&core, &third.bytes).await);
+    assert_eq!(temp_files(&h), 0, "nothing half-written stays");
+    assert_eq!(
+        h.index.count_instances(&study_of(&held)).await.unwrap(),
+        2,
+        "only what was acknowledged is indexed"
+    );
+
+    // Many at once (STOW-RS): durable first, then indexed in one batch.
+    let durable = core
+        .ingest_durable(incoming(&core, &third.bytes).await, Expected::default())
+        .await
+        .expect("durable");
+    assert_eq!(durable.location().sop_instance_uid, third.sop_uid);
+    assert_eq!(h.index.count_instances(&study_of(&held)).await.unwrap(), 2);
+    core.index(&mut ticket, vec![durable])
+        .await
+        .expect("indexed");
+    assert_eq!(h.index.count_instances(&study_of(&held)).await.unwrap(), 3);
+
+    // The ticket learnt the patient and study of what was stored.
+    ticket.finish("success", "3 stored").await;
+    let records = h.audit_settled(1).await;
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].operation, "STOW-RS");
+    assert_eq!(records[0].patient_ids, first.patient_id);
+    assert_eq!(records[0].study_uids, first.study_uid);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_stores_of_an_association_share_one_record() {
+    let h = Harness::new().await;
+    let held = mr_series(4, 2);
+    let source = Arc::new(FakeSource::new(Vec::new()));
+    let core = h.core(&source, &[Front::Web]);
+
+    // Two stored, one failed: one record when the association ends.
+    let mut stores = core.stores(&dimse_caller());
+    for instance in &held {
+        let ticket = stores.admit().expect("permitted");
+        core.ingest(
+            ticket,
+            incoming(&core, &instance.bytes).await,
+            Expected::default(),
+        )
+        .await
+        .expect("stored");
+        stores.stored();
+    }
+    stores.failed();
+    assert_eq!(stores.stored_count(), 2);
+    stores.finish().await;
+    let records = h.audit_settled(1).await;
+    assert_eq!(records.len(), 1, "{records:?}");
+    let record = &records[0];
+    assert_eq!(
+        (record.operation.as_str(), record.outcome.as_str()),
+        ("C-STORE", "partial")
+    );
+    assert_eq!(record.detail, "2 instances stored, 1 failed");
+    assert_eq!(record.patient_ids, held[0].patient_id);
+    assert_eq!(record.study_uids, held[0].study_uid);
+
+    // An association that stored nothing, or was cut off before its first instance was in,
+    // owes no record; one whose stores all failed owes a failure.
+    core.stores(&dimse_caller()).finish().await;
+    let mut cut_off = core.stores(&dimse_caller());
+    cut_off.admit().expect("permitted");
+    cut_off.finish().await;
+    let mut refused = core.stores(&dimse_caller());
+    refused.failed();
+    refused.finish().await;
+    let records = h.audit_settled(2).await;
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert_eq!(records[1].outcome, "failure");
+    assert_eq!(records[1].detail, "0 instances stored, 1 failed");
+}

@@ -91,6 +91,12 @@ impl Ticket {
         }
     }
 
+    /// The operation turned out to be none (the C-STOREs of an association that stored and
+    /// failed nothing): no record is owed.
+    pub(super) fn discard(mut self) {
+        self.written = true;
+    }
+
     /// Write the record: `result` is "success", "failure", "cancelled", "partial" or
     /// "refused"; the patients and studies are those touched.
     pub async fn finish(mut self, result: &str, detail: impl Into<String>) {

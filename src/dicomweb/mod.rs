@@ -30,7 +30,7 @@ pub mod wado;
 
 use crate::dimse::scp::ScpContext;
 use crate::trust::{Caller, Operation, Outcome, ANONYMOUS};
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::{ConnectInfo, FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -39,7 +39,7 @@ use axum::Router;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-/// Shared state of the DICOMweb handlers: the same store, index and trust as the DIMSE side.
+/// Shared state of the DICOMweb handlers: the same core and trust as the DIMSE side.
 pub type WebState = Arc<ScpContext>;
 
 /// A request that cannot be answered, as an HTTP status and a readable message.
@@ -140,13 +140,15 @@ impl From<crate::core::CoreError> for WebError {
 #[derive(Debug, Clone)]
 pub struct WebCaller(pub Caller);
 
-impl FromRequestParts<WebState> for WebCaller {
+impl<S> FromRequestParts<S> for WebCaller
+where
+    S: Send + Sync,
+    WebState: FromRef<S>,
+{
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &WebState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let state = WebState::from_ref(state);
         let address = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()

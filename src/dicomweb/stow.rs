@@ -1,8 +1,8 @@
 //! STOW-RS (PS3.18 10.5): `multipart/related; type="application/dicom"` parsed as a stream
-//! (multer, boundary from the media type), each part written to a temp file and stored through
-//! the same ingest path as C-STORE (checked, parsed, fsynced, renamed; up to 4 parts at once
-//! while the next arrive), then indexed in batches of one transaction each — durable and
-//! indexed before the response.
+//! (multer, boundary from the media type), each part written into the core as it arrives and
+//! stored through the same ingest path as C-STORE (`core::ingest`: checked, parsed, fsynced,
+//! renamed; up to 4 parts at once while the next arrive), then indexed in batches of one
+//! transaction each — durable and indexed before the response.
 //!
 //! Status (PS3.18 10.5.3): 200 all stored, 202 some failed or stored with warnings, 409 none
 //! stored, 400 a malformed request, 415 an unsupported media type, 413 over the size limits.
@@ -11,9 +11,8 @@
 use super::json::{put, tag_key};
 use super::media::parse_media_type;
 use super::{base_url, WebCaller, WebError, WebState};
+use crate::core::{Durable, Expected, Incoming, Ticket};
 use crate::dimse::status::code;
-use crate::store::ingest::{index_batch, store_blob, Expected};
-use crate::store::{InstanceRecord, PendingBlob};
 use crate::trust::{Caller, Operation};
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -41,12 +40,11 @@ struct PartResult {
     sop_instance: String,
     study: String,
     series: String,
-    patient: String,
     /// 0 success, Bxxx warning, other failure (C-STORE statuses, PS3.18 10.5.3.2).
     status: u16,
     reason: String,
-    /// Stored in the blob store, waiting to be indexed with the rest of its batch.
-    unindexed: Option<InstanceRecord>,
+    /// Durable, waiting to be indexed with the rest of its batch.
+    unindexed: Option<Durable>,
 }
 
 impl PartResult {
@@ -113,7 +111,8 @@ async fn store(
     body: Body,
 ) -> Result<Response, WebError> {
     let mut ticket = state.core.admit(&caller, Operation::StowRs).await?;
-    let result = receive(&state, &headers, study.as_deref(), body).await;
+    // The ticket learns the patients and studies of the parts as they are indexed.
+    let result = receive(&state, &mut ticket, &headers, study.as_deref(), body).await;
     let (parts, error) = match result {
         Ok(parts) => (parts, None),
         Err((parts, e)) => (parts, Some(e)),
@@ -127,9 +126,6 @@ async fn store(
         .map(|p| (p.study.clone(), p.sop_instance.clone()))
         .collect();
     state.core.received(&caller.ae_title, &items).await;
-    let patients = distinct(parts.iter().filter(|p| !p.failed()).map(|p| &p.patient));
-    let studies = distinct(parts.iter().filter(|p| !p.failed()).map(|p| &p.study));
-    ticket.touch_ids(&patients, &studies);
     let result = match (stored, parts.len() - stored, &error) {
         (_, 0, None) => "success",
         (0, _, _) => "failure",
@@ -157,15 +153,6 @@ async fn store(
         &parts,
         study.as_deref(),
     ))
-}
-
-fn distinct<'a>(values: impl Iterator<Item = &'a String>) -> Vec<String> {
-    values
-        .filter(|v| !v.is_empty())
-        .cloned()
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect()
 }
 
 /// Parts being stored while the next ones arrive: each is fsynced, parsed and indexed on a
@@ -199,7 +186,6 @@ impl PartResult {
             sop_instance: String::new(),
             study: String::new(),
             series: String::new(),
-            patient: String::new(),
             status,
             reason,
             unindexed: None,
@@ -210,6 +196,7 @@ impl PartResult {
 /// Read every part. On a request-level error, the parts stored before it are returned too.
 async fn receive(
     state: &WebState,
+    ticket: &mut Ticket,
     headers: &HeaderMap,
     study: Option<&str>,
     body: Body,
@@ -264,9 +251,9 @@ async fn receive(
         let part_type = field
             .content_type()
             .map(|m| m.essence_str().to_ascii_lowercase());
-        let mut blob = match state.blobs.begin().await {
-            Ok(b) => b,
-            Err(e) => break Some(WebError::Internal(e.to_string())),
+        let mut incoming = match state.core.incoming().await {
+            Ok(i) => i,
+            Err(f) => break Some(WebError::Internal(f.reason)),
         };
         let mut write_error = None;
         let mut head = Vec::with_capacity(132);
@@ -277,11 +264,11 @@ async fn receive(
                         let take = (132 - head.len()).min(chunk.len());
                         head.extend_from_slice(&chunk[..take]);
                     }
-                    if blob.len() + chunk.len() as u64 > limits.max_instance_bytes {
+                    if incoming.len() + chunk.len() as u64 > limits.max_instance_bytes {
                         break Some(too_large("an instance", limits.max_instance_bytes));
                     }
                     if write_error.is_none() {
-                        write_error = blob.write(&chunk).await.err();
+                        write_error = incoming.write(&chunk).await.err();
                     }
                 }
                 Ok(None) => break None,
@@ -289,7 +276,7 @@ async fn receive(
             }
         };
         if broken.is_some() {
-            // The part broke off: `blob` drops here and its temp file goes with it.
+            // The part broke off: `incoming` drops here and nothing of it stays.
             break broken;
         }
         let rejected = if part_type
@@ -309,11 +296,10 @@ async fn receive(
                 "part is not a DICOM Part 10 file".into(),
             ))
         } else {
-            write_error
-                .map(|e| PartResult::failure(code::OUT_OF_RESOURCES, format!("cannot write: {e}")))
+            write_error.map(|f| PartResult::failure(f.status, f.reason))
         };
         if let Some(result) = rejected {
-            blob.abort().await;
+            incoming.abort().await;
             parts.push(Part::Done(Box::new(result)));
             continue;
         }
@@ -322,37 +308,37 @@ async fn receive(
         };
         let (state, study) = (state.clone(), study.map(str::to_string));
         parts.push(Part::Storing(tokio::spawn(async move {
-            let result = store_part(&state, blob, study.as_deref()).await;
+            let result = store_part(&state, incoming, study.as_deref()).await;
             drop(permit);
             result
         })));
     };
     let mut parts = settle(parts).await;
-    index_parts(state, &mut parts).await;
+    index_parts(state, ticket, &mut parts).await;
     match error {
         None => Ok(parts),
         Some(e) => Err((parts, e)),
     }
 }
 
-/// Store one received part through the shared ingest path.
-async fn store_part(state: &WebState, blob: PendingBlob, study: Option<&str>) -> PartResult {
+/// Store one received part through the shared ingest path (durable; indexed by
+/// [`index_parts`]).
+async fn store_part(state: &WebState, incoming: Incoming, study: Option<&str>) -> PartResult {
     let expected = Expected {
         study_uid: study,
         ..Default::default()
     };
-    match store_blob(&state.blobs, blob, expected).await {
-        Ok(ingested) => {
-            let r = &ingested.record;
+    match state.core.ingest_durable(incoming, expected).await {
+        Ok(durable) => {
+            let l = durable.location();
             PartResult {
-                sop_class: r.get(Tag(0x0008, 0x0016)).unwrap_or_default().to_string(),
-                sop_instance: r.sop_instance_uid().to_string(),
-                study: r.study_instance_uid().to_string(),
-                series: r.series_instance_uid().to_string(),
-                patient: r.patient_id().to_string(),
-                status: ingested.status,
+                sop_class: l.sop_class_uid,
+                sop_instance: l.sop_instance_uid,
+                study: l.study_instance_uid,
+                series: l.series_instance_uid,
+                status: durable.status(),
                 reason: String::new(),
-                unindexed: Some(ingested.record),
+                unindexed: Some(durable),
             }
         }
         // The meta group names the instance even when the data set turns out bad.
@@ -369,15 +355,15 @@ const INDEX_BATCH: usize = 256;
 
 /// Index the stored parts a batch at a time; each is durable and indexed before the response
 /// goes out (PS3.18 10.5.3). A batch that cannot be indexed fails all its parts.
-async fn index_parts(state: &WebState, parts: &mut [PartResult]) {
+async fn index_parts(state: &WebState, ticket: &mut Ticket, parts: &mut [PartResult]) {
     let mut stored: Vec<&mut PartResult> =
         parts.iter_mut().filter(|p| p.unindexed.is_some()).collect();
     for batch in stored.chunks_mut(INDEX_BATCH) {
-        let records: Vec<InstanceRecord> = batch
+        let durable: Vec<Durable> = batch
             .iter_mut()
             .filter_map(|p| p.unindexed.take())
             .collect();
-        if let Err(f) = index_batch(&state.blobs, state.index.as_ref(), &records).await {
+        if let Err(f) = state.core.index(ticket, durable).await {
             for part in batch.iter_mut() {
                 part.status = f.status;
                 part.reason = f.reason.clone();

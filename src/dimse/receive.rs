@@ -3,8 +3,9 @@
 //! sub-operations on our own association (PS3.4 C.4.3).
 //!
 //! Two ways in:
-//! - [`receive_blob`]: into a temp file behind a Part 10 header, for the durable ingest of the
-//!   Storage SCP (checked, fsynced, renamed and indexed before the answer);
+//! - [`header_for`] and [`next_fragment`]: the Part 10 header and the data set as it arrives,
+//!   for the durable ingest of the Storage SCP (through the core: checked, fsynced, renamed
+//!   and indexed before the answer);
 //! - [`receive_into_fill`]: into a cache fill (`store::ingest::cache_fill`), for copies of
 //!   what a PACS holds, fetched by our own retrieves: the sub-operation can be answered once
 //!   the data set is in, while the fill's thread writes, checks and renames it behind.
@@ -19,7 +20,6 @@ use super::status::code;
 use super::{Association, AssociationError, Event};
 use crate::core::InstanceLocation;
 use crate::store::ingest::{Expected, FillWriter};
-use crate::store::{BlobStore, PendingBlob};
 
 /// Why a store failed, as the C-STORE status and an error comment.
 pub(crate) struct Failure(pub u16, pub String);
@@ -51,7 +51,7 @@ pub(crate) fn expected(rq: &CommandSet) -> Expected<'_> {
 }
 
 /// The Part 10 header for the data set of `rq` received on `pc`.
-fn header_for(
+pub(crate) fn header_for(
     assoc: &Association,
     rq: &CommandSet,
     pc: &PresentationContext,
@@ -68,7 +68,7 @@ fn header_for(
 }
 
 /// The next fragment of the data set on `context_id`: `(bytes, is_last)`.
-async fn next_fragment(
+pub(crate) async fn next_fragment(
     assoc: &mut Association,
     context_id: u8,
 ) -> Result<(bytes::Bytes, bool), AssociationError> {
@@ -83,51 +83,6 @@ async fn next_fragment(
             describe_event(&other)
         ))),
     }
-}
-
-/// Receive the data set of a C-STORE-RQ into a temp file behind a Part 10 header (the
-/// Storage SCP's durable ingest). Outer `Err`: the association is broken; inner: this
-/// instance failed, the association goes on.
-pub(crate) async fn receive_blob(
-    blobs: &BlobStore,
-    assoc: &mut Association,
-    context_id: u8,
-    rq: &CommandSet,
-    pc: &PresentationContext,
-) -> Result<Result<PendingBlob, Failure>, AssociationError> {
-    let header = match header_for(assoc, rq, pc) {
-        Ok(h) => h,
-        Err(failure) => {
-            drain_data_set(assoc).await?;
-            return Ok(Err(failure));
-        }
-    };
-    let mut blob = match blobs.begin().await {
-        Ok(b) => b,
-        Err(e) => {
-            drain_data_set(assoc).await?;
-            return Ok(Err(Failure(code::OUT_OF_RESOURCES, e.to_string())));
-        }
-    };
-    // Receive: a dropped `blob` (association error) removes the temp file.
-    let mut write_error = blob.write(&header).await.err();
-    loop {
-        let (data, is_last) = next_fragment(assoc, context_id).await?;
-        if write_error.is_none() {
-            write_error = blob.write(&data).await.err();
-        }
-        if is_last {
-            break;
-        }
-    }
-    if let Some(e) = write_error {
-        blob.abort().await;
-        return Ok(Err(Failure(
-            code::OUT_OF_RESOURCES,
-            format!("cannot write: {e}"),
-        )));
-    }
-    Ok(Ok(blob))
 }
 
 /// Receive the data set of a C-STORE-RQ into a cache fill: once this returns `Ok(Ok(()))`

@@ -11,7 +11,7 @@
 //! Each check has a short timeout, so a hung disk or PACS fails the check instead of the
 //! probe of a load balancer or Kubernetes.
 
-use crate::dicomweb::WebState;
+use super::HttpState;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -38,8 +38,8 @@ pub struct Readiness {
 }
 
 /// Run every check (concurrently; each bounded by [`CHECK_TIMEOUT`]).
-pub async fn check(ctx: &WebState) -> Readiness {
-    let min_free = ctx.config.storage.min_free_bytes;
+pub async fn check(ctx: &HttpState) -> Readiness {
+    let min_free = ctx.web.config.storage.min_free_bytes;
     let data_dir = ctx.blobs.data_dir().to_path_buf();
     let (index, blobs, disk, pacs) = tokio::join!(
         bounded(async {
@@ -77,7 +77,7 @@ pub async fn check(ctx: &WebState) -> Readiness {
             }
         },
     );
-    let health = ctx.trust.audit.health();
+    let health = ctx.web.trust.audit.health();
     let audit = Check {
         ok: !health.is_failing(),
         detail: if health.is_failing() {

@@ -1,7 +1,9 @@
-//! The one path by which an instance enters the store, whatever the front (C-STORE, STOW-RS):
-//! a received Part 10 file in a [`PendingBlob`] is checked and parsed up to Pixel Data,
-//! fsynced, renamed into place and indexed; only then is it acknowledged. Any failure removes
-//! the temp file, so nothing half-written stays.
+//! The one path by which an instance enters the store: a received Part 10 file in a
+//! [`PendingBlob`] is checked and parsed up to Pixel Data, fsynced, renamed into place and
+//! indexed; only then is it acknowledged. Any failure removes the temp file, so nothing
+//! half-written stays. The fronts (C-STORE, STOW-RS) come here through the core
+//! (`core::ingest`); what is no front (a publisher storing instances it made) may call
+//! [`persist`] directly.
 //!
 //! The cache fill of a PACS retrieve ([`cache_fill`]) runs the same checks on copies of what
 //! the PACS holds, without an fsync per instance, behind the sub-operations' answers.
@@ -17,50 +19,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
-/// What the sender claimed about the instance; each given value must match the data set.
-#[derive(Debug, Clone, Default)]
-pub struct Expected<'a> {
-    /// SOP Class UID of the command (C-STORE) — a mismatch is warning B007, not a failure.
-    pub sop_class: Option<&'a str>,
-    /// SOP Instance UID of the command (C-STORE).
-    pub sop_instance: Option<&'a str>,
-    /// Study Instance UID of the request URL (STOW-RS `/studies/{study}`).
-    pub study_uid: Option<&'a str>,
+pub use crate::model::ingest::{Expected, IngestFailure};
+
+/// [`IngestFailure::naming`] the instance of a meta group.
+trait NamedBy {
+    fn of(self, meta: &dicom_object::FileMetaTable) -> Self;
 }
 
-/// Why an instance was not stored: the C-STORE status (PS3.4 B.2.3), also used as the STOW-RS
-/// FailureReason (PS3.18 10.5.3), and a readable reason.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IngestFailure {
-    pub status: u16,
-    pub reason: String,
-    /// SOP Class and Instance UIDs from the file's meta group, when it could be read (so that
-    /// a STOW-RS FailedSOPSequence item can name the instance).
-    pub sop_class: String,
-    pub sop_instance: String,
-}
-
-impl IngestFailure {
-    pub fn new(status: u16, reason: impl Into<String>) -> Self {
-        IngestFailure {
-            status,
-            reason: reason.into(),
-            sop_class: String::new(),
-            sop_instance: String::new(),
-        }
-    }
-
-    /// The same failure, naming the instance of `meta`.
-    fn of(mut self, meta: &dicom_object::FileMetaTable) -> Self {
-        self.sop_class = meta
-            .media_storage_sop_class_uid()
-            .trim_end_matches('\0')
-            .into();
-        self.sop_instance = meta
-            .media_storage_sop_instance_uid()
-            .trim_end_matches('\0')
-            .into();
-        self
+impl NamedBy for IngestFailure {
+    fn of(self, meta: &dicom_object::FileMetaTable) -> Self {
+        self.naming(
+            meta.media_storage_sop_class_uid(),
+            meta.media_storage_sop_instance_uid(),
+        )
     }
 }
 

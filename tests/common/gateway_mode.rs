@@ -61,7 +61,7 @@ pub async fn wado(port: u16, path: &str, accept: &str) -> (HttpResponse, Vec<Vec
 
 /// Details of the audit events of one operation, oldest first.
 pub async fn audit_details(
-    ctx: &beeldbrug::dimse::scp::ScpContext,
+    ctx: &beeldbrug::server::Context,
     operation: &str,
 ) -> Vec<(String, String)> {
     ctx.index
@@ -76,7 +76,7 @@ pub async fn audit_details(
 
 /// Whether `study` becomes complete in the cache within a few seconds (the cache records a
 /// fetched study as complete once it is durable, just after the last part went out).
-pub async fn becomes_complete(ctx: &beeldbrug::dimse::scp::ScpContext, study: &str) -> bool {
+pub async fn becomes_complete(ctx: &beeldbrug::server::Context, study: &str) -> bool {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         if matches!(ctx.index.cached_study(study).await, Ok(Some(s)) if s.complete) {

@@ -99,7 +99,7 @@ impl Gateway {
         self.data.clone()
     }
 
-    pub fn context(&self) -> &beeldbrug::dimse::scp::ScpContext {
+    pub fn context(&self) -> &beeldbrug::server::Context {
         &self.running.as_ref().expect("running").context
     }
 

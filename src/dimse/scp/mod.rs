@@ -22,7 +22,7 @@ mod find;
 mod get;
 mod move_;
 mod retrieve;
-pub(crate) mod store;
+mod store;
 
 use super::association::{Association, AssociationError, Event};
 use super::command::CommandField;
@@ -31,7 +31,7 @@ use super::pdu::PduError;
 use super::receive::MoveArrivals;
 use super::sop;
 use crate::config::Config;
-use crate::store::{BlobStore, Index};
+use crate::core::Stores;
 use crate::trust::tls::{TlsPeer, TlsState};
 use crate::trust::{Caller, Trust};
 use admission::{Admission, Closed, Full, Limits, Pending, Slot};
@@ -44,21 +44,17 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
-pub use store::StoreTally;
-
-/// Everything an SCP handler may use.
+/// Everything an SCP handler (and a DICOMweb handler: `dicomweb::WebState`) may use: the
+/// core, through which every query, retrieve and store goes, and the trust layer for who
+/// the caller is. No store, index or PACS: a front reaches those through the core only.
 #[derive(Debug)]
 pub struct ScpContext {
     pub config: Arc<Config>,
-    pub index: Arc<dyn Index>,
-    pub blobs: BlobStore,
     pub trust: Arc<Trust>,
     pub link: LinkOptions,
-    /// Where every query and retrieve is answered (C-FIND, C-MOVE, C-GET, QIDO-RS, WADO-RS).
+    /// Where every query, retrieve and store is answered (C-FIND, C-MOVE, C-GET, C-STORE,
+    /// QIDO-RS, WADO-RS, STOW-RS).
     pub core: Arc<crate::core::Core>,
-    /// Gateway mode: the local PACS (`[pacs]`), for what is not a query or retrieve: the
-    /// C-MOVE arrivals, STOW-RS forwarding, `/ready`, the probe.
-    pub gateway: Option<Arc<crate::pacs::source::PacsSource>>,
     /// Gateway mode: our C-MOVE retrieves waiting for the sub-operations the Storage SCP
     /// receives.
     pub move_arrivals: Option<Arc<dyn MoveArrivals>>,
@@ -74,28 +70,20 @@ pub struct ScpContext {
 impl ScpContext {
     pub fn new(
         config: Arc<Config>,
-        index: Arc<dyn Index>,
-        blobs: BlobStore,
         trust: Arc<Trust>,
         core: Arc<crate::core::Core>,
-        gateway: Option<Arc<crate::pacs::source::PacsSource>>,
+        move_arrivals: Option<Arc<dyn MoveArrivals>>,
     ) -> Self {
         let link = LinkOptions {
             max_pdu: config.dimse.max_pdu,
             timeout: Duration::from_secs(config.dimse.timeout_secs),
         };
-        let move_arrivals = gateway
-            .as_ref()
-            .map(|g| Arc::new(g.pacs.moves.clone()) as Arc<dyn MoveArrivals>);
         let admission = Admission::new(Limits::of(&config.dimse));
         ScpContext {
             config,
-            index,
-            blobs,
             trust,
             link,
             core,
-            gateway,
             move_arrivals,
             admission,
             tls: Arc::new(TlsState::disabled()),
@@ -105,9 +93,6 @@ impl ScpContext {
 
     /// The TLS configurations loaded at start (server start sets them).
     pub fn with_tls(mut self, tls: Arc<TlsState>) -> Self {
-        if let Some(gateway) = &self.gateway {
-            gateway.pacs.set_tls(tls.clone());
-        }
         self.tls = tls;
         self
     }
@@ -397,16 +382,16 @@ async fn handle_connection<S>(
         caller.certificate_sha256 = Some(tls.certificate_sha256.clone());
     }
     tracing::debug!(%peer, calling = %caller.ae_title, contexts = assoc.contexts.len(), "association accepted");
-    let mut tally = StoreTally::default();
+    let mut stores = ctx.core.stores(&caller);
     let mut activity = crate::oplog::AssociationActivity::default();
     // At the shutdown deadline the operation in progress is dropped: a store not yet
     // answered leaves no acknowledged instance behind (its temp file goes with it).
     let ending = tokio::select! {
-        ending = serve_association(&ctx, &mut assoc, &caller, &mut tally, &mut activity) => ending,
+        ending = serve_association(&ctx, &mut assoc, &caller, &mut stores, &mut activity) => ending,
         _ = ctx.abort.cancelled() => Ok(Ending::ShutDown),
     };
-    tally.audit(&ctx.trust, &caller).await;
-    activity.stored = tally.stored;
+    activity.stored = stores.stored_count();
+    stores.finish().await;
     activity.sent = assoc.instances_sent;
     let outcome = match ending {
         Ok(Ending::Released) => {
@@ -446,7 +431,7 @@ async fn serve_association(
     ctx: &ScpContext,
     assoc: &mut Association,
     caller: &Caller,
-    tally: &mut StoreTally,
+    stores: &mut Stores,
     activity: &mut crate::oplog::AssociationActivity,
 ) -> Result<Ending, AssociationError> {
     loop {
@@ -461,7 +446,7 @@ async fn serve_association(
                 }
                 CommandField::CStoreRq => {
                     activity.store += 1;
-                    store::handle(ctx, assoc, context_id, &command, caller, tally).await?
+                    store::handle(ctx, assoc, context_id, &command, stores).await?
                 }
                 CommandField::CFindRq => {
                     activity.find += 1;

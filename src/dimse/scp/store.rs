@@ -1,9 +1,11 @@
 //! Storage SOP classes as SCP (PS3.4 Annex B).
 //!
-//! The data set streams from the association into a temp file behind a Part 10 header; it
-//! is fsynced, parsed up to Pixel Data for indexing, renamed into place and indexed, and
-//! only then acknowledged. Any failure on the way removes the temp file: nothing half-written
-//! stays, and a re-sent instance replaces the old one (same key, index upsert).
+//! The data set streams from the association behind a Part 10 header into the core's ingest
+//! path (`core::ingest`, shared with STOW-RS): fsynced, parsed up to Pixel Data for
+//! indexing, renamed into place and indexed, and only then acknowledged. Any failure on the
+//! way leaves nothing half-written, and a re-sent instance replaces the old one (same key,
+//! index upsert). Each C-STORE is decided as it arrives; the association's stores share one
+//! audit record ([`Stores`]).
 //!
 //! One exception: a sub-operation of one of our own C-MOVEs, named by its Move Originator
 //! fields (see [`MoveArrivals`](crate::dimse::receive::MoveArrivals)), is a copy of what
@@ -12,80 +14,43 @@
 //! durable by the retrieve, which counts it only then.
 
 use super::ScpContext;
+use crate::core::{Incoming, Refusal, Stores};
+use crate::dimse::association::PresentationContext;
 use crate::dimse::command::{CommandField, CommandSet};
-use crate::dimse::receive::{drain_data_set, expected, receive_blob, receive_into_fill, Failure};
+use crate::dimse::receive::{
+    drain_data_set, expected, header_for, next_fragment, receive_into_fill, Failure,
+};
 use crate::dimse::status::code;
 use crate::dimse::{Association, AssociationError};
-use crate::store::ingest::{persist, Ingested};
-use crate::store::InstanceRecord;
-use crate::trust::{Caller, Decision, Operation, Outcome, Trust};
-use std::collections::BTreeSet;
-
-/// Stores on one association, audited once when it ends (one "instances transferred"
-/// event per association, PS3.15 A.5.3.6 style).
-#[derive(Debug, Default)]
-pub struct StoreTally {
-    pub stored: u32,
-    pub failed: u32,
-    pub patient_ids: BTreeSet<String>,
-    pub study_uids: BTreeSet<String>,
-}
-
-impl StoreTally {
-    pub async fn audit(&self, trust: &Trust, caller: &Caller) {
-        if self.stored == 0 && self.failed == 0 {
-            return;
-        }
-        let result = match (self.stored, self.failed) {
-            (_, 0) => "success",
-            (0, _) => "failure",
-            _ => "partial",
-        };
-        let outcome = Outcome {
-            patient_ids: self.patient_ids.iter().cloned().collect(),
-            study_uids: self.study_uids.iter().cloned().collect(),
-            result: result.into(),
-            detail: format!("{} instances stored, {} failed", self.stored, self.failed),
-            grounds: String::new(),
-        };
-        trust.audit(caller, Operation::Store, outcome).await;
-    }
-}
+use crate::model::InstanceLocation;
 
 pub async fn handle(
     ctx: &ScpContext,
     assoc: &mut Association,
     context_id: u8,
     rq: &CommandSet,
-    caller: &Caller,
-    tally: &mut StoreTally,
+    stores: &mut Stores,
 ) -> Result<(), AssociationError> {
-    let result = store(ctx, assoc, context_id, rq, caller).await?;
+    let result = store(ctx, assoc, context_id, rq, stores).await?;
     let mut rsp;
     match result {
-        Ok(Stored::Durable(status, record)) => {
+        Ok(Stored::Durable(status, location)) => {
             // Maybe a sub-operation of one of our C-MOVEs whose PACS left out the Move
             // Originator: hand it to the retrieve waiting for it; the response waits until
             // that retrieve took it (back-pressure to the PACS).
             if let Some(arrivals) = &ctx.move_arrivals {
-                arrivals
-                    .stored(rq.move_originator_id, record.location())
-                    .await;
+                arrivals.stored(rq.move_originator_id, location).await;
             }
-            tally.stored += 1;
-            tally.patient_ids.insert(record.patient_id().to_string());
-            tally
-                .study_uids
-                .insert(record.study_instance_uid().to_string());
+            stores.stored();
             rsp = CommandSet::response_to(rq, CommandField::CStoreRsp, status);
         }
         Ok(Stored::Filled) => {
             // Counted; its patient and study are in the audit record of the retrieve.
-            tally.stored += 1;
+            stores.stored();
             rsp = CommandSet::response_to(rq, CommandField::CStoreRsp, code::SUCCESS);
         }
         Err(Failure(status, comment)) => {
-            tally.failed += 1;
+            stores.failed();
             tracing::warn!(peer = %assoc.peer, sop = ?rq.affected_sop_instance, status, %comment, "C-STORE failed");
             rsp = CommandSet::response_to(rq, CommandField::CStoreRsp, status);
             rsp.error_comment = Some(comment);
@@ -96,8 +61,8 @@ pub async fn handle(
 
 /// How an instance was taken in.
 enum Stored {
-    /// Durable and indexed: the status (success or warning) and what was indexed.
-    Durable(u16, InstanceRecord),
+    /// Durable and indexed: the status (success or warning) and where it is.
+    Durable(u16, InstanceLocation),
     /// A sub-operation of our own C-MOVE, handed to its retrieve's cache fill.
     Filled,
 }
@@ -109,7 +74,7 @@ async fn store(
     assoc: &mut Association,
     context_id: u8,
     rq: &CommandSet,
-    caller: &Caller,
+    stores: &mut Stores,
 ) -> Result<Result<Stored, Failure>, AssociationError> {
     if !rq.has_data_set {
         return Ok(Err(Failure(
@@ -130,51 +95,77 @@ async fn store(
             "SOP class differs from presentation context".into(),
         )));
     }
-    match ctx.trust.decide(caller, Operation::Store) {
-        Decision::Permit => {}
+    let ticket = match stores.admit() {
+        Ok(ticket) => ticket,
         // Fail closed (audit trail not writable): refused as out of resources, so the
         // sender tries again later (PS3.4 B.2.3: A7xx).
-        Decision::Unavailable(why) => {
+        Err(Refusal::Unavailable(why)) => {
             drain_data_set(assoc).await?;
             return Ok(Err(Failure(code::OUT_OF_RESOURCES, why)));
         }
-        _ => {
+        Err(_) => {
             drain_data_set(assoc).await?;
             return Ok(Err(Failure(
                 code::NOT_AUTHORIZED,
                 "not authorized to store".into(),
             )));
         }
-    }
+    };
     let fill = ctx.move_arrivals.as_ref().and_then(|a| a.fill_for(rq));
     if let Some(fill) = fill {
         return Ok(receive_into_fill(&fill, assoc, context_id, rq, &pc)
             .await?
             .map(|()| Stored::Filled));
     }
-    Ok(
-        receive_instance(&ctx.blobs, ctx.index.as_ref(), assoc, context_id, rq, &pc)
-            .await?
-            .map(|ok| Stored::Durable(ok.status, ok.record)),
-    )
+    let incoming = match receive_incoming(ctx, assoc, context_id, rq, &pc).await? {
+        Ok(incoming) => incoming,
+        Err(failure) => return Ok(Err(failure)),
+    };
+    Ok(ctx
+        .core
+        .ingest(ticket, incoming, expected(rq))
+        .await
+        .map(|stored| Stored::Durable(stored.status, stored.location))
+        .map_err(|f| Failure(f.status, f.reason)))
 }
 
-/// Receive the data set of a C-STORE-RQ from `assoc` and make it durable and indexed
-/// (PS3.4 B.2.3 statuses). Outer `Err`: the association is broken; inner: this instance
-/// failed.
-pub(crate) async fn receive_instance(
-    blobs: &crate::store::BlobStore,
-    index: &dyn crate::store::Index,
+/// Receive the data set of a C-STORE-RQ behind a Part 10 header into a new instance of the
+/// core's. Outer `Err`: the association is broken (the instance is dropped, and nothing of
+/// it stays); inner: this instance failed, the association goes on.
+async fn receive_incoming(
+    ctx: &ScpContext,
     assoc: &mut Association,
     context_id: u8,
     rq: &CommandSet,
-    pc: &crate::dimse::association::PresentationContext,
-) -> Result<Result<Ingested, Failure>, AssociationError> {
-    let blob = match receive_blob(blobs, assoc, context_id, rq, pc).await? {
-        Ok(blob) => blob,
-        Err(failure) => return Ok(Err(failure)),
+    pc: &PresentationContext,
+) -> Result<Result<Incoming, Failure>, AssociationError> {
+    let header = match header_for(assoc, rq, pc) {
+        Ok(h) => h,
+        Err(failure) => {
+            drain_data_set(assoc).await?;
+            return Ok(Err(failure));
+        }
     };
-    Ok(persist(blobs, index, blob, expected(rq))
-        .await
-        .map_err(|f| Failure(f.status, f.reason)))
+    let mut incoming = match ctx.core.incoming().await {
+        Ok(i) => i,
+        Err(f) => {
+            drain_data_set(assoc).await?;
+            return Ok(Err(Failure(f.status, f.reason)));
+        }
+    };
+    let mut write_error = incoming.write(&header).await.err();
+    loop {
+        let (data, is_last) = next_fragment(assoc, context_id).await?;
+        if write_error.is_none() {
+            write_error = incoming.write(&data).await.err();
+        }
+        if is_last {
+            break;
+        }
+    }
+    if let Some(f) = write_error {
+        incoming.abort().await;
+        return Ok(Err(Failure(f.status, f.reason)));
+    }
+    Ok(Ok(incoming))
 }
