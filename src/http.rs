@@ -1,5 +1,5 @@
 //! The HTTP listener: `/health` (liveness), `/ready` (readiness, [`ready`]),
-//! DICOMweb under `/dicomweb` with gzip for JSON answers and CORS for browser viewers where
+//! DICOMweb under `/dicomweb` (and WADO-URI at `/wado`) with gzip for JSON answers and CORS for browser viewers where
 //! configured, and read-only admin views under `/admin`.
 
 pub mod ready;
@@ -44,12 +44,16 @@ pub fn router(state: HttpState) -> Router {
     let probes = Router::new()
         .route("/ready", get(ready))
         .with_state(state.clone());
+    let mut wado_uri = Router::new()
+        .route("/wado", get(dicomweb::wado_uri::retrieve))
+        .with_state(state.web.clone());
     let mut web =
         dicomweb::router(state.web).layer(CompressionLayer::new().gzip(true).compress_when(
             // DICOM and images are compressed already or too big to gain: JSON only.
             SizeAbove::new(512).and(|_, _, headers: &HeaderMap, _: &_| is_json(headers)),
         ));
     if let Some(cors) = cors {
+        wado_uri = wado_uri.layer(cors.clone());
         web = web.layer(cors);
     }
     Router::new()
@@ -57,6 +61,7 @@ pub fn router(state: HttpState) -> Router {
         .merge(probes)
         .merge(admin)
         .nest("/dicomweb", web)
+        .merge(wado_uri)
         // One operations-log line per request, with its id (oplog).
         .layer(axum::middleware::from_fn(crate::oplog::http_requests))
 }

@@ -2,12 +2,14 @@
 //! `dcmcjpls`, `dcmcjpeg`, `dcmcrle`; pydicom with pylibjpeg-openjpeg for JPEG 2000; pydicom
 //! for Deflate, see `tests/codecs/codecs.py`), stored through STOW-RS and C-STORE, then
 //! retrieved decoded by WADO-RS (default syntax, `/frames`, `/rendered`, `/thumbnail`) and by
-//! DCMTK `getscu` proposing only uncompressed syntaxes. Pixels are checked with pydicom: equal
+//! DCMTK `getscu` proposing only uncompressed syntaxes, and by WADO-URI (PS3.18 9) beside
+//! Orthanc's WADO-URI of the same files. Pixels are checked with pydicom: equal
 //! to the source for lossless syntaxes, within the encoder's bound for lossy ones.
 
 mod common;
 
 use common::http::{multipart, multipart_parts, request};
+use common::orthanc::Orthanc;
 use common::peer::PeerProcess;
 use common::{dcmtk, Gateway};
 use std::path::{Path, PathBuf};
@@ -646,5 +648,204 @@ async fn broken_codestreams_fail_cleanly_on_every_decoding_path() {
     )
     .await;
     assert_eq!(alive.status, 200);
+    gw.stop().await;
+}
+
+/// The size of a baseline or extended JPEG (its SOF0/SOF1 segment): (width, height).
+fn jpeg_size(jpeg: &[u8]) -> (u16, u16) {
+    assert!(jpeg.starts_with(&[0xFF, 0xD8]), "not a JPEG");
+    let mut at = 2;
+    while at + 9 < jpeg.len() {
+        assert_eq!(jpeg[at], 0xFF, "JPEG segment");
+        let (marker, len) = (
+            jpeg[at + 1],
+            u16::from_be_bytes([jpeg[at + 2], jpeg[at + 3]]),
+        );
+        if marker == 0xC0 || marker == 0xC1 {
+            let height = u16::from_be_bytes([jpeg[at + 5], jpeg[at + 6]]);
+            let width = u16::from_be_bytes([jpeg[at + 7], jpeg[at + 8]]);
+            return (width, height);
+        }
+        at += 2 + len as usize;
+    }
+    panic!("no SOF segment")
+}
+
+/// A Key Object Selection without pixels, made by pydicom, in the study of `made`.
+fn kos(dir: &Path, made: &Made) -> (PathBuf, String) {
+    let path = dir.join("kos.dcm");
+    let code = r#"
+import sys
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+ds = Dataset()
+ds.file_meta = FileMetaDataset()
+ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.59"
+ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+ds.StudyInstanceUID, ds.SeriesInstanceUID = sys.argv[2], generate_uid()
+ds.PatientID, ds.PatientName, ds.Modality = "CODEC-13", "Codec^Test", "KO"
+ds.save_as(sys.argv[1], enforce_file_format=True)
+print(ds.SeriesInstanceUID + " " + ds.SOPInstanceUID)
+"#;
+    let out = Command::new("python3")
+        .args(["-c", code, path.to_str().unwrap(), &made.study])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ids = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    (path, ids)
+}
+
+/// WADO-URI answers each stored syntax as Orthanc's WADO-URI does where both define the
+/// answer (the stored file), decodes to Explicit VR Little Endian by default, renders a
+/// JPEG within rows/columns, answers a KOS as DICOM without `contentType`, and refuses what
+/// it does not offer.
+#[tokio::test(flavor = "multi_thread")]
+async fn wado_uri_gives_each_stored_syntax_like_orthanc() {
+    let gw = Gateway::start("").await;
+    let dir = tempfile::tempdir().unwrap();
+    let made = make(dir.path());
+    let (kos_path, kos_ids) = kos(dir.path(), &made);
+    let mut sent: Vec<&Path> = made
+        .instances
+        .iter()
+        .map(|i| Path::new(field(i, "sent")))
+        .collect();
+    sent.push(&kos_path);
+    let stored = stow(gw.http_port, &sent).await;
+    assert_eq!(stored.status, 200, "STOW-RS: {}", stored.text());
+    let orthanc_dir = tempfile::tempdir().unwrap();
+    let wado = serde_json::json!({ "DicomWeb": {
+        "Enable": true, "Root": "/dicom-web/", "EnableWado": true, "WadoRoot": "/wado" } });
+    let orthanc = Orthanc::start_configured(orthanc_dir.path(), &[], wado).await;
+    for file in &sent {
+        let up = request(
+            orthanc.http_port,
+            "POST",
+            "/instances",
+            &[("Content-Type", "application/dicom")],
+            &std::fs::read(file).unwrap(),
+        )
+        .await;
+        assert_eq!(up.status, 200, "Orthanc upload: {}", up.text());
+    }
+    let get = |port: u16, query: String| async move {
+        request(port, "GET", &format!("/wado?{query}"), &[], b"").await
+    };
+
+    let mut entries = Vec::new();
+    for instance in &made.instances {
+        let (name, sop) = (field(instance, "name"), field(instance, "sop"));
+        let ids = format!(
+            "requestType=WADO&studyUID={}&seriesUID={}&objectUID={sop}",
+            made.study, made.series
+        );
+        let ours = get(
+            gw.http_port,
+            format!("{ids}&contentType=application/dicom&transferSyntax=*"),
+        )
+        .await;
+        let theirs = get(
+            orthanc.http_port,
+            format!("{ids}&contentType=application/dicom"),
+        )
+        .await;
+        assert_eq!(ours.status, 200, "{name}: {}", ours.text());
+        assert_eq!(theirs.status, 200, "{name} Orthanc: {}", orthanc.log_tail());
+        let original = std::fs::read(field(instance, "sent")).unwrap();
+        assert!(theirs.body == original, "{name}: Orthanc changed the file");
+        assert!(ours.body == original, "{name}: not the stored bytes");
+        assert!(
+            ours.header("Content-Type")
+                .unwrap()
+                .starts_with("application/dicom"),
+            "{name}"
+        );
+
+        let decoded = get(gw.http_port, format!("{ids}&contentType=application/dicom")).await;
+        assert_eq!(decoded.status, 200, "{name} decoded: {}", decoded.text());
+        let got = dir.path().join(format!("uri-{name}.dcm"));
+        std::fs::write(&got, &decoded.body).unwrap();
+        let mut entry = instance.clone();
+        entry["got"] = serde_json::json!(got);
+        entry["uncompressed"] = serde_json::json!(true);
+        entries.push(entry);
+
+        // No contentType: an image, so a JPEG (PS3.18's default; Orthanc 1.10 answers PNG);
+        // rows/columns bound it with the aspect kept (80×96, as Orthanc renders it whole).
+        let jpeg = get(gw.http_port, format!("{ids}&rows=48")).await;
+        assert_eq!(jpeg.status, 200, "{name} rendered: {}", jpeg.text());
+        assert_eq!(jpeg.header("Content-Type"), Some("image/jpeg"), "{name}");
+        assert_eq!(jpeg_size(&jpeg.body), (40, 48), "{name}");
+        let whole = get(gw.http_port, format!("{ids}&contentType=image/jpeg")).await;
+        assert_eq!(whole.status, 200, "{name}: {}", whole.text());
+        // Orthanc 1.10 (Debian) has no JPEG 2000 decoder: it renders the others.
+        if !name.starts_with("j2k") {
+            let theirs = get(orthanc.http_port, format!("{ids}&contentType=image/jpeg")).await;
+            assert_eq!(theirs.status, 200, "{name}: {}", theirs.text());
+            // Orthanc 1.10 sends a JPEG labelled image/png: compare what the bytes are.
+            assert_eq!(jpeg_size(&whole.body), jpeg_size(&theirs.body), "{name}");
+        }
+        let png = get(
+            gw.http_port,
+            format!("{ids}&contentType=image/png&columns=40&windowCenter=2000&windowWidth=4000"),
+        )
+        .await;
+        assert_eq!(
+            png.header("Content-Type"),
+            Some("image/png"),
+            "{name}: {}",
+            png.text()
+        );
+    }
+    assert_pixels(dir.path(), &entries);
+
+    // A KOS has no pixels: DICOM by default, the stored bytes when asked as stored.
+    let (kos_series, kos_sop) = kos_ids.split_once(' ').unwrap();
+    let ids = format!(
+        "requestType=WADO&studyUID={}&seriesUID={kos_series}&objectUID={kos_sop}",
+        made.study
+    );
+    let kos = get(gw.http_port, format!("{ids}&transferSyntax=*")).await;
+    assert_eq!(kos.status, 200, "KOS: {}", kos.text());
+    assert!(kos.body == std::fs::read(&kos_path).unwrap(), "KOS bytes");
+
+    // Refused with a reason, nothing answered wrongly; an unknown object is not found.
+    let first = field(&made.instances[0], "sop");
+    let base = format!(
+        "studyUID={}&seriesUID={}&objectUID={first}",
+        made.study, made.series
+    );
+    for (query, status) in [
+        (base.clone(), 400),
+        (format!("requestType=WADO&{base}&anonymize=yes"), 400),
+        (format!("requestType=WADO&{base}&region=0,0,0.5,0.5"), 400),
+        (
+            format!("requestType=WADO&{base}&contentType=video/mpeg"),
+            406,
+        ),
+        (
+            format!(
+                "requestType=WADO&studyUID={}&seriesUID={}&objectUID=1.2.3.999",
+                made.study, made.series
+            ),
+            404,
+        ),
+        (
+            format!(
+                "requestType=WADO&studyUID={}&seriesUID={kos_series}&objectUID={first}",
+                made.study
+            ),
+            404,
+        ),
+    ] {
+        let r = get(gw.http_port, query.clone()).await;
+        assert_eq!(r.status, status, "{query}: {}", r.text());
+    }
     gw.stop().await;
 }

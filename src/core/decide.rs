@@ -20,7 +20,7 @@ const PATIENT_ID: Tag = Tag(0x0010, 0x0020);
 fn sends_data(operation: Operation) -> bool {
     matches!(
         operation,
-        Operation::WadoRs | Operation::Get | Operation::Move
+        Operation::WadoRs | Operation::WadoUri | Operation::Get | Operation::Move
     )
 }
 

@@ -106,7 +106,7 @@ pub enum SyntaxRequest {
 }
 
 impl SyntaxRequest {
-    fn from_param(value: Option<&str>) -> SyntaxRequest {
+    pub fn from_param(value: Option<&str>) -> SyntaxRequest {
         match value.map(str::trim) {
             Some("*") => SyntaxRequest::AsStored,
             Some(uid) if !uid.is_empty() => SyntaxRequest::Uid(uid.to_string()),

@@ -4,6 +4,7 @@
 //! - [`qido`] / [`qido_params`]: search at study, series and instance level (PS3.18 10.6).
 //! - [`wado`]: instances, metadata and bulk data (PS3.18 10.4); [`frames`] finds frames inside
 //!   a stored file; [`rendered`] makes JPEG/PNG images; [`transcode`] changes syntaxes.
+//! - [`wado_uri`]: WADO-URI (PS3.18 9) at `/wado`, one instance as DICOM or rendered.
 //! - [`stow`]: store over HTTP (PS3.18 10.5), through the same ingest path as C-STORE.
 //! - [`delete`]: `DELETE` of a study, series or instance (our own organisation only).
 //! - [`media`], [`json`], [`multipart`]: media types, the DICOM JSON model, multipart bodies;
@@ -27,6 +28,7 @@ pub mod rendered;
 pub mod stow;
 pub mod transcode;
 pub mod wado;
+pub mod wado_uri;
 
 use crate::dimse::scp::ScpContext;
 use crate::trust::{Caller, Operation, Outcome, ANONYMOUS};
@@ -191,7 +193,7 @@ pub async fn admit(
     caller: &Caller,
     operation: Operation,
 ) -> Result<(), WebError> {
-    let decision = if operation == Operation::WadoRs {
+    let decision = if matches!(operation, Operation::WadoRs | Operation::WadoUri) {
         state.trust.decide_before_data(caller, operation).await
     } else {
         state.trust.decide(caller, operation)

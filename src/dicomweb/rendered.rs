@@ -8,7 +8,7 @@ use super::frames::parse_frame_list;
 use super::media::{covers, parse_accept};
 use super::wado::{self, selection};
 use super::{WebCaller, WebError, WebState};
-use crate::core::{InstanceLocation, Selection};
+use crate::core::{InstanceLocation, Selection, Ticket};
 use crate::dimse::dataset::{open_stored, Extent};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap};
@@ -175,9 +175,37 @@ async fn respond(
     let caller = caller.0;
     // Admitted (and audited when refused) before anything else; a bad request is then a
     // failure with its own record, like every other request.
-    let (found, mut ticket) = wado::locate(&state, &caller, &selection).await?;
-    let checked = parse_params(raw.as_deref().unwrap_or(""))
-        .and_then(|params| Ok((params, output_format(&headers)?)));
+    let (found, ticket) = wado::locate(&state, &caller, &selection).await?;
+    let request = RenderRequest {
+        frame,
+        raw: raw.unwrap_or_default(),
+        thumbnail,
+    };
+    render_found(&state, &headers, found, ticket, request).await
+}
+
+/// What to render: the frame (from 1), the rendering parameters as a query string
+/// (`window`, `viewport`, `quality`), and whether a thumbnail is asked.
+pub(super) struct RenderRequest {
+    pub frame: u32,
+    pub raw: String,
+    pub thumbnail: bool,
+}
+
+/// Render the representative of the located instances; the ticket gets the record.
+pub(super) async fn render_found(
+    state: &WebState,
+    headers: &HeaderMap,
+    found: Vec<InstanceLocation>,
+    mut ticket: Ticket,
+    request: RenderRequest,
+) -> Result<Response, WebError> {
+    let RenderRequest {
+        frame,
+        raw,
+        thumbnail,
+    } = request;
+    let checked = parse_params(&raw).and_then(|params| Ok((params, output_format(headers)?)));
     let (params, format) = match checked {
         Ok(ok) => ok,
         Err(e) => {

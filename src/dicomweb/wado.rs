@@ -36,7 +36,17 @@ pub async fn locate(
     caller: &Caller,
     selection: &Selection,
 ) -> Result<(Vec<InstanceLocation>, Ticket), WebError> {
-    let ticket = state.core.admit(caller, Operation::WadoRs).await?;
+    locate_as(state, caller, Operation::WadoRs, selection).await
+}
+
+/// [`locate`] audited as `operation` (WADO-URI shares the WADO-RS paths).
+pub async fn locate_as(
+    state: &WebState,
+    caller: &Caller,
+    operation: Operation,
+    selection: &Selection,
+) -> Result<(Vec<InstanceLocation>, Ticket), WebError> {
+    let ticket = state.core.admit(caller, operation).await?;
     Ok(state.core.locate(ticket, selection.clone()).await?)
 }
 
@@ -234,7 +244,7 @@ async fn transcode_blob(
 }
 
 /// A single-instance resource as a bare `application/dicom` body, with ETag and Range.
-async fn single_instance(
+pub(super) async fn single_instance(
     state: &WebState,
     mut ticket: Ticket,
     headers: &HeaderMap,

@@ -91,6 +91,8 @@ pub enum Operation {
     QidoRs,
     /// WADO-RS retrieve (PS3.18 10.4).
     WadoRs,
+    /// WADO-URI retrieve of one instance or its rendering (PS3.18 9, IHE RAD-55).
+    WadoUri,
     /// STOW-RS store (PS3.18 10.5).
     StowRs,
     /// Reading the audit trail (NEN 7513: access to the log is itself logged).
@@ -112,6 +114,7 @@ impl Operation {
             Operation::Get => "C-GET",
             Operation::QidoRs => "QIDO-RS",
             Operation::WadoRs => "WADO-RS",
+            Operation::WadoUri => "WADO-URI",
             Operation::StowRs => "STOW-RS",
             Operation::AuditRead => "AUDIT-READ",
             Operation::Associate => "A-ASSOCIATE",
@@ -154,6 +157,7 @@ impl Operation {
             self,
             Operation::QidoRs
                 | Operation::WadoRs
+                | Operation::WadoUri
                 | Operation::StowRs
                 | Operation::AuditRead
                 | Operation::Delete

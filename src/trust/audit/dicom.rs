@@ -8,7 +8,7 @@
 //! | refused, credentials missing or bad | User Authentication (110114, A.5.3.14), Login (110122) failed |
 //! | refused otherwise | Security Alert (110113, A.5.3.13), Use of Restricted Function (110132) |
 //! | C-FIND, QIDO-RS | Query (110112, A.5.3.12) |
-//! | C-MOVE, C-GET, WADO-RS (we send) | DICOM Instances Transferred (110104, A.5.3.4), action R |
+//! | C-MOVE, C-GET, WADO-RS, WADO-URI (we send) | DICOM Instances Transferred (110104, A.5.3.4), action R |
 //! | C-STORE, STOW-RS (we receive) | DICOM Instances Transferred (110104, A.5.3.4), action C |
 //! | AUDIT-READ | Audit Log Used (110101, A.5.3.1) |
 //! | DELETE (operator, retention) | DICOM Instances Accessed (110103, A.5.3.6), action D |
@@ -77,7 +77,9 @@ pub fn event_of(record: &AuditRecord) -> Option<Kind> {
     }
     match record.operation.as_str() {
         "C-FIND" | "QIDO-RS" => Some(Kind::Query),
-        "C-MOVE" | "C-GET" | "WADO-RS" => Some(Kind::InstancesTransferred { we_send: true }),
+        "C-MOVE" | "C-GET" | "WADO-RS" | "WADO-URI" => {
+            Some(Kind::InstancesTransferred { we_send: true })
+        }
         "C-STORE" | "STOW-RS" => Some(Kind::InstancesTransferred { we_send: false }),
         "AUDIT-READ" => Some(Kind::AuditLogUsed),
         "DELETE" => Some(Kind::InstancesDeleted),
