@@ -19,6 +19,9 @@
 //! - dcmqrscp as the PACS (by C-GET, and by C-MOVE): the same C-FIND and C-GET, byte-exact.
 //! - Orthanc ending a C-GET early: what it sent arrives byte-exact, the rest is counted as
 //!   failed (B000), audited as partial, and the study is not complete in the cache.
+//! - The PACS down: findscu and QIDO-RS get what the cache holds, marked incomplete (a
+//!   failure status after the pending rows; a `Warning: 299`), audited as partial; with
+//!   nothing cached the query fails as before.
 //! - A C-CANCEL of a C-MOVE and a getscu killed mid C-GET (Orthanc fetched by C-GET, and by
 //!   C-MOVE): beeldbrug keeps answering, the fetch from the PACS stops (the cache neither
 //!   fills up nor calls the study complete) and the next C-GET retrieves all of it.
@@ -839,6 +842,103 @@ const VL_PHOTOGRAPHIC: &str = "1.2.840.10008.5.1.4.1.1.77.1.4";
 /// presentation context for: (VLp)"). Through the proxy: what it sent arrives byte-exact,
 /// the workstation hears the retrieve was not whole, the audit record says so and the cache
 /// does not call the study complete.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pacs_down_leaves_the_cache_answering_queries_marked_incomplete() {
+    let dir = tempfile::tempdir().unwrap();
+    let generated = |seed: u64, sub: &str| {
+        let args = GenerateArgs {
+            seed,
+            patients: 1,
+            ct_slices: 1,
+            mr_slices: 1,
+            ..GenerateArgs::with_defaults(dir.path().join(sub))
+        };
+        beeldbrug::testdata::generate(&args).expect("generate")
+    };
+    let (pacs_only, cache_only) = (generated(21, "pacs"), generated(22, "cache"));
+    let orthanc = Orthanc::start(dir.path()).await;
+    store(orthanc.dicom_port, "ORTHANC", &pacs_only);
+    let pacs = pacs_toml("ORTHANC", orthanc.dicom_port, "c-get", "");
+    let gateway = Gateway::start(&format!("{pacs}{PROXY}")).await;
+    let keys = study_keys("STUDY", "");
+    let studies = |found: &[DefaultDicomObject]| -> BTreeSet<String> {
+        found
+            .iter()
+            .map(|o| text(o, tags::STUDY_INSTANCE_UID))
+            .collect()
+    };
+
+    // Up, nothing cached: the PACS's study. Then down, nothing cached: the query fails.
+    assert_eq!(
+        studies(&find(gateway.port, &keys).await),
+        pacs_only.iter().map(|f| f.study_uid.clone()).collect()
+    );
+    drop(orthanc);
+    let (ok, text_out) = dcmtk("findscu", scu_args(gateway.port, &["-v", "-S"], &keys)).await;
+    assert!(
+        !text_out.contains("Received Final Find Response (Success)")
+            && text_out.contains("Received Final Find Response"),
+        "findscu with the PACS down and nothing cached ({ok}):\n{text_out}"
+    );
+
+    // Down, a study cached: its row comes, then a failure naming the PACS.
+    store_in_cache(&gateway, &cache_only);
+    let out = tempfile::tempdir().unwrap();
+    let od = out.path().display().to_string();
+    let (_, text_out) = dcmtk(
+        "findscu",
+        scu_args(gateway.port, &["-v", "-S", "-X", "-od", &od], &keys),
+    )
+    .await;
+    assert!(
+        text_out.contains("Received Final Find Response (Failed: UnableToProcess)"),
+        "findscu with the PACS down:\n{text_out}"
+    );
+    let rows: Vec<DefaultDicomObject> = files_under(out.path())
+        .iter()
+        .map(|p| dicom_object::open_file(p).unwrap())
+        .collect();
+    assert_eq!(
+        studies(&rows),
+        cache_only.iter().map(|f| f.study_uid.clone()).collect()
+    );
+
+    // QIDO-RS: the cached study, 200, with a warning that the answer may be incomplete.
+    let qido = request(
+        gateway.http_port,
+        "GET",
+        "/dicomweb/studies",
+        &[("Accept", "application/dicom+json")],
+        b"",
+    )
+    .await;
+    assert_eq!(qido.status, 200, "{}", qido.text());
+    assert!(
+        qido.text().contains(&cache_only[0].study_uid),
+        "{}",
+        qido.text()
+    );
+    let warnings = qido.headers_named("Warning");
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.starts_with("299 ") && w.contains("local PACS") && w.contains("incomplete")),
+        "{warnings:?}"
+    );
+    let partial = |records: Vec<(String, String)>| {
+        records
+            .iter()
+            .filter(|(outcome, detail)| outcome == "partial" && detail.contains("local PACS"))
+            .count()
+    };
+    assert_eq!(partial(audit_details(gateway.context(), "C-FIND").await), 1);
+    assert_eq!(
+        partial(audit_details(gateway.context(), "QIDO-RS").await),
+        1
+    );
+    gateway.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pacs_that_gives_up_mid_retrieve_leaves_a_partial_answer() {
     let dir = tempfile::tempdir().unwrap();

@@ -148,6 +148,10 @@ pub enum Delivery {
 pub struct Found {
     pub matches: Vec<Match>,
     pub ticket: Ticket,
+    /// Sources that could not answer while the cache or another source did: the matches
+    /// may be incomplete, and the front says so (QIDO-RS `Warning: 299`, C-FIND a failure
+    /// status after the pending rows). Empty: every source answered.
+    pub unanswered: Vec<SourceError>,
 }
 
 /// A retrieve under way.
@@ -256,11 +260,18 @@ impl Core {
         let query = self.trust.scope_query(ticket.caller(), query);
         let sources = self.sources_for(ticket.operation());
         let answered = match self.merge_find(&query, max_results, &sources).await {
-            Ok(matches) => self.filter_matches(&mut ticket, &query, matches).await,
+            Ok((matches, unanswered)) => self
+                .filter_matches(&mut ticket, &query, matches)
+                .await
+                .map(|matches| (matches, unanswered)),
             Err(e) => Err(e),
         };
         match answered {
-            Ok(matches) => Ok(Found { matches, ticket }),
+            Ok((matches, unanswered)) => Ok(Found {
+                matches,
+                ticket,
+                unanswered,
+            }),
             Err(e) => Err(fail(ticket, e).await),
         }
     }

@@ -207,11 +207,11 @@ impl Core {
         query: &Query,
         max_results: usize,
         sources: &[Arc<dyn Source>],
-    ) -> Result<Vec<Match>, super::CoreError> {
+    ) -> Result<(Vec<Match>, Vec<SourceError>), super::CoreError> {
         if sources.is_empty() {
             let mut found = self.index.find(query).await?;
             found.truncate(max_results);
-            return Ok(found);
+            return Ok((found, Vec::new()));
         }
         // Rows are merged and ordered by the unique key of the query level (PS3.4 C.6.1).
         let unique = match query.level {
@@ -222,12 +222,23 @@ impl Core {
         };
         let window = max_results.saturating_add(query.offset as usize);
         let mut from_sources = Vec::new();
+        let (mut asked, mut unanswered) = (0, Vec::new());
         for source in sources {
             let capabilities = source.capabilities();
             if !capabilities.query_levels.contains(&query.level) {
                 continue;
             }
-            let mut found = source.find(query, window).await?;
+            asked += 1;
+            // A source down leaves the others and the cache to answer, the answer marked
+            // incomplete; the query fails only when nothing answered at all (below).
+            let mut found = match source.find(query, window).await {
+                Ok(found) => found,
+                Err(e) => {
+                    tracing::warn!(source = source.name(), error = %e, "query: a source did not answer");
+                    unanswered.push(e);
+                    continue;
+                }
+            };
             // Where a source cannot match names fuzzily, it was asked for more and the core
             // matches (PS3.18 8.3.4.1 fuzzymatching).
             if !capabilities.fuzzy_names {
@@ -239,6 +250,9 @@ impl Core {
         unpaged.limit = Some(window.min(u32::MAX as usize) as u32);
         unpaged.offset = 0;
         let from_cache = self.index.find(&unpaged).await.unwrap_or_default();
+        if asked > 0 && unanswered.len() == asked && from_cache.is_empty() {
+            return Err(unanswered.swap_remove(0).into());
+        }
         let mut merged: BTreeMap<String, Match> = BTreeMap::new();
         for m in from_cache.into_iter().chain(from_sources) {
             let Some(key) = m.get(&unique).cloned() else {
@@ -261,11 +275,12 @@ impl Core {
         let limit = query
             .limit
             .map_or(max_results, |l| (l as usize).min(max_results));
-        Ok(merged
+        let page = merged
             .into_values()
             .skip(query.offset as usize)
             .take(limit)
-            .collect())
+            .collect();
+        Ok((page, unanswered))
     }
 }
 

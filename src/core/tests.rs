@@ -640,6 +640,45 @@ async fn query(core: &Arc<Core>, caller: &Caller, operation: Operation, q: Query
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_query_with_a_source_down_answers_from_the_cache_marked_incomplete() {
+    let h = Harness::new().await;
+    let cached = mr_series(1, 2);
+    let source = Arc::new(FakeSource::new(Vec::new()).with_rows(vec![study_row("2.25.77", &[])]));
+    source.unreachable.store(true, Ordering::SeqCst);
+    let core = h.core(&source, &[Front::Web]);
+
+    // Nothing cached and the only source down: the source's failure is the answer.
+    let ticket = core.admit(&web_caller(), Operation::QidoRs).await.unwrap();
+    match core.query(ticket, Query::new(Level::Study), 100).await {
+        Err(CoreError::Source(e)) => assert_eq!(e.kind, SourceErrorKind::Unreachable),
+        other => panic!("expected the source's error, got {other:?}"),
+    }
+
+    // The cache holds a study: it is answered, and the answer names the silent source.
+    h.cache(&cached).await;
+    let ticket = core.admit(&web_caller(), Operation::QidoRs).await.unwrap();
+    let found = core
+        .query(ticket, Query::new(Level::Study), 100)
+        .await
+        .expect("answered from the cache");
+    assert_eq!(uids_of(&found.matches), vec![cached[0].study_uid.clone()]);
+    assert_eq!(found.unanswered.len(), 1);
+    assert_eq!(found.unanswered[0].kind, SourceErrorKind::Unreachable);
+    found.ticket.finish("partial", "").await;
+
+    // Up again: complete, and the source's study is there too.
+    source.unreachable.store(false, Ordering::SeqCst);
+    let ticket = core.admit(&web_caller(), Operation::QidoRs).await.unwrap();
+    let found = core
+        .query(ticket, Query::new(Level::Study), 100)
+        .await
+        .unwrap();
+    assert!(found.unanswered.is_empty());
+    assert_eq!(found.matches.len(), 2);
+    found.ticket.finish("success", "").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn queries_merge_the_cache_and_the_source() {
     let h = Harness::new().await;
     let cached = mr_series(1, 2);

@@ -201,7 +201,14 @@ async fn search(
     let Found {
         matches,
         mut ticket,
+        unanswered,
     } = state.core.query(ticket, request.query, max).await?;
+    let mut warnings = request.warnings;
+    // A source that did not answer: the matches are what the others hold (PS3.18 8.3.4.5
+    // warning), rather than no answer at all.
+    for e in &unanswered {
+        warnings.push(format!("{e}; the results may be incomplete"));
+    }
     let base = base_url(&state, &headers);
     let tags = returned_tags(level, &scope, &request.include);
     let body: Vec<Json> = matches
@@ -212,9 +219,17 @@ async fn search(
     for m in &matches {
         ticket.touch_match(m);
     }
-    let detail = format!("{} {} matches", matches.len(), level.code());
+    let mut detail = format!("{} {} matches", matches.len(), level.code());
+    let result = match unanswered.is_empty() {
+        true => "success",
+        false => {
+            let names: Vec<&str> = unanswered.iter().map(|e| e.source_name).collect();
+            detail.push_str(&format!(", not answered by: {}", names.join(", ")));
+            "partial"
+        }
+    };
     // Fail closed: no answer leaves without its audit record.
-    if let Err(e) = ticket.finish_before_answer("success", detail).await {
+    if let Err(e) = ticket.finish_before_answer(result, detail).await {
         return Err(WebError::Unavailable(e.to_string()));
     }
 
@@ -225,7 +240,7 @@ async fn search(
         let bytes = serde_json::to_vec(&body).map_err(|e| WebError::Internal(e.to_string()))?;
         ([(header::CONTENT_TYPE, "application/dicom+json")], bytes).into_response()
     };
-    for warning in request.warnings {
+    for warning in warnings {
         // PS3.18 8.3.4.5: "299 <agent>: <text>" warnings for ignored or limited parameters.
         let text = format!("299 beeldbrug: \"{}\"", warning.replace('"', "'"));
         if let Ok(v) = HeaderValue::from_str(&text) {

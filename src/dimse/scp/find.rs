@@ -213,6 +213,7 @@ pub async fn handle(
     let Found {
         matches,
         mut ticket,
+        unanswered,
     } = match answered {
         Ok(found) => found,
         Err(e) => {
@@ -251,21 +252,26 @@ pub async fn handle(
         sent += 1;
         ticket.touch_match(m);
     }
-    let status = if cancelled {
-        code::CANCEL
-    } else {
-        code::SUCCESS
-    };
-    assoc
-        .send_command(context_id, &final_rsp(status, None))
-        .await?;
-    let detail = format!(
+    let mut detail = format!(
         "{} level, {} matches returned",
         request.query.level.code(),
         sent
     );
-    ticket
-        .finish(if cancelled { "cancelled" } else { "success" }, detail)
-        .await;
+    // A source that did not answer: the pending rows are what the others hold, and the
+    // final response says the answer is incomplete (PS3.4 C.4.1.1.4: a failure status may
+    // follow pending responses), naming the source in its Error Comment.
+    let (status, comment, result) = match (cancelled, unanswered.first()) {
+        (true, _) => (code::CANCEL, None, "cancelled"),
+        (false, None) => (code::SUCCESS, None, "success"),
+        (false, Some(e)) => {
+            detail.push_str(&format!(", not answered by: {}", e.source_name));
+            // Cxxx "unable to process": the rows that came are good, the set is not whole.
+            (code::CANNOT_UNDERSTAND, Some(e.to_string()), "partial")
+        }
+    };
+    assoc
+        .send_command(context_id, &final_rsp(status, comment))
+        .await?;
+    ticket.finish(result, detail).await;
     Ok(())
 }
