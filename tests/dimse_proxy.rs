@@ -19,6 +19,7 @@
 //! - dcmqrscp as the PACS (by C-GET, and by C-MOVE): the same C-FIND and C-GET, byte-exact.
 //! - Orthanc ending a C-GET early: what it sent arrives byte-exact, the rest is counted as
 //!   failed (B000), audited as partial, and the study is not complete in the cache.
+//! - Patient Root C-FIND at PATIENT level: the PACS's studies folded into their patient.
 //! - The PACS down: findscu and QIDO-RS get what the cache holds, marked incomplete (a
 //!   failure status after the pending rows; a `Warning: 299`), audited as partial; with
 //!   nothing cached the query fails as before.
@@ -872,6 +873,27 @@ async fn a_pacs_down_leaves_the_cache_answering_queries_marked_incomplete() {
     assert_eq!(
         studies(&find(gateway.port, &keys).await),
         pacs_only.iter().map(|f| f.study_uid.clone()).collect()
+    );
+    // Patient Root at PATIENT level: the PACS is asked in the Study Root model, and its
+    // studies come back folded into their patient, counted.
+    let patient_keys: Vec<String> = [
+        "QueryRetrieveLevel=PATIENT",
+        "PatientID",
+        "PatientName",
+        "NumberOfPatientRelatedStudies",
+    ]
+    .map(String::from)
+    .to_vec();
+    let patients = find_in(gateway.port, "-P", &patient_keys).await;
+    assert_eq!(patients.len(), 1, "one patient");
+    assert_eq!(
+        text(&patients[0], tags::PATIENT_ID),
+        pacs_only[0].patient_id
+    );
+    let pacs_studies: BTreeSet<&str> = pacs_only.iter().map(|f| f.study_uid.as_str()).collect();
+    assert_eq!(
+        text(&patients[0], tags::NUMBER_OF_PATIENT_RELATED_STUDIES),
+        pacs_studies.len().to_string()
     );
     drop(orthanc);
     let (ok, text_out) = dcmtk("findscu", scu_args(gateway.port, &["-v", "-S"], &keys)).await;

@@ -215,7 +215,7 @@ impl Core {
         }
         // Rows are merged and ordered by the unique key of the query level (PS3.4 C.6.1).
         let unique = match query.level {
-            Level::Patient => Tag(0x0010, 0x0020),
+            Level::Patient => PATIENT_ID,
             Level::Study => Tag(0x0020, 0x000D),
             Level::Series => Tag(0x0020, 0x000E),
             Level::Image => Tag(0x0008, 0x0018),
@@ -225,13 +225,33 @@ impl Core {
         let (mut asked, mut unanswered) = (0, Vec::new());
         for source in sources {
             let capabilities = source.capabilities();
-            if !capabilities.query_levels.contains(&query.level) {
+            let levels = &capabilities.query_levels;
+            // A source without a PATIENT level (a PACS asked in the Study Root model) is
+            // asked for the studies, folded into their patients here (PS3.4 C.6.1.1.2).
+            let by_studies = query.level == Level::Patient
+                && !levels.contains(&Level::Patient)
+                && levels.contains(&Level::Study);
+            if !levels.contains(&query.level) && !by_studies {
                 continue;
             }
             asked += 1;
+            let asked_query = match by_studies {
+                true => Query {
+                    level: Level::Study,
+                    ..query.clone()
+                },
+                false => query.clone(),
+            };
             // A source down leaves the others and the cache to answer, the answer marked
             // incomplete; the query fails only when nothing answered at all (below).
-            let mut found = match source.find(query, window).await {
+            let found = match by_studies {
+                true => source
+                    .find(&asked_query, window.saturating_mul(STUDIES_PER_PATIENT))
+                    .await
+                    .map(patients_of),
+                false => source.find(&asked_query, window).await,
+            };
+            let mut found = match found {
                 Ok(found) => found,
                 Err(e) => {
                     tracing::warn!(source = source.name(), error = %e, "query: a source did not answer");
@@ -283,6 +303,63 @@ impl Core {
         Ok((page, unanswered))
     }
 }
+
+/// Studies read per patient asked for when a source's studies are folded into patients.
+const STUDIES_PER_PATIENT: usize = 16;
+
+/// Study-level rows folded into one row per Patient ID: the patient attributes of its first
+/// study, and the patient's related studies, series and instances counted (PS3.4 C.6.1.1.2
+/// Table C.6-1: the series and instances only where every study reported its own).
+fn patients_of(studies: Vec<Match>) -> Vec<Match> {
+    use crate::model::query::{computed, INDEXED_ATTRS};
+    let patient_attrs: Vec<Tag> = INDEXED_ATTRS
+        .iter()
+        .filter(|a| a.level == Level::Patient)
+        .map(|a| a.tag)
+        .collect();
+    let mut patients: BTreeMap<String, (Match, usize, Option<u64>, Option<u64>)> = BTreeMap::new();
+    let count = |m: &Match, tag| m.get(&tag).and_then(|v| v.trim().parse::<u64>().ok());
+    for study in studies {
+        let Some(id) = study.get(&PATIENT_ID).cloned() else {
+            continue;
+        };
+        let entry = patients.entry(id).or_insert_with(|| {
+            let row = patient_attrs
+                .iter()
+                .filter_map(|t| study.get(t).map(|v| (*t, v.clone())))
+                .collect();
+            (row, 0, Some(0), Some(0))
+        });
+        entry.1 += 1;
+        let add = |sum: Option<u64>, n: Option<u64>| sum.zip(n).map(|(a, b)| a + b);
+        entry.2 = add(
+            entry.2,
+            count(&study, computed::NUMBER_OF_STUDY_RELATED_SERIES),
+        );
+        entry.3 = add(
+            entry.3,
+            count(&study, computed::NUMBER_OF_STUDY_RELATED_INSTANCES),
+        );
+    }
+    patients
+        .into_values()
+        .map(|(mut row, studies, series, instances)| {
+            row.insert(
+                computed::NUMBER_OF_PATIENT_RELATED_STUDIES,
+                studies.to_string(),
+            );
+            if let Some(n) = series {
+                row.insert(computed::NUMBER_OF_PATIENT_RELATED_SERIES, n.to_string());
+            }
+            if let Some(n) = instances {
+                row.insert(computed::NUMBER_OF_PATIENT_RELATED_INSTANCES, n.to_string());
+            }
+            row
+        })
+        .collect()
+}
+
+const PATIENT_ID: Tag = Tag(0x0010, 0x0020);
 
 /// Does a value of a match hold anything (`\\`, a multi-valued value of empty values, does not)?
 fn has_value(value: &str) -> bool {

@@ -679,6 +679,57 @@ async fn a_query_with_a_source_down_answers_from_the_cache_marked_incomplete() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_patient_query_folds_a_study_only_source_into_patients() {
+    use crate::model::query::computed;
+    let h = Harness::new().await;
+    let series = Tag(0x0020, 0x1206);
+    let instances = Tag(0x0020, 0x1208);
+    let source = Arc::new(FakeSource::new(Vec::new()).with_rows(vec![
+        study_row(
+            "2.25.1",
+            &[
+                (PATIENT_ID, "P1"),
+                (PATIENT_NAME, "Jansen^Piet"),
+                (series, "2"),
+                (instances, "10"),
+            ],
+        ),
+        study_row(
+            "2.25.2",
+            &[
+                (PATIENT_ID, "P1"),
+                (PATIENT_NAME, "Jansen^Piet"),
+                (series, "1"),
+                (instances, "5"),
+            ],
+        ),
+        study_row("2.25.3", &[(PATIENT_ID, "P2"), (PATIENT_NAME, "Bakker^An")]),
+    ]));
+    let core = h.core(&source, &[Front::Web]);
+    let found = query(
+        &core,
+        &web_caller(),
+        Operation::QidoRs,
+        Query::new(Level::Patient),
+    )
+    .await;
+    let ids: Vec<&str> = found.iter().map(|m| m[&PATIENT_ID].as_str()).collect();
+    assert_eq!(ids, ["P1", "P2"], "one row per patient, by Patient ID");
+    let p1 = &found[0];
+    assert_eq!(p1[&PATIENT_NAME], "Jansen^Piet");
+    assert_eq!(p1[&computed::NUMBER_OF_PATIENT_RELATED_STUDIES], "2");
+    assert_eq!(p1[&computed::NUMBER_OF_PATIENT_RELATED_SERIES], "3");
+    assert_eq!(p1[&computed::NUMBER_OF_PATIENT_RELATED_INSTANCES], "15");
+    assert!(
+        !p1.contains_key(&STUDY_UID),
+        "no study attribute at patient level"
+    );
+    // P2's study reported no counts: the patient's are not made up.
+    assert_eq!(found[1][&computed::NUMBER_OF_PATIENT_RELATED_STUDIES], "1");
+    assert!(!found[1].contains_key(&computed::NUMBER_OF_PATIENT_RELATED_INSTANCES));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn queries_merge_the_cache_and_the_source() {
     let h = Harness::new().await;
     let cached = mr_series(1, 2);
