@@ -128,6 +128,9 @@ pub fn compose_core(
     let rules = CacheRules {
         max_bytes: config.cache.max_bytes,
         refresh_secs: config.cache.refresh_secs,
+        client_wait: Some(std::time::Duration::from_secs(
+            config.cache.client_wait_secs,
+        )),
     };
     let mut builder = Core::builder(trust.clone(), index.clone(), blobs.clone()).cache_rules(rules);
     let gateway = config.pacs.clone().map(|pacs| {

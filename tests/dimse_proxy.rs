@@ -23,6 +23,8 @@
 //! - The PACS down: findscu and QIDO-RS get what the cache holds, marked incomplete (a
 //!   failure status after the pending rows; a `Warning: 299`), audited as partial; with
 //!   nothing cached the query fails as before.
+//! - A C-MOVE destination slower than Orthanc's timeout: the fetch runs ahead into the cache
+//!   after `[cache] client_wait_secs`, Orthanc fails nothing, the destination gets it all.
 //! - A C-CANCEL of a C-MOVE and a getscu killed mid C-GET (Orthanc fetched by C-GET, and by
 //!   C-MOVE): beeldbrug keeps answering, the fetch from the PACS stops (the cache neither
 //!   fills up nor calls the study complete) and the next C-GET retrieves all of it.
@@ -957,6 +959,68 @@ async fn a_pacs_down_leaves_the_cache_answering_queries_marked_incomplete() {
     assert_eq!(
         partial(audit_details(gateway.context(), "QIDO-RS").await),
         1
+    );
+    gateway.stop().await;
+}
+
+/// A C-MOVE destination far slower than the PACS's timeout on its C-STORE-RSP (dcmqrscp
+/// with a 3 s DIMSE timeout, fetched by C-GET; storescp sleeping in every PDU, some 4 s per
+/// slice): the fetch waits at most `client_wait_secs` (1 s) per instance for it, then runs
+/// ahead into the cache, so dcmqrscp fails nothing, the study is complete in the cache, and
+/// the slow destination still gets every instance, from disk. (With the wait at 60 s,
+/// dcmqrscp times out on our responses and ends its C-GET failed: the study stays
+/// incomplete in the cache.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_client_does_not_hold_the_pacs_past_its_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = GenerateArgs {
+        seed: 31,
+        patients: 1,
+        ct_slices: 8,
+        mr_slices: 0,
+        ..GenerateArgs::with_defaults(dir.path().join("src"))
+    };
+    let files = beeldbrug::testdata::generate(&args).expect("generate");
+    let study = files[0].study_uid.clone();
+    let pacs = Dcmqrscp::start(dir.path(), "DCMQRSCP", &[], &["-td", "3"]).await;
+    let loaded = files.clone();
+    let pacs = tokio::task::spawn_blocking(move || {
+        pacs.load(&loaded);
+        pacs
+    })
+    .await
+    .unwrap();
+    // About 1 s per 128 KB PDU: some 4 s per 512 KB slice, past dcmqrscp's 3 s.
+    let scp = StoreScp::start(dir.path(), &["--sleep-during", "1", "-pdu", "131072"]).await;
+    let toml = pacs_toml("DCMQRSCP", pacs.port, "c-get", "");
+    let gateway = Gateway::start(&format!(
+        "{toml}{PROXY}{}[cache]\nclient_wait_secs = 1\n",
+        scp.peer_toml()
+    ))
+    .await;
+    let mut options = vec!["-v", "-S", "-aem", DEST];
+    options.extend(TIMEOUTS);
+    let (ok, out) = dcmtk(
+        "movescu",
+        scu_args(gateway.port, &options, &study_keys("STUDY", &study)),
+    )
+    .await;
+    assert!(
+        ok && out.contains("Received Final Move Response (Success)"),
+        "movescu to a slow destination:\n{out}\ndcmqrscp:\n{}",
+        pacs.process.log_tail()
+    );
+    let received = part10_under(&scp.dir);
+    let sops: BTreeSet<&String> = received.keys().collect();
+    assert_eq!(
+        sops,
+        files.iter().map(|f| &f.sop_uid).collect(),
+        "every instance"
+    );
+    assert_eq!(
+        cache_state(&gateway, &study).await,
+        (files.len() as u64, true),
+        "the whole study in the cache, complete"
     );
     gateway.stop().await;
 }

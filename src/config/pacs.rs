@@ -82,6 +82,15 @@ pub struct CacheConfig {
     /// A complete cached study is re-checked against the PACS's instance count after this
     /// many seconds; a study whose count changed is fetched again.
     pub refresh_secs: u64,
+    /// How long a fetch from the PACS waits, per instance, for its slowest client to catch
+    /// up before it runs ahead into the cache (the client then reads from disk). Keep it
+    /// well below the PACS's timeout on its C-STORE-RSP (Orthanc: `DicomScpTimeout`, 30 s).
+    #[serde(default = "default_client_wait_secs")]
+    pub client_wait_secs: u64,
+}
+
+fn default_client_wait_secs() -> u64 {
+    10
 }
 
 impl PacsConfig {

@@ -22,6 +22,9 @@ pub struct CacheRules {
     /// A complete cached study is re-checked against its source's instance count after this
     /// many seconds.
     pub refresh_secs: u64,
+    /// How long a fetch waits for its slowest client per instance before it runs ahead into
+    /// the cache; `None`: [`super::follow::CLIENT_WAIT`].
+    pub client_wait: Option<std::time::Duration>,
 }
 
 /// Unix seconds now.

@@ -4,12 +4,16 @@
 //! request follows it with a [`Follower`], from the first instance, whenever it joined.
 //! Back-pressure: the retrieve waits before acknowledging the next sub-operation while the
 //! slowest follower is more than [`WINDOW`] instances behind, so a slow client slows the PACS
-//! and nothing piles up (the instances are on disk either way). When the last follower goes
-//! away before the end, the retrieve is cancelled (a PACS gets a C-CANCEL).
+//! and nothing piles up. It waits at most [`Fetches::client_wait`] per instance, well inside
+//! a PACS's own timeout on its C-STORE-RSP (Orthanc's `DicomScpTimeout` is 30 s): then the
+//! retrieve runs ahead into the cache, and the slow client reads what it has not taken from
+//! disk later, rather than the PACS failing the sub-operations it waited on. When the last
+//! follower goes away before the end, the retrieve is cancelled (a PACS gets a C-CANCEL).
 
 use crate::core::{InstanceLocation, Selection};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -48,6 +52,8 @@ pub struct Fetch {
     /// Bumped on every change; everyone waits on it.
     changed: watch::Sender<u64>,
     pub cancel: CancellationToken,
+    /// Longest wait for the slowest follower per instance.
+    client_wait: Duration,
 }
 
 impl Fetch {
@@ -56,6 +62,7 @@ impl Fetch {
         selection: Selection,
         reported: u64,
         source_name: &'static str,
+        client_wait: Duration,
     ) -> Arc<Fetch> {
         Arc::new(Fetch {
             key,
@@ -65,6 +72,7 @@ impl Fetch {
             state: Mutex::new(State::default()),
             changed: watch::channel(0).0,
             cancel: CancellationToken::new(),
+            client_wait,
         })
     }
 
@@ -94,13 +102,15 @@ impl Fetch {
     }
 
     /// The retrieve stored one more instance: wait while the slowest follower is more than
-    /// [`WINDOW`] behind (or until cancelled).
+    /// [`WINDOW`] behind, at most `client_wait` (or until cancelled).
     pub async fn arrived(&self, loc: InstanceLocation) {
         let mut seen = self.changed.subscribe();
         {
             self.lock().arrived.push(loc);
         }
         self.bump();
+        let deadline = tokio::time::sleep(self.client_wait);
+        tokio::pin!(deadline);
         loop {
             {
                 let state = self.lock();
@@ -113,6 +123,10 @@ impl Fetch {
             tokio::select! {
                 r = seen.changed() => if r.is_err() { return },
                 _ = self.cancel.cancelled() => return,
+                _ = &mut deadline => {
+                    tracing::info!(fetch = %self.key, "a client lags; the retrieve runs ahead into the cache");
+                    return;
+                }
             }
         }
     }
@@ -203,11 +217,27 @@ impl Drop for Follower {
 }
 
 /// The retrieves running now, by selection.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Fetches {
     active: Mutex<HashMap<String, Arc<Fetch>>>,
     /// Studies being streamed from the cache (pinned against eviction), with a count.
     pins: Arc<Mutex<HashMap<String, usize>>>,
+    /// How long a retrieve waits for its slowest follower per instance (`[cache]
+    /// client_wait_secs`).
+    pub client_wait: Duration,
+}
+
+/// The default [`Fetches::client_wait`]: a third of the shortest PACS timeout seen (30 s).
+pub const CLIENT_WAIT: Duration = Duration::from_secs(10);
+
+impl Default for Fetches {
+    fn default() -> Self {
+        Fetches {
+            active: Mutex::default(),
+            pins: Arc::default(),
+            client_wait: CLIENT_WAIT,
+        }
+    }
 }
 
 /// A stable key for a selection.
@@ -256,7 +286,13 @@ impl Fetches {
                 return (fetch.follow(), false);
             }
         }
-        let fetch = Fetch::new(key.clone(), selection.clone(), reported, source_name);
+        let fetch = Fetch::new(
+            key.clone(),
+            selection.clone(),
+            reported,
+            source_name,
+            self.client_wait,
+        );
         let follower = fetch.follow();
         active.insert(key, fetch.clone());
         drop(active);

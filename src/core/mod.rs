@@ -192,6 +192,9 @@ pub struct CoreBuilder {
 
 impl CoreBuilder {
     pub fn cache_rules(mut self, rules: CacheRules) -> Self {
+        if let Some(wait) = rules.client_wait {
+            self.core.fetches.client_wait = wait;
+        }
         self.core.cache = rules;
         self
     }

@@ -303,6 +303,7 @@ impl Harness {
             .cache_rules(CacheRules {
                 max_bytes: 0,
                 refresh_secs: 300,
+                client_wait: None,
             })
             .source(source.clone(), fronts)
             .build()
@@ -941,6 +942,7 @@ async fn a_study_streamed_from_the_cache_is_not_evicted() {
         .cache_rules(CacheRules {
             max_bytes: one_study + one_study / 2,
             refresh_secs: 300,
+            client_wait: None,
         })
         .source(source.clone(), &[Front::Web])
         .build();
