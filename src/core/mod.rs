@@ -14,6 +14,10 @@
 //!    shared by every request, pinned against eviction, cancelled when the last consumer
 //!    goes away ([`follow`]); the front reads [`Instances`].
 //!
+//! 4. [`Core::registry_query`]: XDS stored queries (ITI-18, ITI-38) answered by the registry
+//!    behind [`registry::Registry`], with the same consent rule and one audit record
+//!    ([`registry`]).
+//!
 //! Sources sit behind one trait ([`source::Source`]): the local PACS (`crate::pacs`) today,
 //! other hospitals' gateways next. The core knows the store (the cache) and trust, and
 //! nothing of the fronts or of how a source works.
@@ -22,6 +26,7 @@ pub mod cache;
 pub mod decide;
 pub mod follow;
 pub mod instances;
+pub mod registry;
 pub mod route;
 pub mod source;
 pub mod stored;
@@ -32,6 +37,7 @@ mod tests;
 
 pub use cache::CacheRules;
 pub use instances::Instances;
+pub use registry::{PublishedDocument, Registry, RegistryAnswer, RegistryScope};
 // The models, for the fronts: they speak to the core in its terms.
 pub use crate::model::{query, retrieve};
 pub use crate::model::{
@@ -172,6 +178,7 @@ pub struct Core {
     fetches: Fetches,
     sources: Vec<Arc<dyn Source>>,
     routes: Routes,
+    registry: Option<Arc<dyn Registry>>,
 }
 
 /// Builds a [`Core`] (`server::start` is the composition root).
@@ -200,6 +207,12 @@ impl CoreBuilder {
         self
     }
 
+    /// The XDS registry (`[xds] enabled`): ITI-18/38 and the documents of ITI-43/RAD-69.
+    pub fn registry(mut self, registry: Arc<dyn Registry>) -> Self {
+        self.core.registry = Some(registry);
+        self
+    }
+
     pub fn build(self) -> Arc<Core> {
         Arc::new(self.core)
     }
@@ -217,6 +230,7 @@ impl Core {
                 fetches: Fetches::default(),
                 sources: Vec::new(),
                 routes: Routes::default(),
+                registry: None,
             },
         }
     }
