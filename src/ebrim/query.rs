@@ -374,19 +374,17 @@ impl StoredQuery {
         for slot in adhoc.children_named(ns::RIM, "Slot") {
             let name = slot.attr("name").unwrap_or("").trim();
             let mut values = Vec::new();
-            let mut listed = false;
             for value in slot
                 .children_named(ns::RIM, "ValueList")
                 .flat_map(|l| l.children_named(ns::RIM, "Value"))
             {
-                let (mut parsed, is_list) = parse_value(value.trimmed()).map_err(|why| {
+                let (mut parsed, _) = parse_value(value.trimmed()).map_err(|why| {
                     RegistryError::new(
                         codes::PARAM_NUMBER,
                         format!("parameter {name}: {why}"),
                         name,
                     )
                 })?;
-                listed |= is_list;
                 values.append(&mut parsed);
             }
             if name == TARGET_COMMUNITIES {
@@ -412,7 +410,6 @@ impl StoredQuery {
                     name,
                 ));
             }
-            let _ = listed;
             params.insert(name, values);
         }
         for &(name, required, _) in id.params() {

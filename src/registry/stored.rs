@@ -169,7 +169,7 @@ pub async fn evaluate(
             };
             let packages = get(index, query, kind, uuid, unique).await?;
             let Some(package) = packages.into_iter().next() else {
-                return Ok(answer(index, query, Vec::new(), Vec::new()).await?);
+                return answer(index, query, Vec::new(), Vec::new()).await;
             };
             let members: Vec<Association> = associations(index, std::slice::from_ref(&package.id))
                 .await?
@@ -224,7 +224,7 @@ pub async fn evaluate(
             )
             .await?;
             let Some(doc) = docs.into_iter().next() else {
-                return Ok(answer(index, query, Vec::new(), Vec::new()).await?);
+                return answer(index, query, Vec::new(), Vec::new()).await;
             };
             let types = p.values("$AssociationTypes");
             let related: Vec<Association> = associations(index, std::slice::from_ref(&doc.id))
@@ -369,14 +369,7 @@ async fn among(
         .await?
         .into_iter()
         .filter(|a| set.contains(a.source.as_str()) && set.contains(a.target.as_str()))
-        .collect::<Vec<_>>()
-        .into_iter()
-        .fold(Vec::new(), |mut acc: Vec<Association>, a| {
-            if !acc.iter().any(|b| b.id == a.id) {
-                acc.push(a);
-            }
-            acc
-        }))
+        .collect())
 }
 
 fn status_matches(wanted: &[&str], o: &RegistryObject) -> bool {
