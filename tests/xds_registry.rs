@@ -76,6 +76,9 @@ struct Data {
     studies: BTreeMap<String, (String, BTreeSet<String>)>,
     /// A file of the Permit patient, to copy as a new instance later.
     sample: PathBuf,
+    /// The report: an encapsulated PDF (DCMTK `pdf2dcm`) in the Deny patient's study: its
+    /// study, SOP Instance UID and the PDF.
+    report: (String, String, Vec<u8>),
 }
 
 fn data() -> Data {
@@ -131,11 +134,60 @@ fn data() -> Data {
             .1
             .insert(f.sop_uid.clone());
     }
+    // A report in the Deny patient's study (its first one).
+    let (deny_study, (_, deny_sops)) = studies
+        .iter()
+        .find(|(_, (p, _))| p == BSN_DENY)
+        .map(|(s, v)| (s.clone(), v.clone()))
+        .unwrap();
+    let deny_file = files
+        .iter()
+        .find(|f| deny_sops.contains(&f.sop_uid))
+        .unwrap()
+        .path
+        .clone();
+    let mut pdf = b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n2 0 obj<</Type/Pages/Kids[]/Count 0>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n".to_vec();
+    // Even, so the Encapsulated Document needs no pad byte.
+    if pdf.len() % 2 == 1 {
+        pdf.insert(pdf.len() - 1, b' ');
+    }
+    let pdf_path = dir.path().join("report.pdf");
+    std::fs::write(&pdf_path, &pdf).unwrap();
+    let report_path = root.join("report.dcm");
+    let out = common::dcmtk(
+        "pdf2dcm",
+        &[
+            "--title",
+            "Verslag",
+            "--study-from",
+            deny_file.to_str().unwrap(),
+            pdf_path.to_str().unwrap(),
+            report_path.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "pdf2dcm: {out:?}");
+    let dump = common::dcmtk(
+        "dcmdump",
+        &["+P", "0008,0018", report_path.to_str().unwrap()],
+    );
+    let text = String::from_utf8_lossy(&dump.stdout);
+    let report_sop = text
+        .split('[')
+        .nth(1)
+        .and_then(|t| t.split(']').next())
+        .expect("the report's SOP Instance UID")
+        .to_string();
+    studies
+        .get_mut(&deny_study)
+        .unwrap()
+        .1
+        .insert(report_sop.clone());
     Data {
         _dir: dir,
         root,
         studies,
         sample: sample.unwrap(),
+        report: (deny_study, report_sop, pdf),
     }
 }
 
@@ -340,7 +392,19 @@ async fn check_kos(
     assert!(text.contains("Manifest"), "{text}");
 }
 
+/// The KOS manifests' DocumentEntries among registry rows, by status.
 fn document(
+    rows: &[beeldbrug::store::index::RegistryRow],
+    status: Status,
+) -> Vec<beeldbrug::ebrim::RegistryObject> {
+    entries(rows, status)
+        .into_iter()
+        .filter(|o| o.mime_type.as_deref() == Some("application/dicom"))
+        .collect()
+}
+
+/// Every DocumentEntry among registry rows, by status.
+fn entries(
     rows: &[beeldbrug::store::index::RegistryRow],
     status: Status,
 ) -> Vec<beeldbrug::ebrim::RegistryObject> {
@@ -391,6 +455,69 @@ async fn exercise(extra_toml: &str) {
             check_kos(&gw, entry, instances).await;
         }
     }
+    // The report: its own entry (the PDF itself), found with the manifest by the study UID.
+    let (report_study, report_sop, pdf) = &data.report;
+    let rows = index
+        .registry_objects(&RegistryLookup::Study(report_study.clone()))
+        .await
+        .unwrap();
+    let report = entries(&rows, Status::Approved)
+        .into_iter()
+        .find(|o| o.mime_type.as_deref() == Some("application/pdf"))
+        .expect("the report's entry");
+    assert_eq!(report.unique_id(), Some(report_sop.as_str()));
+    assert_eq!(
+        report.codes(ns::DE_FORMAT_CODE),
+        [("urn:ihe:rad:PDF", "1.3.6.1.4.1.19376.1.2.3")]
+    );
+    assert_eq!(
+        report.codes(ns::DE_TYPE_CODE),
+        [("722124004", "2.16.840.1.113883.6.96")]
+    );
+    assert_eq!(
+        report.codes(ns::DE_CLASS_CODE),
+        [("9491000146107", "2.16.840.1.113883.6.96")]
+    );
+    let pdf_sha1 = {
+        use sha1::Digest;
+        sha1::Sha1::digest(pdf)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    assert_eq!(report.slot_value("hash"), Some(pdf_sha1.as_str()));
+    assert_eq!(
+        report.slot_value("size"),
+        Some(pdf.len().to_string().as_str())
+    );
+    let reference = format!("{report_study}^^^^{}", ns::REF_STUDY_UID);
+    let together = ask(
+        &core,
+        &local_caller(),
+        &query(
+            QueryId::FindDocumentsByReferenceId,
+            &[
+                (
+                    "$XDSDocumentEntryPatientId",
+                    &[xds_patient(BSN_DENY).as_str()],
+                ),
+                ("$XDSDocumentEntryStatus", &[ns::STATUS_APPROVED]),
+                ("$XDSDocumentEntryReferenceIdList", &[reference.as_str()]),
+            ],
+        ),
+        RegistryScope::Local,
+    )
+    .await;
+    let mimes: BTreeSet<&str> = together
+        .objects
+        .iter()
+        .filter_map(|o| o.mime_type.as_deref())
+        .collect();
+    assert_eq!(
+        mimes,
+        BTreeSet::from(["application/dicom", "application/pdf"])
+    );
+
     // The patient without a BSN: looked at (publication noted), nothing registered.
     let (no_bsn_study, _) = data
         .studies

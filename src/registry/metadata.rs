@@ -168,8 +168,81 @@ fn author(scheme: &str, settings: &Settings) -> Classification {
     }
 }
 
-/// The DocumentEntry of a study's KOS.
-pub fn document_entry(settings: &Settings, study: &StudyFacts, kos: &Published) -> RegistryObject {
+/// What kind of document an entry describes: its mimeType and the codes that differ between
+/// a study's manifest and its reports.
+#[derive(Debug, Clone)]
+pub struct DocumentCodes {
+    pub mime_type: String,
+    pub format: Code,
+    pub class_code: Code,
+    pub type_code: Code,
+    /// The entry's title when the study has no description.
+    pub title: String,
+}
+
+impl DocumentCodes {
+    /// The XDS-I manifest (KOS).
+    pub fn manifest(settings: &Settings) -> DocumentCodes {
+        DocumentCodes {
+            mime_type: "application/dicom".into(),
+            format: Code::new(KOS_FORMAT.0, KOS_FORMAT.1, KOS_FORMAT.2),
+            class_code: settings.class_code.clone(),
+            type_code: settings.type_code.clone(),
+            title: "Manifest".into(),
+        }
+    }
+
+    /// A radiology report (REFERENCE §3, Twiin BB "Metadata radiologisch verslag"): an
+    /// encapsulated PDF as `application/pdf` with formatCode `urn:ihe:rad:PDF`, or a DICOM SR
+    /// as `application/dicom` with its SOP Class as formatCode; typeCode 722124004.
+    pub fn report(settings: &Settings, sop_class: &str) -> DocumentCodes {
+        let (mime_type, format) = if sop_class == ENCAPSULATED_PDF {
+            (
+                "application/pdf",
+                Code::new("urn:ihe:rad:PDF", "1.3.6.1.4.1.19376.1.2.3", "PDF"),
+            )
+        } else {
+            (
+                "application/dicom",
+                Code::new(sop_class, KOS_FORMAT.1, "DICOM Structured Report"),
+            )
+        };
+        DocumentCodes {
+            mime_type: mime_type.into(),
+            format,
+            class_code: settings.class_code.clone(),
+            type_code: Code::new(REPORT_TYPE, SNOMED, "Radiology report"),
+            title: "Verslag".into(),
+        }
+    }
+}
+
+/// Encapsulated PDF Storage.
+pub const ENCAPSULATED_PDF: &str = "1.2.840.10008.5.1.4.1.1.104.1";
+/// The report typeCode of Twiin BB "Metadata radiologisch verslag" (SNOMED CT).
+pub const REPORT_TYPE: &str = "722124004";
+const SNOMED: &str = "2.16.840.1.113883.6.96";
+
+/// Is an instance of this SOP class a report published as its own entry: an encapsulated
+/// PDF, or a Basic Text, Enhanced or Comprehensive (3D) SR.
+pub fn is_report(sop_class: &str) -> bool {
+    matches!(
+        sop_class,
+        ENCAPSULATED_PDF
+            | "1.2.840.10008.5.1.4.1.1.88.11"
+            | "1.2.840.10008.5.1.4.1.1.88.22"
+            | "1.2.840.10008.5.1.4.1.1.88.33"
+            | "1.2.840.10008.5.1.4.1.1.88.34"
+    )
+}
+
+/// The DocumentEntry of a study's KOS ([`DocumentCodes::manifest`]) or report.
+pub fn document_entry(
+    settings: &Settings,
+    study: &StudyFacts,
+    kos: &Published,
+    codes: &DocumentCodes,
+) -> RegistryObject {
     let id = new_uuid();
     let patient = xds_patient_id(&study.bsn);
     let mut slots = vec![
@@ -213,7 +286,7 @@ pub fn document_entry(settings: &Settings, study: &StudyFacts, kos: &Published) 
     slots.push(Slot::new(ns::REFERENCE_ID_LIST, references));
     let mut classifications = vec![
         author(ns::DE_AUTHOR, settings),
-        Classification::code(new_uuid(), ns::DE_CLASS_CODE, &settings.class_code),
+        Classification::code(new_uuid(), ns::DE_CLASS_CODE, &codes.class_code),
         Classification::code(
             new_uuid(),
             ns::DE_CONFIDENTIALITY_CODE,
@@ -228,11 +301,7 @@ pub fn document_entry(settings: &Settings, study: &StudyFacts, kos: &Published) 
         ));
     }
     classifications.extend([
-        Classification::code(
-            new_uuid(),
-            ns::DE_FORMAT_CODE,
-            &Code::new(KOS_FORMAT.0, KOS_FORMAT.1, KOS_FORMAT.2),
-        ),
+        Classification::code(new_uuid(), ns::DE_FORMAT_CODE, &codes.format),
         Classification::code(
             new_uuid(),
             ns::DE_FACILITY_TYPE_CODE,
@@ -243,10 +312,10 @@ pub fn document_entry(settings: &Settings, study: &StudyFacts, kos: &Published) 
             ns::DE_PRACTICE_SETTING_CODE,
             &settings.practice_setting_code,
         ),
-        Classification::code(new_uuid(), ns::DE_TYPE_CODE, &settings.type_code),
+        Classification::code(new_uuid(), ns::DE_TYPE_CODE, &codes.type_code),
     ]);
     let name = if study.study_description.trim().is_empty() {
-        "Manifest".to_string()
+        codes.title.clone()
     } else {
         study.study_description.trim().to_string()
     };
@@ -255,7 +324,7 @@ pub fn document_entry(settings: &Settings, study: &StudyFacts, kos: &Published) 
         lid: id.clone(),
         id,
         object_type: Some(ns::STABLE_DOCUMENT.into()),
-        mime_type: Some("application/dicom".into()),
+        mime_type: Some(codes.mime_type.clone()),
         status: Status::Approved,
         name: Some(name),
         description: None,

@@ -11,17 +11,23 @@
 //!    previous entry, if any, is Deprecated and replaced (RPLC), all in one index
 //!    transaction with the study's publication record.
 //!
+//! Reports in the study (an encapsulated PDF, or a text, enhanced or comprehensive SR) get an
+//! entry of their own in the same SubmissionSet the first time they are seen: the PDF itself
+//! (`application/pdf`, formatCode `urn:ihe:rad:PDF`) or the SR instance (`application/dicom`),
+//! typeCode 722124004, with the study's referenceIdList, so FindDocumentsByReferenceId finds
+//! manifest and report together; the manifest references the report instance too.
+//!
 //! A study whose Patient ID is not a valid BSN is not published (logged once per change: the
 //! publication record notes it with an empty entry). Storing the KOS counts as an arrival;
 //! the publication records the count including it, so the manifest does not make its study
 //! look changed.
 
 use super::kos::{self, Manifest, StudyHeader};
-use super::metadata::{self, Published, StudyFacts};
+use super::metadata::{self, DocumentCodes, Published, StudyFacts, KOS_FORMAT};
 use super::{objects, row_of, Settings};
-use crate::ebrim::{ObjectKind, Status};
+use crate::ebrim::{ns, ObjectKind, RegistryObject, Status};
 use crate::model::query::{indexed_attr_by_keyword, Level, Match, Matcher, Query};
-use crate::model::Selection;
+use crate::model::{InstanceLocation, Selection};
 use crate::store::index::{Publication, RegistryLookup, StudyArrival, Submission};
 use crate::store::ingest::{self, Expected};
 use crate::store::{BlobStore, Index};
@@ -122,20 +128,35 @@ impl Publisher {
             self.skip(arrival).await?;
             return Ok(Outcome::Skipped("no valid BSN".into()));
         }
-        // Our earlier manifests of the study: not referenced again; the Approved one replaced.
+        // Our earlier entries of the study: their manifests are not referenced again, the
+        // Approved manifest is replaced, and reports published already stay as they are.
         let ours = objects(
             self.index.as_ref(),
             &RegistryLookup::Study(study_uid.into()),
         )
         .await
         .map_err(e)?;
+        let is_manifest = |o: &RegistryObject| {
+            o.codes(ns::DE_FORMAT_CODE)
+                .iter()
+                .any(|(c, _)| *c == KOS_FORMAT.0)
+        };
         let our_uids: BTreeSet<String> = ours
             .iter()
             .filter_map(|o| o.unique_id().map(str::to_string))
             .collect();
+        let our_manifests: BTreeSet<String> = ours
+            .iter()
+            .filter(|o| is_manifest(o))
+            .filter_map(|o| o.unique_id().map(str::to_string))
+            .collect();
         let replaced = ours
             .iter()
-            .filter(|o| o.kind == ObjectKind::DocumentEntry && o.status == Status::Approved)
+            .filter(|o| {
+                o.kind == ObjectKind::DocumentEntry
+                    && o.status == Status::Approved
+                    && is_manifest(o)
+            })
             .map(|o| o.id.clone())
             .collect::<Vec<_>>();
         let selection = Selection {
@@ -148,7 +169,7 @@ impl Publisher {
             .await
             .map_err(e)?
             .into_iter()
-            .filter(|i| !our_uids.contains(&i.sop_instance_uid))
+            .filter(|i| !our_manifests.contains(&i.sop_instance_uid))
             .collect();
         if instances.is_empty() {
             self.skip(arrival).await?;
@@ -156,6 +177,12 @@ impl Publisher {
                 "no instances besides our manifests".into(),
             ));
         }
+        let new_reports: Vec<&InstanceLocation> = instances
+            .iter()
+            .filter(|i| {
+                metadata::is_report(&i.sop_class_uid) && !our_uids.contains(&i.sop_instance_uid)
+            })
+            .collect();
         let modalities = self.modalities(study_uid).await?;
 
         let now = crate::clock::unix_seconds();
@@ -193,14 +220,42 @@ impl Publisher {
             study_description: header.study_description.clone(),
             modalities,
         };
-        let entry = metadata::document_entry(&self.settings, &facts, &published);
+        let entry = metadata::document_entry(
+            &self.settings,
+            &facts,
+            &published,
+            &DocumentCodes::manifest(&self.settings),
+        );
         let set = metadata::submission_set(&self.settings, &facts.bsn, now);
         let mut associations = vec![metadata::has_member(&set.id, &entry.id)];
         for old in &replaced {
             associations.push(metadata::replaces(&entry.id, old));
         }
+        let mut rows = vec![row_of(&entry, study_uid)];
+        // Reports: each its own entry in the same SubmissionSet, found with the manifest by
+        // the study's referenceIdList (and referenced by the manifest itself).
+        for report in new_reports {
+            let bytes = match self.report_bytes(report).await {
+                Ok(bytes) => bytes,
+                Err(why) => {
+                    tracing::warn!(study = %study_uid, sop = %report.sop_instance_uid, error = %why, "XDS-I: report not published");
+                    continue;
+                }
+            };
+            let document = Published {
+                sop_instance_uid: report.sop_instance_uid.clone(),
+                sha1: metadata::sha1_hex(&bytes),
+                size: bytes.len() as u64,
+                created: now,
+            };
+            let codes = DocumentCodes::report(&self.settings, &report.sop_class_uid);
+            let report_entry = metadata::document_entry(&self.settings, &facts, &document, &codes);
+            associations.push(metadata::has_member(&set.id, &report_entry.id));
+            rows.push(row_of(&report_entry, study_uid));
+        }
+        rows.push(row_of(&set, ""));
         let submission = Submission {
-            objects: vec![row_of(&entry, study_uid), row_of(&set, "")],
+            objects: rows,
             associations: associations.iter().map(super::association_row).collect(),
             deprecate: replaced.clone(),
             publication: Some(Publication {
@@ -243,6 +298,37 @@ impl Publisher {
             .await
             .map(|_| ())
             .map_err(|f| format!("cannot store the manifest: {}", f.reason))
+    }
+
+    /// The document a report entry describes: the PDF inside an encapsulated PDF instance
+    /// (Encapsulated Document, cut to Encapsulated Document Length when given), or the SR
+    /// instance's file.
+    async fn report_bytes(&self, report: &InstanceLocation) -> Result<Vec<u8>, String> {
+        let path = self.blobs.path(&report.blob_key);
+        let pdf = report.sop_class_uid == metadata::ENCAPSULATED_PDF;
+        tokio::task::spawn_blocking(move || {
+            if !pdf {
+                return std::fs::read(&path).map_err(|e| e.to_string());
+            }
+            let obj = dicom_object::open_file(&path).map_err(|e| e.to_string())?;
+            let mut bytes = obj
+                .element(Tag(0x0042, 0x0011))
+                .map_err(|e| e.to_string())?
+                .to_bytes()
+                .map_err(|e| e.to_string())?
+                .into_owned();
+            if let Some(length) = obj
+                .element_opt(Tag(0x0042, 0x0015))
+                .ok()
+                .flatten()
+                .and_then(|e| e.to_int::<u32>().ok())
+            {
+                bytes.truncate(length as usize);
+            }
+            Ok(bytes)
+        })
+        .await
+        .map_err(|e| e.to_string())?
     }
 
     /// Note that a study was looked at and not published, until it changes.
