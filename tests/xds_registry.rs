@@ -976,6 +976,43 @@ async fn exercise(extra_toml: &str) {
         .unwrap();
     assert_eq!(rows.iter().filter(|r| r.kind == "DocumentEntry").count(), 2);
 
+    // Deleting an instance makes the study changed: a new manifest without it replaces the
+    // last one. Deleting the whole study deprecates every entry of it.
+    let deleted = index
+        .delete_instances(
+            &beeldbrug::model::Selection {
+                sop_instance_uids: vec![new_sop.to_string()],
+                ..Default::default()
+            },
+            beeldbrug::clock::unix_seconds(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(deleted.len(), 1);
+    let rows = until(&index, RegistryLookup::Study(grown_study.clone()), |rows| {
+        document(rows, Status::Deprecated).len() == 2 && document(rows, Status::Approved).len() == 1
+    })
+    .await;
+    let third = document(&rows, Status::Approved).remove(0);
+    check_kos(&gw, &third, grown_sops).await;
+    index
+        .delete_instances(
+            &beeldbrug::model::Selection {
+                study_uids: vec![grown_study.clone()],
+                ..Default::default()
+            },
+            beeldbrug::clock::unix_seconds(),
+        )
+        .await
+        .unwrap();
+    let rows = index
+        .registry_objects(&RegistryLookup::Study(grown_study.clone()))
+        .await
+        .unwrap();
+    assert!(entries(&rows, Status::Approved).is_empty());
+    assert_eq!(entries(&rows, Status::Deprecated).len(), 3);
+    assert!(index.publication(grown_study).await.unwrap().is_none());
+
     gw.stop().await;
 }
 
