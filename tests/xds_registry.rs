@@ -1054,3 +1054,35 @@ fn sample_requests_parse() {
     }
     assert_eq!(seen, 5, "every sample request read");
 }
+
+/// A study that arrives by STOW-RS is published like one from C-STORE (the generator's
+/// patients have fictitious BSNs).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stow_rs_study_is_published() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = beeldbrug::testdata::GenerateArgs::with_defaults(dir.path().join("data"));
+    args.patients = 1;
+    args.ct_slices = 3;
+    args.mr_slices = 1;
+    args.frame_size = 32;
+    let files = beeldbrug::testdata::generate(&args).unwrap();
+    let study = files[0].study_uid.clone();
+    let files: Vec<_> = files.into_iter().filter(|f| f.study_uid == study).collect();
+    let expected: BTreeSet<String> = files.iter().map(|f| f.sop_uid.clone()).collect();
+    let mitz = MitzSim::start(&[]);
+    let gw = Gateway::start(&config(&mitz, "")).await;
+    let response = common::http::stow_files(gw.http_port, &files).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    let index = gw.context().index.clone();
+    let rows = until(&index, RegistryLookup::Study(study.clone()), |rows| {
+        !rows.is_empty()
+    })
+    .await;
+    let entry = document(&rows, Status::Approved).remove(0);
+    assert_eq!(
+        entry.patient_id(),
+        Some(xds_patient(&files[0].patient_id).as_str())
+    );
+    check_kos(&gw, &entry, &expected).await;
+    gw.stop().await;
+}
