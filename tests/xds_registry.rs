@@ -1086,3 +1086,92 @@ async fn a_stow_rs_study_is_published() {
     check_kos(&gw, &entry, &expected).await;
     gw.stop().await;
 }
+
+/// Measurement, not a check (run with `--ignored --nocapture`): FindDocuments through
+/// `Core::registry_query` (evaluation, consent filter, one audit record each) with 10,000
+/// published studies of 5,000 patients in the SQLite index; prints p50/p99.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore]
+async fn find_documents_latency_with_10000_studies() {
+    use beeldbrug::registry::metadata::{self, DocumentCodes, Published, StudyFacts};
+    use beeldbrug::store::index::Submission;
+    let mitz = MitzSim::start(&[]);
+    let gw =
+        Gateway::start(&config(&mitz, "").replace("quiet_secs = 1\n", "quiet_secs = 3600\n")).await;
+    let settings = beeldbrug::registry::Settings::from_config(&gw.context().config);
+    let index = gw.context().index.clone();
+    let bsn = |n: usize| format!("{:09}", 100_000_000 + n);
+    let started = std::time::Instant::now();
+    for batch in 0..100 {
+        let mut submission = Submission::default();
+        for i in 0..100 {
+            let n = batch * 100 + i;
+            let facts = StudyFacts {
+                bsn: bsn(n % 5000),
+                study_instance_uid: format!("2.25.{n}"),
+                study_date: "20240101".into(),
+                modalities: vec!["CT".into()],
+                ..Default::default()
+            };
+            let kos = Published {
+                sop_instance_uid: format!("2.25.9{n}"),
+                sha1: "0".repeat(40),
+                size: 1000,
+                created: 1_700_000_000,
+            };
+            let entry = metadata::document_entry(
+                &settings,
+                &facts,
+                &kos,
+                &DocumentCodes::manifest(&settings),
+            );
+            let set = metadata::submission_set(&settings, &facts.bsn, 1_700_000_000);
+            let member = metadata::has_member(&set.id, &entry.id);
+            for (object, study) in [(&entry, facts.study_instance_uid.as_str()), (&set, "")] {
+                submission
+                    .objects
+                    .push(beeldbrug::store::index::RegistryRow {
+                        entry_uuid: object.id.clone(),
+                        kind: object.kind.name().into(),
+                        unique_id: object.unique_id().unwrap().into(),
+                        patient_id: object.patient_id().unwrap().into(),
+                        status: object.status.urn().into(),
+                        study_instance_uid: study.into(),
+                        metadata: serde_json::to_string(object).unwrap(),
+                    });
+            }
+            submission
+                .associations
+                .push(beeldbrug::store::index::AssociationRow {
+                    entry_uuid: member.id.clone(),
+                    association_type: member.assoc_type.clone(),
+                    source_uuid: member.source.clone(),
+                    target_uuid: member.target.clone(),
+                    status: member.status.urn().into(),
+                    metadata: serde_json::to_string(&member).unwrap(),
+                });
+        }
+        index.registry_submit(&submission).await.unwrap();
+    }
+    println!("10,000 studies registered in {:?}", started.elapsed());
+    let core = gw.context().core.clone();
+    let caller = local_caller();
+    let mut times = Vec::new();
+    for k in 0..1000 {
+        let q = find_documents(&bsn((k * 7919) % 5000), &[]);
+        let t = std::time::Instant::now();
+        let ticket = core.admit(&caller, Operation::QidoRs).await.unwrap();
+        let answer = core
+            .registry_query(ticket, &q, RegistryScope::CrossGateway)
+            .await;
+        let xml = render::adhoc_query_response(&answer);
+        times.push(t.elapsed());
+        assert_eq!(answer.objects.len(), 2, "{xml}");
+    }
+    times.sort();
+    println!(
+        "FindDocuments (2 entries, rendered, audited) over 1000 calls: p50 {:?}, p99 {:?}, max {:?}",
+        times[499], times[989], times[999]
+    );
+    gw.stop().await;
+}
