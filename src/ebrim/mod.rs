@@ -19,25 +19,20 @@
 //! # The call sequence of the SOAP front (ITI-18 `/xds/registry`, ITI-38 `/xca/query`)
 //!
 //! ```text
-//! let request: &xml::Element = body's first child;          // query:AdhocQueryRequest
-//! let ticket = core.admit(&caller, operation).await?;        // a refusal is a SOAP fault
-//! let xml = match ebrim::StoredQuery::from_element(request) {
-//!     Ok(query) => {
-//!         let answer = core.registry_query(ticket, &query, cross_gateway).await;
-//!         ebrim::render::adhoc_query_response(&answer)
-//!     }
-//!     Err(error) => {                                       // audited as a failed query
-//!         ticket.finish("failure", error.context.clone()).await;
-//!         ebrim::render::adhoc_query_response(&ebrim::QueryResponse::failure(vec![error]))
-//!     }
-//! };
-//! // xml is the SOAP Body's only child; wsa:Action
-//! // urn:ihe:iti:2007:RegistryStoredQueryResponse (ITI-18) or
-//! // urn:ihe:iti:2007:CrossGatewayQueryResponse (ITI-38).
+//! // request: &xml::Element, the SOAP Body's query:AdhocQueryRequest
+//! // ticket:  core.admit(&caller, <the XDS query operation>).await?  (a refusal is a Fault)
+//! let answer = core.registry_request(ticket, request, RegistryScope::CrossGateway).await;
+//! let body: String = ebrim::render::adhoc_query_response(&answer);
 //! ```
 //!
-//! `Core::registry_query` writes the ticket's one audit record (Query, 110112) whatever the
-//! answer; with `cross_gateway` (ITI-38) every object carries our homeCommunityId.
+//! `RegistryScope::Local` for ITI-18 (`/xds/registry`), `CrossGateway` for ITI-38
+//! (`/xca/query`: our homeCommunityId on every object). `body` is the Body's only child; the
+//! `wsa:Action` is `urn:ihe:iti:2007:RegistryStoredQueryResponse` (ITI-18) or
+//! `urn:ihe:iti:2007:CrossGatewayQueryResponse` (ITI-38). `Core::registry_request` reads the
+//! request ([`StoredQuery::from_element`]; a bad one is answered with its RegistryError,
+//! status Failure) and calls `Core::registry_query`, which applies `$targetCommunityIdList`
+//! and consent and writes the ticket's one audit record (Query, 110112) whatever the answer.
+//! The answer is always an AdhocQueryResponse, never a fault.
 
 pub mod model;
 pub mod query;
