@@ -10,8 +10,8 @@
 //!   study and, per series, Retrieve AE Title (0008,0054) and Retrieve Location UID
 //!   (0040,E011) = `xds.repository_unique_id`, and every instance of the series;
 //! - SR Document Content: the CONTAINER with document title (113030, DCM, "Manifest"),
-//!   template TID 2010, and one IMAGE (or COMPOSITE, for documents and other non-images)
-//!   content item per instance.
+//!   template TID 2010, and one IMAGE, WAVEFORM or COMPOSITE (documents, SR and other
+//!   non-images) content item per instance.
 
 use crate::model::InstanceLocation;
 use dicom_core::value::DataSetSequence;
@@ -96,17 +96,18 @@ fn sop_ref(class: &str, instance: &str) -> InMemDicomObject {
     item
 }
 
-/// Is an instance of this SOP class an image (an IMAGE content item) rather than a
-/// document, structured report, presentation state or other object (COMPOSITE)?
-fn is_image(sop_class: &str) -> bool {
+/// The TID 2010 value type of a reference to an instance of this SOP class: IMAGE for
+/// images, WAVEFORM for waveforms (1.2.840.10008.5.1.4.1.1.9.*), COMPOSITE for the rest
+/// (structured reports, documents, presentation states, registrations, …).
+fn value_type(sop_class: &str) -> &'static str {
     let Some(rest) = sop_class.strip_prefix("1.2.840.10008.5.1.4.1.1.") else {
-        return false;
+        return "COMPOSITE";
     };
-    let family = rest.split('.').next().unwrap_or("");
-    !matches!(
-        family,
-        "9" | "11" | "66" | "67" | "68" | "88" | "104" | "481"
-    )
+    match rest.split('.').next().unwrap_or("") {
+        "9" => "WAVEFORM",
+        "11" | "66" | "67" | "68" | "88" | "104" | "481" => "COMPOSITE",
+        _ => "IMAGE",
+    }
 }
 
 /// The manifest as a Part 10 file.
@@ -263,12 +264,12 @@ pub fn build(m: &Manifest<'_>) -> Result<Vec<u8>, KosError> {
         .map(|i| {
             let mut item = InMemDicomObject::new_empty();
             put(&mut item, tags::RELATIONSHIP_TYPE, VR::CS, "CONTAINS");
-            let value_type = if is_image(&i.sop_class_uid) {
-                "IMAGE"
-            } else {
-                "COMPOSITE"
-            };
-            put(&mut item, tags::VALUE_TYPE, VR::CS, value_type);
+            put(
+                &mut item,
+                tags::VALUE_TYPE,
+                VR::CS,
+                value_type(&i.sop_class_uid),
+            );
             put_seq(
                 &mut item,
                 tags::REFERENCED_SOP_SEQUENCE,
@@ -357,6 +358,10 @@ mod tests {
             obj.element(tags::PATIENT_NAME).unwrap().to_str().unwrap(),
             "Müller^Zoë"
         );
+        assert_eq!(value_type("1.2.840.10008.5.1.4.1.1.2"), "IMAGE");
+        assert_eq!(value_type("1.2.840.10008.5.1.4.1.1.9.1.1"), "WAVEFORM");
+        assert_eq!(value_type("1.2.840.10008.5.1.4.1.1.104.1"), "COMPOSITE");
+        assert_eq!(value_type("1.2.840.10008.5.1.4.1.1.88.22"), "COMPOSITE");
         assert!(build(&Manifest {
             instances: &[],
             ..Manifest {
