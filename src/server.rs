@@ -249,6 +249,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             index: context.index.clone(),
             blobs: context.blobs.clone(),
             settings: Arc::new(crate::registry::Settings::from_config(&config)),
+            owner: crate::registry::publish::Publisher::owner_id(),
         };
         tasks.spawn(publisher.run(shutdown.clone()));
     }

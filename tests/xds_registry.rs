@@ -1175,3 +1175,54 @@ async fn find_documents_latency_with_10000_studies() {
     );
     gw.stop().await;
 }
+
+/// Gateways sharing an index: one claim on a study at a time, until it expires or the
+/// publication is submitted.
+async fn claims(index: Arc<dyn Index>) {
+    use beeldbrug::store::index::{Publication, Submission};
+    let study = "2.25.4242";
+    assert!(index.claim_publication(study, "a", 100, 400).await.unwrap());
+    assert!(!index.claim_publication(study, "b", 200, 500).await.unwrap());
+    assert!(index.claim_publication(study, "a", 200, 500).await.unwrap());
+    let claimed = index.publication(study).await.unwrap().unwrap();
+    assert_eq!((claimed.entry_uuid.as_str(), claimed.arrivals), ("", 0));
+    assert!(
+        index.claim_publication(study, "b", 500, 800).await.unwrap(),
+        "expired"
+    );
+    index
+        .registry_submit(&Submission {
+            publication: Some(Publication {
+                study_instance_uid: study.into(),
+                entry_uuid: "urn:uuid:1".into(),
+                arrivals: 3,
+                published_at: 600,
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        index.claim_publication(study, "c", 600, 900).await.unwrap(),
+        "submitted"
+    );
+    let published = index.publication(study).await.unwrap().unwrap();
+    assert_eq!(
+        (published.entry_uuid.as_str(), published.arrivals),
+        ("urn:uuid:1", 3)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn publication_claims_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("index.db").display());
+    claims(beeldbrug::store::open_index(&url).await.unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn publication_claims_postgres() {
+    let db = common::postgres::FreshDatabase::create().await;
+    claims(beeldbrug::store::open_index(&db.url).await.unwrap()).await;
+    db.drop_db().await;
+}

@@ -17,6 +17,9 @@
 //! typeCode 722124004, with the study's referenceIdList, so FindDocumentsByReferenceId finds
 //! manifest and report together; the manifest references the report instance too.
 //!
+//! Gateways sharing one (PostgreSQL) index each run a publisher; a study is published by the
+//! one that claims it first (`Index::claim_publication`, 300 s, ended by the submission).
+//!
 //! A study whose Patient ID is not a valid BSN is not published (logged once per change: the
 //! publication record notes it with an empty entry). Storing the KOS counts as an arrival;
 //! the publication records the count including it, so the manifest does not make its study
@@ -39,6 +42,8 @@ use tokio_util::sync::CancellationToken;
 
 /// Studies looked at per pass.
 const BATCH: u32 = 32;
+/// How long a claim on a study holds (a publisher that died mid-publication frees it then).
+const CLAIM_SECS: i64 = 300;
 
 /// What one pass did with one study.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,9 +64,16 @@ pub struct Publisher {
     pub index: Arc<dyn Index>,
     pub blobs: BlobStore,
     pub settings: Arc<Settings>,
+    /// Who claims studies ([`Publisher::owner_id`]: unique per process).
+    pub owner: String,
 }
 
 impl Publisher {
+    /// A claim owner unique to this process.
+    pub fn owner_id() -> String {
+        format!("publisher-{}", metadata::new_uid())
+    }
+
     /// Run until `shutdown`: a pass every quarter of the quiet period (1 to 30 s).
     pub async fn run(self, shutdown: CancellationToken) {
         let every = Duration::from_secs((self.settings.quiet_secs / 4).clamp(1, 30));
@@ -97,6 +109,25 @@ impl Publisher {
         for study in due {
             if shutdown.is_cancelled() {
                 break;
+            }
+            // Gateways sharing one index: the one that claims the study publishes it.
+            let now = crate::clock::unix_seconds();
+            match self
+                .index
+                .claim_publication(
+                    &study.study_instance_uid,
+                    &self.owner,
+                    now,
+                    now + CLAIM_SECS,
+                )
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "XDS-I: cannot claim a study for publication");
+                    continue;
+                }
             }
             match self.publish(&study).await {
                 Ok(outcome) => done.push((study.study_instance_uid.clone(), outcome)),

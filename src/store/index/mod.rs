@@ -263,6 +263,17 @@ pub trait Index: Send + Sync + std::fmt::Debug {
     /// The last publication of a study.
     async fn publication(&self, study_uid: &str) -> Result<Option<Publication>, IndexError>;
 
+    /// Claim a study for publication by `owner` until `until` (Unix seconds): `false` when
+    /// another owner holds an unexpired claim (gateways sharing one index publish a study
+    /// once). [`registry_submit`](Self::registry_submit) of its publication ends the claim.
+    async fn claim_publication(
+        &self,
+        study_uid: &str,
+        owner: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<bool, IndexError>;
+
     /// Prove the index takes writes: rewrite one row and commit (a full disk, a read-only
     /// file or a lost database connection fail it). For `/ready` and the audit trail.
     async fn probe_write(&self) -> Result<(), IndexError>;

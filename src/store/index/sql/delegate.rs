@@ -268,6 +268,18 @@ macro_rules! delegate_index_to_inner {
                     self.inner.publication(study_uid).await
                 }
 
+                async fn claim_publication(
+                    &self,
+                    study_uid: &str,
+                    owner: &str,
+                    now: i64,
+                    until: i64,
+                ) -> Result<bool, IndexError> {
+                    self.inner
+                        .claim_publication(study_uid, owner, now, until)
+                        .await
+                }
+
                 async fn probe_write(&self) -> Result<(), IndexError> {
                     self.inner.probe_write().await
                 }

@@ -147,7 +147,7 @@ sql_impl! {
             .push(
                 ") ON CONFLICT (study_instance_uid) DO UPDATE SET \
                  entry_uuid = excluded.entry_uuid, arrivals = excluded.arrivals, \
-                 published_at = excluded.published_at",
+                 published_at = excluded.published_at, claimed_by = '', claimed_until = 0",
             );
             Self::query(&sql).execute(&mut *tx).await?;
         }
@@ -182,6 +182,36 @@ sql_impl! {
                 })
             })
             .collect()
+    }
+
+    pub async fn claim_publication(
+        &self,
+        study_uid: &str,
+        owner: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<bool, IndexError> {
+        // A study never looked at gets a row that covers no arrivals: still due.
+        let mut sql = self.sql();
+        sql.push(
+            "INSERT INTO xds_publication (study_instance_uid, entry_uuid, arrivals, \
+             published_at, claimed_by, claimed_until) VALUES (",
+        )
+        .bind(study_uid)
+        .push(", '', 0, 0, ")
+        .bind(owner)
+        .push(", ")
+        .bind_int(until)
+        .push(
+            ") ON CONFLICT (study_instance_uid) DO UPDATE SET \
+             claimed_by = excluded.claimed_by, claimed_until = excluded.claimed_until \
+             WHERE xds_publication.claimed_by = excluded.claimed_by \
+             OR xds_publication.claimed_until <= ",
+        )
+        .bind_int(now)
+        .push(" RETURNING study_instance_uid");
+        let claimed = Self::query(&sql).fetch_optional(&self.pool).await?;
+        Ok(claimed.is_some())
     }
 
     pub async fn publication(&self, study_uid: &str) -> Result<Option<Publication>, IndexError> {

@@ -41,10 +41,13 @@ CREATE INDEX xds_association_source_idx ON xds_association (source_uuid);
 CREATE INDEX xds_association_target_idx ON xds_association (target_uuid);
 
 -- The last publication of each study: its DocumentEntry ('' when the study was skipped, e.g.
--- no valid BSN) and the study's arrivals it covered.
+-- no valid BSN, or not yet published) and the study's arrivals it covered; and which
+-- publisher is working on it until when (several gateways may share one index).
 CREATE TABLE xds_publication (
     study_instance_uid TEXT PRIMARY KEY,
     entry_uuid         TEXT NOT NULL,
     arrivals           BIGINT NOT NULL,
-    published_at       BIGINT NOT NULL
+    published_at       BIGINT NOT NULL,
+    claimed_by         TEXT NOT NULL DEFAULT '',
+    claimed_until      BIGINT NOT NULL DEFAULT 0
 );
