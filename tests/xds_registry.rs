@@ -443,6 +443,15 @@ async fn exercise(extra_toml: &str) {
             assert!(entry
                 .slot(ns::REFERENCE_ID_LIST)
                 .contains(&format!("{study}^^^^{}", ns::REF_STUDY_UID)));
+            let accession = format!("^^^&{SOURCE}&ISO^{}", ns::REF_ACCESSION);
+            assert!(
+                entry
+                    .slot(ns::REFERENCE_ID_LIST)
+                    .iter()
+                    .any(|r| r.starts_with("BB") && r.ends_with(&accession)),
+                "the accession number in referenceIdList: {:?}",
+                entry.slot(ns::REFERENCE_ID_LIST)
+            );
             assert_eq!(
                 entry.codes(ns::DE_FORMAT_CODE),
                 [(KOS_FORMAT, "1.2.840.10008.2.6.1")]

@@ -6,7 +6,8 @@
 //! - Patient and General Study modules from the index (as stored);
 //! - a Key Object Document Series of its own (Modality KO) with the SR Document General
 //!   Equipment;
-//! - Key Object Document: Current Requested Procedure Evidence Sequence (0040,A375) with the
+//! - Key Object Document: the Referenced Request Sequence (when the study has an accession
+//!   number) and the Current Requested Procedure Evidence Sequence (0040,A375) with the
 //!   study and, per series, Retrieve AE Title (0008,0054) and Retrieve Location UID
 //!   (0040,E011) = `xds.repository_unique_id`, and every instance of the series;
 //! - SR Document Content: the CONTAINER with document title (113030, DCM, "Manifest"),
@@ -206,6 +207,49 @@ pub fn build(m: &Manifest<'_>) -> Result<Vec<u8>, KosError> {
     put(&mut template, tags::TEMPLATE_IDENTIFIER, VR::CS, "2010");
     put_seq(&mut obj, tags::CONTENT_TEMPLATE_SEQUENCE, vec![template]);
 
+    // Key Object Document: the request the study fulfils, when it has an accession number
+    // (Referenced Request Sequence, PS3.3 C.17.6.2.1; RAD TF-3 4.68.4.1.2.3).
+    if !s.accession_number.trim().is_empty() {
+        let mut request = InMemDicomObject::new_empty();
+        put(
+            &mut request,
+            tags::ACCESSION_NUMBER,
+            VR::SH,
+            &s.accession_number,
+        );
+        put(
+            &mut request,
+            tags::STUDY_INSTANCE_UID,
+            VR::UI,
+            &s.study_instance_uid,
+        );
+        put(
+            &mut request,
+            tags::REQUESTED_PROCEDURE_DESCRIPTION,
+            VR::LO,
+            &s.study_description,
+        );
+        put_seq(
+            &mut request,
+            tags::REQUESTED_PROCEDURE_CODE_SEQUENCE,
+            Vec::new(),
+        );
+        put(&mut request, tags::REQUESTED_PROCEDURE_ID, VR::SH, "");
+        put(
+            &mut request,
+            tags::PLACER_ORDER_NUMBER_IMAGING_SERVICE_REQUEST,
+            VR::LO,
+            "",
+        );
+        put(
+            &mut request,
+            tags::FILLER_ORDER_NUMBER_IMAGING_SERVICE_REQUEST,
+            VR::LO,
+            "",
+        );
+        put_seq(&mut obj, tags::REFERENCED_REQUEST_SEQUENCE, vec![request]);
+    }
+
     // Key Object Document: the evidence, grouped by series (in first-seen order).
     let mut order: Vec<&str> = Vec::new();
     let mut by_series: BTreeMap<&str, Vec<&InstanceLocation>> = BTreeMap::new();
@@ -311,6 +355,7 @@ mod tests {
             patient_name: "Müller^Zoë".into(),
             patient_id: "999999990".into(),
             study_instance_uid: "1.2.3".into(),
+            accession_number: "ACC1".into(),
             ..Default::default()
         };
         let instances: Vec<InstanceLocation> = (0..3)
