@@ -22,7 +22,7 @@ import argparse, os, re, sys
 from collections import defaultdict
 
 FRONTS = ("dicomweb", "dimse::scp", "xds")  # translate requests; go through core only
-SOURCES = ("pacs", "remote", "store")  # local PACS, remote gateways, cache index and blobs
+SOURCES = ("pacs", "registry", "remote", "store")  # local PACS, XDS registry, remote gateways, cache index and blobs
 
 LITERAL_OR_COMMENT = re.compile(r'//[^\n]*|/\*|b?r(#*)"|b?"|\'(\\u\{[0-9a-fA-F]+\}|\\.|[^\\\'\n])\'')
 

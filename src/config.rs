@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 pub use tls::TlsConfig;
 pub use trust::TrustConfig;
-pub use xds::XdsConfig;
+pub use xds::{XdsCode, XdsConfig};
 
 /// The embedded default configuration.
 pub const EMBEDDED_DEFAULT: &str = include_str!("../config/beeldbrug.toml");

@@ -27,6 +27,12 @@
 //!     ([`store::ingest`]).
 //!   - [`pacs`]: the hospital's PACS (C-FIND for queries, C-GET / C-MOVE retrieves, the
 //!     capability probe, forwarding STOW-RS studies to the PACS).
+//! - [`registry`]: the XDS-I registry and repository on the index database (DocumentEntry,
+//!   SubmissionSet, Association; the stored queries over them), the KOS manifest builder, and
+//!   the publisher that registers each study once it is complete; behind
+//!   [`core::registry::Registry`].
+//! - [`ebrim`]: ebRIM/ebRS 3.0 on the wire for the stored queries (AdhocQueryRequest read into
+//!   a [`ebrim::StoredQuery`], AdhocQueryResponse written), a leaf like [`xml`].
 //! - [`xml`]: the one XML reader (namespace-resolved element tree, size, depth and node
 //!   limits, no DTDs) for the SOAP and SAML messages the trust layer and later the XDS-I front
 //!   read.
@@ -54,10 +60,12 @@ pub mod core;
 pub mod dataset;
 pub mod dicomweb;
 pub mod dimse;
+pub mod ebrim;
 pub mod http;
 pub mod model;
 pub mod oplog;
 pub mod pacs;
+pub mod registry;
 pub mod server;
 pub mod sop;
 pub mod status;

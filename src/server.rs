@@ -147,6 +147,11 @@ pub fn compose_core(
         }
         builder = builder.source(pacs.clone(), &fronts);
     }
+    if config.xds.enabled {
+        // The XDS-I registry (ITI-18/38, the documents of ITI-43/RAD-69), on the index.
+        let settings = Arc::new(crate::registry::Settings::from_config(config));
+        builder = builder.registry(crate::registry::XdsRegistry::new(index.clone(), settings));
+    }
     (builder.build(), gateway)
 }
 
@@ -278,6 +283,16 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             config.storage.keep_received_days,
             shutdown.clone(),
         ));
+    }
+    if config.xds.enabled {
+        // XDS-I: each study registered once complete (registry::publish).
+        let publisher = crate::registry::publish::Publisher {
+            index: context.index.clone(),
+            blobs: context.blobs.clone(),
+            settings: Arc::new(crate::registry::Settings::from_config(&config)),
+            owner: crate::registry::publish::Publisher::owner_id(),
+        };
+        tasks.spawn(publisher.run(shutdown.clone()));
     }
     if let Some(gateway) = context.gateway.clone() {
         // Gateway mode: the queue of STOW-RS studies for the PACS (pacs::forward).

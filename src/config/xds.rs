@@ -20,7 +20,44 @@ pub struct XdsConfig {
     pub quiet_secs: u64,
     /// The organisation's name in authorInstitution (its URA is `trust.own_ura`).
     pub organisation_name: String,
+    /// DocumentEntry classCode of a study's KOS manifest (docs/xds.md "Codes": the defaults
+    /// and where they come from).
+    pub class_code: XdsCode,
+    /// DocumentEntry typeCode of a KOS manifest.
+    pub type_code: XdsCode,
+    /// DocumentEntry confidentialityCode.
+    pub confidentiality_code: XdsCode,
+    /// DocumentEntry healthcareFacilityTypeCode.
+    pub healthcare_facility_type_code: XdsCode,
+    /// DocumentEntry practiceSettingCode.
+    pub practice_setting_code: XdsCode,
+    /// SubmissionSet contentTypeCode.
+    pub content_type_code: XdsCode,
 }
+
+/// A coded XDS metadata value: code, coding scheme (OID) and display name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct XdsCode {
+    pub code: String,
+    pub scheme: String,
+    pub display: String,
+}
+
+impl XdsCode {
+    fn new(code: &str, scheme: &str, display: &str) -> XdsCode {
+        XdsCode {
+            code: code.into(),
+            scheme: scheme.into(),
+            display: display.into(),
+        }
+    }
+}
+
+/// SNOMED CT, LOINC and HL7 v3 Confidentiality, as XDS coding schemes.
+const SNOMED: &str = "2.16.840.1.113883.6.96";
+const LOINC: &str = "2.16.840.1.113883.6.1";
+const CONFIDENTIALITY: &str = "2.16.840.1.113883.5.25";
 
 impl Default for XdsConfig {
     fn default() -> Self {
@@ -31,6 +68,16 @@ impl Default for XdsConfig {
             source_id: String::new(),
             quiet_secs: 300,
             organisation_name: String::new(),
+            // Twiin afsprakenstelsel, BB "Metadata radiologisch verslag": classCode
+            // 9491000146107 (SNOMED CT, imaging documentation) for imaging documents.
+            class_code: XdsCode::new("9491000146107", SNOMED, "Imaging documentation"),
+            // LOINC 18748-4, the XDS-I manifest's usual typeCode (no Dutch source found).
+            type_code: XdsCode::new("18748-4", LOINC, "Diagnostic imaging study"),
+            // HL7 v3 Confidentiality "N" (the Nictiz XDS metadata value set's default).
+            confidentiality_code: XdsCode::new("N", CONFIDENTIALITY, "normal"),
+            healthcare_facility_type_code: XdsCode::new("22232009", SNOMED, "Hospital"),
+            practice_setting_code: XdsCode::new("394914008", SNOMED, "Radiology"),
+            content_type_code: XdsCode::new("18748-4", LOINC, "Diagnostic imaging study"),
         }
     }
 }
@@ -64,6 +111,21 @@ impl XdsConfig {
         if self.organisation_name.trim().is_empty() {
             return Err(invalid("organisation_name", "must be set"));
         }
+        for (key, code) in [
+            ("class_code", &self.class_code),
+            ("type_code", &self.type_code),
+            ("confidentiality_code", &self.confidentiality_code),
+            (
+                "healthcare_facility_type_code",
+                &self.healthcare_facility_type_code,
+            ),
+            ("practice_setting_code", &self.practice_setting_code),
+            ("content_type_code", &self.content_type_code),
+        ] {
+            if code.code.trim().is_empty() || !oid(&code.scheme) {
+                return Err(invalid(key, "needs a code and an OID coding scheme"));
+            }
+        }
         Ok(())
     }
 }
@@ -80,6 +142,7 @@ mod tests {
             source_id: "1.2.3.5".into(),
             quiet_secs: 1,
             organisation_name: "Ziekenhuis".into(),
+            ..XdsConfig::default()
         }
     }
 

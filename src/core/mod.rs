@@ -18,6 +18,10 @@
 //!    acknowledges; the ticket (or, for the C-STOREs of an association, [`Stores`]) owes
 //!    the record.
 //!
+//! 4. [`Core::registry_query`]: XDS stored queries (ITI-18, ITI-38) answered by the registry
+//!    behind [`registry::Registry`], with the same consent rule and one audit record
+//!    ([`registry`]).
+//!
 //! Sources sit behind one trait ([`source::Source`]): the local PACS (`crate::pacs`) today,
 //! other hospitals' gateways next. The core knows the store (the cache) and trust, and
 //! nothing of the fronts or of how a source works.
@@ -27,6 +31,7 @@ pub mod decide;
 pub mod follow;
 pub mod ingest;
 pub mod instances;
+pub mod registry;
 pub mod route;
 pub mod source;
 pub mod stored;
@@ -38,6 +43,7 @@ mod tests;
 pub use cache::CacheRules;
 pub use ingest::{Durable, Expected, Incoming, IngestFailure, StoredInstance, Stores};
 pub use instances::Instances;
+pub use registry::{PublishedDocument, Registry, RegistryAnswer, RegistryScope};
 // The models, for the fronts: they speak to the core in its terms.
 pub use crate::model::{query, retrieve};
 pub use crate::model::{
@@ -182,6 +188,7 @@ pub struct Core {
     fetches: Fetches,
     sources: Vec<Arc<dyn Source>>,
     routes: Routes,
+    registry: Option<Arc<dyn Registry>>,
 }
 
 /// Builds a [`Core`] (`server::start` is the composition root).
@@ -213,6 +220,12 @@ impl CoreBuilder {
         self
     }
 
+    /// The XDS registry (`[xds] enabled`): ITI-18/38 and the documents of ITI-43/RAD-69.
+    pub fn registry(mut self, registry: Arc<dyn Registry>) -> Self {
+        self.core.registry = Some(registry);
+        self
+    }
+
     pub fn build(self) -> Arc<Core> {
         Arc::new(self.core)
     }
@@ -230,6 +243,7 @@ impl Core {
                 fetches: Fetches::default(),
                 sources: Vec::new(),
                 routes: Routes::default(),
+                registry: None,
             },
         }
     }

@@ -2,8 +2,8 @@
 //! match on. Two backends share one trait and one test suite: SQLite (embedded default) and
 //! PostgreSQL (for several gateway processes sharing one database).
 //!
-//! This file holds the trait and the types it speaks in (with `audit.rs`, `cache_state.rs`
-//! and `forward_queue.rs`); `sql/` implements it once for both backends, one file per
+//! This file holds the trait and the types it speaks in (with `audit.rs`, `cache_state.rs`,
+//! `forward_queue.rs` and `registry.rs`); `sql/` implements it once for both backends, one file per
 //! concern; `sqlite.rs` and `postgres.rs` add their connections and migrations.
 
 use crate::model::{InstanceLocation, Match, Query, Selection};
@@ -14,6 +14,7 @@ pub mod audit;
 mod cache_state;
 mod forward_queue;
 mod postgres;
+pub mod registry;
 mod sql;
 mod sqlite;
 
@@ -22,6 +23,9 @@ pub use audit::{AuditRecord, OutboxMessage, GENESIS_HASH};
 pub use cache_state::CachedStudy;
 pub use forward_queue::ForwardJob;
 pub use postgres::PostgresIndex;
+pub use registry::{
+    AssociationRow, Publication, RegistryLookup, RegistryRow, StudyArrival, Submission,
+};
 pub use sqlite::SqliteIndex;
 
 #[derive(Debug, thiserror::Error)]
@@ -230,6 +234,46 @@ pub trait Index: Send + Sync + std::fmt::Debug {
 
     /// Forget the receipt of a study that is no longer in the index.
     async fn forget_received(&self, study_uid: &str) -> Result<(), IndexError>;
+
+    /// Registry objects (the XDS-I registry, `crate::registry`), ordered by when they were
+    /// registered.
+    async fn registry_objects(
+        &self,
+        lookup: &RegistryLookup,
+    ) -> Result<Vec<RegistryRow>, IndexError>;
+
+    /// Associations whose source or target is one of `uuids`.
+    async fn registry_associations(
+        &self,
+        uuids: &[String],
+    ) -> Result<Vec<AssociationRow>, IndexError>;
+
+    /// Register objects and associations, deprecate replaced entries and record the study's
+    /// publication, in one transaction.
+    async fn registry_submit(&self, submission: &Submission) -> Result<(), IndexError>;
+
+    /// Studies whose last instance arrived at or before `quiet_before` (Unix seconds) and
+    /// that were never published or got instances since, oldest first.
+    async fn studies_to_publish(
+        &self,
+        quiet_before: i64,
+        limit: u32,
+    ) -> Result<Vec<StudyArrival>, IndexError>;
+
+    /// The last publication of a study.
+    async fn publication(&self, study_uid: &str) -> Result<Option<Publication>, IndexError>;
+
+    /// Claim a study for publication by `owner` until `until` (Unix seconds): `false` when
+    /// another owner holds an unexpired claim (gateways sharing one index publish a study
+    /// once). [`registry_submit`](Self::registry_submit) of its publication ends the claim.
+    async fn claim_publication(
+        &self,
+        study_uid: &str,
+        owner: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<bool, IndexError>;
+
     /// Prove the index takes writes: rewrite one row and commit (a full disk, a read-only
     /// file or a lost database connection fail it). For `/ready` and the audit trail.
     async fn probe_write(&self) -> Result<(), IndexError>;

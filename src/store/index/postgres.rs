@@ -34,6 +34,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "readiness",
         include_str!("migrations/postgres/0006_readiness.sql"),
     ),
+    (
+        7,
+        "registry",
+        include_str!("migrations/postgres/0007_registry.sql"),
+    ),
 ];
 
 /// The index in a PostgreSQL database (`postgres://user@host/db`).

@@ -37,6 +37,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "readiness",
         include_str!("migrations/sqlite/0006_readiness.sql"),
     ),
+    (
+        7,
+        "registry",
+        include_str!("migrations/sqlite/0007_registry.sql"),
+    ),
 ];
 
 /// The index in a SQLite database (`sqlite://path/to/index.db`).

@@ -9,8 +9,9 @@ macro_rules! delegate_index_to_inner {
         const _: () = {
             use $crate::model::{InstanceLocation, Match, Query, Selection};
             use $crate::store::index::{
-                AuditEvent, AuditRecord, CachedStudy, ForwardJob, Index, IndexError, OutboxMessage,
-                UpsertOutcome,
+                AssociationRow, AuditEvent, AuditRecord, CachedStudy, ForwardJob, Index,
+                IndexError, OutboxMessage, Publication, RegistryLookup, RegistryRow, StudyArrival,
+                Submission, UpsertOutcome,
             };
             use $crate::store::InstanceRecord;
 
@@ -232,6 +233,51 @@ macro_rules! delegate_index_to_inner {
 
                 async fn forget_received(&self, study_uid: &str) -> Result<(), IndexError> {
                     self.inner.forget_received(study_uid).await
+                }
+
+                async fn registry_objects(
+                    &self,
+                    lookup: &RegistryLookup,
+                ) -> Result<Vec<RegistryRow>, IndexError> {
+                    self.inner.registry_objects(lookup).await
+                }
+
+                async fn registry_associations(
+                    &self,
+                    uuids: &[String],
+                ) -> Result<Vec<AssociationRow>, IndexError> {
+                    self.inner.registry_associations(uuids).await
+                }
+
+                async fn registry_submit(&self, submission: &Submission) -> Result<(), IndexError> {
+                    self.inner.registry_submit(submission).await
+                }
+
+                async fn studies_to_publish(
+                    &self,
+                    quiet_before: i64,
+                    limit: u32,
+                ) -> Result<Vec<StudyArrival>, IndexError> {
+                    self.inner.studies_to_publish(quiet_before, limit).await
+                }
+
+                async fn publication(
+                    &self,
+                    study_uid: &str,
+                ) -> Result<Option<Publication>, IndexError> {
+                    self.inner.publication(study_uid).await
+                }
+
+                async fn claim_publication(
+                    &self,
+                    study_uid: &str,
+                    owner: &str,
+                    now: i64,
+                    until: i64,
+                ) -> Result<bool, IndexError> {
+                    self.inner
+                        .claim_publication(study_uid, owner, now, until)
+                        .await
                 }
 
                 async fn probe_write(&self) -> Result<(), IndexError> {

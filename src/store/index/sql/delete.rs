@@ -18,6 +18,9 @@ use crate::store::index::IndexError;
 use sqlx::Row;
 use std::collections::BTreeSet;
 
+/// availabilityStatus of a registry entry whose document is gone.
+const DEPRECATED: &str = "urn:oasis:names:tc:ebxml-regrep:StatusType:Deprecated";
+
 /// Rows per statement where a list of ids or keys is inlined or bound.
 const CHUNK: usize = 500;
 
@@ -106,6 +109,42 @@ sql_impl! {
             .iter()
             .map(|l| l.study_instance_uid.as_str())
             .collect();
+        // The XDS registry (migration 0007): a deleted document's entry is Deprecated; a study
+        // that lost instances counts as changed (the publisher makes a new manifest), and one
+        // that is gone has every entry Deprecated and its publication forgotten.
+        for chunk in sops.chunks(CHUNK) {
+            let mut sql = self.sql();
+            sql.push("UPDATE xds_object SET status = ")
+                .bind(DEPRECATED)
+                .push(" WHERE unique_id IN ");
+            push_list(&mut sql, chunk);
+            Self::query(&sql).execute(&mut *tx).await?;
+        }
+        for study in &studies {
+            let mut sql = self.sql();
+            sql.push("UPDATE study SET arrivals = arrivals + 1, last_arrival = ")
+                .bind_int(now)
+                .push(" WHERE study_instance_uid = ")
+                .bind(study);
+            Self::query(&sql).execute(&mut *tx).await?;
+            let gone = |sql: &mut Sql| {
+                sql.push(" AND NOT EXISTS (SELECT 1 FROM study WHERE study_instance_uid = ")
+                    .bind(study)
+                    .push(")");
+            };
+            let mut sql = self.sql();
+            sql.push("UPDATE xds_object SET status = ")
+                .bind(DEPRECATED)
+                .push(" WHERE study_instance_uid = ")
+                .bind(study);
+            gone(&mut sql);
+            Self::query(&sql).execute(&mut *tx).await?;
+            let mut sql = self.sql();
+            sql.push("DELETE FROM xds_publication WHERE study_instance_uid = ")
+                .bind(study);
+            gone(&mut sql);
+            Self::query(&sql).execute(&mut *tx).await?;
+        }
         for study in studies {
             for table in ["cached_study", "received_study"] {
                 let mut sql = self.sql();

@@ -259,6 +259,14 @@ sql_impl! {
         let patient_id = Self::insert_returning_id(tx, &sql).await?;
         let sql = upsert_entity_sql(self.dialect, Level::Study, record, Some(patient_id));
         let study_id = Self::insert_returning_id(tx, &sql).await?;
+        // The publisher's view of the study (migration 0007): when it last got an instance,
+        // and how many it got.
+        let mut sql = self.sql();
+        sql.push("UPDATE study SET last_arrival = ")
+            .bind_int(crate::clock::unix_seconds())
+            .push(", arrivals = arrivals + 1 WHERE id = ")
+            .bind_int(study_id);
+        Self::query(&sql).execute(&mut **tx).await?;
         let sql = upsert_entity_sql(self.dialect, Level::Series, record, Some(study_id));
         let series_id = Self::insert_returning_id(tx, &sql).await?;
         let sql = upsert_instance_sql(self.dialect, record, series_id, &now_rfc3339());

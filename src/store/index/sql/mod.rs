@@ -11,6 +11,8 @@
 //! - [`audit`]: the audit hash chain, its per-patient lookup and the syslog outbox;
 //! - [`delete`]: deletion with its blob queue, and the studies received by STOW-RS;
 //! - [`readiness`]: the write probe of `/ready`;
+//! - [`registry`]: the XDS-I registry's objects, associations and publications, and the
+//!   studies due for publication;
 //! - [`pool`]: the pool hook and the migrator both backends use;
 //! - [`delegate`]: the `Index` implementation of a backend, forwarded to its `SqlIndex`.
 
@@ -23,6 +25,7 @@ mod instances;
 mod pool;
 mod query;
 mod readiness;
+mod registry;
 mod schema;
 mod statement;
 

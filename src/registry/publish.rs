@@ -1,0 +1,415 @@
+//! The publisher (issue 14 item 1): a background task that registers each complete study.
+//!
+//! A study is complete once no instance arrived for `xds.quiet_secs` (the index keeps each
+//! study's last arrival time and arrival count). A complete study that was never published,
+//! or got instances since its publication, gets:
+//!
+//! 1. a KOS manifest ([`super::kos`]) referencing every instance of the study except our own
+//!    earlier manifests, stored as an instance of the study through the store's one ingest
+//!    path ([`crate::store::ingest::persist`], called in [`store_manifest`] only);
+//! 2. a DocumentEntry for it and a SubmissionSet with a HasMember association; the study's
+//!    previous entry, if any, is Deprecated and replaced (RPLC), all in one index
+//!    transaction with the study's publication record.
+//!
+//! Reports in the study (an encapsulated PDF, or a text, enhanced or comprehensive SR) get an
+//! entry of their own in the same SubmissionSet the first time they are seen: the PDF itself
+//! (`application/pdf`, formatCode `urn:ihe:rad:PDF`) or the SR instance (`application/dicom`),
+//! typeCode 722124004, with the study's referenceIdList, so FindDocumentsByReferenceId finds
+//! manifest and report together; the manifest references the report instance too.
+//!
+//! Gateways sharing one (PostgreSQL) index each run a publisher; a study is published by the
+//! one that claims it first (`Index::claim_publication`, 300 s, ended by the submission).
+//!
+//! A study whose Patient ID is not a valid BSN is not published (logged once per change: the
+//! publication record notes it with an empty entry). Storing the KOS counts as an arrival;
+//! the publication records the count including it, so the manifest does not make its study
+//! look changed.
+
+use super::kos::{self, Manifest, StudyHeader};
+use super::metadata::{self, DocumentCodes, Published, StudyFacts, KOS_FORMAT};
+use super::{objects, row_of, Settings};
+use crate::ebrim::{ns, ObjectKind, RegistryObject, Status};
+use crate::model::query::{indexed_attr_by_keyword, Level, Match, Matcher, Query};
+use crate::model::{InstanceLocation, Selection};
+use crate::store::index::{Publication, RegistryLookup, StudyArrival, Submission};
+use crate::store::ingest::{self, Expected};
+use crate::store::{BlobStore, Index};
+use dicom_core::Tag;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Studies looked at per pass.
+const BATCH: u32 = 32;
+/// How long a claim on a study holds (a publisher that died mid-publication frees it then).
+const CLAIM_SECS: i64 = 300;
+
+/// What one pass did with one study.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A new KOS and entry (with the entry it replaced, if any).
+    Published {
+        entry_uuid: String,
+        kos_uid: String,
+        replaced: Option<String>,
+    },
+    /// Not published: why.
+    Skipped(String),
+}
+
+/// The publisher: the index, the blobs its manifests go to, and the settings.
+#[derive(Debug, Clone)]
+pub struct Publisher {
+    pub index: Arc<dyn Index>,
+    pub blobs: BlobStore,
+    pub settings: Arc<Settings>,
+    /// Who claims studies ([`Publisher::owner_id`]: unique per process).
+    pub owner: String,
+}
+
+impl Publisher {
+    /// A claim owner unique to this process.
+    pub fn owner_id() -> String {
+        format!("publisher-{}", metadata::new_uid())
+    }
+
+    /// Run until `shutdown`: a pass every quarter of the quiet period (1 to 30 s).
+    pub async fn run(self, shutdown: CancellationToken) {
+        let every = Duration::from_secs((self.settings.quiet_secs / 4).clamp(1, 30));
+        tracing::info!(
+            quiet_secs = self.settings.quiet_secs,
+            "XDS-I publisher started"
+        );
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(every) => {}
+            }
+            if let Err(e) = self.pass(&shutdown).await {
+                tracing::warn!(error = %e, "XDS-I publication pass failed; retried next pass");
+            }
+        }
+        tracing::info!("XDS-I publisher stopped");
+    }
+
+    /// One pass: every study due now (up to a batch), oldest first.
+    pub async fn pass(
+        &self,
+        shutdown: &CancellationToken,
+    ) -> Result<Vec<(String, Outcome)>, String> {
+        let quiet = i64::try_from(self.settings.quiet_secs).unwrap_or(i64::MAX);
+        let cutoff = crate::clock::unix_seconds().saturating_sub(quiet);
+        let due = self
+            .index
+            .studies_to_publish(cutoff, BATCH)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut done = Vec::with_capacity(due.len());
+        for study in due {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            // Gateways sharing one index: the one that claims the study publishes it.
+            let now = crate::clock::unix_seconds();
+            match self
+                .index
+                .claim_publication(
+                    &study.study_instance_uid,
+                    &self.owner,
+                    now,
+                    now + CLAIM_SECS,
+                )
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "XDS-I: cannot claim a study for publication");
+                    continue;
+                }
+            }
+            match self.publish(&study).await {
+                Ok(outcome) => done.push((study.study_instance_uid.clone(), outcome)),
+                Err(e) => tracing::warn!(
+                    study = %study.study_instance_uid,
+                    error = %e,
+                    "XDS-I publication failed; retried next pass"
+                ),
+            }
+        }
+        Ok(done)
+    }
+
+    /// Publish one study (or note why not).
+    pub async fn publish(&self, arrival: &StudyArrival) -> Result<Outcome, String> {
+        let study_uid = arrival.study_instance_uid.as_str();
+        let e = |e: crate::store::IndexError| e.to_string();
+        let uid_attr = indexed_attr_by_keyword("StudyInstanceUID").expect("indexed");
+        let query = Query::new(Level::Study).with_key(uid_attr, Matcher::Single(study_uid.into()));
+        let Some(found) = self.index.find(&query).await.map_err(e)?.into_iter().next() else {
+            return Ok(Outcome::Skipped("the study is gone".into()));
+        };
+        let header = header_of(&found, study_uid);
+        if !metadata::is_bsn(header.patient_id.trim()) {
+            tracing::info!(
+                study = %study_uid,
+                "XDS-I: study not published: its Patient ID is not a valid BSN (9 digits, 11-test)"
+            );
+            self.skip(arrival).await?;
+            return Ok(Outcome::Skipped("no valid BSN".into()));
+        }
+        // Our earlier entries of the study: their manifests are not referenced again, the
+        // Approved manifest is replaced, and reports published already stay as they are.
+        let ours = objects(
+            self.index.as_ref(),
+            &RegistryLookup::Study(study_uid.into()),
+        )
+        .await
+        .map_err(e)?;
+        let is_manifest = |o: &RegistryObject| {
+            o.codes(ns::DE_FORMAT_CODE)
+                .iter()
+                .any(|(c, _)| *c == KOS_FORMAT.0)
+        };
+        let our_uids: BTreeSet<String> = ours
+            .iter()
+            .filter_map(|o| o.unique_id().map(str::to_string))
+            .collect();
+        let our_manifests: BTreeSet<String> = ours
+            .iter()
+            .filter(|o| is_manifest(o))
+            .filter_map(|o| o.unique_id().map(str::to_string))
+            .collect();
+        let replaced = ours
+            .iter()
+            .filter(|o| {
+                o.kind == ObjectKind::DocumentEntry
+                    && o.status == Status::Approved
+                    && is_manifest(o)
+            })
+            .map(|o| o.id.clone())
+            .collect::<Vec<_>>();
+        let selection = Selection {
+            study_uids: vec![study_uid.into()],
+            ..Default::default()
+        };
+        let instances: Vec<_> = self
+            .index
+            .locate(&selection)
+            .await
+            .map_err(e)?
+            .into_iter()
+            .filter(|i| !our_manifests.contains(&i.sop_instance_uid))
+            .collect();
+        if instances.is_empty() {
+            self.skip(arrival).await?;
+            return Ok(Outcome::Skipped(
+                "no instances besides our manifests".into(),
+            ));
+        }
+        let new_reports: Vec<&InstanceLocation> = instances
+            .iter()
+            .filter(|i| {
+                metadata::is_report(&i.sop_class_uid) && !our_uids.contains(&i.sop_instance_uid)
+            })
+            .collect();
+        let modalities = self.modalities(study_uid).await?;
+
+        let now = crate::clock::unix_seconds();
+        let created = metadata::dtm(now);
+        let kos_uid = metadata::new_uid();
+        let series_uid = metadata::new_uid();
+        let bytes = kos::build(&Manifest {
+            study: &header,
+            instances: &instances,
+            retrieve_ae_title: &self.settings.ae_title,
+            retrieve_location_uid: &self.settings.repository_unique_id,
+            sop_instance_uid: &kos_uid,
+            series_instance_uid: &series_uid,
+            content_date: &created[..8],
+            content_time: &created[8..],
+        })
+        .map_err(|e| e.to_string())?;
+        let published = Published {
+            sop_instance_uid: kos_uid.clone(),
+            sha1: metadata::sha1_hex(&bytes),
+            size: bytes.len() as u64,
+            created: now,
+        };
+        self.store_manifest(&bytes, &kos_uid).await?;
+
+        let facts = StudyFacts {
+            bsn: header.patient_id.trim().to_string(),
+            patient_name: header.patient_name.clone(),
+            birth_date: header.birth_date.clone(),
+            sex: header.sex.clone(),
+            study_instance_uid: study_uid.to_string(),
+            accession_number: header.accession_number.trim().to_string(),
+            study_date: header.study_date.clone(),
+            study_time: header.study_time.clone(),
+            study_description: header.study_description.clone(),
+            modalities,
+        };
+        let entry = metadata::document_entry(
+            &self.settings,
+            &facts,
+            &published,
+            &DocumentCodes::manifest(&self.settings),
+        );
+        let set = metadata::submission_set(&self.settings, &facts.bsn, now);
+        let mut associations = vec![metadata::has_member(&set.id, &entry.id)];
+        for old in &replaced {
+            associations.push(metadata::replaces(&entry.id, old));
+        }
+        let mut rows = vec![row_of(&entry, study_uid)];
+        // Reports: each its own entry in the same SubmissionSet, found with the manifest by
+        // the study's referenceIdList (and referenced by the manifest itself).
+        for report in new_reports {
+            let bytes = match self.report_bytes(report).await {
+                Ok(bytes) => bytes,
+                Err(why) => {
+                    tracing::warn!(study = %study_uid, sop = %report.sop_instance_uid, error = %why, "XDS-I: report not published");
+                    continue;
+                }
+            };
+            let document = Published {
+                sop_instance_uid: report.sop_instance_uid.clone(),
+                sha1: metadata::sha1_hex(&bytes),
+                size: bytes.len() as u64,
+                created: now,
+            };
+            let codes = DocumentCodes::report(&self.settings, &report.sop_class_uid);
+            let report_entry = metadata::document_entry(&self.settings, &facts, &document, &codes);
+            associations.push(metadata::has_member(&set.id, &report_entry.id));
+            rows.push(row_of(&report_entry, study_uid));
+        }
+        rows.push(row_of(&set, ""));
+        let submission = Submission {
+            objects: rows,
+            associations: associations.iter().map(super::association_row).collect(),
+            deprecate: replaced.clone(),
+            publication: Some(Publication {
+                study_instance_uid: study_uid.to_string(),
+                entry_uuid: entry.id.clone(),
+                // The manifest we just stored is one more arrival.
+                arrivals: arrival.arrivals + 1,
+                published_at: now,
+            }),
+        };
+        self.index.registry_submit(&submission).await.map_err(e)?;
+        tracing::info!(
+            study = %study_uid,
+            entry = %entry.id,
+            kos = %kos_uid,
+            instances = instances.len(),
+            replaced = ?replaced,
+            "XDS-I: study published"
+        );
+        Ok(Outcome::Published {
+            entry_uuid: entry.id,
+            kos_uid,
+            replaced: replaced.into_iter().next(),
+        })
+    }
+
+    /// Store the manifest as an instance of its study: the store's one ingest path.
+    async fn store_manifest(&self, bytes: &[u8], kos_uid: &str) -> Result<(), String> {
+        let mut blob = self.blobs.begin().await.map_err(|e| e.to_string())?;
+        if let Err(e) = blob.write(bytes).await {
+            blob.abort().await;
+            return Err(e.to_string());
+        }
+        let expected = Expected {
+            sop_class: Some(kos::KOS_SOP_CLASS),
+            sop_instance: Some(kos_uid),
+            study_uid: None,
+        };
+        ingest::persist(&self.blobs, self.index.as_ref(), blob, expected)
+            .await
+            .map(|_| ())
+            .map_err(|f| format!("cannot store the manifest: {}", f.reason))
+    }
+
+    /// The document a report entry describes: the PDF inside an encapsulated PDF instance
+    /// (Encapsulated Document, cut to Encapsulated Document Length when given), or the SR
+    /// instance's file.
+    async fn report_bytes(&self, report: &InstanceLocation) -> Result<Vec<u8>, String> {
+        let path = self.blobs.path(&report.blob_key);
+        let pdf = report.sop_class_uid == metadata::ENCAPSULATED_PDF;
+        tokio::task::spawn_blocking(move || {
+            if !pdf {
+                return std::fs::read(&path).map_err(|e| e.to_string());
+            }
+            let obj = dicom_object::open_file(&path).map_err(|e| e.to_string())?;
+            let mut bytes = obj
+                .element(Tag(0x0042, 0x0011))
+                .map_err(|e| e.to_string())?
+                .to_bytes()
+                .map_err(|e| e.to_string())?
+                .into_owned();
+            if let Some(length) = obj
+                .element_opt(Tag(0x0042, 0x0015))
+                .ok()
+                .flatten()
+                .and_then(|e| e.to_int::<u32>().ok())
+            {
+                bytes.truncate(length as usize);
+            }
+            Ok(bytes)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
+    /// Note that a study was looked at and not published, until it changes.
+    async fn skip(&self, arrival: &StudyArrival) -> Result<(), String> {
+        let publication = Publication {
+            study_instance_uid: arrival.study_instance_uid.clone(),
+            entry_uuid: String::new(),
+            arrivals: arrival.arrivals,
+            published_at: crate::clock::unix_seconds(),
+        };
+        let submission = Submission {
+            publication: Some(publication),
+            ..Default::default()
+        };
+        self.index
+            .registry_submit(&submission)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// The modalities of the study's series (eventCodeList), without KO and duplicates.
+    async fn modalities(&self, study_uid: &str) -> Result<Vec<String>, String> {
+        let uid_attr = indexed_attr_by_keyword("StudyInstanceUID").expect("indexed");
+        let query = Query::new(Level::Series).with_key(uid_attr, Matcher::Single(study_uid.into()));
+        let series = self.index.find(&query).await.map_err(|e| e.to_string())?;
+        let modalities: BTreeSet<String> = series
+            .iter()
+            .filter_map(|m| m.get(&Tag(0x0008, 0x0060)))
+            .flat_map(|v| v.split('\\').map(|s| s.trim().to_string()))
+            .filter(|m| !m.is_empty() && m != "KO")
+            .collect();
+        Ok(modalities.into_iter().collect())
+    }
+}
+
+/// The study's header from an index match.
+fn header_of(m: &Match, study_uid: &str) -> StudyHeader {
+    let get = |g: u16, e: u16| m.get(&Tag(g, e)).cloned().unwrap_or_default();
+    StudyHeader {
+        patient_name: get(0x0010, 0x0010),
+        patient_id: get(0x0010, 0x0020),
+        issuer_of_patient_id: get(0x0010, 0x0021),
+        birth_date: get(0x0010, 0x0030),
+        sex: get(0x0010, 0x0040),
+        study_instance_uid: study_uid.to_string(),
+        study_date: get(0x0008, 0x0020),
+        study_time: get(0x0008, 0x0030),
+        accession_number: get(0x0008, 0x0050),
+        study_id: get(0x0020, 0x0010),
+        study_description: get(0x0008, 0x1030),
+        referring_physician_name: get(0x0008, 0x0090),
+    }
+}
