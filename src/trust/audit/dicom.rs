@@ -8,7 +8,8 @@
 //! | refused, credentials missing or bad | User Authentication (110114, A.5.3.14), Login (110122) failed |
 //! | refused otherwise | Security Alert (110113, A.5.3.13), Use of Restricted Function (110132) |
 //! | C-FIND, QIDO-RS | Query (110112, A.5.3.12) |
-//! | C-MOVE, C-GET, WADO-RS (we send) | DICOM Instances Transferred (110104, A.5.3.4), action R |
+//! | C-MOVE, C-GET, WADO-RS, RAD-69, RAD-75 (we send) | DICOM Instances Transferred (110104, A.5.3.4), action R |
+//! | ITI-43, ITI-39 (documents sent) | Export (110106, A.5.3.7), action R |
 //! | C-STORE, STOW-RS (we receive) | DICOM Instances Transferred (110104, A.5.3.4), action C |
 //! | AUDIT-READ | Audit Log Used (110101, A.5.3.1) |
 //! | DELETE (operator, retention) | DICOM Instances Accessed (110103, A.5.3.6), action D |
@@ -61,6 +62,8 @@ pub enum Kind {
         we_send: bool,
     },
     Query,
+    /// Export (110106, A.5.3.7): documents sent out by ITI-43 / ITI-39.
+    Export,
     SecurityAlert,
     UserAuthentication,
 }
@@ -77,7 +80,11 @@ pub fn event_of(record: &AuditRecord) -> Option<Kind> {
     }
     match record.operation.as_str() {
         "C-FIND" | "QIDO-RS" => Some(Kind::Query),
-        "C-MOVE" | "C-GET" | "WADO-RS" => Some(Kind::InstancesTransferred { we_send: true }),
+        "C-MOVE" | "C-GET" | "WADO-RS" | "RAD-69" | "RAD-75" => {
+            Some(Kind::InstancesTransferred { we_send: true })
+        }
+        // Documents (the KOS manifest, reports) handed to another organisation's system.
+        "ITI-43" | "ITI-39" => Some(Kind::Export),
         "C-STORE" | "STOW-RS" => Some(Kind::InstancesTransferred { we_send: false }),
         "AUDIT-READ" => Some(Kind::AuditLogUsed),
         "DELETE" => Some(Kind::InstancesDeleted),
@@ -214,6 +221,7 @@ pub fn message(record: &AuditRecord, source: &Source) -> Result<Option<String>, 
         Kind::InstancesTransferred { we_send: false } => {
             ("110104", "DICOM Instances Transferred", "C")
         }
+        Kind::Export => ("110106", "Export", "R"),
         Kind::Query => ("110112", "Query", "E"),
         Kind::SecurityAlert => ("110113", "Security Alert", "E"),
         Kind::UserAuthentication => ("110114", "User Authentication", "E"),
@@ -255,7 +263,7 @@ pub fn message(record: &AuditRecord, source: &Source) -> Result<Option<String>, 
     // Roles per A.5.3.4: who receives instances is the Destination (110152), who sends
     // them the Source (110153); a query's or alert's caller is the Source.
     let (remote_role, our_role) = match event {
-        Kind::InstancesTransferred { we_send: true } => (
+        Kind::InstancesTransferred { we_send: true } | Kind::Export => (
             ("110152", "Destination Role ID"),
             ("110153", "Source Role ID"),
         ),
