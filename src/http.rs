@@ -22,6 +22,11 @@ pub fn router(state: WebState) -> Router {
     let probes = Router::new()
         .route("/ready", get(ready))
         .with_state(state.clone());
+    let soap = state
+        .config
+        .xds
+        .enabled
+        .then(|| crate::xds::router(state.clone()));
     let mut web = dicomweb::router(state).layer(CompressionLayer::new().gzip(true).compress_when(
         // DICOM and images are compressed already or too big to gain: JSON only.
         SizeAbove::new(512).and(|_, _, headers: &HeaderMap, _: &_| is_json(headers)),
@@ -29,11 +34,17 @@ pub fn router(state: WebState) -> Router {
     if let Some(cors) = cors {
         web = web.layer(cors);
     }
-    Router::new()
+    let router = Router::new()
         .route("/health", get(health))
         .merge(probes)
         .merge(admin)
-        .nest("/dicomweb", web)
+        .nest("/dicomweb", web);
+    // The SOAP endpoints (XDS-I.b / XCA-I) with `[xds] enabled`.
+    let router = match soap {
+        Some(soap) => router.merge(soap),
+        None => router,
+    };
+    router
         // One operations-log line per request, with its id (oplog).
         .layer(axum::middleware::from_fn(crate::oplog::http_requests))
 }
