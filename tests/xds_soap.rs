@@ -801,3 +801,111 @@ async fn rad75_streams_a_study_only_the_pacs_holds() {
     gateway.stop().await;
     drop(orthanc);
 }
+
+/// The NIST / IHE sample messages (tests/schemas/samples): whole envelopes are read (their
+/// assertions are not ours to verify); the NIST Connectathon request bodies (RAD-69 IDS tests,
+/// their exception cases, RAD-75 RIG tests) are answered with a RetrieveDocumentSetResponse
+/// naming each document (their repositories and communities are not ours), never a Fault.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sample_messages_are_accepted() {
+    use beeldbrug::xds::{envelope, retrieve};
+    use common::http::request;
+    let samples = tokens::schemas_dir().join("samples");
+    for (file, imaging) in [
+        ("rad-69/dcm4chee-arc_rad69-request_soap.xml", true),
+        ("iti-43/epr-ch_ITI-43_request_soap.xml", false),
+        ("iti-39/nhn-no_iti39-iti40-request.xml", false),
+    ] {
+        let bytes = std::fs::read(samples.join(file)).unwrap();
+        let e = envelope::read(Some("application/soap+xml"), bytes.into())
+            .await
+            .unwrap_or_else(|(e, _)| panic!("{file}: {e}"));
+        let read = if imaging {
+            retrieve::read_imaging(&e.body)
+        } else {
+            retrieve::read_documents(&e.body)
+        };
+        assert!(read.is_ok(), "{file}: {read:?}");
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let idp = JwtIdp::new(dir.path(), JWT_ISSUER, AUDIENCE);
+    let toml = format!(
+        "{}[trust]\nown_ura = \"{}\"\n{}",
+        xds_toml(),
+        tokens::TEST_URA,
+        idp.config_toml()
+    );
+    let gateway = Gateway::start(&toml).await;
+    let mut answered = 0;
+    for (folder, action, path) in [
+        (
+            "rad-69",
+            "urn:ihe:rad:2009:RetrieveImagingDocumentSet",
+            "/xds/repository",
+        ),
+        (
+            "rad-69/exception-cases",
+            "urn:ihe:rad:2009:RetrieveImagingDocumentSet",
+            "/xds/repository",
+        ),
+        (
+            "rad-75",
+            "urn:ihe:rad:2011:CrossGatewayRetrieveImagingDocumentSet",
+            "/xca/retrieve",
+        ),
+    ] {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(samples.join(folder))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.is_file())
+            .collect();
+        files.sort();
+        for file in files {
+            let body = std::fs::read_to_string(&file).unwrap();
+            let body = body.trim_start_matches(|c| c != '<');
+            let body = match body.strip_prefix("<?xml") {
+                Some(rest) => &rest[rest.find("?>").unwrap() + 2..],
+                None => body,
+            };
+            if !body
+                .trim_start()
+                .contains("RetrieveImagingDocumentSetRequest")
+                || body.contains("Envelope")
+            {
+                continue;
+            }
+            let soap = format!(
+                "<s:Envelope xmlns:s=\"http://www.w3.org/2003/05/soap-envelope\" xmlns:a=\"http://www.w3.org/2005/08/addressing\">\
+<s:Header><a:Action>{action}</a:Action><a:MessageID>urn:uuid:sample</a:MessageID></s:Header><s:Body>{body}</s:Body></s:Envelope>"
+            );
+            let auth = format!("Bearer {}", tokens::mint_jwt(&idp, unbound));
+            let r = request(
+                gateway.http_port,
+                "POST",
+                path,
+                &[
+                    ("Content-Type", "application/soap+xml; charset=utf-8"),
+                    ("Authorization", auth.as_str()),
+                ],
+                soap.as_bytes(),
+            )
+            .await;
+            let text = r.text();
+            assert_eq!(r.status, 200, "{}: {text}", file.display());
+            assert!(
+                text.contains("RetrieveDocumentSetResponse"),
+                "{}: {text}",
+                file.display()
+            );
+            assert!(
+                text.contains("RegistryError "),
+                "{}: {text}",
+                file.display()
+            );
+            answered += 1;
+        }
+    }
+    assert!(answered >= 20, "{answered} samples answered");
+    gateway.stop().await;
+}

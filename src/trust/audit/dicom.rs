@@ -523,6 +523,26 @@ mod tests {
         assert_eq!(ev("AUDIT-READ", "success"), Some(Kind::AuditLogUsed));
         assert_eq!(ev("C-ECHO", "success"), None);
         assert_eq!(ev("C-ECHO", "refused"), Some(Kind::SecurityAlert));
+        // The SOAP front: images sent, documents exported.
+        for op in ["RAD-69", "RAD-75"] {
+            assert_eq!(
+                ev(op, "partial"),
+                Some(Kind::InstancesTransferred { we_send: true })
+            );
+        }
+        assert_eq!(ev("ITI-43", "success"), Some(Kind::Export));
+        assert_eq!(ev("ITI-39", "refused"), Some(Kind::SecurityAlert));
+    }
+
+    #[test]
+    fn a_document_retrieve_is_an_export() {
+        let xml = message(&record("ITI-39", "success"), &Source::default())
+            .unwrap()
+            .unwrap();
+        assert!(xml.contains("csd-code=\"110106\""), "{xml}");
+        assert!(xml.contains("originalText=\"Export\""), "{xml}");
+        // The remote gateway receives: Destination.
+        assert!(xml.contains("csd-code=\"110152\""), "{xml}");
     }
 
     #[test]
