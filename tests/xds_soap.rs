@@ -909,3 +909,120 @@ async fn the_sample_messages_are_accepted() {
     assert!(answered >= 20, "{answered} samples answered");
     gateway.stop().await;
 }
+
+/// WADO-WS RetrieveRenderedImagingDocumentSet: a JPEG and a PNG rendering (the Dutch 2017
+/// element order), a frame out of range (0018) and an unsupported parameter (0013) named per
+/// document; PartialSuccess.
+#[tokio::test(flavor = "multi_thread")]
+async fn wado_ws_renders_images() {
+    use common::http::request;
+    let dir = tempfile::tempdir().unwrap();
+    let idp = JwtIdp::new(dir.path(), JWT_ISSUER, AUDIENCE);
+    let toml = format!(
+        "{}[trust]\nown_ura = \"{}\"\n{}",
+        xds_toml(),
+        tokens::TEST_URA,
+        idp.config_toml()
+    );
+    let gateway = Gateway::start(&toml).await;
+    let files = common::generate(&dir.path().join("data"), false);
+    let port = gateway.port.to_string();
+    let data = dir.path().join("data");
+    let out = common::dcmtk(
+        "storescu",
+        &[
+            "-aec",
+            "BEELDBRUG",
+            "127.0.0.1",
+            &port,
+            "+sd",
+            "+r",
+            data.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "storescu: {out:?}");
+    let (a, b) = (&files[0], &files[1]);
+    assert_eq!((&a.study_uid, &a.series_uid), (&b.study_uid, &b.series_uid));
+    let doc = |uid: &str, extra: &str, ct: &str| {
+        format!(
+            "<w:RenderedDocumentRequest><x:RepositoryUniqueId>{REPOSITORY}</x:RepositoryUniqueId><x:DocumentUniqueId>{uid}</x:DocumentUniqueId>{extra}\
+<w:ContentTypeList><w:ContentType>{ct}</w:ContentType></w:ContentTypeList></w:RenderedDocumentRequest>"
+        )
+    };
+    let docs = [
+        doc(
+            &a.sop_uid,
+            "<w:FrameNumber>1</w:FrameNumber><w:Rows>32</w:Rows><w:Columns>32</w:Columns>",
+            "image/jpeg",
+        ),
+        doc(
+            &b.sop_uid,
+            "<w:WindowCenter>40</w:WindowCenter><w:WindowWidth>400</w:WindowWidth>",
+            "image/png",
+        ),
+        doc(&a.sop_uid, "<w:FrameNumber>7</w:FrameNumber>", "image/jpeg"),
+        doc(
+            &b.sop_uid,
+            "<w:Annotation>patient</w:Annotation>",
+            "image/jpeg",
+        ),
+    ]
+    .concat();
+    let soap = format!(
+        "<s:Envelope xmlns:s=\"http://www.w3.org/2003/05/soap-envelope\" xmlns:a=\"http://www.w3.org/2005/08/addressing\">\
+<s:Header><a:Action>urn:dicom:wado:ws:2011:RetrieveRenderedImagingDocumentSet</a:Action><a:MessageID>urn:uuid:wado</a:MessageID></s:Header>\
+<s:Body><w:RetrieveRenderedImagingDocumentSetRequest xmlns:w=\"urn:dicom:wado:ws:2011\" xmlns:x=\"urn:ihe:iti:xds-b:2007\">\
+<w:StudyRequest studyInstanceUID=\"{}\"><w:SeriesRequest seriesInstanceUID=\"{}\">{docs}</w:SeriesRequest></w:StudyRequest>\
+</w:RetrieveRenderedImagingDocumentSetRequest></s:Body></s:Envelope>",
+        a.study_uid, a.series_uid
+    );
+    let auth = format!("Bearer {}", tokens::mint_jwt(&idp, unbound));
+    let r = request(
+        gateway.http_port,
+        "POST",
+        "/wado-ws",
+        &[
+            ("Content-Type", "application/soap+xml"),
+            ("Authorization", auth.as_str()),
+        ],
+        soap.as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let ct = r.header("content-type").unwrap().to_string();
+    let boundary = ct
+        .split(';')
+        .find_map(|p| p.trim().strip_prefix("boundary="))
+        .unwrap()
+        .trim_matches('"')
+        .to_string();
+    let delimiter = format!("--{boundary}");
+    let body = &r.body;
+    let text = String::from_utf8_lossy(body);
+    assert!(text.contains("ResponseStatusType:PartialSuccess"), "{text}");
+    assert!(text.contains("RetrieveRenderedImagingDocumentSetResponse"));
+    assert!(text.contains("errorCode=\"urn:dicom:wado:0018\""), "{text}");
+    assert!(text.contains("errorCode=\"urn:dicom:wado:0013\""), "{text}");
+    assert!(text.contains("<wado:FrameNumber>1</wado:FrameNumber>"));
+    assert!(text.contains("<xdsb:mimeType>image/png</xdsb:mimeType>"));
+    // Parts: the root, a JPEG, a PNG.
+    let parts: Vec<&str> = text.split(delimiter.as_str()).collect();
+    assert_eq!(
+        parts.len(),
+        5,
+        "preamble, root, two images, closing: {}",
+        parts.len()
+    );
+    let jpeg = body
+        .windows(4)
+        .position(|w| w == [0xFF, 0xD8, 0xFF, 0xE0] || w == [0xFF, 0xD8, 0xFF, 0xDB]);
+    assert!(jpeg.is_some(), "a JPEG part");
+    assert!(
+        body.windows(8).any(|w| w == b"\x89PNG\r\n\x1a\n"),
+        "a PNG part"
+    );
+    let records = audit(&gateway, "WADO-WS").await;
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].outcome, "partial");
+    gateway.stop().await;
+}

@@ -108,6 +108,8 @@ pub enum Operation {
     Iti43,
     /// ITI-39 Cross Gateway Retrieve (XCA, SOAP).
     Iti39,
+    /// WADO-WS RetrieveRenderedImagingDocumentSet (PS3.18 WADO-WS, SOAP).
+    WadoWs,
 }
 
 impl Operation {
@@ -128,6 +130,7 @@ impl Operation {
             Operation::Rad75 => "RAD-75",
             Operation::Iti43 => "ITI-43",
             Operation::Iti39 => "ITI-39",
+            Operation::WadoWs => "WADO-WS",
         }
     }
 }
@@ -177,7 +180,11 @@ impl Operation {
     pub fn is_xds(self) -> bool {
         matches!(
             self,
-            Operation::Rad69 | Operation::Rad75 | Operation::Iti43 | Operation::Iti39
+            Operation::Rad69
+                | Operation::Rad75
+                | Operation::Iti43
+                | Operation::Iti39
+                | Operation::WadoWs
         )
     }
 }

@@ -12,6 +12,7 @@
 //! - [`retrieve`]: RAD-69 / RAD-75 (images by Study, Series and SOP Instance UID) and ITI-43 /
 //!   ITI-39 (documents by uniqueId), answered as a streamed MTOM/XOP
 //!   `RetrieveDocumentSetResponse` ([`mtom`]).
+//! - [`rendered`]: WADO-WS RetrieveRenderedImagingDocumentSet (JPEG / PNG renderings).
 //!
 //! Dispatch is by `wsa:Action` from one table, [`ACTIONS`]: the endpoint it arrives on, the
 //! body element it carries, the action of the answer, the trust operation (so the audit
@@ -24,6 +25,7 @@
 pub mod envelope;
 pub mod fault;
 pub mod mtom;
+pub mod rendered;
 pub mod retrieve;
 
 pub use envelope::Envelope;
@@ -123,6 +125,17 @@ pub static ACTIONS: &[Action] = &[
         reply: "urn:ihe:iti:2007:CrossGatewayRetrieveResponse",
         operation: Operation::Iti39,
         handler: |call| Box::pin(retrieve::documents(call)),
+    },
+    Action {
+        action: "urn:dicom:wado:ws:2011:RetrieveRenderedImagingDocumentSet",
+        endpoint: "/wado-ws",
+        body: (
+            rendered::NS_WADO,
+            "RetrieveRenderedImagingDocumentSetRequest",
+        ),
+        reply: "urn:dicom:wado:ws:2011:RetrieveRenderedImagingDocumentSetResponse",
+        operation: Operation::WadoWs,
+        handler: |call| Box::pin(rendered::rendered(call)),
     },
 ];
 

@@ -61,7 +61,7 @@ const SERIES_INSTANCE_UID: Tag = Tag(0x0020, 0x000E);
 pub const SUCCESS: &str = "urn:oasis:names:tc:ebxml-regrep:ResponseStatusType:Success";
 pub const PARTIAL_SUCCESS: &str = "urn:ihe:iti:2007:ResponseStatusType:PartialSuccess";
 pub const FAILURE: &str = "urn:oasis:names:tc:ebxml-regrep:ResponseStatusType:Failure";
-const SEVERITY_ERROR: &str = "urn:oasis:names:tc:ebxml-regrep:ErrorSeverityType:Error";
+pub(super) const SEVERITY_ERROR: &str = "urn:oasis:names:tc:ebxml-regrep:ErrorSeverityType:Error";
 
 /// Error codes of the answer.
 pub const DOCUMENT_UNIQUE_ID_ERROR: &str = "XDSDocumentUniqueIdError";
@@ -146,7 +146,7 @@ pub fn read_documents(body: &Element) -> Result<Request, XdsError> {
     })
 }
 
-fn limit(n: usize) -> Result<(), XdsError> {
+pub(super) fn limit(n: usize) -> Result<(), XdsError> {
     if n > MAX_DOCUMENTS {
         return Err(XdsError::TooLarge(format!(
             "more than {MAX_DOCUMENTS} documents in one request"
@@ -208,25 +208,42 @@ struct Outgoing {
     located: Option<(InstanceLocation, Plan)>,
 }
 
-async fn answer(call: Call, request: Request) -> Result<Response, XdsError> {
-    let cross = call.cross_community();
-    let Call {
-        state,
-        action,
-        envelope,
-        mut ticket,
-    } = call;
-    let xds = &state.config.xds;
-    let mut docs = request.documents;
-    let mut errors: BTreeMap<usize, RegistryError> = BTreeMap::new();
-    let unavailable = |d: &DocumentRequest| RegistryError {
+/// The documents of a request as resolved before anything is written: which are ours to
+/// answer, and which exist and may be seen (`found`, by index in the request); the others
+/// have their error. Documents with an error already are left as they are.
+pub(super) struct Resolved {
+    pub documents: Vec<DocumentRequest>,
+    pub errors: BTreeMap<usize, RegistryError>,
+    pub found: BTreeSet<usize>,
+    pub ticket: Ticket,
+}
+
+/// The error of a document that is not available (unknown, elsewhere, or not to be seen).
+pub(super) fn unavailable(d: &DocumentRequest) -> RegistryError {
+    RegistryError {
         code: DOCUMENT_UNIQUE_ID_ERROR,
         context: format!("document {} is not available", d.unique_id),
         location: d.unique_id.clone(),
-    };
+    }
+}
+
+/// Steps 1 and 2 of the module documentation: repository and community, then one core query
+/// per series. On `Err` the ticket's record has been written.
+pub(super) async fn resolve(
+    state: &super::XdsState,
+    cross: bool,
+    mut ticket: Ticket,
+    mut docs: Vec<DocumentRequest>,
+    mut errors: BTreeMap<usize, RegistryError>,
+    by_unique_id: bool,
+) -> Result<Resolved, XdsError> {
+    let xds = &state.config.xds;
 
     // 1. Ours to answer?
     for (n, d) in docs.iter().enumerate() {
+        if errors.contains_key(&n) {
+            continue;
+        }
         let community_ok = match &d.home_community {
             Some(h) => *h == xds.home_community_id,
             None => !cross,
@@ -261,7 +278,7 @@ async fn answer(call: Call, request: Request) -> Result<Response, XdsError> {
     }
 
     // ITI-43 / ITI-39: the study and series of each document, from the cache.
-    if request.syntaxes.is_none() {
+    if by_unique_id {
         let wanted: Vec<String> = docs
             .iter()
             .enumerate()
@@ -339,6 +356,38 @@ async fn answer(call: Call, request: Request) -> Result<Response, XdsError> {
         }
     }
 
+    Ok(Resolved {
+        documents: docs,
+        errors,
+        found,
+        ticket,
+    })
+}
+
+async fn answer(call: Call, request: Request) -> Result<Response, XdsError> {
+    let cross = call.cross_community();
+    let Call {
+        state,
+        action,
+        envelope,
+        ticket,
+    } = call;
+    let by_unique_id = request.syntaxes.is_none();
+    let Resolved {
+        documents: docs,
+        mut errors,
+        found,
+        ticket,
+    } = resolve(
+        &state,
+        cross,
+        ticket,
+        request.documents,
+        BTreeMap::new(),
+        by_unique_id,
+    )
+    .await?;
+    let xds = &state.config.xds;
     let reply = Reply {
         action: action.reply,
         relates_to: envelope.message_id.clone(),
@@ -558,7 +607,7 @@ pub fn choose(stored: &str, syntaxes: Option<&[String]>) -> Plan {
 }
 
 /// An answer without documents: the envelope only, as MTOM; the record written first.
-async fn finish_unstreamed(
+pub(super) async fn finish_unstreamed(
     ticket: Ticket,
     result: &str,
     detail: String,
@@ -572,7 +621,7 @@ async fn finish_unstreamed(
     Ok(mtom_response(body))
 }
 
-fn mtom_response(envelope: String) -> Response {
+pub(super) fn mtom_response(envelope: String) -> Response {
     let boundary = multipart::new_boundary();
     let mut body = mtom::root_part(&boundary, &envelope).to_vec();
     body.extend_from_slice(&mtom::closing(&boundary));
@@ -584,28 +633,17 @@ fn mtom_response(envelope: String) -> Response {
 }
 
 /// What the answer's envelope says besides the documents.
-struct Reply {
-    action: &'static str,
-    relates_to: Option<String>,
-    home_community: String,
-    repository: String,
-    cross: bool,
+pub(super) struct Reply {
+    pub action: &'static str,
+    pub relates_to: Option<String>,
+    pub home_community: String,
+    pub repository: String,
+    pub cross: bool,
 }
 
 impl Reply {
-    /// The `RetrieveDocumentSetResponse` envelope: status, errors in request order, then a
-    /// DocumentResponse per document sent (its part named by Content-ID).
-    fn envelope(
-        &self,
-        docs: &[DocumentRequest],
-        sent: &[usize],
-        errors: &BTreeMap<usize, RegistryError>,
-    ) -> String {
-        let status = match (sent.is_empty(), errors.is_empty()) {
-            (false, true) => SUCCESS,
-            (false, false) => PARTIAL_SUCCESS,
-            (true, _) => FAILURE,
-        };
+    /// The envelope up to and with the opening Body tag.
+    pub fn head(&self) -> String {
         let mut out = format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<env:Envelope xmlns:env=\"{NS_SOAP12}\" xmlns:wsa=\"{NS_WSA}\">\
 <env:Header><wsa:Action env:mustUnderstand=\"true\">{}</wsa:Action><wsa:MessageID>urn:uuid:{}</wsa:MessageID>",
@@ -615,11 +653,18 @@ impl Reply {
         if let Some(id) = &self.relates_to {
             out.push_str(&format!("<wsa:RelatesTo>{}</wsa:RelatesTo>", escape(id)));
         }
-        out.push_str(&format!(
-            "</env:Header><env:Body><xdsb:RetrieveDocumentSetResponse xmlns:xdsb=\"{NS_XDSB}\" xmlns:rs=\"{NS_RS}\" xmlns:xop=\"{}\">\
-<rs:RegistryResponse status=\"{status}\">",
-            super::NS_XOP
-        ));
+        out.push_str("</env:Header><env:Body>");
+        out
+    }
+
+    /// `rs:RegistryResponse` with the status that `sent` documents and `errors` make.
+    pub fn registry_response(sent: usize, errors: &BTreeMap<usize, RegistryError>) -> String {
+        let status = match (sent == 0, errors.is_empty()) {
+            (false, true) => SUCCESS,
+            (false, false) => PARTIAL_SUCCESS,
+            (true, _) => FAILURE,
+        };
+        let mut out = format!("<rs:RegistryResponse status=\"{status}\">");
         if !errors.is_empty() {
             out.push_str("<rs:RegistryErrorList>");
             for e in errors.values() {
@@ -633,16 +678,42 @@ impl Reply {
             out.push_str("</rs:RegistryErrorList>");
         }
         out.push_str("</rs:RegistryResponse>");
+        out
+    }
+
+    /// The HomeCommunityId of a document's answer: RAD-75 / ITI-39 ours always; RAD-69 /
+    /// ITI-43 / WADO-WS only when the request named it.
+    pub fn home_of<'a>(&'a self, d: &'a DocumentRequest) -> Option<&'a str> {
+        if self.cross {
+            Some(self.home_community.as_str())
+        } else {
+            d.home_community.as_deref()
+        }
+    }
+
+    /// The envelope's closing tags.
+    pub fn tail() -> &'static str {
+        "</env:Body></env:Envelope>"
+    }
+
+    /// The `RetrieveDocumentSetResponse` envelope: status, errors in request order, then a
+    /// DocumentResponse per document sent (its part named by Content-ID).
+    fn envelope(
+        &self,
+        docs: &[DocumentRequest],
+        sent: &[usize],
+        errors: &BTreeMap<usize, RegistryError>,
+    ) -> String {
+        let mut out = self.head();
+        out.push_str(&format!(
+            "<xdsb:RetrieveDocumentSetResponse xmlns:xdsb=\"{NS_XDSB}\" xmlns:rs=\"{NS_RS}\" xmlns:xop=\"{}\">",
+            super::NS_XOP
+        ));
+        out.push_str(&Self::registry_response(sent.len(), errors));
         for &n in sent {
             let d = &docs[n];
             out.push_str("<xdsb:DocumentResponse>");
-            // RAD-75 / ITI-39: ours always; RAD-69 / ITI-43: only when the request named it.
-            let home = if self.cross {
-                Some(self.home_community.as_str())
-            } else {
-                d.home_community.as_deref()
-            };
-            if let Some(h) = home {
+            if let Some(h) = self.home_of(d) {
                 out.push_str(&format!(
                     "<xdsb:HomeCommunityId>{}</xdsb:HomeCommunityId>",
                     escape(h)
@@ -656,7 +727,8 @@ impl Reply {
                 mtom::document_id(n)
             ));
         }
-        out.push_str("</xdsb:RetrieveDocumentSetResponse></env:Body></env:Envelope>");
+        out.push_str("</xdsb:RetrieveDocumentSetResponse>");
+        out.push_str(Self::tail());
         out
     }
 }
