@@ -736,6 +736,56 @@ async fn bad_input_is_a_clean_fault_and_the_server_keeps_serving() {
         assert!(body.contains("<wsa:RelatesTo>urn:uuid:test-1</wsa:RelatesTo>"));
         assert!(r.body.windows(4).any(|w| w == b"DICM"));
     }
+
+    // A document announced in the envelope that cannot be sent after all (its file gone):
+    // the transfer ends broken (no closing boundary, no last chunk), never a well-formed
+    // message with a part missing; the record says failure.
+    let g = files
+        .iter()
+        .find(|g| g.series_uid == f.series_uid && g.sop_uid != f.sop_uid)
+        .expect("two instances in one series");
+    let ctx = gateway.context();
+    let located = ctx
+        .index
+        .locate(&beeldbrug::core::Selection {
+            sop_instance_uids: vec![g.sop_uid.clone()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    std::fs::remove_file(ctx.core.stored().local_file(&located[0]).path()).unwrap();
+    let two = envelope(&rad69, &retrieve(&(doc(&f.sop_uid) + &doc(&g.sop_uid))));
+    let auth = bearer();
+    let mut stream = common::http::send(
+        http,
+        "POST",
+        "/xds/repository",
+        &[("Content-Type", soap), ("Authorization", auth.as_str())],
+        two.as_bytes(),
+    )
+    .await;
+    let mut raw = Vec::new();
+    let _ = tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut raw).await;
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    // What reached the client before the abort depends on buffering: never the end.
+    assert!(
+        !raw.ends_with(b"0\r\n\r\n"),
+        "the chunked body must not end cleanly: {text}"
+    );
+    assert!(!text.contains("--\r\n0\r\n"), "no closing boundary: {text}");
+    // The record is written when the stream has ended, just after the client saw it end.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let last = loop {
+        let records = audit(&gateway, "RAD-69").await;
+        let last = records.last().cloned().unwrap();
+        if last.detail.contains("of 2 documents") || std::time::Instant::now() > deadline {
+            break last;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(last.outcome, "failure", "{last:?}");
+    assert!(last.detail.contains(" of 2 documents sent"), "{last:?}");
     gateway.stop().await;
 }
 

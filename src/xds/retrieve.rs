@@ -768,7 +768,10 @@ impl Stream<'_> {
             match written {
                 Ok((n, Ok(()))) => sent += n,
                 Ok((n, Err(SendError::Disconnected))) => return ("cancelled", sent + n),
-                _ => return ("failure", sent),
+                // Written before the failure (the client may not have had them: the body
+                // ends broken).
+                Ok((n, Err(SendError::Failed(_)))) => return ("failure", sent + n),
+                Err(_) => return ("failure", sent),
             }
         }
         match self.tx.send(mtom::closing(self.boundary)).await {
@@ -838,7 +841,10 @@ impl Stream<'_> {
             match written {
                 Ok((n, Ok(()))) => sent += n,
                 Ok((n, Err(SendError::Disconnected))) => return ("cancelled", sent + n),
-                _ => return ("failure", sent),
+                // Written before the failure (the client may not have had them: the body
+                // ends broken).
+                Ok((n, Err(SendError::Failed(_)))) => return ("failure", sent + n),
+                Err(_) => return ("failure", sent),
             }
         }
         if !waiting.is_empty() {
