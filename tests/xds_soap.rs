@@ -1076,3 +1076,130 @@ async fn wado_ws_renders_images() {
     assert_eq!(records[0].outcome, "partial");
     gateway.stop().await;
 }
+
+/// Measurement, not a check (run with `--ignored --nocapture`): RAD-75 against WADO-RS of the
+/// same cached study in one run (MB/s, time to first byte, peak RSS above the idle process),
+/// both with curl over plain HTTP. `BEELDBRUG_BENCH_SLICES` sets the CT slices (512x512x16 bit,
+/// 0.5 MB each; default 400).
+#[tokio::test(flavor = "multi_thread")]
+#[ignore]
+async fn bench_rad75_against_wado_rs() {
+    let slices: u32 = std::env::var("BEELDBRUG_BENCH_SLICES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(400);
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = beeldbrug::testdata::GenerateArgs::with_defaults(dir.path().join("data"));
+    args.patients = 1;
+    args.ct_slices = slices;
+    args.mr_slices = 1;
+    let files = beeldbrug::testdata::generate(&args).unwrap();
+    let idp = JwtIdp::new(dir.path(), JWT_ISSUER, AUDIENCE);
+    let toml = format!(
+        "{}[dicomweb]\nallow_anonymous = true\n[trust]\nown_ura = \"{}\"\n{}",
+        xds_toml(),
+        tokens::TEST_URA,
+        idp.config_toml()
+    );
+    let gateway = Gateway::start(&toml).await;
+    let port = gateway.port.to_string();
+    let data = dir.path().join("data");
+    let out = common::dcmtk(
+        "storescu",
+        &["-aec", "BEELDBRUG", "127.0.0.1", &port, "+sd", "+r", data.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "storescu: {out:?}");
+    let ct: Vec<&beeldbrug::testdata::GeneratedFile> =
+        files.iter().filter(|f| f.study_uid == files[0].study_uid).collect();
+    let body = {
+        let docs: String = ct
+            .iter()
+            .map(|f| format!("<b:DocumentRequest><b:HomeCommunityId>{HOME}</b:HomeCommunityId><b:RepositoryUniqueId>{REPOSITORY}</b:RepositoryUniqueId><b:DocumentUniqueId>{}</b:DocumentUniqueId></b:DocumentRequest>", f.sop_uid))
+            .collect();
+        format!(
+            "<s:Envelope xmlns:s=\"http://www.w3.org/2003/05/soap-envelope\" xmlns:a=\"http://www.w3.org/2005/08/addressing\">\
+<s:Header><a:Action>urn:ihe:rad:2011:CrossGatewayRetrieveImagingDocumentSet</a:Action><a:MessageID>urn:uuid:bench</a:MessageID></s:Header><s:Body>\
+<i:RetrieveImagingDocumentSetRequest xmlns:i=\"urn:ihe:rad:xdsi-b:2009\" xmlns:b=\"urn:ihe:iti:xds-b:2007\">\
+<i:StudyRequest studyInstanceUID=\"{}\"><i:SeriesRequest seriesInstanceUID=\"{}\">{docs}</i:SeriesRequest></i:StudyRequest>\
+<i:TransferSyntaxUIDList><i:TransferSyntaxUID>{IMPLICIT_LE}</i:TransferSyntaxUID><i:TransferSyntaxUID>{EXPLICIT_LE}</i:TransferSyntaxUID></i:TransferSyntaxUIDList>\
+</i:RetrieveImagingDocumentSetRequest></s:Body></s:Envelope>",
+            ct[0].study_uid, ct[0].series_uid
+        )
+    };
+    let request_file = dir.path().join("rad75.xml");
+    std::fs::write(&request_file, &body).unwrap();
+    let rss = || -> u64 {
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let run = |name: &str, args: Vec<String>| {
+        let idle = rss();
+        let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(idle));
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sampler = {
+            let (peak, done) = (peak.clone(), done.clone());
+            std::thread::spawn(move || {
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    let now = std::fs::read_to_string("/proc/self/status")
+                        .unwrap()
+                        .lines()
+                        .find_map(|l| l.strip_prefix("VmRSS:"))
+                        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                        .unwrap_or(0);
+                    peak.fetch_max(now, std::sync::atomic::Ordering::Relaxed);
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+            })
+        };
+        let out = std::process::Command::new(common::require_tool("curl"))
+            .args(["-sS", "-o", "/dev/null", "-w", "%{http_code} %{size_download} %{time_starttransfer} %{time_total}"])
+            .args(&args)
+            .output()
+            .expect("curl");
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        sampler.join().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let v: Vec<&str> = text.split_whitespace().collect();
+        let (bytes, ttfb, total): (f64, f64, f64) =
+            (v[1].parse().unwrap(), v[2].parse().unwrap(), v[3].parse().unwrap());
+        let extra = peak.load(std::sync::atomic::Ordering::Relaxed).saturating_sub(idle) / 1024;
+        println!(
+            "{name}: HTTP {} {:.1} MB in {total:.2} s = {:.1} MB/s, first byte {:.0} ms, peak RSS +{extra} MB",
+            v[0],
+            bytes / 1e6,
+            bytes / 1e6 / total,
+            ttfb * 1000.0
+        );
+        bytes / total
+    };
+    let http = gateway.http_port;
+    let wado_url = format!("http://127.0.0.1:{http}/dicomweb/studies/{}", ct[0].study_uid);
+    let auth = format!("Authorization: Bearer {}", tokens::mint_jwt(&idp, unbound));
+    // Warm the page cache once, then measure each twice, alternating.
+    run("warm-up WADO-RS", vec!["-H".into(), format!("Accept: {}", common::gateway_mode::AS_STORED), wado_url.clone()]);
+    let mut ratios = Vec::new();
+    for _ in 0..2 {
+        let w = run("WADO-RS", vec!["-H".into(), format!("Accept: {}", common::gateway_mode::AS_STORED), wado_url.clone()]);
+        let auth = format!("Authorization: Bearer {}", tokens::mint_jwt(&idp, unbound));
+        let r = run(
+            "RAD-75",
+            vec![
+                "-H".into(),
+                "Content-Type: application/soap+xml".into(),
+                "-H".into(),
+                auth,
+                "--data-binary".into(),
+                format!("@{}", request_file.display()),
+                format!("http://127.0.0.1:{http}/xca/retrieve"),
+            ],
+        );
+        ratios.push(r / w);
+    }
+    let _ = auth;
+    println!("RAD-75 / WADO-RS throughput: {ratios:.2?}");
+    gateway.stop().await;
+}
