@@ -1106,11 +1106,21 @@ async fn bench_rad75_against_wado_rs() {
     let data = dir.path().join("data");
     let out = common::dcmtk(
         "storescu",
-        &["-aec", "BEELDBRUG", "127.0.0.1", &port, "+sd", "+r", data.to_str().unwrap()],
+        &[
+            "-aec",
+            "BEELDBRUG",
+            "127.0.0.1",
+            &port,
+            "+sd",
+            "+r",
+            data.to_str().unwrap(),
+        ],
     );
     assert!(out.status.success(), "storescu: {out:?}");
-    let ct: Vec<&beeldbrug::testdata::GeneratedFile> =
-        files.iter().filter(|f| f.study_uid == files[0].study_uid).collect();
+    let ct: Vec<&beeldbrug::testdata::GeneratedFile> = files
+        .iter()
+        .filter(|f| f.study_uid == files[0].study_uid)
+        .collect();
     let body = {
         let docs: String = ct
             .iter()
@@ -1156,7 +1166,13 @@ async fn bench_rad75_against_wado_rs() {
             })
         };
         let out = std::process::Command::new(common::require_tool("curl"))
-            .args(["-sS", "-o", "/dev/null", "-w", "%{http_code} %{size_download} %{time_starttransfer} %{time_total}"])
+            .args([
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code} %{size_download} %{time_starttransfer} %{time_total}",
+            ])
             .args(&args)
             .output()
             .expect("curl");
@@ -1164,9 +1180,15 @@ async fn bench_rad75_against_wado_rs() {
         sampler.join().unwrap();
         let text = String::from_utf8_lossy(&out.stdout).to_string();
         let v: Vec<&str> = text.split_whitespace().collect();
-        let (bytes, ttfb, total): (f64, f64, f64) =
-            (v[1].parse().unwrap(), v[2].parse().unwrap(), v[3].parse().unwrap());
-        let extra = peak.load(std::sync::atomic::Ordering::Relaxed).saturating_sub(idle) / 1024;
+        let (bytes, ttfb, total): (f64, f64, f64) = (
+            v[1].parse().unwrap(),
+            v[2].parse().unwrap(),
+            v[3].parse().unwrap(),
+        );
+        let extra = peak
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .saturating_sub(idle)
+            / 1024;
         println!(
             "{name}: HTTP {} {:.1} MB in {total:.2} s = {:.1} MB/s, first byte {:.0} ms, peak RSS +{extra} MB",
             v[0],
@@ -1177,13 +1199,30 @@ async fn bench_rad75_against_wado_rs() {
         bytes / total
     };
     let http = gateway.http_port;
-    let wado_url = format!("http://127.0.0.1:{http}/dicomweb/studies/{}", ct[0].study_uid);
+    let wado_url = format!(
+        "http://127.0.0.1:{http}/dicomweb/studies/{}",
+        ct[0].study_uid
+    );
     let auth = format!("Authorization: Bearer {}", tokens::mint_jwt(&idp, unbound));
     // Warm the page cache once, then measure each twice, alternating.
-    run("warm-up WADO-RS", vec!["-H".into(), format!("Accept: {}", common::gateway_mode::AS_STORED), wado_url.clone()]);
+    run(
+        "warm-up WADO-RS",
+        vec![
+            "-H".into(),
+            format!("Accept: {}", common::gateway_mode::AS_STORED),
+            wado_url.clone(),
+        ],
+    );
     let mut ratios = Vec::new();
     for _ in 0..2 {
-        let w = run("WADO-RS", vec!["-H".into(), format!("Accept: {}", common::gateway_mode::AS_STORED), wado_url.clone()]);
+        let w = run(
+            "WADO-RS",
+            vec![
+                "-H".into(),
+                format!("Accept: {}", common::gateway_mode::AS_STORED),
+                wado_url.clone(),
+            ],
+        );
         let auth = format!("Authorization: Bearer {}", tokens::mint_jwt(&idp, unbound));
         let r = run(
             "RAD-75",
