@@ -63,6 +63,7 @@ enum Tx {
     Rad69,
     Rad75,
     Iti43,
+    Iti39,
 }
 
 impl Client {
@@ -96,6 +97,13 @@ impl Client {
                 "{urn:ihe:iti:xds-b:2007}DocumentRepository_Binding",
                 "DocumentRepository_RetrieveDocumentSet",
                 "/xds/repository",
+                "documents",
+            ),
+            Tx::Iti39 => (
+                "XCARespondingGateway.wsdl",
+                "{urn:ihe:iti:xds-b:2007}RespondingGateway_Binding_Soap12",
+                "RespondingGateway_CrossGatewayRetrieve",
+                "/xca/retrieve",
                 "documents",
             ),
         };
@@ -463,6 +471,27 @@ async fn remote_gateway_retrieves_by_rad69_and_rad75_with_xua_over_mtls() {
     );
     let bytes = std::fs::read(answer["documents"][0]["file"].as_str().unwrap()).unwrap();
     assert!(bytes == stored[&permitted[0].sop_uid]);
+    assert!(answer["documents"][0]["home"].is_null());
+
+    // ITI-39: our homeCommunityId required and named back; another community's is an error.
+    let (answer, envelopes) = client.call(
+        Tx::Iti39,
+        &json!([
+            {"repository": REPOSITORY, "document": permitted[1].sop_uid, "home": HOME},
+            {"repository": REPOSITORY, "document": permitted[2].sop_uid, "home": "urn:oid:9.9.9"},
+        ]),
+        &[],
+        Some(&valid()),
+        None,
+    );
+    assert_eq!(
+        answer["status"], "urn:ihe:iti:2007:ResponseStatusType:PartialSuccess",
+        "{answer}"
+    );
+    assert_eq!(answer["documents"][0]["home"], HOME);
+    assert_eq!(answer["errors"][0]["code"], "XDSUnknownCommunity");
+    validate_envelope(&envelopes.path().join("request.xml"));
+    validate_envelope(&envelopes.path().join("response.xml"));
 
     // Refusals: a Fault env:Sender / wsse:FailedAuthentication and one audit record each.
     let before = audit(&gateway, "RAD-75").await;
@@ -514,6 +543,9 @@ async fn remote_gateway_retrieves_by_rad69_and_rad75_with_xua_over_mtls() {
     assert_eq!(refused.len(), 5, "{:?}", &after[before.len()..]);
     assert_eq!(after.len() - before.len(), 5, "one record per call");
     // The permitted calls: one record each, success or partial, by the participant.
+    let exports = audit(&gateway, "ITI-39").await;
+    assert_eq!(exports.len(), 1, "{exports:?}");
+    assert_eq!(exports[0].outcome, "partial");
     let rad69 = audit(&gateway, "RAD-69").await;
     assert_eq!(rad69.len(), 1, "{rad69:?}");
     assert_eq!(rad69[0].outcome, "partial");
