@@ -1127,11 +1127,25 @@ async fn bench_rad75_against_wado_rs() {
     args.mr_slices = 1;
     let files = beeldbrug::testdata::generate(&args).unwrap();
     let idp = JwtIdp::new(dir.path(), JWT_ISSUER, AUDIENCE);
+    // BEELDBRUG_BENCH_TLS=1: both over mTLS as a participant, RAD-75 with an XUA assertion
+    // signed by xmlsec1 (a fresh one per request).
+    let tls = std::env::var_os("BEELDBRUG_BENCH_TLS").is_some();
+    let pki = common::pki::Pki::new();
+    let xua = SamlIdp::new(dir.path(), XUA_ISSUER, KeyKind::Rsa);
     let toml = format!(
-        "{}[dicomweb]\nallow_anonymous = true\n[trust]\nown_ura = \"{}\"\n{}",
+        "{}[dicomweb]\nallow_anonymous = true\n[trust]\nown_ura = \"{}\"\n{}{}",
         xds_toml(),
         tokens::TEST_URA,
-        idp.config_toml()
+        idp.config_toml(),
+        if tls {
+            format!(
+                "{}{}",
+                tls_toml(&pki),
+                xua.config_toml(&["GtK Oost"], false)
+            )
+        } else {
+            String::new()
+        }
     );
     let gateway = Gateway::start(&toml).await;
     let port = gateway.port.to_string();
@@ -1160,7 +1174,7 @@ async fn bench_rad75_against_wado_rs() {
             .collect();
         format!(
             "<s:Envelope xmlns:s=\"http://www.w3.org/2003/05/soap-envelope\" xmlns:a=\"http://www.w3.org/2005/08/addressing\">\
-<s:Header><a:Action>urn:ihe:rad:2011:CrossGatewayRetrieveImagingDocumentSet</a:Action><a:MessageID>urn:uuid:bench</a:MessageID></s:Header><s:Body>\
+<s:Header><a:Action>urn:ihe:rad:2011:CrossGatewayRetrieveImagingDocumentSet</a:Action><a:MessageID>urn:uuid:bench</a:MessageID>SECURITY</s:Header><s:Body>\
 <i:RetrieveImagingDocumentSetRequest xmlns:i=\"urn:ihe:rad:xdsi-b:2009\" xmlns:b=\"urn:ihe:iti:xds-b:2007\">\
 <i:StudyRequest studyInstanceUID=\"{}\"><i:SeriesRequest seriesInstanceUID=\"{}\">{docs}</i:SeriesRequest></i:StudyRequest>\
 <i:TransferSyntaxUIDList><i:TransferSyntaxUID>{IMPLICIT_LE}</i:TransferSyntaxUID><i:TransferSyntaxUID>{EXPLICIT_LE}</i:TransferSyntaxUID></i:TransferSyntaxUIDList>\
@@ -1169,7 +1183,20 @@ async fn bench_rad75_against_wado_rs() {
         )
     };
     let request_file = dir.path().join("rad75.xml");
-    std::fs::write(&request_file, &body).unwrap();
+    let write_request = || {
+        let security = if tls {
+            let signed = xua.sign_xmlsec(&spec(XUA_ISSUER));
+            let signed = signed
+                .trim_start()
+                .strip_prefix("<?xml version=\"1.0\"?>")
+                .unwrap_or(&signed)
+                .to_string();
+            format!("<w:Security xmlns:w=\"http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd\">{signed}</w:Security>")
+        } else {
+            String::new()
+        };
+        std::fs::write(&request_file, body.replace("SECURITY", &security)).unwrap();
+    };
     let rss = || -> u64 {
         std::fs::read_to_string("/proc/self/status")
             .unwrap()
@@ -1231,46 +1258,59 @@ async fn bench_rad75_against_wado_rs() {
         bytes / total
     };
     let http = gateway.http_port;
+    let scheme = if tls { "https" } else { "http" };
     let wado_url = format!(
-        "http://127.0.0.1:{http}/dicomweb/studies/{}",
+        "{scheme}://127.0.0.1:{http}/dicomweb/studies/{}",
         ct[0].study_uid
     );
-    let auth = format!("Authorization: Bearer {}", tokens::mint_jwt(&idp, unbound));
-    // Warm the page cache once, then measure each twice, alternating.
-    run(
-        "warm-up WADO-RS",
+    let client_tls: Vec<String> = if tls {
         vec![
+            "--cacert".into(),
+            pki.ca_file.display().to_string(),
+            "--cert".into(),
+            pki.client.cert.display().to_string(),
+            "--key".into(),
+            pki.client.key.display().to_string(),
+        ]
+    } else {
+        Vec::new()
+    };
+    let with_tls = |mut args: Vec<String>| {
+        args.splice(0..0, client_tls.clone());
+        args
+    };
+    // Warm the page cache once, then measure each twice, alternating.
+    let wado_args = || {
+        with_tls(vec![
             "-H".into(),
             format!("Accept: {}", common::gateway_mode::AS_STORED),
             wado_url.clone(),
-        ],
-    );
+        ])
+    };
+    run("warm-up WADO-RS", wado_args());
     let mut ratios = Vec::new();
     for _ in 0..2 {
-        let w = run(
-            "WADO-RS",
-            vec![
-                "-H".into(),
-                format!("Accept: {}", common::gateway_mode::AS_STORED),
-                wado_url.clone(),
-            ],
-        );
-        let auth = format!("Authorization: Bearer {}", tokens::mint_jwt(&idp, unbound));
-        let r = run(
-            "RAD-75",
-            vec![
-                "-H".into(),
-                "Content-Type: application/soap+xml".into(),
-                "-H".into(),
-                auth,
-                "--data-binary".into(),
-                format!("@{}", request_file.display()),
-                format!("http://127.0.0.1:{http}/xca/retrieve"),
-            ],
-        );
+        let w = run("WADO-RS", wado_args());
+        write_request();
+        let mut args = vec![
+            "-H".to_string(),
+            "Content-Type: application/soap+xml".into(),
+            "--data-binary".into(),
+            format!("@{}", request_file.display()),
+            format!("{scheme}://127.0.0.1:{http}/xca/retrieve"),
+        ];
+        if !tls {
+            args.splice(
+                0..0,
+                [
+                    "-H".to_string(),
+                    format!("Authorization: Bearer {}", tokens::mint_jwt(&idp, unbound)),
+                ],
+            );
+        }
+        let r = run("RAD-75", with_tls(args));
         ratios.push(r / w);
     }
-    let _ = auth;
     println!("RAD-75 / WADO-RS throughput: {ratios:.2?}");
     gateway.stop().await;
 }
