@@ -849,17 +849,24 @@ async fn rad75_streams_a_study_only_the_pacs_holds() {
         cert: None,
     };
     let bearer = tokens::mint_jwt(&idp, unbound);
+    // Every instance of the study, and one the PACS does not have either.
+    let mut request = studies_of(&in_study, Some(HOME));
+    request[0]["series"][0]["documents"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"repository": REPOSITORY, "document": "1.2.3.999.3", "home": HOME}));
     let (answer, envelopes) = client.call(
         Tx::Rad75,
-        &studies_of(&in_study, Some(HOME)),
+        &request,
         &[IMPLICIT_LE, EXPLICIT_LE],
         None,
         Some(&bearer),
     );
     assert_eq!(
-        answer["status"], "urn:oasis:names:tc:ebxml-regrep:ResponseStatusType:Success",
+        answer["status"], "urn:ihe:iti:2007:ResponseStatusType:PartialSuccess",
         "{answer}"
     );
+    assert_eq!(answer["errors"][0]["location"], "1.2.3.999.3", "{answer}");
     let docs = answer["documents"].as_array().unwrap();
     assert_eq!(docs.len(), in_study.len());
     for d in docs {
@@ -874,7 +881,7 @@ async fn rad75_streams_a_study_only_the_pacs_holds() {
     validate_envelope(&envelopes.path().join("response.xml"));
     let records = audit(&gateway, "RAD-75").await;
     assert_eq!(records.len(), 1, "{records:?}");
-    assert_eq!(records[0].outcome, "success");
+    assert_eq!(records[0].outcome, "partial");
     assert!(
         records[0].detail.contains("streamed from the local PACS"),
         "{}",
