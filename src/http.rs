@@ -44,6 +44,12 @@ pub fn router(state: HttpState) -> Router {
     let probes = Router::new()
         .route("/ready", get(ready))
         .with_state(state.clone());
+    let soap = state
+        .web
+        .config
+        .xds
+        .enabled
+        .then(|| crate::xds::router(state.web.clone()));
     let mut wado_uri = Router::new()
         .route("/wado", get(dicomweb::wado_uri::retrieve))
         .with_state(state.web.clone());
@@ -56,12 +62,18 @@ pub fn router(state: HttpState) -> Router {
         wado_uri = wado_uri.layer(cors.clone());
         web = web.layer(cors);
     }
-    Router::new()
+    let router = Router::new()
         .route("/health", get(health))
         .merge(probes)
         .merge(admin)
         .nest("/dicomweb", web)
-        .merge(wado_uri)
+        .merge(wado_uri);
+    // The SOAP endpoints (XDS-I.b / XCA-I) with `[xds] enabled`.
+    let router = match soap {
+        Some(soap) => router.merge(soap),
+        None => router,
+    };
+    router
         // One operations-log line per request, with its id (oplog).
         .layer(axum::middleware::from_fn(crate::oplog::http_requests))
 }

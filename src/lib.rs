@@ -11,6 +11,8 @@
 //!   - [`http`]: the HTTP listener: `/health`, `/ready` (the checks that the gateway can take
 //!     work: index, blobs, disk, audit trail, PACS), and [`dicomweb`] under `/dicomweb`.
 //!   - [`dicomweb`]: the DICOMweb front (PS3.18): QIDO-RS, WADO-RS, STOW-RS, streamed.
+//!   - [`xds`]: the SOAP front (IHE XDS-I.b / XCA-I): SOAP 1.2 + WS-Addressing + MTOM/XOP,
+//!     dispatched by `wsa:Action`; RAD-69/75 and ITI-43/39 retrieves, streamed.
 //! - [`core`]: where every query and retrieve is answered and every stored instance taken
 //!   in: the trust decision and the one audit record of each operation, the routes from
 //!   each front to the sources, the cache or a shared, streamed fetch from a source, queries
@@ -72,4 +74,5 @@ pub mod status;
 pub mod store;
 pub mod testdata;
 pub mod trust;
+pub mod xds;
 pub mod xml;

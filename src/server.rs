@@ -145,6 +145,10 @@ pub fn compose_core(
         if config.dimse.proxy_pacs {
             fronts.push(Front::Dimse);
         }
+        // Other hospitals' gateways (RAD-75) get what the PACS holds, streamed through.
+        if config.xds.enabled {
+            fronts.push(Front::Xds);
+        }
         builder = builder.source(pacs.clone(), &fronts);
     }
     if config.xds.enabled {

@@ -180,6 +180,134 @@ pub fn parse_with(xml: &[u8], limits: &Limits) -> Result<Element, XmlError> {
     element(document.root_element(), 1, limits.max_depth)
 }
 
+/// Every element `name` in namespace `ns` at `path` below the document element (each step a
+/// `(namespace, local name)` child, e.g. SOAP Header, then wsse:Security), as a document of
+/// its own: its source text exactly as sent, with the namespace declarations it inherits
+/// from its ancestors added to its start tag. For a signed element (an XUA assertion inside a
+/// SOAP envelope) whose signature is verified on those bytes: exclusive C14N (the canonical
+/// form XML-DSig uses here) depends only on the namespaces in scope, which this keeps.
+/// Parsed within `limits`, with the same refusals as [`parse_with`].
+pub fn extract_at(
+    xml: &[u8],
+    limits: &Limits,
+    path: &[(&str, &str)],
+    ns: &str,
+    name: &str,
+) -> Result<Vec<String>, XmlError> {
+    if xml.len() > limits.max_bytes {
+        return Err(XmlError::TooLarge {
+            size: xml.len(),
+            limit: limits.max_bytes,
+        });
+    }
+    let text = std::str::from_utf8(xml)?;
+    let options = roxmltree::ParsingOptions {
+        allow_dtd: false,
+        nodes_limit: limits.max_nodes,
+        ..Default::default()
+    };
+    let document = roxmltree::Document::parse_with_options(text, options).map_err(|e| match e {
+        roxmltree::Error::NodesLimitReached => XmlError::TooMany(limits.max_nodes),
+        other => XmlError::from(other),
+    })?;
+    let is = |n: &roxmltree::Node<'_, '_>, (want_ns, want): (&str, &str)| {
+        n.is_element() && n.tag_name().namespace() == Some(want_ns) && n.tag_name().name() == want
+    };
+    let mut level = vec![document.root_element()];
+    for step in path {
+        level = level
+            .iter()
+            .flat_map(|n| n.children())
+            .filter(|c| is(c, *step))
+            .collect();
+    }
+    let mut out = Vec::new();
+    for node in level
+        .iter()
+        .flat_map(|n| n.children())
+        .filter(|c| is(c, (ns, name)))
+    {
+        if node.ancestors().count() > limits.max_depth + 1 {
+            return Err(XmlError::TooDeep(limits.max_depth));
+        }
+        out.push(standalone(text, node));
+    }
+    Ok(out)
+}
+
+/// The source of `node` with the namespaces in scope declared on its start tag where the
+/// tag does not declare them itself.
+fn standalone(text: &str, node: roxmltree::Node<'_, '_>) -> String {
+    let source = &text[node.range()];
+    let tag_end = start_tag_end(source);
+    let (tag, rest) = source.split_at(tag_end);
+    let declared = |prefix: Option<&str>| {
+        let attr = match prefix {
+            Some(p) => format!("xmlns:{p}"),
+            None => "xmlns".to_string(),
+        };
+        start_tag_attributes(tag).any(|a| a == attr)
+    };
+    let mut extra = String::new();
+    for ns in node.namespaces() {
+        if ns.name() == Some("xml") || declared(ns.name()) {
+            continue;
+        }
+        match ns.name() {
+            Some(p) => extra.push_str(&format!(" xmlns:{p}=\"{}\"", escape(ns.uri()))),
+            None => extra.push_str(&format!(" xmlns=\"{}\"", escape(ns.uri()))),
+        }
+    }
+    // After the element name: `<name` then the declarations.
+    let name_end = tag
+        .char_indices()
+        .skip(1)
+        .find(|(_, c)| c.is_whitespace() || *c == '>' || *c == '/')
+        .map(|(i, _)| i)
+        .unwrap_or(tag.len());
+    format!("{}{extra}{}{rest}", &tag[..name_end], &tag[name_end..])
+}
+
+/// Where the start tag of a well-formed element source ends (after its `>`).
+fn start_tag_end(source: &str) -> usize {
+    let mut quote: Option<char> = None;
+    for (i, c) in source.char_indices() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'') => quote = Some(c),
+            (None, '>') => return i + 1,
+            _ => {}
+        }
+    }
+    source.len()
+}
+
+/// The attribute names of a start tag (`<a:x p="1" q='2'>`), in order.
+fn start_tag_attributes(tag: &str) -> impl Iterator<Item = &str> {
+    let mut names = Vec::new();
+    let mut rest = tag.trim_start_matches('<');
+    // Skip the element name.
+    rest = rest.trim_start_matches(|c: char| !c.is_whitespace() && c != '>' && c != '/');
+    loop {
+        rest = rest.trim_start();
+        let Some(eq) = rest.find('=') else { break };
+        if rest.starts_with('>') || rest.starts_with('/') {
+            break;
+        }
+        names.push(rest[..eq].trim());
+        rest = rest[eq + 1..].trim_start();
+        let Some(q) = rest.chars().next().filter(|c| *c == '"' || *c == '\'') else {
+            break;
+        };
+        let Some(close) = rest[1..].find(q) else {
+            break;
+        };
+        rest = &rest[close + 2..];
+    }
+    names.into_iter()
+}
+
 /// Copy one roxmltree element and what is below it; recursion stops at `max_depth`.
 fn element(
     node: roxmltree::Node<'_, '_>,
@@ -349,6 +477,49 @@ mod tests {
         }
         let err = parse(b"<x>\n<y></x>").unwrap_err().to_string();
         assert!(err.contains("2:"), "the position is named: {err}");
+    }
+
+    #[test]
+    fn extracts_an_element_with_its_inherited_namespaces() {
+        let doc = br#"<e:Env xmlns:e="urn:e" xmlns:s="urn:s" xmlns:d="urn:d"><e:H><w:Sec xmlns:w="urn:w"><s:A ID="1" xmlns:x="urn:x" s:k='a>b'><s:I>t</s:I><d:v/></s:A></w:Sec></e:H></e:Env>"#;
+        let found = extract_at(
+            doc,
+            &Limits::DEFAULT,
+            &[("urn:e", "H"), ("urn:w", "Sec")],
+            "urn:s",
+            "A",
+        )
+        .unwrap();
+        assert_eq!(found.len(), 1);
+        let a = &found[0];
+        assert!(a.starts_with("<s:A xmlns:"), "{a}");
+        for inherited in [
+            "xmlns:e=\"urn:e\"",
+            "xmlns:w=\"urn:w\"",
+            "xmlns:d=\"urn:d\"",
+        ] {
+            assert_eq!(a.matches(inherited).count(), 1, "{inherited}: {a}");
+        }
+        assert!(a.ends_with("</s:A>"), "{a}");
+        assert_eq!(
+            a.matches("xmlns:x=").count(),
+            1,
+            "declared on the tag: kept once"
+        );
+        let parsed = parse(a.as_bytes()).unwrap();
+        assert!(parsed.is("urn:s", "A"));
+        assert_eq!(parsed.attr_ns("urn:s", "k"), Some("a>b"));
+        assert!(parsed.children[1].is("urn:d", "v"));
+        // Elsewhere than the path: not found.
+        assert!(
+            extract_at(doc, &Limits::DEFAULT, &[("urn:e", "H")], "urn:s", "A")
+                .unwrap()
+                .is_empty()
+        );
+        assert!(matches!(
+            extract_at(b"<!DOCTYPE x><x/>", &Limits::DEFAULT, &[], "urn:s", "A"),
+            Err(XmlError::Doctype)
+        ));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Replays the cargo-fuzz corpora (`fuzz/corpus/command_set`, `fuzz/corpus/pdata`,
 //! `fuzz/corpus/qido_query`, `fuzz/corpus/multipart`, `fuzz/corpus/pacs_answer`,
-//! `fuzz/corpus/stored_dataset`, `fuzz/corpus/ebrim_query`) through
+//! `fuzz/corpus/stored_dataset`, `fuzz/corpus/ebrim_query`, `fuzz/corpus/soap_envelope`) through
 //! the same checks as the fuzz targets in `fuzz/fuzz_targets/`, so CI exercises every seed
 //! and every input the fuzzer kept without needing the fuzzer (or a nightly toolchain). The checks are in
 //! `fuzz/checks/<target>.rs`, included here and by each fuzz target: one copy of each.
@@ -29,6 +29,10 @@ mod stored_dataset_checks {
 }
 mod ebrim_query_checks {
     include!("../fuzz/checks/ebrim_query.rs");
+}
+
+mod soap_envelope_checks {
+    include!("../fuzz/checks/soap_envelope.rs");
 }
 
 /// Every regular, non-hidden file of one corpus, with its contents.
@@ -147,4 +151,14 @@ fn ebrim_query_corpus_replays() {
     }
     // The seeds include the IHE/NIST sample requests: the checks on `Ok` must have run.
     assert!(parsed > 0, "no corpus file reads as a stored query");
+}
+
+#[test]
+fn soap_envelope_corpus_replays() {
+    let mut read = 0;
+    for (path, bytes) in corpus("soap_envelope") {
+        read += usize::from(replay(&path, bytes, soap_envelope_checks::check_envelope));
+    }
+    // The seeds include valid requests (plain and MTOM): the checks on `Ok` must have run.
+    assert!(read > 0, "no corpus file is read as a SOAP request");
 }

@@ -98,6 +98,14 @@ async fn messages_validate_against_the_ps3_15_schema() {
         ("QIDO-RS", "refused", "unauthenticated: bad token", "110114"),
         ("AUDIT-READ", "success", "", "110101"),
         ("C-ECHO", "refused", "", "110113"),
+        ("RAD-75", "partial", "", "110104"),
+        ("ITI-43", "success", "", "110106"),
+        (
+            "ITI-39",
+            "refused",
+            "unauthenticated: XUA assertion: expired",
+            "110114",
+        ),
     ];
     for (op, outcome, grounds, code) in cases {
         for bare in [false, true] {

@@ -21,7 +21,7 @@ fn sends_data(operation: Operation) -> bool {
     matches!(
         operation,
         Operation::WadoRs | Operation::WadoUri | Operation::Get | Operation::Move
-    )
+    ) || operation.is_xds()
 }
 
 impl Core {

@@ -84,6 +84,7 @@ impl Front {
     pub fn of(operation: Operation) -> Front {
         match operation {
             Operation::Find | Operation::Move | Operation::Get => Front::Dimse,
+            op if op.is_xds() => Front::Xds,
             _ => Front::Web,
         }
     }
@@ -426,6 +427,37 @@ impl Core {
         {
             tracing::warn!(error = %e, "cannot note the receipt of STOW-RS studies for retention");
         }
+    }
+
+    /// The Study and Series Instance UIDs of the instances with these SOP Instance UIDs the
+    /// cache holds, as `(study, series, sop)`: for a front whose request names a document by
+    /// its uniqueId alone (ITI-43 / ITI-39: the KOS manifest and reports are instances of
+    /// their study), to select it by its three UIDs. Nothing leaves here: the query or
+    /// retrieve that follows decides who may see it.
+    pub async fn series_of_instances(
+        &self,
+        sop_instance_uids: &[String],
+    ) -> Result<Vec<(String, String, String)>, CoreError> {
+        if sop_instance_uids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let selection = Selection {
+            sop_instance_uids: sop_instance_uids.to_vec(),
+            ..Default::default()
+        };
+        Ok(self
+            .index
+            .locate(&selection)
+            .await?
+            .into_iter()
+            .map(|l| {
+                (
+                    l.study_instance_uid,
+                    l.series_instance_uid,
+                    l.sop_instance_uid,
+                )
+            })
+            .collect())
     }
 
     /// Every instance of a selection once the cache holds them all (frames, bulk data,

@@ -102,6 +102,16 @@ pub enum Operation {
     /// Deleting studies, series or instances (DICOMweb `DELETE`, `beeldbrug delete`,
     /// retention).
     Delete,
+    /// RAD-69 Retrieve Imaging Document Set (XDS-I.b, SOAP).
+    Rad69,
+    /// RAD-75 Cross Gateway Retrieve Imaging Document Set (XCA-I, SOAP).
+    Rad75,
+    /// ITI-43 Retrieve Document Set (XDS.b, SOAP).
+    Iti43,
+    /// ITI-39 Cross Gateway Retrieve (XCA, SOAP).
+    Iti39,
+    /// WADO-WS RetrieveRenderedImagingDocumentSet (PS3.18 WADO-WS, SOAP).
+    WadoWs,
 }
 
 impl Operation {
@@ -119,6 +129,11 @@ impl Operation {
             Operation::AuditRead => "AUDIT-READ",
             Operation::Associate => "A-ASSOCIATE",
             Operation::Delete => "DELETE",
+            Operation::Rad69 => "RAD-69",
+            Operation::Rad75 => "RAD-75",
+            Operation::Iti43 => "ITI-43",
+            Operation::Iti39 => "ITI-39",
+            Operation::WadoWs => "WADO-WS",
         }
     }
 }
@@ -161,6 +176,19 @@ impl Operation {
                 | Operation::StowRs
                 | Operation::AuditRead
                 | Operation::Delete
+        ) || self.is_xds()
+    }
+
+    /// Operations of the SOAP front (XDS-I.b / XCA-I): every call needs verified claims,
+    /// from a remote gateway an XUA assertion ([`Trust::decide`]).
+    pub fn is_xds(self) -> bool {
+        matches!(
+            self,
+            Operation::Rad69
+                | Operation::Rad75
+                | Operation::Iti43
+                | Operation::Iti39
+                | Operation::WadoWs
         )
     }
 }
@@ -308,7 +336,9 @@ impl Trust {
         if let Some(why) = self.audit_unavailable() {
             return Decision::Unavailable(why);
         }
-        let admitted = if operation.is_web() {
+        let admitted = if operation.is_xds() {
+            self.admit_xds(caller)
+        } else if operation.is_web() {
             self.admit_web(caller)
         } else {
             self.admit_ae(caller)
@@ -395,6 +425,29 @@ impl Trust {
             Decision::Permit
         } else {
             Decision::Unauthenticated("anonymous DICOMweb access is disabled".into())
+        }
+    }
+
+    /// SOAP (XDS-I.b / XCA-I): claims are required on every call, whatever
+    /// `dicomweb.allow_anonymous` says; a remote gateway (a participant) must present an XUA
+    /// assertion in its WS-Security header, bound to it by the SAML verifier; a caller inside
+    /// the hospital may use a bearer JWT instead (REFERENCE §2, ITI-40).
+    fn admit_xds(&self, caller: &Caller) -> Decision {
+        if let Some(why) = &caller.credential_error {
+            return Decision::Unauthenticated(why.clone());
+        }
+        if caller.certificate_sha256.is_some() && caller.participant.is_none() {
+            return Decision::Deny("the client certificate is not on the participant list".into());
+        }
+        match (&caller.participant, &caller.claims) {
+            (Some(_), Some(c)) if c.source == ClaimSource::Saml => Decision::Permit,
+            (Some(_), _) => Decision::Unauthenticated(
+                "a remote gateway must present an XUA assertion in wsse:Security".into(),
+            ),
+            (None, Some(_)) => Decision::Permit,
+            (None, None) => {
+                Decision::Unauthenticated("an XUA assertion or a bearer token is required".into())
+            }
         }
     }
 

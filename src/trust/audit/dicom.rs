@@ -8,7 +8,8 @@
 //! | refused, credentials missing or bad | User Authentication (110114, A.5.3.14), Login (110122) failed |
 //! | refused otherwise | Security Alert (110113, A.5.3.13), Use of Restricted Function (110132) |
 //! | C-FIND, QIDO-RS | Query (110112, A.5.3.12) |
-//! | C-MOVE, C-GET, WADO-RS, WADO-URI (we send) | DICOM Instances Transferred (110104, A.5.3.4), action R |
+//! | C-MOVE, C-GET, WADO-RS, WADO-URI, RAD-69, RAD-75, WADO-WS (we send) | DICOM Instances Transferred (110104, A.5.3.4), action R |
+//! | ITI-43, ITI-39 (documents sent) | Export (110106, A.5.3.7), action R |
 //! | C-STORE, STOW-RS (we receive) | DICOM Instances Transferred (110104, A.5.3.4), action C |
 //! | AUDIT-READ | Audit Log Used (110101, A.5.3.1) |
 //! | DELETE (operator, retention) | DICOM Instances Accessed (110103, A.5.3.6), action D |
@@ -61,6 +62,8 @@ pub enum Kind {
         we_send: bool,
     },
     Query,
+    /// Export (110106, A.5.3.7): documents sent out by ITI-43 / ITI-39.
+    Export,
     SecurityAlert,
     UserAuthentication,
 }
@@ -77,9 +80,11 @@ pub fn event_of(record: &AuditRecord) -> Option<Kind> {
     }
     match record.operation.as_str() {
         "C-FIND" | "QIDO-RS" => Some(Kind::Query),
-        "C-MOVE" | "C-GET" | "WADO-RS" | "WADO-URI" => {
+        "C-MOVE" | "C-GET" | "WADO-RS" | "WADO-URI" | "RAD-69" | "RAD-75" | "WADO-WS" => {
             Some(Kind::InstancesTransferred { we_send: true })
         }
+        // Documents (the KOS manifest, reports) handed to another organisation's system.
+        "ITI-43" | "ITI-39" => Some(Kind::Export),
         "C-STORE" | "STOW-RS" => Some(Kind::InstancesTransferred { we_send: false }),
         "AUDIT-READ" => Some(Kind::AuditLogUsed),
         "DELETE" => Some(Kind::InstancesDeleted),
@@ -216,6 +221,7 @@ pub fn message(record: &AuditRecord, source: &Source) -> Result<Option<String>, 
         Kind::InstancesTransferred { we_send: false } => {
             ("110104", "DICOM Instances Transferred", "C")
         }
+        Kind::Export => ("110106", "Export", "R"),
         Kind::Query => ("110112", "Query", "E"),
         Kind::SecurityAlert => ("110113", "Security Alert", "E"),
         Kind::UserAuthentication => ("110114", "User Authentication", "E"),
@@ -257,7 +263,7 @@ pub fn message(record: &AuditRecord, source: &Source) -> Result<Option<String>, 
     // Roles per A.5.3.4: who receives instances is the Destination (110152), who sends
     // them the Source (110153); a query's or alert's caller is the Source.
     let (remote_role, our_role) = match event {
-        Kind::InstancesTransferred { we_send: true } => (
+        Kind::InstancesTransferred { we_send: true } | Kind::Export => (
             ("110152", "Destination Role ID"),
             ("110153", "Source Role ID"),
         ),
@@ -517,6 +523,26 @@ mod tests {
         assert_eq!(ev("AUDIT-READ", "success"), Some(Kind::AuditLogUsed));
         assert_eq!(ev("C-ECHO", "success"), None);
         assert_eq!(ev("C-ECHO", "refused"), Some(Kind::SecurityAlert));
+        // The SOAP front: images sent, documents exported.
+        for op in ["RAD-69", "RAD-75"] {
+            assert_eq!(
+                ev(op, "partial"),
+                Some(Kind::InstancesTransferred { we_send: true })
+            );
+        }
+        assert_eq!(ev("ITI-43", "success"), Some(Kind::Export));
+        assert_eq!(ev("ITI-39", "refused"), Some(Kind::SecurityAlert));
+    }
+
+    #[test]
+    fn a_document_retrieve_is_an_export() {
+        let xml = message(&record("ITI-39", "success"), &Source::default())
+            .unwrap()
+            .unwrap();
+        assert!(xml.contains("csd-code=\"110106\""), "{xml}");
+        assert!(xml.contains("originalText=\"Export\""), "{xml}");
+        // The remote gateway receives: Destination.
+        assert!(xml.contains("csd-code=\"110152\""), "{xml}");
     }
 
     #[test]
