@@ -64,6 +64,7 @@ enum Tx {
     Rad75,
     Iti43,
     Iti39,
+    Iti38,
 }
 
 impl Client {
@@ -106,6 +107,13 @@ impl Client {
                 "/xca/retrieve",
                 "documents",
             ),
+            Tx::Iti38 => (
+                "XCARespondingGateway.wsdl",
+                "{urn:ihe:iti:xds-b:2007}RespondingGateway_Binding_Soap12",
+                "RespondingGateway_CrossGatewayQuery",
+                "/xca/query",
+                "query",
+            ),
         };
         let mut req = json!({
             "wsdl": wsdl(wsdl_file),
@@ -120,6 +128,8 @@ impl Client {
         });
         if kind == "imaging" {
             req["studies"] = docs.clone();
+        } else if kind == "query" {
+            req["query"] = docs.clone();
         } else {
             req["documents"] = docs.clone();
         }
@@ -1319,5 +1329,249 @@ async fn bench_rad75_against_wado_rs() {
         ratios.push(r / w);
     }
     println!("RAD-75 / WADO-RS throughput: {ratios:.2?}");
+    gateway.stop().await;
+}
+
+/// "Done" of issue 14: a second gateway written by no one here (zeep + xmlsec1), with a
+/// participant certificate, a valid XUA assertion and consent, finds a patient's study by
+/// ITI-38 FindDocuments (the KOS published after the quiet period), fetches the manifest by
+/// ITI-39, reads it with pydicom, and fetches every instance it references by RAD-75,
+/// byte-exact as stored; the envelopes validate; each call leaves its audit record. A
+/// patient without consent gets the empty answer of an unknown patient.
+#[tokio::test(flavor = "multi_thread")]
+async fn remote_gateway_finds_by_iti38_and_fetches_by_rad75() {
+    const BSN: &str = "999999990";
+    const BSN_DENIED: &str = "111222333";
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = beeldbrug::testdata::GenerateArgs::with_defaults(dir.path().join("data"));
+    args.patients = 1;
+    args.ct_slices = 3;
+    args.mr_slices = 0;
+    args.frame_size = 32;
+    let files = beeldbrug::testdata::generate(&args).unwrap();
+    for f in &files {
+        let set = format!("(0010,0020)={BSN}");
+        let out = common::dcmtk("dcmodify", &["-nb", "-m", &set, f.path.to_str().unwrap()]);
+        assert!(out.status.success(), "dcmodify: {out:?}");
+    }
+    let mitz = MitzSim::start(&[
+        (BSN, ConsentDecision::Permit),
+        (BSN_DENIED, ConsentDecision::Deny),
+    ]);
+    let pki = common::pki::Pki::new();
+    let xua = SamlIdp::new(dir.path(), XUA_ISSUER, KeyKind::Rsa);
+    let toml = format!(
+        "{}[xds]\nquiet_secs = 1\n{}\n[trust]\nown_ura = \"{OWN_URA}\"\n{}[trust.consent]\nurl = \"{}\"\npurposes = [\"{}\"]\ntimeout_secs = 5\n",
+        xds_toml(),
+        tls_toml(&pki),
+        xua.config_toml(&["GtK Oost"], false),
+        mitz.url,
+        tokens::TEST_PURPOSE,
+    );
+    let gateway = Gateway::start(&toml).await;
+    let port = gateway.port.to_string();
+    let data = dir.path().join("data");
+    let out = common::dcmtk(
+        "storescu",
+        &[
+            "-aec",
+            "BEELDBRUG",
+            "127.0.0.1",
+            &port,
+            "+sd",
+            "+r",
+            data.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "storescu: {out:?}");
+    let client = Client {
+        url_base: format!("https://127.0.0.1:{}", gateway.http_port),
+        cert: Some((
+            pki.client.cert.clone(),
+            pki.client.key.clone(),
+            pki.ca_file.clone(),
+        )),
+    };
+    let mut n = 0;
+    let mut assertion = || {
+        n += 1;
+        let mut spec = spec(XUA_ISSUER);
+        spec.id = format!("{}-{n}", spec.id);
+        let path = dir.path().join(format!("{}.xml", spec.id));
+        std::fs::write(&path, xua.sign_xmlsec(&spec)).unwrap();
+        path
+    };
+    let find_documents = |bsn: &str| {
+        json!({
+            "id": "urn:uuid:14d4debf-8f97-4251-9a74-a90016b0af0d",
+            "slots": {
+                "$XDSDocumentEntryPatientId": [format!("'{bsn}^^^&2.16.840.1.113883.2.4.6.3&ISO'")],
+                "$XDSDocumentEntryStatus": ["('urn:oasis:names:tc:ebxml-regrep:StatusType:Approved')"],
+            }
+        })
+    };
+
+    // ITI-38 until the study is published (quiet period of 1 s, then the publisher's turn).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let (answer, envelopes) = loop {
+        let (answer, envelopes) = client.call(
+            Tx::Iti38,
+            &find_documents(BSN),
+            &[],
+            Some(&assertion()),
+            None,
+        );
+        if !answer["entries"].as_array().unwrap().is_empty() {
+            break (answer, envelopes);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never published: {answer}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    };
+    assert_eq!(
+        answer["status"], "urn:oasis:names:tc:ebxml-regrep:ResponseStatusType:Success",
+        "{answer}"
+    );
+    validate_envelope(&envelopes.path().join("request.xml"));
+    validate_envelope(&envelopes.path().join("response.xml"));
+    let entries = answer["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "one study, one manifest: {answer}");
+    let kos = &entries[0];
+    assert_eq!(kos["home"], HOME, "ITI-38: our community on every object");
+    assert_eq!(kos["mime"], "application/dicom");
+    assert_eq!(kos["formatCode"], "1.2.840.10008.5.1.4.1.1.88.59");
+    assert_eq!(kos["repository"], REPOSITORY);
+    assert_eq!(
+        kos["patientId"],
+        format!("{BSN}^^^&2.16.840.1.113883.2.4.6.3&ISO")
+    );
+    let study_ref = format!(
+        "{}^^^^urn:ihe:iti:xds:2013:studyInstanceUID",
+        files[0].study_uid
+    );
+    assert!(
+        kos["referenceIds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r == &json!(study_ref)),
+        "{kos}"
+    );
+
+    // ITI-39 of the manifest; pydicom reads the instances it references.
+    let (answer, _manifest_dir) = client.call(
+        Tx::Iti39,
+        &json!([{"repository": REPOSITORY, "document": kos["uniqueId"], "home": HOME}]),
+        &[],
+        Some(&assertion()),
+        None,
+    );
+    let manifest = answer["documents"][0]["file"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{answer}"));
+    let script = r#"
+import sys, pydicom
+ds = pydicom.dcmread(sys.argv[1])
+for st in ds.CurrentRequestedProcedureEvidenceSequence:
+    for se in st.ReferencedSeriesSequence:
+        for i in se.ReferencedSOPSequence:
+            print(st.StudyInstanceUID, se.SeriesInstanceUID, i.ReferencedSOPInstanceUID)
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, manifest])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "pydicom: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let referenced: Vec<Vec<String>> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.split(' ').map(str::to_string).collect())
+        .collect();
+    assert_eq!(
+        referenced.len(),
+        files.len(),
+        "the manifest names every instance"
+    );
+
+    // RAD-75 of what the manifest names, as stored: byte-exact.
+    let mut tree: BTreeMap<&str, BTreeMap<&str, Vec<Value>>> = BTreeMap::new();
+    for r in &referenced {
+        tree.entry(&r[0])
+            .or_default()
+            .entry(&r[1])
+            .or_default()
+            .push(json!({"repository": REPOSITORY, "document": r[2], "home": HOME}));
+    }
+    let request: Vec<Value> = tree
+        .into_iter()
+        .map(|(study, series)| {
+            json!({"study": study, "series": series.into_iter().map(|(s, d)| json!({"series": s, "documents": d})).collect::<Vec<_>>()})
+        })
+        .collect();
+    let ctx = gateway.context();
+    let stored: BTreeMap<String, Vec<u8>> = ctx
+        .index
+        .locate(&beeldbrug::core::Selection {
+            sop_instance_uids: files.iter().map(|f| f.sop_uid.clone()).collect(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .iter()
+        .map(|l| {
+            let path = ctx.core.stored().local_file(l).path().to_path_buf();
+            (l.sop_instance_uid.clone(), std::fs::read(path).unwrap())
+        })
+        .collect();
+    let syntax = common::gateway_mode::syntax_of(&stored[&files[0].sop_uid]);
+    let (answer, _parts) = client.call(
+        Tx::Rad75,
+        &Value::Array(request),
+        &[syntax.as_str()],
+        Some(&assertion()),
+        None,
+    );
+    assert_eq!(
+        answer["status"], "urn:oasis:names:tc:ebxml-regrep:ResponseStatusType:Success",
+        "{answer}"
+    );
+    let docs = answer["documents"].as_array().unwrap();
+    assert_eq!(docs.len(), files.len());
+    for d in docs {
+        let bytes = std::fs::read(d["file"].as_str().unwrap()).unwrap();
+        assert!(
+            bytes == stored[d["uid"].as_str().unwrap()],
+            "byte-exact as stored"
+        );
+    }
+
+    // No consent: the answer of a patient with nothing published.
+    let (denied, _) = client.call(
+        Tx::Iti38,
+        &find_documents(BSN_DENIED),
+        &[],
+        Some(&assertion()),
+        None,
+    );
+    let (unknown, _) = client.call(
+        Tx::Iti38,
+        &find_documents("123456782"),
+        &[],
+        Some(&assertion()),
+        None,
+    );
+    assert_eq!(denied, unknown);
+    assert!(denied["entries"].as_array().unwrap().is_empty());
+
+    // One Query record per ITI-38 call, with the XUA user; RAD-75 and ITI-39 recorded too.
+    let queries = audit(&gateway, "ITI-38").await;
+    assert!(queries.len() >= 3, "{queries:?}");
+    assert_eq!(audit(&gateway, "RAD-75").await.len(), 1);
+    assert_eq!(audit(&gateway, "ITI-39").await.len(), 1);
     gateway.stop().await;
 }

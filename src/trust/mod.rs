@@ -112,6 +112,10 @@ pub enum Operation {
     Iti39,
     /// WADO-WS RetrieveRenderedImagingDocumentSet (PS3.18 WADO-WS, SOAP).
     WadoWs,
+    /// ITI-18 Registry Stored Query (XDS.b, SOAP).
+    Iti18,
+    /// ITI-38 Cross Gateway Query (XCA, SOAP).
+    Iti38,
 }
 
 impl Operation {
@@ -134,6 +138,8 @@ impl Operation {
             Operation::Iti43 => "ITI-43",
             Operation::Iti39 => "ITI-39",
             Operation::WadoWs => "WADO-WS",
+            Operation::Iti18 => "ITI-18",
+            Operation::Iti38 => "ITI-38",
         }
     }
 }
@@ -189,6 +195,8 @@ impl Operation {
                 | Operation::Iti43
                 | Operation::Iti39
                 | Operation::WadoWs
+                | Operation::Iti18
+                | Operation::Iti38
         )
     }
 }

@@ -25,6 +25,7 @@
 pub mod envelope;
 pub mod fault;
 pub mod mtom;
+pub mod query;
 pub mod rendered;
 pub mod retrieve;
 
@@ -91,9 +92,24 @@ pub struct Action {
     pub handler: Handler,
 }
 
-/// Every action, by endpoint. ITI-18 (`/xds/registry`) and ITI-38 (`/xca/query`) are one
-/// entry each, with their handler, once the registry query is in the core.
+/// Every action, by endpoint.
 pub static ACTIONS: &[Action] = &[
+    Action {
+        action: "urn:ihe:iti:2007:RegistryStoredQuery",
+        endpoint: "/xds/registry",
+        body: (crate::ebrim::ns::QUERY, "AdhocQueryRequest"),
+        reply: "urn:ihe:iti:2007:RegistryStoredQueryResponse",
+        operation: Operation::Iti18,
+        handler: |call| Box::pin(query::stored_query(call)),
+    },
+    Action {
+        action: "urn:ihe:iti:2007:CrossGatewayQuery",
+        endpoint: "/xca/query",
+        body: (crate::ebrim::ns::QUERY, "AdhocQueryRequest"),
+        reply: "urn:ihe:iti:2007:CrossGatewayQueryResponse",
+        operation: Operation::Iti38,
+        handler: |call| Box::pin(query::stored_query(call)),
+    },
     Action {
         action: "urn:ihe:rad:2009:RetrieveImagingDocumentSet",
         endpoint: "/xds/repository",

@@ -7,7 +7,7 @@
 //! |---|---|
 //! | refused, credentials missing or bad | User Authentication (110114, A.5.3.14), Login (110122) failed |
 //! | refused otherwise | Security Alert (110113, A.5.3.13), Use of Restricted Function (110132) |
-//! | C-FIND, QIDO-RS | Query (110112, A.5.3.12) |
+//! | C-FIND, QIDO-RS, ITI-18, ITI-38 | Query (110112, A.5.3.12) |
 //! | C-MOVE, C-GET, WADO-RS, WADO-URI, RAD-69, RAD-75, WADO-WS (we send) | DICOM Instances Transferred (110104, A.5.3.4), action R |
 //! | ITI-43, ITI-39 (documents sent) | Export (110106, A.5.3.7), action R |
 //! | C-STORE, STOW-RS (we receive) | DICOM Instances Transferred (110104, A.5.3.4), action C |
@@ -79,7 +79,7 @@ pub fn event_of(record: &AuditRecord) -> Option<Kind> {
         });
     }
     match record.operation.as_str() {
-        "C-FIND" | "QIDO-RS" => Some(Kind::Query),
+        "C-FIND" | "QIDO-RS" | "ITI-18" | "ITI-38" => Some(Kind::Query),
         "C-MOVE" | "C-GET" | "WADO-RS" | "WADO-URI" | "RAD-69" | "RAD-75" | "WADO-WS" => {
             Some(Kind::InstancesTransferred { we_send: true })
         }
