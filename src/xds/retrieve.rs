@@ -747,6 +747,33 @@ const BATCH: usize = 32;
 impl Stream<'_> {
     /// From the cache: every document planned already, written in batches on a blocking
     /// thread, file bytes as they are read.
+    /// Touch one batch of located documents on the ticket and write their parts on a
+    /// blocking thread: how many went out, or how the transfer ends ("cancelled",
+    /// "failure") with how many were written before (the client may not have had them: the
+    /// body ends broken).
+    async fn write_batch(
+        &self,
+        located: Vec<(usize, InstanceLocation, Plan)>,
+        ticket: &mut Ticket,
+    ) -> Result<usize, (&'static str, usize)> {
+        let locations: Vec<InstanceLocation> = located.iter().map(|(_, l, _)| l.clone()).collect();
+        ticket.touch(&locations);
+        let (stored, boundary, tx) = (
+            self.stored.clone(),
+            self.boundary.to_string(),
+            self.tx.clone(),
+        );
+        let written =
+            tokio::task::spawn_blocking(move || write_parts(&stored, &located, &boundary, &tx))
+                .await;
+        match written {
+            Ok((n, Ok(()))) => Ok(n),
+            Ok((n, Err(SendError::Disconnected))) => Err(("cancelled", n)),
+            Ok((n, Err(SendError::Failed(_)))) => Err(("failure", n)),
+            Err(_) => Err(("failure", 0)),
+        }
+    }
+
     async fn cached(&self, outgoing: &[Outgoing], ticket: &mut Ticket) -> (&'static str, usize) {
         let mut sent = 0usize;
         for batch in outgoing.chunks(BATCH) {
@@ -754,24 +781,9 @@ impl Stream<'_> {
                 .iter()
                 .filter_map(|o| o.located.clone().map(|(l, p)| (o.n, l, p)))
                 .collect();
-            let locations: Vec<InstanceLocation> =
-                located.iter().map(|(_, l, _)| l.clone()).collect();
-            ticket.touch(&locations);
-            let (stored, boundary, tx) = (
-                self.stored.clone(),
-                self.boundary.to_string(),
-                self.tx.clone(),
-            );
-            let written =
-                tokio::task::spawn_blocking(move || write_parts(&stored, &located, &boundary, &tx))
-                    .await;
-            match written {
-                Ok((n, Ok(()))) => sent += n,
-                Ok((n, Err(SendError::Disconnected))) => return ("cancelled", sent + n),
-                // Written before the failure (the client may not have had them: the body
-                // ends broken).
-                Ok((n, Err(SendError::Failed(_)))) => return ("failure", sent + n),
-                Err(_) => return ("failure", sent),
+            match self.write_batch(located, ticket).await {
+                Ok(n) => sent += n,
+                Err((how, n)) => return (how, sent + n),
             }
         }
         match self.tx.send(mtom::closing(self.boundary)).await {
@@ -827,24 +839,9 @@ impl Stream<'_> {
             if located.is_empty() {
                 continue;
             }
-            let locations: Vec<InstanceLocation> =
-                located.iter().map(|(_, l, _)| l.clone()).collect();
-            ticket.touch(&locations);
-            let (stored, boundary, tx) = (
-                self.stored.clone(),
-                self.boundary.to_string(),
-                self.tx.clone(),
-            );
-            let written =
-                tokio::task::spawn_blocking(move || write_parts(&stored, &located, &boundary, &tx))
-                    .await;
-            match written {
-                Ok((n, Ok(()))) => sent += n,
-                Ok((n, Err(SendError::Disconnected))) => return ("cancelled", sent + n),
-                // Written before the failure (the client may not have had them: the body
-                // ends broken).
-                Ok((n, Err(SendError::Failed(_)))) => return ("failure", sent + n),
-                Err(_) => return ("failure", sent),
+            match self.write_batch(located, ticket).await {
+                Ok(n) => sent += n,
+                Err((how, n)) => return (how, sent + n),
             }
         }
         if !waiting.is_empty() {
