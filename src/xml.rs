@@ -158,9 +158,9 @@ pub fn parse(xml: &[u8]) -> Result<Element, XmlError> {
     parse_with(xml, &Limits::DEFAULT)
 }
 
-/// Parse a whole document into its document element, within `limits`. Only UTF-8 is read
-/// (XML 1.0 §4.3.3: the encoding every message we exchange uses).
-pub fn parse_with(xml: &[u8], limits: &Limits) -> Result<Element, XmlError> {
+/// The roxmltree document of `xml` within `limits`: its size, UTF-8 only (XML 1.0 §4.3.3:
+/// the encoding every message we exchange uses), no DTD, at most `max_nodes` nodes.
+fn read_document<'a>(xml: &'a [u8], limits: &Limits) -> Result<roxmltree::Document<'a>, XmlError> {
     if xml.len() > limits.max_bytes {
         return Err(XmlError::TooLarge {
             size: xml.len(),
@@ -173,10 +173,16 @@ pub fn parse_with(xml: &[u8], limits: &Limits) -> Result<Element, XmlError> {
         nodes_limit: limits.max_nodes,
         ..Default::default()
     };
-    let document = roxmltree::Document::parse_with_options(text, options).map_err(|e| match e {
+    roxmltree::Document::parse_with_options(text, options).map_err(|e| match e {
         roxmltree::Error::NodesLimitReached => XmlError::TooMany(limits.max_nodes),
         other => XmlError::from(other),
-    })?;
+    })
+}
+
+/// Parse a whole document into its document element, within `limits`. Only UTF-8 is read
+/// (XML 1.0 §4.3.3: the encoding every message we exchange uses).
+pub fn parse_with(xml: &[u8], limits: &Limits) -> Result<Element, XmlError> {
+    let document = read_document(xml, limits)?;
     element(document.root_element(), 1, limits.max_depth)
 }
 
@@ -194,22 +200,7 @@ pub fn extract_at(
     ns: &str,
     name: &str,
 ) -> Result<Vec<String>, XmlError> {
-    if xml.len() > limits.max_bytes {
-        return Err(XmlError::TooLarge {
-            size: xml.len(),
-            limit: limits.max_bytes,
-        });
-    }
-    let text = std::str::from_utf8(xml)?;
-    let options = roxmltree::ParsingOptions {
-        allow_dtd: false,
-        nodes_limit: limits.max_nodes,
-        ..Default::default()
-    };
-    let document = roxmltree::Document::parse_with_options(text, options).map_err(|e| match e {
-        roxmltree::Error::NodesLimitReached => XmlError::TooMany(limits.max_nodes),
-        other => XmlError::from(other),
-    })?;
+    let document = read_document(xml, limits)?;
     let is = |n: &roxmltree::Node<'_, '_>, (want_ns, want): (&str, &str)| {
         n.is_element() && n.tag_name().namespace() == Some(want_ns) && n.tag_name().name() == want
     };
@@ -230,7 +221,7 @@ pub fn extract_at(
         if node.ancestors().count() > limits.max_depth + 1 {
             return Err(XmlError::TooDeep(limits.max_depth));
         }
-        out.push(standalone(text, node));
+        out.push(standalone(document.input_text(), node));
     }
     Ok(out)
 }
