@@ -357,4 +357,63 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
     }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_pdu_arriving_in_pieces_survives_reads_given_up() {
+        let mut bytes = Vec::new();
+        let mut w = PduWriter::new(&mut bytes, Duration::from_secs(1));
+        w.write_pdv(1, false, true, &[7u8; 1000]).await.unwrap();
+        w.flush().await.unwrap();
+        let (mut tx, rx) = tokio::io::duplex(64 * 1024);
+        let mut r = PduReader::new(rx, 16384, Duration::from_secs(5));
+        assert!(r.try_read().is_none());
+        // Part of the header, then part of the body: each read given up keeps what came.
+        tx.write_all(&bytes[..3]).await.unwrap();
+        assert!(r.try_read().is_none());
+        tx.write_all(&bytes[3..500]).await.unwrap();
+        assert!(r.try_read().is_none());
+        let slow = tokio::time::timeout(Duration::from_millis(20), r.read()).await;
+        assert!(slow.is_err(), "nothing more has come");
+        tx.write_all(&bytes[500..]).await.unwrap();
+        match r.read().await.unwrap() {
+            Frame::PData(p) => {
+                assert_eq!(p.len(), 1);
+                assert_eq!(&p[0].data[..], &[7u8; 1000][..]);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(r.try_read().is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn small_and_large_pdvs_read_back_in_order() {
+        let mut bytes = Vec::new();
+        let mut w = PduWriter::new(&mut bytes, Duration::from_secs(1));
+        let large: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+        w.write_pdv(1, true, true, b"command").await.unwrap();
+        w.write_pdv(1, false, false, &large).await.unwrap();
+        w.write_pdv(1, false, true, b"tail").await.unwrap();
+        w.flush().await.unwrap();
+        let mut r = PduReader::new(&bytes[..], 262_144, Duration::from_secs(1));
+        let mut got = Vec::new();
+        while let Ok(Frame::PData(p)) = r.read().await {
+            got.extend(p);
+        }
+        assert_eq!(got.len(), 3);
+        assert!(got[0].is_command && &got[0].data[..] == b"command");
+        assert!(!got[1].is_last && got[1].data == large);
+        assert!(got[2].is_last && &got[2].data[..] == b"tail");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn silence_times_out_and_a_cut_body_is_malformed() {
+        let (_tx, rx) = tokio::io::duplex(1024);
+        let mut r = PduReader::new(rx, 16384, Duration::from_millis(50));
+        assert!(matches!(r.read().await, Err(PduError::Timeout(_))));
+        let cut: &[u8] = &[0x04, 0, 0, 0, 0, 20, 0, 0];
+        let mut r = PduReader::new(cut, 16384, Duration::from_secs(1));
+        assert!(matches!(r.read().await, Err(PduError::Malformed(_))));
+        let mut r = PduReader::new(&[][..], 16384, Duration::from_secs(1));
+        assert!(matches!(r.read().await, Err(PduError::Closed)));
+    }
 }
