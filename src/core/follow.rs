@@ -7,6 +7,7 @@
 //! and nothing piles up (the instances are on disk either way). When the last follower goes
 //! away before the end, the retrieve is cancelled (a PACS gets a C-CANCEL).
 
+use crate::core::source::{Arrival, DataSet};
 use crate::core::{InstanceLocation, Selection};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -29,6 +30,11 @@ pub enum End {
 #[derive(Debug, Default)]
 struct State {
     arrived: Vec<InstanceLocation>,
+    /// The data sets of the instances from `kept_from` on, as far as the source gave them:
+    /// kept until every follower has taken the instance (at most [`WINDOW`] and a few), so
+    /// followers send them from memory; a follower that joins later reads the files.
+    data_sets: std::collections::VecDeque<Option<DataSet>>,
+    kept_from: usize,
     end: Option<End>,
     /// Follower id → instances it has taken.
     followers: BTreeMap<u64, usize>,
@@ -95,10 +101,14 @@ impl Fetch {
 
     /// The retrieve stored one more instance: wait while the slowest follower is more than
     /// [`WINDOW`] behind (or until cancelled).
-    pub async fn arrived(&self, loc: InstanceLocation) {
+    pub async fn arrived(&self, arrival: impl Into<Arrival>) {
+        let Arrival { loc, data_set } = arrival.into();
         let mut seen = self.changed.subscribe();
         {
-            self.lock().arrived.push(loc);
+            let mut state = self.lock();
+            state.arrived.push(loc);
+            state.data_sets.push_back(data_set);
+            state.forget_taken();
         }
         self.bump();
         loop {
@@ -136,6 +146,20 @@ impl Fetch {
     }
 }
 
+impl State {
+    /// Drop the data sets every follower has taken (all of them when none follows).
+    fn forget_taken(&mut self) {
+        let slowest = self.followers.values().min().copied();
+        let taken = slowest.unwrap_or(self.arrived.len());
+        while self.kept_from < taken {
+            if self.data_sets.pop_front().is_none() {
+                break;
+            }
+            self.kept_from += 1;
+        }
+    }
+}
+
 /// One request's view of a [`Fetch`].
 #[derive(Debug)]
 pub struct Follower {
@@ -153,16 +177,26 @@ impl Follower {
     /// The next instance; `Ok(None)` when the retrieve ended complete, `Err` when it ended
     /// incomplete.
     pub async fn next(&mut self) -> Result<Option<InstanceLocation>, String> {
+        Ok(self.next_arrival().await?.map(|a| a.loc))
+    }
+
+    /// [`next`](Self::next) with the instance's data set when it is still in memory.
+    pub async fn next_arrival(&mut self) -> Result<Option<Arrival>, String> {
         loop {
             self.seen.borrow_and_update();
             {
                 let mut state = self.fetch.lock();
                 if let Some(loc) = state.arrived.get(self.next).cloned() {
+                    let data_set = self
+                        .next
+                        .checked_sub(state.kept_from)
+                        .and_then(|i| state.data_sets.get(i).cloned().flatten());
                     self.next += 1;
                     state.followers.insert(self.id, self.next);
+                    state.forget_taken();
                     drop(state);
                     self.fetch.bump();
-                    return Ok(Some(loc));
+                    return Ok(Some(Arrival { loc, data_set }));
                 }
                 match &state.end {
                     Some(End::Complete { .. }) => return Ok(None),
@@ -192,6 +226,7 @@ impl Drop for Follower {
         let last_gone = {
             let mut state = self.fetch.lock();
             state.followers.remove(&self.id);
+            state.forget_taken();
             state.followers.is_empty() && state.end.is_none()
         };
         if last_gone {

@@ -354,9 +354,40 @@ impl Association {
         command: &CommandSet,
         data: &[u8],
     ) -> Result<(), AssociationError> {
+        self.send_message_parts(context_id, command, &[data]).await
+    }
+
+    /// [`send_message`](Self::send_message) with the data set in parts (as it was received):
+    /// no PDU spans two parts, so nothing is copied together.
+    pub async fn send_message_parts<B: AsRef<[u8]>>(
+        &mut self,
+        context_id: u8,
+        command: &CommandSet,
+        parts: &[B],
+    ) -> Result<(), AssociationError> {
         let bytes = command.encode();
         self.send_fragments(context_id, true, &bytes).await?;
-        self.send_fragments(context_id, false, data).await?;
+        let max = self.max_fragment();
+        // (Plain loops: an iterator adapter held across the writes makes the future's
+        // `Send` depend on lifetimes the compiler cannot prove for every caller.)
+        let last_part = parts.iter().rposition(|p| !p.as_ref().is_empty());
+        let Some(last_part) = last_part else {
+            self.writer.write_pdv(context_id, false, true, &[]).await?;
+            self.writer.flush().await?;
+            return Ok(());
+        };
+        for (i, part) in parts.iter().enumerate().take(last_part + 1) {
+            let part = part.as_ref();
+            let mut at = 0;
+            while at < part.len() {
+                let end = (at + max).min(part.len());
+                let last = i == last_part && end == part.len();
+                self.writer
+                    .write_pdv(context_id, false, last, &part[at..end])
+                    .await?;
+                at = end;
+            }
+        }
         self.writer.flush().await?;
         Ok(())
     }

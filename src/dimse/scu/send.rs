@@ -126,6 +126,42 @@ pub async fn send_file_with(
         .map_err(|e| SendError::Io(path.display().to_string(), std::io::Error::other(e)))??;
         assoc.send_message(pc.id, &rq, &bytes).await?;
     }
+    store_response(assoc, id).await
+}
+
+/// Send one instance whose data set is in memory as a source delivered it (`data_set`: the
+/// stored file's bytes after its meta group, in the pieces they came in), on a context for
+/// its class in its own syntax, without reading the file. `Ok(None)`: the peer accepted no
+/// such context; send the file instead ([`send_file_with`] may re-encode it).
+pub async fn send_data_set(
+    assoc: &mut Association,
+    sop_class: &str,
+    sop_instance: &str,
+    transfer_syntax: &str,
+    data_set: &[bytes::Bytes],
+    originator: Option<(&str, u16)>,
+) -> Result<Option<Sent>, SendError> {
+    let Some(pc) = assoc
+        .contexts
+        .iter()
+        .find(|c| c.abstract_syntax == sop_class && c.transfer_syntax == transfer_syntax)
+        .map(|c| c.id)
+    else {
+        return Ok(None);
+    };
+    let id = assoc.next_message_id();
+    let mut rq = CommandSet::request(CommandField::CStoreRq, id, sop_class).with_data_set(true);
+    rq.affected_sop_instance = Some(sop_instance.to_string());
+    if let Some((ae, msg)) = originator {
+        rq.move_originator_ae = Some(ae.to_string());
+        rq.move_originator_id = Some(msg);
+    }
+    assoc.send_message_parts(pc, &rq, data_set).await?;
+    store_response(assoc, id).await.map(Some)
+}
+
+/// Wait for the C-STORE-RSP to message `id`, noting a C-CANCEL-RQ that comes meanwhile.
+async fn store_response(assoc: &mut Association, id: u16) -> Result<Sent, SendError> {
     let mut cancel_for = None;
     loop {
         match assoc.next_event().await? {
