@@ -344,3 +344,69 @@ impl Fetches {
                 .any(|f| f.selection.study_uids.iter().any(|s| s == study))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn loc(n: usize) -> InstanceLocation {
+        InstanceLocation {
+            patient_id: "P".into(),
+            study_instance_uid: "1.2".into(),
+            series_instance_uid: "1.2.3".into(),
+            sop_instance_uid: format!("1.2.3.{n}"),
+            sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(),
+            transfer_syntax_uid: "1.2.840.10008.1.2.1".into(),
+            blob_key: format!("k{n}"),
+            size_bytes: 4,
+        }
+    }
+
+    fn arrival(n: usize) -> Arrival {
+        Arrival {
+            loc: loc(n),
+            data_set: Some(vec![Bytes::from(vec![n as u8; 4])].into()),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn data_sets_go_to_every_follower_and_are_dropped_once_all_took_them() {
+        let fetch = Fetch::new("k".into(), Selection::default(), 3, "fake");
+        let mut a = fetch.follow();
+        let mut b = fetch.follow();
+        fetch.arrived(arrival(0)).await;
+        fetch.arrived(arrival(1)).await;
+        let first = a.next_arrival().await.unwrap().unwrap();
+        assert_eq!(first.loc, loc(0));
+        assert_eq!(&first.data_set.unwrap()[0][..], &[0u8; 4]);
+        assert_eq!(
+            fetch.lock().data_sets.len(),
+            2,
+            "b has not taken the first yet"
+        );
+        let first_b = b.next_arrival().await.unwrap().unwrap();
+        assert!(first_b.data_set.is_some());
+        assert_eq!(fetch.lock().data_sets.len(), 1, "both took the first");
+        // One who joins now starts from the first instance, whose data set is gone: it
+        // reads the file. The one both have not taken yet is still there for it.
+        let mut late = fetch.follow();
+        let late_first = late.next_arrival().await.unwrap().unwrap();
+        assert_eq!(late_first.loc, loc(0));
+        assert!(late_first.data_set.is_none());
+        assert!(late
+            .next_arrival()
+            .await
+            .unwrap()
+            .unwrap()
+            .data_set
+            .is_some());
+        drop((a, b, late));
+        fetch.finish(End::Complete { received: 2 });
+        assert!(fetch.lock().data_sets.is_empty(), "nobody follows any more");
+        // Without followers nothing is kept at all.
+        fetch.arrived(arrival(2)).await;
+        assert!(fetch.lock().data_sets.is_empty());
+        assert_eq!(fetch.received(), 3);
+    }
+}
