@@ -589,10 +589,12 @@ REPORT=$BENCH_DIR/results.md
     echo
     echo "| retrieve | first C-STORE-RQ (ms) | first byte (ms) | after sub-op (ms) | total | MB/s | ratio | beeldbrug CPU (s) | Orthanc CPU (s) | client CPU (s) | runs (s) |"
     echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
-    row "getscu (C-GET, files to disk)" get
-    row "beeldbrug WADO-RS, cache miss (C-GET)" miss
-    row "beeldbrug WADO-RS, cache hit" hit "$C" "loopback copy"
-    row "loopback copy of the hit's files (baseline)" copy
+    if [ "$REPS" != 0 ]; then
+        row "getscu (C-GET, files to disk)" get
+        row "beeldbrug WADO-RS, cache miss (C-GET)" miss
+        row "beeldbrug WADO-RS, cache hit" hit "$C" "loopback copy"
+        row "loopback copy of the hit's files (baseline)" copy
+    fi
     if [ "$MOVE_REPS" != 0 ]; then
         row "movescu into storescp (C-MOVE, files to disk)" movescu
         row "beeldbrug WADO-RS, cache miss (C-MOVE)" move "$MV" movescu
@@ -609,7 +611,7 @@ REPORT=$BENCH_DIR/results.md
         row "beeldbrug miss (C-GET), Orthanc without TCP_NODELAY" nagle-miss
     fi
     echo
-    echo "Response: $WSIZE bytes (multipart framing included). PACS latency, C-GET-RQ to first C-STORE-RQ (median): getscu $(ms "$(med get.pacs)") ms, beeldbrug $(ms "$(med miss.pacs)") ms; beeldbrug's response head after $(ms "$(med miss.head)") ms (before it asks the PACS: C-FIND count, then C-GET). After a miss the study was recorded complete in the cache (files synced) $(med miss.sync) s after the response ended (runs: $(runs miss.sync))."
+    echo "Response: ${WSIZE:-} bytes (multipart framing included). PACS latency, C-GET-RQ to first C-STORE-RQ (median): getscu $(ms "$(med get.pacs)") ms, beeldbrug $(ms "$(med miss.pacs)") ms; beeldbrug's response head after $(ms "$(med miss.head)") ms (before it asks the PACS: C-FIND count, then C-GET). After a miss the study was recorded complete in the cache (files synced) $(med miss.sync) s after the response ended (runs: $(runs miss.sync))."
     echo
     echo "beeldbrug memory (\`/proc/<pid>/status\`, fresh process each miss): idle VmRSS $(mib "$(med miss.idle)") MiB, VmHWM after the miss $(mib "$(med miss.hwm)") MiB, **$(mib "$(med miss.above)") MiB above idle** (median; max $(mib "$(maxof ${R[miss.above]:-})") MiB; runs in kB: $(runs miss.above)); VmHWM after the hit too: $(mib "$(med hit.hwm)") MiB.$( [ "$MOVE_REPS" != 0 ] && echo " C-MOVE miss: $(mib "$(med move.above)") MiB above idle.")"
     echo
