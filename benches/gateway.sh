@@ -43,7 +43,8 @@
 # Environment (defaults in brackets):
 #   BENCH_DIR [/tmp/beeldbrug-gateway-bench]  inputs, Orthanc's store (kept), runs, logs
 #   CT_SLICES [2000]  slices of the CT study (512x512x16 bit, ~0.5 MB each)
-#   REPS [5]          runs of 1 and 2 (and 3)
+#   REPS [5]          runs of 1 and 2 (and 3); 0 skips them (e.g. only the DIMSE proxy:
+#                     REPS=0 MOVE_REPS=0 PHASE_REPS=0 NAGLE_REPS=0 PROXY_REPS=3)
 #   MOVE_REPS [3]     runs of part 4 (0 skips it)
 #   PHASE_REPS [3]    runs of part 5 (0 skips it; needs root)
 #   NAGLE_REPS [1]    runs of part 6 (0 skips it)
@@ -115,8 +116,8 @@ rss_kb() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f\n", b - a }'; }
 sub_s() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f\n", a - b }'; }
-mbs() { awk -v b="$1" -v s="$2" 'BEGIN { printf "%.1f", b / 1e6 / s }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+mbs() { awk -v b="$1" -v s="$2" 'BEGIN { if (s == "" || s == 0) print ""; else printf "%.1f", b / 1e6 / s }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b == 0) print ""; else printf "%.2f", a / b }'; }
 ms() { awk -v s="$1" 'BEGIN { if (s == "") print ""; else printf "%.1f", s * 1000 }'; }
 json() { python3 -c 'import json, sys; v = json.load(sys.stdin); [v := v.get(k, "") if isinstance(v, dict) else "" for k in sys.argv[1:]]; print(v)' "$@"; }
 join_runs() { local IFS=' '; echo "$*"; }
@@ -588,10 +589,12 @@ REPORT=$BENCH_DIR/results.md
     echo
     echo "| retrieve | first C-STORE-RQ (ms) | first byte (ms) | after sub-op (ms) | total | MB/s | ratio | beeldbrug CPU (s) | Orthanc CPU (s) | client CPU (s) | runs (s) |"
     echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
-    row "getscu (C-GET, files to disk)" get
-    row "beeldbrug WADO-RS, cache miss (C-GET)" miss
-    row "beeldbrug WADO-RS, cache hit" hit "$C" "loopback copy"
-    row "loopback copy of the hit's files (baseline)" copy
+    if [ "$REPS" != 0 ]; then
+        row "getscu (C-GET, files to disk)" get
+        row "beeldbrug WADO-RS, cache miss (C-GET)" miss
+        row "beeldbrug WADO-RS, cache hit" hit "$C" "loopback copy"
+        row "loopback copy of the hit's files (baseline)" copy
+    fi
     if [ "$MOVE_REPS" != 0 ]; then
         row "movescu into storescp (C-MOVE, files to disk)" movescu
         row "beeldbrug WADO-RS, cache miss (C-MOVE)" move "$MV" movescu
@@ -608,15 +611,15 @@ REPORT=$BENCH_DIR/results.md
         row "beeldbrug miss (C-GET), Orthanc without TCP_NODELAY" nagle-miss
     fi
     echo
-    echo "Response: $WSIZE bytes (multipart framing included). PACS latency, C-GET-RQ to first C-STORE-RQ (median): getscu $(ms "$(med get.pacs)") ms, beeldbrug $(ms "$(med miss.pacs)") ms; beeldbrug's response head after $(ms "$(med miss.head)") ms (before it asks the PACS: C-FIND count, then C-GET). After a miss the study was recorded complete in the cache (files synced) $(med miss.sync) s after the response ended (runs: $(runs miss.sync))."
+    echo "Response: ${WSIZE:-} bytes (multipart framing included). PACS latency, C-GET-RQ to first C-STORE-RQ (median): getscu $(ms "$(med get.pacs)") ms, beeldbrug $(ms "$(med miss.pacs)") ms; beeldbrug's response head after $(ms "$(med miss.head)") ms (before it asks the PACS: C-FIND count, then C-GET). After a miss the study was recorded complete in the cache (files synced) $(med miss.sync) s after the response ended (runs: $(runs miss.sync))."
     echo
-    echo "beeldbrug memory (\`/proc/<pid>/status\`, fresh process each miss): idle VmRSS $(mib "$(med miss.idle)") MiB, VmHWM after the miss $(mib "$(med miss.hwm)") MiB, **$(mib "$(med miss.above)") MiB above idle** (median; max $(mib "$(maxof ${R[miss.above]})") MiB; runs in kB: $(runs miss.above)); VmHWM after the hit too: $(mib "$(med hit.hwm)") MiB.$( [ "$MOVE_REPS" != 0 ] && echo " C-MOVE miss: $(mib "$(med move.above)") MiB above idle.")"
+    echo "beeldbrug memory (\`/proc/<pid>/status\`, fresh process each miss): idle VmRSS $(mib "$(med miss.idle)") MiB, VmHWM after the miss $(mib "$(med miss.hwm)") MiB, **$(mib "$(med miss.above)") MiB above idle** (median; max $(mib "$(maxof ${R[miss.above]:-})") MiB; runs in kB: $(runs miss.above)); VmHWM after the hit too: $(mib "$(med hit.hwm)") MiB.$( [ "$MOVE_REPS" != 0 ] && echo " C-MOVE miss: $(mib "$(med move.above)") MiB above idle.")"
     echo
     echo "Medians of the per-pair ratios (min-max): C-GET miss / getscu $(pairs miss get); hit / copy $(pairs hit copy)$( [ "$MOVE_REPS" != 0 ] && echo "; C-MOVE miss / movescu $(pairs move movescu)")$( [ "$PROXY_REPS" != 0 ] && echo "; DIMSE proxy: getscu miss / getscu $(pairs proxy-get pget), hit / getscu $(pairs proxy-hit pget), movescu miss / movescu $(pairs proxy-move pmovescu)")."
     if [ "$PROXY_REPS" != 0 ]; then
         echo
         # shellcheck disable=SC2086 # word splitting intended
-        echo "DIMSE proxy (part 8, beeldbrug fetching by $PROXY_RETRIEVE, fresh process and data dir per miss): in its rows *first byte* is the first C-STORE-RQ beeldbrug sends to the client (getscu, or storescp for movescu), *after sub-op* that minus the PACS's first C-STORE-RQ to beeldbrug. beeldbrug CPU: while the client ran. Memory: getscu miss $(mib "$(med proxy-get.above)") MiB above idle (max $(mib "$(maxof ${R[proxy-get.above]})") MiB; idle $(mib "$(med proxy-get.idle)") MiB), movescu miss $(mib "$(med proxy-move.above)") MiB (max $(mib "$(maxof ${R[proxy-move.above]})") MiB); VmHWM after the hit too $(mib "$(med proxy-hit.hwm)") MiB. The study was complete in the cache $(med proxy-get.sync) s (getscu) / $(med proxy-move.sync) s (movescu) after the client exited. PACS latency, C-GET-RQ to first C-STORE-RQ: getscu $(ms "$(med pget.pacs)") ms, beeldbrug $(ms "$(med proxy-get.pacs)") ms."
+        echo "DIMSE proxy (part 8, beeldbrug fetching by $PROXY_RETRIEVE, fresh process and data dir per miss): in its rows *first byte* is the first C-STORE-RQ beeldbrug sends to the client (getscu, or storescp for movescu), *after sub-op* that minus the PACS's first C-STORE-RQ to beeldbrug. beeldbrug CPU: while the client ran. Memory: getscu miss $(mib "$(med proxy-get.above)") MiB above idle (max $(mib "$(maxof ${R[proxy-get.above]:-})") MiB; idle $(mib "$(med proxy-get.idle)") MiB), movescu miss $(mib "$(med proxy-move.above)") MiB (max $(mib "$(maxof ${R[proxy-move.above]:-})") MiB); VmHWM after the hit too $(mib "$(med proxy-hit.hwm)") MiB. The study was complete in the cache $(med proxy-get.sync) s (getscu) / $(med proxy-move.sync) s (movescu) after the client exited. PACS latency, C-GET-RQ to first C-STORE-RQ: getscu $(ms "$(med pget.pacs)") ms, beeldbrug $(ms "$(med proxy-get.pacs)") ms."
     fi
     if [ "$PHASE_REPS" != 0 ]; then
         echo
@@ -645,7 +648,7 @@ REPORT=$BENCH_DIR/results.md
     fi
     aim "first byte ≤ 100 ms after the PACS's first sub-operation" "$(ms "$(med miss.after)") ms (max $(ms "$(maxof ${R[miss.after]:-0})") ms)$( [ "$MOVE_REPS" != 0 ] && echo "; C-MOVE $(ms "$(med move.after)") ms")" "$(le "$(maxof ${R[miss.after]:-})" 0.1)"
     # shellcheck disable=SC2086 # word splitting intended
-    aim "peak RSS ≤ 64 MB above idle" "$(mib "$(med miss.above)") MiB (max $(mib "$(maxof ${R[miss.above]})") MiB)$( [ "$MOVE_REPS" != 0 ] && echo "; C-MOVE $(mib "$(med move.above)") MiB (max $(mib "$(maxof ${R[move.above]})") MiB)")" "$(le "$(maxof ${R[miss.above]} ${R[move.above]:-})" 62500)"
+    aim "peak RSS ≤ 64 MB above idle" "$(mib "$(med miss.above)") MiB (max $(mib "$(maxof ${R[miss.above]:-})") MiB)$( [ "$MOVE_REPS" != 0 ] && echo "; C-MOVE $(mib "$(med move.above)") MiB (max $(mib "$(maxof ${R[move.above]:-})") MiB)")" "$(le "$(maxof ${R[miss.above]:-} ${R[move.above]:-})" 62500)"
     if [ "$PROXY_REPS" != 0 ]; then
         PG=$(med pget.total) PM=$(med proxy-get.total) PMV=$(med pmovescu.total) PMM=$(med proxy-move.total)
         aim "DIMSE proxy: getscu miss ≤ 1.1 × direct getscu" "$(ratio "$PM" "$PG") × ($PM s vs $PG s); per pair $(pairs proxy-get pget)" "$(le "$(ratio "$PM" "$PG")" 1.1)"
@@ -653,7 +656,7 @@ REPORT=$BENCH_DIR/results.md
         # shellcheck disable=SC2086 # word splitting intended
         aim "DIMSE proxy: first sub-operation at the client ≤ 100 ms after the PACS's first" "getscu $(ms "$(med proxy-get.after)") ms (max $(ms "$(maxof ${R[proxy-get.after]:-0})") ms); movescu $(ms "$(med proxy-move.after)") ms (max $(ms "$(maxof ${R[proxy-move.after]:-0})") ms)" "$(le "$(maxof ${R[proxy-get.after]:-} ${R[proxy-move.after]:-})" 0.1)"
         # shellcheck disable=SC2086 # word splitting intended
-        aim "DIMSE proxy: peak RSS ≤ 64 MB above idle" "getscu $(mib "$(med proxy-get.above)") MiB, movescu $(mib "$(med proxy-move.above)") MiB (max $(mib "$(maxof ${R[proxy-get.above]} ${R[proxy-move.above]})") MiB)" "$(le "$(maxof ${R[proxy-get.above]} ${R[proxy-move.above]})" 62500)"
+        aim "DIMSE proxy: peak RSS ≤ 64 MB above idle" "getscu $(mib "$(med proxy-get.above)") MiB, movescu $(mib "$(med proxy-move.above)") MiB (max $(mib "$(maxof ${R[proxy-get.above]:-} ${R[proxy-move.above]:-})") MiB)" "$(le "$(maxof ${R[proxy-get.above]:-} ${R[proxy-move.above]:-})" 62500)"
     fi
     aim "cache hit ≥ 0.9 × a loopback copy of the same files (time ≤ 1/0.9)" "$(ratio "$C" "$H") × ($H s vs $C s)" "$(le "$(ratio "$H" "$C")" 1.111)"
     echo

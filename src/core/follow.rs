@@ -10,6 +10,7 @@
 //! disk later, rather than the PACS failing the sub-operations it waited on. When the last
 //! follower goes away before the end, the retrieve is cancelled (a PACS gets a C-CANCEL).
 
+use crate::core::source::{Arrival, DataSet};
 use crate::core::{InstanceLocation, Selection};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -33,6 +34,11 @@ pub enum End {
 #[derive(Debug, Default)]
 struct State {
     arrived: Vec<InstanceLocation>,
+    /// The data sets of the instances from `kept_from` on, as far as the source gave them:
+    /// kept until every follower has taken the instance (at most [`KEPT`]), so followers
+    /// send them from memory; a follower that joins later, or lags, reads the files.
+    data_sets: std::collections::VecDeque<Option<DataSet>>,
+    kept_from: usize,
     end: Option<End>,
     /// Follower id → instances it has taken.
     followers: BTreeMap<u64, usize>,
@@ -103,10 +109,14 @@ impl Fetch {
 
     /// The retrieve stored one more instance: wait while the slowest follower is more than
     /// [`WINDOW`] behind, at most `client_wait` (or until cancelled).
-    pub async fn arrived(&self, loc: InstanceLocation) {
+    pub async fn arrived(&self, arrival: impl Into<Arrival>) {
+        let Arrival { loc, data_set } = arrival.into();
         let mut seen = self.changed.subscribe();
         {
-            self.lock().arrived.push(loc);
+            let mut state = self.lock();
+            state.arrived.push(loc);
+            state.data_sets.push_back(data_set);
+            state.forget_taken();
         }
         self.bump();
         let deadline = tokio::time::sleep(self.client_wait);
@@ -150,6 +160,27 @@ impl Fetch {
     }
 }
 
+/// Most data sets a fetch keeps in memory: the window and a few. A retrieve that ran ahead of
+/// a lagging follower (after `client_wait`) keeps no more; that follower reads the files.
+const KEPT: usize = WINDOW + 2;
+
+impl State {
+    /// Drop the data sets every follower has taken (all of them when none follows), and any
+    /// beyond the last [`KEPT`].
+    fn forget_taken(&mut self) {
+        let slowest = self.followers.values().min().copied();
+        let taken = slowest
+            .unwrap_or(self.arrived.len())
+            .max(self.arrived.len().saturating_sub(KEPT));
+        while self.kept_from < taken {
+            if self.data_sets.pop_front().is_none() {
+                break;
+            }
+            self.kept_from += 1;
+        }
+    }
+}
+
 /// One request's view of a [`Fetch`].
 #[derive(Debug)]
 pub struct Follower {
@@ -167,16 +198,26 @@ impl Follower {
     /// The next instance; `Ok(None)` when the retrieve ended complete, `Err` when it ended
     /// incomplete.
     pub async fn next(&mut self) -> Result<Option<InstanceLocation>, String> {
+        Ok(self.next_arrival().await?.map(|a| a.loc))
+    }
+
+    /// [`next`](Self::next) with the instance's data set when it is still in memory.
+    pub async fn next_arrival(&mut self) -> Result<Option<Arrival>, String> {
         loop {
             self.seen.borrow_and_update();
             {
                 let mut state = self.fetch.lock();
                 if let Some(loc) = state.arrived.get(self.next).cloned() {
+                    let data_set = self
+                        .next
+                        .checked_sub(state.kept_from)
+                        .and_then(|i| state.data_sets.get(i).cloned().flatten());
                     self.next += 1;
                     state.followers.insert(self.id, self.next);
+                    state.forget_taken();
                     drop(state);
                     self.fetch.bump();
-                    return Ok(Some(loc));
+                    return Ok(Some(Arrival { loc, data_set }));
                 }
                 match &state.end {
                     Some(End::Complete { .. }) => return Ok(None),
@@ -206,6 +247,7 @@ impl Drop for Follower {
         let last_gone = {
             let mut state = self.fetch.lock();
             state.followers.remove(&self.id);
+            state.forget_taken();
             state.followers.is_empty() && state.end.is_none()
         };
         if last_gone {
@@ -343,5 +385,96 @@ impl Fetches {
                 .unwrap_or_else(|e| e.into_inner())
                 .values()
                 .any(|f| f.selection.study_uids.iter().any(|s| s == study))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn loc(n: usize) -> InstanceLocation {
+        InstanceLocation {
+            patient_id: "P".into(),
+            study_instance_uid: "1.2".into(),
+            series_instance_uid: "1.2.3".into(),
+            sop_instance_uid: format!("1.2.3.{n}"),
+            sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(),
+            transfer_syntax_uid: "1.2.840.10008.1.2.1".into(),
+            blob_key: format!("k{n}"),
+            size_bytes: 4,
+        }
+    }
+
+    fn arrival(n: usize) -> Arrival {
+        Arrival {
+            loc: loc(n),
+            data_set: Some(vec![Bytes::from(vec![n as u8; 4])].into()),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_lagging_follower_is_waited_for_client_wait_then_read_from_disk() {
+        let wait = std::time::Duration::from_millis(50);
+        let fetch = Fetch::new("k".into(), Selection::default(), 40, "fake", wait);
+        let mut slow = fetch.follow();
+        let started = std::time::Instant::now();
+        for n in 0..40 {
+            fetch.arrived(arrival(n)).await;
+        }
+        // Waited only for the instances beyond the window, at most `wait` each.
+        assert!(started.elapsed() >= wait * (40 - WINDOW as u32 - 1));
+        assert!(fetch.lock().data_sets.len() <= KEPT, "memory stays bounded");
+        fetch.finish(End::Complete { received: 40 });
+        // The lagging follower still gets every instance: the old ones from disk (no data
+        // set), the last few from memory.
+        let mut from_memory = 0;
+        for n in 0..40 {
+            let got = slow.next_arrival().await.unwrap().unwrap();
+            assert_eq!(got.loc, loc(n));
+            from_memory += usize::from(got.data_set.is_some());
+        }
+        assert!(from_memory <= KEPT, "{from_memory}");
+        assert!(slow.next_arrival().await.unwrap().is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn data_sets_go_to_every_follower_and_are_dropped_once_all_took_them() {
+        let fetch = Fetch::new("k".into(), Selection::default(), 3, "fake", CLIENT_WAIT);
+        let mut a = fetch.follow();
+        let mut b = fetch.follow();
+        fetch.arrived(arrival(0)).await;
+        fetch.arrived(arrival(1)).await;
+        let first = a.next_arrival().await.unwrap().unwrap();
+        assert_eq!(first.loc, loc(0));
+        assert_eq!(&first.data_set.unwrap()[0][..], &[0u8; 4]);
+        assert_eq!(
+            fetch.lock().data_sets.len(),
+            2,
+            "b has not taken the first yet"
+        );
+        let first_b = b.next_arrival().await.unwrap().unwrap();
+        assert!(first_b.data_set.is_some());
+        assert_eq!(fetch.lock().data_sets.len(), 1, "both took the first");
+        // One who joins now starts from the first instance, whose data set is gone: it
+        // reads the file. The one both have not taken yet is still there for it.
+        let mut late = fetch.follow();
+        let late_first = late.next_arrival().await.unwrap().unwrap();
+        assert_eq!(late_first.loc, loc(0));
+        assert!(late_first.data_set.is_none());
+        assert!(late
+            .next_arrival()
+            .await
+            .unwrap()
+            .unwrap()
+            .data_set
+            .is_some());
+        drop((a, b, late));
+        fetch.finish(End::Complete { received: 2 });
+        assert!(fetch.lock().data_sets.is_empty(), "nobody follows any more");
+        // Without followers nothing is kept at all.
+        fetch.arrived(arrival(2)).await;
+        assert!(fetch.lock().data_sets.is_empty());
+        assert_eq!(fetch.received(), 3);
     }
 }

@@ -3,7 +3,7 @@
 //! bounded list, whatever the study's size.
 
 use super::follow::{Follower, Pin};
-use super::source::{SourceError, SourceErrorKind};
+use super::source::{DataSet, SourceError, SourceErrorKind};
 use super::{CoreError, InstanceLocation, Selection};
 use crate::store::Index;
 use std::sync::Arc;
@@ -15,6 +15,9 @@ pub const PAGE: u32 = 256;
 #[derive(Debug)]
 pub struct Instances {
     kind: Kind,
+    /// The data set of the instance a fetch gave last, when still in memory (by SOP
+    /// Instance UID): see [`take_data_set`](Instances::take_data_set).
+    data_set: Option<(String, DataSet)>,
 }
 
 #[derive(Debug)]
@@ -37,6 +40,7 @@ enum Kind {
 impl Instances {
     pub(super) fn cache(index: Arc<dyn Index>, selection: Selection, pin: Option<Pin>) -> Self {
         Instances {
+            data_set: None,
             kind: Kind::Cache {
                 index,
                 selection,
@@ -53,6 +57,7 @@ impl Instances {
         source_name: &'static str,
     ) -> Self {
         Instances {
+            data_set: None,
             kind: Kind::Fetch {
                 follower,
                 selection,
@@ -92,9 +97,13 @@ impl Instances {
                 selection,
                 source_name,
             } => loop {
-                match follower.next().await {
+                match follower.next_arrival().await {
                     // A fetch of a wider selection (a study) serves a narrower one too.
-                    Ok(Some(loc)) if selection.contains(&loc) => return Some(Ok(vec![loc])),
+                    Ok(Some(arrival)) if selection.contains(&arrival.loc) => {
+                        let loc = arrival.loc;
+                        self.data_set = arrival.data_set.map(|d| (loc.sop_instance_uid.clone(), d));
+                        return Some(Ok(vec![loc]));
+                    }
                     Ok(Some(_)) => continue,
                     Ok(None) => return None,
                     Err(why) => {
@@ -103,6 +112,19 @@ impl Instances {
                     }
                 }
             },
+        }
+    }
+
+    /// The data set of `instance` as the source delivered it (exactly the stored file's bytes
+    /// after its meta group), when it came from a running fetch and is still in memory: a
+    /// front may send it instead of reading the file. `None`: read the file.
+    pub fn take_data_set(&mut self, instance: &InstanceLocation) -> Option<DataSet> {
+        match self.data_set.take() {
+            Some((uid, data)) if uid == instance.sop_instance_uid => Some(data),
+            other => {
+                self.data_set = other;
+                None
+            }
         }
     }
 

@@ -9,6 +9,8 @@
 use crate::model::query::{Level, Match, Query};
 use crate::model::retrieve::{InstanceLocation, Selection};
 use crate::store::{BlobStore, Index};
+use bytes::Bytes;
+use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -92,12 +94,33 @@ impl FetchReport {
     }
 }
 
+/// A data set as received, in the pieces it came in: exactly the stored file's bytes after
+/// its meta group.
+pub type DataSet = Arc<[Bytes]>;
+
+/// One fetched instance, handed on: where it is stored and, when the source still holds it
+/// in memory, its data set, so that a front can pass it on without reading the file back.
+#[derive(Debug, Clone)]
+pub struct Arrival {
+    pub loc: InstanceLocation,
+    pub data_set: Option<DataSet>,
+}
+
+impl From<InstanceLocation> for Arrival {
+    fn from(loc: InstanceLocation) -> Self {
+        Arrival {
+            loc,
+            data_set: None,
+        }
+    }
+}
+
 /// Where fetched instances go: stored in `blobs`, indexed in `index`, then handed to `out`
 /// (one slot: back-pressure). `cancel` is set when every consumer left.
 pub struct Sink<'a> {
     pub blobs: &'a BlobStore,
     pub index: &'a dyn Index,
-    pub out: &'a mpsc::Sender<InstanceLocation>,
+    pub out: &'a mpsc::Sender<Arrival>,
     pub cancel: &'a CancellationToken,
 }
 

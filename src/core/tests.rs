@@ -157,7 +157,7 @@ impl FakeSource {
             .map_err(|e| failed(e.reason))?;
         self.calls.stored.fetch_add(1, Ordering::SeqCst);
         // A consumer that went away closes nothing here: the cancel token says so.
-        let _ = sink.out.send(ingested.record.location()).await;
+        let _ = sink.out.send(ingested.record.location().into()).await;
         Ok(())
     }
 }

@@ -3,16 +3,17 @@
 //! PDV at a time so a large data set can go straight to disk, and outgoing command and data
 //! always travel in separate PDUs (some SCPs refuse them combined).
 //!
-//! A reader task owns the read half and feeds whole PDUs into a small bounded channel: reads
-//! can happen while the handler is busy (C-CANCEL during C-FIND/C-MOVE/C-GET), and the bound
-//! gives back-pressure to the peer when we write to disk slower than it sends.
+//! The association's own task reads its PDUs, when it asks for the next event: no reader
+//! task and no channel between the socket and the handler, so a PDU costs no task hand-off.
+//! Reads are cancel-safe (a read dropped in a `select!` loses nothing) and can be tried
+//! without waiting ([`Association::try_next_event`]: a C-CANCEL during C-FIND/C-MOVE/C-GET).
+//! While the handler is busy nothing is read: the peer is held back by TCP's flow control.
 
 use super::command::{CommandError, CommandField, CommandSet, MAX_COMMAND_SET};
 use super::pdu::{Frame, PduError, PduReader, PduWriter, Pdv};
 use dicom_ul::pdu::{AbortRQSource, Pdu};
 use std::collections::VecDeque;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
-use tokio::sync::mpsc;
 
 pub type BoxedWriter = Box<dyn AsyncWrite + Send + Unpin>;
 pub type BoxedReader = Box<dyn AsyncRead + Send + Unpin>;
@@ -80,8 +81,10 @@ pub struct PeerInfo {
 
 pub struct Association {
     writer: PduWriter<BoxedWriter>,
-    incoming: mpsc::Receiver<Result<Frame, PduError>>,
-    reader_task: tokio::task::JoinHandle<()>,
+    reader: PduReader<BoxedReader>,
+    /// The peer's stream ended (an error, A-ABORT or A-RELEASE-RP was read): every later
+    /// read says `Closed`.
+    reader_done: bool,
     queued: VecDeque<Pdv>,
     command_buf: Vec<u8>,
     command_context: Option<u8>,
@@ -99,12 +102,6 @@ pub struct Association {
     pub instances_sent: u32,
 }
 
-impl Drop for Association {
-    fn drop(&mut self) {
-        self.reader_task.abort();
-    }
-}
-
 impl Association {
     pub(crate) fn start(
         reader: PduReader<BoxedReader>,
@@ -115,12 +112,10 @@ impl Association {
         peer: String,
         send_max_pdu: u32,
     ) -> Self {
-        let (tx, incoming) = mpsc::channel(4);
-        let reader_task = tokio::spawn(read_loop(reader, tx));
         Association {
             writer,
-            incoming,
-            reader_task,
+            reader,
+            reader_done: false,
             queued: VecDeque::new(),
             command_buf: Vec::new(),
             command_context: None,
@@ -173,7 +168,7 @@ impl Association {
             if let Some(event) = self.take_queued()? {
                 return Ok(event);
             }
-            let frame = self.incoming.recv().await;
+            let frame = self.read_frame().await;
             if let Some(event) = self.absorb(frame)? {
                 return Ok(event);
             }
@@ -187,18 +182,37 @@ impl Association {
             if let Some(event) = self.take_queued()? {
                 return Ok(Some(event));
             }
-            match self.incoming.try_recv() {
-                Ok(frame) => {
+            if self.reader_done {
+                return self.absorb(None).map(|_| None);
+            }
+            match self.reader.try_read() {
+                Some(frame) => {
+                    let frame = self.ended_by(frame);
                     if let Some(event) = self.absorb(Some(frame))? {
                         return Ok(Some(event));
                     }
                 }
-                Err(mpsc::error::TryRecvError::Empty) => return Ok(None),
-                Err(mpsc::error::TryRecvError::Disconnected) => {
-                    return self.absorb(None).map(|_| None)
-                }
+                None => return Ok(None),
             }
         }
+    }
+
+    /// The next PDU (cancel-safe); `None` once the stream has ended.
+    async fn read_frame(&mut self) -> Option<Result<Frame, PduError>> {
+        if self.reader_done {
+            return None;
+        }
+        let frame = self.reader.read().await;
+        Some(self.ended_by(frame))
+    }
+
+    /// Note whether `frame` is the last the peer's stream gives.
+    fn ended_by(&mut self, frame: Result<Frame, PduError>) -> Result<Frame, PduError> {
+        self.reader_done = matches!(
+            &frame,
+            Err(_) | Ok(Frame::Other(Pdu::AbortRQ { .. })) | Ok(Frame::Other(Pdu::ReleaseRP))
+        );
+        frame
     }
 
     /// True when a C-CANCEL-RQ for `message_id` has arrived (PS3.7 9.3.2.3 etc.).
@@ -332,6 +346,52 @@ impl Association {
         Ok(())
     }
 
+    /// Send a command set and its in-memory data set (each in PDUs of its own), in as few
+    /// writes as the PDU size allows: the command goes out with the data set's first PDU.
+    pub async fn send_message(
+        &mut self,
+        context_id: u8,
+        command: &CommandSet,
+        data: &[u8],
+    ) -> Result<(), AssociationError> {
+        self.send_message_parts(context_id, command, &[data]).await
+    }
+
+    /// [`send_message`](Self::send_message) with the data set in parts (as it was received):
+    /// no PDU spans two parts, so nothing is copied together.
+    pub async fn send_message_parts<B: AsRef<[u8]>>(
+        &mut self,
+        context_id: u8,
+        command: &CommandSet,
+        parts: &[B],
+    ) -> Result<(), AssociationError> {
+        let bytes = command.encode();
+        self.send_fragments(context_id, true, &bytes).await?;
+        let max = self.max_fragment();
+        // (Plain loops: an iterator adapter held across the writes makes the future's
+        // `Send` depend on lifetimes the compiler cannot prove for every caller.)
+        let last_part = parts.iter().rposition(|p| !p.as_ref().is_empty());
+        let Some(last_part) = last_part else {
+            self.writer.write_pdv(context_id, false, true, &[]).await?;
+            self.writer.flush().await?;
+            return Ok(());
+        };
+        for (i, part) in parts.iter().enumerate().take(last_part + 1) {
+            let part = part.as_ref();
+            let mut at = 0;
+            while at < part.len() {
+                let end = (at + max).min(part.len());
+                let last = i == last_part && end == part.len();
+                self.writer
+                    .write_pdv(context_id, false, last, &part[at..end])
+                    .await?;
+                at = end;
+            }
+        }
+        self.writer.flush().await?;
+        Ok(())
+    }
+
     /// Send an in-memory data set, in its own PDU(s).
     pub async fn send_data(&mut self, context_id: u8, data: &[u8]) -> Result<(), AssociationError> {
         self.send_fragments(context_id, false, data).await?;
@@ -435,18 +495,5 @@ pub fn describe_event(event: &Event) -> String {
         Event::ReleaseRequested => "A-RELEASE-RQ".into(),
         Event::ReleaseReplied => "A-RELEASE-RP".into(),
         Event::Aborted => "A-ABORT".into(),
-    }
-}
-
-async fn read_loop(mut reader: PduReader<BoxedReader>, tx: mpsc::Sender<Result<Frame, PduError>>) {
-    loop {
-        let frame = reader.read().await;
-        let stop = matches!(
-            &frame,
-            Err(_) | Ok(Frame::Other(Pdu::AbortRQ { .. })) | Ok(Frame::Other(Pdu::ReleaseRP))
-        );
-        if tx.send(frame).await.is_err() || stop {
-            return;
-        }
     }
 }

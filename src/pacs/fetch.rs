@@ -26,6 +26,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 // A fetch's report and sink are the core's, shared by every source.
+use crate::core::source::Arrival;
 pub use crate::core::source::{FetchReport, Sink};
 
 /// The retrieve identifier for a selection (PS3.4 C.6.2.1 unique keys, Study Root).
@@ -265,7 +266,11 @@ async fn hand_on(
     match filled.stored {
         Ok(ingested) => {
             // The consumer went away: the instance is cached anyway; cancel follows.
-            let _ = sink.out.send(ingested.record.location()).await;
+            let arrival = Arrival {
+                loc: ingested.record.location(),
+                data_set: filled.data_set,
+            };
+            let _ = sink.out.send(arrival).await;
             let _ = to_index.send(ingested.record);
             true
         }
@@ -368,7 +373,7 @@ pub async fn move_(
                         report.received += 1;
                         by_ticket += 1;
                         report.without_originator += usize::from(!arrival.with_originator);
-                        let _ = sink.out.send(arrival.loc).await;
+                        let _ = sink.out.send(arrival.loc.into()).await;
                     }
                 }
                 event = assoc.next_event(), if !finished => match event {

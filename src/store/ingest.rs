@@ -225,6 +225,10 @@ pub struct Filled {
     /// The SOP Instance UID the sender named (for the log when it failed).
     pub sop_instance: Option<String>,
     pub stored: Result<Ingested, IngestFailure>,
+    /// The data set as received, exactly the stored file's bytes after its meta group, when
+    /// the instance came in one piece and its data set names the SOP class the sender did:
+    /// what passes it on can send these instead of reading the file back.
+    pub data_set: Option<Arc<[Bytes]>>,
 }
 
 /// Part of one instance on its way to the fill's thread.
@@ -386,6 +390,8 @@ fn run_fill(store: &BlobStore, mut pieces: mpsc::Receiver<Piece>, results: mpsc:
                 *entry = Err(cannot_write(e));
             }
         }
+        // Whole in one piece: its data set can be passed on from memory.
+        let whole = piece.header.is_some();
         let Some(expected) = piece.end else {
             continue;
         };
@@ -394,9 +400,19 @@ fn run_fill(store: &BlobStore, mut pieces: mpsc::Receiver<Piece>, results: mpsc:
             Some(Err(failure)) => Err(failure),
             None => continue,
         };
+        // The file's meta group then says what the record does (class, instance, syntax).
+        let same_class = |i: &Ingested| {
+            expected.sop_instance.is_some()
+                && expected.sop_class.as_deref() == Some(i.record.get(SOP_CLASS_UID).unwrap_or(""))
+        };
+        let data_set = match &stored {
+            Ok(ingested) if whole && same_class(ingested) => Some(piece.chunks.into()),
+            _ => None,
+        };
         let filled = Filled {
             sop_instance: expected.sop_instance,
             stored,
+            data_set,
         };
         if results.blocking_send(filled).is_err() {
             // Nobody takes the results any more: the retrieve is over.

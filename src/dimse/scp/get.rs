@@ -6,7 +6,6 @@ use super::ScpContext;
 use crate::core::{Delivery, Retrieval};
 use crate::dimse::command::{CommandField, CommandSet};
 use crate::dimse::dataset;
-use crate::dimse::scu::send::{send_file_with, Fallback};
 use crate::dimse::scu::SendError;
 use crate::dimse::status::code;
 use crate::dimse::{Association, AssociationError};
@@ -82,9 +81,8 @@ pub async fn handle(
                 cancelled = true;
                 break 'batches;
             }
-            // A peer proposing only uncompressed syntaxes gets compressed instances decoded.
-            let path = ctx.core.stored().local_file(instance).path().to_path_buf();
-            match send_file_with(assoc, &path, None, Fallback::Decode).await {
+            let data_set = retrieval.instances.take_data_set(instance);
+            match retrieve::send_instance(ctx, assoc, instance, data_set, None).await {
                 Ok(sent) => {
                     counts.record(&instance.sop_instance_uid, Some(sent.status));
                     cancelled = sent.cancel_for == Some(message_id);

@@ -8,7 +8,7 @@ use crate::core::{Delivery, InstanceLocation, Retrieval};
 use crate::dimse::command::{CommandField, CommandSet};
 use crate::dimse::dataset;
 use crate::dimse::negotiate::ProposedContext;
-use crate::dimse::scu::send::{send_file_with, Fallback};
+use crate::dimse::scu::send::Fallback;
 use crate::dimse::scu::{self, ScuOptions, SendError};
 use crate::dimse::sop;
 use crate::dimse::status::code;
@@ -161,13 +161,9 @@ pub async fn handle(
                         break;
                     }
                     let originator = Some((assoc.calling_ae.as_str(), message_id));
-                    match send_file_with(
-                        &mut sub,
-                        ctx.core.stored().local_file(&instance).path(),
-                        originator,
-                        Fallback::Decode,
-                    )
-                    .await
+                    let data_set = retrieval.instances.take_data_set(&instance);
+                    match retrieve::send_instance(ctx, &mut sub, &instance, data_set, originator)
+                        .await
                     {
                         Ok(sent) => counts.record(&instance.sop_instance_uid, Some(sent.status)),
                         Err(SendError::Association(e)) => {

@@ -1,10 +1,15 @@
 //! What C-MOVE and C-GET share (PS3.4 C.4.2, C.4.3): selecting instances by unique keys,
 //! counting sub-operations, and the pending/final responses.
 
-use crate::core::{CoreError, Refusal, Selection};
+use super::ScpContext;
+use crate::core::source::DataSet;
+use crate::core::{CoreError, InstanceLocation, Refusal, Selection};
 use crate::dimse::command::{CommandField, CommandSet};
 use crate::dimse::dataset::QUERY_RETRIEVE_LEVEL;
+use crate::dimse::scu::send::{send_data_set, send_file_with, Fallback, Sent};
+use crate::dimse::scu::SendError;
 use crate::dimse::status::{self, code, Category};
+use crate::dimse::Association;
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_object::InMemDicomObject;
 
@@ -230,4 +235,32 @@ pub fn detail_of(counts: &SubOps, prefix: &str, from: &str) -> String {
         detail.push_str(&format!(", streamed from the {from}"));
     }
     detail
+}
+
+/// Send one instance as a C-STORE sub-operation: from memory when the source's data set is
+/// at hand and the peer takes it as it is, else from the stored file (a peer proposing only
+/// uncompressed syntaxes gets compressed instances decoded).
+pub(super) async fn send_instance(
+    ctx: &ScpContext,
+    assoc: &mut Association,
+    instance: &InstanceLocation,
+    data_set: Option<DataSet>,
+    originator: Option<(&str, u16)>,
+) -> Result<Sent, SendError> {
+    if let Some(data_set) = data_set {
+        let sent = send_data_set(
+            assoc,
+            &instance.sop_class_uid,
+            &instance.sop_instance_uid,
+            &instance.transfer_syntax_uid,
+            &data_set,
+            originator,
+        )
+        .await?;
+        if let Some(sent) = sent {
+            return Ok(sent);
+        }
+    }
+    let path = ctx.core.stored().local_file(instance).path().to_path_buf();
+    send_file_with(assoc, &path, originator, Fallback::Decode).await
 }

@@ -4,10 +4,10 @@
 use super::{connect, ScuOptions};
 use crate::dimse::association::{Association, AssociationError};
 use crate::dimse::command::{CommandField, CommandSet};
-use crate::dimse::dataset::{self, read_layout, DatasetError};
+use crate::dimse::dataset::{self, read_layout, DatasetError, FileLayout};
 use crate::dimse::negotiate::ProposedContext;
 use crate::dimse::{sop, Event};
-use std::io::SeekFrom;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use tokio::io::AsyncSeekExt;
 
@@ -76,7 +76,7 @@ pub async fn send_file_with(
     fallback: Fallback,
 ) -> Result<Sent, SendError> {
     let p = path.to_path_buf();
-    let layout = tokio::task::spawn_blocking(move || read_layout(&p))
+    let (layout, in_memory) = tokio::task::spawn_blocking(move || load(&p))
         .await
         .map_err(|e| SendError::Io(path.display().to_string(), std::io::Error::other(e)))??;
     let sop_class = layout.meta.media_storage_sop_class_uid().to_string();
@@ -97,16 +97,22 @@ pub async fn send_file_with(
         rq.move_originator_id = Some(msg);
     }
     if pc.transfer_syntax == stored_ts {
-        let mut file = tokio::fs::File::open(path)
-            .await
-            .map_err(|e| SendError::Io(path.display().to_string(), e))?;
-        file.seek(SeekFrom::Start(layout.dataset_offset))
-            .await
-            .map_err(|e| SendError::Io(path.display().to_string(), e))?;
-        assoc.send_command(pc.id, &rq).await?;
-        assoc
-            .send_data_from(pc.id, &mut file, layout.dataset_len())
-            .await?;
+        match in_memory {
+            // The usual case: command and data set in one go, no further hand-off.
+            Some(data) => assoc.send_message(pc.id, &rq, &data).await?,
+            None => {
+                let mut file = tokio::fs::File::open(path)
+                    .await
+                    .map_err(|e| SendError::Io(path.display().to_string(), e))?;
+                file.seek(SeekFrom::Start(layout.dataset_offset))
+                    .await
+                    .map_err(|e| SendError::Io(path.display().to_string(), e))?;
+                assoc.send_command(pc.id, &rq).await?;
+                assoc
+                    .send_data_from(pc.id, &mut file, layout.dataset_len())
+                    .await?;
+            }
+        }
     } else {
         // Re-encode in memory into the accepted uncompressed syntax: decode compressed pixel
         // data, inflate a deflated data set, or just change the VR encoding.
@@ -118,9 +124,44 @@ pub async fn send_file_with(
         })
         .await
         .map_err(|e| SendError::Io(path.display().to_string(), std::io::Error::other(e)))??;
-        assoc.send_command(pc.id, &rq).await?;
-        assoc.send_data(pc.id, &bytes).await?;
+        assoc.send_message(pc.id, &rq, &bytes).await?;
     }
+    store_response(assoc, id).await
+}
+
+/// Send one instance whose data set is in memory as a source delivered it (`data_set`: the
+/// stored file's bytes after its meta group, in the pieces they came in), on a context for
+/// its class in its own syntax, without reading the file. `Ok(None)`: the peer accepted no
+/// such context; send the file instead ([`send_file_with`] may re-encode it).
+pub async fn send_data_set(
+    assoc: &mut Association,
+    sop_class: &str,
+    sop_instance: &str,
+    transfer_syntax: &str,
+    data_set: &[bytes::Bytes],
+    originator: Option<(&str, u16)>,
+) -> Result<Option<Sent>, SendError> {
+    let Some(pc) = assoc
+        .contexts
+        .iter()
+        .find(|c| c.abstract_syntax == sop_class && c.transfer_syntax == transfer_syntax)
+        .map(|c| c.id)
+    else {
+        return Ok(None);
+    };
+    let id = assoc.next_message_id();
+    let mut rq = CommandSet::request(CommandField::CStoreRq, id, sop_class).with_data_set(true);
+    rq.affected_sop_instance = Some(sop_instance.to_string());
+    if let Some((ae, msg)) = originator {
+        rq.move_originator_ae = Some(ae.to_string());
+        rq.move_originator_id = Some(msg);
+    }
+    assoc.send_message_parts(pc, &rq, data_set).await?;
+    store_response(assoc, id).await.map(Some)
+}
+
+/// Wait for the C-STORE-RSP to message `id`, noting a C-CANCEL-RQ that comes meanwhile.
+async fn store_response(assoc: &mut Association, id: u16) -> Result<Sent, SendError> {
     let mut cancel_for = None;
     loop {
         match assoc.next_event().await? {
@@ -146,6 +187,29 @@ pub async fn send_file_with(
             }
         }
     }
+}
+
+/// Data sets up to this size are read into memory in one blocking call with the file's meta
+/// group; larger ones stream from the file one PDU at a time.
+const IN_MEMORY: u64 = 8 * 1024 * 1024;
+
+/// The layout of a stored file and, when it is small enough, its data set.
+fn load(path: &Path) -> Result<(FileLayout, Option<Vec<u8>>), SendError> {
+    let layout = read_layout(path)?;
+    let len = layout.dataset_len();
+    if len > IN_MEMORY {
+        return Ok((layout, None));
+    }
+    let io = |e| SendError::Io(path.display().to_string(), e);
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    file.seek(SeekFrom::Start(layout.dataset_offset))
+        .map_err(io)?;
+    let mut data = Vec::with_capacity(len as usize);
+    file.take(len).read_to_end(&mut data).map_err(io)?;
+    if data.len() as u64 != len {
+        return Err(io(std::io::ErrorKind::UnexpectedEof.into()));
+    }
+    Ok((layout, Some(data)))
 }
 
 /// The accepted context to send an instance of `sop_class` stored in `stored_ts` on: one in

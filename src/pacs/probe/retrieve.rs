@@ -62,7 +62,7 @@ async fn retrieve(
     let result = loop {
         tokio::select! {
             r = &mut fut => break Some(r),
-            Some(loc) = rx.recv() => arrived.push(loc),
+            Some(a) = rx.recv() => arrived.push(a.loc),
             _ = &mut deadline => break None,
         }
     };
@@ -73,14 +73,14 @@ async fn retrieve(
             loop {
                 tokio::select! {
                     _ = &mut fut => break,
-                    Some(loc) = rx.recv() => arrived.push(loc),
+                    Some(a) = rx.recv() => arrived.push(a.loc),
                 }
             }
         })
         .await;
     }
-    while let Ok(loc) = rx.try_recv() {
-        arrived.push(loc);
+    while let Ok(arrival) = rx.try_recv() {
+        arrived.push(arrival.loc);
     }
     (result, arrived)
 }
