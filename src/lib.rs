@@ -63,5 +63,6 @@ pub mod sop;
 pub mod status;
 pub mod store;
 pub mod testdata;
+pub mod transcode;
 pub mod trust;
 pub mod xml;

@@ -84,7 +84,14 @@ pub async fn handle(
             }
             // A peer proposing only uncompressed syntaxes gets compressed instances decoded.
             let path = ctx.core.stored().local_file(instance).path().to_path_buf();
-            match send_file_with(assoc, &path, None, Fallback::Decode).await {
+            match send_file_with(
+                assoc,
+                &path,
+                None,
+                Fallback::for_retrieve(&ctx.config.dimse.wire_syntax),
+            )
+            .await
+            {
                 Ok(sent) => {
                     counts.record(&instance.sop_instance_uid, Some(sent.status));
                     cancelled = sent.cancel_for == Some(message_id);
