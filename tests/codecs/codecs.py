@@ -6,8 +6,9 @@ pylibjpeg-openjpeg (JPEG 2000), pydicom (Deflate). Prints a JSON manifest.
 
 compare MANIFEST.json: each entry {"source": path, "got": path, "raw": bool, "tolerance": int,
 "uncompressed": bool};
-"got" is a Part 10 file (pixels decoded by pydicom and its plugins) or, with "raw", native frame
-bytes. Prints the largest difference per entry; exits 1 on any beyond its tolerance.
+"got" is a Part 10 file (pixels decoded by pydicom and its plugins: pylibjpeg-openjpeg,
+pyjpegls, pydicom's own RLE and Deflate; with "expect_ts", in that syntax) or, with "raw",
+native frame bytes. Prints the largest difference per entry; exits 1 on any beyond its tolerance.
 """
 import json
 import subprocess
@@ -144,6 +145,9 @@ def compare(manifest):
             ts = str(ds.file_meta.TransferSyntaxUID)
             if entry.get("uncompressed") and ts not in ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1"):
                 print(f"{entry['got']}: {ts} is not uncompressed (FAIL)")
+                failed = True
+            if entry.get("expect_ts") and ts != entry["expect_ts"]:
+                print(f"{entry['got']}: {ts} is not {entry['expect_ts']} (FAIL)")
                 failed = True
         worst = int(np.abs(src - got).max()) if src.shape == got.shape else -1
         ok = worst >= 0 and worst <= entry.get("tolerance", 0)
