@@ -1,6 +1,6 @@
 //! Replays the cargo-fuzz corpora (`fuzz/corpus/command_set`, `fuzz/corpus/pdata`,
 //! `fuzz/corpus/qido_query`, `fuzz/corpus/multipart`, `fuzz/corpus/pacs_answer`,
-//! `fuzz/corpus/stored_dataset`) through
+//! `fuzz/corpus/stored_dataset`, `fuzz/corpus/codestream`) through
 //! the same checks as the fuzz targets in `fuzz/fuzz_targets/`, so CI exercises every seed
 //! and every input the fuzzer kept without needing the fuzzer (or a nightly toolchain). The checks are in
 //! `fuzz/checks/<target>.rs`, included here and by each fuzz target: one copy of each.
@@ -26,6 +26,9 @@ mod pacs_answer_checks {
 }
 mod stored_dataset_checks {
     include!("../fuzz/checks/stored_dataset.rs");
+}
+mod codestream_checks {
+    include!("../fuzz/checks/codestream.rs");
 }
 
 /// Every regular, non-hidden file of one corpus, with its contents.
@@ -134,4 +137,17 @@ fn stored_dataset_corpus_replays() {
     // The seeds include whole CT data sets: the retrieve paths of stored instances must
     // have run, not only those of refused ones.
     assert!(accepted > 0, "no corpus file is accepted by ingest");
+}
+
+#[test]
+fn codestream_corpus_replays() {
+    let mut decoded = 0;
+    for (path, bytes) in corpus("codestream") {
+        if replay(&path, bytes, codestream_checks::check_codestream) {
+            decoded += 1;
+        }
+    }
+    // The seeds include whole codestreams from independent encoders: the decoders must have
+    // run on good input, not only refused broken input.
+    assert!(decoded > 0, "no corpus file decodes");
 }
