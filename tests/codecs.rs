@@ -876,7 +876,8 @@ const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
 /// (uncompressed ones, and a JPEG 2000 one re-encoded), decoded by independent decoders
 /// (pydicom with pyjpegls / its RLE and Deflate readers, and DCMTK `dcmdjpls`/`dcmdrle`)
 /// pixel-equal to the source; JPEG-LS is smaller on the wire than Explicit VR LE; a syntax
-/// with no encoder here (JPEG 2000) is a 406 before the first byte. DCMTK `getscu`
+/// with no encoder here (JPEG 2000) is a 406 before the first byte; WADO-URI's
+/// `transferSyntax=` likewise. DCMTK `getscu`
 /// preferring JPEG-LS (`+xt`) or RLE (`+xr`) receives the study in it.
 #[tokio::test(flavor = "multi_thread")]
 async fn compress_on_request_for_wado_rs_and_c_get() {
@@ -943,6 +944,25 @@ async fn compress_on_request_for_wado_rs_and_c_get() {
                 "uncompressed": true,
             }));
         }
+    }
+    // WADO-URI (PS3.18 9) asks the same way: transferSyntax=.
+    for (sop, _, instance) in &stored {
+        let name = field(instance, "name");
+        let url = format!(
+            "/wado?requestType=WADO&studyUID={}&seriesUID={}&objectUID={sop}\
+             &contentType=application%2Fdicom&transferSyntax={JPEG_LS_LOSSLESS}",
+            made.study, made.series
+        );
+        let answer = request(gw.http_port, "GET", &url, &[], b"").await;
+        assert_eq!(answer.status, 200, "WADO-URI {name}: {}", answer.text());
+        let got = dir.path().join(format!("uri-{name}-jls.dcm"));
+        std::fs::write(&got, &answer.body).unwrap();
+        entries.push(serde_json::json!({
+            "source": field(instance, "source"),
+            "got": got,
+            "tolerance": 0,
+            "expect_ts": JPEG_LS_LOSSLESS,
+        }));
     }
     assert_pixels(dir.path(), &entries);
     eprintln!("bytes on the wire per syntax: {bytes:?}");
