@@ -57,6 +57,9 @@ pub enum Fallback {
     /// configured wire syntax (`[dimse] wire_syntax`) is used for uncompressed instances
     /// where accepted (issue 13).
     Transcode(Option<WireSyntax>),
+    /// As [`Fallback::Uncompressed`], but an instance stored uncompressed goes in the wire
+    /// syntax where the peer accepted it (the forward to the PACS, `[pacs] wire_syntax`).
+    Wire(WireSyntax),
 }
 
 impl Fallback {
@@ -179,7 +182,10 @@ fn context_to_send<'a>(
         .collect();
     let (ts, plan) = match fallback {
         Fallback::Transcode(wire) => transcode::choose(stored_ts, &offered, wire)?,
-        Fallback::Uncompressed => {
+        Fallback::Wire(w) if w.applies_to(stored_ts) && offered.contains(&w.uid()) => {
+            (w.uid(), Plan::Transcode(w.uid().to_string()))
+        }
+        Fallback::Uncompressed | Fallback::Wire(_) => {
             if let Some(o) = offered.iter().find(|o| **o == stored_ts) {
                 (*o, Plan::AsStored)
             } else if sop::is_native_le(stored_ts) {
@@ -227,7 +233,12 @@ pub fn propose_for_with(
                     add(&mut out, tss);
                 }
             }
-            Fallback::Uncompressed => {
+            Fallback::Uncompressed | Fallback::Wire(_) => {
+                if let Fallback::Wire(w) = fallback {
+                    if w.applies_to(&ts) {
+                        add(&mut out, vec![w.uid().to_string()]);
+                    }
+                }
                 add(&mut out, vec![ts.clone()]);
                 if sop::is_native_le(&ts) {
                     add(&mut out, super::native_syntaxes());
