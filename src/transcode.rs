@@ -502,7 +502,7 @@ pub mod check {
 pub mod rle {
     use super::tags;
     use dicom_core::value::PixelFragmentSequence;
-    use dicom_core::{DataElement, Length, PrimitiveValue, VR};
+    use dicom_core::{DataElement, Length, VR};
     use dicom_object::DefaultDicomObject;
 
     /// PackBits one byte plane (PS3.5 G.3.1): literal runs of up to 128 bytes, replicate
@@ -589,7 +589,9 @@ pub mod rle {
     }
 
     /// Replace `obj`'s native Pixel Data by RLE fragments, one per frame, with a basic
-    /// offset table. The caller sets the transfer syntax.
+    /// offset table. The caller sets the transfer syntax. Colour images keep their Planar
+    /// Configuration (segments are by sample whatever it says, PS3.5 G.2); only grey-scale
+    /// images are tested.
     pub fn encode_object(obj: &mut DefaultDicomObject) -> Result<(), String> {
         let rows = uint(obj, tags::ROWS)?;
         let cols = uint(obj, tags::COLUMNS)?;
@@ -634,14 +636,6 @@ pub mod rle {
             Length::UNDEFINED,
             PixelFragmentSequence::new(offsets, fragments),
         ));
-        if samples > 1 {
-            // Decoders give RLE frames back by plane (PS3.5 G.2: segments by sample).
-            obj.put(DataElement::new(
-                tags::PLANAR_CONFIGURATION,
-                VR::US,
-                PrimitiveValue::from(1u16),
-            ));
-        }
         Ok(())
     }
 
