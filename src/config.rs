@@ -114,6 +114,12 @@ pub struct DimseConfig {
     /// holds through beeldbrug, streamed through (`core::Routes`).
     #[serde(default)]
     pub proxy_pacs: bool,
+    /// The transfer syntax for C-GET/C-MOVE sub-operations of instances stored uncompressed,
+    /// when the destination accepts it: a lossless one this build encodes (JPEG-LS lossless
+    /// `1.2.840.10008.1.2.4.80`, RLE `1.2.840.10008.1.2.5`, Deflate
+    /// `1.2.840.10008.1.2.1.99`); empty: as stored (`crate::transcode::WireSyntax`).
+    #[serde(default)]
+    pub wire_syntax: String,
 }
 
 fn default_dimse_charset() -> String {
@@ -167,6 +173,10 @@ pub struct DicomwebConfig {
     /// Origins allowed by CORS (browser viewers); `["*"]` allows any, empty disables CORS.
     #[serde(default)]
     pub cors_origins: Vec<String>,
+    /// The transfer syntax WADO-RS sends instances stored uncompressed in when the client's
+    /// Accept lists it among others (as `[dimse] wire_syntax`); empty: the client's first.
+    #[serde(default)]
+    pub wire_syntax: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -228,6 +238,10 @@ impl Config {
             problem,
         };
         check_ae_title(&self.dimse.ae_title).map_err(|p| invalid("dimse.ae_title", p))?;
+        crate::transcode::WireSyntax::parse(&self.dimse.wire_syntax)
+            .map_err(|p| invalid("dimse.wire_syntax", p))?;
+        crate::transcode::WireSyntax::parse(&self.dicomweb.wire_syntax)
+            .map_err(|p| invalid("dicomweb.wire_syntax", p))?;
         self.dimse.listen.parse::<SocketAddr>().map_err(|e| {
             invalid(
                 "dimse.listen",

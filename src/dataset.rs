@@ -533,21 +533,6 @@ pub fn can_decode(ts: &str) -> bool {
         .is_some_and(|ts| ts.can_decode_all())
 }
 
-/// The stored Part 10 file at `path`, parsed whole and re-encoded in memory into `target`
-/// (decoding compressed pixel data, inflating a deflated data set). Blocking. dicom-rs has
-/// no streaming transcoder: one instance at a time is held.
-pub fn transcode_stored(path: &Path, target: &str) -> Result<DefaultDicomObject, DatasetError> {
-    use dicom_pixeldata::Transcode;
-    let ts = syntax(target)?;
-    let (mut obj, _) = open_stored(path, Extent::Whole)?;
-    // dicom-rs 0.10's RLE decoder indexes past the end of a truncated segment (panics): a
-    // broken codestream must fail this one instance with a reason, like any decode error.
-    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| obj.transcode(ts)))
-        .map_err(|_| DatasetError::Encode(format!("the decoder failed (panicked) on {target}")))?;
-    decoded.map_err(|e| DatasetError::Encode(format!("cannot transcode to {target}: {e}")))?;
-    Ok(obj)
-}
-
 /// How much of a stored instance [`open_stored`] parses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Extent {

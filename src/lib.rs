@@ -73,6 +73,7 @@ pub mod sop;
 pub mod status;
 pub mod store;
 pub mod testdata;
+pub mod transcode;
 pub mod trust;
 pub mod xds;
 pub mod xml;

@@ -849,3 +849,311 @@ async fn wado_uri_gives_each_stored_syntax_like_orthanc() {
     }
     gw.stop().await;
 }
+
+/// The instances `compress_on_request` stores: the uncompressed sources (Explicit VR LE) of
+/// the lossless codecs (their encoders keep the SOP Instance UID; DCMTK's lossy ones make a
+/// new one), but the JPEG 2000 lossless one as encoded.
+fn uncompressed_and_j2k(made: &Made) -> Vec<(String, PathBuf, serde_json::Value)> {
+    made.instances
+        .iter()
+        .filter(|i| i["tolerance"].as_u64() == Some(0))
+        .map(|i| {
+            let file = if field(i, "name") == "j2k-lossless" {
+                field(i, "sent")
+            } else {
+                field(i, "source")
+            };
+            (field(i, "sop").to_string(), PathBuf::from(file), i.clone())
+        })
+        .collect()
+}
+
+const JPEG_LS_LOSSLESS: &str = "1.2.840.10008.1.2.4.80";
+const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
+
+/// Compression on the wire when asked (issue 13, item 3): WADO-RS with `transfer-syntax=`
+/// JPEG-LS lossless, RLE Lossless or Deflated Explicit VR LE gets each instance encoded here
+/// (uncompressed ones, and a JPEG 2000 one re-encoded), decoded by independent decoders
+/// (pydicom with pyjpegls / its RLE and Deflate readers, and DCMTK `dcmdjpls`/`dcmdrle`)
+/// pixel-equal to the source; JPEG-LS is smaller on the wire than Explicit VR LE; a syntax
+/// with no encoder here (JPEG 2000) is a 406 before the first byte; WADO-URI's
+/// `transferSyntax=` likewise. DCMTK `getscu`
+/// preferring JPEG-LS (`+xt`) or RLE (`+xr`) receives the study in it.
+#[tokio::test(flavor = "multi_thread")]
+async fn compress_on_request_for_wado_rs_and_c_get() {
+    let gw = Gateway::start("").await;
+    let dir = tempfile::tempdir().unwrap();
+    let made = make(dir.path());
+    let stored = uncompressed_and_j2k(&made);
+    let files: Vec<&Path> = stored.iter().map(|(_, p, _)| p.as_path()).collect();
+    let stow_answer = stow(gw.http_port, &files).await;
+    assert_eq!(stow_answer.status, 200, "STOW-RS: {}", stow_answer.text());
+
+    let mut entries = Vec::new();
+    let mut bytes = std::collections::BTreeMap::<&str, usize>::new();
+    for target in [EXPLICIT_VR_LE, JPEG_LS_LOSSLESS, RLE_LOSSLESS, DEFLATED] {
+        for (sop, _, instance) in &stored {
+            let name = field(instance, "name");
+            let url = format!(
+                "/dicomweb/studies/{}/series/{}/instances/{sop}",
+                made.study, made.series
+            );
+            let accept =
+                format!("multipart/related; type=\"application/dicom\"; transfer-syntax={target}");
+            let answer = request(gw.http_port, "GET", &url, &[("Accept", &accept)], b"").await;
+            assert_eq!(answer.status, 200, "{name} as {target}: {}", answer.text());
+            assert!(
+                String::from_utf8_lossy(&answer.body)
+                    .contains(&format!("transfer-syntax={target}")),
+                "{name}: part not in {target}"
+            );
+            let part = multipart_parts(&answer).remove(0);
+            *bytes.entry(target).or_default() += part.len();
+            if target == EXPLICIT_VR_LE {
+                continue;
+            }
+            let got = dir.path().join(format!("wire-{name}-{target}.dcm"));
+            std::fs::write(&got, &part).unwrap();
+            entries.push(serde_json::json!({
+                "source": field(instance, "source"),
+                "got": got,
+                "tolerance": instance["tolerance"],
+                "expect_ts": target,
+            }));
+            // DCMTK decodes it too.
+            let tool = match target {
+                JPEG_LS_LOSSLESS => "dcmdjpls",
+                RLE_LOSSLESS => "dcmdrle",
+                _ => continue,
+            };
+            let decoded = dir.path().join(format!("dcmtk-{name}-{target}.dcm"));
+            let out = run_tool(
+                tool,
+                vec![got.display().to_string(), decoded.display().to_string()],
+            )
+            .await;
+            assert!(
+                out.status.success(),
+                "{tool} {name}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            entries.push(serde_json::json!({
+                "source": field(instance, "source"),
+                "got": decoded,
+                "tolerance": instance["tolerance"],
+                "uncompressed": true,
+            }));
+        }
+    }
+    // WADO-URI (PS3.18 9) asks the same way: transferSyntax=.
+    for (sop, _, instance) in &stored {
+        let name = field(instance, "name");
+        let url = format!(
+            "/wado?requestType=WADO&studyUID={}&seriesUID={}&objectUID={sop}\
+             &contentType=application%2Fdicom&transferSyntax={JPEG_LS_LOSSLESS}",
+            made.study, made.series
+        );
+        let answer = request(gw.http_port, "GET", &url, &[], b"").await;
+        assert_eq!(answer.status, 200, "WADO-URI {name}: {}", answer.text());
+        let got = dir.path().join(format!("uri-{name}-jls.dcm"));
+        std::fs::write(&got, &answer.body).unwrap();
+        entries.push(serde_json::json!({
+            "source": field(instance, "source"),
+            "got": got,
+            "tolerance": 0,
+            "expect_ts": JPEG_LS_LOSSLESS,
+        }));
+    }
+    assert_pixels(dir.path(), &entries);
+    eprintln!("bytes on the wire per syntax: {bytes:?}");
+    assert!(
+        bytes[JPEG_LS_LOSSLESS] * 3 < bytes[EXPLICIT_VR_LE] * 2,
+        "JPEG-LS not smaller: {bytes:?}"
+    );
+
+    // No JPEG 2000 encoder: 406 for the study, before the first byte.
+    let study = format!("/dicomweb/studies/{}", made.study);
+    let j2k = request(
+        gw.http_port,
+        "GET",
+        &study,
+        &[(
+            "Accept",
+            "multipart/related; type=\"application/dicom\"; transfer-syntax=1.2.840.10008.1.2.4.90",
+        )],
+        b"",
+    )
+    .await;
+    assert_eq!(j2k.status, 406, "{}", j2k.text());
+
+    // C-GET by a peer preferring JPEG-LS lossless, then RLE: the study in that syntax.
+    for (flag, target) in [("+xt", JPEG_LS_LOSSLESS), ("+xr", RLE_LOSSLESS)] {
+        let out_dir = dir.path().join(format!("get{flag}"));
+        std::fs::create_dir(&out_dir).unwrap();
+        let args: Vec<String> = [
+            flag,
+            "-to",
+            "20",
+            "-ta",
+            "20",
+            "-td",
+            "60",
+            "-aet",
+            "TEST",
+            "-aec",
+            "BEELDBRUG",
+            "-od",
+            out_dir.to_str().unwrap(),
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            &format!("StudyInstanceUID={}", made.study),
+            "127.0.0.1",
+            &gw.port.to_string(),
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect();
+        let get = run_tool("getscu", args).await;
+        let log = format!(
+            "{}{}",
+            String::from_utf8_lossy(&get.stdout),
+            String::from_utf8_lossy(&get.stderr)
+        );
+        assert!(get.status.success(), "getscu {flag}: {log}");
+        let lossless = Made {
+            study: made.study.clone(),
+            series: made.series.clone(),
+            instances: stored.iter().map(|(_, _, i)| i.clone()).collect(),
+        };
+        let entries: Vec<serde_json::Value> = received_pairs(&lossless, &out_dir, &log)
+            .into_iter()
+            .map(|mut e| {
+                e["uncompressed"] = false.into();
+                e["expect_ts"] = target.into();
+                e
+            })
+            .collect();
+        assert_pixels(dir.path(), &entries);
+    }
+    gw.stop().await;
+}
+
+/// `wire_syntax` (issue 13, item 3): with `[dimse] wire_syntax` JPEG-LS lossless, a C-MOVE to
+/// a DCMTK storescp that accepts JPEG-LS (`+xt`) delivers the uncompressed study in JPEG-LS,
+/// pixel-equal to the source (not the JPEG 2000 instance: the wire syntax is for uncompressed
+/// instances only, and storescp takes no JPEG 2000, so it is decoded); with `[dicomweb] wire_syntax`, a WADO-RS client whose Accept
+/// lists Explicit VR LE first and JPEG-LS second gets JPEG-LS.
+#[tokio::test(flavor = "multi_thread")]
+async fn wire_syntax_is_used_toward_peers_that_accept_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("received");
+    std::fs::create_dir(&out_dir).unwrap();
+    let dest_port = common::free_port();
+    let args: Vec<String> = [
+        "+xt",
+        "-aet",
+        "DEST",
+        "--output-directory",
+        out_dir.to_str().unwrap(),
+        &dest_port.to_string(),
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut storescp = PeerProcess::spawn(
+        "storescp",
+        &common::require_tool("storescp"),
+        &args,
+        dir.path(),
+    );
+    storescp.wait_for_port(dest_port).await;
+    let gw = Gateway::start(&format!(
+        "[dimse]\nwire_syntax = \"{JPEG_LS_LOSSLESS}\"\n[dicomweb]\nwire_syntax = \"{JPEG_LS_LOSSLESS}\"\n\
+         [[dimse.peers]]\nae_title = \"DEST\"\nhost = \"127.0.0.1\"\nport = {dest_port}\n"
+    ))
+    .await;
+    let made = make(dir.path());
+    let stored = uncompressed_and_j2k(&made);
+    let files: Vec<&Path> = stored.iter().map(|(_, p, _)| p.as_path()).collect();
+    assert_eq!(stow(gw.http_port, &files).await.status, 200);
+
+    let args: Vec<String> = [
+        "-aet",
+        "TEST",
+        "-aec",
+        "BEELDBRUG",
+        "-aem",
+        "DEST",
+        "-k",
+        "QueryRetrieveLevel=STUDY",
+        "-k",
+        &format!("StudyInstanceUID={}", made.study),
+        "127.0.0.1",
+        &gw.port.to_string(),
+    ]
+    .map(String::from)
+    .to_vec();
+    let run = run_tool("movescu", args).await;
+    let log = format!(
+        "{}{}\n{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr),
+        storescp.log_tail()
+    );
+    assert!(run.status.success(), "movescu: {log}");
+    let lossless = Made {
+        study: made.study.clone(),
+        series: made.series.clone(),
+        instances: stored.iter().map(|(_, _, i)| i.clone()).collect(),
+    };
+    let entries: Vec<serde_json::Value> = received_pairs(&lossless, &out_dir, &log)
+        .into_iter()
+        .zip(&lossless.instances)
+        .map(|(mut e, i)| {
+            e["uncompressed"] = false.into();
+            // storescp +xt takes no JPEG 2000: that instance is decoded (uncompressed comes
+            // before re-encoding into another codec).
+            e["expect_ts"] = if field(i, "name") == "j2k-lossless" {
+                EXPLICIT_VR_LE.into()
+            } else {
+                JPEG_LS_LOSSLESS.into()
+            };
+            e
+        })
+        .collect();
+    assert_pixels(dir.path(), &entries);
+
+    // WADO-RS: the client lists Explicit VR LE first; the wire syntax is listed too.
+    let accept = format!(
+        "multipart/related; type=\"application/dicom\"; transfer-syntax={EXPLICIT_VR_LE}, \
+         multipart/related; type=\"application/dicom\"; transfer-syntax={JPEG_LS_LOSSLESS}"
+    );
+    let (sop, _, _) = stored
+        .iter()
+        .find(|(_, _, i)| field(i, "name") == "rle")
+        .unwrap();
+    let url = format!(
+        "/dicomweb/studies/{}/series/{}/instances/{sop}",
+        made.study, made.series
+    );
+    let answer = request(gw.http_port, "GET", &url, &[("Accept", &accept)], b"").await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert!(
+        String::from_utf8_lossy(&answer.body)
+            .contains(&format!("transfer-syntax={JPEG_LS_LOSSLESS}")),
+        "not the wire syntax"
+    );
+    // Without the wire syntax listed: the client's choice.
+    let plain = request(
+        gw.http_port,
+        "GET",
+        &url,
+        &[("Accept", "multipart/related; type=\"application/dicom\"")],
+        b"",
+    )
+    .await;
+    assert!(
+        String::from_utf8_lossy(&plain.body).contains(&format!("transfer-syntax={EXPLICIT_VR_LE}"))
+    );
+    gw.stop().await;
+}

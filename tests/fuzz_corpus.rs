@@ -1,6 +1,7 @@
 //! Replays the cargo-fuzz corpora (`fuzz/corpus/command_set`, `fuzz/corpus/pdata`,
 //! `fuzz/corpus/qido_query`, `fuzz/corpus/multipart`, `fuzz/corpus/pacs_answer`,
-//! `fuzz/corpus/stored_dataset`, `fuzz/corpus/ebrim_query`, `fuzz/corpus/soap_envelope`) through
+//! `fuzz/corpus/stored_dataset`, `fuzz/corpus/ebrim_query`, `fuzz/corpus/soap_envelope`,
+//! `fuzz/corpus/codestream`) through
 //! the same checks as the fuzz targets in `fuzz/fuzz_targets/`, so CI exercises every seed
 //! and every input the fuzzer kept without needing the fuzzer (or a nightly toolchain). The checks are in
 //! `fuzz/checks/<target>.rs`, included here and by each fuzz target: one copy of each.
@@ -33,6 +34,10 @@ mod ebrim_query_checks {
 
 mod soap_envelope_checks {
     include!("../fuzz/checks/soap_envelope.rs");
+}
+
+mod codestream_checks {
+    include!("../fuzz/checks/codestream.rs");
 }
 
 /// Every regular, non-hidden file of one corpus, with its contents.
@@ -161,4 +166,17 @@ fn soap_envelope_corpus_replays() {
     }
     // The seeds include valid requests (plain and MTOM): the checks on `Ok` must have run.
     assert!(read > 0, "no corpus file is read as a SOAP request");
+}
+
+#[test]
+fn codestream_corpus_replays() {
+    let mut decoded = 0;
+    for (path, bytes) in corpus("codestream") {
+        if replay(&path, bytes, codestream_checks::check_codestream) {
+            decoded += 1;
+        }
+    }
+    // The seeds include whole codestreams from independent encoders: the decoders must have
+    // run on good input, not only refused broken input.
+    assert!(decoded > 0, "no corpus file decodes");
 }

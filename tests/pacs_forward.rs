@@ -334,3 +334,71 @@ async fn senders_left_out_and_forwarding_off_queue_nothing() {
     assert_eq!(r.status, 401, "{}", r.text());
     gw.stop().await;
 }
+
+/// `[pacs] wire_syntax` (issue 13): the forward sends instances stored uncompressed in
+/// JPEG-LS lossless to a PACS that accepts it (storescp `+xa`), pixel-equal per pydicom
+/// (pyjpegls); compressed instances go as stored, byte-exact.
+#[tokio::test(flavor = "multi_thread")]
+async fn wire_syntax_compresses_uncompressed_instances_toward_the_pacs() {
+    const JLS: &str = "1.2.840.10008.1.2.4.80";
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let files = generate(&tmp.path().join("src"), true);
+    let port = free_port();
+    let pacs = start_pacs(port, &tmp.path().join("pacs"), tmp.path()).await;
+    let gw = Gateway::start(&pacs_toml(port, &format!("wire_syntax = \"{JLS}\""))).await;
+    fast_retries(gw.context());
+    let r = stow_files(gw.http_port, &files).await;
+    assert_eq!(r.status, 200, "STOW-RS: {}", r.text());
+    wait_queue(gw.context(), 60, "every job done", |jobs| {
+        jobs.len() == files.len() && jobs.iter().all(|j| j.state == "done")
+    })
+    .await;
+    let received: BTreeMap<String, (String, PathBuf)> = files_under(&tmp.path().join("pacs"))
+        .into_iter()
+        .map(|p| {
+            let (ts, sop, _) = part10(&p);
+            (sop, (ts, p))
+        })
+        .collect();
+    assert_eq!(received.len(), files.len(), "{}", pacs.log_tail());
+    let mut pairs = Vec::new();
+    for f in &files {
+        let (ts, path) = &received[&f.sop_uid];
+        let uncompressed = matches!(
+            f.transfer_syntax.as_str(),
+            "1.2.840.10008.1.2" | "1.2.840.10008.1.2.1"
+        );
+        if uncompressed {
+            assert_eq!(ts, JLS, "{} stored as {}", f.sop_uid, f.transfer_syntax);
+            pairs.push(format!("{}\t{}", f.path.display(), path.display()));
+        } else {
+            assert_eq!(ts, &f.transfer_syntax, "{} not as stored", f.sop_uid);
+            assert!(part10(path).2 == part10(&f.path).2, "{} changed", f.sop_uid);
+        }
+    }
+    assert!(!pairs.is_empty(), "no uncompressed instance generated");
+    let check = "import sys, numpy, pydicom\n\
+        for line in sys.stdin:\n\
+        \x20   a, b = line.strip().split('\\t')\n\
+        \x20   assert numpy.array_equal(pydicom.dcmread(a).pixel_array, pydicom.dcmread(b).pixel_array), b\n";
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", check])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(pairs.join("\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "pixels differ: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    gw.stop().await;
+}

@@ -64,6 +64,12 @@ pub struct PacsConfig {
     /// Forward studies received by STOW-RS to the PACS by C-STORE.
     #[serde(default = "defaults::yes")]
     pub forward_stow: bool,
+    /// The transfer syntax the forward sends instances stored uncompressed in when the PACS
+    /// accepts it: lossless, one this build encodes (JPEG-LS lossless
+    /// `1.2.840.10008.1.2.4.80`, RLE `1.2.840.10008.1.2.5`, Deflate
+    /// `1.2.840.10008.1.2.1.99`); empty: as stored. Compressed instances go as stored.
+    #[serde(default)]
+    pub wire_syntax: String,
     /// STOW-RS senders (client names) whose studies are not forwarded.
     #[serde(default)]
     pub forward_except: Vec<String>,
@@ -101,6 +107,8 @@ impl PacsConfig {
             problem,
         };
         check_ae_title(&self.ae_title).map_err(|p| invalid("ae_title", p))?;
+        crate::transcode::WireSyntax::parse(&self.wire_syntax)
+            .map_err(|p| invalid("wire_syntax", p))?;
         check_ae_title(self.calling_ae(our_ae)).map_err(|p| invalid("calling_ae", p))?;
         if self.host.trim().is_empty() {
             return Err(invalid("host", "must not be empty".into()));

@@ -212,18 +212,13 @@ async fn send_decoded_frames(
     path: &std::path::Path,
     numbers: &[u32],
 ) -> Result<(), SendError> {
-    use dicom_pixeldata::PixelDecoder;
     let path = path.to_path_buf();
     let numbers = numbers.to_vec();
     let frames = tokio::task::spawn_blocking(move || -> Result<Vec<Vec<u8>>, String> {
         let (obj, _) = open_stored(&path, Extent::Whole).map_err(|e| e.to_string())?;
         numbers
             .iter()
-            .map(|n| {
-                obj.decode_pixel_data_frame(n - 1)
-                    .map(|d| d.data().to_vec())
-                    .map_err(|e| e.to_string())
-            })
+            .map(|n| crate::transcode::decode_frame(&obj, n - 1).map(|d| d.data().to_vec()))
             .collect()
     })
     .await

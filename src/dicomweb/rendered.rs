@@ -14,7 +14,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use dicom_pixeldata::image::{self, imageops::FilterType, DynamicImage};
-use dicom_pixeldata::{ConvertOptions, PixelDecoder, VoiLutOption, WindowLevel};
+use dicom_pixeldata::{ConvertOptions, VoiLutOption, WindowLevel};
 
 /// Longest side of a thumbnail when no viewport is given.
 const THUMBNAIL_SIZE: u32 = 128;
@@ -117,8 +117,7 @@ pub fn render(
     format: image::ImageFormat,
 ) -> Result<Vec<u8>, String> {
     let (obj, _) = open_stored(path, Extent::Whole).map_err(|e| e.to_string())?;
-    let decoded = obj
-        .decode_pixel_data_frame(frame - 1)
+    let decoded = crate::transcode::decode_frame(&obj, frame - 1)
         .map_err(|e| format!("cannot decode frame {frame}: {e}"))?;
     let voi = match params.window {
         Some(w) => VoiLutOption::Custom(w),

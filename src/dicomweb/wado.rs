@@ -124,6 +124,11 @@ async fn retrieve(
     // Decided before the first byte where the stored syntaxes are known: a syntax some
     // instance cannot be given in is a 406. Instances streamed from a fetch are planned one
     // by one (the first choice; one that cannot be produced fails its part).
+    let choices = prefer_wire_syntax(
+        choices,
+        &state.config.dicomweb.wire_syntax,
+        retrieval.stored_syntaxes.as_deref(),
+    );
     let chosen = match &retrieval.stored_syntaxes {
         Some(stored) => {
             let producible =
@@ -176,6 +181,27 @@ async fn retrieve(
         ticket.finish(result, detail).await;
     });
     Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
+}
+
+/// `[dicomweb] wire_syntax`: when the client's Accept lists it and every instance is stored
+/// uncompressed (known before the first byte), it goes first; otherwise the client's order.
+fn prefer_wire_syntax(
+    mut choices: Vec<(Framing, SyntaxRequest)>,
+    configured: &str,
+    stored: Option<&[String]>,
+) -> Vec<(Framing, SyntaxRequest)> {
+    let Ok(Some(wire)) = crate::transcode::WireSyntax::parse(configured) else {
+        return choices;
+    };
+    let applies = stored.is_some_and(|s| !s.is_empty() && s.iter().all(|s| wire.applies_to(s)));
+    let listed = choices
+        .iter()
+        .position(|(_, ts)| matches!(ts, SyntaxRequest::Uid(uid) if uid == wire.uid()));
+    if let (true, Some(at)) = (applies, listed) {
+        let wanted = choices.remove(at);
+        choices.insert(0, wanted);
+    }
+    choices
 }
 
 /// Write every instance as a part, a batch per blocking producer call (a page from the

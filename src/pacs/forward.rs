@@ -13,7 +13,7 @@
 
 use super::source::PacsSource as Gateway;
 use crate::clock::unix_seconds as now;
-use crate::dimse::scu::send::{propose_for, send_file, SendError};
+use crate::dimse::scu::send::{propose_for_with, send_file_with, Fallback, SendError};
 use crate::dimse::status::{self, Category};
 use crate::model::{InstanceLocation, Selection};
 use crate::store::index::ForwardJob;
@@ -288,10 +288,17 @@ async fn send_all(
     located: &[InstanceLocation],
     results: &mut BTreeMap<String, Attempt>,
 ) {
-    let contexts = propose_for(
+    // As stored; instances stored uncompressed in `[pacs] wire_syntax` where the PACS
+    // accepts it. A compressed instance is never decoded on the way.
+    let fallback = match crate::transcode::WireSyntax::parse(&gateway.pacs.config.wire_syntax) {
+        Ok(Some(wire)) => Fallback::Wire(wire),
+        _ => Fallback::Uncompressed,
+    };
+    let contexts = propose_for_with(
         located
             .iter()
             .map(|l| (l.sop_class_uid.clone(), l.transfer_syntax_uid.clone())),
+        fallback,
     );
     let mut assoc = match gateway.pacs.connect(&contexts).await {
         Ok(a) => a,
@@ -311,7 +318,7 @@ async fn send_all(
         }
         // The instance's blob as stored (PS3.10 file), sent as it is.
         let file = gateway.blobs.path(&l.blob_key);
-        let attempt = match send_file(&mut assoc.assoc, &file, None).await {
+        let attempt = match send_file_with(&mut assoc.assoc, &file, None, fallback).await {
             Ok(sent) => match status::category(sent.status) {
                 Category::Success | Category::Warning => Attempt::Sent,
                 _ => Attempt::Retry(format!(

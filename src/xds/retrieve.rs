@@ -963,8 +963,10 @@ mod tests {
             choose(&jpeg, Some(std::slice::from_ref(&evrle))),
             Plan::Transcode(evrle.clone())
         );
+        // No JPEG 2000 encoder in this build (crate::transcode): impossible.
+        let j2k = "1.2.840.10008.1.2.4.90".to_string();
         assert_eq!(
-            choose(&evrle, Some(std::slice::from_ref(&jpeg))),
+            choose(&evrle, Some(std::slice::from_ref(&j2k))),
             Plan::Impossible
         );
         assert_eq!(choose(&evrle, Some(&["".to_string()])), Plan::Impossible);

@@ -6,8 +6,9 @@ pylibjpeg-openjpeg (JPEG 2000), pydicom (Deflate). Prints a JSON manifest.
 
 compare MANIFEST.json: each entry {"source": path, "got": path, "raw": bool, "tolerance": int,
 "uncompressed": bool};
-"got" is a Part 10 file (pixels decoded by pydicom and its plugins) or, with "raw", native frame
-bytes. Prints the largest difference per entry; exits 1 on any beyond its tolerance.
+"got" is a Part 10 file (pixels decoded by pydicom and its plugins: pylibjpeg-openjpeg,
+pyjpegls, pydicom's own RLE and Deflate; with "expect_ts", in that syntax) or, with "raw",
+native frame bytes. Prints the largest difference per entry; exits 1 on any beyond its tolerance.
 """
 import json
 import subprocess
@@ -145,6 +146,9 @@ def compare(manifest):
             if entry.get("uncompressed") and ts not in ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1"):
                 print(f"{entry['got']}: {ts} is not uncompressed (FAIL)")
                 failed = True
+            if entry.get("expect_ts") and ts != entry["expect_ts"]:
+                print(f"{entry['got']}: {ts} is not {entry['expect_ts']} (FAIL)")
+                failed = True
         worst = int(np.abs(src - got).max()) if src.shape == got.shape else -1
         ok = worst >= 0 and worst <= entry.get("tolerance", 0)
         failed |= not ok
@@ -152,5 +156,33 @@ def compare(manifest):
     sys.exit(1 if failed else 0)
 
 
+def bench(out, rows=512, cols=512, frames=16):
+    """Larger multi-frame instances for benches/codecs.sh: one uncompressed source of
+    `frames` frames of rows x cols, 16 bits (12 stored), and its encodings by DCMTK
+    (dcmcjpls, dcmcjpeg +e1, dcmcrle) and pydicom (JPEG 2000 lossless with
+    pylibjpeg-openjpeg, Deflate). Prints a JSON manifest."""
+    rows, cols, frames = int(rows), int(cols), int(frames)
+    ds = source(generate_uid(), generate_uid(), 1, rows, cols, 13)
+    planes = [np.frombuffer(source(ds.StudyInstanceUID, ds.SeriesInstanceUID, 1, rows, cols, 13 + f).PixelData, dtype="<u2") for f in range(frames)]
+    ds.NumberOfFrames = frames
+    ds.PixelData = np.concatenate(planes).tobytes()
+    src = f"{out}/bench-source.dcm"
+    ds.save_as(src, enforce_file_format=True)
+    made = {"source": src, "rows": rows, "columns": cols, "frames": frames, "encoded": {}}
+    for name, tool in (("jpegls", ["dcmcjpls"]), ("jpeg-lossless", ["dcmcjpeg", "+e1"]), ("rle", ["dcmcrle"])):
+        enc = f"{out}/bench-{name}.dcm"
+        subprocess.run(tool + [src, enc], check=True)
+        made["encoded"][name] = enc
+    j2k = pydicom.dcmread(src)
+    j2k.compress(JPEG2000Lossless, encoding_plugin="pylibjpeg")
+    made["encoded"]["j2k-lossless"] = f"{out}/bench-j2k-lossless.dcm"
+    j2k.save_as(made["encoded"]["j2k-lossless"], enforce_file_format=True)
+    deflated = pydicom.dcmread(src)
+    deflated.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    made["encoded"]["deflate"] = f"{out}/bench-deflate.dcm"
+    deflated.save_as(made["encoded"]["deflate"], enforce_file_format=True)
+    print(json.dumps(made))
+
+
 if __name__ == "__main__":
-    {"make": make, "broken": broken, "compare": compare}[sys.argv[1]](sys.argv[2])
+    {"make": make, "broken": broken, "compare": compare, "bench": bench}[sys.argv[1]](*sys.argv[2:])

@@ -126,7 +126,10 @@ pub async fn handle(
             .iter()
             .map(|i| (i.sop_class_uid.clone(), i.transfer_syntax_uid.clone()));
         // Each syntax as stored, and uncompressed for a destination that takes no other.
-        let mut contexts = scu::send::propose_for_with(pairs, Fallback::Decode);
+        let mut contexts = scu::send::propose_for_with(
+            pairs,
+            Fallback::for_retrieve(&ctx.config.dimse.wire_syntax),
+        );
         if let Some(syntaxes) = &retrieval.source_syntaxes {
             // The rest arrive in the syntaxes the source may deliver.
             contexts = streamed_contexts(contexts, syntaxes);
@@ -266,7 +269,7 @@ mod tests {
                 sop::COMMON_STORAGE[0].to_string(),
                 sop::RLE_LOSSLESS.to_string(),
             )],
-            Fallback::Decode,
+            Fallback::Transcode(None),
         );
         let syntaxes: Vec<String> = [
             sop::EXPLICIT_VR_LE,

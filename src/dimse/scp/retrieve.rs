@@ -238,8 +238,9 @@ pub fn detail_of(counts: &SubOps, prefix: &str, from: &str) -> String {
 }
 
 /// Send one instance as a C-STORE sub-operation: from memory when the source's data set is
-/// at hand and the peer takes it as it is, else from the stored file (a peer proposing only
-/// uncompressed syntaxes gets compressed instances decoded).
+/// at hand and the peer takes it as it is (and no `[dimse] wire_syntax` asks for another),
+/// else from the stored file, transcoded as [`Fallback::for_retrieve`] decides (a peer
+/// proposing only uncompressed syntaxes gets compressed instances decoded).
 pub(super) async fn send_instance(
     ctx: &ScpContext,
     assoc: &mut Association,
@@ -247,7 +248,9 @@ pub(super) async fn send_instance(
     data_set: Option<DataSet>,
     originator: Option<(&str, u16)>,
 ) -> Result<Sent, SendError> {
-    if let Some(data_set) = data_set {
+    // From memory only as the source sent it: a configured wire syntax may want it encoded.
+    let wire = &ctx.config.dimse.wire_syntax;
+    if let Some(data_set) = data_set.filter(|_| wire.is_empty()) {
         let sent = send_data_set(
             assoc,
             &instance.sop_class_uid,
@@ -262,5 +265,5 @@ pub(super) async fn send_instance(
         }
     }
     let path = ctx.core.stored().local_file(instance).path().to_path_buf();
-    send_file_with(assoc, &path, originator, Fallback::Decode).await
+    send_file_with(assoc, &path, originator, Fallback::for_retrieve(wire)).await
 }

@@ -4,9 +4,10 @@
 use super::{connect, ScuOptions};
 use crate::dimse::association::{Association, AssociationError};
 use crate::dimse::command::{CommandField, CommandSet};
-use crate::dimse::dataset::{self, read_layout, DatasetError, FileLayout};
+use crate::dimse::dataset::{read_layout, DatasetError, FileLayout};
 use crate::dimse::negotiate::ProposedContext;
 use crate::dimse::{sop, Event};
+use crate::transcode::{self, Plan, WireSyntax};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use tokio::io::AsyncSeekExt;
@@ -50,10 +51,23 @@ pub enum Fallback {
     /// Uncompressed ones only, into another uncompressed syntax (the CLI and the forward to
     /// the PACS: a compressed file goes as it is or fails, never silently decompressed).
     Uncompressed,
-    /// Also compressed or deflated ones this build can decode: C-GET/C-MOVE sub-operations,
-    /// where a peer proposing only Explicit VR LE must still receive a JPEG 2000 study
-    /// (issue 13).
-    Decode,
+    /// Whatever [`crate::transcode::choose`] makes of the contexts the peer accepted: C-GET
+    /// and C-MOVE sub-operations, where a peer proposing only Explicit VR LE must still
+    /// receive a JPEG 2000 study, one accepting only JPEG-LS gets it encoded, and the
+    /// configured wire syntax (`[dimse] wire_syntax`) is used for uncompressed instances
+    /// where accepted (issue 13).
+    Transcode(Option<WireSyntax>),
+    /// As [`Fallback::Uncompressed`], but an instance stored uncompressed goes in the wire
+    /// syntax where the peer accepted it (the forward to the PACS, `[pacs] wire_syntax`).
+    Wire(WireSyntax),
+}
+
+impl Fallback {
+    /// C-GET/C-MOVE sub-operations with `[dimse] wire_syntax` (validated at start; a bad
+    /// value here means none).
+    pub fn for_retrieve(wire_syntax: &str) -> Fallback {
+        Fallback::Transcode(WireSyntax::parse(wire_syntax).ok().flatten())
+    }
 }
 
 /// [`send_file_with`] re-encoding uncompressed instances only.
@@ -82,8 +96,8 @@ pub async fn send_file_with(
     let sop_class = layout.meta.media_storage_sop_class_uid().to_string();
     let sop_instance = layout.meta.media_storage_sop_instance_uid().to_string();
     let stored_ts = layout.meta.transfer_syntax().to_string();
-    let pc = context_to_send(assoc, &sop_class, &stored_ts, fallback)
-        .cloned()
+    let (pc, plan) = context_to_send(assoc, &sop_class, &stored_ts, fallback)
+        .map(|(pc, plan)| (pc.clone(), plan))
         .ok_or_else(|| SendError::NoContext {
             sop_class: sop_class.clone(),
             transfer_syntax: stored_ts.clone(),
@@ -96,7 +110,7 @@ pub async fn send_file_with(
         rq.move_originator_ae = Some(ae.to_string());
         rq.move_originator_id = Some(msg);
     }
-    if pc.transfer_syntax == stored_ts {
+    if plan == Plan::AsStored {
         match in_memory {
             // The usual case: command and data set in one go, no further hand-off.
             Some(data) => assoc.send_message(pc.id, &rq, &data).await?,
@@ -114,16 +128,15 @@ pub async fn send_file_with(
             }
         }
     } else {
-        // Re-encode in memory into the accepted uncompressed syntax: decode compressed pixel
-        // data, inflate a deflated data set, or just change the VR encoding.
+        // Re-encode in memory into the accepted syntax (crate::transcode): decode compressed
+        // pixel data, inflate or deflate the data set, encode frames, or just change the VR
+        // encoding. One instance at a time.
         let p = path.to_path_buf();
         let target = pc.transfer_syntax.clone();
-        let bytes = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, DatasetError> {
-            let obj = dataset::transcode_stored(&p, &target)?;
-            dataset::encode(&obj, &target)
-        })
-        .await
-        .map_err(|e| SendError::Io(path.display().to_string(), std::io::Error::other(e)))??;
+        let bytes = tokio::task::spawn_blocking(move || transcode::transcode_dataset(&p, &target))
+            .await
+            .map_err(|e| SendError::Io(path.display().to_string(), std::io::Error::other(e)))?
+            .map_err(DatasetError::from)?;
         assoc.send_message(pc.id, &rq, &bytes).await?;
     }
     store_response(assoc, id).await
@@ -212,25 +225,43 @@ fn load(path: &Path) -> Result<(FileLayout, Option<Vec<u8>>), SendError> {
     Ok((layout, Some(data)))
 }
 
-/// The accepted context to send an instance of `sop_class` stored in `stored_ts` on: one in
-/// that syntax, else one in an uncompressed syntax it can be re-encoded into.
+/// The accepted context to send an instance of `sop_class` stored in `stored_ts` on, and
+/// whether it goes as stored: [`Fallback::Uncompressed`] allows the stored syntax or, for
+/// an uncompressed instance, another uncompressed one; [`Fallback::Transcode`] whatever
+/// [`transcode::choose`] makes of the accepted contexts.
 fn context_to_send<'a>(
     assoc: &'a Association,
     sop_class: &str,
     stored_ts: &str,
     fallback: Fallback,
-) -> Option<&'a crate::dimse::association::PresentationContext> {
-    let convertible = sop::is_native_le(stored_ts)
-        || (fallback == Fallback::Decode && dataset::can_decode(stored_ts));
-    let for_class = || {
-        assoc
-            .contexts
-            .iter()
-            .filter(move |c| c.abstract_syntax == sop_class)
+) -> Option<(&'a crate::dimse::association::PresentationContext, Plan)> {
+    let for_class: Vec<_> = assoc
+        .contexts
+        .iter()
+        .filter(|c| c.abstract_syntax == sop_class)
+        .collect();
+    let offered: Vec<&str> = for_class
+        .iter()
+        .map(|c| c.transfer_syntax.as_str())
+        .collect();
+    let (ts, plan) = match fallback {
+        Fallback::Transcode(wire) => transcode::choose(stored_ts, &offered, wire)?,
+        Fallback::Wire(w) if w.applies_to(stored_ts) && offered.contains(&w.uid()) => {
+            (w.uid(), Plan::Transcode(w.uid().to_string()))
+        }
+        Fallback::Uncompressed | Fallback::Wire(_) => {
+            if let Some(o) = offered.iter().find(|o| **o == stored_ts) {
+                (*o, Plan::AsStored)
+            } else if sop::is_native_le(stored_ts) {
+                let o = offered.iter().find(|o| sop::is_native_le(o))?;
+                (*o, Plan::Transcode(o.to_string()))
+            } else {
+                return None;
+            }
+        }
     };
-    for_class()
-        .find(|c| c.transfer_syntax == stored_ts)
-        .or_else(|| for_class().find(|c| convertible && sop::is_native_le(&c.transfer_syntax)))
+    let pc = for_class.into_iter().find(|c| c.transfer_syntax == ts)?;
+    Some((pc, plan))
 }
 
 /// [`propose_for_with`] for instances sent with [`Fallback::Uncompressed`].
@@ -240,7 +271,8 @@ pub fn propose_for(pairs: impl IntoIterator<Item = (String, String)>) -> Vec<Pro
 
 /// Contexts for a set of (SOP class, transfer syntax) pairs: each pair as stored, plus an
 /// uncompressed alternative per SOP class when the stored syntax is uncompressed, or, with
-/// [`Fallback::Decode`], can be decoded (the destination may not accept the compressed one).
+/// [`Fallback::Transcode`], can be decoded (the destination may not accept the compressed
+/// one), and the wire syntax first where it applies ([`transcode::to_propose`]).
 pub fn propose_for_with(
     pairs: impl IntoIterator<Item = (String, String)>,
     fallback: Fallback,
@@ -259,9 +291,23 @@ pub fn propose_for_with(
                 });
             }
         };
-        add(&mut out, vec![ts.clone()]);
-        if sop::is_native_le(&ts) || (fallback == Fallback::Decode && dataset::can_decode(&ts)) {
-            add(&mut out, super::native_syntaxes());
+        match fallback {
+            Fallback::Transcode(wire) => {
+                for tss in transcode::to_propose(&ts, wire) {
+                    add(&mut out, tss);
+                }
+            }
+            Fallback::Uncompressed | Fallback::Wire(_) => {
+                if let Fallback::Wire(w) = fallback {
+                    if w.applies_to(&ts) {
+                        add(&mut out, vec![w.uid().to_string()]);
+                    }
+                }
+                add(&mut out, vec![ts.clone()]);
+                if sop::is_native_le(&ts) {
+                    add(&mut out, super::native_syntaxes());
+                }
+            }
         }
     }
     out.truncate(128);

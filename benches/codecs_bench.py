@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""The other decoders of benches/codecs.sh, on the same files, and the results table.
+
+usage: codecs_bench.py MANIFEST.json REPS BEELDBRUG_DECODE.tsv BEELDBRUG_ENCODE.tsv
+
+DCMTK (`dcmdjpls`, `dcmdjpeg`, `dcmdrle`, `dcmconv +te` for Deflate) is timed as a process
+writing to /dev/shm (wall clock, start-up included; the `dcmconv +te` of the uncompressed
+source, which decodes nothing, is its start-up and I/O floor). pydicom (with pyjpegls,
+pylibjpeg-openjpeg, its own RLE and Deflate) is timed in process: `dcmread` + `pixel_array`.
+Medians of REPS runs. Prints a Markdown table.
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import pydicom
+
+DCMTK = {
+    "jpegls": ["dcmdjpls"],
+    "jpeg-lossless": ["dcmdjpeg"],
+    "rle": ["dcmdrle"],
+    "deflate": ["dcmconv", "+te"],
+    "j2k-lossless": None,  # Debian's DCMTK has no JPEG 2000 codec
+}
+
+
+def median(xs):
+    xs = sorted(xs)
+    return xs[len(xs) // 2]
+
+
+def time_process(cmd, reps):
+    out = tempfile.mktemp(dir="/dev/shm", suffix=".dcm")
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        subprocess.run(cmd + [out], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        times.append(time.perf_counter() - start)
+        os.unlink(out)
+    return median(times)
+
+
+def time_pydicom(path, reps):
+    """None when no pydicom plugin installed here decodes it (JPEG Lossless needs
+    pylibjpeg-libjpeg or gdcm)."""
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        try:
+            pydicom.dcmread(path).pixel_array
+        except RuntimeError:
+            return None
+        times.append(time.perf_counter() - start)
+    return median(times)
+
+
+def main(manifest, reps, decode_tsv, encode_tsv):
+    m = json.load(open(manifest))
+    reps = int(reps)
+    pixels = m["rows"] * m["columns"] * m["frames"] * 2
+    ours = {}
+    for line in open(decode_tsv):
+        _, path, ms, *_ = line.rstrip("\n").split("\t")
+        ours[path] = float(ms) / 1000
+    floor = time_process(["dcmconv", "+te", m["source"]], reps)
+    mbps = lambda s: f"{pixels / 1e6 / s:.0f}" if s else "–"
+    print(f"{m['frames']} frames of {m['rows']} x {m['columns']}, 16 bits allocated "
+          f"({pixels / 1e6:.1f} MB decoded); median of {reps}; MB/s of decoded pixels.\n")
+    print("| codec | file MB | beeldbrug ms (MB/s) | DCMTK ms (MB/s) | DCMTK minus start-up ms | pydicom ms (MB/s) | beeldbrug vs DCMTK (minus start-up) |")
+    print("|---|---|---|---|---|---|---|")
+    for name, path in m["encoded"].items():
+        b = ours[path]
+        d = time_process(DCMTK[name] + [path], reps) if DCMTK[name] else None
+        p = time_pydicom(path, reps)
+        d_net = d - floor if d else None
+        # Speed ratio: above 1, beeldbrug decodes faster than DCMTK's codec (start-up
+        # removed); for JPEG 2000, against pydicom's OpenJPEG.
+        ratio = f"{d_net / b:.2f}x" if d_net else (f"{p / b:.2f}x (vs pydicom)" if p else "–")
+        print(f"| {name} | {os.path.getsize(path) / 1e6:.1f} | {b * 1000:.0f} ({mbps(b)}) | "
+              f"{f'{d * 1000:.0f} ({mbps(d)})' if d else 'no codec'} | "
+              f"{f'{d_net * 1000:.0f}' if d_net else '–'} | {f'{p * 1000:.0f} ({mbps(p)})' if p else 'no plugin'} | {ratio} |")
+    print(f"\nDCMTK start-up and I/O floor (`dcmconv +te` of the uncompressed source): {floor * 1000:.0f} ms.\n")
+    print("| on the wire (WADO-RS `transfer-syntax=`) | bytes | of Explicit VR LE | encode ms (MB/s of input) |")
+    print("|---|---|---|---|")
+    for line in open(encode_tsv):
+        _, path, ms, mb, in_bytes, out_bytes = line.rstrip("\n").split("\t")
+        print(f"| JPEG-LS lossless from {os.path.basename(path)} | {out_bytes} | "
+              f"{int(out_bytes) / int(in_bytes):.2f} | {float(ms):.0f} ({float(mb):.0f}) |")
+    print(f"| Explicit VR LE (as stored) | {os.path.getsize(m['source'])} | 1.00 | – |")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])

@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""Write the seeds of fuzz/corpus/codestream (run from fuzz/): every instance that
+tests/codecs/codecs.py makes with independent encoders (DCMTK dcmcjpls/dcmcjpeg/dcmcrle,
+pydicom with pylibjpeg-openjpeg, pydicom's Deflate), whole and as `broken` cuts them
+(codestream truncated at half, middle garbled), in the target's input format: syntax index,
+Rows - 1, Columns - 1, Bits Allocated and frames byte, then the codestream (for Deflate the
+deflated data set). See fuzz/checks/codestream.rs.
+"""
+import json
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+
+import pydicom
+from pydicom.encaps import generate_frames
+
+SYNTAXES = [
+    "1.2.840.10008.1.2.4.50",
+    "1.2.840.10008.1.2.4.51",
+    "1.2.840.10008.1.2.4.70",
+    "1.2.840.10008.1.2.4.80",
+    "1.2.840.10008.1.2.4.81",
+    "1.2.840.10008.1.2.4.90",
+    "1.2.840.10008.1.2.4.91",
+    "1.2.840.10008.1.2.5",
+    "1.2.840.10008.1.2.1.99",
+]
+SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "../tests/codecs/codecs.py")
+
+
+def seed(path):
+    ds = pydicom.dcmread(path)
+    ts = str(ds.file_meta.TransferSyntaxUID)
+    head = bytes([SYNTAXES.index(ts), ds.Rows - 1, ds.Columns - 1, 1 if ds.BitsAllocated == 16 else 0])
+    if ts == SYNTAXES[-1]:
+        raw = open(path, "rb").read()
+        group_length = struct.unpack("<I", raw[140:144])[0]
+        return head + raw[144 + group_length :]
+    frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+    return head + frame
+
+
+def main(out):
+    with tempfile.TemporaryDirectory() as tmp:
+        made = json.loads(subprocess.run([sys.executable, SCRIPT, "make", tmp], check=True, capture_output=True).stdout)
+        broken = json.loads(subprocess.run([sys.executable, SCRIPT, "broken", tmp], check=True, capture_output=True).stdout)
+        for entry in made["instances"] + broken:
+            with open(os.path.join(out, f"seed-{entry['name']}"), "wb") as f:
+                f.write(seed(entry["sent"]))
+        # Lying headers: a JPEG 2000 SIZ and a JPEG-LS SOF55 announcing 65535 x 65535 on a
+        # 96 x 80 image, an RLE header pointing past its fragment.
+        by_name = {e["name"]: e["sent"] for e in made["instances"]}
+        j2k = bytearray(seed(by_name["j2k-lossless"]))
+        siz = j2k.index(b"\xff\x4f\xff\x51", 4) + 2
+        j2k[siz + 6 : siz + 14] = struct.pack(">II", 65535, 65535)
+        jls = bytearray(seed(by_name["jpegls"]))
+        sof = jls.index(b"\xff\xf7", 4)
+        jls[sof + 5 : sof + 9] = struct.pack(">HH", 65535, 65535)
+        rle = bytearray(seed(by_name["rle"]))
+        rle[4 + 8 : 4 + 12] = struct.pack("<I", 0x7FFFFFFF)
+        for name, data in (("j2k-size", j2k), ("jpegls-size", jls), ("rle-offsets", rle)):
+            with open(os.path.join(out, f"seed-lying-{name}"), "wb") as f:
+                f.write(bytes(data))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "corpus/codestream")
