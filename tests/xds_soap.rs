@@ -1437,6 +1437,10 @@ async fn remote_gateway_finds_by_iti38_and_fetches_by_rad75() {
     );
     validate_envelope(&envelopes.path().join("request.xml"));
     validate_envelope(&envelopes.path().join("response.xml"));
+    // Other communities get the BSN, not the name, birth date or sex (publish_demographics
+    // is off by default).
+    let sent = std::fs::read_to_string(envelopes.path().join("response.xml")).unwrap();
+    assert!(sent.contains("PID-3|") && !sent.contains("PID-5|") && !sent.contains("PID-7|"));
     let entries = answer["entries"].as_array().unwrap();
     assert_eq!(entries.len(), 1, "one study, one manifest: {answer}");
     let kos = &entries[0];

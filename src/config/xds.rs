@@ -33,6 +33,10 @@ pub struct XdsConfig {
     pub practice_setting_code: XdsCode,
     /// SubmissionSet contentTypeCode.
     pub content_type_code: XdsCode,
+    /// Put the patient's name, birth date and sex in sourcePatientInfo (PID-5, -7, -8).
+    /// Off by default: other communities identify the patient by BSN (PID-3, always there),
+    /// and Twiin asks to release no more than needed (REFERENCE §2).
+    pub publish_demographics: bool,
 }
 
 /// A coded XDS metadata value: code, coding scheme (OID) and display name.
@@ -78,6 +82,7 @@ impl Default for XdsConfig {
             healthcare_facility_type_code: XdsCode::new("22232009", SNOMED, "Hospital"),
             practice_setting_code: XdsCode::new("394914008", SNOMED, "Radiology"),
             content_type_code: XdsCode::new("18748-4", LOINC, "Diagnostic imaging study"),
+            publish_demographics: false,
         }
     }
 }

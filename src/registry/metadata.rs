@@ -259,15 +259,18 @@ pub fn document_entry(
     }
     slots.push(Slot::new("size", [kos.size.to_string()]));
     slots.push(Slot::new("sourcePatientId", [patient.clone()]));
+    // PID-3 only unless configured: the BSN identifies the patient to other communities.
     let mut info = vec![format!("PID-3|{patient}")];
-    if !study.patient_name.is_empty() {
-        info.push(format!("PID-5|{}", study.patient_name));
-    }
-    if !study.birth_date.is_empty() {
-        info.push(format!("PID-7|{}", study.birth_date));
-    }
-    if !study.sex.is_empty() {
-        info.push(format!("PID-8|{}", study.sex));
+    if settings.publish_demographics {
+        for (field, value) in [
+            ("PID-5", &study.patient_name),
+            ("PID-7", &study.birth_date),
+            ("PID-8", &study.sex),
+        ] {
+            if !value.is_empty() {
+                info.push(format!("{field}|{value}"));
+            }
+        }
     }
     slots.push(Slot::new("sourcePatientInfo", info));
     let mut references = vec![format!(

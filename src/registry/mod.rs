@@ -49,6 +49,8 @@ pub struct Settings {
     pub healthcare_facility_type_code: Code,
     pub practice_setting_code: Code,
     pub content_type_code: Code,
+    /// `xds.publish_demographics`: name, birth date and sex in sourcePatientInfo.
+    pub publish_demographics: bool,
 }
 
 fn code(c: &XdsCode) -> Code {
@@ -72,6 +74,7 @@ impl Settings {
             healthcare_facility_type_code: code(&x.healthcare_facility_type_code),
             practice_setting_code: code(&x.practice_setting_code),
             content_type_code: code(&x.content_type_code),
+            publish_demographics: x.publish_demographics,
         }
     }
 }
