@@ -113,6 +113,23 @@ pub fn plan(stored: &str, wanted: &str) -> Plan {
     }
 }
 
+/// An instance stored as `stored`, for a client that lists the syntaxes it accepts
+/// (`None`: it lists none, as stored), in order of preference (RAD-69 / RAD-75
+/// TransferSyntaxUIDList, RAD TF-3 4.69): as stored when listed, else the first listed one
+/// it can be transcoded to (a lossy one only because the client named it).
+pub fn for_listed(stored: &str, listed: Option<&[String]>) -> Plan {
+    let Some(list) = listed else {
+        return Plan::AsStored;
+    };
+    if list.iter().any(|s| trim(s) == trim(stored)) {
+        return Plan::AsStored;
+    }
+    list.iter()
+        .map(|s| plan(stored, s))
+        .find(|p| matches!(p, Plan::Transcode(_)))
+        .unwrap_or(Plan::Impossible)
+}
+
 /// A configured syntax for the wire (`wire_syntax`): used for instances stored uncompressed
 /// (or deflated) when the peer accepts it. Lossless only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -696,6 +713,31 @@ pub mod rle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_listed_syntax_is_as_stored_else_the_first_that_can_be_made() {
+        let evrle = "1.2.840.10008.1.2.1".to_string();
+        let jpeg = "1.2.840.10008.1.2.4.50".to_string();
+        assert_eq!(for_listed(&jpeg, None), Plan::AsStored);
+        assert_eq!(
+            for_listed(&jpeg, Some(&[evrle.clone(), jpeg.clone()])),
+            Plan::AsStored
+        );
+        assert_eq!(
+            for_listed(&jpeg, Some(std::slice::from_ref(&evrle))),
+            Plan::Transcode(evrle.clone())
+        );
+        // No JPEG 2000 encoder in this build : impossible.
+        let j2k = "1.2.840.10008.1.2.4.90".to_string();
+        assert_eq!(
+            for_listed(&evrle, Some(std::slice::from_ref(&j2k))),
+            Plan::Impossible
+        );
+        assert_eq!(
+            for_listed(&evrle, Some(&["".to_string()])),
+            Plan::Impossible
+        );
+    }
 
     #[test]
     fn plans() {

@@ -40,10 +40,9 @@ use crate::core::{
     query::indexed_attr_by_keyword, Delivery, InstanceLocation, Instances, Level, Matcher, Query,
     Retrieval, Selection, Stored, Ticket,
 };
-use crate::dicomweb::media::SyntaxRequest;
 use crate::dicomweb::multipart::{self, BodySender};
 use crate::dicomweb::producer::{BlockingBody, SendError};
-use crate::dicomweb::transcode::{plan, transcode_file, Plan};
+use crate::transcode::{for_listed as choose, transcode_file, Plan};
 use crate::xml::{escape, Element};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
@@ -591,21 +590,6 @@ fn unique(values: impl Iterator<Item = String>) -> Vec<String> {
         .collect()
 }
 
-/// How to give an instance stored as `stored` to a client that accepts `syntaxes` (`None`:
-/// as stored): as stored when listed, else the first listed syntax it can be transcoded to.
-pub fn choose(stored: &str, syntaxes: Option<&[String]>) -> Plan {
-    let Some(list) = syntaxes else {
-        return Plan::AsStored;
-    };
-    if list.iter().any(|s| s == stored) {
-        return Plan::AsStored;
-    }
-    list.iter()
-        .map(|s| plan(stored, &SyntaxRequest::Uid(s.clone())))
-        .find(|p| matches!(p, Plan::Transcode(_)))
-        .unwrap_or(Plan::Impossible)
-}
-
 /// An answer without documents: the envelope only, as MTOM; the record written first.
 pub(super) async fn finish_unstreamed(
     ticket: Ticket,
@@ -948,27 +932,5 @@ mod tests {
             r#"<i:RetrieveImagingDocumentSetRequest xmlns:i="{NS_XDSI}" xmlns:b="{NS_XDSB}"><i:StudyRequest studyInstanceUID="1"><i:SeriesRequest seriesInstanceUID="2"><b:DocumentRequest><b:RepositoryUniqueId>9</b:RepositoryUniqueId><b:DocumentUniqueId>3</b:DocumentUniqueId></b:DocumentRequest></i:SeriesRequest></i:StudyRequest></i:RetrieveImagingDocumentSetRequest>"#
         ));
         assert!(read_imaging(&no_list).is_err());
-    }
-
-    #[test]
-    fn chooses_the_syntax() {
-        let evrle = "1.2.840.10008.1.2.1".to_string();
-        let jpeg = "1.2.840.10008.1.2.4.50".to_string();
-        assert_eq!(choose(&jpeg, None), Plan::AsStored);
-        assert_eq!(
-            choose(&jpeg, Some(&[evrle.clone(), jpeg.clone()])),
-            Plan::AsStored
-        );
-        assert_eq!(
-            choose(&jpeg, Some(std::slice::from_ref(&evrle))),
-            Plan::Transcode(evrle.clone())
-        );
-        // No JPEG 2000 encoder in this build (crate::transcode): impossible.
-        let j2k = "1.2.840.10008.1.2.4.90".to_string();
-        assert_eq!(
-            choose(&evrle, Some(std::slice::from_ref(&j2k))),
-            Plan::Impossible
-        );
-        assert_eq!(choose(&evrle, Some(&["".to_string()])), Plan::Impossible);
     }
 }
