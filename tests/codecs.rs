@@ -350,36 +350,32 @@ async fn getscu_proposing_only_uncompressed_receives_every_instance_decoded() {
     gw.stop().await;
 }
 
-/// C-MOVE of the whole study to a DCMTK storescp left on its defaults (uncompressed syntaxes
-/// only): every instance arrives decoded, pixel-equal to its source.
-#[tokio::test(flavor = "multi_thread")]
-async fn movescu_to_an_uncompressed_only_destination_delivers_every_instance_decoded() {
-    let dir = tempfile::tempdir().unwrap();
-    let out_dir = dir.path().join("received");
+/// A DCMTK storescp as C-MOVE destination "DEST" with `options` (none: uncompressed
+/// syntaxes only), writing into `dir/received`: the process, its port, that directory.
+async fn destination(dir: &Path, options: &[&str]) -> (PeerProcess, u16, PathBuf) {
+    let out_dir = dir.join("received");
     std::fs::create_dir(&out_dir).unwrap();
     let dest_port = common::free_port();
-    let args: Vec<String> = [
-        "-aet",
-        "DEST",
-        "--output-directory",
-        out_dir.to_str().unwrap(),
-        &dest_port.to_string(),
-    ]
-    .map(String::from)
-    .to_vec();
-    let mut storescp = PeerProcess::spawn(
-        "storescp",
-        &common::require_tool("storescp"),
-        &args,
-        dir.path(),
+    let mut args: Vec<String> = options.iter().map(|o| o.to_string()).collect();
+    args.extend(
+        [
+            "-aet",
+            "DEST",
+            "--output-directory",
+            out_dir.to_str().unwrap(),
+        ]
+        .map(String::from),
     );
+    args.push(dest_port.to_string());
+    let mut storescp =
+        PeerProcess::spawn("storescp", &common::require_tool("storescp"), &args, dir);
     storescp.wait_for_port(dest_port).await;
-    let gw = Gateway::start(&format!(
-        "[[dimse.peers]]\nae_title = \"DEST\"\nhost = \"127.0.0.1\"\nport = {dest_port}\n"
-    ))
-    .await;
-    let made = make(dir.path());
-    store_all(&gw, &made).await;
+    (storescp, dest_port, out_dir)
+}
+
+/// movescu of `study` from the gateway to "DEST", which must succeed: its log and the
+/// destination's.
+async fn move_study(gw: &Gateway, study: &str, storescp: &PeerProcess) -> String {
     let args: Vec<String> = [
         "-aet",
         "TEST",
@@ -390,7 +386,7 @@ async fn movescu_to_an_uncompressed_only_destination_delivers_every_instance_dec
         "-k",
         "QueryRetrieveLevel=STUDY",
         "-k",
-        &format!("StudyInstanceUID={}", made.study),
+        &format!("StudyInstanceUID={study}"),
         "127.0.0.1",
         &gw.port.to_string(),
     ]
@@ -404,6 +400,22 @@ async fn movescu_to_an_uncompressed_only_destination_delivers_every_instance_dec
         storescp.log_tail()
     );
     assert!(run.status.success(), "movescu: {log}");
+    log
+}
+
+/// C-MOVE of the whole study to a DCMTK storescp left on its defaults (uncompressed syntaxes
+/// only): every instance arrives decoded, pixel-equal to its source.
+#[tokio::test(flavor = "multi_thread")]
+async fn movescu_to_an_uncompressed_only_destination_delivers_every_instance_decoded() {
+    let dir = tempfile::tempdir().unwrap();
+    let (storescp, dest_port, out_dir) = destination(dir.path(), &[]).await;
+    let gw = Gateway::start(&format!(
+        "[[dimse.peers]]\nae_title = \"DEST\"\nhost = \"127.0.0.1\"\nport = {dest_port}\n"
+    ))
+    .await;
+    let made = make(dir.path());
+    store_all(&gw, &made).await;
+    let log = move_study(&gw, &made.study, &storescp).await;
     let entries = received_pairs(&made, &out_dir, &log);
     assert_pixels(dir.path(), &entries);
     gw.stop().await;
@@ -1047,26 +1059,7 @@ async fn compress_on_request_for_wado_rs_and_c_get() {
 #[tokio::test(flavor = "multi_thread")]
 async fn wire_syntax_is_used_toward_peers_that_accept_it() {
     let dir = tempfile::tempdir().unwrap();
-    let out_dir = dir.path().join("received");
-    std::fs::create_dir(&out_dir).unwrap();
-    let dest_port = common::free_port();
-    let args: Vec<String> = [
-        "+xt",
-        "-aet",
-        "DEST",
-        "--output-directory",
-        out_dir.to_str().unwrap(),
-        &dest_port.to_string(),
-    ]
-    .map(String::from)
-    .to_vec();
-    let mut storescp = PeerProcess::spawn(
-        "storescp",
-        &common::require_tool("storescp"),
-        &args,
-        dir.path(),
-    );
-    storescp.wait_for_port(dest_port).await;
+    let (storescp, dest_port, out_dir) = destination(dir.path(), &["+xt"]).await;
     let gw = Gateway::start(&format!(
         "[dimse]\nwire_syntax = \"{JPEG_LS_LOSSLESS}\"\n[dicomweb]\nwire_syntax = \"{JPEG_LS_LOSSLESS}\"\n\
          [[dimse.peers]]\nae_title = \"DEST\"\nhost = \"127.0.0.1\"\nport = {dest_port}\n"
@@ -1077,30 +1070,7 @@ async fn wire_syntax_is_used_toward_peers_that_accept_it() {
     let files: Vec<&Path> = stored.iter().map(|(_, p, _)| p.as_path()).collect();
     assert_eq!(stow(gw.http_port, &files).await.status, 200);
 
-    let args: Vec<String> = [
-        "-aet",
-        "TEST",
-        "-aec",
-        "BEELDBRUG",
-        "-aem",
-        "DEST",
-        "-k",
-        "QueryRetrieveLevel=STUDY",
-        "-k",
-        &format!("StudyInstanceUID={}", made.study),
-        "127.0.0.1",
-        &gw.port.to_string(),
-    ]
-    .map(String::from)
-    .to_vec();
-    let run = run_tool("movescu", args).await;
-    let log = format!(
-        "{}{}\n{}",
-        String::from_utf8_lossy(&run.stdout),
-        String::from_utf8_lossy(&run.stderr),
-        storescp.log_tail()
-    );
-    assert!(run.status.success(), "movescu: {log}");
+    let log = move_study(&gw, &made.study, &storescp).await;
     let lossless = Made {
         study: made.study.clone(),
         series: made.series.clone(),
