@@ -313,9 +313,18 @@ async fn getscu_proposing_only_uncompressed_receives_every_instance_decoded() {
     store_all(&gw, &made).await;
 
     let out_dir = dir.path().join("received");
-    std::fs::create_dir(&out_dir).unwrap();
+    let log = get_study(&gw, &made.study, "-xe", &out_dir).await;
+    let entries = received_pairs(&made, &out_dir, &log);
+    assert_pixels(dir.path(), &entries);
+    gw.stop().await;
+}
+
+/// getscu of `study` from the gateway proposing the syntaxes `syntax_flag` asks for (`-xe`,
+/// `+xt`, ...), into `out_dir` (made here), which must succeed: its log.
+async fn get_study(gw: &Gateway, study: &str, syntax_flag: &str, out_dir: &Path) -> String {
+    std::fs::create_dir(out_dir).unwrap();
     let args: Vec<String> = [
-        "-xe",
+        syntax_flag,
         "-to",
         "20",
         "-ta",
@@ -331,7 +340,7 @@ async fn getscu_proposing_only_uncompressed_receives_every_instance_decoded() {
         "-k",
         "QueryRetrieveLevel=STUDY",
         "-k",
-        &format!("StudyInstanceUID={}", made.study),
+        &format!("StudyInstanceUID={study}"),
         "127.0.0.1",
         &gw.port.to_string(),
     ]
@@ -344,10 +353,8 @@ async fn getscu_proposing_only_uncompressed_receives_every_instance_decoded() {
         String::from_utf8_lossy(&get.stdout),
         String::from_utf8_lossy(&get.stderr)
     );
-    assert!(get.status.success(), "getscu: {log}");
-    let entries = received_pairs(&made, &out_dir, &log);
-    assert_pixels(dir.path(), &entries);
-    gw.stop().await;
+    assert!(get.status.success(), "getscu {syntax_flag}: {log}");
+    log
 }
 
 /// A DCMTK storescp as C-MOVE destination "DEST" with `options` (none: uncompressed
@@ -1001,38 +1008,7 @@ async fn compress_on_request_for_wado_rs_and_c_get() {
     // C-GET by a peer preferring JPEG-LS lossless, then RLE: the study in that syntax.
     for (flag, target) in [("+xt", JPEG_LS_LOSSLESS), ("+xr", RLE_LOSSLESS)] {
         let out_dir = dir.path().join(format!("get{flag}"));
-        std::fs::create_dir(&out_dir).unwrap();
-        let args: Vec<String> = [
-            flag,
-            "-to",
-            "20",
-            "-ta",
-            "20",
-            "-td",
-            "60",
-            "-aet",
-            "TEST",
-            "-aec",
-            "BEELDBRUG",
-            "-od",
-            out_dir.to_str().unwrap(),
-            "-k",
-            "QueryRetrieveLevel=STUDY",
-            "-k",
-            &format!("StudyInstanceUID={}", made.study),
-            "127.0.0.1",
-            &gw.port.to_string(),
-        ]
-        .into_iter()
-        .map(String::from)
-        .collect();
-        let get = run_tool("getscu", args).await;
-        let log = format!(
-            "{}{}",
-            String::from_utf8_lossy(&get.stdout),
-            String::from_utf8_lossy(&get.stderr)
-        );
-        assert!(get.status.success(), "getscu {flag}: {log}");
+        let log = get_study(&gw, &made.study, flag, &out_dir).await;
         let lossless = Made {
             study: made.study.clone(),
             series: made.series.clone(),
