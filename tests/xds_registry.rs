@@ -192,20 +192,7 @@ fn data() -> Data {
 }
 
 fn storescu(gw: &Gateway, path: &Path) {
-    let port = gw.port.to_string();
-    let out = common::dcmtk(
-        "storescu",
-        &[
-            "-aec",
-            "BEELDBRUG",
-            "127.0.0.1",
-            &port,
-            "+sd",
-            "+r",
-            path.to_str().unwrap(),
-        ],
-    );
-    assert!(out.status.success(), "storescu: {out:?}");
+    gw.store_dir(path);
 }
 
 fn config(mitz: &MitzSim, extra: &str) -> String {

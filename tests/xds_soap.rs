@@ -297,21 +297,7 @@ async fn remote_gateway_retrieves_by_rad69_and_rad75_with_xua_over_mtls() {
         tokens::TEST_PURPOSE,
     );
     let gateway = Gateway::start(&toml).await;
-    let data = dir.path().join("data");
-    let port = gateway.port.to_string();
-    let out = common::dcmtk(
-        "storescu",
-        &[
-            "-aec",
-            "BEELDBRUG",
-            "127.0.0.1",
-            &port,
-            "+sd",
-            "+r",
-            data.to_str().unwrap(),
-        ],
-    );
-    assert!(out.status.success(), "storescu: {out:?}");
+    gateway.store_dir(&dir.path().join("data"));
 
     let client = Client {
         url_base: format!("https://127.0.0.1:{}", gateway.http_port),
@@ -580,21 +566,7 @@ async fn bad_input_is_a_clean_fault_and_the_server_keeps_serving() {
     );
     let gateway = Gateway::start(&toml).await;
     let files = common::generate(&dir.path().join("data"), false);
-    let port = gateway.port.to_string();
-    let data = dir.path().join("data");
-    let out = common::dcmtk(
-        "storescu",
-        &[
-            "-aec",
-            "BEELDBRUG",
-            "127.0.0.1",
-            &port,
-            "+sd",
-            "+r",
-            data.to_str().unwrap(),
-        ],
-    );
-    assert!(out.status.success(), "storescu: {out:?}");
+    gateway.store_dir(&dir.path().join("data"));
     let f = &files[0];
     let envelope = |header: &str, body: &str| {
         format!(
@@ -1026,21 +998,7 @@ async fn wado_ws_renders_images() {
     );
     let gateway = Gateway::start(&toml).await;
     let files = common::generate(&dir.path().join("data"), false);
-    let port = gateway.port.to_string();
-    let data = dir.path().join("data");
-    let out = common::dcmtk(
-        "storescu",
-        &[
-            "-aec",
-            "BEELDBRUG",
-            "127.0.0.1",
-            &port,
-            "+sd",
-            "+r",
-            data.to_str().unwrap(),
-        ],
-    );
-    assert!(out.status.success(), "storescu: {out:?}");
+    gateway.store_dir(&dir.path().join("data"));
     let (a, b) = (&files[0], &files[1]);
     assert_eq!((&a.study_uid, &a.series_uid), (&b.study_uid, &b.series_uid));
     let doc = |uid: &str, extra: &str, ct: &str| {
@@ -1166,21 +1124,7 @@ async fn bench_rad75_against_wado_rs() {
         }
     );
     let gateway = Gateway::start(&toml).await;
-    let port = gateway.port.to_string();
-    let data = dir.path().join("data");
-    let out = common::dcmtk(
-        "storescu",
-        &[
-            "-aec",
-            "BEELDBRUG",
-            "127.0.0.1",
-            &port,
-            "+sd",
-            "+r",
-            data.to_str().unwrap(),
-        ],
-    );
-    assert!(out.status.success(), "storescu: {out:?}");
+    gateway.store_dir(&dir.path().join("data"));
     let ct: Vec<&beeldbrug::testdata::GeneratedFile> = files
         .iter()
         .filter(|f| f.study_uid == files[0].study_uid)
@@ -1370,21 +1314,7 @@ async fn remote_gateway_finds_by_iti38_and_fetches_by_rad75() {
         tokens::TEST_PURPOSE,
     );
     let gateway = Gateway::start(&toml).await;
-    let port = gateway.port.to_string();
-    let data = dir.path().join("data");
-    let out = common::dcmtk(
-        "storescu",
-        &[
-            "-aec",
-            "BEELDBRUG",
-            "127.0.0.1",
-            &port,
-            "+sd",
-            "+r",
-            data.to_str().unwrap(),
-        ],
-    );
-    assert!(out.status.success(), "storescu: {out:?}");
+    gateway.store_dir(&dir.path().join("data"));
     let client = Client {
         url_base: format!("https://127.0.0.1:{}", gateway.http_port),
         cert: Some((

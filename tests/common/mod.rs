@@ -103,6 +103,25 @@ impl Gateway {
         &self.running.as_ref().expect("running").context
     }
 
+    /// C-STORE every file under `dir` into this gateway with DCMTK storescu (recursively,
+    /// syntaxes as the files are), which must succeed.
+    pub fn store_dir(&self, dir: &Path) {
+        let port = self.port.to_string();
+        let out = dcmtk(
+            "storescu",
+            &[
+                "-aec",
+                "BEELDBRUG",
+                "127.0.0.1",
+                &port,
+                "+sd",
+                "+r",
+                dir.to_str().unwrap(),
+            ],
+        );
+        assert!(out.status.success(), "storescu: {out:?}");
+    }
+
     pub async fn stop(mut self) {
         if let Some(r) = self.running.take() {
             r.stop().await;
