@@ -729,8 +729,6 @@ struct Stream<'a> {
 const BATCH: usize = 32;
 
 impl Stream<'_> {
-    /// From the cache: every document planned already, written in batches on a blocking
-    /// thread, file bytes as they are read.
     /// Touch one batch of located documents on the ticket and write their parts on a
     /// blocking thread: how many went out, or how the transfer ends ("cancelled",
     /// "failure") with how many were written before (the client may not have had them: the
@@ -758,6 +756,8 @@ impl Stream<'_> {
         }
     }
 
+    /// From the cache: every document planned already, written in batches on a blocking
+    /// thread, file bytes as they are read.
     async fn cached(&self, outgoing: &[Outgoing], ticket: &mut Ticket) -> (&'static str, usize) {
         let mut sent = 0usize;
         for batch in outgoing.chunks(BATCH) {
