@@ -30,12 +30,9 @@ pub async fn evaluate(
                 index,
                 ObjectKind::DocumentEntry,
                 p.single("$XDSDocumentEntryPatientId"),
+                |d| document_matches(query, d),
             )
             .await?;
-            let docs = docs
-                .into_iter()
-                .filter(|d| document_matches(query, d))
-                .collect();
             (docs, Vec::new())
         }
         QueryId::FindSubmissionSets => {
@@ -43,20 +40,17 @@ pub async fn evaluate(
                 index,
                 ObjectKind::SubmissionSet,
                 p.single("$XDSSubmissionSetPatientId"),
+                |s| submission_set_matches(query, s),
             )
             .await?;
-            let sets = sets
-                .into_iter()
-                .filter(|s| submission_set_matches(query, s))
-                .collect();
             (sets, Vec::new())
         }
         QueryId::FindFolders => {
-            let folders =
-                by_patient(index, ObjectKind::Folder, p.single("$XDSFolderPatientId")).await?;
-            let folders = folders
-                .into_iter()
-                .filter(|f| {
+            let folders = by_patient(
+                index,
+                ObjectKind::Folder,
+                p.single("$XDSFolderPatientId"),
+                |f| {
                     status_matches(&p.values("$XDSFolderStatus"), f)
                         && time_matches(
                             f.slot_value("lastUpdateTime"),
@@ -64,32 +58,28 @@ pub async fn evaluate(
                             p.single("$XDSFolderLastUpdateTimeTo"),
                         )
                         && codes_match(query, "$XDSFolderCodeList", f, ns::FOL_CODE_LIST)
-                })
-                .collect();
+                },
+            )
+            .await?;
             (folders, Vec::new())
         }
         QueryId::GetAll => {
             let patient = p.single("$patientId");
-            let mut found: Vec<RegistryObject> =
-                by_patient(index, ObjectKind::DocumentEntry, patient)
-                    .await?
-                    .into_iter()
-                    .filter(|d| {
-                        status_matches(&p.values("$XDSDocumentEntryStatus"), d)
-                            && contents_match(query, d)
-                    })
-                    .collect();
+            let mut found = by_patient(index, ObjectKind::DocumentEntry, patient, |d| {
+                status_matches(&p.values("$XDSDocumentEntryStatus"), d) && contents_match(query, d)
+            })
+            .await?;
             found.extend(
-                by_patient(index, ObjectKind::SubmissionSet, patient)
-                    .await?
-                    .into_iter()
-                    .filter(|s| status_matches(&p.values("$XDSSubmissionSetStatus"), s)),
+                by_patient(index, ObjectKind::SubmissionSet, patient, |s| {
+                    status_matches(&p.values("$XDSSubmissionSetStatus"), s)
+                })
+                .await?,
             );
             found.extend(
-                by_patient(index, ObjectKind::Folder, patient)
-                    .await?
-                    .into_iter()
-                    .filter(|f| status_matches(&p.values("$XDSFolderStatus"), f)),
+                by_patient(index, ObjectKind::Folder, patient, |f| {
+                    status_matches(&p.values("$XDSFolderStatus"), f)
+                })
+                .await?,
             );
             let assocs = among(index, &found).await?;
             (found, assocs)
@@ -312,6 +302,7 @@ async fn by_patient(
     index: &dyn Index,
     kind: ObjectKind,
     patient: Option<&str>,
+    keep: impl Fn(&RegistryObject) -> bool,
 ) -> Result<Vec<RegistryObject>, IndexError> {
     let Some(patient) = patient else {
         return Ok(Vec::new());
@@ -323,7 +314,7 @@ async fn by_patient(
     Ok(objects(index, &lookup)
         .await?
         .into_iter()
-        .filter(|o| o.kind == kind)
+        .filter(|o| o.kind == kind && keep(o))
         .collect())
 }
 
