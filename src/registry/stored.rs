@@ -298,6 +298,8 @@ async fn answer(
     })
 }
 
+/// The objects of `kind` registered for `patient` that `keep` accepts (none without a
+/// patient).
 async fn by_patient(
     index: &dyn Index,
     kind: ObjectKind,
