@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::http::{multipart, multipart_parts, request};
+use common::http::{get, multipart, multipart_parts, request};
 use common::orthanc::Orthanc;
 use common::peer::PeerProcess;
 use common::{dcmtk, Gateway};
@@ -137,15 +137,10 @@ async fn wado_rs_decodes_every_stored_syntax() {
             made.study, made.series
         );
         // As stored: the very bytes that were sent (a deflated data set stays deflated).
-        let as_stored = request(
+        let as_stored = get(
             gw.http_port,
-            "GET",
             &url,
-            &[(
-                "Accept",
-                "multipart/related; type=\"application/dicom\"; transfer-syntax=*",
-            )],
-            b"",
+            "multipart/related; type=\"application/dicom\"; transfer-syntax=*",
         )
         .await;
         assert_eq!(as_stored.status, 200, "{name} as stored");
@@ -157,12 +152,10 @@ async fn wado_rs_decodes_every_stored_syntax() {
         );
 
         // Default syntax: Explicit VR Little Endian, decoded here (PS3.18 8.7.3.5.2).
-        let default = request(
+        let default = get(
             gw.http_port,
-            "GET",
             &url,
-            &[("Accept", "multipart/related; type=\"application/dicom\"")],
-            b"",
+            "multipart/related; type=\"application/dicom\"",
         )
         .await;
         assert_eq!(default.status, 200, "{name} default: {}", default.text());
@@ -183,15 +176,10 @@ async fn wado_rs_decodes_every_stored_syntax() {
         let columns = instance["columns"].as_u64().unwrap() as u32;
         if field(instance, "transfer_syntax") != DEFLATED {
             // Decoded frames: native pixels, 16 bits little endian.
-            let frames = request(
+            let frames = get(
                 gw.http_port,
-                "GET",
                 &format!("{url}/frames/1"),
-                &[(
-                    "Accept",
-                    "multipart/related; type=\"application/octet-stream\"",
-                )],
-                b"",
+                "multipart/related; type=\"application/octet-stream\"",
             )
             .await;
             assert_eq!(frames.status, 200, "{name} frames: {}", frames.text());
@@ -208,14 +196,7 @@ async fn wado_rs_decodes_every_stored_syntax() {
         }
 
         // Rendered (PNG, full size) and thumbnail (JPEG).
-        let rendered = request(
-            gw.http_port,
-            "GET",
-            &format!("{url}/rendered"),
-            &[("Accept", "image/png")],
-            b"",
-        )
-        .await;
+        let rendered = get(gw.http_port, &format!("{url}/rendered"), "image/png").await;
         assert_eq!(rendered.status, 200, "{name} rendered: {}", rendered.text());
         assert_eq!(rendered.header("Content-Type"), Some("image/png"), "{name}");
         assert!(rendered.body.starts_with(b"\x89PNG\r\n\x1a\n"), "{name}");
@@ -226,14 +207,7 @@ async fn wado_rs_decodes_every_stored_syntax() {
             (columns, rows),
             "{name} rendered size"
         );
-        let thumbnail = request(
-            gw.http_port,
-            "GET",
-            &format!("{url}/thumbnail"),
-            &[("Accept", "image/jpeg")],
-            b"",
-        )
-        .await;
+        let thumbnail = get(gw.http_port, &format!("{url}/thumbnail"), "image/jpeg").await;
         assert_eq!(thumbnail.status, 200, "{name} thumbnail");
         assert!(
             thumbnail.body.starts_with(&[0xFF, 0xD8]),
@@ -504,27 +478,20 @@ async fn deflated_instances_are_indexed_and_broken_streams_refused() {
         made.series,
         field(deflated, "sop")
     );
-    let as_stored = request(
+    let as_stored = get(
         gw.http_port,
-        "GET",
         &url,
-        &[(
-            "Accept",
-            "multipart/related; type=\"application/dicom\"; transfer-syntax=*",
-        )],
-        b"",
+        "multipart/related; type=\"application/dicom\"; transfer-syntax=*",
     )
     .await;
     assert!(
         String::from_utf8_lossy(&as_stored.body).contains(&format!("transfer-syntax={DEFLATED}")),
         "not stored deflated"
     );
-    let default = request(
+    let default = get(
         gw.http_port,
-        "GET",
         &url,
-        &[("Accept", "multipart/related; type=\"application/dicom\"")],
-        b"",
+        "multipart/related; type=\"application/dicom\"",
     )
     .await;
     assert_eq!(default.status, 200, "{}", default.text());
@@ -590,12 +557,10 @@ async fn broken_codestreams_fail_cleanly_on_every_decoding_path() {
             ),
             (format!("{url}/rendered"), "image/png"),
         ] {
-            let answer = tokio::time::timeout(
-                Duration::from_secs(30),
-                request(gw.http_port, "GET", &path, &[("Accept", accept)], b""),
-            )
-            .await
-            .unwrap_or_else(|_| panic!("{name} {path}: no answer"));
+            let answer =
+                tokio::time::timeout(Duration::from_secs(30), get(gw.http_port, &path, accept))
+                    .await
+                    .unwrap_or_else(|_| panic!("{name} {path}: no answer"));
             // A decoder may make something of a garbled stream; of a truncated one no whole
             // answer: an error status, or a multipart body broken off before its closing
             // delimiter (the client sees a failed transfer, PS3.18 8.7.1.2 framing).
@@ -658,14 +623,8 @@ async fn broken_codestreams_fail_cleanly_on_every_decoding_path() {
     assert_eq!(count("Completed") + count("Failed"), broken.len(), "{log}");
     let received = std::fs::read_dir(&out_dir).unwrap().count();
     assert_eq!(received, count("Completed"), "{log}");
-    let alive = request(
-        gw.http_port,
-        "GET",
-        "/dicomweb/studies",
-        &[("Accept", "application/dicom+json")],
-        b"",
-    )
-    .await;
+    let alive =
+        common::http::get(gw.http_port, "/dicomweb/studies", "application/dicom+json").await;
     assert_eq!(alive.status, 200);
     gw.stop().await;
 }
@@ -919,7 +878,7 @@ async fn compress_on_request_for_wado_rs_and_c_get() {
             );
             let accept =
                 format!("multipart/related; type=\"application/dicom\"; transfer-syntax={target}");
-            let answer = request(gw.http_port, "GET", &url, &[("Accept", &accept)], b"").await;
+            let answer = get(gw.http_port, &url, &accept).await;
             assert_eq!(answer.status, 200, "{name} as {target}: {}", answer.text());
             assert!(
                 String::from_utf8_lossy(&answer.body)
@@ -992,15 +951,10 @@ async fn compress_on_request_for_wado_rs_and_c_get() {
 
     // No JPEG 2000 encoder: 406 for the study, before the first byte.
     let study = format!("/dicomweb/studies/{}", made.study);
-    let j2k = request(
+    let j2k = get(
         gw.http_port,
-        "GET",
         &study,
-        &[(
-            "Accept",
-            "multipart/related; type=\"application/dicom\"; transfer-syntax=1.2.840.10008.1.2.4.90",
-        )],
-        b"",
+        "multipart/related; type=\"application/dicom\"; transfer-syntax=1.2.840.10008.1.2.4.90",
     )
     .await;
     assert_eq!(j2k.status, 406, "{}", j2k.text());
@@ -1082,7 +1036,7 @@ async fn wire_syntax_is_used_toward_peers_that_accept_it() {
         "/dicomweb/studies/{}/series/{}/instances/{sop}",
         made.study, made.series
     );
-    let answer = request(gw.http_port, "GET", &url, &[("Accept", &accept)], b"").await;
+    let answer = get(gw.http_port, &url, &accept).await;
     assert_eq!(answer.status, 200, "{}", answer.text());
     assert!(
         String::from_utf8_lossy(&answer.body)
@@ -1090,12 +1044,10 @@ async fn wire_syntax_is_used_toward_peers_that_accept_it() {
         "not the wire syntax"
     );
     // Without the wire syntax listed: the client's choice.
-    let plain = request(
+    let plain = get(
         gw.http_port,
-        "GET",
         &url,
-        &[("Accept", "multipart/related; type=\"application/dicom\"")],
-        b"",
+        "multipart/related; type=\"application/dicom\"",
     )
     .await;
     assert!(

@@ -1,7 +1,7 @@
 //! Helpers for gateway-mode tests: `[pacs]` configuration, data sets of retrieved parts,
 //! and the audit trail.
 
-use super::http::{multipart_parts, request, HttpResponse};
+use super::http::{multipart_parts, HttpResponse};
 use std::collections::BTreeMap;
 
 /// `[pacs]` for a PACS on loopback, without the start-up probe.
@@ -53,7 +53,7 @@ pub const AS_STORED: &str = "multipart/related; type=\"application/dicom\"; tran
 
 /// WADO-RS `path` with `accept`; 200 expected.
 pub async fn wado(port: u16, path: &str, accept: &str) -> (HttpResponse, Vec<Vec<u8>>) {
-    let r = request(port, "GET", path, &[("Accept", accept)], b"").await;
+    let r = super::http::get(port, path, accept).await;
     assert_eq!(r.status, 200, "GET {path}: {}", r.text());
     let parts = multipart_parts(&r);
     (r, parts)

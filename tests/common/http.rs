@@ -80,6 +80,11 @@ pub async fn request(
     parse(&raw)
 }
 
+/// `GET path` with one `Accept` header: the whole response.
+pub async fn get(port: u16, path: &str, accept: &str) -> HttpResponse {
+    request(port, "GET", path, &[("Accept", accept)], b"").await
+}
+
 /// A whole response as read off the wire (head, then the body, de-chunked if chunked).
 pub fn parse(raw: &[u8]) -> HttpResponse {
     let split = raw
