@@ -57,15 +57,40 @@ pub fn can_store_syntax(ts: &str) -> bool {
         .is_some()
 }
 
-/// Storage classes without pixel data among [`COMMON_STORAGE`] (SR, KOS, PDF, raw data):
-/// there is nothing to compress.
+/// Storage classes with pixel data among [`COMMON_STORAGE`]: the others (SR, KOS, PDF,
+/// raw data) have nothing to compress.
 pub fn is_image_storage(sop_class: &str) -> bool {
-    is_storage(sop_class)
-        && !sop_class.starts_with("1.2.840.10008.5.1.4.1.1.88.")
-        && !matches!(
-            sop_class,
-            "1.2.840.10008.5.1.4.1.1.104.1" | "1.2.840.10008.5.1.4.1.1.66"
-        )
+    is_storage(sop_class) && has_pixel_data(sop_class)
+}
+
+/// Objects without pixels (PS3.4 B.5): structured reports (KOS included), encapsulated
+/// documents, presentation states, waveforms, raw data, registrations, fiducials, surfaces
+/// and tractography, RT plans, structure sets and treatment records.
+pub fn has_pixel_data(sop_class: &str) -> bool {
+    const FAMILIES: [&str; 6] = [
+        "1.2.840.10008.5.1.4.1.1.88.",
+        "1.2.840.10008.5.1.4.1.1.104.",
+        "1.2.840.10008.5.1.4.1.1.11.",
+        "1.2.840.10008.5.1.4.1.1.9.",
+        "1.2.840.10008.5.1.4.1.1.481.",
+        "1.2.840.10008.5.1.4.34.",
+    ];
+    const IMAGES_AMONG_THEM: [&str; 2] = [
+        "1.2.840.10008.5.1.4.1.1.481.1", // RT Image
+        "1.2.840.10008.5.1.4.1.1.481.2", // RT Dose
+    ];
+    const CLASSES: [&str; 6] = [
+        "1.2.840.10008.5.1.4.1.1.66",
+        "1.2.840.10008.5.1.4.1.1.66.1",
+        "1.2.840.10008.5.1.4.1.1.66.2",
+        "1.2.840.10008.5.1.4.1.1.66.3",
+        "1.2.840.10008.5.1.4.1.1.66.5",
+        "1.2.840.10008.5.1.4.1.1.66.6",
+    ];
+    if IMAGES_AMONG_THEM.contains(&sop_class) {
+        return true;
+    }
+    !(CLASSES.contains(&sop_class) || FAMILIES.iter().any(|p| sop_class.starts_with(p)))
 }
 
 /// Common storage SOP classes proposed when we act as the C-GET SCU storage SCP.
@@ -104,6 +129,26 @@ pub const IMPLEMENTATION_VERSION: &str = "BEELDBRUG_010";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reports_and_manifests_have_no_pixels() {
+        assert!(!has_pixel_data("1.2.840.10008.5.1.4.1.1.88.59"));
+        assert!(!has_pixel_data("1.2.840.10008.5.1.4.1.1.104.1"));
+        assert!(has_pixel_data("1.2.840.10008.5.1.4.1.1.2"));
+        assert!(has_pixel_data("1.2.840.10008.5.1.4.1.1.481.2"));
+        assert!(has_pixel_data("1.2.840.10008.5.1.4.1.1.66.4")); // segmentation
+        assert!(!has_pixel_data("1.2.840.10008.5.1.4.1.1.66"));
+        assert!(!has_pixel_data("1.2.840.10008.5.1.4.1.1.481.5"));
+        // The storage classes we propose: only SR, KOS, PDF and raw data are not images.
+        for c in COMMON_STORAGE {
+            let text = c.starts_with("1.2.840.10008.5.1.4.1.1.88.")
+                || matches!(
+                    *c,
+                    "1.2.840.10008.5.1.4.1.1.104.1" | "1.2.840.10008.5.1.4.1.1.66"
+                );
+            assert_eq!(is_image_storage(c), !text, "{c}");
+        }
+    }
 
     #[test]
     fn classifies_sop_classes() {

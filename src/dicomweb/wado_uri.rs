@@ -19,7 +19,7 @@ use super::media::{parse_accept, SyntaxRequest};
 use super::rendered::{render_found, RenderRequest};
 use super::wado::{locate_as, selection, single_instance};
 use super::{WebCaller, WebError, WebState};
-use crate::sop::EXPLICIT_VR_LE;
+use crate::sop::{self, EXPLICIT_VR_LE};
 use crate::trust::Operation;
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue};
@@ -194,36 +194,6 @@ fn is_uid(v: &str) -> bool {
             .all(|arc| !arc.is_empty() && arc.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// Objects without pixels (PS3.4 B.5): structured reports (KOS included), encapsulated
-/// documents, presentation states, waveforms, raw data, registrations, fiducials, surfaces
-/// and tractography, RT plans, structure sets and treatment records.
-fn has_pixels(sop_class: &str) -> bool {
-    const FAMILIES: [&str; 6] = [
-        "1.2.840.10008.5.1.4.1.1.88.",
-        "1.2.840.10008.5.1.4.1.1.104.",
-        "1.2.840.10008.5.1.4.1.1.11.",
-        "1.2.840.10008.5.1.4.1.1.9.",
-        "1.2.840.10008.5.1.4.1.1.481.",
-        "1.2.840.10008.5.1.4.34.",
-    ];
-    const IMAGES_AMONG_THEM: [&str; 2] = [
-        "1.2.840.10008.5.1.4.1.1.481.1", // RT Image
-        "1.2.840.10008.5.1.4.1.1.481.2", // RT Dose
-    ];
-    const CLASSES: [&str; 6] = [
-        "1.2.840.10008.5.1.4.1.1.66",
-        "1.2.840.10008.5.1.4.1.1.66.1",
-        "1.2.840.10008.5.1.4.1.1.66.2",
-        "1.2.840.10008.5.1.4.1.1.66.3",
-        "1.2.840.10008.5.1.4.1.1.66.5",
-        "1.2.840.10008.5.1.4.1.1.66.6",
-    ];
-    if IMAGES_AMONG_THEM.contains(&sop_class) {
-        return true;
-    }
-    !(CLASSES.contains(&sop_class) || FAMILIES.iter().any(|p| sop_class.starts_with(p)))
-}
-
 /// `GET /wado?requestType=WADO&…`: admitted and audited as WADO-URI, located (fetched into
 /// the cache first in gateway mode, as a single WADO-RS instance is), then sent or rendered.
 pub async fn retrieve(
@@ -236,7 +206,7 @@ pub async fn retrieve(
     let sel = selection(&request.study, Some(&request.series), Some(&request.object));
     let (mut found, ticket) = locate_as(&state, &caller.0, Operation::WadoUri, &sel).await?;
     let content = request.content.unwrap_or_else(|| {
-        if has_pixels(&found[0].sop_class_uid) {
+        if sop::has_pixel_data(&found[0].sop_class_uid) {
             Content::Jpeg
         } else {
             Content::Dicom
@@ -336,16 +306,5 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(r.transfer_syntax.as_deref(), Some("*"));
-    }
-
-    #[test]
-    fn reports_and_manifests_have_no_pixels() {
-        assert!(!has_pixels("1.2.840.10008.5.1.4.1.1.88.59"));
-        assert!(!has_pixels("1.2.840.10008.5.1.4.1.1.104.1"));
-        assert!(has_pixels("1.2.840.10008.5.1.4.1.1.2"));
-        assert!(has_pixels("1.2.840.10008.5.1.4.1.1.481.2"));
-        assert!(has_pixels("1.2.840.10008.5.1.4.1.1.66.4")); // segmentation
-        assert!(!has_pixels("1.2.840.10008.5.1.4.1.1.66"));
-        assert!(!has_pixels("1.2.840.10008.5.1.4.1.1.481.5"));
     }
 }
