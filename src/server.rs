@@ -154,7 +154,11 @@ pub fn compose_core(
     if config.xds.enabled {
         // The XDS-I registry (ITI-18/38, the documents of ITI-43/RAD-69), on the index.
         let settings = Arc::new(crate::registry::Settings::from_config(config));
-        builder = builder.registry(crate::registry::XdsRegistry::new(index.clone(), settings));
+        builder = builder.registry(crate::registry::XdsRegistry::new(
+            index.clone(),
+            blobs.clone(),
+            settings,
+        ));
     }
     (builder.build(), gateway)
 }
@@ -295,6 +299,12 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             blobs: context.blobs.clone(),
             settings: Arc::new(crate::registry::Settings::from_config(&config)),
             owner: crate::registry::publish::Publisher::owner_id(),
+            // Gateway mode: a manifest names what the PACS holds of the study, not only what
+            // the cache holds of it.
+            holdings: context
+                .gateway
+                .as_ref()
+                .map(|_| context.core.clone() as Arc<dyn crate::core::Holdings>),
         };
         tasks.spawn(publisher.run(shutdown.clone()));
     }

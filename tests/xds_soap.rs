@@ -197,6 +197,31 @@ fn studies_of(files: &[&beeldbrug::testdata::GeneratedFile], home: Option<&str>)
 }
 
 /// pydicom reads every file and names its SOP Instance UID.
+/// The (study, series, instance) UIDs a KOS manifest references, as pydicom reads them.
+fn kos_references(manifest: &str) -> Vec<Vec<String>> {
+    let script = r#"
+import sys, pydicom
+ds = pydicom.dcmread(sys.argv[1])
+for st in ds.CurrentRequestedProcedureEvidenceSequence:
+    for se in st.ReferencedSeriesSequence:
+        for i in se.ReferencedSOPSequence:
+            print(st.StudyInstanceUID, se.SeriesInstanceUID, i.ReferencedSOPInstanceUID)
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, manifest])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "pydicom: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.split(' ').map(str::to_string).collect())
+        .collect()
+}
+
 fn pydicom_uids(files: &[PathBuf]) -> Vec<String> {
     let script = "import sys, pydicom\nfor p in sys.argv[1:]:\n    print(pydicom.dcmread(p).SOPInstanceUID)\n";
     let out = std::process::Command::new("python3")
@@ -874,6 +899,153 @@ async fn rad75_streams_a_study_only_the_pacs_holds() {
     drop(orthanc);
 }
 
+/// Gateway mode (issue 14 item 1, "a study the PACS reports"): a study only Orthanc holds is
+/// published by the first FindDocuments that names its patient, with a manifest listing every
+/// instance Orthanc holds (asked by C-FIND, nothing fetched), and found by that same ITI-38;
+/// the next query finds the same entry, not a new one.
+#[tokio::test(flavor = "multi_thread")]
+async fn iti38_finds_a_study_only_the_pacs_holds() {
+    use common::gateway_mode::pacs_toml;
+    use common::orthanc::{store, Orthanc};
+    const BSN: &str = "999999990";
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = beeldbrug::testdata::GenerateArgs::with_defaults(dir.path().join("data"));
+    args.patients = 1;
+    args.ct_slices = 3;
+    args.mr_slices = 2;
+    args.frame_size = 32;
+    let files = beeldbrug::testdata::generate(&args).unwrap();
+    for f in &files {
+        let set = format!("(0010,0020)={BSN}");
+        let out = common::dcmtk("dcmodify", &["-nb", "-m", &set, f.path.to_str().unwrap()]);
+        assert!(out.status.success(), "dcmodify: {out:?}");
+    }
+    let our_port = common::free_port();
+    let orthanc = Orthanc::start_with(dir.path(), &[("BEELDBRUG", our_port)]).await;
+    store(orthanc.dicom_port, "ORTHANC", &files);
+    let idp = JwtIdp::new(dir.path(), JWT_ISSUER, AUDIENCE);
+    // Nothing of the study is in the cache: only the query can publish it.
+    let toml = format!(
+        "{}quiet_secs = 1\n{}[trust]\nown_ura = \"{}\"\n{}",
+        xds_toml(),
+        pacs_toml("ORTHANC", orthanc.dicom_port, "c-get", ""),
+        tokens::TEST_URA,
+        idp.config_toml()
+    );
+    let gateway = Gateway::start_dimse_on(our_port, &toml).await;
+    let client = Client {
+        url_base: format!("http://127.0.0.1:{}", gateway.http_port),
+        cert: None,
+    };
+    // A token is good for one request (its jti is remembered).
+    let bearer = || tokens::mint_jwt(&idp, unbound);
+    let find_documents = json!({
+        "id": "urn:uuid:14d4debf-8f97-4251-9a74-a90016b0af0d",
+        "slots": {
+            "$XDSDocumentEntryPatientId": [format!("'{BSN}^^^&2.16.840.1.113883.2.4.6.3&ISO'")],
+            "$XDSDocumentEntryStatus": ["('urn:oasis:names:tc:ebxml-regrep:StatusType:Approved')"],
+        }
+    });
+    let (answer, envelopes) = client.call(Tx::Iti38, &find_documents, &[], None, Some(&bearer()));
+    validate_envelope(&envelopes.path().join("response.xml"));
+    // One manifest per study (the generated patient has a CT and an MR study).
+    let studies: std::collections::BTreeSet<&str> =
+        files.iter().map(|f| f.study_uid.as_str()).collect();
+    let entries = answer["entries"].as_array().unwrap();
+    assert_eq!(
+        entries.len(),
+        studies.len(),
+        "found on the first query: {answer}"
+    );
+    let study = files[0].study_uid.as_str();
+    let study_ref = format!("{study}^^^^urn:ihe:iti:xds:2013:studyInstanceUID");
+    let kos = entries
+        .iter()
+        .find(|e| {
+            e["referenceIds"]
+                .as_array()
+                .unwrap()
+                .contains(&json!(study_ref))
+        })
+        .unwrap_or_else(|| panic!("no entry of {study}: {answer}"));
+    assert_eq!(kos["formatCode"], "1.2.840.10008.5.1.4.1.1.88.59");
+
+    // The manifest names every instance Orthanc holds, in its series.
+    let (answer, _manifest_dir) = client.call(
+        Tx::Iti39,
+        &json!([{"repository": REPOSITORY, "document": kos["uniqueId"], "home": HOME}]),
+        &[],
+        None,
+        Some(&bearer()),
+    );
+    let manifest = answer["documents"][0]["file"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{answer}"));
+    let mut referenced: Vec<(String, String)> = kos_references(manifest)
+        .into_iter()
+        .map(|r| (r[1].clone(), r[2].clone()))
+        .collect();
+    referenced.sort();
+    let mut held: Vec<(String, String)> = files
+        .iter()
+        .filter(|f| f.study_uid == study)
+        .map(|f| (f.series_uid.clone(), f.sop_uid.clone()))
+        .collect();
+    held.sort();
+    assert_eq!(referenced, held, "the manifest names what the PACS holds");
+    // Listed by C-FIND: the cache holds the manifest of the study and nothing else.
+    let selection = beeldbrug::core::Selection {
+        study_uids: vec![study.to_string()],
+        ..Default::default()
+    };
+    let cached = gateway.context().index.locate(&selection).await.unwrap();
+    let cached: Vec<&str> = cached.iter().map(|i| i.sop_instance_uid.as_str()).collect();
+    assert_eq!(cached, vec![kos["uniqueId"].as_str().unwrap()]);
+
+    // A WADO-RS retrieve fills the cache with the study. Once it is quiet, the publisher
+    // finds that the manifest names these instances already: the same entry, its
+    // publication now covering the arrivals (no new manifest replacing the first).
+    let auth = format!("Bearer {}", bearer());
+    let response = common::http::request(
+        gateway.http_port,
+        "GET",
+        &format!("/dicomweb/studies/{study}"),
+        &[
+            ("Accept", "multipart/related; type=\"application/dicom\""),
+            ("Authorization", &auth),
+        ],
+        b"",
+    )
+    .await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    let index = gateway.context().index.clone();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let arrival = index.study_arrival(study).await.unwrap().unwrap();
+        let publication = index.publication(study).await.unwrap().unwrap();
+        if arrival.arrivals > 1 && publication.arrivals == arrival.arrivals {
+            assert_eq!(publication.entry_uuid, kos["entryUUID"].as_str().unwrap());
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{arrival:?} {publication:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+
+    // Asked again: the same entry, not a new manifest.
+    let (again, _) = client.call(Tx::Iti38, &find_documents, &[], None, Some(&bearer()));
+    let again = again["entries"].as_array().unwrap();
+    assert_eq!(again.len(), studies.len(), "{again:?}");
+    assert!(
+        again.iter().any(|e| e["uniqueId"] == kos["uniqueId"]),
+        "{again:?}"
+    );
+    gateway.stop().await;
+    drop(orthanc);
+}
+
 /// The NIST / IHE sample messages (tests/schemas/samples): whole envelopes are read (their
 /// assertions are not ours to verify); the NIST Connectathon request bodies (RAD-69 IDS tests,
 /// their exception cases, RAD-75 RIG tests) are answered with a RetrieveDocumentSetResponse
@@ -1406,27 +1578,7 @@ async fn remote_gateway_finds_by_iti38_and_fetches_by_rad75() {
     let manifest = answer["documents"][0]["file"]
         .as_str()
         .unwrap_or_else(|| panic!("{answer}"));
-    let script = r#"
-import sys, pydicom
-ds = pydicom.dcmread(sys.argv[1])
-for st in ds.CurrentRequestedProcedureEvidenceSequence:
-    for se in st.ReferencedSeriesSequence:
-        for i in se.ReferencedSOPSequence:
-            print(st.StudyInstanceUID, se.SeriesInstanceUID, i.ReferencedSOPInstanceUID)
-"#;
-    let out = std::process::Command::new("python3")
-        .args(["-c", script, manifest])
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "pydicom: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let referenced: Vec<Vec<String>> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| l.split(' ').map(str::to_string).collect())
-        .collect();
+    let referenced = kos_references(manifest);
     assert_eq!(
         referenced.len(),
         files.len(),

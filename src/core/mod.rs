@@ -32,6 +32,7 @@ pub mod follow;
 pub mod ingest;
 pub mod instances;
 pub mod registry;
+pub mod reported;
 pub mod route;
 pub mod source;
 pub mod stored;
@@ -44,6 +45,7 @@ pub use cache::CacheRules;
 pub use ingest::{Durable, Expected, Incoming, IngestFailure, StoredInstance, Stores};
 pub use instances::Instances;
 pub use registry::{PublishedDocument, Registry, RegistryAnswer, RegistryScope};
+pub use reported::Holdings;
 // The models, for the fronts: they speak to the core in its terms.
 pub use crate::model::{query, retrieve};
 pub use crate::model::{

@@ -31,6 +31,18 @@ pub trait Registry: Send + Sync + std::fmt::Debug {
     /// A published document by its uniqueId (the KOS or report SOP Instance UID): where it
     /// is stored, for ITI-43 / RAD-69 / ITI-39 retrieves.
     async fn document(&self, unique_id: &str) -> Result<Option<PublishedDocument>, String>;
+
+    /// Whether a study has a manifest already (or was looked at and not published): gateway
+    /// mode asks before it lists a study the PACS reports ([`Core::publish_reported`]).
+    async fn is_published(&self, study_uid: &str) -> Result<bool, String>;
+
+    /// Publish a study only a source holds: its study-level row and the image-level rows of
+    /// its instances ([`super::Holdings::study_instances`]).
+    async fn publish_reported(
+        &self,
+        study: &crate::model::query::Match,
+        instances: &[crate::model::query::Match],
+    ) -> Result<(), String>;
 }
 
 /// What the registry found for a stored query, before consent.
@@ -155,6 +167,26 @@ impl Core {
                 );
                 ticket.finish("failure", error.context.clone()).await;
                 return QueryResponse::failure(vec![error]);
+            }
+        }
+        if ours_targeted && !self.xds_sources().is_empty() {
+            // Gateway mode: the patient's studies only the PACS holds are published first,
+            // for callers who may see the patient (no PACS query on behalf of a refusal).
+            let decisions = match self.trust.patient_scoped(ticket.caller()) {
+                true => Some(
+                    self.trust
+                        .patients_access(ticket.caller(), named.iter().map(String::as_str))
+                        .await,
+                ),
+                false => None,
+            };
+            for bsn in &named {
+                let allowed = decisions
+                    .as_ref()
+                    .is_none_or(|d| d.get(bsn.as_str()).is_some_and(|d| d.decision.is_permit()));
+                if allowed {
+                    self.publish_reported(&registry, bsn).await;
+                }
             }
         }
         let mut response = if ours_targeted {

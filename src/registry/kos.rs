@@ -21,7 +21,7 @@ use dicom_dictionary_std::tags;
 use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
 use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Key Object Selection Document Storage.
 pub const KOS_SOP_CLASS: &str = "1.2.840.10008.5.1.4.1.1.88.59";
@@ -109,6 +109,29 @@ fn value_type(sop_class: &str) -> &'static str {
         "11" | "66" | "67" | "68" | "88" | "104" | "481" => "COMPOSITE",
         _ => "IMAGE",
     }
+}
+
+/// The SOP Instance UIDs a manifest references (Current Requested Procedure Evidence
+/// Sequence > Referenced Series Sequence > Referenced SOP Sequence, PS3.3 C.17.2.1).
+pub fn referenced(obj: &InMemDicomObject) -> BTreeSet<String> {
+    let items = |o: &InMemDicomObject, tag: Tag| -> Vec<InMemDicomObject> {
+        o.element(tag)
+            .ok()
+            .and_then(|e| e.items().map(<[_]>::to_vec))
+            .unwrap_or_default()
+    };
+    let mut uids = BTreeSet::new();
+    for study in items(obj, tags::CURRENT_REQUESTED_PROCEDURE_EVIDENCE_SEQUENCE) {
+        for series in items(&study, tags::REFERENCED_SERIES_SEQUENCE) {
+            for sop in items(&series, tags::REFERENCED_SOP_SEQUENCE) {
+                let uid = sop.element(tags::REFERENCED_SOP_INSTANCE_UID);
+                if let Some(uid) = uid.ok().and_then(|e| e.to_str().ok()) {
+                    uids.insert(uid.trim_end_matches('\0').trim().to_string());
+                }
+            }
+        }
+    }
+    uids
 }
 
 /// The manifest as a Part 10 file.
@@ -392,6 +415,12 @@ mod tests {
             .unwrap()
             .len();
         assert_eq!(series, 2);
+        let mut named: Vec<String> = instances
+            .iter()
+            .map(|i| i.sop_instance_uid.clone())
+            .collect();
+        named.sort();
+        assert_eq!(referenced(&obj).into_iter().collect::<Vec<_>>(), named);
         let content = obj
             .element(tags::CONTENT_SEQUENCE)
             .unwrap()

@@ -25,9 +25,10 @@ pub mod stored;
 use crate::config::{Config, XdsCode};
 use crate::core::registry::{bare_patient_id, PublishedDocument, Registry, RegistryAnswer};
 use crate::ebrim::{self, Association, Code, ObjectKind, RegistryObject, StoredQuery};
+use crate::model::query::Match;
 use crate::model::Selection;
 use crate::store::index::{AssociationRow, RegistryLookup, RegistryRow};
-use crate::store::{Index, IndexError};
+use crate::store::{BlobStore, Index, IndexError};
 use async_trait::async_trait;
 use std::sync::Arc;
 
@@ -84,11 +85,28 @@ impl Settings {
 pub struct XdsRegistry {
     index: Arc<dyn Index>,
     settings: Arc<Settings>,
+    /// Publishes the studies the PACS reports when the core asks (gateway mode).
+    publisher: publish::Publisher,
 }
 
 impl XdsRegistry {
-    pub fn new(index: Arc<dyn Index>, settings: Arc<Settings>) -> Arc<XdsRegistry> {
-        Arc::new(XdsRegistry { index, settings })
+    pub fn new(
+        index: Arc<dyn Index>,
+        blobs: BlobStore,
+        settings: Arc<Settings>,
+    ) -> Arc<XdsRegistry> {
+        let publisher = publish::Publisher {
+            index: index.clone(),
+            blobs,
+            settings: settings.clone(),
+            owner: publish::Publisher::owner_id(),
+            holdings: None,
+        };
+        Arc::new(XdsRegistry {
+            index,
+            settings,
+            publisher,
+        })
     }
 
     pub fn settings(&self) -> &Arc<Settings> {
@@ -106,6 +124,20 @@ impl Registry for XdsRegistry {
         stored::evaluate(self.index.as_ref(), query)
             .await
             .map_err(|e| e.to_string())
+    }
+
+    async fn is_published(&self, study_uid: &str) -> Result<bool, String> {
+        self.publisher.is_published(study_uid).await
+    }
+
+    async fn publish_reported(&self, study: &Match, instances: &[Match]) -> Result<(), String> {
+        match self.publisher.publish_reported(study, instances).await? {
+            publish::Outcome::Published { .. } | publish::Outcome::Unchanged { .. } => Ok(()),
+            publish::Outcome::Skipped(why) => {
+                tracing::info!(why, "XDS-I: a study the PACS reports was not published");
+                Ok(())
+            }
+        }
     }
 
     async fn document(&self, unique_id: &str) -> Result<Option<PublishedDocument>, String> {

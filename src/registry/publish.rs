@@ -28,6 +28,7 @@
 use super::kos::{self, Manifest, StudyHeader};
 use super::metadata::{self, DocumentCodes, Published, StudyFacts, KOS_FORMAT};
 use super::{objects, row_of, Settings};
+use crate::core::Holdings;
 use crate::ebrim::{ns, ObjectKind, RegistryObject, Status};
 use crate::model::query::{indexed_attr_by_keyword, Level, Match, Matcher, Query};
 use crate::model::{InstanceLocation, Selection};
@@ -54,6 +55,9 @@ pub enum Outcome {
         kos_uid: String,
         replaced: Option<String>,
     },
+    /// The study's manifest already names exactly these instances: its publication now
+    /// covers the new arrivals (a part of a published PACS study fetched into the cache).
+    Unchanged { entry_uuid: String },
     /// Not published: why.
     Skipped(String),
 }
@@ -66,6 +70,9 @@ pub struct Publisher {
     pub settings: Arc<Settings>,
     /// Who claims studies ([`Publisher::owner_id`]: unique per process).
     pub owner: String,
+    /// Gateway mode: where the instances the cache does not hold are listed (the core, over
+    /// the PACS), so a manifest names every instance of the study, not only the cached ones.
+    pub holdings: Option<Arc<dyn Holdings>>,
 }
 
 impl Publisher {
@@ -141,7 +148,7 @@ impl Publisher {
         Ok(done)
     }
 
-    /// Publish one study (or note why not).
+    /// Publish one study the index holds (or note why not): a study that went quiet.
     pub async fn publish(&self, arrival: &StudyArrival) -> Result<Outcome, String> {
         let study_uid = arrival.study_instance_uid.as_str();
         let e = |e: crate::store::IndexError| e.to_string();
@@ -159,6 +166,90 @@ impl Publisher {
             self.skip(arrival).await?;
             return Ok(Outcome::Skipped("no valid BSN".into()));
         }
+        let selection = Selection {
+            study_uids: vec![study_uid.into()],
+            ..Default::default()
+        };
+        let mut instances = self.index.locate(&selection).await.map_err(e)?;
+        let mut modalities = self.modalities(study_uid).await?;
+        if let Some(holdings) = &self.holdings {
+            // Gateway mode: the cache may hold a part of the study; the PACS names the rest.
+            let reported = holdings.study_instances(study_uid).await?;
+            modalities.extend(modalities_of(&reported));
+            add_reported(&mut instances, &reported);
+        }
+        let published = self
+            .publish_contents(&header, instances, modalities, Some(arrival.arrivals))
+            .await?;
+        if matches!(published, Outcome::Skipped(_)) {
+            self.skip(arrival).await?;
+        }
+        Ok(published)
+    }
+
+    /// Whether a study has a publication record (a manifest, or a note that it was skipped).
+    pub async fn is_published(&self, study_uid: &str) -> Result<bool, String> {
+        let publication = self
+            .index
+            .publication(study_uid)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(publication.is_some_and(|p| p.published_at > 0))
+    }
+
+    /// Publish a study only a source holds (gateway mode: a study the PACS reports), from its
+    /// study-level row and the image-level rows of its instances.
+    pub async fn publish_reported(
+        &self,
+        study: &Match,
+        reported: &[Match],
+    ) -> Result<Outcome, String> {
+        let Some(study_uid) = study.get(&Tag(0x0020, 0x000D)) else {
+            return Ok(Outcome::Skipped("no Study Instance UID".into()));
+        };
+        let header = header_of(study, study_uid);
+        if !metadata::is_bsn(header.patient_id.trim()) {
+            return Ok(Outcome::Skipped("no valid BSN".into()));
+        }
+        // Gateways sharing one index: the one that claims the study publishes it.
+        let now = crate::clock::unix_seconds();
+        let claimed = self
+            .index
+            .claim_publication(study_uid, &self.owner, now, now + CLAIM_SECS)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !claimed {
+            return Ok(Outcome::Skipped("another gateway publishes it".into()));
+        }
+        let selection = Selection {
+            study_uids: vec![study_uid.clone()],
+            ..Default::default()
+        };
+        let mut instances = self
+            .index
+            .locate(&selection)
+            .await
+            .map_err(|e| e.to_string())?;
+        add_reported(&mut instances, reported);
+        let mut modalities = self.modalities(study_uid).await?;
+        modalities.extend(modalities_of(reported));
+        self.publish_contents(&header, instances, modalities, None)
+            .await
+    }
+
+    /// Make, store and register the manifest of a study with these instances (and entries
+    /// for its new reports), unless its manifest names exactly these already. `arrivals`: the
+    /// study's arrivals as looked at (a stored manifest is one more); `None` for the study's
+    /// count once the manifest is stored.
+    async fn publish_contents(
+        &self,
+        header: &StudyHeader,
+        instances: Vec<InstanceLocation>,
+        modalities: BTreeSet<String>,
+        arrivals: Option<i64>,
+    ) -> Result<Outcome, String> {
+        let study_uid = header.study_instance_uid.as_str();
+        let e = |e: crate::store::IndexError| e.to_string();
         // Our earlier entries of the study: their manifests are not referenced again, the
         // Approved manifest is replaced, and reports published already stay as they are.
         let ours = objects(
@@ -190,20 +281,10 @@ impl Publisher {
             })
             .map(|o| o.id.clone())
             .collect::<Vec<_>>();
-        let selection = Selection {
-            study_uids: vec![study_uid.into()],
-            ..Default::default()
-        };
-        let instances: Vec<_> = self
-            .index
-            .locate(&selection)
-            .await
-            .map_err(e)?
+        let (manifests, instances): (Vec<_>, Vec<_>) = instances
             .into_iter()
-            .filter(|i| !our_manifests.contains(&i.sop_instance_uid))
-            .collect();
+            .partition(|i| our_manifests.contains(&i.sop_instance_uid));
         if instances.is_empty() {
-            self.skip(arrival).await?;
             return Ok(Outcome::Skipped(
                 "no instances besides our manifests".into(),
             ));
@@ -211,17 +292,51 @@ impl Publisher {
         let new_reports: Vec<&InstanceLocation> = instances
             .iter()
             .filter(|i| {
-                metadata::is_report(&i.sop_class_uid) && !our_uids.contains(&i.sop_instance_uid)
+                // A report only the PACS holds is referenced by the manifest; its own entry
+                // waits until its bytes are here (its hash and size are of the document).
+                metadata::is_report(&i.sop_class_uid)
+                    && !our_uids.contains(&i.sop_instance_uid)
+                    && !i.blob_key.is_empty()
             })
             .collect();
-        let modalities = self.modalities(study_uid).await?;
+        if let [current] = replaced.as_slice() {
+            let approved = ours
+                .iter()
+                .find(|o| &o.id == current)
+                .and_then(|o| o.unique_id())
+                .and_then(|uid| manifests.iter().find(|m| m.sop_instance_uid == uid));
+            let unchanged = match approved {
+                Some(manifest) => self.names_exactly(manifest, &instances).await,
+                None => false,
+            };
+            if new_reports.is_empty() && unchanged {
+                let arrivals = match arrivals {
+                    Some(arrivals) => arrivals,
+                    None => self.arrivals(study_uid).await?,
+                };
+                let submission = Submission {
+                    publication: Some(Publication {
+                        study_instance_uid: study_uid.to_string(),
+                        entry_uuid: current.clone(),
+                        arrivals,
+                        published_at: crate::clock::unix_seconds(),
+                    }),
+                    ..Default::default()
+                };
+                self.index.registry_submit(&submission).await.map_err(e)?;
+                return Ok(Outcome::Unchanged {
+                    entry_uuid: current.clone(),
+                });
+            }
+        }
+        let modalities: Vec<String> = modalities.into_iter().filter(|m| m != "KO").collect();
 
         let now = crate::clock::unix_seconds();
         let created = metadata::dtm(now);
         let kos_uid = metadata::new_uid();
         let series_uid = metadata::new_uid();
         let bytes = kos::build(&Manifest {
-            study: &header,
+            study: header,
             instances: &instances,
             retrieve_ae_title: &self.settings.ae_title,
             retrieve_location_uid: &self.settings.repository_unique_id,
@@ -238,6 +353,11 @@ impl Publisher {
             created: now,
         };
         self.store_manifest(&bytes, &kos_uid).await?;
+        let arrivals = match arrivals {
+            // The manifest just stored is one more arrival.
+            Some(arrivals) => arrivals + 1,
+            None => self.arrivals(study_uid).await?,
+        };
 
         let facts = StudyFacts {
             bsn: header.patient_id.trim().to_string(),
@@ -292,8 +412,7 @@ impl Publisher {
             publication: Some(Publication {
                 study_instance_uid: study_uid.to_string(),
                 entry_uuid: entry.id.clone(),
-                // The manifest we just stored is one more arrival.
-                arrivals: arrival.arrivals + 1,
+                arrivals,
                 published_at: now,
             }),
         };
@@ -311,6 +430,37 @@ impl Publisher {
             kos_uid,
             replaced: replaced.into_iter().next(),
         })
+    }
+
+    /// The study's arrivals now.
+    async fn arrivals(&self, study_uid: &str) -> Result<i64, String> {
+        let arrival = self
+            .index
+            .study_arrival(study_uid)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(arrival.map_or(0, |a| a.arrivals))
+    }
+
+    /// Whether a stored manifest references exactly these instances (an unreadable one does
+    /// not: it is replaced).
+    async fn names_exactly(
+        &self,
+        manifest: &InstanceLocation,
+        instances: &[InstanceLocation],
+    ) -> bool {
+        let Ok(bytes) = tokio::fs::read(self.blobs.path(&manifest.blob_key)).await else {
+            return false;
+        };
+        // Part 10: the data set after the preamble and "DICM" (PS3.10 7.1).
+        let Some(Ok(obj)) = bytes.get(128..).map(dicom_object::from_reader) else {
+            return false;
+        };
+        let named = kos::referenced(&obj);
+        named.len() == instances.len()
+            && instances
+                .iter()
+                .all(|i| named.contains(&i.sop_instance_uid))
     }
 
     /// Store the manifest as an instance of its study: the store's one ingest path.
@@ -380,8 +530,8 @@ impl Publisher {
             .map_err(|e| e.to_string())
     }
 
-    /// The modalities of the study's series (eventCodeList), without KO and duplicates.
-    async fn modalities(&self, study_uid: &str) -> Result<Vec<String>, String> {
+    /// The modalities of the study's cached series (eventCodeList), without KO and duplicates.
+    async fn modalities(&self, study_uid: &str) -> Result<BTreeSet<String>, String> {
         let uid_attr = indexed_attr_by_keyword("StudyInstanceUID").expect("indexed");
         let query = Query::new(Level::Series).with_key(uid_attr, Matcher::Single(study_uid.into()));
         let series = self.index.find(&query).await.map_err(|e| e.to_string())?;
@@ -391,7 +541,49 @@ impl Publisher {
             .flat_map(|v| v.split('\\').map(|s| s.trim().to_string()))
             .filter(|m| !m.is_empty() && m != "KO")
             .collect();
-        Ok(modalities.into_iter().collect())
+        Ok(modalities)
+    }
+}
+
+/// The modalities named by image-level rows (each carries its series' Modality).
+fn modalities_of(rows: &[Match]) -> BTreeSet<String> {
+    rows.iter()
+        .filter_map(|m| m.get(&Tag(0x0008, 0x0060)))
+        .flat_map(|v| v.split('\\').map(|s| s.trim().to_string()))
+        .filter(|m| !m.is_empty())
+        .collect()
+}
+
+/// Add to the cached instances those only a source reported (image-level rows), as locations
+/// without a blob: the manifest needs their series, SOP Class and SOP Instance UIDs only.
+fn add_reported(instances: &mut Vec<InstanceLocation>, reported: &[Match]) {
+    let held: BTreeSet<String> = instances
+        .iter()
+        .map(|i| i.sop_instance_uid.clone())
+        .collect();
+    let get = |m: &Match, g: u16, e: u16| m.get(&Tag(g, e)).map(|v| v.trim().to_string());
+    for row in reported {
+        let (Some(sop), Some(class), Some(series), Some(study)) = (
+            get(row, 0x0008, 0x0018),
+            get(row, 0x0008, 0x0016),
+            get(row, 0x0020, 0x000E),
+            get(row, 0x0020, 0x000D),
+        ) else {
+            continue;
+        };
+        if held.contains(&sop) || sop.is_empty() || class.is_empty() {
+            continue;
+        }
+        instances.push(InstanceLocation {
+            patient_id: get(row, 0x0010, 0x0020).unwrap_or_default(),
+            study_instance_uid: study,
+            series_instance_uid: series,
+            sop_instance_uid: sop,
+            sop_class_uid: class,
+            transfer_syntax_uid: String::new(),
+            blob_key: String::new(),
+            size_bytes: 0,
+        });
     }
 }
 

@@ -260,6 +260,9 @@ pub trait Index: Send + Sync + std::fmt::Debug {
         limit: u32,
     ) -> Result<Vec<StudyArrival>, IndexError>;
 
+    /// When a study's instances last arrived and how many arrived (`None`: not in the index).
+    async fn study_arrival(&self, study_uid: &str) -> Result<Option<StudyArrival>, IndexError>;
+
     /// The last publication of a study.
     async fn publication(&self, study_uid: &str) -> Result<Option<Publication>, IndexError>;
 

@@ -261,6 +261,13 @@ macro_rules! delegate_index_to_inner {
                     self.inner.studies_to_publish(quiet_before, limit).await
                 }
 
+                async fn study_arrival(
+                    &self,
+                    study_uid: &str,
+                ) -> Result<Option<StudyArrival>, IndexError> {
+                    self.inner.study_arrival(study_uid).await
+                }
+
                 async fn publication(
                     &self,
                     study_uid: &str,

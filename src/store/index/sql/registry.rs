@@ -214,6 +214,20 @@ sql_impl! {
         Ok(claimed.is_some())
     }
 
+    pub async fn study_arrival(&self, study_uid: &str) -> Result<Option<StudyArrival>, IndexError> {
+        let mut sql = self.sql();
+        sql.push("SELECT study_instance_uid, last_arrival, arrivals FROM study WHERE study_instance_uid = ")
+            .bind(study_uid);
+        let Some(row) = Self::query(&sql).fetch_optional(&self.pool).await? else {
+            return Ok(None);
+        };
+        Ok(Some(StudyArrival {
+            study_instance_uid: row.try_get(0usize)?,
+            last_arrival: row.try_get(1usize)?,
+            arrivals: row.try_get(2usize)?,
+        }))
+    }
+
     pub async fn publication(&self, study_uid: &str) -> Result<Option<Publication>, IndexError> {
         let mut sql = self.sql();
         sql.push(
