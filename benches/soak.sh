@@ -8,4 +8,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-600}"
-BEELDBRUG_SOAK_SECS="$secs" cargo test --release --test durability -- --nocapture --test-threads=1
+SOAK_SECS="$secs" cargo test --release --test durability -- --nocapture --test-threads=1

@@ -11,7 +11,7 @@
 //! - nothing is left in `tmp/` and the deletion queue is empty;
 //! - WADO-RS serves the indexed version's bytes.
 //!
-//! On SQLite with the filesystem, and on PostgreSQL. `BEELDBRUG_SOAK_SECS` sets the
+//! On SQLite with the filesystem, and on PostgreSQL. `SOAK_SECS` sets the
 //! total time under load (default 40 s per backend); `benches/soak.sh` runs it longer.
 
 mod common;
@@ -67,6 +67,15 @@ impl Setup {
         }
     }
 
+    /// The gateway's log (appended to across restarts).
+    fn log(&self) -> Stdio {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data_dir.with_file_name("gateway.log"))
+            .map_or_else(|_| Stdio::null(), Stdio::from)
+    }
+
     /// Start the gateway and wait for its serving line (its listeners are bound then).
     fn start(&self) -> Served {
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -76,7 +85,7 @@ impl Setup {
                 .arg(&self.config)
                 .env("RUST_LOG", "warn")
                 .stdout(Stdio::piped())
-                .stderr(Stdio::null())
+                .stderr(self.log())
                 .spawn()
                 .expect("run beeldbrug serve");
             let mut line = String::new();
@@ -89,7 +98,9 @@ impl Setup {
             let _ = child.wait();
             assert!(
                 Instant::now() < deadline,
-                "the gateway does not start again"
+                "the gateway does not start again: {line:?}\n{}",
+                std::fs::read_to_string(self.data_dir.with_file_name("gateway.log"))
+                    .unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -334,7 +345,7 @@ async fn soak(index_url: &str) {
     let cstore_groups = halves(&by_cstore);
     let stow_groups = halves(&by_stow);
 
-    let soak_secs: u64 = std::env::var("BEELDBRUG_SOAK_SECS")
+    let soak_secs: u64 = std::env::var("SOAK_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(40);
