@@ -301,6 +301,73 @@ async fn orphans(index: &dyn Index, data_dir: &Path) -> Vec<String> {
     files.into_iter().filter(|f| !named.contains(f)).collect()
 }
 
+/// The checks of every restart: each acknowledged instance is indexed, its file holds the
+/// acknowledged version (or the one in flight) with the indexed size, and (with `wado`)
+/// WADO-RS serves it. Returns how many instances were acknowledged.
+async fn check_instances(
+    index: &dyn Index,
+    setup: &Setup,
+    all: &BTreeMap<String, Tracked>,
+    wado: bool,
+) -> usize {
+    let mut acknowledged = 0;
+    for (sop, t) in all {
+        let located = index
+            .locate(&Selection {
+                sop_instance_uids: vec![sop.clone()],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let Some(ack) = t.acknowledged else {
+            // Never acknowledged: it may be there (a lost answer) or not, but whole.
+            if let Some(loc) = located.first() {
+                let bytes = std::fs::read(setup.data_dir.join("blobs").join(&loc.blob_key))
+                    .unwrap_or_else(|e| panic!("{sop}: indexed file missing: {e}"));
+                assert_eq!(bytes.len() as u64, loc.size_bytes, "{sop}: size");
+            }
+            continue;
+        };
+        acknowledged += 1;
+        assert_eq!(located.len(), 1, "acknowledged instance {sop} is indexed");
+        let loc = &located[0];
+        assert_eq!(
+            (&loc.study_instance_uid, &loc.series_instance_uid),
+            (&t.study_uid, &t.series_uid)
+        );
+        let stored = std::fs::read(setup.data_dir.join("blobs").join(&loc.blob_key))
+            .unwrap_or_else(|e| panic!("{sop}: the acknowledged instance's file: {e}"));
+        assert_eq!(stored.len() as u64, loc.size_bytes, "{sop}: indexed size");
+        let mut candidates = vec![ack];
+        candidates.extend(t.attempt.filter(|a| *a != ack));
+        let matches = candidates
+            .iter()
+            .find(|v| data_set(&version_bytes(&t.base, **v)) == data_set(&stored));
+        assert!(
+            matches.is_some(),
+            "{sop}: the stored data set is neither the acknowledged version {ack} nor the \
+             one in flight {:?}",
+            t.attempt
+        );
+        if !wado {
+            continue;
+        }
+        // WADO-RS serves the indexed file.
+        let path = format!(
+            "/dicomweb/studies/{}/series/{}/instances/{sop}",
+            t.study_uid, t.series_uid
+        );
+        let got = common::http::get(setup.http_port, &path, "application/dicom").await;
+        assert_eq!(got.status, 200, "{sop}: WADO-RS {}", got.text());
+        assert_eq!(
+            data_set(&got.body),
+            data_set(&stored),
+            "{sop}: WADO-RS bytes"
+        );
+    }
+    acknowledged
+}
+
 async fn soak(index_url: &str) {
     require_tool("storescu");
     let dir = tempfile::tempdir().unwrap();
@@ -361,6 +428,12 @@ async fn soak(index_url: &str) {
     };
     while started.elapsed() < Duration::from_secs(soak_secs) {
         let served = setup.start();
+        // Before the load resumes: what the last kill left is consistent (a later re-send
+        // would otherwise heal a broken instance before the final check sees it).
+        let index = beeldbrug::store::open_index(index_url).await.unwrap();
+        let snapshot = tracked.lock().unwrap().clone();
+        check_instances(index.as_ref(), &setup, &snapshot, false).await;
+        drop(index);
         let stop = Arc::new(AtomicBool::new(false));
         let mut workers = tokio::task::JoinSet::new();
         for group in cstore_groups.iter().filter(|g| !g.is_empty()) {
@@ -429,58 +502,7 @@ async fn soak(index_url: &str) {
     );
 
     let all = tracked.lock().unwrap().clone();
-    let mut acknowledged = 0;
-    for (sop, t) in &all {
-        let located = index
-            .locate(&Selection {
-                sop_instance_uids: vec![sop.clone()],
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        let Some(ack) = t.acknowledged else {
-            // Never acknowledged: it may be there (a lost answer) or not, but whole.
-            if let Some(loc) = located.first() {
-                let bytes = std::fs::read(setup.data_dir.join("blobs").join(&loc.blob_key))
-                    .unwrap_or_else(|e| panic!("{sop}: indexed file missing: {e}"));
-                assert_eq!(bytes.len() as u64, loc.size_bytes, "{sop}: size");
-            }
-            continue;
-        };
-        acknowledged += 1;
-        assert_eq!(located.len(), 1, "acknowledged instance {sop} is indexed");
-        let loc = &located[0];
-        assert_eq!(
-            (&loc.study_instance_uid, &loc.series_instance_uid),
-            (&t.study_uid, &t.series_uid)
-        );
-        let stored = std::fs::read(setup.data_dir.join("blobs").join(&loc.blob_key))
-            .unwrap_or_else(|e| panic!("{sop}: the acknowledged instance's file: {e}"));
-        assert_eq!(stored.len() as u64, loc.size_bytes, "{sop}: indexed size");
-        let mut candidates = vec![ack];
-        candidates.extend(t.attempt.filter(|a| *a != ack));
-        let matches = candidates
-            .iter()
-            .find(|v| data_set(&version_bytes(&t.base, **v)) == data_set(&stored));
-        assert!(
-            matches.is_some(),
-            "{sop}: the stored data set is neither the acknowledged version {ack} nor the \
-             one in flight {:?}",
-            t.attempt
-        );
-        // WADO-RS serves the indexed file.
-        let path = format!(
-            "/dicomweb/studies/{}/series/{}/instances/{sop}",
-            t.study_uid, t.series_uid
-        );
-        let got = common::http::get(setup.http_port, &path, "application/dicom").await;
-        assert_eq!(got.status, 200, "{sop}: WADO-RS {}", got.text());
-        assert_eq!(
-            data_set(&got.body),
-            data_set(&stored),
-            "{sop}: WADO-RS bytes"
-        );
-    }
+    let acknowledged = check_instances(index.as_ref(), &setup, &all, true).await;
     // Every indexed instance's file is there with its size (the test's and others').
     let everything = index
         .locate(&Selection {
