@@ -1,4 +1,5 @@
-//! The HTTP listener: `/health` (liveness), `/ready` (readiness, [`ready`]),
+//! The HTTP listener: `/health` (liveness), `/ready` (readiness, [`ready`]), `/metrics`
+//! (Prometheus, behind the same trust decision as `/admin`),
 //! DICOMweb under `/dicomweb` (and WADO-URI at `/wado`) with gzip for JSON answers and CORS for browser viewers where
 //! configured, and read-only admin views under `/admin`.
 
@@ -40,6 +41,7 @@ pub fn router(state: HttpState) -> Router {
     let admin = Router::new()
         .route("/admin/forward", get(forward_queue))
         .route("/admin/audit", get(audit_trail))
+        .route("/metrics", get(metrics))
         .with_state(state.clone());
     let probes = Router::new()
         .route("/ready", get(ready))
@@ -171,6 +173,44 @@ async fn forward_queue(
         })),
         "jobs": jobs.iter().map(crate::pacs::forward::job_json).collect::<Vec<_>>(),
     })))
+}
+
+/// Items read per queue for `/metrics` (a deeper queue shows as this many).
+const QUEUE_DEPTH_CAP: u32 = 100_000;
+
+/// `GET /metrics`: every metric in the OpenMetrics text format (`crate::metrics`), with the
+/// queue depths and the cache size read from the index now. Behind the same trust decision
+/// as `/admin` (no patient data in it, but the volumes of a hospital's traffic): a scraper
+/// without credentials only where `dicomweb.allow_anonymous`; with mTLS, a participant
+/// certificate.
+async fn metrics(
+    axum::extract::State(state): axum::extract::State<HttpState>,
+    caller: dicomweb::WebCaller,
+) -> Result<axum::response::Response, dicomweb::WebError> {
+    use axum::response::IntoResponse;
+    dicomweb::admit(&state.web, &caller.0, crate::trust::Operation::QidoRs).await?;
+    let index = state.index.as_ref();
+    let now = crate::clock::unix_seconds();
+    if let Ok(jobs) = index.forward_jobs(Some(i64::MAX), QUEUE_DEPTH_CAP).await {
+        crate::metrics::set_queue_depth("forward", jobs.len() as u64);
+    }
+    if state.web.config.xds.enabled {
+        if let Ok(studies) = index.studies_to_publish(now, QUEUE_DEPTH_CAP).await {
+            crate::metrics::set_queue_depth("publication", studies.len() as u64);
+        }
+    }
+    if let Ok(waiting) = index.audit_outbox_len().await {
+        crate::metrics::set_queue_depth("syslog_outbox", waiting);
+    }
+    if let Ok(cached) = index.cache_lru().await {
+        let bytes = cached.iter().map(|(_, b)| *b).sum();
+        crate::metrics::set_cache(cached.len() as u64, bytes);
+    }
+    Ok((
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        crate::metrics::render(),
+    )
+        .into_response())
 }
 
 /// Query of `GET /admin/audit`.

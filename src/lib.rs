@@ -51,6 +51,8 @@
 //!   status codes and their categories (PS3.7 C, also `dimse::status`). Leaves, below the
 //!   store and the DIMSE layer alike.
 //! - [`clock`]: the wall clock (RFC 3339 and Unix seconds) every record and queue reads.
+//! - [`metrics`]: the Prometheus metrics every layer counts (one line per call site) and
+//!   their text for `GET /metrics`.
 //! - [`oplog`]: logging setup and the operations log (one line per association and request).
 //! - [`testdata`]: the deterministic synthetic-study generator used by tests and benchmarks
 //!   (`test-data/README.md` says why it lives here and how to make data).
@@ -64,6 +66,7 @@ pub mod dicomweb;
 pub mod dimse;
 pub mod ebrim;
 pub mod http;
+pub mod metrics;
 pub mod model;
 pub mod oplog;
 pub mod pacs;

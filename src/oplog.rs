@@ -107,6 +107,7 @@ pub fn association(
     activity: &AssociationActivity,
     started: Instant,
 ) {
+    crate::metrics::dimse_association(outcome, activity, started.elapsed());
     tracing::info!(
         target: "beeldbrug::oplog",
         request_id = %id,
@@ -172,6 +173,8 @@ impl RequestLine {
             return;
         }
         self.logged = true;
+        let elapsed = self.started.elapsed();
+        crate::metrics::http_request(&self.route, self.status, self.bytes, elapsed, complete);
         tracing::info!(
             target: "beeldbrug::oplog",
             request_id = %self.id,
@@ -180,7 +183,7 @@ impl RequestLine {
             status = self.status,
             bytes = self.bytes,
             complete,
-            duration_ms = self.started.elapsed().as_millis() as u64,
+            duration_ms = elapsed.as_millis() as u64,
             "http request"
         );
     }

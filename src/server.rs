@@ -176,16 +176,28 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     check_writable(&config.storage.data_dir).map_err(|e| {
         ServeError::DataDirNotWritable(config.storage.data_dir.display().to_string(), e)
     })?;
+    let started = std::time::SystemTime::now();
     let blobs = BlobStore::open(&config.storage.data_dir).await?;
     let index = open_index(&config.index_url()).await?;
     index
         .probe_write()
         .await
         .map_err(|e| ServeError::IndexNotWritable(redacted_url(&config.index_url()), e))?;
-    // Deletes a crash interrupted (store::delete): their files go before anything is served.
+    // Deletes and replacements a crash interrupted (store::delete): their files go before
+    // anything is served.
     crate::store::delete::sweep(index.as_ref(), &blobs)
         .await
         .map_err(|crate::store::delete::DeleteError::Index(e)| e)?;
+    // Files of instance versions a crash left unindexed (store::recovery): in the
+    // background, only those older than this start (an ingest of ours is newer).
+    {
+        let (index, blobs) = (index.clone(), blobs.clone());
+        tokio::spawn(async move {
+            if let Err(e) = crate::store::recovery::recover(index.as_ref(), &blobs, started).await {
+                tracing::warn!(error = %e, "blob store recovery (orphan sweep) failed");
+            }
+        });
+    }
     let trust = Arc::new(Trust::new(&config, index.clone())?);
     let (core, gateway) = compose_core(&config, &index, &blobs, &trust);
     if let Some(gateway) = &gateway {

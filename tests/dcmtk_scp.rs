@@ -453,13 +453,24 @@ async fn storescu_in_four_transfer_syntaxes_stores_data_sets_byte_exact() {
 
     for f in &files {
         let (stored, indexed_ts) = stored_instance(&gw, &f.sop_uid).await;
-        let expected_path = gw
+        // `blobs/study/series/sop.VERSION.dcm`: each stored version has a file of its own.
+        let series_dir = gw
             .data_dir()
             .join("blobs")
             .join(&f.study_uid)
-            .join(&f.series_uid)
-            .join(format!("{}.dcm", f.sop_uid));
-        assert_eq!(stored, expected_path, "blob location of {}", f.sop_uid);
+            .join(&f.series_uid);
+        assert_eq!(
+            stored.parent(),
+            Some(series_dir.as_path()),
+            "blob folder of {}",
+            f.sop_uid
+        );
+        let name = stored.file_name().unwrap().to_str().unwrap();
+        assert!(
+            name.starts_with(&format!("{}.", f.sop_uid)) && name.ends_with(".dcm"),
+            "blob name of {}: {name}",
+            f.sop_uid
+        );
         let (meta_ts, meta_sop) = meta_of(&stored);
         assert_eq!(
             meta_ts, f.transfer_syntax,

@@ -330,6 +330,7 @@ impl Core {
             let (name, reported) = (follower.fetch().source_name, follower.fetch().reported);
             match delivery {
                 Delivery::Streamed => {
+                    crate::metrics::retrieval(name);
                     let source_syntaxes = sources
                         .iter()
                         .find(|s| s.name() == name)
@@ -358,6 +359,7 @@ impl Core {
             )));
         }
         let expected = self.index.count_instances(selection).await?;
+        crate::metrics::retrieval("cache");
         let pin = selection
             .study_uids
             .first()

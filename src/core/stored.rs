@@ -38,6 +38,26 @@ impl Stored {
         }
     }
 
+    /// Whether the instance's file is there. When an indexed instance's file is missing
+    /// (lost outside the gateway), this logs a repair note once per call and says `false`:
+    /// the fronts answer with a clean "not found" or a failed sub-operation, never a 500.
+    pub async fn is_present(&self, loc: &InstanceLocation) -> bool {
+        let present = self.blobs.exists(&loc.blob_key).await;
+        if !present {
+            crate::store::recovery::note_missing_blob(&loc.sop_instance_uid, &loc.blob_key);
+        }
+        present
+    }
+
+    /// [`is_present`](Self::is_present) for blocking code.
+    pub fn is_present_blocking(&self, loc: &InstanceLocation) -> bool {
+        let present = self.blobs.path(&loc.blob_key).is_file();
+        if !present {
+            crate::store::recovery::note_missing_blob(&loc.sop_instance_uid, &loc.blob_key);
+        }
+        present
+    }
+
     /// Open the instance for reading, blocking (from a blocking thread).
     pub fn open_blocking(&self, loc: &InstanceLocation) -> std::io::Result<std::fs::File> {
         self.blobs

@@ -141,6 +141,9 @@ fn instance(
 ) -> Result<(), SendError> {
     match plan(&loc.transfer_syntax_uid, syntax) {
         Plan::AsStored => {
+            if !stored.is_present_blocking(loc) {
+                return Err(SendError::Failed(super::wado::MISSING_FILE.into()));
+            }
             let mut file = stored.open_blocking(loc).map_err(failed)?;
             let len = file.metadata().map_err(failed)?.len();
             let ct = format!(

@@ -196,7 +196,7 @@ pub(super) async fn render_found(
     state: &WebState,
     headers: &HeaderMap,
     found: Vec<InstanceLocation>,
-    mut ticket: Ticket,
+    ticket: Ticket,
     request: RenderRequest,
 ) -> Result<Response, WebError> {
     let RenderRequest {
@@ -213,6 +213,7 @@ pub(super) async fn render_found(
         }
     };
     let chosen = representative(&found).clone();
+    let mut ticket = super::wado::present(state, &chosen, ticket).await?;
     ticket.touch(std::slice::from_ref(&chosen));
     let path = state.core.stored().local_file(&chosen).path().to_path_buf();
     let rendered =

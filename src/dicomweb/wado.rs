@@ -60,7 +60,29 @@ pub async fn locate_instance(
 ) -> Result<(InstanceLocation, Ticket), WebError> {
     let sel = selection(study, Some(series), Some(sop));
     let (mut found, ticket) = locate(state, caller, &sel).await?;
-    Ok((found.swap_remove(0), ticket))
+    let loc = found.swap_remove(0);
+    let ticket = present(state, &loc, ticket).await?;
+    Ok((loc, ticket))
+}
+
+/// What the fronts say of an indexed instance whose file is missing (logged with a repair
+/// note by the store): 404, as for an instance that is not there.
+pub const MISSING_FILE: &str =
+    "the instance is indexed but its file is missing from the store (logged for repair)";
+
+/// The ticket back when the instance's file is there; otherwise the request fails with 404
+/// (and is audited so) instead of a 500 when the file is read.
+pub(super) async fn present(
+    state: &WebState,
+    loc: &InstanceLocation,
+    mut ticket: Ticket,
+) -> Result<Ticket, WebError> {
+    if state.core.stored().is_present(loc).await {
+        return Ok(ticket);
+    }
+    ticket.touch(std::slice::from_ref(loc));
+    ticket.finish("failure", MISSING_FILE).await;
+    Err(WebError::NotFound(MISSING_FILE.into()))
 }
 
 pub async fn study(
@@ -272,11 +294,12 @@ async fn transcode_blob(
 /// A single-instance resource as a bare `application/dicom` body, with ETag and Range.
 pub(super) async fn single_instance(
     state: &WebState,
-    mut ticket: Ticket,
+    ticket: Ticket,
     headers: &HeaderMap,
     loc: InstanceLocation,
     syntax: &SyntaxRequest,
 ) -> Result<Response, WebError> {
+    let mut ticket = present(state, &loc, ticket).await?;
     ticket.touch(std::slice::from_ref(&loc));
     let stored = state.core.stored();
     let response = match plan(&loc.transfer_syntax_uid, syntax) {
@@ -432,6 +455,9 @@ async fn instance_json(
     loc: &InstanceLocation,
     base: &str,
 ) -> Result<Json, String> {
+    if !stored.is_present(loc).await {
+        return Err(MISSING_FILE.into());
+    }
     let path = stored.local_file(loc).path().to_path_buf();
     let bulk = bulk_base(base, loc);
     tokio::task::spawn_blocking(move || {

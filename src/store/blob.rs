@@ -4,6 +4,11 @@
 //! are renamed into place ([`PendingBlob::commit`]), after which the parent directory is
 //! fsynced too: a blob is either whole or absent, also after a crash. Whatever a crash leaves
 //! in `tmp` is deleted by [`BlobStore::open`].
+//!
+//! Every stored version of an instance has a key of its own
+//! (`study/series/sop.VERSION.dcm`, [`BlobStore::key_for`]): a file, once renamed into
+//! place, is never overwritten; the index says which version is the instance, and a file no
+//! row names is an orphan that `store::recovery` removes at the next start.
 
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -108,7 +113,11 @@ impl BlobStore {
         Ok(BlobStore { root, tmp })
     }
 
-    /// The key of an instance's blob: `study/series/sop.dcm`. Each UID must be dot-separated
+    /// A fresh key for a new version of an instance's blob:
+    /// `study/series/sop.VERSION.dcm`, where VERSION (time, process, counter) differs for
+    /// every call. A key is never reused: a re-sent instance gets a file of its own beside
+    /// the acknowledged one, which stays untouched until the index row points to the new
+    /// one (see [`crate::store::ingest::index_batch`]). Each UID must be dot-separated
     /// digits (so that no key can leave the root).
     pub fn key_for(study_uid: &str, series_uid: &str, sop_uid: &str) -> Result<String, BlobError> {
         for uid in [study_uid, series_uid, sop_uid] {
@@ -116,7 +125,78 @@ impl BlobStore {
                 return Err(BlobError::BadKey(format!("{uid:?} is not a UID")));
             }
         }
-        Ok(format!("{study_uid}/{series_uid}/{sop_uid}.dcm"))
+        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let pid = std::process::id();
+        Ok(format!(
+            "{study_uid}/{series_uid}/{sop_uid}.{nanos:x}-{pid:x}-{n:x}.dcm"
+        ))
+    }
+
+    /// Keys of the blob files whose last modification is before `cutoff` (blocking; walks
+    /// the whole tree). Files this process writes are newer than its start, so with the
+    /// start as cutoff no blob of a running ingest is listed.
+    pub fn keys_modified_before(
+        &self,
+        cutoff: std::time::SystemTime,
+    ) -> Result<Vec<String>, BlobError> {
+        let mut keys = Vec::new();
+        let mut dirs = vec![self.root.clone()];
+        while let Some(dir) = dirs.pop() {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    return Err(BlobError::Io {
+                        path: dir,
+                        source: e,
+                    })
+                }
+            };
+            for entry in entries {
+                let entry = entry.map_err(io_err(&dir))?;
+                let path = entry.path();
+                let Ok(meta) = entry.metadata() else { continue };
+                if meta.is_dir() {
+                    dirs.push(path);
+                    continue;
+                }
+                let old = meta.modified().map(|m| m < cutoff).unwrap_or(false);
+                let key = path
+                    .strip_prefix(&self.root)
+                    .ok()
+                    .and_then(|k| k.to_str())
+                    .map(|k| k.replace(std::path::MAIN_SEPARATOR, "/"));
+                if let (true, Some(key)) = (old, key) {
+                    keys.push(key);
+                }
+            }
+        }
+        keys.sort();
+        Ok(keys)
+    }
+
+    /// Remove the directories under the root left empty (blocking, best effort): the
+    /// study and series folders of removed blobs.
+    pub fn remove_empty_dirs(&self) -> usize {
+        fn walk(dir: &Path, root: &Path) -> usize {
+            let mut removed = 0;
+            if let Ok(entries) = std::fs::read_dir(dir) {
+                for entry in entries.flatten() {
+                    if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                        removed += walk(&entry.path(), root);
+                    }
+                }
+            }
+            if dir != root && std::fs::remove_dir(dir).is_ok() {
+                removed += 1;
+            }
+            removed
+        }
+        walk(&self.root, &self.root)
     }
 
     /// Where the blob of `key` lives (the key is not checked here).
@@ -219,9 +299,12 @@ impl BlobStore {
         let mut dirs = std::collections::BTreeSet::new();
         for key in keys {
             let path = self.path(key);
-            std::fs::File::open(&path)
-                .and_then(|f| f.sync_all())
-                .map_err(io_err(&path))?;
+            match std::fs::File::open(&path).and_then(|f| f.sync_all()) {
+                Ok(()) => {}
+                // Superseded by a newer version of the instance meanwhile (and removed).
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(BlobError::Io { path, source: e }),
+            }
             let mut dir = path.parent();
             while let Some(d) = dir {
                 if !dirs.insert(d.to_path_buf()) || d == self.root {
@@ -305,7 +388,7 @@ impl PendingBlob {
         self.file.flush().await.map_err(io_err(&self.path))
     }
 
-    /// Make the blob durable under `key`, atomically replacing an existing blob; returns
+    /// Make the blob durable under `key` (a fresh key from [`BlobStore::key_for`]); returns
     /// its size. On error the temp file is removed.
     pub async fn commit(self, store: &BlobStore, key: &str) -> Result<u64, BlobError> {
         check_key(key)?;
@@ -381,7 +464,7 @@ impl BlockingBlob {
         self.len == 0
     }
 
-    /// fsync the temp file, rename it to `key` (atomically replacing an older blob) and
+    /// fsync the temp file, rename it to `key` (a fresh key: nothing is replaced) and
     /// fsync the directories whose entries changed; returns the size.
     pub fn commit(self, store: &BlobStore, key: &str) -> Result<u64, BlobError> {
         self.commit_with(store, key, true)
@@ -454,7 +537,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = BlobStore::open(dir.path()).await.unwrap();
         let key = BlobStore::key_for("1.2.3", "1.2.3.4", "1.2.3.4.5").unwrap();
-        assert_eq!(key, "1.2.3/1.2.3.4/1.2.3.4.5.dcm");
+        assert!(key.starts_with("1.2.3/1.2.3.4/1.2.3.4.5."), "{key}");
+        assert!(key.ends_with(".dcm"), "{key}");
         assert!(!store.exists(&key).await);
         let mut blob = store.begin().await.unwrap();
         blob.write(b"DICM").await.unwrap();
@@ -476,20 +560,44 @@ mod tests {
         assert_eq!(tmp_entries(dir.path()).await, 0);
     }
 
+    /// Each version of an instance gets a key of its own: committing a second version
+    /// leaves the first untouched (the index decides which one is the instance).
     #[tokio::test(flavor = "multi_thread")]
-    async fn commit_replaces_existing_blob() {
+    async fn each_version_has_its_own_key() {
         let dir = tempfile::tempdir().unwrap();
         let store = BlobStore::open(dir.path()).await.unwrap();
-        let key = BlobStore::key_for("1", "2", "3").unwrap();
+        let mut keys = Vec::new();
         for content in [&b"first version"[..], b"second"] {
+            let key = BlobStore::key_for("1", "2", "3").unwrap();
             let mut blob = store.begin().await.unwrap();
             blob.write(content).await.unwrap();
             blob.commit(&store, &key).await.unwrap();
+            keys.push(key);
         }
-        assert_eq!(std::fs::read(store.path(&key)).unwrap(), b"second");
-        store.remove(&key).await.unwrap();
-        assert!(!store.exists(&key).await);
-        store.remove(&key).await.unwrap();
+        assert_ne!(keys[0], keys[1]);
+        assert_eq!(
+            std::fs::read(store.path(&keys[0])).unwrap(),
+            b"first version"
+        );
+        assert_eq!(std::fs::read(store.path(&keys[1])).unwrap(), b"second");
+        let future = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+        let mut listed = store.keys_modified_before(future).unwrap();
+        listed.sort();
+        let mut expected = keys.clone();
+        expected.sort();
+        assert_eq!(listed, expected);
+        let past = std::time::SystemTime::UNIX_EPOCH;
+        assert!(store.keys_modified_before(past).unwrap().is_empty());
+        for key in &keys {
+            store.remove(key).await.unwrap();
+            assert!(!store.exists(key).await);
+            store.remove(key).await.unwrap();
+        }
+        assert_eq!(store.remove_empty_dirs(), 2);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("blobs")).unwrap().count(),
+            0
+        );
     }
 
     #[tokio::test(flavor = "multi_thread")]

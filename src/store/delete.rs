@@ -94,8 +94,12 @@ fn summarise(removed: &[InstanceLocation], blobs_left: usize) -> Deleted {
 }
 
 /// Remove the files of queued keys and take them off the queue; returns how many could not
-/// be removed (they stay queued).
-async fn purge(index: &dyn Index, blobs: &BlobStore, keys: &[String]) -> Result<usize, IndexError> {
+/// be removed (they stay queued). Also the ingest path's removal of replaced versions.
+pub(crate) async fn purge(
+    index: &dyn Index,
+    blobs: &BlobStore,
+    keys: &[String],
+) -> Result<usize, IndexError> {
     if keys.is_empty() {
         return Ok(0);
     }

@@ -76,8 +76,12 @@ pub async fn store_blob(
 }
 
 /// The second half of [`persist`] for any number of stored instances, in one index
-/// transaction (one commit). If it fails, their blobs are removed: not indexed means not
-/// acknowledged, and the store stays consistent.
+/// transaction (one commit). Each instance's blob has a key of its own (a re-send does not
+/// touch the acknowledged version's file): the commit switches the rows to the new files in
+/// one step and queues the files of the versions they replace, which are removed after it.
+/// If the index refuses, the new files are removed (not indexed means not acknowledged) —
+/// but never a file a row names; where the index cannot even say which those are, they
+/// stay for the orphan sweep at the next start (`store::recovery`).
 pub async fn index_batch(
     blobs: &BlobStore,
     index: &dyn Index,
@@ -86,16 +90,34 @@ pub async fn index_batch(
     if records.is_empty() {
         return Ok(());
     }
-    if let Err(e) = index.upsert_instances(records).await {
-        for record in records {
-            let _ = blobs.remove(&record.blob_key).await;
+    match index.upsert_instances_superseding(records).await {
+        Ok(superseded) => {
+            if let Err(e) = super::delete::purge(index, blobs, &superseded).await {
+                // Queued in the index: the next sweep removes them.
+                tracing::warn!(error = %e, files = superseded.len(),
+                    "cannot remove the files of replaced instance versions yet; the next sweep does");
+            }
+            Ok(())
         }
-        return Err(IngestFailure::new(
-            code::OUT_OF_RESOURCES,
-            format!("cannot index: {e}"),
-        ));
+        Err(e) => {
+            let keys: Vec<String> = records.iter().map(|r| r.blob_key.clone()).collect();
+            match index.blob_keys_in_use(&keys).await {
+                Ok(in_use) => {
+                    for key in keys.iter().filter(|k| !in_use.contains(*k)) {
+                        let _ = blobs.remove(key).await;
+                    }
+                }
+                Err(_) => tracing::warn!(
+                    files = keys.len(),
+                    "index unreachable: files of instances not indexed are left to the orphan sweep"
+                ),
+            }
+            Err(IngestFailure::new(
+                code::OUT_OF_RESOURCES,
+                format!("cannot index: {e}"),
+            ))
+        }
     }
-    Ok(())
 }
 
 /// [`Expected`] with owned values, for the blocking half.

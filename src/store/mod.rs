@@ -7,12 +7,15 @@
 //! - [`record`]: [`InstanceRecord`], the indexed attributes extracted from one instance.
 //! - [`delete`]: the one delete path (index rows, then blobs; crash-safe with a queue).
 //! - [`retention`]: `storage.keep_received_days` for studies received by STOW-RS.
+//! - [`recovery`]: after a crash, the blob files no index row names (orphans) are removed,
+//!   and a missing file is reported with what to do about it.
 
 pub mod blob;
 pub mod delete;
 pub mod index;
 pub mod ingest;
 pub mod record;
+pub mod recovery;
 pub mod retention;
 
 pub use blob::{BlobError, BlobStore, PendingBlob};

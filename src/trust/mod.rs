@@ -473,7 +473,9 @@ impl Trust {
             .ok_or("malformed Authorization header")?;
         let credentials = credentials.trim();
         if scheme.eq_ignore_ascii_case("bearer") {
-            self.jwt.verify(credentials).map_err(|e| e.to_string())
+            let verified = self.jwt.verify(credentials).map_err(|e| e.to_string());
+            crate::metrics::token_verified(scheme, verified.is_ok());
+            verified
         } else if scheme.eq_ignore_ascii_case("saml") {
             use base64::Engine;
             let xml = base64::engine::general_purpose::STANDARD
@@ -481,7 +483,9 @@ impl Trust {
                 .ok()
                 .and_then(|b| String::from_utf8(b).ok())
                 .ok_or("the SAML assertion is not base64 of UTF-8 XML")?;
-            self.saml.verify(&xml, gateway).map_err(|e| e.to_string())
+            let verified = self.saml.verify(&xml, gateway).map_err(|e| e.to_string());
+            crate::metrics::token_verified(scheme, verified.is_ok());
+            verified
         } else {
             Err(format!("unsupported authorization scheme {scheme:?}"))
         }

@@ -143,6 +143,7 @@ impl Trust {
         };
         let checked = self.consent.check(&request).await;
         let answer = checked.decision;
+        crate::metrics::consent_answer(&format!("{answer:?}"));
         if self.consent.permits(answer) {
             PatientDecision::permit(Some(answer))
         } else {

@@ -375,6 +375,7 @@ async fn handle_connection<S>(
         return;
     };
     drop(pending);
+    let _open = crate::metrics::association_opened();
     let mut caller = Caller::dimse(assoc.calling_ae.clone(), peer.clone());
     caller.request_id = Some(request_id.clone());
     if let Some(tls) = &tls {

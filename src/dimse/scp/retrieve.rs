@@ -265,5 +265,10 @@ pub(super) async fn send_instance(
         }
     }
     let path = ctx.core.stored().local_file(instance).path().to_path_buf();
-    send_file_with(assoc, &path, originator, Fallback::for_retrieve(wire)).await
+    let sent = send_file_with(assoc, &path, originator, Fallback::for_retrieve(wire)).await;
+    // A failed sub-operation (PS3.4 C.4.2.1.4 / C.4.3.1.4); a missing file gets a repair note.
+    if sent.as_ref().is_err_and(|e| !e.is_fatal()) {
+        ctx.core.stored().is_present(instance).await;
+    }
+    sent
 }

@@ -81,6 +81,15 @@ pub trait Index: Send + Sync + std::fmt::Debug {
         records: &[InstanceRecord],
     ) -> Result<Vec<UpsertOutcome>, IndexError>;
 
+    /// [`upsert_instances`](Self::upsert_instances) for the ingest path: also queues, in
+    /// the same transaction, the blob keys that re-sent instances' old rows named, and
+    /// returns them (their files are removed once this commits; a crash before that leaves
+    /// them to `store::delete::sweep`). A key an instance row names is never among them.
+    async fn upsert_instances_superseding(
+        &self,
+        records: &[InstanceRecord],
+    ) -> Result<Vec<String>, IndexError>;
+
     /// Matches at `query.level`, in a stable order (by the level's unique key), honouring
     /// limit and offset.
     async fn find(&self, query: &Query) -> Result<Vec<Match>, IndexError>;

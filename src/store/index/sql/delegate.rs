@@ -31,6 +31,13 @@ macro_rules! delegate_index_to_inner {
                     self.inner.upsert_instances(records).await
                 }
 
+                async fn upsert_instances_superseding(
+                    &self,
+                    records: &[InstanceRecord],
+                ) -> Result<Vec<String>, IndexError> {
+                    self.inner.upsert_instances_superseding(records).await
+                }
+
                 async fn find(&self, query: &Query) -> Result<Vec<Match>, IndexError> {
                     self.inner.find(query).await
                 }

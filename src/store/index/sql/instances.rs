@@ -197,7 +197,7 @@ sql_impl! {
         record: &InstanceRecord,
     ) -> Result<UpsertOutcome, IndexError> {
         let mut tx = self.begin_write().await?;
-        let outcome = self.upsert_in(&mut tx, record).await?;
+        let (outcome, _) = self.upsert_in(&mut tx, record).await?;
         tx.commit().await?;
         Ok(outcome)
     }
@@ -210,17 +210,35 @@ sql_impl! {
         let mut tx = self.begin_write().await?;
         let mut outcomes = Vec::with_capacity(records.len());
         for record in records {
-            outcomes.push(self.upsert_in(&mut tx, record).await?);
+            outcomes.push(self.upsert_in(&mut tx, record).await?.0);
         }
         tx.commit().await?;
         Ok(outcomes)
     }
 
+    /// [`upsert_instances`](Self::upsert_instances), returning the blob keys the rows no
+    /// longer name (older versions of re-sent instances): queued in `blob_deletion` in the
+    /// same transaction, so a crash before their files go leaves them to the next sweep.
+    pub async fn upsert_instances_superseding(
+        &self,
+        records: &[InstanceRecord],
+    ) -> Result<Vec<String>, IndexError> {
+        let mut tx = self.begin_write().await?;
+        let mut superseded = Vec::new();
+        for record in records {
+            superseded.extend(self.upsert_in(&mut tx, record).await?.1);
+        }
+        tx.commit().await?;
+        Ok(superseded)
+    }
+
+    /// Upsert one instance; with the outcome, the blob key its old row named when that
+    /// differs from the new one (queued for deletion here, in `tx`).
     async fn upsert_in(
         &self,
         tx: &mut Transaction<'static, DB>,
         record: &InstanceRecord,
-    ) -> Result<UpsertOutcome, IndexError> {
+    ) -> Result<(UpsertOutcome, Option<String>), IndexError> {
         let study_uid = record.study_instance_uid();
         let series_uid = record.series_instance_uid();
         let sop_uid = record.sop_instance_uid();
@@ -243,6 +261,24 @@ sql_impl! {
         )
         .bind(sop_uid);
         let old_instance = Self::fetch_ids(tx, &sql).await?;
+        // The blob of the version this one replaces: its file goes once this commits.
+        let mut sql = self.sql();
+        sql.push("SELECT blob_key FROM instance WHERE sop_instance_uid = ")
+            .bind(sop_uid);
+        let old_key = match Self::query(&sql).fetch_optional(&mut **tx).await? {
+            Some(row) => Some(row.try_get::<String, usize>(0)?),
+            None => None,
+        }
+        .filter(|key| !key.is_empty() && *key != record.blob_key);
+        if let Some(key) = &old_key {
+            let mut sql = self.sql();
+            sql.push("INSERT INTO blob_deletion (blob_key, queued_at) VALUES (")
+                .bind(key)
+                .push(", ")
+                .bind_int(crate::clock::unix_seconds())
+                .push(") ON CONFLICT (blob_key) DO NOTHING");
+            Self::query(&sql).execute(&mut **tx).await?;
+        }
         let mut sql = self.sql();
         sql.push(
             "SELECT se.study_pk, st.patient_pk FROM series se JOIN study st ON st.id = se.study_pk \
@@ -289,11 +325,12 @@ sql_impl! {
         parents.studies.retain(|id| *id != study_id);
         parents.patients.retain(|id| *id != patient_id);
         self.prune(tx, parents).await?;
-        Ok(if old_instance.is_some() {
+        let outcome = if old_instance.is_some() {
             UpsertOutcome::Replaced
         } else {
             UpsertOutcome::Inserted
-        })
+        };
+        Ok((outcome, old_key))
     }
 
     pub async fn remove_instance(
