@@ -15,7 +15,7 @@
 //! - After a restart of A the C-MOVE still finds B (the study is remembered on disk).
 //! - Refusals: an AE without user claims gets no remote studies and B sees no call; a peer
 //!   that accepts the connection and never answers makes the C-FIND partial (a failure
-//!   status after B's row) within the timeout.
+//!   status after the rows) within the timeout; B's certificate revoked: B is not called.
 
 mod common;
 #[path = "common/mitz.rs"]
@@ -432,6 +432,19 @@ async fn gateway_a_finds_and_moves_a_study_that_gateway_b_holds() {
         part10_under(&received).len(),
         held.len(),
         "every instance again, from B"
+    );
+
+    // B's certificate revoked (the CRL on disk, read for every call): A does not call B; the
+    // C-FIND answers from A's cache, marked incomplete.
+    let queries_at_b = audit_details(b.context(), "ITI-38").await.len();
+    pki.write_crl(&[&pki.revoked, &cert_b]);
+    let (studies, success, text) = find_studies(WORKSTATION, a.port).await;
+    assert_eq!(studies, [study.clone()], "from A's cache:\n{text}");
+    assert!(!success, "marked incomplete:\n{text}");
+    assert_eq!(
+        audit_details(b.context(), "ITI-38").await.len(),
+        queries_at_b,
+        "a revoked peer is not called"
     );
 
     a.stop().await;

@@ -13,32 +13,43 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, Uri};
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-/// Calls other gateways over mutual TLS.
-#[derive(Clone)]
-pub struct PeerClient {
-    connector: TlsConnector,
-    timeout: Duration,
+/// The files of our TLS client side.
+#[derive(Debug, Clone)]
+pub struct ClientFiles {
+    /// The peers' CAs.
+    pub ca: PathBuf,
+    /// CRLs of those CAs (`tls.crl_files`).
+    pub crls: Vec<PathBuf>,
+    /// Our certificate chain and key.
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
-impl std::fmt::Debug for PeerClient {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PeerClient")
-            .field("timeout", &self.timeout)
-            .finish()
+impl ClientFiles {
+    fn connector(&self) -> Result<TlsConnector, RemoteError> {
+        crate::trust::tls::gateway_client_config(&self.ca, &self.crls, &self.cert, &self.key)
+            .map(TlsConnector::from)
+            .map_err(|e| RemoteError::Config(e.to_string()))
     }
 }
 
+/// Calls other gateways over mutual TLS.
+#[derive(Debug, Clone)]
+pub struct PeerClient {
+    files: ClientFiles,
+    timeout: Duration,
+}
+
 impl PeerClient {
-    pub fn new(tls: Arc<rustls::ClientConfig>, timeout: Duration) -> PeerClient {
-        PeerClient {
-            connector: TlsConnector::from(tls),
-            timeout,
-        }
+    /// A client with these files, which must make a TLS configuration now.
+    pub fn new(files: ClientFiles, timeout: Duration) -> Result<PeerClient, RemoteError> {
+        files.connector()?;
+        Ok(PeerClient { files, timeout })
     }
 
     pub fn timeout(&self) -> Duration {
@@ -75,7 +86,8 @@ impl PeerClient {
             let name = ServerName::try_from(host.clone())
                 .map_err(|e| RemoteError::Config(format!("{host:?}: {e}")))?;
             let tls = self
-                .connector
+                .files
+                .connector()?
                 .connect(name, tcp)
                 .await
                 .map_err(|e| RemoteError::Tls(format!("{host}:{port}: {e}")))?;

@@ -177,8 +177,12 @@ impl RemoteSource {
                 "client_cert_file, client_key_file and ca_file (or their [tls] defaults) are required".into(),
             ));
         };
-        let tls = crate::trust::tls::gateway_client_config(ca, &config.tls.crl_files, cert, key)
-            .map_err(|e| RemoteError::Config(e.to_string()))?;
+        let files = client::ClientFiles {
+            ca: ca.clone(),
+            crls: config.tls.crl_files.clone(),
+            cert: cert.clone(),
+            key: key.clone(),
+        };
         let issuer = SamlIssuer::new(&config.trust.saml).map_err(|e| {
             RemoteError::Config(format!("trust.saml (to issue XUA assertions): {e}"))
         })?;
@@ -186,7 +190,7 @@ impl RemoteSource {
         Ok(RemoteSource {
             trust,
             issuer,
-            client: PeerClient::new(tls, timeout),
+            client: PeerClient::new(files, timeout)?,
             known: KnownStudies::open(Some(studies_file(&config.storage.data_dir))),
             own_home: config.xds.home_community_id.clone(),
             timeout,
