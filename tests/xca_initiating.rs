@@ -298,7 +298,7 @@ async fn gateway_a_finds_and_moves_a_study_that_gateway_b_holds() {
     loop {
         let (studies, success, text) = find_studies(WORKSTATION, a.port).await;
         assert!(success, "findscu at A:\n{text}");
-        if studies == [study.clone()] {
+        if studies == std::slice::from_ref(&study) {
             break;
         }
         assert!(studies.is_empty(), "only B's study: {studies:?}");
@@ -392,7 +392,11 @@ async fn gateway_a_finds_and_moves_a_study_that_gateway_b_holds() {
     let started = Instant::now();
     let (studies, success, text) = find_studies(WORKSTATION, a.port).await;
     let took = started.elapsed();
-    assert_eq!(studies, [study.clone()], "the study once:\n{text}");
+    assert_eq!(
+        studies,
+        std::slice::from_ref(&study),
+        "the study once:\n{text}"
+    );
     assert!(!success, "the answer is marked incomplete:\n{text}");
     assert!(
         took < Duration::from_secs(PEER_TIMEOUT_SECS + 5),
@@ -439,7 +443,11 @@ async fn gateway_a_finds_and_moves_a_study_that_gateway_b_holds() {
     let queries_at_b = audit_details(b.context(), "ITI-38").await.len();
     pki.write_crl(&[&pki.revoked, &cert_b]);
     let (studies, success, text) = find_studies(WORKSTATION, a.port).await;
-    assert_eq!(studies, [study.clone()], "from A's cache:\n{text}");
+    assert_eq!(
+        studies,
+        std::slice::from_ref(&study),
+        "from A's cache:\n{text}"
+    );
     assert!(!success, "marked incomplete:\n{text}");
     assert_eq!(
         audit_details(b.context(), "ITI-38").await.len(),

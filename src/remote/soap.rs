@@ -42,13 +42,13 @@ pub fn envelope(action: &str, to: &str, assertion: &str, body: &str) -> String {
     format!(
         "<s:Envelope xmlns:s=\"{NS_SOAP12}\" xmlns:a=\"{NS_WSA}\"><s:Header>\
 <a:Action s:mustUnderstand=\"1\">{action}</a:Action>\
-<a:MessageID>{id}</a:MessageID>\
+<a:MessageID>urn:uuid:{id}</a:MessageID>\
 <a:ReplyTo><a:Address>http://www.w3.org/2005/08/addressing/anonymous</a:Address></a:ReplyTo>\
 <a:To>{to}</a:To>\
 <wsse:Security xmlns:wsse=\"{NS_WSSE}\">{assertion}</wsse:Security>\
 </s:Header><s:Body>{body}</s:Body></s:Envelope>",
         action = escape(action),
-        id = format!("urn:uuid:{}", crate::trust::consent::new_uuid()),
+        id = crate::trust::consent::new_uuid(),
         to = escape(to),
     )
 }
@@ -73,10 +73,13 @@ pub struct DocumentRequest {
     pub series: String,
 }
 
+/// The documents of one series in a request.
+type SeriesGroup<'a> = (&'a str, Vec<&'a DocumentRequest>);
+
 /// A RAD-75 `RetrieveImagingDocumentSetRequest` (RAD TF-3 4.69.4.1.2 / 4.75): documents
 /// grouped by study and series, in `syntaxes`.
 pub fn rad75_body(documents: &[DocumentRequest], syntaxes: &[&str]) -> String {
-    let mut grouped: Vec<(&str, Vec<(&str, Vec<&DocumentRequest>)>)> = Vec::new();
+    let mut grouped: Vec<(&str, Vec<SeriesGroup>)> = Vec::new();
     for d in documents {
         let study = match grouped.iter_mut().find(|(s, _)| *s == d.study) {
             Some(s) => s,
