@@ -7,6 +7,7 @@
 //! imports none of it.
 
 pub mod pacs;
+pub mod remote;
 pub mod tls;
 pub mod trust;
 pub mod xds;
@@ -14,6 +15,7 @@ pub mod xds;
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 pub use pacs::{CacheConfig, PacsConfig, RetrieveMode};
+pub use remote::{Localisation, RemoteConfig};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -59,6 +61,9 @@ pub struct Config {
     /// XDS-I publication and the XCA-I responding gateway (off by default).
     #[serde(default)]
     pub xds: XdsConfig,
+    /// The XCA-I initiating gateway: other hospitals' gateways as a source (off by default).
+    #[serde(default)]
+    pub remote: RemoteConfig,
 }
 
 /// `[server]`: what concerns both listeners.
@@ -144,6 +149,11 @@ pub struct PeerConfig {
     pub role: Option<String>,
     #[serde(default)]
     pub purpose_of_use: Option<String>,
+    /// The professional (UZI number) on whose behalf this AE asks: with it, its queries and
+    /// retrieves may reach other hospitals' gateways (`[remote]`, an XUA assertion issued
+    /// for it); without it, they stay local.
+    #[serde(default)]
+    pub uzi: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -333,6 +343,7 @@ impl Config {
             pacs.validate(&self.dimse.ae_title)?;
         }
         self.tls.validate()?;
+        self.remote.with_defaults(&self.tls).validate()?;
         self.trust.consent.validate()?;
         let index = self.index_url();
         if !(index.starts_with("sqlite:")

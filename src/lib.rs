@@ -29,6 +29,9 @@
 //!     ([`store::ingest`]).
 //!   - [`pacs`]: the hospital's PACS (C-FIND for queries, C-GET / C-MOVE retrieves, the
 //!     capability probe, forwarding STOW-RS studies to the PACS).
+//!   - [`remote`]: other hospitals' gateways, the XCA-I initiating gateway (ITI-38 to find
+//!     a patient's studies, ITI-39 for a manifest, RAD-75 streamed into the cache), over
+//!     mutual TLS with an XUA assertion for the local user.
 //! - [`registry`]: the XDS-I registry and repository on the index database (DocumentEntry,
 //!   SubmissionSet, Association; the stored queries over them), the KOS manifest builder, and
 //!   the publisher that registers each study once it is complete; behind
@@ -71,6 +74,7 @@ pub mod model;
 pub mod oplog;
 pub mod pacs;
 pub mod registry;
+pub mod remote;
 pub mod server;
 pub mod sop;
 pub mod status;

@@ -42,6 +42,8 @@ pub enum ServeError {
     Config(#[from] crate::config::ConfigError),
     #[error("TLS: {0}")]
     Tls(#[from] crate::trust::tls::TlsError),
+    #[error(transparent)]
+    Remote(#[from] crate::remote::RemoteError),
 }
 
 /// A started gateway: its bound addresses and the handle that stops it.
@@ -118,12 +120,15 @@ impl Running {
 
 /// The core and its sources, with the routes from each front to them (DESIGN "core"):
 /// DICOMweb reaches the cache and the PACS; DIMSE the cache, and the PACS too with
-/// `dimse.proxy_pacs`.
+/// `dimse.proxy_pacs`; both reach other hospitals' gateways with `[remote] enabled` (DESIGN
+/// flow 2: the local PACS asks the network). The XDS front never does: another gateway's
+/// call is not passed on.
 pub fn compose_core(
     config: &Config,
     index: &Arc<dyn crate::store::Index>,
     blobs: &BlobStore,
     trust: &Arc<Trust>,
+    remote: Option<Arc<crate::remote::RemoteSource>>,
 ) -> (Arc<Core>, Option<Arc<PacsSource>>) {
     let rules = CacheRules {
         max_bytes: config.cache.max_bytes,
@@ -150,6 +155,9 @@ pub fn compose_core(
             fronts.push(Front::Xds);
         }
         builder = builder.source(pacs.clone(), &fronts);
+    }
+    if let Some(remote) = remote {
+        builder = builder.source(remote, &[Front::Dimse, Front::Web]);
     }
     if config.xds.enabled {
         // The XDS-I registry (ITI-18/38, the documents of ITI-43/RAD-69), on the index.
@@ -199,7 +207,14 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         });
     }
     let trust = Arc::new(Trust::new(&config, index.clone())?);
-    let (core, gateway) = compose_core(&config, &index, &blobs, &trust);
+    let remote = match config.remote.enabled {
+        true => Some(Arc::new(crate::remote::RemoteSource::new(
+            &config,
+            trust.clone(),
+        )?)),
+        false => None,
+    };
+    let (core, gateway) = compose_core(&config, &index, &blobs, &trust, remote);
     if let Some(gateway) = &gateway {
         gateway.pacs.set_tls(tls.clone());
     }

@@ -197,6 +197,9 @@ fn gateway(name: &str, fingerprint: &str) -> Participant {
         ura: "87654321".into(),
         home_community_id: "urn:oid:2.16.840.1.113883.2.4.6.6.99".into(),
         certificate_sha256: fingerprint.into(),
+        query_url: None,
+        retrieve_url: None,
+        dicomweb_url: None,
     }
 }
 

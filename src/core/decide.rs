@@ -89,7 +89,10 @@ impl Core {
             return Ok(());
         }
         let mut patients: BTreeSet<String> = selection.patient_ids.iter().cloned().collect();
-        patients.extend(self.patients_of(selection, sources).await?);
+        patients.extend(
+            self.patients_of(selection, sources, ticket.caller())
+                .await?,
+        );
         patients.extend(located.iter().map(|l| l.patient_id.clone()));
         let patients: Vec<String> = patients.into_iter().collect();
         let decisions = self
@@ -110,6 +113,7 @@ impl Core {
         &self,
         selection: &Selection,
         sources: &[Arc<dyn Source>],
+        caller: &crate::trust::Caller,
     ) -> Result<Vec<String>, CoreError> {
         let attr = indexed_attr_by_keyword("StudyInstanceUID").expect("indexed");
         let mut patients = BTreeSet::new();
@@ -118,7 +122,7 @@ impl Core {
             let mut found = self.index.find(&query).await?;
             if found.is_empty() && !sources.is_empty() {
                 for source in sources {
-                    found.extend(source.find(&query, 1).await?);
+                    found.extend(source.find_for(caller, &query, 1).await?);
                 }
                 if found.is_empty() {
                     patients.insert(String::new());

@@ -279,7 +279,10 @@ impl Core {
     ) -> Result<Found, CoreError> {
         let query = self.trust.scope_query(ticket.caller(), query);
         let sources = self.sources_for(ticket.operation());
-        let answered = match self.merge_find(&query, max_results, &sources).await {
+        let answered = match self
+            .merge_find(&query, max_results, &sources, ticket.caller())
+            .await
+        {
             Ok((matches, unanswered)) => self
                 .filter_matches(&mut ticket, &query, matches)
                 .await
@@ -326,7 +329,7 @@ impl Core {
         };
         self.admit_patients(ticket, selection, sources, &located)
             .await?;
-        if let Answer::Fetch(follower) = self.resolve(selection, sources).await? {
+        if let Answer::Fetch(follower) = self.resolve(selection, sources, ticket.caller()).await? {
             let (name, reported) = (follower.fetch().source_name, follower.fetch().reported);
             match delivery {
                 Delivery::Streamed => {

@@ -8,6 +8,7 @@ use super::source::{Sink, Source, SourceError};
 use super::{Core, Selection};
 use crate::model::query::{matches_fuzzy, Level, Match, Query};
 use crate::store::index::CachedStudy;
+use crate::trust::Caller;
 use dicom_core::Tag;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -29,6 +30,7 @@ impl Core {
         self: &Arc<Self>,
         selection: &Selection,
         sources: &[Arc<dyn Source>],
+        caller: &Caller,
     ) -> Result<Answer, SourceError> {
         let Some(study) = selection.study_uids.first().cloned() else {
             return Ok(Answer::Cache);
@@ -50,7 +52,7 @@ impl Core {
         }
         let mut first_error = None;
         for source in sources {
-            let reported = match source.count(selection).await {
+            let reported = match source.count_for(caller, selection).await {
                 Ok(n) => n,
                 Err(e) => {
                     tracing::warn!(error = %e, %study, "source cannot count the selection");
@@ -69,11 +71,13 @@ impl Core {
                 self.touch(&study).await;
                 return Ok(Answer::Cache);
             }
-            let (core, source) = (self.clone(), source.clone());
+            let (core, source, caller) = (self.clone(), source.clone(), caller.clone());
             let (follower, _) =
                 self.fetches
                     .join(selection, reported, source.name(), move |fetch| {
-                        tokio::spawn(async move { core.drive(fetch, source, reported).await });
+                        tokio::spawn(
+                            async move { core.drive(fetch, source, reported, caller).await },
+                        );
                     });
             return Ok(Answer::Fetch(follower));
         }
@@ -109,14 +113,20 @@ impl Core {
     /// After a series or instance was fetched: the study is complete when the cache now
     /// holds as many instances as the source reports for the whole study (a viewer fetches
     /// series by series). The study's own count is kept, never a series' count.
-    async fn record_part(&self, study: &str, source: &dyn Source, fetched_whole: bool) {
+    async fn record_part(
+        &self,
+        study: &str,
+        source: &dyn Source,
+        caller: &Caller,
+        fetched_whole: bool,
+    ) {
         let previous = self.index.cached_study(study).await.ok().flatten();
         let whole = Selection {
             study_uids: vec![study.to_string()],
             ..Default::default()
         };
         let counted = match fetched_whole {
-            true => source.count(&whole).await.ok(),
+            true => source.count_for(caller, &whole).await.ok(),
             false => None,
         };
         let (reported, complete) = match counted {
@@ -134,7 +144,13 @@ impl Core {
 
     /// Run one fetch to its end, feeding its followers; then record the cache state, end the
     /// fetch and evict what no longer fits.
-    async fn drive(self: Arc<Self>, fetch: Arc<Fetch>, source: Arc<dyn Source>, reported: u64) {
+    async fn drive(
+        self: Arc<Self>,
+        fetch: Arc<Fetch>,
+        source: Arc<dyn Source>,
+        reported: u64,
+        caller: Caller,
+    ) {
         let (tx, mut rx) = mpsc::channel(1);
         let result = {
             let sink = Sink {
@@ -143,7 +159,7 @@ impl Core {
                 out: &tx,
                 cancel: &fetch.cancel,
             };
-            let run = source.fetch(&fetch.selection, &sink);
+            let run = source.fetch_for(&caller, &fetch.selection, &sink);
             tokio::pin!(run);
             loop {
                 tokio::select! {
@@ -186,7 +202,7 @@ impl Core {
                 self.record(study, reported, streamed_whole && durable)
                     .await;
             } else {
-                self.record_part(study, source.as_ref(), streamed_whole && durable)
+                self.record_part(study, source.as_ref(), &caller, streamed_whole && durable)
                     .await;
             }
         }
@@ -207,6 +223,7 @@ impl Core {
         query: &Query,
         max_results: usize,
         sources: &[Arc<dyn Source>],
+        caller: &Caller,
     ) -> Result<(Vec<Match>, Vec<SourceError>), super::CoreError> {
         if sources.is_empty() {
             let mut found = self.index.find(query).await?;
@@ -222,7 +239,7 @@ impl Core {
         };
         let window = max_results.saturating_add(query.offset as usize);
         let mut from_sources = Vec::new();
-        let (mut asked, mut unanswered) = (0, Vec::new());
+        let (mut asked, mut failed, mut unanswered) = (0, 0, Vec::new());
         for source in sources {
             let capabilities = source.capabilities();
             let levels = &capabilities.query_levels;
@@ -243,22 +260,26 @@ impl Core {
                 false => query.clone(),
             };
             // A source down leaves the others and the cache to answer, the answer marked
-            // incomplete; the query fails only when nothing answered at all (below).
-            let found = match by_studies {
-                true => source
-                    .find(&asked_query, window.saturating_mul(STUDIES_PER_PATIENT))
-                    .await
-                    .map(patients_of),
-                false => source.find(&asked_query, window).await,
+            // incomplete; the query fails only when nothing answered at all (below). A
+            // source of several peers answers with those that did.
+            let asked_window = match by_studies {
+                true => window.saturating_mul(STUDIES_PER_PATIENT),
+                false => window,
             };
-            let mut found = match found {
-                Ok(found) => found,
-                Err(e) => {
+            let (found, errors) = source.find_each(caller, &asked_query, asked_window).await;
+            let mut found = match by_studies {
+                true => patients_of(found),
+                false => found,
+            };
+            if !errors.is_empty() {
+                for e in &errors {
                     tracing::warn!(source = source.name(), error = %e, "query: a source did not answer");
-                    unanswered.push(e);
-                    continue;
                 }
-            };
+                if found.is_empty() {
+                    failed += 1;
+                }
+                unanswered.extend(errors);
+            }
             // Where a source cannot match names fuzzily, it was asked for more and the core
             // matches (PS3.18 8.3.4.1 fuzzymatching).
             if !capabilities.fuzzy_names {
@@ -270,7 +291,7 @@ impl Core {
         unpaged.limit = Some(window.min(u32::MAX as usize) as u32);
         unpaged.offset = 0;
         let from_cache = self.index.find(&unpaged).await.unwrap_or_default();
-        if asked > 0 && unanswered.len() == asked && from_cache.is_empty() {
+        if asked > 0 && failed == asked && from_cache.is_empty() {
             return Err(unanswered.swap_remove(0).into());
         }
         let mut merged: BTreeMap<String, Match> = BTreeMap::new();

@@ -9,6 +9,7 @@
 use crate::model::query::{Level, Match, Query};
 use crate::model::retrieve::{InstanceLocation, Selection};
 use crate::store::{BlobStore, Index};
+use crate::trust::Caller;
 use bytes::Bytes;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -146,6 +147,49 @@ pub trait Source: Send + Sync + std::fmt::Debug {
         selection: &Selection,
         sink: &Sink<'_>,
     ) -> Result<FetchReport, SourceError>;
+
+    /// [`Self::find`] on behalf of `caller`: a source that calls out (another hospital's
+    /// gateway) carries the caller's identity and asks nothing without one. The others
+    /// ignore who asks (the core has decided that).
+    async fn find_for(
+        &self,
+        _caller: &Caller,
+        query: &Query,
+        window: usize,
+    ) -> Result<Vec<Match>, SourceError> {
+        self.find(query, window).await
+    }
+
+    /// [`Self::find_for`] for a source made of several peers (other hospitals' gateways):
+    /// the matches of those that answered, and an error for each that did not, so that the
+    /// core answers with what there is and marks the answer partial. By default the one
+    /// answer of [`Self::find_for`].
+    async fn find_each(
+        &self,
+        caller: &Caller,
+        query: &Query,
+        window: usize,
+    ) -> (Vec<Match>, Vec<SourceError>) {
+        match self.find_for(caller, query, window).await {
+            Ok(found) => (found, Vec::new()),
+            Err(e) => (Vec::new(), vec![e]),
+        }
+    }
+
+    /// [`Self::count`] on behalf of `caller`.
+    async fn count_for(&self, _caller: &Caller, selection: &Selection) -> Result<u64, SourceError> {
+        self.count(selection).await
+    }
+
+    /// [`Self::fetch`] on behalf of `caller` (the request that started the shared fetch).
+    async fn fetch_for(
+        &self,
+        _caller: &Caller,
+        selection: &Selection,
+        sink: &Sink<'_>,
+    ) -> Result<FetchReport, SourceError> {
+        self.fetch(selection, sink).await
+    }
 
     /// Instances another party stored with us (STOW-RS), indexed already, as
     /// `(study, SOP instance)` pairs: a source that keeps the hospital's archive (the PACS)

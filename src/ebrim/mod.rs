@@ -15,6 +15,8 @@
 //! - [`render`]: the `query:AdhocQueryResponse` element (LeafClass or ObjectRef,
 //!   RegistryErrorList, `home` on every object for ITI-38), valid against
 //!   `ihe/schema/ebRS/query.xsd`.
+//! - [`response`]: the initiating side's direction: an `AdhocQueryRequest` written, an
+//!   `AdhocQueryResponse` read back (the remote source's ITI-38 client).
 //!
 //! # The call sequence of the SOAP front (ITI-18 `/xds/registry`, ITI-38 `/xca/query`)
 //!
@@ -37,6 +39,7 @@
 pub mod model;
 pub mod query;
 pub mod render;
+pub mod response;
 
 pub use model::{
     codes, Association, Classification, Code, ExternalIdentifier, ObjectKind, QueryResponse,

@@ -9,7 +9,14 @@
 //! ura = "12345678"
 //! home_community_id = "urn:oid:2.16.840.1.113883.2.4.6.6.1"
 //! certificate_sha256 = "AB:CD:...:EF"   # openssl x509 -noout -fingerprint -sha256
+//! # Its gateway's endpoints, for our initiating side (`[remote]`), optional:
+//! query_url = "https://gtk.oost.example/xca/query"        # ITI-38
+//! retrieve_url = "https://gtk.oost.example/xca/retrieve"  # RAD-75, ITI-39
+//! dicomweb_url = "https://gtk.oost.example/dicomweb"      # not used yet
 //! ```
+//!
+//! The fingerprint is checked both ways: a client certificate that connects to us, and the
+//! server certificate of its gateway when we call it.
 
 use serde::Deserialize;
 use std::path::Path;
@@ -25,6 +32,15 @@ pub struct Participant {
     pub home_community_id: String,
     /// Colon-separated SHA-256 fingerprint (`openssl x509 -fingerprint -sha256`).
     pub certificate_sha256: String,
+    /// Its ITI-38 Cross Gateway Query endpoint (https).
+    #[serde(default)]
+    pub query_url: Option<String>,
+    /// Its RAD-75 / ITI-39 Cross Gateway Retrieve endpoint (https).
+    #[serde(default)]
+    pub retrieve_url: Option<String>,
+    /// Its DICOMweb base URL, if it offers one.
+    #[serde(default)]
+    pub dicomweb_url: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +97,14 @@ impl Participants {
             .cloned()
     }
 
+    /// Every participant, as loaded now.
+    pub fn all(&self) -> Vec<Arc<Participant>> {
+        self.entries
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     pub fn len(&self) -> usize {
         self.entries.read().unwrap_or_else(|e| e.into_inner()).len()
     }
@@ -122,6 +146,16 @@ fn parse(text: &str) -> Result<Vec<Arc<Participant>>, String> {
                 "certificate_sha256",
                 "not a SHA-256 fingerprint (32 hex bytes, as `openssl x509 -fingerprint -sha256` prints)",
             ));
+        }
+        // Calls to other gateways are mutual TLS only (REFERENCE §2).
+        for (field, url) in [
+            ("query_url", &p.query_url),
+            ("retrieve_url", &p.retrieve_url),
+            ("dicomweb_url", &p.dicomweb_url),
+        ] {
+            if url.as_deref().is_some_and(|u| !u.starts_with("https://")) {
+                return Err(at(field, "must be an https:// URL"));
+            }
         }
         let hex = hex.to_ascii_uppercase();
         if seen.contains(&hex) {

@@ -83,6 +83,7 @@ impl Trust {
         let mut claims = Claims::of_organisation(ClaimSource::Configured, &peer.ae_title, ura);
         claims.role = peer.role.clone().unwrap_or_default();
         claims.purpose_of_use = peer.purpose_of_use.clone().unwrap_or_default();
+        claims.professional_uzi = peer.uzi.clone().unwrap_or_default();
         Some(claims)
     }
 

@@ -140,6 +140,38 @@ pub fn client_config(
     Ok(Arc::new(config))
 }
 
+/// The client side toward another hospital's gateway (REFERENCE §2): its server
+/// certificate checked against `ca_file` and, when `crl_files` are given, against them with
+/// the rules of incoming client certificates (an issuer without a CRL here, or an expired
+/// CRL, is refused); our certificate presented. The caller checks the certificate's
+/// fingerprint against the participant entry after the handshake ([`fingerprint`]).
+pub fn gateway_client_config(
+    ca_file: &Path,
+    crl_files: &[std::path::PathBuf],
+    cert: &Path,
+    key: &Path,
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let provider = provider();
+    let roots = Arc::new(roots(ca_file)?);
+    let crls = crl_files
+        .iter()
+        .map(|p| load_crls(p))
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>();
+    let mut verifier =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider.clone());
+    if !crls.is_empty() {
+        verifier = verifier.with_crls(crls).enforce_revocation_expiration();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(VERSIONS)?
+        .with_webpki_verifier(verifier.build()?)
+        .with_client_auth_cert(load_certs(cert)?, load_key(key)?)?;
+    Ok(Arc::new(config))
+}
+
 fn identity(cfg: &TlsConfig) -> Result<Identity, TlsError> {
     let cert = cfg
         .cert_file

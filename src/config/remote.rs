@@ -1,0 +1,95 @@
+//! `[remote]`: the XCA-I initiating gateway: other hospitals' gateways (the participants
+//! with endpoints) asked on behalf of our own users (docs/xds.md "Initiating gateway").
+//! Off unless `enabled`.
+
+use super::ConfigError;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// How the gateways to ask for a patient are found (REFERENCE §2 "open question").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Localisation {
+    /// Every `[[participant]]` with a `query_url`.
+    #[default]
+    Participants,
+    /// Ask Mitz (`[trust.consent] url`) where data for the BSN may be found.
+    Mitz,
+}
+
+/// `[remote]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RemoteConfig {
+    /// Ask other gateways (ITI-38) and fetch from them (ITI-39, RAD-75).
+    pub enabled: bool,
+    pub localisation: Localisation,
+    /// Per peer and per call: connect plus answer for a query, the gap between two parts
+    /// of a retrieve. A peer slower than this makes the answer partial.
+    pub timeout_secs: u64,
+    /// Our client certificate (PEM); default `tls.cert_file`.
+    pub client_cert_file: Option<PathBuf>,
+    /// Its key (PEM); default `tls.key_file`.
+    pub client_key_file: Option<PathBuf>,
+    /// CAs for the peers' server certificates; default `tls.client_ca_file`. The CRLs are
+    /// `tls.crl_files`, as for incoming connections.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for RemoteConfig {
+    fn default() -> Self {
+        RemoteConfig {
+            enabled: false,
+            localisation: Localisation::Participants,
+            timeout_secs: 10,
+            client_cert_file: None,
+            client_key_file: None,
+            ca_file: None,
+        }
+    }
+}
+
+impl RemoteConfig {
+    /// Checks serde cannot express, on the configuration with its `[tls]` defaults
+    /// ([`Self::with_defaults`]).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let invalid = |key: &str, problem: &str| ConfigError::Invalid {
+            key: format!("remote.{key}"),
+            problem: problem.to_string(),
+        };
+        if !(1..=600).contains(&self.timeout_secs) {
+            return Err(invalid("timeout_secs", "must be 1..=600"));
+        }
+        if self.client_cert_file.is_none() || self.client_key_file.is_none() {
+            return Err(invalid(
+                "client_cert_file",
+                "required (or tls.cert_file and key_file): calls to other gateways are mutual TLS",
+            ));
+        }
+        if self.ca_file.is_none() {
+            return Err(invalid(
+                "ca_file",
+                "required (or tls.client_ca_file): the peers' server certificates are checked",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The client identity with the `[tls]` defaults filled in.
+    pub fn with_defaults(&self, tls: &super::TlsConfig) -> RemoteConfig {
+        let mut out = self.clone();
+        if out.client_cert_file.is_none() {
+            out.client_cert_file = tls.cert_file.clone();
+            if out.client_key_file.is_none() {
+                out.client_key_file = tls.key_file.clone();
+            }
+        }
+        if out.ca_file.is_none() {
+            out.ca_file = tls.client_ca_file.clone();
+        }
+        out
+    }
+}

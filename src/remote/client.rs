@@ -1,0 +1,148 @@
+//! The HTTPS client toward other hospitals' gateways: mutual TLS with our client certificate
+//! (`[remote] client_cert_file`), the peer's server certificate checked against the CAs and
+//! CRLs (`trust::tls::gateway_client_config`) and then its SHA-256 fingerprint against the
+//! peer's `[[participant]]` entry (REFERENCE §2: only qualified GtKs, by certificate). One
+//! HTTP/1.1 connection per call; connect and handshake bounded by the peer timeout.
+
+use super::RemoteError;
+use crate::trust::participants::Participant;
+use crate::trust::tls::{fingerprint, same_fingerprint};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response, Uri};
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::ServerName;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+/// The files of our TLS client side.
+#[derive(Debug, Clone)]
+pub struct ClientFiles {
+    /// The peers' CAs.
+    pub ca: PathBuf,
+    /// CRLs of those CAs (`tls.crl_files`).
+    pub crls: Vec<PathBuf>,
+    /// Our certificate chain and key.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl ClientFiles {
+    fn connector(&self) -> Result<TlsConnector, RemoteError> {
+        crate::trust::tls::gateway_client_config(&self.ca, &self.crls, &self.cert, &self.key)
+            .map(TlsConnector::from)
+            .map_err(|e| RemoteError::Config(e.to_string()))
+    }
+}
+
+/// Calls other gateways over mutual TLS.
+#[derive(Debug, Clone)]
+pub struct PeerClient {
+    files: ClientFiles,
+    timeout: Duration,
+}
+
+impl PeerClient {
+    /// A client with these files, which must make a TLS configuration now.
+    pub fn new(files: ClientFiles, timeout: Duration) -> Result<PeerClient, RemoteError> {
+        files.connector()?;
+        Ok(PeerClient { files, timeout })
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// POST a SOAP 1.2 message with `action` to `url` of `peer`; the answer's head once it
+    /// arrives (within the timeout), its body to be read by the caller.
+    pub async fn post_soap(
+        &self,
+        peer: &Participant,
+        url: &str,
+        action: &str,
+        envelope: String,
+    ) -> Result<Response<Incoming>, RemoteError> {
+        let call = async {
+            let uri: Uri = url
+                .parse()
+                .map_err(|e| RemoteError::Config(format!("{url:?}: {e}")))?;
+            if uri.scheme_str() != Some("https") {
+                return Err(RemoteError::Config(format!("{url:?} is not https")));
+            }
+            let host = uri
+                .host()
+                .ok_or_else(|| RemoteError::Config(format!("{url:?} has no host")))?
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
+            let port = uri.port_u16().unwrap_or(443);
+            let tcp = TcpStream::connect((host.as_str(), port))
+                .await
+                .map_err(|e| RemoteError::Unreachable(format!("{host}:{port}: {e}")))?;
+            let _ = tcp.set_nodelay(true);
+            let name = ServerName::try_from(host.clone())
+                .map_err(|e| RemoteError::Config(format!("{host:?}: {e}")))?;
+            let tls = self
+                .files
+                .connector()?
+                .connect(name, tcp)
+                .await
+                .map_err(|e| RemoteError::Tls(format!("{host}:{port}: {e}")))?;
+            // The chain verified; now the certificate must be the participant's own.
+            let presented = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| fingerprint(c.as_ref()))
+                .unwrap_or_default();
+            if !same_fingerprint(&peer.certificate_sha256, &presented) {
+                return Err(RemoteError::Tls(format!(
+                    "{} presented certificate {presented}, not the one on its participant entry",
+                    peer.name
+                )));
+            }
+            let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+                .await
+                .map_err(|e| RemoteError::Unreachable(format!("{host}:{port}: {e}")))?;
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(error = %e, "connection to a peer gateway ended");
+                }
+            });
+            let authority = uri
+                .authority()
+                .map(|a| a.to_string())
+                .unwrap_or_else(|| host.clone());
+            let path = uri
+                .path_and_query()
+                .map(|p| p.as_str().to_string())
+                .unwrap_or_else(|| "/".into());
+            // SOAP 1.2 over HTTP: the action as a parameter of the media type (RFC 3902).
+            let request = Request::post(path)
+                .header(hyper::header::HOST, authority)
+                .header(
+                    hyper::header::CONTENT_TYPE,
+                    format!("application/soap+xml; charset=UTF-8; action=\"{action}\""),
+                )
+                .body(Full::new(Bytes::from(envelope)))
+                .map_err(|e| RemoteError::Config(e.to_string()))?;
+            sender
+                .send_request(request)
+                .await
+                .map_err(|e| RemoteError::Unreachable(format!("{host}:{port}: {e}")))
+        };
+        tokio::time::timeout(self.timeout, call)
+            .await
+            .map_err(|_| {
+                RemoteError::Timeout(format!(
+                    "{} did not answer within {} s",
+                    peer.name,
+                    self.timeout.as_secs()
+                ))
+            })?
+    }
+}

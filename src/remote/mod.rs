@@ -1,0 +1,796 @@
+//! Other hospitals' gateways as a source behind the cache: the XCA-I initiating gateway
+//! (IHE XCA-I, RAD TF-1 18; issue 15). On behalf of a local user the core asks it to
+//!
+//! - **find**: ITI-38 Cross Gateway Query FindDocuments by the patient's BSN, to every
+//!   participant with a `query_url` (`[remote] localisation = "participants"`), in parallel,
+//!   each within `[remote] timeout_secs`; each KOS manifest's DocumentEntry becomes a
+//!   study-level row ([`studies`]). A peer that fails or is too slow is an error of its own
+//!   ([`Source::find_each`]): the core answers with the rest, marked partial.
+//! - **count**: the instances the study's manifest references, the manifest fetched once by
+//!   ITI-39 (a study is known from an earlier find, also after a restart: [`studies`]).
+//! - **fetch**: RAD-75 Cross Gateway Retrieve Imaging Document Set of those instances, the
+//!   MTOM/XOP answer read part by part ([`soap::MtomStream`]) and each instance written to
+//!   the cache as its bytes arrive, then handed on through the [`Sink`]; the call is
+//!   dropped (the connection closed) when the consumers leave.
+//!
+//! Every call is mutual TLS ([`client`]: the peer's certificate against the CAs, CRLs and its
+//! participant entry) and carries a fresh XUA assertion ([`SamlIssuer`], ≤ 10 minutes, bound
+//! to the one patient asked about: ITI TF-2b 3.40) for the local user: the caller's verified
+//! claims (a JWT) or those configured for its DIMSE AE, with a UZI number, role and purpose
+//! of use. Without such a user nothing goes out. Each outgoing call leaves one audit record
+//! naming the user, the peer and the patient.
+
+pub mod client;
+pub mod soap;
+pub mod studies;
+
+use crate::config::{Localisation, RemoteConfig};
+use crate::core::source::{
+    Arrival, Capabilities, FetchReport, Sink, Source, SourceError, SourceErrorKind,
+};
+use crate::ebrim::{ns, QueryId, Slot};
+use crate::model::query::{Level, Match, Matcher, Query};
+use crate::model::Selection;
+use crate::store::ingest::{index_batch, store_blob, Expected};
+use crate::trust::claims::{ClaimSource, Claims};
+use crate::trust::participants::Participant;
+use crate::trust::saml::SamlIssuer;
+use crate::trust::{Caller, Operation, Outcome, Trust};
+use client::PeerClient;
+use futures::future::join_all;
+use soap::DocumentRequest;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use studies::{KnownStudies, Referenced, RemoteStudy, PATIENT_ID, STUDY_UID};
+
+/// The name the remote gateways go by in logs, audit details and errors.
+pub const NAME: &str = "remote gateways";
+
+/// The BSN's OID in an XDS patient id (REFERENCE §2).
+const BSN_OID: &str = "2.16.840.1.113883.2.4.6.3";
+
+/// Documents per RAD-75 request (a responding gateway limits a request's list).
+const DOCUMENTS_PER_REQUEST: usize = 500;
+
+/// Largest manifest read into memory (ITI-39).
+const MANIFEST_LIMIT: usize = 64 << 20;
+
+/// The transfer syntaxes a RAD-75 asks for: every common one, so that the peer sends each
+/// instance as stored (RAD TF-3 4.69.4.1.2: it may send any of the listed syntaxes).
+const SYNTAXES: &[&str] = &[
+    "1.2.840.10008.1.2.1",
+    "1.2.840.10008.1.2",
+    "1.2.840.10008.1.2.1.99",
+    "1.2.840.10008.1.2.2",
+    "1.2.840.10008.1.2.4.50",
+    "1.2.840.10008.1.2.4.51",
+    "1.2.840.10008.1.2.4.57",
+    "1.2.840.10008.1.2.4.70",
+    "1.2.840.10008.1.2.4.80",
+    "1.2.840.10008.1.2.4.81",
+    "1.2.840.10008.1.2.4.90",
+    "1.2.840.10008.1.2.4.91",
+    "1.2.840.10008.1.2.4.201",
+    "1.2.840.10008.1.2.4.202",
+    "1.2.840.10008.1.2.4.203",
+    "1.2.840.10008.1.2.5",
+    "1.2.840.10008.1.2.4.100",
+    "1.2.840.10008.1.2.4.101",
+    "1.2.840.10008.1.2.4.102",
+    "1.2.840.10008.1.2.4.103",
+];
+
+/// The syntaxes a front prepares for before the first instance arrives (its C-STORE
+/// contexts toward a C-MOVE destination): the usual ones; the rest as they come.
+const USUAL_SYNTAXES: &[&str] = &[
+    "1.2.840.10008.1.2.1",
+    "1.2.840.10008.1.2",
+    "1.2.840.10008.1.2.4.50",
+    "1.2.840.10008.1.2.4.70",
+    "1.2.840.10008.1.2.5",
+    "1.2.840.10008.1.2.4.90",
+    "1.2.840.10008.1.2.4.91",
+];
+
+/// Why a call to another gateway failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error("remote: {0}")]
+    Config(String),
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("timed out: {0}")]
+    Timeout(String),
+    #[error("SOAP Fault: {0}")]
+    Fault(String),
+    #[error("malformed answer: {0}")]
+    Malformed(String),
+    #[error("{0}")]
+    Refused(String),
+    #[error("cannot store: {0}")]
+    Store(String),
+    #[error("cancelled: every consumer left")]
+    Cancelled,
+}
+
+impl RemoteError {
+    fn kind(&self) -> SourceErrorKind {
+        match self {
+            RemoteError::Unreachable(_) | RemoteError::Tls(_) | RemoteError::Timeout(_) => {
+                SourceErrorKind::Unreachable
+            }
+            RemoteError::Config(_) | RemoteError::Refused(_) => SourceErrorKind::NotSupported,
+            RemoteError::Cancelled => SourceErrorKind::Cancelled,
+            _ => SourceErrorKind::Failed,
+        }
+    }
+
+    /// As a source error naming the peer.
+    fn at(self, peer: &str) -> SourceError {
+        SourceError::new(NAME, self.kind(), format!("{peer}: {self}"))
+    }
+}
+
+/// The remote gateways (`[remote] enabled`).
+pub struct RemoteSource {
+    trust: Arc<Trust>,
+    issuer: SamlIssuer,
+    client: PeerClient,
+    known: KnownStudies,
+    /// Our own community: a participant entry of ourselves is never asked.
+    own_home: String,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for RemoteSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteSource")
+            .field("own_home", &self.own_home)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl RemoteSource {
+    /// From the configuration: the client identity and CAs (`[remote]` with its `[tls]`
+    /// defaults), the CRLs (`tls.crl_files`), the assertion issuer (`[trust.saml] issuer`,
+    /// `signing_cert_file`, `signing_key_file`), the studies known from earlier runs.
+    pub fn new(
+        config: &crate::config::Config,
+        trust: Arc<Trust>,
+    ) -> Result<RemoteSource, RemoteError> {
+        let remote: RemoteConfig = config.remote.with_defaults(&config.tls);
+        if remote.localisation == Localisation::Mitz {
+            return Err(RemoteError::Config(
+                "localisation = \"mitz\" (the open question) is not built yet; use \"participants\"".into(),
+            ));
+        }
+        let (Some(cert), Some(key), Some(ca)) = (
+            &remote.client_cert_file,
+            &remote.client_key_file,
+            &remote.ca_file,
+        ) else {
+            return Err(RemoteError::Config(
+                "client_cert_file, client_key_file and ca_file (or their [tls] defaults) are required".into(),
+            ));
+        };
+        let files = client::ClientFiles {
+            ca: ca.clone(),
+            crls: config.tls.crl_files.clone(),
+            cert: cert.clone(),
+            key: key.clone(),
+        };
+        let issuer = SamlIssuer::new(&config.trust.saml).map_err(|e| {
+            RemoteError::Config(format!("trust.saml (to issue XUA assertions): {e}"))
+        })?;
+        let timeout = Duration::from_secs(remote.timeout_secs);
+        Ok(RemoteSource {
+            trust,
+            issuer,
+            client: PeerClient::new(files, timeout)?,
+            known: KnownStudies::open(Some(studies_file(&config.storage.data_dir))),
+            own_home: config.xds.home_community_id.clone(),
+            timeout,
+        })
+    }
+
+    /// The user on whose behalf we may call out for `bsn`, as claims for the assertion:
+    /// a professional (UZI) with a role and purpose of use, ours (not another gateway's
+    /// call passed on), not bound to another patient. `None`: nothing goes out.
+    fn outgoing_claims(&self, caller: &Caller, bsn: &str) -> Option<Claims> {
+        let mut claims = self.trust.effective_claims(caller)?;
+        if claims.source == ClaimSource::Participant || caller.participant.is_some() {
+            return None;
+        }
+        if [
+            &claims.professional_uzi,
+            &claims.role,
+            &claims.purpose_of_use,
+        ]
+        .iter()
+        .any(|v| v.trim().is_empty())
+        {
+            return None;
+        }
+        if claims.patient_bsn.as_deref().is_some_and(|b| b != bsn) {
+            return None;
+        }
+        claims.patient_bsn = Some(bsn.to_string());
+        Some(claims)
+    }
+
+    /// The gateways to ask: every participant with a query endpoint but ourselves.
+    fn peers(&self) -> Vec<Arc<Participant>> {
+        self.trust
+            .participants
+            .all()
+            .into_iter()
+            .filter(|p| p.query_url.is_some() && p.home_community_id != self.own_home)
+            .collect()
+    }
+
+    fn peer(&self, name: &str) -> Result<Arc<Participant>, RemoteError> {
+        self.trust
+            .participants
+            .all()
+            .into_iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| RemoteError::Refused(format!("{name} is no longer a participant")))
+    }
+
+    /// One SOAP call: a fresh assertion for `claims`, the envelope, the answer's head.
+    async fn call(
+        &self,
+        peer: &Participant,
+        url: &str,
+        action: &str,
+        claims: &Claims,
+        body: &str,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, RemoteError> {
+        let assertion = self
+            .issuer
+            .issue(claims, Some(&peer.home_community_id))
+            .map_err(|e| RemoteError::Config(format!("cannot issue an XUA assertion: {e}")))?;
+        let envelope = soap::envelope(action, url, &assertion, body);
+        self.client.post_soap(peer, url, action, envelope).await
+    }
+
+    /// ITI-38 FindDocuments for `bsn` at one peer: the studies of its KOS manifests.
+    async fn query_peer(
+        &self,
+        peer: &Participant,
+        claims: &Claims,
+        bsn: &str,
+    ) -> Result<Vec<RemoteStudy>, RemoteError> {
+        let url = peer.query_url.as_deref().unwrap_or_default();
+        let body = crate::ebrim::response::adhoc_query_request(
+            QueryId::FindDocuments,
+            &[
+                Slot::new(
+                    "$XDSDocumentEntryPatientId",
+                    [format!("'{bsn}^^^&{BSN_OID}&ISO'")],
+                ),
+                Slot::new(
+                    "$XDSDocumentEntryStatus",
+                    [format!("('{}')", ns::STATUS_APPROVED)],
+                ),
+            ],
+        );
+        let call = async {
+            let response = self
+                .call(peer, url, soap::ACTION_ITI38, claims, &body)
+                .await?;
+            let element = soap::read_answer(response, self.timeout).await?;
+            crate::ebrim::response::adhoc_query_response(&element)
+                .map_err(|e| RemoteError::Malformed(e.to_string()))
+        };
+        let answer = tokio::time::timeout(self.timeout, call)
+            .await
+            .map_err(|_| {
+                RemoteError::Timeout(format!("no answer within {} s", self.timeout.as_secs()))
+            })??;
+        if answer.status == crate::ebrim::ResponseStatus::Failure {
+            let why: Vec<String> = answer
+                .errors
+                .iter()
+                .map(|e| format!("{} {}", e.code, e.context))
+                .collect();
+            return Err(RemoteError::Fault(format!("Failure: {}", why.join("; "))));
+        }
+        let home = answer.home.as_deref().unwrap_or(&peer.home_community_id);
+        Ok(answer
+            .objects
+            .iter()
+            .filter_map(|o| RemoteStudy::from_entry(o, &peer.name, Some(home)))
+            .filter(|s| s.patient_id == bsn)
+            .collect())
+    }
+
+    /// Audit one outgoing call (PS3.15 A.5: Query 110112 for ITI-38, Export / Instances
+    /// Transferred for ITI-39 / RAD-75), naming the local user (the caller and its claims),
+    /// the peer and the patient.
+    async fn audit(&self, caller: &Caller, operation: Operation, peer: &str, mut outcome: Outcome) {
+        outcome.detail = format!("outgoing to {peer}: {}", outcome.detail);
+        self.trust.audit(caller, operation, outcome).await;
+    }
+
+    /// The instances the study's manifest references, fetched by ITI-39 the first time.
+    async fn manifest(
+        &self,
+        caller: &Caller,
+        claims: &Claims,
+        study: &RemoteStudy,
+    ) -> Result<Arc<Vec<Referenced>>, RemoteError> {
+        if let Some(known) = self.known.manifest(&study.study_uid) {
+            return Ok(known);
+        }
+        let peer = self.peer(&study.peer)?;
+        let url = peer
+            .retrieve_url
+            .clone()
+            .ok_or_else(|| RemoteError::Config(format!("{} has no retrieve_url", peer.name)))?;
+        let body = soap::iti39_body(&[DocumentRequest {
+            home: study.home.clone(),
+            repository: study.repository.clone(),
+            document: study.manifest.clone(),
+            study: study.study_uid.clone(),
+            series: String::new(),
+        }]);
+        let read = async {
+            let response = self
+                .call(&peer, &url, soap::ACTION_ITI39, claims, &body)
+                .await?;
+            let mut answer = soap::open_retrieve(response, self.timeout).await?;
+            let mut bytes = Vec::new();
+            while let Some((_, mut part)) = answer.next_part().await? {
+                while let Some(chunk) = part
+                    .chunk()
+                    .await
+                    .map_err(|e| RemoteError::Malformed(format!("MTOM: {e}")))?
+                {
+                    if bytes.len() + chunk.len() > MANIFEST_LIMIT {
+                        return Err(RemoteError::Malformed("manifest too large".into()));
+                    }
+                    bytes.extend_from_slice(&chunk);
+                }
+                if !bytes.is_empty() {
+                    break;
+                }
+            }
+            if bytes.is_empty() {
+                let (status, errors, _) = answer.documents();
+                return Err(RemoteError::Fault(format!(
+                    "no manifest ({status}: {})",
+                    errors.join("; ")
+                )));
+            }
+            studies::read_manifest(&bytes, &study.study_uid).map_err(RemoteError::Malformed)
+        };
+        let result = tokio::time::timeout(self.timeout, read)
+            .await
+            .unwrap_or_else(|_| {
+                Err(RemoteError::Timeout(
+                    "the manifest did not arrive in time".into(),
+                ))
+            });
+        let (outcome, detail) = match &result {
+            Ok(r) => (
+                "success",
+                format!("manifest {} ({} instances)", study.manifest, r.len()),
+            ),
+            Err(e) => ("failure", e.to_string()),
+        };
+        self.audit(
+            caller,
+            Operation::Iti39,
+            &peer.name,
+            outcome_of(study, outcome, detail),
+        )
+        .await;
+        Ok(self.known.set_manifest(&study.study_uid, result?))
+    }
+
+    /// The known study a selection names, with the claims to fetch it for `caller`.
+    fn selected(
+        &self,
+        caller: &Caller,
+        selection: &Selection,
+    ) -> Option<(RemoteStudy, Option<Claims>)> {
+        let study = self.known.get(selection.study_uids.first()?)?;
+        if !selection.patient_ids.is_empty() && !selection.patient_ids.contains(&study.patient_id) {
+            return None;
+        }
+        let claims = self.outgoing_claims(caller, &study.patient_id);
+        Some((study, claims))
+    }
+
+    /// RAD-75 of `documents` into the sink, part by part.
+    async fn retrieve_into(
+        &self,
+        peer: &Participant,
+        claims: &Claims,
+        study: &RemoteStudy,
+        documents: &[DocumentRequest],
+        sink: &Sink<'_>,
+        report: &mut FetchReport,
+    ) -> Result<(), RemoteError> {
+        let url = peer
+            .retrieve_url
+            .clone()
+            .ok_or_else(|| RemoteError::Config(format!("{} has no retrieve_url", peer.name)))?;
+        let body = soap::rad75_body(documents, SYNTAXES);
+        let response = self
+            .call(peer, &url, soap::ACTION_RAD75, claims, &body)
+            .await?;
+        let mut answer = soap::open_retrieve(response, self.timeout).await?;
+        let (status, errors, by_part) = answer.documents();
+        if !errors.is_empty() {
+            tracing::warn!(peer = %peer.name, %status, errors = ?errors, "RAD-75: the peer reports errors");
+        }
+        loop {
+            let next = tokio::select! {
+                _ = sink.cancel.cancelled() => return Err(RemoteError::Cancelled),
+                next = tokio::time::timeout(self.timeout, answer.next_part()) => next
+                    .map_err(|_| RemoteError::Timeout("the next document did not arrive in time".into()))??,
+            };
+            let Some((cid, mut part)) = next else {
+                break;
+            };
+            let Some(document) = by_part.get(&cid) else {
+                return Err(RemoteError::Malformed(format!(
+                    "part {cid:?} is not in the envelope"
+                )));
+            };
+            let mut blob = sink
+                .blobs
+                .begin()
+                .await
+                .map_err(|e| RemoteError::Store(e.to_string()))?;
+            loop {
+                let chunk = tokio::select! {
+                    _ = sink.cancel.cancelled() => {
+                        blob.abort().await;
+                        return Err(RemoteError::Cancelled);
+                    }
+                    chunk = tokio::time::timeout(self.timeout, part.chunk()) => chunk,
+                };
+                let chunk = match chunk {
+                    Ok(Ok(Some(c))) => c,
+                    Ok(Ok(None)) => break,
+                    Ok(Err(e)) => {
+                        blob.abort().await;
+                        return Err(RemoteError::Malformed(format!("MTOM part {cid:?}: {e}")));
+                    }
+                    Err(_) => {
+                        blob.abort().await;
+                        return Err(RemoteError::Timeout(format!("part {cid:?} stalled")));
+                    }
+                };
+                if let Err(e) = blob.write(&chunk).await {
+                    blob.abort().await;
+                    return Err(RemoteError::Store(e.to_string()));
+                }
+            }
+            let expected = Expected {
+                sop_class: None,
+                sop_instance: Some(&document.document),
+                study_uid: Some(&study.study_uid),
+            };
+            let stored = match store_blob(sink.blobs, blob, expected).await {
+                Ok(stored) => stored,
+                Err(e) => {
+                    tracing::warn!(peer = %peer.name, document = %document.document, reason = %e.reason, "RAD-75: a document is not a valid instance");
+                    continue;
+                }
+            };
+            if let Err(e) =
+                index_batch(sink.blobs, sink.index, std::slice::from_ref(&stored.record)).await
+            {
+                tracing::warn!(document = %document.document, reason = %e.reason, "RAD-75: cannot index");
+                report.not_cached += 1;
+                continue;
+            }
+            report.received += 1;
+            report.completed = report.completed.saturating_add(1);
+            let arrival = Arrival {
+                loc: stored.record.location(),
+                data_set: None,
+            };
+            if sink.out.send(arrival).await.is_err() {
+                return Err(RemoteError::Cancelled);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where the studies found at other gateways are remembered.
+pub fn studies_file(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("remote-studies.jsonl")
+}
+
+/// The one BSN a query asks for (PatientID as a single value), if any.
+fn queried_bsn(query: &Query) -> Option<String> {
+    query
+        .keys
+        .iter()
+        .find_map(|k| match (&k.matcher, k.attr.tag) {
+            (Matcher::Single(v), PATIENT_ID) if crate::trust::policy::is_bsn(v.trim()) => {
+                Some(v.trim().to_string())
+            }
+            _ => None,
+        })
+}
+
+/// The Study Instance UIDs a query names, if any.
+fn queried_studies(query: &Query) -> Vec<String> {
+    query
+        .keys
+        .iter()
+        .filter(|k| k.attr.tag == STUDY_UID)
+        .flat_map(|k| match &k.matcher {
+            Matcher::Single(v) => vec![v.clone()],
+            Matcher::UidList(list) => list.clone(),
+            _ => Vec::new(),
+        })
+        .collect()
+}
+
+#[async_trait::async_trait]
+impl Source for RemoteSource {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            // ITI-38 finds documents, one per study: studies, folded into patients by the core.
+            query_levels: vec![Level::Study],
+            retrieve: true,
+            fuzzy_names: false,
+            transfer_syntaxes: USUAL_SYNTAXES.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    /// Without a caller nothing goes out: only the studies known already.
+    async fn find(&self, query: &Query, window: usize) -> Result<Vec<Match>, SourceError> {
+        Ok(self.known_rows(query, window))
+    }
+
+    async fn count(&self, _selection: &Selection) -> Result<u64, SourceError> {
+        Ok(0)
+    }
+
+    async fn fetch(
+        &self,
+        _selection: &Selection,
+        _sink: &Sink<'_>,
+    ) -> Result<FetchReport, SourceError> {
+        Err(SourceError::new(
+            NAME,
+            SourceErrorKind::NotSupported,
+            "no user: nothing is fetched from another gateway",
+        ))
+    }
+
+    async fn find_for(
+        &self,
+        caller: &Caller,
+        query: &Query,
+        window: usize,
+    ) -> Result<Vec<Match>, SourceError> {
+        let (found, mut errors) = self.find_each(caller, query, window).await;
+        match (found.is_empty(), errors.is_empty()) {
+            (true, false) => Err(errors.swap_remove(0)),
+            _ => Ok(found),
+        }
+    }
+
+    async fn find_each(
+        &self,
+        caller: &Caller,
+        query: &Query,
+        window: usize,
+    ) -> (Vec<Match>, Vec<SourceError>) {
+        let Some(bsn) = queried_bsn(query) else {
+            // No patient to ask about (ITI-38 asks by patient): the studies known already.
+            return (self.known_rows(query, window), Vec::new());
+        };
+        let Some(claims) = self.outgoing_claims(caller, &bsn) else {
+            tracing::info!(caller = %caller.ae_title, "no user claims (UZI, role, purpose of use): other gateways are not asked");
+            return (Vec::new(), Vec::new());
+        };
+        let peers = self.peers();
+        let asked = peers.iter().map(|peer| async {
+            let result = self.query_peer(peer, &claims, &bsn).await;
+            let (outcome, detail, studies) = match &result {
+                Ok(s) => (
+                    "success",
+                    format!("FindDocuments: {} studies", s.len()),
+                    s.iter().map(|s| s.study_uid.clone()).collect(),
+                ),
+                Err(e) => ("failure", e.to_string(), Vec::new()),
+            };
+            let outcome = Outcome {
+                patient_ids: vec![bsn.clone()],
+                study_uids: studies,
+                result: outcome.to_string(),
+                detail,
+                grounds: String::new(),
+            };
+            self.audit(caller, Operation::Iti38, &peer.name, outcome)
+                .await;
+            (peer.name.clone(), result)
+        });
+        let mut rows = Vec::new();
+        let mut errors = Vec::new();
+        for (peer, result) in join_all(asked).await {
+            match result {
+                Ok(found) => {
+                    for study in found {
+                        self.known.remember(&study);
+                        let row = study.to_match();
+                        if studies::matches(query, &row) {
+                            rows.push(row);
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(%peer, error = %e, "ITI-38: a gateway did not answer");
+                    errors.push(e.at(&peer));
+                }
+            }
+        }
+        rows.truncate(window);
+        (rows, errors)
+    }
+
+    async fn count_for(&self, caller: &Caller, selection: &Selection) -> Result<u64, SourceError> {
+        let Some((study, claims)) = self.selected(caller, selection) else {
+            return Ok(0);
+        };
+        let Some(claims) = claims else {
+            tracing::info!(caller = %caller.ae_title, "no user claims: other gateways are not asked");
+            return Ok(0);
+        };
+        let manifest = self
+            .manifest(caller, &claims, &study)
+            .await
+            .map_err(|e| e.at(&study.peer))?;
+        Ok(manifest
+            .iter()
+            .filter(|(series, _, sop)| {
+                within(&selection.series_uids, series) && within(&selection.sop_instance_uids, sop)
+            })
+            .count() as u64)
+    }
+
+    async fn fetch_for(
+        &self,
+        caller: &Caller,
+        selection: &Selection,
+        sink: &Sink<'_>,
+    ) -> Result<FetchReport, SourceError> {
+        let Some((study, claims)) = self.selected(caller, selection) else {
+            return Err(SourceError::new(
+                NAME,
+                SourceErrorKind::Failed,
+                "no remote gateway is known to hold this study",
+            ));
+        };
+        let Some(claims) = claims else {
+            return Err(SourceError::new(
+                NAME,
+                SourceErrorKind::NotSupported,
+                "no user claims: nothing is fetched from another gateway",
+            ));
+        };
+        let manifest = self
+            .manifest(caller, &claims, &study)
+            .await
+            .map_err(|e| e.at(&study.peer))?;
+        let peer = self.peer(&study.peer).map_err(|e| e.at(&study.peer))?;
+        let documents: Vec<DocumentRequest> = manifest
+            .iter()
+            .filter(|(series, _, sop)| {
+                within(&selection.series_uids, series) && within(&selection.sop_instance_uids, sop)
+            })
+            .map(|(series, _, sop)| DocumentRequest {
+                home: study.home.clone(),
+                repository: study.repository.clone(),
+                document: sop.clone(),
+                study: study.study_uid.clone(),
+                series: series.clone(),
+            })
+            .collect();
+        let mut report = FetchReport::default();
+        let mut result = Ok(());
+        for batch in documents.chunks(DOCUMENTS_PER_REQUEST) {
+            result = self
+                .retrieve_into(&peer, &claims, &study, batch, sink, &mut report)
+                .await;
+            if result.is_err() {
+                break;
+            }
+        }
+        // What the peer did not deliver, or delivered as something that is no instance.
+        let missing = documents.len().saturating_sub(report.received);
+        report.failed = missing.min(u16::MAX as usize) as u16;
+        let (outcome, detail) = match &result {
+            Ok(()) if report.failed == 0 => (
+                "success",
+                format!(
+                    "RAD-75: {} of {} instances",
+                    report.received,
+                    documents.len()
+                ),
+            ),
+            Ok(()) => (
+                "partial",
+                format!(
+                    "RAD-75: {} of {} instances",
+                    report.received,
+                    documents.len()
+                ),
+            ),
+            Err(RemoteError::Cancelled) => (
+                "cancelled",
+                format!(
+                    "RAD-75: {} of {} instances, then the consumer left",
+                    report.received,
+                    documents.len()
+                ),
+            ),
+            Err(e) => (
+                "failure",
+                format!(
+                    "RAD-75: {} of {} instances: {e}",
+                    report.received,
+                    documents.len()
+                ),
+            ),
+        };
+        self.audit(
+            caller,
+            Operation::Rad75,
+            &peer.name,
+            outcome_of(&study, outcome, detail),
+        )
+        .await;
+        result.map_err(|e| e.at(&peer.name))?;
+        report.ok = report.failed == 0;
+        report.status = if report.ok { 0x0000 } else { 0xB000 };
+        Ok(report)
+    }
+}
+
+impl RemoteSource {
+    /// Rows of the studies known already that the query names by Study Instance UID.
+    fn known_rows(&self, query: &Query, window: usize) -> Vec<Match> {
+        queried_studies(query)
+            .iter()
+            .filter_map(|uid| self.known.get(uid))
+            .map(|s| s.to_match())
+            .filter(|row| studies::matches(query, row))
+            .take(window)
+            .collect()
+    }
+}
+
+/// The audit outcome of a call about one study.
+fn outcome_of(study: &RemoteStudy, result: &str, detail: String) -> Outcome {
+    Outcome {
+        patient_ids: vec![study.patient_id.clone()],
+        study_uids: vec![study.study_uid.clone()],
+        result: result.to_string(),
+        detail,
+        grounds: String::new(),
+    }
+}
+
+fn within(list: &[String], uid: &str) -> bool {
+    list.is_empty() || list.iter().any(|u| u == uid)
+}
