@@ -185,7 +185,7 @@ impl Core {
                     .as_ref()
                     .is_none_or(|d| d.get(bsn.as_str()).is_some_and(|d| d.decision.is_permit()));
                 if allowed {
-                    self.publish_reported(&registry, bsn).await;
+                    self.publish_reported(&registry, bsn, ticket.caller()).await;
                 }
             }
         }

@@ -15,6 +15,7 @@
 use super::registry::Registry;
 use super::{Core, CoreError, Front};
 use crate::model::query::{indexed_attr_by_keyword, Level, Match, Matcher, Query};
+use crate::trust::Caller;
 use async_trait::async_trait;
 use dicom_core::Tag;
 use std::sync::Arc;
@@ -40,7 +41,9 @@ pub trait Holdings: Send + Sync + std::fmt::Debug {
 #[async_trait]
 impl Holdings for Core {
     async fn study_instances(&self, study_uid: &str) -> Result<Vec<Match>, String> {
-        Core::study_instances(self, study_uid)
+        // The publisher asks on its own behalf: no user, so no remote gateway is asked.
+        let publisher = Caller::new("xds-publisher", "local");
+        Core::study_instances(self, study_uid, &publisher)
             .await
             .map_err(|e| e.to_string())
     }
@@ -58,14 +61,18 @@ impl Core {
 
     /// Every instance of a study in the cache or a source of the XDS front: image-level rows,
     /// merged by SOP Instance UID ([`Holdings::study_instances`]).
-    pub async fn study_instances(&self, study_uid: &str) -> Result<Vec<Match>, CoreError> {
+    pub async fn study_instances(
+        &self,
+        study_uid: &str,
+        caller: &Caller,
+    ) -> Result<Vec<Match>, CoreError> {
         let sources = self.xds_sources();
         let study_attr = indexed_attr_by_keyword("StudyInstanceUID").expect("indexed");
         let series_attr = indexed_attr_by_keyword("SeriesInstanceUID").expect("indexed");
         let study = Matcher::Single(study_uid.to_string());
         let series_query = Query::new(Level::Series).with_key(study_attr, study.clone());
         let (series, unanswered) = self
-            .merge_find(&series_query, MANIFEST_WINDOW, &sources)
+            .merge_find(&series_query, MANIFEST_WINDOW, &sources, caller)
             .await?;
         if let Some(e) = unanswered.into_iter().next() {
             return Err(e.into());
@@ -78,7 +85,9 @@ impl Core {
             let query = Query::new(Level::Image)
                 .with_key(study_attr, study.clone())
                 .with_key(series_attr, Matcher::Single(series_uid.clone()));
-            let (found, unanswered) = self.merge_find(&query, MANIFEST_WINDOW, &sources).await?;
+            let (found, unanswered) = self
+                .merge_find(&query, MANIFEST_WINDOW, &sources, caller)
+                .await?;
             if let Some(e) = unanswered.into_iter().next() {
                 return Err(e.into());
             }
@@ -101,7 +110,12 @@ impl Core {
     /// Before a FindDocuments for `bsn` is answered (gateway mode): publish each study of the
     /// patient that a source of the XDS front reports and the registry has no manifest of.
     /// Failures are logged and leave the answer to what is published already.
-    pub(super) async fn publish_reported(&self, registry: &Arc<dyn Registry>, bsn: &str) {
+    pub(super) async fn publish_reported(
+        &self,
+        registry: &Arc<dyn Registry>,
+        bsn: &str,
+        caller: &Caller,
+    ) {
         let sources = self.xds_sources();
         if sources.is_empty() || !crate::trust::policy::is_bsn(bsn) {
             return;
@@ -109,7 +123,10 @@ impl Core {
         let patient_attr = indexed_attr_by_keyword("PatientID").expect("indexed");
         let query =
             Query::new(Level::Study).with_key(patient_attr, Matcher::Single(bsn.to_string()));
-        let studies = match self.merge_find(&query, STUDIES_PER_PATIENT, &sources).await {
+        let studies = match self
+            .merge_find(&query, STUDIES_PER_PATIENT, &sources, caller)
+            .await
+        {
             Ok((studies, _unanswered)) => studies,
             Err(e) => {
                 tracing::warn!(error = %e, "XDS-I: cannot ask the PACS for the patient's studies");
@@ -128,7 +145,7 @@ impl Core {
                     continue;
                 }
             }
-            let instances = match self.study_instances(study_uid).await {
+            let instances = match self.study_instances(study_uid, caller).await {
                 Ok(instances) => instances,
                 Err(e) => {
                     tracing::warn!(study = %study_uid, error = %e, "XDS-I: cannot list a PACS study");
