@@ -352,8 +352,8 @@ for line in open(speed):
 for line in open(records):
     f = line.rstrip("\n").split("\t")
     if len(f) == 7:
-        # the wall clock of one busy thread; /proc ticks are 10 ms coarse
-        ref[f"tls_records {f[0]} {f[1]}"] = float(f[3]) / (float(f[2]) / 1e3)
+        # CPU seconds per GB (10 ms ticks; the wall clock would count a loaded machine's waits)
+        ref[f"tls_records {f[0]} {f[1]}"] = float(f[6]) if float(f[4]) > 0 else float(f[3]) / (float(f[2]) / 1e3)
 if ref:
     print("| on its own (one thread, no socket) | s / GB |")
     print("|---|---:|")
