@@ -1258,9 +1258,12 @@ async fn wado_ws_renders_images() {
 }
 
 /// Measurement, not a check (run with `--ignored --nocapture`): RAD-75 against WADO-RS of the
-/// same cached study in one run (MB/s, time to first byte, peak RSS above the idle process),
-/// both with curl over plain HTTP. `BEELDBRUG_BENCH_SLICES` sets the CT slices (512x512x16 bit,
-/// 0.5 MB each; default 400).
+/// same cached study in one run (MB/s, time to first byte, peak RSS above the idle process,
+/// and the gateway's CPU per GB: this process's user + system time, curl being a child
+/// process of its own), both with curl over plain HTTP. `BEELDBRUG_BENCH_SLICES` sets the CT
+/// slices (512x512x16 bit, 0.5 MB each; default 400), `BEELDBRUG_BENCH_PAIRS` the WADO-RS +
+/// RAD-75 pairs (default 2; the median ratio is printed), `BEELDBRUG_BENCH_TLS=1` both over
+/// mTLS, `BEELDBRUG_BENCH_HTTP1=1` HTTP/1.1 where curl would choose h2.
 #[tokio::test(flavor = "multi_thread")]
 #[ignore]
 async fn bench_rad75_against_wado_rs() {
@@ -1339,8 +1342,20 @@ async fn bench_rad75_against_wado_rs() {
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
             .unwrap_or(0)
     };
+    // This process's user + system CPU seconds (/proc/self/stat fields 14 and 15, 10 ms ticks).
+    let cpu = || -> f64 {
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .collect();
+        (fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap()) / 100.0
+    };
     let run = |name: &str, args: Vec<String>| {
         let idle = rss();
+        let cpu_before = cpu();
         let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(idle));
         let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let sampler = {
@@ -1364,11 +1379,12 @@ async fn bench_rad75_against_wado_rs() {
                 "-o",
                 "/dev/null",
                 "-w",
-                "%{http_code} %{size_download} %{time_starttransfer} %{time_total}",
+                "%{http_code} %{size_download} %{time_starttransfer} %{time_total} HTTP/%{http_version}",
             ])
             .args(&args)
             .output()
             .expect("curl");
+        let cpu_used = cpu() - cpu_before;
         done.store(true, std::sync::atomic::Ordering::Relaxed);
         sampler.join().unwrap();
         let text = String::from_utf8_lossy(&out.stdout).to_string();
@@ -1383,11 +1399,13 @@ async fn bench_rad75_against_wado_rs() {
             .saturating_sub(idle)
             / 1024;
         println!(
-            "{name}: HTTP {} {:.1} MB in {total:.2} s = {:.1} MB/s, first byte {:.0} ms, peak RSS +{extra} MB",
+            "{name}: HTTP {} {} {:.1} MB in {total:.2} s = {:.1} MB/s, first byte {:.0} ms, peak RSS +{extra} MB, gateway CPU {:.2} s/GB",
             v[0],
+            v[4],
             bytes / 1e6,
             bytes / 1e6 / total,
-            ttfb * 1000.0
+            ttfb * 1000.0,
+            cpu_used / (bytes / 1e9)
         );
         bytes / total
     };
@@ -1409,8 +1427,14 @@ async fn bench_rad75_against_wado_rs() {
     } else {
         Vec::new()
     };
+    // curl speaks h2 over TLS when the server offers it (ALPN); BEELDBRUG_BENCH_HTTP1=1 keeps
+    // it to HTTP/1.1.
+    let http1 = std::env::var_os("BEELDBRUG_BENCH_HTTP1").is_some();
     let with_tls = |mut args: Vec<String>| {
         args.splice(0..0, client_tls.clone());
+        if http1 {
+            args.insert(0, "--http1.1".into());
+        }
         args
     };
     // Warm the page cache once, then measure each twice, alternating.
@@ -1422,8 +1446,12 @@ async fn bench_rad75_against_wado_rs() {
         ])
     };
     run("warm-up WADO-RS", wado_args());
+    let pairs: usize = std::env::var("BEELDBRUG_BENCH_PAIRS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2);
     let mut ratios = Vec::new();
-    for _ in 0..2 {
+    for _ in 0..pairs {
         let w = run("WADO-RS", wado_args());
         write_request();
         let mut args = vec![
@@ -1446,6 +1474,17 @@ async fn bench_rad75_against_wado_rs() {
         ratios.push(r / w);
     }
     println!("RAD-75 / WADO-RS throughput: {ratios:.2?}");
+    let mut sorted = ratios.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = if sorted.len() % 2 == 1 {
+        sorted[sorted.len() / 2]
+    } else {
+        (sorted[sorted.len() / 2 - 1] + sorted[sorted.len() / 2]) / 2.0
+    };
+    println!(
+        "RAD-75 / WADO-RS throughput, median of {}: {median:.3}",
+        sorted.len()
+    );
     gateway.stop().await;
 }
 

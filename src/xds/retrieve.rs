@@ -552,7 +552,7 @@ async fn answer(call: Call, request: Request) -> Result<Response, XdsError> {
                     syntaxes: syntaxes.as_deref(),
                 };
                 if outgoing[0].located.is_some() {
-                    stream.cached(&outgoing, &mut ticket).await
+                    stream.cached(outgoing, &mut ticket).await
                 } else {
                     stream
                         .fetched(&mut instances, &index, &outgoing, &mut ticket)
@@ -725,29 +725,29 @@ struct Stream<'a> {
     syntaxes: Option<&'a [String]>,
 }
 
-/// Documents per blocking write from the cache.
-const BATCH: usize = 32;
-
 impl Stream<'_> {
-    /// Touch one batch of located documents on the ticket and write their parts on a
-    /// blocking thread: how many went out, or how the transfer ends ("cancelled",
-    /// "failure") with how many were written before (the client may not have had them: the
-    /// body ends broken).
+    /// Touch a batch of located documents on the ticket and write their parts on a
+    /// blocking thread, then, when `close`, the closing delimiter (in the same last chunk):
+    /// how many went out, or how the transfer ends ("cancelled", "failure") with how many
+    /// were written before (the client may not have had them: the body ends broken).
     async fn write_batch(
         &self,
         located: Vec<(usize, InstanceLocation, Plan)>,
         ticket: &mut Ticket,
+        close: bool,
     ) -> Result<usize, (&'static str, usize)> {
-        let locations: Vec<InstanceLocation> = located.iter().map(|(_, l, _)| l.clone()).collect();
-        ticket.touch(&locations);
+        for (_, location, _) in &located {
+            ticket.touch(std::slice::from_ref(location));
+        }
         let (stored, boundary, tx) = (
             self.stored.clone(),
             self.boundary.to_string(),
             self.tx.clone(),
         );
-        let written =
-            tokio::task::spawn_blocking(move || write_parts(&stored, &located, &boundary, &tx))
-                .await;
+        let written = tokio::task::spawn_blocking(move || {
+            write_parts(&stored, &located, &boundary, &tx, close)
+        })
+        .await;
         match written {
             Ok((n, Ok(()))) => Ok(n),
             Ok((n, Err(SendError::Disconnected))) => Err(("cancelled", n)),
@@ -756,23 +756,17 @@ impl Stream<'_> {
         }
     }
 
-    /// From the cache: every document planned already, written in batches on a blocking
-    /// thread, file bytes as they are read.
-    async fn cached(&self, outgoing: &[Outgoing], ticket: &mut Ticket) -> (&'static str, usize) {
-        let mut sent = 0usize;
-        for batch in outgoing.chunks(BATCH) {
-            let located: Vec<(usize, InstanceLocation, Plan)> = batch
-                .iter()
-                .filter_map(|o| o.located.clone().map(|(l, p)| (o.n, l, p)))
-                .collect();
-            match self.write_batch(located, ticket).await {
-                Ok(n) => sent += n,
-                Err((how, n)) => return (how, sent + n),
-            }
-        }
-        match self.tx.send(mtom::closing(self.boundary)).await {
-            Ok(()) => ("success", sent),
-            Err(_) => ("cancelled", sent),
+    /// From the cache: every document planned already, all written by one blocking
+    /// producer, file bytes as they are read, the closing delimiter in the last chunk (as
+    /// WADO-RS writes a page): no thread hop and no part-filled chunk between documents.
+    async fn cached(&self, outgoing: Vec<Outgoing>, ticket: &mut Ticket) -> (&'static str, usize) {
+        let located: Vec<(usize, InstanceLocation, Plan)> = outgoing
+            .into_iter()
+            .filter_map(|o| o.located.map(|(l, p)| (o.n, l, p)))
+            .collect();
+        match self.write_batch(located, ticket, true).await {
+            Ok(n) => ("success", n),
+            Err(failed) => failed,
         }
     }
 
@@ -823,7 +817,7 @@ impl Stream<'_> {
             if located.is_empty() {
                 continue;
             }
-            match self.write_batch(located, ticket).await {
+            match self.write_batch(located, ticket, false).await {
                 Ok(n) => sent += n,
                 Err((how, n)) => return (how, sent + n),
             }
@@ -844,13 +838,15 @@ impl Stream<'_> {
     }
 }
 
-/// Write each document as its MTOM part (blocking). Returns how many went out whole, and how
-/// it ended; a failure ends the body broken.
+/// Write each document as its MTOM part (blocking), then, when `close`, the closing
+/// delimiter. Returns how many went out whole, and how it ended; a failure ends the body
+/// broken.
 fn write_parts(
     stored: &Stored,
     documents: &[(usize, InstanceLocation, Plan)],
     boundary: &str,
     tx: &BodySender,
+    close: bool,
 ) -> (usize, Result<(), SendError>) {
     let mut body = BlockingBody::new(tx);
     for (done, (n, loc, p)) in documents.iter().enumerate() {
@@ -862,7 +858,13 @@ fn write_parts(
             return (done, Err(e));
         }
     }
-    (documents.len(), body.flush())
+    let end = if close {
+        body.put(&mtom::closing(boundary))
+    } else {
+        Ok(())
+    }
+    .and_then(|()| body.flush());
+    (documents.len(), end)
 }
 
 fn write_part(
