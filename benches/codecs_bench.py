@@ -110,7 +110,7 @@ def main(manifest, reps, decode_tsv, encode_tsv, base_tsv=None):
     print("| on the wire (WADO-RS `transfer-syntax=`) | bytes | of Explicit VR LE | encode ms (MB/s of input) |")
     print("|---|---|---|---|")
     for line in open(encode_tsv):
-        _, path, ms, mb, in_bytes, out_bytes = line.rstrip("\n").split("\t")
+        _, path, ms, mb, in_bytes, out_bytes, *_ = line.rstrip("\n").split("\t")
         print(f"| JPEG-LS lossless from {os.path.basename(path)} | {out_bytes} | "
               f"{int(out_bytes) / int(in_bytes):.2f} | {float(ms):.0f} ({float(mb):.0f}) |")
     print(f"| Explicit VR LE (as stored) | {os.path.getsize(m['source'])} | 1.00 | – |")
