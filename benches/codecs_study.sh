@@ -10,7 +10,7 @@
 #      lossless on request (`transfer-syntax=1.2.840.10008.1.2.4.80`): bytes on the wire and
 #      time, REPS (3) runs each, medians.
 #
-# Each study is loaded with DCMTK storescu (-R: each file in its own syntax) into a fresh data dir, then the server is
+# Each study is loaded with pynetdicom's storescu (-cx: each file in its own syntax) into a fresh data dir, then the server is
 # restarted (idle RSS and VmHWM from zero traffic). Ports 11330-11331 on 127.0.0.1; run it
 # inside `unshare -n` when other benchmarks may hold them. Prints a Markdown table (also
 # $BENCH_DIR/results.md).
@@ -60,7 +60,9 @@ load() {
     local dir=$BENCH_DIR/run-$1
     rm -rf "$dir" && mkdir -p "$dir"
     start "$dir"
-    /usr/bin/storescu -aet BENCH -aec BEELDBRUG -R +sd +r +sp "*.dcm" "$HOST" "$BB_PORT" \
+    # pynetdicom's storescu: DCMTK's has no JPEG 2000 codec and would send the files only as
+    # Explicit VR LE; -cx proposes each file's own syntax.
+    python3 -m pynetdicom storescu -aet BENCH -aec BEELDBRUG -cx -r "$HOST" "$BB_PORT" \
         "$BENCH_DIR/$1" >"$dir/storescu.log" 2>&1 || { tail "$dir/storescu.log" >&2; die "storescu"; }
     stop "$PID"
     start "$dir"
