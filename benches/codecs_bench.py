@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """The other decoders of benches/codecs.sh, on the same files, and the results table.
 
-usage: codecs_bench.py MANIFEST.json REPS BEELDBRUG_DECODE.tsv BEELDBRUG_ENCODE.tsv
+usage: codecs_bench.py MANIFEST.json REPS BEELDBRUG_DECODE.tsv BEELDBRUG_ENCODE.tsv [BASE_DECODE.tsv]
+
+BASE_DECODE.tsv: the same files through the decode path before our own decoders
+(`codecs decode-dicom-rs`), shown beside.
 
 DCMTK (`dcmdjpls`, `dcmdjpeg`, `dcmdrle`, `dcmconv +te` for Deflate) is timed as a process
 writing to /dev/shm (wall clock, start-up included; the `dcmconv +te` of the uncompressed
@@ -32,45 +35,63 @@ def median(xs):
     return xs[len(xs) // 2]
 
 
+CPU = os.environ.get("CPU_TIME") == "1"
+
+
 def time_process(cmd, reps):
+    """Median wall time of the process, or with CPU_TIME=1 its user + system CPU time."""
     out = tempfile.mktemp(dir="/dev/shm", suffix=".dcm")
     times = []
     for _ in range(reps):
+        before = os.times()
         start = time.perf_counter()
         subprocess.run(cmd + [out], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        times.append(time.perf_counter() - start)
+        after = os.times()
+        if CPU:
+            times.append(after.children_user + after.children_system - before.children_user - before.children_system)
+        else:
+            times.append(time.perf_counter() - start)
         os.unlink(out)
     return median(times)
 
 
 def time_pydicom(path, reps):
     """None when no pydicom plugin installed here decodes it (JPEG Lossless needs
-    pylibjpeg-libjpeg or gdcm)."""
+    pylibjpeg-libjpeg or gdcm). With CPU_TIME=1 the thread's CPU time."""
+    clock = time.thread_time if CPU else time.perf_counter
     times = []
     for _ in range(reps):
-        start = time.perf_counter()
+        start = clock()
         try:
             pydicom.dcmread(path).pixel_array
         except RuntimeError:
             return None
-        times.append(time.perf_counter() - start)
+        times.append(clock() - start)
     return median(times)
 
 
-def main(manifest, reps, decode_tsv, encode_tsv):
+def read_tsv(path):
+    """Median seconds per file: wall time, or with CPU_TIME=1 the thread's CPU time."""
+    times = {}
+    for line in open(path):
+        fields = line.rstrip("\n").split("\t")
+        times[fields[1]] = float(fields[6] if CPU and len(fields) > 6 else fields[2]) / 1000
+    return times
+
+
+def main(manifest, reps, decode_tsv, encode_tsv, base_tsv=None):
     m = json.load(open(manifest))
     reps = int(reps)
     pixels = m["rows"] * m["columns"] * m["frames"] * 2
-    ours = {}
-    for line in open(decode_tsv):
-        _, path, ms, *_ = line.rstrip("\n").split("\t")
-        ours[path] = float(ms) / 1000
+    ours = read_tsv(decode_tsv)
+    base = read_tsv(base_tsv) if base_tsv else {}
     floor = time_process(["dcmconv", "+te", m["source"]], reps)
     mbps = lambda s: f"{pixels / 1e6 / s:.0f}" if s else "–"
     print(f"{m['frames']} frames of {m['rows']} x {m['columns']}, 16 bits allocated "
-          f"({pixels / 1e6:.1f} MB decoded); median of {reps}; MB/s of decoded pixels.\n")
-    print("| codec | file MB | beeldbrug ms (MB/s) | DCMTK ms (MB/s) | DCMTK minus start-up ms | pydicom ms (MB/s) | beeldbrug vs DCMTK (minus start-up) |")
-    print("|---|---|---|---|---|---|---|")
+          f"({pixels / 1e6:.1f} MB decoded); median of {reps}; MB/s of decoded pixels; "
+          f"{'CPU time (user + system) of the decoding thread or process' if CPU else 'wall time'}.\n")
+    print("| codec | file MB | beeldbrug ms (MB/s) | before: dicom-rs path ms (MB/s) | DCMTK ms (MB/s) | DCMTK minus start-up ms | pydicom ms (MB/s) | beeldbrug vs DCMTK (minus start-up) | before vs DCMTK |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, path in m["encoded"].items():
         b = ours[path]
         d = time_process(DCMTK[name] + [path], reps) if DCMTK[name] else None
@@ -79,14 +100,17 @@ def main(manifest, reps, decode_tsv, encode_tsv):
         # Speed ratio: above 1, beeldbrug decodes faster than DCMTK's codec (start-up
         # removed); for JPEG 2000, against pydicom's OpenJPEG.
         ratio = f"{d_net / b:.2f}x" if d_net else (f"{p / b:.2f}x (vs pydicom)" if p else "–")
-        print(f"| {name} | {os.path.getsize(path) / 1e6:.1f} | {b * 1000:.0f} ({mbps(b)}) | "
+        o = base.get(path)
+        before = f"{o * 1000:.0f} ({mbps(o)})" if o else "–"
+        before_ratio = (f"{d_net / o:.2f}x" if d_net else (f"{p / o:.2f}x (vs pydicom)" if p else "–")) if o else "–"
+        print(f"| {name} | {os.path.getsize(path) / 1e6:.1f} | {b * 1000:.0f} ({mbps(b)}) | {before} | "
               f"{f'{d * 1000:.0f} ({mbps(d)})' if d else 'no codec'} | "
-              f"{f'{d_net * 1000:.0f}' if d_net else '–'} | {f'{p * 1000:.0f} ({mbps(p)})' if p else 'no plugin'} | {ratio} |")
+              f"{f'{d_net * 1000:.0f}' if d_net else '–'} | {f'{p * 1000:.0f} ({mbps(p)})' if p else 'no plugin'} | {ratio} | {before_ratio} |")
     print(f"\nDCMTK start-up and I/O floor (`dcmconv +te` of the uncompressed source): {floor * 1000:.0f} ms.\n")
     print("| on the wire (WADO-RS `transfer-syntax=`) | bytes | of Explicit VR LE | encode ms (MB/s of input) |")
     print("|---|---|---|---|")
     for line in open(encode_tsv):
-        _, path, ms, mb, in_bytes, out_bytes = line.rstrip("\n").split("\t")
+        _, path, ms, mb, in_bytes, out_bytes, *_ = line.rstrip("\n").split("\t")
         print(f"| JPEG-LS lossless from {os.path.basename(path)} | {out_bytes} | "
               f"{int(out_bytes) / int(in_bytes):.2f} | {float(ms):.0f} ({float(mb):.0f}) |")
     print(f"| Explicit VR LE (as stored) | {os.path.getsize(m['source'])} | 1.00 | – |")

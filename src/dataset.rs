@@ -25,7 +25,8 @@ pub const SPECIFIC_CHARACTER_SET: Tag = Tag(0x0008, 0x0005);
 pub const QUERY_RETRIEVE_LEVEL: Tag = Tag(0x0008, 0x0052);
 pub const PIXEL_DATA: Tag = Tag(0x7FE0, 0x0010);
 
-fn syntax(ts: &str) -> Result<&'static dicom_encoding::TransferSyntax, DatasetError> {
+/// The registered transfer syntax of UID `ts`.
+pub fn syntax(ts: &str) -> Result<&'static dicom_encoding::TransferSyntax, DatasetError> {
     TransferSyntaxRegistry
         .get(ts.trim_end_matches('\0'))
         .ok_or_else(|| DatasetError::UnknownTransferSyntax(ts.to_string()))
@@ -437,6 +438,33 @@ pub fn check_deflated<R: Read + Seek>(
         inflated_len,
         crate::sop::EXPLICIT_VR_LE,
     )
+}
+
+/// The data set of the Part 10 file at `path` (read as `layout`), stored as Deflated
+/// Explicit VR LE (PS3.5 A.5), inflated: once, into memory, bounded by
+/// [`MAX_INFLATED_LEN`] and insisting on the final block, then [`check_structure`] on the
+/// inflated bytes. For a transcode, which holds the whole instance anyway;
+/// [`check_deflated`] streams instead.
+pub fn inflate_stored(path: &Path, layout: &FileLayout) -> Result<Vec<u8>, DatasetError> {
+    let file_error = |e: std::io::Error| DatasetError::File {
+        path: path.display().to_string(),
+        problem: e.to_string(),
+    };
+    let mut file = std::fs::File::open(path).map_err(file_error)?;
+    file.seek(SeekFrom::Start(layout.dataset_offset))
+        .map_err(file_error)?;
+    let len = layout.dataset_len();
+    // Deflate rarely makes image data smaller than a third; the Vec grows beyond if need be.
+    let mut inflated = Vec::with_capacity((len.saturating_mul(3)).min(1 << 30) as usize);
+    Inflater::new(file.take(len))
+        .read_to_end(&mut inflated)
+        .map_err(|e| DatasetError::Parse(format!("deflated data set: {e}")))?;
+    check_structure(
+        std::io::Cursor::new(&inflated[..]),
+        inflated.len() as u64,
+        crate::sop::EXPLICIT_VR_LE,
+    )?;
+    Ok(inflated)
 }
 
 /// Raw deflate (RFC 1951) decoding that insists on the final block: flate2's readers end

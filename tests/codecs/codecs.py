@@ -11,6 +11,7 @@ pyjpegls, pydicom's own RLE and Deflate; with "expect_ts", in that syntax) or, w
 native frame bytes. Prints the largest difference per entry; exits 1 on any beyond its tolerance.
 """
 import json
+import os
 import subprocess
 import sys
 
@@ -184,5 +185,79 @@ def bench(out, rows=512, cols=512, frames=16):
     print(json.dumps(made))
 
 
+def variants(out):
+    """The decoders we wrote ourselves (JPEG lossless, RLE) against DCMTK's encoders, in the
+    shapes their code paths tell apart: every JPEG lossless selection value (1-7, `dcmcjpeg
+    +el +sv N`), a point transform, 8-bit and 16-bit grey (12 and 16 bits stored), 8-bit RGB,
+    multi-frame with one fragment per frame and with frames split over 1 KB fragments
+    (`+fs 1`); RLE of the same sources. Prints a JSON list of {"source", "encoded", "what"};
+    the sources are uncompressed (Explicit VR LE), to compare with byte for byte."""
+    made = []
+    sources = []
+    for name, rows, cols, frames, bits, stored, rgb in (
+        ("grey16", 64, 48, 1, 16, 12, False),
+        ("full16", 40, 56, 1, 16, 16, False),
+        ("grey8", 48, 40, 1, 8, 8, False),
+        ("rgb8", 32, 40, 1, 8, 8, True),
+        ("multi16", 64, 64, 3, 16, 12, False),
+    ):
+        ds = source(generate_uid(), generate_uid(), 1, rows, cols, rows + cols)
+        rng = np.random.default_rng(rows * cols)
+        shape = (frames, rows, cols, 3) if rgb else (frames, rows, cols)
+        y = np.arange(rows).reshape(-1, 1) if not rgb else np.arange(rows).reshape(-1, 1, 1)
+        pixels = (np.broadcast_to(y * 37, shape) + rng.integers(0, 50, size=shape)) % (1 << stored)
+        if stored == 16:
+            pixels = pixels | np.where(rng.integers(0, 2, size=shape) == 1, 0x8000, 0)
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit = bits, stored, stored - 1
+        if frames > 1:
+            ds.NumberOfFrames = frames
+        if rgb:
+            ds.SamplesPerPixel = 3
+            ds.PhotometricInterpretation = "RGB"
+            ds.PlanarConfiguration = 0
+        del ds.WindowCenter, ds.WindowWidth
+        ds.PixelData = pixels.astype(np.uint16 if bits == 16 else np.uint8).tobytes()
+        src = f"{out}/variant-{name}.dcm"
+        ds.save_as(src, enforce_file_format=True)
+        sources.append((name, src))
+    for name, src in sources:
+        encodings = [(f"sv{sv}", ["dcmcjpeg", "+el", "+sv", str(sv)]) for sv in range(1, 8)]
+        encodings += [("sv1-pt2", ["dcmcjpeg", "+el", "+sv", "1", "+pt", "2"])] if name == "grey16" else []
+        encodings += [("sv1-fs1", ["dcmcjpeg", "+e1", "+fs", "1"])] if name == "multi16" else []
+        encodings += [("rle", ["dcmcrle"])]
+        for what, tool in encodings:
+            enc = f"{out}/variant-{name}-{what}.dcm"
+            subprocess.run(tool + [src, enc], check=True)
+            made.append({"source": src, "encoded": enc, "what": f"{name} {what}"})
+    print(json.dumps(made))
+
+
+def study(out, syntax, megabytes, distinct=8, rows=512, cols=512):
+    """A CT study for benches/codecs_study.sh: `distinct` slices of rows x cols (16 bits, 12
+    stored, seeded noise as in `source`), encoded once (`j2k`: JPEG 2000 lossless by pydicom
+    with pylibjpeg-openjpeg; `plain`: Explicit VR LE) and written again with new SOP Instance
+    UIDs until the files hold `megabytes` MB. One file per instance in `out`; prints the
+    count, the bytes and the pixel bytes decoded, tab-separated."""
+    megabytes, distinct, rows, cols = float(megabytes), int(distinct), int(rows), int(cols)
+    study_uid, series_uid = generate_uid(), generate_uid()
+    encoded = []
+    for n in range(distinct):
+        ds = source(study_uid, series_uid, n + 1, rows, cols, 100 + n)
+        if syntax == "j2k":
+            ds.compress(JPEG2000Lossless, encoding_plugin="pylibjpeg")
+        encoded.append(ds)
+    count, total = 0, 0
+    while total < megabytes * 1e6:
+        ds = encoded[count % distinct]
+        ds.SOPInstanceUID = generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.InstanceNumber = count + 1
+        path = f"{out}/{count:06d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        total += os.path.getsize(path)
+        count += 1
+    print(f"{count}\t{total}\t{count * rows * cols * 2}\t{study_uid}")
+
+
 if __name__ == "__main__":
-    {"make": make, "broken": broken, "compare": compare, "bench": bench}[sys.argv[1]](*sys.argv[2:])
+    {"make": make, "broken": broken, "compare": compare, "bench": bench, "variants": variants, "study": study}[sys.argv[1]](*sys.argv[2:])

@@ -1,0 +1,200 @@
+//! Checks of encapsulated pixel data before any decoder sees it: a codestream that lies
+//! about its size or is cut short fails here with a reason, never reaching a codec that
+//! would panic (dicom-rs 0.10's RLE decoder indexes past a short segment or a header shorter
+//! than it claims) or allocate what a forged header announces (a JPEG 2000 SIZ, a JPEG SOF
+//! of 65535 x 65535 on a 96 x 80 image).
+
+use dicom_dictionary_std::tags;
+use dicom_object::DefaultDicomObject;
+
+fn uint(obj: &DefaultDicomObject, tag: dicom_core::Tag) -> Option<u32> {
+    obj.element(tag).ok()?.to_int::<u32>().ok()
+}
+
+/// The encapsulated pixel data of `obj` (stored as `ts`) against its Rows, Columns,
+/// Samples per Pixel and Bits Allocated: RLE headers, segment offsets and lengths; the
+/// image size in JPEG, JPEG-LS and JPEG 2000 frame headers. Native pixel data passes.
+pub fn pixel_data(obj: &DefaultDicomObject, ts: &str) -> Result<(), String> {
+    let Ok(element) = obj.element(tags::PIXEL_DATA) else {
+        return Ok(());
+    };
+    let Some(fragments) = element.value().fragments() else {
+        return Ok(());
+    };
+    let rows = uint(obj, tags::ROWS).ok_or("no Rows")?;
+    let cols = uint(obj, tags::COLUMNS).ok_or("no Columns")?;
+    let samples = uint(obj, tags::SAMPLES_PER_PIXEL).unwrap_or(1);
+    let allocated = uint(obj, tags::BITS_ALLOCATED).ok_or("no Bits Allocated")?;
+    let ts = ts.trim_end_matches('\0');
+    for (n, fragment) in fragments.iter().enumerate() {
+        let n = n + 1;
+        if ts == super::RLE_LOSSLESS {
+            let segments = samples as usize * (allocated as usize).div_ceil(8);
+            rle(fragment, segments, rows as usize * cols as usize)
+                .map_err(|e| format!("RLE fragment {n}: {e}"))?;
+        } else if let Some((w, h)) = frame_size(fragment)? {
+            // A frame spans fragments: only those starting a codestream carry a header.
+            if w != cols || (h != rows && h != 0) {
+                return Err(format!(
+                    "fragment {n}: its codestream is {w} x {h}, the image {cols} x {rows}"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn u32le(b: &[u8], at: usize) -> Option<usize> {
+    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?) as usize)
+}
+
+/// An RLE frame (PS3.5 G.5): its header names `segments` segments in order within the
+/// fragment, each decoding to at least `pixels` bytes.
+pub fn rle(fragment: &[u8], segments: usize, pixels: usize) -> Result<(), String> {
+    let count = u32le(fragment, 0).ok_or("shorter than its header")?;
+    if fragment.len() < 64 {
+        return Err("shorter than its header".into());
+    }
+    if count != segments {
+        return Err(format!("{count} segments, {segments} expected"));
+    }
+    let mut offsets = (0..count)
+        .map(|i| u32le(fragment, 4 + 4 * i).unwrap_or(usize::MAX))
+        .collect::<Vec<_>>();
+    offsets.push(fragment.len());
+    for pair in offsets.windows(2) {
+        let (start, end) = (pair[0], pair[1]);
+        if start < 64 || start > end || end > fragment.len() {
+            return Err(format!("segment at {start}..{end} outside the fragment"));
+        }
+        let decoded = packbits_len(&fragment[start..end], pixels);
+        if decoded < pixels {
+            return Err(format!("a segment decodes to {decoded} of {pixels} bytes"));
+        }
+    }
+    Ok(())
+}
+
+/// How many bytes a PackBits segment decodes to (stopping at `enough`), reading only
+/// what is there.
+fn packbits_len(mut seg: &[u8], enough: usize) -> usize {
+    let mut out = 0;
+    while out < enough {
+        let Some((&h, rest)) = seg.split_first() else {
+            break;
+        };
+        let h = h as i8;
+        if h >= 0 {
+            let k = h as usize + 1;
+            if rest.len() < k {
+                return out + rest.len();
+            }
+            out += k;
+            seg = &rest[k..];
+        } else if h != -128 {
+            if rest.is_empty() {
+                break;
+            }
+            out += (1 - h as isize) as usize;
+            seg = &rest[1..];
+        } else {
+            seg = rest;
+        }
+    }
+    out
+}
+
+/// The image size a fragment's codestream announces, when it starts one: JPEG and
+/// JPEG-LS (SOI, then the SOFn or SOF55 segment), JPEG 2000 (SOC SIZ, or a JP2 file
+/// with its codestream box). `None`: a continuation fragment.
+pub fn frame_size(fragment: &[u8]) -> Result<Option<(u32, u32)>, String> {
+    let be16 = |at: usize| -> Option<u32> {
+        Some(u16::from_be_bytes(fragment.get(at..at + 2)?.try_into().ok()?) as u32)
+    };
+    let be32 = |at: usize| -> Option<u32> {
+        Some(u32::from_be_bytes(
+            fragment.get(at..at + 4)?.try_into().ok()?,
+        ))
+    };
+    if fragment.starts_with(&[0xFF, 0xD8]) {
+        let mut at = 2;
+        loop {
+            let marker = be16(at).ok_or("JPEG stream ends before its frame header")?;
+            if marker >> 8 != 0xFF {
+                return Err("JPEG stream without a frame header".into());
+            }
+            let marker = marker as u8;
+            match marker {
+                0xC0..=0xC3 | 0xC5..=0xC7 | 0xC9..=0xCB | 0xCD..=0xCF | 0xF7 => {
+                    let h = be16(at + 5).ok_or("JPEG frame header cut short")?;
+                    let w = be16(at + 7).ok_or("JPEG frame header cut short")?;
+                    return Ok(Some((w, h)));
+                }
+                0xDA | 0xD9 => return Err("JPEG stream without a frame header".into()),
+                0xFF => at += 1,
+                0x01 | 0xD0..=0xD7 => at += 2,
+                _ => {
+                    let len = be16(at + 2).ok_or("JPEG segment cut short")? as usize;
+                    at += 2 + len;
+                }
+            }
+        }
+    }
+    let soc = if fragment.starts_with(&[0xFF, 0x4F, 0xFF, 0x51]) {
+        Some(0)
+    } else if fragment.starts_with(&[0, 0, 0, 0x0C, 0x6A, 0x50, 0x20, 0x20]) {
+        let within = &fragment[..fragment.len().min(1 << 16)];
+        Some(
+            within
+                .windows(4)
+                .position(|w| w == [0xFF, 0x4F, 0xFF, 0x51])
+                .ok_or("JP2 file without a codestream")?,
+        )
+    } else {
+        None
+    };
+    let Some(soc) = soc else { return Ok(None) };
+    // SIZ: FF51 Lsiz Rsiz Xsiz Ysiz XOsiz YOsiz.
+    let siz = soc + 2;
+    let field = |i: usize| be32(siz + 6 + 4 * i).ok_or("JPEG 2000 SIZ cut short");
+    let (x, y, xo, yo) = (field(0)?, field(1)?, field(2)?, field(3)?);
+    if xo > x || yo > y {
+        return Err("JPEG 2000 SIZ with its origin beyond the image".into());
+    }
+    Ok(Some((x - xo, y - yo)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rle_frames_are_checked() {
+        let frame =
+            crate::transcode::rle::encode_frame(&[1, 0, 2, 0, 3, 0], 3, 1, 2, false).unwrap();
+        assert_eq!(rle(&frame, 2, 3), Ok(()));
+        assert!(rle(&frame[..frame.len() - 2], 2, 3).is_err());
+        assert!(rle(&frame[..40], 2, 3).is_err());
+        assert!(rle(&frame, 1, 3).is_err());
+        assert!(rle(&frame, 2, 4).is_err());
+        let mut lying = frame.clone();
+        lying[8..12].copy_from_slice(&9999u32.to_le_bytes());
+        assert!(rle(&lying, 2, 3).is_err());
+    }
+
+    #[test]
+    fn codestream_sizes() {
+        // JPEG: SOI, APP0 of 4 bytes, SOF0 of 16 x 8.
+        let jpeg = [
+            0xFF, 0xD8, 0xFF, 0xE0, 0, 4, 0, 0, 0xFF, 0xC0, 0, 11, 8, 0, 8, 0, 16, 1,
+        ];
+        assert_eq!(frame_size(&jpeg), Ok(Some((16, 8))));
+        assert!(frame_size(&jpeg[..12]).is_err());
+        let mut j2k = vec![0xFF, 0x4F, 0xFF, 0x51, 0, 41, 0, 0];
+        for v in [100u32, 50, 4, 0] {
+            j2k.extend_from_slice(&v.to_be_bytes());
+        }
+        assert_eq!(frame_size(&j2k), Ok(Some((96, 50))));
+        assert_eq!(frame_size(&[1, 2, 3]), Ok(None));
+    }
+}

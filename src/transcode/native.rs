@@ -1,0 +1,221 @@
+//! Compressed pixel data made native, the first half of every transcode out of a compressed
+//! syntax, and the Deflated Explicit VR LE data set inflated once.
+//!
+//! dicom-rs 0.10's `Transcode` decodes into bytes, copies them into a `Vec<u16>` and puts
+//! that as the Pixel Data value, which its writer then encodes one sample at a time; here
+//! the decoded bytes are the value (OW, little endian, as PS3.5 A.2 has it), written in one
+//! piece. RLE Lossless is decoded by our own [`super::rle`] decoder, JPEG lossless by our
+//! [`super::jpeg_lossless`] (what it leaves, and every other syntax, by the decoder
+//! dicom-rs registers).
+//!
+//! A Deflated Explicit VR LE data set (PS3.5 A.5) inflates to the Explicit VR LE data set
+//! itself: [`inflated`] makes that one inflation (checked by the structure walk on the
+//! bytes in memory), which [`explicit_file`] serves behind a new file meta group without
+//! parsing the data set at all.
+
+use crate::dataset::{self, DatasetError};
+use dicom_core::{DataElement, Length, PrimitiveValue, Tag, VR};
+use dicom_dictionary_std::tags;
+use dicom_object::{DefaultDicomObject, FileMetaTable};
+use std::path::Path;
+
+fn uint(obj: &DefaultDicomObject, tag: Tag) -> Result<usize, String> {
+    obj.element(tag)
+        .ok()
+        .and_then(|e| e.to_int::<u32>().ok())
+        .map(|v| v as usize)
+        .ok_or_else(|| format!("no usable {tag}"))
+}
+
+/// Decode `obj`'s encapsulated Pixel Data (stored as `stored`) to native in place and set
+/// its transfer syntax to `native` (Explicit or Implicit VR LE). Photometric Interpretation
+/// follows the decoded samples as dicom-rs's decoders deliver them (one sample: MONOCHROME1,
+/// MONOCHROME2 or PALETTE COLOR kept, anything else MONOCHROME2; three: RGB); our RLE
+/// decoder interleaves colour samples (Planar Configuration 0). No Pixel Data: only the
+/// syntax changes. Runs the codec; the caller guards against its panics.
+pub fn decode_in_place(
+    obj: &mut DefaultDicomObject,
+    stored: &str,
+    native: &'static dicom_encoding::TransferSyntax,
+) -> Result<(), String> {
+    if obj.element(tags::PIXEL_DATA).is_err() {
+        obj.update_meta(|meta| meta.set_transfer_syntax(native));
+        return Ok(());
+    }
+    let rows = uint(obj, tags::ROWS)?;
+    let cols = uint(obj, tags::COLUMNS)?;
+    let samples = uint(obj, tags::SAMPLES_PER_PIXEL)?;
+    let allocated = uint(obj, tags::BITS_ALLOCATED)?;
+    if allocated != 8 && allocated != 16 {
+        return Err(format!("{allocated}-bit samples are not supported"));
+    }
+    let bytes = allocated / 8;
+    let frame_len = rows * cols * samples * bytes;
+    let pixels = match stored {
+        super::RLE_LOSSLESS => decode_rle(obj, rows * cols, samples, bytes)?,
+        super::JPEG_LOSSLESS | super::JPEG_LOSSLESS_SV1 => {
+            match decode_jpeg_lossless(obj, frame_len, bytes)? {
+                Some(pixels) => pixels,
+                None => decode_registered(obj, bytes)?,
+            }
+        }
+        _ => decode_registered(obj, bytes)?,
+    };
+    let len = u32::try_from(pixels.len()).map_err(|_| "decoded pixel data beyond 4 GiB")?;
+    obj.put(DataElement::new_with_len(
+        tags::PIXEL_DATA,
+        VR::OW,
+        Length::defined(len),
+        PrimitiveValue::from(pixels),
+    ));
+    if samples == 1 {
+        let monochrome = obj
+            .element(tags::PHOTOMETRIC_INTERPRETATION)
+            .ok()
+            .and_then(|e| e.to_str().ok())
+            .is_some_and(|p| matches!(p.trim(), "MONOCHROME1" | "MONOCHROME2" | "PALETTE COLOR"));
+        if !monochrome {
+            obj.put(DataElement::new(
+                tags::PHOTOMETRIC_INTERPRETATION,
+                VR::CS,
+                "MONOCHROME2",
+            ));
+        }
+    } else if samples == 3 {
+        obj.put(DataElement::new(
+            tags::PHOTOMETRIC_INTERPRETATION,
+            VR::CS,
+            "RGB",
+        ));
+        if stored == super::RLE_LOSSLESS {
+            obj.put(DataElement::new(
+                tags::PLANAR_CONFIGURATION,
+                VR::US,
+                PrimitiveValue::from(0u16),
+            ));
+        }
+    }
+    obj.update_meta(|meta| meta.set_transfer_syntax(native));
+    Ok(())
+}
+
+/// Every frame of an RLE Lossless Pixel Data, one fragment each (PS3.5 A.4.2, G).
+fn decode_rle(
+    obj: &DefaultDicomObject,
+    pixels: usize,
+    samples: usize,
+    bytes: usize,
+) -> Result<Vec<u8>, String> {
+    let frames = frames(obj);
+    let fragments = obj
+        .element(tags::PIXEL_DATA)
+        .ok()
+        .and_then(|e| e.value().fragments())
+        .ok_or("no encapsulated Pixel Data")?;
+    if fragments.len() < frames {
+        return Err(format!(
+            "{frames} frames but {} RLE fragments",
+            fragments.len()
+        ));
+    }
+    // [`super::check::pixel_data`] has made sure every segment decodes to a whole plane:
+    // what is allocated here is at most 64 times the fragments' size (PackBits at best
+    // makes 128 bytes of two).
+    let frame_len = pixels * samples * bytes;
+    let mut out = vec![0u8; frame_len * frames];
+    for (n, (frame, fragment)) in out.chunks_exact_mut(frame_len).zip(fragments).enumerate() {
+        super::rle::decode_frame(fragment, pixels, samples, bytes, frame)
+            .map_err(|e| format!("RLE frame {}: {e}", n + 1))?;
+    }
+    Ok(out)
+}
+
+fn frames(obj: &DefaultDicomObject) -> usize {
+    obj.element(tags::NUMBER_OF_FRAMES)
+        .ok()
+        .and_then(|e| e.to_int::<u32>().ok())
+        .unwrap_or(1)
+        .max(1) as usize
+}
+
+/// Every frame of a JPEG lossless Pixel Data by our decoder: one fragment per frame, or
+/// the fragments joined and the frames one after the other (as dicom-rs reads them).
+/// `None`: a frame our decoder leaves to `jpeg-decoder`.
+fn decode_jpeg_lossless(
+    obj: &DefaultDicomObject,
+    frame_len: usize,
+    bytes: usize,
+) -> Result<Option<Vec<u8>>, String> {
+    use super::jpeg_lossless::decode;
+    let frames = frames(obj);
+    let fragments = obj
+        .element(tags::PIXEL_DATA)
+        .ok()
+        .and_then(|e| e.value().fragments())
+        .ok_or("no encapsulated Pixel Data")?;
+    let mut out = vec![0u8; frame_len * frames];
+    let failed = |n: usize| move |e: String| format!("JPEG lossless frame {}: {e}", n + 1);
+    if fragments.len() == frames {
+        for (n, (frame, fragment)) in out.chunks_exact_mut(frame_len).zip(fragments).enumerate() {
+            if decode(fragment, bytes, frame).map_err(failed(n))?.is_none() {
+                return Ok(None);
+            }
+        }
+        return Ok(Some(out));
+    }
+    let joined: Vec<u8> = fragments.iter().flatten().copied().collect();
+    let mut at = 0;
+    for (n, frame) in out.chunks_exact_mut(frame_len).enumerate() {
+        // The next frame starts at the next SOI.
+        at += joined[at..]
+            .windows(2)
+            .position(|w| w == [0xFF, 0xD8])
+            .ok_or_else(|| format!("JPEG lossless frame {}: missing", n + 1))?;
+        match decode(&joined[at..], bytes, frame).map_err(failed(n))? {
+            Some(decoded) => at += decoded.end,
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(out))
+}
+
+/// Every frame, by the decoder dicom-rs registers for the syntax; 16-bit samples in little
+/// endian order.
+fn decode_registered(obj: &DefaultDicomObject, bytes: usize) -> Result<Vec<u8>, String> {
+    use dicom_pixeldata::PixelDecoder;
+    let mut data = obj
+        .decode_pixel_data()
+        .map_err(|e| e.to_string())?
+        .into_data();
+    if bytes == 2 && cfg!(target_endian = "big") {
+        for pair in data.chunks_exact_mut(2) {
+            pair.swap(0, 1);
+        }
+    }
+    Ok(data)
+}
+
+/// The file meta group and the inflated data set of the Part 10 file at `path` when it is
+/// stored as Deflated Explicit VR LE (inflated once, checked by the structure walk in
+/// memory). `None`: stored in another syntax.
+pub fn inflated(path: &Path) -> Result<Option<(FileMetaTable, Vec<u8>)>, DatasetError> {
+    let layout = dataset::read_layout(path)?;
+    if layout.meta.transfer_syntax().trim_end_matches('\0') != super::DEFLATED_EXPLICIT_VR_LE {
+        return Ok(None);
+    }
+    let data_set = dataset::inflate_stored(path, &layout)?;
+    Ok(Some((layout.meta, data_set)))
+}
+
+/// A Part 10 file in Explicit VR LE of an inflated data set and its file meta group: the
+/// transfer syntax changed, nothing else.
+pub fn explicit_file(mut meta: FileMetaTable, data_set: &[u8]) -> Result<Vec<u8>, DatasetError> {
+    meta.set_transfer_syntax(dataset::syntax(super::EXPLICIT_VR_LE)?);
+    let mut out = Vec::with_capacity(data_set.len() + 1024);
+    out.extend_from_slice(&[0u8; 128]);
+    out.extend_from_slice(b"DICM");
+    meta.write(&mut out)
+        .map_err(|e| DatasetError::Encode(e.to_string()))?;
+    out.extend_from_slice(data_set);
+    Ok(out)
+}

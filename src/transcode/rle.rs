@@ -1,0 +1,287 @@
+//! RLE Lossless (PS3.5 Annex G): our encoder (dicom-rs 0.10 has none) and our decoder
+//! (dicom-rs 0.10's reads each segment through a byte-wise `Read` into a fresh buffer and
+//! panics on a short segment; this one unpacks from the slice into one reused plane and
+//! fails cleanly).
+
+use dicom_core::value::PixelFragmentSequence;
+use dicom_core::{DataElement, Length, VR};
+use dicom_dictionary_std::tags;
+use dicom_object::DefaultDicomObject;
+
+/// PackBits one byte plane (PS3.5 G.3.1): literal runs of up to 128 bytes, replicate
+/// runs of 2..=128; the segment padded to an even length.
+pub fn pack_bits(plane: &[u8], out: &mut Vec<u8>) {
+    let mut i = 0;
+    while i < plane.len() {
+        let mut run = 1;
+        while i + run < plane.len() && run < 128 && plane[i + run] == plane[i] {
+            run += 1;
+        }
+        if run >= 2 {
+            out.push((257 - run) as u8);
+            out.push(plane[i]);
+            i += run;
+            continue;
+        }
+        // A literal run, up to the next repeat of two or more.
+        let start = i;
+        while i < plane.len() && i - start < 128 {
+            if i + 1 < plane.len() && plane[i + 1] == plane[i] {
+                break;
+            }
+            i += 1;
+        }
+        if i == start {
+            // unreachable in practice: a repeat starts here; take one byte literally
+            i += 1;
+        }
+        out.push((i - start - 1) as u8);
+        out.extend_from_slice(&plane[start..i]);
+    }
+    if out.len() % 2 == 1 {
+        out.push(0);
+    }
+}
+
+/// One frame of native little-endian pixels: `samples` per pixel of `bytes` each,
+/// interleaved (`planar` false) or by plane. Segments per PS3.5 G.2: per sample, most
+/// significant byte first.
+pub fn encode_frame(
+    frame: &[u8],
+    pixels: usize,
+    samples: usize,
+    bytes: usize,
+    planar: bool,
+) -> Result<Vec<u8>, String> {
+    let segments = samples * bytes;
+    if segments == 0 || segments > 15 {
+        return Err(format!("RLE holds at most 15 segments, not {segments}"));
+    }
+    if frame.len() < pixels * segments {
+        return Err("pixel data shorter than its frames".into());
+    }
+    let mut out = vec![0u8; 64];
+    out[..4].copy_from_slice(&(segments as u32).to_le_bytes());
+    let mut plane = Vec::with_capacity(pixels);
+    for s in 0..samples {
+        for b in (0..bytes).rev() {
+            let n = s * bytes + (bytes - 1 - b);
+            let offset = out.len() as u32;
+            out[4 + 4 * n..8 + 4 * n].copy_from_slice(&offset.to_le_bytes());
+            plane.clear();
+            plane.extend((0..pixels).map(|p| {
+                let at = if planar {
+                    (s * pixels + p) * bytes + b
+                } else {
+                    (p * samples + s) * bytes + b
+                };
+                frame[at]
+            }));
+            pack_bits(&plane, &mut out);
+        }
+    }
+    Ok(out)
+}
+
+/// Unpack one PackBits segment (PS3.5 G.3.2) into `plane`, which it must fill; runs past
+/// the end of the plane (an encoder's padding) are cut off. A segment that ends before the
+/// plane is full is an error.
+pub fn unpack_bits(mut segment: &[u8], plane: &mut [u8]) -> Result<(), String> {
+    let mut at = 0;
+    while at < plane.len() {
+        let Some((&header, rest)) = segment.split_first() else {
+            return Err(format!(
+                "a segment decodes to {at} of {} bytes",
+                plane.len()
+            ));
+        };
+        let header = header as i8;
+        if header >= 0 {
+            // A literal run of header + 1 bytes.
+            let run = header as usize + 1;
+            let Some(literal) = rest.get(..run) else {
+                return Err(format!("a segment's literal run is cut short at {at}"));
+            };
+            let take = run.min(plane.len() - at);
+            plane[at..at + take].copy_from_slice(&literal[..take]);
+            at += take;
+            segment = &rest[run..];
+        } else if header != -128 {
+            // One byte repeated 1 - header times.
+            let Some((&byte, rest)) = rest.split_first() else {
+                return Err(format!("a segment's replicate run is cut short at {at}"));
+            };
+            let take = ((1 - header as isize) as usize).min(plane.len() - at);
+            plane[at..at + take].fill(byte);
+            at += take;
+            segment = rest;
+        } else {
+            // -128: no operation.
+            segment = rest;
+        }
+    }
+    Ok(())
+}
+
+/// Decode one RLE frame (PS3.5 G.2, G.5) of `pixels` pixels of `samples` samples of `bytes`
+/// bytes each into `out` (`pixels * samples * bytes` long): native little endian, samples
+/// interleaved per pixel (Planar Configuration 0), as dicom-rs's decoder writes them.
+pub fn decode_frame(
+    fragment: &[u8],
+    pixels: usize,
+    samples: usize,
+    bytes: usize,
+    out: &mut [u8],
+) -> Result<(), String> {
+    let segments = samples * bytes;
+    let le32 = |at: usize| -> Option<usize> {
+        Some(u32::from_le_bytes(fragment.get(at..at + 4)?.try_into().ok()?) as usize)
+    };
+    if fragment.len() < 64 {
+        return Err("shorter than its header".into());
+    }
+    let count = le32(0).ok_or("shorter than its header")?;
+    if count != segments {
+        return Err(format!("{count} segments, {segments} expected"));
+    }
+    if out.len() != pixels * segments {
+        return Err("output of the wrong size".into());
+    }
+    let stride = segments;
+    let mut plane = vec![0u8; pixels];
+    for n in 0..segments {
+        let start = le32(4 + 4 * n).ok_or("shorter than its header")?;
+        let end = if n + 1 < segments {
+            le32(8 + 4 * n).ok_or("shorter than its header")?
+        } else {
+            fragment.len()
+        };
+        if start < 64 || start > end || end > fragment.len() {
+            return Err(format!("segment at {start}..{end} outside the fragment"));
+        }
+        // Segment n is sample n / bytes, most significant byte first (PS3.5 G.2).
+        let (sample, from_msb) = (n / bytes, n % bytes);
+        let offset = sample * bytes + (bytes - 1 - from_msb);
+        if stride == 1 {
+            unpack_bits(&fragment[start..end], out)?;
+            continue;
+        }
+        unpack_bits(&fragment[start..end], &mut plane)?;
+        for (pixel, &byte) in out[offset..].iter_mut().step_by(stride).zip(&plane) {
+            *pixel = byte;
+        }
+    }
+    Ok(())
+}
+
+fn uint(obj: &DefaultDicomObject, tag: dicom_core::Tag) -> Result<usize, String> {
+    obj.element(tag)
+        .ok()
+        .and_then(|e| e.to_int::<u32>().ok())
+        .map(|v| v as usize)
+        .ok_or_else(|| format!("no usable {tag}"))
+}
+
+/// Replace `obj`'s native Pixel Data by RLE fragments, one per frame, with a basic
+/// offset table. The caller sets the transfer syntax. Colour images keep their Planar
+/// Configuration (segments are by sample whatever it says, PS3.5 G.2); only grey-scale
+/// images are tested.
+pub fn encode_object(obj: &mut DefaultDicomObject) -> Result<(), String> {
+    let rows = uint(obj, tags::ROWS)?;
+    let cols = uint(obj, tags::COLUMNS)?;
+    let samples = uint(obj, tags::SAMPLES_PER_PIXEL)?;
+    let allocated = uint(obj, tags::BITS_ALLOCATED)?;
+    if allocated % 8 != 0 {
+        return Err(format!("RLE of {allocated}-bit samples is not supported"));
+    }
+    let planar = samples > 1 && uint(obj, tags::PLANAR_CONFIGURATION).unwrap_or(0) == 1;
+    let frames = obj
+        .element(tags::NUMBER_OF_FRAMES)
+        .ok()
+        .and_then(|e| e.to_int::<u32>().ok())
+        .unwrap_or(1)
+        .max(1) as usize;
+    let bytes = allocated / 8;
+    let pixels = rows * cols;
+    let frame_len = pixels * samples * bytes;
+    let data = obj
+        .element(tags::PIXEL_DATA)
+        .map_err(|e| e.to_string())?
+        .to_bytes()
+        .map_err(|e| e.to_string())?
+        .into_owned();
+    if data.len() < frame_len * frames {
+        return Err("pixel data shorter than its frames".into());
+    }
+    let mut fragments = Vec::with_capacity(frames);
+    let mut offsets = Vec::with_capacity(frames);
+    let mut at = 0u32;
+    for f in 0..frames {
+        let frame = &data[f * frame_len..(f + 1) * frame_len];
+        let encoded = encode_frame(frame, pixels, samples, bytes, planar)?;
+        offsets.push(at);
+        at += encoded.len() as u32 + 8;
+        fragments.push(encoded);
+    }
+    drop(data);
+    obj.put(DataElement::new_with_len(
+        tags::PIXEL_DATA,
+        VR::OB,
+        Length::UNDEFINED,
+        PixelFragmentSequence::new(offsets, fragments),
+    ));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// PS3.5 G.3.2's decoder, to check our encoder against.
+    fn unpack(mut seg: &[u8], n: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        while out.len() < n && !seg.is_empty() {
+            let h = seg[0] as i8;
+            seg = &seg[1..];
+            if h >= 0 {
+                let k = h as usize + 1;
+                out.extend_from_slice(&seg[..k]);
+                seg = &seg[k..];
+            } else if h != -128 {
+                out.extend(std::iter::repeat_n(seg[0], (1 - h as isize) as usize));
+                seg = &seg[1..];
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn pack_bits_round_trips() {
+        let cases: Vec<Vec<u8>> = vec![
+            vec![],
+            vec![7],
+            vec![1, 2],
+            vec![5; 300],
+            (0..=255u8).cycle().take(700).collect(),
+            [vec![1, 2, 3], vec![9; 129], vec![4, 4, 5], vec![6; 2]].concat(),
+        ];
+        for plane in cases {
+            let mut seg = Vec::new();
+            pack_bits(&plane, &mut seg);
+            assert_eq!(seg.len() % 2, 0);
+            assert_eq!(unpack(&seg, plane.len()), plane);
+        }
+    }
+
+    #[test]
+    fn frame_segments_msb_first() {
+        let frame = [0x34u8, 0x12, 0x78, 0x56]; // two 16-bit pixels
+        let enc = encode_frame(&frame, 2, 1, 2, false).unwrap();
+        assert_eq!(u32::from_le_bytes(enc[..4].try_into().unwrap()), 2);
+        let first = u32::from_le_bytes(enc[4..8].try_into().unwrap()) as usize;
+        let second = u32::from_le_bytes(enc[8..12].try_into().unwrap()) as usize;
+        assert_eq!(first, 64);
+        assert_eq!(unpack(&enc[first..second], 2), vec![0x12, 0x56]);
+        assert_eq!(unpack(&enc[second..], 2), vec![0x34, 0x78]);
+    }
+}
