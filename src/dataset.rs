@@ -347,16 +347,21 @@ pub fn read_layout(path: &Path) -> Result<FileLayout, DatasetError> {
     let file = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
     let file_len = file.metadata().map_err(|e| err(e.to_string()))?.len();
     // The meta group is read a few bytes at a time: one buffered read instead of dozens.
-    let mut file = std::io::BufReader::with_capacity(4096, file);
+    let file = std::io::BufReader::with_capacity(4096, file);
+    layout_from(file, file_len).map_err(err)
+}
+
+/// [`read_layout`] of a Part 10 file of `file_len` bytes read from its start.
+fn layout_from<R: Read>(mut file: R, file_len: u64) -> Result<FileLayout, String> {
     let mut preamble = [0u8; 128];
     file.read_exact(&mut preamble)
-        .map_err(|e| err(format!("no preamble: {e}")))?;
-    let meta = FileMetaTable::from_reader(&mut file)
-        .map_err(|e| err(format!("no file meta group: {e}")))?;
+        .map_err(|e| format!("no preamble: {e}"))?;
+    let meta =
+        FileMetaTable::from_reader(&mut file).map_err(|e| format!("no file meta group: {e}"))?;
     // preamble + "DICM" + (0002,0000) UL element (12 bytes) + the rest of the group.
     let dataset_offset = 128 + 4 + 12 + u64::from(meta.information_group_length);
     if dataset_offset > file_len {
-        return Err(err("file meta group longer than the file".into()));
+        return Err("file meta group longer than the file".into());
     }
     Ok(FileLayout {
         meta,
@@ -387,9 +392,32 @@ pub fn pixel_data_in(
         path: path.display().to_string(),
         problem: e.to_string(),
     };
-    let mut file = std::fs::File::open(path).map_err(file_error)?;
+    let file = std::fs::File::open(path).map_err(file_error)?;
+    pixel_data_from(file, layout).map_err(|e| match e {
+        StructureError::Io(e) => file_error(e),
+        StructureError::Dataset(e) => e,
+    })
+}
+
+/// Why [`pixel_data_from`] failed: the source, or the data set.
+enum StructureError {
+    Io(std::io::Error),
+    Dataset(DatasetError),
+}
+
+impl From<DatasetError> for StructureError {
+    fn from(e: DatasetError) -> Self {
+        StructureError::Dataset(e)
+    }
+}
+
+/// [`pixel_data_in`] over any source holding the whole file.
+fn pixel_data_from<R: Read + Seek>(
+    mut file: R,
+    layout: &FileLayout,
+) -> Result<Option<PixelDataAt>, StructureError> {
     file.seek(SeekFrom::Start(layout.dataset_offset))
-        .map_err(file_error)?;
+        .map_err(StructureError::Io)?;
     let ts = layout.meta.transfer_syntax().trim_end_matches('\0');
     if ts == crate::sop::DEFLATED_EXPLICIT_VR_LE {
         check_deflated(file, layout.dataset_len())?;
@@ -406,6 +434,121 @@ pub fn pixel_data_in(
         ..at
     });
     Ok(pixel)
+}
+
+/// A Part 10 file held in memory in the pieces it arrived in (its header, then the PDVs of
+/// its data set), read and sought as one stream without joining them.
+#[derive(Debug, Clone)]
+pub struct PiecesReader<'a> {
+    pieces: &'a [bytes::Bytes],
+    /// Where each piece starts in the stream.
+    starts: Vec<u64>,
+    len: u64,
+    pos: u64,
+}
+
+impl<'a> PiecesReader<'a> {
+    pub fn new(pieces: &'a [bytes::Bytes]) -> Self {
+        let mut starts = Vec::with_capacity(pieces.len());
+        let mut len = 0u64;
+        for piece in pieces {
+            starts.push(len);
+            len += piece.len() as u64;
+        }
+        PiecesReader {
+            pieces,
+            starts,
+            len,
+            pos: 0,
+        }
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Read for PiecesReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.pos >= self.len || buf.is_empty() {
+            return Ok(0);
+        }
+        // The last piece starting at or before `pos` (empty pieces are skipped by `skip`).
+        let at = self.starts.partition_point(|&s| s <= self.pos) - 1;
+        let Some((i, piece)) = self.pieces[at..]
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (at + i, p))
+            .find(|(i, p)| self.starts[*i] + p.len() as u64 > self.pos)
+        else {
+            return Ok(0);
+        };
+        let offset = (self.pos - self.starts[i]) as usize;
+        let n = (piece.len() - offset).min(buf.len());
+        buf[..n].copy_from_slice(&piece[offset..offset + n]);
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for PiecesReader<'_> {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        let target = match to {
+            SeekFrom::Start(n) => Some(n),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+            SeekFrom::End(d) => self.len.checked_add_signed(d),
+        };
+        let target = target.ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "seek before the start of the data",
+            )
+        })?;
+        self.pos = target;
+        Ok(target)
+    }
+}
+
+/// [`read_layout`] of a Part 10 file held in memory.
+pub fn layout_in_memory(pieces: &[bytes::Bytes]) -> Result<FileLayout, DatasetError> {
+    let source = PiecesReader::new(pieces);
+    let len = source.len();
+    layout_from(source, len).map_err(in_memory_error)
+}
+
+/// [`pixel_data_in`] of a Part 10 file held in memory: the same checks without a file.
+pub fn pixel_data_in_memory(
+    pieces: &[bytes::Bytes],
+    layout: &FileLayout,
+) -> Result<Option<PixelDataAt>, DatasetError> {
+    pixel_data_from(PiecesReader::new(pieces), layout).map_err(|e| match e {
+        StructureError::Io(e) => in_memory_error(e.to_string()),
+        StructureError::Dataset(e) => e,
+    })
+}
+
+fn in_memory_error(problem: String) -> DatasetError {
+    DatasetError::File {
+        path: "(in memory)".into(),
+        problem,
+    }
+}
+
+/// A Part 10 file held in memory, parsed up to `until` (as `OpenFileOptions::open_file`
+/// with `read_until` parses a file).
+pub fn parse_in_memory_until(
+    pieces: &[bytes::Bytes],
+    until: Tag,
+) -> Result<DefaultDicomObject, String> {
+    OpenFileOptions::new()
+        .read_until(until)
+        .read_preamble(dicom_object::file::ReadPreamble::Always)
+        .from_reader(PiecesReader::new(pieces))
+        .map_err(|e| e.to_string())
 }
 
 /// Most bytes a deflated data set may inflate to (checked while streaming, never held): far
@@ -801,5 +944,59 @@ mod tests {
         assert_eq!(layout.dataset_offset, header_len);
         assert_eq!(layout.meta.media_storage_sop_instance_uid(), "1.2.3");
         assert_eq!(layout.dataset_len(), 10);
+    }
+
+    #[test]
+    fn a_file_in_pieces_reads_as_the_file_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = crate::testdata::GenerateArgs {
+            ct_slices: 1,
+            mr_slices: 1,
+            patients: 1,
+            encapsulated: true,
+            implicit: true,
+            ..crate::testdata::GenerateArgs::with_defaults(dir.path())
+        };
+        for f in crate::testdata::generate(&args).unwrap() {
+            let bytes = std::fs::read(&f.path).unwrap();
+            // Uneven pieces, an empty one among them (as PDVs may come).
+            let mut cuts = vec![0, 7, 200, 200, 1000, bytes.len() / 2, bytes.len()];
+            cuts.sort_unstable();
+            let pieces: Vec<bytes::Bytes> = cuts
+                .windows(2)
+                .map(|w| bytes::Bytes::copy_from_slice(&bytes[w[0]..w[1]]))
+                .collect();
+            let mut whole = Vec::new();
+            PiecesReader::new(&pieces).read_to_end(&mut whole).unwrap();
+            assert_eq!(whole, bytes);
+            let mut reader = PiecesReader::new(&pieces);
+            reader.seek(SeekFrom::Start(199)).unwrap();
+            reader.seek(SeekFrom::Current(3)).unwrap();
+            let mut three = [0u8; 3];
+            reader.read_exact(&mut three).unwrap();
+            assert_eq!(three, bytes[202..205]);
+
+            let (file_layout, file_pixel) = locate_pixel_data(&f.path).unwrap();
+            let layout = layout_in_memory(&pieces).unwrap();
+            assert_eq!(layout.dataset_offset, file_layout.dataset_offset);
+            assert_eq!(layout.file_len, file_layout.file_len);
+            let pixel = pixel_data_in_memory(&pieces, &layout).unwrap();
+            assert_eq!(
+                pixel.map(|p| p.value_offset),
+                file_pixel.map(|p| p.value_offset),
+                "{}",
+                f.transfer_syntax
+            );
+            let parsed = parse_in_memory_until(&pieces, PIXEL_DATA).unwrap();
+            assert_eq!(
+                parsed.meta().media_storage_sop_instance_uid(),
+                f.sop_uid.as_str()
+            );
+            // Cut short: the structure check fails, as for a truncated file.
+            let short = &pieces[..pieces.len() - 1];
+            let failed =
+                layout_in_memory(short).and_then(|layout| pixel_data_in_memory(short, &layout));
+            assert!(failed.is_err(), "{}", f.transfer_syntax);
+        }
     }
 }

@@ -96,8 +96,38 @@ impl FetchReport {
 }
 
 /// A data set as received, in the pieces it came in: exactly the stored file's bytes after
-/// its meta group.
-pub type DataSet = Arc<[Bytes]>;
+/// its meta group (it derefs to those pieces); with `file_start`, the file's bytes before
+/// them (preamble and meta group, PS3.10 7.1), so a front can send the whole Part 10 file
+/// from memory too.
+#[derive(Debug, Clone)]
+pub struct DataSet {
+    pub pieces: Arc<[Bytes]>,
+    pub file_start: Option<Bytes>,
+}
+
+impl DataSet {
+    /// The stored file's length, when `file_start` is known.
+    pub fn file_len(&self) -> Option<u64> {
+        let start = self.file_start.as_ref()?.len();
+        Some((start + self.pieces.iter().map(Bytes::len).sum::<usize>()) as u64)
+    }
+}
+
+impl std::ops::Deref for DataSet {
+    type Target = [Bytes];
+    fn deref(&self) -> &[Bytes] {
+        &self.pieces
+    }
+}
+
+impl From<Vec<Bytes>> for DataSet {
+    fn from(pieces: Vec<Bytes>) -> Self {
+        DataSet {
+            pieces: pieces.into(),
+            file_start: None,
+        }
+    }
+}
 
 /// One fetched instance, handed on: where it is stored and, when the source still holds it
 /// in memory, its data set, so that a front can pass it on without reading the file back.

@@ -7,6 +7,7 @@
 use super::media::SyntaxRequest;
 use super::multipart::{self, BodySender};
 use super::transcode::{plan, transcode_file, Plan};
+use crate::core::source::DataSet;
 use crate::core::InstanceLocation;
 use crate::core::Stored;
 use bytes::Bytes;
@@ -171,6 +172,35 @@ fn instance(
         }
     }
     body.put(&multipart::part_end())
+}
+
+/// An instance a running fetch still holds in memory (see [`DataSet`]), as the chunks of its
+/// multipart part, when it goes out as stored: the part header with the file's preamble and
+/// meta group (one small copy), the data set's pieces as they were received (no copy, no
+/// file read, no blocking thread), the part's end. `None`: produce it from the file.
+pub fn part_from_memory(
+    loc: &InstanceLocation,
+    data_set: &DataSet,
+    syntax: &SyntaxRequest,
+    boundary: &str,
+) -> Option<Vec<Bytes>> {
+    if plan(&loc.transfer_syntax_uid, syntax) != Plan::AsStored {
+        return None;
+    }
+    let (file_start, len) = (data_set.file_start.as_ref()?, data_set.file_len()?);
+    let ct = format!(
+        "application/dicom; transfer-syntax={}",
+        loc.transfer_syntax_uid
+    );
+    let header = multipart::part_header(boundary, &ct, Some(len));
+    let mut first = Vec::with_capacity(header.len() + file_start.len());
+    first.extend_from_slice(&header);
+    first.extend_from_slice(file_start);
+    let mut chunks = Vec::with_capacity(data_set.len() + 2);
+    chunks.push(Bytes::from(first));
+    chunks.extend(data_set.iter().cloned());
+    chunks.push(multipart::part_end());
+    Some(chunks)
 }
 
 /// Byte ranges of one file as parts (frames, bulk data): one part per entry of `parts`.

@@ -255,6 +255,28 @@ async fn send_instances(
         };
         ticket.touch(&batch);
         let last = instances.at_end();
+        // An instance a fetch still holds in memory goes out from there, from this task.
+        let from_memory = match batch.as_slice() {
+            [loc] => instances
+                .take_data_set(loc)
+                .and_then(|data_set| producer::part_from_memory(loc, &data_set, syntax, boundary)),
+            _ => None,
+        };
+        if let Some(chunks) = from_memory {
+            for chunk in chunks {
+                if tx.send(chunk).await.is_err() {
+                    return ("cancelled", sent);
+                }
+            }
+            sent += 1;
+            if last {
+                if tx.send(multipart::closing(boundary)).await.is_err() {
+                    return ("cancelled", sent);
+                }
+                return ("success", sent);
+            }
+            continue;
+        }
         let (stored, syntax, boundary_owned, tx_owned) = (
             state.core.stored().clone(),
             syntax.clone(),

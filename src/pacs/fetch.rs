@@ -26,7 +26,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 // A fetch's report and sink are the core's, shared by every source.
-use crate::core::source::Arrival;
+use crate::core::source::{Arrival, DataSet};
 pub use crate::core::source::{FetchReport, Sink};
 
 /// The retrieve identifier for a selection (PS3.4 C.6.2.1 unique keys, Study Root).
@@ -268,7 +268,10 @@ async fn hand_on(
             // The consumer went away: the instance is cached anyway; cancel follows.
             let arrival = Arrival {
                 loc: ingested.record.location(),
-                data_set: filled.data_set,
+                data_set: filled.data_set.map(|pieces| DataSet {
+                    pieces,
+                    file_start: filled.file_start,
+                }),
             };
             let _ = sink.out.send(arrival).await;
             let _ = to_index.send(ingested.record);

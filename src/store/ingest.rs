@@ -10,7 +10,10 @@
 
 use super::blob::BlockingBlob;
 use super::{BlobStore, Index, InstanceRecord, PendingBlob};
-use crate::dimse::dataset::{pixel_data_in, read_layout, DatasetError, PIXEL_DATA};
+use crate::dimse::dataset::{
+    layout_in_memory, parse_in_memory_until, pixel_data_in, pixel_data_in_memory, read_layout,
+    DatasetError, PIXEL_DATA,
+};
 use crate::dimse::status::code;
 use bytes::Bytes;
 use dicom_core::Tag;
@@ -68,7 +71,7 @@ pub async fn store_blob(
         .map_err(|e| IngestFailure::new(code::OUT_OF_RESOURCES, format!("cannot write: {e}")))?;
     let owned = OwnedExpected::from(&expected);
     let store = blobs.clone();
-    tokio::task::spawn_blocking(move || check_and_commit(&store, blob, &owned, true))
+    tokio::task::spawn_blocking(move || check_and_commit(&store, blob, &owned, true, None))
         .await
         .map_err(|e| {
             IngestFailure::new(code::PROCESSING_FAILURE, format!("ingest task failed: {e}"))
@@ -140,11 +143,14 @@ impl From<&Expected<'_>> for OwnedExpected {
 
 /// The blocking half of [`persist`]: structure check, parse up to Pixel Data, the checks of
 /// `expected`, then fsync and rename. Any failure drops `blob`, which removes the temp file.
+/// `in_memory`: the whole file as written to `blob`, checked and parsed from there instead
+/// of opening and reading the file back three times (the cache fill has it at hand).
 fn check_and_commit(
     store: &BlobStore,
     blob: BlockingBlob,
     expected: &OwnedExpected,
     sync: bool,
+    in_memory: Option<&[Bytes]>,
 ) -> Result<Ingested, IngestFailure> {
     let path = blob.temp_path().to_path_buf();
     let unparsable = |problem: String| {
@@ -157,15 +163,27 @@ fn check_and_commit(
         DatasetError::Parse(problem) | DatasetError::File { problem, .. } => unparsable(problem),
         other => unparsable(other.to_string()),
     };
-    let layout = read_layout(&path).map_err(parse_error)?;
-    let meta = &layout.meta;
     // Lengths and nesting first: the parser trusts both (see `check_structure`).
-    pixel_data_in(&path, &layout).map_err(|e| parse_error(e).of(meta))?;
+    let (layout, obj) = match in_memory {
+        Some(pieces) => {
+            let layout = layout_in_memory(pieces).map_err(parse_error)?;
+            pixel_data_in_memory(pieces, &layout).map_err(|e| parse_error(e).of(&layout.meta))?;
+            let obj = parse_in_memory_until(pieces, PIXEL_DATA)
+                .map_err(|e| unparsable(e).of(&layout.meta))?;
+            (layout, obj)
+        }
+        None => {
+            let layout = read_layout(&path).map_err(parse_error)?;
+            pixel_data_in(&path, &layout).map_err(|e| parse_error(e).of(&layout.meta))?;
+            let obj = dicom_object::OpenFileOptions::new()
+                .read_until(PIXEL_DATA)
+                .open_file(&path)
+                .map_err(|e| unparsable(e.to_string()).of(&layout.meta))?;
+            (layout, obj)
+        }
+    };
+    let meta = &layout.meta;
     let transfer_syntax = meta.transfer_syntax().trim_end_matches('\0').to_string();
-    let obj = dicom_object::OpenFileOptions::new()
-        .read_until(PIXEL_DATA)
-        .open_file(&path)
-        .map_err(|e| unparsable(e.to_string()).of(meta))?;
     let mut record = InstanceRecord::from_object(&obj);
     let borrowed = Expected {
         sop_class: expected.sop_class.as_deref(),
@@ -251,6 +269,8 @@ pub struct Filled {
     /// the instance came in one piece and its data set names the SOP class the sender did:
     /// what passes it on can send these instead of reading the file back.
     pub data_set: Option<Arc<[Bytes]>>,
+    /// With `data_set`: the stored file's bytes before it (preamble and meta group).
+    pub file_start: Option<Bytes>,
 }
 
 /// Part of one instance on its way to the fill's thread.
@@ -258,7 +278,7 @@ pub struct Filled {
 struct Piece {
     instance: u64,
     /// The first piece: the Part 10 header the temp file starts with.
-    header: Option<Vec<u8>>,
+    header: Option<Bytes>,
     chunks: Vec<Bytes>,
     /// The last piece: what the sender said of the instance.
     end: Option<OwnedExpected>,
@@ -310,7 +330,7 @@ impl FillWriter {
             writer: self,
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             len: header.len(),
-            header: Some(header),
+            header: Some(Bytes::from(header)),
             chunks: Vec::new(),
             sent: false,
             finished: false,
@@ -323,7 +343,7 @@ impl FillWriter {
 pub struct FillInstance<'a> {
     writer: &'a FillWriter,
     id: u64,
-    header: Option<Vec<u8>>,
+    header: Option<Bytes>,
     chunks: Vec<Bytes>,
     /// Bytes collected and not yet sent.
     len: usize,
@@ -402,23 +422,28 @@ fn run_fill(store: &BlobStore, mut pieces: mpsc::Receiver<Piece>, results: mpsc:
             continue;
         };
         if let Ok(blob) = entry {
-            let written = piece
+            let pieces: Vec<&[u8]> = piece
                 .header
                 .iter()
-                .map(Vec::as_slice)
-                .chain(piece.chunks.iter().map(|c| &c[..]))
-                .try_for_each(|bytes| blob.write(bytes));
-            if let Err(e) = written {
+                .chain(piece.chunks.iter())
+                .map(|b| &b[..])
+                .collect();
+            if let Err(e) = blob.write_all_vectored(&pieces) {
                 *entry = Err(cannot_write(e));
             }
         }
-        // Whole in one piece: its data set can be passed on from memory.
-        let whole = piece.header.is_some();
         let Some(expected) = piece.end else {
             continue;
         };
+        // Whole in one piece: checked and parsed from memory, and its data set can be passed
+        // on from memory.
+        let whole: Option<Vec<Bytes>> = piece.header.clone().map(|header| {
+            std::iter::once(header)
+                .chain(piece.chunks.iter().cloned())
+                .collect()
+        });
         let stored = match open.remove(&piece.instance) {
-            Some(Ok(blob)) => check_and_commit(store, blob, &expected, false),
+            Some(Ok(blob)) => check_and_commit(store, blob, &expected, false, whole.as_deref()),
             Some(Err(failure)) => Err(failure),
             None => continue,
         };
@@ -427,14 +452,17 @@ fn run_fill(store: &BlobStore, mut pieces: mpsc::Receiver<Piece>, results: mpsc:
             expected.sop_instance.is_some()
                 && expected.sop_class.as_deref() == Some(i.record.get(SOP_CLASS_UID).unwrap_or(""))
         };
-        let data_set = match &stored {
-            Ok(ingested) if whole && same_class(ingested) => Some(piece.chunks.into()),
-            _ => None,
+        let (data_set, file_start) = match &stored {
+            Ok(ingested) if whole.is_some() && same_class(ingested) => {
+                (Some(piece.chunks.into()), piece.header)
+            }
+            _ => (None, None),
         };
         let filled = Filled {
             sop_instance: expected.sop_instance,
             stored,
             data_set,
+            file_start,
         };
         if results.blocking_send(filled).is_err() {
             // Nobody takes the results any more: the retrieve is over.

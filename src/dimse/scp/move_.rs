@@ -87,6 +87,7 @@ pub async fn handle(
     };
     let from_cache = retrieval.from == "cache";
     let mut counts = SubOps::new(retrieval.expected as usize);
+    let mut last_progress: Option<std::time::Instant> = None;
     let mut cancelled = false;
     let message_id = rq.message_id.unwrap_or(0);
     // From the cache every instance is known now: the sub-association proposes exactly what
@@ -184,10 +185,15 @@ pub async fn handle(
                             counts.record(&instance.sop_instance_uid, None);
                         }
                     }
-                    if counts.remaining > 0 {
+                    // Pending responses are optional progress reports (PS3.4 C.4.2.1.6):
+                    // the first at once, then at most one per `PROGRESS_EVERY`, not one
+                    // write and one wake-up of the requestor per sub-operation.
+                    let due = last_progress.is_none_or(|at| at.elapsed() >= PROGRESS_EVERY);
+                    if counts.remaining > 0 && due {
                         assoc
                             .send_command(context_id, &counts.pending(rq, CommandField::CMoveRsp))
                             .await?;
+                        last_progress = Some(std::time::Instant::now());
                     }
                 }
                 if !lost {
@@ -223,6 +229,9 @@ pub async fn handle(
         .saturating_add(u32::from(counts.completed));
     Ok(())
 }
+
+/// Least time between two pending C-MOVE responses after the first.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The contexts of a sub-association opened before the instances are known (streamed from a
 /// source): after `first` (for the instances at hand), for each syntax the rest may arrive
