@@ -185,10 +185,12 @@ pub fn http_request(route: &str, status: u16, bytes: u64, elapsed: Duration, com
         .inc_by(bytes);
 }
 
-/// One DIMSE association ended (from the operations log's line).
+/// One DIMSE association ended (from the operations log's line): its operations and the
+/// instances it stored and sent, by name (`echo`, `find`, ...; `stored`, `sent`).
 pub fn dimse_association(
     outcome: &str,
-    activity: &crate::oplog::AssociationActivity,
+    operations: &[(&str, u32)],
+    instances: &[(&str, u32)],
     elapsed: Duration,
 ) {
     let m = &*METRICS;
@@ -203,20 +205,14 @@ pub fn dimse_association(
     m.duration
         .get_or_create(&labels(&[("front", "dimse")]))
         .observe(elapsed.as_secs_f64());
-    for (operation, n) in [
-        ("echo", activity.echo),
-        ("find", activity.find),
-        ("store", activity.store),
-        ("move", activity.move_),
-        ("get", activity.get),
-    ] {
+    for &(operation, n) in operations {
         if n > 0 {
             m.dimse_operations
                 .get_or_create(&labels(&[("operation", operation)]))
                 .inc_by(u64::from(n));
         }
     }
-    for (direction, n) in [("stored", activity.stored), ("sent", activity.sent)] {
+    for &(direction, n) in instances {
         if n > 0 {
             m.dimse_instances
                 .get_or_create(&labels(&[("direction", direction)]))

@@ -107,7 +107,18 @@ pub fn association(
     activity: &AssociationActivity,
     started: Instant,
 ) {
-    crate::metrics::dimse_association(outcome, activity, started.elapsed());
+    crate::metrics::dimse_association(
+        outcome,
+        &[
+            ("echo", activity.echo),
+            ("find", activity.find),
+            ("store", activity.store),
+            ("move", activity.move_),
+            ("get", activity.get),
+        ],
+        &[("stored", activity.stored), ("sent", activity.sent)],
+        started.elapsed(),
+    );
     tracing::info!(
         target: "beeldbrug::oplog",
         request_id = %id,

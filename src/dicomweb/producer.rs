@@ -13,6 +13,11 @@ use crate::core::Stored;
 use bytes::Bytes;
 use std::io::{Read, Seek, SeekFrom};
 
+/// What the fronts say of an indexed instance whose file is missing (logged with a repair
+/// note by the store): 404, as for an instance that is not there.
+pub const MISSING_FILE: &str =
+    "the instance is indexed but its file is missing from the store (logged for repair)";
+
 /// Bytes per channel send.
 pub const CHUNK: usize = 1024 * 1024;
 
@@ -143,7 +148,7 @@ fn instance(
     match plan(&loc.transfer_syntax_uid, syntax) {
         Plan::AsStored => {
             if !stored.is_present_blocking(loc) {
-                return Err(SendError::Failed(super::wado::MISSING_FILE.into()));
+                return Err(SendError::Failed(MISSING_FILE.into()));
             }
             let mut file = stored.open_blocking(loc).map_err(failed)?;
             let len = file.metadata().map_err(failed)?.len();

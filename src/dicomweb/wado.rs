@@ -7,7 +7,7 @@
 use super::json::{dataset_json, tag_key, BulkData};
 use super::media::{instance_choices, parse_accept, Framing, SyntaxRequest};
 use super::multipart;
-use super::producer::{self, SendError};
+use super::producer::{self, SendError, MISSING_FILE};
 use super::transcode::{plan, transcode_file, Plan};
 use super::{base_url, WebCaller, WebError, WebState};
 use crate::core::{Delivery, InstanceLocation, Instances, Retrieval, Selection, Stored, Ticket};
@@ -64,11 +64,6 @@ pub async fn locate_instance(
     let ticket = present(state, &loc, ticket).await?;
     Ok((loc, ticket))
 }
-
-/// What the fronts say of an indexed instance whose file is missing (logged with a repair
-/// note by the store): 404, as for an instance that is not there.
-pub const MISSING_FILE: &str =
-    "the instance is indexed but its file is missing from the store (logged for repair)";
 
 /// The ticket back when the instance's file is there; otherwise the request fails with 404
 /// (and is audited so) instead of a 500 when the file is read.
