@@ -960,7 +960,7 @@ mod tests {
         for f in crate::testdata::generate(&args).unwrap() {
             let bytes = std::fs::read(&f.path).unwrap();
             // Uneven pieces, an empty one among them (as PDVs may come).
-            let mut cuts = vec![0, 7, 200, 200, 1000, bytes.len() / 2, bytes.len()];
+            let mut cuts = [0, 7, 200, 200, 1000, bytes.len() / 2, bytes.len()];
             cuts.sort_unstable();
             let pieces: Vec<bytes::Bytes> = cuts
                 .windows(2)
