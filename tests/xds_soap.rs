@@ -197,6 +197,39 @@ fn studies_of(files: &[&beeldbrug::testdata::GeneratedFile], home: Option<&str>)
 }
 
 /// pydicom reads every file and names its SOP Instance UID.
+/// Give every file this Patient ID (DCMTK dcmodify, in place).
+fn set_patient_id(files: &[beeldbrug::testdata::GeneratedFile], patient_id: &str) {
+    for f in files {
+        let set = format!("(0010,0020)={patient_id}");
+        let out = common::dcmtk("dcmodify", &["-nb", "-m", &set, f.path.to_str().unwrap()]);
+        assert!(out.status.success(), "dcmodify: {out:?}");
+    }
+}
+
+/// Gateway mode: `files` stored into an Orthanc that knows our AE, and a gateway (XDS on,
+/// `xds_extra` in its `[xds]` table, bearer JWTs of a test IdP) in front of it by C-GET.
+async fn before_orthanc(
+    dir: &Path,
+    files: &[beeldbrug::testdata::GeneratedFile],
+    xds_extra: &str,
+) -> (common::orthanc::Orthanc, JwtIdp, Gateway) {
+    use common::gateway_mode::pacs_toml;
+    use common::orthanc::{store, Orthanc};
+    let our_port = common::free_port();
+    let orthanc = Orthanc::start_with(dir, &[("BEELDBRUG", our_port)]).await;
+    store(orthanc.dicom_port, "ORTHANC", files);
+    let idp = JwtIdp::new(dir, JWT_ISSUER, AUDIENCE);
+    let toml = format!(
+        "{}{xds_extra}{}[trust]\nown_ura = \"{}\"\n{}",
+        xds_toml(),
+        pacs_toml("ORTHANC", orthanc.dicom_port, "c-get", ""),
+        tokens::TEST_URA,
+        idp.config_toml()
+    );
+    let gateway = Gateway::start_dimse_on(our_port, &toml).await;
+    (orthanc, idp, gateway)
+}
+
 /// The (study, series, instance) UIDs a KOS manifest references, as pydicom reads them.
 fn kos_references(manifest: &str) -> Vec<Vec<String>> {
     let script = r#"
@@ -833,22 +866,10 @@ async fn bad_input_is_a_clean_fault_and_the_server_keeps_serving() {
 /// (a caller inside the hospital with a bearer JWT).
 #[tokio::test(flavor = "multi_thread")]
 async fn rad75_streams_a_study_only_the_pacs_holds() {
-    use common::gateway_mode::{dataset_of, pacs_toml};
-    use common::orthanc::{store, Orthanc};
+    use common::gateway_mode::dataset_of;
     let dir = tempfile::tempdir().unwrap();
     let files = common::generate(&dir.path().join("src"), false);
-    let our_port = common::free_port();
-    let orthanc = Orthanc::start_with(dir.path(), &[("BEELDBRUG", our_port)]).await;
-    store(orthanc.dicom_port, "ORTHANC", &files);
-    let idp = JwtIdp::new(dir.path(), JWT_ISSUER, AUDIENCE);
-    let toml = format!(
-        "{}{}[trust]\nown_ura = \"{}\"\n{}",
-        xds_toml(),
-        pacs_toml("ORTHANC", orthanc.dicom_port, "c-get", ""),
-        tokens::TEST_URA,
-        idp.config_toml()
-    );
-    let gateway = Gateway::start_dimse_on(our_port, &toml).await;
+    let (orthanc, idp, gateway) = before_orthanc(dir.path(), &files, "").await;
     let study = files[0].study_uid.clone();
     let in_study: Vec<&beeldbrug::testdata::GeneratedFile> =
         files.iter().filter(|f| f.study_uid == study).collect();
@@ -905,8 +926,6 @@ async fn rad75_streams_a_study_only_the_pacs_holds() {
 /// the next query finds the same entry, not a new one.
 #[tokio::test(flavor = "multi_thread")]
 async fn iti38_finds_a_study_only_the_pacs_holds() {
-    use common::gateway_mode::pacs_toml;
-    use common::orthanc::{store, Orthanc};
     const BSN: &str = "999999990";
     let dir = tempfile::tempdir().unwrap();
     let mut args = beeldbrug::testdata::GenerateArgs::with_defaults(dir.path().join("data"));
@@ -915,24 +934,9 @@ async fn iti38_finds_a_study_only_the_pacs_holds() {
     args.mr_slices = 2;
     args.frame_size = 32;
     let files = beeldbrug::testdata::generate(&args).unwrap();
-    for f in &files {
-        let set = format!("(0010,0020)={BSN}");
-        let out = common::dcmtk("dcmodify", &["-nb", "-m", &set, f.path.to_str().unwrap()]);
-        assert!(out.status.success(), "dcmodify: {out:?}");
-    }
-    let our_port = common::free_port();
-    let orthanc = Orthanc::start_with(dir.path(), &[("BEELDBRUG", our_port)]).await;
-    store(orthanc.dicom_port, "ORTHANC", &files);
-    let idp = JwtIdp::new(dir.path(), JWT_ISSUER, AUDIENCE);
+    set_patient_id(&files, BSN);
     // Nothing of the study is in the cache: only the query can publish it.
-    let toml = format!(
-        "{}quiet_secs = 1\n{}[trust]\nown_ura = \"{}\"\n{}",
-        xds_toml(),
-        pacs_toml("ORTHANC", orthanc.dicom_port, "c-get", ""),
-        tokens::TEST_URA,
-        idp.config_toml()
-    );
-    let gateway = Gateway::start_dimse_on(our_port, &toml).await;
+    let (orthanc, idp, gateway) = before_orthanc(dir.path(), &files, "quiet_secs = 1\n").await;
     let client = Client {
         url_base: format!("http://127.0.0.1:{}", gateway.http_port),
         cert: None,
@@ -1505,11 +1509,7 @@ async fn remote_gateway_finds_by_iti38_and_fetches_by_rad75() {
     args.mr_slices = 0;
     args.frame_size = 32;
     let files = beeldbrug::testdata::generate(&args).unwrap();
-    for f in &files {
-        let set = format!("(0010,0020)={BSN}");
-        let out = common::dcmtk("dcmodify", &["-nb", "-m", &set, f.path.to_str().unwrap()]);
-        assert!(out.status.success(), "dcmodify: {out:?}");
-    }
+    set_patient_id(&files, BSN);
     let mitz = MitzSim::start(&[
         (BSN, ConsentDecision::Permit),
         (BSN_DENIED, ConsentDecision::Deny),

@@ -176,7 +176,7 @@ fn write_external_id(out: &mut String, e: &ExternalIdentifier, object: &str, hom
     out.push_str("</rim:ExternalIdentifier>");
 }
 
-fn write_slots(out: &mut String, slots: &[Slot]) {
+pub(super) fn write_slots(out: &mut String, slots: &[Slot]) {
     for slot in slots {
         let _ = write!(
             out,

@@ -11,7 +11,7 @@ use super::model::{
 };
 use super::ns;
 use super::QueryId;
-use crate::xml::{escape, Element};
+use crate::xml::Element;
 use std::fmt::Write;
 
 /// Why an answer could not be read.
@@ -153,17 +153,7 @@ pub fn adhoc_query_request(id: QueryId, slots: &[Slot]) -> String {
         ns::RIM,
         id.uuid()
     );
-    for slot in slots {
-        let _ = write!(
-            out,
-            r#"<rim:Slot name="{}"><rim:ValueList>"#,
-            escape(&slot.name)
-        );
-        for v in &slot.values {
-            let _ = write!(out, "<rim:Value>{}</rim:Value>", escape(v));
-        }
-        out.push_str("</rim:ValueList></rim:Slot>");
-    }
+    super::render::write_slots(&mut out, slots);
     out.push_str("</rim:AdhocQuery></query:AdhocQueryRequest>");
     out
 }
