@@ -1,0 +1,250 @@
+//! The remote gateways as one source behind the cache ([`Source`]): queries go to every
+//! named gateway at once and are merged; a fetch reads the study's manifest (ITI-39) and its
+//! instances (RAD-75) from the gateway that holds it.
+
+use super::*;
+
+#[async_trait::async_trait]
+impl Source for RemoteSource {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            // ITI-38 finds documents, one per study: studies, folded into patients by the core.
+            query_levels: vec![Level::Study],
+            retrieve: true,
+            fuzzy_names: false,
+            transfer_syntaxes: USUAL_SYNTAXES.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    /// Without a caller nothing goes out: only the studies known already.
+    async fn find(&self, query: &Query, window: usize) -> Result<Vec<Match>, SourceError> {
+        Ok(self.known_rows(query, window))
+    }
+
+    async fn count(&self, _selection: &Selection) -> Result<u64, SourceError> {
+        Ok(0)
+    }
+
+    async fn fetch(
+        &self,
+        _selection: &Selection,
+        _sink: &Sink<'_>,
+    ) -> Result<FetchReport, SourceError> {
+        Err(SourceError::new(
+            NAME,
+            SourceErrorKind::NotSupported,
+            "no user: nothing is fetched from another gateway",
+        ))
+    }
+
+    async fn find_for(
+        &self,
+        caller: &Caller,
+        query: &Query,
+        window: usize,
+    ) -> Result<Vec<Match>, SourceError> {
+        let (found, mut errors) = self.find_each(caller, query, window).await;
+        match (found.is_empty(), errors.is_empty()) {
+            (true, false) => Err(errors.swap_remove(0)),
+            _ => Ok(found),
+        }
+    }
+
+    async fn find_each(
+        &self,
+        caller: &Caller,
+        query: &Query,
+        window: usize,
+    ) -> (Vec<Match>, Vec<SourceError>) {
+        let Some(bsn) = queried_bsn(query) else {
+            // No patient to ask about (ITI-38 asks by patient): the studies known already.
+            return (self.known_rows(query, window), Vec::new());
+        };
+        let Some(claims) = self.outgoing_claims(caller, &bsn) else {
+            tracing::info!(caller = %caller.ae_title, "no user claims (UZI, role, purpose of use): other gateways are not asked");
+            return (Vec::new(), Vec::new());
+        };
+        let peers = self.peers();
+        let asked = peers.iter().map(|peer| async {
+            let result = self.query_peer(peer, &claims, &bsn).await;
+            let (outcome, detail, studies) = match &result {
+                Ok(s) => (
+                    "success",
+                    format!("FindDocuments: {} studies", s.len()),
+                    s.iter().map(|s| s.study_uid.clone()).collect(),
+                ),
+                Err(e) => ("failure", e.to_string(), Vec::new()),
+            };
+            let outcome = Outcome {
+                patient_ids: vec![bsn.clone()],
+                study_uids: studies,
+                result: outcome.to_string(),
+                detail,
+                grounds: String::new(),
+            };
+            self.audit(caller, Operation::Iti38, &peer.name, outcome)
+                .await;
+            (peer.name.clone(), result)
+        });
+        let mut rows = Vec::new();
+        let mut errors = Vec::new();
+        for (peer, result) in join_all(asked).await {
+            match result {
+                Ok(found) => {
+                    for study in found {
+                        self.known.remember(&study);
+                        let row = study.to_match();
+                        if studies::matches(query, &row) {
+                            rows.push(row);
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(%peer, error = %e, "ITI-38: a gateway did not answer");
+                    errors.push(e.at(&peer));
+                }
+            }
+        }
+        rows.truncate(window);
+        (rows, errors)
+    }
+
+    async fn count_for(&self, caller: &Caller, selection: &Selection) -> Result<u64, SourceError> {
+        let Some((study, claims)) = self.selected(caller, selection) else {
+            return Ok(0);
+        };
+        let Some(claims) = claims else {
+            tracing::info!(caller = %caller.ae_title, "no user claims: other gateways are not asked");
+            return Ok(0);
+        };
+        let manifest = self
+            .manifest(caller, &claims, &study)
+            .await
+            .map_err(|e| e.at(&study.peer))?;
+        Ok(manifest
+            .iter()
+            .filter(|(series, _, sop)| {
+                within(&selection.series_uids, series) && within(&selection.sop_instance_uids, sop)
+            })
+            .count() as u64)
+    }
+
+    async fn fetch_for(
+        &self,
+        caller: &Caller,
+        selection: &Selection,
+        sink: &Sink<'_>,
+    ) -> Result<FetchReport, SourceError> {
+        let Some((study, claims)) = self.selected(caller, selection) else {
+            return Err(SourceError::new(
+                NAME,
+                SourceErrorKind::Failed,
+                "no remote gateway is known to hold this study",
+            ));
+        };
+        let Some(claims) = claims else {
+            return Err(SourceError::new(
+                NAME,
+                SourceErrorKind::NotSupported,
+                "no user claims: nothing is fetched from another gateway",
+            ));
+        };
+        let manifest = self
+            .manifest(caller, &claims, &study)
+            .await
+            .map_err(|e| e.at(&study.peer))?;
+        let peer = self.peer(&study.peer).map_err(|e| e.at(&study.peer))?;
+        let documents: Vec<DocumentRequest> = manifest
+            .iter()
+            .filter(|(series, _, sop)| {
+                within(&selection.series_uids, series) && within(&selection.sop_instance_uids, sop)
+            })
+            .map(|(series, _, sop)| DocumentRequest {
+                home: study.home.clone(),
+                repository: study.repository.clone(),
+                document: sop.clone(),
+                study: study.study_uid.clone(),
+                series: series.clone(),
+            })
+            .collect();
+        let mut report = FetchReport::default();
+        let mut result = Ok(());
+        for batch in documents.chunks(DOCUMENTS_PER_REQUEST) {
+            result = self
+                .retrieve_into(&peer, &claims, &study, batch, sink, &mut report)
+                .await;
+            if result.is_err() {
+                break;
+            }
+        }
+        // What the peer did not deliver, or delivered as something that is no instance.
+        let missing = documents.len().saturating_sub(report.received);
+        report.failed = missing.min(u16::MAX as usize) as u16;
+        let (outcome, detail) = match &result {
+            Ok(()) if report.failed == 0 => (
+                "success",
+                format!(
+                    "RAD-75: {} of {} instances",
+                    report.received,
+                    documents.len()
+                ),
+            ),
+            Ok(()) => (
+                "partial",
+                format!(
+                    "RAD-75: {} of {} instances",
+                    report.received,
+                    documents.len()
+                ),
+            ),
+            Err(RemoteError::Cancelled) => (
+                "cancelled",
+                format!(
+                    "RAD-75: {} of {} instances, then the consumer left",
+                    report.received,
+                    documents.len()
+                ),
+            ),
+            Err(e) => (
+                "failure",
+                format!(
+                    "RAD-75: {} of {} instances: {e}",
+                    report.received,
+                    documents.len()
+                ),
+            ),
+        };
+        self.audit(
+            caller,
+            Operation::Rad75,
+            &peer.name,
+            outcome_of(&study, outcome, detail),
+        )
+        .await;
+        result.map_err(|e| e.at(&peer.name))?;
+        report.ok = report.failed == 0;
+        report.status = if report.ok { 0x0000 } else { 0xB000 };
+        Ok(report)
+    }
+}
+
+impl RemoteSource {
+    /// Rows of the studies known already that the query names by Study Instance UID.
+    fn known_rows(&self, query: &Query, window: usize) -> Vec<Match> {
+        queried_studies(query)
+            .iter()
+            .filter_map(|uid| self.known.get(uid))
+            .map(|s| s.to_match())
+            .filter(|row| studies::matches(query, row))
+            .take(window)
+            .collect()
+    }
+}
+
+fn within(list: &[String], uid: &str) -> bool {
+    list.is_empty() || list.iter().any(|u| u == uid)
+}
