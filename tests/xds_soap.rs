@@ -240,37 +240,31 @@ for st in ds.CurrentRequestedProcedureEvidenceSequence:
         for i in se.ReferencedSOPSequence:
             print(st.StudyInstanceUID, se.SeriesInstanceUID, i.ReferencedSOPInstanceUID)
 "#;
-    let out = std::process::Command::new("python3")
-        .args(["-c", script, manifest])
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "pydicom: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
+    python(script, &[Path::new(manifest)])
         .lines()
         .map(|l| l.split(' ').map(str::to_string).collect())
         .collect()
 }
 
-fn pydicom_uids(files: &[PathBuf]) -> Vec<String> {
-    let script = "import sys, pydicom\nfor p in sys.argv[1:]:\n    print(pydicom.dcmread(p).SOPInstanceUID)\n";
+/// Run a Python script with these arguments; its standard output.
+fn python(script: &str, args: &[&Path]) -> String {
     let out = std::process::Command::new("python3")
         .args(["-c", script])
-        .args(files)
+        .args(args)
         .output()
         .expect("python3");
     assert!(
         out.status.success(),
-        "pydicom: {}",
+        "python: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect()
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn pydicom_uids(files: &[PathBuf]) -> Vec<String> {
+    let script = "import sys, pydicom\nfor p in sys.argv[1:]:\n    print(pydicom.dcmread(p).SOPInstanceUID)\n";
+    let args: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    python(script, &args).lines().map(str::to_string).collect()
 }
 
 async fn audit(gateway: &Gateway, operation: &str) -> Vec<beeldbrug::store::AuditEvent> {

@@ -135,6 +135,20 @@ mod tests {
         r
     }
 
+    /// A store and an index holding one acknowledged instance (SOP 1.2.1.1, bytes "v1"): its
+    /// key. The directory lives as long as the returned guard.
+    async fn acknowledged_v1() -> (tempfile::TempDir, BlobStore, SqliteIndex, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = BlobStore::open(dir.path()).await.unwrap();
+        let url = format!("sqlite://{}", dir.path().join("index.db").display());
+        let index = SqliteIndex::open(&url).await.unwrap();
+        let acknowledged = put(&blobs, "1.2.1.1", b"v1").await;
+        index_batch(&blobs, &index, &[record(&acknowledged, "1.2.1.1")])
+            .await
+            .unwrap();
+        (dir, blobs, index, acknowledged)
+    }
+
     async fn put(blobs: &BlobStore, sop: &str, bytes: &[u8]) -> String {
         let key = BlobStore::key_for("1.2", "1.2.1", sop).unwrap();
         let mut blob = blobs.begin().await.unwrap();
@@ -148,15 +162,7 @@ mod tests {
     /// re-send that completes switches the row and removes the old version's file.
     #[tokio::test(flavor = "multi_thread")]
     async fn a_crashed_resend_leaves_the_acknowledged_version_and_an_orphan() {
-        let dir = tempfile::tempdir().unwrap();
-        let blobs = BlobStore::open(dir.path()).await.unwrap();
-        let url = format!("sqlite://{}", dir.path().join("index.db").display());
-        let index = SqliteIndex::open(&url).await.unwrap();
-
-        let acknowledged = put(&blobs, "1.2.1.1", b"v1").await;
-        index_batch(&blobs, &index, &[record(&acknowledged, "1.2.1.1")])
-            .await
-            .unwrap();
+        let (_dir, blobs, index, acknowledged) = acknowledged_v1().await;
         // The re-send: durable, then the process dies before the index commit.
         let crashed = put(&blobs, "1.2.1.1", b"v2").await;
         assert_ne!(crashed, acknowledged);
@@ -201,14 +207,7 @@ mod tests {
     /// existing row names.
     #[tokio::test(flavor = "multi_thread")]
     async fn a_failed_index_write_keeps_the_acknowledged_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let blobs = BlobStore::open(dir.path()).await.unwrap();
-        let url = format!("sqlite://{}", dir.path().join("index.db").display());
-        let index = SqliteIndex::open(&url).await.unwrap();
-        let acknowledged = put(&blobs, "1.2.1.1", b"v1").await;
-        index_batch(&blobs, &index, &[record(&acknowledged, "1.2.1.1")])
-            .await
-            .unwrap();
+        let (_dir, blobs, index, acknowledged) = acknowledged_v1().await;
         let resent = put(&blobs, "1.2.1.1", b"v2").await;
         // A record the index refuses (no Study Instance UID), in the same batch as the
         // re-send and a record naming the acknowledged file: the whole batch fails.
