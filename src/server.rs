@@ -196,16 +196,6 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     crate::store::delete::sweep(index.as_ref(), &blobs)
         .await
         .map_err(|crate::store::delete::DeleteError::Index(e)| e)?;
-    // Files of instance versions a crash left unindexed (store::recovery): in the
-    // background, only those older than this start (an ingest of ours is newer).
-    {
-        let (index, blobs) = (index.clone(), blobs.clone());
-        tokio::spawn(async move {
-            if let Err(e) = crate::store::recovery::recover(index.as_ref(), &blobs, started).await {
-                tracing::warn!(error = %e, "blob store recovery (orphan sweep) failed");
-            }
-        });
-    }
     let trust = Arc::new(Trust::new(&config, index.clone())?);
     let remote = match config.remote.enabled {
         true => Some(Arc::new(crate::remote::RemoteSource::new(
@@ -263,6 +253,23 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
 
     let shutdown = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
+    // Files of instance versions a crash left unindexed (store::recovery): in the
+    // background, only those older than this start (an ingest of ours is newer). One of the
+    // tasks, so a stop waits for it (or cuts it short) and nothing holds the index after.
+    {
+        let (index, blobs) = (context.index.clone(), context.blobs.clone());
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            tokio::select! {
+                _ = token.cancelled() => {}
+                swept = crate::store::recovery::recover(index.as_ref(), &blobs, started) => {
+                    if let Err(e) = swept {
+                        tracing::warn!(error = %e, "blob store recovery (orphan sweep) failed");
+                    }
+                }
+            }
+        });
+    }
     let (ctx, token) = (context.fronts.clone(), shutdown.clone());
     tasks.spawn(async move { scp::serve(dimse, ctx, token.cancelled_owned()).await });
     if let Some((listener, _)) = dimse_tls {
