@@ -1044,6 +1044,148 @@ async fn iti38_finds_a_study_only_the_pacs_holds() {
     drop(orthanc);
 }
 
+/// Data we did not make: the studies of tests/codecs/codecs.py (pydicom sources encoded by
+/// DCMTK dcmcjpls/dcmcjpeg/dcmcrle and pylibjpeg-openjpeg, and a Deflated file), given a BSN
+/// by DCMTK dcmodify and stored by storescu, are published, found by ITI-38 (zeep), named by
+/// their manifest (ITI-39, pydicom) and retrieved by RAD-75 byte-exact in their own syntaxes.
+#[tokio::test(flavor = "multi_thread")]
+async fn independently_encoded_instances_are_published_and_retrieved_as_stored() {
+    const BSN: &str = "999999990";
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/codecs/codecs.py");
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .args(["make", data.to_str().unwrap()])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let made: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let study = made["study"].as_str().unwrap().to_string();
+    // Each in its own syntax by DCMTK dcmsend (it sends compressed files as they are; the
+    // Deflated one it would inflate first, so it stays out here: tests/codecs.rs has it).
+    let sent: Vec<PathBuf> = made["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["name"] != "deflate")
+        .map(|i| PathBuf::from(i["sent"].as_str().unwrap()))
+        .collect();
+    let store = dir.path().join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    for path in &sent {
+        let copy = store.join(path.file_name().unwrap());
+        std::fs::copy(path, &copy).unwrap();
+        let set = format!("(0010,0020)={BSN}");
+        let out = common::dcmtk("dcmodify", &["-nb", "-m", &set, copy.to_str().unwrap()]);
+        assert!(out.status.success(), "dcmodify: {out:?}");
+    }
+    let idp = JwtIdp::new(dir.path(), JWT_ISSUER, AUDIENCE);
+    let toml = format!(
+        "{}quiet_secs = 1\n[trust]\nown_ura = \"{}\"\n{}",
+        xds_toml(),
+        tokens::TEST_URA,
+        idp.config_toml()
+    );
+    let gateway = Gateway::start(&toml).await;
+    let mut args = vec!["-dn", "-aet", "TEST", "-aec", "BEELDBRUG", "127.0.0.1"];
+    let port = gateway.port.to_string();
+    args.push(&port);
+    let copies: Vec<String> = std::fs::read_dir(&store)
+        .unwrap()
+        .map(|e| e.unwrap().path().display().to_string())
+        .collect();
+    args.extend(copies.iter().map(String::as_str));
+    let out = common::dcmtk("dcmsend", &args);
+    assert!(
+        out.status.success(),
+        "dcmsend: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let client = Client {
+        url_base: format!("http://127.0.0.1:{}", gateway.http_port),
+        cert: None,
+    };
+    let bearer = || tokens::mint_jwt(&idp, unbound);
+    let find_documents = json!({
+        "id": "urn:uuid:14d4debf-8f97-4251-9a74-a90016b0af0d",
+        "slots": {
+            "$XDSDocumentEntryPatientId": [format!("'{BSN}^^^&2.16.840.1.113883.2.4.6.3&ISO'")],
+            "$XDSDocumentEntryStatus": ["('urn:oasis:names:tc:ebxml-regrep:StatusType:Approved')"],
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let kos = loop {
+        let (answer, _) = client.call(Tx::Iti38, &find_documents, &[], None, Some(&bearer()));
+        if let Some(entry) = answer["entries"].as_array().unwrap().first() {
+            break entry.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never published: {answer}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    };
+    let (answer, _manifest_dir) = client.call(
+        Tx::Iti39,
+        &json!([{"repository": REPOSITORY, "document": kos["uniqueId"], "home": HOME}]),
+        &[],
+        None,
+        Some(&bearer()),
+    );
+    let manifest = answer["documents"][0]["file"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{answer}"));
+    let referenced = kos_references(manifest);
+    assert_eq!(referenced.len(), sent.len(), "{referenced:?}");
+    // RAD-75 of every referenced instance, asking for every syntax: each as stored.
+    let documents: Vec<Value> = referenced
+        .iter()
+        .map(|r| json!({"repository": REPOSITORY, "document": r[2], "home": HOME}))
+        .collect();
+    let request =
+        json!([{"study": study, "series": [{"series": referenced[0][1], "documents": documents}]}]);
+    let stored: Vec<PathBuf> = std::fs::read_dir(&store)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let syntaxes: Vec<String> = made["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["transfer_syntax"].as_str().unwrap().to_string())
+        .collect();
+    let asked: Vec<&str> = syntaxes.iter().map(String::as_str).collect();
+    let (answer, _documents_dir) = client.call(Tx::Rad75, &request, &asked, None, Some(&bearer()));
+    assert_eq!(
+        answer["status"], "urn:oasis:names:tc:ebxml-regrep:ResponseStatusType:Success",
+        "{answer}"
+    );
+    let docs = answer["documents"].as_array().unwrap();
+    assert_eq!(docs.len(), sent.len(), "{answer}");
+    let uids = pydicom_uids(&stored);
+    for d in docs {
+        let bytes = std::fs::read(d["file"].as_str().unwrap()).unwrap();
+        let at = uids
+            .iter()
+            .position(|u| u == d["uid"].as_str().unwrap())
+            .unwrap();
+        let original = std::fs::read(&stored[at]).unwrap();
+        assert!(
+            common::gateway_mode::dataset_of(&bytes).1
+                == common::gateway_mode::dataset_of(&original).1,
+            "byte-exact: {}",
+            d["uid"]
+        );
+    }
+    gateway.stop().await;
+}
+
 /// The NIST / IHE sample messages (tests/schemas/samples): whole envelopes are read (their
 /// assertions are not ours to verify); the NIST Connectathon request bodies (RAD-69 IDS tests,
 /// their exception cases, RAD-75 RIG tests) are answered with a RetrieveDocumentSetResponse
