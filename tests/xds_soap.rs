@@ -197,6 +197,17 @@ fn studies_of(files: &[&beeldbrug::testdata::GeneratedFile], home: Option<&str>)
 }
 
 /// pydicom reads every file and names its SOP Instance UID.
+/// An ITI-38 FindDocuments for the patient's Approved entries (the request zeep sends).
+fn find_documents(bsn: &str) -> Value {
+    json!({
+        "id": "urn:uuid:14d4debf-8f97-4251-9a74-a90016b0af0d",
+        "slots": {
+            "$XDSDocumentEntryPatientId": [format!("'{bsn}^^^&2.16.840.1.113883.2.4.6.3&ISO'")],
+            "$XDSDocumentEntryStatus": ["('urn:oasis:names:tc:ebxml-regrep:StatusType:Approved')"],
+        }
+    })
+}
+
 /// Give every file this Patient ID (DCMTK dcmodify, in place).
 fn set_patient_id(files: &[beeldbrug::testdata::GeneratedFile], patient_id: &str) {
     for f in files {
@@ -937,13 +948,7 @@ async fn iti38_finds_a_study_only_the_pacs_holds() {
     };
     // A token is good for one request (its jti is remembered).
     let bearer = || tokens::mint_jwt(&idp, unbound);
-    let find_documents = json!({
-        "id": "urn:uuid:14d4debf-8f97-4251-9a74-a90016b0af0d",
-        "slots": {
-            "$XDSDocumentEntryPatientId": [format!("'{BSN}^^^&2.16.840.1.113883.2.4.6.3&ISO'")],
-            "$XDSDocumentEntryStatus": ["('urn:oasis:names:tc:ebxml-regrep:StatusType:Approved')"],
-        }
-    });
+    let find_documents = find_documents(BSN);
     let (answer, envelopes) = client.call(Tx::Iti38, &find_documents, &[], None, Some(&bearer()));
     validate_envelope(&envelopes.path().join("response.xml"));
     // One manifest per study (the generated patient has a CT and an MR study).
@@ -1112,13 +1117,7 @@ async fn independently_encoded_instances_are_published_and_retrieved_as_stored()
         cert: None,
     };
     let bearer = || tokens::mint_jwt(&idp, unbound);
-    let find_documents = json!({
-        "id": "urn:uuid:14d4debf-8f97-4251-9a74-a90016b0af0d",
-        "slots": {
-            "$XDSDocumentEntryPatientId": [format!("'{BSN}^^^&2.16.840.1.113883.2.4.6.3&ISO'")],
-            "$XDSDocumentEntryStatus": ["('urn:oasis:names:tc:ebxml-regrep:StatusType:Approved')"],
-        }
-    });
+    let find_documents = find_documents(BSN);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let kos = loop {
         let (answer, _) = client.call(Tx::Iti38, &find_documents, &[], None, Some(&bearer()));
@@ -1679,16 +1678,6 @@ async fn remote_gateway_finds_by_iti38_and_fetches_by_rad75() {
         std::fs::write(&path, xua.sign_xmlsec(&spec)).unwrap();
         path
     };
-    let find_documents = |bsn: &str| {
-        json!({
-            "id": "urn:uuid:14d4debf-8f97-4251-9a74-a90016b0af0d",
-            "slots": {
-                "$XDSDocumentEntryPatientId": [format!("'{bsn}^^^&2.16.840.1.113883.2.4.6.3&ISO'")],
-                "$XDSDocumentEntryStatus": ["('urn:oasis:names:tc:ebxml-regrep:StatusType:Approved')"],
-            }
-        })
-    };
-
     // ITI-38 until the study is published (quiet period of 1 s, then the publisher's turn).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let (answer, envelopes) = loop {
