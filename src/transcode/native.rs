@@ -118,13 +118,22 @@ fn decode_rle(
             fragments.len()
         ));
     }
-    // [`super::check::pixel_data`] has made sure every segment decodes to a whole plane:
-    // what is allocated here is at most 64 times the fragments' size (PackBits at best
-    // makes 128 bytes of two).
+    // Bounded before allocating: PackBits makes at most 64 times its size, so a header
+    // that claims more lies (our decoder then fails cleanly on the short segment).
     let frame_len = pixels * samples * bytes;
+    for (n, fragment) in fragments.iter().take(frames).enumerate() {
+        if !super::rle::plausible(fragment.len(), frame_len) {
+            return Err(format!(
+                "RLE frame {}: {} bytes cannot decode to {frame_len}",
+                n + 1,
+                fragment.len()
+            ));
+        }
+    }
     let mut out = vec![0u8; frame_len * frames];
+    let mut planes = Vec::new();
     for (n, (frame, fragment)) in out.chunks_exact_mut(frame_len).zip(fragments).enumerate() {
-        super::rle::decode_frame(fragment, pixels, samples, bytes, frame)
+        super::rle::decode_frame(fragment, pixels, samples, bytes, frame, &mut planes)
             .map_err(|e| format!("RLE frame {}: {e}", n + 1))?;
     }
     Ok(out)
