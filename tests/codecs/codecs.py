@@ -4,6 +4,10 @@ make OUT_DIR: writes, per codec, the uncompressed source (source-NAME.dcm) and t
 encoded by an independent encoder (NAME.dcm): DCMTK dcmcjpls / dcmcjpeg / dcmcrle, pydicom with
 pylibjpeg-openjpeg (JPEG 2000), pydicom (Deflate). Prints a JSON manifest.
 
+j2k IN_DIR OUT_DIR: every Part 10 file under IN_DIR with native pixel data, encoded as JPEG 2000
+lossless by pydicom with pylibjpeg-openjpeg into OUT_DIR (same relative paths, other files
+copied as they are). Prints the count encoded.
+
 compare MANIFEST.json: each entry {"source": path, "got": path, "raw": bool, "tolerance": int,
 "uncompressed": bool};
 "got" is a Part 10 file (pixels decoded by pydicom and its plugins: pylibjpeg-openjpeg,
@@ -259,5 +263,21 @@ def study(out, syntax, megabytes, distinct=8, rows=512, cols=512):
     print(f"{count}\t{total}\t{count * rows * cols * 2}\t{study_uid}")
 
 
+def j2k(in_dir, out_dir):
+    """JPEG 2000 lossless copies of a tree of Part 10 files (tests/ohif_viewer.rs)."""
+    count = 0
+    for root, _, names in os.walk(in_dir):
+        for name in sorted(names):
+            src = os.path.join(root, name)
+            dst = os.path.join(out_dir, os.path.relpath(src, in_dir))
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            ds = pydicom.dcmread(src)
+            if "PixelData" in ds and not ds.file_meta.TransferSyntaxUID.is_compressed:
+                ds.compress(JPEG2000Lossless, encoding_plugin="pylibjpeg")
+                count += 1
+            ds.save_as(dst, enforce_file_format=True)
+    print(count)
+
+
 if __name__ == "__main__":
-    {"make": make, "broken": broken, "compare": compare, "bench": bench, "variants": variants, "study": study}[sys.argv[1]](*sys.argv[2:])
+    {"make": make, "broken": broken, "compare": compare, "bench": bench, "variants": variants, "study": study, "j2k": j2k}[sys.argv[1]](*sys.argv[2:])
