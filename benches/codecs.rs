@@ -100,8 +100,13 @@ fn main() {
             out_bytes
         } as f64
             / 1e6;
+        let what = if mode == "encode" {
+            format!("encode:{target}")
+        } else {
+            mode.to_string()
+        };
         println!(
-            "{mode}\t{file}\t{ms:.2}\t{:.1}\t{in_bytes}\t{out_bytes}\t{:.2}",
+            "{what}\t{file}\t{ms:.2}\t{:.1}\t{in_bytes}\t{out_bytes}\t{:.2}",
             mb / (ms / 1000.0),
             median(cpu)
         );

@@ -26,4 +26,6 @@ cargo bench --bench codecs --quiet -- decode "$REPS" "${encoded[@]}" > "$BENCH_D
 # The same files through the decode path before our own decoders (the base, same binary).
 cargo bench --bench codecs --quiet -- decode-dicom-rs "$REPS" "${encoded[@]}" > "$BENCH_DIR/decode-dicom-rs.tsv"
 cargo bench --bench codecs --quiet -- encode "$REPS" 1.2.840.10008.1.2.4.80 "$source_file" > "$BENCH_DIR/encode.tsv"
+cargo bench --bench codecs --quiet -- encode "$REPS" 1.2.840.10008.1.2.4.90 "$source_file" >> "$BENCH_DIR/encode.tsv"
+cargo bench --bench codecs --quiet -- encode "$REPS" 1.2.840.10008.1.2.5 "$source_file" >> "$BENCH_DIR/encode.tsv"
 CPU_TIME=${CPU_TIME:-0} python3 benches/codecs_bench.py "$BENCH_DIR/manifest.json" "$REPS" "$BENCH_DIR/decode.tsv" "$BENCH_DIR/encode.tsv" "$BENCH_DIR/decode-dicom-rs.tsv" | tee "$BENCH_DIR/results.md"

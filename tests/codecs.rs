@@ -848,15 +848,17 @@ fn uncompressed_and_j2k(made: &Made) -> Vec<(String, PathBuf, serde_json::Value)
 
 const JPEG_LS_LOSSLESS: &str = "1.2.840.10008.1.2.4.80";
 const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
+const J2K_LOSSLESS: &str = "1.2.840.10008.1.2.4.90";
 
 /// Compression on the wire when asked (issue 13, item 3): WADO-RS with `transfer-syntax=`
-/// JPEG-LS lossless, RLE Lossless or Deflated Explicit VR LE gets each instance encoded here
-/// (uncompressed ones, and a JPEG 2000 one re-encoded), decoded by independent decoders
-/// (pydicom with pyjpegls / its RLE and Deflate readers, and DCMTK `dcmdjpls`/`dcmdrle`)
-/// pixel-equal to the source; JPEG-LS is smaller on the wire than Explicit VR LE; a syntax
-/// with no encoder here (JPEG 2000) is a 406 before the first byte; WADO-URI's
-/// `transferSyntax=` likewise. DCMTK `getscu`
-/// preferring JPEG-LS (`+xt`) or RLE (`+xr`) receives the study in it.
+/// JPEG-LS lossless, RLE Lossless, Deflated Explicit VR LE or JPEG 2000 lossless gets each
+/// instance encoded here (uncompressed ones, and a JPEG 2000 one re-encoded), decoded by
+/// independent decoders (pydicom with pyjpegls / pylibjpeg-openjpeg / its RLE and Deflate
+/// readers, and DCMTK `dcmdjpls`/`dcmdrle`) pixel-equal to the source; JPEG-LS is smaller
+/// on the wire than Explicit VR LE; a syntax with no encoder here (lossy JPEG 2000) is a
+/// 406 before the first byte; WADO-URI's `transferSyntax=` likewise. DCMTK `getscu`
+/// preferring JPEG-LS (`+xt`), RLE (`+xr`) or JPEG 2000 lossless (`+xv`) receives the
+/// study in it.
 #[tokio::test(flavor = "multi_thread")]
 async fn compress_on_request_for_wado_rs_and_c_get() {
     let gw = Gateway::start("").await;
@@ -869,7 +871,13 @@ async fn compress_on_request_for_wado_rs_and_c_get() {
 
     let mut entries = Vec::new();
     let mut bytes = std::collections::BTreeMap::<&str, usize>::new();
-    for target in [EXPLICIT_VR_LE, JPEG_LS_LOSSLESS, RLE_LOSSLESS, DEFLATED] {
+    for target in [
+        EXPLICIT_VR_LE,
+        JPEG_LS_LOSSLESS,
+        RLE_LOSSLESS,
+        DEFLATED,
+        J2K_LOSSLESS,
+    ] {
         for (sop, _, instance) in &stored {
             let name = field(instance, "name");
             let url = format!(
@@ -949,18 +957,23 @@ async fn compress_on_request_for_wado_rs_and_c_get() {
         "JPEG-LS not smaller: {bytes:?}"
     );
 
-    // No JPEG 2000 encoder: 406 for the study, before the first byte.
+    // No lossy JPEG 2000 encoder: 406 for the study, before the first byte.
     let study = format!("/dicomweb/studies/{}", made.study);
     let j2k = get(
         gw.http_port,
         &study,
-        "multipart/related; type=\"application/dicom\"; transfer-syntax=1.2.840.10008.1.2.4.90",
+        "multipart/related; type=\"application/dicom\"; transfer-syntax=1.2.840.10008.1.2.4.91",
     )
     .await;
     assert_eq!(j2k.status, 406, "{}", j2k.text());
 
-    // C-GET by a peer preferring JPEG-LS lossless, then RLE: the study in that syntax.
-    for (flag, target) in [("+xt", JPEG_LS_LOSSLESS), ("+xr", RLE_LOSSLESS)] {
+    // C-GET by a peer preferring JPEG-LS lossless, RLE, then JPEG 2000 lossless: the
+    // study in that syntax.
+    for (flag, target) in [
+        ("+xt", JPEG_LS_LOSSLESS),
+        ("+xr", RLE_LOSSLESS),
+        ("+xv", J2K_LOSSLESS),
+    ] {
         let out_dir = dir.path().join(format!("get{flag}"));
         let log = get_study(&gw, &made.study, flag, &out_dir).await;
         let lossless = Made {

@@ -473,12 +473,12 @@ async fn remote_gateway_retrieves_by_rad69_and_rad75_with_xua_over_mtls() {
     validate_envelope(&envelopes.path().join("request.xml"));
     validate_envelope(&envelopes.path().join("response.xml"));
 
-    // A syntax that cannot be given (JPEG 2000: no encoder in this build):
+    // A syntax that cannot be given (lossy JPEG 2000: no encoder in this build):
     // urn:dicom:wado:0007, Failure.
     let (answer, _) = client.call(
         Tx::Rad75,
         &request,
-        &["1.2.840.10008.1.2.4.90"],
+        &["1.2.840.10008.1.2.4.91"],
         Some(&valid()),
         None,
     );

@@ -31,6 +31,11 @@ mod tests {
             Plan::Transcode(JPEG_LS_LOSSLESS.into())
         );
         let j2k = SyntaxRequest::Uid(JPEG_2000_LOSSLESS.into());
-        assert_eq!(plan(EXPLICIT_VR_LE, &j2k), Plan::Impossible);
+        assert_eq!(
+            plan(EXPLICIT_VR_LE, &j2k),
+            Plan::Transcode(JPEG_2000_LOSSLESS.into())
+        );
+        let lossy_j2k = SyntaxRequest::Uid("1.2.840.10008.1.2.4.91".into());
+        assert_eq!(plan(EXPLICIT_VR_LE, &lossy_j2k), Plan::Impossible);
     }
 }

@@ -22,9 +22,8 @@
 //! Encoders in this build: JPEG-LS (CharLS, lossless `.4.80` and near-lossless `.4.81`),
 //! JPEG baseline `.4.50` (jpeg-encoder, 8-bit only), RLE Lossless `.5` (ours, [`rle`]),
 //! Deflated Explicit VR LE `.1.2.1.99` (flate2 through dicom-rs), the uncompressed little
-//! endian syntaxes. JPEG 2000 encoding is not offered: dicom-rs 0.10 registers no JPEG 2000
-//! writer and the `openjp2` port's encoder writes only to a file path or through raw C
-//! callbacks (unsafe).
+//! endian syntaxes, JPEG 2000 lossless `.4.90` (the `openjp2` port's encoder, ours to
+//! drive: dicom-rs 0.10 registers no JPEG 2000 writer, [`j2k`]).
 
 use crate::dataset::{self, DatasetError};
 use dicom_encoding::TransferSyntaxIndex;
@@ -32,6 +31,7 @@ use dicom_object::{DefaultDicomObject, InMemDicomObject};
 use std::path::Path;
 
 pub mod check;
+pub mod j2k;
 pub mod jpeg_lossless;
 mod native;
 pub mod rle;
@@ -56,10 +56,17 @@ const ENCODABLE: &[&str] = &[
     RLE_LOSSLESS,
     JPEG_LS_NEAR_LOSSLESS,
     JPEG_BASELINE,
+    JPEG_2000_LOSSLESS,
 ];
 
 /// Lossless compressed syntaxes [`choose`] may fall back to, best compression first.
-const LOSSLESS_ENCODABLE: &[&str] = &[JPEG_LS_LOSSLESS, RLE_LOSSLESS, DEFLATED_EXPLICIT_VR_LE];
+/// JPEG 2000 last: it compresses about as JPEG-LS does at a fraction of the speed.
+const LOSSLESS_ENCODABLE: &[&str] = &[
+    JPEG_LS_LOSSLESS,
+    RLE_LOSSLESS,
+    DEFLATED_EXPLICIT_VR_LE,
+    JPEG_2000_LOSSLESS,
+];
 
 /// What serving an instance stored in one syntax in another takes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -294,13 +301,17 @@ pub fn transcode(path: &Path, target: &str) -> Result<DefaultDicomObject, Transc
         }
     }
     match target {
-        RLE_LOSSLESS | DEFLATED_EXPLICIT_VR_LE => {
-            // Explicit VR LE first, then encode ourselves (RLE) or let the writer deflate
-            // the data set.
+        RLE_LOSSLESS | DEFLATED_EXPLICIT_VR_LE | JPEG_2000_LOSSLESS => {
+            // Explicit VR LE first, then encode ourselves (RLE, JPEG 2000) or let the
+            // writer deflate the data set.
             let native = syntax(EXPLICIT_VR_LE)?;
             guarded(&stored, || obj.transcode(native).map_err(|e| e.to_string())).map_err(fail)?;
-            if target == RLE_LOSSLESS {
-                rle::encode_object(&mut obj).map_err(fail)?;
+            match target {
+                RLE_LOSSLESS => rle::encode_object(&mut obj).map_err(fail)?,
+                JPEG_2000_LOSSLESS => {
+                    guarded(&stored, || j2k::encode_object(&mut obj)).map_err(fail)?
+                }
+                _ => {}
             }
             let ts = syntax(target)?;
             obj.update_meta(|meta| meta.set_transfer_syntax(ts));
@@ -391,8 +402,8 @@ mod tests {
             for_listed(&jpeg, Some(std::slice::from_ref(&evrle))),
             Plan::Transcode(evrle.clone())
         );
-        // No JPEG 2000 encoder in this build : impossible.
-        let j2k = "1.2.840.10008.1.2.4.90".to_string();
+        // No lossy JPEG 2000 encoder in this build: impossible.
+        let j2k = "1.2.840.10008.1.2.4.91".to_string();
         assert_eq!(
             for_listed(&evrle, Some(std::slice::from_ref(&j2k))),
             Plan::Impossible
@@ -430,11 +441,23 @@ mod tests {
             Plan::Impossible
         );
         // Compressed on request.
-        for wanted in [JPEG_LS_LOSSLESS, RLE_LOSSLESS, DEFLATED_EXPLICIT_VR_LE] {
+        for wanted in [
+            JPEG_LS_LOSSLESS,
+            RLE_LOSSLESS,
+            DEFLATED_EXPLICIT_VR_LE,
+            JPEG_2000_LOSSLESS,
+        ] {
             assert_eq!(plan(EXPLICIT_VR_LE, wanted), Plan::Transcode(wanted.into()));
         }
-        // No JPEG 2000 encoder.
-        assert_eq!(plan(EXPLICIT_VR_LE, JPEG_2000_LOSSLESS), Plan::Impossible);
+        // No encoder for lossy JPEG 2000 or HTJ2K.
+        assert_eq!(
+            plan(EXPLICIT_VR_LE, "1.2.840.10008.1.2.4.91"),
+            Plan::Impossible
+        );
+        assert_eq!(
+            plan(EXPLICIT_VR_LE, "1.2.840.10008.1.2.4.201"),
+            Plan::Impossible
+        );
     }
 
     #[test]

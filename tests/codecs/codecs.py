@@ -178,6 +178,20 @@ def bench(out, rows=512, cols=512, frames=16):
         enc = f"{out}/bench-{name}.dcm"
         subprocess.run(tool + [src, enc], check=True)
         made["encoded"][name] = enc
+    # JPEG lossy, DCMTK's other decoders: extended (12 bits, +ee) of the source, baseline
+    # (8 bits, +eb) of an 8-bit copy (the 12 stored bits shifted down).
+    enc = f"{out}/bench-jpeg-extended.dcm"
+    subprocess.run(["dcmcjpeg", "+ee", src, enc], check=True)
+    made["encoded"]["jpeg-extended"] = enc
+    eight = pydicom.dcmread(src)
+    eight.BitsAllocated, eight.BitsStored, eight.HighBit = 8, 8, 7
+    eight.WindowCenter, eight.WindowWidth = 128, 256
+    eight.PixelData = (np.frombuffer(eight.PixelData, dtype="<u2") >> 4).astype(np.uint8).tobytes()
+    src8 = f"{out}/bench-source-8bit.dcm"
+    eight.save_as(src8, enforce_file_format=True)
+    enc = f"{out}/bench-jpeg-baseline.dcm"
+    subprocess.run(["dcmcjpeg", "+eb", src8, enc], check=True)
+    made["encoded"]["jpeg-baseline"] = enc
     j2k = pydicom.dcmread(src)
     j2k.compress(JPEG2000Lossless, encoding_plugin="pylibjpeg")
     made["encoded"]["j2k-lossless"] = f"{out}/bench-j2k-lossless.dcm"
