@@ -13,6 +13,9 @@
 //!   - [`dicomweb`]: the DICOMweb front (PS3.18): QIDO-RS, WADO-RS, STOW-RS, streamed.
 //!   - [`xds`]: the SOAP front (IHE XDS-I.b / XCA-I): SOAP 1.2 + WS-Addressing + MTOM/XOP,
 //!     dispatched by `wsa:Action`; RAD-69/75 and ITI-43/39 retrieves, streamed.
+//!   - [`admin`]: the operator's console (issue 17) under `/admin`: a JSON API over the
+//!     core (studies, transfers, queues) and trust (the audit trail, peers), and the
+//!     single-page app that reads it, for our own administrators only.
 //! - [`core`]: where every query and retrieve is answered and every stored instance taken
 //!   in: the trust decision and the one audit record of each operation, the routes from
 //!   each front to the sources, the cache or a shared, streamed fetch from a source, queries
@@ -60,6 +63,7 @@
 //! - [`testdata`]: the deterministic synthetic-study generator used by tests and benchmarks
 //!   (`test-data/README.md` says why it lives here and how to make data).
 
+pub mod admin;
 pub mod cli;
 pub mod clock;
 pub mod config;
