@@ -29,6 +29,8 @@ pub struct HttpState {
     pub blobs: BlobStore,
     /// Gateway mode: the local PACS (`/ready` asks it for C-ECHO).
     pub gateway: Option<Arc<PacsSource>>,
+    /// Chain monitoring, for the console.
+    pub chain: Arc<crate::chain::Monitor>,
 }
 
 impl FromRef<HttpState> for WebState {
@@ -40,8 +42,8 @@ impl FromRef<HttpState> for WebState {
 pub fn router(state: HttpState) -> Router {
     let cors = cors_layer(&state.web.config.dicomweb.cors_origins);
     // The operator's console, where the listener is not open to the world.
-    let console =
-        crate::admin::mounted(&state.web).then(|| crate::admin::router(state.web.clone()));
+    let console = crate::admin::mounted(&state.web)
+        .then(|| crate::admin::router(state.web.clone(), state.chain.clone()));
     if console.is_none() {
         tracing::warn!(
             "the console (/admin) is not served: the HTTP listener is beyond loopback without TLS"

@@ -47,6 +47,8 @@
 //! - [`server`]: the composition root: builds the core with its sources and routes
 //!   (`server::compose_core`), starts the listeners, and the shutdown deadline; what it
 //!   opened is in `server::Context` (the fronts see only the core and trust).
+//! - [`chain`]: chain monitoring (ketenregie): the PACS, the remote gateways and Mitz probed
+//!   on a schedule, certificate and CRL expiry, alerts as audit records and metrics.
 //! - [`cli`]: the command line (serve, echo, find, store, move, get, generate, probe, forward).
 //! - [`config`]: typed configuration (embedded default TOML, file, `BEELDBRUG_*` environment),
 //!   every section's types included: it imports none of the modules it configures.
@@ -64,6 +66,7 @@
 //!   (`test-data/README.md` says why it lives here and how to make data).
 
 pub mod admin;
+pub mod chain;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -510,7 +510,7 @@ pub async fn audit_csv(
 /// `GET /admin/api/config`: the effective configuration, secrets masked.
 pub async fn config(State(state): State<AdminState>, _admin: Admin) -> Json<Value> {
     let mut value = serde_json::to_value(&*state.web.config).unwrap_or(Value::Null);
-    mask(&mut value, "");
+    mask(&mut value);
     Json(json!({ "config": value }))
 }
 
@@ -533,18 +533,18 @@ fn secret_key(key: &str) -> bool {
 
 /// Mask secrets in place: values under secret keys, and the password in a URL's userinfo
 /// (`postgres://user:***@host/db`).
-pub fn mask(value: &mut Value, key: &str) {
+pub fn mask(value: &mut Value) {
     match value {
         Value::Object(map) => {
             for (k, v) in map.iter_mut() {
                 if secret_key(k) && !v.is_null() {
                     *v = Value::String("***".into());
                 } else {
-                    mask(v, k);
+                    mask(v);
                 }
             }
         }
-        Value::Array(items) => items.iter_mut().for_each(|v| mask(v, key)),
+        Value::Array(items) => items.iter_mut().for_each(mask),
         Value::String(s) => {
             if let (Some(scheme), Some(at)) = (s.find("://"), s.rfind('@')) {
                 if at > scheme {
@@ -569,7 +569,7 @@ mod tests {
             "syslog": { "password": "p", "client_key_file": "/etc/k.pem" },
             "list": [{ "secret": "s" }, "https://u:pw@h/x"],
         });
-        mask(&mut v, "");
+        mask(&mut v);
         assert_eq!(v["storage"]["index"], "postgres://bb:***@db/beeldbrug");
         assert_eq!(v["storage"]["data_dir"], "/var/lib/x");
         assert_eq!(v["syslog"]["password"], "***");

@@ -37,7 +37,8 @@ pub const CSRF_HEADER: &str = "x-beeldbrug-console";
 pub struct AdminState {
     pub web: WebState,
     pub sessions: Arc<session::Sessions>,
-    pub peers: Arc<peers::PeerLog>,
+    /// Chain monitoring (the peers page, `GET /admin/chain`).
+    pub chain: Arc<crate::chain::Monitor>,
 }
 
 impl FromRef<AdminState> for WebState {
@@ -60,11 +61,11 @@ pub fn mounted(web: &WebState) -> bool {
 }
 
 /// `/admin` and `/admin/api/...`.
-pub fn router(web: WebState) -> Router {
+pub fn router(web: WebState, chain: Arc<crate::chain::Monitor>) -> Router {
     let state = AdminState {
         web,
         sessions: Arc::new(session::Sessions::default()),
-        peers: Arc::new(peers::PeerLog::default()),
+        chain,
     };
     Router::new()
         .route("/admin", get(assets::index))
@@ -89,6 +90,7 @@ pub fn router(web: WebState) -> Router {
         .route("/admin/api/audit", get(api::audit))
         .route("/admin/api/audit.csv", get(api::audit_csv))
         .route("/admin/api/peers", get(peers::peers))
+        .route("/admin/chain", get(peers::chain))
         .route("/admin/api/config", get(api::config))
         .with_state(state)
 }

@@ -119,6 +119,9 @@ pub enum Operation {
     /// The operator's console (`/admin`): reading the gateway's state, steering its
     /// transfers and queues ([`Trust::decide`] admits our own administrators only).
     Admin,
+    /// An alert of the chain monitoring (`crate::chain`): a peer unreachable, a certificate
+    /// near its expiry. Recorded by the gateway itself, never asked for.
+    ChainAlert,
 }
 
 impl Operation {
@@ -144,6 +147,7 @@ impl Operation {
             Operation::Iti18 => "ITI-18",
             Operation::Iti38 => "ITI-38",
             Operation::Admin => "ADMIN",
+            Operation::ChainAlert => "CHAIN-ALERT",
         }
     }
 }
@@ -348,8 +352,12 @@ impl Trust {
         if let Some(why) = self.audit_unavailable() {
             return Decision::Unavailable(why);
         }
-        if operation == Operation::Admin {
-            return self.check_admin(caller);
+        match operation {
+            Operation::Admin => return self.check_admin(caller),
+            Operation::ChainAlert => {
+                return Decision::Deny("chain alerts are recorded, not asked for".into())
+            }
+            _ => {}
         }
         let admitted = if operation.is_xds() {
             self.admit_xds(caller)
@@ -444,6 +452,11 @@ impl Trust {
             }
         }
         let Some(claims) = &caller.claims else {
+            if caller.certificate_sha256.is_some() {
+                return Decision::Deny(
+                    "the client certificate is not listed in trust.admin_certificates".into(),
+                );
+            }
             return Decision::Unauthenticated(
                 "the console needs an admin client certificate or a token of our own organisation with an admin role"
                     .into(),

@@ -61,6 +61,19 @@ export function Peers() {
         </button>
       </h1>
       {error && <p class="error">{error}</p>}
+      {data && (
+        <p class="muted">
+          Probed {data.probe_secs > 0 ? `every ${data.probe_secs} s` : 'on request only'}
+          {data.checked_at ? `; last round ${data.checked_at}` : ''}.
+        </p>
+      )}
+      {data && data.warnings.length > 0 && (
+        <ul class="warning" data-testid="chain-warnings">
+          {data.warnings.map((w) => (
+            <li>{w}</li>
+          ))}
+        </ul>
+      )}
       {data && data.peers.length === 0 && <p class="muted">No PACS, remote gateway or consent service configured.</p>}
       {data && data.peers.length > 0 && (
         <table data-testid="peers">
@@ -71,6 +84,7 @@ export function Peers() {
               <th>Address</th>
               <th>Probe</th>
               <th>Latency</th>
+              <th>Errors</th>
               <th>Certificate</th>
               <th>Last success</th>
               <th>Last failure</th>
@@ -84,6 +98,9 @@ export function Peers() {
                 <td class="mono small">{p.address}</td>
                 <td class={p.probe && p.probe.ok ? 'ok' : 'error'}>{p.probe ? p.probe.detail : 'no endpoint'}</td>
                 <td>{p.probe ? `${p.probe.latency_ms} ms` : ''}</td>
+                <td>
+                  {p.failures}/{p.probes}
+                </td>
                 <td>
                   <Cert cert={p.certificate} />
                 </td>
