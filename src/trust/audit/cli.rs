@@ -185,3 +185,49 @@ pub fn describe(v: &Verification) -> String {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::redact::RecordView;
+    use super::csv;
+
+    #[test]
+    fn csv_quotes_what_needs_it_and_defuses_formulas() {
+        let record = RecordView {
+            seq: 3,
+            time: "2026-12-05T10:00:00Z".into(),
+            operation: "WADO-RS".into(),
+            outcome: "success".into(),
+            detail: "said \"hi\", then\nleft".into(),
+            gateway: "=HYPERLINK(\"x\")".into(),
+            certificate_sha256: String::new(),
+            organisation_ura: "12345678".into(),
+            professional_uzi: String::new(),
+            role: String::new(),
+            purpose_of_use: String::new(),
+            token_id: String::new(),
+            source_address: "127.0.0.1:1".into(),
+            grounds: String::new(),
+            patient_ids: vec!["999999990".into(), "X".into()],
+            study_uids: vec!["1.2".into()],
+            hash: None,
+            redacted: false,
+        };
+        let out = csv(&[record]);
+        let mut lines = out.split("\r\n");
+        assert!(lines
+            .next()
+            .unwrap()
+            .starts_with("seq,time,operation,outcome,gateway"));
+        let row = lines.next().unwrap();
+        assert!(
+            row.starts_with("3,2026-12-05T10:00:00Z,WADO-RS,success,\"'=HYPERLINK(\"\"x\"\")\","),
+            "{row}"
+        );
+        assert!(row.contains(",999999990;X,1.2,"), "{row}");
+        assert!(
+            out.ends_with("\"said \"\"hi\"\", then\nleft\"\r\n"),
+            "{out}"
+        );
+    }
+}

@@ -202,6 +202,37 @@ mod tests {
     }
 
     #[test]
+    fn validity_and_crl_times_of_rcgen_made_ones() {
+        use rcgen::{CertificateParams, CertificateRevocationListParams, KeyPair, SerialNumber};
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+        params.not_before = time::OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        // After 2049: a GeneralizedTime (RFC 5280 4.1.2.5).
+        params.not_after = time::OffsetDateTime::from_unix_timestamp(2_600_000_000).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::CrlSign,
+            rcgen::KeyUsagePurpose::KeyCertSign,
+        ];
+        let cert = params.self_signed(&key).unwrap();
+        assert_eq!(validity(cert.der()), Some((1_700_000_000, 2_600_000_000)));
+        let crl = CertificateRevocationListParams {
+            this_update: time::OffsetDateTime::from_unix_timestamp(1_750_000_000).unwrap(),
+            next_update: time::OffsetDateTime::from_unix_timestamp(1_750_086_400).unwrap(),
+            crl_number: SerialNumber::from(7u64),
+            issuing_distribution_point: None,
+            revoked_certs: vec![],
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&rcgen::Issuer::from_params(&params, &key))
+        .unwrap();
+        assert_eq!(
+            crl_updates(crl.der()),
+            Some((1_750_000_000, Some(1_750_086_400)))
+        );
+    }
+
+    #[test]
     fn garbage_gives_none() {
         assert_eq!(subject(&[]), None);
         assert_eq!(subject(&[0x30, 0x82, 0xff]), None);
