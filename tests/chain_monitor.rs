@@ -186,27 +186,27 @@ async fn a_peer_stopping_and_a_certificate_near_expiry_show_in_the_chain() {
         .unwrap_or("")
         .contains("connect"));
 
-    // Both alerts are on the record (PS3.15 Security Alerts).
-    let alerts: Vec<String> = ctx
-        .index
-        .audit_events(10_000)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.operation == "CHAIN-ALERT")
-        .map(|e| e.detail)
-        .collect();
-    assert!(
-        alerts
-            .iter()
-            .any(|d| d.starts_with(&format!("gateway {B}: certificate expires within 7 days"))),
-        "{alerts:?}"
-    );
-    assert!(
-        alerts
-            .iter()
-            .any(|d| d.starts_with(&format!("gateway {B} unreachable"))),
-        "{alerts:?}"
-    );
+    // Both alerts are on the record (PS3.15 Security Alerts), written once the round ends.
+    let alert = |text: String| async move {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            let alerts: Vec<String> = ctx
+                .index
+                .audit_events(10_000)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|e| e.operation == "CHAIN-ALERT")
+                .map(|e| e.detail)
+                .collect();
+            if alerts.iter().any(|d| d.starts_with(&text)) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "no alert {text:?}: {alerts:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    alert(format!("gateway {B}: certificate expires within 7 days")).await;
+    alert(format!("gateway {B} unreachable")).await;
     a.stop().await;
 }

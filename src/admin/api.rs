@@ -307,9 +307,6 @@ pub async fn transfer_events(
                     let event = Event::default().event("transfers").data(data.clone());
                     return Some((Ok(event), (state, Some(data), false)));
                 }
-                if first {
-                    break None;
-                }
             }
         },
     );
