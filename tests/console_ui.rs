@@ -8,7 +8,7 @@
 //! API route answers 401 and the app shows its login form only; with the admin token each page
 //! loads without console errors, `muller` finds Müller^Zoë with non-blank series thumbnails, a
 //! WADO-RS retrieve the script starts and reads slowly shows partial progress and then
-//! completes, the failed forward jobs are re-queued from the queues page and sent, the
+//! completes, another one is cancelled from the transfers page, the failed forward jobs are re-queued from the queues page and sent, the
 //! patient's audit trail shows a verified chain and exports as CSV, the PACS is probed on the
 //! peers page. Here: the PACS then holds the forwarded instances.
 //!
@@ -147,6 +147,8 @@ async fn the_console_in_chromium_searches_follows_requeues_and_refuses_strangers
     };
     let open_study = study_of(true, "1.2.840.10008.5.1.4.1.1.4");
     let transfer_study = study_of(false, "1.2.840.10008.5.1.4.1.1.2");
+    // And the one it cancels (patient A's CT).
+    let cancel_study = study_of(true, "1.2.840.10008.5.1.4.1.1.2");
 
     let admin = mint_jwt(&idp, |c| {
         c["role"] = ADMIN_ROLE.into();
@@ -167,6 +169,8 @@ async fn the_console_in_chromium_searches_follows_requeues_and_refuses_strangers
         open_study,
         "--transfer-study".into(),
         transfer_study.clone(),
+        "--cancel-study".into(),
+        cancel_study.clone(),
         "--out".into(),
         out.display().to_string(),
         "--timeout-ms".into(),
@@ -207,6 +211,18 @@ async fn the_console_in_chromium_searches_follows_requeues_and_refuses_strangers
     assert_eq!(result["transfer_done"]["study"], transfer_study.as_str());
     assert!(
         common::gateway_mode::becomes_complete(gw.context(), &transfer_study).await,
+        "{pretty}"
+    );
+    // The cancelled one is not complete in the cache.
+    let cached = gw
+        .context()
+        .index
+        .cached_study(&cancel_study)
+        .await
+        .unwrap();
+    assert!(!cached.is_some_and(|c| c.complete), "{pretty}");
+    assert!(
+        result["transfer_cancelled"]["state"] == "cancelled",
         "{pretty}"
     );
     // The admin's reads are in the trail: the search (ADMIN, naming the patients), the audit

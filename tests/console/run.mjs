@@ -12,7 +12,7 @@
 //   2. with the admin token, each page loads without console errors;
 //   3. studies: `muller` finds Müller^Zoë; a study shows non-blank series thumbnails;
 //   4. transfers: a WADO-RS retrieve it starts (and reads slowly) shows up running with
-//      partial progress, then complete;
+//      partial progress, then complete; another one is cancelled from the page;
 //   5. queues: the failed forward job is re-queued from the UI and ends done;
 //   6. audit: the patient's trail with a verified chain, and its CSV export;
 //   7. peers (the PACS probed) and the configuration.
@@ -36,6 +36,7 @@ const otherToken = arg('other-token', '');
 const out = arg('out', join(here, 'screenshots'));
 const openStudy = arg('open-study', '');
 const transferStudy = arg('transfer-study', '');
+const cancelStudy = arg('cancel-study', '');
 const timeoutMs = Number(arg('timeout-ms', '60000'));
 const chromiumPath = process.env.CHROMIUM || '/usr/bin/chromium';
 
@@ -44,8 +45,8 @@ function setupError(msg) {
   console.log(JSON.stringify({ ok: false, setup_error: msg, failures: [msg] }));
   process.exit(2);
 }
-if (!base || !adminToken || !otherToken || !openStudy || !transferStudy) {
-  setupError('pass --base, --admin-token, --other-token, --open-study and --transfer-study');
+if (!base || !adminToken || !otherToken || !openStudy || !transferStudy || !cancelStudy) {
+  setupError('pass --base, --admin-token, --other-token, --open-study, --transfer-study and --cancel-study');
 }
 let chromium;
 try {
@@ -241,6 +242,29 @@ try {
   check(result.transfer_done.received === result.transfer_done.expected && Number(result.transfer_done.expected) > 0,
     `the transfer did not complete: ${JSON.stringify(result.transfer_done)}`);
   await shot(page, 'transfers-complete');
+
+  // Another slow retrieve, cancelled from the page: the fetch ends, the client's stream with it.
+  const slow2 = await new Promise((resolve, reject) => {
+    const req = http.get(`${base}/dicomweb/studies/${cancelStudy}`, {
+      headers: { Accept: 'multipart/related; type="application/dicom"; transfer-syntax=*' },
+    }, (res) => {
+      res.pause();
+      resolve({ res, status: res.statusCode });
+    });
+    req.on('error', reject);
+  });
+  check(slow2.status === 200, `WADO-RS of the study to cancel: ${slow2.status}`);
+  const toCancel = page.locator(`tr[data-testid=transfer][data-study="${cancelStudy}"][data-state=running]`);
+  await toCancel.first().waitFor({ timeout: timeoutMs });
+  await toCancel.first().getByTestId('cancel').click();
+  const cancelled = page.locator(`tr[data-testid=transfer][data-study="${cancelStudy}"][data-state=cancelled]`);
+  await cancelled.first().waitFor({ timeout: timeoutMs });
+  result.transfer_cancelled = await cancelled.first().evaluate((tr) => ({ ...tr.dataset, text: tr.textContent }));
+  check(Number(result.transfer_cancelled.received) < Number(result.transfer_cancelled.expected),
+    `the cancelled transfer ran to its end: ${JSON.stringify(result.transfer_cancelled)}`);
+  await shot(page, 'transfers-cancelled');
+  slow2.res.on('error', () => {});
+  slow2.res.destroy();
 
   // ---- 5. queues -------------------------------------------------------------------------
   await visit('queues');
