@@ -21,7 +21,7 @@ wave a new cycle through).  Usage: module-graph.py [--src DIR] [--known FILE] [-
 import argparse, os, re, sys
 from collections import defaultdict
 
-FRONTS = ("dicomweb", "dimse::scp", "xds")  # translate requests; go through core only
+FRONTS = ("admin", "dicomweb", "dimse::scp", "xds")  # translate requests; go through core only
 SOURCES = ("pacs", "registry", "remote", "store")  # local PACS, XDS registry, remote gateways, cache index and blobs
 
 LITERAL_OR_COMMENT = re.compile(r'//[^\n]*|/\*|b?r(#*)"|b?"|\'(\\u\{[0-9a-fA-F]+\}|\\.|[^\\\'\n])\'')

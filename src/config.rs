@@ -74,12 +74,16 @@ pub struct ServerConfig {
     /// finish, in seconds; then associations get an A-ABORT and connections are closed. Below
     /// Kubernetes' 30 s and systemd's 90 s, so the process ends before it is killed.
     pub shutdown_grace_secs: u64,
+    /// Chain monitoring (`crate::chain`, issue 17): probe the PACS, the remote gateways and
+    /// Mitz every this many seconds; 0: only when the console asks.
+    pub chain_probe_secs: u64,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             shutdown_grace_secs: 20,
+            chain_probe_secs: 300,
         }
     }
 }

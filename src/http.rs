@@ -1,7 +1,8 @@
 //! The HTTP listener: `/health` (liveness), `/ready` (readiness, [`ready`]), `/metrics`
 //! (Prometheus, behind the same trust decision as `/admin`),
 //! DICOMweb under `/dicomweb` (and WADO-URI at `/wado`) with gzip for JSON answers and CORS for browser viewers where
-//! configured, and read-only admin views under `/admin`.
+//! configured, read-only admin views under `/admin/forward` and `/admin/audit`, and the
+//! operator's console under `/admin` (`crate::admin`).
 
 pub mod ready;
 
@@ -28,6 +29,8 @@ pub struct HttpState {
     pub blobs: BlobStore,
     /// Gateway mode: the local PACS (`/ready` asks it for C-ECHO).
     pub gateway: Option<Arc<PacsSource>>,
+    /// Chain monitoring, for the console.
+    pub chain: Arc<crate::chain::Monitor>,
 }
 
 impl FromRef<HttpState> for WebState {
@@ -38,6 +41,14 @@ impl FromRef<HttpState> for WebState {
 
 pub fn router(state: HttpState) -> Router {
     let cors = cors_layer(&state.web.config.dicomweb.cors_origins);
+    // The operator's console, where the listener is not open to the world.
+    let console = crate::admin::mounted(&state.web)
+        .then(|| crate::admin::router(state.web.clone(), state.chain.clone()));
+    if console.is_none() {
+        tracing::warn!(
+            "the console (/admin) is not served: the HTTP listener is beyond loopback without TLS"
+        );
+    }
     let admin = Router::new()
         .route("/admin/forward", get(forward_queue))
         .route("/admin/audit", get(audit_trail))
@@ -70,6 +81,10 @@ pub fn router(state: HttpState) -> Router {
         .merge(admin)
         .nest("/dicomweb", web)
         .merge(wado_uri);
+    let router = match console {
+        Some(console) => router.merge(console),
+        None => router,
+    };
     // The SOAP endpoints (XDS-I.b / XCA-I) with `[xds] enabled`.
     let router = match soap {
         Some(soap) => router.merge(soap),

@@ -13,6 +13,9 @@
 //!   - [`dicomweb`]: the DICOMweb front (PS3.18): QIDO-RS, WADO-RS, STOW-RS, streamed.
 //!   - [`xds`]: the SOAP front (IHE XDS-I.b / XCA-I): SOAP 1.2 + WS-Addressing + MTOM/XOP,
 //!     dispatched by `wsa:Action`; RAD-69/75 and ITI-43/39 retrieves, streamed.
+//!   - [`admin`]: the operator's console (issue 17) under `/admin`: a JSON API over the
+//!     core (studies, transfers, queues) and trust (the audit trail, peers), and the
+//!     single-page app that reads it, for our own administrators only.
 //! - [`core`]: where every query and retrieve is answered and every stored instance taken
 //!   in: the trust decision and the one audit record of each operation, the routes from
 //!   each front to the sources, the cache or a shared, streamed fetch from a source, queries
@@ -44,6 +47,8 @@
 //! - [`server`]: the composition root: builds the core with its sources and routes
 //!   (`server::compose_core`), starts the listeners, and the shutdown deadline; what it
 //!   opened is in `server::Context` (the fronts see only the core and trust).
+//! - [`chain`]: chain monitoring (ketenregie): the PACS, the remote gateways and Mitz probed
+//!   on a schedule, certificate and CRL expiry, alerts as audit records and metrics.
 //! - [`cli`]: the command line (serve, echo, find, store, move, get, generate, probe, forward).
 //! - [`config`]: typed configuration (embedded default TOML, file, `BEELDBRUG_*` environment),
 //!   every section's types included: it imports none of the modules it configures.
@@ -60,6 +65,8 @@
 //! - [`testdata`]: the deterministic synthetic-study generator used by tests and benchmarks
 //!   (`test-data/README.md` says why it lives here and how to make data).
 
+pub mod admin;
+pub mod chain;
 pub mod cli;
 pub mod clock;
 pub mod config;

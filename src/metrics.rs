@@ -38,6 +38,9 @@ struct Metrics {
     cache_studies: Gauge,
     orphans_removed: Counter,
     missing_blobs: Counter,
+    chain_up: Family<Labels, Gauge>,
+    chain_latency: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    chain_certificate_days: Family<Labels, Gauge>,
 }
 
 /// Request durations from 5 ms to about 80 s.
@@ -62,6 +65,9 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         cache_studies: Gauge::default(),
         orphans_removed: Counter::default(),
         missing_blobs: Counter::default(),
+        chain_up: Family::default(),
+        chain_latency: Family::default(),
+        chain_certificate_days: Family::default(),
         registry: Registry::default(),
     };
     registry.register(
@@ -133,6 +139,21 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "missing_blobs",
         "Reads of an indexed instance whose file was missing (each logged for repair)",
         m.missing_blobs.clone(),
+    );
+    registry.register(
+        "chain_peer_up",
+        "Chain monitoring: 1 when the peer (kind: pacs, gateway, consent) answered its last probe, else 0",
+        m.chain_up.clone(),
+    );
+    registry.register(
+        "chain_probe_seconds",
+        "Chain monitoring: how long the peer's last probe took",
+        m.chain_latency.clone(),
+    );
+    registry.register(
+        "chain_certificate_days",
+        "Chain monitoring: days until the certificate expires (a peer's as presented, ours: kind own)",
+        m.chain_certificate_days.clone(),
     );
     Metrics { registry, ..m }
 });
@@ -273,6 +294,24 @@ pub fn set_queue_depth(queue: &'static str, depth: u64) {
         .queue_depth
         .get_or_create(&labels(&[("queue", queue)]))
         .set(i64::try_from(depth).unwrap_or(i64::MAX));
+}
+
+/// A chain monitoring probe of `peer` (a participant's or the PACS's name, no patient data).
+pub fn chain_probe(kind: &'static str, peer: &str, up: bool, took: Duration) {
+    let l = labels(&[("kind", kind), ("peer", peer)]);
+    METRICS.chain_up.get_or_create(&l).set(i64::from(up));
+    METRICS
+        .chain_latency
+        .get_or_create(&l)
+        .set(took.as_secs_f64());
+}
+
+/// Days until a certificate of the chain expires.
+pub fn chain_certificate_days(kind: &'static str, peer: &str, days: i64) {
+    METRICS
+        .chain_certificate_days
+        .get_or_create(&labels(&[("kind", kind), ("peer", peer)]))
+        .set(days);
 }
 
 /// The cache's size now.

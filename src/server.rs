@@ -73,6 +73,8 @@ pub struct Context {
     pub gateway: Option<Arc<PacsSource>>,
     /// The DIMSE and DICOMweb fronts' context.
     pub fronts: Arc<ScpContext>,
+    /// Chain monitoring: the PACS, remote gateways and Mitz probed on a schedule.
+    pub chain: Arc<crate::chain::Monitor>,
 }
 
 /// After the deadline, how long aborting what is left may take before we stop waiting.
@@ -215,6 +217,12 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         ScpContext::new(config.clone(), trust.clone(), core.clone(), move_arrivals)
             .with_tls(tls.clone()),
     );
+    let chain = Arc::new(crate::chain::Monitor::new(
+        config.clone(),
+        core.clone(),
+        trust.clone(),
+        tls.clone(),
+    ));
     let context = Arc::new(Context {
         config: config.clone(),
         trust: trust.clone(),
@@ -223,6 +231,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         core,
         gateway,
         fronts,
+        chain,
     });
 
     let dimse = TcpListener::bind(&config.dimse.listen)
@@ -284,6 +293,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         index: context.index.clone(),
         blobs: context.blobs.clone(),
         gateway: context.gateway.clone(),
+        chain: context.chain.clone(),
     };
     if tls.http().is_some() {
         let tls = tls.clone();
@@ -316,6 +326,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     if !watcher.idle() {
         tasks.spawn(watcher.run(shutdown.clone()));
     }
+    // Chain monitoring: the peers probed every server.chain_probe_secs (issue 17).
+    tasks.spawn(context.chain.clone().run(shutdown.clone()));
     if config.storage.keep_received_days > 0 {
         // Studies received by STOW-RS are deleted after storage.keep_received_days.
         tasks.spawn(crate::store::retention::run(

@@ -16,6 +16,12 @@ pub struct TrustConfig {
     pub require_token: bool,
     /// RoleCodeNL codes that may see image data; empty: any role.
     pub allowed_roles: Vec<String>,
+    /// Roles whose tokens (of our own organisation, `own_ura`) may use the operator's
+    /// console under `/admin`; empty: no token may.
+    pub admin_roles: Vec<String>,
+    /// SHA-256 fingerprints (hex) of client certificates that may use the console over
+    /// mTLS.
+    pub admin_certificates: Vec<String>,
     pub jwt: JwtConfig,
     pub saml: SamlConfig,
     pub consent: ConsentConfig,

@@ -34,6 +34,8 @@ pub enum End {
 #[derive(Debug, Default)]
 struct State {
     arrived: Vec<InstanceLocation>,
+    /// Bytes of the instances arrived (their stored size).
+    bytes: u64,
     /// The data sets of the instances from `kept_from` on, as far as the source gave them:
     /// kept until every follower has taken the instance (at most [`KEPT`]), so followers
     /// send them from memory; a follower that joins later, or lags, reads the files.
@@ -60,6 +62,34 @@ pub struct Fetch {
     pub cancel: CancellationToken,
     /// Longest wait for the slowest follower per instance.
     client_wait: Duration,
+    /// A number for the operator's console (`Core::transfers`, `Core::cancel_transfer`).
+    pub id: u64,
+    started: std::time::Instant,
+    started_at: String,
+}
+
+/// A retrieve as the operator's console shows it: running, or among the last ended ones.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TransferInfo {
+    pub id: u64,
+    /// "retrieve": a fetch from a source into the cache.
+    pub kind: &'static str,
+    pub source: &'static str,
+    pub study_uids: Vec<String>,
+    pub series_uids: Vec<String>,
+    /// Instances the source reported for the selection.
+    pub expected: u64,
+    pub received: u64,
+    pub bytes: u64,
+    pub started_at: String,
+    pub elapsed_ms: u64,
+    /// Bytes per second since the start.
+    pub rate: u64,
+    /// "running", "complete", "incomplete" or "cancelled".
+    pub state: &'static str,
+    pub detail: String,
+    /// Requests following it now.
+    pub followers: usize,
 }
 
 impl Fetch {
@@ -70,6 +100,7 @@ impl Fetch {
         source_name: &'static str,
         client_wait: Duration,
     ) -> Arc<Fetch> {
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Arc::new(Fetch {
             key,
             selection,
@@ -79,7 +110,46 @@ impl Fetch {
             changed: watch::channel(0).0,
             cancel: CancellationToken::new(),
             client_wait,
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            started: std::time::Instant::now(),
+            started_at: crate::clock::now_rfc3339(),
         })
+    }
+
+    /// Where the retrieve stands, for the operator's console.
+    pub fn info(&self) -> TransferInfo {
+        let state = self.lock();
+        let elapsed = self.started.elapsed();
+        let (name, detail) = match &state.end {
+            None if self.cancel.is_cancelled() => ("cancelled", String::new()),
+            None => ("running", String::new()),
+            Some(End::Complete { .. }) => ("complete", String::new()),
+            Some(End::Incomplete(_)) if self.cancel.is_cancelled() => {
+                ("cancelled", "cancelled".to_string())
+            }
+            Some(End::Incomplete(why)) => ("incomplete", why.clone()),
+        };
+        let secs = elapsed.as_secs_f64();
+        TransferInfo {
+            id: self.id,
+            kind: "retrieve",
+            source: self.source_name,
+            study_uids: self.selection.study_uids.clone(),
+            series_uids: self.selection.series_uids.clone(),
+            expected: self.reported,
+            received: state.arrived.len() as u64,
+            bytes: state.bytes,
+            started_at: self.started_at.clone(),
+            elapsed_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+            rate: if secs > 0.0 {
+                (state.bytes as f64 / secs) as u64
+            } else {
+                0
+            },
+            state: name,
+            detail,
+            followers: state.followers.len(),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -114,6 +184,7 @@ impl Fetch {
         let mut seen = self.changed.subscribe();
         {
             let mut state = self.lock();
+            state.bytes += loc.size_bytes;
             state.arrived.push(loc);
             state.data_sets.push_back(data_set);
             state.forget_taken();
@@ -258,10 +329,15 @@ impl Drop for Follower {
     }
 }
 
+/// How many ended retrieves the console still lists.
+const RECENT: usize = 50;
+
 /// The retrieves running now, by selection.
 #[derive(Debug)]
 pub struct Fetches {
     active: Mutex<HashMap<String, Arc<Fetch>>>,
+    /// The last [`RECENT`] ended retrieves, newest last.
+    recent: Mutex<std::collections::VecDeque<TransferInfo>>,
     /// Studies being streamed from the cache (pinned against eviction), with a count.
     pins: Arc<Mutex<HashMap<String, usize>>>,
     /// How long a retrieve waits for its slowest follower per instance (`[cache]
@@ -276,6 +352,7 @@ impl Default for Fetches {
     fn default() -> Self {
         Fetches {
             active: Mutex::default(),
+            recent: Mutex::default(),
             pins: Arc::default(),
             client_wait: CLIENT_WAIT,
         }
@@ -359,6 +436,41 @@ impl Fetches {
             .is_some_and(|f| Arc::ptr_eq(f, fetch))
         {
             active.remove(&fetch.key);
+        }
+        drop(active);
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if recent.len() >= RECENT {
+            recent.pop_front();
+        }
+        recent.push_back(fetch.info());
+    }
+
+    /// The running retrieves (oldest first), then the last ended ones (newest first).
+    pub fn transfers(&self) -> Vec<TransferInfo> {
+        let mut running: Vec<TransferInfo> = self
+            .active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|f| f.info())
+            .collect();
+        running.sort_by_key(|t| t.id);
+        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        running.extend(recent.iter().rev().cloned());
+        running
+    }
+
+    /// Cancel the running retrieve `id` (a PACS gets a C-CANCEL); false if none runs.
+    pub fn cancel(&self, id: u64) -> bool {
+        let active = self.active.lock().unwrap_or_else(|e| e.into_inner());
+        match active.values().find(|f| f.id == id) {
+            Some(fetch) => {
+                tracing::info!(fetch = %fetch.key, "retrieve cancelled by the operator");
+                fetch.cancel.cancel();
+                fetch.bump();
+                true
+            }
+            None => false,
         }
     }
 

@@ -27,6 +27,7 @@
 //! nothing of the fronts or of how a source works.
 
 pub mod cache;
+pub mod console;
 pub mod decide;
 pub mod follow;
 pub mod ingest;

@@ -225,4 +225,14 @@ pub trait Source: Send + Sync + std::fmt::Debug {
     /// `(study, SOP instance)` pairs: a source that keeps the hospital's archive (the PACS)
     /// may take them on. Nothing by default.
     async fn received(&self, _sender: &str, _items: &[(String, String)]) {}
+
+    /// A harmless exchange that shows the source is reachable (the PACS: C-ECHO), for the
+    /// console's peers: what it answered. `None`: nothing to probe.
+    async fn probe(&self) -> Option<Result<String, SourceError>> {
+        None
+    }
+
+    /// An operator put jobs of the source's queues back (the console's re-queue of failed
+    /// forward jobs): a source that works a queue looks now. Nothing by default.
+    fn queue_changed(&self) {}
 }

@@ -106,6 +106,22 @@ impl Source for PacsSource {
         Ok(self.pacs.count(selection).await?)
     }
 
+    /// C-ECHO (PS3.7 9.1.5), as `/ready` does.
+    async fn probe(&self) -> Option<Result<String, SourceError>> {
+        Some(
+            self.pacs
+                .echo()
+                .await
+                .map(|status| format!("C-ECHO status 0x{status:04X}"))
+                .map_err(SourceError::from),
+        )
+    }
+
+    /// Failed forward jobs were put back (the console): the worker looks now.
+    fn queue_changed(&self) {
+        self.pacs.forward.wake();
+    }
+
     /// STOW-RS studies go on to the PACS through the durable forward queue (`[pacs]
     /// forward_stow`, `forward_except`).
     async fn received(&self, sender: &str, items: &[(String, String)]) {

@@ -116,6 +116,12 @@ pub enum Operation {
     Iti18,
     /// ITI-38 Cross Gateway Query (XCA, SOAP).
     Iti38,
+    /// The operator's console (`/admin`): reading the gateway's state, steering its
+    /// transfers and queues ([`Trust::decide`] admits our own administrators only).
+    Admin,
+    /// An alert of the chain monitoring (`crate::chain`): a peer unreachable, a certificate
+    /// near its expiry. Recorded by the gateway itself, never asked for.
+    ChainAlert,
 }
 
 impl Operation {
@@ -140,6 +146,8 @@ impl Operation {
             Operation::WadoWs => "WADO-WS",
             Operation::Iti18 => "ITI-18",
             Operation::Iti38 => "ITI-38",
+            Operation::Admin => "ADMIN",
+            Operation::ChainAlert => "CHAIN-ALERT",
         }
     }
 }
@@ -344,6 +352,13 @@ impl Trust {
         if let Some(why) = self.audit_unavailable() {
             return Decision::Unavailable(why);
         }
+        match operation {
+            Operation::Admin => return self.check_admin(caller),
+            Operation::ChainAlert => {
+                return Decision::Deny("chain alerts are recorded, not asked for".into())
+            }
+            _ => {}
+        }
         let admitted = if operation.is_xds() {
             self.admit_xds(caller)
         } else if operation.is_web() {
@@ -412,6 +427,52 @@ impl Trust {
             }
             Err(refusal) => refusal,
         }
+    }
+
+    /// The console is for our own administrators only, and never anonymous, whatever
+    /// `dicomweb.allow_anonymous` says: a client certificate listed in
+    /// `trust.admin_certificates` (mTLS), or verified claims of our own organisation
+    /// (`trust.own_ura`) with a role in `trust.admin_roles`, not bound to one patient.
+    /// A remote gateway never is.
+    fn check_admin(&self, caller: &Caller) -> Decision {
+        if let Some(why) = &caller.credential_error {
+            return Decision::Unauthenticated(why.clone());
+        }
+        if caller.participant.is_some() {
+            return Decision::Deny("a remote gateway may not use the console".into());
+        }
+        if let Some(presented) = &caller.certificate_sha256 {
+            if self
+                .config
+                .admin_certificates
+                .iter()
+                .any(|listed| tls::same_fingerprint(listed, presented))
+            {
+                return Decision::Permit;
+            }
+        }
+        let Some(claims) = &caller.claims else {
+            if caller.certificate_sha256.is_some() {
+                return Decision::Deny(
+                    "the client certificate is not listed in trust.admin_certificates".into(),
+                );
+            }
+            return Decision::Unauthenticated(
+                "the console needs an admin client certificate or a token of our own organisation with an admin role"
+                    .into(),
+            );
+        };
+        let own = self.config.own_ura.trim();
+        if own.is_empty() || claims.organisation_ura != own {
+            return Decision::Deny("only our own organisation may use the console".into());
+        }
+        if !self.config.admin_roles.iter().any(|r| r == &claims.role) {
+            return Decision::Deny(format!("role {:?} is no admin role", claims.role));
+        }
+        if claims.patient_bsn.is_some() {
+            return Decision::Deny("a token bound to one patient is no admin token".into());
+        }
+        Decision::Permit
     }
 
     /// HTTP: a verified certificate must belong to a participant (403 otherwise); claims

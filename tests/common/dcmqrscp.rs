@@ -49,8 +49,19 @@ impl Dcmqrscp {
         destinations: &[(&str, u16)],
         flags: &[&str],
     ) -> Dcmqrscp {
+        Self::start_on(free_port(), dir, ae_title, destinations, flags).await
+    }
+
+    /// [`Dcmqrscp::start`] on a port chosen before (a gateway configured toward it while it
+    /// was still down).
+    pub async fn start_on(
+        port: u16,
+        dir: &Path,
+        ae_title: &str,
+        destinations: &[(&str, u16)],
+        flags: &[&str],
+    ) -> Dcmqrscp {
         let program = require_tool("dcmqrscp");
-        let port = free_port();
         let storage = dir.join("dcmqrscp-storage").join(ae_title);
         std::fs::create_dir_all(&storage).expect("dcmqrscp storage area");
         let cfg = dir.join("dcmqrscp.cfg");

@@ -52,7 +52,8 @@ impl Gateway {
         Self::start_on(&format!("127.0.0.1:{port}"), &extra).await
     }
 
-    async fn start_on(http_listen: &str, extra_toml: &str) -> Gateway {
+    /// Start with HTTP on `http_listen` (a fixed port a peer must know in advance).
+    pub async fn start_on(http_listen: &str, extra_toml: &str) -> Gateway {
         Self::start_full("127.0.0.1:0", http_listen, extra_toml).await
     }
 

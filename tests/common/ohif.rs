@@ -51,7 +51,7 @@ pub fn require_ohif_setup() -> PathBuf {
 }
 
 /// Run `node run.mjs` with a deadline; returns (exit status, stdout, stderr).
-fn run_node(dir: &Path, args: &[String]) -> (Option<i32>, String, String) {
+pub fn run_node(dir: &Path, args: &[String]) -> (Option<i32>, String, String) {
     let mut child = Command::new("node")
         .arg("run.mjs")
         .args(args)

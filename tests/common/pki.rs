@@ -190,6 +190,22 @@ impl Pki {
         )
     }
 
+    /// [`Pki::issue_server`] valid from yesterday for `days` days from now (a certificate
+    /// about to expire).
+    pub fn issue_server_for_days(&self, name: &str, hosts: &[&str], days: i64) -> CertFiles {
+        let now = OffsetDateTime::now_utc();
+        let serial = self.serial.fetch_add(1, Ordering::Relaxed);
+        issue(
+            self.path(),
+            &self.ca,
+            name,
+            hosts,
+            true,
+            (now - Duration::days(1), now + Duration::days(days)),
+            serial,
+        )
+    }
+
     /// Rewrite `crl_file` (atomically: temp file and rename) listing `revoked`, with a new
     /// CRL number, valid from a minute ago for a day.
     pub fn write_crl(&self, revoked: &[&CertFiles]) {

@@ -144,6 +144,10 @@ pub trait Index: Send + Sync + std::fmt::Debug {
         limit: u32,
     ) -> Result<Vec<ForwardJob>, IndexError>;
 
+    /// Put failed forward jobs (`ids`; empty: all) back in the queue, due at `now`, their
+    /// attempts counted afresh; returns how many.
+    async fn requeue_forward(&self, ids: &[i64], now: i64) -> Result<u64, IndexError>;
+
     /// Record an attempt of a forward job.
     async fn update_forward(
         &self,

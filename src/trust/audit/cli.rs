@@ -19,6 +19,9 @@ pub struct AuditArgs {
     /// One JSON object on stdout: `records` and `verification`.
     #[arg(long)]
     pub json: bool,
+    /// The patient's records as CSV on stdout (RFC 4180; the console's export too).
+    #[arg(long, conflicts_with = "json")]
+    pub csv: bool,
     /// At most this many (newest) records.
     #[arg(long, default_value_t = 10_000)]
     pub limit: u32,
@@ -60,7 +63,10 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<()> {
         None => (None, audit.verify().await?),
     };
 
-    if args.json {
+    if args.csv {
+        print!("{}", csv(records.as_deref().unwrap_or_default()));
+        eprintln!("{}", describe(&verification));
+    } else if args.json {
         let out = serde_json::json!({
             "patient_id": args.bsn,
             "records": records,
@@ -98,6 +104,77 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The columns of [`csv`].
+const CSV_COLUMNS: [&str; 16] = [
+    "seq",
+    "time",
+    "operation",
+    "outcome",
+    "gateway",
+    "organisation_ura",
+    "professional_uzi",
+    "role",
+    "purpose_of_use",
+    "token_id",
+    "source_address",
+    "certificate_sha256",
+    "grounds",
+    "patient_ids",
+    "study_uids",
+    "detail",
+];
+
+/// A patient's records as CSV (RFC 4180: CRLF line ends, fields quoted when they hold a
+/// comma, quote or line break; lists joined with `;`), for `beeldbrug audit --csv` and the
+/// console's export. A field that starts with `=`, `+`, `-` or `@` gets a leading `'` so
+/// that a spreadsheet does not run it as a formula.
+pub fn csv(records: &[super::redact::RecordView]) -> String {
+    fn field(out: &mut String, value: &str) {
+        let value = if value.starts_with(['=', '+', '-', '@']) {
+            format!("'{value}")
+        } else {
+            value.to_string()
+        };
+        if value.contains([',', '"', '\r', '\n']) {
+            out.push('"');
+            out.push_str(&value.replace('"', "\"\""));
+            out.push('"');
+        } else {
+            out.push_str(&value);
+        }
+    }
+    let mut out = CSV_COLUMNS.join(",");
+    out.push_str("\r\n");
+    for r in records {
+        let values = [
+            r.seq.to_string(),
+            r.time.clone(),
+            r.operation.clone(),
+            r.outcome.clone(),
+            r.gateway.clone(),
+            r.organisation_ura.clone(),
+            r.professional_uzi.clone(),
+            r.role.clone(),
+            r.purpose_of_use.clone(),
+            r.token_id.clone(),
+            r.source_address.clone(),
+            r.certificate_sha256.clone(),
+            r.grounds.clone(),
+            r.patient_ids.join(";"),
+            r.study_uids.join(";"),
+            r.detail.clone(),
+        ];
+        for (i, v) in values.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            field(&mut out, v);
+        }
+        out.push_str("\r\n");
+    }
+    out
+}
+
 /// One line on the state of the chain.
 pub fn describe(v: &Verification) -> String {
     match &v.broken {
@@ -106,5 +183,51 @@ pub fn describe(v: &Verification) -> String {
             "chain: BROKEN at record {}: {} ({} records verified before it)",
             b.seq, b.reason, v.records
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::redact::RecordView;
+    use super::csv;
+
+    #[test]
+    fn csv_quotes_what_needs_it_and_defuses_formulas() {
+        let record = RecordView {
+            seq: 3,
+            time: "2026-12-05T10:00:00Z".into(),
+            operation: "WADO-RS".into(),
+            outcome: "success".into(),
+            detail: "said \"hi\", then\nleft".into(),
+            gateway: "=HYPERLINK(\"x\")".into(),
+            certificate_sha256: String::new(),
+            organisation_ura: "12345678".into(),
+            professional_uzi: String::new(),
+            role: String::new(),
+            purpose_of_use: String::new(),
+            token_id: String::new(),
+            source_address: "127.0.0.1:1".into(),
+            grounds: String::new(),
+            patient_ids: vec!["999999990".into(), "X".into()],
+            study_uids: vec!["1.2".into()],
+            hash: None,
+            redacted: false,
+        };
+        let out = csv(&[record]);
+        let mut lines = out.split("\r\n");
+        assert!(lines
+            .next()
+            .unwrap()
+            .starts_with("seq,time,operation,outcome,gateway"));
+        let row = lines.next().unwrap();
+        assert!(
+            row.starts_with("3,2026-12-05T10:00:00Z,WADO-RS,success,\"'=HYPERLINK(\"\"x\"\")\","),
+            "{row}"
+        );
+        assert!(row.contains(",999999990;X,1.2,"), "{row}");
+        assert!(
+            out.ends_with("\"said \"\"hi\"\", then\nleft\"\r\n"),
+            "{out}"
+        );
     }
 }

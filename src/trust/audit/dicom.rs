@@ -13,6 +13,7 @@
 //! | C-STORE, STOW-RS (we receive) | DICOM Instances Transferred (110104, A.5.3.4), action C |
 //! | AUDIT-READ | Audit Log Used (110101, A.5.3.1) |
 //! | DELETE (operator, retention) | DICOM Instances Accessed (110103, A.5.3.6), action D |
+//! | CHAIN-ALERT (chain monitoring) | Security Alert (110113, A.5.3.13), Node Authentication (110126) |
 //! | C-ECHO (permitted) | none: verification concerns no patient and PS3.15 has no event for it |
 //!
 //! The record is written once the operation has ended, so Begin Transferring (110102), which
@@ -88,6 +89,8 @@ pub fn event_of(record: &AuditRecord) -> Option<Kind> {
         "C-STORE" | "STOW-RS" => Some(Kind::InstancesTransferred { we_send: false }),
         "AUDIT-READ" => Some(Kind::AuditLogUsed),
         "DELETE" => Some(Kind::InstancesDeleted),
+        // Chain monitoring: a peer unreachable, a certificate near its expiry (issue 17).
+        "CHAIN-ALERT" => Some(Kind::SecurityAlert),
         _ => None,
     }
 }
@@ -234,6 +237,14 @@ pub fn message(record: &AuditRecord, source: &Source) -> Result<Option<String>, 
         .attr("EventOutcomeIndicator", outcome_indicator(&record.outcome))
         .child(El::coded("EventID", code, "DCM", meaning));
     match event {
+        Kind::SecurityAlert if record.operation == "CHAIN-ALERT" => {
+            ident = ident.child(El::coded(
+                "EventTypeCode",
+                "110126",
+                "DCM",
+                "Node Authentication",
+            ));
+        }
         Kind::SecurityAlert => {
             ident = ident.child(El::coded(
                 "EventTypeCode",

@@ -1,5 +1,7 @@
-//! Just enough DER (X.690) to print a certificate's subject (RFC 5280 4.1.2.6) in logs:
-//! bounds-checked, never panics on what a peer sent.
+//! Just enough DER (X.690) to print a certificate's subject (RFC 5280 4.1.2.6) in logs, and
+//! for the console (issue 17) a certificate's validity (RFC 5280 4.1.2.5) and a CRL's
+//! thisUpdate / nextUpdate (RFC 5280 5.1.2.4-5): bounds-checked, never panics on what a
+//! peer sent.
 
 /// One TLV: tag, content, rest.
 fn tlv(data: &[u8]) -> Option<(u8, &[u8], &[u8])> {
@@ -70,6 +72,81 @@ pub fn subject(cert: &[u8]) -> Option<String> {
     Some(parts.join(", "))
 }
 
+const UTC_TIME: u8 = 0x17;
+const GENERALIZED_TIME: u8 = 0x18;
+
+/// A Time (RFC 5280 4.1.2.5.1-2: UTCTime `YYMMDDHHMMSSZ`, years 50-99 are 19xx, or
+/// GeneralizedTime `YYYYMMDDHHMMSSZ`) as Unix seconds.
+fn time_value(tag: u8, value: &[u8]) -> Option<i64> {
+    let text = std::str::from_utf8(value).ok()?;
+    let digits = text.strip_suffix('Z')?;
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let (year, rest) = match (tag, digits.len()) {
+        (UTC_TIME, 12) => {
+            let yy: i32 = digits[..2].parse().ok()?;
+            (if yy >= 50 { 1900 + yy } else { 2000 + yy }, &digits[2..])
+        }
+        (GENERALIZED_TIME, 14) => (digits[..4].parse().ok()?, &digits[4..]),
+        _ => return None,
+    };
+    let n = |i: usize| rest[i..i + 2].parse::<u8>().ok();
+    let month = time::Month::try_from(n(0)?).ok()?;
+    let date = time::Date::from_calendar_date(year, month, n(2)?).ok()?;
+    let at = date.with_hms(n(4)?, n(6)?, n(8)?).ok()?;
+    Some(at.assume_utc().unix_timestamp())
+}
+
+/// A certificate's notBefore and notAfter, Unix seconds.
+pub fn validity(cert: &[u8]) -> Option<(i64, i64)> {
+    let (tag, certificate, _) = tlv(cert)?;
+    if tag != SEQUENCE {
+        return None;
+    }
+    let (_, tbs, _) = tlv(certificate)?;
+    let mut fields = tbs;
+    if fields.first() == Some(&0xa0) {
+        fields = tlv(fields)?.2;
+    }
+    // serialNumber, signature, issuer, then validity.
+    for _ in 0..3 {
+        fields = tlv(fields)?.2;
+    }
+    let (tag, validity, _) = tlv(fields)?;
+    if tag != SEQUENCE {
+        return None;
+    }
+    let (t1, not_before, rest) = tlv(validity)?;
+    let (t2, not_after, _) = tlv(rest)?;
+    Some((time_value(t1, not_before)?, time_value(t2, not_after)?))
+}
+
+/// A CRL's thisUpdate and nextUpdate (optional), Unix seconds.
+pub fn crl_updates(crl: &[u8]) -> Option<(i64, Option<i64>)> {
+    let (tag, list, _) = tlv(crl)?;
+    if tag != SEQUENCE {
+        return None;
+    }
+    let (_, tbs, _) = tlv(list)?;
+    let mut fields = tbs;
+    // version INTEGER is optional (v2 CRLs carry it).
+    if fields.first() == Some(&0x02) {
+        fields = tlv(fields)?.2;
+    }
+    // signature, issuer, then thisUpdate.
+    for _ in 0..2 {
+        fields = tlv(fields)?.2;
+    }
+    let (t1, this_update, rest) = tlv(fields)?;
+    let this_update = time_value(t1, this_update)?;
+    let next_update = match tlv(rest) {
+        Some((t, v, _)) if t == UTC_TIME || t == GENERALIZED_TIME => time_value(t, v),
+        _ => None,
+    };
+    Some((this_update, next_update))
+}
+
 /// Short names of the usual attribute types (RFC 4514 3, X.520), else the dotted OID.
 fn label(oid: &[u8]) -> String {
     match oid {
@@ -109,6 +186,51 @@ fn dotted(oid: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_of_both_kinds() {
+        assert_eq!(time_value(UTC_TIME, b"700101000000Z"), Some(0));
+        assert_eq!(time_value(UTC_TIME, b"491231235959Z"), Some(2524607999));
+        assert_eq!(
+            time_value(GENERALIZED_TIME, b"20500101000000Z"),
+            Some(2524608000)
+        );
+        assert_eq!(time_value(UTC_TIME, b"701301000000Z"), None);
+        assert_eq!(time_value(UTC_TIME, b"7001010000Z"), None);
+        assert_eq!(validity(&[0x30, 0x00]), None);
+        assert_eq!(crl_updates(&[]), None);
+    }
+
+    #[test]
+    fn validity_and_crl_times_of_rcgen_made_ones() {
+        use rcgen::{CertificateParams, CertificateRevocationListParams, KeyPair, SerialNumber};
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+        params.not_before = time::OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        // After 2049: a GeneralizedTime (RFC 5280 4.1.2.5).
+        params.not_after = time::OffsetDateTime::from_unix_timestamp(2_600_000_000).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::CrlSign,
+            rcgen::KeyUsagePurpose::KeyCertSign,
+        ];
+        let cert = params.self_signed(&key).unwrap();
+        assert_eq!(validity(cert.der()), Some((1_700_000_000, 2_600_000_000)));
+        let crl = CertificateRevocationListParams {
+            this_update: time::OffsetDateTime::from_unix_timestamp(1_750_000_000).unwrap(),
+            next_update: time::OffsetDateTime::from_unix_timestamp(1_750_086_400).unwrap(),
+            crl_number: SerialNumber::from(7u64),
+            issuing_distribution_point: None,
+            revoked_certs: vec![],
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&rcgen::Issuer::from_params(&params, &key))
+        .unwrap();
+        assert_eq!(
+            crl_updates(crl.der()),
+            Some((1_750_000_000, Some(1_750_086_400)))
+        );
+    }
 
     #[test]
     fn garbage_gives_none() {

@@ -13,7 +13,7 @@
 //! static RSA, no DHE); key exchange X25519, secp256r1, secp384r1. DICOM TLS is PS3.15 B.1
 //! (the "BCP 195" profile is the same set).
 
-mod der;
+pub mod der;
 pub mod listener;
 pub mod reload;
 

@@ -112,6 +112,10 @@ macro_rules! delegate_index_to_inner {
                     self.inner.forward_jobs(due_at, limit).await
                 }
 
+                async fn requeue_forward(&self, ids: &[i64], now: i64) -> Result<u64, IndexError> {
+                    self.inner.requeue_forward(ids, now).await
+                }
+
                 async fn update_forward(
                     &self,
                     id: i64,

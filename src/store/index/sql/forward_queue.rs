@@ -101,4 +101,27 @@ sql_impl! {
         Self::query(&sql).execute(&self.pool).await?;
         Ok(())
     }
+
+    /// Put failed jobs back in the queue, due at `now` with their attempts counted from
+    /// zero (an operator's re-queue); `ids` empty: every failed job. Returns how many.
+    pub async fn requeue_forward(&self, ids: &[i64], now: i64) -> Result<u64, IndexError> {
+        let mut sql = self.sql();
+        sql.push("UPDATE forward_job SET state = 'queued', attempts = 0, next_attempt_at = ")
+            .bind_int(now)
+            .push(" WHERE state = 'failed'");
+        if !ids.is_empty() {
+            sql.push(" AND id IN (");
+            for (i, id) in ids.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.bind_int(*id);
+            }
+            sql.push(")");
+        }
+        // RETURNING (PostgreSQL, SQLite 3.35+): the count without a dialect-specific result.
+        sql.push(" RETURNING id");
+        let requeued = Self::query(&sql).fetch_all(&self.pool).await?;
+        Ok(requeued.len() as u64)
+    }
 }

@@ -1,0 +1,258 @@
+//! The operator's console (issue 17) in headless Chromium: `tests/console/run.mjs`, driven by
+//! playwright-core (the one `npm ci` in `tests/ohif` installs), against a gateway in gateway
+//! mode whose PACS is a real DCMTK dcmqrscp.
+//!
+//! The PACS is down when a study arrives by STOW-RS, so its forward jobs fail (one attempt);
+//! then it comes up with two patients named Müller^Zoë (a 60-slice CT and a 5-slice MR study
+//! each). In the browser: without credentials, and with a token that has no admin role, every
+//! API route answers 401 and the app shows its login form only; with the admin token each page
+//! loads without console errors, `muller` finds Müller^Zoë with non-blank series thumbnails, a
+//! WADO-RS retrieve the script starts and reads slowly shows partial progress and then
+//! completes, another one is cancelled from the transfers page, the failed forward jobs are re-queued from the queues page and sent, the
+//! patient's audit trail shows a verified chain and exports as CSV, the PACS is probed on the
+//! peers page. Here: the PACS then holds the forwarded instances.
+//!
+//! Screenshots: `target/tmp/console-screenshots/` (CARGO_TARGET_TMPDIR). Needs Node.js 20+,
+//! `npm ci` in tests/ohif, Debian's `chromium` and DCMTK (`bash .ci/run` installs them).
+
+mod common;
+#[path = "common/tokens.rs"]
+mod tokens;
+
+use beeldbrug::pacs::forward::RetryPolicy;
+use common::dcmqrscp::Dcmqrscp;
+use common::{free_port, Gateway};
+use serde_json::Value;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use tokens::{mint_jwt, JwtIdp, TEST_URA};
+
+const PACS_AE: &str = "PACS";
+/// The role the test configures as an admin role (`trust.admin_roles`).
+const ADMIN_ROLE: &str = "beheerder";
+
+fn require_setup() -> std::path::PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let install = "run `apt-get install -y chromium nodejs npm` and `npm ci` in tests/ohif (or `bash .ci/run`)";
+    let node = std::process::Command::new("node").arg("--version").output();
+    assert!(
+        node.as_ref().is_ok_and(|o| o.status.success()),
+        "Node.js (`node`) is not on PATH: {install}"
+    );
+    assert!(
+        root.join("tests/ohif/node_modules/playwright-core/package.json")
+            .exists(),
+        "tests/ohif/node_modules/playwright-core is missing: {install}"
+    );
+    let chromium = std::env::var_os("CHROMIUM")
+        .map_or_else(|| "/usr/bin/chromium".into(), std::path::PathBuf::from);
+    assert!(
+        chromium.exists(),
+        "{} is missing: {install}",
+        chromium.display()
+    );
+    root.join("tests/console")
+}
+
+async fn forward_states(gw: &Gateway) -> Vec<String> {
+    gw.context()
+        .index
+        .forward_jobs(None, 10_000)
+        .await
+        .expect("forward queue")
+        .into_iter()
+        .map(|j| j.state)
+        .collect()
+}
+
+async fn wait_forward(gw: &Gateway, state: &str, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let states = forward_states(gw).await;
+        if states.len() == n && states.iter().all(|s| s == state) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "forward jobs not all {state}: {states:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn files_in(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .expect("PACS storage")
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name() != "index.dat")
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_console_in_chromium_searches_follows_requeues_and_refuses_strangers() {
+    let script_dir = require_setup();
+    let keys = tempfile::tempdir().unwrap();
+    let idp = JwtIdp::new(keys.path(), "https://idp.test", "beeldbrug");
+    let pacs_port = free_port();
+    let toml = format!(
+        "[trust]\nown_ura = \"{TEST_URA}\"\nadmin_roles = [\"{ADMIN_ROLE}\"]\n\
+         [cache]\nclient_wait_secs = 120\n\
+         [pacs]\nae_title = \"{PACS_AE}\"\nhost = \"127.0.0.1\"\nport = {pacs_port}\n\
+         retrieve = \"c-get\"\nprobe_at_start = false\nforward_stow = true\nconnect_timeout_secs = 2\n\
+         {}",
+        idp.config_toml()
+    );
+    let gw = Gateway::start(&toml).await;
+    let gateway = gw.context().gateway.clone().expect("gateway mode");
+    gateway.pacs.forward.set_policy(RetryPolicy {
+        delays: vec![Duration::from_secs(1)],
+        max_attempts: 1,
+        poll: Duration::from_millis(200),
+    });
+
+    // A transfer of care arrives while the PACS is down: its forward jobs fail.
+    let arriving = tempfile::tempdir().unwrap();
+    let mut args = beeldbrug::testdata::GenerateArgs::with_defaults(arriving.path());
+    args.seed = 7;
+    args.patients = 1;
+    args.ct_slices = 2;
+    args.mr_slices = 1;
+    let stowed = beeldbrug::testdata::generate(&args).expect("generate");
+    let r = common::http::stow_files(gw.http_port, &stowed).await;
+    assert_eq!(r.status, 200, "STOW-RS: {}", r.text());
+    wait_forward(&gw, "failed", stowed.len()).await;
+
+    // The PACS comes up with two patients (Müller^Zoë both).
+    let pacs_dir = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let mut args = beeldbrug::testdata::GenerateArgs::with_defaults(data.path());
+    args.ct_slices = 60;
+    args.mr_slices = 5;
+    let files = beeldbrug::testdata::generate(&args).expect("generate");
+    let pacs = Dcmqrscp::start_on(pacs_port, pacs_dir.path(), PACS_AE, &[], &[]).await;
+    {
+        let files = files.clone();
+        let pacs_ref = &pacs;
+        tokio::task::block_in_place(move || pacs_ref.load(&files));
+    }
+    let loaded = files_in(&pacs.storage);
+    // The study the script opens (patient A's MR) and the one it retrieves (patient B's CT).
+    let first = files[0].patient_id.clone();
+    let study_of = |same_patient: bool, sop_class: &str| {
+        files
+            .iter()
+            .find(|f| (f.patient_id == first) == same_patient && f.sop_class_uid == sop_class)
+            .map(|f| f.study_uid.clone())
+            .expect("generated study")
+    };
+    let open_study = study_of(true, "1.2.840.10008.5.1.4.1.1.4");
+    let transfer_study = study_of(false, "1.2.840.10008.5.1.4.1.1.2");
+    // And the one it cancels (patient A's CT).
+    let cancel_study = study_of(true, "1.2.840.10008.5.1.4.1.1.2");
+
+    let admin = mint_jwt(&idp, |c| {
+        c["role"] = ADMIN_ROLE.into();
+        c.as_object_mut().unwrap().remove("bsn");
+    });
+    let other = mint_jwt(&idp, |c| {
+        c.as_object_mut().unwrap().remove("bsn");
+    });
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
+    let node_args: Vec<String> = vec![
+        "--base".into(),
+        format!("http://127.0.0.1:{}", gw.http_port),
+        "--admin-token".into(),
+        admin,
+        "--other-token".into(),
+        other,
+        "--open-study".into(),
+        open_study,
+        "--transfer-study".into(),
+        transfer_study.clone(),
+        "--cancel-study".into(),
+        cancel_study.clone(),
+        "--out".into(),
+        out.display().to_string(),
+        "--timeout-ms".into(),
+        "45000".into(),
+    ];
+    let (status, stdout, stderr) =
+        tokio::task::spawn_blocking(move || common::ohif::run_node(&script_dir, &node_args))
+            .await
+            .unwrap();
+    let result: Value = stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| {
+            panic!("tests/console/run.mjs (exit {status:?}) printed no JSON\nstdout: {stdout}\nstderr: {stderr}\nPACS: {}", pacs.log_tail())
+        });
+    let pretty = serde_json::to_string_pretty(&result).unwrap();
+    assert!(
+        status == Some(0) && result["ok"] == Value::Bool(true),
+        "the console in Chromium (exit {status:?}): {}\n\nfull result: {pretty}\nstderr: {stderr}",
+        result["failures"]
+    );
+    eprintln!(
+        "console: {} ms in the browser; screenshots in {}",
+        result["t_total_ms"],
+        out.display()
+    );
+
+    // What the UI showed happened: the re-queued jobs were sent to the PACS.
+    wait_forward(&gw, "done", stowed.len()).await;
+    assert_eq!(
+        files_in(&pacs.storage),
+        loaded + stowed.len(),
+        "the PACS holds the forwarded instances\n{}",
+        pacs.log_tail()
+    );
+    // The transfer the script followed is complete in the cache.
+    assert_eq!(result["transfer_done"]["study"], transfer_study.as_str());
+    assert!(
+        common::gateway_mode::becomes_complete(gw.context(), &transfer_study).await,
+        "{pretty}"
+    );
+    // The cancelled one is not complete in the cache.
+    let cached = gw
+        .context()
+        .index
+        .cached_study(&cancel_study)
+        .await
+        .unwrap();
+    assert!(!cached.is_some_and(|c| c.complete), "{pretty}");
+    assert!(
+        result["transfer_cancelled"]["state"] == "cancelled",
+        "{pretty}"
+    );
+    // The admin's reads are in the trail: the search (ADMIN, naming the patients), the audit
+    // view and its export (AUDIT-READ), the re-queue.
+    let events = gw.context().index.audit_events(10_000).await.unwrap();
+    let admin_details: Vec<&str> = events
+        .iter()
+        .filter(|e| e.operation == "ADMIN" && e.outcome == "success")
+        .map(|e| e.detail.as_str())
+        .collect();
+    assert!(
+        admin_details
+            .iter()
+            .any(|d| d.starts_with("console study search")),
+        "{admin_details:?}"
+    );
+    assert!(
+        admin_details
+            .iter()
+            .any(|d| d.contains("failed forward jobs re-queued")),
+        "{admin_details:?}"
+    );
+    assert!(events
+        .iter()
+        .any(|e| e.operation == "AUDIT-READ" && e.detail.starts_with("console audit export")));
+    assert!(
+        events
+            .iter()
+            .any(|e| e.operation == "ADMIN" && e.outcome == "refused"),
+        "the strangers' requests were refused on the record"
+    );
+    gw.stop().await;
+}
