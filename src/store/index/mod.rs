@@ -144,6 +144,37 @@ pub trait Index: Send + Sync + std::fmt::Debug {
         limit: u32,
     ) -> Result<Vec<ForwardJob>, IndexError>;
 
+    /// Lease the queued forward jobs due by `now` (oldest first, at most `limit`) to the
+    /// caller until `lease_until`: they are not due for anyone else (another node on the same
+    /// database) until the attempt is recorded or the lease runs out (PostgreSQL: `FOR UPDATE
+    /// SKIP LOCKED`, so concurrent claims take disjoint jobs).
+    async fn claim_forward_jobs(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: u32,
+    ) -> Result<Vec<ForwardJob>, IndexError>;
+
+    /// Give back the jobs of a [`claim_forward_jobs`](Self::claim_forward_jobs) still under
+    /// its lease (`lease_until`): due again at `now` (a pass dropped at shutdown).
+    async fn release_forward_jobs(
+        &self,
+        ids: &[i64],
+        lease_until: i64,
+        now: i64,
+    ) -> Result<(), IndexError>;
+
+    /// Record a token identity (`jti`, SAML assertion ID) of `issuer`, kept until
+    /// `forget_after`; false when any node recorded it before and it has not expired (a
+    /// replay).
+    async fn claim_token_id(
+        &self,
+        issuer: &str,
+        token_id: &str,
+        forget_after: i64,
+        now: i64,
+    ) -> Result<bool, IndexError>;
+
     /// Record an attempt of a forward job.
     async fn update_forward(
         &self,
