@@ -119,20 +119,29 @@ async fn three_nodes_share_database_and_bucket() {
         }
     }
 
-    // A token used at one node is refused at every other.
+    // A token used at one node is refused at every other (an instance from the cache: the
+    // PACS here is a storescp, which answers no queries).
+    let f = &files[0];
+    let path = format!(
+        "/dicomweb/studies/{}/series/{}/instances/{}",
+        f.study_uid, f.series_uid, f.sop_uid
+    );
     for first in 0..3 {
-        let token = mint_jwt(&idp, |_| {});
+        // Not bound to a patient (no `bsn`): the generated patients have none.
+        let token = mint_jwt(&idp, |c| {
+            c.as_object_mut().unwrap().remove("bsn");
+        });
         let auth = format!("Bearer {token}");
         let ask = |port: u16| {
-            let auth = auth.clone();
+            let (auth, path) = (auth.clone(), path.clone());
             async move {
                 request(
                     port,
                     "GET",
-                    "/dicomweb/studies",
+                    &path,
                     &[
                         ("Authorization", &auth),
-                        ("Accept", "application/dicom+json"),
+                        ("Accept", "application/dicom; transfer-syntax=*"),
                     ],
                     b"",
                 )
