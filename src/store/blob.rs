@@ -31,6 +31,17 @@ pub enum BlobError {
     Remote { key: String, message: String },
 }
 
+impl From<super::object::ObjectError> for BlobError {
+    fn from(e: super::object::ObjectError) -> Self {
+        match e {
+            super::object::ObjectError::Remote { key, message } => {
+                BlobError::Remote { key, message }
+            }
+            super::object::ObjectError::Io { path, source } => BlobError::Io { path, source },
+        }
+    }
+}
+
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> BlobError + '_ {
     move |source| BlobError::Io {
         path: path.to_path_buf(),
@@ -169,7 +180,7 @@ impl BlobStore {
             return Ok(false);
         };
         let temp = self.fresh_temp_path();
-        let downloaded = remote.download(key, &temp).await;
+        let downloaded = remote.download(key, &temp).await.map_err(BlobError::from);
         let placed = match downloaded {
             Ok(true) => {
                 let parent = path.parent().unwrap_or(&self.root).to_path_buf();
@@ -220,7 +231,7 @@ impl BlobStore {
                 Ok(buf.into())
             }
             (Err(e), Some(remote)) if e.kind() == std::io::ErrorKind::NotFound => {
-                remote.get_range(key, range).await
+                remote.get_range(key, range).await.map_err(BlobError::from)
             }
             (Err(e), _) => Err(io_err(&path)(e)),
         }
@@ -407,7 +418,7 @@ impl BlobStore {
         .and_then(|r| r);
         synced.map_err(|source| BlobError::Io { path, source })?;
         match &self.remote {
-            Some(remote) => remote.probe_write().await,
+            Some(remote) => remote.probe_write().await.map_err(BlobError::from),
             None => Ok(()),
         }
     }
@@ -422,7 +433,10 @@ impl BlobStore {
                 if !tokio::fs::try_exists(&path).await.unwrap_or(false) {
                     return Ok(());
                 }
-                remote.upload_file(&path, key).await
+                remote
+                    .upload_file(&path, key)
+                    .await
+                    .map_err(BlobError::from)
             })
             .await
     }

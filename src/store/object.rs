@@ -20,7 +20,6 @@
 //! environment variables (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`,
 //! `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, ...).
 
-use super::blob::BlobError;
 use crate::config::S3Config;
 pub use crate::config::S3Url;
 use bytes::Bytes;
@@ -46,6 +45,20 @@ pub const PARTS_IN_FLIGHT: usize = 2;
 /// Bytes read from the temp file per read during an upload.
 const READ_BYTES: usize = 1024 * 1024;
 
+/// What went wrong with the bucket, or with the local file an upload reads or a download
+/// writes (`store::blob` turns it into its `BlobError`).
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectError {
+    #[error("object storage error on {key:?}: {message}")]
+    Remote { key: String, message: String },
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// The bucket (and prefix) blobs live in.
 #[derive(Debug)]
 pub struct Remote {
@@ -55,8 +68,8 @@ pub struct Remote {
     handle: tokio::runtime::Handle,
 }
 
-fn remote_err(key: &str, e: impl std::fmt::Display) -> BlobError {
-    BlobError::Remote {
+fn remote_err(key: &str, e: impl std::fmt::Display) -> ObjectError {
+    ObjectError::Remote {
         key: key.to_string(),
         message: e.to_string(),
     }
@@ -69,7 +82,7 @@ fn is_not_found(e: &object_store::Error) -> bool {
 impl Remote {
     /// Build the client for `url` with `config` over the `AWS_*` environment variables. No
     /// request is made here: an unreachable bucket shows in `/ready` and in the operations.
-    pub fn open(url: S3Url, config: &S3Config) -> Result<Remote, BlobError> {
+    pub fn open(url: S3Url, config: &S3Config) -> Result<Remote, ObjectError> {
         let mut builder = AmazonS3Builder::from_env().with_bucket_name(&url.bucket);
         let set = |v: &str| !v.trim().is_empty();
         if set(&config.endpoint) {
@@ -153,8 +166,8 @@ impl Remote {
     /// Upload the file at `path` as the object of `key`: one PUT up to [`PART_BYTES`], a
     /// streaming multipart upload beyond (aborted on failure, so no parts are left behind).
     /// Returns when the object is complete in the bucket.
-    pub async fn upload_file(&self, path: &Path, key: &str) -> Result<(), BlobError> {
-        let io = |source| BlobError::Io {
+    pub async fn upload_file(&self, path: &Path, key: &str) -> Result<(), ObjectError> {
+        let io = |source| ObjectError::Io {
             path: path.to_path_buf(),
             source,
         };
@@ -177,7 +190,7 @@ impl Remote {
             .map_err(|e| remote_err(key, e))?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
         let mut buf = vec![0u8; READ_BYTES];
-        let result: Result<(), BlobError> = async {
+        let result: Result<(), ObjectError> = async {
             loop {
                 let n = file.read(&mut buf).await.map_err(io)?;
                 if n == 0 {
@@ -205,13 +218,13 @@ impl Remote {
 
     /// Download the object of `key` into the new file `dest` (written as the pieces arrive);
     /// `Ok(false)` when there is no such object.
-    pub async fn download(&self, key: &str, dest: &Path) -> Result<bool, BlobError> {
+    pub async fn download(&self, key: &str, dest: &Path) -> Result<bool, ObjectError> {
         let got = match self.store.get(&self.location(key)).await {
             Ok(got) => got,
             Err(e) if is_not_found(&e) => return Ok(false),
             Err(e) => return Err(remote_err(key, e)),
         };
-        let io = |source| BlobError::Io {
+        let io = |source| ObjectError::Io {
             path: dest.to_path_buf(),
             source,
         };
@@ -231,7 +244,7 @@ impl Remote {
     }
 
     /// Bytes `range` of the object of `key`.
-    pub async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, BlobError> {
+    pub async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, ObjectError> {
         self.store
             .get_range(&self.location(key), range)
             .await
@@ -239,7 +252,7 @@ impl Remote {
     }
 
     /// Whether the object of `key` exists (an unreachable store is an error).
-    pub async fn exists(&self, key: &str) -> Result<bool, BlobError> {
+    pub async fn exists(&self, key: &str) -> Result<bool, ObjectError> {
         match self.store.head(&self.location(key)).await {
             Ok(_) => Ok(true),
             Err(e) if is_not_found(&e) => Ok(false),
@@ -248,7 +261,7 @@ impl Remote {
     }
 
     /// Delete the object of `key`; a missing object is not an error.
-    pub async fn delete(&self, key: &str) -> Result<(), BlobError> {
+    pub async fn delete(&self, key: &str) -> Result<(), ObjectError> {
         match self.store.delete(&self.location(key)).await {
             Ok(()) => Ok(()),
             Err(e) if is_not_found(&e) => Ok(()),
@@ -257,7 +270,10 @@ impl Remote {
     }
 
     /// Keys of the objects under the prefix last modified before `cutoff`.
-    pub async fn keys_modified_before(&self, cutoff: SystemTime) -> Result<Vec<String>, BlobError> {
+    pub async fn keys_modified_before(
+        &self,
+        cutoff: SystemTime,
+    ) -> Result<Vec<String>, ObjectError> {
         let cutoff_ms = cutoff
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
@@ -280,7 +296,7 @@ impl Remote {
     }
 
     /// Prove the bucket takes writes: a small probe object written and deleted (`/ready`).
-    pub async fn probe_write(&self) -> Result<(), BlobError> {
+    pub async fn probe_write(&self) -> Result<(), ObjectError> {
         let key = format!(
             "readiness-probe-{:x}-{:x}",
             std::process::id(),
