@@ -195,3 +195,72 @@ async fn three_nodes_share_database_and_bucket() {
     }
     db.drop_db().await;
 }
+
+/// Single-flight across nodes: two nodes asked for the same uncached study at once retrieve
+/// it from the PACS (DCMTK dcmqrscp, by C-GET) once; the other node waits for that fetch (the
+/// lease `fetch:<study>` in the shared index) and answers from the cache it filled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_retrieve_a_study_from_the_pacs_once() {
+    use common::dcmqrscp::Dcmqrscp;
+    use common::gateway_mode::{audit_details, dataset_of, pacs_toml, wado};
+    let dir = tempfile::tempdir().unwrap();
+    let db = FreshDatabase::create().await;
+    let s3 = S3Server::start(dir.path()).await;
+    s3.create_bucket(BUCKET).await;
+    let files = common::generate(&dir.path().join("src"), false);
+    let pacs = Dcmqrscp::start(dir.path(), "DCMQRSCP", &[], &[]).await;
+    let loaded = files.clone();
+    let pacs = tokio::task::spawn_blocking(move || {
+        pacs.load(&loaded);
+        pacs
+    })
+    .await
+    .unwrap();
+    let toml = format!(
+        "{}[storage]\nindex = \"{}\"\n{}",
+        s3.storage_toml(BUCKET, "hub"),
+        db.url,
+        pacs_toml("DCMQRSCP", pacs.port, "c-get", "")
+    );
+    let a = Gateway::start(&toml).await;
+    let b = Gateway::start(&toml).await;
+    let study = &files[0].study_uid;
+    let mut expected: Vec<String> = files
+        .iter()
+        .filter(|f| &f.study_uid == study)
+        .map(|f| f.sop_uid.clone())
+        .collect();
+    expected.sort();
+    let path = format!("/dicomweb/studies/{study}");
+    let accept = "multipart/related; type=\"application/dicom\"; transfer-syntax=*";
+    let ((_, from_a), (_, from_b)) = tokio::join!(
+        wado(a.http_port, &path, accept),
+        wado(b.http_port, &path, accept)
+    );
+    // Every instance of the study from both nodes, the same bytes (dcmqrscp sends Implicit
+    // VR files as Explicit VR: compared between the nodes, not with the files loaded).
+    let sorted = |parts: Vec<Vec<u8>>| {
+        let mut v: Vec<(String, Vec<u8>)> = parts.iter().map(|p| dataset_of(p)).collect();
+        v.sort();
+        v
+    };
+    let (from_a, from_b) = (sorted(from_a), sorted(from_b));
+    let uids: Vec<String> = from_a.iter().map(|(uid, _)| uid.clone()).collect();
+    assert_eq!(uids, expected);
+    assert!(from_a == from_b, "both nodes serve the same bytes");
+    // One audit trail (the shared index): two retrieves, one of them from the PACS.
+    let audits = audit_details(a.context(), "WADO-RS").await;
+    assert_eq!(audits.len(), 2, "{audits:?}");
+    assert!(audits.iter().all(|(o, _)| o == "success"), "{audits:?}");
+    let from_pacs = audits
+        .iter()
+        .filter(|(_, d)| d.contains("from the local PACS"))
+        .count();
+    assert_eq!(
+        from_pacs, 1,
+        "one node fetched, the other waited: {audits:?}"
+    );
+    a.stop().await;
+    b.stop().await;
+    db.drop_db().await;
+}

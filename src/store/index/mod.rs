@@ -164,6 +164,19 @@ pub trait Index: Send + Sync + std::fmt::Debug {
         now: i64,
     ) -> Result<(), IndexError>;
 
+    /// Take or renew the lease `name` for `owner` until `until`: true when it was free
+    /// (never taken, released, or past its end at `now`) or already `owner`'s.
+    async fn try_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<bool, IndexError>;
+
+    /// Give up `owner`'s lease `name` (nothing when another holds it).
+    async fn release_lease(&self, name: &str, owner: &str) -> Result<(), IndexError>;
+
     /// Record a token identity (`jti`, SAML assertion ID) of `issuer`, kept until
     /// `forget_after`; false when any node recorded it before and it has not expired (a
     /// replay).

@@ -130,6 +130,20 @@ macro_rules! delegate_index_to_inner {
                     self.inner.release_forward_jobs(ids, lease_until, now).await
                 }
 
+                async fn try_lease(
+                    &self,
+                    name: &str,
+                    owner: &str,
+                    now: i64,
+                    until: i64,
+                ) -> Result<bool, IndexError> {
+                    self.inner.try_lease(name, owner, now, until).await
+                }
+
+                async fn release_lease(&self, name: &str, owner: &str) -> Result<(), IndexError> {
+                    self.inner.release_lease(name, owner).await
+                }
+
                 async fn claim_token_id(
                     &self,
                     issuer: &str,

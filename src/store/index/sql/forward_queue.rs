@@ -150,6 +150,42 @@ sql_impl! {
         Ok(())
     }
 
+    /// Take or renew a lease: the upsert replaces the row only when it is the owner's or
+    /// past its end, so of concurrent takers (on any node) exactly one gets a row back.
+    pub async fn try_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<bool, IndexError> {
+        let mut sql = self.sql();
+        sql.push("INSERT INTO node_lease (name, owner, until_at) VALUES (")
+            .bind(name)
+            .push(", ")
+            .bind(owner)
+            .push(", ")
+            .bind_int(until)
+            .push(
+                ") ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, \
+                 until_at = excluded.until_at WHERE node_lease.owner = excluded.owner \
+                 OR node_lease.until_at <= ",
+            )
+            .bind_int(now)
+            .push(" RETURNING name");
+        Ok(Self::query(&sql).fetch_optional(&self.pool).await?.is_some())
+    }
+
+    pub async fn release_lease(&self, name: &str, owner: &str) -> Result<(), IndexError> {
+        let mut sql = self.sql();
+        sql.push("DELETE FROM node_lease WHERE name = ")
+            .bind(name)
+            .push(" AND owner = ")
+            .bind(owner);
+        Self::query(&sql).execute(&self.pool).await?;
+        Ok(())
+    }
+
     /// Record a token identity unless a row for it has not expired yet: the upsert replaces
     /// only an expired row, so exactly one of concurrent claims (on any node) gets a row back.
     /// Expired rows are purged on the way.

@@ -9,3 +9,12 @@ CREATE TABLE token_replay (
     PRIMARY KEY (issuer, token_id)
 );
 CREATE INDEX token_replay_forget_idx ON token_replay (forget_after);
+
+-- Leases one node holds for a while (issue 16, item 2): e.g. `fetch:<study>` while it
+-- retrieves a study from the PACS, so that the other nodes wait for it instead of
+-- retrieving the same study again. A lease past `until_at` is free for anyone.
+CREATE TABLE node_lease (
+    name     TEXT PRIMARY KEY,
+    owner    TEXT NOT NULL,
+    until_at BIGINT NOT NULL
+);
