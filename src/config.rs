@@ -267,6 +267,9 @@ pub struct S3Config {
     pub connect_timeout_secs: u64,
     /// Retries of a failed request (with backoff) within `timeout_secs`.
     pub max_retries: usize,
+    /// The orphan sweep leaves objects younger than this (before the sweep's start): another
+    /// node may have uploaded one whose index row it is about to commit.
+    pub orphan_grace_secs: u64,
 }
 
 impl Default for S3Config {
@@ -281,6 +284,7 @@ impl Default for S3Config {
             timeout_secs: 30,
             connect_timeout_secs: 5,
             max_retries: 3,
+            orphan_grace_secs: 60,
         }
     }
 }
@@ -429,15 +433,15 @@ impl Config {
         self.trust.consent.validate()?;
         let blobs = self.storage.blobs.trim();
         if !blobs.is_empty() {
-            match S3Url::parse(blobs) {
-                Some(Ok(_)) => {}
-                Some(Err(problem)) => return Err(invalid("storage.blobs", problem)),
-                None => return Err(invalid(
-                    "storage.blobs",
-                    format!(
-                        "{blobs:?} is not s3://bucket/prefix (leave it empty for data_dir/blobs)"
-                    ),
+            let problem = match S3Url::parse(blobs) {
+                Some(Ok(_)) => None,
+                Some(Err(problem)) => Some(problem),
+                None => Some(format!(
+                    "{blobs:?} is not s3://bucket/prefix (empty: data_dir/blobs)"
                 )),
+            };
+            if let Some(problem) = problem {
+                return Err(invalid("storage.blobs", problem));
             }
         }
         let index = self.index_url();

@@ -66,6 +66,8 @@ pub struct Remote {
     url: S3Url,
     /// The runtime the store's client runs on, for the blocking halves of ingest and reads.
     handle: tokio::runtime::Handle,
+    /// `[storage.s3] orphan_grace_secs`, in milliseconds.
+    orphan_grace_ms: i64,
 }
 
 fn remote_err(key: &str, e: impl std::fmt::Display) -> ObjectError {
@@ -120,7 +122,12 @@ impl Remote {
             .map_err(|e| remote_err("", format!("cannot configure s3://{}: {e}", url.bucket)))?;
         let handle = tokio::runtime::Handle::try_current()
             .map_err(|e| remote_err("", format!("no async runtime for the S3 client: {e}")))?;
-        Ok(Remote { store, url, handle })
+        Ok(Remote {
+            store,
+            url,
+            handle,
+            orphan_grace_ms: (config.orphan_grace_secs as i64).saturating_mul(1000),
+        })
     }
 
     /// `s3://bucket/prefix`, for logs and `/ready`.
@@ -269,7 +276,9 @@ impl Remote {
         }
     }
 
-    /// Keys of the objects under the prefix last modified before `cutoff`.
+    /// Keys of the objects under the prefix last modified before `cutoff`, less the grace
+    /// (`orphan_grace_secs`) and less a second: S3 reports modification times truncated to
+    /// the second, so an object written just after `cutoff` can carry an earlier time.
     pub async fn keys_modified_before(
         &self,
         cutoff: SystemTime,
@@ -284,7 +293,8 @@ impl Remote {
         let mut keys = Vec::new();
         while let Some(meta) = listing.next().await {
             let meta = meta.map_err(|e| remote_err("", e))?;
-            if meta.last_modified.timestamp_millis() >= cutoff_ms {
+            let modified_ms = meta.last_modified.timestamp_millis();
+            if modified_ms.saturating_add(1000 + self.orphan_grace_ms) > cutoff_ms {
                 continue;
             }
             if let Some(key) = self.key_of(&meta.location) {

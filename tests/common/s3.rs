@@ -67,7 +67,8 @@ impl S3Server {
         format!(
             "[storage]\nblobs = \"s3://{bucket}/{prefix}\"\n[storage.s3]\nendpoint = \"{}\"\n\
              region = \"us-east-1\"\naccess_key_id = \"test\"\nsecret_access_key = \"test\"\n\
-             allow_http = true\ntimeout_secs = 5\nconnect_timeout_secs = 2\nmax_retries = 1\n",
+             allow_http = true\ntimeout_secs = 5\nconnect_timeout_secs = 2\nmax_retries = 1\n\
+             orphan_grace_secs = 0\n",
             self.endpoint()
         )
     }
