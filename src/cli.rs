@@ -438,7 +438,7 @@ async fn probe_standalone(
                 "cannot listen on {listen} for the sub-operations ({e}); if `beeldbrug serve` \
                  runs there, its start-up probe reports C-MOVE"
             ));
-            let blobs = crate::store::BlobStore::open(&config.storage.data_dir).await?;
+            let blobs = crate::store::BlobStore::open_config(&config.storage).await?;
             let index = crate::store::open_index(&config.index_url()).await?;
             let pacs = crate::pacs::Pacs::new(pacs_config, &config.dimse.ae_title);
             // `[pacs] tls = true`: the same DICOM TLS client as `serve` uses.
@@ -589,7 +589,7 @@ async fn store(peer: &PeerArgs, paths: &[PathBuf]) -> anyhow::Result<()> {
 async fn delete(args: DeleteArgs) -> anyhow::Result<()> {
     use crate::trust::audit::{Audit, AuditEntry};
     let config = Config::load(args.config.as_deref())?;
-    let blobs = crate::store::BlobStore::open(&config.storage.data_dir).await?;
+    let blobs = crate::store::BlobStore::open_config(&config.storage).await?;
     let index = crate::store::open_index(&config.index_url()).await?;
     // No sender here: the audit message waits in the outbox for the running gateway.
     let audit = Audit::queue_only(&config.trust.audit, index.clone());

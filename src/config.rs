@@ -205,6 +205,92 @@ pub struct StorageConfig {
     /// `/ready` fails when the data directory's filesystem has less free space, in bytes.
     #[serde(default = "default_min_free_bytes")]
     pub min_free_bytes: u64,
+    /// Where the blobs (the DICOM files) live: empty for `data_dir/blobs` on the filesystem,
+    /// or `s3://bucket/prefix` for S3-compatible object storage (`store::object`), with
+    /// `[storage.s3]` (or the `AWS_*` environment variables) saying how to reach it.
+    #[serde(default)]
+    pub blobs: String,
+    #[serde(default)]
+    pub s3: S3Config,
+}
+
+/// A parsed `s3://bucket/prefix` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Url {
+    pub bucket: String,
+    /// Without leading or trailing `/`; empty for the bucket's root.
+    pub prefix: String,
+}
+
+impl S3Url {
+    /// `None` when `url` is not an `s3://` URL; an error when it is one without a bucket.
+    pub fn parse(url: &str) -> Option<Result<S3Url, String>> {
+        let rest = url.trim().strip_prefix("s3://")?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty()
+            || !bucket
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        {
+            return Some(Err(format!("{url:?}: no valid bucket name after s3://")));
+        }
+        let prefix = prefix.trim_matches('/').to_string();
+        if prefix
+            .split('/')
+            .any(|p| p.is_empty() || p == "." || p == "..")
+            && !prefix.is_empty()
+        {
+            return Some(Err(format!(
+                "{url:?}: the prefix has an empty or dot segment"
+            )));
+        }
+        Some(Ok(S3Url {
+            bucket: bucket.to_string(),
+            prefix,
+        }))
+    }
+}
+
+/// `[storage.s3]`: how to reach the bucket of `storage.blobs = "s3://..."`. Empty strings
+/// fall back to the `AWS_*` environment variables (`AWS_ENDPOINT_URL`, `AWS_REGION`,
+/// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Config {
+    /// e.g. `https://s3.eu-central-1.amazonaws.com` or a MinIO/Ceph endpoint.
+    pub endpoint: String,
+    pub region: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// Allow a plain `http://` endpoint (a server on loopback or in a private network).
+    pub allow_http: bool,
+    /// `bucket.endpoint` host names instead of `endpoint/bucket` paths.
+    pub virtual_hosted_style: bool,
+    /// Longest a request (with its retries) may take, in seconds.
+    pub timeout_secs: u64,
+    pub connect_timeout_secs: u64,
+    /// Retries of a failed request (with backoff) within `timeout_secs`.
+    pub max_retries: usize,
+    /// The orphan sweep leaves objects younger than this (before the sweep's start): another
+    /// node may have uploaded one whose index row it is about to commit.
+    pub orphan_grace_secs: u64,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        S3Config {
+            endpoint: String::new(),
+            region: String::new(),
+            access_key_id: String::new(),
+            secret_access_key: String::new(),
+            allow_http: false,
+            virtual_hosted_style: false,
+            timeout_secs: 30,
+            connect_timeout_secs: 5,
+            max_retries: 3,
+            orphan_grace_secs: 60,
+        }
+    }
 }
 
 /// 1 GiB: room for a few studies in flight and the index's write-ahead log.
@@ -349,6 +435,19 @@ impl Config {
         self.tls.validate()?;
         self.remote.with_defaults(&self.tls).validate()?;
         self.trust.consent.validate()?;
+        let blobs = self.storage.blobs.trim();
+        if !blobs.is_empty() {
+            let problem = match S3Url::parse(blobs) {
+                Some(Ok(_)) => None,
+                Some(Err(problem)) => Some(problem),
+                None => Some(format!(
+                    "{blobs:?} is not s3://bucket/prefix (empty: data_dir/blobs)"
+                )),
+            };
+            if let Some(problem) = problem {
+                return Err(invalid("storage.blobs", problem));
+            }
+        }
         let index = self.index_url();
         if !(index.starts_with("sqlite:")
             || index.starts_with("postgres:")
@@ -499,6 +598,43 @@ pub fn check_ae_title(ae: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn s3_urls() {
+        assert_eq!(S3Url::parse("/var/lib/beeldbrug"), None);
+        assert_eq!(S3Url::parse(""), None);
+        assert_eq!(
+            S3Url::parse("s3://bucket").unwrap().unwrap(),
+            S3Url {
+                bucket: "bucket".into(),
+                prefix: String::new()
+            }
+        );
+        assert_eq!(
+            S3Url::parse("s3://my-bucket/a/b/").unwrap().unwrap(),
+            S3Url {
+                bucket: "my-bucket".into(),
+                prefix: "a/b".into()
+            }
+        );
+        for bad in [
+            "s3://",
+            "s3:///x",
+            "s3://Bucket",
+            "s3://b/a//c",
+            "s3://b/../c",
+        ] {
+            assert!(S3Url::parse(bad).unwrap().is_err(), "{bad}");
+        }
+        let err = Config::from_toml("[storage]\nblobs = \"/srv/blobs\"").unwrap_err();
+        assert!(err.to_string().contains("storage.blobs"), "{err}");
+        let config = Config::from_toml(
+            "[storage]\nblobs = \"s3://b/p\"\n[storage.s3]\nendpoint = \"http://127.0.0.1:9\"\nallow_http = true",
+        )
+        .unwrap();
+        assert!(config.storage.s3.allow_http);
+        assert_eq!(config.storage.s3.max_retries, 3);
+    }
 
     #[test]
     fn embedded_default_is_valid_and_loopback() {

@@ -187,7 +187,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         ServeError::DataDirNotWritable(config.storage.data_dir.display().to_string(), e)
     })?;
     let started = std::time::SystemTime::now();
-    let blobs = BlobStore::open(&config.storage.data_dir).await?;
+    let blobs = BlobStore::open_config(&config.storage).await?;
     let index = open_index(&config.index_url()).await?;
     index
         .probe_write()

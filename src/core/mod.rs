@@ -193,6 +193,8 @@ pub struct Core {
     sources: Vec<Arc<dyn Source>>,
     routes: Routes,
     registry: Option<Arc<dyn Registry>>,
+    /// This node's name in the leases of the shared index (see `route::FETCH_LEASE_SECS`).
+    node: String,
 }
 
 /// Builds a [`Core`] (`server::start` is the composition root).
@@ -235,6 +237,22 @@ impl CoreBuilder {
     }
 }
 
+/// A name no other node (or other core in this process) has: process id, start time and a
+/// counter.
+fn node_name() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{:x}-{nanos:x}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
 impl Core {
     pub fn builder(trust: Arc<Trust>, index: Arc<dyn Index>, blobs: BlobStore) -> CoreBuilder {
         CoreBuilder {
@@ -248,6 +266,7 @@ impl Core {
                 sources: Vec::new(),
                 routes: Routes::default(),
                 registry: None,
+                node: node_name(),
             },
         }
     }

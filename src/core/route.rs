@@ -12,7 +12,26 @@ use crate::trust::Caller;
 use dicom_core::Tag;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::mpsc;
+
+/// How long a node's fetch of a study keeps the other nodes waiting at most (the lease
+/// `fetch:<study>` in the shared index): a longer fetch is joined by a second one.
+pub const FETCH_LEASE_SECS: i64 = 300;
+
+fn fetch_lease(study: &str) -> String {
+    format!("fetch:{study}")
+}
+
+/// What [`Core::lease_fetch`] found.
+enum Leased {
+    /// Another node's fetch filled the cache meanwhile.
+    Cached,
+    /// This node holds the lease: it fetches.
+    Held,
+    /// No lease (the index failed, or the other node's lease outlived the wait).
+    Unknown,
+}
 
 /// Where a selection is answered from.
 #[derive(Debug)]
@@ -71,7 +90,14 @@ impl Core {
                 self.touch(&study).await;
                 return Ok(Answer::Cache);
             }
+            // Single-flight across the nodes sharing the index: while another node fetches
+            // this study, wait for it and answer from the cache it fills.
+            if let Leased::Cached = self.lease_fetch(&study, selection, reported).await {
+                self.touch(&study).await;
+                return Ok(Answer::Cache);
+            }
             let (core, source, caller) = (self.clone(), source.clone(), caller.clone());
+            // (Joining a fetch of this node's: that fetch holds the same lease and ends it.)
             let (follower, _) =
                 self.fetches
                     .join(selection, reported, source.name(), move |fetch| {
@@ -92,6 +118,46 @@ impl Core {
             None => {
                 self.touch(&study).await;
                 Ok(Answer::Cache)
+            }
+        }
+    }
+
+    /// Take the study's fetch lease, waiting while another node holds it (its fetch fills the
+    /// shared cache). [`Leased::Cached`] when the cache holds `reported` instances of
+    /// `selection` after the wait.
+    async fn lease_fetch(&self, study: &str, selection: &Selection, reported: u64) -> Leased {
+        let name = fetch_lease(study);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(FETCH_LEASE_SECS as u64);
+        let mut waited = false;
+        loop {
+            let now = now();
+            match self
+                .index
+                .try_lease(&name, &self.node, now, now + FETCH_LEASE_SECS)
+                .await
+            {
+                Ok(true) => {
+                    if waited {
+                        let cached = self.index.count_instances(selection).await.unwrap_or(0);
+                        if cached >= reported {
+                            let _ = self.index.release_lease(&name, &self.node).await;
+                            return Leased::Cached;
+                        }
+                    }
+                    return Leased::Held;
+                }
+                Ok(false) if tokio::time::Instant::now() < deadline => {
+                    if !waited {
+                        tracing::info!(%study, "another node is fetching this study; waiting for it");
+                    }
+                    waited = true;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Ok(false) => return Leased::Unknown,
+                Err(e) => {
+                    tracing::warn!(error = %e, %study, "cannot take the fetch lease; fetching without");
+                    return Leased::Unknown;
+                }
             }
         }
     }
@@ -208,6 +274,13 @@ impl Core {
         }
         let study = fetch.selection.study_uids.first().map(String::as_str);
         self.evict(study).await;
+        if let Some(study) = fetch.selection.study_uids.first() {
+            // The other nodes waiting for this fetch find it in the cache now.
+            let _ = self
+                .index
+                .release_lease(&fetch_lease(study), &self.node)
+                .await;
+        }
         // Last: while it is listed the study is not evicted, and a request for the same
         // selection follows this fetch (its instances are all there) instead of deciding
         // afresh on a cache state still being written.

@@ -1,8 +1,9 @@
 //! How the fronts read what the cache holds: by instance, never by building a path from a
-//! blob key. On the filesystem store an instance's local file is its blob; an object store
-//! or a part still arriving from a remote gateway would hand over a local copy here, so the
-//! fronts (and the codecs and renderers they call, which want random access) stay as they
-//! are when the store changes.
+//! blob key. On the filesystem store an instance's local file is its blob; on object storage
+//! (`store::object`) it is this node's copy of the object, downloaded by
+//! [`Stored::is_present`] when the node has none yet, so the fronts (and the codecs and
+//! renderers they call, which want random access) stay as they are when the store changes.
+//! A front calls `is_present` (or [`Stored::open_blocking`]) before it reads a file.
 
 use crate::model::InstanceLocation;
 use crate::store::BlobStore;
@@ -38,24 +39,43 @@ impl Stored {
         }
     }
 
-    /// Whether the instance's file is there. When an indexed instance's file is missing
-    /// (lost outside the gateway), this logs a repair note once per call and says `false`:
-    /// the fronts answer with a clean "not found" or a failed sub-operation, never a 500.
-    pub async fn is_present(&self, loc: &InstanceLocation) -> bool {
-        let present = self.blobs.exists(&loc.blob_key).await;
-        if !present {
-            crate::store::recovery::note_missing_blob(&loc.sop_instance_uid, &loc.blob_key);
+    /// Make the instance's local file be there where it can be (on object storage: download
+    /// it when this node has no copy), without a repair note: for the fronts that report a
+    /// missing file on their own when reading it fails.
+    pub async fn ensure_local(&self, loc: &InstanceLocation) {
+        if let Err(e) = self.blobs.ensure_local(&loc.blob_key).await {
+            tracing::warn!(sop = %loc.sop_instance_uid, blob_key = %loc.blob_key, error = %e,
+                "cannot fetch an instance's file from the blob store");
         }
-        present
+    }
+
+    /// Whether the instance's file is there, as a local file [`local_file`](Self::local_file)
+    /// names: on object storage, a node without a copy downloads it here. When an indexed
+    /// instance's file is missing (lost outside the gateway), this logs a repair note once per
+    /// call and says `false`: the fronts answer with a clean "not found" or a failed
+    /// sub-operation, never a 500. An unreachable bucket says `false` too (logged).
+    pub async fn is_present(&self, loc: &InstanceLocation) -> bool {
+        Self::judge(loc, self.blobs.ensure_local(&loc.blob_key).await)
     }
 
     /// [`is_present`](Self::is_present) for blocking code.
     pub fn is_present_blocking(&self, loc: &InstanceLocation) -> bool {
-        let present = self.blobs.path(&loc.blob_key).is_file();
-        if !present {
-            crate::store::recovery::note_missing_blob(&loc.sop_instance_uid, &loc.blob_key);
+        Self::judge(loc, self.blobs.ensure_local_blocking(&loc.blob_key))
+    }
+
+    fn judge(loc: &InstanceLocation, found: Result<bool, crate::store::BlobError>) -> bool {
+        match found {
+            Ok(true) => true,
+            Ok(false) => {
+                crate::store::recovery::note_missing_blob(&loc.sop_instance_uid, &loc.blob_key);
+                false
+            }
+            Err(e) => {
+                tracing::error!(sop = %loc.sop_instance_uid, blob_key = %loc.blob_key, error = %e,
+                    "cannot read an instance's file from the blob store");
+                false
+            }
         }
-        present
     }
 
     /// Open the instance for reading, blocking (from a blocking thread).

@@ -93,6 +93,7 @@ async fn read_instance(
     stored: &Stored,
     loc: &InstanceLocation,
 ) -> Result<(InMemDicomObject, Option<PixelLayout>), WebError> {
+    stored.ensure_local(loc).await;
     let path = stored.local_file(loc).path().to_path_buf();
     tokio::task::spawn_blocking(move || {
         let (obj, _) = open_stored(&path, Extent::UpToPixelData)

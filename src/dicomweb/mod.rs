@@ -170,10 +170,18 @@ where
             };
         }
         if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
-            match state
+            let verified = state
                 .trust
-                .verify_credentials(value.as_bytes(), caller.participant.as_deref())
-            {
+                .verify_credentials(value.as_bytes(), caller.participant.as_deref());
+            let verified = match verified {
+                Ok(claims) => state
+                    .trust
+                    .claim_token_across_nodes(&claims)
+                    .await
+                    .map(|()| claims),
+                Err(why) => Err(why),
+            };
+            match verified {
                 Ok(claims) => {
                     if caller.participant.is_none() {
                         caller.ae_title = claims.subject.clone();

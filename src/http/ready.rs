@@ -2,7 +2,8 @@
 //! (liveness); `/ready` proves each thing an operation needs (issue 12, item 7):
 //!
 //! - `index`: a committed write (a full disk, a read-only file or a lost PostgreSQL fail it);
-//! - `blobs`: a small file written, fsynced and deleted in the data directory;
+//! - `blobs`: a small file written, fsynced and deleted in the data directory (and on
+//!   object storage, a small object written and deleted in the bucket);
 //! - `disk`: free space of the data directory's filesystem against `storage.min_free_bytes`;
 //! - `audit`: the audit trail takes writes (otherwise every operation is refused, fail
 //!   closed; see [`crate::trust::audit::AuditHealth`]), with the count of failed writes;
@@ -53,7 +54,7 @@ pub async fn check(ctx: &HttpState) -> Readiness {
             ctx.blobs
                 .probe_write()
                 .await
-                .map(|()| format!("{} takes writes", data_dir.display()))
+                .map(|()| format!("{} takes writes", ctx.blobs.describe()))
                 .map_err(|e| e.to_string())
         }),
         bounded(free_space_check(&data_dir, min_free)),

@@ -102,9 +102,21 @@ impl Forwarder {
 pub async fn run(gateway: Arc<Gateway>, trust: Arc<Trust>, shutdown: CancellationToken) {
     tracing::info!(pacs = %gateway.pacs.config.ae_title, "forward queue worker started");
     loop {
-        let more = tokio::select! {
+        let (lease_until, jobs) = tokio::select! {
             _ = shutdown.cancelled() => break,
-            more = pass(&trust, &gateway) => more,
+            claimed = claim(&gateway) => claimed,
+        };
+        let ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
+        let more = tokio::select! {
+            _ = shutdown.cancelled() => {
+                // Unfinished jobs are due again at once (for this node's next start or
+                // another node), not only when their lease runs out.
+                if let Err(e) = gateway.index.release_forward_jobs(&ids, lease_until, now()).await {
+                    tracing::warn!(error = %e, "cannot give back the forward jobs of this pass; their lease runs out");
+                }
+                break;
+            }
+            more = pass(&trust, &gateway, jobs) => more,
         };
         if more {
             continue;
@@ -119,16 +131,32 @@ pub async fn run(gateway: Arc<Gateway>, trust: Arc<Trust>, shutdown: Cancellatio
     tracing::info!("forward queue worker stopped");
 }
 
-/// One pass over the due jobs, a study at a time. True when a full batch was taken and
-/// recorded (more may be due at once); an index in trouble waits for the next poll.
-async fn pass(trust: &Trust, gateway: &Gateway) -> bool {
-    let jobs = match gateway.index.forward_jobs(Some(now()), BATCH).await {
-        Ok(jobs) => jobs,
+/// How long a claimed job is this node's (issue 16, item 2): nodes sharing the database do
+/// not take each other's jobs meanwhile; a node that dies mid-pass leaves its jobs due again
+/// after this (sent at least once, as the queue promises).
+const LEASE_SECS: i64 = 300;
+
+/// Lease the due jobs (see [`Index::claim_forward_jobs`]): the lease's end and the jobs;
+/// none when the index is in trouble (the next poll tries again).
+async fn claim(gateway: &Gateway) -> (i64, Vec<ForwardJob>) {
+    let now = now();
+    let lease_until = now + LEASE_SECS;
+    match gateway
+        .index
+        .claim_forward_jobs(now, lease_until, BATCH)
+        .await
+    {
+        Ok(jobs) => (lease_until, jobs),
         Err(e) => {
             tracing::error!(error = %e, "cannot read the forward queue");
-            return false;
+            (lease_until, Vec::new())
         }
-    };
+    }
+}
+
+/// One pass over the claimed jobs, a study at a time. True when a full batch was taken and
+/// recorded (more may be due at once); an index in trouble waits for the next poll.
+async fn pass(trust: &Trust, gateway: &Gateway, jobs: Vec<ForwardJob>) -> bool {
     let mut full = jobs.len() == BATCH as usize;
     // Studies in the order their first job was queued.
     let mut studies: Vec<(String, Vec<ForwardJob>)> = Vec::new();
@@ -317,6 +345,8 @@ async fn send_all(
             continue;
         }
         // The instance's blob as stored (PS3.10 file), sent as it is.
+        // On object storage, this node's copy of it (downloaded when it has none).
+        let _ = gateway.blobs.ensure_local(&l.blob_key).await;
         let file = gateway.blobs.path(&l.blob_key);
         let attempt = match send_file_with(&mut assoc.assoc, &file, None, fallback).await {
             Ok(sent) => match status::category(sent.status) {

@@ -449,6 +449,7 @@ impl Publisher {
         manifest: &InstanceLocation,
         instances: &[InstanceLocation],
     ) -> bool {
+        let _ = self.blobs.ensure_local(&manifest.blob_key).await;
         let Ok(bytes) = tokio::fs::read(self.blobs.path(&manifest.blob_key)).await else {
             return false;
         };
@@ -485,6 +486,7 @@ impl Publisher {
     /// (Encapsulated Document, cut to Encapsulated Document Length when given), or the SR
     /// instance's file.
     async fn report_bytes(&self, report: &InstanceLocation) -> Result<Vec<u8>, String> {
+        let _ = self.blobs.ensure_local(&report.blob_key).await;
         let path = self.blobs.path(&report.blob_key);
         let pdf = report.sop_class_uid == metadata::ENCAPSULATED_PDF;
         tokio::task::spawn_blocking(move || {

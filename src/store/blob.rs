@@ -10,8 +10,11 @@
 //! place, is never overwritten; the index says which version is the instance, and a file no
 //! row names is an orphan that `store::recovery` removes at the next start.
 
+use super::object::{Remote, S3Url};
+use crate::config::StorageConfig;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use tokio::io::{AsyncWriteExt, BufWriter};
 
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +27,19 @@ pub enum BlobError {
     },
     #[error("invalid blob key: {0}")]
     BadKey(String),
+    #[error("object storage error on {key:?}: {message}")]
+    Remote { key: String, message: String },
+}
+
+impl From<super::object::ObjectError> for BlobError {
+    fn from(e: super::object::ObjectError) -> Self {
+        match e {
+            super::object::ObjectError::Remote { key, message } => {
+                BlobError::Remote { key, message }
+            }
+            super::object::ObjectError::Io { path, source } => BlobError::Io { path, source },
+        }
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> BlobError + '_ {
@@ -42,12 +58,19 @@ const MAX_UID_LEN: usize = 128;
 /// Distinguishes temp files created by this process.
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// The blob store the fronts and sources share, whatever holds the blobs: the filesystem
+/// (`data_dir/blobs`), or an S3-compatible bucket (`storage.blobs = "s3://..."`,
+/// [`super::object`]) with `data_dir/blobs` as this node's local copies. Either way a blob
+/// is read as a local file (`core::stored`), written through a [`PendingBlob`] and made
+/// durable by its commit, so no front knows which backend it is.
 #[derive(Debug, Clone)]
 pub struct BlobStore {
     /// `data_dir/blobs`
     root: PathBuf,
     /// `data_dir/tmp`
     tmp: PathBuf,
+    /// The bucket, when blobs live in object storage.
+    remote: Option<Arc<Remote>>,
 }
 
 /// A UID usable as a path component: dot-separated runs of digits.
@@ -110,7 +133,108 @@ impl BlobStore {
                 Err(e) => return Err(BlobError::Io { path, source: e }),
             }
         }
-        Ok(BlobStore { root, tmp })
+        Ok(BlobStore {
+            root,
+            tmp,
+            remote: None,
+        })
+    }
+
+    /// Open the store `storage` configures: [`open`](Self::open) under `data_dir`, with the
+    /// bucket of `storage.blobs = "s3://bucket/prefix"` as the blobs' durable home when set.
+    pub async fn open_config(storage: &StorageConfig) -> Result<Self, BlobError> {
+        let mut store = Self::open(&storage.data_dir).await?;
+        if let Some(url) = S3Url::parse(&storage.blobs) {
+            let url = url.map_err(|message| BlobError::Remote {
+                key: String::new(),
+                message,
+            })?;
+            store.remote = Some(Arc::new(Remote::open(url, &storage.s3)?));
+        }
+        Ok(store)
+    }
+
+    /// Where the blobs live, for logs and `/ready`.
+    pub fn describe(&self) -> String {
+        match &self.remote {
+            Some(remote) => remote.describe(),
+            None => self.root.display().to_string(),
+        }
+    }
+
+    /// Whether the blobs live in object storage (the local tree holds copies).
+    pub fn is_remote(&self) -> bool {
+        self.remote.is_some()
+    }
+
+    /// Make sure the blob of `key` is in the local tree: on object storage, download it when
+    /// this node has no copy yet (streamed into `tmp/`, then renamed into place). `Ok(false)`
+    /// when there is no such blob.
+    pub async fn ensure_local(&self, key: &str) -> Result<bool, BlobError> {
+        check_key(key)?;
+        let path = self.path(key);
+        if tokio::fs::try_exists(&path).await.unwrap_or(false) {
+            return Ok(true);
+        }
+        let Some(remote) = &self.remote else {
+            return Ok(false);
+        };
+        let temp = self.fresh_temp_path();
+        let downloaded = remote.download(key, &temp).await.map_err(BlobError::from);
+        let placed = match downloaded {
+            Ok(true) => {
+                let parent = path.parent().unwrap_or(&self.root).to_path_buf();
+                let placed = async {
+                    tokio::fs::create_dir_all(&parent).await?;
+                    tokio::fs::rename(&temp, &path).await
+                }
+                .await;
+                placed.map(|()| true).map_err(io_err(&path))
+            }
+            other => other,
+        };
+        if !matches!(placed, Ok(true)) {
+            let _ = tokio::fs::remove_file(&temp).await;
+        }
+        placed
+    }
+
+    /// [`ensure_local`](Self::ensure_local) for blocking code.
+    pub fn ensure_local_blocking(&self, key: &str) -> Result<bool, BlobError> {
+        check_key(key)?;
+        if self.path(key).is_file() {
+            return Ok(true);
+        }
+        match &self.remote {
+            Some(remote) => remote.block_on(self.ensure_local(key)),
+            None => Ok(false),
+        }
+    }
+
+    /// A byte range of the blob of `key`: from the local copy when there is one, otherwise a
+    /// ranged read of the object (without the rest of it).
+    pub async fn read_range(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<bytes::Bytes, BlobError> {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        check_key(key)?;
+        let path = self.path(key);
+        match (tokio::fs::File::open(&path).await, &self.remote) {
+            (Ok(mut file), _) => {
+                let mut buf = vec![0u8; range.end.saturating_sub(range.start) as usize];
+                file.seek(std::io::SeekFrom::Start(range.start))
+                    .await
+                    .map_err(io_err(&path))?;
+                file.read_exact(&mut buf).await.map_err(io_err(&path))?;
+                Ok(buf.into())
+            }
+            (Err(e), Some(remote)) if e.kind() == std::io::ErrorKind::NotFound => {
+                remote.get_range(key, range).await.map_err(BlobError::from)
+            }
+            (Err(e), _) => Err(io_err(&path)(e)),
+        }
     }
 
     /// A fresh key for a new version of an instance's blob:
@@ -139,7 +263,21 @@ impl BlobStore {
     /// Keys of the blob files whose last modification is before `cutoff` (blocking; walks
     /// the whole tree). Files this process writes are newer than its start, so with the
     /// start as cutoff no blob of a running ingest is listed.
+    /// On object storage: the objects last modified before `cutoff`, and the local copies.
     pub fn keys_modified_before(
+        &self,
+        cutoff: std::time::SystemTime,
+    ) -> Result<Vec<String>, BlobError> {
+        let mut keys = self.local_keys_modified_before(cutoff)?;
+        if let Some(remote) = &self.remote {
+            keys.extend(remote.block_on(remote.keys_modified_before(cutoff))?);
+            keys.sort();
+            keys.dedup();
+        }
+        Ok(keys)
+    }
+
+    fn local_keys_modified_before(
         &self,
         cutoff: std::time::SystemTime,
     ) -> Result<Vec<String>, BlobError> {
@@ -278,7 +416,29 @@ impl BlobStore {
         .await
         .map_err(std::io::Error::other)
         .and_then(|r| r);
-        synced.map_err(|source| BlobError::Io { path, source })
+        synced.map_err(|source| BlobError::Io { path, source })?;
+        match &self.remote {
+            Some(remote) => remote.probe_write().await.map_err(BlobError::from),
+            None => Ok(()),
+        }
+    }
+
+    /// Upload the local copies of `keys` (skipping those gone meanwhile: superseded).
+    async fn upload_all(&self, remote: &Remote, keys: &[String]) -> Result<(), BlobError> {
+        use futures::TryStreamExt;
+        futures::stream::iter(keys.iter().map(Ok::<_, BlobError>))
+            .try_for_each_concurrent(4, |key| async move {
+                check_key(key)?;
+                let path = self.path(key);
+                if !tokio::fs::try_exists(&path).await.unwrap_or(false) {
+                    return Ok(());
+                }
+                remote
+                    .upload_file(&path, key)
+                    .await
+                    .map_err(BlobError::from)
+            })
+            .await
     }
 
     /// The data directory (parent of `blobs` and `tmp`).
@@ -288,6 +448,9 @@ impl BlobStore {
 
     pub async fn open_read(&self, key: &str) -> Result<tokio::fs::File, BlobError> {
         check_key(key)?;
+        if self.remote.is_some() {
+            self.ensure_local(key).await?;
+        }
         let path = self.path(key);
         tokio::fs::File::open(&path).await.map_err(io_err(&path))
     }
@@ -295,7 +458,11 @@ impl BlobStore {
     /// [`open_read`](Self::open_read) for blocking code.
     /// Make blobs stored unsynced durable: fsync each file, then each directory holding
     /// them (blocking; one pass for a whole retrieve).
+    /// On object storage: upload them (a few at a time), the local copies need no fsync.
     pub fn sync_blocking(&self, keys: &[String]) -> Result<(), BlobError> {
+        if let Some(remote) = &self.remote {
+            return remote.block_on(self.upload_all(remote, keys));
+        }
         let mut dirs = std::collections::BTreeSet::new();
         for key in keys {
             let path = self.path(key);
@@ -321,13 +488,19 @@ impl BlobStore {
 
     pub fn open_read_blocking(&self, key: &str) -> Result<std::fs::File, BlobError> {
         check_key(key)?;
+        if self.remote.is_some() {
+            self.ensure_local_blocking(key)?;
+        }
         let path = self.path(key);
         std::fs::File::open(&path).map_err(io_err(&path))
     }
 
-    /// Delete a blob; a missing blob is not an error.
+    /// Delete a blob (the object and the local copy); a missing blob is not an error.
     pub async fn remove(&self, key: &str) -> Result<(), BlobError> {
         check_key(key)?;
+        if let Some(remote) = &self.remote {
+            remote.delete(key).await?;
+        }
         let path = self.path(key);
         match tokio::fs::remove_file(&path).await {
             Ok(()) => Ok(()),
@@ -336,8 +509,18 @@ impl BlobStore {
         }
     }
 
+    /// Whether the blob is there (locally, or in the bucket; an unreachable bucket says no).
     pub async fn exists(&self, key: &str) -> bool {
-        check_key(key).is_ok() && tokio::fs::try_exists(self.path(key)).await.unwrap_or(false)
+        if check_key(key).is_err() {
+            return false;
+        }
+        if tokio::fs::try_exists(self.path(key)).await.unwrap_or(false) {
+            return true;
+        }
+        match &self.remote {
+            Some(remote) => remote.exists(key).await.unwrap_or(false),
+            None => false,
+        }
     }
 }
 
@@ -509,8 +692,23 @@ impl BlockingBlob {
         self.commit_with(store, key, false)
     }
 
-    fn commit_with(mut self, store: &BlobStore, key: &str, sync: bool) -> Result<u64, BlobError> {
+    fn commit_with(self, store: &BlobStore, key: &str, sync: bool) -> Result<u64, BlobError> {
         check_key(key)?;
+        if let (Some(remote), true) = (&store.remote, sync) {
+            // Object storage: durable once the upload completed (no fsync of the local copy,
+            // which is only a copy); then the temp file becomes the local copy.
+            remote.block_on(remote.upload_file(&self.path, key))?;
+            return self.commit_with_local(store, key, false);
+        }
+        self.commit_with_local(store, key, sync)
+    }
+
+    fn commit_with_local(
+        mut self,
+        store: &BlobStore,
+        key: &str,
+        sync: bool,
+    ) -> Result<u64, BlobError> {
         if sync {
             self.file.sync_all().map_err(io_err(&self.path))?;
         }

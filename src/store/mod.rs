@@ -2,6 +2,7 @@
 //!
 //! - [`blob`]: the filesystem blob store; writes go to a temp file, are fsynced and renamed
 //!   into place so a blob is either whole or absent.
+//! - [`object`]: blobs in S3-compatible object storage behind the same [`BlobStore`].
 //! - [`index`]: the [`Index`] trait with SQLite (embedded default) and PostgreSQL backends.
 //! - [`ingest`]: the one path by which an instance enters the store (C-STORE and STOW-RS).
 //! - [`record`]: [`InstanceRecord`], the indexed attributes extracted from one instance.
@@ -14,6 +15,7 @@ pub mod blob;
 pub mod delete;
 pub mod index;
 pub mod ingest;
+pub mod object;
 pub mod record;
 pub mod recovery;
 pub mod retention;

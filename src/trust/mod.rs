@@ -239,6 +239,8 @@ pub struct Trust {
     pub saml: saml::SamlVerifier,
     pub consent: consent::Consent,
     pub audit: audit::Audit,
+    /// The index, shared by the nodes on one database: token identities seen by any node.
+    index: Arc<dyn Index>,
 }
 
 impl Trust {
@@ -277,8 +279,31 @@ impl Trust {
                 }
                 c
             }),
-            audit: audit::Audit::new(&trust.audit, index),
+            audit: audit::Audit::new(&trust.audit, index.clone()),
+            index,
         })
+    }
+
+    /// The replay check of a verified token across the nodes sharing the index (issue 16,
+    /// item 2): its identity (`jti`, RFC 7519 4.1.7; a SAML assertion ID, SAML core 1.3.4)
+    /// is recorded in the index until the token expires, so a token used at one node is
+    /// refused at every other. The verifiers' in-memory check has refused a replay at this
+    /// node already. An index that cannot say refuses the token (fail closed).
+    pub async fn claim_token_across_nodes(&self, claims: &Claims) -> Result<(), String> {
+        let now = crate::clock::unix_seconds();
+        let forget_after = claims.expires_at.saturating_add(jwt::LEEWAY_SECS);
+        match self
+            .index
+            .claim_token_id(&claims.issuer, &claims.token_id, forget_after, now)
+            .await
+        {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(jwt::TokenError::Replayed.to_string()),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot check a token against replays");
+                Err("the token cannot be checked against replays now".into())
+            }
+        }
     }
 
     /// [`Trust::decide`] for an operation about to send data whose audit record is written

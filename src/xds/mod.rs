@@ -246,18 +246,26 @@ async fn dispatch(
         // beside it is not looked at.
         caller.credential_error = None;
         caller.claims = None;
-        match state
+        let verified = match state
             .trust
             .saml
             .verify(assertion, caller.participant.as_deref())
         {
+            Ok(claims) => state
+                .trust
+                .claim_token_across_nodes(&claims)
+                .await
+                .map(|()| claims),
+            Err(e) => Err(e.to_string()),
+        };
+        match verified {
             Ok(claims) => {
                 if caller.participant.is_none() {
                     caller.ae_title = claims.subject.clone();
                 }
                 caller.claims = Some(claims);
             }
-            Err(e) => caller.credential_error = Some(format!("XUA assertion: {e}")),
+            Err(why) => caller.credential_error = Some(format!("XUA assertion: {why}")),
         }
     }
     let ticket = match state.core.admit(&caller, action.operation).await {

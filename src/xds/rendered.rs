@@ -333,6 +333,7 @@ pub async fn rendered(call: Call) -> Result<Response, XdsError> {
         };
         // Frames checked before the envelope: a frame out of range, or a multi-frame
         // instance without a frame named, is that document's error.
+        stored.ensure_local(location).await;
         let path = stored.local_file(location).path().to_path_buf();
         let frames = tokio::task::spawn_blocking(move || number_of_frames(&path))
             .await

@@ -10,6 +10,7 @@ pub mod peer;
 pub mod pki;
 pub mod postgres;
 pub mod quirky;
+pub mod s3;
 pub mod smallfs;
 
 use beeldbrug::config::Config;

@@ -264,6 +264,7 @@ pub(super) async fn send_instance(
             return Ok(sent);
         }
     }
+    ctx.core.stored().ensure_local(instance).await;
     let path = ctx.core.stored().local_file(instance).path().to_path_buf();
     let sent = send_file_with(assoc, &path, originator, Fallback::for_retrieve(wire)).await;
     // A failed sub-operation (PS3.4 C.4.2.1.4 / C.4.3.1.4); a missing file gets a repair note.

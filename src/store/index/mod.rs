@@ -148,6 +148,50 @@ pub trait Index: Send + Sync + std::fmt::Debug {
     /// attempts counted afresh; returns how many.
     async fn requeue_forward(&self, ids: &[i64], now: i64) -> Result<u64, IndexError>;
 
+    /// Lease the queued forward jobs due by `now` (oldest first, at most `limit`) to the
+    /// caller until `lease_until`: they are not due for anyone else (another node on the same
+    /// database) until the attempt is recorded or the lease runs out (PostgreSQL: `FOR UPDATE
+    /// SKIP LOCKED`, so concurrent claims take disjoint jobs).
+    async fn claim_forward_jobs(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: u32,
+    ) -> Result<Vec<ForwardJob>, IndexError>;
+
+    /// Give back the jobs of a [`claim_forward_jobs`](Self::claim_forward_jobs) still under
+    /// its lease (`lease_until`): due again at `now` (a pass dropped at shutdown).
+    async fn release_forward_jobs(
+        &self,
+        ids: &[i64],
+        lease_until: i64,
+        now: i64,
+    ) -> Result<(), IndexError>;
+
+    /// Take or renew the lease `name` for `owner` until `until`: true when it was free
+    /// (never taken, released, or past its end at `now`) or already `owner`'s.
+    async fn try_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<bool, IndexError>;
+
+    /// Give up `owner`'s lease `name` (nothing when another holds it).
+    async fn release_lease(&self, name: &str, owner: &str) -> Result<(), IndexError>;
+
+    /// Record a token identity (`jti`, SAML assertion ID) of `issuer`, kept until
+    /// `forget_after`; false when any node recorded it before and it has not expired (a
+    /// replay).
+    async fn claim_token_id(
+        &self,
+        issuer: &str,
+        token_id: &str,
+        forget_after: i64,
+        now: i64,
+    ) -> Result<bool, IndexError>;
+
     /// Record an attempt of a forward job.
     async fn update_forward(
         &self,

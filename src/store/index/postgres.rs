@@ -39,6 +39,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "registry",
         include_str!("migrations/postgres/0007_registry.sql"),
     ),
+    (
+        8,
+        "nodes",
+        include_str!("migrations/postgres/0008_nodes.sql"),
+    ),
 ];
 
 /// The index in a PostgreSQL database (`postgres://user@host/db`).

@@ -42,6 +42,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "registry",
         include_str!("migrations/sqlite/0007_registry.sql"),
     ),
+    (8, "nodes", include_str!("migrations/sqlite/0008_nodes.sql")),
 ];
 
 /// The index in a SQLite database (`sqlite://path/to/index.db`).

@@ -116,6 +116,50 @@ macro_rules! delegate_index_to_inner {
                     self.inner.requeue_forward(ids, now).await
                 }
 
+                async fn claim_forward_jobs(
+                    &self,
+                    now: i64,
+                    lease_until: i64,
+                    limit: u32,
+                ) -> Result<Vec<ForwardJob>, IndexError> {
+                    self.inner.claim_forward_jobs(now, lease_until, limit).await
+                }
+
+                async fn release_forward_jobs(
+                    &self,
+                    ids: &[i64],
+                    lease_until: i64,
+                    now: i64,
+                ) -> Result<(), IndexError> {
+                    self.inner.release_forward_jobs(ids, lease_until, now).await
+                }
+
+                async fn try_lease(
+                    &self,
+                    name: &str,
+                    owner: &str,
+                    now: i64,
+                    until: i64,
+                ) -> Result<bool, IndexError> {
+                    self.inner.try_lease(name, owner, now, until).await
+                }
+
+                async fn release_lease(&self, name: &str, owner: &str) -> Result<(), IndexError> {
+                    self.inner.release_lease(name, owner).await
+                }
+
+                async fn claim_token_id(
+                    &self,
+                    issuer: &str,
+                    token_id: &str,
+                    forget_after: i64,
+                    now: i64,
+                ) -> Result<bool, IndexError> {
+                    self.inner
+                        .claim_token_id(issuer, token_id, forget_after, now)
+                        .await
+                }
+
                 async fn update_forward(
                     &self,
                     id: i64,
