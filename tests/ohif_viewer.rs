@@ -12,6 +12,25 @@ mod common;
 use common::ohif::{require_ohif_setup, run_viewer};
 use common::Gateway;
 
+/// Send every file under `dir` to the gateway with DCMTK `tool` (`storescu` or `dcmsend`).
+async fn send_tree(gw: &Gateway, tool: &'static str, dir: &std::path::Path) {
+    let port = gw.port.to_string();
+    let dir = dir.to_str().unwrap().to_string();
+    let sent = tokio::task::spawn_blocking(move || {
+        common::dcmtk(
+            tool,
+            &["-aec", "BEELDBRUG", "+sd", "+r", "127.0.0.1", &port, &dir],
+        )
+    })
+    .await
+    .unwrap();
+    assert!(
+        sent.status.success(),
+        "{tool}: {}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn ohif_lists_opens_and_renders_a_ct_study() {
     let dir = require_ohif_setup();
@@ -25,29 +44,7 @@ async fn ohif_lists_opens_and_renders_a_ct_study() {
     let files = beeldbrug::testdata::generate(&args).expect("generate test data");
     let studies: std::collections::BTreeSet<_> =
         files.iter().map(|f| f.study_uid.clone()).collect();
-    let port = gw.port.to_string();
-    let data_arg = data.path().to_str().unwrap().to_string();
-    let stored = tokio::task::spawn_blocking(move || {
-        common::dcmtk(
-            "storescu",
-            &[
-                "-aec",
-                "BEELDBRUG",
-                "+sd",
-                "+r",
-                "127.0.0.1",
-                &port,
-                &data_arg,
-            ],
-        )
-    })
-    .await
-    .unwrap();
-    assert!(
-        stored.status.success(),
-        "storescu: {}",
-        String::from_utf8_lossy(&stored.stderr)
-    );
+    send_tree(&gw, "storescu", data.path()).await;
 
     let run = run_viewer(dir, gw.dicomweb_url(), 45000).await;
     gw.stop().await;
@@ -89,29 +86,7 @@ async fn ohif_opens_a_jpeg2000_study() {
         .unwrap();
     assert_eq!(count, files.len(), "every generated instance encoded");
 
-    let port = gw.port.to_string();
-    let j2k_arg = j2k.to_str().unwrap().to_string();
-    let sent = tokio::task::spawn_blocking(move || {
-        common::dcmtk(
-            "dcmsend",
-            &[
-                "-aec",
-                "BEELDBRUG",
-                "+sd",
-                "+r",
-                "127.0.0.1",
-                &port,
-                &j2k_arg,
-            ],
-        )
-    })
-    .await
-    .unwrap();
-    assert!(
-        sent.status.success(),
-        "dcmsend: {}",
-        String::from_utf8_lossy(&sent.stderr)
-    );
+    send_tree(&gw, "dcmsend", &j2k).await;
 
     // Kept as stored: every instance's syntax in the index is JPEG 2000 lossless.
     let ctx = gw.context();

@@ -9,19 +9,11 @@
 //! component transform (Photometric Interpretation stays RGB, PS3.5 8.2.4 allows it), so
 //! any decoder reads the samples back as they were.
 
-use dicom_core::value::PixelFragmentSequence;
-use dicom_core::{DataElement, Length, VR};
+use super::pixels::{frame_count, native_pixels, put_fragments, uint};
+use dicom_core::{DataElement, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::DefaultDicomObject;
 use openjp2::{opj_cparameters_t, opj_image, opj_image_comptparm, Codec, Stream};
-
-fn uint(obj: &DefaultDicomObject, tag: dicom_core::Tag) -> Result<usize, String> {
-    obj.element(tag)
-        .ok()
-        .and_then(|e| e.to_int::<u32>().ok())
-        .map(|v| v as usize)
-        .ok_or_else(|| format!("no usable {tag}"))
-}
 
 /// The shape of the native frames being encoded.
 #[derive(Debug, Clone, Copy)]
@@ -158,7 +150,7 @@ pub fn encode_frame(frame: &[u8], layout: Layout) -> Result<Vec<u8>, String> {
 }
 
 /// Replace `obj`'s native Pixel Data by JPEG 2000 lossless fragments, one per frame,
-/// with an empty basic offset table filled in (PS3.5 A.4). Planar Configuration becomes 0
+/// with a basic offset table (PS3.5 A.4). Planar Configuration becomes 0
 /// (colour by pixel, PS3.5 8.2.4); Photometric Interpretation is kept.
 pub fn encode_object(obj: &mut DefaultDicomObject) -> Result<(), String> {
     let allocated = uint(obj, tags::BITS_ALLOCATED)?;
@@ -177,38 +169,15 @@ pub fn encode_object(obj: &mut DefaultDicomObject) -> Result<(), String> {
         signed: uint(obj, tags::PIXEL_REPRESENTATION).unwrap_or(0) == 1,
         planar: samples > 1 && uint(obj, tags::PLANAR_CONFIGURATION).unwrap_or(0) == 1,
     };
-    let frames = obj
-        .element(tags::NUMBER_OF_FRAMES)
-        .ok()
-        .and_then(|e| e.to_int::<u32>().ok())
-        .unwrap_or(1)
-        .max(1) as usize;
-    let frame_len = layout.frame_len();
-    let data = obj
-        .element(tags::PIXEL_DATA)
-        .map_err(|e| e.to_string())?
-        .to_bytes()
-        .map_err(|e| e.to_string())?
-        .into_owned();
-    if frame_len == 0 || data.len() < frame_len * frames {
-        return Err("pixel data shorter than its frames".into());
-    }
-    let mut fragments = Vec::with_capacity(frames);
-    let mut offsets = Vec::with_capacity(frames);
-    let mut at = 0u32;
-    for frame in data.chunks_exact(frame_len).take(frames) {
-        let encoded = encode_frame(frame, layout)?;
-        offsets.push(at);
-        at += encoded.len() as u32 + 8;
-        fragments.push(encoded);
-    }
+    let frames = frame_count(obj);
+    let data = native_pixels(obj, layout.frame_len(), frames)?;
+    let fragments = data
+        .chunks_exact(layout.frame_len())
+        .take(frames)
+        .map(|frame| encode_frame(frame, layout))
+        .collect::<Result<Vec<_>, _>>()?;
     drop(data);
-    obj.put(DataElement::new_with_len(
-        tags::PIXEL_DATA,
-        VR::OB,
-        Length::UNDEFINED,
-        PixelFragmentSequence::new(offsets, fragments),
-    ));
+    put_fragments(obj, fragments);
     if samples > 1 {
         obj.put(DataElement::new(
             tags::PLANAR_CONFIGURATION,
@@ -222,6 +191,8 @@ pub fn encode_object(obj: &mut DefaultDicomObject) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dicom_core::value::PixelFragmentSequence;
+    use dicom_core::Length;
     use dicom_pixeldata::PixelDecoder;
 
     /// Our codestream, decoded by the decoder dicom-rs registers (OpenJPEG's), gives the

@@ -34,6 +34,7 @@ pub mod check;
 pub mod j2k;
 pub mod jpeg_lossless;
 mod native;
+mod pixels;
 pub mod rle;
 
 pub const IMPLICIT_VR_LE: &str = "1.2.840.10008.1.2";

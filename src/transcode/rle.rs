@@ -3,8 +3,7 @@
 //! panics on a short segment; this one unpacks from the slice into reused planes and fails
 //! cleanly).
 
-use dicom_core::value::PixelFragmentSequence;
-use dicom_core::{DataElement, Length, VR};
+use super::pixels::{frame_count, native_pixels, put_fragments, uint};
 use dicom_dictionary_std::tags;
 use dicom_object::DefaultDicomObject;
 
@@ -220,18 +219,8 @@ pub fn plausible(encoded: usize, decoded: usize) -> bool {
     decoded <= encoded.saturating_mul(64)
 }
 
-fn uint(obj: &DefaultDicomObject, tag: dicom_core::Tag) -> Result<usize, String> {
-    obj.element(tag)
-        .ok()
-        .and_then(|e| e.to_int::<u32>().ok())
-        .map(|v| v as usize)
-        .ok_or_else(|| format!("no usable {tag}"))
-}
-
 /// Replace `obj`'s native Pixel Data by RLE fragments, one per frame, with a basic
-/// offset table. The caller sets the transfer syntax. Colour images keep their Planar
-/// Configuration (segments are by sample whatever it says, PS3.5 G.2); only grey-scale
-/// images are tested.
+/// offset table (PS3.5 A.4, G).
 pub fn encode_object(obj: &mut DefaultDicomObject) -> Result<(), String> {
     let rows = uint(obj, tags::ROWS)?;
     let cols = uint(obj, tags::COLUMNS)?;
@@ -241,41 +230,18 @@ pub fn encode_object(obj: &mut DefaultDicomObject) -> Result<(), String> {
         return Err(format!("RLE of {allocated}-bit samples is not supported"));
     }
     let planar = samples > 1 && uint(obj, tags::PLANAR_CONFIGURATION).unwrap_or(0) == 1;
-    let frames = obj
-        .element(tags::NUMBER_OF_FRAMES)
-        .ok()
-        .and_then(|e| e.to_int::<u32>().ok())
-        .unwrap_or(1)
-        .max(1) as usize;
+    let frames = frame_count(obj);
     let bytes = allocated / 8;
     let pixels = rows * cols;
     let frame_len = pixels * samples * bytes;
-    let data = obj
-        .element(tags::PIXEL_DATA)
-        .map_err(|e| e.to_string())?
-        .to_bytes()
-        .map_err(|e| e.to_string())?
-        .into_owned();
-    if data.len() < frame_len * frames {
-        return Err("pixel data shorter than its frames".into());
-    }
-    let mut fragments = Vec::with_capacity(frames);
-    let mut offsets = Vec::with_capacity(frames);
-    let mut at = 0u32;
-    for f in 0..frames {
-        let frame = &data[f * frame_len..(f + 1) * frame_len];
-        let encoded = encode_frame(frame, pixels, samples, bytes, planar)?;
-        offsets.push(at);
-        at += encoded.len() as u32 + 8;
-        fragments.push(encoded);
-    }
+    let data = native_pixels(obj, frame_len, frames)?;
+    let fragments = data
+        .chunks_exact(frame_len)
+        .take(frames)
+        .map(|frame| encode_frame(frame, pixels, samples, bytes, planar))
+        .collect::<Result<Vec<_>, _>>()?;
     drop(data);
-    obj.put(DataElement::new_with_len(
-        tags::PIXEL_DATA,
-        VR::OB,
-        Length::UNDEFINED,
-        PixelFragmentSequence::new(offsets, fragments),
-    ));
+    put_fragments(obj, fragments);
     Ok(())
 }
 
