@@ -109,18 +109,19 @@ pub fn encode_frame(frame: &[u8], layout: Layout) -> Result<Vec<u8>, String> {
             *to = value;
         }
     }
-    // The defaults are lossless: reversible 5-3 wavelet, one layer at rate 0, 6
-    // resolutions, 64 x 64 code blocks. No component transform: RGB stays RGB.
-    let mut parameters = opj_cparameters_t::default();
-    parameters.tcp_mct = 0;
-    // Each resolution halves the image: 2^(levels - 1) may not exceed its smaller side
+    // The defaults are lossless: reversible 5-3 wavelet, one layer at rate 0, 64 x 64
+    // code blocks. No component transform: RGB stays RGB. Each resolution halves the image: 2^(levels - 1) may not exceed its smaller side
     // (ISO/IEC 15444-1 B.5), so a small image gets fewer.
     let side = layout.rows.min(layout.cols);
     let mut levels = 1;
     while levels < 6 && (1usize << levels) <= side {
         levels += 1;
     }
-    parameters.numresolution = levels;
+    let mut parameters = opj_cparameters_t {
+        tcp_mct: 0,
+        numresolution: levels,
+        ..Default::default()
+    };
     let mut codec = Codec::new_encoder(openjp2::OPJ_CODEC_J2K).ok_or("JPEG 2000: no encoder")?;
     let file = tempfile::Builder::new()
         .prefix("beeldbrug-j2k-")
