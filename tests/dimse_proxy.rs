@@ -14,6 +14,10 @@
 //!   the cache holds, each once; getscu (uncompressed, DCMTK-made RLE and JPEG Lossless) and
 //!   movescu to storescp (a study in two syntaxes among them) retrieve them byte-exact; one
 //!   audit record per operation, each retrieve saying it was streamed from the PACS.
+//! - A PATIENT-level C-GET and C-MOVE (Patient Root) of a patient only Orthanc holds: the
+//!   patient's two studies, byte-exact, nothing of the other patient; the studies complete
+//!   in the cache, one audit record each naming the patient and its studies; with Orthanc
+//!   gone the same C-GET from the cache; an unknown patient a success without sub-operations.
 //! - The same gateway without proxy_pacs: C-FIND and C-GET reach the cache only (QIDO-RS
 //!   still reaches the PACS).
 //! - dcmqrscp as the PACS (by C-GET, and by C-MOVE): the same C-FIND and C-GET, byte-exact.
@@ -722,6 +726,136 @@ fn study_count(files: &[GeneratedFile]) -> usize {
         .map(|f| f.study_uid.as_str())
         .collect::<BTreeSet<_>>()
         .len()
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1b. PATIENT level
+
+/// A PATIENT-level C-GET and C-MOVE (Patient Root, PS3.4 C.6.1.2) of a patient only Orthanc
+/// holds, fetched from it by `retrieve`: Orthanc retrieves in the Study Root model only, so
+/// beeldbrug finds the patient's studies (C-FIND at STUDY level by Patient ID) and streams
+/// them one after the other. Every instance of the patient arrives byte-exact and nothing of
+/// the other patient; the studies end up complete in the cache; one audit record per
+/// retrieve names the patient and both studies; with Orthanc gone, the same C-GET is answered
+/// from the cache; a patient nobody holds gets a success without sub-operations.
+async fn orthanc_patient_level(retrieve: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    // Explicit VR only: getscu proposes one context per class, whose first syntax (Explicit
+    // VR LE) beeldbrug accepts, so every instance goes to it as Orthanc sent it.
+    let files = beeldbrug::testdata::generate(&GenerateArgs {
+        seed: 7,
+        patients: 2,
+        ct_slices: 4,
+        mr_slices: 2,
+        implicit: false,
+        ..GenerateArgs::with_defaults(dir.path().join("src"))
+    })
+    .expect("generate");
+    let our_port = free_port();
+    let orthanc = Orthanc::start_with(dir.path(), &[("BEELDBRUG", our_port)]).await;
+    store(orthanc.dicom_port, "ORTHANC", &files);
+    let held = orthanc_holds(&orthanc).await;
+    assert_eq!(held.len(), files.len(), "Orthanc holds every file");
+    let scp = StoreScp::start(dir.path(), &[]).await;
+    let pacs = pacs_toml("ORTHANC", orthanc.dicom_port, retrieve, "");
+    let gateway =
+        Gateway::start_dimse_on(our_port, &format!("{pacs}{PROXY}{}", scp.peer_toml())).await;
+    let port = gateway.port;
+    let patients: BTreeSet<&str> = files.iter().map(|f| f.patient_id.as_str()).collect();
+    let [first, second] = patients.into_iter().collect::<Vec<_>>()[..] else {
+        panic!("two patients")
+    };
+    let of_patient =
+        |id: &str| -> Vec<&GeneratedFile> { files.iter().filter(|f| f.patient_id == id).collect() };
+    let studies_of = |id: &str| -> BTreeSet<String> {
+        of_patient(id).iter().map(|f| f.study_uid.clone()).collect()
+    };
+    assert_eq!(studies_of(first).len(), 2, "a CT and an MR study");
+    let patient_keys = |id: &str| {
+        vec![
+            "QueryRetrieveLevel=PATIENT".to_string(),
+            format!("PatientID={id}"),
+        ]
+    };
+
+    // C-GET of the first patient: both studies, streamed from Orthanc.
+    let got = get_in(port, "-P", &[], &patient_keys(first)).await;
+    assert_byte_exact(&got, &held, &of_patient(first), "getscu -P PATIENT level");
+    // C-MOVE of the second patient to storescp.
+    let mut options = vec!["-v", "-P", "-aem", DEST];
+    options.extend(TIMEOUTS);
+    let (ok, out) = dcmtk("movescu", scu_args(port, &options, &patient_keys(second))).await;
+    assert!(
+        ok && out.contains("Received Final Move Response (Success)"),
+        "movescu -P PATIENT level:\n{out}"
+    );
+    assert_byte_exact(
+        &part10_under(&scp.dir),
+        &held,
+        &of_patient(second),
+        "movescu -P PATIENT level to storescp",
+    );
+
+    // Each study is complete in the cache (once its fetch has synced the files).
+    for study in studies_of(first).iter().chain(&studies_of(second)) {
+        let want = of_study(&files, study).len() as u64;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (count, complete) = cache_state(&gateway, study).await;
+            if count == want && complete {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{study}: {count} of {want} cached, complete {complete}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // One record per retrieve, naming the patient and the studies it streamed.
+    let records: Vec<(String, String, String, String)> = gateway
+        .context()
+        .index
+        .audit_events(10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.operation == "C-GET" || e.operation == "C-MOVE")
+        .map(|e| (e.operation, e.outcome, e.patient_ids, e.study_uids))
+        .collect();
+    assert_eq!(records.len(), 2, "{records:?}");
+    for ((operation, outcome, patient, studies), (want_op, id)) in
+        records.iter().zip([("C-GET", first), ("C-MOVE", second)])
+    {
+        assert_eq!((operation.as_str(), outcome.as_str()), (want_op, "success"));
+        assert_eq!(patient, id, "{operation}");
+        for study in studies_of(id) {
+            assert!(
+                studies.contains(&study),
+                "{operation}: {studies} lacks {study}"
+            );
+        }
+    }
+
+    // A patient nobody holds: success, no sub-operations.
+    let none = get_in(port, "-P", &[], &patient_keys("NOBODY")).await;
+    assert!(none.is_empty(), "{:?}", none.keys());
+
+    // Orthanc gone: the patient's studies come from the cache, still byte-exact.
+    drop(orthanc);
+    let got = get_in(port, "-P", &[], &patient_keys(first)).await;
+    assert_byte_exact(&got, &held, &of_patient(first), "getscu -P from the cache");
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn orthanc_by_c_get_a_pacs_only_patient_retrieved_at_patient_level() {
+    orthanc_patient_level("c-get").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn orthanc_by_c_move_a_pacs_only_patient_retrieved_at_patient_level() {
+    orthanc_patient_level("c-move").await;
 }
 
 // ---------------------------------------------------------------------------------------------

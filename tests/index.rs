@@ -348,6 +348,70 @@ async fn batch_upserts(index: &dyn Index) {
     let again = index.upsert_instances(&records[..2]).await.unwrap();
     assert_eq!(again, [UpsertOutcome::Replaced, UpsertOutcome::Replaced]);
     assert_eq!(find(index, Level::Image, &[]).await.len(), records.len());
+    // Every instance of a batch counts as an arrival of its study, however many of one
+    // series come in a row (their patient, study and series rows are written once).
+    let study = |uid: &'static str| index.study_arrival(uid);
+    let arrivals = |uid: &str| {
+        records
+            .iter()
+            .filter(|r| r.study_instance_uid() == uid)
+            .count()
+    };
+    assert_eq!(
+        study("1.2.1").await.unwrap().unwrap().arrivals,
+        (arrivals("1.2.1") + 2) as i64,
+        "the first batch's and the two re-sent"
+    );
+
+    // One batch that moves an instance to another series of another study and patient
+    // between two instances of its old series: each lands where its record says, the
+    // rows in between are written anew.
+    let mut moved = records.clone();
+    let (a, b) = (moved[0].clone(), moved[1].clone());
+    let mut elsewhere = moved[2].clone();
+    for (keyword, value) in [
+        ("SeriesInstanceUID", "1.6.1.1"),
+        ("StudyInstanceUID", "1.6.1"),
+        ("PatientID", "P6"),
+    ] {
+        elsewhere.values.insert(tag(keyword), value.into());
+    }
+    moved.truncate(0);
+    moved.extend([a, elsewhere, b]);
+    let outcomes = index.upsert_instances(&moved).await.unwrap();
+    assert!(outcomes.iter().all(|o| *o == UpsertOutcome::Replaced));
+    assert_eq!(
+        uids(index, Level::Series, &[("PatientID", single("P6"))]).await,
+        ["1.6.1.1"]
+    );
+    assert_eq!(
+        uids(
+            index,
+            Level::Image,
+            &[("SeriesInstanceUID", single("1.6.1.1"))]
+        )
+        .await,
+        [records[2].sop_instance_uid()]
+    );
+    let old_series = records[0].series_instance_uid();
+    let left: Vec<String> = records
+        .iter()
+        .filter(|r| r.series_instance_uid() == old_series)
+        .map(|r| r.sop_instance_uid().to_string())
+        .filter(|uid| uid != records[2].sop_instance_uid())
+        .collect();
+    let mut got = uids(
+        index,
+        Level::Image,
+        &[("SeriesInstanceUID", single(old_series))],
+    )
+    .await;
+    got.sort();
+    let mut want = left;
+    want.sort();
+    assert_eq!(got, want);
+    assert_eq!(study("1.6.1").await.unwrap().unwrap().arrivals, 1);
+    assert_eq!(find(index, Level::Image, &[]).await.len(), records.len());
 }
 
 async fn matching(index: &dyn Index) {

@@ -3,9 +3,12 @@
 //! bounded list, whatever the study's size.
 
 use super::follow::{Follower, Pin};
-use super::source::{DataSet, SourceError, SourceErrorKind};
-use super::{CoreError, InstanceLocation, Selection};
+use super::route::Answer;
+use super::source::{DataSet, Source, SourceError, SourceErrorKind};
+use super::{Core, CoreError, InstanceLocation, Selection};
 use crate::store::Index;
+use crate::trust::Caller;
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 /// Instances per index page while a study streams from the cache.
@@ -35,6 +38,19 @@ enum Kind {
         selection: Selection,
         source_name: &'static str,
     },
+    /// A patient's studies, one after the other, each answered as a study is (the cache,
+    /// or a fetch started when its turn comes): a PATIENT-level retrieve.
+    Studies(Box<Studies>),
+}
+
+#[derive(Debug)]
+struct Studies {
+    core: Arc<Core>,
+    sources: Vec<Arc<dyn Source>>,
+    caller: Caller,
+    /// The studies whose turn has not come.
+    left: VecDeque<String>,
+    current: Option<Instances>,
 }
 
 impl Instances {
@@ -63,6 +79,25 @@ impl Instances {
                 selection,
                 source_name,
             },
+        }
+    }
+
+    /// The studies of a patient, in turn (see [`Core::patient_studies`]).
+    pub(super) fn studies(
+        core: Arc<Core>,
+        studies: Vec<String>,
+        sources: Vec<Arc<dyn Source>>,
+        caller: Caller,
+    ) -> Self {
+        Instances {
+            data_set: None,
+            kind: Kind::Studies(Box::new(Studies {
+                core,
+                sources,
+                caller,
+                left: studies.into(),
+                current: None,
+            })),
         }
     }
 
@@ -112,6 +147,7 @@ impl Instances {
                     }
                 }
             },
+            Kind::Studies(studies) => studies.next_batch().await,
         }
     }
 
@@ -119,6 +155,9 @@ impl Instances {
     /// after its meta group), when it came from a running fetch and is still in memory: a
     /// front may send it instead of reading the file. `None`: read the file.
     pub fn take_data_set(&mut self, instance: &InstanceLocation) -> Option<DataSet> {
+        if let Kind::Studies(studies) = &mut self.kind {
+            return studies.current.as_mut()?.take_data_set(instance);
+        }
         match self.data_set.take() {
             Some((uid, data)) if uid == instance.sop_instance_uid => Some(data),
             other => {
@@ -134,6 +173,9 @@ impl Instances {
         match &self.kind {
             Kind::Cache { done, .. } => *done,
             Kind::Fetch { .. } => false,
+            Kind::Studies(studies) => {
+                studies.left.is_empty() && studies.current.as_ref().is_some_and(Self::at_end)
+            }
         }
     }
 
@@ -145,5 +187,40 @@ impl Instances {
             all.extend(batch?);
         }
         Ok(all)
+    }
+}
+
+impl Studies {
+    /// The current study's next instances; when it is done, the next study's, decided
+    /// (cache or fetch) only when its turn comes, so that one fetch runs at a time.
+    async fn next_batch(&mut self) -> Option<Result<Vec<InstanceLocation>, CoreError>> {
+        loop {
+            if let Some(current) = self.current.as_mut() {
+                match Box::pin(current.next_batch()).await {
+                    Some(batch) => return Some(batch),
+                    None => self.current = None,
+                }
+            }
+            let study = self.left.pop_front()?;
+            let selection = Selection {
+                study_uids: vec![study.clone()],
+                ..Default::default()
+            };
+            let core = &self.core;
+            self.current = Some(
+                match core.resolve(&selection, &self.sources, &self.caller).await {
+                    Ok(Answer::Fetch(follower)) => {
+                        let name = follower.fetch().source_name;
+                        crate::metrics::retrieval(name);
+                        Instances::fetch(follower, selection, name)
+                    }
+                    Ok(Answer::Cache) => {
+                        let pin = core.fetches.pin(&study);
+                        Instances::cache(core.index.clone(), selection, Some(pin))
+                    }
+                    Err(e) => return Some(Err(CoreError::Source(e))),
+                },
+            );
+        }
     }
 }

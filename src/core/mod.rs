@@ -349,6 +349,36 @@ impl Core {
         };
         self.admit_patients(ticket, selection, sources, &located)
             .await?;
+        // A patient named without studies (a PATIENT-level C-GET or C-MOVE): the patient's
+        // studies the sources and the cache know, each in turn as a study is answered.
+        if selection.level() == Level::Patient
+            && !sources.is_empty()
+            && delivery == Delivery::Streamed
+        {
+            let studies = self
+                .patient_studies(selection, sources, ticket.caller())
+                .await?;
+            if !studies.is_empty() {
+                let expected = studies.iter().map(|(_, n)| n).sum();
+                let uids = studies.into_iter().map(|(uid, _)| uid).collect();
+                let source_syntaxes = sources
+                    .iter()
+                    .flat_map(|s| s.capabilities().transfer_syntaxes)
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .into_iter()
+                    .collect();
+                let caller = ticket.caller().clone();
+                return Ok(Planned {
+                    instances: Instances::studies(self.clone(), uids, sources.to_vec(), caller),
+                    expected,
+                    // Answered through the first source (each study from the cache where
+                    // it holds it all).
+                    from: sources[0].name(),
+                    stored_syntaxes: None,
+                    source_syntaxes: Some(source_syntaxes),
+                });
+            }
+        }
         if let Answer::Fetch(follower) = self.resolve(selection, sources, ticket.caller()).await? {
             let (name, reported) = (follower.fetch().source_name, follower.fetch().reported);
             match delivery {

@@ -6,7 +6,9 @@ use super::cache::{fresh, now};
 use super::follow::{End, Fetch, Follower};
 use super::source::{Sink, Source, SourceError};
 use super::{Core, Selection};
-use crate::model::query::{matches_fuzzy, Level, Match, Query};
+use crate::model::query::{
+    computed, indexed_attr_by_keyword, matches_fuzzy, Level, Match, Matcher, Query,
+};
 use crate::store::index::CachedStudy;
 use crate::trust::Caller;
 use dicom_core::Tag;
@@ -397,6 +399,44 @@ impl Core {
         Ok((page, unanswered))
     }
 }
+
+impl Core {
+    /// The studies of the patients `selection` names (a PATIENT-level retrieve), as the
+    /// sources and the cache know them, in study UID order, each with the instances the
+    /// answering row reports (0 where it says nothing). A Study Root PACS has no PATIENT
+    /// level to retrieve at (PS3.4 C.6.2), so the core asks for the patient's studies
+    /// (STUDY level, Patient ID matched, C.6.2.1.1) and retrieves them one by one.
+    pub(super) async fn patient_studies(
+        &self,
+        selection: &Selection,
+        sources: &[Arc<dyn Source>],
+        caller: &Caller,
+    ) -> Result<Vec<(String, u64)>, super::CoreError> {
+        let attr = indexed_attr_by_keyword("PatientID").expect("an indexed attribute");
+        let mut studies = BTreeMap::new();
+        for id in &selection.patient_ids {
+            let query = Query::new(Level::Study).with_key(attr, Matcher::Single(id.clone()));
+            let (found, _) = self.merge_find(&query, usize::MAX, sources, caller).await?;
+            for row in found {
+                let Some(study) = row.get(&STUDY_UID) else {
+                    continue;
+                };
+                // Only the patients asked for: a source that matched loosely adds nothing.
+                if row.get(&PATIENT_ID).is_some_and(|p| p.trim() != id.trim()) {
+                    continue;
+                }
+                let count = row
+                    .get(&computed::NUMBER_OF_STUDY_RELATED_INSTANCES)
+                    .and_then(|n| n.trim().parse().ok())
+                    .unwrap_or(0);
+                studies.insert(study.clone(), count);
+            }
+        }
+        Ok(studies.into_iter().collect())
+    }
+}
+
+const STUDY_UID: Tag = Tag(0x0020, 0x000D);
 
 /// Studies read per patient asked for when a source's studies are folded into patients.
 const STUDIES_PER_PATIENT: usize = 16;

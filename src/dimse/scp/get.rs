@@ -1,7 +1,7 @@
 //! Query/Retrieve C-GET as SCP (PS3.4 C.4.3): the selected instances go back as C-STORE
 //! sub-operations on the same association, on contexts where the requestor took the SCP role.
 
-use super::retrieve::{self, selection_from, SubOps};
+use super::retrieve::{self, selection_from, SubOps, PROGRESS_EVERY};
 use super::ScpContext;
 use crate::core::{Delivery, Retrieval};
 use crate::dimse::command::{CommandField, CommandSet};
@@ -64,6 +64,7 @@ pub async fn handle(
         }
     };
     let mut counts = SubOps::new(retrieval.expected as usize);
+    let mut last_progress: Option<std::time::Instant> = None;
     let mut cancelled = false;
     'batches: while let Some(batch) = retrieval.instances.next_batch().await {
         let batch = match batch {
@@ -93,10 +94,13 @@ pub async fn handle(
                     counts.record(&instance.sop_instance_uid, None);
                 }
             }
-            if counts.remaining > 0 && !cancelled {
+            // The first pending response at once, then at most one per `PROGRESS_EVERY`.
+            let due = last_progress.is_none_or(|at| at.elapsed() >= PROGRESS_EVERY);
+            if counts.remaining > 0 && !cancelled && due {
                 assoc
                     .send_command(context_id, &counts.pending(rq, CommandField::CGetRsp))
                     .await?;
+                last_progress = Some(std::time::Instant::now());
             }
         }
     }

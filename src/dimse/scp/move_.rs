@@ -2,7 +2,7 @@
 //! new association to a configured destination AE, with a pending response after each
 //! sub-operation and C-CANCEL checked between them.
 
-use super::retrieve::{self, selection_from, SubOps};
+use super::retrieve::{self, selection_from, SubOps, PROGRESS_EVERY};
 use super::ScpContext;
 use crate::core::{Delivery, InstanceLocation, Retrieval};
 use crate::dimse::command::{CommandField, CommandSet};
@@ -229,9 +229,6 @@ pub async fn handle(
         .saturating_add(u32::from(counts.completed));
     Ok(())
 }
-
-/// Least time between two pending C-MOVE responses after the first.
-const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The contexts of a sub-association opened before the instances are known (streamed from a
 /// source): after `first` (for the instances at hand), for each syntax the rest may arrive

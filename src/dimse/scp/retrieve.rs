@@ -51,6 +51,11 @@ pub fn selection_from(obj: &InMemDicomObject) -> Result<Selection, (u16, String)
     Ok(selection)
 }
 
+/// Least time between two pending C-MOVE or C-GET responses after the first: they are
+/// optional progress reports (PS3.4 C.4.2.1.6, C.4.2.2 and C.4.3.2: the SCP "may optionally
+/// generate" them), so not one write and one wake-up of the requestor per sub-operation.
+pub(super) const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Sub-operation counters (PS3.4 C.4.2.1.6).
 #[derive(Debug, Default, Clone)]
 pub struct SubOps {

@@ -129,6 +129,16 @@ fn upsert_instance_sql(
     sql
 }
 
+/// What the upserts of one transaction have written so far: the patient, study and series
+/// rows of the last instance (the statements, with a placeholder parent id, and the row
+/// ids), so the next instance of the same series does not write them again; and the
+/// instances per study row not yet added to its `arrivals` ([`flush`](SqlIndex::flush)).
+#[derive(Debug, Default)]
+pub(super) struct Written {
+    last: Option<([Sql; 3], [i64; 3])>,
+    arrivals: std::collections::BTreeMap<i64, i64>,
+}
+
 /// Where an existing instance, series or study hangs (row ids), to prune emptied parents.
 #[derive(Debug, Default)]
 pub(super) struct Parents {
@@ -161,6 +171,26 @@ sql_impl! {
     ) -> Result<i64, IndexError> {
         let row = Self::query(sql).fetch_one(&mut **tx).await?;
         Ok(row.try_get::<i64, usize>(0)?)
+    }
+
+    /// The study rows' arrival counts and times of a transaction's upserts (one statement
+    /// per study), before it commits.
+    async fn flush(
+        &self,
+        tx: &mut Transaction<'static, DB>,
+        written: Written,
+    ) -> Result<(), IndexError> {
+        for (study_id, n) in written.arrivals {
+            let mut sql = self.sql();
+            sql.push("UPDATE study SET last_arrival = ")
+                .bind_int(crate::clock::unix_seconds())
+                .push(", arrivals = arrivals + ")
+                .bind_int(n)
+                .push(" WHERE id = ")
+                .bind_int(study_id);
+            Self::query(&sql).execute(&mut **tx).await?;
+        }
+        Ok(())
     }
 
     /// Delete the given series, studies and patients where they no longer have children.
@@ -197,7 +227,9 @@ sql_impl! {
         record: &InstanceRecord,
     ) -> Result<UpsertOutcome, IndexError> {
         let mut tx = self.begin_write().await?;
-        let (outcome, _) = self.upsert_in(&mut tx, record).await?;
+        let mut written = Written::default();
+        let (outcome, _) = self.upsert_in(&mut tx, record, &mut written).await?;
+        self.flush(&mut tx, written).await?;
         tx.commit().await?;
         Ok(outcome)
     }
@@ -209,9 +241,11 @@ sql_impl! {
     ) -> Result<Vec<UpsertOutcome>, IndexError> {
         let mut tx = self.begin_write().await?;
         let mut outcomes = Vec::with_capacity(records.len());
+        let mut written = Written::default();
         for record in records {
-            outcomes.push(self.upsert_in(&mut tx, record).await?.0);
+            outcomes.push(self.upsert_in(&mut tx, record, &mut written).await?.0);
         }
+        self.flush(&mut tx, written).await?;
         tx.commit().await?;
         Ok(outcomes)
     }
@@ -225,9 +259,11 @@ sql_impl! {
     ) -> Result<Vec<String>, IndexError> {
         let mut tx = self.begin_write().await?;
         let mut superseded = Vec::new();
+        let mut written = Written::default();
         for record in records {
-            superseded.extend(self.upsert_in(&mut tx, record).await?.1);
+            superseded.extend(self.upsert_in(&mut tx, record, &mut written).await?.1);
         }
+        self.flush(&mut tx, written).await?;
         tx.commit().await?;
         Ok(superseded)
     }
@@ -238,6 +274,7 @@ sql_impl! {
         &self,
         tx: &mut Transaction<'static, DB>,
         record: &InstanceRecord,
+        written: &mut Written,
     ) -> Result<(UpsertOutcome, Option<String>), IndexError> {
         let study_uid = record.study_instance_uid();
         let series_uid = record.series_instance_uid();
@@ -252,24 +289,30 @@ sql_impl! {
             return Err(IndexError::MissingKey("SOPInstanceUID"));
         }
 
-        // Where the instance, its series and its study hang now (they may move).
+        // Where the instance hangs now (it may move), and the blob of the version it
+        // replaces: its file goes once this commits.
         let mut sql = self.sql();
         sql.push(
-            "SELECT i.series_pk, se.study_pk, st.patient_pk FROM instance i \
+            "SELECT i.series_pk, se.study_pk, st.patient_pk, i.blob_key FROM instance i \
              JOIN series se ON se.id = i.series_pk JOIN study st ON st.id = se.study_pk \
              WHERE i.sop_instance_uid = ",
         )
         .bind(sop_uid);
-        let old_instance = Self::fetch_ids(tx, &sql).await?;
-        // The blob of the version this one replaces: its file goes once this commits.
-        let mut sql = self.sql();
-        sql.push("SELECT blob_key FROM instance WHERE sop_instance_uid = ")
-            .bind(sop_uid);
-        let old_key = match Self::query(&sql).fetch_optional(&mut **tx).await? {
-            Some(row) => Some(row.try_get::<String, usize>(0)?),
+        let old_instance = match Self::query(&sql).fetch_optional(&mut **tx).await? {
+            Some(row) => Some((
+                [
+                    row.try_get::<i64, usize>(0)?,
+                    row.try_get::<i64, usize>(1)?,
+                    row.try_get::<i64, usize>(2)?,
+                ],
+                row.try_get::<String, usize>(3)?,
+            )),
             None => None,
-        }
-        .filter(|key| !key.is_empty() && *key != record.blob_key);
+        };
+        let old_key = old_instance
+            .as_ref()
+            .map(|(_, key)| key.clone())
+            .filter(|key| !key.is_empty() && *key != record.blob_key);
         if let Some(key) = &old_key {
             let mut sql = self.sql();
             sql.push("INSERT INTO blob_deletion (blob_key, queued_at) VALUES (")
@@ -279,37 +322,46 @@ sql_impl! {
                 .push(") ON CONFLICT (blob_key) DO NOTHING");
             Self::query(&sql).execute(&mut **tx).await?;
         }
-        let mut sql = self.sql();
-        sql.push(
-            "SELECT se.study_pk, st.patient_pk FROM series se JOIN study st ON st.id = se.study_pk \
-             WHERE se.series_instance_uid = ",
-        )
-        .bind(series_uid);
-        let old_series = Self::fetch_ids(tx, &sql).await?;
-        let mut sql = self.sql();
-        sql.push("SELECT patient_pk FROM study WHERE study_instance_uid = ")
-            .bind(study_uid);
-        let old_study = Self::fetch_ids(tx, &sql).await?;
 
-        let sql = upsert_entity_sql(self.dialect, Level::Patient, record, None);
-        let patient_id = Self::insert_returning_id(tx, &sql).await?;
-        let sql = upsert_entity_sql(self.dialect, Level::Study, record, Some(patient_id));
-        let study_id = Self::insert_returning_id(tx, &sql).await?;
+        // The patient, study and series rows: written once per transaction while they stay
+        // the same (a batch of one series' instances), not once per instance.
+        let entities = [
+            upsert_entity_sql(self.dialect, Level::Patient, record, None),
+            upsert_entity_sql(self.dialect, Level::Study, record, Some(-1)),
+            upsert_entity_sql(self.dialect, Level::Series, record, Some(-1)),
+        ];
+        let (patient_id, study_id, series_id, old_series, old_study) = match &written.last {
+            Some((same, ids)) if *same == entities => (ids[0], ids[1], ids[2], None, None),
+            _ => {
+                let mut sql = self.sql();
+                sql.push(
+                    "SELECT se.study_pk, st.patient_pk FROM series se \
+                     JOIN study st ON st.id = se.study_pk WHERE se.series_instance_uid = ",
+                )
+                .bind(series_uid);
+                let old_series = Self::fetch_ids(tx, &sql).await?;
+                let mut sql = self.sql();
+                sql.push("SELECT patient_pk FROM study WHERE study_instance_uid = ")
+                    .bind(study_uid);
+                let old_study = Self::fetch_ids(tx, &sql).await?;
+                let sql = upsert_entity_sql(self.dialect, Level::Patient, record, None);
+                let patient_id = Self::insert_returning_id(tx, &sql).await?;
+                let sql = upsert_entity_sql(self.dialect, Level::Study, record, Some(patient_id));
+                let study_id = Self::insert_returning_id(tx, &sql).await?;
+                let sql = upsert_entity_sql(self.dialect, Level::Series, record, Some(study_id));
+                let series_id = Self::insert_returning_id(tx, &sql).await?;
+                written.last = Some((entities, [patient_id, study_id, series_id]));
+                (patient_id, study_id, series_id, old_series, old_study)
+            }
+        };
         // The publisher's view of the study (migration 0007): when it last got an instance,
-        // and how many it got.
-        let mut sql = self.sql();
-        sql.push("UPDATE study SET last_arrival = ")
-            .bind_int(crate::clock::unix_seconds())
-            .push(", arrivals = arrivals + 1 WHERE id = ")
-            .bind_int(study_id);
-        Self::query(&sql).execute(&mut **tx).await?;
-        let sql = upsert_entity_sql(self.dialect, Level::Series, record, Some(study_id));
-        let series_id = Self::insert_returning_id(tx, &sql).await?;
+        // and how many it got; counted here, written once per study by `Written::flush`.
+        *written.arrivals.entry(study_id).or_default() += 1;
         let sql = upsert_instance_sql(self.dialect, record, series_id, &now_rfc3339());
         Self::insert_returning_id(tx, &sql).await?;
 
         let mut parents = Parents::default();
-        if let Some(ids) = &old_instance {
+        if let Some((ids, _)) = &old_instance {
             parents.series.push(ids[0]);
             parents.studies.push(ids[1]);
             parents.patients.push(ids[2]);

@@ -15,7 +15,7 @@ pub(crate) enum Bind {
 }
 
 /// SQL text with its parameters, built in one pass so placeholders and binds stay in step.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Sql {
     dialect: Dialect,
     pub text: String,
