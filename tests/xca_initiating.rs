@@ -24,15 +24,19 @@ mod mitz;
 mod tokens;
 
 use beeldbrug::trust::consent::ConsentDecision;
-use common::gateway_mode::{audit_details, dataset_of, syntax_of};
+use common::gateway_mode::{audit_details, dataset_of, pacs_toml, syntax_of};
+use common::http::{multipart_parts, request};
+use common::orthanc::{self, Orthanc};
 use common::peer::PeerProcess;
 use common::pki::{CertFiles, Pki};
 use common::{free_port, require_tool, Gateway};
 use mitz::MitzSim;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokens::{KeyKind, SamlIdp, TEST_PURPOSE, TEST_ROLE, TEST_UZI};
+use tokens::{mint_jwt, JwtIdp, KeyKind, SamlIdp, TEST_PURPOSE, TEST_ROLE, TEST_UZI};
 
 const BSN: &str = "999999990";
 const URA_A: &str = "11110000";
@@ -94,12 +98,28 @@ fn a_toml(
     idp: &SamlIdp,
     dest_port: u16,
 ) -> String {
+    a_toml_localised(pki, cert, participants, idp, dest_port, None)
+}
+
+/// [`a_toml`], with `localisation = "mitz"` at `mitz` when given.
+fn a_toml_localised(
+    pki: &Pki,
+    cert: &CertFiles,
+    participants: &Path,
+    idp: &SamlIdp,
+    dest_port: u16,
+    mitz: Option<&MitzSim>,
+) -> String {
+    let (localisation, consent) = match mitz {
+        Some(mitz) => ("mitz", mitz.config_toml()),
+        None => ("participants", String::new()),
+    };
     format!(
         "{tls}[trust]\nown_ura = \"{URA_A}\"\n[trust.saml]\nissuer = \"{ISSUER_A}\"\nsigning_cert_file = \"{}\"\nsigning_key_file = \"{}\"\n\
-         [remote]\nenabled = true\ntimeout_secs = {PEER_TIMEOUT_SECS}\n\
+         [remote]\nenabled = true\ntimeout_secs = {PEER_TIMEOUT_SECS}\nlocalisation = \"{localisation}\"\n\
          [[dimse.peers]]\nae_title = \"{WORKSTATION}\"\nhost = \"127.0.0.1\"\nport = 1\norganisation_ura = \"{URA_A}\"\n\
          role = \"{TEST_ROLE}\"\npurpose_of_use = \"{TEST_PURPOSE}\"\nuzi = \"{TEST_UZI}\"\n\
-         [[dimse.peers]]\nae_title = \"{DEST}\"\nhost = \"127.0.0.1\"\nport = {dest_port}\n",
+         [[dimse.peers]]\nae_title = \"{DEST}\"\nhost = \"127.0.0.1\"\nport = {dest_port}\n{consent}",
         idp.cert_pem.display(),
         idp.key_pem.display(),
         tls = tls_toml(pki, cert, participants),
@@ -115,7 +135,7 @@ fn b_toml(
     mitz: &MitzSim,
 ) -> String {
     format!(
-        "{tls}{xds}[trust]\nown_ura = \"{URA_B}\"\n{issuer}[trust.consent]\nurl = \"{}\"\npurposes = [\"{TEST_PURPOSE}\"]\ntimeout_secs = 5\n",
+        "{tls}{xds}[trust]\nown_ura = \"{URA_B}\"\n{issuer}[trust.consent]\nurl = \"{}\"\npurposes = [\"{TEST_PURPOSE}\"]\ntimeout_secs = 5\ncache_secs = 0\ncustodian_ura = \"{URA_B}\"\n",
         mitz.url,
         tls = tls_toml(pki, cert, participants),
         xds = xds_toml(HOME_B, REPOSITORY_B),
@@ -153,11 +173,16 @@ fn scu_args(aet: &str, port: u16, options: &[&str], keys: &[String]) -> Vec<Stri
 /// A Study Root C-FIND at STUDY level by Patient ID: (the Study Instance UIDs found, the
 /// final status line seen, the whole output).
 async fn find_studies(aet: &str, port: u16) -> (Vec<String>, bool, String) {
+    find_studies_of(aet, port, BSN).await
+}
+
+/// [`find_studies`] of patient `bsn`.
+async fn find_studies_of(aet: &str, port: u16, bsn: &str) -> (Vec<String>, bool, String) {
     let out = tempfile::tempdir().unwrap();
     let dir = out.path().display().to_string();
     let keys = vec![
         "QueryRetrieveLevel=STUDY".to_string(),
-        format!("PatientID={BSN}"),
+        format!("PatientID={bsn}"),
         "StudyInstanceUID".to_string(),
         "StudyDate".to_string(),
         "ModalitiesInStudy".to_string(),
@@ -230,14 +255,22 @@ async fn storescp(dir: &Path, port: u16) -> (PeerProcess, PathBuf) {
 
 /// The study's instances as generated (the BSN set by dcmodify): what B holds.
 fn study_files(dir: &Path) -> (String, Held) {
+    study_files_of(dir, BSN)
+}
+
+/// A study of patient `bsn` (its UIDs from a seed of its BSN: two patients, two studies).
+fn study_files_of(dir: &Path, bsn: &str) -> (String, Held) {
     let mut args = beeldbrug::testdata::GenerateArgs::with_defaults(dir.to_path_buf());
+    if bsn != BSN {
+        args.seed = bsn.parse().unwrap();
+    }
     args.patients = 1;
     args.ct_slices = 4;
     args.mr_slices = 0;
     args.frame_size = 32;
     let files = beeldbrug::testdata::generate(&args).unwrap();
     for f in &files {
-        let set = format!("(0010,0020)={BSN}");
+        let set = format!("(0010,0020)={bsn}");
         let out = common::dcmtk("dcmodify", &["-nb", "-m", &set, f.path.to_str().unwrap()]);
         assert!(out.status.success(), "dcmodify: {out:?}");
     }
@@ -246,17 +279,21 @@ fn study_files(dir: &Path) -> (String, Held) {
     (study, part10_under(dir))
 }
 
-/// A TCP listener that accepts connections and never says a word (a hanging peer).
-async fn silent_peer() -> (u16, tokio::task::JoinHandle<()>) {
+/// A TCP listener that accepts connections and never says a word (a hanging peer), and
+/// how many connections it accepted.
+async fn silent_peer() -> (u16, tokio::task::JoinHandle<()>, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
     let task = tokio::spawn(async move {
         let mut held = Vec::new();
         while let Ok((socket, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::Relaxed);
             held.push(socket);
         }
     });
-    (port, task)
+    (port, task, accepted)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -378,7 +415,7 @@ async fn gateway_a_finds_and_moves_a_study_that_gateway_b_holds() {
 
     // A hanging peer: the C-FIND answers with the study (B's row, and A's cache now holds
     // it too) and a failure status (incomplete) within the timeout.
-    let (silent_port, _silent) = silent_peer().await;
+    let (silent_port, _silent, _) = silent_peer().await;
     let mut list = participant("GtK B", URA_B, HOME_B, &cert_b, Some(&base_b));
     list.push_str(&participant(
         "GtK Stil",
@@ -457,4 +494,582 @@ async fn gateway_a_finds_and_moves_a_study_that_gateway_b_holds() {
 
     a.stop().await;
     b.stop().await;
+}
+
+/// The other BSN (passes the 11-test): its consent row at B is Deny.
+const BSN_DENIED: &str = "123456782";
+const URA_C: &str = "33330000";
+
+/// `[remote] localisation = "mitz"`: A asks mitz-sim's open question before it fans out and
+/// queries only the gateways named (REFERENCE §2). The consent table names B as the holder
+/// of both patients' data, Permit for one, Deny for the other; a third participant C (a
+/// gateway that would hang) is never named.
+///
+/// - The permitted patient: A asks Mitz, then B only; the study is found, the answer
+///   complete (C, which would hang, is not called), A audits the open question and its
+///   ITI-38 to B, B audits A's query.
+/// - The denied patient: Mitz names nobody; nothing is found, B sees no call, A's patient
+///   trail (what `beeldbrug audit --bsn` lists) shows the open question and no ITI-38.
+/// - The same patient asked by a gateway A' that does not localise (`"participants"`): B
+///   asks Mitz's closed question, gets Deny and releases nothing; both trails show it.
+#[tokio::test(flavor = "multi_thread")]
+async fn mitz_localisation_queries_only_the_gateways_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let (study, _) = study_files_of(&dir.path().join("permitted"), BSN);
+    let (denied_study, _) = study_files_of(&dir.path().join("denied"), BSN_DENIED);
+    let pki = Pki::new();
+    let cert_a = pki.issue_server("gateway-a", &["127.0.0.1", "localhost"]);
+    let cert_b = pki.issue_server("gateway-b", &["127.0.0.1", "localhost"]);
+    let cert_c = pki.issue_server("gateway-c", &["127.0.0.1"]);
+    let idp_a = SamlIdp::new(dir.path(), ISSUER_A, KeyKind::Rsa);
+    let mitz = MitzSim::start_table(&format!(
+        "[[consent]]\nbsn = \"{BSN}\"\nholder_ura = \"{URA_B}\"\ndecision = \"Permit\"\n\n\
+         [[consent]]\nbsn = \"{BSN_DENIED}\"\nholder_ura = \"{URA_B}\"\ndecision = \"Deny\"\n"
+    ));
+
+    let participants_b = dir.path().join("participants-b.toml");
+    std::fs::write(
+        &participants_b,
+        participant("GtK A", URA_A, HOME_A, &cert_a, None),
+    )
+    .unwrap();
+    let b = Gateway::start(&b_toml(&pki, &cert_b, &participants_b, &idp_a, &mitz)).await;
+    b.store_dir(&dir.path().join("permitted"));
+    b.store_dir(&dir.path().join("denied"));
+    let base_b = format!("https://127.0.0.1:{}", b.http_port);
+
+    let (silent_port, _silent, c_calls) = silent_peer().await;
+    let participants_a = dir.path().join("participants-a.toml");
+    let mut list = participant("GtK B", URA_B, HOME_B, &cert_b, Some(&base_b));
+    list.push_str(&participant(
+        "GtK C",
+        URA_C,
+        "urn:oid:1.2.3.4.5.23",
+        &cert_c,
+        Some(&format!("https://127.0.0.1:{silent_port}")),
+    ));
+    std::fs::write(&participants_a, &list).unwrap();
+    let toml_a = a_toml_localised(&pki, &cert_a, &participants_a, &idp_a, 1, Some(&mitz));
+    let a = Gateway::start(&toml_a).await;
+
+    // The permitted patient: found at B (once B has published), complete: C not asked.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (studies, success, text) = find_studies(WORKSTATION, a.port).await;
+        assert!(success, "complete (C is not asked):\n{text}");
+        if studies == std::slice::from_ref(&study) {
+            break;
+        }
+        assert!(studies.is_empty(), "only B's study: {studies:?}");
+        if Instant::now() > deadline {
+            panic!(
+                "never found through A:\n{text}\nA: {:#?}\nB: {:#?}",
+                a.context().index.audit_events(10_000).await.unwrap(),
+                b.context().index.audit_events(10_000).await.unwrap()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(c_calls.load(Ordering::Relaxed), 0, "C is never called");
+    assert!(mitz.open_queries() >= 1, "A asked the open question");
+    let trail_a = a
+        .context()
+        .trust
+        .audit
+        .patient_trail(BSN, 1000)
+        .await
+        .unwrap();
+    let located: Vec<_> = trail_a
+        .records
+        .iter()
+        .filter(|r| r.operation == "MITZ-OPEN-QUESTION")
+        .collect();
+    assert!(
+        located.iter().any(|r| r.outcome == "success"
+            && r.detail.contains("outgoing to Mitz")
+            && r.detail.contains("asking [GtK B]")),
+        "A audits the open question: {located:?}"
+    );
+    assert!(
+        trail_a
+            .records
+            .iter()
+            .filter(|r| r.operation == "ITI-38")
+            .all(|r| r.detail.contains("outgoing to GtK B")),
+        "A's queries went to B only: {:?}",
+        trail_a.records
+    );
+    assert!(
+        !audit_details(b.context(), "ITI-38").await.is_empty(),
+        "B audits A's query"
+    );
+
+    // The denied patient: Mitz names nobody; nothing found, complete, B and C not called.
+    let queries_at_b = audit_details(b.context(), "ITI-38").await.len();
+    let open_before = mitz.open_queries();
+    let (studies, success, text) = find_studies_of(WORKSTATION, a.port, BSN_DENIED).await;
+    assert!(studies.is_empty(), "nothing found:\n{text}");
+    assert!(
+        success,
+        "a complete answer: nobody was to be asked:\n{text}"
+    );
+    assert_eq!(mitz.open_queries(), open_before + 1, "asked Mitz");
+    assert_eq!(
+        audit_details(b.context(), "ITI-38").await.len(),
+        queries_at_b,
+        "B is not called"
+    );
+    assert_eq!(c_calls.load(Ordering::Relaxed), 0, "C is not called");
+    let trail_a = a
+        .context()
+        .trust
+        .audit
+        .patient_trail(BSN_DENIED, 1000)
+        .await
+        .unwrap();
+    assert!(trail_a.verification.ok, "{:?}", trail_a.verification);
+    let operations: Vec<(&str, &str)> = trail_a
+        .records
+        .iter()
+        .map(|r| (r.operation.as_str(), r.detail.as_str()))
+        .collect();
+    assert!(
+        operations.iter().any(|(o, d)| *o == "MITZ-OPEN-QUESTION"
+            && d.contains("0 data holders permitted, asking []")),
+        "A's trail of the denied patient shows the open question: {operations:?}"
+    );
+    assert!(
+        !operations.iter().any(|(o, _)| *o == "ITI-38"),
+        "and no query: {operations:?}"
+    );
+
+    // A' asks every participant (no localisation): B asks Mitz's closed question, Deny, and
+    // releases nothing; both ends audit it.
+    std::fs::write(
+        &participants_a,
+        participant("GtK B", URA_B, HOME_B, &cert_b, Some(&base_b)),
+    )
+    .unwrap();
+    let a_unlocalised = Gateway::start(&a_toml(&pki, &cert_a, &participants_a, &idp_a, 1)).await;
+    let (studies, _, text) = find_studies_of(WORKSTATION, a_unlocalised.port, BSN_DENIED).await;
+    assert!(studies.is_empty(), "B releases nothing:\n{text}");
+    assert!(
+        !text.contains(&denied_study),
+        "not even the study's UID:\n{text}"
+    );
+    let trail_b = b
+        .context()
+        .trust
+        .audit
+        .patient_trail(BSN_DENIED, 1000)
+        .await
+        .unwrap();
+    let at_b: Vec<_> = trail_b
+        .records
+        .iter()
+        .filter(|r| r.operation == "ITI-38")
+        .collect();
+    assert!(
+        at_b.iter()
+            .any(|r| r.gateway == "GtK A" && r.grounds.contains("Deny")),
+        "B audits the refusal on Mitz's Deny: {at_b:?}"
+    );
+    let trail_a = a_unlocalised
+        .context()
+        .trust
+        .audit
+        .patient_trail(BSN_DENIED, 1000)
+        .await
+        .unwrap();
+    assert!(
+        trail_a
+            .records
+            .iter()
+            .any(|r| r.operation == "ITI-38" && r.detail.contains("outgoing to GtK B")),
+        "A' audits its query to B: {:?}",
+        trail_a.records
+    );
+
+    a_unlocalised.stop().await;
+    a.stop().await;
+    b.stop().await;
+}
+
+/// Orthanc at both ends (issue 15, "each with its own Orthanc as PACS"): B's study lives only
+/// in B's Orthanc (stored by DCMTK storescu), and B publishes it on A's first query for the
+/// patient (docs/xds.md "A study only the PACS holds"); A's PACS is another Orthanc that
+/// knows gateway A as a modality, and gateway A knows it as a local user's AE.
+///
+/// - Orthanc A C-FINDs gateway A (its REST `/modalities/…/query`) and finds B's study, then
+///   C-MOVEs it to itself: every instance arrives byte-exact in the syntax B's Orthanc holds.
+/// - A fresh gateway A (empty cache): getscu C-FINDs and C-GETs the study through it, from B.
+/// - Another fresh A: QIDO-RS with a JWT of a local user finds the study (asked of B), and
+///   WADO-RS `transfer-syntax=*` delivers it byte-exact (fetched from B by RAD-75); with a
+///   second peer that hangs, QIDO-RS still answers with the study and a `Warning` naming
+///   the failure, within the timeout.
+#[tokio::test(flavor = "multi_thread")]
+async fn orthanc_at_both_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = study_generated(&dir.path().join("study"), BSN);
+    let study = files[0].study_uid.clone();
+    let pki = Pki::new();
+    let cert_a = pki.issue_server("gateway-a", &["127.0.0.1", "localhost"]);
+    let cert_b = pki.issue_server("gateway-b", &["127.0.0.1", "localhost"]);
+    let idp_a = SamlIdp::new(dir.path(), ISSUER_A, KeyKind::Rsa);
+    let mitz = MitzSim::start(&[(BSN, ConsentDecision::Permit)]);
+
+    // B with its Orthanc (fetched from by C-GET); the study only in that Orthanc.
+    let orthanc_b = Orthanc::start(&dir.path().join("orthanc-b")).await;
+    orthanc::store(orthanc_b.dicom_port, "ORTHANC", &files);
+    let held = orthanc_holds(orthanc_b.http_port).await;
+    assert_eq!(held.len(), files.len(), "B's Orthanc holds the study");
+    let participants_b = dir.path().join("participants-b.toml");
+    std::fs::write(
+        &participants_b,
+        participant("GtK A", URA_A, HOME_A, &cert_a, None),
+    )
+    .unwrap();
+    let b = Gateway::start(&format!(
+        "{}{}",
+        b_toml(&pki, &cert_b, &participants_b, &idp_a, &mitz),
+        pacs_toml("ORTHANC", orthanc_b.dicom_port, "c-get", "")
+    ))
+    .await;
+    let base_b = format!("https://127.0.0.1:{}", b.http_port);
+
+    // A with its Orthanc: Orthanc A knows gateway A (BEELDBRUG) as a modality; gateway A
+    // knows Orthanc A (ORTHANC) as a local user's AE and C-MOVE destination, and as its PACS.
+    let a_dimse_port = free_port();
+    let orthanc_a = Orthanc::start_with(
+        &dir.path().join("orthanc-a"),
+        &[("BEELDBRUG", a_dimse_port)],
+    )
+    .await;
+    let participants_a = dir.path().join("participants-a.toml");
+    std::fs::write(
+        &participants_a,
+        participant("GtK B", URA_B, HOME_B, &cert_b, Some(&base_b)),
+    )
+    .unwrap();
+    let jwt = JwtIdp::new(dir.path(), "https://idp.ziekenhuis-a.test", "beeldbrug-a");
+    let toml_a = format!(
+        "{}[[dimse.peers]]\nae_title = \"ORTHANC\"\nhost = \"127.0.0.1\"\nport = {}\n\
+         organisation_ura = \"{URA_A}\"\nrole = \"{TEST_ROLE}\"\npurpose_of_use = \"{TEST_PURPOSE}\"\nuzi = \"{TEST_UZI}\"\n\
+         {}{}",
+        a_toml(&pki, &cert_a, &participants_a, &idp_a, 1),
+        orthanc_a.dicom_port,
+        pacs_toml("ORTHANC", orthanc_a.dicom_port, "c-get", ""),
+        jwt.config_toml(),
+    );
+    let a = Gateway::start_dimse_on(a_dimse_port, &toml_a).await;
+
+    // Orthanc A C-FINDs gateway A by the BSN until B has published the study.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let found = orthanc_find(orthanc_a.http_port, "BEELDBRUG", BSN).await;
+        if found == std::slice::from_ref(&study) {
+            break;
+        }
+        assert!(found.is_empty(), "only B's study: {found:?}");
+        assert!(
+            Instant::now() < deadline,
+            "Orthanc A never found B's study through A:\n{}",
+            orthanc_a.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // …and C-MOVEs it to itself: byte-exact, in the syntax B's Orthanc holds.
+    let body = serde_json::json!({
+        "Level": "Study",
+        "Resources": [{ "StudyInstanceUID": study }],
+        "TargetAet": "ORTHANC",
+        "Synchronous": true,
+        "Timeout": 60,
+    })
+    .to_string();
+    let r = request(
+        orthanc_a.http_port,
+        "POST",
+        "/modalities/BEELDBRUG/move",
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "Orthanc A's C-MOVE: {}", r.text());
+    assert_same_instances(
+        &orthanc_holds(orthanc_a.http_port).await,
+        &held,
+        "Orthanc A",
+    );
+    let moved = audit_details(a.context(), "RAD-75").await;
+    assert!(
+        moved
+            .iter()
+            .any(|(o, d)| o == "success" && d.contains("outgoing to GtK B")),
+        "A fetched from B: {moved:?}"
+    );
+    a.stop().await;
+
+    // A fresh A (empty cache): getscu C-FIND then C-GET through A, fetched from B.
+    let a = Gateway::start_dimse_on(a_dimse_port, &toml_a).await;
+    let (studies, success, text) = find_studies(WORKSTATION, a.port).await;
+    assert!(
+        success && studies == std::slice::from_ref(&study),
+        "findscu:\n{text}"
+    );
+    let got_dir = tempfile::tempdir().unwrap();
+    let od = got_dir.path().display().to_string();
+    let keys = vec![
+        "QueryRetrieveLevel=STUDY".to_string(),
+        format!("StudyInstanceUID={study}"),
+    ];
+    let (ok, text) = dcmtk(
+        "getscu",
+        scu_args(WORKSTATION, a.port, &["-v", "-S", "-od", &od], &keys),
+    )
+    .await;
+    assert!(ok && !text.contains("E:"), "getscu through A:\n{text}");
+    assert_same_instances(&part10_under(got_dir.path()), &held, "getscu");
+    assert_eq!(
+        audit_details(a.context(), "RAD-75").await.len(),
+        1,
+        "C-GET fetched from B"
+    );
+    a.stop().await;
+
+    // Another fresh A: QIDO-RS and WADO-RS of a local user (JWT) over HTTPS.
+    let a = Gateway::start_dimse_on(a_dimse_port, &toml_a).await;
+    let viewer = pki.issue_client("viewer-a");
+    let token = mint_jwt(&jwt, |c| c["ura"] = URA_A.into());
+    let web = |path: String, accept: &'static str| {
+        let (pki_ca, cert, key) = (pki.ca_file.clone(), viewer.cert.clone(), viewer.key.clone());
+        let url = format!("https://127.0.0.1:{}/dicomweb{path}", a.http_port);
+        let token = token.clone();
+        tokio::task::spawn_blocking(move || curl_get(&url, &pki_ca, &cert, &key, &token, accept))
+    };
+    let (status, head, body) = web(
+        format!("/studies?PatientID={BSN}"),
+        "application/dicom+json",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "QIDO-RS through A: {head}");
+    let rows: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        rows.as_array().map(|r| r.len()),
+        Some(1),
+        "B's study: {rows}"
+    );
+    assert_eq!(rows[0]["0020000D"]["Value"][0], study.as_str());
+    assert!(
+        !head.to_ascii_lowercase().contains("\nwarning:"),
+        "complete: {head}"
+    );
+    let (status, head, body) = web(
+        format!("/studies/{study}"),
+        "multipart/related; type=\"application/dicom\"; transfer-syntax=*",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "WADO-RS through A: {head}");
+    let content_type = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("content-type:")
+                .then(|| l[13..].trim().to_string())
+        })
+        .expect("Content-Type");
+    let response = common::http::HttpResponse {
+        status,
+        headers: vec![("content-type".into(), content_type)],
+        body,
+    };
+    let parts: Held = multipart_parts(&response)
+        .iter()
+        .map(|p| {
+            let (uid, data) = dataset_of(p);
+            (uid, (syntax_of(p), data))
+        })
+        .collect();
+    assert_same_instances(&parts, &held, "WADO-RS");
+
+    // A second peer that hangs: QIDO-RS answers with B's study and a Warning, in time.
+    let (silent_port, _silent, _) = silent_peer().await;
+    let mut list = participant("GtK B", URA_B, HOME_B, &cert_b, Some(&base_b));
+    list.push_str(&participant(
+        "GtK Stil",
+        "33330000",
+        "urn:oid:1.2.3.4.5.23",
+        &pki.issue_server("gateway-stil", &["127.0.0.1"]),
+        Some(&format!("https://127.0.0.1:{silent_port}")),
+    ));
+    std::fs::write(&participants_a, list).unwrap();
+    a.context()
+        .trust
+        .participants
+        .reload(&participants_a)
+        .unwrap();
+    let started = Instant::now();
+    let token = mint_jwt(&jwt, |c| c["ura"] = URA_A.into());
+    let (url, ca, cert, key) = (
+        format!(
+            "https://127.0.0.1:{}/dicomweb/studies?PatientID={BSN}",
+            a.http_port
+        ),
+        pki.ca_file.clone(),
+        viewer.cert.clone(),
+        viewer.key.clone(),
+    );
+    let (status, head, body) = tokio::task::spawn_blocking(move || {
+        curl_get(&url, &ca, &cert, &key, &token, "application/dicom+json")
+    })
+    .await
+    .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(PEER_TIMEOUT_SECS + 5),
+        "within the timeout: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(status, 200, "{head}");
+    let rows: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(rows[0]["0020000D"]["Value"][0], study.as_str(), "{rows}");
+    let warning = head
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("warning:"))
+        .unwrap_or_else(|| panic!("a Warning header: {head}"));
+    assert!(
+        warning.contains("299") && warning.contains("GtK Stil"),
+        "{warning}"
+    );
+
+    a.stop().await;
+    b.stop().await;
+}
+
+/// Generated instances of one study of patient `bsn` (set by dcmodify), for storescu.
+fn study_generated(dir: &Path, bsn: &str) -> Vec<beeldbrug::testdata::GeneratedFile> {
+    let mut args = beeldbrug::testdata::GenerateArgs::with_defaults(dir.to_path_buf());
+    args.patients = 1;
+    args.ct_slices = 4;
+    args.mr_slices = 0;
+    args.frame_size = 32;
+    let files = beeldbrug::testdata::generate(&args).unwrap();
+    for f in &files {
+        let set = format!("(0010,0020)={bsn}");
+        let out = common::dcmtk("dcmodify", &["-nb", "-m", &set, f.path.to_str().unwrap()]);
+        assert!(out.status.success(), "dcmodify: {out:?}");
+    }
+    files
+}
+
+/// What an Orthanc holds, read back over its REST API (`/instances/{id}/file`).
+async fn orthanc_holds(http_port: u16) -> Held {
+    let r = request(http_port, "GET", "/instances", &[], b"").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let ids: Vec<String> = serde_json::from_value(r.json()).expect("instance ids");
+    let mut held = Held::new();
+    for id in ids {
+        let r = request(http_port, "GET", &format!("/instances/{id}/file"), &[], b"").await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let (uid, dataset) = dataset_of(&r.body);
+        held.insert(uid, (syntax_of(&r.body), dataset));
+    }
+    held
+}
+
+/// An Orthanc's C-FIND (STUDY, by Patient ID) of `modality`: the Study Instance UIDs.
+async fn orthanc_find(http_port: u16, modality: &str, bsn: &str) -> Vec<String> {
+    let body = serde_json::json!({
+        "Level": "Study",
+        "Query": { "PatientID": bsn, "StudyInstanceUID": "" },
+    })
+    .to_string();
+    let r = request(
+        http_port,
+        "POST",
+        &format!("/modalities/{modality}/query"),
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "Orthanc's C-FIND: {}", r.text());
+    let id = r.json()["ID"].as_str().expect("query ID").to_string();
+    let r = request(
+        http_port,
+        "GET",
+        &format!("/queries/{id}/answers?expand&simplify"),
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut found: Vec<String> = r
+        .json()
+        .as_array()
+        .expect("answers")
+        .iter()
+        .filter_map(|a| a["StudyInstanceUID"].as_str().map(str::to_string))
+        .collect();
+    found.sort();
+    found
+}
+
+/// `got` holds exactly the instances of `held`, each in its syntax with its data set bytes.
+#[track_caller]
+fn assert_same_instances(got: &Held, held: &Held, what: &str) {
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        held.keys().collect::<Vec<_>>(),
+        "{what}: every instance"
+    );
+    for (uid, (syntax, data)) in held {
+        let (got_syntax, got_data) = &got[uid];
+        assert_eq!(
+            got_syntax, syntax,
+            "{what} {uid}: transfer syntax as stored"
+        );
+        assert!(got_data == data, "{what} {uid}: data set bytes as stored");
+    }
+}
+
+/// curl GET over mutual TLS with a bearer token: (status, response head, body).
+fn curl_get(
+    url: &str,
+    ca: &Path,
+    cert: &Path,
+    key: &Path,
+    token: &str,
+    accept: &str,
+) -> (u16, String, Vec<u8>) {
+    let out_dir = tempfile::tempdir().unwrap();
+    let head_file = out_dir.path().join("head");
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "60", "--cacert"])
+        .arg(ca)
+        .arg("--cert")
+        .arg(cert)
+        .arg("--key")
+        .arg(key)
+        .arg("-H")
+        .arg(format!("Authorization: Bearer {token}"))
+        .arg("-H")
+        .arg(format!("Accept: {accept}"))
+        .arg("-D")
+        .arg(&head_file)
+        .arg(url)
+        .output()
+        .expect("run curl");
+    assert!(
+        out.status.success(),
+        "curl {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let head = std::fs::read_to_string(&head_file).unwrap_or_default();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, head, out.stdout)
 }

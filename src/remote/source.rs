@@ -68,7 +68,10 @@ impl Source for RemoteSource {
             tracing::info!(caller = %caller.ae_title, "no user claims (UZI, role, purpose of use): other gateways are not asked");
             return (Vec::new(), Vec::new());
         };
-        let peers = self.peers();
+        let peers = match self.gateways_for(caller, &claims, &bsn).await {
+            Ok(peers) => peers,
+            Err(e) => return (Vec::new(), vec![e]),
+        };
         let asked = peers.iter().map(|peer| async {
             let result = self.query_peer(peer, &claims, &bsn).await;
             let (outcome, detail, studies) = match &result {

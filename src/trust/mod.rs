@@ -116,6 +116,9 @@ pub enum Operation {
     Iti18,
     /// ITI-38 Cross Gateway Query (XCA, SOAP).
     Iti38,
+    /// The Mitz open question (REFERENCE §2): where may data of this patient be found.
+    /// Outgoing only, before the ITI-38 fan-out.
+    MitzOpenQuestion,
 }
 
 impl Operation {
@@ -140,6 +143,7 @@ impl Operation {
             Operation::WadoWs => "WADO-WS",
             Operation::Iti18 => "ITI-18",
             Operation::Iti38 => "ITI-38",
+            Operation::MitzOpenQuestion => "MITZ-OPEN-QUESTION",
         }
     }
 }
