@@ -24,7 +24,7 @@ mod mitz;
 mod tokens;
 
 use beeldbrug::trust::consent::ConsentDecision;
-use common::gateway_mode::{audit_details, dataset_of, pacs_toml, syntax_of};
+use common::gateway_mode::{audit_details, dataset_of, pacs_toml, syntax_of, AS_STORED};
 use common::http::{multipart_parts, request};
 use common::orthanc::{self, Orthanc};
 use common::peer::PeerProcess;
@@ -703,7 +703,8 @@ async fn mitz_localisation_queries_only_the_gateways_named() {
 /// - Orthanc A C-FINDs gateway A (its REST `/modalities/…/query`) and finds B's study, then
 ///   C-MOVEs it to itself: every instance arrives byte-exact in the syntax B's Orthanc holds.
 /// - A fresh gateway A (empty cache): getscu C-FINDs and C-GETs the study through it, from B.
-/// - Another fresh A: QIDO-RS with a JWT of a local user finds the study (asked of B), and
+/// - Another fresh A (HTTP for local viewers): QIDO-RS with a JWT of a local user finds the
+///   study (asked of B), and
 ///   WADO-RS `transfer-syntax=*` delivers it byte-exact (fetched from B by RAD-75); with a
 ///   second peer that hangs, QIDO-RS still answers with the study and a `Warning` naming
 ///   the failure, within the timeout.
@@ -719,7 +720,10 @@ async fn orthanc_at_both_ends() {
     let mitz = MitzSim::start(&[(BSN, ConsentDecision::Permit)]);
 
     // B with its Orthanc (fetched from by C-GET); the study only in that Orthanc.
-    let orthanc_b = Orthanc::start(&dir.path().join("orthanc-b")).await;
+    let (dir_orthanc_a, dir_orthanc_b) = (dir.path().join("orthanc-a"), dir.path().join("orthanc-b"));
+    std::fs::create_dir_all(&dir_orthanc_a).unwrap();
+    std::fs::create_dir_all(&dir_orthanc_b).unwrap();
+    let orthanc_b = Orthanc::start(&dir_orthanc_b).await;
     orthanc::store(orthanc_b.dicom_port, "ORTHANC", &files);
     let held = orthanc_holds(orthanc_b.http_port).await;
     assert_eq!(held.len(), files.len(), "B's Orthanc holds the study");
@@ -809,6 +813,9 @@ async fn orthanc_at_both_ends() {
         "A fetched from B: {moved:?}"
     );
     a.stop().await;
+    // A's own PACS forgets it again: what follows comes from B or not at all.
+    orthanc_delete_study(orthanc_a.http_port, &study).await;
+    assert!(orthanc_holds(orthanc_a.http_port).await.is_empty());
 
     // A fresh A (empty cache): getscu C-FIND then C-GET through A, fetched from B.
     let a = Gateway::start_dimse_on(a_dimse_port, &toml_a).await;
@@ -837,55 +844,59 @@ async fn orthanc_at_both_ends() {
     );
     a.stop().await;
 
-    // Another fresh A: QIDO-RS and WADO-RS of a local user (JWT) over HTTPS.
-    let a = Gateway::start_dimse_on(a_dimse_port, &toml_a).await;
-    let viewer = pki.issue_client("viewer-a");
-    let token = mint_jwt(&jwt, |c| c["ura"] = URA_A.into());
+    // Another fresh A, its HTTP listener inside the hospital (plain: with `[tls]` it would
+    // take participants' certificates only), its outgoing identity in `[remote]`: QIDO-RS
+    // and WADO-RS of a local user (a JWT).
+    let tls_a = tls_toml(&pki, &cert_a, &participants_a);
+    let toml_a_web = toml_a
+        .replacen(
+            &tls_a,
+            &format!(
+                "[trust]\nparticipants_file = \"{}\"\n",
+                participants_a.display()
+            ),
+            1,
+        )
+        .replacen(
+            "[remote]\nenabled = true\n",
+            &format!(
+                "[remote]\nenabled = true\nclient_cert_file = \"{}\"\nclient_key_file = \"{}\"\nca_file = \"{}\"\n",
+                cert_a.cert.display(),
+                cert_a.key.display(),
+                pki.ca_file.display()
+            ),
+            1,
+        );
+    assert_ne!(toml_a_web, toml_a);
+    let a = Gateway::start_dimse_on(a_dimse_port, &toml_a_web).await;
     let web = |path: String, accept: &'static str| {
-        let (pki_ca, cert, key) = (pki.ca_file.clone(), viewer.cert.clone(), viewer.key.clone());
-        let url = format!("https://127.0.0.1:{}/dicomweb{path}", a.http_port);
-        let token = token.clone();
-        tokio::task::spawn_blocking(move || curl_get(&url, &pki_ca, &cert, &key, &token, accept))
+        let token = mint_jwt(&jwt, |c| c["ura"] = URA_A.into());
+        let port = a.http_port;
+        async move {
+            let authorization = format!("Bearer {token}");
+            request(
+                port,
+                "GET",
+                &format!("/dicomweb{path}"),
+                &[("Authorization", &authorization), ("Accept", accept)],
+                b"",
+            )
+            .await
+        }
     };
-    let (status, head, body) = web(
-        format!("/studies?PatientID={BSN}"),
-        "application/dicom+json",
-    )
-    .await
-    .unwrap();
-    assert_eq!(status, 200, "QIDO-RS through A: {head}");
-    let rows: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let r = web(format!("/studies?PatientID={BSN}"), "application/dicom+json").await;
+    assert_eq!(r.status, 200, "QIDO-RS through A: {}", r.text());
+    let rows = r.json();
     assert_eq!(
         rows.as_array().map(|r| r.len()),
         Some(1),
         "B's study: {rows}"
     );
     assert_eq!(rows[0]["0020000D"]["Value"][0], study.as_str());
-    assert!(
-        !head.to_ascii_lowercase().contains("\nwarning:"),
-        "complete: {head}"
-    );
-    let (status, head, body) = web(
-        format!("/studies/{study}"),
-        "multipart/related; type=\"application/dicom\"; transfer-syntax=*",
-    )
-    .await
-    .unwrap();
-    assert_eq!(status, 200, "WADO-RS through A: {head}");
-    let content_type = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .starts_with("content-type:")
-                .then(|| l[13..].trim().to_string())
-        })
-        .expect("Content-Type");
-    let response = common::http::HttpResponse {
-        status,
-        headers: vec![("content-type".into(), content_type)],
-        body,
-    };
-    let parts: Held = multipart_parts(&response)
+    assert!(r.header("Warning").is_none(), "complete: {r:?}");
+    let r = web(format!("/studies/{study}"), AS_STORED).await;
+    assert_eq!(r.status, 200, "WADO-RS through A: {}", r.text());
+    let parts: Held = multipart_parts(&r)
         .iter()
         .map(|p| {
             let (uid, data) = dataset_of(p);
@@ -893,6 +904,11 @@ async fn orthanc_at_both_ends() {
         })
         .collect();
     assert_same_instances(&parts, &held, "WADO-RS");
+    let fetched = audit_details(a.context(), "RAD-75").await;
+    assert!(
+        fetched.len() == 1 && fetched[0].0 == "success",
+        "WADO-RS fetched from B: {fetched:?}"
+    );
 
     // A second peer that hangs: QIDO-RS answers with B's study and a Warning, in time.
     let (silent_port, _silent, _) = silent_peer().await;
@@ -911,35 +927,19 @@ async fn orthanc_at_both_ends() {
         .reload(&participants_a)
         .unwrap();
     let started = Instant::now();
-    let token = mint_jwt(&jwt, |c| c["ura"] = URA_A.into());
-    let (url, ca, cert, key) = (
-        format!(
-            "https://127.0.0.1:{}/dicomweb/studies?PatientID={BSN}",
-            a.http_port
-        ),
-        pki.ca_file.clone(),
-        viewer.cert.clone(),
-        viewer.key.clone(),
-    );
-    let (status, head, body) = tokio::task::spawn_blocking(move || {
-        curl_get(&url, &ca, &cert, &key, &token, "application/dicom+json")
-    })
-    .await
-    .unwrap();
+    let r = web(format!("/studies?PatientID={BSN}"), "application/dicom+json").await;
     assert!(
         started.elapsed() < Duration::from_secs(PEER_TIMEOUT_SECS + 5),
         "within the timeout: {:?}",
         started.elapsed()
     );
-    assert_eq!(status, 200, "{head}");
-    let rows: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(rows[0]["0020000D"]["Value"][0], study.as_str(), "{rows}");
-    let warning = head
-        .lines()
-        .find(|l| l.to_ascii_lowercase().starts_with("warning:"))
-        .unwrap_or_else(|| panic!("a Warning header: {head}"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()[0]["0020000D"]["Value"][0], study.as_str());
+    let warning = r
+        .header("Warning")
+        .unwrap_or_else(|| panic!("a Warning header: {r:?}"));
     assert!(
-        warning.contains("299") && warning.contains("GtK Stil"),
+        warning.starts_with("299") && warning.contains("GtK Stil"),
         "{warning}"
     );
 
@@ -976,6 +976,16 @@ async fn orthanc_holds(http_port: u16) -> Held {
         held.insert(uid, (syntax_of(&r.body), dataset));
     }
     held
+}
+
+/// Delete a study from an Orthanc (REST: `/tools/lookup`, then `DELETE /studies/{id}`).
+async fn orthanc_delete_study(http_port: u16, study: &str) {
+    let r = request(http_port, "POST", "/tools/lookup", &[], study.as_bytes()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let found = r.json();
+    let id = found[0]["ID"].as_str().expect("the study's Orthanc ID");
+    let r = request(http_port, "DELETE", &format!("/studies/{id}"), &[], b"").await;
+    assert_eq!(r.status, 200, "{}", r.text());
 }
 
 /// An Orthanc's C-FIND (STUDY, by Patient ID) of `modality`: the Study Instance UIDs.
@@ -1031,45 +1041,4 @@ fn assert_same_instances(got: &Held, held: &Held, what: &str) {
         );
         assert!(got_data == data, "{what} {uid}: data set bytes as stored");
     }
-}
-
-/// curl GET over mutual TLS with a bearer token: (status, response head, body).
-fn curl_get(
-    url: &str,
-    ca: &Path,
-    cert: &Path,
-    key: &Path,
-    token: &str,
-    accept: &str,
-) -> (u16, String, Vec<u8>) {
-    let out_dir = tempfile::tempdir().unwrap();
-    let head_file = out_dir.path().join("head");
-    let out = std::process::Command::new("curl")
-        .args(["-sS", "--max-time", "60", "--cacert"])
-        .arg(ca)
-        .arg("--cert")
-        .arg(cert)
-        .arg("--key")
-        .arg(key)
-        .arg("-H")
-        .arg(format!("Authorization: Bearer {token}"))
-        .arg("-H")
-        .arg(format!("Accept: {accept}"))
-        .arg("-D")
-        .arg(&head_file)
-        .arg(url)
-        .output()
-        .expect("run curl");
-    assert!(
-        out.status.success(),
-        "curl {url}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let head = std::fs::read_to_string(&head_file).unwrap_or_default();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, head, out.stdout)
 }
