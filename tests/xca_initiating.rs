@@ -720,7 +720,8 @@ async fn orthanc_at_both_ends() {
     let mitz = MitzSim::start(&[(BSN, ConsentDecision::Permit)]);
 
     // B with its Orthanc (fetched from by C-GET); the study only in that Orthanc.
-    let (dir_orthanc_a, dir_orthanc_b) = (dir.path().join("orthanc-a"), dir.path().join("orthanc-b"));
+    let (dir_orthanc_a, dir_orthanc_b) =
+        (dir.path().join("orthanc-a"), dir.path().join("orthanc-b"));
     std::fs::create_dir_all(&dir_orthanc_a).unwrap();
     std::fs::create_dir_all(&dir_orthanc_b).unwrap();
     let orthanc_b = Orthanc::start(&dir_orthanc_b).await;
@@ -884,7 +885,11 @@ async fn orthanc_at_both_ends() {
             .await
         }
     };
-    let r = web(format!("/studies?PatientID={BSN}"), "application/dicom+json").await;
+    let r = web(
+        format!("/studies?PatientID={BSN}"),
+        "application/dicom+json",
+    )
+    .await;
     assert_eq!(r.status, 200, "QIDO-RS through A: {}", r.text());
     let rows = r.json();
     assert_eq!(
@@ -927,7 +932,11 @@ async fn orthanc_at_both_ends() {
         .reload(&participants_a)
         .unwrap();
     let started = Instant::now();
-    let r = web(format!("/studies?PatientID={BSN}"), "application/dicom+json").await;
+    let r = web(
+        format!("/studies?PatientID={BSN}"),
+        "application/dicom+json",
+    )
+    .await;
     assert!(
         started.elapsed() < Duration::from_secs(PEER_TIMEOUT_SECS + 5),
         "within the timeout: {:?}",
@@ -1041,4 +1050,238 @@ fn assert_same_instances(got: &Held, held: &Held, what: &str) {
         );
         assert!(got_data == data, "{what} {uid}: data set bytes as stored");
     }
+}
+
+/// The study of the Python peer: pydicom's test files (made by other vendors' tools, five
+/// transfer syntaxes among them) given one patient and one study by DCMTK dcmodify.
+fn foreign_study(dir: &Path) -> (String, Held) {
+    std::fs::create_dir_all(dir).unwrap();
+    let names = [
+        "CT_small.dcm",
+        "MR_small.dcm",
+        "SC_rgb_rle.dcm",
+        "JPEG2000.dcm",
+        "MR_small_jpeg_ls_lossless.dcm",
+    ];
+    let script =
+        format!("from pydicom.data import get_testdata_file as g\nfor n in {names:?}: print(g(n))");
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .expect("python3");
+    assert!(out.status.success(), "pydicom test data: {out:?}");
+    let study = "1.2.826.0.1.3680043.8.498.15015015015";
+    for (n, source) in String::from_utf8(out.stdout).unwrap().lines().enumerate() {
+        let target = dir.join(format!("{n}.dcm"));
+        std::fs::copy(source, &target).unwrap();
+        // Two of the files share their SOP Instance UID: each gets its own.
+        for set in [
+            format!("(0010,0020)={BSN}"),
+            format!("(0020,000D)={study}"),
+            format!("(0008,0018)={study}.{n}"),
+        ] {
+            let out = common::dcmtk("dcmodify", &["-nb", "-m", &set, target.to_str().unwrap()]);
+            assert!(out.status.success(), "dcmodify: {out:?}");
+        }
+    }
+    (study.to_string(), part10_under(dir))
+}
+
+/// tests/xca/responding_gateway.py on a free port, serving `study_dir` with `cert`.
+async fn python_peer(
+    dir: &Path,
+    name: &'static str,
+    pki: &Pki,
+    cert: &CertFiles,
+    idp: &SamlIdp,
+    study_dir: &Path,
+    mode_file: &Path,
+) -> (PeerProcess, u16) {
+    let port = free_port();
+    let work = dir.join(format!("{name}-work"));
+    std::fs::create_dir_all(&work).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/xca/responding_gateway.py");
+    let args: Vec<String> = vec![
+        script.display().to_string(),
+        "--port".into(),
+        port.to_string(),
+        "--cert".into(),
+        cert.cert.display().to_string(),
+        "--key".into(),
+        cert.key.display().to_string(),
+        "--client-ca".into(),
+        pki.ca_file.display().to_string(),
+        "--xua-cert".into(),
+        idp.cert_pem.display().to_string(),
+        "--study-dir".into(),
+        study_dir.display().to_string(),
+        "--work-dir".into(),
+        work.display().to_string(),
+        "--home".into(),
+        PYTHON_HOME.into(),
+        "--repository".into(),
+        "1.2.3.4.5.24.1".into(),
+        "--mode-file".into(),
+        mode_file.display().to_string(),
+    ];
+    let mut process = PeerProcess::spawn(name, Path::new("python3"), &args, dir);
+    process.wait_for_port(port).await;
+    (process, port)
+}
+
+const PYTHON_HOME: &str = "urn:oid:1.2.3.4.5.24";
+const URA_PYTHON: &str = "44440000";
+
+/// A responding gateway that is not beeldbrug (tests/xca/responding_gateway.py: lxml,
+/// pydicom, signxml; written from the IHE schemas), holding a study of files made by other
+/// tools in five transfer syntaxes. A's initiating side against it:
+///
+/// - C-FIND at A finds the study; with a second Python peer that hangs, the answer is
+///   partial (a failure status after the row) within the timeout.
+/// - Hostile or malformed RAD-75 answers (cut off mid-part, a part the envelope does not
+///   name, an HTML page for an instance, a 4 MiB envelope, multipart without a boundary):
+///   the C-MOVE ends without every instance, A audits the failure, and A keeps serving.
+/// - A correct answer: movescu from A to storescp receives every instance byte-exact in
+///   the syntax the peer holds it in.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_python_responding_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let study_dir = dir.path().join("foreign-study");
+    let (study, held) = foreign_study(&study_dir);
+    assert_eq!(held.len(), 5);
+    let pki = Pki::new();
+    let cert_a = pki.issue_server("gateway-a", &["127.0.0.1", "localhost"]);
+    let cert_p = pki.issue_server("gateway-python", &["127.0.0.1", "localhost"]);
+    let cert_h = pki.issue_server("gateway-python-hangs", &["127.0.0.1", "localhost"]);
+    let idp_a = SamlIdp::new(dir.path(), ISSUER_A, KeyKind::Rsa);
+    let mode = dir.path().join("mode");
+    let hang = dir.path().join("mode-hang");
+    std::fs::write(&hang, "hang").unwrap();
+    let (peer, port) = python_peer(
+        dir.path(),
+        "python-peer",
+        &pki,
+        &cert_p,
+        &idp_a,
+        &study_dir,
+        &mode,
+    )
+    .await;
+    let (_hanging, hang_port) = python_peer(
+        dir.path(),
+        "python-peer-hangs",
+        &pki,
+        &cert_h,
+        &idp_a,
+        &study_dir,
+        &hang,
+    )
+    .await;
+    let base = format!("https://127.0.0.1:{port}");
+    let participants_a = dir.path().join("participants-a.toml");
+    let only_python = participant("GtK Python", URA_PYTHON, PYTHON_HOME, &cert_p, Some(&base));
+    let mut with_hanging = only_python.clone();
+    with_hanging.push_str(&participant(
+        "GtK Python hangs",
+        "55550000",
+        "urn:oid:1.2.3.4.5.25",
+        &cert_h,
+        Some(&format!("https://127.0.0.1:{hang_port}")),
+    ));
+    std::fs::write(&participants_a, &with_hanging).unwrap();
+    let dest_port = free_port();
+    let (_scp, received) = storescp(dir.path(), dest_port).await;
+    let toml_a = a_toml(&pki, &cert_a, &participants_a, &idp_a, dest_port);
+
+    // C-FIND: the study, and partial (the hanging peer) within the timeout.
+    let a = Gateway::start(&toml_a).await;
+    let started = Instant::now();
+    let (studies, success, text) = find_studies(WORKSTATION, a.port).await;
+    assert_eq!(
+        studies,
+        std::slice::from_ref(&study),
+        "the Python peer's study:\n{text}\n{}",
+        peer.log_tail()
+    );
+    assert!(!success, "partial: a peer hangs:\n{text}");
+    assert!(
+        started.elapsed() < Duration::from_secs(PEER_TIMEOUT_SECS + 5),
+        "within the timeout: {:?}",
+        started.elapsed()
+    );
+    a.stop().await;
+    std::fs::write(&participants_a, &only_python).unwrap();
+
+    let keys = vec![
+        "QueryRetrieveLevel=STUDY".to_string(),
+        format!("StudyInstanceUID={study}"),
+    ];
+    let mut options = vec!["-v", "-S", "-aem", DEST];
+    options.extend(TIMEOUTS);
+
+    // Hostile and malformed RAD-75 answers, each against a fresh A (empty cache).
+    for hostile in [
+        "truncated",
+        "unknown-part",
+        "not-dicom",
+        "huge-envelope",
+        "no-boundary",
+    ] {
+        std::fs::write(&mode, hostile).unwrap();
+        std::fs::remove_dir_all(&received).unwrap();
+        std::fs::create_dir_all(&received).unwrap();
+        let a = Gateway::start(&toml_a).await;
+        let (studies, success, text) = find_studies(WORKSTATION, a.port).await;
+        assert!(success && studies.len() == 1, "{hostile}: C-FIND:\n{text}");
+        let (_, out) = dcmtk("movescu", scu_args(WORKSTATION, a.port, &options, &keys)).await;
+        assert!(
+            !out.contains("Received Final Move Response (Success)"),
+            "{hostile}: not a success:\n{out}"
+        );
+        let got = part10_under(&received);
+        assert!(got.len() < held.len(), "{hostile}: not every instance");
+        for (uid, (syntax, data)) in &got {
+            let (want_syntax, want) = &held[uid];
+            assert!(
+                syntax == want_syntax && data == want,
+                "{hostile}: {uid} arrives intact: {syntax} {} bytes, held {want_syntax} {} bytes",
+                data.len(),
+                want.len()
+            );
+        }
+        let fetches = audit_details(a.context(), "RAD-75").await;
+        assert!(
+            fetches.len() == 1 && fetches[0].0 != "success",
+            "{hostile}: audited as not a success: {fetches:?}"
+        );
+        // A keeps serving: the next C-FIND answers.
+        let (studies, success, text) = find_studies(WORKSTATION, a.port).await;
+        assert!(
+            success && studies.len() == 1,
+            "{hostile}: A still serves:\n{text}"
+        );
+        a.stop().await;
+    }
+
+    // A correct answer: every instance, byte-exact in its syntax.
+    std::fs::write(&mode, "good").unwrap();
+    std::fs::remove_dir_all(&received).unwrap();
+    std::fs::create_dir_all(&received).unwrap();
+    let a = Gateway::start(&toml_a).await;
+    let (studies, success, text) = find_studies(WORKSTATION, a.port).await;
+    assert!(success && studies.len() == 1, "C-FIND:\n{text}");
+    let (ok, out) = dcmtk("movescu", scu_args(WORKSTATION, a.port, &options, &keys)).await;
+    assert!(
+        ok && out.contains("Received Final Move Response (Success)"),
+        "movescu:\n{out}\n{}\nreceived {:?}\nRAD-75 {:?}\nC-MOVE {:?}",
+        peer.log_tail(),
+        part10_under(&received).keys().collect::<Vec<_>>(),
+        audit_details(a.context(), "RAD-75").await,
+        audit_details(a.context(), "C-MOVE").await,
+    );
+    assert_same_instances(&part10_under(&received), &held, "from the Python peer");
+    let syntaxes: std::collections::BTreeSet<&str> =
+        held.values().map(|(ts, _)| ts.as_str()).collect();
+    assert_eq!(syntaxes.len(), 4, "{syntaxes:?}");
+    a.stop().await;
 }

@@ -177,6 +177,9 @@ pub struct Retrieval {
     /// Streamed from a source: the syntaxes its instances may arrive in
     /// ([`source::Capabilities::transfer_syntaxes`]).
     pub source_syntaxes: Option<Vec<String>>,
+    /// Streamed from a source that knows them: the SOP classes that will arrive
+    /// ([`source::Source::classes_for`]).
+    pub source_classes: Option<Vec<String>>,
     pub ticket: Ticket,
 }
 
@@ -334,16 +337,16 @@ impl Core {
             match delivery {
                 Delivery::Streamed => {
                     crate::metrics::retrieval(name);
-                    let source_syntaxes = sources
-                        .iter()
-                        .find(|s| s.name() == name)
-                        .map(|s| s.capabilities().transfer_syntaxes);
+                    let source = sources.iter().find(|s| s.name() == name);
+                    let source_syntaxes = source.map(|s| s.capabilities().transfer_syntaxes);
+                    let source_classes = source.and_then(|s| s.classes_for(selection));
                     return Ok(Planned {
                         instances: Instances::fetch(follower, selection.clone(), name),
                         expected: reported,
                         from: name,
                         stored_syntaxes: None,
                         source_syntaxes,
+                        source_classes,
                     });
                 }
                 Delivery::Cached => {
@@ -373,6 +376,7 @@ impl Core {
             from: "cache",
             stored_syntaxes: Some(stored),
             source_syntaxes: None,
+            source_classes: None,
         })
     }
 
@@ -489,6 +493,7 @@ struct Planned {
     from: &'static str,
     stored_syntaxes: Option<Vec<String>>,
     source_syntaxes: Option<Vec<String>>,
+    source_classes: Option<Vec<String>>,
 }
 
 impl Planned {
@@ -499,6 +504,7 @@ impl Planned {
             from: self.from,
             stored_syntaxes: self.stored_syntaxes,
             source_syntaxes: self.source_syntaxes,
+            source_classes: self.source_classes,
             ticket,
         }
     }

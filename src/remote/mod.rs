@@ -86,7 +86,8 @@ const SYNTAXES: &[&str] = &[
 ];
 
 /// The syntaxes a front prepares for before the first instance arrives (its C-STORE
-/// contexts toward a C-MOVE destination): the usual ones; the rest as they come.
+/// contexts toward a C-MOVE destination, for the classes the manifest names: [`Source::
+/// classes_for`]): the usual ones of PACS archives; the rest as they come.
 const USUAL_SYNTAXES: &[&str] = &[
     "1.2.840.10008.1.2.1",
     "1.2.840.10008.1.2",
@@ -95,6 +96,8 @@ const USUAL_SYNTAXES: &[&str] = &[
     "1.2.840.10008.1.2.5",
     "1.2.840.10008.1.2.4.90",
     "1.2.840.10008.1.2.4.91",
+    "1.2.840.10008.1.2.4.80",
+    "1.2.840.10008.1.2.4.57",
 ];
 
 /// Why a call to another gateway failed.

@@ -20,6 +20,20 @@ impl Source for RemoteSource {
         }
     }
 
+    /// The SOP classes the study's manifest references (read by ITI-39 before the fetch).
+    fn classes_for(&self, selection: &Selection) -> Option<Vec<String>> {
+        let manifest = self.known.manifest(selection.study_uids.first()?)?;
+        let mut classes: Vec<String> = Vec::new();
+        for (series, class, sop) in manifest.iter() {
+            let selected =
+                within(&selection.series_uids, series) && within(&selection.sop_instance_uids, sop);
+            if selected && !classes.contains(class) {
+                classes.push(class.clone());
+            }
+        }
+        Some(classes)
+    }
+
     /// Without a caller nothing goes out: only the studies known already.
     async fn find(&self, query: &Query, window: usize) -> Result<Vec<Match>, SourceError> {
         Ok(self.known_rows(query, window))
