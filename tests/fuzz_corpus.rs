@@ -192,5 +192,8 @@ fn xacml_corpus_replays() {
         read += replay(&path, bytes, xacml_checks::check_input);
     }
     // The seeds include closed and open questions and answers: the checks on `Ok` ran.
-    assert!(read >= 4, "only {read} corpus files read as a question or answer");
+    assert!(
+        read >= 4,
+        "only {read} corpus files read as a question or answer"
+    );
 }
