@@ -91,7 +91,7 @@ pub enum Command {
         #[arg(long, default_value_t = 30)]
         timeout: u64,
     },
-    /// Run a Mitz consent simulator (XACML closed question over SOAP) for tests and demos.
+    /// Run a Mitz consent simulator (XACML closed and open questions, SOAP) for tests and demos.
     MitzSim(crate::trust::consent::simulator::SimulatorArgs),
     /// Read the audit trail per patient (BSN) and verify its hash chain.
     Audit(crate::trust::audit::cli::AuditArgs),

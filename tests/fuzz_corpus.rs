@@ -1,7 +1,7 @@
 //! Replays the cargo-fuzz corpora (`fuzz/corpus/command_set`, `fuzz/corpus/pdata`,
 //! `fuzz/corpus/qido_query`, `fuzz/corpus/multipart`, `fuzz/corpus/pacs_answer`,
 //! `fuzz/corpus/stored_dataset`, `fuzz/corpus/ebrim_query`, `fuzz/corpus/soap_envelope`,
-//! `fuzz/corpus/codestream`) through
+//! `fuzz/corpus/codestream`, `fuzz/corpus/xacml`) through
 //! the same checks as the fuzz targets in `fuzz/fuzz_targets/`, so CI exercises every seed
 //! and every input the fuzzer kept without needing the fuzzer (or a nightly toolchain). The checks are in
 //! `fuzz/checks/<target>.rs`, included here and by each fuzz target: one copy of each.
@@ -38,6 +38,10 @@ mod soap_envelope_checks {
 
 mod codestream_checks {
     include!("../fuzz/checks/codestream.rs");
+}
+
+mod xacml_checks {
+    include!("../fuzz/checks/xacml.rs");
 }
 
 /// Every regular, non-hidden file of one corpus, with its contents.
@@ -179,4 +183,17 @@ fn codestream_corpus_replays() {
     // The seeds include whole codestreams from independent encoders: the decoders must have
     // run on good input, not only refused broken input.
     assert!(decoded > 0, "no corpus file decodes");
+}
+
+#[test]
+fn xacml_corpus_replays() {
+    let mut read = 0;
+    for (path, bytes) in corpus("xacml") {
+        read += replay(&path, bytes, xacml_checks::check_input);
+    }
+    // The seeds include closed and open questions and answers: the checks on `Ok` ran.
+    assert!(
+        read >= 4,
+        "only {read} corpus files read as a question or answer"
+    );
 }

@@ -24,15 +24,19 @@ mod mitz;
 mod tokens;
 
 use beeldbrug::trust::consent::ConsentDecision;
-use common::gateway_mode::{audit_details, dataset_of, syntax_of};
+use common::gateway_mode::{audit_details, dataset_of, pacs_toml, syntax_of, AS_STORED};
+use common::http::{multipart_parts, request};
+use common::orthanc::{self, Orthanc};
 use common::peer::PeerProcess;
 use common::pki::{CertFiles, Pki};
 use common::{free_port, require_tool, Gateway};
 use mitz::MitzSim;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokens::{KeyKind, SamlIdp, TEST_PURPOSE, TEST_ROLE, TEST_UZI};
+use tokens::{mint_jwt, JwtIdp, KeyKind, SamlIdp, TEST_PURPOSE, TEST_ROLE, TEST_UZI};
 
 const BSN: &str = "999999990";
 const URA_A: &str = "11110000";
@@ -94,12 +98,28 @@ fn a_toml(
     idp: &SamlIdp,
     dest_port: u16,
 ) -> String {
+    a_toml_localised(pki, cert, participants, idp, dest_port, None)
+}
+
+/// [`a_toml`], with `localisation = "mitz"` at `mitz` when given.
+fn a_toml_localised(
+    pki: &Pki,
+    cert: &CertFiles,
+    participants: &Path,
+    idp: &SamlIdp,
+    dest_port: u16,
+    mitz: Option<&MitzSim>,
+) -> String {
+    let (localisation, consent) = match mitz {
+        Some(mitz) => ("mitz", mitz.config_toml()),
+        None => ("participants", String::new()),
+    };
     format!(
         "{tls}[trust]\nown_ura = \"{URA_A}\"\n[trust.saml]\nissuer = \"{ISSUER_A}\"\nsigning_cert_file = \"{}\"\nsigning_key_file = \"{}\"\n\
-         [remote]\nenabled = true\ntimeout_secs = {PEER_TIMEOUT_SECS}\n\
+         [remote]\nenabled = true\ntimeout_secs = {PEER_TIMEOUT_SECS}\nlocalisation = \"{localisation}\"\n\
          [[dimse.peers]]\nae_title = \"{WORKSTATION}\"\nhost = \"127.0.0.1\"\nport = 1\norganisation_ura = \"{URA_A}\"\n\
          role = \"{TEST_ROLE}\"\npurpose_of_use = \"{TEST_PURPOSE}\"\nuzi = \"{TEST_UZI}\"\n\
-         [[dimse.peers]]\nae_title = \"{DEST}\"\nhost = \"127.0.0.1\"\nport = {dest_port}\n",
+         [[dimse.peers]]\nae_title = \"{DEST}\"\nhost = \"127.0.0.1\"\nport = {dest_port}\n{consent}",
         idp.cert_pem.display(),
         idp.key_pem.display(),
         tls = tls_toml(pki, cert, participants),
@@ -115,7 +135,7 @@ fn b_toml(
     mitz: &MitzSim,
 ) -> String {
     format!(
-        "{tls}{xds}[trust]\nown_ura = \"{URA_B}\"\n{issuer}[trust.consent]\nurl = \"{}\"\npurposes = [\"{TEST_PURPOSE}\"]\ntimeout_secs = 5\n",
+        "{tls}{xds}[trust]\nown_ura = \"{URA_B}\"\n{issuer}[trust.consent]\nurl = \"{}\"\npurposes = [\"{TEST_PURPOSE}\"]\ntimeout_secs = 5\ncache_secs = 0\ncustodian_ura = \"{URA_B}\"\n",
         mitz.url,
         tls = tls_toml(pki, cert, participants),
         xds = xds_toml(HOME_B, REPOSITORY_B),
@@ -153,11 +173,16 @@ fn scu_args(aet: &str, port: u16, options: &[&str], keys: &[String]) -> Vec<Stri
 /// A Study Root C-FIND at STUDY level by Patient ID: (the Study Instance UIDs found, the
 /// final status line seen, the whole output).
 async fn find_studies(aet: &str, port: u16) -> (Vec<String>, bool, String) {
+    find_studies_of(aet, port, BSN).await
+}
+
+/// [`find_studies`] of patient `bsn`.
+async fn find_studies_of(aet: &str, port: u16, bsn: &str) -> (Vec<String>, bool, String) {
     let out = tempfile::tempdir().unwrap();
     let dir = out.path().display().to_string();
     let keys = vec![
         "QueryRetrieveLevel=STUDY".to_string(),
-        format!("PatientID={BSN}"),
+        format!("PatientID={bsn}"),
         "StudyInstanceUID".to_string(),
         "StudyDate".to_string(),
         "ModalitiesInStudy".to_string(),
@@ -230,14 +255,22 @@ async fn storescp(dir: &Path, port: u16) -> (PeerProcess, PathBuf) {
 
 /// The study's instances as generated (the BSN set by dcmodify): what B holds.
 fn study_files(dir: &Path) -> (String, Held) {
+    study_files_of(dir, BSN)
+}
+
+/// A study of patient `bsn` (its UIDs from a seed of its BSN: two patients, two studies).
+fn study_files_of(dir: &Path, bsn: &str) -> (String, Held) {
     let mut args = beeldbrug::testdata::GenerateArgs::with_defaults(dir.to_path_buf());
+    if bsn != BSN {
+        args.seed = bsn.parse().unwrap();
+    }
     args.patients = 1;
     args.ct_slices = 4;
     args.mr_slices = 0;
     args.frame_size = 32;
     let files = beeldbrug::testdata::generate(&args).unwrap();
     for f in &files {
-        let set = format!("(0010,0020)={BSN}");
+        let set = format!("(0010,0020)={bsn}");
         let out = common::dcmtk("dcmodify", &["-nb", "-m", &set, f.path.to_str().unwrap()]);
         assert!(out.status.success(), "dcmodify: {out:?}");
     }
@@ -246,17 +279,21 @@ fn study_files(dir: &Path) -> (String, Held) {
     (study, part10_under(dir))
 }
 
-/// A TCP listener that accepts connections and never says a word (a hanging peer).
-async fn silent_peer() -> (u16, tokio::task::JoinHandle<()>) {
+/// A TCP listener that accepts connections and never says a word (a hanging peer), and
+/// how many connections it accepted.
+async fn silent_peer() -> (u16, tokio::task::JoinHandle<()>, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
     let task = tokio::spawn(async move {
         let mut held = Vec::new();
         while let Ok((socket, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::Relaxed);
             held.push(socket);
         }
     });
-    (port, task)
+    (port, task, accepted)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -378,7 +415,7 @@ async fn gateway_a_finds_and_moves_a_study_that_gateway_b_holds() {
 
     // A hanging peer: the C-FIND answers with the study (B's row, and A's cache now holds
     // it too) and a failure status (incomplete) within the timeout.
-    let (silent_port, _silent) = silent_peer().await;
+    let (silent_port, _silent, _) = silent_peer().await;
     let mut list = participant("GtK B", URA_B, HOME_B, &cert_b, Some(&base_b));
     list.push_str(&participant(
         "GtK Stil",
@@ -457,4 +494,794 @@ async fn gateway_a_finds_and_moves_a_study_that_gateway_b_holds() {
 
     a.stop().await;
     b.stop().await;
+}
+
+/// The other BSN (passes the 11-test): its consent row at B is Deny.
+const BSN_DENIED: &str = "123456782";
+const URA_C: &str = "33330000";
+
+/// `[remote] localisation = "mitz"`: A asks mitz-sim's open question before it fans out and
+/// queries only the gateways named (REFERENCE §2). The consent table names B as the holder
+/// of both patients' data, Permit for one, Deny for the other; a third participant C (a
+/// gateway that would hang) is never named.
+///
+/// - The permitted patient: A asks Mitz, then B only; the study is found, the answer
+///   complete (C, which would hang, is not called), A audits the open question and its
+///   ITI-38 to B, B audits A's query.
+/// - The denied patient: Mitz names nobody; nothing is found, B sees no call, A's patient
+///   trail (what `beeldbrug audit --bsn` lists) shows the open question and no ITI-38.
+/// - The same patient asked by a gateway A' that does not localise (`"participants"`): B
+///   asks Mitz's closed question, gets Deny and releases nothing; both trails show it.
+#[tokio::test(flavor = "multi_thread")]
+async fn mitz_localisation_queries_only_the_gateways_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let (study, _) = study_files_of(&dir.path().join("permitted"), BSN);
+    let (denied_study, _) = study_files_of(&dir.path().join("denied"), BSN_DENIED);
+    let pki = Pki::new();
+    let cert_a = pki.issue_server("gateway-a", &["127.0.0.1", "localhost"]);
+    let cert_b = pki.issue_server("gateway-b", &["127.0.0.1", "localhost"]);
+    let cert_c = pki.issue_server("gateway-c", &["127.0.0.1"]);
+    let idp_a = SamlIdp::new(dir.path(), ISSUER_A, KeyKind::Rsa);
+    let mitz = MitzSim::start_table(&format!(
+        "[[consent]]\nbsn = \"{BSN}\"\nholder_ura = \"{URA_B}\"\ndecision = \"Permit\"\n\n\
+         [[consent]]\nbsn = \"{BSN_DENIED}\"\nholder_ura = \"{URA_B}\"\ndecision = \"Deny\"\n"
+    ));
+
+    let participants_b = dir.path().join("participants-b.toml");
+    std::fs::write(
+        &participants_b,
+        participant("GtK A", URA_A, HOME_A, &cert_a, None),
+    )
+    .unwrap();
+    let b = Gateway::start(&b_toml(&pki, &cert_b, &participants_b, &idp_a, &mitz)).await;
+    b.store_dir(&dir.path().join("permitted"));
+    b.store_dir(&dir.path().join("denied"));
+    let base_b = format!("https://127.0.0.1:{}", b.http_port);
+
+    let (silent_port, _silent, c_calls) = silent_peer().await;
+    let participants_a = dir.path().join("participants-a.toml");
+    let mut list = participant("GtK B", URA_B, HOME_B, &cert_b, Some(&base_b));
+    list.push_str(&participant(
+        "GtK C",
+        URA_C,
+        "urn:oid:1.2.3.4.5.23",
+        &cert_c,
+        Some(&format!("https://127.0.0.1:{silent_port}")),
+    ));
+    std::fs::write(&participants_a, &list).unwrap();
+    let toml_a = a_toml_localised(&pki, &cert_a, &participants_a, &idp_a, 1, Some(&mitz));
+    let a = Gateway::start(&toml_a).await;
+
+    // The permitted patient: found at B (once B has published), complete: C not asked.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (studies, success, text) = find_studies(WORKSTATION, a.port).await;
+        assert!(success, "complete (C is not asked):\n{text}");
+        if studies == std::slice::from_ref(&study) {
+            break;
+        }
+        assert!(studies.is_empty(), "only B's study: {studies:?}");
+        if Instant::now() > deadline {
+            panic!(
+                "never found through A:\n{text}\nA: {:#?}\nB: {:#?}",
+                a.context().index.audit_events(10_000).await.unwrap(),
+                b.context().index.audit_events(10_000).await.unwrap()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(c_calls.load(Ordering::Relaxed), 0, "C is never called");
+    assert!(mitz.open_queries() >= 1, "A asked the open question");
+    let trail_a = a
+        .context()
+        .trust
+        .audit
+        .patient_trail(BSN, 1000)
+        .await
+        .unwrap();
+    let located: Vec<_> = trail_a
+        .records
+        .iter()
+        .filter(|r| r.operation == "MITZ-OPEN-QUESTION")
+        .collect();
+    assert!(
+        located.iter().any(|r| r.outcome == "success"
+            && r.detail.contains("outgoing to Mitz")
+            && r.detail.contains("asking [GtK B]")),
+        "A audits the open question: {located:?}"
+    );
+    assert!(
+        trail_a
+            .records
+            .iter()
+            .filter(|r| r.operation == "ITI-38")
+            .all(|r| r.detail.contains("outgoing to GtK B")),
+        "A's queries went to B only: {:?}",
+        trail_a.records
+    );
+    assert!(
+        !audit_details(b.context(), "ITI-38").await.is_empty(),
+        "B audits A's query"
+    );
+
+    // The denied patient: Mitz names nobody; nothing found, complete, B and C not called.
+    let queries_at_b = audit_details(b.context(), "ITI-38").await.len();
+    let open_before = mitz.open_queries();
+    let (studies, success, text) = find_studies_of(WORKSTATION, a.port, BSN_DENIED).await;
+    assert!(studies.is_empty(), "nothing found:\n{text}");
+    assert!(
+        success,
+        "a complete answer: nobody was to be asked:\n{text}"
+    );
+    assert_eq!(mitz.open_queries(), open_before + 1, "asked Mitz");
+    assert_eq!(
+        audit_details(b.context(), "ITI-38").await.len(),
+        queries_at_b,
+        "B is not called"
+    );
+    assert_eq!(c_calls.load(Ordering::Relaxed), 0, "C is not called");
+    let trail_a = a
+        .context()
+        .trust
+        .audit
+        .patient_trail(BSN_DENIED, 1000)
+        .await
+        .unwrap();
+    assert!(trail_a.verification.ok, "{:?}", trail_a.verification);
+    let operations: Vec<(&str, &str)> = trail_a
+        .records
+        .iter()
+        .map(|r| (r.operation.as_str(), r.detail.as_str()))
+        .collect();
+    assert!(
+        operations.iter().any(|(o, d)| *o == "MITZ-OPEN-QUESTION"
+            && d.contains("0 data holders permitted, asking []")),
+        "A's trail of the denied patient shows the open question: {operations:?}"
+    );
+    assert!(
+        !operations.iter().any(|(o, _)| *o == "ITI-38"),
+        "and no query: {operations:?}"
+    );
+
+    // A' asks every participant (no localisation): B asks Mitz's closed question, Deny, and
+    // releases nothing; both ends audit it.
+    std::fs::write(
+        &participants_a,
+        participant("GtK B", URA_B, HOME_B, &cert_b, Some(&base_b)),
+    )
+    .unwrap();
+    let a_unlocalised = Gateway::start(&a_toml(&pki, &cert_a, &participants_a, &idp_a, 1)).await;
+    let (studies, _, text) = find_studies_of(WORKSTATION, a_unlocalised.port, BSN_DENIED).await;
+    assert!(studies.is_empty(), "B releases nothing:\n{text}");
+    assert!(
+        !text.contains(&denied_study),
+        "not even the study's UID:\n{text}"
+    );
+    let trail_b = b
+        .context()
+        .trust
+        .audit
+        .patient_trail(BSN_DENIED, 1000)
+        .await
+        .unwrap();
+    let at_b: Vec<_> = trail_b
+        .records
+        .iter()
+        .filter(|r| r.operation == "ITI-38")
+        .collect();
+    assert!(
+        at_b.iter()
+            .any(|r| r.gateway == "GtK A" && r.grounds.contains("Deny")),
+        "B audits the refusal on Mitz's Deny: {at_b:?}"
+    );
+    let trail_a = a_unlocalised
+        .context()
+        .trust
+        .audit
+        .patient_trail(BSN_DENIED, 1000)
+        .await
+        .unwrap();
+    assert!(
+        trail_a
+            .records
+            .iter()
+            .any(|r| r.operation == "ITI-38" && r.detail.contains("outgoing to GtK B")),
+        "A' audits its query to B: {:?}",
+        trail_a.records
+    );
+
+    a_unlocalised.stop().await;
+    a.stop().await;
+    b.stop().await;
+}
+
+/// Orthanc at both ends (issue 15, "each with its own Orthanc as PACS"): B's study lives only
+/// in B's Orthanc (stored by DCMTK storescu), and B publishes it on A's first query for the
+/// patient (docs/xds.md "A study only the PACS holds"); A's PACS is another Orthanc that
+/// knows gateway A as a modality, and gateway A knows it as a local user's AE.
+///
+/// - Orthanc A C-FINDs gateway A (its REST `/modalities/…/query`) and finds B's study, then
+///   C-MOVEs it to itself: every instance arrives byte-exact in the syntax B's Orthanc holds.
+/// - A fresh gateway A (empty cache): getscu C-FINDs and C-GETs the study through it, from B.
+/// - Another fresh A (HTTP for local viewers): QIDO-RS with a JWT of a local user finds the
+///   study (asked of B), and
+///   WADO-RS `transfer-syntax=*` delivers it byte-exact (fetched from B by RAD-75); with a
+///   second peer that hangs, QIDO-RS still answers with the study and a `Warning` naming
+///   the failure, within the timeout.
+#[tokio::test(flavor = "multi_thread")]
+async fn orthanc_at_both_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = study_generated(&dir.path().join("study"), BSN);
+    let study = files[0].study_uid.clone();
+    let pki = Pki::new();
+    let cert_a = pki.issue_server("gateway-a", &["127.0.0.1", "localhost"]);
+    let cert_b = pki.issue_server("gateway-b", &["127.0.0.1", "localhost"]);
+    let idp_a = SamlIdp::new(dir.path(), ISSUER_A, KeyKind::Rsa);
+    let mitz = MitzSim::start(&[(BSN, ConsentDecision::Permit)]);
+
+    // B with its Orthanc (fetched from by C-GET); the study only in that Orthanc.
+    let (dir_orthanc_a, dir_orthanc_b) =
+        (dir.path().join("orthanc-a"), dir.path().join("orthanc-b"));
+    std::fs::create_dir_all(&dir_orthanc_a).unwrap();
+    std::fs::create_dir_all(&dir_orthanc_b).unwrap();
+    let orthanc_b = Orthanc::start(&dir_orthanc_b).await;
+    orthanc::store(orthanc_b.dicom_port, "ORTHANC", &files);
+    let held = orthanc_holds(orthanc_b.http_port).await;
+    assert_eq!(held.len(), files.len(), "B's Orthanc holds the study");
+    let participants_b = dir.path().join("participants-b.toml");
+    std::fs::write(
+        &participants_b,
+        participant("GtK A", URA_A, HOME_A, &cert_a, None),
+    )
+    .unwrap();
+    let b = Gateway::start(&format!(
+        "{}{}",
+        b_toml(&pki, &cert_b, &participants_b, &idp_a, &mitz),
+        pacs_toml("ORTHANC", orthanc_b.dicom_port, "c-get", "")
+    ))
+    .await;
+    let base_b = format!("https://127.0.0.1:{}", b.http_port);
+
+    // A with its Orthanc: Orthanc A knows gateway A (BEELDBRUG) as a modality; gateway A
+    // knows Orthanc A (ORTHANC) as a local user's AE and C-MOVE destination, and as its PACS.
+    let a_dimse_port = free_port();
+    let orthanc_a = Orthanc::start_with(
+        &dir.path().join("orthanc-a"),
+        &[("BEELDBRUG", a_dimse_port)],
+    )
+    .await;
+    let participants_a = dir.path().join("participants-a.toml");
+    std::fs::write(
+        &participants_a,
+        participant("GtK B", URA_B, HOME_B, &cert_b, Some(&base_b)),
+    )
+    .unwrap();
+    let jwt = JwtIdp::new(dir.path(), "https://idp.ziekenhuis-a.test", "beeldbrug-a");
+    let toml_a = format!(
+        "{}[[dimse.peers]]\nae_title = \"ORTHANC\"\nhost = \"127.0.0.1\"\nport = {}\n\
+         organisation_ura = \"{URA_A}\"\nrole = \"{TEST_ROLE}\"\npurpose_of_use = \"{TEST_PURPOSE}\"\nuzi = \"{TEST_UZI}\"\n\
+         {}{}",
+        a_toml(&pki, &cert_a, &participants_a, &idp_a, 1),
+        orthanc_a.dicom_port,
+        pacs_toml("ORTHANC", orthanc_a.dicom_port, "c-get", ""),
+        jwt.config_toml(),
+    );
+    let a = Gateway::start_dimse_on(a_dimse_port, &toml_a).await;
+
+    // Orthanc A C-FINDs gateway A by the BSN until B has published the study.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let found = orthanc_find(orthanc_a.http_port, "BEELDBRUG", BSN).await;
+        if found == std::slice::from_ref(&study) {
+            break;
+        }
+        assert!(found.is_empty(), "only B's study: {found:?}");
+        assert!(
+            Instant::now() < deadline,
+            "Orthanc A never found B's study through A:\n{}",
+            orthanc_a.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // …and C-MOVEs it to itself: byte-exact, in the syntax B's Orthanc holds.
+    let body = serde_json::json!({
+        "Level": "Study",
+        "Resources": [{ "StudyInstanceUID": study }],
+        "TargetAet": "ORTHANC",
+        "Synchronous": true,
+        "Timeout": 60,
+    })
+    .to_string();
+    let r = request(
+        orthanc_a.http_port,
+        "POST",
+        "/modalities/BEELDBRUG/move",
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "Orthanc A's C-MOVE: {}", r.text());
+    assert_same_instances(
+        &orthanc_holds(orthanc_a.http_port).await,
+        &held,
+        "Orthanc A",
+    );
+    let moved = audit_details(a.context(), "RAD-75").await;
+    assert!(
+        moved
+            .iter()
+            .any(|(o, d)| o == "success" && d.contains("outgoing to GtK B")),
+        "A fetched from B: {moved:?}"
+    );
+    a.stop().await;
+    // A's own PACS forgets it again: what follows comes from B or not at all.
+    orthanc_delete_study(orthanc_a.http_port, &study).await;
+    assert!(orthanc_holds(orthanc_a.http_port).await.is_empty());
+
+    // A fresh A (empty cache): getscu C-FIND then C-GET through A, fetched from B.
+    let a = Gateway::start_dimse_on(a_dimse_port, &toml_a).await;
+    let (studies, success, text) = find_studies(WORKSTATION, a.port).await;
+    assert!(
+        success && studies == std::slice::from_ref(&study),
+        "findscu:\n{text}"
+    );
+    let got_dir = tempfile::tempdir().unwrap();
+    let od = got_dir.path().display().to_string();
+    let keys = vec![
+        "QueryRetrieveLevel=STUDY".to_string(),
+        format!("StudyInstanceUID={study}"),
+    ];
+    let (ok, text) = dcmtk(
+        "getscu",
+        scu_args(WORKSTATION, a.port, &["-v", "-S", "-od", &od], &keys),
+    )
+    .await;
+    assert!(ok && !text.contains("E:"), "getscu through A:\n{text}");
+    assert_same_instances(&part10_under(got_dir.path()), &held, "getscu");
+    assert_eq!(
+        audit_details(a.context(), "RAD-75").await.len(),
+        1,
+        "C-GET fetched from B"
+    );
+    a.stop().await;
+
+    // Another fresh A, its HTTP listener inside the hospital (plain: with `[tls]` it would
+    // take participants' certificates only), its outgoing identity in `[remote]`: QIDO-RS
+    // and WADO-RS of a local user (a JWT).
+    let tls_a = tls_toml(&pki, &cert_a, &participants_a);
+    let toml_a_web = toml_a
+        .replacen(
+            &tls_a,
+            &format!(
+                "[trust]\nparticipants_file = \"{}\"\n",
+                participants_a.display()
+            ),
+            1,
+        )
+        .replacen(
+            "[remote]\nenabled = true\n",
+            &format!(
+                "[remote]\nenabled = true\nclient_cert_file = \"{}\"\nclient_key_file = \"{}\"\nca_file = \"{}\"\n",
+                cert_a.cert.display(),
+                cert_a.key.display(),
+                pki.ca_file.display()
+            ),
+            1,
+        );
+    assert_ne!(toml_a_web, toml_a);
+    let a = Gateway::start_dimse_on(a_dimse_port, &toml_a_web).await;
+    let web = |path: String, accept: &'static str| {
+        let token = mint_jwt(&jwt, |c| c["ura"] = URA_A.into());
+        let port = a.http_port;
+        async move {
+            let authorization = format!("Bearer {token}");
+            request(
+                port,
+                "GET",
+                &format!("/dicomweb{path}"),
+                &[("Authorization", &authorization), ("Accept", accept)],
+                b"",
+            )
+            .await
+        }
+    };
+    let r = web(
+        format!("/studies?PatientID={BSN}"),
+        "application/dicom+json",
+    )
+    .await;
+    assert_eq!(r.status, 200, "QIDO-RS through A: {}", r.text());
+    let rows = r.json();
+    assert_eq!(
+        rows.as_array().map(|r| r.len()),
+        Some(1),
+        "B's study: {rows}"
+    );
+    assert_eq!(rows[0]["0020000D"]["Value"][0], study.as_str());
+    assert!(r.header("Warning").is_none(), "complete: {r:?}");
+    let r = web(format!("/studies/{study}"), AS_STORED).await;
+    assert_eq!(r.status, 200, "WADO-RS through A: {}", r.text());
+    let parts: Held = multipart_parts(&r)
+        .iter()
+        .map(|p| {
+            let (uid, data) = dataset_of(p);
+            (uid, (syntax_of(p), data))
+        })
+        .collect();
+    assert_same_instances(&parts, &held, "WADO-RS");
+    let fetched = audit_details(a.context(), "RAD-75").await;
+    assert!(
+        fetched.len() == 1 && fetched[0].0 == "success",
+        "WADO-RS fetched from B: {fetched:?}"
+    );
+
+    // A second peer that hangs: QIDO-RS answers with B's study and a Warning, in time.
+    let (silent_port, _silent, _) = silent_peer().await;
+    let mut list = participant("GtK B", URA_B, HOME_B, &cert_b, Some(&base_b));
+    list.push_str(&participant(
+        "GtK Stil",
+        "33330000",
+        "urn:oid:1.2.3.4.5.23",
+        &pki.issue_server("gateway-stil", &["127.0.0.1"]),
+        Some(&format!("https://127.0.0.1:{silent_port}")),
+    ));
+    std::fs::write(&participants_a, list).unwrap();
+    a.context()
+        .trust
+        .participants
+        .reload(&participants_a)
+        .unwrap();
+    let started = Instant::now();
+    let r = web(
+        format!("/studies?PatientID={BSN}"),
+        "application/dicom+json",
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(PEER_TIMEOUT_SECS + 5),
+        "within the timeout: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()[0]["0020000D"]["Value"][0], study.as_str());
+    let warning = r
+        .header("Warning")
+        .unwrap_or_else(|| panic!("a Warning header: {r:?}"));
+    assert!(
+        warning.starts_with("299") && warning.contains("GtK Stil"),
+        "{warning}"
+    );
+
+    a.stop().await;
+    b.stop().await;
+}
+
+/// Generated instances of one study of patient `bsn` (set by dcmodify), for storescu.
+fn study_generated(dir: &Path, bsn: &str) -> Vec<beeldbrug::testdata::GeneratedFile> {
+    let mut args = beeldbrug::testdata::GenerateArgs::with_defaults(dir.to_path_buf());
+    args.patients = 1;
+    args.ct_slices = 4;
+    args.mr_slices = 0;
+    args.frame_size = 32;
+    let files = beeldbrug::testdata::generate(&args).unwrap();
+    for f in &files {
+        let set = format!("(0010,0020)={bsn}");
+        let out = common::dcmtk("dcmodify", &["-nb", "-m", &set, f.path.to_str().unwrap()]);
+        assert!(out.status.success(), "dcmodify: {out:?}");
+    }
+    files
+}
+
+/// What an Orthanc holds, read back over its REST API (`/instances/{id}/file`).
+async fn orthanc_holds(http_port: u16) -> Held {
+    let r = request(http_port, "GET", "/instances", &[], b"").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let ids: Vec<String> = serde_json::from_value(r.json()).expect("instance ids");
+    let mut held = Held::new();
+    for id in ids {
+        let r = request(http_port, "GET", &format!("/instances/{id}/file"), &[], b"").await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let (uid, dataset) = dataset_of(&r.body);
+        held.insert(uid, (syntax_of(&r.body), dataset));
+    }
+    held
+}
+
+/// Delete a study from an Orthanc (REST: `/tools/lookup`, then `DELETE /studies/{id}`).
+async fn orthanc_delete_study(http_port: u16, study: &str) {
+    let r = request(http_port, "POST", "/tools/lookup", &[], study.as_bytes()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let found = r.json();
+    let id = found[0]["ID"].as_str().expect("the study's Orthanc ID");
+    let r = request(http_port, "DELETE", &format!("/studies/{id}"), &[], b"").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+/// An Orthanc's C-FIND (STUDY, by Patient ID) of `modality`: the Study Instance UIDs.
+async fn orthanc_find(http_port: u16, modality: &str, bsn: &str) -> Vec<String> {
+    let body = serde_json::json!({
+        "Level": "Study",
+        "Query": { "PatientID": bsn, "StudyInstanceUID": "" },
+    })
+    .to_string();
+    let r = request(
+        http_port,
+        "POST",
+        &format!("/modalities/{modality}/query"),
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "Orthanc's C-FIND: {}", r.text());
+    let id = r.json()["ID"].as_str().expect("query ID").to_string();
+    let r = request(
+        http_port,
+        "GET",
+        &format!("/queries/{id}/answers?expand&simplify"),
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut found: Vec<String> = r
+        .json()
+        .as_array()
+        .expect("answers")
+        .iter()
+        .filter_map(|a| a["StudyInstanceUID"].as_str().map(str::to_string))
+        .collect();
+    found.sort();
+    found
+}
+
+/// `got` holds exactly the instances of `held`, each in its syntax with its data set bytes.
+#[track_caller]
+fn assert_same_instances(got: &Held, held: &Held, what: &str) {
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        held.keys().collect::<Vec<_>>(),
+        "{what}: every instance"
+    );
+    for (uid, (syntax, data)) in held {
+        let (got_syntax, got_data) = &got[uid];
+        assert_eq!(
+            got_syntax, syntax,
+            "{what} {uid}: transfer syntax as stored"
+        );
+        assert!(got_data == data, "{what} {uid}: data set bytes as stored");
+    }
+}
+
+/// The study of the Python peer: pydicom's test files (made by other vendors' tools, five
+/// transfer syntaxes among them) given one patient and one study by DCMTK dcmodify.
+fn foreign_study(dir: &Path) -> (String, Held) {
+    std::fs::create_dir_all(dir).unwrap();
+    let names = [
+        "CT_small.dcm",
+        "MR_small.dcm",
+        "SC_rgb_rle.dcm",
+        "JPEG2000.dcm",
+        "MR_small_jpeg_ls_lossless.dcm",
+    ];
+    let script =
+        format!("from pydicom.data import get_testdata_file as g\nfor n in {names:?}: print(g(n))");
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .expect("python3");
+    assert!(out.status.success(), "pydicom test data: {out:?}");
+    let study = "1.2.826.0.1.3680043.8.498.15015015015";
+    for (n, source) in String::from_utf8(out.stdout).unwrap().lines().enumerate() {
+        let target = dir.join(format!("{n}.dcm"));
+        std::fs::copy(source, &target).unwrap();
+        // Two of the files share their SOP Instance UID: each gets its own.
+        for set in [
+            format!("(0010,0020)={BSN}"),
+            format!("(0020,000D)={study}"),
+            format!("(0008,0018)={study}.{n}"),
+        ] {
+            let out = common::dcmtk("dcmodify", &["-nb", "-m", &set, target.to_str().unwrap()]);
+            assert!(out.status.success(), "dcmodify: {out:?}");
+        }
+    }
+    (study.to_string(), part10_under(dir))
+}
+
+/// tests/xca/responding_gateway.py on a free port, serving `study_dir` with `cert`.
+async fn python_peer(
+    dir: &Path,
+    name: &'static str,
+    pki: &Pki,
+    cert: &CertFiles,
+    idp: &SamlIdp,
+    study_dir: &Path,
+    mode_file: &Path,
+) -> (PeerProcess, u16) {
+    let port = free_port();
+    let work = dir.join(format!("{name}-work"));
+    std::fs::create_dir_all(&work).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/xca/responding_gateway.py");
+    let args: Vec<String> = vec![
+        script.display().to_string(),
+        "--port".into(),
+        port.to_string(),
+        "--cert".into(),
+        cert.cert.display().to_string(),
+        "--key".into(),
+        cert.key.display().to_string(),
+        "--client-ca".into(),
+        pki.ca_file.display().to_string(),
+        "--xua-cert".into(),
+        idp.cert_pem.display().to_string(),
+        "--study-dir".into(),
+        study_dir.display().to_string(),
+        "--work-dir".into(),
+        work.display().to_string(),
+        "--home".into(),
+        PYTHON_HOME.into(),
+        "--repository".into(),
+        "1.2.3.4.5.24.1".into(),
+        "--mode-file".into(),
+        mode_file.display().to_string(),
+    ];
+    let mut process = PeerProcess::spawn(name, Path::new("python3"), &args, dir);
+    process.wait_for_port(port).await;
+    (process, port)
+}
+
+const PYTHON_HOME: &str = "urn:oid:1.2.3.4.5.24";
+const URA_PYTHON: &str = "44440000";
+
+/// A responding gateway that is not beeldbrug (tests/xca/responding_gateway.py: lxml,
+/// pydicom, signxml; written from the IHE schemas), holding a study of files made by other
+/// tools in five transfer syntaxes. A's initiating side against it:
+///
+/// - C-FIND at A finds the study; with a second Python peer that hangs, the answer is
+///   partial (a failure status after the row) within the timeout.
+/// - Hostile or malformed RAD-75 answers (cut off mid-part, a part the envelope does not
+///   name, an HTML page for an instance, a 4 MiB envelope, multipart without a boundary):
+///   the C-MOVE ends without every instance, A audits the failure, and A keeps serving.
+/// - A correct answer: movescu from A to storescp receives every instance byte-exact in
+///   the syntax the peer holds it in.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_python_responding_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let study_dir = dir.path().join("foreign-study");
+    let (study, held) = foreign_study(&study_dir);
+    assert_eq!(held.len(), 5);
+    let pki = Pki::new();
+    let cert_a = pki.issue_server("gateway-a", &["127.0.0.1", "localhost"]);
+    let cert_p = pki.issue_server("gateway-python", &["127.0.0.1", "localhost"]);
+    let cert_h = pki.issue_server("gateway-python-hangs", &["127.0.0.1", "localhost"]);
+    let idp_a = SamlIdp::new(dir.path(), ISSUER_A, KeyKind::Rsa);
+    let mode = dir.path().join("mode");
+    let hang = dir.path().join("mode-hang");
+    std::fs::write(&hang, "hang").unwrap();
+    let (peer, port) = python_peer(
+        dir.path(),
+        "python-peer",
+        &pki,
+        &cert_p,
+        &idp_a,
+        &study_dir,
+        &mode,
+    )
+    .await;
+    let (_hanging, hang_port) = python_peer(
+        dir.path(),
+        "python-peer-hangs",
+        &pki,
+        &cert_h,
+        &idp_a,
+        &study_dir,
+        &hang,
+    )
+    .await;
+    let base = format!("https://127.0.0.1:{port}");
+    let participants_a = dir.path().join("participants-a.toml");
+    let only_python = participant("GtK Python", URA_PYTHON, PYTHON_HOME, &cert_p, Some(&base));
+    let mut with_hanging = only_python.clone();
+    with_hanging.push_str(&participant(
+        "GtK Python hangs",
+        "55550000",
+        "urn:oid:1.2.3.4.5.25",
+        &cert_h,
+        Some(&format!("https://127.0.0.1:{hang_port}")),
+    ));
+    std::fs::write(&participants_a, &with_hanging).unwrap();
+    let dest_port = free_port();
+    let (_scp, received) = storescp(dir.path(), dest_port).await;
+    let toml_a = a_toml(&pki, &cert_a, &participants_a, &idp_a, dest_port);
+
+    // C-FIND: the study, and partial (the hanging peer) within the timeout.
+    let a = Gateway::start(&toml_a).await;
+    let started = Instant::now();
+    let (studies, success, text) = find_studies(WORKSTATION, a.port).await;
+    assert_eq!(
+        studies,
+        std::slice::from_ref(&study),
+        "the Python peer's study:\n{text}\n{}",
+        peer.log_tail()
+    );
+    assert!(!success, "partial: a peer hangs:\n{text}");
+    assert!(
+        started.elapsed() < Duration::from_secs(PEER_TIMEOUT_SECS + 5),
+        "within the timeout: {:?}",
+        started.elapsed()
+    );
+    a.stop().await;
+    std::fs::write(&participants_a, &only_python).unwrap();
+
+    let keys = vec![
+        "QueryRetrieveLevel=STUDY".to_string(),
+        format!("StudyInstanceUID={study}"),
+    ];
+    let mut options = vec!["-v", "-S", "-aem", DEST];
+    options.extend(TIMEOUTS);
+
+    // Hostile and malformed RAD-75 answers, each against a fresh A (empty cache).
+    for hostile in [
+        "truncated",
+        "unknown-part",
+        "not-dicom",
+        "huge-envelope",
+        "no-boundary",
+    ] {
+        std::fs::write(&mode, hostile).unwrap();
+        std::fs::remove_dir_all(&received).unwrap();
+        std::fs::create_dir_all(&received).unwrap();
+        let a = Gateway::start(&toml_a).await;
+        let (studies, success, text) = find_studies(WORKSTATION, a.port).await;
+        assert!(success && studies.len() == 1, "{hostile}: C-FIND:\n{text}");
+        let (_, out) = dcmtk("movescu", scu_args(WORKSTATION, a.port, &options, &keys)).await;
+        assert!(
+            !out.contains("Received Final Move Response (Success)"),
+            "{hostile}: not a success:\n{out}"
+        );
+        let got = part10_under(&received);
+        assert!(got.len() < held.len(), "{hostile}: not every instance");
+        for (uid, (syntax, data)) in &got {
+            let (want_syntax, want) = &held[uid];
+            assert!(
+                syntax == want_syntax && data == want,
+                "{hostile}: {uid} arrives intact: {syntax} {} bytes, held {want_syntax} {} bytes",
+                data.len(),
+                want.len()
+            );
+        }
+        let fetches = audit_details(a.context(), "RAD-75").await;
+        assert!(
+            fetches.len() == 1 && fetches[0].0 != "success",
+            "{hostile}: audited as not a success: {fetches:?}"
+        );
+        // A keeps serving: the next C-FIND answers.
+        let (studies, success, text) = find_studies(WORKSTATION, a.port).await;
+        assert!(
+            success && studies.len() == 1,
+            "{hostile}: A still serves:\n{text}"
+        );
+        a.stop().await;
+    }
+
+    // A correct answer: every instance, byte-exact in its syntax.
+    std::fs::write(&mode, "good").unwrap();
+    std::fs::remove_dir_all(&received).unwrap();
+    std::fs::create_dir_all(&received).unwrap();
+    let a = Gateway::start(&toml_a).await;
+    let (studies, success, text) = find_studies(WORKSTATION, a.port).await;
+    assert!(success && studies.len() == 1, "C-FIND:\n{text}");
+    let (ok, out) = dcmtk("movescu", scu_args(WORKSTATION, a.port, &options, &keys)).await;
+    assert!(
+        ok && out.contains("Received Final Move Response (Success)"),
+        "movescu:\n{out}\n{}\nreceived {:?}\nRAD-75 {:?}\nC-MOVE {:?}",
+        peer.log_tail(),
+        part10_under(&received).keys().collect::<Vec<_>>(),
+        audit_details(a.context(), "RAD-75").await,
+        audit_details(a.context(), "C-MOVE").await,
+    );
+    assert_same_instances(&part10_under(&received), &held, "from the Python peer");
+    let syntaxes: std::collections::BTreeSet<&str> =
+        held.values().map(|(ts, _)| ts.as_str()).collect();
+    assert_eq!(syntaxes.len(), 4, "{syntaxes:?}");
+    a.stop().await;
 }

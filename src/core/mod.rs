@@ -178,6 +178,9 @@ pub struct Retrieval {
     /// Streamed from a source: the syntaxes its instances may arrive in
     /// ([`source::Capabilities::transfer_syntaxes`]).
     pub source_syntaxes: Option<Vec<String>>,
+    /// Streamed from a source that knows them: the SOP classes that will arrive
+    /// ([`source::Source::classes_for`]).
+    pub source_classes: Option<Vec<String>>,
     pub ticket: Ticket,
 }
 
@@ -360,13 +363,33 @@ impl Core {
                 .await?;
             if !studies.is_empty() {
                 let expected = studies.iter().map(|(_, n)| n).sum();
-                let uids = studies.into_iter().map(|(uid, _)| uid).collect();
+                let uids: Vec<String> = studies.into_iter().map(|(uid, _)| uid).collect();
                 let source_syntaxes = sources
                     .iter()
                     .flat_map(|s| s.capabilities().transfer_syntaxes)
                     .collect::<std::collections::BTreeSet<_>>()
                     .into_iter()
                     .collect();
+                // The classes to propose are known only when a source knows them for
+                // every study (a remote study's manifest); otherwise every common class.
+                let source_classes = uids
+                    .iter()
+                    .map(|uid| {
+                        let study = Selection {
+                            study_uids: vec![uid.clone()],
+                            ..Default::default()
+                        };
+                        sources.iter().find_map(|s| s.classes_for(&study))
+                    })
+                    .collect::<Option<Vec<_>>>()
+                    .map(|per_study| {
+                        per_study
+                            .into_iter()
+                            .flatten()
+                            .collect::<std::collections::BTreeSet<_>>()
+                            .into_iter()
+                            .collect()
+                    });
                 let caller = ticket.caller().clone();
                 return Ok(Planned {
                     instances: Instances::studies(self.clone(), uids, sources.to_vec(), caller),
@@ -376,6 +399,7 @@ impl Core {
                     from: sources[0].name(),
                     stored_syntaxes: None,
                     source_syntaxes: Some(source_syntaxes),
+                    source_classes,
                 });
             }
         }
@@ -384,16 +408,16 @@ impl Core {
             match delivery {
                 Delivery::Streamed => {
                     crate::metrics::retrieval(name);
-                    let source_syntaxes = sources
-                        .iter()
-                        .find(|s| s.name() == name)
-                        .map(|s| s.capabilities().transfer_syntaxes);
+                    let source = sources.iter().find(|s| s.name() == name);
+                    let source_syntaxes = source.map(|s| s.capabilities().transfer_syntaxes);
+                    let source_classes = source.and_then(|s| s.classes_for(selection));
                     return Ok(Planned {
                         instances: Instances::fetch(follower, selection.clone(), name),
                         expected: reported,
                         from: name,
                         stored_syntaxes: None,
                         source_syntaxes,
+                        source_classes,
                     });
                 }
                 Delivery::Cached => {
@@ -423,6 +447,7 @@ impl Core {
             from: "cache",
             stored_syntaxes: Some(stored),
             source_syntaxes: None,
+            source_classes: None,
         })
     }
 
@@ -539,6 +564,7 @@ struct Planned {
     from: &'static str,
     stored_syntaxes: Option<Vec<String>>,
     source_syntaxes: Option<Vec<String>>,
+    source_classes: Option<Vec<String>>,
 }
 
 impl Planned {
@@ -549,6 +575,7 @@ impl Planned {
             from: self.from,
             stored_syntaxes: self.stored_syntaxes,
             source_syntaxes: self.source_syntaxes,
+            source_classes: self.source_classes,
             ticket,
         }
     }

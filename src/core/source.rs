@@ -164,6 +164,14 @@ pub trait Source: Send + Sync + std::fmt::Debug {
     /// What it can do.
     fn capabilities(&self) -> Capabilities;
 
+    /// The SOP classes a fetch of `selection` will deliver, when the source knows them before
+    /// the first instance arrives (a remote study's manifest): a front that forwards as the
+    /// instances arrive (C-MOVE) proposes its contexts for these rather than for every
+    /// common class (PS3.8 9.3.2.2: at most 128 presentation contexts).
+    fn classes_for(&self, _selection: &Selection) -> Option<Vec<String>> {
+        None
+    }
+
     /// Matches for `query`, at most `window` of them (the query's limit and offset are the
     /// core's business: it pages after merging).
     async fn find(&self, query: &Query, window: usize) -> Result<Vec<Match>, SourceError>;

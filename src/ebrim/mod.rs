@@ -107,5 +107,8 @@ pub mod ns {
     pub const REFERENCE_ID_LIST: &str = "urn:ihe:iti:xds:2013:referenceIdList";
     /// CXi identifier type codes of referenceIdList values.
     pub const REF_STUDY_UID: &str = "urn:ihe:iti:xds:2013:studyInstanceUID";
+    /// The Study Instance UID type as ITI TF-3 Table 4.2.3.2.28-1 lists it since 2016; read
+    /// as well (other gateways write it).
+    pub const REF_STUDY_UID_2016: &str = "urn:ihe:iti:xds:2016:studyInstanceUID";
     pub const REF_ACCESSION: &str = "urn:ihe:iti:xds:2013:accession";
 }

@@ -2,8 +2,10 @@
 //! (IHE XCA-I, RAD TF-1 18; issue 15). On behalf of a local user the core asks it to
 //!
 //! - **find**: ITI-38 Cross Gateway Query FindDocuments by the patient's BSN, to every
-//!   participant with a `query_url` (`[remote] localisation = "participants"`), in parallel,
-//!   each within `[remote] timeout_secs`; each KOS manifest's DocumentEntry becomes a
+//!   participant with a `query_url` (`[remote] localisation = "participants"`), or only to
+//!   those whose organisation (URA) Mitz names in its answer to the open question
+//!   (`localisation = "mitz"`, REFERENCE §2: the requesting gateway asks where data exists
+//!   before it fans out), in parallel, each within `[remote] timeout_secs`; each KOS manifest's DocumentEntry becomes a
 //!   study-level row ([`studies`]). A peer that fails or is too slow is an error of its own
 //!   ([`Source::find_each`]): the core answers with the rest, marked partial.
 //! - **count**: the instances the study's manifest references, the manifest fetched once by
@@ -34,6 +36,7 @@ use crate::model::query::{Level, Match, Matcher, Query};
 use crate::model::Selection;
 use crate::store::ingest::{index_batch, store_blob, Expected};
 use crate::trust::claims::{ClaimSource, Claims};
+use crate::trust::consent::ConsentRequest;
 use crate::trust::participants::Participant;
 use crate::trust::saml::SamlIssuer;
 use crate::trust::{Caller, Operation, Outcome, Trust};
@@ -83,7 +86,8 @@ const SYNTAXES: &[&str] = &[
 ];
 
 /// The syntaxes a front prepares for before the first instance arrives (its C-STORE
-/// contexts toward a C-MOVE destination): the usual ones; the rest as they come.
+/// contexts toward a C-MOVE destination, for the classes the manifest names: [`Source::
+/// classes_for`]): the usual ones of PACS archives; the rest as they come.
 const USUAL_SYNTAXES: &[&str] = &[
     "1.2.840.10008.1.2.1",
     "1.2.840.10008.1.2",
@@ -92,6 +96,8 @@ const USUAL_SYNTAXES: &[&str] = &[
     "1.2.840.10008.1.2.5",
     "1.2.840.10008.1.2.4.90",
     "1.2.840.10008.1.2.4.91",
+    "1.2.840.10008.1.2.4.80",
+    "1.2.840.10008.1.2.4.57",
 ];
 
 /// Why a call to another gateway failed.
@@ -144,6 +150,7 @@ pub struct RemoteSource {
     /// Our own community: a participant entry of ourselves is never asked.
     own_home: String,
     timeout: Duration,
+    localisation: Localisation,
 }
 
 impl std::fmt::Debug for RemoteSource {
@@ -164,9 +171,9 @@ impl RemoteSource {
         trust: Arc<Trust>,
     ) -> Result<RemoteSource, RemoteError> {
         let remote: RemoteConfig = config.remote.with_defaults(&config.tls);
-        if remote.localisation == Localisation::Mitz {
+        if remote.localisation == Localisation::Mitz && config.trust.consent.url.is_empty() {
             return Err(RemoteError::Config(
-                "localisation = \"mitz\" (the open question) is not built yet; use \"participants\"".into(),
+                "localisation = \"mitz\" asks the open question at [trust.consent] url, which is not set".into(),
             ));
         }
         let (Some(cert), Some(key), Some(ca)) = (
@@ -195,6 +202,7 @@ impl RemoteSource {
             known: KnownStudies::open(Some(studies_file(&config.storage.data_dir))),
             own_home: config.xds.home_community_id.clone(),
             timeout,
+            localisation: remote.localisation,
         })
     }
 
@@ -231,6 +239,71 @@ impl RemoteSource {
             .into_iter()
             .filter(|p| p.query_url.is_some() && p.home_community_id != self.own_home)
             .collect()
+    }
+
+    /// The gateways to ask about `bsn` for `claims`: every peer ([`Self::peers`]), or with
+    /// `localisation = "mitz"` those whose organisation Mitz names in its answer to the open
+    /// question (REFERENCE §2), that answer audited as one outgoing call. No answer from
+    /// Mitz: nobody is asked, and the error makes the caller's answer partial.
+    async fn gateways_for(
+        &self,
+        caller: &Caller,
+        claims: &Claims,
+        bsn: &str,
+    ) -> Result<Vec<Arc<Participant>>, SourceError> {
+        let peers = self.peers();
+        if self.localisation == Localisation::Participants {
+            return Ok(peers);
+        }
+        let request = ConsentRequest {
+            bsn: bsn.to_string(),
+            requester_ura: claims.organisation_ura.clone(),
+            provider_uzi: claims.professional_uzi.clone(),
+            role: claims.role.clone(),
+            purpose_of_use: claims.purpose_of_use.clone(),
+        };
+        let answer = self.trust.consent.locate(&request).await;
+        let (result, detail, gateways) = match answer {
+            Ok(holders) => {
+                let named: Vec<Arc<Participant>> = peers
+                    .into_iter()
+                    .filter(|p| holders.iter().any(|h| *h == p.ura))
+                    .collect();
+                let without_gateway: Vec<&String> = holders
+                    .iter()
+                    .filter(|h| !named.iter().any(|p| p.ura == **h))
+                    .collect();
+                if !without_gateway.is_empty() {
+                    tracing::info!(holders = ?without_gateway, "Mitz names holders that are no participant with a query_url: not asked");
+                }
+                let names: Vec<&str> = named.iter().map(|p| p.name.as_str()).collect();
+                let detail = format!(
+                    "open question: {} data holders permitted, asking [{}]",
+                    holders.len(),
+                    names.join(", ")
+                );
+                ("success", detail, Ok(named))
+            }
+            Err(why) => (
+                "failure",
+                format!("open question: {why}"),
+                Err(SourceError::new(
+                    NAME,
+                    SourceErrorKind::Unreachable,
+                    format!("Mitz (open question): {why}"),
+                )),
+            ),
+        };
+        let outcome = Outcome {
+            patient_ids: vec![bsn.to_string()],
+            study_uids: Vec::new(),
+            result: result.to_string(),
+            detail,
+            grounds: String::new(),
+        };
+        self.audit(caller, Operation::MitzOpenQuestion, "Mitz", outcome)
+            .await;
+        gateways
     }
 
     fn peer(&self, name: &str) -> Result<Arc<Participant>, RemoteError> {

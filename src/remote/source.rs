@@ -20,6 +20,20 @@ impl Source for RemoteSource {
         }
     }
 
+    /// The SOP classes the study's manifest references (read by ITI-39 before the fetch).
+    fn classes_for(&self, selection: &Selection) -> Option<Vec<String>> {
+        let manifest = self.known.manifest(selection.study_uids.first()?)?;
+        let mut classes: Vec<String> = Vec::new();
+        for (series, class, sop) in manifest.iter() {
+            let selected =
+                within(&selection.series_uids, series) && within(&selection.sop_instance_uids, sop);
+            if selected && !classes.contains(class) {
+                classes.push(class.clone());
+            }
+        }
+        Some(classes)
+    }
+
     /// Without a caller nothing goes out: only the studies known already.
     async fn find(&self, query: &Query, window: usize) -> Result<Vec<Match>, SourceError> {
         Ok(self.known_rows(query, window))
@@ -68,7 +82,10 @@ impl Source for RemoteSource {
             tracing::info!(caller = %caller.ae_title, "no user claims (UZI, role, purpose of use): other gateways are not asked");
             return (Vec::new(), Vec::new());
         };
-        let peers = self.peers();
+        let peers = match self.gateways_for(caller, &claims, &bsn).await {
+            Ok(peers) => peers,
+            Err(e) => return (Vec::new(), vec![e]),
+        };
         let asked = peers.iter().map(|peer| async {
             let result = self.query_peer(peer, &claims, &bsn).await;
             let (outcome, detail, studies) = match &result {

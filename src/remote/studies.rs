@@ -65,7 +65,8 @@ impl RemoteStudy {
                 (r.ends_with(kind) && !value.is_empty()).then(|| value.to_string())
             })
         };
-        let study_uid = reference(ns::REF_STUDY_UID)?;
+        let study_uid =
+            reference(ns::REF_STUDY_UID).or_else(|| reference(ns::REF_STUDY_UID_2016))?;
         let patient_id = entry
             .patient_id()?
             .split('^')

@@ -122,6 +122,9 @@ pub enum Operation {
     /// An alert of the chain monitoring (`crate::chain`): a peer unreachable, a certificate
     /// near its expiry. Recorded by the gateway itself, never asked for.
     ChainAlert,
+    /// The Mitz open question (REFERENCE §2): where may data of this patient be found.
+    /// Outgoing only, before the ITI-38 fan-out.
+    MitzOpenQuestion,
 }
 
 impl Operation {
@@ -148,6 +151,7 @@ impl Operation {
             Operation::Iti38 => "ITI-38",
             Operation::Admin => "ADMIN",
             Operation::ChainAlert => "CHAIN-ALERT",
+            Operation::MitzOpenQuestion => "MITZ-OPEN-QUESTION",
         }
     }
 }

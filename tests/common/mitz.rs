@@ -109,6 +109,11 @@ impl MitzSim {
     pub fn queries(&self) -> u64 {
         stats(self.addr)
     }
+
+    /// Open questions (where may data be found) answered so far.
+    pub fn open_queries(&self) -> u64 {
+        stat(self.addr, "open_queries")
+    }
 }
 
 impl Drop for MitzSim {
@@ -164,13 +169,18 @@ pub fn table_toml(rows: &[(&str, ConsentDecision)]) -> String {
 
 /// `GET /stats` → queries.
 pub fn stats(addr: std::net::SocketAddr) -> u64 {
+    stat(addr, "queries")
+}
+
+/// One counter of `GET /stats`.
+pub fn stat(addr: std::net::SocketAddr, key: &str) -> u64 {
     let (status, body) = raw_http(
         addr,
         &format!("GET /stats HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
     );
     assert_eq!(status, 200, "{body}");
     let json: serde_json::Value = serde_json::from_str(&body).expect("stats JSON");
-    json["queries"].as_u64().expect("queries")
+    json[key].as_u64().expect(key)
 }
 
 /// One raw HTTP/1.1 exchange (the request must say `Connection: close`): status and body.

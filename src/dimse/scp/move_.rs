@@ -132,8 +132,17 @@ pub async fn handle(
             Fallback::for_retrieve(&ctx.config.dimse.wire_syntax),
         );
         if let Some(syntaxes) = &retrieval.source_syntaxes {
-            // The rest arrive in the syntaxes the source may deliver.
-            contexts = streamed_contexts(contexts, syntaxes);
+            // The rest arrive in the syntaxes the source may deliver, of the classes it
+            // said it will deliver (or of every common class).
+            let common: Vec<String>;
+            let classes = match &retrieval.source_classes {
+                Some(classes) => classes.as_slice(),
+                None => {
+                    common = sop::COMMON_STORAGE.iter().map(|c| c.to_string()).collect();
+                    common.as_slice()
+                }
+            };
+            contexts = streamed_contexts(contexts, syntaxes, classes);
         }
         match scu::connect(&opts, &contexts).await {
             Err(e) => {
@@ -240,9 +249,10 @@ pub async fn handle(
 fn streamed_contexts(
     mut contexts: Vec<ProposedContext>,
     syntaxes: &[String],
+    classes: &[String],
 ) -> Vec<ProposedContext> {
     for ts in syntaxes {
-        let classes = sop::COMMON_STORAGE
+        let classes = classes
             .iter()
             .filter(|c| sop::is_native_le(ts) || sop::is_image_storage(c));
         for class in classes {
@@ -288,7 +298,8 @@ mod tests {
         ]
         .map(String::from)
         .to_vec();
-        let contexts = streamed_contexts(first.clone(), &syntaxes);
+        let common: Vec<String> = sop::COMMON_STORAGE.iter().map(|c| c.to_string()).collect();
+        let contexts = streamed_contexts(first.clone(), &syntaxes, &common);
         assert_eq!(
             (&contexts[0].abstract_syntax, &contexts[0].transfer_syntaxes),
             (&first[0].abstract_syntax, &first[0].transfer_syntaxes),

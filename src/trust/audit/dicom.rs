@@ -80,7 +80,7 @@ pub fn event_of(record: &AuditRecord) -> Option<Kind> {
         });
     }
     match record.operation.as_str() {
-        "C-FIND" | "QIDO-RS" | "ITI-18" | "ITI-38" => Some(Kind::Query),
+        "C-FIND" | "QIDO-RS" | "ITI-18" | "ITI-38" | "MITZ-OPEN-QUESTION" => Some(Kind::Query),
         "C-MOVE" | "C-GET" | "WADO-RS" | "WADO-URI" | "RAD-69" | "RAD-75" | "WADO-WS" => {
             Some(Kind::InstancesTransferred { we_send: true })
         }

@@ -1,4 +1,4 @@
-//! One closed question over HTTP(S): a SOAP 1.2 request-response exchange by HTTP POST (SOAP
+//! One closed (or open) question over HTTP(S): a SOAP 1.2 request-response exchange by HTTP POST (SOAP
 //! 1.2 part 2 §7, `application/soap+xml` with the `action` parameter, RFC 3902), over mTLS
 //! when the endpoint is `https`. One connection per question: the cache keeps the rate low.
 
@@ -108,12 +108,32 @@ impl Endpoint {
         issuer: &str,
         timeout: Duration,
     ) -> Result<ConsentDecision, ClientError> {
+        let answer = self.exchange_question(question, issuer, timeout).await?;
+        Ok(xacml::parse_response(&answer, Some(&question.id))?)
+    }
+
+    /// Ask the open question (`question.open`): the data holders (URAs) the answer permits.
+    pub async fn ask_open(
+        &self,
+        question: &xacml::Question,
+        issuer: &str,
+        timeout: Duration,
+    ) -> Result<Vec<String>, ClientError> {
+        let answer = self.exchange_question(question, issuer, timeout).await?;
+        Ok(xacml::parse_open_response(&answer, Some(&question.id))?)
+    }
+
+    async fn exchange_question(
+        &self,
+        question: &xacml::Question,
+        issuer: &str,
+        timeout: Duration,
+    ) -> Result<Bytes, ClientError> {
         let envelope =
             xacml::query_envelope(question, issuer, &crate::clock::now_rfc3339(), &self.url);
-        let answer = tokio::time::timeout(timeout, self.post(envelope))
+        tokio::time::timeout(timeout, self.post(envelope))
             .await
-            .map_err(|_| ClientError::Timeout(timeout))??;
-        Ok(xacml::parse_response(&answer, Some(&question.id))?)
+            .map_err(|_| ClientError::Timeout(timeout))?
     }
 
     async fn post(&self, envelope: String) -> Result<Bytes, ClientError> {

@@ -7,6 +7,10 @@
 //! refuses unless configured otherwise. A service that is down, slow or answers garbage gives
 //! Indeterminate with a logged reason.
 //!
+//!
+//! The requesting side asks the "open question" ([`Consent::locate`]): at which data holders
+//! may this requester find data of this patient? Its gateway then queries only those.
+//!
 //! - [`xacml`]: the messages (query, response, SOAP faults), both directions.
 //! - [`client`]: one question over HTTP(S).
 //! - [`cache`]: the short-lived decision cache.
@@ -188,6 +192,7 @@ impl Consent {
             }
         };
         let question = xacml::Question {
+            open: false,
             id: new_id(),
             message_id: format!("urn:uuid:{}", new_uuid()),
             bsn: request.bsn.trim().to_string(),
@@ -215,6 +220,37 @@ impl Consent {
                 outcome(ConsentDecision::Indeterminate, false, Some(e.to_string()))
             }
         }
+    }
+
+    /// The open question (REFERENCE §2): at which data holders (URAs) may the requester of
+    /// `request` find data of its patient? Not cached: it comes before a fan-out of queries
+    /// that costs more. An error (no service, unreachable, a fault, garbage) is the reason
+    /// there is no answer.
+    pub async fn locate(&self, request: &ConsentRequest) -> Result<Vec<String>, String> {
+        let endpoint = self.endpoint.as_ref().map_err(Clone::clone)?;
+        if request.bsn.trim().is_empty() {
+            return Err("no BSN to ask for".into());
+        }
+        let question = xacml::Question {
+            open: true,
+            id: new_id(),
+            message_id: format!("urn:uuid:{}", new_uuid()),
+            bsn: request.bsn.trim().to_string(),
+            requester_ura: request.requester_ura.clone(),
+            provider_uzi: request.provider_uzi.clone(),
+            role: request.role.clone(),
+            purpose_of_use: request.purpose_of_use.clone(),
+            facility_type: String::new(),
+            custodian_ura: String::new(),
+        };
+        let timeout = Duration::from_secs(self.config.timeout_secs.max(1));
+        endpoint
+            .ask_open(&question, &self.config.issuer, timeout)
+            .await
+            .map_err(|e| {
+                tracing::warn!(query = %question.id, url = %endpoint.url, error = %e, "open question failed");
+                e.to_string()
+            })
     }
 
     /// May data leave on this decision? Deny and Indeterminate never; NotApplicable per

@@ -1,13 +1,15 @@
 //! `beeldbrug mitz-sim`: a small, faithful simulator of the Mitz closed-question interface
 //! (XACML decision query over SOAP 1.2, optionally over mTLS), answering from a consent
-//! table. For tests and demos only: it holds no real consents and signs nothing.
+//! table, and of the open question (where may data of this patient be found: one Result per
+//! data holder, see [`xacml::Question`]). For tests and demos only: it holds no real
+//! consents and signs nothing.
 //!
 //! - `POST` (any path): one `XACMLAuthzDecisionQuery` in, one `samlp:Response` out; a
 //!   malformed message gets a SOAP 1.2 fault with the HTTP status of SOAP 1.2 part 2
 //!   §7.5.2.2 (env:Sender 400, others 500); another media type than `application/soap+xml`
 //!   gets 415.
-//! - `GET /stats`: `{"queries": n, "faults": m}` (every POST counts as a query), so tests can
-//!   see whether a client asked again.
+//! - `GET /stats`: `{"queries": n, "open_queries": o, "faults": m}` (every POST counts as a
+//!   query, an open question also as an open one), so tests can see whether a client asked.
 
 use super::xacml::{self, FaultCode};
 use super::ConsentDecision;
@@ -29,8 +31,9 @@ const MAX_QUERY: usize = 1 << 20;
 #[derive(Debug, Clone, clap::Args)]
 #[command(
     after_help = "A test and demo tool, not Mitz: it answers the closed question from a TOML table \
-(`[[consent]] bsn, requester_ura (or \"*\"), purpose (optional), decision`); an unknown BSN is \
-NotApplicable. GET /stats counts the queries. See docs/trust-consent.md."
+(`[[consent]] bsn, requester_ura (or \"*\"), holder_ura (or \"*\"), purpose (optional), decision`); \
+an unknown BSN is NotApplicable. The open question (where) is answered with the holders the rows \
+of the BSN name, each with its decision. GET /stats counts the queries. See docs/trust-consent.md."
 )]
 pub struct SimulatorArgs {
     /// Address to listen on (port 0: any free port; the URL is printed on stdout).
@@ -68,6 +71,10 @@ pub struct ConsentEntry {
     /// The requesting organisation (URA), or `"*"` (the default) for any.
     #[serde(default = "any")]
     pub requester_ura: String,
+    /// The data holder (URA) this row is about, or `"*"` (the default) for any. The holders
+    /// a BSN's rows name are where the open question says its data may be found.
+    #[serde(default = "any")]
+    pub holder_ura: String,
     /// The purpose of use this row is for; absent: any.
     #[serde(default)]
     pub purpose: Option<String>,
@@ -109,6 +116,7 @@ impl ConsentTable {
                 .map(|(bsn, decision)| ConsentEntry {
                     bsn: bsn.to_string(),
                     requester_ura: any(),
+                    holder_ura: any(),
                     purpose: None,
                     decision: *decision,
                 })
@@ -116,12 +124,17 @@ impl ConsentTable {
         }
     }
 
-    /// The most specific matching row (a named requester before `"*"`, a named purpose before
-    /// none; the first of equals); no row: NotApplicable (no consent registered).
+    /// The most specific matching row (a named holder before `"*"`, then a named requester,
+    /// then a named purpose; the first of equals); no row: NotApplicable (no consent
+    /// registered). A row naming a holder applies only to a question naming that holder.
     pub fn decide(&self, q: &xacml::Question) -> ConsentDecision {
         let mut best: Option<(u8, ConsentDecision)> = None;
         for row in &self.consent {
             if row.bsn.trim() != q.bsn {
+                continue;
+            }
+            let holder_named = row.holder_ura != "*";
+            if holder_named && row.holder_ura.trim() != q.custodian_ura {
                 continue;
             }
             let requester_named = row.requester_ura != "*";
@@ -133,12 +146,37 @@ impl ConsentTable {
                     continue;
                 }
             }
-            let score = u8::from(requester_named) * 2 + u8::from(row.purpose.is_some());
+            let score = u8::from(holder_named) * 4
+                + u8::from(requester_named) * 2
+                + u8::from(row.purpose.is_some());
             if best.is_none_or(|(s, _)| score > s) {
                 best = Some((score, row.decision));
             }
         }
         best.map_or(ConsentDecision::NotApplicable, |(_, d)| d)
+    }
+
+    /// The open question: every holder the BSN's rows name (in table order, once), with the
+    /// closed question's decision for that holder.
+    pub fn locate(&self, q: &xacml::Question) -> Vec<(String, ConsentDecision)> {
+        let mut holders: Vec<String> = Vec::new();
+        for row in &self.consent {
+            let holder = row.holder_ura.trim();
+            if row.bsn.trim() == q.bsn && holder != "*" && !holders.iter().any(|h| h == holder) {
+                holders.push(holder.to_string());
+            }
+        }
+        holders
+            .into_iter()
+            .map(|holder| {
+                let closed = xacml::Question {
+                    open: false,
+                    custodian_ura: holder.clone(),
+                    ..q.clone()
+                };
+                (holder, self.decide(&closed))
+            })
+            .collect()
     }
 }
 
@@ -147,6 +185,7 @@ impl ConsentTable {
 pub struct Simulator {
     table: ConsentTable,
     queries: AtomicU64,
+    open_queries: AtomicU64,
     faults: AtomicU64,
 }
 
@@ -155,12 +194,18 @@ impl Simulator {
         Arc::new(Simulator {
             table,
             queries: AtomicU64::new(0),
+            open_queries: AtomicU64::new(0),
             faults: AtomicU64::new(0),
         })
     }
 
     pub fn queries(&self) -> u64 {
         self.queries.load(Ordering::Relaxed)
+    }
+
+    /// Open questions answered so far.
+    pub fn open_queries(&self) -> u64 {
+        self.open_queries.load(Ordering::Relaxed)
     }
 
     pub fn faults(&self) -> u64 {
@@ -170,6 +215,20 @@ impl Simulator {
     /// The answer to one SOAP message: HTTP status and envelope.
     pub fn answer(&self, body: &[u8]) -> (u16, String) {
         match xacml::parse_query(body) {
+            Ok(q) if q.open => {
+                self.open_queries.fetch_add(1, Ordering::Relaxed);
+                let holders = self.table.locate(&q);
+                tracing::info!(query = %q.id, holders = ?holders, "mitz-sim: open question");
+                let envelope = xacml::open_response_envelope(
+                    &q,
+                    &holders,
+                    "urn:beeldbrug:mitz-sim",
+                    &crate::clock::now_rfc3339(),
+                    &super::new_id(),
+                    &super::new_id(),
+                );
+                (200, envelope)
+            }
             Ok(q) => {
                 let decision = self.table.decide(&q);
                 tracing::info!(query = %q.id, %decision, "mitz-sim");
@@ -206,7 +265,11 @@ impl Simulator {
         };
         const SOAP: &str = "application/soap+xml; charset=utf-8";
         if req.method() == Method::GET && req.uri().path() == "/stats" {
-            let stats = serde_json::json!({"queries": self.queries(), "faults": self.faults()});
+            let stats = serde_json::json!({
+                "queries": self.queries(),
+                "open_queries": self.open_queries(),
+                "faults": self.faults(),
+            });
             return reply(200, "application/json", stats.to_string());
         }
         if req.method() != Method::POST {
@@ -398,6 +461,75 @@ decision = "Permit"
             d("123456782", "00000001", "TREATMENT"),
             ConsentDecision::NotApplicable
         );
+    }
+
+    #[test]
+    fn holders_decide_closed_and_open_questions() {
+        let table = ConsentTable::from_toml(
+            r#"
+[[consent]]
+bsn = "999999990"
+holder_ura = "22220000"
+decision = "Permit"
+
+[[consent]]
+bsn = "999999990"
+holder_ura = "33330000"
+decision = "Deny"
+
+[[consent]]
+bsn = "999999990"
+holder_ura = "33330000"
+requester_ura = "00000001"
+decision = "Permit"
+
+[[consent]]
+bsn = "123456782"
+decision = "Permit"
+"#,
+        )
+        .unwrap();
+        let held_by = |holder: &str, ura: &str| xacml::Question {
+            custodian_ura: holder.into(),
+            ..question("999999990", ura, "TREATMENT")
+        };
+        assert_eq!(
+            table.decide(&held_by("33330000", "00000002")),
+            ConsentDecision::Deny
+        );
+        assert_eq!(
+            table.decide(&held_by("33330000", "00000001")),
+            ConsentDecision::Permit
+        );
+        assert_eq!(
+            table.decide(&held_by("", "00000002")),
+            ConsentDecision::NotApplicable,
+            "rows naming a holder do not answer a question without one"
+        );
+        let open = |bsn: &str, ura: &str| xacml::Question {
+            open: true,
+            ..question(bsn, ura, "TREATMENT")
+        };
+        assert_eq!(
+            table.locate(&open("999999990", "00000002")),
+            [
+                ("22220000".to_string(), ConsentDecision::Permit),
+                ("33330000".to_string(), ConsentDecision::Deny)
+            ]
+        );
+        assert!(
+            table.locate(&open("123456782", "00000002")).is_empty(),
+            "no row names a holder"
+        );
+        let sim = Simulator::new(table);
+        let q = open("999999990", "00000001");
+        let (status, body) = sim.answer(xacml::query_envelope(&q, "t", "t", "d").as_bytes());
+        assert_eq!(status, 200);
+        assert_eq!(
+            xacml::parse_open_response(body.as_bytes(), Some(&q.id)).unwrap(),
+            ["22220000", "33330000"]
+        );
+        assert_eq!((sim.queries(), sim.open_queries()), (0, 1));
     }
 
     #[test]

@@ -54,6 +54,11 @@ const ATTR_FACILITY_TYPE: &str =
     "urn:ihe:iti:appc:2016:document-entry:healthcare-facility-type-code";
 const ATTR_AUTHOR_INSTITUTION: &str = "urn:ihe:iti:appc:2016:author-institution:id";
 const ATTR_PURPOSE: &str = "urn:oasis:names:tc:xspa:1.0:subject:purposeofuse";
+/// The scope of a resource request (XACML 2.0 multiple resource profile §2.1.1):
+/// `Descendants` asks one decision per resource under the patient, here per data holder.
+const ATTR_SCOPE: &str = "urn:oasis:names:tc:xacml:2.0:resource:scope";
+const SCOPE_DESCENDANTS: &str = "Descendants";
+const TYPE_STRING: &str = "http://www.w3.org/2001/XMLSchema#string";
 const TYPE_II: &str = "urn:hl7-org:v3#II";
 const TYPE_CV: &str = "urn:hl7-org:v3#CV";
 
@@ -127,9 +132,16 @@ impl XacmlError {
     }
 }
 
-/// The closed question: may the requester see data of this patient, held by us?
+/// The closed question: may the requester see data of this patient, held by us? Or, with
+/// `open`, the open question: where (at which data holders) may the requester find data of
+/// this patient (REFERENCE §2)? The open question is the closed one without a data holder
+/// and with the resource scope `Descendants` (XACML 2.0 multiple resource profile §2.1.1):
+/// its answer carries one `Result` per data holder, named by its URA in `ResourceId`
+/// (XACML 2.0 core §6.10).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Question {
+    /// The open question (where), not the closed one (may).
+    pub open: bool,
     /// SAML request ID (an NCName), echoed as `InResponseTo`.
     pub id: String,
     /// WS-Addressing MessageID, echoed as `RelatesTo`.
@@ -187,7 +199,12 @@ pub fn query_envelope(
     if !q.facility_type.is_empty() {
         resource.push_str(&cv(ATTR_FACILITY_TYPE, &q.facility_type, OID_FACILITY_TYPE));
     }
-    if !q.custodian_ura.is_empty() {
+    if q.open {
+        resource.push_str(&format!(
+            "<xacml-context:Attribute AttributeId=\"{ATTR_SCOPE}\" DataType=\"{TYPE_STRING}\">\
+<xacml-context:AttributeValue>{SCOPE_DESCENDANTS}</xacml-context:AttributeValue></xacml-context:Attribute>"
+        ));
+    } else if !q.custodian_ura.is_empty() {
         resource.push_str(&ii(ATTR_AUTHOR_INSTITUTION, OID_URA, &q.custodian_ura));
     }
     let environment = cv(ATTR_PURPOSE, &q.purpose_of_use, OID_PURPOSE_OF_USE);
@@ -232,11 +249,71 @@ pub fn response_envelope(
     response_id: &str,
     assertion_id: &str,
 ) -> String {
+    let results = result_xml(None, decision);
+    envelope_of_results(
+        q,
+        &results,
+        issuer,
+        issue_instant,
+        response_id,
+        assertion_id,
+    )
+}
+
+/// The answer to the open question: one `Result` per data holder (its URA as `ResourceId`)
+/// with the decision for that holder. No holder at all: one `NotApplicable` without a
+/// `ResourceId` (a context Response has at least one Result, XACML 2.0 core §6.9).
+pub fn open_response_envelope(
+    q: &Question,
+    holders: &[(String, ConsentDecision)],
+    issuer: &str,
+    issue_instant: &str,
+    response_id: &str,
+    assertion_id: &str,
+) -> String {
+    let results: String = if holders.is_empty() {
+        result_xml(None, ConsentDecision::NotApplicable)
+    } else {
+        holders
+            .iter()
+            .map(|(ura, decision)| result_xml(Some(ura), *decision))
+            .collect()
+    };
+    envelope_of_results(
+        q,
+        &results,
+        issuer,
+        issue_instant,
+        response_id,
+        assertion_id,
+    )
+}
+
+fn result_xml(resource_id: Option<&str>, decision: ConsentDecision) -> String {
     let status = if decision == ConsentDecision::Indeterminate {
         XACML_STATUS_ERROR
     } else {
         XACML_STATUS_OK
     };
+    let resource_id = resource_id
+        .map(|id| format!(" ResourceId=\"{}\"", escape(id)))
+        .unwrap_or_default();
+    format!(
+        "<xacml-context:Result{resource_id}>\n<xacml-context:Decision>{}</xacml-context:Decision>\n\
+<xacml-context:Status><xacml-context:StatusCode Value=\"{status}\"/></xacml-context:Status>\n\
+</xacml-context:Result>\n",
+        decision.as_str()
+    )
+}
+
+fn envelope_of_results(
+    q: &Question,
+    results: &str,
+    issuer: &str,
+    issue_instant: &str,
+    response_id: &str,
+    assertion_id: &str,
+) -> String {
     let relates_to = if q.message_id.is_empty() {
         String::new()
     } else {
@@ -256,11 +333,7 @@ pub fn response_envelope(
 <saml:Issuer>{issuer}</saml:Issuer>
 <saml:Statement xmlns:xsi="{XSI}" xmlns:xacml-saml="{XACML_SAML}" xsi:type="xacml-saml:XACMLAuthzDecisionStatementType">
 <xacml-context:Response xmlns:xacml-context="{XACML_CONTEXT}">
-<xacml-context:Result>
-<xacml-context:Decision>{decision}</xacml-context:Decision>
-<xacml-context:Status><xacml-context:StatusCode Value="{status}"/></xacml-context:Status>
-</xacml-context:Result>
-</xacml-context:Response>
+{results}</xacml-context:Response>
 </saml:Statement>
 </saml:Assertion>
 </samlp:Response>
@@ -272,7 +345,6 @@ pub fn response_envelope(
         in_response_to = escape(&q.id),
         issue_instant = escape(issue_instant),
         issuer = escape(issuer),
-        decision = decision.as_str(),
     )
 }
 
@@ -331,6 +403,45 @@ fn body(root: &Element) -> Result<&Element, XacmlError> {
 /// Read an answer: the decision, or why there is none. `asked` is the query's ID; an answer
 /// that names another one is refused (SAML core §3.2.2 `InResponseTo`).
 pub fn parse_response(xml: &[u8], asked: Option<&str>) -> Result<ConsentDecision, XacmlError> {
+    let mut combined: Option<ConsentDecision> = None;
+    for (_, d) in parse_results(xml, asked)? {
+        combined = Some(match combined {
+            None => d,
+            Some(c) => c.stricter(d),
+        });
+    }
+    combined.ok_or(XacmlError::NoDecision)
+}
+
+/// Read the answer to the open question: the data holders (URAs, in the order given, each
+/// once) whose `Result` is Permit. A Result without a `ResourceId` names no holder; a holder
+/// named twice counts with its strictest decision.
+pub fn parse_open_response(xml: &[u8], asked: Option<&str>) -> Result<Vec<String>, XacmlError> {
+    let results = parse_results(xml, asked)?;
+    let mut holders: Vec<(String, ConsentDecision)> = Vec::new();
+    for (id, d) in results {
+        let Some(id) = id.filter(|id| !id.is_empty()) else {
+            continue;
+        };
+        match holders.iter_mut().find(|(h, _)| *h == id) {
+            Some((_, seen)) => *seen = seen.stricter(d),
+            None => holders.push((id, d)),
+        }
+    }
+    Ok(holders
+        .into_iter()
+        .filter(|(_, d)| *d == ConsentDecision::Permit)
+        .map(|(h, _)| h)
+        .collect())
+}
+
+/// Every Result of every XACML context Response in the body (inside the assertion's
+/// statement, either as `xacml-saml:XACMLAuthzDecisionStatement` or as `saml:Statement
+/// xsi:type="…XACMLAuthzDecisionStatementType"`, or bare): its `ResourceId` and decision.
+fn parse_results(
+    xml: &[u8],
+    asked: Option<&str>,
+) -> Result<Vec<(Option<String>, ConsentDecision)>, XacmlError> {
     let root = xml::parse(xml)?;
     let body = body(&root)?;
     if let Some(response) = body.child(SAMLP, "Response") {
@@ -352,14 +463,11 @@ pub fn parse_response(xml: &[u8], asked: Option<&str>) -> Result<ConsentDecision
             }
         }
     }
-    // The decision of every Result of every XACML context Response in the body: inside the
-    // assertion's statement (either as `xacml-saml:XACMLAuthzDecisionStatement` or as
-    // `saml:Statement xsi:type="…XACMLAuthzDecisionStatementType"`), or bare.
-    let results = body
+    let mut out = Vec::new();
+    for result in body
         .descendants()
-        .filter(|e| e.is(XACML_CONTEXT, "Result") || e.is(XACML3, "Result"));
-    let mut combined: Option<ConsentDecision> = None;
-    for result in results {
+        .filter(|e| e.is(XACML_CONTEXT, "Result") || e.is(XACML3, "Result"))
+    {
         let ns = result.ns.as_deref().unwrap_or_default();
         let Some(decision) = result.child(ns, "Decision") else {
             return Err(XacmlError::NoDecision);
@@ -367,12 +475,12 @@ pub fn parse_response(xml: &[u8], asked: Option<&str>) -> Result<ConsentDecision
         let d = ConsentDecision::parse(decision.trimmed()).ok_or_else(|| {
             XacmlError::BadDecision(decision.trimmed().chars().take(40).collect())
         })?;
-        combined = Some(match combined {
-            None => d,
-            Some(c) => c.stricter(d),
-        });
+        out.push((result.attr("ResourceId").map(|id| id.trim().to_string()), d));
     }
-    combined.ok_or(XacmlError::NoDecision)
+    if out.is_empty() {
+        return Err(XacmlError::NoDecision);
+    }
+    Ok(out)
 }
 
 fn attribute_value<'a>(section: &'a Element, ids: &[&str]) -> Option<&'a Element> {
@@ -449,7 +557,11 @@ pub fn parse_query(xml: &[u8]) -> Result<Question, XacmlError> {
     if requester_ura.is_empty() {
         return Err(XacmlError::BadQuery("no provider-institution".into()));
     }
+    let open = resource
+        .and_then(|r| attribute_value(r, &[ATTR_SCOPE]))
+        .is_some_and(|v| matches!(v.trimmed(), "Descendants" | "Children"));
     Ok(Question {
+        open,
         id: id.to_string(),
         message_id,
         bsn,
@@ -468,6 +580,7 @@ mod tests {
 
     fn question() -> Question {
         Question {
+            open: false,
             id: "_q1".into(),
             message_id: "urn:uuid:0b6c3c8e-2a0f-4f55-9d35-3b8d1b1f2a10".into(),
             bsn: "999999990".into(),
@@ -478,6 +591,41 @@ mod tests {
             facility_type: "Z3".into(),
             custodian_ura: "00000659".into(),
         }
+    }
+
+    #[test]
+    fn open_question_round_trips() {
+        let q = Question {
+            open: true,
+            custodian_ura: String::new(),
+            ..question()
+        };
+        let xml = query_envelope(&q, "urn:issuer", "2026-12-05T10:00:00Z", "http://mitz/");
+        assert!(
+            !xml.contains(ATTR_AUTHOR_INSTITUTION),
+            "no data holder named"
+        );
+        assert_eq!(parse_query(xml.as_bytes()).unwrap(), q);
+        let holders = [
+            ("22220000".to_string(), ConsentDecision::Permit),
+            ("33330000".to_string(), ConsentDecision::Deny),
+            ("44440000".to_string(), ConsentDecision::Permit),
+            ("44440000".to_string(), ConsentDecision::Indeterminate),
+        ];
+        let answer = open_response_envelope(&q, &holders, "sim", "t", "_r", "_a");
+        assert_eq!(
+            parse_open_response(answer.as_bytes(), Some("_q1")).unwrap(),
+            ["22220000"],
+            "Permit only, a holder with any stricter result left out"
+        );
+        let none = open_response_envelope(&q, &[], "sim", "t", "_r", "_a");
+        assert!(parse_open_response(none.as_bytes(), Some("_q1"))
+            .unwrap()
+            .is_empty());
+        assert!(matches!(
+            parse_open_response(answer.as_bytes(), Some("_other")),
+            Err(XacmlError::InResponseTo { .. })
+        ));
     }
 
     #[test]

@@ -1,0 +1,296 @@
+#!/usr/bin/env bash
+# XCA-I benchmark (issue 15): one CT study (default 2000 slices, ~1.05 GB) held only by
+# hospital B's Orthanc, brought into hospital A's Orthanc in one run
+#   1. directly: DCMTK movescu asks B's Orthanc to C-MOVE it to A's Orthanc (the baseline);
+#   2. through both gateways: movescu (as A's workstation, a local user with UZI, role and
+#      purpose of use) asks gateway A to C-MOVE it to A's Orthanc; A fetches the manifest
+#      (ITI-39) and the instances (RAD-75) from gateway B over mutual TLS with an XUA
+#      assertion, and passes each instance on by C-STORE as it arrives; B streams them from
+#      its Orthanc (C-GET, cache miss: B is started afresh for every run, so is A).
+# 1 and 2 alternate, REPS runs each; medians. Per run: the total time of movescu, the time
+# from the C-MOVE request to the first instance in A's Orthanc (its /statistics polled every
+# 20 ms), and for 2 the peak RSS (VmHWM) of each gateway above its RSS just before the
+# C-MOVE (after the C-FIND that located the study). A's Orthanc starts empty every run.
+#
+# Usage: unshare -n bash -c 'ip link set lo up; benches/xca.sh'   (fixed ports on loopback)
+# Environment (defaults in brackets):
+#   BENCH_DIR [/tmp/beeldbrug-xca-bench]  inputs, B's Orthanc store (kept), runs, logs
+#   CT_SLICES [2000]  slices of the CT study (512x512x16 bit, ~0.5 MB each)
+#   REPS [3]          runs of 1 and 2 each
+#   BB_BIN            a beeldbrug binary to test instead of a release build of this checkout
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+HOST=127.0.0.1
+# shellcheck source=benches/lib.sh
+. "$ROOT/benches/lib.sh"
+
+BENCH_DIR=${BENCH_DIR:-/tmp/beeldbrug-xca-bench}
+CT_SLICES=${CT_SLICES:-2000}
+REPS=${REPS:-3}
+ORTHANC=${ORTHANC:-$(command -v Orthanc || echo /usr/sbin/Orthanc)}
+export PATH=/usr/bin:$PATH   # DCMTK's tools, not pynetdicom's of the same names
+PDU=131072
+A_DIMSE=11440 A_HTTP=11441 B_DIMSE=11442 B_HTTP=11443 MITZ=11444
+OA_DIMSE=11445 OA_HTTP=11446 OB_DIMSE=11447 OB_HTTP=11448
+BSN_OID=2.16.840.1.113883.2.4.6.3
+
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+kib() { awk -v k="$1" '/^'"$1"':/ { print $2 }' "/proc/$2/status"; }
+
+mkdir -p "$BENCH_DIR"
+prepare_beeldbrug
+
+# --- the study (generate writes valid BSNs as Patient IDs) -------------------------------------
+CT_DIR=$BENCH_DIR/input-ct-$CT_SLICES
+if [ ! -f "$CT_DIR.complete" ]; then
+    log "generating $CT_DIR"
+    rm -rf "$CT_DIR"
+    "$BB" generate -o "$CT_DIR" --seed 1 --patients 1 --ct-slices "$CT_SLICES" --mr-slices 0 >/dev/null
+    touch "$CT_DIR.complete"
+fi
+N=$(find "$CT_DIR" -type f -name '*.dcm' | wc -l)
+BYTES=$(find "$CT_DIR" -type f -name '*.dcm' -printf '%s\n' | awk '{ s += $1 } END { print s }')
+MB=$(awk -v b="$BYTES" 'BEGIN { printf "%.1f", b / 1e6 }')
+BSN=$(find "$CT_DIR" -mindepth 1 -maxdepth 1 -type d -printf '%f\n' -quit)
+STUDY=$(find "$CT_DIR" -mindepth 2 -maxdepth 2 -type d -printf '%f\n' -quit)
+
+# --- certificates, participants, consent --------------------------------------------------------
+P=$BENCH_DIR/pki
+if [ ! -f "$P/.complete" ]; then
+    rm -rf "$P" && mkdir -p "$P"
+    (
+        cd "$P"
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+            -subj "/CN=xca bench CA" -keyout ca-key.pem -out ca.pem \
+            -addext basicConstraints=critical,CA:TRUE -addext keyUsage=keyCertSign,cRLSign
+        for gw in a b; do
+            openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=gateway-$gw" \
+                -keyout $gw-key.pem -out $gw.csr
+            openssl x509 -req -in $gw.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 30 \
+                -out $gw.pem -extfile <(printf "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n")
+        done
+        openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=xua gateway-a" \
+            -keyout xua-a-key.pem -out xua-a.pem
+    ) 2>/dev/null
+    touch "$P/.complete"
+fi
+fp() { openssl x509 -in "$1" -noout -fingerprint -sha256 | cut -d= -f2; }
+cat >"$BENCH_DIR/participants-a.toml" <<EOF
+[[participant]]
+name = "GtK B"
+ura = "22220000"
+home_community_id = "urn:oid:1.2.3.4.5.22"
+certificate_sha256 = "$(fp "$P/b.pem")"
+query_url = "https://$HOST:$B_HTTP/xca/query"
+retrieve_url = "https://$HOST:$B_HTTP/xca/retrieve"
+EOF
+cat >"$BENCH_DIR/participants-b.toml" <<EOF
+[[participant]]
+name = "GtK A"
+ura = "11110000"
+home_community_id = "urn:oid:1.2.3.4.5.21"
+certificate_sha256 = "$(fp "$P/a.pem")"
+EOF
+printf '[[consent]]\nbsn = "%s"\ndecision = "Permit"\n' "$BSN" >"$BENCH_DIR/consents.toml"
+"$BB" mitz-sim --listen "$HOST:$MITZ" --consents "$BENCH_DIR/consents.toml" >"$BENCH_DIR/mitz.log" 2>&1 &
+PIDS+=($!)
+
+# --- Orthanc B (loaded once, kept) and Orthanc A (empty every run) ------------------------------
+# start_orthanc NAME DIMSE HTTP: sets OPID
+start_orthanc() {
+    local dir=$BENCH_DIR/orthanc-$1
+    mkdir -p "$dir"
+    cat >"$dir/orthanc.json" <<EOF
+{
+  "Name": "xca-bench-$1", "StorageDirectory": "$dir/storage", "IndexDirectory": "$dir/storage",
+  "Plugins": [], "HttpPort": $3, "RemoteAccessAllowed": false, "AuthenticationEnabled": false,
+  "DicomAet": "ORTHANC$1", "DicomPort": $2, "DicomCheckCalledAet": false,
+  "DicomAlwaysAllowEcho": true, "DicomAlwaysAllowStore": true, "DicomAlwaysAllowFind": true,
+  "DicomAlwaysAllowGet": true, "DicomAlwaysAllowMove": true,
+  "DicomModalities": { "ORTHANCA": ["ORTHANCA", "$HOST", $OA_DIMSE] },
+  "MaximumPduLength": $PDU, "SyncStorageArea": false, "SaveJobs": false
+}
+EOF
+    TCP_NODELAY=1 "$ORTHANC" "$dir/orthanc.json" >>"$dir/orthanc.log" 2>&1 &
+    OPID=$!
+    PIDS+=("$OPID")
+    wait_ready "ORTHANC$1" "$2" "http://$HOST:$3/system" "$OPID" "$dir/orthanc.log"
+}
+count() { curl -sf "http://$HOST:$1/statistics" | sed -n 's/.*"CountInstances" *: *\([0-9]*\).*/\1/p'; }
+
+if [ ! -f "$BENCH_DIR/orthanc-B.complete" ]; then
+    rm -rf "$BENCH_DIR/orthanc-B"
+    start_orthanc B $OB_DIMSE $OB_HTTP
+    log "loading the study ($N instances, $MB MB) into Orthanc B"
+    /usr/bin/storescu -aet BENCH -aec ORTHANCB --max-pdu "$PDU" +sd +r +sp "*.dcm" "$HOST" $OB_DIMSE "$CT_DIR" \
+        >"$BENCH_DIR/storescu.log" 2>&1 || die "storescu to Orthanc B failed"
+    [ "$(count $OB_HTTP)" = "$N" ] || die "Orthanc B holds $(count $OB_HTTP) of $N"
+    stop "$OPID"
+    touch "$BENCH_DIR/orthanc-B.complete"
+fi
+start_orthanc B $OB_DIMSE $OB_HTTP
+
+# --- the gateways (fresh data dirs every run) -----------------------------------------------
+gateway_toml() { # NAME: the configuration of gateway A or B
+    local d=$BENCH_DIR/run/$1
+    if [ "$1" = a ]; then cat <<EOF
+[dimse]
+listen = "$HOST:$A_DIMSE"
+[[dimse.peers]]
+ae_title = "WORKSTATION"
+host = "$HOST"
+port = 1
+organisation_ura = "11110000"
+role = "01.015"
+purpose_of_use = "TREAT"
+uzi = "900012345"
+[[dimse.peers]]
+ae_title = "ORTHANCA"
+host = "$HOST"
+port = $OA_DIMSE
+[http]
+listen = "$HOST:$A_HTTP"
+[storage]
+data_dir = "$d"
+[tls]
+cert_file = "$P/a.pem"
+key_file = "$P/a-key.pem"
+client_ca_file = "$P/ca.pem"
+[trust]
+participants_file = "$BENCH_DIR/participants-a.toml"
+own_ura = "11110000"
+[trust.saml]
+issuer = "https://xua.gateway-a.test"
+signing_cert_file = "$P/xua-a.pem"
+signing_key_file = "$P/xua-a-key.pem"
+[remote]
+enabled = true
+timeout_secs = 30
+EOF
+    else cat <<EOF
+[dimse]
+listen = "$HOST:$B_DIMSE"
+[http]
+listen = "$HOST:$B_HTTP"
+[storage]
+data_dir = "$d"
+[tls]
+cert_file = "$P/b.pem"
+key_file = "$P/b-key.pem"
+client_ca_file = "$P/ca.pem"
+[trust]
+participants_file = "$BENCH_DIR/participants-b.toml"
+own_ura = "22220000"
+[[trust.saml.trusted_issuers]]
+issuer = "https://xua.gateway-a.test"
+cert_file = "$P/xua-a.pem"
+gateways = ["GtK A"]
+[trust.consent]
+url = "http://$HOST:$MITZ/"
+purposes = ["TREAT"]
+[xds]
+enabled = true
+home_community_id = "urn:oid:1.2.3.4.5.22"
+repository_unique_id = "1.2.3.4.5.22.1"
+source_id = "1.2.3.4.5.22.2"
+organisation_name = "Ziekenhuis B"
+[pacs]
+ae_title = "ORTHANCB"
+host = "$HOST"
+port = $OB_DIMSE
+retrieve = "c-get"
+probe_at_start = false
+EOF
+    fi
+}
+start_gateway() { # NAME: sets GPID
+    local d=$BENCH_DIR/run/$1
+    rm -rf "$d" && mkdir -p "$d"
+    gateway_toml "$1" >"$BENCH_DIR/run/$1.toml"
+    RUST_LOG=warn "$BB" serve --config "$BENCH_DIR/run/$1.toml" >"$BENCH_DIR/run/$1.log" 2>&1 &
+    GPID=$!
+    PIDS+=("$GPID")
+    local port=$A_DIMSE
+    [ "$1" = b ] && port=$B_DIMSE
+    wait_ready BEELDBRUG "$port" "" "$GPID" "$BENCH_DIR/run/$1.log"
+}
+
+# first_instance T0: seconds from T0 until Orthanc A holds an instance (polled every 20 ms)
+watch_first() {
+    local t0=$1
+    while [ "$(count $OA_HTTP)" = 0 ]; do sleep 0.02; done
+    since "$t0" >"$BENCH_DIR/first"
+}
+
+run_direct() {
+    rm -rf "$BENCH_DIR/orthanc-A"
+    start_orthanc A $OA_DIMSE $OA_HTTP
+    local t0
+    t0=$(now)
+    watch_first "$t0" &
+    local watcher=$!
+    /usr/bin/movescu -S -aet BENCH -aec ORTHANCB -aem ORTHANCA --max-pdu $PDU -to 60 -td 600 \
+        -k QueryRetrieveLevel=STUDY -k StudyInstanceUID="$STUDY" "$HOST" $OB_DIMSE >"$BENCH_DIR/movescu-direct.log" 2>&1
+    local total
+    total=$(since "$t0")
+    wait "$watcher"
+    [ "$(count $OA_HTTP)" = "$N" ] || die "direct: Orthanc A holds $(count $OA_HTTP) of $N"
+    echo "$total $(cat "$BENCH_DIR/first")" >>"$BENCH_DIR/direct.txt"
+    log "direct: $total s, first instance after $(cat "$BENCH_DIR/first") s"
+    stop "$OPID"
+}
+
+run_gateways() {
+    rm -rf "$BENCH_DIR/orthanc-A"
+    start_orthanc A $OA_DIMSE $OA_HTTP
+    start_gateway b
+    local bpid=$GPID
+    start_gateway a
+    local apid=$GPID
+    # Locate the study through A (B publishes it from its Orthanc on this first query).
+    /usr/bin/findscu -S -aet WORKSTATION -aec BEELDBRUG -k QueryRetrieveLevel=STUDY -k PatientID="$BSN" \
+        -k StudyInstanceUID "$HOST" $A_DIMSE >"$BENCH_DIR/findscu.log" 2>&1
+    grep -q "$STUDY" "$BENCH_DIR/findscu.log" 2>/dev/null || /usr/bin/findscu -v -S -aet WORKSTATION -aec BEELDBRUG \
+        -k QueryRetrieveLevel=STUDY -k PatientID="$BSN" -k StudyInstanceUID "$HOST" $A_DIMSE 2>&1 | grep -q "$STUDY" \
+        || die "A does not find B's study (logs: $BENCH_DIR/run)"
+    local a_idle b_idle
+    a_idle=$(kib VmRSS $apid)
+    b_idle=$(kib VmRSS $bpid)
+    local t0
+    t0=$(now)
+    watch_first "$t0" &
+    local watcher=$!
+    /usr/bin/movescu -S -aet WORKSTATION -aec BEELDBRUG -aem ORTHANCA -to 60 -td 600 \
+        -k QueryRetrieveLevel=STUDY -k StudyInstanceUID="$STUDY" "$HOST" $A_DIMSE >"$BENCH_DIR/movescu-gateways.log" 2>&1
+    local total
+    total=$(since "$t0")
+    wait "$watcher"
+    [ "$(count $OA_HTTP)" = "$N" ] || die "gateways: Orthanc A holds $(count $OA_HTTP) of $N"
+    local a_peak b_peak
+    a_peak=$(( ($(kib VmHWM $apid) - a_idle) / 1024 ))
+    b_peak=$(( ($(kib VmHWM $bpid) - b_idle) / 1024 ))
+    echo "$total $(cat "$BENCH_DIR/first") $a_peak $b_peak" >>"$BENCH_DIR/gateways.txt"
+    log "gateways: $total s, first instance after $(cat "$BENCH_DIR/first") s, RSS above idle A $a_peak MB, B $b_peak MB"
+    stop "$apid"
+    stop "$bpid"
+    stop "$OPID"
+}
+
+rm -f "$BENCH_DIR/direct.txt" "$BENCH_DIR/gateways.txt"
+log "study: $N instances, $MB MB; $REPS runs each, alternating"
+for i in $(seq 1 "$REPS"); do
+    run_direct
+    run_gateways
+done
+
+col() { awk -v c="$2" '{ print $c }' "$BENCH_DIR/$1.txt" | median; }
+D=$(col direct 1) G=$(col gateways 1)
+echo
+echo "beeldbrug $BB_VERSION; $N instances, $MB MB; medians of $REPS"
+printf '%-44s %8s %12s %10s %10s\n' "" "total s" "1st inst. s" "A RSS MB" "B RSS MB"
+printf '%-44s %8s %12s %10s %10s\n' "movescu: Orthanc B -> Orthanc A (direct)" "$D" "$(col direct 2)" "-" "-"
+printf '%-44s %8s %12s %10s %10s\n' "C-MOVE via A <- RAD-75/mTLS <- B <- C-GET" "$G" "$(col gateways 2)" "$(col gateways 3)" "$(col gateways 4)"
+awk -v g="$G" -v d="$D" 'BEGIN { printf "ratio gateways / direct: %.2f\n", g / d }'
