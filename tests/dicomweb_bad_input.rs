@@ -239,9 +239,10 @@ async fn unknown_uids_bad_queries_and_unacceptable_media() {
         "{:?}",
         r.headers
     );
-    // A transfer syntax that cannot be produced from the stored one: 406, never a wrong answer.
+    // A transfer syntax that cannot be produced from the stored one (lossy JPEG 2000: no
+    // encoder here): 406, never a wrong answer.
     let jp2 =
-        "multipart/related; type=\"application/dicom\"; transfer-syntax=1.2.840.10008.1.2.4.90";
+        "multipart/related; type=\"application/dicom\"; transfer-syntax=1.2.840.10008.1.2.4.91";
     let r = request(
         port,
         "GET",

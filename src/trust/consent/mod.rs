@@ -192,16 +192,9 @@ impl Consent {
             }
         };
         let question = xacml::Question {
-            open: false,
-            id: new_id(),
-            message_id: format!("urn:uuid:{}", new_uuid()),
-            bsn: request.bsn.trim().to_string(),
-            requester_ura: request.requester_ura.clone(),
-            provider_uzi: request.provider_uzi.clone(),
-            role: request.role.clone(),
-            purpose_of_use: request.purpose_of_use.clone(),
             facility_type: self.config.facility_type.clone(),
             custodian_ura: self.config.custodian_ura.clone(),
+            ..question_for(request, false)
         };
         let timeout = Duration::from_secs(self.config.timeout_secs.max(1));
         match endpoint.ask(&question, &self.config.issuer, timeout).await {
@@ -231,18 +224,7 @@ impl Consent {
         if request.bsn.trim().is_empty() {
             return Err("no BSN to ask for".into());
         }
-        let question = xacml::Question {
-            open: true,
-            id: new_id(),
-            message_id: format!("urn:uuid:{}", new_uuid()),
-            bsn: request.bsn.trim().to_string(),
-            requester_ura: request.requester_ura.clone(),
-            provider_uzi: request.provider_uzi.clone(),
-            role: request.role.clone(),
-            purpose_of_use: request.purpose_of_use.clone(),
-            facility_type: String::new(),
-            custodian_ura: String::new(),
-        };
+        let question = question_for(request, true);
         let timeout = Duration::from_secs(self.config.timeout_secs.max(1));
         endpoint
             .ask_open(&question, &self.config.issuer, timeout)
@@ -303,6 +285,24 @@ pub(crate) fn new_uuid() -> String {
         &h[16..20],
         &h[20..32]
     )
+}
+
+/// A question to Mitz about `request`'s patient, with fresh identifiers: the closed one
+/// (may this requester see the data here?) or the open one (where is there data?); the
+/// closed question's facility and custodian are filled in by the caller.
+fn question_for(request: &ConsentRequest, open: bool) -> xacml::Question {
+    xacml::Question {
+        open,
+        id: new_id(),
+        message_id: format!("urn:uuid:{}", new_uuid()),
+        bsn: request.bsn.trim().to_string(),
+        requester_ura: request.requester_ura.clone(),
+        provider_uzi: request.provider_uzi.clone(),
+        role: request.role.clone(),
+        purpose_of_use: request.purpose_of_use.clone(),
+        facility_type: String::new(),
+        custodian_ura: String::new(),
+    }
 }
 
 #[cfg(test)]

@@ -98,14 +98,19 @@ fn time_value(tag: u8, value: &[u8]) -> Option<i64> {
     Some(at.assume_utc().unix_timestamp())
 }
 
-/// A certificate's notBefore and notAfter, Unix seconds.
-pub fn validity(cert: &[u8]) -> Option<(i64, i64)> {
-    let (tag, certificate, _) = tlv(cert)?;
+/// The fields of the signed part of a certificate or CRL (RFC 5280 4.1, 5.1: a SEQUENCE
+/// whose first element is the tbsCertificate / tbsCertList SEQUENCE).
+fn to_be_signed(der: &[u8]) -> Option<&[u8]> {
+    let (tag, signed, _) = tlv(der)?;
     if tag != SEQUENCE {
         return None;
     }
-    let (_, tbs, _) = tlv(certificate)?;
-    let mut fields = tbs;
+    Some(tlv(signed)?.1)
+}
+
+/// A certificate's notBefore and notAfter, Unix seconds.
+pub fn validity(cert: &[u8]) -> Option<(i64, i64)> {
+    let mut fields = to_be_signed(cert)?;
     if fields.first() == Some(&0xa0) {
         fields = tlv(fields)?.2;
     }
@@ -124,12 +129,7 @@ pub fn validity(cert: &[u8]) -> Option<(i64, i64)> {
 
 /// A CRL's thisUpdate and nextUpdate (optional), Unix seconds.
 pub fn crl_updates(crl: &[u8]) -> Option<(i64, Option<i64>)> {
-    let (tag, list, _) = tlv(crl)?;
-    if tag != SEQUENCE {
-        return None;
-    }
-    let (_, tbs, _) = tlv(list)?;
-    let mut fields = tbs;
+    let mut fields = to_be_signed(crl)?;
     // version INTEGER is optional (v2 CRLs carry it).
     if fields.first() == Some(&0x02) {
         fields = tlv(fields)?.2;
