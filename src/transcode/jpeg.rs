@@ -30,6 +30,12 @@ pub(super) struct Huffman {
 }
 
 impl Huffman {
+    /// The symbol and code length for the next [`LOOKUP_BITS`] bits `index` (length 0: a
+    /// longer code).
+    pub(super) fn lookup(&self, index: usize) -> (u8, u8) {
+        self.lookup[index]
+    }
+
     pub(super) fn new(counts: &[u8; 16], values: &[u8]) -> Result<Huffman, String> {
         let total: usize = counts.iter().map(|&c| c as usize).sum();
         if total > 256 || values.len() < total {

@@ -16,7 +16,7 @@
 //! precision not matching Bits Allocated; a height defined by DNL.
 
 pub use super::jpeg::Frame;
-use super::jpeg::{be16, extend, segment_len, Bits, Huffman};
+use super::jpeg::{be16, extend, segment_len, Bits, Huffman, LOOKUP_BITS};
 
 /// Where the coefficient of zig-zag index k sits in the 8 x 8 block (T.81 figure A.6).
 const NATURAL: [usize; 64] = [
@@ -241,7 +241,7 @@ pub fn decode(data: &[u8], bytes: usize, out: &mut [u8]) -> Result<Option<Frame>
                     scan.push(ScanComponent {
                         index,
                         dc: table(&dc_tables, pair[1] >> 4)?,
-                        ac: table(&ac_tables, pair[1] & 0x0F)?,
+                        ac: Ac::new(table(&ac_tables, pair[1] & 0x0F)?),
                         quant: natural,
                     });
                 }
@@ -280,10 +280,40 @@ pub fn decode(data: &[u8], bytes: usize, out: &mut [u8]) -> Result<Option<Frame>
     }))
 }
 
+/// An AC Huffman table with the whole of a run/size symbol and its extra bits looked up at
+/// once when both fit in [`LOOKUP_BITS`] bits: value << 16 | RS << 8 | bits used (0: they do
+/// not, decode the symbol by itself).
+struct Ac<'a> {
+    table: &'a Huffman,
+    fast: Vec<i32>,
+}
+
+impl<'a> Ac<'a> {
+    fn new(table: &'a Huffman) -> Self {
+        let fast = (0..1usize << LOOKUP_BITS)
+            .map(|index| {
+                let (rs, len) = table.lookup(index);
+                let (len, s) = (len as u32, (rs & 0x0F) as u32);
+                if len == 0 || len + s > LOOKUP_BITS {
+                    return 0;
+                }
+                let value = if s == 0 {
+                    0
+                } else {
+                    let v = ((index as u32) >> (LOOKUP_BITS - len - s)) & ((1 << s) - 1);
+                    extend(v as i32, s)
+                };
+                value << 16 | (rs as i32) << 8 | (len + s) as i32
+            })
+            .collect();
+        Ac { table, fast }
+    }
+}
+
 struct ScanComponent<'a> {
     index: usize,
     dc: &'a Huffman,
-    ac: &'a Huffman,
+    ac: Ac<'a>,
     /// The quantization table in natural order.
     quant: [i32; 64],
 }
@@ -378,8 +408,18 @@ fn block(
     let mut k = 1usize;
     let mut any = false;
     while k < 64 {
-        let rs = bits.symbol(sc.ac)?;
-        let (r, s) = ((rs >> 4) as usize, (rs & 0x0F) as u32);
+        let entry = sc.ac.fast[bits.peek(LOOKUP_BITS) as usize];
+        let (rs, value) = if entry & 0xFF != 0 {
+            bits.consume((entry & 0xFF) as u32);
+            ((entry >> 8) as u8, entry >> 16)
+        } else {
+            let rs = bits.symbol(sc.ac.table)?;
+            let s = (rs & 0x0F) as u32;
+            let v = if s == 0 { 0 } else { bits.peek(s) as i32 };
+            bits.consume(s);
+            (rs, if s == 0 { 0 } else { extend(v, s) })
+        };
+        let (r, s) = ((rs >> 4) as usize, rs & 0x0F);
         if s == 0 {
             if r == 15 {
                 k += 16;
@@ -391,10 +431,8 @@ fn block(
         if k > 63 {
             return Err("AC coefficients past the block's end".into());
         }
-        let v = bits.peek(s) as i32;
-        bits.consume(s);
         let z = NATURAL[k];
-        coefficients[z] = extend(v, s).wrapping_mul(sc.quant[z]);
+        coefficients[z] = value.wrapping_mul(sc.quant[z]);
         any = true;
         k += 1;
     }
