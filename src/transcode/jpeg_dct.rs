@@ -583,7 +583,7 @@ mod tests {
         ];
         assert!(decode(&sof, 1, &mut out).is_err());
         // A size that does not fit the image.
-        assert!(decode(&sof, 1, &mut vec![0u8; 65]).is_err());
+        assert!(decode(&sof, 1, &mut [0u8; 65]).is_err());
         // Progressive: left to jpeg-decoder.
         let mut progressive = sof;
         progressive[3] = 0xC2;

@@ -154,6 +154,9 @@ fn frames(obj: &DefaultDicomObject) -> usize {
         .max(1) as usize
 }
 
+/// A frame decoder of ours: codestream, bytes per sample, the frame's bytes to fill.
+type FrameDecoder = fn(&[u8], usize, &mut [u8]) -> Result<Option<super::jpeg::Frame>, String>;
+
 /// Our JPEG decoders.
 #[derive(Clone, Copy)]
 enum Jpeg {
@@ -170,7 +173,7 @@ fn decode_jpeg(
     bytes: usize,
     which: Jpeg,
 ) -> Result<Option<Vec<u8>>, String> {
-    let (decode, name): (fn(&[u8], usize, &mut [u8]) -> _, _) = match which {
+    let (decode, name): (FrameDecoder, _) = match which {
         Jpeg::Lossless => (super::jpeg_lossless::decode, "JPEG lossless"),
         Jpeg::Dct => (super::jpeg_dct::decode, "JPEG"),
     };
