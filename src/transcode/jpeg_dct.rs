@@ -259,7 +259,18 @@ pub fn decode(data: &[u8], bytes: usize, out: &mut [u8]) -> Result<Option<Frame>
         for y in 0..geometry.height {
             let line = &component.plane[y * component.stride..][..width];
             let row = y * width * n;
-            if bytes == 2 {
+            if n == 1 && bytes == 2 {
+                for (o, &v) in out[2 * row..2 * (row + width)]
+                    .chunks_exact_mut(2)
+                    .zip(line)
+                {
+                    o.copy_from_slice(&v.to_le_bytes());
+                }
+            } else if n == 1 {
+                for (o, &v) in out[row..row + width].iter_mut().zip(line) {
+                    *o = v as u8;
+                }
+            } else if bytes == 2 {
                 for (x, &v) in line.iter().enumerate() {
                     let o = 2 * (row + x * n + c);
                     out[o..o + 2].copy_from_slice(&v.to_le_bytes());
