@@ -63,6 +63,29 @@ def main(out):
         for name, data in (("j2k-size", j2k), ("jpegls-size", jls), ("rle-offsets", rle)):
             with open(os.path.join(out, f"seed-lying-{name}"), "wb") as f:
                 f.write(bytes(data))
+        # Sequential DCT JPEG (our jpeg_dct decoder): DCMTK's 12-bit extended and 8-bit
+        # baseline, Pillow's with restart markers; whole, cut at half, the entropy-coded data
+        # garbled, a SOF announcing 65535 x 65535, a restart marker renumbered.
+        lossy = json.loads(subprocess.run([sys.executable, SCRIPT, "lossy", tmp], check=True, capture_output=True).stdout)
+        by_what = {e["what"]: e["encoded"] for e in lossy}
+        for name, what in (("jpeg-extended", "odd12 ee"), ("jpeg-baseline", "grey8 eb"), ("jpeg-restart", "grey8 restart")):
+            whole = bytearray(seed(by_what[what]))
+            sos = whole.index(b"\xff\xda", 4)
+            garbled = bytearray(whole)
+            for at in range(sos + 20, len(garbled) - 2, 7):
+                garbled[at] ^= 0x5A
+            lying = bytearray(whole)
+            sof = lying.index(b"\xff\xc0", 4) if b"\xff\xc0" in lying[4:] else lying.index(b"\xff\xc1", 4)
+            lying[sof + 5 : sof + 9] = struct.pack(">HH", 65535, 65535)
+            cases = [("", whole), ("truncated-", whole[: len(whole) // 2]), ("garbled-", garbled), ("lying-", lying)]
+            if b"\xff\xd1" in whole:
+                renumbered = bytearray(whole)
+                at = renumbered.index(b"\xff\xd1")
+                renumbered[at + 1] = 0xD5
+                cases.append(("restart-", renumbered))
+            for prefix, data in cases:
+                with open(os.path.join(out, f"seed-{prefix}{name}"), "wb") as f:
+                    f.write(bytes(data))
 
 
 if __name__ == "__main__":

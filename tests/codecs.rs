@@ -1134,3 +1134,72 @@ fn our_decoders_give_the_pixels_dcmtk_encoded() {
         }
     }
 }
+
+/// The sequential DCT JPEG decoder we wrote (JPEG Baseline and Extended, 8 and 12 bits)
+/// against encoders we did not (`codecs.py lossy`: DCMTK `dcmcjpeg +ee` and `+eb` of grey
+/// 12-bit, 8-bit, an odd size, three frames one fragment each and over 1 KB fragments, RGB
+/// kept RGB; Pillow's libjpeg with restart markers, wrapped by `img2dcm`): through the one
+/// decode entry each decodes to DCMTK `dcmdjpeg`'s pixels within +-1 per sample (the
+/// tolerance for IDCT rounding; both use IJG's islow arithmetic, so most are exact), and our
+/// decoder (not the `jpeg-decoder` fallback) takes DCMTK's streams. YCbCr (`+s4`) is left to
+/// `jpeg-decoder` (it converts colour); that path still decodes.
+#[test]
+fn our_jpeg_dct_decoder_gives_dcmtk_s_pixels() {
+    use beeldbrug::transcode::{jpeg_dct, transcode_file};
+    let dir = tempfile::tempdir().unwrap();
+    let out = python(&["lossy", dir.path().to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "test data: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let made: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(made.len(), 12);
+    const TOLERANCE: i32 = 1;
+    for variant in &made {
+        let what = field(variant, "what");
+        let encoded = Path::new(field(variant, "encoded"));
+        let decoded =
+            transcode_file(encoded, EXPLICIT_VR_LE).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let path = dir.path().join("decoded.dcm");
+        std::fs::write(&path, &decoded).unwrap();
+        let got = native_pixels(&path);
+        let want = native_pixels(Path::new(field(variant, "reference")));
+        assert_eq!(got.len(), want.len(), "{what}: size");
+        let wide = !what.contains('8');
+        let samples = |b: &[u8]| -> Vec<i32> {
+            if wide {
+                b.chunks_exact(2)
+                    .map(|p| u16::from_le_bytes([p[0], p[1]]) as i32)
+                    .collect()
+            } else {
+                b.iter().map(|&v| v as i32).collect()
+            }
+        };
+        let (got, want) = (samples(&got), samples(&want));
+        let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).max();
+        let differing = got.iter().zip(&want).filter(|(a, b)| a != b).count();
+        eprintln!(
+            "{what}: largest difference from dcmdjpeg {worst:?}, {differing} of {} samples differ",
+            got.len()
+        );
+        if variant["ours"] != true {
+            continue;
+        }
+        assert!(
+            worst.unwrap() <= TOLERANCE,
+            "{what}: differs from dcmdjpeg by {worst:?}"
+        );
+        let obj = dicom_object::open_file(encoded).unwrap();
+        let pixel_data = obj.element(dicom_dictionary_std::tags::PIXEL_DATA).unwrap();
+        let fragments = pixel_data.value().fragments().unwrap();
+        let frames = if what.starts_with("multi") { 3 } else { 1 };
+        if fragments.len() != frames {
+            continue;
+        }
+        let bytes = if wide { 2 } else { 1 };
+        let mut out = vec![0; got.len() * bytes / frames];
+        let ours = jpeg_dct::decode(&fragments[0], bytes, &mut out).unwrap();
+        assert!(ours.is_some(), "{what}: left to jpeg-decoder");
+    }
+}

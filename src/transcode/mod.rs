@@ -32,6 +32,8 @@ use std::path::Path;
 
 pub mod check;
 pub mod j2k;
+mod jpeg;
+pub mod jpeg_dct;
 pub mod jpeg_lossless;
 mod native;
 mod pixels;
@@ -41,6 +43,7 @@ pub const IMPLICIT_VR_LE: &str = "1.2.840.10008.1.2";
 pub const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
 pub const DEFLATED_EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1.99";
 pub const JPEG_BASELINE: &str = "1.2.840.10008.1.2.4.50";
+pub const JPEG_EXTENDED: &str = "1.2.840.10008.1.2.4.51";
 pub const JPEG_LOSSLESS: &str = "1.2.840.10008.1.2.4.57";
 pub const JPEG_LOSSLESS_SV1: &str = "1.2.840.10008.1.2.4.70";
 pub const JPEG_LS_LOSSLESS: &str = "1.2.840.10008.1.2.4.80";

@@ -5,7 +5,8 @@
 //! that as the Pixel Data value, which its writer then encodes one sample at a time; here
 //! the decoded bytes are the value (OW, little endian, as PS3.5 A.2 has it), written in one
 //! piece. RLE Lossless is decoded by our own [`super::rle`] decoder, JPEG lossless by our
-//! [`super::jpeg_lossless`] (what it leaves, and every other syntax, by the decoder
+//! [`super::jpeg_lossless`], JPEG Baseline and Extended by our [`super::jpeg_dct`] (which
+//! `jpeg-decoder` cannot do at 12 bits) (what they leave, and every other syntax, by the decoder
 //! dicom-rs registers).
 //!
 //! A Deflated Explicit VR LE data set (PS3.5 A.5) inflates to the Explicit VR LE data set
@@ -54,7 +55,13 @@ pub fn decode_in_place(
     let pixels = match stored {
         super::RLE_LOSSLESS => decode_rle(obj, rows * cols, samples, bytes)?,
         super::JPEG_LOSSLESS | super::JPEG_LOSSLESS_SV1 => {
-            match decode_jpeg_lossless(obj, frame_len, bytes)? {
+            match decode_jpeg(obj, frame_len, bytes, Jpeg::Lossless)? {
+                Some(pixels) => pixels,
+                None => decode_registered(obj, bytes)?,
+            }
+        }
+        super::JPEG_BASELINE | super::JPEG_EXTENDED => {
+            match decode_jpeg(obj, frame_len, bytes, Jpeg::Dct)? {
                 Some(pixels) => pixels,
                 None => decode_registered(obj, bytes)?,
             }
@@ -147,15 +154,29 @@ fn frames(obj: &DefaultDicomObject) -> usize {
         .max(1) as usize
 }
 
-/// Every frame of a JPEG lossless Pixel Data by our decoder: one fragment per frame, or
-/// the fragments joined and the frames one after the other (as dicom-rs reads them).
-/// `None`: a frame our decoder leaves to `jpeg-decoder`.
-fn decode_jpeg_lossless(
+/// A frame decoder of ours: codestream, bytes per sample, the frame's bytes to fill.
+type FrameDecoder = fn(&[u8], usize, &mut [u8]) -> Result<Option<super::jpeg::Frame>, String>;
+
+/// Our JPEG decoders.
+#[derive(Clone, Copy)]
+enum Jpeg {
+    Lossless,
+    Dct,
+}
+
+/// Every frame of a JPEG Pixel Data by our decoder: one fragment per frame, or the
+/// fragments joined and the frames one after the other (as dicom-rs reads them). `None`: a
+/// frame our decoder leaves to `jpeg-decoder`.
+fn decode_jpeg(
     obj: &DefaultDicomObject,
     frame_len: usize,
     bytes: usize,
+    which: Jpeg,
 ) -> Result<Option<Vec<u8>>, String> {
-    use super::jpeg_lossless::decode;
+    let (decode, name): (FrameDecoder, _) = match which {
+        Jpeg::Lossless => (super::jpeg_lossless::decode, "JPEG lossless"),
+        Jpeg::Dct => (super::jpeg_dct::decode, "JPEG"),
+    };
     let frames = frames(obj);
     let fragments = obj
         .element(tags::PIXEL_DATA)
@@ -163,7 +184,7 @@ fn decode_jpeg_lossless(
         .and_then(|e| e.value().fragments())
         .ok_or("no encapsulated Pixel Data")?;
     let mut out = vec![0u8; frame_len * frames];
-    let failed = |n: usize| move |e: String| format!("JPEG lossless frame {}: {e}", n + 1);
+    let failed = |n: usize| move |e: String| format!("{name} frame {}: {e}", n + 1);
     if fragments.len() == frames {
         for (n, (frame, fragment)) in out.chunks_exact_mut(frame_len).zip(fragments).enumerate() {
             if decode(fragment, bytes, frame).map_err(failed(n))?.is_none() {
@@ -179,7 +200,7 @@ fn decode_jpeg_lossless(
         at += joined[at..]
             .windows(2)
             .position(|w| w == [0xFF, 0xD8])
-            .ok_or_else(|| format!("JPEG lossless frame {}: missing", n + 1))?;
+            .ok_or_else(|| format!("{name} frame {}: missing", n + 1))?;
         match decode(&joined[at..], bytes, frame).map_err(failed(n))? {
             Some(decoded) => at += decoded.end,
             None => return Ok(None),

@@ -250,6 +250,75 @@ def variants(out):
     print(json.dumps(made))
 
 
+def lossy(out):
+    """The sequential DCT JPEG decoder we wrote against encoders we did not: DCMTK `dcmcjpeg
+    +ee` (JPEG Extended, 12-bit and 8-bit) and `+eb` (Baseline) of grey sources (12 bits
+    stored, an odd size, 8 bits, three frames one fragment each and over 1 KB fragments),
+    RGB kept RGB (`+cr`, interleaved three components) and YCbCr 4:4:4 (`+s4`, which our
+    decoder leaves to jpeg-decoder); Pillow (libjpeg) grey with a restart marker every three
+    blocks, wrapped by DCMTK `img2dcm`. The reference of each is DCMTK `dcmdjpeg`'s decoding
+    (IJG islow IDCT). Prints a JSON list of {"reference", "encoded", "what", "ours"}."""
+    from PIL import Image
+
+    made = []
+    sources = []
+    for name, rows, cols, frames, bits, stored, rgb in (
+        ("grey12", 64, 48, 1, 16, 12, False),
+        ("odd12", 29, 37, 1, 16, 12, False),
+        ("grey8", 48, 40, 1, 8, 8, False),
+        ("rgb8", 32, 40, 1, 8, 8, True),
+        ("multi12", 64, 64, 3, 16, 12, False),
+    ):
+        ds = source(generate_uid(), generate_uid(), 1, rows, cols, rows + cols)
+        rng = np.random.default_rng(rows * cols)
+        shape = (frames, rows, cols, 3) if rgb else (frames, rows, cols)
+        y, x = np.mgrid[0:rows, 0:cols]
+        if rgb:
+            y, x = y[..., None], x[..., None]
+        top = (1 << stored) - 1
+        pixels = (x * top // cols // 2 + y * top // rows // 3 + rng.integers(0, top // 8, size=shape)) % (top + 1)
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit = bits, stored, stored - 1
+        if frames > 1:
+            ds.NumberOfFrames = frames
+        if rgb:
+            ds.SamplesPerPixel = 3
+            ds.PhotometricInterpretation = "RGB"
+            ds.PlanarConfiguration = 0
+        del ds.WindowCenter, ds.WindowWidth
+        ds.PixelData = pixels.astype(np.uint16 if bits == 16 else np.uint8).tobytes()
+        src = f"{out}/lossy-{name}.dcm"
+        ds.save_as(src, enforce_file_format=True)
+        sources.append((name, src))
+    encoded = []
+    for name, src in sources:
+        if name == "grey8":
+            encodings = [("eb", ["+eb"]), ("ee", ["+ee"]), ("eb-q100", ["+eb", "+q", "100"])]
+        elif name == "rgb8":
+            encodings = [("eb-cr", ["+eb", "+cr"]), ("eb-s4", ["+eb", "+s4"])]
+        elif name == "multi12":
+            encodings = [("ee", ["+ee"]), ("ee-fs1", ["+ee", "+fs", "1"])]
+        else:
+            encodings = [("ee", ["+ee"]), ("ee-q100", ["+ee", "+q", "100"])]
+        for what, options in encodings:
+            enc = f"{out}/lossy-{name}-{what}.dcm"
+            subprocess.run(["dcmcjpeg"] + options + [src, enc], check=True)
+            encoded.append((f"{name} {what}", enc, what != "eb-s4"))
+    # Restart intervals: Pillow's libjpeg writes them, img2dcm wraps the JPEG as it is.
+    rng = np.random.default_rng(7)
+    y, x = np.mgrid[0:56, 0:72]
+    image = Image.fromarray(((x * 3 + y * 2 + rng.integers(0, 40, size=(56, 72))) % 256).astype(np.uint8), "L")
+    jpg = f"{out}/lossy-restart.jpg"
+    image.save(jpg, quality=85, restart_marker_blocks=3)
+    enc = f"{out}/lossy-grey8-restart.dcm"
+    subprocess.run(["img2dcm", "-i", "JPEG", jpg, enc], check=True)
+    encoded.append(("grey8 restart", enc, True))
+    for what, enc, ours in encoded:
+        ref = enc[:-4] + "-dcmdjpeg.dcm"
+        subprocess.run(["dcmdjpeg", enc, ref], check=True)
+        made.append({"reference": ref, "encoded": enc, "what": what, "ours": ours})
+    print(json.dumps(made))
+
+
 def study(out, syntax, megabytes, distinct=8, rows=512, cols=512):
     """A CT study for benches/codecs_study.sh: `distinct` slices of rows x cols (16 bits, 12
     stored, seeded noise as in `source`), encoded once (`j2k`: JPEG 2000 lossless by pydicom
@@ -294,4 +363,4 @@ def j2k(in_dir, out_dir):
 
 
 if __name__ == "__main__":
-    {"make": make, "broken": broken, "compare": compare, "bench": bench, "variants": variants, "study": study, "j2k": j2k}[sys.argv[1]](*sys.argv[2:])
+    {"make": make, "broken": broken, "compare": compare, "bench": bench, "variants": variants, "lossy": lossy, "study": study, "j2k": j2k}[sys.argv[1]](*sys.argv[2:])
