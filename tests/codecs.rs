@@ -1203,3 +1203,88 @@ fn our_jpeg_dct_decoder_gives_dcmtk_s_pixels() {
         assert!(ours.is_some(), "{what}: left to jpeg-decoder");
     }
 }
+
+/// 12-bit JPEG extended (`.4.51`, DCMTK `dcmcjpeg +ee`) stored by STOW-RS comes back through
+/// WADO-RS as decoded frames equal to DCMTK `dcmdjpeg`'s pixels (within the IDCT's ±1) and
+/// as a rendered PNG of its size: dicom-rs's JPEG decoder cannot read 12-bit DCT, ours can.
+#[tokio::test(flavor = "multi_thread")]
+async fn twelve_bit_jpeg_frames_and_rendered_through_wado_rs() {
+    use dicom_dictionary_std::tags;
+    let dir = tempfile::tempdir().unwrap();
+    let out = python(&["lossy", dir.path().to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "test data: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let made: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let twelve: Vec<&serde_json::Value> = made
+        .iter()
+        .filter(|v| ["grey12 ee", "odd12 ee", "multi12 ee"].contains(&field(v, "what")))
+        .collect();
+    assert_eq!(twelve.len(), 3);
+    let gw = Gateway::start("").await;
+    let files: Vec<&Path> = twelve
+        .iter()
+        .map(|v| Path::new(field(v, "encoded")))
+        .collect();
+    let stored = stow(gw.http_port, &files).await;
+    assert_eq!(stored.status, 200, "STOW-RS: {}", stored.text());
+    for variant in twelve {
+        let what = field(variant, "what");
+        let obj = dicom_object::open_file(field(variant, "encoded")).unwrap();
+        let text = |tag| {
+            obj.element(tag)
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .trim()
+                .to_string()
+        };
+        let number = |tag| obj.element(tag).unwrap().to_int::<u32>().unwrap();
+        assert_eq!(
+            obj.meta().transfer_syntax().trim_end_matches('\0'),
+            "1.2.840.10008.1.2.4.51"
+        );
+        let url = format!(
+            "/dicomweb/studies/{}/series/{}/instances/{}",
+            text(tags::STUDY_INSTANCE_UID),
+            text(tags::SERIES_INSTANCE_UID),
+            text(tags::SOP_INSTANCE_UID)
+        );
+        let (rows, columns) = (number(tags::ROWS), number(tags::COLUMNS));
+        let reference = native_pixels(Path::new(field(variant, "reference")));
+        let frame_len = (rows * columns * 2) as usize;
+        let frames = get(
+            gw.http_port,
+            &format!("{url}/frames/1"),
+            "multipart/related; type=\"application/octet-stream\"",
+        )
+        .await;
+        assert_eq!(frames.status, 200, "{what} frames: {}", frames.text());
+        let frame = multipart_parts(&frames).remove(0);
+        assert_eq!(frame.len(), frame_len, "{what}: frame size");
+        let worst = frame
+            .chunks_exact(2)
+            .zip(reference[..frame_len].chunks_exact(2))
+            .map(|(a, b)| {
+                (u16::from_le_bytes([a[0], a[1]]) as i32 - u16::from_le_bytes([b[0], b[1]]) as i32)
+                    .abs()
+            })
+            .max()
+            .unwrap();
+        assert!(
+            worst <= 1,
+            "{what}: frame 1 differs from dcmdjpeg by {worst}"
+        );
+        let rendered = get(gw.http_port, &format!("{url}/rendered"), "image/png").await;
+        assert_eq!(rendered.status, 200, "{what} rendered: {}", rendered.text());
+        let size = |at: usize| u32::from_be_bytes(rendered.body[at..at + 4].try_into().unwrap());
+        assert_eq!(
+            (size(16), size(20)),
+            (columns, rows),
+            "{what} rendered size"
+        );
+    }
+    gw.stop().await;
+}

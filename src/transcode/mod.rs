@@ -381,7 +381,23 @@ pub fn decode_frame(
     index: u32,
 ) -> Result<dicom_pixeldata::DecodedPixelData<'static>, String> {
     use dicom_pixeldata::PixelDecoder;
-    check::pixel_data(obj, obj.meta().transfer_syntax())?;
+    let stored = trim(obj.meta().transfer_syntax());
+    check::pixel_data(obj, stored)?;
+    if stored == JPEG_EXTENDED {
+        // dicom-rs's JPEG decoder (`jpeg-decoder`) has no 12-bit DCT: our decoder makes the
+        // instance native first (every frame; such instances hold one or a few).
+        let mut native = obj.clone();
+        let explicit = syntax(EXPLICIT_VR_LE).map_err(|e| e.to_string())?;
+        guarded(stored, || {
+            native::decode_in_place(&mut native, JPEG_EXTENDED, explicit)
+        })?;
+        return guarded("a frame", || {
+            native
+                .decode_pixel_data_frame(index)
+                .map(|d| d.to_owned())
+                .map_err(|e| e.to_string())
+        });
+    }
     guarded("a frame", || {
         obj.decode_pixel_data_frame(index)
             .map(|d| d.to_owned())
