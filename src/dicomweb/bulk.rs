@@ -144,6 +144,16 @@ pub async fn frames(
     let content_type = multipart::content_type(&boundary, &inner, None);
     let path = state.core.stored().local_file(&loc).path().to_path_buf();
     let detail = format!("frames {list} of one instance");
+    let decoded = match form {
+        FrameForm::Decoded => match decode_frames(&path, &numbers).await {
+            Ok(frames) => frames,
+            Err(problem) => {
+                ticket.finish("failure", problem.clone()).await;
+                return Err(WebError::NotAcceptable(problem));
+            }
+        },
+        FrameForm::AsStored { .. } => Vec::new(),
+    };
     tokio::spawn(async move {
         let result = match form {
             FrameForm::AsStored { .. } => {
@@ -156,7 +166,7 @@ pub async fn frames(
                 .unwrap_or_else(|e| Err(SendError::Failed(e.to_string())))
             }
             FrameForm::Decoded => {
-                let sent = match send_decoded_frames(&tx, &boundary, &path, &numbers).await {
+                let sent = match send_decoded_frames(&tx, &boundary, decoded).await {
                     Ok(()) => tx
                         .send(multipart::closing(&boundary))
                         .await
@@ -206,25 +216,32 @@ async fn plan_frames(
 }
 
 /// Decode compressed frames to native pixels (the whole instance is read: dicom-pixeldata
-/// decodes from a data set in memory).
-async fn send_decoded_frames(
-    tx: &BodySender,
-    boundary: &str,
-    path: &std::path::Path,
-    numbers: &[u32],
-) -> Result<(), SendError> {
+/// decodes from a data set in memory). Done before the response starts, so a frame that
+/// cannot be decoded is a 406 as for `/rendered`, not a stream cut short.
+async fn decode_frames(path: &std::path::Path, numbers: &[u32]) -> Result<Vec<Vec<u8>>, String> {
     let path = path.to_path_buf();
     let numbers = numbers.to_vec();
-    let frames = tokio::task::spawn_blocking(move || -> Result<Vec<Vec<u8>>, String> {
+    tokio::task::spawn_blocking(move || -> Result<Vec<Vec<u8>>, String> {
         let (obj, _) = open_stored(&path, Extent::Whole).map_err(|e| e.to_string())?;
         numbers
             .iter()
-            .map(|n| crate::transcode::decode_frame(&obj, n - 1).map(|d| d.data().to_vec()))
+            .map(|n| {
+                crate::transcode::decode_frame(&obj, n - 1)
+                    .map(|d| d.data().to_vec())
+                    .map_err(|e| format!("cannot decode frame {n}: {e}"))
+            })
             .collect()
     })
     .await
-    .map_err(|e| SendError::Failed(e.to_string()))?
-    .map_err(SendError::Failed)?;
+    .map_err(|e| e.to_string())?
+}
+
+/// Send decoded frames as parts.
+async fn send_decoded_frames(
+    tx: &BodySender,
+    boundary: &str,
+    frames: Vec<Vec<u8>>,
+) -> Result<(), SendError> {
     for frame in frames {
         tx.send(multipart::part_header(
             boundary,
