@@ -136,7 +136,9 @@ struct Tracked {
 /// version (so the indexed size tells versions apart too).
 fn version_bytes(base: &Path, v: u32) -> Vec<u8> {
     let mut obj = dicom_object::open_file(base).expect("open base file");
-    let comment = format!("version {v} {}", "x".repeat((v % 97) as usize));
+    // Never a trailing space: LT padding is insignificant and a sender may drop it (DCMTK
+    // storescu did, for every version that is a multiple of 97).
+    let comment = format!("version {v} {}", "x".repeat(1 + (v % 97) as usize));
     obj.put(DataElement::new(
         IMAGE_COMMENTS,
         VR::LT,
