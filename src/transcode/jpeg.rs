@@ -270,6 +270,19 @@ pub(super) fn extend(v: i32, n: u32) -> i32 {
     }
 }
 
+/// The marker at `at` (T.81 B.1.1.2: fill bytes 0xFF may precede it), `at` moved past it.
+pub(super) fn next_marker(data: &[u8], at: &mut usize) -> Result<u8, String> {
+    while data.get(*at) == Some(&0xFF) && data.get(*at + 1) == Some(&0xFF) {
+        *at += 1;
+    }
+    if data.get(*at) != Some(&0xFF) {
+        return Err("a marker expected".into());
+    }
+    let marker = *data.get(*at + 1).ok_or("the codestream ends before EOI")?;
+    *at += 2;
+    Ok(marker)
+}
+
 pub(super) fn be16(data: &[u8], at: usize) -> Result<usize, String> {
     data.get(at..at + 2)
         .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)

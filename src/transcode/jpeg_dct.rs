@@ -16,7 +16,7 @@
 //! precision not matching Bits Allocated; a height defined by DNL.
 
 pub use super::jpeg::Frame;
-use super::jpeg::{be16, extend, segment_len, Bits, Huffman, LOOKUP_BITS};
+use super::jpeg::{be16, extend, next_marker, segment_len, Bits, Huffman, LOOKUP_BITS};
 
 /// Where the coefficient of zig-zag index k sits in the 8 x 8 block (T.81 figure A.6).
 const NATURAL: [usize; 64] = [
@@ -63,14 +63,7 @@ pub fn decode(data: &[u8], bytes: usize, out: &mut [u8]) -> Result<Option<Frame>
         if at >= data.len() && frame.is_some() {
             break;
         }
-        while data.get(at) == Some(&0xFF) && data.get(at + 1) == Some(&0xFF) {
-            at += 1;
-        }
-        if data.get(at) != Some(&0xFF) {
-            return Err("a marker expected".into());
-        }
-        let marker = *data.get(at + 1).ok_or("the codestream ends before EOI")?;
-        at += 2;
+        let marker = next_marker(data, &mut at)?;
         match marker {
             0xD9 => break,
             0xC0 | 0xC1 => {

@@ -12,7 +12,7 @@
 //! here writes them to test against), a precision that does not match Bits Allocated.
 
 pub use super::jpeg::Frame;
-use super::jpeg::{be16, segment_len, Bits, Huffman};
+use super::jpeg::{be16, next_marker, segment_len, Bits, Huffman};
 
 /// Decode the JPEG lossless codestream at the start of `data` into `out`, which must be
 /// exactly the frame's size (`width * height * components` samples of `bytes` bytes).
@@ -31,16 +31,7 @@ pub fn decode(data: &[u8], bytes: usize, out: &mut [u8]) -> Result<Option<Frame>
             // Some encoders end the last scan without EOI.
             break;
         }
-        // Fill bytes 0xFF may precede a marker (T.81 B.1.1.2).
-        while data.get(at) == Some(&0xFF) && data.get(at + 1) == Some(&0xFF) {
-            at += 1;
-        }
-        if data.get(at) != Some(&0xFF) {
-            return Err("a marker expected".into());
-        }
-        let marker = *data.get(at + 1).ok_or("the codestream ends before EOI")?;
-        at += 2;
-        match marker {
+        match next_marker(data, &mut at)? {
             0xD9 => break, // EOI
             0xC3 => {
                 let len = segment_len(data, at)?;
