@@ -7,6 +7,22 @@ use crate::store::index::{ForwardJob, IndexError};
 use sqlx::Row;
 
 sql_impl! {
+    /// A job from a row of `id, sop_instance_uid, study_instance_uid, sender, state,
+    /// attempts, next_attempt_at, last_error, created_at`.
+    fn job_from_row(row: &DB::Row) -> Result<ForwardJob, IndexError> {
+        Ok(ForwardJob {
+            id: row.try_get(0usize)?,
+            sop_instance_uid: row.try_get(1usize)?,
+            study_instance_uid: row.try_get(2usize)?,
+            sender: row.try_get(3usize)?,
+            state: row.try_get(4usize)?,
+            attempts: row.try_get(5usize)?,
+            next_attempt_at: row.try_get(6usize)?,
+            last_error: row.try_get(7usize)?,
+            created_at: row.try_get(8usize)?,
+        })
+    }
+
     /// Queue instances for forwarding, due now.
     pub async fn enqueue_forward(
         &self,
@@ -64,20 +80,10 @@ sql_impl! {
         }
         sql.limit_offset(Some(limit), 0);
         let rows = Self::query(&sql).fetch_all(&self.pool).await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
-            out.push(ForwardJob {
-                id: row.try_get(0usize)?,
-                sop_instance_uid: row.try_get(1usize)?,
-                study_instance_uid: row.try_get(2usize)?,
-                sender: row.try_get(3usize)?,
-                state: row.try_get(4usize)?,
-                attempts: row.try_get(5usize)?,
-                next_attempt_at: row.try_get(6usize)?,
-                last_error: row.try_get(7usize)?,
-                created_at: row.try_get(8usize)?,
-            });
-        }
+        let out = rows
+            .iter()
+            .map(Self::job_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(out)
     }
 
@@ -106,20 +112,10 @@ sql_impl! {
             ") RETURNING id, sop_instance_uid, study_instance_uid, sender, state, attempts,              next_attempt_at, last_error, created_at",
         );
         let rows = Self::query(&sql).fetch_all(&self.pool).await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
-            out.push(ForwardJob {
-                id: row.try_get(0usize)?,
-                sop_instance_uid: row.try_get(1usize)?,
-                study_instance_uid: row.try_get(2usize)?,
-                sender: row.try_get(3usize)?,
-                state: row.try_get(4usize)?,
-                attempts: row.try_get(5usize)?,
-                next_attempt_at: row.try_get(6usize)?,
-                last_error: row.try_get(7usize)?,
-                created_at: row.try_get(8usize)?,
-            });
-        }
+        let mut out = rows
+            .iter()
+            .map(Self::job_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
         out.sort_by_key(|j| j.id);
         Ok(out)
     }
