@@ -161,7 +161,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     );
     registry.register(
         "peer_calls",
-        "Real outgoing calls per peer (kind: pacs, gateway), call (find, count, fetch, iti38, iti39, rad75) and outcome (ok, error)",
+        "Real outgoing calls per peer (kind: pacs, gateway), call (find, count, fetch, forward, iti38, iti39, rad75) and outcome (ok, error)",
         m.peer_calls.clone(),
     );
     registry.register(

@@ -303,6 +303,7 @@ async fn a_healthy_beeldbrug_gateway_passes_and_a_revoked_one_fails_revocation()
         );
     }
     let (ok, text, _) = selftest(&config, &base, &[]).await;
+    eprintln!("{text}");
     assert!(ok && text.contains("[PASS] xua.bad-signature") && text.contains("QUALIFIES"));
 
     // B's certificate revoked in A's CRL: that requirement, and only that one, fails.

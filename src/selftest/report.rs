@@ -190,10 +190,10 @@ impl Report {
                     )
                 })
                 .unwrap_or_default();
-            let _ = write!(
+            let _ = writeln!(
                 rows,
                 "<tr class=\"{class}\"><td class=\"status\">{}</td><td><code>{}</code></td>\
-<td>{}<div class=\"ref\">{}</div></td><td><pre>{}</pre>{correlation}</td><td class=\"ms\">{}</td></tr>\n",
+<td>{}<div class=\"ref\">{}</div></td><td><pre>{}</pre>{correlation}</td><td class=\"ms\">{}</td></tr>",
                 c.status.label(),
                 e(c.id),
                 e(c.requirement),
