@@ -10,6 +10,8 @@
 //! - tests/xca/responding_gateway.py (lxml, signxml; not beeldbrug), first configured
 //!   correctly (every check passes but the DICOMweb ones, skipped: it has none), then each
 //!   deliberate misconfiguration: the report fails exactly the requirement it breaks.
+//! - `--pacs` with DCMTK dcmqrscp as the PACS: the probe's echo, find and retrieve pass as
+//!   requirements of REFERENCE §6.
 
 mod common;
 #[path = "common/mitz.rs"]
@@ -68,12 +70,24 @@ fn a_config(
     participants: &Path,
     idp: &SamlIdp,
 ) -> PathBuf {
+    a_config_with(dir, pki, cert, participants, idp, "")
+}
+
+/// [`a_config`] with `extra` TOML (a `[pacs]`).
+fn a_config_with(
+    dir: &Path,
+    pki: &Pki,
+    cert: &CertFiles,
+    participants: &Path,
+    idp: &SamlIdp,
+    extra: &str,
+) -> PathBuf {
     let path = dir.join("a.toml");
     std::fs::write(
         &path,
         format!(
             "{}own_ura = \"{URA_A}\"\n[trust.saml]\nissuer = \"{ISSUER_A}\"\nsigning_cert_file = \"{}\"\nsigning_key_file = \"{}\"\n\
-             [storage]\ndata_dir = \"{}\"\n",
+             [storage]\ndata_dir = \"{}\"\n{extra}",
             tls_toml(pki, cert, participants),
             idp.cert_pem.display(),
             idp.key_pem.display(),
@@ -439,6 +453,85 @@ async fn each_misconfiguration_of_a_python_gateway_fails_its_requirement() {
         }
         drop(peer);
     }
+}
+
+/// `--pacs`: the PACS probe (DCMTK dcmqrscp holding generated studies, our DIMSE port its
+/// C-MOVE destination) reported as requirements of REFERENCE §6 next to the gateway checks
+/// (against the correctly configured Python peer).
+#[tokio::test(flavor = "multi_thread")]
+async fn with_pacs_the_probe_is_reported_as_requirements() {
+    let dir = tempfile::tempdir().unwrap();
+    let study_dir = dir.path().join("study");
+    study(&study_dir);
+    let pki = Pki::new();
+    let cert_a = pki.issue_server("gateway-a", &["127.0.0.1", "localhost"]);
+    let cert_p = pki.issue_server("gateway-python", &["127.0.0.1", "localhost"]);
+    let idp_a = SamlIdp::new(dir.path(), ISSUER_A, KeyKind::Rsa);
+    let (peer, port) = python_peer(
+        dir.path(),
+        "python-peer",
+        &pki,
+        &cert_p,
+        &idp_a,
+        &study_dir,
+        &[],
+    )
+    .await;
+    let base = format!("https://127.0.0.1:{port}");
+    let participants = dir.path().join("participants.toml");
+    std::fs::write(
+        &participants,
+        participant("GtK Python", "44440000", HOME_PY, &cert_p, Some(&base)),
+    )
+    .unwrap();
+    let files = common::generate(&dir.path().join("pacs-in"), false);
+    let our_port = free_port();
+    let qrscp =
+        common::dcmqrscp::Dcmqrscp::start(dir.path(), "QRSCP", &[("BEELDBRUG", our_port)], &[])
+            .await;
+    let qrscp = tokio::task::spawn_blocking(move || {
+        qrscp.load(&files);
+        qrscp
+    })
+    .await
+    .unwrap();
+    let config = a_config_with(
+        dir.path(),
+        &pki,
+        &cert_a,
+        &participants,
+        &idp_a,
+        &format!(
+            "[dimse]\nlisten = \"127.0.0.1:{our_port}\"\n{}",
+            common::gateway_mode::pacs_toml("QRSCP", qrscp.port, "auto", "")
+        ),
+    );
+    let (ok, stdout, stderr) = selftest(&config, &base, &["--pacs", "--format", "json"]).await;
+    let report: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("JSON report: {e}\n{stdout}\n{stderr}"));
+    assert!(
+        ok,
+        "{report:#}\n{stderr}\n{}\n{}",
+        qrscp.log_tail(),
+        peer.log_tail()
+    );
+    for id in ["pacs.echo", "pacs.find", "pacs.retrieve"] {
+        let c = check(&report, id);
+        assert_eq!(c["status"], "pass", "{c:#}");
+        assert!(
+            c["reference"].as_str().unwrap().starts_with("REFERENCE §6"),
+            "{c:#}"
+        );
+    }
+    assert!(check(&report, "pacs.find")["evidence"]
+        .as_str()
+        .unwrap()
+        .contains("STUDY"));
+    assert_ne!(
+        check(&report, "pacs.charset")["status"],
+        "fail",
+        "{report:#}"
+    );
 }
 
 fn report_failed(c: &Value) -> bool {
