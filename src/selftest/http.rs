@@ -86,6 +86,19 @@ pub async fn handshake(
         .map_err(|_| format!("no TLS handshake with {host}:{port} within {timeout:?}"))?
 }
 
+/// An error with its causes (hyper's "operation was canceled" says little; the TLS alert
+/// under it says why).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
 /// One request over a fresh connection: the answer read whole and the session.
 pub async fn request(
     config: Arc<rustls::ClientConfig>,
@@ -107,9 +120,8 @@ pub async fn request(
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .map_err(|e| format!("HTTP: {e}"))?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
+        // The connection's own error (a TLS alert from the peer) says why a request failed.
+        let connection = tokio::spawn(connection);
         let authority = uri
             .authority()
             .map(|a| a.to_string())
@@ -128,10 +140,16 @@ pub async fn request(
         let request = request
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| e.to_string())?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| format!("no HTTP answer: {e}"))?;
+        let response = match sender.send_request(request).await {
+            Ok(r) => r,
+            Err(e) => {
+                let why = match tokio::time::timeout(Duration::from_secs(1), connection).await {
+                    Ok(Ok(Err(c))) => format!("{} ({})", chain(&c), chain(&e)),
+                    _ => chain(&e),
+                };
+                return Err(format!("no HTTP answer: {why}"));
+            }
+        };
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let limited = http_body_util::Limited::new(response.into_body(), LIMIT);
