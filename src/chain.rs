@@ -466,15 +466,42 @@ impl Monitor {
         })
     }
 
-    /// The chain as the console and `GET /admin/chain` show it.
+    /// The chain as the console and `GET /admin/chain` show it: each peer's probes and the
+    /// real traffic toward it (`traffic`: calls, failures, error rate and latencies of the
+    /// outgoing calls since start, `metrics::peer_traffic`); a peer only called, never
+    /// probed, is listed with its traffic.
     pub fn snapshot(&self) -> Value {
-        let peers: Vec<Value> = self
+        let mut traffic: BTreeMap<String, Value> = crate::metrics::peer_traffic()
+            .into_iter()
+            .map(|t| {
+                let key = format!("{}:{}", t.kind, t.peer);
+                (key, traffic_json(&t))
+            })
+            .collect();
+        let mut peers: Vec<Value> = self
             .peers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .map(PeerState::json)
+            .iter()
+            .map(|(key, state)| {
+                let mut peer = state.json();
+                peer["traffic"] = traffic.remove(key).unwrap_or(Value::Null);
+                peer
+            })
             .collect();
+        for (key, t) in traffic {
+            let (kind, name) = key.split_once(":").unwrap_or(("", key.as_str()));
+            peers.push(json!({
+                "kind": kind,
+                "name": name,
+                "reachable": null,
+                "probe": null,
+                "probes": 0,
+                "failures": 0,
+                "error_rate": 0.0,
+                "traffic": t,
+            }));
+        }
         let warnings: Vec<String> = peers
             .iter()
             .filter_map(|p| {
@@ -497,6 +524,20 @@ impl Monitor {
             "own": self.own_tls(),
         })
     }
+}
+
+/// One peer's real traffic as the chain view shows it.
+fn traffic_json(t: &crate::metrics::PeerTraffic) -> Value {
+    json!({
+        "calls": t.calls,
+        "failures": t.failures,
+        "error_rate": t.error_rate,
+        "last_latency_ms": t.last_latency_ms,
+        "mean_latency_ms": t.mean_latency_ms,
+        "max_latency_ms": t.max_latency_ms,
+        "last_call": t.last_call,
+        "last_failure": t.last_failure.as_ref().map(|(at, why)| json!({ "at": at, "error": why })),
+    })
 }
 
 #[cfg(test)]

@@ -91,6 +91,10 @@ pub enum Command {
         #[arg(long, default_value_t = 30)]
         timeout: u64,
     },
+    /// Qualification self-test: run the conformance suite against another gateway (or this
+    /// one) as a joining node is checked, and print a report per requirement (exit status 1
+    /// when one fails).
+    Selftest(SelftestArgs),
     /// Run a Mitz consent simulator (XACML closed and open questions, SOAP) for tests and demos.
     MitzSim(crate::trust::consent::simulator::SimulatorArgs),
     /// Read the audit trail per patient (BSN) and verify its hash chain.
@@ -109,6 +113,55 @@ pub enum Command {
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
+}
+
+/// The report's format.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum ReportFormat {
+    Text,
+    Json,
+    Html,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SelftestArgs {
+    /// Configuration file (TOML): our client certificate, CAs and CRLs, participant list,
+    /// XUA issuer (`[trust.saml]`) and, for `--pacs`, the PACS.
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
+    /// The peer gateway's base URL (https://host:port); its ITI-38 endpoint is
+    /// `<url>/xca/query` and RAD-75 / ITI-39 `<url>/xca/retrieve`, unless its participant
+    /// entry or the options below name others.
+    #[arg(long)]
+    pub peer: String,
+    #[arg(long)]
+    pub query_url: Option<String>,
+    #[arg(long)]
+    pub retrieve_url: Option<String>,
+    /// The peer's DICOMweb base URL (default: its participant entry's `dicomweb_url`).
+    #[arg(long)]
+    pub dicomweb_url: Option<String>,
+    /// Also probe our PACS (`[pacs]`), as `beeldbrug probe` does.
+    #[arg(long)]
+    pub pacs: bool,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: ReportFormat,
+    /// Write the report here instead of standard output.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// The fictitious test patient (a BSN that passes the 11-test).
+    #[arg(long, default_value = "999999990")]
+    pub bsn: String,
+    /// The test user the assertions name: UZI number, role (RoleCodeNL), purpose of use.
+    #[arg(long, default_value = "900012345")]
+    pub uzi: String,
+    #[arg(long, default_value = "01.015")]
+    pub role: String,
+    #[arg(long, default_value = "TREAT")]
+    pub purpose: String,
+    /// Seconds each step may take.
+    #[arg(long, default_value_t = 15)]
+    pub timeout: u64,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -298,6 +351,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             study,
             timeout,
         } => probe(config.as_deref(), json, study, timeout).await,
+        Command::Selftest(args) => selftest(args).await,
         Command::MitzSim(args) => crate::trust::consent::simulator::run(args).await,
         Command::Audit(args) => crate::trust::audit::cli::run(args).await,
         Command::Delete(args) => delete(args).await,
@@ -449,6 +503,67 @@ async fn probe_standalone(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// `beeldbrug selftest`: the report on stdout or in `--out`; an error (exit status 1) when a
+/// requirement failed.
+async fn selftest(args: SelftestArgs) -> anyhow::Result<()> {
+    let config = Config::load(args.config.as_deref())?;
+    if !crate::trust::policy::is_bsn(&args.bsn) {
+        bail!(
+            "--bsn {:?} is not a BSN (9 digits passing the 11-test)",
+            args.bsn
+        );
+    }
+    let timeout = std::time::Duration::from_secs(args.timeout.max(1));
+    let pacs = if args.pacs {
+        let options = ProbeOptions {
+            check_timeout: timeout,
+            ..Default::default()
+        };
+        Some(probe_standalone(config.clone(), options).await?)
+    } else {
+        None
+    };
+    let options = crate::selftest::Options {
+        peer: args.peer.clone(),
+        query_url: args.query_url.clone(),
+        retrieve_url: args.retrieve_url.clone(),
+        dicomweb_url: args.dicomweb_url.clone(),
+        bsn: args.bsn.clone(),
+        uzi: args.uzi.clone(),
+        role: args.role.clone(),
+        purpose_of_use: args.purpose.clone(),
+        timeout,
+    };
+    let report = crate::selftest::run(&config, options, pacs.as_ref()).await;
+    let text = match args.format {
+        ReportFormat::Text => report.to_text(),
+        ReportFormat::Json => report.to_json() + "\n",
+        ReportFormat::Html => report.to_html(),
+    };
+    match &args.out {
+        Some(path) => {
+            std::fs::write(path, &text)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!(
+                "{} passed, {} failed, {} skipped; report in {}",
+                report.summary.pass,
+                report.summary.fail,
+                report.summary.skip,
+                path.display()
+            );
+        }
+        None => print!("{text}"),
+    }
+    if !report.passed() {
+        bail!(
+            "{} requirement(s) failed: {}",
+            report.summary.fail,
+            report.failed().join(", ")
+        );
+    }
+    Ok(())
 }
 
 async fn find(peer: &PeerArgs, query: &QueryArgs, json: bool) -> anyhow::Result<()> {

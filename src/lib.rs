@@ -49,7 +49,11 @@
 //!   opened is in `server::Context` (the fronts see only the core and trust).
 //! - [`chain`]: chain monitoring (ketenregie): the PACS, the remote gateways and Mitz probed
 //!   on a schedule, certificate and CRL expiry, alerts as audit records and metrics.
-//! - [`cli`]: the command line (serve, echo, find, store, move, get, generate, probe, forward).
+//! - [`selftest`]: the qualification self-test (kwalificatie): a scripted conformance suite
+//!   against another gateway (TLS, certificates, XUA refusals, ITI-38 / ITI-39 / RAD-75,
+//!   DICOMweb) and the PACS probe, reported per requirement with its REFERENCE section.
+//! - [`cli`]: the command line (serve, echo, find, store, move, get, generate, probe, forward,
+//!   selftest).
 //! - [`config`]: typed configuration (embedded default TOML, file, `BEELDBRUG_*` environment),
 //!   every section's types included: it imports none of the modules it configures.
 //! - [`sop`]: the SOP class and transfer syntax UIDs that the fronts, the sources and the
@@ -82,6 +86,7 @@ pub mod oplog;
 pub mod pacs;
 pub mod registry;
 pub mod remote;
+pub mod selftest;
 pub mod server;
 pub mod sop;
 pub mod status;

@@ -41,6 +41,8 @@ struct Metrics {
     chain_up: Family<Labels, Gauge>,
     chain_latency: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     chain_certificate_days: Family<Labels, Gauge>,
+    peer_calls: Family<Labels, Counter>,
+    peer_call_duration: HistogramFamily,
 }
 
 /// Request durations from 5 ms to about 80 s.
@@ -68,6 +70,8 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         chain_up: Family::default(),
         chain_latency: Family::default(),
         chain_certificate_days: Family::default(),
+        peer_calls: Family::default(),
+        peer_call_duration: Family::new_with_constructor(duration_histogram),
         registry: Registry::default(),
     };
     registry.register(
@@ -155,8 +159,99 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Chain monitoring: days until the certificate expires (a peer's as presented, ours: kind own)",
         m.chain_certificate_days.clone(),
     );
+    registry.register(
+        "peer_calls",
+        "Real outgoing calls per peer (kind: pacs, gateway), call (find, count, fetch, forward, iti38, iti39, rad75) and outcome (ok, error)",
+        m.peer_calls.clone(),
+    );
+    registry.register(
+        "peer_call_duration_seconds",
+        "Time of real outgoing calls per peer (a retrieve: until its last instance)",
+        m.peer_call_duration.clone(),
+    );
     Metrics { registry, ..m }
 });
+
+/// The real traffic toward one peer since start (for the chain view, `GET /admin/chain`).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct PeerTraffic {
+    pub kind: String,
+    pub peer: String,
+    pub calls: u64,
+    pub failures: u64,
+    pub error_rate: f64,
+    pub last_latency_ms: u64,
+    pub mean_latency_ms: u64,
+    pub max_latency_ms: u64,
+    pub last_call: Option<String>,
+    /// When the last failure was and what it was.
+    pub last_failure: Option<(String, String)>,
+}
+
+/// Per (kind, peer): the traffic so far and the sum of latencies.
+static TRAFFIC: std::sync::Mutex<std::collections::BTreeMap<(String, String), (PeerTraffic, u64)>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// One real outgoing call to `peer` (a participant's name or the PACS's source name; no
+/// patient data): which call, its outcome (the error's text) and how long it took.
+pub fn peer_call(
+    kind: &'static str,
+    peer: &str,
+    call: &'static str,
+    result: Result<(), &str>,
+    took: Duration,
+) {
+    let outcome = if result.is_ok() { "ok" } else { "error" };
+    METRICS
+        .peer_calls
+        .get_or_create(&labels(&[
+            ("kind", kind),
+            ("peer", peer),
+            ("call", call),
+            ("outcome", outcome),
+        ]))
+        .inc();
+    METRICS
+        .peer_call_duration
+        .get_or_create(&labels(&[("kind", kind), ("peer", peer)]))
+        .observe(took.as_secs_f64());
+    let ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
+    let now = crate::clock::now_rfc3339();
+    let mut traffic = TRAFFIC.lock().unwrap_or_else(|e| e.into_inner());
+    let (t, sum) = traffic
+        .entry((kind.to_string(), peer.to_string()))
+        .or_insert_with(|| {
+            (
+                PeerTraffic {
+                    kind: kind.to_string(),
+                    peer: peer.to_string(),
+                    ..Default::default()
+                },
+                0,
+            )
+        });
+    t.calls += 1;
+    *sum = sum.saturating_add(ms);
+    if let Err(why) = result {
+        t.failures += 1;
+        t.last_failure = Some((now.clone(), format!("{call}: {why}")));
+    }
+    t.error_rate = t.failures as f64 / t.calls as f64;
+    t.last_latency_ms = ms;
+    t.mean_latency_ms = *sum / t.calls;
+    t.max_latency_ms = t.max_latency_ms.max(ms);
+    t.last_call = Some(now);
+}
+
+/// The real traffic toward every peer called since start.
+pub fn peer_traffic() -> Vec<PeerTraffic> {
+    TRAFFIC
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .values()
+        .map(|(t, _)| t.clone())
+        .collect()
+}
 
 fn labels(pairs: &[(&'static str, &str)]) -> Labels {
     pairs.iter().map(|(k, v)| (*k, v.to_string())).collect()
@@ -376,6 +471,31 @@ mod tests {
             assert!(text.contains(expected), "{expected} in\n{text}");
         }
         drop(guard);
+        peer_call(
+            "gateway",
+            "unit-test-peer",
+            "iti38",
+            Ok(()),
+            Duration::from_millis(10),
+        );
+        peer_call(
+            "gateway",
+            "unit-test-peer",
+            "rad75",
+            Err("timed out"),
+            Duration::from_millis(30),
+        );
+        let t = peer_traffic()
+            .into_iter()
+            .find(|t| t.peer == "unit-test-peer")
+            .unwrap();
+        assert_eq!((t.calls, t.failures, t.error_rate), (2, 1, 0.5));
+        assert_eq!((t.mean_latency_ms, t.max_latency_ms), (20, 30));
+        assert_eq!(t.last_failure.unwrap().1, "rad75: timed out");
+        let text = render();
+        assert!(text.contains(
+            "beeldbrug_peer_calls_total{kind=\"gateway\",peer=\"unit-test-peer\",call=\"rad75\",outcome=\"error\"} 1"
+        ), "{text}");
         assert_eq!(front_of("/wado"), "wado_uri");
         assert_eq!(front_of("/metrics"), "admin");
         assert_eq!(front_of("/xds/iti18"), "xds");

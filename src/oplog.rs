@@ -23,6 +23,76 @@ use std::time::Instant;
 /// The response header carrying the request id (also in the log line and the audit detail).
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
+/// The HTTP header carrying an exchange's correlation id between gateways (issue 17 item 2):
+/// on our outgoing DICOMweb and SOAP requests, read from incoming ones; recorded in the audit
+/// record at both ends.
+pub const CORRELATION_HEADER: &str = "x-correlation-id";
+
+/// The SOAP header element carrying the correlation id (`<bb:CorrelationID>` in this
+/// namespace, no `mustUnderstand`: a peer that does not know it ignores it).
+pub const NS_CORRELATION: &str = "urn:beeldbrug:correlation:1";
+pub const CORRELATION_ELEMENT: &str = "CorrelationID";
+
+/// Longest correlation id taken from a peer.
+const CORRELATION_MAX: usize = 128;
+
+/// A correlation id as a peer sent it, if it is one we record: 1 to 128 visible ASCII
+/// characters (no spaces, quotes, angle brackets or backslashes: it goes into logs, XML and
+/// CSV as is).
+pub fn correlation_from_peer(value: &str) -> Option<String> {
+    let v = value.trim();
+    let ok = !v.is_empty()
+        && v.len() <= CORRELATION_MAX
+        && v.bytes().all(|b| {
+            b.is_ascii_graphic() && !matches!(b, b'"' | b'\'' | b'<' | b'>' | b'&' | b'\\')
+        });
+    ok.then(|| v.to_string())
+}
+
+/// The correlation id of an exchange this process starts: `urn:uuid:` of a fresh random
+/// UUID when there is no request id, else one derived from this process's random
+/// instance id and the request id (all calls of one request share it).
+pub fn new_correlation(request_id: Option<&str>) -> String {
+    static INSTANCE: OnceLock<String> = OnceLock::new();
+    match request_id {
+        Some(id) => {
+            let instance = INSTANCE.get_or_init(random_hex);
+            format!("beeldbrug:{instance}:{id}")
+        }
+        None => {
+            let h = random_hex();
+            format!(
+                "urn:uuid:{}-{}-4{}-8{}-{}",
+                &h[0..8],
+                &h[8..12],
+                &h[13..16],
+                &h[17..20],
+                &h[20..32]
+            )
+        }
+    }
+}
+
+/// 32 random hex digits (the OS random source through the hasher's keys, the time and a
+/// counter).
+fn random_hex() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut out = String::with_capacity(32);
+    for _ in 0..2 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default(),
+        );
+        out.push_str(&format!("{:016x}", h.finish()));
+    }
+    out
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -249,6 +319,25 @@ impl Drop for CountedBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn correlation_ids_are_checked_and_distinct() {
+        assert_eq!(
+            correlation_from_peer(" urn:uuid:1234 ").as_deref(),
+            Some("urn:uuid:1234")
+        );
+        assert_eq!(correlation_from_peer(""), None);
+        assert_eq!(correlation_from_peer("a b"), None);
+        assert_eq!(correlation_from_peer("<x>"), None);
+        assert_eq!(correlation_from_peer(&"a".repeat(129)), None);
+        let a = new_correlation(None);
+        assert!(a.starts_with("urn:uuid:") && a.len() == 45, "{a}");
+        assert_ne!(a, new_correlation(None));
+        let r = new_correlation(Some("5f-1"));
+        assert!(r.starts_with("beeldbrug:") && r.ends_with(":5f-1"), "{r}");
+        assert_eq!(r, new_correlation(Some("5f-1")));
+        assert!(correlation_from_peer(&r).is_some());
+    }
 
     #[test]
     fn request_ids_are_distinct() {

@@ -295,6 +295,36 @@ async fn qido_through_beeldbrug_lists_what_dcmqrscp_holds() {
         let (found, items) = s.qido(&path, "00080018").await;
         assert_eq!(found, sops, "{path}: {items:?}");
     }
+
+    // The real traffic toward the PACS in the chain view (issue 17 item 3): the C-FINDs
+    // above with their latency; and in the metrics. (Counted per process: other
+    // tests here query a "local PACS" of their own, so at least these.)
+    let chain = s.gateway.context().chain.snapshot();
+    let pacs = chain["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["kind"] == "pacs" && p["name"] == "local PACS")
+        .map(|p| p["traffic"].clone())
+        .unwrap_or_else(|| panic!("the PACS in the chain view: {chain:#}"));
+    // At least the two study searches (by name: never answered from the cache alone).
+    let queries: u64 = 2;
+    assert!(
+        pacs["calls"].as_u64().unwrap() >= queries,
+        "{queries} queries: {pacs:#}"
+    );
+    assert!(pacs["last_call"].is_string(), "{pacs:#}");
+    assert!(
+        pacs["max_latency_ms"].as_u64().unwrap() >= pacs["mean_latency_ms"].as_u64().unwrap(),
+        "{pacs:#}"
+    );
+    let metrics = beeldbrug::metrics::render();
+    assert!(
+        metrics.contains(
+            "beeldbrug_peer_calls_total{kind=\"pacs\",peer=\"local PACS\",call=\"find\",outcome=\"ok\"}"
+        ),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

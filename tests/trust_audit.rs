@@ -474,6 +474,13 @@ fn entry(writer: usize, i: usize) -> AuditEntry {
         }
         .into()],
         study_uids: vec![format!("1.2.{writer}.{i}")],
+        // Some with a correlation id (issue 17): the chain verifies only if the column
+        // round-trips (the hash covers it when set).
+        correlation_id: if i.is_multiple_of(3) {
+            format!("beeldbrug:test:{writer}-{i}")
+        } else {
+            String::new()
+        },
         ..Default::default()
     }
 }
@@ -502,6 +509,18 @@ async fn two_writers(a: Arc<dyn Index>, b: Arc<dyn Index>, n: usize) {
     }
     let v = audit::chain::verify(a.as_ref()).await.unwrap();
     assert!(v.ok, "{v:?}");
+    let correlated = a
+        .audit_records(0, 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.correlation_id.starts_with("beeldbrug:test:"))
+        .count();
+    assert_eq!(
+        correlated,
+        2 * n.div_ceil(3),
+        "correlation ids stored and read back"
+    );
     assert_eq!(v.records, 2 * n as i64);
     assert_eq!(v.head_seq, 2 * n as i64);
     let patient = a

@@ -413,6 +413,60 @@ async fn gateway_a_finds_and_moves_a_study_that_gateway_b_holds() {
         "B records A's gateway: {events_b:?}"
     );
 
+    // One exchange followed from A's audit record to B's (issue 17 item 2): every outgoing
+    // call's record at A carries the correlation id the call sent, and B's record of that
+    // call carries the same one.
+    let records_a = ctx_a.index.audit_records(0, 100_000).await.unwrap();
+    let records_b = ctx_b.index.audit_records(0, 100_000).await.unwrap();
+    for operation in ["ITI-38", "ITI-39", "RAD-75"] {
+        let outgoing: Vec<_> = records_a
+            .iter()
+            .filter(|r| r.operation == operation && r.detail.contains("outgoing to GtK B"))
+            .collect();
+        assert!(!outgoing.is_empty(), "{operation} at A");
+        for r in outgoing {
+            assert!(
+                !r.correlation_id.is_empty(),
+                "{operation} at A has a correlation id: {r:?}"
+            );
+            assert!(
+                records_b.iter().any(|at_b| at_b.operation == operation
+                    && at_b.gateway == "GtK A"
+                    && at_b.correlation_id == r.correlation_id),
+                "{operation}: B's record carries A's correlation id {}: {records_b:#?}",
+                r.correlation_id
+            );
+        }
+    }
+    // Real traffic per peer (issue 17 item 3): A's chain view counts the calls to B, their
+    // failures and latencies, and the metrics have them.
+    let chain = ctx_a.chain.snapshot();
+    let traffic = chain["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["kind"] == "gateway" && p["name"] == "GtK B")
+        .map(|p| p["traffic"].clone())
+        .unwrap_or_else(|| panic!("GtK B in the chain view: {chain:#}"));
+    // (The metrics are the process's: other tests here call a "GtK B" of their own.)
+    let calls = traffic["calls"].as_u64().unwrap();
+    assert!(calls >= 3, "{traffic:#}");
+    assert!(
+        traffic["failures"].as_u64().unwrap() < calls
+            && traffic["error_rate"].as_f64().unwrap() < 1.0,
+        "{traffic:#}"
+    );
+    assert!(traffic["last_call"].is_string(), "{traffic:#}");
+    let metrics = beeldbrug::metrics::render();
+    for call in ["iti38", "iti39", "rad75"] {
+        let line = format!(
+            "beeldbrug_peer_calls_total{{kind=\"gateway\",peer=\"GtK B\",call=\"{call}\",outcome=\"ok\"}}"
+        );
+        assert!(metrics.contains(&line), "{line} in\n{metrics}");
+    }
+    assert!(metrics
+        .contains("beeldbrug_peer_call_duration_seconds_count{kind=\"gateway\",peer=\"GtK B\"}"));
+
     // A hanging peer: the C-FIND answers with the study (B's row, and A's cache now holds
     // it too) and a failure status (incomplete) within the timeout.
     let (silent_port, _silent, _) = silent_peer().await;
@@ -445,6 +499,24 @@ async fn gateway_a_finds_and_moves_a_study_that_gateway_b_holds() {
         .filter(|(o, d)| o == "failure" && d.contains("GtK Stil"))
         .collect();
     assert_eq!(failed.len(), 1, "the hanging peer is audited");
+    let chain = ctx_a.chain.snapshot();
+    let stil = chain["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["kind"] == "gateway" && p["name"] == "GtK Stil")
+        .map(|p| p["traffic"].clone())
+        .unwrap_or_else(|| panic!("GtK Stil in the chain view: {chain:#}"));
+    assert_eq!(stil["calls"], 1, "{stil:#}");
+    assert_eq!(stil["error_rate"], 1.0, "{stil:#}");
+    assert!(
+        stil["mean_latency_ms"].as_u64().unwrap() >= 1000 * (PEER_TIMEOUT_SECS - 1),
+        "the timeout's latency: {stil:#}"
+    );
+    assert!(stil["last_failure"]["error"]
+        .as_str()
+        .unwrap()
+        .starts_with("iti38: "));
 
     // A restarted with an empty cache and only what it remembered of other gateways'
     // studies: a C-MOVE by Study Instance UID alone still finds B and fetches from it.

@@ -161,6 +161,11 @@ where
             .extensions
             .get::<crate::oplog::RequestId>()
             .map(|r| r.0.clone());
+        caller.correlation_id = parts
+            .headers
+            .get(crate::oplog::CORRELATION_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(crate::oplog::correlation_from_peer);
         if let Some(peer) = parts.extensions.get::<crate::trust::tls::TlsPeer>() {
             caller.certificate_sha256 = Some(peer.certificate_sha256.clone());
             caller.participant = state.trust.participants.lookup(&peer.certificate_sha256);

@@ -216,7 +216,20 @@ async fn forward_study(trust: &Trust, gateway: &Gateway, study: &str, jobs: &[Fo
         }
     }
     if !located.is_empty() {
+        let started = std::time::Instant::now();
         send_all(gateway, &located, &mut results).await;
+        // One real call to the PACS (an association of C-STOREs) for the chain view.
+        let failed = results.values().find_map(|a| match a {
+            Attempt::Retry(why) => Some(why.clone()),
+            _ => None,
+        });
+        crate::metrics::peer_call(
+            "pacs",
+            super::source::NAME,
+            "forward",
+            failed.as_deref().map_or(Ok(()), Err),
+            started.elapsed(),
+        );
     }
 
     let policy = pacs.forward.policy();

@@ -99,11 +99,17 @@ impl Source for PacsSource {
     }
 
     async fn find(&self, query: &Query, window: usize) -> Result<Vec<Match>, SourceError> {
-        Ok(self.pacs.find(query, window).await?)
+        let started = std::time::Instant::now();
+        let result = self.pacs.find(query, window).await;
+        traffic("find", &result, started);
+        Ok(result?)
     }
 
     async fn count(&self, selection: &Selection) -> Result<u64, SourceError> {
-        Ok(self.pacs.count(selection).await?)
+        let started = std::time::Instant::now();
+        let result = self.pacs.count(selection).await;
+        traffic("count", &result, started);
+        Ok(result?)
     }
 
     /// C-ECHO (PS3.7 9.1.5), as `/ready` does.
@@ -153,11 +159,45 @@ impl Source for PacsSource {
         selection: &Selection,
         sink: &Sink<'_>,
     ) -> Result<FetchReport, SourceError> {
-        let mut report = self.retrieve(selection, sink).await?;
+        let started = std::time::Instant::now();
+        let result = self.retrieve(selection, sink).await;
+        let mut report = match result {
+            Ok(report) => report,
+            Err(e) => {
+                let e = SourceError::from(e);
+                if e.kind != SourceErrorKind::Cancelled {
+                    traffic("fetch", &Err::<(), _>(e.message.clone()), started);
+                }
+                return Err(e);
+            }
+        };
         report.ok = matches!(
             status::category(report.status),
             Category::Success | Category::Warning
         );
+        let outcome = if report.ok {
+            Ok(())
+        } else {
+            Err(format!("final status 0x{:04X}", report.status))
+        };
+        traffic("fetch", &outcome, started);
         Ok(report)
     }
+}
+
+/// A real call to the PACS, for its error rate and latency in the chain view
+/// (`metrics::peer_call`, kind `pacs`, named as the chain monitor names it).
+fn traffic<T, E: std::fmt::Display>(
+    call: &'static str,
+    result: &Result<T, E>,
+    started: std::time::Instant,
+) {
+    let why = result.as_ref().err().map(|e| e.to_string());
+    crate::metrics::peer_call(
+        "pacs",
+        NAME,
+        call,
+        why.as_deref().map_or(Ok(()), Err),
+        started.elapsed(),
+    );
 }

@@ -56,13 +56,15 @@ impl PeerClient {
         self.timeout
     }
 
-    /// POST a SOAP 1.2 message with `action` to `url` of `peer`; the answer's head once it
+    /// POST a SOAP 1.2 message with `action` to `url` of `peer`, the exchange's correlation
+    /// id also as an HTTP header (`oplog::CORRELATION_HEADER`); the answer's head once it
     /// arrives (within the timeout), its body to be read by the caller.
     pub async fn post_soap(
         &self,
         peer: &Participant,
         url: &str,
         action: &str,
+        correlation: &str,
         envelope: String,
     ) -> Result<Response<Incoming>, RemoteError> {
         let call = async {
@@ -128,6 +130,7 @@ impl PeerClient {
                     hyper::header::CONTENT_TYPE,
                     format!("application/soap+xml; charset=UTF-8; action=\"{action}\""),
                 )
+                .header(crate::oplog::CORRELATION_HEADER, correlation)
                 .body(Full::new(Bytes::from(envelope)))
                 .map_err(|e| RemoteError::Config(e.to_string()))?;
             sender

@@ -62,7 +62,7 @@ const MANIFEST_LIMIT: usize = 64 << 20;
 
 /// The transfer syntaxes a RAD-75 asks for: every common one, so that the peer sends each
 /// instance as stored (RAD TF-3 4.69.4.1.2: it may send any of the listed syntaxes).
-const SYNTAXES: &[&str] = &[
+pub const SYNTAXES: &[&str] = &[
     "1.2.840.10008.1.2.1",
     "1.2.840.10008.1.2",
     "1.2.840.10008.1.2.1.99",
@@ -301,8 +301,15 @@ impl RemoteSource {
             detail,
             grounds: String::new(),
         };
-        self.audit(caller, Operation::MitzOpenQuestion, "Mitz", outcome)
-            .await;
+        let correlation = correlation_of(caller);
+        self.audit(
+            caller,
+            Operation::MitzOpenQuestion,
+            "Mitz",
+            &correlation,
+            outcome,
+        )
+        .await;
         gateways
     }
 
@@ -315,21 +322,25 @@ impl RemoteSource {
             .ok_or_else(|| RemoteError::Refused(format!("{name} is no longer a participant")))
     }
 
-    /// One SOAP call: a fresh assertion for `claims`, the envelope, the answer's head.
+    /// One SOAP call: a fresh assertion for `claims`, the envelope with the exchange's
+    /// correlation id, the answer's head.
     async fn call(
         &self,
         peer: &Participant,
         url: &str,
         action: &str,
         claims: &Claims,
+        correlation: &str,
         body: &str,
     ) -> Result<hyper::Response<hyper::body::Incoming>, RemoteError> {
         let assertion = self
             .issuer
             .issue(claims, Some(&peer.home_community_id))
             .map_err(|e| RemoteError::Config(format!("cannot issue an XUA assertion: {e}")))?;
-        let envelope = soap::envelope(action, url, &assertion, body);
-        self.client.post_soap(peer, url, action, envelope).await
+        let envelope = soap::envelope(action, url, Some(correlation), &assertion, body);
+        self.client
+            .post_soap(peer, url, action, correlation, envelope)
+            .await
     }
 
     /// ITI-38 FindDocuments for `bsn` at one peer: the studies of its KOS manifests.
@@ -337,6 +348,7 @@ impl RemoteSource {
         &self,
         peer: &Participant,
         claims: &Claims,
+        correlation: &str,
         bsn: &str,
     ) -> Result<Vec<RemoteStudy>, RemoteError> {
         let url = peer.query_url.as_deref().unwrap_or_default();
@@ -355,7 +367,7 @@ impl RemoteSource {
         );
         let call = async {
             let response = self
-                .call(peer, url, soap::ACTION_ITI38, claims, &body)
+                .call(peer, url, soap::ACTION_ITI38, claims, correlation, &body)
                 .await?;
             let element = soap::read_answer(response, self.timeout).await?;
             crate::ebrim::response::adhoc_query_response(&element)
@@ -385,10 +397,19 @@ impl RemoteSource {
 
     /// Audit one outgoing call (PS3.15 A.5: Query 110112 for ITI-38, Export / Instances
     /// Transferred for ITI-39 / RAD-75), naming the local user (the caller and its claims),
-    /// the peer and the patient.
-    async fn audit(&self, caller: &Caller, operation: Operation, peer: &str, mut outcome: Outcome) {
+    /// the peer, the patient and the correlation id the call carried.
+    async fn audit(
+        &self,
+        caller: &Caller,
+        operation: Operation,
+        peer: &str,
+        correlation: &str,
+        mut outcome: Outcome,
+    ) {
         outcome.detail = format!("outgoing to {peer}: {}", outcome.detail);
-        self.trust.audit(caller, operation, outcome).await;
+        let mut caller = caller.clone();
+        caller.correlation_id = Some(correlation.to_string());
+        self.trust.audit(&caller, operation, outcome).await;
     }
 
     /// The instances the study's manifest references, fetched by ITI-39 the first time.
@@ -413,9 +434,11 @@ impl RemoteSource {
             study: study.study_uid.clone(),
             series: String::new(),
         }]);
+        let correlation = correlation_of(caller);
+        let started = std::time::Instant::now();
         let read = async {
             let response = self
-                .call(&peer, &url, soap::ACTION_ITI39, claims, &body)
+                .call(&peer, &url, soap::ACTION_ITI39, claims, &correlation, &body)
                 .await?;
             let mut answer = soap::open_retrieve(response, self.timeout).await?;
             let mut bytes = Vec::new();
@@ -457,10 +480,12 @@ impl RemoteSource {
             ),
             Err(e) => ("failure", e.to_string()),
         };
+        traffic(&peer.name, "iti39", &result, started);
         self.audit(
             caller,
             Operation::Iti39,
             &peer.name,
+            &correlation,
             outcome_of(study, outcome, detail),
         )
         .await;
@@ -482,10 +507,12 @@ impl RemoteSource {
     }
 
     /// RAD-75 of `documents` into the sink, part by part.
+    #[allow(clippy::too_many_arguments)]
     async fn retrieve_into(
         &self,
         peer: &Participant,
         claims: &Claims,
+        correlation: &str,
         study: &RemoteStudy,
         documents: &[DocumentRequest],
         sink: &Sink<'_>,
@@ -497,7 +524,7 @@ impl RemoteSource {
             .ok_or_else(|| RemoteError::Config(format!("{} has no retrieve_url", peer.name)))?;
         let body = soap::rad75_body(documents, SYNTAXES);
         let response = self
-            .call(peer, &url, soap::ACTION_RAD75, claims, &body)
+            .call(peer, &url, soap::ACTION_RAD75, claims, correlation, &body)
             .await?;
         let mut answer = soap::open_retrieve(response, self.timeout).await?;
         let (status, errors, by_part) = answer.documents();
@@ -611,6 +638,32 @@ fn queried_studies(query: &Query) -> Vec<String> {
             _ => Vec::new(),
         })
         .collect()
+}
+
+/// The correlation id of the exchange `caller` started (issue 17 item 2): the one it
+/// brought, else one derived from its request (so every call of one request shares it).
+fn correlation_of(caller: &Caller) -> String {
+    caller
+        .correlation_id
+        .clone()
+        .unwrap_or_else(|| crate::oplog::new_correlation(caller.request_id.as_deref()))
+}
+
+/// A real call to a peer gateway, for its error rate and latency (`metrics::peer_call`).
+fn traffic<T>(
+    peer: &str,
+    call: &'static str,
+    result: &Result<T, RemoteError>,
+    started: std::time::Instant,
+) {
+    let why = result.as_ref().err().map(|e| e.to_string());
+    crate::metrics::peer_call(
+        "gateway",
+        peer,
+        call,
+        why.as_deref().map_or(Ok(()), Err),
+        started.elapsed(),
+    );
 }
 
 /// The audit outcome of a call about one study.

@@ -35,17 +35,39 @@ pub const ACTION_ITI39: &str = "urn:ihe:iti:2007:CrossGatewayRetrieve";
 /// Largest query answer or retrieve envelope read into memory.
 const ENVELOPE_LIMIT: usize = 1 << 20;
 
-/// A SOAP 1.2 request: WS-Addressing Action, MessageID, ReplyTo (anonymous), To; the XUA
-/// assertion (a signed `saml2:Assertion`, inserted as signed) in `wsse:Security`.
-pub fn envelope(action: &str, to: &str, assertion: &str, body: &str) -> String {
+/// A SOAP 1.2 request: WS-Addressing Action, MessageID, ReplyTo (anonymous), To; the
+/// exchange's correlation id (`bb:CorrelationID`, not mustUnderstand: issue 17 item 2); the
+/// XUA assertion (a signed `saml2:Assertion`, inserted as signed) in `wsse:Security`, or no
+/// `wsse:Security` at all when `assertion` is empty (the self-test's refusal case).
+pub fn envelope(
+    action: &str,
+    to: &str,
+    correlation: Option<&str>,
+    assertion: &str,
+    body: &str,
+) -> String {
     let assertion = strip_xml_declaration(assertion);
+    let correlation = correlation
+        .map(|c| {
+            format!(
+                "<bb:{el} xmlns:bb=\"{ns}\">{c}</bb:{el}>",
+                el = crate::oplog::CORRELATION_ELEMENT,
+                ns = crate::oplog::NS_CORRELATION,
+                c = escape(c)
+            )
+        })
+        .unwrap_or_default();
+    let security = if assertion.is_empty() {
+        String::new()
+    } else {
+        format!("<wsse:Security xmlns:wsse=\"{NS_WSSE}\">{assertion}</wsse:Security>")
+    };
     format!(
         "<s:Envelope xmlns:s=\"{NS_SOAP12}\" xmlns:a=\"{NS_WSA}\"><s:Header>\
 <a:Action s:mustUnderstand=\"1\">{action}</a:Action>\
 <a:MessageID>urn:uuid:{id}</a:MessageID>\
 <a:ReplyTo><a:Address>http://www.w3.org/2005/08/addressing/anonymous</a:Address></a:ReplyTo>\
-<a:To>{to}</a:To>\
-<wsse:Security xmlns:wsse=\"{NS_WSSE}\">{assertion}</wsse:Security>\
+<a:To>{to}</a:To>{correlation}{security}\
 </s:Header><s:Body>{body}</s:Body></s:Envelope>",
         action = escape(action),
         id = crate::trust::consent::new_uuid(),
@@ -434,6 +456,28 @@ pub async fn open_retrieve(
     }
 }
 
+/// A retrieve's answer read whole already (`content_type` and `body`), opened as
+/// [`open_retrieve`] opens a streamed one: for the qualification self-test.
+pub async fn retrieve_from_bytes(
+    content_type: &str,
+    body: Bytes,
+) -> Result<MtomStream, RemoteError> {
+    match mtom_params(content_type)? {
+        Some((boundary, start)) => {
+            let stream = futures::stream::once(async move { Ok::<_, std::io::Error>(body) });
+            MtomStream::open(stream, boundary, start).await
+        }
+        None => {
+            let body = body_of(&body)?;
+            let empty = futures::stream::empty::<Result<Bytes, std::io::Error>>();
+            Ok(MtomStream {
+                body,
+                multipart: multer::Multipart::new(empty, "none"),
+            })
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -464,7 +508,7 @@ mod tests {
 
     #[test]
     fn the_assertion_goes_in_without_its_declaration() {
-        let env = envelope(ACTION_ITI38, "https://x/xca/query", "<?xml version=\"1.0\"?>\n<saml2:Assertion xmlns:saml2=\"urn:oasis:names:tc:SAML:2.0:assertion\"/>", "<b/>");
+        let env = envelope(ACTION_ITI38, "https://x/xca/query", Some("urn:uuid:7"), "<?xml version=\"1.0\"?>\n<saml2:Assertion xmlns:saml2=\"urn:oasis:names:tc:SAML:2.0:assertion\"/>", "<b/>");
         let e = xml::parse(env.as_bytes()).unwrap();
         let security = e
             .child(NS_SOAP12, "Header")
@@ -472,6 +516,14 @@ mod tests {
             .child(NS_WSSE, "Security")
             .unwrap();
         assert_eq!(security.children[0].name, "Assertion");
+        let header = e.child(NS_SOAP12, "Header").unwrap();
+        let correlation = header
+            .child(
+                crate::oplog::NS_CORRELATION,
+                crate::oplog::CORRELATION_ELEMENT,
+            )
+            .unwrap();
+        assert_eq!(correlation.trimmed(), "urn:uuid:7");
     }
 
     const ENVELOPE: &str = "<e:Envelope xmlns:e=\"http://www.w3.org/2003/05/soap-envelope\"><e:Body>\

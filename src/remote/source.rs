@@ -86,8 +86,11 @@ impl Source for RemoteSource {
             Ok(peers) => peers,
             Err(e) => return (Vec::new(), vec![e]),
         };
+        let correlation = correlation_of(caller);
         let asked = peers.iter().map(|peer| async {
-            let result = self.query_peer(peer, &claims, &bsn).await;
+            let started = std::time::Instant::now();
+            let result = self.query_peer(peer, &claims, &correlation, &bsn).await;
+            traffic(&peer.name, "iti38", &result, started);
             let (outcome, detail, studies) = match &result {
                 Ok(s) => (
                     "success",
@@ -103,7 +106,7 @@ impl Source for RemoteSource {
                 detail,
                 grounds: String::new(),
             };
-            self.audit(caller, Operation::Iti38, &peer.name, outcome)
+            self.audit(caller, Operation::Iti38, &peer.name, &correlation, outcome)
                 .await;
             (peer.name.clone(), result)
         });
@@ -190,9 +193,19 @@ impl Source for RemoteSource {
             .collect();
         let mut report = FetchReport::default();
         let mut result = Ok(());
+        let correlation = correlation_of(caller);
+        let started = std::time::Instant::now();
         for batch in documents.chunks(DOCUMENTS_PER_REQUEST) {
             result = self
-                .retrieve_into(&peer, &claims, &study, batch, sink, &mut report)
+                .retrieve_into(
+                    &peer,
+                    &claims,
+                    &correlation,
+                    &study,
+                    batch,
+                    sink,
+                    &mut report,
+                )
                 .await;
             if result.is_err() {
                 break;
@@ -235,10 +248,14 @@ impl Source for RemoteSource {
                 ),
             ),
         };
+        if !matches!(result, Err(RemoteError::Cancelled)) {
+            traffic(&peer.name, "rad75", &result, started);
+        }
         self.audit(
             caller,
             Operation::Rad75,
             &peer.name,
+            &correlation,
             outcome_of(&study, outcome, detail),
         )
         .await;

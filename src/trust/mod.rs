@@ -59,6 +59,10 @@ pub struct Caller {
     /// The id of the association or HTTP request in the operations log (`oplog`): its
     /// audit records end their detail with `(request <id>)`.
     pub request_id: Option<String>,
+    /// The exchange's correlation id across gateways (`oplog::CORRELATION_HEADER`, the SOAP
+    /// `CorrelationID` header): as the calling gateway sent it, or ours for an outgoing
+    /// call. Recorded in the audit record (`correlation_id`).
+    pub correlation_id: Option<String>,
 }
 
 impl Caller {
@@ -625,6 +629,7 @@ impl Trust {
             grounds: outcome.grounds,
             patient_ids: outcome.patient_ids,
             study_uids: outcome.study_uids,
+            correlation_id: caller.correlation_id.clone().unwrap_or_default(),
         };
         self.audit.record(entry).await
     }

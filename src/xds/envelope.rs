@@ -58,6 +58,9 @@ pub struct Envelope {
     pub attachments: HashMap<String, Bytes>,
     /// Whether the request came as MTOM/XOP.
     pub mtom: bool,
+    /// The exchange's correlation id (`<CorrelationID>` in `oplog::NS_CORRELATION`), when
+    /// the calling gateway sent a valid one.
+    pub correlation_id: Option<String>,
 }
 
 /// A Fault, with the request's MessageID when it was read before the problem.
@@ -284,6 +287,7 @@ fn parse(xml: &[u8], attachments: &HashMap<String, Bytes>) -> Result<Envelope, R
         assertion,
         attachments: HashMap::new(),
         mtom: false,
+        correlation_id: headers.correlation_id,
     })
 }
 
@@ -295,6 +299,7 @@ struct Headers {
     to: Option<String>,
     securities: usize,
     assertions: usize,
+    correlation_id: Option<String>,
 }
 
 impl Headers {
@@ -340,6 +345,17 @@ impl Headers {
                         }
                     }
                     _ => {}
+                }
+                continue;
+            }
+            if block.is(
+                crate::oplog::NS_CORRELATION,
+                crate::oplog::CORRELATION_ELEMENT,
+            ) {
+                // The first valid one; a repeated or malformed one is ignored (it is a
+                // trace, not a credential).
+                if self.correlation_id.is_none() {
+                    self.correlation_id = crate::oplog::correlation_from_peer(block.trimmed());
                 }
                 continue;
             }

@@ -241,6 +241,9 @@ async fn dispatch(
         )));
     }
     let mut caller = caller.0;
+    if envelope.correlation_id.is_some() {
+        caller.correlation_id = envelope.correlation_id.clone();
+    }
     if let Some(assertion) = &envelope.assertion {
         // The assertion of the WS-Security header is the call's credential; a bearer token
         // beside it is not looked at.

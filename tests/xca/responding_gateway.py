@@ -28,6 +28,14 @@ The behaviour for the next request is read from --mode-file (one word; absent: `
   huge-envelope  RAD-75: an envelope of 4 MiB (a comment padding the XML)
   no-boundary    RAD-75: multipart/related without a boundary parameter
 
+Deliberate misconfigurations, for the qualification self-test (tests/selftest.rs, issue 17):
+
+  --no-client-cert-check      TLS without a client certificate required (CERT_NONE)
+  --accept-expired-assertions the assertion's NotOnOrAfter is not checked
+  --accept-unsigned           the assertion's signature is not verified (unsigned or badly
+                              signed assertions pass; a missing one is still refused)
+  --weak-tls                  TLS 1.0 and up, every cipher suite OpenSSL has (NULL included)
+
 Prints `READY <port>` on stdout once listening; logs to stderr; GET /stats answers
 {"requests": {"ITI-38": n, "ITI-39": n, "RAD-75": n}} (plain text over the same TLS).
 """
@@ -249,15 +257,18 @@ class Gateway:
         assertion = security.find(q(SAML2, "Assertion")) if security is not None else None
         if assertion is None:
             raise ValueError("no XUA assertion in wsse:Security")
-        verified = XMLVerifier().verify(
-            etree.tostring(assertion), x509_cert=self.xua_cert, id_attribute="ID")
-        signed = verified.signed_xml
+        if self.args.accept_unsigned:
+            signed = assertion  # misconfigured: the signature is never looked at
+        else:
+            verified = XMLVerifier().verify(
+                etree.tostring(assertion), x509_cert=self.xua_cert, id_attribute="ID")
+            signed = verified.signed_xml
         conditions = signed.find(q(SAML2, "Conditions"))
         not_after = conditions.get("NotOnOrAfter") if conditions is not None else None
         if not not_after:
             raise ValueError("assertion without NotOnOrAfter")
         end = datetime.datetime.fromisoformat(not_after.replace("Z", "+00:00"))
-        if end <= datetime.datetime.now(datetime.timezone.utc):
+        if end <= datetime.datetime.now(datetime.timezone.utc) and not self.args.accept_expired_assertions:
             raise ValueError("assertion expired")
         if bsn is not None:
             for attribute in signed.iter(q(SAML2, "Attribute")):
@@ -533,15 +544,23 @@ def main():
     p.add_argument("--home", required=True, help="our homeCommunityId (urn:oid:...)")
     p.add_argument("--repository", required=True, help="our repositoryUniqueId")
     p.add_argument("--mode-file")
+    p.add_argument("--no-client-cert-check", action="store_true")
+    p.add_argument("--accept-expired-assertions", action="store_true")
+    p.add_argument("--accept-unsigned", action="store_true")
+    p.add_argument("--weak-tls", action="store_true")
     args = p.parse_args()
 
     study = Study(args.study_dir, args.work_dir)
     Handler.gateway = Gateway(args, study)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if args.weak_tls:
+        # Misconfigured: old versions and every suite, CBC and static RSA included.
+        context.minimum_version = ssl.TLSVersion.TLSv1
+        context.set_ciphers("ALL:COMPLEMENTOFALL:@SECLEVEL=0")  # NULL suites too
     context.load_cert_chain(args.cert, args.key)
     context.load_verify_locations(args.client_ca)
-    context.verify_mode = ssl.CERT_REQUIRED
+    context.verify_mode = ssl.CERT_NONE if args.no_client_cert_check else ssl.CERT_REQUIRED
     server = Server(("127.0.0.1", args.port), Handler)
     server.socket = context.wrap_socket(server.socket, server_side=True)
     log("serving study", study.study_uid, "of", len(study.instances), "instances; KOS",

@@ -57,6 +57,7 @@ export function Audit() {
                 <th>Role</th>
                 <th>From</th>
                 <th>Detail</th>
+                <th title="The exchange's correlation id across gateways: the same id is in the other gateway's record">Correlation</th>
               </tr>
             </thead>
             <tbody>
@@ -71,6 +72,7 @@ export function Audit() {
                   <td>{r.role}</td>
                   <td class="small">{r.source_address}</td>
                   <td class="small">{r.detail}</td>
+                  <td class="mono small">{r.correlation_id}</td>
                 </tr>
               ))}
             </tbody>

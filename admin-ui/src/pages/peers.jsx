@@ -41,6 +41,20 @@ function Own({ own }) {
   );
 }
 
+// The real outgoing calls to the peer since start (not the probes): failures of calls, the
+// mean and last latency, the last failure.
+function Traffic({ traffic }) {
+  if (!traffic) return <span class="muted">no calls</span>;
+  return (
+    <span title={traffic.last_failure ? `${traffic.last_failure.at}: ${traffic.last_failure.error}` : ''}>
+      <span class={traffic.failures > 0 ? 'error' : 'ok'}>
+        {traffic.failures}/{traffic.calls} failed
+      </span>
+      , {traffic.mean_latency_ms} ms mean, {traffic.last_latency_ms} ms last
+    </span>
+  );
+}
+
 export function Peers() {
   const [data, setData] = useState(null);
   const [error, setError] = useState('');
@@ -85,6 +99,7 @@ export function Peers() {
               <th>Probe</th>
               <th>Latency</th>
               <th>Errors</th>
+              <th>Traffic</th>
               <th>Certificate</th>
               <th>Last success</th>
               <th>Last failure</th>
@@ -100,6 +115,9 @@ export function Peers() {
                 <td>{p.probe ? `${p.probe.latency_ms} ms` : ''}</td>
                 <td>
                   {p.failures}/{p.probes}
+                </td>
+                <td class="small" data-testid="traffic">
+                  <Traffic traffic={p.traffic} />
                 </td>
                 <td>
                   <Cert cert={p.certificate} />

@@ -34,6 +34,10 @@ pub struct AuditRecord {
     pub grounds: String,
     pub patient_ids: Vec<String>,
     pub study_uids: Vec<String>,
+    /// The exchange's correlation id across gateways (issue 17 item 2); empty when the
+    /// exchange had none (and in every record written before migration 9).
+    #[serde(default)]
+    pub correlation_id: String,
     /// Hash of the record before (hex); [`GENESIS_HASH`] for the first.
     pub prev_hash: String,
     /// SHA-256 (hex) of `prev_hash`, `:` and [`canonical`](Self::canonical).
@@ -60,11 +64,20 @@ struct Canonical<'a> {
     grounds: &'a str,
     patient_ids: &'a [String],
     study_uids: &'a [String],
+    /// Left out when empty, so that records written before the column existed keep their
+    /// hash.
+    #[serde(skip_serializing_if = "is_empty")]
+    correlation_id: &'a str,
+}
+
+fn is_empty(s: &&str) -> bool {
+    s.is_empty()
 }
 
 impl AuditRecord {
     /// The canonical serialisation: compact JSON of every field but the hashes, in
-    /// declaration order, with a format version (`"v":1`).
+    /// declaration order, with a format version (`"v":1`); `correlation_id` only when it
+    /// is set (a record without one hashes as before the field existed).
     pub fn canonical(&self) -> String {
         let c = Canonical {
             v: 1,
@@ -84,6 +97,7 @@ impl AuditRecord {
             grounds: &self.grounds,
             patient_ids: &self.patient_ids,
             study_uids: &self.study_uids,
+            correlation_id: &self.correlation_id,
         };
         // Serialising strings and integers cannot fail.
         serde_json::to_string(&c).unwrap_or_default()
@@ -198,6 +212,24 @@ mod tests {
             ..r
         };
         assert_ne!(a.canonical(), b.canonical());
+    }
+
+    #[test]
+    fn the_correlation_id_is_hashed_when_set_only() {
+        let r = AuditRecord {
+            seq: 3,
+            operation: "ITI-38".into(),
+            ..Default::default()
+        };
+        assert!(!r.canonical().contains("correlation_id"));
+        let with = AuditRecord {
+            correlation_id: "urn:uuid:1".into(),
+            ..r.clone()
+        };
+        assert!(with
+            .canonical()
+            .ends_with(r#","correlation_id":"urn:uuid:1"}"#));
+        assert_ne!(r.chain_hash(GENESIS_HASH), with.chain_hash(GENESIS_HASH));
     }
 
     #[test]

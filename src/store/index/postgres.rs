@@ -44,6 +44,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "nodes",
         include_str!("migrations/postgres/0008_nodes.sql"),
     ),
+    (
+        9,
+        "audit_correlation",
+        include_str!("migrations/postgres/0009_audit_correlation.sql"),
+    ),
 ];
 
 /// The index in a PostgreSQL database (`postgres://user@host/db`).

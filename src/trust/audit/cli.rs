@@ -105,7 +105,7 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<()> {
 }
 
 /// The columns of [`csv`].
-const CSV_COLUMNS: [&str; 16] = [
+const CSV_COLUMNS: [&str; 17] = [
     "seq",
     "time",
     "operation",
@@ -121,6 +121,7 @@ const CSV_COLUMNS: [&str; 16] = [
     "grounds",
     "patient_ids",
     "study_uids",
+    "correlation_id",
     "detail",
 ];
 
@@ -162,6 +163,7 @@ pub fn csv(records: &[super::redact::RecordView]) -> String {
             r.grounds.clone(),
             r.patient_ids.join(";"),
             r.study_uids.join(";"),
+            r.correlation_id.clone(),
             r.detail.clone(),
         ];
         for (i, v) in values.iter().enumerate() {
@@ -210,6 +212,7 @@ mod tests {
             grounds: String::new(),
             patient_ids: vec!["999999990".into(), "X".into()],
             study_uids: vec!["1.2".into()],
+            correlation_id: String::new(),
             hash: None,
             redacted: false,
         };

@@ -71,6 +71,8 @@ pub struct AuditEntry {
     /// Patients (BSN) and studies concerned.
     pub patient_ids: Vec<String>,
     pub study_uids: Vec<String>,
+    /// The exchange's correlation id across gateways, if any (issue 17 item 2).
+    pub correlation_id: String,
 }
 
 impl From<AuditEntry> for AuditRecord {
@@ -92,6 +94,7 @@ impl From<AuditEntry> for AuditRecord {
             grounds: e.grounds,
             patient_ids: e.patient_ids,
             study_uids: e.study_uids,
+            correlation_id: e.correlation_id,
             prev_hash: String::new(),
             hash: String::new(),
         }

@@ -39,6 +39,8 @@ pub struct RecordView {
     /// The record's studies that are known to be this patient's (all of them when the
     /// record names no other patient).
     pub study_uids: Vec<String>,
+    /// The exchange's correlation id across gateways (empty when none).
+    pub correlation_id: String,
     /// The stored record's hash; only on a record shown as stored.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hash: Option<String>,
@@ -127,6 +129,7 @@ pub fn view(record: &AuditRecord, patient_id: &str, studies: &StudyPatients) -> 
         grounds,
         patient_ids,
         study_uids,
+        correlation_id: record.correlation_id.clone(),
         hash: (!redacted).then(|| record.hash.clone()),
         redacted,
     }

@@ -14,7 +14,7 @@ use sqlx::Row;
 
 const RECORD_COLUMNS: &str = "seq, time, operation, outcome, detail, gateway, \
     certificate_sha256, organisation_ura, professional_uzi, role, purpose_of_use, token_id, \
-    source_address, grounds, patient_ids, study_uids, prev_hash, hash";
+    source_address, grounds, patient_ids, study_uids, prev_hash, hash, correlation_id";
 
 fn json_list(values: &[String]) -> String {
     serde_json::to_string(values).unwrap_or_else(|_| "[]".into())
@@ -69,6 +69,7 @@ sql_impl! {
             &json_list(&stored.study_uids),
             &stored.prev_hash,
             &stored.hash,
+            &stored.correlation_id,
         ] {
             sql.push(", ").bind(v);
         }
@@ -129,6 +130,7 @@ sql_impl! {
             study_uids: parse_list(&text(15)?),
             prev_hash: text(16)?,
             hash: text(17)?,
+            correlation_id: text(18)?,
         })
     }
 
