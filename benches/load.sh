@@ -83,6 +83,9 @@ node() {
 [dimse]
 ae_title = "BEELDBRUG"
 listen = "$HOST:1180$n"
+# every client of this test comes from 127.0.0.1: the per-address cap (16 by default) would
+# refuse a part of the ASSOCS associations as "local limit exceeded"
+max_associations_per_address = 64
 
 [http]
 listen = "$HOST:1190$n"
