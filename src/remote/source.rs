@@ -188,11 +188,15 @@ impl Source for RemoteSource {
                 series: series.clone(),
             })
             .collect();
+        let classes: HashMap<String, String> = manifest
+            .iter()
+            .map(|(_, class, sop)| (sop.clone(), class.clone()))
+            .collect();
         let mut report = FetchReport::default();
         let mut result = Ok(());
         for batch in documents.chunks(DOCUMENTS_PER_REQUEST) {
             result = self
-                .retrieve_into(&peer, &claims, &study, batch, sink, &mut report)
+                .retrieve_into(&peer, &claims, &study, batch, &classes, sink, &mut report)
                 .await;
             if result.is_err() {
                 break;
