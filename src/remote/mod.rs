@@ -11,8 +11,11 @@
 //! - **count**: the instances the study's manifest references, the manifest fetched once by
 //!   ITI-39 (a study is known from an earlier find, also after a restart: [`studies`]).
 //! - **fetch**: RAD-75 Cross Gateway Retrieve Imaging Document Set of those instances, the
-//!   MTOM/XOP answer read part by part ([`soap::MtomStream`]) and each instance written to
-//!   the cache as its bytes arrive, then handed on through the [`Sink`]; the call is
+//!   MTOM/XOP answer read part by part ([`soap::MtomStream`]) into a cache fill as its bytes
+//!   arrive (`store::ingest::cache_fill`, as a PACS retrieve: checked, parsed and renamed
+//!   into place on the fill's thread without an fsync per instance), each stored instance
+//!   handed on through the [`Sink`] with its data set still in memory and indexed 64 at a
+//!   time behind; the core syncs them all before it counts the study as cached. The call is
 //!   dropped (the connection closed) when the consumers leave.
 //!
 //! Every call is mutual TLS ([`client`]: the peer's certificate against the CAs, CRLs and its
