@@ -44,16 +44,16 @@ use crate::trust::consent::ConsentRequest;
 use crate::trust::participants::Participant;
 use crate::trust::saml::SamlIssuer;
 use crate::trust::{Caller, Operation, Outcome, Trust};
-use client::PeerClient;
 use bytes::Bytes;
+use client::PeerClient;
 use futures::future::join_all;
 use soap::DocumentRequest;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
 use studies::{KnownStudies, Referenced, RemoteStudy, PATIENT_ID, STUDY_UID};
+use tokio::sync::mpsc;
 
 /// The name the remote gateways go by in logs, audit details and errors.
 pub const NAME: &str = "remote gateways";
@@ -619,9 +619,7 @@ impl Parts<'_> {
                             let rest = head.split_off(n);
                             let mut one = fill.begin(std::mem::take(&mut head));
                             if !rest.is_empty() {
-                                one.push(Bytes::from(rest))
-                                    .await
-                                    .map_err(stopped)?;
+                                one.push(Bytes::from(rest)).await.map_err(stopped)?;
                             }
                             instance = Some((one, whole));
                         }
