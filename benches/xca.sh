@@ -11,6 +11,8 @@
 # from the C-MOVE request to the first instance in A's Orthanc (its /statistics polled every
 # 20 ms), and for 2 the peak RSS (VmHWM) of each gateway above its RSS just before the
 # C-MOVE (after the C-FIND that located the study). A's Orthanc starts empty every run.
+# CPU-seconds of every process (utime + stime from /proc over the C-MOVE; the DCMTK client's
+# from /usr/bin/time) go with each run into $BENCH_DIR/cpu.txt, with the load average.
 #
 # Usage: unshare -n bash -c 'ip link set lo up; benches/xca.sh'   (fixed ports on loopback)
 # Environment (defaults in brackets):
@@ -18,6 +20,9 @@
 #   CT_SLICES [2000]  slices of the CT study (512x512x16 bit, ~0.5 MB each)
 #   REPS [3]          runs of 1 and 2 each
 #   BB_BIN            a beeldbrug binary to test instead of a release build of this checkout
+#   BB_BIN2           a second binary: then each round runs direct, BB_BIN, BB_BIN2 (A/B)
+#   PERF [unset]      1: perf record -g of both gateways during the gateway runs
+#                     (into $BENCH_DIR/perf-{a,b}-N.data)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -39,6 +44,11 @@ now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 kib() { awk -v k="$1" '/^'"$1"':/ { print $2 }' "/proc/$2/status"; }
+# cpu PID: CPU-seconds (user + system, all threads) the process used so far
+cpu() { awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%.2f\n", ($12 + $13) / hz }' "/proc/$1/stat"; }
+minus() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a - b }'; }
+client_cpu() { awk '{ printf "%.2f", $1 + $2 }' "$BENCH_DIR/time.txt"; }
+load() { cut -d' ' -f1 /proc/loadavg; }
 
 mkdir -p "$BENCH_DIR"
 prepare_beeldbrug
@@ -132,6 +142,7 @@ if [ ! -f "$BENCH_DIR/orthanc-B.complete" ]; then
     touch "$BENCH_DIR/orthanc-B.complete"
 fi
 start_orthanc B $OB_DIMSE $OB_HTTP
+OBPID=$OPID
 
 # --- the gateways (fresh data dirs every run) -----------------------------------------------
 gateway_toml() { # NAME: the configuration of gateway A or B
@@ -228,18 +239,21 @@ watch_first() {
 run_direct() {
     rm -rf "$BENCH_DIR/orthanc-A"
     start_orthanc A $OA_DIMSE $OA_HTTP
-    local t0
+    local t0 oa0 ob0 l0
+    oa0=$(cpu $OPID) ob0=$(cpu $OBPID) l0=$(load)
     t0=$(now)
     watch_first "$t0" &
     local watcher=$!
-    /usr/bin/movescu -S -aet BENCH -aec ORTHANCB -aem ORTHANCA --max-pdu $PDU -to 60 -td 600 \
+    /usr/bin/time -f '%U %S' -o "$BENCH_DIR/time.txt" \
+        /usr/bin/movescu -S -aet BENCH -aec ORTHANCB -aem ORTHANCA --max-pdu $PDU -to 60 -td 600 \
         -k QueryRetrieveLevel=STUDY -k StudyInstanceUID="$STUDY" "$HOST" $OB_DIMSE >"$BENCH_DIR/movescu-direct.log" 2>&1
     local total
     total=$(since "$t0")
     wait "$watcher"
     [ "$(count $OA_HTTP)" = "$N" ] || die "direct: Orthanc A holds $(count $OA_HTTP) of $N"
     echo "$total $(cat "$BENCH_DIR/first")" >>"$BENCH_DIR/direct.txt"
-    log "direct: $total s, first instance after $(cat "$BENCH_DIR/first") s"
+    echo "direct total=$total orthancB=$(minus "$(cpu $OBPID)" "$ob0") orthancA=$(minus "$(cpu $OPID)" "$oa0") movescu=$(client_cpu) load=$l0-$(load)" >>"$BENCH_DIR/cpu.txt"
+    log "direct: $total s, first instance after $(cat "$BENCH_DIR/first") s; $(tail -1 "$BENCH_DIR/cpu.txt")"
     stop "$OPID"
 }
 
@@ -259,31 +273,56 @@ run_gateways() {
     local a_idle b_idle
     a_idle=$(kib VmRSS $apid)
     b_idle=$(kib VmRSS $bpid)
-    local t0
+    local t0 a0 b0 oa0 ob0 l0 perfs=()
+    RUN=$((RUN + 1))
+    if [ "${PERF:-}" = 1 ]; then
+        perf record -F 999 -g -p "$apid" -o "$BENCH_DIR/perf-a-$RUN.data" >/dev/null 2>&1 &
+        perfs+=($!)
+        perf record -F 999 -g -p "$bpid" -o "$BENCH_DIR/perf-b-$RUN.data" >/dev/null 2>&1 &
+        perfs+=($!)
+        sleep 0.5
+    fi
+    a0=$(cpu $apid) b0=$(cpu $bpid) oa0=$(cpu $OPID) ob0=$(cpu $OBPID) l0=$(load)
     t0=$(now)
     watch_first "$t0" &
     local watcher=$!
-    /usr/bin/movescu -S -aet WORKSTATION -aec BEELDBRUG -aem ORTHANCA -to 60 -td 600 \
+    /usr/bin/time -f '%U %S' -o "$BENCH_DIR/time.txt" \
+        /usr/bin/movescu -S -aet WORKSTATION -aec BEELDBRUG -aem ORTHANCA -to 60 -td 600 \
         -k QueryRetrieveLevel=STUDY -k StudyInstanceUID="$STUDY" "$HOST" $A_DIMSE >"$BENCH_DIR/movescu-gateways.log" 2>&1
     local total
     total=$(since "$t0")
     wait "$watcher"
+    local cpus
+    cpus="gatewayA=$(minus "$(cpu $apid)" "$a0") gatewayB=$(minus "$(cpu $bpid)" "$b0") orthancB=$(minus "$(cpu $OBPID)" "$ob0") orthancA=$(minus "$(cpu $OPID)" "$oa0") movescu=$(client_cpu)"
+    for p in "${perfs[@]}"; do kill -INT "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
     [ "$(count $OA_HTTP)" = "$N" ] || die "gateways: Orthanc A holds $(count $OA_HTTP) of $N"
     local a_peak b_peak
     a_peak=$(( ($(kib VmHWM $apid) - a_idle) / 1024 ))
     b_peak=$(( ($(kib VmHWM $bpid) - b_idle) / 1024 ))
-    echo "$total $(cat "$BENCH_DIR/first") $a_peak $b_peak" >>"$BENCH_DIR/gateways.txt"
-    log "gateways: $total s, first instance after $(cat "$BENCH_DIR/first") s, RSS above idle A $a_peak MB, B $b_peak MB"
+    echo "$total $(cat "$BENCH_DIR/first") $a_peak $b_peak" >>"$BENCH_DIR/gateways$SUFFIX.txt"
+    echo "gateways$SUFFIX total=$total $cpus load=$l0-$(load)" >>"$BENCH_DIR/cpu.txt"
+    cp "$BENCH_DIR/run/a.log" "$BENCH_DIR/a-$RUN.log"
+    cp "$BENCH_DIR/run/b.log" "$BENCH_DIR/b-$RUN.log"
+    log "gateways$SUFFIX: $total s, first instance after $(cat "$BENCH_DIR/first") s, RSS above idle A $a_peak MB, B $b_peak MB; $cpus"
     stop "$apid"
     stop "$bpid"
     stop "$OPID"
 }
 
-rm -f "$BENCH_DIR/direct.txt" "$BENCH_DIR/gateways.txt"
+BB1=$BB
+if [ -n "${BB_BIN2:-}" ]; then
+    [ -x "$BB_BIN2" ] || die "BB_BIN2=$BB_BIN2 is not an executable"
+    BB2=$BENCH_DIR/beeldbrug2
+    cp "$BB_BIN2" "$BB2.tmp" && mv "$BB2.tmp" "$BB2"
+    BB_VERSION="$BB_VERSION; 2: binary $BB_BIN2, sha256 $(sha256sum "$BB2" | cut -c1-12)"
+fi
+rm -f "$BENCH_DIR/direct.txt" "$BENCH_DIR/gateways.txt" "$BENCH_DIR/gateways2.txt" "$BENCH_DIR/cpu.txt"
+RUN=0
 log "study: $N instances, $MB MB; $REPS runs each, alternating"
 for i in $(seq 1 "$REPS"); do
     run_direct
-    run_gateways
+    BB=$BB1 SUFFIX= run_gateways
+    if [ -n "${BB2:-}" ]; then BB=$BB2 SUFFIX=2 run_gateways; fi
 done
 
 col() { awk -v c="$2" '{ print $c }' "$BENCH_DIR/$1.txt" | median; }
@@ -294,3 +333,10 @@ printf '%-44s %8s %12s %10s %10s\n' "" "total s" "1st inst. s" "A RSS MB" "B RSS
 printf '%-44s %8s %12s %10s %10s\n' "movescu: Orthanc B -> Orthanc A (direct)" "$D" "$(col direct 2)" "-" "-"
 printf '%-44s %8s %12s %10s %10s\n' "C-MOVE via A <- RAD-75/mTLS <- B <- C-GET" "$G" "$(col gateways 2)" "$(col gateways 3)" "$(col gateways 4)"
 awk -v g="$G" -v d="$D" 'BEGIN { printf "ratio gateways / direct: %.2f\n", g / d }'
+if [ -n "${BB2:-}" ]; then
+    G2=$(col gateways2 1)
+    printf '%-44s %8s %12s %10s %10s\n' "the same, BB_BIN2" "$G2" "$(col gateways2 2)" "$(col gateways2 3)" "$(col gateways2 4)"
+    awk -v g="$G2" -v d="$D" 'BEGIN { printf "ratio BB_BIN2 gateways / direct: %.2f\n", g / d }'
+fi
+echo "CPU-seconds per run ($BENCH_DIR/cpu.txt):"
+cat "$BENCH_DIR/cpu.txt"

@@ -8,7 +8,8 @@
 
 use crate::model::query::{Level, Match, Query};
 use crate::model::retrieve::{InstanceLocation, Selection};
-use crate::store::{BlobStore, Index};
+use crate::store::ingest::{index_batch, Filled};
+use crate::store::{BlobStore, Index, InstanceRecord};
 use crate::trust::Caller;
 use bytes::Bytes;
 use std::sync::Arc;
@@ -153,6 +154,82 @@ pub struct Sink<'a> {
     pub index: &'a dyn Index,
     pub out: &'a mpsc::Sender<Arrival>,
     pub cancel: &'a CancellationToken,
+}
+
+/// Stored instances indexed together by [`index_behind`]: one transaction per this many,
+/// instead of one commit per instance.
+pub const INDEX_BATCH: usize = 64;
+
+/// Hand on what a cache fill (`store::ingest::cache_fill`) stored, in order, until it
+/// ends: (handed on, not stored). Each goes to the consumer and then to `to_index`.
+pub async fn take_filled(
+    mut filled: mpsc::Receiver<Filled>,
+    sink: &Sink<'_>,
+    to_index: mpsc::UnboundedSender<InstanceRecord>,
+) -> (usize, usize) {
+    let (mut received, mut not_stored) = (0, 0);
+    while let Some(one) = filled.recv().await {
+        if hand_on(one, sink, &to_index).await {
+            received += 1;
+        } else {
+            not_stored += 1;
+        }
+    }
+    (received, not_stored)
+}
+
+/// A stored instance goes to the consumer (waiting for it: back-pressure) and to the
+/// indexer (true). One that failed to store leaves the fetch incomplete (false).
+pub async fn hand_on(
+    filled: Filled,
+    sink: &Sink<'_>,
+    to_index: &mpsc::UnboundedSender<InstanceRecord>,
+) -> bool {
+    match filled.stored {
+        Ok(ingested) => {
+            // The consumer went away: the instance is cached anyway; cancel follows.
+            let arrival = Arrival {
+                loc: ingested.record.location(),
+                data_set: filled.data_set.map(|pieces| DataSet {
+                    pieces,
+                    file_start: filled.file_start,
+                }),
+            };
+            let _ = sink.out.send(arrival).await;
+            let _ = to_index.send(ingested.record);
+            true
+        }
+        Err(f) => {
+            let sop = filled.sop_instance;
+            tracing::warn!(?sop, status = f.status, reason = %f.reason, "fetched instance not stored");
+            false
+        }
+    }
+}
+
+/// Index the records sent to it, [`INDEX_BATCH`] per transaction and the rest when the
+/// senders are gone; returns how many could not be indexed (their blobs are removed, so
+/// the fetch is not counted complete).
+pub async fn index_behind(
+    sink: &Sink<'_>,
+    mut records: mpsc::UnboundedReceiver<InstanceRecord>,
+) -> usize {
+    let mut batch = Vec::with_capacity(INDEX_BATCH);
+    let mut failed = 0;
+    loop {
+        let room = INDEX_BATCH - batch.len();
+        let n = records.recv_many(&mut batch, room).await;
+        if n == 0 || batch.len() >= INDEX_BATCH {
+            if let Err(e) = index_batch(sink.blobs, sink.index, &batch).await {
+                tracing::error!(reason = %e.reason, n = batch.len(), "cannot index fetched instances");
+                failed += batch.len();
+            }
+            batch.clear();
+        }
+        if n == 0 {
+            return failed;
+        }
+    }
 }
 
 /// A source behind the cache.

@@ -358,7 +358,7 @@ impl Association {
     }
 
     /// [`send_message`](Self::send_message) with the data set in parts (as it was received):
-    /// no PDU spans two parts, so nothing is copied together.
+    /// a PDV may span parts, which are written gathered (vectored), not copied together.
     pub async fn send_message_parts<B: AsRef<[u8]>>(
         &mut self,
         context_id: u8,
@@ -368,25 +368,40 @@ impl Association {
         let bytes = command.encode();
         self.send_fragments(context_id, true, &bytes).await?;
         let max = self.max_fragment();
+        // PDVs of the largest size the peer takes, each gathered from as many parts as it
+        // spans: a data set received in pieces of any size (odd ones too: an MTOM part
+        // read as the network delivered it) goes out in even, full fragments (PS3.5 7.1:
+        // a data set's length is even), whatever its pieces were.
         // (Plain loops: an iterator adapter held across the writes makes the future's
         // `Send` depend on lifetimes the compiler cannot prove for every caller.)
-        let last_part = parts.iter().rposition(|p| !p.as_ref().is_empty());
-        let Some(last_part) = last_part else {
+        let total: usize = parts.iter().map(|p| p.as_ref().len()).sum();
+        if total == 0 {
             self.writer.write_pdv(context_id, false, true, &[]).await?;
             self.writer.flush().await?;
             return Ok(());
-        };
-        for (i, part) in parts.iter().enumerate().take(last_part + 1) {
-            let part = part.as_ref();
-            let mut at = 0;
-            while at < part.len() {
-                let end = (at + max).min(part.len());
-                let last = i == last_part && end == part.len();
-                self.writer
-                    .write_pdv(context_id, false, last, &part[at..end])
-                    .await?;
-                at = end;
+        }
+        let (mut part, mut at, mut sent) = (0usize, 0usize, 0usize);
+        while sent < total {
+            let want = max.min(total - sent);
+            let mut slices: Vec<&[u8]> = Vec::new();
+            let mut got = 0;
+            while got < want {
+                let piece = parts[part].as_ref();
+                let take = (piece.len() - at).min(want - got);
+                if take > 0 {
+                    slices.push(&piece[at..at + take]);
+                }
+                at += take;
+                got += take;
+                if at == piece.len() {
+                    part += 1;
+                    at = 0;
+                }
             }
+            sent += want;
+            self.writer
+                .write_pdv_gathered(context_id, false, sent == total, &slices)
+                .await?;
         }
         self.writer.flush().await?;
         Ok(())

@@ -274,6 +274,48 @@ impl<W: AsyncWrite + Unpin> PduWriter<W> {
         self.write_pending(data).await
     }
 
+    /// [`write_pdv`](PduWriter::write_pdv) of a PDV whose value is `data` joined: pieces of
+    /// a data set as they were received, gathered into one PDV without copying them.
+    pub async fn write_pdv_gathered(
+        &mut self,
+        context_id: u8,
+        is_command: bool,
+        is_last: bool,
+        data: &[&[u8]],
+    ) -> Result<(), PduError> {
+        let len: usize = data.iter().map(|d| d.len()).sum();
+        if let [one] = data {
+            return self.write_pdv(context_id, is_command, is_last, one).await;
+        }
+        if len <= COALESCE {
+            let joined = data.concat();
+            return self
+                .write_pdv(context_id, is_command, is_last, &joined)
+                .await;
+        }
+        let item_len = len as u32 + 2;
+        let mut head = [0u8; 12];
+        head[0] = pdu_type::P_DATA_TF;
+        head[2..6].copy_from_slice(&(item_len + 4).to_be_bytes());
+        head[6..10].copy_from_slice(&item_len.to_be_bytes());
+        head[10] = context_id;
+        head[11] = u8::from(is_command) | (u8::from(is_last) << 1);
+        self.pending.extend_from_slice(&head);
+        let mut slices: Vec<IoSlice<'_>> = std::iter::once(IoSlice::new(&self.pending))
+            .chain(data.iter().map(|d| IoSlice::new(d)))
+            .collect();
+        let mut left = &mut slices[..];
+        while !left.is_empty() {
+            let n = timed(self.timeout, true, self.inner.write_vectored(left)).await?;
+            if n == 0 {
+                return Err(PduError::Io(std::io::ErrorKind::WriteZero.into()));
+            }
+            IoSlice::advance_slices(&mut left, n);
+        }
+        self.pending.clear();
+        Ok(())
+    }
+
     /// Write out what is buffered (then flush the stream).
     pub async fn flush(&mut self) -> Result<(), PduError> {
         self.write_pending(&[]).await?;

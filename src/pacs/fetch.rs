@@ -18,15 +18,16 @@ use crate::dimse::status::code;
 use crate::dimse::status::{self, Category};
 use crate::dimse::{sop, Association, Event};
 use crate::model::Selection;
-use crate::store::ingest::{cache_fill, index_batch, FillWriter, Filled};
+use crate::store::ingest::{cache_fill, FillWriter, Filled};
 use crate::store::InstanceRecord;
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_object::InMemDicomObject;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-// A fetch's report and sink are the core's, shared by every source.
-use crate::core::source::{Arrival, DataSet};
+// A fetch's report and sink are the core's, shared by every source, and so is handing on
+// and indexing what a cache fill stored.
+use crate::core::source::{hand_on, index_behind, take_filled};
 pub use crate::core::source::{FetchReport, Sink};
 
 /// The retrieve identifier for a selection (PS3.4 C.6.2.1 unique keys, Study Root).
@@ -168,10 +169,6 @@ pub async fn get(
     finish(report, sink)
 }
 
-/// Instances stored but not yet indexed: they are indexed [`INDEX_BATCH`] at a time, one
-/// transaction each, instead of one commit per instance.
-const INDEX_BATCH: usize = 64;
-
 /// The C-GET exchange after the request, until the final response: each sub-operation's
 /// data set goes into the cache fill and is acknowledged once it is all there (the PACS
 /// holds the original; an instance that then fails to store leaves the retrieve
@@ -237,77 +234,6 @@ async fn receive(
             }
         },
     )
-}
-
-/// Hand on what the fill stored, in order, until it ends: (handed on, not stored).
-async fn take_filled(
-    mut filled: mpsc::Receiver<Filled>,
-    sink: &Sink<'_>,
-    to_index: mpsc::UnboundedSender<InstanceRecord>,
-) -> (usize, usize) {
-    let (mut received, mut not_stored) = (0, 0);
-    while let Some(one) = filled.recv().await {
-        if hand_on(one, sink, &to_index).await {
-            received += 1;
-        } else {
-            not_stored += 1;
-        }
-    }
-    (received, not_stored)
-}
-
-/// A stored instance goes to the consumer (waiting for it: back-pressure) and to the
-/// indexer (true). One that failed to store leaves the retrieve incomplete (false).
-async fn hand_on(
-    filled: Filled,
-    sink: &Sink<'_>,
-    to_index: &mpsc::UnboundedSender<InstanceRecord>,
-) -> bool {
-    match filled.stored {
-        Ok(ingested) => {
-            // The consumer went away: the instance is cached anyway; cancel follows.
-            let arrival = Arrival {
-                loc: ingested.record.location(),
-                data_set: filled.data_set.map(|pieces| DataSet {
-                    pieces,
-                    file_start: filled.file_start,
-                }),
-            };
-            let _ = sink.out.send(arrival).await;
-            let _ = to_index.send(ingested.record);
-            true
-        }
-        Err(f) => {
-            let sop = filled.sop_instance;
-            tracing::warn!(?sop, status = f.status, reason = %f.reason, "instance from PACS not stored");
-            false
-        }
-    }
-}
-
-/// Index the records sent to it, [`INDEX_BATCH`] per transaction and the rest when the
-/// senders are gone; returns how many could not be indexed (their blobs are removed, so
-/// the retrieve is not counted complete).
-async fn index_behind(
-    sink: &Sink<'_>,
-    mut records: mpsc::UnboundedReceiver<InstanceRecord>,
-) -> usize {
-    let mut batch = Vec::with_capacity(INDEX_BATCH);
-    let mut failed = 0;
-    loop {
-        let room = INDEX_BATCH - batch.len();
-        let n = records.recv_many(&mut batch, room).await;
-        if n == 0 || batch.len() >= INDEX_BATCH {
-            if let Err(e) = index_batch(sink.blobs, sink.index, &batch).await {
-                tracing::error!(reason = %e.reason, n = batch.len(), "cannot index instances from the PACS");
-                failed += batch.len();
-            }
-            batch.clear();
-        }
-        if n == 0 {
-            return failed;
-        }
-    }
 }
 
 /// C-MOVE the selection to our own Storage SCP, which hands each stored instance over

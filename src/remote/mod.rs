@@ -11,8 +11,11 @@
 //! - **count**: the instances the study's manifest references, the manifest fetched once by
 //!   ITI-39 (a study is known from an earlier find, also after a restart: [`studies`]).
 //! - **fetch**: RAD-75 Cross Gateway Retrieve Imaging Document Set of those instances, the
-//!   MTOM/XOP answer read part by part ([`soap::MtomStream`]) and each instance written to
-//!   the cache as its bytes arrive, then handed on through the [`Sink`]; the call is
+//!   MTOM/XOP answer read part by part ([`soap::MtomStream`]) into a cache fill as its bytes
+//!   arrive (`store::ingest::cache_fill`, as a PACS retrieve: checked, parsed and renamed
+//!   into place on the fill's thread without an fsync per instance), each stored instance
+//!   handed on through the [`Sink`] with its data set still in memory and indexed 64 at a
+//!   time behind; the core syncs them all before it counts the study as cached. The call is
 //!   dropped (the connection closed) when the consumers leave.
 //!
 //! Every call is mutual TLS ([`client`]: the peer's certificate against the CAs, CRLs and its
@@ -29,24 +32,28 @@ pub mod studies;
 
 use crate::config::{Localisation, RemoteConfig};
 use crate::core::source::{
-    Arrival, Capabilities, FetchReport, Sink, Source, SourceError, SourceErrorKind,
+    index_behind, take_filled, Capabilities, FetchReport, Sink, Source, SourceError,
+    SourceErrorKind,
 };
 use crate::ebrim::{ns, QueryId, Slot};
 use crate::model::query::{Level, Match, Matcher, Query};
 use crate::model::Selection;
-use crate::store::ingest::{index_batch, store_blob, Expected};
+use crate::store::ingest::{cache_fill, Expected, FillInstance, FillWriter};
 use crate::trust::claims::{ClaimSource, Claims};
 use crate::trust::consent::ConsentRequest;
 use crate::trust::participants::Participant;
 use crate::trust::saml::SamlIssuer;
 use crate::trust::{Caller, Operation, Outcome, Trust};
+use bytes::Bytes;
 use client::PeerClient;
 use futures::future::join_all;
 use soap::DocumentRequest;
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use studies::{KnownStudies, Referenced, RemoteStudy, PATIENT_ID, STUDY_UID};
+use tokio::sync::mpsc;
 
 /// The name the remote gateways go by in logs, audit details and errors.
 pub const NAME: &str = "remote gateways";
@@ -506,7 +513,12 @@ impl RemoteSource {
         Some((study, claims))
     }
 
-    /// RAD-75 of `documents` into the sink, part by part.
+    /// RAD-75 of `documents` into the sink, part by part: each part goes into a cache fill
+    /// (`store::ingest::cache_fill`) as its bytes arrive; the fill's thread checks, parses
+    /// and renames it into place without an fsync (the study counts as cached only after
+    /// the core's end-of-fetch sync), and it is handed on with its data set in memory while
+    /// the next part is read, and indexed [`INDEX_BATCH`](crate::core::source::INDEX_BATCH)
+    /// at a time. `classes`: the SOP Class UID of each document, from the manifest.
     #[allow(clippy::too_many_arguments)]
     async fn retrieve_into(
         &self,
@@ -515,6 +527,7 @@ impl RemoteSource {
         correlation: &str,
         study: &RemoteStudy,
         documents: &[DocumentRequest],
+        classes: &HashMap<String, String>,
         sink: &Sink<'_>,
         report: &mut FetchReport,
     ) -> Result<(), RemoteError> {
@@ -531,81 +544,147 @@ impl RemoteSource {
         if !errors.is_empty() {
             tracing::warn!(peer = %peer.name, %status, errors = ?errors, "RAD-75: the peer reports errors");
         }
+        let (fill, filled) = cache_fill(sink.blobs);
+        let (to_index, indexing) = mpsc::unbounded_channel();
+        let parts = Parts {
+            by_part: &by_part,
+            study_uid: &study.study_uid,
+            classes,
+            timeout: self.timeout,
+        };
+        // Three at once, as a PACS retrieve: reading the parts into the fill, handing on
+        // what it stored, indexing that. However the reading ends, what was stored is
+        // handed on and indexed.
+        let (read, (received, _not_stored), not_indexed) = tokio::join!(
+            parts.read(&mut answer, fill, sink.cancel),
+            take_filled(filled, sink, to_index),
+            index_behind(sink, indexing),
+        );
+        // An instance that failed the checks is missing from `received` (the caller counts
+        // it failed); one not indexed was handed on but is not in the cache.
+        report.received += received;
+        report.completed = report
+            .completed
+            .saturating_add(u16::try_from(received).unwrap_or(u16::MAX));
+        report.not_cached += not_indexed;
+        if read.is_ok() && sink.cancel.is_cancelled() {
+            return Err(RemoteError::Cancelled);
+        }
+        read
+    }
+}
+
+/// Reading a RAD-75 answer's document parts into a cache fill.
+struct Parts<'a> {
+    by_part: &'a HashMap<String, soap::DocumentResponse>,
+    study_uid: &'a str,
+    classes: &'a HashMap<String, String>,
+    timeout: Duration,
+}
+
+/// Longest Part 10 header (preamble and meta group) looked for at the start of a part.
+const HEADER_LIMIT: usize = 64 << 10;
+
+impl Parts<'_> {
+    /// Every part into `fill`, each as its bytes arrive; `fill` is dropped at the end, which
+    /// ends the fill once it has stored what it was given.
+    async fn read(
+        &self,
+        answer: &mut soap::MtomStream,
+        fill: FillWriter,
+        cancel: &tokio_util::sync::CancellationToken,
+    ) -> Result<(), RemoteError> {
         loop {
             let next = tokio::select! {
-                _ = sink.cancel.cancelled() => return Err(RemoteError::Cancelled),
+                _ = cancel.cancelled() => return Err(RemoteError::Cancelled),
                 next = tokio::time::timeout(self.timeout, answer.next_part()) => next
                     .map_err(|_| RemoteError::Timeout("the next document did not arrive in time".into()))??,
             };
             let Some((cid, mut part)) = next else {
-                break;
+                return Ok(());
             };
-            let Some(document) = by_part.get(&cid) else {
+            let Some(document) = self.by_part.get(&cid) else {
                 return Err(RemoteError::Malformed(format!(
                     "part {cid:?} is not in the envelope"
                 )));
             };
-            let mut blob = sink
-                .blobs
-                .begin()
-                .await
-                .map_err(|e| RemoteError::Store(e.to_string()))?;
+            // The part's first bytes until its Part 10 header (preamble and meta group) is
+            // whole: the fill keeps the header and the data set apart, so that the data set
+            // can be passed on from memory as it came. Dropped unfinished (an error, a
+            // cancel), the instance's temp file is removed.
+            let mut head: Vec<u8> = Vec::new();
+            let mut instance: Option<(FillInstance<'_>, bool)> = None;
             loop {
                 let chunk = tokio::select! {
-                    _ = sink.cancel.cancelled() => {
-                        blob.abort().await;
-                        return Err(RemoteError::Cancelled);
-                    }
+                    _ = cancel.cancelled() => return Err(RemoteError::Cancelled),
                     chunk = tokio::time::timeout(self.timeout, part.chunk()) => chunk,
                 };
                 let chunk = match chunk {
                     Ok(Ok(Some(c))) => c,
                     Ok(Ok(None)) => break,
                     Ok(Err(e)) => {
-                        blob.abort().await;
-                        return Err(RemoteError::Malformed(format!("MTOM part {cid:?}: {e}")));
+                        return Err(RemoteError::Malformed(format!("MTOM part {cid:?}: {e}")))
                     }
-                    Err(_) => {
-                        blob.abort().await;
-                        return Err(RemoteError::Timeout(format!("part {cid:?} stalled")));
-                    }
+                    Err(_) => return Err(RemoteError::Timeout(format!("part {cid:?} stalled"))),
                 };
-                if let Err(e) = blob.write(&chunk).await {
-                    blob.abort().await;
-                    return Err(RemoteError::Store(e.to_string()));
+                let stopped = |_| RemoteError::Store("the cache fill has stopped".into());
+                match &mut instance {
+                    Some((one, _)) => one.push(chunk).await.map_err(stopped)?,
+                    None => {
+                        head.extend_from_slice(&chunk);
+                        let split = match header_len(&head) {
+                            Some(n) if n <= head.len() => Some((n, true)),
+                            // More to come before the header is whole.
+                            Some(n) if n <= HEADER_LIMIT => None,
+                            None if head.len() < 144 => None,
+                            // No Part 10 header (or an absurd one): all of it goes as the
+                            // header, and the file is read back when it is passed on.
+                            _ => Some((head.len(), false)),
+                        };
+                        if let Some((n, whole)) = split {
+                            let rest = head.split_off(n);
+                            let mut one = fill.begin(std::mem::take(&mut head));
+                            if !rest.is_empty() {
+                                one.push(Bytes::from(rest)).await.map_err(stopped)?;
+                            }
+                            instance = Some((one, whole));
+                        }
+                    }
                 }
             }
+            let (one, whole) = match instance {
+                Some(i) => i,
+                // A short part: the fill's checks judge it.
+                None => (fill.begin(std::mem::take(&mut head)), false),
+            };
+            // With the class the manifest names, the fill keeps the data set for the
+            // consumer (when the stored file says the same); without, it is read back.
             let expected = Expected {
-                sop_class: None,
+                sop_class: whole
+                    .then(|| self.classes.get(&document.document))
+                    .flatten()
+                    .map(String::as_str),
                 sop_instance: Some(&document.document),
-                study_uid: Some(&study.study_uid),
+                study_uid: Some(self.study_uid),
             };
-            let stored = match store_blob(sink.blobs, blob, expected).await {
-                Ok(stored) => stored,
-                Err(e) => {
-                    tracing::warn!(peer = %peer.name, document = %document.document, reason = %e.reason, "RAD-75: a document is not a valid instance");
-                    continue;
-                }
-            };
-            if let Err(e) =
-                index_batch(sink.blobs, sink.index, std::slice::from_ref(&stored.record)).await
-            {
-                tracing::warn!(document = %document.document, reason = %e.reason, "RAD-75: cannot index");
-                report.not_cached += 1;
-                continue;
-            }
-            report.received += 1;
-            report.completed = report.completed.saturating_add(1);
-            let arrival = Arrival {
-                loc: stored.record.location(),
-                data_set: None,
-            };
-            if sink.out.send(arrival).await.is_err() {
-                return Err(RemoteError::Cancelled);
-            }
+            one.finish(&expected)
+                .await
+                .map_err(|_| RemoteError::Store("the cache fill has stopped".into()))?;
         }
-        Ok(())
     }
+}
+
+/// The length of a Part 10 file's preamble and meta group (PS3.10 7.1): 128 bytes, "DICM",
+/// the (0002,0000) group length element in Explicit VR Little Endian, then the rest of the
+/// group, as [`crate::dataset::layout_in_memory`] takes it. `None` while `head` is too
+/// short to say, or when it is no Part 10 file.
+fn header_len(head: &[u8]) -> Option<usize> {
+    const GROUP_LENGTH: [u8; 8] = [0x02, 0x00, 0x00, 0x00, b'U', b'L', 0x04, 0x00];
+    if head.len() < 144 || &head[128..132] != b"DICM" || head[132..140] != GROUP_LENGTH {
+        return None;
+    }
+    let length = u32::from_le_bytes([head[140], head[141], head[142], head[143]]);
+    144usize.checked_add(length as usize)
 }
 
 /// Where the studies found at other gateways are remembered.

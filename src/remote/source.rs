@@ -191,6 +191,10 @@ impl Source for RemoteSource {
                 series: series.clone(),
             })
             .collect();
+        let classes: HashMap<String, String> = manifest
+            .iter()
+            .map(|(_, class, sop)| (sop.clone(), class.clone()))
+            .collect();
         let mut report = FetchReport::default();
         let mut result = Ok(());
         let correlation = correlation_of(caller);
@@ -203,6 +207,7 @@ impl Source for RemoteSource {
                     &correlation,
                     &study,
                     batch,
+                    &classes,
                     sink,
                     &mut report,
                 )

@@ -46,6 +46,7 @@ use crate::transcode::{for_listed as choose, transcode_file, Plan};
 use crate::xml::{escape, Element};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use dicom_core::Tag;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -817,6 +818,23 @@ impl Stream<'_> {
             if located.is_empty() {
                 continue;
             }
+            // An instance the fetch still holds in memory goes out from there, from this
+            // task (as WADO-RS sends it): no blocking thread, no file read back.
+            if let [(n, loc, Plan::AsStored)] = located.as_slice() {
+                if let Some(chunks) = instances
+                    .take_data_set(loc)
+                    .and_then(|data_set| part_from_memory(*n, &data_set, self.boundary))
+                {
+                    ticket.touch(std::slice::from_ref(loc));
+                    for chunk in chunks {
+                        if self.tx.send(chunk).await.is_err() {
+                            return ("cancelled", sent);
+                        }
+                    }
+                    sent += 1;
+                    continue;
+                }
+            }
             match self.write_batch(located, ticket, false).await {
                 Ok(n) => sent += n,
                 Err((how, n)) => return (how, sent + n),
@@ -836,6 +854,27 @@ impl Stream<'_> {
             Err(_) => ("cancelled", sent),
         }
     }
+}
+
+/// The `n`th document's MTOM part from the data set a fetch still holds in memory (see
+/// [`crate::core::source::DataSet`]): the part header with the file's preamble and meta
+/// group (one small copy), the data set's pieces as received, the part's end. `None`
+/// without the file's start: the part is written from the file.
+fn part_from_memory(
+    n: usize,
+    data_set: &crate::core::source::DataSet,
+    boundary: &str,
+) -> Option<Vec<Bytes>> {
+    let file_start = data_set.file_start.as_ref()?;
+    let header = mtom::part_header(boundary, &mtom::document_id(n), "application/dicom");
+    let mut first = Vec::with_capacity(header.len() + file_start.len());
+    first.extend_from_slice(&header);
+    first.extend_from_slice(file_start);
+    let mut chunks = Vec::with_capacity(data_set.len() + 2);
+    chunks.push(Bytes::from(first));
+    chunks.extend(data_set.iter().cloned());
+    chunks.push(Bytes::from_static(mtom::part_end()));
+    Some(chunks)
 }
 
 /// Write each document as its MTOM part (blocking), then, when `close`, the closing
