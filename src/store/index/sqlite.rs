@@ -43,6 +43,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("migrations/sqlite/0007_registry.sql"),
     ),
     (8, "nodes", include_str!("migrations/sqlite/0008_nodes.sql")),
+    (
+        9,
+        "national_scale",
+        include_str!("migrations/sqlite/0009_national_scale.sql"),
+    ),
 ];
 
 /// The index in a SQLite database (`sqlite://path/to/index.db`).
