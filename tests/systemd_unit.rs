@@ -22,7 +22,7 @@ fn value(unit: &str, key: &str) -> Option<String> {
         .filter_map(|l| l.split_once('='))
         .filter(|(k, _)| k.trim() == key)
         .map(|(_, v)| v.trim().to_string())
-        .last()
+        .next_back()
 }
 
 #[test]
@@ -70,10 +70,7 @@ fn systemd_analyze_verifies_the_unit() {
     assert!(version.status.success());
     // The same unit with ExecStart at this build's binary (verify checks that it exists).
     let dir = tempfile::tempdir().unwrap();
-    let unit = unit().replace(
-        "/usr/local/bin/beeldbrug",
-        env!("CARGO_BIN_EXE_beeldbrug"),
-    );
+    let unit = unit().replace("/usr/local/bin/beeldbrug", env!("CARGO_BIN_EXE_beeldbrug"));
     let path = dir.path().join("beeldbrug.service");
     std::fs::write(&path, unit).unwrap();
     let out = Command::new("systemd-analyze")
