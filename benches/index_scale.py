@@ -230,7 +230,7 @@ def cmd_generate(args):
     t0 = time.time()
     target.insert("patient", ["id", "patient_id", "issuer_of_patient_id", "patient_name",
                               "patient_name_norm", "patient_birth_date", "patient_sex"], patients)
-    # Their words for fuzzy search (migration 0009), as the gateway writes them; an index of
+    # Their words for fuzzy search (migration 0010), as the gateway writes them; an index of
     # a gateway from before that migration has no such table (BB_BIN of an older build).
     if target.has_table("patient_name_word"):
         target.insert("patient_name_word", ["word", "patient_pk"],
@@ -401,7 +401,7 @@ def generate_xds(target, args, rng, base, plans, uid_root):
     target.insert("xds_publication", ["study_instance_uid", "entry_uuid", "arrivals",
                                       "published_at"],
                   [(u, e, arrivals[u], t) for u, e, _, t in pubs])
-    # As registry_submit keeps it (migration 0009).
+    # As registry_submit keeps it (migration 0010).
     sql = f"UPDATE study SET published_arrivals = arrivals WHERE id > {base['study']}"
     if target.has_table("patient_name_word"):
         if target.sqlite:

@@ -36,7 +36,7 @@ CSTORE_REPS=${CSTORE_REPS:-5}
 PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 PORT_BASE=${PORT_BASE:-11320}
 KEEP=${KEEP:-0}                  # 1: keep the data (and databases) for a look afterwards
-EXPLAIN=${EXPLAIN:-1}            # 0: no EXPLAIN (e.g. BB_BIN of a build before migration 0009)
+EXPLAIN=${EXPLAIN:-1}            # 0: no EXPLAIN (e.g. BB_BIN of a build before migration 0010)
 # Two steps (e.g. generate while a release build is still running): GENERATE_ONLY=1 KEEP=1
 # stops after the data sets are made and keeps them; REUSE=1 then measures on them.
 GENERATE_ONLY=${GENERATE_ONLY:-0}

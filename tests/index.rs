@@ -630,7 +630,7 @@ async fn person_names(index: &dyn Index) {
     assert_eq!(uids(index, Level::Study, &referring).await.len(), 4);
 }
 
-/// Fuzzy name search reads `patient_name_word` (migration 0009): it follows a patient's new
+/// Fuzzy name search reads `patient_name_word` (migration 0010): it follows a patient's new
 /// name, keeps it when an instance comes without one, and forgets a removed patient's words
 /// (a later patient that gets the same row id must not match them).
 async fn fuzzy_names_follow_the_patient(index: &dyn Index) {

@@ -45,9 +45,9 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("migrations/postgres/0008_nodes.sql"),
     ),
     (
-        9,
+        10,
         "national_scale",
-        include_str!("migrations/postgres/0009_national_scale.sql"),
+        include_str!("migrations/postgres/0010_national_scale.sql"),
     ),
 ];
 

@@ -44,9 +44,9 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (8, "nodes", include_str!("migrations/sqlite/0008_nodes.sql")),
     (
-        9,
+        10,
         "national_scale",
-        include_str!("migrations/sqlite/0009_national_scale.sql"),
+        include_str!("migrations/sqlite/0010_national_scale.sql"),
     ),
 ];
 

@@ -200,7 +200,7 @@ sql_impl! {
         Ok(())
     }
 
-    /// Bring the patient's rows in `patient_name_word` (migration 0009, fuzzy name search) in
+    /// Bring the patient's rows in `patient_name_word` (migration 0010, fuzzy name search) in
     /// line with its normalised name: read them (one index lookup), rewrite only when the name
     /// changed. The upsert before holds the patient row, so writers of one patient take turns.
     async fn write_name_words(

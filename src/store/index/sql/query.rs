@@ -78,7 +78,7 @@ fn push_condition(sql: &mut Sql, attr: &IndexedAttr, matcher: &Matcher) {
         }
         Matcher::Fuzzy(value) if attr.column == "patient_name" => {
             // The suffixes of the normalised name that start a component or word (migration
-            // 0009): one prefix LIKE on an index instead of a scan of every patient.
+            // 0010): one prefix LIKE on an index instead of a scan of every patient.
             let p = like_pattern(&normalize_name(value.trim()));
             sql.push(&format!(
                 "{}.id IN (SELECT w.patient_pk FROM patient_name_word w WHERE w.word LIKE ",

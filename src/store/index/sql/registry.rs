@@ -150,7 +150,7 @@ sql_impl! {
                  published_at = excluded.published_at, claimed_by = '', claimed_until = 0",
             );
             Self::query(&sql).execute(&mut *tx).await?;
-            // What studies_to_publish finds by its partial index (migration 0009).
+            // What studies_to_publish finds by its partial index (migration 0010).
             let mut sql = self.sql();
             sql.push("UPDATE study SET published_arrivals = ")
                 .bind_int(p.arrivals)

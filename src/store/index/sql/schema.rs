@@ -70,7 +70,7 @@ pub(super) fn norm_column(attr: &IndexedAttr) -> Option<&'static str> {
     }
 }
 
-/// The rows of `patient_name_word` for a normalised name (migration 0009): its suffixes that
+/// The rows of `patient_name_word` for a normalised name (migration 0010): its suffixes that
 /// start at the beginning or after a component or word separator (`^`, space, `=`), so that
 /// "a prefix of the name, of a component or of a word" is one prefix match on them.
 pub(super) fn name_words(norm: &str) -> Vec<String> {
