@@ -630,6 +630,76 @@ async fn person_names(index: &dyn Index) {
     assert_eq!(uids(index, Level::Study, &referring).await.len(), 4);
 }
 
+/// Fuzzy name search reads `patient_name_word` (migration 0010): it follows a patient's new
+/// name, keeps it when an instance comes without one, and forgets a removed patient's words
+/// (a later patient that gets the same row id must not match them).
+async fn fuzzy_names_follow_the_patient(index: &dyn Index) {
+    load(index).await;
+    let fuzzy = |v: &str| [("PatientName", Matcher::Fuzzy(v.to_string()))];
+    let instance = |patient: &str, name: &str, study: &str| {
+        record(&[
+            ("PatientID", patient),
+            ("PatientName", name),
+            ("StudyInstanceUID", study),
+            ("SeriesInstanceUID", &format!("{study}.1")),
+            ("SOPInstanceUID", &format!("{study}.1.1")),
+        ])
+    };
+    assert_eq!(uids(index, Level::Patient, &fuzzy("piet")).await, ["P2"]);
+    // A newer instance renames P2: the old name's words go, the new ones match.
+    index
+        .upsert_instance(&instance("P2", "de Bakker-Smit^Truus", "1.3.2"))
+        .await
+        .unwrap();
+    assert!(uids(index, Level::Patient, &fuzzy("piet")).await.is_empty());
+    assert!(uids(index, Level::Patient, &fuzzy("jansen"))
+        .await
+        .is_empty());
+    for word in ["truus", "bakker", "de bakker-smit^t", "DE BA"] {
+        assert_eq!(
+            uids(index, Level::Patient, &fuzzy(word)).await,
+            ["P2"],
+            "{word}"
+        );
+    }
+    assert!(uids(index, Level::Patient, &fuzzy("smit")).await.is_empty());
+    // An instance without a name keeps the name and its words.
+    index
+        .upsert_instance(&instance("P2", "", "1.3.3"))
+        .await
+        .unwrap();
+    assert_eq!(uids(index, Level::Patient, &fuzzy("truus")).await, ["P2"]);
+    assert_eq!(
+        find(index, Level::Patient, &fuzzy("truus")).await[0][&tag("PatientName")],
+        "de Bakker-Smit^Truus"
+    );
+    // A patient removed with its last instance takes its words along.
+    index
+        .upsert_instance(&instance("P8", "Oldname^Gone", "1.8"))
+        .await
+        .unwrap();
+    assert_eq!(uids(index, Level::Patient, &fuzzy("gone")).await, ["P8"]);
+    index.remove_instance("1.8.1.1").await.unwrap();
+    index
+        .upsert_instance(&instance("P9", "Visser^Anna", "1.9"))
+        .await
+        .unwrap();
+    assert!(uids(index, Level::Patient, &fuzzy("gone")).await.is_empty());
+    assert!(uids(index, Level::Patient, &fuzzy("oldname"))
+        .await
+        .is_empty());
+    assert_eq!(
+        uids(index, Level::Patient, &fuzzy("anna")).await,
+        ["P3", "P9"]
+    );
+    // At study level too (the QIDO-RS study search), with wildcard characters literal.
+    assert_eq!(
+        uids(index, Level::Study, &fuzzy("truus")).await,
+        ["1.3.1", "1.3.2", "1.3.3"]
+    );
+    assert!(uids(index, Level::Study, &fuzzy("tr%s")).await.is_empty());
+}
+
 async fn paging(index: &dyn Index) {
     load(index).await;
     let all = uids(index, Level::Image, &[]).await;
@@ -1036,6 +1106,7 @@ backend_tests!(
     batch_upserts,
     matching,
     person_names,
+    fuzzy_names_follow_the_patient,
     paging,
     locate,
     locate_in_pages,

@@ -12,7 +12,7 @@
 mod common;
 
 use beeldbrug::core::{Level, Query};
-use common::postgres::FreshDatabase;
+use common::postgres::{FreshDatabase, PrivatePostgres};
 use common::smallfs::SmallFs;
 use common::{dcmtk, Gateway};
 use std::path::{Path, PathBuf};
@@ -437,6 +437,76 @@ async fn postgres_gateway_recovers_after_failed_transactions() {
     gw.stop().await;
     admin.close().await;
     db.drop_db().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// Issue 16, item 4: PostgreSQL restarted while the gateway runs (a private server of this
+/// test's own, stopped with `pg_ctl -m fast`, which ends the gateway's sessions as a restart or
+/// failover does). Meanwhile `/ready` is 503 naming `index`, `/health` stays 200, QIDO-RS gets
+/// an error status (no hang, no empty success), C-STORE is not acknowledged and the process
+/// keeps running; once the server is back on the same address the gateway reconnects by
+/// itself: ready again, every operation succeeds, nothing stored before is lost and the audit
+/// chain verifies.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_restart_during_operation() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
+    let pg = PrivatePostgres::start();
+    let src = tempfile::tempdir().unwrap();
+    let (first, second) = two_data_sets(src.path());
+    let gw = Gateway::start(&format!("[storage]\nindex = \"{}\"\n", pg.url())).await;
+    let result = async {
+        let run = storescu(gw.port, &first);
+        assert!(run.all_succeeded(first.len()), "{}", run.log);
+        becomes_ready(gw.http_port, Duration::from_secs(10))
+            .await
+            .expect("ready with PostgreSQL up");
+
+        pg.stop_server();
+        let (status, body) = curl(gw.http_port, "/ready");
+        assert_eq!(status, 503, "/ready with PostgreSQL down: {body}");
+        let ready: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        assert!(
+            ready["failing"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|c| c == "index")),
+            "{body}"
+        );
+        assert_eq!(curl(gw.http_port, "/health").0, 200);
+        for round in 0..3 {
+            let started = Instant::now();
+            let (status, body) = curl(gw.http_port, "/dicomweb/studies");
+            assert_eq!(
+                status, 503,
+                "QIDO-RS {round} with PostgreSQL down: {status} {body}"
+            );
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "QIDO-RS {round} took {:?}",
+                started.elapsed()
+            );
+        }
+        let run = storescu(gw.port, &second[..2]);
+        assert!(
+            run.succeeded().is_empty(),
+            "no C-STORE may be acknowledged without the index:\n{}",
+            run.log
+        );
+        let (status, _) = curl(gw.http_port, "/ready");
+        assert_eq!(status, 503);
+
+        pg.start_server();
+        becomes_ready(gw.http_port, Duration::from_secs(30))
+            .await
+            .expect("ready again once PostgreSQL is back, without a restart");
+        everything_succeeds(&gw, &second).await;
+        assert_eq!(indexed(&gw).await, first.len() + second.len());
+        assert_chain_verifies(&gw).await;
+    };
+    let outcome = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(result)).await;
+    gw.stop().await;
+    drop(pg);
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
     }

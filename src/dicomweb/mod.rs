@@ -130,6 +130,7 @@ impl From<crate::core::CoreError> for WebError {
                 "the {} could not answer: {}",
                 e.source_name, e.message
             )),
+            CoreError::Index(e) if e.is_unavailable() => WebError::Unavailable(e.to_string()),
             CoreError::Index(e) => WebError::Internal(e.to_string()),
         }
     }

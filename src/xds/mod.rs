@@ -298,6 +298,7 @@ impl From<CoreError> for XdsError {
                 "the {} could not answer: {}",
                 e.source_name, e.message
             )),
+            CoreError::Index(e) if e.is_unavailable() => XdsError::Unavailable(e.to_string()),
             CoreError::Index(e) => XdsError::Internal(e.to_string()),
         }
     }

@@ -40,6 +40,24 @@ pub enum IndexError {
     MissingKey(&'static str),
 }
 
+impl IndexError {
+    /// The database cannot be reached now (no connection within the pool's wait, the server
+    /// gone or shutting down, SQLSTATE class 08 or 57P0x): a 503 to try again later, not a
+    /// fault of the request or of the gateway (issue 16, item 4: a PostgreSQL restart).
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            IndexError::Database(e) => match e {
+                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
+                sqlx::Error::Database(db) => db
+                    .code()
+                    .is_some_and(|c| c.starts_with("08") || c.starts_with("57P0")),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
 /// Whether an upsert added a new instance or replaced one with the same SOP Instance UID.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpsertOutcome {

@@ -49,7 +49,18 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "audit_correlation",
         include_str!("migrations/postgres/0009_audit_correlation.sql"),
     ),
+    (
+        10,
+        "national_scale",
+        include_str!("migrations/postgres/0010_national_scale.sql"),
+    ),
 ];
+
+/// How long an index call waits for a connection (a free one from the pool, or a new one
+/// while the server refuses them) before it fails. Generous for a busy pool (a wait of
+/// seconds means hundreds of transactions queued), short enough that a request during a
+/// PostgreSQL outage fails within a client's patience (issue 16, item 4).
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The index in a PostgreSQL database (`postgres://user@host/db`).
 #[derive(Debug, Clone)]
@@ -60,10 +71,15 @@ pub struct PostgresIndex {
 impl PostgresIndex {
     /// Connect (pool of 8) and migrate (migrations take an advisory lock, so several
     /// gateways may start at once).
+    ///
+    /// A connection is waited for at most [`ACQUIRE_TIMEOUT`]: while the server is down
+    /// (restart, failover) sqlx keeps retrying a refused connection until then, so a request
+    /// in that window either gets its connection once the server is back or fails after
+    /// those seconds, instead of hanging (every index call of a request would wait again).
     pub async fn open(url: &str) -> Result<Self, IndexError> {
         let pool = PgPoolOptions::new()
             .max_connections(8)
-            .acquire_timeout(Duration::from_secs(30))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .after_release(release_outside_transaction)
             .connect(url)
             .await?;

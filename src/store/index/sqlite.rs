@@ -48,6 +48,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "audit_correlation",
         include_str!("migrations/sqlite/0009_audit_correlation.sql"),
     ),
+    (
+        10,
+        "national_scale",
+        include_str!("migrations/sqlite/0010_national_scale.sql"),
+    ),
 ];
 
 /// The index in a SQLite database (`sqlite://path/to/index.db`).

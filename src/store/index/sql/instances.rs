@@ -1,7 +1,9 @@
 //! Storing and removing instances: the upserts of an instance with its patient, study and
 //! series rows, and the pruning of parents an instance left empty.
 
-use super::schema::{child, norm_column, normalize_name, parent_fk, table, unique_column};
+use super::schema::{
+    child, name_words, norm_column, normalize_name, parent_fk, table, unique_column,
+};
 use super::sql_impl;
 use super::statement::{Bind, Dialect, Sql};
 use super::SqlIndex;
@@ -66,8 +68,13 @@ fn upsert_entity_sql(
             Bind::Int(n) => sql.bind_int(*n),
         };
     }
+    // The patient row also returns its normalised name as it now stands, for its words.
+    let returning = match level {
+        Level::Patient => "id, patient_name_norm",
+        _ => "id",
+    };
     sql.push(&format!(
-        ") ON CONFLICT ({key}) DO UPDATE SET {} RETURNING id",
+        ") ON CONFLICT ({key}) DO UPDATE SET {} RETURNING {returning}",
         set.join(", ")
     ));
     sql
@@ -188,6 +195,49 @@ sql_impl! {
                 .bind_int(n)
                 .push(" WHERE id = ")
                 .bind_int(study_id);
+            Self::query(&sql).execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
+
+    /// Bring the patient's rows in `patient_name_word` (migration 0010, fuzzy name search) in
+    /// line with its normalised name: read them (one index lookup), rewrite only when the name
+    /// changed. The upsert before holds the patient row, so writers of one patient take turns.
+    async fn write_name_words(
+        &self,
+        tx: &mut Transaction<'static, DB>,
+        patient_id: i64,
+        name_norm: &str,
+    ) -> Result<(), IndexError> {
+        let mut sql = self.sql();
+        sql.push("SELECT word FROM patient_name_word WHERE patient_pk = ")
+            .bind_int(patient_id);
+        let mut stored = Vec::new();
+        for row in Self::query(&sql).fetch_all(&mut **tx).await? {
+            stored.push(row.try_get::<String, usize>(0)?);
+        }
+        let mut wanted = name_words(name_norm);
+        stored.sort();
+        wanted.sort();
+        if stored == wanted {
+            return Ok(());
+        }
+        if !stored.is_empty() {
+            let mut sql = self.sql();
+            sql.push("DELETE FROM patient_name_word WHERE patient_pk = ")
+                .bind_int(patient_id);
+            Self::query(&sql).execute(&mut **tx).await?;
+        }
+        if !wanted.is_empty() {
+            let mut sql = self.sql();
+            sql.push("INSERT INTO patient_name_word (word, patient_pk) VALUES ");
+            for (i, word) in wanted.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.push("(").bind(word).push(", ").bind_int(patient_id).push(")");
+            }
+            sql.push(" ON CONFLICT DO NOTHING");
             Self::query(&sql).execute(&mut **tx).await?;
         }
         Ok(())
@@ -345,7 +395,10 @@ sql_impl! {
                     .bind(study_uid);
                 let old_study = Self::fetch_ids(tx, &sql).await?;
                 let sql = upsert_entity_sql(self.dialect, Level::Patient, record, None);
-                let patient_id = Self::insert_returning_id(tx, &sql).await?;
+                let row = Self::query(&sql).fetch_one(&mut **tx).await?;
+                let patient_id: i64 = row.try_get(0usize)?;
+                let name_norm: String = row.try_get(1usize)?;
+                self.write_name_words(tx, patient_id, &name_norm).await?;
                 let sql = upsert_entity_sql(self.dialect, Level::Study, record, Some(patient_id));
                 let study_id = Self::insert_returning_id(tx, &sql).await?;
                 let sql = upsert_entity_sql(self.dialect, Level::Series, record, Some(study_id));

@@ -150,6 +150,13 @@ sql_impl! {
                  published_at = excluded.published_at, claimed_by = '', claimed_until = 0",
             );
             Self::query(&sql).execute(&mut *tx).await?;
+            // What studies_to_publish finds by its partial index (migration 0010).
+            let mut sql = self.sql();
+            sql.push("UPDATE study SET published_arrivals = ")
+                .bind_int(p.arrivals)
+                .push(" WHERE study_instance_uid = ")
+                .bind(&p.study_instance_uid);
+            Self::query(&sql).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -164,7 +171,7 @@ sql_impl! {
         sql.push(
             "SELECT s.study_instance_uid, s.last_arrival, s.arrivals FROM study s \
              LEFT JOIN xds_publication p ON p.study_instance_uid = s.study_instance_uid \
-             WHERE s.last_arrival <= ",
+             WHERE s.arrivals > s.published_arrivals AND s.last_arrival <= ",
         )
         .bind_int(quiet_before)
         .push(

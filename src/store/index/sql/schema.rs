@@ -70,6 +70,21 @@ pub(super) fn norm_column(attr: &IndexedAttr) -> Option<&'static str> {
     }
 }
 
+/// The rows of `patient_name_word` for a normalised name (migration 0010): its suffixes that
+/// start at the beginning or after a component or word separator (`^`, space, `=`), so that
+/// "a prefix of the name, of a component or of a word" is one prefix match on them.
+pub(super) fn name_words(norm: &str) -> Vec<String> {
+    let mut words: Vec<String> = Vec::new();
+    let mut start = true;
+    for (i, c) in norm.char_indices() {
+        if start && !words.iter().any(|w| w == &norm[i..]) {
+            words.push(norm[i..].to_string());
+        }
+        start = matches!(c, '^' | ' ' | '=');
+    }
+    words
+}
+
 /// `table alias JOIN parent ... ` from `from` up to and including `to` (`to` above `from`).
 pub(super) fn chain(from: Level, to: Level) -> String {
     let mut s = format!("{} {}", table(from), alias(from));
@@ -96,6 +111,19 @@ pub(super) fn qualified(attr: &IndexedAttr) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn name_words_start_at_components_and_words() {
+        assert_eq!(
+            name_words("de vries^jan^^dr"),
+            ["de vries^jan^^dr", "vries^jan^^dr", "jan^^dr", "^dr", "dr"]
+        );
+        assert_eq!(name_words("a=b"), ["a=b", "b"]);
+        assert_eq!(name_words("x^"), ["x^"]);
+        assert!(name_words("").is_empty());
+        // The same suffix twice is one row.
+        assert_eq!(name_words("^^"), ["^^", "^"]);
+    }
 
     #[test]
     fn normalizes_names() {
