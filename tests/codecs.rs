@@ -1,6 +1,6 @@
 //! Issue 13: instances in the syntaxes PACS archive in, made by independent encoders (DCMTK
-//! `dcmcjpls`, `dcmcjpeg`, `dcmcrle`; pydicom with pylibjpeg-openjpeg for JPEG 2000; pydicom
-//! for Deflate, see `tests/codecs/codecs.py`), stored through STOW-RS and C-STORE, then
+//! `dcmcjpls`, `dcmcjpeg`, `dcmcrle`; pydicom with pylibjpeg-openjpeg for JPEG 2000; OpenJPH
+//! through imagecodecs for HTJ2K; pydicom for Deflate, see `tests/codecs/codecs.py`), stored through STOW-RS and C-STORE, then
 //! retrieved decoded by WADO-RS (default syntax, `/frames`, `/rendered`, `/thumbnail`) and by
 //! DCMTK `getscu` proposing only uncompressed syntaxes, and by WADO-URI (PS3.18 9) beside
 //! Orthanc's WADO-URI of the same files. Pixels are checked with pydicom: equal
