@@ -1,6 +1,6 @@
 //! Issue 13: instances in the syntaxes PACS archive in, made by independent encoders (DCMTK
-//! `dcmcjpls`, `dcmcjpeg`, `dcmcrle`; pydicom with pylibjpeg-openjpeg for JPEG 2000; pydicom
-//! for Deflate, see `tests/codecs/codecs.py`), stored through STOW-RS and C-STORE, then
+//! `dcmcjpls`, `dcmcjpeg`, `dcmcrle`; pydicom with pylibjpeg-openjpeg for JPEG 2000; OpenJPH
+//! through imagecodecs for HTJ2K; pydicom for Deflate, see `tests/codecs/codecs.py`), stored through STOW-RS and C-STORE, then
 //! retrieved decoded by WADO-RS (default syntax, `/frames`, `/rendered`, `/thumbnail`) and by
 //! DCMTK `getscu` proposing only uncompressed syntaxes, and by WADO-URI (PS3.18 9) beside
 //! Orthanc's WADO-URI of the same files. Pixels are checked with pydicom: equal
@@ -26,13 +26,16 @@ fn script() -> PathBuf {
 /// Run the test data script; fail (never skip) when its Python packages are missing.
 fn python(args: &[&str]) -> std::process::Output {
     let probe = Command::new("python3")
-        .args(["-c", "import pydicom, numpy, pylibjpeg, openjpeg, jpeg_ls"])
+        .args([
+            "-c",
+            "import pydicom, numpy, pylibjpeg, openjpeg, jpeg_ls, imagecodecs",
+        ])
         .output()
         .expect("python3 must be installed");
     assert!(
         probe.status.success(),
-        "pydicom with pylibjpeg-openjpeg and pyjpegls is needed: run `pip install pydicom numpy \
-         pylibjpeg pylibjpeg-openjpeg pyjpegls` (or `bash .ci/run`): {}",
+        "pydicom with pylibjpeg-openjpeg, pyjpegls and imagecodecs is needed: run `pip install \
+         pydicom numpy pylibjpeg pylibjpeg-openjpeg pyjpegls imagecodecs` (or `bash .ci/run`): {}",
         String::from_utf8_lossy(&probe.stderr)
     );
     Command::new("python3")
@@ -50,7 +53,12 @@ struct Made {
 
 /// The uncompressed sources and their encoded copies, made in `dir`.
 fn make(dir: &Path) -> Made {
-    let out = python(&["make", dir.to_str().unwrap()]);
+    made_by(dir, "make")
+}
+
+/// The manifest of `codecs.py COMMAND dir` (`make`, `htj2k`).
+fn made_by(dir: &Path, command: &str) -> Made {
+    let out = python(&[command, dir.to_str().unwrap()]);
     assert!(
         out.status.success(),
         "test data: {}",
@@ -1290,5 +1298,90 @@ async fn twelve_bit_jpeg_frames_and_rendered_through_wado_rs() {
             "{what} rendered size"
         );
     }
+    gw.stop().await;
+}
+
+/// HTJ2K (`.4.201` lossless, `.4.202` lossless RPCL with TLM, `.4.203` lossy; grey 12-bit
+/// and 8-bit RGB) made by OpenJPH through imagecodecs, an encoder independent of the OpenJPEG
+/// port (`openjp2`) that decodes it here, each stream first checked by pylibjpeg-openjpeg:
+/// stored by STOW-RS, served decoded by WADO-RS (default syntax, `/frames`, `/rendered`) and
+/// by C-GET to DCMTK `getscu -xe` (uncompressed only), pixel-equal to the source (the lossy
+/// one within 4).
+#[tokio::test(flavor = "multi_thread")]
+async fn htj2k_made_by_openjph_is_served_decoded() {
+    let gw = Gateway::start("").await;
+    let dir = tempfile::tempdir().unwrap();
+    let made = made_by(dir.path(), "htj2k");
+    let sent: Vec<&Path> = made
+        .instances
+        .iter()
+        .map(|i| Path::new(field(i, "sent")))
+        .collect();
+    let stored = stow(gw.http_port, &sent).await;
+    assert_eq!(stored.status, 200, "STOW-RS: {}", stored.text());
+
+    let mut entries = Vec::new();
+    for instance in &made.instances {
+        let (name, sop) = (field(instance, "name"), field(instance, "sop"));
+        let url = format!(
+            "/dicomweb/studies/{}/series/{}/instances/{sop}",
+            made.study, made.series
+        );
+        let default = get(
+            gw.http_port,
+            &url,
+            "multipart/related; type=\"application/dicom\"",
+        )
+        .await;
+        assert_eq!(default.status, 200, "{name} default: {}", default.text());
+        assert!(
+            String::from_utf8_lossy(&default.body)
+                .contains(&format!("transfer-syntax={EXPLICIT_VR_LE}")),
+            "{name}: part not in Explicit VR LE"
+        );
+        let got = dir.path().join(format!("wado-{name}.dcm"));
+        std::fs::write(&got, &multipart_parts(&default)[0]).unwrap();
+        entries.push(serde_json::json!({
+            "source": field(instance, "source"),
+            "got": got,
+            "tolerance": instance["tolerance"],
+            "uncompressed": true,
+        }));
+        let rows = instance["rows"].as_u64().unwrap() as usize;
+        let columns = instance["columns"].as_u64().unwrap() as usize;
+        let frames = get(
+            gw.http_port,
+            &format!("{url}/frames/1"),
+            "multipart/related; type=\"application/octet-stream\"",
+        )
+        .await;
+        assert_eq!(frames.status, 200, "{name} frames: {}", frames.text());
+        let frame = multipart_parts(&frames).remove(0);
+        if instance["samples"] == 1 {
+            assert_eq!(
+                frame.len(),
+                rows * columns * 2,
+                "{name} frame size ({})",
+                frames.header("Content-Type").unwrap_or("")
+            );
+            let raw = dir.path().join(format!("frame-{name}.raw"));
+            std::fs::write(&raw, &frame).unwrap();
+            entries.push(serde_json::json!({
+                "source": field(instance, "source"),
+                "got": raw,
+                "raw": true,
+                "tolerance": instance["tolerance"],
+            }));
+        } else {
+            assert_eq!(frame.len(), rows * columns * 3, "{name} frame size");
+        }
+        let rendered = get(gw.http_port, &format!("{url}/rendered"), "image/png").await;
+        assert_eq!(rendered.status, 200, "{name} rendered: {}", rendered.text());
+        assert!(rendered.body.starts_with(b"\x89PNG\r\n\x1a\n"), "{name}");
+    }
+    let out_dir = dir.path().join("received");
+    let log = get_study(&gw, &made.study, "-xe", &out_dir).await;
+    entries.extend(received_pairs(&made, &out_dir, &log));
+    assert_pixels(dir.path(), &entries);
     gw.stop().await;
 }

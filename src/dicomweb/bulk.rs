@@ -64,7 +64,11 @@ fn choose_form(accept: &[MediaRange], layout: &PixelLayout) -> Option<FrameForm>
         let ts_as_stored = matches!(ts, None | Some("*"))
             || ts == Some(layout.transfer_syntax.as_str())
             || native_le;
-        if covers(&inner, stored_media) && ts_as_stored {
+        // A compressed bitstream without a media type of its own is never passed off as
+        // native pixels (`application/octet-stream`).
+        let unnamed_bitstream =
+            layout.is_encapsulated() && stored_media == "application/octet-stream";
+        if covers(&inner, stored_media) && ts_as_stored && !unnamed_bitstream {
             return Some(FrameForm::AsStored {
                 media: stored_media.to_string(),
             });

@@ -20,8 +20,8 @@ pub(super) const LOOKUP_BITS: u32 = 12;
 /// bits fit (difference << 8 | bits used, 0: they do not), `lookup` the symbol and code
 /// length (0 length: a longer code); the per-length bounds for the rest.
 pub(super) struct Huffman {
-    differences: Vec<i32>,
-    lookup: Vec<(u8, u8)>,
+    differences: Box<[i32; 1 << LOOKUP_BITS]>,
+    lookup: Box<[(u8, u8); 1 << LOOKUP_BITS]>,
     /// For code length l (1..=16): the largest code of that length (or -1) and the index in
     /// `values` of its first code minus that first code.
     max_code: [i32; 18],
@@ -41,7 +41,7 @@ impl Huffman {
         if total > 256 || values.len() < total {
             return Err("a Huffman table with more codes than values".into());
         }
-        let mut lookup = vec![(0u8, 0u8); 1 << LOOKUP_BITS];
+        let mut lookup = Box::new([(0u8, 0u8); 1 << LOOKUP_BITS]);
         let mut max_code = [-1i32; 18];
         let mut offset = [0i32; 17];
         let mut code: u32 = 0;
@@ -69,7 +69,7 @@ impl Huffman {
             code <<= 1;
         }
         max_code[17] = i32::MAX;
-        let mut differences = vec![0i32; 1 << LOOKUP_BITS];
+        let mut differences = Box::new([0i32; 1 << LOOKUP_BITS]);
         for (index, slot) in differences.iter_mut().enumerate() {
             let (ssss, len) = lookup[index];
             let len = len as u32;

@@ -348,6 +348,12 @@ pub fn transcode_file(path: &Path, target: &str) -> Result<Vec<u8>, TranscodeErr
         if let Some((meta, data_set)) = native::inflated(path).map_err(read_error)? {
             return native::explicit_file(meta, &data_set).map_err(read_error);
         }
+        // Our own decoders write the samples straight into the output.
+        let decoded = guarded("the pixel data", || Ok(native::decoded_file(path)))
+            .map_err(|e| TranscodeError::Transcode(EXPLICIT_VR_LE.to_string(), e))??;
+        if let Some(out) = decoded {
+            return Ok(out);
+        }
     }
     let obj = transcode(path, target)?;
     // Room for the pixel data at once: no growing (copying) of the largest value.

@@ -75,6 +75,18 @@ pub fn decode_in_place(
         Length::defined(len),
         PrimitiveValue::from(pixels),
     ));
+    describe_native(obj, stored, samples, native);
+    Ok(())
+}
+
+/// The attributes that follow decoded samples (Photometric Interpretation, Planar
+/// Configuration after our RLE decoder) and the transfer syntax `native`.
+fn describe_native(
+    obj: &mut DefaultDicomObject,
+    stored: &str,
+    samples: usize,
+    native: &'static dicom_encoding::TransferSyntax,
+) {
     if samples == 1 {
         let monochrome = obj
             .element(tags::PHOTOMETRIC_INTERPRETATION)
@@ -103,7 +115,6 @@ pub fn decode_in_place(
         }
     }
     obj.update_meta(|meta| meta.set_transfer_syntax(native));
-    Ok(())
 }
 
 /// Every frame of an RLE Lossless Pixel Data, one fragment each (PS3.5 A.4.2, G).
@@ -119,6 +130,19 @@ fn decode_rle(
         .ok()
         .and_then(|e| e.value().fragments())
         .ok_or("no encapsulated Pixel Data")?;
+    let frame_len = pixels * samples * bytes;
+    check_rle(fragments, frames, frame_len)?;
+    let mut out = vec![0u8; frame_len * frames];
+    decode_rle_into(fragments, pixels, samples, bytes, &mut out)?;
+    Ok(out)
+}
+
+/// The RLE fragments of `frames` frames could decode to `frame_len` bytes each.
+fn check_rle<F: AsRef<[u8]>>(
+    fragments: &[F],
+    frames: usize,
+    frame_len: usize,
+) -> Result<(), String> {
     if fragments.len() < frames {
         return Err(format!(
             "{frames} frames but {} RLE fragments",
@@ -127,23 +151,43 @@ fn decode_rle(
     }
     // Bounded before allocating: PackBits makes at most 64 times its size, so a header
     // that claims more lies (our decoder then fails cleanly on the short segment).
-    let frame_len = pixels * samples * bytes;
     for (n, fragment) in fragments.iter().take(frames).enumerate() {
-        if !super::rle::plausible(fragment.len(), frame_len) {
+        if !super::rle::plausible(fragment.as_ref().len(), frame_len) {
             return Err(format!(
                 "RLE frame {}: {} bytes cannot decode to {frame_len}",
                 n + 1,
-                fragment.len()
+                fragment.as_ref().len()
             ));
         }
     }
-    let mut out = vec![0u8; frame_len * frames];
+    Ok(())
+}
+
+/// Every frame into `out` (frames one after the other), after [`check_rle`].
+fn decode_rle_into<F: AsRef<[u8]>>(
+    fragments: &[F],
+    pixels: usize,
+    samples: usize,
+    bytes: usize,
+    out: &mut [u8],
+) -> Result<(), String> {
+    let frame_len = pixels * samples * bytes;
+    if frame_len == 0 {
+        return Err("RLE: an empty image".into());
+    }
     let mut planes = Vec::new();
     for (n, (frame, fragment)) in out.chunks_exact_mut(frame_len).zip(fragments).enumerate() {
-        super::rle::decode_frame(fragment, pixels, samples, bytes, frame, &mut planes)
-            .map_err(|e| format!("RLE frame {}: {e}", n + 1))?;
+        super::rle::decode_frame(
+            fragment.as_ref(),
+            pixels,
+            samples,
+            bytes,
+            frame,
+            &mut planes,
+        )
+        .map_err(|e| format!("RLE frame {}: {e}", n + 1))?;
     }
-    Ok(out)
+    Ok(())
 }
 
 fn frames(obj: &DefaultDicomObject) -> usize {
@@ -173,10 +217,6 @@ fn decode_jpeg(
     bytes: usize,
     which: Jpeg,
 ) -> Result<Option<Vec<u8>>, String> {
-    let (decode, name): (FrameDecoder, _) = match which {
-        Jpeg::Lossless => (super::jpeg_lossless::decode, "JPEG lossless"),
-        Jpeg::Dct => (super::jpeg_dct::decode, "JPEG"),
-    };
     let frames = frames(obj);
     let fragments = obj
         .element(tags::PIXEL_DATA)
@@ -184,16 +224,39 @@ fn decode_jpeg(
         .and_then(|e| e.value().fragments())
         .ok_or("no encapsulated Pixel Data")?;
     let mut out = vec![0u8; frame_len * frames];
+    Ok(decode_jpeg_into(fragments, frame_len, bytes, which, &mut out)?.then_some(out))
+}
+
+/// [`decode_jpeg`] into `out` (as many frames as it holds). `false`: a frame our decoder
+/// leaves to `jpeg-decoder`.
+fn decode_jpeg_into<F: AsRef<[u8]>>(
+    fragments: &[F],
+    frame_len: usize,
+    bytes: usize,
+    which: Jpeg,
+    out: &mut [u8],
+) -> Result<bool, String> {
+    let (decode, name): (FrameDecoder, _) = match which {
+        Jpeg::Lossless => (super::jpeg_lossless::decode, "JPEG lossless"),
+        Jpeg::Dct => (super::jpeg_dct::decode, "JPEG"),
+    };
+    if frame_len == 0 {
+        return Err(format!("{name}: an empty image"));
+    }
+    let frames = out.len() / frame_len;
     let failed = |n: usize| move |e: String| format!("{name} frame {}: {e}", n + 1);
     if fragments.len() == frames {
         for (n, (frame, fragment)) in out.chunks_exact_mut(frame_len).zip(fragments).enumerate() {
-            if decode(fragment, bytes, frame).map_err(failed(n))?.is_none() {
-                return Ok(None);
+            if decode(fragment.as_ref(), bytes, frame)
+                .map_err(failed(n))?
+                .is_none()
+            {
+                return Ok(false);
             }
         }
-        return Ok(Some(out));
+        return Ok(true);
     }
-    let joined: Vec<u8> = fragments.iter().flatten().copied().collect();
+    let joined: Vec<u8> = fragments.iter().flat_map(|f| f.as_ref()).copied().collect();
     let mut at = 0;
     for (n, frame) in out.chunks_exact_mut(frame_len).enumerate() {
         // The next frame starts at the next SOI.
@@ -203,7 +266,78 @@ fn decode_jpeg(
             .ok_or_else(|| format!("{name} frame {}: missing", n + 1))?;
         match decode(&joined[at..], bytes, frame).map_err(failed(n))? {
             Some(decoded) => at += decoded.end,
-            None => return Ok(None),
+            None => return Ok(false),
+        }
+    }
+    Ok(true)
+}
+
+/// The whole Part 10 file at `path` in Explicit VR LE when it is stored in a syntax our own
+/// decoders take (JPEG baseline, extended and lossless, RLE): the data set written without
+/// its Pixel Data, then the Pixel Data header, then every frame decoded straight into the
+/// output (no intermediate buffer, no copy of the decoded samples). `None`: another
+/// syntax, a frame our JPEG decoder leaves to `jpeg-decoder`, no encapsulated Pixel Data
+/// or elements after it; the caller takes the general path. Runs the codec; the caller
+/// guards against its panics.
+pub fn decoded_file(path: &Path) -> Result<Option<Vec<u8>>, super::TranscodeError> {
+    let layout = dataset::read_layout(path).map_err(super::read_error)?;
+    let stored = layout.meta.transfer_syntax().trim_end_matches('\0').trim();
+    let which = match stored {
+        super::RLE_LOSSLESS => None,
+        super::JPEG_LOSSLESS | super::JPEG_LOSSLESS_SV1 => Some(Jpeg::Lossless),
+        super::JPEG_BASELINE | super::JPEG_EXTENDED => Some(Jpeg::Dct),
+        _ => return Ok(None),
+    };
+    let stored = stored.to_string();
+    let (mut obj, _) =
+        dataset::open_stored(path, dataset::Extent::Whole).map_err(super::read_error)?;
+    let fail = |e: String| super::TranscodeError::Transcode(super::EXPLICIT_VR_LE.to_string(), e);
+    if obj.iter().last().map(|e| e.header().tag) != Some(tags::PIXEL_DATA) {
+        return Ok(None);
+    }
+    let rows = uint(&obj, tags::ROWS).map_err(fail)?;
+    let cols = uint(&obj, tags::COLUMNS).map_err(fail)?;
+    let samples = uint(&obj, tags::SAMPLES_PER_PIXEL).map_err(fail)?;
+    let allocated = uint(&obj, tags::BITS_ALLOCATED).map_err(fail)?;
+    if allocated != 8 && allocated != 16 {
+        return Err(fail(format!("{allocated}-bit samples are not supported")));
+    }
+    let bytes = allocated / 8;
+    let frame_len = rows * cols * samples * bytes;
+    let frames = frames(&obj);
+    if which.is_some() {
+        super::check::pixel_data(&obj, &stored).map_err(fail)?;
+    }
+    let pixel_data = obj
+        .take_element(tags::PIXEL_DATA)
+        .map_err(|e| fail(e.to_string()))?;
+    let Some(fragments) = pixel_data.value().fragments() else {
+        return Ok(None);
+    };
+    if which.is_none() {
+        check_rle(fragments, frames, frame_len).map_err(fail)?;
+    }
+    let total = frame_len
+        .checked_mul(frames)
+        .filter(|&t| t < u32::MAX as usize - 1)
+        .ok_or_else(|| fail("decoded pixel data beyond 4 GiB".into()))?;
+    let explicit = dataset::syntax(super::EXPLICIT_VR_LE).map_err(super::read_error)?;
+    describe_native(&mut obj, &stored, samples, explicit);
+    let mut out = Vec::with_capacity(total + 64 * 1024);
+    obj.write_all(&mut out).map_err(|e| fail(e.to_string()))?;
+    // Pixel Data, OW, defined length (PS3.5 7.1.2): an even length, padded.
+    let padded = total + total % 2;
+    out.extend_from_slice(&[0xE0, 0x7F, 0x10, 0x00, b'O', b'W', 0, 0]);
+    out.extend_from_slice(&(padded as u32).to_le_bytes());
+    let start = out.len();
+    out.resize(start + padded, 0);
+    let pixels = &mut out[start..start + total];
+    match which {
+        None => decode_rle_into(fragments, rows * cols, samples, bytes, pixels).map_err(fail)?,
+        Some(jpeg) => {
+            if !decode_jpeg_into(fragments, frame_len, bytes, jpeg, pixels).map_err(fail)? {
+                return Ok(None);
+            }
         }
     }
     Ok(Some(out))

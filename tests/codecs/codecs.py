@@ -362,5 +362,55 @@ def j2k(in_dir, out_dir):
     print(count)
 
 
+def htj2k(out):
+    """HTJ2K (ISO 15444-15) instances by OpenJPH (through imagecodecs), an encoder independent
+    of the OpenJPEG family beeldbrug decodes with: lossless (.4.201), lossless RPCL with TLM
+    (.4.202, as PS3.5 A.4.11 has it) and lossy (.4.203, the 9/7 transform), one 96 x 80 CT
+    each, plus the same as 8-bit RGB (.4.201). Each codestream is first decoded by
+    pylibjpeg-openjpeg (OpenJPEG) and checked against the source. Prints a JSON manifest as
+    `make` does."""
+    import imagecodecs
+    import openjpeg
+    from pydicom.encaps import encapsulate
+
+    study, series = generate_uid(), generate_uid()
+    made = []
+    kinds = [
+        ("htj2k-lossless", "1.2.840.10008.1.2.4.201", dict(reversible=True), 0, False),
+        ("htj2k-rpcl", "1.2.840.10008.1.2.4.202", dict(reversible=True, tlm=True), 0, False),
+        ("htj2k-lossy", "1.2.840.10008.1.2.4.203", dict(reversible=False), 4, False),
+        ("htj2k-rgb", "1.2.840.10008.1.2.4.201", dict(reversible=True), 0, True),
+    ]
+    for number, (name, ts, options, tolerance, rgb) in enumerate(kinds, start=1):
+        ds = source(study, series, number, 96, 80, 200 + number)
+        if rgb:
+            grey = np.frombuffer(ds.PixelData, dtype="<u2").reshape(96, 80)
+            pixels = np.stack([grey >> 4, (grey >> 2) & 0xFF, 255 - (grey >> 4)], axis=-1).astype(np.uint8)
+            ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+            ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+            del ds.WindowCenter, ds.WindowWidth
+            ds.PixelData = pixels.tobytes()
+        else:
+            pixels = np.frombuffer(ds.PixelData, dtype="<u2").reshape(96, 80)
+        src = f"{out}/source-{name}.dcm"
+        ds.save_as(src, enforce_file_format=True)
+        stream = imagecodecs.htj2k_encode(pixels, **options)
+        assert b"\xff\x50" in stream[:200], "no CAP marker: not HTJ2K"
+        check = openjpeg.decode(stream).astype(np.int64)
+        worst = int(np.abs(check.reshape(pixels.shape) - pixels.astype(np.int64)).max())
+        assert worst <= tolerance, f"{name}: OpenJPEG decodes OpenJPH's stream {worst} off"
+        ds.PixelData = encapsulate([stream if len(stream) % 2 == 0 else stream + b"\0"])
+        ds["PixelData"].VR = "OB"
+        ds.file_meta.TransferSyntaxUID = ts
+        if ts.endswith("203"):
+            ds.LossyImageCompression = "01"
+        enc = f"{out}/{name}.dcm"
+        ds.save_as(enc, enforce_file_format=True)
+        made.append({"name": name, "source": src, "sent": enc, "sop": str(ds.SOPInstanceUID),
+                     "transfer_syntax": ts, "rows": 96, "columns": 80, "tolerance": tolerance,
+                     "samples": 3 if rgb else 1})
+    print(json.dumps({"study": study, "series": series, "instances": made}))
+
+
 if __name__ == "__main__":
-    {"make": make, "broken": broken, "compare": compare, "bench": bench, "variants": variants, "lossy": lossy, "study": study, "j2k": j2k}[sys.argv[1]](*sys.argv[2:])
+    {"htj2k": htj2k, "make": make, "broken": broken, "compare": compare, "bench": bench, "variants": variants, "lossy": lossy, "study": study, "j2k": j2k}[sys.argv[1]](*sys.argv[2:])
