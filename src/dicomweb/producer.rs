@@ -40,10 +40,47 @@ fn failed(e: impl std::fmt::Display) -> SendError {
     SendError::Failed(e.to_string())
 }
 
+/// Chunk buffers a body has sent and the connection has written, for its next chunks.
+type Spares = std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>;
+
+/// At most this many spare buffers per body (about the chunks in flight at once).
+const SPARES: usize = 8;
+
+/// A sent chunk: its buffer goes back to the body's spares when the connection has written
+/// it and drops it. A fresh 1 MiB buffer per chunk costs a page fault per few KiB of the
+/// body (60,000 for a 1 GB study, a fifth of a cache hit's CPU); a reused one is paged in.
+struct Recycled {
+    buf: Vec<u8>,
+    spares: Spares,
+}
+
+impl AsRef<[u8]> for Recycled {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for Recycled {
+    fn drop(&mut self) {
+        let mut buf = std::mem::take(&mut self.buf);
+        // A buffer grown for a large part (a transcoded instance) is not kept.
+        if buf.capacity() > 2 * CHUNK {
+            return;
+        }
+        buf.clear();
+        if let Ok(mut spares) = self.spares.lock() {
+            if spares.len() < SPARES {
+                spares.push(buf);
+            }
+        }
+    }
+}
+
 /// A body written from a blocking thread, in [`CHUNK`]s.
 pub struct BlockingBody<'a> {
     tx: &'a BodySender,
     out: Vec<u8>,
+    spares: Spares,
 }
 
 impl<'a> BlockingBody<'a> {
@@ -51,7 +88,17 @@ impl<'a> BlockingBody<'a> {
         BlockingBody {
             tx,
             out: Vec::with_capacity(CHUNK),
+            spares: Spares::default(),
         }
+    }
+
+    /// A spare buffer when one is back, else a new one.
+    fn next_buffer(&self) -> Vec<u8> {
+        self.spares
+            .lock()
+            .ok()
+            .and_then(|mut spares| spares.pop())
+            .unwrap_or_else(|| Vec::with_capacity(CHUNK))
     }
 
     pub fn put(&mut self, bytes: &[u8]) -> Result<(), SendError> {
@@ -96,8 +143,11 @@ impl<'a> BlockingBody<'a> {
     /// Send what is buffered.
     pub fn flush(&mut self) -> Result<(), SendError> {
         if !self.out.is_empty() {
-            let full = std::mem::replace(&mut self.out, Vec::with_capacity(CHUNK));
-            self.tx.blocking_send(Bytes::from(full))?;
+            let next = self.next_buffer();
+            let buf = std::mem::replace(&mut self.out, next);
+            let spares = self.spares.clone();
+            self.tx
+                .blocking_send(Bytes::from_owner(Recycled { buf, spares }))?;
         }
         Ok(())
     }
