@@ -21,7 +21,7 @@ mod tokens;
 
 use beeldbrug::trust::consent::ConsentDecision;
 use common::peer::PeerProcess;
-use common::pki::{CertFiles, Pki};
+use common::pki::{participant, tls_toml, CertFiles, Pki};
 use common::{free_port, Gateway};
 use mitz::MitzSim;
 use serde_json::Value;
@@ -36,31 +36,6 @@ const HOME_A: &str = "urn:oid:1.2.3.4.5.21";
 const HOME_B: &str = "urn:oid:1.2.3.4.5.22";
 const HOME_PY: &str = "urn:oid:1.2.3.4.5.24";
 const ISSUER_A: &str = "https://xua.gateway-a.test";
-
-fn participant(name: &str, ura: &str, home: &str, cert: &CertFiles, base: Option<&str>) -> String {
-    let mut entry = format!(
-        "[[participant]]\nname = \"{name}\"\nura = \"{ura}\"\nhome_community_id = \"{home}\"\ncertificate_sha256 = \"{}\"\n",
-        cert.fingerprint
-    );
-    if let Some(base) = base {
-        entry.push_str(&format!(
-            "query_url = \"{base}/xca/query\"\nretrieve_url = \"{base}/xca/retrieve\"\n"
-        ));
-    }
-    entry
-}
-
-fn tls_toml(pki: &Pki, own: &CertFiles, participants: &Path) -> String {
-    format!(
-        "[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\nclient_ca_file = \"{}\"\ncrl_files = [\"{}\"]\n\
-         [trust]\nparticipants_file = \"{}\"\n",
-        own.cert.display(),
-        own.key.display(),
-        pki.ca_file.display(),
-        pki.crl_file.display(),
-        participants.display()
-    )
-}
 
 /// Gateway A's configuration as the self-test reads it (A does not run).
 fn a_config(

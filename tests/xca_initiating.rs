@@ -28,7 +28,7 @@ use common::gateway_mode::{audit_details, dataset_of, pacs_toml, syntax_of, AS_S
 use common::http::{multipart_parts, request};
 use common::orthanc::{self, Orthanc};
 use common::peer::PeerProcess;
-use common::pki::{CertFiles, Pki};
+use common::pki::{participant, tls_toml, CertFiles, Pki};
 use common::{free_port, require_tool, Gateway};
 use mitz::MitzSim;
 use std::collections::BTreeMap;
@@ -56,31 +56,6 @@ const PEER_TIMEOUT_SECS: u64 = 3;
 
 /// Instances by SOP Instance UID: (transfer syntax, data set bytes after the file meta).
 type Held = BTreeMap<String, (String, Vec<u8>)>;
-
-fn participant(name: &str, ura: &str, home: &str, cert: &CertFiles, base: Option<&str>) -> String {
-    let mut entry = format!(
-        "[[participant]]\nname = \"{name}\"\nura = \"{ura}\"\nhome_community_id = \"{home}\"\ncertificate_sha256 = \"{}\"\n",
-        cert.fingerprint
-    );
-    if let Some(base) = base {
-        entry.push_str(&format!(
-            "query_url = \"{base}/xca/query\"\nretrieve_url = \"{base}/xca/retrieve\"\n"
-        ));
-    }
-    entry
-}
-
-fn tls_toml(pki: &Pki, own: &CertFiles, participants: &Path) -> String {
-    format!(
-        "[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\nclient_ca_file = \"{}\"\ncrl_files = [\"{}\"]\n\
-         [trust]\nparticipants_file = \"{}\"\n",
-        own.cert.display(),
-        own.key.display(),
-        pki.ca_file.display(),
-        pki.crl_file.display(),
-        participants.display()
-    )
-}
 
 fn xds_toml(home: &str, repository: &str) -> String {
     format!(

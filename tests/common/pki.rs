@@ -300,3 +300,38 @@ fn issue(
         serial,
     }
 }
+
+/// A `[[participant]]` entry of a participants file for the gateway holding `cert`; with
+/// `base`, its ITI-38 and RAD-75 endpoints under that URL.
+pub fn participant(
+    name: &str,
+    ura: &str,
+    home: &str,
+    cert: &CertFiles,
+    base: Option<&str>,
+) -> String {
+    let mut entry = format!(
+        "[[participant]]\nname = \"{name}\"\nura = \"{ura}\"\nhome_community_id = \"{home}\"\ncertificate_sha256 = \"{}\"\n",
+        cert.fingerprint
+    );
+    if let Some(base) = base {
+        entry.push_str(&format!(
+            "query_url = \"{base}/xca/query\"\nretrieve_url = \"{base}/xca/retrieve\"\n"
+        ));
+    }
+    entry
+}
+
+/// The `[tls]` and `[trust] participants_file` lines of a gateway using `own` as its
+/// certificate, trusting the test CA and its CRL.
+pub fn tls_toml(pki: &Pki, own: &CertFiles, participants: &Path) -> String {
+    format!(
+        "[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\nclient_ca_file = \"{}\"\ncrl_files = [\"{}\"]\n\
+         [trust]\nparticipants_file = \"{}\"\n",
+        own.cert.display(),
+        own.key.display(),
+        pki.ca_file.display(),
+        pki.crl_file.display(),
+        participants.display()
+    )
+}
