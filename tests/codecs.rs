@@ -91,6 +91,17 @@ fn assert_pixels(dir: &Path, entries: &[serde_json::Value]) {
     eprintln!("{report}");
 }
 
+/// Every instance `made` sent, in one STOW-RS request that must succeed.
+async fn stow_all(port: u16, made: &Made) {
+    let sent: Vec<&Path> = made
+        .instances
+        .iter()
+        .map(|i| Path::new(field(i, "sent")))
+        .collect();
+    let stored = stow(port, &sent).await;
+    assert_eq!(stored.status, 200, "STOW-RS: {}", stored.text());
+}
+
 async fn stow(port: u16, files: &[&Path]) -> common::http::HttpResponse {
     let bytes: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(f).unwrap()).collect();
     let parts: Vec<(&str, &[u8])> = bytes
@@ -129,13 +140,7 @@ async fn wado_rs_decodes_every_stored_syntax() {
     let gw = Gateway::start("").await;
     let dir = tempfile::tempdir().unwrap();
     let made = make(dir.path());
-    let sent: Vec<&Path> = made
-        .instances
-        .iter()
-        .map(|i| Path::new(field(i, "sent")))
-        .collect();
-    let stored = stow(gw.http_port, &sent).await;
-    assert_eq!(stored.status, 200, "STOW-RS: {}", stored.text());
+    stow_all(gw.http_port, &made).await;
 
     let mut entries = Vec::new();
     for instance in &made.instances {
@@ -1312,13 +1317,7 @@ async fn htj2k_made_by_openjph_is_served_decoded() {
     let gw = Gateway::start("").await;
     let dir = tempfile::tempdir().unwrap();
     let made = made_by(dir.path(), "htj2k");
-    let sent: Vec<&Path> = made
-        .instances
-        .iter()
-        .map(|i| Path::new(field(i, "sent")))
-        .collect();
-    let stored = stow(gw.http_port, &sent).await;
-    assert_eq!(stored.status, 200, "STOW-RS: {}", stored.text());
+    stow_all(gw.http_port, &made).await;
 
     let mut entries = Vec::new();
     for instance in &made.instances {
