@@ -93,9 +93,17 @@ async fn ohif_opens_a_study_held_only_by_orthanc() {
         state.complete && state.pacs_instances == expected,
         "{ct}: complete in the cache with Orthanc's {expected} instances: {state:?}\nWADO-RS audits: {audits:?}"
     );
+    // Every WADO-RS answered, except requests the browser itself abandoned (a prefetch still
+    // running when the test closes the viewer: its handler is dropped, and its one audit
+    // record says so). A failed answer is never one of those.
+    let (answered, rest): (Vec<_>, Vec<_>) =
+        audits.iter().partition(|(outcome, _)| outcome == "success");
     assert!(
-        audits.iter().all(|(outcome, _)| outcome == "success"),
-        "every WADO-RS answered: {audits:?}"
+        !answered.is_empty()
+            && rest
+                .iter()
+                .all(|(_, detail)| detail.starts_with("ended without outcome")),
+        "every WADO-RS answered or was abandoned by the browser: {audits:?}"
     );
     gateway.stop().await;
     drop(orthanc);
