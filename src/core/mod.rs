@@ -38,6 +38,7 @@ pub mod route;
 pub mod source;
 pub mod stored;
 pub mod ticket;
+pub mod transfers;
 
 #[cfg(test)]
 mod tests;
@@ -193,6 +194,8 @@ pub struct Core {
     stored: Stored,
     cache: CacheRules,
     fetches: Fetches,
+    /// Forwards and publications, for the console.
+    transfers: Arc<transfers::Board>,
     sources: Vec<Arc<dyn Source>>,
     routes: Routes,
     registry: Option<Arc<dyn Registry>>,
@@ -266,6 +269,7 @@ impl Core {
                 blobs,
                 cache: CacheRules::default(),
                 fetches: Fetches::default(),
+                transfers: Arc::default(),
                 sources: Vec::new(),
                 routes: Routes::default(),
                 registry: None,

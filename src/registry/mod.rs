@@ -101,6 +101,7 @@ impl XdsRegistry {
             settings: settings.clone(),
             owner: publish::Publisher::owner_id(),
             holdings: None,
+            transfers: None,
         };
         Arc::new(XdsRegistry {
             index,
