@@ -164,10 +164,12 @@ pub fn compose_core(
     if config.xds.enabled {
         // The XDS-I registry (ITI-18/38, the documents of ITI-43/RAD-69), on the index.
         let settings = Arc::new(crate::registry::Settings::from_config(config));
+        let board = builder.transfer_board();
         builder = builder.registry(crate::registry::XdsRegistry::new(
             index.clone(),
             blobs.clone(),
             settings,
+            Some(board),
         ));
     }
     (builder.build(), gateway)

@@ -238,6 +238,12 @@ impl CoreBuilder {
         self
     }
 
+    /// Where forwards and publications report to the console (for the workers and the
+    /// registry built before the core).
+    pub fn transfer_board(&self) -> Arc<transfers::Board> {
+        self.core.transfers.clone()
+    }
+
     pub fn build(self) -> Arc<Core> {
         Arc::new(self.core)
     }

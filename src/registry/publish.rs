@@ -78,6 +78,22 @@ pub struct Publisher {
     pub transfers: Option<Arc<Board>>,
 }
 
+/// End a publication's transfer as its outcome says.
+fn end(t: Running, result: &Result<Outcome, String>) {
+    match result {
+        Ok(Outcome::Published { .. }) => t.finish(None),
+        Ok(Outcome::Unchanged { .. }) => {
+            t.note("the published manifest names these instances already");
+            t.finish(None)
+        }
+        Ok(Outcome::Skipped(why)) => {
+            t.note(format!("not published: {why}"));
+            t.finish(None)
+        }
+        Err(e) => t.finish(Some(e.clone())),
+    }
+}
+
 /// Stop a publication the operator cancelled.
 fn cancelled(transfer: Option<&Running>) -> Result<(), String> {
     match transfer {
@@ -177,18 +193,7 @@ impl Publisher {
         });
         let result = self.publish_study(arrival, transfer.as_ref()).await;
         if let Some(t) = transfer {
-            match &result {
-                Ok(Outcome::Published { .. }) => t.finish(None),
-                Ok(Outcome::Unchanged { .. }) => {
-                    t.note("the published manifest names these instances already");
-                    t.finish(None)
-                }
-                Ok(Outcome::Skipped(why)) => {
-                    t.note(format!("not published: {why}"));
-                    t.finish(None)
-                }
-                Err(e) => t.finish(Some(e.clone())),
-            }
+            end(t, &result);
         }
         result
     }
@@ -258,6 +263,35 @@ impl Publisher {
         study: &Match,
         reported: &[Match],
     ) -> Result<Outcome, String> {
+        let transfer = self.transfers.as_ref().map(|board| {
+            board.start(Start {
+                kind: PUBLICATION,
+                source: "PACS (C-FIND report)".into(),
+                destination: "XDS registry".into(),
+                study_uids: study
+                    .get(&Tag(0x0020, 0x000D))
+                    .cloned()
+                    .into_iter()
+                    .collect(),
+                expected: reported.len() as u64,
+                expected_bytes: 0,
+            })
+        });
+        let result = self
+            .publish_reported_study(study, reported, transfer.as_ref())
+            .await;
+        if let Some(t) = transfer {
+            end(t, &result);
+        }
+        result
+    }
+
+    async fn publish_reported_study(
+        &self,
+        study: &Match,
+        reported: &[Match],
+        transfer: Option<&Running>,
+    ) -> Result<Outcome, String> {
         let Some(study_uid) = study.get(&Tag(0x0020, 0x000D)) else {
             return Ok(Outcome::Skipped("no Study Instance UID".into()));
         };
@@ -287,7 +321,7 @@ impl Publisher {
         add_reported(&mut instances, reported);
         let mut modalities = self.modalities(study_uid).await?;
         modalities.extend(modalities_of(reported));
-        self.publish_contents(&header, instances, modalities, None, None)
+        self.publish_contents(&header, instances, modalities, None, transfer)
             .await
     }
 
