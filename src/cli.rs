@@ -162,6 +162,19 @@ pub struct SelftestArgs {
     /// Seconds each step may take.
     #[arg(long, default_value_t = 15)]
     pub timeout: u64,
+    /// Audit record presence: the peer's audit trail API (default
+    /// `<peer>/admin/api/audit`, a beeldbrug's console).
+    #[arg(long)]
+    pub audit_url: Option<String>,
+    /// A client certificate and key the peer admits to its audit trail (an admin
+    /// certificate of the peer's own, in its `trust.admin_certificates`).
+    #[arg(long, requires = "audit_key")]
+    pub audit_cert: Option<PathBuf>,
+    #[arg(long, requires = "audit_cert")]
+    pub audit_key: Option<PathBuf>,
+    /// A file holding a bearer token of the peer's organisation with an admin role.
+    #[arg(long)]
+    pub audit_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -535,6 +548,19 @@ async fn selftest(args: SelftestArgs) -> anyhow::Result<()> {
         role: args.role.clone(),
         purpose_of_use: args.purpose.clone(),
         timeout,
+        audit: crate::selftest::audit::Access {
+            url: args.audit_url.clone(),
+            identity: args.audit_cert.clone().zip(args.audit_key.clone()),
+            token: match &args.audit_token_file {
+                Some(f) => Some(
+                    std::fs::read_to_string(f)
+                        .with_context(|| format!("cannot read {}", f.display()))?
+                        .trim()
+                        .to_string(),
+                ),
+                None => None,
+            },
+        },
     };
     let report = crate::selftest::run(&config, options, pacs.as_ref()).await;
     let text = match args.format {

@@ -164,10 +164,12 @@ pub fn compose_core(
     if config.xds.enabled {
         // The XDS-I registry (ITI-18/38, the documents of ITI-43/RAD-69), on the index.
         let settings = Arc::new(crate::registry::Settings::from_config(config));
+        let board = builder.transfer_board();
         builder = builder.registry(crate::registry::XdsRegistry::new(
             index.clone(),
             blobs.clone(),
             settings,
+            Some(board),
         ));
     }
     (builder.build(), gateway)
@@ -351,13 +353,15 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
                 .gateway
                 .as_ref()
                 .map(|_| context.core.clone() as Arc<dyn crate::core::Holdings>),
+            transfers: Some(context.core.transfer_board()),
         };
         tasks.spawn(publisher.run(shutdown.clone()));
     }
     if let Some(gateway) = context.gateway.clone() {
         // Gateway mode: the queue of STOW-RS studies for the PACS (pacs::forward).
         let (trust, token) = (context.trust.clone(), shutdown.clone());
-        tasks.spawn(crate::pacs::forward::run(gateway, trust, token));
+        let board = context.core.transfer_board();
+        tasks.spawn(crate::pacs::forward::run(gateway, trust, board, token));
     }
     if let Some(gateway) = context.gateway.clone() {
         if gateway.pacs.config.probe_at_start {

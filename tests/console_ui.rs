@@ -97,6 +97,9 @@ async fn the_console_in_chromium_searches_follows_requeues_and_refuses_strangers
     let toml = format!(
         "[trust]\nown_ura = \"{TEST_URA}\"\nadmin_roles = [\"{ADMIN_ROLE}\"]\n\
          [cache]\nclient_wait_secs = 120\n\
+         [xds]\nenabled = true\nhome_community_id = \"urn:oid:1.2.3.4.5.17\"\n\
+         repository_unique_id = \"1.2.3.4.5.17.1\"\nsource_id = \"1.2.3.4.5.17.2\"\n\
+         organisation_name = \"Ziekenhuis Console\"\nquiet_secs = 1\n\
          [pacs]\nae_title = \"{PACS_AE}\"\nhost = \"127.0.0.1\"\nport = {pacs_port}\n\
          retrieve = \"c-get\"\nprobe_at_start = false\nforward_stow = true\nconnect_timeout_secs = 2\n\
          {}",
@@ -254,5 +257,185 @@ async fn the_console_in_chromium_searches_follows_requeues_and_refuses_strangers
             .any(|e| e.operation == "ADMIN" && e.outcome == "refused"),
         "the strangers' requests were refused on the record"
     );
+    gw.stop().await;
+}
+
+/// DCMTK `storescp` as the PACS, sleeping `sleep` seconds after each C-STORE (`--sleep-during` would sleep per PDU): a forward runs
+/// long enough to be watched and cancelled.
+async fn slow_storescp(
+    port: u16,
+    out: &Path,
+    logs: &Path,
+    sleep: u32,
+) -> common::peer::PeerProcess {
+    std::fs::create_dir_all(out).expect("PACS output dir");
+    let args: Vec<String> = [
+        "+B",
+        "--sleep-after",
+        &sleep.to_string(),
+        "-aet",
+        PACS_AE,
+        "-od",
+        &out.display().to_string(),
+        &port.to_string(),
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut pacs = common::peer::PeerProcess::spawn(
+        "storescp",
+        &common::require_tool("storescp"),
+        &args,
+        logs,
+    );
+    pacs.wait_for_port(port).await;
+    pacs
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_console_follows_forwards_and_publications_and_cancels_a_forward() {
+    let script_dir = require_setup();
+    let keys = tempfile::tempdir().unwrap();
+    let idp = JwtIdp::new(keys.path(), "https://idp.test", "beeldbrug");
+    let pacs_port = free_port();
+    let toml = format!(
+        "[trust]\nown_ura = \"{TEST_URA}\"\nadmin_roles = [\"{ADMIN_ROLE}\"]\n\
+         [xds]\nenabled = true\nhome_community_id = \"urn:oid:1.2.3.4.5.17\"\n\
+         repository_unique_id = \"1.2.3.4.5.17.1\"\nsource_id = \"1.2.3.4.5.17.2\"\norganisation_name = \"Ziekenhuis Console\"\nquiet_secs = 1\n\
+         [pacs]\nae_title = \"{PACS_AE}\"\nhost = \"127.0.0.1\"\nport = {pacs_port}\n\
+         retrieve = \"c-get\"\nprobe_at_start = false\nforward_stow = true\nconnect_timeout_secs = 2\n\
+         {}",
+        idp.config_toml()
+    );
+    let gw = Gateway::start(&toml).await;
+    let gateway = gw.context().gateway.clone().expect("gateway mode");
+    gateway.pacs.forward.set_policy(RetryPolicy {
+        delays: vec![Duration::from_secs(1)],
+        max_attempts: 1,
+        poll: Duration::from_millis(200),
+    });
+
+    // Two studies (a CT of 6 slices, an MR of 4) arrive while the PACS is down: their
+    // forward jobs fail; the publisher publishes both once they are quiet.
+    let arriving = tempfile::tempdir().unwrap();
+    let mut args = beeldbrug::testdata::GenerateArgs::with_defaults(arriving.path());
+    args.seed = 17;
+    args.patients = 1;
+    args.ct_slices = 6;
+    args.mr_slices = 4;
+    let stowed = beeldbrug::testdata::generate(&args).expect("generate");
+    let studies: Vec<String> = stowed
+        .iter()
+        .map(|f| f.study_uid.clone())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(studies.len(), 2);
+    let r = common::http::stow_files(gw.http_port, &stowed).await;
+    assert_eq!(r.status, 200, "STOW-RS: {}", r.text());
+    wait_forward(&gw, "failed", stowed.len()).await;
+
+    // The PACS comes up, slow: a second in each C-STORE.
+    let logs = tempfile::tempdir().unwrap();
+    let received = logs.path().join("received");
+    let pacs = slow_storescp(pacs_port, &received, logs.path(), 1).await;
+
+    let admin = mint_jwt(&idp, |c| {
+        c["role"] = ADMIN_ROLE.into();
+        c.as_object_mut().unwrap().remove("bsn");
+    });
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
+    let node_args: Vec<String> = vec![
+        "--base".into(),
+        format!("http://127.0.0.1:{}", gw.http_port),
+        "--admin-token".into(),
+        admin,
+        "--studies".into(),
+        studies.join(","),
+        "--out".into(),
+        out.display().to_string(),
+        "--timeout-ms".into(),
+        "45000".into(),
+    ];
+    let (status, stdout, stderr) = tokio::task::spawn_blocking(move || {
+        common::ohif::run_script(&script_dir, "forwards.mjs", &node_args)
+    })
+    .await
+    .unwrap();
+    let result: Value = stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| {
+            panic!("tests/console/forwards.mjs (exit {status:?}) printed no JSON\nstdout: {stdout}\nstderr: {stderr}\nPACS: {}", pacs.log_tail())
+        });
+    let pretty = serde_json::to_string_pretty(&result).unwrap();
+    assert!(
+        status == Some(0) && result["ok"] == Value::Bool(true),
+        "the transfers page in Chromium (exit {status:?}): {}\n\nfull result: {pretty}\nstderr: {stderr}\nPACS: {}",
+        result["failures"],
+        pacs.log_tail()
+    );
+
+    // What the page showed happened: the completed study's jobs are done, the cancelled
+    // one's unsent jobs failed as cancelled (to be re-queued), and the PACS holds exactly
+    // what was sent.
+    let cancelled = result["cancelled_study"].as_str().expect("cancelled study");
+    let completed = result["completed_study"].as_str().expect("completed study");
+    let jobs = gw.context().index.forward_jobs(None, 10_000).await.unwrap();
+    let of = |study: &str| -> Vec<_> {
+        jobs.iter()
+            .filter(|j| j.study_instance_uid == study)
+            .collect()
+    };
+    assert!(
+        of(completed).iter().all(|j| j.state == "done"),
+        "{:#?}",
+        of(completed)
+    );
+    let stopped: Vec<_> = of(cancelled)
+        .into_iter()
+        .filter(|j| j.state != "done")
+        .collect();
+    assert!(!stopped.is_empty(), "{pretty}");
+    assert!(
+        stopped
+            .iter()
+            .all(|j| j.state == "failed" && j.last_error == beeldbrug::pacs::forward::CANCELLED),
+        "{stopped:#?}"
+    );
+    let done = jobs.iter().filter(|j| j.state == "done").count();
+    // The cancelled forward as it ended (the page saw it cancelled while the C-STORE under
+    // way still finished).
+    let cancelled_id: u64 = result["forward_cancelled"]["id"]
+        .as_str()
+        .and_then(|n| n.parse().ok())
+        .expect("id of the cancelled forward");
+    let ended = gw
+        .context()
+        .core
+        .transfers()
+        .into_iter()
+        .find(|t| t.id == cancelled_id)
+        .expect("the cancelled forward is listed");
+    assert_eq!(ended.state, "cancelled", "{ended:?}");
+    assert!(ended.received < ended.expected, "{ended:?}");
+    let sent_cancelled = ended.received;
+    assert_eq!(
+        done,
+        of(completed).len() + sent_cancelled as usize,
+        "{pretty}"
+    );
+    let files = std::fs::read_dir(&received).unwrap().count();
+    assert_eq!(
+        files,
+        done,
+        "the PACS holds what was sent\n{}",
+        pacs.log_tail()
+    );
+    // The cancel is on the record.
+    let events = gw.context().index.audit_events(10_000).await.unwrap();
+    assert!(events
+        .iter()
+        .any(|e| e.operation == "ADMIN" && e.detail.contains("cancelled")));
     gw.stop().await;
 }

@@ -103,7 +103,14 @@ async fn selftest(config: &Path, base: &str, extra: &[&str]) -> (bool, String, S
 
 /// The JSON report of a run: (exit success, report).
 async fn run_json(config: &Path, base: &str) -> (bool, Value) {
-    let (ok, stdout, stderr) = selftest(config, base, &["--format", "json"]).await;
+    run_json_with(config, base, &[]).await
+}
+
+/// [`run_json`] with more arguments.
+async fn run_json_with(config: &Path, base: &str, extra: &[&str]) -> (bool, Value) {
+    let mut args = vec!["--format", "json"];
+    args.extend_from_slice(extra);
+    let (ok, stdout, stderr) = selftest(config, base, &args).await;
     let report: Value = serde_json::from_str(&stdout)
         .unwrap_or_else(|e| panic!("JSON report: {e}\n{stdout}\n{stderr}"));
     (ok, report)
@@ -144,7 +151,7 @@ fn study(dir: &Path) -> String {
     files[0].study_uid.clone()
 }
 
-const EVERY_CHECK: [&str; 15] = [
+const EVERY_CHECK: [&str; 16] = [
     "cert.chain",
     "tls.versions",
     "tls.cipher-suites",
@@ -160,6 +167,7 @@ const EVERY_CHECK: [&str; 15] = [
     "rad75.retrieve",
     "qido.studies",
     "wado.metadata",
+    "audit.records",
 ];
 
 #[tokio::test(flavor = "multi_thread")]
@@ -171,6 +179,15 @@ async fn a_healthy_beeldbrug_gateway_passes_and_a_revoked_one_fails_revocation()
     let cert_b = pki.issue_server("gateway-b", &["127.0.0.1", "localhost"]);
     let idp_a = SamlIdp::new(dir.path(), ISSUER_A, KeyKind::Rsa);
     let mitz = MitzSim::start(&[(BSN, ConsentDecision::Permit)]);
+    // B's operator: an admin client certificate of B's console, which the self-test uses to
+    // read B's audit trail (audit record presence).
+    let operator_b = pki.issue_client("operator-b");
+    let audit_args = [
+        "--audit-cert",
+        operator_b.cert.to_str().unwrap(),
+        "--audit-key",
+        operator_b.key.to_str().unwrap(),
+    ];
 
     let participants_b = dir.path().join("participants-b.toml");
     std::fs::write(
@@ -181,8 +198,9 @@ async fn a_healthy_beeldbrug_gateway_passes_and_a_revoked_one_fails_revocation()
     let b = Gateway::start(&format!(
         "{tls}[xds]\nenabled = true\nhome_community_id = \"{HOME_B}\"\nrepository_unique_id = \"1.2.3.4.5.22.1\"\n\
          source_id = \"1.2.3.4.5.22.1.2\"\norganisation_name = \"Ziekenhuis B\"\nquiet_secs = 1\n\
-         [trust]\nown_ura = \"{URA_B}\"\n{issuer}[trust.consent]\nurl = \"{}\"\npurposes = [\"{TEST_PURPOSE}\"]\n\
+         [trust]\nown_ura = \"{URA_B}\"\nadmin_certificates = [\"{}\"]\n{issuer}[trust.consent]\nurl = \"{}\"\npurposes = [\"{TEST_PURPOSE}\"]\n\
          timeout_secs = 5\ncache_secs = 0\ncustodian_ura = \"{URA_B}\"\n",
+        operator_b.fingerprint,
         mitz.url,
         tls = tls_toml(&pki, &cert_b, &participants_b),
         issuer = idp_a.config_toml(&["GtK A"], false),
@@ -205,7 +223,7 @@ async fn a_healthy_beeldbrug_gateway_passes_and_a_revoked_one_fails_revocation()
     // Until B has published the study (1 s quiet period), ITI-38 finds no manifest.
     let deadline = Instant::now() + Duration::from_secs(60);
     let (ok, report) = loop {
-        let (ok, report) = run_json(&config, &base).await;
+        let (ok, report) = run_json_with(&config, &base, &audit_args).await;
         let found = check(&report, "iti38.find-documents")["evidence"]
             .as_str()
             .unwrap_or("")
@@ -239,6 +257,41 @@ async fn a_healthy_beeldbrug_gateway_passes_and_a_revoked_one_fails_revocation()
         .as_str()
         .unwrap()
         .contains("TLS 1.1: refused"));
+    // Audit record presence, read from B's console with the operator's certificate: every
+    // exchange with the test patient found by its correlation id, B's chain verified.
+    let audit = check(&report, "audit.records")["evidence"]
+        .as_str()
+        .unwrap();
+    for id in [
+        "iti38.find-documents",
+        "iti39.manifest",
+        "rad75.retrieve",
+        "qido.studies",
+        "wado.metadata",
+    ] {
+        assert!(audit.contains(&format!("{id} → record ")), "{audit}");
+    }
+    assert!(audit.contains("hash chain: ok"), "{audit}");
+    // Without admin access (A's own certificate, a participant's, is refused by B's
+    // console), the requirement is not checkable: skipped, with the ids to look up.
+    let cert_a_path = cert_a.cert.to_str().unwrap();
+    let key_a_path = cert_a.key.to_str().unwrap();
+    let (ok, refused) = run_json_with(
+        &config,
+        &base,
+        &["--audit-cert", cert_a_path, "--audit-key", key_a_path],
+    )
+    .await;
+    assert!(ok, "{refused:#}");
+    let c = check(&refused, "audit.records");
+    assert_eq!(c["status"], "skip", "{c:#}");
+    let evidence = c["evidence"].as_str().unwrap();
+    assert!(
+        evidence.starts_with("not checkable from here")
+            && evidence.contains("HTTP 403")
+            && evidence.contains("qido.studies: "),
+        "{evidence}"
+    );
 
     // Each call's correlation id is in B's audit record of it: the query found, and the
     // expired assertion refused.
@@ -291,9 +344,10 @@ async fn a_healthy_beeldbrug_gateway_passes_and_a_revoked_one_fails_revocation()
             "{id} in the page"
         );
     }
-    let (ok, text, _) = selftest(&config, &base, &[]).await;
+    let (ok, text, _) = selftest(&config, &base, &audit_args).await;
     eprintln!("{text}");
     assert!(ok && text.contains("[PASS] xua.bad-signature") && text.contains("QUALIFIES"));
+    assert!(text.contains("[PASS] audit.records"), "{text}");
 
     // B's certificate revoked in A's CRL: that requirement, and only that one, fails.
     pki.write_crl(&[&pki.revoked, &cert_b]);
@@ -411,7 +465,8 @@ async fn each_misconfiguration_of_a_python_gateway_fails_its_requirement() {
         // The rest passes (the DICOMweb checks are skipped: the peer has none).
         for c in report["checks"].as_array().unwrap() {
             let id = c["id"].as_str().unwrap();
-            if id.starts_with("qido") || id.starts_with("wado") {
+            // Audit record presence: no admin access to the Python peer's trail.
+            if id.starts_with("qido") || id.starts_with("wado") || id == "audit.records" {
                 assert_eq!(c["status"], "skip", "{name}: {c:#}");
             } else if !report_failed(c) {
                 assert_eq!(c["status"], "pass", "{name}: {c:#}");

@@ -80,6 +80,9 @@ async fn sqlite_audit(dir: &Path, config: &AuditConfig) -> (Arc<dyn Index>, Audi
     (index, audit)
 }
 
+/// A correlation id across gateways a peer could send (issue 17).
+const CORRELATION: &str = "beeldbrug:test-peer:qido-17";
+
 /// Every kind of message, with and without claims, validates; a message the schema forbids
 /// does not (the check can fail).
 #[tokio::test(flavor = "multi_thread")]
@@ -146,6 +149,29 @@ async fn messages_validate_against_the_ps3_15_schema() {
     assert!(audit
         .dicom_message(&record("C-ECHO", "success", ""))
         .is_none());
+    assert!(
+        !xml.contains("CorrelationID"),
+        "no correlation id, no object: {xml}"
+    );
+
+    // With a correlation id across gateways: one more participant object, still valid.
+    for op in ["ITI-38", "RAD-75", "QIDO-RS", "C-MOVE"] {
+        for outcome in ["success", "refused"] {
+            let mut r = record(op, outcome, "");
+            r.correlation_id = "urn:uuid:3c96afed-528b-4e85-8d0b-69f71f4aa2ed".into();
+            let with = audit.dicom_message(&r).unwrap();
+            assert!(
+                with.contains(
+                    "<ParticipantObjectIdentification ParticipantObjectID=\"urn:uuid:3c96afed-528b-4e85-8d0b-69f71f4aa2ed\" \
+                     ParticipantObjectTypeCode=\"2\" ParticipantObjectTypeCodeRole=\"20\">"
+                ),
+                "{with}"
+            );
+            if let Err(why) = validate(&with) {
+                panic!("{op} {outcome} with a correlation id does not validate: {why}\n{with}");
+            }
+        }
+    }
 
     // Negative control: no ActiveParticipant is not a valid AuditMessage.
     let start = xml.find("<ActiveParticipant").unwrap();
@@ -247,7 +273,11 @@ async fn session_one_record_per_operation_chain_and_syslog() {
         gw.http_port,
         "GET",
         &format!("/dicomweb/studies?PatientID={bsn}"),
-        &[("Accept", "application/dicom+json")],
+        // A peer gateway's correlation id (issue 17): recorded, and in the syslog message.
+        &[
+            ("Accept", "application/dicom+json"),
+            ("X-Correlation-ID", CORRELATION),
+        ],
         b"",
     )
     .await;
@@ -310,6 +340,16 @@ async fn session_one_record_per_operation_chain_and_syslog() {
             ("AUDIT-READ", "success"),
         ],
         "{events:#?}"
+    );
+    let records = index.audit_records(0, 1000).await.unwrap();
+    assert_eq!(
+        records
+            .iter()
+            .filter(|r| r.correlation_id == CORRELATION)
+            .map(|r| r.operation.as_str())
+            .collect::<Vec<_>>(),
+        ["QIDO-RS"],
+        "the peer's correlation id recorded"
     );
     assert_eq!(events[1].actor, "STORESCU");
     assert!(
@@ -410,6 +450,20 @@ async fn session_one_record_per_operation_chain_and_syslog() {
     assert!(
         store.contains(&format!("ParticipantObjectID=\"{study}\"")),
         "{store}"
+    );
+    // The QIDO-RS message names the exchange's correlation id (a Job system object), and
+    // only that one does.
+    let with_id: Vec<&String> = messages
+        .iter()
+        .filter(|m| m.contains(&format!("ParticipantObjectID=\"{CORRELATION}\"")))
+        .collect();
+    assert_eq!(with_id.len(), 1, "{messages:#?}");
+    assert!(with_id[0].contains("csd-code=\"110112\""), "{}", with_id[0]);
+    assert!(
+        with_id[0]
+            .contains("csd-code=\"CorrelationID\" codeSystemName=\"urn:beeldbrug:correlation:1\""),
+        "{}",
+        with_id[0]
     );
     receiver.stop();
     // Stop the gateway but keep its data directory.

@@ -830,6 +830,28 @@ async fn orthanc_at_both_ends() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    // B's operator's console lists that publication (of a study only its PACS holds): the
+    // instances its PACS reported named in the manifest (issue 17, transfers page).
+    let publication = b
+        .context()
+        .core
+        .transfers()
+        .into_iter()
+        .find(|t| {
+            t.kind == "publication" && t.study_uids == [study.clone()] && t.state == "complete"
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "B lists the publication: {:#?}",
+                b.context().core.transfers()
+            )
+        });
+    assert!(
+        publication.expected > 0
+            && publication.received == publication.expected
+            && publication.bytes > 0,
+        "{publication:?}"
+    );
     // …and C-MOVEs it to itself: byte-exact, in the syntax B's Orthanc holds.
     let body = serde_json::json!({
         "Level": "Study",

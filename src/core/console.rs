@@ -8,10 +8,15 @@
 //! [`follow::Fetches`]: super::follow::Fetches
 
 use super::follow::TransferInfo;
+use super::transfers::Board;
 use super::{Core, CoreError, Selection};
 use crate::trust::Caller;
 use serde::Serialize;
+use std::sync::Arc;
 use std::time::Duration;
+
+/// Most ended transfers the console lists.
+const RECENT: usize = 100;
 
 /// How long the console waits for one source to say whether it holds a study.
 const HOLDING_TIMEOUT: Duration = Duration::from_secs(10);
@@ -102,15 +107,31 @@ impl Core {
             .collect()
     }
 
-    /// The retrieves running now, then the last ended ones.
+    /// The retrieves, forwards and publications running now (oldest first), then the last
+    /// ended ones (newest first, at most [`RECENT`]).
     pub fn transfers(&self) -> Vec<TransferInfo> {
-        self.fetches.transfers()
+        let (mut running, mut ended) = self.fetches.transfers();
+        let (r, e) = self.transfers.list();
+        running.extend(r);
+        running.sort_by_key(|t| t.id);
+        ended.extend(e);
+        ended.sort_by_key(|t| std::cmp::Reverse(t.id));
+        ended.truncate(RECENT);
+        running.extend(ended);
+        running
     }
 
-    /// Cancel a running retrieve (its source is told: a PACS gets a C-CANCEL); false when
-    /// no retrieve of that id runs.
+    /// Cancel a running transfer: a retrieve (its source is told: a PACS gets a C-CANCEL),
+    /// a forward or a publication (stopped before its next instance); false when none of
+    /// that id runs.
     pub fn cancel_transfer(&self, id: u64) -> bool {
-        self.fetches.cancel(id)
+        self.fetches.cancel(id) || self.transfers.cancel(id)
+    }
+
+    /// Where forwards and publications report their progress (the workers get it from
+    /// the composition root).
+    pub fn transfer_board(&self) -> Arc<Board> {
+        self.transfers.clone()
     }
 
     /// The newest `limit` forward jobs of every state.

@@ -68,17 +68,30 @@ pub struct Fetch {
     started_at: String,
 }
 
-/// A retrieve as the operator's console shows it: running, or among the last ended ones.
+/// A number for a transfer the console lists (retrieves, forwards, publications: one id
+/// space, so `DELETE /admin/api/transfers/{id}` names one).
+pub fn next_transfer_id() -> u64 {
+    static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A transfer as the operator's console shows it: running, or among the last ended ones.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct TransferInfo {
     pub id: u64,
-    /// "retrieve": a fetch from a source into the cache.
+    /// "retrieve": a fetch from a source into the cache; "forward": STOW-RS instances to
+    /// the PACS; "publication": a study's KOS manifest registered (XDS-I).
     pub kind: &'static str,
-    pub source: &'static str,
+    /// Where it comes from and goes to.
+    pub source: String,
+    pub destination: String,
     pub study_uids: Vec<String>,
     pub series_uids: Vec<String>,
-    /// Instances the source reported for the selection.
+    /// Instances the source reported for the selection (a forward: to send; a
+    /// publication: to name in the manifest).
     pub expected: u64,
+    /// Bytes expected (0: not known beforehand, as for a retrieve).
+    pub expected_bytes: u64,
     pub received: u64,
     pub bytes: u64,
     pub started_at: String,
@@ -100,7 +113,6 @@ impl Fetch {
         source_name: &'static str,
         client_wait: Duration,
     ) -> Arc<Fetch> {
-        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Arc::new(Fetch {
             key,
             selection,
@@ -110,7 +122,7 @@ impl Fetch {
             changed: watch::channel(0).0,
             cancel: CancellationToken::new(),
             client_wait,
-            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            id: next_transfer_id(),
             started: std::time::Instant::now(),
             started_at: crate::clock::now_rfc3339(),
         })
@@ -133,10 +145,12 @@ impl Fetch {
         TransferInfo {
             id: self.id,
             kind: "retrieve",
-            source: self.source_name,
+            source: self.source_name.to_string(),
+            destination: "cache".to_string(),
             study_uids: self.selection.study_uids.clone(),
             series_uids: self.selection.series_uids.clone(),
             expected: self.reported,
+            expected_bytes: 0,
             received: state.arrived.len() as u64,
             bytes: state.bytes,
             started_at: self.started_at.clone(),
@@ -445,19 +459,17 @@ impl Fetches {
         recent.push_back(fetch.info());
     }
 
-    /// The running retrieves (oldest first), then the last ended ones (newest first).
-    pub fn transfers(&self) -> Vec<TransferInfo> {
-        let mut running: Vec<TransferInfo> = self
+    /// The running retrieves, and the last ended ones (newest first).
+    pub fn transfers(&self) -> (Vec<TransferInfo>, Vec<TransferInfo>) {
+        let running: Vec<TransferInfo> = self
             .active
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .values()
             .map(|f| f.info())
             .collect();
-        running.sort_by_key(|t| t.id);
         let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-        running.extend(recent.iter().rev().cloned());
-        running
+        (running, recent.iter().rev().cloned().collect())
     }
 
     /// Cancel the running retrieve `id` (a PACS gets a C-CANCEL); false if none runs.

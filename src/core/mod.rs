@@ -38,6 +38,7 @@ pub mod route;
 pub mod source;
 pub mod stored;
 pub mod ticket;
+pub mod transfers;
 
 #[cfg(test)]
 mod tests;
@@ -193,6 +194,8 @@ pub struct Core {
     stored: Stored,
     cache: CacheRules,
     fetches: Fetches,
+    /// Forwards and publications, for the console.
+    transfers: Arc<transfers::Board>,
     sources: Vec<Arc<dyn Source>>,
     routes: Routes,
     registry: Option<Arc<dyn Registry>>,
@@ -235,6 +238,12 @@ impl CoreBuilder {
         self
     }
 
+    /// Where forwards and publications report to the console (for the workers and the
+    /// registry built before the core).
+    pub fn transfer_board(&self) -> Arc<transfers::Board> {
+        self.core.transfers.clone()
+    }
+
     pub fn build(self) -> Arc<Core> {
         Arc::new(self.core)
     }
@@ -266,6 +275,7 @@ impl Core {
                 blobs,
                 cache: CacheRules::default(),
                 fetches: Fetches::default(),
+                transfers: Arc::default(),
                 sources: Vec::new(),
                 routes: Routes::default(),
                 registry: None,

@@ -9,10 +9,14 @@
 //!   PACS's `max_associations` like every other association toward it), C-STOREs each
 //!   instance's blob as stored, and records each job `done`, `queued` again with its next
 //!   attempt, or `failed` after [`RetryPolicy::max_attempts`].
+//!   Each study's attempt is a transfer on the console's [`Board`] (instances and bytes
+//!   sent of the located, the rate); cancelled there, it stops before its next instance and
+//!   the unsent jobs end `failed` ("cancelled by the operator"), to be re-queued.
 //! - [`queue`] / [`job_json`]: the queue as `beeldbrug forward` and `GET /admin/forward` show it.
 
 use super::source::PacsSource as Gateway;
 use crate::clock::unix_seconds as now;
+use crate::core::transfers::{Board, Running, Start, FORWARD};
 use crate::dimse::scu::send::{propose_for_with, send_file_with, Fallback, SendError};
 use crate::dimse::status::{self, Category};
 use crate::model::{InstanceLocation, Selection};
@@ -99,7 +103,12 @@ impl Forwarder {
 
 /// The worker: forward due jobs until `shutdown`. Does nothing without `[pacs]`. A pass in
 /// progress at shutdown is dropped; its unfinished jobs stay queued for the next start.
-pub async fn run(gateway: Arc<Gateway>, trust: Arc<Trust>, shutdown: CancellationToken) {
+pub async fn run(
+    gateway: Arc<Gateway>,
+    trust: Arc<Trust>,
+    board: Arc<Board>,
+    shutdown: CancellationToken,
+) {
     tracing::info!(pacs = %gateway.pacs.config.ae_title, "forward queue worker started");
     loop {
         let (lease_until, jobs) = tokio::select! {
@@ -116,7 +125,7 @@ pub async fn run(gateway: Arc<Gateway>, trust: Arc<Trust>, shutdown: Cancellatio
                 }
                 break;
             }
-            more = pass(&trust, &gateway, jobs) => more,
+            more = pass(&trust, &gateway, &board, jobs) => more,
         };
         if more {
             continue;
@@ -156,7 +165,7 @@ async fn claim(gateway: &Gateway) -> (i64, Vec<ForwardJob>) {
 
 /// One pass over the claimed jobs, a study at a time. True when a full batch was taken and
 /// recorded (more may be due at once); an index in trouble waits for the next poll.
-async fn pass(trust: &Trust, gateway: &Gateway, jobs: Vec<ForwardJob>) -> bool {
+async fn pass(trust: &Trust, gateway: &Gateway, board: &Arc<Board>, jobs: Vec<ForwardJob>) -> bool {
     let mut full = jobs.len() == BATCH as usize;
     // Studies in the order their first job was queued.
     let mut studies: Vec<(String, Vec<ForwardJob>)> = Vec::new();
@@ -170,7 +179,7 @@ async fn pass(trust: &Trust, gateway: &Gateway, jobs: Vec<ForwardJob>) -> bool {
         }
     }
     for (study, jobs) in studies {
-        full &= forward_study(trust, gateway, &study, &jobs).await;
+        full &= forward_study(trust, gateway, board, &study, &jobs).await;
     }
     full
 }
@@ -182,11 +191,22 @@ enum Attempt {
     Retry(String),
     /// Cannot ever succeed: give up now.
     GiveUp(String),
+    /// The operator cancelled the transfer before this instance: given up, to be re-queued.
+    Cancelled,
 }
+
+/// The last error of a cancelled job.
+pub const CANCELLED: &str = "cancelled by the operator";
 
 /// One attempt at a study's due jobs over one association. False when the index could not
 /// be read or written.
-async fn forward_study(trust: &Trust, gateway: &Gateway, study: &str, jobs: &[ForwardJob]) -> bool {
+async fn forward_study(
+    trust: &Trust,
+    gateway: &Gateway,
+    board: &Arc<Board>,
+    study: &str,
+    jobs: &[ForwardJob],
+) -> bool {
     let pacs = &gateway.pacs;
     let selection = Selection {
         study_uids: vec![study.to_string()],
@@ -217,12 +237,27 @@ async fn forward_study(trust: &Trust, gateway: &Gateway, study: &str, jobs: &[Fo
     }
     if !located.is_empty() {
         let started = std::time::Instant::now();
-        send_all(gateway, &located, &mut results).await;
+        let transfer = board.start(Start {
+            kind: FORWARD,
+            source: "cache".into(),
+            destination: format!(
+                "{} ({}@{}:{})",
+                super::source::NAME,
+                pacs.config.ae_title,
+                pacs.config.host,
+                pacs.config.port
+            ),
+            study_uids: vec![study.to_string()],
+            expected: located.len() as u64,
+            expected_bytes: located.iter().map(|l| l.size_bytes).sum(),
+        });
+        send_all(gateway, &located, &mut results, &transfer).await;
         // One real call to the PACS (an association of C-STOREs) for the chain view.
         let failed = results.values().find_map(|a| match a {
             Attempt::Retry(why) => Some(why.clone()),
             _ => None,
         });
+        transfer.finish(failed.clone());
         crate::metrics::peer_call(
             "pacs",
             super::source::NAME,
@@ -242,6 +277,7 @@ async fn forward_study(trust: &Trust, gateway: &Gateway, study: &str, jobs: &[Fo
         let (state, next, error) = match results.get(&job.sop_instance_uid) {
             Some(Attempt::Sent) => (DONE, now, ""),
             Some(Attempt::GiveUp(e)) => (FAILED, now, e.as_str()),
+            Some(Attempt::Cancelled) => (FAILED, now, CANCELLED),
             Some(Attempt::Retry(e)) if attempts >= policy.max_attempts => (FAILED, now, e.as_str()),
             Some(Attempt::Retry(e)) => {
                 let wait = policy.delay(attempts).as_secs().max(1) as i64;
@@ -328,6 +364,7 @@ async fn send_all(
     gateway: &Gateway,
     located: &[InstanceLocation],
     results: &mut BTreeMap<String, Attempt>,
+    transfer: &Running,
 ) {
     // As stored; instances stored uncompressed in `[pacs] wire_syntax` where the PACS
     // accepts it. A compressed instance is never decoded on the way.
@@ -357,13 +394,20 @@ async fn send_all(
             results.insert(l.sop_instance_uid.clone(), Attempt::Retry(why.clone()));
             continue;
         }
+        if transfer.is_cancelled() {
+            results.insert(l.sop_instance_uid.clone(), Attempt::Cancelled);
+            continue;
+        }
         // The instance's blob as stored (PS3.10 file), sent as it is.
         // On object storage, this node's copy of it (downloaded when it has none).
         let _ = gateway.blobs.ensure_local(&l.blob_key).await;
         let file = gateway.blobs.path(&l.blob_key);
         let attempt = match send_file_with(&mut assoc.assoc, &file, None, fallback).await {
             Ok(sent) => match status::category(sent.status) {
-                Category::Success | Category::Warning => Attempt::Sent,
+                Category::Success | Category::Warning => {
+                    transfer.advance(1, l.size_bytes);
+                    Attempt::Sent
+                }
                 _ => Attempt::Retry(format!(
                     "PACS answered C-STORE with {}",
                     status::describe(sent.status)

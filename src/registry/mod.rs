@@ -94,6 +94,7 @@ impl XdsRegistry {
         index: Arc<dyn Index>,
         blobs: BlobStore,
         settings: Arc<Settings>,
+        transfers: Option<Arc<crate::core::transfers::Board>>,
     ) -> Arc<XdsRegistry> {
         let publisher = publish::Publisher {
             index: index.clone(),
@@ -101,6 +102,7 @@ impl XdsRegistry {
             settings: settings.clone(),
             owner: publish::Publisher::owner_id(),
             holdings: None,
+            transfers,
         };
         Arc::new(XdsRegistry {
             index,

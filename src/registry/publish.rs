@@ -28,6 +28,7 @@
 use super::kos::{self, Manifest, StudyHeader};
 use super::metadata::{self, DocumentCodes, Published, StudyFacts, KOS_FORMAT};
 use super::{objects, row_of, Settings};
+use crate::core::transfers::{Board, Running, Start, PUBLICATION};
 use crate::core::Holdings;
 use crate::ebrim::{ns, ObjectKind, RegistryObject, Status};
 use crate::model::query::{indexed_attr_by_keyword, Level, Match, Matcher, Query};
@@ -73,6 +74,32 @@ pub struct Publisher {
     /// Gateway mode: where the instances the cache does not hold are listed (the core, over
     /// the PACS), so a manifest names every instance of the study, not only the cached ones.
     pub holdings: Option<Arc<dyn Holdings>>,
+    /// The operator's console lists each publication there while it runs.
+    pub transfers: Option<Arc<Board>>,
+}
+
+/// End a publication's transfer as its outcome says.
+fn end(t: Running, result: &Result<Outcome, String>) {
+    match result {
+        Ok(Outcome::Published { .. }) => t.finish(None),
+        Ok(Outcome::Unchanged { .. }) => {
+            t.note("the published manifest names these instances already");
+            t.finish(None)
+        }
+        Ok(Outcome::Skipped(why)) => {
+            t.note(format!("not published: {why}"));
+            t.finish(None)
+        }
+        Err(e) => t.finish(Some(e.clone())),
+    }
+}
+
+/// Stop a publication the operator cancelled.
+fn cancelled(transfer: Option<&Running>) -> Result<(), String> {
+    match transfer {
+        Some(t) if t.is_cancelled() => Err("cancelled by the operator".into()),
+        _ => Ok(()),
+    }
 }
 
 impl Publisher {
@@ -148,8 +175,34 @@ impl Publisher {
         Ok(done)
     }
 
-    /// Publish one study the index holds (or note why not): a study that went quiet.
+    /// Publish one study the index holds (or note why not): a study that went quiet. The
+    /// attempt is a transfer on the console's board (with [`Publisher::transfers`]): it
+    /// ends complete (published, or unchanged, or not to be published, with why),
+    /// incomplete with the error (tried again next pass), or cancelled by the operator
+    /// (before the manifest is stored or registered; tried again next pass too).
     pub async fn publish(&self, arrival: &StudyArrival) -> Result<Outcome, String> {
+        let transfer = self.transfers.as_ref().map(|board| {
+            board.start(Start {
+                kind: PUBLICATION,
+                source: "cache".into(),
+                destination: "XDS registry".into(),
+                study_uids: vec![arrival.study_instance_uid.clone()],
+                expected: 0,
+                expected_bytes: 0,
+            })
+        });
+        let result = self.publish_study(arrival, transfer.as_ref()).await;
+        if let Some(t) = transfer {
+            end(t, &result);
+        }
+        result
+    }
+
+    async fn publish_study(
+        &self,
+        arrival: &StudyArrival,
+        transfer: Option<&Running>,
+    ) -> Result<Outcome, String> {
         let study_uid = arrival.study_instance_uid.as_str();
         let e = |e: crate::store::IndexError| e.to_string();
         let uid_attr = indexed_attr_by_keyword("StudyInstanceUID").expect("indexed");
@@ -179,7 +232,13 @@ impl Publisher {
             add_reported(&mut instances, &reported);
         }
         let published = self
-            .publish_contents(&header, instances, modalities, Some(arrival.arrivals))
+            .publish_contents(
+                &header,
+                instances,
+                modalities,
+                Some(arrival.arrivals),
+                transfer,
+            )
             .await?;
         if matches!(published, Outcome::Skipped(_)) {
             self.skip(arrival).await?;
@@ -203,6 +262,35 @@ impl Publisher {
         &self,
         study: &Match,
         reported: &[Match],
+    ) -> Result<Outcome, String> {
+        let transfer = self.transfers.as_ref().map(|board| {
+            board.start(Start {
+                kind: PUBLICATION,
+                source: "PACS (C-FIND report)".into(),
+                destination: "XDS registry".into(),
+                study_uids: study
+                    .get(&Tag(0x0020, 0x000D))
+                    .cloned()
+                    .into_iter()
+                    .collect(),
+                expected: reported.len() as u64,
+                expected_bytes: 0,
+            })
+        });
+        let result = self
+            .publish_reported_study(study, reported, transfer.as_ref())
+            .await;
+        if let Some(t) = transfer {
+            end(t, &result);
+        }
+        result
+    }
+
+    async fn publish_reported_study(
+        &self,
+        study: &Match,
+        reported: &[Match],
+        transfer: Option<&Running>,
     ) -> Result<Outcome, String> {
         let Some(study_uid) = study.get(&Tag(0x0020, 0x000D)) else {
             return Ok(Outcome::Skipped("no Study Instance UID".into()));
@@ -233,7 +321,7 @@ impl Publisher {
         add_reported(&mut instances, reported);
         let mut modalities = self.modalities(study_uid).await?;
         modalities.extend(modalities_of(reported));
-        self.publish_contents(&header, instances, modalities, None)
+        self.publish_contents(&header, instances, modalities, None, transfer)
             .await
     }
 
@@ -247,6 +335,7 @@ impl Publisher {
         instances: Vec<InstanceLocation>,
         modalities: BTreeSet<String>,
         arrivals: Option<i64>,
+        transfer: Option<&Running>,
     ) -> Result<Outcome, String> {
         let study_uid = header.study_instance_uid.as_str();
         let e = |e: crate::store::IndexError| e.to_string();
@@ -329,107 +418,121 @@ impl Publisher {
                 });
             }
         }
-        let modalities: Vec<String> = modalities.into_iter().filter(|m| m != "KO").collect();
-
-        let now = crate::clock::unix_seconds();
-        let created = metadata::dtm(now);
-        let kos_uid = metadata::new_uid();
-        let series_uid = metadata::new_uid();
-        let bytes = kos::build(&Manifest {
-            study: header,
-            instances: &instances,
-            retrieve_ae_title: &self.settings.ae_title,
-            retrieve_location_uid: &self.settings.repository_unique_id,
-            sop_instance_uid: &kos_uid,
-            series_instance_uid: &series_uid,
-            content_date: &created[..8],
-            content_time: &created[8..],
-        })
-        .map_err(|e| e.to_string())?;
-        let published = Published {
-            sop_instance_uid: kos_uid.clone(),
-            sha1: metadata::sha1_hex(&bytes),
-            size: bytes.len() as u64,
-            created: now,
-        };
-        self.store_manifest(&bytes, &kos_uid).await?;
-        let arrivals = match arrivals {
-            // The manifest just stored is one more arrival.
-            Some(arrivals) => arrivals + 1,
-            None => self.arrivals(study_uid).await?,
-        };
-
-        let facts = StudyFacts {
-            bsn: header.patient_id.trim().to_string(),
-            patient_name: header.patient_name.clone(),
-            birth_date: header.birth_date.clone(),
-            sex: header.sex.clone(),
-            study_instance_uid: study_uid.to_string(),
-            accession_number: header.accession_number.trim().to_string(),
-            study_date: header.study_date.clone(),
-            study_time: header.study_time.clone(),
-            study_description: header.study_description.clone(),
-            modalities,
-        };
-        let entry = metadata::document_entry(
-            &self.settings,
-            &facts,
-            &published,
-            &DocumentCodes::manifest(&self.settings),
-        );
-        let set = metadata::submission_set(&self.settings, &facts.bsn, now);
-        let mut associations = vec![metadata::has_member(&set.id, &entry.id)];
-        for old in &replaced {
-            associations.push(metadata::replaces(&entry.id, old));
+        // The instances the manifest names, for the console (its cancel stops the
+        // publication before the manifest is stored or registered).
+        if let Some(t) = transfer {
+            t.expect(instances.len() as u64, 0);
         }
-        let mut rows = vec![row_of(&entry, study_uid)];
-        // Reports: each its own entry in the same SubmissionSet, found with the manifest by
-        // the study's referenceIdList (and referenced by the manifest itself).
-        for report in new_reports {
-            let bytes = match self.report_bytes(report).await {
-                Ok(bytes) => bytes,
-                Err(why) => {
-                    tracing::warn!(study = %study_uid, sop = %report.sop_instance_uid, error = %why, "XDS-I: report not published");
-                    continue;
-                }
-            };
-            let document = Published {
-                sop_instance_uid: report.sop_instance_uid.clone(),
+        let result: Result<Outcome, String> = async {
+            let modalities: Vec<String> = modalities.into_iter().filter(|m| m != "KO").collect();
+
+            let now = crate::clock::unix_seconds();
+            let created = metadata::dtm(now);
+            let kos_uid = metadata::new_uid();
+            let series_uid = metadata::new_uid();
+            let bytes = kos::build(&Manifest {
+                study: header,
+                instances: &instances,
+                retrieve_ae_title: &self.settings.ae_title,
+                retrieve_location_uid: &self.settings.repository_unique_id,
+                sop_instance_uid: &kos_uid,
+                series_instance_uid: &series_uid,
+                content_date: &created[..8],
+                content_time: &created[8..],
+            })
+            .map_err(|e| e.to_string())?;
+            let published = Published {
+                sop_instance_uid: kos_uid.clone(),
                 sha1: metadata::sha1_hex(&bytes),
                 size: bytes.len() as u64,
                 created: now,
             };
-            let codes = DocumentCodes::report(&self.settings, &report.sop_class_uid);
-            let report_entry = metadata::document_entry(&self.settings, &facts, &document, &codes);
-            associations.push(metadata::has_member(&set.id, &report_entry.id));
-            rows.push(row_of(&report_entry, study_uid));
-        }
-        rows.push(row_of(&set, ""));
-        let submission = Submission {
-            objects: rows,
-            associations: associations.iter().map(super::association_row).collect(),
-            deprecate: replaced.clone(),
-            publication: Some(Publication {
+            if let Some(t) = transfer {
+                t.advance(instances.len() as u64, bytes.len() as u64);
+            }
+            cancelled(transfer)?;
+            self.store_manifest(&bytes, &kos_uid).await?;
+            let arrivals = match arrivals {
+                // The manifest just stored is one more arrival.
+                Some(arrivals) => arrivals + 1,
+                None => self.arrivals(study_uid).await?,
+            };
+
+            let facts = StudyFacts {
+                bsn: header.patient_id.trim().to_string(),
+                patient_name: header.patient_name.clone(),
+                birth_date: header.birth_date.clone(),
+                sex: header.sex.clone(),
                 study_instance_uid: study_uid.to_string(),
-                entry_uuid: entry.id.clone(),
-                arrivals,
-                published_at: now,
-            }),
-        };
-        self.index.registry_submit(&submission).await.map_err(e)?;
-        tracing::info!(
-            study = %study_uid,
-            entry = %entry.id,
-            kos = %kos_uid,
-            instances = instances.len(),
-            replaced = ?replaced,
-            "XDS-I: study published"
-        );
-        Ok(Outcome::Published {
-            entry_uuid: entry.id,
-            kos_uid,
-            replaced: replaced.into_iter().next(),
-        })
+                accession_number: header.accession_number.trim().to_string(),
+                study_date: header.study_date.clone(),
+                study_time: header.study_time.clone(),
+                study_description: header.study_description.clone(),
+                modalities,
+            };
+            let entry = metadata::document_entry(
+                &self.settings,
+                &facts,
+                &published,
+                &DocumentCodes::manifest(&self.settings),
+            );
+            let set = metadata::submission_set(&self.settings, &facts.bsn, now);
+            let mut associations = vec![metadata::has_member(&set.id, &entry.id)];
+            for old in &replaced {
+                associations.push(metadata::replaces(&entry.id, old));
+            }
+            let mut rows = vec![row_of(&entry, study_uid)];
+            // Reports: each its own entry in the same SubmissionSet, found with the manifest by
+            // the study's referenceIdList (and referenced by the manifest itself).
+            for report in new_reports {
+                let bytes = match self.report_bytes(report).await {
+                    Ok(bytes) => bytes,
+                    Err(why) => {
+                        tracing::warn!(study = %study_uid, sop = %report.sop_instance_uid, error = %why, "XDS-I: report not published");
+                        continue;
+                    }
+                };
+                let document = Published {
+                    sop_instance_uid: report.sop_instance_uid.clone(),
+                    sha1: metadata::sha1_hex(&bytes),
+                    size: bytes.len() as u64,
+                    created: now,
+                };
+                let codes = DocumentCodes::report(&self.settings, &report.sop_class_uid);
+                let report_entry = metadata::document_entry(&self.settings, &facts, &document, &codes);
+                associations.push(metadata::has_member(&set.id, &report_entry.id));
+                rows.push(row_of(&report_entry, study_uid));
+            }
+            rows.push(row_of(&set, ""));
+            let submission = Submission {
+                objects: rows,
+                associations: associations.iter().map(super::association_row).collect(),
+                deprecate: replaced.clone(),
+                publication: Some(Publication {
+                    study_instance_uid: study_uid.to_string(),
+                    entry_uuid: entry.id.clone(),
+                    arrivals,
+                    published_at: now,
+                }),
+            };
+            cancelled(transfer)?;
+            self.index.registry_submit(&submission).await.map_err(e)?;
+            tracing::info!(
+                study = %study_uid,
+                entry = %entry.id,
+                kos = %kos_uid,
+                instances = instances.len(),
+                replaced = ?replaced,
+                "XDS-I: study published"
+            );
+            Ok(Outcome::Published {
+                entry_uuid: entry.id,
+                kos_uid,
+                replaced: replaced.into_iter().next(),
+            })
+        }
+        .await;
+        result
     }
 
     /// The study's arrivals now.

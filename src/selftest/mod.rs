@@ -17,12 +17,16 @@
 //!   our own issuer (`trust::saml::SamlIssuer`) and the SOAP code of the initiating gateway
 //!   (`remote::soap`).
 //! - [`dicomweb`]: QIDO-RS and WADO-RS basics where the peer has a DICOMweb URL.
+//! - [`audit`]: whether the peer recorded those exchanges, by their correlation ids in its
+//!   audit trail, where it hands the trail over (admin access to a beeldbrug's console API);
+//!   otherwise reported as not checkable.
 //! - [`pacs`]: with `--pacs`, the PACS probe's report (`pacs::probe`) as checks.
 //!
 //! Every call carries a correlation id (`oplog::CORRELATION_HEADER`, the SOAP
 //! `CorrelationID` header); the report lists them, so the peer's operator can find this run
 //! in their audit trail (issue 17 item 2).
 
+pub mod audit;
 pub mod dicomweb;
 mod http;
 pub mod pacs;
@@ -57,6 +61,8 @@ pub struct Options {
     pub purpose_of_use: String,
     /// Longest wait for one step.
     pub timeout: Duration,
+    /// How the peer's audit trail is read (audit record presence).
+    pub audit: audit::Access,
 }
 
 /// Where the peer is and who we are toward it.
@@ -191,6 +197,8 @@ pub async fn run(
             checks.extend(tls::run(&suite).await);
             checks.extend(xca::run(&suite).await);
             checks.extend(dicomweb::run(&suite).await);
+            let audit = audit::run(&suite, &checks).await;
+            checks.push(audit);
         }
         Err(why) => checks.push(Check::new(&SETUP, Status::Fail, why, Instant::now())),
     }

@@ -52,8 +52,13 @@ pub fn require_ohif_setup() -> PathBuf {
 
 /// Run `node run.mjs` with a deadline; returns (exit status, stdout, stderr).
 pub fn run_node(dir: &Path, args: &[String]) -> (Option<i32>, String, String) {
+    run_script(dir, "run.mjs", args)
+}
+
+/// [`run_node`] with another script of `dir`.
+pub fn run_script(dir: &Path, script: &str, args: &[String]) -> (Option<i32>, String, String) {
     let mut child = Command::new("node")
-        .arg("run.mjs")
+        .arg(script)
         .args(args)
         .current_dir(dir)
         // own process group, so that a hung run is killed together with its Chromium

@@ -13,7 +13,8 @@
 //   3. studies: `muller` finds Müller^Zoë; a study shows non-blank series thumbnails;
 //   4. transfers: a WADO-RS retrieve it starts (and reads slowly) shows up running with
 //      partial progress, then complete; another one is cancelled from the page;
-//   5. queues: the failed forward job is re-queued from the UI and ends done;
+//   5. queues: the failed forward job is re-queued from the UI and ends done; transfers: a
+//      publication (XDS-I) of an arrived study listed complete with its progress;
 //   6. audit: the patient's trail with a verified chain, and its CSV export;
 //   7. peers (the PACS probed) and the configuration.
 // Screenshots go to --out. The last stdout line is one JSON object: {"ok": bool, "failures": [...], ...}.
@@ -280,6 +281,19 @@ try {
   }, null, { timeout: timeoutMs });
   result.done_jobs = await page.locator('tr[data-testid=forward-job][data-state=done]').count();
   await shot(page, 'queues-done');
+
+  // Publications (XDS-I): the studies that arrived are published once quiet; at least one is
+  // listed complete with the instances its manifest names and the manifest's bytes.
+  await visit('transfers');
+  await page.getByTestId('kind-publication').click();
+  await page.waitForFunction(() => [...document.querySelectorAll('tr[data-testid=transfer][data-kind=publication][data-state=complete]')]
+    .some((tr) => Number(tr.dataset.expected) > 0 && tr.dataset.received === tr.dataset.expected && Number(tr.dataset.bytes) > 0),
+  null, { timeout: timeoutMs });
+  result.publications = await page.locator('tr[data-testid=transfer][data-kind=publication]').evaluateAll((trs) =>
+    trs.map((tr) => ({ ...tr.dataset, text: tr.textContent })));
+  check(result.publications.every((p) => p.kind === 'publication'), 'the kind filter let other kinds through');
+  await shot(page, 'transfers-publications');
+  await page.getByTestId('kind-all').click();
 
   // ---- 6. audit --------------------------------------------------------------------------
   await visit('audit');

@@ -1,10 +1,14 @@
-// Transfers: the retrieves running now (progress in instances and bytes, rate) and the last
-// ended ones, live from the server-sent events feed; a running one can be cancelled.
+// Transfers: the retrieves, forwards (to the PACS) and publications (XDS-I) running now, with
+// their progress in instances and bytes and the rate, and the last ended ones, live from the
+// server-sent events feed; a running one can be cancelled.
 import { useEffect, useState } from 'preact/hooks';
 import { bytes, send } from '../api.js';
 
+const KINDS = ['retrieve', 'forward', 'publication'];
+
 export function Transfers() {
-  const [list, setList] = useState(null);
+  const [all, setList] = useState(null);
+  const [kind, setKind] = useState('');
   const [feed, setFeed] = useState('connecting');
   const [error, setError] = useState('');
   useEffect(() => {
@@ -16,6 +20,7 @@ export function Transfers() {
     source.onerror = () => setFeed('reconnecting');
     return () => source.close();
   }, []);
+  const list = all && all.filter((t) => !kind || t.kind === kind);
   async function cancel(id) {
     setError('');
     try {
@@ -30,7 +35,19 @@ export function Transfers() {
         Transfers <span class={`badge ${feed}`} data-testid="feed">{feed}</span>
       </h1>
       {error && <p class="error">{error}</p>}
-      {list && list.length === 0 && <p class="muted">No transfers since the gateway started.</p>}
+      <p class="kinds">
+        {['', ...KINDS].map((k) => (
+          <button
+            class={`small ${kind === k ? '' : 'off'}`}
+            data-testid={`kind-${k || 'all'}`}
+            onClick={() => setKind(k)}
+          >
+            {k ? `${k}s` : 'all'}
+            {all ? ` (${all.filter((t) => !k || t.kind === k).length})` : ''}
+          </button>
+        ))}
+      </p>
+      {list && list.length === 0 && <p class="muted">No {kind ? `${kind}s` : 'transfers'} since the gateway started.</p>}
       {list && list.length > 0 && (
         <table data-testid="transfers">
           <thead>
@@ -38,6 +55,7 @@ export function Transfers() {
               <th>#</th>
               <th>Kind</th>
               <th>From</th>
+              <th>To</th>
               <th>Study</th>
               <th>Progress</th>
               <th>Bytes</th>
@@ -51,6 +69,9 @@ export function Transfers() {
               <tr
                 data-testid="transfer"
                 data-id={t.id}
+                data-kind={t.kind}
+                data-detail={t.detail}
+                data-bytes={t.bytes}
                 data-state={t.state}
                 data-received={t.received}
                 data-expected={t.expected}
@@ -59,6 +80,7 @@ export function Transfers() {
                 <td>{t.id}</td>
                 <td>{t.kind}</td>
                 <td>{t.source}</td>
+                <td>{t.destination}</td>
                 <td class="mono small">
                   {t.study_uids.join(', ')}
                   {t.series_uids.length > 0 ? ` / ${t.series_uids.length} series` : ''}
@@ -70,10 +92,14 @@ export function Transfers() {
                     {t.received}/{t.expected || '?'}
                   </span>
                 </td>
-                <td>{bytes(t.bytes)}</td>
+                <td>
+                  {bytes(t.bytes)}
+                  {t.expected_bytes ? ` of ${bytes(t.expected_bytes)}` : ''}
+                </td>
                 <td>{bytes(t.rate)}/s</td>
                 <td class={`state ${t.state}`} title={t.detail}>
                   {t.state}
+                  {t.detail && t.state !== 'running' && <div class="small muted detail">{t.detail}</div>}
                 </td>
                 <td>
                   {t.state === 'running' && (

@@ -16,6 +16,10 @@
 //! | CHAIN-ALERT (chain monitoring) | Security Alert (110113, A.5.3.13), Node Authentication (110126) |
 //! | C-ECHO (permitted) | none: verification concerns no patient and PS3.15 has no event for it |
 //!
+//! A record with a correlation id across gateways (issue 17) names it as one more participant
+//! object: a system object (type 2) in the role Job (20), `ParticipantObjectID` the id,
+//! `ParticipantObjectIDTypeCode` `CorrelationID` of `urn:beeldbrug:correlation:1`.
+//!
 //! The record is written once the operation has ended, so Begin Transferring (110102), which
 //! announces a transfer before it starts, is not sent: 110104 carries the same participants
 //! and the outcome.
@@ -33,6 +37,10 @@ pub const UZI_OID: &str = "2.16.528.1.1007.3.1";
 pub const URA_OID: &str = "2.16.528.1.1007.3.3";
 /// OID of RoleCodeNL.
 pub const ROLE_OID: &str = "2.16.840.1.113883.2.4.15.111";
+/// ParticipantObjectIDTypeCode of the correlation id across gateways: its code and the
+/// coding scheme (the namespace of the SOAP header that carries it).
+pub const CORRELATION_CODE: &str = "CorrelationID";
+pub const CORRELATION_SYSTEM: &str = "urn:beeldbrug:correlation:1";
 /// Study Root Query/Retrieve Information Model - FIND.
 const STUDY_ROOT_FIND: &str = "1.2.840.10008.5.1.4.1.2.2.1";
 
@@ -465,6 +473,25 @@ pub fn message(record: &AuditRecord, source: &Source) -> Result<Option<String>, 
                             .child(El::new("StudyIDs").attr("UID", study.clone())),
                     ),
                 ),
+        );
+    }
+
+    // The exchange's correlation id across gateways (issue 17): a system object, the job
+    // this record is part of, identified by the id as the SOAP header / X-Correlation-ID
+    // carried it, so the peer's message of the same exchange names the same object.
+    if !record.correlation_id.is_empty() {
+        root = root.child(
+            El::new("ParticipantObjectIdentification")
+                .attr("ParticipantObjectID", record.correlation_id.clone())
+                .attr("ParticipantObjectTypeCode", "2")
+                .attr("ParticipantObjectTypeCodeRole", "20")
+                .child(El::coded(
+                    "ParticipantObjectIDTypeCode",
+                    CORRELATION_CODE,
+                    CORRELATION_SYSTEM,
+                    "Correlation ID",
+                ))
+                .child(El::new("ParticipantObjectName").text("correlation id across gateways")),
         );
     }
 
