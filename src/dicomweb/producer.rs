@@ -1,6 +1,8 @@
-//! The producing side of streamed bodies, on one blocking thread per response: files are read
-//! with plain std reads straight into [`CHUNK`]-sized buffers that also carry the part
-//! headers, and each full buffer is one channel send. One thread hop per MiB rather than
+//! The producing side of streamed bodies, on one blocking thread per response: small ranges
+//! of files are read with plain std reads straight into [`CHUNK`]-sized buffers that also
+//! carry the part headers, and each full buffer is one channel send; large ranges (a whole
+//! instance, a frame) go out as mapped windows of the file, which the connection writes
+//! from the page cache without a copy of ours. One thread hop per MiB rather than
 //! several per instance: a study of thousands of small instances costs little more CPU than
 //! one big file (PS3.18 8.7.1.2 multipart framing is written here too).
 
