@@ -304,6 +304,11 @@ pub struct Query {
     /// At most this many matches; `None` = no limit.
     pub limit: Option<u32>,
     pub offset: u32,
+    /// The asker needs only the unique keys of the matches (and the Patient ID, which
+    /// consent decides on), not every attribute: a PACS is asked for no more, which spares
+    /// it reading its files for attributes it does not index (Orthanc reads every matching
+    /// instance's file for Rows, Columns, Bits Allocated).
+    pub unique_keys_only: bool,
 }
 
 impl Query {
@@ -313,7 +318,14 @@ impl Query {
             keys: Vec::new(),
             limit: None,
             offset: 0,
+            unique_keys_only: false,
         }
+    }
+
+    /// The same query, asking only for the unique keys (see [`Query::unique_keys_only`]).
+    pub fn unique_keys_only(mut self) -> Self {
+        self.unique_keys_only = true;
+        self
     }
 
     /// Add a matching key; universal matches are kept out (they constrain nothing).

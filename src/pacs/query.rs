@@ -66,7 +66,17 @@ pub fn identifier(query: &Query) -> InMemDicomObject {
     ));
     put(&mut obj, QUERY_RETRIEVE_LEVEL, query.level.code());
     let level = query.level.max(Level::Study);
-    for attr in INDEXED_ATTRS.iter().filter(|a| a.level <= level) {
+    const UNIQUE: [&str; 4] = [
+        "PatientID",
+        "StudyInstanceUID",
+        "SeriesInstanceUID",
+        "SOPInstanceUID",
+    ];
+    let returned = INDEXED_ATTRS
+        .iter()
+        .filter(|a| a.level <= level)
+        .filter(|a| !query.unique_keys_only || UNIQUE.contains(&a.keyword));
+    for attr in returned {
         put(&mut obj, attr.tag, "");
     }
     for &tag in computed_keys(query.level) {
@@ -187,7 +197,8 @@ impl Pacs {
             };
             (attr, matcher)
         };
-        let mut query = Query::new(level);
+        // Only counted: the unique keys (and the computed counts) are all it needs.
+        let mut query = Query::new(level).unique_keys_only();
         for (keyword, list) in [
             ("StudyInstanceUID", &selection.study_uids),
             ("SeriesInstanceUID", &selection.series_uids),

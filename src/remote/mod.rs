@@ -64,6 +64,18 @@ const BSN_OID: &str = "2.16.840.1.113883.2.4.6.3";
 /// Documents per RAD-75 request (a responding gateway limits a request's list).
 const DOCUMENTS_PER_REQUEST: usize = 500;
 
+/// Documents in a fetch's first RAD-75 request: few, so that the peer resolves and starts
+/// fetching them (from its PACS: a C-FIND and a C-GET naming each) at once and the first
+/// instance is on its way within a round trip; the rest go [`DOCUMENTS_PER_REQUEST`] at a
+/// time.
+const FIRST_REQUEST: usize = 4;
+
+/// The next RAD-75 request goes out when this many parts of the current answer are left
+/// to read: the peer resolves it (and asks its PACS) while the last parts arrive, so the
+/// stream does not pause between requests, and holds its PACS back for a few instances
+/// only.
+const NEXT_REQUEST_AT: usize = 8;
+
 /// Largest manifest read into memory (ITI-39).
 const MANIFEST_LIMIT: usize = 64 << 20;
 
@@ -513,24 +525,15 @@ impl RemoteSource {
         Some((study, claims))
     }
 
-    /// RAD-75 of `documents` into the sink, part by part: each part goes into a cache fill
-    /// (`store::ingest::cache_fill`) as its bytes arrive; the fill's thread checks, parses
-    /// and renames it into place without an fsync (the study counts as cached only after
-    /// the core's end-of-fetch sync), and it is handed on with its data set in memory while
-    /// the next part is read, and indexed [`INDEX_BATCH`](crate::core::source::INDEX_BATCH)
-    /// at a time. `classes`: the SOP Class UID of each document, from the manifest.
-    #[allow(clippy::too_many_arguments)]
-    async fn retrieve_into(
+    /// Send a RAD-75 request for `documents` and open its answer (the envelope read, the
+    /// parts still to come).
+    async fn open_batch(
         &self,
         peer: &Participant,
         claims: &Claims,
         correlation: &str,
-        study: &RemoteStudy,
         documents: &[DocumentRequest],
-        classes: &HashMap<String, String>,
-        sink: &Sink<'_>,
-        report: &mut FetchReport,
-    ) -> Result<(), RemoteError> {
+    ) -> Result<soap::MtomStream, RemoteError> {
         let url = peer
             .retrieve_url
             .clone()
@@ -539,10 +542,28 @@ impl RemoteSource {
         let response = self
             .call(peer, &url, soap::ACTION_RAD75, claims, correlation, &body)
             .await?;
-        let mut answer = soap::open_retrieve(response, self.timeout).await?;
+        soap::open_retrieve(response, self.timeout).await
+    }
+
+    /// A RAD-75 answer's parts into the sink, part by part: each part goes into a cache fill
+    /// (`store::ingest::cache_fill`) as its bytes arrive; the fill's thread checks, parses
+    /// and renames it into place without an fsync (the study counts as cached only after
+    /// the core's end-of-fetch sync), and it is handed on with its data set in memory while
+    /// the next part is read, and indexed [`INDEX_BATCH`](crate::core::source::INDEX_BATCH)
+    /// at a time. `classes`: the SOP Class UID of each document, from the manifest.
+    /// `near_end` is sent when at most [`NEXT_REQUEST_AT`] parts are left to read.
+    async fn read_batch(
+        &self,
+        mut answer: soap::MtomStream,
+        study: &RemoteStudy,
+        classes: &HashMap<String, String>,
+        sink: &Sink<'_>,
+        report: &mut FetchReport,
+        near_end: tokio::sync::oneshot::Sender<()>,
+    ) -> Result<(), RemoteError> {
         let (status, errors, by_part) = answer.documents();
         if !errors.is_empty() {
-            tracing::warn!(peer = %peer.name, %status, errors = ?errors, "RAD-75: the peer reports errors");
+            tracing::warn!(%status, errors = ?errors, "RAD-75: the peer reports errors");
         }
         let (fill, filled) = cache_fill(sink.blobs);
         let (to_index, indexing) = mpsc::unbounded_channel();
@@ -556,7 +577,7 @@ impl RemoteSource {
         // what it stored, indexing that. However the reading ends, what was stored is
         // handed on and indexed.
         let (read, (received, _not_stored), not_indexed) = tokio::join!(
-            parts.read(&mut answer, fill, sink.cancel),
+            parts.read(&mut answer, fill, sink.cancel, near_end),
             take_filled(filled, sink, to_index),
             index_behind(sink, indexing),
         );
@@ -593,8 +614,17 @@ impl Parts<'_> {
         answer: &mut soap::MtomStream,
         fill: FillWriter,
         cancel: &tokio_util::sync::CancellationToken,
+        near_end: tokio::sync::oneshot::Sender<()>,
     ) -> Result<(), RemoteError> {
+        let mut near_end = Some(near_end);
+        let mut seen = 0usize;
         loop {
+            if self.by_part.len().saturating_sub(seen) <= NEXT_REQUEST_AT {
+                if let Some(tx) = near_end.take() {
+                    let _ = tx.send(());
+                }
+            }
+            seen += 1;
             let next = tokio::select! {
                 _ = cancel.cancelled() => return Err(RemoteError::Cancelled),
                 next = tokio::time::timeout(self.timeout, answer.next_part()) => next

@@ -3,6 +3,7 @@
 //! instances (RAD-75) from the gateway that holds it.
 
 use super::*;
+use tokio::sync::oneshot;
 
 #[async_trait::async_trait]
 impl Source for RemoteSource {
@@ -199,22 +200,48 @@ impl Source for RemoteSource {
         let mut result = Ok(());
         let correlation = correlation_of(caller);
         let started = std::time::Instant::now();
-        for batch in documents.chunks(DOCUMENTS_PER_REQUEST) {
-            result = self
-                .retrieve_into(
-                    &peer,
-                    &claims,
-                    &correlation,
-                    &study,
-                    batch,
-                    &classes,
-                    sink,
-                    &mut report,
-                )
-                .await;
-            if result.is_err() {
+        let batches = batches(&documents);
+        // The answer to the current request, opened while the previous one's last parts
+        // were read (`NEXT_REQUEST_AT`).
+        let mut opened: Option<Result<soap::MtomStream, RemoteError>> = None;
+        for (i, batch) in batches.iter().enumerate() {
+            let answer = match opened.take() {
+                Some(answer) => answer,
+                None => self.open_batch(&peer, &claims, &correlation, batch).await,
+            };
+            let answer = match answer {
+                Ok(answer) => answer,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            };
+            let (near_end, near) = oneshot::channel();
+            let read = self.read_batch(answer, &study, &classes, sink, &mut report, near_end);
+            let next = batches.get(i + 1);
+            let open_next = async {
+                let next = next?;
+                // Fired when few parts are left, or dropped when the read ended.
+                let _ = near.await;
+                Some(self.open_batch(&peer, &claims, &correlation, next).await)
+            };
+            tokio::pin!(read);
+            tokio::pin!(open_next);
+            let mut next_answer = None;
+            let read = loop {
+                tokio::select! {
+                    read = &mut read => break read,
+                    answer = &mut open_next, if next_answer.is_none() => next_answer = Some(answer),
+                }
+            };
+            if let Err(e) = read {
+                result = Err(e);
                 break;
             }
+            opened = match next_answer {
+                Some(answer) => answer,
+                None => open_next.await,
+            };
         }
         // What the peer did not deliver, or delivered as something that is no instance.
         let missing = documents.len().saturating_sub(report.received);
@@ -282,6 +309,19 @@ impl RemoteSource {
             .take(window)
             .collect()
     }
+}
+
+/// The RAD-75 requests of a fetch: a short first one ([`FIRST_REQUEST`]: the first
+/// instances flow at once), then [`DOCUMENTS_PER_REQUEST`] at a time.
+fn batches(documents: &[DocumentRequest]) -> Vec<&[DocumentRequest]> {
+    let first = FIRST_REQUEST.min(documents.len());
+    let (head, rest) = documents.split_at(first);
+    let mut out = Vec::new();
+    if !head.is_empty() {
+        out.push(head);
+    }
+    out.extend(rest.chunks(DOCUMENTS_PER_REQUEST));
+    out
 }
 
 fn within(list: &[String], uid: &str) -> bool {

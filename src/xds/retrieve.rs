@@ -328,7 +328,9 @@ pub(super) async fn resolve(
         let query = Query::new(Level::Image)
             .with_key(attr("StudyInstanceUID"), Matcher::Single(study.clone()))
             .with_key(attr("SeriesInstanceUID"), Matcher::Single(series.clone()))
-            .with_key(attr("SOPInstanceUID"), Matcher::UidList(uids));
+            .with_key(attr("SOPInstanceUID"), Matcher::UidList(uids))
+            // Which exist and may be seen: the UIDs (and the patient) are all it needs.
+            .unique_keys_only();
         let answered = match state.core.query(ticket, query, members.len()).await {
             Ok(a) => a,
             // The record has been written.
