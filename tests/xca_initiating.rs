@@ -693,7 +693,24 @@ async fn mitz_localisation_queries_only_the_gateways_named() {
     );
 
     // A' asks every participant (no localisation): B asks Mitz's closed question, Deny, and
-    // releases nothing; both ends audit it.
+    // releases nothing; both ends audit it. Once B has published the denied study: before
+    // that B holds nothing to release for the patient and has no consent to ask (under load
+    // the publication of this second study can trail the first's).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !b
+        .context()
+        .index
+        .publication(&denied_study)
+        .await
+        .unwrap()
+        .is_some_and(|p| p.published_at > 0)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "B never published {denied_study}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     std::fs::write(
         &participants_a,
         participant("GtK B", URA_B, HOME_B, &cert_b, Some(&base_b)),
