@@ -17,6 +17,9 @@ const RECENT: usize = 50;
 pub const FORWARD: &str = "forward";
 /// An XDS-I publication (KOS manifest stored and registered).
 pub const PUBLICATION: &str = "publication";
+/// A study sent to a client: C-MOVE to its destination AE, C-GET, WADO-RS (registered by
+/// `Core::retrieve`, reported by the front instance by instance).
+pub const SEND: &str = "send";
 
 #[derive(Debug, Default)]
 struct Progress {
@@ -26,6 +29,8 @@ struct Progress {
     bytes: u64,
     /// Said of a complete one (`manifest unchanged`).
     note: String,
+    /// Where it goes (a C-MOVE's destination is named by the front).
+    destination: String,
     /// `complete`, `incomplete` or `cancelled`, and why.
     end: Option<(&'static str, String)>,
 }
@@ -36,7 +41,6 @@ pub struct Tracked {
     pub id: u64,
     kind: &'static str,
     source: String,
-    destination: String,
     study_uids: Vec<String>,
     progress: Mutex<Progress>,
     /// Cancelled by the operator (the worker stops before its next instance).
@@ -55,6 +59,11 @@ impl Tracked {
         let mut p = self.lock();
         p.expected = instances;
         p.expected_bytes = bytes;
+    }
+
+    /// Where it goes, once the front knows better than the core (a C-MOVE's destination).
+    pub fn send_to(&self, destination: impl Into<String>) {
+        self.lock().destination = destination.into();
     }
 
     /// A word on how it went, shown when it completes.
@@ -87,7 +96,7 @@ impl Tracked {
             id: self.id,
             kind: self.kind,
             source: self.source.clone(),
-            destination: self.destination.clone(),
+            destination: p.destination.clone(),
             study_uids: self.study_uids.clone(),
             series_uids: Vec::new(),
             expected: p.expected,
@@ -179,9 +188,9 @@ impl Board {
             id: next_transfer_id(),
             kind: start.kind,
             source: start.source,
-            destination: start.destination,
             study_uids: start.study_uids,
             progress: Mutex::new(Progress {
+                destination: start.destination,
                 expected: start.expected,
                 expected_bytes: start.expected_bytes,
                 ..Default::default()
@@ -210,8 +219,12 @@ impl Board {
         let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
         // A worker that tries again (a PACS down, each retry) is listed with its latest
         // attempt: the earlier failed ones of the same study go.
+        // Sends to clients are each their own request, all listed.
         recent.retain(|t| {
-            !(t.state == "incomplete" && t.kind == info.kind && t.study_uids == info.study_uids)
+            info.kind == SEND
+                || !(t.state == "incomplete"
+                    && t.kind == info.kind
+                    && t.study_uids == info.study_uids)
         });
         if recent.len() >= RECENT {
             recent.pop_front();
