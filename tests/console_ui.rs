@@ -588,3 +588,108 @@ async fn the_console_follows_a_c_move_to_a_slow_destination_and_cancels_one() {
         .any(|e| e.operation == "ADMIN" && e.detail.contains("cancelled")));
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_publication_shows_why_and_is_published_now_from_the_queues_page() {
+    let script_dir = require_setup();
+    let keys = tempfile::tempdir().unwrap();
+    let idp = JwtIdp::new(keys.path(), "https://idp.test", "beeldbrug");
+    let pacs_port = free_port();
+    let toml = format!(
+        "[trust]\nown_ura = \"{TEST_URA}\"\nadmin_roles = [\"{ADMIN_ROLE}\"]\n\
+         [xds]\nenabled = true\nhome_community_id = \"urn:oid:1.2.3.4.5.17\"\n\
+         repository_unique_id = \"1.2.3.4.5.17.1\"\nsource_id = \"1.2.3.4.5.17.2\"\norganisation_name = \"Ziekenhuis Console\"\nquiet_secs = 1\n\
+         [pacs]\nae_title = \"{PACS_AE}\"\nhost = \"127.0.0.1\"\nport = {pacs_port}\n\
+         retrieve = \"c-get\"\nprobe_at_start = false\nforward_stow = false\nconnect_timeout_secs = 2\n\
+         {}",
+        idp.config_toml()
+    );
+    let gw = Gateway::start(&toml).await;
+    // A study arrives while the PACS is down: in gateway mode its publication asks the PACS
+    // what it holds of the study, and fails.
+    let arriving = tempfile::tempdir().unwrap();
+    let mut args = beeldbrug::testdata::GenerateArgs::with_defaults(arriving.path());
+    args.seed = 29;
+    args.patients = 1;
+    args.ct_slices = 2;
+    args.mr_slices = 1;
+    let stowed = beeldbrug::testdata::generate(&args).expect("generate");
+    let study = stowed
+        .iter()
+        .find(|f| f.sop_class_uid == "1.2.840.10008.5.1.4.1.1.2")
+        .map(|f| f.study_uid.clone())
+        .expect("a CT");
+    let r = common::http::stow_files(gw.http_port, &stowed).await;
+    assert_eq!(r.status, 200, "STOW-RS: {}", r.text());
+
+    // The PACS comes up once four attempts failed (the publisher then waits 8 s).
+    let board = gw.context().core.transfer_board();
+    let pacs_dir = tempfile::tempdir().unwrap();
+    let pacs = {
+        let (board, study) = (board.clone(), study.clone());
+        let dir = pacs_dir.path().to_path_buf();
+        tokio::spawn(async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while board.failing(&study).is_none_or(|f| f.attempts < 4) {
+                assert!(
+                    Instant::now() < deadline,
+                    "the publication did not fail 4 times"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Dcmqrscp::start_on(pacs_port, &dir, PACS_AE, &[], &[]).await
+        })
+    };
+
+    let admin = mint_jwt(&idp, |c| {
+        c["role"] = ADMIN_ROLE.into();
+        c.as_object_mut().unwrap().remove("bsn");
+    });
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
+    let node_args: Vec<String> = vec![
+        "--base".into(),
+        format!("http://127.0.0.1:{}", gw.http_port),
+        "--admin-token".into(),
+        admin,
+        "--study".into(),
+        study.clone(),
+        "--out".into(),
+        out.display().to_string(),
+        "--timeout-ms".into(),
+        "45000".into(),
+    ];
+    let (status, stdout, stderr) = tokio::task::spawn_blocking(move || {
+        common::ohif::run_script(&script_dir, "publications.mjs", &node_args)
+    })
+    .await
+    .unwrap();
+    let pacs = pacs.await.expect("the PACS started");
+    let result: Value = stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| {
+            panic!("tests/console/publications.mjs (exit {status:?}) printed no JSON\nstdout: {stdout}\nstderr: {stderr}\nPACS: {}", pacs.log_tail())
+        });
+    let pretty = serde_json::to_string_pretty(&result).unwrap();
+    assert!(
+        status == Some(0) && result["ok"] == Value::Bool(true),
+        "the queues page in Chromium (exit {status:?}): {}\n\nfull result: {pretty}\nstderr: {stderr}\nPACS: {}",
+        result["failures"],
+        pacs.log_tail()
+    );
+    // What the page showed happened: the study is published, its failures cleared, and
+    // the operator's request is on the record.
+    let publication = gw.context().index.publication(&study).await.unwrap();
+    assert!(publication.is_some_and(|p| p.published_at > 0), "{pretty}");
+    assert!(board.failing(&study).is_none());
+    let events = gw.context().index.audit_events(10_000).await.unwrap();
+    let wanted = format!("console: publication of study {study} asked for now");
+    assert!(
+        events
+            .iter()
+            .any(|e| e.operation == "ADMIN" && e.detail.starts_with(&wanted)),
+        "{wanted} not on the record"
+    );
+    gw.stop().await;
+}
