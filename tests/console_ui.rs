@@ -12,6 +12,11 @@
 //! patient's audit trail shows a verified chain and exports as CSV, the PACS is probed on the
 //! peers page. Here: the PACS then holds the forwarded instances.
 //!
+//! The third test: DCMTK movescu of two studies from the cache to a slow storescp; the page
+//! follows the sends (C-MOVE to `DEST`), cancels the first (movescu gets a Cancel status) and
+//! sees the second complete. The fourth: a publication failing while the PACS is down is
+//! listed failed with why on the queues page and, once the PACS is up, published now.
+//!
 //! Screenshots: `target/tmp/console-screenshots/` (CARGO_TARGET_TMPDIR). Needs Node.js 20+,
 //! `npm ci` in tests/ohif, Debian's `chromium` and DCMTK (`bash .ci/run` installs them).
 
