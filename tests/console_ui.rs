@@ -12,6 +12,11 @@
 //! patient's audit trail shows a verified chain and exports as CSV, the PACS is probed on the
 //! peers page. Here: the PACS then holds the forwarded instances.
 //!
+//! The third test: DCMTK movescu of two studies from the cache to a slow storescp; the page
+//! follows the sends (C-MOVE to `DEST`), cancels the first (movescu gets a Cancel status) and
+//! sees the second complete. The fourth: a publication failing while the PACS is down is
+//! listed failed with why on the queues page and, once the PACS is up, published now.
+//!
 //! Screenshots: `target/tmp/console-screenshots/` (CARGO_TARGET_TMPDIR). Needs Node.js 20+,
 //! `npm ci` in tests/ohif, Debian's `chromium` and DCMTK (`bash .ci/run` installs them).
 
@@ -264,6 +269,7 @@ async fn the_console_in_chromium_searches_follows_requeues_and_refuses_strangers
 /// long enough to be watched and cancelled.
 async fn slow_storescp(
     port: u16,
+    ae_title: &str,
     out: &Path,
     logs: &Path,
     sleep: u32,
@@ -274,7 +280,7 @@ async fn slow_storescp(
         "--sleep-after",
         &sleep.to_string(),
         "-aet",
-        PACS_AE,
+        ae_title,
         "-od",
         &out.display().to_string(),
         &port.to_string(),
@@ -337,7 +343,7 @@ async fn the_console_follows_forwards_and_publications_and_cancels_a_forward() {
     // The PACS comes up, slow: a second in each C-STORE.
     let logs = tempfile::tempdir().unwrap();
     let received = logs.path().join("received");
-    let pacs = slow_storescp(pacs_port, &received, logs.path(), 1).await;
+    let pacs = slow_storescp(pacs_port, PACS_AE, &received, logs.path(), 1).await;
 
     let admin = mint_jwt(&idp, |c| {
         c["role"] = ADMIN_ROLE.into();
@@ -437,5 +443,258 @@ async fn the_console_follows_forwards_and_publications_and_cancels_a_forward() {
     assert!(events
         .iter()
         .any(|e| e.operation == "ADMIN" && e.detail.contains("cancelled")));
+    gw.stop().await;
+}
+
+/// DCMTK movescu of one study to `destination`, with its output (stdout and stderr).
+fn movescu(gw_port: u16, destination: &str, study: &str) -> (Option<i32>, String) {
+    let out = std::process::Command::new(common::require_tool("movescu"))
+        .args(["-v", "-S", "-aec", "BEELDBRUG", "-aem", destination])
+        .args(["-to", "15", "-ta", "30", "-td", "60"])
+        .args(["127.0.0.1", &gw_port.to_string()])
+        .args(["-k", "QueryRetrieveLevel=STUDY"])
+        .args(["-k", &format!("StudyInstanceUID={study}")])
+        .output()
+        .expect("run movescu");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_console_follows_a_c_move_to_a_slow_destination_and_cancels_one() {
+    let script_dir = require_setup();
+    let keys = tempfile::tempdir().unwrap();
+    let idp = JwtIdp::new(keys.path(), "https://idp.test", "beeldbrug");
+    let dest_port = free_port();
+    let toml = format!(
+        "[trust]\nown_ura = \"{TEST_URA}\"\nadmin_roles = [\"{ADMIN_ROLE}\"]\n\
+         [[dimse.peers]]\nae_title = \"DEST\"\nhost = \"127.0.0.1\"\nport = {dest_port}\n\
+         {}",
+        idp.config_toml()
+    );
+    let gw = Gateway::start(&toml).await;
+    // A CT of 20 slices (the one cancelled) and an MR of 3 (the one sent whole), in the cache.
+    let data = tempfile::tempdir().unwrap();
+    let mut args = beeldbrug::testdata::GenerateArgs::with_defaults(data.path());
+    args.seed = 23;
+    args.patients = 1;
+    args.ct_slices = 20;
+    args.mr_slices = 3;
+    let files = beeldbrug::testdata::generate(&args).expect("generate");
+    let r = common::http::stow_files(gw.http_port, &files).await;
+    assert_eq!(r.status, 200, "STOW-RS: {}", r.text());
+    let study_with = |n: usize| {
+        let mut counts = std::collections::BTreeMap::<&str, usize>::new();
+        for f in &files {
+            *counts.entry(f.study_uid.as_str()).or_default() += 1;
+        }
+        counts
+            .into_iter()
+            .find(|(_, c)| *c == n)
+            .map(|(s, _)| s.to_string())
+            .expect("generated study")
+    };
+    let (cancel_study, complete_study) = (study_with(20), study_with(3));
+
+    // The destination: a second after each C-STORE.
+    let logs = tempfile::tempdir().unwrap();
+    let received = logs.path().join("received");
+    let dest = slow_storescp(dest_port, "DEST", &received, logs.path(), 1).await;
+
+    // movescu of the CT, then (once it ended) of the MR, while the page watches.
+    let port = gw.port;
+    let moves = {
+        let (a, b) = (cancel_study.clone(), complete_study.clone());
+        tokio::task::spawn_blocking(move || (movescu(port, "DEST", &a), movescu(port, "DEST", &b)))
+    };
+    let admin = mint_jwt(&idp, |c| {
+        c["role"] = ADMIN_ROLE.into();
+        c.as_object_mut().unwrap().remove("bsn");
+    });
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
+    let node_args: Vec<String> = vec![
+        "--base".into(),
+        format!("http://127.0.0.1:{}", gw.http_port),
+        "--admin-token".into(),
+        admin,
+        "--cancel-study".into(),
+        cancel_study.clone(),
+        "--complete-study".into(),
+        complete_study.clone(),
+        "--out".into(),
+        out.display().to_string(),
+        "--timeout-ms".into(),
+        "45000".into(),
+    ];
+    let (status, stdout, stderr) = tokio::task::spawn_blocking(move || {
+        common::ohif::run_script(&script_dir, "sends.mjs", &node_args)
+    })
+    .await
+    .unwrap();
+    let ((_, first), (_, second)) = moves.await.unwrap();
+    let result: Value = stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| {
+            panic!("tests/console/sends.mjs (exit {status:?}) printed no JSON\nstdout: {stdout}\nstderr: {stderr}\nmovescu: {first}\n{second}")
+        });
+    let pretty = serde_json::to_string_pretty(&result).unwrap();
+    assert!(
+        status == Some(0) && result["ok"] == Value::Bool(true),
+        "the transfers page in Chromium (exit {status:?}): {}\n\nfull result: {pretty}\nstderr: {stderr}\nmovescu: {first}\n{second}\ndestination: {}",
+        result["failures"],
+        dest.log_tail()
+    );
+
+    // What the page showed happened: the requestor of the cancelled move got a Cancel
+    // final status, the other a Success; the destination holds what was sent.
+    assert!(
+        first.contains("Final Move Response (Cancel"),
+        "movescu of the cancelled study: {first}"
+    );
+    assert!(
+        second.contains("Final Move Response (Success)"),
+        "movescu of the other study: {second}"
+    );
+    let transfers = gw.context().core.transfers();
+    let sent = |study: &str| {
+        transfers
+            .iter()
+            .find(|t| t.kind == "send" && t.study_uids == [study])
+            .unwrap_or_else(|| panic!("no send of {study}: {transfers:#?}"))
+    };
+    let (cancelled, complete) = (sent(&cancel_study), sent(&complete_study));
+    assert_eq!(
+        (cancelled.state, complete.state),
+        ("cancelled", "complete"),
+        "{transfers:#?}"
+    );
+    assert!(
+        cancelled.received > 0 && cancelled.received < 20,
+        "{cancelled:?}"
+    );
+    assert_eq!((complete.received, complete.expected), (3, 3));
+    let files = std::fs::read_dir(&received).unwrap().count() as u64;
+    assert_eq!(
+        files,
+        cancelled.received + 3,
+        "the destination holds what was sent\n{}",
+        dest.log_tail()
+    );
+    // The cancel is on the record.
+    let events = gw.context().index.audit_events(10_000).await.unwrap();
+    assert!(events
+        .iter()
+        .any(|e| e.operation == "ADMIN" && e.detail.contains("cancelled")));
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_publication_shows_why_and_is_published_now_from_the_queues_page() {
+    let script_dir = require_setup();
+    let keys = tempfile::tempdir().unwrap();
+    let idp = JwtIdp::new(keys.path(), "https://idp.test", "beeldbrug");
+    let pacs_port = free_port();
+    let toml = format!(
+        "[trust]\nown_ura = \"{TEST_URA}\"\nadmin_roles = [\"{ADMIN_ROLE}\"]\n\
+         [xds]\nenabled = true\nhome_community_id = \"urn:oid:1.2.3.4.5.17\"\n\
+         repository_unique_id = \"1.2.3.4.5.17.1\"\nsource_id = \"1.2.3.4.5.17.2\"\norganisation_name = \"Ziekenhuis Console\"\nquiet_secs = 1\n\
+         [pacs]\nae_title = \"{PACS_AE}\"\nhost = \"127.0.0.1\"\nport = {pacs_port}\n\
+         retrieve = \"c-get\"\nprobe_at_start = false\nforward_stow = false\nconnect_timeout_secs = 2\n\
+         {}",
+        idp.config_toml()
+    );
+    let gw = Gateway::start(&toml).await;
+    // A study arrives while the PACS is down: in gateway mode its publication asks the PACS
+    // what it holds of the study, and fails.
+    let arriving = tempfile::tempdir().unwrap();
+    let mut args = beeldbrug::testdata::GenerateArgs::with_defaults(arriving.path());
+    args.seed = 29;
+    args.patients = 1;
+    args.ct_slices = 2;
+    args.mr_slices = 1;
+    let stowed = beeldbrug::testdata::generate(&args).expect("generate");
+    let study = stowed
+        .iter()
+        .find(|f| f.sop_class_uid == "1.2.840.10008.5.1.4.1.1.2")
+        .map(|f| f.study_uid.clone())
+        .expect("a CT");
+    let r = common::http::stow_files(gw.http_port, &stowed).await;
+    assert_eq!(r.status, 200, "STOW-RS: {}", r.text());
+
+    // The PACS comes up once four attempts failed (the publisher then waits 8 s).
+    let board = gw.context().core.transfer_board();
+    let pacs_dir = tempfile::tempdir().unwrap();
+    let pacs = {
+        let (board, study) = (board.clone(), study.clone());
+        let dir = pacs_dir.path().to_path_buf();
+        tokio::spawn(async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while board.failing(&study).is_none_or(|f| f.attempts < 4) {
+                assert!(
+                    Instant::now() < deadline,
+                    "the publication did not fail 4 times"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Dcmqrscp::start_on(pacs_port, &dir, PACS_AE, &[], &[]).await
+        })
+    };
+
+    let admin = mint_jwt(&idp, |c| {
+        c["role"] = ADMIN_ROLE.into();
+        c.as_object_mut().unwrap().remove("bsn");
+    });
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
+    let node_args: Vec<String> = vec![
+        "--base".into(),
+        format!("http://127.0.0.1:{}", gw.http_port),
+        "--admin-token".into(),
+        admin,
+        "--study".into(),
+        study.clone(),
+        "--out".into(),
+        out.display().to_string(),
+        "--timeout-ms".into(),
+        "45000".into(),
+    ];
+    let (status, stdout, stderr) = tokio::task::spawn_blocking(move || {
+        common::ohif::run_script(&script_dir, "publications.mjs", &node_args)
+    })
+    .await
+    .unwrap();
+    let pacs = pacs.await.expect("the PACS started");
+    let result: Value = stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| {
+            panic!("tests/console/publications.mjs (exit {status:?}) printed no JSON\nstdout: {stdout}\nstderr: {stderr}\nPACS: {}", pacs.log_tail())
+        });
+    let pretty = serde_json::to_string_pretty(&result).unwrap();
+    assert!(
+        status == Some(0) && result["ok"] == Value::Bool(true),
+        "the queues page in Chromium (exit {status:?}): {}\n\nfull result: {pretty}\nstderr: {stderr}\nPACS: {}",
+        result["failures"],
+        pacs.log_tail()
+    );
+    // What the page showed happened: the study is published, its failures cleared, and
+    // the operator's request is on the record.
+    let publication = gw.context().index.publication(&study).await.unwrap();
+    assert!(publication.is_some_and(|p| p.published_at > 0), "{pretty}");
+    assert!(board.failing(&study).is_none());
+    let events = gw.context().index.audit_events(10_000).await.unwrap();
+    let wanted = format!("console: publication of study {study} asked for now");
+    assert!(
+        events
+            .iter()
+            .any(|e| e.operation == "ADMIN" && e.detail.starts_with(&wanted)),
+        "{wanted} not on the record"
+    );
     gw.stop().await;
 }

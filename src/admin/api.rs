@@ -399,6 +399,29 @@ pub async fn requeue(
     Ok(Json(json!({ "requeued": n })))
 }
 
+/// `POST /admin/api/queues/publication/{study}/publish`: publish a waiting study now (its
+/// quiet period and its back-off after failures skipped); the attempt shows on the
+/// transfers page and its outcome on the queues page.
+pub async fn publish_now(
+    State(state): State<AdminState>,
+    Admin(caller): Admin,
+    Path(study): Path<String>,
+) -> Result<Json<Value>, AdminError> {
+    check_uid(&study)?;
+    if !state.web.core.publish_now(&study).await? {
+        return Err(AdminError::NotFound(format!(
+            "study {study} does not wait for its publication"
+        )));
+    }
+    record(
+        &state.web,
+        &caller,
+        format!("console: publication of study {study} asked for now"),
+    )
+    .await;
+    Ok(Json(json!({ "requested": study })))
+}
+
 /// Query of the audit endpoints.
 #[derive(Debug, Deserialize)]
 pub struct AuditParams {

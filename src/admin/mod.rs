@@ -87,6 +87,10 @@ pub fn router(web: WebState, chain: Arc<crate::chain::Monitor>) -> Router {
         .route("/admin/api/transfers/{id}", delete(api::cancel_transfer))
         .route("/admin/api/queues", get(api::queues))
         .route("/admin/api/queues/forward/requeue", post(api::requeue))
+        .route(
+            "/admin/api/queues/publication/{study}/publish",
+            post(api::publish_now),
+        )
         .route("/admin/api/audit", get(api::audit))
         .route("/admin/api/audit.csv", get(api::audit_csv))
         .route("/admin/api/peers", get(peers::peers))

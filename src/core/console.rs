@@ -46,6 +46,9 @@ pub struct PendingPublication {
     pub arrivals: i64,
     /// Unix seconds of the last publication (None: never published).
     pub published_at: Option<i64>,
+    /// Its publication attempts fail: how often since the last success, the last error,
+    /// and when the publisher tries again by itself (None: no failed attempt).
+    pub failing: Option<super::transfers::Failing>,
 }
 
 /// What one source says it holds of a study.
@@ -182,13 +185,32 @@ impl Core {
         for s in studies {
             let last = self.index.publication(&s.study_instance_uid).await?;
             out.push(PendingPublication {
-                study_instance_uid: s.study_instance_uid,
                 last_arrival: s.last_arrival,
                 arrivals: s.arrivals,
                 published_at: last.map(|p| p.published_at),
+                failing: self.transfers.failing(&s.study_instance_uid),
+                study_instance_uid: s.study_instance_uid,
             });
         }
         Ok(out)
+    }
+
+    /// "Publish now": the publisher tries the study at once, whether it is quiet yet or
+    /// backing off after failures. False when no registry is configured or the study does
+    /// not wait for its publication.
+    pub async fn publish_now(&self, study_uid: &str) -> Result<bool, CoreError> {
+        if self.registry.is_none() {
+            return Ok(false);
+        }
+        let waiting = self
+            .index
+            .studies_to_publish(crate::clock::unix_seconds(), 10_000)
+            .await?;
+        if !waiting.iter().any(|s| s.study_instance_uid == study_uid) {
+            return Ok(false);
+        }
+        self.transfers.request_publication(study_uid);
+        Ok(true)
     }
 
     /// Where a study lives: the cache's count, each source's count (on behalf of

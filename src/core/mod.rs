@@ -183,6 +183,11 @@ pub struct Retrieval {
     /// ([`source::Source::classes_for`]).
     pub source_classes: Option<Vec<String>>,
     pub ticket: Ticket,
+    /// A study sent to a client (C-MOVE, C-GET, WADO-RS; streamed delivery) on the console's
+    /// transfers board: the front reports each instance sent ([`transfers::Tracked::advance`]),
+    /// stops sending when the operator cancels it ([`transfers::Tracked::is_cancelled`]) and
+    /// ends it ([`transfers::Running::finish`]; dropped unfinished, it ends `incomplete`).
+    pub sending: Option<transfers::Running>,
 }
 
 /// The core: trust, the cache, the sources and the routes between fronts and sources.
@@ -342,9 +347,54 @@ impl Core {
     ) -> Result<Retrieval, CoreError> {
         let sources = self.sources_for(ticket.operation());
         match self.plan(&mut ticket, &selection, &sources, delivery).await {
-            Ok(planned) => Ok(planned.into_retrieval(ticket)),
+            Ok(planned) => {
+                let sending = self.track_sending(&ticket, &selection, &planned, delivery);
+                let mut retrieval = planned.into_retrieval(ticket);
+                retrieval.sending = sending;
+                Ok(retrieval)
+            }
             Err(e) => Err(fail(ticket, e).await),
         }
+    }
+
+    /// A retrieve whose instances go to a client one by one (C-MOVE, C-GET, a WADO-RS
+    /// multipart retrieve) is an outgoing transfer on the console's board, from where its
+    /// instances come (`cache`, a source) to the caller. One instance, metadata, frames and
+    /// the XDS fronts' documents are not listed.
+    fn track_sending(
+        &self,
+        ticket: &Ticket,
+        selection: &Selection,
+        planned: &Planned,
+        delivery: Delivery,
+    ) -> Option<transfers::Running> {
+        let operation = ticket.operation();
+        let listed = matches!(
+            operation,
+            Operation::Move | Operation::Get | Operation::WadoRs
+        );
+        if delivery != Delivery::Streamed || !listed {
+            return None;
+        }
+        let caller = ticket.caller();
+        let who = caller
+            .claims
+            .as_ref()
+            .map(|c| c.subject.clone())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| caller.ae_title.clone());
+        let source = match planned.from {
+            "cache" => "cache".to_string(),
+            source => format!("{source} (via the cache)"),
+        };
+        Some(self.transfers.start(transfers::Start {
+            kind: transfers::SEND,
+            source,
+            destination: format!("{who} ({})", operation.name()),
+            study_uids: selection.study_uids.clone(),
+            expected: planned.expected,
+            expected_bytes: 0,
+        }))
     }
 
     async fn plan(
@@ -587,6 +637,7 @@ impl Planned {
             source_syntaxes: self.source_syntaxes,
             source_classes: self.source_classes,
             ticket,
+            sending: None,
         }
     }
 }

@@ -6,7 +6,7 @@
 //! [`Tracked::cancel`] token, which the worker looks at between instances.
 
 use super::follow::{next_transfer_id, TransferInfo};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 
@@ -17,6 +17,9 @@ const RECENT: usize = 50;
 pub const FORWARD: &str = "forward";
 /// An XDS-I publication (KOS manifest stored and registered).
 pub const PUBLICATION: &str = "publication";
+/// A study sent to a client: C-MOVE to its destination AE, C-GET, WADO-RS (registered by
+/// `Core::retrieve`, reported by the front instance by instance).
+pub const SEND: &str = "send";
 
 #[derive(Debug, Default)]
 struct Progress {
@@ -26,6 +29,8 @@ struct Progress {
     bytes: u64,
     /// Said of a complete one (`manifest unchanged`).
     note: String,
+    /// Where it goes (a C-MOVE's destination is named by the front).
+    destination: String,
     /// `complete`, `incomplete` or `cancelled`, and why.
     end: Option<(&'static str, String)>,
 }
@@ -36,7 +41,6 @@ pub struct Tracked {
     pub id: u64,
     kind: &'static str,
     source: String,
-    destination: String,
     study_uids: Vec<String>,
     progress: Mutex<Progress>,
     /// Cancelled by the operator (the worker stops before its next instance).
@@ -55,6 +59,11 @@ impl Tracked {
         let mut p = self.lock();
         p.expected = instances;
         p.expected_bytes = bytes;
+    }
+
+    /// Where it goes, once the front knows better than the core (a C-MOVE's destination).
+    pub fn send_to(&self, destination: impl Into<String>) {
+        self.lock().destination = destination.into();
     }
 
     /// A word on how it went, shown when it completes.
@@ -87,7 +96,7 @@ impl Tracked {
             id: self.id,
             kind: self.kind,
             source: self.source.clone(),
-            destination: self.destination.clone(),
+            destination: p.destination.clone(),
             study_uids: self.study_uids.clone(),
             series_uids: Vec::new(),
             expected: p.expected,
@@ -127,6 +136,34 @@ pub struct Start {
 pub struct Board {
     active: Mutex<BTreeMap<u64, Arc<Tracked>>>,
     recent: Mutex<VecDeque<TransferInfo>>,
+    /// Studies whose publication keeps failing, by Study Instance UID (until one succeeds).
+    failing: Mutex<BTreeMap<String, Failing>>,
+    /// Studies the operator asked to publish now, and the publisher's wake-up.
+    publish_now: Mutex<BTreeSet<String>>,
+    pub wake_publisher: tokio::sync::Notify,
+}
+
+/// A study whose publication attempts failed, each one since the last that succeeded.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Failing {
+    pub attempts: u32,
+    pub last_error: String,
+    /// Unix seconds of the last attempt, and when the publisher tries again by itself.
+    pub last_attempt_at: i64,
+    pub next_attempt_at: i64,
+}
+
+/// Longest wait between a failing publication's attempts.
+pub const MAX_BACKOFF_SECS: i64 = 300;
+
+impl Failing {
+    /// After `attempts` failures the publisher waits 2^(attempts-1) seconds (1, 2, 4, ...
+    /// at most [`MAX_BACKOFF_SECS`]) before it tries again by itself.
+    fn backoff(attempts: u32) -> i64 {
+        1i64.checked_shl(attempts.saturating_sub(1).min(20))
+            .unwrap_or(MAX_BACKOFF_SECS)
+            .min(MAX_BACKOFF_SECS)
+    }
 }
 
 /// A running transfer on the [`Board`]; ends with [`Running::finish`], or `incomplete` when
@@ -179,9 +216,9 @@ impl Board {
             id: next_transfer_id(),
             kind: start.kind,
             source: start.source,
-            destination: start.destination,
             study_uids: start.study_uids,
             progress: Mutex::new(Progress {
+                destination: start.destination,
                 expected: start.expected,
                 expected_bytes: start.expected_bytes,
                 ..Default::default()
@@ -207,16 +244,79 @@ impl Board {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&tracked.id);
         let info = tracked.info();
+        if info.kind == PUBLICATION {
+            self.note_publication(&info);
+        }
         let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
         // A worker that tries again (a PACS down, each retry) is listed with its latest
         // attempt: the earlier failed ones of the same study go.
+        // Sends to clients are each their own request, all listed.
         recent.retain(|t| {
-            !(t.state == "incomplete" && t.kind == info.kind && t.study_uids == info.study_uids)
+            info.kind == SEND
+                || !(t.state == "incomplete"
+                    && t.kind == info.kind
+                    && t.study_uids == info.study_uids)
         });
         if recent.len() >= RECENT {
             recent.pop_front();
         }
         recent.push_back(info);
+    }
+
+    /// A publication ended: a failure counts toward its study's back-off, a success (or a
+    /// study not to be published) clears it; a cancel is neither.
+    fn note_publication(&self, info: &TransferInfo) {
+        let Some(study) = info.study_uids.first() else {
+            return;
+        };
+        let mut failing = self.failing.lock().unwrap_or_else(|e| e.into_inner());
+        match info.state {
+            "complete" => {
+                failing.remove(study);
+            }
+            "incomplete" => {
+                let now = crate::clock::unix_seconds();
+                let f = failing.entry(study.clone()).or_insert(Failing {
+                    attempts: 0,
+                    last_error: String::new(),
+                    last_attempt_at: now,
+                    next_attempt_at: now,
+                });
+                f.attempts += 1;
+                f.last_error = info.detail.clone();
+                f.last_attempt_at = now;
+                f.next_attempt_at = now + Failing::backoff(f.attempts);
+            }
+            _ => {}
+        }
+    }
+
+    /// Why a study's publication keeps failing (None: it did not fail since it last
+    /// succeeded).
+    pub fn failing(&self, study: &str) -> Option<Failing> {
+        let failing = self.failing.lock().unwrap_or_else(|e| e.into_inner());
+        failing.get(study).cloned()
+    }
+
+    /// Whether the publisher may try a study now by itself: not failing, or its back-off
+    /// over.
+    pub fn publication_due(&self, study: &str, now: i64) -> bool {
+        self.failing(study).is_none_or(|f| now >= f.next_attempt_at)
+    }
+
+    /// The operator asks for a study's publication now (its quiet period and back-off
+    /// skipped): the publisher is woken.
+    pub fn request_publication(&self, study: &str) {
+        self.publish_now
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(study.to_string());
+        self.wake_publisher.notify_one();
+    }
+
+    /// The studies the operator asked to publish now, taken.
+    pub fn take_publication_requests(&self) -> BTreeSet<String> {
+        std::mem::take(&mut *self.publish_now.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// The running ones (oldest first) and the ended ones (newest first).
@@ -325,6 +425,28 @@ mod tests {
             ]
         );
         assert_eq!(ended[1].id, again_id);
+        // The study without UIDs is not tracked; one with a study is, until it succeeds.
+        let study = |n: u32| {
+            let run = board.start(Start {
+                kind: PUBLICATION,
+                study_uids: vec!["1.4".into()],
+                ..Default::default()
+            });
+            run.finish((n > 0).then(|| format!("PACS down {n}")));
+        };
+        study(1);
+        study(2);
+        let f = board.failing("1.4").expect("failing");
+        assert_eq!((f.attempts, f.last_error.as_str()), (2, "PACS down 2"));
+        assert_eq!(f.next_attempt_at - f.last_attempt_at, 2);
+        assert!(!board.publication_due("1.4", f.last_attempt_at + 1));
+        assert!(board.publication_due("1.4", f.next_attempt_at));
+        assert_eq!(Failing::backoff(30), MAX_BACKOFF_SECS);
+        board.request_publication("1.4");
+        assert_eq!(board.take_publication_requests().len(), 1);
+        assert!(board.take_publication_requests().is_empty());
+        study(0);
+        assert!(board.failing("1.4").is_none());
         assert_eq!((ended[0].expected, ended[0].received), (4, 4));
     }
 }

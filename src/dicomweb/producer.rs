@@ -10,6 +10,7 @@ use super::media::SyntaxRequest;
 use super::multipart::{self, BodySender};
 use super::transcode::{plan, transcode_file, Plan};
 use crate::core::source::DataSet;
+use crate::core::transfers::Tracked;
 use crate::core::InstanceLocation;
 use crate::core::Stored;
 use bytes::Bytes;
@@ -211,8 +212,12 @@ impl<'a> BlockingBody<'a> {
     }
 }
 
+/// Why a send cancelled on the operator's console ends broken.
+pub const CANCELLED: &str = "cancelled by the operator";
+
 /// Every instance as a `multipart/related; type="application/dicom"` part, then, when
-/// `close`, the closing delimiter. Returns how many instances went out whole, and how it
+/// `close`, the closing delimiter; each reported to `progress` (the console's transfers
+/// board), which is looked at before each instance for the operator's cancel. Returns how many instances went out whole, and how it
 /// ended.
 pub fn instances(
     stored: &Stored,
@@ -221,10 +226,20 @@ pub fn instances(
     boundary: &str,
     tx: &BodySender,
     close: bool,
+    progress: Option<&Tracked>,
 ) -> (usize, Result<(), SendError>) {
     let mut body = BlockingBody::new(tx);
     for (sent, loc) in locations.iter().enumerate() {
-        if let Err(e) = instance(&mut body, stored, loc, syntax, boundary) {
+        // Cancelled on the operator's console: no further instance, the body ends broken.
+        if progress.is_some_and(Tracked::is_cancelled) {
+            body.fail(CANCELLED.into());
+            return (sent, Err(SendError::Failed(CANCELLED.into())));
+        }
+        let done = instance(&mut body, stored, loc, syntax, boundary);
+        if let (Ok(()), Some(progress)) = (&done, progress) {
+            progress.advance(1, loc.size_bytes);
+        }
+        if let Err(e) = done {
             if let SendError::Failed(problem) = &e {
                 tracing::error!(sop = %loc.sop_instance_uid, %problem, "WADO-RS retrieve failed");
                 body.fail(problem.clone());

@@ -10,6 +10,7 @@ use super::multipart;
 use super::producer::{self, SendError, MISSING_FILE};
 use super::transcode::{plan, transcode_file, Plan};
 use super::{base_url, WebCaller, WebError, WebState};
+use crate::core::transfers::Tracked;
 use crate::core::{Delivery, InstanceLocation, Instances, Retrieval, Selection, Stored, Ticket};
 use crate::dimse::dataset::{open_stored, Extent, PIXEL_DATA};
 use crate::trust::{Caller, Operation};
@@ -18,6 +19,7 @@ use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::Value as Json;
+use std::sync::Arc;
 
 pub fn selection(study: &str, series: Option<&str>, instance: Option<&str>) -> Selection {
     Selection {
@@ -185,12 +187,26 @@ async fn retrieve(
             mut instances,
             mut ticket,
             from,
+            sending,
             ..
         } = retrieval;
-        let (result, sent) =
-            send_instances(&state, &mut instances, &mut ticket, &syntax, &boundary, &tx).await;
+        let progress = sending.as_ref().map(|s| s.tracked.clone());
+        let out = Out {
+            syntax: &syntax,
+            boundary: &boundary,
+            tx: &tx,
+            progress,
+        };
+        let (result, sent) = send_instances(&state, &mut instances, &mut ticket, &out).await;
         // A fetch whose last follower leaves is cancelled: before the record is written.
         drop(instances);
+        if let Some(sending) = sending {
+            sending.finish(match result {
+                "success" => None,
+                "cancelled" => Some("the client went away".into()),
+                _ => Some(format!("ended broken after {sent} instances")),
+            });
+        }
         let mut detail = format!("{sent} instances sent");
         if from != "cache" {
             detail.push_str(&format!(", streamed from the {from}"));
@@ -221,19 +237,39 @@ fn prefer_wire_syntax(
     choices
 }
 
+/// Where and how a multipart retrieve goes.
+struct Out<'a> {
+    syntax: &'a SyntaxRequest,
+    boundary: &'a str,
+    tx: &'a multipart::BodySender,
+    /// Its row on the console's transfers board: each instance reported, the operator's
+    /// cancel looked at before each.
+    progress: Option<Arc<Tracked>>,
+}
+
+impl Out<'_> {
+    fn cancelled(&self) -> bool {
+        self.progress.as_deref().is_some_and(Tracked::is_cancelled)
+    }
+}
+
 /// Write every instance as a part, a batch per blocking producer call (a page from the
 /// cache; one instance from a fetch, flushed to the client at once); then the closing
-/// boundary. Returns the audit result and the instances sent.
+/// boundary. Returns the audit result and the instances sent. Cancelled on the console, the
+/// body ends broken before the next instance.
 async fn send_instances(
     state: &WebState,
     instances: &mut Instances,
     ticket: &mut Ticket,
-    syntax: &SyntaxRequest,
-    boundary: &str,
-    tx: &multipart::BodySender,
+    out: &Out<'_>,
 ) -> (&'static str, usize) {
+    let (syntax, boundary, tx) = (out.syntax, out.boundary, out.tx);
     let mut sent = 0usize;
     loop {
+        if out.cancelled() {
+            tx.fail(producer::CANCELLED.into()).await;
+            return ("cancelled", sent);
+        }
         let batch = match instances.next_batch().await {
             Some(Ok(batch)) => batch,
             Some(Err(e)) => {
@@ -254,16 +290,24 @@ async fn send_instances(
         let from_memory = match batch.as_slice() {
             [loc] => instances
                 .take_data_set(loc)
-                .and_then(|data_set| producer::part_from_memory(loc, &data_set, syntax, boundary)),
+                .and_then(|data_set| producer::part_from_memory(loc, &data_set, syntax, boundary))
+                .map(|chunks| (chunks, loc.size_bytes)),
             _ => None,
         };
-        if let Some(chunks) = from_memory {
+        if let Some((chunks, size)) = from_memory {
+            if out.cancelled() {
+                tx.fail(producer::CANCELLED.into()).await;
+                return ("cancelled", sent);
+            }
             for chunk in chunks {
                 if tx.send(chunk).await.is_err() {
                     return ("cancelled", sent);
                 }
             }
             sent += 1;
+            if let Some(progress) = &out.progress {
+                progress.advance(1, size);
+            }
             if last {
                 if tx.send(multipart::closing(boundary)).await.is_err() {
                     return ("cancelled", sent);
@@ -278,8 +322,18 @@ async fn send_instances(
             boundary.to_string(),
             tx.clone(),
         );
+        let progress = out.progress.clone();
         let produced = tokio::task::spawn_blocking(move || {
-            producer::instances(&stored, &batch, &syntax, &boundary_owned, &tx_owned, last)
+            let progress = progress.as_deref();
+            producer::instances(
+                &stored,
+                &batch,
+                &syntax,
+                &boundary_owned,
+                &tx_owned,
+                last,
+                progress,
+            )
         })
         .await;
         let Ok((batch_sent, end)) = produced else {
@@ -290,6 +344,7 @@ async fn send_instances(
             Ok(()) if last => return ("success", sent),
             Ok(()) => {}
             Err(SendError::Disconnected) => return ("cancelled", sent),
+            Err(SendError::Failed(_)) if out.cancelled() => return ("cancelled", sent),
             Err(SendError::Failed(_)) => return ("failure", sent),
         }
     }

@@ -115,10 +115,13 @@ impl Publisher {
             quiet_secs = self.settings.quiet_secs,
             "XDS-I publisher started"
         );
+        let board = self.transfers.clone().unwrap_or_default();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(every) => {}
+                // The operator's "publish now" (console): a pass at once.
+                _ = board.wake_publisher.notified() => {}
             }
             if let Err(e) = self.pass(&shutdown).await {
                 tracing::warn!(error = %e, "XDS-I publication pass failed; retried next pass");
@@ -133,16 +136,43 @@ impl Publisher {
         shutdown: &CancellationToken,
     ) -> Result<Vec<(String, Outcome)>, String> {
         let quiet = i64::try_from(self.settings.quiet_secs).unwrap_or(i64::MAX);
-        let cutoff = crate::clock::unix_seconds().saturating_sub(quiet);
-        let due = self
+        let now = crate::clock::unix_seconds();
+        let cutoff = now.saturating_sub(quiet);
+        let mut due = self
             .index
             .studies_to_publish(cutoff, BATCH)
             .await
             .map_err(|e| e.to_string())?;
+        // Asked for on the console: first, whether quiet or backing off.
+        let requested = match &self.transfers {
+            Some(board) => board.take_publication_requests(),
+            None => Default::default(),
+        };
+        if !requested.is_empty() {
+            let waiting = self
+                .index
+                .studies_to_publish(now, 10_000)
+                .await
+                .map_err(|e| e.to_string())?;
+            due.retain(|s| !requested.contains(&s.study_instance_uid));
+            let asked = waiting
+                .into_iter()
+                .filter(|s| requested.contains(&s.study_instance_uid));
+            due.splice(0..0, asked);
+        }
         let mut done = Vec::with_capacity(due.len());
         for study in due {
             if shutdown.is_cancelled() {
                 break;
+            }
+            let asked = requested.contains(&study.study_instance_uid);
+            // A study whose publication keeps failing waits out its back-off.
+            let backing_off = self
+                .transfers
+                .as_ref()
+                .is_some_and(|b| !b.publication_due(&study.study_instance_uid, now));
+            if backing_off && !asked {
+                continue;
             }
             // Gateways sharing one index: the one that claims the study publishes it.
             let now = crate::clock::unix_seconds();
@@ -163,7 +193,7 @@ impl Publisher {
                     continue;
                 }
             }
-            match self.publish(&study).await {
+            match self.publish_as(&study, asked).await {
                 Ok(outcome) => done.push((study.study_instance_uid.clone(), outcome)),
                 Err(e) => tracing::warn!(
                     study = %study.study_instance_uid,
@@ -181,10 +211,18 @@ impl Publisher {
     /// incomplete with the error (tried again next pass), or cancelled by the operator
     /// (before the manifest is stored or registered; tried again next pass too).
     pub async fn publish(&self, arrival: &StudyArrival) -> Result<Outcome, String> {
+        self.publish_as(arrival, false).await
+    }
+
+    /// [`Publisher::publish`], `asked` for by the operator ("publish now" on the console).
+    async fn publish_as(&self, arrival: &StudyArrival, asked: bool) -> Result<Outcome, String> {
         let transfer = self.transfers.as_ref().map(|board| {
             board.start(Start {
                 kind: PUBLICATION,
-                source: "cache".into(),
+                source: match asked {
+                    true => "cache (publish now, by the operator)".into(),
+                    false => "cache".into(),
+                },
                 destination: "XDS registry".into(),
                 study_uids: vec![arrival.study_instance_uid.clone()],
                 expected: 0,

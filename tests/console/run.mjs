@@ -13,6 +13,8 @@
 //   3. studies: `muller` finds Müller^Zoë; a study shows non-blank series thumbnails;
 //   4. transfers: a WADO-RS retrieve it starts (and reads slowly) shows up running with
 //      partial progress, then complete; another one is cancelled from the page;
+//      the same request is a WADO-RS send, complete; the study again to a client that does
+//      not read: its send cancelled from the page, the body ends broken;
 //   5. queues: the failed forward job is re-queued from the UI and ends done; transfers: a
 //      publication (XDS-I) of an arrived study listed complete with its progress;
 //   6. audit: the patient's trail with a verified chain, and its CSV export;
@@ -221,11 +223,11 @@ try {
     req.on('error', reject);
   });
   check(slow.status === 200, `WADO-RS of the transfer study: ${slow.status}`);
-  const row = page.locator(`tr[data-testid=transfer][data-study="${transfer.study}"][data-state=running]`);
+  const row = page.locator(`tr[data-testid=transfer][data-kind=retrieve][data-study="${transfer.study}"][data-state=running]`);
   await row.first().waitFor({ timeout: timeoutMs });
   // Partial progress while the client does not read: the retrieve waits for it.
   await page.waitForFunction((study) => {
-    const tr = document.querySelector(`tr[data-testid=transfer][data-study="${study}"][data-state=running]`);
+    const tr = document.querySelector(`tr[data-testid=transfer][data-kind=retrieve][data-study="${study}"][data-state=running]`);
     return tr && Number(tr.dataset.received) > 0 && Number(tr.dataset.received) < Number(tr.dataset.expected);
   }, transfer.study, { timeout: timeoutMs });
   result.transfer_running = await row.first().evaluate((tr) => ({ ...tr.dataset, text: tr.textContent }));
@@ -237,12 +239,50 @@ try {
     slow.res.resume();
   });
   result.transfer_bytes_read = read;
-  const done = page.locator(`tr[data-testid=transfer][data-study="${transfer.study}"][data-state=complete]`);
+  const done = page.locator(`tr[data-testid=transfer][data-kind=retrieve][data-study="${transfer.study}"][data-state=complete]`);
   await done.first().waitFor({ timeout: timeoutMs });
   result.transfer_done = await done.first().evaluate((tr) => ({ ...tr.dataset, text: tr.textContent }));
   check(result.transfer_done.received === result.transfer_done.expected && Number(result.transfer_done.expected) > 0,
     `the transfer did not complete: ${JSON.stringify(result.transfer_done)}`);
+  // The same request is a send to the client (WADO-RS), complete with every instance.
+  const sent = page.locator(`tr[data-testid=transfer][data-kind=send][data-study="${transfer.study}"][data-state=complete]`);
+  await sent.first().waitFor({ timeout: timeoutMs });
+  result.send_done = await sent.first().evaluate((tr) => ({ ...tr.dataset, text: tr.textContent }));
+  check(result.send_done.received === result.transfer_done.expected && /WADO-RS/.test(result.send_done.text)
+    && Number(result.send_done.bytes) > 0, `the WADO-RS send did not complete: ${JSON.stringify(result.send_done)}`);
   await shot(page, 'transfers-complete');
+
+  // The study again, to a client that does not read: its send is cancelled from the page,
+  // and the client's body ends broken.
+  const slow3 = await new Promise((resolve, reject) => {
+    const req = http.get(`${base}/dicomweb/studies/${transfer.study}`, {
+      headers: { Accept: 'multipart/related; type="application/dicom"; transfer-syntax=*' },
+    }, (res) => {
+      res.pause();
+      resolve({ res, status: res.statusCode });
+    });
+    req.on('error', reject);
+  });
+  check(slow3.status === 200, `WADO-RS from the cache: ${slow3.status}`);
+  const sending = page.locator(`tr[data-testid=transfer][data-kind=send][data-study="${transfer.study}"][data-state=running]`);
+  await sending.first().waitFor({ timeout: timeoutMs });
+  await sending.first().getByTestId('cancel').click();
+  const sendCancelled = page.locator(`tr[data-testid=transfer][data-kind=send][data-study="${transfer.study}"][data-state=cancelled]`);
+  await sendCancelled.first().waitFor({ timeout: timeoutMs });
+  const broken = await new Promise((resolve) => {
+    let n = 0;
+    let ended = false;
+    slow3.res.on('data', (c) => { n += c.length; });
+    slow3.res.on('end', () => { ended = true; resolve({ complete: !slow3.res.aborted && slow3.res.complete, bytes: n }); });
+    slow3.res.on('error', () => resolve({ complete: false, bytes: n }));
+    slow3.res.on('close', () => { if (!ended) resolve({ complete: false, bytes: n }); });
+    slow3.res.resume();
+  });
+  result.send_cancelled = await sendCancelled.first().evaluate((tr) => ({ ...tr.dataset, text: tr.textContent }));
+  result.send_cancelled_client = broken;
+  check(!broken.complete && broken.bytes < read, `the cancelled send's body ended whole: ${JSON.stringify(broken)} of ${read}`);
+  check(Number(result.send_cancelled.received) < Number(result.send_cancelled.expected),
+    `the cancelled send ran to its end: ${JSON.stringify(result.send_cancelled)}`);
 
   // Another slow retrieve, cancelled from the page: the fetch ends, the client's stream with it.
   const slow2 = await new Promise((resolve, reject) => {
@@ -255,10 +295,10 @@ try {
     req.on('error', reject);
   });
   check(slow2.status === 200, `WADO-RS of the study to cancel: ${slow2.status}`);
-  const toCancel = page.locator(`tr[data-testid=transfer][data-study="${cancelStudy}"][data-state=running]`);
+  const toCancel = page.locator(`tr[data-testid=transfer][data-kind=retrieve][data-study="${cancelStudy}"][data-state=running]`);
   await toCancel.first().waitFor({ timeout: timeoutMs });
   await toCancel.first().getByTestId('cancel').click();
-  const cancelled = page.locator(`tr[data-testid=transfer][data-study="${cancelStudy}"][data-state=cancelled]`);
+  const cancelled = page.locator(`tr[data-testid=transfer][data-kind=retrieve][data-study="${cancelStudy}"][data-state=cancelled]`);
   await cancelled.first().waitFor({ timeout: timeoutMs });
   result.transfer_cancelled = await cancelled.first().evaluate((tr) => ({ ...tr.dataset, text: tr.textContent }));
   check(Number(result.transfer_cancelled.received) < Number(result.transfer_cancelled.expected),

@@ -1,5 +1,6 @@
 // Queues: STOW-RS instances on their way to the PACS (failed jobs can be re-queued) and
-// studies waiting for their XDS-I publication. Refreshed every two seconds.
+// studies waiting for their XDS-I publication (one whose attempts fail shows why, and can be
+// published now). Refreshed every two seconds.
 import { useEffect, useState } from 'preact/hooks';
 import { get, send, unixTime } from '../api.js';
 
@@ -18,6 +19,16 @@ export function Queues() {
     try {
       const r = await send('POST', '/queues/forward/requeue', { ids });
       setNote(`${r.requeued} job${r.requeued === 1 ? '' : 's'} re-queued`);
+      load();
+    } catch (e) {
+      setError(e.message);
+    }
+  }
+  async function publishNow(study) {
+    setError('');
+    try {
+      await send('POST', `/queues/publication/${study}/publish`);
+      setNote(`publication of ${study} asked for now`);
       load();
     } catch (e) {
       setError(e.message);
@@ -100,15 +111,36 @@ export function Queues() {
                 <th>Last arrival</th>
                 <th>Arrivals</th>
                 <th>Last published</th>
+                <th>State</th>
+                <th>Failed attempts</th>
+                <th>Next attempt</th>
+                <th />
               </tr>
             </thead>
             <tbody>
               {publication.studies.map((s) => (
-                <tr>
+                <tr
+                  data-testid="publication"
+                  data-study={s.study_instance_uid}
+                  data-state={s.failing ? 'failed' : 'waiting'}
+                  data-attempts={s.failing ? s.failing.attempts : 0}
+                  data-error={s.failing ? s.failing.last_error : ''}
+                >
                   <td class="mono small">{s.study_instance_uid}</td>
                   <td>{unixTime(s.last_arrival)}</td>
                   <td>{s.arrivals}</td>
                   <td>{s.published_at ? unixTime(s.published_at) : 'never'}</td>
+                  <td class={`state ${s.failing ? 'failed' : 'queued'}`}>
+                    {s.failing ? 'failed' : 'waiting'}
+                    {s.failing && <div class="small muted detail">{s.failing.last_error}</div>}
+                  </td>
+                  <td>{s.failing ? s.failing.attempts : ''}</td>
+                  <td>{s.failing ? unixTime(s.failing.next_attempt_at) : ''}</td>
+                  <td>
+                    <button class="small" onClick={() => publishNow(s.study_instance_uid)} data-testid="publish-now">
+                      Publish now
+                    </button>
+                  </td>
                 </tr>
               ))}
             </tbody>

@@ -1,10 +1,11 @@
-// Transfers: the retrieves, forwards (to the PACS) and publications (XDS-I) running now, with
+// Transfers: the retrieves, sends (studies going to a client: C-MOVE, C-GET, WADO-RS), forwards
+// (to the PACS) and publications (XDS-I) running now, with
 // their progress in instances and bytes and the rate, and the last ended ones, live from the
 // server-sent events feed; a running one can be cancelled.
 import { useEffect, useState } from 'preact/hooks';
 import { bytes, send } from '../api.js';
 
-const KINDS = ['retrieve', 'forward', 'publication'];
+const KINDS = ['retrieve', 'send', 'forward', 'publication'];
 
 export function Transfers() {
   const [all, setList] = useState(null);

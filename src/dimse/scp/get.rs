@@ -78,7 +78,9 @@ pub async fn handle(
         retrieval.ticket.touch(&batch);
         for instance in &batch {
             // The cancel may arrive between sub-operations or while we wait for a C-STORE-RSP.
-            if cancelled || assoc.cancel_requested(message_id)? {
+            // A C-CANCEL from the requestor, or the operator's cancel on the console.
+            let operator = retrieval.sending.as_ref().is_some_and(|s| s.is_cancelled());
+            if cancelled || operator || assoc.cancel_requested(message_id)? {
                 cancelled = true;
                 break 'batches;
             }
@@ -87,6 +89,9 @@ pub async fn handle(
                 Ok(sent) => {
                     counts.record(&instance.sop_instance_uid, Some(sent.status));
                     cancelled = sent.cancel_for == Some(message_id);
+                    if let Some(sending) = &retrieval.sending {
+                        sending.advance(1, instance.size_bytes);
+                    }
                 }
                 Err(SendError::Association(e)) => return Err(e),
                 Err(e) => {
@@ -109,10 +114,11 @@ pub async fn handle(
         instances,
         ticket,
         from,
+        sending,
         ..
     } = retrieval;
     drop(instances);
-    retrieve::send_final(
+    let sent = retrieve::send_final(
         assoc,
         context_id,
         &pc.transfer_syntax,
@@ -121,8 +127,12 @@ pub async fn handle(
         &counts,
         cancelled,
     )
-    .await?;
+    .await;
     let detail = retrieve::detail_of(&counts, "", from);
+    if let Some(sending) = sending {
+        sending.finish(retrieve::failure_of(&counts, &detail));
+    }
+    sent?;
     ticket
         .finish(retrieve::result_of(&counts, cancelled), detail)
         .await;

@@ -85,6 +85,9 @@ pub async fn handle(
                 .await;
         }
     };
+    if let Some(sending) = &retrieval.sending {
+        sending.send_to(format!("{destination} (C-MOVE by {})", assoc.calling_ae));
+    }
     let from_cache = retrieval.from == "cache";
     let mut counts = SubOps::new(retrieval.expected as usize);
     let mut last_progress: Option<std::time::Instant> = None;
@@ -169,7 +172,9 @@ pub async fn handle(
                             None => break,
                         },
                     };
-                    if assoc.cancel_requested(message_id)? {
+                    // A C-CANCEL from the requestor, or the operator's cancel on the console.
+                    let operator = retrieval.sending.as_ref().is_some_and(|s| s.is_cancelled());
+                    if operator || assoc.cancel_requested(message_id)? {
                         cancelled = true;
                         break;
                     }
@@ -178,7 +183,12 @@ pub async fn handle(
                     match retrieve::send_instance(ctx, &mut sub, &instance, data_set, originator)
                         .await
                     {
-                        Ok(sent) => counts.record(&instance.sop_instance_uid, Some(sent.status)),
+                        Ok(sent) => {
+                            counts.record(&instance.sop_instance_uid, Some(sent.status));
+                            if let Some(sending) = &retrieval.sending {
+                                sending.advance(1, instance.size_bytes);
+                            }
+                        }
                         Err(SendError::Association(e)) => {
                             tracing::warn!(destination, error = %e, "move destination association lost");
                             let rest: Vec<String> = std::iter::once(&instance)
@@ -216,10 +226,11 @@ pub async fn handle(
         instances,
         ticket,
         from,
+        sending,
         ..
     } = retrieval;
     drop(instances);
-    retrieve::send_final(
+    let sent = retrieve::send_final(
         assoc,
         context_id,
         &pc.transfer_syntax,
@@ -228,8 +239,12 @@ pub async fn handle(
         &counts,
         cancelled,
     )
-    .await?;
+    .await;
     let detail = retrieve::detail_of(&counts, &format!("to {destination}: "), from);
+    if let Some(sending) = sending {
+        sending.finish(retrieve::failure_of(&counts, &detail));
+    }
+    sent?;
     ticket
         .finish(retrieve::result_of(&counts, cancelled), detail)
         .await;

@@ -229,6 +229,12 @@ pub fn result_of(counts: &SubOps, cancelled: bool) -> &'static str {
     }
 }
 
+/// How a send ended, for the console's transfers board: `None` when every sub-operation
+/// succeeded (or ended with a warning), else the detail.
+pub fn failure_of(counts: &SubOps, detail: &str) -> Option<String> {
+    (counts.failed > 0 || counts.remaining > 0).then(|| detail.to_string())
+}
+
 /// The audit detail of a retrieve: its counts, and where the instances came from when not
 /// from the cache.
 pub fn detail_of(counts: &SubOps, prefix: &str, from: &str) -> String {
