@@ -901,6 +901,22 @@ async fn orthanc_at_both_ends() {
             .any(|(o, d)| o == "success" && d.contains("outgoing to GtK B")),
         "A fetched from B: {moved:?}"
     );
+    // B's console lists what it sent A by RAD-75: one send per RAD-75 answer, every
+    // instance of the study counted (issue 17, transfers page).
+    let sends: Vec<_> = b
+        .context()
+        .core
+        .transfers()
+        .into_iter()
+        .filter(|t| t.kind == "send" && t.destination == "GtK A (RAD-75)")
+        .collect();
+    assert!(
+        !sends.is_empty()
+            && sends.iter().all(|t| t.state == "complete" && t.bytes > 0)
+            && sends.iter().map(|t| t.received).sum::<u64>() >= held.len() as u64,
+        "B lists its RAD-75 sends to A, {} instances in all: {sends:#?}",
+        held.len()
+    );
     a.stop().await;
     // A's own PACS forgets it again: what follows comes from B or not at all.
     orthanc_delete_study(orthanc_a.http_port, &study).await;

@@ -358,9 +358,9 @@ impl Core {
     }
 
     /// A retrieve whose instances go to a client one by one (C-MOVE, C-GET, a WADO-RS
-    /// multipart retrieve) is an outgoing transfer on the console's board, from where its
-    /// instances come (`cache`, a source) to the caller. One instance, metadata, frames and
-    /// the XDS fronts' documents are not listed.
+    /// multipart retrieve, the imaging documents of RAD-69 and RAD-75) is an outgoing
+    /// transfer on the console's board, from where its instances come (`cache`, a source) to
+    /// the caller. One instance, metadata and frames are not listed.
     fn track_sending(
         &self,
         ticket: &Ticket,
@@ -371,16 +371,23 @@ impl Core {
         let operation = ticket.operation();
         let listed = matches!(
             operation,
-            Operation::Move | Operation::Get | Operation::WadoRs
+            Operation::Move
+                | Operation::Get
+                | Operation::WadoRs
+                | Operation::Rad69
+                | Operation::Rad75
         );
         if delivery != Delivery::Streamed || !listed {
             return None;
         }
         let caller = ticket.caller();
+        // Another gateway by its participant name; a user by the token's subject; a DIMSE
+        // peer by its AE title.
         let who = caller
-            .claims
+            .participant
             .as_ref()
-            .map(|c| c.subject.clone())
+            .map(|p| p.name.clone())
+            .or_else(|| caller.claims.as_ref().map(|c| c.subject.clone()))
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| caller.ae_title.clone());
         let source = match planned.from {

@@ -36,12 +36,13 @@
 
 use super::mtom;
 use super::{Call, XdsError, NS_RS, NS_SOAP12, NS_WSA, NS_XDSB, NS_XDSI};
+use crate::core::transfers::Tracked;
 use crate::core::{
     query::indexed_attr_by_keyword, Delivery, InstanceLocation, Instances, Level, Matcher, Query,
     Retrieval, Selection, Stored, Ticket,
 };
 use crate::dicomweb::multipart::{self, BodySender};
-use crate::dicomweb::producer::{BlockingBody, SendError};
+use crate::dicomweb::producer::{BlockingBody, SendError, CANCELLED};
 use crate::transcode::{for_listed as choose, transcode_file, Plan};
 use crate::xml::{escape, Element};
 use axum::http::{header, HeaderValue};
@@ -49,6 +50,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use dicom_core::Tag;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 /// Most documents in one request.
 pub const MAX_DOCUMENTS: usize = 5000;
@@ -542,6 +544,7 @@ async fn answer(call: Call, request: Request) -> Result<Response, XdsError> {
             mut instances,
             mut ticket,
             from,
+            sending,
             ..
         } = retrieval;
         let head = tx.send(mtom::root_part(&boundary, &body)).await;
@@ -553,6 +556,7 @@ async fn answer(call: Call, request: Request) -> Result<Response, XdsError> {
                     boundary: &boundary,
                     tx: &tx,
                     syntaxes: syntaxes.as_deref(),
+                    progress: sending.as_ref().map(|s| s.tracked.clone()),
                 };
                 if outgoing[0].located.is_some() {
                     stream.cached(outgoing, &mut ticket).await
@@ -564,6 +568,13 @@ async fn answer(call: Call, request: Request) -> Result<Response, XdsError> {
             }
         };
         drop(instances);
+        if let Some(sending) = sending {
+            sending.finish(match outcome {
+                "success" => None,
+                "cancelled" => Some("the client went away".into()),
+                _ => Some(format!("ended broken after {sent} documents")),
+            });
+        }
         let outcome = match outcome {
             "success" => result,
             other => other,
@@ -726,6 +737,9 @@ struct Stream<'a> {
     boundary: &'a str,
     tx: &'a BodySender,
     syntaxes: Option<&'a [String]>,
+    /// Its row on the console's transfers board: each document reported, the operator's
+    /// cancel looked at before each.
+    progress: Option<Arc<Tracked>>,
 }
 
 impl Stream<'_> {
@@ -742,13 +756,21 @@ impl Stream<'_> {
         for (_, location, _) in &located {
             ticket.touch(std::slice::from_ref(location));
         }
-        let (stored, boundary, tx) = (
+        let (stored, boundary, tx, progress) = (
             self.stored.clone(),
             self.boundary.to_string(),
             self.tx.clone(),
+            self.progress.clone(),
         );
         let written = tokio::task::spawn_blocking(move || {
-            write_parts(&stored, &located, &boundary, &tx, close)
+            write_parts(
+                &stored,
+                &located,
+                &boundary,
+                &tx,
+                close,
+                progress.as_deref(),
+            )
         })
         .await;
         match written {
@@ -827,11 +849,18 @@ impl Stream<'_> {
                     .take_data_set(loc)
                     .and_then(|data_set| part_from_memory(*n, &data_set, self.boundary))
                 {
+                    if self.progress.as_deref().is_some_and(Tracked::is_cancelled) {
+                        self.tx.fail(CANCELLED.into()).await;
+                        return ("cancelled", sent);
+                    }
                     ticket.touch(std::slice::from_ref(loc));
                     for chunk in chunks {
                         if self.tx.send(chunk).await.is_err() {
                             return ("cancelled", sent);
                         }
+                    }
+                    if let Some(progress) = &self.progress {
+                        progress.advance(1, loc.size_bytes);
                     }
                     sent += 1;
                     continue;
@@ -888,10 +917,20 @@ fn write_parts(
     boundary: &str,
     tx: &BodySender,
     close: bool,
+    progress: Option<&Tracked>,
 ) -> (usize, Result<(), SendError>) {
     let mut body = BlockingBody::new(tx);
     for (done, (n, loc, p)) in documents.iter().enumerate() {
-        if let Err(e) = write_part(&mut body, stored, *n, loc, p, boundary) {
+        // Cancelled on the operator's console: no further document, the body ends broken.
+        if progress.is_some_and(Tracked::is_cancelled) {
+            body.fail(CANCELLED.into());
+            return (done, Err(SendError::Failed(CANCELLED.into())));
+        }
+        let written = write_part(&mut body, stored, *n, loc, p, boundary);
+        if let (Ok(()), Some(progress)) = (&written, progress) {
+            progress.advance(1, loc.size_bytes);
+        }
+        if let Err(e) = written {
             if let SendError::Failed(problem) = &e {
                 tracing::error!(sop = %loc.sop_instance_uid, %problem, "SOAP retrieve failed");
                 body.fail(problem.clone());
