@@ -26,6 +26,7 @@
 #                          network namespace has no 127.0.0.1:5432); user postgres, trust
 #                          auth; database bb_load, recreated
 #   BB_BIN [unset]         a beeldbrug binary instead of a release build of this checkout
+#   LOAD_DRIVER [unset]    a built load driver (benches/load.rs) instead of `cargo bench --no-run`
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -50,6 +51,9 @@ for tool in storescu getscu echoscu; do
 done
 mkdir -p "$BENCH_DIR"
 prepare_beeldbrug
+if [ -n "${LOAD_DRIVER:-}" ]; then
+    DRIVER=$LOAD_DRIVER
+else
 log "building the load driver (cargo bench --bench load --no-run)"
 DRIVER=$(cd "$ROOT" && cargo bench --bench load --no-run --message-format=json 2>/dev/null \
     | python3 -c 'import json, sys
@@ -57,6 +61,7 @@ for line in sys.stdin:
     m = json.loads(line)
     if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "load" and m.get("executable"):
         print(m["executable"])')
+fi
 [ -x "$DRIVER" ] || die "no load driver built"
 
 INPUT=$BENCH_DIR/input
