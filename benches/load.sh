@@ -15,13 +15,18 @@
 #   BENCH_DIR [/tmp/beeldbrug-load]   data, logs, report (BENCH_DIR/report.md)
 #   CLIENTS [200] ASSOCS [20] LOAD_SECONDS [120] SETTLE [15]
 #   PHASES ["one three"]   which of the two phases run
-#   MALLOCS ["glibc arena2"]  glibc: as built; arena2: MALLOC_ARENA_MAX=2 in the nodes' environment
+#   MALLOCS ["default"]    the allocator settings to compare, one run of each phase per entry:
+#                          default: the binary as built (its global allocator, see src/main.rs);
+#                          arena2: the same with MALLOC_ARENA_MAX=2 (matters for glibc malloc only);
+#                          NAME=BINARY: another beeldbrug binary, e.g. one built with another
+#                          global allocator (glibc=/tmp/bb-glibc jemalloc=/tmp/bb-jemalloc)
 #   STUDIES [6]            generated studies (CT of CT_SLICES slices, MR of MR_SLICES) loaded first
 #   CT_SLICES [40] MR_SLICES [20]
 #   PG_SOCKET [/var/run/postgresql]   PostgreSQL for phase 2, by its socket directory (the
 #                          network namespace has no 127.0.0.1:5432); user postgres, trust
 #                          auth; database bb_load, recreated
 #   BB_BIN [unset]         a beeldbrug binary instead of a release build of this checkout
+#   LOAD_DRIVER [unset]    a built load driver (benches/load.rs) instead of `cargo bench --no-run`
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -31,7 +36,7 @@ ASSOCS=${ASSOCS:-20}
 SECONDS_LOAD=${LOAD_SECONDS:-120}
 SETTLE=${SETTLE:-15}
 PHASES=${PHASES:-one three}
-MALLOCS=${MALLOCS:-glibc arena2}
+MALLOCS=${MALLOCS:-default}
 STUDIES=${STUDIES:-6}
 CT_SLICES=${CT_SLICES:-40}
 MR_SLICES=${MR_SLICES:-20}
@@ -46,6 +51,9 @@ for tool in storescu getscu echoscu; do
 done
 mkdir -p "$BENCH_DIR"
 prepare_beeldbrug
+if [ -n "${LOAD_DRIVER:-}" ]; then
+    DRIVER=$LOAD_DRIVER
+else
 log "building the load driver (cargo bench --bench load --no-run)"
 DRIVER=$(cd "$ROOT" && cargo bench --bench load --no-run --message-format=json 2>/dev/null \
     | python3 -c 'import json, sys
@@ -53,6 +61,7 @@ for line in sys.stdin:
     m = json.loads(line)
     if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "load" and m.get("executable"):
         print(m["executable"])')
+fi
 [ -x "$DRIVER" ] || die "no load driver built"
 
 INPUT=$BENCH_DIR/input
@@ -94,7 +103,7 @@ listen = "$HOST:1190$n"
 data_dir = "$dir/data"
 $3
 EOF
-    env ${MALLOC_ENV:-} BEELDBRUG_LOG=warn "$BB" serve -c "$dir/beeldbrug.toml" >>"$dir/beeldbrug.log" 2>&1 &
+    env ${MALLOC_ENV:-} BEELDBRUG_LOG=warn "$NODE_BIN" serve -c "$dir/beeldbrug.toml" >>"$dir/beeldbrug.log" 2>&1 &
     PID=$!
     PIDS+=("$PID")
     wait_ready BEELDBRUG "1180$n" "http://$HOST:1190$n/health" "$PID" "$dir/beeldbrug.log"
@@ -114,9 +123,16 @@ drive() {
 }
 
 for malloc in $MALLOCS; do
+    NODE_BIN=$BB
     case $malloc in
-        glibc) MALLOC_ENV="" ;;
+        default) MALLOC_ENV="" ;;
         arena2) MALLOC_ENV="MALLOC_ARENA_MAX=2" ;;
+        *=*)
+            MALLOC_ENV=""
+            NODE_BIN=${malloc#*=}
+            malloc=${malloc%%=*}
+            [ -x "$NODE_BIN" ] || die "MALLOCS entry $malloc: $NODE_BIN is not executable"
+            ;;
         *) die "unknown MALLOCS entry $malloc" ;;
     esac
     for phase in $PHASES; do

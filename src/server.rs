@@ -281,6 +281,12 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             }
         });
     }
+    // The files of replaced instance versions, once readers can no longer hold their keys.
+    tasks.spawn(crate::store::delete::run_superseded_sweeps(
+        context.index.clone(),
+        context.blobs.clone(),
+        shutdown.clone(),
+    ));
     let (ctx, token) = (context.fronts.clone(), shutdown.clone());
     tasks.spawn(async move { scp::serve(dimse, ctx, token.cancelled_owned()).await });
     if let Some((listener, _)) = dimse_tls {

@@ -141,13 +141,69 @@ async fn remove_empty_parents(blobs: &BlobStore, key: &str) {
     }
 }
 
+/// How long the file of a replaced instance version stays after the re-send that replaced
+/// it was indexed. A reader that located the instance just before (on this node or on
+/// another node of the same index and bucket) still holds the old key and reads that file,
+/// a moment or a whole slow response later; removing it at once answered such a reader 404
+/// for an instance that exists (the load test of issue 16, three nodes). The periodic
+/// [`sweep_superseded`] removes the files once they are older than this.
+pub const SUPERSEDED_GRACE: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// How often a node runs [`sweep_superseded`].
+pub const SUPERSEDED_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Finish deletions a crash interrupted: remove the files still queued. Returns how many
 /// keys were taken off the queue.
 pub async fn sweep(index: &dyn Index, blobs: &BlobStore) -> Result<usize, DeleteError> {
+    sweep_queued_before(index, blobs, i64::MAX).await
+}
+
+/// Remove the queued files queued before `now - SUPERSEDED_GRACE` (Unix seconds): the
+/// replaced versions of re-sent instances once no reader can still hold their keys, and
+/// what an interrupted delete left. Every node may run it: removing a missing file and
+/// clearing a cleared key are no-ops.
+pub async fn sweep_superseded(
+    index: &dyn Index,
+    blobs: &BlobStore,
+    now: i64,
+) -> Result<usize, DeleteError> {
+    sweep_queued_before(
+        index,
+        blobs,
+        now.saturating_sub(SUPERSEDED_GRACE.as_secs() as i64),
+    )
+    .await
+}
+
+/// [`sweep_superseded`] every [`SUPERSEDED_SWEEP_INTERVAL`] until `shutdown`.
+pub async fn run_superseded_sweeps(
+    index: std::sync::Arc<dyn Index>,
+    blobs: BlobStore,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(SUPERSEDED_SWEEP_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        if let Err(e) = sweep_superseded(index.as_ref(), &blobs, unix_seconds()).await {
+            tracing::warn!(error = %e, "cannot remove the files of replaced instance versions yet");
+        }
+    }
+}
+
+async fn sweep_queued_before(
+    index: &dyn Index,
+    blobs: &BlobStore,
+    before: i64,
+) -> Result<usize, DeleteError> {
     const BATCH: u32 = 1000;
     let mut cleared = 0;
     loop {
-        let keys = index.queued_blob_deletions(BATCH).await?;
+        let keys = index.queued_blob_deletions_before(before, BATCH).await?;
         if keys.is_empty() {
             break;
         }
@@ -159,9 +215,9 @@ pub async fn sweep(index: &dyn Index, blobs: &BlobStore) -> Result<usize, Delete
         }
     }
     if cleared > 0 {
-        tracing::info!(
+        tracing::debug!(
             files = cleared,
-            "removed the files of deleted instances left by an interrupted delete"
+            "removed the queued files of deleted instances and replaced instance versions"
         );
     }
     Ok(cleared)
@@ -186,6 +242,60 @@ mod tests {
         r.blob_key = BlobStore::key_for(study, series, sop).unwrap();
         r.size_bytes = 4;
         r
+    }
+
+    /// Store (and index) a version of instance 1.2.1.1 through `store`: its key.
+    async fn store_version(store: &BlobStore, index: &SqliteIndex, content: &[u8]) -> String {
+        let r = record("1.2", "1.2.1", "1.2.1.1");
+        let mut blob = store.begin().await.unwrap();
+        blob.write(content).await.unwrap();
+        blob.commit(store, &r.blob_key).await.unwrap();
+        crate::store::ingest::index_batch(store, index, std::slice::from_ref(&r))
+            .await
+            .unwrap();
+        r.blob_key
+    }
+
+    /// Two nodes on one index and one blob directory: node B locates an instance, node A
+    /// stores it again (a new version, indexed); B then reads the key it located. The load
+    /// test of issue 16 saw this answered 404 when the replaced version's file went with
+    /// the re-send's commit. It stays for `SUPERSEDED_GRACE`, then a sweep (any node's)
+    /// removes it.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_reader_holding_a_replaced_version_still_reads_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let node_a = BlobStore::open(dir.path()).await.unwrap();
+        let node_b = BlobStore::open(dir.path()).await.unwrap();
+        let url = format!("sqlite://{}", dir.path().join("index.db").display());
+        let index = SqliteIndex::open(&url).await.unwrap();
+        let first = store_version(&node_a, &index, b"v1").await;
+        let selection = Selection {
+            sop_instance_uids: vec!["1.2.1.1".into()],
+            ..Default::default()
+        };
+        let located = index.locate(&selection).await.unwrap();
+        assert_eq!(located[0].blob_key, first);
+
+        let second = store_version(&node_a, &index, b"v2").await;
+        assert_eq!(index.locate(&selection).await.unwrap()[0].blob_key, second);
+        // B reads what it located before the re-send.
+        let mut read = Vec::new();
+        let mut file = node_b.open_read(&located[0].blob_key).await.unwrap();
+        tokio::io::AsyncReadExt::read_to_end(&mut file, &mut read)
+            .await
+            .unwrap();
+        assert_eq!(read, b"v1");
+
+        // A sweep within the grace period keeps it; one after removes it, not the new one.
+        let now = unix_seconds();
+        assert_eq!(sweep_superseded(&index, &node_b, now).await.unwrap(), 0);
+        assert!(node_b.exists(&first).await);
+        let later = now + SUPERSEDED_GRACE.as_secs() as i64 + 1;
+        assert_eq!(sweep_superseded(&index, &node_b, later).await.unwrap(), 1);
+        assert!(!node_a.exists(&first).await);
+        assert!(node_a.exists(&second).await);
+        assert!(index.queued_blob_deletions(10).await.unwrap().is_empty());
+        index.close().await;
     }
 
     /// A crash after the index transaction and before the files went: the rows are gone

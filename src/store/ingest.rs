@@ -81,7 +81,9 @@ pub async fn store_blob(
 /// The second half of [`persist`] for any number of stored instances, in one index
 /// transaction (one commit). Each instance's blob has a key of its own (a re-send does not
 /// touch the acknowledged version's file): the commit switches the rows to the new files in
-/// one step and queues the files of the versions they replace, which are removed after it.
+/// one step and queues the files of the versions they replace, which are removed
+/// [`SUPERSEDED_GRACE`](super::delete::SUPERSEDED_GRACE) later (a reader may still hold
+/// their keys).
 /// If the index refuses, the new files are removed (not indexed means not acknowledged) —
 /// but never a file a row names; where the index cannot even say which those are, they
 /// stay for the orphan sweep at the next start (`store::recovery`).
@@ -94,14 +96,10 @@ pub async fn index_batch(
         return Ok(());
     }
     match index.upsert_instances_superseding(records).await {
-        Ok(superseded) => {
-            if let Err(e) = super::delete::purge(index, blobs, &superseded).await {
-                // Queued in the index: the next sweep removes them.
-                tracing::warn!(error = %e, files = superseded.len(),
-                    "cannot remove the files of replaced instance versions yet; the next sweep does");
-            }
-            Ok(())
-        }
+        // The replaced versions' files stay queued for `SUPERSEDED_GRACE`: a reader that
+        // located the instance a moment ago still reads the old file
+        // (`store::delete::sweep_superseded` removes them).
+        Ok(_superseded) => Ok(()),
         Err(e) => {
             let keys: Vec<String> = records.iter().map(|r| r.blob_key.clone()).collect();
             match index.blob_keys_in_use(&keys).await {

@@ -182,14 +182,25 @@ mod tests {
         let located = index.locate(&selection).await.unwrap();
         assert_eq!(located[0].blob_key, acknowledged);
 
-        // A re-send that completes: the row names the new file, the old one is gone, and
-        // nothing is queued or orphaned.
+        // A re-send that completes: the row names the new file; the old one is queued and
+        // goes after the grace period (a reader may hold its key), then nothing is queued
+        // or orphaned.
         let second = put(&blobs, "1.2.1.1", b"v3").await;
         index_batch(&blobs, &index, &[record(&second, "1.2.1.1")])
             .await
             .unwrap();
-        assert!(!blobs.exists(&acknowledged).await);
         assert_eq!(std::fs::read(blobs.path(&second)).unwrap(), b"v3");
+        assert_eq!(
+            index.queued_blob_deletions(10).await.unwrap(),
+            vec![acknowledged.clone()]
+        );
+        let later = crate::clock::unix_seconds()
+            + crate::store::delete::SUPERSEDED_GRACE.as_secs() as i64
+            + 1;
+        crate::store::delete::sweep_superseded(&index, &blobs, later)
+            .await
+            .unwrap();
+        assert!(!blobs.exists(&acknowledged).await);
         assert!(index.queued_blob_deletions(10).await.unwrap().is_empty());
         let located = index.locate(&selection).await.unwrap();
         assert_eq!(located[0].blob_key, second);

@@ -87,10 +87,10 @@ pub async fn run<A: RetentionAudit + 'static>(
             _ = shutdown.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        if let Err(e) = delete::sweep(index.as_ref(), &blobs).await {
+        let now = crate::clock::unix_seconds();
+        if let Err(e) = delete::sweep_superseded(index.as_ref(), &blobs, now).await {
             tracing::warn!(error = %e, "cannot finish interrupted deletes");
         }
-        let now = crate::clock::unix_seconds();
         if let Err(e) =
             expire_received(index.as_ref(), &blobs, audit.as_ref(), keep_days, now).await
         {

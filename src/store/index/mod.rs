@@ -234,6 +234,13 @@ pub trait Index: Send + Sync + std::fmt::Debug {
         syslog: Option<&str>,
     ) -> Result<AuditRecord, IndexError>;
 
+    /// [`append_audit`](Self::append_audit) for several records in one transaction, chained
+    /// in the given order: all or none.
+    async fn append_audit_batch(
+        &self,
+        records: &[(&AuditRecord, Option<&str>)],
+    ) -> Result<Vec<AuditRecord>, IndexError>;
+
     /// Up to `limit` chain records after `after_seq`, in chain order.
     async fn audit_records(
         &self,
@@ -288,6 +295,15 @@ pub trait Index: Send + Sync + std::fmt::Debug {
 
     /// Up to `limit` blob keys queued for deletion, oldest first.
     async fn queued_blob_deletions(&self, limit: u32) -> Result<Vec<String>, IndexError>;
+
+    /// Up to `limit` blob keys queued before `before` (Unix seconds), oldest first: the
+    /// superseded versions of re-sent instances wait out a grace period there
+    /// (`store::delete::SUPERSEDED_GRACE`).
+    async fn queued_blob_deletions_before(
+        &self,
+        before: i64,
+        limit: u32,
+    ) -> Result<Vec<String>, IndexError>;
 
     /// Which of `keys` an instance row references (stored again since it was queued).
     async fn blob_keys_in_use(&self, keys: &[String]) -> Result<Vec<String>, IndexError>;

@@ -14,6 +14,7 @@
 pub mod chain;
 pub mod cli;
 pub mod dicom;
+mod group;
 pub mod redact;
 pub mod syslog;
 
@@ -142,6 +143,12 @@ pub struct Audit {
     /// Syslog configured: queue a message with each record.
     queue: bool,
     wake: Arc<Notify>,
+    /// Records written together (`group`).
+    group: group::GroupCommit,
+    /// When a write in the index last committed (a record or a probe), for [`Audit::probe`].
+    last_write: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Held while a probe writes, so that a burst of retrievals waits for one probe.
+    probing: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Audit {
@@ -216,6 +223,9 @@ impl Audit {
                 .as_deref()
                 .is_some_and(|h| !h.trim().is_empty()),
             wake: Arc::new(Notify::new()),
+            group: group::GroupCommit::default(),
+            last_write: std::sync::Mutex::new(None),
+            probing: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -240,7 +250,11 @@ impl Audit {
         } else {
             None
         };
-        let stored = match self.index.append_audit(&record, message.as_deref()).await {
+        let stored = match self
+            .group
+            .append(self.index.as_ref(), record.clone(), message.clone())
+            .await
+        {
             Ok(stored) => stored,
             Err(e) => {
                 self.write_failed(&record, &e);
@@ -248,6 +262,7 @@ impl Audit {
             }
         };
         self.health.failing.store(false, Ordering::Release);
+        self.note_write();
         if message.is_some() {
             self.wake.notify_one();
         }
@@ -257,14 +272,34 @@ impl Audit {
     /// Prove the trail takes a write now (a write in the index, not a record): a
     /// retrieval's record is written when the transfer ends, with its counts, so this is
     /// asked before its data goes out. A failure counts and closes the gate like a record's.
+    /// A write that committed after this call began (another retrieval's probe, a record)
+    /// is that proof too: concurrent retrievals wait for one probe rather than each
+    /// writing one, serialised on the index's write lock.
     pub async fn probe(&self) -> Result<(), AuditError> {
+        let asked = std::time::Instant::now();
+        let _probing = self.probing.lock().await;
+        if self.last_write().is_some_and(|t| t > asked) && !self.health.is_failing() {
+            return Ok(());
+        }
         match self.index.probe_write().await {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.note_write();
+                Ok(())
+            }
             Err(e) => {
                 self.note_failure(&e, "probe before a retrieval");
                 Err(e.into())
             }
         }
+    }
+
+    fn note_write(&self) {
+        *self.last_write.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(std::time::Instant::now());
+    }
+
+    fn last_write(&self) -> Option<std::time::Instant> {
+        *self.last_write.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Whether the trail can be written (shared with the decision point and `/ready`).

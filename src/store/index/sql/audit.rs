@@ -34,6 +34,16 @@ sql_impl! {
         record: &AuditRecord,
         syslog: Option<&str>,
     ) -> Result<AuditRecord, IndexError> {
+        let mut stored = self.append_audit_batch(&[(record, syslog)]).await?;
+        Ok(stored.remove(0))
+    }
+
+    /// [`append_audit`](Self::append_audit) for several records in one transaction (one
+    /// commit, one fsync: the group commit of `trust::audit`), chained in the given order.
+    pub async fn append_audit_batch(
+        &self,
+        records: &[(&AuditRecord, Option<&str>)],
+    ) -> Result<Vec<AuditRecord>, IndexError> {
         let mut tx = self.begin_write().await?;
         let mut sql = self.sql();
         sql.push("SELECT seq, hash FROM audit_chain_head WHERE id = 1");
@@ -41,11 +51,37 @@ sql_impl! {
             sql.push(" FOR UPDATE");
         }
         let head = Self::query(&sql).fetch_one(&mut *tx).await?;
-        let mut stored = record.clone();
-        stored.seq = head.try_get::<i64, usize>(0)? + 1;
-        stored.prev_hash = head.try_get(1usize)?;
-        stored.hash = stored.chain_hash(&stored.prev_hash);
+        let mut seq = head.try_get::<i64, usize>(0)?;
+        let mut prev_hash: String = head.try_get(1usize)?;
+        let mut out = Vec::with_capacity(records.len());
+        for (record, syslog) in records {
+            let mut stored = (*record).clone();
+            seq += 1;
+            stored.seq = seq;
+            stored.prev_hash = std::mem::take(&mut prev_hash);
+            stored.hash = stored.chain_hash(&stored.prev_hash);
+            prev_hash = stored.hash.clone();
+            self.insert_audit_record(&mut tx, &stored, *syslog).await?;
+            out.push(stored);
+        }
+        let mut sql = self.sql();
+        sql.push("UPDATE audit_chain_head SET seq = ")
+            .bind_int(seq)
+            .push(", hash = ")
+            .bind(&prev_hash)
+            .push(" WHERE id = 1");
+        Self::query(&sql).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
 
+    /// The rows of one chained record (its patients, its syslog message) in `tx`.
+    async fn insert_audit_record(
+        &self,
+        tx: &mut sqlx::Transaction<'static, DB>,
+        stored: &AuditRecord,
+        syslog: Option<&str>,
+    ) -> Result<(), IndexError> {
         let mut sql = self.sql();
         sql.push(&format!(
             "INSERT INTO audit_record ({RECORD_COLUMNS}) VALUES ("
@@ -74,7 +110,7 @@ sql_impl! {
             sql.push(", ").bind(v);
         }
         sql.push(")");
-        Self::query(&sql).execute(&mut *tx).await?;
+        Self::query(&sql).execute(&mut **tx).await?;
 
         for key in stored.patient_keys() {
             let mut sql = self.sql();
@@ -83,16 +119,8 @@ sql_impl! {
                 .push(", ")
                 .bind(&key)
                 .push(")");
-            Self::query(&sql).execute(&mut *tx).await?;
+            Self::query(&sql).execute(&mut **tx).await?;
         }
-
-        let mut sql = self.sql();
-        sql.push("UPDATE audit_chain_head SET seq = ")
-            .bind_int(stored.seq)
-            .push(", hash = ")
-            .bind(&stored.hash)
-            .push(" WHERE id = 1");
-        Self::query(&sql).execute(&mut *tx).await?;
 
         if let Some(message) = syslog {
             let mut sql = self.sql();
@@ -103,10 +131,9 @@ sql_impl! {
                 .push(", ")
                 .bind(&stored.time)
                 .push(")");
-            Self::query(&sql).execute(&mut *tx).await?;
+            Self::query(&sql).execute(&mut **tx).await?;
         }
-        tx.commit().await?;
-        Ok(stored)
+        Ok(())
     }
 
     fn record_from_row(row: &DB::Row) -> Result<AuditRecord, IndexError> {

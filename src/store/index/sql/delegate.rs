@@ -188,6 +188,13 @@ macro_rules! delegate_index_to_inner {
                     self.inner.append_audit(record, syslog).await
                 }
 
+                async fn append_audit_batch(
+                    &self,
+                    records: &[(&AuditRecord, Option<&str>)],
+                ) -> Result<Vec<AuditRecord>, IndexError> {
+                    self.inner.append_audit_batch(records).await
+                }
+
                 async fn audit_records(
                     &self,
                     after_seq: i64,
@@ -256,6 +263,14 @@ macro_rules! delegate_index_to_inner {
                     limit: u32,
                 ) -> Result<Vec<String>, IndexError> {
                     self.inner.queued_blob_deletions(limit).await
+                }
+
+                async fn queued_blob_deletions_before(
+                    &self,
+                    before: i64,
+                    limit: u32,
+                ) -> Result<Vec<String>, IndexError> {
+                    self.inner.queued_blob_deletions_before(before, limit).await
                 }
 
                 async fn blob_keys_in_use(

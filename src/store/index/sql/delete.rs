@@ -162,8 +162,20 @@ sql_impl! {
 
     /// Up to `limit` blob keys queued for deletion, oldest first.
     pub async fn queued_blob_deletions(&self, limit: u32) -> Result<Vec<String>, IndexError> {
+        self.queued_blob_deletions_before(i64::MAX, limit).await
+    }
+
+    /// Up to `limit` blob keys queued for deletion before `before` (Unix seconds), oldest
+    /// first.
+    pub async fn queued_blob_deletions_before(
+        &self,
+        before: i64,
+        limit: u32,
+    ) -> Result<Vec<String>, IndexError> {
         let mut sql = self.sql();
-        sql.push("SELECT blob_key FROM blob_deletion ORDER BY queued_at, blob_key");
+        sql.push("SELECT blob_key FROM blob_deletion WHERE queued_at < ")
+            .bind_int(before)
+            .push(" ORDER BY queued_at, blob_key");
         sql.limit_offset(Some(limit), 0);
         let rows = Self::query(&sql).fetch_all(&self.pool).await?;
         rows.iter()
