@@ -26,7 +26,12 @@ SYNTAXES = [
     "1.2.840.10008.1.2.4.91",
     "1.2.840.10008.1.2.5",
     "1.2.840.10008.1.2.1.99",
+    "1.2.840.10008.1.2.4.201",
+    "1.2.840.10008.1.2.4.203",
+    "1.2.840.10008.1.2.4.110",
+    "1.2.840.10008.1.2.4.112",
 ]
+DEFLATED = "1.2.840.10008.1.2.1.99"
 SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "../tests/codecs/codecs.py")
 
 
@@ -34,7 +39,7 @@ def seed(path):
     ds = pydicom.dcmread(path)
     ts = str(ds.file_meta.TransferSyntaxUID)
     head = bytes([SYNTAXES.index(ts), ds.Rows - 1, ds.Columns - 1, 1 if ds.BitsAllocated == 16 else 0])
-    if ts == SYNTAXES[-1]:
+    if ts == DEFLATED:
         raw = open(path, "rb").read()
         group_length = struct.unpack("<I", raw[140:144])[0]
         return head + raw[144 + group_length :]
@@ -86,6 +91,30 @@ def main(out):
             for prefix, data in cases:
                 with open(os.path.join(out, f"seed-{prefix}{name}"), "wb") as f:
                     f.write(bytes(data))
+        # HTJ2K (OpenJPH) and JPEG XL (libjxl), the grey instances of `codecs.py htj2k` and
+        # `jpegxl`: whole, cut at half, the middle garbled; and a JPEG XL size header
+        # announcing 2^30 x 2^30 (jxl-oxide would allocate it before reading a pixel).
+        for command in ("htj2k", "jpegxl"):
+            sub = os.path.join(tmp, command)
+            os.mkdir(sub)
+            made = json.loads(subprocess.run([sys.executable, SCRIPT, command, sub], check=True, capture_output=True).stdout)
+            for entry in made["instances"]:
+                if entry["samples"] != 1 or entry["transfer_syntax"] not in SYNTAXES:
+                    continue
+                whole = bytearray(seed(entry["sent"]))
+                middle = 4 + (len(whole) - 4) // 2
+                garbled = bytearray(whole)
+                for at in range(middle, min(middle + 64, len(garbled))):
+                    garbled[at] ^= 0xA5
+                cases = [("", whole), ("truncated-", whole[: middle]), ("garbled-", garbled)]
+                if command == "jpegxl" and entry["name"] == "jxl-lossless":
+                    # small 0, height selector 3 with 30 bits of ones, ratio 1 (square).
+                    bits = [0, 1, 1] + [1] * 30 + [1, 0, 0]
+                    header = bytes(sum(b << i for i, b in enumerate(bits[k : k + 8])) for k in range(0, len(bits), 8))
+                    cases.append(("lying-", whole[:6] + header + whole[6 + len(header) :]))
+                for prefix, data in cases:
+                    with open(os.path.join(out, f"seed-{prefix}{entry['name']}"), "wb") as f:
+                        f.write(bytes(data))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 //! Issue 13: instances in the syntaxes PACS archive in, made by independent encoders (DCMTK
 //! `dcmcjpls`, `dcmcjpeg`, `dcmcrle`; pydicom with pylibjpeg-openjpeg for JPEG 2000; OpenJPH
-//! through imagecodecs for HTJ2K; pydicom for Deflate, see `tests/codecs/codecs.py`), stored through STOW-RS and C-STORE, then
+//! through imagecodecs for HTJ2K; libjxl through imagecodecs for JPEG XL; pydicom for Deflate,
+//! see `tests/codecs/codecs.py`), stored through STOW-RS and C-STORE, then
 //! retrieved decoded by WADO-RS (default syntax, `/frames`, `/rendered`, `/thumbnail`) and by
 //! DCMTK `getscu` proposing only uncompressed syntaxes, and by WADO-URI (PS3.18 9) beside
 //! Orthanc's WADO-URI of the same files. Pixels are checked with pydicom: equal
@@ -56,7 +57,7 @@ fn make(dir: &Path) -> Made {
     made_by(dir, "make")
 }
 
-/// The manifest of `codecs.py COMMAND dir` (`make`, `htj2k`).
+/// The manifest of `codecs.py COMMAND dir` (`make`, `htj2k`, `jpegxl`).
 fn made_by(dir: &Path, command: &str) -> Made {
     let out = python(&[command, dir.to_str().unwrap()]);
     assert!(
@@ -270,7 +271,7 @@ fn received_pairs(made: &Made, dir: &Path, log: &str) -> Vec<serde_json::Value> 
         .map(|e| e.unwrap().path())
         .filter(|p| p.is_file())
         .collect();
-    assert_eq!(received.len(), made.instances.len(), "{log}");
+    assert_eq!(received.len(), made.instances.len(), "{received:?} {log}");
     made.instances
         .iter()
         .map(|instance| {
@@ -1306,81 +1307,235 @@ async fn twelve_bit_jpeg_frames_and_rendered_through_wado_rs() {
     gw.stop().await;
 }
 
-/// HTJ2K (`.4.201` lossless, `.4.202` lossless RPCL with TLM, `.4.203` lossy; grey 12-bit
-/// and 8-bit RGB) made by OpenJPH through imagecodecs, an encoder independent of the OpenJPEG
-/// port (`openjp2`) that decodes it here, each stream first checked by pylibjpeg-openjpeg:
-/// stored by STOW-RS, served decoded by WADO-RS (default syntax, `/frames`, `/rendered`) and
-/// by C-GET to DCMTK `getscu -xe` (uncompressed only), pixel-equal to the source (the lossy
-/// one within 4).
-#[tokio::test(flavor = "multi_thread")]
-async fn htj2k_made_by_openjph_is_served_decoded() {
-    let gw = Gateway::start("").await;
-    let dir = tempfile::tempdir().unwrap();
-    let made = made_by(dir.path(), "htj2k");
-    stow_all(gw.http_port, &made).await;
+/// C-STORE every instance `made` sent with pynetdicom's storescu, proposing each file's own
+/// syntax only (`-cx`): DCMTK 3.6.7 knows neither HTJ2K nor JPEG XL ("Unknown Transfer
+/// Syntax" from dcmsend, a failed conversion from storescu). Every store must answer 0x0000.
+async fn c_store_by_pynetdicom(port: u16, made: &Made) {
+    let mut args: Vec<String> = ["-m", "pynetdicom", "storescu", "-cx", "-d"]
+        .map(String::from)
+        .to_vec();
+    args.extend(["-aet", "TEST", "-aec", "BEELDBRUG", "127.0.0.1"].map(String::from));
+    args.push(port.to_string());
+    args.extend(made.instances.iter().map(|i| field(i, "sent").to_string()));
+    let store = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::task::spawn_blocking(move || {
+            Command::new("python3")
+                .args(&args)
+                .output()
+                .expect("run pynetdicom storescu")
+        }),
+    )
+    .await
+    .expect("pynetdicom storescu hung")
+    .unwrap();
+    let log = String::from_utf8_lossy(&store.stderr).to_string();
+    assert!(store.status.success(), "C-STORE: {log}");
+    // Each file's own syntax only was proposed (pynetdicom logs them by name): all accepted.
+    assert!(
+        log.contains("(Accepted)")
+            && !log.contains("(Rejected")
+            && !log.contains("Little Endian\n"),
+        "contexts: {log}"
+    );
+    assert_eq!(
+        log.matches("Status: 0x0000").count(),
+        made.instances.len(),
+        "not every C-STORE succeeded: {log}"
+    );
+}
 
-    let mut entries = Vec::new();
-    for instance in &made.instances {
-        let (name, sop) = (field(instance, "name"), field(instance, "sop"));
-        let url = format!(
-            "/dicomweb/studies/{}/series/{}/instances/{sop}",
-            made.study, made.series
-        );
-        let default = get(
-            gw.http_port,
-            &url,
-            "multipart/related; type=\"application/dicom\"",
-        )
+/// One set of instances (`codecs.py COMMAND`) through every front, twice: stored by STOW-RS
+/// into one gateway and by C-STORE (pynetdicom storescu) into another. From each: WADO-RS
+/// default syntax (Explicit VR LE), `/frames/1` (native), `/rendered` (PNG, full size) and
+/// `/thumbnail`; WADO-URI default (DICOM, uncompressed) and rendered (JPEG); C-GET by DCMTK
+/// `getscu -xe` (uncompressed only) and `getscu +xt` (JPEG-LS lossless preferred: re-encoded
+/// here, then decoded by pydicom with pyjpegls and by DCMTK `dcmdjpls`); C-MOVE to a DCMTK
+/// storescp on its defaults (uncompressed only). Pixels per pydicom equal to the source, the
+/// lossy instances within their stated tolerance.
+async fn every_front(command: &str) {
+    for how in ["stow-rs", "c-store"] {
+        let dir = tempfile::tempdir().unwrap();
+        let made = made_by(dir.path(), command);
+        let dest_dir = dir.path().join("move");
+        std::fs::create_dir(&dest_dir).unwrap();
+        let (storescp, dest_port, moved_dir) = destination(&dest_dir, &[]).await;
+        let gw = Gateway::start(&format!(
+            "[[dimse.peers]]\nae_title = \"DEST\"\nhost = \"127.0.0.1\"\nport = {dest_port}\n"
+        ))
         .await;
-        assert_eq!(default.status, 200, "{name} default: {}", default.text());
-        assert!(
-            String::from_utf8_lossy(&default.body)
-                .contains(&format!("transfer-syntax={EXPLICIT_VR_LE}")),
-            "{name}: part not in Explicit VR LE"
-        );
-        let got = dir.path().join(format!("wado-{name}.dcm"));
-        std::fs::write(&got, &multipart_parts(&default)[0]).unwrap();
-        entries.push(serde_json::json!({
-            "source": field(instance, "source"),
-            "got": got,
-            "tolerance": instance["tolerance"],
-            "uncompressed": true,
-        }));
-        let rows = instance["rows"].as_u64().unwrap() as usize;
-        let columns = instance["columns"].as_u64().unwrap() as usize;
-        let frames = get(
-            gw.http_port,
-            &format!("{url}/frames/1"),
-            "multipart/related; type=\"application/octet-stream\"",
-        )
-        .await;
-        assert_eq!(frames.status, 200, "{name} frames: {}", frames.text());
-        let frame = multipart_parts(&frames).remove(0);
-        if instance["samples"] == 1 {
-            assert_eq!(
-                frame.len(),
-                rows * columns * 2,
-                "{name} frame size ({})",
-                frames.header("Content-Type").unwrap_or("")
+        if how == "stow-rs" {
+            stow_all(gw.http_port, &made).await;
+        } else {
+            c_store_by_pynetdicom(gw.port, &made).await;
+        }
+        let mut entries = Vec::new();
+        for instance in &made.instances {
+            let (name, sop) = (field(instance, "name"), field(instance, "sop"));
+            let name = format!("{how}-{name}");
+            let url = format!(
+                "/dicomweb/studies/{}/series/{}/instances/{sop}",
+                made.study, made.series
             );
-            let raw = dir.path().join(format!("frame-{name}.raw"));
-            std::fs::write(&raw, &frame).unwrap();
+            let as_stored = get(
+                gw.http_port,
+                &url,
+                "multipart/related; type=\"application/dicom\"; transfer-syntax=*",
+            )
+            .await;
+            assert_eq!(as_stored.status, 200, "{name} as stored");
+            assert!(
+                String::from_utf8_lossy(&as_stored.body).contains(&format!(
+                    "transfer-syntax={}",
+                    field(instance, "transfer_syntax")
+                )),
+                "{name}: not as stored"
+            );
+            let default = get(
+                gw.http_port,
+                &url,
+                "multipart/related; type=\"application/dicom\"",
+            )
+            .await;
+            assert_eq!(default.status, 200, "{name} default: {}", default.text());
+            assert!(
+                String::from_utf8_lossy(&default.body)
+                    .contains(&format!("transfer-syntax={EXPLICIT_VR_LE}")),
+                "{name}: part not in Explicit VR LE"
+            );
+            let got = dir.path().join(format!("wado-{name}.dcm"));
+            std::fs::write(&got, &multipart_parts(&default)[0]).unwrap();
             entries.push(serde_json::json!({
                 "source": field(instance, "source"),
-                "got": raw,
-                "raw": true,
+                "got": got,
                 "tolerance": instance["tolerance"],
+                "uncompressed": true,
             }));
-        } else {
-            assert_eq!(frame.len(), rows * columns * 3, "{name} frame size");
+            let rows = instance["rows"].as_u64().unwrap() as usize;
+            let columns = instance["columns"].as_u64().unwrap() as usize;
+            let frames = get(
+                gw.http_port,
+                &format!("{url}/frames/1"),
+                "multipart/related; type=\"application/octet-stream\"",
+            )
+            .await;
+            assert_eq!(frames.status, 200, "{name} frames: {}", frames.text());
+            let frame = multipart_parts(&frames).remove(0);
+            if instance["samples"] == 1 {
+                assert_eq!(
+                    frame.len(),
+                    rows * columns * 2,
+                    "{name} frame size ({})",
+                    frames.header("Content-Type").unwrap_or("")
+                );
+                let raw = dir.path().join(format!("frame-{name}.raw"));
+                std::fs::write(&raw, &frame).unwrap();
+                entries.push(serde_json::json!({
+                    "source": field(instance, "source"),
+                    "got": raw,
+                    "raw": true,
+                    "tolerance": instance["tolerance"],
+                }));
+            } else {
+                assert_eq!(frame.len(), rows * columns * 3, "{name} frame size");
+            }
+            let rendered = get(gw.http_port, &format!("{url}/rendered"), "image/png").await;
+            assert_eq!(rendered.status, 200, "{name} rendered: {}", rendered.text());
+            assert!(rendered.body.starts_with(b"\x89PNG\r\n\x1a\n"), "{name}");
+            let size =
+                |at: usize| u32::from_be_bytes(rendered.body[at..at + 4].try_into().unwrap());
+            assert_eq!(
+                (size(16) as usize, size(20) as usize),
+                (columns, rows),
+                "{name} rendered size"
+            );
+            let thumbnail = get(gw.http_port, &format!("{url}/thumbnail"), "image/jpeg").await;
+            assert_eq!(thumbnail.status, 200, "{name} thumbnail");
+            assert!(
+                thumbnail.body.starts_with(&[0xFF, 0xD8]),
+                "{name} thumbnail"
+            );
+
+            // WADO-URI (PS3.18 9): DICOM decoded by default, and a rendered JPEG.
+            let ids = format!(
+                "/wado?requestType=WADO&studyUID={}&seriesUID={}&objectUID={sop}",
+                made.study, made.series
+            );
+            let uri = request(
+                gw.http_port,
+                "GET",
+                &format!("{ids}&contentType=application%2Fdicom"),
+                &[],
+                b"",
+            )
+            .await;
+            assert_eq!(uri.status, 200, "{name} WADO-URI: {}", uri.text());
+            let got = dir.path().join(format!("uri-{name}.dcm"));
+            std::fs::write(&got, &uri.body).unwrap();
+            entries.push(serde_json::json!({
+                "source": field(instance, "source"),
+                "got": got,
+                "tolerance": instance["tolerance"],
+                "uncompressed": true,
+            }));
+            let jpeg = request(gw.http_port, "GET", &format!("{ids}&rows=48"), &[], b"").await;
+            assert_eq!(
+                jpeg.status,
+                200,
+                "{name} WADO-URI rendered: {}",
+                jpeg.text()
+            );
+            assert_eq!(jpeg.header("Content-Type"), Some("image/jpeg"), "{name}");
+            assert_eq!(jpeg_size(&jpeg.body), (40, 48), "{name}");
         }
-        let rendered = get(gw.http_port, &format!("{url}/rendered"), "image/png").await;
-        assert_eq!(rendered.status, 200, "{name} rendered: {}", rendered.text());
-        assert!(rendered.body.starts_with(b"\x89PNG\r\n\x1a\n"), "{name}");
+
+        // C-GET proposing only uncompressed syntaxes: decoded here.
+        let out_dir = dir.path().join("get-xe");
+        let log = get_study(&gw, &made.study, "-xe", &out_dir).await;
+        entries.extend(received_pairs(&made, &out_dir, &log));
+        // C-GET preferring JPEG-LS lossless: decoded and re-encoded here; DCMTK decodes it.
+        let out_dir = dir.path().join("get-xt");
+        let log = get_study(&gw, &made.study, "+xt", &out_dir).await;
+        for mut entry in received_pairs(&made, &out_dir, &log) {
+            entry["uncompressed"] = false.into();
+            entry["expect_ts"] = JPEG_LS_LOSSLESS.into();
+            let got = entry["got"].as_str().unwrap().to_string();
+            let decoded = format!("{got}.dcmdjpls");
+            let out = run_tool("dcmdjpls", vec![got, decoded.clone()]).await;
+            assert!(
+                out.status.success(),
+                "dcmdjpls: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let mut by_dcmtk = entry.clone();
+            by_dcmtk["got"] = decoded.into();
+            by_dcmtk["expect_ts"] = serde_json::Value::Null;
+            by_dcmtk["uncompressed"] = true.into();
+            entries.push(entry);
+            entries.push(by_dcmtk);
+        }
+        // C-MOVE to a destination that accepts only uncompressed syntaxes.
+        let log = move_study(&gw, &made.study, &storescp).await;
+        entries.extend(received_pairs(&made, &moved_dir, &log));
+        assert_pixels(dir.path(), &entries);
+        gw.stop().await;
     }
-    let out_dir = dir.path().join("received");
-    let log = get_study(&gw, &made.study, "-xe", &out_dir).await;
-    entries.extend(received_pairs(&made, &out_dir, &log));
-    assert_pixels(dir.path(), &entries);
-    gw.stop().await;
+}
+
+/// HTJ2K (`.4.201` lossless, `.4.202` lossless RPCL with TLM, `.4.203` lossy; grey 12-bit
+/// and 8-bit RGB) made by OpenJPH through imagecodecs, an encoder independent of the OpenJPEG
+/// port (`openjp2`) that decodes it here, each stream first checked by pylibjpeg-openjpeg,
+/// through every front ([`every_front`]): pixel-equal to the source (the lossy one within 4).
+#[tokio::test(flavor = "multi_thread")]
+async fn htj2k_made_by_openjph_through_every_front() {
+    every_front("htj2k").await;
+}
+
+/// JPEG XL (`.4.110` lossless, grey 12-bit and 8-bit RGB; `.4.112` lossy at distance 0.1)
+/// made by libjxl through imagecodecs, an encoder independent of jxl-oxide that decodes it
+/// here, each stream first checked by libjxl, through every front ([`every_front`]):
+/// pixel-equal to the source (the lossy one within 32 of 4096 levels).
+#[tokio::test(flavor = "multi_thread")]
+async fn jpeg_xl_made_by_libjxl_through_every_front() {
+    every_front("jpegxl").await;
 }

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The compressed syntaxes a stored instance may be in, as the first input byte selects.
-pub const SYNTAXES: [&str; 9] = [
+/// HTJ2K and JPEG XL come last so that the earlier inputs keep their syntax.
+pub const SYNTAXES: [&str; 13] = [
     "1.2.840.10008.1.2.4.50",
     "1.2.840.10008.1.2.4.51",
     "1.2.840.10008.1.2.4.70",
@@ -17,6 +18,10 @@ pub const SYNTAXES: [&str; 9] = [
     "1.2.840.10008.1.2.4.91",
     "1.2.840.10008.1.2.5",
     "1.2.840.10008.1.2.1.99",
+    "1.2.840.10008.1.2.4.201",
+    "1.2.840.10008.1.2.4.203",
+    "1.2.840.10008.1.2.4.110",
+    "1.2.840.10008.1.2.4.112",
 ];
 
 /// An input: byte 0 the syntax ([`SYNTAXES`]), bytes 1 and 2 Rows - 1 and Columns - 1

@@ -105,8 +105,9 @@ fn packbits_len(mut seg: &[u8], enough: usize) -> usize {
 }
 
 /// The image size a fragment's codestream announces, when it starts one: JPEG and
-/// JPEG-LS (SOI, then the SOFn or SOF55 segment), JPEG 2000 (SOC SIZ, or a JP2 file
-/// with its codestream box). `None`: a continuation fragment.
+/// JPEG-LS (SOI, then the SOFn or SOF55 segment), JPEG 2000 and HTJ2K (SOC SIZ, or a JP2
+/// file with its codestream box), JPEG XL (its SizeHeader, naked or in its container).
+/// `None`: a continuation fragment.
 pub fn frame_size(fragment: &[u8]) -> Result<Option<(u32, u32)>, String> {
     let be16 = |at: usize| -> Option<u32> {
         Some(u16::from_be_bytes(fragment.get(at..at + 2)?.try_into().ok()?) as u32)
@@ -140,6 +141,9 @@ pub fn frame_size(fragment: &[u8]) -> Result<Option<(u32, u32)>, String> {
             }
         }
     }
+    if let Some(size) = jxl_size(fragment)? {
+        return Ok(Some(size));
+    }
     let soc = if fragment.starts_with(&[0xFF, 0x4F, 0xFF, 0x51]) {
         Some(0)
     } else if fragment.starts_with(&[0, 0, 0, 0x0C, 0x6A, 0x50, 0x20, 0x20]) {
@@ -162,6 +166,95 @@ pub fn frame_size(fragment: &[u8]) -> Result<Option<(u32, u32)>, String> {
         return Err("JPEG 2000 SIZ with its origin beyond the image".into());
     }
     Ok(Some((x - xo, y - yo)))
+}
+
+/// The JPEG XL container's signature box (ISO 18181-2).
+const JXL_CONTAINER: [u8; 12] = [
+    0, 0, 0, 0x0C, b'J', b'X', b'L', b' ', 0x0D, 0x0A, 0x87, 0x0A,
+];
+
+/// The image size (width, height) of a JPEG XL codestream (ISO 18181-1 D.2, the SizeHeader
+/// after the 0xFF0A signature), naked or in the `jxlc`/first `jxlp` box of a container.
+/// `None`: not JPEG XL. jxl-oxide allocates what this header announces before it reads any
+/// pixel, so a header lying about the size must not reach it.
+fn jxl_size(fragment: &[u8]) -> Result<Option<(u32, u32)>, String> {
+    let codestream = if fragment.starts_with(&[0xFF, 0x0A]) {
+        &fragment[2..]
+    } else if fragment.starts_with(&JXL_CONTAINER) {
+        let mut at = JXL_CONTAINER.len();
+        loop {
+            let head = fragment
+                .get(at..at + 8)
+                .ok_or("JPEG XL container without a codestream box")?;
+            let size = u32::from_be_bytes(head[..4].try_into().unwrap()) as usize;
+            let (start, end) = match size {
+                0 => (at + 8, fragment.len()),
+                1 => {
+                    let large = fragment
+                        .get(at + 8..at + 16)
+                        .ok_or("JPEG XL box cut short")?;
+                    let large = u64::from_be_bytes(large.try_into().unwrap());
+                    let end = usize::try_from(large)
+                        .ok()
+                        .and_then(|l| at.checked_add(l))
+                        .ok_or("JPEG XL box beyond the fragment")?;
+                    (at + 16, end)
+                }
+                n if n < 8 => return Err("JPEG XL box shorter than its header".into()),
+                n => (at + 8, at.saturating_add(n)),
+            };
+            match &head[4..] {
+                b"jxlc" => break fragment.get(start..).unwrap_or_default(),
+                b"jxlp" => break fragment.get(start + 4..).unwrap_or_default(),
+                _ => {}
+            }
+            if end <= at || end >= fragment.len() {
+                return Err("JPEG XL container without a codestream box".into());
+            }
+            at = end;
+        }
+    } else {
+        return Ok(None);
+    };
+    let codestream = codestream
+        .strip_prefix(&[0xFF, 0x0A][..])
+        .unwrap_or(codestream);
+    // Bits are read least significant first (ISO 18181-1 B.2.1).
+    let mut bit = 0usize;
+    let mut read = |n: usize| -> Result<u32, String> {
+        let mut value = 0u32;
+        for i in 0..n {
+            let byte = codestream
+                .get(bit / 8)
+                .ok_or("JPEG XL size header cut short")?;
+            value |= u32::from((byte >> (bit % 8)) & 1) << i;
+            bit += 1;
+        }
+        Ok(value)
+    };
+    fn dimension(
+        read: &mut impl FnMut(usize) -> Result<u32, String>,
+        small: bool,
+    ) -> Result<u64, String> {
+        if small {
+            return Ok((u64::from(read(5)?) + 1) * 8);
+        }
+        let bits = [9, 13, 18, 30][read(2)? as usize];
+        Ok(u64::from(read(bits)?) + 1)
+    }
+    let small = read(1)? == 1;
+    let height = dimension(&mut read, small)?;
+    let ratio = read(3)?;
+    let width = match ratio {
+        0 => dimension(&mut read, small)?,
+        r => {
+            let (num, den) =
+                [(1, 1), (12, 10), (4, 3), (3, 2), (16, 9), (5, 4), (2, 1)][r as usize - 1];
+            height * num / den
+        }
+    };
+    let fit = |v: u64| u32::try_from(v).map_err(|_| "JPEG XL image beyond 2^32 pixels wide");
+    Ok(Some((fit(width)?, fit(height)?)))
 }
 
 #[cfg(test)]
@@ -196,5 +289,19 @@ mod tests {
         }
         assert_eq!(frame_size(&j2k), Ok(Some((96, 50))));
         assert_eq!(frame_size(&[1, 2, 3]), Ok(None));
+        // JPEG XL as libjxl writes a 80 x 96 image: small header, height 12 x 8, ratio 0,
+        // width 10 x 8; then 1000 x 1 (not small, U32 selector 0, 9 bits) and a 2:1 ratio.
+        assert_eq!(
+            frame_size(&[0xFF, 0x0A, 0x17, 0x12, 0x0C]),
+            Ok(Some((80, 96)))
+        );
+        assert!(frame_size(&[0xFF, 0x0A, 0x17]).is_err());
+        let mut contained = JXL_CONTAINER.to_vec();
+        contained.extend_from_slice(&[0, 0, 0, 20, b'f', b't', b'y', b'p']);
+        contained.extend_from_slice(b"jxl \0\0\0\0jxl ");
+        contained.extend_from_slice(&[0, 0, 0, 0, b'j', b'x', b'l', b'c', 0xFF, 0x0A, 0x17, 0x12]);
+        assert_eq!(frame_size(&contained), Ok(Some((80, 96))));
+        // height 1 (selector 0, 9 bits of 0), ratio 7 (2:1): 2 x 1.
+        assert_eq!(frame_size(&[0xFF, 0x0A, 0x00, 0x70]), Ok(Some((2, 1))));
     }
 }

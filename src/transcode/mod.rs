@@ -19,7 +19,8 @@
 //! indexes past the end of a truncated segment. One instance is held in memory at a time,
 //! its frames encoded one by one (dicom-rs has no streaming transcoder).
 //!
-//! Encoders in this build: JPEG-LS (CharLS, lossless `.4.80` and near-lossless `.4.81`),
+//! Encoders in this build: JPEG-LS (CharLS, lossless `.4.80` driven by [`jls`], and
+//! near-lossless `.4.81` through dicom-rs),
 //! JPEG baseline `.4.50` (jpeg-encoder, 8-bit only), RLE Lossless `.5` (ours, [`rle`]),
 //! Deflated Explicit VR LE `.1.2.1.99` (flate2 through dicom-rs), the uncompressed little
 //! endian syntaxes, JPEG 2000 lossless `.4.90` (the `openjp2` port's encoder, ours to
@@ -32,9 +33,11 @@ use std::path::Path;
 
 pub mod check;
 pub mod j2k;
+pub mod jls;
 mod jpeg;
 pub mod jpeg_dct;
 pub mod jpeg_lossless;
+mod jxl;
 mod native;
 mod pixels;
 pub mod rle;
@@ -50,6 +53,14 @@ pub const JPEG_LS_LOSSLESS: &str = "1.2.840.10008.1.2.4.80";
 pub const JPEG_LS_NEAR_LOSSLESS: &str = "1.2.840.10008.1.2.4.81";
 pub const JPEG_2000_LOSSLESS: &str = "1.2.840.10008.1.2.4.90";
 pub const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
+pub const JPEG_XL_LOSSLESS: &str = "1.2.840.10008.1.2.4.110";
+pub const JPEG_XL_RECOMPRESSION: &str = "1.2.840.10008.1.2.4.111";
+pub const JPEG_XL: &str = "1.2.840.10008.1.2.4.112";
+
+/// JPEG XL, decoded by [`jxl`] (not dicom-rs's adapter, which rescales 12-bit samples).
+fn is_jpeg_xl(ts: &str) -> bool {
+    matches!(ts, JPEG_XL_LOSSLESS | JPEG_XL_RECOMPRESSION | JPEG_XL)
+}
 
 /// Syntaxes this build writes from native pixel data.
 const ENCODABLE: &[&str] = &[
@@ -305,13 +316,16 @@ pub fn transcode(path: &Path, target: &str) -> Result<DefaultDicomObject, Transc
         }
     }
     match target {
-        RLE_LOSSLESS | DEFLATED_EXPLICIT_VR_LE | JPEG_2000_LOSSLESS => {
-            // Explicit VR LE first, then encode ourselves (RLE, JPEG 2000) or let the
-            // writer deflate the data set.
+        RLE_LOSSLESS | DEFLATED_EXPLICIT_VR_LE | JPEG_2000_LOSSLESS | JPEG_LS_LOSSLESS => {
+            // Explicit VR LE first, then encode ourselves (RLE, JPEG 2000, JPEG-LS lossless)
+            // or let the writer deflate the data set.
             let native = syntax(EXPLICIT_VR_LE)?;
             guarded(&stored, || obj.transcode(native).map_err(|e| e.to_string())).map_err(fail)?;
             match target {
                 RLE_LOSSLESS => rle::encode_object(&mut obj).map_err(fail)?,
+                JPEG_LS_LOSSLESS => {
+                    guarded(&stored, || jls::encode_object(&mut obj)).map_err(fail)?
+                }
                 JPEG_2000_LOSSLESS => {
                     guarded(&stored, || j2k::encode_object(&mut obj)).map_err(fail)?
                 }
@@ -389,13 +403,14 @@ pub fn decode_frame(
     use dicom_pixeldata::PixelDecoder;
     let stored = trim(obj.meta().transfer_syntax());
     check::pixel_data(obj, stored)?;
-    if stored == JPEG_EXTENDED {
-        // dicom-rs's JPEG decoder (`jpeg-decoder`) has no 12-bit DCT: our decoder makes the
-        // instance native first (every frame; such instances hold one or a few).
+    if stored == JPEG_EXTENDED || is_jpeg_xl(stored) {
+        // dicom-rs's JPEG decoder (`jpeg-decoder`) has no 12-bit DCT and its JPEG XL adapter
+        // rescales samples of fewer than 16 bits: our decoders make the instance native
+        // first (every frame; such instances hold one or a few).
         let mut native = obj.clone();
         let explicit = syntax(EXPLICIT_VR_LE).map_err(|e| e.to_string())?;
         guarded(stored, || {
-            native::decode_in_place(&mut native, JPEG_EXTENDED, explicit)
+            native::decode_in_place(&mut native, stored, explicit)
         })?;
         return guarded("a frame", || {
             native
@@ -461,9 +476,20 @@ mod tests {
                 "{stored}"
             );
         }
-        // No JPEG XL decoder in this build.
+        // JPEG XL (jxl-oxide) decoded; MPEG-4 video not.
+        for stored in [
+            "1.2.840.10008.1.2.4.110",
+            "1.2.840.10008.1.2.4.111",
+            "1.2.840.10008.1.2.4.112",
+        ] {
+            assert_eq!(
+                plan(stored, EXPLICIT_VR_LE),
+                Plan::Transcode(EXPLICIT_VR_LE.into()),
+                "{stored}"
+            );
+        }
         assert_eq!(
-            plan("1.2.840.10008.1.2.4.110", EXPLICIT_VR_LE),
+            plan("1.2.840.10008.1.2.4.102", EXPLICIT_VR_LE),
             Plan::Impossible
         );
         // Compressed on request.
@@ -514,6 +540,10 @@ mod tests {
         );
         // Never lossy by fallback.
         assert_eq!(choose(EXPLICIT_VR_LE, &[JPEG_BASELINE], None), None);
-        assert_eq!(choose("1.2.840.10008.1.2.4.110", &both, None), None);
+        assert_eq!(
+            choose("1.2.840.10008.1.2.4.110", &both, None),
+            Some((EXPLICIT_VR_LE, Plan::Transcode(EXPLICIT_VR_LE.into())))
+        );
+        assert_eq!(choose("1.2.840.10008.1.2.4.102", &both, None), None);
     }
 }

@@ -6,8 +6,9 @@
 //! the decoded bytes are the value (OW, little endian, as PS3.5 A.2 has it), written in one
 //! piece. RLE Lossless is decoded by our own [`super::rle`] decoder, JPEG lossless by our
 //! [`super::jpeg_lossless`], JPEG Baseline and Extended by our [`super::jpeg_dct`] (which
-//! `jpeg-decoder` cannot do at 12 bits) (what they leave, and every other syntax, by the decoder
-//! dicom-rs registers).
+//! `jpeg-decoder` cannot do at 12 bits), JPEG XL by our [`super::jxl`] (which keeps the
+//! codestream's bit depth) (what they leave, and every other syntax, by the decoder dicom-rs
+//! registers).
 //!
 //! A Deflated Explicit VR LE data set (PS3.5 A.5) inflates to the Explicit VR LE data set
 //! itself: [`inflated`] makes that one inflation (checked by the structure walk on the
@@ -66,8 +67,23 @@ pub fn decode_in_place(
                 None => decode_registered(obj, bytes)?,
             }
         }
+        s if super::is_jpeg_xl(s) => super::jxl::decode(obj, rows * cols, samples, bytes)?,
         _ => decode_registered(obj, bytes)?,
     };
+    // A codec that gave other than Rows x Columns x Samples per Pixel per frame (a JPEG XL
+    // stream with more channels than the data set says) would make a data set that lies.
+    let frames = obj
+        .element(tags::NUMBER_OF_FRAMES)
+        .ok()
+        .and_then(|e| e.to_int::<usize>().ok())
+        .unwrap_or(1)
+        .max(1);
+    if pixels.len() != frame_len * frames {
+        return Err(format!(
+            "decoded to {} bytes, the data set announces {frames} frame(s) of {frame_len}",
+            pixels.len()
+        ));
+    }
     let len = u32::try_from(pixels.len()).map_err(|_| "decoded pixel data beyond 4 GiB")?;
     obj.put(DataElement::new_with_len(
         tags::PIXEL_DATA,

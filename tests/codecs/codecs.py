@@ -412,5 +412,61 @@ def htj2k(out):
     print(json.dumps({"study": study, "series": series, "instances": made}))
 
 
+def jpegxl(out):
+    """JPEG XL (ISO 18181) instances by libjxl (through imagecodecs), an encoder independent of
+    the jxl-oxide decoder beeldbrug uses: lossless (.4.110) as a 12-bit grey CT (a naked
+    codestream announcing 12 bits per sample) and as 8-bit RGB, and lossy (.4.112, distance
+    0.1: libjxl itself decodes it within 24 of 4096 levels, the test allows 32) as the same CT,
+    one 96 x 80 image each. Each codestream is first decoded by libjxl
+    and checked against the source. Prints a JSON manifest as `make` does."""
+    import imagecodecs
+    from pydicom._uid_dict import UID_dictionary
+    from pydicom.encaps import encapsulate
+
+    # pydicom 3.0 does not know the JPEG XL transfer syntaxes (PS3.6 A-1, 2024): made known
+    # here so that it writes them (encapsulated, Explicit VR LE).
+    for uid, title in (("110", "JPEG XL Lossless"), ("111", "JPEG XL JPEG Recompression"), ("112", "JPEG XL")):
+        UID_dictionary.setdefault(f"1.2.840.10008.1.2.4.{uid}", (title, "Transfer Syntax", "", "", ""))
+
+    study, series = generate_uid(), generate_uid()
+    made = []
+    kinds = [
+        ("jxl-lossless", "1.2.840.10008.1.2.4.110", dict(lossless=True), 0, False),
+        ("jxl-rgb", "1.2.840.10008.1.2.4.110", dict(lossless=True), 0, True),
+        ("jxl-lossy", "1.2.840.10008.1.2.4.112", dict(distance=0.1), 32, False),
+    ]
+    for number, (name, ts, options, tolerance, rgb) in enumerate(kinds, start=1):
+        ds = source(study, series, number, 96, 80, 300 + number)
+        if rgb:
+            grey = np.frombuffer(ds.PixelData, dtype="<u2").reshape(96, 80)
+            pixels = np.stack([grey >> 4, (grey >> 2) & 0xFF, 255 - (grey >> 4)], axis=-1).astype(np.uint8)
+            ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+            ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+            del ds.WindowCenter, ds.WindowWidth
+            ds.PixelData = pixels.tobytes()
+            bits = 8
+        else:
+            pixels = np.frombuffer(ds.PixelData, dtype="<u2").reshape(96, 80)
+            bits = 12
+        src = f"{out}/source-{name}.dcm"
+        ds.save_as(src, enforce_file_format=True)
+        stream = imagecodecs.jpegxl_encode(pixels, bitspersample=bits, usecontainer=False, **options)
+        assert stream[:2] == b"\xff\x0a", "not a naked JPEG XL codestream"
+        check = imagecodecs.jpegxl_decode(stream).astype(np.int64)
+        worst = int(np.abs(check.reshape(pixels.shape) - pixels.astype(np.int64)).max())
+        assert worst <= tolerance, f"{name}: libjxl decodes its own stream {worst} off"
+        ds.PixelData = encapsulate([stream if len(stream) % 2 == 0 else stream + b"\0"])
+        ds["PixelData"].VR = "OB"
+        ds.file_meta.TransferSyntaxUID = ts
+        if ts.endswith("112"):
+            ds.LossyImageCompression = "01"
+        enc = f"{out}/{name}.dcm"
+        ds.save_as(enc, enforce_file_format=True)
+        made.append({"name": name, "source": src, "sent": enc, "sop": str(ds.SOPInstanceUID),
+                     "transfer_syntax": ts, "rows": 96, "columns": 80, "tolerance": tolerance,
+                     "samples": 3 if rgb else 1, "libjxl_difference": worst})
+    print(json.dumps({"study": study, "series": series, "instances": made}))
+
+
 if __name__ == "__main__":
-    {"htj2k": htj2k, "make": make, "broken": broken, "compare": compare, "bench": bench, "variants": variants, "lossy": lossy, "study": study, "j2k": j2k}[sys.argv[1]](*sys.argv[2:])
+    {"htj2k": htj2k, "jpegxl": jpegxl, "make": make, "broken": broken, "compare": compare, "bench": bench, "variants": variants, "lossy": lossy, "study": study, "j2k": j2k}[sys.argv[1]](*sys.argv[2:])
