@@ -334,9 +334,25 @@ fn element(
     Ok(out)
 }
 
-/// Escape text for element content or a double- or single-quoted attribute value.
+/// Escape text for element content or a double- or single-quoted attribute value. A
+/// character XML 1.0 does not allow at all (XML 1.0 section 2.2 `Char`: the C0 controls
+/// but tab, newline and carriage return; U+FFFE, U+FFFF) becomes U+FFFD: it cannot be
+/// escaped, and a parser's error message that quotes a peer's bytes (a NUL) would
+/// otherwise make our own Fault or RegistryError unreadable.
 pub fn escape(value: &str) -> Cow<'_, str> {
-    quick_xml::escape::escape(value)
+    if !value.chars().any(not_xml) {
+        return quick_xml::escape::escape(value);
+    }
+    let clean: String = value
+        .chars()
+        .map(|c| if not_xml(c) { '\u{FFFD}' } else { c })
+        .collect();
+    Cow::Owned(quick_xml::escape::escape(&clean).into_owned())
+}
+
+/// Not a `Char` of XML 1.0 (surrogates cannot occur in a `str`).
+fn not_xml(c: char) -> bool {
+    matches!(c, '\u{0}'..='\u{8}' | '\u{B}' | '\u{C}' | '\u{E}'..='\u{1F}' | '\u{FFFE}' | '\u{FFFF}')
 }
 
 #[cfg(test)]
@@ -511,6 +527,15 @@ mod tests {
             extract_at(b"<!DOCTYPE x><x/>", &Limits::DEFAULT, &[], "urn:s", "A"),
             Err(XmlError::Doctype)
         ));
+    }
+
+    #[test]
+    fn characters_xml_cannot_carry_become_replacement_characters() {
+        let escaped = escape("a\u{0}b\u{1F}<c\td\u{FFFF}");
+        assert_eq!(escaped, "a\u{FFFD}b\u{FFFD}&lt;c\td\u{FFFD}");
+        let doc = format!("<x a=\"{escaped}\">{escaped}</x>");
+        let root = parse(doc.as_bytes()).expect("well-formed");
+        assert_eq!(root.text, "a\u{FFFD}b\u{FFFD}<c\td\u{FFFD}");
     }
 
     #[test]
