@@ -16,77 +16,17 @@
 //      other study's forward runs to `complete` with every instance and byte;
 //   4. the kind filter shows forwards only; no console errors.
 // Screenshots go to --out. The last stdout line is one JSON object: {"ok": bool, "failures": [...], ...}.
-import { createRequire } from 'node:module';
-import { existsSync, mkdirSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { arg, open, signIn } from './harness.mjs';
 
-const here = dirname(fileURLToPath(import.meta.url));
 const started = Date.now();
-
-function arg(name, fallback) {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 && i + 1 < process.argv.length ? process.argv[i + 1] : fallback;
-}
-const base = (arg('base', '') || '').replace(/\/+$/, '');
-const adminToken = arg('admin-token', '');
 const studies = (arg('studies', '') || '').split(',').filter(Boolean);
-const out = arg('out', join(here, 'screenshots'));
-const timeoutMs = Number(arg('timeout-ms', '60000'));
-const chromiumPath = process.env.CHROMIUM || '/usr/bin/chromium';
-
-function setupError(msg) {
-  console.error(`console test setup: ${msg}`);
-  console.log(JSON.stringify({ ok: false, setup_error: msg, failures: [msg] }));
-  process.exit(2);
-}
-if (!base || !adminToken || studies.length !== 2) setupError('pass --base, --admin-token and --studies A,B');
-let chromium;
-try {
-  const require = createRequire(join(here, '..', 'ohif', 'package.json'));
-  ({ chromium } = require('playwright-core'));
-} catch (e) {
-  setupError(`playwright-core is not installed: run \`npm ci\` in tests/ohif (${e.message})`);
-}
-if (!existsSync(chromiumPath)) setupError(`${chromiumPath} is missing: apt-get install -y chromium (or set CHROMIUM)`);
-mkdirSync(out, { recursive: true });
-
-const result = { ok: false, failures: [], console_errors: [], screenshots: [] };
-const fail = (msg) => result.failures.push(msg);
-const check = (cond, msg) => {
-  if (!cond) fail(msg);
-  return cond;
-};
-
-const browser = await chromium.launch({
-  executablePath: chromiumPath,
-  headless: true,
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync'],
-});
-
-async function shot(page, name) {
-  const path = join(out, `${name}.png`);
-  await page.screenshot({ path, fullPage: true });
-  result.screenshots.push(path);
-}
-
-const rowsOf = (page, selector) =>
-  page.locator(selector).evaluateAll((trs) => trs.map((tr) => ({ ...tr.dataset, text: tr.textContent })));
+const { base, adminToken, timeoutMs, browser, result, fail, check, shot, rowsOf } = await open(
+  studies.length === 2,
+  'pass --base, --admin-token and --studies A,B',
+);
 
 try {
-  const context = await browser.newContext({ viewport: { width: 1500, height: 900 } });
-  const page = await context.newPage();
-  page.on('console', (m) => {
-    if (m.type() === 'error') result.console_errors.push(m.text());
-  });
-  page.on('pageerror', (e) => result.console_errors.push(`pageerror: ${e.message}`));
-  page.on('response', (r) => {
-    if (r.status() >= 400 && r.url().includes('/admin')) result.console_errors.push(`HTTP ${r.status()} ${r.url()}`);
-  });
-  await page.goto(`${base}/admin`);
-  await page.locator('textarea[name=token]').fill(adminToken);
-  await page.getByRole('button', { name: 'Sign in' }).click();
+  const { context, page } = await signIn(browser, result, base, adminToken);
   await page.getByTestId('nav-transfers').click();
   await page.getByTestId('page-transfers').waitFor({ timeout: timeoutMs });
   await page.getByTestId('feed').filter({ hasText: 'live' }).waitFor({ timeout: timeoutMs });
