@@ -166,20 +166,7 @@ async fn wado_rs_decodes_every_stored_syntax() {
         );
 
         // Default syntax: Explicit VR Little Endian, decoded here (PS3.18 8.7.3.5.2).
-        let default = get(
-            gw.http_port,
-            &url,
-            "multipart/related; type=\"application/dicom\"",
-        )
-        .await;
-        assert_eq!(default.status, 200, "{name} default: {}", default.text());
-        assert!(
-            String::from_utf8_lossy(&default.body)
-                .contains(&format!("transfer-syntax={EXPLICIT_VR_LE}")),
-            "{name}: part not in Explicit VR LE"
-        );
-        let got = dir.path().join(format!("wado-{name}.dcm"));
-        std::fs::write(&got, &multipart_parts(&default)[0]).unwrap();
+        let got = default_syntax_part(gw.http_port, &url, &name, dir.path()).await;
         entries.push(serde_json::json!({
             "source": field(instance, "source"),
             "got": got,
@@ -1391,20 +1378,7 @@ async fn every_front(command: &str) {
                 )),
                 "{name}: not as stored"
             );
-            let default = get(
-                gw.http_port,
-                &url,
-                "multipart/related; type=\"application/dicom\"",
-            )
-            .await;
-            assert_eq!(default.status, 200, "{name} default: {}", default.text());
-            assert!(
-                String::from_utf8_lossy(&default.body)
-                    .contains(&format!("transfer-syntax={EXPLICIT_VR_LE}")),
-                "{name}: part not in Explicit VR LE"
-            );
-            let got = dir.path().join(format!("wado-{name}.dcm"));
-            std::fs::write(&got, &multipart_parts(&default)[0]).unwrap();
+            let got = default_syntax_part(gw.http_port, &url, &name, dir.path()).await;
             entries.push(serde_json::json!({
                 "source": field(instance, "source"),
                 "got": got,
@@ -1538,4 +1512,24 @@ async fn htj2k_made_by_openjph_through_every_front() {
 #[tokio::test(flavor = "multi_thread")]
 async fn jpeg_xl_made_by_libjxl_through_every_front() {
     every_front("jpegxl").await;
+}
+
+/// WADO-RS of `url` in the default syntax: Explicit VR Little Endian, decoded by the gateway
+/// (PS3.18 8.7.3.5.2); its one part written to `dir/wado-NAME.dcm`, whose path is returned.
+async fn default_syntax_part(
+    port: u16,
+    url: &str,
+    name: &str,
+    dir: &std::path::Path,
+) -> std::path::PathBuf {
+    let default = get(port, url, "multipart/related; type=\"application/dicom\"").await;
+    assert_eq!(default.status, 200, "{name} default: {}", default.text());
+    assert!(
+        String::from_utf8_lossy(&default.body)
+            .contains(&format!("transfer-syntax={EXPLICIT_VR_LE}")),
+        "{name}: part not in Explicit VR LE"
+    );
+    let got = dir.join(format!("wado-{name}.dcm"));
+    std::fs::write(&got, &multipart_parts(&default)[0]).unwrap();
+    got
 }

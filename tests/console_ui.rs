@@ -59,6 +59,34 @@ fn require_setup() -> std::path::PathBuf {
     root.join("tests/console")
 }
 
+/// The gateway-mode configuration of these tests: an admin role of our organisation, XDS
+/// publishing, the PACS (not running yet) at `pacs_port`, STOW-RS forwarded to it or not;
+/// `extra` adds tables.
+fn gateway_mode_toml(idp: &JwtIdp, pacs_port: u16, forward_stow: bool, extra: &str) -> String {
+    format!(
+        "[trust]\nown_ura = \"{TEST_URA}\"\nadmin_roles = [\"{ADMIN_ROLE}\"]\n{extra}\
+         [xds]\nenabled = true\nhome_community_id = \"urn:oid:1.2.3.4.5.17\"\n\
+         repository_unique_id = \"1.2.3.4.5.17.1\"\nsource_id = \"1.2.3.4.5.17.2\"\n\
+         organisation_name = \"Ziekenhuis Console\"\nquiet_secs = 1\n\
+         [pacs]\nae_title = \"{PACS_AE}\"\nhost = \"127.0.0.1\"\nport = {pacs_port}\n\
+         retrieve = \"c-get\"\nprobe_at_start = false\nforward_stow = {forward_stow}\n\
+         connect_timeout_secs = 2\n{}",
+        idp.config_toml()
+    )
+}
+
+/// The gateway started, its forwards tried once, a second after they are queued.
+async fn start_with_quick_forwards(toml: &str) -> Gateway {
+    let gw = Gateway::start(toml).await;
+    let gateway = gw.context().gateway.clone().expect("gateway mode");
+    gateway.pacs.forward.set_policy(RetryPolicy {
+        delays: vec![Duration::from_secs(1)],
+        max_attempts: 1,
+        poll: Duration::from_millis(200),
+    });
+    gw
+}
+
 async fn forward_states(gw: &Gateway) -> Vec<String> {
     gw.context()
         .index
@@ -99,24 +127,13 @@ async fn the_console_in_chromium_searches_follows_requeues_and_refuses_strangers
     let keys = tempfile::tempdir().unwrap();
     let idp = JwtIdp::new(keys.path(), "https://idp.test", "beeldbrug");
     let pacs_port = free_port();
-    let toml = format!(
-        "[trust]\nown_ura = \"{TEST_URA}\"\nadmin_roles = [\"{ADMIN_ROLE}\"]\n\
-         [cache]\nclient_wait_secs = 120\n\
-         [xds]\nenabled = true\nhome_community_id = \"urn:oid:1.2.3.4.5.17\"\n\
-         repository_unique_id = \"1.2.3.4.5.17.1\"\nsource_id = \"1.2.3.4.5.17.2\"\n\
-         organisation_name = \"Ziekenhuis Console\"\nquiet_secs = 1\n\
-         [pacs]\nae_title = \"{PACS_AE}\"\nhost = \"127.0.0.1\"\nport = {pacs_port}\n\
-         retrieve = \"c-get\"\nprobe_at_start = false\nforward_stow = true\nconnect_timeout_secs = 2\n\
-         {}",
-        idp.config_toml()
-    );
-    let gw = Gateway::start(&toml).await;
-    let gateway = gw.context().gateway.clone().expect("gateway mode");
-    gateway.pacs.forward.set_policy(RetryPolicy {
-        delays: vec![Duration::from_secs(1)],
-        max_attempts: 1,
-        poll: Duration::from_millis(200),
-    });
+    let gw = start_with_quick_forwards(&gateway_mode_toml(
+        &idp,
+        pacs_port,
+        true,
+        "[cache]\nclient_wait_secs = 120\n",
+    ))
+    .await;
 
     // A transfer of care arrives while the PACS is down: its forward jobs fail.
     let arriving = tempfile::tempdir().unwrap();
@@ -303,22 +320,7 @@ async fn the_console_follows_forwards_and_publications_and_cancels_a_forward() {
     let keys = tempfile::tempdir().unwrap();
     let idp = JwtIdp::new(keys.path(), "https://idp.test", "beeldbrug");
     let pacs_port = free_port();
-    let toml = format!(
-        "[trust]\nown_ura = \"{TEST_URA}\"\nadmin_roles = [\"{ADMIN_ROLE}\"]\n\
-         [xds]\nenabled = true\nhome_community_id = \"urn:oid:1.2.3.4.5.17\"\n\
-         repository_unique_id = \"1.2.3.4.5.17.1\"\nsource_id = \"1.2.3.4.5.17.2\"\norganisation_name = \"Ziekenhuis Console\"\nquiet_secs = 1\n\
-         [pacs]\nae_title = \"{PACS_AE}\"\nhost = \"127.0.0.1\"\nport = {pacs_port}\n\
-         retrieve = \"c-get\"\nprobe_at_start = false\nforward_stow = true\nconnect_timeout_secs = 2\n\
-         {}",
-        idp.config_toml()
-    );
-    let gw = Gateway::start(&toml).await;
-    let gateway = gw.context().gateway.clone().expect("gateway mode");
-    gateway.pacs.forward.set_policy(RetryPolicy {
-        delays: vec![Duration::from_secs(1)],
-        max_attempts: 1,
-        poll: Duration::from_millis(200),
-    });
+    let gw = start_with_quick_forwards(&gateway_mode_toml(&idp, pacs_port, true, "")).await;
 
     // Two studies (a CT of 6 slices, an MR of 4) arrive while the PACS is down: their
     // forward jobs fail; the publisher publishes both once they are quiet.
@@ -600,16 +602,7 @@ async fn a_failing_publication_shows_why_and_is_published_now_from_the_queues_pa
     let keys = tempfile::tempdir().unwrap();
     let idp = JwtIdp::new(keys.path(), "https://idp.test", "beeldbrug");
     let pacs_port = free_port();
-    let toml = format!(
-        "[trust]\nown_ura = \"{TEST_URA}\"\nadmin_roles = [\"{ADMIN_ROLE}\"]\n\
-         [xds]\nenabled = true\nhome_community_id = \"urn:oid:1.2.3.4.5.17\"\n\
-         repository_unique_id = \"1.2.3.4.5.17.1\"\nsource_id = \"1.2.3.4.5.17.2\"\norganisation_name = \"Ziekenhuis Console\"\nquiet_secs = 1\n\
-         [pacs]\nae_title = \"{PACS_AE}\"\nhost = \"127.0.0.1\"\nport = {pacs_port}\n\
-         retrieve = \"c-get\"\nprobe_at_start = false\nforward_stow = false\nconnect_timeout_secs = 2\n\
-         {}",
-        idp.config_toml()
-    );
-    let gw = Gateway::start(&toml).await;
+    let gw = Gateway::start(&gateway_mode_toml(&idp, pacs_port, false, "")).await;
     // A study arrives while the PACS is down: in gateway mode its publication asks the PACS
     // what it holds of the study, and fails.
     let arriving = tempfile::tempdir().unwrap();

@@ -16,7 +16,7 @@
 //      other study's forward runs to `complete` with every instance and byte;
 //   4. the kind filter shows forwards only; no console errors.
 // Screenshots go to --out. The last stdout line is one JSON object: {"ok": bool, "failures": [...], ...}.
-import { arg, open, signIn } from './harness.mjs';
+import { arg, finish, open, signIn } from './harness.mjs';
 
 const started = Date.now();
 const studies = (arg('studies', '') || '').split(',').filter(Boolean);
@@ -98,10 +98,5 @@ try {
   await context.close();
 } catch (e) {
   fail(`${e.name}: ${e.message}`);
-} finally {
-  await browser.close();
 }
-result.t_total_ms = Date.now() - started;
-result.ok = result.failures.length === 0;
-console.log(JSON.stringify(result));
-process.exit(result.ok ? 0 : 1);
+await finish(browser, result, started);

@@ -78,3 +78,12 @@ export async function signIn(browser, result, base, adminToken) {
   await page.getByRole('button', { name: 'Sign in' }).click();
   return { context, page };
 }
+
+// Close the browser and print the result as the last stdout line; exit 0 when nothing failed.
+export async function finish(browser, result, started) {
+  await browser.close();
+  result.t_total_ms = Date.now() - started;
+  result.ok = result.failures.length === 0;
+  console.log(JSON.stringify(result));
+  process.exit(result.ok ? 0 : 1);
+}

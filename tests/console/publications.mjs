@@ -13,7 +13,7 @@
 //      leaves the queue, and the transfers page has its publication complete, marked as asked
 //      for by the operator; no console errors.
 // Screenshots go to --out. The last stdout line is one JSON object: {"ok": bool, "failures": [...], ...}.
-import { arg, open, signIn } from './harness.mjs';
+import { arg, finish, open, signIn } from './harness.mjs';
 
 const started = Date.now();
 const study = arg('study', '');
@@ -61,10 +61,5 @@ try {
   await context.close();
 } catch (e) {
   fail(`${e.name}: ${e.message}`);
-} finally {
-  await browser.close();
 }
-result.t_total_ms = Date.now() - started;
-result.ok = result.failures.length === 0;
-console.log(JSON.stringify(result));
-process.exit(result.ok ? 0 : 1);
+await finish(browser, result, started);

@@ -13,7 +13,7 @@
 //   3. the second C-MOVE runs to `complete` with every instance;
 //   4. the kind filter shows sends only; no console errors.
 // Screenshots go to --out. The last stdout line is one JSON object: {"ok": bool, "failures": [...], ...}.
-import { arg, open, signIn } from './harness.mjs';
+import { arg, finish, open, signIn } from './harness.mjs';
 
 const started = Date.now();
 const cancelStudy = arg('cancel-study', '');
@@ -67,10 +67,5 @@ try {
   await context.close();
 } catch (e) {
   fail(`${e.name}: ${e.message}`);
-} finally {
-  await browser.close();
 }
-result.t_total_ms = Date.now() - started;
-result.ok = result.failures.length === 0;
-console.log(JSON.stringify(result));
-process.exit(result.ok ? 0 : 1);
+await finish(browser, result, started);
