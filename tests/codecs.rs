@@ -166,7 +166,7 @@ async fn wado_rs_decodes_every_stored_syntax() {
         );
 
         // Default syntax: Explicit VR Little Endian, decoded here (PS3.18 8.7.3.5.2).
-        let got = default_syntax_part(gw.http_port, &url, &name, dir.path()).await;
+        let got = default_syntax_part(gw.http_port, &url, name, dir.path()).await;
         entries.push(serde_json::json!({
             "source": field(instance, "source"),
             "got": got,
