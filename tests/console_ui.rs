@@ -36,6 +36,31 @@ const PACS_AE: &str = "PACS";
 /// The role the test configures as an admin role (`trust.admin_roles`).
 const ADMIN_ROLE: &str = "beheerder";
 
+/// The result a console script (`tests/console/SCRIPT`) printed as its last JSON line,
+/// checked: the script ran to the end and everything it checked on `page` held. `context`
+/// (a peer's log, what a DCMTK tool printed) goes into the message of a failure.
+fn passed(
+    script: &str,
+    page: &str,
+    (status, stdout, stderr): (Option<i32>, String, String),
+    context: &str,
+) -> Value {
+    let result: Value = stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| {
+            panic!("tests/console/{script} (exit {status:?}) printed no JSON\nstdout: {stdout}\nstderr: {stderr}\n{context}")
+        });
+    let pretty = serde_json::to_string_pretty(&result).unwrap();
+    assert!(
+        status == Some(0) && result["ok"] == Value::Bool(true),
+        "{page} in Chromium (exit {status:?}): {}\n\nfull result: {pretty}\nstderr: {stderr}\n{context}",
+        result["failures"]
+    );
+    result
+}
+
 fn require_setup() -> std::path::PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let install = "run `apt-get install -y chromium nodejs npm` and `npm ci` in tests/ohif (or `bash .ci/run`)";
@@ -201,23 +226,16 @@ async fn the_console_in_chromium_searches_follows_requeues_and_refuses_strangers
         "--timeout-ms".into(),
         "45000".into(),
     ];
-    let (status, stdout, stderr) =
-        tokio::task::spawn_blocking(move || common::ohif::run_node(&script_dir, &node_args))
-            .await
-            .unwrap();
-    let result: Value = stdout
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| {
-            panic!("tests/console/run.mjs (exit {status:?}) printed no JSON\nstdout: {stdout}\nstderr: {stderr}\nPACS: {}", pacs.log_tail())
-        });
-    let pretty = serde_json::to_string_pretty(&result).unwrap();
-    assert!(
-        status == Some(0) && result["ok"] == Value::Bool(true),
-        "the console in Chromium (exit {status:?}): {}\n\nfull result: {pretty}\nstderr: {stderr}",
-        result["failures"]
+    let run = tokio::task::spawn_blocking(move || common::ohif::run_node(&script_dir, &node_args))
+        .await
+        .unwrap();
+    let result = passed(
+        "run.mjs",
+        "the console",
+        run,
+        &format!("PACS: {}", pacs.log_tail()),
     );
+    let pretty = serde_json::to_string_pretty(&result).unwrap();
     eprintln!(
         "console: {} ms in the browser; screenshots in {}",
         result["t_total_ms"],
@@ -364,25 +382,18 @@ async fn the_console_follows_forwards_and_publications_and_cancels_a_forward() {
         "--timeout-ms".into(),
         "45000".into(),
     ];
-    let (status, stdout, stderr) = tokio::task::spawn_blocking(move || {
+    let run = tokio::task::spawn_blocking(move || {
         common::ohif::run_script(&script_dir, "forwards.mjs", &node_args)
     })
     .await
     .unwrap();
-    let result: Value = stdout
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| {
-            panic!("tests/console/forwards.mjs (exit {status:?}) printed no JSON\nstdout: {stdout}\nstderr: {stderr}\nPACS: {}", pacs.log_tail())
-        });
-    let pretty = serde_json::to_string_pretty(&result).unwrap();
-    assert!(
-        status == Some(0) && result["ok"] == Value::Bool(true),
-        "the transfers page in Chromium (exit {status:?}): {}\n\nfull result: {pretty}\nstderr: {stderr}\nPACS: {}",
-        result["failures"],
-        pacs.log_tail()
+    let result = passed(
+        "forwards.mjs",
+        "the transfers page",
+        run,
+        &format!("PACS: {}", pacs.log_tail()),
     );
+    let pretty = serde_json::to_string_pretty(&result).unwrap();
 
     // What the page showed happened: the completed study's jobs are done, the cancelled
     // one's unsent jobs failed as cancelled (to be re-queued), and the PACS holds exactly
@@ -532,25 +543,20 @@ async fn the_console_follows_a_c_move_to_a_slow_destination_and_cancels_one() {
         "--timeout-ms".into(),
         "45000".into(),
     ];
-    let (status, stdout, stderr) = tokio::task::spawn_blocking(move || {
+    let run = tokio::task::spawn_blocking(move || {
         common::ohif::run_script(&script_dir, "sends.mjs", &node_args)
     })
     .await
     .unwrap();
     let ((_, first), (_, second)) = moves.await.unwrap();
-    let result: Value = stdout
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| {
-            panic!("tests/console/sends.mjs (exit {status:?}) printed no JSON\nstdout: {stdout}\nstderr: {stderr}\nmovescu: {first}\n{second}")
-        });
-    let pretty = serde_json::to_string_pretty(&result).unwrap();
-    assert!(
-        status == Some(0) && result["ok"] == Value::Bool(true),
-        "the transfers page in Chromium (exit {status:?}): {}\n\nfull result: {pretty}\nstderr: {stderr}\nmovescu: {first}\n{second}\ndestination: {}",
-        result["failures"],
-        dest.log_tail()
+    passed(
+        "sends.mjs",
+        "the transfers page",
+        run,
+        &format!(
+            "movescu: {first}\n{second}\ndestination: {}",
+            dest.log_tail()
+        ),
     );
 
     // What the page showed happened: the requestor of the cancelled move got a Cancel
@@ -656,26 +662,19 @@ async fn a_failing_publication_shows_why_and_is_published_now_from_the_queues_pa
         "--timeout-ms".into(),
         "45000".into(),
     ];
-    let (status, stdout, stderr) = tokio::task::spawn_blocking(move || {
+    let run = tokio::task::spawn_blocking(move || {
         common::ohif::run_script(&script_dir, "publications.mjs", &node_args)
     })
     .await
     .unwrap();
     let pacs = pacs.await.expect("the PACS started");
-    let result: Value = stdout
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| {
-            panic!("tests/console/publications.mjs (exit {status:?}) printed no JSON\nstdout: {stdout}\nstderr: {stderr}\nPACS: {}", pacs.log_tail())
-        });
-    let pretty = serde_json::to_string_pretty(&result).unwrap();
-    assert!(
-        status == Some(0) && result["ok"] == Value::Bool(true),
-        "the queues page in Chromium (exit {status:?}): {}\n\nfull result: {pretty}\nstderr: {stderr}\nPACS: {}",
-        result["failures"],
-        pacs.log_tail()
+    let result = passed(
+        "publications.mjs",
+        "the queues page",
+        run,
+        &format!("PACS: {}", pacs.log_tail()),
     );
+    let pretty = serde_json::to_string_pretty(&result).unwrap();
     // What the page showed happened: the study is published, its failures cleared, and
     // the operator's request is on the record.
     let publication = gw.context().index.publication(&study).await.unwrap();
