@@ -61,6 +61,37 @@ fn passed(
     result
 }
 
+/// Where the console scripts put their screenshots (test artefacts).
+fn screenshots_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots")
+}
+
+/// A console script's arguments: the gateway's URL and an admin token of our organisation,
+/// the script's own `extra` ones, where screenshots go and its timeout.
+fn script_args(gw: &Gateway, idp: &JwtIdp, extra: &[(&str, String)]) -> Vec<String> {
+    let admin = mint_jwt(idp, |c| {
+        c["role"] = ADMIN_ROLE.into();
+        c.as_object_mut().unwrap().remove("bsn");
+    });
+    let mut args = vec![
+        "--base".to_string(),
+        format!("http://127.0.0.1:{}", gw.http_port),
+        "--admin-token".into(),
+        admin,
+    ];
+    for (flag, value) in extra {
+        args.push(flag.to_string());
+        args.push(value.clone());
+    }
+    args.extend([
+        "--out".into(),
+        screenshots_dir().display().to_string(),
+        "--timeout-ms".into(),
+        "45000".into(),
+    ]);
+    args
+}
+
 fn require_setup() -> std::path::PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let install = "run `apt-get install -y chromium nodejs npm` and `npm ci` in tests/ohif (or `bash .ci/run`)";
@@ -200,32 +231,19 @@ async fn the_console_in_chromium_searches_follows_requeues_and_refuses_strangers
     // And the one it cancels (patient A's CT).
     let cancel_study = study_of(true, "1.2.840.10008.5.1.4.1.1.2");
 
-    let admin = mint_jwt(&idp, |c| {
-        c["role"] = ADMIN_ROLE.into();
-        c.as_object_mut().unwrap().remove("bsn");
-    });
     let other = mint_jwt(&idp, |c| {
         c.as_object_mut().unwrap().remove("bsn");
     });
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
-    let node_args: Vec<String> = vec![
-        "--base".into(),
-        format!("http://127.0.0.1:{}", gw.http_port),
-        "--admin-token".into(),
-        admin,
-        "--other-token".into(),
-        other,
-        "--open-study".into(),
-        open_study,
-        "--transfer-study".into(),
-        transfer_study.clone(),
-        "--cancel-study".into(),
-        cancel_study.clone(),
-        "--out".into(),
-        out.display().to_string(),
-        "--timeout-ms".into(),
-        "45000".into(),
-    ];
+    let node_args = script_args(
+        &gw,
+        &idp,
+        &[
+            ("--other-token", other),
+            ("--open-study", open_study),
+            ("--transfer-study", transfer_study.clone()),
+            ("--cancel-study", cancel_study.clone()),
+        ],
+    );
     let run = tokio::task::spawn_blocking(move || common::ohif::run_node(&script_dir, &node_args))
         .await
         .unwrap();
@@ -239,7 +257,7 @@ async fn the_console_in_chromium_searches_follows_requeues_and_refuses_strangers
     eprintln!(
         "console: {} ms in the browser; screenshots in {}",
         result["t_total_ms"],
-        out.display()
+        screenshots_dir().display()
     );
 
     // What the UI showed happened: the re-queued jobs were sent to the PACS.
@@ -365,23 +383,7 @@ async fn the_console_follows_forwards_and_publications_and_cancels_a_forward() {
     let received = logs.path().join("received");
     let pacs = slow_storescp(pacs_port, PACS_AE, &received, logs.path(), 1).await;
 
-    let admin = mint_jwt(&idp, |c| {
-        c["role"] = ADMIN_ROLE.into();
-        c.as_object_mut().unwrap().remove("bsn");
-    });
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
-    let node_args: Vec<String> = vec![
-        "--base".into(),
-        format!("http://127.0.0.1:{}", gw.http_port),
-        "--admin-token".into(),
-        admin,
-        "--studies".into(),
-        studies.join(","),
-        "--out".into(),
-        out.display().to_string(),
-        "--timeout-ms".into(),
-        "45000".into(),
-    ];
+    let node_args = script_args(&gw, &idp, &[("--studies", studies.join(","))]);
     let run = tokio::task::spawn_blocking(move || {
         common::ohif::run_script(&script_dir, "forwards.mjs", &node_args)
     })
@@ -524,25 +526,14 @@ async fn the_console_follows_a_c_move_to_a_slow_destination_and_cancels_one() {
         let (a, b) = (cancel_study.clone(), complete_study.clone());
         tokio::task::spawn_blocking(move || (movescu(port, "DEST", &a), movescu(port, "DEST", &b)))
     };
-    let admin = mint_jwt(&idp, |c| {
-        c["role"] = ADMIN_ROLE.into();
-        c.as_object_mut().unwrap().remove("bsn");
-    });
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
-    let node_args: Vec<String> = vec![
-        "--base".into(),
-        format!("http://127.0.0.1:{}", gw.http_port),
-        "--admin-token".into(),
-        admin,
-        "--cancel-study".into(),
-        cancel_study.clone(),
-        "--complete-study".into(),
-        complete_study.clone(),
-        "--out".into(),
-        out.display().to_string(),
-        "--timeout-ms".into(),
-        "45000".into(),
-    ];
+    let node_args = script_args(
+        &gw,
+        &idp,
+        &[
+            ("--cancel-study", cancel_study.clone()),
+            ("--complete-study", complete_study.clone()),
+        ],
+    );
     let run = tokio::task::spawn_blocking(move || {
         common::ohif::run_script(&script_dir, "sends.mjs", &node_args)
     })
@@ -645,23 +636,7 @@ async fn a_failing_publication_shows_why_and_is_published_now_from_the_queues_pa
         })
     };
 
-    let admin = mint_jwt(&idp, |c| {
-        c["role"] = ADMIN_ROLE.into();
-        c.as_object_mut().unwrap().remove("bsn");
-    });
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
-    let node_args: Vec<String> = vec![
-        "--base".into(),
-        format!("http://127.0.0.1:{}", gw.http_port),
-        "--admin-token".into(),
-        admin,
-        "--study".into(),
-        study.clone(),
-        "--out".into(),
-        out.display().to_string(),
-        "--timeout-ms".into(),
-        "45000".into(),
-    ];
+    let node_args = script_args(&gw, &idp, &[("--study", study.clone())]);
     let run = tokio::task::spawn_blocking(move || {
         common::ohif::run_script(&script_dir, "publications.mjs", &node_args)
     })
