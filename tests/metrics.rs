@@ -190,6 +190,19 @@ async fn metrics_move_with_traffic_and_health_answers() {
     )
     .await;
     assert_ne!(metadata.status, 500, "{}", metadata.text());
+    // The study from the cache: the body breaks off at the lost instance, never a whole
+    // answer without it (PS3.18 8.7.1.2: no closing delimiter).
+    let whole = get(
+        gw.http_port,
+        &format!("/dicomweb/studies/{study}"),
+        "multipart/related; type=\"application/dicom\"",
+    )
+    .await;
+    assert_eq!(whole.status, 200, "{}", whole.text());
+    assert!(
+        !whole.body.ends_with(b"--\r\n"),
+        "a whole study answer without its lost instance"
+    );
     let counted = scrape(gw.http_port).await;
     assert!(value(&counted, "beeldbrug_missing_blobs_total") >= 2.0);
     gw.stop().await;

@@ -78,6 +78,27 @@ impl Stored {
         }
     }
 
+    /// Open the instance's local file without fetching it from object storage (call
+    /// [`ensure_local`](Self::ensure_local) first there): `Ok(None)` when it is missing,
+    /// with the repair note, as [`is_present`](Self::is_present) says. Cheap enough for a
+    /// connection's task when the file is there (one `open`).
+    pub fn open_local(&self, loc: &InstanceLocation) -> std::io::Result<Option<std::fs::File>> {
+        match self.blobs.open_local_blocking(&loc.blob_key) {
+            Ok(Some(file)) => Ok(Some(file)),
+            Ok(None) => {
+                crate::store::recovery::note_missing_blob(&loc.sop_instance_uid, &loc.blob_key);
+                Ok(None)
+            }
+            Err(e) => Err(std::io::Error::other(e)),
+        }
+    }
+
+    /// Whether instances must be made local ([`ensure_local`](Self::ensure_local)) before
+    /// [`open_local`](Self::open_local) finds them: blobs in object storage.
+    pub fn downloads(&self) -> bool {
+        self.blobs.is_object_storage()
+    }
+
     /// Open the instance for reading, blocking (from a blocking thread).
     pub fn open_blocking(&self, loc: &InstanceLocation) -> std::io::Result<std::fs::File> {
         self.blobs

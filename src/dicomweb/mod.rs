@@ -25,6 +25,7 @@ pub mod qido;
 pub mod qido_params;
 pub mod ranged;
 pub mod rendered;
+pub mod stored_parts;
 pub mod stow;
 pub mod transcode;
 pub mod wado;

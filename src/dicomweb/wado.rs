@@ -8,6 +8,7 @@ use super::json::{dataset_json, tag_key, BulkData};
 use super::media::{instance_choices, parse_accept, Framing, SyntaxRequest};
 use super::multipart;
 use super::producer::{self, SendError, MISSING_FILE};
+use super::stored_parts::{self, Ended, Feed, Feeder};
 use super::transcode::{plan, transcode_file, Plan};
 use super::{base_url, WebCaller, WebError, WebState};
 use crate::core::transfers::Tracked;
@@ -180,8 +181,16 @@ async fn retrieve(
         return single_instance(&state, retrieval.ticket, &headers, loc, &syntax).await;
     }
     let boundary = multipart::new_boundary();
-    let (tx, body) = multipart::channel_body();
     let content_type = multipart::content_type(&boundary, "application/dicom", None);
+    let as_stored = retrieval
+        .stored_syntaxes
+        .as_deref()
+        .is_some_and(|stored| stored.iter().all(|s| plan(s, &syntax) == Plan::AsStored));
+    if retrieval.from == "cache" && as_stored {
+        let body = from_cache_as_stored(&state, retrieval, boundary);
+        return Ok(([(header::CONTENT_TYPE, content_type)], body).into_response());
+    }
+    let (tx, body) = multipart::channel_body();
     tokio::spawn(async move {
         let Retrieval {
             mut instances,
@@ -214,6 +223,71 @@ async fn retrieve(
         ticket.finish(result, detail).await;
     });
     Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
+}
+
+/// A retrieve the cache answers with every instance as stored (a cache hit): the body reads
+/// the files itself on the connection's task ([`stored_parts`]); this task pages the index
+/// into it and writes the audit record when the body has ended.
+fn from_cache_as_stored(
+    state: &WebState,
+    retrieval: Retrieval,
+    boundary: String,
+) -> axum::body::Body {
+    let stored = state.core.stored().clone();
+    let Retrieval {
+        mut instances,
+        mut ticket,
+        sending,
+        ..
+    } = retrieval;
+    let progress = sending.as_ref().map(|s| s.tracked.clone());
+    let (feeder, body) = stored_parts::stored_parts(stored.clone(), boundary, progress);
+    tokio::spawn(async move {
+        let Feeder { batches, ended } = feeder;
+        loop {
+            let feed = match instances.next_batch().await {
+                Some(Ok(batch)) => {
+                    ticket.touch(&batch);
+                    if stored.downloads() {
+                        for loc in &batch {
+                            stored.ensure_local(loc).await;
+                        }
+                    }
+                    Feed::Batch(batch)
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "WADO-RS retrieve ended incomplete");
+                    Feed::Fail(e.to_string())
+                }
+                None => break,
+            };
+            let failed = matches!(feed, Feed::Fail(_));
+            if batches.send(feed).await.is_err() || failed {
+                break;
+            }
+        }
+        // The closed channel ends the body with the closing delimiter.
+        drop(batches);
+        let ended = ended.await.unwrap_or(Ended::Gone(0));
+        drop(instances);
+        let (result, sent, failure) = match ended {
+            Ended::Complete(n) => ("success", n, None),
+            Ended::Gone(n) => ("cancelled", n, Some("the client went away".to_string())),
+            Ended::Cancelled(n) => ("cancelled", n, Some(producer::CANCELLED.to_string())),
+            Ended::Failed(n, _) => (
+                "failure",
+                n,
+                Some(format!("ended broken after {n} instances")),
+            ),
+        };
+        if let Some(sending) = sending {
+            sending.finish(failure);
+        }
+        ticket
+            .finish(result, format!("{sent} instances sent"))
+            .await;
+    });
+    axum::body::Body::new(body)
 }
 
 /// `[dicomweb] wire_syntax`: when the client's Accept lists it and every instance is stored

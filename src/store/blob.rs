@@ -486,6 +486,23 @@ impl BlobStore {
         Ok(())
     }
 
+    /// The local copy of the blob of `key`, opened for reading without fetching it from
+    /// object storage; `Ok(None)` when there is none.
+    pub fn open_local_blocking(&self, key: &str) -> Result<Option<std::fs::File>, BlobError> {
+        check_key(key)?;
+        let path = self.path(key);
+        match std::fs::File::open(&path) {
+            Ok(file) => Ok(Some(file)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(&path)(e)),
+        }
+    }
+
+    /// Whether blobs live in object storage (a node reads its local copies, fetched on demand).
+    pub fn is_object_storage(&self) -> bool {
+        self.remote.is_some()
+    }
+
     pub fn open_read_blocking(&self, key: &str) -> Result<std::fs::File, BlobError> {
         check_key(key)?;
         if self.remote.is_some() {
