@@ -4,8 +4,9 @@
 //! `(request <id>)`). No patient data: an HTTP line names the route template
 //! (`/dicomweb/studies/{study}`), never the UIDs or the query string.
 //!
-//! Output: text, with colours only on a terminal, or JSON lines (`BEELDBRUG_LOG_FORMAT=json`);
-//! the filter is `BEELDBRUG_LOG` (default `info`). docs/operations.md lists the fields.
+//! Output: text, with colours only on a terminal, or JSON lines (`[log] format = "json"` or
+//! `BEELDBRUG_LOG_FORMAT=json`); the filter is `BEELDBRUG_LOG` (default `info`).
+//! docs/operations.md lists the fields. The subscriber is installed by `telemetry::init`.
 
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request};
@@ -93,20 +94,17 @@ fn random_hex() -> String {
     out
 }
 
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
+pub use crate::config::LogFormat;
 
 impl LogFormat {
-    /// `BEELDBRUG_LOG_FORMAT`: `text` (default) or `json`; anything else is an error.
-    pub fn from_env() -> Result<LogFormat, String> {
+    /// `BEELDBRUG_LOG_FORMAT` (`text` or `json`) when set, else `configured` (`[log] format`);
+    /// anything else is an error.
+    pub fn from_env_or(configured: LogFormat) -> Result<LogFormat, String> {
         match std::env::var("BEELDBRUG_LOG_FORMAT") {
-            Err(_) => Ok(LogFormat::Text),
+            Err(_) => Ok(configured),
             Ok(v) => match v.trim().to_ascii_lowercase().as_str() {
-                "" | "text" => Ok(LogFormat::Text),
+                "" => Ok(configured),
+                "text" => Ok(LogFormat::Text),
                 "json" => Ok(LogFormat::Json),
                 _ => Err(format!(
                     "BEELDBRUG_LOG_FORMAT={v:?}: expected \"text\" or \"json\""
@@ -116,22 +114,37 @@ impl LogFormat {
     }
 }
 
-/// Install the global subscriber on stderr: `BEELDBRUG_LOG` filter, the given format, ANSI
-/// colours only when stderr is a terminal.
-pub fn init(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("BEELDBRUG_LOG")
-        .unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+/// The log's filter: `BEELDBRUG_LOG` (an `EnvFilter` directive), default `info`.
+fn filter() -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::try_from_env("BEELDBRUG_LOG").unwrap_or_else(|_| "info".into())
+}
+
+/// The log's layer on stderr in `format`, ANSI colours only when stderr is a terminal, with
+/// its own filter ([`filter`]). It sees events only, so a line reads the same with or
+/// without the spans of `telemetry` (which `BEELDBRUG_LOG` does not filter).
+pub fn layer<S>(format: LogFormat) -> Box<dyn tracing_subscriber::Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    use tracing_subscriber::filter::FilterExt;
+    use tracing_subscriber::Layer;
+    let events_only = filter().and(tracing_subscriber::filter::filter_fn(|meta| {
+        meta.is_event()
+    }));
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     match format {
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
-        LogFormat::Json => builder
+        LogFormat::Text => layer
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_filter(events_only)
+            .boxed(),
+        LogFormat::Json => layer
             .json()
             .flatten_event(true)
             .with_current_span(false)
+            .with_span_list(false)
             .with_ansi(false)
-            .init(),
+            .with_filter(events_only)
+            .boxed(),
     }
 }
 
@@ -220,8 +233,15 @@ pub async fn http_requests(mut request: Request, next: Next) -> Response<Body> {
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "(no route)".into());
     request.extensions_mut().insert(RequestId(id.clone()));
-    let response = next.run(request).await;
+    // The trace of the request (`telemetry`): its root span, continuing the caller's
+    // `traceparent`; it ends with the response body.
+    let span = crate::telemetry::http_request(&method, &route, request.headers());
+    let response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
     let (mut parts, body) = response.into_parts();
+    span.record("http.response.status_code", parts.status.as_u16());
+    if parts.status.is_server_error() {
+        crate::telemetry::failed(&span);
+    }
     if let Ok(v) = HeaderValue::from_str(&id) {
         parts.headers.insert(REQUEST_ID_HEADER, v);
     }
@@ -233,6 +253,7 @@ pub async fn http_requests(mut request: Request, next: Next) -> Response<Body> {
         bytes: 0,
         started,
         logged: false,
+        span,
     };
     Response::from_parts(parts, Body::new(CountedBody { inner: body, line }))
 }
@@ -246,6 +267,8 @@ struct RequestLine {
     bytes: u64,
     started: Instant,
     logged: bool,
+    /// The request's root span, closed when the line is dropped (after the body).
+    span: tracing::Span,
 }
 
 impl RequestLine {
@@ -292,7 +315,10 @@ impl HttpBody for CountedBody {
                 }
             }
             Poll::Ready(None) => self.line.log(true),
-            Poll::Ready(Some(Err(_))) => self.line.log(false),
+            Poll::Ready(Some(Err(_))) => {
+                crate::telemetry::failed(&self.line.span);
+                self.line.log(false)
+            }
             Poll::Pending => {}
         }
         polled

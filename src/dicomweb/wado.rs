@@ -182,37 +182,42 @@ async fn retrieve(
     let boundary = multipart::new_boundary();
     let (tx, body) = multipart::channel_body();
     let content_type = multipart::content_type(&boundary, "application/dicom", None);
-    tokio::spawn(async move {
-        let Retrieval {
-            mut instances,
-            mut ticket,
-            from,
-            sending,
-            ..
-        } = retrieval;
-        let progress = sending.as_ref().map(|s| s.tracked.clone());
-        let out = Out {
-            syntax: &syntax,
-            boundary: &boundary,
-            tx: &tx,
-            progress,
-        };
-        let (result, sent) = send_instances(&state, &mut instances, &mut ticket, &out).await;
-        // A fetch whose last follower leaves is cancelled: before the record is written.
-        drop(instances);
-        if let Some(sending) = sending {
-            sending.finish(match result {
-                "success" => None,
-                "cancelled" => Some("the client went away".into()),
-                _ => Some(format!("ended broken after {sent} instances")),
-            });
-        }
-        let mut detail = format!("{sent} instances sent");
-        if from != "cache" {
-            detail.push_str(&format!(", streamed from the {from}"));
-        }
-        ticket.finish(result, detail).await;
-    });
+    // The sending task stays in the request's span (`telemetry`).
+    let span = tracing::Span::current();
+    tokio::spawn(tracing::Instrument::instrument(
+        async move {
+            let Retrieval {
+                mut instances,
+                mut ticket,
+                from,
+                sending,
+                ..
+            } = retrieval;
+            let progress = sending.as_ref().map(|s| s.tracked.clone());
+            let out = Out {
+                syntax: &syntax,
+                boundary: &boundary,
+                tx: &tx,
+                progress,
+            };
+            let (result, sent) = send_instances(&state, &mut instances, &mut ticket, &out).await;
+            // A fetch whose last follower leaves is cancelled: before the record is written.
+            drop(instances);
+            if let Some(sending) = sending {
+                sending.finish(match result {
+                    "success" => None,
+                    "cancelled" => Some("the client went away".into()),
+                    _ => Some(format!("ended broken after {sent} instances")),
+                });
+            }
+            let mut detail = format!("{sent} instances sent");
+            if from != "cache" {
+                detail.push_str(&format!(", streamed from the {from}"));
+            }
+            ticket.finish(result, detail).await;
+        },
+        span,
+    ));
     Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
 }
 

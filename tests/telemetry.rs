@@ -1,0 +1,310 @@
+//! Traces of the real binary (issue 16 item 3): `beeldbrug serve` in gateway mode in front of
+//! DCMTK dcmqrscp (a real PACS, retrieving by C-GET), exporting by OTLP/HTTP to a receiver
+//! that decodes the protobuf with the official `opentelemetry-proto` messages
+//! (tests/otlp/receiver.py), and writing its log as JSON lines (`[log] format = "json"`).
+//!
+//! - A WADO-RS retrieve that carries a caller's W3C `traceparent` is one trace with the
+//!   caller's trace id: the request's server span (child of the caller's span), the PACS's
+//!   C-GET client span under it and one C-STORE sub-operation span per instance under that;
+//!   the audit record of the retrieve names the same trace id.
+//! - A QIDO-RS search without `traceparent` starts a trace of its own, which holds the PACS's
+//!   C-FIND; its audit record names that trace.
+//! - Every line of the log is a JSON object.
+
+mod common;
+
+use beeldbrug::store::index::{AuditRecord, SqliteIndex};
+use beeldbrug::store::Index;
+use common::dcmqrscp::Dcmqrscp;
+use common::gateway_mode::{pacs_toml, AS_STORED};
+use serde_json::Value as Json;
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const AE: &str = "DCMQRSCP";
+
+/// A child process killed when dropped.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The OTLP receiver on a free port: (process, port).
+fn receiver(out: &Path) -> (Killed, u16) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/otlp/receiver.py");
+    let mut child = Command::new("python3")
+        .arg(script)
+        .arg(out)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start tests/otlp/receiver.py");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line.trim().parse().unwrap_or_else(|_| {
+        panic!("receiver.py printed {line:?} (pip install opentelemetry-proto==1.45.2)")
+    });
+    (Killed(child), port)
+}
+
+/// `beeldbrug serve` with `toml`, stderr to `stderr`: (process, DIMSE port, HTTP port).
+fn serve(config: &Path, stderr: &Path) -> (Killed, u16, u16) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_beeldbrug"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .env_remove("BEELDBRUG_LOG")
+        .env_remove("BEELDBRUG_LOG_FORMAT")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(stderr).unwrap())
+        .spawn()
+        .expect("start beeldbrug serve");
+    // "beeldbrug: DIMSE on 127.0.0.1:P, HTTP on 127.0.0.1:Q"
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = |label: &str| -> u16 {
+        let rest = line
+            .split(label)
+            .nth(1)
+            .unwrap_or_else(|| panic!("no {label} in {line:?}"));
+        let addr = rest.split([',', '\n']).next().unwrap().trim();
+        addr.rsplit(':').next().unwrap().parse().unwrap()
+    };
+    let (dimse, http) = (port("DIMSE on "), port("HTTP on "));
+    (Killed(child), dimse, http)
+}
+
+/// One exported span as the receiver wrote it.
+#[derive(Debug, Clone)]
+struct Span {
+    trace_id: String,
+    span_id: String,
+    parent: String,
+    name: String,
+    kind: String,
+    status: String,
+    service: String,
+}
+
+fn spans(file: &Path) -> Vec<Span> {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    text.lines()
+        .map(|l| {
+            let v: Json = serde_json::from_str(l).unwrap();
+            let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+            Span {
+                trace_id: s("trace_id"),
+                span_id: s("span_id"),
+                parent: s("parent_span_id"),
+                name: s("name"),
+                kind: s("kind"),
+                status: s("status"),
+                service: s("service"),
+            }
+        })
+        .collect()
+}
+
+/// The spans of one trace by span id.
+fn trace(all: &[Span], trace_id: &str) -> BTreeMap<String, Span> {
+    all.iter()
+        .filter(|s| s.trace_id == trace_id)
+        .map(|s| (s.span_id.clone(), s.clone()))
+        .collect()
+}
+
+/// Whether `ancestor` is `span`'s parent, grandparent, ... within `trace`.
+fn descends(trace: &BTreeMap<String, Span>, span: &Span, ancestor: &str) -> bool {
+    let mut at = span.parent.clone();
+    while let Some(parent) = trace.get(&at) {
+        if parent.span_id == ancestor {
+            return true;
+        }
+        at = parent.parent.clone();
+    }
+    false
+}
+
+async fn audit_records(data_dir: &Path) -> Vec<AuditRecord> {
+    let url = format!("sqlite://{}", data_dir.join("index.db").display());
+    let index = SqliteIndex::open(&url).await.unwrap();
+    let records = index.audit_records(0, 10_000).await.unwrap();
+    index.close().await;
+    records
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_trace_per_transfer_across_protocols_and_in_the_audit_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = common::generate(&dir.path().join("src"), false);
+    let pacs = Dcmqrscp::start(dir.path(), AE, &[], &[]).await;
+    let loaded = files.clone();
+    let pacs = tokio::task::spawn_blocking(move || {
+        pacs.load(&loaded);
+        pacs
+    })
+    .await
+    .unwrap();
+    let exported: PathBuf = dir.path().join("spans.jsonl");
+    let (_receiver, otlp_port) = receiver(&exported);
+
+    let data_dir = dir.path().join("data");
+    let config = dir.path().join("beeldbrug.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[dimse]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
+             [storage]\ndata_dir = \"{}\"\n[log]\nformat = \"json\"\n\
+             [telemetry]\notlp_endpoint = \"http://127.0.0.1:{otlp_port}\"\n\
+             service_name = \"beeldbrug-test\"\n{}",
+            data_dir.display(),
+            pacs_toml(AE, pacs.port, "c-get", "")
+        ),
+    )
+    .unwrap();
+    let stderr = dir.path().join("stderr.log");
+    let (mut gateway, _, http_port) = serve(&config, &stderr);
+
+    // The caller's trace: its trace id and the id of its (client) span.
+    let caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let caller_span = "00f067aa0ba902b7";
+    let study = &files[0].study_uid;
+    let in_study = files.iter().filter(|f| &f.study_uid == study).count();
+    let path = format!("/dicomweb/studies/{study}");
+    let traceparent = format!("00-{caller_trace}-{caller_span}-01");
+    let r = common::http::request(
+        http_port,
+        "GET",
+        &path,
+        &[("Accept", AS_STORED), ("traceparent", &traceparent)],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        common::http::multipart_parts(&r).len(),
+        in_study,
+        "the study through the gateway"
+    );
+    // A search without traceparent: a trace of the gateway's own.
+    let patient = &files[0].patient_id;
+    let r = common::http::get(
+        http_port,
+        &format!("/dicomweb/studies?PatientID={patient}"),
+        "application/dicom+json",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // The batch exporter sends every few seconds: both requests' root spans arrive without a
+    // stop. (The WADO-RS span ends once the fetch behind it has made the study durable in the
+    // cache, a moment after the response.)
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let roots = |all: &[Span]| {
+        all.iter()
+            .any(|s| s.trace_id == caller_trace && s.name == "GET /dicomweb/studies/{study}")
+            && all
+                .iter()
+                .any(|s| s.name == "GET /dicomweb/studies" && s.parent.is_empty())
+    };
+    while !roots(&spans(&exported)) {
+        assert!(
+            Instant::now() < deadline,
+            "the requests' spans were not exported: {:#?}",
+            spans(&exported)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // SIGTERM: whatever is still queued is exported before the process ends.
+    let _ = Command::new("kill")
+        .args(["-TERM", &gateway.0.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while gateway.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let all = spans(&exported);
+    assert!(
+        all.iter().all(|s| s.service == "beeldbrug-test"),
+        "service.name from [telemetry]"
+    );
+
+    // The WADO-RS retrieve: one trace, the caller's.
+    let wado_trace = trace(&all, caller_trace);
+    let server = wado_trace
+        .values()
+        .find(|s| s.name == "GET /dicomweb/studies/{study}")
+        .unwrap_or_else(|| panic!("no WADO-RS span in the caller's trace: {all:#?}"));
+    assert_eq!(server.kind, "SPAN_KIND_SERVER");
+    assert_eq!(server.parent, caller_span, "child of the caller's span");
+    let gets: Vec<&Span> = wado_trace.values().filter(|s| s.name == "C-GET").collect();
+    assert_eq!(gets.len(), 1, "one C-GET to the PACS: {wado_trace:#?}");
+    let get = gets[0];
+    assert_eq!(get.kind, "SPAN_KIND_CLIENT");
+    assert_ne!(get.status, "STATUS_CODE_ERROR");
+    assert!(
+        descends(&wado_trace, get, &server.span_id),
+        "the C-GET belongs to the WADO-RS request: {wado_trace:#?}"
+    );
+    let sub_operations = wado_trace
+        .values()
+        .filter(|s| s.name == "C-STORE" && s.parent == get.span_id)
+        .count();
+    assert_eq!(
+        sub_operations, in_study,
+        "one sub-operation span per instance under the C-GET"
+    );
+
+    // The QIDO-RS search: a trace of its own, holding the C-FIND.
+    let qido = all
+        .iter()
+        .find(|s| s.name == "GET /dicomweb/studies" && s.parent.is_empty())
+        .unwrap_or_else(|| panic!("no QIDO-RS root span: {all:#?}"));
+    assert_ne!(qido.trace_id, caller_trace);
+    let qido_trace = trace(&all, &qido.trace_id);
+    assert!(
+        qido_trace
+            .values()
+            .any(|s| s.name == "C-FIND" && descends(&qido_trace, s, &qido.span_id)),
+        "the C-FIND belongs to the QIDO-RS request: {qido_trace:#?}"
+    );
+
+    // The audit records name the traces.
+    let records = audit_records(&data_dir).await;
+    let of = |operation: &str| -> Vec<&AuditRecord> {
+        records
+            .iter()
+            .filter(|r| r.operation == operation)
+            .collect()
+    };
+    let retrieves = of("WADO-RS");
+    assert_eq!(retrieves.len(), 1, "{records:#?}");
+    assert_eq!(retrieves[0].trace_id, caller_trace);
+    let searches = of("QIDO-RS");
+    assert_eq!(searches.len(), 1, "{records:#?}");
+    assert_eq!(searches[0].trace_id, qido.trace_id);
+
+    // The log: JSON lines only, the request lines among them.
+    let log = std::fs::read_to_string(&stderr).unwrap();
+    let lines: Vec<Json> = log
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["message"] == "http request" && l["route"] == "/dicomweb/studies/{study}"),
+        "{log}"
+    );
+    drop(pacs);
+}
