@@ -65,8 +65,8 @@
 //! - [`clock`]: the wall clock (RFC 3339 and Unix seconds) every record and queue reads.
 //! - [`metrics`]: the Prometheus metrics every layer counts (one line per call site) and
 //!   their text for `GET /metrics`.
-//! - [`oplog`]: the log's layer and the operations log (one line per association and request).
-//! - [`telemetry`]: the subscriber, and traces: spans across protocols exported by OTLP.
+//! - [`oplog`]: the operations log (one line per association and request).
+//! - [`telemetry`]: the subscriber: the log's format, and traces across protocols (OTLP).
 //! - [`testdata`]: the deterministic synthetic-study generator used by tests and benchmarks
 //!   (`test-data/README.md` says why it lives here and how to make data).
 

@@ -26,7 +26,7 @@ fn main() -> std::process::ExitCode {
         _ => None,
     };
     let configured = config.as_ref().map(|c| c.log.format).unwrap_or_default();
-    let format = match beeldbrug::oplog::LogFormat::from_env_or(configured) {
+    let format = match beeldbrug::telemetry::LogFormat::from_env_or(configured) {
         Ok(format) => format,
         Err(e) => {
             eprintln!("beeldbrug: {e}");

@@ -6,7 +6,7 @@
 //!
 //! Output: text, with colours only on a terminal, or JSON lines (`[log] format = "json"` or
 //! `BEELDBRUG_LOG_FORMAT=json`); the filter is `BEELDBRUG_LOG` (default `info`).
-//! docs/operations.md lists the fields. The subscriber is installed by `telemetry::init`.
+//! docs/operations.md lists the fields. The subscriber and the log's layer are in `telemetry`.
 
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request};
@@ -14,7 +14,6 @@ use axum::http::{HeaderValue, Response};
 use axum::middleware::Next;
 use bytes::Bytes;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
-use std::io::IsTerminal;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -92,60 +91,6 @@ fn random_hex() -> String {
         out.push_str(&format!("{:016x}", h.finish()));
     }
     out
-}
-
-pub use crate::config::LogFormat;
-
-impl LogFormat {
-    /// `BEELDBRUG_LOG_FORMAT` (`text` or `json`) when set, else `configured` (`[log] format`);
-    /// anything else is an error.
-    pub fn from_env_or(configured: LogFormat) -> Result<LogFormat, String> {
-        match std::env::var("BEELDBRUG_LOG_FORMAT") {
-            Err(_) => Ok(configured),
-            Ok(v) => match v.trim().to_ascii_lowercase().as_str() {
-                "" => Ok(configured),
-                "text" => Ok(LogFormat::Text),
-                "json" => Ok(LogFormat::Json),
-                _ => Err(format!(
-                    "BEELDBRUG_LOG_FORMAT={v:?}: expected \"text\" or \"json\""
-                )),
-            },
-        }
-    }
-}
-
-/// The log's filter: `BEELDBRUG_LOG` (an `EnvFilter` directive), default `info`.
-fn filter() -> tracing_subscriber::EnvFilter {
-    tracing_subscriber::EnvFilter::try_from_env("BEELDBRUG_LOG").unwrap_or_else(|_| "info".into())
-}
-
-/// The log's layer on stderr in `format`, ANSI colours only when stderr is a terminal, with
-/// its own filter ([`filter`]). It sees events only, so a line reads the same with or
-/// without the spans of `telemetry` (which `BEELDBRUG_LOG` does not filter).
-pub fn layer<S>(format: LogFormat) -> Box<dyn tracing_subscriber::Layer<S> + Send + Sync>
-where
-    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
-{
-    use tracing_subscriber::filter::FilterExt;
-    use tracing_subscriber::Layer;
-    let events_only = filter().and(tracing_subscriber::filter::filter_fn(|meta| {
-        meta.is_event()
-    }));
-    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => layer
-            .with_ansi(std::io::stderr().is_terminal())
-            .with_filter(events_only)
-            .boxed(),
-        LogFormat::Json => layer
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
-            .with_ansi(false)
-            .with_filter(events_only)
-            .boxed(),
-    }
 }
 
 /// A new request id: unique within this process and, with the start time in it, across

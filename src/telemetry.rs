@@ -1,5 +1,6 @@
-//! Traces (issue 16 item 3): one trace per transfer across protocols, as OpenTelemetry spans
-//! exported by OTLP over HTTP/protobuf when `[telemetry] otlp_endpoint` is set.
+//! The subscriber: the log (text or JSON lines, `[log] format`) and traces (issue 16 item 3),
+//! one trace per transfer across protocols, as OpenTelemetry spans exported by OTLP over
+//! HTTP/protobuf when `[telemetry] otlp_endpoint` is set.
 //!
 //! The spans are `tracing` spans (target `beeldbrug::trace`); `tracing-opentelemetry` turns
 //! them into OpenTelemetry spans and the SDK's batch processor posts them to the collector.
@@ -13,8 +14,8 @@
 //! Without an endpoint no span is enabled: the `info_span!`s cost a check of a static.
 //! docs/operations.md, "Traces", has the configuration and the span names.
 
+pub use crate::config::LogFormat;
 use crate::config::TelemetryConfig;
-use crate::oplog::LogFormat;
 use opentelemetry::propagation::TextMapPropagator as _;
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry::Context;
@@ -23,6 +24,7 @@ use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use opentelemetry_sdk::Resource;
+use std::io::IsTerminal;
 use std::time::Duration;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::layer::SubscriberExt;
@@ -57,7 +59,7 @@ impl Telemetry {
     }
 }
 
-/// Install the global subscriber: the operations log in `format` (`oplog::layer`) and, with
+/// Install the global subscriber: the log in `format` ([`log_layer`]) and, with
 /// an OTLP endpoint configured, the OpenTelemetry layer for our spans. Exports run on
 /// `runtime` (the SDK's batch thread hands each one over).
 pub fn init(
@@ -78,7 +80,7 @@ pub fn init(
             .with_filter(spans)
     });
     tracing_subscriber::registry()
-        .with(crate::oplog::layer(format))
+        .with(log_layer(format))
         .with(otel)
         .try_init()
         .map_err(|e| TelemetryError::Subscriber(e.to_string()))?;
@@ -237,6 +239,58 @@ pub fn inject(headers: &mut axum::http::HeaderMap) {
     }
     let context: Context = span.context();
     propagator().inject_context(&context, &mut HeaderInjector(headers));
+}
+
+impl LogFormat {
+    /// `BEELDBRUG_LOG_FORMAT` (`text` or `json`) when set, else `configured` (`[log] format`);
+    /// anything else is an error.
+    pub fn from_env_or(configured: LogFormat) -> Result<LogFormat, String> {
+        match std::env::var("BEELDBRUG_LOG_FORMAT") {
+            Err(_) => Ok(configured),
+            Ok(v) => match v.trim().to_ascii_lowercase().as_str() {
+                "" => Ok(configured),
+                "text" => Ok(LogFormat::Text),
+                "json" => Ok(LogFormat::Json),
+                _ => Err(format!(
+                    "BEELDBRUG_LOG_FORMAT={v:?}: expected \"text\" or \"json\""
+                )),
+            },
+        }
+    }
+}
+
+/// The log's filter: `BEELDBRUG_LOG` (an `EnvFilter` directive), default `info`.
+fn filter() -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::try_from_env("BEELDBRUG_LOG").unwrap_or_else(|_| "info".into())
+}
+
+/// The log's layer on stderr in `format`, ANSI colours only when stderr is a terminal, with
+/// its own filter ([`filter`]). It sees events only, so a line reads the same with or
+/// without the spans of `telemetry` (which `BEELDBRUG_LOG` does not filter).
+pub fn log_layer<S>(format: LogFormat) -> Box<dyn tracing_subscriber::Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    use tracing_subscriber::filter::FilterExt;
+    use tracing_subscriber::Layer;
+    let events_only = filter().and(tracing_subscriber::filter::filter_fn(|meta| {
+        meta.is_event()
+    }));
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => layer
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_filter(events_only)
+            .boxed(),
+        LogFormat::Json => layer
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .with_ansi(false)
+            .with_filter(events_only)
+            .boxed(),
+    }
 }
 
 fn propagator() -> TraceContextPropagator {
