@@ -9,6 +9,8 @@
 //!   the audit record of the retrieve names the same trace id.
 //! - A QIDO-RS search without `traceparent` starts a trace of its own, which holds the PACS's
 //!   C-FIND; its audit record names that trace.
+//! - A C-FIND on an association (DCMTK findscu) is a trace of its own too, named in its audit
+//!   record.
 //! - Every line of the log is a JSON object.
 
 mod common;
@@ -171,7 +173,7 @@ async fn one_trace_per_transfer_across_protocols_and_in_the_audit_record() {
     )
     .unwrap();
     let stderr = dir.path().join("stderr.log");
-    let (mut gateway, _, http_port) = serve(&config, &stderr);
+    let (mut gateway, dimse_port, http_port) = serve(&config, &stderr);
 
     // The caller's trace: its trace id and the id of its (client) span.
     let caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -204,6 +206,33 @@ async fn one_trace_per_transfer_across_protocols_and_in_the_audit_record() {
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
 
+    // A C-FIND on an association (answered from the cache): a trace per operation.
+    let dimse_port = dimse_port.to_string();
+    let study_key = format!("StudyInstanceUID={study}");
+    let out = tokio::task::block_in_place(|| {
+        common::dcmtk(
+            "findscu",
+            &[
+                "-S",
+                "-aet",
+                "FINDSCU",
+                "-aec",
+                "BEELDBRUG",
+                "-k",
+                "QueryRetrieveLevel=STUDY",
+                "-k",
+                &study_key,
+                "127.0.0.1",
+                &dimse_port,
+            ],
+        )
+    });
+    assert!(
+        out.status.success(),
+        "findscu: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // The batch exporter sends every few seconds: both requests' root spans arrive without a
     // stop. (The WADO-RS span ends once the fetch behind it has made the study durable in the
     // cache, a moment after the response.)
@@ -214,6 +243,9 @@ async fn one_trace_per_transfer_across_protocols_and_in_the_audit_record() {
             && all
                 .iter()
                 .any(|s| s.name == "GET /dicomweb/studies" && s.parent.is_empty())
+            && all
+                .iter()
+                .any(|s| s.name == "C-FIND" && s.parent.is_empty())
     };
     while !roots(&spans(&exported)) {
         assert!(
@@ -278,6 +310,13 @@ async fn one_trace_per_transfer_across_protocols_and_in_the_audit_record() {
         "the C-FIND belongs to the QIDO-RS request: {qido_trace:#?}"
     );
 
+    // The C-FIND on the association: a root span of its own (a server span).
+    let find = all
+        .iter()
+        .find(|s| s.name == "C-FIND" && s.parent.is_empty())
+        .unwrap_or_else(|| panic!("no DIMSE C-FIND root span: {all:#?}"));
+    assert_eq!(find.kind, "SPAN_KIND_SERVER");
+
     // The audit records name the traces.
     let records = audit_records(&data_dir).await;
     let of = |operation: &str| -> Vec<&AuditRecord> {
@@ -292,6 +331,9 @@ async fn one_trace_per_transfer_across_protocols_and_in_the_audit_record() {
     let searches = of("QIDO-RS");
     assert_eq!(searches.len(), 1, "{records:#?}");
     assert_eq!(searches[0].trace_id, qido.trace_id);
+    let finds = of("C-FIND");
+    assert_eq!(finds.len(), 1, "{records:#?}");
+    assert_eq!(finds[0].trace_id, find.trace_id);
 
     // The log: JSON lines only, the request lines among them.
     let log = std::fs::read_to_string(&stderr).unwrap();
