@@ -155,8 +155,10 @@ impl opentelemetry_http::HttpClient for OtlpClient {
 /// The root span of one HTTP request, continuing the trace of the caller's `traceparent`
 /// (W3C Trace Context) when it sent one. `route` is the route template (no UIDs).
 pub fn http_request(method: &str, route: &str, headers: &axum::http::HeaderMap) -> tracing::Span {
+    // A root whatever span is current: its parent is the caller's, if any.
     let span = tracing::info_span!(
         target: TARGET,
+        parent: None,
         "http request",
         otel.name = %format_args!("{method} {route}"),
         otel.kind = "server",
@@ -166,7 +168,8 @@ pub fn http_request(method: &str, route: &str, headers: &axum::http::HeaderMap) 
         otel.status_code = tracing::field::Empty,
     );
     if !span.is_disabled() {
-        let parent = propagator().extract(&HeaderExtractor(headers));
+        // On an empty context: `extract` alone falls back to the current one.
+        let parent = propagator().extract_with_context(&Context::new(), &HeaderExtractor(headers));
         if parent.span().span_context().is_valid() {
             let _ = span.set_parent(parent);
         }
@@ -178,6 +181,7 @@ pub fn http_request(method: &str, route: &str, headers: &axum::http::HeaderMap) 
 pub fn dimse_operation(operation: &str, calling_ae: &str) -> tracing::Span {
     tracing::info_span!(
         target: TARGET,
+        parent: None,
         "dimse operation",
         otel.name = %operation,
         otel.kind = "server",
@@ -312,6 +316,56 @@ mod tests {
         assert_eq!(c.traces_url(), "https://collector/v1/traces");
         assert!(c.enabled());
         assert!(!TelemetryConfig::default().enabled());
+    }
+
+    /// With the OpenTelemetry layer (a provider without exporter): a request's span continues
+    /// the caller's `traceparent`, and an outgoing call from within it carries the same
+    /// trace id with the id of our span (`peer_call`) as parent.
+    #[test]
+    fn traceparent_is_continued_and_passed_on() {
+        let provider = SdkTracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry().with(
+            tracing_opentelemetry::layer()
+                .with_tracer(provider.tracer("test"))
+                .with_filter(
+                    tracing_subscriber::filter::Targets::new()
+                        .with_target(TARGET, tracing::Level::INFO),
+                ),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            let mut incoming = axum::http::HeaderMap::new();
+            incoming.insert(
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+                    .parse()
+                    .unwrap(),
+            );
+            let request = http_request("POST", "/xca/retrieve", &incoming);
+            assert_eq!(
+                trace_id(&request).as_deref(),
+                Some("4bf92f3577b34da6a3ce929d0e0e4736")
+            );
+            let _in_request = request.enter();
+            assert_eq!(current_trace_id(), trace_id(&request));
+            let call = peer_call("CrossGatewayRetrieveImagingDocumentSet", "peer");
+            let _in_call = call.enter();
+            let mut outgoing = axum::http::HeaderMap::new();
+            inject(&mut outgoing);
+            let sent = outgoing["traceparent"].to_str().unwrap().to_string();
+            let parts: Vec<&str> = sent.split('-').collect();
+            assert_eq!(parts.len(), 4, "{sent}");
+            assert_eq!(parts[1], "4bf92f3577b34da6a3ce929d0e0e4736", "same trace");
+            let call_span = call.context().span().span_context().span_id().to_string();
+            assert_eq!(parts[2], call_span, "our call's span is the peer's parent");
+            assert_ne!(parts[2], "00f067aa0ba902b7");
+            assert_eq!(parts[3], "01", "sampled");
+
+            // A request without traceparent starts a trace of its own.
+            let fresh = http_request("GET", "/dicomweb/studies", &axum::http::HeaderMap::new());
+            let id = trace_id(&fresh).expect("a new trace");
+            assert_eq!(id.len(), 32);
+            assert_ne!(id, "4bf92f3577b34da6a3ce929d0e0e4736");
+        });
     }
 
     #[test]
