@@ -11,6 +11,9 @@
 //! - nothing is left in `tmp/` and the deletion queue is empty;
 //! - WADO-RS serves the indexed version's bytes.
 //!
+//! A node's start on a shared store leaves unindexed files younger than
+//! `storage.orphan_grace_secs` (another node's ingest about to commit) and sweeps older ones.
+//!
 //! On SQLite with the filesystem, and on PostgreSQL. `SOAK_SECS` sets the
 //! total time under load (default 40 s per backend); `benches/soak.sh` runs it longer.
 
