@@ -307,9 +307,14 @@ pub fn resolve_key(name: &str) -> anyhow::Result<(Tag, VR)> {
     }
 }
 
-pub async fn run(cli: Cli) -> anyhow::Result<()> {
+/// Run the command. `loaded` is `serve`'s configuration when the caller has read it already
+/// (main.rs reads it first: the log format and telemetry are set up from it).
+pub async fn run(cli: Cli, loaded: Option<Config>) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { config } => serve(config.as_deref()).await,
+        Command::Serve { config } => match loaded {
+            Some(loaded) => serve(loaded).await,
+            None => serve(Config::load(config.as_deref())?).await,
+        },
         Command::Echo(peer) => {
             let status = scu::echo(&peer.options()).await?;
             println!("C-ECHO {}: {}", peer.aec, status::describe(status));
@@ -383,8 +388,7 @@ fn ensure_success(status: u16) -> anyhow::Result<()> {
     }
 }
 
-async fn serve(config: Option<&Path>) -> anyhow::Result<()> {
-    let config = Config::load(config)?;
+async fn serve(config: Config) -> anyhow::Result<()> {
     let grace = std::time::Duration::from_secs(config.server.shutdown_grace_secs);
     let mut signals = ShutdownSignals::new()?;
     let running = crate::server::start(config).await?;

@@ -64,6 +64,74 @@ pub struct Config {
     /// The XCA-I initiating gateway: other hospitals' gateways as a source (off by default).
     #[serde(default)]
     pub remote: RemoteConfig,
+    /// The operations log's format (`BEELDBRUG_LOG_FORMAT` overrides it).
+    #[serde(default)]
+    pub log: LogConfig,
+    /// Traces: OpenTelemetry spans exported by OTLP/HTTP (off by default).
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+}
+
+/// `[log]`: the operations log (`oplog`). The filter stays `BEELDBRUG_LOG`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` (coloured only on a terminal) or `json` (one JSON object a line).
+    pub format: LogFormat,
+}
+
+/// The operations log's format, as configured.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// `[telemetry]`: one trace per transfer across protocols (`crate::telemetry`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// The OpenTelemetry collector's OTLP/HTTP base URL (`http://collector:4318`); spans go
+    /// to `<endpoint>/v1/traces` as protobuf. Empty: no spans are made or exported.
+    pub otlp_endpoint: String,
+    /// `service.name` of the exported spans (one per node is clearer: `beeldbrug-node1`).
+    pub service_name: String,
+    /// Share of new traces recorded (0.0 to 1.0); a trace begun by a caller's `traceparent`
+    /// follows the caller's sampling decision.
+    pub sample_ratio: f64,
+    /// Seconds an export may take before it is given up (the spans are dropped).
+    pub timeout_secs: u64,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            otlp_endpoint: String::new(),
+            service_name: "beeldbrug".into(),
+            sample_ratio: 1.0,
+            timeout_secs: 10,
+        }
+    }
+}
+
+impl TelemetryConfig {
+    /// Whether spans are exported at all.
+    pub fn enabled(&self) -> bool {
+        !self.otlp_endpoint.trim().is_empty()
+    }
+
+    /// The URL the spans are posted to: the endpoint with `/v1/traces` (OTLP/HTTP's path for
+    /// traces) unless it names that path already.
+    pub fn traces_url(&self) -> String {
+        let base = self.otlp_endpoint.trim().trim_end_matches('/');
+        if base.ends_with("/v1/traces") {
+            base.to_string()
+        } else {
+            format!("{base}/v1/traces")
+        }
+    }
 }
 
 /// `[server]`: what concerns both listeners.
@@ -212,6 +280,17 @@ pub struct StorageConfig {
     pub blobs: String,
     #[serde(default)]
     pub s3: S3Config,
+    /// The orphan sweep at start (`store::recovery`) takes only blob files older than this,
+    /// in seconds before the start, for orphans: on nodes sharing the store, a file another
+    /// node has just written is not indexed yet. 0 for a store of one node alone.
+    #[serde(default = "default_orphan_grace_secs")]
+    pub orphan_grace_secs: u64,
+}
+
+/// As long as a replaced version's file is kept (`store::delete::SUPERSEDED_GRACE`): the
+/// longest a file may wait for its index row, with room for the nodes' clocks.
+fn default_orphan_grace_secs() -> u64 {
+    120
 }
 
 /// A parsed `s3://bucket/prefix` URL.
@@ -272,7 +351,8 @@ pub struct S3Config {
     /// Retries of a failed request (with backoff) within `timeout_secs`.
     pub max_retries: usize,
     /// The orphan sweep leaves objects younger than this (before the sweep's start): another
-    /// node may have uploaded one whose index row it is about to commit.
+    /// node may have uploaded one whose index row it is about to commit. On top of
+    /// `storage.orphan_grace_secs`: an allowance for the bucket's clock.
     pub orphan_grace_secs: u64,
 }
 
@@ -427,6 +507,19 @@ impl Config {
             return Err(invalid(
                 "dicomweb.public_url",
                 format!("{public:?} is not an http(s) URL"),
+            ));
+        }
+        let otlp = self.telemetry.otlp_endpoint.trim();
+        if !(otlp.is_empty() || otlp.starts_with("http://") || otlp.starts_with("https://")) {
+            return Err(invalid(
+                "telemetry.otlp_endpoint",
+                format!("{otlp:?} is not an http(s) URL"),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.telemetry.sample_ratio) {
+            return Err(invalid(
+                "telemetry.sample_ratio",
+                "must be between 0.0 and 1.0".into(),
             ));
         }
         if let Some(pacs) = &self.pacs {
@@ -701,5 +794,25 @@ mod tests {
         .unwrap();
         assert_eq!(c.peer("STORESCP").unwrap().port, 4242);
         assert!(c.peer("OTHER").is_none());
+    }
+
+    #[test]
+    fn log_format_and_telemetry_parse_and_are_checked() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.log.format, LogFormat::Text);
+        assert!(!c.telemetry.enabled(), "traces are off by default");
+        assert_eq!(c.storage.orphan_grace_secs, 120);
+        let c = Config::from_toml(
+            "[log]\nformat = \"json\"\n[telemetry]\notlp_endpoint = \"http://127.0.0.1:4318\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.log.format, LogFormat::Json);
+        assert_eq!(c.telemetry.traces_url(), "http://127.0.0.1:4318/v1/traces");
+        let err = Config::from_toml("[log]\nformat = \"xml\"").unwrap_err();
+        assert!(err.to_string().contains("format"), "{err}");
+        let err = Config::from_toml("[telemetry]\notlp_endpoint = \"collector:4317\"").unwrap_err();
+        assert!(err.to_string().contains("telemetry.otlp_endpoint"), "{err}");
+        let err = Config::from_toml("[telemetry]\nsample_ratio = 1.5").unwrap_err();
+        assert!(err.to_string().contains("telemetry.sample_ratio"), "{err}");
     }
 }

@@ -65,7 +65,8 @@
 //! - [`clock`]: the wall clock (RFC 3339 and Unix seconds) every record and queue reads.
 //! - [`metrics`]: the Prometheus metrics every layer counts (one line per call site) and
 //!   their text for `GET /metrics`.
-//! - [`oplog`]: logging setup and the operations log (one line per association and request).
+//! - [`oplog`]: the operations log (one line per association and request).
+//! - [`telemetry`]: the subscriber: the log's format, and traces across protocols (OTLP).
 //! - [`testdata`]: the deterministic synthetic-study generator used by tests and benchmarks
 //!   (`test-data/README.md` says why it lives here and how to make data).
 
@@ -91,6 +92,7 @@ pub mod server;
 pub mod sop;
 pub mod status;
 pub mod store;
+pub mod telemetry;
 pub mod testdata;
 pub mod transcode;
 pub mod trust;

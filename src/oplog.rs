@@ -4,8 +4,9 @@
 //! `(request <id>)`). No patient data: an HTTP line names the route template
 //! (`/dicomweb/studies/{study}`), never the UIDs or the query string.
 //!
-//! Output: text, with colours only on a terminal, or JSON lines (`BEELDBRUG_LOG_FORMAT=json`);
-//! the filter is `BEELDBRUG_LOG` (default `info`). docs/operations.md lists the fields.
+//! Output: text, with colours only on a terminal, or JSON lines (`[log] format = "json"` or
+//! `BEELDBRUG_LOG_FORMAT=json`); the filter is `BEELDBRUG_LOG` (default `info`).
+//! docs/operations.md lists the fields. The subscriber and the log's layer are in `telemetry`.
 
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request};
@@ -13,7 +14,6 @@ use axum::http::{HeaderValue, Response};
 use axum::middleware::Next;
 use bytes::Bytes;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
-use std::io::IsTerminal;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -91,48 +91,6 @@ fn random_hex() -> String {
         out.push_str(&format!("{:016x}", h.finish()));
     }
     out
-}
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-impl LogFormat {
-    /// `BEELDBRUG_LOG_FORMAT`: `text` (default) or `json`; anything else is an error.
-    pub fn from_env() -> Result<LogFormat, String> {
-        match std::env::var("BEELDBRUG_LOG_FORMAT") {
-            Err(_) => Ok(LogFormat::Text),
-            Ok(v) => match v.trim().to_ascii_lowercase().as_str() {
-                "" | "text" => Ok(LogFormat::Text),
-                "json" => Ok(LogFormat::Json),
-                _ => Err(format!(
-                    "BEELDBRUG_LOG_FORMAT={v:?}: expected \"text\" or \"json\""
-                )),
-            },
-        }
-    }
-}
-
-/// Install the global subscriber on stderr: `BEELDBRUG_LOG` filter, the given format, ANSI
-/// colours only when stderr is a terminal.
-pub fn init(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("BEELDBRUG_LOG")
-        .unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_ansi(false)
-            .init(),
-    }
 }
 
 /// A new request id: unique within this process and, with the start time in it, across
@@ -220,8 +178,15 @@ pub async fn http_requests(mut request: Request, next: Next) -> Response<Body> {
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "(no route)".into());
     request.extensions_mut().insert(RequestId(id.clone()));
-    let response = next.run(request).await;
+    // The trace of the request (`telemetry`): its root span, continuing the caller's
+    // `traceparent`; it ends with the response body.
+    let span = crate::telemetry::http_request(&method, &route, request.headers());
+    let response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
     let (mut parts, body) = response.into_parts();
+    span.record("http.response.status_code", parts.status.as_u16());
+    if parts.status.is_server_error() {
+        crate::telemetry::failed(&span);
+    }
     if let Ok(v) = HeaderValue::from_str(&id) {
         parts.headers.insert(REQUEST_ID_HEADER, v);
     }
@@ -233,6 +198,7 @@ pub async fn http_requests(mut request: Request, next: Next) -> Response<Body> {
         bytes: 0,
         started,
         logged: false,
+        span,
     };
     Response::from_parts(parts, Body::new(CountedBody { inner: body, line }))
 }
@@ -246,6 +212,8 @@ struct RequestLine {
     bytes: u64,
     started: Instant,
     logged: bool,
+    /// The request's root span, closed when the line is dropped (after the body).
+    span: tracing::Span,
 }
 
 impl RequestLine {
@@ -292,7 +260,10 @@ impl HttpBody for CountedBody {
                 }
             }
             Poll::Ready(None) => self.line.log(true),
-            Poll::Ready(Some(Err(_))) => self.line.log(false),
+            Poll::Ready(Some(Err(_))) => {
+                crate::telemetry::failed(&self.line.span);
+                self.line.log(false)
+            }
             Poll::Pending => {}
         }
         polled

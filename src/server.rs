@@ -265,15 +265,20 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let shutdown = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
     // Files of instance versions a crash left unindexed (store::recovery): in the
-    // background, only those older than this start (an ingest of ours is newer). One of the
-    // tasks, so a stop waits for it (or cuts it short) and nothing holds the index after.
+    // background, only those older than this start (an ingest of ours is newer) less
+    // `storage.orphan_grace_secs`. One of the tasks, so a stop waits for it (or cuts it
+    // short) and nothing holds the index after.
     {
         let (index, blobs) = (context.index.clone(), context.blobs.clone());
         let token = shutdown.clone();
+        // Older than the grace, too: another node sharing the store may have written a
+        // file just before this start whose row it has not committed yet.
+        let grace = std::time::Duration::from_secs(config.storage.orphan_grace_secs);
+        let cutoff = started.checked_sub(grace).unwrap_or(std::time::UNIX_EPOCH);
         tasks.spawn(async move {
             tokio::select! {
                 _ = token.cancelled() => {}
-                swept = crate::store::recovery::recover(index.as_ref(), &blobs, started) => {
+                swept = crate::store::recovery::recover(index.as_ref(), &blobs, cutoff) => {
                     if let Err(e) = swept {
                         tracing::warn!(error = %e, "blob store recovery (orphan sweep) failed");
                     }

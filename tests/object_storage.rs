@@ -221,7 +221,12 @@ async fn resend_supersedes_and_orphans_are_swept_from_the_bucket() {
     let s3 = S3Server::start(dir.path()).await;
     s3.create_bucket(BUCKET).await;
     let data_dir = dir.path().join("gateway");
-    let toml = s3.storage_toml(BUCKET, PREFIX);
+    // One node alone: its start's sweep may take orphans of any age (no other node writes).
+    let toml = s3.storage_toml(BUCKET, PREFIX).replacen(
+        "[storage]\n",
+        "[storage]\norphan_grace_secs = 0\n",
+        1,
+    );
     let gw = Gateway::start_in(&data_dir, &toml).await;
     let files = generate(&dir.path().join("data"), false);
     let ct = files[0].clone();

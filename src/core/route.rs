@@ -103,9 +103,12 @@ impl Core {
             let (follower, _) =
                 self.fetches
                     .join(selection, reported, source.name(), move |fetch| {
-                        tokio::spawn(
+                        // The fetch belongs to the trace of the request that started it
+                        // (`telemetry`); requests that join it later have traces of their own.
+                        tokio::spawn(tracing::Instrument::instrument(
                             async move { core.drive(fetch, source, reported, caller).await },
-                        );
+                            tracing::Span::current(),
+                        ));
                     });
             return Ok(Answer::Fetch(follower));
         }

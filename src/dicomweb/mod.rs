@@ -163,6 +163,8 @@ where
             .extensions
             .get::<crate::oplog::RequestId>()
             .map(|r| r.0.clone());
+        // The request's root span (`oplog::http_requests`) is the current span here.
+        caller.trace_id = crate::telemetry::current_trace_id();
         caller.correlation_id = parts
             .headers
             .get(crate::oplog::CORRELATION_HEADER)

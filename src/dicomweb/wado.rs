@@ -191,37 +191,42 @@ async fn retrieve(
         return Ok(([(header::CONTENT_TYPE, content_type)], body).into_response());
     }
     let (tx, body) = multipart::channel_body();
-    tokio::spawn(async move {
-        let Retrieval {
-            mut instances,
-            mut ticket,
-            from,
-            sending,
-            ..
-        } = retrieval;
-        let progress = sending.as_ref().map(|s| s.tracked.clone());
-        let out = Out {
-            syntax: &syntax,
-            boundary: &boundary,
-            tx: &tx,
-            progress,
-        };
-        let (result, sent) = send_instances(&state, &mut instances, &mut ticket, &out).await;
-        // A fetch whose last follower leaves is cancelled: before the record is written.
-        drop(instances);
-        if let Some(sending) = sending {
-            sending.finish(match result {
-                "success" => None,
-                "cancelled" => Some("the client went away".into()),
-                _ => Some(format!("ended broken after {sent} instances")),
-            });
-        }
-        let mut detail = format!("{sent} instances sent");
-        if from != "cache" {
-            detail.push_str(&format!(", streamed from the {from}"));
-        }
-        ticket.finish(result, detail).await;
-    });
+    // The sending task stays in the request's span (`telemetry`).
+    let span = tracing::Span::current();
+    tokio::spawn(tracing::Instrument::instrument(
+        async move {
+            let Retrieval {
+                mut instances,
+                mut ticket,
+                from,
+                sending,
+                ..
+            } = retrieval;
+            let progress = sending.as_ref().map(|s| s.tracked.clone());
+            let out = Out {
+                syntax: &syntax,
+                boundary: &boundary,
+                tx: &tx,
+                progress,
+            };
+            let (result, sent) = send_instances(&state, &mut instances, &mut ticket, &out).await;
+            // A fetch whose last follower leaves is cancelled: before the record is written.
+            drop(instances);
+            if let Some(sending) = sending {
+                sending.finish(match result {
+                    "success" => None,
+                    "cancelled" => Some("the client went away".into()),
+                    _ => Some(format!("ended broken after {sent} instances")),
+                });
+            }
+            let mut detail = format!("{sent} instances sent");
+            if from != "cache" {
+                detail.push_str(&format!(", streamed from the {from}"));
+            }
+            ticket.finish(result, detail).await;
+        },
+        span,
+    ));
     Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
 }
 
@@ -242,51 +247,56 @@ fn from_cache_as_stored(
     } = retrieval;
     let progress = sending.as_ref().map(|s| s.tracked.clone());
     let (feeder, body) = stored_parts::stored_parts(stored.clone(), boundary, progress);
-    tokio::spawn(async move {
-        let Feeder { batches, ended } = feeder;
-        loop {
-            let feed = match instances.next_batch().await {
-                Some(Ok(batch)) => {
-                    ticket.touch(&batch);
-                    if stored.downloads() {
-                        for loc in &batch {
-                            stored.ensure_local(loc).await;
+    // The paging task stays in the request's span (`telemetry`): the audit record's trace id.
+    let span = tracing::Span::current();
+    tokio::spawn(tracing::Instrument::instrument(
+        async move {
+            let Feeder { batches, ended } = feeder;
+            loop {
+                let feed = match instances.next_batch().await {
+                    Some(Ok(batch)) => {
+                        ticket.touch(&batch);
+                        if stored.downloads() {
+                            for loc in &batch {
+                                stored.ensure_local(loc).await;
+                            }
                         }
+                        Feed::Batch(batch)
                     }
-                    Feed::Batch(batch)
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "WADO-RS retrieve ended incomplete");
+                        Feed::Fail(e.to_string())
+                    }
+                    None => break,
+                };
+                let failed = matches!(feed, Feed::Fail(_));
+                if batches.send(feed).await.is_err() || failed {
+                    break;
                 }
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "WADO-RS retrieve ended incomplete");
-                    Feed::Fail(e.to_string())
-                }
-                None => break,
-            };
-            let failed = matches!(feed, Feed::Fail(_));
-            if batches.send(feed).await.is_err() || failed {
-                break;
             }
-        }
-        // The closed channel ends the body with the closing delimiter.
-        drop(batches);
-        let ended = ended.await.unwrap_or(Ended::Gone(0));
-        drop(instances);
-        let (result, sent, failure) = match ended {
-            Ended::Complete(n) => ("success", n, None),
-            Ended::Gone(n) => ("cancelled", n, Some("the client went away".to_string())),
-            Ended::Cancelled(n) => ("cancelled", n, Some(producer::CANCELLED.to_string())),
-            Ended::Failed(n, _) => (
-                "failure",
-                n,
-                Some(format!("ended broken after {n} instances")),
-            ),
-        };
-        if let Some(sending) = sending {
-            sending.finish(failure);
-        }
-        ticket
-            .finish(result, format!("{sent} instances sent"))
-            .await;
-    });
+            // The closed channel ends the body with the closing delimiter.
+            drop(batches);
+            let ended = ended.await.unwrap_or(Ended::Gone(0));
+            drop(instances);
+            let (result, sent, failure) = match ended {
+                Ended::Complete(n) => ("success", n, None),
+                Ended::Gone(n) => ("cancelled", n, Some("the client went away".to_string())),
+                Ended::Cancelled(n) => ("cancelled", n, Some(producer::CANCELLED.to_string())),
+                Ended::Failed(n, _) => (
+                    "failure",
+                    n,
+                    Some(format!("ended broken after {n} instances")),
+                ),
+            };
+            if let Some(sending) = sending {
+                sending.finish(failure);
+            }
+            ticket
+                .finish(result, format!("{sent} instances sent"))
+                .await;
+        },
+        span,
+    ));
     axum::body::Body::new(body)
 }
 

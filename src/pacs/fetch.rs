@@ -24,6 +24,7 @@ use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_object::InMemDicomObject;
 use std::time::Duration;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 // A fetch's report and sink are the core's, shared by every source, and so is handing on
 // and indexing what a cache fill stored.
@@ -125,6 +126,33 @@ pub async fn get(
     compressed: bool,
     sink: &Sink<'_>,
 ) -> Result<FetchReport, PacsError> {
+    let span = crate::telemetry::peer_call("C-GET", &pacs.config.ae_title);
+    traced(get_untraced(pacs, selection, compressed, sink), span).await
+}
+
+/// Run a C-GET or C-MOVE in its span (`telemetry::peer_call`), marked failed on an error or
+/// a failure status.
+async fn traced(
+    retrieve: impl std::future::Future<Output = Result<FetchReport, PacsError>>,
+    span: tracing::Span,
+) -> Result<FetchReport, PacsError> {
+    let result = retrieve.instrument(span.clone()).await;
+    let failed = match &result {
+        Ok(report) => status::category(report.status) == Category::Failure,
+        Err(_) => true,
+    };
+    if failed {
+        crate::telemetry::failed(&span);
+    }
+    result
+}
+
+async fn get_untraced(
+    pacs: &Pacs,
+    selection: &Selection,
+    compressed: bool,
+    sink: &Sink<'_>,
+) -> Result<FetchReport, PacsError> {
     let model = sop::STUDY_ROOT_GET;
     let mut contexts = vec![model_context(model)];
     contexts.extend(storage_contexts(&pacs.config.transfer_syntaxes, compressed));
@@ -194,7 +222,12 @@ async fn get_responses(
             }
             event = assoc.next_event() => match event? {
                 Event::Command { context_id, command } if command.field == CommandField::CStoreRq => {
-                    let status = receive(assoc, context_id, &command, &fill).await?;
+                    // One span per sub-operation (PS3.4 C.4.3.3: a C-STORE on this association).
+                    let span = crate::telemetry::sub_operation("C-STORE");
+                    let status = receive(assoc, context_id, &command, &fill)
+                        .instrument(span.clone())
+                        .await?;
+                    span.record("dicom.status", status);
                     let rsp = CommandSet::response_to(&command, CommandField::CStoreRsp, status);
                     assoc.send_command(context_id, &rsp).await?;
                 }
@@ -245,6 +278,15 @@ pub async fn move_(
     selection: &Selection,
     sink: &Sink<'_>,
 ) -> Result<FetchReport, PacsError> {
+    let span = crate::telemetry::peer_call("C-MOVE", &pacs.config.ae_title);
+    traced(move_untraced(pacs, selection, sink), span).await
+}
+
+async fn move_untraced(
+    pacs: &Pacs,
+    selection: &Selection,
+    sink: &Sink<'_>,
+) -> Result<FetchReport, PacsError> {
     let model = sop::STUDY_ROOT_MOVE;
     let mut conn = pacs
         .connect(&[model_context(model)])
@@ -291,7 +333,10 @@ pub async fn move_(
                 // to a final response that came after it.
                 biased;
                 Some(one) = filled.recv() => {
-                    match take_moved(one, selection, sink, &to_index).await {
+                    // A sub-operation of ours (PS3.4 C.4.2.3: a C-STORE our SCP took in),
+                    // in a span of its own as it is handed on.
+                    let span = crate::telemetry::sub_operation("C-STORE");
+                    match take_moved(one, selection, sink, &to_index).instrument(span).await {
                         Taken::HandedOn => report.received += 1,
                         Taken::NotStored => not_stored += 1,
                         Taken::Foreign => {}

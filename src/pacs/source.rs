@@ -12,6 +12,7 @@ use crate::model::query::{Level, Match, Query};
 use crate::model::Selection;
 use crate::store::{BlobStore, Index};
 use std::sync::Arc;
+use tracing::Instrument;
 
 /// The name the PACS goes by in logs, audit details and error messages.
 pub const NAME: &str = "local PACS";
@@ -100,14 +101,22 @@ impl Source for PacsSource {
 
     async fn find(&self, query: &Query, window: usize) -> Result<Vec<Match>, SourceError> {
         let started = std::time::Instant::now();
-        let result = self.pacs.find(query, window).await;
+        let span = crate::telemetry::peer_call("C-FIND", &self.pacs.config.ae_title);
+        let result = self.pacs.find(query, window).instrument(span.clone()).await;
+        if result.is_err() {
+            crate::telemetry::failed(&span);
+        }
         traffic("find", &result, started);
         Ok(result?)
     }
 
     async fn count(&self, selection: &Selection) -> Result<u64, SourceError> {
         let started = std::time::Instant::now();
-        let result = self.pacs.count(selection).await;
+        let span = crate::telemetry::peer_call("C-FIND", &self.pacs.config.ae_title);
+        let result = self.pacs.count(selection).instrument(span.clone()).await;
+        if result.is_err() {
+            crate::telemetry::failed(&span);
+        }
         traffic("count", &result, started);
         Ok(result?)
     }

@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
+use tracing::Instrument;
 
 /// The files of our TLS client side.
 #[derive(Debug, Clone)]
@@ -57,7 +58,8 @@ impl PeerClient {
     }
 
     /// POST a SOAP 1.2 message with `action` to `url` of `peer`, the exchange's correlation
-    /// id also as an HTTP header (`oplog::CORRELATION_HEADER`); the answer's head once it
+    /// id also as an HTTP header (`oplog::CORRELATION_HEADER`) and the trace's `traceparent`
+    /// (`telemetry`); the answer's head once it
     /// arrives (within the timeout), its body to be read by the caller.
     pub async fn post_soap(
         &self,
@@ -131,21 +133,31 @@ impl PeerClient {
                     format!("application/soap+xml; charset=UTF-8; action=\"{action}\""),
                 )
                 .header(crate::oplog::CORRELATION_HEADER, correlation)
-                .body(Full::new(Bytes::from(envelope)))
-                .map_err(|e| RemoteError::Config(e.to_string()))?;
+                .body(Full::new(Bytes::from(envelope)));
+            let mut request = request.map_err(|e| RemoteError::Config(e.to_string()))?;
+            // W3C Trace Context: the peer's spans join our trace (`telemetry`).
+            crate::telemetry::inject(request.headers_mut());
             sender
                 .send_request(request)
                 .await
                 .map_err(|e| RemoteError::Unreachable(format!("{host}:{port}: {e}")))
         };
-        tokio::time::timeout(self.timeout, call)
-            .await
-            .map_err(|_| {
-                RemoteError::Timeout(format!(
-                    "{} did not answer within {} s",
-                    peer.name,
-                    self.timeout.as_secs()
-                ))
-            })?
+        // A span per call until the answer's head (`telemetry`), named by the action's last
+        // part (`CrossGatewayRetrieveImagingDocumentSet`, `CrossGatewayQuery`, ...).
+        let name = action.rsplit([':', '/']).next().unwrap_or(action);
+        let span = crate::telemetry::peer_call(name, &peer.name);
+        let answer = tokio::time::timeout(self.timeout, call)
+            .instrument(span.clone())
+            .await;
+        if !matches!(&answer, Ok(Ok(r)) if r.status().is_success()) {
+            crate::telemetry::failed(&span);
+        }
+        answer.map_err(|_| {
+            RemoteError::Timeout(format!(
+                "{} did not answer within {} s",
+                peer.name,
+                self.timeout.as_secs()
+            ))
+        })?
     }
 }

@@ -10,9 +10,10 @@
 //!   is queued in `blob_deletion` in the same transaction, removed by `store::delete::sweep`.
 //!
 //! The orphan sweep only considers files modified before a cutoff — the start of this
-//! process — so that it never takes the file of an ingest running now (renamed into place,
-//! its row about to commit) for an orphan. Gateways sharing one blob directory must not run
-//! it while another node ingests (object storage sweeps by listing age the same way).
+//! process less `[storage] orphan_grace_secs` (default 120 s) — so that it never takes the
+//! file of an ingest running now (renamed into place, its row about to commit) for an
+//! orphan: neither one of this process (newer than its start) nor one another node sharing
+//! the blob directory or bucket wrote just before this start (younger than the grace).
 
 use super::{BlobStore, Index, IndexError};
 use std::collections::BTreeSet;

@@ -63,6 +63,10 @@ pub struct Caller {
     /// `CorrelationID` header): as the calling gateway sent it, or ours for an outgoing
     /// call. Recorded in the audit record (`correlation_id`).
     pub correlation_id: Option<String>,
+    /// The W3C trace id of the operation's trace (`telemetry`: the HTTP request's or DIMSE
+    /// operation's root span), when traces are exported. Recorded in the audit record
+    /// (`trace_id`).
+    pub trace_id: Option<String>,
 }
 
 impl Caller {
@@ -630,6 +634,7 @@ impl Trust {
             patient_ids: outcome.patient_ids,
             study_uids: outcome.study_uids,
             correlation_id: caller.correlation_id.clone().unwrap_or_default(),
+            trace_id: caller.trace_id.clone().unwrap_or_default(),
         };
         self.audit.record(entry).await
     }

@@ -36,6 +36,7 @@ use crate::trust::tls::{TlsPeer, TlsState};
 use crate::trust::{Caller, Trust};
 use admission::{Admission, Closed, Full, Limits, Pending, Slot};
 use dicom_ul::pdu::{AssociationRQ, PresentationContextProposed, PresentationContextResultReason};
+use std::borrow::Cow;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -43,6 +44,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 /// Everything an SCP handler (and a DICOMweb handler: `dicomweb::WebState`) may use: the
 /// core, through which every query, retrieve and store goes, and the trust layer for who
@@ -428,6 +430,20 @@ enum Ending {
     ShutDown,
 }
 
+/// The root span of one operation on the association (`telemetry`) and the caller whose
+/// audit record names its trace (the association's own when the operation is not traced).
+fn traced<'a>(operation: &str, caller: &'a Caller) -> (tracing::Span, Cow<'a, Caller>) {
+    let span = crate::telemetry::dimse_operation(operation, &caller.ae_title);
+    match crate::telemetry::trace_id(&span) {
+        Some(id) => {
+            let mut traced = caller.clone();
+            traced.trace_id = Some(id);
+            (span, Cow::Owned(traced))
+        }
+        None => (span, Cow::Borrowed(caller)),
+    }
+}
+
 async fn serve_association(
     ctx: &ScpContext,
     assoc: &mut Association,
@@ -447,19 +463,31 @@ async fn serve_association(
                 }
                 CommandField::CStoreRq => {
                     activity.store += 1;
-                    store::handle(ctx, assoc, context_id, &command, stores).await?
+                    let span = crate::telemetry::dimse_operation("C-STORE", &caller.ae_title);
+                    store::handle(ctx, assoc, context_id, &command, stores)
+                        .instrument(span)
+                        .await?
                 }
                 CommandField::CFindRq => {
                     activity.find += 1;
-                    find::handle(ctx, assoc, context_id, &command, caller).await?
+                    let (span, caller) = traced("C-FIND", caller);
+                    find::handle(ctx, assoc, context_id, &command, &caller)
+                        .instrument(span)
+                        .await?
                 }
                 CommandField::CMoveRq => {
                     activity.move_ += 1;
-                    move_::handle(ctx, assoc, context_id, &command, caller).await?
+                    let (span, caller) = traced("C-MOVE", caller);
+                    move_::handle(ctx, assoc, context_id, &command, &caller)
+                        .instrument(span)
+                        .await?
                 }
                 CommandField::CGetRq => {
                     activity.get += 1;
-                    get::handle(ctx, assoc, context_id, &command, caller).await?
+                    let (span, caller) = traced("C-GET", caller);
+                    get::handle(ctx, assoc, context_id, &command, &caller)
+                        .instrument(span)
+                        .await?
                 }
                 // A cancel that arrives after its operation finished is ignored (PS3.7 9.3.2.3).
                 CommandField::CCancelRq => {}

@@ -38,6 +38,10 @@ pub struct AuditRecord {
     /// exchange had none (and in every record written before migration 9).
     #[serde(default)]
     pub correlation_id: String,
+    /// The W3C trace id of the operation's trace (`telemetry`); empty without one (tracing
+    /// off, and every record written before migration 11).
+    #[serde(default)]
+    pub trace_id: String,
     /// Hash of the record before (hex); [`GENESIS_HASH`] for the first.
     pub prev_hash: String,
     /// SHA-256 (hex) of `prev_hash`, `:` and [`canonical`](Self::canonical).
@@ -68,6 +72,9 @@ struct Canonical<'a> {
     /// hash.
     #[serde(skip_serializing_if = "is_empty")]
     correlation_id: &'a str,
+    /// The same for the trace id.
+    #[serde(skip_serializing_if = "is_empty")]
+    trace_id: &'a str,
 }
 
 fn is_empty(s: &&str) -> bool {
@@ -76,8 +83,8 @@ fn is_empty(s: &&str) -> bool {
 
 impl AuditRecord {
     /// The canonical serialisation: compact JSON of every field but the hashes, in
-    /// declaration order, with a format version (`"v":1`); `correlation_id` only when it
-    /// is set (a record without one hashes as before the field existed).
+    /// declaration order, with a format version (`"v":1`); `correlation_id` and `trace_id`
+    /// only when set (a record without them hashes as before the fields existed).
     pub fn canonical(&self) -> String {
         let c = Canonical {
             v: 1,
@@ -98,6 +105,7 @@ impl AuditRecord {
             patient_ids: &self.patient_ids,
             study_uids: &self.study_uids,
             correlation_id: &self.correlation_id,
+            trace_id: &self.trace_id,
         };
         // Serialising strings and integers cannot fail.
         serde_json::to_string(&c).unwrap_or_default()
@@ -230,6 +238,19 @@ mod tests {
             .canonical()
             .ends_with(r#","correlation_id":"urn:uuid:1"}"#));
         assert_ne!(r.chain_hash(GENESIS_HASH), with.chain_hash(GENESIS_HASH));
+        // The trace id likewise, after the correlation id.
+        assert!(!with.canonical().contains("trace_id"));
+        let traced = AuditRecord {
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+            ..with.clone()
+        };
+        assert!(traced.canonical().ends_with(
+            r#","correlation_id":"urn:uuid:1","trace_id":"4bf92f3577b34da6a3ce929d0e0e4736"}"#
+        ));
+        assert_ne!(
+            with.chain_hash(GENESIS_HASH),
+            traced.chain_hash(GENESIS_HASH)
+        );
     }
 
     #[test]

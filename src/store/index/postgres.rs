@@ -54,6 +54,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "national_scale",
         include_str!("migrations/postgres/0010_national_scale.sql"),
     ),
+    (
+        11,
+        "audit_trace",
+        include_str!("migrations/postgres/0011_audit_trace.sql"),
+    ),
 ];
 
 /// How long an index call waits for a connection (a free one from the pool, or a new one

@@ -53,6 +53,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "national_scale",
         include_str!("migrations/sqlite/0010_national_scale.sql"),
     ),
+    (
+        11,
+        "audit_trace",
+        include_str!("migrations/sqlite/0011_audit_trace.sql"),
+    ),
 ];
 
 /// The index in a SQLite database (`sqlite://path/to/index.db`).

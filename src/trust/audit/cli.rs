@@ -105,7 +105,7 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<()> {
 }
 
 /// The columns of [`csv`].
-const CSV_COLUMNS: [&str; 17] = [
+const CSV_COLUMNS: [&str; 18] = [
     "seq",
     "time",
     "operation",
@@ -122,6 +122,7 @@ const CSV_COLUMNS: [&str; 17] = [
     "patient_ids",
     "study_uids",
     "correlation_id",
+    "trace_id",
     "detail",
 ];
 
@@ -164,6 +165,7 @@ pub fn csv(records: &[super::redact::RecordView]) -> String {
             r.patient_ids.join(";"),
             r.study_uids.join(";"),
             r.correlation_id.clone(),
+            r.trace_id.clone(),
             r.detail.clone(),
         ];
         for (i, v) in values.iter().enumerate() {
@@ -213,6 +215,7 @@ mod tests {
             patient_ids: vec!["999999990".into(), "X".into()],
             study_uids: vec!["1.2".into()],
             correlation_id: String::new(),
+            trace_id: String::new(),
             hash: None,
             redacted: false,
         };

@@ -18,7 +18,9 @@
 //!
 //! A record with a correlation id across gateways (issue 17) names it as one more participant
 //! object: a system object (type 2) in the role Job (20), `ParticipantObjectID` the id,
-//! `ParticipantObjectIDTypeCode` `CorrelationID` of `urn:beeldbrug:correlation:1`.
+//! `ParticipantObjectIDTypeCode` `CorrelationID` of `urn:beeldbrug:correlation:1`. A record
+//! of a traced operation (issue 16, `telemetry`) names its W3C trace id the same way, type
+//! code `TraceID` of `urn:beeldbrug:trace:1`.
 //!
 //! The record is written once the operation has ended, so Begin Transferring (110102), which
 //! announces a transfer before it starts, is not sent: 110104 carries the same participants
@@ -41,6 +43,9 @@ pub const ROLE_OID: &str = "2.16.840.1.113883.2.4.15.111";
 /// coding scheme (the namespace of the SOAP header that carries it).
 pub const CORRELATION_CODE: &str = "CorrelationID";
 pub const CORRELATION_SYSTEM: &str = "urn:beeldbrug:correlation:1";
+/// ParticipantObjectIDTypeCode of the trace id (W3C Trace Context, 32 hex digits).
+pub const TRACE_CODE: &str = "TraceID";
+pub const TRACE_SYSTEM: &str = "urn:beeldbrug:trace:1";
 /// Study Root Query/Retrieve Information Model - FIND.
 const STUDY_ROOT_FIND: &str = "1.2.840.10008.5.1.4.1.2.2.1";
 
@@ -495,6 +500,24 @@ pub fn message(record: &AuditRecord, source: &Source) -> Result<Option<String>, 
         );
     }
 
+    // The operation's trace (issue 16): the same kind of object, so that the collector's
+    // trace of the transfer is found from the audit message.
+    if !record.trace_id.is_empty() {
+        root = root.child(
+            El::new("ParticipantObjectIdentification")
+                .attr("ParticipantObjectID", record.trace_id.clone())
+                .attr("ParticipantObjectTypeCode", "2")
+                .attr("ParticipantObjectTypeCodeRole", "20")
+                .child(El::coded(
+                    "ParticipantObjectIDTypeCode",
+                    TRACE_CODE,
+                    TRACE_SYSTEM,
+                    "Trace ID",
+                ))
+                .child(El::new("ParticipantObjectName").text("OpenTelemetry trace")),
+        );
+    }
+
     let mut writer = Writer::new(Vec::new());
     writer.write_event(Event::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)))?;
     root.write(&mut writer)?;
@@ -605,6 +628,26 @@ mod tests {
         assert!(message(&record("C-ECHO", "success"), &source)
             .unwrap()
             .is_none());
+    }
+
+    #[test]
+    fn a_traced_record_names_its_trace_and_an_untraced_one_none() {
+        let mut traced = record("WADO-RS", "success");
+        traced.trace_id = "4bf92f3577b34da6a3ce929d0e0e4736".into();
+        let xml = message(&traced, &Source::default()).unwrap().unwrap();
+        assert!(
+            xml.contains("ParticipantObjectID=\"4bf92f3577b34da6a3ce929d0e0e4736\""),
+            "{xml}"
+        );
+        assert!(xml.contains("csd-code=\"TraceID\""), "{xml}");
+        assert!(
+            xml.contains("codeSystemName=\"urn:beeldbrug:trace:1\""),
+            "{xml}"
+        );
+        let xml = message(&record("WADO-RS", "success"), &Source::default())
+            .unwrap()
+            .unwrap();
+        assert!(!xml.contains("TraceID"), "{xml}");
     }
 
     #[test]

@@ -74,6 +74,8 @@ pub struct AuditEntry {
     pub study_uids: Vec<String>,
     /// The exchange's correlation id across gateways, if any (issue 17 item 2).
     pub correlation_id: String,
+    /// The W3C trace id of the operation's trace, if it is traced (`telemetry`).
+    pub trace_id: String,
 }
 
 impl From<AuditEntry> for AuditRecord {
@@ -96,6 +98,7 @@ impl From<AuditEntry> for AuditRecord {
             patient_ids: e.patient_ids,
             study_uids: e.study_uids,
             correlation_id: e.correlation_id,
+            trace_id: e.trace_id,
             prev_hash: String::new(),
             hash: String::new(),
         }

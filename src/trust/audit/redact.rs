@@ -41,6 +41,8 @@ pub struct RecordView {
     pub study_uids: Vec<String>,
     /// The exchange's correlation id across gateways (empty when none).
     pub correlation_id: String,
+    /// The trace id of the operation (empty when not traced).
+    pub trace_id: String,
     /// The stored record's hash; only on a record shown as stored.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hash: Option<String>,
@@ -130,6 +132,7 @@ pub fn view(record: &AuditRecord, patient_id: &str, studies: &StudyPatients) -> 
         patient_ids,
         study_uids,
         correlation_id: record.correlation_id.clone(),
+        trace_id: record.trace_id.clone(),
         hash: (!redacted).then(|| record.hash.clone()),
         redacted,
     }

@@ -14,7 +14,7 @@ use sqlx::Row;
 
 const RECORD_COLUMNS: &str = "seq, time, operation, outcome, detail, gateway, \
     certificate_sha256, organisation_ura, professional_uzi, role, purpose_of_use, token_id, \
-    source_address, grounds, patient_ids, study_uids, prev_hash, hash, correlation_id";
+    source_address, grounds, patient_ids, study_uids, prev_hash, hash, correlation_id, trace_id";
 
 fn json_list(values: &[String]) -> String {
     serde_json::to_string(values).unwrap_or_else(|_| "[]".into())
@@ -106,6 +106,7 @@ sql_impl! {
             &stored.prev_hash,
             &stored.hash,
             &stored.correlation_id,
+            &stored.trace_id,
         ] {
             sql.push(", ").bind(v);
         }
@@ -158,6 +159,7 @@ sql_impl! {
             prev_hash: text(16)?,
             hash: text(17)?,
             correlation_id: text(18)?,
+            trace_id: text(19)?,
         })
     }
 

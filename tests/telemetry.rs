@@ -1,0 +1,449 @@
+//! Traces of the real binary (issue 16 item 3): `beeldbrug serve` in gateway mode in front of
+//! DCMTK dcmqrscp (a real PACS, retrieving by C-GET or C-MOVE), exporting by OTLP/HTTP to a
+//! receiver that decodes the protobuf with the official `opentelemetry-proto` messages
+//! (tests/otlp/receiver.py), and writing its log as JSON lines (`[log] format = "json"`).
+//!
+//! - A WADO-RS retrieve that carries a caller's W3C `traceparent` is one trace with the
+//!   caller's trace id: the request's server span (child of the caller's span), the PACS's
+//!   C-GET client span under it and one C-STORE sub-operation span per instance under that;
+//!   the audit record of the retrieve names the same trace id. The same with C-MOVE (dcmqrscp
+//!   without C-GET, sending to beeldbrug's Storage SCP).
+//! - A QIDO-RS search without `traceparent` starts a trace of its own, which holds the PACS's
+//!   C-FIND; its audit record names that trace.
+//! - A C-FIND on an association (DCMTK findscu) is a trace of its own too, named in its audit
+//!   record.
+//! - Every line of the log is a JSON object.
+
+mod common;
+
+use beeldbrug::store::index::{AuditRecord, SqliteIndex};
+use beeldbrug::store::Index;
+use common::dcmqrscp::Dcmqrscp;
+use common::gateway_mode::{pacs_toml, AS_STORED};
+use serde_json::Value as Json;
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const AE: &str = "DCMQRSCP";
+
+/// A child process killed when dropped.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The OTLP receiver on a free port: (process, port).
+fn receiver(out: &Path) -> (Killed, u16) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/otlp/receiver.py");
+    let mut child = Command::new("python3")
+        .arg(script)
+        .arg(out)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start tests/otlp/receiver.py");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line.trim().parse().unwrap_or_else(|_| {
+        panic!("receiver.py printed {line:?} (pip install opentelemetry-proto==1.45.2)")
+    });
+    (Killed(child), port)
+}
+
+/// `beeldbrug serve` with `toml`, stderr to `stderr`: (process, DIMSE port, HTTP port).
+fn serve(config: &Path, stderr: &Path) -> (Killed, u16, u16) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_beeldbrug"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .env_remove("BEELDBRUG_LOG")
+        .env_remove("BEELDBRUG_LOG_FORMAT")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(stderr).unwrap())
+        .spawn()
+        .expect("start beeldbrug serve");
+    // "beeldbrug: DIMSE on 127.0.0.1:P, HTTP on 127.0.0.1:Q"
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = |label: &str| -> u16 {
+        let rest = line
+            .split(label)
+            .nth(1)
+            .unwrap_or_else(|| panic!("no {label} in {line:?}"));
+        let addr = rest.split([',', '\n']).next().unwrap().trim();
+        addr.rsplit(':').next().unwrap().parse().unwrap()
+    };
+    let (dimse, http) = (port("DIMSE on "), port("HTTP on "));
+    (Killed(child), dimse, http)
+}
+
+/// One exported span as the receiver wrote it.
+#[derive(Debug, Clone)]
+struct Span {
+    trace_id: String,
+    span_id: String,
+    parent: String,
+    name: String,
+    kind: String,
+    status: String,
+    service: String,
+}
+
+fn spans(file: &Path) -> Vec<Span> {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    text.lines()
+        .map(|l| {
+            let v: Json = serde_json::from_str(l).unwrap();
+            let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+            Span {
+                trace_id: s("trace_id"),
+                span_id: s("span_id"),
+                parent: s("parent_span_id"),
+                name: s("name"),
+                kind: s("kind"),
+                status: s("status"),
+                service: s("service"),
+            }
+        })
+        .collect()
+}
+
+/// The spans of one trace by span id.
+fn trace(all: &[Span], trace_id: &str) -> BTreeMap<String, Span> {
+    all.iter()
+        .filter(|s| s.trace_id == trace_id)
+        .map(|s| (s.span_id.clone(), s.clone()))
+        .collect()
+}
+
+/// Whether `ancestor` is `span`'s parent, grandparent, ... within `trace`.
+fn descends(trace: &BTreeMap<String, Span>, span: &Span, ancestor: &str) -> bool {
+    let mut at = span.parent.clone();
+    while let Some(parent) = trace.get(&at) {
+        if parent.span_id == ancestor {
+            return true;
+        }
+        at = parent.parent.clone();
+    }
+    false
+}
+
+async fn audit_records(data_dir: &Path) -> Vec<AuditRecord> {
+    let url = format!("sqlite://{}", data_dir.join("index.db").display());
+    let index = SqliteIndex::open(&url).await.unwrap();
+    let records = index.audit_records(0, 10_000).await.unwrap();
+    index.close().await;
+    records
+}
+
+/// dcmqrscp holding generated studies, the OTLP receiver, and `beeldbrug serve` in front of
+/// the PACS retrieving by `retrieve` (`c-get`; `c-move` with dcmqrscp's C-GET disabled and
+/// beeldbrug as its C-MOVE destination), JSON logs, spans to the receiver.
+struct Traced {
+    dir: tempfile::TempDir,
+    files: Vec<beeldbrug::testdata::GeneratedFile>,
+    _pacs: Dcmqrscp,
+    _receiver: Killed,
+    gateway: Killed,
+    dimse_port: u16,
+    http_port: u16,
+}
+
+impl Traced {
+    async fn start(retrieve: &str) -> Traced {
+        let dir = tempfile::tempdir().unwrap();
+        let files = common::generate(&dir.path().join("src"), false);
+        let our_port = common::free_port();
+        let pacs = match retrieve {
+            "c-move" => {
+                Dcmqrscp::start(
+                    dir.path(),
+                    AE,
+                    &[("BEELDBRUG", our_port)],
+                    &["--disable-get"],
+                )
+                .await
+            }
+            _ => Dcmqrscp::start(dir.path(), AE, &[], &[]).await,
+        };
+        let loaded = files.clone();
+        let pacs = tokio::task::spawn_blocking(move || {
+            pacs.load(&loaded);
+            pacs
+        })
+        .await
+        .unwrap();
+        let (receiver, otlp_port) = receiver(&dir.path().join("spans.jsonl"));
+        let config = dir.path().join("beeldbrug.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[dimse]\nlisten = \"127.0.0.1:{our_port}\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
+                 [storage]\ndata_dir = \"{}\"\n[log]\nformat = \"json\"\n\
+                 [telemetry]\notlp_endpoint = \"http://127.0.0.1:{otlp_port}\"\n\
+                 service_name = \"beeldbrug-test\"\n{}",
+                dir.path().join("data").display(),
+                pacs_toml(AE, pacs.port, retrieve, "")
+            ),
+        )
+        .unwrap();
+        let (gateway, dimse_port, http_port) = serve(&config, &dir.path().join("stderr.log"));
+        Traced {
+            dir,
+            files,
+            _pacs: pacs,
+            _receiver: receiver,
+            gateway,
+            dimse_port,
+            http_port,
+        }
+    }
+
+    fn spans(&self) -> Vec<Span> {
+        spans(&self.dir.path().join("spans.jsonl"))
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// WADO-RS of the first study with a caller's `traceparent` (`caller_trace`,
+    /// `caller_span`); how many instances it holds.
+    async fn retrieve_traced(&self, caller_trace: &str, caller_span: &str) -> usize {
+        let study = &self.files[0].study_uid;
+        let in_study = self.files.iter().filter(|f| &f.study_uid == study).count();
+        let traceparent = format!("00-{caller_trace}-{caller_span}-01");
+        let r = common::http::request(
+            self.http_port,
+            "GET",
+            &format!("/dicomweb/studies/{study}"),
+            &[("Accept", AS_STORED), ("traceparent", &traceparent)],
+            b"",
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(
+            common::http::multipart_parts(&r).len(),
+            in_study,
+            "the study through the gateway"
+        );
+        in_study
+    }
+
+    /// Wait until the exported spans satisfy `done` (the batch exporter sends every few
+    /// seconds, without a stop).
+    async fn wait_for(&self, done: impl Fn(&[Span]) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !done(&self.spans()) {
+            assert!(
+                Instant::now() < deadline,
+                "the spans were not exported: {:#?}",
+                self.spans()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// SIGTERM and wait: whatever is still queued is exported before the process ends.
+    async fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.gateway.0.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.gateway.0.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// The checks of a traced WADO-RS retrieve: one trace, the caller's, with the request's
+/// server span (child of the caller's span), one `operation` client span to the PACS under
+/// it and `in_study` sub-operation spans under that; the audit record names the trace.
+async fn assert_one_retrieve_trace(
+    t: &Traced,
+    operation: &str,
+    caller_trace: &str,
+    caller_span: &str,
+    in_study: usize,
+) {
+    let all = t.spans();
+    assert!(
+        all.iter().all(|s| s.service == "beeldbrug-test"),
+        "service.name from [telemetry]"
+    );
+    let wado_trace = trace(&all, caller_trace);
+    let server = wado_trace
+        .values()
+        .find(|s| s.name == "GET /dicomweb/studies/{study}")
+        .unwrap_or_else(|| panic!("no WADO-RS span in the caller's trace: {all:#?}"));
+    assert_eq!(server.kind, "SPAN_KIND_SERVER");
+    assert_eq!(server.parent, caller_span, "child of the caller's span");
+    let calls: Vec<&Span> = wado_trace
+        .values()
+        .filter(|s| s.name == operation)
+        .collect();
+    assert_eq!(
+        calls.len(),
+        1,
+        "one {operation} to the PACS: {wado_trace:#?}"
+    );
+    let call = calls[0];
+    assert_eq!(call.kind, "SPAN_KIND_CLIENT");
+    assert_ne!(call.status, "STATUS_CODE_ERROR");
+    assert!(
+        descends(&wado_trace, call, &server.span_id),
+        "the {operation} belongs to the WADO-RS request: {wado_trace:#?}"
+    );
+    let sub_operations = wado_trace
+        .values()
+        .filter(|s| s.name == "C-STORE" && s.parent == call.span_id)
+        .count();
+    assert_eq!(
+        sub_operations, in_study,
+        "one sub-operation span per instance under the {operation}"
+    );
+    let records = audit_records(&t.data_dir()).await;
+    let retrieves: Vec<&AuditRecord> = records
+        .iter()
+        .filter(|r| r.operation == "WADO-RS")
+        .collect();
+    assert_eq!(retrieves.len(), 1, "{records:#?}");
+    assert_eq!(retrieves[0].trace_id, caller_trace);
+}
+
+fn has_span(all: &[Span], trace_id: &str, name: &str) -> bool {
+    all.iter().any(|s| s.trace_id == trace_id && s.name == name)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_trace_per_transfer_across_protocols_and_in_the_audit_record() {
+    let mut t = Traced::start("c-get").await;
+    let (files, http_port) = (t.files.clone(), t.http_port);
+    let study = &files[0].study_uid;
+    // The caller's trace: its trace id and the id of its (client) span.
+    let caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let caller_span = "00f067aa0ba902b7";
+    let in_study = t.retrieve_traced(caller_trace, caller_span).await;
+    // A search without traceparent: a trace of the gateway's own.
+    let patient = &files[0].patient_id;
+    let r = common::http::get(
+        http_port,
+        &format!("/dicomweb/studies?PatientID={patient}"),
+        "application/dicom+json",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // A C-FIND on an association (answered from the cache): a trace per operation.
+    let dimse_port = t.dimse_port.to_string();
+    let study_key = format!("StudyInstanceUID={study}");
+    let out = tokio::task::block_in_place(|| {
+        common::dcmtk(
+            "findscu",
+            &[
+                "-S",
+                "-aet",
+                "FINDSCU",
+                "-aec",
+                "BEELDBRUG",
+                "-k",
+                "QueryRetrieveLevel=STUDY",
+                "-k",
+                &study_key,
+                "127.0.0.1",
+                &dimse_port,
+            ],
+        )
+    });
+    assert!(
+        out.status.success(),
+        "findscu: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    t.wait_for(|all| {
+        has_span(all, caller_trace, "GET /dicomweb/studies/{study}")
+            && all
+                .iter()
+                .any(|s| s.name == "GET /dicomweb/studies" && s.parent.is_empty())
+            && all
+                .iter()
+                .any(|s| s.name == "C-FIND" && s.parent.is_empty())
+    })
+    .await;
+    t.stop().await;
+    assert_one_retrieve_trace(&t, "C-GET", caller_trace, caller_span, in_study).await;
+    let all = t.spans();
+
+    // The QIDO-RS search: a trace of its own, holding the C-FIND.
+    let qido = all
+        .iter()
+        .find(|s| s.name == "GET /dicomweb/studies" && s.parent.is_empty())
+        .unwrap_or_else(|| panic!("no QIDO-RS root span: {all:#?}"));
+    assert_ne!(qido.trace_id, caller_trace);
+    let qido_trace = trace(&all, &qido.trace_id);
+    assert!(
+        qido_trace
+            .values()
+            .any(|s| s.name == "C-FIND" && descends(&qido_trace, s, &qido.span_id)),
+        "the C-FIND belongs to the QIDO-RS request: {qido_trace:#?}"
+    );
+
+    // The C-FIND on the association: a root span of its own (a server span).
+    let find = all
+        .iter()
+        .find(|s| s.name == "C-FIND" && s.parent.is_empty())
+        .unwrap_or_else(|| panic!("no DIMSE C-FIND root span: {all:#?}"));
+    assert_eq!(find.kind, "SPAN_KIND_SERVER");
+
+    // The audit records name the traces.
+    let records = audit_records(&t.data_dir()).await;
+    let of = |operation: &str| -> Vec<&AuditRecord> {
+        records
+            .iter()
+            .filter(|r| r.operation == operation)
+            .collect()
+    };
+    let searches = of("QIDO-RS");
+    assert_eq!(searches.len(), 1, "{records:#?}");
+    assert_eq!(searches[0].trace_id, qido.trace_id);
+    let finds = of("C-FIND");
+    assert_eq!(finds.len(), 1, "{records:#?}");
+    assert_eq!(finds[0].trace_id, find.trace_id);
+
+    // The log: JSON lines only, the request lines among them.
+    let log = std::fs::read_to_string(t.dir.path().join("stderr.log")).unwrap();
+    let lines: Vec<Json> = log
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["message"] == "http request" && l["route"] == "/dicomweb/studies/{study}"),
+        "{log}"
+    );
+}
+
+/// The same through C-MOVE: dcmqrscp offers no C-GET and sends to beeldbrug's Storage SCP.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_c_move_retrieve_is_one_trace_with_its_sub_operations() {
+    let mut t = Traced::start("c-move").await;
+    let caller_trace = "0af7651916cd43dd8448eb211c80319c";
+    let caller_span = "b7ad6b7169203331";
+    let in_study = t.retrieve_traced(caller_trace, caller_span).await;
+    t.wait_for(|all| has_span(all, caller_trace, "GET /dicomweb/studies/{study}"))
+        .await;
+    t.stop().await;
+    assert_one_retrieve_trace(&t, "C-MOVE", caller_trace, caller_span, in_study).await;
+}
