@@ -21,8 +21,12 @@
 #   REPS [3]          runs of 1 and 2 each
 #   BB_BIN            a beeldbrug binary to test instead of a release build of this checkout
 #   BB_BIN2           a second binary: then each round runs direct, BB_BIN, BB_BIN2 (A/B)
+#   B_RETRIEVE [c-get]  how gateway B fetches from its Orthanc ([pacs] retrieve: c-get or
+#                     c-move, then into B's own Storage SCP, which Orthanc B knows as BEELDBRUG)
+#   B_RETRIEVE2 [$B_RETRIEVE]  the same for the BB_BIN2 runs (an A/B of B's retrieve)
 #   PERF [unset]      1: perf record -g of both gateways during the gateway runs
-#                     (into $BENCH_DIR/perf-{a,b}-N.data)
+#                     (into $BENCH_DIR/perf-{a,b}-N.data); 2: of both Orthancs too
+#                     ($BENCH_DIR/perf-o{a,b}-N.data)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -52,6 +56,19 @@ load() { cut -d' ' -f1 /proc/loadavg; }
 
 mkdir -p "$BENCH_DIR"
 prepare_beeldbrug
+
+# What a run leaves (gateway data dirs, Orthanc A's store) is moved aside, not deleted, until
+# the end of the script: ext4 allocates no inode freed in the last 5-35 s, and skips each such
+# one by reading its inode table (`recently_deleted`), so thousands of files deleted just
+# before a run made every file created in it (at A, B and Orthanc A) pay that walk: 27-29 %
+# of each gateway's CPU in `perf` (2026-12-06). Removed once, at the start, 40 s before.
+TRASH=$BENCH_DIR/trash
+retire() { if [ -e "$1" ]; then mkdir -p "$TRASH" && mv "$1" "$TRASH/$(date +%s%N)"; fi; }
+if [ -e "$TRASH" ] || [ -e "$BENCH_DIR/run" ] || [ -e "$BENCH_DIR/orthanc-A" ]; then
+    rm -rf "$TRASH" "$BENCH_DIR/run" "$BENCH_DIR/orthanc-A"
+    log "removed the last runs' files; 40 s for ext4 to forget them"
+    sleep 40
+fi
 
 # --- the study (generate writes valid BSNs as Patient IDs) -------------------------------------
 CT_DIR=$BENCH_DIR/input-ct-$CT_SLICES
@@ -120,7 +137,7 @@ start_orthanc() {
   "DicomAet": "ORTHANC$1", "DicomPort": $2, "DicomCheckCalledAet": false,
   "DicomAlwaysAllowEcho": true, "DicomAlwaysAllowStore": true, "DicomAlwaysAllowFind": true,
   "DicomAlwaysAllowGet": true, "DicomAlwaysAllowMove": true,
-  "DicomModalities": { "ORTHANCA": ["ORTHANCA", "$HOST", $OA_DIMSE] },
+  "DicomModalities": { "ORTHANCA": ["ORTHANCA", "$HOST", $OA_DIMSE], "GATEWAYB": ["BEELDBRUG", "$HOST", $B_DIMSE] },
   "MaximumPduLength": $PDU, "SyncStorageArea": false, "SaveJobs": false
 }
 EOF
@@ -212,14 +229,14 @@ organisation_name = "Ziekenhuis B"
 ae_title = "ORTHANCB"
 host = "$HOST"
 port = $OB_DIMSE
-retrieve = "c-get"
+retrieve = "${B_RETRIEVE:-c-get}"
 probe_at_start = false
 EOF
     fi
 }
 start_gateway() { # NAME: sets GPID
     local d=$BENCH_DIR/run/$1
-    rm -rf "$d" && mkdir -p "$d"
+    retire "$d" && mkdir -p "$d"
     gateway_toml "$1" >"$BENCH_DIR/run/$1.toml"
     RUST_LOG=warn "$BB" serve --config "$BENCH_DIR/run/$1.toml" >"$BENCH_DIR/run/$1.log" 2>&1 &
     GPID=$!
@@ -237,7 +254,7 @@ watch_first() {
 }
 
 run_direct() {
-    rm -rf "$BENCH_DIR/orthanc-A"
+    retire "$BENCH_DIR/orthanc-A"
     start_orthanc A $OA_DIMSE $OA_HTTP
     local t0 oa0 ob0 l0
     oa0=$(cpu $OPID) ob0=$(cpu $OBPID) l0=$(load)
@@ -258,7 +275,7 @@ run_direct() {
 }
 
 run_gateways() {
-    rm -rf "$BENCH_DIR/orthanc-A"
+    retire "$BENCH_DIR/orthanc-A"
     start_orthanc A $OA_DIMSE $OA_HTTP
     start_gateway b
     local bpid=$GPID
@@ -281,6 +298,13 @@ run_gateways() {
         perf record -F 999 -g -p "$bpid" -o "$BENCH_DIR/perf-b-$RUN.data" >/dev/null 2>&1 &
         perfs+=($!)
         sleep 0.5
+    elif [ "${PERF:-}" = 2 ]; then
+        local p
+        for p in "a:$apid" "b:$bpid" "oa:$OPID" "ob:$OBPID"; do
+            perf record -F 999 -g -p "${p#*:}" -o "$BENCH_DIR/perf-${p%%:*}-$RUN.data" >/dev/null 2>&1 &
+            perfs+=($!)
+        done
+        sleep 0.5
     fi
     a0=$(cpu $apid) b0=$(cpu $bpid) oa0=$(cpu $OPID) ob0=$(cpu $OBPID) l0=$(load)
     t0=$(now)
@@ -300,7 +324,7 @@ run_gateways() {
     a_peak=$(( ($(kib VmHWM $apid) - a_idle) / 1024 ))
     b_peak=$(( ($(kib VmHWM $bpid) - b_idle) / 1024 ))
     echo "$total $(cat "$BENCH_DIR/first") $a_peak $b_peak" >>"$BENCH_DIR/gateways$SUFFIX.txt"
-    echo "gateways$SUFFIX total=$total $cpus load=$l0-$(load)" >>"$BENCH_DIR/cpu.txt"
+    echo "gateways$SUFFIX (B by ${B_RETRIEVE:-c-get}) total=$total $cpus load=$l0-$(load)" >>"$BENCH_DIR/cpu.txt"
     cp "$BENCH_DIR/run/a.log" "$BENCH_DIR/a-$RUN.log"
     cp "$BENCH_DIR/run/b.log" "$BENCH_DIR/b-$RUN.log"
     log "gateways$SUFFIX: $total s, first instance after $(cat "$BENCH_DIR/first") s, RSS above idle A $a_peak MB, B $b_peak MB; $cpus"
@@ -322,8 +346,10 @@ log "study: $N instances, $MB MB; $REPS runs each, alternating"
 for i in $(seq 1 "$REPS"); do
     run_direct
     BB=$BB1 SUFFIX= run_gateways
-    if [ -n "${BB2:-}" ]; then BB=$BB2 SUFFIX=2 run_gateways; fi
+    if [ -n "${BB2:-}" ]; then BB=$BB2 SUFFIX=2 B_RETRIEVE=${B_RETRIEVE2:-${B_RETRIEVE:-c-get}} run_gateways; fi
 done
+
+rm -rf "$TRASH"
 
 col() { awk -v c="$2" '{ print $c }' "$BENCH_DIR/$1.txt" | median; }
 D=$(col direct 1) G=$(col gateways 1)

@@ -53,6 +53,8 @@ const ANONYMOUS: &str = "ANONYMOUS";
 const TIMEOUTS: [&str; 6] = ["-to", "15", "-ta", "30", "-td", "60"];
 /// `[remote] timeout_secs` at A.
 const PEER_TIMEOUT_SECS: u64 = 3;
+/// A's `[remote] max_instance_bytes`: larger than any test instance.
+const MAX_INSTANCE_BYTES: u64 = 4 << 20;
 
 /// Instances by SOP Instance UID: (transfer syntax, data set bytes after the file meta).
 type Held = BTreeMap<String, (String, Vec<u8>)>;
@@ -91,7 +93,7 @@ fn a_toml_localised(
     };
     format!(
         "{tls}[trust]\nown_ura = \"{URA_A}\"\n[trust.saml]\nissuer = \"{ISSUER_A}\"\nsigning_cert_file = \"{}\"\nsigning_key_file = \"{}\"\n\
-         [remote]\nenabled = true\ntimeout_secs = {PEER_TIMEOUT_SECS}\nlocalisation = \"{localisation}\"\n\
+         [remote]\nenabled = true\ntimeout_secs = {PEER_TIMEOUT_SECS}\nlocalisation = \"{localisation}\"\nmax_instance_bytes = {MAX_INSTANCE_BYTES}\n\
          [[dimse.peers]]\nae_title = \"{WORKSTATION}\"\nhost = \"127.0.0.1\"\nport = 1\norganisation_ura = \"{URA_A}\"\n\
          role = \"{TEST_ROLE}\"\npurpose_of_use = \"{TEST_PURPOSE}\"\nuzi = \"{TEST_UZI}\"\n\
          [[dimse.peers]]\nae_title = \"{DEST}\"\nhost = \"127.0.0.1\"\nport = {dest_port}\n{consent}",
@@ -917,6 +919,26 @@ async fn orthanc_at_both_ends() {
         "B lists its RAD-75 sends to A, {} instances in all: {sends:#?}",
         held.len()
     );
+    // B's fetches from its Orthanc for those answers ended complete: none cancelled because
+    // its answer ended after the last document, before Orthanc's final C-GET response.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let retrieves = loop {
+        let retrieves: Vec<_> = b
+            .context()
+            .core
+            .transfers()
+            .into_iter()
+            .filter(|t| t.kind == "retrieve")
+            .collect();
+        if retrieves.iter().all(|t| t.state != "running") || Instant::now() > deadline {
+            break retrieves;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        !retrieves.is_empty() && retrieves.iter().all(|t| t.state == "complete"),
+        "B's fetches for A ended complete: {retrieves:#?}"
+    );
     a.stop().await;
     // A's own PACS forgets it again: what follows comes from B or not at all.
     orthanc_delete_study(orthanc_a.http_port, &study).await;
@@ -1243,8 +1265,10 @@ const URA_PYTHON: &str = "44440000";
 /// - C-FIND at A finds the study; with a second Python peer that hangs, the answer is
 ///   partial (a failure status after the row) within the timeout.
 /// - Hostile or malformed RAD-75 answers (cut off mid-part, a part the envelope does not
-///   name, an HTML page for an instance, a 4 MiB envelope, multipart without a boundary):
-///   the C-MOVE ends without every instance, A audits the failure, and A keeps serving.
+///   name, an HTML page for an instance, a 4 MiB envelope, multipart without a boundary, a
+///   part without end): the C-MOVE ends without every instance, A audits the failure, and
+///   A keeps serving. The part without end fails at `[remote] max_instance_bytes` (4 MiB
+///   here), its bytes removed from A's disk, long before the peer would stop sending.
 /// - A correct answer: movescu from A to storescp receives every instance byte-exact in
 ///   the syntax the peer holds it in.
 #[tokio::test(flavor = "multi_thread")]
@@ -1330,6 +1354,7 @@ async fn a_python_responding_gateway() {
         "not-dicom",
         "huge-envelope",
         "no-boundary",
+        "endless",
     ] {
         std::fs::write(&mode, hostile).unwrap();
         std::fs::remove_dir_all(&received).unwrap();
@@ -1358,6 +1383,32 @@ async fn a_python_responding_gateway() {
             fetches.len() == 1 && fetches[0].0 != "success",
             "{hostile}: audited as not a success: {fetches:?}"
         );
+        if hostile == "endless" {
+            assert!(
+                fetches[0].1.contains("max_instance_bytes"),
+                "endless: failed at the limit: {fetches:?}"
+            );
+            // Bounded: nothing of the endless part stays on A's disk (its temp file is
+            // removed), and the peer did not get to send its cap.
+            let on_disk: u64 = files_under(&a.data_dir())
+                .iter()
+                .filter_map(|f| std::fs::metadata(f).ok())
+                .map(|m| m.len())
+                .sum();
+            assert!(
+                on_disk < MAX_INSTANCE_BYTES,
+                "endless: {on_disk} bytes on A's disk"
+            );
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !peer.log_tail().contains("endless part: the client hung up") {
+                assert!(
+                    Instant::now() < deadline,
+                    "endless: A hung up:\n{}",
+                    peer.log_tail()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
         // A keeps serving: the next C-FIND answers.
         let (studies, success, text) = find_studies(WORKSTATION, a.port).await;
         assert!(

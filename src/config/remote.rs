@@ -34,6 +34,11 @@ pub struct RemoteConfig {
     /// CAs for the peers' server certificates; default `tls.client_ca_file`. The CRLs are
     /// `tls.crl_files`, as for incoming connections.
     pub ca_file: Option<PathBuf>,
+    /// Largest document part of a RAD-75 / ITI-39 answer, in bytes: a part that grows past
+    /// it fails (what was written of it is removed) and the retrieve ends incomplete, so a
+    /// peer sending without end fills neither memory nor disk. As
+    /// `dicomweb.max_instance_bytes`.
+    pub max_instance_bytes: u64,
 }
 
 impl Default for RemoteConfig {
@@ -45,6 +50,7 @@ impl Default for RemoteConfig {
             client_cert_file: None,
             client_key_file: None,
             ca_file: None,
+            max_instance_bytes: 8 << 30,
         }
     }
 }
@@ -62,6 +68,9 @@ impl RemoteConfig {
         };
         if !(1..=600).contains(&self.timeout_secs) {
             return Err(invalid("timeout_secs", "must be 1..=600"));
+        }
+        if self.max_instance_bytes < 1024 {
+            return Err(invalid("max_instance_bytes", "must be at least 1024"));
         }
         if self.client_cert_file.is_none() || self.client_key_file.is_none() {
             return Err(invalid(

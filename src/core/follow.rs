@@ -8,7 +8,8 @@
 //! a PACS's own timeout on its C-STORE-RSP (Orthanc's `DicomScpTimeout` is 30 s): then the
 //! retrieve runs ahead into the cache, and the slow client reads what it has not taken from
 //! disk later, rather than the PACS failing the sub-operations it waited on. When the last
-//! follower goes away before the end, the retrieve is cancelled (a PACS gets a C-CANCEL).
+//! follower goes away before the end, the retrieve is cancelled (a PACS gets a C-CANCEL),
+//! unless it took every instance the source reported (the fetch is then as good as done).
 
 use crate::core::source::{Arrival, DataSet};
 use crate::core::{InstanceLocation, Selection};
@@ -333,7 +334,11 @@ impl Drop for Follower {
             let mut state = self.fetch.lock();
             state.followers.remove(&self.id);
             state.forget_taken();
-            state.followers.is_empty() && state.end.is_none()
+            // One that took every instance the source reported has what it came for: a
+            // RAD-75 answer names its documents and ends after the last one, before the
+            // source's own end (a PACS's final C-GET response); the fetch ends by itself.
+            let took_all = self.fetch.reported > 0 && self.next as u64 >= self.fetch.reported;
+            state.followers.is_empty() && state.end.is_none() && !took_all
         };
         if last_gone {
             tracing::info!(fetch = %self.fetch.key, "every client left; cancelling the PACS retrieve");

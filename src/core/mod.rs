@@ -206,6 +206,9 @@ pub struct Core {
     registry: Option<Arc<dyn Registry>>,
     /// This node's name in the leases of the shared index (see `route::FETCH_LEASE_SECS`).
     node: String,
+    /// This node's running fetches that hold a study's fetch lease, by study: the lease is
+    /// one per node and study, so it is given back only when the last of them ends.
+    fetch_leases: route::LeaseHolders,
 }
 
 /// Builds a [`Core`] (`server::start` is the composition root).
@@ -285,6 +288,7 @@ impl Core {
                 routes: Routes::default(),
                 registry: None,
                 node: node_name(),
+                fetch_leases: route::LeaseHolders::default(),
             },
         }
     }

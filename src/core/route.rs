@@ -12,7 +12,7 @@ use crate::model::query::{
 use crate::store::index::CachedStudy;
 use crate::trust::Caller;
 use dicom_core::Tag;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -24,6 +24,14 @@ pub const FETCH_LEASE_SECS: i64 = 300;
 fn fetch_lease(study: &str) -> String {
     format!("fetch:{study}")
 }
+
+/// This node's fetches that hold each study's fetch lease, by lease name (see
+/// [`Core::lease_fetch`]). The lease in the index is one row per study, owned by a node, so
+/// two fetches of one study on this node (two RAD-75 requests naming different instances
+/// of it, the second sent while the first is read) share it, and the first to end must
+/// not give it back under the second. The lock is held across the index call, so that
+/// taking it (and counting) and giving it back (at zero) do not interleave.
+pub type LeaseHolders = tokio::sync::Mutex<HashMap<String, usize>>;
 
 /// What [`Core::lease_fetch`] found.
 enum Leased {
@@ -94,22 +102,30 @@ impl Core {
             }
             // Single-flight across the nodes sharing the index: while another node fetches
             // this study, wait for it and answer from the cache it fills.
-            if let Leased::Cached = self.lease_fetch(&study, selection, reported).await {
-                self.touch(&study).await;
-                return Ok(Answer::Cache);
-            }
+            let leased = match self.lease_fetch(&study, selection, reported).await {
+                Leased::Cached => {
+                    self.touch(&study).await;
+                    return Ok(Answer::Cache);
+                }
+                Leased::Held => true,
+                Leased::Unknown => false,
+            };
             let (core, source, caller) = (self.clone(), source.clone(), caller.clone());
-            // (Joining a fetch of this node's: that fetch holds the same lease and ends it.)
-            let (follower, _) =
+            let (follower, started) =
                 self.fetches
                     .join(selection, reported, source.name(), move |fetch| {
                         // The fetch belongs to the trace of the request that started it
                         // (`telemetry`); requests that join it later have traces of their own.
                         tokio::spawn(tracing::Instrument::instrument(
-                            async move { core.drive(fetch, source, reported, caller).await },
+                            async move { core.drive(fetch, source, reported, caller, leased).await },
                             tracing::Span::current(),
                         ));
                     });
+            // Joined a fetch of this node's instead: that one holds the lease and gives it
+            // back; this request's hold goes now.
+            if leased && !started {
+                self.give_back_fetch_lease(&study).await;
+            }
             return Ok(Answer::Fetch(follower));
         }
         match first_error {
@@ -136,6 +152,7 @@ impl Core {
         let mut waited = false;
         loop {
             let now = now();
+            let mut holders = self.fetch_leases.lock().await;
             match self
                 .index
                 .try_lease(&name, &self.node, now, now + FETCH_LEASE_SECS)
@@ -145,13 +162,17 @@ impl Core {
                     if waited {
                         let cached = self.index.count_instances(selection).await.unwrap_or(0);
                         if cached >= reported {
-                            let _ = self.index.release_lease(&name, &self.node).await;
+                            if !holders.contains_key(&name) {
+                                let _ = self.index.release_lease(&name, &self.node).await;
+                            }
                             return Leased::Cached;
                         }
                     }
+                    *holders.entry(name).or_default() += 1;
                     return Leased::Held;
                 }
                 Ok(false) if tokio::time::Instant::now() < deadline => {
+                    drop(holders);
                     if !waited {
                         tracing::info!(%study, "another node is fetching this study; waiting for it");
                     }
@@ -165,6 +186,23 @@ impl Core {
                 }
             }
         }
+    }
+
+    /// One fetch of `study` that held its lease ([`Leased::Held`]) ended: the lease goes back
+    /// to the index when no other fetch of this node holds it.
+    async fn give_back_fetch_lease(&self, study: &str) {
+        let name = fetch_lease(study);
+        let mut holders = self.fetch_leases.lock().await;
+        let Some(n) = holders.get_mut(&name) else {
+            return;
+        };
+        *n -= 1;
+        if *n > 0 {
+            return;
+        }
+        holders.remove(&name);
+        // The other nodes waiting for this study's fetch find it in the cache now.
+        let _ = self.index.release_lease(&name, &self.node).await;
     }
 
     async fn record(&self, study: &str, reported: u64, complete: bool) {
@@ -214,13 +252,15 @@ impl Core {
     }
 
     /// Run one fetch to its end, feeding its followers; then record the cache state, end the
-    /// fetch and evict what no longer fits.
+    /// fetch, evict what no longer fits and (when `leased`) give back its hold on the
+    /// study's fetch lease.
     async fn drive(
         self: Arc<Self>,
         fetch: Arc<Fetch>,
         source: Arc<dyn Source>,
         reported: u64,
         caller: Caller,
+        leased: bool,
     ) {
         let (tx, mut rx) = mpsc::channel(1);
         let result = {
@@ -279,12 +319,8 @@ impl Core {
         }
         let study = fetch.selection.study_uids.first().map(String::as_str);
         self.evict(study).await;
-        if let Some(study) = fetch.selection.study_uids.first() {
-            // The other nodes waiting for this fetch find it in the cache now.
-            let _ = self
-                .index
-                .release_lease(&fetch_lease(study), &self.node)
-                .await;
+        if let (true, Some(study)) = (leased, fetch.selection.study_uids.first()) {
+            self.give_back_fetch_lease(study).await;
         }
         // Last: while it is listed the study is not evicted, and a request for the same
         // selection follows this fetch (its instances are all there) instead of deciding

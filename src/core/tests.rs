@@ -74,6 +74,9 @@ struct FakeSource {
     fuzzy_names: bool,
     /// Waited before each instance is stored.
     delay: Duration,
+    /// Waited after the last instance before the fetch reports (a PACS's final C-GET
+    /// response coming after its last sub-operation).
+    end_delay: Duration,
     /// Every call fails as unreachable.
     unreachable: AtomicBool,
     /// After this many instances a fetch stores nothing more until it is cancelled.
@@ -93,6 +96,7 @@ impl FakeSource {
             rows: Vec::new(),
             fuzzy_names: false,
             delay: Duration::ZERO,
+            end_delay: Duration::ZERO,
             unreachable: AtomicBool::new(false),
             stall_after: AtomicUsize::new(NO_STALL),
             fail_after: AtomicUsize::new(NO_STALL),
@@ -102,6 +106,11 @@ impl FakeSource {
 
     fn with_delay(mut self, delay: Duration) -> Self {
         self.delay = delay;
+        self
+    }
+
+    fn with_end_delay(mut self, delay: Duration) -> Self {
+        self.end_delay = delay;
         self
     }
 
@@ -238,6 +247,14 @@ impl Source for FakeSource {
             self.store(instance, sink).await?;
             report.completed += 1;
             report.received += 1;
+        }
+        tokio::select! {
+            biased;
+            _ = sink.cancel.cancelled() => {
+                self.calls.cancelled.store(true, Ordering::SeqCst);
+                return Err(SourceError::new(NAME, SourceErrorKind::Cancelled, "cancelled"));
+            }
+            _ = tokio::time::sleep(self.end_delay) => {}
         }
         Ok(report)
     }
@@ -524,6 +541,134 @@ async fn a_consumer_gone_cancels_the_fetch() {
     assert_eq!(again.from, NAME);
     assert_eq!(drain(again).await, sops(&held));
     assert_eq!(source.fetches(), 2);
+}
+
+/// The instances `held[range]` named one by one, as a RAD-75 request names its documents.
+fn named(held: &[HeldInstance]) -> Selection {
+    Selection {
+        study_uids: vec![held[0].study_uid.clone()],
+        series_uids: vec![held[0].series_uid.clone()],
+        sop_instance_uids: sops(held),
+        ..Default::default()
+    }
+}
+
+/// A consumer that stops once it has every instance it asked for (a RAD-75 answer ends
+/// after its last document) before the source's final response: the fetch is not
+/// cancelled; it ends complete, and the study's cache state says what it holds.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_consumer_that_took_every_instance_lets_the_fetch_complete() {
+    let h = Harness::new().await;
+    let held = mr_series(1, 4);
+    let source = Arc::new(FakeSource::new(held.clone()).with_end_delay(Duration::from_millis(300)));
+    let core = h.core(&source, &[Front::Web]);
+    let selection = named(&held);
+    let uid = selection.study_uids[0].clone();
+
+    let ticket = core
+        .admit(&web_caller(), Operation::WadoRs)
+        .await
+        .expect("admitted");
+    let Retrieval {
+        mut instances,
+        ticket,
+        from,
+        ..
+    } = core
+        .retrieve(ticket, selection, Delivery::Streamed)
+        .await
+        .expect("retrieve");
+    assert_eq!(from, NAME);
+    let mut got = Vec::new();
+    while got.len() < held.len() {
+        let batch = instances.next_batch().await.expect("an instance");
+        got.extend(
+            batch
+                .expect("no error")
+                .into_iter()
+                .map(|l| l.sop_instance_uid),
+        );
+    }
+    assert_eq!(got, sops(&held));
+    // Gone before the source's end, as the RAD-75 answer goes after its closing delimiter.
+    drop(instances);
+    ticket.finish("success", "").await;
+
+    fetch_ended(&core, &uid).await;
+    assert!(
+        !source.calls.cancelled.load(Ordering::SeqCst),
+        "the fetch was cancelled although its consumer took every instance"
+    );
+    let (running, ended) = core.fetches.transfers();
+    assert!(running.is_empty());
+    assert_eq!(ended[0].state, "complete", "{:?}", ended[0]);
+    assert_eq!(ended[0].received, 4);
+}
+
+/// Two fetches of one study on this node (two RAD-75 requests naming different instances,
+/// the second sent while the first is read) share the study's fetch lease: the first to
+/// end does not give it back under the second, which another node would then duplicate.
+#[tokio::test(flavor = "multi_thread")]
+async fn overlapping_fetches_of_a_study_hold_its_lease_until_the_last_ends() {
+    let h = Harness::new().await;
+    let held = mr_series(1, 6);
+    let source = Arc::new(FakeSource::new(held.clone()));
+    // The second fetch (4 instances) stalls after 2; the first (2 instances) completes.
+    source.stall_after.store(2, Ordering::SeqCst);
+    let core = h.core(&source, &[Front::Web]);
+    let (first, second) = (named(&held[..2]), named(&held[2..]));
+    let lease = format!("fetch:{}", first.study_uids[0]);
+    let other_node_takes_it = || async {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs() as i64;
+        let taken = h
+            .index
+            .try_lease(&lease, "another node", now, now + 300)
+            .await
+            .expect("lease");
+        if taken {
+            h.index.release_lease(&lease, "another node").await.unwrap();
+        }
+        taken
+    };
+
+    let a = retrieve(&core, &web_caller(), Operation::WadoRs, &first)
+        .await
+        .expect("first retrieve");
+    let mut b = retrieve(&core, &web_caller(), Operation::WadoRs, &second)
+        .await
+        .expect("second retrieve");
+    assert_eq!((a.from, b.from), (NAME, NAME));
+    assert_eq!(drain(a).await, sops(&held[..2]));
+    for _ in 0..2 {
+        b.instances
+            .next_batch()
+            .await
+            .expect("an instance")
+            .unwrap();
+    }
+    assert_eq!(source.fetches(), 2);
+    wait_for("the first fetch to end", || async {
+        core.fetches.transfers().1.len() == 1
+    })
+    .await;
+    assert!(
+        !other_node_takes_it().await,
+        "the study's lease was given back while its second fetch still ran"
+    );
+
+    // The second ends (its consumer leaves): now the lease goes back.
+    drop(b);
+    wait_for("the second fetch to end", || async {
+        core.fetches.transfers().0.is_empty()
+    })
+    .await;
+    wait_for("the lease to be given back", || async {
+        other_node_takes_it().await
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

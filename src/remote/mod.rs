@@ -170,6 +170,8 @@ pub struct RemoteSource {
     own_home: String,
     timeout: Duration,
     localisation: Localisation,
+    /// Largest document part of an answer (`[remote] max_instance_bytes`).
+    max_instance_bytes: u64,
 }
 
 impl std::fmt::Debug for RemoteSource {
@@ -222,6 +224,7 @@ impl RemoteSource {
             own_home: config.xds.home_community_id.clone(),
             timeout,
             localisation: remote.localisation,
+            max_instance_bytes: remote.max_instance_bytes,
         })
     }
 
@@ -572,6 +575,7 @@ impl RemoteSource {
             study_uid: &study.study_uid,
             classes,
             timeout: self.timeout,
+            max_bytes: self.max_instance_bytes,
         };
         // Three at once, as a PACS retrieve: reading the parts into the fill, handing on
         // what it stored, indexing that. However the reading ends, what was stored is
@@ -601,6 +605,8 @@ struct Parts<'a> {
     study_uid: &'a str,
     classes: &'a HashMap<String, String>,
     timeout: Duration,
+    /// Largest part: one that grows past it fails the read (`[remote] max_instance_bytes`).
+    max_bytes: u64,
 }
 
 /// Longest Part 10 header (preamble and meta group) looked for at the start of a part.
@@ -644,6 +650,7 @@ impl Parts<'_> {
             // cancel), the instance's temp file is removed.
             let mut head: Vec<u8> = Vec::new();
             let mut instance: Option<(FillInstance<'_>, bool)> = None;
+            let mut part_bytes = 0u64;
             loop {
                 let chunk = tokio::select! {
                     _ = cancel.cancelled() => return Err(RemoteError::Cancelled),
@@ -657,6 +664,15 @@ impl Parts<'_> {
                     }
                     Err(_) => return Err(RemoteError::Timeout(format!("part {cid:?} stalled"))),
                 };
+                // A part without end (a hostile or broken peer): it fails here, its temp
+                // file removed as `instance` drops, before it fills the disk.
+                part_bytes += chunk.len() as u64;
+                if part_bytes > self.max_bytes {
+                    return Err(RemoteError::Malformed(format!(
+                        "part {cid:?} is larger than remote.max_instance_bytes ({} bytes)",
+                        self.max_bytes
+                    )));
+                }
                 let stopped = |_| RemoteError::Store("the cache fill has stopped".into());
                 match &mut instance {
                     Some((one, _)) => one.push(chunk).await.map_err(stopped)?,

@@ -27,6 +27,9 @@ The behaviour for the next request is read from --mode-file (one word; absent: `
   not-dicom      RAD-75: the first part holds an HTML page instead of the instance
   huge-envelope  RAD-75: an envelope of 4 MiB (a comment padding the XML)
   no-boundary    RAD-75: multipart/related without a boundary parameter
+  endless        RAD-75: the first part is the instance followed by zeros without end (until
+                 the client hangs up, at most ENDLESS_CAP bytes, so that a client without a
+                 limit makes the test fail rather than hang)
 
 Deliberate misconfigurations, for the qualification self-test (tests/selftest.rs, issue 17):
 
@@ -500,6 +503,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
             w.write(("\r\n--%s\r\nContent-Type: application/dicom\r\n"
                      "Content-Transfer-Encoding: binary\r\nContent-ID: <%s>\r\n\r\n"
                      % (BOUNDARY, cid)).encode())
+            if n == 0 and mode == "endless":
+                w.write(data)
+                zeros = b"\0" * (1 << 20)
+                try:
+                    for _ in range(ENDLESS_CAP >> 20):
+                        w.write(zeros)
+                except OSError as e:  # the client hung up: what is wanted
+                    log("endless part: the client hung up:", e)
+                self.close_connection = True
+                return
             if n == 0 and mode == "truncated":
                 # Half the instance, then the connection ends: no last chunk, no boundary.
                 w.write(data[: len(data) // 2])
@@ -510,6 +523,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         w.write(("\r\n--%s--\r\n" % BOUNDARY).encode())
         w.finish()
         self.close_connection = True
+
+
+# The most an `endless` part sends before giving up (the client should have hung up long before).
+ENDLESS_CAP = 1 << 30
 
 
 class Chunked:
