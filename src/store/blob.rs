@@ -55,6 +55,10 @@ const WRITE_BUFFER: usize = 256 * 1024;
 /// Longest UID accepted in a key (UIDs are at most 64 characters; some systems exceed that).
 const MAX_UID_LEN: usize = 128;
 
+/// Most directories remembered as durable (see `BlobStore::durable_dirs`); past it the set
+/// starts again (one entry per series directory).
+const DURABLE_DIRS_REMEMBERED: usize = 100_000;
+
 /// Threads that fsync the files and directories of one group commit at once
 /// ([`BlobStore::commit_group_blocking`]); they wait on the disk, not the CPU.
 const FSYNC_THREADS: usize = 16;
@@ -75,6 +79,10 @@ pub struct BlobStore {
     tmp: PathBuf,
     /// The bucket, when blobs live in object storage.
     remote: Option<Arc<Remote>>,
+    /// Directories under the root whose own entry a group commit has made durable (their
+    /// parent fsynced after they were created): a later group need not fsync the parent
+    /// again for them ([`commit_group_blocking`](Self::commit_group_blocking)).
+    durable_dirs: Arc<std::sync::Mutex<std::collections::HashSet<PathBuf>>>,
 }
 
 /// A UID usable as a path component: dot-separated runs of digits.
@@ -141,6 +149,7 @@ impl BlobStore {
             root,
             tmp,
             remote: None,
+            durable_dirs: Arc::default(),
         })
     }
 
@@ -512,8 +521,10 @@ impl BlobStore {
         // The placed files: their position in `results`, the open temp file, its new path.
         let mut placed: Vec<(usize, BlockingBlob, PathBuf)> = Vec::with_capacity(group.len());
         let mut dirs = std::collections::BTreeSet::new();
+        // Directories whose own entry this group makes durable (their parent is in `dirs`).
+        let mut entries = std::collections::BTreeSet::new();
         for (at, (mut blob, key)) in group.into_iter().enumerate() {
-            match self.place(&mut blob, &key, &mut dirs) {
+            match self.place(&mut blob, &key, &mut dirs, &mut entries) {
                 Ok(target) => {
                     results.push(Ok(blob.len));
                     placed.push((at, blob, target));
@@ -591,6 +602,13 @@ impl BlobStore {
                 .into_iter()
                 .next()
         });
+        if dir_failure.is_none() {
+            let mut durable = self.durable_dirs.lock().unwrap_or_else(|e| e.into_inner());
+            if durable.len() + entries.len() > DURABLE_DIRS_REMEMBERED {
+                durable.clear();
+            }
+            durable.extend(entries);
+        }
         for ((at, blob, target), error) in placed.into_iter().zip(file_errors) {
             let error = error.into_inner().unwrap_or_else(|e| e.into_inner());
             let failure = match (error, &dir_failure) {
@@ -615,12 +633,13 @@ impl BlobStore {
     }
 
     /// Rename `blob` to `key`, creating the directories on the way; `dirs` collects the
-    /// directories to fsync.
+    /// directories to fsync, `entries` those whose own entry that makes durable.
     fn place(
         &self,
         blob: &mut BlockingBlob,
         key: &str,
         dirs: &mut std::collections::BTreeSet<PathBuf>,
+        entries: &mut std::collections::BTreeSet<PathBuf>,
     ) -> Result<PathBuf, BlobError> {
         check_key(key)?;
         let target = self.path(key);
@@ -634,17 +653,17 @@ impl BlobStore {
             Err(e) => return Err(io_err(&target)(e)),
         }
         blob.done = true;
-        // The file's directory, and each one above it up to the root: a series or study
-        // directory may have been created just now, by this group or by another path (a
-        // cache fill) that has not fsynced it yet. With the group's fsyncs running at once,
-        // those of directories with nothing new join the same journal commit.
-        let mut dir = Some(parent.as_path());
-        while let Some(d) = dir {
-            dirs.insert(d.to_path_buf());
-            if d == self.root {
-                break;
-            }
-            dir = d.parent();
+        // The file's directory always (its new entry); and for each directory above it
+        // not known durable, its parent: it may have been created just now, by this group
+        // or by another path (a cache fill) that has not fsynced it yet.
+        dirs.insert(parent.clone());
+        let durable = self.durable_dirs.lock().unwrap_or_else(|e| e.into_inner());
+        let mut dir = parent.as_path();
+        while dir != self.root && !durable.contains(dir) {
+            let Some(up) = dir.parent() else { break };
+            dirs.insert(up.to_path_buf());
+            entries.insert(dir.to_path_buf());
+            dir = up;
         }
         Ok(target)
     }
