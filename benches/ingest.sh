@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
-# Ingest benchmark: send one generated CT study with DCMTK storescu to
-#   (a) beeldbrug serve (release build), (b) DCMTK storescp (writing to disk),
-#   (c) Orthanc (default SQLite index),
-# REPS times each (a fresh, empty store for every run), and report the median
-# instances/s and MB/s per target. Part 2 measures beeldbrug's peak RSS (VmHWM) while it
-# receives one multi-frame instance of >= 2 GB, against its idle RSS.
+# Ingest benchmark (issue 16 section 5): send one generated CT study with DCMTK storescu to
+#   (a) beeldbrug serve (release build), (b) DCMTK storescp (writing to disk; --fork, one
+#   process per association), (c) Orthanc (default SQLite index),
+# over one association and over ASSOCS concurrent associations (the files dealt out in turn),
+# REPS times each (a fresh, empty store for every run, targets interleaved), and report the
+# median instances/s and MB/s per target and mode. Part 1b: STOW-RS of the same study into
+# beeldbrug and into Orthanc with its DICOMweb plugin (benches/dicomweb_bench.py stow,
+# STOW_BATCH instances per request), STOW_REPS runs each. Part 2 measures beeldbrug's peak
+# RSS (VmHWM) while it receives one multi-frame instance of >= 2 GB, against its idle RSS.
 #
 # Usage: benches/ingest.sh            (see benches/README.md)
 # Environment (defaults in brackets):
 #   BENCH_DIR [/tmp/beeldbrug-bench]  inputs, stores and logs
 #   CT_SLICES [200]   slices of the CT study (512x512x16 bit, ~0.5 MB each: ~100 MB)
-#   REPS      [5]     runs per target
+#   REPS      [5]     runs per target and mode
+#   ASSOCS    [4]     concurrent associations of the second mode
+#   STOW_REPS [3] STOW_BATCH [50]   STOW-RS runs per server, instances per request
+#   SKIP_STOW [0]     1 skips part 1b
 #   SKIP_LARGE [0]    1 skips part 2
 #   MF_FRAMES [1024] MF_SIZE [1024]   part 2 instance: frames of MF_SIZE^2 16-bit pixels
 #   PDU       [131072]  max PDU every receiver announces (DCMTK and Orthanc max out here)
@@ -23,6 +29,11 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH_DIR=${BENCH_DIR:-/tmp/beeldbrug-bench}
 CT_SLICES=${CT_SLICES:-200}
 REPS=${REPS:-5}
+ASSOCS=${ASSOCS:-4}
+STOW_REPS=${STOW_REPS:-3}
+STOW_BATCH=${STOW_BATCH:-50}
+SKIP_STOW=${SKIP_STOW:-0}
+ORTHANC_DICOMWEB=${ORTHANC_DICOMWEB:-/usr/share/orthanc/plugins/libOrthancDicomWeb.so}
 SKIP_LARGE=${SKIP_LARGE:-0}
 MF_FRAMES=${MF_FRAMES:-1024}
 MF_SIZE=${MF_SIZE:-1024}
@@ -34,7 +45,7 @@ STORESCP_PORT=${STORESCP_PORT:-11302}
 ORTHANC_PORT=${ORTHANC_PORT:-11303}
 ORTHANC_HTTP_PORT=${ORTHANC_HTTP_PORT:-11304}
 ORTHANC=${ORTHANC:-/usr/sbin/Orthanc}
-BB=${CARGO_TARGET_DIR:-$ROOT/target}/release/beeldbrug
+CLIENT=$ROOT/benches/dicomweb_bench.py
 export TCP_NODELAY=1 # DCMTK: disable Nagle (otherwise small PDUs wait for delayed ACKs)
 
 # shellcheck source=lib.sh
@@ -54,13 +65,14 @@ start_beeldbrug() {
         "$BB" serve >"$1/beeldbrug.log" 2>&1 &
     PID=$!
     PIDS+=("$PID")
-    wait_ready BEELDBRUG "$BB_PORT" "" "$PID" "$1/beeldbrug.log"
+    BASE=http://$HOST:$BB_HTTP_PORT/dicomweb
+    wait_ready BEELDBRUG "$BB_PORT" "http://$HOST:$BB_HTTP_PORT/health" "$PID" "$1/beeldbrug.log"
 }
 count_beeldbrug() { find "$1/data/blobs" -type f -name '*.dcm' | wc -l; }
 
 start_storescp() {
     mkdir -p "$1/out"
-    /usr/bin/storescp -aet STORESCP --max-pdu "$PDU" --output-directory "$1/out" "$STORESCP_PORT" \
+    /usr/bin/storescp --fork -aet STORESCP --max-pdu "$PDU" --output-directory "$1/out" "$STORESCP_PORT" \
         >"$1/storescp.log" 2>&1 &
     PID=$!
     PIDS+=("$PID")
@@ -74,7 +86,7 @@ start_orthanc() {
   "Name": "beeldbrug-bench",
   "StorageDirectory": "$1/storage",
   "IndexDirectory": "$1/storage",
-  "Plugins": [],
+  "Plugins": ["$ORTHANC_DICOMWEB"],
   "HttpPort": $ORTHANC_HTTP_PORT,
   "RemoteAccessAllowed": false,
   "AuthenticationEnabled": false,
@@ -83,13 +95,16 @@ start_orthanc() {
   "DicomCheckCalledAet": false,
   "DicomAlwaysAllowEcho": true,
   "DicomAlwaysAllowStore": true,
-  "MaximumPduLength": $PDU
+  "MaximumPduLength": $PDU,
+  "KeepAlive": true,
+  "DicomWeb": { "Enable": true, "Root": "/dicom-web/" }
 }
 EOF
     "$ORTHANC" "$1/orthanc.json" >"$1/orthanc.log" 2>&1 &
     PID=$!
     PIDS+=("$PID")
-    wait_ready ORTHANC "$ORTHANC_PORT" "" "$PID" "$1/orthanc.log"
+    BASE=http://$HOST:$ORTHANC_HTTP_PORT/dicom-web
+    wait_ready ORTHANC "$ORTHANC_PORT" "http://$HOST:$ORTHANC_HTTP_PORT/plugins/dicom-web" "$PID" "$1/orthanc.log"
 }
 count_orthanc() {
     curl -sf "http://$HOST:$ORTHANC_HTTP_PORT/statistics" | sed -n 's/.*"CountInstances" *: *\([0-9]*\).*/\1/p'
@@ -105,15 +120,31 @@ send() {
     awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f\n", b - a }'
 }
 
+# send_many AE PORT LOGPREFIX: storescu of each list $CT_LISTS[i] at once, one association
+# each; print the wall time from the first start to the last exit
+send_many() {
+    local t0 t1 i pids=()
+    t0=$(date +%s.%N)
+    for i in "${!CT_LISTS[@]}"; do
+        # shellcheck disable=SC2046 # one argument per file
+        /usr/bin/storescu -aet BENCH -aec "$1" --max-pdu "$PDU" "$HOST" "$2" $(cat "${CT_LISTS[$i]}") \
+            >"$3.$i" 2>&1 &
+        pids+=($!)
+    done
+    for i in "${!pids[@]}"; do
+        wait "${pids[$i]}" || { tail -20 "$3.$i" >&2; die "storescu $i to $1 failed (log: $3.$i)"; }
+    done
+    t1=$(date +%s.%N)
+    awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f\n", b - a }'
+}
+
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 rss_kb() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
 fmt() { awk -v x="$1" -v d="${2:-1}" 'BEGIN { printf "%.*f", d, x }'; }
 
 # --- build and inputs ---------------------------------------------------------------------
-log "building beeldbrug (release)"
-(cd "$ROOT" && cargo build --release --quiet)
-[ -x "$BB" ] || die "no release binary at $BB"
 mkdir -p "$BENCH_DIR"
+prepare_beeldbrug
 
 CT_DIR=$BENCH_DIR/input-ct-$CT_SLICES
 if [ ! -f "$CT_DIR.complete" ]; then
@@ -129,36 +160,88 @@ MB=$(awk -v b="$BYTES" 'BEGIN { printf "%.1f", b / 1e6 }')
 
 # --- part 1: throughput ---------------------------------------------------------------------
 TARGETS=(beeldbrug storescp orthanc)
+MODES=(1 "$ASSOCS")
 declare -A AE=([beeldbrug]=BEELDBRUG [storescp]=STORESCP [orthanc]=ORTHANC)
 declare -A PORT=([beeldbrug]=$BB_PORT [storescp]=$STORESCP_PORT [orthanc]=$ORTHANC_PORT)
 declare -A TIMES=()
 
-log "part 1: $N instances, $MB MB, $REPS runs per target (targets interleaved)"
+# The files dealt out to ASSOCS lists, in turn (each association gets every ASSOCS-th slice).
+CT_LISTS=()
+find "$CT_DIR" -type f -name '*.dcm' | sort >"$BENCH_DIR/ct.list"
+for i in $(seq 0 $((ASSOCS - 1))); do
+    awk -v n="$ASSOCS" -v i="$i" '(NR - 1) % n == i' "$BENCH_DIR/ct.list" >"$BENCH_DIR/ct.list.$i"
+    CT_LISTS+=("$BENCH_DIR/ct.list.$i")
+done
+
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+T_START=$(date -u +%H:%M)
+log "part 1: $N instances, $MB MB, $REPS runs per target over 1 and $ASSOCS associations (interleaved)"
 for rep in $(seq 1 "$REPS"); do
-    for t in "${TARGETS[@]}"; do
-        dir=$BENCH_DIR/run-$t
-        rm -rf "$dir"
-        mkdir -p "$dir"
-        "start_$t" "$dir"
-        sync # earlier runs' dirty pages must not land in this run's fsyncs
-        secs=$(send "${AE[$t]}" "${PORT[$t]}" "$dir/storescu.log" "$CT_DIR")
-        got=$("count_$t" "$dir")
-        stop "$PID"
-        [ "$got" = "$N" ] || die "$t holds $got of $N instances after run $rep (see $dir)"
-        TIMES[$t]="${TIMES[$t]:-} $secs"
-        log "run $rep $t: $secs s"
+    for m in "${MODES[@]}"; do
+        for t in "${TARGETS[@]}"; do
+            dir=$BENCH_DIR/run-$t
+            rm -rf "$dir"
+            mkdir -p "$dir"
+            "start_$t" "$dir"
+            sync # earlier runs' dirty pages must not land in this run's fsyncs
+            if [ "$m" = 1 ]; then
+                secs=$(send "${AE[$t]}" "${PORT[$t]}" "$dir/storescu.log" "$CT_DIR")
+            else
+                secs=$(send_many "${AE[$t]}" "${PORT[$t]}" "$dir/storescu.log")
+            fi
+            got=$("count_$t" "$dir")
+            stop "$PID"
+            [ "$got" = "$N" ] || die "$t holds $got of $N instances after run $rep over $m associations (see $dir)"
+            TIMES[$t/$m]="${TIMES[$t/$m]:-} $secs"
+            log "run $rep, $m association(s), $t: $secs s"
+        done
     done
 done
 for t in "${TARGETS[@]}"; do rm -rf "$BENCH_DIR/run-$t"; done
 
 declare -A MED=() IPS=() MBS=()
 for t in "${TARGETS[@]}"; do
-    # shellcheck disable=SC2086 # word splitting intended
-    MED[$t]=$(median ${TIMES[$t]})
-    IPS[$t]=$(awk -v n="$N" -v s="${MED[$t]}" 'BEGIN { printf "%.1f", n / s }')
-    MBS[$t]=$(awk -v b="$BYTES" -v s="${MED[$t]}" 'BEGIN { printf "%.1f", b / 1e6 / s }')
+    for m in "${MODES[@]}"; do
+        # shellcheck disable=SC2086 # word splitting intended
+        MED[$t/$m]=$(median ${TIMES[$t/$m]})
+        IPS[$t/$m]=$(awk -v n="$N" -v s="${MED[$t/$m]}" 'BEGIN { printf "%.1f", n / s }')
+        MBS[$t/$m]=$(awk -v b="$BYTES" -v s="${MED[$t/$m]}" 'BEGIN { printf "%.1f", b / 1e6 / s }')
+    done
 done
 ratio() { awk -v a="${IPS[$1]}" -v b="${IPS[$2]}" 'BEGIN { printf "%.2f", a / b }'; }
+
+# --- part 1b: STOW-RS of the same study -----------------------------------------------------
+declare -A STIMES=() SMED=() SIPS=()
+STOW_TARGETS=(beeldbrug orthanc)
+if [ "$SKIP_STOW" != "1" ]; then
+    [ -f "$ORTHANC_DICOMWEB" ] || die "Orthanc's DICOMweb plugin missing ($ORTHANC_DICOMWEB)"
+    log "part 1b: STOW-RS of $N instances, $STOW_BATCH per request, $STOW_REPS runs per server"
+    for rep in $(seq 1 "$STOW_REPS"); do
+        for t in "${STOW_TARGETS[@]}"; do
+            dir=$BENCH_DIR/stow-$t
+            rm -rf "$dir"
+            mkdir -p "$dir"
+            "start_$t" "$dir"
+            sync
+            out=$(python3 "$CLIENT" stow "$BASE" "$BENCH_DIR/ct.list" --batch "$STOW_BATCH") \
+                || die "STOW-RS to $t failed (see $dir)"
+            secs=$(echo "$out" | python3 -c 'import json, sys; print(json.load(sys.stdin)["seconds"])')
+            got=$("count_$t" "$dir")
+            stop "$PID"
+            [ "$got" = "$N" ] || die "$t holds $got of $N instances after STOW-RS run $rep (see $dir)"
+            rm -rf "$dir"
+            STIMES[$t]="${STIMES[$t]:-} $secs"
+            log "STOW-RS $rep $t: $secs s"
+        done
+    done
+    for t in "${STOW_TARGETS[@]}"; do
+        # shellcheck disable=SC2086 # word splitting intended
+        SMED[$t]=$(median ${STIMES[$t]})
+        SIPS[$t]=$(awk -v n="$N" -v s="${SMED[$t]}" 'BEGIN { printf "%.1f", n / s }')
+    done
+fi
+LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
+T_END=$(date -u +%H:%M)
 
 # --- part 2: peak RSS while receiving one large instance ------------------------------------
 LARGE=""
@@ -208,16 +291,34 @@ REPORT=$BENCH_DIR/results.md
     echo "## beeldbrug ingest benchmark, $(date -u +%Y-%m-%dT%H:%MZ)"
     echo
     echo "Machine: $(nproc) CPUs ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)), $(free -g | awk '/^Mem:/ { print $2 }') GiB RAM; $BENCH_DIR on $(df -hT "$BENCH_DIR" | awk 'NR == 2 { print $2 " (" $1 ")" }')."
-    echo "Versions: beeldbrug $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?'), $(/usr/bin/storescu --version | head -1 | tr -d '$'), Orthanc $("$ORTHANC" --version | head -1 | awk '{ print $2 }')."
-    echo "Input: $N CT instances (512x512, 16-bit, Explicit VR LE), $MB MB, sent by storescu over one association, max PDU $PDU; $REPS runs per target, medians."
+    echo "Versions: $(/usr/bin/storescu --version | head -1 | tr -d '$'), Orthanc $("$ORTHANC" --version | head -1 | awk '{ print $2 }')."
+    echo "beeldbrug: $BB_VERSION."
+    echo "Parts 1 and 1b: $T_START-$T_END UTC, load average (1/5/15 min) $LOAD_START at the start, $LOAD_END at the end."
+    echo "Input: $N CT instances (512x512, 16-bit, Explicit VR LE), $MB MB, sent by storescu over one association and over $ASSOCS at once (every ${ASSOCS}th file each), max PDU $PDU; $REPS runs per target and mode, medians."
     echo
-    echo "| target | median time | instances/s | MB/s | runs (s) |"
-    echo "|---|---:|---:|---:|---|"
-    for t in "${TARGETS[@]}"; do
-        echo "| $t | ${MED[$t]} s | ${IPS[$t]} | ${MBS[$t]} | ${TIMES[$t]# } |"
+    echo "| target | associations | median time | instances/s | MB/s | runs (s) |"
+    echo "|---|---:|---:|---:|---:|---|"
+    for m in "${MODES[@]}"; do
+        for t in "${TARGETS[@]}"; do
+            echo "| $t | $m | ${MED[$t/$m]} s | ${IPS[$t/$m]} | ${MBS[$t/$m]} | ${TIMES[$t/$m]# } |"
+        done
     done
     echo
-    echo "Ratios (instances/s): beeldbrug/storescp = $(ratio beeldbrug storescp), beeldbrug/Orthanc = $(ratio beeldbrug orthanc), Orthanc/storescp = $(ratio orthanc storescp)."
+    for m in "${MODES[@]}"; do
+        echo "Ratios (instances/s) over $m association(s): beeldbrug/storescp = $(ratio beeldbrug/$m storescp/$m), beeldbrug/Orthanc = $(ratio beeldbrug/$m orthanc/$m), Orthanc/storescp = $(ratio orthanc/$m storescp/$m)."
+    done
+    if [ "$SKIP_STOW" != "1" ]; then
+        echo
+        echo "STOW-RS, $STOW_BATCH instances per request over one keep-alive connection, $STOW_REPS runs, medians:"
+        echo
+        echo "| server | median time | instances/s | runs (s) |"
+        echo "|---|---:|---:|---|"
+        for t in "${STOW_TARGETS[@]}"; do
+            echo "| $t | ${SMED[$t]} s | ${SIPS[$t]} | ${STIMES[$t]# } |"
+        done
+        echo
+        echo "STOW-RS instances/s: beeldbrug/Orthanc = $(awk -v a="${SIPS[beeldbrug]}" -v b="${SIPS[orthanc]}" 'BEGIN { printf "%.2f", a / b }')."
+    fi
     echo "$LARGE"
 } | tee "$REPORT"
 log "report written to $REPORT"

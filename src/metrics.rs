@@ -38,6 +38,8 @@ struct Metrics {
     cache_studies: Gauge,
     orphans_removed: Counter,
     missing_blobs: Counter,
+    ingest_groups: Counter,
+    ingest_group_instances: Counter,
     chain_up: Family<Labels, Gauge>,
     chain_latency: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     chain_certificate_days: Family<Labels, Gauge>,
@@ -67,6 +69,8 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         cache_studies: Gauge::default(),
         orphans_removed: Counter::default(),
         missing_blobs: Counter::default(),
+        ingest_groups: Counter::default(),
+        ingest_group_instances: Counter::default(),
         chain_up: Family::default(),
         chain_latency: Family::default(),
         chain_certificate_days: Family::default(),
@@ -143,6 +147,16 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "missing_blobs",
         "Reads of an indexed instance whose file was missing (each logged for repair)",
         m.missing_blobs.clone(),
+    );
+    registry.register(
+        "ingest_group_commits",
+        "Group commits of C-STORE and STOW-RS ingest (one round of fsyncs each)",
+        m.ingest_groups.clone(),
+    );
+    registry.register(
+        "ingest_group_instances",
+        "Instances made durable by the group commits (divided by the commits: the mean group size)",
+        m.ingest_group_instances.clone(),
     );
     registry.register(
         "chain_peer_up",
@@ -420,6 +434,12 @@ pub fn set_cache(studies: u64, bytes: u64) {
 /// Orphaned blob files removed by recovery.
 pub fn orphans_removed(n: usize) {
     METRICS.orphans_removed.inc_by(n as u64);
+}
+
+/// A group commit of `n` instances (`store::ingest::Committer`).
+pub fn ingest_group(n: usize) {
+    METRICS.ingest_groups.inc();
+    METRICS.ingest_group_instances.inc_by(n as u64);
 }
 
 /// An indexed instance's file was found missing.

@@ -16,6 +16,10 @@
 //!
 //! On SQLite with the filesystem, and on PostgreSQL. `SOAK_SECS` sets the
 //! total time under load (default 40 s per backend); `benches/soak.sh` runs it longer.
+//!
+//! And the group commit of ingest (issue 16 section 5): instances of four concurrent
+//! associations are all acknowledged, and a `kill -9` right after the last acknowledgement
+//! loses none of them.
 
 mod common;
 
@@ -591,4 +595,111 @@ async fn the_start_sweep_leaves_files_younger_than_the_grace() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     gw.stop().await;
+}
+
+/// Four storescu associations at once (the C-STOREs of one group commit come from several
+/// associations): every instance is acknowledged with success; the gateway is killed with
+/// SIGKILL as soon as the last association has its answers, and after the restart every
+/// instance is indexed under its study and series, its file holds the data set sent, WADO-RS
+/// serves it, and no orphan or temp file is left.
+async fn concurrent_associations_durable(index_url: &str) {
+    require_tool("storescu");
+    let dir = tempfile::tempdir().unwrap();
+    let args = beeldbrug::testdata::GenerateArgs {
+        ct_slices: 24,
+        mr_slices: 8,
+        patients: 2,
+        frame_size: 64,
+        implicit: false,
+        ..beeldbrug::testdata::GenerateArgs::with_defaults(dir.path().join("src"))
+    };
+    let files: Vec<_> = beeldbrug::testdata::generate(&args)
+        .unwrap()
+        .into_iter()
+        .filter(|f| f.transfer_syntax == EXPLICIT_LE)
+        .collect();
+    assert!(files.len() >= 40, "generated {} files", files.len());
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let setup = Arc::new(Setup::new(dir.path(), index_url));
+    let tracked: Shared = Arc::new(Mutex::new(
+        files
+            .iter()
+            .map(|f| {
+                let t = Tracked {
+                    base: f.path.clone(),
+                    study_uid: f.study_uid.clone(),
+                    series_uid: f.series_uid.clone(),
+                    acknowledged: None,
+                    attempt: None,
+                };
+                (f.sop_uid.clone(), t)
+            })
+            .collect(),
+    ));
+    let served = setup.start();
+    let versions = Arc::new(AtomicU64::new(0));
+    // Dealt out in turn: each association stores into every series.
+    let associations = 4;
+    let mut senders = Vec::new();
+    for a in 0..associations {
+        let sops: Vec<String> = files
+            .iter()
+            .skip(a)
+            .step_by(associations)
+            .map(|f| f.sop_uid.clone())
+            .collect();
+        let (setup, tracked, versions, work) = (
+            setup.clone(),
+            tracked.clone(),
+            versions.clone(),
+            work.clone(),
+        );
+        senders.push(std::thread::spawn(move || {
+            cstore_round(&setup, &tracked, &sops, &work, &versions)
+        }));
+    }
+    for s in senders {
+        s.join().unwrap();
+    }
+    served.kill9();
+    let all = tracked.lock().unwrap().clone();
+    let unacknowledged: Vec<&String> = all
+        .iter()
+        .filter(|(_, t)| t.acknowledged.is_none())
+        .map(|(sop, _)| sop)
+        .collect();
+    assert!(
+        unacknowledged.is_empty(),
+        "not acknowledged: {unacknowledged:?}\n{}",
+        std::fs::read_to_string(setup.data_dir.with_file_name("gateway.log")).unwrap_or_default()
+    );
+
+    let served = setup.start();
+    let index = beeldbrug::store::open_index(index_url).await.unwrap();
+    let acknowledged = check_instances(index.as_ref(), &setup, &all, true).await;
+    assert_eq!(acknowledged, files.len());
+    assert!(
+        orphans(index.as_ref(), &setup.data_dir).await.is_empty(),
+        "orphaned blob files"
+    );
+    assert!(
+        files_under(&setup.data_dir.join("tmp")).is_empty(),
+        "temp files left"
+    );
+    served.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_associations_durable_sqlite_filesystem() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("index.db").display());
+    concurrent_associations_durable(&url).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_associations_durable_postgres() {
+    let db = FreshDatabase::create().await;
+    concurrent_associations_durable(&db.url).await;
+    db.drop_db().await;
 }

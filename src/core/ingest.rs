@@ -6,10 +6,14 @@
 //! - [`Core::incoming`]: a new instance's bytes, written as they stream in. On the filesystem
 //!   store a temp file; an object store would buffer or upload here, the fronts unchanged.
 //!   Dropped or [`aborted`](Incoming::abort) before it is ingested, nothing stays.
-//! - [`Core::ingest`]: durable and indexed now, one instance (C-STORE).
-//! - [`Core::ingest_durable`] then [`Core::index`]: durable now, indexed in batches of one
-//!   index transaction each (STOW-RS: many parts per request). Not indexed means not
-//!   acknowledged: a batch the index refuses has its files removed and its instances failed.
+//! - [`Core::ingest`]: durable and indexed now, one instance (C-STORE), in a group commit
+//!   with whatever other associations and requests store meanwhile
+//!   ([`Committer`](crate::store::ingest::Committer): one round of fsyncs and one index
+//!   transaction for the group).
+//! - [`Core::ingest_durable`] then [`Core::index`]: durable now (in a group commit too),
+//!   indexed in batches of one index transaction each (STOW-RS: many parts per request).
+//!   Not indexed means not acknowledged: a batch the index refuses has its files removed
+//!   and its instances failed.
 //!
 //! The trust decision and the one audit record: a STOW-RS request is admitted once
 //! ([`Core::admit`]) and its [`Ticket`] finished by the front; the C-STOREs of one association
@@ -19,7 +23,7 @@
 use super::{Core, Refusal, Ticket};
 use crate::model::InstanceLocation;
 use crate::status::code;
-use crate::store::ingest::{index_batch, persist, store_blob};
+use crate::store::ingest::index_batch;
 use crate::store::{InstanceRecord, PendingBlob};
 use crate::trust::{Caller, Decision, Operation, Trust};
 use std::sync::Arc;
@@ -100,7 +104,7 @@ impl Core {
         incoming: Incoming,
         expected: Expected<'_>,
     ) -> Result<StoredInstance, IngestFailure> {
-        let ingested = persist(&self.blobs, self.index.as_ref(), incoming.blob, expected).await?;
+        let ingested = self.committer.persist(incoming.blob, expected).await?;
         touch(ticket, std::slice::from_ref(&ingested.record));
         Ok(StoredInstance {
             status: ingested.status,
@@ -115,7 +119,7 @@ impl Core {
         incoming: Incoming,
         expected: Expected<'_>,
     ) -> Result<Durable, IngestFailure> {
-        let ingested = store_blob(&self.blobs, incoming.blob, expected).await?;
+        let ingested = self.committer.store_blob(incoming.blob, expected).await?;
         Ok(Durable {
             status: ingested.status,
             record: ingested.record,

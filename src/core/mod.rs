@@ -196,6 +196,8 @@ pub struct Core {
     trust: Arc<Trust>,
     index: Arc<dyn Index>,
     blobs: BlobStore,
+    /// The group commit of C-STORE and STOW-RS (`core::ingest`).
+    committer: crate::store::ingest::Committer,
     stored: Stored,
     cache: CacheRules,
     fetches: Fetches,
@@ -278,8 +280,9 @@ impl Core {
         CoreBuilder {
             core: Core {
                 trust,
-                index,
                 stored: Stored::new(blobs.clone()),
+                committer: crate::store::ingest::Committer::new(blobs.clone(), index.clone()),
+                index,
                 blobs,
                 cache: CacheRules::default(),
                 fetches: Fetches::default(),

@@ -1,8 +1,8 @@
 //! STOW-RS (PS3.18 10.5): `multipart/related; type="application/dicom"` parsed as a stream
 //! (multer, boundary from the media type), each part written into the core as it arrives and
-//! stored through the same ingest path as C-STORE (`core::ingest`: checked, parsed, fsynced,
-//! renamed; up to 4 parts at once while the next arrive), then indexed in batches of one
-//! transaction each — durable and indexed before the response.
+//! stored through the same ingest path as C-STORE (`core::ingest`: checked, parsed, fsynced
+//! and renamed in group commits; up to 16 parts at once while the next arrive), then indexed
+//! in batches of one transaction each — durable and indexed before the response.
 //!
 //! Status (PS3.18 10.5.3): 200 all stored, 202 some failed or stored with warnings, 409 none
 //! stored, 400 a malformed request, 415 an unsupported media type, 413 over the size limits.
@@ -155,9 +155,10 @@ async fn store(
     ))
 }
 
-/// Parts being stored while the next ones arrive: each is fsynced, parsed and indexed on a
-/// task of its own, so that disk and index work overlaps with receiving.
-const PARTS_IN_FLIGHT: usize = 4;
+/// Parts being stored while the next ones arrive: each is parsed on a task of its own and
+/// made durable in a group commit (`store::ingest::Committer`), so that disk work overlaps
+/// with receiving and the parts in flight share their fsyncs (the more, the fewer rounds).
+const PARTS_IN_FLIGHT: usize = 16;
 
 /// A part's outcome, known now or once its store task ends.
 enum Part {

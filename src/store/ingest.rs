@@ -2,8 +2,10 @@
 //! [`PendingBlob`] is checked and parsed up to Pixel Data, fsynced, renamed into place and
 //! indexed; only then is it acknowledged. Any failure removes the temp file, so nothing
 //! half-written stays. The fronts (C-STORE, STOW-RS) come here through the core
-//! (`core::ingest`); what is no front (a publisher storing instances it made) may call
-//! [`persist`] directly.
+//! (`core::ingest`) and its [`Committer`], which makes the instances of all associations and
+//! requests durable and indexed in groups (one round of fsyncs and one index transaction per
+//! group); what is no front (a publisher storing instances it made) may call [`persist`]
+//! directly.
 //!
 //! The cache fill of a PACS retrieve ([`cache_fill`]) runs the same checks on copies of what
 //! the PACS holds, without an fsync per instance, behind the sub-operations' answers.
@@ -20,7 +22,7 @@ use dicom_core::Tag;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 pub use crate::model::ingest::{Expected, IngestFailure};
 
@@ -101,22 +103,277 @@ pub async fn index_batch(
         // (`store::delete::sweep_superseded` removes them).
         Ok(_superseded) => Ok(()),
         Err(e) => {
-            let keys: Vec<String> = records.iter().map(|r| r.blob_key.clone()).collect();
-            match index.blob_keys_in_use(&keys).await {
-                Ok(in_use) => {
-                    for key in keys.iter().filter(|k| !in_use.contains(*k)) {
-                        let _ = blobs.remove(key).await;
+            remove_unindexed(blobs, index, records).await;
+            Err(cannot_index(&e))
+        }
+    }
+}
+
+fn cannot_index(e: &super::IndexError) -> IngestFailure {
+    IngestFailure::new(code::OUT_OF_RESOURCES, format!("cannot index: {e}"))
+}
+
+/// After an index write failed: remove the new files of `records` — but never a file a row
+/// names; where the index cannot even say which those are, they stay for the orphan sweep
+/// at the next start (`store::recovery`).
+async fn remove_unindexed(blobs: &BlobStore, index: &dyn Index, records: &[InstanceRecord]) {
+    let keys: Vec<String> = records.iter().map(|r| r.blob_key.clone()).collect();
+    match index.blob_keys_in_use(&keys).await {
+        Ok(in_use) => {
+            for key in keys.iter().filter(|k| !in_use.contains(*k)) {
+                let _ = blobs.remove(key).await;
+            }
+        }
+        Err(_) => tracing::warn!(
+            files = keys.len(),
+            "index unreachable: files of instances not indexed are left to the orphan sweep"
+        ),
+    }
+}
+
+/// Most instances of one group commit.
+const MAX_GROUP: usize = 256;
+
+/// Group commit of the fronts' ingest (issue 16 section 5): the instances that C-STORE
+/// associations and STOW-RS requests have received and checked are made durable and
+/// indexed together, and each caller answers its sender only once its group is.
+///
+/// One task takes what is queued: when nothing else is, an instance is committed at once
+/// (no timer); what arrives while a group commits forms the next group. For a group, on the
+/// filesystem, the files are renamed into place and they and their directories fsynced at
+/// once ([`BlobStore::commit_group_blocking`]: one journal commit and cache flush for the
+/// lot instead of about three per instance), then the instances to index are upserted in
+/// one index transaction (one commit, one WAL fsync). On object storage the caller uploads
+/// its blob itself (each is durable once uploaded) and the group shares the index commit.
+///
+/// Re-sends stay safe: every version has a key of its own, and the index switches a row to
+/// the new one only in the group's transaction, after the new file is durable (section 4).
+/// A crash between rename and index commit leaves an orphan for `store::recovery`. A group
+/// the index refuses is indexed again instance by instance (one bad instance does not fail
+/// the others), but not when the index is unreachable: then all fail at once.
+///
+/// A caller that goes away (a broken association) does not stop its instance's commit: it
+/// is stored, only not acknowledged, as when the connection breaks just before the answer.
+pub struct Committer {
+    blobs: BlobStore,
+    index: Arc<dyn Index>,
+    /// Started on first use, on the runtime of the caller.
+    queue: std::sync::OnceLock<mpsc::UnboundedSender<Job>>,
+}
+
+impl std::fmt::Debug for Committer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Committer")
+            .field("blobs", &self.blobs)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An instance waiting for its group.
+struct Job {
+    /// The temp file to make durable (filesystem), or `None` when it is durable already
+    /// (uploaded to object storage).
+    blob: Option<BlockingBlob>,
+    ingested: Ingested,
+    sop_class: String,
+    sop_instance: String,
+    /// Indexed in the group's transaction; otherwise only made durable (the caller indexes).
+    index: bool,
+    reply: oneshot::Sender<Result<Ingested, IngestFailure>>,
+}
+
+impl Job {
+    fn fail(self, status: u16, reason: String) {
+        let failure =
+            IngestFailure::new(status, reason).naming(&self.sop_class, &self.sop_instance);
+        let _ = self.reply.send(Err(failure));
+    }
+}
+
+impl Committer {
+    pub fn new(blobs: BlobStore, index: Arc<dyn Index>) -> Self {
+        Committer {
+            blobs,
+            index,
+            queue: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// [`persist`] in a group: checked, durable and indexed when it returns `Ok`.
+    pub async fn persist(
+        &self,
+        blob: PendingBlob,
+        expected: Expected<'_>,
+    ) -> Result<Ingested, IngestFailure> {
+        self.submit(blob, expected, true).await
+    }
+
+    /// [`store_blob`] in a group: checked and durable, not yet indexed ([`index_batch`]
+    /// completes it; STOW-RS indexes a request's parts in one transaction).
+    pub async fn store_blob(
+        &self,
+        blob: PendingBlob,
+        expected: Expected<'_>,
+    ) -> Result<Ingested, IngestFailure> {
+        self.submit(blob, expected, false).await
+    }
+
+    async fn submit(
+        &self,
+        blob: PendingBlob,
+        expected: Expected<'_>,
+        index: bool,
+    ) -> Result<Ingested, IngestFailure> {
+        let blob = blob.into_blocking().await.map_err(|e| {
+            IngestFailure::new(code::OUT_OF_RESOURCES, format!("cannot write: {e}"))
+        })?;
+        let owned = OwnedExpected::from(&expected);
+        let store = self.blobs.clone();
+        // The check and parse on a blocking thread of the caller's; on object storage the
+        // upload too (each blob durable on its own).
+        let checked = tokio::task::spawn_blocking(move || {
+            let Checked {
+                blob,
+                ingested,
+                sop_class,
+                sop_instance,
+            } = check(blob, &owned, None)?;
+            let blob = if store.is_remote() {
+                blob.commit(&store, &ingested.record.blob_key)
+                    .map_err(|e| {
+                        IngestFailure::new(code::OUT_OF_RESOURCES, format!("cannot store: {e}"))
+                            .naming(&sop_class, &sop_instance)
+                    })?;
+                None
+            } else {
+                Some(blob)
+            };
+            Ok::<_, IngestFailure>((blob, ingested, sop_class, sop_instance))
+        })
+        .await
+        .map_err(|e| {
+            IngestFailure::new(code::PROCESSING_FAILURE, format!("ingest task failed: {e}"))
+        })??;
+        let (blob, ingested, sop_class, sop_instance) = checked;
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            blob,
+            ingested,
+            sop_class,
+            sop_instance,
+            index,
+            reply,
+        };
+        let queue = self.queue.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(run_commits(self.blobs.clone(), self.index.clone(), rx));
+            tx
+        });
+        if let Err(mpsc::error::SendError(job)) = queue.send(job) {
+            job.fail(
+                code::PROCESSING_FAILURE,
+                "the ingest committer has stopped".into(),
+            );
+            return Err(IngestFailure::new(
+                code::PROCESSING_FAILURE,
+                "the ingest committer has stopped",
+            ));
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(IngestFailure::new(
+                code::PROCESSING_FAILURE,
+                "the ingest committer has stopped",
+            ))
+        })
+    }
+}
+
+/// The committer's task: one group at a time, of everything queued (see [`Committer`]).
+/// Ends when the committer is dropped.
+async fn run_commits(
+    blobs: BlobStore,
+    index: Arc<dyn Index>,
+    mut jobs: mpsc::UnboundedReceiver<Job>,
+) {
+    while let Some(first) = jobs.recv().await {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match jobs.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        commit_group(&blobs, index.as_ref(), group).await;
+    }
+}
+
+/// Make `group` durable, index those to be indexed, answer each job.
+async fn commit_group(blobs: &BlobStore, index: &dyn Index, group: Vec<Job>) {
+    crate::metrics::ingest_group(group.len());
+    // The files first (those not durable yet), all at once.
+    let mut files = Vec::new();
+    let mut waiting = Vec::with_capacity(group.len());
+    let mut ready = Vec::with_capacity(group.len());
+    for mut job in group {
+        match job.blob.take() {
+            Some(blob) => {
+                files.push((blob, job.ingested.record.blob_key.clone()));
+                waiting.push(job);
+            }
+            None => ready.push(job),
+        }
+    }
+    if !files.is_empty() {
+        let store = blobs.clone();
+        match tokio::task::spawn_blocking(move || store.commit_group_blocking(files)).await {
+            Ok(results) => {
+                for (job, result) in waiting.into_iter().zip(results) {
+                    match result {
+                        Ok(_) => ready.push(job),
+                        Err(e) => job.fail(code::OUT_OF_RESOURCES, format!("cannot store: {e}")),
                     }
                 }
-                Err(_) => tracing::warn!(
-                    files = keys.len(),
-                    "index unreachable: files of instances not indexed are left to the orphan sweep"
-                ),
             }
-            Err(IngestFailure::new(
-                code::OUT_OF_RESOURCES,
-                format!("cannot index: {e}"),
-            ))
+            // The files stay where they got to: not indexed, orphans for the next start.
+            Err(e) => {
+                for job in waiting {
+                    job.fail(code::PROCESSING_FAILURE, format!("ingest task failed: {e}"));
+                }
+            }
+        }
+    }
+    // Then the index: those that asked for it, in one transaction.
+    let (to_index, durable_only): (Vec<Job>, Vec<Job>) = ready.into_iter().partition(|j| j.index);
+    for job in durable_only {
+        let _ = job.reply.send(Ok(job.ingested));
+    }
+    if to_index.is_empty() {
+        return;
+    }
+    let records: Vec<InstanceRecord> = to_index.iter().map(|j| j.ingested.record.clone()).collect();
+    match index.upsert_instances_superseding(&records).await {
+        Ok(_superseded) => {
+            for job in to_index {
+                let _ = job.reply.send(Ok(job.ingested));
+            }
+        }
+        Err(e) if to_index.len() > 1 && !e.is_unavailable() => {
+            // One by one: each its own answer.
+            for job in to_index {
+                match index_batch(blobs, index, std::slice::from_ref(&job.ingested.record)).await {
+                    Ok(()) => {
+                        let _ = job.reply.send(Ok(job.ingested));
+                    }
+                    Err(f) => job.fail(f.status, f.reason),
+                }
+            }
+        }
+        Err(e) => {
+            remove_unindexed(blobs, index, &records).await;
+            let failure = cannot_index(&e);
+            for job in to_index {
+                job.fail(failure.status, failure.reason.clone());
+            }
         }
     }
 }
@@ -139,8 +396,8 @@ impl From<&Expected<'_>> for OwnedExpected {
     }
 }
 
-/// The blocking half of [`persist`]: structure check, parse up to Pixel Data, the checks of
-/// `expected`, then fsync and rename. Any failure drops `blob`, which removes the temp file.
+/// The blocking half of [`persist`]: [`check`], then fsync and rename. Any failure drops
+/// `blob`, which removes the temp file.
 /// `in_memory`: the whole file as written to `blob`, checked and parsed from there instead
 /// of opening and reading the file back three times (the cache fill has it at hand).
 fn check_and_commit(
@@ -150,6 +407,43 @@ fn check_and_commit(
     sync: bool,
     in_memory: Option<&[Bytes]>,
 ) -> Result<Ingested, IngestFailure> {
+    let Checked {
+        blob,
+        mut ingested,
+        sop_class,
+        sop_instance,
+    } = check(blob, expected, in_memory)?;
+    let key = ingested.record.blob_key.clone();
+    let committed = if sync {
+        blob.commit(store, &key)
+    } else {
+        blob.commit_unsynced(store, &key)
+    };
+    ingested.record.size_bytes = committed.map_err(|e| {
+        IngestFailure::new(code::OUT_OF_RESOURCES, format!("cannot store: {e}"))
+            .naming(&sop_class, &sop_instance)
+    })?;
+    Ok(ingested)
+}
+
+/// A received instance that passed [`check`]: its temp file, not yet durable or in place,
+/// and what it is to be indexed as (a fresh blob key, the status to answer).
+#[derive(Debug)]
+struct Checked {
+    blob: BlockingBlob,
+    ingested: Ingested,
+    /// From the meta group, to name the instance in a later failure.
+    sop_class: String,
+    sop_instance: String,
+}
+
+/// Structure check, parse up to Pixel Data, the checks of `expected`, a fresh key. Any
+/// failure drops `blob`, which removes the temp file.
+fn check(
+    blob: BlockingBlob,
+    expected: &OwnedExpected,
+    in_memory: Option<&[Bytes]>,
+) -> Result<Checked, IngestFailure> {
     let path = blob.temp_path().to_path_buf();
     let unparsable = |problem: String| {
         IngestFailure::new(
@@ -203,16 +497,8 @@ fn check_and_commit(
         )
         .of(meta)
     })?;
-    let committed = if sync {
-        blob.commit(store, &key)
-    } else {
-        blob.commit_unsynced(store, &key)
-    };
-    let size = committed.map_err(|e| {
-        IngestFailure::new(code::OUT_OF_RESOURCES, format!("cannot store: {e}")).of(meta)
-    })?;
     record.blob_key = key;
-    record.size_bytes = size;
+    record.size_bytes = blob.len();
     record.transfer_syntax_uid = transfer_syntax;
     // PS3.4 B.2.3: B007 when the data set's SOP class is not the one in the command.
     let dataset_class = record.get(SOP_CLASS_UID).unwrap_or("");
@@ -220,7 +506,12 @@ fn check_and_commit(
         Some(class) if class != dataset_class => code::WARNING_DATASET_MISMATCH,
         _ => code::SUCCESS,
     };
-    Ok(Ingested { status, record })
+    Ok(Checked {
+        blob,
+        ingested: Ingested { status, record },
+        sop_class: meta.media_storage_sop_class_uid().to_string(),
+        sop_instance: meta.media_storage_sop_instance_uid().to_string(),
+    })
 }
 
 const SOP_CLASS_UID: Tag = Tag(0x0008, 0x0016);
@@ -542,6 +833,76 @@ mod tests {
             ..Default::default()
         };
         instance.finish(&expected).await.unwrap();
+    }
+
+    /// Many instances at once through one committer (the shape of several associations):
+    /// each caller gets its own instance back, durable at its key with the bytes sent and
+    /// indexed; one that does not parse fails alone; nothing stays in `tmp/`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn the_committer_stores_and_indexes_concurrent_instances() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = crate::testdata::GenerateArgs {
+            ct_slices: 24,
+            mr_slices: 0,
+            patients: 1,
+            frame_size: 64,
+            ..crate::testdata::GenerateArgs::with_defaults(dir.path().join("src"))
+        };
+        let files: Vec<(Vec<u8>, String)> = crate::testdata::generate(&args)
+            .unwrap()
+            .into_iter()
+            .map(|f| (std::fs::read(&f.path).unwrap(), f.sop_uid))
+            .collect();
+        let store = BlobStore::open(&dir.path().join("data")).await.unwrap();
+        let url = format!("sqlite://{}", dir.path().join("index.db").display());
+        let index: Arc<dyn Index> =
+            Arc::new(crate::store::index::SqliteIndex::open(&url).await.unwrap());
+        let committer = Arc::new(Committer::new(store.clone(), index.clone()));
+        let send = |bytes: Vec<u8>, sop: Option<String>| {
+            let (store, committer) = (store.clone(), committer.clone());
+            tokio::spawn(async move {
+                let mut blob = store.begin().await.unwrap();
+                blob.write(&bytes).await.unwrap();
+                let expected = Expected {
+                    sop_instance: sop.as_deref(),
+                    ..Default::default()
+                };
+                committer.persist(blob, expected).await
+            })
+        };
+        let mut tasks = Vec::new();
+        for (bytes, sop) in &files {
+            tasks.push((
+                Some(bytes.clone()),
+                sop.clone(),
+                send(bytes.clone(), Some(sop.clone())),
+            ));
+        }
+        let broken = files[0].0[..files[0].0.len() / 3].to_vec();
+        tasks.push((None, String::new(), send(broken, None)));
+        for (bytes, sop, task) in tasks {
+            let result = task.await.unwrap();
+            let Some(bytes) = bytes else {
+                let failure = result.unwrap_err();
+                assert_eq!(failure.status, code::CANNOT_UNDERSTAND);
+                continue;
+            };
+            let ingested = result.unwrap();
+            assert_eq!(ingested.record.sop_instance_uid(), sop);
+            let path = store.path(&ingested.record.blob_key);
+            assert_eq!(std::fs::read(path).unwrap(), bytes, "byte-exact");
+            let located = index
+                .locate(&crate::model::Selection {
+                    sop_instance_uids: vec![sop.clone()],
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            assert_eq!(located.len(), 1, "{sop} indexed");
+            assert_eq!(located[0].blob_key, ingested.record.blob_key);
+            assert_eq!(located[0].size_bytes, bytes.len() as u64);
+        }
+        assert_eq!(tmp_entries(&dir.path().join("data")), 0);
     }
 
     #[tokio::test(flavor = "multi_thread")]

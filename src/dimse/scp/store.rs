@@ -2,9 +2,10 @@
 //!
 //! The data set streams from the association behind a Part 10 header into the core's ingest
 //! path (`core::ingest`, shared with STOW-RS): fsynced, parsed up to Pixel Data for
-//! indexing, renamed into place and indexed, and only then acknowledged. Any failure on the
-//! way leaves nothing half-written, and a re-sent instance replaces the old one (same key,
-//! index upsert). Each C-STORE is decided as it arrives; the association's stores share one
+//! indexing, renamed into place and indexed, and only then acknowledged — in a group commit
+//! with what the other associations store meanwhile (`store::ingest::Committer`). Any
+//! failure on the way leaves nothing half-written, and a re-sent instance replaces the old
+//! one once the new version is durable and indexed (a key of its own, index upsert). Each C-STORE is decided as it arrives; the association's stores share one
 //! audit record ([`Stores`]).
 //!
 //! One exception: a sub-operation of one of our own C-MOVEs, named by its Move Originator
