@@ -1406,6 +1406,78 @@ async fn lossy_jpeg_through_c_get_and_c_move_as_dcmdjpeg_decodes_it() {
     gw.stop().await;
 }
 
+/// The `beeldbrug` binary itself (jemalloc its global allocator; the other tests run the
+/// gateway in process, on the system allocator) serves a 512 x 512 JPEG 2000 lossless CT
+/// (pydicom with pylibjpeg-openjpeg, as `benches/codecs_study.sh` makes its study) decoded by
+/// WADO-RS, pixel-equal to pydicom's decoding: `openjp2` frees never-decoded code blocks of an
+/// image this size with a null pointer, which corrupted jemalloc and aborted the server at the
+/// first instance (`src/main.rs`).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_binary_serves_a_512_square_jpeg_2000_ct_decoded() {
+    use dicom_dictionary_std::tags;
+    let dir = tempfile::tempdir().unwrap();
+    let study_dir = dir.path().join("study");
+    std::fs::create_dir(&study_dir).unwrap();
+    let out = python(&["study", study_dir.to_str().unwrap(), "j2k", "0.2", "1"]);
+    assert!(
+        out.status.success(),
+        "test data: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let file = study_dir.join("000000.dcm");
+    let (dimse_port, http_port) = (common::free_port(), common::free_port());
+    let config = dir.path().join("beeldbrug.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[dimse]\nlisten = \"127.0.0.1:{dimse_port}\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n\
+             [storage]\ndata_dir = {:?}\n",
+            dir.path().join("data")
+        ),
+    )
+    .unwrap();
+    let args = ["serve", "--config", config.to_str().unwrap()].map(String::from);
+    let mut server = PeerProcess::spawn(
+        "beeldbrug",
+        Path::new(env!("CARGO_BIN_EXE_beeldbrug")),
+        &args,
+        dir.path(),
+    );
+    server.wait_for_port(http_port).await;
+    let stored = stow(http_port, &[&file]).await;
+    assert_eq!(stored.status, 200, "STOW-RS: {}", stored.text());
+    let obj = dicom_object::open_file(&file).unwrap();
+    let text = |tag| {
+        obj.element(tag)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let url = format!(
+        "/dicomweb/studies/{}/series/{}/instances/{}",
+        text(tags::STUDY_INSTANCE_UID),
+        text(tags::SERIES_INSTANCE_UID),
+        text(tags::SOP_INSTANCE_UID)
+    );
+    let got = default_syntax_part(http_port, &url, "j2k-512", dir.path()).await;
+    let entry = serde_json::json!({
+        "source": file,
+        "got": got,
+        "tolerance": 0,
+        "uncompressed": true,
+    });
+    assert_pixels(dir.path(), &[entry]);
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", http_port))
+            .await
+            .is_ok(),
+        "the server died: {}",
+        server.log_tail()
+    );
+}
+
 /// C-STORE every instance `made` sent with pynetdicom's storescu, proposing each file's own
 /// syntax only (`-cx`): DCMTK 3.6.7 knows neither HTJ2K nor JPEG XL ("Unknown Transfer
 /// Syntax" from dcmsend, a failed conversion from storescu). Every store must answer 0x0000.
