@@ -7,7 +7,35 @@ use clap::Parser;
 /// +91 MiB after the load (one node, 200 clients), jemalloc +43 MiB, mimalloc +40 MiB with
 /// twice the idle RSS and a higher peak (docs/performance.md, "Load").
 #[global_allocator]
-static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+static GLOBAL: NullTolerantJemalloc = NullTolerantJemalloc(tikv_jemallocator::Jemalloc);
+
+/// jemalloc that ignores a deallocation of a null pointer, as glibc's `free(NULL)` does.
+/// The `openjp2` port (0.6.1, `tcd.rs` `opj_tcd_code_block_dec_deallocate`) hands every code
+/// block's `decoded_data` to `dealloc`, null for a block it never decoded: harmless with the
+/// system allocator, but jemalloc's sized free of a null pointer corrupts its state, and the
+/// next allocation anywhere fails ("memory allocation of 8 bytes failed", the process
+/// aborts). A 512 x 512 JPEG 2000 retrieve did so at its first instance
+/// (docs/performance.md, "Issue 13's benchmark in one run").
+struct NullTolerantJemalloc(tikv_jemallocator::Jemalloc);
+
+// SAFETY: every call is passed on to jemalloc unchanged, except a deallocation of a null
+// pointer, which allocated nothing and so has nothing to free.
+unsafe impl std::alloc::GlobalAlloc for NullTolerantJemalloc {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        unsafe { self.0.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        unsafe { self.0.alloc_zeroed(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        if !ptr.is_null() {
+            unsafe { self.0.dealloc(ptr, layout) }
+        }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        unsafe { self.0.realloc(ptr, layout, new_size) }
+    }
+}
 
 fn main() -> std::process::ExitCode {
     let cli = beeldbrug::cli::Cli::parse();

@@ -1148,17 +1148,23 @@ fn our_decoders_give_the_pixels_dcmtk_encoded() {
 /// tolerance for IDCT rounding; both use IJG's islow arithmetic, so most are exact), and our
 /// decoder (not the `jpeg-decoder` fallback) takes DCMTK's streams. YCbCr (`+s4`) is left to
 /// `jpeg-decoder` (it converts colour); that path still decodes.
-#[test]
-fn our_jpeg_dct_decoder_gives_dcmtk_s_pixels() {
-    use beeldbrug::transcode::{jpeg_dct, transcode_file};
-    let dir = tempfile::tempdir().unwrap();
-    let out = python(&["lossy", dir.path().to_str().unwrap()]);
+/// DCMTK `dcmcjpeg`'s lossy JPEG encodings and `dcmdjpeg`'s decodings of them, made in
+/// `dir` (`codecs.py lossy`): {"reference", "encoded", "what", "ours"} each.
+fn lossy(dir: &Path) -> Vec<serde_json::Value> {
+    let out = python(&["lossy", dir.to_str().unwrap()]);
     assert!(
         out.status.success(),
         "test data: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let made: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn our_jpeg_dct_decoder_gives_dcmtk_s_pixels() {
+    use beeldbrug::transcode::{jpeg_dct, transcode_file};
+    let dir = tempfile::tempdir().unwrap();
+    let made = lossy(dir.path());
     assert_eq!(made.len(), 12);
     const TOLERANCE: i32 = 1;
     for variant in &made {
@@ -1216,13 +1222,7 @@ fn our_jpeg_dct_decoder_gives_dcmtk_s_pixels() {
 async fn twelve_bit_jpeg_frames_and_rendered_through_wado_rs() {
     use dicom_dictionary_std::tags;
     let dir = tempfile::tempdir().unwrap();
-    let out = python(&["lossy", dir.path().to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "test data: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let made: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let made = lossy(dir.path());
     let twelve: Vec<&serde_json::Value> = made
         .iter()
         .filter(|v| ["grey12 ee", "odd12 ee", "multi12 ee"].contains(&field(v, "what")))
@@ -1292,6 +1292,190 @@ async fn twelve_bit_jpeg_frames_and_rendered_through_wado_rs() {
         );
     }
     gw.stop().await;
+}
+
+/// JPEG baseline (`.4.50`, 8-bit grey and RGB) and extended (`.4.51`, 12-bit, one frame and
+/// three frames over 1 KB fragments) made by DCMTK `dcmcjpeg`, stored by DCMTK `storescu`
+/// proposing their own syntax (`-xy`, `-xx`) and kept in it, then retrieved by `getscu`
+/// proposing only Explicit VR LE and by C-MOVE to a `storescp` that accepts only uncompressed
+/// syntaxes: every instance arrives decoded by beeldbrug, within 1 of DCMTK `dcmdjpeg`'s
+/// pixels (the IDCT's rounding), checked with pydicom.
+#[tokio::test(flavor = "multi_thread")]
+async fn lossy_jpeg_through_c_get_and_c_move_as_dcmdjpeg_decodes_it() {
+    use dicom_dictionary_std::tags;
+    let dir = tempfile::tempdir().unwrap();
+    let (storescp, dest_port, moved_dir) = destination(dir.path(), &[]).await;
+    let gw = Gateway::start(&format!(
+        "[[dimse.peers]]\nae_title = \"DEST\"\nhost = \"127.0.0.1\"\nport = {dest_port}\n"
+    ))
+    .await;
+    let chosen = ["grey8 eb", "rgb8 eb-cr", "grey12 ee", "multi12 ee-fs1"];
+    let mut sent = Vec::new();
+    for variant in lossy(dir.path()) {
+        if !chosen.contains(&field(&variant, "what")) {
+            continue;
+        }
+        let obj = dicom_object::open_file(field(&variant, "encoded")).unwrap();
+        let text = |tag| {
+            obj.element(tag)
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .trim()
+                .to_string()
+        };
+        let syntax = obj
+            .meta()
+            .transfer_syntax()
+            .trim_end_matches('\0')
+            .to_string();
+        // One study per source: a Made of its own, its pixels as dcmdjpeg decodes them.
+        let made = Made {
+            study: text(tags::STUDY_INSTANCE_UID),
+            series: text(tags::SERIES_INSTANCE_UID),
+            instances: vec![serde_json::json!({
+                "sop": text(tags::SOP_INSTANCE_UID),
+                "source": field(&variant, "reference"),
+                "sent": field(&variant, "encoded"),
+                "tolerance": 1,
+            })],
+        };
+        sent.push((field(&variant, "what").to_string(), syntax, made));
+    }
+    assert_eq!(sent.len(), chosen.len());
+    for (flag, syntax) in [
+        ("-xy", "1.2.840.10008.1.2.4.50"),
+        ("-xx", "1.2.840.10008.1.2.4.51"),
+    ] {
+        let mut args: Vec<String> = [flag, "-aet", "TEST", "-aec", "BEELDBRUG", "127.0.0.1"]
+            .map(String::from)
+            .to_vec();
+        args.push(gw.port.to_string());
+        let files = sent.iter().filter(|(_, ts, _)| ts == syntax);
+        args.extend(files.map(|(_, _, made)| field(&made.instances[0], "sent").to_string()));
+        let store = run_tool("storescu", args).await;
+        assert!(
+            store.status.success(),
+            "storescu {flag}: {}",
+            String::from_utf8_lossy(&store.stderr)
+        );
+    }
+
+    let mut entries = Vec::new();
+    let mut move_logs = String::new();
+    for (n, (what, syntax, made)) in sent.iter().enumerate() {
+        // Stored as sent: the lossy syntax, not decompressed by storescu on the way.
+        let url = format!(
+            "/dicomweb/studies/{}/series/{}/instances/{}",
+            made.study,
+            made.series,
+            field(&made.instances[0], "sop")
+        );
+        let as_stored = get(
+            gw.http_port,
+            &url,
+            "multipart/related; type=\"application/dicom\"; transfer-syntax=*",
+        )
+        .await;
+        assert_eq!(as_stored.status, 200, "{what} as stored");
+        let stored = dir.path().join(format!("stored-{n}.dcm"));
+        std::fs::write(&stored, multipart_parts(&as_stored).remove(0)).unwrap();
+        let stored = dicom_object::open_file(&stored).unwrap();
+        assert_eq!(
+            stored.meta().transfer_syntax().trim_end_matches('\0'),
+            syntax,
+            "{what} stored"
+        );
+
+        let got_dir = dir.path().join(format!("got-{n}"));
+        let log = get_study(&gw, &made.study, "-xe", &got_dir).await;
+        entries.extend(received_pairs(made, &got_dir, &log));
+        move_logs.push_str(&move_study(&gw, &made.study, &storescp).await);
+    }
+    let all = Made {
+        study: String::new(),
+        series: String::new(),
+        instances: sent
+            .iter()
+            .map(|(_, _, m)| m.instances[0].clone())
+            .collect(),
+    };
+    entries.extend(received_pairs(&all, &moved_dir, &move_logs));
+    assert_eq!(entries.len(), 2 * chosen.len());
+    assert_pixels(dir.path(), &entries);
+    gw.stop().await;
+}
+
+/// The `beeldbrug` binary itself (jemalloc its global allocator; the other tests run the
+/// gateway in process, on the system allocator) serves a 512 x 512 JPEG 2000 lossless CT
+/// (pydicom with pylibjpeg-openjpeg, as `benches/codecs_study.sh` makes its study) decoded by
+/// WADO-RS, pixel-equal to pydicom's decoding: `openjp2` frees never-decoded code blocks of an
+/// image this size with a null pointer, which corrupted jemalloc and aborted the server at the
+/// first instance (`src/main.rs`).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_binary_serves_a_512_square_jpeg_2000_ct_decoded() {
+    use dicom_dictionary_std::tags;
+    let dir = tempfile::tempdir().unwrap();
+    let study_dir = dir.path().join("study");
+    std::fs::create_dir(&study_dir).unwrap();
+    let out = python(&["study", study_dir.to_str().unwrap(), "j2k", "0.2", "1"]);
+    assert!(
+        out.status.success(),
+        "test data: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let file = study_dir.join("000000.dcm");
+    let (dimse_port, http_port) = (common::free_port(), common::free_port());
+    let config = dir.path().join("beeldbrug.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[dimse]\nlisten = \"127.0.0.1:{dimse_port}\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n\
+             [storage]\ndata_dir = {:?}\n",
+            dir.path().join("data")
+        ),
+    )
+    .unwrap();
+    let args = ["serve", "--config", config.to_str().unwrap()].map(String::from);
+    let mut server = PeerProcess::spawn(
+        "beeldbrug",
+        Path::new(env!("CARGO_BIN_EXE_beeldbrug")),
+        &args,
+        dir.path(),
+    );
+    server.wait_for_port(http_port).await;
+    let stored = stow(http_port, &[&file]).await;
+    assert_eq!(stored.status, 200, "STOW-RS: {}", stored.text());
+    let obj = dicom_object::open_file(&file).unwrap();
+    let text = |tag| {
+        obj.element(tag)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let url = format!(
+        "/dicomweb/studies/{}/series/{}/instances/{}",
+        text(tags::STUDY_INSTANCE_UID),
+        text(tags::SERIES_INSTANCE_UID),
+        text(tags::SOP_INSTANCE_UID)
+    );
+    let got = default_syntax_part(http_port, &url, "j2k-512", dir.path()).await;
+    let entry = serde_json::json!({
+        "source": file,
+        "got": got,
+        "tolerance": 0,
+        "uncompressed": true,
+    });
+    assert_pixels(dir.path(), &[entry]);
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", http_port))
+            .await
+            .is_ok(),
+        "the server died: {}",
+        server.log_tail()
+    );
 }
 
 /// C-STORE every instance `made` sent with pynetdicom's storescu, proposing each file's own

@@ -185,6 +185,73 @@ fn codestream_corpus_replays() {
     assert!(decoded > 0, "no corpus file decodes");
 }
 
+/// The slow unit of the 120 s fuzz run (71 s under the fuzzer, 3 s per decode in CharLS
+/// built optimised): a 96 x 80 16-bit JPEG-LS frame whose scan data ends without an EOI, so
+/// CharLS 2.4's bit reader runs past the end of the buffer into a negative bit count and reads
+/// zero bits some 2^32 times. It is refused before CharLS sees it, by every decode entry,
+/// naming the missing marker; with the EOI put back, CharLS itself refuses the garbled scan
+/// (the marker stops its reader), which the corpus replay's time limit holds to a moment.
+#[test]
+fn jpeg_ls_frame_without_eoi_is_refused_before_the_codec() {
+    use beeldbrug::dimse::dataset::{file_header, open_stored, Extent};
+    use beeldbrug::transcode::{
+        decode_frame, transcode_file, EXPLICIT_VR_LE, IMPLICIT_VR_LE, JPEG_LS_LOSSLESS,
+    };
+    let (_, input) = corpus("codestream")
+        .into_iter()
+        .find(|(path, _)| path.ends_with("jpeg-ls-no-eoi"))
+        .expect("the slow unit is in the codestream corpus");
+    // Byte 0 selects JPEG-LS lossless, then 96 x 80, 16 bits, one frame (the checks' format).
+    assert_eq!(
+        codestream_checks::SYNTAXES[input[0] as usize % codestream_checks::SYNTAXES.len()],
+        JPEG_LS_LOSSLESS
+    );
+    let stored = |codestream: &[u8]| {
+        let mut file = file_header(
+            "1.2.840.10008.5.1.4.1.1.2",
+            "1.2.3.4",
+            JPEG_LS_LOSSLESS,
+            "FUZZ",
+        )
+        .unwrap();
+        file.extend_from_slice(&codestream_checks::data_set(96, 80, 16, 1, codestream));
+        let path = std::env::temp_dir().join(format!(
+            "beeldbrug-jls-no-eoi-{}-{}.dcm",
+            std::process::id(),
+            codestream.len()
+        ));
+        std::fs::write(&path, file).unwrap();
+        path
+    };
+    let path = stored(&input[4..]);
+    for target in [EXPLICIT_VR_LE, IMPLICIT_VR_LE] {
+        let refused = transcode_file(&path, target).expect_err("a frame without EOI decodes");
+        assert!(
+            refused
+                .to_string()
+                .contains("JPEG-LS frame 1 does not end with an EOI marker"),
+            "into {target}: {refused}"
+        );
+    }
+    let (obj, _) = open_stored(&path, Extent::Whole).unwrap();
+    let refused = decode_frame(&obj, 0).expect_err("a frame without EOI decodes");
+    assert!(
+        refused.contains("does not end with an EOI marker"),
+        "{refused}"
+    );
+    std::fs::remove_file(&path).unwrap();
+
+    let mut terminated = input[4..].to_vec();
+    terminated.extend_from_slice(&[0xFF, 0xD9]);
+    let path = stored(&terminated);
+    let refused = transcode_file(&path, EXPLICIT_VR_LE).expect_err("the garbled scan decodes");
+    assert!(
+        !refused.to_string().contains("EOI"),
+        "with its EOI the frame reaches CharLS: {refused}"
+    );
+    std::fs::remove_file(&path).unwrap();
+}
+
 #[test]
 fn xacml_corpus_replays() {
     let mut read = 0;

@@ -41,6 +41,36 @@ pub fn pixel_data(obj: &DefaultDicomObject, ts: &str) -> Result<(), String> {
             }
         }
     }
+    if matches!(ts, super::JPEG_LS_LOSSLESS | super::JPEG_LS_NEAR_LOSSLESS) {
+        jpeg_ls_frames_end(obj)?;
+    }
+    Ok(())
+}
+
+/// Every JPEG-LS frame of `obj`, as the decoder will be given it (dicom-rs's frame mapping:
+/// one fragment per frame, or the basic offset table), ends with an EOI marker (FF D9, ISO/IEC
+/// 14495-1 C.1), a NULL padding byte allowed after it (PS3.5 A.4). CharLS 2.4 needs it: its
+/// bit reader stops at a marker, but at the end of a buffer without one it goes on reading
+/// zero bits into a negative bit count, and a forged Golomb code then loops some 2^32 times
+/// (seconds per frame; `fuzz/corpus/codestream/jpeg-ls-no-eoi`) before its "invalid data".
+/// Every stream CharLS decodes has the EOI after its scan (it reads it after the last one),
+/// and encoders (CharLS, DCMTK, pyjpegls) write it last, so nothing decodable is refused.
+fn jpeg_ls_frames_end(obj: &DefaultDicomObject) -> Result<(), String> {
+    use dicom_encoding::adapters::PixelDataObject;
+    let frames = obj.number_of_frames().unwrap_or(1).max(1);
+    for frame in 0..frames {
+        // No such frame: the decoder fails on it by itself, quickly.
+        let Some(data) = obj.frame_pixel_data(frame) else {
+            break;
+        };
+        let end = data.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+        if !data[..end].ends_with(&[0xFF, 0xD9]) {
+            return Err(format!(
+                "JPEG-LS frame {} does not end with an EOI marker",
+                frame + 1
+            ));
+        }
+    }
     Ok(())
 }
 

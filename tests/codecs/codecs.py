@@ -164,8 +164,9 @@ def compare(manifest):
 def bench(out, rows=512, cols=512, frames=16):
     """Larger multi-frame instances for benches/codecs.sh: one uncompressed source of
     `frames` frames of rows x cols, 16 bits (12 stored), and its encodings by DCMTK
-    (dcmcjpls, dcmcjpeg +e1, dcmcrle) and pydicom (JPEG 2000 lossless with
-    pylibjpeg-openjpeg, Deflate). Prints a JSON manifest."""
+    (dcmcjpls, dcmcjpeg +e1 / +ee, dcmcrle; +eb of an 8-bit copy), pydicom (JPEG 2000
+    lossless with pylibjpeg-openjpeg, Deflate), OpenJPH (HTJ2K lossless) and libjxl (JPEG XL
+    lossless, 12 bits), the last two through imagecodecs. Prints a JSON manifest."""
     rows, cols, frames = int(rows), int(cols), int(frames)
     ds = source(generate_uid(), generate_uid(), 1, rows, cols, 13)
     planes = [np.frombuffer(source(ds.StudyInstanceUID, ds.SeriesInstanceUID, 1, rows, cols, 13 + f).PixelData, dtype="<u2") for f in range(frames)]
@@ -189,6 +190,7 @@ def bench(out, rows=512, cols=512, frames=16):
     eight.PixelData = (np.frombuffer(eight.PixelData, dtype="<u2") >> 4).astype(np.uint8).tobytes()
     src8 = f"{out}/bench-source-8bit.dcm"
     eight.save_as(src8, enforce_file_format=True)
+    made["source_8bit"] = src8
     enc = f"{out}/bench-jpeg-baseline.dcm"
     subprocess.run(["dcmcjpeg", "+eb", src8, enc], check=True)
     made["encoded"]["jpeg-baseline"] = enc
@@ -200,7 +202,35 @@ def bench(out, rows=512, cols=512, frames=16):
     deflated.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
     made["encoded"]["deflate"] = f"{out}/bench-deflate.dcm"
     deflated.save_as(made["encoded"]["deflate"], enforce_file_format=True)
+    # HTJ2K lossless by OpenJPH and JPEG XL lossless by libjxl (both through imagecodecs),
+    # one codestream per frame: encoders of neither decoder beeldbrug uses.
+    import imagecodecs
+    from pydicom.encaps import encapsulate
+
+    known_jpeg_xl()
+    frames_of = np.frombuffer(ds.PixelData, dtype="<u2").reshape(frames, rows, cols)
+    for name, ts, encode in (
+        ("htj2k-lossless", "1.2.840.10008.1.2.4.201", lambda f: imagecodecs.htj2k_encode(f, reversible=True)),
+        ("jxl-lossless", "1.2.840.10008.1.2.4.110",
+         lambda f: imagecodecs.jpegxl_encode(f, bitspersample=12, usecontainer=False, lossless=True)),
+    ):
+        enc = pydicom.dcmread(src)
+        streams = [encode(f) for f in frames_of]
+        enc.PixelData = encapsulate([s if len(s) % 2 == 0 else s + b"\0" for s in streams])
+        enc["PixelData"].VR = "OB"
+        enc.file_meta.TransferSyntaxUID = ts
+        made["encoded"][name] = f"{out}/bench-{name}.dcm"
+        enc.save_as(made["encoded"][name], enforce_file_format=True)
     print(json.dumps(made))
+
+
+def known_jpeg_xl():
+    """pydicom 3.0 does not know the JPEG XL transfer syntaxes (PS3.6 A-1, 2024): made known
+    so that it writes them (encapsulated, Explicit VR LE)."""
+    from pydicom._uid_dict import UID_dictionary
+
+    for uid, title in (("110", "JPEG XL Lossless"), ("111", "JPEG XL JPEG Recompression"), ("112", "JPEG XL")):
+        UID_dictionary.setdefault(f"1.2.840.10008.1.2.4.{uid}", (title, "Transfer Syntax", "", "", ""))
 
 
 def variants(out):
@@ -420,13 +450,9 @@ def jpegxl(out):
     one 96 x 80 image each. Each codestream is first decoded by libjxl
     and checked against the source. Prints a JSON manifest as `make` does."""
     import imagecodecs
-    from pydicom._uid_dict import UID_dictionary
     from pydicom.encaps import encapsulate
 
-    # pydicom 3.0 does not know the JPEG XL transfer syntaxes (PS3.6 A-1, 2024): made known
-    # here so that it writes them (encapsulated, Explicit VR LE).
-    for uid, title in (("110", "JPEG XL Lossless"), ("111", "JPEG XL JPEG Recompression"), ("112", "JPEG XL")):
-        UID_dictionary.setdefault(f"1.2.840.10008.1.2.4.{uid}", (title, "Transfer Syntax", "", "", ""))
+    known_jpeg_xl()
 
     study, series = generate_uid(), generate_uid()
     made = []
