@@ -111,16 +111,19 @@ impl Core {
                 Leased::Unknown => false,
             };
             let (core, source, caller) = (self.clone(), source.clone(), caller.clone());
-            let (follower, started) =
-                self.fetches
-                    .join(selection, reported, source.name(), move |fetch| {
-                        // The fetch belongs to the trace of the request that started it
-                        // (`telemetry`); requests that join it later have traces of their own.
-                        tokio::spawn(tracing::Instrument::instrument(
-                            async move { core.drive(fetch, source, reported, caller, leased).await },
-                            tracing::Span::current(),
-                        ));
-                    });
+            let (follower, started) = self.fetches.join(
+                selection,
+                reported,
+                source.name(),
+                move |fetch| {
+                    // The fetch belongs to the trace of the request that started it
+                    // (`telemetry`); requests that join it later have traces of their own.
+                    tokio::spawn(tracing::Instrument::instrument(
+                        async move { core.drive(fetch, source, reported, caller, leased).await },
+                        tracing::Span::current(),
+                    ));
+                },
+            );
             // Joined a fetch of this node's instead: that one holds the lease and gives it
             // back; this request's hold goes now.
             if leased && !started {
