@@ -9,6 +9,8 @@
 # CPU, load average; then the medians and each BIN's hit speed against the copy of its round.
 #   nice -n -10 unshare -n bash -c 'ip link set lo up; benches/hit_ab.sh 7 copy /tmp/bb-a /tmp/bb-b'
 # CT_SLICES [2000] instances of ~0.5 MB; BENCH_DIR [/tmp/beeldbrug-hit-bench].
+# The BINs share one data dir: a build with a newer index schema migrates it and older ones then
+# refuse it; compare builds of one schema, or give each schema its own BENCH_DIR.
 set -euo pipefail
 REPS=$1; shift
 HOST=127.0.0.1; BBP=11340; HTTP=11341; COPY_PORT=11342
