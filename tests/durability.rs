@@ -169,6 +169,25 @@ fn data_set(bytes: &[u8]) -> &[u8] {
 
 type Shared = Arc<Mutex<BTreeMap<String, Tracked>>>;
 
+/// Every instance of `files`, none acknowledged yet.
+fn track(files: &[beeldbrug::testdata::GeneratedFile]) -> Shared {
+    Arc::new(Mutex::new(
+        files
+            .iter()
+            .map(|f| {
+                let t = Tracked {
+                    base: f.path.clone(),
+                    study_uid: f.study_uid.clone(),
+                    series_uid: f.series_uid.clone(),
+                    acknowledged: None,
+                    attempt: None,
+                };
+                (f.sop_uid.clone(), t)
+            })
+            .collect(),
+    ))
+}
+
 /// Pick the next version of `sop` to send: the attempt again when it was not acknowledged,
 /// else a new one.
 fn next_version(tracked: &Shared, sop: &str, counter: &AtomicU64) -> (PathBuf, u32) {
@@ -389,21 +408,7 @@ async fn soak(index_url: &str) {
     let work = dir.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
     let setup = Arc::new(Setup::new(dir.path(), index_url));
-    let tracked: Shared = Arc::new(Mutex::new(
-        files
-            .iter()
-            .map(|f| {
-                let t = Tracked {
-                    base: f.path.clone(),
-                    study_uid: f.study_uid.clone(),
-                    series_uid: f.series_uid.clone(),
-                    acknowledged: None,
-                    attempt: None,
-                };
-                (f.sop_uid.clone(), t)
-            })
-            .collect(),
-    ));
+    let tracked = track(&files);
     // Each instance has one sender at a time (so "the last acknowledged" is well defined):
     // the instances of the first study go by C-STORE, the others by STOW-RS, in two halves
     // each with a worker of its own.
@@ -622,21 +627,7 @@ async fn concurrent_associations_durable(index_url: &str) {
     let work = dir.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
     let setup = Arc::new(Setup::new(dir.path(), index_url));
-    let tracked: Shared = Arc::new(Mutex::new(
-        files
-            .iter()
-            .map(|f| {
-                let t = Tracked {
-                    base: f.path.clone(),
-                    study_uid: f.study_uid.clone(),
-                    series_uid: f.series_uid.clone(),
-                    acknowledged: None,
-                    attempt: None,
-                };
-                (f.sop_uid.clone(), t)
-            })
-            .collect(),
-    ));
+    let tracked = track(&files);
     let served = setup.start();
     let versions = Arc::new(AtomicU64::new(0));
     // Dealt out in turn: each association stores into every series.
