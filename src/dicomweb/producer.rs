@@ -26,28 +26,35 @@ pub const CHUNK: usize = 1024 * 1024;
 
 /// Ranges at least this long go out as mapped windows of their file rather than read
 /// into the chunk buffer.
-const MAP_AT_LEAST: u64 = 64 * 1024;
+pub(super) const MAP_AT_LEAST: u64 = 64 * 1024;
 
 /// Bytes per mapped window: a large instance is mapped a window at a time, so that what a
 /// body holds mapped stays bounded by the channel's depth, whatever the instance's size.
-const MAP_WINDOW: u64 = 4 * 1024 * 1024;
+pub(super) const MAP_WINDOW: u64 = 4 * 1024 * 1024;
 
-/// `len` bytes of `file` from `offset`, mapped read-only and populated in one call (the
-/// pages are in the page cache for a hit: one system call rather than a fault per 64 KiB).
+/// `len` bytes of `file` from `offset`, mapped read-only. `populate`: every page faulted in
+/// by this call (one system call rather than a fault per 64 KiB; it may wait for the disk);
+/// otherwise the socket write faults them in itself, 16 pages a fault from the page cache
+/// (`fault_around_bytes`), which costs less than populating a page at a time for pages known
+/// to be in memory (`stored_parts`; docs/performance.md, "The hit without hand-offs").
 ///
 /// Safe to map because a blob file is never changed once renamed into place
 /// (`store::blob`: every stored version has a fresh key; deleting unlinks, which leaves a
 /// mapping intact) and the range was checked against the file's length; a file truncated
 /// behind the gateway's back would raise SIGBUS, as in any server that maps its files.
-fn mapped(file: &std::fs::File, offset: u64, len: usize) -> std::io::Result<Bytes> {
+pub(super) fn mapped(
+    file: &std::fs::File,
+    offset: u64,
+    len: usize,
+    populate: bool,
+) -> std::io::Result<Bytes> {
+    let mut options = memmap2::MmapOptions::new();
+    options.offset(offset).len(len);
+    if populate {
+        options.populate();
+    }
     // SAFETY: see above: the mapped range of the file is never written or truncated.
-    let map = unsafe {
-        memmap2::MmapOptions::new()
-            .offset(offset)
-            .len(len)
-            .populate()
-            .map(file)?
-    };
+    let map = unsafe { options.map(file)? };
     Ok(Bytes::from_owner(map))
 }
 
@@ -161,7 +168,7 @@ impl<'a> BlockingBody<'a> {
         let mut at = offset;
         while at < offset + len {
             let window = (offset + len - at).min(MAP_WINDOW);
-            let bytes = mapped(file, at, window as usize).map_err(failed)?;
+            let bytes = mapped(file, at, window as usize, true).map_err(failed)?;
             self.tx.blocking_send(bytes)?;
             at += window;
         }

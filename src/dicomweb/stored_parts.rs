@@ -10,7 +10,7 @@
 //! framing: each part `--boundary`, its headers, the file, CRLF; then `--boundary--`.
 
 use super::multipart;
-use super::producer::{CANCELLED, MISSING_FILE};
+use super::producer::{mapped, CANCELLED, MAP_AT_LEAST, MAP_WINDOW, MISSING_FILE};
 use crate::core::transfers::Tracked;
 use crate::core::{InstanceLocation, Stored};
 use bytes::Bytes;
@@ -22,12 +22,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-
-/// Ranges shorter than this are read into the part's framing buffer rather than mapped.
-const MAP_AT_LEAST: u64 = 64 * 1024;
-
-/// Bytes per mapped window (what one frame holds mapped, whatever the instance's size).
-const MAP_WINDOW: u64 = 4 * 1024 * 1024;
 
 /// Index pages queued ahead of the connection.
 const BATCHES_AHEAD: usize = 2;
@@ -125,24 +119,6 @@ fn resident(file: &std::fs::File, offset: u64) -> bool {
         .is_ok_and(|n| n == 1)
 }
 
-/// `len` bytes of `file` from `offset`, mapped read-only. `populate`: fault every page in
-/// now (from a blocking thread, for pages that may need the disk); otherwise the socket write
-/// faults them in itself, 16 pages a fault from the page cache (`fault_around_bytes`), which
-/// costs less than populating (`__get_user_pages`, a page at a time): the hit at 1.02 × the
-/// loopback copy's speed without, 0.93 × with (docs/performance.md, "The hit without hand-offs").
-fn map(file: &std::fs::File, offset: u64, len: u64, populate: bool) -> std::io::Result<Bytes> {
-    let mut options = memmap2::MmapOptions::new();
-    options.offset(offset).len(len as usize);
-    if populate {
-        options.populate();
-    }
-    // SAFETY: a blob file is never written or truncated once renamed into place
-    // (`store::blob`: every version has a fresh key; deleting unlinks, which leaves a
-    // mapping intact), and the range was checked against the file's length.
-    let map = unsafe { options.map(file)? };
-    Ok(Bytes::from_owner(map))
-}
-
 impl StoredParts {
     fn end(&mut self, how: Ended) {
         self.done = true;
@@ -225,14 +201,14 @@ impl HttpBody for StoredParts {
                     return Poll::Ready(Some(Ok(frame)));
                 }
                 let handle = this.mapping.as_mut().expect("checked above");
-                let mapped = match Pin::new(handle).poll(cx) {
+                let window = match Pin::new(handle).poll(cx) {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(Ok(Ok(bytes))) => bytes,
                     Poll::Ready(Ok(Err(e))) => return this.fail(e.to_string()),
                     Poll::Ready(Err(e)) => return this.fail(e.to_string()),
                 };
                 this.mapping = None;
-                return Poll::Ready(Some(Ok(Frame::data(mapped))));
+                return Poll::Ready(Some(Ok(Frame::data(window))));
             }
             if let Some(open) = this.open.as_ref() {
                 if open.at >= open.end {
@@ -248,13 +224,13 @@ impl HttpBody for StoredParts {
                 let (file, at) = (open.file.clone(), open.at);
                 open.at += len;
                 if resident(&file, at) && resident(&file, at + len - 1) {
-                    match map(&file, at, len, false) {
+                    match mapped(&file, at, len as usize, false) {
                         Ok(bytes) => return Poll::Ready(Some(Ok(Frame::data(bytes)))),
                         Err(e) => return this.fail(e.to_string()),
                     }
                 }
                 this.mapping = Some(tokio::task::spawn_blocking(move || {
-                    map(&file, at, len, true)
+                    mapped(&file, at, len as usize, true)
                 }));
                 continue;
             }
