@@ -5,7 +5,9 @@
 # (every ASSOCS-th file each), print wall time and the server's CPU seconds (utime + stime,
 # children included, from /proc/<pid>/stat). Alternate targets in a loop for A/B:
 #   for r in 1 2 3; do for b in storescp ./base ./new; do benches/ingest_ab.sh $b 4; done; done
-# Usage: benches/ingest_ab.sh TARGET [ASSOCS]   (port 11460/11461 on 127.0.0.1)
+# STRACE=1 (a beeldbrug TARGET): the server runs under `strace -f -c` for the fsync-family
+# calls instead, printed after the run (divide by 200 for calls per instance).
+# Usage: [STRACE=1] benches/ingest_ab.sh TARGET [ASSOCS]   (port 11460/11461 on 127.0.0.1)
 set -euo pipefail
 export TCP_NODELAY=1
 BIN=$1; ASSOCS=${2:-1}
@@ -15,8 +17,10 @@ PORT=11460; HP=11461
 if [ "$BIN" = storescp ]; then
   mkdir -p $D/out; /usr/bin/storescp --fork -aet BEELDBRUG --max-pdu 131072 --output-directory $D/out $PORT > $D/log 2>&1 &
 else
-BEELDBRUG_DIMSE__LISTEN=127.0.0.1:$PORT BEELDBRUG_HTTP__LISTEN=127.0.0.1:$HP BEELDBRUG_DIMSE__MAX_PDU=131072 \
-  BEELDBRUG_STORAGE__DATA_DIR=$D/data BEELDBRUG_LOG=warn "$BIN" serve > $D/log 2>&1 &
+  trace=()
+  [ -n "${STRACE:-}" ] && trace=(strace -f -c -o $D/strace.txt -e trace=fsync,fdatasync,rename,renameat,renameat2,openat,sync_file_range,syncfs)
+  BEELDBRUG_DIMSE__LISTEN=127.0.0.1:$PORT BEELDBRUG_HTTP__LISTEN=127.0.0.1:$HP BEELDBRUG_DIMSE__MAX_PDU=131072 \
+    BEELDBRUG_STORAGE__DATA_DIR=$D/data BEELDBRUG_LOG=warn "${trace[@]}" "$BIN" serve > $D/log 2>&1 &
 fi
 SPID=$!
 for i in $(seq 1 100); do /usr/bin/echoscu -aec BEELDBRUG 127.0.0.1 $PORT >/dev/null 2>&1 && break; sleep 0.2; done
@@ -32,5 +36,12 @@ done
 for p in "${pids[@]}"; do wait $p; done
 t1=$(date +%s.%N); c1=$(cpu)
 echo "$(basename $BIN) assocs=$ASSOCS wall=$(awk -v a=$t0 -v b=$t1 'BEGIN{printf "%.3f", b-a}') cpu=$(awk -v a=$c0 -v b=$c1 'BEGIN{printf "%.2f", b-a}') load=$(cut -d' ' -f1 /proc/loadavg)"
-kill $SPID; wait $SPID 2>/dev/null || true
+if [ -n "${STRACE:-}" ]; then
+  # strace prints its counts when the traced server exits
+  BPID=$(pgrep -P $SPID); kill -TERM $BPID; wait $SPID || true
+  echo "files: $(find $D/data/blobs -name '*.dcm' | wc -l)"
+  cat $D/strace.txt
+else
+  kill $SPID; wait $SPID 2>/dev/null || true
+fi
 rm -rf $D
