@@ -51,6 +51,10 @@ pub enum Ended {
 pub struct Feeder {
     pub batches: mpsc::Sender<Feed>,
     pub ended: oneshot::Receiver<Ended>,
+    /// Sent (or dropped) once the retrieve's audit record is written: only then does a
+    /// complete body send its closing delimiter, so no whole answer leaves unaudited (the
+    /// record precedes the answer's end, as `Trust::audit_before_answer` has it).
+    pub recorded: oneshot::Sender<()>,
 }
 
 /// The instance being sent: its file and the range still to go.
@@ -75,6 +79,8 @@ pub struct StoredParts {
     /// Size of the instance being sent, for the console's progress.
     sending_size: u64,
     ended: Option<oneshot::Sender<Ended>>,
+    /// Every instance went out: waiting for the audit record before the closing delimiter.
+    recorded: oneshot::Receiver<()>,
     done: bool,
 }
 
@@ -86,6 +92,7 @@ pub fn stored_parts(
 ) -> (Feeder, StoredParts) {
     let (tx, rx) = mpsc::channel(BATCHES_AHEAD);
     let (ended_tx, ended_rx) = oneshot::channel();
+    let (recorded_tx, recorded_rx) = oneshot::channel();
     let body = StoredParts {
         stored,
         boundary,
@@ -98,12 +105,14 @@ pub fn stored_parts(
         sent: 0,
         sending_size: 0,
         ended: Some(ended_tx),
+        recorded: recorded_rx,
         done: false,
     };
     (
         Feeder {
             batches: tx,
             ended: ended_rx,
+            recorded: recorded_tx,
         },
         body,
     )
@@ -195,6 +204,19 @@ impl HttpBody for StoredParts {
             if this.done {
                 return Poll::Ready(None);
             }
+            // Every instance is out and the paging task told: the closing delimiter once the
+            // audit record is written (the last part's framing goes out meanwhile).
+            if this.ended.is_none() {
+                if let Some(frame) = this.take_small() {
+                    return Poll::Ready(Some(Ok(frame)));
+                }
+                if Pin::new(&mut this.recorded).poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                this.done = true;
+                let closing = multipart::closing(&this.boundary);
+                return Poll::Ready(Some(Ok(Frame::data(closing))));
+            }
             // A window mapped on a blocking thread: the framing before it goes first.
             if this.mapping.is_some() {
                 if let Some(frame) = this.take_small() {
@@ -250,11 +272,10 @@ impl HttpBody for StoredParts {
                 Poll::Ready(Some(Feed::Batch(batch))) => this.queue.extend(batch),
                 Poll::Ready(Some(Feed::Fail(problem))) => return this.fail(problem),
                 Poll::Ready(None) => {
-                    this.small
-                        .extend_from_slice(&multipart::closing(&this.boundary));
-                    let last = this.take_small();
-                    this.end(Ended::Complete(this.sent));
-                    return Poll::Ready(last.map(Ok));
+                    if let Some(tx) = this.ended.take() {
+                        let _ = tx.send(Ended::Complete(this.sent));
+                    }
+                    continue;
                 }
                 Poll::Pending => {
                     // Framing of the last instance goes out while the next page is read.

@@ -251,7 +251,11 @@ fn from_cache_as_stored(
     let span = tracing::Span::current();
     tokio::spawn(tracing::Instrument::instrument(
         async move {
-            let Feeder { batches, ended } = feeder;
+            let Feeder {
+                batches,
+                ended,
+                recorded,
+            } = feeder;
             loop {
                 let feed = match instances.next_batch().await {
                     Some(Ok(batch)) => {
@@ -294,6 +298,8 @@ fn from_cache_as_stored(
             ticket
                 .finish(result, format!("{sent} instances sent"))
                 .await;
+            // A complete body sends its closing delimiter now.
+            let _ = recorded.send(());
         },
         span,
     ));
