@@ -3,7 +3,10 @@
 # instance"): for each of REPS rounds and each BIN in turn, a fresh beeldbrug with
 # `[dimse] proxy_pacs = true` (`[pacs] retrieve = "c-get"`) on an empty data dir, then DCMTK
 # getscu (or movescu into a fresh storescp) against it for the study of benches/gateway.sh;
-# BIN `direct` asks Orthanc itself. Prints one line per run: wall time, beeldbrug's
+# BIN `direct` asks Orthanc itself; BIN `relay` asks Orthanc through socat, a byte relay with no
+# parsing and no cache (getscu: client -> socat -> Orthanc; movescu: Orthanc -> socat ->
+# storescp): the least any proxy on the data path costs on this machine ("bb" is socat's CPU).
+# Prints one line per run: wall time, beeldbrug's
 # task-clock and context switches (perf stat; Orthanc's for `direct`), Orthanc's CPU and
 # context switches, the client's CPU (rusage; + storescp's), files written, load average.
 # Needs perf, root, and the inputs benches/gateway.sh prepared in BENCH_DIR (input-ct-2000,
@@ -53,8 +56,21 @@ retrieve = "c-get"
 probe_at_start = false
 forward_stow = false
 EOF
-    AEC=BEELDBRUG; PORT=$BBP
-    if [ "$bin" = direct ]; then
+    AEC=BEELDBRUG; PORT=$BBP; SCPP=$MP
+    if [ "$bin" = relay ]; then
+      # One connection, no fork: perf stat follows the one process that copies the bytes.
+      AEC=ORTHANC
+      if [ "$MODE" = getscu ]; then
+        socat -b 131072 TCP-LISTEN:$BBP,reuseaddr,nodelay,bind=$HOST TCP:$HOST:$OP,nodelay &
+      else
+        PORT=$OP; SCPP=$((MP + 1))
+        socat -b 131072 TCP-LISTEN:$MP,reuseaddr,nodelay,bind=$HOST TCP:$HOST:$SCPP,nodelay &
+      fi
+      P=$!
+      sleep 0.5; sync
+      perf stat -e task-clock,context-switches -p $P -o $d/stat.txt &
+      SP=$!
+    elif [ "$bin" = direct ]; then
       AEC=ORTHANC; PORT=$OP; sleep 1; sync
       perf stat -e task-clock,context-switches -p $OPID -o $d/stat.txt &
       SP=$!; P=
@@ -80,9 +96,9 @@ EOF
       t1=$(date +%s.%N)
       ccpu=$(awk '{print $1+$2}' $d/time.txt)
     else
-      /usr/bin/storescp -aet MOVESCU --max-pdu 131072 -od $d/out $MP >$d/scp.log 2>&1 &
+      /usr/bin/storescp -aet MOVESCU --max-pdu 131072 -od $d/out $SCPP >$d/scp.log 2>&1 &
       SCP=$!
-      for i in $(seq 1 100); do /usr/bin/echoscu -aec MOVESCU $HOST $MP >/dev/null 2>&1 && break; sleep 0.1; done
+      for i in $(seq 1 100); do /usr/bin/echoscu -aec MOVESCU $HOST $SCPP >/dev/null 2>&1 && break; sleep 0.1; done
       t0=$(date +%s.%N)
       /usr/bin/time -f '%U %S' -o $d/time.txt /usr/bin/movescu -aet MOVECLIENT -aem MOVESCU -aec $AEC --max-pdu 131072 -S -k QueryRetrieveLevel=STUDY -k StudyInstanceUID=$STUDY $HOST $PORT >$d/client.log 2>&1
       t1=$(date +%s.%N)
@@ -90,13 +106,13 @@ EOF
       ccpu=$(awk -v a="$(awk '{print $1+$2}' $d/time.txt)" -v b=$sc 'BEGIN{print a+b}')
     fi
     o1=$(cpu $OPID)
-    kill -INT $SP $OSP; wait $SP $OSP 2>/dev/null || true
+    kill -INT $SP $OSP 2>/dev/null || true; wait $SP $OSP 2>/dev/null || true
     if [ -n "${RP:-}" ]; then kill -INT $RP; wait $RP 2>/dev/null || true; RP=; fi
     ocs=$(awk '/context-switches/ {gsub(",","",$1); print $1}' $d/ostat.txt)
     files=$(find $d/out -type f | wc -l)
     tc=$(awk '/task-clock/ {gsub(",","",$1); print $1/1000}' $d/stat.txt)
     cs=$(awk '/context-switches/ {gsub(",","",$1); print $1}' $d/stat.txt)
-    [ -n "$P" ] && { kill $P; wait $P 2>/dev/null || true; }
+    [ -n "$P" ] && { kill $P 2>/dev/null || true; wait $P 2>/dev/null || true; }
     printf '%s wall=%.2f bb=%.2f cs=%s orthanc=%.2f ocs=%s client=%.2f files=%s load=%s\n' "$(basename $bin)" \
       "$(awk -v a=$t0 -v b=$t1 'BEGIN{print b-a}')" "$tc" "$cs" "$(awk -v a=$o0 -v b=$o1 'BEGIN{print b-a}')" "$ocs" "$ccpu" "$files" "$(cut -d' ' -f1 /proc/loadavg)"
     # truncate the outputs (no deletes for ext4's recently_deleted)
