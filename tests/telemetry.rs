@@ -12,6 +12,8 @@
 //!   C-FIND; its audit record names that trace.
 //! - A C-FIND on an association (DCMTK findscu) is a trace of its own too, named in its audit
 //!   record.
+//! - The C-STOREs of one association (DCMTK storescu, three files) are one trace: a root span
+//!   with one child span per instance, named in the stores' one audit record.
 //! - Every line of the log is a JSON object.
 
 mod common;
@@ -369,6 +371,26 @@ async fn one_trace_per_transfer_across_protocols_and_in_the_audit_record() {
         "findscu: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Three C-STOREs on one association (DCMTK storescu): one trace, one span per instance.
+    let stored: Vec<String> = files[..3]
+        .iter()
+        .map(|f| f.path.to_str().unwrap().to_string())
+        .collect();
+    let mut args = vec![
+        "-aet",
+        "STORESCU",
+        "-aec",
+        "BEELDBRUG",
+        "127.0.0.1",
+        &dimse_port,
+    ];
+    args.extend(stored.iter().map(String::as_str));
+    let out = tokio::task::block_in_place(|| common::dcmtk("storescu", &args));
+    assert!(
+        out.status.success(),
+        "storescu: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     t.wait_for(|all| {
         has_span(all, caller_trace, "GET /dicomweb/studies/{study}")
@@ -378,6 +400,9 @@ async fn one_trace_per_transfer_across_protocols_and_in_the_audit_record() {
             && all
                 .iter()
                 .any(|s| s.name == "C-FIND" && s.parent.is_empty())
+            && all
+                .iter()
+                .any(|s| s.name == "C-STORE" && s.parent.is_empty())
     })
     .await;
     t.stop().await;
@@ -405,6 +430,18 @@ async fn one_trace_per_transfer_across_protocols_and_in_the_audit_record() {
         .unwrap_or_else(|| panic!("no DIMSE C-FIND root span: {all:#?}"));
     assert_eq!(find.kind, "SPAN_KIND_SERVER");
 
+    // The association's C-STOREs: one root span, the three instances as its children.
+    let stores = all
+        .iter()
+        .find(|s| s.name == "C-STORE" && s.parent.is_empty())
+        .unwrap_or_else(|| panic!("no DIMSE C-STORE root span: {all:#?}"));
+    let stores_trace = trace(&all, &stores.trace_id);
+    let instances = stores_trace
+        .values()
+        .filter(|s| s.name == "C-STORE" && s.parent == stores.span_id)
+        .count();
+    assert_eq!(instances, 3, "one span per instance: {stores_trace:#?}");
+
     // The audit records name the traces.
     let records = audit_records(&t.data_dir()).await;
     let of = |operation: &str| -> Vec<&AuditRecord> {
@@ -419,6 +456,9 @@ async fn one_trace_per_transfer_across_protocols_and_in_the_audit_record() {
     let finds = of("C-FIND");
     assert_eq!(finds.len(), 1, "{records:#?}");
     assert_eq!(finds[0].trace_id, find.trace_id);
+    let store_records = of("C-STORE");
+    assert_eq!(store_records.len(), 1, "{records:#?}");
+    assert_eq!(store_records[0].trace_id, stores.trace_id);
 
     // The log: JSON lines only, the request lines among them.
     let log = std::fs::read_to_string(t.dir.path().join("stderr.log")).unwrap();

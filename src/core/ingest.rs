@@ -199,6 +199,14 @@ impl Stores {
             .get_or_insert_with(|| Ticket::new(trust.clone(), caller, Operation::Store))
     }
 
+    /// The trace the association's C-STOREs belong to (one trace, one audit record): named
+    /// in the record if it is set before the first instance is admitted.
+    pub fn traced(&mut self, trace_id: String) {
+        if self.ticket.is_none() {
+            self.caller.trace_id = Some(trace_id);
+        }
+    }
+
     /// An instance stored (ingested with the ticket, or taken by a retrieve's cache fill,
     /// whose own record names its patient).
     pub fn stored(&mut self) {

@@ -451,6 +451,7 @@ async fn serve_association(
     stores: &mut Stores,
     activity: &mut crate::oplog::AssociationActivity,
 ) -> Result<Ending, AssociationError> {
+    let mut stores_span: Option<tracing::Span> = None;
     loop {
         match assoc.next_event().await? {
             Event::Command {
@@ -463,7 +464,17 @@ async fn serve_association(
                 }
                 CommandField::CStoreRq => {
                     activity.store += 1;
-                    let span = crate::telemetry::dimse_operation("C-STORE", &caller.ae_title);
+                    // The association's C-STOREs are one transfer: one trace (its root span
+                    // lives as long as the association), one span per instance in it, and
+                    // the one audit record of the stores names that trace.
+                    let stores_span = stores_span.get_or_insert_with(|| {
+                        let span = crate::telemetry::dimse_operation("C-STORE", &caller.ae_title);
+                        if let Some(id) = crate::telemetry::trace_id(&span) {
+                            stores.traced(id);
+                        }
+                        span
+                    });
+                    let span = stores_span.in_scope(|| crate::telemetry::sub_operation("C-STORE"));
                     store::handle(ctx, assoc, context_id, &command, stores)
                         .instrument(span)
                         .await?
