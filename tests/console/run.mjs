@@ -344,6 +344,7 @@ try {
   check(/^chain: ok/.test(result.chain), `chain: ${result.chain}`);
   result.audit_records = await page.getByTestId('audit-record').count();
   check(result.audit_records > 0, 'no audit records for the patient the console searched');
+  check(await page.getByTestId('audit-trace').count() === result.audit_records, 'the trace id column is missing');
   const csvHref = await page.getByTestId('csv').getAttribute('href');
   const csv = await page.evaluate(async (href) => {
     const r = await fetch(href);

@@ -58,6 +58,7 @@ export function Audit() {
                 <th>From</th>
                 <th>Detail</th>
                 <th title="The exchange's correlation id across gateways: the same id is in the other gateway's record">Correlation</th>
+                <th title="The OpenTelemetry trace of the transfer (W3C trace id), when traces are exported: find it in the tracing backend">Trace</th>
               </tr>
             </thead>
             <tbody>
@@ -73,6 +74,7 @@ export function Audit() {
                   <td class="small">{r.source_address}</td>
                   <td class="small">{r.detail}</td>
                   <td class="mono small">{r.correlation_id}</td>
+                  <td class="mono small" data-testid="audit-trace">{r.trace_id}</td>
                 </tr>
               ))}
             </tbody>
