@@ -24,6 +24,8 @@
 #   B_RETRIEVE [c-get]  how gateway B fetches from its Orthanc ([pacs] retrieve: c-get or
 #                     c-move, then into B's own Storage SCP, which Orthanc B knows as BEELDBRUG)
 #   B_RETRIEVE2 [$B_RETRIEVE]  the same for the BB_BIN2 runs (an A/B of B's retrieve)
+#   A_WADO_RS [false]  true: A fetches by WADO-RS from B's dicomweb_url ([remote] prefer_wado_rs)
+#   A_WADO_RS2 [$A_WADO_RS]  the same for the BB_BIN2 runs (BB_BIN2=BB_BIN: RAD-75 vs WADO-RS)
 #   PERF [unset]      1: perf record -g of both gateways during the gateway runs
 #                     (into $BENCH_DIR/perf-{a,b}-N.data); 2: of both Orthancs too
 #                     ($BENCH_DIR/perf-o{a,b}-N.data)
@@ -113,6 +115,7 @@ home_community_id = "urn:oid:1.2.3.4.5.22"
 certificate_sha256 = "$(fp "$P/b.pem")"
 query_url = "https://$HOST:$B_HTTP/xca/query"
 retrieve_url = "https://$HOST:$B_HTTP/xca/retrieve"
+dicomweb_url = "https://$HOST:$B_HTTP/dicomweb"
 EOF
 cat >"$BENCH_DIR/participants-b.toml" <<EOF
 [[participant]]
@@ -197,6 +200,7 @@ signing_key_file = "$P/xua-a-key.pem"
 [remote]
 enabled = true
 timeout_secs = 30
+prefer_wado_rs = ${A_WADO_RS:-false}
 EOF
     else cat <<EOF
 [dimse]
@@ -324,7 +328,7 @@ run_gateways() {
     a_peak=$(( ($(kib VmHWM $apid) - a_idle) / 1024 ))
     b_peak=$(( ($(kib VmHWM $bpid) - b_idle) / 1024 ))
     echo "$total $(cat "$BENCH_DIR/first") $a_peak $b_peak" >>"$BENCH_DIR/gateways$SUFFIX.txt"
-    echo "gateways$SUFFIX (B by ${B_RETRIEVE:-c-get}) total=$total $cpus load=$l0-$(load)" >>"$BENCH_DIR/cpu.txt"
+    echo "gateways$SUFFIX (B by ${B_RETRIEVE:-c-get}, A by $([ "${A_WADO_RS:-false}" = true ] && echo WADO-RS || echo RAD-75)) total=$total $cpus load=$l0-$(load)" >>"$BENCH_DIR/cpu.txt"
     cp "$BENCH_DIR/run/a.log" "$BENCH_DIR/a-$RUN.log"
     cp "$BENCH_DIR/run/b.log" "$BENCH_DIR/b-$RUN.log"
     log "gateways$SUFFIX: $total s, first instance after $(cat "$BENCH_DIR/first") s, RSS above idle A $a_peak MB, B $b_peak MB; $cpus"
@@ -346,7 +350,7 @@ log "study: $N instances, $MB MB; $REPS runs each, alternating"
 for i in $(seq 1 "$REPS"); do
     run_direct
     BB=$BB1 SUFFIX= run_gateways
-    if [ -n "${BB2:-}" ]; then BB=$BB2 SUFFIX=2 B_RETRIEVE=${B_RETRIEVE2:-${B_RETRIEVE:-c-get}} run_gateways; fi
+    if [ -n "${BB2:-}" ]; then BB=$BB2 SUFFIX=2 B_RETRIEVE=${B_RETRIEVE2:-${B_RETRIEVE:-c-get}} A_WADO_RS=${A_WADO_RS2:-${A_WADO_RS:-false}} run_gateways; fi
 done
 
 rm -rf "$TRASH"

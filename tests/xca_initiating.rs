@@ -20,11 +20,15 @@
 mod common;
 #[path = "common/mitz.rs"]
 mod mitz;
+#[path = "common/otlp.rs"]
+mod otlp;
 #[path = "common/tokens.rs"]
 mod tokens;
 
 use beeldbrug::trust::consent::ConsentDecision;
-use common::gateway_mode::{audit_details, dataset_of, pacs_toml, syntax_of, AS_STORED};
+use common::gateway_mode::{
+    audit_details, becomes_complete, dataset_of, pacs_toml, syntax_of, AS_STORED,
+};
 use common::http::{multipart_parts, request};
 use common::orthanc::{self, Orthanc};
 use common::peer::PeerProcess;
@@ -1084,11 +1088,21 @@ async fn orthanc_at_both_ends() {
 
 /// Generated instances of one study of patient `bsn` (set by dcmodify), for storescu.
 fn study_generated(dir: &Path, bsn: &str) -> Vec<beeldbrug::testdata::GeneratedFile> {
+    study_sized(dir, bsn, 4, 32)
+}
+
+/// [`study_generated`] with `slices` CT images of `frame` × `frame` pixels.
+fn study_sized(
+    dir: &Path,
+    bsn: &str,
+    slices: u32,
+    frame: u32,
+) -> Vec<beeldbrug::testdata::GeneratedFile> {
     let mut args = beeldbrug::testdata::GenerateArgs::with_defaults(dir.to_path_buf());
     args.patients = 1;
-    args.ct_slices = 4;
+    args.ct_slices = slices;
     args.mr_slices = 0;
-    args.frame_size = 32;
+    args.frame_size = frame;
     let files = beeldbrug::testdata::generate(&args).unwrap();
     for f in &files {
         let set = format!("(0010,0020)={bsn}");
@@ -1439,4 +1453,462 @@ async fn a_python_responding_gateway() {
         held.values().map(|(ts, _)| ts.as_str()).collect();
     assert_eq!(syntaxes.len(), 4, "{syntaxes:?}");
     a.stop().await;
+}
+
+/// A TCP relay to `upstream` that passes the client's bytes on and at most `limit` bytes of
+/// the answers back, then closes both sides: a peer whose answer breaks off mid-stream (the
+/// TLS session passes through untouched, so the certificate checks are the real ones).
+async fn cutting_relay(upstream: u16, limit: usize) -> (u16, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                else {
+                    return;
+                };
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                let up = tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+                });
+                let mut passed = 0usize;
+                let mut buf = vec![0u8; 16 << 10];
+                while passed < limit {
+                    let n = match server_read.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n.min(limit - passed),
+                    };
+                    if client_write.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                    passed += n;
+                }
+                up.abort();
+            });
+        }
+    });
+    (port, task)
+}
+
+/// `[remote] prefer_wado_rs` (issue 15 item 5): gateway B in front of its Orthanc offers
+/// DICOMweb (`dicomweb_url` on A's participant entry for B), and A fetches the instances of
+/// B's study by WADO-RS instead of RAD-75, over the same mutual TLS, with its local user's
+/// XUA assertion (`Authorization: SAML`), the manifest still by ITI-39.
+///
+/// - movescu C-MOVEs the study from A to storescp: every instance arrives byte-exact in the
+///   syntax B's Orthanc holds; A audits one outgoing WADO-RS naming B, its user and the
+///   patient, and no RAD-75; B audits the incoming WADO-RS as A's gateway, with A's
+///   correlation id.
+/// - B's answer breaks off mid-stream (a relay that closes the connection after part of
+///   it): the C-MOVE ends without success, what arrived is intact and fewer than all, A
+///   audits the failure, and the study is not cached as complete: the next C-MOVE (B
+///   reached directly again) fetches it from B once more and delivers every instance.
+#[tokio::test(flavor = "multi_thread")]
+async fn wado_rs_from_a_peer_that_offers_dicomweb() {
+    let dir = tempfile::tempdir().unwrap();
+    // Six 128 × 128 CT images (32 KiB each): an answer long enough to break off inside.
+    let files = study_sized(&dir.path().join("study"), BSN, 6, 128);
+    let study = files[0].study_uid.clone();
+    let pki = Pki::new();
+    let cert_a = pki.issue_server("gateway-a", &["127.0.0.1", "localhost"]);
+    let cert_b = pki.issue_server("gateway-b", &["127.0.0.1", "localhost"]);
+    let idp_a = SamlIdp::new(dir.path(), ISSUER_A, KeyKind::Rsa);
+    let mitz = MitzSim::start(&[(BSN, ConsentDecision::Permit)]);
+
+    // B with its Orthanc (fetched from by C-GET); the study only in that Orthanc.
+    let dir_orthanc_b = dir.path().join("orthanc-b");
+    std::fs::create_dir_all(&dir_orthanc_b).unwrap();
+    let orthanc_b = Orthanc::start(&dir_orthanc_b).await;
+    orthanc::store(orthanc_b.dicom_port, "ORTHANC", &files);
+    let held = orthanc_holds(orthanc_b.http_port).await;
+    assert_eq!(held.len(), files.len(), "B's Orthanc holds the study");
+    let participants_b = dir.path().join("participants-b.toml");
+    std::fs::write(
+        &participants_b,
+        participant("GtK A", URA_A, HOME_A, &cert_a, None),
+    )
+    .unwrap();
+    let b = Gateway::start(&format!(
+        "{}{}",
+        b_toml(&pki, &cert_b, &participants_b, &idp_a, &mitz),
+        pacs_toml("ORTHANC", orthanc_b.dicom_port, "c-get", "")
+    ))
+    .await;
+    let base_b = format!("https://127.0.0.1:{}", b.http_port);
+    let b_with_dicomweb = |dicomweb: &str| {
+        format!(
+            "{}dicomweb_url = \"{dicomweb}/dicomweb\"\n",
+            participant("GtK B", URA_B, HOME_B, &cert_b, Some(&base_b))
+        )
+    };
+
+    // A: B's entry with its DICOMweb URL, and the policy that allows WADO-RS.
+    let participants_a = dir.path().join("participants-a.toml");
+    std::fs::write(&participants_a, b_with_dicomweb(&base_b)).unwrap();
+    let dest_port = free_port();
+    let (_scp, received) = storescp(dir.path(), dest_port).await;
+    let toml_a = a_toml(&pki, &cert_a, &participants_a, &idp_a, dest_port).replacen(
+        "[remote]\nenabled = true\n",
+        "[remote]\nenabled = true\nprefer_wado_rs = true\n",
+        1,
+    );
+    let a = Gateway::start(&toml_a).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (studies, success, text) = find_studies(WORKSTATION, a.port).await;
+        assert!(success, "findscu at A:\n{text}");
+        if studies == std::slice::from_ref(&study) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "B's study never found through A:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let keys = vec![
+        "QueryRetrieveLevel=STUDY".to_string(),
+        format!("StudyInstanceUID={study}"),
+    ];
+    let mut options = vec!["-v", "-S", "-aem", DEST];
+    options.extend(TIMEOUTS);
+    let (ok, out) = dcmtk("movescu", scu_args(WORKSTATION, a.port, &options, &keys)).await;
+    assert!(
+        ok && out.contains("Received Final Move Response (Success)"),
+        "movescu at A:\n{out}"
+    );
+    assert_same_instances(&part10_under(&received), &held, "by WADO-RS from B");
+
+    // A audits one outgoing WADO-RS to B for its user and the patient, and no RAD-75.
+    let ctx_a = a.context();
+    let fetched = audit_details(ctx_a, "WADO-RS").await;
+    assert!(
+        fetched.len() == 1
+            && fetched[0].0 == "success"
+            && fetched[0].1.contains("outgoing to GtK B")
+            && fetched[0]
+                .1
+                .contains(&format!("{} of {}", held.len(), held.len())),
+        "A's WADO-RS from B: {fetched:?}"
+    );
+    assert!(audit_details(ctx_a, "RAD-75").await.is_empty(), "no RAD-75");
+    let records_a = ctx_a.index.audit_records(0, 100_000).await.unwrap();
+    let outgoing = records_a.iter().find(|r| r.operation == "WADO-RS").unwrap();
+    assert_eq!(outgoing.gateway, WORKSTATION, "the local user's AE");
+    assert_eq!(outgoing.professional_uzi, TEST_UZI, "and its UZI");
+    assert_eq!(outgoing.patient_ids, [BSN], "and the patient");
+    // B: the incoming WADO-RS of A's gateway, the user's claims from A's assertion, A's
+    // correlation id.
+    let records_b = b.context().index.audit_records(0, 100_000).await.unwrap();
+    let at_b: Vec<_> = records_b
+        .iter()
+        .filter(|r| r.operation == "WADO-RS")
+        .collect();
+    assert!(
+        !at_b.is_empty()
+            && at_b.iter().all(|r| r.outcome == "success"
+                && r.gateway == "GtK A"
+                && r.professional_uzi == TEST_UZI
+                && r.correlation_id == outgoing.correlation_id),
+        "B's WADO-RS records: {at_b:#?} (A's: {outgoing:#?})"
+    );
+    a.stop().await;
+
+    // B's answer breaks off mid-stream: a fresh A reaches B's DICOMweb through a relay that
+    // passes about half the study's bytes back.
+    let study_bytes: usize = files
+        .iter()
+        .map(|f| std::fs::metadata(&f.path).unwrap().len() as usize)
+        .sum();
+    let (relay, _relay) = cutting_relay(b.http_port, study_bytes / 2).await;
+    std::fs::write(
+        &participants_a,
+        b_with_dicomweb(&format!("https://127.0.0.1:{relay}")),
+    )
+    .unwrap();
+    std::fs::remove_dir_all(&received).unwrap();
+    std::fs::create_dir_all(&received).unwrap();
+    let a = Gateway::start(&toml_a).await;
+    let (studies, success, text) = find_studies(WORKSTATION, a.port).await;
+    assert!(
+        success && studies == std::slice::from_ref(&study),
+        "findscu:\n{text}"
+    );
+    let (_, out) = dcmtk("movescu", scu_args(WORKSTATION, a.port, &options, &keys)).await;
+    assert!(
+        !out.contains("Received Final Move Response (Success)"),
+        "cut off: not a success:\n{out}"
+    );
+    let got = part10_under(&received);
+    assert!(got.len() < held.len(), "cut off: not every instance");
+    for (uid, (syntax, data)) in &got {
+        let (want_syntax, want) = held
+            .get(uid)
+            .unwrap_or_else(|| panic!("cut off: {uid} is none of B's: {:?}", held.keys()));
+        assert!(
+            syntax == want_syntax && data == want,
+            "cut off: {uid} arrives intact"
+        );
+    }
+    let ctx_a = a.context();
+    let fetched = audit_details(ctx_a, "WADO-RS").await;
+    assert!(
+        fetched.len() == 1 && fetched[0].0 == "failure" && fetched[0].1.contains("GtK B"),
+        "cut off: audited as a failure naming B: {fetched:?}"
+    );
+    assert!(
+        !becomes_complete(ctx_a, &study).await,
+        "cut off: the study is not cached as complete"
+    );
+
+    // B reached directly again: the next C-MOVE fetches from B once more, every instance.
+    std::fs::write(&participants_a, b_with_dicomweb(&base_b)).unwrap();
+    ctx_a.trust.participants.reload(&participants_a).unwrap();
+    std::fs::remove_dir_all(&received).unwrap();
+    std::fs::create_dir_all(&received).unwrap();
+    let (ok, out) = dcmtk("movescu", scu_args(WORKSTATION, a.port, &options, &keys)).await;
+    assert!(
+        ok && out.contains("Received Final Move Response (Success)"),
+        "movescu after the failure:\n{out}\nWADO-RS {:?}\nC-MOVE {:?}\nB {:?}",
+        audit_details(ctx_a, "WADO-RS").await,
+        audit_details(ctx_a, "C-MOVE").await,
+        audit_details(b.context(), "WADO-RS").await,
+    );
+    assert_same_instances(&part10_under(&received), &held, "after the failure");
+    let fetched = audit_details(ctx_a, "WADO-RS").await;
+    assert!(
+        fetched.len() == 2 && fetched.iter().any(|(o, _)| o == "success"),
+        "fetched from B again: {fetched:?}"
+    );
+    assert!(becomes_complete(ctx_a, &study).await, "now complete");
+    a.stop().await;
+    b.stop().await;
+}
+
+/// One trace across two gateways (issue 16 item 3), the real binaries: `beeldbrug serve` as
+/// A and as B (B in front of Orthanc as its PACS), both exporting their spans to one
+/// OTLP receiver (tests/otlp/receiver.py) under their own `service_name`.
+///
+/// movescu C-MOVEs at A a study B's PACS holds (found by C-FIND first): A's C-MOVE is the
+/// root of one trace, which holds A's RAD-75 call, B's `POST /xca/retrieve` as its child
+/// (the `traceparent` A sent), and B's C-GET from its PACS under that; A's records of the
+/// C-MOVE and of its outgoing RAD-75 and B's record of the incoming RAD-75 name that trace.
+/// Then a fresh A with `prefer_wado_rs`: the same with B's `GET /dicomweb/studies/{study}`
+/// as the child of A's WADO-RS call.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_trace_across_two_gateways() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = study_generated(&dir.path().join("study"), BSN);
+    let study = files[0].study_uid.clone();
+    let pki = Pki::new();
+    let cert_a = pki.issue_server("gateway-a", &["127.0.0.1", "localhost"]);
+    let cert_b = pki.issue_server("gateway-b", &["127.0.0.1", "localhost"]);
+    let idp_a = SamlIdp::new(dir.path(), ISSUER_A, KeyKind::Rsa);
+    let mitz = MitzSim::start(&[(BSN, ConsentDecision::Permit)]);
+    let dir_orthanc_b = dir.path().join("orthanc-b");
+    std::fs::create_dir_all(&dir_orthanc_b).unwrap();
+    let orthanc_b = Orthanc::start(&dir_orthanc_b).await;
+    orthanc::store(orthanc_b.dicom_port, "ORTHANC", &files);
+    let spans_file = dir.path().join("spans.jsonl");
+    let (_receiver, otlp_port) = otlp::receiver(&spans_file);
+    // A gateway's configuration file: listeners on free ports, its data, JSON logs and
+    // spans to the receiver as `service`, then `toml`.
+    let config = |name: &str, service: &str, toml: &str| -> PathBuf {
+        let file = dir.path().join(format!("{name}.toml"));
+        let text = format!(
+            "[dimse]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
+             [storage]\ndata_dir = \"{}\"\n[log]\nformat = \"json\"\n\
+             [telemetry]\notlp_endpoint = \"http://127.0.0.1:{otlp_port}\"\nservice_name = \"{service}\"\n{toml}",
+            dir.path().join(format!("data-{name}")).display()
+        );
+        std::fs::write(&file, common::merge_sections(&text)).unwrap();
+        file
+    };
+
+    let participants_b = dir.path().join("participants-b.toml");
+    std::fs::write(
+        &participants_b,
+        participant("GtK A", URA_A, HOME_A, &cert_a, None),
+    )
+    .unwrap();
+    let toml_b = format!(
+        "{}{}",
+        b_toml(&pki, &cert_b, &participants_b, &idp_a, &mitz),
+        pacs_toml("ORTHANC", orthanc_b.dicom_port, "c-get", "")
+    );
+    let (mut b, _, http_b) = otlp::serve(
+        &config("b", "beeldbrug-b", &toml_b),
+        &dir.path().join("b.log"),
+    );
+    let base_b = format!("https://127.0.0.1:{http_b}");
+    let participants_a = dir.path().join("participants-a.toml");
+    std::fs::write(
+        &participants_a,
+        format!(
+            "{}dicomweb_url = \"{base_b}/dicomweb\"\n",
+            participant("GtK B", URA_B, HOME_B, &cert_b, Some(&base_b))
+        ),
+    )
+    .unwrap();
+    let dest_port = free_port();
+    let (_scp, received) = storescp(dir.path(), dest_port).await;
+    let toml_a = a_toml(&pki, &cert_a, &participants_a, &idp_a, dest_port);
+    let keys = vec![
+        "QueryRetrieveLevel=STUDY".to_string(),
+        format!("StudyInstanceUID={study}"),
+    ];
+    let mut options = vec!["-v", "-S", "-aem", DEST];
+    options.extend(TIMEOUTS);
+    // Gateway `name` (`toml`): C-FIND at it until B's study is found, then C-MOVE it to
+    // storescp, every instance; stopped after (its spans exported).
+    let find_and_move = |name: &'static str, toml: String| {
+        let (config, log) = (
+            config(name, &format!("beeldbrug-{name}"), &toml),
+            dir.path().join(format!("{name}.log")),
+        );
+        let (keys, options, received) = (keys.clone(), options.clone(), received.clone());
+        let (study, count) = (study.clone(), files.len());
+        let spans_file = spans_file.clone();
+        async move {
+            let (mut a, a_port, _) = otlp::serve(&config, &log);
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let (studies, success, text) = find_studies(WORKSTATION, a_port).await;
+                assert!(success, "findscu at {name}:\n{text}");
+                if studies == std::slice::from_ref(&study) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "never found at {name}:\n{text}\n{name}'s log:\n{}\nB's log:\n{}",
+                    log_tail(&log),
+                    log_tail(&log.with_file_name("b.log"))
+                );
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            std::fs::remove_dir_all(&received).unwrap();
+            std::fs::create_dir_all(&received).unwrap();
+            let (ok, out) = dcmtk("movescu", scu_args(WORKSTATION, a_port, &options, &keys)).await;
+            assert!(
+                ok && out.contains("Received Final Move Response (Success)"),
+                "movescu at {name}:\n{out}"
+            );
+            assert_eq!(
+                part10_under(&received).len(),
+                count,
+                "{name}: every instance"
+            );
+            // The batch exporter sends every few seconds, and a span still open when the
+            // process stops is lost: wait for the C-MOVE's span.
+            let service = format!("beeldbrug-{name}");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !otlp::spans(&spans_file)
+                .iter()
+                .any(|s| s.service == service && s.name == "C-MOVE")
+            {
+                assert!(
+                    Instant::now() < deadline,
+                    "{name}: the C-MOVE's span was not exported"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            otlp::stop(&mut a).await;
+        }
+    };
+    find_and_move("a", toml_a.clone()).await;
+    let toml_a_wado = toml_a.replacen(
+        "[remote]\nenabled = true\n",
+        "[remote]\nenabled = true\nprefer_wado_rs = true\n",
+        1,
+    );
+    find_and_move("a-wado", toml_a_wado).await;
+    otlp::stop(&mut b).await;
+
+    let all = otlp::spans(&spans_file);
+    let data = |name: &str| dir.path().join(format!("data-{name}"));
+    let records_b = otlp::audit_records(&data("b")).await;
+    // (A's call, B's server span, the operation audited; whether B fetched from its PACS:
+    // the second time B answers from its cache.)
+    for (service, call, at_b, operation, from_pacs) in [
+        (
+            "beeldbrug-a",
+            "CrossGatewayRetrieveImagingDocumentSet",
+            "POST /xca/retrieve",
+            "RAD-75",
+            true,
+        ),
+        (
+            "beeldbrug-a-wado",
+            "WADO-RS",
+            "GET /dicomweb/studies/{study}",
+            "WADO-RS",
+            false,
+        ),
+    ] {
+        // A's C-MOVE: a root span, the trace.
+        let moves: Vec<&otlp::Span> = all
+            .iter()
+            .filter(|s| s.service == service && s.name == "C-MOVE" && s.parent.is_empty())
+            .collect();
+        assert_eq!(moves.len(), 1, "{service}: one C-MOVE root span: {all:#?}");
+        let trace_id = moves[0].trace_id.clone();
+        let in_trace = otlp::trace(&all, &trace_id);
+        let calls: Vec<&otlp::Span> = in_trace
+            .values()
+            .filter(|s| s.service == service && s.name == call)
+            .collect();
+        assert_eq!(calls.len(), 1, "{service}: one {call} call: {in_trace:#?}");
+        let call_span = calls[0];
+        assert_eq!(call_span.kind, "SPAN_KIND_CLIENT");
+        assert!(
+            otlp::descends(&in_trace, call_span, &moves[0].span_id),
+            "{service}: the {call} belongs to the C-MOVE: {in_trace:#?}"
+        );
+        // B's server span continues A's call (traceparent), B's C-GET from its PACS under it.
+        let server = in_trace
+            .values()
+            .find(|s| s.service == "beeldbrug-b" && s.name == at_b && s.parent == call_span.span_id)
+            .unwrap_or_else(|| panic!("{service}: B's {at_b} under A's {call}: {all:#?}"));
+        assert_eq!(server.kind, "SPAN_KIND_SERVER");
+        if from_pacs {
+            assert!(
+                in_trace.values().any(|s| s.service == "beeldbrug-b"
+                    && s.name == "C-GET"
+                    && otlp::descends(&in_trace, s, &server.span_id)),
+                "{service}: B's C-GET from its PACS in the trace: {in_trace:#?}"
+            );
+        }
+        // The audit records at both ends name the trace: A's C-MOVE and its outgoing call,
+        // B's record of A's gateway's call.
+        let records_a = otlp::audit_records(&data(service.trim_start_matches("beeldbrug-"))).await;
+        let named = |records: &[beeldbrug::store::index::AuditRecord], what: &str, by: &str| {
+            records.iter().any(|r| {
+                r.operation == what && r.trace_id == trace_id && (by.is_empty() || r.gateway == by)
+            })
+        };
+        assert!(
+            named(&records_a, "C-MOVE", WORKSTATION),
+            "{service}: A's C-MOVE in {trace_id}: {records_a:#?}"
+        );
+        assert!(
+            records_a.iter().any(|r| r.operation == operation
+                && r.detail.contains("outgoing to GtK B")
+                && r.trace_id == trace_id),
+            "{service}: A's outgoing {operation} in {trace_id}: {records_a:#?}"
+        );
+        assert!(
+            named(&records_b, operation, "GtK A"),
+            "{service}: B's {operation} in {trace_id}: {records_b:#?}"
+        );
+    }
+}
+
+/// The last lines of a log file.
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
 }

@@ -39,6 +39,15 @@ pub struct RemoteConfig {
     /// peer sending without end fills neither memory nor disk. As
     /// `dicomweb.max_instance_bytes`.
     pub max_instance_bytes: u64,
+    /// Fetch a study's instances by WADO-RS (PS3.18 10.4, `multipart/related;
+    /// type="application/dicom"`) from a participant whose entry has a `dicomweb_url`,
+    /// instead of RAD-75. Off by default: RAD-75 is the inter-gateway transaction of
+    /// the agreements today (REFERENCE §1), DICOMweb between gateways a bilateral choice,
+    /// and a `dicomweb_url` on a participant entry (also probed by the self-test and the
+    /// chain view) says the peer offers DICOMweb, not that it agreed to serve us by it.
+    /// The same client certificate and a fresh XUA assertion (`Authorization: SAML`) go
+    /// with every request; the manifest is still read by ITI-39.
+    pub prefer_wado_rs: bool,
 }
 
 impl Default for RemoteConfig {
@@ -51,6 +60,7 @@ impl Default for RemoteConfig {
             client_key_file: None,
             ca_file: None,
             max_instance_bytes: 8 << 30,
+            prefer_wado_rs: false,
         }
     }
 }

@@ -69,6 +69,71 @@ impl PeerClient {
         correlation: &str,
         envelope: String,
     ) -> Result<Response<Incoming>, RemoteError> {
+        // SOAP 1.2 over HTTP: the action as a parameter of the media type (RFC 3902).
+        let content_type = format!("application/soap+xml; charset=UTF-8; action=\"{action}\"");
+        // A span per call named by the action's last part
+        // (`CrossGatewayRetrieveImagingDocumentSet`, `CrossGatewayQuery`, ...).
+        let name = action.rsplit([':', '/']).next().unwrap_or(action);
+        let headers = [
+            (hyper::header::CONTENT_TYPE.as_str(), content_type),
+            (crate::oplog::CORRELATION_HEADER, correlation.to_string()),
+        ];
+        self.send(
+            peer,
+            url,
+            name,
+            hyper::Method::POST,
+            &headers,
+            Bytes::from(envelope),
+        )
+        .await
+    }
+
+    /// GET a DICOMweb resource (WADO-RS, PS3.18 10.4) at `url` of `peer` with `accept`, our
+    /// XUA assertion as `Authorization: SAML <base64>` (what our gateway's DICOMweb front
+    /// takes from a participant: `trust::Trust::verify_credentials`), the correlation id and
+    /// the `traceparent`; the answer's head within the timeout, its body for the caller.
+    pub async fn get_dicomweb(
+        &self,
+        peer: &Participant,
+        url: &str,
+        accept: &str,
+        assertion: &str,
+        correlation: &str,
+    ) -> Result<Response<Incoming>, RemoteError> {
+        use base64::Engine;
+        let authorization = format!(
+            "SAML {}",
+            base64::engine::general_purpose::STANDARD.encode(assertion)
+        );
+        let headers = [
+            (hyper::header::ACCEPT.as_str(), accept.to_string()),
+            (hyper::header::AUTHORIZATION.as_str(), authorization),
+            (crate::oplog::CORRELATION_HEADER, correlation.to_string()),
+        ];
+        self.send(
+            peer,
+            url,
+            "WADO-RS",
+            hyper::Method::GET,
+            &headers,
+            Bytes::new(),
+        )
+        .await
+    }
+
+    /// One request over a fresh mutual-TLS connection to `peer` (its certificate checked
+    /// against the CAs, the CRLs and its participant entry), in a `name` span until the
+    /// answer's head (`telemetry::peer_call`), which carries the trace's `traceparent`.
+    async fn send(
+        &self,
+        peer: &Participant,
+        url: &str,
+        name: &str,
+        method: hyper::Method,
+        headers: &[(&str, String)],
+        body: Bytes,
+    ) -> Result<Response<Incoming>, RemoteError> {
         let call = async {
             let uri: Uri = url
                 .parse()
@@ -125,16 +190,16 @@ impl PeerClient {
                 .path_and_query()
                 .map(|p| p.as_str().to_string())
                 .unwrap_or_else(|| "/".into());
-            // SOAP 1.2 over HTTP: the action as a parameter of the media type (RFC 3902).
-            let request = Request::post(path)
-                .header(hyper::header::HOST, authority)
-                .header(
-                    hyper::header::CONTENT_TYPE,
-                    format!("application/soap+xml; charset=UTF-8; action=\"{action}\""),
-                )
-                .header(crate::oplog::CORRELATION_HEADER, correlation)
-                .body(Full::new(Bytes::from(envelope)));
-            let mut request = request.map_err(|e| RemoteError::Config(e.to_string()))?;
+            let mut request = Request::builder()
+                .method(method)
+                .uri(path)
+                .header(hyper::header::HOST, authority);
+            for (name, value) in headers {
+                request = request.header(*name, value);
+            }
+            let mut request = request
+                .body(Full::new(body))
+                .map_err(|e| RemoteError::Config(e.to_string()))?;
             // W3C Trace Context: the peer's spans join our trace (`telemetry`).
             crate::telemetry::inject(request.headers_mut());
             sender
@@ -142,9 +207,6 @@ impl PeerClient {
                 .await
                 .map_err(|e| RemoteError::Unreachable(format!("{host}:{port}: {e}")))
         };
-        // A span per call until the answer's head (`telemetry`), named by the action's last
-        // part (`CrossGatewayRetrieveImagingDocumentSet`, `CrossGatewayQuery`, ...).
-        let name = action.rsplit([':', '/']).next().unwrap_or(action);
         let span = crate::telemetry::peer_call(name, &peer.name);
         let answer = tokio::time::timeout(self.timeout, call)
             .instrument(span.clone())

@@ -10,7 +10,8 @@
 //!   ([`Source::find_each`]): the core answers with the rest, marked partial.
 //! - **count**: the instances the study's manifest references, the manifest fetched once by
 //!   ITI-39 (a study is known from an earlier find, also after a restart: [`studies`]).
-//! - **fetch**: RAD-75 Cross Gateway Retrieve Imaging Document Set of those instances, the
+//! - **fetch**: RAD-75 Cross Gateway Retrieve Imaging Document Set of those instances (or
+//!   WADO-RS where the peer offers DICOMweb and `[remote] prefer_wado_rs` allows: [`wado`]), the
 //!   MTOM/XOP answer read part by part ([`soap::MtomStream`]) into a cache fill as its bytes
 //!   arrive (`store::ingest::cache_fill`, as a PACS retrieve: checked, parsed and renamed
 //!   into place on the fill's thread without an fsync per instance), each stored instance
@@ -29,6 +30,7 @@ pub mod client;
 pub mod soap;
 mod source;
 pub mod studies;
+mod wado;
 
 use crate::config::{Localisation, RemoteConfig};
 use crate::core::source::{
@@ -172,6 +174,8 @@ pub struct RemoteSource {
     localisation: Localisation,
     /// Largest document part of an answer (`[remote] max_instance_bytes`).
     max_instance_bytes: u64,
+    /// Instances by WADO-RS from peers with a `dicomweb_url` (`[remote] prefer_wado_rs`).
+    prefer_wado_rs: bool,
 }
 
 impl std::fmt::Debug for RemoteSource {
@@ -225,6 +229,7 @@ impl RemoteSource {
             timeout,
             localisation: remote.localisation,
             max_instance_bytes: remote.max_instance_bytes,
+            prefer_wado_rs: remote.prefer_wado_rs,
         })
     }
 
@@ -568,20 +573,35 @@ impl RemoteSource {
         if !errors.is_empty() {
             tracing::warn!(%status, errors = ?errors, "RAD-75: the peer reports errors");
         }
-        let (fill, filled) = cache_fill(sink.blobs);
-        let (to_index, indexing) = mpsc::unbounded_channel();
         let parts = Parts {
-            by_part: &by_part,
             study_uid: &study.study_uid,
             classes,
             timeout: self.timeout,
             max_bytes: self.max_instance_bytes,
         };
-        // Three at once, as a PACS retrieve: reading the parts into the fill, handing on
-        // what it stored, indexing that. However the reading ends, what was stored is
-        // handed on and indexed.
+        self.fill_cache(sink, report, |fill| {
+            parts.read(&mut answer, &by_part, fill, sink.cancel, near_end)
+        })
+        .await
+    }
+
+    /// Run `read` with a cache fill (`store::ingest::cache_fill`) and, at the same time, hand
+    /// on what the fill stored and index it behind, as a PACS retrieve does. However the
+    /// reading ends, what was stored is handed on and indexed; `report` counts it.
+    async fn fill_cache<'s, F, Fut>(
+        &self,
+        sink: &Sink<'s>,
+        report: &mut FetchReport,
+        read: F,
+    ) -> Result<(), RemoteError>
+    where
+        F: FnOnce(FillWriter) -> Fut,
+        Fut: std::future::Future<Output = Result<(), RemoteError>>,
+    {
+        let (fill, filled) = cache_fill(sink.blobs);
+        let (to_index, indexing) = mpsc::unbounded_channel();
         let (read, (received, _not_stored), not_indexed) = tokio::join!(
-            parts.read(&mut answer, fill, sink.cancel, near_end),
+            read(fill),
             take_filled(filled, sink, to_index),
             index_behind(sink, indexing),
         );
@@ -599,10 +619,10 @@ impl RemoteSource {
     }
 }
 
-/// Reading a RAD-75 answer's document parts into a cache fill.
+/// Reading an answer's document parts (RAD-75 MTOM, WADO-RS multipart) into a cache fill.
 struct Parts<'a> {
-    by_part: &'a HashMap<String, soap::DocumentResponse>,
     study_uid: &'a str,
+    /// The SOP Class UID of each instance, from the manifest.
     classes: &'a HashMap<String, String>,
     timeout: Duration,
     /// Largest part: one that grows past it fails the read (`[remote] max_instance_bytes`).
@@ -613,11 +633,13 @@ struct Parts<'a> {
 const HEADER_LIMIT: usize = 64 << 10;
 
 impl Parts<'_> {
-    /// Every part into `fill`, each as its bytes arrive; `fill` is dropped at the end, which
-    /// ends the fill once it has stored what it was given.
+    /// Every part of a RAD-75 answer into `fill`, each as its bytes arrive, named by the
+    /// envelope's DocumentResponse of its Content-ID (`by_part`); `fill` is dropped at the
+    /// end, which ends the fill once it has stored what it was given.
     async fn read(
         &self,
         answer: &mut soap::MtomStream,
+        by_part: &HashMap<String, soap::DocumentResponse>,
         fill: FillWriter,
         cancel: &tokio_util::sync::CancellationToken,
         near_end: tokio::sync::oneshot::Sender<()>,
@@ -625,7 +647,7 @@ impl Parts<'_> {
         let mut near_end = Some(near_end);
         let mut seen = 0usize;
         loop {
-            if self.by_part.len().saturating_sub(seen) <= NEXT_REQUEST_AT {
+            if by_part.len().saturating_sub(seen) <= NEXT_REQUEST_AT {
                 if let Some(tx) = near_end.take() {
                     let _ = tx.send(());
                 }
@@ -639,85 +661,123 @@ impl Parts<'_> {
             let Some((cid, mut part)) = next else {
                 return Ok(());
             };
-            let Some(document) = self.by_part.get(&cid) else {
+            let Some(document) = by_part.get(&cid) else {
                 return Err(RemoteError::Malformed(format!(
                     "part {cid:?} is not in the envelope"
                 )));
             };
-            // The part's first bytes until its Part 10 header (preamble and meta group) is
-            // whole: the fill keeps the header and the data set apart, so that the data set
-            // can be passed on from memory as it came. Dropped unfinished (an error, a
-            // cancel), the instance's temp file is removed.
-            let mut head: Vec<u8> = Vec::new();
-            let mut instance: Option<(FillInstance<'_>, bool)> = None;
-            let mut part_bytes = 0u64;
-            loop {
-                let chunk = tokio::select! {
-                    _ = cancel.cancelled() => return Err(RemoteError::Cancelled),
-                    chunk = tokio::time::timeout(self.timeout, part.chunk()) => chunk,
-                };
-                let chunk = match chunk {
-                    Ok(Ok(Some(c))) => c,
-                    Ok(Ok(None)) => break,
-                    Ok(Err(e)) => {
-                        return Err(RemoteError::Malformed(format!("MTOM part {cid:?}: {e}")))
-                    }
-                    Err(_) => return Err(RemoteError::Timeout(format!("part {cid:?} stalled"))),
-                };
-                // A part without end (a hostile or broken peer): it fails here, its temp
-                // file removed as `instance` drops, before it fills the disk.
-                part_bytes += chunk.len() as u64;
-                if part_bytes > self.max_bytes {
-                    return Err(RemoteError::Malformed(format!(
-                        "part {cid:?} is larger than remote.max_instance_bytes ({} bytes)",
-                        self.max_bytes
-                    )));
-                }
-                let stopped = |_| RemoteError::Store("the cache fill has stopped".into());
-                match &mut instance {
-                    Some((one, _)) => one.push(chunk).await.map_err(stopped)?,
-                    None => {
-                        head.extend_from_slice(&chunk);
-                        let split = match header_len(&head) {
-                            Some(n) if n <= head.len() => Some((n, true)),
-                            // More to come before the header is whole.
-                            Some(n) if n <= HEADER_LIMIT => None,
-                            None if head.len() < 144 => None,
-                            // No Part 10 header (or an absurd one): all of it goes as the
-                            // header, and the file is read back when it is passed on.
-                            _ => Some((head.len(), false)),
-                        };
-                        if let Some((n, whole)) = split {
-                            let rest = head.split_off(n);
-                            let mut one = fill.begin(std::mem::take(&mut head));
-                            if !rest.is_empty() {
-                                one.push(Bytes::from(rest)).await.map_err(stopped)?;
+            self.read_part(&mut part, &cid, &fill, cancel, Some(&document.document))
+                .await?;
+        }
+    }
+
+    /// One part into `fill` as its bytes arrive. `document`: the SOP Instance UID the
+    /// answer names for it (RAD-75), or `None`: the one its Part 10 header names (WADO-RS
+    /// parts carry no other name); a part whose header names an instance the manifest does
+    /// not is left unread (the multipart reader skips it).
+    async fn read_part(
+        &self,
+        part: &mut multer::Field<'static>,
+        name: &str,
+        fill: &FillWriter,
+        cancel: &tokio_util::sync::CancellationToken,
+        document: Option<&str>,
+    ) -> Result<(), RemoteError> {
+        // The part's first bytes until its Part 10 header (preamble and meta group) is
+        // whole: the fill keeps the header and the data set apart, so that the data set
+        // can be passed on from memory as it came. Dropped unfinished (an error, a
+        // cancel), the instance's temp file is removed.
+        let mut head: Vec<u8> = Vec::new();
+        let mut instance: Option<(FillInstance<'_>, bool)> = None;
+        let mut named: Option<String> = document.map(str::to_string);
+        let mut part_bytes = 0u64;
+        loop {
+            let chunk = tokio::select! {
+                _ = cancel.cancelled() => return Err(RemoteError::Cancelled),
+                chunk = tokio::time::timeout(self.timeout, part.chunk()) => chunk,
+            };
+            let chunk = match chunk {
+                Ok(Ok(Some(c))) => c,
+                Ok(Ok(None)) => break,
+                Ok(Err(e)) => return Err(RemoteError::Malformed(format!("part {name:?}: {e}"))),
+                Err(_) => return Err(RemoteError::Timeout(format!("part {name:?} stalled"))),
+            };
+            // A part without end (a hostile or broken peer): it fails here, its temp
+            // file removed as `instance` drops, before it fills the disk.
+            part_bytes += chunk.len() as u64;
+            if part_bytes > self.max_bytes {
+                return Err(RemoteError::Malformed(format!(
+                    "part {name:?} is larger than remote.max_instance_bytes ({} bytes)",
+                    self.max_bytes
+                )));
+            }
+            let stopped = |_| RemoteError::Store("the cache fill has stopped".into());
+            match &mut instance {
+                Some((one, _)) => one.push(chunk).await.map_err(stopped)?,
+                None => {
+                    head.extend_from_slice(&chunk);
+                    let split = match header_len(&head) {
+                        Some(n) if n <= head.len() => Some((n, true)),
+                        // More to come before the header is whole.
+                        Some(n) if n <= HEADER_LIMIT => None,
+                        None if head.len() < 144 => None,
+                        // No Part 10 header (or an absurd one): all of it goes as the
+                        // header, and the file is read back when it is passed on.
+                        _ => Some((head.len(), false)),
+                    };
+                    if let Some((n, whole)) = split {
+                        let rest = head.split_off(n);
+                        if whole && named.is_none() {
+                            named = sop_instance_of(&head);
+                            // Not in the manifest (a WADO-RS answer holds whatever the
+                            // peer has of the study now, its own KOS among it): not part of
+                            // what it published; the rest of the part is skipped.
+                            if let Some(uid) =
+                                named.as_ref().filter(|u| !self.classes.contains_key(*u))
+                            {
+                                tracing::debug!(%uid, part = %name, "not in the manifest: skipped");
+                                return Ok(());
                             }
-                            instance = Some((one, whole));
                         }
+                        let mut one = fill.begin(std::mem::take(&mut head));
+                        if !rest.is_empty() {
+                            one.push(Bytes::from(rest)).await.map_err(stopped)?;
+                        }
+                        instance = Some((one, whole));
                     }
                 }
             }
-            let (one, whole) = match instance {
-                Some(i) => i,
-                // A short part: the fill's checks judge it.
-                None => (fill.begin(std::mem::take(&mut head)), false),
-            };
-            // With the class the manifest names, the fill keeps the data set for the
-            // consumer (when the stored file says the same); without, it is read back.
-            let expected = Expected {
-                sop_class: whole
-                    .then(|| self.classes.get(&document.document))
-                    .flatten()
-                    .map(String::as_str),
-                sop_instance: Some(&document.document),
-                study_uid: Some(self.study_uid),
-            };
-            one.finish(&expected)
-                .await
-                .map_err(|_| RemoteError::Store("the cache fill has stopped".into()))?;
         }
+        let (one, whole) = match instance {
+            Some(i) => i,
+            // A short part: the fill's checks judge it.
+            None => (fill.begin(std::mem::take(&mut head)), false),
+        };
+        // With the class the manifest names, the fill keeps the data set for the
+        // consumer (when the stored file says the same); without, it is read back.
+        let expected = Expected {
+            sop_class: whole
+                .then(|| named.as_ref().and_then(|uid| self.classes.get(uid)))
+                .flatten()
+                .map(String::as_str),
+            sop_instance: named.as_deref(),
+            study_uid: Some(self.study_uid),
+        };
+        one.finish(&expected)
+            .await
+            .map_err(|_| RemoteError::Store("the cache fill has stopped".into()))
     }
+}
+
+/// The Media Storage SOP Instance UID (0002,0003) of a whole Part 10 header (PS3.10 7.1).
+fn sop_instance_of(header: &[u8]) -> Option<String> {
+    let layout = crate::dataset::layout_in_memory(&[Bytes::copy_from_slice(header)]).ok()?;
+    let uid = layout
+        .meta
+        .media_storage_sop_instance_uid
+        .trim_end_matches(['\0', ' '])
+        .to_string();
+    (!uid.is_empty()).then_some(uid)
 }
 
 /// The length of a Part 10 file's preamble and meta group (PS3.10 7.1): 128 bytes, "DICM",

@@ -207,8 +207,11 @@ fn content_type(response: &Response<Incoming>) -> String {
         .to_string()
 }
 
-/// `multipart/related` with its boundary and start, or `None` for a plain SOAP answer.
-fn mtom_params(content_type: &str) -> Result<Option<(String, Option<String>)>, RemoteError> {
+/// `multipart/related` with its boundary and start, or `None` for a plain SOAP answer (or
+/// any other media type).
+pub(super) fn mtom_params(
+    content_type: &str,
+) -> Result<Option<(String, Option<String>)>, RemoteError> {
     let mut parts = content_type.split(';');
     let essence = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
     if essence != "multipart/related" {

@@ -1,6 +1,6 @@
 //! The remote gateways as one source behind the cache ([`Source`]): queries go to every
 //! named gateway at once and are merged; a fetch reads the study's manifest (ITI-39) and its
-//! instances (RAD-75) from the gateway that holds it.
+//! instances (RAD-75, or WADO-RS: [`super::wado`]) from the gateway that holds it.
 
 use super::*;
 use tokio::sync::oneshot;
@@ -197,52 +197,47 @@ impl Source for RemoteSource {
             .map(|(_, class, sop)| (sop.clone(), class.clone()))
             .collect();
         let mut report = FetchReport::default();
-        let mut result = Ok(());
         let correlation = correlation_of(caller);
         let started = std::time::Instant::now();
-        let batches = batches(&documents);
-        // The answer to the current request, opened while the previous one's last parts
-        // were read (`NEXT_REQUEST_AT`).
-        let mut opened: Option<Result<soap::MtomStream, RemoteError>> = None;
-        for (i, batch) in batches.iter().enumerate() {
-            let answer = match opened.take() {
-                Some(answer) => answer,
-                None => self.open_batch(&peer, &claims, &correlation, batch).await,
-            };
-            let answer = match answer {
-                Ok(answer) => answer,
-                Err(e) => {
-                    result = Err(e);
-                    break;
-                }
-            };
-            let (near_end, near) = oneshot::channel();
-            let read = self.read_batch(answer, &study, &classes, sink, &mut report, near_end);
-            let next = batches.get(i + 1);
-            let open_next = async {
-                let next = next?;
-                // Fired when few parts are left, or dropped when the read ended.
-                let _ = near.await;
-                Some(self.open_batch(&peer, &claims, &correlation, next).await)
-            };
-            tokio::pin!(read);
-            tokio::pin!(open_next);
-            let mut next_answer = None;
-            let read = loop {
-                tokio::select! {
-                    read = &mut read => break read,
-                    answer = &mut open_next, if next_answer.is_none() => next_answer = Some(answer),
-                }
-            };
-            if let Err(e) = read {
-                result = Err(e);
-                break;
+        // WADO-RS where the peer offers DICOMweb and policy allows, else RAD-75.
+        let by_wado_rs = self
+            .prefer_wado_rs
+            .then(|| peer.dicomweb_url.clone())
+            .flatten();
+        let (label, operation, call) = match by_wado_rs {
+            Some(_) => ("WADO-RS", Operation::WadoRs, "wado-rs"),
+            None => ("RAD-75", Operation::Rad75, "rad75"),
+        };
+        let result = match &by_wado_rs {
+            Some(base) => {
+                self.read_by_wado_rs(
+                    &peer,
+                    base,
+                    &claims,
+                    &correlation,
+                    &study,
+                    &documents,
+                    &manifest,
+                    &classes,
+                    sink,
+                    &mut report,
+                )
+                .await
             }
-            opened = match next_answer {
-                Some(answer) => answer,
-                None => open_next.await,
-            };
-        }
+            None => {
+                self.read_by_rad75(
+                    &peer,
+                    &claims,
+                    &correlation,
+                    &study,
+                    &documents,
+                    &classes,
+                    sink,
+                    &mut report,
+                )
+                .await
+            }
+        };
         // What the peer did not deliver, or delivered as something that is no instance.
         let missing = documents.len().saturating_sub(report.received);
         report.failed = missing.min(u16::MAX as usize) as u16;
@@ -250,7 +245,7 @@ impl Source for RemoteSource {
             Ok(()) if report.failed == 0 => (
                 "success",
                 format!(
-                    "RAD-75: {} of {} instances",
+                    "{label}: {} of {} instances",
                     report.received,
                     documents.len()
                 ),
@@ -258,7 +253,7 @@ impl Source for RemoteSource {
             Ok(()) => (
                 "partial",
                 format!(
-                    "RAD-75: {} of {} instances",
+                    "{label}: {} of {} instances",
                     report.received,
                     documents.len()
                 ),
@@ -266,7 +261,7 @@ impl Source for RemoteSource {
             Err(RemoteError::Cancelled) => (
                 "cancelled",
                 format!(
-                    "RAD-75: {} of {} instances, then the consumer left",
+                    "{label}: {} of {} instances, then the consumer left",
                     report.received,
                     documents.len()
                 ),
@@ -274,18 +269,18 @@ impl Source for RemoteSource {
             Err(e) => (
                 "failure",
                 format!(
-                    "RAD-75: {} of {} instances: {e}",
+                    "{label}: {} of {} instances: {e}",
                     report.received,
                     documents.len()
                 ),
             ),
         };
         if !matches!(result, Err(RemoteError::Cancelled)) {
-            traffic(&peer.name, "rad75", &result, started);
+            traffic(&peer.name, call, &result, started);
         }
         self.audit(
             caller,
-            Operation::Rad75,
+            operation,
             &peer.name,
             &correlation,
             outcome_of(&study, outcome, detail),
@@ -299,6 +294,57 @@ impl Source for RemoteSource {
 }
 
 impl RemoteSource {
+    /// A fetch's instances by RAD-75: a short first request, then [`DOCUMENTS_PER_REQUEST`]
+    /// at a time, each next request sent while the current answer's last parts are read.
+    #[allow(clippy::too_many_arguments)]
+    async fn read_by_rad75(
+        &self,
+        peer: &Participant,
+        claims: &Claims,
+        correlation: &str,
+        study: &RemoteStudy,
+        documents: &[DocumentRequest],
+        classes: &HashMap<String, String>,
+        sink: &Sink<'_>,
+        report: &mut FetchReport,
+    ) -> Result<(), RemoteError> {
+        let batches = batches(documents);
+        // The answer to the current request, opened while the previous one's last parts
+        // were read (`NEXT_REQUEST_AT`).
+        let mut opened: Option<Result<soap::MtomStream, RemoteError>> = None;
+        for (i, batch) in batches.iter().enumerate() {
+            let answer = match opened.take() {
+                Some(answer) => answer,
+                None => self.open_batch(peer, claims, correlation, batch).await,
+            };
+            let answer = answer?;
+            let (near_end, near) = oneshot::channel();
+            let read = self.read_batch(answer, study, classes, sink, report, near_end);
+            let next = batches.get(i + 1);
+            let open_next = async {
+                let next = next?;
+                // Fired when few parts are left, or dropped when the read ended.
+                let _ = near.await;
+                Some(self.open_batch(peer, claims, correlation, next).await)
+            };
+            tokio::pin!(read);
+            tokio::pin!(open_next);
+            let mut next_answer = None;
+            let read = loop {
+                tokio::select! {
+                    read = &mut read => break read,
+                    answer = &mut open_next, if next_answer.is_none() => next_answer = Some(answer),
+                }
+            };
+            read?;
+            opened = match next_answer {
+                Some(answer) => answer,
+                None => open_next.await,
+            };
+        }
+        Ok(())
+    }
+
     /// Rows of the studies known already that the query names by Study Instance UID.
     fn known_rows(&self, query: &Query, window: usize) -> Vec<Match> {
         queried_studies(query)

@@ -12,7 +12,7 @@
 //! # Its gateway's endpoints, for our initiating side (`[remote]`), optional:
 //! query_url = "https://gtk.oost.example/xca/query"        # ITI-38
 //! retrieve_url = "https://gtk.oost.example/xca/retrieve"  # RAD-75, ITI-39
-//! dicomweb_url = "https://gtk.oost.example/dicomweb"      # not used yet
+//! dicomweb_url = "https://gtk.oost.example/dicomweb"      # WADO-RS ([remote] prefer_wado_rs)
 //! ```
 //!
 //! The fingerprint is checked both ways: a client certificate that connects to us, and the
@@ -38,7 +38,8 @@ pub struct Participant {
     /// Its RAD-75 / ITI-39 Cross Gateway Retrieve endpoint (https).
     #[serde(default)]
     pub retrieve_url: Option<String>,
-    /// Its DICOMweb base URL, if it offers one.
+    /// Its DICOMweb base URL, if it offers one: the instances are fetched from it by WADO-RS
+    /// instead of RAD-75 where `[remote] prefer_wado_rs` allows.
     #[serde(default)]
     pub dicomweb_url: Option<String>,
 }

@@ -132,7 +132,7 @@ impl Gateway {
 }
 
 /// TOML forbids a table twice; tests pass `[dimse]` keys too, so fold repeated sections.
-fn merge_sections(toml: &str) -> String {
+pub fn merge_sections(toml: &str) -> String {
     let mut sections: Vec<(String, Vec<String>)> = vec![(String::new(), vec![])];
     for line in toml.lines() {
         let t = line.trim();
