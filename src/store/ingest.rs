@@ -904,7 +904,7 @@ mod tests {
             let (store, committer) = (store.clone(), committer.clone());
             tokio::spawn(async move {
                 // Half of them streamed to a temp file, half held in memory.
-                let received = if bytes.len() % 2 == 0 {
+                let received = if bytes.len().is_multiple_of(2) {
                     let mut blob = store.begin().await.unwrap();
                     blob.write(&bytes).await.unwrap();
                     Received::File(blob)

@@ -123,7 +123,10 @@ impl Unsynced {
     }
 }
 
-type Checkpoint = std::thread::JoinHandle<Result<(), (JournalError, Unsynced)>>;
+/// A checkpoint that failed: why, and the blobs still to fsync.
+type CheckpointFailure = Box<(JournalError, Unsynced)>;
+
+type Checkpoint = std::thread::JoinHandle<Result<(), CheckpointFailure>>;
 
 #[derive(Debug)]
 struct State {
@@ -330,7 +333,8 @@ impl Journal {
         if let Some(running) = state.checkpoint.take() {
             match running.join() {
                 Ok(Ok(())) => {}
-                Ok(Err((e, back))) => {
+                Ok(Err(failure)) => {
+                    let (e, back) = *failure;
                     tracing::warn!(error = %e, "ingest journal checkpoint failed; retrying");
                     state.unsynced[other] = back;
                 }
@@ -343,7 +347,8 @@ impl Journal {
         if !state.unsynced[other].is_empty() {
             // A failed checkpoint: again, now; the file stays until it succeeds.
             let unsynced = std::mem::take(&mut state.unsynced[other]);
-            if let Err((e, back)) = checkpoint(unsynced, &self.durable_dirs) {
+            if let Err(failure) = checkpoint(unsynced, &self.durable_dirs) {
+                let (e, back) = *failure;
                 state.unsynced[other] = back;
                 return Err(e);
             }
@@ -416,7 +421,7 @@ fn file_path(dir: &Path, i: usize) -> PathBuf {
 fn checkpoint(
     unsynced: Unsynced,
     durable_dirs: &Mutex<HashSet<PathBuf>>,
-) -> Result<(), (JournalError, Unsynced)> {
+) -> Result<(), CheckpointFailure> {
     match fsync_all_at_once(&unsynced.files, &unsynced.dirs) {
         Ok(()) => {
             let mut durable = durable_dirs.lock().unwrap_or_else(|e| e.into_inner());
@@ -426,7 +431,7 @@ fn checkpoint(
             durable.extend(unsynced.entries);
             Ok(())
         }
-        Err((path, source)) => Err((JournalError::Io { path, source }, unsynced)),
+        Err((path, source)) => Err(Box::new((JournalError::Io { path, source }, unsynced))),
     }
 }
 
