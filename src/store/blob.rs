@@ -3,7 +3,10 @@
 //! Writes go to a fresh temp file under `data_dir/tmp` ([`PendingBlob`]), are fsynced, and
 //! are renamed into place ([`PendingBlob::commit`]), after which the parent directory is
 //! fsynced too: a blob is either whole or absent, also after a crash. Whatever a crash leaves
-//! in `tmp` is deleted by [`BlobStore::open`].
+//! in `tmp` is deleted by [`BlobStore::open`]. In the serving process the fronts' small
+//! instances are made durable through the ingest journal instead (`store::journal`): their
+//! files are fsynced later, in bulk, and written again from the journal at start if a power
+//! loss took them.
 //!
 //! Every stored version of an instance has a key of its own
 //! (`study/series/sop.VERSION.dcm`, [`BlobStore::key_for`]): a file, once renamed into

@@ -3,9 +3,9 @@
 //! indexed; only then is it acknowledged. Any failure removes the temp file, so nothing
 //! half-written stays. The fronts (C-STORE, STOW-RS) come here through the core
 //! (`core::ingest`) and its [`Committer`], which makes the instances of all associations and
-//! requests durable and indexed in groups (one round of fsyncs and one index transaction per
-//! group); what is no front (a publisher storing instances it made) may call [`persist`]
-//! directly.
+//! requests durable and indexed in groups (one flush round — the ingest journal's
+//! `fdatasync` or the files' fsyncs — and one index transaction per group); what is no
+//! front (a publisher storing instances it made) may call [`persist`] directly.
 //!
 //! The cache fill of a PACS retrieve ([`cache_fill`]) runs the same checks on copies of what
 //! the PACS holds, without an fsync per instance, behind the sub-operations' answers.
@@ -150,9 +150,11 @@ const MAX_GROUP: usize = 256;
 ///
 /// One task takes what is queued: when nothing else is, an instance is committed at once
 /// (no timer); what arrives while a group commits forms the next group. For a group, on the
-/// filesystem, the files are renamed into place and they and their directories fsynced at
-/// once ([`BlobStore::commit_group_blocking`]: one journal commit and cache flush for the
-/// lot instead of about three per instance), then the instances to index are upserted in
+/// filesystem, the files are renamed into place; those received in memory are recorded in
+/// the ingest journal, made durable by one in-place `fdatasync` of it, their files fsynced
+/// later in bulk ([`BlobStore::commit_journaled_blocking`], `store::journal`); the others
+/// are fsynced with their directories at once ([`BlobStore::commit_group_blocking`]: one
+/// file-system journal commit for the lot). Then the instances to index are upserted in
 /// one index transaction (one commit, one WAL fsync). On object storage the caller uploads
 /// its blob itself (each is durable once uploaded) and the group shares the index commit.
 ///
