@@ -42,6 +42,6 @@ if [ -n "${STRACE:-}" ]; then
   echo "files: $(find $D/data/blobs -name '*.dcm' | wc -l)"
   cat $D/strace.txt
 else
-  kill $SPID; wait $SPID 2>/dev/null || true
+  echo "files: $(find $D/data/blobs -name "*.dcm" | wc -l)"; kill $SPID; wait $SPID 2>/dev/null || true
 fi
 rm -rf $D

@@ -35,6 +35,8 @@ pub enum ServeError {
     #[error(transparent)]
     Index(#[from] crate::store::IndexError),
     #[error(transparent)]
+    Journal(#[from] crate::store::journal::JournalError),
+    #[error(transparent)]
     Trust(#[from] crate::trust::TrustError),
     #[error("cannot listen on {0}: {1}")]
     Bind(String, std::io::Error),
@@ -195,6 +197,16 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         .probe_write()
         .await
         .map_err(|e| ServeError::IndexNotWritable(redacted_url(&config.index_url()), e))?;
+    // The ingest journal (store::journal, filesystem blobs): blob files of acknowledged
+    // instances that a power loss took are written again from it before anything is served.
+    let blobs = if blobs.is_remote() {
+        blobs
+    } else {
+        match crate::store::journal::Journal::open(&blobs, index.as_ref()).await? {
+            (Some(journal), _) => blobs.with_journal(journal),
+            (None, _) => blobs,
+        }
+    };
     // Deletes and replacements a crash interrupted (store::delete): their files go before
     // anything is served.
     crate::store::delete::sweep(index.as_ref(), &blobs)

@@ -23,31 +23,68 @@
 use super::{Core, Refusal, Ticket};
 use crate::model::InstanceLocation;
 use crate::status::code;
-use crate::store::ingest::index_batch;
+use crate::store::ingest::{index_batch, Received};
 use crate::store::{InstanceRecord, PendingBlob};
 use crate::trust::{Caller, Decision, Operation, Trust};
 use std::sync::Arc;
 
 pub use crate::model::ingest::{Expected, IngestFailure};
 
-/// An instance's bytes on their way in, before they are checked and stored.
+/// An instance's bytes on their way in, before they are checked and stored: held in memory
+/// while it is small (checked and parsed from there, and written to its temp file in one
+/// `writev` on the ingest's blocking thread: no hand-off per write, no read-back), in a temp
+/// file once it passes [`IN_MEMORY_BYTES`] (a large instance is never held whole).
 #[derive(Debug)]
 pub struct Incoming {
-    blob: PendingBlob,
+    blobs: crate::store::BlobStore,
+    /// The bytes so far while in memory.
+    pieces: Vec<bytes::Bytes>,
+    len: u64,
+    /// The temp file, once spilled.
+    file: Option<PendingBlob>,
+}
+
+/// Most bytes of one instance held in memory while it arrives (a 512x512 CT slice is 0.5 MB;
+/// what is larger streams to its temp file).
+pub const IN_MEMORY_BYTES: u64 = 4 * 1024 * 1024;
+
+fn cannot_write(e: crate::store::BlobError) -> IngestFailure {
+    IngestFailure::new(code::OUT_OF_RESOURCES, format!("cannot write: {e}"))
 }
 
 impl Incoming {
     /// Append the next bytes (`OUT_OF_RESOURCES`, "cannot write: ..." when the store cannot).
     pub async fn write(&mut self, bytes: &[u8]) -> Result<(), IngestFailure> {
-        self.blob
-            .write(bytes)
-            .await
-            .map_err(|e| IngestFailure::new(code::OUT_OF_RESOURCES, format!("cannot write: {e}")))
+        match &mut self.file {
+            Some(file) => {
+                self.len += bytes.len() as u64;
+                file.write(bytes).await.map_err(cannot_write)
+            }
+            None => self.push(bytes::Bytes::copy_from_slice(bytes)).await,
+        }
+    }
+
+    /// [`write`](Self::write) without a copy while the instance is held in memory.
+    pub async fn push(&mut self, bytes: bytes::Bytes) -> Result<(), IngestFailure> {
+        self.len += bytes.len() as u64;
+        if let Some(file) = &mut self.file {
+            return file.write(&bytes).await.map_err(cannot_write);
+        }
+        self.pieces.push(bytes);
+        if self.len > IN_MEMORY_BYTES {
+            // Too large to hold: to a temp file from here on.
+            let mut file = self.blobs.begin().await.map_err(cannot_write)?;
+            for piece in std::mem::take(&mut self.pieces) {
+                file.write(&piece).await.map_err(cannot_write)?;
+            }
+            self.file = Some(file);
+        }
+        Ok(())
     }
 
     /// Bytes written so far.
     pub fn len(&self) -> u64 {
-        self.blob.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
@@ -56,7 +93,16 @@ impl Incoming {
 
     /// Give up on the instance: nothing of it stays.
     pub async fn abort(self) {
-        self.blob.abort().await
+        if let Some(file) = self.file {
+            file.abort().await
+        }
+    }
+
+    fn into_received(self) -> Received {
+        match self.file {
+            Some(file) => Received::File(file),
+            None => Received::Memory(self.pieces),
+        }
     }
 }
 
@@ -87,13 +133,15 @@ impl Durable {
 }
 
 impl Core {
-    /// Start receiving an instance (`OUT_OF_RESOURCES` when the store takes no new one).
+    /// Start receiving an instance (in memory first: a temp file is made when it grows past
+    /// [`IN_MEMORY_BYTES`], or by the ingest).
     pub async fn incoming(&self) -> Result<Incoming, IngestFailure> {
-        self.blobs
-            .begin()
-            .await
-            .map(|blob| Incoming { blob })
-            .map_err(|e| IngestFailure::new(code::OUT_OF_RESOURCES, e.to_string()))
+        Ok(Incoming {
+            blobs: self.blobs.clone(),
+            pieces: Vec::new(),
+            len: 0,
+            file: None,
+        })
     }
 
     /// Make a received instance durable and indexed; the ticket learns its patient and
@@ -104,7 +152,10 @@ impl Core {
         incoming: Incoming,
         expected: Expected<'_>,
     ) -> Result<StoredInstance, IngestFailure> {
-        let ingested = self.committer.persist(incoming.blob, expected).await?;
+        let ingested = self
+            .committer
+            .persist(incoming.into_received(), expected)
+            .await?;
         touch(ticket, std::slice::from_ref(&ingested.record));
         Ok(StoredInstance {
             status: ingested.status,
@@ -119,7 +170,10 @@ impl Core {
         incoming: Incoming,
         expected: Expected<'_>,
     ) -> Result<Durable, IngestFailure> {
-        let ingested = self.committer.store_blob(incoming.blob, expected).await?;
+        let ingested = self
+            .committer
+            .store_blob(incoming.into_received(), expected)
+            .await?;
         Ok(Durable {
             status: ingested.status,
             record: ingested.record,

@@ -269,7 +269,7 @@ async fn receive(
                         break Some(too_large("an instance", limits.max_instance_bytes));
                     }
                     if write_error.is_none() {
-                        write_error = incoming.write(&chunk).await.err();
+                        write_error = incoming.push(chunk).await.err();
                     }
                 }
                 Ok(None) => break None,

@@ -3,7 +3,10 @@
 //! Writes go to a fresh temp file under `data_dir/tmp` ([`PendingBlob`]), are fsynced, and
 //! are renamed into place ([`PendingBlob::commit`]), after which the parent directory is
 //! fsynced too: a blob is either whole or absent, also after a crash. Whatever a crash leaves
-//! in `tmp` is deleted by [`BlobStore::open`].
+//! in `tmp` is deleted by [`BlobStore::open`]. In the serving process the fronts' small
+//! instances are made durable through the ingest journal instead (`store::journal`): their
+//! files are fsynced later, in bulk, and written again from the journal at start if a power
+//! loss took them.
 //!
 //! Every stored version of an instance has a key of its own
 //! (`study/series/sop.VERSION.dcm`, [`BlobStore::key_for`]): a file, once renamed into
@@ -57,7 +60,7 @@ const MAX_UID_LEN: usize = 128;
 
 /// Most directories remembered as durable (see `BlobStore::durable_dirs`); past it the set
 /// starts again (one entry per series directory).
-const DURABLE_DIRS_REMEMBERED: usize = 100_000;
+pub(super) const DURABLE_DIRS_REMEMBERED: usize = 100_000;
 
 /// Threads that fsync the files and directories of one group commit at once
 /// ([`BlobStore::commit_group_blocking`]); they wait on the disk, not the CPU.
@@ -83,6 +86,9 @@ pub struct BlobStore {
     /// parent fsynced after they were created): a later group need not fsync the parent
     /// again for them ([`commit_group_blocking`](Self::commit_group_blocking)).
     durable_dirs: Arc<std::sync::Mutex<std::collections::HashSet<PathBuf>>>,
+    /// The ingest journal of the serving process (`store::journal`): a group commit makes
+    /// the instances it holds in memory durable there instead of fsyncing their files.
+    journal: Option<Arc<super::journal::Journal>>,
 }
 
 /// A UID usable as a path component: dot-separated runs of digits.
@@ -150,6 +156,7 @@ impl BlobStore {
             tmp,
             remote: None,
             durable_dirs: Arc::default(),
+            journal: None,
         })
     }
 
@@ -165,6 +172,34 @@ impl BlobStore {
             store.remote = Some(Arc::new(Remote::open(url, &storage.s3)?));
         }
         Ok(store)
+    }
+
+    /// This store with the ingest journal `journal` (opened and recovered on it): the group
+    /// commits of the fronts' ingest record small instances there (`store::journal`).
+    pub fn with_journal(mut self, journal: super::journal::Journal) -> Self {
+        self.journal = Some(Arc::new(journal));
+        self
+    }
+
+    /// The ingest journal, in the serving process on the filesystem.
+    pub fn journal(&self) -> Option<&super::journal::Journal> {
+        self.journal.as_deref()
+    }
+
+    pub(super) fn durable_dirs_handle(
+        &self,
+    ) -> Arc<std::sync::Mutex<std::collections::HashSet<PathBuf>>> {
+        self.durable_dirs.clone()
+    }
+
+    pub(super) fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// [`path`](Self::path) of a checked key.
+    pub(super) fn checked_path(&self, key: &str) -> Result<PathBuf, BlobError> {
+        check_key(key)?;
+        Ok(self.path(key))
     }
 
     /// Where the blobs live, for logs and `/ready`.
@@ -649,6 +684,79 @@ impl BlobStore {
         results
     }
 
+    /// [`commit_group_blocking`](Self::commit_group_blocking) for instances held in memory
+    /// (`pieces`: the whole file as written to the temp file), with the ingest journal
+    /// (`store::journal`): the files are renamed into place and their bytes recorded in the
+    /// journal, whose one `fdatasync` makes them durable; the files and directories are
+    /// fsynced later, at the journal's checkpoint. Without a journal, or when it cannot take
+    /// them, the files and directories are fsynced now, all at once.
+    pub fn commit_journaled_blocking(
+        &self,
+        group: Vec<(BlockingBlob, String, Vec<bytes::Bytes>)>,
+    ) -> Vec<Result<u64, BlobError>> {
+        let mut results: Vec<Result<u64, BlobError>> = Vec::with_capacity(group.len());
+        let mut placed = Vec::with_capacity(group.len());
+        let mut dirs = std::collections::BTreeSet::new();
+        let mut entries = std::collections::BTreeSet::new();
+        for (mut blob, key, pieces) in group {
+            match self.place(&mut blob, &key, &mut dirs, &mut entries) {
+                Ok(target) => {
+                    results.push(Ok(blob.len));
+                    placed.push((results.len() - 1, key, pieces, target));
+                }
+                Err(e) => results.push(Err(e)),
+            }
+        }
+        if placed.is_empty() {
+            return results;
+        }
+        let journaled = match &self.journal {
+            Some(journal) => {
+                let records: Vec<super::journal::Record<'_>> = placed
+                    .iter()
+                    .map(|(_, key, pieces, target)| super::journal::Record {
+                        key,
+                        pieces,
+                        path: target,
+                    })
+                    .collect();
+                match journal.append(&records, &dirs, &entries) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "ingest journal: fsyncing the files instead");
+                        false
+                    }
+                }
+            }
+            None => false,
+        };
+        if journaled {
+            return results;
+        }
+        let files: Vec<PathBuf> = placed.iter().map(|(_, _, _, t)| t.clone()).collect();
+        match super::journal::fsync_all_at_once(&files, &dirs) {
+            Ok(()) => {
+                let mut durable = self.durable_dirs.lock().unwrap_or_else(|e| e.into_inner());
+                if durable.len() + entries.len() > DURABLE_DIRS_REMEMBERED {
+                    durable.clear();
+                }
+                durable.extend(entries);
+            }
+            Err((path, source)) => {
+                // Not durable, so not to be indexed: their fresh keys name no row.
+                let message = source.to_string();
+                for (at, _, _, target) in placed {
+                    let _ = std::fs::remove_file(&target);
+                    results[at] = Err(BlobError::Io {
+                        path: path.clone(),
+                        source: std::io::Error::new(source.kind(), message.clone()),
+                    });
+                }
+            }
+        }
+        results
+    }
+
     /// Rename `blob` to `key`, creating the directories on the way; `dirs` collects the
     /// directories to fsync, `entries` those whose own entry that makes durable.
     fn place(
@@ -878,6 +986,19 @@ impl BlockingBlob {
 
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// fdatasync the temp file.
+    pub(super) fn sync_data(&mut self) -> Result<(), BlobError> {
+        self.file.sync_data().map_err(io_err(&self.path))
+    }
+
+    /// Rename the temp file to `target`, replacing what is there (the journal's recovery
+    /// writing a lost blob again; `target`'s directory exists).
+    pub(super) fn replace(mut self, target: &Path) -> Result<(), BlobError> {
+        std::fs::rename(&self.path, target).map_err(io_err(target))?;
+        self.done = true;
+        Ok(())
     }
 
     /// fsync the temp file, rename it to `key` (a fresh key: nothing is replaced) and

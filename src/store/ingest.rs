@@ -3,9 +3,9 @@
 //! indexed; only then is it acknowledged. Any failure removes the temp file, so nothing
 //! half-written stays. The fronts (C-STORE, STOW-RS) come here through the core
 //! (`core::ingest`) and its [`Committer`], which makes the instances of all associations and
-//! requests durable and indexed in groups (one round of fsyncs and one index transaction per
-//! group); what is no front (a publisher storing instances it made) may call [`persist`]
-//! directly.
+//! requests durable and indexed in groups (one flush round — the ingest journal's
+//! `fdatasync` or the files' fsyncs — and one index transaction per group); what is no
+//! front (a publisher storing instances it made) may call [`persist`] directly.
 //!
 //! The cache fill of a PACS retrieve ([`cache_fill`]) runs the same checks on copies of what
 //! the PACS holds, without an fsync per instance, behind the sub-operations' answers.
@@ -38,6 +38,16 @@ impl NamedBy for IngestFailure {
             meta.media_storage_sop_instance_uid(),
         )
     }
+}
+
+/// An instance's bytes as a front received them, for the [`Committer`].
+#[derive(Debug)]
+pub enum Received {
+    /// The whole Part 10 file in memory (a small instance): written to a temp file in one
+    /// `writev` and checked and parsed from memory, on the ingest's blocking thread.
+    Memory(Vec<Bytes>),
+    /// Streamed into a temp file (a large instance).
+    File(PendingBlob),
 }
 
 /// A stored instance: the success or warning status and what was indexed.
@@ -140,9 +150,11 @@ const MAX_GROUP: usize = 256;
 ///
 /// One task takes what is queued: when nothing else is, an instance is committed at once
 /// (no timer); what arrives while a group commits forms the next group. For a group, on the
-/// filesystem, the files are renamed into place and they and their directories fsynced at
-/// once ([`BlobStore::commit_group_blocking`]: one journal commit and cache flush for the
-/// lot instead of about three per instance), then the instances to index are upserted in
+/// filesystem, the files are renamed into place; those received in memory are recorded in
+/// the ingest journal, made durable by one in-place `fdatasync` of it, their files fsynced
+/// later in bulk ([`BlobStore::commit_journaled_blocking`], `store::journal`); the others
+/// are fsynced with their directories at once ([`BlobStore::commit_group_blocking`]: one
+/// file-system journal commit for the lot). Then the instances to index are upserted in
 /// one index transaction (one commit, one WAL fsync). On object storage the caller uploads
 /// its blob itself (each is durable once uploaded) and the group shares the index commit.
 ///
@@ -174,6 +186,8 @@ struct Job {
     /// The temp file to make durable (filesystem), or `None` when it is durable already
     /// (uploaded to object storage).
     blob: Option<BlockingBlob>,
+    /// The file's bytes, when the instance came in memory: recorded in the ingest journal.
+    pieces: Option<Vec<Bytes>>,
     ingested: Ingested,
     sop_class: String,
     sop_instance: String,
@@ -202,42 +216,55 @@ impl Committer {
     /// [`persist`] in a group: checked, durable and indexed when it returns `Ok`.
     pub async fn persist(
         &self,
-        blob: PendingBlob,
+        received: Received,
         expected: Expected<'_>,
     ) -> Result<Ingested, IngestFailure> {
-        self.submit(blob, expected, true).await
+        self.submit(received, expected, true).await
     }
 
     /// [`store_blob`] in a group: checked and durable, not yet indexed ([`index_batch`]
     /// completes it; STOW-RS indexes a request's parts in one transaction).
     pub async fn store_blob(
         &self,
-        blob: PendingBlob,
+        received: Received,
         expected: Expected<'_>,
     ) -> Result<Ingested, IngestFailure> {
-        self.submit(blob, expected, false).await
+        self.submit(received, expected, false).await
     }
 
     async fn submit(
         &self,
-        blob: PendingBlob,
+        received: Received,
         expected: Expected<'_>,
         index: bool,
     ) -> Result<Ingested, IngestFailure> {
-        let blob = blob.into_blocking().await.map_err(|e| {
+        let cannot_write = |e: super::BlobError| {
             IngestFailure::new(code::OUT_OF_RESOURCES, format!("cannot write: {e}"))
-        })?;
+        };
+        let received = match received {
+            Received::File(blob) => Ok(blob.into_blocking().await.map_err(cannot_write)?),
+            Received::Memory(pieces) => Err(pieces),
+        };
         let owned = OwnedExpected::from(&expected);
         let store = self.blobs.clone();
-        // The check and parse on a blocking thread of the caller's; on object storage the
-        // upload too (each blob durable on its own).
+        // The write (of an instance held in memory), check and parse on a blocking thread of
+        // the caller's; on object storage the upload too (each blob durable on its own).
         let checked = tokio::task::spawn_blocking(move || {
+            let (blob, pieces) = match received {
+                Ok(blob) => (blob, None),
+                Err(pieces) => {
+                    let mut blob = store.begin_blocking().map_err(cannot_write)?;
+                    let slices: Vec<&[u8]> = pieces.iter().map(|b| &b[..]).collect();
+                    blob.write_all_vectored(&slices).map_err(cannot_write)?;
+                    (blob, Some(pieces))
+                }
+            };
             let Checked {
                 blob,
                 ingested,
                 sop_class,
                 sop_instance,
-            } = check(blob, &owned, None)?;
+            } = check(blob, &owned, pieces.as_deref())?;
             let blob = if store.is_remote() {
                 blob.commit(&store, &ingested.record.blob_key)
                     .map_err(|e| {
@@ -248,16 +275,17 @@ impl Committer {
             } else {
                 Some(blob)
             };
-            Ok::<_, IngestFailure>((blob, ingested, sop_class, sop_instance))
+            Ok::<_, IngestFailure>((blob, pieces, ingested, sop_class, sop_instance))
         })
         .await
         .map_err(|e| {
             IngestFailure::new(code::PROCESSING_FAILURE, format!("ingest task failed: {e}"))
         })??;
-        let (blob, ingested, sop_class, sop_instance) = checked;
+        let (blob, pieces, ingested, sop_class, sop_instance) = checked;
         let (reply, answer) = oneshot::channel();
         let job = Job {
             blob,
+            pieces,
             ingested,
             sop_class,
             sop_instance,
@@ -310,22 +338,38 @@ async fn run_commits(
 /// Make `group` durable, index those to be indexed, answer each job.
 async fn commit_group(blobs: &BlobStore, index: &dyn Index, group: Vec<Job>) {
     crate::metrics::ingest_group(group.len());
-    // The files first (those not durable yet), all at once.
+    // The files first (those not durable yet), all at once: those held in memory through
+    // the ingest journal (`store::journal`), the others fsynced.
     let mut files = Vec::new();
+    let mut journaled = Vec::new();
     let mut waiting = Vec::with_capacity(group.len());
+    let mut waiting_journaled = Vec::new();
     let mut ready = Vec::with_capacity(group.len());
     for mut job in group {
-        match job.blob.take() {
-            Some(blob) => {
+        match (job.blob.take(), job.pieces.take()) {
+            (Some(blob), Some(pieces)) => {
+                journaled.push((blob, job.ingested.record.blob_key.clone(), pieces));
+                waiting_journaled.push(job);
+            }
+            (Some(blob), None) => {
                 files.push((blob, job.ingested.record.blob_key.clone()));
                 waiting.push(job);
             }
-            None => ready.push(job),
+            (None, _) => ready.push(job),
         }
     }
-    if !files.is_empty() {
+    if !files.is_empty() || !journaled.is_empty() {
         let store = blobs.clone();
-        match tokio::task::spawn_blocking(move || store.commit_group_blocking(files)).await {
+        let committed = tokio::task::spawn_blocking(move || {
+            let mut results = store.commit_journaled_blocking(journaled);
+            if !files.is_empty() {
+                results.extend(store.commit_group_blocking(files));
+            }
+            results
+        });
+        waiting_journaled.extend(waiting);
+        let waiting = waiting_journaled;
+        match committed.await {
             Ok(results) => {
                 for (job, result) in waiting.into_iter().zip(results) {
                     match result {
@@ -861,13 +905,21 @@ mod tests {
         let send = |bytes: Vec<u8>, sop: Option<String>| {
             let (store, committer) = (store.clone(), committer.clone());
             tokio::spawn(async move {
-                let mut blob = store.begin().await.unwrap();
-                blob.write(&bytes).await.unwrap();
+                // Half of them streamed to a temp file, half held in memory.
+                let received = if bytes.len().is_multiple_of(2) {
+                    let mut blob = store.begin().await.unwrap();
+                    blob.write(&bytes).await.unwrap();
+                    Received::File(blob)
+                } else {
+                    let half = bytes.len() / 2;
+                    let bytes = Bytes::from(bytes);
+                    Received::Memory(vec![bytes.slice(..half), bytes.slice(half..)])
+                };
                 let expected = Expected {
                     sop_instance: sop.as_deref(),
                     ..Default::default()
                 };
-                committer.persist(blob, expected).await
+                committer.persist(received, expected).await
             })
         };
         let mut tasks = Vec::new();

@@ -5,6 +5,8 @@
 //! - [`object`]: blobs in S3-compatible object storage behind the same [`BlobStore`].
 //! - [`index`]: the [`Index`] trait with SQLite (embedded default) and PostgreSQL backends.
 //! - [`ingest`]: the one path by which an instance enters the store (C-STORE and STOW-RS).
+//! - [`journal`]: the ingest journal: instances made durable by one in-place `fdatasync`
+//!   per group commit, their files fsynced later in bulk.
 //! - [`record`]: [`InstanceRecord`], the indexed attributes extracted from one instance.
 //! - [`delete`]: the one delete path (index rows, then blobs; crash-safe with a queue).
 //! - [`retention`]: `storage.keep_received_days` for studies received by STOW-RS.
@@ -15,6 +17,7 @@ pub mod blob;
 pub mod delete;
 pub mod index;
 pub mod ingest;
+pub mod journal;
 pub mod object;
 pub mod record;
 pub mod recovery;

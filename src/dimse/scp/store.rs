@@ -154,11 +154,11 @@ async fn receive_incoming(
             return Ok(Err(Failure(f.status, f.reason)));
         }
     };
-    let mut write_error = incoming.write(&header).await.err();
+    let mut write_error = incoming.push(header.into()).await.err();
     loop {
         let (data, is_last) = next_fragment(assoc, context_id).await?;
         if write_error.is_none() {
-            write_error = incoming.write(&data).await.err();
+            write_error = incoming.push(data).await.err();
         }
         if is_last {
             break;
