@@ -88,7 +88,7 @@ pub struct BlobStore {
     durable_dirs: Arc<std::sync::Mutex<std::collections::HashSet<PathBuf>>>,
     /// The ingest journal of the serving process (`store::journal`): a group commit makes
     /// the instances it holds in memory durable there instead of fsyncing their files.
-    journal: Option<Arc<super::journal::Journal>>,
+    journal: Option<Arc<dyn BlobLog>>,
 }
 
 /// A UID usable as a path component: dot-separated runs of digits.
@@ -176,14 +176,9 @@ impl BlobStore {
 
     /// This store with the ingest journal `journal` (opened and recovered on it): the group
     /// commits of the fronts' ingest record small instances there (`store::journal`).
-    pub fn with_journal(mut self, journal: super::journal::Journal) -> Self {
+    pub fn with_journal(mut self, journal: impl BlobLog + 'static) -> Self {
         self.journal = Some(Arc::new(journal));
         self
-    }
-
-    /// The ingest journal, in the serving process on the filesystem.
-    pub fn journal(&self) -> Option<&super::journal::Journal> {
-        self.journal.as_deref()
     }
 
     pub(super) fn durable_dirs_handle(
@@ -712,9 +707,9 @@ impl BlobStore {
         }
         let journaled = match &self.journal {
             Some(journal) => {
-                let records: Vec<super::journal::Record<'_>> = placed
+                let records: Vec<PlacedBlob<'_>> = placed
                     .iter()
-                    .map(|(_, key, pieces, target)| super::journal::Record {
+                    .map(|(_, key, pieces, target)| PlacedBlob {
                         key,
                         pieces,
                         path: target,
@@ -734,7 +729,7 @@ impl BlobStore {
             return results;
         }
         let files: Vec<PathBuf> = placed.iter().map(|(_, _, _, t)| t.clone()).collect();
-        match super::journal::fsync_all_at_once(&files, &dirs) {
+        match fsync_all_at_once(&files, &dirs) {
             Ok(()) => {
                 let mut durable = self.durable_dirs.lock().unwrap_or_else(|e| e.into_inner());
                 if durable.len() + entries.len() > DURABLE_DIRS_REMEMBERED {
@@ -1086,6 +1081,68 @@ impl Drop for PendingBlob {
         if !self.done {
             let _ = std::fs::remove_file(&self.path);
         }
+    }
+}
+
+/// Where a group commit records the bytes of the blobs it placed without fsyncing them (the
+/// ingest journal, `store::journal`): once [`append`](BlobLog::append) returns, they are
+/// durable, and the log fsyncs the files and directories later.
+pub trait BlobLog: Send + Sync + std::fmt::Debug {
+    fn append(
+        &self,
+        records: &[PlacedBlob<'_>],
+        dirs: &std::collections::BTreeSet<PathBuf>,
+        entries: &std::collections::BTreeSet<PathBuf>,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
+}
+
+/// An instance to record: its blob key and its bytes (the whole Part 10 file).
+#[derive(Debug)]
+pub struct PlacedBlob<'a> {
+    pub key: &'a str,
+    pub pieces: &'a [bytes::Bytes],
+    /// The blob file at its key (renamed into place, not yet fsynced).
+    pub path: &'a Path,
+}
+
+/// fsync `files` and `dirs` from up to [`FSYNC_THREADS`] threads at once (the file system
+/// commits them together). A file or directory gone meanwhile (a replaced version's blob,
+/// an emptied directory) needs nothing.
+pub(super) fn fsync_all_at_once(
+    files: &[PathBuf],
+    dirs: &std::collections::BTreeSet<PathBuf>,
+) -> Result<(), (PathBuf, std::io::Error)> {
+    let targets: Vec<&PathBuf> = files.iter().chain(dirs.iter()).collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failure = std::sync::Mutex::new(None);
+    let work = || loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        let Some(path) = targets.get(i) else { break };
+        match std::fs::File::open(path).and_then(|f| f.sync_all()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                failure
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get_or_insert(((*path).clone(), e));
+            }
+        }
+    };
+    let threads = targets.len().min(FSYNC_THREADS);
+    if threads <= 1 {
+        work();
+    } else {
+        std::thread::scope(|scope| {
+            for _ in 1..threads {
+                scope.spawn(work);
+            }
+            work();
+        });
+    }
+    match failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        Some(failed) => Err(failed),
+        None => Ok(()),
     }
 }
 

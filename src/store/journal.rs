@@ -30,11 +30,9 @@
 //! ([`BlobStore::key_for`]), so a record can never hold other bytes than its key's file.
 
 use super::{BlobError, BlobStore, Index, IndexError};
-use bytes::Bytes;
 use std::collections::{BTreeSet, HashSet};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 #[derive(Debug, thiserror::Error)]
@@ -81,9 +79,6 @@ const PAGE: u64 = 4096;
 /// Longest key a record may hold (keys are three UIDs and a version).
 const MAX_KEY: u64 = 1024;
 
-/// Threads that fsync the blobs and directories of a checkpoint at once.
-const FSYNC_THREADS: usize = 16;
-
 fn record_len(key: &str, data: u64) -> u64 {
     (HEADER + key.len() as u64 + data).div_ceil(PAGE) * PAGE
 }
@@ -99,14 +94,7 @@ fn crc_of(key: &[u8], pieces: &[&[u8]], data_len: u64) -> u32 {
     crc.finalize()
 }
 
-/// An instance to record: its blob key and its bytes (the whole Part 10 file).
-#[derive(Debug)]
-pub struct Record<'a> {
-    pub key: &'a str,
-    pub pieces: &'a [Bytes],
-    /// The blob file at its key (renamed into place, not yet fsynced).
-    pub path: &'a Path,
-}
+pub use super::blob::PlacedBlob as Record;
 
 /// Blobs recorded in one journal file and not yet fsynced, with their directories.
 #[derive(Debug, Default)]
@@ -168,6 +156,17 @@ pub struct Recovered {
     pub records: usize,
     /// Blob files of indexed instances written again from the journal.
     pub restored: usize,
+}
+
+impl super::blob::BlobLog for Journal {
+    fn append(
+        &self,
+        records: &[Record<'_>],
+        dirs: &BTreeSet<PathBuf>,
+        entries: &BTreeSet<PathBuf>,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        Journal::append(self, records, dirs, entries).map_err(Into::into)
+    }
 }
 
 impl Journal {
@@ -405,7 +404,8 @@ fn restore(
         }
         blobs.push(path);
     }
-    fsync_all_at_once(&blobs, &dirs).map_err(|(path, source)| JournalError::Io { path, source })?;
+    super::blob::fsync_all_at_once(&blobs, &dirs)
+        .map_err(|(path, source)| JournalError::Io { path, source })?;
     Ok(restored)
 }
 
@@ -422,7 +422,7 @@ fn checkpoint(
     unsynced: Unsynced,
     durable_dirs: &Mutex<HashSet<PathBuf>>,
 ) -> Result<(), CheckpointFailure> {
-    match fsync_all_at_once(&unsynced.files, &unsynced.dirs) {
+    match super::blob::fsync_all_at_once(&unsynced.files, &unsynced.dirs) {
         Ok(()) => {
             let mut durable = durable_dirs.lock().unwrap_or_else(|e| e.into_inner());
             if durable.len() + unsynced.entries.len() > super::blob::DURABLE_DIRS_REMEMBERED {
@@ -432,47 +432,6 @@ fn checkpoint(
             Ok(())
         }
         Err((path, source)) => Err(Box::new((JournalError::Io { path, source }, unsynced))),
-    }
-}
-
-/// fsync `files` and `dirs` from up to [`FSYNC_THREADS`] threads at once (the file system
-/// commits them together). A file or directory gone meanwhile (a replaced version's blob,
-/// an emptied directory) needs nothing.
-pub(super) fn fsync_all_at_once(
-    files: &[PathBuf],
-    dirs: &BTreeSet<PathBuf>,
-) -> Result<(), (PathBuf, std::io::Error)> {
-    let targets: Vec<&PathBuf> = files.iter().chain(dirs.iter()).collect();
-    let next = AtomicUsize::new(0);
-    let failure = Mutex::new(None);
-    let work = || loop {
-        let i = next.fetch_add(1, Ordering::Relaxed);
-        let Some(path) = targets.get(i) else { break };
-        match std::fs::File::open(path).and_then(|f| f.sync_all()) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                failure
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .get_or_insert(((*path).clone(), e));
-            }
-        }
-    };
-    let threads = targets.len().min(FSYNC_THREADS);
-    if threads <= 1 {
-        work();
-    } else {
-        std::thread::scope(|scope| {
-            for _ in 1..threads {
-                scope.spawn(work);
-            }
-            work();
-        });
-    }
-    match failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
-        Some(failed) => Err(failed),
-        None => Ok(()),
     }
 }
 
@@ -602,6 +561,7 @@ fn is_whole(path: &Path, record: &Found) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     /// Records survive what a power loss can do to the blob files: after blobs were lost,
     /// truncated or left with other bytes, opening the journal writes the indexed ones
