@@ -86,7 +86,8 @@ def make(out):
             tolerance = 2
         elif name == "jpegls-pyjpegls":
             # A second JPEG-LS encoder (CharLS through pyjpegls), besides DCMTK's own codec.
-            ds.compress(JPEGLSLossless, encoding_plugin="pyjpegls")
+            # The SOP Instance UID kept, as DCMTK keeps it: the source stands in for it.
+            ds.compress(JPEGLSLossless, encoding_plugin="pyjpegls", generate_instance_uid=False)
             ds.save_as(enc, enforce_file_format=True)
         elif name == "jpeg-lossless":
             subprocess.run(["dcmcjpeg", "+e1", src, enc], check=True)
