@@ -589,6 +589,16 @@ pub fn check_deflated<R: Read + Seek>(
 /// inflated bytes. For a transcode, which holds the whole instance anyway;
 /// [`check_deflated`] streams instead.
 pub fn inflate_stored(path: &Path, layout: &FileLayout) -> Result<Vec<u8>, DatasetError> {
+    inflate_stored_after(path, layout, Vec::new())
+}
+
+/// [`inflate_stored`] appending the inflated data set to `out` (e.g. a Part 10 header made
+/// before): the data set is written once, where it is served from, never copied.
+pub fn inflate_stored_after(
+    path: &Path,
+    layout: &FileLayout,
+    mut out: Vec<u8>,
+) -> Result<Vec<u8>, DatasetError> {
     let file_error = |e: std::io::Error| DatasetError::File {
         path: path.display().to_string(),
         problem: e.to_string(),
@@ -597,17 +607,60 @@ pub fn inflate_stored(path: &Path, layout: &FileLayout) -> Result<Vec<u8>, Datas
     file.seek(SeekFrom::Start(layout.dataset_offset))
         .map_err(file_error)?;
     let len = layout.dataset_len();
+    let start = out.len();
     // Deflate rarely makes image data smaller than a third; the Vec grows beyond if need be.
-    let mut inflated = Vec::with_capacity((len.saturating_mul(3)).min(1 << 30) as usize);
-    Inflater::new(file.take(len))
-        .read_to_end(&mut inflated)
+    out.reserve((len.saturating_mul(3)).min(1 << 30) as usize);
+    inflate_all(file.take(len), &mut out)
         .map_err(|e| DatasetError::Parse(format!("deflated data set: {e}")))?;
+    let inflated = &out[start..];
     check_structure(
-        std::io::Cursor::new(&inflated[..]),
+        std::io::Cursor::new(inflated),
         inflated.len() as u64,
         crate::sop::EXPLICIT_VR_LE,
     )?;
-    Ok(inflated)
+    Ok(out)
+}
+
+/// The raw deflate (RFC 1951) stream in `input` inflated onto the end of `out`, straight
+/// into its spare capacity (no zeroing, no intermediate buffer), insisting on the final
+/// block and bounded by [`MAX_INFLATED_LEN`], as [`Inflater`].
+fn inflate_all<R: Read>(input: R, out: &mut Vec<u8>) -> std::io::Result<()> {
+    use std::io::{BufRead, Error, ErrorKind};
+    let mut input = std::io::BufReader::with_capacity(256 * 1024, input);
+    let mut state = flate2::Decompress::new(false);
+    loop {
+        if out.capacity() - out.len() < 64 * 1024 {
+            // Doubles (amortised) when the first guess was short.
+            out.reserve(out.len().max(1 << 20));
+        }
+        let chunk = input.fill_buf()?;
+        let at_end = chunk.is_empty();
+        let (in_before, out_before) = (state.total_in(), state.total_out());
+        let status = state
+            .decompress_vec(chunk, out, flate2::FlushDecompress::None)
+            .map_err(|e| Error::new(ErrorKind::InvalidData, e))?;
+        let consumed = (state.total_in() - in_before) as usize;
+        let produced = state.total_out() - out_before;
+        input.consume(consumed);
+        if state.total_out() > MAX_INFLATED_LEN {
+            return Err(Error::new(
+                ErrorKind::InvalidData,
+                format!("inflates to more than {MAX_INFLATED_LEN} bytes"),
+            ));
+        }
+        if matches!(status, flate2::Status::StreamEnd) {
+            return Ok(());
+        }
+        if at_end && produced == 0 {
+            return Err(Error::new(
+                ErrorKind::UnexpectedEof,
+                "deflate stream ends before its final block (truncated)",
+            ));
+        }
+        if consumed == 0 && produced == 0 {
+            return Err(Error::new(ErrorKind::InvalidData, "deflate stream stalls"));
+        }
+    }
 }
 
 /// Raw deflate (RFC 1951) decoding that insists on the final block: flate2's readers end
@@ -901,6 +954,59 @@ mod tests {
         let mut lying = long_header(0x0009, 0x1010, b"OB", 0xFFF0_0000);
         lying.extend_from_slice(&[1, 2, 3, 4]);
         assert!(check(&deflated(&lying)).is_err());
+    }
+
+    /// A Part 10 file in Deflated Explicit VR LE of `data_set` (deflated here) in `dir`.
+    fn deflated_file(dir: &Path, name: &str, data_set: &[u8]) -> std::path::PathBuf {
+        let path = dir.join(name);
+        let mut bytes = file_header(
+            "1.2.840.10008.5.1.4.1.1.2",
+            "1.2.3",
+            "1.2.840.10008.1.2.1.99",
+            "AE",
+        )
+        .unwrap();
+        bytes.extend_from_slice(&deflated(data_set));
+        std::fs::write(&path, &bytes).unwrap();
+        path
+    }
+
+    #[test]
+    fn stored_deflated_data_sets_inflate_behind_what_is_there() {
+        let dir = tempfile::tempdir().unwrap();
+        // 8 MiB of Pixel Data deflating to a few KiB: far past the first guess of three
+        // times the stored length, so the output grows while inflating.
+        let mut plain = long_header(0x7FE0, 0x0010, b"OW", 8 << 20);
+        plain.extend((0..8u32 << 20).map(|i| (i / 4096) as u8));
+        let path = deflated_file(dir.path(), "big.dcm", &plain);
+        let layout = read_layout(&path).unwrap();
+        assert!(layout.dataset_len() * 3 < plain.len() as u64);
+        let out = inflate_stored_after(&path, &layout, b"header".to_vec()).unwrap();
+        assert_eq!(&out[..6], b"header");
+        assert!(
+            out[6..] == plain[..],
+            "the inflated data set, after the header"
+        );
+        assert!(inflate_stored(&path, &layout).unwrap() == plain);
+
+        // Cut short, the stream lacks its final block: an error, whatever the cut.
+        let bytes = std::fs::read(&path).unwrap();
+        let at = layout.dataset_offset as usize;
+        for cut in [at + 1, (at + bytes.len()) / 2, bytes.len() - 1] {
+            let cut_path = dir.path().join("cut.dcm");
+            std::fs::write(&cut_path, &bytes[..cut]).unwrap();
+            let layout = read_layout(&cut_path).unwrap();
+            assert!(
+                inflate_stored(&cut_path, &layout).is_err(),
+                "cut at {cut} of {}",
+                bytes.len()
+            );
+        }
+        // What inflates is walked: an element longer than the data set fails.
+        let mut lying = long_header(0x0009, 0x1010, b"OB", 0xFFF0_0000);
+        lying.extend_from_slice(&[1, 2, 3, 4]);
+        let path = deflated_file(dir.path(), "lying.dcm", &lying);
+        assert!(inflate_stored(&path, &read_layout(&path).unwrap()).is_err());
     }
 
     #[test]

@@ -252,6 +252,55 @@ fn jpeg_ls_frame_without_eoi_is_refused_before_the_codec() {
     std::fs::remove_file(&path).unwrap();
 }
 
+/// A `stored_dataset` fuzz unit (2026-12-06): a CT data set with Bits Stored 1036 and Bits
+/// Allocated 16. Rendering it panicked in dicom-pixeldata 0.10's LUT ("attempt to shift left
+/// with overflow", `lut.rs`), which sizes the LUT by the power of two at or above Bits Stored.
+/// Every decode entry now refuses it first, naming the attributes.
+#[test]
+fn bits_stored_beyond_bits_allocated_is_refused_before_rendering() {
+    use beeldbrug::dicomweb::rendered::{render, RenderParams};
+    use beeldbrug::dimse::dataset::{file_header, open_stored, Extent};
+    use beeldbrug::transcode::{decode_frame, transcode_file, EXPLICIT_VR_LE};
+    let (_, data_set) = corpus("stored_dataset")
+        .into_iter()
+        .find(|(path, _)| path.ends_with("bits-stored-1036"))
+        .expect("the unit is in the stored_dataset corpus");
+    let mut file = file_header(
+        "1.2.840.10008.5.1.4.1.1.2",
+        "1.2.3.4",
+        EXPLICIT_VR_LE,
+        "FUZZ",
+    )
+    .unwrap();
+    file.extend_from_slice(&data_set);
+    let path =
+        std::env::temp_dir().join(format!("beeldbrug-bits-stored-{}.dcm", std::process::id()));
+    std::fs::write(&path, file).unwrap();
+    let params = RenderParams {
+        window: None,
+        viewport: None,
+        quality: 90,
+    };
+    let refused = render(
+        &path,
+        1,
+        &params,
+        false,
+        dicom_pixeldata::image::ImageFormat::Png,
+    )
+    .expect_err("rendered with Bits Stored 1036");
+    assert!(
+        refused.contains("Bits Stored 1036 is not within Bits Allocated 16"),
+        "{refused}"
+    );
+    let (obj, _) = open_stored(&path, Extent::Whole).unwrap();
+    assert!(decode_frame(&obj, 0).is_err());
+    // Into the other uncompressed syntax the pixels are carried, not interpreted: no refusal
+    // needed there, and none may panic.
+    let _ = transcode_file(&path, beeldbrug::transcode::IMPLICIT_VR_LE);
+    std::fs::remove_file(&path).unwrap();
+}
+
 #[test]
 fn xacml_corpus_replays() {
     let mut read = 0;

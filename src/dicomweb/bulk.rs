@@ -11,7 +11,8 @@ use super::wado;
 use super::{WebCaller, WebError, WebState};
 use crate::core::InstanceLocation;
 use crate::core::Stored;
-use crate::dimse::dataset::{open_stored, Extent, PIXEL_DATA};
+use crate::dimse::dataset::{self, open_stored, Extent, PIXEL_DATA};
+use crate::sop::DEFLATED_EXPLICIT_VR_LE;
 use crate::trust::Caller;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap};
@@ -54,6 +55,19 @@ fn choose_form(accept: &[MediaRange], layout: &PixelLayout) -> Option<FrameForm>
             .unwrap_or("application/octet-stream")
             .to_ascii_lowercase();
         let ts = range.param("transfer-syntax");
+        if layout.inflated {
+            // Deflated Explicit VR LE: the stored bytes are the deflated data set, so frames
+            // go as the native pixels inflated here, the same bytes in any uncompressed LE
+            // syntax (PS3.5 A.5).
+            let native = matches!(
+                ts,
+                None | Some("*" | EXPLICIT_VR_LE | IMPLICIT_VR_LE | DEFLATED_EXPLICIT_VR_LE)
+            );
+            if covers(&inner, "application/octet-stream") && native {
+                return Some(FrameForm::Decoded);
+            }
+            continue;
+        }
         // Native little-endian pixels are the same bytes in either uncompressed LE syntax.
         let native_le = !layout.is_encapsulated()
             && matches!(
@@ -149,6 +163,15 @@ pub async fn frames(
     let path = state.core.stored().local_file(&loc).path().to_path_buf();
     let detail = format!("frames {list} of one instance");
     let decoded = match form {
+        FrameForm::Decoded if layout.inflated => {
+            match inflated_parts(&path, ranges.clone()).await {
+                Ok(frames) => frames,
+                Err(problem) => {
+                    ticket.finish("failure", problem.clone()).await;
+                    return Err(WebError::Internal(problem));
+                }
+            }
+        }
         FrameForm::Decoded => match decode_frames(&path, &numbers).await {
             Ok(frames) => frames,
             Err(problem) => {
@@ -240,6 +263,36 @@ async fn decode_frames(path: &std::path::Path, numbers: &[u32]) -> Result<Vec<Ve
     .map_err(|e| e.to_string())?
 }
 
+/// The byte ranges `parts` (one entry per part) of the inflated data set of the Deflated
+/// Explicit VR LE file at `path` (inflated once, in memory, as a transcode does).
+async fn inflated_parts(
+    path: &std::path::Path,
+    parts: Vec<Ranges>,
+) -> Result<Vec<Vec<u8>>, String> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || -> Result<Vec<Vec<u8>>, String> {
+        let layout = dataset::read_layout(&path).map_err(|e| e.to_string())?;
+        let data_set = dataset::inflate_stored(&path, &layout).map_err(|e| e.to_string())?;
+        parts
+            .iter()
+            .map(|ranges| {
+                let mut part = Vec::new();
+                for &(offset, len) in ranges {
+                    let piece = usize::try_from(offset)
+                        .ok()
+                        .zip(usize::try_from(offset + len).ok())
+                        .and_then(|(from, to)| data_set.get(from..to))
+                        .ok_or("pixel data beyond the inflated data set")?;
+                    part.extend_from_slice(piece);
+                }
+                Ok(part)
+            })
+            .collect()
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
 /// Send decoded frames as parts.
 async fn send_decoded_frames(
     tx: &BodySender,
@@ -322,7 +375,8 @@ pub async fn bulkdata(
 }
 
 /// One bulk data value: Pixel Data as stored (native: one range of the file, with Range
-/// support; encapsulated: one part per frame), any other value from the parsed data set.
+/// support; encapsulated: one part per frame; deflated: the value inflated), any other value
+/// from the parsed data set.
 async fn bulk_response(
     state: &WebState,
     loc: &InstanceLocation,
@@ -332,7 +386,16 @@ async fn bulk_response(
     let accept = parse_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     let (obj, layout) = read_instance(state.core.stored(), loc).await?;
     let path = state.core.stored().local_file(loc).path().to_path_buf();
-    if items.is_empty() && last == PIXEL_DATA {
+    let pixel_data = items.is_empty() && last == PIXEL_DATA;
+    let bytes = if pixel_data && layout.as_ref().is_some_and(|l| l.inflated) {
+        // Deflated: the value inflated here (no byte range of the file holds it).
+        let value = layout.and_then(|l| l.native_value);
+        let value = value.ok_or(FrameError::NoPixelData)?;
+        inflated_parts(&path, vec![vec![value]])
+            .await
+            .map_err(WebError::Internal)?
+            .remove(0)
+    } else if pixel_data {
         let layout = layout.ok_or(FrameError::NoPixelData)?;
         if let Some(value) = layout.native_value {
             return if wants_bare(&accept) {
@@ -360,9 +423,10 @@ async fn bulk_response(
             .collect::<Result<_, _>>()?;
         let part_type = format!("{media}; transfer-syntax={}", layout.transfer_syntax);
         return Ok(stored_multipart(&path, media, &part_type, ranges));
-    }
-    let bytes = value_at(&obj, items, last)
-        .ok_or_else(|| WebError::NotFound(format!("no bulk data at {tag_path}")))?;
+    } else {
+        value_at(&obj, items, last)
+            .ok_or_else(|| WebError::NotFound(format!("no bulk data at {tag_path}")))?
+    };
     if wants_bare(&accept) {
         return super::ranged::bytes_response(
             Bytes::from(bytes),

@@ -5,7 +5,7 @@
 //! frames are mapped to fragments one-to-one, through the Basic Offset Table, or all
 //! fragments to a single frame (PS3.5 A.4).
 
-use crate::dimse::dataset::{locate_pixel_data, DatasetError};
+use crate::dimse::dataset::{self, DatasetError};
 use dicom_core::Tag;
 use dicom_object::InMemDicomObject;
 use std::io::{Read, Seek, SeekFrom};
@@ -41,6 +41,9 @@ pub struct PixelLayout {
     frame_len: u64,
     /// Encapsulated: the fragments of each frame.
     encapsulated: Option<Vec<Ranges>>,
+    /// Deflated Explicit VR LE (PS3.5 A.5): native pixel data whose offsets are in the
+    /// inflated data set, not in the file; served from the data set inflated in memory.
+    pub inflated: bool,
 }
 
 fn number(obj: &InMemDicomObject, tag: Tag) -> Option<u64> {
@@ -54,13 +57,22 @@ impl PixelLayout {
     /// Locate the pixel data of the Part 10 file at `path`; `obj` is its data set read up
     /// to Pixel Data (for rows, columns and the like).
     pub fn read(path: &Path, obj: &InMemDicomObject) -> Result<PixelLayout, FrameError> {
-        let (layout, at) = locate_pixel_data(path)?;
-        let at = at.ok_or(FrameError::NoPixelData)?;
+        let layout = dataset::read_layout(path)?;
         let transfer_syntax = layout
             .meta
             .transfer_syntax()
             .trim_end_matches('\0')
             .to_string();
+        let inflated = transfer_syntax == crate::sop::DEFLATED_EXPLICIT_VR_LE;
+        let at = if inflated {
+            // Where Pixel Data is in the inflated data set (streamed, not held).
+            let mut file = std::fs::File::open(path)?;
+            file.seek(SeekFrom::Start(layout.dataset_offset))?;
+            dataset::check_deflated(file, layout.dataset_len())?
+        } else {
+            dataset::pixel_data_in(path, &layout)?
+        };
+        let at = at.ok_or(FrameError::NoPixelData)?;
         let number_of_frames = number(obj, Tag(0x0028, 0x0008)).unwrap_or(1).max(1) as u32;
         match at.len {
             Some(len) => {
@@ -81,8 +93,13 @@ impl PixelLayout {
                     native_value: Some((at.value_offset, value_len)),
                     frame_len,
                     encapsulated: None,
+                    inflated,
                 })
             }
+            // PS3.5 A.5: a deflated data set's pixel data is native.
+            None if inflated => Err(FrameError::Malformed(
+                "encapsulated pixel data in a deflated data set".into(),
+            )),
             None => {
                 let mut file = std::io::BufReader::new(std::fs::File::open(path)?);
                 file.seek(SeekFrom::Start(at.value_offset))?;
@@ -93,6 +110,7 @@ impl PixelLayout {
                     native_value: None,
                     frame_len: 0,
                     encapsulated: Some(frames),
+                    inflated: false,
                 })
             }
         }

@@ -13,11 +13,13 @@ fn uint(obj: &DefaultDicomObject, tag: dicom_core::Tag) -> Option<u32> {
 
 /// The encapsulated pixel data of `obj` (stored as `ts`) against its Rows, Columns,
 /// Samples per Pixel and Bits Allocated: RLE headers, segment offsets and lengths; the
-/// image size in JPEG, JPEG-LS and JPEG 2000 frame headers. Native pixel data passes.
+/// image size in JPEG, JPEG-LS and JPEG 2000 frame headers. Native pixel data passes, once
+/// its [`sample_bits`] do.
 pub fn pixel_data(obj: &DefaultDicomObject, ts: &str) -> Result<(), String> {
     let Ok(element) = obj.element(tags::PIXEL_DATA) else {
         return Ok(());
     };
+    sample_bits(obj)?;
     let Some(fragments) = element.value().fragments() else {
         return Ok(());
     };
@@ -43,6 +45,26 @@ pub fn pixel_data(obj: &DefaultDicomObject, ts: &str) -> Result<(), String> {
     }
     if matches!(ts, super::JPEG_LS_LOSSLESS | super::JPEG_LS_NEAR_LOSSLESS) {
         jpeg_ls_frames_end(obj)?;
+    }
+    Ok(())
+}
+
+/// Bits Stored from 1 to Bits Allocated (PS3.3 C.7.6.3.1.1; PS3.5 8.1.1). dicom-pixeldata
+/// 0.10 sizes its rendering LUTs by the power of two at or above Bits Stored, a shift that
+/// overflows past 31 (a panic with overflow checks on, a wrong LUT without): a data set with
+/// Bits Stored 1036 and Bits Allocated 16 (`fuzz/corpus/stored_dataset/bits-stored-1036`)
+/// fails here, before any decoder or LUT.
+fn sample_bits(obj: &DefaultDicomObject) -> Result<(), String> {
+    let (Some(allocated), Some(stored)) = (
+        uint(obj, tags::BITS_ALLOCATED),
+        uint(obj, tags::BITS_STORED),
+    ) else {
+        return Ok(());
+    };
+    if stored == 0 || stored > allocated {
+        return Err(format!(
+            "Bits Stored {stored} is not within Bits Allocated {allocated}"
+        ));
     }
     Ok(())
 }

@@ -359,8 +359,8 @@ fn read_error(e: DatasetError) -> TranscodeError {
 /// instance asked for in Explicit VR LE is inflated and served without a parse.
 pub fn transcode_file(path: &Path, target: &str) -> Result<Vec<u8>, TranscodeError> {
     if trim(target) == EXPLICIT_VR_LE {
-        if let Some((meta, data_set)) = native::inflated(path).map_err(read_error)? {
-            return native::explicit_file(meta, &data_set).map_err(read_error);
+        if let Some(file) = native::inflated_explicit_file(path).map_err(read_error)? {
+            return Ok(file);
         }
         // Our own decoders write the samples straight into the output.
         let decoded = guarded("the pixel data", || Ok(native::decoded_file(path)))

@@ -12,8 +12,8 @@
 //!
 //! A Deflated Explicit VR LE data set (PS3.5 A.5) inflates to the Explicit VR LE data set
 //! itself: [`inflated`] makes that one inflation (checked by the structure walk on the
-//! bytes in memory), which [`explicit_file`] serves behind a new file meta group without
-//! parsing the data set at all.
+//! bytes in memory), which [`inflated_explicit_file`] writes behind a new file meta group
+//! without parsing the data set at all.
 
 use crate::dataset::{self, DatasetError};
 use dicom_core::{DataElement, Length, PrimitiveValue, Tag, VR};
@@ -387,15 +387,21 @@ pub fn inflated(path: &Path) -> Result<Option<(FileMetaTable, Vec<u8>)>, Dataset
     Ok(Some((layout.meta, data_set)))
 }
 
-/// A Part 10 file in Explicit VR LE of an inflated data set and its file meta group: the
-/// transfer syntax changed, nothing else.
-pub fn explicit_file(mut meta: FileMetaTable, data_set: &[u8]) -> Result<Vec<u8>, DatasetError> {
+/// The Part 10 file at `path` in Explicit VR LE when it is stored as Deflated Explicit VR LE:
+/// its file meta group with the transfer syntax changed, nothing else, and the data set
+/// inflated right behind it (once, checked by the structure walk in memory, never parsed or
+/// copied). `None`: stored in another syntax.
+pub fn inflated_explicit_file(path: &Path) -> Result<Option<Vec<u8>>, DatasetError> {
+    let layout = dataset::read_layout(path)?;
+    if layout.meta.transfer_syntax().trim_end_matches('\0') != super::DEFLATED_EXPLICIT_VR_LE {
+        return Ok(None);
+    }
+    let mut meta = layout.meta.clone();
     meta.set_transfer_syntax(dataset::syntax(super::EXPLICIT_VR_LE)?);
-    let mut out = Vec::with_capacity(data_set.len() + 1024);
-    out.extend_from_slice(&[0u8; 128]);
-    out.extend_from_slice(b"DICM");
-    meta.write(&mut out)
+    let mut header = Vec::with_capacity(1024);
+    header.extend_from_slice(&[0u8; 128]);
+    header.extend_from_slice(b"DICM");
+    meta.write(&mut header)
         .map_err(|e| DatasetError::Encode(e.to_string()))?;
-    out.extend_from_slice(data_set);
-    Ok(out)
+    dataset::inflate_stored_after(path, &layout, header).map(Some)
 }

@@ -2,7 +2,7 @@
 
 make OUT_DIR: writes, per codec, the uncompressed source (source-NAME.dcm) and the instance
 encoded by an independent encoder (NAME.dcm): DCMTK dcmcjpls / dcmcjpeg / dcmcrle, pydicom with
-pylibjpeg-openjpeg (JPEG 2000), pydicom (Deflate). Prints a JSON manifest.
+pyjpegls (JPEG-LS) and pylibjpeg-openjpeg (JPEG 2000), pydicom (Deflate). Prints a JSON manifest.
 
 j2k IN_DIR OUT_DIR: every Part 10 file under IN_DIR with native pixel data, encoded as JPEG 2000
 lossless by pydicom with pylibjpeg-openjpeg into OUT_DIR (same relative paths, other files
@@ -28,6 +28,7 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     JPEG2000,
     JPEG2000Lossless,
+    JPEGLSLossless,
     generate_uid,
 )
 
@@ -70,7 +71,7 @@ def source(study, series, number, rows, cols, seed):
 def make(out):
     study, series = generate_uid(), generate_uid()
     made = []
-    codecs = ["jpegls", "jpegls-near", "jpeg-lossless", "rle", "j2k-lossless", "j2k", "deflate"]
+    codecs = ["jpegls", "jpegls-near", "jpeg-lossless", "rle", "j2k-lossless", "j2k", "deflate", "jpegls-pyjpegls"]
     for number, name in enumerate(codecs, start=1):
         ds = source(study, series, number, 96, 80, number)
         src = f"{out}/source-{name}.dcm"
@@ -83,6 +84,11 @@ def make(out):
             # NEAR=2: every sample within 2 of the source (ISO 14495-1).
             subprocess.run(["dcmcjpls", "+en", src, enc], check=True)
             tolerance = 2
+        elif name == "jpegls-pyjpegls":
+            # A second JPEG-LS encoder (CharLS through pyjpegls), besides DCMTK's own codec.
+            # The SOP Instance UID kept, as DCMTK keeps it: the source stands in for it.
+            ds.compress(JPEGLSLossless, encoding_plugin="pyjpegls", generate_instance_uid=False)
+            ds.save_as(enc, enforce_file_format=True)
         elif name == "jpeg-lossless":
             subprocess.run(["dcmcjpeg", "+e1", src, enc], check=True)
         elif name == "rle":
@@ -107,6 +113,7 @@ def make(out):
                 "transfer_syntax": str(meta.file_meta.TransferSyntaxUID),
                 "rows": 96,
                 "columns": 80,
+                "samples": 1,
                 "tolerance": tolerance,
             }
         )
