@@ -1281,40 +1281,22 @@ fn failed_cleanly(r: &common::http::HttpResponse) -> bool {
     serde_json::from_slice::<serde_json::Value>(&r.body).is_err()
 }
 
-/// C-GET one instance with pynetdicom (`tests/scu/c_get_implicit.py`), offering only
+/// C-GET one instance with pynetdicom (`tests/scu/c_get_one.py`), offering only
 /// Implicit VR Little Endian; its JSON report.
 async fn c_get_implicit_only(
     port: u16,
     record: &beeldbrug::store::InstanceRecord,
 ) -> serde_json::Value {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scu/c_get_implicit.py");
-    let args = [
-        script.to_str().unwrap().to_string(),
-        "127.0.0.1".into(),
-        port.to_string(),
-        "TEST".into(),
-        "BEELDBRUG".into(),
-        record.study_instance_uid().into(),
-        record.series_instance_uid().into(),
-        record.sop_instance_uid().into(),
-    ];
-    let out = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::task::spawn_blocking(move || {
-            std::process::Command::new("python3").args(&args).output()
-        }),
+    common::c_get_one(
+        port,
+        [
+            record.study_instance_uid(),
+            record.series_instance_uid(),
+            record.sop_instance_uid(),
+        ],
+        None,
     )
     .await
-    .expect("the pynetdicom C-GET hung")
-    .unwrap()
-    .expect("run python3");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
-        panic!(
-            "pynetdicom C-GET report ({e}): {stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
 }
 
 /// C-GET one instance with DCMTK getscu as it comes (it proposes Explicit VR Little and Big

@@ -312,6 +312,38 @@ async fn getscu_proposing_only_uncompressed_receives_every_instance_decoded() {
     gw.stop().await;
 }
 
+/// A C-GET SCU that proposes for the storage sub-operations only a syntax beeldbrug cannot
+/// produce (HTJ2K lossless, 1.2.840.10008.1.2.4.201: the `openjp2` crate has no HTJ2K
+/// encoder; pynetdicom, since DCMTK 3.6.7 does not know the syntax) gets no bytes and a
+/// final response with status A702 and the instance in its Failed SOP Instance UID List
+/// (PS3.4 C.4.3.1.3.1, C.4.3.3: the sub-operation fails before anything is sent).
+#[tokio::test(flavor = "multi_thread")]
+async fn c_get_of_a_syntax_that_cannot_be_produced_fails_with_the_failed_sop_list() {
+    const HTJ2K_LOSSLESS: &str = "1.2.840.10008.1.2.4.201";
+    let gw = Gateway::start("").await;
+    let dir = tempfile::tempdir().unwrap();
+    let made = make(dir.path());
+    store_all(&gw, &made).await;
+    // Any of them: none is stored as HTJ2K, and none can be encoded to it.
+    let sop = field(&made.instances[0], "sop");
+    let report = common::c_get_one(
+        gw.port,
+        [&made.study, &made.series, sop],
+        Some(HTJ2K_LOSSLESS),
+    )
+    .await;
+    assert_eq!(report["received"], serde_json::json!([]), "{report}");
+    let statuses = report["statuses"].as_array().expect("statuses");
+    assert_eq!(
+        statuses.last(),
+        Some(&serde_json::json!(0xA702)),
+        "{report}"
+    );
+    assert_eq!(report["counts"]["failed"], 1, "{report}");
+    assert_eq!(report["failed_sops"], serde_json::json!([sop]), "{report}");
+    gw.stop().await;
+}
+
 /// getscu of `study` from the gateway proposing the syntaxes `syntax_flag` asks for (`-xe`,
 /// `+xt`, ...), into `out_dir` (made here), which must succeed: its log.
 async fn get_study(gw: &Gateway, study: &str, syntax_flag: &str, out_dir: &Path) -> String {

@@ -188,6 +188,45 @@ pub fn dcmtk(tool: &str, args: &[&str]) -> std::process::Output {
         .expect("run DCMTK tool")
 }
 
+/// C-GET one instance (`[study, series, sop]`) from a gateway on `port` with pynetdicom
+/// (`tests/scu/c_get_one.py`), proposing only `storage_syntax` for the storage sub-operations
+/// (`None`: Implicit VR Little Endian): its JSON report.
+pub async fn c_get_one(
+    port: u16,
+    [study, series, sop]: [&str; 3],
+    storage_syntax: Option<&str>,
+) -> serde_json::Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scu/c_get_one.py");
+    let mut args: Vec<String> = vec![
+        script.to_str().unwrap().to_string(),
+        "127.0.0.1".into(),
+        port.to_string(),
+        "TEST".into(),
+        "BEELDBRUG".into(),
+        study.into(),
+        series.into(),
+        sop.into(),
+    ];
+    args.extend(storage_syntax.map(String::from));
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new("python3").args(&args).output()
+        }),
+    )
+    .await
+    .expect("the pynetdicom C-GET hung")
+    .unwrap()
+    .expect("run python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "pynetdicom C-GET report ({e}): {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
 /// A free TCP port on loopback (for peers that cannot bind port 0 themselves).
 /// A port for a server that must be told its port before it starts (a peer's C-MOVE
 /// destination, Orthanc's config). It comes from below the kernel's ephemeral range

@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-"""C-GET one instance with pynetdicom, offering only Implicit VR Little Endian, for the GET
-context and for the storage sub-operations (SCP role, PS3.4 C.4.3; PS3.7 D.3.3.4), so the
-SCP must convert an instance stored in another syntax. DCMTK 3.6.7 getscu cannot do this
-(its `+xi` proposes Explicit VR storage contexts).
+"""C-GET one instance with pynetdicom, offering one transfer syntax only for the storage
+sub-operations (SCP role, PS3.4 C.4.3; PS3.7 D.3.3.4): by default Implicit VR Little Endian
+(for the GET context too), so the SCP must convert an instance stored in another syntax.
+DCMTK 3.6.7 getscu cannot do this (its `+xi` proposes Explicit VR storage contexts), nor
+propose a syntax it does not know (HTJ2K).
 
-Usage: c_get_implicit.py HOST PORT CALLING_AE CALLED_AE STUDY SERIES SOP
-Prints one JSON object: the instances received, the status of every C-GET response and the
-sub-operation counts of the last.
+Usage: c_get_one.py HOST PORT CALLING_AE CALLED_AE STUDY SERIES SOP [STORAGE_SYNTAX_UID]
+Prints one JSON object: the instances received, the status of every C-GET response, the
+sub-operation counts of the last and the Failed SOP Instance UID List (0008,0058) of the
+final response's identifier.
 """
 import json
 import sys
@@ -17,6 +19,7 @@ from pynetdicom import AE, build_role, evt
 from pynetdicom.sop_class import CTImageStorage, StudyRootQueryRetrieveInformationModelGet
 
 host, port, calling, called, study, series, sop = sys.argv[1:8]
+storage_syntax = sys.argv[8] if len(sys.argv) > 8 else ImplicitVRLittleEndian
 received = []
 
 
@@ -33,7 +36,7 @@ def on_store(event):
 ae = AE(ae_title=calling)
 ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 20
 ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet, [ImplicitVRLittleEndian])
-ae.add_requested_context(CTImageStorage, [ImplicitVRLittleEndian])
+ae.add_requested_context(CTImageStorage, [storage_syntax])
 assoc = ae.associate(
     host,
     int(port),
@@ -49,8 +52,8 @@ query.QueryRetrieveLevel = "IMAGE"
 query.StudyInstanceUID = study
 query.SeriesInstanceUID = series
 query.SOPInstanceUID = sop
-statuses, counts = [], {}
-for status, _identifier in assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet):
+statuses, counts, failed_sops = [], {}, []
+for status, identifier in assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet):
     if not status:
         statuses.append(None)
         continue
@@ -59,7 +62,10 @@ for status, _identifier in assoc.send_c_get(query, StudyRootQueryRetrieveInforma
         value = status.get(f"NumberOf{keyword}Suboperations")
         if value is not None:
             counts[keyword.lower()] = int(value)
+    if identifier is not None and "FailedSOPInstanceUIDList" in identifier:
+        value = identifier.FailedSOPInstanceUIDList
+        failed_sops = [value] if isinstance(value, str) else [str(v) for v in value]
 established = assoc.is_established
 assoc.release()
 print(json.dumps({"received": received, "statuses": statuses, "counts": counts,
-                  "established_to_the_end": established}))
+                  "failed_sops": failed_sops, "established_to_the_end": established}))
