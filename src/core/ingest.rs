@@ -23,7 +23,7 @@
 use super::{Core, Refusal, Ticket};
 use crate::model::InstanceLocation;
 use crate::status::code;
-use crate::store::ingest::{index_batch, Received};
+use crate::store::ingest::{index_batch, InMemory, MemoryHold, Received};
 use crate::store::{InstanceRecord, PendingBlob};
 use crate::trust::{Caller, Decision, Operation, Trust};
 use std::sync::Arc;
@@ -37,8 +37,10 @@ pub use crate::model::ingest::{Expected, IngestFailure};
 #[derive(Debug)]
 pub struct Incoming {
     blobs: crate::store::BlobStore,
-    /// The bytes so far while in memory.
+    /// The bytes so far while in memory, and their share of the process's budget
+    /// (`store::ingest::MEMORY_BUDGET`).
     pieces: Vec<bytes::Bytes>,
+    hold: MemoryHold,
     len: u64,
     /// The temp file, once spilled.
     file: Option<PendingBlob>,
@@ -70,14 +72,17 @@ impl Incoming {
         if let Some(file) = &mut self.file {
             return file.write(&bytes).await.map_err(cannot_write);
         }
+        let more = bytes.len() as u64;
         self.pieces.push(bytes);
-        if self.len > IN_MEMORY_BYTES {
-            // Too large to hold: to a temp file from here on.
+        if self.len > IN_MEMORY_BYTES || !self.hold.grow(more) {
+            // Too large to hold, or the process holds enough already: to a temp file from
+            // here on.
             let mut file = self.blobs.begin().await.map_err(cannot_write)?;
             for piece in std::mem::take(&mut self.pieces) {
                 file.write(&piece).await.map_err(cannot_write)?;
             }
             self.file = Some(file);
+            self.hold = MemoryHold::default();
         }
         Ok(())
     }
@@ -101,7 +106,10 @@ impl Incoming {
     fn into_received(self) -> Received {
         match self.file {
             Some(file) => Received::File(file),
-            None => Received::Memory(self.pieces),
+            None => Received::Memory(InMemory {
+                pieces: self.pieces,
+                hold: self.hold,
+            }),
         }
     }
 }
@@ -139,6 +147,7 @@ impl Core {
         Ok(Incoming {
             blobs: self.blobs.clone(),
             pieces: Vec::new(),
+            hold: MemoryHold::default(),
             len: 0,
             file: None,
         })

@@ -40,12 +40,62 @@ impl NamedBy for IngestFailure {
     }
 }
 
+/// Most bytes of received instances the whole process holds in memory, from their arrival
+/// to the start of their group commit (see [`MemoryHold`]): an instance that would pass it
+/// is written to a temp file as it arrives instead, so that many STOW-RS requests (each with
+/// up to 16 parts in flight) and associations at once stay within it.
+pub const MEMORY_BUDGET: u64 = 32 * 1024 * 1024;
+
+/// Bytes of received instances held in memory now, process-wide.
+static HELD_IN_MEMORY: AtomicU64 = AtomicU64::new(0);
+
+/// A share of [`MEMORY_BUDGET`], given back when dropped (with the bytes it stands for).
+#[derive(Debug, Default)]
+pub struct MemoryHold(u64);
+
+impl MemoryHold {
+    /// Count `more` bytes too; `false`, and nothing counted, when the budget would be passed.
+    pub fn grow(&mut self, more: u64) -> bool {
+        let mut held = HELD_IN_MEMORY.load(Ordering::Relaxed);
+        loop {
+            if held + more > MEMORY_BUDGET {
+                return false;
+            }
+            match HELD_IN_MEMORY.compare_exchange_weak(
+                held,
+                held + more,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    self.0 += more;
+                    return true;
+                }
+                Err(now) => held = now,
+            }
+        }
+    }
+}
+
+impl Drop for MemoryHold {
+    fn drop(&mut self) {
+        HELD_IN_MEMORY.fetch_sub(self.0, Ordering::Relaxed);
+    }
+}
+
+/// The whole Part 10 file of a small instance in memory, with its share of the budget.
+#[derive(Debug)]
+pub struct InMemory {
+    pub pieces: Vec<Bytes>,
+    pub hold: MemoryHold,
+}
+
 /// An instance's bytes as a front received them, for the [`Committer`].
 #[derive(Debug)]
 pub enum Received {
     /// The whole Part 10 file in memory (a small instance): written to a temp file in one
     /// `writev` and checked and parsed from memory, on the ingest's blocking thread.
-    Memory(Vec<Bytes>),
+    Memory(InMemory),
     /// Streamed into a temp file (a large instance).
     File(PendingBlob),
 }
@@ -187,7 +237,7 @@ struct Job {
     /// (uploaded to object storage).
     blob: Option<BlockingBlob>,
     /// The file's bytes, when the instance came in memory: recorded in the ingest journal.
-    pieces: Option<Vec<Bytes>>,
+    pieces: Option<InMemory>,
     ingested: Ingested,
     sop_class: String,
     sop_instance: String,
@@ -243,7 +293,7 @@ impl Committer {
         };
         let received = match received {
             Received::File(blob) => Ok(blob.into_blocking().await.map_err(cannot_write)?),
-            Received::Memory(pieces) => Err(pieces),
+            Received::Memory(in_memory) => Err(in_memory),
         };
         let owned = OwnedExpected::from(&expected);
         let store = self.blobs.clone();
@@ -252,11 +302,11 @@ impl Committer {
         let checked = tokio::task::spawn_blocking(move || {
             let (blob, pieces) = match received {
                 Ok(blob) => (blob, None),
-                Err(pieces) => {
+                Err(in_memory) => {
                     let mut blob = store.begin_blocking().map_err(cannot_write)?;
-                    let slices: Vec<&[u8]> = pieces.iter().map(|b| &b[..]).collect();
+                    let slices: Vec<&[u8]> = in_memory.pieces.iter().map(|b| &b[..]).collect();
                     blob.write_all_vectored(&slices).map_err(cannot_write)?;
-                    (blob, Some(pieces))
+                    (blob, Some(in_memory))
                 }
             };
             let Checked {
@@ -264,7 +314,7 @@ impl Committer {
                 ingested,
                 sop_class,
                 sop_instance,
-            } = check(blob, &owned, pieces.as_deref())?;
+            } = check(blob, &owned, pieces.as_ref().map(|m| m.pieces.as_slice()))?;
             let blob = if store.is_remote() {
                 blob.commit(&store, &ingested.record.blob_key)
                     .map_err(|e| {
@@ -347,7 +397,8 @@ async fn commit_group(blobs: &BlobStore, index: &dyn Index, group: Vec<Job>) {
     let mut ready = Vec::with_capacity(group.len());
     for mut job in group {
         match (job.blob.take(), job.pieces.take()) {
-            (Some(blob), Some(pieces)) => {
+            // The journal takes the bytes; their share of the budget is given back.
+            (Some(blob), Some(InMemory { pieces, .. })) => {
                 journaled.push((blob, job.ingested.record.blob_key.clone(), pieces));
                 waiting_journaled.push(job);
             }
@@ -841,6 +892,24 @@ fn mismatch(record: &InstanceRecord, expected: &Expected<'_>) -> Option<IngestFa
 mod tests {
     use super::*;
 
+    /// The process never holds more than [`MEMORY_BUDGET`] of received instances in memory:
+    /// a share that would pass it is refused (nothing counted), and a dropped share is
+    /// given back.
+    #[test]
+    fn memory_holds_stay_within_the_budget() {
+        let mut refused = MemoryHold::default();
+        assert!(!refused.grow(MEMORY_BUDGET + 1));
+        assert_eq!(refused.0, 0);
+        let mut hold = MemoryHold::default();
+        assert!(hold.grow(1 << 20));
+        assert!(HELD_IN_MEMORY.load(Ordering::Relaxed) >= 1 << 20);
+        // With this hold counted, the whole budget more is always past it.
+        assert!(!hold.grow(MEMORY_BUDGET), "past the budget");
+        assert_eq!(hold.0, 1 << 20);
+        drop(hold);
+        drop(refused);
+    }
+
     fn tmp_entries(dir: &std::path::Path) -> usize {
         std::fs::read_dir(dir.join("tmp")).unwrap().count()
     }
@@ -913,7 +982,10 @@ mod tests {
                 } else {
                     let half = bytes.len() / 2;
                     let bytes = Bytes::from(bytes);
-                    Received::Memory(vec![bytes.slice(..half), bytes.slice(half..)])
+                    Received::Memory(InMemory {
+                        pieces: vec![bytes.slice(..half), bytes.slice(half..)],
+                        hold: MemoryHold::default(),
+                    })
                 };
                 let expected = Expected {
                     sop_instance: sop.as_deref(),
