@@ -177,14 +177,7 @@ async fn wado_rs_decodes_every_stored_syntax() {
         let columns = instance["columns"].as_u64().unwrap() as u32;
         // Decoded frames: native pixels, 16 bits little endian (a deflated instance's
         // inflated here: the stored bytes are the deflated data set).
-        let frames = get(
-            gw.http_port,
-            &format!("{url}/frames/1"),
-            "multipart/related; type=\"application/octet-stream\"",
-        )
-        .await;
-        assert_eq!(frames.status, 200, "{name} frames: {}", frames.text());
-        let frame = multipart_parts(&frames).remove(0);
+        let frame = first_frame(gw.http_port, &url, name).await;
         assert_eq!(frame.len() as u32, rows * columns * 2, "{name} frame size");
         let raw = dir.path().join(format!("frame-{name}.raw"));
         std::fs::write(&raw, &frame).unwrap();
@@ -342,6 +335,19 @@ async fn c_get_of_a_syntax_that_cannot_be_produced_fails_with_the_failed_sop_lis
     assert_eq!(report["counts"]["failed"], 1, "{report}");
     assert_eq!(report["failed_sops"], serde_json::json!([sop]), "{report}");
     gw.stop().await;
+}
+
+/// The first frame of the instance at `url` (WADO-RS `/frames/1`, native pixels), which
+/// must be answered with 200 (`what` names the instance in a failure).
+async fn first_frame(port: u16, url: &str, what: &str) -> Vec<u8> {
+    let frames = get(
+        port,
+        &format!("{url}/frames/1"),
+        "multipart/related; type=\"application/octet-stream\"",
+    )
+    .await;
+    assert_eq!(frames.status, 200, "{what} frames: {}", frames.text());
+    multipart_parts(&frames).remove(0)
 }
 
 /// getscu of `study` from the gateway proposing the syntaxes `syntax_flag` asks for (`-xe`,
@@ -1310,14 +1316,7 @@ async fn twelve_bit_jpeg_frames_and_rendered_through_wado_rs() {
         let (rows, columns) = (number(tags::ROWS), number(tags::COLUMNS));
         let reference = native_pixels(Path::new(field(variant, "reference")));
         let frame_len = (rows * columns * 2) as usize;
-        let frames = get(
-            gw.http_port,
-            &format!("{url}/frames/1"),
-            "multipart/related; type=\"application/octet-stream\"",
-        )
-        .await;
-        assert_eq!(frames.status, 200, "{what} frames: {}", frames.text());
-        let frame = multipart_parts(&frames).remove(0);
+        let frame = first_frame(gw.http_port, &url, what).await;
         assert_eq!(frame.len(), frame_len, "{what}: frame size");
         let worst = frame
             .chunks_exact(2)
