@@ -388,6 +388,11 @@ async fn get_study(gw: &Gateway, study: &str, syntax_flag: &str, out_dir: &Path)
     log
 }
 
+/// The gateway's configuration of the C-MOVE destination "DEST" listening on `port`.
+fn dest_peer(port: u16) -> String {
+    format!("[[dimse.peers]]\nae_title = \"DEST\"\nhost = \"127.0.0.1\"\nport = {port}\n")
+}
+
 /// A DCMTK storescp as C-MOVE destination "DEST" with `options` (none: uncompressed
 /// syntaxes only), writing into `dir/received`: the process, its port, that directory.
 async fn destination(dir: &Path, options: &[&str]) -> (PeerProcess, u16, PathBuf) {
@@ -447,10 +452,7 @@ async fn move_study(gw: &Gateway, study: &str, storescp: &PeerProcess) -> String
 async fn movescu_to_an_uncompressed_only_destination_delivers_every_instance_decoded() {
     let dir = tempfile::tempdir().unwrap();
     let (storescp, dest_port, out_dir) = destination(dir.path(), &[]).await;
-    let gw = Gateway::start(&format!(
-        "[[dimse.peers]]\nae_title = \"DEST\"\nhost = \"127.0.0.1\"\nport = {dest_port}\n"
-    ))
-    .await;
+    let gw = Gateway::start(&dest_peer(dest_port)).await;
     let made = make(dir.path());
     store_all(&gw, &made).await;
     let log = move_study(&gw, &made.study, &storescp).await;
@@ -1065,8 +1067,8 @@ async fn wire_syntax_is_used_toward_peers_that_accept_it() {
     let dir = tempfile::tempdir().unwrap();
     let (storescp, dest_port, out_dir) = destination(dir.path(), &["+xt"]).await;
     let gw = Gateway::start(&format!(
-        "[dimse]\nwire_syntax = \"{JPEG_LS_LOSSLESS}\"\n[dicomweb]\nwire_syntax = \"{JPEG_LS_LOSSLESS}\"\n\
-         [[dimse.peers]]\nae_title = \"DEST\"\nhost = \"127.0.0.1\"\nport = {dest_port}\n"
+        "[dimse]\nwire_syntax = \"{JPEG_LS_LOSSLESS}\"\n[dicomweb]\nwire_syntax = \"{JPEG_LS_LOSSLESS}\"\n{}",
+        dest_peer(dest_port)
     ))
     .await;
     let made = make(dir.path());
@@ -1354,10 +1356,7 @@ async fn lossy_jpeg_through_c_get_and_c_move_as_dcmdjpeg_decodes_it() {
     use dicom_dictionary_std::tags;
     let dir = tempfile::tempdir().unwrap();
     let (storescp, dest_port, moved_dir) = destination(dir.path(), &[]).await;
-    let gw = Gateway::start(&format!(
-        "[[dimse.peers]]\nae_title = \"DEST\"\nhost = \"127.0.0.1\"\nport = {dest_port}\n"
-    ))
-    .await;
+    let gw = Gateway::start(&dest_peer(dest_port)).await;
     let chosen = ["grey8 eb", "rgb8 eb-cr", "grey12 ee", "multi12 ee-fs1"];
     let mut sent = Vec::new();
     for variant in lossy(dir.path()) {
@@ -1582,10 +1581,7 @@ async fn every_front(command: &str) {
         let dest_dir = dir.path().join("move");
         std::fs::create_dir(&dest_dir).unwrap();
         let (storescp, dest_port, moved_dir) = destination(&dest_dir, &[]).await;
-        let gw = Gateway::start(&format!(
-            "[[dimse.peers]]\nae_title = \"DEST\"\nhost = \"127.0.0.1\"\nport = {dest_port}\n"
-        ))
-        .await;
+        let gw = Gateway::start(&dest_peer(dest_port)).await;
         if how == "stow-rs" {
             stow_all(gw.http_port, &made).await;
         } else {
