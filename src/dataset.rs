@@ -383,6 +383,53 @@ pub fn locate_pixel_data(path: &Path) -> Result<(FileLayout, Option<PixelDataAt>
     Ok((layout, pixel))
 }
 
+/// The items of encapsulated Pixel Data (PS3.5 A.4) whose value starts at `at` in `file`
+/// (just after the element header), borrowed: the Basic Offset Table's value, every
+/// fragment, and the offset just after the Sequence Delimitation Item. Item headers are
+/// little endian whatever the syntax.
+pub fn encapsulated_items(file: &[u8], at: usize) -> Result<EncapsulatedItems<'_>, String> {
+    const ITEM: [u8; 4] = [0xFE, 0xFF, 0x00, 0xE0];
+    const SEQUENCE_END: [u8; 4] = [0xFE, 0xFF, 0xDD, 0xE0];
+    let mut pos = at;
+    let mut items = Vec::new();
+    loop {
+        let header = file
+            .get(pos..pos + 8)
+            .ok_or("encapsulated Pixel Data without its Sequence Delimitation Item")?;
+        let len = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes")) as usize;
+        if header[..4] == SEQUENCE_END {
+            pos += 8;
+            break;
+        }
+        if header[..4] != ITEM {
+            return Err(format!("not an item at {pos} in encapsulated Pixel Data"));
+        }
+        let value = file
+            .get(pos + 8..pos + 8 + len)
+            .ok_or("a fragment runs past the end of the file")?;
+        items.push(value);
+        pos += 8 + len;
+    }
+    if items.is_empty() {
+        return Err("encapsulated Pixel Data without its Basic Offset Table item".into());
+    }
+    let basic_offset_table = items.remove(0);
+    Ok(EncapsulatedItems {
+        basic_offset_table,
+        fragments: items,
+        end: pos,
+    })
+}
+
+/// What [`encapsulated_items`] found.
+#[derive(Debug)]
+pub struct EncapsulatedItems<'a> {
+    pub basic_offset_table: &'a [u8],
+    pub fragments: Vec<&'a [u8]>,
+    /// Offset just after the Sequence Delimitation Item.
+    pub end: usize,
+}
+
 /// [`check_structure`] for the data set of a Part 10 file whose meta group is already read.
 pub fn pixel_data_in(
     path: &Path,

@@ -19,17 +19,33 @@ pub fn pixel_data(obj: &DefaultDicomObject, ts: &str) -> Result<(), String> {
     let Ok(element) = obj.element(tags::PIXEL_DATA) else {
         return Ok(());
     };
-    sample_bits(obj)?;
     let Some(fragments) = element.value().fragments() else {
-        return Ok(());
+        return sample_bits(obj);
     };
+    encapsulated(obj, ts, fragments)?;
+    let ts = ts.trim_end_matches('\0');
+    if matches!(ts, super::JPEG_LS_LOSSLESS | super::JPEG_LS_NEAR_LOSSLESS) {
+        jpeg_ls_frames_end(obj)?;
+    }
+    Ok(())
+}
+
+/// [`pixel_data`]'s checks of `fragments`, the encapsulated Pixel Data of `obj` held apart
+/// from it (borrowed from a mapped file): the sample bits and each fragment's header, but
+/// not the JPEG-LS end of frame, which our decoders do not need.
+pub fn encapsulated<F: AsRef<[u8]>>(
+    obj: &DefaultDicomObject,
+    ts: &str,
+    fragments: &[F],
+) -> Result<(), String> {
+    sample_bits(obj)?;
     let rows = uint(obj, tags::ROWS).ok_or("no Rows")?;
     let cols = uint(obj, tags::COLUMNS).ok_or("no Columns")?;
     let samples = uint(obj, tags::SAMPLES_PER_PIXEL).unwrap_or(1);
     let allocated = uint(obj, tags::BITS_ALLOCATED).ok_or("no Bits Allocated")?;
     let ts = ts.trim_end_matches('\0');
     for (n, fragment) in fragments.iter().enumerate() {
-        let n = n + 1;
+        let (n, fragment) = (n + 1, fragment.as_ref());
         if ts == super::RLE_LOSSLESS {
             let segments = samples as usize * (allocated as usize).div_ceil(8);
             rle(fragment, segments, rows as usize * cols as usize)
@@ -42,9 +58,6 @@ pub fn pixel_data(obj: &DefaultDicomObject, ts: &str) -> Result<(), String> {
                 ));
             }
         }
-    }
-    if matches!(ts, super::JPEG_LS_LOSSLESS | super::JPEG_LS_NEAR_LOSSLESS) {
-        jpeg_ls_frames_end(obj)?;
     }
     Ok(())
 }

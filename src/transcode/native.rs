@@ -305,12 +305,30 @@ pub fn decoded_file(path: &Path) -> Result<Option<Vec<u8>>, super::TranscodeErro
         _ => return Ok(None),
     };
     let stored = stored.to_string();
-    let (mut obj, _) =
-        dataset::open_stored(path, dataset::Extent::Whole).map_err(super::read_error)?;
+    // The data set up to its Pixel Data is parsed; the fragments are read where they lie
+    // in the mapped file (no copy of the compressed data, no allocation per fragment).
+    let (mut obj, pixel) =
+        dataset::open_stored(path, dataset::Extent::UpToPixelData).map_err(super::read_error)?;
+    let Some(pixel) = pixel.filter(|p| p.len.is_none()) else {
+        return Ok(None);
+    };
+    let file_error = |e: std::io::Error| {
+        super::read_error(DatasetError::File {
+            path: path.display().to_string(),
+            problem: e.to_string(),
+        })
+    };
+    let file = std::fs::File::open(path).map_err(file_error)?;
+    // SAFETY: a blob file is never written or truncated once renamed into place (as
+    // `dicomweb::producer::mapped` says); only read here.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(file_error)?;
     let fail = |e: String| super::TranscodeError::Transcode(super::EXPLICIT_VR_LE.to_string(), e);
-    if obj.iter().last().map(|e| e.header().tag) != Some(tags::PIXEL_DATA) {
+    let items = dataset::encapsulated_items(&map, pixel.value_offset as usize).map_err(fail)?;
+    if items.end != map.len() {
+        // Elements after the Pixel Data: the general path keeps them.
         return Ok(None);
     }
+    let fragments = &items.fragments;
     let rows = uint(&obj, tags::ROWS).map_err(fail)?;
     let cols = uint(&obj, tags::COLUMNS).map_err(fail)?;
     let samples = uint(&obj, tags::SAMPLES_PER_PIXEL).map_err(fail)?;
@@ -321,17 +339,9 @@ pub fn decoded_file(path: &Path) -> Result<Option<Vec<u8>>, super::TranscodeErro
     let bytes = allocated / 8;
     let frame_len = rows * cols * samples * bytes;
     let frames = frames(&obj);
-    if which.is_some() {
-        super::check::pixel_data(&obj, &stored).map_err(fail)?;
-    }
-    let pixel_data = obj
-        .take_element(tags::PIXEL_DATA)
-        .map_err(|e| fail(e.to_string()))?;
-    let Some(fragments) = pixel_data.value().fragments() else {
-        return Ok(None);
-    };
-    if which.is_none() {
-        check_rle(fragments, frames, frame_len).map_err(fail)?;
+    match which {
+        Some(_) => super::check::encapsulated(&obj, &stored, fragments).map_err(fail)?,
+        None => check_rle(fragments, frames, frame_len).map_err(fail)?,
     }
     let total = frame_len
         .checked_mul(frames)
@@ -339,14 +349,17 @@ pub fn decoded_file(path: &Path) -> Result<Option<Vec<u8>>, super::TranscodeErro
         .ok_or_else(|| fail("decoded pixel data beyond 4 GiB".into()))?;
     let explicit = dataset::syntax(super::EXPLICIT_VR_LE).map_err(super::read_error)?;
     describe_native(&mut obj, &stored, samples, explicit);
-    let mut out = Vec::with_capacity(total + 64 * 1024);
-    obj.write_all(&mut out).map_err(|e| fail(e.to_string()))?;
+    let mut head = Vec::with_capacity(64 * 1024);
+    obj.write_all(&mut head).map_err(|e| fail(e.to_string()))?;
     // Pixel Data, OW, defined length (PS3.5 7.1.2): an even length, padded.
     let padded = total + total % 2;
-    out.extend_from_slice(&[0xE0, 0x7F, 0x10, 0x00, b'O', b'W', 0, 0]);
-    out.extend_from_slice(&(padded as u32).to_le_bytes());
-    let start = out.len();
-    out.resize(start + padded, 0);
+    head.extend_from_slice(&[0xE0, 0x7F, 0x10, 0x00, b'O', b'W', 0, 0]);
+    head.extend_from_slice(&(padded as u32).to_le_bytes());
+    // Allocated zeroed (`calloc`: fresh pages come zeroed from the kernel) rather than
+    // grown and filled: no pass over the output before the decoder writes it.
+    let start = head.len();
+    let mut out = vec![0u8; start + padded];
+    out[..start].copy_from_slice(&head);
     let pixels = &mut out[start..start + total];
     match which {
         None => decode_rle_into(fragments, rows * cols, samples, bytes, pixels).map_err(fail)?,
