@@ -562,6 +562,23 @@ async fn gateway_a_finds_and_moves_a_study_that_gateway_b_holds() {
     let a = Gateway::start_in(&data_a2, &toml_a).await;
     std::fs::remove_dir_all(&received).unwrap();
     std::fs::create_dir_all(&received).unwrap();
+    // First the AE without user claims: A knows where the study is, but fetches nothing
+    // for it (B sees no ITI-39 or RAD-75; nothing reaches the destination).
+    let retrieves_at_b = |ctx| async move {
+        audit_details(ctx, "ITI-39").await.len() + audit_details(ctx, "RAD-75").await.len()
+    };
+    let before = retrieves_at_b(b.context()).await;
+    // (The C-MOVE matches nothing it may fetch: a Success with no sub-operation.)
+    let (_, out) = dcmtk("movescu", scu_args(ANONYMOUS, a.port, &options, &keys)).await;
+    assert!(
+        part10_under(&received).is_empty(),
+        "no user claims: nothing moved:\n{out}"
+    );
+    assert_eq!(
+        retrieves_at_b(b.context()).await,
+        before,
+        "no user claims: no outgoing retrieve"
+    );
     let (ok, out) = dcmtk("movescu", scu_args(WORKSTATION, a.port, &options, &keys)).await;
     assert!(
         ok && out.contains("Received Final Move Response (Success)"),
