@@ -22,6 +22,8 @@ mod common;
 mod mitz;
 #[path = "common/otlp.rs"]
 mod otlp;
+#[path = "common/tls_front.rs"]
+mod tls_front;
 #[path = "common/tokens.rs"]
 mod tokens;
 
@@ -40,6 +42,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tls_front::TlsFront;
 use tokens::{mint_jwt, JwtIdp, KeyKind, SamlIdp, TEST_PURPOSE, TEST_ROLE, TEST_UZI};
 
 const BSN: &str = "999999990";
@@ -262,6 +265,30 @@ fn study_files_of(dir: &Path, bsn: &str) -> (String, Held) {
     (study, part10_under(dir))
 }
 
+/// Add an encapsulated PDF of [`REPORT_PDF`] (DCMTK `pdf2dcm`, the study's attributes from
+/// one of its files) to the study in `dir`: what `dir` holds then.
+fn with_pdf_report(dir: &Path) -> Held {
+    let first = files_under(dir)
+        .into_iter()
+        .next()
+        .expect("a file of the study");
+    let pdf = dir.with_extension("pdf");
+    std::fs::write(&pdf, REPORT_PDF).unwrap();
+    let out = common::dcmtk(
+        "pdf2dcm",
+        &[
+            "--title",
+            "Verslag",
+            "--study-from",
+            first.to_str().unwrap(),
+            pdf.to_str().unwrap(),
+            dir.join("report.dcm").to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "pdf2dcm: {out:?}");
+    part10_under(dir)
+}
+
 /// A TCP listener that accepts connections and never says a word (a hanging peer), and
 /// how many connections it accepted.
 async fn silent_peer() -> (u16, tokio::task::JoinHandle<()>, Arc<AtomicUsize>) {
@@ -282,7 +309,10 @@ async fn silent_peer() -> (u16, tokio::task::JoinHandle<()>, Arc<AtomicUsize>) {
 #[tokio::test(flavor = "multi_thread")]
 async fn gateway_a_finds_and_moves_a_study_that_gateway_b_holds() {
     let dir = tempfile::tempdir().unwrap();
-    let (study, held) = study_files(&dir.path().join("study"));
+    let (study, _) = study_files(&dir.path().join("study"));
+    // B's report of the study (an encapsulated PDF): B publishes it as a document of its
+    // own and references it in the manifest, so A fetches it by RAD-75 with the images.
+    let held = with_pdf_report(&dir.path().join("study"));
     let pki = Pki::new();
     let cert_a = pki.issue_server("gateway-a", &["127.0.0.1", "localhost"]);
     let cert_b = pki.issue_server("gateway-b", &["127.0.0.1", "localhost"]);
@@ -361,6 +391,19 @@ async fn gateway_a_finds_and_moves_a_study_that_gateway_b_holds() {
         assert_eq!(got_syntax, syntax, "{uid}: transfer syntax as stored");
         assert!(got_data == data, "{uid}: data set bytes as stored");
     }
+
+    // B's report entry is known with the study; its manifest references the report, so
+    // it came by RAD-75 with the images: one ITI-39 (the manifest), none for the report.
+    let remembered = std::fs::read_to_string(beeldbrug::remote::studies_file(&data_a)).unwrap();
+    assert!(
+        remembered.contains("\"reports\"") && remembered.contains("application/pdf"),
+        "B's report is known with its study: {remembered}"
+    );
+    assert_eq!(
+        audit_details(a.context(), "ITI-39").await.len(),
+        1,
+        "the manifest only"
+    );
 
     // Audit at A: the outgoing calls, each naming our user and the peer; at B the
     // incoming ones as A's gateway.
@@ -519,6 +562,23 @@ async fn gateway_a_finds_and_moves_a_study_that_gateway_b_holds() {
     let a = Gateway::start_in(&data_a2, &toml_a).await;
     std::fs::remove_dir_all(&received).unwrap();
     std::fs::create_dir_all(&received).unwrap();
+    // First the AE without user claims: A knows where the study is, but fetches nothing
+    // for it (B sees no ITI-39 or RAD-75; nothing reaches the destination).
+    let retrieves_at_b = |ctx| async move {
+        audit_details(ctx, "ITI-39").await.len() + audit_details(ctx, "RAD-75").await.len()
+    };
+    let before = retrieves_at_b(b.context()).await;
+    // (The C-MOVE matches nothing it may fetch: a Success with no sub-operation.)
+    let (_, out) = dcmtk("movescu", scu_args(ANONYMOUS, a.port, &options, &keys)).await;
+    assert!(
+        part10_under(&received).is_empty(),
+        "no user claims: nothing moved:\n{out}"
+    );
+    assert_eq!(
+        retrieves_at_b(b.context()).await,
+        before,
+        "no user claims: no outgoing retrieve"
+    );
     let (ok, out) = dcmtk("movescu", scu_args(WORKSTATION, a.port, &options, &keys)).await;
     assert!(
         ok && out.contains("Received Final Move Response (Success)"),
@@ -1237,6 +1297,21 @@ async fn python_peer(
     study_dir: &Path,
     mode_file: &Path,
 ) -> (PeerProcess, u16) {
+    python_peer_with(dir, name, pki, cert, idp, study_dir, mode_file, &[]).await
+}
+
+/// [`python_peer`] with more arguments (`--report-pdf`, `--report-sr`).
+#[allow(clippy::too_many_arguments)]
+async fn python_peer_with(
+    dir: &Path,
+    name: &'static str,
+    pki: &Pki,
+    cert: &CertFiles,
+    idp: &SamlIdp,
+    study_dir: &Path,
+    mode_file: &Path,
+    extra: &[String],
+) -> (PeerProcess, u16) {
     let port = free_port();
     let work = dir.join(format!("{name}-work"));
     std::fs::create_dir_all(&work).unwrap();
@@ -1264,6 +1339,7 @@ async fn python_peer(
         "--mode-file".into(),
         mode_file.display().to_string(),
     ];
+    let args: Vec<String> = args.into_iter().chain(extra.iter().cloned()).collect();
     let mut process = PeerProcess::spawn(name, Path::new("python3"), &args, dir);
     process.wait_for_port(port).await;
     (process, port)
@@ -1456,6 +1532,194 @@ async fn a_python_responding_gateway() {
         held.values().map(|(ts, _)| ts.as_str()).collect();
     assert_eq!(syntaxes.len(), 4, "{syntaxes:?}");
     a.stop().await;
+}
+
+/// A PDF of odd length (the Encapsulated Document gets a pad byte).
+const REPORT_PDF: &[u8] = b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n2 0 obj<</Type/Pages/Kids[]/Count 0>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n";
+
+/// An SR of `study` (pydicom's test-SR.dcm given the patient and study), outside the study
+/// directory: not in the peer's manifest.
+fn foreign_sr(dir: &Path, study: &str) -> (String, PathBuf) {
+    std::fs::create_dir_all(dir).unwrap();
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "from pydicom.data import get_testdata_file as g\nprint(g('test-SR.dcm'))",
+        ])
+        .output()
+        .expect("python3");
+    assert!(out.status.success(), "pydicom test data: {out:?}");
+    let source = String::from_utf8(out.stdout).unwrap();
+    let target = dir.join("sr.dcm");
+    std::fs::copy(source.trim(), &target).unwrap();
+    let sop = format!("{study}.99");
+    for set in [
+        format!("(0010,0020)={BSN}"),
+        format!("(0020,000D)={study}"),
+        format!("(0008,0018)={sop}"),
+    ] {
+        let out = common::dcmtk("dcmodify", &["-nb", "-m", &set, target.to_str().unwrap()]);
+        assert!(out.status.success(), "dcmodify: {out:?}");
+    }
+    (sop, target)
+}
+
+/// Reports by ITI-39 (issue 15 item 5): the Python peer publishes, besides the study's KOS,
+/// a PDF report (`application/pdf`) and a DICOM SR (`application/dicom`) as documents of
+/// their own, which its manifest does not reference.
+///
+/// - C-FIND at A finds one study (the reports belong to it, not studies of their own).
+/// - movescu C-MOVEs the study from A: the images come by RAD-75, then both reports by one
+///   ITI-39; storescp receives the images and the SR byte-exact, and the PDF as an
+///   Encapsulated PDF instance of the study (the PDF's bytes unchanged in it); A audits the
+///   ITI-39 of the reports (2 of 2) besides the manifest's.
+/// - The peer answers the PDF report with an HTML page: a fresh A delivers the images and
+///   the SR, not the page; the C-MOVE is not a success, the ITI-39 audited as partial.
+#[tokio::test(flavor = "multi_thread")]
+async fn reports_by_iti39_from_a_python_peer() {
+    let dir = tempfile::tempdir().unwrap();
+    let study_dir = dir.path().join("foreign-study");
+    let (study, held) = foreign_study(&study_dir);
+    let (sr_sop, sr_path) = foreign_sr(&dir.path().join("reports"), &study);
+    let pdf_path = dir.path().join("report.pdf");
+    std::fs::write(&pdf_path, REPORT_PDF).unwrap();
+    let pki = Pki::new();
+    let cert_a = pki.issue_server("gateway-a", &["127.0.0.1", "localhost"]);
+    let cert_p = pki.issue_server("gateway-python", &["127.0.0.1", "localhost"]);
+    let idp_a = SamlIdp::new(dir.path(), ISSUER_A, KeyKind::Rsa);
+    let mode = dir.path().join("mode");
+    let (peer, port) = python_peer_with(
+        dir.path(),
+        "python-peer",
+        &pki,
+        &cert_p,
+        &idp_a,
+        &study_dir,
+        &mode,
+        &[
+            "--report-pdf".into(),
+            pdf_path.display().to_string(),
+            "--report-sr".into(),
+            sr_path.display().to_string(),
+        ],
+    )
+    .await;
+    let participants_a = dir.path().join("participants-a.toml");
+    std::fs::write(
+        &participants_a,
+        participant(
+            "GtK Python",
+            URA_PYTHON,
+            PYTHON_HOME,
+            &cert_p,
+            Some(&format!("https://127.0.0.1:{port}")),
+        ),
+    )
+    .unwrap();
+    let dest_port = free_port();
+    let (_scp, received) = storescp(dir.path(), dest_port).await;
+    let toml_a = a_toml(&pki, &cert_a, &participants_a, &idp_a, dest_port);
+    let keys = vec![
+        "QueryRetrieveLevel=STUDY".to_string(),
+        format!("StudyInstanceUID={study}"),
+    ];
+    let mut options = vec!["-v", "-S", "-aem", DEST];
+    options.extend(TIMEOUTS);
+    let sr = part10_under(&dir.path().join("reports"));
+
+    let a = Gateway::start(&toml_a).await;
+    let (studies, success, text) = find_studies(WORKSTATION, a.port).await;
+    assert!(
+        success && studies == std::slice::from_ref(&study),
+        "one study, its reports with it:\n{text}\n{}",
+        peer.log_tail()
+    );
+    let (ok, out) = dcmtk("movescu", scu_args(WORKSTATION, a.port, &options, &keys)).await;
+    assert!(
+        ok && out.contains("Received Final Move Response (Success)"),
+        "movescu at A:\n{out}\nITI-39 at A: {:?}\n{}",
+        audit_details(a.context(), "ITI-39").await,
+        peer.log_tail()
+    );
+    let mut got = part10_under(&received);
+    let (pdf_sop, pdf) = wrapped_pdf(&received, &study);
+    got.remove(&pdf_sop);
+    let mut want = held.clone();
+    want.extend(sr.clone());
+    assert_same_instances(&got, &want, "the images and the SR");
+    assert_eq!(pdf, REPORT_PDF, "the PDF as the peer sent it");
+    assert!(got.contains_key(&sr_sop));
+    let iti39 = audit_details(a.context(), "ITI-39").await;
+    assert!(
+        iti39.len() == 2
+            && iti39
+                .iter()
+                .any(|(o, d)| o == "success" && d.contains("reports: 2 of 2")),
+        "the manifest and the reports by ITI-39: {iti39:?}"
+    );
+    a.stop().await;
+
+    // The PDF answered with an HTML page: not stored, the rest delivered.
+    std::fs::write(&mode, "report-html").unwrap();
+    std::fs::remove_dir_all(&received).unwrap();
+    std::fs::create_dir_all(&received).unwrap();
+    let a = Gateway::start(&toml_a).await;
+    let (studies, _, text) = find_studies(WORKSTATION, a.port).await;
+    assert_eq!(studies, std::slice::from_ref(&study), "{text}");
+    let (_, out) = dcmtk("movescu", scu_args(WORKSTATION, a.port, &options, &keys)).await;
+    assert!(
+        !out.contains("Received Final Move Response (Success)"),
+        "a report missing: not a success:\n{out}"
+    );
+    assert_same_instances(&part10_under(&received), &want, "without the PDF");
+    let iti39 = audit_details(a.context(), "ITI-39").await;
+    assert!(
+        iti39
+            .iter()
+            .any(|(o, d)| o == "partial" && d.contains("reports: 1 of 2")),
+        "audited as partial: {iti39:?}"
+    );
+    a.stop().await;
+}
+
+/// The Encapsulated PDF instance among `dir`'s files: its SOP Instance UID and document
+/// (cut to its Encapsulated Document Length), checked to be of `study` and patient [`BSN`].
+fn wrapped_pdf(dir: &Path, study: &str) -> (String, Vec<u8>) {
+    use dicom_dictionary_std::tags;
+    let mut found = Vec::new();
+    for path in files_under(dir) {
+        let Ok(obj) = dicom_object::open_file(&path) else {
+            continue;
+        };
+        if obj.meta().media_storage_sop_class_uid() != "1.2.840.10008.5.1.4.1.1.104.1" {
+            continue;
+        }
+        let text = |tag| {
+            obj.element(tag)
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .trim_end_matches(['\0', ' '])
+                .to_string()
+        };
+        assert_eq!(text(tags::STUDY_INSTANCE_UID), study);
+        assert_eq!(text(tags::PATIENT_ID), BSN);
+        let length = obj
+            .element(tags::ENCAPSULATED_DOCUMENT_LENGTH)
+            .unwrap()
+            .to_int::<u32>()
+            .unwrap() as usize;
+        let mut pdf = obj
+            .element(tags::ENCAPSULATED_DOCUMENT)
+            .unwrap()
+            .to_bytes()
+            .unwrap()
+            .into_owned();
+        pdf.truncate(length);
+        found.push((text(tags::SOP_INSTANCE_UID), pdf));
+    }
+    assert_eq!(found.len(), 1, "one Encapsulated PDF in {}", dir.display());
+    found.remove(0)
 }
 
 /// A TCP relay to `upstream` that passes the client's bytes on and at most `limit` bytes of
@@ -1687,6 +1951,166 @@ async fn wado_rs_from_a_peer_that_offers_dicomweb() {
         "fetched from B again: {fetched:?}"
     );
     assert!(becomes_complete(ctx_a, &study).await, "now complete");
+    a.stop().await;
+    b.stop().await;
+}
+
+/// `[remote] prefer_wado_rs` toward a DICOMweb server that is not beeldbrug: the
+/// participant's `dicomweb_url` is Orthanc's DICOMweb plugin itself (B's PACS), behind a
+/// TLS front (a reverse proxy, as a hospital puts before such a server: it presents B's
+/// certificate and requires a client certificate from the CA). Gateway B answers ITI-38 and
+/// the manifest (ITI-39); the instances come from Orthanc by WADO-RS.
+///
+/// - movescu C-MOVEs the study from A to storescp: every instance byte-exact as Orthanc
+///   stores it; A audits one outgoing WADO-RS (n of n); B sees no WADO-RS and no RAD-75;
+///   the front saw A's client certificate.
+/// - A front presenting another certificate from the same CA (not the one on B's entry):
+///   A does not fetch from it (the C-MOVE fails, the WADO-RS audited as a failure), and no
+///   request reaches Orthanc through it.
+#[tokio::test(flavor = "multi_thread")]
+async fn wado_rs_from_orthanc_as_the_peers_dicomweb() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = study_sized(&dir.path().join("study"), BSN, 4, 64);
+    let study = files[0].study_uid.clone();
+    let pki = Pki::new();
+    let cert_a = pki.issue_server("gateway-a", &["127.0.0.1", "localhost"]);
+    let cert_b = pki.issue_server("gateway-b", &["127.0.0.1", "localhost"]);
+    let idp_a = SamlIdp::new(dir.path(), ISSUER_A, KeyKind::Rsa);
+    let mitz = MitzSim::start(&[(BSN, ConsentDecision::Permit)]);
+
+    let dir_orthanc_b = dir.path().join("orthanc-b");
+    std::fs::create_dir_all(&dir_orthanc_b).unwrap();
+    let orthanc_b = Orthanc::start(&dir_orthanc_b).await;
+    orthanc::store(orthanc_b.dicom_port, "ORTHANC", &files);
+    let held = orthanc_holds(orthanc_b.http_port).await;
+    assert_eq!(held.len(), files.len(), "B's Orthanc holds the study");
+    let participants_b = dir.path().join("participants-b.toml");
+    std::fs::write(
+        &participants_b,
+        participant("GtK A", URA_A, HOME_A, &cert_a, None),
+    )
+    .unwrap();
+    let b = Gateway::start(&format!(
+        "{}{}",
+        b_toml(&pki, &cert_b, &participants_b, &idp_a, &mitz),
+        pacs_toml("ORTHANC", orthanc_b.dicom_port, "c-get", "")
+    ))
+    .await;
+    let base_b = format!("https://127.0.0.1:{}", b.http_port);
+    // Orthanc's DICOMweb behind a TLS front with B's certificate.
+    let front = TlsFront::start(orthanc_b.http_port, &pki.ca_file, &cert_b.cert, &cert_b.key).await;
+    let b_entry = |front: u16| {
+        format!(
+            "{}dicomweb_url = \"https://127.0.0.1:{front}/dicom-web\"\n",
+            participant("GtK B", URA_B, HOME_B, &cert_b, Some(&base_b))
+        )
+    };
+    let participants_a = dir.path().join("participants-a.toml");
+    std::fs::write(&participants_a, b_entry(front.port)).unwrap();
+    let dest_port = free_port();
+    let (_scp, received) = storescp(dir.path(), dest_port).await;
+    let toml_a = a_toml(&pki, &cert_a, &participants_a, &idp_a, dest_port).replacen(
+        "[remote]\nenabled = true\n",
+        "[remote]\nenabled = true\nprefer_wado_rs = true\n",
+        1,
+    );
+    let a = Gateway::start(&toml_a).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (studies, success, text) = find_studies(WORKSTATION, a.port).await;
+        assert!(success, "findscu at A:\n{text}");
+        if studies == std::slice::from_ref(&study) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "B's study never found through A:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let keys = vec![
+        "QueryRetrieveLevel=STUDY".to_string(),
+        format!("StudyInstanceUID={study}"),
+    ];
+    let mut options = vec!["-v", "-S", "-aem", DEST];
+    options.extend(TIMEOUTS);
+    let (ok, out) = dcmtk("movescu", scu_args(WORKSTATION, a.port, &options, &keys)).await;
+    assert!(
+        ok && out.contains("Received Final Move Response (Success)"),
+        "movescu at A:\n{out}\nWADO-RS at A: {:?}\n{}",
+        audit_details(a.context(), "WADO-RS").await,
+        orthanc_b.log_tail()
+    );
+    assert_same_instances(&part10_under(&received), &held, "by WADO-RS from Orthanc");
+    let fetched = audit_details(a.context(), "WADO-RS").await;
+    assert!(
+        fetched.len() == 1
+            && fetched[0].0 == "success"
+            && fetched[0].1.contains("outgoing to GtK B")
+            && fetched[0]
+                .1
+                .contains(&format!("{} of {}", held.len(), held.len())),
+        "A's WADO-RS from Orthanc: {fetched:?}"
+    );
+    assert!(
+        audit_details(a.context(), "RAD-75").await.is_empty(),
+        "no RAD-75"
+    );
+    for operation in ["WADO-RS", "RAD-75"] {
+        assert!(
+            audit_details(b.context(), operation).await.is_empty(),
+            "B itself serves no {operation}: the instances came from Orthanc"
+        );
+    }
+    assert!(
+        front
+            .clients
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|f| *f == cert_a.fingerprint)
+            && !front.clients.lock().unwrap().is_empty(),
+        "the front saw A's client certificate: {:?}",
+        front.clients.lock().unwrap()
+    );
+    a.stop().await;
+
+    // A front with another certificate of the same CA: not B's, so not fetched from.
+    let impostor = pki.issue_server("not-gateway-b", &["127.0.0.1", "localhost"]);
+    let other = TlsFront::start(
+        orthanc_b.http_port,
+        &pki.ca_file,
+        &impostor.cert,
+        &impostor.key,
+    )
+    .await;
+    std::fs::write(&participants_a, b_entry(other.port)).unwrap();
+    std::fs::remove_dir_all(&received).unwrap();
+    std::fs::create_dir_all(&received).unwrap();
+    let a = Gateway::start(&toml_a).await;
+    let (studies, success, text) = find_studies(WORKSTATION, a.port).await;
+    assert!(
+        success && studies == std::slice::from_ref(&study),
+        "findscu:\n{text}"
+    );
+    let (_, out) = dcmtk("movescu", scu_args(WORKSTATION, a.port, &options, &keys)).await;
+    assert!(
+        !out.contains("Received Final Move Response (Success)"),
+        "another certificate: not a success:\n{out}"
+    );
+    assert!(
+        part10_under(&received).is_empty(),
+        "nothing from the impostor"
+    );
+    let fetched = audit_details(a.context(), "WADO-RS").await;
+    assert!(
+        fetched.len() == 1
+            && fetched[0].0 == "failure"
+            && fetched[0]
+                .1
+                .contains("not the one on its participant entry"),
+        "audited as a failure: {fetched:?}"
+    );
     a.stop().await;
     b.stop().await;
 }

@@ -27,6 +27,7 @@
 //! naming the user, the peer and the patient.
 
 pub mod client;
+pub mod reports;
 pub mod soap;
 mod source;
 pub mod studies;
@@ -414,12 +415,27 @@ impl RemoteSource {
             return Err(RemoteError::Fault(format!("Failure: {}", why.join("; "))));
         }
         let home = answer.home.as_deref().unwrap_or(&peer.home_community_id);
-        Ok(answer
+        let mut found: Vec<RemoteStudy> = answer
             .objects
             .iter()
             .filter_map(|o| RemoteStudy::from_entry(o, &peer.name, Some(home)))
             .filter(|s| s.patient_id == bsn)
-            .collect())
+            .collect();
+        // Reports (documents of their own): with their study, or a study of their own
+        // when the peer publishes no manifest for it.
+        for entry in &answer.objects {
+            let Some((study_uid, report)) = reports::RemoteReport::from_entry(entry, home) else {
+                continue;
+            };
+            match found.iter_mut().find(|s| s.study_uid == study_uid) {
+                Some(study) => study.add_report(report),
+                None => found.extend(
+                    RemoteStudy::of_report(entry, &peer.name, Some(home), report)
+                        .filter(|s| s.patient_id == bsn),
+                ),
+            }
+        }
+        Ok(found)
     }
 
     /// Audit one outgoing call (PS3.15 A.5: Query 110112 for ITI-38, Export / Instances
@@ -448,6 +464,10 @@ impl RemoteSource {
     ) -> Result<Arc<Vec<Referenced>>, RemoteError> {
         if let Some(known) = self.known.manifest(&study.study_uid) {
             return Ok(known);
+        }
+        if study.manifest.is_empty() {
+            // Known by its reports only: nothing to read.
+            return Ok(self.known.set_manifest(&study.study_uid, Vec::new()));
         }
         let peer = self.peer(&study.peer)?;
         let url = peer
@@ -551,6 +571,122 @@ impl RemoteSource {
             .call(peer, &url, soap::ACTION_RAD75, claims, correlation, &body)
             .await?;
         soap::open_retrieve(response, self.timeout).await
+    }
+
+    /// The `wanted` reports of `study` by ITI-39 into the cache and on to the consumers
+    /// ([`reports`]): each answer part read whole (at most [`reports::REPORT_LIMIT`] and
+    /// `max_instance_bytes`), a DICOM file stored as sent, a PDF or CDA document as the
+    /// instance that encapsulates it; a part that is neither is left out (counted missing).
+    #[allow(clippy::too_many_arguments)]
+    async fn read_reports(
+        &self,
+        peer: &Participant,
+        claims: &Claims,
+        correlation: &str,
+        study: &RemoteStudy,
+        wanted: &[reports::RemoteReport],
+        sink: &Sink<'_>,
+        report: &mut FetchReport,
+    ) -> Result<(), RemoteError> {
+        let url = peer
+            .retrieve_url
+            .clone()
+            .ok_or_else(|| RemoteError::Config(format!("{} has no retrieve_url", peer.name)))?;
+        let requests: Vec<DocumentRequest> = wanted
+            .iter()
+            .map(|r| DocumentRequest {
+                home: study.home.clone(),
+                repository: r.repository.clone(),
+                document: r.unique_id.clone(),
+                study: study.study_uid.clone(),
+                series: String::new(),
+            })
+            .collect();
+        let body = soap::iti39_body(&requests);
+        let limit = reports::REPORT_LIMIT
+            .min(usize::try_from(self.max_instance_bytes).unwrap_or(usize::MAX));
+        let timeout = self.timeout;
+        let cancel = sink.cancel;
+        self.fill_cache(sink, report, |fill| async move {
+            let stopped = |_| RemoteError::Store("the cache fill has stopped".into());
+            let response = self
+                .call(peer, &url, soap::ACTION_ITI39, claims, correlation, &body)
+                .await?;
+            let mut answer = soap::open_retrieve(response, timeout).await?;
+            let (status, errors, by_part) = answer.documents();
+            if !errors.is_empty() {
+                tracing::warn!(%status, errors = ?errors, "ITI-39 (reports): the peer reports errors");
+            }
+            loop {
+                let next = tokio::select! {
+                    _ = cancel.cancelled() => return Err(RemoteError::Cancelled),
+                    next = tokio::time::timeout(timeout, answer.next_part()) => next
+                        .map_err(|_| RemoteError::Timeout("the next report did not arrive in time".into()))??,
+                };
+                let Some((cid, mut part)) = next else {
+                    return Ok(());
+                };
+                let Some(asked) = by_part
+                    .get(&cid)
+                    .and_then(|d| wanted.iter().find(|r| r.unique_id == d.document))
+                else {
+                    return Err(RemoteError::Malformed(format!(
+                        "part {cid:?} is no report asked for"
+                    )));
+                };
+                let mut bytes = Vec::new();
+                loop {
+                    let chunk = tokio::select! {
+                        _ = cancel.cancelled() => return Err(RemoteError::Cancelled),
+                        chunk = tokio::time::timeout(timeout, part.chunk()) => chunk,
+                    };
+                    match chunk {
+                        Ok(Ok(Some(c))) if bytes.len() + c.len() > limit => {
+                            return Err(RemoteError::Malformed(format!(
+                                "report {} is larger than {limit} bytes",
+                                asked.unique_id
+                            )))
+                        }
+                        Ok(Ok(Some(c))) => bytes.extend_from_slice(&c),
+                        Ok(Ok(None)) => break,
+                        Ok(Err(e)) => {
+                            return Err(RemoteError::Malformed(format!("part {cid:?}: {e}")))
+                        }
+                        Err(_) => return Err(RemoteError::Timeout(format!("part {cid:?} stalled"))),
+                    }
+                }
+                // A DICOM file as sent; a PDF or CDA document wrapped.
+                let (mut file, wrapped) = if reports::is_part10(&bytes) {
+                    (bytes, false)
+                } else {
+                    let of = reports::StudyOf {
+                        patient_id: &study.patient_id,
+                        study_uid: &study.study_uid,
+                        row: &study.row,
+                    };
+                    match reports::encapsulate(asked, &of, &bytes) {
+                        Ok(file) => (file, true),
+                        Err(why) => {
+                            tracing::warn!(document = %asked.unique_id, %why, "ITI-39: a report that cannot be stored");
+                            continue;
+                        }
+                    }
+                };
+                let whole = header_len(&file).filter(|n| *n <= file.len());
+                let rest = file.split_off(whole.unwrap_or(file.len()));
+                let mut one = fill.begin(file);
+                if !rest.is_empty() {
+                    one.push(Bytes::from(rest)).await.map_err(stopped)?;
+                }
+                let expected = Expected {
+                    sop_class: (wrapped && whole.is_some()).then_some(asked.sop_class.as_str()),
+                    sop_instance: wrapped.then_some(asked.sop_instance.as_str()),
+                    study_uid: Some(&study.study_uid),
+                };
+                one.finish(&expected).await.map_err(stopped)?;
+            }
+        })
+        .await
     }
 
     /// A RAD-75 answer's parts into the sink, part by part: each part goes into a cache fill

@@ -32,6 +32,14 @@ impl Source for RemoteSource {
                 classes.push(class.clone());
             }
         }
+        // The reports that come by ITI-39, as the instances they become.
+        if let Some(study) = self.known.get(&selection.study_uids[0]) {
+            for report in reports_selected(&study, &manifest, selection) {
+                if !report.sop_class.is_empty() && !classes.contains(&report.sop_class) {
+                    classes.push(report.sop_class);
+                }
+            }
+        }
         Some(classes)
     }
 
@@ -146,12 +154,13 @@ impl Source for RemoteSource {
             .manifest(caller, &claims, &study)
             .await
             .map_err(|e| e.at(&study.peer))?;
-        Ok(manifest
+        let images = manifest
             .iter()
             .filter(|(series, _, sop)| {
                 within(&selection.series_uids, series) && within(&selection.sop_instance_uids, sop)
             })
-            .count() as u64)
+            .count();
+        Ok((images + reports_selected(&study, &manifest, selection).len()) as u64)
     }
 
     async fn fetch_for(
@@ -196,8 +205,95 @@ impl Source for RemoteSource {
             .iter()
             .map(|(_, class, sop)| (sop.clone(), class.clone()))
             .collect();
+        // The reports the manifest does not reference, by ITI-39 after the images.
+        let reports = reports_selected(&study, &manifest, selection);
         let mut report = FetchReport::default();
         let correlation = correlation_of(caller);
+        let mut result = Ok(());
+        if !documents.is_empty() {
+            result = self
+                .fetch_images(
+                    caller,
+                    &peer,
+                    &claims,
+                    &correlation,
+                    &study,
+                    (&documents, &manifest, &classes),
+                    sink,
+                    &mut report,
+                )
+                .await;
+        }
+        if result.is_ok() && !reports.is_empty() {
+            let before = report.received;
+            let started = std::time::Instant::now();
+            let fetched = self
+                .read_reports(
+                    &peer,
+                    &claims,
+                    &correlation,
+                    &study,
+                    &reports,
+                    sink,
+                    &mut report,
+                )
+                .await;
+            let got = report.received - before;
+            let (outcome, detail) = match &fetched {
+                Ok(()) if got == reports.len() => ("success", String::new()),
+                Ok(()) => ("partial", String::new()),
+                Err(RemoteError::Cancelled) => ("cancelled", ", then the consumer left".into()),
+                Err(e) => ("failure", format!(": {e}")),
+            };
+            if !matches!(fetched, Err(RemoteError::Cancelled)) {
+                traffic(&peer.name, "iti39", &fetched, started);
+            }
+            self.audit(
+                caller,
+                Operation::Iti39,
+                &peer.name,
+                &correlation,
+                outcome_of(
+                    &study,
+                    outcome,
+                    format!("reports: {got} of {}{detail}", reports.len()),
+                ),
+            )
+            .await;
+            // A report that failed leaves the fetch partial; a cancel ends it.
+            if let Err(RemoteError::Cancelled) = fetched {
+                result = Err(RemoteError::Cancelled);
+            }
+        }
+        // What the peer did not deliver, or delivered as something that is no instance.
+        let missing = (documents.len() + reports.len()).saturating_sub(report.received);
+        report.failed = missing.min(u16::MAX as usize) as u16;
+        result.map_err(|e| e.at(&peer.name))?;
+        report.ok = report.failed == 0;
+        report.status = if report.ok { 0x0000 } else { 0xB000 };
+        Ok(report)
+    }
+}
+
+impl RemoteSource {
+    /// A fetch's images (the manifest's instances `documents`) by RAD-75, or by WADO-RS
+    /// where the peer offers DICOMweb and policy allows; audited as one outgoing call.
+    #[allow(clippy::too_many_arguments)]
+    async fn fetch_images(
+        &self,
+        caller: &Caller,
+        peer: &Participant,
+        claims: &Claims,
+        correlation: &str,
+        study: &RemoteStudy,
+        (documents, manifest, classes): (
+            &[DocumentRequest],
+            &[Referenced],
+            &HashMap<String, String>,
+        ),
+        sink: &Sink<'_>,
+        report: &mut FetchReport,
+    ) -> Result<(), RemoteError> {
         let started = std::time::Instant::now();
         // WADO-RS where the peer offers DICOMweb and policy allows, else RAD-75.
         let by_wado_rs = self
@@ -211,68 +307,50 @@ impl Source for RemoteSource {
         let result = match &by_wado_rs {
             Some(base) => {
                 self.read_by_wado_rs(
-                    &peer,
+                    peer,
                     base,
-                    &claims,
-                    &correlation,
-                    &study,
-                    &documents,
-                    &manifest,
-                    &classes,
+                    claims,
+                    correlation,
+                    study,
+                    documents,
+                    manifest,
+                    classes,
                     sink,
-                    &mut report,
+                    report,
                 )
                 .await
             }
             None => {
                 self.read_by_rad75(
-                    &peer,
-                    &claims,
-                    &correlation,
-                    &study,
-                    &documents,
-                    &classes,
+                    peer,
+                    claims,
+                    correlation,
+                    study,
+                    documents,
+                    classes,
                     sink,
-                    &mut report,
+                    report,
                 )
                 .await
             }
         };
-        // What the peer did not deliver, or delivered as something that is no instance.
-        let missing = documents.len().saturating_sub(report.received);
-        report.failed = missing.min(u16::MAX as usize) as u16;
+        let (received, asked) = (report.received, documents.len());
         let (outcome, detail) = match &result {
-            Ok(()) if report.failed == 0 => (
+            Ok(()) if received >= asked => (
                 "success",
-                format!(
-                    "{label}: {} of {} instances",
-                    report.received,
-                    documents.len()
-                ),
+                format!("{label}: {received} of {asked} instances"),
             ),
             Ok(()) => (
                 "partial",
-                format!(
-                    "{label}: {} of {} instances",
-                    report.received,
-                    documents.len()
-                ),
+                format!("{label}: {received} of {asked} instances"),
             ),
             Err(RemoteError::Cancelled) => (
                 "cancelled",
-                format!(
-                    "{label}: {} of {} instances, then the consumer left",
-                    report.received,
-                    documents.len()
-                ),
+                format!("{label}: {received} of {asked} instances, then the consumer left"),
             ),
             Err(e) => (
                 "failure",
-                format!(
-                    "{label}: {} of {} instances: {e}",
-                    report.received,
-                    documents.len()
-                ),
+                format!("{label}: {received} of {asked} instances: {e}"),
             ),
         };
         if !matches!(result, Err(RemoteError::Cancelled)) {
@@ -282,18 +360,13 @@ impl Source for RemoteSource {
             caller,
             operation,
             &peer.name,
-            &correlation,
-            outcome_of(&study, outcome, detail),
+            correlation,
+            outcome_of(study, outcome, detail),
         )
         .await;
-        result.map_err(|e| e.at(&peer.name))?;
-        report.ok = report.failed == 0;
-        report.status = if report.ok { 0x0000 } else { 0xB000 };
-        Ok(report)
+        result
     }
-}
 
-impl RemoteSource {
     /// A fetch's instances by RAD-75: a short first request, then [`DOCUMENTS_PER_REQUEST`]
     /// at a time, each next request sent while the current answer's last parts are read.
     #[allow(clippy::too_many_arguments)]
@@ -368,6 +441,27 @@ fn batches(documents: &[DocumentRequest]) -> Vec<&[DocumentRequest]> {
     }
     out.extend(rest.chunks(DOCUMENTS_PER_REQUEST));
     out
+}
+
+/// The study's reports a selection names that its manifest does not reference (those come
+/// with the images): every one for a whole study, else those whose series or SOP Instance
+/// UID it names.
+fn reports_selected(
+    study: &RemoteStudy,
+    manifest: &[Referenced],
+    selection: &Selection,
+) -> Vec<reports::RemoteReport> {
+    study
+        .reports
+        .iter()
+        .filter(|r| !manifest.iter().any(|(_, _, sop)| *sop == r.unique_id))
+        .filter(|r| {
+            selection.series_uids.is_empty()
+                || (!r.series.is_empty() && selection.series_uids.contains(&r.series))
+        })
+        .filter(|r| within(&selection.sop_instance_uids, &r.sop_instance))
+        .cloned()
+        .collect()
 }
 
 fn within(list: &[String], uid: &str) -> bool {

@@ -8,6 +8,7 @@
 //! manifest's metadata): the study from `referenceIdList`, the patient from `patientId`,
 //! date and time from `serviceStartTime`, the modalities from `eventCodeList`.
 
+use super::reports::RemoteReport;
 use crate::ebrim::{ns, RegistryObject};
 use crate::model::query::{Level, Match, Matcher, Query};
 use dicom_core::Tag;
@@ -17,8 +18,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-/// The KOS manifest's formatCode (RAD TF-3 4.68.4.1.2.3.1, REFERENCE §3).
-pub const KOS_FORMAT: &str = "1.2.840.10008.5.1.4.1.1.88.59";
+pub use super::reports::KOS_FORMAT;
 /// DCM: the coding scheme of the modalities in eventCodeList.
 const DCM_SCHEME: &str = "1.2.840.10008.2.16.4";
 
@@ -40,6 +40,10 @@ pub struct RemoteStudy {
     pub manifest: String,
     /// The study-level row, `(group, element, value)`.
     pub row: Vec<(u16, u16, String)>,
+    /// The reports the peer publishes for the study as documents of their own
+    /// ([`super::reports`]), fetched by ITI-39 unless the manifest references them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reports: Vec<RemoteReport>,
 }
 
 impl RemoteStudy {
@@ -50,13 +54,28 @@ impl RemoteStudy {
         peer: &str,
         home: Option<&str>,
     ) -> Option<RemoteStudy> {
-        let is_kos = entry
-            .codes(ns::DE_FORMAT_CODE)
-            .iter()
-            .any(|(code, _)| *code == KOS_FORMAT);
-        if !is_kos {
+        if !super::reports::is_kos(entry) {
             return None;
         }
+        Self::described_by(entry, peer, home)
+    }
+
+    /// The study a report's DocumentEntry names ([`RemoteReport::from_entry`]), known by
+    /// that report only (the peer publishes no manifest for it): no manifest, the report.
+    pub fn of_report(
+        entry: &RegistryObject,
+        peer: &str,
+        home: Option<&str>,
+        report: RemoteReport,
+    ) -> Option<RemoteStudy> {
+        let mut study = Self::described_by(entry, peer, home)?;
+        study.manifest = String::new();
+        study.reports = vec![report];
+        Some(study)
+    }
+
+    /// The study a DocumentEntry names (its referenceIdList), with the entry as manifest.
+    fn described_by(entry: &RegistryObject, peer: &str, home: Option<&str>) -> Option<RemoteStudy> {
         let references = entry.slot(ns::REFERENCE_ID_LIST);
         let reference = |kind: &str| {
             references.iter().find_map(|r| {
@@ -125,7 +144,15 @@ impl RemoteStudy {
             repository,
             manifest,
             row,
+            reports: Vec::new(),
         })
+    }
+
+    /// Add a report of the study (once).
+    pub fn add_report(&mut self, report: RemoteReport) {
+        if !self.reports.iter().any(|r| r.unique_id == report.unique_id) {
+            self.reports.push(report);
+        }
     }
 
     /// The study-level row the core merges.
@@ -351,6 +378,7 @@ mod tests {
             repository: "1.2.9".into(),
             manifest: "1.2.3.4".into(),
             row: vec![(0x0020, 0x000D, "1.2.3".into())],
+            reports: Vec::new(),
         };
         KnownStudies::open(Some(file.clone())).remember(&study);
         assert_eq!(KnownStudies::open(Some(file)).get("1.2.3"), Some(study));

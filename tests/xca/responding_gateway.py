@@ -7,7 +7,11 @@ XDSI.b_ImagingDocumentSource.xsd) and the transactions' text:
 
 - ITI-38 Cross Gateway Query (ITI TF-2b 3.38): FindDocuments by patient id, answered with one
   DocumentEntry, the study's KOS manifest (RAD TF-3 4.68.4.1.2.3), `home` set (3.38.4.1.3).
-- ITI-39 Cross Gateway Retrieve (ITI TF-2b 3.39): the manifest, MTOM/XOP.
+- ITI-39 Cross Gateway Retrieve (ITI TF-2b 3.39): the manifest, MTOM/XOP; and the study's
+  reports, each published as a document of its own (REFERENCE §3, Twiin BB "Metadata
+  radiologisch verslag"), not referenced by the manifest: a PDF (--report-pdf; mimeType
+  application/pdf, formatCode urn:ihe:rad:PDF) and a DICOM SR (--report-sr; application/dicom,
+  formatCode its SOP Class), each with typeCode 722124004 and the study in referenceIdList.
 - RAD-75 Cross Gateway Retrieve Imaging Document Set (RAD TF-3 4.75): the requested
   instances, MTOM/XOP, each part as its file holds it (one of the requested syntaxes).
 
@@ -30,6 +34,7 @@ The behaviour for the next request is read from --mode-file (one word; absent: `
   endless        RAD-75: the first part is the instance followed by zeros without end (until
                  the client hangs up, at most ENDLESS_CAP bytes, so that a client without a
                  limit makes the test fail rather than hang)
+  report-html    ITI-39 of a PDF report: an HTML page instead of the PDF
 
 Deliberate misconfigurations, for the qualification self-test (tests/selftest.rs, issue 17):
 
@@ -141,6 +146,22 @@ class Study:
         if not self.instances:
             raise SystemExit(f"no DICOM files under {study_dir}")
         self.kos_uid, self.kos_path = self.make_kos(kos_dir)
+        # Reports published as documents of their own: uniqueId -> (path, mimeType,
+        # (formatCode, scheme, display), title).
+        self.reports = {}
+
+    def add_pdf_report(self, path):
+        self.reports[str(generate_uid())] = (
+            path, "application/pdf", ("urn:ihe:rad:PDF", "1.3.6.1.4.1.19376.1.2.3", "PDF"),
+            "Verslag")
+
+    def add_sr_report(self, path):
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        if str(ds.StudyInstanceUID) != self.study_uid or str(ds.PatientID) != self.patient_id:
+            raise SystemExit("the SR report is not of the study")
+        sop_class = str(ds.SOPClassUID)
+        self.reports[str(ds.SOPInstanceUID)] = (
+            path, "application/dicom", (sop_class, KOS_FORMAT_SCHEME, "DICOM SR"), "Verslag (SR)")
 
     def make_kos(self, kos_dir):
         """A Key Object Selection document (PS3.3 A.35.4) naming every instance, as the
@@ -346,6 +367,36 @@ class Gateway:
                               "XDSDocumentEntry.patientId"))
         eo.append(external_id(DE_UNIQUE_ID, entry, st.kos_uid, "XDSDocumentEntry.uniqueId"))
         objects.append(eo)
+        for uid, (_, mime, (code, scheme, display), title) in st.reports.items():
+            entry = "urn:uuid:%s" % uuid.uuid4()
+            ro = el(q(RIM, "ExtrinsicObject"), {
+                "id": entry, "mimeType": mime, "objectType": STABLE_DOCUMENT,
+                "status": APPROVED, "home": self.args.home,
+            }, children=[
+                slot("creationTime",
+                     datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d%H%M%S")),
+                slot("languageCode", "nl-NL"),
+                slot("repositoryUniqueId", self.args.repository),
+                slot("serviceStartTime", when),
+                slot("sourcePatientId", "%s^^^&%s&ISO" % (st.patient_id, BSN_OID)),
+                slot(REFERENCE_ID_LIST, "%s^^^^%s" % (st.study_uid, REF_STUDY_UID)),
+                name(title),
+                classification(CLASS_CODE, entry, "9491000146107", "2.16.840.1.113883.6.96",
+                               "Imaging Documentation"),
+                classification(CONFIDENTIALITY_CODE, entry, "N", "2.16.840.1.113883.5.25",
+                               "Normal"),
+                classification(FORMAT_CODE, entry, code, scheme, display),
+                classification(FACILITY_CODE, entry, "Z3", "2.16.840.1.113883.2.4.15.1060",
+                               "Ziekenhuis"),
+                classification(PRACTICE_CODE, entry, "0362", "2.16.840.1.113883.2.4.6.7",
+                               "Radiologie"),
+                classification(TYPE_CODE, entry, "722124004", "2.16.840.1.113883.6.96",
+                               "Radiology report"),
+                external_id(DE_PATIENT_ID, entry, "%s^^^&%s&ISO" % (st.patient_id, BSN_OID),
+                            "XDSDocumentEntry.patientId"),
+                external_id(DE_UNIQUE_ID, entry, uid, "XDSDocumentEntry.uniqueId"),
+            ])
+            objects.append(ro)
         return response, bsn
 
     @staticmethod
@@ -371,8 +422,11 @@ class Gateway:
         acceptable syntax; the others as RegistryErrors (RAD TF-3 4.75.4.2.2)."""
         responses, parts, errors = [], [], []
         for n, (home, repository, document) in enumerate(docs):
+            mime = "application/dicom"
             if document == self.study.kos_uid and action == ACTION_ITI39:
                 path, syntax = self.study.kos_path, ExplicitVRLittleEndian
+            elif document in self.study.reports and action == ACTION_ITI39:
+                path, mime, _, _ = self.study.reports[document]
             elif document in self.study.instances and action == ACTION_RAD75:
                 path, _, _, syntax = self.study.instances[document]
                 if syntaxes and syntax not in syntaxes:
@@ -384,12 +438,12 @@ class Gateway:
                 continue
             cid = "doc%d@xca-peer.test" % n
             with open(path, "rb") as f:
-                parts.append((cid, f.read()))
+                parts.append((cid, f.read(), mime))
             responses.append(el(q(XDSB, "DocumentResponse"), children=[
                 el(q(XDSB, "HomeCommunityId"), text=self.args.home),
                 el(q(XDSB, "RepositoryUniqueId"), text=self.args.repository),
                 el(q(XDSB, "DocumentUniqueId"), text=document),
-                el(q(XDSB, "mimeType"), text="application/dicom"),
+                el(q(XDSB, "mimeType"), text=mime),
                 el(q(XDSB, "Document"), children=[el(q(XOP, "Include"), {"href": "cid:" + cid})]),
             ]))
         status = SUCCESS if not errors else (
@@ -470,7 +524,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         docs, syntaxes = gw.documents_requested(request, action)
         response, parts = gw.retrieve_parts(docs, syntaxes, action)
         envelope = gw.envelope(action, message_id, response)
-        self.mtom(action, envelope, parts, mode if action == ACTION_RAD75 else "good")
+        if action == ACTION_ITI39:
+            mode = mode if mode.startswith("report-") else "good"
+        elif action != ACTION_RAD75 or mode.startswith("report-"):
+            mode = "good"
+        self.mtom(action, envelope, parts, mode)
 
     def mtom(self, action, envelope, parts, mode):
         """The answer as MTOM/XOP (SOAP 1.2 MTOM; ITI TF-2x V.3.7): the envelope as the
@@ -495,14 +553,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
                  "type=\"application/soap+xml\"\r\nContent-Transfer-Encoding: binary\r\n"
                  "Content-ID: <%s>\r\n\r\n" % (BOUNDARY, start)).encode())
         w.write(envelope)
-        for n, (cid, data) in enumerate(parts):
+        for n, (cid, data, mime) in enumerate(parts):
+            if mime == "application/pdf" and mode == "report-html":
+                data = b"<html><body>502 Bad Gateway</body></html>\r\n"
             if n == 0 and mode == "unknown-part":
                 cid = "stranger@xca-peer.test"
             if n == 0 and mode == "not-dicom":
                 data = b"<html><body>502 Bad Gateway</body></html>\r\n"
-            w.write(("\r\n--%s\r\nContent-Type: application/dicom\r\n"
+            w.write(("\r\n--%s\r\nContent-Type: %s\r\n"
                      "Content-Transfer-Encoding: binary\r\nContent-ID: <%s>\r\n\r\n"
-                     % (BOUNDARY, cid)).encode())
+                     % (BOUNDARY, mime, cid)).encode())
             if n == 0 and mode == "endless":
                 w.write(data)
                 zeros = b"\0" * (1 << 20)
@@ -561,6 +621,8 @@ def main():
     p.add_argument("--home", required=True, help="our homeCommunityId (urn:oid:...)")
     p.add_argument("--repository", required=True, help="our repositoryUniqueId")
     p.add_argument("--mode-file")
+    p.add_argument("--report-pdf", help="a PDF published as the study's report")
+    p.add_argument("--report-sr", help="a DICOM SR of the study published as its report")
     p.add_argument("--no-client-cert-check", action="store_true")
     p.add_argument("--accept-expired-assertions", action="store_true")
     p.add_argument("--accept-unsigned", action="store_true")
@@ -568,6 +630,10 @@ def main():
     args = p.parse_args()
 
     study = Study(args.study_dir, args.work_dir)
+    if args.report_pdf:
+        study.add_pdf_report(args.report_pdf)
+    if args.report_sr:
+        study.add_sr_report(args.report_sr)
     Handler.gateway = Gateway(args, study)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
