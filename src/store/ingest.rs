@@ -395,6 +395,9 @@ async fn commit_group(blobs: &BlobStore, index: &dyn Index, group: Vec<Job>) {
     let mut waiting = Vec::with_capacity(group.len());
     let mut waiting_journaled = Vec::new();
     let mut ready = Vec::with_capacity(group.len());
+    // An instance to index whose bytes no journal record of this group holds: the index
+    // commit must then wait for its own flush (nothing could index it again at start).
+    let mut unjournaled = false;
     for mut job in group {
         match (job.blob.take(), job.pieces.take()) {
             // The journal takes the bytes; their share of the budget is given back.
@@ -403,25 +406,34 @@ async fn commit_group(blobs: &BlobStore, index: &dyn Index, group: Vec<Job>) {
                 waiting_journaled.push(job);
             }
             (Some(blob), None) => {
+                unjournaled |= job.index;
                 files.push((blob, job.ingested.record.blob_key.clone()));
                 waiting.push(job);
             }
-            (None, _) => ready.push(job),
+            (None, _) => {
+                unjournaled |= job.index;
+                ready.push(job)
+            }
         }
     }
+    let mut appended = None;
     if !files.is_empty() || !journaled.is_empty() {
         let store = blobs.clone();
+        let any_journaled = !journaled.is_empty();
         let committed = tokio::task::spawn_blocking(move || {
-            let mut results = store.commit_journaled_blocking(journaled);
+            let (mut results, appended) = store.commit_journaled_blocking(journaled);
             if !files.is_empty() {
                 results.extend(store.commit_group_blocking(files));
             }
-            results
+            (results, appended)
         });
         waiting_journaled.extend(waiting);
         let waiting = waiting_journaled;
         match committed.await {
-            Ok(results) => {
+            Ok((results, journal)) => {
+                appended = journal;
+                // The journal refused them: their files were fsynced instead.
+                unjournaled |= any_journaled && appended.is_none();
                 for (job, result) in waiting.into_iter().zip(results) {
                     match result {
                         Ok(_) => ready.push(job),
@@ -446,7 +458,25 @@ async fn commit_group(blobs: &BlobStore, index: &dyn Index, group: Vec<Job>) {
         return;
     }
     let records: Vec<InstanceRecord> = to_index.iter().map(|j| j.ingested.record.clone()).collect();
-    match index.upsert_instances_superseding(&records).await {
+    let committed = match blobs.journal() {
+        // The journal is the index's redo log (`store::journal`): the commit need not wait
+        // for the database's flush when every instance has a durable record — unless the
+        // journal went on in its other file, whose records' rows must be durable before it
+        // is written over (then this commit flushes them all).
+        Some(journal) => {
+            let seq = journal.last_seq();
+            let durable = unjournaled || appended.is_none_or(|a| a.switched);
+            let committed = index
+                .upsert_instances_journaled(&records, journal.id(), seq, durable)
+                .await;
+            if durable && committed.is_ok() {
+                journal.index_durable(seq);
+            }
+            committed
+        }
+        None => index.upsert_instances_superseding(&records).await,
+    };
+    match committed {
         Ok(_superseded) => {
             for job in to_index {
                 let _ = job.reply.send(Ok(job.ingested));
@@ -530,6 +560,32 @@ struct Checked {
     /// From the meta group, to name the instance in a later failure.
     sop_class: String,
     sop_instance: String,
+}
+
+/// What an instance whose whole Part 10 file is `pieces` is indexed as (checked and parsed
+/// as [`check`] does; the caller sets its key and size): the ingest journal's redo at start
+/// (`store::journal`) indexes an instance again from the bytes of its record this way.
+pub(super) fn record_of(pieces: &[Bytes]) -> Result<InstanceRecord, IngestFailure> {
+    let unparsable = |problem: String| {
+        IngestFailure::new(
+            code::CANNOT_UNDERSTAND,
+            format!("data set does not parse: {problem}"),
+        )
+    };
+    let parse_error = |e: DatasetError| match e {
+        DatasetError::Parse(problem) | DatasetError::File { problem, .. } => unparsable(problem),
+        other => unparsable(other.to_string()),
+    };
+    let layout = layout_in_memory(pieces).map_err(parse_error)?;
+    pixel_data_in_memory(pieces, &layout).map_err(parse_error)?;
+    let obj = parse_in_memory_until(pieces, PIXEL_DATA).map_err(unparsable)?;
+    let mut record = InstanceRecord::from_object(&obj);
+    record.transfer_syntax_uid = layout
+        .meta
+        .transfer_syntax()
+        .trim_end_matches('\0')
+        .to_string();
+    Ok(record)
 }
 
 /// Structure check, parse up to Pixel Data, the checks of `expected`, a fresh key. Any

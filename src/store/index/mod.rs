@@ -110,6 +110,27 @@ pub trait Index: Send + Sync + std::fmt::Debug {
 
     /// Matches at `query.level`, in a stable order (by the level's unique key), honouring
     /// limit and offset.
+    /// The ingest journal's group commit (`store::journal`, migration 0012):
+    /// [`upsert_instances_superseding`](Index::upsert_instances_superseding) and, in the same
+    /// transaction, journal `journal`'s records up to `seq` marked as indexed. With
+    /// `durable == false` the commit does not wait for the database's flush (the journal
+    /// holds the records; a power loss may take this transaction and later ones, never an
+    /// earlier one without them).
+    async fn upsert_instances_journaled(
+        &self,
+        records: &[InstanceRecord],
+        journal: &str,
+        seq: u64,
+        durable: bool,
+    ) -> Result<Vec<String>, IndexError>;
+
+    /// The number of journal `journal`'s last record whose index rows are committed (0: none).
+    async fn ingest_journal_seq(&self, journal: &str) -> Result<u64, IndexError>;
+
+    /// Raise journal `journal`'s mark to `seq` in a transaction that waits for its flush:
+    /// every transaction committed before is durable once this returns.
+    async fn sync_ingest_journal(&self, journal: &str, seq: u64) -> Result<(), IndexError>;
+
     async fn find(&self, query: &Query) -> Result<Vec<Match>, IndexError>;
 
     /// Every instance the selection names, ordered by study, series, instance number.

@@ -182,7 +182,7 @@ sql_impl! {
 
     /// The study rows' arrival counts and times of a transaction's upserts (one statement
     /// per study), before it commits.
-    async fn flush(
+    pub(super) async fn flush(
         &self,
         tx: &mut Transaction<'static, DB>,
         written: Written,
@@ -320,7 +320,7 @@ sql_impl! {
 
     /// Upsert one instance; with the outcome, the blob key its old row named when that
     /// differs from the new one (queued for deletion here, in `tx`).
-    async fn upsert_in(
+    pub(super) async fn upsert_in(
         &self,
         tx: &mut Transaction<'static, DB>,
         record: &InstanceRecord,
