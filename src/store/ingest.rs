@@ -11,6 +11,7 @@
 //! the PACS holds, without an fsync per instance, behind the sub-operations' answers.
 
 use super::blob::BlockingBlob;
+use super::index::Gate;
 use super::{BlobStore, Index, InstanceRecord, PendingBlob};
 use crate::dimse::dataset::{
     layout_in_memory, parse_in_memory_until, pixel_data_in, pixel_data_in_memory, read_layout,
@@ -386,6 +387,11 @@ async fn run_commits(
 }
 
 /// Make `group` durable, index those to be indexed, answer each job.
+///
+/// With the ingest journal, the index transaction's statements run while the files are
+/// made durable (the journal's `fdatasync`), and it commits only after that: what is left
+/// between the flush and the answers is the journal mark and the commit. When a file
+/// commit fails, or the transaction does, the rows are written after the files instead.
 async fn commit_group(blobs: &BlobStore, index: &dyn Index, group: Vec<Job>) {
     crate::metrics::ingest_group(group.len());
     // The files first (those not durable yet), all at once: those held in memory through
@@ -416,8 +422,26 @@ async fn commit_group(blobs: &BlobStore, index: &dyn Index, group: Vec<Job>) {
             }
         }
     }
-    let mut appended = None;
-    if !files.is_empty() || !journaled.is_empty() {
+    waiting_journaled.extend(waiting);
+    let waiting = waiting_journaled;
+    // The rows written early, in a transaction the file commit's outcome opens or closes.
+    let journal = blobs.journal().cloned();
+    let early: Vec<InstanceRecord> = match &journal {
+        Some(_) if !ready.iter().any(|j| j.index) => waiting
+            .iter()
+            .filter(|j| j.index)
+            .map(|j| j.ingested.record.clone())
+            .collect(),
+        _ => Vec::new(),
+    };
+    let (gate, gated) = oneshot::channel();
+    let to_index_early = early.len();
+    let commit_files = async {
+        let mut appended = None;
+        if files.is_empty() && journaled.is_empty() {
+            drop(gate);
+            return (ready, appended, unjournaled);
+        }
         let store = blobs.clone();
         let any_journaled = !journaled.is_empty();
         let committed = tokio::task::spawn_blocking(move || {
@@ -427,8 +451,9 @@ async fn commit_group(blobs: &BlobStore, index: &dyn Index, group: Vec<Job>) {
             }
             (results, appended)
         });
-        waiting_journaled.extend(waiting);
-        let waiting = waiting_journaled;
+        let mut ready = ready;
+        let mut unjournaled = unjournaled;
+        let mut indexed_ok = 0;
         match committed.await {
             Ok((results, journal)) => {
                 appended = journal;
@@ -436,7 +461,10 @@ async fn commit_group(blobs: &BlobStore, index: &dyn Index, group: Vec<Job>) {
                 unjournaled |= any_journaled && appended.is_none();
                 for (job, result) in waiting.into_iter().zip(results) {
                     match result {
-                        Ok(_) => ready.push(job),
+                        Ok(_) => {
+                            indexed_ok += usize::from(job.index);
+                            ready.push(job)
+                        }
                         Err(e) => job.fail(code::OUT_OF_RESOURCES, format!("cannot store: {e}")),
                     }
                 }
@@ -448,7 +476,28 @@ async fn commit_group(blobs: &BlobStore, index: &dyn Index, group: Vec<Job>) {
                 }
             }
         }
-    }
+        if to_index_early > 0 && indexed_ok == to_index_early {
+            if let Some(journal) = blobs.journal() {
+                let durable = unjournaled || appended.is_none_or(|a| a.switched);
+                let _ = gate.send(Gate {
+                    seq: journal.last_seq(),
+                    durable,
+                });
+            }
+        }
+        (ready, appended, unjournaled)
+    };
+    let index_early = async {
+        match &journal {
+            Some(journal) if !early.is_empty() => Some(
+                index
+                    .upsert_instances_gated(&early, journal.id(), gated)
+                    .await,
+            ),
+            _ => None,
+        }
+    };
+    let ((ready, appended, unjournaled), early_result) = tokio::join!(commit_files, index_early);
     // Then the index: those that asked for it, in one transaction.
     let (to_index, durable_only): (Vec<Job>, Vec<Job>) = ready.into_iter().partition(|j| j.index);
     for job in durable_only {
@@ -457,8 +506,17 @@ async fn commit_group(blobs: &BlobStore, index: &dyn Index, group: Vec<Job>) {
     if to_index.is_empty() {
         return;
     }
+    if let (Some(Ok(Some(committed))), Some(journal)) = (early_result, &journal) {
+        if committed.durable {
+            journal.index_durable(committed.seq);
+        }
+        for job in to_index {
+            let _ = job.reply.send(Ok(job.ingested));
+        }
+        return;
+    }
     let records: Vec<InstanceRecord> = to_index.iter().map(|j| j.ingested.record.clone()).collect();
-    let committed = match blobs.journal() {
+    let committed = match &journal {
         // The journal is the index's redo log (`store::journal`): the commit need not wait
         // for the database's flush when every instance has a durable record — unless the
         // journal went on in its other file, whose records' rows must be durable before it

@@ -86,6 +86,24 @@ pub struct AuditEvent {
     pub detail: String,
 }
 
+/// What the ingest's file commit tells a gated index transaction
+/// ([`Index::upsert_instances_gated`]): the files are durable, with journal records up to
+/// `seq`; `durable`: the commit must wait for its flush.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gate {
+    pub seq: u64,
+    pub durable: bool,
+}
+
+/// A gated index transaction that committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatedCommit {
+    pub seq: u64,
+    pub durable: bool,
+    /// The blob keys the rows no longer name.
+    pub superseded: Vec<String>,
+}
+
 #[async_trait]
 pub trait Index: Send + Sync + std::fmt::Debug {
     /// Insert or replace one instance (and create/update its patient, study and series rows).
@@ -123,6 +141,18 @@ pub trait Index: Send + Sync + std::fmt::Debug {
         seq: u64,
         durable: bool,
     ) -> Result<Vec<String>, IndexError>;
+
+    /// [`upsert_instances_journaled`](Index::upsert_instances_journaled) with the rows written
+    /// before the journal records are durable: the transaction writes them, then waits for
+    /// `gate` (sent once the group's files are durable) and only then marks and commits,
+    /// waiting for its flush when the gate says `durable`. A dropped gate rolls it back:
+    /// `Ok(None)`.
+    async fn upsert_instances_gated(
+        &self,
+        records: &[InstanceRecord],
+        journal: &str,
+        gate: tokio::sync::oneshot::Receiver<Gate>,
+    ) -> Result<Option<GatedCommit>, IndexError>;
 
     /// The number of journal `journal`'s last record whose index rows are committed (0: none).
     async fn ingest_journal_seq(&self, journal: &str) -> Result<u64, IndexError>;

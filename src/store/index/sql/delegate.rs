@@ -51,6 +51,17 @@ macro_rules! delegate_index_to_inner {
                         .await
                 }
 
+                async fn upsert_instances_gated(
+                    &self,
+                    records: &[InstanceRecord],
+                    journal: &str,
+                    gate: tokio::sync::oneshot::Receiver<$crate::store::index::Gate>,
+                ) -> Result<Option<$crate::store::index::GatedCommit>, IndexError> {
+                    self.inner
+                        .upsert_instances_gated(records, journal, gate)
+                        .await
+                }
+
                 async fn ingest_journal_seq(&self, journal: &str) -> Result<u64, IndexError> {
                     Ok(u64::try_from(self.inner.ingest_journal_seq(journal).await?).unwrap_or(0))
                 }

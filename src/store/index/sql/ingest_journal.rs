@@ -6,7 +6,7 @@ use super::instances::Written;
 use super::sql_impl;
 use super::statement::Dialect;
 use super::SqlIndex;
-use crate::store::index::IndexError;
+use crate::store::index::{Gate, GatedCommit, IndexError};
 use crate::store::InstanceRecord;
 use sqlx::Row;
 use sqlx::Transaction;
@@ -44,6 +44,46 @@ sql_impl! {
         self.mark_in(&mut tx, journal, seq, false).await?;
         tx.commit().await?;
         Ok(superseded)
+    }
+
+    /// See [`Index::upsert_instances_gated`](crate::store::index::Index::upsert_instances_gated).
+    pub async fn upsert_instances_gated(
+        &self,
+        records: &[InstanceRecord],
+        journal: &str,
+        gate: tokio::sync::oneshot::Receiver<Gate>,
+    ) -> Result<Option<GatedCommit>, IndexError> {
+        let mut tx = match &self.deferred {
+            Some(deferred) => deferred.begin_with("BEGIN IMMEDIATE").await?,
+            None => self.begin_write().await?,
+        };
+        let mut superseded = Vec::new();
+        let mut written = Written::default();
+        for record in records {
+            superseded.extend(self.upsert_in(&mut tx, record, &mut written).await?.1);
+        }
+        self.flush(&mut tx, written).await?;
+        let Ok(Gate { seq, durable }) = gate.await else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        let seq_i64 = i64::try_from(seq).unwrap_or(i64::MAX);
+        if !durable && self.dialect == Dialect::Postgres {
+            sqlx::query("SET LOCAL synchronous_commit = off")
+                .execute(&mut *tx)
+                .await?;
+        }
+        self.mark_in(&mut tx, journal, seq_i64, false).await?;
+        tx.commit().await?;
+        if durable && self.deferred.is_some() {
+            // Committed on the connection that does not flush: flushed now.
+            self.sync_ingest_journal(journal, seq_i64).await?;
+        }
+        Ok(Some(GatedCommit {
+            seq,
+            durable,
+            superseded,
+        }))
     }
 
     async fn mark_in(
