@@ -687,17 +687,17 @@ impl BlobStore {
     /// them, the files and directories are fsynced now, all at once.
     pub fn commit_journaled_blocking(
         &self,
-        group: Vec<(BlockingBlob, String, Vec<bytes::Bytes>)>,
+        group: Vec<(BlockingBlob, String, Vec<bytes::Bytes>, bool)>,
     ) -> (Vec<Result<u64, BlobError>>, Option<Appended>) {
         let mut results: Vec<Result<u64, BlobError>> = Vec::with_capacity(group.len());
         let mut placed = Vec::with_capacity(group.len());
         let mut dirs = std::collections::BTreeSet::new();
         let mut entries = std::collections::BTreeSet::new();
-        for (mut blob, key, pieces) in group {
+        for (mut blob, key, pieces, redo) in group {
             match self.place(&mut blob, &key, &mut dirs, &mut entries) {
                 Ok(target) => {
                     results.push(Ok(blob.len));
-                    placed.push((results.len() - 1, key, pieces, target));
+                    placed.push((results.len() - 1, (key, redo), pieces, target));
                 }
                 Err(e) => results.push(Err(e)),
             }
@@ -709,10 +709,11 @@ impl BlobStore {
             Some(journal) => {
                 let records: Vec<PlacedBlob<'_>> = placed
                     .iter()
-                    .map(|(_, key, pieces, target)| PlacedBlob {
+                    .map(|(_, (key, redo), pieces, target)| PlacedBlob {
                         key,
                         pieces,
                         path: target,
+                        redo: *redo,
                     })
                     .collect();
                 match journal.append(&records, &dirs, &entries) {
@@ -1127,6 +1128,10 @@ pub struct PlacedBlob<'a> {
     pub pieces: &'a [bytes::Bytes],
     /// The blob file at its key (renamed into place, not yet fsynced).
     pub path: &'a Path,
+    /// Indexed by the group commit with the journal's mark, so indexed again at start when
+    /// that commit was lost (`store::journal`); `false` for an instance its caller indexes
+    /// itself with a flushed commit (STOW-RS), which is never indexed again from the journal.
+    pub redo: bool,
 }
 
 /// fsync `files` and `dirs` from up to [`FSYNC_THREADS`] threads at once (the file system

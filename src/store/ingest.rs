@@ -408,7 +408,8 @@ async fn commit_group(blobs: &BlobStore, index: &dyn Index, group: Vec<Job>) {
         match (job.blob.take(), job.pieces.take()) {
             // The journal takes the bytes; their share of the budget is given back.
             (Some(blob), Some(InMemory { pieces, .. })) => {
-                journaled.push((blob, job.ingested.record.blob_key.clone(), pieces));
+                let key = job.ingested.record.blob_key.clone();
+                journaled.push((blob, key, pieces, job.index));
                 waiting_journaled.push(job);
             }
             (Some(blob), None) => {

@@ -40,7 +40,9 @@
 //! other bytes is written again from the journal. A record numbered after the index's mark
 //! whose key no row names lost its index transaction (or never had one: then it was not
 //! acknowledged, and indexing it is as if its answer got lost): its blob is made whole and
-//! it is parsed from the journal's bytes and indexed again. A record up to the mark that no
+//! it is parsed from the journal's bytes and indexed again (only records of instances the
+//! group commit indexes: a STOW-RS request indexes its parts itself, with a flushed commit,
+//! and its records are never indexed again). A record up to the mark that no
 //! row names was replaced or deleted since, and is left alone: keys are never reused
 //! ([`BlobStore::key_for`]), so a record can never hold other bytes than its key's file.
 //! Then every such blob and its directories are fsynced, the index is flushed with the mark
@@ -89,10 +91,15 @@ const MAGIC: &[u8; 8] = b"BBJRNL02";
 /// What started a record before records had numbers: still read (restored, never redone).
 const MAGIC_V1: &[u8; 8] = b"BBJRNL01";
 
-/// Record header: magic, key length (u32), CRC-32 (u32) of the lengths, number, key and
-/// data, data length (u64), the record's number (u64); little endian. The key and the data
-/// follow. (Version 1 had no number: 24 bytes.)
-const HEADER: u64 = 32;
+/// Record header: magic, key length (u32), CRC-32 (u32) of the lengths, number, flags, key
+/// and data, data length (u64), the record's number (u64), flags (u32, [`REDO`]), 4 bytes
+/// zero; little endian. The key and the data follow. (Version 1 had no number: 24 bytes.)
+const HEADER: u64 = 40;
+
+/// Flag of a record whose instance the group commit indexes (with the mark): indexed
+/// again at start when its commit was lost. Without it (STOW-RS: the request indexes its
+/// parts itself, with a flushed commit) a record is never indexed again.
+const REDO: u32 = 1;
 const HEADER_V1: u64 = 24;
 
 /// Records start on page boundaries (see the module documentation).
@@ -109,13 +116,14 @@ fn record_len_with(header: u64, key: &str, data: u64) -> u64 {
     (header + key.len() as u64 + data).div_ceil(PAGE) * PAGE
 }
 
-/// The CRC of a record; `seq` is `None` for a version 1 record.
-fn crc_of(key: &[u8], pieces: &[&[u8]], data_len: u64, seq: Option<u64>) -> u32 {
+/// The CRC of a record; `seq` (number and flags) is `None` for a version 1 record.
+fn crc_of(key: &[u8], pieces: &[&[u8]], data_len: u64, seq: Option<(u64, u32)>) -> u32 {
     let mut crc = crc32fast::Hasher::new();
     crc.update(&(key.len() as u32).to_le_bytes());
     crc.update(&data_len.to_le_bytes());
-    if let Some(seq) = seq {
+    if let Some((seq, flags)) = seq {
         crc.update(&seq.to_le_bytes());
+        crc.update(&flags.to_le_bytes());
     }
     crc.update(key);
     for piece in pieces {
@@ -190,6 +198,7 @@ struct Found {
     crc: u32,
     /// The record's number (`None`: a version 1 record, without one).
     seq: Option<u64>,
+    flags: u32,
 }
 
 /// What the start's recovery did.
@@ -270,7 +279,8 @@ impl Journal {
         }
         let redo_keys: HashSet<String> = found
             .iter()
-            .filter(|f| f.seq.is_some_and(|seq| seq > indexed) && !in_use.contains(&f.key))
+            .filter(|f| f.flags & REDO != 0 && f.seq.is_some_and(|seq| seq > indexed))
+            .filter(|f| !in_use.contains(&f.key))
             .map(|f| f.key.clone())
             .collect();
         let last = found.iter().filter_map(|f| f.seq).max().unwrap_or(0);
@@ -431,13 +441,16 @@ impl Journal {
     ) -> Result<(), JournalError> {
         let key = record.key.as_bytes();
         let pieces: Vec<&[u8]> = record.pieces.iter().map(|p| &p[..]).collect();
-        let crc = crc_of(key, &pieces, data_len, Some(seq));
+        let flags = if record.redo { REDO } else { 0 };
+        let crc = crc_of(key, &pieces, data_len, Some((seq, flags)));
         let mut head = Vec::with_capacity(HEADER as usize + key.len());
         head.extend_from_slice(MAGIC);
         head.extend_from_slice(&(key.len() as u32).to_le_bytes());
         head.extend_from_slice(&crc.to_le_bytes());
         head.extend_from_slice(&data_len.to_le_bytes());
         head.extend_from_slice(&seq.to_le_bytes());
+        head.extend_from_slice(&flags.to_le_bytes());
+        head.extend_from_slice(&[0; 4]);
         head.extend_from_slice(key);
         let (journal, path) = (&self.files[file], &self.paths[file]);
         journal.write_all_at(&head, at).map_err(io_err(path))?;
@@ -747,8 +760,13 @@ fn scan(
         let key_len = u32::from_le_bytes(head[8..12].try_into().unwrap_or_default()) as u64;
         let crc = u32::from_le_bytes(head[12..16].try_into().unwrap_or_default());
         let data_len = u64::from_le_bytes(head[16..24].try_into().unwrap_or_default());
-        let seq = (header == HEADER)
-            .then(|| u64::from_le_bytes(head[24..32].try_into().unwrap_or_default()));
+        let (seq, flags) = if header == HEADER {
+            let seq = u64::from_le_bytes(head[24..32].try_into().unwrap_or_default());
+            let flags = u32::from_le_bytes(head[32..36].try_into().unwrap_or_default());
+            (Some(seq), flags)
+        } else {
+            (None, 0)
+        };
         let fits =
             key_len <= MAX_KEY && data_len <= size && at + header + key_len + data_len <= size;
         if !fits {
@@ -761,7 +779,7 @@ fn scan(
         let mut data = vec![0u8; data_len as usize];
         file.read_exact_at(&mut data, data_at)
             .map_err(io_err(path))?;
-        if crc_of(&key, &[&data], data_len, seq) != crc {
+        if crc_of(&key, &[&data], data_len, seq.map(|s| (s, flags))) != crc {
             break;
         }
         let Ok(key) = String::from_utf8(key) else {
@@ -775,6 +793,7 @@ fn scan(
             data_len,
             crc,
             seq,
+            flags,
         });
     }
     Ok(())
@@ -786,7 +805,12 @@ fn is_whole(path: &Path, record: &Found) -> bool {
         return false;
     };
     data.len() as u64 == record.data_len
-        && crc_of(record.key.as_bytes(), &[&data], record.data_len, record.seq) == record.crc
+        && crc_of(
+            record.key.as_bytes(),
+            &[&data],
+            record.data_len,
+            record.seq.map(|s| (s, record.flags)),
+        ) == record.crc
 }
 
 #[cfg(test)]
@@ -838,6 +862,7 @@ mod tests {
                         key: &record.blob_key,
                         pieces: &pieces,
                         path: &path,
+                        redo: true,
                     }],
                     &BTreeSet::new(),
                     &BTreeSet::new(),
@@ -940,6 +965,7 @@ mod tests {
                         key: "1.2/3.4/5.6.x.dcm",
                         pieces: std::slice::from_ref(&data),
                         path: &path,
+                        redo: true,
                     }],
                     &BTreeSet::from([path.parent().unwrap().to_path_buf()]),
                     &BTreeSet::new(),
