@@ -687,46 +687,47 @@ impl BlobStore {
     /// them, the files and directories are fsynced now, all at once.
     pub fn commit_journaled_blocking(
         &self,
-        group: Vec<(BlockingBlob, String, Vec<bytes::Bytes>)>,
-    ) -> Vec<Result<u64, BlobError>> {
+        group: Vec<(BlockingBlob, String, Vec<bytes::Bytes>, bool)>,
+    ) -> (Vec<Result<u64, BlobError>>, Option<Appended>) {
         let mut results: Vec<Result<u64, BlobError>> = Vec::with_capacity(group.len());
         let mut placed = Vec::with_capacity(group.len());
         let mut dirs = std::collections::BTreeSet::new();
         let mut entries = std::collections::BTreeSet::new();
-        for (mut blob, key, pieces) in group {
+        for (mut blob, key, pieces, redo) in group {
             match self.place(&mut blob, &key, &mut dirs, &mut entries) {
                 Ok(target) => {
                     results.push(Ok(blob.len));
-                    placed.push((results.len() - 1, key, pieces, target));
+                    placed.push((results.len() - 1, (key, redo), pieces, target));
                 }
                 Err(e) => results.push(Err(e)),
             }
         }
         if placed.is_empty() {
-            return results;
+            return (results, None);
         }
         let journaled = match &self.journal {
             Some(journal) => {
                 let records: Vec<PlacedBlob<'_>> = placed
                     .iter()
-                    .map(|(_, key, pieces, target)| PlacedBlob {
+                    .map(|(_, (key, redo), pieces, target)| PlacedBlob {
                         key,
                         pieces,
                         path: target,
+                        redo: *redo,
                     })
                     .collect();
                 match journal.append(&records, &dirs, &entries) {
-                    Ok(()) => true,
+                    Ok(appended) => Some(appended),
                     Err(e) => {
                         tracing::warn!(error = %e, "ingest journal: fsyncing the files instead");
-                        false
+                        None
                     }
                 }
             }
-            None => false,
+            None => None,
         };
-        if journaled {
-            return results;
+        if journaled.is_some() {
+            return (results, journaled);
         }
         let files: Vec<PathBuf> = placed.iter().map(|(_, _, _, t)| t.clone()).collect();
         match fsync_all_at_once(&files, &dirs) {
@@ -749,7 +750,12 @@ impl BlobStore {
                 }
             }
         }
-        results
+        (results, None)
+    }
+
+    /// The ingest journal attached to this store, if any.
+    pub fn journal(&self) -> Option<&Arc<dyn BlobLog>> {
+        self.journal.as_ref()
     }
 
     /// Rename `blob` to `key`, creating the directories on the way; `dirs` collects the
@@ -1084,6 +1090,15 @@ impl Drop for PendingBlob {
     }
 }
 
+/// What [`BlobLog::append`] did (the ingest journal, `store::journal`): the number of the
+/// last record it wrote, and whether it went on in the other file (then the group's index
+/// transaction should wait for its flush, so that the full file can be written over later).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Appended {
+    pub last_seq: u64,
+    pub switched: bool,
+}
+
 /// Where a group commit records the bytes of the blobs it placed without fsyncing them (the
 /// ingest journal, `store::journal`): once [`append`](BlobLog::append) returns, they are
 /// durable, and the log fsyncs the files and directories later.
@@ -1093,7 +1108,17 @@ pub trait BlobLog: Send + Sync + std::fmt::Debug {
         records: &[PlacedBlob<'_>],
         dirs: &std::collections::BTreeSet<PathBuf>,
         entries: &std::collections::BTreeSet<PathBuf>,
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
+    ) -> Result<Appended, Box<dyn std::error::Error + Send + Sync>>;
+
+    /// The log's id (its row in the index's `ingest_journal`).
+    fn id(&self) -> &str;
+
+    /// The number of the last record written (0: none since the log was opened empty).
+    fn last_seq(&self) -> u64;
+
+    /// The index rows of every record up to `seq` are durable now: files holding only
+    /// such records may be written over.
+    fn index_durable(&self, seq: u64);
 }
 
 /// An instance to record: its blob key and its bytes (the whole Part 10 file).
@@ -1103,6 +1128,10 @@ pub struct PlacedBlob<'a> {
     pub pieces: &'a [bytes::Bytes],
     /// The blob file at its key (renamed into place, not yet fsynced).
     pub path: &'a Path,
+    /// Indexed by the group commit with the journal's mark, so indexed again at start when
+    /// that commit was lost (`store::journal`); `false` for an instance its caller indexes
+    /// itself with a flushed commit (STOW-RS), which is never indexed again from the journal.
+    pub redo: bool,
 }
 
 /// fsync `files` and `dirs` from up to [`FSYNC_THREADS`] threads at once (the file system

@@ -11,6 +11,7 @@
 //! the PACS holds, without an fsync per instance, behind the sub-operations' answers.
 
 use super::blob::BlockingBlob;
+use super::index::Gate;
 use super::{BlobStore, Index, InstanceRecord, PendingBlob};
 use crate::dimse::dataset::{
     layout_in_memory, parse_in_memory_until, pixel_data_in, pixel_data_in_memory, read_layout,
@@ -386,6 +387,11 @@ async fn run_commits(
 }
 
 /// Make `group` durable, index those to be indexed, answer each job.
+///
+/// With the ingest journal, the index transaction's statements run while the files are
+/// made durable (the journal's `fdatasync`), and it commits only after that: what is left
+/// between the flush and the answers is the journal mark and the commit. When a file
+/// commit fails, or the transaction does, the rows are written after the files instead.
 async fn commit_group(blobs: &BlobStore, index: &dyn Index, group: Vec<Job>) {
     crate::metrics::ingest_group(group.len());
     // The files first (those not durable yet), all at once: those held in memory through
@@ -395,36 +401,71 @@ async fn commit_group(blobs: &BlobStore, index: &dyn Index, group: Vec<Job>) {
     let mut waiting = Vec::with_capacity(group.len());
     let mut waiting_journaled = Vec::new();
     let mut ready = Vec::with_capacity(group.len());
+    // An instance to index whose bytes no journal record of this group holds: the index
+    // commit must then wait for its own flush (nothing could index it again at start).
+    let mut unjournaled = false;
     for mut job in group {
         match (job.blob.take(), job.pieces.take()) {
             // The journal takes the bytes; their share of the budget is given back.
             (Some(blob), Some(InMemory { pieces, .. })) => {
-                journaled.push((blob, job.ingested.record.blob_key.clone(), pieces));
+                let key = job.ingested.record.blob_key.clone();
+                journaled.push((blob, key, pieces, job.index));
                 waiting_journaled.push(job);
             }
             (Some(blob), None) => {
+                unjournaled |= job.index;
                 files.push((blob, job.ingested.record.blob_key.clone()));
                 waiting.push(job);
             }
-            (None, _) => ready.push(job),
+            (None, _) => {
+                unjournaled |= job.index;
+                ready.push(job)
+            }
         }
     }
-    if !files.is_empty() || !journaled.is_empty() {
+    waiting_journaled.extend(waiting);
+    let waiting = waiting_journaled;
+    // The rows written early, in a transaction the file commit's outcome opens or closes.
+    let journal = blobs.journal().cloned();
+    let early: Vec<InstanceRecord> = match &journal {
+        Some(_) if !ready.iter().any(|j| j.index) => waiting
+            .iter()
+            .filter(|j| j.index)
+            .map(|j| j.ingested.record.clone())
+            .collect(),
+        _ => Vec::new(),
+    };
+    let (gate, gated) = oneshot::channel();
+    let to_index_early = early.len();
+    let commit_files = async {
+        let mut appended = None;
+        if files.is_empty() && journaled.is_empty() {
+            drop(gate);
+            return (ready, appended, unjournaled);
+        }
         let store = blobs.clone();
+        let any_journaled = !journaled.is_empty();
         let committed = tokio::task::spawn_blocking(move || {
-            let mut results = store.commit_journaled_blocking(journaled);
+            let (mut results, appended) = store.commit_journaled_blocking(journaled);
             if !files.is_empty() {
                 results.extend(store.commit_group_blocking(files));
             }
-            results
+            (results, appended)
         });
-        waiting_journaled.extend(waiting);
-        let waiting = waiting_journaled;
+        let mut ready = ready;
+        let mut unjournaled = unjournaled;
+        let mut indexed_ok = 0;
         match committed.await {
-            Ok(results) => {
+            Ok((results, journal)) => {
+                appended = journal;
+                // The journal refused them: their files were fsynced instead.
+                unjournaled |= any_journaled && appended.is_none();
                 for (job, result) in waiting.into_iter().zip(results) {
                     match result {
-                        Ok(_) => ready.push(job),
+                        Ok(_) => {
+                            indexed_ok += usize::from(job.index);
+                            ready.push(job)
+                        }
                         Err(e) => job.fail(code::OUT_OF_RESOURCES, format!("cannot store: {e}")),
                     }
                 }
@@ -436,7 +477,28 @@ async fn commit_group(blobs: &BlobStore, index: &dyn Index, group: Vec<Job>) {
                 }
             }
         }
-    }
+        if to_index_early > 0 && indexed_ok == to_index_early {
+            if let Some(journal) = blobs.journal() {
+                let durable = unjournaled || appended.is_none_or(|a| a.switched);
+                let _ = gate.send(Gate {
+                    seq: journal.last_seq(),
+                    durable,
+                });
+            }
+        }
+        (ready, appended, unjournaled)
+    };
+    let index_early = async {
+        match &journal {
+            Some(journal) if !early.is_empty() => Some(
+                index
+                    .upsert_instances_gated(&early, journal.id(), gated)
+                    .await,
+            ),
+            _ => None,
+        }
+    };
+    let ((ready, appended, unjournaled), early_result) = tokio::join!(commit_files, index_early);
     // Then the index: those that asked for it, in one transaction.
     let (to_index, durable_only): (Vec<Job>, Vec<Job>) = ready.into_iter().partition(|j| j.index);
     for job in durable_only {
@@ -445,8 +507,35 @@ async fn commit_group(blobs: &BlobStore, index: &dyn Index, group: Vec<Job>) {
     if to_index.is_empty() {
         return;
     }
+    if let (Some(Ok(Some(committed))), Some(journal)) = (early_result, &journal) {
+        if committed.durable {
+            journal.index_durable(committed.seq);
+        }
+        for job in to_index {
+            let _ = job.reply.send(Ok(job.ingested));
+        }
+        return;
+    }
     let records: Vec<InstanceRecord> = to_index.iter().map(|j| j.ingested.record.clone()).collect();
-    match index.upsert_instances_superseding(&records).await {
+    let committed = match &journal {
+        // The journal is the index's redo log (`store::journal`): the commit need not wait
+        // for the database's flush when every instance has a durable record — unless the
+        // journal went on in its other file, whose records' rows must be durable before it
+        // is written over (then this commit flushes them all).
+        Some(journal) => {
+            let seq = journal.last_seq();
+            let durable = unjournaled || appended.is_none_or(|a| a.switched);
+            let committed = index
+                .upsert_instances_journaled(&records, journal.id(), seq, durable)
+                .await;
+            if durable && committed.is_ok() {
+                journal.index_durable(seq);
+            }
+            committed
+        }
+        None => index.upsert_instances_superseding(&records).await,
+    };
+    match committed {
         Ok(_superseded) => {
             for job in to_index {
                 let _ = job.reply.send(Ok(job.ingested));
@@ -530,6 +619,32 @@ struct Checked {
     /// From the meta group, to name the instance in a later failure.
     sop_class: String,
     sop_instance: String,
+}
+
+/// What an instance whose whole Part 10 file is `pieces` is indexed as (checked and parsed
+/// as [`check`] does; the caller sets its key and size): the ingest journal's redo at start
+/// (`store::journal`) indexes an instance again from the bytes of its record this way.
+pub(super) fn record_of(pieces: &[Bytes]) -> Result<InstanceRecord, IngestFailure> {
+    let unparsable = |problem: String| {
+        IngestFailure::new(
+            code::CANNOT_UNDERSTAND,
+            format!("data set does not parse: {problem}"),
+        )
+    };
+    let parse_error = |e: DatasetError| match e {
+        DatasetError::Parse(problem) | DatasetError::File { problem, .. } => unparsable(problem),
+        other => unparsable(other.to_string()),
+    };
+    let layout = layout_in_memory(pieces).map_err(parse_error)?;
+    pixel_data_in_memory(pieces, &layout).map_err(parse_error)?;
+    let obj = parse_in_memory_until(pieces, PIXEL_DATA).map_err(unparsable)?;
+    let mut record = InstanceRecord::from_object(&obj);
+    record.transfer_syntax_uid = layout
+        .meta
+        .transfer_syntax()
+        .trim_end_matches('\0')
+        .to_string();
+    Ok(record)
 }
 
 /// Structure check, parse up to Pixel Data, the checks of `expected`, a fresh key. Any

@@ -14,20 +14,39 @@
 //! own, when the journal file they are recorded in is full and the committer goes on in the
 //! other one (the file's checkpoint).
 //!
+//! The journal is the index's redo log too: every record has a number, and the group
+//! commit's index transaction writes the number of the group's last record into the index
+//! (`ingest_journal`, migration 0012) without waiting for the database's flush (SQLite
+//! `synchronous=NORMAL` on its own connection, PostgreSQL `synchronous_commit = off`). A
+//! `kill -9` loses nothing of such a commit (it is in the database's log, in the page cache
+//! or the server); a power loss may take the last ones — a suffix of the database's
+//! transactions, never one without the later ones, since both databases' logs are written
+//! and replayed in order.
+//!
 //! What keeps an acknowledged instance through a power loss, not only a `kill -9`:
 //! - an index row is committed only after the journal record of its blob is durable (the
 //!   group's fdatasync comes before its index transaction);
 //! - a journal file is written over only after every blob recorded in it, and the
-//!   directories holding them, have been fsynced (its checkpoint has finished);
+//!   directories holding them, have been fsynced (its checkpoint has finished), and after
+//!   the index rows of its records are durable (the group that goes on in the other file
+//!   commits its index transaction with a flush, which makes all before it durable too);
 //! - each record starts on a page boundary: writing one never rewrites a page of an earlier,
-//!   acknowledged record, so a torn write cannot damage it.
+//!   acknowledged record, so a torn write cannot damage it;
+//! - an instance whose bytes are in no record of its group (too large for memory, or the
+//!   journal refused it) has its file fsynced and its index commit flushed, as before.
 //!
 //! At start ([`Journal::open`]) every valid record (magic, lengths, CRC-32) whose key an index
 //! row names is compared with the blob file: one that is missing, of another length or with
-//! other bytes is written again from the journal. Then every recorded blob and its
-//! directories are fsynced and the journal starts over. A record whose key no row names (never
-//! acknowledged, replaced or deleted since) is ignored: keys are never reused
+//! other bytes is written again from the journal. A record numbered after the index's mark
+//! whose key no row names lost its index transaction (or never had one: then it was not
+//! acknowledged, and indexing it is as if its answer got lost): its blob is made whole and
+//! it is parsed from the journal's bytes and indexed again (only records of instances the
+//! group commit indexes: a STOW-RS request indexes its parts itself, with a flushed commit,
+//! and its records are never indexed again). A record up to the mark that no
+//! row names was replaced or deleted since, and is left alone: keys are never reused
 //! ([`BlobStore::key_for`]), so a record can never hold other bytes than its key's file.
+//! Then every such blob and its directories are fsynced, the index is flushed with the mark
+//! past every record, and the journal starts over.
 
 use super::{BlobError, BlobStore, Index, IndexError};
 use std::collections::{BTreeSet, HashSet};
@@ -67,11 +86,21 @@ pub const JOURNAL_FILE_BYTES: u64 = 16 << 20;
 const MIN_FILE_BYTES: u64 = 1 << 20;
 
 /// What starts every record.
-const MAGIC: &[u8; 8] = b"BBJRNL01";
+const MAGIC: &[u8; 8] = b"BBJRNL02";
 
-/// Record header: magic, key length (u32), CRC-32 (u32) of the lengths, key and data, data
-/// length (u64); little endian. The key and the data follow.
-const HEADER: u64 = 24;
+/// What started a record before records had numbers: still read (restored, never redone).
+const MAGIC_V1: &[u8; 8] = b"BBJRNL01";
+
+/// Record header: magic, key length (u32), CRC-32 (u32) of the lengths, number, flags, key
+/// and data, data length (u64), the record's number (u64), flags (u32, [`REDO`]), 4 bytes
+/// zero; little endian. The key and the data follow. (Version 1 had no number: 24 bytes.)
+const HEADER: u64 = 40;
+
+/// Flag of a record whose instance the group commit indexes (with the mark): indexed
+/// again at start when its commit was lost. Without it (STOW-RS: the request indexes its
+/// parts itself, with a flushed commit) a record is never indexed again.
+const REDO: u32 = 1;
+const HEADER_V1: u64 = 24;
 
 /// Records start on page boundaries (see the module documentation).
 const PAGE: u64 = 4096;
@@ -80,13 +109,22 @@ const PAGE: u64 = 4096;
 const MAX_KEY: u64 = 1024;
 
 fn record_len(key: &str, data: u64) -> u64 {
-    (HEADER + key.len() as u64 + data).div_ceil(PAGE) * PAGE
+    record_len_with(HEADER, key, data)
 }
 
-fn crc_of(key: &[u8], pieces: &[&[u8]], data_len: u64) -> u32 {
+fn record_len_with(header: u64, key: &str, data: u64) -> u64 {
+    (header + key.len() as u64 + data).div_ceil(PAGE) * PAGE
+}
+
+/// The CRC of a record; `seq` (number and flags) is `None` for a version 1 record.
+fn crc_of(key: &[u8], pieces: &[&[u8]], data_len: u64, seq: Option<(u64, u32)>) -> u32 {
     let mut crc = crc32fast::Hasher::new();
     crc.update(&(key.len() as u32).to_le_bytes());
     crc.update(&data_len.to_le_bytes());
+    if let Some((seq, flags)) = seq {
+        crc.update(&seq.to_le_bytes());
+        crc.update(&flags.to_le_bytes());
+    }
     crc.update(key);
     for piece in pieces {
         crc.update(piece);
@@ -94,6 +132,7 @@ fn crc_of(key: &[u8], pieces: &[&[u8]], data_len: u64) -> u32 {
     crc.finalize()
 }
 
+pub use super::blob::Appended;
 pub use super::blob::PlacedBlob as Record;
 
 /// Blobs recorded in one journal file and not yet fsynced, with their directories.
@@ -126,12 +165,22 @@ struct State {
     checkpoint: Option<Checkpoint>,
     /// A checkpoint thread died: its blobs' state is unknown, the journal is not used again.
     broken: bool,
+    /// The number the next record gets (numbers only grow, across starts too).
+    next_seq: u64,
+    /// The highest number recorded in each file since the start (0: none).
+    max_seq: [u64; 2],
+    /// Records up to this number have their index rows durable (the committer says so
+    /// after a commit that waited for its flush, [`Journal::index_durable`]): a file is
+    /// written over only when all of its records are.
+    durable_through: u64,
 }
 
 /// The ingest journal of one data directory (see the module documentation). Used by the
 /// serving process only (`server::start` opens it and attaches it to the blob store).
 #[derive(Debug)]
 pub struct Journal {
+    /// The journal's id (`journal/ingest.id`): its row in the index's `ingest_journal`.
+    id: String,
     paths: [PathBuf; 2],
     files: [std::fs::File; 2],
     sizes: [u64; 2],
@@ -147,6 +196,9 @@ struct Found {
     data_at: u64,
     data_len: u64,
     crc: u32,
+    /// The record's number (`None`: a version 1 record, without one).
+    seq: Option<u64>,
+    flags: u32,
 }
 
 /// What the start's recovery did.
@@ -156,6 +208,8 @@ pub struct Recovered {
     pub records: usize,
     /// Blob files of indexed instances written again from the journal.
     pub restored: usize,
+    /// Instances indexed again from the journal (their index transaction was lost).
+    pub reindexed: usize,
 }
 
 impl super::blob::BlobLog for Journal {
@@ -164,8 +218,21 @@ impl super::blob::BlobLog for Journal {
         records: &[Record<'_>],
         dirs: &BTreeSet<PathBuf>,
         entries: &BTreeSet<PathBuf>,
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    ) -> Result<Appended, Box<dyn std::error::Error + Send + Sync>> {
         Journal::append(self, records, dirs, entries).map_err(Into::into)
+    }
+
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn last_seq(&self) -> u64 {
+        self.lock().next_seq - 1
+    }
+
+    fn index_durable(&self, seq: u64) {
+        let mut state = self.lock();
+        state.durable_through = state.durable_through.max(seq);
     }
 }
 
@@ -181,6 +248,7 @@ impl Journal {
         let scanned = {
             let dir = dir.clone();
             tokio::task::spawn_blocking(move || {
+                let id = journal_id(&dir)?;
                 let mut found = Vec::new();
                 let mut files = Vec::new();
                 for i in 0..2 {
@@ -193,12 +261,15 @@ impl Journal {
                     scan(i, &path, &file, &mut found)?;
                     files.push((i, file));
                 }
-                Ok::<_, JournalError>((files, found))
+                Ok::<_, JournalError>((id, files, found))
             })
             .await
             .map_err(task_failed)??
         };
-        let (files, found) = scanned;
+        let (id, files, found) = scanned;
+        // The index holds the rows of every record up to `indexed` (a power loss takes
+        // only a suffix of its transactions); those after it lost theirs, or never had them.
+        let indexed = index.ingest_journal_seq(&id).await?;
         let mut keys: Vec<String> = found.iter().map(|f| f.key.clone()).collect();
         keys.sort();
         keys.dedup();
@@ -206,12 +277,49 @@ impl Journal {
         for chunk in keys.chunks(500) {
             in_use.extend(index.blob_keys_in_use(chunk).await?);
         }
-        let store = store.clone();
+        let redo_keys: HashSet<String> = found
+            .iter()
+            .filter(|f| f.flags & REDO != 0 && f.seq.is_some_and(|seq| seq > indexed))
+            .filter(|f| !in_use.contains(&f.key))
+            .map(|f| f.key.clone())
+            .collect();
+        let last = found.iter().filter_map(|f| f.seq).max().unwrap_or(0);
         let records = found.len();
-        let (journal, restored) = tokio::task::spawn_blocking(move || {
-            let restored = restore(&store, &files, &found, &in_use)?;
+        let (store2, dir2) = (store.clone(), dir.clone());
+        // The blobs of indexed instances and of those to index again, whole and durable;
+        // the bytes of those to index again.
+        let (files, restored, again) = tokio::task::spawn_blocking(move || {
+            let wanted = |f: &Found| in_use.contains(&f.key) || redo_keys.contains(&f.key);
+            let restored = restore(&store2, &files, &found, wanted)?;
+            let mut again = Vec::new();
+            for record in found.iter().filter(|f| redo_keys.contains(&f.key)) {
+                if again.iter().any(|(k, _, _)| k == &record.key) {
+                    continue;
+                }
+                let Some((_, journal)) = files.iter().find(|(i, _)| *i == record.file) else {
+                    continue;
+                };
+                let mut data = vec![0u8; record.data_len as usize];
+                journal
+                    .read_exact_at(&mut data, record.data_at)
+                    .map_err(io_err(&file_path(&dir2, record.file)))?;
+                again.push((record.key.clone(), record.seq, bytes::Bytes::from(data)));
+            }
+            again.sort_by_key(|(_, seq, _)| *seq);
+            Ok::<_, JournalError>((files, restored, again))
+        })
+        .await
+        .map_err(task_failed)??;
+        let reindexed = reindex(index, &id, again).await?;
+        // Whatever the index holds now is made durable (after a `kill -9` the last
+        // transactions may be in the page cache only) before any record is written over.
+        let next_seq = indexed.max(last) + 1;
+        index.sync_ingest_journal(&id, next_seq - 1).await?;
+        let store = store.clone();
+        let journal = tokio::task::spawn_blocking(move || {
             drop(files);
             let journal = make_files(&dir)?.map(|(paths, files, sizes)| Journal {
+                id,
                 paths,
                 files,
                 sizes,
@@ -222,19 +330,34 @@ impl Journal {
                     unsynced: Default::default(),
                     checkpoint: None,
                     broken: false,
+                    next_seq,
+                    max_seq: [0; 2],
+                    durable_through: next_seq - 1,
                 }),
             });
-            Ok::<_, JournalError>((journal, restored))
+            Ok::<_, JournalError>(journal)
         })
         .await
         .map_err(task_failed)??;
-        let recovered = Recovered { records, restored };
+        let recovered = Recovered {
+            records,
+            restored,
+            reindexed,
+        };
         if restored > 0 {
             tracing::warn!(
                 restored,
                 records,
                 "ingest journal: blob files of acknowledged instances were lost (power loss?) \
                  and have been written again from the journal"
+            );
+        }
+        if reindexed > 0 {
+            tracing::warn!(
+                reindexed,
+                records,
+                "ingest journal: index rows of stored instances were lost (power loss?) and \
+                 have been written again from the journal"
             );
         }
         if journal.is_none() {
@@ -256,11 +379,12 @@ impl Journal {
         records: &[Record<'_>],
         dirs: &BTreeSet<PathBuf>,
         entries: &BTreeSet<PathBuf>,
-    ) -> Result<(), JournalError> {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+    ) -> Result<Appended, JournalError> {
+        let mut state = self.lock();
         if state.broken {
             return Err(JournalError::Unusable("a checkpoint failed".into()));
         }
+        let mut appended = Appended::default();
         let mut written = [false; 2];
         for record in records {
             let data_len: u64 = record.pieces.iter().map(|p| p.len() as u64).sum();
@@ -279,10 +403,14 @@ impl Journal {
                     written[full] = false;
                 }
                 self.switch(&mut state)?;
+                appended.switched = true;
             }
-            let (at, file) = (state.head, state.current);
-            self.write_record(file, at, record, data_len)?;
+            let (at, file, seq) = (state.head, state.current, state.next_seq);
+            state.next_seq += 1;
+            self.write_record(file, at, record, data_len, seq)?;
             state.head += len;
+            state.max_seq[file] = seq;
+            appended.last_seq = seq;
             written[file] = true;
             let unsynced = &mut state.unsynced[file];
             unsynced.files.push(record.path.to_path_buf());
@@ -296,7 +424,11 @@ impl Journal {
                     .map_err(io_err(&self.paths[file]))?;
             }
         }
-        Ok(())
+        Ok(appended)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn write_record(
@@ -305,15 +437,20 @@ impl Journal {
         at: u64,
         record: &Record<'_>,
         data_len: u64,
+        seq: u64,
     ) -> Result<(), JournalError> {
         let key = record.key.as_bytes();
         let pieces: Vec<&[u8]> = record.pieces.iter().map(|p| &p[..]).collect();
-        let crc = crc_of(key, &pieces, data_len);
+        let flags = if record.redo { REDO } else { 0 };
+        let crc = crc_of(key, &pieces, data_len, Some((seq, flags)));
         let mut head = Vec::with_capacity(HEADER as usize + key.len());
         head.extend_from_slice(MAGIC);
         head.extend_from_slice(&(key.len() as u32).to_le_bytes());
         head.extend_from_slice(&crc.to_le_bytes());
         head.extend_from_slice(&data_len.to_le_bytes());
+        head.extend_from_slice(&seq.to_le_bytes());
+        head.extend_from_slice(&flags.to_le_bytes());
+        head.extend_from_slice(&[0; 4]);
         head.extend_from_slice(key);
         let (journal, path) = (&self.files[file], &self.paths[file]);
         journal.write_all_at(&head, at).map_err(io_err(path))?;
@@ -329,6 +466,14 @@ impl Journal {
     /// other, once that one's checkpoint has finished.
     fn switch(&self, state: &mut State) -> Result<(), JournalError> {
         let other = 1 - state.current;
+        if state.max_seq[other] > state.durable_through {
+            // Its records' index rows may still be lost to a power cut: the caller makes
+            // this group durable on its own, and its index commit waits for its flush.
+            return Err(JournalError::Unusable(format!(
+                "the index rows of the records in {} are not durable yet",
+                self.paths[other].display()
+            )));
+        }
         if let Some(running) = state.checkpoint.take() {
             match running.join() {
                 Ok(Ok(())) => {}
@@ -360,23 +505,24 @@ impl Journal {
         }));
         state.current = other;
         state.head = 0;
+        state.max_seq[other] = 0;
         Ok(())
     }
 }
 
-/// Write the blobs of indexed instances that are not whole from their records (`files`: the
-/// journal files found, by number), then fsync every recorded blob an index row names and
-/// its directories.
+/// Write the blobs of the `wanted` records (indexed instances, and those to index again)
+/// that are not whole from their records (`files`: the journal files found, by number), then
+/// fsync every such blob and its directories.
 fn restore(
     store: &BlobStore,
     files: &[(usize, std::fs::File)],
     found: &[Found],
-    in_use: &HashSet<String>,
+    wanted: impl Fn(&Found) -> bool,
 ) -> Result<usize, JournalError> {
     let mut restored = 0;
     let mut blobs = Vec::new();
     let mut dirs = BTreeSet::new();
-    for record in found.iter().filter(|f| in_use.contains(&f.key)) {
+    for record in found.iter().filter(|f| wanted(f)) {
         let path = store.checked_path(&record.key)?;
         if !is_whole(&path, record) {
             let Some((_, journal)) = files.iter().find(|(i, _)| *i == record.file) else {
@@ -411,6 +557,99 @@ fn restore(
 
 fn task_failed(e: tokio::task::JoinError) -> JournalError {
     JournalError::Unusable(format!("recovery task failed: {e}"))
+}
+
+/// The journal's id, made (random, durable) the first time.
+fn journal_id(dir: &Path) -> Result<String, JournalError> {
+    let path = dir.join("ingest.id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err(&path)(e)),
+    }
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    // 128 bits from the OS random source (the hasher's keys) and the time.
+    let id: String = (0..2u64)
+        .map(|i| {
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u64(i);
+            h.write_u128(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or_default(),
+            );
+            format!("{:016x}", h.finish())
+        })
+        .collect();
+    let made = dir.join("ingest.id.new");
+    std::fs::write(&made, &id).map_err(io_err(&made))?;
+    std::fs::File::open(&made)
+        .and_then(|f| f.sync_all())
+        .map_err(io_err(&made))?;
+    std::fs::rename(&made, &path).map_err(io_err(&path))?;
+    sync_dir(dir)?;
+    if let Some(up) = dir.parent() {
+        sync_dir(up)?;
+    }
+    Ok(id)
+}
+
+/// Index again the instances whose journal records (`again`: key, number, Part 10 bytes, in
+/// record order) have no index row after the mark: parsed from the journal's bytes and
+/// upserted as the ingest would, in one transaction that waits for its flush; one by one
+/// when the index refuses the lot (an instance it refuses again is left out, logged).
+async fn reindex(
+    index: &dyn Index,
+    id: &str,
+    again: Vec<(String, Option<u64>, bytes::Bytes)>,
+) -> Result<usize, JournalError> {
+    let Some(last) = again.iter().filter_map(|(_, seq, _)| *seq).max() else {
+        return Ok(0);
+    };
+    let mut records = Vec::with_capacity(again.len());
+    for (key, _, data) in again {
+        match super::ingest::record_of(std::slice::from_ref(&data)) {
+            Ok(mut record) => {
+                record.blob_key = key;
+                record.size_bytes = data.len() as u64;
+                records.push(record);
+            }
+            Err(failure) => tracing::warn!(
+                key,
+                reason = %failure.reason,
+                "ingest journal: a record does not parse; not indexed again"
+            ),
+        }
+    }
+    if records.is_empty() {
+        return Ok(0);
+    }
+    if index
+        .upsert_instances_journaled(&records, id, last, true)
+        .await
+        .is_ok()
+    {
+        return Ok(records.len());
+    }
+    let mut reindexed = 0;
+    for record in &records {
+        match index
+            .upsert_instances_journaled(std::slice::from_ref(record), id, 0, true)
+            .await
+        {
+            Ok(_) => reindexed += 1,
+            Err(e) if e.is_unavailable() => return Err(e.into()),
+            Err(e) => tracing::warn!(
+                key = record.blob_key,
+                error = %e,
+                "ingest journal: the index refuses an instance of the journal"
+            ),
+        }
+    }
+    Ok(reindexed)
 }
 
 fn file_path(dir: &Path, i: usize) -> PathBuf {
@@ -513,37 +752,48 @@ fn scan(
     let mut head = [0u8; HEADER as usize];
     while at + HEADER <= size {
         file.read_exact_at(&mut head, at).map_err(io_err(path))?;
-        if &head[..8] != MAGIC {
-            break;
-        }
+        let header = match &head[..8] {
+            m if m == MAGIC => HEADER,
+            m if m == MAGIC_V1 => HEADER_V1,
+            _ => break,
+        };
         let key_len = u32::from_le_bytes(head[8..12].try_into().unwrap_or_default()) as u64;
         let crc = u32::from_le_bytes(head[12..16].try_into().unwrap_or_default());
         let data_len = u64::from_le_bytes(head[16..24].try_into().unwrap_or_default());
+        let (seq, flags) = if header == HEADER {
+            let seq = u64::from_le_bytes(head[24..32].try_into().unwrap_or_default());
+            let flags = u32::from_le_bytes(head[32..36].try_into().unwrap_or_default());
+            (Some(seq), flags)
+        } else {
+            (None, 0)
+        };
         let fits =
-            key_len <= MAX_KEY && data_len <= size && at + HEADER + key_len + data_len <= size;
+            key_len <= MAX_KEY && data_len <= size && at + header + key_len + data_len <= size;
         if !fits {
             break;
         }
         let mut key = vec![0u8; key_len as usize];
-        file.read_exact_at(&mut key, at + HEADER)
+        file.read_exact_at(&mut key, at + header)
             .map_err(io_err(path))?;
-        let data_at = at + HEADER + key_len;
+        let data_at = at + header + key_len;
         let mut data = vec![0u8; data_len as usize];
         file.read_exact_at(&mut data, data_at)
             .map_err(io_err(path))?;
-        if crc_of(&key, &[&data], data_len) != crc {
+        if crc_of(&key, &[&data], data_len, seq.map(|s| (s, flags))) != crc {
             break;
         }
         let Ok(key) = String::from_utf8(key) else {
             break;
         };
-        at += record_len(&key, data_len);
+        at += record_len_with(header, &key, data_len);
         found.push(Found {
             file: i,
             key,
             data_at,
             data_len,
             crc,
+            seq,
+            flags,
         });
     }
     Ok(())
@@ -555,7 +805,12 @@ fn is_whole(path: &Path, record: &Found) -> bool {
         return false;
     };
     data.len() as u64 == record.data_len
-        && crc_of(record.key.as_bytes(), &[&data], record.data_len) == record.crc
+        && crc_of(
+            record.key.as_bytes(),
+            &[&data],
+            record.data_len,
+            record.seq.map(|s| (s, record.flags)),
+        ) == record.crc
 }
 
 #[cfg(test)]
@@ -563,9 +818,11 @@ mod tests {
     use super::*;
     use bytes::Bytes;
 
-    /// Records survive what a power loss can do to the blob files: after blobs were lost,
-    /// truncated or left with other bytes, opening the journal writes the indexed ones
-    /// again; a record no row names is left alone; a torn record ends the scan.
+    /// Records survive what a power loss can do to the blob files and to the index's last
+    /// transactions: after blobs were lost or truncated, opening the journal writes the
+    /// indexed ones again; a record after the index's mark whose row was lost is indexed
+    /// again (its blob written too); a record up to the mark that no row names (deleted
+    /// since) is left alone; a torn record ends the scan.
     #[tokio::test(flavor = "multi_thread")]
     async fn open_restores_indexed_blobs_from_their_records() {
         let dir = tempfile::tempdir().unwrap();
@@ -605,6 +862,7 @@ mod tests {
                         key: &record.blob_key,
                         pieces: &pieces,
                         path: &path,
+                        redo: true,
                     }],
                     &BTreeSet::new(),
                     &BTreeSet::new(),
@@ -612,12 +870,22 @@ mod tests {
                 .unwrap();
             stored.push((record, bytes, path));
         }
-        // The first two are indexed (acknowledged); the third never was.
+        // The first two are indexed with the mark (records 1 and 2) and the second is
+        // deleted since; the third's index transaction was lost to the power cut.
         index
-            .upsert_instances(&[stored[0].0.clone(), stored[1].0.clone()])
+            .upsert_instances_journaled(
+                &[stored[0].0.clone(), stored[1].0.clone()],
+                &journal.id,
+                2,
+                false,
+            )
             .await
             .unwrap();
-        // What a power loss may leave: one file gone, one short; the unindexed one gone.
+        index
+            .remove_instance(stored[1].0.sop_instance_uid())
+            .await
+            .unwrap();
+        // What a power loss may leave: one file gone, one short, one gone.
         std::fs::remove_file(&stored[0].2).unwrap();
         std::fs::write(&stored[1].2, &stored[1].1[..10]).unwrap();
         std::fs::remove_file(&stored[2].2).unwrap();
@@ -632,13 +900,37 @@ mod tests {
             recovered,
             Recovered {
                 records: 3,
-                restored: 2
+                restored: 2,
+                reindexed: 1,
             }
         );
-        for (_, bytes, path) in &stored[..2] {
+        for i in [0, 2] {
+            let (record, bytes, path) = &stored[i];
             assert_eq!(&std::fs::read(path).unwrap(), bytes, "restored byte-exact");
+            let located = index
+                .locate(&crate::model::Selection {
+                    sop_instance_uids: vec![record.sop_instance_uid().to_string()],
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            assert_eq!(located.len(), 1, "indexed");
+            assert_eq!(located[0].blob_key, record.blob_key);
+            assert_eq!(located[0].size_bytes, bytes.len() as u64);
         }
-        assert!(!stored[2].2.exists(), "an unindexed record is not restored");
+        assert_eq!(
+            std::fs::read(&stored[1].2).unwrap().len(),
+            10,
+            "a deleted instance's record is not restored"
+        );
+        let deleted = index
+            .locate(&crate::model::Selection {
+                sop_instance_uids: vec![stored[1].0.sop_instance_uid().to_string()],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(deleted.is_empty(), "nor indexed again");
         assert_eq!(
             std::fs::read_dir(dir.path().join("data/tmp"))
                 .unwrap()
@@ -646,13 +938,14 @@ mod tests {
             0
         );
         drop(journal);
-        // Whole files: nothing to restore the next time.
+        // Whole files, the mark past every record: nothing to do the next time.
         let (_, recovered) = Journal::open(&store, &index).await.unwrap();
-        assert_eq!(recovered.restored, 0);
+        assert_eq!((recovered.restored, recovered.reindexed), (0, 0));
     }
 
     /// Records fill one file, the committer goes on in the other and the full one is
-    /// checkpointed; records never straddle the end of a file.
+    /// checkpointed; records never straddle the end of a file; a file is written over only
+    /// once the index rows of its records are durable.
     #[tokio::test(flavor = "multi_thread")]
     async fn a_full_file_is_checkpointed_and_the_other_used() {
         let dir = tempfile::tempdir().unwrap();
@@ -666,18 +959,29 @@ mod tests {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, &data).unwrap();
         for _ in 0..12 {
-            journal
+            let appended = journal
                 .append(
                     &[Record {
                         key: "1.2/3.4/5.6.x.dcm",
                         pieces: std::slice::from_ref(&data),
                         path: &path,
+                        redo: true,
                     }],
                     &BTreeSet::from([path.parent().unwrap().to_path_buf()]),
                     &BTreeSet::new(),
                 )
                 .unwrap();
+            // The committer's index commit after a switch waits for its flush.
+            if appended.switched {
+                super::super::blob::BlobLog::index_durable(&journal, appended.last_seq);
+            }
         }
+        // A file whose records' index rows are not durable is not written over.
+        let mut state = journal.lock();
+        state.durable_through = 0;
+        assert!(journal.switch(&mut state).is_err());
+        state.durable_through = u64::MAX;
+        drop(state);
         let state = journal.state.lock().unwrap();
         // 5 records of 3 MiB fit in a 16 MiB file: 12 went to files 0, 1, 0.
         assert_eq!(state.current, 0);

@@ -86,6 +86,24 @@ pub struct AuditEvent {
     pub detail: String,
 }
 
+/// What the ingest's file commit tells a gated index transaction
+/// ([`Index::upsert_instances_gated`]): the files are durable, with journal records up to
+/// `seq`; `durable`: the commit must wait for its flush.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gate {
+    pub seq: u64,
+    pub durable: bool,
+}
+
+/// A gated index transaction that committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatedCommit {
+    pub seq: u64,
+    pub durable: bool,
+    /// The blob keys the rows no longer name.
+    pub superseded: Vec<String>,
+}
+
 #[async_trait]
 pub trait Index: Send + Sync + std::fmt::Debug {
     /// Insert or replace one instance (and create/update its patient, study and series rows).
@@ -110,6 +128,39 @@ pub trait Index: Send + Sync + std::fmt::Debug {
 
     /// Matches at `query.level`, in a stable order (by the level's unique key), honouring
     /// limit and offset.
+    /// The ingest journal's group commit (`store::journal`, migration 0012):
+    /// [`upsert_instances_superseding`](Index::upsert_instances_superseding) and, in the same
+    /// transaction, journal `journal`'s records up to `seq` marked as indexed. With
+    /// `durable == false` the commit does not wait for the database's flush (the journal
+    /// holds the records; a power loss may take this transaction and later ones, never an
+    /// earlier one without them).
+    async fn upsert_instances_journaled(
+        &self,
+        records: &[InstanceRecord],
+        journal: &str,
+        seq: u64,
+        durable: bool,
+    ) -> Result<Vec<String>, IndexError>;
+
+    /// [`upsert_instances_journaled`](Index::upsert_instances_journaled) with the rows written
+    /// before the journal records are durable: the transaction writes them, then waits for
+    /// `gate` (sent once the group's files are durable) and only then marks and commits,
+    /// waiting for its flush when the gate says `durable`. A dropped gate rolls it back:
+    /// `Ok(None)`.
+    async fn upsert_instances_gated(
+        &self,
+        records: &[InstanceRecord],
+        journal: &str,
+        gate: tokio::sync::oneshot::Receiver<Gate>,
+    ) -> Result<Option<GatedCommit>, IndexError>;
+
+    /// The number of journal `journal`'s last record whose index rows are committed (0: none).
+    async fn ingest_journal_seq(&self, journal: &str) -> Result<u64, IndexError>;
+
+    /// Raise journal `journal`'s mark to `seq` in a transaction that waits for its flush:
+    /// every transaction committed before is durable once this returns.
+    async fn sync_ingest_journal(&self, journal: &str, seq: u64) -> Result<(), IndexError>;
+
     async fn find(&self, query: &Query) -> Result<Vec<Match>, IndexError>;
 
     /// Every instance the selection names, ordered by study, series, instance number.

@@ -59,6 +59,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "audit_trace",
         include_str!("migrations/postgres/0011_audit_trace.sql"),
     ),
+    (
+        12,
+        "ingest_journal",
+        include_str!("migrations/postgres/0012_ingest_journal.sql"),
+    ),
 ];
 
 /// How long an index call waits for a connection (a free one from the pool, or a new one

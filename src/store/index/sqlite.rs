@@ -58,6 +58,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "audit_trace",
         include_str!("migrations/sqlite/0011_audit_trace.sql"),
     ),
+    (
+        12,
+        "ingest_journal",
+        include_str!("migrations/sqlite/0012_ingest_journal.sql"),
+    ),
 ];
 
 /// The index in a SQLite database (`sqlite://path/to/index.db`).
@@ -69,7 +74,9 @@ pub struct SqliteIndex {
 impl SqliteIndex {
     /// Open (creating the file if missing) and migrate. Every connection runs in WAL mode with
     /// `synchronous=FULL` (an acknowledged store survives power loss), foreign keys on, a busy
-    /// timeout, and case-sensitive LIKE (as in PostgreSQL).
+    /// timeout, and case-sensitive LIKE (as in PostgreSQL) — except the one connection of
+    /// the ingest journal's transactions (`synchronous=NORMAL`, see
+    /// [`Index::upsert_instances_journaled`](super::Index::upsert_instances_journaled)).
     pub async fn open(url: &str) -> Result<Self, IndexError> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
@@ -86,11 +93,21 @@ impl SqliteIndex {
         if in_memory {
             pool = pool.idle_timeout(None).max_lifetime(None);
         }
-        let pool = pool.connect_with(options).await?;
+        let pool = pool.connect_with(options.clone()).await?;
         migrator(MIGRATIONS).run(&pool).await?;
-        Ok(SqliteIndex {
-            inner: SqlIndex::new(pool, Dialect::Sqlite),
-        })
+        let mut inner = SqlIndex::new(pool, Dialect::Sqlite);
+        if !in_memory {
+            // The ingest journal's transactions (`store::journal`): their durability comes
+            // from the journal's flush before them and the redo at start, not from a WAL
+            // fsync of their own. One connection: the group commit runs one at a time.
+            let deferred = SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(0)
+                .after_release(release_outside_transaction)
+                .connect_lazy_with(options.synchronous(SqliteSynchronous::Normal));
+            inner = inner.with_deferred(deferred);
+        }
+        Ok(SqliteIndex { inner })
     }
 
     /// The connection pool (for the admin CLI and tests).
@@ -100,6 +117,9 @@ impl SqliteIndex {
 
     /// Close every connection (checkpointing the WAL).
     pub async fn close(&self) {
+        if let Some(deferred) = &self.inner.deferred {
+            deferred.close().await;
+        }
         self.inner.pool.close().await;
     }
 }

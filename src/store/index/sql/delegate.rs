@@ -38,6 +38,43 @@ macro_rules! delegate_index_to_inner {
                     self.inner.upsert_instances_superseding(records).await
                 }
 
+                async fn upsert_instances_journaled(
+                    &self,
+                    records: &[InstanceRecord],
+                    journal: &str,
+                    seq: u64,
+                    durable: bool,
+                ) -> Result<Vec<String>, IndexError> {
+                    let seq = i64::try_from(seq).unwrap_or(i64::MAX);
+                    self.inner
+                        .upsert_instances_journaled(records, journal, seq, durable)
+                        .await
+                }
+
+                async fn upsert_instances_gated(
+                    &self,
+                    records: &[InstanceRecord],
+                    journal: &str,
+                    gate: tokio::sync::oneshot::Receiver<$crate::store::index::Gate>,
+                ) -> Result<Option<$crate::store::index::GatedCommit>, IndexError> {
+                    self.inner
+                        .upsert_instances_gated(records, journal, gate)
+                        .await
+                }
+
+                async fn ingest_journal_seq(&self, journal: &str) -> Result<u64, IndexError> {
+                    Ok(u64::try_from(self.inner.ingest_journal_seq(journal).await?).unwrap_or(0))
+                }
+
+                async fn sync_ingest_journal(
+                    &self,
+                    journal: &str,
+                    seq: u64,
+                ) -> Result<(), IndexError> {
+                    let seq = i64::try_from(seq).unwrap_or(i64::MAX);
+                    self.inner.sync_ingest_journal(journal, seq).await
+                }
+
                 async fn find(&self, query: &Query) -> Result<Vec<Match>, IndexError> {
                     self.inner.find(query).await
                 }

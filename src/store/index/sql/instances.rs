@@ -136,6 +136,71 @@ fn upsert_instance_sql(
     sql
 }
 
+/// The columns of `level`'s row a record's upsert writes, in order, with the value it
+/// would leave there: `None` where the record has no value (the upsert keeps the stored one).
+fn level_values(level: Level, record: &InstanceRecord) -> Vec<(&'static str, Option<String>)> {
+    let mut out = Vec::new();
+    for attr in INDEXED_ATTRS.iter().filter(|a| a.level == level) {
+        let value = record.get(attr.tag).unwrap_or("");
+        let given = (!value.is_empty()).then(|| value.to_string());
+        if let Some(norm) = norm_column(attr) {
+            out.push((norm, given.as_ref().map(|v| normalize_name(v))));
+        }
+        out.push((attr.column, given));
+    }
+    out
+}
+
+/// One `SELECT` for where a record goes: the instance's row as it hangs now (series,
+/// study, patient ids and blob key) and the patient, study and series rows its UIDs name,
+/// with every column an upsert would write. From it the upserts that would change nothing
+/// are left out ([`SqlIndex::upsert_in`]).
+fn lookup_sql(dialect: Dialect, record: &InstanceRecord) -> Sql {
+    let mut cols = vec![
+        "i.series_pk".to_string(),
+        "ise.study_pk".to_string(),
+        "ist.patient_pk".to_string(),
+        "i.blob_key".to_string(),
+    ];
+    for (alias, level, fk) in [
+        ("p", Level::Patient, None),
+        ("st", Level::Study, Some("patient_pk")),
+        ("se", Level::Series, Some("study_pk")),
+    ] {
+        cols.push(format!("{alias}.id"));
+        if let Some(fk) = fk {
+            cols.push(format!("{alias}.{fk}"));
+        }
+        for (column, _) in level_values(level, record) {
+            cols.push(format!("{alias}.{column}"));
+        }
+    }
+    let mut sql = Sql::new(dialect);
+    sql.push(&format!(
+        "SELECT {} FROM (SELECT 1 AS one) AS x \
+         LEFT JOIN instance i ON i.sop_instance_uid = ",
+        cols.join(", ")
+    ))
+    .bind(record.sop_instance_uid())
+    .push(
+        " LEFT JOIN series ise ON ise.id = i.series_pk \
+         LEFT JOIN study ist ON ist.id = ise.study_pk \
+         LEFT JOIN patient p ON p.patient_id = ",
+    )
+    .bind(
+        INDEXED_ATTRS
+            .iter()
+            .find(|a| a.column == unique_column(Level::Patient))
+            .and_then(|a| record.get(a.tag))
+            .unwrap_or(""),
+    )
+    .push(" LEFT JOIN study st ON st.study_instance_uid = ")
+    .bind(record.study_instance_uid())
+    .push(" LEFT JOIN series se ON se.series_instance_uid = ")
+    .bind(record.series_instance_uid());
+    sql
+}
+
 /// What the upserts of one transaction have written so far: the patient, study and series
 /// rows of the last instance (the statements, with a placeholder parent id, and the row
 /// ids), so the next instance of the same series does not write them again; and the
@@ -182,7 +247,7 @@ sql_impl! {
 
     /// The study rows' arrival counts and times of a transaction's upserts (one statement
     /// per study), before it commits.
-    async fn flush(
+    pub(super) async fn flush(
         &self,
         tx: &mut Transaction<'static, DB>,
         written: Written,
@@ -320,7 +385,7 @@ sql_impl! {
 
     /// Upsert one instance; with the outcome, the blob key its old row named when that
     /// differs from the new one (queued for deletion here, in `tx`).
-    async fn upsert_in(
+    pub(super) async fn upsert_in(
         &self,
         tx: &mut Transaction<'static, DB>,
         record: &InstanceRecord,
@@ -340,25 +405,53 @@ sql_impl! {
         }
 
         // Where the instance hangs now (it may move), and the blob of the version it
-        // replaces: its file goes once this commits.
-        let mut sql = self.sql();
-        sql.push(
-            "SELECT i.series_pk, se.study_pk, st.patient_pk, i.blob_key FROM instance i \
-             JOIN series se ON se.id = i.series_pk JOIN study st ON st.id = se.study_pk \
-             WHERE i.sop_instance_uid = ",
-        )
-        .bind(sop_uid);
-        let old_instance = match Self::query(&sql).fetch_optional(&mut **tx).await? {
-            Some(row) => Some((
+        // replaces: its file goes once this commits; and the patient, study and series
+        // rows as they stand.
+        let lookup = lookup_sql(self.dialect, record);
+        let row = Self::query(&lookup).fetch_one(&mut **tx).await?;
+        let old_instance = match row.try_get::<Option<i64>, usize>(0)? {
+            Some(series_pk) => Some((
                 [
-                    row.try_get::<i64, usize>(0)?,
-                    row.try_get::<i64, usize>(1)?,
-                    row.try_get::<i64, usize>(2)?,
+                    series_pk,
+                    row.try_get::<Option<i64>, usize>(1)?.unwrap_or(0),
+                    row.try_get::<Option<i64>, usize>(2)?.unwrap_or(0),
                 ],
-                row.try_get::<String, usize>(3)?,
+                row.try_get::<Option<String>, usize>(3)?.unwrap_or_default(),
             )),
             None => None,
         };
+        // The rows already hold what the upserts would write, linked as they would link
+        // them: their ids, and no upsert.
+        let mut at = 4;
+        let mut ids = [None::<i64>; 3];
+        let mut parents = [None::<i64>; 3];
+        let mut unchanged = true;
+        for (n, level) in [Level::Patient, Level::Study, Level::Series]
+            .into_iter()
+            .enumerate()
+        {
+            ids[n] = row.try_get::<Option<i64>, usize>(at)?;
+            at += 1;
+            if level != Level::Patient {
+                parents[n] = row.try_get::<Option<i64>, usize>(at)?;
+                at += 1;
+            }
+            for (_, value) in level_values(level, record) {
+                let stored = row.try_get::<Option<String>, usize>(at)?;
+                at += 1;
+                if value.is_some() && stored != value {
+                    unchanged = false;
+                }
+            }
+        }
+        let linked = ids.iter().all(Option::is_some)
+            && parents[1] == ids[0]
+            && parents[2] == ids[1];
+        let in_place = match (unchanged && linked, ids) {
+            (true, [Some(p), Some(st), Some(se)]) => Some([p, st, se]),
+            _ => None,
+        };
+
         let old_key = old_instance
             .as_ref()
             .map(|(_, key)| key.clone())
@@ -382,6 +475,11 @@ sql_impl! {
         ];
         let (patient_id, study_id, series_id, old_series, old_study) = match &written.last {
             Some((same, ids)) if *same == entities => (ids[0], ids[1], ids[2], None, None),
+            _ if in_place.is_some() => {
+                let [p, st, se] = in_place.unwrap_or_default();
+                written.last = Some((entities, [p, st, se]));
+                (p, st, se, None, None)
+            }
             _ => {
                 let mut sql = self.sql();
                 sql.push(

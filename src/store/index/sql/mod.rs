@@ -7,6 +7,8 @@
 //! - [`schema`]: the tables and columns of the four query levels, the name normalisation;
 //! - [`query`]: C-FIND/QIDO matching, locating and counting instances;
 //! - [`instances`]: storing and removing instances (with their emptied parents);
+//! - [`ingest_journal`]: the ingest journal's transactions, whose flush the journal stands in
+//!   for, and its redo mark;
 //! - [`cache_state`], [`forward_queue`]: the gateway mode's tables;
 //! - [`audit`]: the audit hash chain, its per-patient lookup and the syslog outbox;
 //! - [`delete`]: deletion with its blob queue, and the studies received by STOW-RS;
@@ -21,6 +23,7 @@ mod cache_state;
 mod delegate;
 mod delete;
 mod forward_queue;
+mod ingest_journal;
 mod instances;
 mod pool;
 mod query;
@@ -42,6 +45,10 @@ use statement::{Bind, Sql};
 pub(crate) struct SqlIndex<DB: Database> {
     pub pool: Pool<DB>,
     pub dialect: Dialect,
+    /// SQLite: one connection with `synchronous=NORMAL` for the ingest's transactions
+    /// whose flush the ingest journal stands in for ([`ingest_journal`]); `None` elsewhere
+    /// (PostgreSQL turns `synchronous_commit` off in the transaction instead).
+    pub deferred: Option<Pool<DB>>,
 }
 
 impl<DB: Database> Clone for SqlIndex<DB> {
@@ -49,6 +56,7 @@ impl<DB: Database> Clone for SqlIndex<DB> {
         SqlIndex {
             pool: self.pool.clone(),
             dialect: self.dialect,
+            deferred: self.deferred.clone(),
         }
     }
 }
@@ -79,7 +87,17 @@ pub(crate) use sql_impl;
 
 sql_impl! {
     pub fn new(pool: Pool<DB>, dialect: Dialect) -> Self {
-        SqlIndex { pool, dialect }
+        SqlIndex {
+            pool,
+            dialect,
+            deferred: None,
+        }
+    }
+
+    /// This index with `deferred` for the transactions that need not wait for their flush.
+    pub fn with_deferred(mut self, deferred: Pool<DB>) -> Self {
+        self.deferred = Some(deferred);
+        self
     }
 
     pub(super) fn query(sql: &Sql) -> sqlx::query::Query<'_, DB, DB::Arguments<'_>> {
