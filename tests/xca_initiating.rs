@@ -154,6 +154,40 @@ fn scu_args(aet: &str, port: u16, options: &[&str], keys: &[String]) -> Vec<Stri
     args
 }
 
+/// C-FIND at the gateway on `port` by the BSN until it finds exactly `study` (B publishes
+/// after a quiet period), at most a minute.
+async fn wait_until_found(port: u16, study: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (studies, success, text) = find_studies(WORKSTATION, port).await;
+        assert!(success, "findscu at A:\n{text}");
+        if studies == [study] {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "B's study never found through A:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// `movescu` of `study` as `aet` at the gateway on `port` to [`DEST`]: whether it ended in
+/// a final Success, and the tool's output.
+async fn move_study(aet: &str, port: u16, study: &str) -> (bool, String) {
+    let keys = vec![
+        "QueryRetrieveLevel=STUDY".to_string(),
+        format!("StudyInstanceUID={study}"),
+    ];
+    let mut options = vec!["-v", "-S", "-aem", DEST];
+    options.extend(TIMEOUTS);
+    let (ok, out) = dcmtk("movescu", scu_args(aet, port, &options, &keys)).await;
+    (
+        ok && out.contains("Received Final Move Response (Success)"),
+        out,
+    )
+}
+
 /// A Study Root C-FIND at STUDY level by Patient ID: (the Study Instance UIDs found, the
 /// final status line seen, the whole output).
 async fn find_studies(aet: &str, port: u16) -> (Vec<String>, bool, String) {
@@ -1823,30 +1857,9 @@ async fn wado_rs_from_a_peer_that_offers_dicomweb() {
         1,
     );
     let a = Gateway::start(&toml_a).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (studies, success, text) = find_studies(WORKSTATION, a.port).await;
-        assert!(success, "findscu at A:\n{text}");
-        if studies == std::slice::from_ref(&study) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "B's study never found through A:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    let keys = vec![
-        "QueryRetrieveLevel=STUDY".to_string(),
-        format!("StudyInstanceUID={study}"),
-    ];
-    let mut options = vec!["-v", "-S", "-aem", DEST];
-    options.extend(TIMEOUTS);
-    let (ok, out) = dcmtk("movescu", scu_args(WORKSTATION, a.port, &options, &keys)).await;
-    assert!(
-        ok && out.contains("Received Final Move Response (Success)"),
-        "movescu at A:\n{out}"
-    );
+    wait_until_found(a.port, &study).await;
+    let (moved, out) = move_study(WORKSTATION, a.port, &study).await;
+    assert!(moved, "movescu at A:\n{out}");
     assert_same_instances(&part10_under(&received), &held, "by WADO-RS from B");
 
     // A audits one outgoing WADO-RS to B for its user and the patient, and no RAD-75.
@@ -1904,7 +1917,7 @@ async fn wado_rs_from_a_peer_that_offers_dicomweb() {
         success && studies == std::slice::from_ref(&study),
         "findscu:\n{text}"
     );
-    let (_, out) = dcmtk("movescu", scu_args(WORKSTATION, a.port, &options, &keys)).await;
+    let (_, out) = move_study(WORKSTATION, a.port, &study).await;
     assert!(
         !out.contains("Received Final Move Response (Success)"),
         "cut off: not a success:\n{out}"
@@ -1936,9 +1949,9 @@ async fn wado_rs_from_a_peer_that_offers_dicomweb() {
     ctx_a.trust.participants.reload(&participants_a).unwrap();
     std::fs::remove_dir_all(&received).unwrap();
     std::fs::create_dir_all(&received).unwrap();
-    let (ok, out) = dcmtk("movescu", scu_args(WORKSTATION, a.port, &options, &keys)).await;
+    let (moved, out) = move_study(WORKSTATION, a.port, &study).await;
     assert!(
-        ok && out.contains("Received Final Move Response (Success)"),
+        moved,
         "movescu after the failure:\n{out}\nWADO-RS {:?}\nC-MOVE {:?}\nB {:?}",
         audit_details(ctx_a, "WADO-RS").await,
         audit_details(ctx_a, "C-MOVE").await,
@@ -2015,28 +2028,10 @@ async fn wado_rs_from_orthanc_as_the_peers_dicomweb() {
         1,
     );
     let a = Gateway::start(&toml_a).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (studies, success, text) = find_studies(WORKSTATION, a.port).await;
-        assert!(success, "findscu at A:\n{text}");
-        if studies == std::slice::from_ref(&study) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "B's study never found through A:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    let keys = vec![
-        "QueryRetrieveLevel=STUDY".to_string(),
-        format!("StudyInstanceUID={study}"),
-    ];
-    let mut options = vec!["-v", "-S", "-aem", DEST];
-    options.extend(TIMEOUTS);
-    let (ok, out) = dcmtk("movescu", scu_args(WORKSTATION, a.port, &options, &keys)).await;
+    wait_until_found(a.port, &study).await;
+    let (moved, out) = move_study(WORKSTATION, a.port, &study).await;
     assert!(
-        ok && out.contains("Received Final Move Response (Success)"),
+        moved,
         "movescu at A:\n{out}\nWADO-RS at A: {:?}\n{}",
         audit_details(a.context(), "WADO-RS").await,
         orthanc_b.log_tail()
@@ -2093,7 +2088,7 @@ async fn wado_rs_from_orthanc_as_the_peers_dicomweb() {
         success && studies == std::slice::from_ref(&study),
         "findscu:\n{text}"
     );
-    let (_, out) = dcmtk("movescu", scu_args(WORKSTATION, a.port, &options, &keys)).await;
+    let (_, out) = move_study(WORKSTATION, a.port, &study).await;
     assert!(
         !out.contains("Received Final Move Response (Success)"),
         "another certificate: not a success:\n{out}"

@@ -621,20 +621,26 @@ struct Checked {
     sop_instance: String,
 }
 
+/// A data set that does not parse: Cannot Understand (PS3.4 Table B.2-1).
+fn unparsable(problem: String) -> IngestFailure {
+    IngestFailure::new(
+        code::CANNOT_UNDERSTAND,
+        format!("data set does not parse: {problem}"),
+    )
+}
+
+/// [`unparsable`] of a structure or parse failure.
+fn parse_error(e: DatasetError) -> IngestFailure {
+    match e {
+        DatasetError::Parse(problem) | DatasetError::File { problem, .. } => unparsable(problem),
+        other => unparsable(other.to_string()),
+    }
+}
+
 /// What an instance whose whole Part 10 file is `pieces` is indexed as (checked and parsed
 /// as [`check`] does; the caller sets its key and size): the ingest journal's redo at start
 /// (`store::journal`) indexes an instance again from the bytes of its record this way.
 pub(super) fn record_of(pieces: &[Bytes]) -> Result<InstanceRecord, IngestFailure> {
-    let unparsable = |problem: String| {
-        IngestFailure::new(
-            code::CANNOT_UNDERSTAND,
-            format!("data set does not parse: {problem}"),
-        )
-    };
-    let parse_error = |e: DatasetError| match e {
-        DatasetError::Parse(problem) | DatasetError::File { problem, .. } => unparsable(problem),
-        other => unparsable(other.to_string()),
-    };
     let layout = layout_in_memory(pieces).map_err(parse_error)?;
     pixel_data_in_memory(pieces, &layout).map_err(parse_error)?;
     let obj = parse_in_memory_until(pieces, PIXEL_DATA).map_err(unparsable)?;
@@ -655,16 +661,6 @@ fn check(
     in_memory: Option<&[Bytes]>,
 ) -> Result<Checked, IngestFailure> {
     let path = blob.temp_path().to_path_buf();
-    let unparsable = |problem: String| {
-        IngestFailure::new(
-            code::CANNOT_UNDERSTAND,
-            format!("data set does not parse: {problem}"),
-        )
-    };
-    let parse_error = |e: DatasetError| match e {
-        DatasetError::Parse(problem) | DatasetError::File { problem, .. } => unparsable(problem),
-        other => unparsable(other.to_string()),
-    };
     // Lengths and nesting first: the parser trusts both (see `check_structure`).
     let (layout, obj) = match in_memory {
         Some(pieces) => {

@@ -8,6 +8,7 @@
 //! - [`Pki::issue_client`], [`Pki::issue_server`]: more certificates from the same CA;
 //! - [`Pki::write_crl`]: rewrite `crl_file` listing the given certificates;
 //! - [`Pki::participants_toml`]: a `[[participant]]` file body for `[trust] participants_file`.
+//! - [`mtls_acceptor`]: a TLS acceptor requiring a client certificate from a CA (test servers).
 //!
 //! All keys are ECDSA P-256; every certificate is valid from yesterday for 30 days except
 //! `expired` (ended yesterday).
@@ -334,4 +335,32 @@ pub fn tls_toml(pki: &Pki, own: &CertFiles, participants: &Path) -> String {
         pki.crl_file.display(),
         participants.display()
     )
+}
+
+/// A TLS acceptor for a test server: `cert`/`key` (PEM) presented, a client certificate
+/// issued by `ca` required (mutual TLS, as the gateway's own endpoints do).
+pub fn mtls_acceptor(ca: &Path, cert: &Path, key: &Path) -> tokio_rustls::TlsAcceptor {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).expect("CA file") {
+        roots.add(c.expect("CA cert")).expect("add CA");
+    }
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider.clone())
+            .build()
+            .expect("client verifier");
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .expect("cert file")
+        .map(|c| c.expect("cert"))
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(key).expect("key");
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .expect("server config");
+    tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config))
 }

@@ -3,8 +3,6 @@
 //! the sender's close with its own, as a receiver that read everything does.
 #![allow(dead_code)]
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,29 +19,7 @@ impl SyslogReceiver {
     /// Listen on 127.0.0.1:`port` (0: any) with `cert`/`key`, requiring a client
     /// certificate from `ca`.
     pub async fn start(port: u16, ca: &Path, cert: &Path, key: &Path) -> SyslogReceiver {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_file_iter(ca).expect("CA file") {
-            roots.add(c.expect("CA cert")).expect("add CA");
-        }
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-            roots.into(),
-            provider.clone(),
-        )
-        .build()
-        .expect("client verifier");
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-            .expect("cert file")
-            .map(|c| c.expect("cert"))
-            .collect();
-        let key = PrivateKeyDer::from_pem_file(key).expect("key");
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(certs, key)
-            .expect("server config");
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let acceptor = crate::common::pki::mtls_acceptor(ca, cert, key);
         let listener = TcpListener::bind(("127.0.0.1", port))
             .await
             .expect("bind syslog receiver");
