@@ -1189,6 +1189,49 @@ fn temp_files(h: &Harness) -> usize {
         .count()
 }
 
+/// A received instance is held in memory only while the process-wide budget
+/// (`store::ingest::MEMORY_BUDGET`) has room: with the budget taken by others in flight,
+/// the next instance goes to a temp file as it arrives, and is stored all the same.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_instance_goes_to_a_temp_file_when_the_memory_budget_is_taken() {
+    let _alone = ingest::BUDGET_TESTS.lock().await;
+    let h = Harness::new().await;
+    let held = mr_series(5, 1);
+    let source = Arc::new(FakeSource::new(Vec::new()));
+    let core = h.core(&source, &[Front::Web]);
+
+    // With room: held in memory while it arrives, no temp file.
+    let in_memory = incoming(&core, &held[0].bytes).await;
+    assert_eq!(temp_files(&h), 0, "held in memory");
+    in_memory.abort().await;
+
+    // The whole budget taken (in halving shares until not one byte more fits).
+    let mut taken = ingest::MemoryHold::default();
+    let mut share = ingest::MEMORY_BUDGET;
+    while share > 0 {
+        if !taken.grow(share) {
+            share /= 2;
+        }
+    }
+    let spilled = incoming(&core, &held[0].bytes).await;
+    assert_eq!(temp_files(&h), 1, "written to a temp file as it arrived");
+    let mut ticket = core
+        .admit(&web_caller(), Operation::StowRs)
+        .await
+        .expect("admitted");
+    let expected = Expected {
+        sop_instance: Some(&held[0].sop_uid),
+        ..Default::default()
+    };
+    let stored = core
+        .ingest(&mut ticket, spilled, expected)
+        .await
+        .expect("stored from its temp file");
+    assert_eq!(stored.status, crate::status::code::SUCCESS);
+    assert_eq!(temp_files(&h), 0, "the temp file became the blob");
+    drop(taken);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_instance_is_acknowledged_durable_and_indexed() {
     let h = Harness::new().await;

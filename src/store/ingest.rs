@@ -50,6 +50,11 @@ pub const MEMORY_BUDGET: u64 = 32 * 1024 * 1024;
 /// Bytes of received instances held in memory now, process-wide.
 static HELD_IN_MEMORY: AtomicU64 = AtomicU64::new(0);
 
+/// Held by the tests that take or count on the process-wide budget, so that one taking all
+/// of it does not starve another's assertion (the tests of one binary share the process).
+#[cfg(test)]
+pub(crate) static BUDGET_TESTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A share of [`MEMORY_BUDGET`], given back when dropped (with the bytes it stands for).
 #[derive(Debug, Default)]
 pub struct MemoryHold(u64);
@@ -1008,6 +1013,7 @@ mod tests {
     /// given back.
     #[test]
     fn memory_holds_stay_within_the_budget() {
+        let _alone = BUDGET_TESTS.blocking_lock();
         let mut refused = MemoryHold::default();
         assert!(!refused.grow(MEMORY_BUDGET + 1));
         assert_eq!(refused.0, 0);
