@@ -391,7 +391,9 @@ pub fn encapsulated_items(file: &[u8], at: usize) -> Result<EncapsulatedItems<'_
     const ITEM: [u8; 4] = [0xFE, 0xFF, 0x00, 0xE0];
     const SEQUENCE_END: [u8; 4] = [0xFE, 0xFF, 0xDD, 0xE0];
     let mut pos = at;
-    let mut items = Vec::new();
+    // The first item is the Basic Offset Table (PS3.5 A.4), possibly empty.
+    let mut basic_offset_table = None;
+    let mut fragments = Vec::new();
     loop {
         let header = file
             .get(pos..pos + 8)
@@ -407,16 +409,18 @@ pub fn encapsulated_items(file: &[u8], at: usize) -> Result<EncapsulatedItems<'_
         let value = file
             .get(pos + 8..pos + 8 + len)
             .ok_or("a fragment runs past the end of the file")?;
-        items.push(value);
+        if basic_offset_table.is_none() {
+            basic_offset_table = Some(value);
+        } else {
+            fragments.push(value);
+        }
         pos += 8 + len;
     }
-    if items.is_empty() {
-        return Err("encapsulated Pixel Data without its Basic Offset Table item".into());
-    }
-    let basic_offset_table = items.remove(0);
+    let basic_offset_table =
+        basic_offset_table.ok_or("encapsulated Pixel Data without its Basic Offset Table item")?;
     Ok(EncapsulatedItems {
         basic_offset_table,
-        fragments: items,
+        fragments,
         end: pos,
     })
 }
@@ -1151,5 +1155,54 @@ mod tests {
                 layout_in_memory(short).and_then(|layout| pixel_data_in_memory(short, &layout));
             assert!(failed.is_err(), "{}", f.transfer_syntax);
         }
+    }
+
+    fn item(tag: [u8; 4], value: &[u8]) -> Vec<u8> {
+        let mut out = tag.to_vec();
+        out.extend((value.len() as u32).to_le_bytes());
+        out.extend(value);
+        out
+    }
+
+    #[test]
+    fn encapsulated_items_splits_the_offset_table_from_the_fragments() {
+        const ITEM: [u8; 4] = [0xFE, 0xFF, 0x00, 0xE0];
+        const END: [u8; 4] = [0xFE, 0xFF, 0xDD, 0xE0];
+        // 3 bytes before the value, as if an element header preceded it.
+        let mut file = vec![9, 9, 9];
+        file.extend(item(ITEM, &[0, 0, 0, 0, 12, 0, 0, 0]));
+        file.extend(item(ITEM, &[1, 2, 3, 4]));
+        file.extend(item(ITEM, &[5, 6]));
+        file.extend(item(END, &[]));
+        let end = file.len();
+        file.extend([7, 7]);
+        let items = encapsulated_items(&file, 3).unwrap();
+        assert_eq!(items.basic_offset_table, &[0, 0, 0, 0, 12, 0, 0, 0]);
+        assert_eq!(items.fragments, vec![&[1u8, 2, 3, 4][..], &[5, 6][..]]);
+        assert_eq!(items.end, end);
+
+        // An empty offset table is still the first item, not a fragment.
+        let mut empty_bot = item(ITEM, &[]);
+        empty_bot.extend(item(ITEM, &[1, 2]));
+        empty_bot.extend(item(END, &[]));
+        let items = encapsulated_items(&empty_bot, 0).unwrap();
+        assert!(items.basic_offset_table.is_empty());
+        assert_eq!(items.fragments, vec![&[1u8, 2][..]]);
+
+        // Broken structures are errors, never a panic.
+        assert!(encapsulated_items(&item(END, &[]), 0).is_err(), "no items");
+        let no_end = item(ITEM, &[]);
+        assert!(encapsulated_items(&no_end, 0).is_err(), "no delimiter");
+        let mut overrun = item(ITEM, &[]);
+        overrun.extend(&ITEM);
+        overrun.extend(100u32.to_le_bytes());
+        overrun.extend([0; 10]);
+        assert!(
+            encapsulated_items(&overrun, 0).is_err(),
+            "fragment past the end"
+        );
+        let mut foreign = item(ITEM, &[]);
+        foreign.extend(item([0x10, 0x00, 0x10, 0x00], &[0; 4]));
+        assert!(encapsulated_items(&foreign, 0).is_err(), "not an item");
     }
 }

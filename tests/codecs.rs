@@ -78,6 +78,24 @@ fn field<'a>(instance: &'a serde_json::Value, name: &str) -> &'a str {
 }
 
 /// Compare received pixels with their sources (entries as `codecs.py compare` takes them).
+/// A decoded frame written to `dir`, as an entry for [`assert_pixels`] (compared with the
+/// instance's source pixels within its tolerance).
+fn raw_frame_entry(
+    dir: &Path,
+    name: &str,
+    instance: &serde_json::Value,
+    frame: &[u8],
+) -> serde_json::Value {
+    let raw = dir.join(format!("frame-{name}.raw"));
+    std::fs::write(&raw, frame).unwrap();
+    serde_json::json!({
+        "source": field(instance, "source"),
+        "got": raw,
+        "raw": true,
+        "tolerance": instance["tolerance"],
+    })
+}
+
 fn assert_pixels(dir: &Path, entries: &[serde_json::Value]) {
     let manifest = dir.join(format!("compare-{}.json", entries.len()));
     std::fs::write(&manifest, serde_json::to_vec(entries).unwrap()).unwrap();
@@ -179,14 +197,7 @@ async fn wado_rs_decodes_every_stored_syntax() {
         // inflated here: the stored bytes are the deflated data set).
         let frame = first_frame(gw.http_port, &url, name).await;
         assert_eq!(frame.len() as u32, rows * columns * 2, "{name} frame size");
-        let raw = dir.path().join(format!("frame-{name}.raw"));
-        std::fs::write(&raw, &frame).unwrap();
-        entries.push(serde_json::json!({
-            "source": field(instance, "source"),
-            "got": raw,
-            "raw": true,
-            "tolerance": instance["tolerance"],
-        }));
+        entries.push(raw_frame_entry(dir.path(), name, instance, &frame));
         if field(instance, "transfer_syntax") == DEFLATED {
             // Pixel Data bulk data (PS3.18 10.4.1.1.5): the inflated value, bare and in a
             // multipart body.
@@ -1633,14 +1644,7 @@ async fn every_front(command: &str) {
                     "{name} frame size ({})",
                     frames.header("Content-Type").unwrap_or("")
                 );
-                let raw = dir.path().join(format!("frame-{name}.raw"));
-                std::fs::write(&raw, &frame).unwrap();
-                entries.push(serde_json::json!({
-                    "source": field(instance, "source"),
-                    "got": raw,
-                    "raw": true,
-                    "tolerance": instance["tolerance"],
-                }));
+                entries.push(raw_frame_entry(dir.path(), &name, instance, &frame));
             } else {
                 assert_eq!(frame.len(), rows * columns * 3, "{name} frame size");
             }
