@@ -26,6 +26,10 @@
 #   B_RETRIEVE2 [$B_RETRIEVE]  the same for the BB_BIN2 runs (an A/B of B's retrieve)
 #   A_WADO_RS [false]  true: A fetches by WADO-RS from B's dicomweb_url ([remote] prefer_wado_rs)
 #   A_WADO_RS2 [$A_WADO_RS]  the same for the BB_BIN2 runs (BB_BIN2=BB_BIN: RAD-75 vs WADO-RS)
+#   RELAY [unset]     1: each round also runs 1 through two byte relays (socat) joined by
+#                     mutual TLS: Orthanc B -> relay A' -> TLS -> relay B' -> Orthanc A, the
+#                     same number of processes and the same mTLS hop as the gateway path but
+#                     no parsing, cache or index: the least any pair of gateways costs here
 #   PERF [unset]      1: perf record -g of both gateways during the gateway runs
 #                     (into $BENCH_DIR/perf-{a,b}-N.data); 2: of both Orthancs too
 #                     ($BENCH_DIR/perf-o{a,b}-N.data)
@@ -46,6 +50,7 @@ export PATH=/usr/bin:$PATH   # DCMTK's tools, not pynetdicom's of the same names
 PDU=131072
 A_DIMSE=11440 A_HTTP=11441 B_DIMSE=11442 B_HTTP=11443 MITZ=11444
 OA_DIMSE=11445 OA_HTTP=11446 OB_DIMSE=11447 OB_HTTP=11448
+RELAY_IN=11449 RELAY_TLS=11450
 BSN_OID=2.16.840.1.113883.2.4.6.3
 
 now() { date +%s.%N; }
@@ -142,7 +147,8 @@ start_orthanc() {
   "DicomAet": "ORTHANC$1", "DicomPort": $2, "DicomCheckCalledAet": false,
   "DicomAlwaysAllowEcho": true, "DicomAlwaysAllowStore": true, "DicomAlwaysAllowFind": true,
   "DicomAlwaysAllowGet": true, "DicomAlwaysAllowMove": true,
-  "DicomModalities": { "ORTHANCA": ["ORTHANCA", "$HOST", $OA_DIMSE], "GATEWAYB": ["BEELDBRUG", "$HOST", $B_DIMSE] },
+  "DicomModalities": { "ORTHANCA": ["ORTHANCA", "$HOST", $OA_DIMSE], "GATEWAYB": ["BEELDBRUG", "$HOST", $B_DIMSE],
+                       "RELAYA": ["RELAYA", "$HOST", $RELAY_IN] },
   "MaximumPduLength": $PDU, "SyncStorageArea": false, "SaveJobs": false
 }
 EOF
@@ -283,6 +289,45 @@ run_direct() {
     stop "$OPID"
 }
 
+# run_relayed: the direct C-MOVE, its C-STOREs through two socat relays joined by mTLS
+# (gateway certificates of the run; 128 KiB blocks, no Nagle, as the gateways' sockets).
+run_relayed() {
+    retire "$BENCH_DIR/orthanc-A"
+    start_orthanc A $OA_DIMSE $OA_HTTP
+    socat -b 131072 "OPENSSL-LISTEN:$RELAY_TLS,bind=$HOST,reuseaddr,fork,nodelay,cert=$P/b.pem,key=$P/b-key.pem,cafile=$P/ca.pem,verify=1" \
+        "TCP:$HOST:$OA_DIMSE,nodelay" 2>>"$BENCH_DIR/relay.log" &
+    local r2=$!
+    PIDS+=("$r2")
+    socat -b 131072 "TCP-LISTEN:$RELAY_IN,bind=$HOST,reuseaddr,fork,nodelay" \
+        "OPENSSL:$HOST:$RELAY_TLS,nodelay,cert=$P/a.pem,key=$P/a-key.pem,cafile=$P/ca.pem,verify=1" 2>>"$BENCH_DIR/relay.log" &
+    local r1=$!
+    PIDS+=("$r1")
+    sleep 0.3
+    local t0 oa0 ob0 l0
+    oa0=$(cpu $OPID) ob0=$(cpu $OBPID) l0=$(load)
+    t0=$(now)
+    watch_first "$t0" &
+    local watcher=$!
+    /usr/bin/time -f '%U %S' -o "$BENCH_DIR/time.txt" \
+        /usr/bin/movescu -S -aet BENCH -aec ORTHANCB -aem RELAYA --max-pdu $PDU -to 60 -td 600 \
+        -k QueryRetrieveLevel=STUDY -k StudyInstanceUID="$STUDY" "$HOST" $OB_DIMSE >"$BENCH_DIR/movescu-relayed.log" 2>&1
+    local total
+    total=$(since "$t0")
+    wait "$watcher"
+    [ "$(count $OA_HTTP)" = "$N" ] || die "relayed: Orthanc A holds $(count $OA_HTTP) of $N"
+    # socat forks a child per connection: the listeners' CPU includes their waited-for children
+    # (which end with Orthanc B's association, just after movescu).
+    sleep 0.3
+    local relays
+    relays=$(awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); s += $12 + $13 + $14 + $15 } END { printf "%.2f", s / hz }' /proc/$r1/stat /proc/$r2/stat)
+    echo "$total $(cat "$BENCH_DIR/first")" >>"$BENCH_DIR/relayed.txt"
+    echo "relayed total=$total relays=$relays orthancB=$(minus "$(cpu $OBPID)" "$ob0") orthancA=$(minus "$(cpu $OPID)" "$oa0") movescu=$(client_cpu) load=$l0-$(load)" >>"$BENCH_DIR/cpu.txt"
+    log "relayed: $total s, first instance after $(cat "$BENCH_DIR/first") s; $(tail -1 "$BENCH_DIR/cpu.txt")"
+    stop "$r1"
+    stop "$r2"
+    stop "$OPID"
+}
+
 run_gateways() {
     retire "$BENCH_DIR/orthanc-A"
     start_orthanc A $OA_DIMSE $OA_HTTP
@@ -349,11 +394,12 @@ if [ -n "${BB_BIN2:-}" ]; then
     cp "$BB_BIN2" "$BB2.tmp" && mv "$BB2.tmp" "$BB2"
     BB_VERSION="$BB_VERSION; 2: binary $BB_BIN2, sha256 $(sha256sum "$BB2" | cut -c1-12)"
 fi
-rm -f "$BENCH_DIR/direct.txt" "$BENCH_DIR/gateways.txt" "$BENCH_DIR/gateways2.txt" "$BENCH_DIR/cpu.txt"
+rm -f "$BENCH_DIR/direct.txt" "$BENCH_DIR/relayed.txt" "$BENCH_DIR/gateways.txt" "$BENCH_DIR/gateways2.txt" "$BENCH_DIR/cpu.txt"
 RUN=0
 log "study: $N instances, $MB MB; $REPS runs each, alternating"
 for i in $(seq 1 "$REPS"); do
     run_direct
+    if [ "${RELAY:-}" = 1 ]; then run_relayed; fi
     BB=$BB1 SUFFIX= run_gateways
     if [ -n "${BB2:-}" ]; then BB=$BB2 SUFFIX=2 B_RETRIEVE=${B_RETRIEVE2:-${B_RETRIEVE:-c-get}} A_WADO_RS=${A_WADO_RS2:-${A_WADO_RS:-false}} run_gateways; fi
 done
@@ -366,6 +412,11 @@ echo
 echo "beeldbrug $BB_VERSION; $N instances, $MB MB; medians of $REPS"
 printf '%-44s %8s %12s %10s %10s\n' "" "total s" "1st inst. s" "A RSS MB" "B RSS MB"
 printf '%-44s %8s %12s %10s %10s\n' "movescu: Orthanc B -> Orthanc A (direct)" "$D" "$(col direct 2)" "-" "-"
+if [ "${RELAY:-}" = 1 ]; then
+    R=$(col relayed 1)
+    printf '%-44s %8s %12s %10s %10s\n' "the same through two relays joined by mTLS" "$R" "$(col relayed 2)" "-" "-"
+    awk -v r="$R" -v d="$D" 'BEGIN { printf "ratio relayed / direct: %.2f\n", r / d }'
+fi
 printf '%-44s %8s %12s %10s %10s\n' "C-MOVE via A <- RAD-75/mTLS <- B <- C-GET" "$G" "$(col gateways 2)" "$(col gateways 3)" "$(col gateways 4)"
 awk -v g="$G" -v d="$D" 'BEGIN { printf "ratio gateways / direct: %.2f\n", g / d }'
 if [ -n "${BB2:-}" ]; then
