@@ -45,7 +45,7 @@ use two_hospitals::{b_with_orthanc, study_sized, BSN, HOME_B, ISSUER_A, URA_A, U
 
 /// Another patient (passes the 11-test), of whom B holds nothing.
 const OTHER_BSN: &str = "123456782";
-/// Tokens handed to the viewer: more than it makes requests (about 60 for this study).
+/// Tokens handed to the viewer: more than it makes requests (about 15 for this study).
 const TOKENS: usize = 400;
 
 /// Gateway A for viewers inside hospital A: DICOMweb over plain HTTP with CORS, bearer JWTs
