@@ -328,12 +328,27 @@ impl Core {
         let query = self.trust.scope_query(ticket.caller(), query);
         let sources = self.sources_for(ticket.operation());
         // The series or instances of a study a source knows only as a study: the study is
-        // brought into the cache first ([`query_fill`]).
-        let not_filled = self.fill_for_query(&query, &sources, ticket.caller()).await;
-        let answered = match self
-            .merge_find(&query, max_results, &sources, ticket.caller())
-            .await
+        // brought into the cache first ([`query_fill`]); when nothing answered and the source
+        // did not know it, the source is asked by the query's patient, and the query again.
+        let caller = ticket.caller().clone();
+        let mut not_filled = self
+            .fill_for_query(&query, &sources, &caller, query_fill::Ask::Known)
+            .await;
+        let mut merged = self
+            .merge_find(&query, max_results, &sources, &caller)
+            .await;
+        if matches!(&merged, Ok((found, _)) if found.is_empty())
+            && not_filled.is_none()
+            && Self::may_fill(&query, &sources)
         {
+            not_filled = self
+                .fill_for_query(&query, &sources, &caller, query_fill::Ask::ByPatient)
+                .await;
+            merged = self
+                .merge_find(&query, max_results, &sources, &caller)
+                .await;
+        }
+        let answered = match merged {
             Ok((matches, mut unanswered)) => {
                 unanswered.extend(not_filled);
                 self.filter_matches(&mut ticket, &query, matches)

@@ -5,7 +5,10 @@
 //! Description, Instance Number). So the study is fetched into the cache first, as a
 //! retrieve of it would be (joining a running fetch; the source audits its own outgoing
 //! calls), and the cache answers: a viewer that lists a study's series is about to open
-//! them (issue 15 §6: OHIF opens a study that only the other hospital holds).
+//! them (issue 15 §6: OHIF opens a study that only the other hospital holds). Which gateway
+//! holds it is what the source knows from an earlier query; only when nothing answered is
+//! it asked by the query's patient ([`Ask`]), so that a study the hospital's own PACS holds
+//! sends no query to other hospitals.
 
 use super::cache::{fresh, now};
 use super::route::Answer;
@@ -19,6 +22,17 @@ use std::sync::Arc;
 
 const STUDY_UID: Tag = Tag(0x0020, 0x000D);
 
+/// Whom [`Core::fill_for_query`] may ask which source holds the study.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Ask {
+    /// Only what the sources know already (no call goes out): the study's UID alone.
+    Known,
+    /// The sources, with the query's patient and study keys: another gateway is asked by
+    /// the patient's BSN (ITI-38). Only when the cache and the other sources found nothing,
+    /// so that a study the hospital's own PACS holds sends no query to other hospitals.
+    ByPatient,
+}
+
 impl Core {
     /// Bring the one study `query` names into the cache when the query is below the study
     /// level and one of `sources` may hold the study but cannot answer that level.
@@ -29,21 +43,13 @@ impl Core {
         query: &Query,
         sources: &[Arc<dyn Source>],
         caller: &Caller,
+        ask: Ask,
     ) -> Option<SourceError> {
         if query.level < Level::Series {
             return None;
         }
         let study = one_study(query)?;
-        let by_study: Vec<Arc<dyn Source>> = sources
-            .iter()
-            .filter(|s| {
-                let c = s.capabilities();
-                c.retrieve
-                    && c.query_levels.contains(&Level::Study)
-                    && !c.query_levels.contains(&query.level)
-            })
-            .cloned()
-            .collect();
+        let by_study = by_study(query, sources);
         if by_study.is_empty() {
             return None;
         }
@@ -55,9 +61,12 @@ impl Core {
         {
             return None;
         }
-        // Which gateway holds it: known from an earlier query, or asked now with the
-        // query's patient and study keys (another gateway is asked by the patient's BSN).
-        let study_query = study_level(query);
+        // Which gateway holds it: known from an earlier query, or (`Ask::ByPatient`) asked
+        // now.
+        let study_query = match ask {
+            Ask::Known => study_level(query, Level::Study),
+            Ask::ByPatient => study_level(query, Level::Patient),
+        };
         let mut first_error = None;
         let mut known = false;
         for source in &by_study {
@@ -103,6 +112,29 @@ impl Core {
             Err(e) => Some(e),
         }
     }
+
+    /// Whether [`Core::fill_for_query`] with [`Ask::ByPatient`] may bring the study of
+    /// `query` from one of `sources`.
+    pub(super) fn may_fill(query: &Query, sources: &[Arc<dyn Source>]) -> bool {
+        query.level >= Level::Series
+            && one_study(query).is_some()
+            && !by_study(query, sources).is_empty()
+    }
+}
+
+/// The sources that may hold the study but cannot answer `query`'s level: they find
+/// studies only (another gateway's ITI-38).
+fn by_study(query: &Query, sources: &[Arc<dyn Source>]) -> Vec<Arc<dyn Source>> {
+    sources
+        .iter()
+        .filter(|s| {
+            let c = s.capabilities();
+            c.retrieve
+                && c.query_levels.contains(&Level::Study)
+                && !c.query_levels.contains(&query.level)
+        })
+        .cloned()
+        .collect()
 }
 
 /// The one Study Instance UID a query names (a single value, or a list of one).
@@ -122,13 +154,14 @@ fn one_study(query: &Query) -> Option<String> {
     }
 }
 
-/// The study-level part of a query: its patient and study keys, at STUDY level.
-fn study_level(query: &Query) -> Query {
+/// The study-level part of a query, at STUDY level: its keys of the levels from `from` to
+/// the study (`Level::Patient`: the patient's keys too; `Level::Study`: the study's only).
+fn study_level(query: &Query, from: Level) -> Query {
     let mut study = Query::new(Level::Study);
     study.keys = query
         .keys
         .iter()
-        .filter(|k| k.attr.level <= Level::Study)
+        .filter(|k| from <= k.attr.level && k.attr.level <= Level::Study)
         .cloned()
         .collect();
     study
@@ -166,7 +199,7 @@ mod tests {
     }
 
     #[test]
-    fn the_study_query_keeps_the_patient_and_study_keys() {
+    fn the_study_query_keeps_the_patient_and_study_keys_or_the_study_only() {
         let mut q = Query::new(Level::Image);
         q.keys
             .push(key("PatientID", Matcher::Single("999999990".into())));
@@ -175,9 +208,13 @@ mod tests {
         q.keys.push(key("Modality", Matcher::Single("CT".into())));
         q.keys
             .push(key("SOPInstanceUID", Matcher::Single("1.2.3.4".into())));
-        let study = study_level(&q);
+        let study = study_level(&q, Level::Patient);
         assert_eq!(study.level, Level::Study);
         let keywords: Vec<&str> = study.keys.iter().map(|k| k.attr.keyword).collect();
         assert_eq!(keywords, ["PatientID", "StudyInstanceUID"]);
+        // What a source knows already is asked by the study alone: no patient, no call out.
+        let known = study_level(&q, Level::Study);
+        let keywords: Vec<&str> = known.keys.iter().map(|k| k.attr.keyword).collect();
+        assert_eq!(keywords, ["StudyInstanceUID"]);
     }
 }

@@ -73,6 +73,10 @@ struct FakeSource {
     rows: Vec<(Level, Match)>,
     /// The query levels it answers (all three unless [`FakeSource::study_only`]).
     levels: Vec<Level>,
+    /// Its rows answer only a query that names a patient (another gateway, asked by BSN).
+    by_patient_only: bool,
+    /// Its rows answer a query that names a Study Instance UID only when they are of it.
+    matches_study: bool,
     fuzzy_names: bool,
     /// Waited before each instance is stored.
     delay: Duration,
@@ -97,6 +101,8 @@ impl FakeSource {
             instances,
             rows: Vec::new(),
             levels: vec![Level::Study, Level::Series, Level::Image],
+            by_patient_only: false,
+            matches_study: false,
             fuzzy_names: false,
             delay: Duration::ZERO,
             end_delay: Duration::ZERO,
@@ -198,10 +204,20 @@ impl Source for FakeSource {
     async fn find(&self, query: &Query, window: usize) -> Result<Vec<Match>, SourceError> {
         self.calls.find.fetch_add(1, Ordering::SeqCst);
         self.down()?;
+        if self.by_patient_only && !query.keys.iter().any(|k| k.attr.tag == PATIENT_ID) {
+            return Ok(Vec::new());
+        }
+        let study = query.keys.iter().find_map(|k| match &k.matcher {
+            Matcher::Single(uid) if k.attr.tag == STUDY_UID => Some(uid),
+            _ => None,
+        });
         Ok(self
             .rows
             .iter()
             .filter(|(level, _)| *level == query.level)
+            .filter(|(_, row)| {
+                !self.matches_study || study.is_none_or(|uid| row.get(&STUDY_UID) == Some(uid))
+            })
             .map(|(_, m)| m.clone())
             .take(window)
             .collect())
@@ -917,6 +933,64 @@ async fn a_series_query_of_a_study_only_sources_study_fetches_it_first() {
     assert_eq!(found.unanswered.len(), 1, "{:?}", found.unanswered);
     assert_eq!(found.unanswered[0].kind, SourceErrorKind::Unreachable);
     found.ticket.finish("partial", "").await;
+}
+
+/// A study-only source is asked by the query's patient (an ITI-38 to other hospitals) only
+/// when nothing else answered a series query: a study the hospital's PACS holds sends no
+/// query out; one that nobody knew is found by its patient, fetched and answered.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_study_only_source_is_asked_by_patient_only_when_nothing_answered() {
+    let h = Harness::new().await;
+    let local = mr_series(1, 2);
+    let remote = mr_series(2, 3);
+    const SERIES_UID: Tag = Tag(0x0020, 0x000E);
+    let mut local_series = Match::new();
+    local_series.insert(STUDY_UID, local[0].study_uid.clone());
+    local_series.insert(SERIES_UID, local[0].series_uid.clone());
+    let mut pacs = FakeSource::new(local.clone()).with_rows(vec![(Level::Series, local_series)]);
+    pacs.matches_study = true;
+    let pacs = Arc::new(pacs);
+    let mut gateway = FakeSource::new(remote.clone())
+        .study_only()
+        .with_rows(vec![study_row(
+            &remote[0].study_uid,
+            &[(PATIENT_ID, remote[0].patient_id.as_str())],
+        )]);
+    gateway.by_patient_only = true;
+    let gateway = Arc::new(gateway);
+    let core = Core::builder(h.trust.clone(), h.index.clone(), h.blobs.clone())
+        .source(pacs.clone(), &[Front::Web])
+        .source(gateway.clone(), &[Front::Web])
+        .build();
+    let series_of = |held: &[HeldInstance]| {
+        Query::new(Level::Series)
+            .with_key(
+                indexed_attr_by_keyword("PatientID").unwrap(),
+                Matcher::Single(held[0].patient_id.clone()),
+            )
+            .with_key(
+                indexed_attr_by_keyword("StudyInstanceUID").unwrap(),
+                Matcher::Single(held[0].study_uid.clone()),
+            )
+    };
+
+    // The PACS's study: answered by the PACS; the gateway asked only what it knows.
+    let rows = query(&core, &web_caller(), Operation::QidoRs, series_of(&local)).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        gateway.finds(),
+        1,
+        "asked by the study alone, not by the patient"
+    );
+    assert_eq!(gateway.fetches(), 0);
+
+    // A study nobody knew: the gateway asked by the patient, the study fetched, its series
+    // answered from the cache.
+    let rows = query(&core, &web_caller(), Operation::QidoRs, series_of(&remote)).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].get(&SERIES_UID), Some(&remote[0].series_uid));
+    assert_eq!(gateway.finds(), 3, "by the study, then by the patient");
+    assert_eq!(gateway.fetches(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
