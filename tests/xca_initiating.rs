@@ -26,32 +26,29 @@ mod otlp;
 mod tls_front;
 #[path = "common/tokens.rs"]
 mod tokens;
+#[path = "common/two_hospitals.rs"]
+mod two_hospitals;
 
 use beeldbrug::trust::consent::ConsentDecision;
 use common::gateway_mode::{
     audit_details, becomes_complete, dataset_of, pacs_toml, syntax_of, AS_STORED,
 };
 use common::http::{multipart_parts, request};
-use common::orthanc::{self, Orthanc};
+use common::orthanc::Orthanc;
 use common::peer::PeerProcess;
 use common::pki::{participant, tls_toml, CertFiles, Pki};
 use common::{free_port, require_tool, Gateway};
 use mitz::MitzSim;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tls_front::TlsFront;
 use tokens::{mint_jwt, JwtIdp, KeyKind, SamlIdp, TEST_PURPOSE, TEST_ROLE, TEST_UZI};
-
-const BSN: &str = "999999990";
-const URA_A: &str = "11110000";
-const URA_B: &str = "22220000";
-const HOME_A: &str = "urn:oid:1.2.3.4.5.21";
-const HOME_B: &str = "urn:oid:1.2.3.4.5.22";
-const REPOSITORY_B: &str = "1.2.3.4.5.22.1";
-const ISSUER_A: &str = "https://xua.gateway-a.test";
+use two_hospitals::{
+    b_toml, b_with_orthanc, hospital_b, orthanc_holds, study_sized, Held, BSN, HOME_A, HOME_B,
+    ISSUER_A, URA_A, URA_B,
+};
 /// The workstation at A (a local user: UZI, role, purpose of use configured), the C-MOVE
 /// destination, and an AE without user claims.
 const WORKSTATION: &str = "WORKSTATION";
@@ -62,16 +59,6 @@ const TIMEOUTS: [&str; 6] = ["-to", "15", "-ta", "30", "-td", "60"];
 const PEER_TIMEOUT_SECS: u64 = 3;
 /// A's `[remote] max_instance_bytes`: larger than any test instance.
 const MAX_INSTANCE_BYTES: u64 = 4 << 20;
-
-/// Instances by SOP Instance UID: (transfer syntax, data set bytes after the file meta).
-type Held = BTreeMap<String, (String, Vec<u8>)>;
-
-fn xds_toml(home: &str, repository: &str) -> String {
-    format!(
-        "[xds]\nenabled = true\nhome_community_id = \"{home}\"\nrepository_unique_id = \"{repository}\"\n\
-         source_id = \"{repository}.2\"\norganisation_name = \"Ziekenhuis {home}\"\nquiet_secs = 1\n"
-    )
-}
 
 /// Gateway A's configuration: the remote source on, our assertion issuer, the workstation
 /// as a local user, the C-MOVE destination.
@@ -107,23 +94,6 @@ fn a_toml_localised(
         idp.cert_pem.display(),
         idp.key_pem.display(),
         tls = tls_toml(pki, cert, participants),
-    )
-}
-
-/// Gateway B's configuration: publishing, A's issuer trusted for A's certificate, consent.
-fn b_toml(
-    pki: &Pki,
-    cert: &CertFiles,
-    participants: &Path,
-    idp: &SamlIdp,
-    mitz: &MitzSim,
-) -> String {
-    format!(
-        "{tls}{xds}[trust]\nown_ura = \"{URA_B}\"\n{issuer}[trust.consent]\nurl = \"{}\"\npurposes = [\"{TEST_PURPOSE}\"]\ntimeout_secs = 5\ncache_secs = 0\ncustodian_ura = \"{URA_B}\"\n",
-        mitz.url,
-        tls = tls_toml(pki, cert, participants),
-        xds = xds_toml(HOME_B, REPOSITORY_B),
-        issuer = idp.config_toml(&["GtK A"], false),
     )
 }
 
@@ -886,26 +856,10 @@ async fn orthanc_at_both_ends() {
     let mitz = MitzSim::start(&[(BSN, ConsentDecision::Permit)]);
 
     // B with its Orthanc (fetched from by C-GET); the study only in that Orthanc.
-    let (dir_orthanc_a, dir_orthanc_b) =
-        (dir.path().join("orthanc-a"), dir.path().join("orthanc-b"));
-    std::fs::create_dir_all(&dir_orthanc_a).unwrap();
-    std::fs::create_dir_all(&dir_orthanc_b).unwrap();
-    let orthanc_b = Orthanc::start(&dir_orthanc_b).await;
-    orthanc::store(orthanc_b.dicom_port, "ORTHANC", &files);
-    let held = orthanc_holds(orthanc_b.http_port).await;
-    assert_eq!(held.len(), files.len(), "B's Orthanc holds the study");
-    let participants_b = dir.path().join("participants-b.toml");
-    std::fs::write(
-        &participants_b,
-        participant("GtK A", URA_A, HOME_A, &cert_a, None),
-    )
-    .unwrap();
-    let b = Gateway::start(&format!(
-        "{}{}",
-        b_toml(&pki, &cert_b, &participants_b, &idp_a, &mitz),
-        pacs_toml("ORTHANC", orthanc_b.dicom_port, "c-get", "")
-    ))
-    .await;
+    let (b, side_b) =
+        b_with_orthanc(dir.path(), &pki, (&cert_a, &cert_b), &idp_a, &mitz, &files).await;
+    let held = side_b.held.clone();
+    std::fs::create_dir_all(dir.path().join("orthanc-a")).unwrap();
     let base_b = format!("https://127.0.0.1:{}", b.http_port);
 
     // A with its Orthanc: Orthanc A knows gateway A (BEELDBRUG) as a modality; gateway A
@@ -1183,42 +1137,6 @@ async fn orthanc_at_both_ends() {
 /// Generated instances of one study of patient `bsn` (set by dcmodify), for storescu.
 fn study_generated(dir: &Path, bsn: &str) -> Vec<beeldbrug::testdata::GeneratedFile> {
     study_sized(dir, bsn, 4, 32)
-}
-
-/// [`study_generated`] with `slices` CT images of `frame` × `frame` pixels.
-fn study_sized(
-    dir: &Path,
-    bsn: &str,
-    slices: u32,
-    frame: u32,
-) -> Vec<beeldbrug::testdata::GeneratedFile> {
-    let mut args = beeldbrug::testdata::GenerateArgs::with_defaults(dir.to_path_buf());
-    args.patients = 1;
-    args.ct_slices = slices;
-    args.mr_slices = 0;
-    args.frame_size = frame;
-    let files = beeldbrug::testdata::generate(&args).unwrap();
-    for f in &files {
-        let set = format!("(0010,0020)={bsn}");
-        let out = common::dcmtk("dcmodify", &["-nb", "-m", &set, f.path.to_str().unwrap()]);
-        assert!(out.status.success(), "dcmodify: {out:?}");
-    }
-    files
-}
-
-/// What an Orthanc holds, read back over its REST API (`/instances/{id}/file`).
-async fn orthanc_holds(http_port: u16) -> Held {
-    let r = request(http_port, "GET", "/instances", &[], b"").await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    let ids: Vec<String> = serde_json::from_value(r.json()).expect("instance ids");
-    let mut held = Held::new();
-    for id in ids {
-        let r = request(http_port, "GET", &format!("/instances/{id}/file"), &[], b"").await;
-        assert_eq!(r.status, 200, "{}", r.text());
-        let (uid, dataset) = dataset_of(&r.body);
-        held.insert(uid, (syntax_of(&r.body), dataset));
-    }
-    held
 }
 
 /// Delete a study from an Orthanc (REST: `/tools/lookup`, then `DELETE /studies/{id}`).
@@ -1820,24 +1738,9 @@ async fn wado_rs_from_a_peer_that_offers_dicomweb() {
     let mitz = MitzSim::start(&[(BSN, ConsentDecision::Permit)]);
 
     // B with its Orthanc (fetched from by C-GET); the study only in that Orthanc.
-    let dir_orthanc_b = dir.path().join("orthanc-b");
-    std::fs::create_dir_all(&dir_orthanc_b).unwrap();
-    let orthanc_b = Orthanc::start(&dir_orthanc_b).await;
-    orthanc::store(orthanc_b.dicom_port, "ORTHANC", &files);
-    let held = orthanc_holds(orthanc_b.http_port).await;
-    assert_eq!(held.len(), files.len(), "B's Orthanc holds the study");
-    let participants_b = dir.path().join("participants-b.toml");
-    std::fs::write(
-        &participants_b,
-        participant("GtK A", URA_A, HOME_A, &cert_a, None),
-    )
-    .unwrap();
-    let b = Gateway::start(&format!(
-        "{}{}",
-        b_toml(&pki, &cert_b, &participants_b, &idp_a, &mitz),
-        pacs_toml("ORTHANC", orthanc_b.dicom_port, "c-get", "")
-    ))
-    .await;
+    let (b, side_b) =
+        b_with_orthanc(dir.path(), &pki, (&cert_a, &cert_b), &idp_a, &mitz, &files).await;
+    let held = side_b.held.clone();
     let base_b = format!("https://127.0.0.1:{}", b.http_port);
     let b_with_dicomweb = |dicomweb: &str| {
         format!(
@@ -1991,24 +1894,9 @@ async fn wado_rs_from_orthanc_as_the_peers_dicomweb() {
     let idp_a = SamlIdp::new(dir.path(), ISSUER_A, KeyKind::Rsa);
     let mitz = MitzSim::start(&[(BSN, ConsentDecision::Permit)]);
 
-    let dir_orthanc_b = dir.path().join("orthanc-b");
-    std::fs::create_dir_all(&dir_orthanc_b).unwrap();
-    let orthanc_b = Orthanc::start(&dir_orthanc_b).await;
-    orthanc::store(orthanc_b.dicom_port, "ORTHANC", &files);
-    let held = orthanc_holds(orthanc_b.http_port).await;
-    assert_eq!(held.len(), files.len(), "B's Orthanc holds the study");
-    let participants_b = dir.path().join("participants-b.toml");
-    std::fs::write(
-        &participants_b,
-        participant("GtK A", URA_A, HOME_A, &cert_a, None),
-    )
-    .unwrap();
-    let b = Gateway::start(&format!(
-        "{}{}",
-        b_toml(&pki, &cert_b, &participants_b, &idp_a, &mitz),
-        pacs_toml("ORTHANC", orthanc_b.dicom_port, "c-get", "")
-    ))
-    .await;
+    let (b, side_b) =
+        b_with_orthanc(dir.path(), &pki, (&cert_a, &cert_b), &idp_a, &mitz, &files).await;
+    let (orthanc_b, held) = (&side_b.orthanc, side_b.held.clone());
     let base_b = format!("https://127.0.0.1:{}", b.http_port);
     // Orthanc's DICOMweb behind a TLS front with B's certificate.
     let front = TlsFront::start(orthanc_b.http_port, &pki.ca_file, &cert_b.cert, &cert_b.key).await;
@@ -2130,10 +2018,8 @@ async fn one_trace_across_two_gateways() {
     let cert_b = pki.issue_server("gateway-b", &["127.0.0.1", "localhost"]);
     let idp_a = SamlIdp::new(dir.path(), ISSUER_A, KeyKind::Rsa);
     let mitz = MitzSim::start(&[(BSN, ConsentDecision::Permit)]);
-    let dir_orthanc_b = dir.path().join("orthanc-b");
-    std::fs::create_dir_all(&dir_orthanc_b).unwrap();
-    let orthanc_b = Orthanc::start(&dir_orthanc_b).await;
-    orthanc::store(orthanc_b.dicom_port, "ORTHANC", &files);
+    // B's side: its Orthanc with the study; gateway B runs as a process (its spans exported).
+    let side_b = hospital_b(dir.path(), &pki, (&cert_a, &cert_b), &idp_a, &mitz, &files).await;
     let spans_file = dir.path().join("spans.jsonl");
     let (_receiver, otlp_port) = otlp::receiver(&spans_file);
     // A gateway's configuration file: listeners on free ports, its data, JSON logs and
@@ -2150,19 +2036,8 @@ async fn one_trace_across_two_gateways() {
         file
     };
 
-    let participants_b = dir.path().join("participants-b.toml");
-    std::fs::write(
-        &participants_b,
-        participant("GtK A", URA_A, HOME_A, &cert_a, None),
-    )
-    .unwrap();
-    let toml_b = format!(
-        "{}{}",
-        b_toml(&pki, &cert_b, &participants_b, &idp_a, &mitz),
-        pacs_toml("ORTHANC", orthanc_b.dicom_port, "c-get", "")
-    );
     let (mut b, _, http_b) = otlp::serve(
-        &config("b", "beeldbrug-b", &toml_b),
+        &config("b", "beeldbrug-b", &side_b.toml),
         &dir.path().join("b.log"),
     );
     let base_b = format!("https://127.0.0.1:{http_b}");

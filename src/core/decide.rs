@@ -109,7 +109,7 @@ impl Core {
     }
 
     /// The patients of the selected studies: from the cache, else from the sources.
-    async fn patients_of(
+    pub(super) async fn patients_of(
         &self,
         selection: &Selection,
         sources: &[Arc<dyn Source>],

@@ -7,8 +7,10 @@
 //!    ([`ticket`]).
 //! 2. [`Core::query`]: the query scoped to what the caller may ask, answered by the cache
 //!    and the sources its front may reach ([`Routes`]), merged, de-duplicated and paged
-//!    after the merge ([`route`]), names matched fuzzily where a source cannot, and the
-//!    answers limited to the patients the caller may see ([`decide`]).
+//!    after the merge ([`route`]), names matched fuzzily where a source cannot, the series
+//!    and instances of a study that a source knows only as a study answered after it is
+//!    fetched into the cache ([`query_fill`]), and the answers limited to the patients the
+//!    caller may see ([`decide`]).
 //! 3. [`Core::retrieve`]: the patients decided before the first byte, then the cache or a
 //!    fetch from a source ([`route`]: cache rules in [`cache`]), one fetch per selection
 //!    shared by every request, pinned against eviction, cancelled when the last consumer
@@ -32,6 +34,7 @@ pub mod decide;
 pub mod follow;
 pub mod ingest;
 pub mod instances;
+mod query_fill;
 pub mod registry;
 pub mod reported;
 pub mod route;
@@ -317,21 +320,41 @@ impl Core {
     /// Answer a query: at most `max_results` matches (the query's own limit and offset
     /// page them). On `Err` the ticket's record has been written.
     pub async fn query(
-        &self,
+        self: &Arc<Self>,
         mut ticket: Ticket,
         query: Query,
         max_results: usize,
     ) -> Result<Found, CoreError> {
         let query = self.trust.scope_query(ticket.caller(), query);
         let sources = self.sources_for(ticket.operation());
-        let answered = match self
-            .merge_find(&query, max_results, &sources, ticket.caller())
-            .await
+        // The series or instances of a study a source knows only as a study: the study is
+        // brought into the cache first ([`query_fill`]); when nothing answered and the source
+        // did not know it, the source is asked by the query's patient, and the query again.
+        let caller = ticket.caller().clone();
+        let mut not_filled = self
+            .fill_for_query(&query, &sources, &caller, query_fill::Ask::Known)
+            .await;
+        let mut merged = self
+            .merge_find(&query, max_results, &sources, &caller)
+            .await;
+        if matches!(&merged, Ok((found, _)) if found.is_empty())
+            && not_filled.is_none()
+            && Self::may_fill(&query, &sources)
         {
-            Ok((matches, unanswered)) => self
-                .filter_matches(&mut ticket, &query, matches)
-                .await
-                .map(|matches| (matches, unanswered)),
+            not_filled = self
+                .fill_for_query(&query, &sources, &caller, query_fill::Ask::ByPatient)
+                .await;
+            merged = self
+                .merge_find(&query, max_results, &sources, &caller)
+                .await;
+        }
+        let answered = match merged {
+            Ok((matches, mut unanswered)) => {
+                unanswered.extend(not_filled);
+                self.filter_matches(&mut ticket, &query, matches)
+                    .await
+                    .map(|matches| (matches, unanswered))
+            }
             Err(e) => Err(e),
         };
         match answered {

@@ -71,6 +71,12 @@ struct FakeSource {
     /// Query answers by level (the keys are not matched: like a PACS without fuzzy
     /// matching, the core is left to filter names).
     rows: Vec<(Level, Match)>,
+    /// The query levels it answers (all three unless [`FakeSource::study_only`]).
+    levels: Vec<Level>,
+    /// Its rows answer only a query that names a patient (another gateway, asked by BSN).
+    by_patient_only: bool,
+    /// Its rows answer a query that names a Study Instance UID only when they are of it.
+    matches_study: bool,
     fuzzy_names: bool,
     /// Waited before each instance is stored.
     delay: Duration,
@@ -94,6 +100,9 @@ impl FakeSource {
         FakeSource {
             instances,
             rows: Vec::new(),
+            levels: vec![Level::Study, Level::Series, Level::Image],
+            by_patient_only: false,
+            matches_study: false,
             fuzzy_names: false,
             delay: Duration::ZERO,
             end_delay: Duration::ZERO,
@@ -111,6 +120,12 @@ impl FakeSource {
 
     fn with_end_delay(mut self, delay: Duration) -> Self {
         self.end_delay = delay;
+        self
+    }
+
+    /// Answers study-level queries only (another gateway: ITI-38 finds studies).
+    fn study_only(mut self) -> Self {
+        self.levels = vec![Level::Study];
         self
     }
 
@@ -179,7 +194,7 @@ impl Source for FakeSource {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            query_levels: vec![Level::Study, Level::Series, Level::Image],
+            query_levels: self.levels.clone(),
             retrieve: true,
             fuzzy_names: self.fuzzy_names,
             transfer_syntaxes: vec![crate::sop::EXPLICIT_VR_LE.to_string()],
@@ -189,10 +204,20 @@ impl Source for FakeSource {
     async fn find(&self, query: &Query, window: usize) -> Result<Vec<Match>, SourceError> {
         self.calls.find.fetch_add(1, Ordering::SeqCst);
         self.down()?;
+        if self.by_patient_only && !query.keys.iter().any(|k| k.attr.tag == PATIENT_ID) {
+            return Ok(Vec::new());
+        }
+        let study = query.keys.iter().find_map(|k| match &k.matcher {
+            Matcher::Single(uid) if k.attr.tag == STUDY_UID => Some(uid),
+            _ => None,
+        });
         Ok(self
             .rows
             .iter()
             .filter(|(level, _)| *level == query.level)
+            .filter(|(_, row)| {
+                !self.matches_study || study.is_none_or(|uid| row.get(&STUDY_UID) == Some(uid))
+            })
             .map(|(_, m)| m.clone())
             .take(window)
             .collect())
@@ -822,6 +847,150 @@ async fn a_query_with_a_source_down_answers_from_the_cache_marked_incomplete() {
     assert!(found.unanswered.is_empty());
     assert_eq!(found.matches.len(), 2);
     found.ticket.finish("success", "").await;
+}
+
+/// A series or instance query of a study that a study-only source holds (another gateway:
+/// a viewer lists the series of a study found by ITI-38): the study is fetched into the
+/// cache first and the cache answers, with the attributes only the instances carry; the
+/// next query is answered by the cache alone. The source down: what the cache holds,
+/// marked incomplete.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_series_query_of_a_study_only_sources_study_fetches_it_first() {
+    let h = Harness::new().await;
+    let held = mr_series(1, 3);
+    let (study, series) = (held[0].study_uid.clone(), held[0].series_uid.clone());
+    let source = Arc::new(
+        FakeSource::new(held.clone())
+            .study_only()
+            .with_rows(vec![study_row(&study, &[])]),
+    );
+    let core = h.core(&source, &[Front::Web]);
+    let of_study = |level, uid: &str| {
+        Query::new(level).with_key(
+            indexed_attr_by_keyword("StudyInstanceUID").unwrap(),
+            Matcher::Single(uid.to_string()),
+        )
+    };
+    const SERIES_UID: Tag = Tag(0x0020, 0x000E);
+    const MODALITY: Tag = Tag(0x0008, 0x0060);
+
+    let rows = query(
+        &core,
+        &web_caller(),
+        Operation::QidoRs,
+        of_study(Level::Series, &study),
+    )
+    .await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].get(&SERIES_UID), Some(&series));
+    assert_eq!(rows[0].get(&MODALITY).map(String::as_str), Some("MR"));
+    assert_eq!(source.fetches(), 1, "fetched before the answer");
+    fetch_ended(&core, &study).await;
+
+    let instances = query(
+        &core,
+        &web_caller(),
+        Operation::QidoRs,
+        of_study(Level::Image, &study),
+    )
+    .await;
+    assert_eq!(instances.len(), 3);
+    assert_eq!(source.fetches(), 1, "the cache answered");
+
+    // A study the source does not hold: nothing fetched, nothing found.
+    let other = query(
+        &core,
+        &web_caller(),
+        Operation::QidoRs,
+        of_study(Level::Series, "2.25.1"),
+    )
+    .await;
+    assert!(other.is_empty());
+    assert_eq!(source.fetches(), 1);
+
+    // Another core on the same cache, the study not trusted as fresh, the source down: the
+    // cache's series, the answer marked incomplete.
+    let core = Core::builder(h.trust.clone(), h.index.clone(), h.blobs.clone())
+        .source(source.clone(), &[Front::Web])
+        .build();
+    h.index
+        .put_cached_study(&crate::store::index::CachedStudy {
+            study_instance_uid: study.clone(),
+            pacs_instances: 3,
+            complete: true,
+            checked_at: 0,
+            last_access: 0,
+        })
+        .await
+        .unwrap();
+    source.unreachable.store(true, Ordering::SeqCst);
+    let ticket = core.admit(&web_caller(), Operation::QidoRs).await.unwrap();
+    let found = core
+        .query(ticket, of_study(Level::Series, &study), 100)
+        .await
+        .expect("the cache answers");
+    assert_eq!(found.matches.len(), 1);
+    assert_eq!(found.unanswered.len(), 1, "{:?}", found.unanswered);
+    assert_eq!(found.unanswered[0].kind, SourceErrorKind::Unreachable);
+    found.ticket.finish("partial", "").await;
+}
+
+/// A study-only source is asked by the query's patient (an ITI-38 to other hospitals) only
+/// when nothing else answered a series query: a study the hospital's PACS holds sends no
+/// query out; one that nobody knew is found by its patient, fetched and answered.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_study_only_source_is_asked_by_patient_only_when_nothing_answered() {
+    let h = Harness::new().await;
+    let local = mr_series(1, 2);
+    let remote = mr_series(2, 3);
+    const SERIES_UID: Tag = Tag(0x0020, 0x000E);
+    let mut local_series = Match::new();
+    local_series.insert(STUDY_UID, local[0].study_uid.clone());
+    local_series.insert(SERIES_UID, local[0].series_uid.clone());
+    let mut pacs = FakeSource::new(local.clone()).with_rows(vec![(Level::Series, local_series)]);
+    pacs.matches_study = true;
+    let pacs = Arc::new(pacs);
+    let mut gateway = FakeSource::new(remote.clone())
+        .study_only()
+        .with_rows(vec![study_row(
+            &remote[0].study_uid,
+            &[(PATIENT_ID, remote[0].patient_id.as_str())],
+        )]);
+    gateway.by_patient_only = true;
+    let gateway = Arc::new(gateway);
+    let core = Core::builder(h.trust.clone(), h.index.clone(), h.blobs.clone())
+        .source(pacs.clone(), &[Front::Web])
+        .source(gateway.clone(), &[Front::Web])
+        .build();
+    let series_of = |held: &[HeldInstance]| {
+        Query::new(Level::Series)
+            .with_key(
+                indexed_attr_by_keyword("PatientID").unwrap(),
+                Matcher::Single(held[0].patient_id.clone()),
+            )
+            .with_key(
+                indexed_attr_by_keyword("StudyInstanceUID").unwrap(),
+                Matcher::Single(held[0].study_uid.clone()),
+            )
+    };
+
+    // The PACS's study: answered by the PACS; the gateway asked only what it knows.
+    let rows = query(&core, &web_caller(), Operation::QidoRs, series_of(&local)).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        gateway.finds(),
+        1,
+        "asked by the study alone, not by the patient"
+    );
+    assert_eq!(gateway.fetches(), 0);
+
+    // A study nobody knew: the gateway asked by the patient, the study fetched, its series
+    // answered from the cache.
+    let rows = query(&core, &web_caller(), Operation::QidoRs, series_of(&remote)).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].get(&SERIES_UID), Some(&remote[0].series_uid));
+    assert_eq!(gateway.finds(), 3, "by the study, then by the patient");
+    assert_eq!(gateway.fetches(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -934,14 +934,17 @@ pub fn studies_file(data_dir: &Path) -> std::path::PathBuf {
     data_dir.join("remote-studies.jsonl")
 }
 
-/// The one BSN a query asks for (PatientID as a single value), if any.
+/// The one BSN a query asks for, if any: PatientID as a single value, or as a BSN between
+/// `*` wildcards (a viewer's patient filter: OHIF sends `00100020=*<id>*`), which matches
+/// that BSN only, since every Patient ID another gateway answers with is a BSN (nine digits).
 fn queried_bsn(query: &Query) -> Option<String> {
     query
         .keys
         .iter()
         .find_map(|k| match (&k.matcher, k.attr.tag) {
-            (Matcher::Single(v), PATIENT_ID) if crate::trust::policy::is_bsn(v.trim()) => {
-                Some(v.trim().to_string())
+            (Matcher::Single(v) | Matcher::Wildcard(v), PATIENT_ID) => {
+                let bsn = v.trim().trim_matches('*');
+                crate::trust::policy::is_bsn(bsn).then(|| bsn.to_string())
             }
             _ => None,
         })
@@ -995,5 +998,48 @@ fn outcome_of(study: &RemoteStudy, result: &str, detail: String) -> Outcome {
         result: result.to_string(),
         detail,
         grounds: String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::query::{indexed_attr_by_keyword, QueryKey};
+
+    fn by_patient(matcher: Matcher) -> Query {
+        let mut query = Query::new(Level::Study);
+        query.keys.push(QueryKey {
+            attr: indexed_attr_by_keyword("PatientID").expect("indexed"),
+            matcher,
+        });
+        query
+    }
+
+    #[test]
+    fn a_viewers_wildcard_patient_filter_asks_for_that_bsn() {
+        let bsn = |m: Matcher| queried_bsn(&by_patient(m));
+        assert_eq!(
+            bsn(Matcher::Single("999999990".into())).as_deref(),
+            Some("999999990")
+        );
+        // OHIF's work list filter (`?mrn=`), with the data source's supportsWildcard.
+        assert_eq!(
+            bsn(Matcher::Wildcard("*999999990*".into())).as_deref(),
+            Some("999999990")
+        );
+        assert_eq!(
+            bsn(Matcher::Wildcard("999999990*".into())).as_deref(),
+            Some("999999990")
+        );
+        // Not one BSN: nobody is asked.
+        assert_eq!(bsn(Matcher::Wildcard("*99999999*".into())), None);
+        assert_eq!(bsn(Matcher::Wildcard("9999*9990".into())), None);
+        assert_eq!(bsn(Matcher::Wildcard("?99999990".into())), None);
+        assert_eq!(
+            bsn(Matcher::Single("123456789".into())),
+            None,
+            "fails the 11-test"
+        );
+        assert_eq!(bsn(Matcher::Universal), None);
     }
 }

@@ -1,7 +1,15 @@
 // Drive the prebuilt OHIF viewer in headless Chromium against a beeldbrug gateway.
 //
 //   node run.mjs --dicomweb http://127.0.0.1:8080/dicomweb [--screenshot out.png|out.jpg]
-//                [--timeout-ms 60000] [--serve-only]
+//                [--timeout-ms 60000] [--serve-only] [--mrn PATIENT_ID]
+//                [--bearer-tokens tokens.txt]
+//
+// --mrn: the study list is opened filtered by that Patient ID (OHIF's `/?mrn=` work list
+// parameter) and compared with QIDO-RS `/studies?PatientID=`: a gateway that asks other
+// hospitals asks them by patient.
+// --bearer-tokens: a file of bearer tokens (JWTs), one per line; every request to the gateway
+// (this script's QIDO-RS and the browser's) carries the next one as `Authorization: Bearer`.
+// One per request: beeldbrug spends a JWT's `jti` on its first use (replay check).
 //
 // It serves ./ohif-dist (fetched by `npm ci`, see fetch-ohif.mjs) on a free loopback port, with
 // ./app-config.js pointed at the gateway, and checks that
@@ -31,7 +39,10 @@ const screenshotPath = arg('screenshot', '');
 const timeoutMs = Number(arg('timeout-ms', '60000'));
 const chromiumPath = process.env.CHROMIUM || '/usr/bin/chromium';
 const serveOnly = process.argv.includes('--serve-only');
+const mrn = arg('mrn', '');
+const tokensFile = arg('bearer-tokens', '');
 
+const lowercase = (headers) => Object.fromEntries(Object.entries(headers).map(([k, v]) => [k.toLowerCase(), v]));
 function setupError(msg) {
   console.error(`ohif test setup: ${msg}`);
   console.log(JSON.stringify({ ok: false, setup_error: msg, failures: [msg] }));
@@ -56,20 +67,31 @@ if (!serveOnly && !existsSync(chromiumPath)) {
 // works around, and delete it once the gateway answers, so that a regression fails again.
 const KNOWN_GAPS = [];
 
+// ---- bearer tokens, one per request to the gateway ---------------------------------------
+const tokens = tokensFile ? readFileSync(tokensFile, 'utf8').split('\n').map((t) => t.trim()).filter(Boolean) : [];
+let tokensUsed = 0;
+// The next token's Authorization header, or none (no tokens given, or all used: the gateway
+// then answers 401, and the request is reported as failed).
+function authorization() {
+  if (!tokensFile || tokensUsed >= tokens.length) return {};
+  return { Authorization: `Bearer ${tokens[tokensUsed++]}` };
+}
+if (tokensFile && !tokens.length) setupError(`${tokensFile} holds no bearer tokens`);
+
 // ---- QIDO-RS directly: what the study list must show ------------------------------------
 async function qido(path) {
-  const res = await fetch(`${dicomweb}${path}`, { headers: { Accept: 'application/dicom+json' } });
+  const res = await fetch(`${dicomweb}${path}`, { headers: { Accept: 'application/dicom+json', ...authorization() } });
   if (res.status === 204) return [];
   if (!res.ok) throw new Error(`GET ${dicomweb}${path}: ${res.status} ${await res.text()}`);
   return res.json();
 }
 const val = (ds, tag) => ds?.[tag]?.Value?.[0];
-const studies = await qido('/studies?includefield=00080061&limit=1000');
+const byPatient = mrn ? `PatientID=${encodeURIComponent(mrn)}&` : '';
+const studies = await qido(`/studies?${byPatient}includefield=00080061&limit=1000`);
 const ctStudy = studies.find((s) => (s['00080061']?.Value || []).includes('CT')) || studies[0];
 if (!ctStudy) setupError(`QIDO-RS ${dicomweb}/studies returned no studies: load data first`);
 const ctStudyUid = val(ctStudy, '0020000D');
 const patientName = val(ctStudy, '00100010')?.Alphabetic || '';
-const ctSeries = await qido(`/studies/${ctStudyUid}/series`);
 
 // ---- static server for the OHIF dist, with our app-config.js -----------------------------
 const types = {
@@ -103,7 +125,7 @@ const server = createServer((req, res) => {
 await new Promise((ok) => server.listen(0, '127.0.0.1', ok));
 const appUrl = `http://127.0.0.1:${server.address().port}`;
 if (serveOnly) {
-  console.log(`OHIF on ${appUrl} against ${dicomweb}; CT study ${ctStudyUid}`);
+  console.log(`OHIF on ${appUrl}${mrn ? `/?mrn=${mrn}` : ''} against ${dicomweb}; CT study ${ctStudyUid}`);
   await new Promise(() => {});
 }
 
@@ -121,6 +143,7 @@ const result = {
   page_errors: [],
   failed_requests: [],
   gateway_requests: 0,
+  mrn,
 };
 const fail = (msg) => result.failures.push(msg);
 const pending = [];
@@ -148,6 +171,13 @@ try {
   });
   page.on('pageerror', (e) => result.page_errors.push(String(e.stack || e).slice(0, 1000)));
   const toGateway = (url) => url.startsWith(dicomweb);
+  if (tokensFile) {
+    // OHIF sends no token of its own here: each request to the gateway gets the next one.
+    await context.route(
+      (url) => toGateway(url.href),
+      (route) => route.continue({ headers: { ...route.request().headers(), ...lowercase(authorization()) } }),
+    );
+  }
   const kinds = new Map();
   page.on('requestfinished', async (r) => {
     if (!toGateway(r.url())) return;
@@ -193,7 +223,7 @@ try {
   });
 
   // 1. the study list: one row per study, recognised by its accession number
-  await page.goto(`${appUrl}/`, { waitUntil: 'domcontentloaded' });
+  await page.goto(`${appUrl}/${mrn ? `?mrn=${encodeURIComponent(mrn)}` : ''}`, { waitUntil: 'domcontentloaded' });
   const accessions = studies.map((s) => val(s, '00080050')).filter(Boolean);
   const listedRows = () =>
     page.evaluate(
@@ -225,13 +255,23 @@ try {
   if (!result.patient_name_shown) fail(`study list does not show patient name ${patientName}`);
   result.study_description_shown = listText.includes(val(ctStudy, '00081030') || '\u0000');
 
-  // 1b. selecting the CT study in the list previews its series, with a thumbnail
-  const seriesDescriptions = ctSeries.map((se) => val(se, '0008103E')).filter(Boolean);
+  // 1b. selecting the CT study in the list previews its series, with a thumbnail. The
+  // series are asked of QIDO-RS only after OHIF asked: OHIF's own series search is the first
+  // (a gateway may fetch a study held elsewhere for it).
+  let seriesDescriptions = [];
   try {
     await page.getByText(val(ctStudy, '00080050'), { exact: true }).first().click({ timeout: 5000 });
     await page.waitForFunction(
-      (descs) => descs.every((d) => document.body.innerText.includes(d)) &&
-        [...document.images].some((i) => i.src.startsWith('blob:') && i.complete && i.naturalWidth > 0),
+      () => [...document.images].some((i) => i.src.startsWith('blob:') && i.complete && i.naturalWidth > 0),
+      null,
+      { timeout: timeoutMs },
+    );
+    const ctSeries = await qido(`/studies/${ctStudyUid}/series`);
+    seriesDescriptions = ctSeries.map((se) => val(se, '0008103E')).filter(Boolean);
+    result.qido_series = ctSeries.length;
+    if (!ctSeries.length) fail(`QIDO-RS ${dicomweb}/studies/${ctStudyUid}/series returned no series`);
+    await page.waitForFunction(
+      (descs) => descs.every((d) => document.body.innerText.includes(d)),
       seriesDescriptions,
       { timeout: timeoutMs },
     );
@@ -329,6 +369,7 @@ try {
   server.close();
   rmSync(userDataDir, { recursive: true, force: true });
 }
+result.bearer_tokens_used = tokensUsed;
 result.ok = result.failures.length === 0;
 result.t_total_ms = Date.now() - started;
 console.log(JSON.stringify(result));
