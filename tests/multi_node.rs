@@ -49,13 +49,16 @@ async fn three_nodes_share_database_and_bucket() {
     let mut pacs = PeerProcess::spawn("storescp", &require_tool("storescp"), &args, dir.path());
     pacs.wait_for_port(pacs_port).await;
     let idp = JwtIdp::new(dir.path(), "https://idp.multi.test", "beeldbrug");
+    // A viewer's login: its access tokens are reusable until they expire.
+    let sessions = JwtIdp::new(dir.path(), "https://login.multi.test", "beeldbrug");
 
     let toml = format!(
         "{}[storage]\nindex = \"{}\"\n[pacs]\nae_title = \"{PACS_AE}\"\nhost = \"127.0.0.1\"\n\
-         port = {pacs_port}\nretrieve = \"c-get\"\nprobe_at_start = false\nconnect_timeout_secs = 2\n{}",
+         port = {pacs_port}\nretrieve = \"c-get\"\nprobe_at_start = false\nconnect_timeout_secs = 2\n{}{}reusable = true\n",
         s3.storage_toml(BUCKET, "hub"),
         db.url,
-        idp.config_toml()
+        idp.config_toml(),
+        sessions.config_toml()
     );
     // One at a time: the first runs the migrations.
     let mut nodes = Vec::new();
@@ -160,6 +163,37 @@ async fn three_nodes_share_database_and_bucket() {
                 r.text()
             );
             assert!(r.text().contains("replayed"), "{}", r.text());
+        }
+    }
+
+    // A reusable issuer's token (`reusable = true`) goes with every request, to any node,
+    // until it expires; the one-use issuer's tokens above stay refused on their second use.
+    let session = format!(
+        "Bearer {}",
+        mint_jwt(&sessions, |c| {
+            c.as_object_mut().unwrap().remove("bsn");
+        })
+    );
+    for round in 0..2 {
+        for node in &nodes {
+            let r = request(
+                node.http_port,
+                "GET",
+                &path,
+                &[
+                    ("Authorization", &session),
+                    ("Accept", "application/dicom; transfer-syntax=*"),
+                ],
+                b"",
+            )
+            .await;
+            assert_eq!(
+                r.status,
+                200,
+                "a session token, round {round}, node {}: {}",
+                node.http_port,
+                r.text()
+            );
         }
     }
 

@@ -21,6 +21,7 @@ fn jwt_verifier(idps: &[&JwtIdp]) -> JwtVerifier {
                 issuer: i.issuer.clone(),
                 jwks_file: i.jwks_file.clone(),
                 audience: i.audience.clone(),
+                reusable: false,
             })
             .collect(),
         ..Default::default()
@@ -57,6 +58,39 @@ fn jwt_valid_token_gives_its_claims() {
         c.as_object_mut().unwrap().remove("bsn");
     });
     assert_eq!(verifier.verify(&unbound).unwrap().patient_bsn, None);
+}
+
+/// `reusable = true`: a session's access token is accepted again until it expires; every
+/// other check still applies, and the one-use issuer beside it still refuses a replay.
+#[test]
+fn jwt_tokens_of_a_reusable_issuer_are_accepted_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = JwtIdp::new(dir.path(), "https://login.ziekenhuis.test", AUD);
+    let once = JwtIdp::new(dir.path(), ISS, AUD);
+    let issuer = |i: &JwtIdp, reusable| IssuerConfig {
+        issuer: i.issuer.clone(),
+        jwks_file: i.jwks_file.clone(),
+        audience: i.audience.clone(),
+        reusable,
+    };
+    let verifier = JwtVerifier::new(&JwtConfig {
+        issuers: vec![issuer(&session, true), issuer(&once, false)],
+        ..Default::default()
+    })
+    .unwrap();
+    assert!(verifier.reusable(&session.issuer));
+    assert!(!verifier.reusable(&once.issuer));
+
+    let token = session.mint(&session.claims());
+    for _ in 0..3 {
+        assert_eq!(verifier.verify(&token).unwrap().issuer, session.issuer);
+    }
+    let expired = mint_jwt(&session, |c| c["exp"] = (now() - 120).into());
+    assert_eq!(refused(verifier.verify(&expired)), TokenError::Expired);
+
+    let token = once.mint(&once.claims());
+    verifier.verify(&token).unwrap();
+    assert_eq!(refused(verifier.verify(&token)), TokenError::Replayed);
 }
 
 #[test]
@@ -509,6 +543,7 @@ fn config_errors_name_the_key() {
             issuer: ISS.into(),
             jwks_file: "/nonexistent/jwks.json".into(),
             audience: AUD.into(),
+            reusable: false,
         }],
         ..Default::default()
     })

@@ -262,15 +262,19 @@ async fn ohif_at_a_opens_a_study_that_only_b_holds() {
     );
     a.stop().await;
 
-    // A fresh A (empty cache, no study remembered), tokens bound to the patient, no filter:
-    // the token's patient scopes every search, so B is asked and the study opens.
-    let a = Gateway::start_in(&dir.path().join("data-a-fresh"), &toml_a).await;
-    let tokens = tokens_file(dir.path(), &jwt, Some(BSN), TOKENS);
-    let result = open_in_ohif(
-        &a,
-        vec!["--bearer-tokens".into(), tokens.display().to_string()],
-    )
-    .await;
+    // A fresh A (empty cache, no study remembered) whose identity provider issues session
+    // tokens (`reusable = true`, the issuer's table is the last of A's configuration): OHIF
+    // sends one token, bound to the patient, with every request, and no filter: the
+    // token's patient scopes every search, so B is asked and the study opens.
+    let toml_session = format!("{toml_a}reusable = true\n");
+    let a = Gateway::start_in(&dir.path().join("data-a-fresh"), &toml_session).await;
+    let session = token(&jwt, Some(BSN));
+    let result = open_in_ohif(&a, vec!["--bearer-token".into(), session]).await;
+    assert!(
+        result["bearer_tokens_used"].as_u64().unwrap_or(0) > 1,
+        "one token, many requests: {}",
+        result["bearer_tokens_used"]
+    );
     assert_eq!(result["ct_study"], study.as_str());
     assert!(becomes_complete(a.context(), &study).await, "A cached it");
     a.stop().await;

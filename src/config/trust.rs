@@ -57,6 +57,11 @@ pub struct IssuerConfig {
     pub jwks_file: std::path::PathBuf,
     /// Required `aud`.
     pub audience: String,
+    /// The issuer's tokens are access tokens of a viewer's session (RFC 6750): the same
+    /// token may come with every request until it expires, at any node. Default false:
+    /// each `jti` is accepted once (a token is a one-request credential).
+    #[serde(default)]
+    pub reusable: bool,
 }
 
 /// `[trust.saml]`.

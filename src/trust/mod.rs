@@ -302,6 +302,10 @@ impl Trust {
     /// refused at every other. The verifiers' in-memory check has refused a replay at this
     /// node already. An index that cannot say refuses the token (fail closed).
     pub async fn claim_token_across_nodes(&self, claims: &Claims) -> Result<(), String> {
+        if claims.source == ClaimSource::Jwt && self.jwt.reusable(&claims.issuer) {
+            // A session's access token, accepted again until it expires at every node.
+            return Ok(());
+        }
         let now = crate::clock::unix_seconds();
         let forget_after = claims.expires_at.saturating_add(jwt::LEEWAY_SECS);
         match self

@@ -2,7 +2,7 @@
 //
 //   node run.mjs --dicomweb http://127.0.0.1:8080/dicomweb [--screenshot out.png|out.jpg]
 //                [--timeout-ms 60000] [--serve-only] [--mrn PATIENT_ID]
-//                [--bearer-tokens tokens.txt]
+//                [--bearer-tokens tokens.txt | --bearer-token JWT]
 //
 // --mrn: the study list is opened filtered by that Patient ID (OHIF's `/?mrn=` work list
 // parameter) and compared with QIDO-RS `/studies?PatientID=`: a gateway that asks other
@@ -10,6 +10,8 @@
 // --bearer-tokens: a file of bearer tokens (JWTs), one per line; every request to the gateway
 // (this script's QIDO-RS and the browser's) carries the next one as `Authorization: Bearer`.
 // One per request: beeldbrug spends a JWT's `jti` on its first use (replay check).
+// --bearer-token: one token on every request, as a viewer with a login session sends it
+// (an issuer marked `reusable = true` at the gateway).
 //
 // It serves ./ohif-dist (fetched by `npm ci`, see fetch-ohif.mjs) on a free loopback port, with
 // ./app-config.js pointed at the gateway, and checks that
@@ -41,6 +43,7 @@ const chromiumPath = process.env.CHROMIUM || '/usr/bin/chromium';
 const serveOnly = process.argv.includes('--serve-only');
 const mrn = arg('mrn', '');
 const tokensFile = arg('bearer-tokens', '');
+const sessionToken = arg('bearer-token', '');
 
 const lowercase = (headers) => Object.fromEntries(Object.entries(headers).map(([k, v]) => [k.toLowerCase(), v]));
 function setupError(msg) {
@@ -73,6 +76,10 @@ let tokensUsed = 0;
 // The next token's Authorization header, or none (no tokens given, or all used: the gateway
 // then answers 401, and the request is reported as failed).
 function authorization() {
+  if (sessionToken) {
+    tokensUsed++;
+    return { Authorization: `Bearer ${sessionToken}` };
+  }
   if (!tokensFile || tokensUsed >= tokens.length) return {};
   return { Authorization: `Bearer ${tokens[tokensUsed++]}` };
 }
@@ -171,7 +178,7 @@ try {
   });
   page.on('pageerror', (e) => result.page_errors.push(String(e.stack || e).slice(0, 1000)));
   const toGateway = (url) => url.startsWith(dicomweb);
-  if (tokensFile) {
+  if (tokensFile || sessionToken) {
     // OHIF sends no token of its own here: each request to the gateway gets the next one.
     await context.route(
       (url) => toGateway(url.href),

@@ -77,6 +77,8 @@ struct Issuer {
     issuer: String,
     audience: String,
     jwks: jwks::Jwks,
+    /// `reusable`: no replay check for its tokens.
+    reusable: bool,
 }
 
 /// Verifies bearer JWTs.
@@ -135,6 +137,7 @@ impl JwtVerifier {
                 issuer: entry.issuer.clone(),
                 audience: entry.audience.clone(),
                 jwks,
+                reusable: entry.reusable,
             });
         }
         Ok(JwtVerifier {
@@ -231,6 +234,14 @@ impl JwtVerifier {
         self.claims(issuer, payload, now)
     }
 
+    /// Whether the tokens of `issuer` may be presented again until they expire
+    /// (`[[trust.jwt.issuers]] reusable`).
+    pub fn reusable(&self, issuer: &str) -> bool {
+        self.issuers
+            .iter()
+            .any(|i| i.issuer == issuer && i.reusable)
+    }
+
     /// The Twiin claims of a verified payload, then the replay check (last, so a refused
     /// token does not use up its `jti`).
     fn claims(&self, issuer: &Issuer, p: Payload, now: i64) -> Result<Claims, TokenError> {
@@ -265,9 +276,10 @@ impl JwtVerifier {
                 Some(bsn)
             }
         };
-        if !self
-            .replay
-            .check_and_insert(&issuer.issuer, &jti, exp + LEEWAY_SECS, now)
+        if !issuer.reusable
+            && !self
+                .replay
+                .check_and_insert(&issuer.issuer, &jti, exp + LEEWAY_SECS, now)
         {
             return Err(TokenError::Replayed);
         }
