@@ -70,12 +70,12 @@ const FSYNC_THREADS: usize = 16;
 /// starting at a multiple of it. The page cache sizes the folio it allocates for a write by
 /// the write's length (ext4 with large folios, Linux 6.x): one writev of a whole 512 KiB
 /// instance asks for an order-7 folio, which on a host whose free memory is fragmented (a
-/// page cache full of other files) sends every such allocation into direct compaction
-/// (22 % of beeldbrug's CPU on a cache fill) and made the copy into it slower still. At
-/// 32 KiB a folio is at most order 3, the largest the allocator does not count as costly
-/// (`PAGE_ALLOC_COSTLY_ORDER`). A cache fill measured 1.4-1.9 CPU-s per GB this way against
-/// 2.0-2.6 in one write per instance (docs/performance.md, "The cache fill without
-/// compaction"); 16 and 64 KiB measured the same as 32.
+/// page cache full of other files) sends every such allocation into direct compaction (up
+/// to 22 % of beeldbrug's CPU on a cache fill), and the copy into large folios was slow
+/// even without it (12-45 % of the samples, against 6-9 % into small ones). At 32 KiB a
+/// folio is at most order 3, the largest the allocator does not count as costly
+/// (`PAGE_ALLOC_COSTLY_ORDER`); 16 and 64 KiB measured the same as 32 (docs/performance.md,
+/// "The cache fill without direct compaction").
 const WRITE_MAX: usize = 32 * 1024;
 
 /// Distinguishes temp files created by this process.
