@@ -6,6 +6,11 @@
 # BIN `direct` asks Orthanc itself; BIN `relay` asks Orthanc through socat, a byte relay with no
 # parsing and no cache (getscu: client -> socat -> Orthanc; movescu: Orthanc -> socat ->
 # storescp): the least any proxy on the data path costs on this machine ("bb" is socat's CPU).
+# MODE wado-get / wado-move: the WADO-RS cache miss instead (benches/gateway.sh's client,
+# `gateway_bench.py wado`, against a fresh beeldbrug with `[pacs] retrieve = "c-get"` /
+# `"c-move"`); there `direct` and `relay` are getscu / movescu (into storescp) as above, so that
+# one run compares the WADO-RS miss with both. Other modes: RETRIEVE [c-get] sets how the
+# proxying beeldbrug fetches. beeldbrug runs without RUST_BACKTRACE (a deployment default).
 # Prints one line per run: wall time, beeldbrug's
 # task-clock and context switches (perf stat; Orthanc's for `direct`), Orthanc's CPU and
 # context switches, the client's CPU (rusage; + storescp's), files written, load average.
@@ -15,6 +20,12 @@
 # PROFILE=1: also `perf record -g` of beeldbrug, into BENCH_DIR/ab/run-N/perf.data.
 set -euo pipefail
 REPS=$1; MODE=$2; shift 2
+case $MODE in
+  wado-get) TOOL=getscu; RETRIEVE=c-get ;;
+  wado-move) TOOL=movescu; RETRIEVE=c-move ;;
+  getscu | movescu) TOOL=$MODE; RETRIEVE=${RETRIEVE:-c-get} ;;
+  *) echo "MODE: getscu, movescu, wado-get or wado-move" >&2; exit 2 ;;
+esac
 B=${BENCH_DIR:-/tmp/beeldbrug-gateway-bench}; HOST=127.0.0.1; BBP=11330; OP=11332; MP=11334
 STUDY=$(find $B/input-ct-2000 -mindepth 2 -maxdepth 2 -type d -printf '%f\n' -quit)
 export TCP_NODELAY=1
@@ -52,7 +63,7 @@ data_dir = "$d/data"
 ae_title = "ORTHANC"
 host = "$HOST"
 port = $OP
-retrieve = "c-get"
+retrieve = "$RETRIEVE"
 probe_at_start = false
 forward_stow = false
 EOF
@@ -60,7 +71,7 @@ EOF
     if [ "$bin" = relay ]; then
       # One connection, no fork: perf stat follows the one process that copies the bytes.
       AEC=ORTHANC
-      if [ "$MODE" = getscu ]; then
+      if [ "$TOOL" = getscu ]; then
         socat -b 131072 TCP-LISTEN:$BBP,reuseaddr,nodelay,bind=$HOST TCP:$HOST:$OP,nodelay &
       else
         PORT=$OP; SCPP=$((MP + 1))
@@ -75,7 +86,7 @@ EOF
       perf stat -e task-clock,context-switches -p $OPID -o $d/stat.txt &
       SP=$!; P=
     else
-      BEELDBRUG_LOG=info $bin serve -c $d/bb.toml >$d/bb.log 2>&1 &
+      env -u RUST_BACKTRACE -u RUST_LIB_BACKTRACE BEELDBRUG_LOG=info $bin serve -c $d/bb.toml >$d/bb.log 2>&1 &
       P=$!
       for i in $(seq 1 100); do /usr/bin/echoscu -aec BEELDBRUG $HOST $BBP >/dev/null 2>&1 && break; sleep 0.1; done
       sleep 1; sync
@@ -90,7 +101,14 @@ EOF
     OSP=$!
     sleep 0.3
     o0=$(cpu $OPID)
-    if [ "$MODE" = getscu ]; then
+    if [ -n "$P" ] && [ "$bin" != relay ] && [ "$MODE" != "$TOOL" ]; then
+      # the WADO-RS cache miss (parts counted as files)
+      t0=$(date +%s.%N)
+      python3 $(dirname "$0")/gateway_bench.py wado http://$HOST:11331/dicomweb/studies/$STUDY >$d/client.json
+      t1=$(date +%s.%N)
+      ccpu=$(python3 -c 'import json, sys; print(json.load(sys.stdin)["cpu"])' <$d/client.json)
+      python3 -c 'import json, sys; print(json.load(sys.stdin)["parts"])' <$d/client.json >$d/out/parts
+    elif [ "$TOOL" = getscu ]; then
       t0=$(date +%s.%N)
       /usr/bin/time -f '%U %S' -o $d/time.txt /usr/bin/getscu -aet GETSCU -aec $AEC --max-pdu 131072 -S -k QueryRetrieveLevel=STUDY -k StudyInstanceUID=$STUDY -od $d/out $HOST $PORT >$d/client.log 2>&1
       t1=$(date +%s.%N)
@@ -110,6 +128,7 @@ EOF
     if [ -n "${RP:-}" ]; then kill -INT $RP; wait $RP 2>/dev/null || true; RP=; fi
     ocs=$(awk '/context-switches/ {gsub(",","",$1); print $1}' $d/ostat.txt)
     files=$(find $d/out -type f | wc -l)
+    [ -f $d/out/parts ] && files=$(cat $d/out/parts)
     tc=$(awk '/task-clock/ {gsub(",","",$1); print $1/1000}' $d/stat.txt)
     cs=$(awk '/context-switches/ {gsub(",","",$1); print $1}' $d/stat.txt)
     [ -n "$P" ] && { kill $P 2>/dev/null || true; wait $P 2>/dev/null || true; }

@@ -414,6 +414,92 @@ async fn batch_upserts(index: &dyn Index) {
     assert_eq!(find(index, Level::Image, &[]).await.len(), records.len());
 }
 
+/// The batches a retrieve or an association indexes (`upsert_instances_superseding`): many
+/// new instances of one series, one series interleaved with another, the same instance twice
+/// in one batch, re-sent instances among new ones. Each instance ends where its record says,
+/// with the blob key of its last copy; the keys the rows no longer name are returned.
+async fn superseding_batches(index: &dyn Index) {
+    let sop = |series: &str, n: usize| format!("{series}.{n}");
+    let inst = |series: &str, n: usize, key: &str| {
+        let mut r = record(&[
+            ("PatientID", "P9"),
+            ("PatientName", "Batch^Ina"),
+            ("StudyInstanceUID", "1.9.1"),
+            ("SeriesInstanceUID", series),
+            ("Modality", "CT"),
+            ("SOPInstanceUID", &sop(series, n)),
+            ("SOPClassUID", CT),
+            ("InstanceNumber", &n.to_string()),
+        ]);
+        r.blob_key = format!("1.9.1/{series}/{n}.{key}.dcm");
+        r
+    };
+    // 600 of one series (more than one multi-row statement), then 5 of another between
+    // two of the first.
+    let mut first: Vec<InstanceRecord> = (1..=600).map(|n| inst("1.9.1.1", n, "a")).collect();
+    let other: Vec<InstanceRecord> = (1..=5).map(|n| inst("1.9.1.2", n, "a")).collect();
+    first.splice(300..300, other);
+    let superseded = index.upsert_instances_superseding(&first).await.unwrap();
+    assert!(superseded.is_empty(), "{superseded:?}");
+    let in_series = |series: &'static str| async move {
+        uids(
+            index,
+            Level::Image,
+            &[("SeriesInstanceUID", single(series))],
+        )
+        .await
+    };
+    assert_eq!(in_series("1.9.1.1").await.len(), 600);
+    assert_eq!(in_series("1.9.1.2").await.len(), 5);
+    assert_eq!(
+        index
+            .study_arrival("1.9.1")
+            .await
+            .unwrap()
+            .unwrap()
+            .arrivals,
+        605
+    );
+
+    // Re-sent (two of them) among new ones, and one new instance twice: the rows name the
+    // last copies, and the keys of the replaced copies come back.
+    let batch = vec![
+        inst("1.9.1.1", 601, "a"),
+        inst("1.9.1.1", 7, "b"),
+        inst("1.9.1.1", 602, "a"),
+        inst("1.9.1.1", 602, "b"),
+        inst("1.9.1.1", 603, "a"),
+        inst("1.9.1.2", 3, "b"),
+    ];
+    let mut superseded = index.upsert_instances_superseding(&batch).await.unwrap();
+    superseded.sort();
+    assert_eq!(
+        superseded,
+        [
+            "1.9.1/1.9.1.1/602.a.dcm",
+            "1.9.1/1.9.1.1/7.a.dcm",
+            "1.9.1/1.9.1.2/3.a.dcm"
+        ]
+    );
+    assert_eq!(in_series("1.9.1.1").await.len(), 603);
+    assert_eq!(in_series("1.9.1.2").await.len(), 5);
+    for (uid, key) in [
+        (sop("1.9.1.1", 7), "1.9.1/1.9.1.1/7.b.dcm"),
+        (sop("1.9.1.1", 602), "1.9.1/1.9.1.1/602.b.dcm"),
+        (sop("1.9.1.1", 603), "1.9.1/1.9.1.1/603.a.dcm"),
+        (sop("1.9.1.2", 3), "1.9.1/1.9.1.2/3.b.dcm"),
+    ] {
+        let keys = index.blob_keys_in_use(&[key.to_string()]).await.unwrap();
+        assert_eq!(keys, [key], "{uid}");
+    }
+
+    // One record without a series in a batch of new ones: nothing of the batch is indexed.
+    let mut broken: Vec<InstanceRecord> = (700..710).map(|n| inst("1.9.1.1", n, "a")).collect();
+    broken[5].values.remove(&tag("SeriesInstanceUID"));
+    assert!(index.upsert_instances_superseding(&broken).await.is_err());
+    assert_eq!(in_series("1.9.1.1").await.len(), 603);
+}
+
 async fn matching(index: &dyn Index) {
     load(index).await;
     // Single value.
@@ -1104,6 +1190,7 @@ backend_tests!(
     reupsert_replaces,
     missing_keys,
     batch_upserts,
+    superseding_batches,
     matching,
     person_names,
     fuzzy_names_follow_the_patient,

@@ -66,6 +66,18 @@ pub(super) const DURABLE_DIRS_REMEMBERED: usize = 100_000;
 /// ([`BlobStore::commit_group_blocking`]); they wait on the disk, not the CPU.
 const FSYNC_THREADS: usize = 16;
 
+/// Most bytes per `writev` of a blob ([`BlockingBlob::write_all_vectored`]), each write
+/// starting at a multiple of it. The page cache sizes the folio it allocates for a write by
+/// the write's length (ext4 with large folios, Linux 6.x): one writev of a whole 512 KiB
+/// instance asks for an order-7 folio, which on a host whose free memory is fragmented (a
+/// page cache full of other files) sends every such allocation into direct compaction (up
+/// to 22 % of beeldbrug's CPU on a cache fill), and the copy into large folios was slow
+/// even without it (12-45 % of the samples, against 6-9 % into small ones). At 32 KiB a
+/// folio is at most order 3, the largest the allocator does not count as costly
+/// (`PAGE_ALLOC_COSTLY_ORDER`); 16 and 64 KiB measured the same as 32 (docs/performance.md,
+/// "The cache fill without direct compaction").
+const WRITE_MAX: usize = 32 * 1024;
+
 /// Distinguishes temp files created by this process.
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -972,8 +984,8 @@ impl BlockingBlob {
         self.write_all_vectored(&[bytes])
     }
 
-    /// Append several pieces in as few `writev` calls as the kernel takes (one, for an
-    /// instance in the page cache) instead of a `write` per piece.
+    /// Append several pieces in `writev` calls of [`WRITE_MAX`] bytes (the last shorter)
+    /// instead of a `write` per piece.
     pub fn write_all_vectored(&mut self, pieces: &[&[u8]]) -> Result<(), BlobError> {
         if let Some(direct) = &mut self.direct {
             for (n, piece) in pieces.iter().enumerate() {
@@ -1012,6 +1024,31 @@ impl BlockingBlob {
     }
 
     fn write_group(&mut self, pieces: &[&[u8]]) -> Result<(), BlobError> {
+        let max = WRITE_MAX;
+        let mut batch: Vec<&[u8]> = Vec::new();
+        let mut in_batch = 0;
+        for piece in pieces {
+            let mut rest: &[u8] = piece;
+            while !rest.is_empty() {
+                let take = rest.len().min(max - in_batch);
+                batch.push(&rest[..take]);
+                in_batch += take;
+                rest = &rest[take..];
+                if in_batch == max {
+                    self.write_slices(&batch)?;
+                    batch.clear();
+                    in_batch = 0;
+                }
+            }
+        }
+        if !batch.is_empty() {
+            self.write_slices(&batch)?;
+        }
+        Ok(())
+    }
+
+    /// One `writev` of `pieces` (more where the kernel takes less).
+    fn write_slices(&mut self, pieces: &[&[u8]]) -> Result<(), BlobError> {
         use std::io::{IoSlice, Write};
         let mut slices: Vec<IoSlice<'_>> = pieces.iter().map(|p| IoSlice::new(p)).collect();
         let mut left = &mut slices[..];
@@ -1293,6 +1330,36 @@ mod tests {
             std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
             0
         );
+    }
+
+    /// Pieces of every size, across the boundaries of the writes: the file holds them in
+    /// order, byte for byte.
+    #[tokio::test]
+    async fn vectored_writes_of_any_pieces_keep_every_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).await.unwrap();
+        let sizes = [
+            132,
+            70_000,
+            0,
+            WRITE_MAX - 132,
+            1,
+            WRITE_MAX,
+            3 * WRITE_MAX + 7,
+            5,
+        ];
+        let pieces: Vec<Vec<u8>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(n, len)| (0..*len).map(|i| (i * 7 + n) as u8).collect())
+            .collect();
+        let slices: Vec<&[u8]> = pieces.iter().map(Vec::as_slice).collect();
+        let mut blob = store.begin_blocking().unwrap();
+        blob.write_all_vectored(&slices).unwrap();
+        assert_eq!(blob.len(), sizes.iter().sum::<usize>() as u64);
+        let key = BlobStore::key_for("1", "2", "3").unwrap();
+        blob.commit_unsynced(&store, &key).unwrap();
+        assert_eq!(std::fs::read(store.path(&key)).unwrap(), pieces.concat());
     }
 
     /// Each version of an instance gets a key of its own: committing a second version

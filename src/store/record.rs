@@ -58,7 +58,10 @@ impl InstanceRecord {
     pub fn from_object(obj: &dicom_object::InMemDicomObject) -> InstanceRecord {
         let mut values = BTreeMap::new();
         for attr in INDEXED_ATTRS {
-            let Ok(element) = obj.element(attr.tag) else {
+            // `get`, not `element`: dicom-object's error for a missing element captures a
+            // backtrace (snafu, `Backtrace::force_capture`), a stack walk per attribute an
+            // instance lacks, on every instance a retrieve caches.
+            let Some(element) = obj.get(attr.tag) else {
                 continue;
             };
             let Ok(parts) = element.value().to_multi_str() else {

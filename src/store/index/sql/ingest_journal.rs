@@ -35,11 +35,8 @@ sql_impl! {
                 .execute(&mut *tx)
                 .await?;
         }
-        let mut superseded = Vec::new();
         let mut written = Written::default();
-        for record in records {
-            superseded.extend(self.upsert_in(&mut tx, record, &mut written).await?.1);
-        }
+        let superseded = self.upsert_all(&mut tx, records, &mut written).await?;
         self.flush(&mut tx, written).await?;
         self.mark_in(&mut tx, journal, seq, false).await?;
         tx.commit().await?;
@@ -57,11 +54,8 @@ sql_impl! {
             Some(deferred) => deferred.begin_with("BEGIN IMMEDIATE").await?,
             None => self.begin_write().await?,
         };
-        let mut superseded = Vec::new();
         let mut written = Written::default();
-        for record in records {
-            superseded.extend(self.upsert_in(&mut tx, record, &mut written).await?.1);
-        }
+        let superseded = self.upsert_all(&mut tx, records, &mut written).await?;
         self.flush(&mut tx, written).await?;
         let Ok(Gate { seq, durable }) = gate.await else {
             tx.rollback().await?;

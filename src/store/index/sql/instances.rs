@@ -88,6 +88,18 @@ fn upsert_instance_sql(
     series_id: i64,
     stored_at: &str,
 ) -> Sql {
+    let mut sql = upsert_instance_rows_sql(dialect, &[(record, series_id)], stored_at);
+    sql.push(" RETURNING id");
+    sql
+}
+
+/// [`upsert_instance_sql`] of several instances in one statement (one row each, no two with
+/// the same SOP Instance UID: PostgreSQL refuses to update a row twice in one statement).
+fn upsert_instance_rows_sql(
+    dialect: Dialect,
+    rows: &[(&InstanceRecord, i64)],
+    stored_at: &str,
+) -> Sql {
     let mut cols: Vec<&str> = Vec::new();
     let mut sql = Sql::new(dialect);
     let attrs: Vec<&IndexedAttr> = INDEXED_ATTRS
@@ -106,31 +118,34 @@ fn upsert_instance_sql(
         "stored_at",
     ]);
     sql.push(&format!(
-        "INSERT INTO instance ({}) VALUES (",
+        "INSERT INTO instance ({}) VALUES ",
         cols.join(", ")
     ));
-    for a in &attrs {
-        sql.bind(record.get(a.tag).unwrap_or("")).push(", ");
+    for (n, (record, series_id)) in rows.iter().enumerate() {
+        sql.push(if n == 0 { "(" } else { "), (" });
+        for a in &attrs {
+            sql.bind(record.get(a.tag).unwrap_or("")).push(", ");
+        }
+        let number = record
+            .column("instance_number")
+            .trim()
+            .parse::<i64>()
+            .unwrap_or(i64::MAX);
+        sql.bind_int(number).push(", ");
+        sql.bind_int(*series_id).push(", ");
+        sql.bind(&record.transfer_syntax_uid).push(", ");
+        sql.bind(&record.blob_key).push(", ");
+        sql.bind_int(i64::try_from(record.size_bytes).unwrap_or(i64::MAX))
+            .push(", ");
+        sql.bind(stored_at);
     }
-    let number = record
-        .column("instance_number")
-        .trim()
-        .parse::<i64>()
-        .unwrap_or(i64::MAX);
-    sql.bind_int(number).push(", ");
-    sql.bind_int(series_id).push(", ");
-    sql.bind(&record.transfer_syntax_uid).push(", ");
-    sql.bind(&record.blob_key).push(", ");
-    sql.bind_int(i64::try_from(record.size_bytes).unwrap_or(i64::MAX))
-        .push(", ");
-    sql.bind(stored_at);
     let set: Vec<String> = cols
         .iter()
         .filter(|c| **c != "sop_instance_uid")
         .map(|c| format!("{c} = excluded.{c}"))
         .collect();
     sql.push(&format!(
-        ") ON CONFLICT (sop_instance_uid) DO UPDATE SET {} RETURNING id",
+        ") ON CONFLICT (sop_instance_uid) DO UPDATE SET {}",
         set.join(", ")
     ));
     sql
@@ -210,6 +225,10 @@ pub(super) struct Written {
     last: Option<([Sql; 3], [i64; 3])>,
     arrivals: std::collections::BTreeMap<i64, i64>,
 }
+
+/// Most instance rows in one multi-row `INSERT` ([`SqlIndex::upsert_all`]): 13 parameters
+/// each, far below SQLite's 32,766 and PostgreSQL's 65,535.
+const ROWS_PER_INSERT: usize = 256;
 
 /// Where an existing instance, series or study hangs (row ids), to prune emptied parents.
 #[derive(Debug, Default)]
@@ -373,14 +392,103 @@ sql_impl! {
         records: &[InstanceRecord],
     ) -> Result<Vec<String>, IndexError> {
         let mut tx = self.begin_write().await?;
-        let mut superseded = Vec::new();
         let mut written = Written::default();
-        for record in records {
-            superseded.extend(self.upsert_in(&mut tx, record, &mut written).await?.1);
-        }
+        let superseded = self.upsert_all(&mut tx, records, &mut written).await?;
         self.flush(&mut tx, written).await?;
         tx.commit().await?;
         Ok(superseded)
+    }
+
+    /// [`upsert_in`](Self::upsert_in) of every record in turn, with the same outcome in
+    /// fewer statements: an instance the index does not hold yet whose patient, study and
+    /// series rows the one before it has just written (a batch of one series, as a retrieve
+    /// or an association delivers it) needs neither the lookup nor the parents' upserts, so
+    /// those instances are inserted together, many rows per statement. One query first
+    /// tells which of the batch the index holds. Each statement is a round trip to the
+    /// database (for SQLite, to its worker thread and back: two thread switches).
+    /// Returns the superseded blob keys.
+    pub(super) async fn upsert_all(
+        &self,
+        tx: &mut Transaction<'static, DB>,
+        records: &[InstanceRecord],
+        written: &mut Written,
+    ) -> Result<Vec<String>, IndexError> {
+        let mut superseded = Vec::new();
+        let known = self.held_instances(tx, records).await?;
+        // SOP Instance UIDs of this batch inserted or queued already: a second copy in the
+        // batch takes the long way, after the first is written.
+        let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
+        let mut queued: Vec<(&InstanceRecord, i64)> = Vec::new();
+        let stored_at = now_rfc3339();
+        for record in records {
+            let sop = record.sop_instance_uid();
+            let fresh = !sop.is_empty() && !known.contains(sop) && !seen.contains(sop);
+            let rows = match &written.last {
+                Some((same, ids)) if fresh && !record.study_instance_uid().is_empty() => {
+                    let entities = [
+                        upsert_entity_sql(self.dialect, Level::Patient, record, None),
+                        upsert_entity_sql(self.dialect, Level::Study, record, Some(-1)),
+                        upsert_entity_sql(self.dialect, Level::Series, record, Some(-1)),
+                    ];
+                    (*same == entities && !record.series_instance_uid().is_empty())
+                        .then_some(*ids)
+                }
+                _ => None,
+            };
+            seen.insert(sop);
+            if let Some([_, study_id, series_id]) = rows {
+                *written.arrivals.entry(study_id).or_default() += 1;
+                queued.push((record, series_id));
+                if queued.len() >= ROWS_PER_INSERT {
+                    self.insert_rows(tx, &mut queued, &stored_at).await?;
+                }
+                continue;
+            }
+            self.insert_rows(tx, &mut queued, &stored_at).await?;
+            superseded.extend(self.upsert_in(tx, record, written).await?.1);
+        }
+        self.insert_rows(tx, &mut queued, &stored_at).await?;
+        Ok(superseded)
+    }
+
+    /// The SOP Instance UIDs of `records` the index holds, in one query per
+    /// [`ROWS_PER_INSERT`].
+    async fn held_instances(
+        &self,
+        tx: &mut Transaction<'static, DB>,
+        records: &[InstanceRecord],
+    ) -> Result<BTreeSet<String>, IndexError> {
+        let mut held = BTreeSet::new();
+        let uids: Vec<String> = records
+            .iter()
+            .map(|r| r.sop_instance_uid().to_string())
+            .filter(|uid| !uid.is_empty())
+            .collect();
+        for chunk in uids.chunks(ROWS_PER_INSERT) {
+            let mut sql = self.sql();
+            sql.push("SELECT sop_instance_uid FROM instance WHERE sop_instance_uid IN ")
+                .bind_list(chunk);
+            for row in Self::query(&sql).fetch_all(&mut **tx).await? {
+                held.insert(row.try_get::<String, usize>(0)?);
+            }
+        }
+        Ok(held)
+    }
+
+    /// Insert the queued instance rows (see [`upsert_all`](Self::upsert_all)) in one statement.
+    async fn insert_rows(
+        &self,
+        tx: &mut Transaction<'static, DB>,
+        queued: &mut Vec<(&InstanceRecord, i64)>,
+        stored_at: &str,
+    ) -> Result<(), IndexError> {
+        if queued.is_empty() {
+            return Ok(());
+        }
+        let sql = upsert_instance_rows_sql(self.dialect, queued, stored_at);
+        Self::query(&sql).execute(&mut **tx).await?;
+        queued.clear();
+        Ok(())
     }
 
     /// Upsert one instance; with the outcome, the blob key its old row named when that
