@@ -137,36 +137,17 @@ fn computed_queries(level: Level) -> &'static [(Aggregate, &'static str)] {
         computed::NUMBER_OF_PATIENT_RELATED_SERIES,
         computed::NUMBER_OF_PATIENT_RELATED_INSTANCES,
     ];
-    const STUDY: &[Tag] = &[
-        computed::NUMBER_OF_STUDY_RELATED_SERIES,
-        computed::NUMBER_OF_STUDY_RELATED_INSTANCES,
-    ];
     const SERIES: &[Tag] = &[computed::NUMBER_OF_SERIES_RELATED_INSTANCES];
     match level {
+        // From the studies' own values (migration 0013), not their instance rows.
         Level::Patient => &[(
             Aggregate::Counts(PATIENT),
-            "SELECT st.patient_pk, COUNT(DISTINCT st.id), COUNT(DISTINCT se.id), COUNT(i.id) \
-             FROM study st LEFT JOIN series se ON se.study_pk = st.id \
-             LEFT JOIN instance i ON i.series_pk = se.id \
-             WHERE st.patient_pk IN ({ids}) GROUP BY st.patient_pk",
+            "SELECT patient_pk, COUNT(*), CAST(SUM(num_series) AS BIGINT), \
+             CAST(SUM(num_instances) AS BIGINT) \
+             FROM study WHERE patient_pk IN ({ids}) GROUP BY patient_pk",
         )],
-        Level::Study => &[
-            (
-                Aggregate::Counts(STUDY),
-                "SELECT se.study_pk, COUNT(DISTINCT se.id), COUNT(i.id) \
-                 FROM series se LEFT JOIN instance i ON i.series_pk = se.id \
-                 WHERE se.study_pk IN ({ids}) GROUP BY se.study_pk",
-            ),
-            (
-                Aggregate::Values(computed::MODALITIES_IN_STUDY),
-                "SELECT DISTINCT study_pk, modality FROM series WHERE study_pk IN ({ids})",
-            ),
-            (
-                Aggregate::Values(computed::SOP_CLASSES_IN_STUDY),
-                "SELECT DISTINCT se.study_pk, i.sop_class_uid FROM instance i \
-                 JOIN series se ON se.id = i.series_pk WHERE se.study_pk IN ({ids})",
-            ),
-        ],
+        // Kept on the study row: selected with it (`stored_computed`).
+        Level::Study => &[],
         Level::Series => &[(
             Aggregate::Counts(SERIES),
             "SELECT series_pk, COUNT(*) FROM instance WHERE series_pk IN ({ids}) GROUP BY series_pk",
@@ -175,17 +156,68 @@ fn computed_queries(level: Level) -> &'static [(Aggregate, &'static str)] {
     }
 }
 
-/// The main query of [`Index::find`](crate::store::index::Index::find). Columns: [`returned_attrs`], then
-/// the row id of the level's table (for [`computed_queries`]).
+/// The computed attributes of `level` kept on its row (migration 0013), with their columns:
+/// integers for the counts, text for the value lists.
+fn stored_computed(level: Level) -> &'static [(Tag, &'static str, bool)] {
+    match level {
+        Level::Study => &[
+            (
+                computed::NUMBER_OF_STUDY_RELATED_SERIES,
+                "st.num_series",
+                true,
+            ),
+            (
+                computed::NUMBER_OF_STUDY_RELATED_INSTANCES,
+                "st.num_instances",
+                true,
+            ),
+            (computed::MODALITIES_IN_STUDY, "st.modalities", false),
+            (computed::SOP_CLASSES_IN_STUDY, "st.sop_classes", false),
+        ],
+        _ => &[],
+    }
+}
+
+/// The main query of [`Index::find`](crate::store::index::Index::find). Columns: [`returned_attrs`],
+/// the row id of the level's table (for [`computed_queries`]), then [`stored_computed`].
+///
+/// A page (a query with a limit) is chosen first by the row ids alone, sorted by the
+/// unique key, and only its rows are read: the matches are sorted from index entries
+/// (migration 0013 puts StudyInstanceUID in the study indexes by patient and by date)
+/// rather than from every matching row, which a broad search (a common surname) has by the
+/// thousand. Which rows a page holds and their order are those of the one-step query.
 pub(crate) fn find_sql(dialect: Dialect, query: &Query) -> Sql {
     let level = query.level;
     let mut sql = Sql::new(dialect);
     sql.push("SELECT ");
     let mut columns: Vec<String> = returned_attrs(level).iter().map(|a| qualified(a)).collect();
     columns.push(format!("{}.id", alias(level)));
+    columns.extend(stored_computed(level).iter().map(|(_, c, _)| c.to_string()));
     sql.push(&columns.join(", "));
     sql.push(" FROM ").push(&chain(level, Level::Patient));
+    let order = format!(" ORDER BY {}.{}", alias(level), unique_column(level));
+    if query.limit.is_some() {
+        sql.push(&format!(
+            " WHERE {}.id IN (SELECT {0}.id FROM ",
+            alias(level)
+        ))
+        .push(&chain(level, Level::Patient));
+        push_where(&mut sql, query);
+        sql.push(&order);
+        sql.limit_offset(query.limit, query.offset);
+        sql.push(")").push(&order);
+        return sql;
+    }
+    push_where(&mut sql, query);
+    sql.push(&order);
+    sql.limit_offset(query.limit, query.offset);
+    sql
+}
 
+/// The `WHERE` of [`find_sql`]: the keys of the query level and above, and an `EXISTS` for
+/// those below.
+fn push_where(sql: &mut Sql, query: &Query) {
+    let level = query.level;
     let keys: Vec<_> = query
         .keys
         .iter()
@@ -197,13 +229,13 @@ pub(crate) fn find_sql(dialect: Dialect, query: &Query) -> Sql {
         first = false;
     };
     for key in keys.iter().filter(|k| k.attr.level <= level) {
-        and(&mut sql);
-        push_condition(&mut sql, key.attr, &key.matcher);
+        and(sql);
+        push_condition(sql, key.attr, &key.matcher);
     }
     // Keys on attributes below the query level: some entity below must match them all.
     let below: Vec<_> = keys.iter().filter(|k| k.attr.level > level).collect();
     if let (Some(deepest), Some(next)) = (below.iter().map(|k| k.attr.level).max(), child(level)) {
-        and(&mut sql);
+        and(sql);
         sql.push("EXISTS (SELECT 1 FROM ")
             .push(&chain(deepest, next));
         sql.push(&format!(
@@ -214,17 +246,10 @@ pub(crate) fn find_sql(dialect: Dialect, query: &Query) -> Sql {
         ));
         for key in below {
             sql.push(" AND ");
-            push_condition(&mut sql, key.attr, &key.matcher);
+            push_condition(sql, key.attr, &key.matcher);
         }
         sql.push(")");
     }
-    sql.push(&format!(
-        " ORDER BY {}.{}",
-        alias(level),
-        unique_column(level)
-    ));
-    sql.limit_offset(query.limit, query.offset);
-    sql
 }
 
 /// `SELECT <columns> FROM ... WHERE ...` over the instances a selection names; `None` for an
@@ -283,12 +308,21 @@ sql_impl! {
         let attrs = returned_attrs(query.level);
         let mut matches = Vec::with_capacity(rows.len());
         let mut ids = Vec::with_capacity(rows.len());
+        let stored = stored_computed(query.level);
         for row in &rows {
             let mut m = Match::new();
             for (i, attr) in attrs.iter().enumerate() {
                 m.insert(attr.tag, row.try_get::<String, usize>(i)?);
             }
             ids.push(row.try_get::<i64, usize>(attrs.len())?);
+            for (j, (tag, _, count)) in stored.iter().enumerate() {
+                let at = attrs.len() + 1 + j;
+                let value = match count {
+                    true => row.try_get::<i64, usize>(at)?.to_string(),
+                    false => row.try_get::<String, usize>(at)?,
+                };
+                m.insert(*tag, value);
+            }
             matches.push(m);
         }
         drop(rows);
