@@ -1394,6 +1394,8 @@ const UNDO_0013: &[&str] = &[
     "ALTER TABLE study DROP COLUMN sop_classes",
     "DELETE FROM _sqlx_migrations WHERE version = 13",
 ];
+/// PostgreSQL's migration 0013 has one index more.
+const UNDO_0013_POSTGRES: &str = "DROP INDEX study_uid_id_idx";
 
 /// Rows from before migration 0013, of studies with several series, SOP classes and an
 /// empty modality: what the migration fills in.
@@ -1434,7 +1436,7 @@ async fn postgres_migration_fills_study_values() {
     let result = AssertUnwindSafe(async {
         load_for_migration(&db.index).await;
         let before = study_values_from_rows(&db.index).await;
-        for statement in UNDO_0013 {
+        for statement in std::iter::once(&UNDO_0013_POSTGRES).chain(UNDO_0013) {
             sqlx::query(statement)
                 .execute(db.index.pool())
                 .await

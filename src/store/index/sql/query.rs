@@ -197,11 +197,20 @@ pub(crate) fn find_sql(dialect: Dialect, query: &Query) -> Sql {
     sql.push(" FROM ").push(&chain(level, Level::Patient));
     let order = format!(" ORDER BY {}.{}", alias(level), unique_column(level));
     if query.limit.is_some() {
+        // The ids need only the tables the keys name (a study has its patient: the foreign
+        // key), e.g. a date range reads no patient row for each match.
+        let top = query
+            .keys
+            .iter()
+            .filter(|k| k.matcher != Matcher::Universal && k.attr.level <= level)
+            .map(|k| k.attr.level)
+            .min()
+            .unwrap_or(level);
         sql.push(&format!(
             " WHERE {}.id IN (SELECT {0}.id FROM ",
             alias(level)
         ))
-        .push(&chain(level, Level::Patient));
+        .push(&chain(level, top));
         push_where(&mut sql, query);
         sql.push(&order);
         sql.limit_offset(query.limit, query.offset);
@@ -459,6 +468,47 @@ mod tests {
         assert_eq!(like_pattern("Mül*"), "Mül%");
         assert_eq!(like_pattern("a?b"), "a_b");
         assert_eq!(like_pattern("100%_\\*"), "100\\%\\_\\\\%");
+    }
+
+    #[test]
+    fn a_page_is_chosen_by_ids_from_the_tables_its_keys_name() {
+        let date = indexed_attr_by_keyword("StudyDate").unwrap();
+        let q = Query {
+            limit: Some(101),
+            ..Query::new(Level::Study).with_key(
+                date,
+                Matcher::Range {
+                    from: Some("20240101".into()),
+                    to: None,
+                },
+            )
+        };
+        let s = find_sql(Dialect::Sqlite, &q);
+        assert!(
+            s.text
+                .contains("WHERE st.id IN (SELECT st.id FROM study st WHERE (st.study_date <> ''"),
+            "{}",
+            s.text
+        );
+        assert!(
+            s.text
+                .ends_with("LIMIT 101) ORDER BY st.study_instance_uid"),
+            "{}",
+            s.text
+        );
+        let name = indexed_attr_by_keyword("PatientName").unwrap();
+        let q = Query {
+            limit: Some(101),
+            ..Query::new(Level::Study).with_key(name, Matcher::Wildcard("Jans*".into()))
+        };
+        let s = find_sql(Dialect::Postgres, &q);
+        assert!(
+            s.text.contains(
+                "(SELECT st.id FROM study st JOIN patient p ON p.id = st.patient_pk WHERE p.patient_name LIKE $1"
+            ),
+            "{}",
+            s.text
+        );
     }
 
     #[test]

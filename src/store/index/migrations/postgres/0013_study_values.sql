@@ -31,11 +31,15 @@ FROM (SELECT study_pk, SUM(n) AS n,
 WHERE v.study_pk = study.id;
 
 -- A page of studies sorted by StudyInstanceUID is picked from the matches' index entries
--- first (store::index::sql::query, find_sql), then only its rows are read: with the UID in
--- these indexes the matches of a patient (name search) or a date range are sorted from an
--- index-only scan. They replace the indexes on the first column alone, which they serve as
--- well.
-CREATE INDEX study_patient_uid_idx ON study (patient_pk, study_instance_uid);
+-- first (store::index::sql::query, find_sql), then only its rows are read: with the UID and
+-- the row id in these indexes the matches of a patient (name search) or a date range are
+-- sorted from an index-only scan instead of a heap fetch per match (1,500 for a common
+-- given name). They replace the indexes on the first column alone, which they serve as well.
+CREATE INDEX study_patient_uid_idx ON study (patient_pk, study_instance_uid) INCLUDE (id);
 DROP INDEX study_patient_idx;
-CREATE INDEX study_date_uid_idx ON study (study_date, study_instance_uid);
+CREATE INDEX study_date_uid_idx ON study (study_date, study_instance_uid) INCLUDE (id);
 DROP INDEX study_date_idx;
+-- And the walk in UID order that the planner takes for a key the studies are not indexed by
+-- (ModalitiesInStudy: 5,000 studies walked for the 101 with an NM series) reads the row id
+-- from the index instead of each study row. SQLite's unique index has the rowid already.
+CREATE INDEX study_uid_id_idx ON study (study_instance_uid) INCLUDE (id);
