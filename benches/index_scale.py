@@ -626,7 +626,9 @@ def hot_queries(keys, dialect, stored=False):
 
     def page(cond, limit=101):
         if stored:
-            return (f"SELECT {study_cols} {chain} WHERE st.id IN (SELECT st.id {chain} WHERE "
+            # The ids from the tables the keys name (study alone when no patient key).
+            inner = chain if "p." in cond else "FROM study st"
+            return (f"SELECT {study_cols} {chain} WHERE st.id IN (SELECT st.id {inner} WHERE "
                     f"{cond}{order} LIMIT {limit}){order}")
         return f"SELECT {study_cols} {chain} WHERE {cond}{order} LIMIT {limit}"
 

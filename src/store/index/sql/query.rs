@@ -15,7 +15,7 @@ use crate::model::{InstanceLocation, Selection};
 use crate::store::index::IndexError;
 use dicom_core::Tag;
 use sqlx::Row;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 /// A DICOM wildcard value (`*`, `?`) as a LIKE pattern with `\` as escape character.
 fn like_pattern(value: &str) -> String {
@@ -119,19 +119,11 @@ fn returned_attrs(level: Level) -> Vec<&'static IndexedAttr> {
     INDEXED_ATTRS.iter().filter(|a| a.level <= level).collect()
 }
 
-/// What one aggregate query over a page of matches yields.
-#[derive(Debug, Clone, Copy)]
-enum Aggregate {
-    /// Rows `(id, count, count, ...)`: one count per tag.
-    Counts(&'static [Tag]),
-    /// Rows `(id, value)`: the distinct non-empty values, sorted, joined with `\`.
-    Values(Tag),
-}
-
 /// The computed attributes of `level` (PS3.4 C.6.1.1.x), as aggregate queries over the ids
-/// of one page of matches (`{ids}` stands for the comma-separated row ids). Computing them
-/// per page, not per row in the main query, keeps paging cheap whatever the plan.
-fn computed_queries(level: Level) -> &'static [(Aggregate, &'static str)] {
+/// of one page of matches (`{ids}` stands for the comma-separated row ids), each yielding
+/// rows `(id, count, count, ...)`: one count per tag. Computing them per page, not per row
+/// in the main query, keeps paging cheap whatever the plan.
+fn computed_queries(level: Level) -> &'static [(&'static [Tag], &'static str)] {
     const PATIENT: &[Tag] = &[
         computed::NUMBER_OF_PATIENT_RELATED_STUDIES,
         computed::NUMBER_OF_PATIENT_RELATED_SERIES,
@@ -141,7 +133,7 @@ fn computed_queries(level: Level) -> &'static [(Aggregate, &'static str)] {
     match level {
         // From the studies' own values (migration 0013), not their instance rows.
         Level::Patient => &[(
-            Aggregate::Counts(PATIENT),
+            PATIENT,
             "SELECT patient_pk, COUNT(*), CAST(SUM(num_series) AS BIGINT), \
              CAST(SUM(num_instances) AS BIGINT) \
              FROM study WHERE patient_pk IN ({ids}) GROUP BY patient_pk",
@@ -149,7 +141,7 @@ fn computed_queries(level: Level) -> &'static [(Aggregate, &'static str)] {
         // Kept on the study row: selected with it (`stored_computed`).
         Level::Study => &[],
         Level::Series => &[(
-            Aggregate::Counts(SERIES),
+            SERIES,
             "SELECT series_pk, COUNT(*) FROM instance WHERE series_pk IN ({ids}) GROUP BY series_pk",
         )],
         Level::Image => &[],
@@ -349,13 +341,8 @@ sql_impl! {
     ) -> Result<(), IndexError> {
         let queries = computed_queries(level);
         for m in matches.iter_mut() {
-            for (aggregate, _) in queries {
-                match aggregate {
-                    Aggregate::Counts(tags) => m.extend(tags.iter().map(|t| (*t, "0".to_string()))),
-                    Aggregate::Values(tag) => {
-                        m.insert(*tag, String::new());
-                    }
-                }
+            for (tags, _) in queries {
+                m.extend(tags.iter().map(|t| (*t, "0".to_string())));
             }
         }
         if queries.is_empty() {
@@ -370,35 +357,19 @@ sql_impl! {
                 .map(i64::to_string)
                 .collect::<Vec<_>>()
                 .join(", ");
-            for (aggregate, text) in queries {
+            for (tags, text) in queries {
                 let text = text.replace("{ids}", &list);
                 let rows = sqlx::query::<DB>(&text)
                     .persistent(false)
                     .fetch_all(&self.pool)
                     .await?;
-                let mut sets: BTreeMap<usize, BTreeSet<String>> = BTreeMap::new();
                 for row in rows {
                     let Some(&at) = position.get(&row.try_get::<i64, usize>(0)?) else {
                         continue;
                     };
-                    match aggregate {
-                        Aggregate::Counts(tags) => {
-                            for (j, tag) in tags.iter().enumerate() {
-                                let count: i64 = row.try_get(j + 1)?;
-                                matches[at].insert(*tag, count.to_string());
-                            }
-                        }
-                        Aggregate::Values(_) => {
-                            let value: String = row.try_get(1usize)?;
-                            if !value.is_empty() {
-                                sets.entry(at).or_default().insert(value);
-                            }
-                        }
-                    }
-                }
-                if let Aggregate::Values(tag) = aggregate {
-                    for (at, values) in sets {
-                        matches[at].insert(*tag, values.into_iter().collect::<Vec<_>>().join("\\"));
+                    for (j, tag) in tags.iter().enumerate() {
+                        let count: i64 = row.try_get(j + 1)?;
+                        matches[at].insert(*tag, count.to_string());
                     }
                 }
             }
