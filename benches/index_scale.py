@@ -175,6 +175,13 @@ class Target:
                                    (table,)).fetchone()[0] > 0
         return self.scalar(f"SELECT to_regclass('{table}') IS NOT NULL") == "t"
 
+    def has_column(self, table, column):
+        if self.sqlite:
+            return self.db.execute("SELECT count(*) FROM pragma_table_info(?) WHERE name = ?",
+                                   (table, column)).fetchone()[0] > 0
+        return self.scalar("SELECT count(*) FROM information_schema.columns WHERE "
+                           f"table_name = '{table}' AND column_name = '{column}'") == "1"
+
     def insert(self, table, columns, rows):
         rows = list(rows)
         if not rows:
@@ -260,6 +267,15 @@ def cmd_generate(args):
                 "instance_number_int", "rows", "columns", "number_of_frames",
                 "transfer_syntax_uid", "blob_key", "size_bytes", "stored_at", "bits_allocated"]
     stored_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 86400))
+    # The study's computed values on its row (migration 0013), as the gateway keeps them;
+    # an index of a gateway from before that migration has no such columns.
+    study_values = target.has_column("study", "num_series")
+    study_cols = ["id", "study_instance_uid", "patient_pk", "study_date", "study_time",
+                  "accession_number", "study_id", "study_description",
+                  "referring_physician_name", "referring_physician_name_norm", "last_arrival",
+                  "arrivals"]
+    if study_values:
+        study_cols += ["num_series", "num_instances", "modalities", "sop_classes"]
     t0 = time.time()
     for s, (patient, desc, series) in enumerate(plans):
         study_pk = base["study"] + s + 1
@@ -270,7 +286,11 @@ def cmd_generate(args):
         studies.append((study_pk, study_uid, patient[0], date,
                         f"{rng.randrange(7, 19):02d}{rng.randrange(60):02d}{rng.randrange(60):02d}",
                         f"A{rng.randrange(10**7, 10**8)}", str(s % 10000), desc, physician,
-                        normalize_name(physician), now - 86400 * 30, sum(counts)))
+                        normalize_name(physician), now - 86400 * 30, sum(counts))
+                       + ((len(series), sum(counts),
+                           "\\".join(sorted({m for m, _ in series})),
+                           "\\".join(sorted({SOP[m] for m, _ in series})))
+                          if study_values else ()))
         for j, ((modality, _), count) in enumerate(zip(series, counts)):
             n_series += 1
             series_pk = base["series"] + n_series
@@ -285,11 +305,7 @@ def cmd_generate(args):
                     k + 1, "512", "512", "", "1.2.840.10008.1.2.1",
                     f"{study_uid}/{series_uid}/{sop}.v1.dcm", 526000, stored_at, "16"))
         if len(instance_batch) >= 200_000 or s == len(plans) - 1:
-            target.insert("study", ["id", "study_instance_uid", "patient_pk", "study_date",
-                                    "study_time", "accession_number", "study_id",
-                                    "study_description", "referring_physician_name",
-                                    "referring_physician_name_norm", "last_arrival", "arrivals"],
-                          studies)
+            target.insert("study", study_cols, studies)
             target.insert("series", ["id", "series_instance_uid", "study_pk", "modality",
                                      "series_number", "series_description", "body_part_examined",
                                      "series_date"], series_rows)
@@ -594,38 +610,55 @@ def cmd_queries(args):
 
 # --- explain ------------------------------------------------------------------------------
 
-def hot_queries(keys, dialect):
+def hot_queries(keys, dialect, stored=False):
     """The gateway's SQL for each hot query (as find_sql / registry_objects / upsert_in build
-    it), with example values."""
+    it), with example values. `stored`: the index has the study values of migration 0013,
+    and a page is chosen by ids first (find_sql of that version)."""
     ph = (lambda i: f"${i}") if dialect == "pg" else (lambda i: "?")
     study_cols = ("p.patient_name, p.patient_id, p.issuer_of_patient_id, p.patient_birth_date, "
                   "p.patient_sex, st.study_instance_uid, st.study_date, st.study_time, "
                   "st.accession_number, st.study_id, st.study_description, "
                   "st.referring_physician_name, st.id")
-    head = f"SELECT {study_cols} FROM study st JOIN patient p ON p.id = st.patient_pk"
-    tail = " ORDER BY st.study_instance_uid LIMIT 101"
+    chain = "FROM study st JOIN patient p ON p.id = st.patient_pk"
+    order = " ORDER BY st.study_instance_uid"
+    if stored:
+        study_cols += ", st.num_series, st.num_instances, st.modalities, st.sop_classes"
+
+    def page(cond, limit=101):
+        if stored:
+            # The ids from the tables the keys name (study alone when no patient key).
+            inner = chain if "p." in cond else "FROM study st"
+            return (f"SELECT {study_cols} {chain} WHERE st.id IN (SELECT st.id {inner} WHERE "
+                    f"{cond}{order} LIMIT {limit}){order}")
+        return f"SELECT {study_cols} {chain} WHERE {cond}{order} LIMIT {limit}"
+
     rng = random.Random(5)
     bsn = rng.choice(keys["patient_ids"])
     name = rng.choice(keys["names"]).split("^")[0][:4]
     fuzzy = normalize_name(rng.choice(keys["names"]).split("^")[1])[:4]
     d = rng.choice(keys["dates"])
+    word = f"p.id IN (SELECT w.patient_pk FROM patient_name_word w WHERE w.word LIKE {ph(1)} ESCAPE '\\')"
     qs = [
-        ("QIDO PatientID", f"{head} WHERE p.patient_id = {ph(1)} ORDER BY st.study_instance_uid LIMIT 1000", [bsn]),
-        ("QIDO PatientName wildcard", f"{head} WHERE p.patient_name LIKE {ph(1)} ESCAPE '\\'{tail}", [name + "%"]),
-        ("QIDO PatientName fuzzy", f"{head} WHERE p.id IN (SELECT w.patient_pk FROM patient_name_word w "
-         f"WHERE w.word LIKE {ph(1)} ESCAPE '\\'){tail}", [f"{fuzzy}%"]),
-        ("QIDO PatientName fuzzy, nothing matches", f"{head} WHERE p.id IN (SELECT w.patient_pk FROM "
-         f"patient_name_word w WHERE w.word LIKE {ph(1)} ESCAPE '\\'){tail}", ["zzqx%"]),
-        ("QIDO StudyDate range", f"{head} WHERE (st.study_date <> '' AND st.study_date >= {ph(1)} AND "
-         f"st.study_date <= {ph(2)}){tail}", [d, d[:6] + "28"]),
-        ("QIDO ModalitiesInStudy", f"{head} WHERE EXISTS (SELECT 1 FROM series se WHERE se.study_pk = st.id "
-         f"AND se.modality IN ({ph(1)})){tail}", ["NM"]),
-        ("QIDO ModalitiesInStudy, common", f"{head} WHERE EXISTS (SELECT 1 FROM series se WHERE se.study_pk = st.id "
-         f"AND se.modality IN ({ph(1)})){tail}", ["CT"]),
-        ("QIDO computed: counts", "SELECT se.study_pk, COUNT(DISTINCT se.id), COUNT(i.id) FROM series se "
-         "LEFT JOIN instance i ON i.series_pk = se.id WHERE se.study_pk IN ({ids}) GROUP BY se.study_pk", []),
-        ("QIDO computed: SOP classes", "SELECT DISTINCT se.study_pk, i.sop_class_uid FROM instance i "
-         "JOIN series se ON se.id = i.series_pk WHERE se.study_pk IN ({ids})", []),
+        ("QIDO PatientID", page(f"p.patient_id = {ph(1)}", 1000), [bsn]),
+        ("QIDO PatientName wildcard", page(f"p.patient_name LIKE {ph(1)} ESCAPE '\\'"), [name + "%"]),
+        ("QIDO PatientName wildcard, broad", page(f"p.patient_name LIKE {ph(1)} ESCAPE '\\'"), ["van%"]),
+        ("QIDO PatientName fuzzy", page(word), [f"{fuzzy}%"]),
+        ("QIDO PatientName fuzzy, nothing matches", page(word), ["zzqx%"]),
+        ("QIDO StudyDate range", page(f"(st.study_date <> '' AND st.study_date >= {ph(1)} AND "
+                                      f"st.study_date <= {ph(2)})"), [d, d[:6] + "28"]),
+        ("QIDO ModalitiesInStudy", page("EXISTS (SELECT 1 FROM series se WHERE se.study_pk = st.id "
+                                        f"AND se.modality IN ({ph(1)}))"), ["NM"]),
+        ("QIDO ModalitiesInStudy, common", page("EXISTS (SELECT 1 FROM series se WHERE se.study_pk = st.id "
+                                                f"AND se.modality IN ({ph(1)}))"), ["CT"]),
+    ]
+    if not stored:
+        qs += [
+            ("QIDO computed: counts", "SELECT se.study_pk, COUNT(DISTINCT se.id), COUNT(i.id) FROM series se "
+             "LEFT JOIN instance i ON i.series_pk = se.id WHERE se.study_pk IN ({ids}) GROUP BY se.study_pk", []),
+            ("QIDO computed: SOP classes", "SELECT DISTINCT se.study_pk, i.sop_class_uid FROM instance i "
+             "JOIN series se ON se.id = i.series_pk WHERE se.study_pk IN ({ids})", []),
+        ]
+    qs += [
         ("ITI-18 FindDocuments", "SELECT entry_uuid, kind, unique_id, patient_id, status, study_instance_uid, "
          f"metadata FROM xds_object WHERE patient_id = {ph(1)} AND kind = {ph(2)} ORDER BY id",
          [f"{bsn}^^^&2.16.840.1.113883.2.4.6.3&ISO", "DocumentEntry"]),
@@ -647,8 +680,15 @@ def cmd_explain(args):
     with open(args.keys) as f:
         keys = json.load(f)
     dialect = "pg" if args.postgres else "sqlite"
+    probe = "SELECT count(*) FROM information_schema.columns WHERE table_name = 'study' AND column_name = 'num_series'"
+    if dialect == "pg":
+        stored = subprocess.run(["psql", "-X", "-qAt", args.postgres, "-c", probe],
+                                capture_output=True, text=True).stdout.strip() == "1"
+    else:
+        stored = sqlite3.connect(args.sqlite).execute(
+            "SELECT count(*) FROM pragma_table_info('study') WHERE name = 'num_series'").fetchone()[0] > 0
     ids = None
-    for title, sql, params in hot_queries(keys, dialect):
+    for title, sql, params in hot_queries(keys, dialect, stored):
         if "{ids}" in sql:
             sql = sql.replace("{ids}", ids or "1")
         print(f"### {title}\n\n```sql\n{sql}\n-- {params}\n```\n\n```")

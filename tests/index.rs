@@ -1128,6 +1128,257 @@ async fn concurrent_upserts(index: &dyn Index) {
     );
 }
 
+/// A study's computed values as its rows say: (series, instances, modalities, SOP classes),
+/// from the SERIES and IMAGE levels.
+async fn study_values_from_rows(index: &dyn Index) -> Vec<(String, [String; 4])> {
+    use std::collections::{BTreeMap, BTreeSet};
+    #[derive(Default)]
+    struct Rows {
+        series: BTreeSet<String>,
+        instances: usize,
+        modalities: BTreeSet<String>,
+        classes: BTreeSet<String>,
+    }
+    let mut studies: BTreeMap<String, Rows> = BTreeMap::new();
+    for s in find(index, Level::Series, &[]).await {
+        let e = studies
+            .entry(s[&tag("StudyInstanceUID")].clone())
+            .or_default();
+        e.series.insert(s[&tag("SeriesInstanceUID")].clone());
+        e.modalities.insert(s[&tag("Modality")].clone());
+    }
+    for i in find(index, Level::Image, &[]).await {
+        let e = studies
+            .entry(i[&tag("StudyInstanceUID")].clone())
+            .or_default();
+        e.instances += 1;
+        e.classes.insert(i[&tag("SOPClassUID")].clone());
+    }
+    let join = |set: BTreeSet<String>| {
+        set.into_iter()
+            .filter(|v| !v.is_empty())
+            .collect::<Vec<_>>()
+            .join("\\")
+    };
+    studies
+        .into_iter()
+        .map(|(uid, rows)| {
+            let values = [
+                rows.series.len().to_string(),
+                rows.instances.to_string(),
+                join(rows.modalities),
+                join(rows.classes),
+            ];
+            (uid, values)
+        })
+        .collect()
+}
+
+/// The computed values the STUDY level answers, unpaged and a page at a time (both query
+/// shapes of `find`).
+async fn study_values_found(index: &dyn Index) -> Vec<(String, [String; 4])> {
+    let values = |m: &Match| {
+        [
+            computed::NUMBER_OF_STUDY_RELATED_SERIES,
+            computed::NUMBER_OF_STUDY_RELATED_INSTANCES,
+            computed::MODALITIES_IN_STUDY,
+            computed::SOP_CLASSES_IN_STUDY,
+        ]
+        .map(|t| m[&t].clone())
+    };
+    let all: Vec<_> = find(index, Level::Study, &[])
+        .await
+        .iter()
+        .map(|m| (m[&tag("StudyInstanceUID")].clone(), values(m)))
+        .collect();
+    let mut paged = Vec::new();
+    for page in 0.. {
+        let q = Query {
+            limit: Some(2),
+            offset: page * 2,
+            ..Query::new(Level::Study)
+        };
+        let rows = index.find(&q).await.unwrap();
+        if rows.is_empty() {
+            break;
+        }
+        paged.extend(
+            rows.iter()
+                .map(|m| (m[&tag("StudyInstanceUID")].clone(), values(m))),
+        );
+    }
+    assert_eq!(paged, all, "paged and unpaged agree");
+    all
+}
+
+/// Assert that the kept values equal the rows' and return those of one study.
+async fn study_values(index: &dyn Index, uid: &str) -> Option<[String; 4]> {
+    let found = study_values_found(index).await;
+    assert_eq!(found, study_values_from_rows(index).await);
+    found.into_iter().find(|(u, _)| u == uid).map(|(_, v)| v)
+}
+
+fn values(series: usize, instances: usize, modalities: &str, classes: &str) -> Option<[String; 4]> {
+    Some([
+        series.to_string(),
+        instances.to_string(),
+        modalities.to_string(),
+        classes.to_string(),
+    ])
+}
+
+/// The study values kept on the study row (migration 0013) follow every change of its
+/// instances: stores, re-sends in place, re-sends that change class, move the instance or
+/// move a whole series, batches, removals and deletes of instances, series and studies.
+async fn study_values_follow_the_instances(index: &dyn Index) {
+    load(index).await;
+    let ct_sr = format!("{CT}\\{SR}");
+    assert_eq!(
+        study_values(index, "1.2.1").await,
+        values(2, 4, "CT\\SR", &ct_sr)
+    );
+    assert_eq!(study_values(index, "1.4.1").await, values(1, 2, "MR", MR));
+
+    // Re-sent unchanged: nothing changes.
+    let records = fixture();
+    index.upsert_instance(&records[0]).await.unwrap();
+    assert_eq!(
+        study_values(index, "1.2.1").await,
+        values(2, 4, "CT\\SR", &ct_sr)
+    );
+
+    // Re-sent with another SOP class: the old class goes, the new one comes.
+    let mut r = records[3].clone(); // the only SR of 1.2.1
+    r.values.insert(tag("SOPClassUID"), MR.into());
+    index.upsert_instance(&r).await.unwrap();
+    assert_eq!(
+        study_values(index, "1.2.1").await,
+        values(2, 4, "CT\\SR", &format!("{CT}\\{MR}"))
+    );
+    index.upsert_instance(&records[3]).await.unwrap();
+
+    // Re-sent into a new series of the same study with another modality.
+    let mut r = records[1].clone();
+    r.values.insert(tag("SeriesInstanceUID"), "1.2.1.3".into());
+    r.values.insert(tag("Modality"), "OT".into());
+    index.upsert_instance(&r).await.unwrap();
+    assert_eq!(
+        study_values(index, "1.2.1").await,
+        values(3, 4, "CT\\OT\\SR", &ct_sr)
+    );
+
+    // Re-sent into a series of another study: one leaves, one gains.
+    let mut r = records[2].clone();
+    r.values.insert(tag("StudyInstanceUID"), "1.4.1".into());
+    r.values.insert(tag("SeriesInstanceUID"), "1.4.1.1".into());
+    r.values.insert(tag("PatientID"), "P3".into());
+    r.values.insert(tag("Modality"), "MR".into());
+    index.upsert_instance(&r).await.unwrap();
+    assert_eq!(
+        study_values(index, "1.2.1").await,
+        values(3, 3, "CT\\OT\\SR", &ct_sr)
+    );
+    assert_eq!(
+        study_values(index, "1.4.1").await,
+        values(1, 3, "MR", &format!("{CT}\\{MR}"))
+    );
+
+    // An instance naming an existing series under another study moves the whole series
+    // (with its other instances) there.
+    let mut r = records[4].clone(); // 1.2.2.1 (MR), the only series of 1.2.2
+    r.values.insert(tag("StudyInstanceUID"), "1.3.1".into());
+    r.values.insert(tag("PatientID"), "P2".into());
+    r.values.insert(tag("PatientName"), "Jansen^Piet".into());
+    index.upsert_instance(&r).await.unwrap();
+    assert_eq!(study_values(index, "1.2.2").await, None, "emptied, pruned");
+    assert_eq!(
+        study_values(index, "1.3.1").await,
+        values(2, 2, "CT\\MR", &format!("{CT}\\{MR}"))
+    );
+
+    // A batch of a new series in an existing study, then a batch re-sending it.
+    let batch: Vec<InstanceRecord> = (0..5)
+        .map(|n| {
+            let mut r = records[6].clone();
+            r.values.insert(tag("SeriesInstanceUID"), "1.4.1.7".into());
+            r.values
+                .insert(tag("SOPInstanceUID"), format!("1.4.1.7.{n}"));
+            r.values.insert(tag("Modality"), "SR".into());
+            r.values.insert(tag("SOPClassUID"), SR.into());
+            r
+        })
+        .collect();
+    index.upsert_instances(&batch).await.unwrap();
+    let all_three = format!("{CT}\\{MR}\\{SR}");
+    assert_eq!(
+        study_values(index, "1.4.1").await,
+        values(2, 8, "MR\\SR", &all_three)
+    );
+    index.upsert_instances(&batch).await.unwrap();
+    assert_eq!(
+        study_values(index, "1.4.1").await,
+        values(2, 8, "MR\\SR", &all_three)
+    );
+
+    // Removals: one instance; then a series by delete; then the last of a class.
+    index.remove_instance("1.4.1.7.0").await.unwrap();
+    assert_eq!(
+        study_values(index, "1.4.1").await,
+        values(2, 7, "MR\\SR", &all_three)
+    );
+    let series = Selection {
+        series_uids: vec!["1.4.1.7".into()],
+        ..Default::default()
+    };
+    assert_eq!(index.delete_instances(&series, 1).await.unwrap().len(), 4);
+    assert_eq!(
+        study_values(index, "1.4.1").await,
+        values(1, 3, "MR", &format!("{CT}\\{MR}"))
+    );
+    let one = Selection {
+        sop_instance_uids: vec![records[2].sop_instance_uid().to_string()],
+        ..Default::default()
+    };
+    assert_eq!(index.delete_instances(&one, 1).await.unwrap().len(), 1);
+    assert_eq!(study_values(index, "1.4.1").await, values(1, 2, "MR", MR));
+
+    // A whole study deleted, and one evicted: gone, the others as they were.
+    let study = Selection {
+        study_uids: vec!["1.3.1".into()],
+        ..Default::default()
+    };
+    assert_eq!(index.delete_instances(&study, 1).await.unwrap().len(), 2);
+    assert_eq!(study_values(index, "1.3.1").await, None);
+    index.remove_study("1.4.1").await.unwrap();
+    assert_eq!(study_values(index, "1.4.1").await, None);
+    assert_eq!(
+        study_values(index, "1.2.1").await,
+        values(3, 3, "CT\\OT\\SR", &ct_sr)
+    );
+
+    // Concurrent stores into one study, one instance per transaction.
+    let tasks = (0..20).map(|i| async move {
+        let r = record(&[
+            ("PatientID", "PC"),
+            ("StudyInstanceUID", "1.8"),
+            ("SeriesInstanceUID", &format!("1.8.{}", i % 3)),
+            ("SOPInstanceUID", &format!("1.8.{}.{i}", i % 3)),
+            ("Modality", ["CT", "MR", "CT"][i % 3]),
+            ("SOPClassUID", [CT, MR, SR][i % 3]),
+        ]);
+        index.upsert_instance(&r).await.unwrap();
+    });
+    futures::future::join_all(tasks).await;
+    assert_eq!(
+        study_values(index, "1.8").await,
+        values(3, 20, "CT\\MR", &all_three)
+    );
+    let p1 = &find(index, Level::Patient, &[("PatientID", single("P1"))]).await[0];
+    assert_eq!(p1[&computed::NUMBER_OF_PATIENT_RELATED_STUDIES], "1");
+    assert_eq!(p1[&computed::NUMBER_OF_PATIENT_RELATED_SERIES], "3");
+    assert_eq!(p1[&computed::NUMBER_OF_PATIENT_RELATED_INSTANCES], "3");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Backends
 
@@ -1202,6 +1453,7 @@ backend_tests!(
     concurrent_upserts,
     cache_state_and_eviction,
     forward_queue,
+    study_values_follow_the_instances,
 );
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1214,6 +1466,83 @@ async fn sqlite_index_reopens_with_data() {
     let index = SqliteIndex::open(&url).await.unwrap();
     assert_eq!(find(&index, Level::Image, &[]).await.len(), 8);
     index.close().await;
+}
+
+/// Statements that take an index back to before migration 0013 (its study values), rows
+/// kept: the migration then runs again at the next open, as on an index that had data.
+const UNDO_0013: &[&str] = &[
+    "DROP INDEX study_patient_uid_idx",
+    "DROP INDEX study_date_uid_idx",
+    "CREATE INDEX study_patient_idx ON study (patient_pk)",
+    "CREATE INDEX study_date_idx ON study (study_date)",
+    "ALTER TABLE study DROP COLUMN num_series",
+    "ALTER TABLE study DROP COLUMN num_instances",
+    "ALTER TABLE study DROP COLUMN modalities",
+    "ALTER TABLE study DROP COLUMN sop_classes",
+    "DELETE FROM _sqlx_migrations WHERE version = 13",
+];
+/// PostgreSQL's migration 0013 has one index more.
+const UNDO_0013_POSTGRES: &str = "DROP INDEX study_uid_id_idx";
+
+/// Rows from before migration 0013, of studies with several series, SOP classes and an
+/// empty modality: what the migration fills in.
+async fn load_for_migration(index: &dyn Index) {
+    load(index).await;
+    let mut r = fixture().remove(0);
+    r.values.insert(tag("SeriesInstanceUID"), "1.2.1.9".into());
+    r.values.insert(tag("SOPInstanceUID"), "1.2.1.9.1".into());
+    r.values.insert(tag("Modality"), String::new());
+    r.values.insert(tag("SOPClassUID"), String::new());
+    index.upsert_instance(&r).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_migration_fills_study_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("index.db").display());
+    let index = SqliteIndex::open(&url).await.unwrap();
+    load_for_migration(&index).await;
+    let before = study_values_from_rows(&index).await;
+    for statement in UNDO_0013 {
+        sqlx::query(statement).execute(index.pool()).await.unwrap();
+    }
+    index.close().await;
+    let index = SqliteIndex::open(&url).await.unwrap();
+    assert_eq!(study_values_found(&index).await, before);
+    assert_eq!(
+        study_values(&index, "1.2.1").await,
+        values(3, 5, "CT\\SR", &format!("{CT}\\{SR}"))
+    );
+    index.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_migration_fills_study_values() {
+    use futures::FutureExt;
+    let db = PgDb::create().await;
+    let result = AssertUnwindSafe(async {
+        load_for_migration(&db.index).await;
+        let before = study_values_from_rows(&db.index).await;
+        for statement in std::iter::once(&UNDO_0013_POSTGRES).chain(UNDO_0013) {
+            sqlx::query(statement)
+                .execute(db.index.pool())
+                .await
+                .unwrap();
+        }
+        let index = PostgresIndex::open(&db.db.url).await.unwrap();
+        assert_eq!(study_values_found(&index).await, before);
+        assert_eq!(
+            study_values(&index, "1.2.1").await,
+            values(3, 5, "CT\\SR", &format!("{CT}\\{SR}"))
+        );
+        index.close().await;
+    })
+    .catch_unwind()
+    .await;
+    db.drop_db().await;
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
 }
 
 #[test]

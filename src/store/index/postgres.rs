@@ -64,6 +64,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "ingest_journal",
         include_str!("migrations/postgres/0012_ingest_journal.sql"),
     ),
+    (
+        13,
+        "study_values",
+        include_str!("migrations/postgres/0013_study_values.sql"),
+    ),
 ];
 
 /// How long an index call waits for a connection (a free one from the pool, or a new one

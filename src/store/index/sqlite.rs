@@ -63,6 +63,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "ingest_journal",
         include_str!("migrations/sqlite/0012_ingest_journal.sql"),
     ),
+    (
+        13,
+        "study_values",
+        include_str!("migrations/sqlite/0013_study_values.sql"),
+    ),
 ];
 
 /// The index in a SQLite database (`sqlite://path/to/index.db`).

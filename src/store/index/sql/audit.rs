@@ -113,13 +113,23 @@ sql_impl! {
         sql.push(")");
         Self::query(&sql).execute(&mut **tx).await?;
 
-        for key in stored.patient_keys() {
+        // One statement for all patients, not one per patient: a QIDO-RS page of 101
+        // studies names ~100 patients, each a row of the NEN 7513 lookup. The keys go as
+        // one JSON list so that the statement text (and its prepared statement) is the
+        // same whatever their number.
+        let keys = stored.patient_keys();
+        if !keys.is_empty() {
             let mut sql = self.sql();
-            sql.push("INSERT INTO audit_record_patient (seq, patient_id) VALUES (")
+            sql.push("INSERT INTO audit_record_patient (seq, patient_id) SELECT ")
                 .bind_int(stored.seq)
-                .push(", ")
-                .bind(&key)
-                .push(")");
+                .push(", value FROM ");
+            match self.dialect {
+                Dialect::Sqlite => sql.push("json_each(").bind(&json_list(&keys)).push(")"),
+                Dialect::Postgres => sql
+                    .push("json_array_elements_text(")
+                    .bind(&json_list(&keys))
+                    .push("::json)"),
+            };
             Self::query(&sql).execute(&mut **tx).await?;
         }
 

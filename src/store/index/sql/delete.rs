@@ -104,7 +104,12 @@ sql_impl! {
             push_list(&mut sql, chunk);
             Self::query(&sql).execute(&mut *tx).await?;
         }
+        let touched: BTreeSet<i64> = parents.studies.iter().copied().collect();
         self.prune(&mut tx, parents).await?;
+        // The computed values of the studies that keep instances (migration 0013).
+        for study in touched {
+            self.refresh_study(&mut tx, study).await?;
+        }
         let studies: BTreeSet<&str> = removed
             .iter()
             .map(|l| l.study_instance_uid.as_str())

@@ -13,7 +13,7 @@ use crate::store::index::{IndexError, UpsertOutcome};
 use crate::store::InstanceRecord;
 use sqlx::Row;
 use sqlx::Transaction;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// `INSERT ... ON CONFLICT DO UPDATE ... RETURNING id` for the patient, study or series row of
 /// a record. Newer non-empty values replace older ones; an absent value keeps the old one.
@@ -176,6 +176,7 @@ fn lookup_sql(dialect: Dialect, record: &InstanceRecord) -> Sql {
         "ise.study_pk".to_string(),
         "ist.patient_pk".to_string(),
         "i.blob_key".to_string(),
+        "i.sop_class_uid".to_string(),
     ];
     for (alias, level, fk) in [
         ("p", Level::Patient, None),
@@ -218,12 +219,36 @@ fn lookup_sql(dialect: Dialect, record: &InstanceRecord) -> Sql {
 
 /// What the upserts of one transaction have written so far: the patient, study and series
 /// rows of the last instance (the statements, with a placeholder parent id, and the row
-/// ids), so the next instance of the same series does not write them again; and the
-/// instances per study row not yet added to its `arrivals` ([`flush`](SqlIndex::flush)).
+/// ids), so the next instance of the same series does not write them again; the instances
+/// per study row not yet added to its `arrivals`; and what they change in the studies'
+/// computed values ([`flush`](SqlIndex::flush)).
 #[derive(Debug, Default)]
 pub(super) struct Written {
     last: Option<([Sql; 3], [i64; 3])>,
-    arrivals: std::collections::BTreeMap<i64, i64>,
+    arrivals: BTreeMap<i64, i64>,
+    studies: BTreeMap<i64, StudyChange>,
+}
+
+/// What one transaction changes in a study row's computed values (migration 0013).
+#[derive(Debug, Default)]
+struct StudyChange {
+    /// New instance rows in the study.
+    instances: i64,
+    /// Their SOP classes.
+    classes: BTreeSet<String>,
+    /// A series row was written (new, or its modality may have changed): the series count
+    /// and modalities are read again from the study's series rows (a handful).
+    series: bool,
+    /// An instance or series left the study or changed its SOP class: every value is
+    /// counted again from the rows.
+    recount: bool,
+}
+
+/// The computed values of a study as kept on its row (migration 0013): distinct non-empty
+/// values, sorted, joined with `\`.
+fn join_values<'a>(values: impl IntoIterator<Item = &'a str>) -> String {
+    let set: BTreeSet<&str> = values.into_iter().filter(|v| !v.is_empty()).collect();
+    set.into_iter().collect::<Vec<_>>().join("\\")
 }
 
 /// Most instance rows in one multi-row `INSERT` ([`SqlIndex::upsert_all`]): 13 parameters
@@ -264,22 +289,145 @@ sql_impl! {
         Ok(row.try_get::<i64, usize>(0)?)
     }
 
-    /// The study rows' arrival counts and times of a transaction's upserts (one statement
-    /// per study), before it commits.
+    /// The study rows' arrival counts and times and their computed values (migration 0013)
+    /// after a transaction's upserts (one statement per study, more where a value changed),
+    /// before it commits.
     pub(super) async fn flush(
         &self,
         tx: &mut Transaction<'static, DB>,
         written: Written,
     ) -> Result<(), IndexError> {
-        for (study_id, n) in written.arrivals {
+        let Written {
+            arrivals,
+            mut studies,
+            ..
+        } = written;
+        let ids: BTreeSet<i64> = arrivals.keys().chain(studies.keys()).copied().collect();
+        // In id order: two transactions touching the same studies lock them in one order.
+        for study_id in ids {
+            let change = studies.remove(&study_id).unwrap_or_default();
+            // The first statement also locks the row (PostgreSQL), so what is counted below
+            // includes every committed instance and concurrent additions wait.
+            let added = if change.recount { 0 } else { change.instances };
             let mut sql = self.sql();
-            sql.push("UPDATE study SET last_arrival = ")
-                .bind_int(crate::clock::unix_seconds())
-                .push(", arrivals = arrivals + ")
-                .bind_int(n)
-                .push(" WHERE id = ")
-                .bind_int(study_id);
+            sql.push("UPDATE study SET num_instances = num_instances + ")
+                .bind_int(added);
+            if let Some(n) = arrivals.get(&study_id) {
+                sql.push(", last_arrival = ")
+                    .bind_int(crate::clock::unix_seconds())
+                    .push(", arrivals = arrivals + ")
+                    .bind_int(*n);
+            }
+            sql.push(" WHERE id = ")
+                .bind_int(study_id)
+                .push(" RETURNING sop_classes");
+            let Some(row) = Self::query(&sql).fetch_optional(&mut **tx).await? else {
+                continue; // pruned
+            };
+            let stored: String = row.try_get(0usize)?;
+            if change.recount {
+                self.recount_study(tx, study_id).await?;
+                continue;
+            }
+            let known: BTreeSet<&str> = stored.split('\\').collect();
+            let classes = (!change.classes.iter().all(|c| known.contains(c.as_str())))
+                .then(|| join_values(known.iter().copied().chain(change.classes.iter().map(String::as_str))));
+            let series = match change.series {
+                true => Some(self.series_values(tx, study_id).await?),
+                false => None,
+            };
+            if classes.is_none() && series.is_none() {
+                continue;
+            }
+            let mut sql = self.sql();
+            sql.push("UPDATE study SET ");
+            if let Some(classes) = &classes {
+                sql.push("sop_classes = ").bind(classes);
+            }
+            if let Some((count, modalities)) = &series {
+                if classes.is_some() {
+                    sql.push(", ");
+                }
+                sql.push("num_series = ")
+                    .bind_int(*count)
+                    .push(", modalities = ")
+                    .bind(modalities);
+            }
+            sql.push(" WHERE id = ").bind_int(study_id);
             Self::query(&sql).execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
+
+    /// A study's series count and modalities from its series rows.
+    async fn series_values(
+        &self,
+        tx: &mut Transaction<'static, DB>,
+        study_id: i64,
+    ) -> Result<(i64, String), IndexError> {
+        let mut sql = self.sql();
+        sql.push("SELECT modality FROM series WHERE study_pk = ")
+            .bind_int(study_id);
+        let rows = Self::query(&sql).fetch_all(&mut **tx).await?;
+        let mut modalities = Vec::with_capacity(rows.len());
+        for row in &rows {
+            modalities.push(row.try_get::<String, usize>(0)?);
+        }
+        let count = i64::try_from(modalities.len()).unwrap_or(i64::MAX);
+        Ok((count, join_values(modalities.iter().map(String::as_str))))
+    }
+
+    /// Count a study's computed values (migration 0013) again from its rows: after
+    /// instances or series left it, moved, or changed SOP class. Reads every instance of
+    /// the study, once per transaction that does so (deletes, re-sends that move).
+    pub(super) async fn recount_study(
+        &self,
+        tx: &mut Transaction<'static, DB>,
+        study_id: i64,
+    ) -> Result<(), IndexError> {
+        let (series, modalities) = self.series_values(tx, study_id).await?;
+        let mut sql = self.sql();
+        sql.push(
+            "SELECT i.sop_class_uid, COUNT(*) FROM instance i \
+             JOIN series se ON se.id = i.series_pk WHERE se.study_pk = ",
+        )
+        .bind_int(study_id)
+        .push(" GROUP BY i.sop_class_uid");
+        let mut instances = 0;
+        let mut classes = Vec::new();
+        for row in Self::query(&sql).fetch_all(&mut **tx).await? {
+            classes.push(row.try_get::<String, usize>(0)?);
+            instances += row.try_get::<i64, usize>(1)?;
+        }
+        let mut sql = self.sql();
+        sql.push("UPDATE study SET num_series = ")
+            .bind_int(series)
+            .push(", modalities = ")
+            .bind(&modalities)
+            .push(", num_instances = ")
+            .bind_int(instances)
+            .push(", sop_classes = ")
+            .bind(&join_values(classes.iter().map(String::as_str)))
+            .push(" WHERE id = ")
+            .bind_int(study_id);
+        Self::query(&sql).execute(&mut **tx).await?;
+        Ok(())
+    }
+
+    /// Lock a study row (PostgreSQL; a SQLite write transaction holds the database) and
+    /// count its computed values again: after a delete.
+    pub(super) async fn refresh_study(
+        &self,
+        tx: &mut Transaction<'static, DB>,
+        study_id: i64,
+    ) -> Result<(), IndexError> {
+        let mut sql = self.sql();
+        sql.push("SELECT id FROM study WHERE id = ").bind_int(study_id);
+        if self.dialect == Dialect::Postgres {
+            sql.push(" FOR UPDATE");
+        }
+        if Self::query(&sql).fetch_optional(&mut **tx).await?.is_some() {
+            self.recount_study(tx, study_id).await?;
         }
         Ok(())
     }
@@ -528,9 +676,10 @@ sql_impl! {
             )),
             None => None,
         };
+        let old_class = row.try_get::<Option<String>, usize>(4)?.unwrap_or_default();
         // The rows already hold what the upserts would write, linked as they would link
         // them: their ids, and no upsert.
-        let mut at = 4;
+        let mut at = 5;
         let mut ids = [None::<i64>; 3];
         let mut parents = [None::<i64>; 3];
         let mut unchanged = true;
@@ -610,9 +759,36 @@ sql_impl! {
                 let sql = upsert_entity_sql(self.dialect, Level::Series, record, Some(study_id));
                 let series_id = Self::insert_returning_id(tx, &sql).await?;
                 written.last = Some((entities, [patient_id, study_id, series_id]));
+                // The series may be new or have a new modality; a series that came from
+                // another study took its instances along.
+                written.studies.entry(study_id).or_default().series = true;
+                if let Some(&[from, _]) = old_series.as_deref() {
+                    if from != study_id {
+                        written.studies.entry(from).or_default().recount = true;
+                        written.studies.entry(study_id).or_default().recount = true;
+                    }
+                }
                 (patient_id, study_id, series_id, old_series, old_study)
             }
         };
+        // The study's computed values (migration 0013): a new instance adds to them; a
+        // re-send in place with the same SOP class changes none; anything else (the
+        // instance moved, or changed class) has its old and new study counted again.
+        let class = record.column("sop_class_uid");
+        match &old_instance {
+            None => {
+                let change = written.studies.entry(study_id).or_default();
+                change.instances += 1;
+                if !class.is_empty() {
+                    change.classes.insert(class.to_string());
+                }
+            }
+            Some(([old_series_pk, _, _], _)) if *old_series_pk == series_id && old_class == class => {}
+            Some(([_, old_study_pk, _], _)) => {
+                written.studies.entry(*old_study_pk).or_default().recount = true;
+                written.studies.entry(study_id).or_default().recount = true;
+            }
+        }
         // The publisher's view of the study (migration 0007): when it last got an instance,
         // and how many it got; counted here, written once per study by `Written::flush`.
         *written.arrivals.entry(study_id).or_default() += 1;
@@ -667,10 +843,12 @@ sql_impl! {
             patients: vec![row.try_get(3usize)?],
         };
         let blob_key: String = row.try_get(4usize)?;
+        let study = parents.studies[0];
         let mut sql = self.sql();
         sql.push("DELETE FROM instance WHERE id = ").bind_int(id);
         Self::query(&sql).execute(&mut *tx).await?;
         self.prune(&mut tx, parents).await?;
+        self.refresh_study(&mut tx, study).await?;
         tx.commit().await?;
         Ok(Some(blob_key))
     }

@@ -15,7 +15,7 @@ use crate::model::{InstanceLocation, Selection};
 use crate::store::index::IndexError;
 use dicom_core::Tag;
 use sqlx::Row;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 /// A DICOM wildcard value (`*`, `?`) as a LIKE pattern with `\` as escape character.
 fn like_pattern(value: &str) -> String {
@@ -119,73 +119,106 @@ fn returned_attrs(level: Level) -> Vec<&'static IndexedAttr> {
     INDEXED_ATTRS.iter().filter(|a| a.level <= level).collect()
 }
 
-/// What one aggregate query over a page of matches yields.
-#[derive(Debug, Clone, Copy)]
-enum Aggregate {
-    /// Rows `(id, count, count, ...)`: one count per tag.
-    Counts(&'static [Tag]),
-    /// Rows `(id, value)`: the distinct non-empty values, sorted, joined with `\`.
-    Values(Tag),
-}
-
 /// The computed attributes of `level` (PS3.4 C.6.1.1.x), as aggregate queries over the ids
-/// of one page of matches (`{ids}` stands for the comma-separated row ids). Computing them
-/// per page, not per row in the main query, keeps paging cheap whatever the plan.
-fn computed_queries(level: Level) -> &'static [(Aggregate, &'static str)] {
+/// of one page of matches (`{ids}` stands for the comma-separated row ids), each yielding
+/// rows `(id, count, count, ...)`: one count per tag. Computing them per page, not per row
+/// in the main query, keeps paging cheap whatever the plan.
+fn computed_queries(level: Level) -> &'static [(&'static [Tag], &'static str)] {
     const PATIENT: &[Tag] = &[
         computed::NUMBER_OF_PATIENT_RELATED_STUDIES,
         computed::NUMBER_OF_PATIENT_RELATED_SERIES,
         computed::NUMBER_OF_PATIENT_RELATED_INSTANCES,
     ];
-    const STUDY: &[Tag] = &[
-        computed::NUMBER_OF_STUDY_RELATED_SERIES,
-        computed::NUMBER_OF_STUDY_RELATED_INSTANCES,
-    ];
     const SERIES: &[Tag] = &[computed::NUMBER_OF_SERIES_RELATED_INSTANCES];
     match level {
+        // From the studies' own values (migration 0013), not their instance rows.
         Level::Patient => &[(
-            Aggregate::Counts(PATIENT),
-            "SELECT st.patient_pk, COUNT(DISTINCT st.id), COUNT(DISTINCT se.id), COUNT(i.id) \
-             FROM study st LEFT JOIN series se ON se.study_pk = st.id \
-             LEFT JOIN instance i ON i.series_pk = se.id \
-             WHERE st.patient_pk IN ({ids}) GROUP BY st.patient_pk",
+            PATIENT,
+            "SELECT patient_pk, COUNT(*), CAST(SUM(num_series) AS BIGINT), \
+             CAST(SUM(num_instances) AS BIGINT) \
+             FROM study WHERE patient_pk IN ({ids}) GROUP BY patient_pk",
         )],
-        Level::Study => &[
-            (
-                Aggregate::Counts(STUDY),
-                "SELECT se.study_pk, COUNT(DISTINCT se.id), COUNT(i.id) \
-                 FROM series se LEFT JOIN instance i ON i.series_pk = se.id \
-                 WHERE se.study_pk IN ({ids}) GROUP BY se.study_pk",
-            ),
-            (
-                Aggregate::Values(computed::MODALITIES_IN_STUDY),
-                "SELECT DISTINCT study_pk, modality FROM series WHERE study_pk IN ({ids})",
-            ),
-            (
-                Aggregate::Values(computed::SOP_CLASSES_IN_STUDY),
-                "SELECT DISTINCT se.study_pk, i.sop_class_uid FROM instance i \
-                 JOIN series se ON se.id = i.series_pk WHERE se.study_pk IN ({ids})",
-            ),
-        ],
+        // Kept on the study row: selected with it (`stored_computed`).
+        Level::Study => &[],
         Level::Series => &[(
-            Aggregate::Counts(SERIES),
+            SERIES,
             "SELECT series_pk, COUNT(*) FROM instance WHERE series_pk IN ({ids}) GROUP BY series_pk",
         )],
         Level::Image => &[],
     }
 }
 
-/// The main query of [`Index::find`](crate::store::index::Index::find). Columns: [`returned_attrs`], then
-/// the row id of the level's table (for [`computed_queries`]).
+/// The computed attributes of `level` kept on its row (migration 0013), with their columns:
+/// integers for the counts, text for the value lists.
+fn stored_computed(level: Level) -> &'static [(Tag, &'static str, bool)] {
+    match level {
+        Level::Study => &[
+            (
+                computed::NUMBER_OF_STUDY_RELATED_SERIES,
+                "st.num_series",
+                true,
+            ),
+            (
+                computed::NUMBER_OF_STUDY_RELATED_INSTANCES,
+                "st.num_instances",
+                true,
+            ),
+            (computed::MODALITIES_IN_STUDY, "st.modalities", false),
+            (computed::SOP_CLASSES_IN_STUDY, "st.sop_classes", false),
+        ],
+        _ => &[],
+    }
+}
+
+/// The main query of [`Index::find`](crate::store::index::Index::find). Columns: [`returned_attrs`],
+/// the row id of the level's table (for [`computed_queries`]), then [`stored_computed`].
+///
+/// A page (a query with a limit) is chosen first by the row ids alone, sorted by the
+/// unique key, and only its rows are read: the matches are sorted from index entries
+/// (migration 0013 puts StudyInstanceUID in the study indexes by patient and by date)
+/// rather than from every matching row, which a broad search (a common surname) has by the
+/// thousand. Which rows a page holds and their order are those of the one-step query.
 pub(crate) fn find_sql(dialect: Dialect, query: &Query) -> Sql {
     let level = query.level;
     let mut sql = Sql::new(dialect);
     sql.push("SELECT ");
     let mut columns: Vec<String> = returned_attrs(level).iter().map(|a| qualified(a)).collect();
     columns.push(format!("{}.id", alias(level)));
+    columns.extend(stored_computed(level).iter().map(|(_, c, _)| c.to_string()));
     sql.push(&columns.join(", "));
     sql.push(" FROM ").push(&chain(level, Level::Patient));
+    let order = format!(" ORDER BY {}.{}", alias(level), unique_column(level));
+    if query.limit.is_some() {
+        // The ids need only the tables the keys name (a study has its patient: the foreign
+        // key), e.g. a date range reads no patient row for each match.
+        let top = query
+            .keys
+            .iter()
+            .filter(|k| k.matcher != Matcher::Universal && k.attr.level <= level)
+            .map(|k| k.attr.level)
+            .min()
+            .unwrap_or(level);
+        sql.push(&format!(
+            " WHERE {}.id IN (SELECT {0}.id FROM ",
+            alias(level)
+        ))
+        .push(&chain(level, top));
+        push_where(&mut sql, query);
+        sql.push(&order);
+        sql.limit_offset(query.limit, query.offset);
+        sql.push(")").push(&order);
+        return sql;
+    }
+    push_where(&mut sql, query);
+    sql.push(&order);
+    sql.limit_offset(query.limit, query.offset);
+    sql
+}
 
+/// The `WHERE` of [`find_sql`]: the keys of the query level and above, and an `EXISTS` for
+/// those below.
+fn push_where(sql: &mut Sql, query: &Query) {
+    let level = query.level;
     let keys: Vec<_> = query
         .keys
         .iter()
@@ -197,13 +230,13 @@ pub(crate) fn find_sql(dialect: Dialect, query: &Query) -> Sql {
         first = false;
     };
     for key in keys.iter().filter(|k| k.attr.level <= level) {
-        and(&mut sql);
-        push_condition(&mut sql, key.attr, &key.matcher);
+        and(sql);
+        push_condition(sql, key.attr, &key.matcher);
     }
     // Keys on attributes below the query level: some entity below must match them all.
     let below: Vec<_> = keys.iter().filter(|k| k.attr.level > level).collect();
     if let (Some(deepest), Some(next)) = (below.iter().map(|k| k.attr.level).max(), child(level)) {
-        and(&mut sql);
+        and(sql);
         sql.push("EXISTS (SELECT 1 FROM ")
             .push(&chain(deepest, next));
         sql.push(&format!(
@@ -214,17 +247,10 @@ pub(crate) fn find_sql(dialect: Dialect, query: &Query) -> Sql {
         ));
         for key in below {
             sql.push(" AND ");
-            push_condition(&mut sql, key.attr, &key.matcher);
+            push_condition(sql, key.attr, &key.matcher);
         }
         sql.push(")");
     }
-    sql.push(&format!(
-        " ORDER BY {}.{}",
-        alias(level),
-        unique_column(level)
-    ));
-    sql.limit_offset(query.limit, query.offset);
-    sql
 }
 
 /// `SELECT <columns> FROM ... WHERE ...` over the instances a selection names; `None` for an
@@ -283,12 +309,21 @@ sql_impl! {
         let attrs = returned_attrs(query.level);
         let mut matches = Vec::with_capacity(rows.len());
         let mut ids = Vec::with_capacity(rows.len());
+        let stored = stored_computed(query.level);
         for row in &rows {
             let mut m = Match::new();
             for (i, attr) in attrs.iter().enumerate() {
                 m.insert(attr.tag, row.try_get::<String, usize>(i)?);
             }
             ids.push(row.try_get::<i64, usize>(attrs.len())?);
+            for (j, (tag, _, count)) in stored.iter().enumerate() {
+                let at = attrs.len() + 1 + j;
+                let value = match count {
+                    true => row.try_get::<i64, usize>(at)?.to_string(),
+                    false => row.try_get::<String, usize>(at)?,
+                };
+                m.insert(*tag, value);
+            }
             matches.push(m);
         }
         drop(rows);
@@ -306,13 +341,8 @@ sql_impl! {
     ) -> Result<(), IndexError> {
         let queries = computed_queries(level);
         for m in matches.iter_mut() {
-            for (aggregate, _) in queries {
-                match aggregate {
-                    Aggregate::Counts(tags) => m.extend(tags.iter().map(|t| (*t, "0".to_string()))),
-                    Aggregate::Values(tag) => {
-                        m.insert(*tag, String::new());
-                    }
-                }
+            for (tags, _) in queries {
+                m.extend(tags.iter().map(|t| (*t, "0".to_string())));
             }
         }
         if queries.is_empty() {
@@ -327,35 +357,19 @@ sql_impl! {
                 .map(i64::to_string)
                 .collect::<Vec<_>>()
                 .join(", ");
-            for (aggregate, text) in queries {
+            for (tags, text) in queries {
                 let text = text.replace("{ids}", &list);
                 let rows = sqlx::query::<DB>(&text)
                     .persistent(false)
                     .fetch_all(&self.pool)
                     .await?;
-                let mut sets: BTreeMap<usize, BTreeSet<String>> = BTreeMap::new();
                 for row in rows {
                     let Some(&at) = position.get(&row.try_get::<i64, usize>(0)?) else {
                         continue;
                     };
-                    match aggregate {
-                        Aggregate::Counts(tags) => {
-                            for (j, tag) in tags.iter().enumerate() {
-                                let count: i64 = row.try_get(j + 1)?;
-                                matches[at].insert(*tag, count.to_string());
-                            }
-                        }
-                        Aggregate::Values(_) => {
-                            let value: String = row.try_get(1usize)?;
-                            if !value.is_empty() {
-                                sets.entry(at).or_default().insert(value);
-                            }
-                        }
-                    }
-                }
-                if let Aggregate::Values(tag) = aggregate {
-                    for (at, values) in sets {
-                        matches[at].insert(*tag, values.into_iter().collect::<Vec<_>>().join("\\"));
+                    for (j, tag) in tags.iter().enumerate() {
+                        let count: i64 = row.try_get(j + 1)?;
+                        matches[at].insert(*tag, count.to_string());
                     }
                 }
             }
@@ -425,6 +439,47 @@ mod tests {
         assert_eq!(like_pattern("Mül*"), "Mül%");
         assert_eq!(like_pattern("a?b"), "a_b");
         assert_eq!(like_pattern("100%_\\*"), "100\\%\\_\\\\%");
+    }
+
+    #[test]
+    fn a_page_is_chosen_by_ids_from_the_tables_its_keys_name() {
+        let date = indexed_attr_by_keyword("StudyDate").unwrap();
+        let q = Query {
+            limit: Some(101),
+            ..Query::new(Level::Study).with_key(
+                date,
+                Matcher::Range {
+                    from: Some("20240101".into()),
+                    to: None,
+                },
+            )
+        };
+        let s = find_sql(Dialect::Sqlite, &q);
+        assert!(
+            s.text
+                .contains("WHERE st.id IN (SELECT st.id FROM study st WHERE (st.study_date <> ''"),
+            "{}",
+            s.text
+        );
+        assert!(
+            s.text
+                .ends_with("LIMIT 101) ORDER BY st.study_instance_uid"),
+            "{}",
+            s.text
+        );
+        let name = indexed_attr_by_keyword("PatientName").unwrap();
+        let q = Query {
+            limit: Some(101),
+            ..Query::new(Level::Study).with_key(name, Matcher::Wildcard("Jans*".into()))
+        };
+        let s = find_sql(Dialect::Postgres, &q);
+        assert!(
+            s.text.contains(
+                "(SELECT st.id FROM study st JOIN patient p ON p.id = st.patient_pk WHERE p.patient_name LIKE $1"
+            ),
+            "{}",
+            s.text
+        );
     }
 
     #[test]
