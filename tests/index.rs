@@ -460,6 +460,9 @@ async fn superseding_batches(index: &dyn Index) {
             .arrivals,
         605
     );
+    // The study's computed values (migration 0013) count what the multi-row inserts added.
+    let values = study_values(index, "1.9.1").await.expect("the study");
+    assert_eq!(values[..2], ["2".to_string(), "605".to_string()]);
 
     // Re-sent (two of them) among new ones, and one new instance twice: the rows name the
     // last copies, and the keys of the replaced copies come back.
@@ -483,6 +486,8 @@ async fn superseding_batches(index: &dyn Index) {
     );
     assert_eq!(in_series("1.9.1.1").await.len(), 603);
     assert_eq!(in_series("1.9.1.2").await.len(), 5);
+    let values = study_values(index, "1.9.1").await.expect("the study");
+    assert_eq!(values[..2], ["2".to_string(), "608".to_string()]);
     for (uid, key) in [
         (sop("1.9.1.1", 7), "1.9.1/1.9.1.1/7.b.dcm"),
         (sop("1.9.1.1", 602), "1.9.1/1.9.1.1/602.b.dcm"),

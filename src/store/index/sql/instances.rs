@@ -586,6 +586,14 @@ sql_impl! {
             seen.insert(sop);
             if let Some([_, study_id, series_id]) = rows {
                 *written.arrivals.entry(study_id).or_default() += 1;
+                // A new instance of a series written just before: it adds to the study's
+                // computed values as in `upsert_in` (migration 0013).
+                let change = written.studies.entry(study_id).or_default();
+                change.instances += 1;
+                let class = record.column("sop_class_uid");
+                if !class.is_empty() {
+                    change.classes.insert(class.to_string());
+                }
                 queued.push((record, series_id));
                 if queued.len() >= ROWS_PER_INSERT {
                     self.insert_rows(tx, &mut queued, &stored_at).await?;
