@@ -188,9 +188,7 @@ mod tests {
     #[test]
     fn direct_files_hold_exactly_what_was_written() {
         let dir = tempfile::tempdir().unwrap();
-        let data: Vec<u8> = (0..3 * BUFFER + 5000)
-            .map(|i| (i * 7 % 251) as u8)
-            .collect();
+        let data: Vec<u8> = (0..3 * BUFFER + 5000).map(|i| (i * 7 % 251) as u8).collect();
         let lengths = [
             0,
             1,
@@ -222,11 +220,7 @@ mod tests {
                     writes.finish(&file, len as u64).unwrap();
                 }
                 drop(file);
-                assert_eq!(
-                    std::fs::read(&path).unwrap(),
-                    &data[..len],
-                    "{len} {direct}"
-                );
+                assert_eq!(std::fs::read(&path).unwrap(), &data[..len], "{len} {direct}");
             }
         }
     }

@@ -921,10 +921,7 @@ fn run_fill(store: &BlobStore, mut pieces: mpsc::Receiver<Piece>, results: mpsc:
         if piece.header.is_some() {
             // Past the page cache: the instance is passed on from memory, and its file is
             // read again only by a later cache hit (store::direct).
-            open.insert(
-                piece.instance,
-                store.begin_blocking_direct().map_err(cannot_write),
-            );
+            open.insert(piece.instance, store.begin_blocking_direct().map_err(cannot_write));
         }
         let Some(entry) = open.get_mut(&piece.instance) else {
             continue;
