@@ -411,30 +411,11 @@ impl BlobStore {
     /// [`begin`](Self::begin) for blocking code: the temp file is written with plain
     /// `std::fs` writes (into the page cache: a memory copy, no hand-off per write).
     pub fn begin_blocking(&self) -> Result<BlockingBlob, BlobError> {
-        self.begin_blocking_with(false)
-    }
-
-    /// [`begin_blocking`](Self::begin_blocking) for a file that nothing reads back soon (a
-    /// cache fill): written past the page cache where the file system allows it
-    /// ([`super::direct`]).
-    pub fn begin_blocking_direct(&self) -> Result<BlockingBlob, BlobError> {
-        self.begin_blocking_with(true)
-    }
-
-    fn begin_blocking_with(&self, direct: bool) -> Result<BlockingBlob, BlobError> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut direct = direct && super::direct::open_flag() != 0;
         loop {
             let path = self.fresh_temp_path();
-            let flags = if direct {
-                super::direct::open_flag()
-            } else {
-                0
-            };
             match std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
-                .custom_flags(flags)
                 .open(&path)
             {
                 Ok(file) => {
@@ -443,14 +424,9 @@ impl BlobStore {
                         path,
                         len: 0,
                         done: false,
-                        direct: direct.then(super::direct::DirectWrites::new),
                     })
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                // A file system without O_DIRECT (tmpfs on older kernels): ordinary writes.
-                Err(e) if direct && e.kind() == std::io::ErrorKind::InvalidInput => {
-                    direct = false;
-                }
                 Err(e) => return Err(BlobError::Io { path, source: e }),
             }
         }
@@ -804,7 +780,6 @@ impl BlobStore {
         entries: &mut std::collections::BTreeSet<PathBuf>,
     ) -> Result<PathBuf, BlobError> {
         check_key(key)?;
-        blob.finish_writes()?;
         let target = self.path(key);
         let parent = target.parent().unwrap_or(&self.root).to_path_buf();
         match std::fs::rename(&blob.path, &target) {
@@ -950,7 +925,6 @@ impl PendingBlob {
             path: std::mem::take(&mut self.path),
             len: self.len,
             done: false,
-            direct: None,
         })
     }
 
@@ -969,9 +943,6 @@ pub struct BlockingBlob {
     path: PathBuf,
     len: u64,
     done: bool,
-    /// Written past the page cache: the pieces gathered in an aligned buffer until
-    /// [`finish_writes`](Self::finish_writes).
-    direct: Option<super::direct::DirectWrites>,
 }
 
 impl BlockingBlob {
@@ -981,41 +952,15 @@ impl BlockingBlob {
 
     /// Append to the temp file (no buffer: callers write large pieces).
     pub fn write(&mut self, bytes: &[u8]) -> Result<(), BlobError> {
-        self.write_all_vectored(&[bytes])
+        use std::io::Write;
+        self.file.write_all(bytes).map_err(io_err(&self.path))?;
+        self.len += bytes.len() as u64;
+        Ok(())
     }
 
     /// Append several pieces in `writev` calls of [`WRITE_MAX`] bytes (the last shorter)
     /// instead of a `write` per piece.
     pub fn write_all_vectored(&mut self, pieces: &[&[u8]]) -> Result<(), BlobError> {
-        if let Some(direct) = &mut self.direct {
-            for (n, piece) in pieces.iter().enumerate() {
-                let written = direct.write(&self.file, piece);
-                self.len += piece.len() as u64;
-                if written.map_err(io_err(&self.path))? == super::direct::Direct::FellBack {
-                    // Refused by the file system: the rest through the page cache, at the
-                    // file's cursor.
-                    self.direct = None;
-                    return self.write_vectored_rest(&pieces[n + 1..]);
-                }
-            }
-            return Ok(());
-        }
-        self.write_vectored_rest(pieces)
-    }
-
-    /// Everything written so far is in the file, at its length: the direct writes' last
-    /// block written and the file cut back to its length. Before the file is read back or
-    /// renamed into place.
-    pub fn finish_writes(&mut self) -> Result<(), BlobError> {
-        match self.direct.take() {
-            Some(direct) => direct
-                .finish(&self.file, self.len)
-                .map_err(io_err(&self.path)),
-            None => Ok(()),
-        }
-    }
-
-    fn write_vectored_rest(&mut self, pieces: &[&[u8]]) -> Result<(), BlobError> {
         // Below IOV_MAX (1024 on Linux): a writev with more slices fails.
         for group in pieces.chunks(512) {
             self.write_group(group)?;
@@ -1083,14 +1028,12 @@ impl BlockingBlob {
 
     /// fdatasync the temp file.
     pub(super) fn sync_data(&mut self) -> Result<(), BlobError> {
-        self.finish_writes()?;
         self.file.sync_data().map_err(io_err(&self.path))
     }
 
     /// Rename the temp file to `target`, replacing what is there (the journal's recovery
     /// writing a lost blob again; `target`'s directory exists).
     pub(super) fn replace(mut self, target: &Path) -> Result<(), BlobError> {
-        self.finish_writes()?;
         std::fs::rename(&self.path, target).map_err(io_err(target))?;
         self.done = true;
         Ok(())
@@ -1107,9 +1050,8 @@ impl BlockingBlob {
         self.commit_with(store, key, false)
     }
 
-    fn commit_with(mut self, store: &BlobStore, key: &str, sync: bool) -> Result<u64, BlobError> {
+    fn commit_with(self, store: &BlobStore, key: &str, sync: bool) -> Result<u64, BlobError> {
         check_key(key)?;
-        self.finish_writes()?;
         if let (Some(remote), true) = (&store.remote, sync) {
             // Object storage: durable once the upload completed (no fsync of the local copy,
             // which is only a copy); then the temp file becomes the local copy.

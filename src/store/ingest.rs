@@ -591,14 +591,11 @@ impl From<&Expected<'_>> for OwnedExpected {
 /// of opening and reading the file back three times (the cache fill has it at hand).
 fn check_and_commit(
     store: &BlobStore,
-    mut blob: BlockingBlob,
+    blob: BlockingBlob,
     expected: &OwnedExpected,
     sync: bool,
     in_memory: Option<&[Bytes]>,
 ) -> Result<Ingested, IngestFailure> {
-    // The whole file on disk before the checks may read it back.
-    blob.finish_writes()
-        .map_err(|e| IngestFailure::new(code::OUT_OF_RESOURCES, format!("cannot write: {e}")))?;
     let Checked {
         blob,
         mut ingested,
@@ -919,9 +916,7 @@ fn run_fill(store: &BlobStore, mut pieces: mpsc::Receiver<Piece>, results: mpsc:
             continue;
         }
         if piece.header.is_some() {
-            // Past the page cache: the instance is passed on from memory, and its file is
-            // read again only by a later cache hit (store::direct).
-            open.insert(piece.instance, store.begin_blocking_direct().map_err(cannot_write));
+            open.insert(piece.instance, store.begin_blocking().map_err(cannot_write));
         }
         let Some(entry) = open.get_mut(&piece.instance) else {
             continue;

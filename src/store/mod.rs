@@ -2,7 +2,6 @@
 //!
 //! - [`blob`]: the filesystem blob store; writes go to a temp file, are fsynced and renamed
 //!   into place so a blob is either whole or absent.
-//! - [`direct`]: writes past the page cache (`O_DIRECT`) for the files of a cache fill.
 //! - [`object`]: blobs in S3-compatible object storage behind the same [`BlobStore`].
 //! - [`index`]: the [`Index`] trait with SQLite (embedded default) and PostgreSQL backends.
 //! - [`ingest`]: the one path by which an instance enters the store (C-STORE and STOW-RS).
@@ -16,7 +15,6 @@
 
 pub mod blob;
 pub mod delete;
-pub mod direct;
 pub mod index;
 pub mod ingest;
 pub mod journal;
