@@ -268,63 +268,50 @@ watch_first() {
     since "$t0" >"$BENCH_DIR/first"
 }
 
+# run_direct [relayed]: movescu asks B's Orthanc to C-MOVE the study to A's Orthanc. With
+# `relayed`, its C-STOREs go through two socat relays joined by mTLS (the gateways'
+# certificates; 128 KiB blocks, no Nagle, as the gateways' sockets).
 run_direct() {
+    local mode=${1:-direct} dest=ORTHANCA relays=()
     retire "$BENCH_DIR/orthanc-A"
     start_orthanc A $OA_DIMSE $OA_HTTP
+    if [ "$mode" = relayed ]; then
+        socat -b 131072 "OPENSSL-LISTEN:$RELAY_TLS,bind=$HOST,reuseaddr,fork,nodelay,cert=$P/b.pem,key=$P/b-key.pem,cafile=$P/ca.pem,verify=1" \
+            "TCP:$HOST:$OA_DIMSE,nodelay" 2>>"$BENCH_DIR/relay.log" &
+        relays+=($!)
+        socat -b 131072 "TCP-LISTEN:$RELAY_IN,bind=$HOST,reuseaddr,fork,nodelay" \
+            "OPENSSL:$HOST:$RELAY_TLS,nodelay,cert=$P/a.pem,key=$P/a-key.pem,cafile=$P/ca.pem,verify=1" 2>>"$BENCH_DIR/relay.log" &
+        relays+=($!)
+        PIDS+=("${relays[@]}")
+        dest=RELAYA
+        sleep 0.3
+    fi
     local t0 oa0 ob0 l0
     oa0=$(cpu $OPID) ob0=$(cpu $OBPID) l0=$(load)
     t0=$(now)
     watch_first "$t0" &
     local watcher=$!
     /usr/bin/time -f '%U %S' -o "$BENCH_DIR/time.txt" \
-        /usr/bin/movescu -S -aet BENCH -aec ORTHANCB -aem ORTHANCA --max-pdu $PDU -to 60 -td 600 \
-        -k QueryRetrieveLevel=STUDY -k StudyInstanceUID="$STUDY" "$HOST" $OB_DIMSE >"$BENCH_DIR/movescu-direct.log" 2>&1
+        /usr/bin/movescu -S -aet BENCH -aec ORTHANCB -aem $dest --max-pdu $PDU -to 60 -td 600 \
+        -k QueryRetrieveLevel=STUDY -k StudyInstanceUID="$STUDY" "$HOST" $OB_DIMSE >"$BENCH_DIR/movescu-$mode.log" 2>&1
     local total
     total=$(since "$t0")
     wait "$watcher"
-    [ "$(count $OA_HTTP)" = "$N" ] || die "direct: Orthanc A holds $(count $OA_HTTP) of $N"
-    echo "$total $(cat "$BENCH_DIR/first")" >>"$BENCH_DIR/direct.txt"
-    echo "direct total=$total orthancB=$(minus "$(cpu $OBPID)" "$ob0") orthancA=$(minus "$(cpu $OPID)" "$oa0") movescu=$(client_cpu) load=$l0-$(load)" >>"$BENCH_DIR/cpu.txt"
-    log "direct: $total s, first instance after $(cat "$BENCH_DIR/first") s; $(tail -1 "$BENCH_DIR/cpu.txt")"
-    stop "$OPID"
-}
-
-# run_relayed: the direct C-MOVE, its C-STOREs through two socat relays joined by mTLS
-# (gateway certificates of the run; 128 KiB blocks, no Nagle, as the gateways' sockets).
-run_relayed() {
-    retire "$BENCH_DIR/orthanc-A"
-    start_orthanc A $OA_DIMSE $OA_HTTP
-    socat -b 131072 "OPENSSL-LISTEN:$RELAY_TLS,bind=$HOST,reuseaddr,fork,nodelay,cert=$P/b.pem,key=$P/b-key.pem,cafile=$P/ca.pem,verify=1" \
-        "TCP:$HOST:$OA_DIMSE,nodelay" 2>>"$BENCH_DIR/relay.log" &
-    local r2=$!
-    PIDS+=("$r2")
-    socat -b 131072 "TCP-LISTEN:$RELAY_IN,bind=$HOST,reuseaddr,fork,nodelay" \
-        "OPENSSL:$HOST:$RELAY_TLS,nodelay,cert=$P/a.pem,key=$P/a-key.pem,cafile=$P/ca.pem,verify=1" 2>>"$BENCH_DIR/relay.log" &
-    local r1=$!
-    PIDS+=("$r1")
-    sleep 0.3
-    local t0 oa0 ob0 l0
-    oa0=$(cpu $OPID) ob0=$(cpu $OBPID) l0=$(load)
-    t0=$(now)
-    watch_first "$t0" &
-    local watcher=$!
-    /usr/bin/time -f '%U %S' -o "$BENCH_DIR/time.txt" \
-        /usr/bin/movescu -S -aet BENCH -aec ORTHANCB -aem RELAYA --max-pdu $PDU -to 60 -td 600 \
-        -k QueryRetrieveLevel=STUDY -k StudyInstanceUID="$STUDY" "$HOST" $OB_DIMSE >"$BENCH_DIR/movescu-relayed.log" 2>&1
-    local total
-    total=$(since "$t0")
-    wait "$watcher"
-    [ "$(count $OA_HTTP)" = "$N" ] || die "relayed: Orthanc A holds $(count $OA_HTTP) of $N"
-    # socat forks a child per connection: the listeners' CPU includes their waited-for children
-    # (which end with Orthanc B's association, just after movescu).
-    sleep 0.3
-    local relays
-    relays=$(awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); s += $12 + $13 + $14 + $15 } END { printf "%.2f", s / hz }' /proc/$r1/stat /proc/$r2/stat)
-    echo "$total $(cat "$BENCH_DIR/first")" >>"$BENCH_DIR/relayed.txt"
-    echo "relayed total=$total relays=$relays orthancB=$(minus "$(cpu $OBPID)" "$ob0") orthancA=$(minus "$(cpu $OPID)" "$oa0") movescu=$(client_cpu) load=$l0-$(load)" >>"$BENCH_DIR/cpu.txt"
-    log "relayed: $total s, first instance after $(cat "$BENCH_DIR/first") s; $(tail -1 "$BENCH_DIR/cpu.txt")"
-    stop "$r1"
-    stop "$r2"
+    [ "$(count $OA_HTTP)" = "$N" ] || die "$mode: Orthanc A holds $(count $OA_HTTP) of $N"
+    local extra=
+    if [ "$mode" = relayed ]; then
+        # socat forks a child per connection: the listeners' CPU includes their waited-for
+        # children (which end with Orthanc B's association, just after movescu).
+        sleep 0.3
+        local stats=() r
+        for r in "${relays[@]}"; do stats+=("/proc/$r/stat"); done
+        extra=" relays=$(awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); s += $12 + $13 + $14 + $15 } END { printf "%.2f", s / hz }' "${stats[@]}")"
+    fi
+    echo "$total $(cat "$BENCH_DIR/first")" >>"$BENCH_DIR/$mode.txt"
+    echo "$mode total=$total$extra orthancB=$(minus "$(cpu $OBPID)" "$ob0") orthancA=$(minus "$(cpu $OPID)" "$oa0") movescu=$(client_cpu) load=$l0-$(load)" >>"$BENCH_DIR/cpu.txt"
+    log "$mode: $total s, first instance after $(cat "$BENCH_DIR/first") s; $(tail -1 "$BENCH_DIR/cpu.txt")"
+    local p
+    for p in "${relays[@]}"; do stop "$p"; done
     stop "$OPID"
 }
 
@@ -399,7 +386,7 @@ RUN=0
 log "study: $N instances, $MB MB; $REPS runs each, alternating"
 for i in $(seq 1 "$REPS"); do
     run_direct
-    if [ "${RELAY:-}" = 1 ]; then run_relayed; fi
+    if [ "${RELAY:-}" = 1 ]; then run_direct relayed; fi
     BB=$BB1 SUFFIX= run_gateways
     if [ -n "${BB2:-}" ]; then BB=$BB2 SUFFIX=2 B_RETRIEVE=${B_RETRIEVE2:-${B_RETRIEVE:-c-get}} A_WADO_RS=${A_WADO_RS2:-${A_WADO_RS:-false}} run_gateways; fi
 done
