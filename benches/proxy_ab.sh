@@ -18,6 +18,7 @@
 # orthanc-ct-2000). Run in a network namespace of its own (fixed ports):
 #   nice -n -10 unshare -n bash -c 'ip link set lo up; benches/proxy_ab.sh 3 getscu BIN_A BIN_B'
 # PROFILE=1: also `perf record -g` of beeldbrug, into BENCH_DIR/ab/run-N/perf.data.
+# THREADS=1: also beeldbrug's CPU and context switches per thread name (benches/thread_stats.py).
 set -euo pipefail
 REPS=$1; MODE=$2; shift 2
 case $MODE in
@@ -92,6 +93,10 @@ EOF
       sleep 1; sync
       perf stat -e task-clock,context-switches -p $P -o $d/stat.txt &
       SP=$!
+      if [ -n "${THREADS:-}" ]; then
+        python3 $(dirname "$0")/thread_stats.py watch $P $d/threads0.json $d/threads1.json &
+        TP=$!
+      fi
       if [ -n "${PROFILE:-}" ]; then
         perf record -F 999 -g -p $P -o $d/perf.data >/dev/null 2>&1 &
         RP=$!
@@ -126,6 +131,10 @@ EOF
     o1=$(cpu $OPID)
     kill -INT $SP $OSP 2>/dev/null || true; wait $SP $OSP 2>/dev/null || true
     if [ -n "${RP:-}" ]; then kill -INT $RP; wait $RP 2>/dev/null || true; RP=; fi
+    if [ -n "${TP:-}" ]; then
+      touch $d/threads1.json.stop; wait $TP 2>/dev/null || true; TP=
+      python3 $(dirname "$0")/thread_stats.py diff $d/threads0.json $d/threads1.json | sed 's/^/    /'
+    fi
     ocs=$(awk '/context-switches/ {gsub(",","",$1); print $1}' $d/ostat.txt)
     files=$(find $d/out -type f | wc -l)
     [ -f $d/out/parts ] && files=$(cat $d/out/parts)

@@ -587,8 +587,89 @@ async fn unparsable_data_set_fails_and_association_goes_on_case(gw: &Gateway) {
 // ---------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread")]
+async fn retrieve_requests_without_a_usable_identifier_fail_and_association_goes_on() {
+    let gw = Gateway::start("").await;
+    retrieve_requests_without_a_usable_identifier_fail_and_association_goes_on_case(&gw).await;
+    gw.stop().await;
+}
+
+/// C-GET and C-MOVE requests whose identifier is missing, unparsable or names no level get
+/// a failure response each (PS3.4 C.4.2.1.5 / C.4.3.1.4: 0xA900 or 0xC000 class), with
+/// the reason, and the association stays in step for the next request.
+async fn retrieve_requests_without_a_usable_identifier_fail_and_association_goes_on_case(
+    gw: &Gateway,
+) {
+    let models = [
+        (
+            beeldbrug::sop::STUDY_ROOT_GET,
+            CommandField::CGetRq,
+            CommandField::CGetRsp,
+        ),
+        (
+            beeldbrug::sop::STUDY_ROOT_MOVE,
+            CommandField::CMoveRq,
+            CommandField::CMoveRsp,
+        ),
+    ];
+    let contexts: Vec<ProposedContext> = models
+        .iter()
+        .map(|(model, _, _)| ProposedContext {
+            abstract_syntax: model.to_string(),
+            transfer_syntaxes: vec![sop::EXPLICIT_VR_LE.into()],
+            we_are_scp: false,
+        })
+        .collect();
+    let mut assoc = tokio::time::timeout(WAIT, scu::connect(&opts(gw.port), &contexts))
+        .await
+        .unwrap()
+        .expect("associate");
+    // An identifier with a Study Instance UID but no Query/Retrieve Level (0008,0052).
+    let mut no_level = vec![0x20, 0x00, 0x0D, 0x00, b'U', b'I', 8, 0];
+    no_level.extend_from_slice(b"1.2.3.4\0");
+    for (model, rq_field, rsp_field) in models {
+        let pc = assoc.context_for(model, None).expect("context accepted").id;
+        let cases: [(&str, Option<Vec<u8>>); 3] = [
+            ("no identifier", None),
+            ("random bytes", Some(pseudo_random(21, 600))),
+            ("no level", Some(no_level.clone())),
+        ];
+        for (what, identifier) in cases {
+            let id = assoc.next_message_id();
+            let mut rq =
+                CommandSet::request(rq_field, id, model).with_data_set(identifier.is_some());
+            if rq_field == CommandField::CMoveRq {
+                rq.move_destination = Some("TEST".into());
+            }
+            assoc.send_command(pc, &rq).await.unwrap();
+            if let Some(data) = &identifier {
+                assoc.send_data(pc, data).await.unwrap();
+            }
+            let rsp = next_command(&mut assoc).await;
+            assert_eq!(rsp.field, rsp_field, "{model} {what}");
+            assert_eq!(rsp.message_id_responded, Some(id), "{model} {what}");
+            let class = rsp.status() & 0xF000;
+            assert!(
+                class == 0xC000 || class == 0xA000,
+                "{model} {what}: status 0x{:04X}",
+                rsp.status()
+            );
+            assert!(
+                rsp.error_comment.as_deref().is_some_and(|c| !c.is_empty()),
+                "{model} {what}: no Error Comment"
+            );
+        }
+    }
+    tokio::time::timeout(WAIT, assoc.release())
+        .await
+        .unwrap()
+        .expect("release after the failed requests");
+    assert_serves(gw.port).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn unknown_sop_class_context_is_rejected() {
     let gw = Gateway::start("").await;
+    retrieve_requests_without_a_usable_identifier_fail_and_association_goes_on_case(&gw).await;
     unknown_sop_class_context_is_rejected_case(&gw).await;
     gw.stop().await;
 }

@@ -16,9 +16,6 @@ use dicom_core::header::Header;
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_object::InMemDicomObject;
 
-/// Identifiers are small; more than this is a misbehaving peer.
-pub const MAX_IDENTIFIER: usize = 1024 * 1024;
-
 /// A parsed C-FIND identifier: the query, and the keys to return with their VRs.
 #[derive(Debug)]
 pub struct FindRequest {
@@ -175,7 +172,9 @@ pub async fn handle(
             )
             .await;
     }
-    let bytes = assoc.receive_data_set(context_id, MAX_IDENTIFIER).await?;
+    let bytes = assoc
+        .receive_data_set(context_id, super::MAX_IDENTIFIER)
+        .await?;
     let default_charset = ctx.config.dimse.default_charset.trim();
     let request = match decode_with_default_charset(&bytes, &pc.transfer_syntax, default_charset)
         .map_err(|e| (code::CANNOT_UNDERSTAND, e))

@@ -1,13 +1,11 @@
 //! Query/Retrieve C-GET as SCP (PS3.4 C.4.3): the selected instances go back as C-STORE
 //! sub-operations on the same association, on contexts where the requestor took the SCP role.
 
-use super::retrieve::{self, selection_from, SubOps, PROGRESS_EVERY};
+use super::retrieve::{self, SubOps, PROGRESS_EVERY};
 use super::ScpContext;
 use crate::core::{Delivery, Retrieval};
 use crate::dimse::command::{CommandField, CommandSet};
-use crate::dimse::dataset;
 use crate::dimse::scu::SendError;
-use crate::dimse::status::code;
 use crate::dimse::{Association, AssociationError};
 use crate::trust::{Caller, Operation};
 
@@ -22,29 +20,10 @@ pub async fn handle(
         .context(context_id)
         .cloned()
         .ok_or_else(|| AssociationError::Protocol("no such context".into()))?;
-    let fail = |status: u16, comment: &str| {
-        let mut rsp = CommandSet::response_to(rq, CommandField::CGetRsp, status);
-        rsp.error_comment = Some(comment.to_string());
-        rsp
-    };
-    if !rq.has_data_set {
-        return assoc
-            .send_command(context_id, &fail(code::CANNOT_UNDERSTAND, "no identifier"))
-            .await;
-    }
-    let bytes = assoc
-        .receive_data_set(context_id, super::find::MAX_IDENTIFIER)
-        .await?;
-    let selection = match dataset::decode(&bytes, &pc.transfer_syntax)
-        .map_err(|e| (code::CANNOT_UNDERSTAND, e.to_string()))
-        .and_then(|obj| selection_from(&obj))
-    {
-        Ok(s) => s,
-        Err((status, comment)) => {
-            return assoc
-                .send_command(context_id, &fail(status, &comment))
-                .await
-        }
+    let Some(selection) =
+        retrieve::read_selection(assoc, context_id, rq, CommandField::CGetRsp).await?
+    else {
+        return Ok(());
     };
     let message_id = rq.message_id.unwrap_or(0);
     let answered = match ctx.core.admit(caller, Operation::Get).await {

@@ -24,6 +24,9 @@ mod move_;
 mod retrieve;
 mod store;
 
+/// Identifiers (C-FIND, C-GET, C-MOVE) are small; more than this is a misbehaving peer.
+const MAX_IDENTIFIER: usize = 1024 * 1024;
+
 use super::association::{Association, AssociationError, Event};
 use super::command::CommandField;
 use super::negotiate::{accept, AcceptPolicy, LinkOptions, Refusal};

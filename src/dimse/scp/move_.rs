@@ -2,11 +2,10 @@
 //! new association to a configured destination AE, with a pending response after each
 //! sub-operation and C-CANCEL checked between them.
 
-use super::retrieve::{self, selection_from, SubOps, PROGRESS_EVERY};
+use super::retrieve::{self, SubOps, PROGRESS_EVERY};
 use super::ScpContext;
 use crate::core::{Delivery, InstanceLocation, Retrieval};
 use crate::dimse::command::{CommandField, CommandSet};
-use crate::dimse::dataset;
 use crate::dimse::negotiate::ProposedContext;
 use crate::dimse::scu::send::Fallback;
 use crate::dimse::scu::{self, ScuOptions, SendError};
@@ -27,29 +26,13 @@ pub async fn handle(
         .context(context_id)
         .cloned()
         .ok_or_else(|| AssociationError::Protocol("no such context".into()))?;
-    let fail = |status: u16, comment: &str| {
-        let mut rsp = CommandSet::response_to(rq, CommandField::CMoveRsp, status);
-        rsp.error_comment = Some(comment.to_string());
-        rsp
+    let Some(selection) =
+        retrieve::read_selection(assoc, context_id, rq, CommandField::CMoveRsp).await?
+    else {
+        return Ok(());
     };
-    if !rq.has_data_set {
-        return assoc
-            .send_command(context_id, &fail(code::CANNOT_UNDERSTAND, "no identifier"))
-            .await;
-    }
-    let bytes = assoc
-        .receive_data_set(context_id, super::find::MAX_IDENTIFIER)
-        .await?;
-    let selection = match dataset::decode(&bytes, &pc.transfer_syntax)
-        .map_err(|e| (code::CANNOT_UNDERSTAND, e.to_string()))
-        .and_then(|obj| selection_from(&obj))
-    {
-        Ok(s) => s,
-        Err((status, comment)) => {
-            return assoc
-                .send_command(context_id, &fail(status, &comment))
-                .await
-        }
+    let fail = |status: u16, comment: &str| {
+        retrieve::failure_response(rq, CommandField::CMoveRsp, status, comment)
     };
     let destination = rq.move_destination.clone().unwrap_or_default();
     let ticket = match ctx.core.admit(caller, Operation::Move).await {

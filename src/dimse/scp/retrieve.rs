@@ -5,11 +5,12 @@ use super::ScpContext;
 use crate::core::source::DataSet;
 use crate::core::{CoreError, InstanceLocation, Refusal, Selection};
 use crate::dimse::command::{CommandField, CommandSet};
+use crate::dimse::dataset;
 use crate::dimse::dataset::QUERY_RETRIEVE_LEVEL;
 use crate::dimse::scu::send::{send_data_set, send_file_with, Fallback, Sent};
 use crate::dimse::scu::SendError;
 use crate::dimse::status::{self, code, Category};
-use crate::dimse::Association;
+use crate::dimse::{Association, AssociationError};
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_object::InMemDicomObject;
 
@@ -49,6 +50,51 @@ pub fn selection_from(obj: &InMemDicomObject) -> Result<Selection, (u16, String)
         ));
     }
     Ok(selection)
+}
+
+/// A failure response to a C-GET or C-MOVE request (`field`: its response), with the reason
+/// in Error Comment (PS3.7 C.4.2.1.5 / C.4.3.1.4 status classes).
+pub(super) fn failure_response(
+    rq: &CommandSet,
+    field: CommandField,
+    status: u16,
+    comment: &str,
+) -> CommandSet {
+    let mut rsp = CommandSet::response_to(rq, field, status);
+    rsp.error_comment = Some(comment.to_string());
+    rsp
+}
+
+/// Read a C-GET or C-MOVE request's identifier (PS3.4 C.4.2.1.3 / C.4.3.1.3) and the
+/// selection it names. `None`: the request had none or it named nothing retrievable, and the
+/// failure response (`field`) has been sent.
+pub(super) async fn read_selection(
+    assoc: &mut Association,
+    context_id: u8,
+    rq: &CommandSet,
+    field: CommandField,
+) -> Result<Option<Selection>, AssociationError> {
+    let pc = assoc
+        .context(context_id)
+        .cloned()
+        .ok_or_else(|| AssociationError::Protocol("no such context".into()))?;
+    let refused = if !rq.has_data_set {
+        (code::CANNOT_UNDERSTAND, "no identifier".to_string())
+    } else {
+        let bytes = assoc
+            .receive_data_set(context_id, super::MAX_IDENTIFIER)
+            .await?;
+        match dataset::decode(&bytes, &pc.transfer_syntax)
+            .map_err(|e| (code::CANNOT_UNDERSTAND, e.to_string()))
+            .and_then(|obj| selection_from(&obj))
+        {
+            Ok(selection) => return Ok(Some(selection)),
+            Err(refused) => refused,
+        }
+    };
+    let rsp = failure_response(rq, field, refused.0, &refused.1);
+    assoc.send_command(context_id, &rsp).await?;
+    Ok(None)
 }
 
 /// Least time between two pending C-MOVE or C-GET responses after the first: they are
