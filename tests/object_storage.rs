@@ -352,3 +352,131 @@ async fn bucket_down_means_no_acknowledgement_and_not_ready() {
     assert_eq!(tmp, 0);
     gw.stop().await;
 }
+
+/// The `.dcm` files under `dir`, recursively: a node's local copies.
+fn local_copies(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| {
+            let path = e.path();
+            if path.is_dir() {
+                local_copies(&path)
+            } else {
+                usize::from(path.extension().is_some_and(|x| x == "dcm"))
+            }
+        })
+        .sum()
+}
+
+/// A study retrieved by a node without local copies is fetched from the bucket just ahead of
+/// its client, not a page (up to 256 instances) before the first byte: a client that stops
+/// reading, then goes, leaves the rest of the study in the bucket and no temp file behind;
+/// concurrent retrieves of the study still come back whole (one download per instance).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retrieve_from_the_bucket_fetches_just_ahead_of_its_client() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = S3Server::start(dir.path()).await;
+    s3.create_bucket(BUCKET).await;
+    let gw = Gateway::start(&s3.storage_toml(BUCKET, PREFIX)).await;
+    let files = beeldbrug::testdata::generate(&GenerateArgs {
+        out: dir.path().join("data"),
+        seed: 17,
+        patients: 1,
+        ct_slices: 40,
+        mr_slices: 0,
+        dx: false,
+        multiframe_frames: 0,
+        frame_size: 64,
+        encapsulated: false,
+        implicit: false,
+    })
+    .expect("generate");
+    let study = files[0].study_uid.clone();
+    let in_study: Vec<&GeneratedFile> = files.iter().filter(|f| f.study_uid == study).collect();
+    assert!(in_study.len() >= 40, "{}", in_study.len());
+    let log = storescu(gw.port, &in_study);
+    assert_eq!(
+        log.matches("Received Store Response (Success)").count(),
+        in_study.len(),
+        "C-STORE:\n{log}"
+    );
+    let blobs = gw.data_dir().join("blobs");
+    std::fs::remove_dir_all(&blobs).unwrap();
+
+    // A client that reads the first 64 KiB (about a tenth of an instance) and then nothing.
+    let mut client = tokio::net::TcpStream::connect(("127.0.0.1", gw.http_port))
+        .await
+        .unwrap();
+    let get = format!(
+        "GET /dicomweb/studies/{study} HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         Accept: multipart/related; type=\"application/dicom\"; transfer-syntax=*\r\n\r\n"
+    );
+    client.write_all(get.as_bytes()).await.unwrap();
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 16 * 1024];
+    let first = Instant::now();
+    while got < 64 * 1024 {
+        let n = tokio::time::timeout(Duration::from_secs(30), client.read(&mut buf))
+            .await
+            .expect("the first bytes within 30 s")
+            .unwrap();
+        assert!(n > 0, "the answer ended after {got} bytes");
+        got += n;
+    }
+    let first = first.elapsed();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let fetched = local_copies(&blobs);
+    // What the socket buffers take, and a few instances queued ahead: far less than the study
+    // (before: the whole page, every instance of it, downloaded before the first byte).
+    assert!(
+        fetched < in_study.len() / 2,
+        "{fetched} of {} instances downloaded for a client that read 64 KiB ({first:?} to the first bytes)",
+        in_study.len()
+    );
+    drop(client);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = local_copies(&blobs);
+    assert!(
+        after <= fetched + 1,
+        "downloads went on after the client left: {fetched} then {after}"
+    );
+    let tmp = std::fs::read_dir(gw.data_dir().join("tmp"))
+        .unwrap()
+        .count();
+    assert_eq!(tmp, 0, "temp files left behind");
+
+    // Three concurrent retrieves of the whole study, every instance byte for byte.
+    std::fs::remove_dir_all(&blobs).unwrap();
+    let path = format!("/dicomweb/studies/{study}");
+    let accept = (
+        "Accept",
+        "multipart/related; type=\"application/dicom\"; transfer-syntax=*",
+    );
+    let headers = [accept];
+    let (a, b, c) = tokio::join!(
+        request(gw.http_port, "GET", &path, &headers, b""),
+        request(gw.http_port, "GET", &path, &headers, b""),
+        request(gw.http_port, "GET", &path, &headers, b""),
+    );
+    let mut sent: Vec<_> = in_study
+        .iter()
+        .map(|f| dataset_of(&std::fs::read(&f.path).unwrap()))
+        .collect();
+    sent.sort();
+    for r in [&a, &b, &c] {
+        assert_eq!(r.status, 200, "{}", r.text());
+        let mut parts: Vec<_> = multipart_parts(r).iter().map(|p| dataset_of(p)).collect();
+        parts.sort();
+        assert!(parts == sent, "the study's instances, byte for byte");
+    }
+    assert_eq!(local_copies(&blobs), in_study.len());
+    let tmp = std::fs::read_dir(gw.data_dir().join("tmp"))
+        .unwrap()
+        .count();
+    assert_eq!(tmp, 0, "temp files left behind");
+    gw.stop().await;
+}

@@ -258,13 +258,27 @@ fn from_cache_as_stored(
             } = feeder;
             loop {
                 let feed = match instances.next_batch().await {
-                    Some(Ok(batch)) => {
+                    Some(Ok(batch)) if stored.downloads() => {
                         ticket.touch(&batch);
-                        if stored.downloads() {
-                            for loc in &batch {
-                                stored.ensure_local(loc).await;
+                        // On object storage, one instance at a time, fetched just ahead of
+                        // the body (the channel's depth): the first part goes out after one
+                        // download rather than a page's, and a client that leaves stops the
+                        // downloads instead of leaving them to fetch the rest of the page.
+                        let mut gone = false;
+                        for loc in batch {
+                            stored.ensure_local(&loc).await;
+                            if batches.send(Feed::Batch(vec![loc])).await.is_err() {
+                                gone = true;
+                                break;
                             }
                         }
+                        if gone {
+                            break;
+                        }
+                        continue;
+                    }
+                    Some(Ok(batch)) => {
+                        ticket.touch(&batch);
                         Feed::Batch(batch)
                     }
                     Some(Err(e)) => {

@@ -101,6 +101,25 @@ pub struct BlobStore {
     /// The ingest journal of the serving process (`store::journal`): a group commit makes
     /// the instances it holds in memory durable there instead of fsyncing their files.
     journal: Option<Arc<dyn BlobLog>>,
+    /// Downloads from object storage in progress, by key: concurrent readers of one instance
+    /// this node has no copy of wait for one download instead of each fetching the object
+    /// (under load every request for a study not yet here did, multiplying the bucket's work).
+    fetching: Arc<std::sync::Mutex<Fetching>>,
+}
+
+/// One gate per key being downloaded; an entry dies with the last caller holding its gate.
+type Fetching = std::collections::HashMap<String, std::sync::Weak<tokio::sync::Mutex<()>>>;
+
+/// A download's temp file, removed unless placed: also when the reading request goes away
+/// mid-download (its future dropped), which would otherwise leave it in `tmp/` until a restart.
+struct TempGuard(Option<PathBuf>);
+
+impl Drop for TempGuard {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 /// A UID usable as a path component: dot-separated runs of digits.
@@ -169,6 +188,7 @@ impl BlobStore {
             remote: None,
             durable_dirs: Arc::default(),
             journal: None,
+            fetching: Arc::default(),
         })
     }
 
@@ -234,24 +254,43 @@ impl BlobStore {
         let Some(remote) = &self.remote else {
             return Ok(false);
         };
-        let temp = self.fresh_temp_path();
-        let downloaded = remote.download(key, &temp).await.map_err(BlobError::from);
-        let placed = match downloaded {
-            Ok(true) => {
-                let parent = path.parent().unwrap_or(&self.root).to_path_buf();
-                let placed = async {
-                    tokio::fs::create_dir_all(&parent).await?;
-                    tokio::fs::rename(&temp, &path).await
-                }
-                .await;
-                placed.map(|()| true).map_err(io_err(&path))
-            }
-            other => other,
-        };
-        if !matches!(placed, Ok(true)) {
-            let _ = tokio::fs::remove_file(&temp).await;
+        let gate = self.fetch_gate(key);
+        let _turn = gate.lock().await;
+        // Whoever held the gate before may have placed it.
+        if tokio::fs::try_exists(&path).await.unwrap_or(false) {
+            return Ok(true);
         }
-        placed
+        let mut temp = TempGuard(Some(self.fresh_temp_path()));
+        let temp_path = temp.0.clone().expect("just set");
+        match remote.download(key, &temp_path).await? {
+            false => Ok(false),
+            true => {
+                let parent = path.parent().unwrap_or(&self.root).to_path_buf();
+                tokio::fs::create_dir_all(&parent)
+                    .await
+                    .map_err(io_err(&parent))?;
+                tokio::fs::rename(&temp_path, &path)
+                    .await
+                    .map_err(io_err(&path))?;
+                temp.0 = None;
+                Ok(true)
+            }
+        }
+    }
+
+    /// The gate of `key`'s download, shared with every concurrent caller for that key.
+    fn fetch_gate(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut fetching = self.fetching.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(gate) = fetching.get(key).and_then(std::sync::Weak::upgrade) {
+            return gate;
+        }
+        // Forget finished downloads now and then, so the map stays as small as what runs.
+        if fetching.len() >= 64 {
+            fetching.retain(|_, gate| gate.strong_count() > 0);
+        }
+        let gate = Arc::new(tokio::sync::Mutex::new(()));
+        fetching.insert(key.to_string(), Arc::downgrade(&gate));
+        gate
     }
 
     /// [`ensure_local`](Self::ensure_local) for blocking code.
