@@ -26,8 +26,7 @@ pub async fn handle(
         .context(context_id)
         .cloned()
         .ok_or_else(|| AssociationError::Protocol("no such context".into()))?;
-    let Some(selection) =
-        retrieve::read_selection(assoc, context_id, rq, CommandField::CMoveRsp).await?
+    let Some(selection) = retrieve::read_selection(assoc, &pc, rq, CommandField::CMoveRsp).await?
     else {
         return Ok(());
     };

@@ -4,6 +4,7 @@
 use super::ScpContext;
 use crate::core::source::DataSet;
 use crate::core::{CoreError, InstanceLocation, Refusal, Selection};
+use crate::dimse::association::PresentationContext;
 use crate::dimse::command::{CommandField, CommandSet};
 use crate::dimse::dataset;
 use crate::dimse::dataset::QUERY_RETRIEVE_LEVEL;
@@ -70,14 +71,11 @@ pub(super) fn failure_response(
 /// failure response (`field`) has been sent.
 pub(super) async fn read_selection(
     assoc: &mut Association,
-    context_id: u8,
+    pc: &PresentationContext,
     rq: &CommandSet,
     field: CommandField,
 ) -> Result<Option<Selection>, AssociationError> {
-    let pc = assoc
-        .context(context_id)
-        .cloned()
-        .ok_or_else(|| AssociationError::Protocol("no such context".into()))?;
+    let context_id = pc.id;
     let refused = if !rq.has_data_set {
         (code::CANNOT_UNDERSTAND, "no identifier".to_string())
     } else {
